@@ -1,0 +1,113 @@
+/**
+ * Every error this library throws is a {@link FieldEncryptionError} with a stable string `code`.
+ * Branch on `code` (or `instanceof` a subclass), never on `message`: messages may be reworded,
+ * codes never change meaning. The full list lives in docs/errors.md.
+ *
+ * No message or field of any error carries plaintext of an annotated column, key bytes or a
+ * whole ciphertext.
+ */
+
+/** Every stable error code. docs/errors.md describes each one. */
+export type ErrorCode =
+  // configuration
+  | 'CONFIG_INVALID'
+  | 'WEAK_KEY'
+  // codecs (src/fields)
+  | 'CODEC_INVALID_VALUE'
+  | 'CODEC_MISMATCH'
+  // ciphertext format (src/fields)
+  | 'FORMAT_UNKNOWN_VERSION'
+  | 'FORMAT_TRUNCATED'
+  | 'FORMAT_INVALID'
+  | 'DECRYPT_AUTH_FAILED'
+  | 'WRONG_KEY'
+  | 'NOT_CIPHERTEXT'
+  // blind indexes (src/blindindex)
+  | 'INDEX_INVALID'
+  // keys (src/keys)
+  | 'KEY_NOT_FOUND'
+  | 'KEY_STORE_ERROR'
+  | 'PROVIDER_UNAVAILABLE'
+  | 'PROVIDER_THROTTLED'
+  | 'PROVIDER_ACCESS_DENIED'
+  | 'PROVIDER_KEY_DISABLED'
+  | 'PROVIDER_INVALID_CIPHERTEXT'
+  | 'PROVIDER_ERROR'
+  | 'UNWRAP_FAILED'
+  // plugin (src/plugin)
+  | 'QUERY_REFUSED'
+  | 'AMBIGUOUS_COLUMN'
+  | 'UNRESOLVED_VALUE'
+  | 'PLAINTEXT_WRITE'
+
+/** Options shared by every error constructor. */
+export interface FieldEncryptionErrorOptions {
+  /** The underlying error, if any. */
+  readonly cause?: unknown
+  /** Logical table the failure concerns, where one applies. */
+  readonly table?: string | undefined
+  /** Logical column the failure concerns, where one applies. */
+  readonly column?: string | undefined
+}
+
+/** Base class of every error this library throws. */
+export class FieldEncryptionError extends Error {
+  /** Stable, machine-readable code; see docs/errors.md. */
+  readonly code: ErrorCode
+  /** Logical table concerned, if any. */
+  readonly table: string | undefined
+  /** Logical column concerned, if any. */
+  readonly column: string | undefined
+
+  constructor(code: ErrorCode, message: string, options: FieldEncryptionErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.name = new.target.name
+    this.code = code
+    this.table = options.table
+    this.column = options.column
+  }
+}
+
+/** Invalid configuration: a schema, a key, an option. */
+export class ConfigError extends FieldEncryptionError {}
+
+/** A value could not be encoded or decoded by a column's codec. */
+export class CodecError extends FieldEncryptionError {}
+
+/** A ciphertext could not be parsed or authenticated. */
+export class DecryptionError extends FieldEncryptionError {}
+
+/** A blind index could not be computed. */
+export class BlindIndexError extends FieldEncryptionError {}
+
+/** A key could not be found, loaded, unwrapped or stored. */
+export class KeyError extends FieldEncryptionError {}
+
+/** A key provider (KMS, HSM, local) failed or refused. */
+export class KeyProviderError extends KeyError {
+  /** The provider's id (KEK id), never key material. */
+  readonly providerId: string | undefined
+
+  constructor(code: ErrorCode, message: string, options: FieldEncryptionErrorOptions & { providerId?: string } = {}) {
+    super(code, message, options)
+    this.providerId = options.providerId
+  }
+}
+
+/** The plugin refused a query it cannot run safely, or a query tried to bypass it. */
+export class QueryRefusedError extends FieldEncryptionError {
+  /** The SQL operator or construct that was refused, e.g. `like` or `order by`. */
+  readonly operator: string | undefined
+  /** What to do instead. */
+  readonly hint: string | undefined
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: FieldEncryptionErrorOptions & { operator?: string; hint?: string } = {},
+  ) {
+    super(code, options.hint === undefined ? message : `${message} Hint: ${options.hint}`, options)
+    this.operator = options.operator
+    this.hint = options.hint
+  }
+}

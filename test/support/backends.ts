@@ -1,0 +1,53 @@
+import { PGlite } from '@electric-sql/pglite'
+import { type Dialect, MysqlDialect, PostgresDialect } from 'kysely'
+import { PGliteDialect } from 'kysely-pglite-dialect'
+import { createPool } from 'mysql2'
+import pg from 'pg'
+import { inject } from 'vitest'
+
+export type BackendName = 'postgres' | 'pglite' | 'mysql'
+
+/** One database engine the shared suites run over. */
+export interface Backend {
+  readonly name: BackendName
+  /** False when the engine is not reachable here (never in CI); the suite is then reported NOT RUN. */
+  readonly available: boolean
+  /** `postgres` for PostgreSQL and PGlite, `mysql` for MySQL/MariaDB. */
+  readonly family: 'postgres' | 'mysql'
+  /** A new dialect on a new pool (or a new in-memory PGlite). Call `db.destroy()` to release it. */
+  createDialect(): Dialect
+}
+
+/** Every backend, in a stable order. Use with `describe.each(backends())` + `describe.runIf(b.available)`. */
+export function backends(): Backend[] {
+  const pgUrl = inject('pgUrl')
+  const mysqlUrl = inject('mysqlUrl')
+  return [
+    {
+      name: 'postgres',
+      family: 'postgres',
+      available: pgUrl !== null,
+      createDialect: () => new PostgresDialect({ pool: new pg.Pool({ connectionString: pgUrl ?? '', max: 5 }) }),
+    },
+    {
+      name: 'pglite',
+      family: 'postgres',
+      available: true,
+      createDialect: () => new PGliteDialect(new PGlite()),
+    },
+    {
+      name: 'mysql',
+      family: 'mysql',
+      available: mysqlUrl !== null,
+      createDialect: () =>
+        new MysqlDialect({ pool: createPool({ uri: mysqlUrl ?? '', connectionLimit: 5, supportBigNumbers: true }) }),
+    },
+  ]
+}
+
+let counter = 0
+/** A table name no other test file uses at the same time (files run in parallel on one database). */
+export function uniqueName(prefix: string): string {
+  counter += 1
+  return `${prefix}_${process.pid}_${counter}_${Math.random().toString(36).slice(2, 7)}`
+}

@@ -1,0 +1,14 @@
+import { defineConfig } from 'vitest/config'
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    globalSetup: ['test/support/global-setup.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 120_000,
+    // Integration files share one PostgreSQL and one MariaDB; each file uses its own tables.
+    fileParallelism: true,
+    pool: 'forks',
+    reporters: ['default'],
+  },
+})
