@@ -1,0 +1,114 @@
+import { CodecError } from '../errors.js'
+
+/**
+ * A JSON value the `json` codec accepts: what `JSON.parse` can return, with plain objects only.
+ */
+export type JsonValue =
+  | null
+  | boolean
+  | number
+  | string
+  | readonly JsonValue[]
+  | { readonly [key: string]: JsonValue }
+
+function reject(path: string, what: string): never {
+  // The message names the position and the kind of value, never the value itself.
+  throw new CodecError('CODEC_INVALID_VALUE', `The json codec expects a JSON value, but ${path} is ${what}.`)
+}
+
+function isPlainObject(value: object): boolean {
+  const proto = Object.getPrototypeOf(value) as unknown
+  return proto === Object.prototype || proto === null
+}
+
+// Default Array#sort order: UTF-16 code units, as the spec of the `json` codec requires.
+function byCodeUnits(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0
+}
+
+function write(value: unknown, path: string, open: Set<object>, out: string[]): void {
+  switch (typeof value) {
+    case 'string':
+      // JSON.stringify escapes lone surrogates as \udXXX (ES2019 well-formed stringify): canonical.
+      out.push(JSON.stringify(value))
+      return
+    case 'boolean':
+      out.push(value ? 'true' : 'false')
+      return
+    case 'number':
+      if (!Number.isFinite(value)) reject(path, Number.isNaN(value) ? 'NaN' : 'an infinite number')
+      // JSON.stringify prints the shortest round-tripping form, and -0 as 0.
+      out.push(JSON.stringify(value))
+      return
+    case 'undefined':
+      reject(path, 'undefined (JSON.stringify would drop it silently)')
+      break
+    case 'bigint':
+      reject(path, 'a bigint (JSON has no bigint; store it as a string, or use the bigint codec)')
+      break
+    case 'function':
+      reject(path, 'a function')
+      break
+    case 'symbol':
+      reject(path, 'a symbol')
+      break
+    case 'object':
+      break
+  }
+  if (value === null) {
+    out.push('null')
+    return
+  }
+  const obj = value as object
+  if (open.has(obj)) reject(path, 'a circular reference')
+  open.add(obj)
+  if (Array.isArray(obj)) {
+    out.push('[')
+    for (let i = 0; i < obj.length; i++) {
+      if (i > 0) out.push(',')
+      if (!(i in obj)) reject(`${path}[${i}]`, 'a hole in a sparse array')
+      write(obj[i], `${path}[${i}]`, open, out)
+    }
+    out.push(']')
+  } else {
+    if (obj instanceof Date) {
+      reject(path, 'a Date (store date.toISOString() in JSON, or use the date codec)')
+    }
+    if (!isPlainObject(obj))
+      reject(path, 'an object that is not a plain object (a class instance, Map, Buffer, …)')
+    if (Object.getOwnPropertySymbols(obj).length > 0) reject(path, 'an object with symbol keys')
+    const record = obj as Record<string, unknown>
+    const keys = Object.keys(record).sort(byCodeUnits)
+    out.push('{')
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i] as string
+      if (i > 0) out.push(',')
+      out.push(JSON.stringify(key), ':')
+      // The key itself may be plaintext (a map keyed by e-mail), so the path names its rank only.
+      write(record[key], `${path}.<key #${i}>`, open, out)
+    }
+    out.push('}')
+  }
+  open.delete(obj)
+}
+
+/**
+ * Serialises `value` as canonical JSON: object keys sorted by UTF-16 code units at every depth,
+ * no whitespace, numbers as `JSON.stringify` prints them. Equal values give equal strings, so
+ * blind indexes over JSON columns are stable.
+ *
+ * Stricter than `JSON.stringify`, which silently drops or rewrites what JSON cannot hold: this
+ * throws on `undefined`, functions, symbols, bigints, `NaN`, `±Infinity`, sparse arrays, cycles,
+ * and on objects that are not plain (including `Date`: no `toJSON` is called, so a value never
+ * changes shape on the way into the database).
+ *
+ * @param value - The value to serialise.
+ * @returns The canonical JSON text.
+ * @throws CodecError `CODEC_INVALID_VALUE` when `value` is not representable; the message names
+ *   the position (e.g. `value.<key #0>[2]`: object keys by rank, since keys may be data) and the kind of the offending value, never the value.
+ */
+export function canonicalJson(value: unknown): string {
+  const out: string[] = []
+  write(value, 'value', new Set(), out)
+  return out.join('')
+}
