@@ -27,6 +27,7 @@ export type ErrorCode =
   // keys (src/keys)
   | 'KEY_NOT_FOUND'
   | 'KEY_STORE_ERROR'
+  | 'KEY_STATE_INVALID'
   | 'PROVIDER_UNAVAILABLE'
   | 'PROVIDER_THROTTLED'
   | 'PROVIDER_ACCESS_DENIED'
@@ -39,6 +40,7 @@ export type ErrorCode =
   | 'AMBIGUOUS_COLUMN'
   | 'UNRESOLVED_VALUE'
   | 'PLAINTEXT_WRITE'
+  | 'PLAINTEXT_SEARCH'
 
 /** Options shared by every error constructor. */
 export interface FieldEncryptionErrorOptions {

@@ -1,0 +1,270 @@
+import { timingSafeEqual } from 'node:crypto'
+import { inspect } from 'node:util'
+import { LRUCache } from 'lru-cache'
+import { ConfigError, KeyError } from '../errors.js'
+import type { KeyMaterial } from './key-material.js'
+import type { KeyRef } from './key-provider.js'
+
+/** Options of {@link KeyCache}. Each one costs something; the cost is stated beside it. */
+export interface KeyCacheOptions {
+  /**
+   * Most unwrapped keys held at once (each 32 bytes plus its derived subkeys). The least recently
+   * used key is evicted and zeroed beyond it. Must be a positive integer: an unbounded key cache
+   * cannot be configured. Too small a value turns into provider calls (one unwrap per miss).
+   * @default 1000
+   */
+  readonly max?: number
+  /**
+   * How long an unwrapped key is used before it is unwrapped again through its provider, in ms.
+   *
+   * This is also the **revocation latency**: a KEK disabled or deleted in the KMS/HSM keeps
+   * working in this process for up to `ttlMs` (plus `graceMs` if the provider then fails rather
+   * than refusing, see below). Lower it for faster revocation; each refresh costs one provider
+   * call per cached key.
+   * @default 300_000 (5 minutes)
+   */
+  readonly ttlMs?: number
+  /**
+   * After `ttlMs`, the key is reloaded; if that load fails (KMS down, throttled), the stale key
+   * keeps serving until `ttlMs + graceMs`, then the load's error is thrown. This keeps a short
+   * KMS outage from failing queries, at the price of extending revocation latency to
+   * `ttlMs + graceMs` when the provider fails instead of answering. `0` disables the grace.
+   * @default 900_000 (15 minutes)
+   */
+  readonly graceMs?: number
+  /** Clock in milliseconds, injectable for tests. @default performance.now */
+  readonly now?: () => number
+}
+
+/** Counters of a {@link KeyCache}; no key material. */
+export interface KeyCacheStats {
+  /** `get` calls answered from a fresh entry. */
+  readonly hits: number
+  /** `get` calls that found no fresh entry (absent, or older than `ttlMs`). */
+  readonly misses: number
+  /** Calls of a `load` function (one per single-flight group). */
+  readonly loads: number
+  /** `get` calls answered with a stale key because the reload failed within the grace period. */
+  readonly staleServed: number
+  /** Keys currently held. */
+  readonly size: number
+}
+
+interface Entry {
+  readonly material: KeyMaterial
+  /** When the material was last (re)loaded successfully, per the cache clock. */
+  loadedAt: number
+}
+
+interface LoadResult {
+  readonly material: KeyMaterial
+  readonly stale: boolean
+}
+
+/** Canonical cache key of a ref; JSON of an array cannot collide across fields. */
+function cacheKey(ref: KeyRef): string {
+  return JSON.stringify([ref.logicalTable, ref.purpose, ref.version])
+}
+
+function positiveInt(name: string, value: number, allowZero: boolean): number {
+  if (!Number.isSafeInteger(value) || value < (allowZero ? 0 : 1)) {
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `KeyCache option ${name} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got ${String(value)}.`,
+    )
+  }
+  return value
+}
+
+/**
+ * The in-process cache of unwrapped keys (DESIGN.md §2), built on lru-cache: bounded count, TTL,
+ * single-flight loading (N concurrent misses of one key = 1 provider call), a bounded grace period
+ * when the provider fails, and zeroization of every key it drops.
+ *
+ * Ownership: the cache owns every {@link KeyMaterial} it returns and destroys (zeroes) it when the
+ * key is evicted (`max`), expires (`ttlMs + graceMs`), is deleted, cleared, or replaced by a reload
+ * that produced different bytes. A reload that produces the same bytes (the normal case: a key
+ * version never changes) keeps the existing object and discards the new one, so a refresh never
+ * wipes a key a caller still holds. Callers must still use a key only synchronously, right after
+ * `get` resolves: across an `await`, an eviction may wipe it (its `bytes` then throws
+ * `KEY_NOT_FOUND` rather than returning zeros).
+ *
+ * @example
+ * ```ts
+ * const cache = new KeyCache({ ttlMs: 60_000 })
+ * const key = await cache.get(ref, () => unwrapSomehow(ref))
+ * ```
+ */
+export class KeyCache {
+  readonly #lru: LRUCache<string, Entry>
+  readonly #inflight = new Map<string, Promise<LoadResult>>()
+  readonly #ttl: number
+  readonly #grace: number
+  readonly #now: () => number
+  #closed = false
+  #hits = 0
+  #misses = 0
+  #loads = 0
+  #staleServed = 0
+
+  /**
+   * @param options - bounds, TTL, grace and clock; see {@link KeyCacheOptions}.
+   * @throws ConfigError `CONFIG_INVALID` when `max` or `ttlMs` is not a positive integer or
+   *   `graceMs` is negative or fractional.
+   */
+  constructor(options: KeyCacheOptions = {}) {
+    const max = positiveInt('max', options.max ?? 1000, false)
+    this.#ttl = positiveInt('ttlMs', options.ttlMs ?? 300_000, false)
+    this.#grace = positiveInt('graceMs', options.graceMs ?? 900_000, true)
+    const now = options.now ?? (() => performance.now())
+    this.#now = now
+    this.#lru = new LRUCache<string, Entry>({
+      max,
+      // The hard limit: past ttl + grace a key is never served. Our own check below is the
+      // authority (lru-cache treats a start time of 0 as "no TTL"); lru-cache's TTL makes sure
+      // expired keys are dropped, and zeroed, even when nobody asks for them again.
+      ttl: this.#ttl + this.#grace,
+      ttlAutopurge: true,
+      // No debounce of the clock: an injected clock must be seen exactly.
+      ttlResolution: 0,
+      perf: { now },
+      dispose: (entry) => entry.material.destroy(),
+    })
+  }
+
+  /**
+   * Returns the key for `ref`, calling `load` when it is absent or older than `ttlMs`.
+   * Concurrent calls for the same ref share one `load`. If a reload fails while the cached key
+   * is younger than `ttlMs + graceMs`, the cached key is returned instead (counted in
+   * `staleServed`).
+   *
+   * @param ref - the key version.
+   * @param load - unwraps the key; its rejection propagates unchanged (typed provider errors).
+   * @returns the cached key; do not destroy it, the cache owns it.
+   * @throws whatever `load` throws, when no key within grace is cached.
+   * @throws KeyError `KEY_NOT_FOUND` after {@link KeyCache.close}.
+   */
+  async get(ref: KeyRef, load: () => Promise<KeyMaterial>): Promise<KeyMaterial> {
+    this.#assertOpen()
+    const k = cacheKey(ref)
+    const entry = this.#current(k)
+    if (entry !== undefined && this.#now() - entry.loadedAt < this.#ttl) {
+      this.#hits++
+      return entry.material
+    }
+    this.#misses++
+    let pending = this.#inflight.get(k)
+    if (pending === undefined) {
+      pending = this.#load(k, load)
+      this.#inflight.set(k, pending)
+      const settle = (): void => {
+        if (this.#inflight.get(k) === pending) this.#inflight.delete(k)
+      }
+      void pending.then(settle, settle)
+    }
+    const result = await pending
+    if (result.stale) this.#staleServed++
+    return result.material
+  }
+
+  /**
+   * The cached key for `ref` if it is fresh (younger than `ttlMs`), without loading, without
+   * counting and without touching recency. Lets a synchronous caller use a key it knows is cached.
+   * @returns the key, or `undefined` when absent, stale or the cache is closed.
+   */
+  peek(ref: KeyRef): KeyMaterial | undefined {
+    if (this.#closed) return undefined
+    const entry = this.#lru.peek(cacheKey(ref))
+    if (entry === undefined || this.#now() - entry.loadedAt >= this.#ttl) return undefined
+    return entry.material
+  }
+
+  /** Drops (and zeroes) the key for `ref`. An in-flight load for it still completes and caches its result. */
+  delete(ref: KeyRef): void {
+    this.#lru.delete(cacheKey(ref))
+  }
+
+  /** Drops (and zeroes) every key. */
+  clear(): void {
+    this.#lru.clear()
+  }
+
+  /**
+   * Clears the cache and refuses further use. Keys that in-flight loads deliver afterwards are
+   * zeroed at once. Idempotent.
+   */
+  close(): void {
+    this.#closed = true
+    this.#lru.clear()
+  }
+
+  /** Counters since construction; never key material. */
+  stats(): KeyCacheStats {
+    return {
+      hits: this.#hits,
+      misses: this.#misses,
+      loads: this.#loads,
+      staleServed: this.#staleServed,
+      size: this.#lru.size,
+    }
+  }
+
+  toJSON(): unknown {
+    return { type: 'KeyCache', ...this.stats() }
+  }
+
+  toString(): string {
+    const s = this.stats()
+    return `KeyCache(size=${s.size}, hits=${s.hits}, misses=${s.misses}, loads=${s.loads}, staleServed=${s.staleServed})`
+  }
+
+  [inspect.custom](): string {
+    return this.toString()
+  }
+
+  /** The entry for `k` if it is within ttl + grace; drops (zeroes) it if it is past that. */
+  #current(k: string): Entry | undefined {
+    const entry = this.#lru.get(k)
+    if (entry !== undefined && this.#now() - entry.loadedAt >= this.#ttl + this.#grace) {
+      this.#lru.delete(k)
+      return undefined
+    }
+    return entry
+  }
+
+  async #load(k: string, load: () => Promise<KeyMaterial>): Promise<LoadResult> {
+    this.#loads++
+    let loaded: KeyMaterial
+    try {
+      loaded = await load()
+    } catch (error) {
+      const stale = this.#closed ? undefined : this.#current(k)
+      if (stale !== undefined && this.#grace > 0) return { material: stale.material, stale: true }
+      throw error
+    }
+    if (this.#closed) {
+      loaded.destroy()
+      this.#assertOpen()
+    }
+    const now = this.#now()
+    const existing = this.#lru.peek(k)
+    if (existing !== undefined && sameBytes(existing.material, loaded)) {
+      // Same key version, same bytes: keep the object callers may hold, drop the duplicate.
+      loaded.destroy()
+      existing.loadedAt = now
+      this.#lru.set(k, existing) // same value: restarts its TTL, no dispose
+      return { material: existing.material, stale: false }
+    }
+    this.#lru.set(k, { material: loaded, loadedAt: now }) // disposes (zeroes) a replaced entry
+    return { material: loaded, stale: false }
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new KeyError('KEY_NOT_FOUND', 'The key cache was closed.')
+  }
+}
+
+function sameBytes(a: KeyMaterial, b: KeyMaterial): boolean {
+  if (a.destroyed || b.destroyed) return false
+  return a.bytes.length === b.bytes.length && timingSafeEqual(a.bytes, b.bytes)
+}

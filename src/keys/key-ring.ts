@@ -1,0 +1,354 @@
+import { inspect } from 'node:util'
+import { ConfigError, KeyError } from '../errors.js'
+import { KeyCache, type KeyCacheOptions, type KeyCacheStats } from './key-cache.js'
+import { KeyMaterial } from './key-material.js'
+import type { AuditSink, KeyProvider, KeyPurpose, KeyRef, WrappedKey } from './key-provider.js'
+import type { KeyStore, StoredKey } from './key-store.js'
+import { auditedCall, checkProviders, unwrapWithFailover } from './provider-call.js'
+
+/** Options of {@link KeyRing}. */
+export interface KeyRingOptions {
+  /** Where wrapped keys live. */
+  readonly store: KeyStore
+  /**
+   * The KEKs. `providers[0]` generates new keys; every provider in the list wraps each new key
+   * (several KEKs per key, for availability and disaster recovery), so creating a key needs all
+   * of them up. Unwrapping tries a key's wrappings in this order and fails over to the next on
+   * any error.
+   */
+  readonly providers: readonly KeyProvider[]
+  /** Bounds, TTL (= revocation latency) and grace of the unwrapped-key cache. */
+  readonly cache?: KeyCacheOptions
+  /**
+   * How long the list of key versions and states of a table is cached, in ms. A version staged or
+   * activated elsewhere is seen by this process within this delay, so activating a staged version
+   * must wait at least `metadataTtlMs` (plus the key cache `ttlMs` when a KEK wrapping was removed)
+   * after staging. Each reload costs one key-store query per table.
+   * @default 30_000
+   */
+  readonly metadataTtlMs?: number
+  /** Receives one event per provider call (never key bytes). Exceptions it throws are swallowed. */
+  readonly audit?: AuditSink
+  /**
+   * Whether a table with no keys gets version 1 of both its data and index keys on first use.
+   * Off, a table without keys fails with `KEY_NOT_FOUND` (create keys with the CLI first).
+   * @default true
+   */
+  readonly autoCreate?: boolean
+  /** Clock in ms for metadata TTL (and the key cache unless `cache.now` is given). @default performance.now */
+  readonly now?: () => number
+}
+
+/** Counters of a {@link KeyRing}; no key material. */
+export interface KeyRingStats {
+  readonly cache: KeyCacheStats
+  /** Calls made to any provider (generateDataKey, unwrap, rewrap). */
+  readonly providerCalls: number
+  /** Queries of the key store for a table's versions. */
+  readonly metadataLoads: number
+}
+
+interface TableMeta {
+  readonly keys: readonly StoredKey[]
+  readonly loadedAt: number
+}
+
+const PURPOSES: readonly KeyPurpose[] = ['data', 'index']
+const SEARCHABLE = new Set(['staged', 'active', 'decrypt-only'])
+/** A reference to an unknown version reloads metadata at most this often, so bad input cannot cost O(rows) queries. */
+const MIN_RELOAD_MS = 1000
+
+/**
+ * What the plugin asks for keys: the write key of a table, any version for reads, and every
+ * searchable version for blind-index queries. Combines the {@link KeyStore} (wrapped keys,
+ * versions, states), the providers (unwrap with failover, audit) and the {@link KeyCache}.
+ *
+ * Cost: provider calls are O(tables × purposes × versions) per cache TTL, never O(rows); the
+ * key store is queried once per table per `metadataTtlMs`. Concurrent first uses of a table load
+ * its metadata once and create its keys once per process (the primary key settles races between
+ * processes).
+ *
+ * @example
+ * ```ts
+ * const ring = new KeyRing({ store: new KeyStore(db), providers: [localKeyProvider({ env: 'KEK' })] })
+ * const key = await ring.activeKey('users', 'data')   // first use: creates users/data/v1 and users/index/v1
+ * ```
+ */
+export class KeyRing {
+  readonly #store: KeyStore
+  readonly #providers: readonly KeyProvider[]
+  readonly #cache: KeyCache
+  readonly #metadataTtl: number
+  readonly #audit: AuditSink | undefined
+  readonly #autoCreate: boolean
+  readonly #now: () => number
+  readonly #meta = new Map<string, TableMeta>()
+  readonly #metaInflight = new Map<string, Promise<TableMeta>>()
+  #providerCalls = 0
+  #metadataLoads = 0
+  #closed = false
+
+  /**
+   * @param options - store, providers, cache, metadata TTL, audit sink.
+   * @throws ConfigError `CONFIG_INVALID` when no provider is given, two share an id, or an option
+   *   is out of range.
+   */
+  constructor(options: KeyRingOptions) {
+    checkProviders(options.providers, 'KeyRing')
+    const metadataTtl = options.metadataTtlMs ?? 30_000
+    if (!Number.isSafeInteger(metadataTtl) || metadataTtl < 0) {
+      throw new ConfigError(
+        'CONFIG_INVALID',
+        `metadataTtlMs must be a non-negative integer, got ${metadataTtl}.`,
+      )
+    }
+    this.#store = options.store
+    this.#providers = Object.freeze([...options.providers])
+    this.#now = options.now ?? (() => performance.now())
+    this.#cache = new KeyCache({ ...options.cache, now: options.cache?.now ?? this.#now })
+    this.#metadataTtl = metadataTtl
+    this.#audit = options.audit
+    this.#autoCreate = options.autoCreate ?? true
+  }
+
+  /**
+   * The write key of a table: its single `active` version.
+   * @returns the key; owned by the cache, use it synchronously.
+   * @throws KeyError `KEY_NOT_FOUND` when the table has no active key (and `autoCreate` is off).
+   * @throws KeyProviderError with the provider's code (`PROVIDER_UNAVAILABLE`, …) when every wrapping fails.
+   * @throws KeyError `KEY_STORE_ERROR` when the key store fails.
+   */
+  async activeKey(logicalTable: string, purpose: KeyPurpose): Promise<KeyMaterial> {
+    const keys = await this.versions(logicalTable, purpose)
+    const active = keys.filter((k) => k.state === 'active')
+    const only = active[0]
+    if (only === undefined) {
+      throw new KeyError('KEY_NOT_FOUND', `No active ${purpose} key for ${logicalTable}.`, {
+        table: logicalTable,
+      })
+    }
+    if (active.length > 1) {
+      throw new KeyError(
+        'KEY_STORE_ERROR',
+        `The key store lists several active ${purpose} keys for ${logicalTable}.`,
+        {
+          table: logicalTable,
+        },
+      )
+    }
+    return this.#keyOf(only)
+  }
+
+  /**
+   * Any existing version of a key, whatever its state (reads of old rows).
+   * @param ref - the version, usually read from a ciphertext.
+   * @throws KeyError `KEY_NOT_FOUND` when that version does not exist.
+   * @throws KeyProviderError when every wrapping fails.
+   */
+  async key(ref: KeyRef): Promise<KeyMaterial> {
+    this.#assertOpen()
+    if (!Number.isSafeInteger(ref.version) || ref.version < 1 || !PURPOSES.includes(ref.purpose)) {
+      throw new KeyError('KEY_NOT_FOUND', `No key ${describe(ref)}.`, { table: ref.logicalTable })
+    }
+    return this.#cache.get(ref, async () => this.#unwrap(await this.#find(ref)))
+  }
+
+  /**
+   * Every key a blind-index search must cover: `staged`, `active` and `decrypt-only` versions,
+   * newest first.
+   * @throws KeyError `KEY_NOT_FOUND` when the table has no keys (and `autoCreate` is off).
+   * @throws KeyProviderError when a version cannot be unwrapped.
+   */
+  async searchKeys(logicalTable: string, purpose: KeyPurpose): Promise<KeyMaterial[]> {
+    const keys = (await this.versions(logicalTable, purpose))
+      .filter((k) => SEARCHABLE.has(k.state))
+      .sort((a, b) => b.version - a.version)
+    if (keys.length === 0) {
+      throw new KeyError('KEY_NOT_FOUND', `No searchable ${purpose} key for ${logicalTable}.`, {
+        table: logicalTable,
+      })
+    }
+    return Promise.all(keys.map((k) => this.#keyOf(k)))
+  }
+
+  /**
+   * The stored versions of a table's key (from metadata cached for `metadataTtlMs`), by version.
+   * Creates version 1 of both purposes on first use when `autoCreate` is on.
+   * @throws KeyError `KEY_NOT_FOUND` when there are none and `autoCreate` is off.
+   * @throws KeyError `KEY_STORE_ERROR` when the key store fails.
+   */
+  async versions(logicalTable: string, purpose: KeyPurpose): Promise<readonly StoredKey[]> {
+    this.#assertOpen()
+    const keys = (await this.#metadata(logicalTable)).keys.filter((k) => k.purpose === purpose)
+    if (keys.length === 0) {
+      throw new KeyError('KEY_NOT_FOUND', `No ${purpose} key exists for ${logicalTable}.`, {
+        table: logicalTable,
+      })
+    }
+    return keys
+  }
+
+  /** Counters since construction; never key material. */
+  stats(): KeyRingStats {
+    return {
+      cache: this.#cache.stats(),
+      providerCalls: this.#providerCalls,
+      metadataLoads: this.#metadataLoads,
+    }
+  }
+
+  /** Drops cached metadata (versions and states), so the next call re-reads the key store. Keeps unwrapped keys. */
+  refresh(): void {
+    this.#meta.clear()
+  }
+
+  /** Zeroes every cached key, refuses further use, and closes the providers. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    this.#cache.close()
+    this.#meta.clear()
+    await Promise.allSettled(this.#providers.map(async (p) => p.close?.()))
+  }
+
+  toJSON(): unknown {
+    return { type: 'KeyRing', providers: this.#providers.map((p) => p.id), ...this.stats() }
+  }
+
+  toString(): string {
+    return `KeyRing(providers=${this.#providers.map((p) => p.id).join(',')}, ${this.#cache.toString()})`
+  }
+
+  [inspect.custom](): string {
+    return this.toString()
+  }
+
+  #keyOf(stored: StoredKey): Promise<KeyMaterial> {
+    const ref: KeyRef = {
+      logicalTable: stored.logicalTable,
+      purpose: stored.purpose,
+      version: stored.version,
+    }
+    return this.#cache.get(ref, () => this.#unwrap(stored))
+  }
+
+  async #find(ref: KeyRef): Promise<StoredKey> {
+    const match = (meta: TableMeta) =>
+      meta.keys.find((k) => k.purpose === ref.purpose && k.version === ref.version)
+    let meta = await this.#metadata(ref.logicalTable)
+    let found = match(meta)
+    // A version staged by another process since our last load: reload, but rate-limited.
+    if (found === undefined && this.#now() - meta.loadedAt >= MIN_RELOAD_MS) {
+      meta = await this.#metadata(ref.logicalTable, true)
+      found = match(meta)
+    }
+    if (found === undefined) {
+      throw new KeyError('KEY_NOT_FOUND', `No key ${describe(ref)} in the key store.`, {
+        table: ref.logicalTable,
+      })
+    }
+    return found
+  }
+
+  async #unwrap(stored: StoredKey): Promise<KeyMaterial> {
+    const ref: KeyRef = {
+      logicalTable: stored.logicalTable,
+      purpose: stored.purpose,
+      version: stored.version,
+    }
+    const plaintext = await unwrapWithFailover(stored.wrappings, ref, {
+      providers: this.#providers,
+      audit: this.#audit,
+      onCall: () => {
+        this.#providerCalls++
+      },
+    })
+    return new KeyMaterial(ref, plaintext)
+  }
+
+  /** Single-flight per table: concurrent callers share one load (and one creation). */
+  #metadata(logicalTable: string, force = false): Promise<TableMeta> {
+    const cached = this.#meta.get(logicalTable)
+    if (!force && cached !== undefined && this.#now() - cached.loadedAt < this.#metadataTtl) {
+      return Promise.resolve(cached)
+    }
+    let pending = this.#metaInflight.get(logicalTable)
+    if (pending === undefined) {
+      pending = this.#loadMetadata(logicalTable)
+      this.#metaInflight.set(logicalTable, pending)
+      const settle = (): void => {
+        if (this.#metaInflight.get(logicalTable) === pending) this.#metaInflight.delete(logicalTable)
+      }
+      void pending.then(settle, settle)
+    }
+    return pending
+  }
+
+  async #loadMetadata(logicalTable: string): Promise<TableMeta> {
+    this.#metadataLoads++
+    let keys = await this.#store.list(logicalTable)
+    const missing = PURPOSES.filter((p) => !keys.some((k) => k.purpose === p))
+    if (this.#autoCreate && missing.length > 0) {
+      await Promise.all(missing.map((p) => this.#createInitial(logicalTable, p)))
+      this.#metadataLoads++
+      keys = await this.#store.list(logicalTable)
+    }
+    const meta: TableMeta = Object.freeze({ keys: Object.freeze(keys), loadedAt: this.#now() })
+    if (!this.#closed) this.#meta.set(logicalTable, meta)
+    return meta
+  }
+
+  /** Generates version 1 under providers[0], wraps it under every other provider, and stores it. */
+  async #createInitial(logicalTable: string, purpose: KeyPurpose): Promise<void> {
+    const ref: KeyRef = { logicalTable, purpose, version: 1 }
+    const [primary, ...others] = this.#providers
+    if (primary === undefined) return // checked in the constructor
+    this.#providerCalls++
+    const generated = await auditedCall(this.#audit, 'generateDataKey', primary.id, ref, () =>
+      primary.generateDataKey(ref),
+    )
+    const plaintext = generated.plaintext
+    try {
+      const wrappings: WrappedKey[] = [generated.wrapped]
+      for (const provider of others) {
+        const copies: Buffer[] = []
+        this.#providerCalls++
+        try {
+          const wrapped = await auditedCall(this.#audit, 'rewrap', provider.id, ref, () =>
+            provider.rewrap(
+              {
+                wrapped: generated.wrapped,
+                plaintext: async () => {
+                  const copy = Buffer.from(plaintext)
+                  copies.push(copy)
+                  return copy
+                },
+              },
+              ref,
+            ),
+          )
+          wrappings.push(wrapped)
+        } finally {
+          for (const copy of copies) copy.fill(0)
+        }
+      }
+      const { created } = await this.#store.createInitial(logicalTable, purpose, wrappings)
+      if (created && !this.#closed) {
+        // Seed the cache with the key we already hold: saves one unwrap on first use.
+        const material = new KeyMaterial(ref, Buffer.from(plaintext))
+        const cached = await this.#cache.get(ref, async () => material)
+        if (cached !== material) material.destroy()
+      }
+    } finally {
+      plaintext.fill(0)
+    }
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new KeyError('KEY_NOT_FOUND', 'The key ring was closed.')
+  }
+}
+
+function describe(ref: KeyRef): string {
+  return `${ref.logicalTable}/${ref.purpose}/v${ref.version}`
+}

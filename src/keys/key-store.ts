@@ -1,0 +1,533 @@
+import { type Kysely, MysqlAdapter, PostgresAdapter, sql, type Transaction } from 'kysely'
+import { ConfigError, FieldEncryptionError, KeyError } from '../errors.js'
+import type { KeyPurpose, KeyRef, WrappedKey } from './key-provider.js'
+
+/**
+ * Lifecycle state of a key version (DESIGN.md §5).
+ *
+ * - `staged`: readable and searchable by every process, not yet written with.
+ * - `active`: THE write key; exactly one per (logical table, purpose).
+ * - `decrypt-only`: a former active version, still read and searched while rows are re-encrypted
+ *   or re-indexed.
+ * - `retired`: no longer searched; still decryptable (data is never lost) but expected unused.
+ */
+export type KeyState = 'staged' | 'active' | 'decrypt-only' | 'retired'
+
+/** One key version as stored: only ever wrapped. */
+export interface StoredKey {
+  readonly logicalTable: string
+  readonly purpose: KeyPurpose
+  readonly version: number
+  readonly state: KeyState
+  /** One wrapping per KEK that can unwrap this key; never empty. */
+  readonly wrappings: readonly WrappedKey[]
+  readonly createdAt: Date
+}
+
+/** Options of {@link KeyStore}. */
+export interface KeyStoreOptions {
+  /**
+   * Name of the key table (a plain SQL identifier, optionally `schema.table`).
+   * @default 'kfe_keys'
+   */
+  readonly tableName?: string
+  /** SQL family; detected from the Kysely adapter (PostgreSQL, PGlite, MySQL/MariaDB) when omitted. */
+  readonly family?: 'postgres' | 'mysql'
+}
+
+const STATES: readonly KeyState[] = ['staged', 'active', 'decrypt-only', 'retired']
+const PURPOSES: readonly KeyPurpose[] = ['data', 'index']
+const IDENT = /^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$/
+
+interface Row {
+  logical_table: string
+  purpose: string
+  version: number
+  state: string
+  wrappings: string
+  created_at: Date
+}
+
+/** The key table, under whatever name it is given. */
+type KeysDb = Record<string, Row>
+
+/**
+ * The key store (DESIGN.md §2): a table in the user's database holding every data and index key,
+ * only in wrapped form, with its version and state. Works on PostgreSQL, PGlite and MySQL/MariaDB.
+ *
+ * Table (default `kfe_keys`): `logical_table varchar(255)`, `purpose varchar(16)`,
+ * `version integer`, `state varchar(16)`, `wrappings text` (PostgreSQL) / `longtext` (MySQL) holding
+ * JSON `[{"kekId": "...", "wrapped": "<base64>"}]`, `created_at timestamptz` / `datetime(3)`,
+ * primary key `(logical_table, purpose, version)`.
+ *
+ * The store never touches user rows.
+ *
+ * @example
+ * ```ts
+ * const store = new KeyStore(db)            // db: a Kysely on the un-wrapped dialect
+ * await store.ensureSchema()
+ * // SQL: create table if not exists "kfe_keys" ("logical_table" varchar(255) not null, …,
+ * //      constraint "kfe_keys_pkey" primary key ("logical_table", "purpose", "version"))
+ * ```
+ */
+export class KeyStore {
+  /** Name of the key table. */
+  readonly tableName: string
+  /** SQL family in use. */
+  readonly family: 'postgres' | 'mysql'
+  readonly #db: Kysely<KeysDb>
+
+  /**
+   * @param db - a Kysely instance on the plain (not wrapped) dialect.
+   * @param options - table name and SQL family.
+   * @throws ConfigError `CONFIG_INVALID` when the table name is not a plain identifier or the
+   *   family cannot be detected.
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: any Kysely, whatever its DB type, can hold the key table.
+  constructor(db: Kysely<any>, options: KeyStoreOptions = {}) {
+    const tableName = options.tableName ?? 'kfe_keys'
+    if (!IDENT.test(tableName)) {
+      throw new ConfigError(
+        'CONFIG_INVALID',
+        `Key store table name '${tableName}' is not a plain SQL identifier.`,
+      )
+    }
+    this.tableName = tableName
+    this.family = options.family ?? detectFamily(db)
+    // The key table's name is only known at run time; its columns are fixed.
+    this.#db = db as Kysely<KeysDb>
+  }
+
+  /**
+   * Creates the key table if it does not exist. Idempotent, and safe when several processes run
+   * it at once (PostgreSQL may report a concurrent creation as a duplicate; that is ignored once
+   * the table is visible).
+   * @throws KeyError `KEY_STORE_ERROR` when the table cannot be created.
+   */
+  async ensureSchema(): Promise<void> {
+    const textType = this.family === 'mysql' ? sql`longtext` : sql`text`
+    const timeType = this.family === 'mysql' ? sql`datetime(3)` : sql`timestamptz`
+    const pkName = `${this.tableName.replace('.', '_')}_pkey`
+    const create = this.#db.schema
+      .createTable(this.tableName)
+      .ifNotExists()
+      .addColumn('logical_table', 'varchar(255)', (c) => c.notNull())
+      .addColumn('purpose', 'varchar(16)', (c) => c.notNull())
+      .addColumn('version', 'integer', (c) => c.notNull())
+      .addColumn('state', 'varchar(16)', (c) => c.notNull())
+      .addColumn('wrappings', textType, (c) => c.notNull())
+      .addColumn('created_at', timeType, (c) => c.notNull())
+      .addPrimaryKeyConstraint(pkName, ['logical_table', 'purpose', 'version'])
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await create.execute()
+        return
+      } catch (error) {
+        // PostgreSQL: two concurrent CREATE TABLE IF NOT EXISTS can collide on pg_type (23505)
+        // or report 42P07; the table then exists and we are done.
+        if (attempt < 3 && (await this.#tableExists())) return
+        if (attempt >= 3) throw storeError('create the key table', error)
+      }
+    }
+  }
+
+  /**
+   * Every version of a logical table's keys, ordered by purpose then version.
+   * @param logicalTable - the logical table.
+   * @param purpose - only this purpose, when given.
+   * @throws KeyError `KEY_STORE_ERROR` on a database error or a corrupt row.
+   */
+  async list(logicalTable: string, purpose?: KeyPurpose): Promise<StoredKey[]> {
+    try {
+      let q = this.#db.selectFrom(this.tableName).selectAll().where('logical_table', '=', logicalTable)
+      if (purpose !== undefined) q = q.where('purpose', '=', purpose)
+      const rows = await q.orderBy('purpose').orderBy('version').execute()
+      return rows.map(toStoredKey)
+    } catch (error) {
+      throw storeError(`list the keys of ${logicalTable}`, error, logicalTable)
+    }
+  }
+
+  /**
+   * Every stored key of every logical table, ordered by table, purpose, version.
+   * @throws KeyError `KEY_STORE_ERROR` on a database error or a corrupt row.
+   */
+  async listAll(): Promise<StoredKey[]> {
+    try {
+      const rows = await this.#db
+        .selectFrom(this.tableName)
+        .selectAll()
+        .orderBy('logical_table')
+        .orderBy('purpose')
+        .orderBy('version')
+        .execute()
+      return rows.map(toStoredKey)
+    } catch (error) {
+      throw storeError('list the keys', error)
+    }
+  }
+
+  /**
+   * Inserts version 1, `active`, if the (table, purpose) has no version 1 yet. Concurrency rests on
+   * the primary key (`ON CONFLICT DO NOTHING` / `ON DUPLICATE KEY UPDATE` no-op): if another
+   * process won the race, its row is returned with `created: false` and the caller must discard
+   * the key it generated.
+   * @param logicalTable - the logical table.
+   * @param purpose - data or index.
+   * @param wrappings - the new key wrapped under each KEK (at least one).
+   * @returns the stored version 1, and whether this call created it.
+   * @throws KeyError `KEY_STORE_ERROR` on a database error.
+   */
+  async createInitial(
+    logicalTable: string,
+    purpose: KeyPurpose,
+    wrappings: readonly WrappedKey[],
+  ): Promise<{ key: StoredKey; created: boolean }> {
+    checkRef({ logicalTable, purpose, version: 1 })
+    const encoded = encodeWrappings(wrappings)
+    try {
+      const stored = await this.#insertIfAbsent(this.#db, logicalTable, purpose, 1, 'active', encoded)
+      return { key: toStoredKey(stored), created: stored.wrappings === encoded }
+    } catch (error) {
+      throw storeError(`create version 1 of the ${purpose} key of ${logicalTable}`, error, logicalTable)
+    }
+  }
+
+  /**
+   * Adds the next version as `staged`: readable and searchable once every process has reloaded its
+   * key metadata, not yet written with.
+   * @returns the new version.
+   * @throws KeyError `KEY_NOT_FOUND` when the (table, purpose) has no version yet (create it first).
+   * @throws KeyError `KEY_STORE_ERROR` on a database error.
+   */
+  async stage(
+    logicalTable: string,
+    purpose: KeyPurpose,
+    wrappings: readonly WrappedKey[],
+  ): Promise<StoredKey> {
+    checkRef({ logicalTable, purpose, version: 1 })
+    const encoded = encodeWrappings(wrappings)
+    try {
+      // Two stagers may pick the same next version; the primary key lets one win, the other retries.
+      for (let attempt = 0; attempt < 20; attempt++) {
+        const existing = await this.list(logicalTable, purpose)
+        const last = existing.at(-1)
+        if (last === undefined) {
+          throw new KeyError(
+            'KEY_NOT_FOUND',
+            `No ${purpose} key exists for ${logicalTable}; nothing to stage after.`,
+            {
+              table: logicalTable,
+            },
+          )
+        }
+        const version = last.version + 1
+        const stored = await this.#insertIfAbsent(this.#db, logicalTable, purpose, version, 'staged', encoded)
+        if (stored.wrappings === encoded) return toStoredKey(stored)
+      }
+      throw new KeyError(
+        'KEY_STORE_ERROR',
+        `Could not stage a new ${purpose} key for ${logicalTable}: too much contention.`,
+        {
+          table: logicalTable,
+        },
+      )
+    } catch (error) {
+      throw storeError(`stage a ${purpose} key of ${logicalTable}`, error, logicalTable)
+    }
+  }
+
+  /**
+   * Makes `version` the write key: the previous active version becomes `decrypt-only`. Runs in
+   * one transaction that locks every version of the (table, purpose) (`SELECT … FOR UPDATE`), so
+   * exactly one version stays active when activations race. A `decrypt-only` version may be
+   * re-activated (rollback); a `retired` one may not.
+   *
+   * Before activating, wait at least the key ring's `metadataTtlMs` after staging, so every process
+   * can already read the new version when the first row is written with it.
+   * @throws KeyError `KEY_NOT_FOUND` when the version does not exist.
+   * @throws KeyError `KEY_STATE_INVALID` when the version is retired.
+   * @throws KeyError `KEY_STORE_ERROR` on a database error.
+   */
+  async activate(logicalTable: string, purpose: KeyPurpose, version: number): Promise<void> {
+    checkRef({ logicalTable, purpose, version })
+    await this.#locked(logicalTable, purpose, version, 'activate', async (trx, target) => {
+      if (target.state === 'active') return
+      if (target.state === 'retired') {
+        throw new KeyError(
+          'KEY_STATE_INVALID',
+          `Version ${version} of the ${purpose} key of ${logicalTable} is retired and cannot be activated; stage a new version.`,
+          { table: logicalTable },
+        )
+      }
+      await trx
+        .updateTable(this.tableName)
+        .where((eb) => eb.and({ logical_table: logicalTable, purpose: purpose }))
+        .set({ state: 'decrypt-only' })
+        .where('state', '=', 'active')
+        .execute()
+      await trx
+        .updateTable(this.tableName)
+        .where((eb) => eb.and({ logical_table: logicalTable, purpose: purpose }))
+        .set({ state: 'active' })
+        .where('version', '=', version)
+        .execute()
+    })
+  }
+
+  /**
+   * Changes the state of a version, e.g. `decrypt-only` → `retired`. Setting `active` is
+   * {@link KeyStore.activate}. Refuses to demote the active version (that would leave none: activate
+   * another instead) and to move a version back to `staged`.
+   * @throws KeyError `KEY_NOT_FOUND` when the version does not exist.
+   * @throws KeyError `KEY_STATE_INVALID` for a refused transition.
+   * @throws KeyError `KEY_STORE_ERROR` on a database error.
+   */
+  async setState(logicalTable: string, purpose: KeyPurpose, version: number, state: KeyState): Promise<void> {
+    checkRef({ logicalTable, purpose, version })
+    if (!STATES.includes(state)) {
+      throw new ConfigError('CONFIG_INVALID', `Unknown key state '${String(state)}'.`, {
+        table: logicalTable,
+      })
+    }
+    if (state === 'active') return this.activate(logicalTable, purpose, version)
+    await this.#locked(logicalTable, purpose, version, `set to ${state}`, async (trx, target) => {
+      if (target.state === state) return
+      if (target.state === 'active') {
+        throw new KeyError(
+          'KEY_STATE_INVALID',
+          `Version ${version} of the ${purpose} key of ${logicalTable} is the active one; activate another version instead of leaving none.`,
+          { table: logicalTable },
+        )
+      }
+      if (state === 'staged') {
+        throw new KeyError(
+          'KEY_STATE_INVALID',
+          `Version ${version} of the ${purpose} key of ${logicalTable} is ${target.state}; a version cannot return to staged.`,
+          { table: logicalTable },
+        )
+      }
+      await trx
+        .updateTable(this.tableName)
+        .where((eb) => eb.and({ logical_table: logicalTable, purpose: purpose }))
+        .set({ state })
+        .where('version', '=', version)
+        .execute()
+    })
+  }
+
+  /**
+   * Replaces the wrappings of one key version (adds or removes a KEK wrapping after a rewrap).
+   * Never touches user rows.
+   * @param ref - the key version.
+   * @param wrappings - the new, non-empty list; kek ids must be distinct.
+   * @throws KeyError `KEY_NOT_FOUND` when the version does not exist.
+   * @throws KeyError `KEY_STORE_ERROR` on a database error.
+   * @throws ConfigError `CONFIG_INVALID` when the list is empty or repeats a kek id.
+   */
+  async setWrappings(ref: KeyRef, wrappings: readonly WrappedKey[]): Promise<void> {
+    checkRef(ref)
+    const encoded = encodeWrappings(wrappings)
+    let updated: bigint
+    try {
+      const result = await this.#db
+        .updateTable(this.tableName)
+        .where((eb) => eb.and({ logical_table: ref.logicalTable, purpose: ref.purpose }))
+        .set({ wrappings: encoded })
+        .where('version', '=', ref.version)
+        .executeTakeFirst()
+      updated = result.numUpdatedRows
+    } catch (error) {
+      throw storeError(`update the wrappings of ${describe(ref)}`, error, ref.logicalTable)
+    }
+    // MySQL reports 0 changed rows when the value is unchanged; check existence before failing.
+    if (
+      updated === 0n &&
+      (await this.list(ref.logicalTable, ref.purpose)).every((k) => k.version !== ref.version)
+    ) {
+      throw new KeyError('KEY_NOT_FOUND', `No stored key ${describe(ref)}.`, { table: ref.logicalTable })
+    }
+  }
+
+  async #tableExists(): Promise<boolean> {
+    try {
+      await this.#db.selectFrom(this.tableName).select('version').limit(1).execute()
+      return true
+    } catch {
+      return false
+    }
+  }
+
+  async #insertIfAbsent(
+    db: Kysely<KeysDb>,
+    logicalTable: string,
+    purpose: KeyPurpose,
+    version: number,
+    state: KeyState,
+    wrappings: string,
+  ): Promise<Row> {
+    const values = { logical_table: logicalTable, purpose, version, state, wrappings, created_at: new Date() }
+    const insert = db.insertInto(this.tableName).values(values)
+    await (this.family === 'mysql'
+      ? insert.onDuplicateKeyUpdate({ version: sql.ref('version') })
+      : insert.onConflict((oc) => oc.doNothing())
+    ).execute()
+    const row = await db
+      .selectFrom(this.tableName)
+      .selectAll()
+      .where((eb) => eb.and({ logical_table: logicalTable, purpose: purpose }))
+      .where('version', '=', version)
+      .executeTakeFirst()
+    if (row === undefined) throw new Error('the inserted key row is not visible')
+    return row
+  }
+
+  /** Runs `fn` in a transaction holding row locks on every version of (table, purpose). */
+  async #locked(
+    logicalTable: string,
+    purpose: KeyPurpose,
+    version: number,
+    what: string,
+    fn: (trx: Transaction<KeysDb>, target: StoredKey) => Promise<void>,
+  ): Promise<void> {
+    try {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await this.#lockedOnce(logicalTable, purpose, version, fn)
+          return
+        } catch (error) {
+          // Both engines may pick a locking transaction as a deadlock victim; it is safe to rerun.
+          if (attempt >= 4 || !isDeadlock(error)) throw error
+        }
+      }
+    } catch (error) {
+      throw storeError(`${what} ${describe({ logicalTable, purpose, version })}`, error, logicalTable)
+    }
+  }
+
+  async #lockedOnce(
+    logicalTable: string,
+    purpose: KeyPurpose,
+    version: number,
+    fn: (trx: Transaction<KeysDb>, target: StoredKey) => Promise<void>,
+  ): Promise<void> {
+    await this.#db.transaction().execute(async (trx) => {
+      const rows = await trx
+        .selectFrom(this.tableName)
+        .selectAll()
+        .where((eb) => eb.and({ logical_table: logicalTable, purpose: purpose }))
+        .orderBy('version')
+        .forUpdate()
+        .execute()
+      const target = rows.map(toStoredKey).find((k) => k.version === version)
+      if (target === undefined) {
+        throw new KeyError(
+          'KEY_NOT_FOUND',
+          `No stored key ${describe({ logicalTable, purpose, version })}.`,
+          {
+            table: logicalTable,
+          },
+        )
+      }
+      await fn(trx, target)
+    })
+  }
+}
+
+function detectFamily(db: Kysely<KeysDb>): 'postgres' | 'mysql' {
+  const adapter = db.getExecutor().adapter
+  if (adapter instanceof PostgresAdapter) return 'postgres'
+  if (adapter instanceof MysqlAdapter) return 'mysql'
+  // Two copies of kysely (ESM + CJS) break instanceof; fall back to the class name.
+  const name = adapter.constructor.name
+  if (name === 'PostgresAdapter') return 'postgres'
+  if (name === 'MysqlAdapter') return 'mysql'
+  throw new ConfigError(
+    'CONFIG_INVALID',
+    `Cannot tell the SQL family of the key store's database from its adapter (${name}); pass { family: 'postgres' | 'mysql' }.`,
+  )
+}
+
+function isDeadlock(error: unknown): boolean {
+  const e = error as { code?: unknown; errno?: unknown } | null
+  return e?.code === '40P01' || e?.code === '40001' || e?.code === 'ER_LOCK_DEADLOCK' || e?.errno === 1213
+}
+
+function describe(ref: KeyRef): string {
+  return `${ref.logicalTable}/${ref.purpose}/v${ref.version}`
+}
+
+function checkRef(ref: KeyRef): void {
+  if (
+    typeof ref.logicalTable !== 'string' ||
+    ref.logicalTable.length === 0 ||
+    ref.logicalTable.length > 255
+  ) {
+    throw new ConfigError('CONFIG_INVALID', 'A logical table name must be 1 to 255 characters.')
+  }
+  if (!PURPOSES.includes(ref.purpose)) {
+    throw new ConfigError('CONFIG_INVALID', `Unknown key purpose '${String(ref.purpose)}'.`, {
+      table: ref.logicalTable,
+    })
+  }
+  if (!Number.isSafeInteger(ref.version) || ref.version < 1 || ref.version > 2_147_483_647) {
+    throw new ConfigError('CONFIG_INVALID', `A key version must be a positive 32-bit integer.`, {
+      table: ref.logicalTable,
+    })
+  }
+}
+
+function encodeWrappings(wrappings: readonly WrappedKey[]): string {
+  if (wrappings.length === 0)
+    throw new ConfigError('CONFIG_INVALID', 'A stored key needs at least one wrapping.')
+  const ids = new Set(wrappings.map((w) => w.kekId))
+  if (ids.size !== wrappings.length)
+    throw new ConfigError('CONFIG_INVALID', 'A stored key lists a kek id twice.')
+  return JSON.stringify(
+    wrappings.map((w) => ({ kekId: w.kekId, wrapped: Buffer.from(w.wrapped).toString('base64') })),
+  )
+}
+
+function toStoredKey(row: Row): StoredKey {
+  const state = row.state as KeyState
+  const purpose = row.purpose as KeyPurpose
+  const version = Number(row.version)
+  if (!STATES.includes(state) || !PURPOSES.includes(purpose) || !Number.isSafeInteger(version)) {
+    throw new KeyError('KEY_STORE_ERROR', `Corrupt key store row for ${row.logical_table}.`, {
+      table: row.logical_table,
+    })
+  }
+  let wrappings: WrappedKey[]
+  try {
+    const parsed = JSON.parse(row.wrappings) as unknown
+    if (!Array.isArray(parsed) || parsed.length === 0) throw new Error('not a non-empty array')
+    wrappings = parsed.map((w: unknown) => {
+      const { kekId, wrapped } = (w ?? {}) as { kekId?: unknown; wrapped?: unknown }
+      if (typeof kekId !== 'string' || typeof wrapped !== 'string') throw new Error('bad wrapping entry')
+      return Object.freeze({ kekId, wrapped: new Uint8Array(Buffer.from(wrapped, 'base64')) })
+    })
+  } catch (error) {
+    throw new KeyError(
+      'KEY_STORE_ERROR',
+      `Corrupt wrappings in the key store for ${describe({ logicalTable: row.logical_table, purpose, version })}.`,
+      {
+        table: row.logical_table,
+        cause: error,
+      },
+    )
+  }
+  return Object.freeze({
+    logicalTable: row.logical_table,
+    purpose,
+    version,
+    state,
+    wrappings: Object.freeze(wrappings),
+    createdAt: row.created_at instanceof Date ? row.created_at : new Date(row.created_at),
+  })
+}
+
+/** Wraps a database error; our own typed errors pass through unchanged. */
+function storeError(what: string, error: unknown, table?: string): FieldEncryptionError {
+  if (error instanceof FieldEncryptionError) return error
+  return new KeyError('KEY_STORE_ERROR', `Key store: could not ${what}.`, { cause: error, table })
+}

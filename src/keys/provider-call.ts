@@ -1,0 +1,150 @@
+import { ConfigError, FieldEncryptionError, KeyProviderError } from '../errors.js'
+import type { AuditEvent, AuditSink, KeyProvider, KeyRef, WrappedKey } from './key-provider.js'
+
+/**
+ * Runs one provider call and reports it to `audit` (operation, kek id, key ref, start time,
+ * duration, outcome, error code; never key bytes). The sink cannot break the call: whatever it
+ * throws is swallowed.
+ * @param audit - the user's sink, if any.
+ * @param operation - which provider operation `call` performs.
+ * @param kekId - the provider's id.
+ * @param ref - the key version concerned.
+ * @param call - the provider call itself.
+ * @returns what `call` returns.
+ * @throws whatever `call` throws, unchanged.
+ */
+export async function auditedCall<T>(
+  audit: AuditSink | undefined,
+  operation: AuditEvent['operation'],
+  kekId: string,
+  ref: KeyRef,
+  call: () => Promise<T>,
+): Promise<T> {
+  const time = new Date()
+  const start = performance.now()
+  const report = (outcome: AuditEvent['outcome'], errorCode?: string): void => {
+    if (audit === undefined) return
+    const event: AuditEvent = {
+      operation,
+      kekId,
+      logicalTable: ref.logicalTable,
+      purpose: ref.purpose,
+      version: ref.version,
+      time,
+      durationMs: performance.now() - start,
+      outcome,
+      ...(errorCode === undefined ? {} : { errorCode }),
+    }
+    try {
+      audit(Object.freeze(event))
+    } catch {
+      // An audit sink must never change the outcome of a key operation.
+    }
+  }
+  try {
+    const result = await call()
+    report('success')
+    return result
+  } catch (error) {
+    report('failure', errorCode(error))
+    throw error
+  }
+}
+
+/** The stable code of an error, or `PROVIDER_ERROR` for anything untyped. */
+export function errorCode(error: unknown): FieldEncryptionError['code'] {
+  return error instanceof FieldEncryptionError ? error.code : 'PROVIDER_ERROR'
+}
+
+/** What {@link unwrapWithFailover} needs to know about the caller. */
+export interface FailoverOptions {
+  /** Providers in preference order; each wrapping is tried through the provider of the same id. */
+  readonly providers: readonly KeyProvider[]
+  readonly audit?: AuditSink | undefined
+  /** Called once per provider call (for call counters). */
+  readonly onCall?: () => void
+}
+
+/**
+ * Unwraps a stored key by trying its wrappings in the order of `providers`, failing over to the
+ * next on any error. Wrappings whose kek id has no configured provider are skipped.
+ * @param wrappings - the stored key's wrappings.
+ * @param ref - the key version.
+ * @returns 32 plaintext bytes; the caller owns and zeroes them.
+ * @throws KeyProviderError with the code of the first failure (e.g. `PROVIDER_UNAVAILABLE`) and an
+ *   `AggregateError` of every failure as cause, when every wrapping failed.
+ * @throws KeyProviderError `CONFIG_INVALID` when no wrapping has a configured provider.
+ */
+export async function unwrapWithFailover(
+  wrappings: readonly WrappedKey[],
+  ref: KeyRef,
+  options: FailoverOptions,
+): Promise<Buffer> {
+  const errors: unknown[] = []
+  const tried: string[] = []
+  for (const provider of options.providers) {
+    const wrapped = wrappings.find((w) => w.kekId === provider.id)
+    if (wrapped === undefined) continue
+    tried.push(provider.id)
+    options.onCall?.()
+    try {
+      const plaintext = await auditedCall(options.audit, 'unwrap', provider.id, ref, () =>
+        provider.unwrap(wrapped, ref),
+      )
+      if (plaintext.length !== 32) {
+        plaintext.fill(0)
+        throw new KeyProviderError(
+          'PROVIDER_ERROR',
+          `Provider ${provider.id} returned a key of the wrong size.`,
+          {
+            providerId: provider.id,
+            table: ref.logicalTable,
+          },
+        )
+      }
+      return plaintext
+    } catch (error) {
+      errors.push(error)
+    }
+  }
+  const configured = new Set(options.providers.map((p) => p.id))
+  const unconfigured = wrappings.map((w) => w.kekId).filter((id) => !configured.has(id))
+  const where = `${ref.logicalTable}/${ref.purpose}/v${ref.version}`
+  const skipped =
+    unconfigured.length === 0 ? '' : ` No provider is configured for ${unconfigured.join(', ')}.`
+  if (errors.length === 0) {
+    throw new KeyProviderError(
+      'CONFIG_INVALID',
+      `Key ${where} cannot be unwrapped: none of its KEKs is configured.${skipped}`,
+      { table: ref.logicalTable },
+    )
+  }
+  const first = errors[0]
+  throw new KeyProviderError(
+    errorCode(first),
+    `Key ${where} could not be unwrapped: every wrapping failed (tried ${tried.join(', ')}).${skipped}`,
+    {
+      table: ref.logicalTable,
+      cause: new AggregateError(errors, `unwrap of ${where} failed under every KEK`),
+      ...(first instanceof KeyProviderError && first.providerId !== undefined
+        ? { providerId: first.providerId }
+        : {}),
+    },
+  )
+}
+
+/**
+ * Refuses an empty provider list or two providers with the same id.
+ * @throws ConfigError `CONFIG_INVALID`.
+ */
+export function checkProviders(providers: readonly KeyProvider[], what: string): void {
+  if (providers.length === 0)
+    throw new ConfigError('CONFIG_INVALID', `${what} needs at least one key provider.`)
+  const ids = new Set(providers.map((p) => p.id))
+  if (ids.size !== providers.length) {
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `${what}: two key providers share one id; each KEK needs its own id.`,
+    )
+  }
+}

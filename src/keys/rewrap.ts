@@ -1,0 +1,114 @@
+import { ConfigError } from '../errors.js'
+import type { AuditSink, KeyProvider, KeyRef, WrappedKey } from './key-provider.js'
+import type { KeyStore } from './key-store.js'
+import { auditedCall, checkProviders, unwrapWithFailover } from './provider-call.js'
+
+/** Options of {@link rewrapAll}. */
+export interface RewrapAllOptions {
+  /** The key store to walk. */
+  readonly store: KeyStore
+  /** Providers able to unwrap the current wrappings, tried in this order with failover. */
+  readonly from: readonly KeyProvider[]
+  /** The KEK every key gets a wrapping under. */
+  readonly to: KeyProvider
+  /**
+   * Kek ids whose wrappings are removed once the new wrapping is stored (KEK rotation). The
+   * wrapping under `to` is always kept, so a key never loses its last wrapping.
+   * @default []
+   */
+  readonly removeKekIds?: readonly string[]
+  /** Receives one event per provider call. */
+  readonly audit?: AuditSink
+}
+
+/** Outcome of {@link rewrapAll}. */
+export interface RewrapAllResult {
+  /** Stored key versions seen. */
+  readonly keys: number
+  /** Versions that received a new wrapping under `to` (those that already had one are skipped). */
+  readonly rewrapped: number
+}
+
+/**
+ * KEK rotation, or adding a KEK for disaster recovery (DESIGN.md §5): gives every stored key a
+ * wrapping under `to` (`to.rewrap`, which may re-encrypt inside the KMS without ever seeing the
+ * plaintext, or else unwraps through `from`), and optionally drops the wrappings of
+ * `removeKekIds`. Touches no user row: only the key store's `wrappings` column changes.
+ *
+ * Idempotent and resumable: a key that already has a wrapping under `to` is not rewrapped again,
+ * only pruned. Every plaintext it obtains is zeroed after use. Processes that cached the key
+ * metadata keep using the old wrappings for up to the key ring's `metadataTtlMs`; keep the old
+ * KEK usable that long after removing it.
+ *
+ * @param options - store, source providers, target provider, kek ids to remove, audit sink.
+ * @returns how many keys were seen and how many got a new wrapping.
+ * @throws ConfigError `CONFIG_INVALID` when `removeKekIds` includes `to.id` or `from` is invalid.
+ * @throws KeyProviderError when a key cannot be unwrapped through `from` (keys before it stay done).
+ * @throws KeyError `KEY_STORE_ERROR` when the key store fails.
+ * @example
+ * ```ts
+ * await rewrapAll({ store, from: [oldKek], to: newKek, removeKekIds: [oldKek.id] })
+ * // SQL per key: update "kfe_keys" set "wrappings" = $1 where "logical_table" = $2 and "purpose" = $3 and "version" = $4
+ * ```
+ */
+export async function rewrapAll(options: RewrapAllOptions): Promise<RewrapAllResult> {
+  const { store, from, to, audit } = options
+  const remove = new Set(options.removeKekIds ?? [])
+  checkProviders(from, 'rewrapAll')
+  if (remove.has(to.id)) {
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `rewrapAll cannot remove the wrappings of its target KEK ${to.id}.`,
+    )
+  }
+  const keys = await store.listAll()
+  let rewrapped = 0
+  for (const stored of keys) {
+    const ref: KeyRef = {
+      logicalTable: stored.logicalTable,
+      purpose: stored.purpose,
+      version: stored.version,
+    }
+    let target = stored.wrappings.find((w) => w.kekId === to.id)
+    if (target === undefined) {
+      const source = pickSource(stored.wrappings, from)
+      const plaintexts: Buffer[] = []
+      try {
+        target = await auditedCall(audit, 'rewrap', to.id, ref, () =>
+          to.rewrap(
+            {
+              wrapped: source,
+              plaintext: async () => {
+                const plaintext = await unwrapWithFailover(stored.wrappings, ref, { providers: from, audit })
+                plaintexts.push(plaintext)
+                return plaintext
+              },
+            },
+            ref,
+          ),
+        )
+      } finally {
+        for (const p of plaintexts) p.fill(0)
+      }
+      rewrapped++
+    }
+    const kept = stored.wrappings.filter((w) => w.kekId !== to.id && !remove.has(w.kekId))
+    const next = [...kept, target]
+    if (!sameWrappings(stored.wrappings, next)) await store.setWrappings(ref, next)
+  }
+  return { keys: keys.length, rewrapped }
+}
+
+/** The wrapping a server-side rewrap starts from: the first one a `from` provider owns, else the first. */
+function pickSource(wrappings: readonly WrappedKey[], from: readonly KeyProvider[]): WrappedKey {
+  for (const provider of from) {
+    const found = wrappings.find((w) => w.kekId === provider.id)
+    if (found !== undefined) return found
+  }
+  // A stored key always has at least one wrapping (KeyStore refuses an empty list).
+  return wrappings[0] as WrappedKey
+}
+
+function sameWrappings(a: readonly WrappedKey[], b: readonly WrappedKey[]): boolean {
+  return a.length === b.length && a.every((w, i) => w.kekId === b[i]?.kekId && w.wrapped === b[i]?.wrapped)
+}

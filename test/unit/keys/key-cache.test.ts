@@ -1,0 +1,260 @@
+import { randomBytes } from 'node:crypto'
+import { inspect } from 'node:util'
+import { describe, expect, it } from 'vitest'
+import { ConfigError, KeyProviderError } from '../../../src/errors.js'
+import { KeyCache } from '../../../src/keys/key-cache.js'
+import { KeyMaterial } from '../../../src/keys/key-material.js'
+import type { KeyRef } from '../../../src/keys/key-provider.js'
+
+const ref = (version = 1, logicalTable = 'users'): KeyRef => ({ logicalTable, purpose: 'data', version })
+
+/** A clock that only moves when told; starts far from 0 (lru-cache treats a start of 0 as "no TTL"). */
+function fakeClock() {
+  let t = 1_000_000
+  return {
+    now: () => t,
+    advance: (ms: number) => {
+      t += ms
+    },
+  }
+}
+
+function loaderOf(bytes: Buffer, r: KeyRef = ref()) {
+  let calls = 0
+  const load = async () => {
+    calls++
+    return new KeyMaterial(r, Buffer.from(bytes))
+  }
+  return { load, calls: () => calls }
+}
+
+const unavailable = () =>
+  new KeyProviderError('PROVIDER_UNAVAILABLE', 'KMS down (test)', { providerId: 'local:t' })
+
+describe('KeyCache TTL and grace', () => {
+  it('fresh → hit; past ttl → reload; failing reload within grace → stale; past ttl+grace → error', async () => {
+    const clock = fakeClock()
+    const cache = new KeyCache({ ttlMs: 1000, graceMs: 5000, now: clock.now })
+    const bytes = randomBytes(32)
+    const { load, calls } = loaderOf(bytes)
+
+    const first = await cache.get(ref(), load)
+    expect(calls()).toBe(1)
+    clock.advance(999)
+    expect(await cache.get(ref(), load)).toBe(first) // fresh → hit
+    expect(calls()).toBe(1)
+
+    clock.advance(1) // exactly ttl → reload
+    expect(await cache.get(ref(), load)).toBe(first) // same bytes: the held object is kept
+    expect(calls()).toBe(2)
+    expect(first.destroyed).toBe(false)
+
+    clock.advance(1500) // past ttl since the reload; the provider now fails
+    const failing = async (): Promise<KeyMaterial> => {
+      throw unavailable()
+    }
+    expect(await cache.get(ref(), failing)).toBe(first) // stale served
+    expect(cache.stats().staleServed).toBe(1)
+
+    clock.advance(4499) // 5999 ms since the last good load: still within ttl + grace
+    expect(await cache.get(ref(), failing)).toBe(first)
+    expect(cache.stats().staleServed).toBe(2)
+
+    clock.advance(1) // 6000 ms = ttl + grace: the stale key is gone and zeroed
+    await expect(cache.get(ref(), failing)).rejects.toMatchObject({ code: 'PROVIDER_UNAVAILABLE' })
+    expect(first.destroyed).toBe(true)
+    expect(cache.stats().size).toBe(0)
+  })
+
+  it('graceMs: 0 disables the grace period', async () => {
+    const clock = fakeClock()
+    const cache = new KeyCache({ ttlMs: 1000, graceMs: 0, now: clock.now })
+    const { load } = loaderOf(randomBytes(32))
+    await cache.get(ref(), load)
+    clock.advance(1000)
+    await expect(
+      cache.get(ref(), async () => {
+        throw unavailable()
+      }),
+    ).rejects.toBeInstanceOf(KeyProviderError)
+  })
+
+  it('propagates the loader error unchanged when nothing is cached', async () => {
+    const cache = new KeyCache()
+    const error = unavailable()
+    await expect(
+      cache.get(ref(), async () => {
+        throw error
+      }),
+    ).rejects.toBe(error)
+  })
+
+  it('a reload that returns different bytes replaces (and zeroes) the old key', async () => {
+    const clock = fakeClock()
+    const cache = new KeyCache({ ttlMs: 1000, now: clock.now })
+    const old = await cache.get(ref(), loaderOf(randomBytes(32)).load)
+    const held = old.bytes
+    clock.advance(1000)
+    const next = await cache.get(ref(), loaderOf(randomBytes(32)).load)
+    expect(next).not.toBe(old)
+    expect(old.destroyed).toBe(true)
+    expect(held.every((b) => b === 0)).toBe(true)
+  })
+
+  it('peek returns only fresh keys and does not load', async () => {
+    const clock = fakeClock()
+    const cache = new KeyCache({ ttlMs: 1000, now: clock.now })
+    expect(cache.peek(ref())).toBeUndefined()
+    const key = await cache.get(ref(), loaderOf(randomBytes(32)).load)
+    expect(cache.peek(ref())).toBe(key)
+    clock.advance(1000)
+    expect(cache.peek(ref())).toBeUndefined()
+  })
+})
+
+describe('KeyCache single-flight', () => {
+  it('100 concurrent misses → 1 load, same object', async () => {
+    const cache = new KeyCache()
+    let calls = 0
+    let release: () => void = () => {}
+    const gate = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    const load = async () => {
+      calls++
+      await gate
+      return new KeyMaterial(ref(), randomBytes(32))
+    }
+    const all = Array.from({ length: 100 }, () => cache.get(ref(), load))
+    release()
+    const keys = await Promise.all(all)
+    expect(calls).toBe(1)
+    expect(new Set(keys).size).toBe(1)
+    expect(cache.stats()).toMatchObject({ misses: 100, loads: 1, hits: 0, size: 1 })
+  })
+
+  it('concurrent misses share one rejection, and the next call retries', async () => {
+    const cache = new KeyCache()
+    let calls = 0
+    const failing = async (): Promise<KeyMaterial> => {
+      calls++
+      throw unavailable()
+    }
+    const results = await Promise.allSettled(Array.from({ length: 10 }, () => cache.get(ref(), failing)))
+    expect(results.every((r) => r.status === 'rejected')).toBe(true)
+    expect(calls).toBe(1)
+    await cache.get(ref(), loaderOf(randomBytes(32)).load)
+    expect(cache.stats().loads).toBe(2)
+  })
+
+  it('different refs load separately', async () => {
+    const cache = new KeyCache()
+    const a = await cache.get(ref(1), loaderOf(randomBytes(32), ref(1)).load)
+    const b = await cache.get(ref(2), loaderOf(randomBytes(32), ref(2)).load)
+    const c = await cache.get(ref(1, 'orders'), loaderOf(randomBytes(32), ref(1, 'orders')).load)
+    expect(new Set([a, b, c]).size).toBe(3)
+    expect(cache.stats().loads).toBe(3)
+  })
+})
+
+describe('KeyCache zeroization', () => {
+  function derivedSpy() {
+    let destroyed = false
+    return {
+      destroy: (): void => {
+        destroyed = true
+      },
+      destroyed: () => destroyed,
+    }
+  }
+
+  it('evicting past max zeroes the key bytes and destroys derived objects', async () => {
+    const cache = new KeyCache({ max: 2 })
+    const first = await cache.get(ref(1), loaderOf(randomBytes(32), ref(1)).load)
+    const held = first.bytes
+    const spy = derivedSpy()
+    first.derived('hkdf:users.email', () => spy)
+    await cache.get(ref(2), loaderOf(randomBytes(32), ref(2)).load)
+    await cache.get(ref(3), loaderOf(randomBytes(32), ref(3)).load) // evicts v1 (least recently used)
+    expect(cache.stats().size).toBe(2)
+    expect(first.destroyed).toBe(true)
+    expect(held.every((b) => b === 0)).toBe(true)
+    expect(spy.destroyed()).toBe(true)
+    expect(() => first.bytes).toThrow(expect.objectContaining({ code: 'KEY_NOT_FOUND' }))
+  })
+
+  it('delete and clear zero the keys', async () => {
+    const cache = new KeyCache()
+    const a = await cache.get(ref(1), loaderOf(randomBytes(32), ref(1)).load)
+    const b = await cache.get(ref(2), loaderOf(randomBytes(32), ref(2)).load)
+    const heldA = a.bytes
+    const heldB = b.bytes
+    cache.delete(ref(1))
+    expect(heldA.every((x) => x === 0)).toBe(true)
+    expect(heldB.some((x) => x !== 0)).toBe(true)
+    cache.clear()
+    expect(heldB.every((x) => x === 0)).toBe(true)
+    expect(cache.stats().size).toBe(0)
+  })
+
+  it('close() zeroes keys, refuses further gets and wipes keys that in-flight loads deliver later', async () => {
+    const cache = new KeyCache()
+    const a = await cache.get(ref(1), loaderOf(randomBytes(32), ref(1)).load)
+    let release: () => void = () => {}
+    const gate = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    const late = new KeyMaterial(ref(2), randomBytes(32))
+    const pending = cache.get(ref(2), async () => {
+      await gate
+      return late
+    })
+    cache.close()
+    expect(a.destroyed).toBe(true)
+    release()
+    await expect(pending).rejects.toMatchObject({ code: 'KEY_NOT_FOUND' })
+    expect(late.destroyed).toBe(true)
+    await expect(cache.get(ref(1), loaderOf(randomBytes(32)).load)).rejects.toMatchObject({
+      code: 'KEY_NOT_FOUND',
+    })
+  })
+})
+
+describe('KeyCache bounds, stats and redaction', () => {
+  it('counts hits, misses, loads and size', async () => {
+    const cache = new KeyCache()
+    const { load } = loaderOf(randomBytes(32))
+    await cache.get(ref(), load)
+    await cache.get(ref(), load)
+    await cache.get(ref(), load)
+    expect(cache.stats()).toEqual({ hits: 2, misses: 1, loads: 1, staleServed: 0, size: 1 })
+  })
+
+  it('stays bounded by max', async () => {
+    const cache = new KeyCache({ max: 10 })
+    for (let v = 1; v <= 50; v++) await cache.get(ref(v), loaderOf(randomBytes(32), ref(v)).load)
+    expect(cache.stats().size).toBe(10)
+  })
+
+  it('refuses an unbounded or invalid configuration', () => {
+    for (const options of [
+      { max: 0 },
+      { max: Number.POSITIVE_INFINITY },
+      { max: 1.5 },
+      { ttlMs: 0 },
+      { graceMs: -1 },
+    ]) {
+      expect(() => new KeyCache(options)).toThrow(ConfigError)
+    }
+  })
+
+  it('redacts itself: counts only, never key bytes', async () => {
+    const cache = new KeyCache()
+    const key = await cache.get(ref(), loaderOf(randomBytes(32)).load)
+    const hex = key.bytes.toString('hex')
+    for (const shown of [JSON.stringify(cache), inspect(cache), String(cache)]) {
+      expect(shown).not.toContain(hex)
+      expect(shown).toContain('size')
+    }
+  })
+})
