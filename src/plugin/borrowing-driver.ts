@@ -1,0 +1,79 @@
+import type { DatabaseConnection, Driver, QueryResult, TransactionSettings } from 'kysely'
+import { ConfigError } from '../errors.js'
+import { currentConnection, type EncryptingDriver } from './dialect-wrapper.js'
+
+/**
+ * The key store's driver. It owns nothing: it uses the connections of the application's own
+ * (wrapped) driver, and inside a wrapped query it borrows that query's connection, because a
+ * single-connection driver such as PGlite's would otherwise wait for itself. Its `destroy` is a
+ * no-op: the application's Kysely owns the pool.
+ */
+export class BorrowingDriver implements Driver {
+  readonly #borrowed = new WeakSet<DatabaseConnection>()
+
+  constructor(private readonly driver: () => EncryptingDriver | undefined) {}
+
+  #owner(): EncryptingDriver {
+    const d = this.driver()
+    if (d === undefined) {
+      throw new ConfigError(
+        'CONFIG_INVALID',
+        'The key store has no connection yet: create your Kysely with encryption.wrap(dialect) first.',
+      )
+    }
+    return d
+  }
+
+  async init(): Promise<void> {
+    await this.#owner().init()
+  }
+
+  async acquireConnection(): Promise<DatabaseConnection> {
+    const execute = currentConnection.getStore()
+    if (execute !== undefined) {
+      const connection: DatabaseConnection = {
+        executeQuery: execute as DatabaseConnection['executeQuery'],
+        streamQuery: () => {
+          throw new ConfigError('CONFIG_INVALID', 'The key store does not stream.')
+        },
+      }
+      this.#borrowed.add(connection)
+      return connection
+    }
+    const owner = this.#owner()
+    await owner.init()
+    return owner.inner.acquireConnection()
+  }
+
+  async beginTransaction(connection: DatabaseConnection, settings: TransactionSettings): Promise<void> {
+    this.#refuseBorrowed(connection)
+    return this.#owner().inner.beginTransaction(connection, settings)
+  }
+
+  async commitTransaction(connection: DatabaseConnection): Promise<void> {
+    return this.#owner().inner.commitTransaction(connection)
+  }
+
+  async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+    return this.#owner().inner.rollbackTransaction(connection)
+  }
+
+  async releaseConnection(connection: DatabaseConnection): Promise<void> {
+    if (this.#borrowed.has(connection)) return
+    return this.#owner().inner.releaseConnection(connection)
+  }
+
+  async destroy(): Promise<void> {}
+
+  /** A transaction on a borrowed connection would nest inside the application's own. */
+  #refuseBorrowed(connection: DatabaseConnection): void {
+    if (this.#borrowed.has(connection)) {
+      throw new ConfigError(
+        'CONFIG_INVALID',
+        'Key-store transactions (rotation) cannot run inside a query; run them on their own.',
+      )
+    }
+  }
+}
+
+export type { QueryResult }

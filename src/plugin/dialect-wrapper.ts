@@ -1,0 +1,172 @@
+import { AsyncLocalStorage } from 'node:async_hooks'
+import type {
+  CompiledQuery,
+  DatabaseConnection,
+  Dialect,
+  Driver,
+  QueryCompiler,
+  QueryResult,
+  RootOperationNode,
+  TransactionSettings,
+} from 'kysely'
+import type { KeyRing } from '../keys/key-ring.js'
+import type { EncryptedSchema } from '../schema/schema.js'
+import { Analyzer } from './analyzer.js'
+import { type DecryptStats, decryptRows } from './decrypt-rows.js'
+import { isDeferred } from './deferred-value.js'
+import { EMPTY_PLAN, type QueryPlan } from './plan.js'
+import { resolveDeferred } from './resolve-values.js'
+
+export type Execute = (query: CompiledQuery) => Promise<QueryResult<unknown>>
+
+/**
+ * The connection a wrapped query is running on. The key store borrows it for its own (rare)
+ * queries, because a single-connection driver (PGlite) would otherwise wait for itself.
+ */
+export const currentConnection = new AsyncLocalStorage<Execute>()
+
+/** What the wrapper needs; built once by `fieldEncryption`. */
+export interface WrapperContext {
+  readonly schema: EncryptedSchema
+  readonly plans: WeakMap<RootOperationNode, QueryPlan>
+  readonly ring: () => KeyRing
+  readonly stats: DecryptStats
+  /** Loads keys of every annotated table, on the given connection, before a transaction starts. */
+  readonly prepare: (execute: Execute) => Promise<void>
+  /** Told of each driver the wrapped dialect creates, so the key store can use its connections. */
+  readonly onDriver: (driver: EncryptingDriver) => void
+}
+
+const PATCHED = Symbol('kysely-field-encryption.patched')
+
+/**
+ * Wraps a dialect so that every query, whatever path it took (execute, stream, transactions,
+ * `db.connection()`, `withoutPlugins()`, another plugin's renaming), passes the fail-closed check
+ * and has its deferred values resolved and its results decrypted right at the driver.
+ */
+export function wrapDialect(dialect: Dialect, ctx: WrapperContext): Dialect {
+  let compiler: QueryCompiler | undefined
+  const getCompiler = () => {
+    compiler ??= dialect.createQueryCompiler()
+    return compiler
+  }
+  return {
+    createAdapter: () => dialect.createAdapter(),
+    createDriver: () => {
+      const driver = new EncryptingDriver(dialect.createDriver(), ctx, getCompiler)
+      ctx.onDriver(driver)
+      return driver
+    },
+    createQueryCompiler: () => dialect.createQueryCompiler(),
+    createIntrospector: (db) => dialect.createIntrospector(db),
+  }
+}
+
+/** The driver of a wrapped dialect. */
+export class EncryptingDriver implements Driver {
+  #init: Promise<void> | undefined
+
+  constructor(
+    readonly inner: Driver,
+    private readonly ctx: WrapperContext,
+    private readonly compiler: () => QueryCompiler,
+  ) {
+    for (const name of ['savepoint', 'rollbackToSavepoint', 'releaseSavepoint'] as const) {
+      const fn = inner[name]
+      if (fn !== undefined) (this as unknown as Record<string, unknown>)[name] = fn.bind(inner)
+    }
+  }
+
+  /** Idempotent: Kysely and the key store may both ask. */
+  init(): Promise<void> {
+    this.#init ??= this.inner.init()
+    return this.#init
+  }
+
+  async acquireConnection(): Promise<DatabaseConnection> {
+    const connection = await this.inner.acquireConnection()
+    this.#patch(connection)
+    return connection
+  }
+
+  async beginTransaction(connection: DatabaseConnection, settings: TransactionSettings): Promise<void> {
+    // Keys are created outside the transaction, so a rollback can never remove a key that
+    // already encrypted data (PGlite has one session: this is its only chance).
+    const original = (connection as unknown as { [PATCHED]?: Execute })[PATCHED]
+    if (original !== undefined) await currentConnection.run(original, () => this.ctx.prepare(original))
+    return this.inner.beginTransaction(connection, settings)
+  }
+
+  commitTransaction(connection: DatabaseConnection): Promise<void> {
+    return this.inner.commitTransaction(connection)
+  }
+
+  rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+    return this.inner.rollbackTransaction(connection)
+  }
+
+  releaseConnection(connection: DatabaseConnection): Promise<void> {
+    return this.inner.releaseConnection(connection)
+  }
+
+  destroy(): Promise<void> {
+    return this.inner.destroy()
+  }
+
+  /** Patches the connection object in place: drivers pass it back to their own methods. */
+  #patch(connection: DatabaseConnection): void {
+    const c = connection as DatabaseConnection & { [PATCHED]?: Execute }
+    if (c[PATCHED] !== undefined) return
+    const execute = connection.executeQuery.bind(connection) as Execute
+    const stream = connection.streamQuery.bind(connection)
+    c[PATCHED] = execute
+    const ctx = this.ctx
+    const compiler = this.compiler
+    c.executeQuery = (async (query: CompiledQuery) =>
+      currentConnection.run(execute, async () => {
+        const { plan, send } = await prepareQuery(ctx, compiler, query)
+        const result = await execute(send)
+        if (plan.outputs.size === 0 || result.rows.length === 0) return result
+        const rows = await decryptRows(ctx.ring(), plan, result.rows as Record<string, unknown>[], ctx.stats)
+        return rows === result.rows ? result : { ...result, rows }
+      })) as DatabaseConnection['executeQuery']
+    c.streamQuery = async function* (query: CompiledQuery, chunkSize?: number) {
+      const { plan, send } = await currentConnection.run(execute, () => prepareQuery(ctx, compiler, query))
+      for await (const chunk of stream(send, chunkSize)) {
+        if (plan.outputs.size === 0 || chunk.rows.length === 0) {
+          yield chunk
+          continue
+        }
+        const rows = await currentConnection.run(execute, () =>
+          decryptRows(ctx.ring(), plan, chunk.rows as Record<string, unknown>[], ctx.stats),
+        )
+        yield { ...chunk, rows }
+      }
+    } as DatabaseConnection['streamQuery']
+  }
+}
+
+/**
+ * The fail-closed check and the resolution of deferred values. The plan comes from the final
+ * tree: reused when it is exactly the tree the plugin produced, else derived again in `verify`
+ * mode, which throws if any plaintext still needs rewriting (the plugin was bypassed).
+ */
+async function prepareQuery(
+  ctx: WrapperContext,
+  compiler: () => QueryCompiler,
+  query: CompiledQuery,
+): Promise<{ plan: QueryPlan; send: CompiledQuery }> {
+  const node = query.query
+  let plan = ctx.plans.get(node)
+  if (plan === undefined) {
+    plan = node === undefined ? EMPTY_PLAN : new Analyzer(ctx.schema, 'verify').analyze(node).plan
+  }
+  if (!query.parameters.some(isDeferred)) return { plan, send: query }
+  const resolved = await resolveDeferred(ctx.ring(), node, query.parameters, compiler, query as never)
+  const send = Object.freeze({
+    ...query,
+    sql: resolved.sql ?? query.sql,
+    parameters: Object.freeze([...resolved.parameters]),
+  })
+  return { plan, send: send as CompiledQuery }
+}

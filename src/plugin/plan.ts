@@ -1,0 +1,31 @@
+import type { ColumnInfo, IndexInfo } from '../schema/schema.js'
+import type { DeferredValue } from './deferred-value.js'
+
+/**
+ * A search-index condition whose false positives must be removed after the rows come back:
+ * the row's ciphertext (selected under a hidden alias) is decrypted and compared with the
+ * searched values.
+ */
+export interface PostFilter {
+  /** Hidden output column that carries the ciphertext; removed from the rows returned. */
+  readonly hidden: string
+  readonly column: ColumnInfo
+  readonly index: IndexInfo
+  /** The probes of the condition; their plaintexts are the accepted values. */
+  readonly probes: readonly DeferredValue[]
+}
+
+/** What the dialect wrapper does with a query's results. Derived from the final query tree. */
+export interface QueryPlan {
+  /** Result key → annotated column to decrypt. */
+  readonly outputs: ReadonlyMap<string, ColumnInfo>
+  readonly postFilters: readonly PostFilter[]
+  /** True when the tree holds deferred values that must be resolved before sending. */
+  readonly deferred: boolean
+}
+
+/** The plan of a query that touches no annotated column: nothing to do. */
+export const EMPTY_PLAN: QueryPlan = Object.freeze({ outputs: new Map(), postFilters: [], deferred: false })
+
+/** Prefix of the hidden aliases that carry ciphertexts for false-positive removal. */
+export const HIDDEN_PREFIX = '__kfe_fp_'

@@ -1,0 +1,154 @@
+import type { BlindIndexSpec } from '../blindindex/blind-index.js'
+import { ConfigError } from '../errors.js'
+import type { EncryptedColumn } from './columns.js'
+
+/** Options of an annotated table. */
+export interface TableOptions {
+  /**
+   * Logical table name bound into the keys and the AAD. Defaults to the physical name; set it
+   * before renaming the table so existing ciphertexts keep decrypting.
+   */
+  readonly logicalName?: string
+}
+
+/** What `encryptedSchema` takes: physical table name → physical column name → annotation. */
+export type SchemaDefinition = Readonly<Record<string, Readonly<Record<string, EncryptedColumn<any>>>>>
+
+/** One annotated column, resolved: physical and logical names, codec, indexes. */
+export interface ColumnInfo {
+  readonly table: TableInfo
+  readonly physical: string
+  readonly logical: string
+  readonly spec: EncryptedColumn<unknown>
+}
+
+/** One blind index column, resolved. */
+export interface IndexInfo {
+  readonly column: ColumnInfo
+  readonly spec: BlindIndexSpec
+  /** Physical column holding the index. */
+  readonly physical: string
+}
+
+/** One annotated table, resolved. */
+export interface TableInfo {
+  readonly physical: string
+  readonly logical: string
+  /** Annotated columns by physical name. */
+  readonly columns: ReadonlyMap<string, ColumnInfo>
+  /** Blind index columns by physical name. */
+  readonly indexColumns: ReadonlyMap<string, IndexInfo>
+  /** Looks a column up by the name a query uses: the physical name or its camelCase form (CamelCasePlugin). */
+  column(name: string): ColumnInfo | undefined
+  /** Same for an index column. */
+  indexColumn(name: string): IndexInfo | undefined
+}
+
+/** The frozen, resolved schema the plugin and the wrapper share. */
+export interface EncryptedSchema<D extends SchemaDefinition = SchemaDefinition> {
+  readonly definition: D
+  /** Looks a table up by the name a query uses (optionally schema-qualified, or camelCase). */
+  table(name: string, schema?: string): TableInfo | undefined
+  readonly tables: ReadonlyMap<string, TableInfo>
+}
+
+/** `email_address` → `emailAddress`, as kysely's CamelCasePlugin maps names. */
+function camel(name: string): string {
+  return name.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase())
+}
+
+/**
+ * Declares which columns are encrypted. Keys are physical table and column names (as in the
+ * database; CamelCasePlugin's camelCase spelling is recognised too).
+ *
+ * @param definition - table → column → `encrypted.*(…)`
+ * @param options - per-table options, e.g. `{ users: { logicalName: 'people' } }`
+ * @returns a frozen schema for `fieldEncryption({ schema })`
+ * @throws ConfigError `CONFIG_INVALID` on duplicate index names or an index column that collides with an annotated column
+ * @example
+ * ```ts
+ * const schema = encryptedSchema({
+ *   users: { email: encrypted.text({ index: { name: 'email_bidx', normalize: ['trim', 'lowercase'] } }) },
+ * })
+ * ```
+ */
+export function encryptedSchema<D extends SchemaDefinition>(
+  definition: D,
+  options: { readonly tables?: Readonly<Record<string, TableOptions>> } = {},
+): EncryptedSchema<D> {
+  const tables = new Map<string, TableInfo>()
+  const byName = new Map<string, TableInfo>()
+  const logicalTables = new Set<string>()
+  for (const [physical, columns] of Object.entries(definition)) {
+    const logical = options.tables?.[physical]?.logicalName ?? physical
+    if (logicalTables.has(logical)) {
+      throw new ConfigError('CONFIG_INVALID', `Two tables share the logical name "${logical}".`, {
+        table: logical,
+      })
+    }
+    logicalTables.add(logical)
+    const cols = new Map<string, ColumnInfo>()
+    const idx = new Map<string, IndexInfo>()
+    const lookup = new Map<string, ColumnInfo>()
+    const idxLookup = new Map<string, IndexInfo>()
+    const table: TableInfo = {
+      physical,
+      logical,
+      columns: cols,
+      indexColumns: idx,
+      column: (name) => lookup.get(name),
+      indexColumn: (name) => idxLookup.get(name),
+    }
+    const logicalColumns = new Set<string>()
+    for (const [colName, spec] of Object.entries(columns)) {
+      const info: ColumnInfo = Object.freeze({
+        table,
+        physical: colName,
+        logical: spec.logicalName ?? colName,
+        spec,
+      })
+      if (logicalColumns.has(info.logical)) {
+        throw new ConfigError(
+          'CONFIG_INVALID',
+          `Two columns of ${physical} share the logical name "${info.logical}".`,
+          {
+            table: logical,
+            column: info.logical,
+          },
+        )
+      }
+      logicalColumns.add(info.logical)
+      cols.set(colName, info)
+      lookup.set(colName, info)
+      lookup.set(camel(colName), info)
+    }
+    for (const info of cols.values()) {
+      for (const spec of info.spec.indexes) {
+        if (idx.has(spec.name) || cols.has(spec.name)) {
+          throw new ConfigError(
+            'CONFIG_INVALID',
+            `Index column ${physical}.${spec.name} is declared twice.`,
+            {
+              table: logical,
+              column: info.logical,
+            },
+          )
+        }
+        const index: IndexInfo = Object.freeze({ column: info, spec, physical: spec.name })
+        idx.set(spec.name, index)
+        idxLookup.set(spec.name, index)
+        idxLookup.set(camel(spec.name), index)
+      }
+    }
+    Object.freeze(table)
+    tables.set(physical, table)
+    byName.set(physical, table)
+    byName.set(camel(physical), table)
+  }
+  return Object.freeze({
+    definition,
+    tables,
+    table: (name: string, schema?: string) =>
+      (schema === undefined ? undefined : byName.get(`${schema}.${name}`)) ?? byName.get(name),
+  })
+}
