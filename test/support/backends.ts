@@ -16,6 +16,8 @@ export interface Backend {
   readonly family: 'postgres' | 'mysql'
   /** A new dialect on a new pool (or a new in-memory PGlite). Call `db.destroy()` to release it. */
   createDialect(): Dialect
+  /** Two dialects on the SAME database (for PGlite: one in-memory instance), e.g. app + raw view. */
+  createDialectPair(): [Dialect, Dialect]
 }
 
 /** Every backend, in a stable order. Use with `describe.each(backends())` + `describe.runIf(b.available)`. */
@@ -27,20 +29,33 @@ export function backends(): Backend[] {
       name: 'postgres',
       family: 'postgres',
       available: pgUrl !== null,
-      createDialect: () => new PostgresDialect({ pool: new pg.Pool({ connectionString: pgUrl ?? '', max: 5 }) }),
+      createDialect: () =>
+        new PostgresDialect({ pool: new pg.Pool({ connectionString: pgUrl ?? '', max: 5 }) }),
+      createDialectPair() {
+        return [this.createDialect(), this.createDialect()]
+      },
     },
     {
       name: 'pglite',
       family: 'postgres',
       available: true,
       createDialect: () => new PGliteDialect(new PGlite()),
+      createDialectPair() {
+        const instance = new PGlite()
+        return [new PGliteDialect(instance), new PGliteDialect(instance)]
+      },
     },
     {
       name: 'mysql',
       family: 'mysql',
       available: mysqlUrl !== null,
       createDialect: () =>
-        new MysqlDialect({ pool: createPool({ uri: mysqlUrl ?? '', connectionLimit: 5, supportBigNumbers: true }) }),
+        new MysqlDialect({
+          pool: createPool({ uri: mysqlUrl ?? '', connectionLimit: 5, supportBigNumbers: true }),
+        }),
+      createDialectPair() {
+        return [this.createDialect(), this.createDialect()]
+      },
     },
   ]
 }

@@ -1,0 +1,164 @@
+import { randomBytes } from 'node:crypto'
+import { CamelCasePlugin, type Dialect, Kysely, type KyselyPlugin, sql } from 'kysely'
+import {
+  addEncryptedColumns,
+  createBlindIndexes,
+  type EncryptedSchema,
+  encrypted,
+  encryptedSchema,
+  type FieldEncryption,
+  fieldEncryption,
+  type KeyProvider,
+  localKeyProvider,
+} from '../../src/index.js'
+import { type Backend, uniqueName } from './backends.js'
+
+/** Physical names of the tables one test file uses (unique per file: files share one database). */
+export interface TableNames {
+  readonly users: string
+  readonly orders: string
+  readonly plain: string
+  readonly keys: string
+}
+
+/** Row types as the application sees them (plaintext). */
+export interface Users {
+  id: number
+  name: string
+  email: string | null
+  ssn: string | null
+  dob: Date | null
+  notes: unknown
+  score: number | null
+  tenant: string | null
+}
+export interface Orders {
+  id: number
+  user_id: number
+  email: string | null
+  item: string
+}
+export interface Plain {
+  id: number
+  label: string
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: table names are generated per test file.
+export type TestDB = Record<string, any>
+
+export interface EncryptedTestDb {
+  readonly backend: Backend
+  readonly names: TableNames
+  readonly schema: EncryptedSchema
+  readonly encryption: FieldEncryption
+  /** The application's Kysely: wrapped dialect + plugin. */
+  readonly db: Kysely<TestDB>
+  /** A plain Kysely on another dialect instance: what is at rest, and a way around the plugin. */
+  readonly raw: Kysely<TestDB>
+  destroy(): Promise<void>
+}
+
+/**
+ * The shared fixture of the plugin suites: a `users` table with encrypted email (unique index,
+ * normalized), ssn (16-bit search index), dob, notes (json) and score; an `orders` table with an
+ * encrypted email (unique index); and a `plain` table with nothing encrypted.
+ *
+ * @param options.plugins - where the encryption plugin sits among others (default: alone)
+ */
+export async function encryptedTestDb(
+  backend: Backend,
+  options: {
+    plugins?: (encryption: FieldEncryption) => KyselyPlugin[]
+    keyProvider?: KeyProvider | KeyProvider[]
+    ssnBits?: number
+  } = {},
+): Promise<EncryptedTestDb> {
+  const names: TableNames = {
+    users: uniqueName('users'),
+    orders: uniqueName('orders'),
+    plain: uniqueName('plain'),
+    keys: uniqueName('kfe_keys'),
+  }
+  const schema = encryptedSchema({
+    [names.users]: {
+      email: encrypted.text({
+        index: { name: 'email_bidx', normalize: ['trim', 'lowercase'] },
+        maxBytes: 320,
+      }),
+      ssn: encrypted.text({
+        index: { name: 'ssn_bidx', bits: options.ssnBits ?? 16, normalize: ['digits'] },
+      }),
+      dob: encrypted.date(),
+      notes: encrypted.json(),
+      score: encrypted.number({ index: { name: 'score_bidx' } }),
+    },
+    [names.orders]: {
+      email: encrypted.text({
+        index: { name: 'email_bidx', normalize: ['trim', 'lowercase'] },
+        maxBytes: 320,
+      }),
+    },
+  })
+  const encryption = fieldEncryption({
+    schema,
+    keyProvider: options.keyProvider ?? localKeyProvider({ key: randomBytes(32) }),
+    keyTable: names.keys,
+  })
+  const [appDialect, rawDialect] = backend.createDialectPair()
+  const db = new Kysely<TestDB>({
+    dialect: encryption.wrap(appDialect),
+    plugins: options.plugins?.(encryption) ?? [encryption.plugin],
+  })
+  const raw = new Kysely<TestDB>({ dialect: rawDialect })
+  const family = backend.family
+  const id = family === 'postgres' ? 'serial' : 'integer'
+  const idCol = (c: { primaryKey(): typeof c; autoIncrement(): typeof c }) =>
+    family === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement()
+  await db.schema
+    .createTable(names.users)
+    .addColumn('id', id, idCol as never)
+    .addColumn('name', 'varchar(100)', (c) => c.notNull())
+    .addColumn('tenant', 'varchar(50)')
+    .$call(addEncryptedColumns(schema, names.users, family))
+    .execute()
+  await db.schema
+    .createTable(names.orders)
+    .addColumn('id', id, idCol as never)
+    .addColumn('user_id', 'integer', (c) => c.notNull())
+    .addColumn('item', 'varchar(100)', (c) => c.notNull())
+    .$call(addEncryptedColumns(schema, names.orders, family))
+    .execute()
+  await db.schema
+    .createTable(names.plain)
+    .addColumn('id', id, idCol as never)
+    .addColumn('label', 'varchar(100)', (c) => c.notNull())
+    .execute()
+  await createBlindIndexes(db, schema, names.users)
+  await createBlindIndexes(db, schema, names.orders)
+  return {
+    backend,
+    names,
+    schema,
+    encryption,
+    db,
+    raw,
+    async destroy() {
+      for (const t of [names.users, names.orders, names.plain, names.keys]) {
+        await sql`drop table if exists ${sql.table(t)}`.execute(db.withoutPlugins())
+      }
+      await encryption.close()
+      await db.destroy()
+      if (backend.name !== 'pglite') await raw.destroy()
+    },
+  }
+}
+
+/** CamelCasePlugin before or after ours. */
+export function withCamelCase(order: 'before' | 'after') {
+  return (encryption: FieldEncryption): KyselyPlugin[] =>
+    order === 'before'
+      ? [new CamelCasePlugin(), encryption.plugin]
+      : [encryption.plugin, new CamelCasePlugin()]
+}
+
+export type { Dialect }
