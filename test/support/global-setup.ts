@@ -57,7 +57,8 @@ async function resolve(
     }
     return fromEnv
   }
-  if (process.env.CI) throw new Error(`${name}: ${envVar} is required in CI (see .ci/run); refusing to skip it.`)
+  if (process.env.CI)
+    throw new Error(`${name}: ${envVar} is required in CI (see .ci/run); refusing to skip it.`)
   if (await dockerAvailable()) {
     const url = await container()
     await check(url)

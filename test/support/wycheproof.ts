@@ -8,7 +8,8 @@ const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
  * Where the Wycheproof vectors live: `WYCHEPROOF_DIR`, else `../shared/vectors/wycheproof` beside
  * the clone. They are not copied into this repository.
  */
-export const wycheproofDir = process.env.WYCHEPROOF_DIR ?? join(repoRoot, '..', 'shared', 'vectors', 'wycheproof')
+export const wycheproofDir =
+  process.env.WYCHEPROOF_DIR ?? join(repoRoot, '..', 'shared', 'vectors', 'wycheproof')
 
 /** True when the vector files are present. In CI they are required (see `.ci/run`). */
 export const wycheproofAvailable = existsSync(join(wycheproofDir, 'aes_gcm_test.json'))
@@ -32,6 +33,11 @@ export interface WycheproofFile {
   readonly numberOfTests: number
   readonly testGroups: ReadonlyArray<{
     readonly [k: string]: unknown
-    readonly tests: ReadonlyArray<{ readonly tcId: number; readonly result: 'valid' | 'invalid' | 'acceptable'; readonly flags: string[]; readonly [k: string]: unknown }>
+    readonly tests: ReadonlyArray<{
+      readonly tcId: number
+      readonly result: 'valid' | 'invalid' | 'acceptable'
+      readonly flags: string[]
+      readonly [k: string]: unknown
+    }>
   }>
 }
