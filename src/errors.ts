@@ -90,7 +90,11 @@ export class KeyProviderError extends KeyError {
   /** The provider's id (KEK id), never key material. */
   readonly providerId: string | undefined
 
-  constructor(code: ErrorCode, message: string, options: FieldEncryptionErrorOptions & { providerId?: string } = {}) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: FieldEncryptionErrorOptions & { providerId?: string } = {},
+  ) {
     super(code, message, options)
     this.providerId = options.providerId
   }
