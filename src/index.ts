@@ -59,5 +59,5 @@ export {
   sqlFamily,
 } from './schema/migration.js'
 export type { EncryptedSchema, SchemaDefinition, TableOptions } from './schema/schema.js'
-export type { Decrypted, PlaintextOf } from './schema/types.js'
 export { encryptedSchema } from './schema/schema.js'
+export type { Decrypted, PlaintextOf } from './schema/types.js'
