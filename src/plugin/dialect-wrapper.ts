@@ -131,7 +131,13 @@ export class EncryptingDriver implements Driver {
         return rows === result.rows ? result : { ...result, rows }
       })) as DatabaseConnection['executeQuery']
     c.streamQuery = async function* (query: CompiledQuery, chunkSize?: number) {
-      const { plan, send } = await currentConnection.run(execute, () => prepareQuery(ctx, compiler, query))
+      const { plan, send } = await currentConnection.run(execute, async () => {
+        const prepared = await prepareQuery(ctx, compiler, query)
+        // Fetch every data key version the rows may need before the cursor opens: a key-store
+        // read on this connection would otherwise wait behind the cursor.
+        await prefetchDataKeys(ctx.ring(), prepared.plan)
+        return prepared
+      })
       for await (const chunk of stream(send, chunkSize)) {
         if (plan.outputs.size === 0 || chunk.rows.length === 0) {
           yield chunk
@@ -169,4 +175,16 @@ async function prepareQuery(
     parameters: Object.freeze([...resolved.parameters]),
   })
   return { plan, send: send as CompiledQuery }
+}
+
+async function prefetchDataKeys(ring: KeyRing, plan: QueryPlan): Promise<void> {
+  const tables = new Set([...plan.outputs.values()].map((c) => c.table.logical))
+  await Promise.all(
+    [...tables].map(async (table) => {
+      const versions = await ring.versions(table, 'data')
+      await Promise.all(
+        versions.map((v) => ring.key({ logicalTable: table, purpose: 'data', version: v.version })),
+      )
+    }),
+  )
 }
