@@ -91,6 +91,8 @@ export function computeBlindIndex(
     }
   }
   const mac = hmac.digest()
+  // A unique index keeps every bit: the digest is already the answer.
+  if (spec.bits === mac.length * 8) return mac
   const out = truncateToBits(mac, spec.bits)
   // The dropped bits are exactly what a search index must not reveal: wipe them.
   mac.fill(0)

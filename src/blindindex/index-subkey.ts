@@ -110,11 +110,32 @@ export function indexSubkey(indexKey: KeyMaterial, table: string, indexName: str
       { table },
     )
   }
+  const cached = subkeyCache.get(indexKey)?.get(table)?.get(indexName)
+  if (cached !== undefined && !indexKey.destroyed) return cached
   // One key may serve several tables (a shared index key domain), so the slot names the table
   // too; JSON keeps (table, name) pairs unambiguous.
   const slot = `bidx:${JSON.stringify([table, indexName])}`
-  return indexKey.derived(slot, (ikm) => {
+  const subkey = indexKey.derived(slot, (ikm) => {
     const info = indexSubkeyInfo(table, indexName)
     return new IndexSubkey(Buffer.from(hkdfSync('sha256', ikm, Buffer.alloc(0), info, INDEX_SUBKEY_BYTES)))
   })
+  let byTable = subkeyCache.get(indexKey)
+  if (byTable === undefined) {
+    byTable = new Map()
+    subkeyCache.set(indexKey, byTable)
+  }
+  let byName = byTable.get(table)
+  if (byName === undefined) {
+    byName = new Map()
+    byTable.set(table, byName)
+  }
+  byName.set(indexName, subkey)
+  return subkey
 }
+
+/**
+ * table → index name → subkey per index key, so the hot path builds no slot string (one HMAC per
+ * value is all that is left). The key's `derived` slots still own and destroy the subkeys; this
+ * map is consulted only while the key is alive.
+ */
+const subkeyCache = new WeakMap<KeyMaterial, Map<string, Map<string, IndexSubkey>>>()

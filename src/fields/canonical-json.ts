@@ -108,7 +108,80 @@ function write(value: unknown, path: string, open: Set<object>, out: string[]): 
  *   the position (e.g. `value.<key #0>[2]`: object keys by rank, since keys may be data) and the kind of the offending value, never the value.
  */
 export function canonicalJson(value: unknown): string {
+  try {
+    return fast(value, 0)
+  } catch (error) {
+    if (error !== BAIL) throw error
+  }
+  // Something to reject (or a very deep value): the careful writer finds it and names its position.
   const out: string[] = []
   write(value, 'value', new Set(), out)
   return out.join('')
+}
+
+/** Thrown by {@link fast} when the value needs the careful writer. Never escapes this module. */
+const BAIL: unique symbol = Symbol('canonical-json.bail')
+
+/**
+ * Strings JSON.stringify prints as they are between quotes: no `"`, `\\`, control character
+ * (U+0000..U+001F) or surrogate code unit (a lone one is escaped; pairs go the slow way too).
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what JSON escapes.
+const VERBATIM = /^[^"\\\u0000-\u001f\ud800-\udfff]*$/
+
+/** `JSON.stringify(s)`, without the call for the common string that needs no escaping. */
+function quote(s: string): string {
+  return VERBATIM.test(s) ? `"${s}"` : JSON.stringify(s)
+}
+
+/**
+ * Depth past which {@link fast} hands over to {@link write}: its bound on cycles (it keeps no set
+ * of open objects). Deeper values are still serialised, only by the slower writer.
+ */
+const FAST_MAX_DEPTH = 128
+
+/**
+ * The same output as {@link write} for every value it accepts, without building error paths or a
+ * cycle set on the way (the common case: a valid value). Anything {@link write} would reject,
+ * and any value deeper than {@link FAST_MAX_DEPTH}, throws {@link BAIL} instead.
+ */
+function fast(value: unknown, depth: number): string {
+  switch (typeof value) {
+    case 'string':
+      return quote(value)
+    case 'boolean':
+      return value ? 'true' : 'false'
+    case 'number':
+      if (!Number.isFinite(value)) throw BAIL
+      // Number::toString, which is what JSON.stringify prints for a finite number (-0 as 0).
+      return `${value}`
+    case 'object':
+      break
+    default:
+      throw BAIL
+  }
+  if (value === null) return 'null'
+  if (depth >= FAST_MAX_DEPTH) throw BAIL
+  if (Array.isArray(value)) {
+    let s = '['
+    for (let i = 0; i < value.length; i++) {
+      if (!(i in value)) throw BAIL
+      if (i > 0) s += ','
+      s += fast(value[i], depth + 1)
+    }
+    return `${s}]`
+  }
+  const proto = Object.getPrototypeOf(value) as unknown
+  if (proto !== Object.prototype && proto !== null) throw BAIL
+  if (Object.getOwnPropertySymbols(value).length > 0) throw BAIL
+  const record = value as Record<string, unknown>
+  // The default sort compares strings by UTF-16 code units, like byCodeUnits.
+  const keys = Object.keys(record).sort()
+  let s = '{'
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i] as string
+    if (i > 0) s += ','
+    s += `${quote(key)}:${fast(record[key], depth + 1)}`
+  }
+  return `${s}}`
 }

@@ -46,7 +46,16 @@ function where(aad: FieldAad): FieldLocation {
   return { table: aad.table, column: aad.column }
 }
 
+/**
+ * table → column → ColumnKeys per data key: the hot path then builds no slot string. The key's
+ * own `derived` slots still own these objects and destroy them with the key; this map only
+ * finds them faster, and is consulted only while the key is alive.
+ */
+const columnCache = new WeakMap<KeyMaterial, Map<string, Map<string, ColumnKeys>>>()
+
 function columnKeys(key: KeyMaterial, aad: FieldAad): ColumnKeys {
+  const cached = columnCache.get(key)?.get(aad?.table)?.get(aad.column)
+  if (cached !== undefined && !key.destroyed) return cached
   if (
     typeof aad?.table !== 'string' ||
     typeof aad.column !== 'string' ||
@@ -55,10 +64,22 @@ function columnKeys(key: KeyMaterial, aad: FieldAad): ColumnKeys {
   ) {
     throw new ConfigError('CONFIG_INVALID', 'A field AAD needs a non-empty table and column name.')
   }
-  return key.derived(
+  const keys = key.derived(
     ColumnKeys.slot(aad.table, aad.column),
     (bytes) => new ColumnKeys(bytes, aad.table, aad.column),
   )
+  let byTable = columnCache.get(key)
+  if (byTable === undefined) {
+    byTable = new Map()
+    columnCache.set(key, byTable)
+  }
+  let byColumn = byTable.get(aad.table)
+  if (byColumn === undefined) {
+    byColumn = new Map()
+    byTable.set(aad.table, byColumn)
+  }
+  byColumn.set(aad.column, keys)
+  return keys
 }
 
 function assertDataKey(key: KeyMaterial, aad: FieldAad, decrypting: boolean): void {
@@ -80,7 +101,11 @@ function assertDataKey(key: KeyMaterial, aad: FieldAad, decrypting: boolean): vo
 }
 
 function buildAad(header: Uint8Array, keys: ColumnKeys, aad: FieldAad): Buffer {
-  return Buffer.concat([header, keys.aadNames, encodeContext(aad.context, where(aad))])
+  const context = encodeContext(aad.context, where(aad))
+  return Buffer.concat(
+    [header, keys.aadNames, context],
+    header.length + keys.aadNames.length + context.length,
+  )
 }
 
 /** @internal Test seam: a fixed salt and nonce, for known-answer vectors. Not exported by the package. */
@@ -106,24 +131,34 @@ function seal(key: KeyMaterial, codecTag: number, plaintext: Buffer, aad: FieldA
   if (fixed === undefined) {
     // Salt first (it may take 2 pool bytes and copies them), then the nonce view, used at once.
     ;({ salt, subkey } = keys.nextWriter())
-    nonce = takeRandom(NONCE_LENGTH) // a view: consumed by createCipheriv and concat below
+    nonce = takeRandom(NONCE_LENGTH) // a view: copied into the output and into the cipher below
   } else {
     salt = fixed.salt
     subkey = keys.subkeyFor(salt)
     nonce = fixed.nonce
   }
   const headerLength = 1 + varintLength(version) + SALT_LENGTH
-  const header = Buffer.allocUnsafe(headerLength)
-  header[0] = (FORMAT_VERSION_1 << 4) | codecTag
-  salt.copy(header, writeVarint(header, 1, version))
+  // One allocation for the whole ciphertext: header, nonce, body and tag are written in place.
+  // GCM is a stream mode: the body is exactly as long as the plaintext.
+  const bodyAt = headerLength + NONCE_LENGTH
+  const out = Buffer.allocUnsafe(bodyAt + plaintext.length + TAG_LENGTH)
+  out[0] = (FORMAT_VERSION_1 << 4) | codecTag
+  salt.copy(out, writeVarint(out, 1, version))
+  nonce.copy(out, headerLength)
 
   const cipher = createCipheriv('aes-256-gcm', subkey, nonce, { authTagLength: TAG_LENGTH })
-  cipher.setAAD(buildAad(header, keys, aad))
+  cipher.setAAD(buildAad(out.subarray(0, headerLength), keys, aad))
   const body = cipher.update(plaintext)
-  const final = cipher.final() // empty for GCM, kept for form
+  const final = cipher.final() // empty for GCM
   const tag = cipher.getAuthTag()
-  const length = headerLength + NONCE_LENGTH + body.length + final.length + TAG_LENGTH
-  return Buffer.concat([header, nonce, body, final, tag], length)
+  if (body.length + final.length !== plaintext.length) {
+    // Not reachable with GCM; never leave unwritten bytes of allocUnsafe in a ciphertext.
+    return Buffer.concat([out.subarray(0, bodyAt), body, final, tag])
+  }
+  body.copy(out, bodyAt)
+  final.copy(out, bodyAt + body.length)
+  tag.copy(out, bodyAt + plaintext.length)
+  return out
 }
 
 /**

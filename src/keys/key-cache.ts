@@ -1,7 +1,7 @@
 import { timingSafeEqual } from 'node:crypto'
 import { inspect } from 'node:util'
 import { LRUCache } from 'lru-cache'
-import { ConfigError, KeyError } from '../errors.js'
+import { ConfigError, type ErrorCode, FieldEncryptionError, KeyError } from '../errors.js'
 import type { KeyMaterial } from './key-material.js'
 import type { KeyRef } from './key-provider.js'
 
@@ -17,18 +17,23 @@ export interface KeyCacheOptions {
   /**
    * How long an unwrapped key is used before it is unwrapped again through its provider, in ms.
    *
-   * This is also the **revocation latency**: a KEK disabled or deleted in the KMS/HSM keeps
-   * working in this process for up to `ttlMs` (plus `graceMs` if the provider then fails rather
-   * than refusing, see below). Lower it for faster revocation; each refresh costs one provider
+   * This is also the **revocation latency**: a KEK disabled, deleted or denied in the KMS/HSM
+   * keeps working in this process for up to `ttlMs`, never longer: the grace period below covers
+   * outages only, not refusals. Lower it for faster revocation; each refresh costs one provider
    * call per cached key.
    * @default 300_000 (5 minutes)
    */
   readonly ttlMs?: number
   /**
-   * After `ttlMs`, the key is reloaded; if that load fails (KMS down, throttled), the stale key
-   * keeps serving until `ttlMs + graceMs`, then the load's error is thrown. This keeps a short
-   * KMS outage from failing queries, at the price of extending revocation latency to
-   * `ttlMs + graceMs` when the provider fails instead of answering. `0` disables the grace.
+   * After `ttlMs`, the key is reloaded; if that load fails with an **availability** error
+   * (`PROVIDER_UNAVAILABLE`, `PROVIDER_THROTTLED`, `KEY_STORE_ERROR`: the keeper or the key store
+   * did not answer), the stale key keeps serving until `ttlMs + graceMs`, then the load's error is
+   * thrown. This keeps a short KMS/HSM outage from failing queries. Any other failure is an
+   * answer, not an outage (`PROVIDER_KEY_DISABLED`, `PROVIDER_ACCESS_DENIED`,
+   * `PROVIDER_INVALID_CIPHERTEXT`, `UNWRAP_FAILED`, `KEY_NOT_FOUND`, an untyped error…): the
+   * expired key is dropped (zeroed) at once and the error thrown, so grace never delays a
+   * revocation. Cost: during an outage, revoked-but-unreachable KEKs keep serving for the grace
+   * period, since an unreachable keeper cannot say it revoked anything. `0` disables the grace.
    * @default 900_000 (15 minutes)
    */
   readonly graceMs?: number
@@ -44,7 +49,7 @@ export interface KeyCacheStats {
   readonly misses: number
   /** Calls of a `load` function (one per single-flight group). */
   readonly loads: number
-  /** `get` calls answered with a stale key because the reload failed within the grace period. */
+  /** `get` calls answered with a stale key because the reload failed with an availability error within the grace period. */
   readonly staleServed: number
   /** Keys currently held. */
   readonly size: number
@@ -59,6 +64,20 @@ interface Entry {
 interface LoadResult {
   readonly material: KeyMaterial
   readonly stale: boolean
+}
+
+/**
+ * Failures that mean "the keeper (or the key store) did not answer", as opposed to an answer that
+ * refuses the key. Only these let a stale key serve through the grace period.
+ */
+const AVAILABILITY_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'PROVIDER_UNAVAILABLE',
+  'PROVIDER_THROTTLED',
+  'KEY_STORE_ERROR',
+])
+
+function isAvailabilityError(error: unknown): boolean {
+  return error instanceof FieldEncryptionError && AVAILABILITY_CODES.has(error.code)
 }
 
 /** Canonical cache key of a ref; JSON of an array cannot collide across fields. */
@@ -79,11 +98,11 @@ function positiveInt(name: string, value: number, allowZero: boolean): number {
 /**
  * The in-process cache of unwrapped keys (DESIGN.md §2), built on lru-cache: bounded count, TTL,
  * single-flight loading (N concurrent misses of one key = 1 provider call), a bounded grace period
- * when the provider fails, and zeroization of every key it drops.
+ * when the provider is unavailable (never when it refuses), and zeroization of every key it drops.
  *
  * Ownership: the cache owns every {@link KeyMaterial} it returns and destroys (zeroes) it when the
- * key is evicted (`max`), expires (`ttlMs + graceMs`), is deleted, cleared, or replaced by a reload
- * that produced different bytes. A reload that produces the same bytes (the normal case: a key
+ * key is evicted (`max`), expires (`ttlMs + graceMs`), is refused by its provider on reload (past
+ * `ttlMs`), is deleted, cleared, or replaced by a reload that produced different bytes. A reload that produces the same bytes (the normal case: a key
  * version never changes) keeps the existing object and discards the new one, so a refresh never
  * wipes a key a caller still holds. Callers must still use a key only synchronously, right after
  * `get` resolves: across an `await`, an eviction may wipe it (its `bytes` then throws
@@ -134,14 +153,17 @@ export class KeyCache {
 
   /**
    * Returns the key for `ref`, calling `load` when it is absent or older than `ttlMs`.
-   * Concurrent calls for the same ref share one `load`. If a reload fails while the cached key
+   * Concurrent calls for the same ref share one `load`. If a reload fails with an availability
+   * error (`PROVIDER_UNAVAILABLE`, `PROVIDER_THROTTLED`, `KEY_STORE_ERROR`) while the cached key
    * is younger than `ttlMs + graceMs`, the cached key is returned instead (counted in
-   * `staleServed`).
+   * `staleServed`). If it fails with any other error (a refusal such as `PROVIDER_KEY_DISABLED`),
+   * the expired key is dropped and zeroed, and the error thrown: revocation latency is `ttlMs`.
    *
    * @param ref - the key version.
    * @param load - unwraps the key; its rejection propagates unchanged (typed provider errors).
    * @returns the cached key; do not destroy it, the cache owns it.
-   * @throws whatever `load` throws, when no key within grace is cached.
+   * @throws whatever `load` throws (e.g. KeyProviderError `PROVIDER_KEY_DISABLED`,
+   *   `PROVIDER_UNAVAILABLE`), when no key usable within grace is cached.
    * @throws KeyError `KEY_NOT_FOUND` after {@link KeyCache.close}.
    */
   async get(ref: KeyRef, load: () => Promise<KeyMaterial>): Promise<KeyMaterial> {
@@ -238,8 +260,18 @@ export class KeyCache {
     try {
       loaded = await load()
     } catch (error) {
-      const stale = this.#closed ? undefined : this.#current(k)
-      if (stale !== undefined && this.#grace > 0) return { material: stale.material, stale: true }
+      if (this.#closed) throw error
+      if (isAvailabilityError(error)) {
+        // The keeper did not answer: an outage, not a decision. Serve the stale key within grace.
+        const stale = this.#current(k)
+        if (stale !== undefined && this.#grace > 0) return { material: stale.material, stale: true }
+      } else {
+        // The keeper answered "no" (disabled, denied, bad wrapping…): revocation must not wait for
+        // grace. Drop (and zero) the expired key. Only an entry older than ttl is dropped; under
+        // single-flight no fresher one can be there, the check just keeps this exact.
+        const expired = this.#lru.peek(k)
+        if (expired !== undefined && this.#now() - expired.loadedAt >= this.#ttl) this.#lru.delete(k)
+      }
       throw error
     }
     if (this.#closed) {

@@ -65,6 +65,8 @@ const AGGREGATES =
  */
 export class Analyzer {
   readonly #postFilters: PostFilter[] = []
+  readonly #deferredValues = new Set<DeferredValue>()
+  readonly #indexComparisons = new Set<string>()
   #deferred = false
 
   constructor(
@@ -94,14 +96,26 @@ export class Analyzer {
         // DDL and raw SQL: raw SQL is opaque by design (docs/guide.md, "Raw SQL").
         return { node: root, plan: EMPTY_PLAN }
     }
+    if (this.#deferred) collectDeferred(result.node, this.#deferredValues)
     const outputs = new Map<string, ColumnInfo>()
     for (const [name, source] of result.outputs) if (source.kind === 'column') outputs.set(name, source.info)
-    if (outputs.size === 0 && this.#postFilters.length === 0 && !this.#deferred) {
+    if (
+      outputs.size === 0 &&
+      this.#postFilters.length === 0 &&
+      !this.#deferred &&
+      this.#indexComparisons.size === 0
+    ) {
       return { node: result.node as RootOperationNode, plan: EMPTY_PLAN }
     }
     return {
       node: result.node as RootOperationNode,
-      plan: Object.freeze({ outputs, postFilters: this.#postFilters, deferred: this.#deferred }),
+      plan: Object.freeze({
+        outputs,
+        postFilters: this.#postFilters,
+        deferred: this.#deferred,
+        deferredValues: this.#deferredValues,
+        indexComparisons: this.#indexComparisons,
+      }),
     }
   }
 
@@ -218,8 +232,11 @@ export class Analyzer {
     const columns = (node.columns ?? []).map((c) => identifierName(c.column))
     const sources = columns.map((c) => this.#sourceIn(table.column(c), table.indexColumn(c)))
     const annotated = sources.flatMap((s, i) => (s?.kind === 'column' ? [{ info: s.info, at: i }] : []))
-    if (annotated.length > 0 && node.values && node.values.kind !== 'ValuesNode') {
-      throw refuse(annotated[0]!.info, 'insert … select')
+    if (node.values && node.values.kind !== 'ValuesNode') {
+      // Without a column list, INSERT … SELECT fills every column, encrypted ones included.
+      const first =
+        annotated[0]?.info ?? (node.columns === undefined ? table.columns.values().next().value : undefined)
+      if (first !== undefined) throw refuse(first, 'insert … select')
     }
     // Index columns to add beside each annotated column (absent on the first pass only).
     const present = new Set(columns)
@@ -243,11 +260,11 @@ export class Analyzer {
       ])
     }
     // ON CONFLICT … DO UPDATE may read the proposed row as `excluded`.
-    scope.relations.push({ name: 'excluded', table, derived: undefined })
+    scope.relations.push({ name: 'excluded', table, derived: undefined, qualifiedOnly: true })
     if (node.onConflict) {
       const oc = node.onConflict
       const ocPatch: Record<string, unknown> = {}
-      if (oc.updates) ocPatch.updates = this.#updates(oc.updates, relation!, scope)
+      if (oc.updates) ocPatch.updates = this.#updates(oc.updates, scope, relation)
       if (oc.updateWhere)
         ocPatch.updateWhere = this.#whereNode(oc.updateWhere, scope, { pending: undefined, positive: true })
       if (oc.indexWhere)
@@ -256,7 +273,7 @@ export class Analyzer {
     }
     if (node.onDuplicateKey) {
       patch.onDuplicateKey = rebuild(node.onDuplicateKey, {
-        updates: this.#updates(node.onDuplicateKey.updates, relation!, scope),
+        updates: this.#updates(node.onDuplicateKey.updates, scope, relation),
       })
     }
   }
@@ -278,7 +295,11 @@ export class Analyzer {
         this.#checkIndexWrite(source.info, item, primitive)
         return
       }
-      if (value === DEFAULT || value === null || value === undefined || isDeferred(value)) return
+      if (isDeferred(value)) {
+        this.#deferred = true
+        return
+      }
+      if (value === DEFAULT || value === null || value === undefined) return
       if (value === EXPRESSION) throw refuse(source.info, 'expression', 'only plain values can be written')
       if (value === LITERAL) throw refuse(source.info, 'sql.lit')
       const deferred = this.#encrypt(source.info, value)
@@ -307,50 +328,93 @@ export class Analyzer {
     parent: Scope | undefined,
     patch: Record<string, unknown>,
   ): void {
-    const target = node.table ? this.#fromItem(node.table, scope, parent) : undefined
-    if (target !== undefined) patch.table = target
-    const relation = scope.relations[0]
+    if (node.table?.kind === 'ListNode') {
+      // MySQL's multi-table UPDATE: `updateTable([a, b])`.
+      const list = node.table as unknown as { items: ReadonlyArray<OperationNode> }
+      patch.table = rebuild(node.table, { items: list.items.map((t) => this.#fromItem(t, scope, parent)) })
+    } else if (node.table) {
+      patch.table = this.#fromItem(node.table, scope, parent)
+    }
+    const single = node.table?.kind === 'ListNode' ? undefined : scope.relations[0]
     if (node.from) patch.from = this.#froms(node.from, scope, parent)
     if (node.joins) patch.joins = node.joins.map((j) => this.#join(j, scope, parent))
-    if (node.updates) {
-      patch.updates =
-        relation === undefined
-          ? node.updates.map((u) => this.#opaque(u, scope, 'update'))
-          : this.#updates(node.updates, relation, scope)
-    }
+    if (node.updates) patch.updates = this.#updates(node.updates, scope, single)
     if (node.where) patch.where = this.#whereNode(node.where, scope, { pending: undefined, positive: true })
     if (node.orderBy) patch.orderBy = this.#opaque(node.orderBy, scope, 'order by')
   }
 
-  /** SET items of UPDATE, ON CONFLICT DO UPDATE and ON DUPLICATE KEY UPDATE. */
+  /** The relation and annotated column (or index column) a SET target names, if any. */
+  #setTarget(
+    column: OperationNode,
+    scope: Scope,
+    target: Relation | undefined,
+  ): { relation: Relation; info?: ColumnInfo; index?: IndexInfo } | undefined {
+    let relation: Relation | undefined
+    let name: string
+    if (column.kind === 'ColumnNode') {
+      name = columnName(column)
+      relation = target
+      if (relation === undefined) {
+        const hit = scope.resolve(name, undefined)
+        relation = hit?.relation
+      }
+    } else if (column.kind === 'ReferenceNode' && (column as ReferenceNode).column.kind === 'ColumnNode') {
+      const ref = column as ReferenceNode
+      name = columnName(ref)
+      const hit = scope.resolve(name, ref.table === undefined ? undefined : tableName(ref.table).name)
+      relation = hit?.relation ?? (ref.table === undefined ? target : undefined)
+    } else {
+      // A raw SET target: refuse it on any table with encrypted columns, since we cannot tell.
+      const annotated = scope.relations.find((r) => r.table !== undefined)
+      const first = annotated?.table?.columns.values().next().value
+      if (first !== undefined) throw refuse(first, 'raw sql', 'a SET target that is not a plain column name')
+      return undefined
+    }
+    const table = relation?.table
+    if (relation === undefined || table === undefined) return undefined
+    return { relation, info: table.column(name), index: table.indexColumn(name) }
+  }
+
+  /**
+   * SET items of UPDATE, ON CONFLICT DO UPDATE and ON DUPLICATE KEY UPDATE. `target` is the one
+   * table being written, when there is one; multi-table updates resolve each (qualified) target.
+   */
   #updates(
     updates: ReadonlyArray<ColumnUpdateNode>,
-    relation: Relation,
     scope: Scope,
+    target: Relation | undefined,
   ): ReadonlyArray<OperationNode> {
-    const table = relation.table
-    if (table === undefined) return updates.map((u) => this.#opaque(u, scope, 'update'))
-    const present = new Set(updates.map((u) => columnName(u.column)))
+    const targets = updates.map((u) => this.#setTarget(u.column, scope, target))
+    const present = new Set(
+      targets.flatMap((t, i) =>
+        t === undefined ? [] : [`${t.relation.name}\0${columnName(updates[i]!.column)}`],
+      ),
+    )
     const out: OperationNode[] = []
-    for (const u of updates) {
+    for (const [at, u] of updates.entries()) {
+      const hit = targets[at]
+      const table = hit?.relation.table
       const name = columnName(u.column)
-      const info = table.column(name)
-      const index = info === undefined ? table.indexColumn(name) : undefined
+      const info = hit?.info
+      const index = hit?.index
       if (index !== undefined) {
         this.#checkIndexWrite(index, u.value, false)
         out.push(u)
         continue
       }
-      if (info === undefined) {
+      if (info === undefined || table === undefined || hit === undefined) {
         out.push(rebuild(u, { value: this.#opaque(u.value, scope, 'update') }))
         continue
       }
+      const qualifierOf = (n: OperationNode) =>
+        n.kind === 'ReferenceNode' ? (n as ReferenceNode).table : undefined
       const value = nodeValue(u.value)
       let indexValue: (index: IndexInfo) => OperationNode
       if (value === null) {
         indexValue = () => valueNode(null)
         out.push(u)
       } else if (isDeferred(value)) {
+        this.#deferred = true
         out.push(u)
         indexValue = () => valueNode(null) // only reached when the index update is missing: refused below
       } else if (value === EXPRESSION && isValuesCall(u.value, info, scope, this)) {
@@ -379,7 +443,7 @@ export class Analyzer {
       }
       for (const spec of info.spec.indexes) {
         const i = table.indexColumn(spec.name)!
-        if (present.has(i.physical)) continue
+        if (present.has(`${hit.relation.name}\0${i.physical}`)) continue
         if (isDeferred(value)) {
           throw new QueryRefusedError(
             'PLAINTEXT_WRITE',
@@ -394,7 +458,10 @@ export class Analyzer {
         out.push(
           Object.freeze({
             kind: 'ColumnUpdateNode',
-            column: columnNode(i.physical),
+            column:
+              u.column.kind === 'ReferenceNode'
+                ? referenceNode(i.physical, qualifierOf(u.column))
+                : columnNode(i.physical),
             value: indexValue(i),
           }) as ColumnUpdateNode,
         )
@@ -466,7 +533,7 @@ export class Analyzer {
     const nodes = selections.map((s) => {
       const sel = s.selection
       if (sel.kind === 'SelectAllNode') {
-        for (const r of scope.relations) if (r.name !== 'excluded') addAll(outputs, r)
+        for (const r of scope.relations) if (!r.qualifiedOnly) addAll(outputs, r)
         return s
       }
       if (sel.kind === 'ReferenceNode' && sel.column.kind === 'SelectAllNode') {
@@ -485,6 +552,10 @@ export class Analyzer {
         const inner = sel.node
         const ref = this.#reference(inner, scope)
         if (ref !== undefined) {
+          if (ref.source.kind === 'column' && Buffer.byteLength(name) > 63) {
+            // PostgreSQL truncates identifiers to 63 bytes: the result key would not match the plan.
+            throw refuse(ref.source.info, 'alias', 'aliases of encrypted columns must be at most 63 bytes')
+          }
           outputs.set(name, ref.source)
           return s
         }
@@ -516,6 +587,7 @@ export class Analyzer {
         `index ${first.index.physical} is truncated (false positives are removed after the query), which ${what} would break; use a unique index`,
       )
     if (node.limit || node.offset || node.fetch || node.top) throw why('limit/offset')
+    if (node.distinctOn) throw why('distinct on')
     if (node.groupBy || node.having) throw why('group by')
     if (node.setOperations) throw why('a set operation')
     if (node.frontModifiers?.some((m) => (m as unknown as { modifier?: string }).modifier === 'Distinct'))
@@ -652,6 +724,7 @@ export class Analyzer {
         }
       }
       const probes = (values ?? []).filter(isDeferred)
+      if (probes.length > 0) this.#deferred = true
       if (probes.length > 0 && ref.source.info.spec.kind === 'search') {
         if (ctx.pending === undefined || !ctx.positive || (op !== 'in' && op !== '=')) {
           throw refuse(
@@ -729,6 +802,8 @@ export class Analyzer {
   #columnToColumn(node: BinaryOperationNode, op: string, left: Resolved, right: Resolved): OperationNode {
     const l = left.source
     const r = right.source
+    const domain = (l.kind === 'column' ? l.info : l.info.column).table.logical
+    if (l.kind === 'index' || r.kind === 'index' || l.kind === r.kind) this.#indexComparisons.add(domain)
     if (
       l.kind === 'index' &&
       r.kind === 'index' &&
@@ -851,7 +926,7 @@ export class Analyzer {
       case 'DeleteQueryNode':
         return this.#query(node, scope, 'opaque').node
       default:
-        return mapChildren(node, (child) => this.#opaque(child, scope, labelOf(child, label)))
+        return mapChildren(node, (child) => this.#opaque(child, scope, labelOf(node, label)))
     }
   }
 }
@@ -873,6 +948,13 @@ function nodeValue(node: OperationNode): unknown {
     }
     case 'DefaultInsertValueNode':
       return DEFAULT
+    case 'RawNode': {
+      // sql.lit(v) is a raw node around one immediate value.
+      const raw = node as unknown as { sqlFragments: readonly string[]; parameters: readonly OperationNode[] }
+      const only = raw.parameters.length === 1 ? raw.parameters[0] : undefined
+      if (only?.kind === 'ValueNode' && raw.sqlFragments.every((f) => f === '')) return nodeValue(only)
+      return EXPRESSION
+    }
     default:
       return EXPRESSION
   }
@@ -881,6 +963,10 @@ function nodeValue(node: OperationNode): unknown {
 /** The values of a right-hand side: one value, a value list, or undefined for an expression. */
 function listValues(node: OperationNode): unknown[] | undefined {
   if (node.kind === 'ValueNode') return [nodeValue(node)]
+  if (node.kind === 'RawNode') {
+    const v = nodeValue(node)
+    return v === EXPRESSION ? undefined : [v]
+  }
   if (node.kind === 'PrimitiveValueListNode') return [...(node as unknown as { values: unknown[] }).values]
   if (node.kind === 'ValueListNode')
     return (node as unknown as { values: OperationNode[] }).values.map(nodeValue)
@@ -972,6 +1058,23 @@ function labelOf(node: OperationNode, outer: string): string {
     default:
       return outer
   }
+}
+
+/** Every deferred value in a tree (value nodes and primitive value lists). */
+function collectDeferred(node: OperationNode, into: Set<DeferredValue>): void {
+  const visit = (n: OperationNode): OperationNode => {
+    if (n.kind === 'ValueNode') {
+      const v = (n as unknown as { value: unknown }).value
+      if (isDeferred(v)) into.add(v)
+      return n
+    }
+    if (n.kind === 'PrimitiveValueListNode') {
+      for (const v of (n as unknown as { values: unknown[] }).values) if (isDeferred(v)) into.add(v)
+      return n
+    }
+    return mapChildren(n, visit)
+  }
+  visit(node)
 }
 
 /** Maps a frozen list of nodes; returns the list itself when nothing changed. */

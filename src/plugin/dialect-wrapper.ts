@@ -9,11 +9,12 @@ import type {
   RootOperationNode,
   TransactionSettings,
 } from 'kysely'
+import { QueryRefusedError } from '../errors.js'
 import type { KeyRing } from '../keys/key-ring.js'
 import type { EncryptedSchema } from '../schema/schema.js'
 import { Analyzer } from './analyzer.js'
 import { type DecryptStats, decryptRows } from './decrypt-rows.js'
-import { isDeferred } from './deferred-value.js'
+import { type DeferredValue, isDeferred } from './deferred-value.js'
 import { EMPTY_PLAN, type QueryPlan } from './plan.js'
 import { resolveDeferred } from './resolve-values.js'
 
@@ -163,11 +164,37 @@ async function prepareQuery(
   query: CompiledQuery,
 ): Promise<{ plan: QueryPlan; send: CompiledQuery }> {
   const node = query.query
+  const deferred = query.parameters.filter(isDeferred)
   let plan = ctx.plans.get(node)
+  // Reuse the plugin's plan only for the very parameters it produced: a compiled query whose
+  // parameters were swapped (plaintext in a placeholder's slot) takes the verify pass instead.
+  if (plan !== undefined && !sameDeferred(plan, deferred)) plan = undefined
   if (plan === undefined) {
     plan = node === undefined ? EMPTY_PLAN : new Analyzer(ctx.schema, 'verify').analyze(node).plan
+    if (!sameDeferred(plan, deferred)) {
+      throw new QueryRefusedError(
+        'PLAINTEXT_WRITE',
+        'The parameters of this compiled query do not match its encrypted placeholders; nothing was sent.',
+        {
+          hint: 'Do not edit the parameters of a compiled query that touches encrypted columns.',
+        },
+      )
+    }
   }
-  if (!query.parameters.some(isDeferred)) return { plan, send: query }
+  for (const table of plan.indexComparisons) {
+    if ((await ctx.ring().searchKeys(table, 'index')).length > 1) {
+      throw new QueryRefusedError(
+        'QUERY_REFUSED',
+        `Blind-index columns of ${table} are compared with each other while several index versions are live (a rotation); the result would miss matches.`,
+        {
+          table,
+          operator: '= another column',
+          hint: 'Finish the index-key rotation (backfill, then retire the old version) first.',
+        },
+      )
+    }
+  }
+  if (deferred.length === 0) return { plan, send: query }
   const resolved = await resolveDeferred(ctx.ring(), node, query.parameters, compiler, query as never)
   const send = Object.freeze({
     ...query,
@@ -187,4 +214,9 @@ async function prefetchDataKeys(ring: KeyRing, plan: QueryPlan): Promise<void> {
       )
     }),
   )
+}
+
+function sameDeferred(plan: QueryPlan, deferred: readonly DeferredValue[]): boolean {
+  if (plan.deferredValues.size !== deferred.length) return false
+  return deferred.every((d) => plan.deferredValues.has(d))
 }

@@ -22,10 +22,24 @@ export interface QueryPlan {
   readonly postFilters: readonly PostFilter[]
   /** True when the tree holds deferred values that must be resolved before sending. */
   readonly deferred: boolean
+  /** Every deferred value in the tree: the parameters must hold exactly these (no swapped-in plaintext). */
+  readonly deferredValues: ReadonlySet<DeferredValue>
+  /**
+   * Logical tables whose blind-index columns are compared with each other (a self-join on an
+   * encrypted column). Only exact while one index version is live: the wrapper refuses the
+   * query during an index-key rotation.
+   */
+  readonly indexComparisons: ReadonlySet<string>
 }
 
 /** The plan of a query that touches no annotated column: nothing to do. */
-export const EMPTY_PLAN: QueryPlan = Object.freeze({ outputs: new Map(), postFilters: [], deferred: false })
+export const EMPTY_PLAN: QueryPlan = Object.freeze({
+  outputs: new Map(),
+  postFilters: [],
+  deferred: false,
+  deferredValues: new Set<DeferredValue>(),
+  indexComparisons: new Set<string>(),
+})
 
 /** Prefix of the hidden aliases that carry ciphertexts for false-positive removal. */
 export const HIDDEN_PREFIX = '__kfe_fp_'

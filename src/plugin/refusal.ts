@@ -4,7 +4,7 @@ import type { ColumnInfo } from '../schema/schema.js'
 /** Hints for refused constructs, keyed by the construct as it appears in error messages. */
 const HINTS: Readonly<Record<string, string>> = {
   'order by': 'Sort in the application after the rows are decrypted.',
-  'group by': 'Group in the application, or group by the blind index column (equal values share it).',
+  'group by': 'Group in the application after decryption.',
   distinct: 'Deduplicate in the application after decryption.',
   'distinct on': 'Deduplicate in the application after decryption.',
   'raw sql': 'Raw SQL is opaque to the plugin: use encryption.encrypt/decrypt/indexOf explicitly.',

@@ -15,6 +15,8 @@ export interface Relation {
   readonly table: TableInfo | undefined
   /** For derived tables and CTEs: the annotated columns they pass through, by output name. */
   readonly derived: ReadonlyMap<string, Source> | undefined
+  /** Reachable only by a qualified name (`excluded` of ON CONFLICT). */
+  readonly qualifiedOnly?: boolean
 }
 
 /** A resolved reference to something we care about: which relation, and what it is. */
@@ -67,14 +69,31 @@ export class Scope {
    * @throws QueryRefusedError `AMBIGUOUS_COLUMN`
    */
   resolve(column: string, qualifier: string | undefined): Resolved | undefined {
-    for (let s: Scope | undefined = this; s !== undefined; s = s.parent) {
-      if (qualifier !== undefined) {
+    if (qualifier !== undefined) {
+      for (let s: Scope | undefined = this; s !== undefined; s = s.parent) {
         const relation = s.relations.find((r) => r.name === qualifier)
         if (relation !== undefined) return lookup(relation, column)
-        continue
       }
+      // A qualifier that names an encrypted table not in scope (e.g. aliased away): the database
+      // would reject the query, but only after receiving its parameters. Refuse first.
+      const info = this.schema.table(qualifier)?.column(column)
+      if (info !== undefined) {
+        throw new QueryRefusedError(
+          'AMBIGUOUS_COLUMN',
+          `"${qualifier}.${column}" names encrypted table ${qualifier}, which is not in scope here (aliased?).`,
+          {
+            table: info.table.logical,
+            column: info.logical,
+            hint: 'Qualify the column with the alias used in FROM/JOIN.',
+          },
+        )
+      }
+      return undefined
+    }
+    for (let s: Scope | undefined = this; s !== undefined; s = s.parent) {
       let found: Resolved | undefined
       for (const relation of s.relations) {
+        if (relation.qualifiedOnly) continue
         const hit = lookup(relation, column)
         if (hit === undefined) continue
         if (found !== undefined && found.relation !== relation) {
@@ -91,7 +110,23 @@ export class Scope {
         }
         found = hit
       }
-      if (found !== undefined) return found
+      if (found !== undefined) {
+        if (s !== this) {
+          // SQL resolves an unqualified name at the innermost level that has the column, and we
+          // do not know every column of every inner table: a correlated reference must be qualified.
+          const info = found.source.kind === 'column' ? found.source.info : found.source.info.column
+          throw new QueryRefusedError(
+            'AMBIGUOUS_COLUMN',
+            `Unqualified "${column}" in a subquery would be taken as the encrypted ${found.relation.name}.${column} of an enclosing query, but an inner table may have its own "${column}".`,
+            {
+              table: info.table.logical,
+              column: info.logical,
+              hint: `Qualify it: "${found.relation.name}.${column}" (outer) or "<inner table>.${column}".`,
+            },
+          )
+        }
+        return found
+      }
     }
     return undefined
   }
@@ -103,6 +138,15 @@ function lookup(relation: Relation, column: string): Resolved | undefined {
     if (info !== undefined) return { relation, source: { kind: 'column', info } }
     const index = relation.table.indexColumn(column)
     if (index !== undefined) return { relation, source: { kind: 'index', info: index } }
+    const near = relation.table.columnIgnoringCase(column)
+    if (near !== undefined) {
+      // MySQL matches column names case-insensitively: `Email` would be the encrypted `email`.
+      throw new QueryRefusedError(
+        'AMBIGUOUS_COLUMN',
+        `"${column}" differs only in case from encrypted column ${relation.table.physical}.${near.physical}.`,
+        { table: near.table.logical, column: near.logical, hint: `Spell it exactly "${near.physical}".` },
+      )
+    }
     return undefined
   }
   const source = relation.derived?.get(column)

@@ -42,6 +42,8 @@ export interface TableInfo {
   column(name: string): ColumnInfo | undefined
   /** Same for an index column. */
   indexColumn(name: string): IndexInfo | undefined
+  /** An annotated or index column whose name equals `name` ignoring case (MySQL's rule), if any. */
+  columnIgnoringCase(name: string): ColumnInfo | undefined
 }
 
 /** The frozen, resolved schema the plugin and the wrapper share. */
@@ -91,6 +93,7 @@ export function encryptedSchema<D extends SchemaDefinition>(
     const idx = new Map<string, IndexInfo>()
     const lookup = new Map<string, ColumnInfo>()
     const idxLookup = new Map<string, IndexInfo>()
+    const folded = new Map<string, ColumnInfo>()
     const table: TableInfo = {
       physical,
       logical,
@@ -98,6 +101,7 @@ export function encryptedSchema<D extends SchemaDefinition>(
       indexColumns: idx,
       column: (name) => lookup.get(name),
       indexColumn: (name) => idxLookup.get(name),
+      columnIgnoringCase: (name) => folded.get(name.toLowerCase()),
     }
     const logicalColumns = new Set<string>()
     for (const [colName, spec] of Object.entries(columns)) {
@@ -121,6 +125,8 @@ export function encryptedSchema<D extends SchemaDefinition>(
       cols.set(colName, info)
       lookup.set(colName, info)
       lookup.set(camel(colName), info)
+      folded.set(colName.toLowerCase(), info)
+      folded.set(camel(colName).toLowerCase(), info)
     }
     for (const info of cols.values()) {
       for (const spec of info.spec.indexes) {
@@ -138,6 +144,8 @@ export function encryptedSchema<D extends SchemaDefinition>(
         idx.set(spec.name, index)
         idxLookup.set(spec.name, index)
         idxLookup.set(camel(spec.name), index)
+        folded.set(spec.name.toLowerCase(), info)
+        folded.set(camel(spec.name).toLowerCase(), info)
       }
     }
     Object.freeze(table)

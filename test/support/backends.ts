@@ -3,6 +3,7 @@ import { type Dialect, MysqlDialect, PostgresDialect } from 'kysely'
 import { PGliteDialect } from 'kysely-pglite-dialect'
 import { createPool } from 'mysql2'
 import pg from 'pg'
+import Cursor from 'pg-cursor'
 import { inject } from 'vitest'
 
 export type BackendName = 'postgres' | 'pglite' | 'mysql'
@@ -30,7 +31,7 @@ export function backends(): Backend[] {
       family: 'postgres',
       available: pgUrl !== null,
       createDialect: () =>
-        new PostgresDialect({ pool: new pg.Pool({ connectionString: pgUrl ?? '', max: 5 }) }),
+        new PostgresDialect({ pool: new pg.Pool({ connectionString: pgUrl ?? '', max: 5 }), cursor: Cursor }),
       createDialectPair() {
         return [this.createDialect(), this.createDialect()]
       },
