@@ -335,9 +335,17 @@ export class KeyRing {
       const { created } = await this.#store.createInitial(logicalTable, purpose, wrappings)
       if (created && !this.#closed) {
         // Seed the cache with the key we already hold: saves one unwrap on first use.
+        // Not awaited: a read of this very version (ring.key) may be in flight and waiting for
+        // this creation, and joining its single-flight entry here would deadlock.
         const material = new KeyMaterial(ref, Buffer.from(plaintext))
-        const cached = await this.#cache.get(ref, async () => material)
-        if (cached !== material) material.destroy()
+        void this.#cache
+          .get(ref, async () => material)
+          .then(
+            (cached) => {
+              if (cached !== material) material.destroy()
+            },
+            () => material.destroy(),
+          )
       }
     } finally {
       plaintext.fill(0)

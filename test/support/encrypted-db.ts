@@ -64,6 +64,7 @@ export interface EncryptedTestDb {
  * encrypted email (unique index); and a `plain` table with nothing encrypted.
  *
  * @param options.plugins - where the encryption plugin sits among others (default: alone)
+ * @param options.wrapInner - wraps the application's dialect INSIDE `encryption.wrap` (e.g. a leak scanner)
  */
 export async function encryptedTestDb(
   backend: Backend,
@@ -71,6 +72,7 @@ export async function encryptedTestDb(
     plugins?: (encryption: FieldEncryption) => KyselyPlugin[]
     keyProvider?: KeyProvider | KeyProvider[]
     ssnBits?: number
+    wrapInner?: (dialect: Dialect) => Dialect
   } = {},
 ): Promise<EncryptedTestDb> {
   const names: TableNames = {
@@ -106,7 +108,7 @@ export async function encryptedTestDb(
   })
   const [appDialect, rawDialect] = backend.createDialectPair()
   const db = new Kysely<TestDB>({
-    dialect: encryption.wrap(appDialect),
+    dialect: encryption.wrap(options.wrapInner?.(appDialect) ?? appDialect),
     plugins: options.plugins?.(encryption) ?? [encryption.plugin],
   })
   const raw = new Kysely<TestDB>({ dialect: rawDialect })
