@@ -14,10 +14,30 @@ import type {
   UpdateQueryNode,
   WithNode,
 } from 'kysely'
-import { CodecError, QueryRefusedError } from '../errors.js'
+import { QueryRefusedError } from '../errors.js'
 import type { ColumnInfo, EncryptedSchema, IndexInfo } from '../schema/schema.js'
+import { addAll, checkCodec, exposedName, isValuesCall, NEGATED, pickIndex } from './column-rules.js'
 import { DeferredValue, isDeferred } from './deferred-value.js'
 import { mapChildren } from './node-utils.js'
+import {
+  collectDeferred,
+  columnName,
+  columnNode,
+  containsAggregate,
+  DEFAULT,
+  DEFAULT_NODE,
+  EXPRESSION,
+  identifier,
+  LITERAL,
+  labelOf,
+  listValues,
+  nodeValue,
+  rebuild,
+  rebuildList,
+  referenceNode,
+  tableNode,
+  valueNode,
+} from './nodes.js'
 import { EMPTY_PLAN, HIDDEN_PREFIX, type PostFilter, type QueryPlan } from './plan.js'
 import { refuse } from './refusal.js'
 import { identifierName, type Relation, type Resolved, Scope, type Source, tableName } from './scope.js'
@@ -53,11 +73,7 @@ interface ConditionContext {
 }
 
 const EQUALITY = new Set(['=', '==', '!=', '<>', 'in', 'not in'])
-const NEGATED = new Set(['!=', '<>', 'not in'])
 const NULL_TESTS = new Set(['is', 'is not'])
-const AGGREGATES =
-  /^(count|sum|avg|min|max|array_agg|json_agg|jsonb_agg|string_agg|group_concat|bool_and|bool_or)$/i
-
 /**
  * Walks one query tree with a scope model (tables, aliases, joins, derived tables, CTEs,
  * correlated subqueries), resolves every reference to an annotated column and either rewrites
@@ -417,7 +433,7 @@ export class Analyzer {
         this.#deferred = true
         out.push(u)
         indexValue = () => valueNode(null) // only reached when the index update is missing: refused below
-      } else if (value === EXPRESSION && isValuesCall(u.value, info, scope, this)) {
+      } else if (value === EXPRESSION && isValuesCall(u.value, info, (n) => this.#reference(n, scope))) {
         // MySQL/MariaDB `values(col)` in ON DUPLICATE KEY UPDATE: the proposed row's ciphertext.
         indexValue = (i) =>
           rebuild(u.value, { arguments: Object.freeze([referenceNode(i.physical, undefined)]) })
@@ -848,11 +864,6 @@ export class Analyzer {
 
   // ── helpers ────────────────────────────────────────────────────────────────────────────────
 
-  /** @internal for {@link isValuesCall} */
-  resolveIn(node: OperationNode, scope: Scope): Resolved | undefined {
-    return this.#reference(node, scope)
-  }
-
   #reference(node: OperationNode, scope: Scope): Resolved | undefined {
     if (node.kind === 'ColumnNode') return scope.resolve(columnName(node), undefined)
     if (node.kind !== 'ReferenceNode') return undefined
@@ -929,212 +940,4 @@ export class Analyzer {
         return mapChildren(node, (child) => this.#opaque(child, scope, labelOf(node, label)))
     }
   }
-}
-
-// ── node helpers (pure) ────────────────────────────────────────────────────────────────────────
-
-const DEFAULT = Symbol('default')
-const EXPRESSION = Symbol('expression')
-const LITERAL = Symbol('literal')
-const DEFAULT_NODE = Object.freeze({ kind: 'DefaultInsertValueNode' }) as OperationNode
-
-/** The JS value a value node carries, or a marker for what it is instead. */
-function nodeValue(node: OperationNode): unknown {
-  switch (node.kind) {
-    case 'ValueNode': {
-      const v = node as unknown as { value: unknown; immediate?: boolean }
-      if (v.immediate && v.value !== null) return LITERAL
-      return v.value
-    }
-    case 'DefaultInsertValueNode':
-      return DEFAULT
-    case 'RawNode': {
-      // sql.lit(v) is a raw node around one immediate value.
-      const raw = node as unknown as { sqlFragments: readonly string[]; parameters: readonly OperationNode[] }
-      const only = raw.parameters.length === 1 ? raw.parameters[0] : undefined
-      if (only?.kind === 'ValueNode' && raw.sqlFragments.every((f) => f === '')) return nodeValue(only)
-      return EXPRESSION
-    }
-    default:
-      return EXPRESSION
-  }
-}
-
-/** The values of a right-hand side: one value, a value list, or undefined for an expression. */
-function listValues(node: OperationNode): unknown[] | undefined {
-  if (node.kind === 'ValueNode') return [nodeValue(node)]
-  if (node.kind === 'RawNode') {
-    const v = nodeValue(node)
-    return v === EXPRESSION ? undefined : [v]
-  }
-  if (node.kind === 'PrimitiveValueListNode') return [...(node as unknown as { values: unknown[] }).values]
-  if (node.kind === 'ValueListNode')
-    return (node as unknown as { values: OperationNode[] }).values.map(nodeValue)
-  return undefined
-}
-
-function isValuesCall(node: OperationNode, info: ColumnInfo, scope: Scope, analyzer: Analyzer): boolean {
-  if (node.kind !== 'FunctionNode') return false
-  const fn = node as unknown as { func: string; arguments: ReadonlyArray<OperationNode> }
-  if (fn.func.toLowerCase() !== 'values' || fn.arguments.length !== 1) return false
-  const ref = analyzer.resolveIn(fn.arguments[0]!, scope)
-  return ref?.source.kind === 'column' && ref.source.info === info
-}
-
-function pickIndex(info: ColumnInfo, op: string): IndexInfo {
-  const indexes = info.spec.indexes.map((s) => info.table.indexColumn(s.name)!)
-  const unique = indexes.find((i) => i.spec.kind === 'unique')
-  if (unique !== undefined) return unique
-  const search = indexes[0]
-  if (search === undefined) throw refuse(info, op, 'the column has no blind index, so it cannot be searched')
-  if (NEGATED.has(op))
-    throw refuse(info, op, `search index ${search.physical} is truncated; ${op} needs a unique index`)
-  return search
-}
-
-function checkCodec(info: ColumnInfo, value: unknown): void {
-  if (!info.spec.codec.is(value)) {
-    throw new CodecError(
-      'CODEC_INVALID_VALUE',
-      `Encrypted column ${info.table.physical}.${info.physical} holds ${info.spec.codec.kind} values; got a ${value === null ? 'null' : typeof value}.`,
-      { table: info.table.logical, column: info.logical },
-    )
-  }
-}
-
-/** The name under which a relation exposes a source (base table: physical; derived: its output name). */
-function exposedName(relation: Relation, source: Source): string | undefined {
-  if (relation.table !== undefined)
-    return source.kind === 'column' ? source.info.physical : source.info.physical
-  for (const [name, s] of relation.derived ?? [])
-    if (s.kind === source.kind && s.info === source.info) return name
-  return undefined
-}
-
-function addAll(outputs: Map<string, Source>, relation: Relation): void {
-  if (relation.table !== undefined) {
-    for (const info of relation.table.columns.values()) outputs.set(info.physical, { kind: 'column', info })
-    for (const info of relation.table.indexColumns.values())
-      outputs.set(info.physical, { kind: 'index', info })
-  }
-  for (const [name, source] of relation.derived ?? []) outputs.set(name, source)
-}
-
-function containsAggregate(nodes: ReadonlyArray<OperationNode>): boolean {
-  let found = false
-  const visit = (n: OperationNode): OperationNode => {
-    if (
-      n.kind === 'AggregateFunctionNode' ||
-      (n.kind === 'FunctionNode' && AGGREGATES.test((n as unknown as { func: string }).func))
-    )
-      found = true
-    if (n.kind === 'SelectQueryNode') return n
-    return mapChildren(n, visit)
-  }
-  for (const n of nodes) visit(n)
-  return found
-}
-
-function labelOf(node: OperationNode, outer: string): string {
-  switch (node.kind) {
-    case 'FunctionNode':
-      return `function ${(node as unknown as { func: string }).func}`
-    case 'AggregateFunctionNode':
-      return `aggregate ${(node as unknown as { func: string }).func}`
-    case 'CastNode':
-      return 'cast'
-    case 'RawNode':
-      return outer === 'expression' ? 'raw sql' : outer
-    case 'OrderByItemNode':
-      return 'order by'
-    case 'JSONReferenceNode':
-    case 'JSONPathNode':
-      return 'json path'
-    case 'CaseNode':
-      return 'case'
-    case 'BinaryOperationNode':
-    case 'UnaryOperationNode':
-      return (node as unknown as { operator: { operator?: string } }).operator.operator ?? outer
-    default:
-      return outer
-  }
-}
-
-/** Every deferred value in a tree (value nodes and primitive value lists). */
-function collectDeferred(node: OperationNode, into: Set<DeferredValue>): void {
-  const visit = (n: OperationNode): OperationNode => {
-    if (n.kind === 'ValueNode') {
-      const v = (n as unknown as { value: unknown }).value
-      if (isDeferred(v)) into.add(v)
-      return n
-    }
-    if (n.kind === 'PrimitiveValueListNode') {
-      for (const v of (n as unknown as { values: unknown[] }).values) if (isDeferred(v)) into.add(v)
-      return n
-    }
-    return mapChildren(n, visit)
-  }
-  visit(node)
-}
-
-/** Maps a frozen list of nodes; returns the list itself when nothing changed. */
-function rebuildList<T extends OperationNode>(
-  list: ReadonlyArray<T>,
-  fn: (n: T) => OperationNode,
-): ReadonlyArray<T> {
-  let changed = false
-  const next = list.map((n) => {
-    const r = fn(n)
-    if (r !== n) changed = true
-    return r as T
-  })
-  return changed ? Object.freeze(next) : list
-}
-
-/** A frozen copy of `node` with `patch` applied, or `node` itself when every patched value is identical. */
-function rebuild<T extends OperationNode>(node: T, patch: Record<string, unknown>): T {
-  const record = node as unknown as Record<string, unknown>
-  for (const key of Object.keys(patch)) {
-    if (record[key] !== patch[key]) return Object.freeze({ ...node, ...patch }) as T
-  }
-  return node
-}
-
-function columnName(node: OperationNode): string {
-  if (node.kind === 'ColumnNode') return identifierName((node as unknown as { column: OperationNode }).column)
-  if (node.kind === 'ReferenceNode') {
-    const col = (node as ReferenceNode).column
-    return col.kind === 'ColumnNode' ? identifierName(col.column) : '*'
-  }
-  return ''
-}
-
-function identifier(name: string): OperationNode {
-  return Object.freeze({ kind: 'IdentifierNode', name }) as OperationNode
-}
-
-function columnNode(name: string) {
-  return Object.freeze({
-    kind: 'ColumnNode',
-    column: identifier(name),
-  }) as unknown as InsertQueryNode['columns'] extends ReadonlyArray<infer C> | undefined ? C : never
-}
-
-function tableNode(name: string): ReferenceNode['table'] {
-  return Object.freeze({
-    kind: 'TableNode',
-    table: Object.freeze({ kind: 'SchemableIdentifierNode', identifier: identifier(name) }),
-  }) as ReferenceNode['table']
-}
-
-function referenceNode(column: string, table: ReferenceNode['table']): ReferenceNode {
-  return Object.freeze({
-    kind: 'ReferenceNode',
-    column: columnNode(column),
-    ...(table === undefined ? {} : { table }),
-  }) as ReferenceNode
-}
-
-function valueNode(value: unknown): OperationNode {
-  return Object.freeze({ kind: 'ValueNode', value }) as OperationNode
 }

@@ -25,8 +25,13 @@ const COMPARISON_HINT =
  * The error for a construct the plugin cannot run safely on an encrypted column.
  * It names the table, the column and the operator, and says what to do instead.
  */
-export function refuse(column: ColumnInfo, operator: string, detail?: string): QueryRefusedError {
-  const hint = HINTS[operator] ?? COMPARISON_HINT
+export function refuse(
+  column: ColumnInfo,
+  operator: string,
+  detail?: string,
+  hint?: string,
+): QueryRefusedError {
+  hint ??= HINTS[operator] ?? COMPARISON_HINT
   const what = `${column.table.physical}.${column.physical}`
   return new QueryRefusedError(
     'QUERY_REFUSED',

@@ -1,0 +1,66 @@
+import type { OperationNode } from 'kysely'
+import { CodecError } from '../errors.js'
+import type { ColumnInfo, IndexInfo } from '../schema/schema.js'
+import { refuse } from './refusal.js'
+import type { Relation, Resolved, Source } from './scope.js'
+
+/** Operators whose meaning is "not equal": they need an exact (unique) index. */
+export const NEGATED = new Set(['!=', '<>', 'not in'])
+
+export function isValuesCall(
+  node: OperationNode,
+  info: ColumnInfo,
+  resolve: (n: OperationNode) => Resolved | undefined,
+): boolean {
+  if (node.kind !== 'FunctionNode') return false
+  const fn = node as unknown as { func: string; arguments: ReadonlyArray<OperationNode> }
+  if (fn.func.toLowerCase() !== 'values' || fn.arguments.length !== 1) return false
+  const ref = resolve(fn.arguments[0]!)
+  return ref?.source.kind === 'column' && ref.source.info === info
+}
+
+export function pickIndex(info: ColumnInfo, op: string): IndexInfo {
+  const indexes = info.spec.indexes.map((s) => info.table.indexColumn(s.name)!)
+  const unique = indexes.find((i) => i.spec.kind === 'unique')
+  if (unique !== undefined) return unique
+  const search = indexes[0]
+  if (search === undefined) {
+    throw refuse(
+      info,
+      op,
+      'the column has no blind index, so it cannot be searched',
+      `Declare one (e.g. index: { name: '${info.physical}_bidx' }), add its column with addEncryptedColumns, and backfill it.`,
+    )
+  }
+  if (NEGATED.has(op))
+    throw refuse(info, op, `search index ${search.physical} is truncated; ${op} needs a unique index`)
+  return search
+}
+
+export function checkCodec(info: ColumnInfo, value: unknown): void {
+  if (!info.spec.codec.is(value)) {
+    throw new CodecError(
+      'CODEC_INVALID_VALUE',
+      `Encrypted column ${info.table.physical}.${info.physical} holds ${info.spec.codec.kind} values; got a ${value === null ? 'null' : typeof value}.`,
+      { table: info.table.logical, column: info.logical },
+    )
+  }
+}
+
+/** The name under which a relation exposes a source (base table: physical; derived: its output name). */
+export function exposedName(relation: Relation, source: Source): string | undefined {
+  if (relation.table !== undefined)
+    return source.kind === 'column' ? source.info.physical : source.info.physical
+  for (const [name, s] of relation.derived ?? [])
+    if (s.kind === source.kind && s.info === source.info) return name
+  return undefined
+}
+
+export function addAll(outputs: Map<string, Source>, relation: Relation): void {
+  if (relation.table !== undefined) {
+    for (const info of relation.table.columns.values()) outputs.set(info.physical, { kind: 'column', info })
+    for (const info of relation.table.indexColumns.values())
+      outputs.set(info.physical, { kind: 'index', info })
+  }
+  for (const [name, source] of relation.derived ?? []) outputs.set(name, source)
+}

@@ -1,0 +1,169 @@
+import type { InsertQueryNode, OperationNode, ReferenceNode } from 'kysely'
+import { type DeferredValue, isDeferred } from './deferred-value.js'
+import { mapChildren } from './node-utils.js'
+import { identifierName } from './scope.js'
+
+const AGGREGATES =
+  /^(count|sum|avg|min|max|array_agg|json_agg|jsonb_agg|string_agg|group_concat|bool_and|bool_or)$/i
+
+export const DEFAULT = Symbol('default')
+
+export const EXPRESSION = Symbol('expression')
+
+export const LITERAL = Symbol('literal')
+
+export const DEFAULT_NODE = Object.freeze({ kind: 'DefaultInsertValueNode' }) as OperationNode
+
+/** The JS value a value node carries, or a marker for what it is instead. */
+export function nodeValue(node: OperationNode): unknown {
+  switch (node.kind) {
+    case 'ValueNode': {
+      const v = node as unknown as { value: unknown; immediate?: boolean }
+      if (v.immediate && v.value !== null) return LITERAL
+      return v.value
+    }
+    case 'DefaultInsertValueNode':
+      return DEFAULT
+    case 'RawNode': {
+      // sql.lit(v) is a raw node around one immediate value.
+      const raw = node as unknown as { sqlFragments: readonly string[]; parameters: readonly OperationNode[] }
+      const only = raw.parameters.length === 1 ? raw.parameters[0] : undefined
+      if (only?.kind === 'ValueNode' && raw.sqlFragments.every((f) => f === '')) return nodeValue(only)
+      return EXPRESSION
+    }
+    default:
+      return EXPRESSION
+  }
+}
+
+/** The values of a right-hand side: one value, a value list, or undefined for an expression. */
+export function listValues(node: OperationNode): unknown[] | undefined {
+  if (node.kind === 'ValueNode') return [nodeValue(node)]
+  if (node.kind === 'RawNode') {
+    const v = nodeValue(node)
+    return v === EXPRESSION ? undefined : [v]
+  }
+  if (node.kind === 'PrimitiveValueListNode') return [...(node as unknown as { values: unknown[] }).values]
+  if (node.kind === 'ValueListNode')
+    return (node as unknown as { values: OperationNode[] }).values.map(nodeValue)
+  return undefined
+}
+
+export function containsAggregate(nodes: ReadonlyArray<OperationNode>): boolean {
+  let found = false
+  const visit = (n: OperationNode): OperationNode => {
+    if (
+      n.kind === 'AggregateFunctionNode' ||
+      (n.kind === 'FunctionNode' && AGGREGATES.test((n as unknown as { func: string }).func))
+    )
+      found = true
+    if (n.kind === 'SelectQueryNode') return n
+    return mapChildren(n, visit)
+  }
+  for (const n of nodes) visit(n)
+  return found
+}
+
+export function labelOf(node: OperationNode, outer: string): string {
+  switch (node.kind) {
+    case 'FunctionNode':
+      return `function ${(node as unknown as { func: string }).func}`
+    case 'AggregateFunctionNode':
+      return `aggregate ${(node as unknown as { func: string }).func}`
+    case 'CastNode':
+      return 'cast'
+    case 'RawNode':
+      return outer === 'expression' ? 'raw sql' : outer
+    case 'OrderByItemNode':
+      return 'order by'
+    case 'JSONReferenceNode':
+    case 'JSONPathNode':
+      return 'json path'
+    case 'CaseNode':
+      return 'case'
+    case 'BinaryOperationNode':
+    case 'UnaryOperationNode':
+      return (node as unknown as { operator: { operator?: string } }).operator.operator ?? outer
+    default:
+      return outer
+  }
+}
+
+/** Every deferred value in a tree (value nodes and primitive value lists). */
+export function collectDeferred(node: OperationNode, into: Set<DeferredValue>): void {
+  const visit = (n: OperationNode): OperationNode => {
+    if (n.kind === 'ValueNode') {
+      const v = (n as unknown as { value: unknown }).value
+      if (isDeferred(v)) into.add(v)
+      return n
+    }
+    if (n.kind === 'PrimitiveValueListNode') {
+      for (const v of (n as unknown as { values: unknown[] }).values) if (isDeferred(v)) into.add(v)
+      return n
+    }
+    return mapChildren(n, visit)
+  }
+  visit(node)
+}
+
+/** Maps a frozen list of nodes; returns the list itself when nothing changed. */
+export function rebuildList<T extends OperationNode>(
+  list: ReadonlyArray<T>,
+  fn: (n: T) => OperationNode,
+): ReadonlyArray<T> {
+  let changed = false
+  const next = list.map((n) => {
+    const r = fn(n)
+    if (r !== n) changed = true
+    return r as T
+  })
+  return changed ? Object.freeze(next) : list
+}
+
+/** A frozen copy of `node` with `patch` applied, or `node` itself when every patched value is identical. */
+export function rebuild<T extends OperationNode>(node: T, patch: Record<string, unknown>): T {
+  const record = node as unknown as Record<string, unknown>
+  for (const key of Object.keys(patch)) {
+    if (record[key] !== patch[key]) return Object.freeze({ ...node, ...patch }) as T
+  }
+  return node
+}
+
+export function columnName(node: OperationNode): string {
+  if (node.kind === 'ColumnNode') return identifierName((node as unknown as { column: OperationNode }).column)
+  if (node.kind === 'ReferenceNode') {
+    const col = (node as ReferenceNode).column
+    return col.kind === 'ColumnNode' ? identifierName(col.column) : '*'
+  }
+  return ''
+}
+
+export function identifier(name: string): OperationNode {
+  return Object.freeze({ kind: 'IdentifierNode', name }) as OperationNode
+}
+
+export function columnNode(name: string) {
+  return Object.freeze({
+    kind: 'ColumnNode',
+    column: identifier(name),
+  }) as unknown as InsertQueryNode['columns'] extends ReadonlyArray<infer C> | undefined ? C : never
+}
+
+export function tableNode(name: string): ReferenceNode['table'] {
+  return Object.freeze({
+    kind: 'TableNode',
+    table: Object.freeze({ kind: 'SchemableIdentifierNode', identifier: identifier(name) }),
+  }) as ReferenceNode['table']
+}
+
+export function referenceNode(column: string, table: ReferenceNode['table']): ReferenceNode {
+  return Object.freeze({
+    kind: 'ReferenceNode',
+    column: columnNode(column),
+    ...(table === undefined ? {} : { table }),
+  }) as ReferenceNode
+}
+
+export function valueNode(value: unknown): OperationNode {
+  return Object.freeze({ kind: 'ValueNode', value }) as OperationNode
+}
