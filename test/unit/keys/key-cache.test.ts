@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { inspect } from 'node:util'
 import { describe, expect, it } from 'vitest'
-import { ConfigError, KeyProviderError } from '../../../src/errors.js'
+import { ConfigError, KeyError, KeyProviderError } from '../../../src/errors.js'
 import { KeyCache } from '../../../src/keys/key-cache.js'
 import { KeyMaterial } from '../../../src/keys/key-material.js'
 import type { KeyRef } from '../../../src/keys/key-provider.js'
@@ -109,6 +109,109 @@ describe('KeyCache TTL and grace', () => {
     expect(cache.peek(ref())).toBe(key)
     clock.advance(1000)
     expect(cache.peek(ref())).toBeUndefined()
+  })
+})
+
+describe('KeyCache: grace covers outages, never revocation', () => {
+  /** Loads one good key, then moves the clock past ttl (within grace). */
+  async function expiredWithinGrace() {
+    const clock = fakeClock()
+    const cache = new KeyCache({ ttlMs: 1000, graceMs: 60_000, now: clock.now })
+    const key = await cache.get(ref(), loaderOf(randomBytes(32)).load)
+    const held = key.bytes
+    clock.advance(1500)
+    return { cache, key, held, clock }
+  }
+  const failingWith = (error: unknown) => async (): Promise<KeyMaterial> => {
+    throw error
+  }
+
+  it.each([
+    ['PROVIDER_UNAVAILABLE', new KeyProviderError('PROVIDER_UNAVAILABLE', 'down (test)')],
+    ['PROVIDER_THROTTLED', new KeyProviderError('PROVIDER_THROTTLED', 'throttled (test)')],
+    ['KEY_STORE_ERROR', new KeyError('KEY_STORE_ERROR', 'key store down (test)')],
+  ])('an availability error (%s) within grace serves the stale key', async (_, error) => {
+    const { cache, key } = await expiredWithinGrace()
+    expect(await cache.get(ref(), failingWith(error))).toBe(key)
+    expect(key.destroyed).toBe(false)
+    expect(cache.stats()).toMatchObject({ staleServed: 1, size: 1 })
+  })
+
+  it.each([
+    'PROVIDER_KEY_DISABLED',
+    'PROVIDER_ACCESS_DENIED',
+    'PROVIDER_INVALID_CIPHERTEXT',
+    'UNWRAP_FAILED',
+    'PROVIDER_ERROR',
+    'CONFIG_INVALID',
+  ] as const)('a refusal (%s) past ttl drops and zeroes the key at once, within grace', async (code) => {
+    const { cache, key, held } = await expiredWithinGrace()
+    const error = new KeyProviderError(code, 'refused (test)')
+    await expect(cache.get(ref(), failingWith(error))).rejects.toBe(error)
+    expect(key.destroyed).toBe(true)
+    expect(held.every((b) => b === 0)).toBe(true)
+    expect(cache.stats()).toMatchObject({ staleServed: 0, size: 0 })
+  })
+
+  it('KEY_NOT_FOUND (the stored key was deleted) and untyped errors are refusals too', async () => {
+    for (const error of [new KeyError('KEY_NOT_FOUND', 'gone (test)'), new TypeError('bug (test)')]) {
+      const { cache, key } = await expiredWithinGrace()
+      await expect(cache.get(ref(), failingWith(error))).rejects.toBe(error)
+      expect(key.destroyed).toBe(true)
+    }
+  })
+
+  it('after a refusal nothing stale remains: an outage right after it fails instead of serving', async () => {
+    const { cache } = await expiredWithinGrace()
+    await expect(
+      cache.get(ref(), failingWith(new KeyProviderError('PROVIDER_KEY_DISABLED', 'disabled (test)'))),
+    ).rejects.toMatchObject({ code: 'PROVIDER_KEY_DISABLED' })
+    await expect(cache.get(ref(), failingWith(unavailable()))).rejects.toMatchObject({
+      code: 'PROVIDER_UNAVAILABLE',
+    })
+    expect(cache.stats().staleServed).toBe(0)
+  })
+
+  it('an outage then a refusal: stale serves during the outage, the refusal ends it before ttl + grace', async () => {
+    const { cache, key, clock } = await expiredWithinGrace()
+    expect(await cache.get(ref(), failingWith(unavailable()))).toBe(key)
+    clock.advance(10_000)
+    expect(await cache.get(ref(), failingWith(unavailable()))).toBe(key)
+    await expect(
+      cache.get(ref(), failingWith(new KeyProviderError('PROVIDER_ACCESS_DENIED', 'denied (test)'))),
+    ).rejects.toMatchObject({ code: 'PROVIDER_ACCESS_DENIED' })
+    expect(key.destroyed).toBe(true)
+  })
+
+  it('revocation latency is ttl: a fresh key is not reloaded, so a refusal is seen only at ttl', async () => {
+    const clock = fakeClock()
+    const cache = new KeyCache({ ttlMs: 1000, graceMs: 60_000, now: clock.now })
+    const key = await cache.get(ref(), loaderOf(randomBytes(32)).load)
+    let refusals = 0
+    const refusing = async (): Promise<KeyMaterial> => {
+      refusals++
+      throw new KeyProviderError('PROVIDER_KEY_DISABLED', 'disabled (test)')
+    }
+    clock.advance(999)
+    expect(await cache.get(ref(), refusing)).toBe(key) // still fresh: the keeper is not asked
+    expect(refusals).toBe(0)
+    clock.advance(1)
+    await expect(cache.get(ref(), refusing)).rejects.toMatchObject({ code: 'PROVIDER_KEY_DISABLED' })
+    expect(refusals).toBe(1)
+    expect(key.destroyed).toBe(true)
+  })
+
+  it('concurrent callers of a refused reload all get the error, and the key is zeroed once', async () => {
+    const { cache, key } = await expiredWithinGrace()
+    let calls = 0
+    const refusing = async (): Promise<KeyMaterial> => {
+      calls++
+      throw new KeyProviderError('PROVIDER_KEY_DISABLED', 'disabled (test)')
+    }
+    const results = await Promise.allSettled(Array.from({ length: 20 }, () => cache.get(ref(), refusing)))
+    expect(results.every((r) => r.status === 'rejected')).toBe(true)
+    expect(calls).toBe(1)
+    expect(key.destroyed).toBe(true)
   })
 })
 
