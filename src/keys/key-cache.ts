@@ -37,6 +37,13 @@ export interface KeyCacheOptions {
    * @default 900_000 (15 minutes)
    */
   readonly graceMs?: number
+  /**
+   * During an outage (a stale key served within grace), how long to keep serving it before asking
+   * the keeper again, in ms. Bounds provider calls during an outage to one per key per interval
+   * per process, instead of one per query. Must not exceed `graceMs` to matter.
+   * @default 5_000
+   */
+  readonly outageRetryMs?: number
   /** Clock in milliseconds, injectable for tests. @default performance.now */
   readonly now?: () => number
 }
@@ -59,6 +66,8 @@ interface Entry {
   readonly material: KeyMaterial
   /** When the material was last (re)loaded successfully, per the cache clock. */
   loadedAt: number
+  /** During an outage: serve this stale entry without reloading until then. */
+  retryAfter?: number
 }
 
 interface LoadResult {
@@ -119,6 +128,7 @@ export class KeyCache {
   readonly #inflight = new Map<string, Promise<LoadResult>>()
   readonly #ttl: number
   readonly #grace: number
+  readonly #outageRetry: number
   readonly #now: () => number
   #closed = false
   #hits = 0
@@ -135,6 +145,7 @@ export class KeyCache {
     const max = positiveInt('max', options.max ?? 1000, false)
     this.#ttl = positiveInt('ttlMs', options.ttlMs ?? 300_000, false)
     this.#grace = positiveInt('graceMs', options.graceMs ?? 900_000, true)
+    this.#outageRetry = positiveInt('outageRetryMs', options.outageRetryMs ?? 5_000, true)
     const now = options.now ?? (() => performance.now())
     this.#now = now
     this.#lru = new LRUCache<string, Entry>({
@@ -172,6 +183,11 @@ export class KeyCache {
     const entry = this.#current(k)
     if (entry !== undefined && this.#now() - entry.loadedAt < this.#ttl) {
       this.#hits++
+      return entry.material
+    }
+    if (entry?.retryAfter !== undefined && this.#now() < entry.retryAfter) {
+      // The keeper failed moments ago: serve the stale key (within grace) without asking again.
+      this.#staleServed++
       return entry.material
     }
     this.#misses++
@@ -264,7 +280,10 @@ export class KeyCache {
       if (isAvailabilityError(error)) {
         // The keeper did not answer: an outage, not a decision. Serve the stale key within grace.
         const stale = this.#current(k)
-        if (stale !== undefined && this.#grace > 0) return { material: stale.material, stale: true }
+        if (stale !== undefined && this.#grace > 0) {
+          stale.retryAfter = this.#now() + this.#outageRetry
+          return { material: stale.material, stale: true }
+        }
       } else {
         // The keeper answered "no" (disabled, denied, bad wrapping…): revocation must not wait for
         // grace. Drop (and zero) the expired key. Only an entry older than ttl is dropped; under
@@ -284,6 +303,7 @@ export class KeyCache {
       // Same key version, same bytes: keep the object callers may hold, drop the duplicate.
       loaded.destroy()
       existing.loadedAt = now
+      existing.retryAfter = undefined
       this.#lru.set(k, existing) // same value: restarts its TTL, no dispose
       return { material: existing.material, stale: false }
     }

@@ -177,6 +177,7 @@ describe('KeyCache: grace covers outages, never revocation', () => {
     expect(await cache.get(ref(), failingWith(unavailable()))).toBe(key)
     clock.advance(10_000)
     expect(await cache.get(ref(), failingWith(unavailable()))).toBe(key)
+    clock.advance(5000) // outageRetryMs (default 5 s): the keeper is asked again
     await expect(
       cache.get(ref(), failingWith(new KeyProviderError('PROVIDER_ACCESS_DENIED', 'denied (test)'))),
     ).rejects.toMatchObject({ code: 'PROVIDER_ACCESS_DENIED' })
@@ -359,5 +360,46 @@ describe('KeyCache bounds, stats and redaction', () => {
       expect(shown).not.toContain(hex)
       expect(shown).toContain('size')
     }
+  })
+})
+
+describe('KeyCache: provider calls during an outage', () => {
+  it('asks a failing keeper again at most once per outageRetryMs, serving the stale key meanwhile', async () => {
+    const clock = fakeClock()
+    const cache = new KeyCache({ ttlMs: 1000, graceMs: 60_000, outageRetryMs: 5000, now: clock.now })
+    const first = await cache.get(ref(), loaderOf(randomBytes(32)).load)
+    clock.advance(1000) // expired: the next get reloads
+    let attempts = 0
+    const failing = async (): Promise<KeyMaterial> => {
+      attempts++
+      throw unavailable()
+    }
+    for (let i = 0; i < 50; i++) expect(await cache.get(ref(), failing)).toBe(first)
+    expect(attempts).toBe(1) // 50 queries, one call to the keeper
+    clock.advance(4999)
+    await cache.get(ref(), failing)
+    expect(attempts).toBe(1)
+    clock.advance(1) // the retry interval has passed
+    await cache.get(ref(), failing)
+    expect(attempts).toBe(2)
+    expect(cache.stats().staleServed).toBe(52)
+  })
+
+  it('a successful reload ends the outage mode', async () => {
+    const clock = fakeClock()
+    const cache = new KeyCache({ ttlMs: 1000, graceMs: 60_000, outageRetryMs: 5000, now: clock.now })
+    const bytes = randomBytes(32)
+    const first = await cache.get(ref(), loaderOf(bytes).load)
+    clock.advance(1000)
+    await cache.get(ref(), async () => {
+      throw unavailable()
+    })
+    clock.advance(5000)
+    const good = loaderOf(bytes)
+    expect(await cache.get(ref(), good.load)).toBe(first)
+    expect(good.calls()).toBe(1)
+    clock.advance(999)
+    expect(await cache.get(ref(), good.load)).toBe(first) // fresh again: a plain hit
+    expect(good.calls()).toBe(1)
   })
 })
