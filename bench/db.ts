@@ -1,0 +1,235 @@
+/**
+ * Case 2: PostgreSQL, MariaDB/MySQL and PGlite. Per engine and round: fresh tables, insert
+ * 10,000 rows in batches of 500, 2,000 sequential lookups by email, select all; the four variants
+ * interleaved (rotating order) within each phase; tables dropped at the end of the round.
+ */
+import { randomBytes } from 'node:crypto'
+import { PGlite } from '@electric-sql/pglite'
+import { type Dialect, Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely'
+import { PGliteDialect } from 'kysely-pglite-dialect'
+import { createPool } from 'mysql2'
+import pg from 'pg'
+import type { FieldEncryption } from '../src/field-encryption.js'
+import { encrypted, encryptedSchema, fieldEncryption, localKeyProvider } from '../src/index.js'
+import {
+  type AnyDB,
+  type DbVariant,
+  type Family,
+  handWritten,
+  type Person,
+  people,
+  plainKysely,
+  pluginEncrypted,
+  pluginPlaintextTable,
+} from './db-variants.js'
+import { measureRound, rotate, type Summary, summarize } from './harness.js'
+
+export type DbOp = 'insert' | 'lookup' | 'selectAll'
+export const DB_OPS: readonly DbOp[] = ['insert', 'lookup', 'selectAll']
+
+export interface DbSettings {
+  readonly rows: number
+  readonly batchSize: number
+  readonly lookups: number
+  readonly rounds: number
+}
+
+export interface EngineResult {
+  readonly engine: string
+  /** Why it was not run (no URL, unreachable), or undefined when it ran. */
+  readonly notRun?: string
+  readonly server?: string
+  readonly variants?: ReadonlyArray<{ id: string; label: string; reference?: string }>
+  /** variant → op → ms for the whole operation (10,000 inserts, 2,000 lookups, one select). */
+  readonly timings?: Record<string, Record<DbOp, Summary>>
+  /** Key-provider calls of the plugin's instance, after each round (cumulative). */
+  readonly providerCallsPerRound?: readonly number[]
+  /** Keys the plugin's instance uses: (table, purpose, version). */
+  readonly keys?: number
+  /** Rows the plugin's instance wrote and read, over all rounds. */
+  readonly rowsThroughPlugin?: number
+}
+
+interface Engine {
+  readonly name: string
+  readonly family: Family
+  /** Two dialects on the same database: one for plain Kysely, one to wrap. */
+  readonly dialects: () => [Dialect, Dialect]
+  readonly version: (db: AnyDB) => Promise<string>
+}
+
+function engines(): Array<Engine | { name: string; notRun: string }> {
+  const pgUrl = process.env.PG_URL
+  const mysqlUrl = process.env.MYSQL_URL
+  const pgVersion = async (db: AnyDB) =>
+    (await sql<{ v: string }>`select version() as v`.execute(db)).rows[0]?.v.split(' on ')[0] ?? '?'
+  const out: Array<Engine | { name: string; notRun: string }> = []
+  out.push(
+    pgUrl
+      ? {
+          name: 'PostgreSQL',
+          family: 'postgres',
+          dialects: () => [
+            new PostgresDialect({ pool: new pg.Pool({ connectionString: pgUrl, max: 5 }) }),
+            new PostgresDialect({ pool: new pg.Pool({ connectionString: pgUrl, max: 5 }) }),
+          ],
+          version: pgVersion,
+        }
+      : { name: 'PostgreSQL', notRun: 'NOT RUN: PG_URL is not set' },
+  )
+  out.push(
+    mysqlUrl
+      ? {
+          name: 'MariaDB/MySQL',
+          family: 'mysql',
+          dialects: () => [
+            new MysqlDialect({ pool: createPool({ uri: mysqlUrl, connectionLimit: 5 }) }),
+            new MysqlDialect({ pool: createPool({ uri: mysqlUrl, connectionLimit: 5 }) }),
+          ],
+          version: async (db) =>
+            (await sql<{ v: string }>`select version() as v`.execute(db)).rows[0]?.v ?? '?',
+        }
+      : { name: 'MariaDB/MySQL', notRun: 'NOT RUN: MYSQL_URL is not set' },
+  )
+  out.push({
+    name: 'PGlite',
+    family: 'postgres',
+    dialects: () => {
+      const instance = new PGlite()
+      return [new PGliteDialect(instance), new PGliteDialect(instance)]
+    },
+    version: pgVersion,
+  })
+  return out
+}
+
+function unique(prefix: string): string {
+  return `${prefix}_${process.pid}_${randomBytes(3).toString('hex')}`
+}
+
+function check(variant: string, what: string, ok: boolean): void {
+  if (!ok) throw new Error(`${variant}: ${what}`)
+}
+
+async function runEngine(
+  engine: Engine,
+  settings: DbSettings,
+  log: (s: string) => void,
+): Promise<EngineResult> {
+  const names = {
+    plain: unique('bench_plain'),
+    floor: unique('bench_floor'),
+    plugin: unique('bench_enc'),
+    pluginPlain: unique('bench_pplain'),
+    keys: unique('bench_kfe_keys'),
+  }
+  const schema = encryptedSchema({
+    [names.plugin]: {
+      email: encrypted.text({ index: { name: 'email_bidx' }, maxBytes: 320 }),
+      ssn: encrypted.text({ maxBytes: 64 }),
+    },
+  })
+  const encryption: FieldEncryption = fieldEncryption({
+    schema,
+    keyProvider: localKeyProvider({ key: randomBytes(32) }),
+    keyTable: names.keys,
+  })
+  const [plainDialect, appDialect] = engine.dialects()
+  const plainDb: AnyDB = new Kysely({ dialect: plainDialect })
+  const appDb: AnyDB = new Kysely({ dialect: encryption.wrap(appDialect), plugins: [encryption.plugin] })
+  const variants: DbVariant[] = [
+    plainKysely(plainDb, names.plain),
+    handWritten(plainDb, names.floor, engine.family, schema, names.plugin),
+    pluginEncrypted(appDb, names.plugin, engine.family, schema),
+    pluginPlaintextTable(appDb, names.pluginPlain),
+  ]
+  const data = people(settings.rows)
+  const byEmail = new Map(data.map((p) => [p.email, p]))
+  // The same lookups for every variant: a fixed stride through the rows.
+  const probes = Array.from({ length: settings.lookups }, (_, i) => data[(i * 7919) % data.length] as Person)
+  const raw = new Map<string, Record<DbOp, number[]>>(
+    variants.map((v) => [v.id, { insert: [], lookup: [], selectAll: [] }]),
+  )
+  const providerCallsPerRound: number[] = []
+  try {
+    const server = await engine.version(plainDb)
+    for (let r = 0; r < settings.rounds; r++) {
+      log(`${engine.name}: round ${r + 1}/${settings.rounds}${r === 0 ? ' (warm-up, discarded)' : ''}`)
+      for (const v of variants) await v.drop()
+      for (const v of variants) await v.create()
+      const order = rotate(variants, r)
+      const phases: Record<DbOp, (v: DbVariant) => () => Promise<void>> = {
+        insert: (v) => () => v.insert(data, settings.batchSize),
+        lookup: (v) => async () => {
+          let found = 0
+          for (const p of probes) {
+            const row = await v.lookup(p.email)
+            if (row !== undefined && row.ssn === p.ssn) found++
+          }
+          check(v.id, `found ${found} of ${probes.length} looked-up rows`, found === probes.length)
+        },
+        selectAll: (v) => async () => {
+          const rows = await v.selectAll()
+          check(v.id, `select all returned ${rows.length} rows`, rows.length === data.length)
+          const sample = rows.find((row) => row.id === 1)
+          check(
+            v.id,
+            'select all returned wrong values',
+            sample?.ssn === byEmail.get(sample?.email ?? '')?.ssn,
+          )
+        },
+      }
+      for (const op of ['insert', 'lookup', 'selectAll'] as const) {
+        const result = await measureRound(
+          order.map((v) => ({ name: v.id, batch: 1, run: phases[op](v) })),
+          { timeMs: 0, iterations: 1 },
+        )
+        if (r === 0) continue
+        for (const [id, ms] of result) raw.get(id)?.[op].push(ms)
+      }
+      for (const v of variants) await v.drop()
+      providerCallsPerRound.push(encryption.stats().keys?.providerCalls ?? Number.NaN)
+    }
+    const timings: Record<string, Record<DbOp, Summary>> = {}
+    for (const [id, ops] of raw) {
+      timings[id] = {
+        insert: summarize(ops.insert),
+        lookup: summarize(ops.lookup),
+        selectAll: summarize(ops.selectAll),
+      }
+    }
+    return {
+      engine: engine.name,
+      server,
+      variants: variants.map((v) => ({
+        id: v.id,
+        label: v.label,
+        ...(v.reference === undefined ? {} : { reference: v.reference }),
+      })),
+      timings,
+      providerCallsPerRound,
+      keys: encryption.stats().keys?.cache.size ?? Number.NaN,
+      rowsThroughPlugin: settings.rounds * (settings.rows * 2 + settings.lookups),
+    }
+  } finally {
+    for (const v of variants) await v.drop().catch(() => undefined)
+    await sql`drop table if exists ${sql.table(names.keys)}`.execute(plainDb).catch(() => undefined)
+    await encryption.close()
+    await appDb.destroy()
+    if (engine.name !== 'PGlite') await plainDb.destroy()
+  }
+}
+
+/** Runs case 2 on every engine with a URL (and PGlite always). */
+export async function runDbBench(settings: DbSettings, log: (s: string) => void): Promise<EngineResult[]> {
+  const out: EngineResult[] = []
+  for (const engine of engines()) {
+    if ('notRun' in engine) {
+      log(`${engine.name}: ${engine.notRun}`)
+      out.push({ engine: engine.name, notRun: engine.notRun })
+      continue
+    }
+    out.push(await runEngine(engine, settings, log))
+  }
+  return out
+}

@@ -1,0 +1,141 @@
+/** The markdown report of one run: targets, per-field table, database tables, environment. */
+import { DB_OPS, type EngineResult } from './db.js'
+import type { Environment } from './environment.js'
+import type { FieldOp, FieldResults } from './fields.js'
+import type { Summary } from './harness.js'
+import { dbRatio, encDecMs, OP_LABEL, type TargetCheck } from './targets.js'
+
+/** Everything one run produced; also the JSON written to bench/results/. */
+export interface BenchResults {
+  readonly environment: Environment
+  readonly notes: readonly string[]
+  readonly fields?: FieldResults
+  readonly db?: readonly EngineResult[]
+  readonly targets: readonly TargetCheck[]
+}
+
+function us(ms: number): string {
+  const v = ms * 1000
+  return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)
+}
+
+function spreadUs(s: Summary | undefined): string {
+  return s === undefined ? '—' : `${us(s.median)} (${us(s.min)}–${us(s.max)})`
+}
+
+function spreadMs(s: Summary | undefined): string {
+  if (s === undefined) return '—'
+  const f = (v: number) => (v >= 100 ? v.toFixed(0) : v.toFixed(1))
+  return `${f(s.median)} (${f(s.min)}–${f(s.max)})`
+}
+
+function table(head: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
+  const line = (cells: readonly string[]) => `| ${cells.join(' | ')} |`
+  return [line(head), line(head.map(() => '---')), ...rows.map(line)].join('\n')
+}
+
+function metCell(met: boolean | undefined): string {
+  return met === undefined ? 'NOT RUN' : met ? 'yes' : '**no**'
+}
+
+export function targetsMarkdown(targets: readonly TargetCheck[]): string {
+  return table(
+    ['target', 'measured', 'goal', 'met?'],
+    targets.map((t) => [t.target, t.measured, t.goal, metCell(t.met)]),
+  )
+}
+
+function fieldsMarkdown(f: FieldResults): string {
+  const parts: string[] = [
+    `Microseconds per operation: median (min–max) over ${f.rounds - 1} measured rounds of ${f.timeMs} ms per variant (one warm-up round discarded). "vs ours": how many times more encrypt+decrypt operations per second ours does than this library (> 1: ours is faster). Overhead: stored length − plaintext length, in bytes (characters for text storage).`,
+  ]
+  for (const p of f.payloads) {
+    const ours = encDecMs(f, p.id, 'ours')
+    const rows = f.libraries.map((lib) => {
+      const t = f.timings[p.id] ?? {}
+      const get = (op: FieldOp) => t[op]?.[lib.id]
+      const ms = encDecMs(f, p.id, lib.id)
+      return [
+        lib.id === 'ours' ? `**${lib.label}**` : lib.label,
+        spreadUs(get('encrypt')),
+        spreadUs(get('decrypt')),
+        ms === undefined ? '—' : Math.round(1000 / ms).toLocaleString('en-US'),
+        ms === undefined || ours === undefined ? '—' : `${(ms / ours).toFixed(2)}×`,
+        lib.indexNote === undefined ? 'none' : spreadUs(get('index')),
+        `${f.overhead[lib.id]?.[p.id] ?? '—'} (${lib.storage})`,
+      ]
+    })
+    parts.push(
+      `#### ${p.label} (${p.bytes} bytes of plaintext)`,
+      table(
+        ['library', 'encrypt µs', 'decrypt µs', 'enc+dec ops/s', 'vs ours', 'blind index µs', 'overhead'],
+        rows,
+      ),
+    )
+  }
+  const notes = f.libraries
+    .filter((l) => l.indexNote !== undefined)
+    .map((l) => `- ${l.label}: ${l.indexNote}`)
+  parts.push(`Blind indexes:\n${notes.join('\n')}`)
+  return parts.join('\n\n')
+}
+
+function dbMarkdown(engines: readonly EngineResult[]): string {
+  const parts: string[] = []
+  for (const e of engines) {
+    if (e.timings === undefined || e.variants === undefined) {
+      parts.push(`#### ${e.engine}\n\n${e.notRun ?? 'NOT RUN'}`)
+      continue
+    }
+    const rounds = Object.values(e.timings)[0]?.insert.samples.length ?? 0
+    const rows = e.variants.map((v) => {
+      const cells = DB_OPS.map((op) => {
+        const r = dbRatio(e, v.id, op)
+        return `${spreadMs(e.timings?.[v.id]?.[op])}${r === undefined ? '' : ` · **${r.toFixed(3)}×**`}`
+      })
+      const ref = e.variants?.find((x) => x.id === v.reference)
+      return [v.label, ...cells, ref === undefined ? '—' : ref.label]
+    })
+    parts.push(
+      `#### ${e.engine} (${e.server})`,
+      `Milliseconds for the whole operation: median (min–max) over ${rounds} measured rounds · ratio of medians to the reference.`,
+      table(['variant', ...DB_OPS.map((op) => `${OP_LABEL[op]} ms`), 'reference'], rows),
+      `Key-provider calls of the plugin's instance, cumulative after each round: ${e.providerCallsPerRound?.join(', ')} (keys in cache: ${e.keys}).`,
+    )
+  }
+  return parts.join('\n\n')
+}
+
+function environmentMarkdown(env: Environment): string {
+  const rows: Array<[string, string]> = [
+    ['date', env.date],
+    ['Node', env.node],
+    ['OpenSSL', env.openssl],
+    ['V8', env.v8],
+    ['platform', env.platform],
+    ['CPU', `${env.cpu} × ${env.cores}`],
+    ['memory', `${env.memoryGiB} GiB`],
+    ['kysely-field-encryption', env.library],
+    ...Object.entries(env.packages),
+    ...Object.entries(env.servers).map(([k, v]) => [`server: ${k}`, v] as [string, string]),
+  ]
+  return table(['', 'version'], rows)
+}
+
+/** The markdown of a run (no title: the caller adds one). */
+export function resultsMarkdown(r: BenchResults, chartPath?: string): string {
+  const parts: string[] = []
+  parts.push('### Targets', targetsMarkdown(r.targets))
+  if (chartPath !== undefined) parts.push(`![Benchmark chart](${chartPath})`)
+  if (r.fields !== undefined) parts.push('### Per field', fieldsMarkdown(r.fields))
+  if (r.db !== undefined) {
+    parts.push(
+      '### Database',
+      'Insert 10,000 rows of (id, email, name, ssn) in batches of 500; 2,000 sequential lookups by email (each row checked); select all 10,000 rows (decrypted where encrypted). Variants interleaved in a rotating order per round; fresh tables every round.',
+      dbMarkdown(r.db),
+    )
+  }
+  parts.push('### Environment', environmentMarkdown(r.environment))
+  if (r.notes.length > 0) parts.push('### Notes', r.notes.map((n) => `- ${n}`).join('\n'))
+  return `${parts.join('\n\n')}\n`
+}

@@ -1,0 +1,105 @@
+/**
+ * The performance targets, checked against one run's numbers. They are reported, never asserted:
+ * a benchmark on a shared 2-core machine is evidence, not a test.
+ */
+import type { DbOp, EngineResult } from './db.js'
+import type { FieldResults } from './fields.js'
+
+export interface TargetCheck {
+  readonly target: string
+  /** The measured value, formatted. */
+  readonly measured: string
+  readonly goal: string
+  /** undefined when it could not be measured (engine not run). */
+  readonly met: boolean | undefined
+}
+
+const DB_GOALS: ReadonlyArray<{ variant: string; op: DbOp; max: number }> = [
+  { variant: 'plugin', op: 'insert', max: 1.1 },
+  { variant: 'plugin', op: 'selectAll', max: 1.1 },
+  { variant: 'plugin', op: 'lookup', max: 1.05 },
+  { variant: 'plugin-plain', op: 'insert', max: 1.02 },
+  { variant: 'plugin-plain', op: 'lookup', max: 1.02 },
+  { variant: 'plugin-plain', op: 'selectAll', max: 1.02 },
+]
+
+export const OP_LABEL: Readonly<Record<DbOp, string>> = {
+  insert: 'insert 10k',
+  lookup: '2k lookups',
+  selectAll: 'select all',
+}
+
+/** median(variant) / median(its reference) for one engine and op, or undefined. */
+export function dbRatio(e: EngineResult, variant: string, op: DbOp): number | undefined {
+  const v = e.variants?.find((x) => x.id === variant)
+  if (v?.reference === undefined || e.timings === undefined) return undefined
+  const mine = e.timings[variant]?.[op].median
+  const ref = e.timings[v.reference]?.[op].median
+  return mine === undefined || ref === undefined ? undefined : mine / ref
+}
+
+/** ms of encrypt + decrypt (medians) of one library for one payload. */
+export function encDecMs(f: FieldResults, payload: string, lib: string): number | undefined {
+  const t = f.timings[payload]
+  const e = t?.encrypt?.[lib]?.median
+  const d = t?.decrypt?.[lib]?.median
+  return e === undefined || d === undefined ? undefined : e + d
+}
+
+export function checkTargets(
+  fields: FieldResults | undefined,
+  db: readonly EngineResult[] | undefined,
+): TargetCheck[] {
+  const out: TargetCheck[] = []
+  if (db !== undefined) {
+    for (const e of db) {
+      for (const g of DB_GOALS) {
+        const ref = g.variant === 'plugin' ? 'hand-written floor' : 'plain Kysely'
+        const what = g.variant === 'plugin' ? 'plugin' : 'plugin, plaintext table'
+        const r = dbRatio(e, g.variant, g.op)
+        out.push({
+          target: `${e.engine}: ${what} vs ${ref}, ${OP_LABEL[g.op]}`,
+          measured: r === undefined ? (e.notRun ?? 'n/a') : `${r.toFixed(3)}×`,
+          goal: `≤ ${g.max.toFixed(2)}×`,
+          met: r === undefined ? undefined : r <= g.max,
+        })
+      }
+      if (e.providerCallsPerRound !== undefined && e.keys !== undefined) {
+        const calls = e.providerCallsPerRound.at(-1) ?? Number.NaN
+        out.push({
+          target: `${e.engine}: key-provider calls (${e.rowsThroughPlugin?.toLocaleString('en-US')} rows written/read, ${e.providerCallsPerRound.length} rounds)`,
+          measured: `${calls} (after each round: ${e.providerCallsPerRound.join(', ')})`,
+          goal: `≤ ${e.keys} (one per key per cache TTL)`,
+          met: calls <= e.keys,
+        })
+      }
+    }
+  }
+  if (fields !== undefined) {
+    for (const p of fields.payloads) {
+      const ours = encDecMs(fields, p.id, 'ours')
+      for (const [peer, factor, label] of [
+        ['cloak', 2, '@47ng/cloak'],
+        ['ciphersweet-modern', 4, 'ciphersweet-js ModernCrypto'],
+      ] as const) {
+        const theirs = encDecMs(fields, p.id, peer)
+        const ratio = ours === undefined || theirs === undefined ? undefined : theirs / ours
+        out.push({
+          target: `${p.label}: encrypt+decrypt throughput vs ${label}`,
+          measured: ratio === undefined ? 'n/a' : `${ratio.toFixed(2)}×`,
+          goal: `≥ ${factor}×`,
+          met: ratio === undefined ? undefined : ratio >= factor,
+        })
+      }
+    }
+    const overheads = Object.values(fields.overhead.ours ?? {})
+    const worst = Math.max(...overheads)
+    out.push({
+      target: 'Bytes of overhead per field (binary column)',
+      measured: `${worst} B`,
+      goal: '≤ 32 B',
+      met: worst <= 32,
+    })
+  }
+  return out
+}
