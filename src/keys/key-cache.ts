@@ -91,7 +91,8 @@ function isAvailabilityError(error: unknown): boolean {
 
 /** Canonical cache key of a ref; JSON of an array cannot collide across fields. */
 function cacheKey(ref: KeyRef): string {
-  return JSON.stringify([ref.logicalTable, ref.purpose, ref.version])
+  // purpose and version contain no ':', so the table (last) cannot make two refs collide.
+  return `${ref.purpose}:${ref.version}:${ref.logicalTable}`
 }
 
 function positiveInt(name: string, value: number, allowZero: boolean): number {
@@ -203,6 +204,19 @@ export class KeyCache {
     const result = await pending
     if (result.stale) this.#staleServed++
     return result.material
+  }
+
+  /**
+   * The cached key for `ref` if it is fresh (younger than `ttlMs`), counted as a hit; `undefined`
+   * otherwise (not counted: the caller then goes through {@link KeyCache.get}). The synchronous
+   * fast path of the plugin: no promise, no provider call.
+   */
+  tryGet(ref: KeyRef): KeyMaterial | undefined {
+    if (this.#closed) return undefined
+    const entry = this.#lru.get(cacheKey(ref))
+    if (entry === undefined || this.#now() - entry.loadedAt >= this.#ttl) return undefined
+    this.#hits++
+    return entry.material
   }
 
   /**

@@ -51,6 +51,10 @@ export interface KeyRingStats {
 interface TableMeta {
   readonly keys: readonly StoredKey[]
   readonly loadedAt: number
+  /** The single active version per purpose (absent when there is none, or several). */
+  readonly active: Readonly<Partial<Record<KeyPurpose, StoredKey>>>
+  /** Searchable versions per purpose, newest first. */
+  readonly search: Readonly<Record<KeyPurpose, readonly StoredKey[]>>
 }
 
 const PURPOSES: readonly KeyPurpose[] = ['data', 'index']
@@ -169,6 +173,39 @@ export class KeyRing {
       })
     }
     return Promise.all(keys.map((k) => this.#keyOf(k)))
+  }
+
+  /**
+   * Synchronous cache hit for {@link KeyRing.activeKey}: the write key when the table's metadata
+   * and the key are both cached and fresh; `undefined` otherwise (then call the async method).
+   */
+  peekActiveKey(logicalTable: string, purpose: KeyPurpose): KeyMaterial | undefined {
+    const active = this.#freshMeta(logicalTable)?.active[purpose]
+    return active === undefined ? undefined : this.#cache.tryGet(active)
+  }
+
+  /** Synchronous cache hit for {@link KeyRing.searchKeys}; `undefined` when anything is not cached. */
+  peekSearchKeys(logicalTable: string, purpose: KeyPurpose): KeyMaterial[] | undefined {
+    const search = this.#freshMeta(logicalTable)?.search[purpose]
+    if (search === undefined || search.length === 0) return undefined
+    const out: KeyMaterial[] = []
+    for (const stored of search) {
+      const key = this.#cache.tryGet(stored)
+      if (key === undefined) return undefined
+      out.push(key)
+    }
+    return out
+  }
+
+  /** Synchronous cache hit for {@link KeyRing.key}; `undefined` when it is not cached and fresh. */
+  peekKey(ref: KeyRef): KeyMaterial | undefined {
+    return this.#closed ? undefined : this.#cache.tryGet(ref)
+  }
+
+  #freshMeta(logicalTable: string): TableMeta | undefined {
+    if (this.#closed) return undefined
+    const meta = this.#meta.get(logicalTable)
+    return meta !== undefined && this.#now() - meta.loadedAt < this.#metadataTtl ? meta : undefined
   }
 
   /**
@@ -293,7 +330,21 @@ export class KeyRing {
       this.#metadataLoads++
       keys = await this.#store.list(logicalTable)
     }
-    const meta: TableMeta = Object.freeze({ keys: Object.freeze(keys), loadedAt: this.#now() })
+    const active: Partial<Record<KeyPurpose, StoredKey>> = {}
+    const search = { data: [] as StoredKey[], index: [] as StoredKey[] }
+    for (const purpose of PURPOSES) {
+      const actives = keys.filter((k) => k.purpose === purpose && k.state === 'active')
+      if (actives.length === 1) active[purpose] = actives[0]
+      search[purpose] = keys
+        .filter((k) => k.purpose === purpose && SEARCHABLE.has(k.state))
+        .sort((a, b) => b.version - a.version)
+    }
+    const meta: TableMeta = Object.freeze({
+      keys: Object.freeze(keys),
+      loadedAt: this.#now(),
+      active,
+      search,
+    })
     if (!this.#closed) this.#meta.set(logicalTable, meta)
     return meta
   }

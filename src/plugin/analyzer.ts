@@ -31,6 +31,7 @@ import {
   LITERAL,
   labelOf,
   listValues,
+  mentionsSchemaTable,
   nodeValue,
   rebuild,
   rebuildList,
@@ -90,12 +91,21 @@ export class Analyzer {
     private readonly mode: Mode,
   ) {}
 
+  /** Records a deferred value of the tree (made or met), for the wrapper's parameter check. */
+  #note<T extends DeferredValue>(value: T): T {
+    this.#deferred = true
+    this.#deferredValues.add(value)
+    return value
+  }
+
   /**
    * @returns the (possibly rewritten) tree and the plan for its results
    * @throws QueryRefusedError `QUERY_REFUSED`, `AMBIGUOUS_COLUMN`, `PLAINTEXT_WRITE`, `PLAINTEXT_SEARCH`
    * @throws CodecError `CODEC_INVALID_VALUE` for a value of the wrong type
    */
   analyze(root: RootOperationNode): { node: RootOperationNode; plan: QueryPlan } {
+    // Most queries of an application touch no encrypted table: leave them untouched, cheaply.
+    if (!mentionsSchemaTable(root, this.schema)) return { node: root, plan: EMPTY_PLAN }
     let result: Outputs
     switch (root.kind) {
       case 'SelectQueryNode':
@@ -112,7 +122,10 @@ export class Analyzer {
         // DDL and raw SQL: raw SQL is opaque by design (docs/guide.md, "Raw SQL").
         return { node: root, plan: EMPTY_PLAN }
     }
-    if (this.#deferred) collectDeferred(result.node, this.#deferredValues)
+    // The rewrite pass notes every deferred value it makes or meets; the verify pass, which runs
+    // on trees others may have built, collects them from the final tree.
+    if (this.mode === 'verify') collectDeferred(result.node, this.#deferredValues)
+    if (this.#deferredValues.size > 0) this.#deferred = true
     const outputs = new Map<string, ColumnInfo>()
     for (const [name, source] of result.outputs) if (source.kind === 'column') outputs.set(name, source.info)
     if (
@@ -312,6 +325,7 @@ export class Analyzer {
         return
       }
       if (isDeferred(value)) {
+        this.#note(value)
         this.#deferred = true
         return
       }
@@ -328,7 +342,8 @@ export class Analyzer {
       const current = primitive ? item : nodeValue(item as OperationNode)
       const plaintext = plaintexts.get(from)
       let next: unknown
-      if (plaintext !== undefined) next = new DeferredValue('index', index.column, plaintext, index)
+      if (plaintext !== undefined)
+        next = this.#note(new DeferredValue('index', index.column, plaintext, index))
       else if (current === DEFAULT) next = DEFAULT
       else next = null
       items.push(primitive ? next : next === DEFAULT ? DEFAULT_NODE : valueNode(next))
@@ -430,6 +445,7 @@ export class Analyzer {
         indexValue = () => valueNode(null)
         out.push(u)
       } else if (isDeferred(value)) {
+        this.#note(value)
         this.#deferred = true
         out.push(u)
         indexValue = () => valueNode(null) // only reached when the index update is missing: refused below
@@ -455,7 +471,7 @@ export class Analyzer {
         throw refuse(info, value === LITERAL ? 'sql.lit' : 'expression')
       } else {
         out.push(rebuild(u, { value: valueNode(this.#encrypt(info, value)) }))
-        indexValue = (i) => valueNode(new DeferredValue('index', info, value, i))
+        indexValue = (i) => valueNode(this.#note(new DeferredValue('index', info, value, i)))
       }
       for (const spec of info.spec.indexes) {
         const i = table.indexColumn(spec.name)!
@@ -740,7 +756,7 @@ export class Analyzer {
         }
       }
       const probes = (values ?? []).filter(isDeferred)
-      if (probes.length > 0) this.#deferred = true
+      for (const p of probes) this.#note(p)
       if (probes.length > 0 && ref.source.info.spec.kind === 'search') {
         if (ctx.pending === undefined || !ctx.positive || (op !== 'in' && op !== '=')) {
           throw refuse(
@@ -794,7 +810,7 @@ export class Analyzer {
     }
     const probes = values.map((v) => {
       checkCodec(info, v)
-      return new DeferredValue('probe', info, v, index)
+      return this.#note(new DeferredValue('probe', info, v, index))
     })
     this.#deferred = true
     if (index.spec.kind === 'search')
@@ -895,13 +911,14 @@ export class Analyzer {
     }
     checkCodec(info, value)
     this.#deferred = true
-    return new DeferredValue('encrypt', info, value)
+    return this.#note(new DeferredValue('encrypt', info, value))
   }
 
   #checkIndexWrite(index: IndexInfo, item: unknown, primitive: boolean): void {
     const value = primitive ? item : nodeValue(item as OperationNode)
     if (value === null || value === undefined || value === DEFAULT || value instanceof Uint8Array) return
     if (isDeferred(value)) {
+      this.#note(value)
       this.#deferred = true
       return
     }
@@ -928,7 +945,7 @@ export class Analyzer {
       }
       case 'ValueNode': {
         const v = node as unknown as { value: unknown }
-        if (isDeferred(v.value)) this.#deferred = true
+        if (isDeferred(v.value)) this.#note(v.value)
         return node
       }
       case 'SelectQueryNode':

@@ -3,10 +3,11 @@ import { DecryptionError, FieldEncryptionError } from '../errors.js'
 import { decryptValue } from '../fields/field-cipher.js'
 import { looksLikeCiphertext, readHeader } from '../fields/format.js'
 import type { KeyMaterial } from '../keys/key-material.js'
+import type { KeyRef } from '../keys/key-provider.js'
 import type { KeyRing } from '../keys/key-ring.js'
 import type { ColumnInfo } from '../schema/schema.js'
 import type { QueryPlan } from './plan.js'
-import { indexInput } from './resolve-values.js'
+import { evictedWhileLoading, indexInput } from './resolve-values.js'
 
 /** Counters the wrapper keeps; exposed by `encryption.stats()`. */
 export interface DecryptStats {
@@ -22,8 +23,8 @@ export interface DecryptStats {
  * Decrypts the annotated columns of result rows in place, following the plan, then removes
  * search-index false positives and the hidden columns that carried their ciphertexts.
  *
- * Keys: one lookup per distinct (table, key version) in the batch, fetched before any row is
- * decrypted, so a batch costs no more provider calls than it has key versions.
+ * Keys: one lookup per distinct (table, key version) in the batch, from the cache synchronously
+ * when it holds them, else through `slow` (one provider call per missing key), never per row.
  *
  * @returns the rows to hand back (the same array when nothing was filtered)
  * @throws DecryptionError `NOT_CIPHERTEXT`, `DECRYPT_AUTH_FAILED`, `WRONG_KEY`, … with table and column
@@ -33,52 +34,65 @@ export async function decryptRows<R extends Record<string, unknown>>(
   plan: QueryPlan,
   rows: R[],
   stats: DecryptStats,
+  slow: <T>(fn: () => Promise<T>) => Promise<T>,
 ): Promise<R[]> {
   if (rows.length === 0 || plan.outputs.size === 0) return rows
   const outputs = [...plan.outputs]
-  // Gather the key versions this batch needs.
-  const needed = new Map<string, { table: string; version: number }>()
+  // Per batch: key versions seen → key, and those the cache could not serve synchronously.
+  const keys = new Map<string, KeyMaterial>()
+  const missing = new Map<string, KeyRef>()
   for (const row of rows) {
-    for (const [key, column] of outputs) {
-      const bytes = asBytes(row[key])
+    for (const [name, column] of outputs) {
+      const bytes = asBytes(row[name])
       if (bytes === undefined || !looksLikeCiphertext(bytes)) continue
       const { keyVersion } = readHeader(bytes, { table: column.table.logical, column: column.logical })
-      needed.set(`${column.table.logical}\0${keyVersion}`, {
-        table: column.table.logical,
-        version: keyVersion,
-      })
+      const id = keyId(column, keyVersion)
+      if (keys.has(id) || missing.has(id)) continue
+      const ref: KeyRef = { logicalTable: column.table.logical, purpose: 'data', version: keyVersion }
+      const cached = ring.peekKey(ref)
+      if (cached === undefined) missing.set(id, ref)
+      else keys.set(id, cached)
     }
   }
-  const keys = new Map<string, KeyMaterial>()
-  await Promise.all(
-    [...needed].map(async ([id, ref]) => {
-      keys.set(id, await ring.key({ logicalTable: ref.table, purpose: 'data', version: ref.version }))
-    }),
-  )
+  for (let attempt = 0; missing.size > 0; attempt++) {
+    if (attempt === 3) throw evictedWhileLoading()
+    const loaded = await slow(() =>
+      Promise.all([...missing].map(async ([id, ref]) => [id, await ring.key(ref)] as const)),
+    )
+    // A key held across the awaits above may have been evicted (and wiped) meanwhile: fetch again.
+    for (const [id, key] of loaded) {
+      if (key.destroyed) continue
+      keys.set(id, key)
+      missing.delete(id)
+    }
+  }
   for (const row of rows) {
-    for (const [key, column] of outputs) {
-      const value = row[key]
+    for (const [name, column] of outputs) {
+      const value = row[name]
       if (value === null || value === undefined) continue
-      ;(row as Record<string, unknown>)[key] = decryptOne(column, value, keys, stats)
+      ;(row as Record<string, unknown>)[name] = decryptOne(column, value, keys, stats)
     }
   }
   if (plan.postFilters.length === 0) return rows
-  const kept = rows.filter((row) => {
-    for (const filter of plan.postFilters) {
+  const wanted = plan.postFilters.map((f) => f.probes.map((p) => indexInput(f.index, p.reveal())))
+  const kept = rows.filter((row) =>
+    plan.postFilters.every((filter, i) => {
       const stored = row[filter.hidden]
       if (stored === null || stored === undefined) return false
       const actual = indexInput(filter.index, stored)
-      const match = filter.probes.some((p) => {
-        const wanted = indexInput(filter.index, p.reveal())
-        return wanted.length === actual.length && timingSafeEqual(wanted, actual)
-      })
-      if (!match) return false
-    }
-    return true
-  })
+      const match = wanted[i]!.some((w) => w.length === actual.length && timingSafeEqual(w, actual))
+      actual.fill(0)
+      return match
+    }),
+  )
+  for (const list of wanted) for (const w of list) w.fill(0)
   stats.falsePositives += rows.length - kept.length
   for (const row of kept) for (const filter of plan.postFilters) delete row[filter.hidden]
   return kept
+}
+
+function keyId(column: ColumnInfo, version: number): string {
+  return `${version}:${column.table.logical}`
 }
 
 function decryptOne(
@@ -101,7 +115,7 @@ function decryptOne(
     )
   }
   const { keyVersion } = readHeader(bytes, where)
-  const key = keys.get(`${column.table.logical}\0${keyVersion}`)!
+  const key = keys.get(keyId(column, keyVersion))!
   try {
     const plain = decryptValue(column.spec.codec, bytes, key, where)
     stats.decrypted += 1

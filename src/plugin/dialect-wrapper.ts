@@ -16,7 +16,7 @@ import { Analyzer } from './analyzer.js'
 import { type DecryptStats, decryptRows } from './decrypt-rows.js'
 import { type DeferredValue, isDeferred } from './deferred-value.js'
 import { EMPTY_PLAN, type QueryPlan } from './plan.js'
-import { resolveDeferred } from './resolve-values.js'
+import { cachedKeys, loadKeys, resolveDeferred } from './resolve-values.js'
 
 export type Execute = (query: CompiledQuery) => Promise<QueryResult<unknown>>
 
@@ -25,6 +25,28 @@ export type Execute = (query: CompiledQuery) => Promise<QueryResult<unknown>>
  * queries, because a single-connection driver (PGlite) would otherwise wait for itself.
  */
 export const currentConnection = new AsyncLocalStorage<Execute>()
+
+let slowPaths = 0
+
+/**
+ * Runs `fn` (a key load: it may read the key store) with the query's connection exposed to the
+ * key store. The AsyncLocalStorage is entered only here, on the rare slow path, and disabled when
+ * no slow path is running: on Node 20 an enabled AsyncLocalStorage turns on promise hooks, which
+ * every promise of the application would pay for.
+ */
+export type SlowPath = <T>(fn: () => Promise<T>) => Promise<T>
+
+function slowPathOn(execute: Execute): SlowPath {
+  return async (fn) => {
+    slowPaths++
+    try {
+      return await currentConnection.run(execute, fn)
+    } finally {
+      slowPaths--
+      if (slowPaths === 0) currentConnection.disable()
+    }
+  }
+}
 
 /** What the wrapper needs; built once by `fieldEncryption`. */
 export interface WrapperContext {
@@ -94,7 +116,7 @@ export class EncryptingDriver implements Driver {
     // Keys are created outside the transaction, so a rollback can never remove a key that
     // already encrypted data (PGlite has one session: this is its only chance).
     const original = (connection as unknown as { [PATCHED]?: Execute })[PATCHED]
-    if (original !== undefined) await currentConnection.run(original, () => this.ctx.prepare(original))
+    if (original !== undefined) await slowPathOn(original)(() => this.ctx.prepare(original))
     return this.inner.beginTransaction(connection, settings)
   }
 
@@ -123,29 +145,36 @@ export class EncryptingDriver implements Driver {
     c[PATCHED] = execute
     const ctx = this.ctx
     const compiler = this.compiler
-    c.executeQuery = (async (query: CompiledQuery) =>
-      currentConnection.run(execute, async () => {
-        const { plan, send } = await prepareQuery(ctx, compiler, query)
-        const result = await execute(send)
-        if (plan.outputs.size === 0 || result.rows.length === 0) return result
-        const rows = await decryptRows(ctx.ring(), plan, result.rows as Record<string, unknown>[], ctx.stats)
-        return rows === result.rows ? result : { ...result, rows }
-      })) as DatabaseConnection['executeQuery']
+    const slow = slowPathOn(execute)
+    c.executeQuery = (async (query: CompiledQuery) => {
+      const { plan, send } = await prepareQuery(ctx, compiler, query, slow)
+      const result = await execute(send)
+      if (plan.outputs.size === 0 || result.rows.length === 0) return result
+      const rows = await decryptRows(
+        ctx.ring(),
+        plan,
+        result.rows as Record<string, unknown>[],
+        ctx.stats,
+        slow,
+      )
+      return rows === result.rows ? result : { ...result, rows }
+    }) as DatabaseConnection['executeQuery']
     c.streamQuery = async function* (query: CompiledQuery, chunkSize?: number) {
-      const { plan, send } = await currentConnection.run(execute, async () => {
-        const prepared = await prepareQuery(ctx, compiler, query)
-        // Fetch every data key version the rows may need before the cursor opens: a key-store
-        // read on this connection would otherwise wait behind the cursor.
-        await prefetchDataKeys(ctx.ring(), prepared.plan)
-        return prepared
-      })
+      const { plan, send } = await prepareQuery(ctx, compiler, query, slow)
+      // Fetch every data key version the rows may need before the cursor opens: a key-store
+      // read on this connection would otherwise wait behind the cursor.
+      if (plan.outputs.size > 0) await slow(() => prefetchDataKeys(ctx.ring(), plan))
       for await (const chunk of stream(send, chunkSize)) {
         if (plan.outputs.size === 0 || chunk.rows.length === 0) {
           yield chunk
           continue
         }
-        const rows = await currentConnection.run(execute, () =>
-          decryptRows(ctx.ring(), plan, chunk.rows as Record<string, unknown>[], ctx.stats),
+        const rows = await decryptRows(
+          ctx.ring(),
+          plan,
+          chunk.rows as Record<string, unknown>[],
+          ctx.stats,
+          slow,
         )
         yield { ...chunk, rows }
       }
@@ -162,6 +191,7 @@ async function prepareQuery(
   ctx: WrapperContext,
   compiler: () => QueryCompiler,
   query: CompiledQuery,
+  slow: SlowPath,
 ): Promise<{ plan: QueryPlan; send: CompiledQuery }> {
   const node = query.query
   const deferred = query.parameters.filter(isDeferred)
@@ -182,7 +212,9 @@ async function prepareQuery(
     }
   }
   for (const table of plan.indexComparisons) {
-    if ((await ctx.ring().searchKeys(table, 'index')).length > 1) {
+    const ring = ctx.ring()
+    const live = ring.peekSearchKeys(table, 'index') ?? (await slow(() => ring.searchKeys(table, 'index')))
+    if (live.length > 1) {
       throw new QueryRefusedError(
         'QUERY_REFUSED',
         `Blind-index columns of ${table} are compared with each other while several index versions are live (a rotation); the result would miss matches.`,
@@ -195,7 +227,9 @@ async function prepareQuery(
     }
   }
   if (deferred.length === 0) return { plan, send: query }
-  const resolved = await resolveDeferred(ctx.ring(), node, query.parameters, compiler, query as never)
+  const ring = ctx.ring()
+  const keys = cachedKeys(ring, deferred) ?? (await slow(() => loadKeys(ring, deferred)))
+  const resolved = resolveDeferred(keys, node, query.parameters, compiler, query as never)
   const send = Object.freeze({
     ...query,
     sql: resolved.sql ?? query.sql,

@@ -1,7 +1,8 @@
 import type { InsertQueryNode, OperationNode, ReferenceNode } from 'kysely'
+import type { EncryptedSchema } from '../schema/schema.js'
 import { type DeferredValue, isDeferred } from './deferred-value.js'
 import { mapChildren } from './node-utils.js'
-import { identifierName } from './scope.js'
+import { identifierName, tableName } from './scope.js'
 
 const AGGREGATES =
   /^(count|sum|avg|min|max|array_agg|json_agg|jsonb_agg|string_agg|group_concat|bool_and|bool_or)$/i
@@ -166,4 +167,38 @@ export function referenceNode(column: string, table: ReferenceNode['table']): Re
 
 export function valueNode(value: unknown): OperationNode {
   return Object.freeze({ kind: 'ValueNode', value }) as OperationNode
+}
+
+/**
+ * True when the tree names a table of the schema (or holds a deferred value). A walk without
+ * allocation: the fast path that lets queries on other tables pass untouched.
+ */
+export function mentionsSchemaTable(root: OperationNode, schema: EncryptedSchema): boolean {
+  const stack: object[] = [root]
+  while (stack.length > 0) {
+    const node = stack.pop() as Record<string, unknown>
+    if (isDeferred(node)) return true
+    if (node.kind === 'TableNode') {
+      const { schema: s, name } = tableName(node as unknown as OperationNode)
+      if (schema.table(name, s) !== undefined) return true
+      continue
+    }
+    for (const key in node) {
+      const value = node[key]
+      if (typeof value !== 'object' || value === null) continue
+      if (Array.isArray(value)) {
+        for (const item of value) {
+          if (
+            typeof item === 'object' &&
+            item !== null &&
+            typeof (item as { kind?: unknown }).kind === 'string'
+          )
+            stack.push(item)
+        }
+      } else if (typeof (value as { kind?: unknown }).kind === 'string') {
+        stack.push(value)
+      }
+    }
+  }
+  return false
 }

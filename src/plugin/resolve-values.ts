@@ -1,6 +1,7 @@
 import type { OperationNode, QueryCompiler, RootOperationNode } from 'kysely'
 import { computeBlindIndex } from '../blindindex/compute-blind-index.js'
 import { normalizeValue } from '../blindindex/normalizers.js'
+import { KeyError } from '../errors.js'
 import { encryptValue } from '../fields/field-cipher.js'
 import type { KeyMaterial } from '../keys/key-material.js'
 import type { KeyRing } from '../keys/key-ring.js'
@@ -17,7 +18,12 @@ export function indexInput(index: IndexInfo, value: unknown): Buffer {
 
 /** The blind index of `value` under one index key version. */
 export function indexValue(key: KeyMaterial, index: IndexInfo, value: unknown): Buffer {
-  return computeBlindIndex(key, index.column.table.logical, index.spec, [indexInput(index, value)])
+  const input = indexInput(index, value)
+  try {
+    return computeBlindIndex(key, index.column.table.logical, index.spec, [input])
+  } finally {
+    input.fill(0) // encoded plaintext: do not leave it in memory
+  }
 }
 
 /** The ciphertext of `value` for `column` under a data key. */
@@ -28,38 +34,100 @@ export function encryptColumn(key: KeyMaterial, column: ColumnInfo, value: unkno
   })
 }
 
+/** The keys the deferred values of one query need, by logical table. */
+export interface QueryKeys {
+  readonly data: Map<string, KeyMaterial>
+  readonly index: Map<string, KeyMaterial>
+  readonly search: Map<string, KeyMaterial[]>
+}
+
+interface Needs {
+  readonly data: Set<string>
+  readonly index: Set<string>
+  readonly search: Set<string>
+}
+
+function needsOf(deferred: readonly DeferredValue[]): Needs {
+  const needs: Needs = { data: new Set(), index: new Set(), search: new Set() }
+  for (const d of deferred) {
+    const table = d.column.table.logical
+    if (d.kind === 'encrypt') needs.data.add(table)
+    else if (d.kind === 'index') needs.index.add(table)
+    else needs.search.add(table)
+  }
+  return needs
+}
+
 /**
- * Replaces every deferred value of a compiled query with its ciphertext or blind index.
+ * The keys from the cache alone, synchronously: the steady-state path (no promise, no I/O).
+ * @returns `undefined` when any key or key list is not cached and fresh
+ */
+export function cachedKeys(ring: KeyRing, deferred: readonly DeferredValue[]): QueryKeys | undefined {
+  const needs = needsOf(deferred)
+  const keys: QueryKeys = { data: new Map(), index: new Map(), search: new Map() }
+  for (const t of needs.data) {
+    const k = ring.peekActiveKey(t, 'data')
+    if (k === undefined) return undefined
+    keys.data.set(t, k)
+  }
+  for (const t of needs.index) {
+    const k = ring.peekActiveKey(t, 'index')
+    if (k === undefined) return undefined
+    keys.index.set(t, k)
+  }
+  for (const t of needs.search) {
+    const k = ring.peekSearchKeys(t, 'index')
+    if (k === undefined) return undefined
+    keys.search.set(t, k)
+  }
+  return keys
+}
+
+/**
+ * The keys through the key ring: one provider call per missing key, never per row. A key fetched
+ * early is held across the later awaits, where the cache may evict (and wipe) it when `max` is
+ * smaller than what one query needs: then the set is fetched again, a bounded number of times.
+ * @throws KeyError `KEY_NOT_FOUND` when the cache keeps wiping keys before they can be used
+ */
+export async function loadKeys(ring: KeyRing, deferred: readonly DeferredValue[]): Promise<QueryKeys> {
+  const needs = needsOf(deferred)
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const [data, index, search] = await Promise.all([
+      keyMap(needs.data, (t) => ring.activeKey(t, 'data')),
+      keyMap(needs.index, (t) => ring.activeKey(t, 'index')),
+      keyMap(needs.search, (t) => ring.searchKeys(t, 'index')),
+    ])
+    const all = [...data.values(), ...index.values(), ...[...search.values()].flat()]
+    if (all.every((k) => !k.destroyed)) return { data, index, search }
+  }
+  throw evictedWhileLoading()
+}
+
+/** The error when keys are wiped between their fetch and their use. */
+export function evictedWhileLoading(): KeyError {
+  return new KeyError(
+    'KEY_NOT_FOUND',
+    'Keys this query needs were evicted from the key cache while they were loaded: raise cache.max.',
+  )
+}
+
+/**
+ * Replaces every deferred value of a compiled query with its ciphertext or blind index, with
+ * keys already at hand (synchronous: the crypto is one cipher or HMAC call per value).
  *
- * Keys are fetched first (one cache lookup per table and purpose, so one provider call per
- * missing key, never per row); the crypto then runs synchronously. A probe with several live
- * index versions becomes several values, which changes the SQL (`in ($1)` → `in ($1, $2)`), so
- * the tree is expanded and compiled again with the dialect's own compiler.
+ * A probe with several live index versions becomes several values, which changes the SQL
+ * (`in ($1)` → `in ($1, $2)`), so the tree is expanded and compiled again with the dialect's
+ * own compiler.
  *
  * @returns the parameters to send, and the SQL when it had to change
  */
-export async function resolveDeferred(
-  ring: KeyRing,
+export function resolveDeferred(
+  keys: QueryKeys,
   query: RootOperationNode,
   parameters: readonly unknown[],
   compiler: () => QueryCompiler,
   queryId: { queryId: string },
-): Promise<{ sql?: string; parameters: readonly unknown[] }> {
-  const deferred = parameters.filter(isDeferred)
-  const dataTables = new Set<string>()
-  const indexTables = new Set<string>()
-  const probeTables = new Set<string>()
-  for (const d of deferred) {
-    const table = d.column.table.logical
-    if (d.kind === 'encrypt') dataTables.add(table)
-    else if (d.kind === 'index') indexTables.add(table)
-    else probeTables.add(table)
-  }
-  const [dataKeys, indexKeys, searchKeys] = await Promise.all([
-    keyMap(dataTables, (t) => ring.activeKey(t, 'data')),
-    keyMap(indexTables, (t) => ring.activeKey(t, 'index')),
-    keyMap(probeTables, (t) => ring.searchKeys(t, 'index')),
-  ])
+): { sql?: string; parameters: readonly unknown[] } {
   const probes = new Map<DeferredValue, Buffer[]>()
   let expand = false
   const resolved = parameters.map((p) => {
@@ -67,11 +135,11 @@ export async function resolveDeferred(
     const table = p.column.table.logical
     switch (p.kind) {
       case 'encrypt':
-        return encryptColumn(dataKeys.get(table)!, p.column, p.reveal())
+        return encryptColumn(keys.data.get(table)!, p.column, p.reveal())
       case 'index':
-        return indexValue(indexKeys.get(table)!, p.index!, p.reveal())
+        return indexValue(keys.index.get(table)!, p.index!, p.reveal())
       default: {
-        const values = dedupe(searchKeys.get(table)!.map((k) => indexValue(k, p.index!, p.reveal())))
+        const values = dedupe(keys.search.get(table)!.map((k) => indexValue(k, p.index!, p.reveal())))
         probes.set(p, values)
         if (values.length !== 1) expand = true
         return values[0]
@@ -82,7 +150,7 @@ export async function resolveDeferred(
   // Several live index versions: every probe stands for one value per version.
   const expanded = expandProbes(query, probes)
   const compiled = compiler().compileQuery(expanded, queryId as never)
-  const again = await resolveDeferred(ring, expanded, compiled.parameters, compiler, queryId)
+  const again = resolveDeferred(keys, expanded, compiled.parameters, compiler, queryId)
   return { sql: compiled.sql, parameters: again.parameters }
 }
 
