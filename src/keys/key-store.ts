@@ -321,32 +321,41 @@ export class KeyStore {
    * Never touches user rows.
    * @param ref - the key version.
    * @param wrappings - the new, non-empty list; kek ids must be distinct.
+   * @param expected - compare-and-set: write only if the stored list is still exactly this one.
+   * @returns true when the stored list is now `wrappings`; false when `expected` no longer matched
+   *   (another process changed it: re-read and retry).
    * @throws KeyError `KEY_NOT_FOUND` when the version does not exist.
    * @throws KeyError `KEY_STORE_ERROR` on a database error.
    * @throws ConfigError `CONFIG_INVALID` when the list is empty or repeats a kek id.
    */
-  async setWrappings(ref: KeyRef, wrappings: readonly WrappedKey[]): Promise<void> {
+  async setWrappings(
+    ref: KeyRef,
+    wrappings: readonly WrappedKey[],
+    expected?: readonly WrappedKey[],
+  ): Promise<boolean> {
     checkRef(ref)
     const encoded = encodeWrappings(wrappings)
     let updated: bigint
     try {
-      const result = await this.#db
+      let query = this.#db
         .updateTable(this.tableName)
         .where((eb) => eb.and({ logical_table: ref.logicalTable, purpose: ref.purpose }))
         .set({ wrappings: encoded })
         .where('version', '=', ref.version)
-        .executeTakeFirst()
+      // Compare-and-set: two concurrent rewraps must not drop each other's wrapping.
+      if (expected !== undefined) query = query.where('wrappings', '=', encodeWrappings(expected))
+      const result = await query.executeTakeFirst()
       updated = result.numUpdatedRows
     } catch (error) {
       throw storeError(`update the wrappings of ${describe(ref)}`, error, ref.logicalTable)
     }
+    if (updated > 0n) return true
     // MySQL reports 0 changed rows when the value is unchanged; check existence before failing.
-    if (
-      updated === 0n &&
-      (await this.list(ref.logicalTable, ref.purpose)).every((k) => k.version !== ref.version)
-    ) {
+    const current = (await this.list(ref.logicalTable, ref.purpose)).find((k) => k.version === ref.version)
+    if (current === undefined) {
       throw new KeyError('KEY_NOT_FOUND', `No stored key ${describe(ref)}.`, { table: ref.logicalTable })
     }
+    return encodeWrappings(current.wrappings) === encoded
   }
 
   async #tableExists(): Promise<boolean> {

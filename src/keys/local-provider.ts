@@ -137,7 +137,7 @@ function checkKey(key: Buffer): Buffer {
 
 function weakness(key: Buffer): string | undefined {
   if (key.length !== KEY_BYTES) return `it is ${key.length} bytes, a 256-bit key is 32 bytes`
-  // A uniformly random 32-byte key has ~30 distinct byte values; fewer than 16 has probability < 2^-60.
+  // A uniformly random 32-byte key has ~30 distinct byte values; fewer than 16 has probability < 2^-54.
   if (new Set(key).size < 16)
     return 'it has too few distinct byte values (a repeated byte or a short pattern)'
   for (let period = 1; period <= KEY_BYTES / 2; period++) {

@@ -71,7 +71,7 @@ export interface FailoverOptions {
  * @param wrappings - the stored key's wrappings.
  * @param ref - the key version.
  * @returns 32 plaintext bytes; the caller owns and zeroes them.
- * @throws KeyProviderError with the code of the first failure (e.g. `PROVIDER_UNAVAILABLE`) and an
+ * @throws KeyProviderError with `PROVIDER_UNAVAILABLE`/`PROVIDER_THROTTLED` if any KEK did not answer, else the code of the first failure, and an
  *   `AggregateError` of every failure as cause, when every wrapping failed.
  * @throws KeyProviderError `CONFIG_INVALID` when no wrapping has a configured provider.
  */
@@ -119,7 +119,10 @@ export async function unwrapWithFailover(
       { table: ref.logicalTable },
     )
   }
-  const first = errors[0]
+  // If any KEK merely did not answer, the key may still be fine there: report the outage (the
+  // cache then serves within grace) rather than another KEK's refusal.
+  const outage = errors.find((e) => ['PROVIDER_UNAVAILABLE', 'PROVIDER_THROTTLED'].includes(errorCode(e)))
+  const first = outage ?? errors[0]
   throw new KeyProviderError(
     errorCode(first),
     `Key ${where} could not be unwrapped: every wrapping failed (tried ${tried.join(', ')}).${skipped}`,

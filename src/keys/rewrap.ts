@@ -1,6 +1,7 @@
-import { ConfigError } from '../errors.js'
+import { timingSafeEqual } from 'node:crypto'
+import { ConfigError, KeyError } from '../errors.js'
 import type { AuditSink, KeyProvider, KeyRef, WrappedKey } from './key-provider.js'
-import type { KeyStore } from './key-store.js'
+import type { KeyStore, StoredKey } from './key-store.js'
 import { auditedCall, checkProviders, unwrapWithFailover } from './provider-call.js'
 
 /** Options of {@link rewrapAll}. */
@@ -63,38 +64,35 @@ export async function rewrapAll(options: RewrapAllOptions): Promise<RewrapAllRes
   }
   const keys = await store.listAll()
   let rewrapped = 0
-  for (const stored of keys) {
+  for (const listed of keys) {
     const ref: KeyRef = {
-      logicalTable: stored.logicalTable,
-      purpose: stored.purpose,
-      version: stored.version,
+      logicalTable: listed.logicalTable,
+      purpose: listed.purpose,
+      version: listed.version,
     }
-    let target = stored.wrappings.find((w) => w.kekId === to.id)
-    if (target === undefined) {
-      const source = pickSource(stored.wrappings, from)
-      const plaintexts: Buffer[] = []
-      try {
-        target = await auditedCall(audit, 'rewrap', to.id, ref, () =>
-          to.rewrap(
-            {
-              wrapped: source,
-              plaintext: async () => {
-                const plaintext = await unwrapWithFailover(stored.wrappings, ref, { providers: from, audit })
-                plaintexts.push(plaintext)
-                return plaintext
-              },
-            },
-            ref,
-          ),
-        )
-      } finally {
-        for (const p of plaintexts) p.fill(0)
+    let stored = listed
+    // Compare-and-set loop: a concurrent rewrap of the same key makes us re-read and redo it.
+    for (let attempt = 0; ; attempt++) {
+      let target = stored.wrappings.find((w) => w.kekId === to.id)
+      if (target === undefined) {
+        target = await rewrapOne(stored, ref, from, to, audit, remove.size > 0)
+        rewrapped++
       }
-      rewrapped++
+      const kept = stored.wrappings.filter((w) => w.kekId !== to.id && !remove.has(w.kekId))
+      const next = [...kept, target]
+      if (sameWrappings(stored.wrappings, next)) break
+      if (await store.setWrappings(ref, next, stored.wrappings)) break
+      if (attempt === 4) {
+        throw new KeyError(
+          'KEY_STORE_ERROR',
+          `The wrappings of ${ref.logicalTable}/${ref.purpose}/v${ref.version} keep changing under rewrapAll.`,
+          { table: ref.logicalTable },
+        )
+      }
+      const fresh = (await store.list(ref.logicalTable, ref.purpose)).find((k) => k.version === ref.version)
+      if (fresh === undefined) break
+      stored = fresh
     }
-    const kept = stored.wrappings.filter((w) => w.kekId !== to.id && !remove.has(w.kekId))
-    const next = [...kept, target]
-    if (!sameWrappings(stored.wrappings, next)) await store.setWrappings(ref, next)
   }
   return { keys: keys.length, rewrapped }
 }
@@ -111,4 +109,63 @@ function pickSource(wrappings: readonly WrappedKey[], from: readonly KeyProvider
 
 function sameWrappings(a: readonly WrappedKey[], b: readonly WrappedKey[]): boolean {
   return a.length === b.length && a.every((w, i) => w.kekId === b[i]?.kekId && w.wrapped === b[i]?.wrapped)
+}
+
+/**
+ * Wraps one key under `to`, then proves the new wrapping before it is stored: it must carry
+ * `to`'s id and unwrap, through `to`, to the very key the existing wrappings hold. Only then may
+ * old wrappings be removed (a bad wrapping stored alone would lose the key for good).
+ */
+async function rewrapOne(
+  stored: StoredKey,
+  ref: KeyRef,
+  from: readonly KeyProvider[],
+  to: KeyProvider,
+  audit: AuditSink | undefined,
+  verify: boolean,
+): Promise<WrappedKey> {
+  const source = pickSource(stored.wrappings, from)
+  const plaintexts: Buffer[] = []
+  const original = () => unwrapWithFailover(stored.wrappings, ref, { providers: from, audit })
+  try {
+    const target = await auditedCall(audit, 'rewrap', to.id, ref, () =>
+      to.rewrap(
+        {
+          wrapped: source,
+          plaintext: async () => {
+            // The provider may zero what it is given: keep our own copy for the check below.
+            const plaintext = await original()
+            const copy = Buffer.from(plaintext)
+            plaintexts.push(plaintext, copy)
+            return copy
+          },
+        },
+        ref,
+      ),
+    )
+    if (target.kekId !== to.id) {
+      throw new KeyError(
+        'UNWRAP_FAILED',
+        `${to.id} returned a wrapping labelled ${target.kekId}; nothing was changed.`,
+        { table: ref.logicalTable },
+      )
+    }
+    if (!verify) return target
+    // Old wrappings are about to be removed: prove the new one first. When the keeper re-encrypted
+    // server-side (KMS ReEncrypt), the plaintext is fetched only for this check.
+    const check = await auditedCall(audit, 'unwrap', to.id, ref, () => to.unwrap(target, ref))
+    plaintexts.push(check)
+    const expected = plaintexts[0] === check ? await original() : plaintexts[0]!
+    if (expected !== plaintexts[0]) plaintexts.push(expected)
+    if (check.length !== expected.length || !timingSafeEqual(check, expected)) {
+      throw new KeyError(
+        'UNWRAP_FAILED',
+        `The new wrapping of ${ref.logicalTable}/${ref.purpose}/v${ref.version} under ${to.id} does not unwrap to the same key; nothing was changed.`,
+        { table: ref.logicalTable },
+      )
+    }
+    return target
+  } finally {
+    for (const p of plaintexts) p.fill(0)
+  }
 }

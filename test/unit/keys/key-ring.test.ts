@@ -390,3 +390,48 @@ describe('rewrapAll', () => {
     await db.schema.dropTable(own.tableName).execute()
   })
 })
+
+describe('rewrapAll: a new wrapping is proved before old ones are removed', () => {
+  async function storeWithOneKey() {
+    const own = new KeyStore(db, { tableName: `kfe_keys_prove_${Math.random().toString(36).slice(2, 7)}` })
+    await own.ensureSchema()
+    const ring = new KeyRing({ store: own, providers: [providerA()] })
+    const table = freshTable()
+    const key = hexOf(await ring.activeKey(table, 'data'))
+    await ring.close()
+    return { own, table, key }
+  }
+
+  it('a KEK whose rewrap yields a wrapping of another key is refused, and nothing is removed', async () => {
+    const { own, table } = await storeWithOneKey()
+    const b = providerB()
+    const liar: KeyProvider = {
+      id: b.id,
+      generateDataKey: (ref) => b.generateDataKey(ref),
+      unwrap: (wrapped, ref) => b.unwrap(wrapped, ref),
+      // Wraps a different (random) key: a buggy or misconfigured keeper.
+      rewrap: async (_source, ref) => (await b.generateDataKey(ref)).wrapped,
+    }
+    const before = await own.list(table)
+    await expect(
+      rewrapAll({ store: own, from: [providerA()], to: liar, removeKekIds: ['local:a'] }),
+    ).rejects.toMatchObject({ code: 'UNWRAP_FAILED' })
+    expect(await own.list(table)).toEqual(before)
+  })
+
+  it('two concurrent rewraps adding different KEKs both keep their wrapping (compare-and-set)', async () => {
+    const { own, table, key } = await storeWithOneKey()
+    const c = localKeyProvider({ id: 'local:c', key: randomBytes(32) })
+    await Promise.all([
+      rewrapAll({ store: own, from: [providerA()], to: providerB() }),
+      rewrapAll({ store: own, from: [providerA()], to: c }),
+    ])
+    const [stored] = await own.list(table, 'data')
+    expect(stored?.wrappings.map((w) => w.kekId).sort()).toEqual(['local:a', 'local:b', 'local:c'])
+    for (const provider of [providerB(), c]) {
+      const ring = new KeyRing({ store: own, providers: [provider] })
+      expect(hexOf(await ring.activeKey(table, 'data'))).toBe(key)
+      await ring.close()
+    }
+  })
+})
