@@ -15,7 +15,7 @@ import type {
   WithNode,
 } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
-import type { ColumnInfo, EncryptedSchema, IndexInfo } from '../schema/schema.js'
+import type { ColumnInfo, EncryptedSchema, IndexInfo, TableInfo } from '../schema/schema.js'
 import { addAll, checkCodec, exposedName, isValuesCall, NEGATED, pickIndex } from './column-rules.js'
 import { DeferredValue, isDeferred } from './deferred-value.js'
 import { mapChildren } from './node-utils.js'
@@ -75,6 +75,28 @@ interface ConditionContext {
 
 const EQUALITY = new Set(['=', '==', '!=', '<>', 'in', 'not in'])
 const NULL_TESTS = new Set(['is', 'is not'])
+/**
+ * The annotated column named exactly `name`; a name that matches one only when case is ignored
+ * (as MySQL matches column names) is refused rather than taken for a plain column.
+ */
+function exact(table: TableInfo, name: string): ColumnInfo | undefined {
+  const info = table.column(name)
+  if (info !== undefined || table.indexColumn(name) !== undefined) return info
+  const near = table.columnIgnoringCase(name)
+  if (near !== undefined) {
+    throw new QueryRefusedError(
+      'AMBIGUOUS_COLUMN',
+      `"${name}" differs only in case from encrypted column ${table.physical}.${near.physical}.`,
+      {
+        table: near.table.logical,
+        column: near.logical,
+        hint: `Spell it exactly "${near.physical}".`,
+      },
+    )
+  }
+  return undefined
+}
+
 /**
  * Walks one query tree with a scope model (tables, aliases, joins, derived tables, CTEs,
  * correlated subqueries), resolves every reference to an annotated column and either rewrites
@@ -259,7 +281,7 @@ export class Analyzer {
       return
     }
     const columns = (node.columns ?? []).map((c) => identifierName(c.column))
-    const sources = columns.map((c) => this.#sourceIn(table.column(c), table.indexColumn(c)))
+    const sources = columns.map((c) => this.#sourceIn(exact(table, c), table.indexColumn(c)))
     const annotated = sources.flatMap((s, i) => (s?.kind === 'column' ? [{ info: s.info, at: i }] : []))
     if (node.values && node.values.kind !== 'ValuesNode') {
       // Without a column list, INSERT … SELECT fills every column, encrypted ones included.
@@ -403,7 +425,7 @@ export class Analyzer {
     }
     const table = relation?.table
     if (relation === undefined || table === undefined) return undefined
-    return { relation, info: table.column(name), index: table.indexColumn(name) }
+    return { relation, info: exact(table, name), index: table.indexColumn(name) }
   }
 
   /**

@@ -351,6 +351,71 @@ const CASES: readonly RefusalCase[] = [
     build: (db, u, o) =>
       db.selectFrom(u).innerJoin(o, `${o}.user_id`, `${u}.id`).selectAll().where('email', '=', SECRET),
   },
+  // Regressions from the security review of the scope model.
+  {
+    name: 'a column name that differs from an encrypted one only in case (MySQL would match it)',
+    code: 'AMBIGUOUS_COLUMN',
+    table: 'users',
+    column: 'email',
+    operator: undefined,
+    write: true,
+    build: (db, u) => db.insertInto(u).values({ name: SECRET_NAME, Email: SECRET } as never),
+  },
+  {
+    name: 'a qualifier naming an encrypted table that is aliased away',
+    code: 'AMBIGUOUS_COLUMN',
+    table: 'users',
+    column: 'email',
+    operator: undefined,
+    build: (db, u) =>
+      db
+        .selectFrom(`${u} as x`)
+        .select('x.id')
+        .where(`${u}.email` as never, '=', SECRET as never),
+  },
+  {
+    name: 'an unqualified name in a subquery that would resolve to the enclosing encrypted table',
+    code: 'AMBIGUOUS_COLUMN',
+    table: 'users',
+    column: 'ssn',
+    operator: undefined,
+    build: (db, u, o) =>
+      db
+        .selectFrom(u)
+        .select('id')
+        .where((eb) =>
+          eb.exists(
+            eb
+              .selectFrom(`${o} as inner_o`)
+              .select('inner_o.id')
+              .where('ssn' as never, '=', SECRET_SSN as never),
+          ),
+        ),
+  },
+  {
+    name: 'insert … select without a column list into a table with encrypted columns',
+    table: 'users',
+    column: 'email',
+    operator: 'insert … select',
+    write: true,
+    build: (db, u, o) => db.insertInto(u).expression(db.selectFrom(o).selectAll()),
+  },
+  {
+    name: 'a search index with distinct on',
+    family: 'postgres',
+    table: 'users',
+    column: 'ssn',
+    operator: 'search index with distinct on',
+    build: (db, u) =>
+      db.selectFrom(u).distinctOn('tenant').select(['id', 'tenant']).where('ssn', '=', SECRET_SSN),
+  },
+  {
+    name: 'an alias of an encrypted column longer than 63 bytes',
+    table: 'users',
+    column: 'email',
+    operator: 'alias',
+    build: (db, u) => db.selectFrom(u).select(`email as ${'e'.repeat(70)}` as never),
+  },
 ]
 
 /** The refusal from compiling a query; fails the test if nothing was thrown. */
