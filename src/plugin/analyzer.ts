@@ -637,7 +637,7 @@ export class Analyzer {
     const why = (what: string) =>
       refuse(
         first.column,
-        'search index with ' + what,
+        `search index with ${what}`,
         `index ${first.index.physical} is truncated (false positives are removed after the query), which ${what} would break; use a unique index`,
       )
     if (node.limit || node.offset || node.fetch || node.top) throw why('limit/offset')

@@ -81,6 +81,7 @@ export function addEncryptedColumns(schema: EncryptedSchema, table: string, fami
  * ```
  */
 export async function createBlindIndexes(
+  // biome-ignore lint/suspicious/noExplicitAny: any database type; the index DDL names tables at run time.
   db: Kysely<any>,
   schema: EncryptedSchema,
   table: string,

@@ -12,6 +12,7 @@ export interface TableOptions {
 }
 
 /** What `encryptedSchema` takes: physical table name → physical column name → annotation. */
+// biome-ignore lint/suspicious/noExplicitAny: columns of every plaintext type; `Decrypted<>` recovers each one.
 export type SchemaDefinition = Readonly<Record<string, Readonly<Record<string, EncryptedColumn<any>>>>>
 
 /** One annotated column, resolved: physical and logical names, codec, indexes. */
