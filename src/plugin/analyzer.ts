@@ -1,7 +1,5 @@
 import type {
   AliasNode,
-  BinaryOperationNode,
-  ColumnUpdateNode,
   CommonTableExpressionNode,
   DeleteQueryNode,
   InsertQueryNode,
@@ -15,29 +13,23 @@ import type {
   WithNode,
 } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
-import type { ColumnInfo, EncryptedSchema, IndexInfo, TableInfo } from '../schema/schema.js'
-import { addAll, checkCodec, exposedName, isValuesCall, NEGATED, pickIndex } from './column-rules.js'
+import type { ColumnInfo, EncryptedSchema, IndexInfo } from '../schema/schema.js'
+import { whereNode } from './analyze-conditions.js'
+import { insert, update } from './analyze-writes.js'
+import { addAll, checkCodec, exposedName } from './column-rules.js'
 import { DeferredValue, isDeferred } from './deferred-value.js'
 import { mapChildren } from './node-utils.js'
 import {
   collectDeferred,
   columnName,
-  columnNode,
   containsAggregate,
-  DEFAULT,
-  DEFAULT_NODE,
-  EXPRESSION,
   identifier,
-  LITERAL,
   labelOf,
-  listValues,
   mentionsSchemaTable,
-  nodeValue,
   rebuild,
   rebuildList,
   referenceNode,
   tableNode,
-  valueNode,
 } from './nodes.js'
 import { EMPTY_PLAN, HIDDEN_PREFIX, type PostFilter, type QueryPlan } from './plan.js'
 import { refuse } from './refusal.js'
@@ -51,50 +43,26 @@ import { identifierName, type Relation, type Resolved, Scope, type Source, table
 export type Mode = 'rewrite' | 'verify'
 
 /** How a query's outputs are used by its parent. */
-type Role = 'root' | 'derived' | 'scalar' | 'exists' | 'opaque'
+export type Role = 'root' | 'derived' | 'scalar' | 'exists' | 'opaque'
 
-interface Outputs {
+export interface Outputs {
   readonly node: OperationNode
   readonly outputs: Map<string, Source>
 }
 
 /** A search-index condition found in a root WHERE, waiting for its hidden ciphertext column. */
-interface PendingFilter {
+export interface PendingFilter {
   readonly relation: Relation
   readonly column: ColumnInfo
   readonly index: IndexInfo
   readonly probes: readonly DeferredValue[]
 }
 
-interface ConditionContext {
+export interface ConditionContext {
   /** Where search-index conditions go; undefined where their false positives cannot be removed. */
   readonly pending: PendingFilter[] | undefined
   /** True on a path from the WHERE root through AND and parentheses only. */
   readonly positive: boolean
-}
-
-const EQUALITY = new Set(['=', '==', '!=', '<>', 'in', 'not in'])
-const NULL_TESTS = new Set(['is', 'is not'])
-/**
- * The annotated column named exactly `name`; a name that matches one only when case is ignored
- * (as MySQL matches column names) is refused rather than taken for a plain column.
- */
-function exact(table: TableInfo, name: string): ColumnInfo | undefined {
-  const info = table.column(name)
-  if (info !== undefined || table.indexColumn(name) !== undefined) return info
-  const near = table.columnIgnoringCase(name)
-  if (near !== undefined) {
-    throw new QueryRefusedError(
-      'AMBIGUOUS_COLUMN',
-      `"${name}" differs only in case from encrypted column ${table.physical}.${near.physical}.`,
-      {
-        table: near.table.logical,
-        column: near.logical,
-        hint: `Spell it exactly "${near.physical}".`,
-      },
-    )
-  }
-  return undefined
 }
 
 /**
@@ -109,12 +77,17 @@ export class Analyzer {
   #deferred = false
 
   constructor(
-    private readonly schema: EncryptedSchema,
-    private readonly mode: Mode,
+    readonly schema: EncryptedSchema,
+    readonly mode: Mode,
   ) {}
 
+  /** Records that blind-index columns of `table` are compared with each other. */
+  noteIndexComparison(table: string): void {
+    this.#indexComparisons.add(table)
+  }
+
   /** Records a deferred value of the tree (made or met), for the wrapper's parameter check. */
-  #note<T extends DeferredValue>(value: T): T {
+  note<T extends DeferredValue>(value: T): T {
     this.#deferred = true
     this.#deferredValues.add(value)
     return value
@@ -131,15 +104,15 @@ export class Analyzer {
     let result: Outputs
     switch (root.kind) {
       case 'SelectQueryNode':
-        result = this.#select(root, undefined, 'root')
+        result = this.select(root, undefined, 'root')
         break
       case 'InsertQueryNode':
       case 'UpdateQueryNode':
       case 'DeleteQueryNode':
-        result = this.#write(root, undefined, 'root')
+        result = this.write(root, undefined, 'root')
         break
       case 'MergeQueryNode':
-        return { node: this.#merge(root) as RootOperationNode, plan: EMPTY_PLAN }
+        return { node: this.merge(root) as RootOperationNode, plan: EMPTY_PLAN }
       default:
         // DDL and raw SQL: raw SQL is opaque by design (docs/guide.md, "Raw SQL").
         return { node: root, plan: EMPTY_PLAN }
@@ -172,47 +145,47 @@ export class Analyzer {
 
   // ── queries ────────────────────────────────────────────────────────────────────────────────
 
-  #query(node: OperationNode, parent: Scope | undefined, role: Role): Outputs {
+  query(node: OperationNode, parent: Scope | undefined, role: Role): Outputs {
     switch (node.kind) {
       case 'SelectQueryNode':
-        return this.#select(node as SelectQueryNode, parent, role)
+        return this.select(node as SelectQueryNode, parent, role)
       case 'InsertQueryNode':
       case 'UpdateQueryNode':
       case 'DeleteQueryNode':
-        return this.#write(node as InsertQueryNode | UpdateQueryNode | DeleteQueryNode, parent, role)
+        return this.write(node as InsertQueryNode | UpdateQueryNode | DeleteQueryNode, parent, role)
       default:
         return {
-          node: this.#opaque(node, parent ?? new Scope(this.schema, undefined), 'subquery'),
+          node: this.opaque(node, parent ?? new Scope(this.schema, undefined), 'subquery'),
           outputs: new Map(),
         }
     }
   }
 
-  #select(node: SelectQueryNode, parent: Scope | undefined, role: Role): Outputs {
+  select(node: SelectQueryNode, parent: Scope | undefined, role: Role): Outputs {
     const scope = new Scope(this.schema, parent)
     const patch: Record<string, unknown> = {}
-    if (node.with) patch.with = this.#with(node.with, scope)
-    if (node.from) patch.from = this.#froms(node.from, scope, parent)
-    if (node.joins) patch.joins = node.joins.map((j) => this.#join(j, scope, parent))
+    if (node.with) patch.with = this.with(node.with, scope)
+    if (node.from) patch.from = this.froms(node.from, scope, parent)
+    if (node.joins) patch.joins = node.joins.map((j) => this.join(j, scope, parent))
     const pending: PendingFilter[] | undefined = role === 'root' ? [] : undefined
-    if (node.where) patch.where = this.#whereNode(node.where, scope, { pending, positive: true })
-    const { nodes, outputs } = this.#selections(node.selections ?? [], scope)
+    if (node.where) patch.where = whereNode(this, node.where, scope, { pending, positive: true })
+    const { nodes, outputs } = this.selections(node.selections ?? [], scope)
     if (node.selections) patch.selections = nodes
-    if (node.groupBy) patch.groupBy = this.#opaque(node.groupBy, scope, 'group by')
-    if (node.orderBy) patch.orderBy = this.#opaque(node.orderBy, scope, 'order by')
-    if (node.distinctOn) patch.distinctOn = node.distinctOn.map((n) => this.#opaque(n, scope, 'distinct on'))
+    if (node.groupBy) patch.groupBy = this.opaque(node.groupBy, scope, 'group by')
+    if (node.orderBy) patch.orderBy = this.opaque(node.orderBy, scope, 'order by')
+    if (node.distinctOn) patch.distinctOn = node.distinctOn.map((n) => this.opaque(n, scope, 'distinct on'))
     if (node.having)
-      patch.having = this.#whereNode(node.having, scope, { pending: undefined, positive: false })
+      patch.having = whereNode(this, node.having, scope, { pending: undefined, positive: false })
     for (const key of ['limit', 'offset', 'fetch', 'top'] as const) {
-      if (node[key]) patch[key] = this.#opaque(node[key] as OperationNode, scope, 'expression')
+      if (node[key]) patch[key] = this.opaque(node[key] as OperationNode, scope, 'expression')
     }
     for (const key of ['frontModifiers', 'endModifiers'] as const) {
-      if (node[key]) patch[key] = rebuildList(node[key], (n) => this.#opaque(n, scope, 'expression'))
+      if (node[key]) patch[key] = rebuildList(node[key], (n) => this.opaque(n, scope, 'expression'))
     }
     const annotated = [...outputs.values()].find((s) => s.kind === 'column')
     if (node.setOperations) {
       patch.setOperations = node.setOperations.map((op) => {
-        const branch = this.#query(
+        const branch = this.query(
           (op as unknown as { expression: OperationNode }).expression,
           parent,
           'derived',
@@ -229,8 +202,8 @@ export class Analyzer {
       if (role === 'opaque') throw refuse(annotated.info, 'subquery', 'its result is used in an expression')
     }
     if (pending !== undefined && pending.length > 0) {
-      this.#checkPostFilterable(node, pending)
-      patch.selections = this.#hiddenSelections(
+      this.checkPostFilterable(node, pending)
+      patch.selections = this.hiddenSelections(
         (patch.selections ?? node.selections ?? []) as SelectionNode[],
         pending,
         outputs,
@@ -239,30 +212,30 @@ export class Analyzer {
     return { node: rebuild(node, patch), outputs }
   }
 
-  #write(
+  write(
     node: InsertQueryNode | UpdateQueryNode | DeleteQueryNode,
     parent: Scope | undefined,
     role: Role,
   ): Outputs {
     const scope = new Scope(this.schema, parent)
     const patch: Record<string, unknown> = {}
-    if (node.with) patch.with = this.#with(node.with, scope)
-    if (node.kind === 'InsertQueryNode') this.#insert(node, scope, patch)
-    else if (node.kind === 'UpdateQueryNode') this.#update(node, scope, parent, patch)
+    if (node.with) patch.with = this.with(node.with, scope)
+    if (node.kind === 'InsertQueryNode') insert(this, node, scope, patch)
+    else if (node.kind === 'UpdateQueryNode') update(this, node, scope, parent, patch)
     else {
-      patch.from = this.#froms(node.from, scope, parent)
+      patch.from = this.froms(node.from, scope, parent)
       if (node.using) {
         patch.using = rebuild(node.using, {
-          tables: node.using.tables.map((t) => this.#fromItem(t, scope, parent)),
+          tables: node.using.tables.map((t) => this.fromItem(t, scope, parent)),
         })
       }
-      if (node.joins) patch.joins = node.joins.map((j) => this.#join(j, scope, parent))
-      if (node.where) patch.where = this.#whereNode(node.where, scope, { pending: undefined, positive: true })
-      if (node.orderBy) patch.orderBy = this.#opaque(node.orderBy, scope, 'order by')
+      if (node.joins) patch.joins = node.joins.map((j) => this.join(j, scope, parent))
+      if (node.where) patch.where = whereNode(this, node.where, scope, { pending: undefined, positive: true })
+      if (node.orderBy) patch.orderBy = this.opaque(node.orderBy, scope, 'order by')
     }
     let outputs = new Map<string, Source>()
     if (node.returning) {
-      const r = this.#selections(node.returning.selections, scope)
+      const r = this.selections(node.returning.selections, scope)
       patch.returning = rebuild(node.returning, { selections: r.nodes })
       outputs = r.outputs
     }
@@ -273,258 +246,7 @@ export class Analyzer {
     return { node: rebuild(node, patch), outputs }
   }
 
-  #insert(node: InsertQueryNode, scope: Scope, patch: Record<string, unknown>): void {
-    const relation = node.into ? scope.addTable(node.into) : undefined
-    const table = relation?.table
-    if (table === undefined) {
-      if (node.values) patch.values = this.#query(node.values, scope, 'opaque').node
-      return
-    }
-    const columns = (node.columns ?? []).map((c) => identifierName(c.column))
-    const sources = columns.map((c) => this.#sourceIn(exact(table, c), table.indexColumn(c)))
-    const annotated = sources.flatMap((s, i) => (s?.kind === 'column' ? [{ info: s.info, at: i }] : []))
-    if (node.values && node.values.kind !== 'ValuesNode') {
-      // Without a column list, INSERT … SELECT fills every column, encrypted ones included.
-      const first =
-        annotated[0]?.info ?? (node.columns === undefined ? table.columns.values().next().value : undefined)
-      if (first !== undefined) throw refuse(first, 'insert … select')
-    }
-    // Index columns to add beside each annotated column (absent on the first pass only).
-    const present = new Set(columns)
-    const added: Array<{ index: IndexInfo; from: number }> = []
-    for (const { info, at } of annotated) {
-      for (const spec of info.spec.indexes) {
-        const index = table.indexColumn(spec.name)!
-        if (!present.has(index.physical)) added.push({ index, from: at })
-      }
-    }
-    if (node.values?.kind === 'ValuesNode') {
-      const values = node.values as unknown as { values: ReadonlyArray<OperationNode> }
-      patch.values = rebuild(node.values, {
-        values: values.values.map((row) => this.#insertRow(row, sources, added)),
-      })
-    }
-    if (added.length > 0) {
-      patch.columns = Object.freeze([
-        ...(node.columns ?? []),
-        ...added.map((a) => columnNode(a.index.physical)),
-      ])
-    }
-    // ON CONFLICT … DO UPDATE may read the proposed row as `excluded`.
-    scope.relations.push({ name: 'excluded', table, derived: undefined, qualifiedOnly: true })
-    if (node.onConflict) {
-      const oc = node.onConflict
-      const ocPatch: Record<string, unknown> = {}
-      if (oc.updates) ocPatch.updates = this.#updates(oc.updates, scope, relation)
-      if (oc.updateWhere)
-        ocPatch.updateWhere = this.#whereNode(oc.updateWhere, scope, { pending: undefined, positive: true })
-      if (oc.indexWhere)
-        ocPatch.indexWhere = this.#whereNode(oc.indexWhere, scope, { pending: undefined, positive: true })
-      patch.onConflict = rebuild(oc, ocPatch)
-    }
-    if (node.onDuplicateKey) {
-      patch.onDuplicateKey = rebuild(node.onDuplicateKey, {
-        updates: this.#updates(node.onDuplicateKey.updates, scope, relation),
-      })
-    }
-  }
-
-  #insertRow(
-    row: OperationNode,
-    sources: ReadonlyArray<Source | undefined>,
-    added: ReadonlyArray<{ index: IndexInfo; from: number }>,
-  ): OperationNode {
-    const primitive = row.kind === 'PrimitiveValueListNode'
-    const items = [...(row as unknown as { values: ReadonlyArray<unknown> }).values]
-    const plaintexts = new Map<number, unknown>()
-    let changed = false
-    sources.forEach((source, i) => {
-      if (source === undefined) return
-      const item = items[i]
-      const value = primitive ? item : nodeValue(item as OperationNode)
-      if (source.kind === 'index') {
-        this.#checkIndexWrite(source.info, item, primitive)
-        return
-      }
-      if (isDeferred(value)) {
-        this.#note(value)
-        this.#deferred = true
-        return
-      }
-      if (value === DEFAULT || value === null || value === undefined) return
-      if (value === EXPRESSION) throw refuse(source.info, 'expression', 'only plain values can be written')
-      if (value === LITERAL) throw refuse(source.info, 'sql.lit')
-      const deferred = this.#encrypt(source.info, value)
-      plaintexts.set(i, value)
-      items[i] = primitive ? deferred : valueNode(deferred)
-      changed = true
-    })
-    for (const { index, from } of added) {
-      const item = items[from]
-      const current = primitive ? item : nodeValue(item as OperationNode)
-      const plaintext = plaintexts.get(from)
-      let next: unknown
-      if (plaintext !== undefined)
-        next = this.#note(new DeferredValue('index', index.column, plaintext, index))
-      else if (current === DEFAULT) next = DEFAULT
-      else next = null
-      items.push(primitive ? next : next === DEFAULT ? DEFAULT_NODE : valueNode(next))
-      changed = true
-    }
-    if (!changed) return row
-    return Object.freeze({ ...row, values: Object.freeze(items) })
-  }
-
-  #update(
-    node: UpdateQueryNode,
-    scope: Scope,
-    parent: Scope | undefined,
-    patch: Record<string, unknown>,
-  ): void {
-    if (node.table?.kind === 'ListNode') {
-      // MySQL's multi-table UPDATE: `updateTable([a, b])`.
-      const list = node.table as unknown as { items: ReadonlyArray<OperationNode> }
-      patch.table = rebuild(node.table, { items: list.items.map((t) => this.#fromItem(t, scope, parent)) })
-    } else if (node.table) {
-      patch.table = this.#fromItem(node.table, scope, parent)
-    }
-    const single = node.table?.kind === 'ListNode' ? undefined : scope.relations[0]
-    if (node.from) patch.from = this.#froms(node.from, scope, parent)
-    if (node.joins) patch.joins = node.joins.map((j) => this.#join(j, scope, parent))
-    if (node.updates) patch.updates = this.#updates(node.updates, scope, single)
-    if (node.where) patch.where = this.#whereNode(node.where, scope, { pending: undefined, positive: true })
-    if (node.orderBy) patch.orderBy = this.#opaque(node.orderBy, scope, 'order by')
-  }
-
-  /** The relation and annotated column (or index column) a SET target names, if any. */
-  #setTarget(
-    column: OperationNode,
-    scope: Scope,
-    target: Relation | undefined,
-  ): { relation: Relation; info?: ColumnInfo; index?: IndexInfo } | undefined {
-    let relation: Relation | undefined
-    let name: string
-    if (column.kind === 'ColumnNode') {
-      name = columnName(column)
-      relation = target
-      if (relation === undefined) {
-        const hit = scope.resolve(name, undefined)
-        relation = hit?.relation
-      }
-    } else if (column.kind === 'ReferenceNode' && (column as ReferenceNode).column.kind === 'ColumnNode') {
-      const ref = column as ReferenceNode
-      name = columnName(ref)
-      const hit = scope.resolve(name, ref.table === undefined ? undefined : tableName(ref.table).name)
-      relation = hit?.relation ?? (ref.table === undefined ? target : undefined)
-    } else {
-      // A raw SET target: refuse it on any table with encrypted columns, since we cannot tell.
-      const annotated = scope.relations.find((r) => r.table !== undefined)
-      const first = annotated?.table?.columns.values().next().value
-      if (first !== undefined) throw refuse(first, 'raw sql', 'a SET target that is not a plain column name')
-      return undefined
-    }
-    const table = relation?.table
-    if (relation === undefined || table === undefined) return undefined
-    return { relation, info: exact(table, name), index: table.indexColumn(name) }
-  }
-
-  /**
-   * SET items of UPDATE, ON CONFLICT DO UPDATE and ON DUPLICATE KEY UPDATE. `target` is the one
-   * table being written, when there is one; multi-table updates resolve each (qualified) target.
-   */
-  #updates(
-    updates: ReadonlyArray<ColumnUpdateNode>,
-    scope: Scope,
-    target: Relation | undefined,
-  ): ReadonlyArray<OperationNode> {
-    const targets = updates.map((u) => this.#setTarget(u.column, scope, target))
-    const present = new Set(
-      targets.flatMap((t, i) =>
-        t === undefined ? [] : [`${t.relation.name}\0${columnName(updates[i]!.column)}`],
-      ),
-    )
-    const out: OperationNode[] = []
-    for (const [at, u] of updates.entries()) {
-      const hit = targets[at]
-      const table = hit?.relation.table
-      const name = columnName(u.column)
-      const info = hit?.info
-      const index = hit?.index
-      if (index !== undefined) {
-        this.#checkIndexWrite(index, u.value, false)
-        out.push(u)
-        continue
-      }
-      if (info === undefined || table === undefined || hit === undefined) {
-        out.push(rebuild(u, { value: this.#opaque(u.value, scope, 'update') }))
-        continue
-      }
-      const qualifierOf = (n: OperationNode) =>
-        n.kind === 'ReferenceNode' ? (n as ReferenceNode).table : undefined
-      const value = nodeValue(u.value)
-      let indexValue: (index: IndexInfo) => OperationNode
-      if (value === null) {
-        indexValue = () => valueNode(null)
-        out.push(u)
-      } else if (isDeferred(value)) {
-        this.#note(value)
-        this.#deferred = true
-        out.push(u)
-        indexValue = () => valueNode(null) // only reached when the index update is missing: refused below
-      } else if (value === EXPRESSION && isValuesCall(u.value, info, (n) => this.#reference(n, scope))) {
-        // MySQL/MariaDB `values(col)` in ON DUPLICATE KEY UPDATE: the proposed row's ciphertext.
-        indexValue = (i) =>
-          rebuild(u.value, { arguments: Object.freeze([referenceNode(i.physical, undefined)]) })
-        out.push(u)
-      } else if (value === EXPRESSION) {
-        const ref = this.#reference(u.value, scope)
-        if (ref?.source.kind !== 'column' || ref.source.info !== info) {
-          throw refuse(
-            info,
-            'expression',
-            'only plain values, NULL, or the same column (e.g. excluded.col) can be written',
-          )
-        }
-        // Copying the same logical column (excluded.email, or t.email) keeps AAD and keys valid.
-        const qualifier = (u.value as ReferenceNode).table
-        indexValue = (i) => referenceNode(i.physical, qualifier)
-        out.push(u)
-      } else if (value === LITERAL || value === DEFAULT) {
-        throw refuse(info, value === LITERAL ? 'sql.lit' : 'expression')
-      } else {
-        out.push(rebuild(u, { value: valueNode(this.#encrypt(info, value)) }))
-        indexValue = (i) => valueNode(this.#note(new DeferredValue('index', info, value, i)))
-      }
-      for (const spec of info.spec.indexes) {
-        const i = table.indexColumn(spec.name)!
-        if (present.has(`${hit.relation.name}\0${i.physical}`)) continue
-        if (isDeferred(value)) {
-          throw new QueryRefusedError(
-            'PLAINTEXT_WRITE',
-            `Update of ${table.physical}.${name} lacks its blind index ${i.physical}.`,
-            {
-              table: table.logical,
-              column: info.logical,
-              hint: 'Do not remove the index updates the plugin adds.',
-            },
-          )
-        }
-        out.push(
-          Object.freeze({
-            kind: 'ColumnUpdateNode',
-            column:
-              u.column.kind === 'ReferenceNode'
-                ? referenceNode(i.physical, qualifierOf(u.column))
-                : columnNode(i.physical),
-            value: indexValue(i),
-          }) as ColumnUpdateNode,
-        )
-      }
-    }
-    return Object.freeze(out)
-  }
-
-  #merge(node: OperationNode): OperationNode {
+  merge(node: OperationNode): OperationNode {
     const m = node as unknown as { into: OperationNode; using?: JoinNode }
     const scope = new Scope(this.schema, undefined)
     for (const item of [m.into, m.using?.table]) {
@@ -532,12 +254,12 @@ export class Analyzer {
       const first = relation?.table?.columns.values().next().value
       if (first !== undefined) throw refuse(first, 'merge')
     }
-    return this.#opaque(node, scope, 'merge')
+    return this.opaque(node, scope, 'merge')
   }
 
-  #with(node: WithNode, scope: Scope): WithNode {
+  with(node: WithNode, scope: Scope): WithNode {
     const expressions = node.expressions.map((cte: CommonTableExpressionNode) => {
-      const result = this.#query(cte.expression, scope, 'derived')
+      const result = this.query(cte.expression, scope, 'derived')
       const { name } = tableName(cte.name.table)
       const annotated = [...result.outputs.values()].find((s) => s.kind === 'column')
       if (cte.name.columns !== undefined && annotated?.kind === 'column') {
@@ -549,37 +271,37 @@ export class Analyzer {
     return rebuild(node, { expressions })
   }
 
-  #froms(node: OperationNode, scope: Scope, parent: Scope | undefined): OperationNode {
+  froms(node: OperationNode, scope: Scope, parent: Scope | undefined): OperationNode {
     const froms = (node as unknown as { froms: ReadonlyArray<OperationNode> }).froms
-    return rebuild(node, { froms: froms.map((f) => this.#fromItem(f, scope, parent)) })
+    return rebuild(node, { froms: froms.map((f) => this.fromItem(f, scope, parent)) })
   }
 
-  #fromItem(node: OperationNode, scope: Scope, parent: Scope | undefined): OperationNode {
+  fromItem(node: OperationNode, scope: Scope, parent: Scope | undefined): OperationNode {
     if (node.kind === 'AliasNode') {
       const alias = node as AliasNode
       if (alias.node.kind !== 'TableNode') {
         // A derived table: its own scope sees only the enclosing query (not siblings).
-        const result = this.#query(alias.node, parent, 'derived')
+        const result = this.query(alias.node, parent, 'derived')
         scope.addDerived(identifierName(alias.alias), result.outputs)
         return rebuild(alias, { node: result.node })
       }
     }
     if (scope.addTable(node) !== undefined) return node
-    return this.#opaque(node, scope, 'expression')
+    return this.opaque(node, scope, 'expression')
   }
 
-  #join(node: JoinNode, scope: Scope, parent: Scope | undefined): JoinNode {
+  join(node: JoinNode, scope: Scope, parent: Scope | undefined): JoinNode {
     const lateral = node.joinType.startsWith('Lateral')
     const patch: Record<string, unknown> = {
-      table: this.#fromItem(node.table, scope, lateral ? scope : parent),
+      table: this.fromItem(node.table, scope, lateral ? scope : parent),
     }
-    if (node.on) patch.on = this.#whereNode(node.on, scope, { pending: undefined, positive: true })
+    if (node.on) patch.on = whereNode(this, node.on, scope, { pending: undefined, positive: true })
     return rebuild(node, patch)
   }
 
   // ── selections ─────────────────────────────────────────────────────────────────────────────
 
-  #selections(
+  selections(
     selections: ReadonlyArray<SelectionNode>,
     scope: Scope,
   ): { nodes: ReadonlyArray<SelectionNode>; outputs: Map<string, Source> } {
@@ -597,14 +319,14 @@ export class Analyzer {
         return s
       }
       if (sel.kind === 'ReferenceNode' || sel.kind === 'ColumnNode') {
-        const ref = this.#reference(sel, scope)
+        const ref = this.reference(sel, scope)
         if (ref !== undefined) outputs.set(columnName(sel), ref.source)
         return s
       }
       if (sel.kind === 'AliasNode') {
         const name = identifierName(sel.alias)
         const inner = sel.node
-        const ref = this.#reference(inner, scope)
+        const ref = this.reference(inner, scope)
         if (ref !== undefined) {
           if (ref.source.kind === 'column' && Buffer.byteLength(name) > 63) {
             // PostgreSQL truncates identifiers to 63 bytes: the result key would not match the plan.
@@ -614,7 +336,7 @@ export class Analyzer {
           return s
         }
         if (inner.kind === 'SelectQueryNode') {
-          const sub = this.#select(inner as SelectQueryNode, scope, 'scalar')
+          const sub = this.select(inner as SelectQueryNode, scope, 'scalar')
           const only = sub.outputs.size === 1 ? [...sub.outputs.values()][0] : undefined
           if (only !== undefined && (inner as SelectQueryNode).selections?.length === 1)
             outputs.set(name, only)
@@ -625,14 +347,14 @@ export class Analyzer {
           }
           return rebuild(s, { selection: rebuild(sel, { node: sub.node }) })
         }
-        return rebuild(s, { selection: rebuild(sel, { node: this.#opaque(inner, scope, 'expression') }) })
+        return rebuild(s, { selection: rebuild(sel, { node: this.opaque(inner, scope, 'expression') }) })
       }
-      return rebuild(s, { selection: this.#opaque(sel, scope, 'expression') })
+      return rebuild(s, { selection: this.opaque(sel, scope, 'expression') })
     })
     return { nodes: Object.freeze(nodes), outputs }
   }
 
-  #checkPostFilterable(node: SelectQueryNode, pending: readonly PendingFilter[]): void {
+  checkPostFilterable(node: SelectQueryNode, pending: readonly PendingFilter[]): void {
     const first = pending[0]!
     const why = (what: string) =>
       refuse(
@@ -650,7 +372,7 @@ export class Analyzer {
   }
 
   /** Finds or adds the hidden selections carrying the ciphertexts of search-index conditions. */
-  #hiddenSelections(
+  hiddenSelections(
     selections: ReadonlyArray<SelectionNode>,
     pending: readonly PendingFilter[],
     outputs: Map<string, Source>,
@@ -707,202 +429,9 @@ export class Analyzer {
 
   // ── conditions ─────────────────────────────────────────────────────────────────────────────
 
-  #whereNode<T extends OperationNode>(node: T, scope: Scope, ctx: ConditionContext): T {
-    const inner = node as unknown as { where?: OperationNode; on?: OperationNode; having?: OperationNode }
-    const key = 'where' in inner ? 'where' : 'on' in inner ? 'on' : 'having'
-    return rebuild(node, { [key]: this.#condition(inner[key]!, scope, ctx) })
-  }
-
-  #condition(node: OperationNode, scope: Scope, ctx: ConditionContext): OperationNode {
-    switch (node.kind) {
-      case 'AndNode': {
-        const n = node as unknown as { left: OperationNode; right: OperationNode }
-        return rebuild(node, {
-          left: this.#condition(n.left, scope, ctx),
-          right: this.#condition(n.right, scope, ctx),
-        })
-      }
-      case 'OrNode': {
-        const n = node as unknown as { left: OperationNode; right: OperationNode }
-        const c = { ...ctx, positive: false }
-        return rebuild(node, {
-          left: this.#condition(n.left, scope, c),
-          right: this.#condition(n.right, scope, c),
-        })
-      }
-      case 'ParensNode': {
-        const n = node as unknown as { node: OperationNode }
-        return rebuild(node, { node: this.#condition(n.node, scope, ctx) })
-      }
-      case 'UnaryOperationNode': {
-        const n = node as unknown as { operator: OperationNode; operand: OperationNode }
-        const op = (n.operator as unknown as { operator?: string }).operator
-        if (op === 'not')
-          return rebuild(node, { operand: this.#condition(n.operand, scope, { ...ctx, positive: false }) })
-        if (op === 'exists' || op === 'not exists')
-          return rebuild(node, { operand: this.#query(n.operand, scope, 'exists').node })
-        return this.#opaque(node, scope, op ?? 'expression')
-      }
-      case 'BinaryOperationNode':
-        return this.#comparison(node as BinaryOperationNode, scope, ctx)
-      default:
-        return this.#opaque(node, scope, 'expression')
-    }
-  }
-
-  #comparison(node: BinaryOperationNode, scope: Scope, ctx: ConditionContext): OperationNode {
-    const op = (node.operator as unknown as { operator?: string }).operator ?? 'operator'
-    const left = this.#reference(node.leftOperand, scope)
-    const right = this.#reference(node.rightOperand, scope)
-    if (left === undefined && right === undefined) {
-      const patch = {
-        leftOperand: this.#opaque(node.leftOperand, scope, op),
-        rightOperand: this.#opaque(node.rightOperand, scope, op),
-      }
-      return rebuild(node, patch)
-    }
-    if (left !== undefined && right !== undefined) return this.#columnToColumn(node, op, left, right)
-    const [ref, refNode, other] =
-      left !== undefined
-        ? [left, node.leftOperand, node.rightOperand]
-        : [right!, node.rightOperand, node.leftOperand]
-    if (ref.source.kind === 'index') {
-      const values = listValues(other)
-      for (const v of values ?? [EXPRESSION]) {
-        if (!(v === null || v instanceof Uint8Array || isDeferred(v))) {
-          throw refuse(
-            ref.source.info.column,
-            op,
-            `blind index column ${ref.source.info.physical} takes index bytes (encryption.indexOf), not ${typeof v === 'symbol' ? 'an expression' : 'a plaintext value'}`,
-          )
-        }
-      }
-      const probes = (values ?? []).filter(isDeferred)
-      for (const p of probes) this.#note(p)
-      if (probes.length > 0 && ref.source.info.spec.kind === 'search') {
-        if (ctx.pending === undefined || !ctx.positive || (op !== 'in' && op !== '=')) {
-          throw refuse(
-            ref.source.info.column,
-            op,
-            `search index ${ref.source.info.physical} needs its false positives removed, which is only possible in the WHERE of a SELECT, outside OR/NOT`,
-          )
-        }
-        ctx.pending.push({
-          relation: ref.relation,
-          column: ref.source.info.column,
-          index: ref.source.info,
-          probes,
-        })
-      }
-      return node
-    }
-    const info = ref.source.info
-    if (NULL_TESTS.has(op)) {
-      if (other.kind === 'ValueNode' && (other as unknown as { value: unknown }).value === null) return node
-      throw refuse(info, op)
-    }
-    if (!EQUALITY.has(op)) throw refuse(info, op)
-    const values = listValues(other)
-    if (values === undefined) throw refuse(info, op, 'compared with an expression, not a value')
-    if (values.length === 1 && values[0] === null && (op === '=' || op === '!=' || op === '<>')) return node
-    for (const v of values) {
-      if (v === LITERAL) throw refuse(info, 'sql.lit')
-      if (v === null || v === undefined || typeof v === 'symbol')
-        throw refuse(info, op, 'NULL or an expression inside the list')
-    }
-    const index = pickIndex(info, op)
-    if (this.mode === 'verify') {
-      throw new QueryRefusedError(
-        'PLAINTEXT_SEARCH',
-        `A plaintext value compared with encrypted column ${info.table.physical}.${info.physical} reached the driver; nothing was sent.`,
-        {
-          table: info.table.logical,
-          column: info.logical,
-          operator: op,
-          hint: 'The query bypassed the plugin (withoutPlugins(), or a query compiled elsewhere): add encryption.plugin.',
-        },
-      )
-    }
-    if (index.spec.kind === 'search' && (ctx.pending === undefined || !ctx.positive || NEGATED.has(op))) {
-      throw refuse(
-        info,
-        op,
-        `search index ${index.physical} has false positives, which can only be removed in the WHERE of a SELECT, outside OR/NOT and <>/not in; declare a unique index (no bits) for this`,
-      )
-    }
-    const probes = values.map((v) => {
-      checkCodec(info, v)
-      return this.#note(new DeferredValue('probe', info, v, index))
-    })
-    this.#deferred = true
-    if (index.spec.kind === 'search')
-      ctx.pending!.push({ relation: ref.relation, column: info, index, probes })
-    const exposed = exposedName(ref.relation, { kind: 'index', info: index })
-    if (exposed === undefined)
-      throw refuse(
-        info,
-        op,
-        `the derived table ${ref.relation.name} does not select the blind index column ${index.physical}`,
-      )
-    const qualifier = (refNode as ReferenceNode).table
-    return Object.freeze({
-      kind: 'BinaryOperationNode',
-      leftOperand: referenceNode(exposed, qualifier),
-      operator: Object.freeze({ kind: 'OperatorNode', operator: NEGATED.has(op) ? 'not in' : 'in' }),
-      rightOperand: Object.freeze({ kind: 'ValueListNode', values: Object.freeze(probes.map(valueNode)) }),
-    }) as BinaryOperationNode
-  }
-
-  #columnToColumn(node: BinaryOperationNode, op: string, left: Resolved, right: Resolved): OperationNode {
-    const l = left.source
-    const r = right.source
-    const domain = (l.kind === 'column' ? l.info : l.info.column).table.logical
-    if (l.kind === 'index' || r.kind === 'index' || l.kind === r.kind) this.#indexComparisons.add(domain)
-    if (
-      l.kind === 'index' &&
-      r.kind === 'index' &&
-      l.info === r.info &&
-      (op === '=' || op === '<>' || op === '!=')
-    )
-      return node
-    const info = l.kind === 'column' ? l.info : r.kind === 'column' ? r.info : l.info.column
-    const unique = info.spec.indexes
-      .map((s) => info.table.indexColumn(s.name)!)
-      .find((i) => i.spec.kind === 'unique')
-    // Both sides share an index key domain only when they are the same logical column (a self-join).
-    if (
-      l.kind === 'column' &&
-      r.kind === 'column' &&
-      l.info === r.info &&
-      unique !== undefined &&
-      (op === '=' || op === '<>' || op === '!=')
-    ) {
-      const li = exposedName(left.relation, { kind: 'index', info: unique })
-      const ri = exposedName(right.relation, { kind: 'index', info: unique })
-      if (li !== undefined && ri !== undefined) {
-        if (this.mode === 'verify') {
-          throw new QueryRefusedError(
-            'PLAINTEXT_SEARCH',
-            `A comparison of encrypted column ${info.table.physical}.${info.physical} reached the driver unrewritten.`,
-            { table: info.table.logical, column: info.logical, operator: op },
-          )
-        }
-        return rebuild(node, {
-          leftOperand: referenceNode(li, (node.leftOperand as ReferenceNode).table),
-          rightOperand: referenceNode(ri, (node.rightOperand as ReferenceNode).table),
-        })
-      }
-    }
-    throw refuse(
-      info,
-      `${op} another column`,
-      'only the same column of the same table (a self-join) with a unique index can be compared',
-    )
-  }
-
   // ── helpers ────────────────────────────────────────────────────────────────────────────────
 
-  #reference(node: OperationNode, scope: Scope): Resolved | undefined {
+  reference(node: OperationNode, scope: Scope): Resolved | undefined {
     if (node.kind === 'ColumnNode') return scope.resolve(columnName(node), undefined)
     if (node.kind !== 'ReferenceNode') return undefined
     const ref = node as ReferenceNode
@@ -913,13 +442,13 @@ export class Analyzer {
     )
   }
 
-  #sourceIn(info: ColumnInfo | undefined, index: IndexInfo | undefined): Source | undefined {
+  sourceIn(info: ColumnInfo | undefined, index: IndexInfo | undefined): Source | undefined {
     if (info !== undefined) return { kind: 'column', info }
     if (index !== undefined) return { kind: 'index', info: index }
     return undefined
   }
 
-  #encrypt(info: ColumnInfo, value: unknown): DeferredValue {
+  encrypt(info: ColumnInfo, value: unknown): DeferredValue {
     if (this.mode === 'verify') {
       throw new QueryRefusedError(
         'PLAINTEXT_WRITE',
@@ -933,23 +462,7 @@ export class Analyzer {
     }
     checkCodec(info, value)
     this.#deferred = true
-    return this.#note(new DeferredValue('encrypt', info, value))
-  }
-
-  #checkIndexWrite(index: IndexInfo, item: unknown, primitive: boolean): void {
-    const value = primitive ? item : nodeValue(item as OperationNode)
-    if (value === null || value === undefined || value === DEFAULT || value instanceof Uint8Array) return
-    if (isDeferred(value)) {
-      this.#note(value)
-      this.#deferred = true
-      return
-    }
-    if (value === EXPRESSION && !primitive && this.#isSameIndexRef(item as OperationNode, index)) return
-    throw refuse(index.column, 'write to blind index column', `${index.physical} is maintained by the plugin`)
-  }
-
-  #isSameIndexRef(node: OperationNode, index: IndexInfo): boolean {
-    return node.kind === 'ReferenceNode' && columnName(node) === index.physical
+    return this.note(new DeferredValue('encrypt', info, value))
   }
 
   /**
@@ -957,26 +470,26 @@ export class Analyzer {
    * is refused, labelled with the innermost construct (function, cast, order by, …); subqueries in
    * it are analyzed in their own scope.
    */
-  #opaque(node: OperationNode, scope: Scope, label: string): OperationNode {
+  opaque(node: OperationNode, scope: Scope, label: string): OperationNode {
     switch (node.kind) {
       case 'ReferenceNode':
       case 'ColumnNode': {
-        const ref = this.#reference(node, scope)
+        const ref = this.reference(node, scope)
         if (ref?.source.kind === 'column') throw refuse(ref.source.info, label)
         return node
       }
       case 'ValueNode': {
         const v = node as unknown as { value: unknown }
-        if (isDeferred(v.value)) this.#note(v.value)
+        if (isDeferred(v.value)) this.note(v.value)
         return node
       }
       case 'SelectQueryNode':
       case 'InsertQueryNode':
       case 'UpdateQueryNode':
       case 'DeleteQueryNode':
-        return this.#query(node, scope, 'opaque').node
+        return this.query(node, scope, 'opaque').node
       default:
-        return mapChildren(node, (child) => this.#opaque(child, scope, labelOf(node, label)))
+        return mapChildren(node, (child) => this.opaque(child, scope, labelOf(node, label)))
     }
   }
 }

@@ -1,6 +1,6 @@
 import type { OperationNode } from 'kysely'
-import { CodecError } from '../errors.js'
-import type { ColumnInfo, IndexInfo } from '../schema/schema.js'
+import { CodecError, QueryRefusedError } from '../errors.js'
+import type { ColumnInfo, IndexInfo, TableInfo } from '../schema/schema.js'
 import { refuse } from './refusal.js'
 import type { Relation, Resolved, Source } from './scope.js'
 
@@ -63,4 +63,26 @@ export function addAll(outputs: Map<string, Source>, relation: Relation): void {
       outputs.set(info.physical, { kind: 'index', info })
   }
   for (const [name, source] of relation.derived ?? []) outputs.set(name, source)
+}
+
+/**
+ * The annotated column named exactly `name`; a name that matches one only when case is ignored
+ * (as MySQL matches column names) is refused rather than taken for a plain column.
+ */
+export function exact(table: TableInfo, name: string): ColumnInfo | undefined {
+  const info = table.column(name)
+  if (info !== undefined || table.indexColumn(name) !== undefined) return info
+  const near = table.columnIgnoringCase(name)
+  if (near !== undefined) {
+    throw new QueryRefusedError(
+      'AMBIGUOUS_COLUMN',
+      `"${name}" differs only in case from encrypted column ${table.physical}.${near.physical}.`,
+      {
+        table: near.table.logical,
+        column: near.logical,
+        hint: `Spell it exactly "${near.physical}".`,
+      },
+    )
+  }
+  return undefined
 }

@@ -1,0 +1,229 @@
+import type { BinaryOperationNode, OperationNode, ReferenceNode } from 'kysely'
+import { QueryRefusedError } from '../errors.js'
+import type { Analyzer, ConditionContext } from './analyzer.js'
+import { checkCodec, exposedName, NEGATED, pickIndex } from './column-rules.js'
+import { DeferredValue, isDeferred } from './deferred-value.js'
+import { EXPRESSION, LITERAL, listValues, rebuild, referenceNode, valueNode } from './nodes.js'
+import { refuse } from './refusal.js'
+import type { Resolved, Scope } from './scope.js'
+
+/**
+ * The condition side of the {@link Analyzer}: WHERE, ON and HAVING trees. Equality on an
+ * encrypted column becomes `index_column in (probes)`; what cannot be searched through a blind
+ * index is refused; search-index conditions are queued for false-positive removal.
+ */
+
+const EQUALITY = new Set(['=', '==', '!=', '<>', 'in', 'not in'])
+const NULL_TESTS = new Set(['is', 'is not'])
+
+export function whereNode<T extends OperationNode>(
+  a: Analyzer,
+  node: T,
+  scope: Scope,
+  ctx: ConditionContext,
+): T {
+  const inner = node as unknown as { where?: OperationNode; on?: OperationNode; having?: OperationNode }
+  const key = 'where' in inner ? 'where' : 'on' in inner ? 'on' : 'having'
+  return rebuild(node, { [key]: condition(a, inner[key]!, scope, ctx) })
+}
+
+export function condition(
+  a: Analyzer,
+  node: OperationNode,
+  scope: Scope,
+  ctx: ConditionContext,
+): OperationNode {
+  switch (node.kind) {
+    case 'AndNode': {
+      const n = node as unknown as { left: OperationNode; right: OperationNode }
+      return rebuild(node, {
+        left: condition(a, n.left, scope, ctx),
+        right: condition(a, n.right, scope, ctx),
+      })
+    }
+    case 'OrNode': {
+      const n = node as unknown as { left: OperationNode; right: OperationNode }
+      const c = { ...ctx, positive: false }
+      return rebuild(node, {
+        left: condition(a, n.left, scope, c),
+        right: condition(a, n.right, scope, c),
+      })
+    }
+    case 'ParensNode': {
+      const n = node as unknown as { node: OperationNode }
+      return rebuild(node, { node: condition(a, n.node, scope, ctx) })
+    }
+    case 'UnaryOperationNode': {
+      const n = node as unknown as { operator: OperationNode; operand: OperationNode }
+      const op = (n.operator as unknown as { operator?: string }).operator
+      if (op === 'not')
+        return rebuild(node, { operand: condition(a, n.operand, scope, { ...ctx, positive: false }) })
+      if (op === 'exists' || op === 'not exists')
+        return rebuild(node, { operand: a.query(n.operand, scope, 'exists').node })
+      return a.opaque(node, scope, op ?? 'expression')
+    }
+    case 'BinaryOperationNode':
+      return comparison(a, node as BinaryOperationNode, scope, ctx)
+    default:
+      return a.opaque(node, scope, 'expression')
+  }
+}
+
+export function comparison(
+  a: Analyzer,
+  node: BinaryOperationNode,
+  scope: Scope,
+  ctx: ConditionContext,
+): OperationNode {
+  const op = (node.operator as unknown as { operator?: string }).operator ?? 'operator'
+  const left = a.reference(node.leftOperand, scope)
+  const right = a.reference(node.rightOperand, scope)
+  if (left === undefined && right === undefined) {
+    const patch = {
+      leftOperand: a.opaque(node.leftOperand, scope, op),
+      rightOperand: a.opaque(node.rightOperand, scope, op),
+    }
+    return rebuild(node, patch)
+  }
+  if (left !== undefined && right !== undefined) return columnToColumn(a, node, op, left, right)
+  const [ref, refNode, other] =
+    left !== undefined
+      ? [left, node.leftOperand, node.rightOperand]
+      : [right!, node.rightOperand, node.leftOperand]
+  if (ref.source.kind === 'index') {
+    const values = listValues(other)
+    for (const v of values ?? [EXPRESSION]) {
+      if (!(v === null || v instanceof Uint8Array || isDeferred(v))) {
+        throw refuse(
+          ref.source.info.column,
+          op,
+          `blind index column ${ref.source.info.physical} takes index bytes (encryption.indexOf), not ${typeof v === 'symbol' ? 'an expression' : 'a plaintext value'}`,
+        )
+      }
+    }
+    const probes = (values ?? []).filter(isDeferred)
+    for (const p of probes) a.note(p)
+    if (probes.length > 0 && ref.source.info.spec.kind === 'search') {
+      if (ctx.pending === undefined || !ctx.positive || (op !== 'in' && op !== '=')) {
+        throw refuse(
+          ref.source.info.column,
+          op,
+          `search index ${ref.source.info.physical} needs its false positives removed, which is only possible in the WHERE of a SELECT, outside OR/NOT`,
+        )
+      }
+      ctx.pending.push({
+        relation: ref.relation,
+        column: ref.source.info.column,
+        index: ref.source.info,
+        probes,
+      })
+    }
+    return node
+  }
+  const info = ref.source.info
+  if (NULL_TESTS.has(op)) {
+    if (other.kind === 'ValueNode' && (other as unknown as { value: unknown }).value === null) return node
+    throw refuse(info, op)
+  }
+  if (!EQUALITY.has(op)) throw refuse(info, op)
+  const values = listValues(other)
+  if (values === undefined) throw refuse(info, op, 'compared with an expression, not a value')
+  if (values.length === 1 && values[0] === null && (op === '=' || op === '!=' || op === '<>')) return node
+  for (const v of values) {
+    if (v === LITERAL) throw refuse(info, 'sql.lit')
+    if (v === null || v === undefined || typeof v === 'symbol')
+      throw refuse(info, op, 'NULL or an expression inside the list')
+  }
+  const index = pickIndex(info, op)
+  if (a.mode === 'verify') {
+    throw new QueryRefusedError(
+      'PLAINTEXT_SEARCH',
+      `A plaintext value compared with encrypted column ${info.table.physical}.${info.physical} reached the driver; nothing was sent.`,
+      {
+        table: info.table.logical,
+        column: info.logical,
+        operator: op,
+        hint: 'The query bypassed the plugin (withoutPlugins(), or a query compiled elsewhere): add encryption.plugin.',
+      },
+    )
+  }
+  if (index.spec.kind === 'search' && (ctx.pending === undefined || !ctx.positive || NEGATED.has(op))) {
+    throw refuse(
+      info,
+      op,
+      `search index ${index.physical} has false positives, which can only be removed in the WHERE of a SELECT, outside OR/NOT and <>/not in; declare a unique index (no bits) for this`,
+    )
+  }
+  const probes = values.map((v) => {
+    checkCodec(info, v)
+    return a.note(new DeferredValue('probe', info, v, index))
+  })
+  if (index.spec.kind === 'search') ctx.pending!.push({ relation: ref.relation, column: info, index, probes })
+  const exposed = exposedName(ref.relation, { kind: 'index', info: index })
+  if (exposed === undefined)
+    throw refuse(
+      info,
+      op,
+      `the derived table ${ref.relation.name} does not select the blind index column ${index.physical}`,
+    )
+  const qualifier = (refNode as ReferenceNode).table
+  return Object.freeze({
+    kind: 'BinaryOperationNode',
+    leftOperand: referenceNode(exposed, qualifier),
+    operator: Object.freeze({ kind: 'OperatorNode', operator: NEGATED.has(op) ? 'not in' : 'in' }),
+    rightOperand: Object.freeze({ kind: 'ValueListNode', values: Object.freeze(probes.map(valueNode)) }),
+  }) as BinaryOperationNode
+}
+
+export function columnToColumn(
+  a: Analyzer,
+  node: BinaryOperationNode,
+  op: string,
+  left: Resolved,
+  right: Resolved,
+): OperationNode {
+  const l = left.source
+  const r = right.source
+  const domain = (l.kind === 'column' ? l.info : l.info.column).table.logical
+  if (l.kind === 'index' || r.kind === 'index' || l.kind === r.kind) a.noteIndexComparison(domain)
+  if (
+    l.kind === 'index' &&
+    r.kind === 'index' &&
+    l.info === r.info &&
+    (op === '=' || op === '<>' || op === '!=')
+  )
+    return node
+  const info = l.kind === 'column' ? l.info : r.kind === 'column' ? r.info : l.info.column
+  const unique = info.spec.indexes
+    .map((s) => info.table.indexColumn(s.name)!)
+    .find((i) => i.spec.kind === 'unique')
+  // Both sides share an index key domain only when they are the same logical column (a self-join).
+  if (
+    l.kind === 'column' &&
+    r.kind === 'column' &&
+    l.info === r.info &&
+    unique !== undefined &&
+    (op === '=' || op === '<>' || op === '!=')
+  ) {
+    const li = exposedName(left.relation, { kind: 'index', info: unique })
+    const ri = exposedName(right.relation, { kind: 'index', info: unique })
+    if (li !== undefined && ri !== undefined) {
+      if (a.mode === 'verify') {
+        throw new QueryRefusedError(
+          'PLAINTEXT_SEARCH',
+          `A comparison of encrypted column ${info.table.physical}.${info.physical} reached the driver unrewritten.`,
+          { table: info.table.logical, column: info.logical, operator: op },
+        )
+      }
+      return rebuild(node, {
+        leftOperand: referenceNode(li, (node.leftOperand as ReferenceNode).table),
+        rightOperand: referenceNode(ri, (node.rightOperand as ReferenceNode).table),
+      })
+    }
+  }
+  throw refuse(
+    info,
+    `${op} another column`,
+    'only the same column of the same table (a self-join) with a unique index can be compared',
+  )
+}

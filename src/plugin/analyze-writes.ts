@@ -1,0 +1,298 @@
+import type { ColumnUpdateNode, InsertQueryNode, OperationNode, ReferenceNode, UpdateQueryNode } from 'kysely'
+import { QueryRefusedError } from '../errors.js'
+import type { ColumnInfo, IndexInfo } from '../schema/schema.js'
+import { whereNode } from './analyze-conditions.js'
+import type { Analyzer } from './analyzer.js'
+import { exact, isValuesCall } from './column-rules.js'
+import { DeferredValue, isDeferred } from './deferred-value.js'
+import {
+  columnName,
+  columnNode,
+  DEFAULT,
+  DEFAULT_NODE,
+  EXPRESSION,
+  LITERAL,
+  nodeValue,
+  rebuild,
+  referenceNode,
+  valueNode,
+} from './nodes.js'
+import { refuse } from './refusal.js'
+import { identifierName, type Relation, type Scope, type Source, tableName } from './scope.js'
+
+/**
+ * The write side of the {@link Analyzer}: INSERT (values, ON CONFLICT, ON DUPLICATE KEY), UPDATE
+ * (single and multi-table) and their SET items. Plaintext written to an encrypted column becomes
+ * a deferred ciphertext, and each of the column's blind indexes is written beside it.
+ */
+
+export function insert(
+  a: Analyzer,
+  node: InsertQueryNode,
+  scope: Scope,
+  patch: Record<string, unknown>,
+): void {
+  const relation = node.into ? scope.addTable(node.into) : undefined
+  const table = relation?.table
+  if (table === undefined) {
+    if (node.values) patch.values = a.query(node.values, scope, 'opaque').node
+    return
+  }
+  const columns = (node.columns ?? []).map((c) => identifierName(c.column))
+  const sources = columns.map((c) => a.sourceIn(exact(table, c), table.indexColumn(c)))
+  const annotated = sources.flatMap((s, i) => (s?.kind === 'column' ? [{ info: s.info, at: i }] : []))
+  if (node.values && node.values.kind !== 'ValuesNode') {
+    // Without a column list, INSERT … SELECT fills every column, encrypted ones included.
+    const first =
+      annotated[0]?.info ?? (node.columns === undefined ? table.columns.values().next().value : undefined)
+    if (first !== undefined) throw refuse(first, 'insert … select')
+  }
+  // Index columns to add beside each annotated column (absent on the first pass only).
+  const present = new Set(columns)
+  const added: Array<{ index: IndexInfo; from: number }> = []
+  for (const { info, at } of annotated) {
+    for (const spec of info.spec.indexes) {
+      const index = table.indexColumn(spec.name)!
+      if (!present.has(index.physical)) added.push({ index, from: at })
+    }
+  }
+  if (node.values?.kind === 'ValuesNode') {
+    const values = node.values as unknown as { values: ReadonlyArray<OperationNode> }
+    patch.values = rebuild(node.values, {
+      values: values.values.map((row) => insertRow(a, row, sources, added)),
+    })
+  }
+  if (added.length > 0) {
+    patch.columns = Object.freeze([
+      ...(node.columns ?? []),
+      ...added.map((x) => columnNode(x.index.physical)),
+    ])
+  }
+  // ON CONFLICT … DO UPDATE may read the proposed row as `excluded`.
+  scope.relations.push({ name: 'excluded', table, derived: undefined, qualifiedOnly: true })
+  if (node.onConflict) {
+    const oc = node.onConflict
+    const ocPatch: Record<string, unknown> = {}
+    if (oc.updates) ocPatch.updates = updates(a, oc.updates, scope, relation)
+    if (oc.updateWhere)
+      ocPatch.updateWhere = whereNode(a, oc.updateWhere, scope, { pending: undefined, positive: true })
+    if (oc.indexWhere)
+      ocPatch.indexWhere = whereNode(a, oc.indexWhere, scope, { pending: undefined, positive: true })
+    patch.onConflict = rebuild(oc, ocPatch)
+  }
+  if (node.onDuplicateKey) {
+    patch.onDuplicateKey = rebuild(node.onDuplicateKey, {
+      updates: updates(a, node.onDuplicateKey.updates, scope, relation),
+    })
+  }
+}
+
+export function insertRow(
+  a: Analyzer,
+  row: OperationNode,
+  sources: ReadonlyArray<Source | undefined>,
+  added: ReadonlyArray<{ index: IndexInfo; from: number }>,
+): OperationNode {
+  const primitive = row.kind === 'PrimitiveValueListNode'
+  const items = [...(row as unknown as { values: ReadonlyArray<unknown> }).values]
+  const plaintexts = new Map<number, unknown>()
+  let changed = false
+  sources.forEach((source, i) => {
+    if (source === undefined) return
+    const item = items[i]
+    const value = primitive ? item : nodeValue(item as OperationNode)
+    if (source.kind === 'index') {
+      checkIndexWrite(a, source.info, item, primitive)
+      return
+    }
+    if (isDeferred(value)) {
+      a.note(value)
+      return
+    }
+    if (value === DEFAULT || value === null || value === undefined) return
+    if (value === EXPRESSION) throw refuse(source.info, 'expression', 'only plain values can be written')
+    if (value === LITERAL) throw refuse(source.info, 'sql.lit')
+    const deferred = a.encrypt(source.info, value)
+    plaintexts.set(i, value)
+    items[i] = primitive ? deferred : valueNode(deferred)
+    changed = true
+  })
+  for (const { index, from } of added) {
+    const item = items[from]
+    const current = primitive ? item : nodeValue(item as OperationNode)
+    const plaintext = plaintexts.get(from)
+    let next: unknown
+    if (plaintext !== undefined) next = a.note(new DeferredValue('index', index.column, plaintext, index))
+    else if (current === DEFAULT) next = DEFAULT
+    else next = null
+    items.push(primitive ? next : next === DEFAULT ? DEFAULT_NODE : valueNode(next))
+    changed = true
+  }
+  if (!changed) return row
+  return Object.freeze({ ...row, values: Object.freeze(items) })
+}
+
+export function update(
+  a: Analyzer,
+  node: UpdateQueryNode,
+  scope: Scope,
+  parent: Scope | undefined,
+  patch: Record<string, unknown>,
+): void {
+  if (node.table?.kind === 'ListNode') {
+    // MySQL's multi-table UPDATE: `updateTable([a, b])`.
+    const list = node.table as unknown as { items: ReadonlyArray<OperationNode> }
+    patch.table = rebuild(node.table, { items: list.items.map((t) => a.fromItem(t, scope, parent)) })
+  } else if (node.table) {
+    patch.table = a.fromItem(node.table, scope, parent)
+  }
+  const single = node.table?.kind === 'ListNode' ? undefined : scope.relations[0]
+  if (node.from) patch.from = a.froms(node.from, scope, parent)
+  if (node.joins) patch.joins = node.joins.map((j) => a.join(j, scope, parent))
+  if (node.updates) patch.updates = updates(a, node.updates, scope, single)
+  if (node.where) patch.where = whereNode(a, node.where, scope, { pending: undefined, positive: true })
+  if (node.orderBy) patch.orderBy = a.opaque(node.orderBy, scope, 'order by')
+}
+
+/** The relation and annotated column (or index column) a SET target names, if any. */
+export function setTarget(
+  column: OperationNode,
+  scope: Scope,
+  target: Relation | undefined,
+): { relation: Relation; info?: ColumnInfo; index?: IndexInfo } | undefined {
+  let relation: Relation | undefined
+  let name: string
+  if (column.kind === 'ColumnNode') {
+    name = columnName(column)
+    relation = target
+    if (relation === undefined) {
+      const hit = scope.resolve(name, undefined)
+      relation = hit?.relation
+    }
+  } else if (column.kind === 'ReferenceNode' && (column as ReferenceNode).column.kind === 'ColumnNode') {
+    const ref = column as ReferenceNode
+    name = columnName(ref)
+    const hit = scope.resolve(name, ref.table === undefined ? undefined : tableName(ref.table).name)
+    relation = hit?.relation ?? (ref.table === undefined ? target : undefined)
+  } else {
+    // A raw SET target: refuse it on any table with encrypted columns, since we cannot tell.
+    const annotated = scope.relations.find((r) => r.table !== undefined)
+    const first = annotated?.table?.columns.values().next().value
+    if (first !== undefined) throw refuse(first, 'raw sql', 'a SET target that is not a plain column name')
+    return undefined
+  }
+  const table = relation?.table
+  if (relation === undefined || table === undefined) return undefined
+  return { relation, info: exact(table, name), index: table.indexColumn(name) }
+}
+
+/**
+ * SET items of UPDATE, ON CONFLICT DO UPDATE and ON DUPLICATE KEY UPDATE. `target` is the one
+ * table being written, when there is one; multi-table updates resolve each (qualified) target.
+ */
+export function updates(
+  a: Analyzer,
+  updates: ReadonlyArray<ColumnUpdateNode>,
+  scope: Scope,
+  target: Relation | undefined,
+): ReadonlyArray<OperationNode> {
+  const targets = updates.map((u) => setTarget(u.column, scope, target))
+  const present = new Set(
+    targets.flatMap((t, i) =>
+      t === undefined ? [] : [`${t.relation.name}\0${columnName(updates[i]!.column)}`],
+    ),
+  )
+  const out: OperationNode[] = []
+  for (const [at, u] of updates.entries()) {
+    const hit = targets[at]
+    const table = hit?.relation.table
+    const name = columnName(u.column)
+    const info = hit?.info
+    const index = hit?.index
+    if (index !== undefined) {
+      checkIndexWrite(a, index, u.value, false)
+      out.push(u)
+      continue
+    }
+    if (info === undefined || table === undefined || hit === undefined) {
+      out.push(rebuild(u, { value: a.opaque(u.value, scope, 'update') }))
+      continue
+    }
+    const qualifierOf = (n: OperationNode) =>
+      n.kind === 'ReferenceNode' ? (n as ReferenceNode).table : undefined
+    const value = nodeValue(u.value)
+    let indexValue: (index: IndexInfo) => OperationNode
+    if (value === null) {
+      indexValue = () => valueNode(null)
+      out.push(u)
+    } else if (isDeferred(value)) {
+      a.note(value)
+      out.push(u)
+      indexValue = () => valueNode(null) // only reached when the index update is missing: refused below
+    } else if (value === EXPRESSION && isValuesCall(u.value, info, (n) => a.reference(n, scope))) {
+      // MySQL/MariaDB `values(col)` in ON DUPLICATE KEY UPDATE: the proposed row's ciphertext.
+      indexValue = (i) =>
+        rebuild(u.value, { arguments: Object.freeze([referenceNode(i.physical, undefined)]) })
+      out.push(u)
+    } else if (value === EXPRESSION) {
+      const ref = a.reference(u.value, scope)
+      if (ref?.source.kind !== 'column' || ref.source.info !== info) {
+        throw refuse(
+          info,
+          'expression',
+          'only plain values, NULL, or the same column (e.g. excluded.col) can be written',
+        )
+      }
+      // Copying the same logical column (excluded.email, or t.email) keeps AAD and keys valid.
+      const qualifier = (u.value as ReferenceNode).table
+      indexValue = (i) => referenceNode(i.physical, qualifier)
+      out.push(u)
+    } else if (value === LITERAL || value === DEFAULT) {
+      throw refuse(info, value === LITERAL ? 'sql.lit' : 'expression')
+    } else {
+      out.push(rebuild(u, { value: valueNode(a.encrypt(info, value)) }))
+      indexValue = (i) => valueNode(a.note(new DeferredValue('index', info, value, i)))
+    }
+    for (const spec of info.spec.indexes) {
+      const i = table.indexColumn(spec.name)!
+      if (present.has(`${hit.relation.name}\0${i.physical}`)) continue
+      if (isDeferred(value)) {
+        throw new QueryRefusedError(
+          'PLAINTEXT_WRITE',
+          `Update of ${table.physical}.${name} lacks its blind index ${i.physical}.`,
+          {
+            table: table.logical,
+            column: info.logical,
+            hint: 'Do not remove the index updates the plugin adds.',
+          },
+        )
+      }
+      out.push(
+        Object.freeze({
+          kind: 'ColumnUpdateNode',
+          column:
+            u.column.kind === 'ReferenceNode'
+              ? referenceNode(i.physical, qualifierOf(u.column))
+              : columnNode(i.physical),
+          value: indexValue(i),
+        }) as ColumnUpdateNode,
+      )
+    }
+  }
+  return Object.freeze(out)
+}
+
+export function checkIndexWrite(a: Analyzer, index: IndexInfo, item: unknown, primitive: boolean): void {
+  const value = primitive ? item : nodeValue(item as OperationNode)
+  if (value === null || value === undefined || value === DEFAULT || value instanceof Uint8Array) return
+  if (isDeferred(value)) {
+    a.note(value)
+    return
+  }
+  if (value === EXPRESSION && !primitive && isSameIndexRef(item as OperationNode, index)) return
+  throw refuse(index.column, 'write to blind index column', `${index.physical} is maintained by the plugin`)
+}
+
+function isSameIndexRef(node: OperationNode, index: IndexInfo): boolean {
+  return node.kind === 'ReferenceNode' && columnName(node) === index.physical
+}
