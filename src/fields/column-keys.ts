@@ -7,6 +7,7 @@ import {
   LABEL_COLUMN,
   LABEL_RECORD,
   lengthPrefixed,
+  MAX_HEADER_LENGTH,
   SALT_LENGTH,
 } from './format.js'
 import { hkdfSha256 } from './hkdf.js'
@@ -52,6 +53,14 @@ export interface ColumnKeyStats {
 export class ColumnKeys implements Destroyable {
   /** `"kfe/v1/aad" ‖ lp(table) ‖ lp(column)`: the part of the AAD fixed per column. */
   readonly aadNames: Buffer
+  /**
+   * Scratch for the AAD without context: {@link MAX_HEADER_LENGTH} bytes for the header, then
+   * `aadNames ‖ 00 00` (an empty context). The header is written right-aligned per call, so the
+   * AAD costs no allocation. Not secret: header and names are stored or configuration.
+   */
+  readonly #aad: Buffer
+  /** Views of {@link ColumnKeys.#aad} by header length (index = header length, 4..8). */
+  readonly #aadViews: Buffer[] = []
   readonly #location: FieldLocation
   readonly #columnKey: Buffer
   #epoch: Epoch | undefined
@@ -78,6 +87,11 @@ export class ColumnKeys implements Destroyable {
       lengthPrefixed(column, 'column name', this.#location),
     ])
     this.aadNames = Buffer.concat([LABEL_AAD, names])
+    this.#aad = Buffer.alloc(MAX_HEADER_LENGTH + this.aadNames.length + 2) // ends in 00 00: no context
+    this.aadNames.copy(this.#aad, MAX_HEADER_LENGTH)
+    for (let h = 1 + 1 + SALT_LENGTH; h <= MAX_HEADER_LENGTH; h++) {
+      this.#aadViews[h] = this.#aad.subarray(MAX_HEADER_LENGTH - h)
+    }
     this.#columnKey = hkdfSha256(dataKey, Buffer.alloc(0), Buffer.concat([LABEL_COLUMN, names]), 32)
     this.#readers = new LRUCache<number, Buffer>({
       max: READER_CACHE_MAX,
@@ -129,15 +143,39 @@ export class ColumnKeys implements Destroyable {
    * copies a key into its cipher context), never keep it.
    */
   subkeyFor(salt: Buffer): Buffer {
+    return this.subkeyAt(salt, 0)
+  }
+
+  /**
+   * {@link ColumnKeys.subkeyFor} of the 2 salt bytes at `at` in `bytes` (a ciphertext), without
+   * slicing them out unless the subkey must be derived.
+   */
+  subkeyAt(bytes: Uint8Array, at: number): Buffer {
     this.#alive()
-    const value = salt.readUInt16BE(0)
-    if (this.#epoch?.saltValue === value) return this.#epoch.subkey
+    const value = (((bytes[at] as number) << 8) | (bytes[at + 1] as number)) >>> 0
+    const epoch = this.#epoch
+    if (epoch !== undefined && epoch.saltValue === value) return epoch.subkey
     let subkey = this.#readers.get(value)
     if (subkey === undefined) {
-      subkey = this.#derive(salt)
+      subkey = this.#derive(Buffer.from(bytes.subarray(at, at + SALT_LENGTH)))
       this.#readers.set(value, subkey)
     }
     return subkey
+  }
+
+  /**
+   * The AAD of a value with no context: `header ‖ aadNames ‖ 00 00`, where the header is the
+   * first `headerLength` bytes of `source`. Returns a view of a per-column scratch buffer, valid
+   * until the next call: pass it to `setAAD` at once (it is consumed synchronously).
+   *
+   * @param source - Bytes starting with the header (the ciphertext being written or read).
+   * @param headerLength - Bytes of header, 4..{@link MAX_HEADER_LENGTH}.
+   */
+  aadWithoutContext(source: Uint8Array, headerLength: number): Buffer {
+    const start = MAX_HEADER_LENGTH - headerLength
+    const aad = this.#aad
+    for (let i = 0; i < headerLength; i++) aad[start + i] = source[i] as number
+    return this.#aadViews[headerLength] as Buffer
   }
 
   /** Counters; for tests and benchmarks. */

@@ -10,13 +10,14 @@ import type { KeyMaterial } from '../keys/key-material.js'
 import { type Codec, codecByTag } from './codecs.js'
 import { type ColumnKeyStats, ColumnKeys } from './column-keys.js'
 import {
+  checkHeader,
   describe,
   encodeContext,
   type FieldLocation,
   FORMAT_VERSION_1,
+  headerKeyVersion,
   isValidKeyVersion,
   NONCE_LENGTH,
-  readHeader,
   SALT_LENGTH,
   TAG_LENGTH,
   varintLength,
@@ -42,6 +43,7 @@ export interface FieldAad {
   readonly context?: readonly string[]
 }
 
+/** Built only on a throwing path: the success path allocates no location object. */
 function where(aad: FieldAad): FieldLocation {
   return { table: aad.table, column: aad.column }
 }
@@ -100,11 +102,21 @@ function assertDataKey(key: KeyMaterial, aad: FieldAad, decrypting: boolean): vo
   }
 }
 
-function buildAad(header: Uint8Array, keys: ColumnKeys, aad: FieldAad): Buffer {
-  const context = encodeContext(aad.context, where(aad))
+/**
+ * The AAD: `header ‖ "kfe/v1/aad" ‖ lp(table) ‖ lp(column) ‖ context` (docs/format.md). Without
+ * context (the common case) it is a view of the column's scratch buffer: no allocation; the
+ * caller passes it to `setAAD` at once.
+ *
+ * @param source - Bytes starting with the `headerLength` header bytes.
+ */
+function buildAad(source: Uint8Array, headerLength: number, keys: ColumnKeys, aad: FieldAad): Buffer {
+  const context = aad.context
+  if (context === undefined || context.length === 0) return keys.aadWithoutContext(source, headerLength)
+  // `aad` is a FieldLocation too: encodeContext copies only its table and column into an error.
+  const encoded = encodeContext(context, aad)
   return Buffer.concat(
-    [header, keys.aadNames, context],
-    header.length + keys.aadNames.length + context.length,
+    [source.subarray(0, headerLength), keys.aadNames, encoded],
+    headerLength + keys.aadNames.length + encoded.length,
   )
 }
 
@@ -116,7 +128,8 @@ export interface Fixed {
 
 function seal(key: KeyMaterial, codecTag: number, plaintext: Buffer, aad: FieldAad, fixed?: Fixed): Buffer {
   assertDataKey(key, aad, false)
-  if (codecByTag(codecTag) === undefined) {
+  // Same test as `codecByTag(codecTag) === undefined`: an integer 1..7.
+  if (!(Number.isInteger(codecTag) && codecTag >= 1 && codecTag <= 7)) {
     throw new ConfigError(
       'CONFIG_INVALID',
       `Unknown codec tag${describe(where(aad))}: expected 1..7.`,
@@ -143,11 +156,13 @@ function seal(key: KeyMaterial, codecTag: number, plaintext: Buffer, aad: FieldA
   const bodyAt = headerLength + NONCE_LENGTH
   const out = Buffer.allocUnsafe(bodyAt + plaintext.length + TAG_LENGTH)
   out[0] = (FORMAT_VERSION_1 << 4) | codecTag
-  salt.copy(out, writeVarint(out, 1, version))
-  nonce.copy(out, headerLength)
+  const saltAt = writeVarint(out, 1, version)
+  out[saltAt] = salt[0] as number
+  out[saltAt + 1] = salt[1] as number
+  out.set(nonce, headerLength) // TypedArray#set: no Buffer#copy argument handling per call
 
   const cipher = createCipheriv('aes-256-gcm', subkey, nonce, { authTagLength: TAG_LENGTH })
-  cipher.setAAD(buildAad(out.subarray(0, headerLength), keys, aad))
+  cipher.setAAD(buildAad(out, headerLength, keys, aad))
   const body = cipher.update(plaintext)
   const final = cipher.final() // empty for GCM
   const tag = cipher.getAuthTag()
@@ -155,9 +170,9 @@ function seal(key: KeyMaterial, codecTag: number, plaintext: Buffer, aad: FieldA
     // Not reachable with GCM; never leave unwritten bytes of allocUnsafe in a ciphertext.
     return Buffer.concat([out.subarray(0, bodyAt), body, final, tag])
   }
-  body.copy(out, bodyAt)
-  final.copy(out, bodyAt + body.length)
-  tag.copy(out, bodyAt + plaintext.length)
+  out.set(body, bodyAt)
+  if (final.length !== 0) out.set(final, bodyAt + body.length)
+  out.set(tag, bodyAt + plaintext.length)
   return out
 }
 
@@ -225,45 +240,56 @@ export function decryptField(
   expectedCodecTag: number,
 ): Buffer {
   assertDataKey(key, aad, true)
-  const loc = where(aad)
   if (!(ciphertext instanceof Uint8Array)) {
+    const loc = where(aad)
     throw new DecryptionError(
       'NOT_CIPHERTEXT',
       `Expected ciphertext bytes${describe(loc)}, got ${typeof ciphertext}.`,
       loc,
     )
   }
-  const header = readHeader(ciphertext, loc)
-  if (header.codecTag !== expectedCodecTag) {
+  // One parse, no header object: the codec tag and key version are read from the checked bytes.
+  const h = checkHeader(ciphertext, aad.table, aad.column)
+  const codecTag = (ciphertext[0] as number) & 0x0f
+  if (codecTag !== expectedCodecTag) {
+    const loc = where(aad)
     throw new DecryptionError(
       'CODEC_MISMATCH',
-      `The stored value${describe(loc)} was encoded as ${codecName(header.codecTag)}, but the column is declared ${codecName(expectedCodecTag)}.`,
+      `The stored value${describe(loc)} was encoded as ${codecName(codecTag)}, but the column is declared ${codecName(expectedCodecTag)}.`,
       loc,
     )
   }
-  if (header.keyVersion !== key.ref.version) {
+  const keyVersion = h === 4 ? (ciphertext[1] as number) : headerKeyVersion(ciphertext)
+  if (keyVersion !== key.ref.version) {
+    const loc = where(aad)
     throw new DecryptionError(
       'WRONG_KEY',
-      `The stored value${describe(loc)} was encrypted under data key version ${header.keyVersion}, not ${key.ref.version}.`,
+      `The stored value${describe(loc)} was encrypted under data key version ${keyVersion}, not ${key.ref.version}.`,
       loc,
     )
   }
   const keys = columnKeys(key, aad)
-  const ct = Buffer.from(ciphertext.buffer, ciphertext.byteOffset, ciphertext.byteLength) // a view, no copy
-  const h = header.headerLength
-  const subkey = keys.subkeyFor(ct.subarray(h - SALT_LENGTH, h))
-  const decipher = createDecipheriv('aes-256-gcm', subkey, ct.subarray(h, h + NONCE_LENGTH), {
-    authTagLength: TAG_LENGTH,
-  })
-  decipher.setAAD(buildAad(ct.subarray(0, h), keys, aad))
-  decipher.setAuthTag(ct.subarray(ct.length - TAG_LENGTH))
+  const subkey = keys.subkeyAt(ciphertext, h - SALT_LENGTH)
+  // Plain Uint8Array views (no copy): cheaper to make than Buffer#subarray, and node:crypto takes
+  // any ArrayBufferView.
+  const { buffer, byteOffset, byteLength } = ciphertext
+  const decipher = createDecipheriv(
+    'aes-256-gcm',
+    subkey,
+    new Uint8Array(buffer, byteOffset + h, NONCE_LENGTH),
+    { authTagLength: TAG_LENGTH },
+  )
+  decipher.setAAD(buildAad(ciphertext, h, keys, aad))
+  decipher.setAuthTag(new Uint8Array(buffer, byteOffset + byteLength - TAG_LENGTH, TAG_LENGTH))
   // GCM's update() returns plaintext before the tag is checked: it must never leave this function
   // unless final() succeeds.
-  const body = decipher.update(ct.subarray(h + NONCE_LENGTH, ct.length - TAG_LENGTH))
+  const bodyAt = h + NONCE_LENGTH
+  const body = decipher.update(new Uint8Array(buffer, byteOffset + bodyAt, byteLength - bodyAt - TAG_LENGTH))
   try {
     decipher.final()
   } catch (cause) {
     body.fill(0)
+    const loc = where(aad)
     throw new DecryptionError(
       'DECRYPT_AUTH_FAILED',
       `The encrypted value${describe(loc)} failed authentication: the ciphertext was modified, or belongs to another table/column/row context.`,

@@ -86,45 +86,96 @@ export function isValidKeyVersion(n: number): boolean {
   return Number.isInteger(n) && n >= 1 && n <= MAX_KEY_VERSION
 }
 
-type Parsed =
-  | { readonly ok: true; readonly header: CiphertextHeader }
-  | { readonly ok: false; readonly code: ErrorCode; readonly why: string }
+/** Bytes of the longest v1 header: type byte, a 5-byte key version varint, salt. */
+export const MAX_HEADER_LENGTH = 1 + 5 + SALT_LENGTH
 
-const fail = (code: ErrorCode, why: string): Parsed => ({ ok: false, code, why })
+/** Why a header is rejected: preallocated, so the parser allocates nothing on any path. */
+interface Failure {
+  readonly code: ErrorCode
+  readonly why: string
+}
 
-/** Parses without throwing, so {@link looksLikeCiphertext} costs no exception. */
-function parse(ct: Uint8Array): Parsed {
-  if (ct.length === 0) return fail('FORMAT_TRUNCATED', 'it is empty')
+const fail = (code: ErrorCode, why: string): Failure => Object.freeze({ code, why })
+const EMPTY = fail('FORMAT_TRUNCATED', 'it is empty')
+// The version is not echoed: if the value is plaintext (during a migration) it would leak 4 bits.
+const UNKNOWN_VERSION = fail(
+  'FORMAT_UNKNOWN_VERSION',
+  'its type byte names a format version this library does not read (it reads v1): a newer library wrote it, or it is not a ciphertext',
+)
+const NO_CODEC = fail('FORMAT_INVALID', 'its type byte names no codec')
+const IN_VERSION = fail('FORMAT_TRUNCATED', 'it ends inside the key version')
+const NOT_MINIMAL = fail('FORMAT_INVALID', 'its key version is not minimally encoded')
+const TOO_LONG = fail('FORMAT_INVALID', 'its key version is longer than 5 bytes')
+const VERSION_0 = fail('FORMAT_INVALID', 'its key version is 0')
+const VERSION_TOO_BIG = fail('FORMAT_INVALID', 'its key version exceeds 2^32-1')
+const SHORT = fail('FORMAT_TRUNCATED', 'it is shorter than a header, a nonce and a tag')
+
+/**
+ * Parses without throwing, so {@link looksLikeCiphertext} costs no exception, and without
+ * allocating, so the decrypt path pays for no header object.
+ *
+ * @returns The header length (type byte + key version + salt), or why the bytes are rejected.
+ */
+function parse(ct: Uint8Array): number | Failure {
+  if (ct.length === 0) return EMPTY
   const type = ct[0] as number
-  // The version is not echoed: if the value is plaintext (during a migration) it would leak 4 bits.
-  if (type >> 4 !== FORMAT_VERSION_1) {
-    return fail(
-      'FORMAT_UNKNOWN_VERSION',
-      'its type byte names a format version this library does not read (it reads v1): a newer library wrote it, or it is not a ciphertext',
-    )
-  }
+  if (type >> 4 !== FORMAT_VERSION_1) return UNKNOWN_VERSION
   const codecTag = type & 0x0f
-  if (codecTag < 1 || codecTag > 7) return fail('FORMAT_INVALID', 'its type byte names no codec')
+  if (codecTag < 1 || codecTag > 7) return NO_CODEC
   // Unsigned LEB128, at most 5 bytes, minimal (a value has exactly one header).
   let keyVersion = 0
   let at = 1
   for (let shift = 1; ; shift *= 0x80) {
-    if (at >= ct.length) return fail('FORMAT_TRUNCATED', 'it ends inside the key version')
+    if (at >= ct.length) return IN_VERSION
     const b = ct[at++] as number
     keyVersion += (b & 0x7f) * shift
     if (b < 0x80) {
-      if (b === 0 && at > 2) return fail('FORMAT_INVALID', 'its key version is not minimally encoded')
+      if (b === 0 && at > 2) return NOT_MINIMAL
       break
     }
-    if (at - 1 >= 5) return fail('FORMAT_INVALID', 'its key version is longer than 5 bytes')
+    if (at - 1 >= 5) return TOO_LONG
   }
-  if (keyVersion === 0) return fail('FORMAT_INVALID', 'its key version is 0')
-  if (keyVersion > MAX_KEY_VERSION) return fail('FORMAT_INVALID', 'its key version exceeds 2^32-1')
+  if (keyVersion === 0) return VERSION_0
+  if (keyVersion > MAX_KEY_VERSION) return VERSION_TOO_BIG
   const headerLength = at + SALT_LENGTH
-  if (ct.length < headerLength + NONCE_LENGTH + TAG_LENGTH) {
-    return fail('FORMAT_TRUNCATED', 'it is shorter than a header, a nonce and a tag')
+  if (ct.length < headerLength + NONCE_LENGTH + TAG_LENGTH) return SHORT
+  return headerLength
+}
+
+/**
+ * The key version of a header {@link checkHeader} accepted (the varint at offset 1; no checks).
+ *
+ * @param ciphertext - Bytes whose header was already checked.
+ * @returns The key version.
+ */
+export function headerKeyVersion(ciphertext: Uint8Array): number {
+  let keyVersion = 0
+  let at = 1
+  for (let shift = 1; ; shift *= 0x80) {
+    const b = ciphertext[at++] as number
+    keyVersion += (b & 0x7f) * shift
+    if (b < 0x80) return keyVersion
   }
-  return { ok: true, header: { formatVersion: FORMAT_VERSION_1, codecTag, keyVersion, headerLength } }
+}
+
+/**
+ * @internal The checks of {@link readHeader} without building a header object, for the decrypt
+ * path: the codec tag is `ciphertext[0] & 0x0f` and the key version {@link headerKeyVersion}.
+ *
+ * @param ciphertext - The stored bytes.
+ * @param table - Table, copied into a thrown error.
+ * @param column - Column, copied into a thrown error.
+ * @returns The header length (type byte + key version + salt); the nonce starts there.
+ * @throws DecryptionError as {@link readHeader}.
+ */
+export function checkHeader(ciphertext: Uint8Array, table?: string, column?: string): number {
+  const parsed = parse(ciphertext)
+  if (typeof parsed === 'number') return parsed
+  throw new DecryptionError(
+    parsed.code,
+    `Cannot read the encrypted value${describe({ table, column })}: ${parsed.why}.`,
+    { table, column },
+  )
 }
 
 /**
@@ -139,16 +190,13 @@ function parse(ct: Uint8Array): Parsed {
  *   unknown codec tag, a malformed or non-minimal key version varint, or key version 0.
  */
 export function readHeader(ciphertext: Uint8Array, where: FieldLocation = {}): CiphertextHeader {
-  const parsed = parse(ciphertext)
-  if (parsed.ok) return parsed.header
-  throw new DecryptionError(
-    parsed.code,
-    `Cannot read the encrypted value${describe(where)}: ${parsed.why}.`,
-    {
-      table: where.table,
-      column: where.column,
-    },
-  )
+  const headerLength = checkHeader(ciphertext, where.table, where.column)
+  return {
+    formatVersion: FORMAT_VERSION_1,
+    codecTag: (ciphertext[0] as number) & 0x0f,
+    keyVersion: headerKeyVersion(ciphertext),
+    headerLength,
+  }
 }
 
 /**
@@ -161,7 +209,7 @@ export function readHeader(ciphertext: Uint8Array, where: FieldLocation = {}): C
  * @returns Whether {@link readHeader} would accept it.
  */
 export function looksLikeCiphertext(value: Uint8Array): boolean {
-  return value instanceof Uint8Array && parse(value).ok
+  return value instanceof Uint8Array && typeof parse(value) === 'number'
 }
 
 /**
