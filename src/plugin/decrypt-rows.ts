@@ -1,7 +1,7 @@
 import { timingSafeEqual } from 'node:crypto'
 import { DecryptionError, FieldEncryptionError } from '../errors.js'
 import { decryptValue } from '../fields/field-cipher.js'
-import { looksLikeCiphertext, readHeader } from '../fields/format.js'
+import { headerKeyVersion, looksLikeCiphertext } from '../fields/format.js'
 import type { KeyMaterial } from '../keys/key-material.js'
 import type { KeyRef } from '../keys/key-provider.js'
 import type { KeyRing } from '../keys/key-ring.js'
@@ -39,31 +39,31 @@ export async function decryptRows<R extends Record<string, unknown>>(
   if (rows.length === 0 || plan.outputs.size === 0) return rows
   const outputs = [...plan.outputs]
   // Per batch: key versions seen → key, and those the cache could not serve synchronously.
-  const keys = new Map<string, KeyMaterial>()
-  const missing = new Map<string, KeyRef>()
+  const keys = new VersionMap<KeyMaterial>()
+  const missing = new VersionMap<KeyRef>()
   for (const row of rows) {
     for (const [name, column] of outputs) {
       const bytes = asBytes(row[name])
       if (bytes === undefined || !looksLikeCiphertext(bytes)) continue
-      const { keyVersion } = readHeader(bytes, { table: column.table.logical, column: column.logical })
-      const id = keyId(column, keyVersion)
-      if (keys.has(id) || missing.has(id)) continue
+      const keyVersion = headerKeyVersion(bytes) // the header was just checked by looksLikeCiphertext
+      const table = column.table.logical
+      if (keys.get(table, keyVersion) !== undefined || missing.get(table, keyVersion) !== undefined) continue
       const ref: KeyRef = { logicalTable: column.table.logical, purpose: 'data', version: keyVersion }
       const cached = ring.peekKey(ref)
-      if (cached === undefined) missing.set(id, ref)
-      else keys.set(id, cached)
+      if (cached === undefined) missing.set(table, keyVersion, ref)
+      else keys.set(table, keyVersion, cached)
     }
   }
   for (let attempt = 0; missing.size > 0; attempt++) {
     if (attempt === 3) throw evictedWhileLoading()
     const loaded = await slow(() =>
-      Promise.all([...missing].map(async ([id, ref]) => [id, await ring.key(ref)] as const)),
+      Promise.all(missing.values().map(async (ref) => [ref, await ring.key(ref)] as const)),
     )
     // A key held across the awaits above may have been evicted (and wiped) meanwhile: fetch again.
-    for (const [id, key] of loaded) {
+    for (const [ref, key] of loaded) {
       if (key.destroyed) continue
-      keys.set(id, key)
-      missing.delete(id)
+      keys.set(ref.logicalTable, ref.version, key)
+      missing.delete(ref.logicalTable, ref.version)
     }
   }
   for (const row of rows) {
@@ -91,17 +91,53 @@ export async function decryptRows<R extends Record<string, unknown>>(
   return kept
 }
 
-function keyId(column: ColumnInfo, version: number): string {
-  return `${version}:${column.table.logical}`
+const aads = new WeakMap<ColumnInfo, { readonly table: string; readonly column: string }>()
+
+/** The AAD names of a column, built once per column rather than per value. */
+function aadOf(column: ColumnInfo): { readonly table: string; readonly column: string } {
+  let aad = aads.get(column)
+  if (aad === undefined) {
+    aad = Object.freeze({ table: column.table.logical, column: column.logical })
+    aads.set(column, aad)
+  }
+  return aad
+}
+
+/** Values by (logical table, key version), without building a string key per value. */
+class VersionMap<V> {
+  readonly #byTable = new Map<string, Map<number, V>>()
+  size = 0
+
+  get(table: string, version: number): V | undefined {
+    return this.#byTable.get(table)?.get(version)
+  }
+
+  set(table: string, version: number, value: V): void {
+    let versions = this.#byTable.get(table)
+    if (versions === undefined) {
+      versions = new Map()
+      this.#byTable.set(table, versions)
+    }
+    if (!versions.has(version)) this.size++
+    versions.set(version, value)
+  }
+
+  delete(table: string, version: number): void {
+    if (this.#byTable.get(table)?.delete(version)) this.size--
+  }
+
+  values(): V[] {
+    return [...this.#byTable.values()].flatMap((m) => [...m.values()])
+  }
 }
 
 function decryptOne(
   column: ColumnInfo,
   value: unknown,
-  keys: ReadonlyMap<string, KeyMaterial>,
+  keys: VersionMap<KeyMaterial>,
   stats: DecryptStats,
 ): unknown {
-  const where = { table: column.table.logical, column: column.logical }
+  const where = aadOf(column)
   const bytes = asBytes(value)
   if (bytes === undefined || !looksLikeCiphertext(bytes)) {
     if (column.spec.migratingFromPlaintext) {
@@ -114,8 +150,7 @@ function decryptOne(
       { ...where, cause: undefined },
     )
   }
-  const { keyVersion } = readHeader(bytes, where)
-  const key = keys.get(keyId(column, keyVersion))!
+  const key = keys.get(column.table.logical, headerKeyVersion(bytes))!
   try {
     const plain = decryptValue(column.spec.codec, bytes, key, where)
     stats.decrypted += 1
