@@ -15,6 +15,7 @@ import type { EncryptedSchema } from '../schema/schema.js'
 import { Analyzer } from './analyzer.js'
 import { type DecryptStats, decryptRows } from './decrypt-rows.js'
 import { type DeferredValue, isDeferred } from './deferred-value.js'
+import { DelegatingDriver } from './delegating-driver.js'
 import { EMPTY_PLAN, type QueryPlan } from './plan.js'
 import { cachedKeys, loadKeys, resolveDeferred } from './resolve-values.js'
 
@@ -86,54 +87,38 @@ export function wrapDialect(dialect: Dialect, ctx: WrapperContext): Dialect {
 }
 
 /** The driver of a wrapped dialect. */
-export class EncryptingDriver implements Driver {
+export class EncryptingDriver extends DelegatingDriver {
   #init: Promise<void> | undefined
 
   constructor(
-    readonly inner: Driver,
+    inner: Driver,
     private readonly ctx: WrapperContext,
     private readonly compiler: () => QueryCompiler,
   ) {
-    for (const name of ['savepoint', 'rollbackToSavepoint', 'releaseSavepoint'] as const) {
-      const fn = inner[name]
-      if (fn !== undefined) (this as unknown as Record<string, unknown>)[name] = fn.bind(inner)
-    }
+    super(inner)
   }
 
   /** Idempotent: Kysely and the key store may both ask. */
-  init(): Promise<void> {
+  override init(): Promise<void> {
     this.#init ??= this.inner.init()
     return this.#init
   }
 
-  async acquireConnection(): Promise<DatabaseConnection> {
+  override async acquireConnection(): Promise<DatabaseConnection> {
     const connection = await this.inner.acquireConnection()
     this.#patch(connection)
     return connection
   }
 
-  async beginTransaction(connection: DatabaseConnection, settings: TransactionSettings): Promise<void> {
+  override async beginTransaction(
+    connection: DatabaseConnection,
+    settings: TransactionSettings,
+  ): Promise<void> {
     // Keys are created outside the transaction, so a rollback can never remove a key that
     // already encrypted data (PGlite has one session: this is its only chance).
     const original = (connection as unknown as { [PATCHED]?: Execute })[PATCHED]
     if (original !== undefined) await slowPathOn(original)(() => this.ctx.prepare(original))
     return this.inner.beginTransaction(connection, settings)
-  }
-
-  commitTransaction(connection: DatabaseConnection): Promise<void> {
-    return this.inner.commitTransaction(connection)
-  }
-
-  rollbackTransaction(connection: DatabaseConnection): Promise<void> {
-    return this.inner.rollbackTransaction(connection)
-  }
-
-  releaseConnection(connection: DatabaseConnection): Promise<void> {
-    return this.inner.releaseConnection(connection)
-  }
-
-  destroy(): Promise<void> {
-    return this.inner.destroy()
   }
 
   /** Patches the connection object in place: drivers pass it back to their own methods. */

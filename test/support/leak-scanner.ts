@@ -1,11 +1,5 @@
-import type {
-  CompiledQuery,
-  DatabaseConnection,
-  Dialect,
-  Driver,
-  QueryResult,
-  TransactionSettings,
-} from 'kysely'
+import type { CompiledQuery, DatabaseConnection, Dialect, Driver, QueryResult } from 'kysely'
+import { DelegatingDriver } from '../../src/plugin/delegating-driver.js'
 
 /** One query exactly as it was handed to the database driver. */
 export interface RecordedQuery {
@@ -70,22 +64,15 @@ export function scanningDialect(inner: Dialect, secrets: () => readonly string[]
   }
 }
 
-class ScanningDriver implements Driver {
+class ScanningDriver extends DelegatingDriver {
   constructor(
-    readonly inner: Driver,
+    inner: Driver,
     private readonly record: (query: CompiledQuery) => void,
   ) {
-    for (const name of ['savepoint', 'rollbackToSavepoint', 'releaseSavepoint'] as const) {
-      const fn = inner[name]
-      if (fn !== undefined) (this as unknown as Record<string, unknown>)[name] = fn.bind(inner)
-    }
+    super(inner)
   }
 
-  init(): Promise<void> {
-    return this.inner.init()
-  }
-
-  async acquireConnection(): Promise<DatabaseConnection> {
+  override async acquireConnection(): Promise<DatabaseConnection> {
     const connection = await this.inner.acquireConnection()
     const c = connection as DatabaseConnection & { [SCANNED]?: true }
     if (c[SCANNED] === undefined) {
@@ -103,26 +90,6 @@ class ScanningDriver implements Driver {
       }) as DatabaseConnection['streamQuery']
     }
     return connection
-  }
-
-  beginTransaction(connection: DatabaseConnection, settings: TransactionSettings): Promise<void> {
-    return this.inner.beginTransaction(connection, settings)
-  }
-
-  commitTransaction(connection: DatabaseConnection): Promise<void> {
-    return this.inner.commitTransaction(connection)
-  }
-
-  rollbackTransaction(connection: DatabaseConnection): Promise<void> {
-    return this.inner.rollbackTransaction(connection)
-  }
-
-  releaseConnection(connection: DatabaseConnection): Promise<void> {
-    return this.inner.releaseConnection(connection)
-  }
-
-  destroy(): Promise<void> {
-    return this.inner.destroy()
   }
 }
 
