@@ -139,16 +139,8 @@ export function handWritten(
     id: 'floor',
     label: 'node:crypto by hand (floor)',
     reference: 'plain',
-    async create() {
-      let builder = db.schema
-        .createTable(table)
-        .addColumn('id', 'integer', (c) => c.primaryKey())
-        .addColumn('name', 'varchar(100)', (c) => c.notNull())
-      // The very column types the plugin's table gets, so storage is identical.
-      for (const c of encryptedColumnTypes(schema, like, family)) builder = builder.addColumn(c.name, c.type)
-      await builder.execute()
-      await db.schema.createIndex(`${table}_email_bidx_idx`).on(table).column('email_bidx').unique().execute()
-    },
+    // The very column types the plugin's table gets, so storage is identical.
+    create: () => createPeopleTable(db, table, encryptedColumnTypes(schema, like, family)),
     async insert(rows, batchSize) {
       for (let i = 0; i < rows.length; i += batchSize) {
         const batch = rows.slice(i, i + batchSize).map((r) => ({
@@ -191,15 +183,7 @@ export function pluginEncrypted(
     id: 'plugin',
     label: 'plugin (email unique index, ssn no index)',
     reference: 'floor',
-    async create() {
-      let builder = db.schema
-        .createTable(table)
-        .addColumn('id', 'integer', (c) => c.primaryKey())
-        .addColumn('name', 'varchar(100)', (c) => c.notNull())
-      for (const c of encryptedColumnTypes(schema, table, family)) builder = builder.addColumn(c.name, c.type)
-      await builder.execute()
-      await db.schema.createIndex(`${table}_email_bidx_idx`).on(table).column('email_bidx').unique().execute()
-    },
+    create: () => createPeopleTable(db, table, encryptedColumnTypes(schema, table, family)),
     async insert(rows, batchSize) {
       for (let i = 0; i < rows.length; i += batchSize) {
         await db
@@ -222,4 +206,20 @@ export function pluginEncrypted(
 
 async function dropTable(db: AnyDB, table: string): Promise<void> {
   await sql`drop table if exists ${sql.table(table)}`.execute(db.withoutPlugins())
+}
+
+/** (id, name) plus the encrypted and blind-index columns, and the unique index on email_bidx. */
+async function createPeopleTable(
+  // biome-ignore lint/suspicious/noExplicitAny: bench tables are named at run time.
+  db: Kysely<any>,
+  table: string,
+  columns: ReturnType<typeof encryptedColumnTypes>,
+): Promise<void> {
+  let builder = db.schema
+    .createTable(table)
+    .addColumn('id', 'integer', (c) => c.primaryKey())
+    .addColumn('name', 'varchar(100)', (c) => c.notNull())
+  for (const c of columns) builder = builder.addColumn(c.name, c.type)
+  await builder.execute()
+  await db.schema.createIndex(`${table}_email_bidx_idx`).on(table).column('email_bidx').unique().execute()
 }
