@@ -31,7 +31,7 @@ import {
   referenceNode,
   tableNode,
 } from './nodes.js'
-import { EMPTY_PLAN, HIDDEN_PREFIX, type PostFilter, type QueryPlan } from './plan.js'
+import { EMPTY_PLAN, HIDDEN_PREFIX, outputList, type PostFilter, type QueryPlan } from './plan.js'
 import { refuse } from './refusal.js'
 import { identifierName, type Relation, type Resolved, Scope, type Source, tableName } from './scope.js'
 
@@ -135,6 +135,7 @@ export class Analyzer {
       node: result.node as RootOperationNode,
       plan: Object.freeze({
         outputs,
+        outputList: outputList(outputs),
         postFilters: this.#postFilters,
         deferred: this.#deferred,
         deferredValues: this.#deferredValues,

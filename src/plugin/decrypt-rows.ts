@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto'
 import { DecryptionError, FieldEncryptionError } from '../errors.js'
-import { decryptValue } from '../fields/field-cipher.js'
+import { decryptValue, type FieldAad } from '../fields/field-cipher.js'
 import { headerKeyVersion, looksLikeCiphertext } from '../fields/format.js'
 import type { KeyMaterial } from '../keys/key-material.js'
 import type { KeyRef } from '../keys/key-provider.js'
@@ -37,28 +37,30 @@ export async function decryptRows<R extends Record<string, unknown>>(
   slow: <T>(fn: () => Promise<T>) => Promise<T>,
 ): Promise<R[]> {
   if (rows.length === 0 || plan.outputs.size === 0) return rows
-  const outputs = [...plan.outputs]
+  const outputs = plan.outputList
   // Per batch: key versions seen → key, and those the cache could not serve synchronously.
   const keys = new VersionMap<KeyMaterial>()
-  const missing = new VersionMap<KeyRef>()
+  let missing: VersionMap<KeyRef> | undefined
   for (const row of rows) {
-    for (const [name, column] of outputs) {
+    for (const { name, column } of outputs) {
       const bytes = asBytes(row[name])
       if (bytes === undefined || !looksLikeCiphertext(bytes)) continue
       const keyVersion = headerKeyVersion(bytes) // the header was just checked by looksLikeCiphertext
       const table = column.table.logical
-      if (keys.get(table, keyVersion) !== undefined || missing.get(table, keyVersion) !== undefined) continue
-      const ref: KeyRef = { logicalTable: column.table.logical, purpose: 'data', version: keyVersion }
+      if (keys.get(table, keyVersion) !== undefined || missing?.get(table, keyVersion) !== undefined) continue
+      const ref: KeyRef = { logicalTable: table, purpose: 'data', version: keyVersion }
       const cached = ring.peekKey(ref)
-      if (cached === undefined) missing.set(table, keyVersion, ref)
-      else keys.set(table, keyVersion, cached)
+      if (cached !== undefined) keys.set(table, keyVersion, cached)
+      else {
+        missing ??= new VersionMap()
+        missing.set(table, keyVersion, ref)
+      }
     }
   }
-  for (let attempt = 0; missing.size > 0; attempt++) {
+  for (let attempt = 0; missing !== undefined && missing.size > 0; attempt++) {
     if (attempt === 3) throw evictedWhileLoading()
-    const loaded = await slow(() =>
-      Promise.all(missing.values().map(async (ref) => [ref, await ring.key(ref)] as const)),
-    )
+    const refs = missing.values()
+    const loaded = await slow(() => Promise.all(refs.map(async (ref) => [ref, await ring.key(ref)] as const)))
     // A key held across the awaits above may have been evicted (and wiped) meanwhile: fetch again.
     for (const [ref, key] of loaded) {
       if (key.destroyed) continue
@@ -67,10 +69,10 @@ export async function decryptRows<R extends Record<string, unknown>>(
     }
   }
   for (const row of rows) {
-    for (const [name, column] of outputs) {
+    for (const { name, column, aad } of outputs) {
       const value = row[name]
       if (value === null || value === undefined) continue
-      ;(row as Record<string, unknown>)[name] = decryptOne(column, value, keys, stats)
+      ;(row as Record<string, unknown>)[name] = decryptOne(column, aad, value, keys, stats)
     }
   }
   if (plan.postFilters.length === 0) return rows
@@ -91,25 +93,26 @@ export async function decryptRows<R extends Record<string, unknown>>(
   return kept
 }
 
-const aads = new WeakMap<ColumnInfo, { readonly table: string; readonly column: string }>()
-
-/** The AAD names of a column, built once per column rather than per value. */
-function aadOf(column: ColumnInfo): { readonly table: string; readonly column: string } {
-  let aad = aads.get(column)
-  if (aad === undefined) {
-    aad = Object.freeze({ table: column.table.logical, column: column.logical })
-    aads.set(column, aad)
-  }
-  return aad
-}
-
-/** Values by (logical table, key version), without building a string key per value. */
+/**
+ * Values by (logical table, key version), without building a string key per value. Remembers
+ * the last hit: a batch usually holds one table and one key version.
+ */
 class VersionMap<V> {
   readonly #byTable = new Map<string, Map<number, V>>()
+  #lastTable: string | undefined
+  #lastVersion = -1
+  #last: V | undefined
   size = 0
 
   get(table: string, version: number): V | undefined {
-    return this.#byTable.get(table)?.get(version)
+    if (version === this.#lastVersion && table === this.#lastTable) return this.#last
+    const value = this.#byTable.get(table)?.get(version)
+    if (value !== undefined) {
+      this.#lastTable = table
+      this.#lastVersion = version
+      this.#last = value
+    }
+    return value
   }
 
   set(table: string, version: number, value: V): void {
@@ -124,6 +127,7 @@ class VersionMap<V> {
 
   delete(table: string, version: number): void {
     if (this.#byTable.get(table)?.delete(version)) this.size--
+    if (table === this.#lastTable && version === this.#lastVersion) this.#lastTable = undefined
   }
 
   values(): V[] {
@@ -133,11 +137,11 @@ class VersionMap<V> {
 
 function decryptOne(
   column: ColumnInfo,
+  where: FieldAad,
   value: unknown,
   keys: VersionMap<KeyMaterial>,
   stats: DecryptStats,
 ): unknown {
-  const where = aadOf(column)
   const bytes = asBytes(value)
   if (bytes === undefined || !looksLikeCiphertext(bytes)) {
     if (column.spec.migratingFromPlaintext) {

@@ -179,7 +179,7 @@ async function prepareQuery(
   slow: SlowPath,
 ): Promise<{ plan: QueryPlan; send: CompiledQuery }> {
   const node = query.query
-  const deferred = query.parameters.filter(isDeferred)
+  const deferred = deferredOf(query.parameters)
   let plan = ctx.plans.get(node)
   // Reuse the plugin's plan only for the very parameters it produced: a compiled query whose
   // parameters were swapped (plaintext in a placeholder's slot) takes the verify pass instead.
@@ -234,6 +234,19 @@ async function prefetchDataKeys(ring: KeyRing, plan: QueryPlan): Promise<void> {
     }),
   )
 }
+
+/** The deferred values among a query's parameters; a shared empty list when there are none. */
+function deferredOf(parameters: readonly unknown[]): readonly DeferredValue[] {
+  let out: DeferredValue[] | undefined
+  for (const p of parameters) {
+    if (!isDeferred(p)) continue
+    out ??= []
+    out.push(p)
+  }
+  return out ?? NONE
+}
+
+const NONE: readonly DeferredValue[] = Object.freeze([])
 
 function sameDeferred(plan: QueryPlan, deferred: readonly DeferredValue[]): boolean {
   if (plan.deferredValues.size !== deferred.length) return false

@@ -41,44 +41,30 @@ export interface QueryKeys {
   readonly search: Map<string, KeyMaterial[]>
 }
 
-interface Needs {
-  readonly data: Set<string>
-  readonly index: Set<string>
-  readonly search: Set<string>
-}
-
-function needsOf(deferred: readonly DeferredValue[]): Needs {
-  const needs: Needs = { data: new Set(), index: new Set(), search: new Set() }
-  for (const d of deferred) {
-    const table = d.column.table.logical
-    if (d.kind === 'encrypt') needs.data.add(table)
-    else if (d.kind === 'index') needs.index.add(table)
-    else needs.search.add(table)
-  }
-  return needs
-}
-
 /**
  * The keys from the cache alone, synchronously: the steady-state path (no promise, no I/O).
  * @returns `undefined` when any key or key list is not cached and fresh
  */
 export function cachedKeys(ring: KeyRing, deferred: readonly DeferredValue[]): QueryKeys | undefined {
-  const needs = needsOf(deferred)
   const keys: QueryKeys = { data: new Map(), index: new Map(), search: new Map() }
-  for (const t of needs.data) {
-    const k = ring.peekActiveKey(t, 'data')
-    if (k === undefined) return undefined
-    keys.data.set(t, k)
-  }
-  for (const t of needs.index) {
-    const k = ring.peekActiveKey(t, 'index')
-    if (k === undefined) return undefined
-    keys.index.set(t, k)
-  }
-  for (const t of needs.search) {
-    const k = ring.peekSearchKeys(t, 'index')
-    if (k === undefined) return undefined
-    keys.search.set(t, k)
+  for (const d of deferred) {
+    const table = d.column.table.logical
+    if (d.kind === 'encrypt') {
+      if (keys.data.has(table)) continue
+      const k = ring.peekActiveKey(table, 'data')
+      if (k === undefined) return undefined
+      keys.data.set(table, k)
+    } else if (d.kind === 'index') {
+      if (keys.index.has(table)) continue
+      const k = ring.peekActiveKey(table, 'index')
+      if (k === undefined) return undefined
+      keys.index.set(table, k)
+    } else {
+      if (keys.search.has(table)) continue
+      const k = ring.peekSearchKeys(table, 'index')
+      if (k === undefined) return undefined
+      keys.search.set(table, k)
+    }
   }
   return keys
 }
@@ -90,7 +76,13 @@ export function cachedKeys(ring: KeyRing, deferred: readonly DeferredValue[]): Q
  * @throws KeyError `KEY_NOT_FOUND` when the cache keeps wiping keys before they can be used
  */
 export async function loadKeys(ring: KeyRing, deferred: readonly DeferredValue[]): Promise<QueryKeys> {
-  const needs = needsOf(deferred)
+  const needs = { data: new Set<string>(), index: new Set<string>(), search: new Set<string>() }
+  for (const d of deferred) {
+    const table = d.column.table.logical
+    if (d.kind === 'encrypt') needs.data.add(table)
+    else if (d.kind === 'index') needs.index.add(table)
+    else needs.search.add(table)
+  }
   for (let attempt = 0; attempt < 3; attempt++) {
     const [data, index, search] = await Promise.all([
       keyMap(needs.data, (t) => ring.activeKey(t, 'data')),
@@ -128,7 +120,7 @@ export function resolveDeferred(
   compiler: () => QueryCompiler,
   queryId: { queryId: string },
 ): { sql?: string; parameters: readonly unknown[] } {
-  const probes = new Map<DeferredValue, Buffer[]>()
+  let probes: Map<DeferredValue, Buffer[]> | undefined
   let expand = false
   const resolved = parameters.map((p) => {
     if (!isDeferred(p)) return p
@@ -139,14 +131,18 @@ export function resolveDeferred(
       case 'index':
         return indexValue(keys.index.get(table)!, p.index!, p.reveal())
       default: {
-        const values = dedupe(keys.search.get(table)!.map((k) => indexValue(k, p.index!, p.reveal())))
+        const live = keys.search.get(table)!
+        // One live index version (no rotation under way): one value, no list to build.
+        if (live.length === 1) return indexValue(live[0]!, p.index!, p.reveal())
+        const values = dedupe(live.map((k) => indexValue(k, p.index!, p.reveal())))
+        probes ??= new Map()
         probes.set(p, values)
         if (values.length !== 1) expand = true
         return values[0]
       }
     }
   })
-  if (!expand) return { parameters: resolved }
+  if (!expand || probes === undefined) return { parameters: resolved }
   // Several live index versions: every probe stands for one value per version.
   const expanded = expandProbes(query, probes)
   const compiled = compiler().compileQuery(expanded, queryId as never)
