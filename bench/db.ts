@@ -11,6 +11,7 @@ import { createPool } from 'mysql2'
 import pg from 'pg'
 import type { FieldEncryption } from '../src/field-encryption.js'
 import { encrypted, encryptedSchema, fieldEncryption, localKeyProvider } from '../src/index.js'
+import { type CpuResult, measureCpu, recordingDialect } from './cpu.js'
 import {
   type AnyDB,
   type DbVariant,
@@ -48,6 +49,9 @@ export interface EngineResult {
   readonly keys?: number
   /** Rows the plugin's instance wrote and read, over all rounds. */
   readonly rowsThroughPlugin?: number
+  /** The same variants with the database replaced by recorded results (bench/cpu.ts). */
+  readonly cpu?: CpuResult
+  readonly settings?: DbSettings
 }
 
 interface Engine {
@@ -111,18 +115,20 @@ function check(variant: string, what: string, ok: boolean): void {
   if (!ok) throw new Error(`${variant}: ${what}`)
 }
 
-async function runEngine(
-  engine: Engine,
-  settings: DbSettings,
-  log: (s: string) => void,
-): Promise<EngineResult> {
-  const names = {
+/** Table names of one run, unique to this process. */
+function tableNames() {
+  return {
     plain: unique('bench_plain'),
     floor: unique('bench_floor'),
     plugin: unique('bench_enc'),
     pluginPlain: unique('bench_pplain'),
     keys: unique('bench_kfe_keys'),
   }
+}
+
+/** The plugin's instance and the four variants, on two dialects of one engine. */
+function setUp(engine: Engine, dialects: [Dialect, Dialect]) {
+  const names = tableNames()
   const schema = encryptedSchema({
     [names.plugin]: {
       email: encrypted.text({ index: { name: 'email_bidx' }, maxBytes: 320 }),
@@ -134,7 +140,7 @@ async function runEngine(
     keyProvider: localKeyProvider({ key: randomBytes(32) }),
     keyTable: names.keys,
   })
-  const [plainDialect, appDialect] = engine.dialects()
+  const [plainDialect, appDialect] = dialects
   const plainDb: AnyDB = new Kysely({ dialect: plainDialect })
   const appDb: AnyDB = new Kysely({ dialect: encryption.wrap(appDialect), plugins: [encryption.plugin] })
   const variants: DbVariant[] = [
@@ -143,6 +149,46 @@ async function runEngine(
     pluginEncrypted(appDb, names.plugin, engine.family, schema),
     pluginPlaintextTable(appDb, names.pluginPlain),
   ]
+  const tearDown = async () => {
+    for (const v of variants) await v.drop().catch(() => undefined)
+    await sql`drop table if exists ${sql.table(names.keys)}`.execute(plainDb).catch(() => undefined)
+    await encryption.close()
+    await appDb.destroy()
+    if (engine.name !== 'PGlite') await plainDb.destroy()
+  }
+  return { encryption, plainDb, variants, tearDown }
+}
+
+/** The CPU case (bench/cpu.ts) on its own instance, tables and connections. */
+async function runCpu(engine: Engine, data: readonly Person[], settings: DbSettings): Promise<CpuResult> {
+  const [a, b] = engine.dialects()
+  const plain = recordingDialect(a)
+  const app = recordingDialect(b)
+  const { variants, tearDown } = setUp(engine, [plain.dialect, app.dialect])
+  try {
+    return await measureCpu(
+      variants,
+      {
+        dialect: plain.dialect,
+        replay: () => {
+          plain.replay()
+          app.replay()
+        },
+      },
+      data.slice(0, settings.batchSize),
+      { timeMs: settings.lookups >= 1000 ? 300 : 30, batch: settings.batchSize, rounds: settings.rounds },
+    )
+  } finally {
+    await tearDown()
+  }
+}
+
+async function runEngine(
+  engine: Engine,
+  settings: DbSettings,
+  log: (s: string) => void,
+): Promise<EngineResult> {
+  const { encryption, plainDb, variants, tearDown } = setUp(engine, engine.dialects())
   const data = people(settings.rows)
   const byEmail = new Map(data.map((p) => [p.email, p]))
   // The same lookups for every variant: a fixed stride through the rows.
@@ -190,6 +236,8 @@ async function runEngine(
       for (const v of variants) await v.drop()
       providerCallsPerRound.push(encryption.stats().keys?.providerCalls ?? Number.NaN)
     }
+    log(`${engine.name}: CPU case (the database replaced by recorded results)`)
+    const cpu = await runCpu(engine, data, settings)
     const timings: Record<string, Record<DbOp, Summary>> = {}
     for (const [id, ops] of raw) {
       timings[id] = {
@@ -210,13 +258,11 @@ async function runEngine(
       providerCallsPerRound,
       keys: encryption.stats().keys?.cache.size ?? Number.NaN,
       rowsThroughPlugin: settings.rounds * (settings.rows * 2 + settings.lookups),
+      cpu,
+      settings,
     }
   } finally {
-    for (const v of variants) await v.drop().catch(() => undefined)
-    await sql`drop table if exists ${sql.table(names.keys)}`.execute(plainDb).catch(() => undefined)
-    await encryption.close()
-    await appDb.destroy()
-    if (engine.name !== 'PGlite') await plainDb.destroy()
+    await tearDown()
   }
 }
 

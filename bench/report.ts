@@ -101,9 +101,36 @@ function dbMarkdown(engines: readonly EngineResult[]): string {
       `Milliseconds for the whole operation: median (min–max) over ${rounds} measured rounds · ratio of medians to the reference.`,
       table(['variant', ...DB_OPS.map((op) => `${OP_LABEL[op]} ms`), 'reference'], rows),
       `Key-provider calls of the plugin's instance, cumulative after each round: ${e.providerCallsPerRound?.join(', ')} (keys in cache: ${e.keys}).`,
+      ...cpuMarkdown(e),
     )
   }
   return parts.join('\n\n')
+}
+
+/** The CPU case of one engine (bench/cpu.ts) and what it implies for the plugin/floor ratios. */
+function cpuMarkdown(e: EngineResult): string[] {
+  const cpu = e.cpu
+  if (cpu === undefined || e.variants === undefined || e.settings === undefined) return []
+  const f = (v: number) => (v >= 10 ? v.toFixed(1) : v.toFixed(2))
+  const cell = (s: Summary | undefined) =>
+    s === undefined ? '—' : `${f(s.median)} (${f(s.min)}–${f(s.max)})`
+  const rows = e.variants.map((v) => [v.label, cell(cpu.lookupUs[v.id]), cell(cpu.insertRowUs[v.id])])
+  const parts = [
+    `CPU of this process alone, the database replaced by results recorded on ${e.engine} (bench/cpu.ts): µs per lookup and per inserted row (batches of ${e.settings.batchSize}), median (min–max) over the same number of rounds.`,
+    table(['variant', 'CPU µs per lookup', 'CPU µs per inserted row'], rows),
+  ]
+  const plugin = (m: Record<string, Summary>) => m.plugin?.median
+  const floor = (m: Record<string, Summary>) => m.floor?.median
+  const lookupFloorUs = ((e.timings?.floor?.lookup.median ?? Number.NaN) * 1000) / e.settings.lookups
+  const insertFloorUs = ((e.timings?.floor?.insert.median ?? Number.NaN) * 1000) / e.settings.rows
+  const dl = (plugin(cpu.lookupUs) ?? Number.NaN) - (floor(cpu.lookupUs) ?? Number.NaN)
+  const di = (plugin(cpu.insertRowUs) ?? Number.NaN) - (floor(cpu.insertRowUs) ?? Number.NaN)
+  if (Number.isFinite(dl) && Number.isFinite(di) && lookupFloorUs > 0 && insertFloorUs > 0) {
+    parts.push(
+      `The plugin's CPU over the floor's: ${f(dl)} µs per lookup, ${f(di)} µs per inserted row. The floor's real lookup on ${e.engine} took ${f(lookupFloorUs)} µs and its insert ${f(insertFloorUs)} µs per row, so that CPU alone puts the plugin/floor ratio at 1 + ${f(dl)}/${f(lookupFloorUs)} = **${(1 + dl / lookupFloorUs).toFixed(3)}×** for lookups and **${(1 + di / insertFloorUs).toFixed(3)}×** for inserts. That is the CPU as it costs in a warm loop: where a measured ratio above is higher, the rest is not explained by this measurement; read it with the min–max ranges.`,
+    )
+  }
+  return parts
 }
 
 function environmentMarkdown(env: Environment): string {

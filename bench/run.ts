@@ -62,7 +62,7 @@ async function main(): Promise<void> {
     db = await runDbBench(
       quick
         ? { rows: 1000, batchSize: 500, lookups: 200, rounds: rounds ?? 2 }
-        : { rows: 10_000, batchSize: 500, lookups: 2_000, rounds: rounds ?? 6 },
+        : { rows: 10_000, batchSize: 500, lookups: 2_000, rounds: rounds ?? 9 },
       log,
     )
     for (const e of db) if (e.server !== undefined) env.servers[e.engine] = e.server

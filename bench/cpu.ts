@@ -1,0 +1,139 @@
+/**
+ * Where the plugin's time goes, database excluded. The same variants as case 2 run against a
+ * dialect that answers each query from a result recorded on the real engine (an insert is
+ * acknowledged without being sent), so what is timed is the CPU work of the process alone:
+ * query building, the plugin's rewrite, compilation, keys, crypto, row decryption.
+ *
+ * This case explains the database ratios; it does not replace them. Every other number of
+ * case 2 comes from the real engine.
+ */
+import type { CompiledQuery, DatabaseConnection, Dialect, Driver, QueryResult } from 'kysely'
+import type { DbVariant, Person } from './db-variants.js'
+import { measureRound, rotate, type Summary, summarize } from './harness.js'
+
+/** µs per lookup and per inserted row, by variant id. */
+export interface CpuResult {
+  readonly lookupUs: Record<string, Summary>
+  readonly insertRowUs: Record<string, Summary>
+}
+
+/** A dialect whose connections can switch from the real engine to replaying what they recorded. */
+export interface RecordingDialect {
+  readonly dialect: Dialect
+  /** From now on: answer from the recording (inserts are acknowledged, not sent). */
+  replay(): void
+}
+
+/** Wraps `inner`: queries run for real (and are recorded, by SQL text) until `replay()`. */
+export function recordingDialect(inner: Dialect): RecordingDialect {
+  const recorded = new Map<string, QueryResult<Record<string, unknown>>>()
+  let replaying = false
+  const copy = (r: QueryResult<Record<string, unknown>>) => ({
+    ...r,
+    rows: r.rows.map((row) => ({ ...row })),
+  })
+  const wrapped = new WeakMap<DatabaseConnection, DatabaseConnection>()
+  const wrapConnection = (c: DatabaseConnection): DatabaseConnection => {
+    const known = wrapped.get(c)
+    if (known !== undefined) return known
+    const w: DatabaseConnection = {
+      streamQuery: (q, chunk) => c.streamQuery(q, chunk),
+      async executeQuery<R>(q: CompiledQuery): Promise<QueryResult<R>> {
+        if (replaying && /^\s*insert/i.test(q.sql)) {
+          return { rows: [], numAffectedRows: BigInt(q.parameters.length) } as QueryResult<R>
+        }
+        const hit = replaying ? recorded.get(q.sql) : undefined
+        if (hit !== undefined) return copy(hit) as QueryResult<R>
+        const result = await c.executeQuery<Record<string, unknown>>(q)
+        // Copied before anyone (the plugin's row decryption) rewrites the rows in place.
+        recorded.set(q.sql, copy(result))
+        return result as QueryResult<R>
+      },
+    }
+    wrapped.set(c, w)
+    return w
+  }
+  const unwrapped = new WeakMap<DatabaseConnection, DatabaseConnection>()
+  const driver = (d: Driver): Driver => {
+    const real = (c: DatabaseConnection) => unwrapped.get(c) ?? c
+    return {
+      init: () => d.init(),
+      destroy: () => d.destroy(),
+      async acquireConnection() {
+        const c = await d.acquireConnection()
+        const w = wrapConnection(c)
+        unwrapped.set(w, c)
+        return w
+      },
+      releaseConnection: (c) => d.releaseConnection(real(c)),
+      beginTransaction: (c, s) => d.beginTransaction(real(c), s),
+      commitTransaction: (c) => d.commitTransaction(real(c)),
+      rollbackTransaction: (c) => d.rollbackTransaction(real(c)),
+    }
+  }
+  return {
+    dialect: {
+      createAdapter: () => inner.createAdapter(),
+      createDriver: () => driver(inner.createDriver()),
+      createQueryCompiler: () => inner.createQueryCompiler(),
+      createIntrospector: (db) => inner.createIntrospector(db),
+    },
+    replay: () => {
+      replaying = true
+    },
+  }
+}
+
+/** Lookups per timed call: long enough for the timer, short enough that a GC is an outlier. */
+const LOOKUPS_PER_CALL = 100
+
+/**
+ * Records one lookup and one insert batch per variant on the real engine, then times them
+ * replayed: `rounds` interleaved rounds (the first discarded); in each, every variant runs calls
+ * of 100 lookups, then calls of one `batch`-row insert, for `timeMs` each, and the median call counts.
+ */
+export async function measureCpu(
+  variants: readonly DbVariant[],
+  recording: RecordingDialect,
+  data: readonly Person[],
+  settings: { readonly timeMs: number; readonly batch: number; readonly rounds: number },
+): Promise<CpuResult> {
+  const probe = data[Math.floor(data.length / 2)] as Person
+  const batch = data.slice(0, settings.batch)
+  for (const v of variants) {
+    await v.drop()
+    await v.create()
+    await v.insert(data, settings.batch)
+    const row = await v.lookup(probe.email)
+    if (row?.ssn !== probe.ssn) throw new Error(`${v.id}: the recorded lookup returned a wrong row`)
+  }
+  recording.replay()
+  const lookups = new Map<string, number[]>()
+  const inserts = new Map<string, number[]>()
+  for (let r = 0; r < settings.rounds; r++) {
+    const order = rotate(variants, r)
+    const lookup = await measureRound(
+      order.map((v) => ({
+        name: v.id,
+        batch: LOOKUPS_PER_CALL,
+        run: async (n: number) => {
+          for (let i = 0; i < n; i++) {
+            const row = await v.lookup(probe.email)
+            if (row?.ssn !== probe.ssn) throw new Error(`${v.id}: a replayed lookup returned a wrong row`)
+          }
+        },
+      })),
+      { timeMs: settings.timeMs, iterations: 5 },
+    )
+    const insert = await measureRound(
+      order.map((v) => ({ name: v.id, batch: batch.length, run: () => v.insert(batch, batch.length) })),
+      { timeMs: settings.timeMs, iterations: 5 },
+    )
+    if (r === 0) continue
+    for (const [id, ms] of lookup) lookups.set(id, [...(lookups.get(id) ?? []), ms * 1000])
+    for (const [id, ms] of insert) inserts.set(id, [...(inserts.get(id) ?? []), ms * 1000])
+  }
+  const summaries = (m: Map<string, number[]>) =>
+    Object.fromEntries([...m].map(([id, samples]) => [id, summarize(samples)]))
+  return { lookupUs: summaries(lookups), insertRowUs: summaries(inserts) }
+}
