@@ -57,7 +57,11 @@ export interface EngineResult {
 interface Engine {
   readonly name: string
   readonly family: Family
-  /** Two dialects on the same database: one for plain Kysely, one to wrap. */
+  /**
+   * Two dialects over ONE connection pool (one PGlite instance): one for plain Kysely, one to
+   * wrap. Sharing the pool means every variant's queries go to the same server backends, so no
+   * variant is favoured by where the scheduler happened to put its own backend process.
+   */
   readonly dialects: () => [Dialect, Dialect]
   readonly version: (db: AnyDB) => Promise<string>
 }
@@ -73,10 +77,10 @@ function engines(): Array<Engine | { name: string; notRun: string }> {
       ? {
           name: 'PostgreSQL',
           family: 'postgres',
-          dialects: () => [
-            new PostgresDialect({ pool: new pg.Pool({ connectionString: pgUrl, max: 5 }) }),
-            new PostgresDialect({ pool: new pg.Pool({ connectionString: pgUrl, max: 5 }) }),
-          ],
+          dialects: () => {
+            const pool = new pg.Pool({ connectionString: pgUrl, max: 5 })
+            return [new PostgresDialect({ pool }), new PostgresDialect({ pool })]
+          },
           version: pgVersion,
         }
       : { name: 'PostgreSQL', notRun: 'NOT RUN: PG_URL is not set' },
@@ -86,10 +90,10 @@ function engines(): Array<Engine | { name: string; notRun: string }> {
       ? {
           name: 'MariaDB/MySQL',
           family: 'mysql',
-          dialects: () => [
-            new MysqlDialect({ pool: createPool({ uri: mysqlUrl, connectionLimit: 5 }) }),
-            new MysqlDialect({ pool: createPool({ uri: mysqlUrl, connectionLimit: 5 }) }),
-          ],
+          dialects: () => {
+            const pool = createPool({ uri: mysqlUrl, connectionLimit: 5 })
+            return [new MysqlDialect({ pool }), new MysqlDialect({ pool })]
+          },
           version: async (db) =>
             (await sql<{ v: string }>`select version() as v`.execute(db)).rows[0]?.v ?? '?',
         }
@@ -153,8 +157,8 @@ function setUp(engine: Engine, dialects: [Dialect, Dialect]) {
     for (const v of variants) await v.drop().catch(() => undefined)
     await sql`drop table if exists ${sql.table(names.keys)}`.execute(plainDb).catch(() => undefined)
     await encryption.close()
+    // One pool (or PGlite instance) under both: closing it once is enough.
     await appDb.destroy()
-    if (engine.name !== 'PGlite') await plainDb.destroy()
   }
   return { encryption, plainDb, variants, tearDown }
 }

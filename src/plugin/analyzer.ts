@@ -31,7 +31,7 @@ import {
   referenceNode,
   tableNode,
 } from './nodes.js'
-import { EMPTY_PLAN, HIDDEN_PREFIX, outputList, type PostFilter, type QueryPlan } from './plan.js'
+import { EMPTY_PLAN, HIDDEN_PREFIX, type PlanOutput, type PostFilter, type QueryPlan } from './plan.js'
 import { refuse } from './refusal.js'
 import { identifierName, type Relation, type Resolved, Scope, type Source, tableName } from './scope.js'
 
@@ -121,10 +121,12 @@ export class Analyzer {
     // on trees others may have built, collects them from the final tree.
     if (this.mode === 'verify') collectDeferred(result.node, this.#deferredValues)
     if (this.#deferredValues.size > 0) this.#deferred = true
-    const outputs = new Map<string, ColumnInfo>()
-    for (const [name, source] of result.outputs) if (source.kind === 'column') outputs.set(name, source.info)
+    const outputs: PlanOutput[] = []
+    for (const [name, source] of result.outputs) {
+      if (source.kind === 'column') outputs.push({ name, column: source.info })
+    }
     if (
-      outputs.size === 0 &&
+      outputs.length === 0 &&
       this.#postFilters.length === 0 &&
       !this.#deferred &&
       this.#indexComparisons.size === 0
@@ -134,8 +136,7 @@ export class Analyzer {
     return {
       node: result.node as RootOperationNode,
       plan: Object.freeze({
-        outputs,
-        outputList: outputList(outputs),
+        outputs: Object.freeze(outputs),
         postFilters: this.#postFilters,
         deferred: this.#deferred,
         deferredValues: this.#deferredValues,

@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto'
 import { DecryptionError, FieldEncryptionError } from '../errors.js'
-import { decryptValue, type FieldAad } from '../fields/field-cipher.js'
+import { decryptValue } from '../fields/field-cipher.js'
 import { headerKeyVersion, looksLikeCiphertext } from '../fields/format.js'
 import type { KeyMaterial } from '../keys/key-material.js'
 import type { KeyRef } from '../keys/key-provider.js'
@@ -25,24 +25,24 @@ export interface DecryptStats {
  *
  * Keys: one lookup per distinct (table, key version) in the batch, from the cache synchronously
  * when it holds them, else through `slow` (one provider call per missing key), never per row.
+ * Synchronous when every key is cached (the steady state): no promise is made then.
  *
  * @returns the rows to hand back (the same array when nothing was filtered)
  * @throws DecryptionError `NOT_CIPHERTEXT`, `DECRYPT_AUTH_FAILED`, `WRONG_KEY`, … with table and column
  */
-export async function decryptRows<R extends Record<string, unknown>>(
+export function decryptRows<R extends Record<string, unknown>>(
   ring: KeyRing,
   plan: QueryPlan,
   rows: R[],
   stats: DecryptStats,
   slow: <T>(fn: () => Promise<T>) => Promise<T>,
-): Promise<R[]> {
-  if (rows.length === 0 || plan.outputs.size === 0) return rows
-  const outputs = plan.outputList
+): R[] | Promise<R[]> {
+  if (rows.length === 0 || plan.outputs.length === 0) return rows
   // Per batch: key versions seen → key, and those the cache could not serve synchronously.
   const keys = new VersionMap<KeyMaterial>()
   let missing: VersionMap<KeyRef> | undefined
   for (const row of rows) {
-    for (const { name, column } of outputs) {
+    for (const { name, column } of plan.outputs) {
       const bytes = asBytes(row[name])
       if (bytes === undefined || !looksLikeCiphertext(bytes)) continue
       const keyVersion = headerKeyVersion(bytes) // the header was just checked by looksLikeCiphertext
@@ -57,7 +57,18 @@ export async function decryptRows<R extends Record<string, unknown>>(
       }
     }
   }
-  for (let attempt = 0; missing !== undefined && missing.size > 0; attempt++) {
+  if (missing === undefined) return decryptWith(keys, plan, rows, stats)
+  return loadMissing(ring, keys, missing, slow).then(() => decryptWith(keys, plan, rows, stats))
+}
+
+/** Loads the keys the cache could not serve into `keys`. */
+async function loadMissing(
+  ring: KeyRing,
+  keys: VersionMap<KeyMaterial>,
+  missing: VersionMap<KeyRef>,
+  slow: <T>(fn: () => Promise<T>) => Promise<T>,
+): Promise<void> {
+  for (let attempt = 0; missing.size > 0; attempt++) {
     if (attempt === 3) throw evictedWhileLoading()
     const refs = missing.values()
     const loaded = await slow(() => Promise.all(refs.map(async (ref) => [ref, await ring.key(ref)] as const)))
@@ -68,11 +79,20 @@ export async function decryptRows<R extends Record<string, unknown>>(
       missing.delete(ref.logicalTable, ref.version)
     }
   }
+}
+
+/** The decryption proper, every key at hand; then the false-positive filter. */
+function decryptWith<R extends Record<string, unknown>>(
+  keys: VersionMap<KeyMaterial>,
+  plan: QueryPlan,
+  rows: R[],
+  stats: DecryptStats,
+): R[] {
   for (const row of rows) {
-    for (const { name, column, aad } of outputs) {
+    for (const { name, column } of plan.outputs) {
       const value = row[name]
       if (value === null || value === undefined) continue
-      ;(row as Record<string, unknown>)[name] = decryptOne(column, aad, value, keys, stats)
+      ;(row as Record<string, unknown>)[name] = decryptOne(column, value, keys, stats)
     }
   }
   if (plan.postFilters.length === 0) return rows
@@ -123,6 +143,7 @@ class VersionMap<V> {
     }
     if (!versions.has(version)) this.size++
     versions.set(version, value)
+    if (table === this.#lastTable && version === this.#lastVersion) this.#last = value
   }
 
   delete(table: string, version: number): void {
@@ -137,11 +158,11 @@ class VersionMap<V> {
 
 function decryptOne(
   column: ColumnInfo,
-  where: FieldAad,
   value: unknown,
   keys: VersionMap<KeyMaterial>,
   stats: DecryptStats,
 ): unknown {
+  const where = column.aad
   const bytes = asBytes(value)
   if (bytes === undefined || !looksLikeCiphertext(bytes)) {
     if (column.spec.migratingFromPlaintext) {

@@ -17,7 +17,7 @@ import { type DecryptStats, decryptRows } from './decrypt-rows.js'
 import { type DeferredValue, isDeferred } from './deferred-value.js'
 import { DelegatingDriver } from './delegating-driver.js'
 import { EMPTY_PLAN, type QueryPlan } from './plan.js'
-import { cachedKeys, loadKeys, resolveDeferred } from './resolve-values.js'
+import { cachedKeys, loadKeys, type QueryKeys, resolveDeferred } from './resolve-values.js'
 
 export type Execute = (query: CompiledQuery) => Promise<QueryResult<unknown>>
 
@@ -132,25 +132,28 @@ export class EncryptingDriver extends DelegatingDriver {
     const compiler = this.compiler
     const slow = slowPathOn(execute)
     c.executeQuery = (async (query: CompiledQuery) => {
-      const { plan, send } = await prepareQuery(ctx, compiler, query, slow)
+      // Steady state: no promise but the query's own (prepare and decrypt return plain values).
+      const prepared = prepareQuery(ctx, compiler, query, slow)
+      const { plan, send } = prepared instanceof Promise ? await prepared : prepared
       const result = await execute(send)
-      if (plan.outputs.size === 0 || result.rows.length === 0) return result
-      const rows = await decryptRows(
+      if (plan.outputs.length === 0 || result.rows.length === 0) return result
+      const decrypted = decryptRows(
         ctx.ring(),
         plan,
         result.rows as Record<string, unknown>[],
         ctx.stats,
         slow,
       )
+      const rows = decrypted instanceof Promise ? await decrypted : decrypted
       return rows === result.rows ? result : { ...result, rows }
     }) as DatabaseConnection['executeQuery']
     c.streamQuery = async function* (query: CompiledQuery, chunkSize?: number) {
       const { plan, send } = await prepareQuery(ctx, compiler, query, slow)
       // Fetch every data key version the rows may need before the cursor opens: a key-store
       // read on this connection would otherwise wait behind the cursor.
-      if (plan.outputs.size > 0) await slow(() => prefetchDataKeys(ctx.ring(), plan))
+      if (plan.outputs.length > 0) await slow(() => prefetchDataKeys(ctx.ring(), plan))
       for await (const chunk of stream(send, chunkSize)) {
-        if (plan.outputs.size === 0 || chunk.rows.length === 0) {
+        if (plan.outputs.length === 0 || chunk.rows.length === 0) {
           yield chunk
           continue
         }
@@ -167,17 +170,25 @@ export class EncryptingDriver extends DelegatingDriver {
   }
 }
 
+/** What the wrapper sends, and what it does with the results. */
+interface Prepared {
+  readonly plan: QueryPlan
+  readonly send: CompiledQuery
+}
+
 /**
  * The fail-closed check and the resolution of deferred values. The plan comes from the final
  * tree: reused when it is exactly the tree the plugin produced, else derived again in `verify`
  * mode, which throws if any plaintext still needs rewriting (the plugin was bypassed).
+ *
+ * Synchronous when every key is cached (the steady state); a promise only when a key must load.
  */
-async function prepareQuery(
+function prepareQuery(
   ctx: WrapperContext,
   compiler: () => QueryCompiler,
   query: CompiledQuery,
   slow: SlowPath,
-): Promise<{ plan: QueryPlan; send: CompiledQuery }> {
+): Prepared | Promise<Prepared> {
   const node = query.query
   const deferred = deferredOf(query.parameters)
   let plan = ctx.plans.get(node)
@@ -196,8 +207,18 @@ async function prepareQuery(
       )
     }
   }
+  const checked = plan
+  if (checked.indexComparisons.size > 0) {
+    return checkIndexComparisons(ctx.ring(), checked, slow).then(() =>
+      resolveQuery(ctx, compiler, query, checked, deferred, slow),
+    )
+  }
+  return resolveQuery(ctx, compiler, query, checked, deferred, slow)
+}
+
+/** Refuses a self-join on blind-index columns while several index versions are live. */
+async function checkIndexComparisons(ring: KeyRing, plan: QueryPlan, slow: SlowPath): Promise<void> {
   for (const table of plan.indexComparisons) {
-    const ring = ctx.ring()
     const live = ring.peekSearchKeys(table, 'index') ?? (await slow(() => ring.searchKeys(table, 'index')))
     if (live.length > 1) {
       throw new QueryRefusedError(
@@ -211,20 +232,35 @@ async function prepareQuery(
       )
     }
   }
+}
+
+/** The query with its deferred values replaced: keys from the cache, or loaded through `slow`. */
+function resolveQuery(
+  ctx: WrapperContext,
+  compiler: () => QueryCompiler,
+  query: CompiledQuery,
+  plan: QueryPlan,
+  deferred: readonly DeferredValue[],
+  slow: SlowPath,
+): Prepared | Promise<Prepared> {
   if (deferred.length === 0) return { plan, send: query }
   const ring = ctx.ring()
-  const keys = cachedKeys(ring, deferred) ?? (await slow(() => loadKeys(ring, deferred)))
-  const resolved = resolveDeferred(keys, node, query.parameters, compiler, query as never)
-  const send = Object.freeze({
-    ...query,
-    sql: resolved.sql ?? query.sql,
-    parameters: Object.freeze([...resolved.parameters]),
-  })
-  return { plan, send: send as CompiledQuery }
+  const withKeys = (keys: QueryKeys): Prepared => {
+    const resolved = resolveDeferred(keys, query.query, query.parameters, compiler, query as never)
+    const send = Object.freeze({
+      ...query,
+      sql: resolved.sql ?? query.sql,
+      parameters: Object.freeze(resolved.parameters),
+    })
+    return { plan, send: send as CompiledQuery }
+  }
+  const cached = cachedKeys(ring, deferred)
+  if (cached !== undefined) return withKeys(cached)
+  return slow(() => loadKeys(ring, deferred)).then(withKeys)
 }
 
 async function prefetchDataKeys(ring: KeyRing, plan: QueryPlan): Promise<void> {
-  const tables = new Set([...plan.outputs.values()].map((c) => c.table.logical))
+  const tables = new Set(plan.outputs.map((o) => o.column.table.logical))
   await Promise.all(
     [...tables].map(async (table) => {
       const versions = await ring.versions(table, 'data')

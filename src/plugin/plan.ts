@@ -1,4 +1,3 @@
-import type { FieldAad } from '../fields/field-cipher.js'
 import type { ColumnInfo, IndexInfo } from '../schema/schema.js'
 import type { DeferredValue } from './deferred-value.js'
 
@@ -16,19 +15,16 @@ export interface PostFilter {
   readonly probes: readonly DeferredValue[]
 }
 
-/** One result column to decrypt, with the AAD names it is bound to (built once per plan). */
+/** One result column to decrypt: its key in the result rows, and the annotated column. */
 export interface PlanOutput {
   readonly name: string
   readonly column: ColumnInfo
-  readonly aad: FieldAad
 }
 
 /** What the dialect wrapper does with a query's results. Derived from the final query tree. */
 export interface QueryPlan {
-  /** Result key → annotated column to decrypt. */
-  readonly outputs: ReadonlyMap<string, ColumnInfo>
-  /** The same, as a list: what row decryption iterates. */
-  readonly outputList: readonly PlanOutput[]
+  /** The result columns to decrypt. */
+  readonly outputs: readonly PlanOutput[]
   readonly postFilters: readonly PostFilter[]
   /** True when the tree holds deferred values that must be resolved before sending. */
   readonly deferred: boolean
@@ -44,8 +40,7 @@ export interface QueryPlan {
 
 /** The plan of a query that touches no annotated column: nothing to do. */
 export const EMPTY_PLAN: QueryPlan = Object.freeze({
-  outputs: new Map(),
-  outputList: [],
+  outputs: [],
   postFilters: [],
   deferred: false,
   deferredValues: new Set<DeferredValue>(),
@@ -54,16 +49,3 @@ export const EMPTY_PLAN: QueryPlan = Object.freeze({
 
 /** Prefix of the hidden aliases that carry ciphertexts for false-positive removal. */
 export const HIDDEN_PREFIX = '__kfe_fp_'
-
-/** The list form of a plan's outputs, each with its frozen AAD names. */
-export function outputList(outputs: ReadonlyMap<string, ColumnInfo>): readonly PlanOutput[] {
-  return Object.freeze(
-    [...outputs].map(([name, column]) =>
-      Object.freeze({
-        name,
-        column,
-        aad: Object.freeze({ table: column.table.logical, column: column.logical }),
-      }),
-    ),
-  )
-}

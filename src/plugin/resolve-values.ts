@@ -28,10 +28,7 @@ export function indexValue(key: KeyMaterial, index: IndexInfo, value: unknown): 
 
 /** The ciphertext of `value` for `column` under a data key. */
 export function encryptColumn(key: KeyMaterial, column: ColumnInfo, value: unknown): Buffer {
-  return encryptValue(column.spec.codec, value as never, key, {
-    table: column.table.logical,
-    column: column.logical,
-  })
+  return encryptValue(column.spec.codec, value as never, key, column.aad)
 }
 
 /** The keys the deferred values of one query need, by logical table. */

@@ -1,5 +1,6 @@
 import type { BlindIndexSpec } from '../blindindex/blind-index.js'
 import { ConfigError } from '../errors.js'
+import type { FieldAad } from '../fields/field-cipher.js'
 import type { EncryptedColumn } from './columns.js'
 
 /** Options of an annotated table. */
@@ -21,6 +22,8 @@ export interface ColumnInfo {
   readonly physical: string
   readonly logical: string
   readonly spec: EncryptedColumn<unknown>
+  /** What its ciphertexts are bound to: logical table and column names (no context). */
+  readonly aad: FieldAad
 }
 
 /** One blind index column, resolved. */
@@ -106,11 +109,13 @@ export function encryptedSchema<D extends SchemaDefinition>(
     }
     const logicalColumns = new Set<string>()
     for (const [colName, spec] of Object.entries(columns)) {
+      const logicalColumn = spec.logicalName ?? colName
       const info: ColumnInfo = Object.freeze({
         table,
         physical: colName,
-        logical: spec.logicalName ?? colName,
+        logical: logicalColumn,
         spec,
+        aad: Object.freeze({ table: logical, column: logicalColumn }),
       })
       if (logicalColumns.has(info.logical)) {
         throw new ConfigError(
