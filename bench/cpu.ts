@@ -11,9 +11,10 @@ import type { CompiledQuery, DatabaseConnection, Dialect, Driver, QueryResult } 
 import type { DbVariant, Person } from './db-variants.js'
 import { measureRound, rotate, type Summary, summarize } from './harness.js'
 
-/** µs per lookup and per inserted row, by variant id. */
+/** µs per lookup, per lookup's build + compile alone, and per inserted row, by variant id. */
 export interface CpuResult {
   readonly lookupUs: Record<string, Summary>
+  readonly compileUs: Record<string, Summary>
   readonly insertRowUs: Record<string, Summary>
 }
 
@@ -109,6 +110,7 @@ export async function measureCpu(
   }
   recording.replay()
   const lookups = new Map<string, number[]>()
+  const compiles = new Map<string, number[]>()
   const inserts = new Map<string, number[]>()
   for (let r = 0; r < settings.rounds; r++) {
     const order = rotate(variants, r)
@@ -125,15 +127,26 @@ export async function measureCpu(
       })),
       { timeMs: settings.timeMs, iterations: 5 },
     )
+    const compile = await measureRound(
+      order.map((v) => ({
+        name: v.id,
+        batch: LOOKUPS_PER_CALL,
+        run: (n: number) => {
+          for (let i = 0; i < n; i++) v.compileLookup(probe.email)
+        },
+      })),
+      { timeMs: settings.timeMs, iterations: 5 },
+    )
     const insert = await measureRound(
       order.map((v) => ({ name: v.id, batch: batch.length, run: () => v.insert(batch, batch.length) })),
       { timeMs: settings.timeMs, iterations: 5 },
     )
     if (r === 0) continue
     for (const [id, ms] of lookup) lookups.set(id, [...(lookups.get(id) ?? []), ms * 1000])
+    for (const [id, ms] of compile) compiles.set(id, [...(compiles.get(id) ?? []), ms * 1000])
     for (const [id, ms] of insert) inserts.set(id, [...(inserts.get(id) ?? []), ms * 1000])
   }
   const summaries = (m: Map<string, number[]>) =>
     Object.fromEntries([...m].map(([id, samples]) => [id, summarize(samples)]))
-  return { lookupUs: summaries(lookups), insertRowUs: summaries(inserts) }
+  return { lookupUs: summaries(lookups), compileUs: summaries(compiles), insertRowUs: summaries(inserts) }
 }

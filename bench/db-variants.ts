@@ -36,6 +36,9 @@ export function people(count: number): Person[] {
   return out
 }
 
+/** Stands for an HMAC-SHA256 value where only the query's shape matters. */
+const PLACEHOLDER_INDEX = Buffer.alloc(32)
+
 /** What each variant does. Every method runs inside the timed region except `create`/`drop`. */
 export interface DbVariant {
   readonly id: string
@@ -46,6 +49,8 @@ export interface DbVariant {
   insert(rows: readonly Person[], batchSize: number): Promise<void>
   /** Looks one person up by email; returns the row (decrypted) or undefined. */
   lookup(email: string): Promise<Person | undefined>
+  /** Builds and compiles the lookup's query without running it (the plugin's rewrite included). */
+  compileLookup(email: string): unknown
   selectAll(): Promise<Person[]>
   drop(): Promise<void>
 }
@@ -78,6 +83,7 @@ function plainVariant(id: string, label: string, db: AnyDB, table: string, refer
       db.selectFrom(table).selectAll().where('email', '=', email).executeTakeFirst() as Promise<
         Person | undefined
       >,
+    compileLookup: (email) => db.selectFrom(table).selectAll().where('email', '=', email).compile(),
     selectAll: () => db.selectFrom(table).selectAll().execute() as Promise<Person[]>,
     drop: () => dropTable(db, table),
   }
@@ -161,6 +167,13 @@ export function handWritten(
         .executeTakeFirst()
       return row === undefined ? undefined : decryptRow(row)
     },
+    // The query alone: a fixed 32-byte value stands for mac(email), which is the floor's crypto.
+    compileLookup: () =>
+      db
+        .selectFrom(table)
+        .select(['id', 'name', 'email', 'ssn'])
+        .where('email_bidx', '=', PLACEHOLDER_INDEX)
+        .compile(),
     async selectAll() {
       const rows = await db.selectFrom(table).select(['id', 'name', 'email', 'ssn']).execute()
       return rows.map(decryptRow)
@@ -199,6 +212,8 @@ export function pluginEncrypted(
         .select(['id', 'name', 'email', 'ssn'])
         .where('email', '=', email)
         .executeTakeFirst(),
+    compileLookup: (email) =>
+      db.selectFrom(table).select(['id', 'name', 'email', 'ssn']).where('email', '=', email).compile(),
     selectAll: () => db.selectFrom(table).select(['id', 'name', 'email', 'ssn']).execute(),
     drop: () => dropTable(db, table),
   }

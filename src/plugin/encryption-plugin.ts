@@ -8,7 +8,8 @@ import type {
 } from 'kysely'
 import type { EncryptedSchema } from '../schema/schema.js'
 import { Analyzer } from './analyzer.js'
-import type { QueryPlan } from './plan.js'
+import { mentionsSchemaTable } from './nodes.js'
+import { EMPTY_PLAN, type QueryPlan } from './plan.js'
 
 /**
  * The synchronous half: rewrites each query tree so no plaintext of an annotated column is left
@@ -31,6 +32,11 @@ export class EncryptionPlugin implements KyselyPlugin {
   }
 
   transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
+    // Most queries of an application touch no encrypted table: an allocation-free walk says so.
+    if (!mentionsSchemaTable(args.node, this.#schema)) {
+      this.#plans.set(args.node, EMPTY_PLAN)
+      return args.node
+    }
     const { node, plan } = new Analyzer(this.#schema, 'rewrite').analyze(args.node)
     this.#plans.set(node, plan)
     return node
