@@ -1,5 +1,5 @@
 import { inspect } from 'node:util'
-import { type Dialect, Kysely, type KyselyPlugin, type RootOperationNode } from 'kysely'
+import { type Dialect, Kysely, type KyselyPlugin } from 'kysely'
 import { ConfigError } from './errors.js'
 import { decryptValue } from './fields/field-cipher.js'
 import { readHeader } from './fields/format.js'
@@ -11,7 +11,7 @@ import { BorrowingDriver } from './plugin/borrowing-driver.js'
 import type { DecryptStats } from './plugin/decrypt-rows.js'
 import { type EncryptingDriver, wrapDialect } from './plugin/dialect-wrapper.js'
 import { EncryptionPlugin } from './plugin/encryption-plugin.js'
-import type { QueryPlan } from './plugin/plan.js'
+import { PendingPlans } from './plugin/plan.js'
 import { encryptColumn, indexValue } from './plugin/resolve-values.js'
 import type { ColumnInfo, EncryptedSchema, IndexInfo } from './schema/schema.js'
 
@@ -84,7 +84,7 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
     : [options.keyProvider as KeyProvider]
   if (providers.length === 0)
     throw new ConfigError('CONFIG_INVALID', 'fieldEncryption needs at least one keyProvider.')
-  const plans = new WeakMap<RootOperationNode, QueryPlan>()
+  const plans = new PendingPlans()
   const stats: DecryptStats = { decrypted: 0, falsePositives: 0, plaintextReads: 0 }
   let driver: EncryptingDriver | undefined
   let ring: KeyRing | undefined

@@ -66,6 +66,20 @@ export interface ConditionContext {
 }
 
 /**
+ * Analyzes one query tree (see {@link Analyzer}). Most queries of an application touch no
+ * encrypted table: those are returned untouched with the empty plan, after one walk without
+ * allocation and without building an analyzer.
+ */
+export function analyzeQuery(
+  schema: EncryptedSchema,
+  mode: Mode,
+  root: RootOperationNode,
+): { node: RootOperationNode; plan: QueryPlan } {
+  if (!mentionsSchemaTable(root, schema)) return { node: root, plan: EMPTY_PLAN }
+  return new Analyzer(schema, mode).analyze(root)
+}
+
+/**
  * Walks one query tree with a scope model (tables, aliases, joins, derived tables, CTEs,
  * correlated subqueries), resolves every reference to an annotated column and either rewrites
  * it (see {@link Mode}) or refuses it. Pure: no keys, no I/O. One instance per query.
@@ -99,8 +113,6 @@ export class Analyzer {
    * @throws CodecError `CODEC_INVALID_VALUE` for a value of the wrong type
    */
   analyze(root: RootOperationNode): { node: RootOperationNode; plan: QueryPlan } {
-    // Most queries of an application touch no encrypted table: leave them untouched, cheaply.
-    if (!mentionsSchemaTable(root, this.schema)) return { node: root, plan: EMPTY_PLAN }
     let result: Outputs
     switch (root.kind) {
       case 'SelectQueryNode':

@@ -6,17 +6,16 @@ import type {
   Driver,
   QueryCompiler,
   QueryResult,
-  RootOperationNode,
   TransactionSettings,
 } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
 import type { KeyRing } from '../keys/key-ring.js'
 import type { EncryptedSchema } from '../schema/schema.js'
-import { Analyzer } from './analyzer.js'
+import { analyzeQuery } from './analyzer.js'
 import { type DecryptStats, decryptRows } from './decrypt-rows.js'
 import { type DeferredValue, isDeferred } from './deferred-value.js'
 import { DelegatingDriver } from './delegating-driver.js'
-import { EMPTY_PLAN, type QueryPlan } from './plan.js'
+import { EMPTY_PLAN, type PendingPlans, type QueryPlan } from './plan.js'
 import { cachedKeys, loadKeys, type QueryKeys, resolveDeferred } from './resolve-values.js'
 
 export type Execute = (query: CompiledQuery) => Promise<QueryResult<unknown>>
@@ -52,7 +51,7 @@ function slowPathOn(execute: Execute): SlowPath {
 /** What the wrapper needs; built once by `fieldEncryption`. */
 export interface WrapperContext {
   readonly schema: EncryptedSchema
-  readonly plans: WeakMap<RootOperationNode, QueryPlan>
+  readonly plans: PendingPlans
   readonly ring: () => KeyRing
   readonly stats: DecryptStats
   /** Loads keys of every annotated table, on the given connection, before a transaction starts. */
@@ -191,12 +190,12 @@ function prepareQuery(
 ): Prepared | Promise<Prepared> {
   const node = query.query
   const deferred = deferredOf(query.parameters)
-  let plan = ctx.plans.get(node)
+  let plan = node === undefined ? undefined : ctx.plans.take(node)
   // Reuse the plugin's plan only for the very parameters it produced: a compiled query whose
   // parameters were swapped (plaintext in a placeholder's slot) takes the verify pass instead.
   if (plan !== undefined && !sameDeferred(plan, deferred)) plan = undefined
   if (plan === undefined) {
-    plan = node === undefined ? EMPTY_PLAN : new Analyzer(ctx.schema, 'verify').analyze(node).plan
+    plan = node === undefined ? EMPTY_PLAN : analyzeQuery(ctx.schema, 'verify', node).plan
     if (!sameDeferred(plan, deferred)) {
       throw new QueryRefusedError(
         'PLAINTEXT_WRITE',

@@ -7,9 +7,8 @@ import type {
   UnknownRow,
 } from 'kysely'
 import type { EncryptedSchema } from '../schema/schema.js'
-import { Analyzer } from './analyzer.js'
-import { mentionsSchemaTable } from './nodes.js'
-import { EMPTY_PLAN, type QueryPlan } from './plan.js'
+import { analyzeQuery } from './analyzer.js'
+import type { PendingPlans } from './plan.js'
 
 /**
  * The synchronous half: rewrites each query tree so no plaintext of an annotated column is left
@@ -23,21 +22,16 @@ import { EMPTY_PLAN, type QueryPlan } from './plan.js'
  */
 export class EncryptionPlugin implements KyselyPlugin {
   readonly #schema: EncryptedSchema
-  readonly #plans: WeakMap<RootOperationNode, QueryPlan>
+  readonly #plans: PendingPlans
 
   /** @param plans - shared with the dialect wrapper: plans of the trees this plugin produced. */
-  constructor(schema: EncryptedSchema, plans: WeakMap<RootOperationNode, QueryPlan>) {
+  constructor(schema: EncryptedSchema, plans: PendingPlans) {
     this.#schema = schema
     this.#plans = plans
   }
 
   transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
-    // Most queries of an application touch no encrypted table: an allocation-free walk says so.
-    if (!mentionsSchemaTable(args.node, this.#schema)) {
-      this.#plans.set(args.node, EMPTY_PLAN)
-      return args.node
-    }
-    const { node, plan } = new Analyzer(this.#schema, 'rewrite').analyze(args.node)
+    const { node, plan } = analyzeQuery(this.#schema, 'rewrite', args.node)
     this.#plans.set(node, plan)
     return node
   }

@@ -174,6 +174,7 @@ export function valueNode(value: unknown): OperationNode {
  * allocation: the fast path that lets queries on other tables pass untouched.
  */
 export function mentionsSchemaTable(root: OperationNode, schema: EncryptedSchema): boolean {
+  if (namesSchemaTableFirst(root, schema)) return true
   const stack: object[] = [root]
   while (stack.length > 0) {
     const node = stack.pop() as Record<string, unknown>
@@ -201,4 +202,23 @@ export function mentionsSchemaTable(root: OperationNode, schema: EncryptedSchema
     }
   }
   return false
+}
+
+/**
+ * The common case without a walk: the query's own table (FROM, INSERT INTO, UPDATE) is annotated.
+ * Only ever answers "yes" early; "no" leaves the decision to the full walk.
+ */
+function namesSchemaTableFirst(root: OperationNode, schema: EncryptedSchema): boolean {
+  const r = root as unknown as {
+    from?: { froms?: readonly OperationNode[] }
+    into?: OperationNode
+    table?: OperationNode
+  }
+  const first =
+    root.kind === 'InsertQueryNode' ? r.into : root.kind === 'UpdateQueryNode' ? r.table : r.from?.froms?.[0]
+  if (first === undefined) return false
+  const table = first.kind === 'AliasNode' ? (first as unknown as { node: OperationNode }).node : first
+  if (table.kind !== 'TableNode') return false
+  const { schema: s, name } = tableName(table)
+  return schema.table(name, s) !== undefined
 }

@@ -1,3 +1,4 @@
+import type { RootOperationNode } from 'kysely'
 import type { ColumnInfo, IndexInfo } from '../schema/schema.js'
 import type { DeferredValue } from './deferred-value.js'
 
@@ -49,3 +50,37 @@ export const EMPTY_PLAN: QueryPlan = Object.freeze({
 
 /** Prefix of the hidden aliases that carry ciphertexts for false-positive removal. */
 export const HIDDEN_PREFIX = '__kfe_fp_'
+
+/**
+ * The plans of the trees the plugin produced and the wrapper has not run yet, by tree identity.
+ * The wrapper takes a tree's plan when the tree runs; a tree it finds no plan for (evicted, run a
+ * second time, or built elsewhere) takes the verify pass, which derives the plan again from the
+ * tree and refuses plaintext: a miss costs time, never safety.
+ *
+ * A Map, not a WeakMap: a WeakMap entry per query is an ephemeron the garbage collector must
+ * process, which measurably slows every query. Instead entries are deleted when taken, and at most
+ * {@link PENDING_PLANS_MAX} trees built but never run (`compile()` alone) are held, oldest
+ * dropped first, so no query's values outlive it for long.
+ */
+export class PendingPlans {
+  readonly #plans = new Map<RootOperationNode, QueryPlan>()
+
+  /** Records the plan of a tree the plugin just returned. */
+  set(node: RootOperationNode, plan: QueryPlan): void {
+    this.#plans.set(node, plan)
+    if (this.#plans.size > PENDING_PLANS_MAX) {
+      const oldest = this.#plans.keys().next().value as RootOperationNode
+      this.#plans.delete(oldest)
+    }
+  }
+
+  /** The plan of `node`, removed from the pending set; `undefined` when there is none. */
+  take(node: RootOperationNode): QueryPlan | undefined {
+    const plan = this.#plans.get(node)
+    if (plan !== undefined) this.#plans.delete(node)
+    return plan
+  }
+}
+
+/** Trees built but not yet run that keep their plan: enough for a busy pool's queued queries. */
+export const PENDING_PLANS_MAX = 256

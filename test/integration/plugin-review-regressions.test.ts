@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { KeyStore, localKeyProvider } from '../../src/index.js'
+import { PENDING_PLANS_MAX } from '../../src/plugin/plan.js'
 import { backends } from '../support/backends.js'
 import { type EncryptedTestDb, encryptedTestDb } from '../support/encrypted-db.js'
 
@@ -40,6 +41,43 @@ describe.each(backends())('plugin review regressions [$name]', (backend) => {
       })
       const rows = await t.raw.selectFrom(t.names.users).select('id').where('id', '=', 9).execute()
       expect(rows).toEqual([])
+    })
+
+    it('a compiled query runs again and after more than PENDING_PLANS_MAX others were built: the verify pass serves it', async () => {
+      const lookup = t.db
+        .selectFrom(t.names.users)
+        .select(['id', 'email'])
+        .where('email', '=', 'a@x.io')
+        .compile()
+      expect((await t.db.executeQuery(lookup)).rows).toEqual([{ id: 1, email: 'a@x.io' }])
+      // The plugin's plan was taken by the first run: the second derives it again from the tree.
+      expect((await t.db.executeQuery(lookup)).rows).toEqual([{ id: 1, email: 'a@x.io' }])
+      const insert = t.db
+        .insertInto(t.names.users)
+        .values({ id: 7, name: 'late', email: 'late@x.io' })
+        .compile()
+      // Built but never run: these push the first two out of the pending plans.
+      for (let i = 0; i <= PENDING_PLANS_MAX; i++) {
+        t.db.selectFrom(t.names.users).selectAll().where('email', '=', `n${i}@x.io`).compile()
+      }
+      const swapped = insert.parameters.map((p) =>
+        typeof p === 'object' && p !== null && 'reveal' in p ? 'plain@x.io' : p,
+      )
+      await expect(t.db.executeQuery({ ...insert, parameters: swapped })).rejects.toMatchObject({
+        code: 'PLAINTEXT_WRITE',
+      })
+      await t.db.executeQuery(insert)
+      const stored = await t.raw
+        .selectFrom(t.names.users)
+        .select('email')
+        .where('id', '=', 7)
+        .executeTakeFirstOrThrow()
+      expect(Buffer.isBuffer(stored.email) || stored.email instanceof Uint8Array).toBe(true)
+      expect(Buffer.from(stored.email as Uint8Array).includes('late@x.io')).toBe(false)
+      expect(
+        await t.db.selectFrom(t.names.users).select('email').where('id', '=', 7).executeTakeFirstOrThrow(),
+      ).toEqual({ email: 'late@x.io' })
+      await t.db.deleteFrom(t.names.users).where('id', '=', 7).execute()
     })
 
     // MariaDB through kysely's MySQL dialect has no INSERT … RETURNING.
