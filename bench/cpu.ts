@@ -14,8 +14,12 @@ import { measureRound, rotate, type Summary, summarize } from './harness.js'
 /** µs per lookup, per lookup's build + compile alone, and per inserted row, by variant id. */
 export interface CpuResult {
   readonly lookupUs: Record<string, Summary>
+  /** µs per lookup with {@link COLD_BYTES} of other memory touched before each (not counted). */
+  readonly coldLookupUs: Record<string, Summary>
   readonly compileUs: Record<string, Summary>
   readonly insertRowUs: Record<string, Summary>
+  /** µs per row of a select of every row (decrypted where encrypted). */
+  readonly selectRowUs: Record<string, Summary>
 }
 
 /** A dialect whose connections can switch from the real engine to replaying what they recorded. */
@@ -87,6 +91,20 @@ export function recordingDialect(inner: Dialect): RecordingDialect {
 
 /** Lookups per timed call: long enough for the timer, short enough that a GC is an outlier. */
 const LOOKUPS_PER_CALL = 100
+const COLD_LOOKUPS_PER_CALL = 20
+
+/**
+ * Memory touched between two cold lookups: about what a database round trip leaves behind in
+ * the CPU caches (PGlite runs the whole server in this process; a socket round trip runs the
+ * server's backend, often on the same core). Only the lookup itself is timed.
+ */
+export const COLD_BYTES = 8 << 20
+const scratch = new Uint8Array(COLD_BYTES)
+
+/** Touches one byte per cache line of {@link scratch}. */
+function disturbCaches(): void {
+  for (let i = 0; i < scratch.length; i += 64) scratch[i] = (scratch[i] as number) + 1
+}
 
 /**
  * Records one lookup and one insert batch per variant on the real engine, then times them
@@ -107,10 +125,15 @@ export async function measureCpu(
     await v.insert(data, settings.batch)
     const row = await v.lookup(probe.email)
     if (row?.ssn !== probe.ssn) throw new Error(`${v.id}: the recorded lookup returned a wrong row`)
+    const all = await v.selectAll()
+    if (all.length !== data.length)
+      throw new Error(`${v.id}: the recorded select returned ${all.length} rows`)
   }
   recording.replay()
   const lookups = new Map<string, number[]>()
+  const colds = new Map<string, number[]>()
   const compiles = new Map<string, number[]>()
+  const selects = new Map<string, number[]>()
   const inserts = new Map<string, number[]>()
   for (let r = 0; r < settings.rounds; r++) {
     const order = rotate(variants, r)
@@ -127,6 +150,24 @@ export async function measureCpu(
       })),
       { timeMs: settings.timeMs, iterations: 5 },
     )
+    const cold = await measureRound(
+      order.map((v) => ({
+        name: v.id,
+        batch: COLD_LOOKUPS_PER_CALL,
+        run: async (n: number) => {
+          let spent = 0
+          for (let i = 0; i < n; i++) {
+            disturbCaches()
+            const start = performance.now()
+            const row = await v.lookup(probe.email)
+            spent += performance.now() - start
+            if (row?.ssn !== probe.ssn) throw new Error(`${v.id}: a replayed lookup returned a wrong row`)
+          }
+          return spent
+        },
+      })),
+      { timeMs: settings.timeMs, iterations: 5 },
+    )
     const compile = await measureRound(
       order.map((v) => ({
         name: v.id,
@@ -137,16 +178,35 @@ export async function measureCpu(
       })),
       { timeMs: settings.timeMs, iterations: 5 },
     )
+    const select = await measureRound(
+      order.map((v) => ({
+        name: v.id,
+        batch: data.length,
+        run: async () => {
+          const rows = await v.selectAll()
+          if (rows.length !== data.length) throw new Error(`${v.id}: a replayed select lost rows`)
+        },
+      })),
+      { timeMs: settings.timeMs, iterations: 5 },
+    )
     const insert = await measureRound(
       order.map((v) => ({ name: v.id, batch: batch.length, run: () => v.insert(batch, batch.length) })),
       { timeMs: settings.timeMs, iterations: 5 },
     )
     if (r === 0) continue
     for (const [id, ms] of lookup) lookups.set(id, [...(lookups.get(id) ?? []), ms * 1000])
+    for (const [id, ms] of cold) colds.set(id, [...(colds.get(id) ?? []), ms * 1000])
+    for (const [id, ms] of select) selects.set(id, [...(selects.get(id) ?? []), ms * 1000])
     for (const [id, ms] of compile) compiles.set(id, [...(compiles.get(id) ?? []), ms * 1000])
     for (const [id, ms] of insert) inserts.set(id, [...(inserts.get(id) ?? []), ms * 1000])
   }
   const summaries = (m: Map<string, number[]>) =>
     Object.fromEntries([...m].map(([id, samples]) => [id, summarize(samples)]))
-  return { lookupUs: summaries(lookups), compileUs: summaries(compiles), insertRowUs: summaries(inserts) }
+  return {
+    lookupUs: summaries(lookups),
+    coldLookupUs: summaries(colds),
+    compileUs: summaries(compiles),
+    insertRowUs: summaries(inserts),
+    selectRowUs: summaries(selects),
+  }
 }

@@ -40,12 +40,18 @@ export function dbRatio(e: EngineResult, variant: string, op: DbOp): number | un
 
 /**
  * The ratio the CPU case implies for a database op: 1 + (variant's CPU − reference's CPU) /
- * reference's measured time per operation. Lookups and inserts only (the CPU case has no select).
+ * reference's measured time per operation (per lookup, per inserted row, per selected row).
  */
-export function cpuRatio(e: EngineResult, variant: string, op: DbOp): number | undefined {
+export function cpuRatio(
+  e: EngineResult,
+  variant: string,
+  op: DbOp,
+  caches: 'warm' | 'disturbed' = 'warm',
+): number | undefined {
   const v = e.variants?.find((x) => x.id === variant)
   if (v?.reference === undefined || e.cpu === undefined || e.settings === undefined) return undefined
-  const perOp = op === 'lookup' ? e.cpu.lookupUs : op === 'insert' ? e.cpu.insertRowUs : undefined
+  const lookups = caches === 'warm' ? e.cpu.lookupUs : e.cpu.coldLookupUs
+  const perOp = op === 'lookup' ? lookups : op === 'insert' ? e.cpu.insertRowUs : e.cpu.selectRowUs
   const count = op === 'lookup' ? e.settings.lookups : e.settings.rows
   const mine = perOp?.[variant]?.median
   const ref = perOp?.[v.reference]?.median
@@ -74,7 +80,9 @@ export function checkTargets(
         const what = g.variant === 'plugin' ? 'plugin' : 'plugin, plaintext table'
         const r = dbRatio(e, g.variant, g.op)
         const cpu = cpuRatio(e, g.variant, g.op)
-        const cpuNote = cpu === undefined ? '' : ` (CPU alone: ${cpu.toFixed(3)}×)`
+        const cold = g.op === 'lookup' ? cpuRatio(e, g.variant, g.op, 'disturbed') : undefined
+        const coldNote = cold === undefined ? '' : `; caches disturbed: ${cold.toFixed(3)}×`
+        const cpuNote = cpu === undefined ? '' : ` (CPU alone: ${cpu.toFixed(3)}×${coldNote})`
         out.push({
           target: `${e.engine}: ${what} vs ${ref}, ${OP_LABEL[g.op]}`,
           measured: r === undefined ? (e.notRun ?? 'n/a') : `${r.toFixed(3)}×${cpuNote}`,
