@@ -6,6 +6,18 @@
  */
 import { Bench } from 'tinybench'
 
+/**
+ * A full garbage collection. The bench runs with `--expose-gc` (`npm run bench`); without it the
+ * measurements would charge one variant's garbage to the next, so it refuses to run.
+ */
+export function collectGarbage(): void {
+  const gc = (globalThis as { gc?: () => void }).gc
+  if (gc === undefined) {
+    throw new Error('Run the benchmarks with node --expose-gc (npm run bench does).')
+  }
+  gc()
+}
+
 /** Summary of one variant over the measured rounds (round 0 excluded). */
 export interface Summary {
   /** One value per measured round (ms per operation), in round order. */
@@ -91,7 +103,9 @@ export async function measureRound(
         const elapsed = typeof counted === 'number' ? counted : wall
         return { overriddenDuration: elapsed / v.batch, overriddenIterationCost: wall }
       },
-      { async: true },
+      // Each variant starts on a collected heap: otherwise the garbage of the variant before it
+      // (always the same one: rotation keeps the cyclic order) is collected on its time.
+      { async: true, beforeAll: collectGarbage },
     )
   }
   await bench.run()
