@@ -57,6 +57,7 @@ export interface DbVariant {
 
 /** Plaintext columns, email with a unique index: used by plain Kysely and by the plugin on a table it does not annotate. */
 function plainVariant(id: string, label: string, db: AnyDB, table: string, reference?: string): DbVariant {
+  const lookupQuery = (email: string) => db.selectFrom(table).selectAll().where('email', '=', email)
   return {
     id,
     label,
@@ -71,19 +72,9 @@ function plainVariant(id: string, label: string, db: AnyDB, table: string, refer
         .execute()
       await db.schema.createIndex(`${table}_email_idx`).on(table).column('email').unique().execute()
     },
-    async insert(rows, batchSize) {
-      for (let i = 0; i < rows.length; i += batchSize) {
-        await db
-          .insertInto(table)
-          .values(rows.slice(i, i + batchSize))
-          .execute()
-      }
-    },
-    lookup: (email) =>
-      db.selectFrom(table).selectAll().where('email', '=', email).executeTakeFirst() as Promise<
-        Person | undefined
-      >,
-    compileLookup: (email) => db.selectFrom(table).selectAll().where('email', '=', email).compile(),
+    insert: (rows, batchSize) => insertInBatches(db, table, rows, batchSize),
+    lookup: (email) => lookupQuery(email).executeTakeFirst() as Promise<Person | undefined>,
+    compileLookup: (email) => lookupQuery(email).compile(),
     selectAll: () => db.selectFrom(table).selectAll().execute() as Promise<Person[]>,
     drop: () => dropTable(db, table),
   }
@@ -135,6 +126,8 @@ export function handWritten(
     return text
   }
   const mac = (email: string) => createHmac('sha256', macKey).update(email, 'utf8').digest()
+  const lookupQuery = (index: Buffer) =>
+    db.selectFrom(table).select(['id', 'name', 'email', 'ssn']).where('email_bidx', '=', index)
   const decryptRow = (r: Record<string, unknown>): Person => ({
     id: r.id as number,
     name: r.name as string,
@@ -160,20 +153,11 @@ export function handWritten(
       }
     },
     async lookup(email) {
-      const row = await db
-        .selectFrom(table)
-        .select(['id', 'name', 'email', 'ssn'])
-        .where('email_bidx', '=', mac(email))
-        .executeTakeFirst()
+      const row = await lookupQuery(mac(email)).executeTakeFirst()
       return row === undefined ? undefined : decryptRow(row)
     },
     // The query alone: a fixed 32-byte value stands for mac(email), which is the floor's crypto.
-    compileLookup: () =>
-      db
-        .selectFrom(table)
-        .select(['id', 'name', 'email', 'ssn'])
-        .where('email_bidx', '=', PLACEHOLDER_INDEX)
-        .compile(),
+    compileLookup: () => lookupQuery(PLACEHOLDER_INDEX).compile(),
     async selectAll() {
       const rows = await db.selectFrom(table).select(['id', 'name', 'email', 'ssn']).execute()
       return rows.map(decryptRow)
@@ -192,30 +176,34 @@ export function pluginEncrypted(
   family: Family,
   schema: EncryptedSchema,
 ): DbVariant {
+  // Four columns (selectAll() would return email_bidx too), like the other variants.
+  const lookupQuery = (email: string) =>
+    db.selectFrom(table).select(['id', 'name', 'email', 'ssn']).where('email', '=', email)
   return {
     id: 'plugin',
     label: 'plugin (email unique index, ssn no index)',
     reference: 'floor',
     create: () => createPeopleTable(db, table, encryptedColumnTypes(schema, table, family)),
-    async insert(rows, batchSize) {
-      for (let i = 0; i < rows.length; i += batchSize) {
-        await db
-          .insertInto(table)
-          .values(rows.slice(i, i + batchSize))
-          .execute()
-      }
-    },
-    // selectAll() returns email_bidx too; select the four columns, like the other variants.
-    lookup: (email) =>
-      db
-        .selectFrom(table)
-        .select(['id', 'name', 'email', 'ssn'])
-        .where('email', '=', email)
-        .executeTakeFirst(),
-    compileLookup: (email) =>
-      db.selectFrom(table).select(['id', 'name', 'email', 'ssn']).where('email', '=', email).compile(),
+    insert: (rows, batchSize) => insertInBatches(db, table, rows, batchSize),
+    lookup: (email) => lookupQuery(email).executeTakeFirst(),
+    compileLookup: (email) => lookupQuery(email).compile(),
     selectAll: () => db.selectFrom(table).select(['id', 'name', 'email', 'ssn']).execute(),
     drop: () => dropTable(db, table),
+  }
+}
+
+/** The rows as they are (plain Kysely, or the plugin encrypting them), `batchSize` per statement. */
+async function insertInBatches(
+  db: AnyDB,
+  table: string,
+  rows: readonly Person[],
+  batchSize: number,
+): Promise<void> {
+  for (let i = 0; i < rows.length; i += batchSize) {
+    await db
+      .insertInto(table)
+      .values(rows.slice(i, i + batchSize))
+      .execute()
   }
 }
 
