@@ -6,7 +6,7 @@ import type { KeyMaterial } from '../keys/key-material.js'
 import type { KeyRef } from '../keys/key-provider.js'
 import type { KeyRing } from '../keys/key-ring.js'
 import type { ColumnInfo } from '../schema/schema.js'
-import type { QueryPlan } from './plan.js'
+import type { PlanOutput, QueryPlan } from './plan.js'
 import { evictedWhileLoading, indexInput } from './resolve-values.js'
 
 /** Counters the wrapper keeps; exposed by `encryption.stats()`. */
@@ -25,7 +25,7 @@ export interface DecryptStats {
  *
  * Keys: one lookup per distinct (table, key version) in the batch, from the cache synchronously
  * when it holds them, else through `slow` (one provider call per missing key), never per row.
- * Synchronous when every key is cached (the steady state): no promise is made then.
+ * Synchronous when every key is cached (the steady state): one pass, no promise.
  *
  * @returns the rows to hand back (the same array when nothing was filtered)
  * @throws DecryptionError `NOT_CIPHERTEXT`, `DECRYPT_AUTH_FAILED`, `WRONG_KEY`, … with table and column
@@ -38,27 +38,80 @@ export function decryptRows<R extends Record<string, unknown>>(
   slow: <T>(fn: () => Promise<T>) => Promise<T>,
 ): R[] | Promise<R[]> {
   if (rows.length === 0 || plan.outputs.length === 0) return rows
-  // Per batch: key versions seen → key, and those the cache could not serve synchronously.
   const keys = new VersionMap<KeyMaterial>()
-  let missing: VersionMap<KeyRef> | undefined
-  for (const row of rows) {
-    for (const { name, column } of plan.outputs) {
-      const bytes = asBytes(row[name])
-      if (bytes === undefined || !looksLikeCiphertext(bytes)) continue
-      const keyVersion = headerKeyVersion(bytes) // the header was just checked by looksLikeCiphertext
-      const table = column.table.logical
-      if (keys.get(table, keyVersion) !== undefined || missing?.get(table, keyVersion) !== undefined) continue
-      const ref: KeyRef = { logicalTable: table, purpose: 'data', version: keyVersion }
-      const cached = ring.peekKey(ref)
-      if (cached !== undefined) keys.set(table, keyVersion, cached)
-      else {
-        missing ??= new VersionMap()
-        missing.set(table, keyVersion, ref)
+  const stop = decryptFrom(ring, keys, plan, rows, stats, 0)
+  if (stop === undefined) return removeFalsePositives(plan, rows, stats)
+  // A key the cache could not serve: load every key the rest of the batch needs, then go on.
+  return loadMissing(ring, keys, missingFrom(ring, keys, plan, rows, stop), slow).then(() => {
+    if (decryptFrom(ring, keys, plan, rows, stats, stop) !== undefined) throw evictedWhileLoading()
+    return removeFalsePositives(plan, rows, stats)
+  })
+}
+
+/**
+ * Decrypts values in place from flat position `start` (row × outputs + output) on.
+ * @returns the position of the first value whose key is neither in `keys` nor cached, or
+ *   `undefined` when every value is done
+ */
+function decryptFrom(
+  ring: KeyRing,
+  keys: VersionMap<KeyMaterial>,
+  plan: QueryPlan,
+  rows: Record<string, unknown>[],
+  stats: DecryptStats,
+  start: number,
+): number | undefined {
+  const outputs = plan.outputs
+  const width = outputs.length
+  const first = Math.floor(start / width)
+  for (let r = first; r < rows.length; r++) {
+    const row = rows[r] as Record<string, unknown>
+    for (let o = r === first ? start % width : 0; o < width; o++) {
+      const { name, column } = outputs[o] as PlanOutput
+      const value = row[name]
+      if (value === null || value === undefined) continue
+      const bytes = asBytes(value)
+      if (bytes === undefined || !looksLikeCiphertext(bytes)) {
+        row[name] = notCiphertext(column, value, bytes, stats)
+        continue
       }
+      const table = column.table.logical
+      const version = headerKeyVersion(bytes) // the header was just checked by looksLikeCiphertext
+      let key = keys.get(table, version)
+      if (key === undefined) {
+        key = ring.peekKey({ logicalTable: table, purpose: 'data', version })
+        if (key === undefined) return r * width + o
+        keys.set(table, version, key)
+      }
+      row[name] = decryptOne(column, bytes, key, stats)
     }
   }
-  if (missing === undefined) return decryptWith(keys, plan, rows, stats)
-  return loadMissing(ring, keys, missing, slow).then(() => decryptWith(keys, plan, rows, stats))
+  return undefined
+}
+
+/** The keys the values from flat position `start` on need that neither `keys` nor the cache hold. */
+function missingFrom(
+  ring: KeyRing,
+  keys: VersionMap<KeyMaterial>,
+  plan: QueryPlan,
+  rows: readonly Record<string, unknown>[],
+  start: number,
+): VersionMap<KeyRef> {
+  const missing = new VersionMap<KeyRef>()
+  const width = plan.outputs.length
+  for (let p = start; p < rows.length * width; p++) {
+    const { name, column } = plan.outputs[p % width] as PlanOutput
+    const bytes = asBytes((rows[Math.floor(p / width)] as Record<string, unknown>)[name])
+    if (bytes === undefined || !looksLikeCiphertext(bytes)) continue
+    const table = column.table.logical
+    const version = headerKeyVersion(bytes)
+    if (keys.get(table, version) !== undefined || missing.get(table, version) !== undefined) continue
+    const ref: KeyRef = { logicalTable: table, purpose: 'data', version }
+    const cached = ring.peekKey(ref)
+    if (cached !== undefined) keys.set(table, version, cached)
+    else missing.set(table, version, ref)
+  }
+  return missing
 }
 
 /** Loads the keys the cache could not serve into `keys`. */
@@ -81,20 +134,12 @@ async function loadMissing(
   }
 }
 
-/** The decryption proper, every key at hand; then the false-positive filter. */
-function decryptWith<R extends Record<string, unknown>>(
-  keys: VersionMap<KeyMaterial>,
+/** The false-positive filter of search-index conditions, on decrypted rows. */
+function removeFalsePositives<R extends Record<string, unknown>>(
   plan: QueryPlan,
   rows: R[],
   stats: DecryptStats,
 ): R[] {
-  for (const row of rows) {
-    for (const { name, column } of plan.outputs) {
-      const value = row[name]
-      if (value === null || value === undefined) continue
-      ;(row as Record<string, unknown>)[name] = decryptOne(column, value, keys, stats)
-    }
-  }
   if (plan.postFilters.length === 0) return rows
   const wanted = plan.postFilters.map((f) => f.probes.map((p) => indexInput(f.index, p.reveal())))
   const kept = rows.filter((row) =>
@@ -156,28 +201,27 @@ class VersionMap<V> {
   }
 }
 
-function decryptOne(
+/** A stored value that is not a ciphertext: legacy plaintext while migrating, else an error. */
+function notCiphertext(
   column: ColumnInfo,
   value: unknown,
-  keys: VersionMap<KeyMaterial>,
+  bytes: Uint8Array | undefined,
   stats: DecryptStats,
 ): unknown {
-  const where = column.aad
-  const bytes = asBytes(value)
-  if (bytes === undefined || !looksLikeCiphertext(bytes)) {
-    if (column.spec.migratingFromPlaintext) {
-      stats.plaintextReads += 1
-      return legacyPlaintext(column, value, bytes)
-    }
-    throw new DecryptionError(
-      'NOT_CIPHERTEXT',
-      `Column ${column.table.physical}.${column.physical} holds a value that is not a kysely-field-encryption ciphertext.`,
-      { ...where, cause: undefined },
-    )
+  if (column.spec.migratingFromPlaintext) {
+    stats.plaintextReads += 1
+    return legacyPlaintext(column, value, bytes)
   }
-  const key = keys.get(column.table.logical, headerKeyVersion(bytes))!
+  throw new DecryptionError(
+    'NOT_CIPHERTEXT',
+    `Column ${column.table.physical}.${column.physical} holds a value that is not a kysely-field-encryption ciphertext.`,
+    { ...column.aad, cause: undefined },
+  )
+}
+
+function decryptOne(column: ColumnInfo, bytes: Uint8Array, key: KeyMaterial, stats: DecryptStats): unknown {
   try {
-    const plain = decryptValue(column.spec.codec, bytes, key, where)
+    const plain = decryptValue(column.spec.codec, bytes, key, column.aad)
     stats.decrypted += 1
     return plain
   } catch (error) {
@@ -185,7 +229,7 @@ function decryptOne(
     throw new DecryptionError(
       'DECRYPT_AUTH_FAILED',
       `Could not decrypt ${column.table.physical}.${column.physical}.`,
-      { ...where, cause: error },
+      { ...column.aad, cause: error },
     )
   }
 }

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { Kysely, sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { encrypted, encryptedSchema, fieldEncryption, localKeyProvider } from '../../src/index.js'
+import { encrypted, encryptedSchema, fieldEncryption, KeyStore, localKeyProvider } from '../../src/index.js'
 import { backends, uniqueName } from '../support/backends.js'
 
 /** A key cache smaller than what one query needs must fail clearly, never use a wiped key. */
@@ -62,6 +62,68 @@ describe.each(backends())('plugin with a tiny key cache [$name]', (backend) => {
         .select((eb) => eb.fn.countAll().as('n'))
         .executeTakeFirstOrThrow()
       expect(Number(count.n)).toBe(1)
+    })
+
+    it('rows under a data key version the reader has not cached, after rows it has: every row decrypted, in order, one provider call for it', async () => {
+      await db
+        .insertInto(table)
+        .values([
+          { id: 10, email: 'v1a@x.io' },
+          { id: 11, email: 'v1b@x.io' },
+        ])
+        .execute()
+      // Data key version 2 becomes the write key; the rows above stay under version 1.
+      const generated = await localKeyProvider({ key: kek }).generateDataKey({
+        logicalTable: table,
+        purpose: 'data',
+        version: 2,
+      })
+      generated.plaintext.fill(0)
+      // biome-ignore lint/suspicious/noExplicitAny: generated table name
+      const plain = new Kysely<any>({ dialect })
+      const store = new KeyStore(plain, { tableName: keyTable })
+      await store.stage(table, 'data', [generated.wrapped])
+      await store.activate(table, 'data', 2)
+      enough.keyRing().refresh()
+      await db
+        .insertInto(table)
+        .values([
+          { id: 12, email: 'v2a@x.io' },
+          { id: 13, email: 'v2b@x.io' },
+        ])
+        .execute()
+      const versions = await plain
+        .selectFrom(table)
+        .select(['id', 'email'])
+        .where('id', '>=', 10)
+        .orderBy('id')
+        .execute()
+      // The key version is the second byte of a v1 ciphertext (docs/format.md).
+      expect(versions.map((r) => (r.email as Uint8Array)[1])).toEqual([1, 1, 2, 2])
+
+      const reader = fieldEncryption({ schema, keyProvider: localKeyProvider({ key: kek }), keyTable })
+      // biome-ignore lint/suspicious/noExplicitAny: generated table name
+      const dbReader = new Kysely<any>({ dialect: reader.wrap(dialect), plugins: [reader.plugin] })
+      // Version 1 only: a read of a version-1 row.
+      expect(await dbReader.selectFrom(table).select('email').where('id', '=', 10).execute()).toEqual([
+        { email: 'v1a@x.io' },
+      ])
+      expect(reader.stats().keys?.providerCalls).toBe(1)
+      // Rows 10 and 11 decrypt from the cache; row 12 needs version 2 halfway through the batch.
+      const rows = await dbReader
+        .selectFrom(table)
+        .select(['id', 'email'])
+        .where('id', '>=', 10)
+        .orderBy('id')
+        .execute()
+      expect(rows).toEqual([
+        { id: 10, email: 'v1a@x.io' },
+        { id: 11, email: 'v1b@x.io' },
+        { id: 12, email: 'v2a@x.io' },
+        { id: 13, email: 'v2b@x.io' },
+      ])
+      expect(reader.stats().keys?.providerCalls).toBe(2)
+      await reader.close()
     })
   })
 })
