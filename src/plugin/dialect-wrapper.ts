@@ -60,7 +60,24 @@ export interface WrapperContext {
   readonly onDriver: (driver: EncryptingDriver) => void
 }
 
-const PATCHED = Symbol('kysely-field-encryption.patched')
+/** The connection's own methods, kept on it when the wrapper patches it. */
+const ORIGINAL = Symbol('kysely-field-encryption.original')
+
+interface Originals {
+  readonly executeQuery: DatabaseConnection['executeQuery']
+  readonly streamQuery: DatabaseConnection['streamQuery']
+  /** The slow path on this connection, made the first time a key must be loaded. */
+  slow?: SlowPath
+}
+
+type Patched = DatabaseConnection & { [ORIGINAL]?: Originals }
+
+/** The connection's own `executeQuery`, bound to it (for the key store, which borrows it). */
+function originalExecute(connection: Patched): Execute {
+  const own = connection[ORIGINAL]
+  if (own === undefined) return (query) => connection.executeQuery(query)
+  return (query) => own.executeQuery.call(connection, query)
+}
 
 /**
  * Wraps a dialect so that every query, whatever path it took (execute, stream, transactions,
@@ -88,13 +105,23 @@ export function wrapDialect(dialect: Dialect, ctx: WrapperContext): Dialect {
 /** The driver of a wrapped dialect. */
 export class EncryptingDriver extends DelegatingDriver {
   #init: Promise<void> | undefined
+  /**
+   * The patched methods, made once per driver: a connection is patched by assigning them, with
+   * no function made per connection (some drivers, PGlite's, hand out a new connection object
+   * for every query). They find their connection as `this`, as every caller of a connection
+   * method (kysely, the drivers) calls them.
+   */
+  readonly #executeQuery: DatabaseConnection['executeQuery']
+  readonly #streamQuery: DatabaseConnection['streamQuery']
 
   constructor(
     inner: Driver,
     private readonly ctx: WrapperContext,
-    private readonly compiler: () => QueryCompiler,
+    compiler: () => QueryCompiler,
   ) {
     super(inner)
+    this.#executeQuery = patchedExecute(ctx, compiler)
+    this.#streamQuery = patchedStream(ctx, compiler)
   }
 
   /** Idempotent: Kysely and the key store may both ask. */
@@ -103,10 +130,8 @@ export class EncryptingDriver extends DelegatingDriver {
     return this.#init
   }
 
-  override async acquireConnection(): Promise<DatabaseConnection> {
-    const connection = await this.inner.acquireConnection()
-    this.#patch(connection)
-    return connection
+  override acquireConnection(): Promise<DatabaseConnection> {
+    return this.inner.acquireConnection().then(this.#patch)
   }
 
   override async beginTransaction(
@@ -115,58 +140,92 @@ export class EncryptingDriver extends DelegatingDriver {
   ): Promise<void> {
     // Keys are created outside the transaction, so a rollback can never remove a key that
     // already encrypted data (PGlite has one session: this is its only chance).
-    const original = (connection as unknown as { [PATCHED]?: Execute })[PATCHED]
-    if (original !== undefined) await slowPathOn(original)(() => this.ctx.prepare(original))
+    if ((connection as Patched)[ORIGINAL] !== undefined) {
+      const execute = originalExecute(connection)
+      await slowPathOn(execute)(() => this.ctx.prepare(execute))
+    }
     return this.inner.beginTransaction(connection, settings)
   }
 
-  /** Patches the connection object in place: drivers pass it back to their own methods. */
-  #patch(connection: DatabaseConnection): void {
-    const c = connection as DatabaseConnection & { [PATCHED]?: Execute }
-    if (c[PATCHED] !== undefined) return
-    const execute = connection.executeQuery.bind(connection) as Execute
-    const stream = connection.streamQuery.bind(connection)
-    c[PATCHED] = execute
-    const ctx = this.ctx
-    const compiler = this.compiler
-    const slow = slowPathOn(execute)
-    c.executeQuery = (async (query: CompiledQuery) => {
-      // Steady state: no promise but the query's own (prepare and decrypt return plain values).
-      const prepared = prepareQuery(ctx, compiler, query, slow)
-      const { plan, send } = prepared instanceof Promise ? await prepared : prepared
-      const result = await execute(send)
-      if (plan.outputs.length === 0 || result.rows.length === 0) return result
-      const decrypted = decryptRows(
+  /** Patches the connection object in place (drivers pass it back to their own methods); returns it. */
+  readonly #patch = (connection: DatabaseConnection): DatabaseConnection => {
+    const c = connection as Patched
+    if (c[ORIGINAL] !== undefined) return c
+    c[ORIGINAL] = { executeQuery: c.executeQuery, streamQuery: c.streamQuery }
+    c.executeQuery = this.#executeQuery
+    c.streamQuery = this.#streamQuery
+    return c
+  }
+}
+
+/** The wrapped `executeQuery` of one driver's connections; `this` is the connection. */
+function patchedExecute(
+  ctx: WrapperContext,
+  compiler: () => QueryCompiler,
+): DatabaseConnection['executeQuery'] {
+  return async function executeQuery(this: Patched, query: CompiledQuery) {
+    const own = ownMethods(this)
+    // Steady state: no promise but the query's own (prepare and decrypt return plain values).
+    const prepared = prepareQuery(ctx, compiler, query, this)
+    const { plan, send } = prepared instanceof Promise ? await prepared : prepared
+    const result = await own.executeQuery.call(this, send)
+    if (plan.outputs.length === 0 || result.rows.length === 0) return result
+    const decrypted = decryptRows(
+      ctx.ring(),
+      plan,
+      result.rows as Record<string, unknown>[],
+      ctx.stats,
+      slowPathOf(this),
+    )
+    const rows = decrypted instanceof Promise ? await decrypted : decrypted
+    return rows === result.rows ? result : { ...result, rows }
+  } as DatabaseConnection['executeQuery']
+}
+
+/** The wrapped `streamQuery` of one driver's connections; `this` is the connection. */
+function patchedStream(
+  ctx: WrapperContext,
+  compiler: () => QueryCompiler,
+): DatabaseConnection['streamQuery'] {
+  return async function* streamQuery(this: Patched, query: CompiledQuery, chunkSize?: number) {
+    const own = ownMethods(this)
+    const slow = slowPathOf(this)
+    const { plan, send } = await prepareQuery(ctx, compiler, query, this)
+    // Fetch every data key version the rows may need before the cursor opens: a key-store
+    // read on this connection would otherwise wait behind the cursor.
+    if (plan.outputs.length > 0) await slow(() => prefetchDataKeys(ctx.ring(), plan))
+    for await (const chunk of own.streamQuery.call(this, send, chunkSize)) {
+      if (plan.outputs.length === 0 || chunk.rows.length === 0) {
+        yield chunk
+        continue
+      }
+      const rows = await decryptRows(
         ctx.ring(),
         plan,
-        result.rows as Record<string, unknown>[],
+        chunk.rows as Record<string, unknown>[],
         ctx.stats,
         slow,
       )
-      const rows = decrypted instanceof Promise ? await decrypted : decrypted
-      return rows === result.rows ? result : { ...result, rows }
-    }) as DatabaseConnection['executeQuery']
-    c.streamQuery = async function* (query: CompiledQuery, chunkSize?: number) {
-      const { plan, send } = await prepareQuery(ctx, compiler, query, slow)
-      // Fetch every data key version the rows may need before the cursor opens: a key-store
-      // read on this connection would otherwise wait behind the cursor.
-      if (plan.outputs.length > 0) await slow(() => prefetchDataKeys(ctx.ring(), plan))
-      for await (const chunk of stream(send, chunkSize)) {
-        if (plan.outputs.length === 0 || chunk.rows.length === 0) {
-          yield chunk
-          continue
-        }
-        const rows = await decryptRows(
-          ctx.ring(),
-          plan,
-          chunk.rows as Record<string, unknown>[],
-          ctx.stats,
-          slow,
-        )
-        yield { ...chunk, rows }
-      }
-    } as DatabaseConnection['streamQuery']
+      yield { ...chunk, rows }
+    }
+  } as DatabaseConnection['streamQuery']
+}
+
+function ownMethods(connection: Patched | undefined): Originals {
+  const own = connection?.[ORIGINAL]
+  if (own === undefined) {
+    // Only a detached call (`const f = connection.executeQuery; f(q)`) gets here.
+    throw new TypeError('A wrapped connection method must be called on its connection.')
   }
+  return own
+}
+
+/** The slow path (a key load) on this connection: made once per connection, when first needed. */
+function slowPathOf(connection: Patched): SlowPath {
+  const own = connection[ORIGINAL]
+  if (own === undefined) return slowPathOn(originalExecute(connection))
+  own.slow ??= slowPathOn(originalExecute(connection))
+  return own.slow
 }
 
 /** What the wrapper sends, and what it does with the results. */
@@ -186,7 +245,7 @@ function prepareQuery(
   ctx: WrapperContext,
   compiler: () => QueryCompiler,
   query: CompiledQuery,
-  slow: SlowPath,
+  connection: Patched,
 ): Prepared | Promise<Prepared> {
   const node = query.query
   const deferred = deferredOf(query.parameters)
@@ -208,11 +267,11 @@ function prepareQuery(
   }
   const checked = plan
   if (checked.indexComparisons.size > 0) {
-    return checkIndexComparisons(ctx.ring(), checked, slow).then(() =>
-      resolveQuery(ctx, compiler, query, checked, deferred, slow),
+    return checkIndexComparisons(ctx.ring(), checked, slowPathOf(connection)).then(() =>
+      resolveQuery(ctx, compiler, query, checked, deferred, connection),
     )
   }
-  return resolveQuery(ctx, compiler, query, checked, deferred, slow)
+  return resolveQuery(ctx, compiler, query, checked, deferred, connection)
 }
 
 /** Refuses a self-join on blind-index columns while several index versions are live. */
@@ -240,7 +299,7 @@ function resolveQuery(
   query: CompiledQuery,
   plan: QueryPlan,
   deferred: readonly DeferredValue[],
-  slow: SlowPath,
+  connection: Patched,
 ): Prepared | Promise<Prepared> {
   if (deferred.length === 0) return { plan, send: query }
   const ring = ctx.ring()
@@ -255,7 +314,7 @@ function resolveQuery(
   }
   const cached = cachedKeys(ring, deferred)
   if (cached !== undefined) return withKeys(cached)
-  return slow(() => loadKeys(ring, deferred)).then(withKeys)
+  return slowPathOf(connection)(() => loadKeys(ring, deferred)).then(withKeys)
 }
 
 async function prefetchDataKeys(ring: KeyRing, plan: QueryPlan): Promise<void> {
