@@ -25,6 +25,9 @@ import {
 } from './format.js'
 import { takeRandom } from './random-pool.js'
 
+/** The cipher options of every AES-256-GCM call: one object, read (never kept) by node:crypto. */
+const GCM = Object.freeze({ authTagLength: TAG_LENGTH })
+
 /**
  * What a ciphertext is bound to (its additional authenticated data). It comes from the query's
  * context, never from the stored value: a ciphertext copied to another table, column or context
@@ -161,7 +164,7 @@ function seal(key: KeyMaterial, codecTag: number, plaintext: Buffer, aad: FieldA
   out[saltAt + 1] = salt[1] as number
   out.set(nonce, headerLength) // TypedArray#set: no Buffer#copy argument handling per call
 
-  const cipher = createCipheriv('aes-256-gcm', subkey, nonce, { authTagLength: TAG_LENGTH })
+  const cipher = createCipheriv('aes-256-gcm', subkey, nonce, GCM)
   cipher.setAAD(buildAad(out, headerLength, keys, aad))
   const body = cipher.update(plaintext)
   const final = cipher.final() // empty for GCM
@@ -277,7 +280,7 @@ export function decryptField(
     'aes-256-gcm',
     subkey,
     new Uint8Array(buffer, byteOffset + h, NONCE_LENGTH),
-    { authTagLength: TAG_LENGTH },
+    GCM,
   )
   decipher.setAAD(buildAad(ciphertext, h, keys, aad))
   decipher.setAuthTag(new Uint8Array(buffer, byteOffset + byteLength - TAG_LENGTH, TAG_LENGTH))

@@ -64,18 +64,33 @@ export const HIDDEN_PREFIX = '__kfe_fp_'
  */
 export class PendingPlans {
   readonly #plans = new Map<RootOperationNode, QueryPlan>()
+  // The tree built last, outside the map: a query is usually run right after it is built, so
+  // most queries never touch the map.
+  #lastNode: RootOperationNode | undefined
+  #lastPlan: QueryPlan | undefined
 
   /** Records the plan of a tree the plugin just returned. */
   set(node: RootOperationNode, plan: QueryPlan): void {
-    this.#plans.set(node, plan)
-    if (this.#plans.size > PENDING_PLANS_MAX) {
-      const oldest = this.#plans.keys().next().value as RootOperationNode
-      this.#plans.delete(oldest)
+    if (this.#lastNode !== undefined && this.#lastNode !== node) {
+      this.#plans.set(this.#lastNode, this.#lastPlan as QueryPlan)
+      if (this.#plans.size > PENDING_PLANS_MAX - 1) {
+        const oldest = this.#plans.keys().next().value as RootOperationNode
+        this.#plans.delete(oldest)
+      }
     }
+    this.#lastNode = node
+    this.#lastPlan = plan
   }
 
   /** The plan of `node`, removed from the pending set; `undefined` when there is none. */
   take(node: RootOperationNode): QueryPlan | undefined {
+    if (node === this.#lastNode) {
+      const plan = this.#lastPlan
+      this.#lastNode = undefined
+      this.#lastPlan = undefined
+      return plan
+    }
+    if (this.#plans.size === 0) return undefined
     const plan = this.#plans.get(node)
     if (plan !== undefined) this.#plans.delete(node)
     return plan

@@ -33,37 +33,45 @@ export function encryptColumn(key: KeyMaterial, column: ColumnInfo, value: unkno
 
 /** The keys the deferred values of one query need, by logical table. */
 export interface QueryKeys {
-  readonly data: Map<string, KeyMaterial>
-  readonly index: Map<string, KeyMaterial>
-  readonly search: Map<string, KeyMaterial[]>
+  readonly data: ReadonlyMap<string, KeyMaterial>
+  readonly index: ReadonlyMap<string, KeyMaterial>
+  readonly search: ReadonlyMap<string, KeyMaterial[]>
 }
 
+const NO_KEYS: ReadonlyMap<string, never> = new Map<string, never>()
+
 /**
- * The keys from the cache alone, synchronously: the steady-state path (no promise, no I/O).
+ * The keys from the cache alone, synchronously: the steady-state path (no promise, no I/O, and
+ * only the maps the query needs).
  * @returns `undefined` when any key or key list is not cached and fresh
  */
 export function cachedKeys(ring: KeyRing, deferred: readonly DeferredValue[]): QueryKeys | undefined {
-  const keys: QueryKeys = { data: new Map(), index: new Map(), search: new Map() }
+  let data: Map<string, KeyMaterial> | undefined
+  let index: Map<string, KeyMaterial> | undefined
+  let search: Map<string, KeyMaterial[]> | undefined
   for (const d of deferred) {
     const table = d.column.table.logical
     if (d.kind === 'encrypt') {
-      if (keys.data.has(table)) continue
+      if (data?.has(table)) continue
       const k = ring.peekActiveKey(table, 'data')
       if (k === undefined) return undefined
-      keys.data.set(table, k)
+      data ??= new Map()
+      data.set(table, k)
     } else if (d.kind === 'index') {
-      if (keys.index.has(table)) continue
+      if (index?.has(table)) continue
       const k = ring.peekActiveKey(table, 'index')
       if (k === undefined) return undefined
-      keys.index.set(table, k)
+      index ??= new Map()
+      index.set(table, k)
     } else {
-      if (keys.search.has(table)) continue
+      if (search?.has(table)) continue
       const k = ring.peekSearchKeys(table, 'index')
       if (k === undefined) return undefined
-      keys.search.set(table, k)
+      search ??= new Map()
+      search.set(table, k)
     }
   }
-  return keys
+  return { data: data ?? NO_KEYS, index: index ?? NO_KEYS, search: search ?? NO_KEYS }
 }
 
 /**
