@@ -25,7 +25,7 @@ import {
 } from './format.js'
 import { takeRandom } from './random-pool.js'
 
-/** The cipher options of every AES-256-GCM call: one object, read (never kept) by node:crypto. */
+/** The cipher options of every AES-256-GCM call: one frozen object; node:crypto only reads it. */
 const GCM = Object.freeze({ authTagLength: TAG_LENGTH })
 
 /**

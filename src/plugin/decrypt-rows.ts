@@ -78,7 +78,8 @@ function decryptFrom(
       const table = column.table.logical
       const version = headerKeyVersion(bytes) // the header was just checked by looksLikeCiphertext
       let key = keys.get(table, version)
-      if (key === undefined) {
+      // A key wiped since it was found (evicted while another loaded) counts as not found.
+      if (key === undefined || key.destroyed) {
         key = ring.peekKey({ logicalTable: table, purpose: 'data', version })
         if (key === undefined) return r * width + o
         keys.set(table, version, key)
@@ -105,7 +106,8 @@ function missingFrom(
     if (bytes === undefined || !looksLikeCiphertext(bytes)) continue
     const table = column.table.logical
     const version = headerKeyVersion(bytes)
-    if (keys.get(table, version) !== undefined || missing.get(table, version) !== undefined) continue
+    const known = keys.get(table, version)
+    if ((known !== undefined && !known.destroyed) || missing.get(table, version) !== undefined) continue
     const ref: KeyRef = { logicalTable: table, purpose: 'data', version }
     const cached = ring.peekKey(ref)
     if (cached !== undefined) keys.set(table, version, cached)

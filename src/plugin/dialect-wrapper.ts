@@ -303,18 +303,27 @@ function resolveQuery(
 ): Prepared | Promise<Prepared> {
   if (deferred.length === 0) return { plan, send: query }
   const ring = ctx.ring()
-  const withKeys = (keys: QueryKeys): Prepared => {
-    const resolved = resolveDeferred(keys, query.query, query.parameters, compiler, query as never)
-    const send = Object.freeze({
-      ...query,
-      sql: resolved.sql ?? query.sql,
-      parameters: Object.freeze(resolved.parameters),
-    })
-    return { plan, send: send as CompiledQuery }
-  }
   const cached = cachedKeys(ring, deferred)
-  if (cached !== undefined) return withKeys(cached)
-  return slowPathOf(connection)(() => loadKeys(ring, deferred)).then(withKeys)
+  if (cached !== undefined) return withKeys(compiler, query, plan, cached)
+  return slowPathOf(connection)(() => loadKeys(ring, deferred)).then((keys) =>
+    withKeys(compiler, query, plan, keys),
+  )
+}
+
+/** The query to send: its deferred values resolved with `keys`. */
+function withKeys(
+  compiler: () => QueryCompiler,
+  query: CompiledQuery,
+  plan: QueryPlan,
+  keys: QueryKeys,
+): Prepared {
+  const resolved = resolveDeferred(keys, query.query, query.parameters, compiler, query as never)
+  const send = Object.freeze({
+    ...query,
+    sql: resolved.sql ?? query.sql,
+    parameters: Object.freeze(resolved.parameters),
+  })
+  return { plan, send: send as CompiledQuery }
 }
 
 async function prefetchDataKeys(ring: KeyRing, plan: QueryPlan): Promise<void> {

@@ -88,6 +88,8 @@ export class PendingPlans {
       const plan = this.#lastPlan
       this.#lastNode = undefined
       this.#lastPlan = undefined
+      // The same tree may also wait in the map (built, another built, then built again).
+      if (this.#plans.size !== 0) this.#plans.delete(node)
       return plan
     }
     if (this.#plans.size === 0) return undefined

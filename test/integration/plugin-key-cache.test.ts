@@ -125,5 +125,18 @@ describe.each(backends())('plugin with a tiny key cache [$name]', (backend) => {
       expect(reader.stats().keys?.providerCalls).toBe(2)
       await reader.close()
     })
+
+    it('a cache of one key: version 1 wiped while version 2 loads, a later row needs it again: KEY_NOT_FOUND naming cache.max', async () => {
+      // Rows 10 and 11 are under data key version 1, row 12 under version 2 (test above).
+      small.keyRing().refresh()
+      await expect(
+        dbSmall
+          .selectFrom(table)
+          .select(['id', 'email'])
+          .where('id', 'in', [10, 11, 12])
+          .orderBy(sql`case id when 10 then 1 when 12 then 2 else 3 end`)
+          .execute(),
+      ).rejects.toMatchObject({ code: 'KEY_NOT_FOUND', message: expect.stringContaining('cache.max') })
+    })
   })
 })
