@@ -1,7 +1,7 @@
 /**
- * The four ways case 2 stores (id, email, name, ssn): plaintext Kysely; the hand-written floor
- * (node:crypto in application code); the plugin on an annotated table; the plugin on a table with
- * no annotated column.
+ * The ways case 2 stores (id, email, name, ssn): plaintext Kysely (twice: the A/A control); the
+ * hand-written floor (node:crypto in application code); the plugin on an annotated table; the
+ * plugin on a table with no annotated column.
  */
 import { createCipheriv, createDecipheriv, createHmac, randomBytes, randomFillSync } from 'node:crypto'
 import { type Kysely, sql } from 'kysely'
@@ -83,6 +83,15 @@ function plainVariant(id: string, label: string, db: AnyDB, table: string, refer
 /** The plaintext reference: Kysely with no plugin. */
 export function plainKysely(db: AnyDB, table: string): DbVariant {
   return plainVariant('plain', 'plain Kysely (plaintext)', db, table)
+}
+
+/**
+ * The A/A control: plain Kysely again, on a table of its own. Its ratio to {@link plainKysely}
+ * would be exactly 1 on a quiet machine; how far it strays is how far any ratio of this run can
+ * be trusted.
+ */
+export function plainKyselyControl(db: AnyDB, table: string): DbVariant {
+  return plainVariant('plain-control', 'plain Kysely again (A/A control)', db, table, 'plain')
 }
 
 /** A table with no annotated column, through the wrapped dialect and the plugin. */

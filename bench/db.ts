@@ -1,6 +1,6 @@
 /**
  * Case 2: PostgreSQL, MariaDB/MySQL and PGlite. Per engine and round: fresh tables, insert
- * 10,000 rows in batches of 500, 2,000 sequential lookups by email, select all; the four variants
+ * 10,000 rows in batches of 500, 2,000 sequential lookups by email, select all; the five variants
  * interleaved (rotating order) within each phase; tables dropped at the end of the round.
  */
 import { randomBytes } from 'node:crypto'
@@ -20,6 +20,7 @@ import {
   type Person,
   people,
   plainKysely,
+  plainKyselyControl,
   pluginEncrypted,
   pluginPlaintextTable,
 } from './db-variants.js'
@@ -133,11 +134,12 @@ function tableNames() {
     floor: unique('bench_floor'),
     plugin: unique('bench_enc'),
     pluginPlain: unique('bench_pplain'),
+    control: unique('bench_control'),
     keys: unique('bench_kfe_keys'),
   }
 }
 
-/** The plugin's instance and the four variants, on two dialects of one engine. */
+/** The plugin's instance and the five variants, on two dialects of one engine. */
 function setUp(engine: Engine, dialects: [Dialect, Dialect]) {
   const names = tableNames()
   const schema = encryptedSchema({
@@ -159,6 +161,7 @@ function setUp(engine: Engine, dialects: [Dialect, Dialect]) {
     handWritten(plainDb, names.floor, engine.family, schema, names.plugin),
     pluginEncrypted(appDb, names.plugin, engine.family, schema),
     pluginPlaintextTable(appDb, names.pluginPlain),
+    plainKyselyControl(plainDb, names.control),
   ]
   const tearDown = async () => {
     for (const v of variants) await v.drop().catch(() => undefined)

@@ -5,7 +5,16 @@ import { DB_OPS, type EngineResult } from './db.js'
 import type { Environment } from './environment.js'
 import type { FieldOp, FieldResults } from './fields.js'
 import type { Summary } from './harness.js'
-import { cpuRatio, dbRatio, encDecMs, OP_LABEL, type TargetCheck } from './targets.js'
+import {
+  controlRatio,
+  cpuRatio,
+  DB_GOALS,
+  dbRatio,
+  encDecMs,
+  OP_LABEL,
+  roundTripFactor,
+  type TargetCheck,
+} from './targets.js'
 
 /** Everything one run produced; also the JSON written to bench/results/. */
 export interface BenchResults {
@@ -102,11 +111,26 @@ function dbMarkdown(engines: readonly EngineResult[]): string {
       `#### ${e.engine} (${e.server})`,
       `Milliseconds for the whole operation: median (min–max) over ${rounds} measured rounds · ratio of medians to the reference.`,
       table(['variant', ...DB_OPS.map((op) => `${OP_LABEL[op]} ms`), 'reference'], rows),
+      ...controlMarkdown(e),
       `Key-provider calls of the plugin's instance, cumulative after each round: ${e.providerCallsPerRound?.join(', ')} (keys in cache: ${e.keys}).`,
       ...cpuMarkdown(e),
     )
   }
   return parts.join('\n\n')
+}
+
+/** What the A/A control says about the resolution of this engine's ratios. */
+function controlMarkdown(e: EngineResult): string[] {
+  const cells = DB_OPS.map((op) => {
+    const c = controlRatio(e, op)
+    return c === undefined
+      ? undefined
+      : `${OP_LABEL[op]} ${c.ratio.toFixed(3)}× (per-round ratios ${c.low.toFixed(2)}–${c.high.toFixed(2)})`
+  })
+  if (cells.some((c) => c === undefined)) return []
+  return [
+    `A/A control: plain Kysely against itself, on a second table, in the same rounds: ${cells.join(', ')}. Identical code, so every departure from 1.000 is this machine's noise: a ratio of two variants that differs from 1 by less than that departure is not resolved by this run.`,
+  ]
 }
 
 /** The CPU case of one engine (bench/cpu.ts) and what it implies for the plugin/floor ratios. */
@@ -145,7 +169,15 @@ function cpuMarkdown(e: EngineResult): string[] {
   const cold = cpuRatio(e, 'plugin', 'lookup', 'disturbed')
   if (lookup !== undefined && insert !== undefined && cold !== undefined) {
     parts.push(
-      `The plugin's CPU over the floor's: ${f(delta(cpu.lookupUs))} µs per lookup (${f(delta(cpu.compileUs))} µs of it the rewrite: building and compiling the query through the plugin, against the floor's query on its index column), ${f(delta(cpu.insertRowUs))} µs per inserted row. Added to the floor's real time per lookup and per row on ${e.engine}, that CPU alone gives plugin/floor ratios of **${lookup.toFixed(3)}×** for lookups and **${insert.toFixed(3)}×** for inserts (the "CPU alone" figures in the targets table). That is the CPU in a warm loop. A real lookup runs after a round trip that has filled the CPU caches with other work: with ${COLD_BYTES >> 20} MiB of other memory touched before each lookup (not timed), the plugin's CPU over the floor's is ${f(delta(cpu.coldLookupUs))} µs per lookup, a ratio of **${cold.toFixed(3)}×**. A measured ratio above these is not explained by this case; read it with the min–max ranges.`,
+      `The plugin's CPU over the floor's: ${f(delta(cpu.lookupUs))} µs per lookup (${f(delta(cpu.compileUs))} µs of it the rewrite: building and compiling the query through the plugin, against the floor's query on its index column; an upper bound, because a compile loop leaves each tree's plan pending until 256 newer trees replace it, as a compile() that never runs does, which is garbage a query that runs does not leave), ${f(delta(cpu.insertRowUs))} µs per inserted row. Added to the floor's real time per lookup and per row on ${e.engine}, that CPU alone gives plugin/floor ratios of **${lookup.toFixed(3)}×** for lookups and **${insert.toFixed(3)}×** for inserts (the "CPU alone" figures in the targets table). That is the CPU in a warm loop. A real lookup runs after a round trip that has filled the CPU caches with other work: with ${COLD_BYTES >> 20} MiB of other memory touched before each lookup (not timed), the plugin's CPU over the floor's is ${f(delta(cpu.coldLookupUs))} µs per lookup, a ratio of **${cold.toFixed(3)}×**. Why a measured lookup ratio is higher still: see "Round trips" below.`,
+    )
+  }
+  const goal = DB_GOALS.find((g) => g.variant === 'plugin' && g.op === 'lookup')?.max ?? Number.NaN
+  const rt = roundTripFactor(e, goal)
+  const measured = dbRatio(e, 'plugin', 'lookup')
+  if (rt !== undefined && measured !== undefined) {
+    parts.push(
+      `Round trips: on ${e.engine} the floor's lookups take ${f(rt.measuredUs)} µs more than plain Kysely's, ${rt.factor.toFixed(1)} times the ${f(rt.cpuUs)} µs more CPU they take in the warm loop: code that runs right after a round trip finds its caches, branch predictors and the core's clock given to the database's work in between. At that factor the plugin's ${f(rt.overFloorUs)} µs of CPU over the floor's predicts a lookup ratio of **${rt.predicted.toFixed(3)}×** (measured: ${measured.toFixed(3)}×), and the ≤ ${goal.toFixed(2)}× goal leaves the plugin **${f(rt.budgetUs)} µs** of CPU per lookup over the floor's.`,
     )
   }
   return parts

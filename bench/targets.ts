@@ -14,7 +14,7 @@ export interface TargetCheck {
   readonly met: boolean | undefined
 }
 
-const DB_GOALS: ReadonlyArray<{ variant: string; op: DbOp; max: number }> = [
+export const DB_GOALS: ReadonlyArray<{ variant: string; op: DbOp; max: number }> = [
   { variant: 'plugin', op: 'insert', max: 1.1 },
   { variant: 'plugin', op: 'selectAll', max: 1.1 },
   { variant: 'plugin', op: 'lookup', max: 1.05 },
@@ -60,6 +60,81 @@ export function cpuRatio(
   return 1 + (mine - ref) / ((refMs * 1000) / count)
 }
 
+/**
+ * The A/A control for one op: plain Kysely against itself on a second table. The ratio of
+ * medians, and the range of the per-round ratios (round i of one against round i of the other).
+ */
+export function controlRatio(
+  e: EngineResult,
+  op: DbOp,
+): { ratio: number; low: number; high: number } | undefined {
+  const ratio = dbRatio(e, 'plain-control', op)
+  const mine = e.timings?.['plain-control']?.[op].samples
+  const ref = e.timings?.plain?.[op].samples
+  if (ratio === undefined || mine === undefined || ref === undefined || mine.length !== ref.length)
+    return undefined
+  const perRound = mine.map((m, i) => m / (ref[i] as number))
+  return { ratio, low: Math.min(...perRound), high: Math.max(...perRound) }
+}
+
+/**
+ * How much more a microsecond of the process's CPU costs in a real lookup than in the warm loop
+ * of the CPU case, read off the floor: its measured time per lookup over plain Kysely's, divided
+ * by its CPU per lookup over plain Kysely's. A lookup's code runs right after a round trip, with
+ * caches, branch predictors and the core's clock left to the database's work in between.
+ *
+ * @returns the factor, what it predicts for the plugin/floor lookup ratio, and the CPU budget
+ *   (µs per lookup over the floor's) that the ≤ `goal` target leaves at that factor
+ */
+export function roundTripFactor(
+  e: EngineResult,
+  goal: number,
+):
+  | {
+      factor: number
+      measuredUs: number
+      cpuUs: number
+      predicted: number
+      budgetUs: number
+      overFloorUs: number
+    }
+  | undefined {
+  const perLookup = (id: string) => {
+    const ms = e.timings?.[id]?.lookup.median
+    return ms === undefined || e.settings === undefined ? undefined : (ms * 1000) / e.settings.lookups
+  }
+  const cpu = (id: string) => e.cpu?.lookupUs[id]?.median
+  const [floor, plain, floorCpu, plainCpu, pluginCpu] = [
+    perLookup('floor'),
+    perLookup('plain'),
+    cpu('floor'),
+    cpu('plain'),
+    cpu('plugin'),
+  ]
+  if (
+    floor === undefined ||
+    plain === undefined ||
+    floorCpu === undefined ||
+    plainCpu === undefined ||
+    pluginCpu === undefined
+  )
+    return undefined
+  const measuredUs = floor - plain
+  const cpuUs = floorCpu - plainCpu
+  // Noise can put the floor at or below plain Kysely: no factor can be read off such a run.
+  if (measuredUs <= 0 || cpuUs <= 0) return undefined
+  const factor = measuredUs / cpuUs
+  const overFloorUs = pluginCpu - floorCpu
+  return {
+    factor,
+    measuredUs,
+    cpuUs,
+    predicted: 1 + (overFloorUs * factor) / floor,
+    budgetUs: ((goal - 1) * floor) / factor,
+    overFloorUs,
+  }
+}
+
 /** ms of encrypt + decrypt (medians) of one library for one payload. */
 export function encDecMs(f: FieldResults, payload: string, lib: string): number | undefined {
   const t = f.timings[payload]
@@ -82,7 +157,9 @@ export function checkTargets(
         const cpu = cpuRatio(e, g.variant, g.op)
         const cold = g.op === 'lookup' ? cpuRatio(e, g.variant, g.op, 'disturbed') : undefined
         const coldNote = cold === undefined ? '' : `; caches disturbed: ${cold.toFixed(3)}×`
-        const cpuNote = cpu === undefined ? '' : ` (CPU alone: ${cpu.toFixed(3)}×${coldNote})`
+        const control = controlRatio(e, g.op)
+        const controlNote = control === undefined ? '' : `; A/A control: ${control.ratio.toFixed(3)}×`
+        const cpuNote = cpu === undefined ? '' : ` (CPU alone: ${cpu.toFixed(3)}×${coldNote}${controlNote})`
         out.push({
           target: `${e.engine}: ${what} vs ${ref}, ${OP_LABEL[g.op]}`,
           measured: r === undefined ? (e.notRun ?? 'n/a') : `${r.toFixed(3)}×${cpuNote}`,
