@@ -157,9 +157,12 @@ export function checkTargets(
         const cpu = cpuRatio(e, g.variant, g.op)
         const cold = g.op === 'lookup' ? cpuRatio(e, g.variant, g.op, 'disturbed') : undefined
         const coldNote = cold === undefined ? '' : `; caches disturbed: ${cold.toFixed(3)}×`
+        const rt = g.variant === 'plugin' && g.op === 'lookup' ? roundTripFactor(e, g.max) : undefined
+        const rtNote = rt === undefined ? '' : `; with the round-trip factor: ${rt.predicted.toFixed(3)}×`
         const control = controlRatio(e, g.op)
         const controlNote = control === undefined ? '' : `; A/A control: ${control.ratio.toFixed(3)}×`
-        const cpuNote = cpu === undefined ? '' : ` (CPU alone: ${cpu.toFixed(3)}×${coldNote}${controlNote})`
+        const cpuNote =
+          cpu === undefined ? '' : ` (CPU alone: ${cpu.toFixed(3)}×${coldNote}${rtNote}${controlNote})`
         out.push({
           target: `${e.engine}: ${what} vs ${ref}, ${OP_LABEL[g.op]}`,
           measured: r === undefined ? (e.notRun ?? 'n/a') : `${r.toFixed(3)}×${cpuNote}`,
@@ -187,10 +190,18 @@ export function checkTargets(
       ] as const) {
         const theirs = encDecMs(fields, p.id, peer)
         const floor = encDecMs(fields, p.id, 'floor')
+        const floorAad = encDecMs(fields, p.id, 'floor-aad')
         const ratio = ours === undefined || theirs === undefined ? undefined : theirs / ours
-        // What the hand-written floor reaches against the same peer: the ceiling for AES-GCM here.
+        // What the hand-written floor reaches against the same peer: the ceiling for AES-GCM here;
+        // and with the table/column binding (AAD) every ciphertext of ours carries.
+        const bound =
+          floorAad === undefined || theirs === undefined
+            ? ''
+            : `; floor with AAD: ${(theirs / floorAad).toFixed(2)}×`
         const ceiling =
-          floor === undefined || theirs === undefined ? '' : ` (floor: ${(theirs / floor).toFixed(2)}×)`
+          floor === undefined || theirs === undefined
+            ? ''
+            : ` (floor: ${(theirs / floor).toFixed(2)}×${bound})`
         out.push({
           target: `${p.label}: encrypt+decrypt throughput vs ${label}`,
           measured: ratio === undefined ? 'n/a' : `${ratio.toFixed(2)}×${ceiling}`,
