@@ -95,32 +95,34 @@ export function insertRow(
 ): OperationNode {
   const primitive = row.kind === 'PrimitiveValueListNode'
   const items = [...(row as unknown as { values: ReadonlyArray<unknown> }).values]
-  const plaintexts = new Map<number, unknown>()
+  // The plaintexts encrypted in this row, by position: only an added index column reads them.
+  const plaintexts: unknown[] | undefined = added.length > 0 ? [] : undefined
   let changed = false
-  sources.forEach((source, i) => {
-    if (source === undefined) return
+  for (let i = 0; i < sources.length; i++) {
+    const source = sources[i]
+    if (source === undefined) continue
     const item = items[i]
     const value = primitive ? item : nodeValue(item as OperationNode)
     if (source.kind === 'index') {
       checkIndexWrite(a, source.info, item, primitive)
-      return
+      continue
     }
     if (isDeferred(value)) {
       a.note(value)
-      return
+      continue
     }
-    if (value === DEFAULT || value === null || value === undefined) return
+    if (value === DEFAULT || value === null || value === undefined) continue
     if (value === EXPRESSION) throw refuse(source.info, 'expression', 'only plain values can be written')
     if (value === LITERAL) throw refuse(source.info, 'sql.lit')
     const deferred = a.encrypt(source.info, value)
-    plaintexts.set(i, value)
+    if (plaintexts !== undefined) plaintexts[i] = value
     items[i] = primitive ? deferred : valueNode(deferred)
     changed = true
-  })
+  }
   for (const { index, from } of added) {
     const item = items[from]
     const current = primitive ? item : nodeValue(item as OperationNode)
-    const plaintext = plaintexts.get(from)
+    const plaintext = plaintexts?.[from]
     let next: unknown
     if (plaintext !== undefined) next = a.note(new DeferredValue('index', index.column, plaintext, index))
     else if (current === DEFAULT) next = DEFAULT
