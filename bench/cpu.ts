@@ -18,6 +18,8 @@ export interface CpuResult {
   readonly coldLookupUs: Record<string, Summary>
   readonly compileUs: Record<string, Summary>
   readonly insertRowUs: Record<string, Summary>
+  /** µs per inserted row of building and compiling the insert alone (crypto left out of the floor's). */
+  readonly compileInsertRowUs: Record<string, Summary>
   /** µs per row of a select of every row (decrypted where encrypted). */
   readonly selectRowUs: Record<string, Summary>
 }
@@ -106,10 +108,16 @@ function disturbCaches(): void {
   for (let i = 0; i < scratch.length; i += 64) scratch[i] = (scratch[i] as number) + 1
 }
 
+/** Appends one round's ms per operation, as µs, to each variant's samples. */
+function keepUs(samples: Map<string, number[]>, round: ReadonlyMap<string, number>): void {
+  for (const [id, ms] of round) samples.set(id, [...(samples.get(id) ?? []), ms * 1000])
+}
+
 /**
  * Records one lookup and one insert batch per variant on the real engine, then times them
  * replayed: `rounds` interleaved rounds (the first discarded); in each, every variant runs calls
- * of 100 lookups, then calls of one `batch`-row insert, for `timeMs` each, and the median call counts.
+ * of 100 lookups (caches warm, then disturbed), of 100 lookup compiles, of a select of every row,
+ * of one `batch`-row insert and of that insert's compile, for `timeMs` each; the median call counts.
  */
 export async function measureCpu(
   variants: readonly DbVariant[],
@@ -135,6 +143,7 @@ export async function measureCpu(
   const compiles = new Map<string, number[]>()
   const selects = new Map<string, number[]>()
   const inserts = new Map<string, number[]>()
+  const insertCompiles = new Map<string, number[]>()
   for (let r = 0; r < settings.rounds; r++) {
     const order = rotate(variants, r)
     const lookup = await measureRound(
@@ -193,12 +202,17 @@ export async function measureCpu(
       order.map((v) => ({ name: v.id, batch: batch.length, run: () => v.insert(batch, batch.length) })),
       { timeMs: settings.timeMs, iterations: 5 },
     )
+    const insertCompile = await measureRound(
+      order.map((v) => ({ name: v.id, batch: batch.length, run: () => v.compileInsert(batch) })),
+      { timeMs: settings.timeMs, iterations: 5 },
+    )
     if (r === 0) continue
-    for (const [id, ms] of lookup) lookups.set(id, [...(lookups.get(id) ?? []), ms * 1000])
-    for (const [id, ms] of cold) colds.set(id, [...(colds.get(id) ?? []), ms * 1000])
-    for (const [id, ms] of select) selects.set(id, [...(selects.get(id) ?? []), ms * 1000])
-    for (const [id, ms] of compile) compiles.set(id, [...(compiles.get(id) ?? []), ms * 1000])
-    for (const [id, ms] of insert) inserts.set(id, [...(inserts.get(id) ?? []), ms * 1000])
+    keepUs(lookups, lookup)
+    keepUs(colds, cold)
+    keepUs(selects, select)
+    keepUs(compiles, compile)
+    keepUs(inserts, insert)
+    keepUs(insertCompiles, insertCompile)
   }
   const summaries = (m: Map<string, number[]>) =>
     Object.fromEntries([...m].map(([id, samples]) => [id, summarize(samples)]))
@@ -207,6 +221,7 @@ export async function measureCpu(
     coldLookupUs: summaries(colds),
     compileUs: summaries(compiles),
     insertRowUs: summaries(inserts),
+    compileInsertRowUs: summaries(insertCompiles),
     selectRowUs: summaries(selects),
   }
 }

@@ -38,6 +38,8 @@ export function people(count: number): Person[] {
 
 /** Stands for an HMAC-SHA256 value where only the query's shape matters. */
 const PLACEHOLDER_INDEX = Buffer.alloc(32)
+/** Stands for one ciphertext of the floor (nonce ‖ body ‖ tag of a short value) where its crypto is left out. */
+const PLACEHOLDER_CIPHERTEXT = Buffer.alloc(12 + 24 + 16)
 
 /** What each variant does. Every method runs inside the timed region except `create`/`drop`. */
 export interface DbVariant {
@@ -51,6 +53,8 @@ export interface DbVariant {
   lookup(email: string): Promise<Person | undefined>
   /** Builds and compiles the lookup's query without running it (the plugin's rewrite included). */
   compileLookup(email: string): unknown
+  /** Builds and compiles one insert of `rows` without running it (the plugin's rewrite included). */
+  compileInsert(rows: readonly Person[]): unknown
   selectAll(): Promise<Person[]>
   drop(): Promise<void>
 }
@@ -75,6 +79,7 @@ function plainVariant(id: string, label: string, db: AnyDB, table: string, refer
     insert: (rows, batchSize) => insertInBatches(db, table, rows, batchSize),
     lookup: (email) => lookupQuery(email).executeTakeFirst() as Promise<Person | undefined>,
     compileLookup: (email) => lookupQuery(email).compile(),
+    compileInsert: (rows) => db.insertInto(table).values(rows).compile(),
     selectAll: () => db.selectFrom(table).selectAll().execute() as Promise<Person[]>,
     drop: () => dropTable(db, table),
   }
@@ -135,6 +140,20 @@ export function handWritten(
     return text
   }
   const mac = (email: string) => createHmac('sha256', macKey).update(email, 'utf8').digest()
+  const insertQuery = (
+    rows: readonly Person[],
+    encrypt: (text: string) => Buffer,
+    index: (email: string) => Buffer,
+  ) =>
+    db.insertInto(table).values(
+      rows.map((r) => ({
+        id: r.id,
+        name: r.name,
+        email: encrypt(r.email),
+        email_bidx: index(r.email),
+        ssn: encrypt(r.ssn),
+      })),
+    )
   const lookupQuery = (index: Buffer) =>
     db.selectFrom(table).select(['id', 'name', 'email', 'ssn']).where('email_bidx', '=', index)
   const decryptRow = (r: Record<string, unknown>): Person => ({
@@ -151,14 +170,7 @@ export function handWritten(
     create: () => createPeopleTable(db, table, encryptedColumnTypes(schema, like, family)),
     async insert(rows, batchSize) {
       for (let i = 0; i < rows.length; i += batchSize) {
-        const batch = rows.slice(i, i + batchSize).map((r) => ({
-          id: r.id,
-          name: r.name,
-          email: seal(r.email),
-          email_bidx: mac(r.email),
-          ssn: seal(r.ssn),
-        }))
-        await db.insertInto(table).values(batch).execute()
+        await insertQuery(rows.slice(i, i + batchSize), seal, mac).execute()
       }
     },
     async lookup(email) {
@@ -167,6 +179,13 @@ export function handWritten(
     },
     // The query alone: a fixed 32-byte value stands for mac(email), which is the floor's crypto.
     compileLookup: () => lookupQuery(PLACEHOLDER_INDEX).compile(),
+    // Fixed values stand for the ciphertexts and the index: the floor's crypto is left out.
+    compileInsert: (rows) =>
+      insertQuery(
+        rows,
+        () => PLACEHOLDER_CIPHERTEXT,
+        () => PLACEHOLDER_INDEX,
+      ).compile(),
     async selectAll() {
       const rows = await db.selectFrom(table).select(['id', 'name', 'email', 'ssn']).execute()
       return rows.map(decryptRow)
@@ -196,6 +215,7 @@ export function pluginEncrypted(
     insert: (rows, batchSize) => insertInBatches(db, table, rows, batchSize),
     lookup: (email) => lookupQuery(email).executeTakeFirst(),
     compileLookup: (email) => lookupQuery(email).compile(),
+    compileInsert: (rows) => db.insertInto(table).values(rows).compile(),
     selectAll: () => db.selectFrom(table).select(['id', 'name', 'email', 'ssn']).execute(),
     drop: () => dropTable(db, table),
   }
