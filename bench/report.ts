@@ -2,7 +2,7 @@
 
 import { PENDING_PLANS_MAX } from '../src/plugin/plan.js'
 import { COLD_BYTES } from './cpu.js'
-import { DB_OPS, type EngineResult } from './db.js'
+import { DB_OPS, type DbOp, type EngineResult } from './db.js'
 import type { Environment } from './environment.js'
 import type { FieldOp, FieldResults } from './fields.js'
 import type { Summary } from './harness.js'
@@ -175,12 +175,19 @@ function cpuMarkdown(e: EngineResult): string[] {
       `The plugin's CPU over the floor's: ${f(delta(cpu.lookupUs))} µs per lookup (${f(delta(cpu.compileUs))} µs of it the rewrite: building and compiling the query through the plugin, against the floor's query on its index column; an upper bound, because a compile loop leaves each tree's plan pending until ${PENDING_PLANS_MAX} newer trees replace it, as a compile() that never runs does, which is garbage a query that runs does not leave), ${f(delta(cpu.insertRowUs))} µs per inserted row (${f(delta(cpu.compileInsertRowUs))} µs of it the rewrite, on the same terms, against the floor's insert with fixed values standing for its ciphertexts and index). Added to the floor's real time per lookup and per row on ${e.engine}, that CPU alone gives plugin/floor ratios of **${lookup.toFixed(3)}×** for lookups and **${insert.toFixed(3)}×** for inserts (the "CPU alone" figures in the targets table). That is the CPU in a warm loop. A real lookup runs after a round trip that has filled the CPU caches with other work: with ${COLD_BYTES >> 20} MiB of other memory touched before each lookup (not timed), the plugin's CPU over the floor's is ${f(delta(cpu.coldLookupUs))} µs per lookup, a ratio of **${cold.toFixed(3)}×**. Why a measured lookup ratio is higher still: see "Round trips" below.`,
     )
   }
-  const goal = DB_GOALS.find((g) => g.variant === 'plugin' && g.op === 'lookup')?.max ?? Number.NaN
-  const rt = roundTripFactor(e, goal)
-  const measured = dbRatio(e, 'plugin', 'lookup')
-  if (rt !== undefined && measured !== undefined) {
+  const goal = (op: DbOp) => DB_GOALS.find((g) => g.variant === 'plugin' && g.op === op)?.max ?? Number.NaN
+  const lookupRt = roundTripFactor(e, 'lookup', goal('lookup'))
+  const lookupMeasured = dbRatio(e, 'plugin', 'lookup')
+  if (lookupRt !== undefined && lookupMeasured !== undefined) {
     parts.push(
-      `Round trips: on ${e.engine} the floor's lookups take ${f(rt.measuredUs)} µs more than plain Kysely's, ${rt.factor.toFixed(1)} times the ${f(rt.cpuUs)} µs more CPU they take in the warm loop: code that runs right after a round trip finds its caches, branch predictors and the core's clock given to the database's work in between. At that factor the plugin's ${f(rt.overFloorUs)} µs of CPU over the floor's predicts a lookup ratio of **${rt.predicted.toFixed(3)}×** (measured: ${measured.toFixed(3)}×), and the ≤ ${goal.toFixed(2)}× goal leaves the plugin **${f(rt.budgetUs)} µs** of CPU per lookup over the floor's.`,
+      `Round trips: on ${e.engine} the floor's lookups take ${f(lookupRt.measuredUs)} µs more than plain Kysely's, ${lookupRt.factor.toFixed(1)} times the ${f(lookupRt.cpuUs)} µs more CPU they take in the warm loop: code that runs right after a round trip finds its caches, branch predictors and the core's clock given to the database's work in between. At that factor the plugin's ${f(lookupRt.overFloorUs)} µs of CPU over the floor's predicts a lookup ratio of **${lookupRt.predicted.toFixed(3)}×** (measured: ${lookupMeasured.toFixed(3)}×), and the ≤ ${goal('lookup').toFixed(2)}× goal leaves the plugin **${f(lookupRt.budgetUs)} µs** of CPU per lookup over the floor's.`,
+    )
+  }
+  const insertRt = roundTripFactor(e, 'insert', goal('insert'))
+  const insertMeasured = dbRatio(e, 'plugin', 'insert')
+  if (insertRt !== undefined && insertMeasured !== undefined) {
+    parts.push(
+      `Inserts, read the same way (one round trip per batch of ${e.settings.batchSize} rows): the floor's inserts take ${f(insertRt.measuredUs)} µs more per row than plain Kysely's, ${insertRt.factor.toFixed(2)} times the ${f(insertRt.cpuUs)} µs more CPU per row they take in the warm loop. At that factor the plugin's ${f(insertRt.overFloorUs)} µs of CPU per row over the floor's predicts an insert ratio of **${insertRt.predicted.toFixed(3)}×** (measured: ${insertMeasured.toFixed(3)}×), and the ≤ ${goal('insert').toFixed(2)}× goal leaves the plugin **${f(insertRt.budgetUs)} µs** of CPU per inserted row over the floor's.`,
     )
   }
   return parts

@@ -78,16 +78,18 @@ export function controlRatio(
 }
 
 /**
- * How much more a microsecond of the process's CPU costs in a real lookup than in the warm loop
- * of the CPU case, read off the floor: its measured time per lookup over plain Kysely's, divided
- * by its CPU per lookup over plain Kysely's. A lookup's code runs right after a round trip, with
+ * How much more a microsecond of the process's CPU costs against the real engine than in the warm
+ * loop of the CPU case, read off the floor: its measured time per operation (per lookup, per
+ * inserted row) over plain Kysely's, divided by its CPU per operation over plain Kysely's. The
+ * process's code runs between round trips (one per lookup, one per batch of inserted rows), with
  * caches, branch predictors and the core's clock left to the database's work in between.
  *
- * @returns the factor, what it predicts for the plugin/floor lookup ratio, and the CPU budget
- *   (µs per lookup over the floor's) that the ≤ `goal` target leaves at that factor
+ * @returns the factor, what it predicts for the plugin/floor ratio of `op`, and the CPU budget
+ *   (µs per operation over the floor's) that the ≤ `goal` target leaves at that factor
  */
 export function roundTripFactor(
   e: EngineResult,
+  op: 'lookup' | 'insert',
   goal: number,
 ):
   | {
@@ -99,14 +101,16 @@ export function roundTripFactor(
       overFloorUs: number
     }
   | undefined {
-  const perLookup = (id: string) => {
-    const ms = e.timings?.[id]?.lookup.median
-    return ms === undefined || e.settings === undefined ? undefined : (ms * 1000) / e.settings.lookups
+  if (e.settings === undefined) return undefined
+  const count = op === 'lookup' ? e.settings.lookups : e.settings.rows
+  const perOp = (id: string) => {
+    const ms = e.timings?.[id]?.[op].median
+    return ms === undefined ? undefined : (ms * 1000) / count
   }
-  const cpu = (id: string) => e.cpu?.lookupUs[id]?.median
+  const cpu = (id: string) => (op === 'lookup' ? e.cpu?.lookupUs : e.cpu?.insertRowUs)?.[id]?.median
   const [floor, plain, floorCpu, plainCpu, pluginCpu] = [
-    perLookup('floor'),
-    perLookup('plain'),
+    perOp('floor'),
+    perOp('plain'),
     cpu('floor'),
     cpu('plain'),
     cpu('plugin'),
@@ -157,7 +161,8 @@ export function checkTargets(
         const cpu = cpuRatio(e, g.variant, g.op)
         const cold = g.op === 'lookup' ? cpuRatio(e, g.variant, g.op, 'disturbed') : undefined
         const coldNote = cold === undefined ? '' : `; caches disturbed: ${cold.toFixed(3)}×`
-        const rt = g.variant === 'plugin' && g.op === 'lookup' ? roundTripFactor(e, g.max) : undefined
+        const rt =
+          g.variant === 'plugin' && g.op !== 'selectAll' ? roundTripFactor(e, g.op, g.max) : undefined
         const rtNote = rt === undefined ? '' : `; with the round-trip factor: ${rt.predicted.toFixed(3)}×`
         const control = controlRatio(e, g.op)
         const controlNote = control === undefined ? '' : `; A/A control: ${control.ratio.toFixed(3)}×`
