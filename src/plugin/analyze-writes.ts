@@ -14,6 +14,7 @@ import {
   LITERAL,
   nodeValue,
   rebuild,
+  rebuildList,
   referenceNode,
   valueNode,
 } from './nodes.js'
@@ -150,7 +151,7 @@ export function update(
   }
   const single = node.table?.kind === 'ListNode' ? undefined : scope.relations[0]
   if (node.from) patch.from = a.froms(node.from, scope, parent)
-  if (node.joins) patch.joins = node.joins.map((j) => a.join(j, scope, parent))
+  if (node.joins) patch.joins = rebuildList(node.joins, (j) => a.join(j, scope, parent))
   if (node.updates) patch.updates = updates(a, node.updates, scope, single)
   if (node.where) patch.where = whereNode(a, node.where, scope, { pending: undefined, positive: true })
   if (node.orderBy) patch.orderBy = a.opaque(node.orderBy, scope, 'order by')

@@ -159,35 +159,41 @@ export class Analyzer {
 
   // ── queries ────────────────────────────────────────────────────────────────────────────────
 
-  query(node: OperationNode, parent: Scope | undefined, role: Role): Outputs {
+  /**
+   * @param parent - the enclosing level whose relations the query sees
+   * @param ctes - the level whose CTEs it sees (see {@link Scope}); `parent` unless given
+   */
+  query(node: OperationNode, parent: Scope | undefined, role: Role, ctes = parent): Outputs {
     switch (node.kind) {
       case 'SelectQueryNode':
-        return this.select(node as SelectQueryNode, parent, role)
+        return this.select(node as SelectQueryNode, parent, role, ctes)
       case 'InsertQueryNode':
       case 'UpdateQueryNode':
       case 'DeleteQueryNode':
-        return this.write(node as InsertQueryNode | UpdateQueryNode | DeleteQueryNode, parent, role)
+        return this.write(node as InsertQueryNode | UpdateQueryNode | DeleteQueryNode, parent, role, ctes)
       default:
         return {
-          node: this.opaque(node, parent ?? new Scope(this.schema, undefined), 'subquery'),
+          // A fresh level: it sees the enclosing query's tables through `parent` and the CTEs of `ctes`.
+          node: this.opaque(node, new Scope(this.schema, parent, ctes), 'subquery'),
           outputs: new Map(),
         }
     }
   }
 
-  select(node: SelectQueryNode, parent: Scope | undefined, role: Role): Outputs {
-    const scope = new Scope(this.schema, parent)
+  select(node: SelectQueryNode, parent: Scope | undefined, role: Role, ctes = parent): Outputs {
+    const scope = new Scope(this.schema, parent, ctes)
     const patch: Record<string, unknown> = {}
     if (node.with) patch.with = this.with(node.with, scope)
     if (node.from) patch.from = this.froms(node.from, scope, parent)
-    if (node.joins) patch.joins = node.joins.map((j) => this.join(j, scope, parent))
+    if (node.joins) patch.joins = rebuildList(node.joins, (j) => this.join(j, scope, parent))
     const pending: PendingFilter[] | undefined = role === 'root' ? [] : undefined
     if (node.where) patch.where = whereNode(this, node.where, scope, { pending, positive: true })
     const { nodes, outputs } = this.selections(node.selections ?? [], scope)
     if (node.selections) patch.selections = nodes
     if (node.groupBy) patch.groupBy = this.opaque(node.groupBy, scope, 'group by')
     if (node.orderBy) patch.orderBy = this.opaque(node.orderBy, scope, 'order by')
-    if (node.distinctOn) patch.distinctOn = node.distinctOn.map((n) => this.opaque(n, scope, 'distinct on'))
+    if (node.distinctOn)
+      patch.distinctOn = rebuildList(node.distinctOn, (n) => this.opaque(n, scope, 'distinct on'))
     if (node.having)
       patch.having = whereNode(this, node.having, scope, { pending: undefined, positive: false })
     for (const key of ['limit', 'offset', 'fetch', 'top'] as const) {
@@ -196,20 +202,22 @@ export class Analyzer {
     for (const key of ['frontModifiers', 'endModifiers'] as const) {
       if (node[key]) patch[key] = rebuildList(node[key], (n) => this.opaque(n, scope, 'expression'))
     }
-    const annotated = [...outputs.values()].find((s) => s.kind === 'column')
+    const annotated = firstColumn(outputs)
     if (node.setOperations) {
       patch.setOperations = node.setOperations.map((op) => {
+        // A branch sees the enclosing query, not this one's tables; but every CTE of this query.
         const branch = this.query(
           (op as unknown as { expression: OperationNode }).expression,
           parent,
           'derived',
+          scope,
         )
-        const hit = [...branch.outputs.values()].find((s) => s.kind === 'column') ?? annotated
+        const hit = firstColumn(branch.outputs) ?? annotated
         if (hit?.kind === 'column') throw refuse(hit.info, 'set operation')
         return Object.freeze({ ...op, expression: branch.node })
       })
     }
-    if (annotated?.kind === 'column') {
+    if (annotated !== undefined) {
       if (node.frontModifiers?.some((m) => (m as unknown as { modifier?: string }).modifier === 'Distinct')) {
         throw refuse(annotated.info, 'distinct')
       }
@@ -230,8 +238,9 @@ export class Analyzer {
     node: InsertQueryNode | UpdateQueryNode | DeleteQueryNode,
     parent: Scope | undefined,
     role: Role,
+    ctes = parent,
   ): Outputs {
-    const scope = new Scope(this.schema, parent)
+    const scope = new Scope(this.schema, parent, ctes)
     const patch: Record<string, unknown> = {}
     if (node.with) patch.with = this.with(node.with, scope)
     if (node.kind === 'InsertQueryNode') insert(this, node, scope, patch)
@@ -240,10 +249,10 @@ export class Analyzer {
       patch.from = this.froms(node.from, scope, parent)
       if (node.using) {
         patch.using = rebuild(node.using, {
-          tables: node.using.tables.map((t) => this.fromItem(t, scope, parent)),
+          tables: rebuildList(node.using.tables, (t) => this.fromItem(t, scope, parent)),
         })
       }
-      if (node.joins) patch.joins = node.joins.map((j) => this.join(j, scope, parent))
+      if (node.joins) patch.joins = rebuildList(node.joins, (j) => this.join(j, scope, parent))
       if (node.where) patch.where = whereNode(this, node.where, scope, { pending: undefined, positive: true })
       if (node.orderBy) patch.orderBy = this.opaque(node.orderBy, scope, 'order by')
     }
@@ -254,8 +263,8 @@ export class Analyzer {
       outputs = r.outputs
     }
     if (role === 'opaque') {
-      const hit = [...outputs.values()].find((s) => s.kind === 'column')
-      if (hit?.kind === 'column') throw refuse(hit.info, 'subquery', 'its result is used in an expression')
+      const hit = firstColumn(outputs)
+      if (hit !== undefined) throw refuse(hit.info, 'subquery', 'its result is used in an expression')
     }
     return { node: rebuild(node, patch), outputs }
   }
@@ -272,14 +281,14 @@ export class Analyzer {
   }
 
   with(node: WithNode, scope: Scope): WithNode {
-    const expressions = node.expressions.map((cte: CommonTableExpressionNode) => {
+    const expressions = rebuildList(node.expressions, (cte: CommonTableExpressionNode) => {
       const result = this.query(cte.expression, scope, 'derived')
       const { name } = tableName(cte.name.table)
-      const annotated = [...result.outputs.values()].find((s) => s.kind === 'column')
-      if (cte.name.columns !== undefined && annotated?.kind === 'column') {
+      const annotated = firstColumn(result.outputs)
+      if (cte.name.columns !== undefined && annotated !== undefined) {
         throw refuse(annotated.info, 'cte column list', 'name the columns inside the CTE query instead')
       }
-      scope.ctes.set(name, result.outputs)
+      scope.addCte(name, result.outputs)
       return rebuild(cte, { expression: result.node })
     })
     return rebuild(node, { expressions })
@@ -287,15 +296,16 @@ export class Analyzer {
 
   froms(node: OperationNode, scope: Scope, parent: Scope | undefined): OperationNode {
     const froms = (node as unknown as { froms: ReadonlyArray<OperationNode> }).froms
-    return rebuild(node, { froms: froms.map((f) => this.fromItem(f, scope, parent)) })
+    return rebuild(node, { froms: rebuildList(froms, (f) => this.fromItem(f, scope, parent)) })
   }
 
   fromItem(node: OperationNode, scope: Scope, parent: Scope | undefined): OperationNode {
     if (node.kind === 'AliasNode') {
       const alias = node as AliasNode
       if (alias.node.kind !== 'TableNode') {
-        // A derived table: its own scope sees only the enclosing query (not siblings).
-        const result = this.query(alias.node, parent, 'derived')
+        // A derived table: its own scope sees the enclosing query's tables (not its siblings),
+        // and every CTE of this query.
+        const result = this.query(alias.node, parent, 'derived', scope)
         scope.addDerived(identifierName(alias.alias), result.outputs)
         return rebuild(alias, { node: result.node })
       }
@@ -320,7 +330,7 @@ export class Analyzer {
     scope: Scope,
   ): { nodes: ReadonlyArray<SelectionNode>; outputs: Map<string, Source> } {
     const outputs = new Map<string, Source>()
-    const nodes = selections.map((s) => {
+    const nodes = rebuildList(selections, (s) => {
       const sel = s.selection
       if (sel.kind === 'SelectAllNode') {
         for (const r of scope.relations) if (!r.qualifiedOnly) addAll(outputs, r)
@@ -365,7 +375,7 @@ export class Analyzer {
       }
       return rebuild(s, { selection: this.opaque(sel, scope, 'expression') })
     })
-    return { nodes: Object.freeze(nodes), outputs }
+    return { nodes, outputs }
   }
 
   checkPostFilterable(node: SelectQueryNode, pending: readonly PendingFilter[]): void {
@@ -506,4 +516,10 @@ export class Analyzer {
         return mapChildren(node, (child) => this.opaque(child, scope, labelOf(node, label)))
     }
   }
+}
+
+/** The first output that passes an annotated column's plaintext on, if any. */
+function firstColumn(outputs: ReadonlyMap<string, Source>): Extract<Source, { kind: 'column' }> | undefined {
+  for (const source of outputs.values()) if (source.kind === 'column') return source
+  return undefined
 }

@@ -20,10 +20,13 @@ export function isValuesCall(
 }
 
 export function pickIndex(info: ColumnInfo, op: string): IndexInfo {
-  const indexes = info.spec.indexes.map((s) => info.table.indexColumn(s.name)!)
-  const unique = indexes.find((i) => i.spec.kind === 'unique')
-  if (unique !== undefined) return unique
-  const search = indexes[0]
+  // The first unique index, else the first index (a search index).
+  let search: IndexInfo | undefined
+  for (const spec of info.spec.indexes) {
+    const index = info.table.indexColumn(spec.name)!
+    if (index.spec.kind === 'unique') return index
+    search ??= index
+  }
   if (search === undefined) {
     throw refuse(
       info,

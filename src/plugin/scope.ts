@@ -28,13 +28,37 @@ export interface Resolved {
 /** Names in scope for one query level, with a link to the enclosing level (correlated subqueries). */
 export class Scope {
   readonly relations: Relation[] = []
-  readonly ctes: Map<string, ReadonlyMap<string, Source>>
+  /** CTEs of this level's WITH; made on the first one (most queries have none). */
+  #ctes: Map<string, ReadonlyMap<string, Source>> | undefined
+  /** Where CTE names not declared at this level are looked up next. */
+  readonly #outerCtes: Scope | undefined
 
+  /**
+   * @param parent - the enclosing level whose relations this level sees (correlated references)
+   * @param outerCtes - the level whose CTEs this level sees, when it is not `parent`: a derived
+   *   table or a set-operation branch sees no sibling relation, yet every CTE of its query
+   */
   constructor(
     readonly schema: EncryptedSchema,
     readonly parent: Scope | undefined,
+    outerCtes: Scope | undefined = parent,
   ) {
-    this.ctes = new Map(parent?.ctes)
+    this.#outerCtes = outerCtes
+  }
+
+  /** Declares a CTE of this level's WITH: later CTEs, the query and its subqueries see it. */
+  addCte(name: string, outputs: ReadonlyMap<string, Source>): void {
+    this.#ctes ??= new Map()
+    this.#ctes.set(name, outputs)
+  }
+
+  /** The outputs of the CTE `name` visible here: this level's first, then the enclosing levels'. */
+  cte(name: string): ReadonlyMap<string, Source> | undefined {
+    for (let s: Scope | undefined = this; s !== undefined; s = s.#outerCtes) {
+      const found = s.#ctes?.get(name)
+      if (found !== undefined) return found
+    }
+    return undefined
   }
 
   /** Adds a FROM/JOIN item: `TableNode`, `AliasNode(TableNode)`, or a derived table given its outputs. */
@@ -48,7 +72,7 @@ export class Scope {
     }
     if (target.kind !== 'TableNode') return undefined
     const { schema, name } = tableName(target)
-    const cte = schema === undefined ? this.ctes.get(name) : undefined
+    const cte = schema === undefined ? this.cte(name) : undefined
     const relation: Relation =
       cte !== undefined
         ? { name: alias ?? name, table: undefined, derived: cte }

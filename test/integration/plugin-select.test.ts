@@ -155,6 +155,42 @@ describe.each(backends())('plugin select [$name]', (backend: Backend) => {
       expect(bySsn).toEqual([{ id: 2, ssn: '222-22-2222' }])
     })
 
+    it('derived tables, joined derived tables and set-operation branches see the CTEs of their query', async () => {
+      // Each subquery below reads the CTE of the query around it: its comparison must be rewritten
+      // to the blind index (never sent as plaintext) and its outputs decrypted.
+      const derived = t.db
+        .with('c', (db) => db.selectFrom(u).selectAll())
+        .selectFrom((eb) =>
+          eb.selectFrom('c').select(['id', 'email']).where('email', '=', 'bob@x.io').as('d'),
+        )
+        .selectAll()
+      expectRedacted(derived.compile(), ['bob@x.io'])
+      expect(await derived.execute()).toEqual([{ id: 2, email: 'bob@x.io' }])
+      const joined = t.db
+        .with('c', (db) => db.selectFrom(u).selectAll())
+        .selectFrom(`${o} as o`)
+        .innerJoin(
+          (eb) => eb.selectFrom('c').select(['id', 'ssn']).where('email', '=', 'ada@x.io').as('d'),
+          'd.id',
+          'o.user_id',
+        )
+        .select(['o.id', 'd.ssn'])
+        .orderBy('o.id')
+      expectRedacted(joined.compile(), ['ada@x.io'])
+      expect(await joined.execute()).toEqual([
+        { id: 1, ssn: '111-11-1111' },
+        { id: 2, ssn: '111-11-1111' },
+      ])
+      const union = t.db
+        .with('c', (db) => db.selectFrom(u).selectAll())
+        .selectFrom(o)
+        .select('id')
+        .where('id', '=', 3)
+        .union((eb) => eb.selectFrom('c').select('id').where('email', '=', 'ada@x.io'))
+      expectRedacted(union.compile(), ['ada@x.io'])
+      expect((await union.execute()).map((r) => r.id).sort()).toEqual([1, 3])
+    })
+
     it('scalar subquery selecting one annotated column', async () => {
       const rows = await t.db
         .selectFrom(o)
