@@ -17,6 +17,8 @@ export interface CpuResult {
   /** µs per lookup with {@link COLD_BYTES} of other memory touched before each (not counted). */
   readonly coldLookupUs: Record<string, Summary>
   readonly compileUs: Record<string, Summary>
+  /** µs per lookup's build + compile with {@link COLD_BYTES} of other memory touched before each. */
+  readonly coldCompileUs: Record<string, Summary>
   readonly insertRowUs: Record<string, Summary>
   /** µs per inserted row of building and compiling the insert alone (crypto left out of the floor's). */
   readonly compileInsertRowUs: Record<string, Summary>
@@ -108,6 +110,22 @@ function disturbCaches(): void {
   for (let i = 0; i < scratch.length; i += 64) scratch[i] = (scratch[i] as number) + 1
 }
 
+/**
+ * Runs `op` `n` times, touching {@link COLD_BYTES} before each; returns the ms spent in `op`
+ * alone (until its promise settles, when it returns one).
+ */
+async function disturbedCalls(n: number, op: () => unknown): Promise<number> {
+  let spent = 0
+  for (let i = 0; i < n; i++) {
+    disturbCaches()
+    const start = performance.now()
+    const result = op()
+    if (result instanceof Promise) await result
+    spent += performance.now() - start
+  }
+  return spent
+}
+
 /** Appends one round's ms per operation, as µs, to each variant's samples. */
 function keepUs(samples: Map<string, number[]>, round: ReadonlyMap<string, number>): void {
   for (const [id, ms] of round) samples.set(id, [...(samples.get(id) ?? []), ms * 1000])
@@ -116,7 +134,7 @@ function keepUs(samples: Map<string, number[]>, round: ReadonlyMap<string, numbe
 /**
  * Records one lookup and one insert batch per variant on the real engine, then times them
  * replayed: `rounds` interleaved rounds (the first discarded); in each, every variant runs calls
- * of 100 lookups (caches warm, then disturbed), of 100 lookup compiles, of a select of every row,
+ * of 100 lookups (caches warm, then disturbed), of 100 lookup compiles (warm, then disturbed), of a select of every row,
  * of one `batch`-row insert and of that insert's compile, for `timeMs` each; the median call counts.
  */
 export async function measureCpu(
@@ -141,6 +159,7 @@ export async function measureCpu(
   const lookups = new Map<string, number[]>()
   const colds = new Map<string, number[]>()
   const compiles = new Map<string, number[]>()
+  const coldCompiles = new Map<string, number[]>()
   const selects = new Map<string, number[]>()
   const inserts = new Map<string, number[]>()
   const insertCompiles = new Map<string, number[]>()
@@ -163,17 +182,19 @@ export async function measureCpu(
       order.map((v) => ({
         name: v.id,
         batch: COLD_LOOKUPS_PER_CALL,
-        run: async (n: number) => {
-          let spent = 0
-          for (let i = 0; i < n; i++) {
-            disturbCaches()
-            const start = performance.now()
+        run: (n: number) =>
+          disturbedCalls(n, async () => {
             const row = await v.lookup(probe.email)
-            spent += performance.now() - start
             if (row?.ssn !== probe.ssn) throw new Error(`${v.id}: a replayed lookup returned a wrong row`)
-          }
-          return spent
-        },
+          }),
+      })),
+      { timeMs: settings.timeMs, iterations: 5 },
+    )
+    const coldCompile = await measureRound(
+      order.map((v) => ({
+        name: v.id,
+        batch: COLD_LOOKUPS_PER_CALL,
+        run: (n: number) => disturbedCalls(n, () => v.compileLookup(probe.email)),
       })),
       { timeMs: settings.timeMs, iterations: 5 },
     )
@@ -209,6 +230,7 @@ export async function measureCpu(
     if (r === 0) continue
     keepUs(lookups, lookup)
     keepUs(colds, cold)
+    keepUs(coldCompiles, coldCompile)
     keepUs(selects, select)
     keepUs(compiles, compile)
     keepUs(inserts, insert)
@@ -220,6 +242,7 @@ export async function measureCpu(
     lookupUs: summaries(lookups),
     coldLookupUs: summaries(colds),
     compileUs: summaries(compiles),
+    coldCompileUs: summaries(coldCompiles),
     insertRowUs: summaries(inserts),
     compileInsertRowUs: summaries(insertCompiles),
     selectRowUs: summaries(selects),

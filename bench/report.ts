@@ -146,6 +146,7 @@ function cpuMarkdown(e: EngineResult): string[] {
     cell(cpu.lookupUs[v.id]),
     cell(cpu.compileUs[v.id]),
     cell(cpu.coldLookupUs[v.id]),
+    cell(cpu.coldCompileUs[v.id]),
     cell(cpu.insertRowUs[v.id]),
     cell(cpu.compileInsertRowUs[v.id]),
     cell(cpu.selectRowUs[v.id]),
@@ -158,6 +159,7 @@ function cpuMarkdown(e: EngineResult): string[] {
         'CPU µs per lookup',
         'of which build + compile',
         `per lookup, ${COLD_BYTES >> 20} MiB touched before each`,
+        'of which build + compile, touched the same way',
         'CPU µs per inserted row',
         'of which build + compile',
         'CPU µs per selected row',
@@ -172,7 +174,7 @@ function cpuMarkdown(e: EngineResult): string[] {
   const cold = cpuRatio(e, 'plugin', 'lookup', 'disturbed')
   if (lookup !== undefined && insert !== undefined && cold !== undefined) {
     parts.push(
-      `The plugin's CPU over the floor's: ${f(delta(cpu.lookupUs))} µs per lookup (${f(delta(cpu.compileUs))} µs of it the rewrite: building and compiling the query through the plugin, against the floor's query on its index column; an upper bound, because a compile loop leaves each tree's plan pending until ${PENDING_PLANS_MAX} newer trees replace it, as a compile() that never runs does, which is garbage a query that runs does not leave), ${f(delta(cpu.insertRowUs))} µs per inserted row (${f(delta(cpu.compileInsertRowUs))} µs of it the rewrite, on the same terms, against the floor's insert with fixed values standing for its ciphertexts and index). Added to the floor's real time per lookup and per row on ${e.engine}, that CPU alone gives plugin/floor ratios of **${lookup.toFixed(3)}×** for lookups and **${insert.toFixed(3)}×** for inserts (the "CPU alone" figures in the targets table). That is the CPU in a warm loop. A real lookup runs after a round trip that has filled the CPU caches with other work: with ${COLD_BYTES >> 20} MiB of other memory touched before each lookup (not timed), the plugin's CPU over the floor's is ${f(delta(cpu.coldLookupUs))} µs per lookup, a ratio of **${cold.toFixed(3)}×**. Why a measured lookup ratio is higher still: see "Round trips" below.`,
+      `The plugin's CPU over the floor's: ${f(delta(cpu.lookupUs))} µs per lookup (${f(delta(cpu.compileUs))} µs of it the rewrite: building and compiling the query through the plugin, against the floor's query on its index column; an upper bound, because a compile loop leaves each tree's plan pending until ${PENDING_PLANS_MAX} newer trees replace it, as a compile() that never runs does, which is garbage a query that runs does not leave), ${f(delta(cpu.insertRowUs))} µs per inserted row (${f(delta(cpu.compileInsertRowUs))} µs of it the rewrite, on the same terms, against the floor's insert with fixed values standing for its ciphertexts and index). Added to the floor's real time per lookup and per row on ${e.engine}, that CPU alone gives plugin/floor ratios of **${lookup.toFixed(3)}×** for lookups and **${insert.toFixed(3)}×** for inserts (the "CPU alone" figures in the targets table). That is the CPU in a warm loop. A real lookup runs after a round trip that has filled the CPU caches with other work: with ${COLD_BYTES >> 20} MiB of other memory touched before each lookup (not timed), the plugin's CPU over the floor's is ${f(delta(cpu.coldLookupUs))} µs per lookup (${f(delta(cpu.coldCompileUs))} µs of it the rewrite, timed the same way: code and data the rewrite needs that a round trip has pushed out of the caches), a ratio of **${cold.toFixed(3)}×**. Why a measured lookup ratio is higher still: see "Round trips" below.`,
     )
   }
   const goal = (op: DbOp) => DB_GOALS.find((g) => g.variant === 'plugin' && g.op === op)?.max ?? Number.NaN
