@@ -112,6 +112,10 @@ export function canonicalJson(value: unknown): string {
     return fast(value, 0)
   } catch (error) {
     if (error !== BAIL) throw error
+  } finally {
+    // Keys may be data (a map keyed by e-mail): none is kept past the call.
+    lastKeys = undefined
+    lastSorted = undefined
   }
   // Something to reject (or a very deep value): the careful writer finds it and names its position.
   const out: string[] = []
@@ -139,6 +143,35 @@ function quote(s: string): string {
  * of open objects). Deeper values are still serialised, only by the slower writer.
  */
 const FAST_MAX_DEPTH = 128
+
+/**
+ * The last object's own keys, as `Object.keys` gave them, and sorted: objects of one value often
+ * share their keys in the same order (an array of records), and comparing the list is cheaper
+ * than sorting it again. Reset at the end of every {@link canonicalJson} call.
+ */
+let lastKeys: string[] | undefined
+let lastSorted: string[] | undefined
+
+/** `Object.keys(record)` sorted by UTF-16 code units (the default sort's order, as byCodeUnits). */
+function sortedKeys(record: object): string[] {
+  const keys = Object.keys(record)
+  const previous = lastKeys
+  if (previous !== undefined && previous.length === keys.length) {
+    let same = true
+    for (let i = 0; i < keys.length; i++) {
+      if (keys[i] !== previous[i]) {
+        same = false
+        break
+      }
+    }
+    if (same) return lastSorted as string[]
+  }
+  // Only read here, never changed: the cached list can be handed out again.
+  const sorted = keys.slice().sort()
+  lastKeys = keys
+  lastSorted = sorted
+  return sorted
+}
 
 /**
  * The same output as {@link write} for every value it accepts, without building error paths or a
@@ -175,8 +208,7 @@ function fast(value: unknown, depth: number): string {
   if (proto !== Object.prototype && proto !== null) throw BAIL
   if (Object.getOwnPropertySymbols(value).length > 0) throw BAIL
   const record = value as Record<string, unknown>
-  // The default sort compares strings by UTF-16 code units, like byCodeUnits.
-  const keys = Object.keys(record).sort()
+  const keys = sortedKeys(record)
   let s = '{'
   for (let i = 0; i < keys.length; i++) {
     const key = keys[i] as string

@@ -224,6 +224,39 @@ describe('json', () => {
     )
   })
 
+  it('matches a plain reference writer, also for records that share keys in one or several orders', () => {
+    // The reference: keys sorted by the default (UTF-16 code unit) order, leaves as JSON.stringify prints them.
+    const reference = (v: unknown): string => {
+      if (Array.isArray(v)) return `[${v.map(reference).join(',')}]`
+      if (v !== null && typeof v === 'object') {
+        const o = v as Record<string, unknown>
+        const keys = Object.keys(o).sort()
+        return `{${keys.map((k) => `${JSON.stringify(k)}:${reference(o[k])}`).join(',')}}`
+      }
+      return JSON.stringify(v)
+    }
+    // Records whose keys come from a small pool, in any order: neighbours often share a first key
+    // and a length, or the whole key set in another order. The writer's key-order cache must never
+    // hand one record the order of another whose keys differ.
+    const key = fc.constantFrom('a', 'b', 'c', 'A', '10', '2', '𝄞', '\uffff')
+    const record = fc.uniqueArray(key, { minLength: 1, maxLength: 4 }).chain((order) =>
+      fc.tuple(...order.map(() => fc.jsonValue({ maxDepth: 1 }))).map((values) => {
+        const r: Record<string, unknown> = {}
+        order.forEach((k, i) => {
+          r[k] = values[i]
+        })
+        return r
+      }),
+    )
+    const records = fc.array(record, { minLength: 2, maxLength: 6 })
+    fc.assert(
+      fc.property(fc.oneof(fc.jsonValue(), records, fc.array(fc.oneof(records, fc.jsonValue()))), (v) => {
+        expect(canonicalJson(v)).toBe(reference(v))
+      }),
+      { numRuns: 500 },
+    )
+  })
+
   it('rejects what JSON cannot hold, naming the position but not the data', () => {
     const bad: unknown[] = [
       undefined,
