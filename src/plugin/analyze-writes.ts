@@ -1,6 +1,6 @@
 import type { ColumnUpdateNode, InsertQueryNode, OperationNode, ReferenceNode, UpdateQueryNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
-import type { ColumnInfo, IndexInfo } from '../schema/schema.js'
+import type { ColumnInfo, IndexInfo, TableInfo } from '../schema/schema.js'
 import { whereNode } from './analyze-conditions.js'
 import type { Analyzer } from './analyzer.js'
 import { exact, isValuesCall } from './column-rules.js'
@@ -33,41 +33,13 @@ export function insert(
   scope: Scope,
   patch: Record<string, unknown>,
 ): void {
-  const relation = node.into ? scope.addTable(node.into) : undefined
+  const relation = node.into ? scope.addTable(node.into, true) : undefined
   const table = relation?.table
   if (table === undefined) {
+    // No encrypted column to write: the values (and subqueries in them) are walked like any expression.
     if (node.values) patch.values = a.query(node.values, scope, 'opaque').node
-    return
-  }
-  const columns = (node.columns ?? []).map((c) => identifierName(c.column))
-  const sources = columns.map((c) => a.sourceIn(exact(table, c), table.indexColumn(c)))
-  const annotated = sources.flatMap((s, i) => (s?.kind === 'column' ? [{ info: s.info, at: i }] : []))
-  if (node.values && node.values.kind !== 'ValuesNode') {
-    // Without a column list, INSERT … SELECT fills every column, encrypted ones included.
-    const first =
-      annotated[0]?.info ?? (node.columns === undefined ? table.columns.values().next().value : undefined)
-    if (first !== undefined) throw refuse(first, 'insert … select')
-  }
-  // Index columns to add beside each annotated column (absent on the first pass only).
-  const present = new Set(columns)
-  const added: Array<{ index: IndexInfo; from: number }> = []
-  for (const { info, at } of annotated) {
-    for (const spec of info.spec.indexes) {
-      const index = table.indexColumn(spec.name)!
-      if (!present.has(index.physical)) added.push({ index, from: at })
-    }
-  }
-  if (node.values?.kind === 'ValuesNode') {
-    const values = node.values as unknown as { values: ReadonlyArray<OperationNode> }
-    patch.values = rebuild(node.values, {
-      values: values.values.map((row) => insertRow(a, row, sources, added)),
-    })
-  }
-  if (added.length > 0) {
-    patch.columns = Object.freeze([
-      ...(node.columns ?? []),
-      ...added.map((x) => columnNode(x.index.physical)),
-    ])
+  } else {
+    insertValues(a, node, scope, table, patch)
   }
   // ON CONFLICT … DO UPDATE may read the proposed row as `excluded`.
   scope.relations.push({ name: 'excluded', table, derived: undefined, qualifiedOnly: true })
@@ -88,11 +60,56 @@ export function insert(
   }
 }
 
+/** The column list and values of an INSERT into a table with encrypted columns. */
+function insertValues(
+  a: Analyzer,
+  node: InsertQueryNode,
+  scope: Scope,
+  table: TableInfo,
+  patch: Record<string, unknown>,
+): void {
+  const columns = (node.columns ?? []).map((c) => identifierName(c.column))
+  const sources = columns.map((c) => a.sourceIn(exact(table, c), table.indexColumn(c)))
+  const annotated = sources.flatMap((s, i) => (s?.kind === 'column' ? [{ info: s.info, at: i }] : []))
+  if (node.values && node.values.kind !== 'ValuesNode') {
+    // Without a column list, INSERT … SELECT fills every column, encrypted ones included.
+    const first =
+      annotated[0]?.info ?? (node.columns === undefined ? table.columns.values().next().value : undefined)
+    if (first !== undefined) throw refuse(first, 'insert … select')
+    // Into plain columns only: the SELECT is a query like any other (its conditions rewritten),
+    // and it may not pass an encrypted column on.
+    patch.values = a.query(node.values, scope, 'opaque').node
+    return
+  }
+  // Index columns to add beside each annotated column (absent on the first pass only).
+  const present = new Set(columns)
+  const added: Array<{ index: IndexInfo; from: number }> = []
+  for (const { info, at } of annotated) {
+    for (const spec of info.spec.indexes) {
+      const index = table.indexColumn(spec.name)!
+      if (!present.has(index.physical)) added.push({ index, from: at })
+    }
+  }
+  if (node.values?.kind === 'ValuesNode') {
+    const values = node.values as unknown as { values: ReadonlyArray<OperationNode> }
+    patch.values = rebuild(node.values, {
+      values: values.values.map((row) => insertRow(a, row, sources, added, scope)),
+    })
+  }
+  if (added.length > 0) {
+    patch.columns = Object.freeze([
+      ...(node.columns ?? []),
+      ...added.map((x) => columnNode(x.index.physical)),
+    ])
+  }
+}
+
 export function insertRow(
   a: Analyzer,
   row: OperationNode,
   sources: ReadonlyArray<Source | undefined>,
   added: ReadonlyArray<{ index: IndexInfo; from: number }>,
+  scope: Scope,
 ): OperationNode {
   const primitive = row.kind === 'PrimitiveValueListNode'
   const items = [...(row as unknown as { values: ReadonlyArray<unknown> }).values]
@@ -101,8 +118,19 @@ export function insertRow(
   let changed = false
   for (let i = 0; i < sources.length; i++) {
     const source = sources[i]
-    if (source === undefined) continue
     const item = items[i]
+    if (source === undefined) {
+      // A plain column's value. A node may hold a subquery whose conditions need rewriting (a
+      // primitive row holds plain values only).
+      if (!primitive && item !== undefined) {
+        const walked = a.opaque(item as OperationNode, scope, 'expression')
+        if (walked !== item) {
+          items[i] = walked
+          changed = true
+        }
+      }
+      continue
+    }
     const value = primitive ? item : nodeValue(item as OperationNode)
     if (source.kind === 'index') {
       checkIndexWrite(a, source.info, item, primitive)
@@ -145,9 +173,9 @@ export function update(
   if (node.table?.kind === 'ListNode') {
     // MySQL's multi-table UPDATE: `updateTable([a, b])`.
     const list = node.table as unknown as { items: ReadonlyArray<OperationNode> }
-    patch.table = rebuild(node.table, { items: list.items.map((t) => a.fromItem(t, scope, parent)) })
+    patch.table = rebuild(node.table, { items: list.items.map((t) => a.fromItem(t, scope, parent, true)) })
   } else if (node.table) {
-    patch.table = a.fromItem(node.table, scope, parent)
+    patch.table = a.fromItem(node.table, scope, parent, true)
   }
   const single = node.table?.kind === 'ListNode' ? undefined : scope.relations[0]
   if (node.from) patch.from = a.froms(node.from, scope, parent)

@@ -29,11 +29,21 @@ import {
   rebuild,
   rebuildList,
   referenceNode,
+  relationNames,
   tableNode,
 } from './nodes.js'
 import { EMPTY_PLAN, HIDDEN_PREFIX, type PlanOutput, type PostFilter, type QueryPlan } from './plan.js'
 import { refuse } from './refusal.js'
-import { identifierName, type Relation, type Resolved, Scope, type Source, tableName } from './scope.js'
+import {
+  firstSource,
+  identifierName,
+  PendingCte,
+  type Relation,
+  type Resolved,
+  Scope,
+  type Source,
+  tableName,
+} from './scope.js'
 
 /**
  * `rewrite`: the plugin's pass — plaintext written to or compared with an annotated column is
@@ -89,6 +99,10 @@ export class Analyzer {
   readonly #deferredValues = new Set<DeferredValue>()
   readonly #indexComparisons = new Set<string>()
   #deferred = false
+  /** The tree being analyzed, for {@link Analyzer.checkUnseen}. */
+  #root: OperationNode | undefined
+  /** Every table, alias and CTE name of the tree, lower-cased: made only when a qualifier is unseen. */
+  #relationNames: ReadonlySet<string> | undefined
 
   constructor(
     readonly schema: EncryptedSchema,
@@ -113,6 +127,7 @@ export class Analyzer {
    * @throws CodecError `CODEC_INVALID_VALUE` for a value of the wrong type
    */
   analyze(root: RootOperationNode): { node: RootOperationNode; plan: QueryPlan } {
+    this.#root = root
     let result: Outputs
     switch (root.kind) {
       case 'SelectQueryNode':
@@ -186,10 +201,12 @@ export class Analyzer {
     if (node.with) patch.with = this.with(node.with, scope)
     if (node.from) patch.from = this.froms(node.from, scope, parent)
     if (node.joins) patch.joins = rebuildList(node.joins, (j) => this.join(j, scope, parent))
-    const pending: PendingFilter[] | undefined = role === 'root' ? [] : undefined
-    if (node.where) patch.where = whereNode(this, node.where, scope, { pending, positive: true })
     const { nodes, outputs } = this.selections(node.selections ?? [], scope)
     if (node.selections) patch.selections = nodes
+    // From here on, a name may be a select-list alias: one of an encrypted column is refused.
+    scope.setAliases(outputs)
+    const pending: PendingFilter[] | undefined = role === 'root' ? [] : undefined
+    if (node.where) patch.where = whereNode(this, node.where, scope, { pending, positive: true })
     if (node.groupBy) patch.groupBy = this.opaque(node.groupBy, scope, 'group by')
     if (node.orderBy) patch.orderBy = this.opaque(node.orderBy, scope, 'order by')
     if (node.distinctOn)
@@ -246,7 +263,7 @@ export class Analyzer {
     if (node.kind === 'InsertQueryNode') insert(this, node, scope, patch)
     else if (node.kind === 'UpdateQueryNode') update(this, node, scope, parent, patch)
     else {
-      patch.from = this.froms(node.from, scope, parent)
+      patch.from = this.froms(node.from, scope, parent, true)
       if (node.using) {
         patch.using = rebuild(node.using, {
           tables: rebuildList(node.using.tables, (t) => this.fromItem(t, scope, parent)),
@@ -281,6 +298,15 @@ export class Analyzer {
   }
 
   with(node: WithNode, scope: Scope): WithNode {
+    // In WITH RECURSIVE a CTE may read itself or a later one: every name is in scope from the
+    // start, as a placeholder until its own query is analyzed.
+    const pending = node.recursive
+      ? node.expressions.map((cte) => {
+          const placeholder = new PendingCte()
+          scope.addCte(tableName(cte.name.table).name, placeholder)
+          return placeholder
+        })
+      : undefined
     const expressions = rebuildList(node.expressions, (cte: CommonTableExpressionNode) => {
       const result = this.query(cte.expression, scope, 'derived')
       const { name } = tableName(cte.name.table)
@@ -291,15 +317,31 @@ export class Analyzer {
       scope.addCte(name, result.outputs)
       return rebuild(cte, { expression: result.node })
     })
+    pending?.forEach((placeholder, i) => {
+      if (!placeholder.read) return
+      // It was read before its outputs were known: as if it had no encrypted column.
+      const cte = node.expressions[i] as CommonTableExpressionNode
+      const outputs = scope.cte(tableName(cte.name.table).name)
+      const carried = outputs === undefined ? undefined : firstSource(outputs)
+      if (carried !== undefined) {
+        throw refuse(
+          carried.kind === 'column' ? carried.info : carried.info.column,
+          'recursive cte',
+          'a CTE that carries an encrypted column cannot be read by itself or by a CTE defined before it; reorder the CTEs',
+        )
+      }
+    })
     return rebuild(node, { expressions })
   }
 
-  froms(node: OperationNode, scope: Scope, parent: Scope | undefined): OperationNode {
+  /** @param write - the items are tables the statement writes (DELETE FROM): see {@link Scope.addTable} */
+  froms(node: OperationNode, scope: Scope, parent: Scope | undefined, write = false): OperationNode {
     const froms = (node as unknown as { froms: ReadonlyArray<OperationNode> }).froms
-    return rebuild(node, { froms: rebuildList(froms, (f) => this.fromItem(f, scope, parent)) })
+    return rebuild(node, { froms: rebuildList(froms, (f) => this.fromItem(f, scope, parent, write)) })
   }
 
-  fromItem(node: OperationNode, scope: Scope, parent: Scope | undefined): OperationNode {
+  /** @param write - a table the statement writes (UPDATE, DELETE FROM): see {@link Scope.addTable} */
+  fromItem(node: OperationNode, scope: Scope, parent: Scope | undefined, write = false): OperationNode {
     if (node.kind === 'AliasNode') {
       const alias = node as AliasNode
       if (alias.node.kind !== 'TableNode') {
@@ -310,7 +352,7 @@ export class Analyzer {
         return rebuild(alias, { node: result.node })
       }
     }
-    if (scope.addTable(node) !== undefined) return node
+    if (scope.addTable(node, write) !== undefined) return node
     return this.opaque(node, scope, 'expression')
   }
 
@@ -460,9 +502,31 @@ export class Analyzer {
     if (node.kind !== 'ReferenceNode') return undefined
     const ref = node as ReferenceNode
     if (ref.column.kind !== 'ColumnNode') return undefined
-    return scope.resolve(
-      identifierName(ref.column.column),
-      ref.table === undefined ? undefined : tableName(ref.table).name,
+    const column = identifierName(ref.column.column)
+    if (ref.table === undefined) return scope.resolve(column, undefined)
+    const qualifier = tableName(ref.table).name
+    const resolved = scope.resolve(column, qualifier)
+    if (resolved === undefined && !scope.sees(qualifier)) this.checkUnseen(qualifier, column)
+    return resolved
+  }
+
+  /**
+   * A qualifier no relation in scope answers to, that names a table, alias or CTE elsewhere in
+   * this query (or one of them but for case): either the database rejects the query, after it
+   * has received the parameters, or the plugin's model of the query's scopes is wrong. Both are
+   * refused before anything is sent.
+   *
+   * @throws QueryRefusedError `AMBIGUOUS_COLUMN`
+   */
+  checkUnseen(qualifier: string, column: string): void {
+    this.#relationNames ??= relationNames(this.#root)
+    if (!this.#relationNames.has(qualifier.toLowerCase())) return
+    throw new QueryRefusedError(
+      'AMBIGUOUS_COLUMN',
+      `"${qualifier}.${column}" names ${qualifier}, which is a relation of this query but not in scope here.`,
+      {
+        hint: `Reference ${qualifier} only where it is in FROM or JOIN (a derived table does not see its siblings without LATERAL), and spell it exactly.`,
+      },
     )
   }
 

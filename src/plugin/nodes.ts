@@ -181,7 +181,8 @@ export function mentionsSchemaTable(root: OperationNode, schema: EncryptedSchema
     if (isDeferred(node)) return true
     if (node.kind === 'TableNode') {
       const { schema: s, name } = tableName(node as unknown as OperationNode)
-      if (schema.table(name, s) !== undefined) return true
+      // A name that differs only in case goes to the analyzer too, which refuses it.
+      if (schema.table(name, s) !== undefined || schema.tableIgnoringCase(name) !== undefined) return true
       continue
     }
     for (const key in node) {
@@ -221,4 +222,37 @@ function namesSchemaTableFirst(root: OperationNode, schema: EncryptedSchema): bo
   if (table.kind !== 'TableNode') return false
   const { schema: s, name } = tableName(table)
   return schema.table(name, s) !== undefined
+}
+
+/**
+ * Every table name, alias and CTE name the tree declares (FROM, JOIN, INTO, UPDATE, WITH; not
+ * the qualifiers of column references), lower-cased. A walk of the whole tree: only
+ * called on the rare path of a qualifier no relation in scope answers to.
+ */
+export function relationNames(root: OperationNode | undefined): ReadonlySet<string> {
+  const names = new Set<string>()
+  const stack: object[] = root === undefined ? [] : [root]
+  while (stack.length > 0) {
+    const node = stack.pop() as Record<string, unknown>
+    // A reference's qualifier names a relation; it does not declare one.
+    if (node.kind === 'ReferenceNode') continue
+    if (node.kind === 'TableNode') names.add(tableName(node as unknown as OperationNode).name.toLowerCase())
+    if (node.kind === 'AliasNode') {
+      const alias = (node as unknown as { alias: OperationNode }).alias
+      if (alias.kind === 'IdentifierNode') names.add(identifierName(alias).toLowerCase())
+    }
+    for (const key in node) {
+      const value = node[key]
+      if (typeof value !== 'object' || value === null) continue
+      for (const item of Array.isArray(value) ? value : [value]) {
+        if (
+          typeof item === 'object' &&
+          item !== null &&
+          typeof (item as { kind?: unknown }).kind === 'string'
+        )
+          stack.push(item)
+      }
+    }
+  }
+  return names
 }

@@ -25,6 +25,16 @@ export interface Resolved {
   readonly source: Source
 }
 
+/**
+ * A CTE of a WITH RECURSIVE whose query is not analyzed yet: its name is in scope (SQL lets a
+ * recursive WITH read a CTE before, or inside, its own definition), its outputs are not known.
+ * The analyzer refuses the query if one that was read turns out to carry encrypted columns.
+ */
+export class PendingCte extends Map<string, Source> {
+  /** Set when a FROM or JOIN names this CTE. */
+  read = false
+}
+
 /** Names in scope for one query level, with a link to the enclosing level (correlated subqueries). */
 export class Scope {
   readonly relations: Relation[] = []
@@ -32,6 +42,8 @@ export class Scope {
   #ctes: Map<string, ReadonlyMap<string, Source>> | undefined
   /** Where CTE names not declared at this level are looked up next. */
   readonly #outerCtes: Scope | undefined
+  /** This level's select-list outputs, once known: WHERE, ORDER BY, … must not reach them by alias. */
+  #aliases: ReadonlyMap<string, Source> | undefined
 
   /**
    * @param parent - the enclosing level whose relations this level sees (correlated references)
@@ -61,8 +73,33 @@ export class Scope {
     return undefined
   }
 
-  /** Adds a FROM/JOIN item: `TableNode`, `AliasNode(TableNode)`, or a derived table given its outputs. */
-  addTable(node: OperationNode): Relation | undefined {
+  /**
+   * A visible CTE whose name equals `name` only ignoring case and that passes an encrypted
+   * column on (MySQL matches CTE names that way), if any.
+   */
+  #cteIgnoringCase(name: string): Source | undefined {
+    let folded: string | undefined
+    for (let s: Scope | undefined = this; s !== undefined; s = s.#outerCtes) {
+      if (s.#ctes === undefined) continue
+      folded ??= name.toLowerCase()
+      for (const [cte, outputs] of s.#ctes) {
+        if (cte.toLowerCase() === folded) return firstSource(outputs)
+      }
+    }
+    return undefined
+  }
+
+  /**
+   * Adds a FROM/JOIN item, or the table a statement writes: `TableNode` or `AliasNode(TableNode)`.
+   * A derived table goes in through {@link addDerived} instead.
+   *
+   * @param write - the table an INSERT, UPDATE or DELETE writes: SQL never writes to a CTE, so a
+   *   name that is both a visible CTE and an encrypted table is refused as ambiguous
+   * @returns the relation, or `undefined` when `node` is not a table
+   * @throws QueryRefusedError `AMBIGUOUS_COLUMN` for a table or CTE name that differs from an
+   *   encrypted one only in case, or a write target named like both a CTE and an encrypted table
+   */
+  addTable(node: OperationNode, write = false): Relation | undefined {
     let alias: string | undefined
     let target = node
     if (target.kind === 'AliasNode') {
@@ -73,12 +110,45 @@ export class Scope {
     if (target.kind !== 'TableNode') return undefined
     const { schema, name } = tableName(target)
     const cte = schema === undefined ? this.cte(name) : undefined
-    const relation: Relation =
-      cte !== undefined
-        ? { name: alias ?? name, table: undefined, derived: cte }
-        : { name: alias ?? name, table: this.schema.table(name, schema), derived: undefined }
+    let relation: Relation
+    if (cte !== undefined) {
+      if (cte instanceof PendingCte) cte.read = true
+      const shadowed = write ? this.schema.table(name, schema) : undefined
+      if (shadowed !== undefined) {
+        // PostgreSQL writes the table, MySQL a table of the list: we cannot tell which is meant.
+        const first = shadowed.columns.values().next().value as ColumnInfo
+        throw new QueryRefusedError(
+          'AMBIGUOUS_COLUMN',
+          `The statement writes ${name}, which names both a CTE of this query and encrypted table ${shadowed.physical}.`,
+          { table: shadowed.logical, column: first.logical, hint: `Give the CTE another name than ${name}.` },
+        )
+      }
+      relation = { name: alias ?? name, table: undefined, derived: cte }
+    } else {
+      const table = this.schema.table(name, schema)
+      if (table === undefined) {
+        refuseNearName(this.schema.tableIgnoringCase(name), name)
+        const near = schema === undefined ? this.#cteIgnoringCase(name) : undefined
+        if (near !== undefined)
+          refuseNearName(near.kind === 'column' ? near.info.table : near.info.column.table, name)
+      }
+      relation = { name: alias ?? name, table, derived: undefined }
+    }
     this.relations.push(relation)
     return relation
+  }
+
+  /** Declares this level's select-list outputs (aliases included), once they are known. */
+  setAliases(outputs: ReadonlyMap<string, Source>): void {
+    this.#aliases = outputs
+  }
+
+  /** True when a relation named exactly `qualifier` is visible here (at this level or an enclosing one). */
+  sees(qualifier: string): boolean {
+    for (let s: Scope | undefined = this; s !== undefined; s = s.parent) {
+      if (s.relations.some((r) => r.name === qualifier)) return true
+    }
+    return false
   }
 
   addDerived(name: string, outputs: ReadonlyMap<string, Source>): void {
@@ -134,6 +204,7 @@ export class Scope {
         }
         found = hit
       }
+      if (s === this && this.#aliases !== undefined) checkAlias(this.#aliases, column, found)
       if (found !== undefined) {
         if (s !== this) {
           // SQL resolves an unqualified name at the innermost level that has the column, and we
@@ -156,6 +227,49 @@ export class Scope {
   }
 }
 
+/** The first output of a derived table or CTE that passes an encrypted column or index on, if any. */
+export function firstSource(outputs: ReadonlyMap<string, Source>): Source | undefined {
+  for (const source of outputs.values()) return source
+  return undefined
+}
+
+/**
+ * Refuses a name that differs only in case from the encrypted table `near` (MySQL folds table
+ * names where `lower_case_table_names` is set; PostgreSQL would reject the query only after
+ * receiving its parameters).
+ */
+function refuseNearName(near: TableInfo | undefined, name: string): void {
+  if (near === undefined) return
+  const first = near.columns.values().next().value as ColumnInfo
+  throw new QueryRefusedError(
+    'AMBIGUOUS_COLUMN',
+    `"${name}" differs only in case from ${near.physical}, which holds encrypted columns.`,
+    { table: near.logical, column: first.logical, hint: `Spell it exactly "${near.physical}".` },
+  )
+}
+
+/**
+ * Refuses an unqualified name in WHERE, HAVING, GROUP BY, ORDER BY or DISTINCT ON that is a
+ * select-list alias of an encrypted column, unless it names that very column anyway: the database
+ * would sort, group or compare the ciphertext (ORDER BY and GROUP BY take output names), or
+ * receive a plaintext it then rejects (WHERE).
+ */
+function checkAlias(aliases: ReadonlyMap<string, Source>, column: string, found: Resolved | undefined): void {
+  const alias = aliases.get(column)
+  if (alias?.kind !== 'column') return
+  if (found?.source.kind === 'column' && found.source.info === alias.info) return
+  const info = alias.info
+  throw new QueryRefusedError(
+    'AMBIGUOUS_COLUMN',
+    `"${column}" is the select-list alias of encrypted column ${info.table.physical}.${info.physical}; it cannot be searched, sorted or grouped by that name.`,
+    {
+      table: info.table.logical,
+      column: info.logical,
+      hint: `Refer to the column by its qualified name (e.g. "${info.table.physical}.${info.physical}"), or give the alias a name of its own.`,
+    },
+  )
+}
+
 function lookup(relation: Relation, column: string): Resolved | undefined {
   if (relation.table !== undefined) {
     const info = relation.table.column(column)
@@ -173,8 +287,22 @@ function lookup(relation: Relation, column: string): Resolved | undefined {
     }
     return undefined
   }
-  const source = relation.derived?.get(column)
-  return source === undefined ? undefined : { relation, source }
+  const derived = relation.derived
+  if (derived === undefined) return undefined
+  const source = derived.get(column)
+  if (source !== undefined) return { relation, source }
+  // MySQL matches the column names of derived tables and CTEs ignoring case, as any column's.
+  const folded = column.toLowerCase()
+  for (const [name, near] of derived) {
+    if (name.toLowerCase() !== folded) continue
+    const info = near.kind === 'column' ? near.info : near.info.column
+    throw new QueryRefusedError(
+      'AMBIGUOUS_COLUMN',
+      `"${column}" differs only in case from "${name}" of ${relation.name}, which carries encrypted column ${info.table.physical}.${info.physical}.`,
+      { table: info.table.logical, column: info.logical, hint: `Spell it exactly "${name}".` },
+    )
+  }
+  return undefined
 }
 
 /** The name of an `IdentifierNode` (or anything with a `name`). */

@@ -55,6 +55,8 @@ export interface EncryptedSchema<D extends SchemaDefinition = SchemaDefinition> 
   readonly definition: D
   /** Looks a table up by the name a query uses (optionally schema-qualified, or camelCase). */
   table(name: string, schema?: string): TableInfo | undefined
+  /** A table whose name equals `name` ignoring case (MySQL's rule where table names fold), if any. */
+  tableIgnoringCase(name: string): TableInfo | undefined
   readonly tables: ReadonlyMap<string, TableInfo>
 }
 
@@ -159,10 +161,12 @@ export function encryptedSchema<D extends SchemaDefinition>(
     byName.set(physical, table)
     byName.set(camel(physical), table)
   }
+  const foldedTables = new Map([...byName].map(([name, table]) => [name.toLowerCase(), table]))
   return Object.freeze({
     definition,
     tables,
     table: (name: string, schema?: string) =>
       (schema === undefined ? undefined : byName.get(`${schema}.${name}`)) ?? byName.get(name),
+    tableIgnoringCase: (name: string) => foldedTables.get(name.toLowerCase()),
   })
 }
