@@ -11,7 +11,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { chartSvg } from './chart.js'
-import { type EngineResult, runDbBench } from './db.js'
+import { type EngineResult, REPEATS, runDbBench } from './db.js'
 import { environment } from './environment.js'
 import { type FieldResults, runFieldBench } from './fields.js'
 import { type BenchResults, resultsMarkdown } from './report.js'
@@ -74,7 +74,7 @@ async function main(): Promise<void> {
     'The database plugin variant declares email as encrypted.text with a unique blind index (no normalizer, like the floor) and ssn as encrypted.text with no index. Keys come from localKeyProvider (a local KEK) through the key store and the default cache (5 min TTL).',
     'AWS Encryption SDK: RawAesKeyringNode, commitment policy REQUIRE_ENCRYPT_REQUIRE_DECRYPT; the caching variants use NodeCachingMaterialsManager with getLocalCryptographicMaterialsCache(100), maxAge 5 min.',
     'All variants share one process. The plugin enters its AsyncLocalStorage (which on Node 20 turns on promise hooks for the whole process) only while a key must be loaded from the key store, and disables it afterwards, so the steady state measured here runs without promise hooks for every variant.',
-    "Per-field timings are the median call of each round (a call preempted by another process is an outlier); database timings are whole operations (each round keeps the median of its 3 or 5 runs of an operation), so they carry the machine's noise: read the min–max ranges before reading a ratio.",
+    `Per-field timings are the median call of each round (a call preempted by another process is an outlier); database timings are whole operations (each round keeps the median of its ${Math.min(...Object.values(REPEATS))} to ${Math.max(...Object.values(REPEATS))} runs of an operation), so they carry the machine's noise: read the min–max ranges and the 95 % intervals before reading a ratio.`,
     '@47ng/cloak and the AWS Encryption SDK offer no blind index; ciphersweet-js is measured with its "fast" index (the default slow index is Argon2id / PBKDF2 with many iterations, by design).',
   ]
   const results: BenchResults = {
