@@ -5,6 +5,7 @@ import { whereNode } from './analyze-conditions.js'
 import type { Analyzer } from './analyzer.js'
 import { exact, isValuesCall } from './column-rules.js'
 import { DeferredValue, isDeferred } from './deferred-value.js'
+import { mapChildren } from './node-utils.js'
 import {
   columnName,
   columnNode,
@@ -41,6 +42,14 @@ export function insert(
   } else {
     insertValues(a, node, scope, table, patch)
   }
+  if (node.onDuplicateKey && node.values && node.values.kind !== 'ValuesNode') {
+    // MySQL's ON DUPLICATE KEY UPDATE of an INSERT … SELECT sees the SELECT's tables too, which
+    // this scope does not model: refused when the SELECT reads an encrypted table.
+    const read = encryptedTableIn(node.values, scope)
+    if (read !== undefined) {
+      throw refuse(read, 'on duplicate key update', 'of an insert … select that reads an encrypted table')
+    }
+  }
   // ON CONFLICT … DO UPDATE may read the proposed row as `excluded`.
   scope.relations.push({ name: 'excluded', table, derived: undefined, qualifiedOnly: true })
   if (node.onConflict) {
@@ -72,9 +81,13 @@ function insertValues(
   const sources = columns.map((c) => a.sourceIn(exact(table, c), table.indexColumn(c)))
   const annotated = sources.flatMap((s, i) => (s?.kind === 'column' ? [{ info: s.info, at: i }] : []))
   if (node.values && node.values.kind !== 'ValuesNode') {
-    // Without a column list, INSERT … SELECT fills every column, encrypted ones included.
+    // Without a column list, INSERT … SELECT fills every column, encrypted ones included; a
+    // blind index column would get whatever the SELECT yields.
+    const index = sources.find((x) => x?.kind === 'index')
     const first =
-      annotated[0]?.info ?? (node.columns === undefined ? table.columns.values().next().value : undefined)
+      annotated[0]?.info ??
+      (index?.kind === 'index' ? index.info.column : undefined) ??
+      (node.columns === undefined ? table.columns.values().next().value : undefined)
     if (first !== undefined) throw refuse(first, 'insert … select')
     // Into plain columns only: the SELECT is a query like any other (its conditions rewritten),
     // and it may not pass an encrypted column on.
@@ -187,6 +200,7 @@ export function update(
 
 /** The relation and annotated column (or index column) a SET target names, if any. */
 export function setTarget(
+  a: Analyzer,
   column: OperationNode,
   scope: Scope,
   target: Relation | undefined,
@@ -203,7 +217,8 @@ export function setTarget(
   } else if (column.kind === 'ReferenceNode' && (column as ReferenceNode).column.kind === 'ColumnNode') {
     const ref = column as ReferenceNode
     name = columnName(ref)
-    const hit = scope.resolve(name, ref.table === undefined ? undefined : tableName(ref.table).name)
+    // Through the analyzer: a qualifier out of scope, or differing only in case, is refused.
+    const hit = a.reference(ref, scope)
     relation = hit?.relation ?? (ref.table === undefined ? target : undefined)
   } else {
     // A raw SET target: refuse it on any table with encrypted columns, since we cannot tell.
@@ -227,7 +242,7 @@ export function updates(
   scope: Scope,
   target: Relation | undefined,
 ): ReadonlyArray<OperationNode> {
-  const targets = updates.map((u) => setTarget(u.column, scope, target))
+  const targets = updates.map((u) => setTarget(a, u.column, scope, target))
   const present = new Set(
     targets.flatMap((t, i) =>
       t === undefined ? [] : [`${t.relation.name}\0${columnName(updates[i]!.column)}`],
@@ -326,4 +341,22 @@ export function checkIndexWrite(a: Analyzer, index: IndexInfo, item: unknown, pr
 
 function isSameIndexRef(node: OperationNode, index: IndexInfo): boolean {
   return node.kind === 'ReferenceNode' && columnName(node) === index.physical
+}
+
+/** An encrypted column of a table the query reads (at any depth), if any: one walk of the tree. */
+function encryptedTableIn(node: OperationNode, scope: Scope): ColumnInfo | undefined {
+  const stack: OperationNode[] = [node]
+  while (stack.length > 0) {
+    const n = stack.pop() as OperationNode
+    if (n.kind === 'TableNode') {
+      const { schema, name } = tableName(n)
+      const first = scope.schema.table(name, schema)?.columns.values().next().value
+      if (first !== undefined) return first
+    }
+    mapChildren(n, (child) => {
+      stack.push(child)
+      return child
+    })
+  }
+  return undefined
 }

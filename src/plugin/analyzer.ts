@@ -4,6 +4,7 @@ import type {
   DeleteQueryNode,
   InsertQueryNode,
   JoinNode,
+  MergeQueryNode,
   OperationNode,
   ReferenceNode,
   RootOperationNode,
@@ -139,7 +140,9 @@ export class Analyzer {
         result = this.write(root, undefined, 'root')
         break
       case 'MergeQueryNode':
-        return { node: this.merge(root) as RootOperationNode, plan: EMPTY_PLAN }
+        // Its outputs are never encrypted (refused), but its subqueries may hold deferred values.
+        result = { node: this.merge(root as MergeQueryNode), outputs: new Map() }
+        break
       default:
         // DDL and raw SQL: raw SQL is opaque by design (docs/guide.md, "Raw SQL").
         return { node: root, plan: EMPTY_PLAN }
@@ -263,13 +266,22 @@ export class Analyzer {
     if (node.kind === 'InsertQueryNode') insert(this, node, scope, patch)
     else if (node.kind === 'UpdateQueryNode') update(this, node, scope, parent, patch)
     else {
-      patch.from = this.froms(node.from, scope, parent, true)
+      // USING and its joins first: MySQL's multi-table DELETE names its targets by relations of
+      // USING (`delete from a using users as a`), which those targets then stand for.
       if (node.using) {
         patch.using = rebuild(node.using, {
           tables: rebuildList(node.using.tables, (t) => this.fromItem(t, scope, parent)),
         })
       }
       if (node.joins) patch.joins = rebuildList(node.joins, (j) => this.join(j, scope, parent))
+      const froms = node.from.froms
+      patch.from = rebuild(node.from, {
+        froms: rebuildList(froms, (f) =>
+          node.using !== undefined && f.kind === 'TableNode' && scope.own(tableName(f).name) !== undefined
+            ? f
+            : this.fromItem(f, scope, parent, true),
+        ),
+      })
       if (node.where) patch.where = whereNode(this, node.where, scope, { pending: undefined, positive: true })
       if (node.orderBy) patch.orderBy = this.opaque(node.orderBy, scope, 'order by')
     }
@@ -286,15 +298,34 @@ export class Analyzer {
     return { node: rebuild(node, patch), outputs }
   }
 
-  merge(node: OperationNode): OperationNode {
-    const m = node as unknown as { into: OperationNode; using?: JoinNode }
+  /**
+   * MERGE is refused on a table with encrypted columns, as a target or as its source; a subquery
+   * source is analyzed like a derived table, and may not pass an encrypted column on.
+   */
+  merge(node: MergeQueryNode): OperationNode {
     const scope = new Scope(this.schema, undefined)
-    for (const item of [m.into, m.using?.table]) {
-      const relation = item === undefined ? undefined : scope.addTable(item)
-      const first = relation?.table?.columns.values().next().value
-      if (first !== undefined) throw refuse(first, 'merge')
+    const patch: Record<string, unknown> = {}
+    if (node.with) patch.with = this.with(node.with, scope)
+    const into = scope.addTable(node.into, true)?.table?.columns.values().next().value
+    if (into !== undefined) throw refuse(into, 'merge')
+    if (node.using) {
+      const before = scope.relations.length
+      const table = this.fromItem(node.using.table, scope, undefined)
+      const source = scope.relations[before]
+      const carried =
+        source?.table?.columns.values().next().value ?? firstColumn(source?.derived ?? new Map())?.info
+      if (carried !== undefined) throw refuse(carried, 'merge')
+      patch.using = rebuild(node.using, {
+        table,
+        ...(node.using.on ? { on: this.opaque(node.using.on, scope, 'merge') } : {}),
+      })
     }
-    return this.opaque(node, scope, 'merge')
+    const rest = mapChildren(node, (child) =>
+      child === node.into || child === node.using || child === node.with
+        ? child
+        : this.opaque(child, scope, 'merge'),
+    )
+    return rebuild(rest, patch)
   }
 
   with(node: WithNode, scope: Scope): WithNode {
@@ -372,6 +403,8 @@ export class Analyzer {
     scope: Scope,
   ): { nodes: ReadonlyArray<SelectionNode>; outputs: Map<string, Source> } {
     const outputs = new Map<string, Source>()
+    // MySQL lets a subquery of the select list see its aliases: known before any is walked.
+    if (selections.some(walksSubqueries)) scope.setAliases(this.earlyAliases(selections, scope))
     const nodes = rebuildList(selections, (s) => {
       const sel = s.selection
       if (sel.kind === 'SelectAllNode') {
@@ -418,6 +451,17 @@ export class Analyzer {
       return rebuild(s, { selection: this.opaque(sel, scope, 'expression') })
     })
     return { nodes, outputs }
+  }
+
+  /** The select list's aliases of plain column references, resolved ahead of the selections. */
+  earlyAliases(selections: ReadonlyArray<SelectionNode>, scope: Scope): Map<string, Source> {
+    const aliases = new Map<string, Source>()
+    for (const { selection } of selections) {
+      if (selection.kind !== 'AliasNode') continue
+      const ref = this.reference(selection.node, scope)
+      if (ref !== undefined) aliases.set(identifierName(selection.alias), ref.source)
+    }
+    return aliases
   }
 
   checkPostFilterable(node: SelectQueryNode, pending: readonly PendingFilter[]): void {
@@ -580,6 +624,13 @@ export class Analyzer {
         return mapChildren(node, (child) => this.opaque(child, scope, labelOf(node, label)))
     }
   }
+}
+
+/** True when a selection is more than a column reference (it may hold a subquery). */
+function walksSubqueries(s: SelectionNode): boolean {
+  const sel = s.selection
+  const inner = sel.kind === 'AliasNode' ? sel.node : sel
+  return inner.kind !== 'ReferenceNode' && inner.kind !== 'ColumnNode' && inner.kind !== 'SelectAllNode'
 }
 
 /** The first output that passes an annotated column's plaintext on, if any. */

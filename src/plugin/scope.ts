@@ -83,7 +83,10 @@ export class Scope {
       if (s.#ctes === undefined) continue
       folded ??= name.toLowerCase()
       for (const [cte, outputs] of s.#ctes) {
-        if (cte.toLowerCase() === folded) return firstSource(outputs)
+        if (cte.toLowerCase() !== folded) continue
+        // Not analyzed yet: whether it carries an encrypted column is decided when it is.
+        if (outputs instanceof PendingCte) outputs.read = true
+        return firstSource(outputs)
       }
     }
     return undefined
@@ -134,8 +137,31 @@ export class Scope {
       }
       relation = { name: alias ?? name, table, derived: undefined }
     }
-    this.relations.push(relation)
+    this.#push(relation)
     return relation
+  }
+
+  /**
+   * Adds a relation of this level. SQL rejects two relations of one name at one level (MySQL's
+   * multi-table DELETE, whose targets name relations of USING, does not come through here), so
+   * a second one is refused when either carries an encrypted column: a qualified name would
+   * otherwise resolve to whichever came first.
+   */
+  #push(relation: Relation): void {
+    const twin = this.relations.find((r) => r.name === relation.name && !r.qualifiedOnly)
+    const carried = twin === undefined ? undefined : (encryptedIn(twin) ?? encryptedIn(relation))
+    if (carried !== undefined) {
+      throw new QueryRefusedError(
+        'AMBIGUOUS_COLUMN',
+        `Two relations of this query are named ${relation.name}, and one carries encrypted column ${carried.table.physical}.${carried.physical}.`,
+        {
+          table: carried.table.logical,
+          column: carried.logical,
+          hint: 'Give each table an alias of its own.',
+        },
+      )
+    }
+    this.relations.push(relation)
   }
 
   /** Declares this level's select-list outputs (aliases included), once they are known. */
@@ -152,7 +178,12 @@ export class Scope {
   }
 
   addDerived(name: string, outputs: ReadonlyMap<string, Source>): void {
-    this.relations.push({ name, table: undefined, derived: outputs })
+    this.#push({ name, table: undefined, derived: outputs })
+  }
+
+  /** The relation named `name` at this level, if any (MySQL DELETE targets name them). */
+  own(name: string): Relation | undefined {
+    return this.relations.find((r) => r.name === name && !r.qualifiedOnly)
   }
 
   /**
@@ -204,7 +235,8 @@ export class Scope {
         }
         found = hit
       }
-      if (s === this && this.#aliases !== undefined) checkAlias(this.#aliases, column, found)
+      // MySQL lets a subquery see the select-list aliases of the queries around it too.
+      if (s.#aliases !== undefined) checkAlias(s.#aliases, column, found)
       if (found !== undefined) {
         if (s !== this) {
           // SQL resolves an unqualified name at the innermost level that has the column, and we
@@ -225,6 +257,14 @@ export class Scope {
     }
     return undefined
   }
+}
+
+/** An encrypted column a relation carries (a table's, or one a derived table passes on), if any. */
+function encryptedIn(relation: Relation): ColumnInfo | undefined {
+  if (relation.table !== undefined) return relation.table.columns.values().next().value
+  const source = relation.derived === undefined ? undefined : firstSource(relation.derived)
+  if (source === undefined) return undefined
+  return source.kind === 'column' ? source.info : source.info.column
 }
 
 /** The first output of a derived table or CTE that passes an encrypted column or index on, if any. */
@@ -255,7 +295,7 @@ function refuseNearName(near: TableInfo | undefined, name: string): void {
  * receive a plaintext it then rejects (WHERE).
  */
 function checkAlias(aliases: ReadonlyMap<string, Source>, column: string, found: Resolved | undefined): void {
-  const alias = aliases.get(column)
+  const alias = aliases.get(column) ?? aliasIgnoringCase(aliases, column)
   if (alias?.kind !== 'column') return
   if (found?.source.kind === 'column' && found.source.info === alias.info) return
   const info = alias.info
@@ -268,6 +308,17 @@ function checkAlias(aliases: ReadonlyMap<string, Source>, column: string, found:
       hint: `Refer to the column by its qualified name (e.g. "${info.table.physical}.${info.physical}"), or give the alias a name of its own.`,
     },
   )
+}
+
+/** An alias of an encrypted column whose name equals `column` only ignoring case (MySQL's rule). */
+function aliasIgnoringCase(aliases: ReadonlyMap<string, Source>, column: string): Source | undefined {
+  let folded: string | undefined
+  for (const [name, source] of aliases) {
+    if (source.kind !== 'column') continue
+    folded ??= column.toLowerCase()
+    if (name.toLowerCase() === folded) return source
+  }
+  return undefined
 }
 
 function lookup(relation: Relation, column: string): Resolved | undefined {
