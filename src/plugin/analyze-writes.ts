@@ -3,15 +3,15 @@ import { QueryRefusedError } from '../errors.js'
 import type { ColumnInfo, IndexInfo, TableInfo } from '../schema/schema.js'
 import { whereNode } from './analyze-conditions.js'
 import type { Analyzer } from './analyzer.js'
-import { exact, isValuesCall } from './column-rules.js'
+import { exact, exposedName, isValuesCall } from './column-rules.js'
 import { DeferredValue, isDeferred } from './deferred-value.js'
-import { mapChildren } from './node-utils.js'
 import {
   columnName,
   columnNode,
   DEFAULT,
   DEFAULT_NODE,
   EXPRESSION,
+  firstEncryptedColumn,
   LITERAL,
   nodeValue,
   rebuild,
@@ -20,7 +20,7 @@ import {
   valueNode,
 } from './nodes.js'
 import { refuse } from './refusal.js'
-import { identifierName, type Relation, type Scope, type Source, tableName } from './scope.js'
+import { identifierName, type Relation, type Scope, type Source } from './scope.js'
 
 /**
  * The write side of the {@link Analyzer}: INSERT (values, ON CONFLICT, ON DUPLICATE KEY), UPDATE
@@ -45,7 +45,7 @@ export function insert(
   if (node.onDuplicateKey && node.values && node.values.kind !== 'ValuesNode') {
     // MySQL's ON DUPLICATE KEY UPDATE of an INSERT … SELECT sees the SELECT's tables too, which
     // this scope does not model: refused when the SELECT reads an encrypted table.
-    const read = encryptedTableIn(node.values, scope)
+    const read = firstEncryptedColumn(node.values, scope.schema)
     if (read !== undefined) {
       throw refuse(read, 'on duplicate key update', 'of an insert … select that reads an encrypted table')
     }
@@ -289,9 +289,17 @@ export function updates(
           'only plain values, NULL, or the same column (e.g. excluded.col) can be written',
         )
       }
-      // Copying the same logical column (excluded.email, or t.email) keeps AAD and keys valid.
+      // Copying the same logical column (excluded.email, or t.email) keeps AAD and keys valid;
+      // its index comes from the same relation, under the name that relation gives it.
       const qualifier = (u.value as ReferenceNode).table
-      indexValue = (i) => referenceNode(i.physical, qualifier)
+      const from = ref.relation
+      indexValue = (i) => {
+        const exposed = exposedName(from, { kind: 'index', info: i })
+        if (exposed === undefined) {
+          throw refuse(info, 'expression', `${from.name} must pass ${i.physical} on beside ${info.physical}`)
+        }
+        return referenceNode(exposed, qualifier)
+      }
       out.push(u)
     } else if (value === LITERAL || value === DEFAULT) {
       throw refuse(info, value === LITERAL ? 'sql.lit' : 'expression')
@@ -341,22 +349,4 @@ export function checkIndexWrite(a: Analyzer, index: IndexInfo, item: unknown, pr
 
 function isSameIndexRef(node: OperationNode, index: IndexInfo): boolean {
   return node.kind === 'ReferenceNode' && columnName(node) === index.physical
-}
-
-/** An encrypted column of a table the query reads (at any depth), if any: one walk of the tree. */
-function encryptedTableIn(node: OperationNode, scope: Scope): ColumnInfo | undefined {
-  const stack: OperationNode[] = [node]
-  while (stack.length > 0) {
-    const n = stack.pop() as OperationNode
-    if (n.kind === 'TableNode') {
-      const { schema, name } = tableName(n)
-      const first = scope.schema.table(name, schema)?.columns.values().next().value
-      if (first !== undefined) return first
-    }
-    mapChildren(n, (child) => {
-      stack.push(child)
-      return child
-    })
-  }
-  return undefined
 }

@@ -24,6 +24,7 @@ import {
   collectDeferred,
   columnName,
   containsAggregate,
+  firstEncryptedColumn,
   identifier,
   labelOf,
   mentionsSchemaTable,
@@ -266,22 +267,23 @@ export class Analyzer {
     if (node.kind === 'InsertQueryNode') insert(this, node, scope, patch)
     else if (node.kind === 'UpdateQueryNode') update(this, node, scope, parent, patch)
     else {
-      // USING and its joins first: MySQL's multi-table DELETE names its targets by relations of
-      // USING (`delete from a using users as a`), which those targets then stand for.
+      // MySQL's multi-table DELETE names its targets by relations of USING and its joins
+      // (`delete from a using users as a`): such a target stands for that relation and adds
+      // none. Others are added first, in SQL's order (RETURNING * lists them first).
+      const bound = node.using === undefined ? undefined : usingNames(node.using.tables, node.joins)
+      patch.from = rebuild(node.from, {
+        froms: rebuildList(node.from.froms, (f) =>
+          bound !== undefined && f.kind === 'TableNode' && bound.has(tableName(f).name)
+            ? f
+            : this.fromItem(f, scope, parent, true),
+        ),
+      })
       if (node.using) {
         patch.using = rebuild(node.using, {
           tables: rebuildList(node.using.tables, (t) => this.fromItem(t, scope, parent)),
         })
       }
       if (node.joins) patch.joins = rebuildList(node.joins, (j) => this.join(j, scope, parent))
-      const froms = node.from.froms
-      patch.from = rebuild(node.from, {
-        froms: rebuildList(froms, (f) =>
-          node.using !== undefined && f.kind === 'TableNode' && scope.own(tableName(f).name) !== undefined
-            ? f
-            : this.fromItem(f, scope, parent, true),
-        ),
-      })
       if (node.where) patch.where = whereNode(this, node.where, scope, { pending: undefined, positive: true })
       if (node.orderBy) patch.orderBy = this.opaque(node.orderBy, scope, 'order by')
     }
@@ -413,8 +415,10 @@ export class Analyzer {
       }
       if (sel.kind === 'ReferenceNode' && sel.column.kind === 'SelectAllNode') {
         const qualifier = sel.table === undefined ? undefined : tableName(sel.table).name
-        const relation = scope.relations.find((r) => r.name === qualifier)
+        // `q.*` may name a relation of an enclosing query (LATERAL, correlated subqueries).
+        const relation = qualifier === undefined ? undefined : scope.relationNamed(qualifier)
         if (relation !== undefined) addAll(outputs, relation)
+        else if (qualifier !== undefined) this.checkUnseen(qualifier, '*')
         return s
       }
       if (sel.kind === 'ReferenceNode' || sel.kind === 'ColumnNode') {
@@ -453,13 +457,23 @@ export class Analyzer {
     return { nodes, outputs }
   }
 
-  /** The select list's aliases of plain column references, resolved ahead of the selections. */
+  /**
+   * The select list's aliases, ahead of the selections, for the subqueries among them: those of
+   * column references as resolved; those of subqueries that read an encrypted table as if they
+   * passed its first encrypted column on (their outputs are not known yet, and may be).
+   */
   earlyAliases(selections: ReadonlyArray<SelectionNode>, scope: Scope): Map<string, Source> {
     const aliases = new Map<string, Source>()
     for (const { selection } of selections) {
       if (selection.kind !== 'AliasNode') continue
+      const name = identifierName(selection.alias)
       const ref = this.reference(selection.node, scope)
-      if (ref !== undefined) aliases.set(identifierName(selection.alias), ref.source)
+      if (ref !== undefined) {
+        aliases.set(name, ref.source)
+        continue
+      }
+      const read = firstEncryptedColumn(selection.node, this.schema)
+      if (read !== undefined) aliases.set(name, { kind: 'column', info: read })
     }
     return aliases
   }
@@ -624,6 +638,19 @@ export class Analyzer {
         return mapChildren(node, (child) => this.opaque(child, scope, labelOf(node, label)))
     }
   }
+}
+
+/** The names USING and its joins give their relations (alias, else table name). */
+function usingNames(
+  tables: ReadonlyArray<OperationNode>,
+  joins: ReadonlyArray<JoinNode> | undefined,
+): Set<string> {
+  const names = new Set<string>()
+  for (const item of [...tables, ...(joins ?? []).map((j) => j.table)]) {
+    if (item.kind === 'AliasNode') names.add(identifierName((item as AliasNode).alias))
+    else if (item.kind === 'TableNode') names.add(tableName(item).name)
+  }
+  return names
 }
 
 /** True when a selection is more than a column reference (it may hold a subquery). */

@@ -1,5 +1,5 @@
 import type { InsertQueryNode, OperationNode, ReferenceNode } from 'kysely'
-import type { EncryptedSchema } from '../schema/schema.js'
+import type { ColumnInfo, EncryptedSchema } from '../schema/schema.js'
 import { type DeferredValue, isDeferred } from './deferred-value.js'
 import { mapChildren } from './node-utils.js'
 import { identifierName, tableName } from './scope.js'
@@ -255,4 +255,25 @@ export function relationNames(root: OperationNode | undefined): ReadonlySet<stri
     }
   }
   return names
+}
+
+/**
+ * An encrypted column of the first encrypted table the tree reads, at any depth, if any (for a
+ * refusal's message, or to know a subquery may carry one before it is analyzed).
+ */
+export function firstEncryptedColumn(node: OperationNode, schema: EncryptedSchema): ColumnInfo | undefined {
+  const stack: OperationNode[] = [node]
+  while (stack.length > 0) {
+    const n = stack.pop() as OperationNode
+    if (n.kind === 'TableNode') {
+      const { schema: s, name } = tableName(n)
+      const first = schema.table(name, s)?.columns.values().next().value
+      if (first !== undefined) return first
+    }
+    mapChildren(n, (child) => {
+      stack.push(child)
+      return child
+    })
+  }
+  return undefined
 }

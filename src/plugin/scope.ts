@@ -169,21 +169,22 @@ export class Scope {
     this.#aliases = outputs
   }
 
+  /** The relation named exactly `qualifier` visible here: at this level first, then the enclosing ones. */
+  relationNamed(qualifier: string): Relation | undefined {
+    for (let s: Scope | undefined = this; s !== undefined; s = s.parent) {
+      const relation = s.relations.find((r) => r.name === qualifier)
+      if (relation !== undefined) return relation
+    }
+    return undefined
+  }
+
   /** True when a relation named exactly `qualifier` is visible here (at this level or an enclosing one). */
   sees(qualifier: string): boolean {
-    for (let s: Scope | undefined = this; s !== undefined; s = s.parent) {
-      if (s.relations.some((r) => r.name === qualifier)) return true
-    }
-    return false
+    return this.relationNamed(qualifier) !== undefined
   }
 
   addDerived(name: string, outputs: ReadonlyMap<string, Source>): void {
     this.#push({ name, table: undefined, derived: outputs })
-  }
-
-  /** The relation named `name` at this level, if any (MySQL DELETE targets name them). */
-  own(name: string): Relation | undefined {
-    return this.relations.find((r) => r.name === name && !r.qualifiedOnly)
   }
 
   /**
@@ -305,7 +306,7 @@ function checkAlias(aliases: ReadonlyMap<string, Source>, column: string, found:
     {
       table: info.table.logical,
       column: info.logical,
-      hint: `Refer to the column by its qualified name (e.g. "${info.table.physical}.${info.physical}"), or give the alias a name of its own.`,
+      hint: `Qualify the name: "${info.table.physical}.${info.physical}" for the encrypted column, "<table>.${column}" for a column of another table; or give the alias a name of its own.`,
     },
   )
 }

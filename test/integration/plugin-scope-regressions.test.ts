@@ -468,5 +468,94 @@ describe.each(backends())('plugin scope regressions [$name]', (backend) => {
         },
       )
     })
+
+    describe('a third reading', () => {
+      it.runIf(pgFamily)(
+        'selectAll of a relation of the enclosing query (LATERAL) decrypts its columns',
+        async () => {
+          const rows = await db
+            .selectFrom(u)
+            .innerJoinLateral(
+              (eb: AnyEb) => eb.selectFrom(p).selectAll(u).as('l'),
+              (j) => j.onTrue(),
+            )
+            .select(['l.email', 'l.id'])
+            .where(`${u}.id`, '=', 1)
+            .execute()
+          expect(rows).toEqual([{ email: 'ada@x.io', id: 1 }])
+        },
+      )
+
+      it('selectAll of a relation of the query that is not in scope is refused', async () => {
+        await refused(
+          db
+            .with('c', (d) => d.selectFrom(u).select('email'))
+            .selectFrom(p)
+            .selectAll('c' as never),
+          'AMBIGUOUS_COLUMN',
+        )
+      })
+
+      it('an alias of a select-list subquery over an encrypted table, read from another select-list subquery, is refused', async () => {
+        await refused(
+          db
+            .selectFrom(u)
+            .select([
+              `${u}.id`,
+              (eb: AnyEb) =>
+                eb.selectFrom(`${u} as i`).select('i.email').whereRef('i.id', '=', `${u}.id`).as('e'),
+              (eb: AnyEb) =>
+                eb
+                  .selectFrom(p)
+                  .select(`${p}.id`)
+                  .where('e', 'in', ['bob@x.io', 'zed@x.io'])
+                  .limit(1)
+                  .as('hit'),
+            ])
+            .where(`${u}.id`, '=', 2),
+          'AMBIGUOUS_COLUMN',
+        )
+      })
+
+      it.runIf(pgFamily)(
+        'DELETE … USING … RETURNING * decrypts each returned column under its own table',
+        async () => {
+          await db.insertInto(u).values({ id: 80, name: 'Del', email: 'del@x.io' }).execute()
+          await db.insertInto(o).values({ id: 80, user_id: 80, item: 'x', email: 'order@x.io' }).execute()
+          const rows = await db
+            .deleteFrom(u)
+            .using(o)
+            .whereRef(`${o}.user_id`, '=', `${u}.id`)
+            .where(`${u}.id`, '=', 80)
+            .returningAll()
+            .execute()
+          // RETURNING * lists the target's columns, then USING's: of the two `email`s the row
+          // keeps the last, the order's, and it must be decrypted as the order's.
+          expect(rows).toMatchObject([{ item: 'x', email: 'order@x.io' }])
+          await db.deleteFrom(o).where('id', '=', 80).execute()
+        },
+      )
+
+      it('copying an encrypted column from a derived table that does not pass its own index on is refused', async () => {
+        const derived = (eb: AnyEb) =>
+          eb.selectFrom(`${u} as s`).select(['s.id', 's.email', 's.ssn_bidx as email_bidx']).as('d')
+        const query = pgFamily
+          ? db
+              .updateTable(u)
+              .from(derived)
+              .set((eb: AnyEb) => ({ email: eb.ref('d.email') }))
+              .whereRef(`${u}.id`, '=', 'd.id')
+              .where(`${u}.id`, '=', 2)
+          : db
+              .updateTable([u, derived] as never)
+              .set(`${u}.email` as never, (eb: AnyEb) => eb.ref('d.email'))
+              .whereRef(`${u}.id` as never, '=', 'd.id' as never)
+              .where(`${u}.id` as never, '=', 2 as never)
+        await refused(query, 'QUERY_REFUSED')
+        expect(await db.selectFrom(u).select('id').where('email', '=', 'bob@x.io').execute()).toEqual([
+          { id: 2 },
+        ])
+      })
+    })
   })
 })
