@@ -45,7 +45,9 @@ export function insert(
   if (node.onDuplicateKey && node.values && node.values.kind !== 'ValuesNode') {
     // MySQL's ON DUPLICATE KEY UPDATE of an INSERT … SELECT sees the SELECT's tables too, which
     // this scope does not model: refused when the SELECT reads an encrypted table.
-    const read = firstEncryptedColumn(node.values, scope.schema)
+    const read =
+      firstEncryptedColumn(node.values, scope.schema) ??
+      (node.with === undefined ? undefined : firstEncryptedColumn(node.with, scope.schema))
     if (read !== undefined) {
       throw refuse(read, 'on duplicate key update', 'of an insert … select that reads an encrypted table')
     }

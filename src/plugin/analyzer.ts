@@ -24,7 +24,6 @@ import {
   collectDeferred,
   columnName,
   containsAggregate,
-  firstEncryptedColumn,
   identifier,
   labelOf,
   mentionsSchemaTable,
@@ -53,6 +52,9 @@ import {
  * plaintext that would still need rewriting means the plugin was bypassed, and is an error.
  */
 export type Mode = 'rewrite' | 'verify'
+
+/** Where an output came from: the relation a plain reference resolved through, or `null` (a subquery). */
+export type Origin = Relation | null
 
 /** How a query's outputs are used by its parent. */
 export type Role = 'root' | 'derived' | 'scalar' | 'exists' | 'opaque'
@@ -205,10 +207,9 @@ export class Analyzer {
     if (node.with) patch.with = this.with(node.with, scope)
     if (node.from) patch.from = this.froms(node.from, scope, parent)
     if (node.joins) patch.joins = rebuildList(node.joins, (j) => this.join(j, scope, parent))
-    const { nodes, outputs } = this.selections(node.selections ?? [], scope)
+    const { nodes, outputs, origins } = this.selections(node.selections ?? [], scope)
     if (node.selections) patch.selections = nodes
-    // From here on, a name may be a select-list alias: one of an encrypted column is refused.
-    scope.setAliases(outputs)
+    if (role === 'derived') this.checkIndexPairs(outputs, origins)
     const pending: PendingFilter[] | undefined = role === 'root' ? [] : undefined
     if (node.where) patch.where = whereNode(this, node.where, scope, { pending, positive: true })
     if (node.groupBy) patch.groupBy = this.opaque(node.groupBy, scope, 'group by')
@@ -292,6 +293,7 @@ export class Analyzer {
       const r = this.selections(node.returning.selections, scope)
       patch.returning = rebuild(node.returning, { selections: r.nodes })
       outputs = r.outputs
+      if (role === 'derived') this.checkIndexPairs(outputs, r.origins)
     }
     if (role === 'opaque') {
       const hit = firstColumn(outputs)
@@ -400,30 +402,39 @@ export class Analyzer {
 
   // ── selections ─────────────────────────────────────────────────────────────────────────────
 
+  /**
+   * The outputs of a select list (or RETURNING) and where each came from: the relation a plain
+   * reference resolved through, or `null` for a subquery's output.
+   */
   selections(
     selections: ReadonlyArray<SelectionNode>,
     scope: Scope,
-  ): { nodes: ReadonlyArray<SelectionNode>; outputs: Map<string, Source> } {
+  ): { nodes: ReadonlyArray<SelectionNode>; outputs: Map<string, Source>; origins: Map<string, Origin> } {
     const outputs = new Map<string, Source>()
-    // MySQL lets a subquery of the select list see its aliases: known before any is walked.
-    if (selections.some(walksSubqueries)) scope.setAliases(this.earlyAliases(selections, scope))
+    const origins = new Map<string, Origin>()
+    // MySQL lets a subquery of the select list read the aliases before it (not after: "forward
+    // reference in item list"): it sees this map as it fills.
+    scope.setAliases(outputs)
     const nodes = rebuildList(selections, (s) => {
       const sel = s.selection
       if (sel.kind === 'SelectAllNode') {
-        for (const r of scope.relations) if (!r.qualifiedOnly) addAll(outputs, r)
+        for (const r of scope.relations) if (!r.qualifiedOnly) addAll(outputs, r, origins)
         return s
       }
       if (sel.kind === 'ReferenceNode' && sel.column.kind === 'SelectAllNode') {
         const qualifier = sel.table === undefined ? undefined : tableName(sel.table).name
         // `q.*` may name a relation of an enclosing query (LATERAL, correlated subqueries).
         const relation = qualifier === undefined ? undefined : scope.relationNamed(qualifier)
-        if (relation !== undefined) addAll(outputs, relation)
+        if (relation !== undefined) addAll(outputs, relation, origins)
         else if (qualifier !== undefined) this.checkUnseen(qualifier, '*')
         return s
       }
       if (sel.kind === 'ReferenceNode' || sel.kind === 'ColumnNode') {
         const ref = this.reference(sel, scope)
-        if (ref !== undefined) outputs.set(columnName(sel), ref.source)
+        if (ref !== undefined) {
+          outputs.set(columnName(sel), ref.source)
+          origins.set(columnName(sel), ref.relation)
+        }
         return s
       }
       if (sel.kind === 'AliasNode') {
@@ -436,14 +447,16 @@ export class Analyzer {
             throw refuse(ref.source.info, 'alias', 'aliases of encrypted columns must be at most 63 bytes')
           }
           outputs.set(name, ref.source)
+          origins.set(name, ref.relation)
           return s
         }
         if (inner.kind === 'SelectQueryNode') {
           const sub = this.select(inner as SelectQueryNode, scope, 'scalar')
           const only = sub.outputs.size === 1 ? [...sub.outputs.values()][0] : undefined
-          if (only !== undefined && (inner as SelectQueryNode).selections?.length === 1)
+          if (only !== undefined && (inner as SelectQueryNode).selections?.length === 1) {
             outputs.set(name, only)
-          else {
+            origins.set(name, null)
+          } else {
             const hit = [...sub.outputs.values()].find((o) => o.kind === 'column')
             if (hit?.kind === 'column')
               throw refuse(hit.info, 'subquery', 'a scalar subquery must select exactly one column')
@@ -454,28 +467,30 @@ export class Analyzer {
       }
       return rebuild(s, { selection: this.opaque(sel, scope, 'expression') })
     })
-    return { nodes, outputs }
+    return { nodes, outputs, origins }
   }
 
   /**
-   * The select list's aliases, ahead of the selections, for the subqueries among them: those of
-   * column references as resolved; those of subqueries that read an encrypted table as if they
-   * passed its first encrypted column on (their outputs are not known yet, and may be).
+   * The outputs of a derived table or CTE, which later queries search through: a blind index it
+   * passes on must come from the same relation as the encrypted column it indexes (plain
+   * references both), or a search on the column would match another row's index.
+   *
+   * @throws QueryRefusedError `QUERY_REFUSED`
    */
-  earlyAliases(selections: ReadonlyArray<SelectionNode>, scope: Scope): Map<string, Source> {
-    const aliases = new Map<string, Source>()
-    for (const { selection } of selections) {
-      if (selection.kind !== 'AliasNode') continue
-      const name = identifierName(selection.alias)
-      const ref = this.reference(selection.node, scope)
-      if (ref !== undefined) {
-        aliases.set(name, ref.source)
-        continue
+  checkIndexPairs(outputs: ReadonlyMap<string, Source>, origins: ReadonlyMap<string, Origin>): void {
+    for (const [name, source] of outputs) {
+      if (source.kind !== 'index') continue
+      for (const [other, paired] of outputs) {
+        if (paired.kind !== 'column' || paired.info !== source.info.column) continue
+        const from = origins.get(name) ?? null
+        if (from !== null && from === (origins.get(other) ?? null)) continue
+        throw refuse(
+          paired.info,
+          'derived table',
+          `"${other}" and "${name}" (its blind index ${source.info.physical}) must both be plain columns of one relation`,
+        )
       }
-      const read = firstEncryptedColumn(selection.node, this.schema)
-      if (read !== undefined) aliases.set(name, { kind: 'column', info: read })
     }
-    return aliases
   }
 
   checkPostFilterable(node: SelectQueryNode, pending: readonly PendingFilter[]): void {
@@ -651,13 +666,6 @@ function usingNames(
     else if (item.kind === 'TableNode') names.add(tableName(item).name)
   }
   return names
-}
-
-/** True when a selection is more than a column reference (it may hold a subquery). */
-function walksSubqueries(s: SelectionNode): boolean {
-  const sel = s.selection
-  const inner = sel.kind === 'AliasNode' ? sel.node : sel
-  return inner.kind !== 'ReferenceNode' && inner.kind !== 'ColumnNode' && inner.kind !== 'SelectAllNode'
 }
 
 /** The first output that passes an annotated column's plaintext on, if any. */

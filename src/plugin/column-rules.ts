@@ -59,13 +59,21 @@ export function exposedName(relation: Relation, source: Source): string | undefi
   return undefined
 }
 
-export function addAll(outputs: Map<string, Source>, relation: Relation): void {
-  if (relation.table !== undefined) {
-    for (const info of relation.table.columns.values()) outputs.set(info.physical, { kind: 'column', info })
-    for (const info of relation.table.indexColumns.values())
-      outputs.set(info.physical, { kind: 'index', info })
+/** Adds every encrypted and index column of `relation` (`q.*`, `*`), each recorded as coming from it. */
+export function addAll(
+  outputs: Map<string, Source>,
+  relation: Relation,
+  origins: Map<string, Relation | null>,
+): void {
+  const add = (name: string, source: Source) => {
+    outputs.set(name, source)
+    origins.set(name, relation)
   }
-  for (const [name, source] of relation.derived ?? []) outputs.set(name, source)
+  if (relation.table !== undefined) {
+    for (const info of relation.table.columns.values()) add(info.physical, { kind: 'column', info })
+    for (const info of relation.table.indexColumns.values()) add(info.physical, { kind: 'index', info })
+  }
+  for (const [name, source] of relation.derived ?? []) add(name, source)
 }
 
 /**

@@ -257,14 +257,13 @@ export function relationNames(root: OperationNode | undefined): ReadonlySet<stri
   return names
 }
 
-/**
- * An encrypted column of the first encrypted table the tree reads, at any depth, if any (for a
- * refusal's message, or to know a subquery may carry one before it is analyzed).
- */
+/** An encrypted column of the first encrypted table the tree reads (FROM, JOIN), at any depth, if any. */
 export function firstEncryptedColumn(node: OperationNode, schema: EncryptedSchema): ColumnInfo | undefined {
   const stack: OperationNode[] = [node]
   while (stack.length > 0) {
     const n = stack.pop() as OperationNode
+    // A reference's qualifier names a relation; it does not read one.
+    if (n.kind === 'ReferenceNode') continue
     if (n.kind === 'TableNode') {
       const { schema: s, name } = tableName(n)
       const first = schema.table(name, s)?.columns.values().next().value

@@ -557,5 +557,84 @@ describe.each(backends())('plugin scope regressions [$name]', (backend) => {
         ])
       })
     })
+
+    describe('a fourth reading', () => {
+      it("a derived table may not pass one row's encrypted column on with another row's blind index", async () => {
+        const mixed = (eb: AnyEb) =>
+          eb
+            .selectFrom(`${u} as a`)
+            .innerJoin(`${u} as b`, (j) => j.onRef('a.id', '<>', 'b.id'))
+            .select(['a.id', 'a.email', 'b.email_bidx'])
+            .as('d')
+        await refused(
+          db.selectFrom(mixed).select(['d.id', 'd.email']).where('d.email', '=', 'bob@x.io'),
+          'QUERY_REFUSED',
+        )
+        // Nor a scalar subquery's value as the index.
+        await refused(
+          db
+            .selectFrom((eb: AnyEb) =>
+              eb
+                .selectFrom(`${u} as a`)
+                .select([
+                  'a.id',
+                  'a.email',
+                  (sub: AnyEb) =>
+                    sub.selectFrom(`${u} as b`).select('b.email_bidx').where('b.id', '=', 2).as('email_bidx'),
+                ])
+                .as('d'),
+            )
+            .select(['d.id', 'd.email'])
+            .where('d.email', '=', 'bob@x.io'),
+          'QUERY_REFUSED',
+        )
+        // One relation's column and index, through a derived table and a CTE, are searched as usual.
+        expect(
+          await db
+            .with('c', (d) => d.selectFrom(u).select(['id', 'email', 'email_bidx']))
+            .selectFrom((eb: AnyEb) => eb.selectFrom('c').select(['c.id', 'c.email', 'c.email_bidx']).as('d'))
+            .select(['d.id', 'd.email'])
+            .where('d.email', '=', 'bob@x.io')
+            .execute(),
+        ).toEqual([{ id: 2, email: 'bob@x.io' }])
+      })
+
+      it('an alias of a select-list subquery that reads an encrypted column through a CTE, read by a later one, is refused', async () => {
+        await refused(
+          db
+            .with('c', (d) => d.selectFrom(u).select(['id', 'email']))
+            .selectFrom(u)
+            .select([
+              `${u}.id`,
+              (eb: AnyEb) => eb.selectFrom('c').select('c.email').where('c.id', '=', 2).as('e'),
+              (eb: AnyEb) =>
+                eb
+                  .selectFrom(p)
+                  .select(`${p}.id`)
+                  .where('e', 'in', ['bob@x.io', 'zed@x.io'])
+                  .limit(1)
+                  .as('hit'),
+            ]),
+          'AMBIGUOUS_COLUMN',
+        )
+      })
+
+      it('a correlated select-list subquery aliased with the name of the column it selects runs', async () => {
+        expect(
+          await db
+            .selectFrom(u)
+            .select([
+              `${u}.id`,
+              (eb: AnyEb) => eb.selectFrom(p).select('label').whereRef(`${p}.id`, '=', `${u}.id`).as('label'),
+            ])
+            .where(`${u}.id`, 'in', [1, 2])
+            .orderBy(`${u}.id`)
+            .execute(),
+        ).toEqual([
+          { id: 1, label: expect.any(String) },
+          { id: 2, label: null },
+        ])
+      })
+    })
   })
 })
