@@ -126,7 +126,7 @@ function dbMarkdown(engines: readonly EngineResult[]): string {
       table(['variant', ...DB_OPS.map((op) => `${OP_LABEL[op]} ms`), 'reference'], rows),
       ...controlMarkdown(e),
       ...barePluginMarkdown(e),
-      `Key-provider calls of the plugin's instance, cumulative after each round: ${e.providerCallsPerRound?.join(', ')} (keys in cache: ${e.keys}).`,
+      `Key-provider calls of the plugin's instance, cumulative after each round: ${e.providerCallsPerRound?.join(', ')} (keys in cache: ${e.keys}; key cache TTL ${((e.keyTtlMs ?? Number.NaN) / 60_000).toFixed(0)} min, instance lifetime ${((e.pluginLifetimeMs ?? Number.NaN) / 60_000).toFixed(1)} min: each key may be loaded once per TTL it lives through).`,
       ...cpuMarkdown(e),
     )
   }

@@ -208,6 +208,15 @@ export function roundTripFactor(
   }
 }
 
+/**
+ * How many TTL windows the plugin's instance lived through: a key loaded when the instance
+ * starts is reloaded at most once per TTL, so ⌊lifetime / TTL⌋ + 1 loads per key at most.
+ */
+export function ttlWindows(e: EngineResult): number {
+  if (e.pluginLifetimeMs === undefined || e.keyTtlMs === undefined) return 1
+  return Math.floor(e.pluginLifetimeMs / e.keyTtlMs) + 1
+}
+
 /** ms of encrypt + decrypt (medians) of one library for one payload. */
 export function encDecMs(f: FieldResults, payload: string, lib: string): number | undefined {
   const t = f.timings[payload]
@@ -256,11 +265,18 @@ export function checkTargets(
       }
       if (e.providerCallsPerRound !== undefined && e.keys !== undefined) {
         const calls = e.providerCallsPerRound.at(-1) ?? Number.NaN
+        const windows = ttlWindows(e)
+        const allowed = e.keys * windows
+        const minutes = (ms: number) => `${(ms / 60_000).toFixed(1)} min`
+        const lifetime =
+          e.pluginLifetimeMs === undefined || e.keyTtlMs === undefined
+            ? ''
+            : `: ${e.keys} keys × ${windows} TTL window${windows === 1 ? '' : 's'} of ${minutes(e.keyTtlMs)} in the instance's ${minutes(e.pluginLifetimeMs)}`
         out.push({
           target: `${e.engine}: key-provider calls (${e.rowsThroughPlugin?.toLocaleString('en-US')} rows written/read, ${e.providerCallsPerRound.length} rounds)`,
           measured: `${calls} (after each round: ${e.providerCallsPerRound.join(', ')})`,
-          goal: `≤ ${e.keys} (one per key per cache TTL)`,
-          status: calls <= e.keys ? 'met' : 'missed',
+          goal: `≤ ${allowed} (one per key per cache TTL${lifetime})`,
+          status: calls <= allowed ? 'met' : 'missed',
         })
       }
     }
