@@ -96,19 +96,22 @@ function insertValues(
     patch.values = a.query(node.values, scope, 'opaque').node
     return
   }
-  // Index columns to add beside each annotated column (absent on the first pass only).
-  const present = new Set(columns)
+  // Index columns to add beside each annotated column (absent on the first pass only), and those
+  // the statement already writes beside it (checked to hold that column's own index values).
   const added: Array<{ index: IndexInfo; from: number }> = []
-  for (const { info, at } of annotated) {
+  const paired: Array<{ index: IndexInfo; from: number; at: number }> = []
+  for (const { info, at: from } of annotated) {
     for (const spec of info.spec.indexes) {
       const index = table.indexColumn(spec.name)!
-      if (!present.has(index.physical)) added.push({ index, from: at })
+      const at = columns.indexOf(index.physical)
+      if (at === -1) added.push({ index, from })
+      else paired.push({ index, from, at })
     }
   }
   if (node.values?.kind === 'ValuesNode') {
     const values = node.values as unknown as { values: ReadonlyArray<OperationNode> }
     patch.values = rebuild(node.values, {
-      values: values.values.map((row) => insertRow(a, row, sources, added, scope)),
+      values: values.values.map((row) => insertRow(a, row, sources, { added, paired }, scope)),
     })
   }
   if (added.length > 0) {
@@ -123,9 +126,15 @@ export function insertRow(
   a: Analyzer,
   row: OperationNode,
   sources: ReadonlyArray<Source | undefined>,
-  added: ReadonlyArray<{ index: IndexInfo; from: number }>,
+  indexes: {
+    /** Index columns the plugin adds, each computed from the column at `from`. */
+    readonly added: ReadonlyArray<{ index: IndexInfo; from: number }>
+    /** Index columns the statement writes at `at` beside their column at `from`. */
+    readonly paired: ReadonlyArray<{ index: IndexInfo; from: number; at: number }>
+  },
   scope: Scope,
 ): OperationNode {
+  const { added, paired } = indexes
   const primitive = row.kind === 'PrimitiveValueListNode'
   const items = [...(row as unknown as { values: ReadonlyArray<unknown> }).values]
   // The plaintexts encrypted in this row, by position: only an added index column reads them.
@@ -148,7 +157,9 @@ export function insertRow(
     }
     const value = primitive ? item : nodeValue(item as OperationNode)
     if (source.kind === 'index') {
-      checkIndexWrite(a, source.info, item, primitive)
+      // Beside its column, checked below against the column's value; on its own, here.
+      if (paired.length === 0 || !paired.some((p) => p.at === i))
+        checkIndexWrite(a, source.info, item, primitive)
       continue
     }
     if (isDeferred(value)) {
@@ -163,10 +174,36 @@ export function insertRow(
     items[i] = primitive ? deferred : valueNode(deferred)
     changed = true
   }
+  for (const { index, from, at } of paired) {
+    const column = primitive ? items[from] : nodeValue(items[from] as OperationNode)
+    const written = primitive ? items[at] : nodeValue(items[at] as OperationNode)
+    const matches = isDeferred(column)
+      ? isDeferred(written) &&
+        written.kind === 'index' &&
+        written.index === index &&
+        written.reveal() === column.reveal()
+      : column === DEFAULT
+        ? written === DEFAULT || written === null || written === undefined
+        : (column === null || column === undefined) && (written === null || written === undefined)
+    if (!matches) throw mismatchedIndex(index)
+    if (isDeferred(written)) a.note(written)
+  }
   for (const { index, from } of added) {
     const item = items[from]
     const current = primitive ? item : nodeValue(item as OperationNode)
     const plaintext = plaintexts?.[from]
+    if (plaintext === undefined && isDeferred(current)) {
+      // A ciphertext the plugin made, without the index it adds beside it: bypassed or undone.
+      throw new QueryRefusedError(
+        'PLAINTEXT_WRITE',
+        `Insert into ${index.column.table.physical}.${index.column.physical} lacks its blind index ${index.physical}.`,
+        {
+          table: index.column.table.logical,
+          column: index.column.logical,
+          hint: 'Do not remove the index columns the plugin adds.',
+        },
+      )
+    }
     let next: unknown
     if (plaintext !== undefined) next = a.note(new DeferredValue('index', index.column, plaintext, index))
     else if (current === DEFAULT) next = DEFAULT
@@ -234,9 +271,24 @@ export function setTarget(
   return { relation, info: exact(table, name), index: table.indexColumn(name) }
 }
 
+/** How one SET item writes an encrypted column, and so what each of its blind indexes must get. */
+interface ColumnWrite {
+  /** The SET item to send for the column. */
+  readonly item: ColumnUpdateNode
+  /** The index value the plugin writes beside it. */
+  readonly index: (i: IndexInfo) => OperationNode
+  /** Whether a SET item already in the statement writes exactly that index value. */
+  readonly matches: (i: IndexInfo, value: OperationNode) => boolean
+}
+
 /**
  * SET items of UPDATE, ON CONFLICT DO UPDATE and ON DUPLICATE KEY UPDATE. `target` is the one
  * table being written, when there is one; multi-table updates resolve each (qualified) target.
+ *
+ * Each write of an encrypted column writes each of its blind indexes too, with the value that
+ * matches it: added by the plugin, or, when the statement already sets that index (a tree the
+ * plugin rewrote before), checked to be that value. An index set on its own may only take index
+ * bytes or itself.
  */
 export function updates(
   a: Analyzer,
@@ -245,80 +297,52 @@ export function updates(
   target: Relation | undefined,
 ): ReadonlyArray<OperationNode> {
   const targets = updates.map((u) => setTarget(a, u.column, scope, target))
-  const present = new Set(
-    targets.flatMap((t, i) =>
-      t === undefined ? [] : [`${t.relation.name}\0${columnName(updates[i]!.column)}`],
-    ),
-  )
+  const key = (relation: Relation, column: string) => `${relation.name}\0${column}`
+  const position = new Map<string, number>()
+  targets.forEach((t, i) => {
+    if (t !== undefined) position.set(key(t.relation, columnName(updates[i]!.column)), i)
+  })
+  // The column write each index SET item belongs to, by the index item's position.
+  const owners = new Map<number, { write: ColumnWrite; index: IndexInfo }>()
+  const writes = updates.map((u, at) => {
+    const hit = targets[at]
+    if (hit?.info === undefined || hit.relation.table === undefined) return undefined
+    const write = columnWrite(a, u, hit.info, scope)
+    for (const spec of hit.info.spec.indexes) {
+      const index = hit.relation.table.indexColumn(spec.name)!
+      const pos = position.get(key(hit.relation, index.physical))
+      if (pos !== undefined) owners.set(pos, { write, index })
+    }
+    return write
+  })
   const out: OperationNode[] = []
   for (const [at, u] of updates.entries()) {
     const hit = targets[at]
-    const table = hit?.relation.table
-    const name = columnName(u.column)
-    const info = hit?.info
-    const index = hit?.index
-    if (index !== undefined) {
-      checkIndexWrite(a, index, u.value, false)
+    const write = writes[at]
+    if (hit?.index !== undefined) {
+      const owner = owners.get(at)
+      if (owner === undefined) checkLoneIndexWrite(a, hit.index, u.value, hit.relation, scope)
+      else if (!owner.write.matches(owner.index, u.value)) throw mismatchedIndex(hit.index)
       out.push(u)
       continue
     }
-    if (info === undefined || table === undefined || hit === undefined) {
+    if (write === undefined || hit?.info === undefined || hit.relation.table === undefined) {
       out.push(rebuild(u, { value: a.opaque(u.value, scope, 'update') }))
       continue
     }
-    const qualifierOf = (n: OperationNode) =>
-      n.kind === 'ReferenceNode' ? (n as ReferenceNode).table : undefined
-    const value = nodeValue(u.value)
-    let indexValue: (index: IndexInfo) => OperationNode
-    if (value === null) {
-      indexValue = () => valueNode(null)
-      out.push(u)
-    } else if (isDeferred(value)) {
-      a.note(value)
-      out.push(u)
-      indexValue = () => valueNode(null) // only reached when the index update is missing: refused below
-    } else if (value === EXPRESSION && isValuesCall(u.value, info, (n) => a.reference(n, scope))) {
-      // MySQL/MariaDB `values(col)` in ON DUPLICATE KEY UPDATE: the proposed row's ciphertext.
-      indexValue = (i) =>
-        rebuild(u.value, { arguments: Object.freeze([referenceNode(i.physical, undefined)]) })
-      out.push(u)
-    } else if (value === EXPRESSION) {
-      const ref = a.reference(u.value, scope)
-      if (ref?.source.kind !== 'column' || ref.source.info !== info) {
-        throw refuse(
-          info,
-          'expression',
-          'only plain values, NULL, or the same column (e.g. excluded.col) can be written',
-        )
-      }
-      // Copying the same logical column (excluded.email, or t.email) keeps AAD and keys valid;
-      // its index comes from the same relation, under the name that relation gives it.
-      const qualifier = (u.value as ReferenceNode).table
-      const from = ref.relation
-      indexValue = (i) => {
-        const exposed = exposedName(from, { kind: 'index', info: i })
-        if (exposed === undefined) {
-          throw refuse(info, 'expression', `${from.name} must pass ${i.physical} on beside ${info.physical}`)
-        }
-        return referenceNode(exposed, qualifier)
-      }
-      out.push(u)
-    } else if (value === LITERAL || value === DEFAULT) {
-      throw refuse(info, value === LITERAL ? 'sql.lit' : 'expression')
-    } else {
-      out.push(rebuild(u, { value: valueNode(a.encrypt(info, value)) }))
-      indexValue = (i) => valueNode(a.note(new DeferredValue('index', info, value, i)))
-    }
-    for (const spec of info.spec.indexes) {
+    out.push(write.item)
+    const table = hit.relation.table
+    for (const spec of hit.info.spec.indexes) {
       const i = table.indexColumn(spec.name)!
-      if (present.has(`${hit.relation.name}\0${i.physical}`)) continue
-      if (isDeferred(value)) {
+      if (position.has(key(hit.relation, i.physical))) continue
+      if (a.mode === 'verify' || isDeferred(nodeValue(u.value))) {
+        // The plugin adds every index update it needs: without one, it was bypassed or undone.
         throw new QueryRefusedError(
           'PLAINTEXT_WRITE',
-          `Update of ${table.physical}.${name} lacks its blind index ${i.physical}.`,
+          `Update of ${table.physical}.${hit.info.physical} lacks its blind index ${i.physical}.`,
           {
             table: table.logical,
-            column: info.logical,
+            column: hit.info.logical,
             hint: 'Do not remove the index updates the plugin adds.',
           },
         )
@@ -328,14 +352,117 @@ export function updates(
           kind: 'ColumnUpdateNode',
           column:
             u.column.kind === 'ReferenceNode'
-              ? referenceNode(i.physical, qualifierOf(u.column))
+              ? referenceNode(i.physical, (u.column as ReferenceNode).table)
               : columnNode(i.physical),
-          value: indexValue(i),
+          value: write.index(i),
         }) as ColumnUpdateNode,
       )
     }
   }
   return Object.freeze(out)
+}
+
+/** What a SET item of an encrypted column writes, and the index values that go with it. */
+function columnWrite(a: Analyzer, u: ColumnUpdateNode, info: ColumnInfo, scope: Scope): ColumnWrite {
+  const value = nodeValue(u.value)
+  if (value === null) {
+    return { item: u, index: () => valueNode(null), matches: (_i, v) => nodeValue(v) === null }
+  }
+  if (isDeferred(value)) {
+    // A tree the plugin rewrote before: its index items hold deferred index values of the same plaintext.
+    a.note(value)
+    return {
+      item: u,
+      index: () => valueNode(null), // never used: a missing index update is refused
+      matches: (i, v) => {
+        const d = nodeValue(v)
+        return isDeferred(d) && d.kind === 'index' && d.index === i && d.reveal() === value.reveal()
+      },
+    }
+  }
+  if (value === EXPRESSION && isValuesCall(u.value, info, (n) => a.reference(n, scope))) {
+    // MySQL/MariaDB `values(col)` in ON DUPLICATE KEY UPDATE: the proposed row's ciphertext.
+    const call = (i: IndexInfo) =>
+      rebuild(u.value, { arguments: Object.freeze([referenceNode(i.physical, undefined)]) })
+    return {
+      item: u,
+      index: call,
+      matches: (i, v) =>
+        v.kind === 'FunctionNode' &&
+        (v as unknown as { func: string }).func.toLowerCase() === 'values' &&
+        columnName((v as unknown as { arguments: ReadonlyArray<OperationNode> }).arguments[0]!) ===
+          i.physical,
+    }
+  }
+  if (value === EXPRESSION) {
+    const ref = a.reference(u.value, scope)
+    if (ref?.source.kind !== 'column' || ref.source.info !== info) {
+      throw refuse(
+        info,
+        'expression',
+        'only plain values, NULL, or the same column (e.g. excluded.col) can be written',
+      )
+    }
+    // Copying the same logical column (excluded.email, or t.email) keeps AAD and keys valid;
+    // its index comes from the same relation, under the name that relation gives it.
+    const qualifier = (u.value as ReferenceNode).table
+    const from = ref.relation
+    return {
+      item: u,
+      index: (i) => {
+        const exposed = exposedName(from, { kind: 'index', info: i })
+        if (exposed === undefined) {
+          throw refuse(info, 'expression', `${from.name} must pass ${i.physical} on beside ${info.physical}`)
+        }
+        return referenceNode(exposed, qualifier)
+      },
+      matches: (i, v) => {
+        const r = a.reference(v, scope)
+        return r?.relation === from && r.source.kind === 'index' && r.source.info === i
+      },
+    }
+  }
+  if (value === LITERAL || value === DEFAULT) throw refuse(info, value === LITERAL ? 'sql.lit' : 'expression')
+  // A plaintext: encrypted here, its indexes computed from the same plaintext. No index the
+  // statement already sets can be that value.
+  return {
+    item: rebuild(u, { value: valueNode(a.encrypt(info, value)) }),
+    index: (i) => valueNode(a.note(new DeferredValue('index', info, value, i))),
+    matches: () => false,
+  }
+}
+
+/**
+ * A SET item of a blind index column whose encrypted column the statement does not write: only
+ * index bytes (`encryption.indexOf`), or the index itself (a no-op), can keep the two in step.
+ */
+function checkLoneIndexWrite(
+  a: Analyzer,
+  index: IndexInfo,
+  node: OperationNode,
+  relation: Relation,
+  scope: Scope,
+): void {
+  const value = nodeValue(node)
+  if (value instanceof Uint8Array) return
+  if (value === EXPRESSION) {
+    const r = a.reference(node, scope)
+    if (r?.relation === relation && r.source.kind === 'index' && r.source.info === index) return
+  }
+  throw refuse(
+    index.column,
+    'write to blind index column',
+    `${index.physical} is maintained by the plugin: write ${index.column.physical} instead, or index bytes from encryption.indexOf`,
+  )
+}
+
+/** A blind index set in the same statement as its column, to another value than the column's own. */
+function mismatchedIndex(index: IndexInfo): QueryRefusedError {
+  return refuse(
+    index.column,
+    'write to blind index column',
+    `${index.physical} is maintained by the plugin; it is written with ${index.column.physical}, from the same value`,
+  )
 }
 
 export function checkIndexWrite(a: Analyzer, index: IndexInfo, item: unknown, primitive: boolean): void {

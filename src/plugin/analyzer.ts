@@ -23,9 +23,9 @@ import { mapChildren } from './node-utils.js'
 import {
   collectDeferred,
   columnName,
-  containsAggregate,
   identifier,
   labelOf,
+  mayCombineRows,
   mentionsSchemaTable,
   rebuild,
   rebuildList,
@@ -507,7 +507,7 @@ export class Analyzer {
     if (node.setOperations) throw why('a set operation')
     if (node.frontModifiers?.some((m) => (m as unknown as { modifier?: string }).modifier === 'Distinct'))
       throw why('distinct')
-    if (containsAggregate(node.selections ?? [])) throw why('an aggregate')
+    if (mayCombineRows(node.selections ?? [])) throw why('an aggregate, a window or an unknown function')
   }
 
   /** Finds or adds the hidden selections carrying the ciphertexts of search-index conditions. */
@@ -523,8 +523,11 @@ export class Analyzer {
       const sel = s.selection
       if (sel.kind !== 'AliasNode') continue
       const name = identifierName(sel.alias)
-      if (!name.startsWith(HIDDEN_PREFIX)) continue
-      counter = Math.max(counter, Number(name.slice(HIDDEN_PREFIX.length)) + 1)
+      // Only the plugin's own names (prefix and a number) are hidden selections; a user alias
+      // that merely starts like one must not derail the numbering.
+      const number = name.startsWith(HIDDEN_PREFIX) ? name.slice(HIDDEN_PREFIX.length) : ''
+      if (!/^\d+$/.test(number) || sel.node.kind !== 'ReferenceNode') continue
+      counter = Math.max(counter, Number(number) + 1)
       const ref = sel.node as ReferenceNode
       const qualifier = ref.table === undefined ? '' : tableName(ref.table).name
       existing.set(`${qualifier}\0${columnName(ref)}`, name)

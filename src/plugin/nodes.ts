@@ -4,8 +4,56 @@ import { type DeferredValue, isDeferred } from './deferred-value.js'
 import { mapChildren } from './node-utils.js'
 import { identifierName, tableName } from './scope.js'
 
-const AGGREGATES =
-  /^(count|sum|avg|min|max|array_agg|json_agg|jsonb_agg|string_agg|group_concat|bool_and|bool_or)$/i
+/**
+ * Functions known to compute one row's value from that row alone. Any other function in the
+ * select list of a query with a search-index condition may combine rows (an aggregate such as
+ * `json_arrayagg` or `bit_or`, a window function) before the false positives are removed.
+ */
+const ROW_FUNCTIONS = new Set([
+  'abs',
+  'btrim',
+  'ceil',
+  'ceiling',
+  'char_length',
+  'character_length',
+  'coalesce',
+  'concat',
+  'concat_ws',
+  'date',
+  'date_trunc',
+  'floor',
+  'greatest',
+  'if',
+  'ifnull',
+  'least',
+  'left',
+  'length',
+  'lower',
+  'lpad',
+  'ltrim',
+  'mod',
+  'now',
+  'nullif',
+  'octet_length',
+  'position',
+  'power',
+  'replace',
+  'reverse',
+  'right',
+  'round',
+  'rpad',
+  'rtrim',
+  'sign',
+  'sqrt',
+  'strpos',
+  'substr',
+  'substring',
+  'to_char',
+  'trim',
+  'trunc',
+  'truncate',
+  'upper',
+])
 
 export const DEFAULT = Symbol('default')
 
@@ -50,12 +98,19 @@ export function listValues(node: OperationNode): unknown[] | undefined {
   return undefined
 }
 
-export function containsAggregate(nodes: ReadonlyArray<OperationNode>): boolean {
+/**
+ * True when a select list may combine several rows into one value: an aggregate or window
+ * function, a function not known to work row by row, or raw SQL (opaque). Subqueries are their
+ * own queries and are not looked into.
+ */
+export function mayCombineRows(nodes: ReadonlyArray<OperationNode>): boolean {
   let found = false
   const visit = (n: OperationNode): OperationNode => {
     if (
       n.kind === 'AggregateFunctionNode' ||
-      (n.kind === 'FunctionNode' && AGGREGATES.test((n as unknown as { func: string }).func))
+      n.kind === 'OverNode' ||
+      n.kind === 'RawNode' ||
+      (n.kind === 'FunctionNode' && !ROW_FUNCTIONS.has((n as unknown as { func: string }).func.toLowerCase()))
     )
       found = true
     if (n.kind === 'SelectQueryNode') return n
