@@ -35,6 +35,7 @@ export function insert(
   patch: Record<string, unknown>,
 ): void {
   const relation = node.into ? scope.addTable(node.into, true) : undefined
+  if (node.into !== undefined && relation === undefined) a.refuseRawTable(node.into)
   const table = relation?.table
   if (table === undefined) {
     // No encrypted column to write: the values (and subqueries in them) are walked like any expression.

@@ -23,6 +23,7 @@ import { mapChildren } from './node-utils.js'
 import {
   collectDeferred,
   columnName,
+  firstEncryptedColumn,
   identifier,
   labelOf,
   mayCombineRows,
@@ -41,6 +42,7 @@ import {
   PendingCte,
   type Relation,
   type Resolved,
+  rawTable,
   Scope,
   type Source,
   tableName,
@@ -379,7 +381,8 @@ export class Analyzer {
   fromItem(node: OperationNode, scope: Scope, parent: Scope | undefined, write = false): OperationNode {
     if (node.kind === 'AliasNode') {
       const alias = node as AliasNode
-      if (alias.node.kind !== 'TableNode') {
+      if (alias.node.kind !== 'TableNode' && rawTable(alias.node) === undefined) {
+        this.refuseRawTable(alias.node)
         // A derived table: its own scope sees the enclosing query's tables (not its siblings),
         // and every CTE of this query.
         const result = this.query(alias.node, parent, 'derived', scope)
@@ -388,7 +391,22 @@ export class Analyzer {
       }
     }
     if (scope.addTable(node, write) !== undefined) return node
+    this.refuseRawTable(node)
     return this.opaque(node, scope, 'expression')
+  }
+
+  /**
+   * A FROM, JOIN or written table given as raw SQL (other than a bare `sql.table(…)`) that names
+   * an encrypted table: the plugin cannot tell which relation it makes, so it could neither
+   * rewrite conditions on it nor decrypt its columns.
+   *
+   * @throws QueryRefusedError `QUERY_REFUSED`
+   */
+  refuseRawTable(node: OperationNode): void {
+    if (node.kind !== 'RawNode') return
+    const read = firstEncryptedColumn(node, this.schema)
+    if (read !== undefined)
+      throw refuse(read, 'raw sql', 'a table in raw SQL; use the table name, or sql.table() alone')
   }
 
   join(node: JoinNode, scope: Scope, parent: Scope | undefined): JoinNode {
@@ -507,7 +525,8 @@ export class Analyzer {
     if (node.setOperations) throw why('a set operation')
     if (node.frontModifiers?.some((m) => (m as unknown as { modifier?: string }).modifier === 'Distinct'))
       throw why('distinct')
-    if (mayCombineRows(node.selections ?? [])) throw why('an aggregate, a window or an unknown function')
+    if (mayCombineRows([...(node.selections ?? []), ...(node.orderBy ? [node.orderBy] : [])]))
+      throw why('an aggregate, a window or an unknown function')
   }
 
   /** Finds or adds the hidden selections carrying the ciphertexts of search-index conditions. */

@@ -99,25 +99,72 @@ export function listValues(node: OperationNode): unknown[] | undefined {
 }
 
 /**
- * True when a select list may combine several rows into one value: an aggregate or window
- * function, a function not known to work row by row, or raw SQL (opaque). Subqueries are their
- * own queries and are not looked into.
+ * True when a select list or ORDER BY may combine several rows of the query into one value: an
+ * aggregate or window function, a function not known to work row by row, or raw SQL (opaque).
+ * In a subquery, an aggregate combines the subquery's own rows, unless an argument may name a
+ * column of the query around it (qualified by a relation the subquery does not declare, or
+ * unqualified): SQL then evaluates it over the outer query's rows.
  */
 export function mayCombineRows(nodes: ReadonlyArray<OperationNode>): boolean {
   let found = false
-  const visit = (n: OperationNode): OperationNode => {
-    if (
-      n.kind === 'AggregateFunctionNode' ||
-      n.kind === 'OverNode' ||
-      n.kind === 'RawNode' ||
-      (n.kind === 'FunctionNode' && !ROW_FUNCTIONS.has((n as unknown as { func: string }).func.toLowerCase()))
-    )
+  const combines = (n: OperationNode) =>
+    n.kind === 'AggregateFunctionNode' ||
+    n.kind === 'OverNode' ||
+    n.kind === 'RawNode' ||
+    (n.kind === 'FunctionNode' && !ROW_FUNCTIONS.has((n as unknown as { func: string }).func.toLowerCase()))
+  // `locals`: the relation names of the subqueries around `n` (undefined at the query's own level).
+  const visit = (n: OperationNode, locals: ReadonlySet<string> | undefined): OperationNode => {
+    if (found) return n
+    if (n.kind === 'SelectQueryNode') {
+      const declared = new Set(locals)
+      for (const name of declaredRelations(n)) declared.add(name)
+      mapChildren(n, (child) => visit(child, declared))
+      return n
+    }
+    if (combines(n) && (locals === undefined || mayNameOuter(n, locals))) {
       found = true
-    if (n.kind === 'SelectQueryNode') return n
+      return n
+    }
+    return mapChildren(n, (child) => visit(child, locals))
+  }
+  for (const n of nodes) visit(n, undefined)
+  return found
+}
+
+/** Table names and aliases a query's own FROM and JOINs declare (not those of its subqueries). */
+function declaredRelations(query: OperationNode): string[] {
+  const q = query as unknown as {
+    from?: { froms: ReadonlyArray<OperationNode> }
+    joins?: ReadonlyArray<{ table: OperationNode }>
+  }
+  const names: string[] = []
+  for (const item of [...(q.from?.froms ?? []), ...(q.joins ?? []).map((j) => j.table)]) {
+    if (item.kind === 'AliasNode')
+      names.push(identifierName((item as unknown as { alias: OperationNode }).alias))
+    else if (item.kind === 'TableNode') names.push(tableName(item).name)
+  }
+  return names
+}
+
+/** True when a column reference inside `node` is unqualified, or qualified by a name not in `locals`. */
+function mayNameOuter(node: OperationNode, locals: ReadonlySet<string>): boolean {
+  let outer = false
+  const visit = (n: OperationNode): OperationNode => {
+    if (outer) return n
+    if (n.kind === 'ColumnNode') outer = true
+    else if (n.kind === 'ReferenceNode') {
+      const ref = n as ReferenceNode
+      if (
+        ref.column.kind === 'ColumnNode' &&
+        (ref.table === undefined || !locals.has(tableName(ref.table).name))
+      )
+        outer = true
+      return n
+    } else if (n.kind === 'RawNode') outer = true
     return mapChildren(n, visit)
   }
-  for (const n of nodes) visit(n)
-  return found
+  visit(node)
+  return outer
 }
 
 export function labelOf(node: OperationNode, outer: string): string {

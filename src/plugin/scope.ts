@@ -110,6 +110,8 @@ export class Scope {
       alias = identifierName(a.alias)
       target = a.node
     }
+    // `sql.table('users')`: raw SQL that is only a table name names that table.
+    if (target.kind === 'RawNode') target = rawTable(target) ?? target
     if (target.kind !== 'TableNode') return undefined
     const { schema, name } = tableName(target)
     const cte = schema === undefined ? this.cte(name) : undefined
@@ -369,4 +371,18 @@ export function tableName(node: OperationNode): { schema: string | undefined; na
     schema: t.schema === undefined ? undefined : identifierName(t.schema),
     name: identifierName(t.identifier),
   }
+}
+
+/**
+ * The table a raw node stands for when it is nothing but one (`sql.table('users')`, possibly
+ * inside another `sql\`${…}\`` with no text of its own), else `undefined`.
+ */
+export function rawTable(node: OperationNode): OperationNode | undefined {
+  let n: OperationNode = node
+  while (n.kind === 'RawNode') {
+    const raw = n as unknown as { sqlFragments: readonly string[]; parameters: readonly OperationNode[] }
+    if (raw.parameters.length !== 1 || !raw.sqlFragments.every((f) => f.trim() === '')) return undefined
+    n = raw.parameters[0] as OperationNode
+  }
+  return n.kind === 'TableNode' ? n : undefined
 }

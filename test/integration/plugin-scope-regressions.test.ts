@@ -732,5 +732,77 @@ describe.each(backends())('plugin scope regressions [$name]', (backend) => {
         await db.updateTable(u).set({ ssn: null }).where('id', '=', 1).execute()
       })
     })
+
+    describe('a sixth reading: tables given as raw SQL, and aggregates around a search', () => {
+      it('sql.table() alone names its table; other raw SQL naming an encrypted table as a relation is refused', async () => {
+        expect(
+          await db
+            .selectFrom(sql.table(u).as('x'))
+            .select(['x.id', 'x.email'])
+            .where('x.email' as never, '=', 'ada@x.io' as never)
+            .execute(),
+        ).toEqual([{ id: 1, email: 'ada@x.io' }])
+        await db
+          .updateTable(sql.table(u).as('x') as never)
+          .set({ email: 'secret-value' } as never)
+          .where('x.id' as never, '=', 2 as never)
+          .execute()
+        expect(await db.selectFrom(u).select('id').where('email', '=', 'secret-value').execute()).toEqual([
+          { id: 2 },
+        ])
+        await db.updateTable(u).set({ email: 'bob@x.io' }).where('id', '=', 2).execute()
+        await refused(
+          db
+            .selectFrom(sql`(select * from ${sql.table(u)})`.as('x'))
+            .select('x.id')
+            .where('x.email' as never, '=', 'ada@x.io' as never),
+          'QUERY_REFUSED',
+        )
+        await refused(
+          db
+            .deleteFrom(sql`only ${sql.table(u)}`.as('x') as never)
+            .where('x.email' as never, '=', 'bob@x.io' as never),
+          'QUERY_REFUSED',
+        )
+      })
+
+      it('a search-index condition beside an aggregate of the outer rows, in a select-list subquery or ORDER BY, is refused', async () => {
+        await refused(
+          db
+            .selectFrom(u)
+            .select((eb: AnyEb) => [
+              eb
+                .selectFrom(p)
+                .select((e2: AnyEb) => e2.fn.count(`${u}.id`).as('c'))
+                .as('n'),
+            ])
+            .where('ssn', '=', '123-45-6789'),
+          'QUERY_REFUSED',
+        )
+        await refused(
+          db
+            .selectFrom(u)
+            .select(['name'])
+            .where('ssn', '=', '123-45-6789')
+            .orderBy((eb: AnyEb) => eb.fn.countAll()),
+          'QUERY_REFUSED',
+        )
+        // An aggregate of the subquery's own rows is per outer row, and fine.
+        expect(
+          await db
+            .selectFrom(u)
+            .select((eb: AnyEb) => [
+              'id',
+              eb
+                .selectFrom(o)
+                .select((e2: AnyEb) => e2.fn.countAll().as('c'))
+                .whereRef(`${o}.user_id`, '=', `${u}.id`)
+                .as('orders'),
+            ])
+            .where('ssn', '=', '123-45-6789')
+            .execute(),
+        ).toEqual([])
+      })
+    })
   })
 })
