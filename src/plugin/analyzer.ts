@@ -37,7 +37,8 @@ import {
 import { EMPTY_PLAN, HIDDEN_PREFIX, type PlanOutput, type PostFilter, type QueryPlan } from './plan.js'
 import { refuse } from './refusal.js'
 import {
-  firstSource,
+  encryptedColumnOf,
+  encryptedIn,
   identifierName,
   PendingCte,
   type Relation,
@@ -318,8 +319,7 @@ export class Analyzer {
       const before = scope.relations.length
       const table = this.fromItem(node.using.table, scope, undefined)
       const source = scope.relations[before]
-      const carried =
-        source?.table?.columns.values().next().value ?? firstColumn(source?.derived ?? new Map())?.info
+      const carried = source === undefined ? undefined : encryptedIn(source)
       if (carried !== undefined) throw refuse(carried, 'merge')
       patch.using = rebuild(node.using, {
         table,
@@ -359,10 +359,10 @@ export class Analyzer {
       // It was read before its outputs were known: as if it had no encrypted column.
       const cte = node.expressions[i] as CommonTableExpressionNode
       const outputs = scope.cte(tableName(cte.name.table).name)
-      const carried = outputs === undefined ? undefined : firstSource(outputs)
+      const carried = outputs === undefined ? undefined : encryptedColumnOf(outputs)
       if (carried !== undefined) {
         throw refuse(
-          carried.kind === 'column' ? carried.info : carried.info.column,
+          carried,
           'recursive cte',
           'a CTE that carries an encrypted column cannot be read by itself or by a CTE defined before it; reorder the CTEs',
         )

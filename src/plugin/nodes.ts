@@ -327,54 +327,49 @@ function namesSchemaTableFirst(root: OperationNode, schema: EncryptedSchema): bo
 }
 
 /**
- * Every table name, alias and CTE name the tree declares (FROM, JOIN, INTO, UPDATE, WITH; not
- * the qualifiers of column references), lower-cased. A walk of the whole tree: only
- * called on the rare path of a qualifier no relation in scope answers to.
+ * Calls `visit` on every node of the tree, depth first, except column references and what they
+ * hold (a reference's qualifier names a relation; it does not declare or read one).
  */
-export function relationNames(root: OperationNode | undefined): ReadonlySet<string> {
-  const names = new Set<string>()
-  const stack: object[] = root === undefined ? [] : [root]
-  while (stack.length > 0) {
-    const node = stack.pop() as Record<string, unknown>
-    // A reference's qualifier names a relation; it does not declare one.
-    if (node.kind === 'ReferenceNode') continue
-    if (node.kind === 'TableNode') names.add(tableName(node as unknown as OperationNode).name.toLowerCase())
-    if (node.kind === 'AliasNode') {
-      const alias = (node as unknown as { alias: OperationNode }).alias
-      if (alias.kind === 'IdentifierNode') names.add(identifierName(alias).toLowerCase())
-    }
-    for (const key in node) {
-      const value = node[key]
-      if (typeof value !== 'object' || value === null) continue
-      for (const item of Array.isArray(value) ? value : [value]) {
-        if (
-          typeof item === 'object' &&
-          item !== null &&
-          typeof (item as { kind?: unknown }).kind === 'string'
-        )
-          stack.push(item)
-      }
-    }
-  }
-  return names
-}
-
-/** An encrypted column of the first encrypted table the tree reads (FROM, JOIN), at any depth, if any. */
-export function firstEncryptedColumn(node: OperationNode, schema: EncryptedSchema): ColumnInfo | undefined {
-  const stack: OperationNode[] = [node]
+function forEachRelationNode(root: OperationNode, visit: (n: OperationNode) => boolean | undefined): void {
+  const stack: OperationNode[] = [root]
   while (stack.length > 0) {
     const n = stack.pop() as OperationNode
-    // A reference's qualifier names a relation; it does not read one.
     if (n.kind === 'ReferenceNode') continue
-    if (n.kind === 'TableNode') {
-      const { schema: s, name } = tableName(n)
-      const first = schema.table(name, s)?.columns.values().next().value
-      if (first !== undefined) return first
-    }
+    if (visit(n) === true) return
     mapChildren(n, (child) => {
       stack.push(child)
       return child
     })
   }
-  return undefined
+}
+
+/**
+ * Every table name, alias and CTE name the tree declares (FROM, JOIN, INTO, UPDATE, WITH; not
+ * the qualifiers of column references), lower-cased. A walk of the whole tree: only called on
+ * the rare path of a qualifier no relation in scope answers to.
+ */
+export function relationNames(root: OperationNode | undefined): ReadonlySet<string> {
+  const names = new Set<string>()
+  if (root === undefined) return names
+  forEachRelationNode(root, (n) => {
+    if (n.kind === 'TableNode') names.add(tableName(n).name.toLowerCase())
+    if (n.kind === 'AliasNode') {
+      const alias = (n as unknown as { alias: OperationNode }).alias
+      if (alias.kind === 'IdentifierNode') names.add(identifierName(alias).toLowerCase())
+    }
+    return undefined
+  })
+  return names
+}
+
+/** An encrypted column of the first encrypted table the tree reads (FROM, JOIN), at any depth, if any. */
+export function firstEncryptedColumn(node: OperationNode, schema: EncryptedSchema): ColumnInfo | undefined {
+  let found: ColumnInfo | undefined
+  forEachRelationNode(node, (n) => {
+    if (n.kind !== 'TableNode') return undefined
+    const { schema: s, name } = tableName(n)
+    found = schema.table(name, s)?.columns.values().next().value
+    return found !== undefined
+  })
+  return found
 }

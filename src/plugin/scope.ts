@@ -263,9 +263,14 @@ export class Scope {
 }
 
 /** An encrypted column a relation carries (a table's, or one a derived table passes on), if any. */
-function encryptedIn(relation: Relation): ColumnInfo | undefined {
+export function encryptedIn(relation: Relation): ColumnInfo | undefined {
   if (relation.table !== undefined) return relation.table.columns.values().next().value
-  const source = relation.derived === undefined ? undefined : firstSource(relation.derived)
+  return relation.derived === undefined ? undefined : encryptedColumnOf(relation.derived)
+}
+
+/** The encrypted column the first output of a derived table or CTE passes on (itself or its index), if any. */
+export function encryptedColumnOf(outputs: ReadonlyMap<string, Source>): ColumnInfo | undefined {
+  const source = firstSource(outputs)
   if (source === undefined) return undefined
   return source.kind === 'column' ? source.info : source.info.column
 }
