@@ -41,6 +41,7 @@ export type ErrorCode =
   | 'UNRESOLVED_VALUE'
   | 'PLAINTEXT_WRITE'
   | 'PLAINTEXT_SEARCH'
+  | 'DIALECT_NOT_WRAPPED'
 
 /** Options shared by every error constructor. */
 export interface FieldEncryptionErrorOptions {

@@ -13,6 +13,7 @@ import { type EncryptingDriver, wrapDialect } from './plugin/dialect-wrapper.js'
 import { EncryptionPlugin } from './plugin/encryption-plugin.js'
 import { PendingPlans } from './plugin/plan.js'
 import { encryptColumn, indexValue } from './plugin/resolve-values.js'
+import { UnwrappedReads } from './plugin/unwrapped-reads.js'
 import type { ColumnInfo, EncryptedSchema, IndexInfo } from './schema/schema.js'
 
 /** Options of {@link fieldEncryption}. */
@@ -99,7 +100,8 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
     }
     return ring
   }
-  const plugin = new EncryptionPlugin(options.schema, plans)
+  const reads = new UnwrappedReads()
+  const plugin = new EncryptionPlugin(options.schema, plans, reads)
 
   const wrap = (dialect: Dialect): Dialect => {
     if (ring === undefined) {
@@ -144,6 +146,7 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
     return wrapDialect(dialect, {
       schema: options.schema,
       plans,
+      reads,
       ring: getRing,
       stats,
       prepare: async () => {

@@ -46,6 +46,18 @@ export interface FieldAad {
   readonly context?: readonly string[]
 }
 
+/**
+ * The likely causes of a failed GCM tag check, for the message. A row context is mentioned only
+ * when one is bound: without one, no row binding can be the cause.
+ */
+function authFailureCauses(aad: FieldAad): string {
+  const moved =
+    aad.context === undefined || aad.context.length === 0
+      ? 'it was copied from another table or column'
+      : 'it was copied from another table, column or row context (the bound context values differ)'
+  return `the ciphertext was modified, ${moved}, or the data key under its version is not the one that encrypted it (a key table replaced or restored from another environment).`
+}
+
 /** Built only on a throwing path: the success path allocates no location object. */
 function where(aad: FieldAad): FieldLocation {
   return { table: aad.table, column: aad.column }
@@ -295,7 +307,7 @@ export function decryptField(
     const loc = where(aad)
     throw new DecryptionError(
       'DECRYPT_AUTH_FAILED',
-      `The encrypted value${describe(loc)} failed authentication: the ciphertext was modified, or belongs to another table/column/row context.`,
+      `The encrypted value${describe(loc)} failed authentication: ${authFailureCauses(aad)}`,
       { ...loc, cause },
     )
   }

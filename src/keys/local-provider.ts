@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs'
 import { inspect } from 'node:util'
 import { ConfigError, KeyProviderError } from '../errors.js'
 import type { GeneratedKey, KeyProvider, KeyRef, RewrapSource, WrappedKey } from './key-provider.js'
+import { unknownKekCauses, unwrapFailedCauses } from './unwrap-failed.js'
 
 /** Options of {@link localKeyProvider}: the KEK given inline, or read from an environment variable or a file. */
 export type LocalKeyProviderOptions =
@@ -193,7 +194,7 @@ class LocalKeyProvider implements KeyProvider {
     if (wrapped.kekId !== this.id) {
       throw new KeyProviderError(
         'UNWRAP_FAILED',
-        `Key ${where} is wrapped by ${wrapped.kekId}, not by ${this.id}.`,
+        `Key ${where} is wrapped by ${wrapped.kekId}, not by ${this.id}. ${unknownKekCauses(wrapped.kekId)}`,
         {
           providerId: this.id,
           table: ref.logicalTable,
@@ -223,7 +224,7 @@ class LocalKeyProvider implements KeyProvider {
     } catch (error) {
       throw new KeyProviderError(
         'UNWRAP_FAILED',
-        `Key ${where} does not unwrap under ${this.id}: wrong KEK, or the wrapping belongs to another table, purpose or version.`,
+        `Key ${where} does not unwrap under ${this.id}: wrong KEK, or the wrapping belongs to another table, purpose or version. ${unwrapFailedCauses(this.id)}`,
         { providerId: this.id, table: ref.logicalTable, cause: error },
       )
     } finally {

@@ -72,7 +72,7 @@ function decryptFrom(
       if (value === null || value === undefined) continue
       const bytes = asBytes(value)
       if (bytes === undefined || !looksLikeCiphertext(bytes)) {
-        row[name] = notCiphertext(column, value, bytes, stats)
+        row[name] = notCiphertext(column, value, bytes, stats, row)
         continue
       }
       const table = column.table.logical
@@ -209,6 +209,7 @@ function notCiphertext(
   value: unknown,
   bytes: Uint8Array | undefined,
   stats: DecryptStats,
+  row: Record<string, unknown>,
 ): unknown {
   if (column.spec.migratingFromPlaintext) {
     stats.plaintextReads += 1
@@ -216,9 +217,33 @@ function notCiphertext(
   }
   throw new DecryptionError(
     'NOT_CIPHERTEXT',
-    `Column ${column.table.physical}.${column.physical} holds a value that is not a kysely-field-encryption ciphertext.`,
+    `Column ${column.table.physical}.${column.physical} holds a value that is not a kysely-field-encryption ciphertext${rowKey(column, row)}. ` +
+      'If the column held plaintext before it was annotated, declare it migratingFromPlaintext: true (docs/guide.md §1): ' +
+      'legacy values are then returned as they are until rewritten through the plugin. Otherwise the value was written around the plugin.',
     { ...column.aad, cause: undefined },
   )
+}
+
+/** Longest primary-key string quoted in a message. */
+const KEY_TEXT_MAX = 64
+
+/**
+ * ` (result row with id = 42)`: the row's primary key, when the query selected it, so the row
+ * can be found. Empty when a key column is missing, is annotated (its value is never shown), or
+ * holds something other than a number or a short string.
+ */
+function rowKey(column: ColumnInfo, row: Record<string, unknown>): string {
+  const table = column.table
+  const parts: string[] = []
+  for (const key of table.primaryKey) {
+    if (table.column(key) !== undefined || table.indexColumn(key) !== undefined) return ''
+    const value = row[key]
+    if (typeof value === 'number' || typeof value === 'bigint') parts.push(`${key} = ${value}`)
+    else if (typeof value === 'string' && value.length <= KEY_TEXT_MAX)
+      parts.push(`${key} = ${JSON.stringify(value)}`)
+    else return ''
+  }
+  return parts.length === 0 ? '' : ` (result row with ${parts.join(', ')})`
 }
 
 function decryptOne(column: ColumnInfo, bytes: Uint8Array, key: KeyMaterial, stats: DecryptStats): unknown {

@@ -12,11 +12,13 @@ import { QueryRefusedError } from '../errors.js'
 import type { KeyRing } from '../keys/key-ring.js'
 import type { EncryptedSchema } from '../schema/schema.js'
 import { analyzeQuery } from './analyzer.js'
+import { withCallerStack } from './caller-stack.js'
 import { type DecryptStats, decryptRows } from './decrypt-rows.js'
 import { type DeferredValue, isDeferred } from './deferred-value.js'
 import { DelegatingDriver } from './delegating-driver.js'
 import { EMPTY_PLAN, type PendingPlans, type QueryPlan } from './plan.js'
 import { cachedKeys, loadKeys, type QueryKeys, resolveDeferred } from './resolve-values.js'
+import type { UnwrappedReads } from './unwrapped-reads.js'
 
 export type Execute = (query: CompiledQuery) => Promise<QueryResult<unknown>>
 
@@ -52,6 +54,8 @@ function slowPathOn(execute: Execute): SlowPath {
 export interface WrapperContext {
   readonly schema: EncryptedSchema
   readonly plans: PendingPlans
+  /** Shared with the plugin: the wrapper forgets each query it runs (see {@link UnwrappedReads}). */
+  readonly reads: UnwrappedReads
   readonly ring: () => KeyRing
   readonly stats: DecryptStats
   /** Loads keys of every annotated table, on the given connection, before a transaction starts. */
@@ -142,7 +146,11 @@ export class EncryptingDriver extends DelegatingDriver {
     // already encrypted data (PGlite has one session: this is its only chance).
     if ((connection as Patched)[ORIGINAL] !== undefined) {
       const execute = originalExecute(connection)
-      await slowPathOn(execute)(() => this.ctx.prepare(execute))
+      try {
+        await slowPathOn(execute)(() => this.ctx.prepare(execute))
+      } catch (error) {
+        throw withCallerStack(error, new Error())
+      }
     }
     return this.inner.beginTransaction(connection, settings)
   }
@@ -165,20 +173,32 @@ function patchedExecute(
 ): DatabaseConnection['executeQuery'] {
   return async function executeQuery(this: Patched, query: CompiledQuery) {
     const own = ownMethods(this)
-    // Steady state: no promise but the query's own (prepare and decrypt return plain values).
-    const prepared = prepareQuery(ctx, compiler, query, this)
-    const { plan, send } = prepared instanceof Promise ? await prepared : prepared
+    let prepared: Prepared
+    try {
+      // Steady state: no promise but the query's own (prepare and decrypt return plain values).
+      const p = prepareQuery(ctx, compiler, query, this)
+      prepared = p instanceof Promise ? await p : p
+    } catch (error) {
+      // Errors of this library get the application's frames (kysely's drivers do the same for
+      // theirs); the driver's own errors below are left as the driver made them.
+      throw withCallerStack(error, new Error())
+    }
+    const { plan, send } = prepared
     const result = await own.executeQuery.call(this, send)
     if (plan.outputs.length === 0 || result.rows.length === 0) return result
-    const decrypted = decryptRows(
-      ctx.ring(),
-      plan,
-      result.rows as Record<string, unknown>[],
-      ctx.stats,
-      slowPathOf(this),
-    )
-    const rows = decrypted instanceof Promise ? await decrypted : decrypted
-    return rows === result.rows ? result : { ...result, rows }
+    try {
+      const decrypted = decryptRows(
+        ctx.ring(),
+        plan,
+        result.rows as Record<string, unknown>[],
+        ctx.stats,
+        slowPathOf(this),
+      )
+      const rows = decrypted instanceof Promise ? await decrypted : decrypted
+      return rows === result.rows ? result : { ...result, rows }
+    } catch (error) {
+      throw withCallerStack(error, new Error())
+    }
   } as DatabaseConnection['executeQuery']
 }
 
@@ -190,22 +210,27 @@ function patchedStream(
   return async function* streamQuery(this: Patched, query: CompiledQuery, chunkSize?: number) {
     const own = ownMethods(this)
     const slow = slowPathOf(this)
-    const { plan, send } = await prepareQuery(ctx, compiler, query, this)
-    // Fetch every data key version the rows may need before the cursor opens: a key-store
-    // read on this connection would otherwise wait behind the cursor.
-    if (plan.outputs.length > 0) await slow(() => prefetchDataKeys(ctx.ring(), plan))
+    let plan: QueryPlan
+    let send: CompiledQuery
+    try {
+      ;({ plan, send } = await prepareQuery(ctx, compiler, query, this))
+      // Fetch every data key version the rows may need before the cursor opens: a key-store
+      // read on this connection would otherwise wait behind the cursor.
+      if (plan.outputs.length > 0) await slow(() => prefetchDataKeys(ctx.ring(), plan))
+    } catch (error) {
+      throw withCallerStack(error, new Error())
+    }
     for await (const chunk of own.streamQuery.call(this, send, chunkSize)) {
       if (plan.outputs.length === 0 || chunk.rows.length === 0) {
         yield chunk
         continue
       }
-      const rows = await decryptRows(
-        ctx.ring(),
-        plan,
-        chunk.rows as Record<string, unknown>[],
-        ctx.stats,
-        slow,
-      )
+      let rows: Record<string, unknown>[]
+      try {
+        rows = await decryptRows(ctx.ring(), plan, chunk.rows as Record<string, unknown>[], ctx.stats, slow)
+      } catch (error) {
+        throw withCallerStack(error, new Error())
+      }
       yield { ...chunk, rows }
     }
   } as DatabaseConnection['streamQuery']
@@ -247,6 +272,7 @@ function prepareQuery(
   query: CompiledQuery,
   connection: Patched,
 ): Prepared | Promise<Prepared> {
+  ctx.reads.seen(query.queryId)
   const node = query.query
   const deferred = deferredOf(query.parameters)
   let plan = node === undefined ? undefined : ctx.plans.take(node)

@@ -8,7 +8,9 @@ import type {
 } from 'kysely'
 import type { EncryptedSchema } from '../schema/schema.js'
 import { analyzeQuery } from './analyzer.js'
+import { withCallerStack } from './caller-stack.js'
 import type { PendingPlans } from './plan.js'
+import type { UnwrappedReads } from './unwrapped-reads.js'
 
 /**
  * The synchronous half: rewrites each query tree so no plaintext of an annotated column is left
@@ -23,21 +25,46 @@ import type { PendingPlans } from './plan.js'
 export class EncryptionPlugin implements KyselyPlugin {
   readonly #schema: EncryptedSchema
   readonly #plans: PendingPlans
+  readonly #reads: UnwrappedReads
 
-  /** @param plans - shared with the dialect wrapper: plans of the trees this plugin produced. */
-  constructor(schema: EncryptedSchema, plans: PendingPlans) {
+  /**
+   * @param plans - shared with the dialect wrapper: plans of the trees this plugin produced.
+   * @param reads - shared with the dialect wrapper: reads of encrypted columns no wrapper ran yet.
+   */
+  constructor(schema: EncryptedSchema, plans: PendingPlans, reads: UnwrappedReads) {
     this.#schema = schema
     this.#plans = plans
+    this.#reads = reads
   }
 
+  /** @throws QueryRefusedError for what cannot run safely; its stack ends at the caller's query. */
   transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
-    const { node, plan } = analyzeQuery(this.#schema, 'rewrite', args.node)
+    let analyzed: ReturnType<typeof analyzeQuery>
+    try {
+      analyzed = analyzeQuery(this.#schema, 'rewrite', args.node)
+    } catch (error) {
+      // Made here, a few frames below the application's `execute()` or `compile()`.
+      throw withCallerStack(error, new Error())
+    }
+    const { node, plan } = analyzed
     this.#plans.set(node, plan)
+    const read = plan.outputs[0]
+    if (read !== undefined) this.#reads.note(args.queryId, read.column)
     return node
   }
 
-  /** Results are decrypted in the dialect wrapper, before any plugin's result transform. */
+  /**
+   * Results are decrypted in the dialect wrapper, before any plugin's result transform. Here only
+   * a read that no wrapper ran is caught (the dialect was not wrapped): its rows hold ciphertexts.
+   *
+   * @throws QueryRefusedError `DIALECT_NOT_WRAPPED`
+   */
   async transformResult(args: PluginTransformResultArgs): Promise<QueryResult<UnknownRow>> {
+    try {
+      this.#reads.check(args.queryId, args.result.rows)
+    } catch (error) {
+      throw withCallerStack(error, new Error())
+    }
     return args.result
   }
 }

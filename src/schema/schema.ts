@@ -10,6 +10,12 @@ export interface TableOptions {
    * before renaming the table so existing ciphertexts keep decrypting.
    */
   readonly logicalName?: string
+  /**
+   * The table's primary-key column(s), physical names. Used only to name a row in an error about
+   * a stored value (`NOT_CIPHERTEXT`) when the query selected them; never an annotated column.
+   * @default 'id'
+   */
+  readonly primaryKey?: string | readonly string[]
 }
 
 /** What `encryptedSchema` takes: physical table name → physical column name → annotation. */
@@ -38,6 +44,8 @@ export interface IndexInfo {
 export interface TableInfo {
   readonly physical: string
   readonly logical: string
+  /** Primary-key column(s), physical names (see {@link TableOptions.primaryKey}). */
+  readonly primaryKey: readonly string[]
   /** Annotated columns by physical name. */
   readonly columns: ReadonlyMap<string, ColumnInfo>
   /** Blind index columns by physical name. */
@@ -100,9 +108,11 @@ export function encryptedSchema<D extends SchemaDefinition>(
     const lookup = new Map<string, ColumnInfo>()
     const idxLookup = new Map<string, IndexInfo>()
     const folded = new Map<string, ColumnInfo>()
+    const primaryKey = options.tables?.[physical]?.primaryKey ?? 'id'
     const table: TableInfo = {
       physical,
       logical,
+      primaryKey: Object.freeze(typeof primaryKey === 'string' ? [primaryKey] : [...primaryKey]),
       columns: cols,
       indexColumns: idx,
       column: (name) => lookup.get(name),

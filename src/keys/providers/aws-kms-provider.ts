@@ -16,6 +16,7 @@ import {
 } from '@aws-sdk/client-kms'
 import { ConfigError, KeyProviderError } from '../../errors.js'
 import type { GeneratedKey, KeyProvider, KeyRef, RewrapSource, WrappedKey } from '../key-provider.js'
+import { unknownKekCauses } from '../unwrap-failed.js'
 import { describeRef, mapKmsError } from './aws-kms-errors.js'
 
 /** Prefix of every id this provider makes: `aws-kms:<keyId>`. */
@@ -198,7 +199,7 @@ export function awsKmsKeyProvider(options: AwsKmsProviderOptions): AwsKmsKeyProv
         // never decrypt here: say so instead of spending a KMS call on an IncorrectKeyException.
         throw new KeyProviderError(
           'UNWRAP_FAILED',
-          `KMS Decrypt on ${keyId} ${describeRef(ref)}: the key is wrapped under ${wrapped.kekId}, not ${id}.`,
+          `KMS Decrypt on ${keyId} ${describeRef(ref)}: the key is wrapped under ${wrapped.kekId}, not ${id}. ${unknownKekCauses(wrapped.kekId)}`,
           { providerId: id, table: ref.logicalTable },
         )
       }

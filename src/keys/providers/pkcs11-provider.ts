@@ -15,6 +15,7 @@ import { inspect } from 'node:util'
 import type * as Graphene from 'graphene-pk11'
 import { FieldEncryptionError, KeyProviderError } from '../../errors.js'
 import type { GeneratedKey, KeyProvider, KeyRef, RewrapSource, WrappedKey } from '../key-provider.js'
+import { unwrapFailedCauses } from '../unwrap-failed.js'
 import {
   CKF_OS_LOCKING_OK,
   CKF_RW_SESSION,
@@ -710,7 +711,7 @@ class Pkcs11Provider implements Pkcs11KeyProvider {
     if (what === 'unwrap' && UNWRAP_REFUSED.has(code)) {
       return this.#error(
         'UNWRAP_FAILED',
-        `The token could not unwrap this key for ${ref.logicalTable}/${ref.purpose}/v${ref.version} (${name}): wrong KeyRef, wrong KEK or corrupted.`,
+        `The token could not unwrap this key for ${ref.logicalTable}/${ref.purpose}/v${ref.version} (${name}): wrong KeyRef, wrong KEK or corrupted. ${unwrapFailedCauses(this.id)}`,
         ref,
         error,
       )

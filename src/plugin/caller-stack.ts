@@ -1,0 +1,35 @@
+/**
+ * Errors thrown while a query runs carry the frames of the code that ran it, as Kysely's own
+ * drivers do (`extendStackTrace` in kysely's postgres and mysql drivers).
+ *
+ * Why it is needed: V8 keeps `Error.stackTraceLimit` (10) frames, counted from where the error
+ * was made. A refusal made deep in the query analysis, or a decryption error made inside the
+ * wrapper, fills those ten frames with this library's own calls, so the application's line that
+ * ran the query is cut off. An `Error` made in a shallow frame of the query's own call chain (the
+ * plugin's `transformQuery`, the wrapped connection's `executeQuery`) holds, through V8's async
+ * stack traces, the awaiting callers up to the application's `await db…execute()`: its frames
+ * are appended to the error's stack.
+ *
+ * Only frames are appended (the first line, `Error`, is dropped): no message, no value.
+ */
+
+/** Errors already extended: an error that crosses two extension points is extended once. */
+const extended = new WeakSet<object>()
+
+/**
+ * Appends the frames of `here` to `error.stack` and returns `error`. Call it with a `new Error()`
+ * made in the catch block of the function whose callers should appear.
+ *
+ * @param error - what was thrown; left as it is when it has no string `stack`
+ * @param here - an `Error` made where the caller's frames are on the stack
+ * @returns `error` itself, to be re-thrown
+ */
+export function withCallerStack<E>(error: E, here: Error): E {
+  if (typeof error !== 'object' || error === null || extended.has(error)) return error
+  const holder = error as { stack?: unknown }
+  if (typeof holder.stack !== 'string' || typeof here.stack !== 'string') return error
+  const newline = here.stack.indexOf('\n')
+  if (newline >= 0) holder.stack = `${holder.stack}\n${here.stack.slice(newline + 1)}`
+  extended.add(error)
+  return error
+}
