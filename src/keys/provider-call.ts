@@ -1,5 +1,6 @@
 import { ConfigError, FieldEncryptionError, KeyProviderError } from '../errors.js'
 import type { AuditEvent, AuditSink, KeyProvider, KeyRef, WrappedKey } from './key-provider.js'
+import { unwrapFailedCauses } from './unwrap-failed.js'
 
 /**
  * Runs one provider call and reports it to `audit` (operation, kek id, key ref, start time,
@@ -123,9 +124,14 @@ export async function unwrapWithFailover(
   // cache then serves within grace) rather than another KEK's refusal.
   const outage = errors.find((e) => ['PROVIDER_UNAVAILABLE', 'PROVIDER_THROTTLED'].includes(errorCode(e)))
   const first = outage ?? errors[0]
+  const code = errorCode(first)
+  const causes =
+    code === 'UNWRAP_FAILED' || code === 'PROVIDER_INVALID_CIPHERTEXT'
+      ? ` ${unwrapFailedCauses(tried.join(', '))}`
+      : ''
   throw new KeyProviderError(
-    errorCode(first),
-    `Key ${where} could not be unwrapped: every wrapping failed (tried ${tried.join(', ')}).${skipped}`,
+    code,
+    `Key ${where} could not be unwrapped: every wrapping failed (tried ${tried.join(', ')}).${skipped}${causes}`,
     {
       table: ref.logicalTable,
       cause: new AggregateError(errors, `unwrap of ${where} failed under every KEK`),

@@ -1,0 +1,283 @@
+import { randomBytes } from 'node:crypto'
+import { inspect } from 'node:util'
+import { type Dialect, Kysely, sql } from 'kysely'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  DecryptionError,
+  type FieldEncryptionError,
+  fieldEncryption,
+  KeyError,
+  localKeyProvider,
+  QueryRefusedError,
+} from '../../src/index.js'
+import { type Backend, backends } from '../support/backends.js'
+import { type EncryptedTestDb, encryptedTestDb, type TestDB } from '../support/encrypted-db.js'
+
+/**
+ * What the application sees when a query fails while it runs (issue 12, items 7, 8 and 10, and
+ * "errors that say what to do"): a typed error that says what to do, whose stack reaches the line
+ * that ran the query, and that never holds a plaintext.
+ */
+
+/** A plaintext no error may ever show: in message, stack, cause chain or inspect output. */
+const MARKER = 'kfe-marker-7c41e9'
+const THIS_FILE = 'plugin-execution-errors.test.ts'
+
+/** Awaits the query (so the async stack runs through this file) and returns its rejection. */
+async function caught(query: Promise<unknown>): Promise<FieldEncryptionError> {
+  try {
+    await query
+  } catch (error) {
+    return error as FieldEncryptionError
+  }
+  throw new Error('expected the query to fail')
+}
+
+/** Message, stack, every cause and util.inspect output: none holds `MARKER`. */
+function expectNoMarker(error: unknown): void {
+  const seen = new Set<unknown>()
+  for (let e: unknown = error; e instanceof Error && !seen.has(e); e = e.cause) {
+    seen.add(e)
+    expect(e.message).not.toContain(MARKER)
+    expect(String(e.stack)).not.toContain(MARKER)
+  }
+  expect(inspect(error, { depth: Number.POSITIVE_INFINITY, showHidden: true })).not.toContain(MARKER)
+  expect(String(error)).not.toContain(MARKER)
+}
+
+describe.each(backends())('errors while executing [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    let t: EncryptedTestDb
+    let appDialect: Dialect
+    let u: string
+    /** The plugin without the wrapper: a Kysely made the way issue 12 item 7 describes. */
+    let unwrapped: Kysely<TestDB>
+
+    beforeAll(async () => {
+      t = await encryptedTestDb(backend, {
+        wrapInner: (d) => {
+          appDialect = d
+          return d
+        },
+      })
+      u = t.names.users
+      // Not destroyed: it shares the fixture's pool / PGlite instance, which t.destroy() closes.
+      unwrapped = new Kysely<TestDB>({ dialect: appDialect, plugins: [t.encryption.plugin] })
+      await t.db
+        .insertInto(u)
+        .values([
+          { id: 1, name: 'marked', email: `${MARKER}@x.io`, ssn: '700-00-0001', notes: { n: MARKER } },
+          { id: 2, name: 'other', email: 'other@x.io' },
+        ])
+        .execute()
+    })
+    afterAll(async () => {
+      await t?.destroy()
+    })
+
+    const rawInsert = async (id: number, values: Record<string, unknown>) => {
+      await t.raw
+        .insertInto(u)
+        .values({ id, name: `raw-${id}`, ...values })
+        .execute()
+    }
+
+    describe('the plugin without encryption.wrap() (item 7)', () => {
+      it('a read of encrypted columns throws DIALECT_NOT_WRAPPED, never a Buffer', async () => {
+        const e = await caught(unwrapped.selectFrom(u).select(['id', 'email']).where('id', '=', 1).execute())
+        expect(e).toBeInstanceOf(QueryRefusedError)
+        expect(e.code).toBe('DIALECT_NOT_WRAPPED')
+        expect(e.table).toBe(u)
+        expect(e.column).toBe('email')
+        expect((e as QueryRefusedError).hint).toContain('encryption.wrap(')
+        expect(e.stack).toContain(THIS_FILE)
+        expectNoMarker(e)
+      })
+
+      it('selectAll, executeTakeFirst and a second run of one compiled query are refused too', async () => {
+        const all = await caught(unwrapped.selectFrom(u).selectAll().execute())
+        expect(all.code).toBe('DIALECT_NOT_WRAPPED')
+        const first = await caught(
+          unwrapped.selectFrom(u).select('notes').where('id', '=', 1).executeTakeFirst(),
+        )
+        expect(first.code).toBe('DIALECT_NOT_WRAPPED')
+        expect(first.column).toBe('notes')
+        const compiled = unwrapped.selectFrom(u).select(['id', 'ssn']).where('id', '=', 1).compile()
+        for (let run = 0; run < 2; run++) {
+          const e = await caught(unwrapped.executeQuery(compiled))
+          expect(e.code).toBe('DIALECT_NOT_WRAPPED')
+        }
+      })
+
+      it('a stream is refused at its first chunk', async () => {
+        const read = async () => {
+          const rows: unknown[] = []
+          for await (const row of unwrapped.selectFrom(u).select(['id', 'email']).stream(1)) rows.push(row)
+          return rows
+        }
+        const e = await caught(read())
+        expect(e.code).toBe('DIALECT_NOT_WRAPPED')
+      })
+
+      it('reads that return no encrypted column, or only NULLs, still work; the wrapped Kysely is unaffected', async () => {
+        expect(await unwrapped.selectFrom(u).select(['id', 'name']).orderBy('id').execute()).toEqual([
+          { id: 1, name: 'marked' },
+          { id: 2, name: 'other' },
+        ])
+        expect(await unwrapped.selectFrom(u).select(['id', 'dob']).where('id', '=', 2).execute()).toEqual([
+          { id: 2, dob: null },
+        ])
+        expect(await t.db.selectFrom(u).select(['id', 'email']).where('id', '=', 2).execute()).toEqual([
+          { id: 2, email: 'other@x.io' },
+        ])
+      })
+    })
+
+    describe("the caller's stack (item 8)", () => {
+      it('a refusal at execute()', async () => {
+        const e = await caught(t.db.selectFrom(u).selectAll().where('email', 'like', `%${MARKER}%`).execute())
+        expect(e).toBeInstanceOf(QueryRefusedError)
+        expect(e.code).toBe('QUERY_REFUSED')
+        expect(e.stack).toContain(THIS_FILE)
+        expectNoMarker(e)
+      })
+
+      it('a fail-closed error from the wrapper (withoutPlugins() write of plaintext)', async () => {
+        const e = await caught(
+          t.db
+            .withoutPlugins()
+            .insertInto(u)
+            .values({ id: 90, name: 'bypass', email: `${MARKER}@x.io` })
+            .execute(),
+        )
+        expect(e.code).toBe('PLAINTEXT_WRITE')
+        expect(e.stack).toContain(THIS_FILE)
+        expectNoMarker(e)
+        expect(await t.raw.selectFrom(u).select('id').where('id', '=', 90).execute()).toEqual([])
+      })
+
+      it('a decryption failure (tampered ciphertext): DECRYPT_AUTH_FAILED, no row context spoken of', async () => {
+        await t.db
+          .insertInto(u)
+          .values({ id: 3, name: 'tampered', email: `${MARKER}-t@x.io` })
+          .execute()
+        const stored = await t.raw.selectFrom(u).select('email').where('id', '=', 3).executeTakeFirstOrThrow()
+        const bytes = Buffer.from(stored.email as Uint8Array)
+        bytes[bytes.length - 1] = (bytes[bytes.length - 1] as number) ^ 0x01
+        await t.raw.updateTable(u).set({ email: bytes }).where('id', '=', 3).execute()
+        const e = await caught(t.db.selectFrom(u).select(['id', 'email']).where('id', '=', 3).execute())
+        expect(e).toBeInstanceOf(DecryptionError)
+        expect(e.code).toBe('DECRYPT_AUTH_FAILED')
+        expect(e.table).toBe(u)
+        expect(e.column).toBe('email')
+        expect(e.message).not.toMatch(/row context/)
+        expect(e.message).toMatch(/modified/)
+        expect(e.stack).toContain(THIS_FILE)
+        expectNoMarker(e)
+        // The same row read by stream().
+        const streamed = async () => {
+          for await (const row of t.db.selectFrom(u).select(['id', 'email']).where('id', '=', 3).stream(1)) {
+            expect(row).toBeUndefined()
+          }
+        }
+        const s = await caught(streamed())
+        expect(s.code).toBe('DECRYPT_AUTH_FAILED')
+        expect(s.stack).toContain(THIS_FILE)
+        expectNoMarker(s)
+        await t.raw.deleteFrom(u).where('id', '=', 3).execute()
+      })
+
+      it("driver errors keep the driver's own stack handling, which reaches the caller (pg, mysql2)", async () => {
+        // The queries of Kysely's own test "error stack should contain the userland stack", with
+        // the plugin installed. PGlite's dialect does not extend the stacks of its errors (with
+        // or without the plugin), so it is left out.
+        if (backend.name === 'pglite') return
+        const plain = t.names.plain
+        for (const query of [
+          t.db.selectFrom(plain).select(sql`doesnt_exists`.as('d')),
+          t.db.updateTable(plain).set({ label: sql`doesnt_exists` }),
+          t.db.deleteFrom(plain).where(sql`doesnt_exists`, '=', 1),
+          t.db.insertInto(plain).values({ label: sql`doesnt_exists` }),
+        ]) {
+          const e = await caught(query.execute())
+          expect(e).not.toBeInstanceOf(QueryRefusedError)
+          expect(e.stack).toContain(THIS_FILE)
+        }
+      })
+    })
+
+    describe('errors that say what to do', () => {
+      it('NOT_CIPHERTEXT names the selected primary key and the plaintext-migration path, never the value', async () => {
+        await rawInsert(4, { email: Buffer.from(`${MARKER}@legacy.io`, 'utf8') })
+        const e = await caught(t.db.selectFrom(u).select(['id', 'email']).where('id', '=', 4).execute())
+        expect(e).toBeInstanceOf(DecryptionError)
+        expect(e.code).toBe('NOT_CIPHERTEXT')
+        expect(e.message).toContain('id = 4')
+        expect(e.message).toContain('migratingFromPlaintext')
+        expect(e.stack).toContain(THIS_FILE)
+        expectNoMarker(e)
+        // Without the key selected, no row is named.
+        const unnamed = await caught(t.db.selectFrom(u).select('email').where('id', '=', 4).execute())
+        expect(unnamed.code).toBe('NOT_CIPHERTEXT')
+        expect(unnamed.message).not.toContain('id =')
+        await t.raw.deleteFrom(u).where('id', '=', 4).execute()
+      })
+
+      it('UNWRAP_FAILED (another KEK under the same id) names its likely causes', async () => {
+        // A second instance on the same key table, with another KEK behind the same default id.
+        const other = fieldEncryption({
+          schema: t.schema,
+          keyProvider: localKeyProvider({ key: randomBytes(32) }),
+          keyTable: t.names.keys,
+        })
+        const db = new Kysely<TestDB>({ dialect: other.wrap(appDialect), plugins: [other.plugin] })
+        try {
+          const e = await caught(db.selectFrom(u).select(['id', 'email']).where('id', '=', 1).execute())
+          expect(e).toBeInstanceOf(KeyError)
+          expect(e.code).toBe('UNWRAP_FAILED')
+          expect(e.message).toContain('another KEK is configured under the id')
+          expect(e.message).toContain('restored from another environment')
+          expect(e.stack).toContain(THIS_FILE)
+          expectNoMarker(e)
+        } finally {
+          await other.close()
+        }
+      })
+    })
+
+    describe('an update that changes nothing (item 10)', () => {
+      it('rewrites the ciphertext (fresh nonce); MariaDB counts the row changed, a plain column does not', async () => {
+        await t.db.insertInto(u).values({ id: 5, name: 'same', email: 'same@x.io' }).execute()
+        const atRest = async () =>
+          Buffer.from(
+            (await t.raw.selectFrom(u).select('email').where('id', '=', 5).executeTakeFirstOrThrow())
+              .email as Uint8Array,
+          )
+        const before = await atRest()
+        const encryptedSame = await t.db
+          .updateTable(u)
+          .set({ email: 'same@x.io' })
+          .where('id', '=', 5)
+          .executeTakeFirstOrThrow()
+        expect(encryptedSame.numUpdatedRows).toBe(1n)
+        expect((await atRest()).equals(before)).toBe(false)
+        const plainSame = await t.db
+          .updateTable(u)
+          .set({ name: 'same' })
+          .where('id', '=', 5)
+          .executeTakeFirstOrThrow()
+        expect(plainSame.numUpdatedRows).toBe(1n)
+        if (backend.family === 'mysql') {
+          // MariaDB counts rows whose stored bytes changed: a new nonce makes every write a change.
+          expect(encryptedSame.numChangedRows).toBe(1n)
+          expect(plainSame.numChangedRows).toBe(0n)
+        } else {
+          expect(encryptedSame.numChangedRows).toBeUndefined()
+        }
+        expect(await t.db.selectFrom(u).select('email').where('id', '=', 5).execute()).toEqual([
+          { email: 'same@x.io' },
+        ])
+      })
+    })
+  })
+})
