@@ -1,0 +1,63 @@
+import { describe, expect, it } from 'vitest'
+import { DecryptionError, encrypted, encryptedSchema } from '../../../src/index.js'
+import type { KeyRing } from '../../../src/keys/key-ring.js'
+import { decryptRows } from '../../../src/plugin/decrypt-rows.js'
+import { EMPTY_PLAN, type QueryPlan } from '../../../src/plugin/plan.js'
+
+// A value that is not a ciphertext fails before any key is looked up: no key ring is needed.
+const NO_RING = {} as KeyRing
+const slow = <T>(fn: () => Promise<T>) => fn()
+const MARKER = 'kfe-marker-not-ciphertext'
+
+function planFor(table: string, primaryKey?: string | string[]) {
+  const schema = encryptedSchema(
+    { [table]: { email: encrypted.text(), code: encrypted.text() } },
+    primaryKey === undefined ? {} : { tables: { [table]: { primaryKey } } },
+  )
+  const column = schema.table(table)!.column('email')!
+  const plan: QueryPlan = { ...EMPTY_PLAN, outputs: [{ name: 'email', column }] }
+  return plan
+}
+
+function notCiphertext(plan: QueryPlan, row: Record<string, unknown>): DecryptionError {
+  const stats = { decrypted: 0, falsePositives: 0, plaintextReads: 0 }
+  try {
+    decryptRows(NO_RING, plan, [row], stats, slow)
+  } catch (error) {
+    expect(error).toBeInstanceOf(DecryptionError)
+    expect((error as DecryptionError).code).toBe('NOT_CIPHERTEXT')
+    expect((error as DecryptionError).message).not.toContain(MARKER)
+    return error as DecryptionError
+  }
+  throw new Error('expected NOT_CIPHERTEXT')
+}
+
+describe('decryptRows: NOT_CIPHERTEXT', () => {
+  const legacy = Buffer.from(`${MARKER}@x.io`)
+
+  it('names the selected primary key (default id) and the plaintext-migration path', () => {
+    const e = notCiphertext(planFor('users'), { id: 42, email: legacy })
+    expect(e.message).toContain('(result row with id = 42)')
+    expect(e.message).toContain('migratingFromPlaintext: true')
+    expect(e.table).toBe('users')
+    expect(e.column).toBe('email')
+  })
+
+  it('a composite primaryKey option, strings quoted', () => {
+    const e = notCiphertext(planFor('accounts', ['tenant', 'n']), { tenant: 'acme', n: 7n, email: legacy })
+    expect(e.message).toContain('(result row with tenant = "acme", n = 7)')
+  })
+
+  it('no row named when the key is not selected, is an encrypted column, or is not a short scalar', () => {
+    expect(notCiphertext(planFor('users'), { email: legacy }).message).not.toContain('result row')
+    expect(
+      notCiphertext(planFor('users', 'code'), { code: `${MARKER}-code`, email: legacy }).message,
+    ).not.toContain('result row')
+    expect(notCiphertext(planFor('users'), { id: 'x'.repeat(65), email: legacy }).message).not.toContain(
+      'result row',
+    )
+    expect(notCiphertext(planFor('users'), { id: new Date(0), email: legacy }).message).not.toContain(
+      'result row',
+    )
+  })
+})
