@@ -13,6 +13,9 @@
  * Only frames are appended (the first line, `Error`, is dropped): no message, no value.
  */
 
+/** A frame of Node's own code, e.g. `at process.processTicksAndRejections (node:internal/…)`. */
+const RUNTIME_FRAME = /\(node:internal\/|^\s*at node:internal\//
+
 /** Errors already extended: an error that crosses two extension points is extended once. */
 const extended = new WeakSet<object>()
 
@@ -28,8 +31,11 @@ export function withCallerStack<E>(error: E, here: Error): E {
   if (typeof error !== 'object' || error === null || extended.has(error)) return error
   const holder = error as { stack?: unknown }
   if (typeof holder.stack !== 'string' || typeof here.stack !== 'string') return error
-  const newline = here.stack.indexOf('\n')
-  if (newline >= 0) holder.stack = `${holder.stack}\n${here.stack.slice(newline + 1)}`
+  const frames = here.stack.split('\n').slice(1)
+  // Node's own frames below the caller (the microtask loop that resumed it) say nothing about
+  // the caller: without them the stack ends at the application's line.
+  while (frames.length > 0 && RUNTIME_FRAME.test(frames[frames.length - 1] as string)) frames.pop()
+  if (frames.length > 0) holder.stack = `${holder.stack}\n${frames.join('\n')}`
   extended.add(error)
   return error
 }

@@ -19,10 +19,10 @@ function planFor(table: string, primaryKey?: string | string[]) {
   return plan
 }
 
-function notCiphertext(plan: QueryPlan, row: Record<string, unknown>): DecryptionError {
+async function notCiphertext(plan: QueryPlan, row: Record<string, unknown>): Promise<DecryptionError> {
   const stats = { decrypted: 0, falsePositives: 0, plaintextReads: 0 }
   try {
-    decryptRows(NO_RING, plan, [row], stats, slow)
+    await decryptRows(NO_RING, plan, [row], stats, slow)
   } catch (error) {
     expect(error).toBeInstanceOf(DecryptionError)
     expect((error as DecryptionError).code).toBe('NOT_CIPHERTEXT')
@@ -35,29 +35,32 @@ function notCiphertext(plan: QueryPlan, row: Record<string, unknown>): Decryptio
 describe('decryptRows: NOT_CIPHERTEXT', () => {
   const legacy = Buffer.from(`${MARKER}@x.io`)
 
-  it('names the selected primary key (default id) and the plaintext-migration path', () => {
-    const e = notCiphertext(planFor('users'), { id: 42, email: legacy })
+  it('names the selected primary key (default id) and the plaintext-migration path', async () => {
+    const e = await notCiphertext(planFor('users'), { id: 42, email: legacy })
     expect(e.message).toContain('(result row with id = 42)')
     expect(e.message).toContain('migratingFromPlaintext: true')
     expect(e.table).toBe('users')
     expect(e.column).toBe('email')
   })
 
-  it('a composite primaryKey option, strings quoted', () => {
-    const e = notCiphertext(planFor('accounts', ['tenant', 'n']), { tenant: 'acme', n: 7n, email: legacy })
+  it('a composite primaryKey option, strings quoted', async () => {
+    const e = await notCiphertext(planFor('accounts', ['tenant', 'n']), {
+      tenant: 'acme',
+      n: 7n,
+      email: legacy,
+    })
     expect(e.message).toContain('(result row with tenant = "acme", n = 7)')
   })
 
-  it('no row named when the key is not selected, is an encrypted column, or is not a short scalar', () => {
-    expect(notCiphertext(planFor('users'), { email: legacy }).message).not.toContain('result row')
-    expect(
-      notCiphertext(planFor('users', 'code'), { code: `${MARKER}-code`, email: legacy }).message,
-    ).not.toContain('result row')
-    expect(notCiphertext(planFor('users'), { id: 'x'.repeat(65), email: legacy }).message).not.toContain(
-      'result row',
-    )
-    expect(notCiphertext(planFor('users'), { id: new Date(0), email: legacy }).message).not.toContain(
-      'result row',
-    )
+  it('no row named when the key is not selected, is an encrypted column, or is not a short scalar', async () => {
+    const rows: [QueryPlan, Record<string, unknown>][] = [
+      [planFor('users'), { email: legacy }],
+      [planFor('users', 'code'), { code: `${MARKER}-code`, email: legacy }],
+      [planFor('users'), { id: 'x'.repeat(65), email: legacy }],
+      [planFor('users'), { id: new Date(0), email: legacy }],
+    ]
+    for (const [plan, row] of rows) {
+      expect((await notCiphertext(plan, row)).message).not.toContain('result row')
+    }
   })
 })

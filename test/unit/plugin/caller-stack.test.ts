@@ -1,0 +1,43 @@
+import { describe, expect, it } from 'vitest'
+import { withCallerStack } from '../../../src/plugin/caller-stack.js'
+
+function errorWithStack(stack: string): Error {
+  const e = new Error('m')
+  e.stack = stack
+  return e
+}
+
+describe('withCallerStack', () => {
+  it("appends the caller's frames without the first line or Node's trailing runtime frames", () => {
+    const error = errorWithStack('QueryRefusedError: m\n    at refuse (refusal.ts:1:1)')
+    const here = errorWithStack(
+      [
+        'Error',
+        '    at EncryptionPlugin.transformQuery (encryption-plugin.ts:2:2)',
+        '    at run (app.ts:3:3)',
+        '    at process.processTicksAndRejections (node:internal/process/task_queues:95:5)',
+      ].join('\n'),
+    )
+    expect(withCallerStack(error, here)).toBe(error)
+    expect(error.stack).toBe(
+      [
+        'QueryRefusedError: m',
+        '    at refuse (refusal.ts:1:1)',
+        '    at EncryptionPlugin.transformQuery (encryption-plugin.ts:2:2)',
+        '    at run (app.ts:3:3)',
+      ].join('\n'),
+    )
+    expect(error.stack?.split('\n').at(-1)).toContain('app.ts')
+  })
+
+  it('extends an error once, and leaves what has no string stack as it is', () => {
+    const error = errorWithStack('E: m\n    at a (a.ts:1:1)')
+    const here = errorWithStack('Error\n    at b (b.ts:1:1)')
+    withCallerStack(error, here)
+    withCallerStack(error, here)
+    expect(error.stack).toBe('E: m\n    at a (a.ts:1:1)\n    at b (b.ts:1:1)')
+    expect(withCallerStack('text', here)).toBe('text')
+    const frozen = Object.freeze({ stack: 1 })
+    expect(withCallerStack(frozen, here)).toBe(frozen)
+  })
+})
