@@ -35,7 +35,15 @@ export function withCallerStack<E>(error: E, here: Error): E {
   // Node's own frames below the caller (the microtask loop that resumed it) say nothing about
   // the caller: without them the stack ends at the application's line.
   while (frames.length > 0 && RUNTIME_FRAME.test(frames[frames.length - 1] as string)) frames.pop()
-  if (frames.length > 0) holder.stack = `${holder.stack}\n${frames.join('\n')}`
-  extended.add(error)
+  const last = frames[frames.length - 1]
+  // A stack that already ends at the same caller (a driver that extends its errors, as kysely's
+  // pg and mysql2 drivers do) is left as it is.
+  if (last === undefined || holder.stack.endsWith(last)) return error
+  try {
+    holder.stack = `${holder.stack}\n${frames.join('\n')}`
+    extended.add(error)
+  } catch {
+    // A frozen error keeps its stack.
+  }
   return error
 }

@@ -179,12 +179,18 @@ function patchedExecute(
       const p = prepareQuery(ctx, compiler, query, this)
       prepared = p instanceof Promise ? await p : p
     } catch (error) {
-      // Errors of this library get the application's frames (kysely's drivers do the same for
-      // theirs); the driver's own errors below are left as the driver made them.
+      // Errors of this library get the application's frames, as kysely's drivers do for theirs.
       throw withCallerStack(error, new Error())
     }
     const { plan, send } = prepared
-    const result = await own.executeQuery.call(this, send)
+    let result: QueryResult<unknown>
+    try {
+      result = await own.executeQuery.call(this, send)
+    } catch (error) {
+      // A driver that extends its errors' stacks (kysely's pg and mysql2 drivers) already ends
+      // them at the caller: they are left as they are; others (PGlite's) get the caller's frames.
+      throw withCallerStack(error, new Error())
+    }
     if (plan.outputs.length === 0 || result.rows.length === 0) return result
     try {
       const decrypted = decryptRows(

@@ -37,6 +37,14 @@ describe('withCallerStack', () => {
     withCallerStack(error, here)
     expect(error.stack).toBe('E: m\n    at a (a.ts:1:1)\n    at b (b.ts:1:1)')
     expect(withCallerStack('text', here)).toBe('text')
+    // A stack that already ends at the same caller (a driver that extends its errors) is kept.
+    const driver = errorWithStack('E: d\n    at x (x.ts:1:1)\n    at b (b.ts:1:1)')
+    withCallerStack(driver, here)
+    expect(driver.stack).toBe('E: d\n    at x (x.ts:1:1)\n    at b (b.ts:1:1)')
+    // A frozen error keeps its stack instead of throwing.
+    const frozenError = Object.freeze(errorWithStack('E: f\n    at y (y.ts:1:1)'))
+    expect(withCallerStack(frozenError, here)).toBe(frozenError)
+    expect(frozenError.stack).toBe('E: f\n    at y (y.ts:1:1)')
     const frozen = Object.freeze({ stack: 1 })
     expect(withCallerStack(frozen, here)).toBe(frozen)
   })
