@@ -433,6 +433,18 @@ export class Analyzer {
     // MySQL lets a subquery of the select list read the aliases before it (not after: "forward
     // reference in item list"): it sees this map as it fills.
     scope.setAliases(outputs)
+    // Two outputs of one name come back as one key (the driver keeps one of them): when either is
+    // encrypted, the plan could decrypt the other's value, so the list is refused.
+    const named = new Set<string>()
+    const claim = (name: string, source: Source | undefined): void => {
+      const prior = outputs.get(name)
+      const annotated = source ?? prior
+      if (named.has(name) && annotated !== undefined) {
+        const info = annotated.kind === 'column' ? annotated.info : annotated.info.column
+        throw refuse(info, 'alias', `two outputs of the select list are named "${name}"`)
+      }
+      named.add(name)
+    }
     const nodes = rebuildList(selections, (s) => {
       const sel = s.selection
       if (sel.kind === 'SelectAllNode') {
@@ -449,6 +461,7 @@ export class Analyzer {
       }
       if (sel.kind === 'ReferenceNode' || sel.kind === 'ColumnNode') {
         const ref = this.reference(sel, scope)
+        claim(columnName(sel), ref?.source)
         if (ref !== undefined) {
           outputs.set(columnName(sel), ref.source)
           origins.set(columnName(sel), ref.relation)
@@ -459,6 +472,7 @@ export class Analyzer {
         const name = identifierName(sel.alias)
         const inner = sel.node
         const ref = this.reference(inner, scope)
+        if (inner.kind !== 'SelectQueryNode') claim(name, ref?.source)
         if (ref !== undefined) {
           if (ref.source.kind === 'column' && Buffer.byteLength(name) > 63) {
             // PostgreSQL truncates identifiers to 63 bytes: the result key would not match the plan.
@@ -471,7 +485,9 @@ export class Analyzer {
         if (inner.kind === 'SelectQueryNode') {
           const sub = this.select(inner as SelectQueryNode, scope, 'scalar')
           const only = sub.outputs.size === 1 ? [...sub.outputs.values()][0] : undefined
-          if (only !== undefined && (inner as SelectQueryNode).selections?.length === 1) {
+          const passes = only !== undefined && (inner as SelectQueryNode).selections?.length === 1
+          claim(name, passes ? only : undefined)
+          if (passes && only !== undefined) {
             outputs.set(name, only)
             origins.set(name, null)
           } else {
@@ -481,6 +497,7 @@ export class Analyzer {
           }
           return rebuild(s, { selection: rebuild(sel, { node: sub.node }) })
         }
+        claim(name, undefined)
         return rebuild(s, { selection: rebuild(sel, { node: this.opaque(inner, scope, 'expression') }) })
       }
       return rebuild(s, { selection: this.opaque(sel, scope, 'expression') })
