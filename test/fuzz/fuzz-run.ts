@@ -108,9 +108,22 @@ export async function shrink(db: FuzzDb, seed: number, path: string): Promise<Fi
     { seed, path, numRuns: 1 },
   )
   if (!result.failed || result.counterexample === null) return undefined
-  const [c] = result.counterexample
+  let [c] = result.counterexample
   // The last failing run fast-check tried is the shrunk counterexample.
-  const v = last?.c === c ? last.v : await runCase(db, c)
+  let v = last?.c === c ? last.v : await runCase(db, c)
+  // fast-check shrinks the generator's choices, not the statements of a transaction: try each
+  // statement alone.
+  if (c.statements.length > 1) {
+    for (const s of c.statements) {
+      const alone: FuzzCase = { ...c, shape: 'transaction (one statement)', statements: [s] }
+      const w = await runCase(db, alone)
+      if (isBug(w)) {
+        c = alone
+        v = w
+        break
+      }
+    }
+  }
   return { seed, path: result.counterexamplePath ?? path, verdict: v, code: printCase(c), shape: c.shape }
 }
 
