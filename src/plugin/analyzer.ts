@@ -434,12 +434,18 @@ export class Analyzer {
     // reference in item list"): it sees this map as it fills.
     scope.setAliases(outputs)
     // Two outputs of one name come back as one key (the driver keeps one of them): when either is
-    // encrypted, the plan could decrypt the other's value, so the list is refused.
+    // encrypted, the plan could decrypt the other's value, so the list is refused, unless both are
+    // the same encrypted column (`u1.email, u2.email`: either value decrypts under its key).
     const named = new Set<string>()
     const claim = (name: string, source: Source | undefined): void => {
       const prior = outputs.get(name)
       const annotated = source ?? prior
-      if (named.has(name) && annotated !== undefined) {
+      const same =
+        source !== undefined &&
+        prior !== undefined &&
+        source.kind === prior.kind &&
+        source.info === prior.info
+      if (named.has(name) && annotated !== undefined && !same) {
         const info = annotated.kind === 'column' ? annotated.info : annotated.info.column
         throw refuse(info, 'alias', `two outputs of the select list are named "${name}"`)
       }

@@ -76,11 +76,19 @@ describe.each(backends())('plugin fuzz regressions [$name]', (backend) => {
       )
     })
 
-    it('outputs of one name that are all plaintext still run', async () => {
+    it('outputs of one name that are all plaintext, or all the same encrypted column, still run', async () => {
       const rows = await db.selectFrom(o).select(['item as name', 'id as name']).execute()
       expect(rows).toEqual([{ name: 1 }])
       const distinct = await db.selectFrom(o).select(['item as i', 'email as e']).execute()
       expect(distinct).toEqual([{ i: 'pen', e: 'ada@x.io' }])
+      // The same encrypted column twice under one name (the driver keeps the last: either decrypts).
+      const twice = await db
+        .selectFrom(`${u} as a`)
+        .innerJoin(`${u} as b`, 'b.id', 'a.id')
+        .select(['a.email', 'b.email'])
+        .where('a.id', '=', 2)
+        .execute()
+      expect(twice).toEqual([{ email: 'bob@x.io' }])
     })
   })
 })
