@@ -35,6 +35,7 @@ import {
   tableNode,
 } from './nodes.js'
 import { EMPTY_PLAN, HIDDEN_PREFIX, type PlanOutput, type PostFilter, type QueryPlan } from './plan.js'
+import { checkRawText } from './raw-operands.js'
 import { refuse } from './refusal.js'
 import {
   encryptedColumnOf,
@@ -48,6 +49,7 @@ import {
   type Source,
   tableName,
 } from './scope.js'
+import { refuseWholeRow } from './whole-row.js'
 
 /**
  * `rewrite`: the plugin's pass — plaintext written to or compared with an annotated column is
@@ -615,16 +617,26 @@ export class Analyzer {
 
   // ── helpers ────────────────────────────────────────────────────────────────────────────────
 
+  /**
+   * @throws QueryRefusedError `QUERY_REFUSED` for an unqualified name that is no encrypted
+   *   column but a relation carrying one: a whole-row value (`select u from users as u`)
+   */
   reference(node: OperationNode, scope: Scope): Resolved | undefined {
-    if (node.kind === 'ColumnNode') return scope.resolve(columnName(node), undefined)
+    if (node.kind === 'ColumnNode') return this.unqualified(columnName(node), scope)
     if (node.kind !== 'ReferenceNode') return undefined
     const ref = node as ReferenceNode
     if (ref.column.kind !== 'ColumnNode') return undefined
     const column = identifierName(ref.column.column)
-    if (ref.table === undefined) return scope.resolve(column, undefined)
+    if (ref.table === undefined) return this.unqualified(column, scope)
     const qualifier = tableName(ref.table).name
     const resolved = scope.resolve(column, qualifier)
     if (resolved === undefined && !scope.sees(qualifier)) this.checkUnseen(qualifier, column)
+    return resolved
+  }
+
+  unqualified(column: string, scope: Scope): Resolved | undefined {
+    const resolved = scope.resolve(column, undefined)
+    if (resolved === undefined) refuseWholeRow(scope, column, `"${column}" as a value`)
     return resolved
   }
 
@@ -680,6 +692,10 @@ export class Analyzer {
     switch (node.kind) {
       case 'ReferenceNode':
       case 'ColumnNode': {
+        if (isStarOf(node) && label !== 'aggregate count') {
+          const { name } = tableName((node as ReferenceNode).table!)
+          refuseWholeRow(scope, name, `${name}.* in ${label}`)
+        }
         const ref = this.reference(node, scope)
         if (ref?.source.kind === 'column') throw refuse(ref.source.info, label)
         return node
@@ -694,10 +710,28 @@ export class Analyzer {
       case 'UpdateQueryNode':
       case 'DeleteQueryNode':
         return this.query(node, scope, 'opaque').node
+      case 'TableNode': {
+        // A table as a function's argument (json_agg(t), to_json(t)): a whole-row value.
+        const { schema, name } = tableName(node)
+        refuseWholeRow(scope, name, `${name} in ${label}`, schema)
+        return node
+      }
+      case 'SelectModifierNode':
+        // FOR UPDATE OF t names tables to lock; it holds no value.
+        return node
+      case 'RawNode':
+        checkRawText(scope, node)
+        return mapChildren(node, (child) => this.opaque(child, scope, labelOf(node, label)))
       default:
         return mapChildren(node, (child) => this.opaque(child, scope, labelOf(node, label)))
     }
   }
+}
+
+/** True for `t.*`. */
+function isStarOf(node: OperationNode): boolean {
+  const ref = node as ReferenceNode
+  return node.kind === 'ReferenceNode' && ref.column.kind === 'SelectAllNode' && ref.table !== undefined
 }
 
 /** The names USING and its joins give their relations (alias, else table name). */

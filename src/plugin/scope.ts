@@ -369,9 +369,15 @@ export function identifierName(node: OperationNode): string {
   return (node as unknown as { name: string }).name
 }
 
-/** Table and schema names of a `TableNode`. */
+/**
+ * Table and schema names of a `TableNode`. Its `table` is a `SchemableIdentifierNode`, or a bare
+ * `IdentifierNode` where Kysely's WithSchemaPlugin keeps a name unqualified (json_agg/to_json
+ * arguments, `for update of …`).
+ */
 export function tableName(node: OperationNode): { schema: string | undefined; name: string } {
   const t = (node as unknown as { table: { schema?: OperationNode; identifier: OperationNode } }).table
+  if ((t as unknown as OperationNode).kind === 'IdentifierNode')
+    return { schema: undefined, name: identifierName(t as unknown as OperationNode) }
   return {
     schema: t.schema === undefined ? undefined : identifierName(t.schema),
     name: identifierName(t.identifier),

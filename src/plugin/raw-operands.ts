@@ -1,0 +1,102 @@
+import type { OperationNode } from 'kysely'
+import { QueryRefusedError } from '../errors.js'
+import type { ColumnInfo } from '../schema/schema.js'
+import type { Relation, Scope } from './scope.js'
+import { wholeRowColumn, wholeRowError } from './whole-row.js'
+
+/**
+ * Raw SQL inside a query that reads an encrypted table: `where(sql\`email\`, '=', v)`,
+ * `sql\`first_name in (${sql.join(list)})\``. The plugin cannot see which parameter meets which
+ * column, so a plaintext would be sent (and match nothing). The fragment's SQL text is matched
+ * word by word against the names in scope: one that names an encrypted column (bare, or
+ * qualified by a relation that carries it) or a relation with encrypted columns as a whole-row
+ * value is refused. Over-matching (a string literal's words are skipped, comments are not) only
+ * refuses; raw SQL naming plain columns of the same tables passes.
+ */
+
+const IDENT = String.raw`(?:"(?:[^"]|"")+"|\x60[^\x60]+\x60|[A-Za-z_][\w$]*)`
+const CHAIN = new RegExp(String.raw`${IDENT}(?:\s*\.\s*${IDENT})*`, 'g')
+const PART = new RegExp(IDENT, 'g')
+/** Words after which a name is a table being read or locked, not a whole-row value. */
+const TABLE_CONTEXT = new Set(['from', 'join', 'of', 'update', 'into', 'table', 'using', 'as'])
+
+/**
+ * @throws QueryRefusedError `QUERY_REFUSED` when the raw SQL text names an encrypted column in
+ *   scope, or a relation carrying one as a whole-row value
+ */
+export function checkRawText(scope: Scope, node: OperationNode): void {
+  const fragments = (node as unknown as { sqlFragments: readonly string[] }).sqlFragments
+  if (fragments.every((f) => f.trim() === '')) return
+  // Parameters stand between fragments; string literals hold no names.
+  const text = fragments.join(' ? ').replace(/'(?:[^']|'')*'/g, "''")
+  let previous = ''
+  for (const match of text.matchAll(CHAIN)) {
+    const parts = [...match[0].matchAll(PART)].map((p) => unquote(p[0]))
+    const after = text.slice((match.index ?? 0) + match[0].length)
+    const word = previous
+    previous = parts.length === 1 ? (parts[0] as string).toLowerCase() : ''
+    if (/^\s*\(/.test(after)) continue // a function's name
+    const last = parts[parts.length - 1] as string
+    if (/^\s*\.\s*\*/.test(after)) {
+      const info = wholeRowColumn(scope, last)
+      if (info !== undefined) throw wholeRowError(info, last, `${last}.* in raw SQL`)
+      continue
+    }
+    if (parts.length === 1) {
+      const column = unqualifiedColumn(scope, last)
+      if (column !== undefined) throw rawOperandError(column, last)
+      if (TABLE_CONTEXT.has(word)) continue
+      const info = wholeRowColumn(scope, last)
+      if (info !== undefined) throw wholeRowError(info, last, `${last} as a value in raw SQL`)
+      continue
+    }
+    const qualifier = parts[parts.length - 2] as string
+    const relation = scope.relationNamed(qualifier)
+    const column =
+      relation !== undefined
+        ? columnOf(relation, last)
+        : scope.schema.table(qualifier)?.columnIgnoringCase(last)
+    if (column !== undefined) throw rawOperandError(column, `${qualifier}.${last}`)
+  }
+}
+
+function unquote(part: string): string {
+  if (part.startsWith('"')) return part.slice(1, -1).replaceAll('""', '"')
+  if (part.startsWith('`')) return part.slice(1, -1)
+  return part
+}
+
+/** An encrypted column named `name` (ignoring case) of a relation reachable without a qualifier. */
+function unqualifiedColumn(scope: Scope, name: string): ColumnInfo | undefined {
+  for (let s: Scope | undefined = scope; s !== undefined; s = s.parent) {
+    for (const relation of s.relations) {
+      if (relation.qualifiedOnly) continue
+      const hit = columnOf(relation, name)
+      if (hit !== undefined) return hit
+    }
+  }
+  return undefined
+}
+
+/** The encrypted column `relation` exposes as `name` (ignoring case), if any. */
+function columnOf(relation: Relation, name: string): ColumnInfo | undefined {
+  if (relation.table !== undefined) return relation.table.columnIgnoringCase(name)
+  const folded = name.toLowerCase()
+  for (const [output, source] of relation.derived ?? []) {
+    if (source.kind === 'column' && output.toLowerCase() === folded) return source.info
+  }
+  return undefined
+}
+
+function rawOperandError(info: ColumnInfo, written: string): QueryRefusedError {
+  return new QueryRefusedError(
+    'QUERY_REFUSED',
+    `Refused raw sql naming encrypted column ${info.table.physical}.${info.physical} ("${written}"): the plugin cannot tell which parameter meets it, so a plaintext would be sent. Nothing was sent.`,
+    {
+      table: info.table.logical,
+      column: info.logical,
+      operator: 'raw sql',
+      hint: `Use the query builder (where('${info.physical}', '=', value) or 'in'), or compare the blind index column yourself with bytes from encryption.indexOf('${info.table.logical}', '${info.logical}', value).`,
+    },
+  )
+}
