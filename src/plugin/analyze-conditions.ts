@@ -1,10 +1,11 @@
 import type { BinaryOperationNode, OperationNode, ReferenceNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
-import type { Analyzer, ConditionContext } from './analyzer.js'
+import type { IndexInfo } from '../schema/schema.js'
+import type { Analyzer, ConditionContext, PendingFilter } from './analyzer.js'
 import { checkCodec, exposedName, NEGATED, pickIndex } from './column-rules.js'
 import { DeferredValue, isDeferred } from './deferred-value.js'
 import { EXPRESSION, LITERAL, listValues, rebuild, referenceNode, valueNode } from './nodes.js'
-import { refuse } from './refusal.js'
+import { type RefusedShape, refuse, searchIndexRefusal } from './refusal.js'
 import type { Resolved, Scope } from './scope.js'
 
 /**
@@ -43,7 +44,7 @@ export function condition(
     }
     case 'OrNode': {
       const n = node as unknown as { left: OperationNode; right: OperationNode }
-      const c = { ...ctx, positive: false }
+      const c = { ...ctx, positive: false, branch: ctx.branch ?? ('or' as const) }
       return rebuild(node, {
         left: condition(a, n.left, scope, c),
         right: condition(a, n.right, scope, c),
@@ -57,7 +58,9 @@ export function condition(
       const n = node as unknown as { operator: OperationNode; operand: OperationNode }
       const op = (n.operator as unknown as { operator?: string }).operator
       if (op === 'not')
-        return rebuild(node, { operand: condition(a, n.operand, scope, { ...ctx, positive: false }) })
+        return rebuild(node, {
+          operand: condition(a, n.operand, scope, { ...ctx, positive: false, branch: ctx.branch ?? 'not' }),
+        })
       if (op === 'exists' || op === 'not exists')
         return rebuild(node, { operand: a.query(n.operand, scope, 'exists').node })
       return a.opaque(node, scope, op ?? 'expression')
@@ -103,20 +106,13 @@ export function comparison(
     }
     const probes = (values ?? []).filter(isDeferred)
     for (const p of probes) a.note(p)
+    if (probes.length > 0 && ref.source.info.spec.kind === 'unique') {
+      if (checkable(ctx, op)) ctx.pending!.push(pendingFilter(ref, ref.source.info, probes))
+      return node
+    }
     if (probes.length > 0 && ref.source.info.spec.kind === 'search') {
-      if (ctx.pending === undefined || !ctx.positive || (op !== 'in' && op !== '=')) {
-        throw refuse(
-          ref.source.info.column,
-          op,
-          `search index ${ref.source.info.physical} needs its false positives removed, which is only possible in the WHERE of a SELECT, outside OR/NOT`,
-        )
-      }
-      ctx.pending.push({
-        relation: ref.relation,
-        column: ref.source.info.column,
-        index: ref.source.info,
-        probes,
-      })
+      if (!checkable(ctx, op)) throw searchIndexRefusal(ref.source.info, shapeOf(ctx, op), op)
+      ctx.pending!.push(pendingFilter(ref, ref.source.info, probes))
     }
     return node
   }
@@ -147,18 +143,15 @@ export function comparison(
       },
     )
   }
-  if (index.spec.kind === 'search' && (ctx.pending === undefined || !ctx.positive || NEGATED.has(op))) {
-    throw refuse(
-      info,
-      op,
-      `search index ${index.physical} has false positives, which can only be removed in the WHERE of a SELECT, outside OR/NOT and <>/not in; declare a unique index (no bits) for this`,
-    )
-  }
+  if (index.spec.kind === 'search' && !checkable(ctx, op))
+    throw searchIndexRefusal(index, shapeOf(ctx, op), op)
   const probes = values.map((v) => {
     checkCodec(info, v)
     return a.note(new DeferredValue('probe', info, v, index))
   })
-  if (index.spec.kind === 'search') ctx.pending!.push({ relation: ref.relation, column: info, index, probes })
+  // A unique index is checked too where the rows can be (a copied index would match another
+  // row); a search index has been refused above where they cannot.
+  if (index.spec.kind === 'search' || checkable(ctx, op)) ctx.pending!.push(pendingFilter(ref, index, probes))
   const exposed = exposedName(ref.relation, { kind: 'index', info: index })
   if (exposed === undefined)
     throw refuse(
@@ -226,4 +219,20 @@ export function columnToColumn(
     `${op} another column`,
     'only the same column of the same table (a self-join) with a unique index can be compared',
   )
+}
+
+/** True where the rows an index condition selects can be checked after decryption. */
+function checkable(ctx: ConditionContext, op: string): boolean {
+  return ctx.pending !== undefined && ctx.positive && (op === '=' || op === '==' || op === 'in')
+}
+
+function pendingFilter(ref: Resolved, index: IndexInfo, probes: readonly DeferredValue[]): PendingFilter {
+  return { relation: ref.relation, column: index.column, index, probes }
+}
+
+/** Why a search-index condition here cannot have its false positives removed. */
+function shapeOf(ctx: ConditionContext, op: string): RefusedShape {
+  if (NEGATED.has(op)) return 'negated'
+  if (ctx.pending === undefined) return ctx.place === 'select' ? 'subquery' : ctx.place
+  return ctx.positive ? 'operator' : (ctx.branch ?? 'or')
 }

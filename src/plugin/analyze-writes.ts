@@ -58,11 +58,20 @@ export function insert(
   if (node.onConflict) {
     const oc = node.onConflict
     const ocPatch: Record<string, unknown> = {}
+    if (oc.columns && table !== undefined) ocPatch.columns = conflictTarget(a, oc.columns, table)
     if (oc.updates) ocPatch.updates = updates(a, oc.updates, scope, relation)
     if (oc.updateWhere)
-      ocPatch.updateWhere = whereNode(a, oc.updateWhere, scope, { pending: undefined, positive: true })
+      ocPatch.updateWhere = whereNode(a, oc.updateWhere, scope, {
+        pending: undefined,
+        positive: true,
+        place: 'on conflict',
+      })
     if (oc.indexWhere)
-      ocPatch.indexWhere = whereNode(a, oc.indexWhere, scope, { pending: undefined, positive: true })
+      ocPatch.indexWhere = whereNode(a, oc.indexWhere, scope, {
+        pending: undefined,
+        positive: true,
+        place: 'on conflict',
+      })
     patch.onConflict = rebuild(oc, ocPatch)
   }
   if (node.onDuplicateKey) {
@@ -70,6 +79,43 @@ export function insert(
       updates: updates(a, node.onDuplicateKey.updates, scope, relation),
     })
   }
+}
+
+/**
+ * The conflict target of ON CONFLICT (…): an encrypted column holds a fresh ciphertext per write,
+ * so its uniqueness lives on its unique blind index, which becomes the target. Exact only while
+ * one index version is live: the wrapper refuses the upsert during an index-key rotation.
+ *
+ * @throws QueryRefusedError `QUERY_REFUSED` for an encrypted column without a unique index
+ */
+function conflictTarget(
+  a: Analyzer,
+  columns: ReadonlyArray<OperationNode>,
+  table: TableInfo,
+): ReadonlyArray<OperationNode> {
+  return rebuildList(columns, (c) => {
+    const name = columnName(c)
+    const index = table.indexColumn(name)
+    if (index?.spec.kind === 'unique') a.noteIndexComparison(table.logical)
+    const info = exact(table, name)
+    if (info === undefined) return c
+    const unique = info.spec.indexes
+      .map((spec) => table.indexColumn(spec.name) as IndexInfo)
+      .find((i) => i.spec.kind === 'unique')
+    if (unique === undefined) {
+      const search = info.spec.indexes[0]?.name
+      throw refuse(
+        info,
+        'on conflict',
+        `the conflict target ${info.physical} holds a fresh ciphertext per write, so only a unique blind index can detect the conflict`,
+        search === undefined
+          ? `Declare a unique index on ${info.physical} (index: { name: '${info.physical}_bidx' }) with a UNIQUE constraint, and use it as the conflict target.`
+          : `Index ${search} is truncated (a search index) and cannot carry a UNIQUE constraint: declare a unique index (no bits) on ${info.physical}, or use another conflict target.`,
+      )
+    }
+    a.noteIndexComparison(table.logical)
+    return columnNode(unique.physical)
+  })
 }
 
 /** The column list and values of an INSERT into a table with encrypted columns. */
@@ -234,7 +280,8 @@ export function update(
   if (node.from) patch.from = a.froms(node.from, scope, parent)
   if (node.joins) patch.joins = rebuildList(node.joins, (j) => a.join(j, scope, parent))
   if (node.updates) patch.updates = updates(a, node.updates, scope, single)
-  if (node.where) patch.where = whereNode(a, node.where, scope, { pending: undefined, positive: true })
+  if (node.where)
+    patch.where = whereNode(a, node.where, scope, { pending: undefined, positive: true, place: 'update' })
   if (node.orderBy) patch.orderBy = a.opaque(node.orderBy, scope, 'order by')
 }
 

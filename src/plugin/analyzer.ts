@@ -36,7 +36,7 @@ import {
 } from './nodes.js'
 import { EMPTY_PLAN, HIDDEN_PREFIX, type PlanOutput, type PostFilter, type QueryPlan } from './plan.js'
 import { checkRawText } from './raw-operands.js'
-import { refuse } from './refusal.js'
+import { type ConditionPlace, type RefusedShape, refuse, searchIndexRefusal } from './refusal.js'
 import {
   encryptedColumnOf,
   encryptedIn,
@@ -82,6 +82,10 @@ export interface ConditionContext {
   readonly pending: PendingFilter[] | undefined
   /** True on a path from the WHERE root through AND and parentheses only. */
   readonly positive: boolean
+  /** Where the condition is, for refusal messages. */
+  readonly place: ConditionPlace
+  /** Set where `positive` turned false: under OR, or under NOT. */
+  readonly branch?: 'or' | 'not'
 }
 
 /**
@@ -212,17 +216,29 @@ export class Analyzer {
     if (node.with) patch.with = this.with(node.with, scope)
     if (node.from) patch.from = this.froms(node.from, scope, parent)
     if (node.joins) patch.joins = rebuildList(node.joins, (j) => this.join(j, scope, parent))
-    const { nodes, outputs, origins } = this.selections(node.selections ?? [], scope)
+    // A subquery built from `db` was transformed once as a query of its own, which may have
+    // added hidden selections for its index conditions: as a subquery it returns no rows itself.
+    const own = role === 'root' || !node.selections ? node.selections : withoutHidden(node.selections)
+    const { nodes, outputs, origins } = this.selections(own ?? [], scope)
     if (node.selections) patch.selections = nodes
     if (role === 'derived') this.checkIndexPairs(outputs, origins)
     const pending: PendingFilter[] | undefined = role === 'root' ? [] : undefined
-    if (node.where) patch.where = whereNode(this, node.where, scope, { pending, positive: true })
+    if (node.where)
+      patch.where = whereNode(this, node.where, scope, {
+        pending,
+        positive: true,
+        place: role === 'root' ? 'select' : 'subquery',
+      })
     if (node.groupBy) patch.groupBy = this.opaque(node.groupBy, scope, 'group by')
     if (node.orderBy) patch.orderBy = this.opaque(node.orderBy, scope, 'order by')
     if (node.distinctOn)
       patch.distinctOn = rebuildList(node.distinctOn, (n) => this.opaque(n, scope, 'distinct on'))
     if (node.having)
-      patch.having = whereNode(this, node.having, scope, { pending: undefined, positive: false })
+      patch.having = whereNode(this, node.having, scope, {
+        pending: undefined,
+        positive: false,
+        place: 'having',
+      })
     for (const key of ['limit', 'offset', 'fetch', 'top'] as const) {
       if (node[key]) patch[key] = this.opaque(node[key] as OperationNode, scope, 'expression')
     }
@@ -251,12 +267,15 @@ export class Analyzer {
       if (role === 'opaque') throw refuse(annotated.info, 'subquery', 'its result is used in an expression')
     }
     if (pending !== undefined && pending.length > 0) {
-      this.checkPostFilterable(node, pending)
-      patch.selections = this.hiddenSelections(
-        (patch.selections ?? node.selections ?? []) as SelectionNode[],
-        pending,
-        outputs,
-      )
+      const filters = this.postFilterable(node, pending)
+      if (filters.length > 0) {
+        patch.selections = this.hiddenSelections(
+          (patch.selections ?? node.selections ?? []) as SelectionNode[],
+          filters,
+          outputs,
+          origins,
+        )
+      }
     }
     return { node: rebuild(node, patch), outputs }
   }
@@ -290,7 +309,12 @@ export class Analyzer {
         })
       }
       if (node.joins) patch.joins = rebuildList(node.joins, (j) => this.join(j, scope, parent))
-      if (node.where) patch.where = whereNode(this, node.where, scope, { pending: undefined, positive: true })
+      if (node.where)
+        patch.where = whereNode(this, node.where, scope, {
+          pending: undefined,
+          positive: true,
+          place: 'delete',
+        })
       if (node.orderBy) patch.orderBy = this.opaque(node.orderBy, scope, 'order by')
     }
     let outputs = new Map<string, Source>()
@@ -416,7 +440,8 @@ export class Analyzer {
     const patch: Record<string, unknown> = {
       table: this.fromItem(node.table, scope, lateral ? scope : parent),
     }
-    if (node.on) patch.on = whereNode(this, node.on, scope, { pending: undefined, positive: true })
+    if (node.on)
+      patch.on = whereNode(this, node.on, scope, { pending: undefined, positive: true, place: 'join' })
     return rebuild(node, patch)
   }
 
@@ -536,22 +561,37 @@ export class Analyzer {
     }
   }
 
-  checkPostFilterable(node: SelectQueryNode, pending: readonly PendingFilter[]): void {
-    const first = pending[0]!
-    const why = (what: string) =>
-      refuse(
-        first.column,
-        `search index with ${what}`,
-        `index ${first.index.physical} is truncated (false positives are removed after the query), which ${what} would break; use a unique index`,
-      )
-    if (node.limit || node.offset || node.fetch || node.top) throw why('limit/offset')
-    if (node.distinctOn) throw why('distinct on')
-    if (node.groupBy || node.having) throw why('group by')
-    if (node.setOperations) throw why('a set operation')
-    if (node.frontModifiers?.some((m) => (m as unknown as { modifier?: string }).modifier === 'Distinct'))
-      throw why('distinct')
-    if (mayCombineRows([...(node.selections ?? []), ...(node.orderBy ? [node.orderBy] : [])]))
-      throw why('an aggregate, a window or an unknown function')
+  /**
+   * The index conditions whose rows can be checked after decryption. A search (truncated) index
+   * needs it: a query shape that combines or counts rows before the check is refused. A unique
+   * index is checked too (a row whose index was copied from another row is dropped), where the
+   * shape allows; elsewhere the unique index is trusted.
+   *
+   * @throws QueryRefusedError `QUERY_REFUSED` for a search index in a shape that cannot be checked
+   */
+  postFilterable(node: SelectQueryNode, pending: readonly PendingFilter[]): readonly PendingFilter[] {
+    const search = pending.find((p) => p.index.spec.kind === 'search')
+    let blocker: RefusedShape | undefined
+    if (node.distinctOn) blocker = 'distinct on'
+    else if (node.groupBy || node.having) blocker = 'group by'
+    else if (node.setOperations) blocker = 'a set operation'
+    else if (
+      node.frontModifiers?.some((m) => (m as unknown as { modifier?: string }).modifier === 'Distinct')
+    )
+      blocker = 'distinct'
+    else if (mayCombineRows([...(node.selections ?? []), ...(node.orderBy ? [node.orderBy] : [])]))
+      blocker = 'an aggregate, a window or an unknown function'
+    // Dropping a row after LIMIT returns fewer rows: wrong for false positives, which are
+    // expected; right for a unique index, where a mismatch means a tampered index.
+    if (
+      blocker === undefined &&
+      search !== undefined &&
+      (node.limit || node.offset || node.fetch || node.top)
+    )
+      blocker = 'limit/offset'
+    if (blocker === undefined) return pending
+    if (search !== undefined) throw searchIndexRefusal(search.index, blocker)
+    return []
   }
 
   /** Finds or adds the hidden selections carrying the ciphertexts of search-index conditions. */
@@ -559,6 +599,7 @@ export class Analyzer {
     selections: ReadonlyArray<SelectionNode>,
     pending: readonly PendingFilter[],
     outputs: Map<string, Source>,
+    origins: ReadonlyMap<string, Origin>,
   ): ReadonlyArray<SelectionNode> {
     const next = [...selections]
     let counter = 0
@@ -577,7 +618,20 @@ export class Analyzer {
       existing.set(`${qualifier}\0${columnName(ref)}`, name)
     }
     for (const p of pending) {
+      const unique = p.index.spec.kind === 'unique'
+      if (unique) {
+        // The column is selected already, from the same relation: check that output, and keep it.
+        const shown = selectedFrom(outputs, origins, p)
+        if (shown !== undefined) {
+          this.#postFilters.push(
+            Object.freeze({ hidden: shown, column: p.column, index: p.index, probes: p.probes, keep: true }),
+          )
+          continue
+        }
+      }
       const exposed = exposedName(p.relation, { kind: 'column', info: p.column })
+      // A derived table that does not pass the column on: its unique index is trusted.
+      if (exposed === undefined && unique) continue
       if (exposed === undefined)
         throw refuse(
           p.column,
@@ -587,6 +641,8 @@ export class Analyzer {
       const key = `${p.relation.name}\0${exposed}`
       let hidden = existing.get(key)
       if (hidden === undefined) {
+        // A tree rewritten elsewhere without the check of its unique index: the index is trusted.
+        if (this.mode === 'verify' && unique) continue
         if (this.mode === 'verify') {
           throw new QueryRefusedError(
             'PLAINTEXT_SEARCH',
@@ -726,6 +782,37 @@ export class Analyzer {
         return mapChildren(node, (child) => this.opaque(child, scope, labelOf(node, label)))
     }
   }
+}
+
+/** The output that passes `p`'s column on as a plain reference of `p`'s relation, if any. */
+function selectedFrom(
+  outputs: ReadonlyMap<string, Source>,
+  origins: ReadonlyMap<string, Origin>,
+  p: PendingFilter,
+): string | undefined {
+  for (const [name, source] of outputs) {
+    if (isHiddenName(name)) continue
+    if (source.kind === 'column' && source.info === p.column && origins.get(name) === p.relation) return name
+  }
+  return undefined
+}
+
+/** A select list without the hidden selections the plugin adds for index conditions. */
+function withoutHidden(selections: ReadonlyArray<SelectionNode>): ReadonlyArray<SelectionNode> {
+  const kept = selections.filter((s) => !isHiddenSelection(s))
+  return kept.length === selections.length ? selections : Object.freeze(kept)
+}
+
+/** True for `<ref> as __kfe_fp_<n>`. */
+function isHiddenSelection(s: SelectionNode): boolean {
+  const sel = s.selection
+  if (sel.kind !== 'AliasNode' || sel.node.kind !== 'ReferenceNode') return false
+  return isHiddenName(identifierName(sel.alias))
+}
+
+/** True for the plugin's own hidden aliases (prefix and a number). */
+function isHiddenName(name: string): boolean {
+  return name.startsWith(HIDDEN_PREFIX) && /^\d+$/.test(name.slice(HIDDEN_PREFIX.length))
 }
 
 /** True for `t.*`. */

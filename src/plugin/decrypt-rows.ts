@@ -13,7 +13,10 @@ import { evictedWhileLoading, indexInput } from './resolve-values.js'
 export interface DecryptStats {
   /** Values decrypted. */
   decrypted: number
-  /** Rows dropped as search-index false positives. */
+  /**
+   * Rows dropped after decryption because the value does not match the search: search-index
+   * false positives, and rows whose unique index value does not belong to their value (copied).
+   */
   falsePositives: number
   /** Legacy plaintext values returned from columns declared `migratingFromPlaintext`. */
   plaintextReads: number
@@ -156,7 +159,8 @@ function removeFalsePositives<R extends Record<string, unknown>>(
   )
   for (const list of wanted) for (const w of list) w.fill(0)
   stats.falsePositives += rows.length - kept.length
-  for (const row of kept) for (const filter of plan.postFilters) delete row[filter.hidden]
+  for (const row of kept)
+    for (const filter of plan.postFilters) if (filter.keep !== true) delete row[filter.hidden]
   return kept
 }
 

@@ -313,7 +313,7 @@ async function checkIndexComparisons(ring: KeyRing, plan: QueryPlan, slow: SlowP
     if (live.length > 1) {
       throw new QueryRefusedError(
         'QUERY_REFUSED',
-        `Blind-index columns of ${table} are compared with each other while several index versions are live (a rotation); the result would miss matches.`,
+        `Blind-index columns of ${table} are compared with each other (a self-join, or an upsert's conflict target) while several index versions are live (a rotation); the result would miss matches.`,
         {
           table,
           operator: '= another column',

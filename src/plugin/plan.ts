@@ -3,7 +3,8 @@ import type { ColumnInfo, IndexInfo } from '../schema/schema.js'
 import type { DeferredValue } from './deferred-value.js'
 
 /**
- * A search-index condition whose false positives must be removed after the rows come back:
+ * An index condition whose false positives (search index) or tampered matches (unique index: an
+ * index value copied from another row) must be removed after the rows come back:
  * the row's ciphertext (selected under a hidden alias) is decrypted and compared with the
  * searched values.
  */
@@ -14,6 +15,8 @@ export interface PostFilter {
   readonly index: IndexInfo
   /** The probes of the condition; their plaintexts are the accepted values. */
   readonly probes: readonly DeferredValue[]
+  /** The output is one the query selects itself (not hidden): kept in the rows returned. */
+  readonly keep?: boolean
 }
 
 /** One result column to decrypt: its key in the result rows, and the annotated column. */
