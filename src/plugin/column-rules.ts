@@ -1,7 +1,7 @@
 import type { OperationNode } from 'kysely'
 import { CodecError, QueryRefusedError } from '../errors.js'
 import type { ColumnInfo, IndexInfo, TableInfo } from '../schema/schema.js'
-import { refuse } from './refusal.js'
+import { refuse, searchIndexRefusal } from './refusal.js'
 import type { Relation, Resolved, Source } from './scope.js'
 
 /** Operators whose meaning is "not equal": they need an exact (unique) index. */
@@ -35,8 +35,7 @@ export function pickIndex(info: ColumnInfo, op: string): IndexInfo {
       `Declare one (e.g. index: { name: '${info.physical}_bidx' }), add its column with addEncryptedColumns, and backfill it.`,
     )
   }
-  if (NEGATED.has(op))
-    throw refuse(info, op, `search index ${search.physical} is truncated; ${op} needs a unique index`)
+  if (NEGATED.has(op)) throw searchIndexRefusal(search, 'negated', op)
   return search
 }
 

@@ -409,6 +409,157 @@ const CASES: readonly RefusalCase[] = [
     build: (db, u) =>
       db.selectFrom(u).distinctOn('tenant').select(['id', 'tenant']).where('ssn', '=', SECRET_SSN),
   },
+  // Whole-row values of a table with encrypted columns (issue 12, item 2).
+  {
+    name: 'eb.fn.jsonAgg(table)',
+    family: 'postgres',
+    table: 'users',
+    column: 'email',
+    operator: 'whole row',
+    build: (db, u) => db.selectFrom(u).select((eb) => eb.fn.jsonAgg(u).as('j')),
+  },
+  {
+    name: 'eb.fn.toJson(alias)',
+    family: 'postgres',
+    table: 'users',
+    column: 'email',
+    operator: 'whole row',
+    build: (db, u) => db.selectFrom(`${u} as x`).select((eb) => eb.fn.toJson('x').as('j')),
+  },
+  {
+    name: 'eb.fn.toJson(table) through withSchema',
+    family: 'postgres',
+    table: 'users',
+    column: 'email',
+    operator: 'whole row',
+    build: (db, u) =>
+      db
+        .withSchema('public')
+        .selectFrom(u)
+        .select((eb) => eb.fn.toJson(u).as('j')),
+  },
+  {
+    name: 'row_to_json(sql.table(t))',
+    family: 'postgres',
+    table: 'users',
+    column: 'email',
+    operator: 'whole row',
+    build: (db, u) => db.selectFrom(u).select(sql`row_to_json(${sql.table(u)})`.as('j')),
+  },
+  {
+    name: 'row_to_json(alias) as raw text',
+    family: 'postgres',
+    table: 'users',
+    column: 'email',
+    operator: 'whole row',
+    build: (db, u) => db.selectFrom(`${u} as x`).select(sql`row_to_json(x)`.as('j')),
+  },
+  {
+    name: 'to_jsonb(table) as a function argument',
+    family: 'postgres',
+    table: 'users',
+    column: 'email',
+    operator: 'whole row',
+    build: (db, u) => db.selectFrom(u).select((eb) => eb.fn('to_jsonb', [sql.table(u)]).as('j')),
+  },
+  {
+    name: 'json_build_object over an encrypted column',
+    family: 'postgres',
+    table: 'users',
+    column: 'email',
+    operator: /raw sql|function/,
+    build: (db, u) =>
+      db.selectFrom(u).select((eb) => pgHelpers.jsonBuildObject({ e: eb.ref('email') }).as('j')),
+  },
+  {
+    name: 'jsonObjectFrom of a subquery selecting an encrypted column',
+    family: 'postgres',
+    table: 'users',
+    column: 'email',
+    operator: /subquery/,
+    build: (db, u, o) =>
+      db
+        .selectFrom(o)
+        .select((eb) => pgHelpers.jsonObjectFrom(eb.selectFrom(u).select('email').limit(1)).as('j')),
+  },
+  {
+    name: 'mysql json_object over an encrypted column',
+    family: 'mysql',
+    table: 'users',
+    column: 'email',
+    operator: /function json_object/,
+    build: (db, u) => db.selectFrom(u).select((eb) => eb.fn('json_object', [sql.lit('e'), 'email']).as('j')),
+  },
+  {
+    name: 'mysql json_arrayagg of an encrypted column',
+    family: 'mysql',
+    table: 'users',
+    column: 'email',
+    operator: /json_arrayagg/,
+    build: (db, u) => db.selectFrom(u).select((eb) => eb.fn.agg('json_arrayagg', ['email']).as('j')),
+  },
+  {
+    name: 'mysql jsonArrayFrom of a subquery selecting an encrypted column',
+    family: 'mysql',
+    table: 'users',
+    column: 'email',
+    operator: /subquery|raw sql|function/,
+    build: (db, u, o) =>
+      db.selectFrom(o).select((eb) => mysqlHelpers.jsonArrayFrom(eb.selectFrom(u).select('email')).as('j')),
+  },
+  {
+    name: 'a relation name selected as a value (whole row)',
+    table: 'users',
+    column: 'email',
+    operator: 'whole row',
+    build: (db, u) => db.selectFrom(`${u} as x`).select((eb) => eb.ref('x').as('j')),
+  },
+  // Raw SQL naming an encrypted column (issue 12, item 3).
+  {
+    name: 'where(sql`email`, =, v)',
+    table: 'users',
+    column: 'email',
+    operator: 'raw sql',
+    build: (db, u) => db.selectFrom(u).selectAll().where(sql`email`, '=', SECRET),
+  },
+  {
+    name: 'where(sql`users.email`, =, v)',
+    table: 'users',
+    column: 'email',
+    operator: 'raw sql',
+    build: (db, u) =>
+      db
+        .selectFrom(u)
+        .selectAll()
+        .where(sql.raw(`${u}.email`), '=', SECRET),
+  },
+  {
+    name: 'a raw condition: email in (sql.join(list))',
+    table: 'users',
+    column: 'email',
+    operator: 'raw sql',
+    build: (db, u) =>
+      db
+        .selectFrom(u)
+        .selectAll()
+        .where(sql<boolean>`email in (${sql.join([SECRET, 'other@x.io'])})`),
+  },
+  {
+    name: 'a raw condition: score between a and b',
+    table: 'users',
+    column: 'score',
+    operator: 'raw sql',
+    build: (db, u) => db.selectFrom(u).selectAll().where(sql<boolean>`score between ${7731} and ${7732}`),
+  },
+  {
+    name: 'a raw condition on an aliased table: "o"."email" = v in an update',
+    table: 'orders',
+    column: 'email',
+    operator: 'raw sql',
+    write: true,
+    build: (db, _u, o) =>
+      db.updateTable(`${o} as o`).set({ item: SECRET_NAME }).where(sql<boolean>`"o"."email" = ${SECRET}`),
+  },
   {
     name: 'an alias of an encrypted column longer than 63 bytes',
     table: 'users',
