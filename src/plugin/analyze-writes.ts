@@ -4,6 +4,7 @@ import type { ColumnInfo, IndexInfo, TableInfo } from '../schema/schema.js'
 import { whereNode } from './analyze-conditions.js'
 import type { Analyzer } from './analyzer.js'
 import { exact, exposedName, isValuesCall } from './column-rules.js'
+import { conflictTarget } from './conflict-target.js'
 import { DeferredValue, isDeferred } from './deferred-value.js'
 import {
   columnName,
@@ -79,43 +80,6 @@ export function insert(
       updates: updates(a, node.onDuplicateKey.updates, scope, relation),
     })
   }
-}
-
-/**
- * The conflict target of ON CONFLICT (…): an encrypted column holds a fresh ciphertext per write,
- * so its uniqueness lives on its unique blind index, which becomes the target. Exact only while
- * one index version is live: the wrapper refuses the upsert during an index-key rotation.
- *
- * @throws QueryRefusedError `QUERY_REFUSED` for an encrypted column without a unique index
- */
-function conflictTarget(
-  a: Analyzer,
-  columns: ReadonlyArray<OperationNode>,
-  table: TableInfo,
-): ReadonlyArray<OperationNode> {
-  return rebuildList(columns, (c) => {
-    const name = columnName(c)
-    const index = table.indexColumn(name)
-    if (index?.spec.kind === 'unique') a.noteIndexComparison(table.logical)
-    const info = exact(table, name)
-    if (info === undefined) return c
-    const unique = info.spec.indexes
-      .map((spec) => table.indexColumn(spec.name) as IndexInfo)
-      .find((i) => i.spec.kind === 'unique')
-    if (unique === undefined) {
-      const search = info.spec.indexes[0]?.name
-      throw refuse(
-        info,
-        'on conflict',
-        `the conflict target ${info.physical} holds a fresh ciphertext per write, so only a unique blind index can detect the conflict`,
-        search === undefined
-          ? `Declare a unique index on ${info.physical} (index: { name: '${info.physical}_bidx' }) with a UNIQUE constraint, and use it as the conflict target.`
-          : `Index ${search} is truncated (a search index) and cannot carry a UNIQUE constraint: declare a unique index (no bits) on ${info.physical}, or use another conflict target.`,
-      )
-    }
-    a.noteIndexComparison(table.logical)
-    return columnNode(unique.physical)
-  })
 }
 
 /** The column list and values of an INSERT into a table with encrypted columns. */

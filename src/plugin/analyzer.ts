@@ -19,6 +19,7 @@ import { whereNode } from './analyze-conditions.js'
 import { insert, update } from './analyze-writes.js'
 import { addAll, checkCodec, exposedName } from './column-rules.js'
 import { DeferredValue, isDeferred } from './deferred-value.js'
+import { isStarOf, selectedFrom, withoutHidden } from './hidden-selections.js'
 import { mapChildren } from './node-utils.js'
 import {
   collectDeferred,
@@ -782,43 +783,6 @@ export class Analyzer {
         return mapChildren(node, (child) => this.opaque(child, scope, labelOf(node, label)))
     }
   }
-}
-
-/** The output that passes `p`'s column on as a plain reference of `p`'s relation, if any. */
-function selectedFrom(
-  outputs: ReadonlyMap<string, Source>,
-  origins: ReadonlyMap<string, Origin>,
-  p: PendingFilter,
-): string | undefined {
-  for (const [name, source] of outputs) {
-    if (isHiddenName(name)) continue
-    if (source.kind === 'column' && source.info === p.column && origins.get(name) === p.relation) return name
-  }
-  return undefined
-}
-
-/** A select list without the hidden selections the plugin adds for index conditions. */
-function withoutHidden(selections: ReadonlyArray<SelectionNode>): ReadonlyArray<SelectionNode> {
-  const kept = selections.filter((s) => !isHiddenSelection(s))
-  return kept.length === selections.length ? selections : Object.freeze(kept)
-}
-
-/** True for `<ref> as __kfe_fp_<n>`. */
-function isHiddenSelection(s: SelectionNode): boolean {
-  const sel = s.selection
-  if (sel.kind !== 'AliasNode' || sel.node.kind !== 'ReferenceNode') return false
-  return isHiddenName(identifierName(sel.alias))
-}
-
-/** True for the plugin's own hidden aliases (prefix and a number). */
-function isHiddenName(name: string): boolean {
-  return name.startsWith(HIDDEN_PREFIX) && /^\d+$/.test(name.slice(HIDDEN_PREFIX.length))
-}
-
-/** True for `t.*`. */
-function isStarOf(node: OperationNode): boolean {
-  const ref = node as ReferenceNode
-  return node.kind === 'ReferenceNode' && ref.column.kind === 'SelectAllNode' && ref.table !== undefined
 }
 
 /** The names USING and its joins give their relations (alias, else table name). */
