@@ -13,7 +13,7 @@ import {
   encryptedSchema,
   fieldEncryption,
   localKeyProvider,
-} from '../src/index.js'
+} from 'kysely-field-encryption'
 
 interface DB {
   people: { id: Generated<number>; name: string; email: string; ssn: string | null }
@@ -29,6 +29,7 @@ const schema = encryptedSchema({
 
 // 2. One factory, two lines of wiring. (A real app takes its KEK from KMS, an HSM or a secret store.)
 const encryption = fieldEncryption({ schema, keyProvider: localKeyProvider({ key: randomBytes(32) }) })
+const startingDatabase = performance.now()
 const pglite = new PGlite()
 const db = new Kysely<DB>({
   dialect: encryption.wrap(new PGliteDialect(pglite)),
@@ -36,6 +37,8 @@ const db = new Kysely<DB>({
 })
 
 async function main(): Promise<void> {
+  await pglite.waitReady
+  const databaseStartMs = performance.now() - startingDatabase
   const started = performance.now()
   await db.schema
     .createTable('people')
@@ -92,7 +95,11 @@ async function main(): Promise<void> {
       `key-cache hits since: ${stats.keys?.cache.hits}`,
   )
   console.log(`Values decrypted: ${stats.decrypted}, search false positives removed: ${stats.falsePositives}`)
-  console.log(`Done in ${Math.round(performance.now() - started)} ms.`)
+  console.log(
+    `Done: PGlite (the embedded database) took ${Math.round(databaseStartMs)} ms to start; ` +
+      `everything above (create table, key creation, 3 inserts, 2 searches, the raw read) took ` +
+      `${Math.round(performance.now() - started)} ms after that.`,
+  )
   await encryption.close()
   await db.destroy()
 }
