@@ -9,6 +9,7 @@ export default defineConfig({
     // Integration files share one PostgreSQL and one MariaDB; each file uses its own tables.
     fileParallelism: true,
     pool: 'forks',
-    reporters: ['default'],
+    // The second counts the tests a missing backend skipped, for the summary printed last.
+    reporters: ['default', './test/support/not-run-reporter.ts'],
   },
 })

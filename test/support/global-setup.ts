@@ -1,9 +1,11 @@
 import type { TestProject } from 'vitest/node'
+import { type NotRunBackend, notRunBox, recordNotRun } from './not-run-reporter.js'
 
 /**
  * Resolves the databases the integration suite runs against, once per `npm test`:
  * `PG_URL` / `MYSQL_URL` first; else, where a Docker engine answers, testcontainers; else the
- * backend is reported as NOT RUN (never as passed). Under `CI=true` both URLs are required and
+ * backend is reported as NOT RUN (never as passed): the teardown prints what did not run, and why,
+ * as the last thing of the output (`not-run-reporter.ts` counts the skipped tests). Under `CI=true` both URLs are required and
  * must answer, so a missing backend fails the run.
  */
 declare module 'vitest' {
@@ -46,7 +48,8 @@ async function resolve(
   envVar: string,
   check: (url: string) => Promise<void>,
   container: () => Promise<string>,
-  notRun: string[],
+  notRun: NotRunBackend[],
+  missing: Omit<NotRunBackend, 'label' | 'reason'>,
 ): Promise<string | null> {
   const fromEnv = process.env[envVar]
   if (fromEnv) {
@@ -64,12 +67,12 @@ async function resolve(
     await check(url)
     return url
   }
-  notRun.push(`${name}: NOT RUN (no ${envVar} and no Docker engine for testcontainers)`)
+  notRun.push({ label: name, reason: `no ${envVar} and no Docker engine for testcontainers`, ...missing })
   return null
 }
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const notRun: string[] = []
+  const notRun: NotRunBackend[] = []
   const pgUrl = await resolve(
     'PostgreSQL',
     'PG_URL',
@@ -81,6 +84,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
       return c.getConnectionUri()
     },
     notRun,
+    {
+      suiteTag: "'postgres'",
+      fix: 'PG_URL=postgres://postgres@127.0.0.1:5432/<an empty database> npm test',
+    },
   )
   const mysqlUrl = await resolve(
     'MariaDB/MySQL',
@@ -93,13 +100,19 @@ export default async function setup(project: TestProject): Promise<() => Promise
       return c.getConnectionUri()
     },
     notRun,
+    { suiteTag: "'mysql'", fix: 'MYSQL_URL=mysql://root@127.0.0.1:3306/<an empty database> npm test' },
   )
   project.provide('pgUrl', pgUrl)
   project.provide('mysqlUrl', mysqlUrl)
-  project.provide('notRun', notRun)
-  for (const line of notRun) console.warn(line)
+  project.provide(
+    'notRun',
+    notRun.map((b) => `${b.label}: NOT RUN (${b.reason})`),
+  )
+  recordNotRun(notRun)
+  for (const b of notRun) console.warn(`${b.label}: NOT RUN (${b.reason}); a summary follows the results.`)
   return async () => {
-    for (const line of notRun) console.warn(line)
+    const summary = notRunBox()
+    if (summary !== undefined) console.warn(`\n${summary}\n`)
     for (const stop of stops) await stop()
   }
 }
