@@ -2,7 +2,7 @@ import { CodecError } from '../errors.js'
 import { canonicalJson, type JsonValue } from './canonical-json.js'
 
 /** The value types an encrypted column can hold. */
-export type CodecKind = 'text' | 'number' | 'bigint' | 'boolean' | 'date' | 'json' | 'bytes'
+export type CodecKind = 'text' | 'number' | 'bigint' | 'boolean' | 'date' | 'json' | 'bytes' | 'calendarDate'
 
 /**
  * Turns one JS type into canonical bytes and back. Canonical means: the same value gives the same
@@ -14,7 +14,7 @@ export interface Codec<T> {
   readonly kind: CodecKind
   /**
    * 4-bit tag stored in the low nibble of a ciphertext's type byte. Frozen forever:
-   * text=1 number=2 bigint=3 boolean=4 date=5 json=6 bytes=7.
+   * text=1 number=2 bigint=3 boolean=4 date=5 json=6 bytes=7 calendarDate=8.
    */
   readonly tag: number
   /**
@@ -160,7 +160,8 @@ const MAX_TIME = 8_640_000_000_000_000n
  * `date`: a JS `Date` as an instant: 8-byte signed big-endian count of milliseconds since
  * 1970-01-01T00:00:00Z. Precision is the millisecond (all a `Date` has); there is no time zone.
  * It does not carry the semantics of a database `date` (a calendar day) or `time` column: a
- * calendar day is better stored as text (`'2024-02-29'`). Invalid dates are rejected.
+ * `Date` for midnight in one time zone is another day in the next. For a calendar day (a date
+ * of birth) use {@link calendarDate}. Invalid dates are rejected.
  */
 const date: Codec<Date> = Object.freeze({
   kind: 'date',
@@ -222,6 +223,48 @@ const bytes: Codec<Uint8Array> = Object.freeze({
   decode: (encoded: Buffer): Buffer => Buffer.from(encoded),
 } satisfies Codec<Uint8Array>)
 
+const CALENDAR_DATE = /^(\d{4})-(\d{2})-(\d{2})$/
+
+/** Days in `month` (1..12) of `year`, proleptic Gregorian calendar (ISO 8601 §4.3.2.1). */
+function daysInMonth(year: number, month: number): number {
+  if (month === 2) return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28
+  return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31
+}
+
+/** True when `s` is a valid `YYYY-MM-DD` calendar date, years 0001 to 9999. */
+function isCalendarDate(s: string): boolean {
+  const m = CALENDAR_DATE.exec(s)
+  if (m === null) return false
+  const year = Number(m[1])
+  const month = Number(m[2])
+  const day = Number(m[3])
+  return year >= 1 && month >= 1 && month <= 12 && day >= 1 && day <= daysInMonth(year, month)
+}
+
+/**
+ * `calendarDate`: a calendar day as an ISO 8601 `YYYY-MM-DD` string (a date of birth, a due
+ * date), with no time and no time zone: the string written is the string read, in every time
+ * zone. Encoded as its 10 ASCII bytes. Years 0001 to 9999 of the proleptic Gregorian calendar;
+ * the day must exist (`'2023-02-29'` is rejected). A `Date` is rejected: which day it is
+ * depends on a time zone.
+ */
+const calendarDate: Codec<string> = Object.freeze({
+  kind: 'calendarDate',
+  tag: 8,
+  is: (value: unknown): value is string => typeof value === 'string' && isCalendarDate(value),
+  encode(value: string): Buffer {
+    if (typeof value !== 'string') invalid('calendarDate', "a 'YYYY-MM-DD' string")
+    if (!isCalendarDate(value)) invalid('calendarDate', "an existing day written 'YYYY-MM-DD', years 0001 to 9999")
+    return Buffer.from(value, 'latin1')
+  },
+  decode(bytes: Buffer): string {
+    if (bytes.length !== 10) malformed('calendarDate', `expected 10 bytes, got ${bytes.length}`)
+    const value = bytes.toString('latin1')
+    if (!isCalendarDate(value)) malformed('calendarDate', "not an existing day written 'YYYY-MM-DD'")
+    return value
+  },
+} satisfies Codec<string>)
+
 /** Every codec, by kind. Frozen; tags never change meaning (they are stored in ciphertexts). */
 export const codecs: {
   readonly text: Codec<string>
@@ -231,7 +274,8 @@ export const codecs: {
   readonly date: Codec<Date>
   readonly json: Codec<JsonValue>
   readonly bytes: Codec<Uint8Array>
-} = Object.freeze({ text, number, bigint, boolean, date, json, bytes })
+  readonly calendarDate: Codec<string>
+} = Object.freeze({ text, number, bigint, boolean, date, json, bytes, calendarDate })
 
 const byTag: ReadonlyArray<Codec<unknown> | undefined> = Object.freeze([
   undefined,
@@ -242,6 +286,7 @@ const byTag: ReadonlyArray<Codec<unknown> | undefined> = Object.freeze([
   date,
   json,
   bytes,
+  calendarDate,
 ] as Array<Codec<unknown> | undefined>)
 
 /**

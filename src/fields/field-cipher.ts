@@ -143,11 +143,11 @@ export interface Fixed {
 
 function seal(key: KeyMaterial, codecTag: number, plaintext: Buffer, aad: FieldAad, fixed?: Fixed): Buffer {
   assertDataKey(key, aad, false)
-  // Same test as `codecByTag(codecTag) === undefined`: an integer 1..7.
-  if (!(Number.isInteger(codecTag) && codecTag >= 1 && codecTag <= 7)) {
+  // Same test as `codecByTag(codecTag) === undefined`: an integer 1..8.
+  if (!(Number.isInteger(codecTag) && codecTag >= 1 && codecTag <= 8)) {
     throw new ConfigError(
       'CONFIG_INVALID',
-      `Unknown codec tag${describe(where(aad))}: expected 1..7.`,
+      `Unknown codec tag${describe(where(aad))}: expected 1..8.`,
       where(aad),
     )
   }
@@ -200,7 +200,7 @@ function seal(key: KeyMaterial, codecTag: number, plaintext: Buffer, aad: FieldA
  * Each subkey serves ≤ 2^16 encryptions per epoch. See docs/security.md.
  *
  * @param key - The table's data key (purpose `'data'`); its version goes into the header.
- * @param codecTag - Tag of the codec that encoded `plaintext` (1..7), stored in the type byte.
+ * @param codecTag - Tag of the codec that encoded `plaintext` (1..8), stored in the type byte.
  * @param plaintext - The codec-encoded value.
  * @param aad - Table, column and context the ciphertext is bound to.
  * @returns A fresh buffer of `ciphertextLength(plaintext.length, key.ref.version)` bytes.

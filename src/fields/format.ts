@@ -3,7 +3,7 @@
  *
  * ```
  * offset  size  field
- * 0       1     type byte: high nibble = format version (1), low nibble = codec tag (1..7)
+ * 0       1     type byte: high nibble = format version (1), low nibble = codec tag (1..8)
  * 1       1..5  key version: unsigned LEB128 varint, minimal, 1..2^32-1
  * .       2     salt (selects the per-record subkey)
  * .       12    AES-GCM nonce
@@ -121,7 +121,7 @@ function parse(ct: Uint8Array): number | Failure {
   const type = ct[0] as number
   if (type >> 4 !== FORMAT_VERSION_1) return UNKNOWN_VERSION
   const codecTag = type & 0x0f
-  if (codecTag < 1 || codecTag > 7) return NO_CODEC
+  if (codecTag < 1 || codecTag > 8) return NO_CODEC
   // Unsigned LEB128, at most 5 bytes, minimal (a value has exactly one header).
   let keyVersion = 0
   let at = 1

@@ -85,8 +85,24 @@ export const encrypted = Object.freeze({
   bigint: (options?: ColumnOptions) => column<bigint>('bigint', options),
   /** A boolean. */
   boolean: (options?: ColumnOptions) => column<boolean>('boolean', options),
-  /** A Date, stored as an instant with millisecond precision. */
+  /**
+   * A `Date`, stored as an **instant** (milliseconds since 1970-01-01T00:00:00Z), not as a
+   * calendar day: `new Date('1990-05-17')` is midnight UTC, which a reader west of UTC shows as
+   * May 16. For a date of birth or any day without a time, use {@link encrypted.calendarDate}.
+   */
   date: (options?: ColumnOptions) => column<Date>('date', options),
+  /**
+   * A calendar day as a `'YYYY-MM-DD'` string (a date of birth): no time, no time zone, the same
+   * string back in every time zone. Years 0001–9999; a day that does not exist (`'2023-02-29'`)
+   * or another shape is refused with `CodecError` `CODEC_INVALID_VALUE`. Indexable.
+   *
+   * @example
+   * ```ts
+   * encrypted.calendarDate({ index: { name: 'dob_bidx' } })
+   * // where dob = '1990-05-17'  →  where "dob_bidx" in ($1)
+   * ```
+   */
+  calendarDate: (options?: ColumnOptions) => column<string>('calendarDate', options),
   /** Any JSON value, encoded canonically (sorted keys), so indexes are stable. */
   json: <T = unknown>(options?: ColumnOptions) => column<T>('json', options),
   /** Raw bytes. */

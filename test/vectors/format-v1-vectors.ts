@@ -37,6 +37,7 @@ export function vectorValue(kind: CodecKind, value: JsonValue): unknown {
     case 'bytes':
       return Buffer.from(value as string, 'hex')
     case 'text':
+    case 'calendarDate':
     case 'number':
     case 'boolean':
     case 'json':

@@ -1,7 +1,8 @@
 /**
- * Generated test/vectors/format-v1.json ONCE. The file is frozen: never regenerate it; every later
- * format version must still read these vectors. This script refuses to overwrite it; run with
- * `--stdout` to print what it would write (e.g. to compare).
+ * Generated test/vectors/format-v1.json ONCE (0.1.0), and format-v1-calendar-date.json ONCE (when
+ * codec tag 8 was added). The files are frozen: never regenerate them; every later format version
+ * must still read these vectors. This script refuses to overwrite either; run with `--stdout` to
+ * print what it would write (e.g. to compare).
  *
  *   npx tsx test/vectors/generate-format-v1.ts [--stdout]
  *
@@ -17,7 +18,7 @@ import { encryptFieldWithFixedNonceForVectors } from '../../src/fields/field-cip
 import { KeyMaterial } from '../../src/keys/key-material.js'
 import { codecOf, type FormatV1File, type FormatV1Vector, vectorValue } from './format-v1-vectors.js'
 
-const out = join(dirname(fileURLToPath(import.meta.url)), 'format-v1.json')
+const dir = dirname(fileURLToPath(import.meta.url))
 
 const KEY_HEX = '000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f'
 
@@ -51,6 +52,21 @@ const specs: readonly Spec[] = [
   { name: 'text-context', codec: 'text', value: 'alice@example.com', context: ['tenant-42', 'row-7'] },
   { name: 'text-key-version-200', codec: 'text', value: 'alice@example.com', keyVersion: 200 },
 ]
+
+/** Codec tag 8 (calendarDate), added after 0.1.0: its own file, nonces from 0x20 on. */
+const calendarDateSpecs: readonly Spec[] = [
+  { name: 'calendar-date', codec: 'calendarDate', value: '1990-05-17', column: 'dob' },
+  { name: 'calendar-date-leap-day', codec: 'calendarDate', value: '2024-02-29', column: 'dob', saltHex: '0001' },
+  {
+    name: 'calendar-date-context',
+    codec: 'calendarDate',
+    value: '0001-01-01',
+    table: 'patients',
+    column: 'born_on',
+    context: ['tenant-42'],
+  },
+]
+const CALENDAR_DATE_FIRST_NONCE = 0x20
 
 function lp(s: string): Buffer {
   const b = Buffer.from(s, 'utf8')
@@ -122,18 +138,33 @@ function vector(spec: Spec, index: number): FormatV1Vector {
   }
 }
 
-const file: FormatV1File = {
-  note: 'frozen: never regenerate; every later format version must still read these',
-  vectors: specs.map(vector),
-}
-const json = `${JSON.stringify(file, null, 2)}\n`
+const files: ReadonlyArray<readonly [string, FormatV1File]> = [
+  [
+    'format-v1.json',
+    {
+      note: 'frozen: never regenerate; every later format version must still read these',
+      vectors: specs.map(vector),
+    },
+  ],
+  [
+    'format-v1-calendar-date.json',
+    {
+      note: 'frozen: never regenerate; every later format version must still read these (codec tag 8, calendarDate)',
+      vectors: calendarDateSpecs.map((spec, i) => vector(spec, CALENDAR_DATE_FIRST_NONCE + i)),
+    },
+  ],
+]
 
-if (process.argv.includes('--stdout')) {
-  process.stdout.write(json)
-} else if (existsSync(out)) {
-  console.error(`${out} exists and is frozen: not overwriting it (use --stdout to compare).`)
-  process.exitCode = 1
-} else {
-  writeFileSync(out, json)
-  console.log(`wrote ${file.vectors.length} vectors to ${out}`)
+for (const [name, file] of files) {
+  const out = join(dir, name)
+  const json = `${JSON.stringify(file, null, 2)}\n`
+  if (process.argv.includes('--stdout')) {
+    process.stdout.write(`// ${name}\n${json}`)
+  } else if (existsSync(out)) {
+    console.error(`${out} exists and is frozen: not overwriting it (use --stdout to compare).`)
+    process.exitCode = 1
+  } else {
+    writeFileSync(out, json)
+    console.log(`wrote ${file.vectors.length} vectors to ${out}`)
+  }
 }

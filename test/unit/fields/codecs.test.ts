@@ -17,7 +17,7 @@ function codeOf(fn: () => unknown): string | undefined {
 const hex = (b: Buffer) => b.toString('hex')
 
 describe('codec registry', () => {
-  it('tags are frozen forever: text=1 number=2 bigint=3 boolean=4 date=5 json=6 bytes=7', () => {
+  it('tags are frozen forever: text=1 number=2 bigint=3 boolean=4 date=5 json=6 bytes=7 calendarDate=8', () => {
     expect(Object.values(codecs).map((c) => [c.kind, c.tag])).toEqual([
       ['text', 1],
       ['number', 2],
@@ -26,10 +26,11 @@ describe('codec registry', () => {
       ['date', 5],
       ['json', 6],
       ['bytes', 7],
+      ['calendarDate', 8],
     ])
     for (const c of Object.values(codecs)) expect(codecByTag(c.tag)).toBe(c)
     expect(codecByTag(0)).toBeUndefined()
-    expect(codecByTag(8)).toBeUndefined()
+    expect(codecByTag(9)).toBeUndefined()
     expect(codecByTag(1.5)).toBeUndefined()
     expect(Object.isFrozen(codecs)).toBe(true)
     expect(Object.isFrozen(codecs.text)).toBe(true)
@@ -44,6 +45,7 @@ describe('codec registry', () => {
       date: 'secret-678',
       json: () => 0,
       bytes: 'secret-678',
+      calendarDate: 'secret-678',
     }
     for (const c of Object.values(codecs) as Codec<unknown>[]) {
       const value = wrong[c.kind]
@@ -308,5 +310,67 @@ describe('bytes', () => {
         expect(Buffer.from(dec).equals(Buffer.from(u))).toBe(true)
       }),
     )
+  })
+})
+
+describe('calendarDate', () => {
+  const c = codecs.calendarDate
+
+  it('encodes a day as its 10 ASCII bytes and reads the same string back', () => {
+    expect(hex(c.encode('1990-05-17'))).toBe(Buffer.from('1990-05-17').toString('hex'))
+    for (const day of ['0001-01-01', '2024-02-29', '2000-02-29', '9999-12-31', '1970-01-01']) {
+      expect(c.is(day)).toBe(true)
+      expect(c.decode(c.encode(day))).toBe(day)
+    }
+  })
+
+  it('round-trips every existing day, whatever the process time zone (property)', () => {
+    fc.assert(
+      fc.property(
+        fc.date({
+          min: new Date('0001-01-01T00:00:00Z'),
+          max: new Date('9999-12-31T00:00:00Z'),
+          noInvalidDate: true,
+        }),
+        (d) => {
+          const day = d.toISOString().slice(0, 10)
+          expect(c.decode(c.encode(day))).toBe(day)
+        },
+      ),
+    )
+  })
+
+  it('CODEC_INVALID_VALUE for a day that does not exist, another shape, or a Date, never echoing the value', () => {
+    const bad: unknown[] = [
+      '2023-02-29',
+      '1900-02-29',
+      '2024-04-31',
+      '2024-13-01',
+      '2024-00-10',
+      '2024-01-00',
+      '0000-01-01',
+      '1990-5-17',
+      '17/05/1990',
+      '1990-05-17T00:00:00Z',
+      ' 1990-05-17',
+      '１９９０-05-17',
+      new Date('1990-05-17'),
+      19900517,
+    ]
+    for (const value of bad) {
+      expect(c.is(value)).toBe(false)
+      expect(codeOf(() => c.encode(value as string))).toBe('CODEC_INVALID_VALUE')
+      try {
+        c.encode(value as string)
+      } catch (error) {
+        expect((error as Error).message).not.toContain(String(value))
+      }
+    }
+  })
+
+  it('decoding rejects a wrong length or bytes that are not an existing day', () => {
+    expect(codeOf(() => c.decode(Buffer.from('1990-05-1')))).toBe('CODEC_INVALID_VALUE')
+    expect(codeOf(() => c.decode(Buffer.from('2023-02-29')))).toBe('CODEC_INVALID_VALUE')
+    expect(codeOf(() => c.decode(Buffer.from('1990/05/17')))).toBe('CODEC_INVALID_VALUE')
   })
 })

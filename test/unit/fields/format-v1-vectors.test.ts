@@ -12,9 +12,11 @@ import {
   vectorValue,
 } from '../../vectors/format-v1-vectors.js'
 
-const file = JSON.parse(
-  readFileSync(new URL('../../vectors/format-v1.json', import.meta.url), 'utf8'),
-) as FormatV1File
+const load = (name: string) =>
+  JSON.parse(readFileSync(new URL(`../../vectors/${name}`, import.meta.url), 'utf8')) as FormatV1File
+const file = load('format-v1.json')
+// Codec tag 8 was added after 0.1.0, in a file of its own: format-v1.json is never touched.
+const calendarDateFile = load('format-v1-calendar-date.json')
 const h = (s: string) => Buffer.from(s, 'hex')
 
 function keyOf(v: FormatV1Vector): KeyMaterial {
@@ -37,7 +39,22 @@ describe('frozen format v1 vectors (test/vectors/format-v1.json)', () => {
     expect(file.vectors.some((v) => v.context.length > 0)).toBe(true)
     expect(file.vectors.some((v) => v.keyVersion === 200)).toBe(true)
   })
+})
 
+describe('frozen format v1 vectors of codec tag 8 (test/vectors/format-v1-calendar-date.json)', () => {
+  it('is a frozen file of calendarDate vectors, one with context, all with type byte 0x18', () => {
+    expect(calendarDateFile.note).toMatch(/^frozen: never regenerate/)
+    expect(calendarDateFile.vectors.length).toBe(3)
+    expect(new Set(calendarDateFile.vectors.map((v) => v.codec))).toEqual(new Set(['calendarDate']))
+    expect(calendarDateFile.vectors.some((v) => v.context.length > 0)).toBe(true)
+    for (const v of calendarDateFile.vectors) expect(v.ciphertextHex.slice(0, 2)).toBe('18')
+  })
+})
+
+describe.each([
+  ['format-v1.json', file],
+  ['format-v1-calendar-date.json', calendarDateFile],
+] as const)('vectors of %s', (_fileName, file) => {
   describe.each(file.vectors.map((v) => [v.name, v] as const))('%s', (_name, v) => {
     const codec = codecOf(v.codec)
     const aad = { table: v.table, column: v.column, context: v.context }
