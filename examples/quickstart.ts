@@ -5,7 +5,6 @@
 import { randomBytes } from 'node:crypto'
 import { PGlite } from '@electric-sql/pglite'
 import { type Generated, Kysely } from 'kysely'
-import { PGliteDialect } from 'kysely-pglite-dialect'
 import {
   addEncryptedColumns,
   createBlindIndexes,
@@ -14,6 +13,7 @@ import {
   fieldEncryption,
   localKeyProvider,
 } from 'kysely-field-encryption'
+import { PGliteDialect } from 'kysely-pglite-dialect'
 
 interface DB {
   people: { id: Generated<number>; name: string; email: string; ssn: string | null }

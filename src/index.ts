@@ -49,7 +49,7 @@ export { KeyStore } from './keys/key-store.js'
 export type { LocalKeyProviderOptions } from './keys/local-provider.js'
 export { localKeyProvider } from './keys/local-provider.js'
 export { rewrapAll } from './keys/rewrap.js'
-export type { ColumnOptions, EncryptedColumn, IndexOptions } from './schema/columns.js'
+export type { ColumnOptions, EncryptedColumn, IndexNamesOf, IndexOptions } from './schema/columns.js'
 export { encrypted } from './schema/columns.js'
 export type { SqlFamily } from './schema/migration.js'
 export {
@@ -58,6 +58,6 @@ export {
   encryptedColumnTypes,
   sqlFamily,
 } from './schema/migration.js'
-export type { EncryptedSchema, SchemaDefinition, TableOptions } from './schema/schema.js'
+export type { EncryptedSchema, SchemaDefinition, SchemaOptions, TableOptions } from './schema/schema.js'
 export { encryptedSchema } from './schema/schema.js'
 export type { Decrypted, PlaintextOf } from './schema/types.js'

@@ -254,7 +254,8 @@ const calendarDate: Codec<string> = Object.freeze({
   is: (value: unknown): value is string => typeof value === 'string' && isCalendarDate(value),
   encode(value: string): Buffer {
     if (typeof value !== 'string') invalid('calendarDate', "a 'YYYY-MM-DD' string")
-    if (!isCalendarDate(value)) invalid('calendarDate', "an existing day written 'YYYY-MM-DD', years 0001 to 9999")
+    if (!isCalendarDate(value))
+      invalid('calendarDate', "an existing day written 'YYYY-MM-DD', years 0001 to 9999")
     return Buffer.from(value, 'latin1')
   },
   decode(bytes: Buffer): string {

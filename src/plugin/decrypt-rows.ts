@@ -24,7 +24,8 @@ export interface DecryptStats {
 
 /**
  * Decrypts the annotated columns of result rows in place, following the plan, then removes
- * search-index false positives and the hidden columns that carried their ciphertexts.
+ * search-index false positives and the hidden columns that carried their ciphertexts, and, under
+ * `omitBlindIndexes`, the index columns of the tables whose encrypted columns the rows carry.
  *
  * Keys: one lookup per distinct (table, key version) in the batch, from the cache synchronously
  * when it holds them, else through `slow` (one provider call per missing key), never per row.
@@ -43,12 +44,31 @@ export function decryptRows<R extends Record<string, unknown>>(
   if (rows.length === 0 || plan.outputs.length === 0) return rows
   const keys = new VersionMap<KeyMaterial>()
   const stop = decryptFrom(ring, keys, plan, rows, stats, 0)
-  if (stop === undefined) return removeFalsePositives(plan, rows, stats)
+  if (stop === undefined) return omitIndexColumns(plan, removeFalsePositives(plan, rows, stats))
   // A key the cache could not serve: load every key the rest of the batch needs, then go on.
   return loadMissing(ring, keys, missingFrom(ring, keys, plan, rows, stop), slow).then(() => {
     if (decryptFrom(ring, keys, plan, rows, stats, stop) !== undefined) throw evictedWhileLoading()
-    return removeFalsePositives(plan, rows, stats)
+    return omitIndexColumns(plan, removeFalsePositives(plan, rows, stats))
   })
+}
+
+/**
+ * `omitBlindIndexes`: deletes, from each row, the index columns of every table one of the plan's
+ * outputs comes from (a `selectAll()` or `returningAll()` brings them along with the encrypted
+ * columns). Rows are keyed as the database returned them, before any plugin renames a key, so
+ * the physical names are the keys.
+ */
+function omitIndexColumns<R extends Record<string, unknown>>(plan: QueryPlan, rows: R[]): R[] {
+  let names: Set<string> | undefined
+  for (const output of plan.outputs) {
+    const omitted = output.column.table.omittedFromResults
+    if (omitted.length === 0) continue
+    names ??= new Set()
+    for (const name of omitted) names.add(name)
+  }
+  if (names === undefined) return rows
+  for (const row of rows) for (const name of names) if (name in row) delete row[name]
+  return rows
 }
 
 /**

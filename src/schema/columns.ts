@@ -37,8 +37,26 @@ export interface ColumnOptions {
   readonly maxBytes?: number
 }
 
-/** A declared encrypted column: its codec, its indexes and its logical name. Frozen. */
-export interface EncryptedColumn<T = unknown> {
+/** The options of a column declared without any: no index names. */
+type NoOptions = { readonly index?: undefined }
+
+/** The index column names declared by column options `O`, as a union of literals. */
+export type IndexNamesOf<O> = O extends { readonly index: infer X }
+  ? X extends readonly (infer E)[]
+    ? E extends { readonly name: infer N extends string }
+      ? N
+      : never
+    : X extends { readonly name: infer N extends string }
+      ? N
+      : never
+  : never
+
+/**
+ * A declared encrypted column: its codec, its indexes and its logical name. Frozen.
+ * `I` is the union of its index column names, as far as the compiler saw them (for
+ * `Decrypted<>` with `omitBlindIndexes`).
+ */
+export interface EncryptedColumn<T = unknown, I extends string = string> {
   readonly codec: Codec<T>
   readonly indexes: readonly BlindIndexSpec[]
   readonly logicalName: string | undefined
@@ -46,9 +64,11 @@ export interface EncryptedColumn<T = unknown> {
   readonly maxBytes: number | undefined
   /** Phantom: the plaintext TypeScript type. */
   readonly __plaintext?: T
+  /** Phantom: the index column names. */
+  readonly __indexNames?: I
 }
 
-function column<T>(kind: CodecKind, options: ColumnOptions = {}): EncryptedColumn<T> {
+function column<T, I extends string>(kind: CodecKind, options: ColumnOptions = {}): EncryptedColumn<T, I> {
   const list =
     options.index === undefined ? [] : Array.isArray(options.index) ? options.index : [options.index]
   const indexes = (list as readonly IndexOptions[]).map((o) =>
@@ -78,19 +98,24 @@ function column<T>(kind: CodecKind, options: ColumnOptions = {}): EncryptedColum
  */
 export const encrypted = Object.freeze({
   /** A string (UTF-8). */
-  text: (options?: ColumnOptions) => column<string>('text', options),
+  text: <const O extends ColumnOptions = NoOptions>(options?: O) =>
+    column<string, IndexNamesOf<O>>('text', options),
   /** A JS number (IEEE-754 double; NaN refused, -0 stored as 0). */
-  number: (options?: ColumnOptions) => column<number>('number', options),
+  number: <const O extends ColumnOptions = NoOptions>(options?: O) =>
+    column<number, IndexNamesOf<O>>('number', options),
   /** A bigint. */
-  bigint: (options?: ColumnOptions) => column<bigint>('bigint', options),
+  bigint: <const O extends ColumnOptions = NoOptions>(options?: O) =>
+    column<bigint, IndexNamesOf<O>>('bigint', options),
   /** A boolean. */
-  boolean: (options?: ColumnOptions) => column<boolean>('boolean', options),
+  boolean: <const O extends ColumnOptions = NoOptions>(options?: O) =>
+    column<boolean, IndexNamesOf<O>>('boolean', options),
   /**
    * A `Date`, stored as an **instant** (milliseconds since 1970-01-01T00:00:00Z), not as a
    * calendar day: `new Date('1990-05-17')` is midnight UTC, which a reader west of UTC shows as
    * May 16. For a date of birth or any day without a time, use {@link encrypted.calendarDate}.
    */
-  date: (options?: ColumnOptions) => column<Date>('date', options),
+  date: <const O extends ColumnOptions = NoOptions>(options?: O) =>
+    column<Date, IndexNamesOf<O>>('date', options),
   /**
    * A calendar day as a `'YYYY-MM-DD'` string (a date of birth): no time, no time zone, the same
    * string back in every time zone. Years 0001–9999; a day that does not exist (`'2023-02-29'`)
@@ -102,9 +127,16 @@ export const encrypted = Object.freeze({
    * // where dob = '1990-05-17'  →  where "dob_bidx" in ($1)
    * ```
    */
-  calendarDate: (options?: ColumnOptions) => column<string>('calendarDate', options),
-  /** Any JSON value, encoded canonically (sorted keys), so indexes are stable. */
-  json: <T = unknown>(options?: ColumnOptions) => column<T>('json', options),
+  calendarDate: <const O extends ColumnOptions = NoOptions>(options?: O) =>
+    column<string, IndexNamesOf<O>>('calendarDate', options),
+  /**
+   * Any JSON value, encoded canonically (sorted keys), so indexes are stable. With an explicit
+   * `T` and an index, the compiler cannot see the index name: with `omitBlindIndexes`, write
+   * `encrypted.json<T, { index: { name: 'x_bidx' } }>(…)` so `Decrypted<>` drops it too.
+   */
+  json: <T = unknown, const O extends ColumnOptions = NoOptions>(options?: O) =>
+    column<T, IndexNamesOf<O>>('json', options),
   /** Raw bytes. */
-  bytes: (options?: ColumnOptions) => column<Buffer>('bytes', options),
+  bytes: <const O extends ColumnOptions = NoOptions>(options?: O) =>
+    column<Buffer, IndexNamesOf<O>>('bytes', options),
 })

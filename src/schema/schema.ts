@@ -18,6 +18,22 @@ export interface TableOptions {
   readonly primaryKey?: string | readonly string[]
 }
 
+/** Options of the whole schema. */
+export interface SchemaOptions<O extends boolean = boolean> {
+  /** Per-table options, by physical table name, e.g. `{ users: { logicalName: 'people' } }`. */
+  readonly tables?: Readonly<Record<string, TableOptions>>
+  /**
+   * Leave blind-index columns out of result rows: a query that returns a table's encrypted
+   * columns (`selectAll()`, `returningAll()`, …) does not return that table's index columns
+   * (HMAC tokens that would otherwise travel into API payloads and logs), and `Decrypted<>`
+   * drops them from the table types. The plugin still writes and searches them; name one in raw
+   * `sql` where you must (e.g. an ON CONFLICT target: `oc.expression(sql.ref('email_bidx'))`).
+   * Costs a key deletion per index column per row returned.
+   * @default false: index columns are returned as bytes, like any column
+   */
+  readonly omitBlindIndexes?: O
+}
+
 /** What `encryptedSchema` takes: physical table name → physical column name → annotation. */
 // biome-ignore lint/suspicious/noExplicitAny: columns of every plaintext type; `Decrypted<>` recovers each one.
 export type SchemaDefinition = Readonly<Record<string, Readonly<Record<string, EncryptedColumn<any>>>>>
@@ -50,6 +66,8 @@ export interface TableInfo {
   readonly columns: ReadonlyMap<string, ColumnInfo>
   /** Blind index columns by physical name. */
   readonly indexColumns: ReadonlyMap<string, IndexInfo>
+  /** Index columns removed from result rows (`omitBlindIndexes`); empty when they are returned. */
+  readonly omittedFromResults: readonly string[]
   /** Looks a column up by the name a query uses: the physical name or its camelCase form (CamelCasePlugin). */
   column(name: string): ColumnInfo | undefined
   /** Same for an index column. */
@@ -59,8 +77,10 @@ export interface TableInfo {
 }
 
 /** The frozen, resolved schema the plugin and the wrapper share. */
-export interface EncryptedSchema<D extends SchemaDefinition = SchemaDefinition> {
+export interface EncryptedSchema<D extends SchemaDefinition = SchemaDefinition, O extends boolean = boolean> {
   readonly definition: D
+  /** Whether result rows leave out blind-index columns (see {@link SchemaOptions.omitBlindIndexes}). */
+  readonly omitBlindIndexes: O
   /** Looks a table up by the name a query uses (optionally schema-qualified, or camelCase). */
   table(name: string, schema?: string): TableInfo | undefined
   /** A table whose name equals `name` ignoring case (MySQL's rule where table names fold), if any. */
@@ -78,7 +98,8 @@ function camel(name: string): string {
  * database; CamelCasePlugin's camelCase spelling is recognised too).
  *
  * @param definition - table → column → `encrypted.*(…)`
- * @param options - per-table options, e.g. `{ users: { logicalName: 'people' } }`
+ * @param options - `tables`: per-table options, e.g. `{ users: { logicalName: 'people' } }`;
+ *   `omitBlindIndexes`: leave index columns out of result rows and of `Decrypted<>` types
  * @returns a frozen schema for `fieldEncryption({ schema })`
  * @throws ConfigError `CONFIG_INVALID` on duplicate index names or an index column that collides with an annotated column
  * @example
@@ -88,10 +109,11 @@ function camel(name: string): string {
  * })
  * ```
  */
-export function encryptedSchema<D extends SchemaDefinition>(
+export function encryptedSchema<D extends SchemaDefinition, O extends boolean = false>(
   definition: D,
-  options: { readonly tables?: Readonly<Record<string, TableOptions>> } = {},
-): EncryptedSchema<D> {
+  options: SchemaOptions<O> = {},
+): EncryptedSchema<D, O> {
+  const omit = options.omitBlindIndexes === true
   const tables = new Map<string, TableInfo>()
   const byName = new Map<string, TableInfo>()
   const logicalTables = new Set<string>()
@@ -109,12 +131,14 @@ export function encryptedSchema<D extends SchemaDefinition>(
     const idxLookup = new Map<string, IndexInfo>()
     const folded = new Map<string, ColumnInfo>()
     const primaryKey = options.tables?.[physical]?.primaryKey ?? 'id'
+    const omittedHere: string[] = []
     const table: TableInfo = {
       physical,
       logical,
       primaryKey: Object.freeze(typeof primaryKey === 'string' ? [primaryKey] : [...primaryKey]),
       columns: cols,
       indexColumns: idx,
+      omittedFromResults: omittedHere,
       column: (name) => lookup.get(name),
       indexColumn: (name) => idxLookup.get(name),
       columnIgnoringCase: (name) => folded.get(name.toLowerCase()),
@@ -160,12 +184,14 @@ export function encryptedSchema<D extends SchemaDefinition>(
         }
         const index: IndexInfo = Object.freeze({ column: info, spec, physical: spec.name })
         idx.set(spec.name, index)
+        if (omit) omittedHere.push(spec.name)
         idxLookup.set(spec.name, index)
         idxLookup.set(camel(spec.name), index)
         folded.set(spec.name.toLowerCase(), info)
         folded.set(camel(spec.name).toLowerCase(), info)
       }
     }
+    Object.freeze(omittedHere)
     Object.freeze(table)
     tables.set(physical, table)
     byName.set(physical, table)
@@ -174,6 +200,7 @@ export function encryptedSchema<D extends SchemaDefinition>(
   const foldedTables = new Map([...byName].map(([name, table]) => [name.toLowerCase(), table]))
   return Object.freeze({
     definition,
+    omitBlindIndexes: omit as O,
     tables,
     table: (name: string, schema?: string) =>
       (schema === undefined ? undefined : byName.get(`${schema}.${name}`)) ?? byName.get(name),

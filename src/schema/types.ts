@@ -3,7 +3,25 @@ import type { EncryptedColumn } from './columns.js'
 import type { EncryptedSchema, SchemaDefinition } from './schema.js'
 
 /** The plaintext type of an annotation. */
-export type PlaintextOf<C> = C extends EncryptedColumn<infer T> ? T : never
+export type PlaintextOf<C> = C extends EncryptedColumn<infer T, string> ? T : never
+
+/** The index column names of a table's annotations; `never` when one is not known literally. */
+type IndexColumnsOf<Table> = {
+  [C in keyof Table]: Table[C] extends EncryptedColumn<unknown, infer I>
+    ? string extends I
+      ? never
+      : I
+    : never
+}[keyof Table]
+
+/** The keys `Decrypted<>` leaves out of table `T`: its index columns under `omitBlindIndexes`. */
+type Omitted<S, T> = S extends { readonly omitBlindIndexes: true }
+  ? S extends EncryptedSchema<infer D, true>
+    ? T extends keyof D
+      ? IndexColumnsOf<D[T]>
+      : never
+    : never
+  : never
 
 /** Swaps a stored (bytes) column type for its plaintext type, keeping `null` and kysely's `ColumnType`. */
 type Swap<Stored, P> =
@@ -15,7 +33,8 @@ type SwapValue<V, P> = V extends null ? null : V extends undefined ? undefined :
 /**
  * Maps a generated database interface (kysely-codegen and friends, where encrypted columns are
  * `Buffer`) to the plaintext types the application reads and writes through the plugin.
- * Nullability and `Generated<>`/`ColumnType<>` wrappers are kept; blind-index columns stay bytes.
+ * Nullability and `Generated<>`/`ColumnType<>` wrappers are kept; blind-index columns stay bytes,
+ * or are left out when the schema was made with `omitBlindIndexes: true` (as they are from rows).
  *
  * @example
  * ```ts
@@ -24,10 +43,10 @@ type SwapValue<V, P> = V extends null ? null : V extends undefined ? undefined :
  * const db = new Kysely<DB>({ dialect: encryption.wrap(dialect), plugins: [encryption.plugin] })
  * ```
  */
-export type Decrypted<DB, S extends EncryptedSchema<SchemaDefinition>> = {
+export type Decrypted<DB, S extends EncryptedSchema<SchemaDefinition, boolean>> = {
   [T in keyof DB]: T extends keyof S['definition']
     ? {
-        [C in keyof DB[T]]: C extends keyof S['definition'][T]
+        [C in keyof DB[T] as C extends Omitted<S, T> ? never : C]: C extends keyof S['definition'][T]
           ? Swap<DB[T][C], PlaintextOf<S['definition'][T][C]>>
           : DB[T][C]
       }

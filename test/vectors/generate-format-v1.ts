@@ -56,7 +56,13 @@ const specs: readonly Spec[] = [
 /** Codec tag 8 (calendarDate), added after 0.1.0: its own file, nonces from 0x20 on. */
 const calendarDateSpecs: readonly Spec[] = [
   { name: 'calendar-date', codec: 'calendarDate', value: '1990-05-17', column: 'dob' },
-  { name: 'calendar-date-leap-day', codec: 'calendarDate', value: '2024-02-29', column: 'dob', saltHex: '0001' },
+  {
+    name: 'calendar-date-leap-day',
+    codec: 'calendarDate',
+    value: '2024-02-29',
+    column: 'dob',
+    saltHex: '0001',
+  },
   {
     name: 'calendar-date-context',
     codec: 'calendarDate',
