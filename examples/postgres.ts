@@ -1,0 +1,86 @@
+// examples/postgres.ts: a PostgreSQL app with encrypted columns, start to finish.
+// Run it:  KFE_KEK=$(openssl rand -hex 32) DATABASE_URL=postgres://localhost/mydb npx tsx postgres.ts
+import { type Generated, Kysely, PostgresDialect } from 'kysely'
+import {
+  addEncryptedColumns,
+  createBlindIndexes,
+  type Decrypted,
+  encrypted,
+  encryptedSchema,
+  fieldEncryption,
+  localKeyProvider,
+} from 'kysely-field-encryption'
+import pg from 'pg'
+
+// 1. Which columns are sensitive. An index (`email_bidx`) is a column of HMACs that makes the
+//    encrypted column searchable by equality; `omitBlindIndexes` keeps them out of results.
+const schema = encryptedSchema(
+  {
+    users: {
+      email: encrypted.text({ index: { name: 'email_bidx', normalize: ['trim', 'lowercase'] } }),
+      ssn: encrypted.text({ index: { name: 'ssn_bidx', bits: 16, normalize: ['digits'] } }),
+      dob: encrypted.calendarDate(), // 'YYYY-MM-DD', no time zone
+    },
+  },
+  { omitBlindIndexes: true },
+)
+
+// 2. The tables as kysely-codegen writes them (`npx kysely-codegen` after the migration below):
+//    encrypted and index columns are bytea, so Buffer. Decrypted<> gives the application's view.
+export interface Users {
+  id: Generated<number>
+  name: string
+  email: Buffer | null
+  email_bidx: Buffer | null
+  ssn: Buffer | null
+  ssn_bidx: Buffer | null
+  dob: Buffer | null
+}
+export interface GeneratedDB {
+  users: Users
+}
+export type DB = Decrypted<GeneratedDB, typeof schema> // users.email: string | null, no email_bidx
+
+// 3. The key-encrypting key (KEK): 32 random bytes, `openssl rand -hex 32`, from a secret store.
+//    It wraps the per-table keys, which are stored (wrapped) in a `kfe_keys` table.
+//    In production use AWS KMS or an HSM instead (docs/providers.md).
+const encryption = fieldEncryption({ schema, keyProvider: localKeyProvider({ env: 'KFE_KEK' }) })
+const db = new Kysely<DB>({
+  dialect: encryption.wrap(
+    new PostgresDialect({ pool: new pg.Pool({ connectionString: process.env.DATABASE_URL }) }),
+  ),
+  plugins: [encryption.plugin],
+})
+
+// 4. The migration: bytea columns for the encrypted values and their indexes, then the indexes.
+async function migrate(): Promise<void> {
+  await db.schema
+    .createTable('users')
+    .addColumn('id', 'serial', (c) => c.primaryKey())
+    .addColumn('name', 'text', (c) => c.notNull())
+    .$call(addEncryptedColumns(schema, 'users', 'postgres'))
+    .execute()
+  await createBlindIndexes(db, schema, 'users')
+}
+
+// 5. Write and search with plaintext; the database only sees ciphertext and HMACs.
+async function main(): Promise<void> {
+  await migrate()
+  await db
+    .insertInto('users')
+    .values({ name: 'Ada', email: 'Ada@Example.org', ssn: '078-05-1120', dob: '1815-12-10' })
+    .execute()
+  const ada = await db
+    .selectFrom('users')
+    .selectAll()
+    .where('email', '=', 'ada@example.org') // sent as: where "email_bidx" in ($1)
+    .executeTakeFirst()
+  console.log(ada) // { id: 1, name: 'Ada', email: 'Ada@Example.org', ssn: '078-05-1120', dob: '1815-12-10' }
+  await encryption.close()
+  await db.destroy()
+}
+
+main().catch((error: unknown) => {
+  console.error(error)
+  process.exitCode = 1
+})
