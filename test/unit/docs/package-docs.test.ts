@@ -100,6 +100,12 @@ describe('the package and its docs', () => {
     expect(tsconfig).toMatch(/"kysely-field-encryption": \["\.\/src\/index\.ts"\]/)
   })
 
+  it("docs/keys.md's worked example is examples/keys.ts (type-checked, and run by keys-worked-example.test.ts)", () => {
+    const keys = read('docs/keys.md')
+    const section = keys.slice(keys.indexOf('## Worked example'))
+    expect(/```ts\n([\s\S]*?)```/.exec(section)?.[1]).toBe(read('examples/keys.ts'))
+  })
+
   it('the README starts with the install line and keeps the contributor commands in "Developing"', () => {
     const readme = read('README.md')
     expect(readme.split('\n').slice(0, 5).join('\n')).toContain(
