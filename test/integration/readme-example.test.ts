@@ -1,0 +1,58 @@
+import { execFile } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import pg from 'pg'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { backends, uniqueName } from '../support/backends.js'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
+const postgres = backends().find((b) => b.name === 'postgres')!
+
+// The README's PostgreSQL app (examples/postgres.ts), run as a reader runs it: `npx tsx`, a fresh
+// KEK from the environment, DATABASE_URL. In a schema of its own, so its `users` and `kfe_keys`
+// tables meet no other test's.
+describe.each([postgres])('the README example (examples/postgres.ts) [$name]', (backend) => {
+  describe.runIf(backend.available)('', () => {
+    const schemaName = uniqueName('readme')
+    const url = new URL(String(process.env.PG_URL ?? ''))
+    let admin: pg.Client
+
+    beforeAll(async () => {
+      admin = new pg.Client({ connectionString: url.toString() })
+      await admin.connect()
+      await admin.query(`create schema "${schemaName}"`)
+    })
+    afterAll(async () => {
+      await admin?.query(`drop schema if exists "${schemaName}" cascade`)
+      await admin?.end()
+    })
+
+    it('creates the table, writes Ada and finds her by email; the database holds only ciphertext', async () => {
+      const databaseUrl = new URL(url)
+      databaseUrl.searchParams.set('options', `-c search_path=${schemaName}`)
+      const { stdout } = await promisify(execFile)('npx', ['tsx', 'examples/postgres.ts'], {
+        cwd: root,
+        env: {
+          ...process.env,
+          KFE_KEK: randomBytes(32).toString('hex'),
+          DATABASE_URL: databaseUrl.toString(),
+        },
+      })
+      expect(stdout).toContain("email: 'Ada@Example.org'")
+      expect(stdout).toContain("dob: '1815-12-10'")
+      expect(stdout).not.toContain('email_bidx')
+      const stored = await admin.query(`select email, email_bidx, ssn, dob from "${schemaName}".users`)
+      expect(stored.rows).toHaveLength(1)
+      const row = stored.rows[0] as Record<string, Buffer>
+      for (const column of ['email', 'ssn', 'dob']) {
+        expect(row[column]).toBeInstanceOf(Buffer)
+        expect(row[column]!.toString('latin1')).not.toMatch(/Ada|078-05|1815/)
+      }
+      expect(row.email_bidx).toHaveLength(32)
+      const keys = await admin.query(`select purpose from "${schemaName}".kfe_keys order by purpose`)
+      expect(keys.rows.map((r: { purpose: string }) => r.purpose)).toEqual(['data', 'index'])
+    })
+  })
+})
