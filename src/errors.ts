@@ -42,6 +42,11 @@ export type ErrorCode =
   | 'PLAINTEXT_WRITE'
   | 'PLAINTEXT_SEARCH'
   | 'DIALECT_NOT_WRAPPED'
+  // operations (src/ops)
+  | 'JOB_PAUSED'
+  | 'RETIRE_REFUSED'
+  | 'ROTATION_REFUSED'
+  | 'OPS_INVALID'
 
 /** Options shared by every error constructor. */
 export interface FieldEncryptionErrorOptions {
@@ -116,5 +121,20 @@ export class QueryRefusedError extends FieldEncryptionError {
     super(code, options.hint === undefined ? message : `${message} Hint: ${options.hint}`, options)
     this.operator = options.operator
     this.hint = options.hint
+  }
+}
+
+/** An operation of `src/ops` (rotate, re-encrypt, retire, …) refused or stopped. */
+export class OperationError extends FieldEncryptionError {
+  /** Rows concerned (e.g. rows still on a version `retire` refused to retire), where one applies. */
+  readonly rows: number | undefined
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: FieldEncryptionErrorOptions & { rows?: number } = {},
+  ) {
+    super(code, message, options)
+    this.rows = options.rows
   }
 }

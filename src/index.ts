@@ -20,6 +20,7 @@ export {
   FieldEncryptionError,
   KeyError,
   KeyProviderError,
+  OperationError,
   QueryRefusedError,
 } from './errors.js'
 export type { FieldEncryption, FieldEncryptionOptions, FieldEncryptionStats } from './field-encryption.js'

@@ -1,0 +1,18 @@
+/**
+ * `kysely-field-encryption/ops`: the key and data operations (init, status, rotate, reencrypt,
+ * verify, retire, rewrap) the `kfe` command line runs, as a library. No terminal code.
+ */
+export { OperationError } from './errors.js'
+export type { OpsOptions } from './ops/context.js'
+export type { FieldEncryptionOps, KfeConfig } from './ops/field-encryption-ops.js'
+export { defineConfig, fieldEncryptionOps } from './ops/field-encryption-ops.js'
+export type { InitKey, InitOptions, InitResult } from './ops/init.js'
+export type { JobOptions, JobResult } from './ops/job-engine.js'
+export type { JobRecord } from './ops/job-store.js'
+export type { Progress, RunOptions } from './ops/progress.js'
+export type { ReencryptDryRun, ReencryptOptions } from './ops/reencrypt.js'
+export type { RetireOptions, RetireResult } from './ops/retire.js'
+export type { RewrapOptions, RewrapResult } from './ops/rewrap.js'
+export type { RotateOptions, RotateResult } from './ops/rotate.js'
+export type { KeyVersionStatus, StatusOptions, StatusResult, TableStatus } from './ops/status.js'
+export type { VerifyFailure, VerifyOptions, VerifyResult } from './ops/verify.js'

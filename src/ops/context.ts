@@ -1,0 +1,119 @@
+import type { Kysely } from 'kysely'
+import { ConfigError } from '../errors.js'
+import type { KeyCacheOptions } from '../keys/key-cache.js'
+import type { AuditSink, KeyProvider } from '../keys/key-provider.js'
+import { KeyRing } from '../keys/key-ring.js'
+import { KeyStore } from '../keys/key-store.js'
+import type { EncryptedSchema, TableInfo } from '../schema/schema.js'
+
+/** Options of {@link createOpsContext} and `fieldEncryptionOps`. */
+export interface OpsOptions {
+  /**
+   * A Kysely on the application's database through the PLAIN dialect (not `encryption.wrap(…)`,
+   * whose fail-closed check refuses the ciphertext writes a job makes). Its pool needs one
+   * connection per worker plus one.
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: jobs name tables and columns at run time.
+  readonly db: Kysely<any>
+  /** The application's encrypted schema. */
+  readonly schema: EncryptedSchema
+  /** The KEK(s), in the same order as the application's `fieldEncryption({ keyProvider })`. */
+  readonly keyProvider: KeyProvider | readonly KeyProvider[]
+  /** The key table. @default 'kfe_keys' */
+  readonly keyTable?: string
+  /** The job table; its batches live in `<jobsTable>_batches`. @default 'kfe_jobs' */
+  readonly jobsTable?: string
+  /**
+   * The application's key-metadata TTL (`fieldEncryption({ metadataTtlMs })`): `rotate` waits this
+   * long between staging and activating, and again before re-encrypting. @default 30_000
+   */
+  readonly metadataTtlMs?: number
+  /** Unwrapped-key cache of the jobs (same meaning as the application's). */
+  readonly cache?: KeyCacheOptions
+  /** One event per provider call. */
+  readonly audit?: AuditSink
+  /**
+   * Primary-key column per physical table (a single column of integer or string type). Jobs page
+   * through a table by it. @default 'id'
+   */
+  readonly primaryKeys?: Readonly<Record<string, string>>
+}
+
+/** What every op shares: the plain database, the key store and ring, the schema. @internal */
+export interface OpsContext {
+  // biome-ignore lint/suspicious/noExplicitAny: see OpsOptions.db
+  readonly db: Kysely<any>
+  readonly schema: EncryptedSchema
+  readonly providers: readonly KeyProvider[]
+  readonly store: KeyStore
+  readonly ring: KeyRing
+  readonly family: 'postgres' | 'mysql'
+  readonly jobsTable: string
+  readonly metadataTtlMs: number
+  readonly audit: AuditSink | undefined
+  /** The annotated table named `table` (physical or logical name). */
+  table(table: string): TableInfo
+  /** Its primary-key column. */
+  primaryKey(table: TableInfo): string
+}
+
+const IDENT = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
+
+/**
+ * Builds the shared context: a key store and a key ring of their own on `db` (creation of keys
+ * is explicit here: `init` and `rotate` make them, never a first read).
+ * @throws ConfigError `CONFIG_INVALID` on no provider or a bad table or column name.
+ */
+export function createOpsContext(options: OpsOptions): OpsContext {
+  const providers = Array.isArray(options.keyProvider)
+    ? [...(options.keyProvider as readonly KeyProvider[])]
+    : [options.keyProvider as KeyProvider]
+  if (providers.length === 0) throw new ConfigError('CONFIG_INVALID', 'The operations need a keyProvider.')
+  const jobsTable = options.jobsTable ?? 'kfe_jobs'
+  if (!IDENT.test(jobsTable))
+    throw new ConfigError('CONFIG_INVALID', `Job table name '${jobsTable}' is not a plain SQL identifier.`)
+  for (const [table, column] of Object.entries(options.primaryKeys ?? {})) {
+    if (!IDENT.test(column))
+      throw new ConfigError(
+        'CONFIG_INVALID',
+        `Primary key '${column}' of ${table} is not a plain identifier.`,
+      )
+  }
+  const store = new KeyStore(
+    options.db,
+    options.keyTable === undefined ? {} : { tableName: options.keyTable },
+  )
+  const metadataTtlMs = options.metadataTtlMs ?? 30_000
+  const ring = new KeyRing({
+    store,
+    providers,
+    autoCreate: false,
+    metadataTtlMs,
+    ...(options.cache === undefined ? {} : { cache: options.cache }),
+    ...(options.audit === undefined ? {} : { audit: options.audit }),
+  })
+  return Object.freeze({
+    db: options.db,
+    schema: options.schema,
+    providers: Object.freeze(providers),
+    store,
+    ring,
+    family: store.family,
+    jobsTable,
+    metadataTtlMs,
+    audit: options.audit,
+    table(name: string): TableInfo {
+      const info =
+        options.schema.table(name) ?? [...options.schema.tables.values()].find((t) => t.logical === name)
+      if (info === undefined) {
+        throw new ConfigError('CONFIG_INVALID', `Table ${name} has no encrypted columns in the schema.`, {
+          table: name,
+        })
+      }
+      return info
+    },
+    primaryKey(table: TableInfo): string {
+      return options.primaryKeys?.[table.physical] ?? 'id'
+    },
+  })
+}

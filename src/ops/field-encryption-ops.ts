@@ -1,0 +1,87 @@
+import type { Dialect, Kysely } from 'kysely'
+import { createOpsContext, type OpsContext, type OpsOptions } from './context.js'
+import { type InitOptions, type InitResult, init } from './init.js'
+import type { JobResult } from './job-engine.js'
+import { type ReencryptDryRun, type ReencryptOptions, reencrypt } from './reencrypt.js'
+import { type RetireOptions, type RetireResult, retire } from './retire.js'
+import { type RewrapOptions, type RewrapResult, rewrap } from './rewrap.js'
+import { type RotateOptions, type RotateResult, rotate } from './rotate.js'
+import { type StatusOptions, type StatusResult, status } from './status.js'
+import { type VerifyOptions, type VerifyResult, verify } from './verify.js'
+
+/**
+ * The key and data operations of one database (DESIGN.md §5): what the `kfe` command line runs.
+ * Every method takes an `AbortSignal` and an `onProgress` callback in its options.
+ */
+export interface FieldEncryptionOps {
+  /** Creates the key and job tables and version 1 of every table's keys. See {@link init}. */
+  init(options?: InitOptions): Promise<InitResult>
+  /** Key versions, rows per version, jobs and a verdict per table. See {@link status}. */
+  status(options?: StatusOptions): Promise<StatusResult>
+  /** Stage, activate, then re-encrypt under a new data or index key. See {@link rotate}. */
+  rotate(table: string, options: RotateOptions): Promise<RotateResult>
+  /** Moves every row onto the active key versions (resumable, many workers). See {@link reencrypt}. */
+  reencrypt(table: string, options?: ReencryptOptions): Promise<JobResult | ReencryptDryRun>
+  /** Every row decrypts and every blind index matches. See {@link verify}. */
+  verify(table: string, options?: VerifyOptions): Promise<VerifyResult>
+  /** Retires a key version no row uses. See {@link retire}. */
+  retire(table: string, options: RetireOptions): Promise<RetireResult>
+  /** KEK rotation through `rewrapAll`. See {@link rewrap}. */
+  rewrap(options: RewrapOptions): Promise<RewrapResult>
+  /** Zeroes the cached keys and closes the providers (not the database). */
+  close(): Promise<void>
+}
+
+/**
+ * The operations over the application's database and keys.
+ *
+ * @example
+ * ```ts
+ * import { fieldEncryptionOps } from 'kysely-field-encryption/ops'
+ * const ops = fieldEncryptionOps({ db: plainDb, schema, keyProvider })
+ * await ops.rotate('users', { purpose: 'data' })           // stage, wait TTL, activate, re-encrypt
+ * await ops.reencrypt('users', { workers: 2, signal, onProgress: (p) => console.log(p) })
+ * // per batch: select … from "kfe_jobs_batches" … for update skip locked;
+ * //            update "users" set "email" = $1, … where "id" = $2 and "email" = $3  (compare-and-set)
+ * ```
+ */
+export function fieldEncryptionOps(options: OpsOptions): FieldEncryptionOps {
+  const ctx: OpsContext = createOpsContext(options)
+  return Object.freeze({
+    init: (o?: InitOptions) => init(ctx, o),
+    status: (o?: StatusOptions) => status(ctx, o),
+    rotate: (table: string, o: RotateOptions) => rotate(ctx, table, o),
+    reencrypt: (table: string, o?: ReencryptOptions) => reencrypt(ctx, table, o),
+    verify: (table: string, o?: VerifyOptions) => verify(ctx, table, o),
+    retire: (table: string, o: RetireOptions) => retire(ctx, table, o),
+    rewrap: (o: RewrapOptions) => rewrap(ctx, o),
+    close: () => ctx.ring.close(),
+  })
+}
+
+/** The `kfe` configuration file's default export (`kfe.config.ts`): see {@link defineConfig}. */
+export interface KfeConfig extends Omit<OpsOptions, 'db'> {
+  /** The application's dialect (not wrapped by `encryption.wrap`); `kfe` makes its own Kysely on it. */
+  readonly dialect?: Dialect
+  /** Or a Kysely instance on the plain dialect (the application's own, without the encryption wrapper). */
+  // biome-ignore lint/suspicious/noExplicitAny: any database type.
+  readonly kysely?: Kysely<any>
+}
+
+/**
+ * Types a `kfe.config.ts` (the shape kysely-ctl's `kysely.config.ts` has, plus the schema and KEKs).
+ *
+ * @example
+ * ```ts
+ * // kfe.config.ts
+ * import { defineConfig } from 'kysely-field-encryption/ops'
+ * export default defineConfig({
+ *   dialect: new PostgresDialect({ pool: new Pool({ connectionString: process.env.DATABASE_URL }) }),
+ *   schema,                                   // the application's encryptedSchema(...)
+ *   keyProvider: localKeyProvider({ env: 'KFE_KEK' }),
+ * })
+ * ```
+ */
+export function defineConfig(config: KfeConfig): KfeConfig {
+  return config
+}

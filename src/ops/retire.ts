@@ -1,0 +1,95 @@
+import { KeyError, OperationError } from '../errors.js'
+import type { KeyPurpose } from '../keys/key-provider.js'
+import type { OpsContext } from './context.js'
+import { type RunOptions, report } from './progress.js'
+import { loadKeySet } from './row-check.js'
+import { scanTable } from './scan.js'
+
+/** Options of `retire`. */
+export interface RetireOptions extends RunOptions {
+  readonly purpose: KeyPurpose
+  readonly version: number
+  /** Retire even though rows still use the version (they stay decryptable; an index version stops being searched). */
+  readonly force?: boolean
+  /** Count the rows and report; change nothing. */
+  readonly dryRun?: boolean
+}
+
+/** Outcome of `retire`. */
+export interface RetireResult {
+  readonly table: string
+  readonly purpose: KeyPurpose
+  readonly version: number
+  /** Rows still using the version (exact count over every row). */
+  readonly rows: number
+  readonly retired: boolean
+  readonly forced: boolean
+}
+
+/**
+ * Retires a key version: it is no longer searched (index) and expected unused (data; it still
+ * decrypts, so no data is ever lost). Counts, over every row, the rows still using it first:
+ * data versions from the ciphertext headers, index versions by recomputing each blind index.
+ * @throws OperationError `RETIRE_REFUSED` (with `rows`) when rows still use it and `force` is not set
+ * @throws KeyError `KEY_STATE_INVALID` when it is the active version; `KEY_NOT_FOUND` when it does not exist
+ */
+export async function retire(
+  ctx: OpsContext,
+  tableName: string,
+  options: RetireOptions,
+): Promise<RetireResult> {
+  const table = ctx.table(tableName)
+  const { purpose, version } = options
+  const target = (await ctx.store.list(table.logical, purpose)).find((k) => k.version === version)
+  if (target === undefined)
+    throw new KeyError('KEY_NOT_FOUND', `No ${purpose} version ${version} for ${table.logical}.`, {
+      table: table.logical,
+    })
+  if (target.state === 'active') {
+    throw new KeyError(
+      'KEY_STATE_INVALID',
+      `${purpose} version ${version} of ${table.logical} is the active one: rotate to a new version first.`,
+      { table: table.logical },
+    )
+  }
+  const keys = await loadKeySet(ctx, table)
+  let rows = 0
+  await scanTable(
+    ctx,
+    table,
+    keys,
+    {
+      signal: options.signal,
+      onPage: (n) =>
+        report(options, {
+          op: 'retire',
+          table: table.physical,
+          phase: 'counting',
+          done: n,
+          total: undefined,
+          unit: 'rows',
+        }),
+    },
+    ({ check }) => {
+      const versions = purpose === 'data' ? check.dataVersions.values() : check.indexVersions.values()
+      for (const v of versions) {
+        if (v === version) {
+          rows++
+          return
+        }
+      }
+    },
+  )
+  const result = { table: table.physical, purpose, version, rows, forced: rows > 0 && options.force === true }
+  if (rows > 0 && options.force !== true) {
+    throw new OperationError(
+      'RETIRE_REFUSED',
+      `${rows} rows of ${table.physical} still use ${purpose} version ${version}: run \`kfe reencrypt ${table.physical}\` first, or force it.`,
+      { table: table.logical, rows },
+    )
+  }
+  if (options.dryRun === true || options.signal?.aborted) return { ...result, retired: false }
+  await ctx.store.setState(table.logical, purpose, version, 'retired')
+  ctx.ring.refresh()
+  return { ...result, retired: true }
+}

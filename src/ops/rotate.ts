@@ -1,0 +1,149 @@
+import { FieldEncryptionError, KeyError, OperationError } from '../errors.js'
+import type { KeyPurpose } from '../keys/key-provider.js'
+import type { OpsContext } from './context.js'
+import type { JobOptions, JobResult } from './job-engine.js'
+import { newWrappedKey } from './new-key.js'
+import { report, sleep } from './progress.js'
+import { reencrypt } from './reencrypt.js'
+
+/** Options of `rotate`. */
+export interface RotateOptions extends JobOptions {
+  readonly purpose: KeyPurpose
+  /**
+   * Stage the new version and return without waiting; a second `rotate` activates it once the
+   * metadata TTL has passed since staging. @default false
+   */
+  readonly activateLater?: boolean
+  /** Run the re-encryption after activating. @default true */
+  readonly reencrypt?: boolean
+  /** Report what would happen; change nothing. @default false */
+  readonly dryRun?: boolean
+}
+
+/** Outcome of `rotate`. */
+export interface RotateResult {
+  readonly table: string
+  readonly purpose: KeyPurpose
+  /** The version staged or activated by this call. */
+  readonly version: number
+  /** The active version before this call. */
+  readonly previous: number
+  /** `staged`: waiting to be activated (a second call does it); `active`: in use for writes. */
+  readonly state: 'staged' | 'active'
+  /** When the staged version may be activated (every process has seen it by then). */
+  readonly activateAfter: Date | undefined
+  readonly reencrypt: JobResult | undefined
+  readonly dryRun: boolean
+}
+
+/**
+ * Rotates a table's data or index key (DESIGN.md §5): generates a key, wraps it under every KEK,
+ * proves each wrapping unwraps, stages it as the next version, waits the key metadata TTL (so every
+ * process can read and search with it before anything is written with it), activates it, waits the
+ * TTL again (so every process writes with it), then re-encrypts the table (unless told not to).
+ * Interrupted or `activateLater`, a second call finds the staged version and continues.
+ * @throws KeyError `KEY_NOT_FOUND` when the table has no key yet (`kfe init`)
+ * @throws OperationError `ROTATION_REFUSED` when the staged key does not carry the version it was
+ *   wrapped for, or does not unwrap (it is retired at once, never activated)
+ * @throws OperationError `JOB_PAUSED` from the re-encryption when the key provider fails
+ */
+export async function rotate(
+  ctx: OpsContext,
+  tableName: string,
+  options: RotateOptions,
+): Promise<RotateResult> {
+  const table = ctx.table(tableName)
+  const { purpose } = options
+  const ref = (version: number) => ({ logicalTable: table.logical, purpose, version })
+  const versions = await ctx.store.list(table.logical, purpose)
+  const previous = versions.find((k) => k.state === 'active')?.version
+  if (previous === undefined)
+    throw new KeyError(
+      'KEY_NOT_FOUND',
+      `${table.logical} has no active ${purpose} key: run \`kfe init\` first.`,
+      { table: table.logical },
+    )
+  const base = { table: table.physical, purpose, previous, dryRun: options.dryRun === true }
+  let staged = versions.find((k) => k.state === 'staged')
+  if (staged === undefined) {
+    const version = (versions.at(-1)?.version ?? 0) + 1
+    if (options.dryRun === true) {
+      return { ...base, version, state: 'staged', activateAfter: undefined, reencrypt: undefined }
+    }
+    report(options, {
+      op: 'rotate',
+      table: table.physical,
+      phase: 'staging',
+      done: 0,
+      total: undefined,
+      unit: 'keys',
+    })
+    const wrappings = await newWrappedKey(ctx, ref(version))
+    staged = await ctx.store.stage(table.logical, purpose, wrappings)
+    if (staged.version !== version) {
+      // Another rotation staged a version meanwhile: our key is bound to `version`, not to the one stored.
+      await ctx.store.setState(table.logical, purpose, staged.version, 'retired')
+      throw new OperationError(
+        'ROTATION_REFUSED',
+        `The ${purpose} key generated for version ${version} of ${table.logical} was stored as version ${staged.version} (a concurrent rotation?); it was retired, nothing was activated.`,
+        { table: table.logical },
+      )
+    }
+    try {
+      ctx.ring.refresh()
+      await ctx.ring.key(ref(version))
+    } catch (error) {
+      await ctx.store.setState(table.logical, purpose, version, 'retired')
+      throw new OperationError(
+        'ROTATION_REFUSED',
+        `Staged ${purpose} version ${version} of ${table.logical} does not unwrap (${error instanceof FieldEncryptionError ? error.code : 'error'}); it was retired, nothing was activated.`,
+        { table: table.logical, cause: error },
+      )
+    }
+  }
+  const activateAfter = new Date(staged.createdAt.getTime() + ctx.metadataTtlMs)
+  if (options.activateLater === true || options.dryRun === true) {
+    return { ...base, version: staged.version, state: 'staged', activateAfter, reencrypt: undefined }
+  }
+  const wait = activateAfter.getTime() - Date.now()
+  if (wait > 0) {
+    report(options, {
+      op: 'rotate',
+      table: table.physical,
+      phase: 'waiting for metadata TTL',
+      done: 0,
+      total: wait,
+      unit: 'ms',
+    })
+    if (await sleep(wait, options.signal)) {
+      return { ...base, version: staged.version, state: 'staged', activateAfter, reencrypt: undefined }
+    }
+  }
+  await ctx.store.activate(table.logical, purpose, staged.version)
+  ctx.ring.refresh()
+  report(options, {
+    op: 'rotate',
+    table: table.physical,
+    phase: 'activated',
+    done: 1,
+    total: 1,
+    unit: 'keys',
+  })
+  if (options.reencrypt === false) {
+    return { ...base, version: staged.version, state: 'active', activateAfter, reencrypt: undefined }
+  }
+  // Processes keep writing with the former version until they reload metadata.
+  report(options, {
+    op: 'rotate',
+    table: table.physical,
+    phase: 'waiting for metadata TTL',
+    done: 0,
+    total: ctx.metadataTtlMs,
+    unit: 'ms',
+  })
+  if (await sleep(ctx.metadataTtlMs, options.signal)) {
+    return { ...base, version: staged.version, state: 'active', activateAfter, reencrypt: undefined }
+  }
+  const job = await reencrypt(ctx, table.physical, options)
+  return { ...base, version: staged.version, state: 'active', activateAfter, reencrypt: job as JobResult }
+}

@@ -1,0 +1,157 @@
+import { timingSafeEqual } from 'node:crypto'
+import { FieldEncryptionError, KeyError } from '../errors.js'
+import { decryptValue } from '../fields/field-cipher.js'
+import { headerKeyVersion, looksLikeCiphertext } from '../fields/format.js'
+import type { KeyMaterial } from '../keys/key-material.js'
+import type { KeyPurpose } from '../keys/key-provider.js'
+import { encryptColumn, indexValue } from '../plugin/resolve-values.js'
+import type { IndexInfo, TableInfo } from '../schema/schema.js'
+import type { OpsContext } from './context.js'
+
+/** Every version of a table's data and index keys, unwrapped, and which ones are active. @internal */
+export interface KeySet {
+  readonly data: ReadonlyMap<number, KeyMaterial>
+  readonly index: ReadonlyMap<number, KeyMaterial>
+  readonly activeData: number
+  readonly activeIndex: number
+}
+
+/** A stored row as a job reads it: primary key, ciphertexts and blind indexes by physical column. */
+export type StoredRow = Readonly<Record<string, unknown>>
+
+/** What one row holds and needs. @internal */
+export interface RowCheck {
+  /** Data key version per encrypted column holding a ciphertext. */
+  readonly dataVersions: ReadonlyMap<string, number>
+  /** Index version that produced each non-null blind index (null: matches no version). */
+  readonly indexVersions: ReadonlyMap<string, number | null>
+  /** Columns holding a value that is not a ciphertext (migration from plaintext). */
+  readonly plaintext: readonly string[]
+  /** Columns that failed (`column: CODE`); no code carries plaintext. */
+  readonly failures: readonly string[]
+  /** The writes that bring the row onto the active versions (empty: nothing to do). */
+  readonly updates: Readonly<Record<string, Buffer | null>>
+  /** The encrypted columns whose stored bytes the write must still find (compare-and-set). */
+  readonly expect: readonly string[]
+}
+
+/**
+ * Unwraps every version of the table's data and index keys (through the ring's cache: one provider
+ * call per version per cache TTL). Done before a batch's transaction opens, so an unavailable key
+ * provider stops the job before it touches a row.
+ * @throws KeyError `KEY_NOT_FOUND` when the table has no active key (run `kfe init`).
+ * @throws KeyProviderError when a version cannot be unwrapped.
+ */
+export async function loadKeySet(ctx: OpsContext, table: TableInfo): Promise<KeySet> {
+  const load = async (purpose: KeyPurpose) => {
+    const versions = await ctx.ring.versions(table.logical, purpose)
+    const keys = new Map<number, KeyMaterial>()
+    for (const v of versions) {
+      keys.set(v.version, await ctx.ring.key({ logicalTable: table.logical, purpose, version: v.version }))
+    }
+    const active = versions.find((v) => v.state === 'active')
+    return { keys, active: active?.version ?? 0 }
+  }
+  const [data, index] = [await load('data'), await load('index')]
+  if (data.active === 0 || index.active === 0) {
+    throw new KeyError(
+      'KEY_NOT_FOUND',
+      `${table.logical} has no active ${data.active === 0 ? 'data' : 'index'} key.`,
+      {
+        table: table.logical,
+      },
+    )
+  }
+  return { data: data.keys, index: index.keys, activeData: data.active, activeIndex: index.active }
+}
+
+/** The physical columns a job reads: primary key, every encrypted column, every blind index. */
+export function storedColumns(table: TableInfo, primaryKey: string): string[] {
+  const out = [primaryKey]
+  for (const column of table.columns.values()) {
+    out.push(column.physical, ...column.spec.indexes.map((s) => s.name))
+  }
+  return out
+}
+
+/**
+ * Reads one row: decrypts each ciphertext with the version in its header, tells which index
+ * version produced each blind index (by recomputing it: active version first), and computes the
+ * writes that move it onto the active versions (`rewrite`). Never throws for a bad row: failures
+ * are listed by column and code.
+ */
+export function checkRow(table: TableInfo, keys: KeySet, row: StoredRow, rewrite: boolean): RowCheck {
+  const dataVersions = new Map<string, number>()
+  const indexVersions = new Map<string, number | null>()
+  const plaintext: string[] = []
+  const failures: string[] = []
+  const updates: Record<string, Buffer | null> = {}
+  const expect: string[] = []
+  for (const column of table.columns.values()) {
+    const stored = row[column.physical]
+    if (stored === null || stored === undefined) {
+      // NULL is never encrypted and always clears its blind indexes.
+      for (const spec of column.spec.indexes) {
+        if (row[spec.name] !== null && row[spec.name] !== undefined) {
+          failures.push(`${spec.name}: STALE_INDEX`)
+          if (rewrite) {
+            updates[spec.name] = null
+            expect.push(column.physical)
+          }
+        }
+      }
+      continue
+    }
+    if (!(stored instanceof Uint8Array) || !looksLikeCiphertext(stored)) {
+      if (column.spec.migratingFromPlaintext) plaintext.push(column.physical)
+      else failures.push(`${column.physical}: NOT_CIPHERTEXT`)
+      continue
+    }
+    const version = headerKeyVersion(stored)
+    dataVersions.set(column.physical, version)
+    let value: unknown
+    try {
+      const key = keys.data.get(version)
+      if (key === undefined) {
+        failures.push(`${column.physical}: KEY_NOT_FOUND`)
+        continue
+      }
+      value = decryptValue(column.spec.codec, stored, key, column.aad)
+    } catch (error) {
+      failures.push(
+        `${column.physical}: ${error instanceof FieldEncryptionError ? error.code : 'DECRYPT_FAILED'}`,
+      )
+      continue
+    }
+    let changed = false
+    if (rewrite && version !== keys.activeData) {
+      updates[column.physical] = encryptColumn(keys.data.get(keys.activeData)!, column, value)
+      changed = true
+    }
+    for (const spec of column.spec.indexes) {
+      const index = table.indexColumn(spec.name)!
+      const found = indexVersionOf(index, keys, value, row[spec.name])
+      indexVersions.set(spec.name, found)
+      if (found === null) failures.push(`${spec.name}: INDEX_MISMATCH`)
+      if (rewrite && found !== keys.activeIndex) {
+        updates[spec.name] = indexValue(keys.index.get(keys.activeIndex)!, index, value)
+        changed = true
+      }
+    }
+    if (changed) expect.push(column.physical)
+  }
+  return { dataVersions, indexVersions, plaintext, failures, updates, expect }
+}
+
+/** Which index version's recomputation equals the stored blind index; the active one is tried first. */
+function indexVersionOf(index: IndexInfo, keys: KeySet, value: unknown, stored: unknown): number | null {
+  if (!(stored instanceof Uint8Array)) return null
+  const order = [keys.activeIndex, ...[...keys.index.keys()].filter((v) => v !== keys.activeIndex).reverse()]
+  for (const version of order) {
+    const key = keys.index.get(version)
+    if (key === undefined) continue
+    const expected = indexValue(key, index, value)
+    if (expected.length === stored.length && timingSafeEqual(expected, stored)) return version
+  }
+  return null
+}

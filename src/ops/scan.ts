@@ -1,0 +1,75 @@
+import type { TableInfo } from '../schema/schema.js'
+import type { OpsContext } from './context.js'
+import { checkRow, type KeySet, type RowCheck, type StoredRow, storedColumns } from './row-check.js'
+
+/** Options of {@link scanTable}. @internal */
+export interface ScanOptions {
+  readonly signal?: AbortSignal | undefined
+  /** Rows per query. @default 1000 */
+  readonly pageSize?: number
+  /** Read about this many rows, spread over the primary-key range, instead of every row. */
+  readonly sample?: number | undefined
+  /** Called after each page with the rows read so far. */
+  readonly onPage?: (rows: number) => void
+}
+
+/** One row as a scan reports it. @internal */
+export interface ScannedRow {
+  readonly key: unknown
+  readonly check: RowCheck
+}
+
+/**
+ * Reads a table by keyset pages of its primary key, outside any transaction (read-only ops:
+ * verify, status, retire's count), and checks each row. Stops early on the signal.
+ * @returns rows read, and whether the scan was a sample or was stopped
+ */
+export async function scanTable(
+  ctx: OpsContext,
+  table: TableInfo,
+  keys: KeySet,
+  options: ScanOptions,
+  onRow: (row: ScannedRow) => void,
+): Promise<{ rows: number; sampled: boolean; stopped: boolean; total: number }> {
+  const pk = ctx.primaryKey(table)
+  const pageSize = options.pageSize ?? 1000
+  const columns = storedColumns(table, pk)
+  const counted = await ctx.db
+    .selectFrom(table.physical)
+    .select((eb) => [eb.fn.countAll().as('n'), eb.fn.min(pk).as('lo'), eb.fn.max(pk).as('hi')])
+    .executeTakeFirst()
+  const total = Number(counted?.n ?? 0)
+  let rows = 0
+  const page = async (after: unknown, limit: number): Promise<StoredRow[]> => {
+    let q = ctx.db.selectFrom(table.physical).select(columns).orderBy(pk).limit(limit)
+    if (after !== null) q = q.where(pk, '>', after)
+    return (await q.execute()) as StoredRow[]
+  }
+  const consume = (batch: StoredRow[]) => {
+    for (const row of batch) onRow({ key: row[pk], check: checkRow(table, keys, row, false) })
+    rows += batch.length
+    options.onPage?.(rows)
+  }
+  const lo = Number(counted?.lo)
+  const hi = Number(counted?.hi)
+  const sample = options.sample
+  if (sample !== undefined && total > sample && Number.isFinite(lo) && Number.isFinite(hi)) {
+    // Ten windows starting at random primary keys: cheap (index range scans) and spread out.
+    const windows = 10
+    const per = Math.max(1, Math.ceil(sample / windows))
+    const starts = Array.from({ length: windows }, () => lo - 1 + Math.floor(Math.random() * (hi - lo + 1)))
+    for (const start of starts.sort((a, b) => a - b)) {
+      if (options.signal?.aborted) return { rows, sampled: true, stopped: true, total }
+      consume(await page(start, per))
+    }
+    return { rows, sampled: true, stopped: false, total }
+  }
+  let after: unknown = null
+  for (;;) {
+    if (options.signal?.aborted) return { rows, sampled: false, stopped: true, total }
+    const batch = await page(after, pageSize)
+    if (batch.length === 0) return { rows, sampled: false, stopped: false, total }
+    consume(batch)
+    after = batch.at(-1)?.[pk] ?? null
+  }
+}

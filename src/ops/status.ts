@@ -1,0 +1,200 @@
+import type { KeyPurpose } from '../keys/key-provider.js'
+import type { KeyState } from '../keys/key-store.js'
+import type { OpsContext } from './context.js'
+import { type JobRecord, JobStore } from './job-store.js'
+import { type RunOptions, report } from './progress.js'
+import { loadKeySet } from './row-check.js'
+import { scanTable } from './scan.js'
+
+/** Options of `status`. */
+export interface StatusOptions extends RunOptions {
+  /** Only this table (physical or logical name). @default every table of the schema */
+  readonly table?: string
+  /** Count every row instead of a sample. @default false */
+  readonly exact?: boolean
+  /** Rows read per table when not exact. @default 2000 */
+  readonly sampleSize?: number
+  /** A running job without a committed batch for this long is reported as interrupted. @default 60_000 */
+  readonly staleJobMs?: number
+}
+
+/** One key version, as `status` reports it. */
+export interface KeyVersionStatus {
+  readonly purpose: KeyPurpose
+  readonly version: number
+  readonly state: KeyState
+  /** KEKs holding a wrapping of it. */
+  readonly keks: readonly string[]
+  readonly createdAt: Date
+}
+
+/** The state of one annotated table. */
+export interface TableStatus {
+  readonly table: string
+  readonly logicalTable: string
+  readonly keys: readonly KeyVersionStatus[]
+  /** Rows in the table. */
+  readonly rows: number
+  /** Rows read: all of them when `exact`, else a sample. */
+  readonly scanned: number
+  /** True when the counts below are scaled from a sample (estimates). */
+  readonly estimated: boolean
+  /** Rows holding at least one ciphertext under each data key version. */
+  readonly rowsByDataVersion: Readonly<Record<string, number>>
+  /** Rows holding at least one blind index of each index key version. */
+  readonly rowsByIndexVersion: Readonly<Record<string, number>>
+  /** Rows with a value still in plaintext. */
+  readonly plaintextRows: number
+  /** Rows that fail to decrypt or whose index matches no version (see `verify`). */
+  readonly failedRows: number
+  readonly jobs: readonly (JobRecord & { readonly interrupted: boolean })[]
+  /** What needs doing, one line each; empty when nothing does. */
+  readonly attention: readonly string[]
+  readonly verdict: string
+}
+
+/** Outcome of `status`. */
+export interface StatusResult {
+  readonly tables: readonly TableStatus[]
+  /** True when any table lists something to do (the CLI exits 2). */
+  readonly needsAttention: boolean
+}
+
+/**
+ * Per table: key versions, their states and KEKs; rows per data and index key version (from the
+ * ciphertext headers, and blind indexes recomputed under each version); plaintext rows; jobs
+ * running or interrupted; and a verdict. Read-only.
+ *
+ * Cost: a sample of `sampleSize` rows per table (ten index range scans), or every row with `exact`;
+ * one decryption per value and one HMAC per index and version tried.
+ */
+export async function status(ctx: OpsContext, options: StatusOptions = {}): Promise<StatusResult> {
+  const tables = options.table === undefined ? [...ctx.schema.tables.values()] : [ctx.table(options.table)]
+  const jobs = await new JobStore(ctx).list().catch(() => [] as JobRecord[])
+  const staleMs = options.staleJobMs ?? 60_000
+  const out: TableStatus[] = []
+  for (const table of tables) {
+    const stored = await ctx.store.list(table.logical).catch(() => [])
+    const keys: KeyVersionStatus[] = stored.map((k) => ({
+      purpose: k.purpose,
+      version: k.version,
+      state: k.state,
+      keks: k.wrappings.map((w) => w.kekId),
+      createdAt: k.createdAt,
+    }))
+    const attention: string[] = []
+    const tableJobs = jobs
+      .filter((j) => j.table === table.logical)
+      .map((j) => ({
+        ...j,
+        interrupted: j.state === 'running' && Date.now() - j.lastProgressAt.getTime() > staleMs,
+      }))
+    for (const j of tableJobs) {
+      if (j.interrupted)
+        attention.push(
+          `job ${j.id} was interrupted at ${j.doneBatches}/${j.totalBatches} batches: run \`kfe reencrypt ${table.physical}\` to resume`,
+        )
+    }
+    const active = (p: KeyPurpose) => keys.find((k) => k.purpose === p && k.state === 'active')?.version
+    if (active('data') === undefined || active('index') === undefined) {
+      attention.push(`no active key: run \`kfe init\``)
+      out.push({
+        table: table.physical,
+        logicalTable: table.logical,
+        keys,
+        rows: 0,
+        scanned: 0,
+        estimated: false,
+        rowsByDataVersion: {},
+        rowsByIndexVersion: {},
+        plaintextRows: 0,
+        failedRows: 0,
+        jobs: tableJobs,
+        attention,
+        verdict: `needs attention: ${attention[0]}`,
+      })
+      continue
+    }
+    for (const k of keys) {
+      if (k.state === 'staged')
+        attention.push(
+          `${k.purpose} version ${k.version} is staged: run \`kfe rotate ${table.physical} --${k.purpose}\` to activate it`,
+        )
+    }
+    const keySet = await loadKeySet(ctx, table)
+    const byData: Record<string, number> = {}
+    const byIndex: Record<string, number> = {}
+    let plaintextRows = 0
+    let failedRows = 0
+    const scan = await scanTable(
+      ctx,
+      table,
+      keySet,
+      {
+        signal: options.signal,
+        sample: options.exact === true ? undefined : (options.sampleSize ?? 2000),
+        onPage: (rows) =>
+          report(options, {
+            op: 'status',
+            table: table.physical,
+            phase: 'rows',
+            done: rows,
+            total: undefined,
+            unit: 'rows',
+          }),
+      },
+      ({ check }) => {
+        for (const v of new Set(check.dataVersions.values())) byData[v] = (byData[v] ?? 0) + 1
+        for (const v of new Set(check.indexVersions.values()))
+          if (v !== null) byIndex[v] = (byIndex[v] ?? 0) + 1
+        if (check.plaintext.length > 0) plaintextRows++
+        if (check.failures.length > 0) failedRows++
+      },
+    )
+    const scale = scan.sampled && scan.rows > 0 ? scan.total / scan.rows : 1
+    const est = (n: number) => (scale === 1 ? n : Math.round(n * scale))
+    const rowsByDataVersion = Object.fromEntries(Object.entries(byData).map(([v, n]) => [v, est(n)]))
+    const rowsByIndexVersion = Object.fromEntries(Object.entries(byIndex).map(([v, n]) => [v, est(n)]))
+    const approx = scan.sampled ? 'about ' : ''
+    for (const purpose of ['data', 'index'] as const) {
+      const counts = purpose === 'data' ? rowsByDataVersion : rowsByIndexVersion
+      for (const [v, n] of Object.entries(counts)) {
+        if (Number(v) !== active(purpose) && n > 0)
+          attention.push(
+            `${approx}${n} rows still on ${purpose} version ${v}: run \`kfe reencrypt ${table.physical}\``,
+          )
+      }
+      for (const k of keys) {
+        if (k.purpose === purpose && k.state === 'decrypt-only' && (counts[k.version] ?? 0) === 0)
+          attention.push(
+            `${purpose} version ${k.version} ${scan.sampled ? 'appears unused (sampled)' : 'is unused'}: \`kfe retire ${table.physical} --${purpose} ${k.version}\``,
+          )
+      }
+    }
+    if (plaintextRows > 0)
+      attention.push(`${approx}${est(plaintextRows)} rows hold plaintext values (migration under way)`)
+    if (failedRows > 0)
+      attention.push(
+        `${approx}${est(failedRows)} rows fail to decrypt or to match their index: run \`kfe verify ${table.physical}\``,
+      )
+    out.push({
+      table: table.physical,
+      logicalTable: table.logical,
+      keys,
+      rows: scan.total,
+      scanned: scan.rows,
+      estimated: scan.sampled,
+      rowsByDataVersion,
+      rowsByIndexVersion,
+      plaintextRows: est(plaintextRows),
+      failedRows: est(failedRows),
+      jobs: tableJobs,
+      attention,
+      verdict:
+        attention.length === 0
+          ? `ok: every ${scan.sampled ? 'sampled ' : ''}row on data version ${active('data')} and index version ${active('index')}`
+          : `needs attention: ${attention.length} item${attention.length === 1 ? '' : 's'}`,
+    })
+  }
+  return { tables: out, needsAttention: out.some((t) => t.attention.length > 0) }
+}

@@ -1,0 +1,137 @@
+import { randomBytes } from 'node:crypto'
+import { Kysely, sql } from 'kysely'
+import {
+  addEncryptedColumns,
+  createBlindIndexes,
+  type EncryptedSchema,
+  encrypted,
+  encryptedSchema,
+  type FieldEncryption,
+  fieldEncryption,
+  type KeyCacheOptions,
+  type KeyProvider,
+  localKeyProvider,
+} from '../../src/index.js'
+import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
+import { type Backend, uniqueName } from './backends.js'
+import type { TestDB } from './encrypted-db.js'
+
+/** A table with two encrypted, indexed columns, the application's Kysely on it, and the ops. */
+export interface OpsTestDb {
+  readonly backend: Backend
+  readonly table: string
+  readonly keyTable: string
+  readonly jobsTable: string
+  readonly schema: EncryptedSchema
+  readonly provider: KeyProvider
+  readonly encryption: FieldEncryption
+  /** The application: wrapped dialect + plugin. */
+  readonly app: Kysely<TestDB>
+  /** A plain Kysely on the same database (what the ops use). */
+  readonly raw: Kysely<TestDB>
+  readonly ops: FieldEncryptionOps
+  /** Metadata TTL of both the application and the ops. */
+  readonly ttlMs: number
+  /** Another ops instance on the same database (another "machine"), with its own key cache. */
+  moreOps(cache?: KeyCacheOptions, provider?: KeyProvider): FieldEncryptionOps
+  /** Inserts `n` rows through the application; returns their ids. */
+  insert(n: number, prefix?: string): Promise<number[]>
+  destroy(): Promise<void>
+}
+
+/** Builds an {@link OpsTestDb}: `users` (id, name, email unique index, ssn 16-bit search index). */
+export async function opsTestDb(
+  backend: Backend,
+  options: { provider?: KeyProvider; ttlMs?: number; opsCache?: KeyCacheOptions } = {},
+): Promise<OpsTestDb> {
+  const table = uniqueName('ops_users')
+  const keyTable = uniqueName('kfe_keys')
+  const jobsTable = uniqueName('kfe_jobs')
+  const ttlMs = options.ttlMs ?? 50
+  const provider = options.provider ?? localKeyProvider({ id: 'local:test', key: randomBytes(32) })
+  const schema = encryptedSchema({
+    [table]: {
+      email: encrypted.text({
+        index: { name: 'email_bidx', normalize: ['trim', 'lowercase'] },
+        maxBytes: 200,
+      }),
+      ssn: encrypted.text({ index: { name: 'ssn_bidx', bits: 16, normalize: ['digits'] } }),
+    },
+  })
+  const encryption = fieldEncryption({
+    schema,
+    keyProvider: provider,
+    keyTable,
+    metadataTtlMs: ttlMs,
+    autoCreateKeys: false,
+  })
+  const [appDialect, rawDialect] = backend.createDialectPair()
+  const app = new Kysely<TestDB>({ dialect: encryption.wrap(appDialect), plugins: [encryption.plugin] })
+  const raw = new Kysely<TestDB>({ dialect: rawDialect })
+  const family = backend.family
+  await raw.schema
+    .createTable(table)
+    .addColumn('id', family === 'postgres' ? 'serial' : 'integer', (c) =>
+      family === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement(),
+    )
+    .addColumn('name', 'varchar(100)', (c) => c.notNull())
+    .$call(addEncryptedColumns(schema, table, family))
+    .execute()
+  await createBlindIndexes(raw, schema, table)
+  const opened: FieldEncryptionOps[] = []
+  const moreOps = (cache?: KeyCacheOptions, p?: KeyProvider) => {
+    const ops = fieldEncryptionOps({
+      db: raw,
+      schema,
+      keyProvider: p ?? provider,
+      keyTable,
+      jobsTable,
+      metadataTtlMs: ttlMs,
+      ...(cache === undefined ? {} : { cache }),
+    })
+    opened.push(ops)
+    return ops
+  }
+  const ops = moreOps(options.opsCache)
+  let serial = 0
+  return {
+    backend,
+    table,
+    keyTable,
+    jobsTable,
+    schema,
+    provider,
+    encryption,
+    app,
+    raw,
+    ops,
+    ttlMs,
+    moreOps,
+    async insert(n, prefix = 'u') {
+      const ids: number[] = []
+      for (let i = 0; i < n; i += 100) {
+        const values = Array.from({ length: Math.min(100, n - i) }, () => {
+          serial++
+          return {
+            name: `${prefix}${serial}`,
+            email: `${prefix}${serial}@x.io`,
+            ssn: `123-45-${String(serial).padStart(4, '0')}`,
+          }
+        })
+        await app.insertInto(table).values(values).execute()
+      }
+      const rows = await raw.selectFrom(table).select('id').orderBy('id').execute()
+      ids.push(...rows.map((r) => Number(r.id)))
+      return ids
+    },
+    async destroy() {
+      for (const t of [table, keyTable, jobsTable, `${jobsTable}_batches`]) {
+        await sql`drop table if exists ${sql.table(t)}`.execute(raw)
+      }
+      for (const o of opened) await o.close()
+      await encryption.close()
+      await app.destroy()
+      if (backend.name !== 'pglite') await raw.destroy()
+    },
+  }
+}
