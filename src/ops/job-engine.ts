@@ -5,7 +5,14 @@ import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
 import { type Batch, type BatchCounts, JobStore } from './job-store.js'
 import { type RunOptions, report, sleep } from './progress.js'
-import { checkRow, type KeySet, loadKeySet, type StoredRow, storedColumns } from './row-check.js'
+import {
+  checkRow,
+  destroyKeySet,
+  type KeySet,
+  loadKeySet,
+  type StoredRow,
+  storedColumns,
+} from './row-check.js'
 
 /** Options of a batch job (`reencrypt`). */
 export interface JobOptions extends RunOptions {
@@ -83,7 +90,7 @@ export async function runReencryptJob(
   await jobs.ensureSchema()
   const since = new Date()
   // Keys first: a provider that is down stops the job before anything is planned.
-  await pausing(table, () => loadKeySet(ctx, table))
+  destroyKeySet(await pausing(table, () => loadKeySet(ctx, table)))
   report(options, {
     op: 'reencrypt',
     table: table.physical,
@@ -131,8 +138,10 @@ export async function runReencryptJob(
           counts = await ctx.db
             .transaction()
             .execute((trx) => runBatch(jobs, trx, table, pk, id, keys, name, attempt > 0, failedKeys))
+          destroyKeySet(keys)
           break
         } catch (error) {
+          destroyKeySet(keys)
           if (error instanceof NeedsKeys && attempt === 0) {
             ctx.ring.refresh()
             continue
@@ -170,6 +179,7 @@ export async function runReencryptJob(
     const more = await ctx.db
       .transaction()
       .execute((trx) => runBatch(jobs, trx, table, pk, id, again, base, true, failedKeys))
+      .finally(() => destroyKeySet(again))
     if (more !== undefined) {
       batches++
       for (const k of Object.keys(totals) as (keyof BatchCounts)[]) totals[k] += more[k]

@@ -2,7 +2,7 @@ import { timingSafeEqual } from 'node:crypto'
 import { FieldEncryptionError, KeyError } from '../errors.js'
 import { decryptValue } from '../fields/field-cipher.js'
 import { headerKeyVersion, looksLikeCiphertext } from '../fields/format.js'
-import type { KeyMaterial } from '../keys/key-material.js'
+import { KeyMaterial } from '../keys/key-material.js'
 import type { KeyPurpose } from '../keys/key-provider.js'
 import { encryptColumn, indexValue } from '../plugin/resolve-values.js'
 import type { IndexInfo, TableInfo } from '../schema/schema.js'
@@ -37,7 +37,8 @@ export interface RowCheck {
 
 /**
  * Unwraps every version of the table's data and index keys (through the ring's cache: one provider
- * call per version per cache TTL). Done before a batch's transaction opens, so an unavailable key
+ * call per version per cache TTL) and returns copies the caller owns: wipe them with
+ * {@link destroyKeySet} when done. Done before a batch's transaction opens, so an unavailable key
  * provider stops the job before it touches a row.
  * @throws KeyError `KEY_NOT_FOUND` when the table has no active key (run `kfe init`).
  * @throws KeyProviderError when a version cannot be unwrapped.
@@ -47,7 +48,13 @@ export async function loadKeySet(ctx: OpsContext, table: TableInfo): Promise<Key
     const versions = await ctx.ring.versions(table.logical, purpose)
     const keys = new Map<number, KeyMaterial>()
     for (const v of versions) {
-      keys.set(v.version, await ctx.ring.key({ logicalTable: table.logical, purpose, version: v.version }))
+      const ref = { logicalTable: table.logical, purpose, version: v.version }
+      // A retired version is expected unused (and may be one `rotate` refused, which never
+      // unwraps): rows still on it are reported as failing with KEY_NOT_FOUND instead.
+      const cached =
+        v.state === 'retired' ? await ctx.ring.key(ref).catch(() => undefined) : await ctx.ring.key(ref)
+      // Our own copy: the cache may expire and wipe its instance while a batch or a scan uses it.
+      if (cached !== undefined) keys.set(v.version, new KeyMaterial(ref, Buffer.from(cached.bytes)))
     }
     const active = versions.find((v) => v.state === 'active')
     return { keys, active: active?.version ?? 0 }
@@ -63,6 +70,12 @@ export async function loadKeySet(ctx: OpsContext, table: TableInfo): Promise<Key
     )
   }
   return { data: data.keys, index: index.keys, activeData: data.active, activeIndex: index.active }
+}
+
+/** Zeroes the keys of a {@link loadKeySet}. */
+export function destroyKeySet(keys: KeySet): void {
+  for (const k of keys.data.values()) k.destroy()
+  for (const k of keys.index.values()) k.destroy()
 }
 
 /** The physical columns a job reads: primary key, every encrypted column, every blind index. */

@@ -1,6 +1,13 @@
 import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
-import { checkRow, type KeySet, type RowCheck, type StoredRow, storedColumns } from './row-check.js'
+import {
+  checkRow,
+  destroyKeySet,
+  type KeySet,
+  type RowCheck,
+  type StoredRow,
+  storedColumns,
+} from './row-check.js'
 
 /** Options of {@link scanTable}. @internal */
 export interface ScanOptions {
@@ -21,10 +28,25 @@ export interface ScannedRow {
 
 /**
  * Reads a table by keyset pages of its primary key, outside any transaction (read-only ops:
- * verify, status, retire's count), and checks each row. Stops early on the signal.
+ * verify, status, retire's count), and checks each row. Stops early on the signal. Takes
+ * ownership of `keys` and wipes them before returning.
  * @returns rows read, and whether the scan was a sample or was stopped
  */
 export async function scanTable(
+  ctx: OpsContext,
+  table: TableInfo,
+  keys: KeySet,
+  options: ScanOptions,
+  onRow: (row: ScannedRow) => void,
+): Promise<{ rows: number; sampled: boolean; stopped: boolean; total: number }> {
+  try {
+    return await scanWith(ctx, table, keys, options, onRow)
+  } finally {
+    destroyKeySet(keys)
+  }
+}
+
+async function scanWith(
   ctx: OpsContext,
   table: TableInfo,
   keys: KeySet,

@@ -1,0 +1,322 @@
+import type { CompiledQuery, DatabaseConnection, Dialect, Driver } from 'kysely'
+import { Kysely } from 'kysely'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type KeyProvider, KeyStore, OperationError } from '../../src/index.js'
+import { fieldEncryptionOps, type JobResult } from '../../src/ops.js'
+import { type Backend, backends } from '../support/backends.js'
+import type { TestDB } from '../support/encrypted-db.js'
+import { type OpsTestDb, opsTestDb } from '../support/ops-db.js'
+import { kmsFixture } from '../support/providers.js'
+
+/** A dialect whose connections run `before(sql)` ahead of each query (a real driver, observed). */
+function hooked(dialect: Dialect, before: (query: CompiledQuery) => Promise<void>): Dialect {
+  return {
+    createAdapter: () => dialect.createAdapter(),
+    createQueryCompiler: () => dialect.createQueryCompiler(),
+    createIntrospector: (db) => dialect.createIntrospector(db),
+    createDriver: () => {
+      const inner = dialect.createDriver()
+      const seen = new WeakSet<DatabaseConnection>()
+      return new Proxy(inner, {
+        get(target, prop) {
+          if (prop === 'acquireConnection') {
+            return async () => {
+              const connection = await target.acquireConnection()
+              if (!seen.has(connection)) {
+                seen.add(connection)
+                const execute = connection.executeQuery.bind(connection)
+                connection.executeQuery = (async (query: CompiledQuery) => {
+                  await before(query)
+                  return execute(query)
+                }) as DatabaseConnection['executeQuery']
+              }
+              return connection
+            }
+          }
+          const value = Reflect.get(target, prop, target) as unknown
+          return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
+        },
+      }) as Driver
+    },
+  }
+}
+
+/** Rows as the application reads them (plaintext), by id. */
+async function snapshot(t: OpsTestDb): Promise<Map<number, string>> {
+  const rows = await t.app.selectFrom(t.table).select(['id', 'email']).execute()
+  return new Map(rows.map((r) => [Number(r.id), String(r.email)]))
+}
+
+describe.each(backends())('ops jobs [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    let t: OpsTestDb
+    beforeAll(async () => {
+      t = await opsTestDb(backend)
+      await t.ops.init()
+      await t.insert(120)
+    })
+    afterAll(async () => {
+      await t?.destroy()
+    })
+
+    it('an AbortSignal stops after the running batch with the checkpoint saved; the next run resumes', async () => {
+      await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
+      const stop = new AbortController()
+      const first = (await t.ops.reencrypt(t.table, {
+        batchSize: 10,
+        signal: stop.signal,
+        onProgress: (p) => {
+          if (p.phase === 'batch' && p.done === 3) stop.abort()
+        },
+      })) as JobResult
+      expect(first).toMatchObject({
+        stopped: true,
+        batches: 3,
+        rows: 30,
+        rewritten: 30,
+        remainingBatches: 10,
+      })
+      const status = await t.ops.status({ staleJobMs: 0 })
+      expect(status.tables[0]!.jobs[0]).toMatchObject({
+        state: 'running',
+        interrupted: true,
+        doneBatches: 3,
+        totalBatches: 13,
+      })
+      expect(status.needsAttention).toBe(true)
+      const second = (await t.ops.reencrypt(t.table, { batchSize: 10 })) as JobResult
+      expect(second).toMatchObject({
+        planned: false,
+        stopped: false,
+        batches: 10,
+        rows: 90,
+        rewritten: 90,
+        remainingBatches: 0,
+      })
+      expect((await t.ops.verify(t.table)).dataVersions).toEqual({ 2: 240 })
+    })
+
+    it('rotate refuses a key staged under another version than it was wrapped for (ROTATION_REFUSED), and retires it', async () => {
+      const store = new KeyStore(t.raw, { tableName: t.keyTable })
+      const logical = t.table
+      const racing: KeyProvider = {
+        id: t.provider.id,
+        async generateDataKey(ref) {
+          // A concurrent rotation stages the version this one was about to take.
+          const other = await t.provider.generateDataKey(ref)
+          other.plaintext.fill(0)
+          await store.stage(logical, ref.purpose, [other.wrapped])
+          return t.provider.generateDataKey(ref)
+        },
+        unwrap: (w, ref) => t.provider.unwrap(w, ref),
+        rewrap: (s, ref) => t.provider.rewrap(s, ref),
+      }
+      const ops = t.moreOps(undefined, racing)
+      const error = await ops.rotate(t.table, { purpose: 'index' }).catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(OperationError)
+      expect((error as OperationError).code).toBe('ROTATION_REFUSED')
+      const index = await store.list(logical, 'index')
+      expect(index.map((k) => `${k.version}/${k.state}`)).toEqual(['1/active', '2/staged', '3/retired'])
+      // The competitor's staged version is activated by the next rotate (it is proven first).
+      const r = await t.ops.rotate(t.table, { purpose: 'index', batchSize: 50 })
+      expect(r).toMatchObject({ version: 2, state: 'active' })
+      expect((await t.ops.verify(t.table)).indexVersions).toEqual({ 2: 240 })
+    })
+
+    it.runIf(backend.name !== 'pglite')(
+      'compare-and-set: a row the application changes between the read and the write keeps the application write',
+      async () => {
+        await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
+        await new Promise((r) => setTimeout(r, t.ttlMs * 2)) // the application writes with the new version
+        const [firstId] = (await t.raw.selectFrom(t.table).select('id').orderBy('id').limit(1).execute()).map(
+          (r) => Number(r.id),
+        )
+        let fired = false
+        const db = new Kysely<TestDB>({
+          dialect: hooked(backend.createDialect(), async (query) => {
+            if (!fired && /^update/i.test(query.sql) && query.sql.includes(t.table)) {
+              fired = true
+              await t.app
+                .updateTable(t.table)
+                .set({ email: 'changed@x.io' })
+                .where('id', '=', firstId!)
+                .execute()
+            }
+          }),
+        })
+        try {
+          const ops = fieldEncryptionOps({
+            db,
+            schema: t.schema,
+            keyProvider: t.provider,
+            keyTable: t.keyTable,
+            jobsTable: t.jobsTable,
+            metadataTtlMs: t.ttlMs,
+          })
+          const job = (await ops.reencrypt(t.table, { batchSize: 25 })) as JobResult
+          expect(fired).toBe(true)
+          expect(job.conflicts).toBe(1)
+          expect(job.rows).toBe(120)
+          // Read again, locked, and rewritten (its other column was still on the former version).
+          expect(job.rewritten).toBe(120)
+          expect((await snapshot(t)).get(firstId!)).toBe('changed@x.io')
+          expect(await t.ops.verify(t.table)).toMatchObject({ ok: true, dataVersions: { 3: 240 } })
+        } finally {
+          await db.destroy()
+        }
+      },
+    )
+
+    it.runIf(backend.name !== 'pglite')(
+      'an application writer (inserts, updates, deletes) running during the job loses nothing',
+      async () => {
+        await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
+        await new Promise((r) => setTimeout(r, t.ttlMs * 2))
+        const model = await snapshot(t)
+        let running = true
+        let writes = 0
+        const writer = (async () => {
+          for (let i = 0; running; i++) {
+            const ids = [...model.keys()]
+            const op = i % 3
+            if (op === 0) {
+              const email = `new${i}@x.io`
+              await t.app
+                .insertInto(t.table)
+                .values({ name: `n${i}`, email, ssn: '1' })
+                .execute()
+              const row = await t.app
+                .selectFrom(t.table)
+                .select('id')
+                .where('email', '=', email)
+                .executeTakeFirstOrThrow()
+              model.set(Number(row.id), email)
+            } else if (op === 1) {
+              const id = ids[(i * 7919) % ids.length]!
+              const email = `upd${i}@x.io`
+              await t.app.updateTable(t.table).set({ email }).where('id', '=', id).execute()
+              model.set(id, email)
+            } else {
+              const id = ids[(i * 104729) % ids.length]!
+              await t.app.deleteFrom(t.table).where('id', '=', id).execute()
+              model.delete(id)
+            }
+            writes++
+            await new Promise((r) => setTimeout(r, 2))
+          }
+        })()
+        try {
+          const job = (await t.ops.reencrypt(t.table, { batchSize: 4 })) as JobResult
+          expect(job.failed).toBe(0)
+        } finally {
+          running = false
+          await writer
+        }
+        expect(writes).toBeGreaterThan(10)
+        expect(await snapshot(t)).toEqual(model)
+        const v = await t.ops.verify(t.table)
+        expect(v.ok).toBe(true)
+        expect(Object.keys(v.dataVersions)).toEqual(['4'])
+      },
+    )
+
+    for (const workers of [2, 4]) {
+      it.runIf(backend.name !== 'pglite')(
+        `${workers} workers on separate connections share one job: every row processed once`,
+        async () => {
+          await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
+          await new Promise((r) => setTimeout(r, t.ttlMs * 2))
+          const total = Number(
+            (
+              await t.raw
+                .selectFrom(t.table)
+                .select((eb) => eb.fn.countAll().as('n'))
+                .executeTakeFirstOrThrow()
+            ).n,
+          )
+          const machines = Array.from(
+            { length: workers },
+            () => new Kysely<TestDB>({ dialect: backend.createDialect() }),
+          )
+          try {
+            const results = (await Promise.all(
+              machines.map((db, i) =>
+                fieldEncryptionOps({
+                  db,
+                  schema: t.schema,
+                  keyProvider: t.provider,
+                  keyTable: t.keyTable,
+                  jobsTable: t.jobsTable,
+                  metadataTtlMs: t.ttlMs,
+                }).reencrypt(t.table, {
+                  batchSize: 3,
+                  workerName: `m${i}`,
+                }),
+              ),
+            )) as JobResult[]
+            expect(results.reduce((n, r) => n + r.rows, 0)).toBe(total)
+            expect(results.reduce((n, r) => n + r.rewritten, 0)).toBe(total)
+            expect(results.every((r) => r.remainingBatches === 0)).toBe(true)
+            const batches = await t.raw
+              .selectFrom(`${t.jobsTable}_batches`)
+              .select(['done', 'rows_seen'])
+              .execute()
+            expect(batches.every((b) => Number(b.done) === 1)).toBe(true)
+            expect(batches.reduce((n, b) => n + Number(b.rows_seen), 0)).toBe(total)
+            const v = await t.ops.verify(t.table)
+            expect(v.ok).toBe(true)
+            expect(Object.keys(v.dataVersions)).toHaveLength(1)
+          } finally {
+            for (const db of machines) await db.destroy()
+          }
+        },
+      )
+    }
+
+    it('workers: 2 in one call share the batches', async () => {
+      await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
+      await new Promise((r) => setTimeout(r, t.ttlMs * 2))
+      const job = (await t.ops.reencrypt(t.table, { batchSize: 5, workers: 2 })) as JobResult
+      const total = (await t.ops.verify(t.table)).rows
+      expect(job).toMatchObject({ rows: total, rewritten: total, remainingBatches: 0 })
+    })
+  })
+})
+
+describe.each(backends())('ops: key provider outage mid-job (KMS endpoint) [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    let t: OpsTestDb
+    let kms: Awaited<ReturnType<typeof kmsFixture>>
+    beforeAll(async () => {
+      kms = await kmsFixture()
+      t = await opsTestDb(backend, { provider: kms.provider, opsCache: { ttlMs: 1, graceMs: 0 } })
+      await t.ops.init()
+      await t.insert(60)
+      await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
+    })
+    afterAll(async () => {
+      await t?.destroy()
+      await kms?.cleanup()
+    })
+
+    it('stops cleanly with JOB_PAUSED when the KMS fails, and the next run resumes', async () => {
+      const error = await t.ops
+        .reencrypt(t.table, {
+          batchSize: 10,
+          onProgress: (p) => {
+            if (p.phase === 'batch' && p.done === 2) kms.fault.down()
+          },
+        })
+        .catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(OperationError)
+      expect(error).toMatchObject({ code: 'JOB_PAUSED' })
+      expect(((error as OperationError).cause as { code?: string }).code).toBe('PROVIDER_UNAVAILABLE')
+      const during = await t.raw.selectFrom(`${t.jobsTable}_batches`).select('done').execute()
+      expect(during.filter((b) => Number(b.done) === 1)).toHaveLength(2)
+      kms.fault.up()
+      const job = (await t.ops.reencrypt(t.table, { batchSize: 10 })) as JobResult
+      expect(job).toMatchObject({ planned: false, rows: 40, rewritten: 40, remainingBatches: 0 })
+      expect(await t.ops.verify(t.table)).toMatchObject({ ok: true, dataVersions: { 2: 120 } })
+    })
+  })
+})
