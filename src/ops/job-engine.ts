@@ -1,6 +1,6 @@
 import { hostname } from 'node:os'
 import type { Transaction } from 'kysely'
-import { KeyProviderError, OperationError } from '../errors.js'
+import { type FieldEncryptionError, KeyProviderError, OperationError } from '../errors.js'
 import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
 import { type Batch, type BatchCounts, JobStore } from './job-store.js'
@@ -263,7 +263,7 @@ export async function pausing<T>(table: TableInfo, fn: () => Promise<T>): Promis
   try {
     return await fn()
   } catch (error) {
-    if (error instanceof KeyProviderError) {
+    if (isProviderFailure(error)) {
       throw new OperationError(
         'JOB_PAUSED',
         `The key provider failed (${error.code}) while the job on ${table.physical} needed a key: it stopped after its last committed batch. Run it again to resume once the provider answers.`,
@@ -272,6 +272,16 @@ export async function pausing<T>(table: TableInfo, fn: () => Promise<T>): Promis
     }
     throw error
   }
+}
+
+/**
+ * A key provider's failure. By code as well as by class: a CLI bundle and the application's config
+ * may each load their own copy of this library's error classes.
+ */
+function isProviderFailure(error: unknown): error is FieldEncryptionError {
+  if (error instanceof KeyProviderError) return true
+  const e = error as { name?: unknown; code?: unknown } | null
+  return e?.name === 'KeyProviderError' && typeof e.code === 'string'
 }
 
 function isRetryable(error: unknown): boolean {

@@ -1,0 +1,40 @@
+import { defineCommand } from 'citty'
+import { consola } from '../log.js'
+import { EXIT } from '../output.js'
+import { commonArgs, dryRunArg, runCommand } from '../run-command.js'
+
+/** `kfe init [table…]`: the key and job tables, and version 1 of each table's keys. */
+export const initCommand = defineCommand({
+  meta: {
+    name: 'init',
+    description:
+      'Create the key table and the first data and index keys of every encrypted table (idempotent)',
+  },
+  args: {
+    ...commonArgs,
+    ...dryRunArg,
+    table: { type: 'positional', required: false, description: 'Only this table' },
+  },
+  run: ({ args }) =>
+    runCommand(
+      args,
+      (ops, run) =>
+        ops.init({
+          ...run,
+          dryRun: args['dry-run'],
+          ...(args.table === undefined ? {} : { tables: [String(args.table)] }),
+        }),
+      (result, out) => {
+        out.result(result, () => {
+          for (const k of result.keys) {
+            const what = k.created ? (result.dryRun ? 'would create' : 'created') : 'exists'
+            consola.log(`${k.table} ${k.purpose} v${k.version}: ${what} (wrapped under ${k.keks.join(', ')})`)
+          }
+          consola.log(
+            `${result.created} key${result.created === 1 ? '' : 's'} ${result.dryRun ? 'would be ' : ''}created.`,
+          )
+        })
+        return EXIT.ok
+      },
+    ),
+})

@@ -1,0 +1,23 @@
+import type { JobOptions } from '../../ops/job-engine.js'
+import { intArg } from '../run-command.js'
+
+/** Options of the commands that run a re-encryption job. */
+export const jobArgs = {
+  'batch-size': { type: 'string', description: 'Rows per batch and transaction (default 1000)' },
+  workers: { type: 'string', description: 'Workers in this process, one connection each (default 1)' },
+  'max-rows-per-second': { type: 'string', description: 'Throttle (default: unlimited)' },
+} as const
+
+/** The job options from parsed arguments. */
+export function jobOptions(
+  args: Record<string, unknown>,
+): Pick<JobOptions, 'batchSize' | 'workers' | 'maxRowsPerSecond'> {
+  const batchSize = intArg(args['batch-size'], 'batch-size')
+  const workers = intArg(args.workers, 'workers')
+  const maxRowsPerSecond = intArg(args['max-rows-per-second'], 'max-rows-per-second')
+  return {
+    ...(batchSize === undefined ? {} : { batchSize }),
+    ...(workers === undefined ? {} : { workers }),
+    ...(maxRowsPerSecond === undefined ? {} : { maxRowsPerSecond }),
+  }
+}

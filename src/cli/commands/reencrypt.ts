@@ -1,0 +1,57 @@
+import { defineCommand } from 'citty'
+import type { JobResult } from '../../ops/job-engine.js'
+import type { ReencryptDryRun } from '../../ops/reencrypt.js'
+import { consola } from '../log.js'
+import { EXIT, type Output } from '../output.js'
+import { commonArgs, dryRunArg, runCommand } from '../run-command.js'
+import { jobArgs, jobOptions } from './job-args.js'
+
+/** `kfe reencrypt <table>`: every row onto the active data and index key versions (resumable). */
+export const reencryptCommand = defineCommand({
+  meta: {
+    name: 'reencrypt',
+    description: 'Rewrite every row whose data or index key version is not the active one (resumable)',
+  },
+  args: {
+    ...commonArgs,
+    ...dryRunArg,
+    ...jobArgs,
+    table: { type: 'positional', required: true, description: 'The table' },
+  },
+  run: ({ args }) =>
+    runCommand(
+      args,
+      (ops, run) =>
+        ops.reencrypt(String(args.table), { ...run, ...jobOptions(args), dryRun: args['dry-run'] }),
+      (result, out) => printJob(result, out),
+    ),
+})
+
+/** Prints a job's result; returns its exit code: 1 when rows failed, 2 when stopped before the end. */
+export function printJob(result: JobResult | ReencryptDryRun, out: Output): number {
+  out.result(result, () => describeJob(result))
+  return jobExit(result)
+}
+
+/** A job's result in words. */
+export function describeJob(result: JobResult | ReencryptDryRun): void {
+  if ('dryRun' in result) {
+    consola.log(
+      `${result.table}: ${result.wouldRewrite} of ${result.rows} rows would be rewritten; ${result.failed} fail to decrypt.`,
+    )
+    return
+  }
+  consola.log(
+    `${result.table}: ${result.rows} rows read, ${result.rewritten} rewritten, ${result.conflicts} changed by the application meanwhile (re-read), ${result.deleted} deleted meanwhile, ${result.failed} failed.`,
+  )
+  if (result.failed > 0) consola.error(`failing primary keys: ${result.failedKeys.map(String).join(', ')}`)
+  if (result.stopped)
+    consola.warn(`stopped with ${result.remainingBatches} batches left: run the same command to resume.`)
+}
+
+/** Exit code of a job: 1 when rows failed, 2 when batches are left, else 0. */
+export function jobExit(result: JobResult | ReencryptDryRun): number {
+  if ('dryRun' in result) return result.failed > 0 ? EXIT.failed : EXIT.ok
+  if (result.failed > 0) return EXIT.failed
+  return result.remainingBatches > 0 ? EXIT.attention : EXIT.ok
+}

@@ -1,0 +1,43 @@
+import { defineCommand } from 'citty'
+import { consola } from '../log.js'
+import { EXIT } from '../output.js'
+import { commonArgs, dryRunArg, intArg, runCommand } from '../run-command.js'
+
+/** `kfe retire <table> --data | --index <version>`: refused while rows use it, unless `--force`. */
+export const retireCommand = defineCommand({
+  meta: { name: 'retire', description: 'Retire a key version no row uses (--force to retire anyway)' },
+  args: {
+    ...commonArgs,
+    ...dryRunArg,
+    table: { type: 'positional', required: true, description: 'The table' },
+    data: { type: 'string', description: 'The data key version to retire' },
+    index: { type: 'string', description: 'The index key version to retire' },
+    force: { type: 'boolean', description: 'Retire even though rows still use it', default: false },
+  },
+  run: ({ args }) =>
+    runCommand(
+      args,
+      (ops, run) => {
+        if ((args.data === undefined) === (args.index === undefined))
+          throw new Error('Give exactly one of --data <version> or --index <version>.')
+        const purpose = args.data === undefined ? 'index' : 'data'
+        const version = intArg(args.data ?? args.index, purpose)!
+        return ops.retire(String(args.table), {
+          ...run,
+          purpose,
+          version,
+          force: args.force,
+          dryRun: args['dry-run'],
+        })
+      },
+      (result, out) => {
+        out.result(result, () => {
+          const state = result.retired ? 'retired' : 'not retired (dry run)'
+          consola.log(
+            `${result.table} ${result.purpose} v${result.version}: ${state}; ${result.rows} rows still use it${result.forced ? ' (forced)' : ''}.`,
+          )
+        })
+        return EXIT.ok
+      },
+    ),
+})

@@ -1,0 +1,57 @@
+import { defineCommand } from 'citty'
+import { consola } from '../log.js'
+import { EXIT } from '../output.js'
+import { commonArgs, intArg, runCommand } from '../run-command.js'
+
+/** `kfe status [table]`: key versions, rows per version, jobs, and a verdict (exit 2: needs attention). */
+export const statusCommand = defineCommand({
+  meta: { name: 'status', description: 'Key versions, rows per key version, jobs and a verdict per table' },
+  args: {
+    ...commonArgs,
+    table: { type: 'positional', required: false, description: 'Only this table' },
+    exact: { type: 'boolean', description: 'Count every row (default: a sample)', default: false },
+    sample: { type: 'string', description: 'Rows sampled per table (default 2000)' },
+  },
+  run: ({ args }) =>
+    runCommand(
+      args,
+      (ops, run) => {
+        const sampleSize = intArg(args.sample, 'sample')
+        return ops.status({
+          ...run,
+          exact: args.exact,
+          ...(args.table === undefined ? {} : { table: String(args.table) }),
+          ...(sampleSize === undefined ? {} : { sampleSize }),
+        })
+      },
+      (result, out) => {
+        out.result(result, () => {
+          for (const t of result.tables) {
+            consola.log(
+              `${t.table}${t.logicalTable === t.table ? '' : ` (logical ${t.logicalTable})`}: ${t.rows} rows`,
+            )
+            for (const k of t.keys)
+              consola.log(`  ${k.purpose} v${k.version} ${k.state} [${k.keks.join(', ')}]`)
+            const est = t.estimated
+              ? ` (estimated from ${t.scanned} sampled rows; --exact for a full count)`
+              : ''
+            consola.log(`  rows per data version: ${fmt(t.rowsByDataVersion)}${est}`)
+            consola.log(`  rows per index version: ${fmt(t.rowsByIndexVersion)}`)
+            if (t.plaintextRows > 0) consola.log(`  rows in plaintext: ${t.plaintextRows}`)
+            for (const j of t.jobs)
+              consola.log(
+                `  job ${j.id}: ${j.interrupted ? 'interrupted' : j.state} ${j.doneBatches}/${j.totalBatches} batches, ${j.rewritten} rows rewritten`,
+              )
+            for (const a of t.attention) consola.warn(`  ${a}`)
+            consola.log(`  verdict: ${t.verdict}`)
+          }
+        })
+        return result.needsAttention ? EXIT.attention : EXIT.ok
+      },
+    ),
+})
+
+function fmt(counts: Readonly<Record<string, number>>): string {
+  const entries = Object.entries(counts)
+  return entries.length === 0 ? 'none' : entries.map(([v, n]) => `v${v}: ${n}`).join(', ')
+}

@@ -1,0 +1,31 @@
+import { defineCommand } from 'citty'
+import { consola } from '../log.js'
+import { EXIT } from '../output.js'
+import { commonArgs, runCommand } from '../run-command.js'
+
+/** `kfe verify <table>`: every row decrypts, every blind index matches (exit 1 on any failure). */
+export const verifyCommand = defineCommand({
+  meta: {
+    name: 'verify',
+    description: 'Check every row decrypts and every blind index equals its recomputation',
+  },
+  args: {
+    ...commonArgs,
+    table: { type: 'positional', required: true, description: 'The table' },
+  },
+  run: ({ args }) =>
+    runCommand(
+      args,
+      (ops, run) => ops.verify(String(args.table), run),
+      (result, out) => {
+        out.result(result, () => {
+          consola.log(
+            `${result.table}: ${result.rows} rows; ciphertexts per data version ${JSON.stringify(result.dataVersions)}, indexes per index version ${JSON.stringify(result.indexVersions)}`,
+          )
+          for (const f of result.failures) consola.error(`  ${String(f.key)}: ${f.problems.join(', ')}`)
+          consola.log(result.ok ? 'verify: ok' : `verify: ${result.failed} rows failed`)
+        })
+        return result.ok ? EXIT.ok : EXIT.failed
+      },
+    ),
+})

@@ -1,0 +1,57 @@
+import { basename, dirname, extname, resolve } from 'node:path'
+import { loadConfig } from 'c12'
+import { Kysely } from 'kysely'
+import { ConfigError } from '../errors.js'
+import { type FieldEncryptionOps, fieldEncryptionOps, type KfeConfig } from '../ops/field-encryption-ops.js'
+
+/** The operations opened from a `kfe.config.*`, and how to close what the CLI opened. */
+export interface OpenedOps {
+  readonly ops: FieldEncryptionOps
+  readonly config: KfeConfig
+  close(): Promise<void>
+}
+
+/**
+ * Loads `kfe.config.ts|mts|mjs|js|cjs` from the working directory, or the file `--config` names,
+ * with c12 (as kysely-ctl loads `kysely.config.ts`), and opens the operations on it.
+ * @throws ConfigError `CONFIG_INVALID` when no config is found or it lacks a dialect, schema or key provider
+ */
+export async function openOps(configPath: string | undefined, cwd = process.cwd()): Promise<OpenedOps> {
+  const file = configPath === undefined ? undefined : resolve(cwd, configPath)
+  const { config, configFile } = await loadConfig<KfeConfig>({
+    name: 'kfe',
+    cwd: file === undefined ? cwd : dirname(file),
+    ...(file === undefined ? {} : { configFile: basename(file, extname(file)) }),
+    rcFile: false,
+    globalRc: false,
+    packageJson: false,
+    dotenv: false,
+  })
+  if (
+    config === null ||
+    config === undefined ||
+    (config.schema === undefined && config.keyProvider === undefined)
+  ) {
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `No kfe config found (looked for ${file ?? `kfe.config.{ts,mts,mjs,js,cjs} in ${cwd}`}).`,
+    )
+  }
+  if (config.schema === undefined) throw new ConfigError('CONFIG_INVALID', `${configFile}: no \`schema\`.`)
+  if (config.keyProvider === undefined)
+    throw new ConfigError('CONFIG_INVALID', `${configFile}: no \`keyProvider\`.`)
+  if (config.kysely === undefined && config.dialect === undefined)
+    throw new ConfigError('CONFIG_INVALID', `${configFile}: needs \`dialect\` or \`kysely\`.`)
+  const own = config.kysely === undefined
+  // biome-ignore lint/suspicious/noExplicitAny: any database type.
+  const db: Kysely<any> = config.kysely ?? new Kysely({ dialect: config.dialect! })
+  const ops = fieldEncryptionOps({ ...config, db })
+  return {
+    ops,
+    config,
+    async close() {
+      await ops.close()
+      if (own) await db.destroy()
+    },
+  }
+}

@@ -1,0 +1,22 @@
+import { defineCommand } from 'citty'
+import { initCommand } from './commands/init.js'
+import { reencryptCommand } from './commands/reencrypt.js'
+import { retireCommand } from './commands/retire.js'
+import { rewrapCommand } from './commands/rewrap.js'
+import { rotateCommand } from './commands/rotate.js'
+import { statusCommand } from './commands/status.js'
+import { verifyCommand } from './commands/verify.js'
+
+/** The `kfe` command and its subcommands. Exit codes: 0 ok, 1 failed, 2 needs attention. */
+export const main = defineCommand({
+  meta: { name: 'kfe', description: 'Key and data operations of kysely-field-encryption' },
+  subCommands: {
+    init: initCommand,
+    status: statusCommand,
+    rotate: rotateCommand,
+    reencrypt: reencryptCommand,
+    verify: verifyCommand,
+    retire: retireCommand,
+    rewrap: rewrapCommand,
+  },
+})

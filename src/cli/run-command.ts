@@ -1,0 +1,57 @@
+import type { FieldEncryptionOps } from '../ops/field-encryption-ops.js'
+import type { RunOptions } from '../ops/progress.js'
+import { openOps } from './load-config.js'
+import { createOutput, EXIT, type Output } from './output.js'
+
+/** The arguments every command takes. */
+export const commonArgs = {
+  config: { type: 'string', description: 'Path of the config file (default: kfe.config.{ts,mjs,js} here)' },
+  json: { type: 'boolean', description: 'Print the result as one JSON line', default: false },
+} as const
+
+/** `--dry-run`, for every command that writes. */
+export const dryRunArg = {
+  'dry-run': { type: 'boolean', description: 'Report what would change; change nothing', default: false },
+} as const
+
+/**
+ * Opens the config, runs `work` with an AbortSignal (SIGINT/SIGTERM: finish the batch, save the
+ * checkpoint, exit 2; a second signal exits at once) and progress printing, prints its result, and
+ * sets the exit code: 0 ok, 1 failed, 2 needs attention.
+ */
+export async function runCommand<T>(
+  args: { config?: string | undefined; json?: boolean | undefined },
+  work: (ops: FieldEncryptionOps, run: RunOptions, out: Output) => Promise<T>,
+  print: (result: T, out: Output) => number,
+): Promise<void> {
+  const out = createOutput(args.json === true)
+  const stop = new AbortController()
+  const onSignal = () => {
+    if (stop.signal.aborted) process.exit(EXIT.attention)
+    stop.abort()
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  let opened: Awaited<ReturnType<typeof openOps>> | undefined
+  try {
+    opened = await openOps(args.config)
+    const result = await work(opened.ops, { signal: stop.signal, onProgress: (p) => out.progress(p) }, out)
+    process.exitCode = print(result, out)
+  } catch (error) {
+    out.error(error)
+    process.exitCode = EXIT.failed
+  } finally {
+    out.close()
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    await opened?.close().catch(() => undefined)
+  }
+}
+
+/** Parses a positive integer option. */
+export function intArg(value: unknown, name: string): number | undefined {
+  if (value === undefined || value === '') return undefined
+  const n = Number(value)
+  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer.`)
+  return n
+}
