@@ -1,6 +1,7 @@
+import { randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { KeyError, OperationError } from '../../src/index.js'
-import type { JobResult } from '../../src/ops.js'
+import { KeyError, localKeyProvider, OperationError } from '../../src/index.js'
+import { fieldEncryptionOps, type JobResult } from '../../src/ops.js'
 import { type Backend, backends } from '../support/backends.js'
 import { type OpsTestDb, opsTestDb } from '../support/ops-db.js'
 
@@ -163,6 +164,44 @@ describe.each(backends())('ops lifecycle [$name]', (backend: Backend) => {
       expect(v.failures).toEqual([{ key: victim!.id, problems: ['email: DECRYPT_AUTH_FAILED'] }])
       await t.raw.updateTable(t.table).set({ email: victim!.email }).where('id', '=', victim!.id).execute()
       expect((await t.ops.verify(t.table)).ok).toBe(true)
+    })
+
+    it('reencrypt refuses an invalid batch size or worker count with OPS_INVALID', async () => {
+      await expect(t.ops.reencrypt(t.table, { batchSize: 0 })).rejects.toMatchObject({ code: 'OPS_INVALID' })
+      await expect(t.ops.reencrypt(t.table, { workers: 0 })).rejects.toBeInstanceOf(OperationError)
+    })
+
+    it('rewrap moves every key to another KEK, proven, and touches no row', async () => {
+      const before = await t.raw.selectFrom(t.table).select(['id', 'email']).orderBy('id').execute()
+      const other = localKeyProvider({ id: 'local:other', key: randomBytes(32) })
+      const both = fieldEncryptionOps({
+        db: t.raw,
+        schema: t.schema,
+        keyProvider: [t.provider, other],
+        keyTable: t.keyTable,
+        jobsTable: t.jobsTable,
+        metadataTtlMs: t.ttlMs,
+      })
+      const keys = (await t.ops.status()).tables[0]!.keys.length
+      const dry = await both.rewrap({ from: 'local:test', to: 'local:other', dryRun: true })
+      expect(dry).toMatchObject({ keys, rewrapped: keys, dryRun: true })
+      await expect(both.rewrap({ from: 'local:test', to: 'local:nope' })).rejects.toMatchObject({
+        code: 'CONFIG_INVALID',
+      })
+      const r = await both.rewrap({ from: 'local:test', to: 'local:other' })
+      expect(r).toMatchObject({ keys, rewrapped: keys, dryRun: false })
+      const s = await both.status()
+      expect(s.tables[0]!.keys.every((k) => k.keks.length === 1 && k.keks[0] === 'local:other')).toBe(true)
+      // Only the new KEK is needed now; no ciphertext changed.
+      const onlyNew = fieldEncryptionOps({
+        db: t.raw,
+        schema: t.schema,
+        keyProvider: other,
+        keyTable: t.keyTable,
+        jobsTable: t.jobsTable,
+      })
+      expect((await onlyNew.verify(t.table)).ok).toBe(true)
+      expect(await t.raw.selectFrom(t.table).select(['id', 'email']).orderBy('id').execute()).toEqual(before)
     })
   })
 })
