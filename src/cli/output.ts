@@ -26,6 +26,8 @@ export function createOutput(json: boolean, stream: NodeJS.WriteStream = process
   let barKey = ''
   let lastPhase = ''
   const started = performance.now()
+  let barStarted = started
+  let barFirst = 0
   const stopBar = () => {
     bar?.stop()
     bar = undefined
@@ -64,10 +66,12 @@ export function createOutput(json: boolean, stream: NodeJS.WriteStream = process
         })
         bar.start(p.total, p.done, { rate: '0' })
         barKey = key
+        barStarted = performance.now()
+        barFirst = p.done
       }
-      const elapsed = (performance.now() - started) / 1000
+      const elapsed = (performance.now() - barStarted) / 1000
       bar.setTotal(p.total)
-      bar.update(p.done, { rate: elapsed > 0 ? (p.done / elapsed).toFixed(1) : '0' })
+      bar.update(p.done, { rate: elapsed > 0 ? ((p.done - barFirst) / elapsed).toFixed(1) : '0' })
       lastPhase = p.phase
     },
     result(data, human) {

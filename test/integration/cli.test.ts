@@ -168,6 +168,40 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
         expect(await snapshot(t)).toEqual(model)
       })
 
+      it('SIGTERM stops a throttled reencrypt after its batch (exit 2, checkpoint saved); the next run finishes', async () => {
+        expect((await t.kfe('rotate', t.table, '--data', '--no-reencrypt')).code).toBe(0)
+        await new Promise((r) => setTimeout(r, 200))
+        const child = t.spawnKfe('reencrypt', t.table, '--batch-size', '5', '--max-rows-per-second', '50')
+        const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)))
+        const jobId = `reencrypt:${t.table}`
+        for (;;) {
+          const done = await t.raw
+            .selectFrom(`${t.jobsTable}_batches`)
+            .select((eb) => eb.fn.countAll().as('n'))
+            .where('job_id', '=', jobId)
+            .where('done', '=', 1)
+            .executeTakeFirst()
+            .catch(() => undefined)
+          if (Number(done?.n ?? 0) >= 2) break
+          await new Promise((r) => setTimeout(r, 20))
+        }
+        child.kill('SIGTERM')
+        expect(await exited).toBe(2)
+        const left = await t.raw
+          .selectFrom(`${t.jobsTable}_batches`)
+          .select((eb) => eb.fn.countAll().as('n'))
+          .where('job_id', '=', jobId)
+          .where('done', '=', 0)
+          .executeTakeFirstOrThrow()
+        expect(Number(left.n)).toBeGreaterThan(0)
+        const status = await t.kfe('status', t.table, '--json')
+        expect(status.code).toBe(2)
+        expect(status.json).toMatchObject({ tables: [{ jobs: [{ id: jobId, state: 'running' }] }] })
+        const rest = await t.kfe('reencrypt', t.table, '--batch-size', '50', '--json')
+        expect(rest.code).toBe(0)
+        expect(rest.json).toMatchObject({ planned: false, remainingBatches: 0 })
+      })
+
       it('--workers 4 in one process, and two processes at once, process every row once', async () => {
         expect((await t.kfe('rotate', t.table, '--data', '--no-reencrypt')).code).toBe(0)
         await new Promise((r) => setTimeout(r, 200))
@@ -187,7 +221,7 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
         expect(ra.rewritten + rb.rewritten).toBe(Number(total))
         expect(ra.rows + rb.rows).toBe(Number(total))
         const verify = await t.kfe('verify', t.table, '--json')
-        expect(verify.json).toMatchObject({ ok: true, dataVersions: { 4: Number(total) * 2 } })
+        expect(verify.json).toMatchObject({ ok: true, dataVersions: { 5: Number(total) * 2 } })
       })
     })
   },
