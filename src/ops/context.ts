@@ -34,7 +34,7 @@ export interface OpsOptions {
   readonly audit?: AuditSink
   /**
    * Primary-key column per physical table (a single column of integer or string type). Jobs page
-   * through a table by it. @default 'id'
+   * through a table by it. @default the schema's `primaryKey` table option (itself `'id'` by default)
    */
   readonly primaryKeys?: Readonly<Record<string, string>>
 }
@@ -113,7 +113,15 @@ export function createOpsContext(options: OpsOptions): OpsContext {
       return info
     },
     primaryKey(table: TableInfo): string {
-      return options.primaryKeys?.[table.physical] ?? 'id'
+      const declared = options.primaryKeys?.[table.physical] ?? table.primaryKey[0] ?? 'id'
+      if (options.primaryKeys?.[table.physical] === undefined && table.primaryKey.length > 1) {
+        throw new ConfigError(
+          'CONFIG_INVALID',
+          `${table.physical} has a composite primary key; the jobs page through one column: set primaryKeys.${table.physical}.`,
+          { table: table.logical },
+        )
+      }
+      return declared
     },
   })
 }
