@@ -1,21 +1,18 @@
-import { type ColumnDataType, type Expression, type Kysely, MysqlAdapter, sql } from 'kysely'
+import { type ColumnDataType, type Expression, type Kysely, sql } from 'kysely'
 import { ConfigError } from '../errors.js'
 import { FORMAT_V1_OVERHEAD } from '../fields/format.js'
 import type { EncryptedSchema, TableInfo } from './schema.js'
 
-/** SQL family of a database: PostgreSQL (and PGlite) or MySQL/MariaDB. */
-export type SqlFamily = 'postgres' | 'mysql'
+import type { SqlFamily } from './sql-family.js'
+
+export type { SqlFamily } from './sql-family.js'
+export { sqlFamily } from './sql-family.js'
 
 type DataType = ColumnDataType | Expression<unknown>
 
 /** Anything with kysely's `addColumn(name, type)`: `createTable(...)` and `alterTable(...)` builders. */
 interface AddsColumns<B> {
   addColumn(name: string, type: DataType): B
-}
-
-/** The SQL family of a Kysely instance, from its adapter. */
-export function sqlFamily(db: Kysely<unknown>): SqlFamily {
-  return db.getExecutor().adapter instanceof MysqlAdapter ? 'mysql' : 'postgres'
 }
 
 /**
