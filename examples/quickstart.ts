@@ -47,6 +47,11 @@ async function main(): Promise<void> {
     .$call(addEncryptedColumns(schema, 'people', 'postgres'))
     .execute()
   await createBlindIndexes(db, schema, 'people')
+  // Keys are created on purpose, once (what `kfe init` does): never silently on first use.
+  const { created } = await encryption.init(db)
+  console.log(
+    `Created keys: ${created.map((k) => `${k.logicalTable}/${k.purpose}/v${k.version}`).join(', ')}`,
+  )
 
   // 3. Use Kysely as before: plaintext in, plaintext out.
   await db

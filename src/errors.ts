@@ -27,6 +27,7 @@ export type ErrorCode =
   // keys (src/keys)
   | 'KEY_NOT_FOUND'
   | 'KEY_STORE_ERROR'
+  | 'KEYS_MISSING'
   | 'KEY_STATE_INVALID'
   | 'PROVIDER_UNAVAILABLE'
   | 'PROVIDER_THROTTLED'

@@ -1,11 +1,11 @@
 import { inspect } from 'node:util'
 import { type Dialect, Kysely, type KyselyPlugin } from 'kysely'
-import { ConfigError } from './errors.js'
+import { ConfigError, KeyError } from './errors.js'
 import { decryptValue } from './fields/field-cipher.js'
 import { readHeader } from './fields/format.js'
 import type { KeyCacheOptions } from './keys/key-cache.js'
 import type { AuditSink, KeyProvider } from './keys/key-provider.js'
-import { KeyRing, type KeyRingStats } from './keys/key-ring.js'
+import { type InitKeysResult, KeyRing, type KeyRingStats } from './keys/key-ring.js'
 import { KeyStore } from './keys/key-store.js'
 import { BorrowingDriver } from './plugin/borrowing-driver.js'
 import type { DecryptStats } from './plugin/decrypt-rows.js'
@@ -14,6 +14,7 @@ import { EncryptionPlugin } from './plugin/encryption-plugin.js'
 import { PendingPlans } from './plugin/plan.js'
 import { encryptColumn, indexValue } from './plugin/resolve-values.js'
 import { UnwrappedReads } from './plugin/unwrapped-reads.js'
+import { holdsCiphertext } from './schema/sample-ciphertext.js'
 import type { ColumnInfo, EncryptedSchema, IndexInfo } from './schema/schema.js'
 
 /** Options of {@link fieldEncryption}. */
@@ -36,7 +37,14 @@ export interface FieldEncryptionOptions {
   readonly metadataTtlMs?: number
   /** One event per key-provider call; never key bytes. */
   readonly audit?: AuditSink
-  /** Create version 1 of a table's keys on first use. @default true */
+  /**
+   * Development mode: create version 1 of a table's keys on its first use. Off (the default),
+   * keys are created only by {@link FieldEncryption.init} (`kfe init`), and a query on a table
+   * without keys fails with `KEY_NOT_FOUND`. Even on, keys are never created for a table that
+   * holds ciphertext or whose other keys are in the key store (`KEYS_MISSING`): that is a lost
+   * key table, and fresh keys would hide it.
+   * @default false
+   */
   readonly autoCreateKeys?: boolean
 }
 
@@ -60,7 +68,23 @@ export interface FieldEncryption {
    * index version, for `where email_bidx in (...)` in raw `sql`. The first is the active one, to write.
    */
   indexOf(table: string, column: string, value: unknown, index?: string): Promise<Buffer[]>
-  /** The key ring (available once a Kysely was created with `wrap`). */
+  /**
+   * Creates the key table if needed, and version 1 of the data and index keys of every table of
+   * the schema that has none: the explicit step that creates keys (`kfe init` calls it).
+   * Idempotent. Refuses (`KEYS_MISSING`), creating nothing for that table, when a table's keys
+   * are missing but it holds ciphertext or the key store shows it was initialised.
+   * @param db - a Kysely on the database (the application's wrapped one, or a plain one).
+   * @returns the key versions created, and those that already existed.
+   * @throws KeyError `KEYS_MISSING`, `KEY_STORE_ERROR`; KeyProviderError when a KEK fails.
+   * @example
+   * ```ts
+   * const { created } = await encryption.init(db)
+   * // create table if not exists "kfe_keys" (…); insert into "kfe_keys" … (users/data/v1, users/index/v1)
+   * ```
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: any Kysely, whatever its DB type.
+  init(db: Kysely<any>): Promise<InitKeysResult>
+  /** The key ring of the first wrapped dialect (available once a Kysely was created with `wrap`). */
   keyRing(): KeyRing
   stats(): FieldEncryptionStats
   /** Wipes cached keys and closes providers. The application's Kysely is closed by `db.destroy()`. */
@@ -87,11 +111,15 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
     throw new ConfigError('CONFIG_INVALID', 'fieldEncryption needs at least one keyProvider.')
   const plans = new PendingPlans()
   const stats: DecryptStats = { decrypted: 0, falsePositives: 0, plaintextReads: 0 }
-  let driver: EncryptingDriver | undefined
-  let ring: KeyRing | undefined
-  let schemaReady: Promise<void> | undefined
+  // The rings share the providers; the instance closes them once, in close().
+  const shared = providers.map(withoutClose)
+  const logicalTables = [...new Set([...options.schema.tables.values()].map((t) => t.logical))]
+  const keyTable = options.keyTable === undefined ? {} : { tableName: options.keyTable }
+  /** One key ring per wrapped dialect: each reaches its own database with its own SQL. */
+  const rings: KeyRing[] = []
 
   const getRing = (): KeyRing => {
+    const ring = rings[0]
     if (ring === undefined) {
       throw new ConfigError(
         'CONFIG_INVALID',
@@ -104,64 +132,92 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
   const plugin = new EncryptionPlugin(options.schema, plans, reads)
 
   const wrap = (dialect: Dialect): Dialect => {
-    if (ring === undefined) {
-      const storeDb = new Kysely<unknown>({
-        dialect: {
-          createAdapter: () => dialect.createAdapter(),
-          createDriver: () => new BorrowingDriver(() => driver),
-          createQueryCompiler: () => dialect.createQueryCompiler(),
-          createIntrospector: (db) => dialect.createIntrospector(db),
-        },
+    let driver: EncryptingDriver | undefined
+    const storeDb = new Kysely<unknown>({
+      dialect: {
+        createAdapter: () => dialect.createAdapter(),
+        createDriver: () => new BorrowingDriver(() => driver),
+        createQueryCompiler: () => dialect.createQueryCompiler(),
+        createIntrospector: (db) => dialect.createIntrospector(db),
+      },
+    })
+    const store = new KeyStore(storeDb, keyTable)
+    const autoCreate = options.autoCreateKeys ?? false
+    let schemaReady: Promise<void> | undefined
+    const ensureSchema = () => {
+      schemaReady ??= store.ensureSchema().catch((error: unknown) => {
+        schemaReady = undefined
+        throw error
       })
-      const store = new KeyStore(
-        storeDb,
-        options.keyTable === undefined ? {} : { tableName: options.keyTable },
-      )
-      const ensureSchema = () => {
-        schemaReady ??= store.ensureSchema().catch((error: unknown) => {
-          schemaReady = undefined
-          throw error
-        })
-        return schemaReady
-      }
-      const storeWithSchema = new Proxy(store, {
-        get(target, prop, receiver) {
-          const value = Reflect.get(target, prop, receiver)
-          if (typeof value !== 'function' || prop === 'ensureSchema') return value
-          return async (...args: unknown[]) => {
-            await ensureSchema()
-            return (value as (...a: unknown[]) => unknown).apply(target, args)
-          }
-        },
-      })
-      ring = new KeyRing({
-        store: storeWithSchema,
-        providers,
-        ...(options.cache === undefined ? {} : { cache: options.cache }),
-        ...(options.metadataTtlMs === undefined ? {} : { metadataTtlMs: options.metadataTtlMs }),
-        ...(options.audit === undefined ? {} : { audit: options.audit }),
-        autoCreate: options.autoCreateKeys ?? true,
-      })
+      return schemaReady
     }
+    // Development mode creates the key table too; otherwise only init() does.
+    const storeWithSchema = !autoCreate
+      ? store
+      : new Proxy(store, {
+          get(target, prop, receiver) {
+            const value = Reflect.get(target, prop, receiver)
+            if (typeof value !== 'function' || prop === 'ensureSchema') return value
+            return async (...args: unknown[]) => {
+              await ensureSchema()
+              return (value as (...a: unknown[]) => unknown).apply(target, args)
+            }
+          },
+        })
+    const ring = new KeyRing({
+      store: storeWithSchema,
+      providers: shared,
+      ...(options.cache === undefined ? {} : { cache: options.cache }),
+      ...(options.metadataTtlMs === undefined ? {} : { metadataTtlMs: options.metadataTtlMs }),
+      ...(options.audit === undefined ? {} : { audit: options.audit }),
+      autoCreate,
+      holdsCiphertext: (table) => holdsCiphertext(storeDb, options.schema, table),
+    })
+    rings.push(ring)
     return wrapDialect(dialect, {
       schema: options.schema,
       plans,
       reads,
-      ring: getRing,
+      ring: () => ring,
       stats,
       prepare: async () => {
-        const r = getRing()
-        await Promise.all(
-          [...options.schema.tables.values()].map(async (t) => {
-            await r.activeKey(t.logical, 'data')
-            await r.activeKey(t.logical, 'index')
-          }),
-        )
+        // One table after another: this runs on the transaction's connection, one query at a time.
+        for (const table of logicalTables) {
+          try {
+            await ring.activeKey(table, 'data')
+            await ring.activeKey(table, 'index')
+          } catch (error) {
+            // A transaction that touches only plain tables must not fail for a table without
+            // keys: the query that needs them fails, naming the cause.
+            if (!isMissingKeys(error)) throw error
+          }
+        }
       },
       onDriver: (d) => {
         driver = d
       },
     })
+  }
+
+  const init = async (
+    // biome-ignore lint/suspicious/noExplicitAny: any Kysely, whatever its DB type.
+    db: Kysely<any>,
+  ): Promise<InitKeysResult> => {
+    const plain = db.withoutPlugins()
+    const store = new KeyStore(plain, keyTable)
+    await store.ensureSchema()
+    const ring = new KeyRing({
+      store,
+      providers: shared,
+      ...(options.audit === undefined ? {} : { audit: options.audit }),
+      holdsCiphertext: (table) => holdsCiphertext(plain, options.schema, table),
+    })
+    try {
+      return await ring.init(logicalTables)
+    } finally {
+      await ring.close()
+      for (const r of rings) r.refresh()
+    }
   }
 
   const column = (table: string, name: string): ColumnInfo => {
@@ -204,12 +260,28 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
       const ordered = [active, ...all.filter((k) => k !== active)]
       return ordered.map((k) => indexValue(k, index, value))
     },
+    init,
     keyRing: getRing,
-    stats: () => ({ ...stats, keys: ring?.stats() }),
+    stats: () => ({ ...stats, keys: rings[0]?.stats() }),
     async close() {
-      await ring?.close()
+      await Promise.all(rings.map((r) => r.close()))
+      await Promise.allSettled(providers.map(async (p) => p.close?.()))
     },
   }
   Object.defineProperty(encryption, inspect.custom, { value: () => '[FieldEncryption]' })
   return Object.freeze(encryption)
+}
+
+/** A view of a provider without `close`: several key rings share it, the instance closes it once. */
+function withoutClose(provider: KeyProvider): KeyProvider {
+  return {
+    id: provider.id,
+    generateDataKey: (ref) => provider.generateDataKey(ref),
+    unwrap: (wrapped, ref) => provider.unwrap(wrapped, ref),
+    rewrap: (source, ref) => provider.rewrap(source, ref),
+  }
+}
+
+function isMissingKeys(error: unknown): boolean {
+  return error instanceof KeyError && (error.code === 'KEY_NOT_FOUND' || error.code === 'KEYS_MISSING')
 }

@@ -43,7 +43,7 @@ export type {
   RewrapSource,
   WrappedKey,
 } from './keys/key-provider.js'
-export type { KeyRingOptions, KeyRingStats } from './keys/key-ring.js'
+export type { InitKeysResult, KeyRingOptions, KeyRingStats } from './keys/key-ring.js'
 export { KeyRing } from './keys/key-ring.js'
 export type { KeyState, StoredKey } from './keys/key-store.js'
 export { KeyStore } from './keys/key-store.js'

@@ -30,11 +30,23 @@ export interface KeyRingOptions {
   /** Receives one event per provider call (never key bytes). Exceptions it throws are swallowed. */
   readonly audit?: AuditSink
   /**
-   * Whether a table with no keys gets version 1 of both its data and index keys on first use.
-   * Off, a table without keys fails with `KEY_NOT_FOUND` (create keys with the CLI first).
-   * @default true
+   * Development mode: a table with no keys at all gets version 1 of both its data and index keys
+   * on first use. Off (the default), keys are created only by {@link KeyRing.init} (`kfe init`,
+   * `encryption.init(db)`), and a table without keys fails with `KEY_NOT_FOUND`.
+   *
+   * Even on, keys are never created for a table that already holds ciphertext (see
+   * `holdsCiphertext`) or that has keys of the other purpose: that is a dropped, edited or
+   * foreign key table, and fresh keys would hide it (`KEYS_MISSING`).
+   * @default false
    */
   readonly autoCreate?: boolean
+  /**
+   * Tells whether a logical table holds this library's ciphertext (a cheap sample of its
+   * encrypted columns). Asked only when a table's keys are missing, before any key is created
+   * for it. Without it, only the key store's own record (keys of the other purpose) protects a
+   * table from fresh keys.
+   */
+  readonly holdsCiphertext?: (logicalTable: string) => Promise<boolean>
   /** Clock in ms for metadata TTL (and the key cache unless `cache.now` is given). @default performance.now */
   readonly now?: () => number
 }
@@ -46,6 +58,14 @@ export interface KeyRingStats {
   readonly providerCalls: number
   /** Queries of the key store for a table's versions. */
   readonly metadataLoads: number
+}
+
+/** What {@link KeyRing.init} did. */
+export interface InitKeysResult {
+  /** Key versions this call created (version 1 of each missing purpose). */
+  readonly created: readonly KeyRef[]
+  /** Key versions that already existed and were left as they are. */
+  readonly existing: readonly KeyRef[]
 }
 
 interface TableMeta {
@@ -85,6 +105,7 @@ export class KeyRing {
   readonly #metadataTtl: number
   readonly #audit: AuditSink | undefined
   readonly #autoCreate: boolean
+  readonly #holdsCiphertext: ((logicalTable: string) => Promise<boolean>) | undefined
   readonly #now: () => number
   readonly #meta = new Map<string, TableMeta>()
   readonly #metaInflight = new Map<string, Promise<TableMeta>>()
@@ -112,7 +133,8 @@ export class KeyRing {
     this.#cache = new KeyCache({ ...options.cache, now: options.cache?.now ?? this.#now })
     this.#metadataTtl = metadataTtl
     this.#audit = options.audit
-    this.#autoCreate = options.autoCreate ?? true
+    this.#autoCreate = options.autoCreate ?? false
+    this.#holdsCiphertext = options.holdsCiphertext
   }
 
   /**
@@ -212,17 +234,56 @@ export class KeyRing {
    * The stored versions of a table's key (from metadata cached for `metadataTtlMs`), by version.
    * Creates version 1 of both purposes on first use when `autoCreate` is on.
    * @throws KeyError `KEY_NOT_FOUND` when there are none and `autoCreate` is off.
+   * @throws KeyError `KEYS_MISSING` when keys are missing for a table that holds ciphertext.
    * @throws KeyError `KEY_STORE_ERROR` when the key store fails.
    */
   async versions(logicalTable: string, purpose: KeyPurpose): Promise<readonly StoredKey[]> {
     this.#assertOpen()
     const keys = (await this.#metadata(logicalTable)).keys.filter((k) => k.purpose === purpose)
     if (keys.length === 0) {
-      throw new KeyError('KEY_NOT_FOUND', `No ${purpose} key exists for ${logicalTable}.`, {
-        table: logicalTable,
-      })
+      throw new KeyError(
+        'KEY_NOT_FOUND',
+        `No ${purpose} key exists for ${logicalTable}: keys are created only on purpose. Run \`kfe init\` or \`await encryption.init(db)\` once (or set autoCreateKeys in development).`,
+        {
+          table: logicalTable,
+        },
+      )
     }
     return keys
+  }
+
+  /**
+   * Creates version 1 of the data and index keys of each table that has none: the explicit
+   * step that replaces creation on first use. Idempotent: keys that exist are left as they are.
+   * Tables are handled one after another, one query at a time (it may run on a single
+   * connection).
+   *
+   * @param logicalTables - the logical tables to initialise.
+   * @returns the key versions this call created and those that already existed.
+   * @throws KeyError `KEYS_MISSING` when a table has a missing purpose but holds ciphertext:
+   *   its keys were lost (key table dropped, edited or restored from another environment);
+   *   restore the key table, never create keys over data.
+   * @throws KeyProviderError when a provider cannot generate or wrap a key.
+   * @throws KeyError `KEY_STORE_ERROR` when the key store fails.
+   */
+  async init(logicalTables: Iterable<string>): Promise<InitKeysResult> {
+    this.#assertOpen()
+    const created: KeyRef[] = []
+    const existing: KeyRef[] = []
+    for (const logicalTable of new Set(logicalTables)) {
+      const keys = await this.#store.list(logicalTable)
+      const missing = PURPOSES.filter((p) => !keys.some((k) => k.purpose === p))
+      for (const k of keys) existing.push(refOf(k))
+      if (missing.length === 0) continue
+      await this.#refuseOverCiphertext(logicalTable, missing, keys.length > 0 && !this.#canProbe())
+      for (const purpose of missing) {
+        if (await this.#createInitial(logicalTable, purpose)) {
+          created.push({ logicalTable, purpose, version: 1 })
+        } else existing.push({ logicalTable, purpose, version: 1 })
+      }
+      this.#meta.delete(logicalTable)
+    }
+    return { created, existing }
   }
 
   /** Counters since construction; never key material. */
@@ -325,10 +386,16 @@ export class KeyRing {
     this.#metadataLoads++
     let keys = await this.#store.list(logicalTable)
     const missing = PURPOSES.filter((p) => !keys.some((k) => k.purpose === p))
-    if (this.#autoCreate && missing.length > 0) {
-      await Promise.all(missing.map((p) => this.#createInitial(logicalTable, p)))
-      this.#metadataLoads++
-      keys = await this.#store.list(logicalTable)
+    if (missing.length > 0) {
+      // Keys of one purpose without the other: the store's own record says this table was
+      // initialised, so the missing rows were deleted. Never paper over that with fresh keys.
+      await this.#refuseOverCiphertext(logicalTable, missing, keys.length > 0)
+      if (this.#autoCreate) {
+        // One after the other: this may run on the application's connection (one query at a time).
+        for (const purpose of missing) await this.#createInitial(logicalTable, purpose)
+        this.#metadataLoads++
+        keys = await this.#store.list(logicalTable)
+      }
     }
     const active: Partial<Record<KeyPurpose, StoredKey>> = {}
     const search = { data: [] as StoredKey[], index: [] as StoredKey[] }
@@ -345,15 +412,47 @@ export class KeyRing {
       active,
       search,
     })
-    if (!this.#closed) this.#meta.set(logicalTable, meta)
+    // A table without keys is not cached: keys created by `kfe init` in another process are seen
+    // at the next query (each such query costs one key-store read until then).
+    const complete = PURPOSES.every((p) => keys.some((k) => k.purpose === p))
+    if (!this.#closed && complete) this.#meta.set(logicalTable, meta)
     return meta
   }
 
-  /** Generates version 1 under providers[0], wraps it under every other provider, and stores it. */
-  async #createInitial(logicalTable: string, purpose: KeyPurpose): Promise<void> {
+  #canProbe(): boolean {
+    return this.#holdsCiphertext !== undefined
+  }
+
+  /**
+   * Throws `KEYS_MISSING` when keys of `missing` purposes must not be created for the table: it
+   * holds ciphertext, or (`recorded`) the key store itself shows it was initialised.
+   */
+  async #refuseOverCiphertext(
+    logicalTable: string,
+    missing: readonly KeyPurpose[],
+    recorded: boolean,
+  ): Promise<void> {
+    const holds = recorded ? false : ((await this.#holdsCiphertext?.(logicalTable)) ?? false)
+    if (!recorded && !holds) return
+    const what = missing.map((p) => `${p} key`).join(' and ')
+    const evidence = recorded
+      ? `its keys of the other purpose are in the key store, so it was initialised`
+      : `its encrypted columns hold ciphertext`
+    throw new KeyError(
+      'KEYS_MISSING',
+      `The key store has no ${what} for ${logicalTable}, but ${evidence}. The key table was likely dropped, edited, or restored from another environment. No key was created: fresh keys would make the stored data unreadable and its searches silently empty. Restore the key table from its backup (docs/keys.md).`,
+      { table: logicalTable },
+    )
+  }
+
+  /**
+   * Generates version 1 under providers[0], wraps it under every other provider, and stores it.
+   * @returns whether this call created it (false: another process did first).
+   */
+  async #createInitial(logicalTable: string, purpose: KeyPurpose): Promise<boolean> {
     const ref: KeyRef = { logicalTable, purpose, version: 1 }
     const [primary, ...others] = this.#providers
-    if (primary === undefined) return // checked in the constructor
+    if (primary === undefined) return false // checked in the constructor
     this.#providerCalls++
     const generated = await auditedCall(this.#audit, 'generateDataKey', primary.id, ref, () =>
       primary.generateDataKey(ref),
@@ -398,6 +497,7 @@ export class KeyRing {
             () => material.destroy(),
           )
       }
+      return created
     } finally {
       plaintext.fill(0)
     }
@@ -406,6 +506,10 @@ export class KeyRing {
   #assertOpen(): void {
     if (this.#closed) throw new KeyError('KEY_NOT_FOUND', 'The key ring was closed.')
   }
+}
+
+function refOf(k: StoredKey): KeyRef {
+  return { logicalTable: k.logicalTable, purpose: k.purpose, version: k.version }
 }
 
 function describe(ref: KeyRef): string {

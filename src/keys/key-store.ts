@@ -1,5 +1,6 @@
-import { type Kysely, MysqlAdapter, PostgresAdapter, sql, type Transaction } from 'kysely'
+import { type Kysely, sql, type Transaction } from 'kysely'
 import { ConfigError, FieldEncryptionError, KeyError } from '../errors.js'
+import { detectSqlFamily } from '../schema/sql-family.js'
 import type { KeyPurpose, KeyRef, WrappedKey } from './key-provider.js'
 
 /**
@@ -132,7 +133,8 @@ export class KeyStore {
   }
 
   /**
-   * Every version of a logical table's keys, ordered by purpose then version.
+   * Every version of a logical table's keys, ordered by purpose then version. None when the key
+   * table does not exist.
    * @param logicalTable - the logical table.
    * @param purpose - only this purpose, when given.
    * @throws KeyError `KEY_STORE_ERROR` on a database error or a corrupt row.
@@ -144,12 +146,16 @@ export class KeyStore {
       const rows = await q.orderBy('purpose').orderBy('version').execute()
       return rows.map(toStoredKey)
     } catch (error) {
+      // No key table (never initialised, or dropped): no keys. The key ring then tells a table
+      // that was never initialised from one that lost its keys.
+      if (isMissingRelation(error)) return []
       throw storeError(`list the keys of ${logicalTable}`, error, logicalTable)
     }
   }
 
   /**
-   * Every stored key of every logical table, ordered by table, purpose, version.
+   * Every stored key of every logical table, ordered by table, purpose, version. None when the
+   * key table does not exist.
    * @throws KeyError `KEY_STORE_ERROR` on a database error or a corrupt row.
    */
   async listAll(): Promise<StoredKey[]> {
@@ -163,6 +169,7 @@ export class KeyStore {
         .execute()
       return rows.map(toStoredKey)
     } catch (error) {
+      if (isMissingRelation(error)) return []
       throw storeError('list the keys', error)
     }
   }
@@ -444,17 +451,22 @@ export class KeyStore {
 }
 
 function detectFamily(db: Kysely<KeysDb>): 'postgres' | 'mysql' {
-  const adapter = db.getExecutor().adapter
-  if (adapter instanceof PostgresAdapter) return 'postgres'
-  if (adapter instanceof MysqlAdapter) return 'mysql'
-  // Two copies of kysely (ESM + CJS) break instanceof; fall back to the class name.
-  const name = adapter.constructor.name
-  if (name === 'PostgresAdapter') return 'postgres'
-  if (name === 'MysqlAdapter') return 'mysql'
+  const executor = db.getExecutor()
+  const family = detectSqlFamily(executor.adapter, {
+    compileQuery: (node, queryId) => executor.compileQuery(node, queryId),
+  })
+  if (family !== undefined) return family
+  const name = executor.adapter.constructor.name
   throw new ConfigError(
     'CONFIG_INVALID',
     `Cannot tell the SQL family of the key store's database from its adapter (${name}); pass { family: 'postgres' | 'mysql' }.`,
   )
+}
+
+/** PostgreSQL 42P01 / MySQL 1146: the key table does not exist. */
+function isMissingRelation(error: unknown): boolean {
+  const e = error as { code?: unknown; errno?: unknown } | null
+  return e?.code === '42P01' || e?.errno === 1146 || e?.code === 'ER_NO_SUCH_TABLE'
 }
 
 function isDeadlock(error: unknown): boolean {

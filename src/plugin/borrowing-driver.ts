@@ -1,6 +1,6 @@
 import type { DatabaseConnection, Driver, QueryResult, TransactionSettings } from 'kysely'
 import { ConfigError } from '../errors.js'
-import { currentConnection, type EncryptingDriver } from './dialect-wrapper.js'
+import { currentConnection, type EncryptingDriver, type Execute } from './dialect-wrapper.js'
 
 /**
  * The key store's driver. It owns nothing: it uses the connections of the application's own
@@ -10,6 +10,8 @@ import { currentConnection, type EncryptingDriver } from './dialect-wrapper.js'
  */
 export class BorrowingDriver implements Driver {
   readonly #borrowed = new WeakSet<DatabaseConnection>()
+  /** The last query queued on each borrowed connection: key loads may run in parallel. */
+  readonly #tails = new WeakMap<Execute, Promise<unknown>>()
 
   constructor(private readonly driver: () => EncryptingDriver | undefined) {}
 
@@ -32,7 +34,7 @@ export class BorrowingDriver implements Driver {
     const execute = currentConnection.getStore()
     if (execute !== undefined) {
       const connection: DatabaseConnection = {
-        executeQuery: execute as DatabaseConnection['executeQuery'],
+        executeQuery: this.#serialized(execute) as DatabaseConnection['executeQuery'],
         streamQuery: () => {
           throw new ConfigError('CONFIG_INVALID', 'The key store does not stream.')
         },
@@ -64,6 +66,26 @@ export class BorrowingDriver implements Driver {
   }
 
   async destroy(): Promise<void> {}
+
+  /**
+   * The borrowed connection's `executeQuery`, one query at a time: concurrent key loads (several
+   * tables, both purposes) share it, and a connection must never run two queries at once (pg
+   * deprecates it and will refuse it; a MySQL connection would interleave its protocol).
+   */
+  #serialized(execute: Execute): Execute {
+    return (query) => {
+      const tail = this.#tails.get(execute) ?? Promise.resolve()
+      const run = tail.then(
+        () => execute(query),
+        () => execute(query),
+      )
+      this.#tails.set(
+        execute,
+        run.catch(() => undefined),
+      )
+      return run
+    }
+  }
 
   /** A transaction on a borrowed connection would nest inside the application's own. */
   #refuseBorrowed(connection: DatabaseConnection): void {

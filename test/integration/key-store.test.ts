@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { PGlite } from '@electric-sql/pglite'
-import { type Dialect, type Driver, Kysely } from 'kysely'
+import { type Dialect, type Driver, Kysely, sql } from 'kysely'
 import { PGliteDialect } from 'kysely-pglite-dialect'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { WrappedKey } from '../../src/keys/key-provider.js'
@@ -81,6 +81,7 @@ describe.each(backends())('KeyStore on $name', (backend: Backend) => {
       const rings = stores.map(
         (s) =>
           new KeyRing({
+            autoCreate: true,
             store: s,
             providers: [localKeyProvider({ id: 'local:it', key: kekHex })],
             metadataTtlMs: 0,
@@ -202,11 +203,23 @@ describe.each(backends())('KeyStore on $name', (backend: Backend) => {
       expect(all.length).toBeGreaterThan(5)
     })
 
-    it('wraps database errors in KEY_STORE_ERROR without secrets', async () => {
+    it('a key table that does not exist lists no keys (never initialised, or dropped)', async () => {
       const missing = new KeyStore(dbs[0] as Kysely<unknown>, { tableName: uniqueName('missing') })
-      const error = await missing.list('users').catch((e: unknown) => e)
-      expect(error).toMatchObject({ code: 'KEY_STORE_ERROR', table: 'users' })
-      expect((error as Error).cause).toBeDefined()
+      expect(await missing.list('users')).toEqual([])
+    })
+
+    it('wraps database errors in KEY_STORE_ERROR without secrets', async () => {
+      const name = uniqueName('broken')
+      const db = dbs[0] as Kysely<unknown>
+      await sql`create table ${sql.table(name)} (id integer)`.execute(db)
+      try {
+        const broken = new KeyStore(db, { tableName: name })
+        const error = await broken.list('users').catch((e: unknown) => e)
+        expect(error).toMatchObject({ code: 'KEY_STORE_ERROR', table: 'users' })
+        expect((error as Error).cause).toBeDefined()
+      } finally {
+        await sql`drop table ${sql.table(name)}`.execute(db)
+      }
     })
   })
 })

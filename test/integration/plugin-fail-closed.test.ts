@@ -473,6 +473,7 @@ describe.each(backends())('plugin fails closed on $name', (backend: Backend) => 
           .addColumn('name', 'varchar(50)')
           .$call(addEncryptedColumns(schema, table, backend.family))
           .execute()
+        await encryption.init(db)
       })
       afterAll(async () => {
         await sql`drop table if exists ${sql.table(table)}`.execute(t.raw)

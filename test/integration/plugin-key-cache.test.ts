@@ -37,6 +37,7 @@ describe.each(backends())('plugin with a tiny key cache [$name]', (backend) => {
         db,
       )
       dbSmall = new Kysely({ dialect: small.wrap(dialect), plugins: [small.plugin] })
+      await enough.init(db)
     })
     afterAll(async () => {
       await sql`drop table if exists ${sql.table(table)}`.execute(db)

@@ -170,10 +170,10 @@ describe.each(providerFactories())('provider conformance: $name', (factory) => {
       it('100 parallel ring.key(ref) of one uncached key: exactly 1 unwrap at the keeper, identical correct bytes', async () => {
         const store = await keyStore()
         const table = `single_flight_${fx.name}`
-        const creator = new KeyRing({ store, providers: [fx.provider] })
+        const creator = new KeyRing({ autoCreate: true, store, providers: [fx.provider] })
         const expected = Buffer.from((await creator.activeKey(table, 'data')).bytes)
         // Another process: same key store, empty cache.
-        const ring = new KeyRing({ store, providers: [fx.provider] })
+        const ring = new KeyRing({ autoCreate: true, store, providers: [fx.provider] })
         const ref: KeyRef = { logicalTable: table, purpose: 'data', version: 1 }
         const before = fx.calls()
         const keys = await Promise.all(Array.from({ length: 100 }, () => ring.key(ref)))

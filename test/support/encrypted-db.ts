@@ -137,6 +137,8 @@ export async function encryptedTestDb(
     .execute()
   await createBlindIndexes(db, schema, names.users)
   await createBlindIndexes(db, schema, names.orders)
+  // Keys are created only on purpose: the explicit step an application runs once (`kfe init`).
+  await encryption.init(db)
   return {
     backend,
     names,

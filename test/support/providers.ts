@@ -310,6 +310,11 @@ export interface ProcessOptions {
   readonly cache?: KeyCacheOptions
   readonly audit?: AuditSink
   readonly metadataTtlMs?: number
+  /**
+   * Keys created on first use (development mode). On by default here: these suites count the
+   * provider calls of a table's first use; the explicit `init` path has its own tests.
+   */
+  readonly autoCreateKeys?: boolean
 }
 
 /** One application process: its own `fieldEncryption` (own key cache), its own connection pool. */
@@ -403,6 +408,7 @@ export async function providerTestDb(backend: Backend): Promise<ProviderTestDb> 
         ...(options.cache === undefined ? {} : { cache: options.cache }),
         ...(options.audit === undefined ? {} : { audit: options.audit }),
         ...(options.metadataTtlMs === undefined ? {} : { metadataTtlMs: options.metadataTtlMs }),
+        autoCreateKeys: options.autoCreateKeys ?? true,
       })
       // biome-ignore lint/suspicious/noExplicitAny: table names are generated per test file.
       const db = new Kysely<any>({ dialect: encryption.wrap(dialect()), plugins: [encryption.plugin] })

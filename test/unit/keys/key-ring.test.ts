@@ -61,10 +61,15 @@ function hexOf(key: { bytes: Buffer }): string {
 }
 
 describe('KeyRing', () => {
-  it('creates version 1 of both purposes on first use, wrapped under every provider', async () => {
+  it('autoCreate: creates version 1 of both purposes on first use, wrapped under every provider', async () => {
     const t = freshTable()
     const events: AuditEvent[] = []
-    const ring = new KeyRing({ store, providers: [providerA(), providerB()], audit: (e) => events.push(e) })
+    const ring = new KeyRing({
+      autoCreate: true,
+      store,
+      providers: [providerA(), providerB()],
+      audit: (e) => events.push(e),
+    })
     const data = await ring.activeKey(t, 'data')
     const index = await ring.activeKey(t, 'index')
     expect(hexOf(data)).not.toBe(hexOf(index))
@@ -87,14 +92,19 @@ describe('KeyRing', () => {
 
   it('fails over to the next provider when the first throws PROVIDER_UNAVAILABLE; audit shows both attempts', async () => {
     const t = freshTable()
-    const creator = new KeyRing({ store, providers: [providerA(), providerB()] })
+    const creator = new KeyRing({ autoCreate: true, store, providers: [providerA(), providerB()] })
     const expected = hexOf(await creator.activeKey(t, 'data'))
     await creator.close()
 
     const a = switchable(providerA())
     a.setDown(true)
     const events: AuditEvent[] = []
-    const ring = new KeyRing({ store, providers: [a.provider, providerB()], audit: (e) => events.push(e) })
+    const ring = new KeyRing({
+      autoCreate: true,
+      store,
+      providers: [a.provider, providerB()],
+      audit: (e) => events.push(e),
+    })
     expect(hexOf(await ring.activeKey(t, 'data'))).toBe(expected)
     expect(events.map((e) => [e.operation, e.kekId, e.outcome, e.errorCode])).toEqual([
       ['unwrap', 'local:a', 'failure', 'PROVIDER_UNAVAILABLE'],
@@ -106,7 +116,7 @@ describe('KeyRing', () => {
 
   it('when every wrapping fails: the first code, an AggregateError cause, and the kek ids tried', async () => {
     const t = freshTable()
-    const creator = new KeyRing({ store, providers: [providerA(), providerB()] })
+    const creator = new KeyRing({ autoCreate: true, store, providers: [providerA(), providerB()] })
     await creator.activeKey(t, 'data')
     await creator.close()
 
@@ -114,7 +124,7 @@ describe('KeyRing', () => {
     const b = switchable(providerB())
     a.setDown(true)
     b.setDown(true)
-    const ring = new KeyRing({ store, providers: [a.provider, b.provider] })
+    const ring = new KeyRing({ autoCreate: true, store, providers: [a.provider, b.provider] })
     const error = await ring.activeKey(t, 'data').catch((e: unknown) => e)
     expect(error).toBeInstanceOf(KeyProviderError)
     expect(error).toMatchObject({ code: 'PROVIDER_UNAVAILABLE', table: t })
@@ -130,10 +140,11 @@ describe('KeyRing', () => {
 
   it('skips wrappings without a configured provider, and says so when nothing else works', async () => {
     const t = freshTable()
-    const creator = new KeyRing({ store, providers: [providerA()] })
+    const creator = new KeyRing({ autoCreate: true, store, providers: [providerA()] })
     await creator.activeKey(t, 'index')
     await creator.close()
     const ring = new KeyRing({
+      autoCreate: true,
       store,
       providers: [localKeyProvider({ id: 'local:c', key: randomBytes(32) })],
     })
@@ -146,11 +157,21 @@ describe('KeyRing', () => {
   it('audit events carry the documented fields and never key bytes; a throwing sink breaks nothing', async () => {
     const t = freshTable()
     const events: AuditEvent[] = []
-    const creator = new KeyRing({ store, providers: [providerA()], audit: (e) => events.push(e) })
+    const creator = new KeyRing({
+      autoCreate: true,
+      store,
+      providers: [providerA()],
+      audit: (e) => events.push(e),
+    })
     const data = await creator.activeKey(t, 'data')
     const index = await creator.activeKey(t, 'index')
     const secrets = [hexOf(data), hexOf(index), data.bytes.toString('base64'), index.bytes.toString('base64')]
-    const ring = new KeyRing({ store, providers: [providerA()], audit: (e) => events.push(e) })
+    const ring = new KeyRing({
+      autoCreate: true,
+      store,
+      providers: [providerA()],
+      audit: (e) => events.push(e),
+    })
     await ring.activeKey(t, 'data')
     const serialized = JSON.stringify(events)
     for (const s of secrets) expect(serialized).not.toContain(s)
@@ -169,6 +190,7 @@ describe('KeyRing', () => {
     })
 
     const throwing = new KeyRing({
+      autoCreate: true,
       store,
       providers: [providerA()],
       audit: () => {
@@ -181,7 +203,7 @@ describe('KeyRing', () => {
 
   it('provider calls are O(keys), not O(calls): 1000 activeKey calls', async () => {
     const tables = [freshTable(), freshTable(), freshTable()]
-    const creator = new KeyRing({ store, providers: [providerA()] })
+    const creator = new KeyRing({ autoCreate: true, store, providers: [providerA()] })
     await Promise.all(
       Array.from({ length: 1000 }, (_, i) =>
         creator.activeKey(tables[i % 3] as string, i % 2 === 0 ? 'data' : 'index'),
@@ -193,7 +215,7 @@ describe('KeyRing', () => {
 
     // Another process: unwraps each key once, reads metadata once per table.
     const a = switchable(providerA())
-    const ring = new KeyRing({ store, providers: [a.provider] })
+    const ring = new KeyRing({ autoCreate: true, store, providers: [a.provider] })
     for (let i = 0; i < 1000; i++)
       await ring.activeKey(tables[i % 3] as string, i % 2 === 0 ? 'data' : 'index')
     await Promise.all(Array.from({ length: 1000 }, (_, i) => ring.activeKey(tables[i % 3] as string, 'data')))
@@ -208,10 +230,11 @@ describe('KeyRing', () => {
     let now = 1_000_000
     const t = freshTable()
     const a = switchable(providerA())
-    const creator = new KeyRing({ store, providers: [providerA()] })
+    const creator = new KeyRing({ autoCreate: true, store, providers: [providerA()] })
     const expected = hexOf(await creator.activeKey(t, 'data'))
     await creator.close()
     const ring = new KeyRing({
+      autoCreate: true,
       store,
       providers: [a.provider],
       cache: { ttlMs: 60_000, graceMs: 120_000 },
@@ -238,7 +261,13 @@ describe('KeyRing', () => {
   it('searchKeys: staged + active + decrypt-only, newest first; key() reads any version', async () => {
     let now = 1_000_000
     const t = freshTable()
-    const ring = new KeyRing({ store, providers: [providerA()], metadataTtlMs: 30_000, now: () => now })
+    const ring = new KeyRing({
+      autoCreate: true,
+      store,
+      providers: [providerA()],
+      metadataTtlMs: 30_000,
+      now: () => now,
+    })
     const v1 = hexOf(await ring.activeKey(t, 'index'))
     const kek = providerA()
     const stage = async (version: number) => {
@@ -268,9 +297,9 @@ describe('KeyRing', () => {
   it('key() sees a version staged by another process without waiting for the metadata TTL', async () => {
     let now = 1_000_000
     const t = freshTable()
-    const ring = new KeyRing({ store, providers: [providerA()], now: () => now })
+    const ring = new KeyRing({ autoCreate: true, store, providers: [providerA()], now: () => now })
     await ring.activeKey(t, 'data')
-    const other = new KeyRing({ store, providers: [providerA()] })
+    const other = new KeyRing({ autoCreate: true, store, providers: [providerA()] })
     const g = await providerA().generateDataKey({ logicalTable: t, purpose: 'data', version: 2 })
     await store.stage(t, 'data', [g.wrapped])
     now += 1000 // rate limit of forced reloads
@@ -291,7 +320,7 @@ describe('KeyRing', () => {
   it('close() zeroes cached keys, closes providers and refuses further use', async () => {
     const t = freshTable()
     const kek = providerA()
-    const ring = new KeyRing({ store, providers: [kek] })
+    const ring = new KeyRing({ autoCreate: true, store, providers: [kek] })
     const key = await ring.activeKey(t, 'data')
     const held = key.bytes
     await ring.close()
@@ -305,7 +334,7 @@ describe('KeyRing', () => {
   })
 
   it('redacts itself', async () => {
-    const ring = new KeyRing({ store, providers: [providerA()] })
+    const ring = new KeyRing({ autoCreate: true, store, providers: [providerA()] })
     const key = await ring.activeKey(freshTable(), 'data')
     expect(JSON.stringify(ring)).not.toContain(hexOf(key))
     expect(String(ring)).toContain('local:a')
@@ -313,10 +342,10 @@ describe('KeyRing', () => {
   })
 
   it('refuses duplicate provider ids and an empty provider list', () => {
-    expect(() => new KeyRing({ store, providers: [] })).toThrow(
+    expect(() => new KeyRing({ autoCreate: true, store, providers: [] })).toThrow(
       expect.objectContaining({ code: 'CONFIG_INVALID' }),
     )
-    expect(() => new KeyRing({ store, providers: [providerA(), providerA()] })).toThrow(
+    expect(() => new KeyRing({ autoCreate: true, store, providers: [providerA(), providerA()] })).toThrow(
       expect.objectContaining({ code: 'CONFIG_INVALID' }),
     )
   })
@@ -328,7 +357,7 @@ describe('rewrapAll', () => {
     const own = new KeyStore(db, { tableName: `kfe_keys_rewrap_${Math.random().toString(36).slice(2, 7)}` })
     await own.ensureSchema()
     const tables = [freshTable(), freshTable()]
-    const before = new KeyRing({ store: own, providers: [providerA()] })
+    const before = new KeyRing({ autoCreate: true, store: own, providers: [providerA()] })
     const expected = new Map<string, string>()
     for (const t of tables) {
       for (const purpose of ['data', 'index'] as const) {
@@ -357,7 +386,7 @@ describe('rewrapAll', () => {
     expect(events.filter((e) => e.operation === 'unwrap' && e.kekId === 'local:a')).toHaveLength(5)
     for (const k of await own.listAll()) expect(k.wrappings.map((w) => w.kekId)).toEqual(['local:b'])
 
-    const after = new KeyRing({ store: own, providers: [providerB()] })
+    const after = new KeyRing({ autoCreate: true, store: own, providers: [providerB()] })
     for (const [name, hex] of expected) {
       const [t, purpose, version] = name.split('/') as [string, 'data' | 'index', string]
       expect(hexOf(await after.key({ logicalTable: t, purpose, version: Number(version) }))).toBe(hex)
@@ -375,7 +404,7 @@ describe('rewrapAll', () => {
   it('adds a wrapping while keeping the old one, and never removes the target', async () => {
     const own = new KeyStore(db, { tableName: `kfe_keys_add_${Math.random().toString(36).slice(2, 7)}` })
     await own.ensureSchema()
-    const ring = new KeyRing({ store: own, providers: [providerA()] })
+    const ring = new KeyRing({ autoCreate: true, store: own, providers: [providerA()] })
     await ring.activeKey(freshTable(), 'data')
     await ring.close()
     expect(await rewrapAll({ store: own, from: [providerA()], to: providerB() })).toEqual({
@@ -395,7 +424,7 @@ describe('rewrapAll: a new wrapping is proved before old ones are removed', () =
   async function storeWithOneKey() {
     const own = new KeyStore(db, { tableName: `kfe_keys_prove_${Math.random().toString(36).slice(2, 7)}` })
     await own.ensureSchema()
-    const ring = new KeyRing({ store: own, providers: [providerA()] })
+    const ring = new KeyRing({ autoCreate: true, store: own, providers: [providerA()] })
     const table = freshTable()
     const key = hexOf(await ring.activeKey(table, 'data'))
     await ring.close()
@@ -429,7 +458,7 @@ describe('rewrapAll: a new wrapping is proved before old ones are removed', () =
     const [stored] = await own.list(table, 'data')
     expect(stored?.wrappings.map((w) => w.kekId).sort()).toEqual(['local:a', 'local:b', 'local:c'])
     for (const provider of [providerB(), c]) {
-      const ring = new KeyRing({ store: own, providers: [provider] })
+      const ring = new KeyRing({ autoCreate: true, store: own, providers: [provider] })
       expect(hexOf(await ring.activeKey(table, 'data'))).toBe(key)
       await ring.close()
     }

@@ -1,0 +1,65 @@
+import { type Kysely, sql } from 'kysely'
+import { looksLikeCiphertext } from '../fields/format.js'
+import type { EncryptedSchema } from './schema.js'
+
+/** Rows sampled per encrypted column. */
+const SAMPLE_ROWS = 8
+
+/**
+ * Whether the physical tables of a logical table hold this library's ciphertext: a sample of
+ * up to {@link SAMPLE_ROWS} non-NULL values per encrypted column, checked for a v1 header. Asked
+ * before keys are created, so a table whose keys were lost never gets fresh ones.
+ *
+ * Raw SQL, so the plugin and the wrapper leave the values as they are. A table or column that
+ * does not exist holds no ciphertext; any other database error is thrown (fail closed: keys are
+ * not created when it cannot be told).
+ *
+ * @param db - any Kysely on the database (wrapped or not).
+ * @param schema - the encrypted schema.
+ * @param logicalTable - the logical table whose physical tables are sampled.
+ * @returns true when a sampled value has this library's ciphertext header.
+ */
+export async function holdsCiphertext(
+  // biome-ignore lint/suspicious/noExplicitAny: table names are known at run time only.
+  db: Kysely<any>,
+  schema: EncryptedSchema,
+  logicalTable: string,
+): Promise<boolean> {
+  for (const table of schema.tables.values()) {
+    if (table.logical !== logicalTable) continue
+    for (const column of table.columns.values()) {
+      let rows: readonly Record<string, unknown>[]
+      try {
+        const c = sql.ref(column.physical)
+        const result = await sql<
+          Record<string, unknown>
+        >`select ${c} as v from ${sql.table(table.physical)} where ${c} is not null limit ${sql.lit(SAMPLE_ROWS)}`.execute(
+          db,
+        )
+        rows = result.rows
+      } catch (error) {
+        if (isMissingRelation(error)) continue
+        throw error
+      }
+      for (const row of rows) {
+        const v = row.v
+        if (v instanceof Uint8Array && looksLikeCiphertext(v)) return true
+      }
+    }
+  }
+  return false
+}
+
+/** PostgreSQL 42P01 / 42703, MySQL 1146 / 1054: the table or column does not exist. */
+export function isMissingRelation(error: unknown): boolean {
+  const e = error as { code?: unknown; errno?: unknown } | null
+  return (
+    e?.code === '42P01' ||
+    e?.code === '42703' ||
+    e?.code === '3F000' ||
+    e?.errno === 1146 ||
+    e?.errno === 1054 ||
+    e?.code === 'ER_NO_SUCH_TABLE' ||
+    e?.code === 'ER_BAD_FIELD_ERROR'
+  )
+}
