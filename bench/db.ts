@@ -170,6 +170,8 @@ function setUp(engine: Engine, dialects: [Dialect, Dialect]) {
     keyProvider: localKeyProvider({ key: randomBytes(32) }),
     keyTable: names.keys,
     cache: { ttlMs: KEY_TTL_MS },
+    // Tables are made per variant, after this instance: keys on first use, as the targets count them.
+    autoCreateKeys: true,
   })
   const [plainDialect, appDialect] = dialects
   const plainDb: AnyDB = new Kysely({ dialect: plainDialect })

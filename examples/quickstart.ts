@@ -96,7 +96,7 @@ async function main(): Promise<void> {
 
   const stats = encryption.stats()
   console.log(
-    `Key-provider calls: ${stats.keys?.providerCalls} (a data key and an index key for "people" were generated and wrapped); ` +
+    `Key-provider calls: ${stats.keys?.providerCalls} (init generated and wrapped a data key and an index key for "people"; the app unwrapped each once); ` +
       `key-cache hits since: ${stats.keys?.cache.hits}`,
   )
   console.log(`Values decrypted: ${stats.decrypted}, search false positives removed: ${stats.falsePositives}`)
