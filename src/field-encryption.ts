@@ -5,7 +5,7 @@ import { decryptValue } from './fields/field-cipher.js'
 import { readHeader } from './fields/format.js'
 import type { KeyCacheOptions } from './keys/key-cache.js'
 import type { AuditSink, KeyProvider } from './keys/key-provider.js'
-import { type InitKeysResult, KeyRing, type KeyRingStats } from './keys/key-ring.js'
+import { type InitKeysResult, type KeyEvent, KeyRing, type KeyRingStats } from './keys/key-ring.js'
 import { KeyStore } from './keys/key-store.js'
 import { BorrowingDriver } from './plugin/borrowing-driver.js'
 import type { DecryptStats } from './plugin/decrypt-rows.js'
@@ -46,6 +46,14 @@ export interface FieldEncryptionOptions {
    * @default false
    */
   readonly autoCreateKeys?: boolean
+  /**
+   * Allows writing with an active key version lower than the highest this process has seen (a
+   * deliberate rollback of a rotation). Off, writes are refused with `KEY_ROLLBACK`.
+   * @default false
+   */
+  readonly allowKeyRollback?: boolean
+  /** One event per change of a table's active key version seen by this process (rotation, rollback). */
+  readonly onKeyEvent?: (event: KeyEvent) => void
 }
 
 /** Counters, for dashboards and tests. No key material, no plaintext. */
@@ -172,6 +180,8 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
       ...(options.audit === undefined ? {} : { audit: options.audit }),
       autoCreate,
       holdsCiphertext: (table) => holdsCiphertext(storeDb, options.schema, table),
+      ...(options.allowKeyRollback === undefined ? {} : { allowRollback: options.allowKeyRollback }),
+      ...(options.onKeyEvent === undefined ? {} : { onKeyEvent: options.onKeyEvent }),
     })
     rings.push(ring)
     return wrapDialect(dialect, {

@@ -43,9 +43,9 @@ export type {
   RewrapSource,
   WrappedKey,
 } from './keys/key-provider.js'
-export type { InitKeysResult, KeyRingOptions, KeyRingStats } from './keys/key-ring.js'
+export type { InitKeysResult, KeyEvent, KeyRingOptions, KeyRingStats } from './keys/key-ring.js'
 export { KeyRing } from './keys/key-ring.js'
-export type { KeyState, StoredKey } from './keys/key-store.js'
+export type { CorruptKey, KeyRows, KeyState, StoredKey } from './keys/key-store.js'
 export { KeyStore } from './keys/key-store.js'
 export type { LocalKeyProviderOptions } from './keys/local-provider.js'
 export { localKeyProvider } from './keys/local-provider.js'

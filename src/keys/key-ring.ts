@@ -3,7 +3,7 @@ import { ConfigError, KeyError } from '../errors.js'
 import { KeyCache, type KeyCacheOptions, type KeyCacheStats } from './key-cache.js'
 import { KeyMaterial } from './key-material.js'
 import type { AuditSink, KeyProvider, KeyPurpose, KeyRef, WrappedKey } from './key-provider.js'
-import type { KeyStore, StoredKey } from './key-store.js'
+import type { CorruptKey, KeyStore, StoredKey } from './key-store.js'
 import { auditedCall, checkProviders, unwrapWithFailover } from './provider-call.js'
 
 /** Options of {@link KeyRing}. */
@@ -47,6 +47,19 @@ export interface KeyRingOptions {
    * table from fresh keys.
    */
   readonly holdsCiphertext?: (logicalTable: string) => Promise<boolean>
+  /**
+   * Allows writing with an active version lower than the highest active version this process
+   * has seen (a deliberate rollback of a rotation). Off, such a version is refused for writes
+   * with `KEY_ROLLBACK`: a database writer could otherwise make an old (perhaps leaked) key the
+   * write key again. Reads and searches are unaffected.
+   * @default false
+   */
+  readonly allowRollback?: boolean
+  /**
+   * Receives an event each time this process sees the active version of a table's key change
+   * (rotation, rollback, refused rollback). Never key bytes. Exceptions it throws are swallowed.
+   */
+  readonly onKeyEvent?: (event: KeyEvent) => void
   /** Clock in ms for metadata TTL (and the key cache unless `cache.now` is given). @default performance.now */
   readonly now?: () => number
 }
@@ -60,6 +73,25 @@ export interface KeyRingStats {
   readonly metadataLoads: number
 }
 
+/** A change of a table's active key version, as one process saw it. Never carries key bytes. */
+export interface KeyEvent {
+  /**
+   * `active-version-changed`: a higher version became active (a rotation), or a lower one with
+   * `allowRollback`; `rollback-refused`: a lower version than the highest seen is active, and
+   * writes with it are refused.
+   */
+  readonly type: 'active-version-changed' | 'rollback-refused'
+  readonly logicalTable: string
+  readonly purpose: KeyPurpose
+  /** The active version this process saw before. */
+  readonly from: number
+  /** The active version the key store now names. */
+  readonly to: number
+  /** The highest active version this process has seen. */
+  readonly highest: number
+  readonly time: Date
+}
+
 /** What {@link KeyRing.init} did. */
 export interface InitKeysResult {
   /** Key versions this call created (version 1 of each missing purpose). */
@@ -70,6 +102,10 @@ export interface InitKeysResult {
 
 interface TableMeta {
   readonly keys: readonly StoredKey[]
+  /** Rows that could not be parsed: only what needs them is refused. */
+  readonly corrupt: readonly CorruptKey[]
+  /** Purposes whose active version is a refused rollback. */
+  readonly rolledBack: ReadonlySet<KeyPurpose>
   readonly loadedAt: number
   /** The single active version per purpose (absent when there is none, or several). */
   readonly active: Readonly<Partial<Record<KeyPurpose, StoredKey>>>
@@ -106,6 +142,10 @@ export class KeyRing {
   readonly #audit: AuditSink | undefined
   readonly #autoCreate: boolean
   readonly #holdsCiphertext: ((logicalTable: string) => Promise<boolean>) | undefined
+  readonly #allowRollback: boolean
+  readonly #onKeyEvent: ((event: KeyEvent) => void) | undefined
+  /** The active version last seen, and the highest ever seen, per `table/purpose`. */
+  readonly #seenActive = new Map<string, { last: number; highest: number }>()
   readonly #now: () => number
   readonly #meta = new Map<string, TableMeta>()
   readonly #metaInflight = new Map<string, Promise<TableMeta>>()
@@ -135,6 +175,8 @@ export class KeyRing {
     this.#audit = options.audit
     this.#autoCreate = options.autoCreate ?? false
     this.#holdsCiphertext = options.holdsCiphertext
+    this.#allowRollback = options.allowRollback ?? false
+    this.#onKeyEvent = options.onKeyEvent
   }
 
   /**
@@ -146,8 +188,22 @@ export class KeyRing {
    */
   async activeKey(logicalTable: string, purpose: KeyPurpose): Promise<KeyMaterial> {
     const keys = await this.versions(logicalTable, purpose)
+    const meta = await this.#metadata(logicalTable)
+    // A corrupt row that may be the active one: writing with another version would be a guess.
+    const suspect = meta.corrupt.find(
+      (c) => (c.purpose ?? purpose) === purpose && (c.state === undefined || c.state === 'active'),
+    )
+    if (suspect !== undefined) throw suspect.error
     const active = keys.filter((k) => k.state === 'active')
     const only = active[0]
+    if (only !== undefined && meta.rolledBack.has(purpose)) {
+      const highest = this.#seenActive.get(`${logicalTable}/${purpose}`)?.highest
+      throw new KeyError(
+        'KEY_ROLLBACK',
+        `The active ${purpose} key of ${logicalTable} is version ${only.version}, lower than version ${highest} this process already wrote with: a rollback. Writes are refused; if the rollback is deliberate, set allowRollback.`,
+        { table: logicalTable },
+      )
+    }
     if (only === undefined) {
       throw new KeyError('KEY_NOT_FOUND', `No active ${purpose} key for ${logicalTable}.`, {
         table: logicalTable,
@@ -186,9 +242,13 @@ export class KeyRing {
    * @throws KeyProviderError when a version cannot be unwrapped.
    */
   async searchKeys(logicalTable: string, purpose: KeyPurpose): Promise<KeyMaterial[]> {
-    const keys = (await this.versions(logicalTable, purpose))
-      .filter((k) => SEARCHABLE.has(k.state))
-      .sort((a, b) => b.version - a.version)
+    const all = await this.versions(logicalTable, purpose)
+    // A search that skipped a corrupt live version would silently miss its rows.
+    const suspect = (await this.#metadata(logicalTable)).corrupt.find(
+      (c) => (c.purpose ?? purpose) === purpose && (c.state === undefined || SEARCHABLE.has(c.state)),
+    )
+    if (suspect !== undefined) throw suspect.error
+    const keys = all.filter((k) => SEARCHABLE.has(k.state)).sort((a, b) => b.version - a.version)
     if (keys.length === 0) {
       throw new KeyError('KEY_NOT_FOUND', `No searchable ${purpose} key for ${logicalTable}.`, {
         table: logicalTable,
@@ -239,8 +299,11 @@ export class KeyRing {
    */
   async versions(logicalTable: string, purpose: KeyPurpose): Promise<readonly StoredKey[]> {
     this.#assertOpen()
-    const keys = (await this.#metadata(logicalTable)).keys.filter((k) => k.purpose === purpose)
+    const meta = await this.#metadata(logicalTable)
+    const keys = meta.keys.filter((k) => k.purpose === purpose)
     if (keys.length === 0) {
+      const corrupt = meta.corrupt.find((c) => (c.purpose ?? purpose) === purpose)
+      if (corrupt !== undefined) throw corrupt.error
       throw new KeyError(
         'KEY_NOT_FOUND',
         `No ${purpose} key exists for ${logicalTable}: keys are created only on purpose. Run \`kfe init\` or \`await encryption.init(db)\` once (or set autoCreateKeys in development).`,
@@ -341,6 +404,10 @@ export class KeyRing {
       found = match(meta)
     }
     if (found === undefined) {
+      const corrupt = meta.corrupt.find(
+        (c) => (c.purpose ?? ref.purpose) === ref.purpose && (c.version ?? ref.version) === ref.version,
+      )
+      if (corrupt !== undefined) throw corrupt.error
       throw new KeyError('KEY_NOT_FOUND', `No key ${describe(ref)} in the key store.`, {
         table: ref.logicalTable,
       })
@@ -384,8 +451,11 @@ export class KeyRing {
 
   async #loadMetadata(logicalTable: string): Promise<TableMeta> {
     this.#metadataLoads++
-    let keys = await this.#store.list(logicalTable)
-    const missing = PURPOSES.filter((p) => !keys.some((k) => k.purpose === p))
+    let { keys, corrupt } = await this.#store.read(logicalTable)
+    // A purpose with only corrupt rows is not missing: it must never get fresh keys.
+    const present = (p: KeyPurpose) =>
+      keys.some((k) => k.purpose === p) || corrupt.some((c) => (c.purpose ?? p) === p)
+    const missing = PURPOSES.filter((p) => !present(p))
     if (missing.length > 0) {
       // Keys of one purpose without the other: the store's own record says this table was
       // initialised, so the missing rows were deleted. Never paper over that with fresh keys.
@@ -394,29 +464,83 @@ export class KeyRing {
         // One after the other: this may run on the application's connection (one query at a time).
         for (const purpose of missing) await this.#createInitial(logicalTable, purpose)
         this.#metadataLoads++
-        keys = await this.#store.list(logicalTable)
+        ;({ keys, corrupt } = await this.#store.read(logicalTable))
       }
     }
     const active: Partial<Record<KeyPurpose, StoredKey>> = {}
     const search = { data: [] as StoredKey[], index: [] as StoredKey[] }
+    const rolledBack = new Set<KeyPurpose>()
     for (const purpose of PURPOSES) {
+      const doubtful = corrupt.filter((c) => (c.purpose ?? purpose) === purpose)
       const actives = keys.filter((k) => k.purpose === purpose && k.state === 'active')
-      if (actives.length === 1) active[purpose] = actives[0]
-      search[purpose] = keys
-        .filter((k) => k.purpose === purpose && SEARCHABLE.has(k.state))
-        .sort((a, b) => b.version - a.version)
+      const only = actives.length === 1 ? actives[0] : undefined
+      if (only !== undefined && !this.#acceptActive(logicalTable, purpose, only.version))
+        rolledBack.add(purpose)
+      // The synchronous fast path serves only what no corrupt row or rollback puts in doubt.
+      const activeDoubt = doubtful.some((c) => c.state === undefined || c.state === 'active')
+      if (only !== undefined && !activeDoubt && !rolledBack.has(purpose)) active[purpose] = only
+      const searchDoubt = doubtful.some((c) => c.state === undefined || SEARCHABLE.has(c.state))
+      search[purpose] = searchDoubt
+        ? []
+        : keys
+            .filter((k) => k.purpose === purpose && SEARCHABLE.has(k.state))
+            .sort((a, b) => b.version - a.version)
     }
     const meta: TableMeta = Object.freeze({
       keys: Object.freeze(keys),
+      corrupt: Object.freeze(corrupt),
+      rolledBack,
       loadedAt: this.#now(),
       active,
       search,
     })
     // A table without keys is not cached: keys created by `kfe init` in another process are seen
     // at the next query (each such query costs one key-store read until then).
-    const complete = PURPOSES.every((p) => keys.some((k) => k.purpose === p))
+    const complete = PURPOSES.every((p) => present(p))
     if (!this.#closed && complete) this.#meta.set(logicalTable, meta)
     return meta
+  }
+
+  /**
+   * Records the active version seen for (table, purpose) and reports a change.
+   * @returns false when it is lower than the highest seen and rollbacks are not allowed.
+   */
+  #acceptActive(logicalTable: string, purpose: KeyPurpose, version: number): boolean {
+    const id = `${logicalTable}/${purpose}`
+    const seen = this.#seenActive.get(id)
+    if (seen === undefined) {
+      this.#seenActive.set(id, { last: version, highest: version })
+      return true
+    }
+    if (seen.last === version && version >= seen.highest) return true
+    const rollback = version < seen.highest
+    const refused = rollback && !this.#allowRollback
+    if (seen.last !== version) {
+      this.#report({
+        type: refused ? 'rollback-refused' : 'active-version-changed',
+        logicalTable,
+        purpose,
+        from: seen.last,
+        to: version,
+        highest: seen.highest,
+        time: new Date(),
+      })
+    }
+    if (refused) {
+      // Remember it was reported, but keep the highest: writes stay refused.
+      this.#seenActive.set(id, { last: version, highest: seen.highest })
+      return false
+    }
+    this.#seenActive.set(id, { last: version, highest: Math.max(seen.highest, version) })
+    return true
+  }
+
+  #report(event: KeyEvent): void {
+    try {
+      this.#onKeyEvent?.(Object.freeze(event))
+    } catch {
+      // An audit hook must never change the outcome of a key operation.
+    }
   }
 
   #canProbe(): boolean {

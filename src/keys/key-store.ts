@@ -25,6 +25,27 @@ export interface StoredKey {
   readonly createdAt: Date
 }
 
+/**
+ * A key-store row that could not be parsed: its fields as far as they could be read, and the
+ * `KEY_STORE_CORRUPT` error naming it. One corrupt row never hides the table's other versions.
+ */
+export interface CorruptKey {
+  readonly logicalTable: string
+  /** `undefined` when the row's purpose is not one this library knows. */
+  readonly purpose: KeyPurpose | undefined
+  /** `undefined` when the row's version is not a positive integer. */
+  readonly version: number | undefined
+  /** `undefined` when the row's state is not one this library knows. */
+  readonly state: KeyState | undefined
+  readonly error: KeyError
+}
+
+/** The rows of a logical table, parsed one by one. */
+export interface KeyRows {
+  readonly keys: readonly StoredKey[]
+  readonly corrupt: readonly CorruptKey[]
+}
+
 /** Options of {@link KeyStore}. */
 export interface KeyStoreOptions {
   /**
@@ -137,26 +158,51 @@ export class KeyStore {
    * table does not exist.
    * @param logicalTable - the logical table.
    * @param purpose - only this purpose, when given.
-   * @throws KeyError `KEY_STORE_ERROR` on a database error or a corrupt row.
+   * @throws KeyError `KEY_STORE_ERROR` on a database error.
+   * @throws KeyError `KEY_STORE_CORRUPT` when a row cannot be parsed ({@link KeyStore.read} returns the others).
    */
   async list(logicalTable: string, purpose?: KeyPurpose): Promise<StoredKey[]> {
+    const { keys, corrupt } = await this.read(logicalTable, purpose)
+    const bad = corrupt[0]
+    if (bad !== undefined) throw bad.error
+    return [...keys]
+  }
+
+  /**
+   * Every row of a logical table's keys, parsed one by one: the sound ones ordered by purpose then
+   * version, and the corrupt ones apart, so one bad row does not hide the others (the key ring
+   * refuses only what needs a corrupt row). None when the key table does not exist.
+   * @param logicalTable - the logical table.
+   * @param purpose - only this purpose, when given.
+   * @throws KeyError `KEY_STORE_ERROR` on a database error.
+   */
+  async read(logicalTable: string, purpose?: KeyPurpose): Promise<KeyRows> {
+    let rows: Row[]
     try {
       let q = this.#db.selectFrom(this.tableName).selectAll().where('logical_table', '=', logicalTable)
       if (purpose !== undefined) q = q.where('purpose', '=', purpose)
-      const rows = await q.orderBy('purpose').orderBy('version').execute()
-      return rows.map(toStoredKey)
+      rows = await q.orderBy('purpose').orderBy('version').execute()
     } catch (error) {
       // No key table (never initialised, or dropped): no keys. The key ring then tells a table
       // that was never initialised from one that lost its keys.
-      if (isMissingRelation(error)) return []
+      if (isMissingRelation(error)) return { keys: [], corrupt: [] }
       throw storeError(`list the keys of ${logicalTable}`, error, logicalTable)
     }
+    const keys: StoredKey[] = []
+    const corrupt: CorruptKey[] = []
+    for (const row of rows) {
+      const parsed = parseRow(row)
+      if ('error' in parsed) corrupt.push(parsed)
+      else keys.push(parsed)
+    }
+    return { keys, corrupt }
   }
 
   /**
    * Every stored key of every logical table, ordered by table, purpose, version. None when the
    * key table does not exist.
-   * @throws KeyError `KEY_STORE_ERROR` on a database error or a corrupt row.
+   * @throws KeyError `KEY_STORE_ERROR` on a database error.
+   * @throws KeyError `KEY_STORE_CORRUPT` when a row cannot be parsed.
    */
   async listAll(): Promise<StoredKey[]> {
     try {
@@ -203,7 +249,13 @@ export class KeyStore {
   /**
    * Adds the next version as `staged`: readable and searchable once every process has reloaded its
    * key metadata, not yet written with.
+   * @param logicalTable - the logical table.
+   * @param purpose - data or index.
+   * @param wrappings - the new key wrapped under each KEK (at least one).
+   * @param version - the version the key was wrapped for (providers bind a wrapping to its
+   *   version). Pass it: when it is not the next version, nothing is staged.
    * @returns the new version.
+   * @throws KeyError `KEY_VERSION_MISMATCH` when `version` is given and is not the next version.
    * @throws KeyError `KEY_NOT_FOUND` when the (table, purpose) has no version yet (create it first).
    * @throws KeyError `KEY_STORE_ERROR` on a database error.
    */
@@ -211,8 +263,9 @@ export class KeyStore {
     logicalTable: string,
     purpose: KeyPurpose,
     wrappings: readonly WrappedKey[],
+    version?: number,
   ): Promise<StoredKey> {
-    checkRef({ logicalTable, purpose, version: 1 })
+    checkRef({ logicalTable, purpose, version: version ?? 1 })
     const encoded = encodeWrappings(wrappings)
     try {
       // Two stagers may pick the same next version; the primary key lets one win, the other retries.
@@ -228,8 +281,16 @@ export class KeyStore {
             },
           )
         }
-        const version = last.version + 1
-        const stored = await this.#insertIfAbsent(this.#db, logicalTable, purpose, version, 'staged', encoded)
+        const next = last.version + 1
+        // Providers bind a wrapping to its version: stored under another one, it never unwraps.
+        if (version !== undefined && version !== next) {
+          throw new KeyError(
+            'KEY_VERSION_MISMATCH',
+            `The ${purpose} key was wrapped for version ${version} of ${logicalTable}, but the next version is ${next}; nothing was staged. Generate and wrap the key for version ${next}.`,
+            { table: logicalTable },
+          )
+        }
+        const stored = await this.#insertIfAbsent(this.#db, logicalTable, purpose, next, 'staged', encoded)
         if (stored.wrappings === encoded) return toStoredKey(stored)
       }
       throw new KeyError(
@@ -509,15 +570,38 @@ function encodeWrappings(wrappings: readonly WrappedKey[]): string {
   )
 }
 
+/** A row as a stored key; throws `KEY_STORE_CORRUPT` when it cannot be parsed. */
 function toStoredKey(row: Row): StoredKey {
-  const state = row.state as KeyState
-  const purpose = row.purpose as KeyPurpose
-  const version = Number(row.version)
-  if (!STATES.includes(state) || !PURPOSES.includes(purpose) || !Number.isSafeInteger(version)) {
-    throw new KeyError('KEY_STORE_ERROR', `Corrupt key store row for ${row.logical_table}.`, {
-      table: row.logical_table,
-    })
-  }
+  const parsed = parseRow(row)
+  if ('error' in parsed) throw parsed.error
+  return parsed
+}
+
+/**
+ * Parses one row. Whatever cannot be parsed (an unknown state or purpose, a version that is not a
+ * positive integer, wrappings that are not a non-empty JSON list of `{ kekId, wrapped }`) makes it
+ * a {@link CorruptKey}: an edited or damaged row, not an outage, so no grace period applies.
+ */
+function parseRow(row: Row): StoredKey | CorruptKey {
+  const table = String(row.logical_table)
+  const state = STATES.includes(row.state as KeyState) ? (row.state as KeyState) : undefined
+  const purpose = PURPOSES.includes(row.purpose as KeyPurpose) ? (row.purpose as KeyPurpose) : undefined
+  const n = Number(row.version)
+  const version = Number.isSafeInteger(n) && n >= 1 ? n : undefined
+  const corrupt = (why: string, cause?: unknown): CorruptKey => ({
+    logicalTable: table,
+    purpose,
+    version,
+    state,
+    error: new KeyError(
+      'KEY_STORE_CORRUPT',
+      `Corrupt key-store row ${table}/${purpose ?? '?'}/v${version ?? '?'}: ${why}. The key table was edited or damaged; restore the row from the key table's backup (docs/keys.md).`,
+      { table, ...(cause === undefined ? {} : { cause }) },
+    ),
+  })
+  if (state === undefined) return corrupt('unknown state')
+  if (purpose === undefined) return corrupt('unknown purpose')
+  if (version === undefined) return corrupt('the version is not a positive integer')
   let wrappings: WrappedKey[]
   try {
     const parsed = JSON.parse(row.wrappings) as unknown
@@ -528,17 +612,12 @@ function toStoredKey(row: Row): StoredKey {
       return Object.freeze({ kekId, wrapped: new Uint8Array(Buffer.from(wrapped, 'base64')) })
     })
   } catch (error) {
-    throw new KeyError(
-      'KEY_STORE_ERROR',
-      `Corrupt wrappings in the key store for ${describe({ logicalTable: row.logical_table, purpose, version })}.`,
-      {
-        table: row.logical_table,
-        cause: error,
-      },
-    )
+    // The cause says only what was wrong with the shape: JSON.parse's own message would echo the text.
+    const what = error instanceof SyntaxError ? 'not JSON' : (error as Error).message
+    return corrupt('its wrappings are not a list of { kekId, wrapped }', new Error(what))
   }
   return Object.freeze({
-    logicalTable: row.logical_table,
+    logicalTable: table,
     purpose,
     version,
     state,

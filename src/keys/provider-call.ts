@@ -57,6 +57,11 @@ export function errorCode(error: unknown): FieldEncryptionError['code'] {
   return error instanceof FieldEncryptionError ? error.code : 'PROVIDER_ERROR'
 }
 
+/** Codes of a KEK that refused: a revocation, which no grace period may delay. */
+const REVOCATION: ReadonlySet<string> = new Set(['PROVIDER_ACCESS_DENIED', 'PROVIDER_KEY_DISABLED'])
+/** Codes of a KEK that did not answer. */
+const OUTAGE: ReadonlySet<string> = new Set(['PROVIDER_UNAVAILABLE', 'PROVIDER_THROTTLED'])
+
 /** What {@link unwrapWithFailover} needs to know about the caller. */
 export interface FailoverOptions {
   /** Providers in preference order; each wrapping is tried through the provider of the same id. */
@@ -72,8 +77,10 @@ export interface FailoverOptions {
  * @param wrappings - the stored key's wrappings.
  * @param ref - the key version.
  * @returns 32 plaintext bytes; the caller owns and zeroes them.
- * @throws KeyProviderError with `PROVIDER_UNAVAILABLE`/`PROVIDER_THROTTLED` if any KEK did not answer, else the code of the first failure, and an
- *   `AggregateError` of every failure as cause, when every wrapping failed.
+ * @throws KeyProviderError when every wrapping failed, with an `AggregateError` of every failure as
+ *   cause and the code of: a refusal (`PROVIDER_ACCESS_DENIED`, `PROVIDER_KEY_DISABLED`) if any
+ *   KEK refused, even while another did not answer (grace never delays a revocation); else
+ *   `PROVIDER_UNAVAILABLE`/`PROVIDER_THROTTLED` if any KEK did not answer; else the first failure.
  * @throws KeyProviderError `CONFIG_INVALID` when no wrapping has a configured provider.
  */
 export async function unwrapWithFailover(
@@ -120,10 +127,12 @@ export async function unwrapWithFailover(
       { table: ref.logicalTable },
     )
   }
-  // If any KEK merely did not answer, the key may still be fine there: report the outage (the
-  // cache then serves within grace) rather than another KEK's refusal.
-  const outage = errors.find((e) => ['PROVIDER_UNAVAILABLE', 'PROVIDER_THROTTLED'].includes(errorCode(e)))
-  const first = outage ?? errors[0]
+  // A KEK that refused (revoked: access denied, disabled) wins over one that did not answer: an
+  // outage lets the cache serve a stale key within grace, and grace must never delay a
+  // revocation. Otherwise an outage wins over other failures (the key may still be fine there).
+  const refusal = errors.find((e) => REVOCATION.has(errorCode(e)))
+  const outage = errors.find((e) => OUTAGE.has(errorCode(e)))
+  const first = refusal ?? outage ?? errors[0]
   const code = errorCode(first)
   const causes =
     code === 'UNWRAP_FAILED' || code === 'PROVIDER_INVALID_CIPHERTEXT'

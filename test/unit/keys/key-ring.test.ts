@@ -114,6 +114,33 @@ describe('KeyRing', () => {
     await ring.close()
   })
 
+  it('one KEK refuses (disabled) while another is down: reported as the refusal, so no grace delays the revocation', async () => {
+    const t = freshTable()
+    const creator = new KeyRing({ autoCreate: true, store, providers: [providerA(), providerB()] })
+    await creator.activeKey(t, 'data')
+    await creator.close()
+    const disabled = (inner: KeyProvider): KeyProvider => ({
+      ...inner,
+      id: inner.id,
+      unwrap: async () => {
+        throw new KeyProviderError('PROVIDER_KEY_DISABLED', `${inner.id} is disabled (test)`, {
+          providerId: inner.id,
+        })
+      },
+    })
+    // Both orders: the refusal wins whether the failing-over KEK is first or second.
+    for (const order of ['down first', 'disabled first'] as const) {
+      const a = switchable(providerA())
+      a.setDown(true)
+      const providers =
+        order === 'down first' ? [a.provider, disabled(providerB())] : [disabled(providerB()), a.provider]
+      const ring = new KeyRing({ store, providers })
+      const error = await ring.activeKey(t, 'data').catch((e: unknown) => e)
+      expect(error).toMatchObject({ code: 'PROVIDER_KEY_DISABLED', table: t, providerId: 'local:b' })
+      await ring.close()
+    }
+  })
+
   it('when every wrapping fails: the first code, an AggregateError cause, and the kek ids tried', async () => {
     const t = freshTable()
     const creator = new KeyRing({ autoCreate: true, store, providers: [providerA(), providerB()] })
