@@ -1,5 +1,5 @@
 import { timingSafeEqual } from 'node:crypto'
-import { ConfigError, KeyError } from '../errors.js'
+import { ConfigError, KeyError, KeyProviderError } from '../errors.js'
 import type { AuditSink, KeyProvider, KeyRef, WrappedKey } from './key-provider.js'
 import type { KeyStore, StoredKey } from './key-store.js'
 import { auditedCall, checkProviders, unwrapWithFailover } from './provider-call.js'
@@ -44,7 +44,10 @@ export interface RewrapAllResult {
  * @param options - store, source providers, target provider, kek ids to remove, audit sink.
  * @returns how many keys were seen and how many got a new wrapping.
  * @throws ConfigError `CONFIG_INVALID` when `removeKekIds` includes `to.id` or `from` is invalid.
- * @throws KeyProviderError when a key cannot be unwrapped through `from` (keys before it stay done).
+ * @throws KeyProviderError when a key cannot be unwrapped through `from` (keys before it stay done);
+ *   `CONFIG_INVALID` when a key has no wrapping under a `from` provider (wrappings under other kek
+ *   ids, which a database writer may have planted, are never used as a source).
+ * @throws KeyError `UNWRAP_FAILED` when the new wrapping does not unwrap to the key `from` holds.
  * @throws KeyError `KEY_STORE_ERROR` when the key store fails.
  * @example
  * ```ts
@@ -75,7 +78,7 @@ export async function rewrapAll(options: RewrapAllOptions): Promise<RewrapAllRes
     for (let attempt = 0; ; attempt++) {
       let target = stored.wrappings.find((w) => w.kekId === to.id)
       if (target === undefined) {
-        target = await rewrapOne(stored, ref, from, to, audit, remove.size > 0)
+        target = await rewrapOne(stored, ref, from, to, audit)
         rewrapped++
       }
       const kept = stored.wrappings.filter((w) => w.kekId !== to.id && !remove.has(w.kekId))
@@ -97,14 +100,23 @@ export async function rewrapAll(options: RewrapAllOptions): Promise<RewrapAllRes
   return { keys: keys.length, rewrapped }
 }
 
-/** The wrapping a server-side rewrap starts from: the first one a `from` provider owns, else the first. */
-function pickSource(wrappings: readonly WrappedKey[], from: readonly KeyProvider[]): WrappedKey {
+/**
+ * The wrapping a rewrap starts from: the first one a `from` provider owns, and no other. The kek
+ * id is read from the database row, so a wrapping under a KEK the caller did not name could be
+ * planted by a database writer (KMS ReEncrypt would take it as its source key, and the app would
+ * adopt the writer's key): such wrappings are never used.
+ * @throws KeyProviderError `CONFIG_INVALID` when no wrapping belongs to a `from` provider.
+ */
+function pickSource(wrappings: readonly WrappedKey[], from: readonly KeyProvider[], ref: KeyRef): WrappedKey {
   for (const provider of from) {
     const found = wrappings.find((w) => w.kekId === provider.id)
     if (found !== undefined) return found
   }
-  // A stored key always has at least one wrapping (KeyStore refuses an empty list).
-  return wrappings[0] as WrappedKey
+  throw new KeyProviderError(
+    'CONFIG_INVALID',
+    `${ref.logicalTable}/${ref.purpose}/v${ref.version} has no wrapping under a 'from' KEK (it is wrapped under ${wrappings.map((w) => w.kekId).join(', ')}); nothing was changed.`,
+    { table: ref.logicalTable },
+  )
 }
 
 function sameWrappings(a: readonly WrappedKey[], b: readonly WrappedKey[]): boolean {
@@ -113,8 +125,9 @@ function sameWrappings(a: readonly WrappedKey[], b: readonly WrappedKey[]): bool
 
 /**
  * Wraps one key under `to`, then proves the new wrapping before it is stored: it must carry
- * `to`'s id and unwrap, through `to`, to the very key the existing wrappings hold. Only then may
- * old wrappings be removed (a bad wrapping stored alone would lose the key for good).
+ * `to`'s id and unwrap, through `to`, to the very key the `from` providers unwrap from their own
+ * wrappings. Only then is it stored, and old wrappings removed (a bad wrapping stored alone would
+ * lose the key for good).
  */
 async function rewrapOne(
   stored: StoredKey,
@@ -122,11 +135,12 @@ async function rewrapOne(
   from: readonly KeyProvider[],
   to: KeyProvider,
   audit: AuditSink | undefined,
-  verify: boolean,
 ): Promise<WrappedKey> {
-  const source = pickSource(stored.wrappings, from)
+  const source = pickSource(stored.wrappings, from, ref)
+  // Only the `from` providers' own wrappings: never a failover onto a row's other kek ids.
+  const owned = stored.wrappings.filter((w) => from.some((p) => p.id === w.kekId))
   const plaintexts: Buffer[] = []
-  const original = () => unwrapWithFailover(stored.wrappings, ref, { providers: from, audit })
+  const original = () => unwrapWithFailover(owned, ref, { providers: from, audit })
   try {
     const target = await auditedCall(audit, 'rewrap', to.id, ref, () =>
       to.rewrap(
@@ -150,9 +164,10 @@ async function rewrapOne(
         { table: ref.logicalTable },
       )
     }
-    if (!verify) return target
-    // Old wrappings are about to be removed: prove the new one first. When the keeper re-encrypted
-    // server-side (KMS ReEncrypt), the plaintext is fetched only for this check.
+    // Always prove the new wrapping holds the key `from` unwraps (not only before removing old
+    // ones): a server-side ReEncrypt trusts the source blob, and a wrong key stored beside the
+    // right one would be found only by the reader that picks it. When the keeper re-encrypted
+    // server-side, the plaintext is fetched only for this check.
     const check = await auditedCall(audit, 'unwrap', to.id, ref, () => to.unwrap(target, ref))
     plaintexts.push(check)
     const expected = plaintexts[0] === check ? await original() : plaintexts[0]!

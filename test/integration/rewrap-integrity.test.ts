@@ -1,0 +1,96 @@
+/**
+ * rewrapAll never takes its source from a wrapping the caller did not name (issue 13): a database
+ * writer who plants a wrapping under a foreign AWS KMS key must not have the application adopt
+ * that key, and every new wrapping is proved against the key unwrapped through `from`.
+ * Real @aws-sdk/client-kms against the in-repo KMS endpoint; the key store on PGlite.
+ */
+import { randomBytes } from 'node:crypto'
+import { KMSClient } from '@aws-sdk/client-kms'
+import { PGlite } from '@electric-sql/pglite'
+import { Kysely } from 'kysely'
+import { PGliteDialect } from 'kysely-pglite-dialect'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { KeyProvider } from '../../src/keys/key-provider.js'
+import { KeyRing } from '../../src/keys/key-ring.js'
+import { KeyStore } from '../../src/keys/key-store.js'
+import { localKeyProvider } from '../../src/keys/local-provider.js'
+import { awsKmsKeyProvider } from '../../src/keys/providers/aws-kms-provider.js'
+import { rewrapAll } from '../../src/keys/rewrap.js'
+import { type KmsEndpoint, startKmsEndpoint } from '../support/kms-endpoint.js'
+
+describe('rewrapAll to AWS KMS: only wrappings of a `from` KEK, always proved', () => {
+  let kms: KmsEndpoint
+  let client: KMSClient
+  let db: Kysely<unknown>
+  let target: KeyProvider
+  let foreign: KeyProvider
+  const kek = randomBytes(32)
+  // A new provider per use: a key ring closes its providers.
+  const local = () => localKeyProvider({ id: 'local:a', key: Uint8Array.from(kek) })
+
+  beforeAll(async () => {
+    kms = await startKmsEndpoint()
+    client = new KMSClient({
+      endpoint: kms.url,
+      region: 'local-1',
+      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+      maxAttempts: 1,
+    })
+    target = awsKmsKeyProvider({ keyId: kms.createKey(), client })
+    // The writer's own KMS key, in the same account and region.
+    foreign = awsKmsKeyProvider({ keyId: kms.createKey(), client })
+    db = new Kysely<unknown>({ dialect: new PGliteDialect(new PGlite()) })
+  })
+  afterAll(async () => {
+    await db.destroy()
+    client.destroy()
+    await kms.close()
+  })
+
+  it('a row wrapped only under a foreign KMS key: refused (CONFIG_INVALID), no ReEncrypt from it, the row unchanged', async () => {
+    const store = new KeyStore(db, { tableName: 'keys_planted' })
+    await store.ensureSchema()
+    const ring = new KeyRing({ store, providers: [local()] })
+    await ring.init(['planted'])
+    await ring.close()
+    // The writer replaces the data key's wrappings with one of their own key under their KMS key.
+    const planted = await foreign.generateDataKey({ logicalTable: 'planted', purpose: 'data', version: 1 })
+    planted.plaintext.fill(0)
+    await store.setWrappings({ logicalTable: 'planted', purpose: 'data', version: 1 }, [planted.wrapped])
+    const before = (await store.list('planted', 'data'))[0]?.wrappings.map((w) => w.kekId)
+    const reEncrypts = () => kms.calls.ReEncrypt
+    const calls = reEncrypts()
+    await expect(rewrapAll({ store, from: [local()], to: target })).rejects.toMatchObject({
+      code: 'CONFIG_INVALID',
+      table: 'planted',
+      message: expect.stringContaining("no wrapping under a 'from' KEK"),
+    })
+    expect(reEncrypts()).toBe(calls)
+    expect((await store.list('planted', 'data'))[0]?.wrappings.map((w) => w.kekId)).toEqual(before)
+  })
+
+  it('a `to` whose new wrapping holds another key is refused even when no wrapping is removed', async () => {
+    const store = new KeyStore(db, { tableName: 'keys_liar' })
+    await store.ensureSchema()
+    const ring = new KeyRing({ store, providers: [local()] })
+    await ring.init(['liar'])
+    await ring.close()
+    const own = store
+    // A `to` that wraps a key of its own choosing instead of the one it was given.
+    const liar: KeyProvider = {
+      id: target.id,
+      generateDataKey: (ref) => target.generateDataKey(ref),
+      unwrap: (w, ref) => target.unwrap(w, ref),
+      rewrap: async (_source, ref) => {
+        const other = await target.generateDataKey(ref)
+        other.plaintext.fill(0)
+        return other.wrapped
+      },
+    }
+    await expect(rewrapAll({ store: own, from: [local()], to: liar })).rejects.toMatchObject({
+      code: 'UNWRAP_FAILED',
+    })
+    const rows = await store.list('liar')
+    expect(rows.map((k) => k.wrappings.map((w) => w.kekId))).toEqual([['local:a'], ['local:a']])
+  })
+})
