@@ -32,6 +32,7 @@ export { decryptValue, encryptValue } from './fields/field-cipher.js'
 export type { CiphertextHeader } from './fields/format.js'
 export { ciphertextLength, FORMAT_V1_OVERHEAD, readHeader } from './fields/format.js'
 export type { KeyCacheOptions, KeyCacheStats } from './keys/key-cache.js'
+export { keyCheckValue } from './keys/key-check.js'
 export { KeyMaterial } from './keys/key-material.js'
 export type {
   AuditEvent,

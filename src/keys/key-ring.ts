@@ -1,6 +1,7 @@
 import { inspect } from 'node:util'
 import { ConfigError, KeyError } from '../errors.js'
 import { KeyCache, type KeyCacheOptions, type KeyCacheStats } from './key-cache.js'
+import { keyCheckValue, matchesKeyCheck } from './key-check.js'
 import { KeyMaterial } from './key-material.js'
 import type { AuditSink, KeyProvider, KeyPurpose, KeyRef, WrappedKey } from './key-provider.js'
 import type { CorruptKey, KeyStore, StoredKey } from './key-store.js'
@@ -339,10 +340,11 @@ export class KeyRing {
       for (const k of keys) existing.push(refOf(k))
       if (missing.length === 0) continue
       await this.#refuseOverCiphertext(logicalTable, missing, keys.length > 0 && !this.#canProbe())
+      const made = await this.#createInitial(logicalTable, missing)
       for (const purpose of missing) {
-        if (await this.#createInitial(logicalTable, purpose)) {
-          created.push({ logicalTable, purpose, version: 1 })
-        } else existing.push({ logicalTable, purpose, version: 1 })
+        const ref = { logicalTable, purpose, version: 1 }
+        if (made.some((r) => r.purpose === purpose)) created.push(ref)
+        else existing.push(ref)
       }
       this.#meta.delete(logicalTable)
     }
@@ -428,6 +430,14 @@ export class KeyRing {
         this.#providerCalls++
       },
     })
+    if (stored.checkValue !== undefined && !matchesKeyCheck(plaintext, ref, stored.checkValue)) {
+      plaintext.fill(0)
+      throw new KeyError(
+        'KEY_CHECK_FAILED',
+        `The key unwrapped for ${describe(ref)} does not match its check value: its wrapping holds another key (replaced, swapped from another row, or restored from another environment). Restore the row from the key table's backup.`,
+        { table: ref.logicalTable },
+      )
+    }
     return new KeyMaterial(ref, plaintext)
   }
 
@@ -462,7 +472,7 @@ export class KeyRing {
       await this.#refuseOverCiphertext(logicalTable, missing, keys.length > 0)
       if (this.#autoCreate) {
         // One after the other: this may run on the application's connection (one query at a time).
-        for (const purpose of missing) await this.#createInitial(logicalTable, purpose)
+        await this.#createInitial(logicalTable, missing)
         this.#metadataLoads++
         ;({ keys, corrupt } = await this.#store.read(logicalTable))
       }
@@ -570,13 +580,54 @@ export class KeyRing {
   }
 
   /**
-   * Generates version 1 under providers[0], wraps it under every other provider, and stores it.
-   * @returns whether this call created it (false: another process did first).
+   * Generates version 1 of each purpose under providers[0], wraps each under every other
+   * provider, and stores them in one statement (no process sees one without the other).
+   * @returns the refs this call created (others were created first by another process).
    */
-  async #createInitial(logicalTable: string, purpose: KeyPurpose): Promise<boolean> {
-    const ref: KeyRef = { logicalTable, purpose, version: 1 }
+  async #createInitial(logicalTable: string, purposes: readonly KeyPurpose[]): Promise<KeyRef[]> {
+    const generated: { ref: KeyRef; plaintext: Buffer; wrappings: WrappedKey[] }[] = []
+    try {
+      for (const purpose of purposes) {
+        const ref: KeyRef = { logicalTable, purpose, version: 1 }
+        generated.push({ ref, ...(await this.#generate(ref)) })
+      }
+      const results = await this.#store.createInitialKeys(
+        logicalTable,
+        generated.map((g) => ({
+          purpose: g.ref.purpose,
+          wrappings: g.wrappings,
+          checkValue: keyCheckValue(g.plaintext, g.ref),
+        })),
+      )
+      const created: KeyRef[] = []
+      results.forEach((result, i) => {
+        const g = generated[i]
+        if (g === undefined || !result.created) return
+        created.push(g.ref)
+        if (this.#closed) return
+        // Seed the cache with the key we already hold: saves one unwrap on first use.
+        // Not awaited: a read of this very version (ring.key) may be in flight and waiting for
+        // this creation, and joining its single-flight entry here would deadlock.
+        const material = new KeyMaterial(g.ref, copyKey(g.plaintext))
+        void this.#cache
+          .get(g.ref, async () => material)
+          .then(
+            (cached) => {
+              if (cached !== material) material.destroy()
+            },
+            () => material.destroy(),
+          )
+      })
+      return created
+    } finally {
+      for (const g of generated) g.plaintext.fill(0)
+    }
+  }
+
+  /** A new key for `ref`: generated under providers[0], wrapped under every provider. */
+  async #generate(ref: KeyRef): Promise<{ plaintext: Buffer; wrappings: WrappedKey[] }> {
     const [primary, ...others] = this.#providers
-    if (primary === undefined) return false // checked in the constructor
+    if (primary === undefined) throw new ConfigError('CONFIG_INVALID', 'KeyRing needs a key provider.')
     this.#providerCalls++
     const generated = await auditedCall(this.#audit, 'generateDataKey', primary.id, ref, () =>
       primary.generateDataKey(ref),
@@ -593,7 +644,7 @@ export class KeyRing {
               {
                 wrapped: generated.wrapped,
                 plaintext: async () => {
-                  const copy = Buffer.from(plaintext)
+                  const copy = copyKey(plaintext)
                   copies.push(copy)
                   return copy
                 },
@@ -606,30 +657,23 @@ export class KeyRing {
           for (const copy of copies) copy.fill(0)
         }
       }
-      const { created } = await this.#store.createInitial(logicalTable, purpose, wrappings)
-      if (created && !this.#closed) {
-        // Seed the cache with the key we already hold: saves one unwrap on first use.
-        // Not awaited: a read of this very version (ring.key) may be in flight and waiting for
-        // this creation, and joining its single-flight entry here would deadlock.
-        const material = new KeyMaterial(ref, Buffer.from(plaintext))
-        void this.#cache
-          .get(ref, async () => material)
-          .then(
-            (cached) => {
-              if (cached !== material) material.destroy()
-            },
-            () => material.destroy(),
-          )
-      }
-      return created
-    } finally {
+      return { plaintext, wrappings }
+    } catch (error) {
       plaintext.fill(0)
+      throw error
     }
   }
 
   #assertOpen(): void {
     if (this.#closed) throw new KeyError('KEY_NOT_FOUND', 'The key ring was closed.')
   }
+}
+
+/** A copy of key bytes in its own buffer, outside Node's shared allocation pool. */
+function copyKey(bytes: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafeSlow(bytes.length)
+  out.set(bytes)
+  return out
 }
 
 function refOf(k: StoredKey): KeyRef {

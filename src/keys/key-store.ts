@@ -23,6 +23,12 @@ export interface StoredKey {
   /** One wrapping per KEK that can unwrap this key; never empty. */
   readonly wrappings: readonly WrappedKey[]
   readonly createdAt: Date
+  /**
+   * The key check value ({@link keyCheckValue}): checked after every unwrap, so a wrong key is
+   * named (`KEY_CHECK_FAILED`). Absent for keys stored without one (before it existed, or staged
+   * by a caller that did not pass it): those are not checked.
+   */
+  readonly checkValue?: Uint8Array
 }
 
 /**
@@ -68,6 +74,7 @@ interface Row {
   state: string
   wrappings: string
   created_at: Date
+  check_value?: string | null
 }
 
 /** The key table, under whatever name it is given. */
@@ -139,17 +146,38 @@ export class KeyStore {
       .addColumn('state', 'varchar(16)', (c) => c.notNull())
       .addColumn('wrappings', textType, (c) => c.notNull())
       .addColumn('created_at', timeType, (c) => c.notNull())
+      .addColumn('check_value', 'varchar(64)')
       .addPrimaryKeyConstraint(pkName, ['logical_table', 'purpose', 'version'])
     for (let attempt = 0; ; attempt++) {
       try {
         await create.execute()
-        return
+        break
       } catch (error) {
         // PostgreSQL: two concurrent CREATE TABLE IF NOT EXISTS can collide on pg_type (23505)
         // or report 42P07; the table then exists and we are done.
-        if (attempt < 3 && (await this.#tableExists())) return
+        if (attempt < 3 && (await this.#tableExists())) break
         if (attempt >= 3) throw storeError('create the key table', error)
       }
+    }
+    await this.#ensureCheckColumn()
+  }
+
+  /** A key table made before key check values gets its `check_value` column (nullable). */
+  async #ensureCheckColumn(): Promise<void> {
+    const present = async () => {
+      try {
+        await this.#db.selectFrom(this.tableName).select('check_value').limit(1).execute()
+        return true
+      } catch {
+        return false
+      }
+    }
+    if (await present()) return
+    try {
+      await this.#db.schema.alterTable(this.tableName).addColumn('check_value', 'varchar(64)').execute()
+    } catch (error) {
+      // Another process added it at the same time.
+      if (!(await present())) throw storeError('add the check_value column to the key table', error)
     }
   }
 
@@ -228,6 +256,7 @@ export class KeyStore {
    * @param logicalTable - the logical table.
    * @param purpose - data or index.
    * @param wrappings - the new key wrapped under each KEK (at least one).
+   * @param checkValue - the key's check value (`keyCheckValue(key, ref)`), checked after every unwrap.
    * @returns the stored version 1, and whether this call created it.
    * @throws KeyError `KEY_STORE_ERROR` on a database error.
    */
@@ -235,14 +264,71 @@ export class KeyStore {
     logicalTable: string,
     purpose: KeyPurpose,
     wrappings: readonly WrappedKey[],
+    checkValue?: Uint8Array,
   ): Promise<{ key: StoredKey; created: boolean }> {
     checkRef({ logicalTable, purpose, version: 1 })
     const encoded = encodeWrappings(wrappings)
     try {
-      const stored = await this.#insertIfAbsent(this.#db, logicalTable, purpose, 1, 'active', encoded)
+      const stored = await this.#insertIfAbsent(
+        this.#db,
+        logicalTable,
+        purpose,
+        1,
+        'active',
+        encoded,
+        checkValue,
+      )
       return { key: toStoredKey(stored), created: stored.wrappings === encoded }
     } catch (error) {
       throw storeError(`create version 1 of the ${purpose} key of ${logicalTable}`, error, logicalTable)
+    }
+  }
+
+  /**
+   * Inserts version 1, `active`, of several purposes of one table in one statement, so no other
+   * process ever sees one purpose without the other (which the key ring takes as a sign of
+   * deleted keys). Rows that exist already are left alone, as in {@link KeyStore.createInitial}.
+   * @param logicalTable - the logical table.
+   * @param entries - per purpose: the new key wrapped under each KEK, and its check value.
+   * @returns per entry, in order: the stored version 1, and whether this call created it.
+   * @throws KeyError `KEY_STORE_ERROR` on a database error.
+   */
+  async createInitialKeys(
+    logicalTable: string,
+    entries: readonly { purpose: KeyPurpose; wrappings: readonly WrappedKey[]; checkValue?: Uint8Array }[],
+  ): Promise<{ key: StoredKey; created: boolean }[]> {
+    const rows = entries.map((e) => {
+      checkRef({ logicalTable, purpose: e.purpose, version: 1 })
+      return {
+        logical_table: logicalTable,
+        purpose: e.purpose,
+        version: 1,
+        state: 'active',
+        wrappings: encodeWrappings(e.wrappings),
+        created_at: new Date(),
+        ...(e.checkValue === undefined ? {} : { check_value: Buffer.from(e.checkValue).toString('hex') }),
+      }
+    })
+    if (rows.length === 0) return []
+    try {
+      const insert = this.#db.insertInto(this.tableName).values(rows)
+      await (this.family === 'mysql'
+        ? insert.onDuplicateKeyUpdate({ version: sql.ref('version') })
+        : insert.onConflict((oc) => oc.doNothing())
+      ).execute()
+      const stored = await this.#db
+        .selectFrom(this.tableName)
+        .selectAll()
+        .where('logical_table', '=', logicalTable)
+        .where('version', '=', 1)
+        .execute()
+      return rows.map((r) => {
+        const row = stored.find((x) => x.purpose === r.purpose)
+        if (row === undefined) throw new Error('the inserted key row is not visible')
+        return { key: toStoredKey(row), created: row.wrappings === r.wrappings }
+      })
+    } catch (error) {
+      throw storeError(`create version 1 of the keys of ${logicalTable}`, error, logicalTable)
     }
   }
 
@@ -254,6 +340,7 @@ export class KeyStore {
    * @param wrappings - the new key wrapped under each KEK (at least one).
    * @param version - the version the key was wrapped for (providers bind a wrapping to its
    *   version). Pass it: when it is not the next version, nothing is staged.
+   * @param checkValue - the key's check value (`keyCheckValue(key, ref)`), checked after every unwrap.
    * @returns the new version.
    * @throws KeyError `KEY_VERSION_MISMATCH` when `version` is given and is not the next version.
    * @throws KeyError `KEY_NOT_FOUND` when the (table, purpose) has no version yet (create it first).
@@ -264,6 +351,7 @@ export class KeyStore {
     purpose: KeyPurpose,
     wrappings: readonly WrappedKey[],
     version?: number,
+    checkValue?: Uint8Array,
   ): Promise<StoredKey> {
     checkRef({ logicalTable, purpose, version: version ?? 1 })
     const encoded = encodeWrappings(wrappings)
@@ -290,7 +378,15 @@ export class KeyStore {
             { table: logicalTable },
           )
         }
-        const stored = await this.#insertIfAbsent(this.#db, logicalTable, purpose, next, 'staged', encoded)
+        const stored = await this.#insertIfAbsent(
+          this.#db,
+          logicalTable,
+          purpose,
+          next,
+          'staged',
+          encoded,
+          checkValue,
+        )
         if (stored.wrappings === encoded) return toStoredKey(stored)
       }
       throw new KeyError(
@@ -442,8 +538,18 @@ export class KeyStore {
     version: number,
     state: KeyState,
     wrappings: string,
+    checkValue?: Uint8Array,
   ): Promise<Row> {
-    const values = { logical_table: logicalTable, purpose, version, state, wrappings, created_at: new Date() }
+    const values = {
+      logical_table: logicalTable,
+      purpose,
+      version,
+      state,
+      wrappings,
+      created_at: new Date(),
+      // Only when given: a key table made before check values may lack the column.
+      ...(checkValue === undefined ? {} : { check_value: Buffer.from(checkValue).toString('hex') }),
+    }
     const insert = db.insertInto(this.tableName).values(values)
     await (this.family === 'mysql'
       ? insert.onDuplicateKeyUpdate({ version: sql.ref('version') })
@@ -616,6 +722,10 @@ function parseRow(row: Row): StoredKey | CorruptKey {
     const what = error instanceof SyntaxError ? 'not JSON' : (error as Error).message
     return corrupt('its wrappings are not a list of { kekId, wrapped }', new Error(what))
   }
+  const check = row.check_value
+  if (check !== undefined && check !== null && !/^[0-9a-f]{32}$/.test(check)) {
+    return corrupt('its check value is not 32 hex digits')
+  }
   return Object.freeze({
     logicalTable: table,
     purpose,
@@ -623,6 +733,7 @@ function parseRow(row: Row): StoredKey | CorruptKey {
     state,
     wrappings: Object.freeze(wrappings),
     createdAt: row.created_at instanceof Date ? row.created_at : new Date(row.created_at),
+    ...(typeof check === 'string' ? { checkValue: new Uint8Array(Buffer.from(check, 'hex')) } : {}),
   })
 }
 

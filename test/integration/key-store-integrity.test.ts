@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto'
 import { Kysely, sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { keyCheckValue } from '../../src/keys/key-check.js'
 import type { KeyEvent } from '../../src/keys/key-ring.js'
 import { KeyRing } from '../../src/keys/key-ring.js'
 import { KeyStore } from '../../src/keys/key-store.js'
@@ -147,6 +148,60 @@ describe.each(backends())('key store integrity on $name', (backend: Backend) => 
       expect(allowed.map((e) => [e.type, e.from, e.to])).toEqual([['active-version-changed', 2, 1]])
       await r.close()
       await ok.close()
+    })
+
+    it('key check value: a wrapping replaced by another key of the same ref under the same KEK is named (KEY_CHECK_FAILED)', async () => {
+      const t = uniqueName('t')
+      const r = ring()
+      await r.init([t])
+      const [stored] = await store.list(t, 'data')
+      expect(stored?.checkValue?.length).toBe(16)
+      const good = await r.activeKey(t, 'data')
+      expect(Buffer.from(stored?.checkValue ?? []).equals(keyCheckValue(good.bytes, good.ref))).toBe(true)
+      await r.close()
+      // Another environment sharing the KEK: same ref, another key, a valid wrapping.
+      const other = await provider().generateDataKey({ logicalTable: t, purpose: 'data', version: 1 })
+      other.plaintext.fill(0)
+      await store.setWrappings({ logicalTable: t, purpose: 'data', version: 1 }, [other.wrapped])
+      const fresh = ring()
+      const error = await fresh.activeKey(t, 'data').catch((e: unknown) => e)
+      expect(error).toMatchObject({ code: 'KEY_CHECK_FAILED', table: t })
+      expect((error as Error).message).toContain(`${t}/data/v1`)
+      await fresh.close()
+    })
+
+    it('key check value: a row without one (made before it existed) is read unchecked; a malformed one is KEY_STORE_CORRUPT', async () => {
+      const t = uniqueName('t')
+      const r = ring()
+      await r.init([t])
+      const expected = (await r.activeKey(t, 'index')).bytes.toString('hex')
+      await r.close()
+      await db.updateTable(keyTable).set({ check_value: null }).where('logical_table', '=', t).execute()
+      const legacy = ring()
+      expect((await legacy.activeKey(t, 'index')).bytes.toString('hex')).toBe(expected)
+      await legacy.close()
+      await db.updateTable(keyTable).set({ check_value: 'zz' }).where('logical_table', '=', t).execute()
+      const bad = ring()
+      await expect(bad.activeKey(t, 'index')).rejects.toMatchObject({ code: 'KEY_STORE_CORRUPT', table: t })
+      await bad.close()
+    })
+
+    it('ensureSchema adds the check_value column to a key table made before it', async () => {
+      const old = uniqueName('kold')
+      await sql`create table ${sql.table(old)} (logical_table varchar(255) not null, purpose varchar(16) not null, version integer not null, state varchar(16) not null, wrappings text not null, created_at ${sql.raw(backend.family === 'mysql' ? 'datetime(3)' : 'timestamptz')} not null, primary key (logical_table, purpose, version))`.execute(
+        db,
+      )
+      try {
+        const oldStore = new KeyStore(db, { tableName: old })
+        await oldStore.ensureSchema()
+        await oldStore.ensureSchema()
+        const r = new KeyRing({ store: oldStore, providers: [provider()] })
+        await r.init(['t'])
+        expect((await oldStore.list('t')).every((k) => k.checkValue?.length === 16)).toBe(true)
+        await r.close()
+      } finally {
+        await sql`drop table ${sql.table(old)}`.execute(db)
+      }
     })
 
     it('a rotation (higher version) is reported as a change, never refused', async () => {
