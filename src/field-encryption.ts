@@ -1,6 +1,6 @@
 import { inspect } from 'node:util'
 import { type Dialect, Kysely, type KyselyPlugin } from 'kysely'
-import { ConfigError, KeyError } from './errors.js'
+import { ConfigError, DecryptionError, KeyError } from './errors.js'
 import { decryptValue } from './fields/field-cipher.js'
 import { readHeader } from './fields/format.js'
 import type { KeyCacheOptions } from './keys/key-cache.js'
@@ -12,7 +12,7 @@ import type { DecryptStats } from './plugin/decrypt-rows.js'
 import { type EncryptingDriver, wrapDialect } from './plugin/dialect-wrapper.js'
 import { EncryptionPlugin } from './plugin/encryption-plugin.js'
 import { PendingPlans } from './plugin/plan.js'
-import { encryptColumn, indexValue } from './plugin/resolve-values.js'
+import { encryptColumn, indexValue, refuseEmptySearch } from './plugin/resolve-values.js'
 import { UnwrappedReads } from './plugin/unwrapped-reads.js'
 import { holdsCiphertext } from './schema/sample-ciphertext.js'
 import type { ColumnInfo, EncryptedSchema, IndexInfo } from './schema/schema.js'
@@ -69,7 +69,10 @@ export interface FieldEncryption {
   wrap(dialect: Dialect): Dialect
   /** The ciphertext of `value` for `table.column` (physical names), for raw `sql`. */
   encrypt(table: string, column: string, value: unknown): Promise<Buffer>
-  /** Decrypts a ciphertext read with raw `sql` from `table.column`. */
+  /**
+   * Decrypts a ciphertext read with raw `sql` from `table.column`.
+   * @throws DecryptionError `NOT_CIPHERTEXT` when `ciphertext` is not bytes (`null`, a string, a number).
+   */
   decrypt(table: string, column: string, ciphertext: Uint8Array): Promise<unknown>
   /**
    * Blind-index values of `value` for `table.column` (its first index, or `index`): one per live
@@ -247,6 +250,14 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
     async decrypt(table, name, ciphertext) {
       const info = column(table, name)
       const where = { table: info.table.logical, column: info.logical }
+      if (!(ciphertext instanceof Uint8Array)) {
+        // The value is not echoed: it may be a plaintext read from a column not yet encrypted.
+        throw new DecryptionError(
+          'NOT_CIPHERTEXT',
+          `encryption.decrypt(${table}, ${name}) was given ${ciphertext === null ? 'null' : `a ${typeof ciphertext}`}, not the bytes of a ciphertext.`,
+          where,
+        )
+      }
       const { keyVersion } = readHeader(ciphertext, where)
       const key = await getRing().key({
         logicalTable: info.table.logical,
@@ -264,6 +275,7 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
           `${table}.${name} has no blind index${indexName === undefined ? '' : ` named ${indexName}`}.`,
         )
       const index: IndexInfo = info.table.indexColumn(spec.name)!
+      refuseEmptySearch(index, value)
       const r = getRing()
       const active = await r.activeKey(info.table.logical, 'index')
       const all = await r.searchKeys(info.table.logical, 'index')

@@ -104,11 +104,18 @@ export function normalizeValue(
       let next: unknown
       try {
         next = step(out)
-      } catch (cause) {
+      } catch (thrown) {
+        // Not the thrown error itself: its message may quote the value, a plaintext. Only its
+        // class name goes into the cause chain.
+        const kind = thrown instanceof Error ? thrown.name : typeof thrown
         throw new BlindIndexError(
           'INDEX_INVALID',
-          `Blind index '${spec.name}': custom normalizer #${i + 1} threw.`,
-          { cause },
+          `Blind index '${spec.name}': custom normalizer #${i + 1} threw (${kind}).`,
+          {
+            cause: new Error(
+              `a custom normalizer threw ${kind}; its message is not kept (it may hold the plaintext)`,
+            ),
+          },
         )
       }
       if (typeof next !== 'string') {

@@ -1,7 +1,7 @@
 import type { OperationNode, QueryCompiler, RootOperationNode } from 'kysely'
 import { computeBlindIndex } from '../blindindex/compute-blind-index.js'
 import { normalizeValue } from '../blindindex/normalizers.js'
-import { KeyError } from '../errors.js'
+import { KeyError, QueryRefusedError } from '../errors.js'
 import { encryptValue } from '../fields/field-cipher.js'
 import type { KeyMaterial } from '../keys/key-material.js'
 import type { KeyRing } from '../keys/key-ring.js'
@@ -24,6 +24,26 @@ export function indexValue(key: KeyMaterial, index: IndexInfo, value: unknown): 
   } finally {
     input.fill(0) // encoded plaintext: do not leave it in memory
   }
+}
+
+/**
+ * Refuses a search whose value normalizes to the empty string (`digits` of `'abc'`): it would
+ * match every stored value that normalizes to empty too, i.e. rows that have nothing in common.
+ * @throws QueryRefusedError `QUERY_REFUSED` naming the table, column and index.
+ */
+export function refuseEmptySearch(index: IndexInfo, value: unknown): void {
+  if (typeof value !== 'string' || index.spec.normalize.length === 0) return
+  if (normalizeValue(index.spec, value) !== '') return
+  throw new QueryRefusedError(
+    'QUERY_REFUSED',
+    `A search on ${index.column.table.physical}.${index.column.physical} through blind index ${index.spec.name} was refused: the value is empty once normalized, and would match every value that normalizes to empty.`,
+    {
+      table: index.column.table.logical,
+      column: index.column.logical,
+      operator: '=',
+      hint: 'Validate the search input before the query (for a digits-only index, a value with at least one digit).',
+    },
+  )
 }
 
 /** The ciphertext of `value` for `column` under a data key. */
@@ -136,6 +156,7 @@ export function resolveDeferred(
       case 'index':
         return indexValue(keys.index.get(table)!, p.index!, p.reveal())
       default: {
+        refuseEmptySearch(p.index!, p.reveal())
         const live = keys.search.get(table)!
         // One live index version (no rotation under way): one value, no list to build.
         if (live.length === 1) return indexValue(live[0]!, p.index!, p.reveal())

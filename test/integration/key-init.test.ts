@@ -147,6 +147,16 @@ describe.each(backends())('explicit key creation on $name', (backend: Backend) =
       ])
     })
 
+    it('encryption.decrypt of null, a string or a number: NOT_CIPHERTEXT naming table and column, never the value', async () => {
+      const { encryption, db } = open()
+      await db.selectFrom(users).select('id').execute()
+      for (const value of [null, 'secret-plaintext@x.io', 42, undefined]) {
+        const error = await encryption.decrypt(users, 'email', value as never).catch((e: unknown) => e)
+        expect(error).toMatchObject({ code: 'NOT_CIPHERTEXT', table: users, column: 'email' })
+        expect((error as Error).message).not.toContain('secret-plaintext')
+      }
+    })
+
     it('another process sees keys created elsewhere without waiting for the metadata TTL', async () => {
       // The first test's process looked while there were no keys; that is not cached.
       const { db } = open()
