@@ -169,7 +169,9 @@ function seal(key: KeyMaterial, codecTag: number, plaintext: Buffer, aad: FieldA
   // One allocation for the whole ciphertext: header, nonce, body and tag are written in place.
   // GCM is a stream mode: the body is exactly as long as the plaintext.
   const bodyAt = headerLength + NONCE_LENGTH
-  const out = Buffer.allocUnsafe(bodyAt + plaintext.length + TAG_LENGTH)
+  // Outside the shared pool: a ciphertext handed to the caller (structuredClone, postMessage,
+  // `.buffer`) must not carry the pool's other contents, which may include key bytes.
+  const out = Buffer.allocUnsafeSlow(bodyAt + plaintext.length + TAG_LENGTH)
   out[0] = (FORMAT_VERSION_1 << 4) | codecTag
   const saltAt = writeVarint(out, 1, version)
   out[saltAt] = salt[0] as number

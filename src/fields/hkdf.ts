@@ -27,7 +27,8 @@ export function hkdfSha256(ikm: Buffer, salt: Uint8Array, info: Uint8Array, leng
   try {
     const okm = createHmac('sha256', prk).update(info).update(COUNTER_1).digest()
     if (length === HASH_LENGTH) return okm
-    const out = Buffer.from(okm.subarray(0, length))
+    const out = Buffer.allocUnsafeSlow(length)
+    out.set(okm.subarray(0, length))
     okm.fill(0)
     return out
   } finally {

@@ -1,5 +1,6 @@
 import { inspect } from 'node:util'
 import { KeyError } from '../errors.js'
+import { adoptKeyBuffer } from '../fields/key-bytes.js'
 import type { KeyRef } from './key-provider.js'
 
 /** Something derived from a key (subkeys, HMAC states) that must be wiped with it. */
@@ -20,7 +21,11 @@ export class KeyMaterial implements Destroyable {
   #destroyed = false
   readonly #derived = new Map<string, Destroyable>()
 
-  /** Takes ownership of `bytes` (32 bytes); it is zeroed on {@link destroy}. */
+  /**
+   * Takes ownership of `bytes` (32 bytes); it is zeroed on {@link destroy}. Bytes that share a
+   * backing buffer with others (Node's allocation pool) are moved into a buffer of their own and
+   * the shared copy zeroed.
+   */
   constructor(ref: KeyRef, bytes: Buffer) {
     if (bytes.length !== 32) {
       throw new KeyError('CONFIG_INVALID', `A data key must be 32 bytes, got ${bytes.length}.`, {
@@ -28,7 +33,7 @@ export class KeyMaterial implements Destroyable {
       })
     }
     this.ref = Object.freeze({ ...ref })
-    this.#bytes = bytes
+    this.#bytes = adoptKeyBuffer(bytes)
   }
 
   /** The key bytes. Throws `KEY_NOT_FOUND` once destroyed, so a wiped key is never used as zeros. */

@@ -1,5 +1,6 @@
 import { inspect } from 'node:util'
 import { ConfigError, KeyError } from '../errors.js'
+import { ownKeyBuffer as copyKey } from '../fields/key-bytes.js'
 import { KeyCache, type KeyCacheOptions, type KeyCacheStats } from './key-cache.js'
 import { keyCheckValue, matchesKeyCheck } from './key-check.js'
 import { KeyMaterial } from './key-material.js'
@@ -667,13 +668,6 @@ export class KeyRing {
   #assertOpen(): void {
     if (this.#closed) throw new KeyError('KEY_NOT_FOUND', 'The key ring was closed.')
   }
-}
-
-/** A copy of key bytes in its own buffer, outside Node's shared allocation pool. */
-function copyKey(bytes: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafeSlow(bytes.length)
-  out.set(bytes)
-  return out
 }
 
 function refOf(k: StoredKey): KeyRef {

@@ -2,6 +2,7 @@ import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { inspect } from 'node:util'
 import { ConfigError, KeyProviderError } from '../errors.js'
+import { ownKeyBuffer } from '../fields/key-bytes.js'
 import type { GeneratedKey, KeyProvider, KeyRef, RewrapSource, WrappedKey } from './key-provider.js'
 import { unknownKekCauses, unwrapFailedCauses } from './unwrap-failed.js'
 
@@ -81,7 +82,7 @@ export function localKeyProvider(options: LocalKeyProviderOptions): KeyProvider 
 function readKey(options: LocalKeyProviderOptions): Buffer {
   if ('key' in options) {
     if (typeof options.key === 'string') return checkKey(parseText(options.key.trim(), 'the key option'))
-    return checkKey(Buffer.from(options.key))
+    return checkKey(ownKeyBuffer(options.key))
   }
   if ('env' in options) {
     const value = process.env[options.env]
@@ -103,7 +104,7 @@ function readKey(options: LocalKeyProviderOptions): Buffer {
       })
     }
     // Exactly 32 bytes is a raw key: neither hex (64) nor base64 (44) text can be that long.
-    if (content.length === KEY_BYTES) return checkKey(content)
+    if (content.length === KEY_BYTES) return checkKey(ownKeyBuffer(content, true))
     const text = content.toString('utf8').trim()
     content.fill(0)
     return checkKey(parseText(text, `file ${options.file}`))
@@ -113,10 +114,12 @@ function readKey(options: LocalKeyProviderOptions): Buffer {
 
 /** Decodes hex or base64; never echoes the text in an error. */
 function parseText(text: string, source: string): Buffer {
-  if (text.length % 2 === 0 && /^[0-9a-fA-F]+$/.test(text)) return Buffer.from(text, 'hex')
+  // Decoded into the shared pool, then moved into a buffer of the KEK's own (and the pool copy zeroed).
+  if (text.length % 2 === 0 && /^[0-9a-fA-F]+$/.test(text))
+    return ownKeyBuffer(Buffer.from(text, 'hex'), true)
   // 64 characters is the hex length of a 256-bit key: do not reinterpret a typo'd hex key as base64.
   if (text.length !== 64 && text.length % 4 === 0 && /^[A-Za-z0-9+/]+={0,2}$/.test(text))
-    return Buffer.from(text, 'base64')
+    return ownKeyBuffer(Buffer.from(text, 'base64'), true)
   throw new ConfigError(
     'CONFIG_INVALID',
     `The local KEK in ${source} is neither hex (64 characters) nor base64 (44 characters).`,
@@ -218,7 +221,11 @@ class LocalKeyProvider implements KeyProvider {
     const first = decipher.update(ct)
     try {
       const last = decipher.final()
-      const out = Buffer.concat([first, last])
+      // Not Buffer.concat: its result is a slice of the shared pool.
+      const out = Buffer.allocUnsafeSlow(first.length + last.length)
+      out.set(first)
+      out.set(last, first.length)
+      first.fill(0)
       last.fill(0)
       return out
     } catch (error) {

@@ -1,5 +1,6 @@
 import { timingSafeEqual } from 'node:crypto'
 import { ConfigError, KeyError, KeyProviderError } from '../errors.js'
+import { ownKeyBuffer } from '../fields/key-bytes.js'
 import type { AuditSink, KeyProvider, KeyRef, WrappedKey } from './key-provider.js'
 import type { KeyStore, StoredKey } from './key-store.js'
 import { auditedCall, checkProviders, unwrapWithFailover } from './provider-call.js'
@@ -149,7 +150,7 @@ async function rewrapOne(
           plaintext: async () => {
             // The provider may zero what it is given: keep our own copy for the check below.
             const plaintext = await original()
-            const copy = Buffer.from(plaintext)
+            const copy = ownKeyBuffer(plaintext)
             plaintexts.push(plaintext, copy)
             return copy
           },
