@@ -53,7 +53,7 @@ export { localKeyProvider } from './keys/local-provider.js'
 export { rewrapAll } from './keys/rewrap.js'
 export type { ColumnOptions, EncryptedColumn, IndexNamesOf, IndexOptions } from './schema/columns.js'
 export { encrypted } from './schema/columns.js'
-export type { SqlFamily } from './schema/migration.js'
+export type { AddEncryptedColumnsOptions, SqlFamily } from './schema/migration.js'
 export {
   addEncryptedColumns,
   createBlindIndexes,

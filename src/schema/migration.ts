@@ -1,18 +1,29 @@
-import { type ColumnDataType, type Expression, type Kysely, sql } from 'kysely'
+import { type ColumnDataType, type ColumnDefinitionBuilder, type Expression, type Kysely, sql } from 'kysely'
 import { ConfigError } from '../errors.js'
 import { FORMAT_V1_OVERHEAD } from '../fields/format.js'
 import type { EncryptedSchema, TableInfo } from './schema.js'
 
-import type { SqlFamily } from './sql-family.js'
+import { type SqlFamily, sqlFamily } from './sql-family.js'
 
 export type { SqlFamily } from './sql-family.js'
 export { sqlFamily } from './sql-family.js'
 
 type DataType = ColumnDataType | Expression<unknown>
 
-/** Anything with kysely's `addColumn(name, type)`: `createTable(...)` and `alterTable(...)` builders. */
+/** Anything with kysely's `addColumn(name, type, build)`: `createTable(...)` and `alterTable(...)` builders. */
 interface AddsColumns<B> {
-  addColumn(name: string, type: DataType): B
+  addColumn(name: string, type: DataType, build?: (c: ColumnDefinitionBuilder) => ColumnDefinitionBuilder): B
+}
+
+/** Options of {@link addEncryptedColumns}. */
+export interface AddEncryptedColumnsOptions {
+  /**
+   * Encrypted columns (physical names) created `NOT NULL`; their blind-index columns follow (a
+   * non-NULL value always has its index). On an `alterTable` of a table with rows, add them
+   * nullable, backfill, then set `NOT NULL`.
+   * @default []
+   */
+  readonly notNull?: readonly string[]
 }
 
 /**
@@ -23,9 +34,9 @@ export function encryptedColumnTypes(
   schema: EncryptedSchema,
   table: string,
   family: SqlFamily,
-): Array<{ name: string; type: DataType }> {
+): Array<{ name: string; type: DataType; column: string }> {
   const info = tableInfo(schema, table)
-  const out: Array<{ name: string; type: DataType }> = []
+  const out: Array<{ name: string; type: DataType; column: string }> = []
   for (const column of info.columns.values()) {
     // Key versions < 128 take one varint byte; leave 4 more for versions up to 2^32.
     const max = column.spec.maxBytes === undefined ? undefined : column.spec.maxBytes + FORMAT_V1_OVERHEAD + 4
@@ -35,12 +46,13 @@ export function encryptedColumnTypes(
         : max !== undefined && max <= 65_000
           ? sql`varbinary(${sql.raw(String(max))})`
           : sql`mediumblob`
-    out.push({ name: column.physical, type })
+    out.push({ name: column.physical, type, column: column.physical })
     for (const spec of column.spec.indexes) {
       const bytes = Math.ceil(spec.bits / 8)
       out.push({
         name: spec.name,
         type: family === 'postgres' ? 'bytea' : sql`varbinary(${sql.raw(String(bytes))})`,
+        column: column.physical,
       })
     }
   }
@@ -58,11 +70,33 @@ export function encryptedColumnTypes(
  * // create table "users" ("id" serial primary key, "email" bytea, "email_bidx" bytea, …)
  * ```
  */
-export function addEncryptedColumns(schema: EncryptedSchema, table: string, family: SqlFamily) {
+export function addEncryptedColumns(
+  schema: EncryptedSchema,
+  table: string,
+  family: SqlFamily,
+  options: AddEncryptedColumnsOptions = {},
+) {
   const columns = encryptedColumnTypes(schema, table, family)
+  const notNull = new Set(options.notNull ?? [])
+  const info = tableInfo(schema, table)
+  for (const name of notNull) {
+    if (info.column(name) === undefined) {
+      throw new ConfigError(
+        'CONFIG_INVALID',
+        `notNull: ${table}.${name} is not an encrypted column of the schema.`,
+        {
+          table: info.logical,
+        },
+      )
+    }
+  }
   return <B extends AddsColumns<B>>(builder: B): B => {
     let b = builder
-    for (const c of columns) b = b.addColumn(c.name, c.type)
+    for (const c of columns) {
+      b = notNull.has(c.column)
+        ? b.addColumn(c.name, c.type, (col) => col.notNull())
+        : b.addColumn(c.name, c.type)
+    }
     return b
   }
 }
@@ -84,15 +118,26 @@ export async function createBlindIndexes(
   table: string,
 ): Promise<void> {
   const info = tableInfo(schema, table)
+  const family = sqlFamily(db)
   for (const index of info.indexColumns.values()) {
-    let builder = db.schema
-      .createIndex(`${info.physical}_${index.physical}_idx`)
-      .on(info.physical)
-      .column(index.physical)
-      .ifNotExists()
+    const name = `${info.physical}_${index.physical}_idx`
+    // MySQL 8 has no `create index if not exists` (MariaDB has): look the index up first.
+    if (family === 'mysql' && (await mysqlIndexExists(db, info.physical, name))) continue
+    let builder = db.schema.createIndex(name).on(info.physical).column(index.physical)
+    if (family === 'postgres') builder = builder.ifNotExists()
     if (index.spec.kind === 'unique') builder = builder.unique()
     await builder.execute()
   }
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: any database type.
+async function mysqlIndexExists(db: Kysely<any>, table: string, index: string): Promise<boolean> {
+  const { rows } = await sql<{
+    n: number | string
+  }>`select count(*) as n from information_schema.statistics where table_schema = database() and table_name = ${table} and index_name = ${index}`.execute(
+    db,
+  )
+  return Number(rows[0]?.n ?? 0) > 0
 }
 
 function tableInfo(schema: EncryptedSchema, table: string): TableInfo {
