@@ -109,9 +109,54 @@ function camel(name: string): string {
  * })
  * ```
  */
+export function encryptedSchema<DB>(): TypedSchemaBuilder<DB>
 export function encryptedSchema<D extends SchemaDefinition, O extends boolean = false>(
   definition: D,
+  options?: SchemaOptions<O>,
+): EncryptedSchema<D, O>
+export function encryptedSchema<D extends SchemaDefinition, O extends boolean = false>(
+  definition?: D,
   options: SchemaOptions<O> = {},
+): EncryptedSchema<D, O> | TypedSchemaBuilder<unknown> {
+  if (definition === undefined) {
+    // The typed form: `encryptedSchema<DB>()(definition)`; the check is the compiler's.
+    return ((d: SchemaDefinition, o?: SchemaOptions) =>
+      buildSchema(d, o ?? {})) as TypedSchemaBuilder<unknown>
+  }
+  return buildSchema(definition, options)
+}
+
+/**
+ * Table and column names checked against the application's database interface: a name that is
+ * not a table of `DB`, or not a column of that table, maps to `never` (a compile error).
+ */
+export type KnownNames<DB, D> = {
+  [T in keyof D]: T extends keyof DB
+    ? // biome-ignore lint/suspicious/noExplicitAny: columns of every plaintext type.
+      { [C in keyof D[T]]: C extends keyof DB[T] ? EncryptedColumn<any> : never }
+    : never
+}
+
+/**
+ * What `encryptedSchema<DB>()` returns: `encryptedSchema` whose table and column names must be
+ * those of `DB` (kysely-codegen's interface, or your own), checked at compile time.
+ *
+ * @example
+ * ```ts
+ * const schema = encryptedSchema<DB>()({ users: { email: encrypted.text() } })
+ * encryptedSchema<DB>()({ user: { email: encrypted.text() } })   // compile error: no table `user`
+ * ```
+ */
+export type TypedSchemaBuilder<DB> = <const D extends SchemaDefinition, O extends boolean = false>(
+  definition: D & KnownNames<DB, D>,
+  options?: Omit<SchemaOptions<O>, 'tables'> & {
+    readonly tables?: { readonly [T in keyof DB & keyof D]?: TableOptions }
+  },
+) => EncryptedSchema<D, O>
+
+function buildSchema<D extends SchemaDefinition, O extends boolean>(
+  definition: D,
+  options: SchemaOptions<O>,
 ): EncryptedSchema<D, O> {
   const omit = options.omitBlindIndexes === true
   const tables = new Map<string, TableInfo>()
