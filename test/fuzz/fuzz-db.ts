@@ -91,6 +91,9 @@ export async function openFuzzDb(spec: FuzzBackendSpec): Promise<FuzzDb> {
     schema,
     keyProvider: localKeyProvider({ key: randomBytes(32) }),
     keyTable,
+    // Tables are created through this instance before any key exists: keys on first use
+    // (development mode). The explicit init path has its own tests (key-init.test.ts).
+    autoCreateKeys: true,
   })
   const [a, b] = dialectPair(spec)
   const secrets = fuzzSecrets()

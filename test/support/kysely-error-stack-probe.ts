@@ -35,6 +35,9 @@ async function userland(): Promise<void> {
     schema,
     keyProvider: localKeyProvider({ key: randomBytes(32) }),
     keyTable,
+    // Tables are created through this instance before any key exists: keys on first use
+    // (development mode). The explicit init path has its own tests (key-init.test.ts).
+    autoCreateKeys: true,
   })
   // biome-ignore lint/suspicious/noExplicitAny: the probe's table name is generated.
   const db = new Kysely<any>({ dialect: encryption.wrap(dialect()), plugins: [encryption.plugin] })
