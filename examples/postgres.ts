@@ -61,6 +61,9 @@ async function migrate(): Promise<void> {
     .$call(addEncryptedColumns(schema, 'users', 'postgres'))
     .execute()
   await createBlindIndexes(db, schema, 'users')
+  // Once, after the migrations (or `npx kfe init`): creates the table's keys, wrapped under the
+  // KEK. Idempotent. Keys are never created silently on first use.
+  await encryption.init(db)
 }
 
 // 5. Write and search with plaintext; the database only sees ciphertext and HMACs.

@@ -41,6 +41,7 @@ describe.each(backends())('keys worked example (examples/keys.ts) [$name]', (bac
         .addColumn('id', 'integer', (c) => c.primaryKey())
         .$call(addEncryptedColumns(schema, table, backend.family))
         .execute()
+      await encryption.init(db)
       await db.insertInto(table).values({ id: 1, iban: 'DE89 3704 0044 0532 0130 00' }).execute() // v1 keys
     })
     afterAll(async () => {

@@ -67,6 +67,7 @@ describe.each(backends())('omitBlindIndexes and calendarDate [$name]', (backend:
         .execute()
       await createBlindIndexes(db, schema, people)
       await createBlindIndexes(db, schema, notes)
+      await encryption.init(db)
       await db.insertInto(people).values(PEOPLE).execute()
       await db.insertInto(notes).values({ id: 1, person_id: 1, body: 'first' }).execute()
     })
