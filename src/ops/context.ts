@@ -4,6 +4,7 @@ import type { KeyCacheOptions } from '../keys/key-cache.js'
 import type { AuditSink, KeyProvider } from '../keys/key-provider.js'
 import { KeyRing } from '../keys/key-ring.js'
 import { KeyStore } from '../keys/key-store.js'
+import { holdsCiphertext } from '../schema/sample-ciphertext.js'
 import type { EncryptedSchema, TableInfo } from '../schema/schema.js'
 
 /** Options of {@link createOpsContext} and `fieldEncryptionOps`. */
@@ -79,21 +80,23 @@ export function createOpsContext(options: OpsOptions): OpsContext {
         `Primary key '${column}' of ${table} is not a plain identifier.`,
       )
   }
-  const store = new KeyStore(
-    options.db,
-    options.keyTable === undefined ? {} : { tableName: options.keyTable },
-  )
+  // The jobs read and write raw column names: another plugin of the application's Kysely
+  // (CamelCasePlugin renames `tax_id` to `taxId` in results) would make a column look NULL and be
+  // skipped, and verify pass without reading it.
+  const db = options.db.withoutPlugins()
+  const store = new KeyStore(db, options.keyTable === undefined ? {} : { tableName: options.keyTable })
   const metadataTtlMs = options.metadataTtlMs ?? 30_000
   const ring = new KeyRing({
     store,
     providers,
     autoCreate: false,
+    holdsCiphertext: (table) => holdsCiphertext(db, options.schema, table),
     metadataTtlMs,
     ...(options.cache === undefined ? {} : { cache: options.cache }),
     ...(options.audit === undefined ? {} : { audit: options.audit }),
   })
   return Object.freeze({
-    db: options.db,
+    db,
     schema: options.schema,
     providers: Object.freeze(providers),
     store,

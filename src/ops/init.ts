@@ -1,7 +1,6 @@
 import type { KeyPurpose } from '../keys/key-provider.js'
 import type { OpsContext } from './context.js'
 import { JobStore } from './job-store.js'
-import { newWrappedKey } from './new-key.js'
 import { type RunOptions, report } from './progress.js'
 
 /** Options of `init`. */
@@ -36,8 +35,8 @@ const PURPOSES: readonly KeyPurpose[] = ['data', 'index']
 
 /**
  * Creates the key table, the job tables, and version 1 of the data and index keys of every
- * annotated table that has none, wrapped under every configured KEK (each wrapping proven to
- * unwrap before it is stored). Idempotent: existing keys are reported, never replaced; concurrent
+ * annotated table that has none, wrapped under every configured KEK, each with its key check
+ * value (through the key ring's `init`, which never creates keys over existing ciphertext). Idempotent: existing keys are reported, never replaced; concurrent
  * runs create each key once (the key table's primary key settles the race).
  * @throws KeyProviderError when a KEK fails; KeyError `KEY_STORE_ERROR` on a database error
  */
@@ -50,53 +49,36 @@ export async function init(ctx: OpsContext, options: InitOptions = {}): Promise<
   const tables =
     options.tables === undefined ? [...ctx.schema.tables.values()] : options.tables.map((t) => ctx.table(t))
   const keys: InitKey[] = []
-  for (const table of tables) {
+  for (const [i, table] of tables.entries()) {
+    if (options.signal?.aborted) break
+    const before = await ctx.store.list(table.logical).catch((error: unknown) => {
+      if (dryRun) return [] // no key table yet
+      throw error
+    })
+    // The key ring's init creates what is missing and refuses (KEYS_MISSING) for a table whose
+    // other keys are stored or whose rows hold ciphertext: fresh keys over data would lose it.
+    if (!dryRun) await ctx.ring.init([table.logical])
+    const after = dryRun ? before : await ctx.store.list(table.logical)
     for (const purpose of PURPOSES) {
-      if (options.signal?.aborted) break
-      const existing = await ctx.store.list(table.logical, purpose).catch((error: unknown) => {
-        if (dryRun) return [] // no key table yet
-        throw error
-      })
-      const first = existing[0]
-      if (first !== undefined) {
-        keys.push({
-          table: table.physical,
-          logicalTable: table.logical,
-          purpose,
-          version: first.version,
-          created: false,
-          keks: first.wrappings.map((w) => w.kekId),
-        })
-      } else if (dryRun) {
-        keys.push({
-          table: table.physical,
-          logicalTable: table.logical,
-          purpose,
-          version: 1,
-          created: true,
-          keks: ctx.providers.map((p) => p.id),
-        })
-      } else {
-        const wrappings = await newWrappedKey(ctx, { logicalTable: table.logical, purpose, version: 1 })
-        const { key, created } = await ctx.store.createInitial(table.logical, purpose, wrappings)
-        keys.push({
-          table: table.physical,
-          logicalTable: table.logical,
-          purpose,
-          version: key.version,
-          created,
-          keks: key.wrappings.map((w) => w.kekId),
-        })
-      }
-      report(options, {
-        op: 'init',
+      const had = before.find((k) => k.purpose === purpose)
+      const now = after.find((k) => k.purpose === purpose)
+      keys.push({
         table: table.physical,
-        phase: purpose,
-        done: keys.length,
-        total: tables.length * 2,
-        unit: 'keys',
+        logicalTable: table.logical,
+        purpose,
+        version: (had ?? now)?.version ?? 1,
+        created: had === undefined,
+        keks: (had ?? now)?.wrappings.map((w) => w.kekId) ?? ctx.providers.map((p) => p.id),
       })
     }
+    report(options, {
+      op: 'init',
+      table: table.physical,
+      phase: 'keys',
+      done: (i + 1) * PURPOSES.length,
+      total: tables.length * PURPOSES.length,
+      unit: 'keys',
+    })
   }
   ctx.ring.refresh()
   return { keys, created: keys.filter((k) => k.created).length, dryRun }

@@ -1,5 +1,5 @@
 import { FieldEncryptionError, KeyError, OperationError } from '../errors.js'
-import type { KeyPurpose } from '../keys/key-provider.js'
+import type { KeyPurpose, KeyRef } from '../keys/key-provider.js'
 import type { OpsContext } from './context.js'
 import type { JobOptions, JobResult } from './job-engine.js'
 import { newWrappedKey } from './new-key.js'
@@ -78,8 +78,19 @@ export async function rotate(
       total: undefined,
       unit: 'keys',
     })
-    const wrappings = await newWrappedKey(ctx, ref(version))
-    staged = await ctx.store.stage(table.logical, purpose, wrappings)
+    const { wrappings, checkValue } = await newWrappedKey(ctx, ref(version))
+    // The version is passed so the store refuses (KEY_VERSION_MISMATCH) rather than storing a key
+    // wrapped for `version` under another number when a concurrent rotation staged one meanwhile.
+    staged = await ctx.store
+      .stage(table.logical, purpose, wrappings, version, checkValue)
+      .catch((error: unknown) => {
+        if (!(error instanceof KeyError && error.code === 'KEY_VERSION_MISMATCH')) throw error
+        throw new OperationError(
+          'ROTATION_REFUSED',
+          `The ${purpose} key generated for version ${version} of ${table.logical} was not stored: another version was staged meanwhile (a concurrent rotation?); nothing was activated. Run rotate again.`,
+          { table: table.logical, cause: error },
+        )
+      })
     if (staged.version !== version) {
       // Another rotation staged a version meanwhile: our key is bound to `version`, not to the one stored.
       await ctx.store.setState(table.logical, purpose, staged.version, 'retired')
@@ -89,18 +100,12 @@ export async function rotate(
         { table: table.logical },
       )
     }
-    try {
-      ctx.ring.refresh()
-      await ctx.ring.key(ref(version))
-    } catch (error) {
-      await ctx.store.setState(table.logical, purpose, version, 'retired')
-      throw new OperationError(
-        'ROTATION_REFUSED',
-        `Staged ${purpose} version ${version} of ${table.logical} does not unwrap (${error instanceof FieldEncryptionError ? error.code : 'error'}); it was retired, nothing was activated.`,
-        { table: table.logical, cause: error },
-      )
-    }
   }
+  // Proven before anything is activated, whoever staged it (this call, an earlier interrupted
+  // one, or another tool): a key that does not unwrap, or fails its check value, would make every
+  // write to the table fail once active.
+  if (options.dryRun !== true)
+    await proveStaged(ctx, table.logical, purpose, staged.version, ref(staged.version))
   const activateAfter = new Date(staged.createdAt.getTime() + ctx.metadataTtlMs)
   if (options.activateLater === true || options.dryRun === true) {
     return { ...base, version: staged.version, state: 'staged', activateAfter, reencrypt: undefined }
@@ -146,4 +151,24 @@ export async function rotate(
   }
   const job = await reencrypt(ctx, table.physical, options)
   return { ...base, version: staged.version, state: 'active', activateAfter, reencrypt: job as JobResult }
+}
+
+async function proveStaged(
+  ctx: OpsContext,
+  logicalTable: string,
+  purpose: KeyPurpose,
+  version: number,
+  keyRef: KeyRef,
+): Promise<void> {
+  try {
+    ctx.ring.refresh()
+    await ctx.ring.key(keyRef)
+  } catch (error) {
+    await ctx.store.setState(logicalTable, purpose, version, 'retired')
+    throw new OperationError(
+      'ROTATION_REFUSED',
+      `Staged ${purpose} version ${version} of ${logicalTable} does not unwrap (${error instanceof FieldEncryptionError ? error.code : 'error'}); it was retired, nothing was activated.`,
+      { table: logicalTable, cause: error },
+    )
+  }
 }
