@@ -218,8 +218,12 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
             .select((eb) => eb.fn.countAll().as('n'))
             .executeTakeFirstOrThrow()
         ).n
+        // Every row rewritten exactly once between the two processes. Rows *seen* may add up to
+        // more: a process that starts after the other has finished (child start-up takes seconds
+        // on a loaded machine) scans the table again and finds nothing left to rewrite.
         expect(ra.rewritten + rb.rewritten).toBe(Number(total))
-        expect(ra.rows + rb.rows).toBe(Number(total))
+        expect(ra.rows).toBeLessThanOrEqual(Number(total))
+        expect(rb.rows).toBeLessThanOrEqual(Number(total))
         const verify = await t.kfe('verify', t.table, '--json')
         expect(verify.json).toMatchObject({ ok: true, dataVersions: { 5: Number(total) * 2 } })
       })
