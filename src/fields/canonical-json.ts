@@ -26,7 +26,23 @@ function byCodeUnits(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0
 }
 
-function write(value: unknown, path: string, open: Set<object>, out: string[]): void {
+/**
+ * Most arrays and objects one JSON value may nest (`[[1]]` is 2 levels deep; a scalar is 0). A
+ * deeper value is refused with `CODEC_INVALID_VALUE` rather than overflowing the stack of the
+ * recursive writer. Reading is not limited: decoding is `JSON.parse`, which does not recurse.
+ */
+export const MAX_JSON_DEPTH = 1000
+
+function tooDeep(): never {
+  // No position: at this depth the path alone would be thousands of characters.
+  throw new CodecError(
+    'CODEC_INVALID_VALUE',
+    `The json codec accepts arrays and objects nested at most ${MAX_JSON_DEPTH} levels deep, but value is nested deeper.`,
+  )
+}
+
+/** `depth` counts the arrays and objects that enclose `value`. */
+function write(value: unknown, path: string, open: Set<object>, out: string[], depth: number): void {
   switch (typeof value) {
     case 'string':
       // JSON.stringify escapes lone surrogates as \udXXX (ES2019 well-formed stringify): canonical.
@@ -61,13 +77,14 @@ function write(value: unknown, path: string, open: Set<object>, out: string[]): 
   }
   const obj = value as object
   if (open.has(obj)) reject(path, 'a circular reference')
+  if (depth >= MAX_JSON_DEPTH) tooDeep()
   open.add(obj)
   if (Array.isArray(obj)) {
     out.push('[')
     for (let i = 0; i < obj.length; i++) {
       if (i > 0) out.push(',')
       if (!(i in obj)) reject(`${path}[${i}]`, 'a hole in a sparse array')
-      write(obj[i], `${path}[${i}]`, open, out)
+      write(obj[i], `${path}[${i}]`, open, out, depth + 1)
     }
     out.push(']')
   } else {
@@ -85,7 +102,7 @@ function write(value: unknown, path: string, open: Set<object>, out: string[]): 
       if (i > 0) out.push(',')
       out.push(JSON.stringify(key), ':')
       // The key itself may be plaintext (a map keyed by e-mail), so the path names its rank only.
-      write(record[key], `${path}.<key #${i}>`, open, out)
+      write(record[key], `${path}.<key #${i}>`, open, out, depth + 1)
     }
     out.push('}')
   }
@@ -99,13 +116,15 @@ function write(value: unknown, path: string, open: Set<object>, out: string[]): 
  *
  * Stricter than `JSON.stringify`, which silently drops or rewrites what JSON cannot hold: this
  * throws on `undefined`, functions, symbols, bigints, `NaN`, `±Infinity`, sparse arrays, cycles,
- * and on objects that are not plain (including `Date`: no `toJSON` is called, so a value never
- * changes shape on the way into the database).
+ * on objects that are not plain (including `Date`: no `toJSON` is called, so a value never
+ * changes shape on the way into the database), and on arrays and objects nested more than
+ * {@link MAX_JSON_DEPTH} (1000) levels deep.
  *
  * @param value - The value to serialise.
  * @returns The canonical JSON text.
  * @throws CodecError `CODEC_INVALID_VALUE` when `value` is not representable; the message names
- *   the position (e.g. `value.<key #0>[2]`: object keys by rank, since keys may be data) and the kind of the offending value, never the value.
+ *   the position (e.g. `value.<key #0>[2]`: object keys by rank, since keys may be data) and the kind of the offending value, never the value
+ *   (a value nested too deep is refused without a position).
  */
 export function canonicalJson(value: unknown): string {
   try {
@@ -119,7 +138,7 @@ export function canonicalJson(value: unknown): string {
   }
   // Something to reject (or a very deep value): the careful writer finds it and names its position.
   const out: string[] = []
-  write(value, 'value', new Set(), out)
+  write(value, 'value', new Set(), out, 0)
   return out.join('')
 }
 

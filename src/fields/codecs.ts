@@ -187,7 +187,9 @@ const date: Codec<Date> = Object.freeze({
  * `json`: canonical JSON text in UTF-8 (see {@link canonicalJson}): keys sorted by UTF-16 code
  * units at every depth, no whitespace, numbers as `JSON.stringify` prints them. Rejects
  * `undefined`, functions, bigints, `NaN`, `±Infinity`, cycles and non-plain objects; a `Date`
- * inside JSON is rejected (its `toJSON` is not called). Decoding is `JSON.parse`.
+ * inside JSON is rejected (its `toJSON` is not called), and so is a value nesting arrays and
+ * objects more than `MAX_JSON_DEPTH` (1000) levels deep. Decoding is `JSON.parse` (not recursive:
+ * any depth stored reads back).
  */
 const json: Codec<JsonValue> = Object.freeze({
   kind: 'json',

@@ -130,7 +130,9 @@ export const encrypted = Object.freeze({
   calendarDate: <const O extends ColumnOptions = NoOptions>(options?: O) =>
     column<string, IndexNamesOf<O>>('calendarDate', options),
   /**
-   * Any JSON value, encoded canonically (sorted keys), so indexes are stable. With an explicit
+   * Any JSON value, encoded canonically (sorted keys), so indexes are stable. Arrays and objects
+   * may nest at most 1000 levels deep (`[[1]]` is 2 levels): a deeper value is refused
+   * with `CodecError` `CODEC_INVALID_VALUE` before anything is encrypted or sent. With an explicit
    * `T` and an index, the compiler cannot see the index name: with `omitBlindIndexes`, write
    * `encrypted.json<T, { index: { name: 'x_bidx' } }>(…)` so `Decrypted<>` drops it too.
    */
