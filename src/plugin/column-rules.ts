@@ -39,14 +39,25 @@ export function pickIndex(info: ColumnInfo, op: string): IndexInfo {
   return search
 }
 
+/**
+ * Refuses a value the column's codec cannot encode, with the codec's own reason when it gives one
+ * (a JSON value nested too deep, a NaN: codec messages name the kind, never the value).
+ *
+ * @throws CodecError `CODEC_INVALID_VALUE`, with the logical table and column
+ */
 export function checkCodec(info: ColumnInfo, value: unknown): void {
-  if (!info.spec.codec.is(value)) {
-    throw new CodecError(
-      'CODEC_INVALID_VALUE',
-      `Encrypted column ${info.table.physical}.${info.physical} holds ${info.spec.codec.kind} values; got a ${value === null ? 'null' : typeof value}.`,
-      { table: info.table.logical, column: info.logical },
-    )
+  if (info.spec.codec.is(value)) return
+  let reason = ''
+  try {
+    info.spec.codec.encode(value as never).fill(0)
+  } catch (error) {
+    if (error instanceof CodecError) reason = ` ${error.message}`
   }
+  throw new CodecError(
+    'CODEC_INVALID_VALUE',
+    `Encrypted column ${info.table.physical}.${info.physical} holds ${info.spec.codec.kind} values; got a ${value === null ? 'null' : typeof value}.${reason}`,
+    { table: info.table.logical, column: info.logical },
+  )
 }
 
 /** The name under which a relation exposes a source (base table: physical; derived: its output name). */

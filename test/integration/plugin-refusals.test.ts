@@ -681,6 +681,23 @@ describe.each(backends())('plugin refusals on $name', (backend: Backend) => {
       expect(scanner.count()).toBe(0)
     })
 
+    it('refuses JSON nested 20,000 deep with CODEC_INVALID_VALUE (never a RangeError) before anything is sent', async () => {
+      let deep: unknown = SECRET
+      for (let i = 0; i < 20_000; i++) deep = i % 2 === 0 ? [deep] : { [SECRET_NAME]: deep }
+      const write = t.db.insertInto(t.names.users).values({ name: 'deep', notes: deep })
+      const error = await write.execute().then(
+        () => undefined,
+        (err: unknown) => err,
+      )
+      expect(error).toBeInstanceOf(CodecError)
+      expect((error as CodecError).code).toBe('CODEC_INVALID_VALUE')
+      expect((error as CodecError).table).toBe(t.names.users)
+      expect((error as CodecError).column).toBe('notes')
+      expect((error as CodecError).message).toMatch(/at most 1000 levels/)
+      expectNoPlaintext(error)
+      expect(scanner.count()).toBe(0)
+    })
+
     it('names the missing index in the hint of a search on a column without one', () => {
       const error = compileError(
         t.db.selectFrom(t.names.users).selectAll().where('dob', '=', new Date(7731)),
