@@ -1,7 +1,8 @@
 import type { BinaryOperationNode, OperationNode, ReferenceNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
 import type { IndexInfo } from '../schema/schema.js'
-import type { Analyzer, ConditionContext, PendingFilter } from './analyzer.js'
+import type { AnalysisContext, ConditionContext, PendingFilter } from './analysis-context.js'
+import { opaque, reference } from './analyze-expressions.js'
 import { checkCodec, exposedName, NEGATED, pickIndex } from './column-rules.js'
 import { DeferredValue, isDeferred } from './deferred-value.js'
 import { EXPRESSION, LITERAL, listValues, rebuild, referenceNode, valueNode } from './nodes.js'
@@ -9,7 +10,7 @@ import { type RefusedShape, refuse, searchIndexRefusal } from './refusal.js'
 import type { Resolved, Scope } from './scope.js'
 
 /**
- * The condition side of the {@link Analyzer}: WHERE, ON and HAVING trees. Equality on an
+ * Conditions: WHERE, ON and HAVING trees. Equality on an
  * encrypted column becomes `index_column in (probes)`; what cannot be searched through a blind
  * index is refused; search-index conditions are queued for false-positive removal.
  */
@@ -18,7 +19,7 @@ const EQUALITY = new Set(['=', '==', '!=', '<>', 'in', 'not in'])
 const NULL_TESTS = new Set(['is', 'is not'])
 
 export function whereNode<T extends OperationNode>(
-  a: Analyzer,
+  a: AnalysisContext,
   node: T,
   scope: Scope,
   ctx: ConditionContext,
@@ -29,7 +30,7 @@ export function whereNode<T extends OperationNode>(
 }
 
 export function condition(
-  a: Analyzer,
+  a: AnalysisContext,
   node: OperationNode,
   scope: Scope,
   ctx: ConditionContext,
@@ -63,28 +64,28 @@ export function condition(
         })
       if (op === 'exists' || op === 'not exists')
         return rebuild(node, { operand: a.query(n.operand, scope, 'exists').node })
-      return a.opaque(node, scope, op ?? 'expression')
+      return opaque(a, node, scope, op ?? 'expression')
     }
     case 'BinaryOperationNode':
       return comparison(a, node as BinaryOperationNode, scope, ctx)
     default:
-      return a.opaque(node, scope, 'expression')
+      return opaque(a, node, scope, 'expression')
   }
 }
 
 export function comparison(
-  a: Analyzer,
+  a: AnalysisContext,
   node: BinaryOperationNode,
   scope: Scope,
   ctx: ConditionContext,
 ): OperationNode {
   const op = (node.operator as unknown as { operator?: string }).operator ?? 'operator'
-  const left = a.reference(node.leftOperand, scope)
-  const right = a.reference(node.rightOperand, scope)
+  const left = reference(a, node.leftOperand, scope)
+  const right = reference(a, node.rightOperand, scope)
   if (left === undefined && right === undefined) {
     const patch = {
-      leftOperand: a.opaque(node.leftOperand, scope, op),
-      rightOperand: a.opaque(node.rightOperand, scope, op),
+      leftOperand: opaque(a, node.leftOperand, scope, op),
+      rightOperand: opaque(a, node.rightOperand, scope, op),
     }
     return rebuild(node, patch)
   }
@@ -169,7 +170,7 @@ export function comparison(
 }
 
 export function columnToColumn(
-  a: Analyzer,
+  a: AnalysisContext,
   node: BinaryOperationNode,
   op: string,
   left: Resolved,

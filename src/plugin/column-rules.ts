@@ -107,3 +107,18 @@ export function exact(table: TableInfo, name: string): ColumnInfo | undefined {
   }
   return undefined
 }
+
+/** The first output that passes an annotated column's plaintext on, if any. */
+export function firstColumn(
+  outputs: ReadonlyMap<string, Source>,
+): Extract<Source, { kind: 'column' }> | undefined {
+  for (const source of outputs.values()) if (source.kind === 'column') return source
+  return undefined
+}
+
+/** The source a column name of a table stands for: its annotated column, or its blind index. */
+export function sourceIn(info: ColumnInfo | undefined, index: IndexInfo | undefined): Source | undefined {
+  if (info !== undefined) return { kind: 'column', info }
+  if (index !== undefined) return { kind: 'index', info: index }
+  return undefined
+}

@@ -1,6 +1,6 @@
 import type { OperationNode } from 'kysely'
 import type { IndexInfo, TableInfo } from '../schema/schema.js'
-import type { Analyzer } from './analyzer.js'
+import type { AnalysisContext } from './analysis-context.js'
 import { exact } from './column-rules.js'
 import { columnName, columnNode, rebuildList } from './nodes.js'
 import { refuse } from './refusal.js'
@@ -13,7 +13,7 @@ import { refuse } from './refusal.js'
  * @throws QueryRefusedError `QUERY_REFUSED` for an encrypted column without a unique index
  */
 export function conflictTarget(
-  a: Analyzer,
+  a: AnalysisContext,
   columns: ReadonlyArray<OperationNode>,
   table: TableInfo,
 ): ReadonlyArray<OperationNode> {

@@ -1,5 +1,5 @@
 import type { OperationNode, ReferenceNode, SelectionNode } from 'kysely'
-import type { Origin, PendingFilter } from './analyzer.js'
+import type { Origin, PendingFilter } from './analysis-context.js'
 import { HIDDEN_PREFIX } from './plan.js'
 import { identifierName, type Source } from './scope.js'
 

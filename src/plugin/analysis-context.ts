@@ -1,0 +1,90 @@
+import type { OperationNode } from 'kysely'
+import type { ColumnInfo, EncryptedSchema, IndexInfo } from '../schema/schema.js'
+import type { DeferredValue } from './deferred-value.js'
+import type { PostFilter } from './plan.js'
+import type { ConditionPlace } from './refusal.js'
+import type { Relation, Scope, Source } from './scope.js'
+
+/**
+ * The small interface every part of the analyzer works through: the per-statement files
+ * (`analyze-select.ts`, `analyze-insert.ts`, `analyze-update.ts`, `analyze-delete.ts`,
+ * `analyze-merge.ts`), the scope rules (`analyze-from.ts`), conditions, select lists and
+ * expressions depend on this file only, never on `analyzer.ts`, which implements it and
+ * dispatches to them. Types flow one way: no part imports the one that calls it.
+ */
+
+/**
+ * `rewrite`: the plugin's pass — plaintext written to or compared with an annotated column is
+ * replaced by deferred values. `verify`: the dialect wrapper's pass over the final tree — any
+ * plaintext that would still need rewriting means the plugin was bypassed, and is an error.
+ */
+export type Mode = 'rewrite' | 'verify'
+
+/** Where an output came from: the relation a plain reference resolved through, or `null` (a subquery). */
+export type Origin = Relation | null
+
+/** How a query's outputs are used by its parent. */
+export type Role = 'root' | 'derived' | 'scalar' | 'exists' | 'opaque'
+
+/** A (possibly rewritten) query and the outputs it passes to its parent, by name. */
+export interface Outputs {
+  readonly node: OperationNode
+  readonly outputs: Map<string, Source>
+}
+
+/** A search-index condition found in a root WHERE, waiting for its hidden ciphertext column. */
+export interface PendingFilter {
+  readonly relation: Relation
+  readonly column: ColumnInfo
+  readonly index: IndexInfo
+  readonly probes: readonly DeferredValue[]
+}
+
+/** Where a condition (WHERE, ON, HAVING) sits, which decides what may be searched in it. */
+export interface ConditionContext {
+  /** Where search-index conditions go; undefined where their false positives cannot be removed. */
+  readonly pending: PendingFilter[] | undefined
+  /** True on a path from the WHERE root through AND and parentheses only. */
+  readonly positive: boolean
+  /** Where the condition is, for refusal messages. */
+  readonly place: ConditionPlace
+  /** Set where `positive` turned false: under OR, or under NOT. */
+  readonly branch?: 'or' | 'not'
+}
+
+/**
+ * One analysis of one query tree: what it knows (schema, mode), what it records for the plan,
+ * and the one entry point for a nested query. Implemented by the `Analyzer` (analyzer.ts).
+ */
+export interface AnalysisContext {
+  readonly schema: EncryptedSchema
+  readonly mode: Mode
+  /**
+   * Analyzes a nested query (select, insert, update, delete; anything else as an opaque
+   * expression) in a level of its own.
+   *
+   * @param parent - the enclosing level whose relations the query sees
+   * @param ctes - the level whose CTEs it sees (see {@link Scope}); `parent` unless given
+   */
+  query(node: OperationNode, parent: Scope | undefined, role: Role, ctes?: Scope): Outputs
+  /** Records a deferred value of the tree (made or met), for the wrapper's parameter check. */
+  note<T extends DeferredValue>(value: T): T
+  /** Records that blind-index columns of `table` are compared with each other. */
+  noteIndexComparison(table: string): void
+  /** Records a check of decrypted rows against an index condition. */
+  addPostFilter(filter: PostFilter): void
+  /**
+   * A deferred ciphertext of `value` for `info`.
+   *
+   * @throws QueryRefusedError `PLAINTEXT_WRITE` in `verify` mode (the plugin was bypassed)
+   * @throws CodecError `CODEC_INVALID_VALUE` for a value of the wrong type
+   */
+  encrypt(info: ColumnInfo, value: unknown): DeferredValue
+  /**
+   * Refuses a qualifier no relation in scope answers to that names a relation elsewhere in the
+   * tree (or one of them but for case).
+   *
+   * @throws QueryRefusedError `AMBIGUOUS_COLUMN`
+   */
+  checkUnseen(qualifier: string, column: string): void
+}

@@ -1,0 +1,86 @@
+import type { OperationNode, ReferenceNode } from 'kysely'
+import type { AnalysisContext } from './analysis-context.js'
+import { isDeferred } from './deferred-value.js'
+import { isStarOf } from './hidden-selections.js'
+import { mapChildren } from './node-utils.js'
+import { columnName, labelOf } from './nodes.js'
+import { checkRawText } from './raw-operands.js'
+import { refuse } from './refusal.js'
+import { identifierName, type Resolved, type Scope, tableName } from './scope.js'
+import { refuseWholeRow } from './whole-row.js'
+
+/**
+ * References and the expressions the analyzer does not interpret: which annotated column (or
+ * blind index) a column reference names, and the walk that refuses any such reference inside a
+ * function, cast, ORDER BY, … while analyzing the subqueries it holds.
+ */
+
+/**
+ * The annotated column or blind index a reference names, and the relation it resolved through.
+ *
+ * @throws QueryRefusedError `QUERY_REFUSED` for an unqualified name that is no encrypted
+ *   column but a relation carrying one: a whole-row value (`select u from users as u`)
+ * @throws QueryRefusedError `AMBIGUOUS_COLUMN` for a qualifier of a relation not in scope here
+ */
+export function reference(a: AnalysisContext, node: OperationNode, scope: Scope): Resolved | undefined {
+  if (node.kind === 'ColumnNode') return unqualified(columnName(node), scope)
+  if (node.kind !== 'ReferenceNode') return undefined
+  const ref = node as ReferenceNode
+  if (ref.column.kind !== 'ColumnNode') return undefined
+  const column = identifierName(ref.column.column)
+  if (ref.table === undefined) return unqualified(column, scope)
+  const qualifier = tableName(ref.table).name
+  const resolved = scope.resolve(column, qualifier)
+  if (resolved === undefined && !scope.sees(qualifier)) a.checkUnseen(qualifier, column)
+  return resolved
+}
+
+function unqualified(column: string, scope: Scope): Resolved | undefined {
+  const resolved = scope.resolve(column, undefined)
+  if (resolved === undefined) refuseWholeRow(scope, column, `"${column}" as a value`)
+  return resolved
+}
+
+/**
+ * Walks an expression the plugin does not interpret. Any reference to an annotated column in it
+ * is refused, labelled with the innermost construct (function, cast, order by, …); subqueries in
+ * it are analyzed in their own scope.
+ */
+export function opaque(a: AnalysisContext, node: OperationNode, scope: Scope, label: string): OperationNode {
+  switch (node.kind) {
+    case 'ReferenceNode':
+    case 'ColumnNode': {
+      if (isStarOf(node) && label !== 'aggregate count') {
+        const { name } = tableName((node as ReferenceNode).table!)
+        refuseWholeRow(scope, name, `${name}.* in ${label}`)
+      }
+      const ref = reference(a, node, scope)
+      if (ref?.source.kind === 'column') throw refuse(ref.source.info, label)
+      return node
+    }
+    case 'ValueNode': {
+      const v = node as unknown as { value: unknown }
+      if (isDeferred(v.value)) a.note(v.value)
+      return node
+    }
+    case 'SelectQueryNode':
+    case 'InsertQueryNode':
+    case 'UpdateQueryNode':
+    case 'DeleteQueryNode':
+      return a.query(node, scope, 'opaque').node
+    case 'TableNode': {
+      // A table as a function's argument (json_agg(t), to_json(t)): a whole-row value.
+      const { schema, name } = tableName(node)
+      refuseWholeRow(scope, name, `${name} in ${label}`, schema)
+      return node
+    }
+    case 'SelectModifierNode':
+      // FOR UPDATE OF t names tables to lock; it holds no value.
+      return node
+    case 'RawNode':
+      checkRawText(scope, node)
+      return mapChildren(node, (child) => opaque(a, child, scope, labelOf(node, label)))
+    default:
+      return mapChildren(node, (child) => opaque(a, child, scope, labelOf(node, label)))
+  }
+}

@@ -1,0 +1,112 @@
+import type { AliasNode, CommonTableExpressionNode, JoinNode, OperationNode, WithNode } from 'kysely'
+import type { AnalysisContext } from './analysis-context.js'
+import { whereNode } from './analyze-conditions.js'
+import { opaque } from './analyze-expressions.js'
+import { firstColumn } from './column-rules.js'
+import { firstEncryptedColumn, rebuild, rebuildList } from './nodes.js'
+import { refuse } from './refusal.js'
+import { encryptedColumnOf, identifierName, PendingCte, rawTable, type Scope, tableName } from './scope.js'
+
+/**
+ * The scope rules: which relations a level of a query sees. WITH adds its CTEs (all at once
+ * under RECURSIVE), FROM and JOIN add tables, aliases and derived tables; a derived table sees
+ * the enclosing query's tables (its siblings only under LATERAL) and every CTE of its query.
+ */
+
+/** A WITH clause: each CTE is analyzed as a derived query and added to `scope` under its name. */
+export function withClause(a: AnalysisContext, node: WithNode, scope: Scope): WithNode {
+  // In WITH RECURSIVE a CTE may read itself or a later one: every name is in scope from the
+  // start, as a placeholder until its own query is analyzed.
+  const pending = node.recursive
+    ? node.expressions.map((cte) => {
+        const placeholder = new PendingCte()
+        scope.addCte(tableName(cte.name.table).name, placeholder)
+        return placeholder
+      })
+    : undefined
+  const expressions = rebuildList(node.expressions, (cte: CommonTableExpressionNode) => {
+    const result = a.query(cte.expression, scope, 'derived')
+    const { name } = tableName(cte.name.table)
+    const annotated = firstColumn(result.outputs)
+    if (cte.name.columns !== undefined && annotated !== undefined) {
+      throw refuse(annotated.info, 'cte column list', 'name the columns inside the CTE query instead')
+    }
+    scope.addCte(name, result.outputs)
+    return rebuild(cte, { expression: result.node })
+  })
+  pending?.forEach((placeholder, i) => {
+    if (!placeholder.read) return
+    // It was read before its outputs were known: as if it had no encrypted column.
+    const cte = node.expressions[i] as CommonTableExpressionNode
+    const outputs = scope.cte(tableName(cte.name.table).name)
+    const carried = outputs === undefined ? undefined : encryptedColumnOf(outputs)
+    if (carried !== undefined) {
+      throw refuse(
+        carried,
+        'recursive cte',
+        'a CTE that carries an encrypted column cannot be read by itself or by a CTE defined before it; reorder the CTEs',
+      )
+    }
+  })
+  return rebuild(node, { expressions })
+}
+
+/** @param write - the items are tables the statement writes (DELETE FROM): see {@link Scope.addTable} */
+export function froms(
+  a: AnalysisContext,
+  node: OperationNode,
+  scope: Scope,
+  parent: Scope | undefined,
+  write = false,
+): OperationNode {
+  const items = (node as unknown as { froms: ReadonlyArray<OperationNode> }).froms
+  return rebuild(node, { froms: rebuildList(items, (f) => fromItem(a, f, scope, parent, write)) })
+}
+
+/** @param write - a table the statement writes (UPDATE, DELETE FROM): see {@link Scope.addTable} */
+export function fromItem(
+  a: AnalysisContext,
+  node: OperationNode,
+  scope: Scope,
+  parent: Scope | undefined,
+  write = false,
+): OperationNode {
+  if (node.kind === 'AliasNode') {
+    const alias = node as AliasNode
+    if (alias.node.kind !== 'TableNode' && rawTable(alias.node) === undefined) {
+      refuseRawTable(a, alias.node)
+      // A derived table: its own scope sees the enclosing query's tables (not its siblings),
+      // and every CTE of this query.
+      const result = a.query(alias.node, parent, 'derived', scope)
+      scope.addDerived(identifierName(alias.alias), result.outputs)
+      return rebuild(alias, { node: result.node })
+    }
+  }
+  if (scope.addTable(node, write) !== undefined) return node
+  refuseRawTable(a, node)
+  return opaque(a, node, scope, 'expression')
+}
+
+/**
+ * A FROM, JOIN or written table given as raw SQL (other than a bare `sql.table(…)`) that names
+ * an encrypted table: the plugin cannot tell which relation it makes, so it could neither
+ * rewrite conditions on it nor decrypt its columns.
+ *
+ * @throws QueryRefusedError `QUERY_REFUSED`
+ */
+export function refuseRawTable(a: AnalysisContext, node: OperationNode): void {
+  if (node.kind !== 'RawNode') return
+  const read = firstEncryptedColumn(node, a.schema)
+  if (read !== undefined)
+    throw refuse(read, 'raw sql', 'a table in raw SQL; use the table name, or sql.table() alone')
+}
+
+/** A JOIN: its table (seeing this level under LATERAL) and its ON condition. */
+export function join(a: AnalysisContext, node: JoinNode, scope: Scope, parent: Scope | undefined): JoinNode {
+  const lateral = node.joinType.startsWith('Lateral')
+  const patch: Record<string, unknown> = {
+    table: fromItem(a, node.table, scope, lateral ? scope : parent),
+  }
+  if (node.on) patch.on = whereNode(a, node.on, scope, { pending: undefined, positive: true, place: 'join' })
+  return rebuild(node, patch)
+}

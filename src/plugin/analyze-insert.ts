@@ -1,0 +1,260 @@
+import type { InsertQueryNode, OperationNode } from 'kysely'
+import { QueryRefusedError } from '../errors.js'
+import type { IndexInfo, TableInfo } from '../schema/schema.js'
+import type { AnalysisContext, Outputs, Role } from './analysis-context.js'
+import { whereNode } from './analyze-conditions.js'
+import { opaque } from './analyze-expressions.js'
+import { refuseRawTable, withClause } from './analyze-from.js'
+import { returning } from './analyze-selections.js'
+import { mismatchedIndex, updates } from './analyze-set-items.js'
+import { exact, sourceIn } from './column-rules.js'
+import { conflictTarget } from './conflict-target.js'
+import { DeferredValue, isDeferred } from './deferred-value.js'
+import {
+  columnName,
+  columnNode,
+  DEFAULT,
+  DEFAULT_NODE,
+  EXPRESSION,
+  firstEncryptedColumn,
+  LITERAL,
+  nodeValue,
+  rebuild,
+  valueNode,
+} from './nodes.js'
+import { refuse } from './refusal.js'
+import { identifierName, Scope, type Source } from './scope.js'
+
+/**
+ * How an INSERT is analyzed: plaintext written to an encrypted column becomes a deferred
+ * ciphertext and each of the column's blind indexes is written beside it (values, multi-row
+ * values); `insert … select` may fill plain columns only; ON CONFLICT targets the unique blind
+ * index, and its DO UPDATE and ON DUPLICATE KEY UPDATE are SET items (analyze-set-items.ts)
+ * that may read the proposed row as `excluded`. RETURNING makes its outputs.
+ *
+ * @param parent - the enclosing level whose relations the statement sees
+ * @param ctes - the level whose CTEs it sees (see {@link Scope}); `parent` unless given
+ * @throws QueryRefusedError `QUERY_REFUSED`, `AMBIGUOUS_COLUMN`, `PLAINTEXT_WRITE`
+ * @throws CodecError `CODEC_INVALID_VALUE` for a value of the wrong type
+ */
+export function analyzeInsert(
+  a: AnalysisContext,
+  node: InsertQueryNode,
+  parent: Scope | undefined,
+  role: Role,
+  ctes = parent,
+): Outputs {
+  const scope = new Scope(a.schema, parent, ctes)
+  const patch: Record<string, unknown> = {}
+  if (node.with) patch.with = withClause(a, node.with, scope)
+  const relation = node.into ? scope.addTable(node.into, true) : undefined
+  if (node.into !== undefined && relation === undefined) refuseRawTable(a, node.into)
+  const table = relation?.table
+  if (table === undefined) {
+    // No encrypted column to write: the values (and subqueries in them) are walked like any expression.
+    if (node.values) patch.values = a.query(node.values, scope, 'opaque').node
+  } else {
+    insertValues(a, node, scope, table, patch)
+  }
+  if (node.onDuplicateKey && node.values && node.values.kind !== 'ValuesNode') {
+    // MySQL's ON DUPLICATE KEY UPDATE of an INSERT … SELECT sees the SELECT's tables too, which
+    // this scope does not model: refused when the SELECT reads an encrypted table.
+    const read =
+      firstEncryptedColumn(node.values, scope.schema) ??
+      (node.with === undefined ? undefined : firstEncryptedColumn(node.with, scope.schema))
+    if (read !== undefined) {
+      throw refuse(read, 'on duplicate key update', 'of an insert … select that reads an encrypted table')
+    }
+  }
+  // ON CONFLICT … DO UPDATE may read the proposed row as `excluded`.
+  scope.relations.push({ name: 'excluded', table, derived: undefined, qualifiedOnly: true })
+  if (node.onConflict) {
+    const oc = node.onConflict
+    const ocPatch: Record<string, unknown> = {}
+    if (oc.columns && table !== undefined) ocPatch.columns = conflictTarget(a, oc.columns, table)
+    if (oc.updates) ocPatch.updates = updates(a, oc.updates, scope, relation)
+    if (oc.updateWhere)
+      ocPatch.updateWhere = whereNode(a, oc.updateWhere, scope, {
+        pending: undefined,
+        positive: true,
+        place: 'on conflict',
+      })
+    if (oc.indexWhere)
+      ocPatch.indexWhere = whereNode(a, oc.indexWhere, scope, {
+        pending: undefined,
+        positive: true,
+        place: 'on conflict',
+      })
+    patch.onConflict = rebuild(oc, ocPatch)
+  }
+  if (node.onDuplicateKey) {
+    patch.onDuplicateKey = rebuild(node.onDuplicateKey, {
+      updates: updates(a, node.onDuplicateKey.updates, scope, relation),
+    })
+  }
+  return returning(a, node, scope, role, patch)
+}
+
+/** The column list and values of an INSERT into a table with encrypted columns. */
+function insertValues(
+  a: AnalysisContext,
+  node: InsertQueryNode,
+  scope: Scope,
+  table: TableInfo,
+  patch: Record<string, unknown>,
+): void {
+  const columns = (node.columns ?? []).map((c) => identifierName(c.column))
+  const sources = columns.map((c) => sourceIn(exact(table, c), table.indexColumn(c)))
+  const annotated = sources.flatMap((s, i) => (s?.kind === 'column' ? [{ info: s.info, at: i }] : []))
+  if (node.values && node.values.kind !== 'ValuesNode') {
+    // Without a column list, INSERT … SELECT fills every column, encrypted ones included; a
+    // blind index column would get whatever the SELECT yields.
+    const index = sources.find((x) => x?.kind === 'index')
+    const first =
+      annotated[0]?.info ??
+      (index?.kind === 'index' ? index.info.column : undefined) ??
+      (node.columns === undefined ? table.columns.values().next().value : undefined)
+    if (first !== undefined) throw refuse(first, 'insert … select')
+    // Into plain columns only: the SELECT is a query like any other (its conditions rewritten),
+    // and it may not pass an encrypted column on.
+    patch.values = a.query(node.values, scope, 'opaque').node
+    return
+  }
+  // Index columns to add beside each annotated column (absent on the first pass only), and those
+  // the statement already writes beside it (checked to hold that column's own index values).
+  const added: Array<{ index: IndexInfo; from: number }> = []
+  const paired: Array<{ index: IndexInfo; from: number; at: number }> = []
+  for (const { info, at: from } of annotated) {
+    for (const spec of info.spec.indexes) {
+      const index = table.indexColumn(spec.name)!
+      const at = columns.indexOf(index.physical)
+      if (at === -1) added.push({ index, from })
+      else paired.push({ index, from, at })
+    }
+  }
+  if (node.values?.kind === 'ValuesNode') {
+    const values = node.values as unknown as { values: ReadonlyArray<OperationNode> }
+    patch.values = rebuild(node.values, {
+      values: values.values.map((row) => insertRow(a, row, sources, { added, paired }, scope)),
+    })
+  }
+  if (added.length > 0) {
+    patch.columns = Object.freeze([
+      ...(node.columns ?? []),
+      ...added.map((x) => columnNode(x.index.physical)),
+    ])
+  }
+}
+
+export function insertRow(
+  a: AnalysisContext,
+  row: OperationNode,
+  sources: ReadonlyArray<Source | undefined>,
+  indexes: {
+    /** Index columns the plugin adds, each computed from the column at `from`. */
+    readonly added: ReadonlyArray<{ index: IndexInfo; from: number }>
+    /** Index columns the statement writes at `at` beside their column at `from`. */
+    readonly paired: ReadonlyArray<{ index: IndexInfo; from: number; at: number }>
+  },
+  scope: Scope,
+): OperationNode {
+  const { added, paired } = indexes
+  const primitive = row.kind === 'PrimitiveValueListNode'
+  const items = [...(row as unknown as { values: ReadonlyArray<unknown> }).values]
+  // The plaintexts encrypted in this row, by position: only an added index column reads them.
+  const plaintexts: unknown[] | undefined = added.length > 0 ? [] : undefined
+  let changed = false
+  for (let i = 0; i < sources.length; i++) {
+    const source = sources[i]
+    const item = items[i]
+    if (source === undefined) {
+      // A plain column's value. A node may hold a subquery whose conditions need rewriting (a
+      // primitive row holds plain values only).
+      if (!primitive && item !== undefined) {
+        const walked = opaque(a, item as OperationNode, scope, 'expression')
+        if (walked !== item) {
+          items[i] = walked
+          changed = true
+        }
+      }
+      continue
+    }
+    const value = primitive ? item : nodeValue(item as OperationNode)
+    if (source.kind === 'index') {
+      // Beside its column, checked below against the column's value; on its own, here.
+      if (paired.length === 0 || !paired.some((p) => p.at === i))
+        checkIndexWrite(a, source.info, item, primitive)
+      continue
+    }
+    if (isDeferred(value)) {
+      a.note(value)
+      continue
+    }
+    if (value === DEFAULT || value === null || value === undefined) continue
+    if (value === EXPRESSION) throw refuse(source.info, 'expression', 'only plain values can be written')
+    if (value === LITERAL) throw refuse(source.info, 'sql.lit')
+    const deferred = a.encrypt(source.info, value)
+    if (plaintexts !== undefined) plaintexts[i] = value
+    items[i] = primitive ? deferred : valueNode(deferred)
+    changed = true
+  }
+  for (const { index, from, at } of paired) {
+    const column = primitive ? items[from] : nodeValue(items[from] as OperationNode)
+    const written = primitive ? items[at] : nodeValue(items[at] as OperationNode)
+    const matches = isDeferred(column)
+      ? isDeferred(written) &&
+        written.kind === 'index' &&
+        written.index === index &&
+        written.reveal() === column.reveal()
+      : column === DEFAULT
+        ? written === DEFAULT || written === null || written === undefined
+        : (column === null || column === undefined) && (written === null || written === undefined)
+    if (!matches) throw mismatchedIndex(index)
+    if (isDeferred(written)) a.note(written)
+  }
+  for (const { index, from } of added) {
+    const item = items[from]
+    const current = primitive ? item : nodeValue(item as OperationNode)
+    const plaintext = plaintexts?.[from]
+    if (plaintext === undefined && isDeferred(current)) {
+      // A ciphertext the plugin made, without the index it adds beside it: bypassed or undone.
+      throw new QueryRefusedError(
+        'PLAINTEXT_WRITE',
+        `Insert into ${index.column.table.physical}.${index.column.physical} lacks its blind index ${index.physical}.`,
+        {
+          table: index.column.table.logical,
+          column: index.column.logical,
+          hint: 'Do not remove the index columns the plugin adds.',
+        },
+      )
+    }
+    let next: unknown
+    if (plaintext !== undefined) next = a.note(new DeferredValue('index', index.column, plaintext, index))
+    else if (current === DEFAULT) next = DEFAULT
+    else next = null
+    items.push(primitive ? next : next === DEFAULT ? DEFAULT_NODE : valueNode(next))
+    changed = true
+  }
+  if (!changed) return row
+  return Object.freeze({ ...row, values: Object.freeze(items) })
+}
+
+export function checkIndexWrite(
+  a: AnalysisContext,
+  index: IndexInfo,
+  item: unknown,
+  primitive: boolean,
+): void {
+  const value = primitive ? item : nodeValue(item as OperationNode)
+  if (value === null || value === undefined || value === DEFAULT || value instanceof Uint8Array) return
+  if (isDeferred(value)) {
+    a.note(value)
+    return
+  }
+  if (value === EXPRESSION && !primitive && isSameIndexRef(item as OperationNode, index)) return
+  throw refuse(index.column, 'write to blind index column', `${index.physical} is maintained by the plugin`)
+}
+
+function isSameIndexRef(node: OperationNode, index: IndexInfo): boolean {
+  return node.kind === 'ReferenceNode' && columnName(node) === index.physical
+}

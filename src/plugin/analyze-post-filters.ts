@@ -1,0 +1,127 @@
+import type { ReferenceNode, SelectionNode, SelectQueryNode } from 'kysely'
+import { QueryRefusedError } from '../errors.js'
+import type { AnalysisContext, Origin, PendingFilter } from './analysis-context.js'
+import { exposedName } from './column-rules.js'
+import { selectedFrom } from './hidden-selections.js'
+import { columnName, identifier, mayCombineRows, referenceNode, tableNode } from './nodes.js'
+import { HIDDEN_PREFIX } from './plan.js'
+import { type RefusedShape, refuse, searchIndexRefusal } from './refusal.js'
+import { identifierName, type Source, tableName } from './scope.js'
+
+/**
+ * The check of a root select's rows after decryption, for its blind-index conditions: a search
+ * index has false positives by design, and a unique index copied from another row would match
+ * it. The rows are checked through hidden selections of the ciphertexts the conditions name.
+ */
+
+/**
+ * The index conditions whose rows can be checked after decryption. A search (truncated) index
+ * needs it: a query shape that combines or counts rows before the check is refused. A unique
+ * index is checked too (a row whose index was copied from another row is dropped), where the
+ * shape allows; elsewhere the unique index is trusted.
+ *
+ * @throws QueryRefusedError `QUERY_REFUSED` for a search index in a shape that cannot be checked
+ */
+export function postFilterable(
+  node: SelectQueryNode,
+  pending: readonly PendingFilter[],
+): readonly PendingFilter[] {
+  const search = pending.find((p) => p.index.spec.kind === 'search')
+  let blocker: RefusedShape | undefined
+  if (node.distinctOn) blocker = 'distinct on'
+  else if (node.groupBy || node.having) blocker = 'group by'
+  else if (node.setOperations) blocker = 'a set operation'
+  else if (node.frontModifiers?.some((m) => (m as unknown as { modifier?: string }).modifier === 'Distinct'))
+    blocker = 'distinct'
+  else if (mayCombineRows([...(node.selections ?? []), ...(node.orderBy ? [node.orderBy] : [])]))
+    blocker = 'an aggregate, a window or an unknown function'
+  // Dropping a row after LIMIT returns fewer rows: wrong for false positives, which are
+  // expected; right for a unique index, where a mismatch means a tampered index.
+  if (blocker === undefined && search !== undefined && (node.limit || node.offset || node.fetch || node.top))
+    blocker = 'limit/offset'
+  if (blocker === undefined) return pending
+  if (search !== undefined) throw searchIndexRefusal(search.index, blocker)
+  return []
+}
+
+/**
+ * Finds or adds the hidden selections carrying the ciphertexts of search-index conditions, and
+ * records a post filter for each condition.
+ *
+ * @throws QueryRefusedError `QUERY_REFUSED` for a derived table that does not pass the column on;
+ *   `PLAINTEXT_SEARCH` in `verify` mode when a search condition lost its hidden selection
+ */
+export function hiddenSelections(
+  a: AnalysisContext,
+  selections: ReadonlyArray<SelectionNode>,
+  pending: readonly PendingFilter[],
+  outputs: Map<string, Source>,
+  origins: ReadonlyMap<string, Origin>,
+): ReadonlyArray<SelectionNode> {
+  const next = [...selections]
+  let counter = 0
+  const existing = new Map<string, string>()
+  for (const s of selections) {
+    const sel = s.selection
+    if (sel.kind !== 'AliasNode') continue
+    const name = identifierName(sel.alias)
+    // Only the plugin's own names (prefix and a number) are hidden selections; a user alias
+    // that merely starts like one must not derail the numbering.
+    const number = name.startsWith(HIDDEN_PREFIX) ? name.slice(HIDDEN_PREFIX.length) : ''
+    if (!/^\d+$/.test(number) || sel.node.kind !== 'ReferenceNode') continue
+    counter = Math.max(counter, Number(number) + 1)
+    const ref = sel.node as ReferenceNode
+    const qualifier = ref.table === undefined ? '' : tableName(ref.table).name
+    existing.set(`${qualifier}\0${columnName(ref)}`, name)
+  }
+  for (const p of pending) {
+    const unique = p.index.spec.kind === 'unique'
+    if (unique) {
+      // The column is selected already, from the same relation: check that output, and keep it.
+      const shown = selectedFrom(outputs, origins, p)
+      if (shown !== undefined) {
+        a.addPostFilter(
+          Object.freeze({ hidden: shown, column: p.column, index: p.index, probes: p.probes, keep: true }),
+        )
+        continue
+      }
+    }
+    const exposed = exposedName(p.relation, { kind: 'column', info: p.column })
+    // A derived table that does not pass the column on: its unique index is trusted.
+    if (exposed === undefined && unique) continue
+    if (exposed === undefined)
+      throw refuse(
+        p.column,
+        'search index',
+        `the derived table ${p.relation.name} does not select ${p.column.physical}`,
+      )
+    const key = `${p.relation.name}\0${exposed}`
+    let hidden = existing.get(key)
+    if (hidden === undefined) {
+      // A tree rewritten elsewhere without the check of its unique index: the index is trusted.
+      if (a.mode === 'verify' && unique) continue
+      if (a.mode === 'verify') {
+        throw new QueryRefusedError(
+          'PLAINTEXT_SEARCH',
+          'A search-index condition lost its hidden ciphertext column.',
+          {
+            table: p.column.table.logical,
+            column: p.column.logical,
+          },
+        )
+      }
+      hidden = `${HIDDEN_PREFIX}${counter++}`
+      existing.set(key, hidden)
+      const ref = referenceNode(exposed, tableNode(p.relation.name))
+      next.push(
+        Object.freeze({
+          kind: 'SelectionNode',
+          selection: Object.freeze({ kind: 'AliasNode', node: ref, alias: identifier(hidden) }),
+        }) as SelectionNode,
+      )
+      outputs.set(hidden, { kind: 'column', info: p.column })
+    }
+    a.addPostFilter(Object.freeze({ hidden, column: p.column, index: p.index, probes: p.probes }))
+  }
+  return Object.freeze(next)
+}

@@ -1,0 +1,99 @@
+import type { OperationNode, SelectionNode, SelectQueryNode } from 'kysely'
+import type { AnalysisContext, Outputs, PendingFilter, Role } from './analysis-context.js'
+import { whereNode } from './analyze-conditions.js'
+import { opaque } from './analyze-expressions.js'
+import { froms, join, withClause } from './analyze-from.js'
+import { hiddenSelections, postFilterable } from './analyze-post-filters.js'
+import { checkIndexPairs, selections } from './analyze-selections.js'
+import { firstColumn } from './column-rules.js'
+import { withoutHidden } from './hidden-selections.js'
+import { rebuild, rebuildList } from './nodes.js'
+import { refuse } from './refusal.js'
+import { Scope } from './scope.js'
+
+/**
+ * How a SELECT is analyzed: its WITH, FROM and JOINs make a new level of scope; its select list
+ * says which outputs pass encrypted columns on; its WHERE is rewritten to blind-index searches
+ * (at the root, with a check of the decrypted rows); GROUP BY, ORDER BY, DISTINCT ON, LIMIT and
+ * modifiers may not use an encrypted column; set operations may not carry one.
+ *
+ * @param parent - the enclosing level whose relations the query sees
+ * @param ctes - the level whose CTEs it sees (see {@link Scope}); `parent` unless given
+ * @throws QueryRefusedError `QUERY_REFUSED`, `AMBIGUOUS_COLUMN`, `PLAINTEXT_SEARCH`
+ */
+export function analyzeSelect(
+  a: AnalysisContext,
+  node: SelectQueryNode,
+  parent: Scope | undefined,
+  role: Role,
+  ctes = parent,
+): Outputs {
+  const scope = new Scope(a.schema, parent, ctes)
+  const patch: Record<string, unknown> = {}
+  if (node.with) patch.with = withClause(a, node.with, scope)
+  if (node.from) patch.from = froms(a, node.from, scope, parent)
+  if (node.joins) patch.joins = rebuildList(node.joins, (j) => join(a, j, scope, parent))
+  // A subquery built from `db` was transformed once as a query of its own, which may have
+  // added hidden selections for its index conditions: as a subquery it returns no rows itself.
+  const own = role === 'root' || !node.selections ? node.selections : withoutHidden(node.selections)
+  const { nodes, outputs, origins } = selections(a, own ?? [], scope)
+  if (node.selections) patch.selections = nodes
+  if (role === 'derived') checkIndexPairs(outputs, origins)
+  const pending: PendingFilter[] | undefined = role === 'root' ? [] : undefined
+  if (node.where)
+    patch.where = whereNode(a, node.where, scope, {
+      pending,
+      positive: true,
+      place: role === 'root' ? 'select' : 'subquery',
+    })
+  if (node.groupBy) patch.groupBy = opaque(a, node.groupBy, scope, 'group by')
+  if (node.orderBy) patch.orderBy = opaque(a, node.orderBy, scope, 'order by')
+  if (node.distinctOn)
+    patch.distinctOn = rebuildList(node.distinctOn, (n) => opaque(a, n, scope, 'distinct on'))
+  if (node.having)
+    patch.having = whereNode(a, node.having, scope, {
+      pending: undefined,
+      positive: false,
+      place: 'having',
+    })
+  for (const key of ['limit', 'offset', 'fetch', 'top'] as const) {
+    if (node[key]) patch[key] = opaque(a, node[key] as OperationNode, scope, 'expression')
+  }
+  for (const key of ['frontModifiers', 'endModifiers'] as const) {
+    if (node[key]) patch[key] = rebuildList(node[key], (n) => opaque(a, n, scope, 'expression'))
+  }
+  const annotated = firstColumn(outputs)
+  if (node.setOperations) {
+    patch.setOperations = node.setOperations.map((op) => {
+      // A branch sees the enclosing query, not this one's tables; but every CTE of this query.
+      const branch = a.query(
+        (op as unknown as { expression: OperationNode }).expression,
+        parent,
+        'derived',
+        scope,
+      )
+      const hit = firstColumn(branch.outputs) ?? annotated
+      if (hit?.kind === 'column') throw refuse(hit.info, 'set operation')
+      return Object.freeze({ ...op, expression: branch.node })
+    })
+  }
+  if (annotated !== undefined) {
+    if (node.frontModifiers?.some((m) => (m as unknown as { modifier?: string }).modifier === 'Distinct')) {
+      throw refuse(annotated.info, 'distinct')
+    }
+    if (role === 'opaque') throw refuse(annotated.info, 'subquery', 'its result is used in an expression')
+  }
+  if (pending !== undefined && pending.length > 0) {
+    const filters = postFilterable(node, pending)
+    if (filters.length > 0) {
+      patch.selections = hiddenSelections(
+        a,
+        (patch.selections ?? node.selections ?? []) as SelectionNode[],
+        filters,
+        outputs,
+        origins,
+      )
+    }
+  }
+  return { node: rebuild(node, patch), outputs }
+}

@@ -1,0 +1,162 @@
+import type {
+  DeleteQueryNode,
+  InsertQueryNode,
+  SelectionNode,
+  SelectQueryNode,
+  UpdateQueryNode,
+} from 'kysely'
+import type { AnalysisContext, Origin, Outputs, Role } from './analysis-context.js'
+import { opaque, reference } from './analyze-expressions.js'
+import { addAll, firstColumn } from './column-rules.js'
+import { columnName, rebuild, rebuildList } from './nodes.js'
+import { refuse } from './refusal.js'
+import { identifierName, type Scope, type Source, tableName } from './scope.js'
+
+/**
+ * Select lists and RETURNING: which outputs pass an annotated column (or blind index) on, under
+ * which name, and from which relation.
+ */
+
+/**
+ * The outputs of a select list (or RETURNING) and where each came from: the relation a plain
+ * reference resolved through, or `null` for a subquery's output.
+ *
+ * @throws QueryRefusedError `QUERY_REFUSED` for two outputs of one name where either is encrypted
+ */
+export function selections(
+  a: AnalysisContext,
+  selections: ReadonlyArray<SelectionNode>,
+  scope: Scope,
+): { nodes: ReadonlyArray<SelectionNode>; outputs: Map<string, Source>; origins: Map<string, Origin> } {
+  const outputs = new Map<string, Source>()
+  const origins = new Map<string, Origin>()
+  // MySQL lets a subquery of the select list read the aliases before it (not after: "forward
+  // reference in item list"): it sees this map as it fills.
+  scope.setAliases(outputs)
+  // Two outputs of one name come back as one key (the driver keeps one of them): when either is
+  // encrypted, the plan could decrypt the other's value, so the list is refused, unless both are
+  // the same encrypted column (`u1.email, u2.email`: either value decrypts under its key).
+  const named = new Set<string>()
+  const claim = (name: string, source: Source | undefined): void => {
+    const prior = outputs.get(name)
+    const annotated = source ?? prior
+    const same =
+      source !== undefined && prior !== undefined && source.kind === prior.kind && source.info === prior.info
+    if (named.has(name) && annotated !== undefined && !same) {
+      const info = annotated.kind === 'column' ? annotated.info : annotated.info.column
+      throw refuse(info, 'alias', `two outputs of the select list are named "${name}"`)
+    }
+    named.add(name)
+  }
+  const nodes = rebuildList(selections, (s) => {
+    const sel = s.selection
+    if (sel.kind === 'SelectAllNode') {
+      for (const r of scope.relations) if (!r.qualifiedOnly) addAll(outputs, r, origins)
+      return s
+    }
+    if (sel.kind === 'ReferenceNode' && sel.column.kind === 'SelectAllNode') {
+      const qualifier = sel.table === undefined ? undefined : tableName(sel.table).name
+      // `q.*` may name a relation of an enclosing query (LATERAL, correlated subqueries).
+      const relation = qualifier === undefined ? undefined : scope.relationNamed(qualifier)
+      if (relation !== undefined) addAll(outputs, relation, origins)
+      else if (qualifier !== undefined) a.checkUnseen(qualifier, '*')
+      return s
+    }
+    if (sel.kind === 'ReferenceNode' || sel.kind === 'ColumnNode') {
+      const ref = reference(a, sel, scope)
+      claim(columnName(sel), ref?.source)
+      if (ref !== undefined) {
+        outputs.set(columnName(sel), ref.source)
+        origins.set(columnName(sel), ref.relation)
+      }
+      return s
+    }
+    if (sel.kind === 'AliasNode') {
+      const name = identifierName(sel.alias)
+      const inner = sel.node
+      const ref = reference(a, inner, scope)
+      if (inner.kind !== 'SelectQueryNode') claim(name, ref?.source)
+      if (ref !== undefined) {
+        if (ref.source.kind === 'column' && Buffer.byteLength(name) > 63) {
+          // PostgreSQL truncates identifiers to 63 bytes: the result key would not match the plan.
+          throw refuse(ref.source.info, 'alias', 'aliases of encrypted columns must be at most 63 bytes')
+        }
+        outputs.set(name, ref.source)
+        origins.set(name, ref.relation)
+        return s
+      }
+      if (inner.kind === 'SelectQueryNode') {
+        const sub = a.query(inner, scope, 'scalar')
+        const only = sub.outputs.size === 1 ? [...sub.outputs.values()][0] : undefined
+        const passes = only !== undefined && (inner as SelectQueryNode).selections?.length === 1
+        claim(name, passes ? only : undefined)
+        if (passes && only !== undefined) {
+          outputs.set(name, only)
+          origins.set(name, null)
+        } else {
+          const hit = [...sub.outputs.values()].find((o) => o.kind === 'column')
+          if (hit?.kind === 'column')
+            throw refuse(hit.info, 'subquery', 'a scalar subquery must select exactly one column')
+        }
+        return rebuild(s, { selection: rebuild(sel, { node: sub.node }) })
+      }
+      claim(name, undefined)
+      return rebuild(s, { selection: rebuild(sel, { node: opaque(a, inner, scope, 'expression') }) })
+    }
+    return rebuild(s, { selection: opaque(a, sel, scope, 'expression') })
+  })
+  return { nodes, outputs, origins }
+}
+
+/**
+ * The outputs of a derived table or CTE, which later queries search through: a blind index it
+ * passes on must come from the same relation as the encrypted column it indexes (plain
+ * references both), or a search on the column would match another row's index.
+ *
+ * @throws QueryRefusedError `QUERY_REFUSED`
+ */
+export function checkIndexPairs(
+  outputs: ReadonlyMap<string, Source>,
+  origins: ReadonlyMap<string, Origin>,
+): void {
+  for (const [name, source] of outputs) {
+    if (source.kind !== 'index') continue
+    for (const [other, paired] of outputs) {
+      if (paired.kind !== 'column' || paired.info !== source.info.column) continue
+      const from = origins.get(name) ?? null
+      if (from !== null && from === (origins.get(other) ?? null)) continue
+      throw refuse(
+        paired.info,
+        'derived table',
+        `"${other}" and "${name}" (its blind index ${source.info.physical}) must both be plain columns of one relation`,
+      )
+    }
+  }
+}
+
+/**
+ * The end of every write (INSERT, UPDATE, DELETE): its RETURNING list makes its outputs, which a
+ * derived use checks like a select's and an expression may not receive encrypted.
+ *
+ * @throws QueryRefusedError `QUERY_REFUSED`
+ */
+export function returning(
+  a: AnalysisContext,
+  node: InsertQueryNode | UpdateQueryNode | DeleteQueryNode,
+  scope: Scope,
+  role: Role,
+  patch: Record<string, unknown>,
+): Outputs {
+  let outputs = new Map<string, Source>()
+  if (node.returning) {
+    const r = selections(a, node.returning.selections, scope)
+    patch.returning = rebuild(node.returning, { selections: r.nodes })
+    outputs = r.outputs
+    if (role === 'derived') checkIndexPairs(outputs, r.origins)
+  }
+  if (role === 'opaque') {
+    const hit = firstColumn(outputs)
+    if (hit !== undefined) throw refuse(hit.info, 'subquery', 'its result is used in an expression')
+  }
+  return { node: rebuild(node, patch), outputs }
+}

@@ -1,0 +1,254 @@
+import type { ColumnUpdateNode, OperationNode, ReferenceNode } from 'kysely'
+import { QueryRefusedError } from '../errors.js'
+import type { ColumnInfo, IndexInfo } from '../schema/schema.js'
+import type { AnalysisContext } from './analysis-context.js'
+import { opaque, reference } from './analyze-expressions.js'
+import { exact, exposedName, isValuesCall } from './column-rules.js'
+import { DeferredValue, isDeferred } from './deferred-value.js'
+import {
+  columnName,
+  columnNode,
+  DEFAULT,
+  EXPRESSION,
+  LITERAL,
+  nodeValue,
+  rebuild,
+  referenceNode,
+  valueNode,
+} from './nodes.js'
+import { refuse } from './refusal.js'
+import type { Relation, Scope } from './scope.js'
+
+/**
+ * SET items, of UPDATE, ON CONFLICT DO UPDATE and ON DUPLICATE KEY UPDATE: plaintext written to
+ * an encrypted column becomes a deferred ciphertext, and each of the column's blind indexes is
+ * written beside it, from the same value.
+ */
+
+/** The relation and annotated column (or index column) a SET target names, if any. */
+export function setTarget(
+  a: AnalysisContext,
+  column: OperationNode,
+  scope: Scope,
+  target: Relation | undefined,
+): { relation: Relation; info?: ColumnInfo; index?: IndexInfo } | undefined {
+  let relation: Relation | undefined
+  let name: string
+  if (column.kind === 'ColumnNode') {
+    name = columnName(column)
+    relation = target
+    if (relation === undefined) {
+      const hit = scope.resolve(name, undefined)
+      relation = hit?.relation
+    }
+  } else if (column.kind === 'ReferenceNode' && (column as ReferenceNode).column.kind === 'ColumnNode') {
+    const ref = column as ReferenceNode
+    name = columnName(ref)
+    // Through the analyzer: a qualifier out of scope, or differing only in case, is refused.
+    const hit = reference(a, ref, scope)
+    relation = hit?.relation ?? (ref.table === undefined ? target : undefined)
+  } else {
+    // A raw SET target: refuse it on any table with encrypted columns, since we cannot tell.
+    const annotated = scope.relations.find((r) => r.table !== undefined)
+    const first = annotated?.table?.columns.values().next().value
+    if (first !== undefined) throw refuse(first, 'raw sql', 'a SET target that is not a plain column name')
+    return undefined
+  }
+  const table = relation?.table
+  if (relation === undefined || table === undefined) return undefined
+  return { relation, info: exact(table, name), index: table.indexColumn(name) }
+}
+
+/** How one SET item writes an encrypted column, and so what each of its blind indexes must get. */
+interface ColumnWrite {
+  /** The SET item to send for the column. */
+  readonly item: ColumnUpdateNode
+  /** The index value the plugin writes beside it. */
+  readonly index: (i: IndexInfo) => OperationNode
+  /** Whether a SET item already in the statement writes exactly that index value. */
+  readonly matches: (i: IndexInfo, value: OperationNode) => boolean
+}
+
+/**
+ * SET items of UPDATE, ON CONFLICT DO UPDATE and ON DUPLICATE KEY UPDATE. `target` is the one
+ * table being written, when there is one; multi-table updates resolve each (qualified) target.
+ *
+ * Each write of an encrypted column writes each of its blind indexes too, with the value that
+ * matches it: added by the plugin, or, when the statement already sets that index (a tree the
+ * plugin rewrote before), checked to be that value. An index set on its own may only take index
+ * bytes or itself.
+ */
+export function updates(
+  a: AnalysisContext,
+  updates: ReadonlyArray<ColumnUpdateNode>,
+  scope: Scope,
+  target: Relation | undefined,
+): ReadonlyArray<OperationNode> {
+  const targets = updates.map((u) => setTarget(a, u.column, scope, target))
+  const key = (relation: Relation, column: string) => `${relation.name}\0${column}`
+  const position = new Map<string, number>()
+  targets.forEach((t, i) => {
+    if (t !== undefined) position.set(key(t.relation, columnName(updates[i]!.column)), i)
+  })
+  // The column write each index SET item belongs to, by the index item's position.
+  const owners = new Map<number, { write: ColumnWrite; index: IndexInfo }>()
+  const writes = updates.map((u, at) => {
+    const hit = targets[at]
+    if (hit?.info === undefined || hit.relation.table === undefined) return undefined
+    const write = columnWrite(a, u, hit.info, scope)
+    for (const spec of hit.info.spec.indexes) {
+      const index = hit.relation.table.indexColumn(spec.name)!
+      const pos = position.get(key(hit.relation, index.physical))
+      if (pos !== undefined) owners.set(pos, { write, index })
+    }
+    return write
+  })
+  const out: OperationNode[] = []
+  for (const [at, u] of updates.entries()) {
+    const hit = targets[at]
+    const write = writes[at]
+    if (hit?.index !== undefined) {
+      const owner = owners.get(at)
+      if (owner === undefined) checkLoneIndexWrite(a, hit.index, u.value, hit.relation, scope)
+      else if (!owner.write.matches(owner.index, u.value)) throw mismatchedIndex(hit.index)
+      out.push(u)
+      continue
+    }
+    if (write === undefined || hit?.info === undefined || hit.relation.table === undefined) {
+      out.push(rebuild(u, { value: opaque(a, u.value, scope, 'update') }))
+      continue
+    }
+    out.push(write.item)
+    const table = hit.relation.table
+    for (const spec of hit.info.spec.indexes) {
+      const i = table.indexColumn(spec.name)!
+      if (position.has(key(hit.relation, i.physical))) continue
+      if (a.mode === 'verify' || isDeferred(nodeValue(u.value))) {
+        // The plugin adds every index update it needs: without one, it was bypassed or undone.
+        throw new QueryRefusedError(
+          'PLAINTEXT_WRITE',
+          `Update of ${table.physical}.${hit.info.physical} lacks its blind index ${i.physical}.`,
+          {
+            table: table.logical,
+            column: hit.info.logical,
+            hint: 'Do not remove the index updates the plugin adds.',
+          },
+        )
+      }
+      out.push(
+        Object.freeze({
+          kind: 'ColumnUpdateNode',
+          column:
+            u.column.kind === 'ReferenceNode'
+              ? referenceNode(i.physical, (u.column as ReferenceNode).table)
+              : columnNode(i.physical),
+          value: write.index(i),
+        }) as ColumnUpdateNode,
+      )
+    }
+  }
+  return Object.freeze(out)
+}
+
+/** What a SET item of an encrypted column writes, and the index values that go with it. */
+function columnWrite(a: AnalysisContext, u: ColumnUpdateNode, info: ColumnInfo, scope: Scope): ColumnWrite {
+  const value = nodeValue(u.value)
+  if (value === null) {
+    return { item: u, index: () => valueNode(null), matches: (_i, v) => nodeValue(v) === null }
+  }
+  if (isDeferred(value)) {
+    // A tree the plugin rewrote before: its index items hold deferred index values of the same plaintext.
+    a.note(value)
+    return {
+      item: u,
+      index: () => valueNode(null), // never used: a missing index update is refused
+      matches: (i, v) => {
+        const d = nodeValue(v)
+        return isDeferred(d) && d.kind === 'index' && d.index === i && d.reveal() === value.reveal()
+      },
+    }
+  }
+  if (value === EXPRESSION && isValuesCall(u.value, info, (n) => reference(a, n, scope))) {
+    // MySQL/MariaDB `values(col)` in ON DUPLICATE KEY UPDATE: the proposed row's ciphertext.
+    const call = (i: IndexInfo) =>
+      rebuild(u.value, { arguments: Object.freeze([referenceNode(i.physical, undefined)]) })
+    return {
+      item: u,
+      index: call,
+      matches: (i, v) =>
+        v.kind === 'FunctionNode' &&
+        (v as unknown as { func: string }).func.toLowerCase() === 'values' &&
+        columnName((v as unknown as { arguments: ReadonlyArray<OperationNode> }).arguments[0]!) ===
+          i.physical,
+    }
+  }
+  if (value === EXPRESSION) {
+    const ref = reference(a, u.value, scope)
+    if (ref?.source.kind !== 'column' || ref.source.info !== info) {
+      throw refuse(
+        info,
+        'expression',
+        'only plain values, NULL, or the same column (e.g. excluded.col) can be written',
+      )
+    }
+    // Copying the same logical column (excluded.email, or t.email) keeps AAD and keys valid;
+    // its index comes from the same relation, under the name that relation gives it.
+    const qualifier = (u.value as ReferenceNode).table
+    const from = ref.relation
+    return {
+      item: u,
+      index: (i) => {
+        const exposed = exposedName(from, { kind: 'index', info: i })
+        if (exposed === undefined) {
+          throw refuse(info, 'expression', `${from.name} must pass ${i.physical} on beside ${info.physical}`)
+        }
+        return referenceNode(exposed, qualifier)
+      },
+      matches: (i, v) => {
+        const r = reference(a, v, scope)
+        return r?.relation === from && r.source.kind === 'index' && r.source.info === i
+      },
+    }
+  }
+  if (value === LITERAL || value === DEFAULT) throw refuse(info, value === LITERAL ? 'sql.lit' : 'expression')
+  // A plaintext: encrypted here, its indexes computed from the same plaintext. No index the
+  // statement already sets can be that value.
+  return {
+    item: rebuild(u, { value: valueNode(a.encrypt(info, value)) }),
+    index: (i) => valueNode(a.note(new DeferredValue('index', info, value, i))),
+    matches: () => false,
+  }
+}
+
+/**
+ * A SET item of a blind index column whose encrypted column the statement does not write: only
+ * index bytes (`encryption.indexOf`), or the index itself (a no-op), can keep the two in step.
+ */
+function checkLoneIndexWrite(
+  a: AnalysisContext,
+  index: IndexInfo,
+  node: OperationNode,
+  relation: Relation,
+  scope: Scope,
+): void {
+  const value = nodeValue(node)
+  if (value instanceof Uint8Array) return
+  if (value === EXPRESSION) {
+    const r = reference(a, node, scope)
+    if (r?.relation === relation && r.source.kind === 'index' && r.source.info === index) return
+  }
+  throw refuse(
+    index.column,
+    'write to blind index column',
+    `${index.physical} is maintained by the plugin: write ${index.column.physical} instead, or index bytes from encryption.indexOf`,
+  )
+}
+
+/** A blind index set in the same statement as its column, to another value than the column's own. */
+export function mismatchedIndex(index: IndexInfo): QueryRefusedError {
+  return refuse(
+    index.column,
+    'write to blind index column',
+    `${index.physical} is maintained by the plugin; it is written with ${index.column.physical}, from the same value`,
+  )
+}

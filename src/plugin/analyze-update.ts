@@ -1,0 +1,47 @@
+import type { OperationNode, UpdateQueryNode } from 'kysely'
+import type { AnalysisContext, Outputs, Role } from './analysis-context.js'
+import { whereNode } from './analyze-conditions.js'
+import { opaque } from './analyze-expressions.js'
+import { fromItem, froms, join, withClause } from './analyze-from.js'
+import { returning } from './analyze-selections.js'
+import { updates } from './analyze-set-items.js'
+import { rebuild, rebuildList } from './nodes.js'
+import { Scope } from './scope.js'
+
+/**
+ * How an UPDATE is analyzed: its target table (or MySQL's list of targets), FROM (PostgreSQL)
+ * and JOINs make the scope; its SET items write ciphertexts and their blind indexes (see
+ * analyze-set-items.ts); its WHERE is rewritten to blind-index searches; ORDER BY may not use an
+ * encrypted column; RETURNING makes its outputs.
+ *
+ * @param parent - the enclosing level whose relations the statement sees
+ * @param ctes - the level whose CTEs it sees (see {@link Scope}); `parent` unless given
+ * @throws QueryRefusedError `QUERY_REFUSED`, `AMBIGUOUS_COLUMN`, `PLAINTEXT_WRITE`, `PLAINTEXT_SEARCH`
+ * @throws CodecError `CODEC_INVALID_VALUE` for a value of the wrong type
+ */
+export function analyzeUpdate(
+  a: AnalysisContext,
+  node: UpdateQueryNode,
+  parent: Scope | undefined,
+  role: Role,
+  ctes = parent,
+): Outputs {
+  const scope = new Scope(a.schema, parent, ctes)
+  const patch: Record<string, unknown> = {}
+  if (node.with) patch.with = withClause(a, node.with, scope)
+  if (node.table?.kind === 'ListNode') {
+    // MySQL's multi-table UPDATE: `updateTable([a, b])`.
+    const list = node.table as unknown as { items: ReadonlyArray<OperationNode> }
+    patch.table = rebuild(node.table, { items: list.items.map((t) => fromItem(a, t, scope, parent, true)) })
+  } else if (node.table) {
+    patch.table = fromItem(a, node.table, scope, parent, true)
+  }
+  const single = node.table?.kind === 'ListNode' ? undefined : scope.relations[0]
+  if (node.from) patch.from = froms(a, node.from, scope, parent)
+  if (node.joins) patch.joins = rebuildList(node.joins, (j) => join(a, j, scope, parent))
+  if (node.updates) patch.updates = updates(a, node.updates, scope, single)
+  if (node.where)
+    patch.where = whereNode(a, node.where, scope, { pending: undefined, positive: true, place: 'update' })
+  if (node.orderBy) patch.orderBy = opaque(a, node.orderBy, scope, 'order by')
+  return returning(a, node, scope, role, patch)
+}
