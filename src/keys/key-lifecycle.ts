@@ -1,0 +1,157 @@
+/**
+ * A key version's lifecycle in the key store (DESIGN.md §5): staging the next version, activating
+ * one (the previous active version becomes `decrypt-only`), and the other state changes. Each
+ * change of state runs under row locks on every version of the (table, purpose), so exactly one
+ * version stays active when changes race.
+ */
+import { ConfigError, KeyError } from '../errors.js'
+import type { KeyPurpose, KeyRef, WrappedKey } from './key-provider.js'
+import { checkKeyRef, encodeWrappings, KEY_STATES, toStoredKey } from './key-row.js'
+import { insertIfAbsent, type KeyTable, keyStoreError, listKeys, withLockedVersions } from './key-table.js'
+import type { KeyState, StoredKey } from './stored-key.js'
+
+/**
+ * Adds the next version as `staged` (see `KeyStore.stage`).
+ * @throws KeyError `KEY_VERSION_MISMATCH` when `version` is given and is not the next version.
+ * @throws KeyError `KEY_NOT_FOUND` when the (table, purpose) has no version yet.
+ * @throws KeyError `KEY_STORE_ERROR` on a database error or too much contention.
+ */
+export async function stageVersion(
+  t: KeyTable,
+  logicalTable: string,
+  purpose: KeyPurpose,
+  wrappings: readonly WrappedKey[],
+  version?: number,
+  checkValue?: Uint8Array,
+): Promise<StoredKey> {
+  checkKeyRef({ logicalTable, purpose, version: version ?? 1 })
+  const encoded = encodeWrappings(wrappings)
+  try {
+    // Two stagers may pick the same next version; the primary key lets one win, the other retries.
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const existing = await listKeys(t, logicalTable, purpose)
+      const last = existing.at(-1)
+      if (last === undefined) {
+        throw new KeyError(
+          'KEY_NOT_FOUND',
+          `No ${purpose} key exists for ${logicalTable}; nothing to stage after.`,
+          {
+            table: logicalTable,
+          },
+        )
+      }
+      const next = last.version + 1
+      // Providers bind a wrapping to its version: stored under another one, it never unwraps.
+      if (version !== undefined && version !== next) {
+        throw new KeyError(
+          'KEY_VERSION_MISMATCH',
+          `The ${purpose} key was wrapped for version ${version} of ${logicalTable}, but the next version is ${next}; nothing was staged. Generate and wrap the key for version ${next}.`,
+          { table: logicalTable },
+        )
+      }
+      const stored = await insertIfAbsent(t, {
+        logicalTable,
+        purpose,
+        version: next,
+        state: 'staged',
+        wrappings: encoded,
+        checkValue,
+      })
+      if (stored.wrappings === encoded) return toStoredKey(stored)
+    }
+    throw new KeyError(
+      'KEY_STORE_ERROR',
+      `Could not stage a new ${purpose} key for ${logicalTable}: too much contention.`,
+      {
+        table: logicalTable,
+      },
+    )
+  } catch (error) {
+    throw keyStoreError(`stage a ${purpose} key of ${logicalTable}`, error, logicalTable)
+  }
+}
+
+/**
+ * Makes `version` the write key; the previous active version becomes `decrypt-only` (see
+ * `KeyStore.activate`).
+ * @throws KeyError `KEY_NOT_FOUND` when the version does not exist.
+ * @throws KeyError `KEY_STATE_INVALID` when the version is retired.
+ * @throws KeyError `KEY_STORE_ERROR` on a database error.
+ */
+export async function activateVersion(
+  t: KeyTable,
+  logicalTable: string,
+  purpose: KeyPurpose,
+  version: number,
+): Promise<void> {
+  checkKeyRef({ logicalTable, purpose, version })
+  const ref: KeyRef = { logicalTable, purpose, version }
+  await withLockedVersions(t, ref, 'activate', async (trx, target) => {
+    if (target.state === 'active') return
+    if (target.state === 'retired') {
+      throw new KeyError(
+        'KEY_STATE_INVALID',
+        `Version ${version} of the ${purpose} key of ${logicalTable} is retired and cannot be activated; stage a new version.`,
+        { table: logicalTable },
+      )
+    }
+    await trx
+      .updateTable(t.tableName)
+      .where((eb) => eb.and({ logical_table: logicalTable, purpose: purpose }))
+      .set({ state: 'decrypt-only' })
+      .where('state', '=', 'active')
+      .execute()
+    await trx
+      .updateTable(t.tableName)
+      .where((eb) => eb.and({ logical_table: logicalTable, purpose: purpose }))
+      .set({ state: 'active' })
+      .where('version', '=', version)
+      .execute()
+  })
+}
+
+/**
+ * Changes the state of a version (see `KeyStore.setState`); `active` is {@link activateVersion}.
+ * @throws KeyError `KEY_NOT_FOUND` when the version does not exist.
+ * @throws KeyError `KEY_STATE_INVALID` for a refused transition.
+ * @throws KeyError `KEY_STORE_ERROR` on a database error.
+ */
+export async function setVersionState(
+  t: KeyTable,
+  logicalTable: string,
+  purpose: KeyPurpose,
+  version: number,
+  state: KeyState,
+): Promise<void> {
+  checkKeyRef({ logicalTable, purpose, version })
+  if (!KEY_STATES.includes(state)) {
+    throw new ConfigError('CONFIG_INVALID', `Unknown key state '${String(state)}'.`, {
+      table: logicalTable,
+    })
+  }
+  if (state === 'active') return activateVersion(t, logicalTable, purpose, version)
+  const ref: KeyRef = { logicalTable, purpose, version }
+  await withLockedVersions(t, ref, `set to ${state}`, async (trx, target) => {
+    if (target.state === state) return
+    if (target.state === 'active') {
+      throw new KeyError(
+        'KEY_STATE_INVALID',
+        `Version ${version} of the ${purpose} key of ${logicalTable} is the active one; activate another version instead of leaving none.`,
+        { table: logicalTable },
+      )
+    }
+    if (state === 'staged') {
+      throw new KeyError(
+        'KEY_STATE_INVALID',
+        `Version ${version} of the ${purpose} key of ${logicalTable} is ${target.state}; a version cannot return to staged.`,
+        { table: logicalTable },
+      )
+    }
+    await trx
+      .updateTable(t.tableName)
+      .where((eb) => eb.and({ logical_table: logicalTable, purpose: purpose }))
+      .set({ state })
+      .where('version', '=', version)
+      .execute()
+  })
+}
