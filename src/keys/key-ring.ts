@@ -1,122 +1,20 @@
 import { inspect } from 'node:util'
 import { ConfigError, KeyError } from '../errors.js'
-import { ownKeyBuffer as copyKey } from '../fields/key-bytes.js'
-import { KeyCache, type KeyCacheOptions, type KeyCacheStats } from './key-cache.js'
-import { keyCheckValue, matchesKeyCheck } from './key-check.js'
-import { KeyMaterial } from './key-material.js'
-import type { AuditSink, KeyProvider, KeyPurpose, KeyRef, WrappedKey } from './key-provider.js'
-import type { CorruptKey, KeyStore, StoredKey } from './key-store.js'
-import { auditedCall, checkProviders, unwrapWithFailover } from './provider-call.js'
+import { ActiveVersions } from './active-versions.js'
+import { KeyCache } from './key-cache.js'
+import type { KeyMaterial } from './key-material.js'
+import { buildTableMeta, MetadataCache, SEARCHABLE, type TableMeta } from './key-metadata.js'
+import type { KeyProvider, KeyPurpose, KeyRef } from './key-provider.js'
+import { createInitialVersions, type KeyInitContext, refuseOverCiphertext } from './key-ring-init.js'
+import type { InitKeysResult, KeyRingOptions, KeyRingStats } from './key-ring-options.js'
+import { describeKeyRef, KEY_PURPOSES as PURPOSES } from './key-row.js'
+import type { KeyStore } from './key-store.js'
+import { refOf, unwrapStoredKey } from './key-wrapping.js'
+import { checkProviders } from './provider-call.js'
+import type { StoredKey } from './stored-key.js'
 
-/** Options of {@link KeyRing}. */
-export interface KeyRingOptions {
-  /** Where wrapped keys live. */
-  readonly store: KeyStore
-  /**
-   * The KEKs. `providers[0]` generates new keys; every provider in the list wraps each new key
-   * (several KEKs per key, for availability and disaster recovery), so creating a key needs all
-   * of them up. Unwrapping tries a key's wrappings in this order and fails over to the next on
-   * any error.
-   */
-  readonly providers: readonly KeyProvider[]
-  /** Bounds, TTL (= revocation latency) and grace of the unwrapped-key cache. */
-  readonly cache?: KeyCacheOptions
-  /**
-   * How long the list of key versions and states of a table is cached, in ms. A version staged or
-   * activated elsewhere is seen by this process within this delay, so activating a staged version
-   * must wait at least `metadataTtlMs` (plus the key cache `ttlMs` when a KEK wrapping was removed)
-   * after staging. Each reload costs one key-store query per table.
-   * @default 30_000
-   */
-  readonly metadataTtlMs?: number
-  /** Receives one event per provider call (never key bytes). Exceptions it throws are swallowed. */
-  readonly audit?: AuditSink
-  /**
-   * Development mode: a table with no keys at all gets version 1 of both its data and index keys
-   * on first use. Off (the default), keys are created only by {@link KeyRing.init} (`kfe init`,
-   * `encryption.init(db)`), and a table without keys fails with `KEY_NOT_FOUND`.
-   *
-   * Even on, keys are never created for a table that already holds ciphertext (see
-   * `holdsCiphertext`) or that has keys of the other purpose: that is a dropped, edited or
-   * foreign key table, and fresh keys would hide it (`KEYS_MISSING`).
-   * @default false
-   */
-  readonly autoCreate?: boolean
-  /**
-   * Tells whether a logical table holds this library's ciphertext (a cheap sample of its
-   * encrypted columns). Asked only when a table's keys are missing, before any key is created
-   * for it. Without it, only the key store's own record (keys of the other purpose) protects a
-   * table from fresh keys.
-   */
-  readonly holdsCiphertext?: (logicalTable: string) => Promise<boolean>
-  /**
-   * Allows writing with an active version lower than the highest active version this process
-   * has seen (a deliberate rollback of a rotation). Off, such a version is refused for writes
-   * with `KEY_ROLLBACK`: a database writer could otherwise make an old (perhaps leaked) key the
-   * write key again. Reads and searches are unaffected.
-   * @default false
-   */
-  readonly allowRollback?: boolean
-  /**
-   * Receives an event each time this process sees the active version of a table's key change
-   * (rotation, rollback, refused rollback). Never key bytes. Exceptions it throws are swallowed.
-   */
-  readonly onKeyEvent?: (event: KeyEvent) => void
-  /** Clock in ms for metadata TTL (and the key cache unless `cache.now` is given). @default performance.now */
-  readonly now?: () => number
-}
+export type { InitKeysResult, KeyEvent, KeyRingOptions, KeyRingStats } from './key-ring-options.js'
 
-/** Counters of a {@link KeyRing}; no key material. */
-export interface KeyRingStats {
-  readonly cache: KeyCacheStats
-  /** Calls made to any provider (generateDataKey, unwrap, rewrap). */
-  readonly providerCalls: number
-  /** Queries of the key store for a table's versions. */
-  readonly metadataLoads: number
-}
-
-/** A change of a table's active key version, as one process saw it. Never carries key bytes. */
-export interface KeyEvent {
-  /**
-   * `active-version-changed`: a higher version became active (a rotation), or a lower one with
-   * `allowRollback`; `rollback-refused`: a lower version than the highest seen is active, and
-   * writes with it are refused.
-   */
-  readonly type: 'active-version-changed' | 'rollback-refused'
-  readonly logicalTable: string
-  readonly purpose: KeyPurpose
-  /** The active version this process saw before. */
-  readonly from: number
-  /** The active version the key store now names. */
-  readonly to: number
-  /** The highest active version this process has seen. */
-  readonly highest: number
-  readonly time: Date
-}
-
-/** What {@link KeyRing.init} did. */
-export interface InitKeysResult {
-  /** Key versions this call created (version 1 of each missing purpose). */
-  readonly created: readonly KeyRef[]
-  /** Key versions that already existed and were left as they are. */
-  readonly existing: readonly KeyRef[]
-}
-
-interface TableMeta {
-  readonly keys: readonly StoredKey[]
-  /** Rows that could not be parsed: only what needs them is refused. */
-  readonly corrupt: readonly CorruptKey[]
-  /** Purposes whose active version is a refused rollback. */
-  readonly rolledBack: ReadonlySet<KeyPurpose>
-  readonly loadedAt: number
-  /** The single active version per purpose (absent when there is none, or several). */
-  readonly active: Readonly<Partial<Record<KeyPurpose, StoredKey>>>
-  /** Searchable versions per purpose, newest first. */
-  readonly search: Readonly<Record<KeyPurpose, readonly StoredKey[]>>
-}
-
-const PURPOSES: readonly KeyPurpose[] = ['data', 'index']
-const SEARCHABLE = new Set(['staged', 'active', 'decrypt-only'])
 /** A reference to an unknown version reloads metadata at most this often, so bad input cannot cost O(rows) queries. */
 const MIN_RELOAD_MS = 1000
 
@@ -140,17 +38,13 @@ export class KeyRing {
   readonly #store: KeyStore
   readonly #providers: readonly KeyProvider[]
   readonly #cache: KeyCache
-  readonly #metadataTtl: number
-  readonly #audit: AuditSink | undefined
   readonly #autoCreate: boolean
   readonly #holdsCiphertext: ((logicalTable: string) => Promise<boolean>) | undefined
-  readonly #allowRollback: boolean
-  readonly #onKeyEvent: ((event: KeyEvent) => void) | undefined
-  /** The active version last seen, and the highest ever seen, per `table/purpose`. */
-  readonly #seenActive = new Map<string, { last: number; highest: number }>()
+  readonly #activeVersions: ActiveVersions
   readonly #now: () => number
-  readonly #meta = new Map<string, TableMeta>()
-  readonly #metaInflight = new Map<string, Promise<TableMeta>>()
+  readonly #meta: MetadataCache
+  /** What unwrapping and creating keys need: providers, audit, counters, cache. */
+  readonly #init: KeyInitContext
   #providerCalls = 0
   #metadataLoads = 0
   #closed = false
@@ -173,12 +67,20 @@ export class KeyRing {
     this.#providers = Object.freeze([...options.providers])
     this.#now = options.now ?? (() => performance.now())
     this.#cache = new KeyCache({ ...options.cache, now: options.cache?.now ?? this.#now })
-    this.#metadataTtl = metadataTtl
-    this.#audit = options.audit
+    this.#meta = new MetadataCache(metadataTtl, this.#now, (table) => this.#loadMetadata(table))
     this.#autoCreate = options.autoCreate ?? false
     this.#holdsCiphertext = options.holdsCiphertext
-    this.#allowRollback = options.allowRollback ?? false
-    this.#onKeyEvent = options.onKeyEvent
+    this.#activeVersions = new ActiveVersions(options.allowRollback ?? false, options.onKeyEvent)
+    this.#init = Object.freeze({
+      store: this.#store,
+      providers: this.#providers,
+      audit: options.audit,
+      cache: this.#cache,
+      onCall: () => {
+        this.#providerCalls++
+      },
+      isClosed: () => this.#closed,
+    })
   }
 
   /**
@@ -190,7 +92,7 @@ export class KeyRing {
    */
   async activeKey(logicalTable: string, purpose: KeyPurpose): Promise<KeyMaterial> {
     const keys = await this.versions(logicalTable, purpose)
-    const meta = await this.#metadata(logicalTable)
+    const meta = await this.#meta.get(logicalTable)
     // A corrupt row that may be the active one: writing with another version would be a guess.
     const suspect = meta.corrupt.find(
       (c) => (c.purpose ?? purpose) === purpose && (c.state === undefined || c.state === 'active'),
@@ -199,7 +101,7 @@ export class KeyRing {
     const active = keys.filter((k) => k.state === 'active')
     const only = active[0]
     if (only !== undefined && meta.rolledBack.has(purpose)) {
-      const highest = this.#seenActive.get(`${logicalTable}/${purpose}`)?.highest
+      const highest = this.#activeVersions.highest(logicalTable, purpose)
       throw new KeyError(
         'KEY_ROLLBACK',
         `The active ${purpose} key of ${logicalTable} is version ${only.version}, lower than version ${highest} this process already wrote with: a rollback. Writes are refused; if the rollback is deliberate, set allowRollback.`,
@@ -232,9 +134,9 @@ export class KeyRing {
   async key(ref: KeyRef): Promise<KeyMaterial> {
     this.#assertOpen()
     if (!Number.isSafeInteger(ref.version) || ref.version < 1 || !PURPOSES.includes(ref.purpose)) {
-      throw new KeyError('KEY_NOT_FOUND', `No key ${describe(ref)}.`, { table: ref.logicalTable })
+      throw new KeyError('KEY_NOT_FOUND', `No key ${describeKeyRef(ref)}.`, { table: ref.logicalTable })
     }
-    return this.#cache.get(ref, async () => this.#unwrap(await this.#find(ref)))
+    return this.#cache.get(ref, async () => unwrapStoredKey(this.#init, await this.#find(ref)))
   }
 
   /**
@@ -246,7 +148,7 @@ export class KeyRing {
   async searchKeys(logicalTable: string, purpose: KeyPurpose): Promise<KeyMaterial[]> {
     const all = await this.versions(logicalTable, purpose)
     // A search that skipped a corrupt live version would silently miss its rows.
-    const suspect = (await this.#metadata(logicalTable)).corrupt.find(
+    const suspect = (await this.#meta.get(logicalTable)).corrupt.find(
       (c) => (c.purpose ?? purpose) === purpose && (c.state === undefined || SEARCHABLE.has(c.state)),
     )
     if (suspect !== undefined) throw suspect.error
@@ -288,8 +190,7 @@ export class KeyRing {
 
   #freshMeta(logicalTable: string): TableMeta | undefined {
     if (this.#closed) return undefined
-    const meta = this.#meta.get(logicalTable)
-    return meta !== undefined && this.#now() - meta.loadedAt < this.#metadataTtl ? meta : undefined
+    return this.#meta.fresh(logicalTable)
   }
 
   /**
@@ -301,7 +202,7 @@ export class KeyRing {
    */
   async versions(logicalTable: string, purpose: KeyPurpose): Promise<readonly StoredKey[]> {
     this.#assertOpen()
-    const meta = await this.#metadata(logicalTable)
+    const meta = await this.#meta.get(logicalTable)
     const keys = meta.keys.filter((k) => k.purpose === purpose)
     if (keys.length === 0) {
       const corrupt = meta.corrupt.find((c) => (c.purpose ?? purpose) === purpose)
@@ -340,8 +241,13 @@ export class KeyRing {
       const missing = PURPOSES.filter((p) => !keys.some((k) => k.purpose === p))
       for (const k of keys) existing.push(refOf(k))
       if (missing.length === 0) continue
-      await this.#refuseOverCiphertext(logicalTable, missing, keys.length > 0 && !this.#canProbe())
-      const made = await this.#createInitial(logicalTable, missing)
+      await refuseOverCiphertext(
+        this.#holdsCiphertext,
+        logicalTable,
+        missing,
+        keys.length > 0 && this.#holdsCiphertext === undefined,
+      )
+      const made = await createInitialVersions(this.#init, logicalTable, missing)
       for (const purpose of missing) {
         const ref = { logicalTable, purpose, version: 1 }
         if (made.some((r) => r.purpose === purpose)) created.push(ref)
@@ -388,22 +294,17 @@ export class KeyRing {
   }
 
   #keyOf(stored: StoredKey): Promise<KeyMaterial> {
-    const ref: KeyRef = {
-      logicalTable: stored.logicalTable,
-      purpose: stored.purpose,
-      version: stored.version,
-    }
-    return this.#cache.get(ref, () => this.#unwrap(stored))
+    return this.#cache.get(refOf(stored), () => unwrapStoredKey(this.#init, stored))
   }
 
   async #find(ref: KeyRef): Promise<StoredKey> {
     const match = (meta: TableMeta) =>
       meta.keys.find((k) => k.purpose === ref.purpose && k.version === ref.version)
-    let meta = await this.#metadata(ref.logicalTable)
+    let meta = await this.#meta.get(ref.logicalTable)
     let found = match(meta)
     // A version staged by another process since our last load: reload, but rate-limited.
     if (found === undefined && this.#now() - meta.loadedAt >= MIN_RELOAD_MS) {
-      meta = await this.#metadata(ref.logicalTable, true)
+      meta = await this.#meta.get(ref.logicalTable, true)
       found = match(meta)
     }
     if (found === undefined) {
@@ -411,53 +312,11 @@ export class KeyRing {
         (c) => (c.purpose ?? ref.purpose) === ref.purpose && (c.version ?? ref.version) === ref.version,
       )
       if (corrupt !== undefined) throw corrupt.error
-      throw new KeyError('KEY_NOT_FOUND', `No key ${describe(ref)} in the key store.`, {
+      throw new KeyError('KEY_NOT_FOUND', `No key ${describeKeyRef(ref)} in the key store.`, {
         table: ref.logicalTable,
       })
     }
     return found
-  }
-
-  async #unwrap(stored: StoredKey): Promise<KeyMaterial> {
-    const ref: KeyRef = {
-      logicalTable: stored.logicalTable,
-      purpose: stored.purpose,
-      version: stored.version,
-    }
-    const plaintext = await unwrapWithFailover(stored.wrappings, ref, {
-      providers: this.#providers,
-      audit: this.#audit,
-      onCall: () => {
-        this.#providerCalls++
-      },
-    })
-    if (stored.checkValue !== undefined && !matchesKeyCheck(plaintext, ref, stored.checkValue)) {
-      plaintext.fill(0)
-      throw new KeyError(
-        'KEY_CHECK_FAILED',
-        `The key unwrapped for ${describe(ref)} does not match its check value: its wrapping holds another key (replaced, swapped from another row, or restored from another environment). Restore the row from the key table's backup.`,
-        { table: ref.logicalTable },
-      )
-    }
-    return new KeyMaterial(ref, plaintext)
-  }
-
-  /** Single-flight per table: concurrent callers share one load (and one creation). */
-  #metadata(logicalTable: string, force = false): Promise<TableMeta> {
-    const cached = this.#meta.get(logicalTable)
-    if (!force && cached !== undefined && this.#now() - cached.loadedAt < this.#metadataTtl) {
-      return Promise.resolve(cached)
-    }
-    let pending = this.#metaInflight.get(logicalTable)
-    if (pending === undefined) {
-      pending = this.#loadMetadata(logicalTable)
-      this.#metaInflight.set(logicalTable, pending)
-      const settle = (): void => {
-        if (this.#metaInflight.get(logicalTable) === pending) this.#metaInflight.delete(logicalTable)
-      }
-      void pending.then(settle, settle)
-    }
-    return pending
   }
 
   async #loadMetadata(logicalTable: string): Promise<TableMeta> {
@@ -470,41 +329,20 @@ export class KeyRing {
     if (missing.length > 0) {
       // Keys of one purpose without the other: the store's own record says this table was
       // initialised, so the missing rows were deleted. Never paper over that with fresh keys.
-      await this.#refuseOverCiphertext(logicalTable, missing, keys.length > 0)
+      await refuseOverCiphertext(this.#holdsCiphertext, logicalTable, missing, keys.length > 0)
       if (this.#autoCreate) {
         // One after the other: this may run on the application's connection (one query at a time).
-        await this.#createInitial(logicalTable, missing)
+        await createInitialVersions(this.#init, logicalTable, missing)
         this.#metadataLoads++
         ;({ keys, corrupt } = await this.#store.read(logicalTable))
       }
     }
-    const active: Partial<Record<KeyPurpose, StoredKey>> = {}
-    const search = { data: [] as StoredKey[], index: [] as StoredKey[] }
-    const rolledBack = new Set<KeyPurpose>()
-    for (const purpose of PURPOSES) {
-      const doubtful = corrupt.filter((c) => (c.purpose ?? purpose) === purpose)
-      const actives = keys.filter((k) => k.purpose === purpose && k.state === 'active')
-      const only = actives.length === 1 ? actives[0] : undefined
-      if (only !== undefined && !this.#acceptActive(logicalTable, purpose, only.version))
-        rolledBack.add(purpose)
-      // The synchronous fast path serves only what no corrupt row or rollback puts in doubt.
-      const activeDoubt = doubtful.some((c) => c.state === undefined || c.state === 'active')
-      if (only !== undefined && !activeDoubt && !rolledBack.has(purpose)) active[purpose] = only
-      const searchDoubt = doubtful.some((c) => c.state === undefined || SEARCHABLE.has(c.state))
-      search[purpose] = searchDoubt
-        ? []
-        : keys
-            .filter((k) => k.purpose === purpose && SEARCHABLE.has(k.state))
-            .sort((a, b) => b.version - a.version)
-    }
-    const meta: TableMeta = Object.freeze({
-      keys: Object.freeze(keys),
-      corrupt: Object.freeze(corrupt),
-      rolledBack,
-      loadedAt: this.#now(),
-      active,
-      search,
-    })
+    const meta = buildTableMeta(
+      keys,
+      corrupt,
+      (purpose, version) => this.#activeVersions.accept(logicalTable, purpose, version),
+      this.#now,
+    )
     // A table without keys is not cached: keys created by `kfe init` in another process are seen
     // at the next query (each such query costs one key-store read until then).
     const complete = PURPOSES.every((p) => present(p))
@@ -512,168 +350,7 @@ export class KeyRing {
     return meta
   }
 
-  /**
-   * Records the active version seen for (table, purpose) and reports a change.
-   * @returns false when it is lower than the highest seen and rollbacks are not allowed.
-   */
-  #acceptActive(logicalTable: string, purpose: KeyPurpose, version: number): boolean {
-    const id = `${logicalTable}/${purpose}`
-    const seen = this.#seenActive.get(id)
-    if (seen === undefined) {
-      this.#seenActive.set(id, { last: version, highest: version })
-      return true
-    }
-    if (seen.last === version && version >= seen.highest) return true
-    const rollback = version < seen.highest
-    const refused = rollback && !this.#allowRollback
-    if (seen.last !== version) {
-      this.#report({
-        type: refused ? 'rollback-refused' : 'active-version-changed',
-        logicalTable,
-        purpose,
-        from: seen.last,
-        to: version,
-        highest: seen.highest,
-        time: new Date(),
-      })
-    }
-    if (refused) {
-      // Remember it was reported, but keep the highest: writes stay refused.
-      this.#seenActive.set(id, { last: version, highest: seen.highest })
-      return false
-    }
-    this.#seenActive.set(id, { last: version, highest: Math.max(seen.highest, version) })
-    return true
-  }
-
-  #report(event: KeyEvent): void {
-    try {
-      this.#onKeyEvent?.(Object.freeze(event))
-    } catch {
-      // An audit hook must never change the outcome of a key operation.
-    }
-  }
-
-  #canProbe(): boolean {
-    return this.#holdsCiphertext !== undefined
-  }
-
-  /**
-   * Throws `KEYS_MISSING` when keys of `missing` purposes must not be created for the table: it
-   * holds ciphertext, or (`recorded`) the key store itself shows it was initialised.
-   */
-  async #refuseOverCiphertext(
-    logicalTable: string,
-    missing: readonly KeyPurpose[],
-    recorded: boolean,
-  ): Promise<void> {
-    const holds = recorded ? false : ((await this.#holdsCiphertext?.(logicalTable)) ?? false)
-    if (!recorded && !holds) return
-    const what = missing.map((p) => `${p} key`).join(' and ')
-    const evidence = recorded
-      ? `its keys of the other purpose are in the key store, so it was initialised`
-      : `its encrypted columns hold ciphertext`
-    throw new KeyError(
-      'KEYS_MISSING',
-      `The key store has no ${what} for ${logicalTable}, but ${evidence}. The key table was likely dropped, edited, or restored from another environment. No key was created: fresh keys would make the stored data unreadable and its searches silently empty. Restore the key table from its backup (docs/keys.md).`,
-      { table: logicalTable },
-    )
-  }
-
-  /**
-   * Generates version 1 of each purpose under providers[0], wraps each under every other
-   * provider, and stores them in one statement (no process sees one without the other).
-   * @returns the refs this call created (others were created first by another process).
-   */
-  async #createInitial(logicalTable: string, purposes: readonly KeyPurpose[]): Promise<KeyRef[]> {
-    const generated: { ref: KeyRef; plaintext: Buffer; wrappings: WrappedKey[] }[] = []
-    try {
-      for (const purpose of purposes) {
-        const ref: KeyRef = { logicalTable, purpose, version: 1 }
-        generated.push({ ref, ...(await this.#generate(ref)) })
-      }
-      const results = await this.#store.createInitialKeys(
-        logicalTable,
-        generated.map((g) => ({
-          purpose: g.ref.purpose,
-          wrappings: g.wrappings,
-          checkValue: keyCheckValue(g.plaintext, g.ref),
-        })),
-      )
-      const created: KeyRef[] = []
-      results.forEach((result, i) => {
-        const g = generated[i]
-        if (g === undefined || !result.created) return
-        created.push(g.ref)
-        if (this.#closed) return
-        // Seed the cache with the key we already hold: saves one unwrap on first use.
-        // Not awaited: a read of this very version (ring.key) may be in flight and waiting for
-        // this creation, and joining its single-flight entry here would deadlock.
-        const material = new KeyMaterial(g.ref, copyKey(g.plaintext))
-        void this.#cache
-          .get(g.ref, async () => material)
-          .then(
-            (cached) => {
-              if (cached !== material) material.destroy()
-            },
-            () => material.destroy(),
-          )
-      })
-      return created
-    } finally {
-      for (const g of generated) g.plaintext.fill(0)
-    }
-  }
-
-  /** A new key for `ref`: generated under providers[0], wrapped under every provider. */
-  async #generate(ref: KeyRef): Promise<{ plaintext: Buffer; wrappings: WrappedKey[] }> {
-    const [primary, ...others] = this.#providers
-    if (primary === undefined) throw new ConfigError('CONFIG_INVALID', 'KeyRing needs a key provider.')
-    this.#providerCalls++
-    const generated = await auditedCall(this.#audit, 'generateDataKey', primary.id, ref, () =>
-      primary.generateDataKey(ref),
-    )
-    const plaintext = generated.plaintext
-    try {
-      const wrappings: WrappedKey[] = [generated.wrapped]
-      for (const provider of others) {
-        const copies: Buffer[] = []
-        this.#providerCalls++
-        try {
-          const wrapped = await auditedCall(this.#audit, 'rewrap', provider.id, ref, () =>
-            provider.rewrap(
-              {
-                wrapped: generated.wrapped,
-                plaintext: async () => {
-                  const copy = copyKey(plaintext)
-                  copies.push(copy)
-                  return copy
-                },
-              },
-              ref,
-            ),
-          )
-          wrappings.push(wrapped)
-        } finally {
-          for (const copy of copies) copy.fill(0)
-        }
-      }
-      return { plaintext, wrappings }
-    } catch (error) {
-      plaintext.fill(0)
-      throw error
-    }
-  }
-
   #assertOpen(): void {
     if (this.#closed) throw new KeyError('KEY_NOT_FOUND', 'The key ring was closed.')
   }
-}
-
-function refOf(k: StoredKey): KeyRef {
-  return { logicalTable: k.logicalTable, purpose: k.purpose, version: k.version }
-}
-
-function describe(ref: KeyRef): string {
-  return `${ref.logicalTable}/${ref.purpose}/v${ref.version}`
 }

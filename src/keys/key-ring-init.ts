@@ -1,0 +1,94 @@
+/**
+ * Creating a table's first keys, and refusing to: version 1 of each missing purpose is generated,
+ * wrapped under every KEK and stored in one statement; never for a table whose keys were lost
+ * (it holds ciphertext, or the key store shows it was initialised).
+ */
+import { KeyError } from '../errors.js'
+import { ownKeyBuffer as copyKey } from '../fields/key-bytes.js'
+import type { KeyCache } from './key-cache.js'
+import { keyCheckValue } from './key-check.js'
+import { KeyMaterial } from './key-material.js'
+import type { KeyPurpose, KeyRef, WrappedKey } from './key-provider.js'
+import type { KeyStore } from './key-store.js'
+import { generateWrappedKey, type ProviderCalls } from './key-wrapping.js'
+
+/** What creating first keys needs from a key ring. */
+export interface KeyInitContext extends ProviderCalls {
+  readonly store: KeyStore
+  /** Seeded with each created key, unless the ring is closed. */
+  readonly cache: KeyCache
+  readonly isClosed: () => boolean
+}
+
+/**
+ * Throws `KEYS_MISSING` when keys of `missing` purposes must not be created for the table: it
+ * holds ciphertext, or (`recorded`) the key store itself shows it was initialised.
+ * @param holdsCiphertext - the ring's probe of the table's encrypted columns, if any.
+ */
+export async function refuseOverCiphertext(
+  holdsCiphertext: ((logicalTable: string) => Promise<boolean>) | undefined,
+  logicalTable: string,
+  missing: readonly KeyPurpose[],
+  recorded: boolean,
+): Promise<void> {
+  const holds = recorded ? false : ((await holdsCiphertext?.(logicalTable)) ?? false)
+  if (!recorded && !holds) return
+  const what = missing.map((p) => `${p} key`).join(' and ')
+  const evidence = recorded
+    ? `its keys of the other purpose are in the key store, so it was initialised`
+    : `its encrypted columns hold ciphertext`
+  throw new KeyError(
+    'KEYS_MISSING',
+    `The key store has no ${what} for ${logicalTable}, but ${evidence}. The key table was likely dropped, edited, or restored from another environment. No key was created: fresh keys would make the stored data unreadable and its searches silently empty. Restore the key table from its backup (docs/keys.md).`,
+    { table: logicalTable },
+  )
+}
+
+/**
+ * Generates version 1 of each purpose under providers[0], wraps each under every other
+ * provider, and stores them in one statement (no process sees one without the other).
+ * @returns the refs this call created (others were created first by another process).
+ */
+export async function createInitialVersions(
+  ctx: KeyInitContext,
+  logicalTable: string,
+  purposes: readonly KeyPurpose[],
+): Promise<KeyRef[]> {
+  const generated: { ref: KeyRef; plaintext: Buffer; wrappings: WrappedKey[] }[] = []
+  try {
+    for (const purpose of purposes) {
+      const ref: KeyRef = { logicalTable, purpose, version: 1 }
+      generated.push({ ref, ...(await generateWrappedKey(ctx, ref)) })
+    }
+    const results = await ctx.store.createInitialKeys(
+      logicalTable,
+      generated.map((g) => ({
+        purpose: g.ref.purpose,
+        wrappings: g.wrappings,
+        checkValue: keyCheckValue(g.plaintext, g.ref),
+      })),
+    )
+    const created: KeyRef[] = []
+    results.forEach((result, i) => {
+      const g = generated[i]
+      if (g === undefined || !result.created) return
+      created.push(g.ref)
+      if (ctx.isClosed()) return
+      // Seed the cache with the key we already hold: saves one unwrap on first use.
+      // Not awaited: a read of this very version (ring.key) may be in flight and waiting for
+      // this creation, and joining its single-flight entry here would deadlock.
+      const material = new KeyMaterial(g.ref, copyKey(g.plaintext))
+      void ctx.cache
+        .get(g.ref, async () => material)
+        .then(
+          (cached) => {
+            if (cached !== material) material.destroy()
+          },
+          () => material.destroy(),
+        )
+    })
+    return created
+  } finally {
+    for (const g of generated) g.plaintext.fill(0)
+  }
+}

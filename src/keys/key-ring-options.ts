@@ -1,0 +1,97 @@
+import type { KeyCacheOptions, KeyCacheStats } from './key-cache.js'
+import type { AuditSink, KeyProvider, KeyPurpose, KeyRef } from './key-provider.js'
+import type { KeyStore } from './key-store.js'
+
+/** Options of {@link KeyRing}. */
+export interface KeyRingOptions {
+  /** Where wrapped keys live. */
+  readonly store: KeyStore
+  /**
+   * The KEKs. `providers[0]` generates new keys; every provider in the list wraps each new key
+   * (several KEKs per key, for availability and disaster recovery), so creating a key needs all
+   * of them up. Unwrapping tries a key's wrappings in this order and fails over to the next on
+   * any error.
+   */
+  readonly providers: readonly KeyProvider[]
+  /** Bounds, TTL (= revocation latency) and grace of the unwrapped-key cache. */
+  readonly cache?: KeyCacheOptions
+  /**
+   * How long the list of key versions and states of a table is cached, in ms. A version staged or
+   * activated elsewhere is seen by this process within this delay, so activating a staged version
+   * must wait at least `metadataTtlMs` (plus the key cache `ttlMs` when a KEK wrapping was removed)
+   * after staging. Each reload costs one key-store query per table.
+   * @default 30_000
+   */
+  readonly metadataTtlMs?: number
+  /** Receives one event per provider call (never key bytes). Exceptions it throws are swallowed. */
+  readonly audit?: AuditSink
+  /**
+   * Development mode: a table with no keys at all gets version 1 of both its data and index keys
+   * on first use. Off (the default), keys are created only by {@link KeyRing.init} (`kfe init`,
+   * `encryption.init(db)`), and a table without keys fails with `KEY_NOT_FOUND`.
+   *
+   * Even on, keys are never created for a table that already holds ciphertext (see
+   * `holdsCiphertext`) or that has keys of the other purpose: that is a dropped, edited or
+   * foreign key table, and fresh keys would hide it (`KEYS_MISSING`).
+   * @default false
+   */
+  readonly autoCreate?: boolean
+  /**
+   * Tells whether a logical table holds this library's ciphertext (a cheap sample of its
+   * encrypted columns). Asked only when a table's keys are missing, before any key is created
+   * for it. Without it, only the key store's own record (keys of the other purpose) protects a
+   * table from fresh keys.
+   */
+  readonly holdsCiphertext?: (logicalTable: string) => Promise<boolean>
+  /**
+   * Allows writing with an active version lower than the highest active version this process
+   * has seen (a deliberate rollback of a rotation). Off, such a version is refused for writes
+   * with `KEY_ROLLBACK`: a database writer could otherwise make an old (perhaps leaked) key the
+   * write key again. Reads and searches are unaffected.
+   * @default false
+   */
+  readonly allowRollback?: boolean
+  /**
+   * Receives an event each time this process sees the active version of a table's key change
+   * (rotation, rollback, refused rollback). Never key bytes. Exceptions it throws are swallowed.
+   */
+  readonly onKeyEvent?: (event: KeyEvent) => void
+  /** Clock in ms for metadata TTL (and the key cache unless `cache.now` is given). @default performance.now */
+  readonly now?: () => number
+}
+
+/** Counters of a {@link KeyRing}; no key material. */
+export interface KeyRingStats {
+  readonly cache: KeyCacheStats
+  /** Calls made to any provider (generateDataKey, unwrap, rewrap). */
+  readonly providerCalls: number
+  /** Queries of the key store for a table's versions. */
+  readonly metadataLoads: number
+}
+
+/** A change of a table's active key version, as one process saw it. Never carries key bytes. */
+export interface KeyEvent {
+  /**
+   * `active-version-changed`: a higher version became active (a rotation), or a lower one with
+   * `allowRollback`; `rollback-refused`: a lower version than the highest seen is active, and
+   * writes with it are refused.
+   */
+  readonly type: 'active-version-changed' | 'rollback-refused'
+  readonly logicalTable: string
+  readonly purpose: KeyPurpose
+  /** The active version this process saw before. */
+  readonly from: number
+  /** The active version the key store now names. */
+  readonly to: number
+  /** The highest active version this process has seen. */
+  readonly highest: number
+  readonly time: Date
+}
+
+/** What {@link KeyRing.init} did. */
+export interface InitKeysResult {
+  /** Key versions this call created (version 1 of each missing purpose). */
+  readonly created: readonly KeyRef[]
+  /** Key versions that already existed and were left as they are. */
+  readonly existing: readonly KeyRef[]
+}
