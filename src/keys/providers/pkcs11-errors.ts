@@ -3,6 +3,10 @@
  * provider so the mapping (fault → error code) can be read, and documented, in one place.
  */
 
+import { FieldEncryptionError, KeyProviderError } from '../../errors.js'
+import type { KeyRef } from '../key-provider.js'
+import { unwrapFailedCauses } from '../unwrap-failed.js'
+
 /** Return values (PKCS#11 v2.40 base specification §3.6, pkcs11t.h). */
 export const CKR = {
   GENERAL_ERROR: 0x05,
@@ -92,4 +96,55 @@ export function ckrName(error: unknown): string {
 export function isSessionLost(error: unknown): boolean {
   const code = pkcs11Code(error)
   return code !== undefined && SESSION_LOST.has(code)
+}
+
+/**
+ * A PKCS#11 failure of a wrap or unwrap as a typed error: PIN refused → `PROVIDER_ACCESS_DENIED`,
+ * key not allowed to → `PROVIDER_KEY_DISABLED`, mechanism refused → `CONFIG_INVALID`, device
+ * failure → `PROVIDER_UNAVAILABLE`, an unwrap the token refuses → `UNWRAP_FAILED`, anything else
+ * → `PROVIDER_ERROR`. Our own typed errors pass through (named after the provider).
+ */
+export function mapPkcs11Error(
+  error: unknown,
+  ref: KeyRef,
+  what: 'wrap' | 'unwrap',
+  provider: { readonly providerId: string; readonly keyLabel: string; readonly mechanism: string },
+): FieldEncryptionError {
+  const fail = (code: KeyProviderError['code'], message: string, cause: unknown): KeyProviderError =>
+    new KeyProviderError(code, message, { cause, table: ref.logicalTable, providerId: provider.providerId })
+  if (error instanceof KeyProviderError) {
+    return error.providerId === undefined
+      ? new KeyProviderError(error.code, error.message, {
+          cause: error.cause,
+          table: ref.logicalTable,
+          providerId: provider.providerId,
+        })
+      : error
+  }
+  if (error instanceof FieldEncryptionError) return error
+  const code = pkcs11Code(error)
+  const name = ckrName(error)
+  if (code === undefined) return fail('PROVIDER_ERROR', `PKCS#11 ${what} failed: ${name}.`, error)
+  if (PIN_REFUSED.has(code)) return fail('PROVIDER_ACCESS_DENIED', `PKCS#11 login refused: ${name}.`, error)
+  if (code === CKR.KEY_FUNCTION_NOT_PERMITTED) {
+    return fail(
+      'PROVIDER_KEY_DISABLED',
+      `The key "${provider.keyLabel}" may not be used to ${what}: ${name}.`,
+      error,
+    )
+  }
+  if (code === CKR.MECHANISM_INVALID || code === CKR.MECHANISM_PARAM_INVALID) {
+    return fail('CONFIG_INVALID', `The token refused the ${provider.mechanism} mechanism: ${name}.`, error)
+  }
+  if (code === CKR.DEVICE_ERROR || code === CKR.DEVICE_MEMORY) {
+    return fail('PROVIDER_UNAVAILABLE', `The PKCS#11 device failed: ${name}.`, error)
+  }
+  if (what === 'unwrap' && UNWRAP_REFUSED.has(code)) {
+    return fail(
+      'UNWRAP_FAILED',
+      `The token could not unwrap this key for ${ref.logicalTable}/${ref.purpose}/v${ref.version} (${name}): wrong KeyRef, wrong KEK or corrupted. ${unwrapFailedCauses(provider.providerId)}`,
+      error,
+    )
+  }
+  return fail('PROVIDER_ERROR', `PKCS#11 ${what} failed: ${name}.`, error)
 }

@@ -1,0 +1,118 @@
+/**
+ * Reaching the KEK on a PKCS#11 token: finding the token's slot, the PIN, logging a session in,
+ * and looking the KEK up by its label.
+ */
+import type * as Graphene from 'graphene-pk11'
+import { KeyProviderError } from '../../errors.js'
+import { CKR, ckrName, PIN_REFUSED, pkcs11Code } from './pkcs11-errors.js'
+import type { GrapheneModule, SharedModule } from './pkcs11-module.js'
+import { KEY_BYTES } from './pkcs11-wrap.js'
+
+/** Where a provider's token is. */
+export interface Target {
+  readonly module: string
+  readonly slot?: number | undefined
+  readonly tokenLabel?: string | undefined
+}
+
+/** The token as messages name it. */
+export function describeTarget(t: Target): string {
+  return t.tokenLabel !== undefined ? `token "${t.tokenLabel}"` : `slot ${String(t.slot)}`
+}
+
+function slotId(handle: Buffer): number {
+  return handle.length >= 8 ? Number(handle.readBigUInt64LE(0)) : handle.readUInt32LE(0)
+}
+
+/**
+ * The slot holding the target token (looked up on every (re)connect, so a moved token is found).
+ * @throws KeyProviderError `PROVIDER_UNAVAILABLE` when no such slot has a token present.
+ */
+export function findSlot(shared: SharedModule, target: Target): Graphene.Slot {
+  const slots = shared.module.getSlots(true)
+  for (let i = 0; i < slots.length; i++) {
+    const slot = slots.items(i)
+    if (
+      target.slot !== undefined
+        ? slotId(slot.handle) === target.slot
+        : slot.getToken().label === target.tokenLabel
+    ) {
+      return slot
+    }
+  }
+  throw new KeyProviderError(
+    'PROVIDER_UNAVAILABLE',
+    `No PKCS#11 ${describeTarget(target)} with a token present in ${target.module}.`,
+  )
+}
+
+/**
+ * The PIN, given or read from its environment variable at each login (so it can be rotated).
+ * @throws KeyProviderError `CONFIG_INVALID` when the variable is not set.
+ */
+export function readPin(options: { pin?: string | undefined; pinEnv?: string | undefined }): string {
+  if (options.pin !== undefined) return options.pin
+  const value = options.pinEnv === undefined ? undefined : process.env[options.pinEnv]
+  if (value === undefined || value === '') {
+    throw new KeyProviderError(
+      'CONFIG_INVALID',
+      `The PKCS#11 PIN variable ${String(options.pinEnv)} is not set.`,
+    )
+  }
+  return value
+}
+
+/**
+ * Logs a session in as the user; a slot already logged in (by another session) is fine.
+ * @throws KeyProviderError `PROVIDER_ACCESS_DENIED` when the PIN is refused.
+ */
+export function login(session: Graphene.Session, g: GrapheneModule, pin: string, target: Target): void {
+  try {
+    session.login(pin, g.UserType.USER)
+  } catch (error) {
+    // Login state is per application and slot (PKCS#11 v2.40 §5.6): the second session is already in.
+    if (pkcs11Code(error) === CKR.USER_ALREADY_LOGGED_IN) return
+    const code = pkcs11Code(error)
+    if (code !== undefined && PIN_REFUSED.has(code)) {
+      throw new KeyProviderError(
+        'PROVIDER_ACCESS_DENIED',
+        `PKCS#11 login to ${describeTarget(target)} refused: ${ckrName(error)}.`,
+        {
+          cause: error,
+        },
+      )
+    }
+    throw error
+  }
+}
+
+/**
+ * The KEK of a logged-in session: the one secret key labelled `keyLabel`, which must be AES-256.
+ * @throws KeyProviderError `CONFIG_INVALID` when no key, or several, carry the label, or it is not AES-256.
+ */
+export function findKek(
+  session: Graphene.Session,
+  g: GrapheneModule,
+  keyLabel: string,
+  target: Target,
+  providerId: string,
+): Graphene.SecretKey {
+  const found = session.find({ class: g.ObjectClass.SECRET_KEY, label: keyLabel })
+  if (found.length !== 1) {
+    throw new KeyProviderError(
+      'CONFIG_INVALID',
+      found.length === 0
+        ? `No secret key labelled "${keyLabel}" on PKCS#11 ${describeTarget(target)}; create it with generatePkcs11Kek.`
+        : `${found.length} secret keys are labelled "${keyLabel}" on PKCS#11 ${describeTarget(target)}; labels must be unique.`,
+      { providerId },
+    )
+  }
+  const kek = found.items(0).toType<Graphene.SecretKey>()
+  const attrs = kek.getAttribute({ keyType: null, valueLen: null })
+  if (attrs.keyType !== g.KeyType.AES || attrs.valueLen !== KEY_BYTES) {
+    throw new KeyProviderError('CONFIG_INVALID', `The key "${keyLabel}" is not an AES-256 key.`, {
+      providerId,
+    })
+  }
+  return kek
+}
