@@ -1,4 +1,4 @@
-import type { OperationNode, SelectionNode, SelectQueryNode } from 'kysely'
+import type { OperationNode, OrderByNode, ReferenceNode, SelectionNode, SelectQueryNode } from 'kysely'
 import type { AnalysisContext, Outputs, PendingFilter, Role } from './analysis-context.js'
 import { whereNode } from './analyze-conditions.js'
 import { opaque } from './analyze-expressions.js'
@@ -7,7 +7,8 @@ import { hiddenSelections, postFilterable } from './analyze-post-filters.js'
 import { checkIndexPairs, selections } from './analyze-selections.js'
 import { firstColumn } from './column-rules.js'
 import { withoutHidden } from './hidden-selections.js'
-import { rebuild, rebuildList } from './nodes.js'
+import { mapChildren } from './node-utils.js'
+import { columnName, rebuild, rebuildList } from './nodes.js'
 import { refuse } from './refusal.js'
 import { Scope } from './scope.js'
 
@@ -36,7 +37,7 @@ export function analyzeSelect(
   // A subquery built from `db` was transformed once as a query of its own, which may have
   // added hidden selections for its index conditions: as a subquery it returns no rows itself.
   const own = role === 'root' || !node.selections ? node.selections : withoutHidden(node.selections)
-  const { nodes, outputs, origins } = selections(a, own ?? [], scope)
+  const { nodes, outputs, origins, plain } = selections(a, own ?? [], scope)
   if (node.selections) patch.selections = nodes
   if (role === 'derived') checkIndexPairs(outputs, origins)
   const pending: PendingFilter[] | undefined = role === 'root' ? [] : undefined
@@ -47,7 +48,7 @@ export function analyzeSelect(
       place: role === 'root' ? 'select' : 'subquery',
     })
   if (node.groupBy) patch.groupBy = opaque(a, node.groupBy, scope, 'group by')
-  if (node.orderBy) patch.orderBy = opaque(a, node.orderBy, scope, 'order by')
+  if (node.orderBy) patch.orderBy = orderBy(a, node.orderBy, scope, plain)
   if (node.distinctOn)
     patch.distinctOn = rebuildList(node.distinctOn, (n) => opaque(a, n, scope, 'distinct on'))
   if (node.having)
@@ -96,4 +97,40 @@ export function analyzeSelect(
     }
   }
   return { node: rebuild(node, patch), outputs }
+}
+
+/**
+ * ORDER BY. A bare name that is a plaintext output of the select list sorts by that output, even
+ * where a relation in scope has an encrypted column of that name: in ORDER BY, SQL looks a simple
+ * name up among the output names first (PostgreSQL: "an output column name … interpreted as the
+ * output column"; MySQL: "searching in the select_expr values, then in the columns of the tables
+ * in the FROM clause"). Any other item may not use an encrypted column.
+ *
+ * @throws QueryRefusedError `QUERY_REFUSED`, `AMBIGUOUS_COLUMN`
+ */
+function orderBy(
+  a: AnalysisContext,
+  node: OrderByNode,
+  scope: Scope,
+  plain: ReadonlySet<string>,
+): OrderByNode {
+  return rebuild(node, {
+    items: rebuildList(node.items, (item) => {
+      const name = bareName(item.orderBy)
+      if (name === undefined || !plain.has(name)) return opaque(a, item, scope, 'order by')
+      // The name is the output; a direction or collation given as raw SQL is still walked.
+      return mapChildren(item, (child) =>
+        child === item.orderBy ? child : opaque(a, child, scope, 'order by'),
+      )
+    }),
+  })
+}
+
+/** The name of an unqualified column reference (`email`), else undefined. */
+function bareName(node: OperationNode): string | undefined {
+  if (node.kind === 'ColumnNode') return columnName(node)
+  const ref = node as ReferenceNode
+  if (node.kind !== 'ReferenceNode' || ref.table !== undefined || ref.column.kind !== 'ColumnNode')
+    return undefined
+  return columnName(ref)
 }

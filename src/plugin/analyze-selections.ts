@@ -27,7 +27,12 @@ export function selections(
   a: AnalysisContext,
   selections: ReadonlyArray<SelectionNode>,
   scope: Scope,
-): { nodes: ReadonlyArray<SelectionNode>; outputs: Map<string, Source>; origins: Map<string, Origin> } {
+): {
+  nodes: ReadonlyArray<SelectionNode>
+  outputs: Map<string, Source>
+  origins: Map<string, Origin>
+  plain: ReadonlySet<string>
+} {
   const outputs = new Map<string, Source>()
   const origins = new Map<string, Origin>()
   // MySQL lets a subquery of the select list read the aliases before it (not after: "forward
@@ -37,6 +42,9 @@ export function selections(
   // encrypted, the plan could decrypt the other's value, so the list is refused, unless both are
   // the same encrypted column (`u1.email, u2.email`: either value decrypts under its key).
   const named = new Set<string>()
+  // Names an explicit item of the list gives to a plaintext value (a column the schema does not
+  // annotate, an expression, a subquery): ORDER BY may sort by them (see {@link plainOutputs}).
+  const plainNamed = new Set<string>()
   const claim = (name: string, source: Source | undefined): void => {
     const prior = outputs.get(name)
     const annotated = source ?? prior
@@ -47,6 +55,7 @@ export function selections(
       throw refuse(info, 'alias', `two outputs of the select list are named "${name}"`)
     }
     named.add(name)
+    if (source === undefined) plainNamed.add(name)
   }
   const nodes = rebuildList(selections, (s) => {
     const sel = s.selection
@@ -105,7 +114,18 @@ export function selections(
     }
     return rebuild(s, { selection: opaque(a, sel, scope, 'expression') })
   })
-  return { nodes, outputs, origins }
+  return { nodes, outputs, origins, plain: plainOutputs(plainNamed, outputs) }
+}
+
+/**
+ * The output names that stand for plaintext values only: named by an explicit item with no
+ * annotated source, and by no output that passes an encrypted column or blind index on (not even
+ * one whose name differs only in case, as MySQL matches names; nor a `*` that includes one).
+ */
+function plainOutputs(named: ReadonlySet<string>, outputs: ReadonlyMap<string, Source>): ReadonlySet<string> {
+  if (named.size === 0 || outputs.size === 0) return named
+  const annotated = new Set([...outputs.keys()].map((n) => n.toLowerCase()))
+  return new Set([...named].filter((n) => !annotated.has(n.toLowerCase())))
 }
 
 /**
