@@ -47,6 +47,7 @@ export type ErrorCode =
   | 'PLAINTEXT_WRITE'
   | 'PLAINTEXT_SEARCH'
   | 'DIALECT_NOT_WRAPPED'
+  | 'CONTEXT_MISSING'
   // operations (src/ops)
   | 'JOB_PAUSED'
   | 'RETIRE_REFUSED'
@@ -88,7 +89,22 @@ export class ConfigError extends FieldEncryptionError {}
 export class CodecError extends FieldEncryptionError {}
 
 /** A ciphertext could not be parsed or authenticated. */
-export class DecryptionError extends FieldEncryptionError {}
+export class DecryptionError extends FieldEncryptionError {
+  /**
+   * The row context the value was read with (context column → canonical value), when its table
+   * binds one (`context` table option). Context columns are plaintext columns, never encrypted.
+   */
+  readonly rowContext: Readonly<Record<string, string>> | undefined
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: FieldEncryptionErrorOptions & { rowContext?: Readonly<Record<string, string>> } = {},
+  ) {
+    super(code, message, options)
+    this.rowContext = options.rowContext
+  }
+}
 
 /** A blind index could not be computed. */
 export class BlindIndexError extends FieldEncryptionError {}

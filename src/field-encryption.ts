@@ -1,6 +1,7 @@
 import { inspect } from 'node:util'
 import { type Dialect, Kysely, type KyselyPlugin } from 'kysely'
 import { ConfigError, DecryptionError, KeyError } from './errors.js'
+import { contextValue } from './fields/context-values.js'
 import { decryptValue } from './fields/field-cipher.js'
 import { readHeader } from './fields/format.js'
 import type { KeyCacheOptions } from './keys/key-cache.js'
@@ -14,6 +15,7 @@ import { EncryptionPlugin } from './plugin/encryption-plugin.js'
 import { PendingPlans } from './plugin/plan.js'
 import { encryptColumn, indexValue, refuseEmptySearch } from './plugin/resolve-values.js'
 import { UnwrappedReads } from './plugin/unwrapped-reads.js'
+import { contextMissing, readContext, rowAad } from './schema/row-context.js'
 import { holdsCiphertext } from './schema/sample-ciphertext.js'
 import type { ColumnInfo, EncryptedSchema, IndexInfo } from './schema/schema.js'
 
@@ -67,13 +69,30 @@ export interface FieldEncryption {
   readonly plugin: KyselyPlugin
   /** Wrap the dialect: `dialect: encryption.wrap(new PostgresDialect({ pool }))`. */
   wrap(dialect: Dialect): Dialect
-  /** The ciphertext of `value` for `table.column` (physical names), for raw `sql`. */
-  encrypt(table: string, column: string, value: unknown): Promise<Buffer>
+  /**
+   * The ciphertext of `value` for `table.column` (physical names), for raw `sql`.
+   * @param row - For a table with a row context (`context` option): the row's context values by
+   *   column name, e.g. `{ tenant_id: 'acme', id: 42 }`.
+   * @throws QueryRefusedError `CONTEXT_MISSING` when the table binds a context and `row` lacks a value
+   */
+  encrypt(
+    table: string,
+    column: string,
+    value: unknown,
+    row?: Readonly<Record<string, unknown>>,
+  ): Promise<Buffer>
   /**
    * Decrypts a ciphertext read with raw `sql` from `table.column`.
-   * @throws DecryptionError `NOT_CIPHERTEXT` when `ciphertext` is not bytes (`null`, a string, a number).
+   * @param row - For a table with a row context: the row's context values by column name.
+   * @throws DecryptionError `NOT_CIPHERTEXT` when `ciphertext` is not bytes (`null`, a string, a number);
+   *   `CONTEXT_MISSING` when the table binds a context and `row` lacks a value.
    */
-  decrypt(table: string, column: string, ciphertext: Uint8Array): Promise<unknown>
+  decrypt(
+    table: string,
+    column: string,
+    ciphertext: Uint8Array,
+    row?: Readonly<Record<string, unknown>>,
+  ): Promise<unknown>
   /**
    * Blind-index values of `value` for `table.column` (its first index, or `index`): one per live
    * index version, for `where email_bidx in (...)` in raw `sql`. The first is the active one, to write.
@@ -243,11 +262,23 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
   const encryption: FieldEncryption = {
     plugin,
     wrap,
-    async encrypt(table, name, value) {
+    async encrypt(table, name, value, row) {
       const info = column(table, name)
-      return encryptColumn(await getRing().activeKey(info.table.logical, 'data'), info, value)
+      const context = info.table.context
+      const values = context.map((c) => contextValue(row?.[c]))
+      const missing = values.indexOf(undefined)
+      if (missing !== -1) {
+        throw contextMissing(
+          info.table,
+          context[missing] as string,
+          'has no string or integer value in `row`',
+          'encrypt',
+        )
+      }
+      const key = await getRing().activeKey(info.table.logical, 'data')
+      return encryptColumn(key, info, value, context.length === 0 ? undefined : (values as string[]))
     },
-    async decrypt(table, name, ciphertext) {
+    async decrypt(table, name, ciphertext, row) {
       const info = column(table, name)
       const where = { table: info.table.logical, column: info.logical }
       if (!(ciphertext instanceof Uint8Array)) {
@@ -264,7 +295,8 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
         purpose: 'data',
         version: keyVersion,
       })
-      return decryptValue(info.spec.codec, ciphertext, key, where)
+      const context = readContext(info.table, info, (i) => row?.[info.table.context[i] as string])
+      return decryptValue(info.spec.codec, ciphertext, key, rowAad(info, context))
     },
     async indexOf(table, name, value, indexName) {
       const info = column(table, name)

@@ -233,6 +233,9 @@ async function runBatch(
       if (Object.keys(check.updates).length === 0) break
       // Compare-and-set: written only if every ciphertext we rewrite is still the one we read.
       let update = trx.updateTable(table.physical).set(check.updates).where(pk, '=', row[pk])
+      // …and the row context they are bound to is still the one we read (the application may
+      // have moved the row to another context, rewriting its ciphertexts).
+      for (const c of table.context) if (c !== pk) update = update.where(c, '=', row[c])
       for (const c of check.expect) {
         const was = row[c]
         update = was === null || was === undefined ? update.where(c, 'is', null) : update.where(c, '=', was)

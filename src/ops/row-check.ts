@@ -5,6 +5,7 @@ import { headerKeyVersion, looksLikeCiphertext } from '../fields/format.js'
 import { KeyMaterial } from '../keys/key-material.js'
 import type { KeyPurpose } from '../keys/key-provider.js'
 import { encryptColumn, indexValue } from '../plugin/resolve-values.js'
+import { readContext, rowAad } from '../schema/row-context.js'
 import type { IndexInfo, TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
 
@@ -78,9 +79,12 @@ export function destroyKeySet(keys: KeySet): void {
   for (const k of keys.index.values()) k.destroy()
 }
 
-/** The physical columns a job reads: primary key, every encrypted column, every blind index. */
+/**
+ * The physical columns a job reads: primary key, row-context columns (the AAD of every
+ * ciphertext of the row), every encrypted column, every blind index.
+ */
 export function storedColumns(table: TableInfo, primaryKey: string): string[] {
-  const out = [primaryKey]
+  const out = [primaryKey, ...table.context.filter((c) => c !== primaryKey)]
   for (const column of table.columns.values()) {
     out.push(column.physical, ...column.spec.indexes.map((s) => s.name))
   }
@@ -100,6 +104,16 @@ export function checkRow(table: TableInfo, keys: KeySet, row: StoredRow, rewrite
   const failures: string[] = []
   const updates: Record<string, Buffer | null> = {}
   const expect: string[] = []
+  // The row's context values (its AAD after the names): read once, from the stored row. A row
+  // whose context is unusable fails every ciphertext, and is never rewritten.
+  let context: readonly string[] | undefined
+  let contextFailure = false
+  try {
+    const first = table.columns.values().next().value
+    if (first !== undefined) context = readContext(table, first, (i) => row[table.context[i] as string])
+  } catch {
+    contextFailure = true
+  }
   for (const column of table.columns.values()) {
     const stored = row[column.physical]
     if (stored === null || stored === undefined) {
@@ -122,6 +136,10 @@ export function checkRow(table: TableInfo, keys: KeySet, row: StoredRow, rewrite
     }
     const version = headerKeyVersion(stored)
     dataVersions.set(column.physical, version)
+    if (contextFailure) {
+      failures.push(`${column.physical}: CONTEXT_MISSING`)
+      continue
+    }
     let value: unknown
     try {
       const key = keys.data.get(version)
@@ -129,7 +147,7 @@ export function checkRow(table: TableInfo, keys: KeySet, row: StoredRow, rewrite
         failures.push(`${column.physical}: KEY_NOT_FOUND`)
         continue
       }
-      value = decryptValue(column.spec.codec, stored, key, column.aad)
+      value = decryptValue(column.spec.codec, stored, key, rowAad(column, context))
     } catch (error) {
       failures.push(
         `${column.physical}: ${error instanceof FieldEncryptionError ? error.code : 'DECRYPT_FAILED'}`,
@@ -138,7 +156,7 @@ export function checkRow(table: TableInfo, keys: KeySet, row: StoredRow, rewrite
     }
     let changed = false
     if (rewrite && version !== keys.activeData) {
-      updates[column.physical] = encryptColumn(keys.data.get(keys.activeData)!, column, value)
+      updates[column.physical] = encryptColumn(keys.data.get(keys.activeData)!, column, value, context)
       changed = true
     }
     for (const spec of column.spec.indexes) {

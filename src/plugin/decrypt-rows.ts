@@ -5,6 +5,7 @@ import { headerKeyVersion, looksLikeCiphertext } from '../fields/format.js'
 import type { KeyMaterial } from '../keys/key-material.js'
 import type { KeyRef } from '../keys/key-provider.js'
 import type { KeyRing } from '../keys/key-ring.js'
+import { contextRecord, contextSuffix, readContext, rowAad } from '../schema/row-context.js'
 import type { ColumnInfo } from '../schema/schema.js'
 import type { PlanOutput, QueryPlan } from './plan.js'
 import { evictedWhileLoading, indexInput } from './resolve-values.js'
@@ -44,12 +45,21 @@ export function decryptRows<R extends Record<string, unknown>>(
   if (rows.length === 0 || plan.outputs.length === 0) return rows
   const keys = new VersionMap<KeyMaterial>()
   const stop = decryptFrom(ring, keys, plan, rows, stats, 0)
-  if (stop === undefined) return omitIndexColumns(plan, removeFalsePositives(plan, rows, stats))
+  if (stop === undefined) return finish(plan, rows, stats)
   // A key the cache could not serve: load every key the rest of the batch needs, then go on.
   return loadMissing(ring, keys, missingFrom(ring, keys, plan, rows, stop), slow).then(() => {
     if (decryptFrom(ring, keys, plan, rows, stats, stop) !== undefined) throw evictedWhileLoading()
-    return omitIndexColumns(plan, removeFalsePositives(plan, rows, stats))
+    return finish(plan, rows, stats)
   })
+}
+
+/** After decryption: false positives out, then the plugin's hidden columns and omitted indexes. */
+function finish<R extends Record<string, unknown>>(plan: QueryPlan, rows: R[], stats: DecryptStats): R[] {
+  const kept = omitIndexColumns(plan, removeFalsePositives(plan, rows, stats))
+  const hidden = plan.hiddenContext
+  if (hidden !== undefined && hidden.length !== 0)
+    for (const row of kept) for (const name of hidden) delete row[name]
+  return kept
 }
 
 /**
@@ -90,7 +100,8 @@ function decryptFrom(
   for (let r = first; r < rows.length; r++) {
     const row = rows[r] as Record<string, unknown>
     for (let o = r === first ? start % width : 0; o < width; o++) {
-      const { name, column } = outputs[o] as PlanOutput
+      const output = outputs[o] as PlanOutput
+      const { name, column } = output
       const value = row[name]
       if (value === null || value === undefined) continue
       const bytes = asBytes(value)
@@ -107,7 +118,10 @@ function decryptFrom(
         if (key === undefined) return r * width + o
         keys.set(table, version, key)
       }
-      row[name] = decryptOne(column, bytes, key, stats)
+      row[name] =
+        output.context === undefined
+          ? decryptOne(column, bytes, key, stats)
+          : decryptInContext(output, row, bytes, key, stats)
     }
   }
   return undefined
@@ -270,9 +284,44 @@ function rowKey(column: ColumnInfo, row: Record<string, unknown>): string {
   return parts.length === 0 ? '' : ` (result row with ${parts.join(', ')})`
 }
 
-function decryptOne(column: ColumnInfo, bytes: Uint8Array, key: KeyMaterial, stats: DecryptStats): unknown {
+/**
+ * Decrypts a value of a table with a row context: the AAD carries the row's context values, and a
+ * failure names them (they are plaintext columns), so the tampered row can be found.
+ * @throws DecryptionError `CONTEXT_MISSING` when a context value is NULL or unusable;
+ *   `DECRYPT_AUTH_FAILED` (with `rowContext`) when the value belongs to another row or context
+ */
+function decryptInContext(
+  output: PlanOutput,
+  row: Record<string, unknown>,
+  bytes: Uint8Array,
+  key: KeyMaterial,
+  stats: DecryptStats,
+): unknown {
+  const { column } = output
+  const names = output.context as readonly string[]
+  const values = readContext(column.table, column, (i) => row[names[i] as string]) as string[]
   try {
-    const plain = decryptValue(column.spec.codec, bytes, key, column.aad)
+    return decryptOne(column, bytes, key, stats, rowAad(column, values))
+  } catch (error) {
+    if (!(error instanceof DecryptionError) || error.rowContext !== undefined) throw error
+    throw new DecryptionError(error.code, `${error.message}${contextSuffix(column.table, values)}`, {
+      table: error.table,
+      column: error.column,
+      cause: error,
+      rowContext: contextRecord(column.table, values),
+    })
+  }
+}
+
+function decryptOne(
+  column: ColumnInfo,
+  bytes: Uint8Array,
+  key: KeyMaterial,
+  stats: DecryptStats,
+  aad = column.aad,
+): unknown {
+  try {
+    const plain = decryptValue(column.spec.codec, bytes, key, aad)
     stats.decrypted += 1
     return plain
   } catch (error) {

@@ -23,12 +23,24 @@ export class DeferredValue {
   readonly kind: DeferredKind
   readonly column: ColumnInfo
   readonly index: IndexInfo | undefined
+  /**
+   * `encrypt` into a table with a row context: the row's canonical context values, bound into the
+   * ciphertext's AAD. Context columns are plaintext, so they are not redacted.
+   */
+  readonly context: readonly string[] | undefined
   readonly #plaintext: unknown
 
-  constructor(kind: DeferredKind, column: ColumnInfo, plaintext: unknown, index?: IndexInfo) {
+  constructor(
+    kind: DeferredKind,
+    column: ColumnInfo,
+    plaintext: unknown,
+    index?: IndexInfo,
+    context?: readonly string[],
+  ) {
     this.kind = kind
     this.column = column
     this.index = index
+    this.context = context
     this.#plaintext = plaintext
     Object.freeze(this)
   }

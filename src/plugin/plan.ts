@@ -23,6 +23,12 @@ export interface PostFilter {
 export interface PlanOutput {
   readonly name: string
   readonly column: ColumnInfo
+  /**
+   * Keys of the result row that carry the row's context values, in the order of the table's
+   * `context` option (selected by the query, or hidden selections the plugin added). Present
+   * exactly when the column's table binds a row context.
+   */
+  readonly context?: readonly string[]
 }
 
 /** What the dialect wrapper does with a query's results. Derived from the final query tree. */
@@ -40,6 +46,11 @@ export interface QueryPlan {
    * query during an index-key rotation.
    */
   readonly indexComparisons: ReadonlySet<string>
+  /**
+   * Result keys the plugin added to carry row-context values (hidden selections of context
+   * columns the query did not select): removed from the rows once decrypted.
+   */
+  readonly hiddenContext?: readonly string[]
 }
 
 /** The plan of a query that touches no annotated column: nothing to do. */
@@ -53,6 +64,9 @@ export const EMPTY_PLAN: QueryPlan = Object.freeze({
 
 /** Prefix of the hidden aliases that carry ciphertexts for false-positive removal. */
 export const HIDDEN_PREFIX = '__kfe_fp_'
+
+/** Prefix of the hidden aliases that carry row-context values the query did not select. */
+export const HIDDEN_CONTEXT_PREFIX = '__kfe_ctx_'
 
 /**
  * The plans of the trees the plugin produced and the wrapper has not run yet, by tree identity.

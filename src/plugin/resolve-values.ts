@@ -5,6 +5,7 @@ import { KeyError, QueryRefusedError } from '../errors.js'
 import { encryptValue } from '../fields/field-cipher.js'
 import type { KeyMaterial } from '../keys/key-material.js'
 import type { KeyRing } from '../keys/key-ring.js'
+import { contextMissing, rowAad } from '../schema/row-context.js'
 import type { ColumnInfo, IndexInfo } from '../schema/schema.js'
 import { type DeferredValue, isDeferred } from './deferred-value.js'
 import { mapChildren } from './node-utils.js'
@@ -46,9 +47,27 @@ export function refuseEmptySearch(index: IndexInfo, value: unknown): void {
   )
 }
 
-/** The ciphertext of `value` for `column` under a data key. */
-export function encryptColumn(key: KeyMaterial, column: ColumnInfo, value: unknown): Buffer {
-  return encryptValue(column.spec.codec, value as never, key, column.aad)
+/**
+ * The ciphertext of `value` for `column` under a data key.
+ * @param context - The row's canonical context values, when the table binds a row context.
+ * @throws QueryRefusedError `CONTEXT_MISSING` when the table binds a row context and none is given
+ */
+export function encryptColumn(
+  key: KeyMaterial,
+  column: ColumnInfo,
+  value: unknown,
+  context?: readonly string[],
+): Buffer {
+  if (column.table.context.length !== 0 && context?.length !== column.table.context.length) {
+    // A deferred value built without its row's context: never encrypt it unbound.
+    throw contextMissing(
+      column.table,
+      column.table.context.join(', '),
+      'has no value for this write',
+      'write',
+    )
+  }
+  return encryptValue(column.spec.codec, value as never, key, rowAad(column, context))
 }
 
 /** The keys the deferred values of one query need, by logical table. */
@@ -152,7 +171,7 @@ export function resolveDeferred(
     const table = p.column.table.logical
     switch (p.kind) {
       case 'encrypt':
-        return encryptColumn(keys.data.get(table)!, p.column, p.reveal())
+        return encryptColumn(keys.data.get(table)!, p.column, p.reveal(), p.context)
       case 'index':
         return indexValue(keys.index.get(table)!, p.index!, p.reveal())
       default: {

@@ -16,6 +16,18 @@ export interface TableOptions {
    * @default 'id'
    */
   readonly primaryKey?: string | readonly string[]
+  /**
+   * Row context: plaintext columns (physical names) whose values are bound into the AAD of every
+   * encrypted column of the row, e.g. `['tenant_id', 'id']`. A ciphertext copied to another row,
+   * or swapped with another row's, then fails with `DECRYPT_AUTH_FAILED` instead of reading back
+   * as the other row's value. Costs: every insert must carry each value (client-generated ids,
+   * never serial/auto-increment: `CONTEXT_MISSING`), every read selects them (hidden when the
+   * query did not), and updates of encrypted columns must fix them by equality in the WHERE.
+   * Values must be strings or integers (see `contextValue`). Setting it on a table that already
+   * holds ciphertexts makes those unreadable: declare it before the first write.
+   * @default none: ciphertexts are bound to table and column only
+   */
+  readonly context?: readonly string[]
 }
 
 /** Options of the whole schema. */
@@ -62,6 +74,8 @@ export interface TableInfo {
   readonly logical: string
   /** Primary-key column(s), physical names (see {@link TableOptions.primaryKey}). */
   readonly primaryKey: readonly string[]
+  /** Row-context columns, physical names, in AAD order (see {@link TableOptions.context}); empty when none. */
+  readonly context: readonly string[]
   /** Annotated columns by physical name. */
   readonly columns: ReadonlyMap<string, ColumnInfo>
   /** Blind index columns by physical name. */
@@ -177,10 +191,12 @@ function buildSchema<D extends SchemaDefinition, O extends boolean>(
     const folded = new Map<string, ColumnInfo>()
     const primaryKey = options.tables?.[physical]?.primaryKey ?? 'id'
     const omittedHere: string[] = []
+    const context = contextColumns(physical, logical, columns, options.tables?.[physical]?.context)
     const table: TableInfo = {
       physical,
       logical,
       primaryKey: Object.freeze(typeof primaryKey === 'string' ? [primaryKey] : [...primaryKey]),
+      context,
       columns: cols,
       indexColumns: idx,
       omittedFromResults: omittedHere,
@@ -251,4 +267,33 @@ function buildSchema<D extends SchemaDefinition, O extends boolean>(
       (schema === undefined ? undefined : byName.get(`${schema}.${name}`)) ?? byName.get(name),
     tableIgnoringCase: (name: string) => foldedTables.get(name.toLowerCase()),
   })
+}
+
+/**
+ * The `context` option of a table, checked: non-empty, distinct names of plain columns (an
+ * encrypted or blind-index column cannot bind its own row).
+ * @throws ConfigError `CONFIG_INVALID`
+ */
+function contextColumns(
+  physical: string,
+  logical: string,
+  columns: SchemaDefinition[string],
+  context: readonly string[] | undefined,
+): readonly string[] {
+  if (context === undefined) return Object.freeze([])
+  const invalid = (why: string) =>
+    new ConfigError('CONFIG_INVALID', `The context of table ${physical} ${why}.`, { table: logical })
+  if (!Array.isArray(context) || context.length === 0)
+    throw invalid('must be a non-empty list of column names')
+  const indexNames = new Set(Object.values(columns ?? {}).flatMap((c) => c.indexes.map((i) => i.name)))
+  const seen = new Set<string>()
+  for (const name of context) {
+    if (typeof name !== 'string' || name === '') throw invalid('names an empty or non-string column')
+    if (seen.has(name)) throw invalid(`names ${name} twice`)
+    if (columns?.[name] !== undefined || indexNames.has(name)) {
+      throw invalid(`names ${name}, an encrypted or blind-index column: context columns are plaintext`)
+    }
+    seen.add(name)
+  }
+  return Object.freeze([...context])
 }
