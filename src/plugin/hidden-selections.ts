@@ -1,6 +1,6 @@
 import type { OperationNode, ReferenceNode, SelectionNode } from 'kysely'
 import type { Origin, PendingFilter } from './analysis-context.js'
-import { HIDDEN_PREFIX } from './plan.js'
+import { HIDDEN_CONTEXT_PREFIX, HIDDEN_PREFIX } from './plan.js'
 import { identifierName, type Source } from './scope.js'
 
 /**
@@ -27,11 +27,12 @@ export function withoutHidden(selections: ReadonlyArray<SelectionNode>): Readonl
   return kept.length === selections.length ? selections : Object.freeze(kept)
 }
 
-/** True for `<ref> as __kfe_fp_<n>`. */
+/** True for `<ref> as __kfe_fp_<n>` and `<ref> as __kfe_ctx_<n>` (row context). */
 function isHiddenSelection(s: SelectionNode): boolean {
   const sel = s.selection
   if (sel.kind !== 'AliasNode' || sel.node.kind !== 'ReferenceNode') return false
-  return isHiddenName(identifierName(sel.alias))
+  const name = identifierName(sel.alias)
+  return isHiddenName(name) || isHiddenContextName(name)
 }
 
 /** True for the plugin's own hidden aliases (prefix and a number). */
@@ -43,4 +44,9 @@ export function isHiddenName(name: string): boolean {
 export function isStarOf(node: OperationNode): boolean {
   const ref = node as ReferenceNode
   return node.kind === 'ReferenceNode' && ref.column.kind === 'SelectAllNode' && ref.table !== undefined
+}
+
+/** True for the plugin's hidden row-context aliases (prefix and a number). */
+export function isHiddenContextName(name: string): boolean {
+  return name.startsWith(HIDDEN_CONTEXT_PREFIX) && /^\d+$/.test(name.slice(HIDDEN_CONTEXT_PREFIX.length))
 }
