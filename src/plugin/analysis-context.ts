@@ -74,12 +74,18 @@ export interface AnalysisContext {
   /** Records a check of decrypted rows against an index condition. */
   addPostFilter(filter: PostFilter): void
   /**
+   * Records, for the root query's outputs, the result keys carrying each encrypted output's row
+   * context (see context-selections.ts), and the hidden keys to remove from the rows.
+   */
+  addOutputContext(context: ReadonlyMap<string, readonly string[]>, hidden: readonly string[]): void
+  /**
    * A deferred ciphertext of `value` for `info`.
    *
+   * @param context - The row's canonical context values, when the table binds a row context.
    * @throws QueryRefusedError `PLAINTEXT_WRITE` in `verify` mode (the plugin was bypassed)
    * @throws CodecError `CODEC_INVALID_VALUE` for a value of the wrong type
    */
-  encrypt(info: ColumnInfo, value: unknown): DeferredValue
+  encrypt(info: ColumnInfo, value: unknown, context?: readonly string[]): DeferredValue
   /**
    * Refuses a qualifier no relation in scope answers to that names a relation elsewhere in the
    * tree (or one of them but for case).

@@ -9,6 +9,7 @@ import { returning } from './analyze-selections.js'
 import { mismatchedIndex, updates } from './analyze-set-items.js'
 import { exact, sourceIn } from './column-rules.js'
 import { conflictTarget } from './conflict-target.js'
+import { checkBoundTo, insertRowContext } from './context-writes.js'
 import { DeferredValue, isDeferred } from './deferred-value.js'
 import {
   columnName,
@@ -132,10 +133,15 @@ function insertValues(
       else paired.push({ index, from, at })
     }
   }
+  // A row context: every row's ciphertexts are bound to the context values it inserts.
+  const rowContext =
+    table.context.length === 0
+      ? undefined
+      : (items: readonly unknown[], primitive: boolean) => insertRowContext(table, columns, items, primitive)
   if (node.values?.kind === 'ValuesNode') {
     const values = node.values as unknown as { values: ReadonlyArray<OperationNode> }
     patch.values = rebuild(node.values, {
-      values: values.values.map((row) => insertRow(a, row, sources, { added, paired }, scope)),
+      values: values.values.map((row) => insertRow(a, row, sources, { added, paired }, scope, rowContext)),
     })
   }
   if (added.length > 0) {
@@ -157,10 +163,17 @@ export function insertRow(
     readonly paired: ReadonlyArray<{ index: IndexInfo; from: number; at: number }>
   },
   scope: Scope,
+  rowContext?: (items: readonly unknown[], primitive: boolean) => readonly string[],
 ): OperationNode {
   const { added, paired } = indexes
   const primitive = row.kind === 'PrimitiveValueListNode'
   const items = [...(row as unknown as { values: ReadonlyArray<unknown> }).values]
+  // The row's context values, read (and checked) on its first ciphertext only.
+  let context: readonly string[] | undefined
+  const contextOf = () => {
+    if (rowContext !== undefined) context ??= rowContext(items, primitive)
+    return context
+  }
   // The plaintexts encrypted in this row, by position: only an added index column reads them.
   const plaintexts: unknown[] | undefined = added.length > 0 ? [] : undefined
   let changed = false
@@ -187,13 +200,14 @@ export function insertRow(
       continue
     }
     if (isDeferred(value)) {
+      checkBoundTo(value, contextOf())
       a.note(value)
       continue
     }
     if (value === DEFAULT || value === null || value === undefined) continue
     if (value === EXPRESSION) throw refuse(source.info, 'expression', 'only plain values can be written')
     if (value === LITERAL) throw refuse(source.info, 'sql.lit')
-    const deferred = a.encrypt(source.info, value)
+    const deferred = a.encrypt(source.info, value, contextOf())
     if (plaintexts !== undefined) plaintexts[i] = value
     items[i] = primitive ? deferred : valueNode(deferred)
     changed = true

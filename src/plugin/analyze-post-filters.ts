@@ -56,7 +56,7 @@ export function hiddenSelections(
   selections: ReadonlyArray<SelectionNode>,
   pending: readonly PendingFilter[],
   outputs: Map<string, Source>,
-  origins: ReadonlyMap<string, Origin>,
+  origins: Map<string, Origin>,
 ): ReadonlyArray<SelectionNode> {
   const next = [...selections]
   let counter = 0
@@ -120,6 +120,7 @@ export function hiddenSelections(
         }) as SelectionNode,
       )
       outputs.set(hidden, { kind: 'column', info: p.column })
+      origins.set(hidden, p.relation) // its row context (if any) is read from the same relation
     }
     a.addPostFilter(Object.freeze({ hidden, column: p.column, index: p.index, probes: p.probes }))
   }

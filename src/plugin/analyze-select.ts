@@ -6,6 +6,7 @@ import { froms, join, withClause } from './analyze-from.js'
 import { hiddenSelections, postFilterable } from './analyze-post-filters.js'
 import { checkIndexPairs, selections } from './analyze-selections.js'
 import { firstColumn } from './column-rules.js'
+import { contextSelections } from './context-selections.js'
 import { withoutHidden } from './hidden-selections.js'
 import { mapChildren } from './node-utils.js'
 import { columnName, rebuild, rebuildList } from './nodes.js'
@@ -94,6 +95,18 @@ export function analyzeSelect(
         outputs,
         origins,
       )
+    }
+  }
+  if (role === 'root') {
+    const context = contextSelections(
+      (patch.selections ?? node.selections ?? []) as SelectionNode[],
+      outputs,
+      origins,
+      a.mode === 'verify',
+    )
+    if (context !== undefined) {
+      patch.selections = context.nodes
+      a.addOutputContext(context.context, context.hidden)
     }
   }
   return { node: rebuild(node, patch), outputs }

@@ -8,6 +8,7 @@ import type {
 import type { AnalysisContext, Origin, Outputs, Role } from './analysis-context.js'
 import { opaque, reference } from './analyze-expressions.js'
 import { addAll, firstColumn } from './column-rules.js'
+import { contextSelections } from './context-selections.js'
 import { columnName, rebuild, rebuildList } from './nodes.js'
 import { refuse } from './refusal.js'
 import { identifierName, type Scope, type Source, tableName } from './scope.js'
@@ -170,7 +171,15 @@ export function returning(
   let outputs = new Map<string, Source>()
   if (node.returning) {
     const r = selections(a, node.returning.selections, scope)
-    patch.returning = rebuild(node.returning, { selections: r.nodes })
+    let nodes = r.nodes
+    if (role === 'root') {
+      const context = contextSelections(nodes, r.outputs, r.origins, a.mode === 'verify')
+      if (context !== undefined) {
+        nodes = context.nodes
+        a.addOutputContext(context.context, context.hidden)
+      }
+    }
+    patch.returning = rebuild(node.returning, { selections: nodes })
     outputs = r.outputs
     if (role === 'derived') checkIndexPairs(outputs, r.origins)
   }

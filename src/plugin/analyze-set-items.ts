@@ -4,6 +4,7 @@ import type { ColumnInfo, IndexInfo } from '../schema/schema.js'
 import type { AnalysisContext } from './analysis-context.js'
 import { opaque, reference } from './analyze-expressions.js'
 import { exact, exposedName, isValuesCall } from './column-rules.js'
+import { checkBoundTo } from './context-writes.js'
 import { DeferredValue, isDeferred } from './deferred-value.js'
 import {
   columnName,
@@ -83,8 +84,23 @@ export function updates(
   updates: ReadonlyArray<ColumnUpdateNode>,
   scope: Scope,
   target: Relation | undefined,
+  rowContext?: (relation: Relation) => readonly string[],
 ): ReadonlyArray<OperationNode> {
   const targets = updates.map((u) => setTarget(a, u.column, scope, target))
+  checkContextColumns(updates, targets, rowContext !== undefined)
+  // The context of a write into a table with a row context: only an UPDATE of one table knows it.
+  const contextFor = (info: ColumnInfo, relation: Relation) => (): readonly string[] | undefined => {
+    if (info.table.context.length === 0) return undefined
+    if (rowContext === undefined) {
+      throw refuse(
+        info,
+        'row context',
+        `${info.table.physical} binds its ciphertexts to (${info.table.context.join(', ')}), which this statement does not fix`,
+        'Write encrypted columns of this table with an insert, or an update of this one table whose WHERE fixes every context column by equality.',
+      )
+    }
+    return rowContext(relation)
+  }
   const key = (relation: Relation, column: string) => `${relation.name}\0${column}`
   const position = new Map<string, number>()
   targets.forEach((t, i) => {
@@ -95,7 +111,7 @@ export function updates(
   const writes = updates.map((u, at) => {
     const hit = targets[at]
     if (hit?.info === undefined || hit.relation.table === undefined) return undefined
-    const write = columnWrite(a, u, hit.info, scope)
+    const write = columnWrite(a, u, hit.info, scope, contextFor(hit.info, hit.relation))
     for (const spec of hit.info.spec.indexes) {
       const index = hit.relation.table.indexColumn(spec.name)!
       const pos = position.get(key(hit.relation, index.physical))
@@ -151,12 +167,28 @@ export function updates(
 }
 
 /** What a SET item of an encrypted column writes, and the index values that go with it. */
-function columnWrite(a: AnalysisContext, u: ColumnUpdateNode, info: ColumnInfo, scope: Scope): ColumnWrite {
+function columnWrite(
+  a: AnalysisContext,
+  u: ColumnUpdateNode,
+  info: ColumnInfo,
+  scope: Scope,
+  context: () => readonly string[] | undefined,
+): ColumnWrite {
   const value = nodeValue(u.value)
   if (value === null) {
     return { item: u, index: () => valueNode(null), matches: (_i, v) => nodeValue(v) === null }
   }
+  if (value === EXPRESSION && info.table.context.length !== 0) {
+    // A ciphertext copied from another row (excluded.col, t.col, values(col)) is bound to that row.
+    throw refuse(
+      info,
+      'expression',
+      `${info.table.physical} binds its ciphertexts to their row (${info.table.context.join(', ')}): a value copied from another row would not decrypt`,
+      'Write a plain value (the plugin encrypts it for this row), or NULL.',
+    )
+  }
   if (isDeferred(value)) {
+    checkBoundTo(value, context())
     // A tree the plugin rewrote before: its index items hold deferred index values of the same plaintext.
     a.note(value)
     return {
@@ -214,7 +246,7 @@ function columnWrite(a: AnalysisContext, u: ColumnUpdateNode, info: ColumnInfo, 
   // A plaintext: encrypted here, its indexes computed from the same plaintext. No index the
   // statement already sets can be that value.
   return {
-    item: rebuild(u, { value: valueNode(a.encrypt(info, value)) }),
+    item: rebuild(u, { value: valueNode(a.encrypt(info, value, context())) }),
     index: (i) => valueNode(a.note(new DeferredValue('index', info, value, i))),
     matches: () => false,
   }
@@ -251,4 +283,37 @@ export function mismatchedIndex(index: IndexInfo): QueryRefusedError {
     'write to blind index column',
     `${index.physical} is maintained by the plugin; it is written with ${index.column.physical}, from the same value`,
   )
+}
+
+/**
+ * SET items of a context column (`context` table option) move the row to another context, to
+ * which its ciphertexts are not bound: allowed only in an UPDATE of one table that rewrites every
+ * encrypted column of the table in the same statement (to a value or NULL).
+ *
+ * @throws QueryRefusedError `QUERY_REFUSED` naming the context column and a missing encrypted column
+ */
+function checkContextColumns(
+  items: ReadonlyArray<ColumnUpdateNode>,
+  targets: ReadonlyArray<{ relation: Relation; info?: ColumnInfo; index?: IndexInfo } | undefined>,
+  rewritable: boolean,
+): void {
+  for (const [at, hit] of targets.entries()) {
+    const table = hit?.relation.table
+    if (hit === undefined || table === undefined || table.context.length === 0) continue
+    if (hit.info !== undefined || hit.index !== undefined) continue
+    const name = columnName(items[at]!.column)
+    if (!table.context.includes(name)) continue
+    const written = new Set(
+      targets.flatMap((t) => (t?.relation === hit.relation && t.info !== undefined ? [t.info] : [])),
+    )
+    const missing = [...table.columns.values()].find((c) => !written.has(c))
+    if (rewritable && missing === undefined) continue
+    const first = missing ?? (table.columns.values().next().value as ColumnInfo)
+    throw refuse(
+      first,
+      'row context',
+      `the statement sets context column ${table.physical}.${name}, to which the row's ciphertexts are bound, without rewriting ${missing === undefined ? 'them in an update of this one table' : `encrypted column ${missing.physical}`}`,
+      `Rewrite every encrypted column of ${table.physical} (${[...table.columns.keys()].join(', ')}) in the same update, to its value or NULL, with a WHERE that fixes the other context columns.`,
+    )
+  }
 }

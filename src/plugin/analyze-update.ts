@@ -5,6 +5,7 @@ import { opaque } from './analyze-expressions.js'
 import { fromItem, froms, join, withClause } from './analyze-from.js'
 import { returning } from './analyze-selections.js'
 import { updates } from './analyze-set-items.js'
+import { plainSets, updateRowContext } from './context-writes.js'
 import { rebuild, rebuildList } from './nodes.js'
 import { Scope } from './scope.js'
 
@@ -39,7 +40,14 @@ export function analyzeUpdate(
   const single = node.table?.kind === 'ListNode' ? undefined : scope.relations[0]
   if (node.from) patch.from = froms(a, node.from, scope, parent)
   if (node.joins) patch.joins = rebuildList(node.joins, (j) => join(a, j, scope, parent))
-  if (node.updates) patch.updates = updates(a, node.updates, scope, single)
+  // A table with a row context: each row written is bound to the context values its WHERE fixes
+  // (or its SET items give), read from the statement as the user wrote it.
+  const rowContext =
+    single?.table === undefined || single.table.context.length === 0 || node.updates === undefined
+      ? undefined
+      : () =>
+          updateRowContext(single.table!, single.name, node.where, plainSets(node.updates!, single.table!))
+  if (node.updates) patch.updates = updates(a, node.updates, scope, single, rowContext)
   if (node.where)
     patch.where = whereNode(a, node.where, scope, { pending: undefined, positive: true, place: 'update' })
   if (node.orderBy) patch.orderBy = opaque(a, node.orderBy, scope, 'order by')

@@ -20,6 +20,7 @@ import { checkCodec } from './column-rules.js'
 import { DeferredValue } from './deferred-value.js'
 import { collectDeferred, mentionsSchemaTable, relationNames } from './nodes.js'
 import { EMPTY_PLAN, type PlanOutput, type PostFilter, type QueryPlan } from './plan.js'
+import { refuse } from './refusal.js'
 import { Scope } from './scope.js'
 
 /**
@@ -53,6 +54,9 @@ export class Analyzer implements AnalysisContext {
   readonly #deferredValues = new Set<DeferredValue>()
   readonly #indexComparisons = new Set<string>()
   #deferred = false
+  /** Root outputs' row-context keys, and the hidden keys carrying them (tables with `context`). */
+  #outputContext: ReadonlyMap<string, readonly string[]> | undefined
+  #hiddenContext: readonly string[] | undefined
   /** The tree being analyzed, for {@link Analyzer.checkUnseen}. */
   #root: OperationNode | undefined
   /** Every table, alias and CTE name of the tree, lower-cased: made only when a qualifier is unseen. */
@@ -92,7 +96,15 @@ export class Analyzer implements AnalysisContext {
     if (this.#deferredValues.size > 0) this.#deferred = true
     const outputs: PlanOutput[] = []
     for (const [name, source] of result.outputs) {
-      if (source.kind === 'column') outputs.push({ name, column: source.info })
+      if (source.kind !== 'column') continue
+      const context = this.#outputContext?.get(name)
+      if (source.info.table.context.length !== 0 && context === undefined) {
+        // Every path that returns such a column adds its context (or refuses): never decrypt unbound.
+        throw refuse(source.info, 'row context', 'its row context columns are not read by this query')
+      }
+      outputs.push(
+        context === undefined ? { name, column: source.info } : { name, column: source.info, context },
+      )
     }
     if (
       outputs.length === 0 &&
@@ -110,6 +122,7 @@ export class Analyzer implements AnalysisContext {
         deferred: this.#deferred,
         deferredValues: this.#deferredValues,
         indexComparisons: this.#indexComparisons,
+        ...(this.#hiddenContext === undefined ? {} : { hiddenContext: this.#hiddenContext }),
       }),
     }
   }
@@ -151,8 +164,14 @@ export class Analyzer implements AnalysisContext {
     this.#postFilters.push(filter)
   }
 
+  /** {@inheritDoc AnalysisContext.addOutputContext} */
+  addOutputContext(context: ReadonlyMap<string, readonly string[]>, hidden: readonly string[]): void {
+    this.#outputContext = context
+    this.#hiddenContext = hidden
+  }
+
   /** {@inheritDoc AnalysisContext.encrypt} */
-  encrypt(info: ColumnInfo, value: unknown): DeferredValue {
+  encrypt(info: ColumnInfo, value: unknown, context?: readonly string[]): DeferredValue {
     if (this.mode === 'verify') {
       throw new QueryRefusedError(
         'PLAINTEXT_WRITE',
@@ -166,7 +185,7 @@ export class Analyzer implements AnalysisContext {
     }
     checkCodec(info, value)
     this.#deferred = true
-    return this.note(new DeferredValue('encrypt', info, value))
+    return this.note(new DeferredValue('encrypt', info, value, undefined, context))
   }
 
   /**

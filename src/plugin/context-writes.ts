@@ -1,8 +1,9 @@
-import type { OperationNode } from 'kysely'
+import type { ColumnUpdateNode, OperationNode } from 'kysely'
 import type { QueryRefusedError } from '../errors.js'
 import { contextValue } from '../fields/context-values.js'
 import { contextMissing } from '../schema/row-context.js'
 import type { TableInfo } from '../schema/schema.js'
+import type { DeferredValue } from './deferred-value.js'
 import { columnName, DEFAULT, EXPRESSION, LITERAL, nodeValue } from './nodes.js'
 import { tableName } from './scope.js'
 
@@ -148,4 +149,44 @@ function equality(node: OperationNode, relation: string): { column: string; valu
 
 function sameTable(table: OperationNode, relation: string): boolean {
   return table.kind === 'TableNode' && tableName(table as never).name === relation
+}
+
+/**
+ * A deferred ciphertext met in a tree the plugin rewrote before (or the verify pass): it must be
+ * bound to the context of the row it is written in, or it would be written into another row.
+ *
+ * @param value - The deferred value found in the statement.
+ * @param context - The row's context values (undefined: the table binds none).
+ * @throws QueryRefusedError `CONTEXT_MISSING` when the two differ
+ */
+export function checkBoundTo(value: DeferredValue, context: readonly string[] | undefined): void {
+  if (value.kind !== 'encrypt') return
+  const bound = value.context
+  const same =
+    (bound?.length ?? 0) === (context?.length ?? 0) && (bound ?? []).every((v, i) => v === context?.[i])
+  if (same) return
+  const table = value.column.table
+  throw contextMissing(
+    table,
+    table.context.join(', '),
+    'differs from the row context the value was encrypted for (the statement was changed after the plugin rewrote it)',
+    'write',
+  )
+}
+
+/**
+ * The SET items of an UPDATE that write plain (not encrypted, not blind-index) columns of
+ * `table`, by column name: where {@link updateRowContext} finds context columns the statement sets.
+ */
+export function plainSets(
+  items: ReadonlyArray<ColumnUpdateNode>,
+  table: TableInfo,
+): ReadonlyMap<string, OperationNode> {
+  const out = new Map<string, OperationNode>()
+  for (const u of items) {
+    const name = columnName(u.column)
+    if (name === '' || table.column(name) !== undefined || table.indexColumn(name) !== undefined) continue
+    out.set(name, u.value)
+  }
+  return out
 }
