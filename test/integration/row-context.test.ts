@@ -380,6 +380,25 @@ describe.each(backends())('row context [$name]', (backend: Backend) => {
       },
     )
 
+    it('a compiled query run a second time (the wrapper re-derives its plan from the tree) keeps its row context', async () => {
+      await raw.deleteFrom(accounts).execute()
+      const a = await account('acme', SSN_A, IBAN_A, 'again')
+      const select = db.selectFrom(accounts).select('ssn').where('id', '=', a).compile()
+      expect(await db.executeQuery(select)).toMatchObject({ rows: [{ ssn: SSN_A }] })
+      expect(await db.executeQuery(select)).toMatchObject({ rows: [{ ssn: SSN_A }] })
+      const update = db
+        .updateTable(accounts)
+        .set({ ssn: SSN_B })
+        .where('tenant_id', '=', 'acme')
+        .where('id', '=', a)
+        .compile()
+      await db.executeQuery(update)
+      await db.executeQuery(update)
+      expect(await db.selectFrom(accounts).select('ssn').where('id', '=', a).execute()).toEqual([
+        { ssn: SSN_B },
+      ])
+    })
+
     it('explicit encrypt/decrypt for raw SQL take the row context', async () => {
       const id = randomUUID()
       const ct = await encryption.encrypt(accounts, 'ssn', SSN_A, { tenant_id: 'acme', id })
