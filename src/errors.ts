@@ -48,6 +48,8 @@ export type ErrorCode =
   | 'PLAINTEXT_SEARCH'
   | 'DIALECT_NOT_WRAPPED'
   | 'CONTEXT_MISSING'
+  // schema verification (src/schema)
+  | 'SCHEMA_MISMATCH'
   // operations (src/ops)
   | 'JOB_PAUSED'
   | 'RETIRE_REFUSED'
@@ -157,5 +159,63 @@ export class OperationError extends FieldEncryptionError {
   ) {
     super(code, message, options)
     this.rows = options.rows
+  }
+}
+
+/** What a {@link SchemaMismatchError} found wrong with one table or column. */
+export type SchemaProblemKind =
+  /** An annotated table does not exist. */
+  | 'table-missing'
+  /** An encrypted column does not exist. */
+  | 'column-missing'
+  /** An encrypted column is not of a binary type (`bytea`; `varbinary`/`blob` on MySQL). */
+  | 'column-not-binary'
+  /** A blind-index column does not exist. */
+  | 'index-column-missing'
+  /** A blind-index column is not of a binary type. */
+  | 'index-column-not-binary'
+  /** A unique blind-index column has no single-column UNIQUE index. */
+  | 'unique-index-missing'
+  /** A table the schema does not annotate has columns named like the schema's blind-index columns. */
+  | 'unannotated-index-columns'
+  /** A table the schema does not annotate has binary columns whose sampled values are this library's ciphertext. */
+  | 'unannotated-ciphertext'
+
+/** One problem found by schema verification. Names and types only: never a value. */
+export interface SchemaProblem {
+  readonly kind: SchemaProblemKind
+  /** Physical table name, as in the database (schema-qualified when the schema names it so). */
+  readonly table: string
+  /** The column(s) concerned; empty for a whole table. */
+  readonly columns: readonly string[]
+  /** The column's data type in the database, when the type is the problem. */
+  readonly found?: string | undefined
+  /** What is wrong, in one sentence. */
+  readonly message: string
+  /**
+   * The DDL that fixes it for this database's SQL family; for a table the schema does not
+   * annotate, where the fix is in the schema rather than the database, a SQL comment saying so
+   * (or the rename that makes the database match the schema, when the schema's table is missing).
+   */
+  readonly fix: string
+}
+
+/**
+ * The live database does not match the encrypted schema. `problems` lists every one found (not
+ * only the first), each with the DDL that fixes it. Nothing was sent to the database after the
+ * check failed.
+ */
+export class SchemaMismatchError extends FieldEncryptionError {
+  /** Every problem found, machine-readable. */
+  readonly problems: readonly SchemaProblem[]
+
+  constructor(problems: readonly SchemaProblem[], options: FieldEncryptionErrorOptions = {}) {
+    const list = problems.map((p, i) => `  ${i + 1}. ${p.message} Fix: ${p.fix}`).join('\n')
+    super(
+      'SCHEMA_MISMATCH',
+      `The database does not match the encrypted schema (${problems.length} problem${problems.length === 1 ? '' : 's'}); nothing was written:\n${list}`,
+      options,
+    )
+    this.problems = Object.freeze([...problems])
   }
 }

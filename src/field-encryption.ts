@@ -14,10 +14,12 @@ import { type EncryptingDriver, wrapDialect } from './plugin/dialect-wrapper.js'
 import { EncryptionPlugin } from './plugin/encryption-plugin.js'
 import { PendingPlans } from './plugin/plan.js'
 import { encryptColumn, indexValue, refuseEmptySearch } from './plugin/resolve-values.js'
+import { SchemaGate } from './plugin/schema-gate.js'
 import { UnwrappedReads } from './plugin/unwrapped-reads.js'
 import { contextMissing, readContext, rowAad } from './schema/row-context.js'
 import { holdsCiphertext } from './schema/sample-ciphertext.js'
 import type { ColumnInfo, EncryptedSchema, IndexInfo } from './schema/schema.js'
+import { type VerifySchemaOptions, verifySchema } from './schema/verify-schema.js'
 
 /** Options of {@link fieldEncryption}. */
 export interface FieldEncryptionOptions {
@@ -56,6 +58,20 @@ export interface FieldEncryptionOptions {
   readonly allowKeyRollback?: boolean
   /** One event per change of a table's active key version seen by this process (rotation, rollback). */
   readonly onKeyEvent?: (event: KeyEvent) => void
+  /**
+   * Verify the schema against the live database (as {@link FieldEncryption.verifySchema}) once
+   * per wrapped dialect, before the first query that writes (INSERT, UPDATE, DELETE, MERGE) or
+   * needs keys; nothing is sent until it passes. A failure throws `SCHEMA_MISMATCH` listing every
+   * problem and is not remembered: the next such query checks again. DDL, plain reads and raw
+   * `sql` do not wait for it (migrations that create the tables run first).
+   *
+   * Costs, once per process and dialect: three catalog queries, plus one query of up to 8 rows per
+   * table the schema does not annotate that has binary columns (`unannotatedTables: false` or a
+   * filter skips those); nothing afterwards. `false` turns it off (then a misspelt table name in
+   * the schema is not noticed: its plaintext is stored as it is).
+   * @default true
+   */
+  readonly verifySchema?: boolean | VerifySchemaOptions
 }
 
 /** Counters, for dashboards and tests. No key material, no plaintext. */
@@ -114,6 +130,22 @@ export interface FieldEncryption {
    */
   // biome-ignore lint/suspicious/noExplicitAny: any Kysely, whatever its DB type.
   init(db: Kysely<any>): Promise<InitKeysResult>
+  /**
+   * Checks the live database against the schema: every annotated table exists, every encrypted
+   * and blind-index column exists with a binary type (`bytea`; `varbinary`/`blob` on MySQL),
+   * every unique blind index has a single-column UNIQUE index; no table outside the schema has
+   * columns named like its blind-index columns or binary columns holding its ciphertext. The
+   * wrapper runs it by itself (option `verifySchema`); call it from a deployment check.
+   * @param db - a Kysely on the database (the application's wrapped one, or a plain one).
+   * @throws SchemaMismatchError `SCHEMA_MISMATCH` listing every problem with the DDL that fixes it.
+   * @example
+   * ```ts
+   * await encryption.verifySchema(db)
+   * // SchemaMismatchError: … 1. Table user of the encrypted schema does not exist. Fix: create table "user" (…)
+   * ```
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: any Kysely, whatever its DB type.
+  verifySchema(db: Kysely<any>): Promise<void>
   /** The key ring of the first wrapped dialect (available once a Kysely was created with `wrap`). */
   keyRing(): KeyRing
   stats(): FieldEncryptionStats
@@ -159,6 +191,11 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
     return ring
   }
   const reads = new UnwrappedReads()
+  const keyTableName = options.keyTable ?? 'kfe_keys'
+  const verifyOptions: VerifySchemaOptions | undefined =
+    options.verifySchema === false
+      ? undefined
+      : { ...(options.verifySchema === true ? {} : options.verifySchema), keyTable: keyTableName }
   const plugin = new EncryptionPlugin(options.schema, plans, reads)
 
   const wrap = (dialect: Dialect): Dialect => {
@@ -228,6 +265,10 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
       onDriver: (d) => {
         driver = d
       },
+      schemaGate: new SchemaGate(
+        verifyOptions === undefined ? undefined : () => verifySchema(storeDb, options.schema, verifyOptions),
+        keyTableName,
+      ),
     })
   }
 
@@ -315,6 +356,9 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
       return ordered.map((k) => indexValue(k, index, value))
     },
     init,
+    async verifySchema(db) {
+      await verifySchema(db, options.schema, { ...verifyOptions, keyTable: keyTableName })
+    },
     keyRing: getRing,
     stats: () => ({ ...stats, keys: rings[0]?.stats() }),
     async close() {

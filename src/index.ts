@@ -11,7 +11,7 @@ export type { Normalizer, NormalizerName } from './blindindex/normalizers.js'
 export { normalizeValue } from './blindindex/normalizers.js'
 export type { IndexSizing, IndexSizingInput } from './blindindex/recommend-index-bits.js'
 export { recommendIndexBits } from './blindindex/recommend-index-bits.js'
-export type { ErrorCode, FieldEncryptionErrorOptions } from './errors.js'
+export type { ErrorCode, FieldEncryptionErrorOptions, SchemaProblem, SchemaProblemKind } from './errors.js'
 export {
   BlindIndexError,
   CodecError,
@@ -22,6 +22,7 @@ export {
   KeyProviderError,
   OperationError,
   QueryRefusedError,
+  SchemaMismatchError,
 } from './errors.js'
 export type { FieldEncryption, FieldEncryptionOptions, FieldEncryptionStats } from './field-encryption.js'
 export { fieldEncryption } from './field-encryption.js'
@@ -63,3 +64,4 @@ export {
 export type { EncryptedSchema, SchemaDefinition, SchemaOptions, TableOptions } from './schema/schema.js'
 export { encryptedSchema } from './schema/schema.js'
 export type { Decrypted, PlaintextOf } from './schema/types.js'
+export type { VerifySchemaOptions } from './schema/verify-schema.js'

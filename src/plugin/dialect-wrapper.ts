@@ -8,17 +8,19 @@ import type {
   QueryResult,
   TransactionSettings,
 } from 'kysely'
-import { QueryRefusedError } from '../errors.js'
-import type { KeyRing } from '../keys/key-ring.js'
-import type { EncryptedSchema } from '../schema/schema.js'
-import { analyzeQuery } from './analyzer.js'
 import { withCallerStack } from './caller-stack.js'
 import { type DecryptStats, decryptRows } from './decrypt-rows.js'
-import { type DeferredValue, isDeferred } from './deferred-value.js'
 import { DelegatingDriver } from './delegating-driver.js'
-import { EMPTY_PLAN, type PendingPlans, type QueryPlan } from './plan.js'
-import { cachedKeys, loadKeys, type QueryKeys, resolveDeferred } from './resolve-values.js'
-import type { UnwrappedReads } from './unwrapped-reads.js'
+import type { QueryPlan } from './plan.js'
+import {
+  type PrepareContext,
+  type Prepared,
+  prefetchDataKeys,
+  prepareQuery,
+  type SlowPath,
+} from './prepare-query.js'
+
+export type { SlowPath } from './prepare-query.js'
 
 export type Execute = (query: CompiledQuery) => Promise<QueryResult<unknown>>
 
@@ -31,13 +33,10 @@ export const currentConnection = new AsyncLocalStorage<Execute>()
 let slowPaths = 0
 
 /**
- * Runs `fn` (a key load: it may read the key store) with the query's connection exposed to the
- * key store. The AsyncLocalStorage is entered only here, on the rare slow path, and disabled when
+ * The slow path on a connection: the AsyncLocalStorage is entered only here, and disabled when
  * no slow path is running: on Node 20 an enabled AsyncLocalStorage turns on promise hooks, which
  * every promise of the application would pay for.
  */
-export type SlowPath = <T>(fn: () => Promise<T>) => Promise<T>
-
 function slowPathOn(execute: Execute): SlowPath {
   return async (fn) => {
     slowPaths++
@@ -51,12 +50,7 @@ function slowPathOn(execute: Execute): SlowPath {
 }
 
 /** What the wrapper needs; built once by `fieldEncryption`. */
-export interface WrapperContext {
-  readonly schema: EncryptedSchema
-  readonly plans: PendingPlans
-  /** Shared with the plugin: the wrapper forgets each query it runs (see {@link UnwrappedReads}). */
-  readonly reads: UnwrappedReads
-  readonly ring: () => KeyRing
+export interface WrapperContext extends PrepareContext {
   readonly stats: DecryptStats
   /** Loads keys of every annotated table, on the given connection, before a transaction starts. */
   readonly prepare: (execute: Execute) => Promise<void>
@@ -176,7 +170,7 @@ function patchedExecute(
     let prepared: Prepared
     try {
       // Steady state: no promise but the query's own (prepare and decrypt return plain values).
-      const p = prepareQuery(ctx, compiler, query, this)
+      const p = prepareQuery(ctx, compiler, query, () => slowPathOf(this))
       prepared = p instanceof Promise ? await p : p
     } catch (error) {
       // Errors of this library get the application's frames, as kysely's drivers do for theirs.
@@ -219,7 +213,7 @@ function patchedStream(
     let plan: QueryPlan
     let send: CompiledQuery
     try {
-      ;({ plan, send } = await prepareQuery(ctx, compiler, query, this))
+      ;({ plan, send } = await prepareQuery(ctx, compiler, query, () => slowPathOf(this)))
       // Fetch every data key version the rows may need before the cursor opens: a key-store
       // read on this connection would otherwise wait behind the cursor.
       if (plan.outputs.length > 0) await slow(() => prefetchDataKeys(ctx.ring(), plan))
@@ -257,133 +251,4 @@ function slowPathOf(connection: Patched): SlowPath {
   if (own === undefined) return slowPathOn(originalExecute(connection))
   own.slow ??= slowPathOn(originalExecute(connection))
   return own.slow
-}
-
-/** What the wrapper sends, and what it does with the results. */
-interface Prepared {
-  readonly plan: QueryPlan
-  readonly send: CompiledQuery
-}
-
-/**
- * The fail-closed check and the resolution of deferred values. The plan comes from the final
- * tree: reused when it is exactly the tree the plugin produced, else derived again in `verify`
- * mode, which throws if any plaintext still needs rewriting (the plugin was bypassed).
- *
- * Synchronous when every key is cached (the steady state); a promise only when a key must load.
- */
-function prepareQuery(
-  ctx: WrapperContext,
-  compiler: () => QueryCompiler,
-  query: CompiledQuery,
-  connection: Patched,
-): Prepared | Promise<Prepared> {
-  ctx.reads.seen(query.queryId)
-  const node = query.query
-  const deferred = deferredOf(query.parameters)
-  let plan = node === undefined ? undefined : ctx.plans.take(node)
-  // Reuse the plugin's plan only for the very parameters it produced: a compiled query whose
-  // parameters were swapped (plaintext in a placeholder's slot) takes the verify pass instead.
-  if (plan !== undefined && !sameDeferred(plan, deferred)) plan = undefined
-  if (plan === undefined) {
-    plan = node === undefined ? EMPTY_PLAN : analyzeQuery(ctx.schema, 'verify', node).plan
-    if (!sameDeferred(plan, deferred)) {
-      throw new QueryRefusedError(
-        'PLAINTEXT_WRITE',
-        'The parameters of this compiled query do not match its encrypted placeholders; nothing was sent.',
-        {
-          hint: 'Do not edit the parameters of a compiled query that touches encrypted columns.',
-        },
-      )
-    }
-  }
-  const checked = plan
-  if (checked.indexComparisons.size > 0) {
-    return checkIndexComparisons(ctx.ring(), checked, slowPathOf(connection)).then(() =>
-      resolveQuery(ctx, compiler, query, checked, deferred, connection),
-    )
-  }
-  return resolveQuery(ctx, compiler, query, checked, deferred, connection)
-}
-
-/** Refuses a self-join on blind-index columns while several index versions are live. */
-async function checkIndexComparisons(ring: KeyRing, plan: QueryPlan, slow: SlowPath): Promise<void> {
-  for (const table of plan.indexComparisons) {
-    const live = ring.peekSearchKeys(table, 'index') ?? (await slow(() => ring.searchKeys(table, 'index')))
-    if (live.length > 1) {
-      throw new QueryRefusedError(
-        'QUERY_REFUSED',
-        `Blind-index columns of ${table} are compared with each other (a self-join, or an upsert's conflict target) while several index versions are live (a rotation); the result would miss matches.`,
-        {
-          table,
-          operator: '= another column',
-          hint: 'Finish the index-key rotation (backfill, then retire the old version) first.',
-        },
-      )
-    }
-  }
-}
-
-/** The query with its deferred values replaced: keys from the cache, or loaded through `slow`. */
-function resolveQuery(
-  ctx: WrapperContext,
-  compiler: () => QueryCompiler,
-  query: CompiledQuery,
-  plan: QueryPlan,
-  deferred: readonly DeferredValue[],
-  connection: Patched,
-): Prepared | Promise<Prepared> {
-  if (deferred.length === 0) return { plan, send: query }
-  const ring = ctx.ring()
-  const cached = cachedKeys(ring, deferred)
-  if (cached !== undefined) return withKeys(compiler, query, plan, cached)
-  return slowPathOf(connection)(() => loadKeys(ring, deferred)).then((keys) =>
-    withKeys(compiler, query, plan, keys),
-  )
-}
-
-/** The query to send: its deferred values resolved with `keys`. */
-function withKeys(
-  compiler: () => QueryCompiler,
-  query: CompiledQuery,
-  plan: QueryPlan,
-  keys: QueryKeys,
-): Prepared {
-  const resolved = resolveDeferred(keys, query.query, query.parameters, compiler, query as never)
-  const send = Object.freeze({
-    ...query,
-    sql: resolved.sql ?? query.sql,
-    parameters: Object.freeze(resolved.parameters),
-  })
-  return { plan, send: send as CompiledQuery }
-}
-
-async function prefetchDataKeys(ring: KeyRing, plan: QueryPlan): Promise<void> {
-  const tables = new Set(plan.outputs.map((o) => o.column.table.logical))
-  await Promise.all(
-    [...tables].map(async (table) => {
-      const versions = await ring.versions(table, 'data')
-      await Promise.all(
-        versions.map((v) => ring.key({ logicalTable: table, purpose: 'data', version: v.version })),
-      )
-    }),
-  )
-}
-
-/** The deferred values among a query's parameters; a shared empty list when there are none. */
-function deferredOf(parameters: readonly unknown[]): readonly DeferredValue[] {
-  let out: DeferredValue[] | undefined
-  for (const p of parameters) {
-    if (!isDeferred(p)) continue
-    out ??= []
-    out.push(p)
-  }
-  return out ?? NONE
-}
-
-const NONE: readonly DeferredValue[] = Object.freeze([])
-
-function sameDeferred(plan: QueryPlan, deferred: readonly DeferredValue[]): boolean {
-  if (plan.deferredValues.size !== deferred.length) return false
-  return deferred.every((d) => plan.deferredValues.has(d))
 }

@@ -63,3 +63,36 @@ export function isMissingRelation(error: unknown): boolean {
     e?.code === 'ER_BAD_FIELD_ERROR'
   )
 }
+
+/**
+ * The binary columns of a table (one the schema does not annotate) whose sampled values are all
+ * this library's ciphertext: one query, up to {@link SAMPLE_ROWS} rows with a value in one of them.
+ * A column is named only when at least one value was sampled and every sampled value parses as a
+ * v1 ciphertext (random bytes pass that header check about once in 32, so a column of hashes
+ * is not named for a single lucky value, but for a single row it may be).
+ *
+ * @param db - any Kysely on the database.
+ * @param table - the table, schema-qualified where needed (`app.t`).
+ * @param columns - its binary columns.
+ * @returns the columns that look like they hold ciphertext.
+ */
+export async function ciphertextColumns(
+  // biome-ignore lint/suspicious/noExplicitAny: table names are known at run time only.
+  db: Kysely<any>,
+  table: string,
+  columns: readonly string[],
+): Promise<string[]> {
+  if (columns.length === 0) return []
+  const refs = columns.map((c, i) => sql`${sql.ref(c)} as ${sql.ref(`c${i}`)}`)
+  const any = sql.join(
+    columns.map((c) => sql`${sql.ref(c)} is not null`),
+    sql` or `,
+  )
+  const { rows } = await sql<Record<string, unknown>>`select ${sql.join(refs)} from ${sql.table(
+    table,
+  )} where ${any} limit ${sql.lit(SAMPLE_ROWS)}`.execute(db)
+  return columns.filter((_, i) => {
+    const values = rows.map((r) => r[`c${i}`]).filter((v) => v !== null && v !== undefined)
+    return values.length > 0 && values.every((v) => v instanceof Uint8Array && looksLikeCiphertext(v))
+  })
+}

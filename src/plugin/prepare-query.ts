@@ -1,0 +1,171 @@
+import type { CompiledQuery, QueryCompiler } from 'kysely'
+import { QueryRefusedError } from '../errors.js'
+import type { KeyRing } from '../keys/key-ring.js'
+import type { EncryptedSchema } from '../schema/schema.js'
+import { analyzeQuery } from './analyzer.js'
+import { type DeferredValue, isDeferred } from './deferred-value.js'
+import { EMPTY_PLAN, type PendingPlans, type QueryPlan } from './plan.js'
+import { cachedKeys, loadKeys, type QueryKeys, resolveDeferred } from './resolve-values.js'
+import type { SchemaGate } from './schema-gate.js'
+import type { UnwrappedReads } from './unwrapped-reads.js'
+
+/**
+ * Runs `fn` (a key load, a schema check: it may query the database) with the query's connection
+ * exposed to the key store (see the dialect wrapper's slow path).
+ */
+export type SlowPath = <T>(fn: () => Promise<T>) => Promise<T>
+
+/** What {@link prepareQuery} needs of the wrapper's context. */
+export interface PrepareContext {
+  readonly schema: EncryptedSchema
+  readonly plans: PendingPlans
+  /** Shared with the plugin: the wrapper forgets each query it runs (see {@link UnwrappedReads}). */
+  readonly reads: UnwrappedReads
+  readonly ring: () => KeyRing
+  /** Schema verification before the first query that writes or needs keys (open when off). */
+  readonly schemaGate: SchemaGate
+}
+
+/** What the wrapper sends, and what it does with the results. */
+export interface Prepared {
+  readonly plan: QueryPlan
+  readonly send: CompiledQuery
+}
+
+/**
+ * The fail-closed check and the resolution of deferred values. The plan comes from the final
+ * tree: reused when it is exactly the tree the plugin produced, else derived again in `verify`
+ * mode, which throws if any plaintext still needs rewriting (the plugin was bypassed).
+ *
+ * Synchronous when every key is cached (the steady state); a promise only when a key must load.
+ */
+export function prepareQuery(
+  ctx: PrepareContext,
+  compiler: () => QueryCompiler,
+  query: CompiledQuery,
+  slow: () => SlowPath,
+): Prepared | Promise<Prepared> {
+  ctx.reads.seen(query.queryId)
+  const node = query.query
+  const deferred = deferredOf(query.parameters)
+  let plan = node === undefined ? undefined : ctx.plans.take(node)
+  // Reuse the plugin's plan only for the very parameters it produced: a compiled query whose
+  // parameters were swapped (plaintext in a placeholder's slot) takes the verify pass instead.
+  if (plan !== undefined && !sameDeferred(plan, deferred)) plan = undefined
+  if (plan === undefined) {
+    plan = node === undefined ? EMPTY_PLAN : analyzeQuery(ctx.schema, 'verify', node).plan
+    if (!sameDeferred(plan, deferred)) {
+      throw new QueryRefusedError(
+        'PLAINTEXT_WRITE',
+        'The parameters of this compiled query do not match its encrypted placeholders; nothing was sent.',
+        {
+          hint: 'Do not edit the parameters of a compiled query that touches encrypted columns.',
+        },
+      )
+    }
+  }
+  const checked = plan
+  if (ctx.schemaGate.needs(node, checked)) {
+    // Once per wrapped dialect: nothing is sent (no plaintext reaches a misspelt table) until
+    // the database is known to match the schema.
+    return ctx.schemaGate.pass(slow()).then(() => withPlan(ctx, compiler, query, checked, deferred, slow))
+  }
+  return withPlan(ctx, compiler, query, checked, deferred, slow)
+}
+
+/** The rest of {@link prepareQuery}, once the plan is known and the schema verified. */
+function withPlan(
+  ctx: PrepareContext,
+  compiler: () => QueryCompiler,
+  query: CompiledQuery,
+  checked: QueryPlan,
+  deferred: readonly DeferredValue[],
+  slow: () => SlowPath,
+): Prepared | Promise<Prepared> {
+  if (checked.indexComparisons.size > 0) {
+    return checkIndexComparisons(ctx.ring(), checked, slow()).then(() =>
+      resolveQuery(ctx, compiler, query, checked, deferred, slow),
+    )
+  }
+  return resolveQuery(ctx, compiler, query, checked, deferred, slow)
+}
+
+/** Refuses a self-join on blind-index columns while several index versions are live. */
+async function checkIndexComparisons(ring: KeyRing, plan: QueryPlan, slow: SlowPath): Promise<void> {
+  for (const table of plan.indexComparisons) {
+    const live = ring.peekSearchKeys(table, 'index') ?? (await slow(() => ring.searchKeys(table, 'index')))
+    if (live.length > 1) {
+      throw new QueryRefusedError(
+        'QUERY_REFUSED',
+        `Blind-index columns of ${table} are compared with each other (a self-join, or an upsert's conflict target) while several index versions are live (a rotation); the result would miss matches.`,
+        {
+          table,
+          operator: '= another column',
+          hint: 'Finish the index-key rotation (backfill, then retire the old version) first.',
+        },
+      )
+    }
+  }
+}
+
+/** The query with its deferred values replaced: keys from the cache, or loaded through `slow`. */
+function resolveQuery(
+  ctx: PrepareContext,
+  compiler: () => QueryCompiler,
+  query: CompiledQuery,
+  plan: QueryPlan,
+  deferred: readonly DeferredValue[],
+  slow: () => SlowPath,
+): Prepared | Promise<Prepared> {
+  if (deferred.length === 0) return { plan, send: query }
+  const ring = ctx.ring()
+  const cached = cachedKeys(ring, deferred)
+  if (cached !== undefined) return withKeys(compiler, query, plan, cached)
+  return slow()(() => loadKeys(ring, deferred)).then((keys) => withKeys(compiler, query, plan, keys))
+}
+
+/** The query to send: its deferred values resolved with `keys`. */
+function withKeys(
+  compiler: () => QueryCompiler,
+  query: CompiledQuery,
+  plan: QueryPlan,
+  keys: QueryKeys,
+): Prepared {
+  const resolved = resolveDeferred(keys, query.query, query.parameters, compiler, query as never)
+  const send = Object.freeze({
+    ...query,
+    sql: resolved.sql ?? query.sql,
+    parameters: Object.freeze(resolved.parameters),
+  })
+  return { plan, send: send as CompiledQuery }
+}
+
+export async function prefetchDataKeys(ring: KeyRing, plan: QueryPlan): Promise<void> {
+  const tables = new Set(plan.outputs.map((o) => o.column.table.logical))
+  await Promise.all(
+    [...tables].map(async (table) => {
+      const versions = await ring.versions(table, 'data')
+      await Promise.all(
+        versions.map((v) => ring.key({ logicalTable: table, purpose: 'data', version: v.version })),
+      )
+    }),
+  )
+}
+
+/** The deferred values among a query's parameters; a shared empty list when there are none. */
+function deferredOf(parameters: readonly unknown[]): readonly DeferredValue[] {
+  let out: DeferredValue[] | undefined
+  for (const p of parameters) {
+    if (!isDeferred(p)) continue
+    out ??= []
+    out.push(p)
+  }
+  return out ?? NONE
+}
+
+const NONE: readonly DeferredValue[] = Object.freeze([])
+
+function sameDeferred(plan: QueryPlan, deferred: readonly DeferredValue[]): boolean {
+  if (plan.deferredValues.size !== deferred.length) return false
+  return deferred.every((d) => plan.deferredValues.has(d))
+}

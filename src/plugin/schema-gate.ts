@@ -1,0 +1,84 @@
+import {
+  DeleteQueryNode,
+  InsertQueryNode,
+  MergeQueryNode,
+  type OperationNode,
+  TableNode,
+  UpdateQueryNode,
+} from 'kysely'
+import type { Catalog } from '../schema/catalog.js'
+import type { QueryPlan } from './plan.js'
+
+/** Runs a function on the query's connection (the wrapper's slow path). */
+type OnConnection = <T>(fn: () => Promise<T>) => Promise<T>
+
+/**
+ * Schema verification of one wrapped dialect, run once before the first query that writes or
+ * needs keys. Concurrent first queries share one check; a failed check is not remembered, so
+ * the next such query checks again (and nothing is sent until one passes). Open (no check, no
+ * cost) once a check has passed, or from the start when verification is turned off.
+ */
+export class SchemaGate {
+  #open: boolean
+  #running: Promise<void> | undefined
+  #catalog: Catalog | undefined
+
+  /**
+   * @param check - verifies the schema, returning the catalog it read; `undefined`: turned off.
+   * @param keyTable - the key table, whose writes (`encryption.init(db)`) never wait for the check.
+   */
+  constructor(
+    private readonly check: (() => Promise<Catalog>) | undefined,
+    private readonly keyTable: string,
+  ) {
+    this.#open = check === undefined
+  }
+
+  /** True once verified (or when turned off): queries pass without a check. */
+  get open(): boolean {
+    return this.#open
+  }
+
+  /** The catalog the passed check read; `undefined` before, or when verification is off. */
+  get catalog(): Catalog | undefined {
+    return this.#catalog
+  }
+
+  /** Whether this query must wait for the check: it needs keys, or writes (but to the key table). */
+  needs(node: OperationNode | undefined, plan: QueryPlan): boolean {
+    if (this.#open) return false
+    if (plan.deferredValues.size > 0 || plan.outputs.length > 0 || plan.indexComparisons.size > 0) return true
+    if (node === undefined) return false
+    if (InsertQueryNode.is(node)) return !this.#isKeyTable(node.into)
+    if (UpdateQueryNode.is(node)) return !this.#isKeyTable(node.table)
+    if (DeleteQueryNode.is(node))
+      return !this.#isKeyTable(node.from.froms.length === 1 ? node.from.froms[0] : undefined)
+    return MergeQueryNode.is(node)
+  }
+
+  /**
+   * Runs the check (or joins the one running) on the query's connection.
+   * @throws SchemaMismatchError `SCHEMA_MISMATCH`, or the error that stopped the check.
+   */
+  pass(onConnection: OnConnection): Promise<void> {
+    const check = this.check
+    if (this.#open || check === undefined) return Promise.resolve()
+    this.#running ??= onConnection(check).then(
+      (catalog) => {
+        this.#catalog = catalog
+        this.#open = true
+        this.#running = undefined
+      },
+      (error: unknown) => {
+        this.#running = undefined
+        throw error
+      },
+    )
+    return this.#running
+  }
+
+  #isKeyTable(node: OperationNode | undefined): boolean {
+    const bare = this.keyTable.slice(this.keyTable.lastIndexOf('.') + 1)
+    return node !== undefined && TableNode.is(node) && node.table.identifier.name === bare
+  }
+}

@@ -1,0 +1,185 @@
+import { type Kysely, type RawBuilder, sql } from 'kysely'
+import type { SqlFamily } from './sql-family.js'
+
+/** One table (or view) of the live database, as its catalog describes it. */
+export interface CatalogTable {
+  /** The schema (PostgreSQL) or database (MySQL) it lives in. */
+  readonly schema: string
+  readonly name: string
+  /** A base table (false: a view). */
+  readonly base: boolean
+  /** Column name → data type (lower case, e.g. `bytea`, `varbinary`, `text`), in column order. */
+  readonly columns: ReadonlyMap<string, string>
+  /** Columns that carry a single-column UNIQUE index (or constraint) without a predicate. */
+  readonly uniqueColumns: ReadonlySet<string>
+}
+
+/** The tables of the schemas an encrypted schema lives in: what verification reads, once. */
+export interface Catalog {
+  readonly family: SqlFamily
+  /** The default schema (PostgreSQL `current_schema()`) or database (MySQL `database()`). */
+  readonly defaultSchema: string
+  readonly tables: readonly CatalogTable[]
+  /**
+   * The table a schema's physical name designates (`users`, or `app.users` on PostgreSQL). On
+   * MySQL a name that differs only in case is found too (the server may fold table names).
+   */
+  table(physical: string): CatalogTable | undefined
+  /** A column of `table` by name (ignoring case on MySQL, whose column names do). */
+  column(table: CatalogTable, name: string): string | undefined
+  /** The column's own spelling in the catalog (MySQL may differ in case), if it exists. */
+  columnName(table: CatalogTable, name: string): string | undefined
+}
+
+/** Data types that hold bytes as they are: what ciphertexts and blind indexes need. */
+const BINARY: Readonly<Record<SqlFamily, ReadonlySet<string>>> = {
+  postgres: new Set(['bytea']),
+  mysql: new Set(['binary', 'varbinary', 'tinyblob', 'blob', 'mediumblob', 'longblob']),
+}
+
+/** Whether a catalog data type of this family stores bytes as they are. */
+export function isBinaryType(family: SqlFamily, dataType: string): boolean {
+  return BINARY[family].has(dataType)
+}
+
+/** `app.users` → `{ schema: 'app', name: 'users' }`; `users` → no schema. */
+export function splitTableName(physical: string): { schema: string | undefined; name: string } {
+  const dot = physical.indexOf('.')
+  return dot < 0
+    ? { schema: undefined, name: physical }
+    : { schema: physical.slice(0, dot), name: physical.slice(dot + 1) }
+}
+
+interface ColumnRow {
+  s: string
+  t: string
+  c: string
+  d: string
+  k: string
+}
+interface UniqueRow {
+  s: string
+  t: string
+  c: string
+}
+
+/**
+ * Reads the tables, columns and single-column unique indexes of the default schema and of the
+ * schemas named by `physicalTables`: two catalog queries (PostgreSQL/PGlite: information_schema
+ * and pg_index; MySQL/MariaDB: information_schema), whatever the number of tables.
+ *
+ * @param db - a Kysely on the database; raw SQL, so plugins leave it alone.
+ * @param family - the database's SQL family.
+ * @param physicalTables - the schema's physical table names (a qualified one adds its schema).
+ * @returns the catalog.
+ */
+export async function readCatalog(
+  // biome-ignore lint/suspicious/noExplicitAny: catalog tables are not in the application's DB type.
+  db: Kysely<any>,
+  family: SqlFamily,
+  physicalTables: Iterable<string>,
+): Promise<Catalog> {
+  const extra = [
+    ...new Set([...physicalTables].map((t) => splitTableName(t).schema).filter((s) => s !== undefined)),
+  ]
+  const queries = family === 'postgres' ? postgresQueries(extra) : mysqlQueries()
+  const def = await queries.defaultSchema.execute(db)
+  const columns = await queries.columns.execute(db)
+  const unique = await queries.unique.execute(db)
+  const defaultSchema = String(def.rows[0]?.s ?? '')
+  const byKey = new Map<string, { table: CatalogTable; cols: Map<string, string>; uniq: Set<string> }>()
+  for (const r of columns.rows) {
+    const key = `${text(r.s)}\u0000${text(r.t)}`
+    let entry = byKey.get(key)
+    if (entry === undefined) {
+      const cols = new Map<string, string>()
+      const uniq = new Set<string>()
+      const table: CatalogTable = {
+        schema: text(r.s),
+        name: text(r.t),
+        base: text(r.k).toUpperCase() === 'BASE TABLE',
+        columns: cols,
+        uniqueColumns: uniq,
+      }
+      entry = { table, cols, uniq }
+      byKey.set(key, entry)
+    }
+    entry.cols.set(text(r.c), text(r.d).toLowerCase())
+  }
+  for (const r of unique.rows) byKey.get(`${text(r.s)}\u0000${text(r.t)}`)?.uniq.add(text(r.c))
+  const tables = [...byKey.values()].map((e) => e.table)
+  const fold = family === 'mysql'
+  const find = (schema: string, name: string) =>
+    byKey.get(`${schema}\u0000${name}`)?.table ??
+    (fold
+      ? tables.find((t) => t.schema === schema && t.name.toLowerCase() === name.toLowerCase())
+      : undefined)
+  const columnName = (table: CatalogTable, name: string) => {
+    if (table.columns.has(name)) return name
+    if (!fold) return undefined
+    const lower = name.toLowerCase()
+    return [...table.columns.keys()].find((c) => c.toLowerCase() === lower)
+  }
+  return Object.freeze({
+    family,
+    defaultSchema,
+    tables,
+    table: (physical: string) => {
+      const { schema, name } = splitTableName(physical)
+      return find(schema ?? defaultSchema, name)
+    },
+    columnName,
+    column: (table: CatalogTable, name: string) => {
+      const own = columnName(table, name)
+      return own === undefined ? undefined : table.columns.get(own)
+    },
+  })
+}
+
+/** Catalog text: MySQL may hand back a Buffer for information_schema columns on some servers. */
+function text(value: unknown): string {
+  return Buffer.isBuffer(value) ? value.toString('utf8') : String(value)
+}
+
+interface CatalogQueries {
+  readonly defaultSchema: RawBuilder<{ s: string }>
+  readonly columns: RawBuilder<ColumnRow>
+  readonly unique: RawBuilder<UniqueRow>
+}
+
+function postgresQueries(extraSchemas: readonly string[]): CatalogQueries {
+  const schemas = sql.join([sql`current_schema()`, ...extraSchemas.map((s) => sql`${s}`)])
+  return {
+    defaultSchema: sql<{ s: string }>`select current_schema() as s`,
+    columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k
+      from information_schema.columns c
+      join information_schema.tables tb on tb.table_schema = c.table_schema and tb.table_name = c.table_name
+      where c.table_schema in (${schemas})
+      order by c.table_schema, c.table_name, c.ordinal_position`,
+    // indnkeyatts = 1: one key column (INCLUDE columns do not count); no predicate, no expression.
+    unique: sql<UniqueRow>`select n.nspname as s, t.relname as t, a.attname as c
+      from pg_index i
+      join pg_class t on t.oid = i.indrelid
+      join pg_namespace n on n.oid = t.relnamespace
+      join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0]
+      where i.indisunique and i.indnkeyatts = 1 and i.indpred is null and i.indexprs is null
+        and n.nspname in (${schemas})`,
+  }
+}
+
+function mysqlQueries(): CatalogQueries {
+  return {
+    defaultSchema: sql<{ s: string }>`select database() as s`,
+    columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k
+      from information_schema.columns c
+      join information_schema.tables tb on tb.table_schema = c.table_schema and tb.table_name = c.table_name
+      where c.table_schema = database()
+      order by c.table_name, c.ordinal_position`,
+    // A prefix index (sub_part) on a column does not make its values unique.
+    unique: sql<UniqueRow>`select table_schema as s, table_name as t, max(column_name) as c
+      from information_schema.statistics
+      where table_schema = database() and non_unique = 0
+      group by table_schema, table_name, index_name
+      having count(*) = 1 and max(sub_part) is null`,
+  }
+}

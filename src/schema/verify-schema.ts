@@ -1,0 +1,232 @@
+import type { Kysely } from 'kysely'
+import { SchemaMismatchError, type SchemaProblem } from '../errors.js'
+import { type Catalog, type CatalogTable, isBinaryType, readCatalog } from './catalog.js'
+import { ciphertextColumns } from './sample-ciphertext.js'
+import type { EncryptedSchema, TableInfo } from './schema.js'
+import { schemaFixes } from './schema-fixes.js'
+import { type SqlFamily, sqlFamily } from './sql-family.js'
+
+/** Options of {@link verifySchema} (and of `fieldEncryption({ verifySchema })`). */
+export interface VerifySchemaOptions {
+  /**
+   * Which tables the schema does NOT annotate are looked at for columns named like the
+   * schema's blind-index columns and for binary columns holding this library's ciphertext (a
+   * misspelt or forgotten table). `false` skips that half; a function keeps the tables it
+   * returns true for (e.g. leave out another application's tables in a shared database).
+   * Costs one query of up to 8 rows per such table that has binary columns.
+   * @default true: every table of the schemas the annotated tables live in, but the key table
+   */
+  readonly unannotatedTables?: boolean | ((table: string) => boolean)
+  /** The key table, never reported (its wrapped keys are bytes). @default 'kfe_keys' */
+  readonly keyTable?: string
+}
+
+/** What a verification found: every problem, and the catalog it read. */
+export interface SchemaReport {
+  readonly problems: readonly SchemaProblem[]
+  readonly catalog: Catalog
+}
+
+/**
+ * Checks the encrypted schema against the live database and lists every problem: an annotated
+ * table or column that does not exist, an encrypted or blind-index column that is not binary
+ * (`bytea`; `varbinary`/`blob` on MySQL), a unique blind index without a single-column UNIQUE
+ * index; and, the other way round, a table the schema does not annotate that has columns named
+ * like its blind-index columns or binary columns holding its ciphertext.
+ *
+ * @param db - a Kysely on the database (wrapped or not); raw catalog SQL, so plugins leave it alone.
+ * @param schema - the encrypted schema.
+ * @param options - see {@link VerifySchemaOptions}.
+ * @returns the problems (empty when the database matches) and the catalog read.
+ * @throws ConfigError `CONFIG_INVALID` when the database is neither PostgreSQL nor MySQL.
+ */
+export async function findSchemaProblems(
+  // biome-ignore lint/suspicious/noExplicitAny: any database type.
+  db: Kysely<any>,
+  schema: EncryptedSchema,
+  options: VerifySchemaOptions = {},
+): Promise<SchemaReport> {
+  const family = sqlFamily(db)
+  const catalog = await readCatalog(db, family, schema.tables.keys())
+  const fixes = schemaFixes(db, schema, family)
+  const problems: SchemaProblem[] = []
+  const missing: TableInfo[] = []
+  const annotated = new Set<CatalogTable>()
+  for (const info of schema.tables.values()) {
+    const table = catalog.table(info.physical)
+    if (table === undefined) {
+      missing.push(info)
+      problems.push({
+        kind: 'table-missing',
+        table: info.physical,
+        columns: [],
+        message: `Table ${info.physical} of the encrypted schema does not exist.`,
+        fix: fixes.createTable(info),
+      })
+      continue
+    }
+    annotated.add(table)
+    problems.push(...tableProblems(catalog, table, info, fixes, family))
+  }
+  if (options.unannotatedTables !== false) {
+    const keep = typeof options.unannotatedTables === 'function' ? options.unannotatedTables : () => true
+    const keyTable = options.keyTable ?? 'kfe_keys'
+    const others = catalog.tables.filter((t) => {
+      const name = qualified(catalog, t)
+      return t.base && !annotated.has(t) && name !== keyTable && t.name !== keyTable && keep(name)
+    })
+    problems.push(...(await unannotatedProblems(db, catalog, schema, others, missing, fixes)))
+  }
+  return { problems, catalog }
+}
+
+/**
+ * Verifies the encrypted schema against the live database (see {@link findSchemaProblems}).
+ *
+ * @param db - a Kysely on the database.
+ * @param schema - the encrypted schema.
+ * @param options - see {@link VerifySchemaOptions}.
+ * @returns the catalog read, when the database matches.
+ * @throws SchemaMismatchError `SCHEMA_MISMATCH` listing every problem, each with the DDL that fixes it.
+ * @example
+ * ```ts
+ * await verifySchema(db, schema)
+ * // SchemaMismatchError: … 1. Table user of the encrypted schema does not exist. Fix: create table "user" (…)
+ * ```
+ */
+export async function verifySchema(
+  // biome-ignore lint/suspicious/noExplicitAny: any database type.
+  db: Kysely<any>,
+  schema: EncryptedSchema,
+  options: VerifySchemaOptions = {},
+): Promise<Catalog> {
+  const { problems, catalog } = await findSchemaProblems(db, schema, options)
+  if (problems.length > 0) throw new SchemaMismatchError(problems)
+  return catalog
+}
+
+type Fixes = ReturnType<typeof schemaFixes>
+
+function tableProblems(
+  catalog: Catalog,
+  table: CatalogTable,
+  info: TableInfo,
+  fixes: Fixes,
+  family: SqlFamily,
+): SchemaProblem[] {
+  const out: SchemaProblem[] = []
+  const where = info.physical
+  for (const column of info.columns.values()) {
+    const type = catalog.column(table, column.physical)
+    if (type === undefined) {
+      out.push({
+        kind: 'column-missing',
+        table: where,
+        columns: [column.physical],
+        message: `Encrypted column ${where}.${column.physical} does not exist.`,
+        fix: fixes.addColumn(info, column.physical),
+      })
+    } else if (!isBinaryType(family, type)) {
+      out.push({
+        kind: 'column-not-binary',
+        table: where,
+        columns: [column.physical],
+        found: type,
+        message: `Encrypted column ${where}.${column.physical} is ${type}, not a binary type (values it holds stay as they are: declare migratingFromPlaintext and encrypt them with kfe encrypt-column).`,
+        fix: fixes.makeBinary(info, column.physical),
+      })
+    }
+  }
+  for (const index of info.indexColumns.values()) {
+    const own = catalog.columnName(table, index.physical)
+    const type = own === undefined ? undefined : table.columns.get(own)
+    if (own === undefined || type === undefined) {
+      out.push({
+        kind: 'index-column-missing',
+        table: where,
+        columns: [index.physical],
+        message: `Blind-index column ${where}.${index.physical} (of ${index.column.physical}) does not exist.`,
+        fix:
+          index.spec.kind === 'unique'
+            ? `${fixes.addColumn(info, index.physical)}; ${fixes.uniqueIndex(info, index.physical)}`
+            : fixes.addColumn(info, index.physical),
+      })
+      continue
+    }
+    if (!isBinaryType(family, type)) {
+      out.push({
+        kind: 'index-column-not-binary',
+        table: where,
+        columns: [index.physical],
+        found: type,
+        message: `Blind-index column ${where}.${index.physical} is ${type}, not a binary type.`,
+        fix: fixes.makeBinary(info, index.physical),
+      })
+    }
+    if (index.spec.kind === 'unique' && !table.uniqueColumns.has(own)) {
+      out.push({
+        kind: 'unique-index-missing',
+        table: where,
+        columns: [index.physical],
+        message: `Unique blind-index column ${where}.${index.physical} has no single-column UNIQUE index (duplicates would be accepted, and searches scan the table).`,
+        fix: fixes.uniqueIndex(info, index.physical),
+      })
+    }
+  }
+  return out
+}
+
+async function unannotatedProblems(
+  // biome-ignore lint/suspicious/noExplicitAny: any database type.
+  db: Kysely<any>,
+  catalog: Catalog,
+  schema: EncryptedSchema,
+  tables: readonly CatalogTable[],
+  missing: readonly TableInfo[],
+  fixes: Fixes,
+): Promise<SchemaProblem[]> {
+  const fold = catalog.family === 'mysql' ? (s: string) => s.toLowerCase() : (s: string) => s
+  const indexNames = new Set<string>()
+  for (const info of schema.tables.values()) for (const i of info.indexColumns.keys()) indexNames.add(fold(i))
+  const out: SchemaProblem[] = []
+  for (const table of tables) {
+    const name = qualified(catalog, table)
+    // A missing annotated table whose columns this one has: most likely a misspelling.
+    const twin = missing.find((info) =>
+      [...info.columns.keys(), ...info.indexColumns.keys()].every(
+        (c) => catalog.column(table, c) !== undefined,
+      ),
+    )
+    const hint = (what: string) =>
+      twin === undefined
+        ? `-- no DDL: annotate ${name} in encryptedSchema (it ${what}), or leave it out with verifySchema.unannotatedTables`
+        : `${fixes.rename(name, twin.physical)} -- or rename ${twin.physical} to ${name} in encryptedSchema`
+    const indexLike = [...table.columns.keys()].filter((c) => indexNames.has(fold(c)))
+    if (indexLike.length > 0) {
+      out.push({
+        kind: 'unannotated-index-columns',
+        table: name,
+        columns: indexLike,
+        message: `Table ${name} is not in the encrypted schema but has columns named like its blind-index columns (${indexLike.join(', ')}): values written to it are not encrypted.`,
+        fix: hint('looks like an encrypted table'),
+      })
+    }
+    const binary = [...table.columns].filter(([, t]) => isBinaryType(catalog.family, t)).map(([c]) => c)
+    const held = await ciphertextColumns(db, name, binary)
+    if (held.length > 0) {
+      out.push({
+        kind: 'unannotated-ciphertext',
+        table: name,
+        columns: held,
+        message: `Table ${name} is not in the encrypted schema but its columns ${held.join(', ')} hold this library's ciphertext: they are returned undecrypted and written unencrypted.`,
+        fix: hint('holds ciphertext'),
+      })
+    }
+  }
+  return out
+}
+
+/** The name a query would use for `table`: bare in the default schema, else schema-qualified. */
+function qualified(catalog: Catalog, table: CatalogTable): string {
+  return table.schema === catalog.defaultSchema ? table.name : `${table.schema}.${table.name}`
+}

@@ -1,0 +1,312 @@
+/**
+ * Schema mistakes are caught before the first write (issue 13): `encryption.verifySchema(db)`,
+ * and the wrapper's own check before the first query that writes or needs keys. One setup per
+ * backend; each test makes its own tables (a per-file prefix) and its own `fieldEncryption`.
+ */
+import { randomBytes } from 'node:crypto'
+import { PGlite } from '@electric-sql/pglite'
+import { type Dialect, Kysely, sql } from 'kysely'
+import { PGliteDialect } from 'kysely-pglite-dialect'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  addEncryptedColumns,
+  createBlindIndexes,
+  type EncryptedSchema,
+  encrypted,
+  encryptedSchema,
+  type FieldEncryption,
+  fieldEncryption,
+  localKeyProvider,
+  type SchemaMismatchError,
+  type SchemaProblem,
+  type VerifySchemaOptions,
+} from '../../src/index.js'
+import { type Backend, backends, uniqueName } from '../support/backends.js'
+import { type ScanningDialect, scanningDialect } from '../support/leak-scanner.js'
+
+// biome-ignore lint/suspicious/noExplicitAny: table names are generated per test.
+type AnyDB = Record<string, any>
+
+const SECRET = 'typo@example.org'
+
+/** Queries of a schema check: the catalog reads (the sampling queries name the tables). */
+const isCatalogQuery = (q: { sql: string }) =>
+  /information_schema|pg_index|current_schema\(\)|database\(\)/.test(q.sql)
+
+describe.each(backends())('schema verification on $name', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    const prefix = uniqueName('sv')
+    let n = 0
+    /** A table name of this file: the reverse check looks at these only (the database is shared). */
+    const table = (name: string) => `${prefix}_${n}_${name}`
+    /** The reverse check looks at this test's tables only (the database is shared). */
+    const mine = (): VerifySchemaOptions => {
+      const own = `${prefix}_${n}_`
+      return { unannotatedTables: (t) => t.startsWith(own) }
+    }
+    const kek = randomBytes(32)
+    let pglite: PGlite | undefined
+    let raw: Kysely<AnyDB>
+    const opened: Kysely<AnyDB>[] = []
+    const instances: FieldEncryption[] = []
+    const newDialect = (): Dialect => {
+      if (backend.name !== 'pglite') return backend.createDialect()
+      pglite ??= new PGlite()
+      return new PGliteDialect(pglite)
+    }
+    const family = backend.family
+
+    /** A wrapped Kysely over a scanning dialect, with its own `fieldEncryption`. */
+    function app(
+      schema: EncryptedSchema,
+      verify: boolean | VerifySchemaOptions = mine(),
+    ): { db: Kysely<AnyDB>; encryption: FieldEncryption; wire: ScanningDialect } {
+      const encryption = fieldEncryption({
+        schema,
+        // One KEK for the file: every instance reads what another wrote.
+        keyProvider: localKeyProvider({ key: kek }),
+        keyTable: `${prefix}_keys`,
+        verifySchema: verify,
+      })
+      instances.push(encryption)
+      const wire = scanningDialect(newDialect(), () => [SECRET])
+      const db = new Kysely<AnyDB>({ dialect: encryption.wrap(wire), plugins: [encryption.plugin] })
+      opened.push(db)
+      return { db, encryption, wire }
+    }
+
+    const id = family === 'postgres' ? 'serial' : 'integer'
+    const idCol = (c: { primaryKey(): typeof c; autoIncrement(): typeof c }) =>
+      family === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement()
+
+    /** The table `schema` annotates as `name`, created as it should be. */
+    async function createGood(schema: EncryptedSchema, name: string, as = name): Promise<void> {
+      await raw.schema
+        .createTable(as)
+        .addColumn('id', id, idCol as never)
+        .$call(addEncryptedColumns(schema, name, family))
+        .execute()
+      if (as === name) await createBlindIndexes(raw, schema, name)
+    }
+
+    const usersSchema = (name: string) =>
+      encryptedSchema({
+        [name]: {
+          email: encrypted.text({ index: { name: 'email_bidx' } }),
+          ssn: encrypted.text({ index: { name: 'ssn_bidx', bits: 16 } }),
+        },
+      })
+
+    async function mismatch(run: () => Promise<unknown>): Promise<SchemaMismatchError> {
+      const error = await run().then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+      expect(error).toMatchObject({ code: 'SCHEMA_MISMATCH', name: 'SchemaMismatchError' })
+      const e = error as SchemaMismatchError
+      expect(e.message).not.toContain(SECRET)
+      expect(JSON.stringify(e.problems)).not.toContain(SECRET)
+      return e
+    }
+    const kinds = (problems: readonly SchemaProblem[]) =>
+      problems.map((p) => `${p.kind} ${p.table} ${p.columns.join(',')}`).sort()
+
+    beforeAll(() => {
+      raw = new Kysely<AnyDB>({ dialect: newDialect() })
+    })
+    afterAll(async () => {
+      const { rows } = await sql<{
+        t: string
+      }>`select table_name as t from information_schema.tables where table_name like ${`${prefix}%`}`.execute(
+        raw,
+      )
+      for (const r of rows) await sql`drop table if exists ${sql.table(r.t)}`.execute(raw)
+      for (const e of instances) await e.close()
+      if (backend.name !== 'pglite') for (const db of opened) await db.destroy()
+      await raw.destroy()
+    })
+
+    it('a misspelt table (user for users) fails with SCHEMA_MISMATCH before any plaintext is stored', async () => {
+      n++
+      const schema = usersSchema(table('user'))
+      await createGood(schema, table('user'), table('users'))
+      const { db, wire } = app(schema)
+      const e = await mismatch(() => db.insertInto(table('users')).values({ email: SECRET }).execute())
+      expect(kinds(e.problems)).toEqual([
+        `table-missing ${table('user')} `,
+        `unannotated-index-columns ${table('users')} email_bidx,ssn_bidx`,
+      ])
+      // The fix of a misspelling is a rename (or the schema's name).
+      const reverse = e.problems.find((p) => p.kind === 'unannotated-index-columns')
+      expect(reverse?.fix).toMatch(/alter table .* rename to /)
+      const rows = await raw.selectFrom(table('users')).select(sql<number>`count(*)`.as('n')).execute()
+      expect(Number(rows[0]?.n)).toBe(0)
+      expect(wire.hits()).toEqual([])
+    })
+
+    it('lists every problem (missing columns, text columns, no unique index), each with DDL that fixes it', async () => {
+      n++
+      const name = table('people')
+      const schema = encryptedSchema({
+        [name]: {
+          email: encrypted.text({ index: { name: 'email_bidx' } }),
+          ssn: encrypted.text({ index: { name: 'ssn_bidx', bits: 16 } }),
+          dob: encrypted.date(),
+          notes: encrypted.json(),
+        },
+      })
+      const text = family === 'postgres' ? 'text' : 'varchar(200)'
+      // email: text, its index missing; ssn fine with its (search) index; dob missing; notes: no
+      // unique index needed. And email_bidx's UNIQUE index is missing with the column itself.
+      await raw.schema
+        .createTable(name)
+        .addColumn('id', id, idCol as never)
+        .addColumn('email', sql.raw(text))
+        .addColumn('ssn', family === 'postgres' ? 'bytea' : sql`mediumblob`)
+        .addColumn('ssn_bidx', family === 'postgres' ? 'bytea' : sql`varbinary(2)`)
+        .addColumn('notes', family === 'postgres' ? 'bytea' : sql`mediumblob`)
+        .execute()
+      const { encryption, db } = app(schema)
+      const e = await mismatch(() => encryption.verifySchema(db))
+      expect(kinds(e.problems)).toEqual([
+        `column-missing ${name} dob`,
+        `column-not-binary ${name} email`,
+        `index-column-missing ${name} email_bidx`,
+      ])
+      expect(e.problems.find((p) => p.kind === 'column-not-binary')?.found).toBe(
+        family === 'postgres' ? 'text' : 'varchar',
+      )
+      expect(e.message).toContain('3 problems')
+      // Each fix, run as it is, makes the database match.
+      for (const p of e.problems) for (const ddl of p.fix.split('; ')) await sql.raw(ddl).execute(raw)
+      await expect(encryption.verifySchema(db)).resolves.toBeUndefined()
+    })
+
+    it('a unique blind index without its UNIQUE index is reported; then fixed by its DDL', async () => {
+      n++
+      const name = table('accounts')
+      const schema = usersSchema(name)
+      await raw.schema
+        .createTable(name)
+        .addColumn('id', id, idCol as never)
+        .$call(addEncryptedColumns(schema, name, family))
+        .execute()
+      const { encryption, db } = app(schema)
+      const e = await mismatch(() => encryption.verifySchema(db))
+      expect(kinds(e.problems)).toEqual([`unique-index-missing ${name} email_bidx`])
+      await sql.raw(e.problems[0]!.fix).execute(raw)
+      await encryption.verifySchema(db)
+    })
+
+    it('an encrypted column created as text is caught before the first insert (no raw database error)', async () => {
+      n++
+      const name = table('notes')
+      const schema = encryptedSchema({ [name]: { body: encrypted.text() } })
+      await raw.schema
+        .createTable(name)
+        .addColumn('id', id, idCol as never)
+        .addColumn('body', family === 'postgres' ? 'text' : 'varchar(200)')
+        .execute()
+      const { db } = app(schema)
+      const e = await mismatch(() => db.insertInto(name).values({ body: SECRET }).execute())
+      expect(kinds(e.problems)).toEqual([`column-not-binary ${name} body`])
+      const rows = await raw.selectFrom(name).select(sql<number>`count(*)`.as('n')).execute()
+      expect(Number(rows[0]?.n)).toBe(0)
+    })
+
+    it('a table outside the schema holding its ciphertext is reported', async () => {
+      n++
+      const name = table('users')
+      const copy = table('copy')
+      const schema = usersSchema(name)
+      await createGood(schema, name)
+      const first = app(schema)
+      await first.encryption.init(first.db)
+      await first.db.insertInto(name).values({ email: 'a@x.io', ssn: '1' }).execute()
+      await raw.schema
+        .createTable(copy)
+        .addColumn('k', family === 'postgres' ? 'bytea' : sql`mediumblob`)
+        .execute()
+      await sql`insert into ${sql.table(copy)} (k) select email from ${sql.table(name)}`.execute(raw)
+      const second = app(schema)
+      const e = await mismatch(() => second.encryption.verifySchema(second.db))
+      expect(kinds(e.problems)).toEqual([`unannotated-ciphertext ${copy} k`])
+      expect(e.problems[0]?.fix).toMatch(/^-- no DDL/)
+      // Leaving it out (another application's table) passes.
+      const third = app(schema, { unannotatedTables: (t) => t.startsWith(`${prefix}_${n}_`) && t !== copy })
+      await third.encryption.verifySchema(third.db)
+    })
+
+    it('runs once per dialect: concurrent first queries share one check, later ones none', async () => {
+      n++
+      const name = table('users')
+      const schema = usersSchema(name)
+      await createGood(schema, name)
+      const { db, encryption, wire } = app(schema)
+      await encryption.init(db)
+      // init (the key table's writes) and DDL do not wait for the check.
+      expect(wire.queries.filter(isCatalogQuery)).toEqual([])
+      await Promise.all(
+        [1, 2, 3, 4].map((i) =>
+          db
+            .insertInto(name)
+            .values({ email: `u${i}@x.io` })
+            .execute(),
+        ),
+      )
+      const once = wire.queries.filter(isCatalogQuery).length
+      expect(once).toBe(3)
+      await db
+        .transaction()
+        .execute((trx) => trx.selectFrom(name).selectAll().where('email', '=', 'u1@x.io').execute())
+      await db.selectFrom(name).selectAll().execute()
+      expect(wire.queries.filter(isCatalogQuery).length).toBe(once)
+      expect(wire.hits()).toEqual([])
+    })
+
+    it('a failed check is retried by the next query (nothing sent meanwhile), and passes once fixed', async () => {
+      n++
+      const name = table('users')
+      const schema = usersSchema(name)
+      await raw.schema
+        .createTable(name)
+        .addColumn('id', id, idCol as never)
+        .$call(addEncryptedColumns(schema, name, family))
+        .execute()
+      const { db, encryption, wire } = app(schema)
+      await encryption.init(db)
+      await mismatch(() => db.insertInto(name).values({ email: 'a@x.io' }).execute())
+      await mismatch(() => db.insertInto(name).values({ email: 'a@x.io' }).execute())
+      expect(wire.queries.filter((q) => /^insert into/i.test(q.sql) && q.sql.includes(name))).toEqual([])
+      await createBlindIndexes(raw, schema, name)
+      await db.insertInto(name).values({ email: 'a@x.io' }).execute()
+      const rows = await db.selectFrom(name).select('email').execute()
+      expect(rows).toEqual([{ email: 'a@x.io' }])
+    })
+
+    it('a transaction whose first query needs the check runs it on its own connection', async () => {
+      n++
+      const name = table('users')
+      const schema = usersSchema(name)
+      await createGood(schema, name)
+      const { db, encryption } = app(schema)
+      await encryption.init(db)
+      await db.transaction().execute(async (trx) => {
+        await trx.insertInto(name).values({ email: 'b@x.io' }).execute()
+      })
+      expect(await db.selectFrom(name).select('email').execute()).toEqual([{ email: 'b@x.io' }])
+    })
+
+    it('verifySchema: false skips the check (no catalog query): the misspelling goes unnoticed', async () => {
+      n++
+      const schema = usersSchema(table('user'))
+      await createGood(schema, table('user'), table('users'))
+      const { db, wire } = app(schema, false)
+      await db
+        .insertInto(table('users'))
+        .values({ email: Buffer.from('not secret') })
+        .execute()
+      expect(wire.queries.filter(isCatalogQuery)).toEqual([])
+    })
+  })
+})
