@@ -10,7 +10,7 @@ import {
   localKeyProvider,
   QueryRefusedError,
 } from '../../src/index.js'
-import { type Backend, backends } from '../support/backends.js'
+import { type Backend, backends, onlyTables } from '../support/backends.js'
 import { type EncryptedTestDb, encryptedTestDb, type TestDB } from '../support/encrypted-db.js'
 
 /**
@@ -230,6 +230,7 @@ describe.each(backends())('errors while executing [$name]', (backend: Backend) =
           schema: t.schema,
           keyProvider: localKeyProvider({ key: randomBytes(32) }),
           keyTable: t.names.keys,
+          verifySchema: onlyTables(),
         })
         const db = new Kysely<TestDB>({ dialect: other.wrap(appDialect), plugins: [other.plugin] })
         try {

@@ -18,6 +18,7 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   addEncryptedColumns,
+  createBlindIndexes,
   DecryptionError,
   encrypted,
   encryptedSchema,
@@ -26,7 +27,7 @@ import {
   localKeyProvider,
   QueryRefusedError,
 } from '../../src/index.js'
-import { type Backend, backends, uniqueName } from '../support/backends.js'
+import { type Backend, backends, onlyTables, uniqueName } from '../support/backends.js'
 import { type EncryptedTestDb, encryptedTestDb, type TestDB } from '../support/encrypted-db.js'
 
 /**
@@ -462,6 +463,7 @@ describe.each(backends())('plugin fails closed on $name', (backend: Backend) => 
         schema,
         keyProvider: localKeyProvider({ key: randomBytes(32) }),
         keyTable,
+        verifySchema: onlyTables(),
       })
       let db: Kysely<TestDB>
 
@@ -473,6 +475,7 @@ describe.each(backends())('plugin fails closed on $name', (backend: Backend) => 
           .addColumn('name', 'varchar(50)')
           .$call(addEncryptedColumns(schema, table, backend.family))
           .execute()
+        await createBlindIndexes(db, schema, table)
         await encryption.init(db)
       })
       afterAll(async () => {

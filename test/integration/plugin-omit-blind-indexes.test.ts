@@ -11,7 +11,7 @@ import {
   fieldEncryption,
   localKeyProvider,
 } from '../../src/index.js'
-import { type Backend, backends, uniqueName } from '../support/backends.js'
+import { type Backend, backends, onlyTables, uniqueName } from '../support/backends.js'
 
 // biome-ignore lint/suspicious/noExplicitAny: table names are generated per test file.
 type AnyDB = Record<string, any>
@@ -49,6 +49,7 @@ describe.each(backends())('omitBlindIndexes and calendarDate [$name]', (backend:
         schema,
         keyProvider: localKeyProvider({ key: randomBytes(32) }),
         keyTable: keys,
+        verifySchema: onlyTables(),
       })
       const [app, plain] = backend.createDialectPair()
       db = new Kysely<AnyDB>({ dialect: encryption.wrap(app), plugins: [encryption.plugin] })

@@ -11,7 +11,7 @@ import {
   type KeyProvider,
   localKeyProvider,
 } from '../../src/index.js'
-import { type Backend, uniqueName } from './backends.js'
+import { type Backend, onlyTables, uniqueName } from './backends.js'
 
 /** Physical names of the tables one test file uses (unique per file: files share one database). */
 export interface TableNames {
@@ -105,6 +105,7 @@ export async function encryptedTestDb(
     schema,
     keyProvider: options.keyProvider ?? localKeyProvider({ key: randomBytes(32) }),
     keyTable: names.keys,
+    verifySchema: onlyTables(names.users, names.orders, names.plain),
   })
   const [appDialect, rawDialect] = backend.createDialectPair()
   const db = new Kysely<TestDB>({

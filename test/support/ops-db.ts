@@ -13,7 +13,7 @@ import {
   localKeyProvider,
 } from '../../src/index.js'
 import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
-import { type Backend, uniqueName } from './backends.js'
+import { type Backend, onlyTables, uniqueName } from './backends.js'
 import type { TestDB } from './encrypted-db.js'
 
 /** A table with two encrypted, indexed columns, the application's Kysely on it, and the ops. */
@@ -64,6 +64,7 @@ export async function opsTestDb(
     keyTable,
     metadataTtlMs: ttlMs,
     autoCreateKeys: false,
+    verifySchema: onlyTables(),
   })
   const [appDialect, rawDialect] = backend.createDialectPair()
   const app = new Kysely<TestDB>({ dialect: encryption.wrap(appDialect), plugins: [encryption.plugin] })

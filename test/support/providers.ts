@@ -34,7 +34,7 @@ import {
 } from '../../src/index.js'
 import { awsKmsKeyProvider } from '../../src/keys/providers/aws-kms-provider.js'
 import { generatePkcs11Kek, pkcs11KeyProvider } from '../../src/keys/providers/pkcs11-provider.js'
-import { type Backend, uniqueName } from './backends.js'
+import { type Backend, onlyTables, uniqueName } from './backends.js'
 import { type KmsEndpoint, startKmsEndpoint } from './kms-endpoint.js'
 import { createSoftHsmToken, type SoftHsmToken, softHsmAvailable } from './softhsm.js'
 
@@ -409,6 +409,7 @@ export async function providerTestDb(backend: Backend): Promise<ProviderTestDb> 
         ...(options.audit === undefined ? {} : { audit: options.audit }),
         ...(options.metadataTtlMs === undefined ? {} : { metadataTtlMs: options.metadataTtlMs }),
         autoCreateKeys: options.autoCreateKeys ?? true,
+        verifySchema: onlyTables(),
       })
       // biome-ignore lint/suspicious/noExplicitAny: table names are generated per test file.
       const db = new Kysely<any>({ dialect: encryption.wrap(dialect()), plugins: [encryption.plugin] })
