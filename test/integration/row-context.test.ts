@@ -13,7 +13,7 @@ import {
   localKeyProvider,
 } from '../../src/index.js'
 import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
-import { type Backend, backends, uniqueName } from '../support/backends.js'
+import { type Backend, backends, onlyTables, uniqueName } from '../support/backends.js'
 import type { TestDB } from '../support/encrypted-db.js'
 import { dialectSql, expectRefused } from './plugin-at-rest.js'
 
@@ -66,7 +66,13 @@ describe.each(backends())('row context [$name]', (backend: Backend) => {
         },
       )
       const provider = localKeyProvider({ id: 'local:ctx', key: randomBytes(32) })
-      encryption = fieldEncryption({ schema, keyProvider: provider, keyTable, metadataTtlMs: 50 })
+      encryption = fieldEncryption({
+        schema,
+        keyProvider: provider,
+        keyTable,
+        metadataTtlMs: 50,
+        verifySchema: onlyTables(accounts, serialTable),
+      })
       const [appDialect, rawDialect] = backend.createDialectPair()
       db = new Kysely<TestDB>({ dialect: encryption.wrap(appDialect), plugins: [encryption.plugin] })
       raw = new Kysely<TestDB>({ dialect: rawDialect })
