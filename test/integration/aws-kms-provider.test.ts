@@ -199,6 +199,29 @@ describe('awsKmsKeyProvider against the in-repo KMS endpoint', () => {
     expect((error.cause as Error).name).toBe('KMSInternalException')
   })
 
+  it('a connection reset with maxAttempts 1 fails with PROVIDER_UNAVAILABLE naming ECONNRESET; the next call works', async () => {
+    kms.resetNext(1)
+    const error = await providerError(provider.generateDataKey(REF))
+    expect(error.code).toBe('PROVIDER_UNAVAILABLE')
+    expect(error.message).toMatch(/ECONNRESET/)
+    expect(kms.calls.GenerateDataKey).toBe(1)
+    const generated = await provider.generateDataKey(REF)
+    expect((await provider.unwrap(generated.wrapped, REF)).equals(generated.plaintext)).toBe(true)
+  })
+
+  it('with SDK retries (maxAttempts 3) a connection reset is absorbed: the unwrap succeeds on the second attempt', async () => {
+    const retrying = clientFor(kms.url, 3)
+    try {
+      const p = awsKmsKeyProvider({ keyId: keyArn, client: retrying })
+      const generated = await p.generateDataKey(REF)
+      kms.resetNext(1)
+      expect((await p.unwrap(generated.wrapped, REF)).equals(generated.plaintext)).toBe(true)
+      expect(kms.calls.Decrypt).toBe(2)
+    } finally {
+      retrying.destroy()
+    }
+  })
+
   it('a closed endpoint fails with PROVIDER_UNAVAILABLE', async () => {
     const gone = await startKmsEndpoint()
     const goneClient = clientFor(gone.url)
@@ -353,6 +376,18 @@ describe('awsKmsKeyProvider against the in-repo KMS endpoint', () => {
       await p.close?.()
       const error = await providerError(p.unwrap(generated.wrapped, REF))
       expect(error.code).toBe('PROVIDER_UNAVAILABLE')
+    })
+
+    it('retries a connection reset by default (a pooled socket the server dropped)', async () => {
+      const p = awsKmsKeyProvider({ keyId: keyArn, endpoint: kms.url })
+      try {
+        const generated = await p.generateDataKey(REF)
+        kms.resetNext(1)
+        expect((await p.unwrap(generated.wrapped, REF)).equals(generated.plaintext)).toBe(true)
+        expect(kms.calls.Decrypt).toBe(2)
+      } finally {
+        await p.close?.()
+      }
     })
   })
 

@@ -58,6 +58,11 @@ export interface KmsEndpoint {
   throttleNext(n: number): void
   /** The next `n` requests fail with KMSInternalException and HTTP `status` (default 500). */
   failNext(n: number, status?: number): void
+  /**
+   * The next `n` requests get no answer: their connection is reset (TCP RST), as when a server
+   * closes an idle keep-alive connection just as the client reuses it. The SDK sees ECONNRESET.
+   */
+  resetNext(n: number): void
   /** Calls with this key fail with DisabledException until {@link enableKey}. */
   disableKey(keyId: string): void
   enableKey(keyId: string): void
@@ -100,6 +105,7 @@ export async function startKmsEndpoint(): Promise<KmsEndpoint> {
   let throttles = 0
   let failures = 0
   let failStatus = 500
+  let resets = 0
 
   const resolveKey = (keyId: unknown, field = 'KeyId'): KeyRecord => {
     if (typeof keyId !== 'string' || keyId === '')
@@ -299,6 +305,11 @@ export async function startKmsEndpoint(): Promise<KmsEndpoint> {
     const target = String(req.headers['x-amz-target'] ?? '')
     const op = target.startsWith('TrentService.') ? target.slice('TrentService.'.length) : ''
     if (OPERATIONS.includes(op as KmsOperation)) calls[op as KmsOperation] += 1
+    if (resets > 0) {
+      resets -= 1
+      req.socket.resetAndDestroy()
+      return
+    }
     if (latencyMs > 0) await new Promise((r) => setTimeout(r, latencyMs))
     if (res.destroyed) return
     try {
@@ -339,6 +350,13 @@ export async function startKmsEndpoint(): Promise<KmsEndpoint> {
   const server = createServer((req, res) => {
     handle(req, res).catch(() => res.destroy())
   })
+  // Never close an idle keep-alive connection. Node's default (5 s) races the SDK's pooled
+  // socket: Node 20's http.Agent ignores the server's `Keep-Alive: timeout=5` hint when the agent
+  // has no timeout of its own, so after a pause of 5 s in the test process (a loaded machine, a
+  // synchronous fast-check set-up) the next request goes out on the socket the server is closing
+  // and fails with ECONNRESET, which a client with maxAttempts 1 does not retry. A test that
+  // wants that reset asks for it with `resetNext`.
+  server.keepAliveTimeout = 0
   // Loopback only, random port: never reachable from outside this machine.
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
@@ -362,6 +380,9 @@ export async function startKmsEndpoint(): Promise<KmsEndpoint> {
       failures = n
       failStatus = status
     },
+    resetNext: (n) => {
+      resets = n
+    },
     disableKey: (keyId) => {
       keyOf(keyId).state = 'Disabled'
     },
@@ -379,6 +400,7 @@ export async function startKmsEndpoint(): Promise<KmsEndpoint> {
       throttles = 0
       failures = 0
       failStatus = 500
+      resets = 0
       for (const op of OPERATIONS) calls[op] = 0
       for (const key of keys.values()) {
         key.state = 'Enabled'

@@ -8,7 +8,6 @@
  * `fieldEncryption` instances with their own cache options, clock and audit sink, on one database.
  */
 import { randomBytes } from 'node:crypto'
-import { Agent } from 'node:http'
 import { KMSClient } from '@aws-sdk/client-kms'
 import { PGlite } from '@electric-sql/pglite'
 import { type Dialect, Kysely, sql } from 'kysely'
@@ -199,8 +198,9 @@ export async function localFixture(): Promise<ProviderFixture> {
 
 /**
  * A KMS client for the loopback endpoint. One attempt, so every request the endpoint counts is
- * one provider call (and one audit event). No keep-alive: with a single attempt, a pooled socket
- * the server closed while idle would surface as a spurious ECONNRESET instead of being retried.
+ * one provider call (and one audit event). The SDK's own pooled (keep-alive) connections, as in
+ * production: the endpoint never closes an idle connection, so a single attempt meets no
+ * spurious ECONNRESET (see `keepAliveTimeout` in kms-endpoint.ts).
  */
 export function kmsClient(kms: KmsEndpoint): KMSClient {
   return new KMSClient({
@@ -208,7 +208,6 @@ export function kmsClient(kms: KmsEndpoint): KMSClient {
     region: 'local-1',
     credentials: KMS_CREDENTIALS,
     maxAttempts: 1,
-    requestHandler: { httpAgent: new Agent({ keepAlive: false }) },
   })
 }
 
