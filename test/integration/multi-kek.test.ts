@@ -254,7 +254,7 @@ describe.runIf(softHsmAvailable)('several KEKs per key', () => {
             cache: { ttlMs: 1 },
             metadataTtlMs: 0,
           })
-          kms.kms.setLatency(40) // each KMS call (the rewrap's unwraps included) takes a while
+          kms.kms.setLatency(40) // KMS unwraps stay in flight while the key store changes
           let rotating = true
           let rewrapDone = false
           let next = 100
@@ -262,12 +262,36 @@ describe.runIf(softHsmAvailable)('several KEKs per key', () => {
           const errors: unknown[] = []
           let startedDuringRewrap = 0
           let doneAfterRewrap = 0
+          let completed = 0
+          let wake: (() => void) | undefined
           /** Runs one query; counts those that overlapped the rewrap and those that saw its result. */
           const query = async (run: () => Promise<void>): Promise<void> => {
             const during = !rewrapDone
             await run()
             if (during) startedDuringRewrap++
             else doneAfterRewrap++
+            completed++
+            wake?.()
+          }
+          // The rewrap is held before each key until the workers have completed QUERIES_PER_KEY
+          // more queries, so queries run while 0, 1, 2 and 3 of the 4 keys are rotated however
+          // slow the machine is (counted events, not timing: a loaded machine once let only 4
+          // queries overlap an unheld rewrap).
+          const QUERIES_PER_KEY = 2
+          const heldFor: number[] = []
+          const heldTarget: KeyProvider = {
+            id: newKek.id,
+            generateDataKey: (ref) => newKek.generateDataKey(ref),
+            unwrap: (wrapped, ref) => newKek.unwrap(wrapped, ref),
+            rewrap: async (source, ref) => {
+              const from = completed
+              while (completed < from + QUERIES_PER_KEY && errors.length === 0)
+                await new Promise<void>((resolve) => {
+                  wake = resolve
+                })
+              heldFor.push(completed - from)
+              return newKek.rewrap(source, ref)
+            },
           }
           const worker = async (): Promise<void> => {
             // Bounded, so a failing rewrap or a broken query cannot spin forever.
@@ -297,6 +321,7 @@ describe.runIf(softHsmAvailable)('several KEKs per key', () => {
                 })
               } catch (error) {
                 errors.push(error)
+                wake?.()
               }
               // PGlite and the local KEK answer in microtasks: yield, or timers and I/O starve.
               await new Promise((resolve) => setImmediate(resolve))
@@ -308,7 +333,7 @@ describe.runIf(softHsmAvailable)('several KEKs per key', () => {
             result = await rewrapAll({
               store: t.store,
               from: [kms.provider, hsm.provider],
-              to: newKek,
+              to: heldTarget,
               removeKekIds: [kms.provider.id, hsm.provider.id],
             })
             rewrapDone = true
@@ -322,7 +347,10 @@ describe.runIf(softHsmAvailable)('several KEKs per key', () => {
           }
           expect(errors).toEqual([])
           expect(result).toEqual({ keys: 4, rewrapped: 4 })
-          expect(startedDuringRewrap).toBeGreaterThanOrEqual(6)
+          // Each of the 4 keys' rewraps waited for 2 queries that started before the rewrap ended.
+          expect(heldFor).toHaveLength(4)
+          for (const n of heldFor) expect(n).toBeGreaterThanOrEqual(QUERIES_PER_KEY)
+          expect(startedDuringRewrap).toBeGreaterThanOrEqual(4 * QUERIES_PER_KEY)
           expect(doneAfterRewrap).toBeGreaterThanOrEqual(9)
           // 4 rewraps, then the app's own unwraps through the new KEK once the old wrappings were gone.
           expect(local.calls()).toBeGreaterThan(4)
