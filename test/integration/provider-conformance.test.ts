@@ -69,15 +69,20 @@ async function settleKeyLoads(p: TestProcess, table: string): Promise<void> {
   )
 }
 
-/** One PGlite key store shared by the provider-alone cases (a PGlite takes seconds to start). */
+/**
+ * One PGlite key store shared by the provider-alone cases. Started in a hook, not by the first
+ * test that needs it: a PGlite takes ~8 s of CPU to start (30-70 s of wall time on a loaded
+ * machine), which counted against that test's 60 s timeout and failed it under load.
+ */
 let sharedStore: { db: Kysely<unknown>; store: KeyStore } | undefined
-async function keyStore(): Promise<KeyStore> {
-  if (sharedStore === undefined) {
-    const db = new Kysely<unknown>({ dialect: new PGliteDialect(new PGlite()) })
-    const store = new KeyStore(db, { tableName: uniqueName('conformance_keys') })
-    await store.ensureSchema()
-    sharedStore = { db, store }
-  }
+beforeAll(async () => {
+  const db = new Kysely<unknown>({ dialect: new PGliteDialect(new PGlite()) })
+  const store = new KeyStore(db, { tableName: uniqueName('conformance_keys') })
+  await store.ensureSchema()
+  sharedStore = { db, store }
+})
+function keyStore(): KeyStore {
+  if (sharedStore === undefined) throw new Error('the shared key store is started in beforeAll')
   return sharedStore.store
 }
 afterAll(async () => {
@@ -168,7 +173,7 @@ describe.each(providerFactories())('provider conformance: $name', (factory) => {
       })
 
       it('100 parallel ring.key(ref) of one uncached key: exactly 1 unwrap at the keeper, identical correct bytes', async () => {
-        const store = await keyStore()
+        const store = keyStore()
         const table = `single_flight_${fx.name}`
         const creator = new KeyRing({ autoCreate: true, store, providers: [fx.provider] })
         const expected = Buffer.from((await creator.activeKey(table, 'data')).bytes)
