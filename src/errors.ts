@@ -53,6 +53,8 @@ export type ErrorCode =
   // operations (src/ops)
   | 'JOB_PAUSED'
   | 'RETIRE_REFUSED'
+  | 'RETIRE_TOO_EARLY'
+  | 'JOB_TARGET_CHANGED'
   | 'ROTATION_REFUSED'
   | 'OPS_INVALID'
 
@@ -151,14 +153,17 @@ export class QueryRefusedError extends FieldEncryptionError {
 export class OperationError extends FieldEncryptionError {
   /** Rows concerned (e.g. rows still on a version `retire` refused to retire), where one applies. */
   readonly rows: number | undefined
+  /** Milliseconds to wait before the refused operation is allowed (`RETIRE_TOO_EARLY`), where one applies. */
+  readonly waitMs: number | undefined
 
   constructor(
     code: ErrorCode,
     message: string,
-    options: FieldEncryptionErrorOptions & { rows?: number } = {},
+    options: FieldEncryptionErrorOptions & { rows?: number; waitMs?: number } = {},
   ) {
     super(code, message, options)
     this.rows = options.rows
+    this.waitMs = options.waitMs
   }
 }
 

@@ -29,6 +29,13 @@ export interface OpsOptions {
    * long between staging and activating, and again before re-encrypting. @default 30_000
    */
   readonly metadataTtlMs?: number
+  /**
+   * Added to every metadata-TTL wait (`rotate` before activating, `retire` after the successor's
+   * activation): covers a write the application encrypted just before its metadata expired and
+   * committed a little later. Both waits are measured by the database's clock, so no clock skew
+   * between machines needs covering. @default 1000
+   */
+  readonly ttlMarginMs?: number
   /** Unwrapped-key cache of the jobs (same meaning as the application's). */
   readonly cache?: KeyCacheOptions
   /** One event per provider call. */
@@ -51,6 +58,8 @@ export interface OpsContext {
   readonly family: 'postgres' | 'mysql'
   readonly jobsTable: string
   readonly metadataTtlMs: number
+  /** See {@link OpsOptions.ttlMarginMs}. */
+  readonly ttlMarginMs: number
   readonly audit: AuditSink | undefined
   /** The annotated table named `table` (physical or logical name). */
   table(table: string): TableInfo
@@ -86,6 +95,9 @@ export function createOpsContext(options: OpsOptions): OpsContext {
   const db = options.db.withoutPlugins()
   const store = new KeyStore(db, options.keyTable === undefined ? {} : { tableName: options.keyTable })
   const metadataTtlMs = options.metadataTtlMs ?? 30_000
+  const ttlMarginMs = options.ttlMarginMs ?? 1000
+  if (!Number.isFinite(ttlMarginMs) || ttlMarginMs < 0)
+    throw new ConfigError('CONFIG_INVALID', `ttlMarginMs must be a number >= 0, got ${ttlMarginMs}.`)
   const ring = new KeyRing({
     store,
     providers,
@@ -104,6 +116,7 @@ export function createOpsContext(options: OpsOptions): OpsContext {
     family: store.family,
     jobsTable,
     metadataTtlMs,
+    ttlMarginMs,
     audit: options.audit,
     table(name: string): TableInfo {
       const info =

@@ -1,18 +1,12 @@
 import { hostname } from 'node:os'
-import type { Transaction } from 'kysely'
-import { type FieldEncryptionError, KeyProviderError, OperationError } from '../errors.js'
+import { KeyError, OperationError } from '../errors.js'
 import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
-import { type Batch, type BatchCounts, JobStore } from './job-store.js'
+import { type BatchRunner, pausing, runOneBatch } from './job-batch.js'
+import { type BatchCounts, type JobStart, JobStore } from './job-store.js'
+import { exactKeys, keyColumn } from './primary-key.js'
 import { type RunOptions, report, sleep } from './progress.js'
-import {
-  checkRow,
-  destroyKeySet,
-  type KeySet,
-  loadKeySet,
-  type StoredRow,
-  storedColumns,
-} from './row-check.js'
+import { destroyKeySet, loadKeySet, type StoredRow } from './row-check.js'
 
 /** Options of a batch job (`reencrypt`). */
 export interface JobOptions extends RunOptions {
@@ -52,25 +46,35 @@ export interface JobResult {
   readonly conflicts: number
   /** Rows deleted by the application while the job was at them. */
   readonly deleted: number
-  /** Rows that could not be read (a ciphertext that does not decrypt, a value that is not ciphertext). */
+  /** Rows this process could not read (a ciphertext that does not decrypt, a value that is not ciphertext). */
   readonly failed: number
-  /** Primary keys of failed rows (first 100). */
+  /** Primary keys of the rows this process could not read (first 100). */
   readonly failedKeys: readonly unknown[]
+  /**
+   * Rows the job could not read over all its runs and workers, earlier (interrupted) runs included:
+   * a resumed run does not read those rows again, so this, not `failed`, says whether the job failed.
+   */
+  readonly jobFailed: number
+  /** The key versions the job moves rows onto (the active ones when it was planned). */
+  readonly targets: { readonly data: number; readonly index: number }
+  /**
+   * An interrupted job this call did not resume because it moved rows onto other versions than the
+   * active ones (a rotation happened since): its targets and progress. A new job was planned.
+   */
+  readonly replaced: JobStart['replaced']
   /** True when stopped by the signal: the checkpoint is saved; a new run resumes. */
   readonly stopped: boolean
   /** Batches left in the job (0 once it is done). */
   readonly remainingBatches: number
 }
 
-const FAILED_KEYS_MAX = 100
-
-/** Thrown inside a batch's transaction when a row names a key version this worker has not loaded. */
-class NeedsKeys extends Error {}
-
 /**
  * Runs the re-encryption job on `table` until no batch is left, cooperating with every other
  * worker on the same job: keyset batches by primary key, one transaction per batch, compare-and-set
- * writes, the batch's checkpoint committed with its rows. @internal
+ * writes, the batch's checkpoint committed with its rows. The job records its targets (the active
+ * data and index versions): a run joins a job only when those are still the active versions, and
+ * otherwise replaces it with a new one (`replaced` in the result).
+ * @internal
  * @throws OperationError `JOB_PAUSED` when the key provider fails: nothing of the running batch was
  *   written, the checkpoint stands, a later run resumes.
  */
@@ -85,12 +89,14 @@ export async function runReencryptJob(
     throw new OperationError('OPS_INVALID', `batchSize must be a positive integer, got ${batchSize}.`)
   if (!Number.isSafeInteger(workers) || workers < 1 || workers > 64)
     throw new OperationError('OPS_INVALID', `workers must be an integer from 1 to 64, got ${workers}.`)
-  const pk = ctx.primaryKey(table)
+  const key = await keyColumn(ctx, table)
+  const pk = key.name
   const jobs = new JobStore(ctx)
   await jobs.ensureSchema()
   const since = new Date()
   // Keys first: a provider that is down stops the job before anything is planned.
   destroyKeySet(await pausing(table, () => loadKeySet(ctx, table)))
+  const targets = await activeTargets(ctx, table)
   report(options, {
     op: 'reencrypt',
     table: table.physical,
@@ -99,18 +105,18 @@ export async function runReencryptJob(
     total: undefined,
     unit: 'batches',
   })
-  const { id, created } = await jobs.startOrJoin('reencrypt', table.logical, since, async (trx) => {
+  const start = await jobs.startOrJoin('reencrypt', table.logical, since, targets, async (trx) => {
     const bounds: Array<{ lo: unknown; hi: unknown }> = []
     let lo: unknown = null
     for (;;) {
       let q = trx
         .selectFrom(table.physical)
-        .select(pk)
+        .select(key.selection)
         .orderBy(pk)
         .limit(1)
         .offset(batchSize - 1)
       if (lo !== null) q = q.where(pk, '>', lo)
-      const row = (await q.executeTakeFirst()) as StoredRow | undefined
+      const row = exactKeys(key, (await q.execute()) as StoredRow[])[0]
       if (row === undefined) {
         bounds.push({ lo, hi: null })
         return bounds
@@ -119,6 +125,17 @@ export async function runReencryptJob(
       lo = row[pk]
     }
   })
+  const { id, replaced } = start
+  if (replaced !== undefined) {
+    report(options, {
+      op: 'reencrypt',
+      table: table.physical,
+      phase: `replaced an interrupted job towards data v${replaced.targets.data ?? '?'} / index v${replaced.targets.index ?? '?'} (${replaced.doneBatches}/${replaced.totalBatches} batches done): planned a new one towards data v${targets.data} / index v${targets.index}`,
+      done: 0,
+      total: undefined,
+      unit: 'batches',
+    })
+  }
   const total = (await jobs.list(table.logical)).find((j) => j.id === id)?.totalBatches
   let done = (total ?? 0) - (await jobs.remaining(id))
   const totals: BatchCounts = { rows: 0, rewritten: 0, conflicts: 0, deleted: 0, failed: 0 }
@@ -126,35 +143,20 @@ export async function runReencryptJob(
   let batches = 0
   const started = performance.now()
   const base = options.workerName ?? `${hostname()}:${process.pid}`
+  const runner = (worker: string): BatchRunner => ({ ctx, jobs, table, key, jobId: id, worker, failedKeys })
+  const add = (counts: BatchCounts) => {
+    batches++
+    for (const k of Object.keys(totals) as (keyof BatchCounts)[]) totals[k] += counts[k]
+  }
 
   const worker = async (n: number) => {
-    const name = workers === 1 ? base : `${base}#${n}`
+    const run = runner(workers === 1 ? base : `${base}#${n}`)
     for (;;) {
       if (options.signal?.aborted) return
-      let counts: BatchCounts | undefined
-      for (let attempt = 0; ; attempt++) {
-        const keys = await pausing(table, () => loadKeySet(ctx, table))
-        try {
-          counts = await ctx.db
-            .transaction()
-            .execute((trx) => runBatch(jobs, trx, table, pk, id, keys, name, attempt > 0, failedKeys))
-          destroyKeySet(keys)
-          break
-        } catch (error) {
-          destroyKeySet(keys)
-          if (error instanceof NeedsKeys && attempt === 0) {
-            ctx.ring.refresh()
-            continue
-          }
-          // A deadlock or serialization failure rolled the batch back: it is safe to run again.
-          if (isRetryable(error) && attempt < 5) continue
-          throw error
-        }
-      }
+      const counts = await runOneBatch(run)
       if (counts === undefined) return
-      batches++
+      add(counts)
       done++
-      for (const k of Object.keys(totals) as (keyof BatchCounts)[]) totals[k] += counts[k]
       report(options, {
         op: 'reencrypt',
         table: table.physical,
@@ -169,125 +171,55 @@ export async function runReencryptJob(
       }
     }
   }
-  await Promise.all(Array.from({ length: workers }, (_, i) => worker(i + 1)))
-  let remaining = await jobs.remaining(id)
-  // Batches still claimed by live workers elsewhere: wait for them (a dead worker's lock is released
-  // with its connection, and its batch is claimed again by the loop above on the next run).
-  while (remaining > 0 && !options.signal?.aborted) {
-    if (await sleep(200, options.signal)) break
-    const again = await pausing(table, () => loadKeySet(ctx, table))
-    const more = await ctx.db
-      .transaction()
-      .execute((trx) => runBatch(jobs, trx, table, pk, id, again, base, true, failedKeys))
-      .finally(() => destroyKeySet(again))
-    if (more !== undefined) {
-      batches++
-      for (const k of Object.keys(totals) as (keyof BatchCounts)[]) totals[k] += more[k]
-    }
+  let remaining: number
+  try {
+    await Promise.all(Array.from({ length: workers }, (_, i) => worker(i + 1)))
     remaining = await jobs.remaining(id)
+    // Batches still claimed by live workers elsewhere: wait for them (a dead worker's lock is
+    // released with its connection, and its batch is claimed again here).
+    while (remaining > 0 && !options.signal?.aborted) {
+      if (await sleep(200, options.signal)) break
+      const more = await runOneBatch(runner(base))
+      if (more !== undefined) add(more)
+      remaining = await jobs.remaining(id)
+    }
+  } catch (error) {
+    // Stopped by the key provider or an error: status reports the job as interrupted at once.
+    await jobs.markStopped(id).catch(() => undefined)
+    throw error
   }
   if (remaining === 0) await jobs.finish(id)
+  else await jobs.markStopped(id)
+  const record = (await jobs.list(table.logical)).find((j) => j.id === id)
   return {
     jobId: id,
     table: table.physical,
-    planned: created,
+    planned: start.created,
     batches,
     ...totals,
     failedKeys,
+    jobFailed: Math.max(record?.failed ?? 0, totals.failed),
+    targets,
+    replaced,
     stopped: options.signal?.aborted === true && remaining > 0,
     remainingBatches: remaining,
   }
 }
 
-async function runBatch(
-  jobs: JobStore,
-  // biome-ignore lint/suspicious/noExplicitAny: tables named at run time.
-  trx: Transaction<any>,
-  table: TableInfo,
-  pk: string,
-  jobId: string,
-  keys: KeySet,
-  worker: string,
-  missingIsFailure: boolean,
-  failedKeys: unknown[],
-): Promise<BatchCounts | undefined> {
-  const batch: Batch | undefined = await jobs.claim(trx, jobId)
-  if (batch === undefined) return undefined
-  const columns = storedColumns(table, pk)
-  let q = trx.selectFrom(table.physical).select(columns).orderBy(pk)
-  if (batch.lo !== null) q = q.where(pk, '>', batch.lo)
-  if (batch.hi !== null) q = q.where(pk, '<=', batch.hi)
-  const rows = (await q.execute()) as StoredRow[]
-  const counts: BatchCounts = { rows: rows.length, rewritten: 0, conflicts: 0, deleted: 0, failed: 0 }
-  for (const read of rows) {
-    let row: StoredRow | undefined = read
-    for (let attempt = 0; row !== undefined; attempt++) {
-      const check = checkRow(table, keys, row, true)
-      if (!missingIsFailure && check.failures.some((f) => f.endsWith(': KEY_NOT_FOUND')))
-        throw new NeedsKeys()
-      if (check.failures.some((f) => !f.endsWith('INDEX_MISMATCH') && !f.endsWith('STALE_INDEX'))) {
-        counts.failed++
-        if (failedKeys.length < FAILED_KEYS_MAX) failedKeys.push(row[pk])
-        break
-      }
-      if (Object.keys(check.updates).length === 0) break
-      // Compare-and-set: written only if every ciphertext we rewrite is still the one we read.
-      let update = trx.updateTable(table.physical).set(check.updates).where(pk, '=', row[pk])
-      // …and the row context they are bound to is still the one we read (the application may
-      // have moved the row to another context, rewriting its ciphertexts).
-      for (const c of table.context) if (c !== pk) update = update.where(c, '=', row[c])
-      for (const c of check.expect) {
-        const was = row[c]
-        update = was === null || was === undefined ? update.where(c, 'is', null) : update.where(c, '=', was)
-      }
-      const result = await update.executeTakeFirst()
-      if (result.numUpdatedRows > 0n) {
-        counts.rewritten++
-        break
-      }
-      // The application wrote the row after we read it: read it again, locked, and redo it.
-      counts.conflicts++
-      if (attempt >= 3) throw new OperationError('OPS_INVALID', `A row of ${table.physical} kept changing.`)
-      row = (await trx
-        .selectFrom(table.physical)
-        .select(columns)
-        .where(pk, '=', row[pk])
-        .forUpdate()
-        .executeTakeFirst()) as StoredRow | undefined
-      if (row === undefined) counts.deleted++
-    }
-  }
-  await jobs.complete(trx, batch, counts, worker)
-  return counts
-}
-
-/** Runs `fn`; a key provider failure becomes the typed, resumable pause. */
-export async function pausing<T>(table: TableInfo, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn()
-  } catch (error) {
-    if (isProviderFailure(error)) {
-      throw new OperationError(
-        'JOB_PAUSED',
-        `The key provider failed (${error.code}) while the job on ${table.physical} needed a key: it stopped after its last committed batch. Run it again to resume once the provider answers.`,
-        { cause: error, table: table.logical },
-      )
-    }
-    throw error
-  }
-}
-
-/**
- * A key provider's failure. By code as well as by class: a CLI bundle and the application's config
- * may each load their own copy of this library's error classes.
- */
-function isProviderFailure(error: unknown): error is FieldEncryptionError {
-  if (error instanceof KeyProviderError) return true
-  const e = error as { name?: unknown; code?: unknown } | null
-  return e?.name === 'KeyProviderError' && typeof e.code === 'string'
-}
-
-function isRetryable(error: unknown): boolean {
-  const e = error as { code?: unknown; errno?: unknown } | null
-  return e?.code === '40P01' || e?.code === '40001' || e?.errno === 1213 || e?.errno === 1205
+/** The active data and index versions, from the key table itself (not the ring's cached metadata). */
+async function activeTargets(ctx: OpsContext, table: TableInfo): Promise<{ data: number; index: number }> {
+  const versions = await ctx.store.list(table.logical)
+  const active = (purpose: 'data' | 'index') =>
+    versions.find((k) => k.purpose === purpose && k.state === 'active')?.version
+  const data = active('data')
+  const index = active('index')
+  if (data === undefined || index === undefined)
+    throw new KeyError(
+      'KEY_NOT_FOUND',
+      `${table.logical} has no active ${data === undefined ? 'data' : 'index'} key.`,
+      {
+        table: table.logical,
+      },
+    )
+  return { data, index }
 }

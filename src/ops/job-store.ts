@@ -1,5 +1,6 @@
 import { type Kysely, sql, type Transaction } from 'kysely'
 import type { OpsContext } from './context.js'
+import { decodeBound, encodeBound, ensureJobTables } from './job-tables.js'
 
 /** A job as its row in the job table records it. */
 export interface JobRecord {
@@ -15,10 +16,34 @@ export interface JobRecord {
   readonly rewritten: number
   readonly conflicts: number
   readonly failed: number
+  /** The key versions the job moves rows onto (null: recorded by a version that did not store them). */
+  readonly targets: JobTargets
   readonly startedAt: Date
   /** The last batch committed (or the start); a running job with an old one was interrupted. */
   readonly lastProgressAt: Date
   readonly finishedAt: Date | null
+  /** When a run last stopped (signal, key provider down, error) with batches left. */
+  readonly stoppedAt: Date | null
+}
+
+/** The active data and index key versions a job moves rows onto. */
+export interface JobTargets {
+  readonly data: number | null
+  readonly index: number | null
+}
+
+/** How a start found the job. @internal */
+export interface JobStart {
+  readonly id: string
+  /** True when this call planned the job's batches. */
+  readonly created: boolean
+  /**
+   * The unfinished job this call replaced because its targets were not the active versions (a
+   * rotation happened since it was interrupted): its targets and progress.
+   */
+  readonly replaced:
+    | { readonly targets: JobTargets; readonly doneBatches: number; readonly totalBatches: number }
+    | undefined
 }
 
 /** One claimed batch: primary keys in `(lo, hi]`; a bound is null when open. @internal */
@@ -66,66 +91,24 @@ export class JobStore {
   }
 
   /** Creates both tables if absent. Idempotent. */
-  async ensureSchema(): Promise<void> {
-    const time = this.#ctx.family === 'mysql' ? sql`datetime(3)` : sql`timestamptz`
-    const big = 'bigint'
-    await this.#retryCreate(() =>
-      this.#db.schema
-        .createTable(this.jobs)
-        .ifNotExists()
-        .addColumn('id', 'varchar(300)', (c) => c.primaryKey())
-        .addColumn('kind', 'varchar(32)', (c) => c.notNull())
-        .addColumn('logical_table', 'varchar(255)', (c) => c.notNull())
-        .addColumn('state', 'varchar(16)', (c) => c.notNull())
-        .addColumn('total_batches', 'integer', (c) => c.notNull())
-        .addColumn('started_at', time, (c) => c.notNull())
-        .addColumn('finished_at', time)
-        .execute(),
-    )
-    await this.#retryCreate(() =>
-      this.#db.schema
-        .createTable(this.batches)
-        .ifNotExists()
-        .addColumn('job_id', 'varchar(300)', (c) => c.notNull())
-        .addColumn('batch_no', 'integer', (c) => c.notNull())
-        .addColumn('lo', 'varchar(1000)')
-        .addColumn('hi', 'varchar(1000)')
-        .addColumn('done', 'integer', (c) => c.notNull())
-        .addColumn('rows_seen', big, (c) => c.notNull())
-        .addColumn('rewritten', big, (c) => c.notNull())
-        .addColumn('conflicts', big, (c) => c.notNull())
-        .addColumn('deleted', big, (c) => c.notNull())
-        .addColumn('failed', big, (c) => c.notNull())
-        .addColumn('worker', 'varchar(100)')
-        .addColumn('finished_at', time)
-        .addPrimaryKeyConstraint(`${this.batches}_pkey`, ['job_id', 'batch_no'])
-        .execute(),
-    )
-  }
-
-  async #retryCreate(create: () => Promise<unknown>): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await create()
-        return
-      } catch (error) {
-        // Two concurrent CREATE TABLE IF NOT EXISTS may collide on PostgreSQL's catalog.
-        if (attempt >= 3) throw error
-      }
-    }
+  ensureSchema(): Promise<void> {
+    return ensureJobTables(this.#ctx)
   }
 
   /**
    * Joins the running job of this kind on this table, or starts one: plans its batches (walking
    * the primary key) in the transaction that holds the job row's lock, so concurrent starters plan
    * once and the others join. A job done after `since` is joined (nothing left), not restarted.
+   * A job is joined only when its targets are `targets` (the active versions now): an interrupted
+   * job planned before a rotation is replaced by a new one, reported in `replaced`.
    */
   async startOrJoin(
     kind: string,
     logicalTable: string,
     since: Date,
+    targets: { data: number; index: number },
     plan: (trx: AnyTrx) => Promise<Array<{ lo: unknown; hi: unknown }>>,
-  ): Promise<{ id: string; created: boolean }> {
+  ): Promise<JobStart> {
     const id = `${kind}:${logicalTable}`
     const insert = this.#db.insertInto(this.jobs).values({
       id,
@@ -139,7 +122,7 @@ export class JobStore {
       ? insert.onDuplicateKeyUpdate({ id: sql.ref('id') })
       : insert.onConflict((oc) => oc.doNothing())
     ).execute()
-    return this.#db.transaction().execute(async (trx) => {
+    return this.#db.transaction().execute(async (trx): Promise<JobStart> => {
       const job = await trx
         .selectFrom(this.jobs)
         .selectAll()
@@ -149,8 +132,23 @@ export class JobStore {
       const state = job?.state as string | undefined
       const finished =
         job?.finished_at === null || job?.finished_at === undefined ? null : new Date(job.finished_at)
-      if (state === 'running' || (state === 'done' && finished !== null && finished >= since)) {
-        return { id, created: false }
+      const was: JobTargets = { data: nullableInt(job?.target_data), index: nullableInt(job?.target_index) }
+      const same = was.data === targets.data && was.index === targets.index
+      if (same && (state === 'running' || (state === 'done' && finished !== null && finished >= since))) {
+        return { id, created: false, replaced: undefined }
+      }
+      let replaced: JobStart['replaced']
+      if (state === 'running') {
+        const done = await trx
+          .selectFrom(this.batches)
+          .select((eb) => eb.fn.sum('done').as('done'))
+          .where('job_id', '=', id)
+          .executeTakeFirst()
+        replaced = {
+          targets: was,
+          doneBatches: Number(done?.done ?? 0),
+          totalBatches: Number(job?.total_batches ?? 0),
+        }
       }
       await trx.deleteFrom(this.batches).where('job_id', '=', id).execute()
       const batches = await plan(trx)
@@ -175,11 +173,29 @@ export class JobStore {
       }
       await trx
         .updateTable(this.jobs)
-        .set({ state: 'running', total_batches: batches.length, started_at: new Date(), finished_at: null })
+        .set({
+          state: 'running',
+          total_batches: batches.length,
+          target_data: targets.data,
+          target_index: targets.index,
+          started_at: new Date(),
+          finished_at: null,
+          stopped_at: null,
+        })
         .where('id', '=', id)
         .execute()
-      return { id, created: true }
+      return { id, created: true, replaced }
     })
+  }
+
+  /** The targets of a job as they stand, read inside `trx` (a worker checks its keys against them). */
+  async targets(trx: AnyTrx, jobId: string): Promise<JobTargets> {
+    const job = await trx
+      .selectFrom(this.jobs)
+      .select(['target_data', 'target_index'])
+      .where('id', '=', jobId)
+      .executeTakeFirst()
+    return { data: nullableInt(job?.target_data), index: nullableInt(job?.target_index) }
   }
 
   /** Claims the next undone batch nobody holds (`FOR UPDATE SKIP LOCKED`), inside `trx`. */
@@ -228,19 +244,73 @@ export class JobStore {
     return Number(row?.n ?? 0)
   }
 
-  /** Marks the job done when no batch is left (any worker may; the first one wins). */
-  async finish(jobId: string): Promise<void> {
-    await this.#db
+  /**
+   * Marks the job done, in one conditional update: only while it is running and no batch of it is
+   * left undone (pending or claimed by a worker that has not committed). Several workers may call it
+   * at once; exactly one gets true.
+   */
+  async finish(jobId: string): Promise<boolean> {
+    const result = await this.#db
       .updateTable(this.jobs)
       .set({ state: 'done', finished_at: new Date() })
+      .where('id', '=', jobId)
+      .where('state', '=', 'running')
+      .where((eb) =>
+        eb.not(
+          eb.exists(
+            eb
+              .selectFrom(this.batches)
+              .select(sql`1`.as('one'))
+              .where('job_id', '=', jobId)
+              .where('done', '=', 0),
+          ),
+        ),
+      )
+      .executeTakeFirst()
+    return result.numUpdatedRows > 0n
+  }
+
+  /** Records that a run stopped with batches left (status then reports the job as interrupted). */
+  async markStopped(jobId: string): Promise<void> {
+    await this.#db
+      .updateTable(this.jobs)
+      .set({ stopped_at: new Date() })
       .where('id', '=', jobId)
       .where('state', '=', 'running')
       .execute()
   }
 
+  /**
+   * Whether a worker holds a batch of the job right now: one of its undone batches is locked (a
+   * `SKIP LOCKED` read sees fewer than a plain count). Takes the free batches' locks for an instant.
+   */
+  async claimedNow(jobId: string): Promise<boolean> {
+    return this.#db.transaction().execute(async (trx) => {
+      const all = await trx
+        .selectFrom(this.batches)
+        .select((eb) => eb.fn.countAll().as('n'))
+        .where('job_id', '=', jobId)
+        .where('done', '=', 0)
+        .executeTakeFirst()
+      const free = await trx
+        .selectFrom(this.batches)
+        .select('batch_no')
+        .where('job_id', '=', jobId)
+        .where('done', '=', 0)
+        .forUpdate()
+        .skipLocked()
+        .execute()
+      return free.length < Number(all?.n ?? 0)
+    })
+  }
+
   /** Every job, or those of one logical table, with its counters summed over its batches. */
   async list(logicalTable?: string): Promise<JobRecord[]> {
-    let q = this.#db.selectFrom(this.jobs).selectAll().where('state', '<>', 'new')
+    let q = this.#db
+      .selectFrom(this.jobs)
+      .selectAll()
+      .where('state', '<>', 'new')
+      .where('kind', 'not in', KEY_EVENT_KINDS)
     if (logicalTable !== undefined) q = q.where('logical_table', '=', logicalTable)
     const jobs = await q.orderBy('id').execute()
     const out: JobRecord[] = []
@@ -270,21 +340,20 @@ export class JobStore {
         rewritten: Number(sums?.rewritten ?? 0),
         conflicts: Number(sums?.conflicts ?? 0),
         failed: Number(sums?.failed ?? 0),
+        targets: { data: nullableInt(job.target_data), index: nullableInt(job.target_index) },
         startedAt,
         lastProgressAt: sums?.last === null || sums?.last === undefined ? startedAt : new Date(sums.last),
         finishedAt: job.finished_at === null ? null : new Date(job.finished_at),
+        stoppedAt: job.stopped_at === null || job.stopped_at === undefined ? null : new Date(job.stopped_at),
       })
     }
     return out
   }
 }
 
-/** A primary-key bound as stored: JSON, so numbers stay numbers and strings stay strings. */
-function encodeBound(value: unknown): string | null {
-  if (value === null || value === undefined) return null
-  return JSON.stringify(typeof value === 'bigint' ? value.toString() : value)
-}
+/** Kinds of the key-event rows the job table also holds (key-events.ts): not jobs. */
+export const KEY_EVENT_KINDS: readonly string[] = ['activation', 'staging']
 
-function decodeBound(value: unknown): unknown {
-  return value === null || value === undefined ? null : JSON.parse(String(value))
+function nullableInt(value: unknown): number | null {
+  return value === null || value === undefined ? null : Number(value)
 }

@@ -1,6 +1,7 @@
 import type { OpsContext } from './context.js'
-import { type JobOptions, type JobResult, pausing, runReencryptJob } from './job-engine.js'
-import { loadKeySet } from './row-check.js'
+import { pausing } from './job-batch.js'
+import { type JobOptions, type JobResult, runReencryptJob } from './job-engine.js'
+import { loadKeySet, unreadable } from './row-check.js'
 import { scanTable } from './scan.js'
 
 /** Options of `reencrypt`. */
@@ -38,7 +39,7 @@ export async function reencrypt(
   let wouldRewrite = 0
   let failed = 0
   const scan = await scanTable(ctx, table, keys, { signal: options.signal }, ({ check }) => {
-    if (check.failures.some((f) => !f.endsWith('INDEX_MISMATCH') && !f.endsWith('STALE_INDEX'))) failed++
+    if (unreadable(check)) failed++
     else if (
       [...check.dataVersions.values()].some((v) => v !== keys.activeData) ||
       [...check.indexVersions.values()].some((v) => v !== keys.activeIndex)

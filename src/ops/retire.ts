@@ -1,6 +1,7 @@
 import { KeyError, OperationError } from '../errors.js'
 import type { KeyPurpose } from '../keys/key-provider.js'
 import type { OpsContext } from './context.js'
+import { msSinceKeyEvent } from './key-events.js'
 import { type RunOptions, report } from './progress.js'
 import { loadKeySet } from './row-check.js'
 import { scanTable } from './scan.js'
@@ -9,7 +10,10 @@ import { scanTable } from './scan.js'
 export interface RetireOptions extends RunOptions {
   readonly purpose: KeyPurpose
   readonly version: number
-  /** Retire even though rows still use the version (they stay decryptable; an index version stops being searched). */
+  /**
+   * Retire even though rows still use the version (they stay decryptable; an index version stops
+   * being searched), or before the metadata TTL has passed since its successor's activation.
+   */
   readonly force?: boolean
   /** Count the rows and report; change nothing. */
   readonly dryRun?: boolean
@@ -24,13 +28,19 @@ export interface RetireResult {
   readonly rows: number
   readonly retired: boolean
   readonly forced: boolean
+  /** Milliseconds still to wait after the successor's activation (0: none); see `RETIRE_TOO_EARLY`. */
+  readonly waitMs: number
 }
 
 /**
  * Retires a key version: it is no longer searched (index) and expected unused (data; it still
  * decrypts, so no data is ever lost). Counts, over every row, the rows still using it first:
  * data versions from the ciphertext headers, index versions by recomputing each blind index.
+ * Refused, too, until the key ring's metadata TTL plus `ttlMarginMs` has passed since the active
+ * version was activated (by the database's clock): until then an application instance may still
+ * write with the version being retired, after the count said none uses it.
  * @throws OperationError `RETIRE_REFUSED` (with `rows`) when rows still use it and `force` is not set
+ * @throws OperationError `RETIRE_TOO_EARLY` (with `waitMs`) before that time, unless `force`
  * @throws KeyError `KEY_STATE_INVALID` when it is the active version; `KEY_NOT_FOUND` when it does not exist
  */
 export async function retire(
@@ -80,12 +90,33 @@ export async function retire(
       }
     },
   )
-  const result = { table: table.physical, purpose, version, rows, forced: rows > 0 && options.force === true }
+  let waitMs = 0
+  const active = (await ctx.store.list(table.logical, purpose)).find((k) => k.state === 'active')
+  // A version that was never active (staged, refused) was never written with: no wait.
+  if (target.state !== 'staged' && active !== undefined) {
+    const since = await msSinceKeyEvent(ctx, 'activation', table.logical, purpose, active.version)
+    waitMs = Math.max(0, Math.ceil(ctx.metadataTtlMs + ctx.ttlMarginMs - since))
+  }
+  const result = {
+    table: table.physical,
+    purpose,
+    version,
+    rows,
+    forced: (rows > 0 || waitMs > 0) && options.force === true,
+    waitMs,
+  }
   if (rows > 0 && options.force !== true) {
     throw new OperationError(
       'RETIRE_REFUSED',
       `${rows} rows of ${table.physical} still use ${purpose} version ${version}: run \`kfe reencrypt ${table.physical}\` first, or force it.`,
       { table: table.logical, rows },
+    )
+  }
+  if (waitMs > 0 && options.force !== true) {
+    throw new OperationError(
+      'RETIRE_TOO_EARLY',
+      `${purpose} version ${active?.version} of ${table.logical} was activated less than the metadata TTL (${ctx.metadataTtlMs} ms) plus ${ctx.ttlMarginMs} ms ago: an application instance may still write with version ${version}. Retry in ${Math.ceil(waitMs / 1000)} s, or force it.`,
+      { table: table.logical, waitMs },
     )
   }
   if (options.dryRun === true || options.signal?.aborted) return { ...result, retired: false }

@@ -2,6 +2,7 @@ import { FieldEncryptionError, KeyError, OperationError } from '../errors.js'
 import type { KeyPurpose, KeyRef } from '../keys/key-provider.js'
 import type { OpsContext } from './context.js'
 import type { JobOptions, JobResult } from './job-engine.js'
+import { msSinceKeyEvent, recordKeyEvent } from './key-events.js'
 import { newWrappedKey } from './new-key.js'
 import { report, sleep } from './progress.js'
 import { reencrypt } from './reencrypt.js'
@@ -34,6 +35,14 @@ export interface RotateResult {
   readonly activateAfter: Date | undefined
   readonly reencrypt: JobResult | undefined
   readonly dryRun: boolean
+  /**
+   * True when the signal stopped the rotation before it was through (while waiting the metadata
+   * TTL, or with re-encryption batches left): `left` says what remains (staged: the same call
+   * resumes; active: `reencrypt` finishes). The CLI exits 2.
+   */
+  readonly interrupted: boolean
+  /** What is left to do, in words, when `interrupted` (or staged with `activateLater`). */
+  readonly left: string | undefined
 }
 
 /**
@@ -41,6 +50,7 @@ export interface RotateResult {
  * proves each wrapping unwraps, stages it as the next version, waits the key metadata TTL (so every
  * process can read and search with it before anything is written with it), activates it, waits the
  * TTL again (so every process writes with it), then re-encrypts the table (unless told not to).
+ * Both waits add `ttlMarginMs`; the first is measured by the database's clock from the staging.
  * Interrupted or `activateLater`, a second call finds the staged version and continues.
  * @throws KeyError `KEY_NOT_FOUND` when the table has no key yet (`kfe init`)
  * @throws OperationError `ROTATION_REFUSED` when the staged key does not carry the version it was
@@ -63,7 +73,24 @@ export async function rotate(
       `${table.logical} has no active ${purpose} key: run \`kfe init\` first.`,
       { table: table.logical },
     )
-  const base = { table: table.physical, purpose, previous, dryRun: options.dryRun === true }
+  const base = {
+    table: table.physical,
+    purpose,
+    previous,
+    dryRun: options.dryRun === true,
+    interrupted: false,
+    left: undefined,
+  }
+  const again = `run \`kfe rotate ${table.physical} --${purpose}\` again to`
+  const stopped = (version: number, state: 'staged' | 'active', left: string, activateAfter?: Date) => ({
+    ...base,
+    version,
+    state,
+    activateAfter,
+    reencrypt: undefined,
+    interrupted: true,
+    left,
+  })
   let staged = versions.find((k) => k.state === 'staged')
   if (staged === undefined) {
     const version = (versions.at(-1)?.version ?? 0) + 1
@@ -100,17 +127,32 @@ export async function rotate(
         { table: table.logical },
       )
     }
+    await recordKeyEvent(ctx, 'staging', table.logical, purpose, version)
   }
   // Proven before anything is activated, whoever staged it (this call, an earlier interrupted
   // one, or another tool): a key that does not unwrap, or fails its check value, would make every
   // write to the table fail once active.
   if (options.dryRun !== true)
     await proveStaged(ctx, table.logical, purpose, staged.version, ref(staged.version))
-  const activateAfter = new Date(staged.createdAt.getTime() + ctx.metadataTtlMs)
+  // Measured by the database's clock from when the version was staged (or first seen staged, when
+  // another tool staged it), plus the margin: no client clock enters the wait.
+  const sinceStaged =
+    options.dryRun === true
+      ? 0
+      : await msSinceKeyEvent(ctx, 'staging', table.logical, purpose, staged.version)
+  const wait = Math.max(0, ctx.metadataTtlMs + ctx.ttlMarginMs - sinceStaged)
+  const activateAfter = new Date(Date.now() + wait)
   if (options.activateLater === true || options.dryRun === true) {
-    return { ...base, version: staged.version, state: 'staged', activateAfter, reencrypt: undefined }
+    return {
+      ...base,
+      version: staged.version,
+      state: 'staged',
+      activateAfter,
+      reencrypt: undefined,
+      left:
+        options.dryRun === true ? undefined : `${again} activate it (after ${activateAfter.toISOString()})`,
+    }
   }
-  const wait = activateAfter.getTime() - Date.now()
   if (wait > 0) {
     report(options, {
       op: 'rotate',
@@ -121,10 +163,16 @@ export async function rotate(
       unit: 'ms',
     })
     if (await sleep(wait, options.signal)) {
-      return { ...base, version: staged.version, state: 'staged', activateAfter, reencrypt: undefined }
+      return stopped(
+        staged.version,
+        'staged',
+        `version ${staged.version} is staged, not active: ${again} activate it and re-encrypt`,
+        activateAfter,
+      )
     }
   }
   await ctx.store.activate(table.logical, purpose, staged.version)
+  await recordKeyEvent(ctx, 'activation', table.logical, purpose, staged.version)
   ctx.ring.refresh()
   report(options, {
     op: 'rotate',
@@ -143,14 +191,25 @@ export async function rotate(
     table: table.physical,
     phase: 'waiting for metadata TTL',
     done: 0,
-    total: ctx.metadataTtlMs,
+    total: ctx.metadataTtlMs + ctx.ttlMarginMs,
     unit: 'ms',
   })
-  if (await sleep(ctx.metadataTtlMs, options.signal)) {
-    return { ...base, version: staged.version, state: 'active', activateAfter, reencrypt: undefined }
+  if (await sleep(ctx.metadataTtlMs + ctx.ttlMarginMs, options.signal)) {
+    return stopped(
+      staged.version,
+      'active',
+      `version ${staged.version} is active; no row was re-encrypted yet: run \`kfe reencrypt ${table.physical}\` (another \`kfe rotate\` would stage a further version)`,
+      activateAfter,
+    )
   }
-  const job = await reencrypt(ctx, table.physical, options)
-  return { ...base, version: staged.version, state: 'active', activateAfter, reencrypt: job as JobResult }
+  const job = (await reencrypt(ctx, table.physical, options)) as JobResult
+  const result = { ...base, version: staged.version, state: 'active' as const, activateAfter, reencrypt: job }
+  if (job.remainingBatches === 0) return result
+  return {
+    ...result,
+    interrupted: true,
+    left: `version ${staged.version} is active; ${job.remainingBatches} re-encryption batches are left: run \`kfe reencrypt ${table.physical}\` to finish`,
+  }
 }
 
 async function proveStaged(

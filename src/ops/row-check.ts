@@ -8,6 +8,7 @@ import { encryptColumn, indexValue } from '../plugin/resolve-values.js'
 import { readContext, rowAad } from '../schema/row-context.js'
 import type { IndexInfo, TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
+import type { KeyColumn } from './primary-key.js'
 
 /** Every version of a table's data and index keys, unwrapped, and which ones are active. @internal */
 export interface KeySet {
@@ -15,6 +16,8 @@ export interface KeySet {
   readonly index: ReadonlyMap<number, KeyMaterial>
   readonly activeData: number
   readonly activeIndex: number
+  /** Retired index versions: a blind index computed with one is no longer searched. */
+  readonly retiredIndex: ReadonlySet<number>
 }
 
 /** A stored row as a job reads it: primary key, ciphertexts and blind indexes by physical column. */
@@ -45,6 +48,11 @@ export interface RowCheck {
  * @throws KeyProviderError when a version cannot be unwrapped.
  */
 export async function loadKeySet(ctx: OpsContext, table: TableInfo): Promise<KeySet> {
+  // Every copy made is wiped here unless the whole set is handed to the caller: a provider that
+  // fails on the third version, or a table without an active index key, must not leave the copies
+  // of the versions already unwrapped in memory.
+  const copies: KeyMaterial[] = []
+  let handedOver = false
   const load = async (purpose: KeyPurpose) => {
     const versions = await ctx.ring.versions(table.logical, purpose)
     const keys = new Map<number, KeyMaterial>()
@@ -54,23 +62,47 @@ export async function loadKeySet(ctx: OpsContext, table: TableInfo): Promise<Key
       // unwraps): rows still on it are reported as failing with KEY_NOT_FOUND instead.
       const cached =
         v.state === 'retired' ? await ctx.ring.key(ref).catch(() => undefined) : await ctx.ring.key(ref)
+      if (cached === undefined) continue
       // Our own copy: the cache may expire and wipe its instance while a batch or a scan uses it.
-      if (cached !== undefined) keys.set(v.version, new KeyMaterial(ref, Buffer.from(cached.bytes)))
+      const copy = new KeyMaterial(ref, Buffer.from(cached.bytes))
+      copies.push(copy)
+      keys.set(v.version, copy)
     }
     const active = versions.find((v) => v.state === 'active')
-    return { keys, active: active?.version ?? 0 }
+    const retired = new Set(versions.filter((v) => v.state === 'retired').map((v) => v.version))
+    return { keys, active: active?.version ?? 0, retired }
   }
-  const [data, index] = [await load('data'), await load('index')]
-  if (data.active === 0 || index.active === 0) {
-    throw new KeyError(
-      'KEY_NOT_FOUND',
-      `${table.logical} has no active ${data.active === 0 ? 'data' : 'index'} key.`,
-      {
-        table: table.logical,
-      },
-    )
+  try {
+    const data = await load('data')
+    const index = await load('index')
+    if (data.active === 0 || index.active === 0) {
+      throw new KeyError(
+        'KEY_NOT_FOUND',
+        `${table.logical} has no active ${data.active === 0 ? 'data' : 'index'} key.`,
+        { table: table.logical },
+      )
+    }
+    handedOver = true
+    return {
+      data: data.keys,
+      index: index.keys,
+      activeData: data.active,
+      activeIndex: index.active,
+      retiredIndex: index.retired,
+    }
+  } finally {
+    if (!handedOver) for (const copy of copies) copy.destroy()
   }
-  return { data: data.keys, index: index.keys, activeData: data.active, activeIndex: index.active }
+}
+
+/**
+ * Whether a row cannot be read (a ciphertext that does not decrypt, a value that is not one): not
+ * a blind index to recompute (mismatching, stale, or of a retired version), which a job rewrites.
+ */
+export function unreadable(check: RowCheck): boolean {
+  return check.failures.some(
+    (f) => !f.endsWith(': INDEX_MISMATCH') && !f.endsWith(': STALE_INDEX') && !f.endsWith(': RETIRED_INDEX'),
+  )
 }
 
 /** Zeroes the keys of a {@link loadKeySet}. */
@@ -80,11 +112,11 @@ export function destroyKeySet(keys: KeySet): void {
 }
 
 /**
- * The physical columns a job reads: primary key, row-context columns (the AAD of every
- * ciphertext of the row), every encrypted column, every blind index.
+ * The physical columns a job reads: primary key (exact, see {@link KeyColumn}), row-context
+ * columns (the AAD of every ciphertext of the row), every encrypted column, every blind index.
  */
-export function storedColumns(table: TableInfo, primaryKey: string): string[] {
-  const out = [primaryKey, ...table.context.filter((c) => c !== primaryKey)]
+export function storedColumns(table: TableInfo, key: KeyColumn): Array<KeyColumn['selection']> {
+  const out: Array<KeyColumn['selection']> = [key.selection, ...table.context.filter((c) => c !== key.name)]
   for (const column of table.columns.values()) {
     out.push(column.physical, ...column.spec.indexes.map((s) => s.name))
   }
@@ -164,6 +196,8 @@ export function checkRow(table: TableInfo, keys: KeySet, row: StoredRow, rewrite
       const found = indexVersionOf(index, keys, value, row[spec.name])
       indexVersions.set(spec.name, found)
       if (found === null) failures.push(`${spec.name}: INDEX_MISMATCH`)
+      // Computed with a retired version: searches no longer probe it, so the row cannot be found.
+      else if (keys.retiredIndex.has(found)) failures.push(`${spec.name}: RETIRED_INDEX`)
       if (rewrite && found !== keys.activeIndex) {
         updates[spec.name] = indexValue(keys.index.get(keys.activeIndex)!, index, value)
         changed = true

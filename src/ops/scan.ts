@@ -1,5 +1,6 @@
 import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
+import { exactInteger, exactKeys, type KeyColumn, keyColumn } from './primary-key.js'
 import {
   checkRow,
   destroyKeySet,
@@ -53,34 +54,41 @@ async function scanWith(
   options: ScanOptions,
   onRow: (row: ScannedRow) => void,
 ): Promise<{ rows: number; sampled: boolean; stopped: boolean; total: number }> {
-  const pk = ctx.primaryKey(table)
+  const key = await keyColumn(ctx, table)
+  const pk = key.name
   const pageSize = options.pageSize ?? 1000
-  const columns = storedColumns(table, pk)
+  const columns = storedColumns(table, key)
   const counted = await ctx.db
     .selectFrom(table.physical)
-    .select((eb) => [eb.fn.countAll().as('n'), eb.fn.min(pk).as('lo'), eb.fn.max(pk).as('hi')])
+    .select((eb) => eb.fn.countAll().as('n'))
     .executeTakeFirst()
   const total = Number(counted?.n ?? 0)
   let rows = 0
   const page = async (after: unknown, limit: number): Promise<StoredRow[]> => {
     let q = ctx.db.selectFrom(table.physical).select(columns).orderBy(pk).limit(limit)
     if (after !== null) q = q.where(pk, '>', after)
-    return (await q.execute()) as StoredRow[]
+    return exactKeys(key, (await q.execute()) as StoredRow[])
   }
   const consume = (batch: StoredRow[]) => {
     for (const row of batch) onRow({ key: row[pk], check: checkRow(table, keys, row, false) })
     rows += batch.length
     options.onPage?.(rows)
   }
-  const lo = Number(counted?.lo)
-  const hi = Number(counted?.hi)
   const sample = options.sample
-  if (sample !== undefined && total > sample && Number.isFinite(lo) && Number.isFinite(hi)) {
+  const range = sample !== undefined && total > sample ? await integerRange(ctx, table, key) : undefined
+  if (sample !== undefined && range !== undefined) {
     // Ten windows starting at random primary keys: cheap (index range scans) and spread out.
+    // In bigint arithmetic: a key near 2^63 rounded through a double would be out of range.
     const windows = 10
     const per = Math.max(1, Math.ceil(sample / windows))
-    const starts = Array.from({ length: windows }, () => lo - 1 + Math.floor(Math.random() * (hi - lo + 1)))
-    for (const start of starts.sort((a, b) => a - b)) {
+    const span = range.hi - range.lo + 1n
+    const starts = Array.from({ length: windows }, () => {
+      const offset = BigInt(Math.floor(Math.random() * Number(span)))
+      return range.lo - 1n + (offset < span ? offset : span - 1n)
+    })
+    for (const start of starts
+      .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+      .map((b) => exactInteger(`${b}`))) {
       if (options.signal?.aborted) return { rows, sampled: true, stopped: true, total }
       consume(await page(start, per))
     }
@@ -94,4 +102,31 @@ async function scanWith(
     consume(batch)
     after = batch.at(-1)?.[pk] ?? null
   }
+}
+
+/** The lowest and highest key when the key is an integer (sampling needs arithmetic on it). */
+async function integerRange(
+  ctx: OpsContext,
+  table: TableInfo,
+  key: KeyColumn,
+): Promise<{ lo: bigint; hi: bigint } | undefined> {
+  const end = async (direction: 'asc' | 'desc') => {
+    const rows = await ctx.db
+      .selectFrom(table.physical)
+      .select(key.selection)
+      .orderBy(key.name, direction)
+      .limit(1)
+      .execute()
+    return asBigInt(exactKeys(key, rows as StoredRow[])[0]?.[key.name])
+  }
+  const lo = await end('asc')
+  const hi = lo === undefined ? undefined : await end('desc')
+  return lo === undefined || hi === undefined ? undefined : { lo, hi }
+}
+
+function asBigInt(value: unknown): bigint | undefined {
+  if (typeof value === 'bigint') return value
+  if (typeof value === 'number' && Number.isSafeInteger(value)) return BigInt(value)
+  if (typeof value === 'string' && /^-?\d{1,20}$/.test(value)) return BigInt(value)
+  return undefined
 }

@@ -14,7 +14,11 @@ export interface StatusOptions extends RunOptions {
   readonly exact?: boolean
   /** Rows read per table when not exact. @default 2000 */
   readonly sampleSize?: number
-  /** A running job without a committed batch for this long is reported as interrupted. @default 60_000 */
+  /**
+   * A running job with no batch held by a worker right now and none committed for this long is
+   * reported as interrupted (a job stopped by a signal, a provider outage or an error is reported
+   * at once). @default 60_000
+   */
   readonly staleJobMs?: number
 }
 
@@ -70,8 +74,17 @@ export interface StatusResult {
  */
 export async function status(ctx: OpsContext, options: StatusOptions = {}): Promise<StatusResult> {
   const tables = options.table === undefined ? [...ctx.schema.tables.values()] : [ctx.table(options.table)]
-  const jobs = await new JobStore(ctx).list().catch(() => [] as JobRecord[])
+  const store = new JobStore(ctx)
+  const jobs = await store.list().catch(() => [] as JobRecord[])
   const staleMs = options.staleJobMs ?? 60_000
+  // A running job is interrupted when no worker holds one of its batches now, and a run stopped
+  // after its last committed batch or none committed for staleMs (a live worker between batches).
+  const interrupted = async (j: JobRecord): Promise<boolean> => {
+    if (j.state !== 'running') return false
+    if (await store.claimedNow(j.id).catch(() => false)) return false
+    const stopped = j.stoppedAt !== null && j.stoppedAt.getTime() >= j.lastProgressAt.getTime()
+    return stopped || Date.now() - j.lastProgressAt.getTime() > staleMs
+  }
   const out: TableStatus[] = []
   for (const table of tables) {
     const stored = await ctx.store.list(table.logical).catch(() => [])
@@ -83,16 +96,17 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
       createdAt: k.createdAt,
     }))
     const attention: string[] = []
-    const tableJobs = jobs
-      .filter((j) => j.table === table.logical)
-      .map((j) => ({
-        ...j,
-        interrupted: j.state === 'running' && Date.now() - j.lastProgressAt.getTime() > staleMs,
-      }))
+    const tableJobs: Array<JobRecord & { interrupted: boolean }> = []
+    for (const j of jobs.filter((j) => j.table === table.logical))
+      tableJobs.push({ ...j, interrupted: await interrupted(j) })
     for (const j of tableJobs) {
       if (j.interrupted)
         attention.push(
           `job ${j.id} was interrupted at ${j.doneBatches}/${j.totalBatches} batches: run \`kfe reencrypt ${table.physical}\` to resume`,
+        )
+      if (j.failed > 0)
+        attention.push(
+          `job ${j.id} could not read ${j.failed} rows: run \`kfe verify ${table.physical}\` to list them`,
         )
     }
     const active = (p: KeyPurpose) => keys.find((k) => k.purpose === p && k.state === 'active')?.version

@@ -42,7 +42,7 @@ export interface OpsTestDb {
 /** Builds an {@link OpsTestDb}: `users` (id, name, email unique index, ssn 16-bit search index). */
 export async function opsTestDb(
   backend: Backend,
-  options: { provider?: KeyProvider; ttlMs?: number; opsCache?: KeyCacheOptions } = {},
+  options: { provider?: KeyProvider; ttlMs?: number; ttlMarginMs?: number; opsCache?: KeyCacheOptions } = {},
 ): Promise<OpsTestDb> {
   const table = uniqueName('ops_users')
   const keyTable = uniqueName('kfe_keys')
@@ -88,6 +88,8 @@ export async function opsTestDb(
       keyTable,
       jobsTable,
       metadataTtlMs: ttlMs,
+      // Small in tests: the waits are exercised with their own values where they are the subject.
+      ttlMarginMs: options.ttlMarginMs ?? 20,
       ...(cache === undefined ? {} : { cache }),
     })
     opened.push(ops)

@@ -41,17 +41,27 @@ export function describeJob(result: JobResult | ReencryptDryRun): void {
     )
     return
   }
+  if (result.replaced !== undefined) {
+    const r = result.replaced
+    consola.warn(
+      `an interrupted job towards data v${r.targets.data ?? '?'} / index v${r.targets.index ?? '?'} (${r.doneBatches}/${r.totalBatches} batches done) was not resumed: the active versions changed since; a new job towards data v${result.targets.data} / index v${result.targets.index} was started.`,
+    )
+  }
   consola.log(
     `${result.table}: ${result.rows} rows read, ${result.rewritten} rewritten, ${result.conflicts} changed by the application meanwhile (re-read), ${result.deleted} deleted meanwhile, ${result.failed} failed.`,
   )
   if (result.failed > 0) consola.error(`failing primary keys: ${result.failedKeys.map(String).join(', ')}`)
+  if (result.jobFailed > result.failed)
+    consola.error(
+      `${result.jobFailed - result.failed} more rows failed in earlier runs of this job: \`kfe verify ${result.table}\` lists them.`,
+    )
   if (result.stopped)
     consola.warn(`stopped with ${result.remainingBatches} batches left: run the same command to resume.`)
 }
 
-/** Exit code of a job: 1 when rows failed, 2 when batches are left, else 0. */
+/** Exit code of a job: 1 when rows failed (in this run or an earlier one of the job), 2 when batches are left, else 0. */
 export function jobExit(result: JobResult | ReencryptDryRun): number {
   if ('dryRun' in result) return result.failed > 0 ? EXIT.failed : EXIT.ok
-  if (result.failed > 0) return EXIT.failed
+  if (result.failed > 0 || result.jobFailed > 0) return EXIT.failed
   return result.remainingBatches > 0 ? EXIT.attention : EXIT.ok
 }

@@ -12,7 +12,12 @@ export const retireCommand = defineCommand({
     table: { type: 'positional', required: true, description: 'The table' },
     data: { type: 'string', description: 'The data key version to retire' },
     index: { type: 'string', description: 'The index key version to retire' },
-    force: { type: 'boolean', description: 'Retire even though rows still use it', default: false },
+    force: {
+      type: 'boolean',
+      description:
+        'Retire even though rows still use it, or before the metadata TTL has passed since the successor was activated',
+      default: false,
+    },
   },
   run: ({ args }) =>
     runCommand(
@@ -34,7 +39,7 @@ export const retireCommand = defineCommand({
         out.result(result, () => {
           const state = result.retired ? 'retired' : 'not retired (dry run)'
           consola.log(
-            `${result.table} ${result.purpose} v${result.version}: ${state}; ${result.rows} rows still use it${result.forced ? ' (forced)' : ''}.`,
+            `${result.table} ${result.purpose} v${result.version}: ${state}; ${result.rows} rows still use it${result.waitMs > 0 ? `; ${Math.ceil(result.waitMs / 1000)} s of the metadata TTL were left` : ''}${result.forced ? ' (forced)' : ''}.`,
           )
         })
         return EXIT.ok

@@ -49,8 +49,15 @@ export const rotateCommand = defineCommand({
             `${result.table} ${result.purpose}: version ${result.version} ${result.dryRun ? 'would be staged' : result.state}${result.state === 'staged' ? when : ''}; previous ${result.previous}.`,
           )
           if (result.reencrypt !== undefined) describeJob(result.reencrypt)
+          if (result.left !== undefined)
+            (result.interrupted ? consola.warn : consola.info)(
+              `${result.interrupted ? 'interrupted: ' : ''}${result.left}.`,
+            )
         })
-        return result.reencrypt === undefined ? EXIT.ok : jobExit(result.reencrypt)
+        // Rows that failed outrank an interruption (1 over 2); a stopped rotation is never 0.
+        const job = result.reencrypt === undefined ? EXIT.ok : jobExit(result.reencrypt)
+        if (job === EXIT.failed) return EXIT.failed
+        return result.interrupted ? EXIT.attention : job
       },
     ),
 })

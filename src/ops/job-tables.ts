@@ -1,0 +1,86 @@
+import { type Kysely, sql } from 'kysely'
+import type { OpsContext } from './context.js'
+
+/**
+ * Creates the job tables if absent (idempotent, safe when several processes start at once):
+ *
+ * - `kfe_jobs`: one row per job (`id` = `<kind>:<logical table>`, `kind`, `logical_table`, `state`
+ *   `new`/`running`/`done`, `total_batches`, `target_data` and `target_index`: the key versions the
+ *   job moves rows onto, `started_at`, `finished_at`, `stopped_at`: when a run last stopped with
+ *   batches left). Also holds the key events `rotate` and `retire` time by the database's clock
+ *   (`kind` `activation` / `staging`, see key-events.ts).
+ * - `kfe_jobs_batches`: one row per batch of primary keys `(lo, hi]`, the checkpoint: marked done
+ *   in the transaction that rewrote its rows, with its counters.
+ * @internal
+ */
+export async function ensureJobTables(ctx: OpsContext): Promise<void> {
+  // biome-ignore lint/suspicious/noExplicitAny: the job tables are named at run time.
+  const db: Kysely<any> = ctx.db
+  const time = ctx.family === 'mysql' ? sql`datetime(3)` : sql`timestamptz`
+  const big = 'bigint'
+  const batches = `${ctx.jobsTable}_batches`
+  await retryCreate(() =>
+    db.schema
+      .createTable(ctx.jobsTable)
+      .ifNotExists()
+      .addColumn('id', 'varchar(300)', (c) => c.primaryKey())
+      .addColumn('kind', 'varchar(32)', (c) => c.notNull())
+      .addColumn('logical_table', 'varchar(255)', (c) => c.notNull())
+      .addColumn('state', 'varchar(16)', (c) => c.notNull())
+      .addColumn('total_batches', 'integer', (c) => c.notNull())
+      .addColumn('target_data', 'integer')
+      .addColumn('target_index', 'integer')
+      .addColumn('started_at', time, (c) => c.notNull())
+      .addColumn('finished_at', time)
+      .addColumn('stopped_at', time)
+      .execute(),
+  )
+  await retryCreate(() =>
+    db.schema
+      .createTable(batches)
+      .ifNotExists()
+      .addColumn('job_id', 'varchar(300)', (c) => c.notNull())
+      .addColumn('batch_no', 'integer', (c) => c.notNull())
+      .addColumn('lo', 'varchar(1000)')
+      .addColumn('hi', 'varchar(1000)')
+      .addColumn('done', 'integer', (c) => c.notNull())
+      .addColumn('rows_seen', big, (c) => c.notNull())
+      .addColumn('rewritten', big, (c) => c.notNull())
+      .addColumn('conflicts', big, (c) => c.notNull())
+      .addColumn('deleted', big, (c) => c.notNull())
+      .addColumn('failed', big, (c) => c.notNull())
+      .addColumn('worker', 'varchar(100)')
+      .addColumn('finished_at', time)
+      .addPrimaryKeyConstraint(`${batches}_pkey`, ['job_id', 'batch_no'])
+      .execute(),
+  )
+}
+
+async function retryCreate(create: () => Promise<unknown>): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await create()
+      return
+    } catch (error) {
+      // Two concurrent CREATE TABLE IF NOT EXISTS may collide on PostgreSQL's catalog.
+      if (attempt >= 3) throw error
+    }
+  }
+}
+
+/** A primary-key bound as stored: JSON, strings quoted, an integer as its digits (exact beyond 2^53). */
+export function encodeBound(value: unknown): string | null {
+  if (value === null || value === undefined) return null
+  return typeof value === 'bigint' ? value.toString() : JSON.stringify(value)
+}
+
+/** Reads {@link encodeBound}: an integer beyond 2^53 comes back as a bigint. */
+export function decodeBound(value: unknown): unknown {
+  if (value === null || value === undefined) return null
+  const text = String(value)
+  if (/^-?\d{16,}$/.test(text)) {
+    const n = Number(text)
+    return Number.isSafeInteger(n) ? n : BigInt(text)
+  }
+  return JSON.parse(text)
+}
