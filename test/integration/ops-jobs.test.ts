@@ -1,45 +1,12 @@
-import type { CompiledQuery, DatabaseConnection, Dialect, Driver } from 'kysely'
 import { Kysely } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type KeyProvider, KeyStore, OperationError } from '../../src/index.js'
 import { fieldEncryptionOps, type JobResult } from '../../src/ops.js'
 import { type Backend, backends } from '../support/backends.js'
 import type { TestDB } from '../support/encrypted-db.js'
+import { hooked } from '../support/hooked-dialect.js'
 import { type OpsTestDb, opsTestDb } from '../support/ops-db.js'
 import { kmsFixture } from '../support/providers.js'
-
-/** A dialect whose connections run `before(sql)` ahead of each query (a real driver, observed). */
-function hooked(dialect: Dialect, before: (query: CompiledQuery) => Promise<void>): Dialect {
-  return {
-    createAdapter: () => dialect.createAdapter(),
-    createQueryCompiler: () => dialect.createQueryCompiler(),
-    createIntrospector: (db) => dialect.createIntrospector(db),
-    createDriver: () => {
-      const inner = dialect.createDriver()
-      const seen = new WeakSet<DatabaseConnection>()
-      return new Proxy(inner, {
-        get(target, prop) {
-          if (prop === 'acquireConnection') {
-            return async () => {
-              const connection = await target.acquireConnection()
-              if (!seen.has(connection)) {
-                seen.add(connection)
-                const execute = connection.executeQuery.bind(connection)
-                connection.executeQuery = (async (query: CompiledQuery) => {
-                  await before(query)
-                  return execute(query)
-                }) as DatabaseConnection['executeQuery']
-              }
-              return connection
-            }
-          }
-          const value = Reflect.get(target, prop, target) as unknown
-          return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
-        },
-      }) as Driver
-    },
-  }
-}
 
 /** Rows as the application reads them (plaintext), by id. */
 async function snapshot(t: OpsTestDb): Promise<Map<number, string>> {

@@ -42,7 +42,14 @@ export interface OpsTestDb {
 /** Builds an {@link OpsTestDb}: `users` (id, name, email unique index, ssn 16-bit search index). */
 export async function opsTestDb(
   backend: Backend,
-  options: { provider?: KeyProvider; ttlMs?: number; ttlMarginMs?: number; opsCache?: KeyCacheOptions } = {},
+  options: {
+    provider?: KeyProvider
+    ttlMs?: number
+    ttlMarginMs?: number
+    opsCache?: KeyCacheOptions
+    /** A `bigint` primary key without a default: the test inserts its own ids. */
+    bigintIds?: boolean
+  } = {},
 ): Promise<OpsTestDb> {
   const table = uniqueName('ops_users')
   const keyTable = uniqueName('kfe_keys')
@@ -72,8 +79,11 @@ export async function opsTestDb(
   const family = backend.family
   await raw.schema
     .createTable(table)
-    .addColumn('id', family === 'postgres' ? 'serial' : 'integer', (c) =>
-      family === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement(),
+    .addColumn(
+      'id',
+      options.bigintIds === true ? 'bigint' : family === 'postgres' ? 'serial' : 'integer',
+      (c) =>
+        family === 'postgres' || options.bigintIds === true ? c.primaryKey() : c.primaryKey().autoIncrement(),
     )
     .addColumn('name', 'varchar(100)', (c) => c.notNull())
     .$call(addEncryptedColumns(schema, table, family))
