@@ -8,7 +8,7 @@ export type { FieldEncryptionOps, KfeConfig } from './ops/field-encryption-ops.j
 export { defineConfig, fieldEncryptionOps } from './ops/field-encryption-ops.js'
 export type { InitKey, InitOptions, InitResult } from './ops/init.js'
 export type { JobOptions, JobResult } from './ops/job-engine.js'
-export type { JobRecord } from './ops/job-store.js'
+export type { JobRecord, JobStart, JobTargets } from './ops/job-store.js'
 export type { Progress, RunOptions } from './ops/progress.js'
 export type { ReencryptDryRun, ReencryptOptions } from './ops/reencrypt.js'
 export type { RetireOptions, RetireResult } from './ops/retire.js'

@@ -1,0 +1,181 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
+import { KeyError, type KeyProvider, KeyProviderError, KeyStore, OperationError } from '../../src/index.js'
+import { KeyMaterial } from '../../src/keys/key-material.js'
+import type { KeyRef } from '../../src/keys/key-provider.js'
+import { createOpsContext } from '../../src/ops/context.js'
+import { newWrappedKey } from '../../src/ops/new-key.js'
+import type { JobResult, RetireResult } from '../../src/ops.js'
+import { type Backend, backends } from '../support/backends.js'
+import { type OpsTestDb, opsTestDb } from '../support/ops-db.js'
+
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** Stages (and optionally activates; version 1 is created active) a key version the way another tool would: through the key store. */
+async function stageElsewhere(t: OpsTestDb, ref: KeyRef, activate: boolean): Promise<void> {
+  const ctx = createOpsContext({ db: t.raw, schema: t.schema, keyProvider: t.provider, keyTable: t.keyTable })
+  const store = new KeyStore(t.raw, { tableName: t.keyTable })
+  await store.ensureSchema()
+  const { wrappings, checkValue } = await newWrappedKey(ctx, ref)
+  if (ref.version === 1) {
+    await store.createInitial(ref.logicalTable, ref.purpose, wrappings, checkValue) // created active
+    return
+  }
+  await store.stage(ref.logicalTable, ref.purpose, wrappings, ref.version, checkValue)
+  if (activate) await store.activate(ref.logicalTable, ref.purpose, ref.version)
+  // ctx.ring is not closed: closing it would close the shared provider; it holds no key.
+}
+
+describe.each(backends())('ops fixes: key versions [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    let t: OpsTestDb
+    beforeAll(async () => {
+      t = await opsTestDb(backend)
+      await t.ops.init()
+      await t.insert(10)
+    })
+    afterAll(async () => {
+      await t?.destroy()
+    })
+
+    it('verify reports blind indexes computed with a retired index version (RETIRED_INDEX); reencrypt recomputes them', async () => {
+      await t.ops.rotate(t.table, { purpose: 'index', reencrypt: false })
+      const forced = await t.ops.retire(t.table, { purpose: 'index', version: 1, force: true })
+      expect(forced).toMatchObject({ retired: true, forced: true, rows: 10 })
+      const v = await t.ops.verify(t.table)
+      expect(v).toMatchObject({ ok: false, failed: 10, indexVersions: { 1: 20 } })
+      expect(v.failures[0]!.problems).toEqual(['email_bidx: RETIRED_INDEX', 'ssn_bidx: RETIRED_INDEX'])
+      const job = (await t.ops.reencrypt(t.table)) as JobResult
+      expect(job).toMatchObject({ failed: 0, rewritten: 10 })
+      expect(await t.ops.verify(t.table)).toMatchObject({ ok: true, indexVersions: { 2: 20 } })
+    })
+  })
+})
+
+describe.each(backends())(
+  'ops fixes: metadata-TTL waits by the database clock [$name]',
+  (backend: Backend) => {
+    describe.runIf(backend.available)('', () => {
+      const ttlMs = 1500
+      let t: OpsTestDb
+      beforeAll(async () => {
+        t = await opsTestDb(backend, { ttlMs, ttlMarginMs: 100 })
+        await t.ops.init()
+        await t.insert(10)
+      })
+      afterAll(async () => {
+        await t?.destroy()
+      })
+
+      it('retire refuses (RETIRE_TOO_EARLY, with the time left) until the TTL has passed since the successor was activated; force overrides', async () => {
+        await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
+        expect(await t.ops.reencrypt(t.table)).toMatchObject({ rewritten: 10 })
+        const error = await t.ops.retire(t.table, { purpose: 'data', version: 1 }).catch((e: unknown) => e)
+        expect(error).toBeInstanceOf(OperationError)
+        expect(error).toMatchObject({ code: 'RETIRE_TOO_EARLY' })
+        const waitMs = (error as OperationError).waitMs!
+        expect(waitMs).toBeGreaterThan(0)
+        expect(waitMs).toBeLessThanOrEqual(ttlMs + 100)
+        expect((error as Error).message).toMatch(/Retry in \d+ s, or force it/)
+        const forced = await t.ops.retire(t.table, { purpose: 'data', version: 1, force: true })
+        expect(forced).toMatchObject({ retired: true, forced: true, rows: 0 })
+        expect(forced.waitMs).toBeGreaterThan(0)
+
+        await t.ops.rotate(t.table, { purpose: 'index', reencrypt: false })
+        await t.ops.reencrypt(t.table)
+        const early = (await t.ops
+          .retire(t.table, { purpose: 'index', version: 1 })
+          .catch((e: unknown) => e)) as OperationError
+        expect(early.code).toBe('RETIRE_TOO_EARLY')
+        await pause(early.waitMs! + 50)
+        const r: RetireResult = await t.ops.retire(t.table, { purpose: 'index', version: 1 })
+        expect(r).toMatchObject({ retired: true, forced: false, waitMs: 0, rows: 0 })
+      })
+
+      it('a version staged by another machine whose clock is an hour behind is activated only after the TTL from when it was first seen', async () => {
+        await stageElsewhere(t, { logicalTable: t.table, purpose: 'data', version: 3 }, false)
+        // That machine wrote created_at by its own clock: an hour in the past.
+        await t.raw
+          .updateTable(t.keyTable)
+          .set({ created_at: new Date(Date.now() - 3_600_000) })
+          .where('logical_table', '=', t.table)
+          .where('version', '=', 3)
+          .where('purpose', '=', 'data')
+          .execute()
+        const waits: number[] = []
+        const started = performance.now()
+        const r = await t.ops.rotate(t.table, {
+          purpose: 'data',
+          reencrypt: false,
+          onProgress: (p) => {
+            if (p.phase === 'waiting for metadata TTL' && p.total !== undefined) waits.push(p.total)
+          },
+        })
+        expect(r).toMatchObject({ version: 3, state: 'active', interrupted: false })
+        expect(waits[0]).toBeGreaterThan(ttlMs)
+        expect(performance.now() - started).toBeGreaterThanOrEqual(ttlMs)
+      })
+
+      it('activate-later tells when, by the database clock, and what is left', async () => {
+        const staged = await t.ops.rotate(t.table, { purpose: 'data', activateLater: true })
+        expect(staged).toMatchObject({ version: 4, state: 'staged', interrupted: false })
+        expect(staged.left).toContain(`kfe rotate ${t.table} --data\` again to activate it`)
+        const after = staged.activateAfter!.getTime() - Date.now()
+        expect(after).toBeGreaterThan(ttlMs - 500)
+        expect(after).toBeLessThanOrEqual(ttlMs + 100)
+        // Stopped during the wait: interrupted, with what is left.
+        const stop = new AbortController()
+        setTimeout(() => stop.abort(), 100)
+        const r = await t.ops.rotate(t.table, { purpose: 'data', signal: stop.signal })
+        expect(r).toMatchObject({ version: 4, state: 'staged', interrupted: true })
+        expect(r.left).toContain('version 4 is staged, not active')
+      })
+    })
+  },
+)
+
+describe.each(backends())(
+  'ops fixes: key copies are wiped on every error path [$name]',
+  (backend: Backend) => {
+    describe.runIf(backend.available)('', () => {
+      let t: OpsTestDb
+      beforeAll(async () => {
+        t = await opsTestDb(backend)
+      })
+      afterAll(async () => {
+        await t?.destroy()
+      })
+      afterEach(() => {
+        vi.restoreAllMocks()
+      })
+
+      it('loadKeySet: a provider that fails on the second data version leaves no copy of the first', async () => {
+        await t.ops.init()
+        await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
+        // Data version 2 does not unwrap (its KEK revoked, say); version 1 does, and is copied first.
+        const failing: KeyProvider = {
+          id: t.provider.id,
+          generateDataKey: (ref) => t.provider.generateDataKey(ref),
+          unwrap: (wrapped, ref) =>
+            ref.purpose === 'data' && ref.version === 2
+              ? Promise.reject(
+                  new KeyProviderError('PROVIDER_UNAVAILABLE', 'The KEK is down.', {
+                    providerId: t.provider.id,
+                  }),
+                )
+              : t.provider.unwrap(wrapped, ref),
+          rewrap: (stored, ref) => t.provider.rewrap(stored, ref),
+        }
+        const ops = t.moreOps(undefined, failing)
+        const destroyed: KeyRef[] = []
+        const destroy = KeyMaterial.prototype.destroy
+        vi.spyOn(KeyMaterial.prototype, 'destroy').mockImplementation(function (this: KeyMaterial) {
+          destroyed.push(this.ref)
+          destroy.call(this)
+        })
+        const error = await ops.verify(t.table).catch((e: unknown) => e)
+        expect(error).toBeInstanceOf(KeyError)
+        expect(destroyed).toContainEqual({ logicalTable: t.table, purpose: 'data', version: 1 })
+      })
+    })
+  },
+)
