@@ -46,12 +46,13 @@ async function introspect(ctx: OpsContext, table: TableInfo): Promise<KeyColumn>
     : [undefined, table.physical]
   const row = await ctx.db
     .selectFrom('information_schema.columns')
-    .select('data_type')
+    // Aliased: MySQL 8 labels information_schema columns in capitals.
+    .select(sql<string>`data_type`.as('type'))
     .where('table_schema', '=', schema ?? sql<string>`database()`)
     .where('table_name', '=', bare)
     .where('column_name', '=', name)
     .executeTakeFirst()
-  const type = String(row?.data_type ?? '').toLowerCase()
+  const type = String(row?.type ?? '').toLowerCase()
   if (type !== 'bigint') return plain
   return {
     name,
