@@ -33,18 +33,21 @@ export async function runCommand<T>(
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
   let opened: Awaited<ReturnType<typeof openOps>> | undefined
+  let code: number = EXIT.failed
   try {
     opened = await openOps(args.config)
     const result = await work(opened.ops, { signal: stop.signal, onProgress: (p) => out.progress(p) }, out)
-    process.exitCode = print(result, out)
+    code = print(result, out)
   } catch (error) {
     out.error(error)
-    process.exitCode = EXIT.failed
+    code = EXIT.failed
   } finally {
     out.close()
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
     await opened?.close().catch(() => undefined)
+    // Set after closing: PGlite's close sets process.exitCode (0) itself.
+    process.exitCode = code
   }
 }
 
