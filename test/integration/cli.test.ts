@@ -1,45 +1,56 @@
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import type { Kysely } from 'kysely'
+import { afterAll, beforeAll, describe, it } from 'vitest'
+import { emailsById, startAppWriter } from '../support/app-writer.js'
 import { type Backend, backends } from '../support/backends.js'
 import { type CliTestDb, cliTestDb } from '../support/cli-runner.js'
+import type { TestDB } from '../support/encrypted-db.js'
 
-const urls = { postgres: inject('pgUrl'), mysql: inject('mysqlUrl') }
-
-async function insertRows(t: CliTestDb, n: number, prefix: string): Promise<void> {
+async function insertRows(app: Kysely<TestDB>, table: string, n: number, prefix: string): Promise<void> {
   for (let i = 0; i < n; i += 100) {
     const values = Array.from({ length: Math.min(100, n - i) }, (_, j) => ({
       name: `${prefix}${i + j}`,
       email: `${prefix}${i + j}@x.io`,
       ssn: `123-45-${String(i + j).padStart(4, '0')}`,
     }))
-    await t.app.insertInto(t.table).values(values).execute()
+    await app.insertInto(table).values(values).execute()
   }
 }
 
-async function snapshot(t: CliTestDb): Promise<Map<number, string>> {
-  const rows = await t.app.selectFrom(t.table).select(['id', 'email']).execute()
-  return new Map(rows.map((r) => [Number(r.id), String(r.email)]))
-}
-
-// The CLI runs as a child process: PGlite's in-memory database cannot be shared with it.
-describe.each(backends().filter((b) => b.name !== 'pglite'))(
+/**
+ * `kfe` as a child process (the bin built once per file, see cliBuild), on every backend: PGlite in
+ * a directory that each child opens in turn (one process at a time), so only the end-to-end flow;
+ * PostgreSQL and MariaDB also run the refusals, kill -9, SIGTERM and workers cases.
+ *
+ * The backends run at once (each its own tables, or its own PGlite directory); the cases of one
+ * backend run in order, on one table whose key versions each case moves on. Steps a case does not
+ * test (activating the next data version) run in this process through the same operations.
+ */
+describe.concurrent.each(backends())(
   'kfe CLI end to end [$name]',
   { timeout: 600_000 },
   (backend: Backend) => {
-    describe.runIf(backend.available)('', () => {
+    const server = backend.name !== 'pglite'
+    describe.runIf(backend.available).sequential('', () => {
       let t: CliTestDb
       beforeAll(async () => {
-        t = await cliTestDb(backend, (backend.family === 'postgres' ? urls.postgres : urls.mysql) ?? '')
+        t = await cliTestDb(backend)
       })
       afterAll(async () => {
         await t?.destroy()
       })
 
-      it('init → insert → rotate --data → verify → status → retire', async () => {
+      /** The next data version, activated in this process; the application reads its key table again. */
+      async function nextDataVersion(): Promise<void> {
+        await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
+        t.encryption.keyRing().refresh()
+      }
+
+      it('init → insert → rotate --data → reencrypt → verify → status → retire', async ({ expect }) => {
         const init = await t.kfe('init', '--json')
         expect(init.code).toBe(0)
         expect(init.json).toMatchObject({ created: 2 })
         expect((await t.kfe('init')).stdout).toContain('0 keys created.')
-        await insertRows(t, 250, 'a')
+        await t.session(({ app }) => insertRows(app, t.table, 250, 'a'))
         const dry = await t.kfe('rotate', t.table, '--data', '--dry-run', '--json')
         expect(dry.json).toMatchObject({ version: 2, dryRun: true })
         const rotate = await t.kfe('rotate', t.table, '--data', '--batch-size', '40', '--json')
@@ -55,6 +66,10 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
           .split('\n')
           .map((l) => JSON.parse(l) as { type: string; phase: string })
         expect(steps.filter((s) => s.phase === 'batch')).toHaveLength(7)
+        // A second pass finds every row on the active version.
+        const again = await t.kfe('reencrypt', t.table, '--json')
+        expect(again.code).toBe(0)
+        expect(again.json).toMatchObject({ rows: 250, rewritten: 0, failed: 0, remainingBatches: 0 })
         const verify = await t.kfe('verify', t.table, '--json')
         expect(verify.code).toBe(0)
         expect(verify.json).toMatchObject({ ok: true, rows: 250, dataVersions: { 2: 500 } })
@@ -70,163 +85,148 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
         const after = await t.kfe('status', t.table, '--exact')
         expect(after.code).toBe(0)
         expect(after.stdout).toContain('verdict: ok')
+        // The application reads every row under the new version.
+        const read = await t.session(({ app }) => app.selectFrom(t.table).select(['email']).execute())
+        expect(read.map((r) => r.email).sort()).toEqual(
+          Array.from({ length: 250 }, (_, i) => `a${i}@x.io`).sort(),
+        )
       })
 
-      it('refusals exit 1 with a typed code: retire with rows left, retire of the active version, a bad option', async () => {
-        const rotate = await t.kfe('rotate', t.table, '--index', '--no-reencrypt', '--json')
-        expect(rotate.json).toMatchObject({ version: 2, state: 'active' })
-        expect((rotate.json as { reencrypt?: unknown }).reencrypt).toBeUndefined()
-        const refused = await t.kfe('retire', t.table, '--index', '1', '--json')
-        expect(refused.code).toBe(1)
-        expect(refused.json).toMatchObject({ ok: false, error: { code: 'RETIRE_REFUSED' } })
-        const active = await t.kfe('retire', t.table, '--index', '2', '--json')
-        expect(active.code).toBe(1)
-        expect(active.json).toMatchObject({ error: { code: 'KEY_STATE_INVALID' } })
-        const both = await t.kfe('rotate', t.table, '--data', '--index')
-        expect(both.code).toBe(1)
-        const dry = await t.kfe('reencrypt', t.table, '--dry-run', '--json')
-        expect(dry.json).toMatchObject({ dryRun: true, wouldRewrite: 250 })
-        expect((await t.kfe('reencrypt', t.table, '--json')).json).toMatchObject({ rewritten: 250 })
-        expect((await t.kfe('retire', t.table, '--index', '1')).code).toBe(0)
-      })
+      it.runIf(server)(
+        'refusals exit 1 with a typed code: retire with rows left, retire of the active version, a bad option',
+        async ({ expect }) => {
+          const rotate = await t.kfe('rotate', t.table, '--index', '--no-reencrypt', '--json')
+          expect(rotate.json).toMatchObject({ version: 2, state: 'active' })
+          expect((rotate.json as { reencrypt?: unknown }).reencrypt).toBeUndefined()
+          const refused = await t.kfe('retire', t.table, '--index', '1', '--json')
+          expect(refused.code).toBe(1)
+          expect(refused.json).toMatchObject({ ok: false, error: { code: 'RETIRE_REFUSED' } })
+          const active = await t.kfe('retire', t.table, '--index', '2', '--json')
+          expect(active.code).toBe(1)
+          expect(active.json).toMatchObject({ error: { code: 'KEY_STATE_INVALID' } })
+          const both = await t.kfe('rotate', t.table, '--data', '--index')
+          expect(both.code).toBe(1)
+          const dry = await t.kfe('reencrypt', t.table, '--dry-run', '--json')
+          expect(dry.json).toMatchObject({ dryRun: true, wouldRewrite: 250 })
+          expect((await t.kfe('reencrypt', t.table, '--json')).json).toMatchObject({ rewritten: 250 })
+          expect((await t.kfe('retire', t.table, '--index', '1')).code).toBe(0)
+        },
+      )
 
-      it('kill -9 of a reencrypt at a random batch, then a second run: verify passes and a concurrent writer lost nothing', async () => {
-        await insertRows(t, 550, 'b')
-        expect((await t.kfe('rotate', t.table, '--data', '--no-reencrypt')).code).toBe(0)
-        await new Promise((r) => setTimeout(r, 200)) // the application's metadata TTL (50 ms)
-        const model = await snapshot(t)
-        let running = true
-        let writes = 0
-        const writer = (async () => {
-          for (let i = 0; running; i++) {
-            const ids = [...model.keys()]
-            if (i % 3 === 0) {
-              const email = `w${i}@x.io`
-              await t.app
-                .insertInto(t.table)
-                .values({ name: `w${i}`, email, ssn: '9' })
-                .execute()
-              const row = await t.app
-                .selectFrom(t.table)
-                .select('id')
-                .where('email', '=', email)
-                .executeTakeFirstOrThrow()
-              model.set(Number(row.id), email)
-            } else if (i % 3 === 1) {
-              const id = ids[(i * 7919) % ids.length]!
-              const email = `u${i}@x.io`
-              await t.app.updateTable(t.table).set({ email }).where('id', '=', id).execute()
-              model.set(id, email)
-            } else {
-              const id = ids[(i * 104729) % ids.length]!
-              await t.app.deleteFrom(t.table).where('id', '=', id).execute()
-              model.delete(id)
+      it.runIf(server)(
+        'kill -9 of a reencrypt at a random batch, then a second run: verify passes and a concurrent writer lost nothing',
+        async ({ expect }) => {
+          const { app, raw } = t.db
+          await insertRows(app, t.table, 550, 'b')
+          await nextDataVersion()
+          const model = await emailsById(app, t.table)
+          const writer = startAppWriter(app, t.table, model, { pauseMs: 5, prefix: 'w' })
+          let writes = 0
+          try {
+            const killAt = 2 + Math.floor(Math.random() * 20)
+            const child = t.spawnKfe('reencrypt', t.table, '--batch-size', '10')
+            const exited = new Promise<NodeJS.Signals | null>((r) =>
+              child.on('exit', (_code, signal) => r(signal)),
+            )
+            const batches = raw.selectFrom(`${t.jobsTable}_batches`)
+            for (;;) {
+              const done = await batches
+                .select((eb) => eb.fn.countAll().as('n'))
+                .where('job_id', 'like', 'reencrypt:%')
+                .where('done', '=', 1)
+                .executeTakeFirst()
+                .catch(() => undefined)
+              if (Number(done?.n ?? 0) >= killAt) break
+              await new Promise((r) => setTimeout(r, 5))
             }
-            writes++
-            await new Promise((r) => setTimeout(r, 5))
-          }
-        })()
-        try {
-          const killAt = 2 + Math.floor(Math.random() * 20)
-          const child = t.spawnKfe('reencrypt', t.table, '--batch-size', '10')
-          const exited = new Promise<NodeJS.Signals | null>((r) =>
-            child.on('exit', (_code, signal) => r(signal)),
-          )
-          const batches = t.raw.selectFrom(`${t.jobsTable}_batches`)
-          for (;;) {
-            const done = await batches
+            child.kill('SIGKILL')
+            expect(await exited).toBe('SIGKILL')
+            const left = await batches
               .select((eb) => eb.fn.countAll().as('n'))
-              .where('job_id', 'like', 'reencrypt:%')
-              .where('done', '=', 1)
-              .executeTakeFirst()
-              .catch(() => undefined)
-            if (Number(done?.n ?? 0) >= killAt) break
-            await new Promise((r) => setTimeout(r, 5))
+              .where('done', '=', 0)
+              .executeTakeFirstOrThrow()
+            expect(Number(left.n)).toBeGreaterThan(0)
+            const second = await t.kfe('reencrypt', t.table, '--batch-size', '10', '--json')
+            expect(second.code).toBe(0)
+            expect(second.json).toMatchObject({ planned: false, remainingBatches: 0, failed: 0 })
+          } finally {
+            writes = await writer.stop()
           }
-          child.kill('SIGKILL')
-          expect(await exited).toBe('SIGKILL')
-          const left = await batches
+          expect(writes).toBeGreaterThan(10)
+          const verify = await t.kfe('verify', t.table, '--json')
+          expect(verify.code).toBe(0)
+          const status = await t.kfe('status', t.table, '--exact', '--json')
+          const rows = (
+            status.json as { tables: Array<{ rows: number; rowsByDataVersion: Record<string, number> }> }
+          ).tables[0]!
+          expect(rows.rowsByDataVersion).toEqual({ 3: rows.rows })
+          expect(await emailsById(app, t.table)).toEqual(model)
+        },
+      )
+
+      it.runIf(server)(
+        'SIGTERM stops a throttled reencrypt after its batch (exit 2, checkpoint saved); the next run finishes',
+        async ({ expect }) => {
+          await nextDataVersion()
+          const child = t.spawnKfe('reencrypt', t.table, '--batch-size', '5', '--max-rows-per-second', '50')
+          const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)))
+          const jobId = `reencrypt:${t.table}`
+          // The child's own progress (JSON lines on stderr, not a TTY): stop it after its second batch.
+          await new Promise<void>((resolve) => {
+            let seen = 0
+            let buffered = ''
+            child.stderr?.on('data', (chunk: Buffer) => {
+              buffered += chunk.toString()
+              const lines = buffered.split('\n')
+              buffered = lines.pop() ?? ''
+              for (const line of lines) if (line.includes('"phase":"batch"') && ++seen === 2) resolve()
+            })
+          })
+          child.kill('SIGTERM')
+          expect(await exited).toBe(2)
+          const left = await t.db.raw
+            .selectFrom(`${t.jobsTable}_batches`)
             .select((eb) => eb.fn.countAll().as('n'))
+            .where('job_id', '=', jobId)
             .where('done', '=', 0)
             .executeTakeFirstOrThrow()
           expect(Number(left.n)).toBeGreaterThan(0)
-          const second = await t.kfe('reencrypt', t.table, '--batch-size', '10', '--json')
-          expect(second.code).toBe(0)
-          expect(second.json).toMatchObject({ planned: false, remainingBatches: 0, failed: 0 })
-        } finally {
-          running = false
-          await writer
-        }
-        expect(writes).toBeGreaterThan(10)
-        const verify = await t.kfe('verify', t.table, '--json')
-        expect(verify.code).toBe(0)
-        const status = await t.kfe('status', t.table, '--exact', '--json')
-        const rows = (
-          status.json as { tables: Array<{ rows: number; rowsByDataVersion: Record<string, number> }> }
-        ).tables[0]!
-        expect(rows.rowsByDataVersion).toEqual({ 3: rows.rows })
-        expect(await snapshot(t)).toEqual(model)
-      })
+          const status = await t.kfe('status', t.table, '--json')
+          expect(status.code).toBe(2)
+          expect(status.json).toMatchObject({ tables: [{ jobs: [{ id: jobId, state: 'running' }] }] })
+          const rest = await t.kfe('reencrypt', t.table, '--batch-size', '50', '--json')
+          expect(rest.code).toBe(0)
+          expect(rest.json).toMatchObject({ planned: false, remainingBatches: 0 })
+        },
+      )
 
-      it('SIGTERM stops a throttled reencrypt after its batch (exit 2, checkpoint saved); the next run finishes', async () => {
-        expect((await t.kfe('rotate', t.table, '--data', '--no-reencrypt')).code).toBe(0)
-        await new Promise((r) => setTimeout(r, 200))
-        const child = t.spawnKfe('reencrypt', t.table, '--batch-size', '5', '--max-rows-per-second', '50')
-        const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)))
-        const jobId = `reencrypt:${t.table}`
-        // The child's own progress (JSON lines on stderr, not a TTY): stop it after its second batch.
-        await new Promise<void>((resolve) => {
-          let seen = 0
-          let buffered = ''
-          child.stderr?.on('data', (chunk: Buffer) => {
-            buffered += chunk.toString()
-            const lines = buffered.split('\n')
-            buffered = lines.pop() ?? ''
-            for (const line of lines) if (line.includes('"phase":"batch"') && ++seen === 2) resolve()
-          })
-        })
-        child.kill('SIGTERM')
-        expect(await exited).toBe(2)
-        const left = await t.raw
-          .selectFrom(`${t.jobsTable}_batches`)
-          .select((eb) => eb.fn.countAll().as('n'))
-          .where('job_id', '=', jobId)
-          .where('done', '=', 0)
-          .executeTakeFirstOrThrow()
-        expect(Number(left.n)).toBeGreaterThan(0)
-        const status = await t.kfe('status', t.table, '--json')
-        expect(status.code).toBe(2)
-        expect(status.json).toMatchObject({ tables: [{ jobs: [{ id: jobId, state: 'running' }] }] })
-        const rest = await t.kfe('reencrypt', t.table, '--batch-size', '50', '--json')
-        expect(rest.code).toBe(0)
-        expect(rest.json).toMatchObject({ planned: false, remainingBatches: 0 })
-      })
-
-      it('--workers 4 in one process, and two processes at once, process every row once', async () => {
-        expect((await t.kfe('rotate', t.table, '--data', '--no-reencrypt')).code).toBe(0)
-        await new Promise((r) => setTimeout(r, 200))
-        const [a, b] = await Promise.all([
-          t.kfe('reencrypt', t.table, '--batch-size', '7', '--workers', '4', '--json'),
-          t.kfe('reencrypt', t.table, '--batch-size', '7', '--json'),
-        ])
-        expect([a.code, b.code]).toEqual([0, 0])
-        const ra = a.json as { rows: number; rewritten: number }
-        const rb = b.json as { rows: number; rewritten: number }
-        const total = (
-          await t.raw
-            .selectFrom(t.table)
-            .select((eb) => eb.fn.countAll().as('n'))
-            .executeTakeFirstOrThrow()
-        ).n
-        // Every row rewritten exactly once between the two processes. Rows *seen* may add up to
-        // more: a process that starts after the other has finished (child start-up takes seconds
-        // on a loaded machine) scans the table again and finds nothing left to rewrite.
-        expect(ra.rewritten + rb.rewritten).toBe(Number(total))
-        expect(ra.rows).toBeLessThanOrEqual(Number(total))
-        expect(rb.rows).toBeLessThanOrEqual(Number(total))
-        const verify = await t.kfe('verify', t.table, '--json')
-        expect(verify.json).toMatchObject({ ok: true, dataVersions: { 5: Number(total) * 2 } })
-      })
+      it.runIf(server)(
+        '--workers 4 in one process, and two processes at once, process every row once',
+        async ({ expect }) => {
+          await nextDataVersion()
+          const [a, b] = await Promise.all([
+            t.kfe('reencrypt', t.table, '--batch-size', '7', '--workers', '4', '--json'),
+            t.kfe('reencrypt', t.table, '--batch-size', '7', '--json'),
+          ])
+          expect([a.code, b.code]).toEqual([0, 0])
+          const ra = a.json as { rows: number; rewritten: number }
+          const rb = b.json as { rows: number; rewritten: number }
+          const total = (
+            await t.db.raw
+              .selectFrom(t.table)
+              .select((eb) => eb.fn.countAll().as('n'))
+              .executeTakeFirstOrThrow()
+          ).n
+          // Every row rewritten exactly once between the two processes. Rows *seen* may add up to
+          // more: a process that starts after the other has finished (child start-up takes seconds
+          // on a loaded machine) scans the table again and finds nothing left to rewrite.
+          expect(ra.rewritten + rb.rewritten).toBe(Number(total))
+          expect(ra.rows).toBeLessThanOrEqual(Number(total))
+          expect(rb.rows).toBeLessThanOrEqual(Number(total))
+          const verify = await t.kfe('verify', t.table, '--json')
+          expect(verify.json).toMatchObject({ ok: true, dataVersions: { 5: Number(total) * 2 } })
+        },
+      )
     })
   },
 )

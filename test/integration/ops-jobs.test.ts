@@ -2,6 +2,7 @@ import { Kysely } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type KeyProvider, KeyStore, OperationError } from '../../src/index.js'
 import { fieldEncryptionOps, type JobResult } from '../../src/ops.js'
+import { emailsById, startAppWriter } from '../support/app-writer.js'
 import { type Backend, backends } from '../support/backends.js'
 import type { TestDB } from '../support/encrypted-db.js'
 import { hooked } from '../support/hooked-dialect.js'
@@ -9,10 +10,7 @@ import { type OpsTestDb, opsTestDb } from '../support/ops-db.js'
 import { kmsFixture } from '../support/providers.js'
 
 /** Rows as the application reads them (plaintext), by id. */
-async function snapshot(t: OpsTestDb): Promise<Map<number, string>> {
-  const rows = await t.app.selectFrom(t.table).select(['id', 'email']).execute()
-  return new Map(rows.map((r) => [Number(r.id), String(r.email)]))
-}
+const snapshot = (t: OpsTestDb) => emailsById(t.app, t.table)
 
 describe.each(backends())('ops jobs [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
@@ -141,44 +139,13 @@ describe.each(backends())('ops jobs [$name]', (backend: Backend) => {
         await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
         await new Promise((r) => setTimeout(r, t.ttlMs * 2))
         const model = await snapshot(t)
-        let running = true
+        const writer = startAppWriter(t.app, t.table, model, { pauseMs: 2, prefix: 'w' })
         let writes = 0
-        const writer = (async () => {
-          for (let i = 0; running; i++) {
-            const ids = [...model.keys()]
-            const op = i % 3
-            if (op === 0) {
-              const email = `new${i}@x.io`
-              await t.app
-                .insertInto(t.table)
-                .values({ name: `n${i}`, email, ssn: '1' })
-                .execute()
-              const row = await t.app
-                .selectFrom(t.table)
-                .select('id')
-                .where('email', '=', email)
-                .executeTakeFirstOrThrow()
-              model.set(Number(row.id), email)
-            } else if (op === 1) {
-              const id = ids[(i * 7919) % ids.length]!
-              const email = `upd${i}@x.io`
-              await t.app.updateTable(t.table).set({ email }).where('id', '=', id).execute()
-              model.set(id, email)
-            } else {
-              const id = ids[(i * 104729) % ids.length]!
-              await t.app.deleteFrom(t.table).where('id', '=', id).execute()
-              model.delete(id)
-            }
-            writes++
-            await new Promise((r) => setTimeout(r, 2))
-          }
-        })()
         try {
           const job = (await t.ops.reencrypt(t.table, { batchSize: 4 })) as JobResult
           expect(job.failed).toBe(0)
         } finally {
-          running = false
-          await writer
+          writes = await writer.stop()
         }
         expect(writes).toBeGreaterThan(10)
         expect(await snapshot(t)).toEqual(model)

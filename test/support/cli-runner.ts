@@ -3,19 +3,26 @@ import { randomBytes } from 'node:crypto'
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Kysely, sql } from 'kysely'
+import { PGlite } from '@electric-sql/pglite'
+import { type Dialect, Kysely, sql } from 'kysely'
+import { PGliteDialect } from 'kysely-pglite-dialect'
+import { inject } from 'vitest'
 import {
   addEncryptedColumns,
   createBlindIndexes,
+  encrypted,
+  encryptedSchema,
   type FieldEncryption,
   fieldEncryption,
   localKeyProvider,
 } from '../../src/index.js'
+import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
 import { type Backend, uniqueName } from './backends.js'
-import { cliSchema } from './cli-schema.js'
 import type { TestDB } from './encrypted-db.js'
+import { opsSchema } from './ops-schema.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
+const TMP = join(ROOT, 'test/.tmp-cli')
 
 /** Result of one `kfe` run as a child process. */
 export interface CliRun {
@@ -27,14 +34,34 @@ export interface CliRun {
   readonly json: unknown
 }
 
-/** A table, a `kfe.config.ts` for it, the application's Kysely on it, and a way to run `kfe`. */
-export interface CliTestDb {
-  readonly table: string
-  readonly jobsTable: string
+/** The application's Kysely (wrapped dialect + plugin) and a plain one, on the CLI's database. */
+export interface CliDb {
   readonly app: Kysely<TestDB>
   readonly raw: Kysely<TestDB>
+}
+
+/** A table, a `kfe.config.ts` for it, the application's Kysely on it, and a way to run `kfe`. */
+export interface CliTestDb {
+  readonly backend: Backend
+  readonly table: string
+  readonly jobsTable: string
   readonly encryption: FieldEncryption
   readonly configPath: string
+  /**
+   * The database, open for the whole test: PostgreSQL and MariaDB only (a PGlite directory is
+   * opened by one process at a time; use {@link CliTestDb.session}).
+   */
+  readonly db: CliDb
+  /**
+   * The same operations in this process, on {@link CliTestDb.db} (PostgreSQL and MariaDB only):
+   * for a test's setup steps that are not what it tests (another machine's `kfe`, in effect).
+   */
+  readonly ops: FieldEncryptionOps
+  /**
+   * Runs `fn` with the database open. On PGlite it opens the directory and closes it after `fn`,
+   * so that the next `kfe` child can open it; on a server it is {@link CliTestDb.db}.
+   */
+  session<T>(fn: (db: CliDb) => Promise<T>): Promise<T>
   /** Runs `kfe <args> --config <file>` to completion. */
   kfe(...args: string[]): Promise<CliRun>
   /** Starts `kfe <args> --config <file>` and returns the child. */
@@ -42,38 +69,85 @@ export interface CliTestDb {
   destroy(): Promise<void>
 }
 
-/** Builds a {@link CliTestDb} on PostgreSQL or MariaDB (the CLI is another process: PGlite in memory cannot be shared). */
-export async function cliTestDb(backend: Backend, url: string): Promise<CliTestDb> {
+let built: Promise<string> | undefined
+
+/**
+ * The library and the `kfe` bin built from `src/` (tsup, as `npm run build` bundles them; no
+ * declarations), once per test file: each child then starts as a user's `npx kfe` does, on plain
+ * JavaScript, instead of compiling `src/` through a TypeScript loader at every start (~5× the CPU).
+ * The chunks are shared, so the config's imports and the bin are one copy of the library.
+ */
+export function cliBuild(): Promise<string> {
+  built ??= (async () => {
+    const { build } = await import('tsup')
+    const outDir = join(TMP, `dist-${process.pid}`)
+    await build({
+      entry: { index: 'src/index.ts', ops: 'src/ops.ts', cli: 'src/cli/bin.ts' },
+      format: ['esm'],
+      outDir,
+      splitting: true,
+      dts: false,
+      clean: true,
+      sourcemap: false,
+      target: 'node20',
+      silent: true,
+      config: false,
+      skipNodeModulesBundle: true,
+    })
+    process.once('exit', () => rmSync(outDir, { recursive: true, force: true }))
+    return outDir
+  })()
+  return built
+}
+
+/** The `dialect` of a generated `kfe.config.ts`, from `KFE_TEST_URL` (a URL, or PGlite's directory). */
+const CONFIG_DIALECT: Record<Backend['name'], string> = {
+  postgres: `import { PostgresDialect } from 'kysely'
+import pg from 'pg'
+const dialect = new PostgresDialect({ pool: new pg.Pool({ connectionString: process.env.KFE_TEST_URL, max: 8 }) })`,
+  mysql: `import { MysqlDialect } from 'kysely'
+import { createPool } from 'mysql2'
+const dialect = new MysqlDialect({ pool: createPool({ uri: process.env.KFE_TEST_URL, connectionLimit: 8 }) })`,
+  pglite: `import { PGlite } from '@electric-sql/pglite'
+import { PGliteDialect } from 'kysely-pglite-dialect'
+const dialect = new PGliteDialect(new PGlite(process.env.KFE_TEST_URL))`,
+}
+
+/**
+ * Builds a {@link CliTestDb} on `backend`: for PostgreSQL and MariaDB a table in the test database;
+ * for PGlite a database in a directory of its own, which each `kfe` child opens in turn.
+ */
+export async function cliTestDb(backend: Backend): Promise<CliTestDb> {
   const table = uniqueName('cli_users')
   const keyTable = uniqueName('kfe_keys')
   const jobsTable = uniqueName('kfe_jobs')
   const kek = randomBytes(32).toString('hex')
-  const dir = join(ROOT, 'test/.tmp-cli', table)
+  const dir = join(TMP, table)
   mkdirSync(dir, { recursive: true })
+  const pglite = backend.name === 'pglite'
+  const url = pglite
+    ? join(dir, 'pgdata')
+    : ((backend.family === 'postgres' ? inject('pgUrl') : inject('mysqlUrl')) ?? '')
+  const dist = await cliBuild()
   const configPath = join(dir, 'kfe.config.ts')
-  const dialect =
-    backend.family === 'postgres'
-      ? `import pg from 'pg'\nconst dialect = new PostgresDialect({ pool: new pg.Pool({ connectionString: process.env.KFE_TEST_URL, max: 8 }) })`
-      : `import { createPool } from 'mysql2'\nconst dialect = new MysqlDialect({ pool: createPool({ uri: process.env.KFE_TEST_URL, connectionLimit: 8 }) })`
   writeFileSync(
     configPath,
-    `import { MysqlDialect, PostgresDialect } from 'kysely'
-${dialect}
-import { localKeyProvider } from '../../../src/index.ts'
-import { defineConfig } from '../../../src/ops.ts'
-import { cliSchema } from '../../support/cli-schema.ts'
+    `${CONFIG_DIALECT[backend.name]}
+import * as lib from ${JSON.stringify(join(dist, 'index.js'))}
+import { defineConfig } from ${JSON.stringify(join(dist, 'ops.js'))}
+import { opsSchema } from ${JSON.stringify(join(ROOT, 'test/support/ops-schema.ts'))}
 
 export default defineConfig({
   dialect,
-  schema: cliSchema(${JSON.stringify(table)}),
-  keyProvider: localKeyProvider({ id: 'local:cli', env: 'KFE_TEST_KEK' }),
+  schema: opsSchema(${JSON.stringify(table)}, lib),
+  keyProvider: lib.localKeyProvider({ id: 'local:cli', env: 'KFE_TEST_KEK' }),
   keyTable: ${JSON.stringify(keyTable)},
   jobsTable: ${JSON.stringify(jobsTable)},
   metadataTtlMs: 50,
 })
 `,
   )
-  const schema = cliSchema(table)
+  const schema = opsSchema(table, { encrypted, encryptedSchema })
   const encryption = fieldEncryption({
     schema,
     keyProvider: localKeyProvider({ id: 'local:cli', key: Buffer.from(kek, 'hex') }),
@@ -83,36 +157,72 @@ export default defineConfig({
     // Other files' tables share the database: only the annotated tables are checked.
     verifySchema: { unannotatedTables: false },
   })
-  const app = new Kysely<TestDB>({
-    dialect: encryption.wrap(backend.createDialect()),
-    plugins: [encryption.plugin],
+  const open = (): CliDb => {
+    const [appDialect, rawDialect]: [Dialect, Dialect] = pglite
+      ? (() => {
+          const instance = new PGlite(url)
+          return [new PGliteDialect(instance), new PGliteDialect(instance)]
+        })()
+      : [backend.createDialect(), backend.createDialect()]
+    return {
+      app: new Kysely<TestDB>({ dialect: encryption.wrap(appDialect), plugins: [encryption.plugin] }),
+      raw: new Kysely<TestDB>({ dialect: rawDialect }),
+    }
+  }
+  // One PGlite instance under both: destroying the application's Kysely closes it.
+  const close = async (db: CliDb) => {
+    await db.app.destroy()
+    if (!pglite) await db.raw.destroy()
+  }
+  const shared = pglite ? undefined : open()
+  const ops =
+    shared === undefined
+      ? undefined
+      : fieldEncryptionOps({
+          db: shared.raw,
+          schema,
+          keyProvider: localKeyProvider({ id: 'local:cli', key: Buffer.from(kek, 'hex') }),
+          keyTable,
+          jobsTable,
+          metadataTtlMs: 50,
+        })
+  const session = async <T>(fn: (db: CliDb) => Promise<T>): Promise<T> => {
+    if (shared !== undefined) return fn(shared)
+    const db = open()
+    try {
+      return await fn(db)
+    } finally {
+      await close(db)
+    }
+  }
+  await session(async ({ raw }) => {
+    await raw.schema
+      .createTable(table)
+      .addColumn('id', backend.family === 'postgres' ? 'serial' : 'integer', (c) =>
+        backend.family === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement(),
+      )
+      .addColumn('name', 'varchar(100)', (c) => c.notNull())
+      .$call(addEncryptedColumns(schema, table, backend.family))
+      .execute()
+    await createBlindIndexes(raw, schema, table)
   })
-  const raw = new Kysely<TestDB>({ dialect: backend.createDialect() })
-  await raw.schema
-    .createTable(table)
-    .addColumn('id', backend.family === 'postgres' ? 'serial' : 'integer', (c) =>
-      backend.family === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement(),
-    )
-    .addColumn('name', 'varchar(100)', (c) => c.notNull())
-    .$call(addEncryptedColumns(schema, table, backend.family))
-    .execute()
-  await createBlindIndexes(raw, schema, table)
   const env = { ...process.env, KFE_TEST_URL: url, KFE_TEST_KEK: kek, NO_COLOR: '1' }
-  const argv = (args: string[]) => [
-    '--import',
-    'tsx',
-    join(ROOT, 'src/cli/bin.ts'),
-    ...args,
-    '--config',
-    configPath,
-  ]
+  const argv = (args: string[]) => [join(dist, 'cli.js'), ...args, '--config', configPath]
   return {
+    backend,
     table,
     jobsTable,
-    app,
-    raw,
     encryption,
     configPath,
+    get db(): CliDb {
+      if (shared === undefined) throw new Error('PGlite: open the database with session()')
+      return shared
+    },
+    get ops(): FieldEncryptionOps {
+      if (ops === undefined) throw new Error("PGlite: the directory is the kfe children's")
+      return ops
+    },
+    session,
     kfe: (...args) =>
       new Promise((done) => {
         execFile(
@@ -141,12 +251,14 @@ export default defineConfig({
     spawnKfe: (...args) =>
       spawn(process.execPath, argv(args), { env, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }),
     async destroy() {
-      for (const t of [table, keyTable, jobsTable, `${jobsTable}_batches`]) {
-        await sql`drop table if exists ${sql.table(t)}`.execute(raw)
+      await ops?.close()
+      if (shared !== undefined) {
+        for (const t of [table, keyTable, jobsTable, `${jobsTable}_batches`]) {
+          await sql`drop table if exists ${sql.table(t)}`.execute(shared.raw)
+        }
+        await close(shared)
       }
       await encryption.close()
-      await app.destroy()
-      await raw.destroy()
       rmSync(dir, { recursive: true, force: true })
     },
   }

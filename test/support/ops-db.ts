@@ -15,6 +15,7 @@ import {
 import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
 import { type Backend, onlyTables, uniqueName } from './backends.js'
 import type { TestDB } from './encrypted-db.js'
+import { opsSchema } from './ops-schema.js'
 
 /** A table with two encrypted, indexed columns, the application's Kysely on it, and the ops. */
 export interface OpsTestDb {
@@ -56,15 +57,7 @@ export async function opsTestDb(
   const jobsTable = uniqueName('kfe_jobs')
   const ttlMs = options.ttlMs ?? 50
   const provider = options.provider ?? localKeyProvider({ id: 'local:test', key: randomBytes(32) })
-  const schema = encryptedSchema({
-    [table]: {
-      email: encrypted.text({
-        index: { name: 'email_bidx', normalize: ['trim', 'lowercase'] },
-        maxBytes: 200,
-      }),
-      ssn: encrypted.text({ index: { name: 'ssn_bidx', bits: 16, normalize: ['digits'] } }),
-    },
-  })
+  const schema = opsSchema(table, { encrypted, encryptedSchema })
   const encryption = fieldEncryption({
     schema,
     keyProvider: provider,

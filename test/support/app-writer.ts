@@ -1,0 +1,66 @@
+import type { Kysely } from 'kysely'
+import type { TestDB } from './encrypted-db.js'
+
+/** Each row's email as the application reads it (plaintext), by id. */
+export async function emailsById(app: Kysely<TestDB>, table: string): Promise<Map<number, string>> {
+  const rows = await app.selectFrom(table).select(['id', 'email']).execute()
+  return new Map(rows.map((r) => [Number(r.id), String(r.email)]))
+}
+
+/** A running {@link startAppWriter}. */
+export interface AppWriter {
+  /** Stops after the write in flight; resolves to the number of writes made. */
+  stop(): Promise<number>
+}
+
+/**
+ * An application writer at a steady rate, through the application's Kysely (the plugin): an insert,
+ * an update of the email, a delete, in turn, `pauseMs` apart. `model` starts as
+ * {@link emailsById} and holds the writer's last write of every row, to compare with the table
+ * after a job ran alongside.
+ */
+export function startAppWriter(
+  app: Kysely<TestDB>,
+  table: string,
+  model: Map<number, string>,
+  { pauseMs, prefix }: { pauseMs: number; prefix: string },
+): AppWriter {
+  let running = true
+  let writes = 0
+  const loop = (async () => {
+    for (let i = 0; running; i++) {
+      const ids = [...model.keys()]
+      if (i % 3 === 0) {
+        const email = `${prefix}-new${i}@x.io`
+        await app
+          .insertInto(table)
+          .values({ name: `${prefix}${i}`, email, ssn: '9' })
+          .execute()
+        const row = await app
+          .selectFrom(table)
+          .select('id')
+          .where('email', '=', email)
+          .executeTakeFirstOrThrow()
+        model.set(Number(row.id), email)
+      } else if (i % 3 === 1) {
+        const id = ids[(i * 7919) % ids.length]!
+        const email = `${prefix}-upd${i}@x.io`
+        await app.updateTable(table).set({ email }).where('id', '=', id).execute()
+        model.set(id, email)
+      } else {
+        const id = ids[(i * 104729) % ids.length]!
+        await app.deleteFrom(table).where('id', '=', id).execute()
+        model.delete(id)
+      }
+      writes++
+      await new Promise((r) => setTimeout(r, pauseMs))
+    }
+  })()
+  return {
+    async stop() {
+      running = false
+      await loop
+      return writes
+    },
+  }
+}
