@@ -6,15 +6,17 @@
  * Narrower runs write bench/results/<suite>.{json,md} and leave the doc alone:
  *   npm run bench:fields     case 1 only
  *   npm run bench:db         case 2 only (PG_URL / MYSQL_URL; PGlite always)
+ * The re-encryption section of docs/benchmarks.md is `npm run bench:ops`'s (bench/ops.ts): kept.
  * Options: --rounds N (including the discarded warm-up round), --quick (small sizes, a smoke test).
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { chartSvg } from './chart.js'
 import { type EngineResult, REPEATS, runDbBench } from './db.js'
 import { environment } from './environment.js'
 import { type FieldResults, runFieldBench } from './fields.js'
+import { currentOps, spliceOps } from './ops-report.js'
 import { type BenchResults, resultsMarkdown } from './report.js'
 import { checkTargets } from './targets.js'
 
@@ -98,11 +100,14 @@ async function main(): Promise<void> {
       `# Benchmark results\n\n${resultsMarkdown(results, 'chart.svg')}`,
     )
     const template = readFileSync(`${root}bench/doc-template.md`, 'utf8')
+    const docPath = `${root}docs/benchmarks.md`
+    // The re-encryption section is `npm run bench:ops`'s: kept as the page has it.
+    const ops = existsSync(docPath) ? currentOps(readFileSync(docPath, 'utf8')) : undefined
     const doc = template.replace(
       '<!-- results -->',
       resultsMarkdown(results, 'benchmarks-chart.svg').trimEnd(),
     )
-    writeFileSync(`${root}docs/benchmarks.md`, doc)
+    writeFileSync(docPath, ops === undefined ? doc : spliceOps(doc, ops))
     log('wrote bench/results/latest.{json,md}, bench/results/chart.svg, docs/benchmarks.{md,-chart.svg}')
   } else {
     writeFileSync(

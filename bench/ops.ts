@@ -1,0 +1,293 @@
+/**
+ * `npm run bench:ops` (issue 14, "Performance"): re-encryption of a table of (id, name, email,
+ * ssn) — email and ssn encrypted, each with its blind index — by the job engine
+ * (`ops.reencrypt`, compare-and-set, checkpoints) with 1, 2 and 4 workers, against the
+ * hand-written floor of the same shape (bench/ops-floor.ts) with 1, 2 and 4 workers and, at one
+ * worker, with compare-and-set: on PostgreSQL (PG_URL) and MariaDB/MySQL (MYSQL_URL), an engine
+ * without its URL is reported NOT RUN. Every variant re-encrypts the whole table once per round;
+ * the variants are interleaved in a rotating order (bench/harness.ts), round 0 is discarded.
+ *
+ * Writes bench/results/ops.{json,md} and the re-encryption section of docs/benchmarks.md.
+ * Options: --rows N (default 200,000; a smaller N is a smoke run, said so in the report),
+ * --rounds N (including the warm-up; default 3), --batch-size N (default 1,000).
+ * A benchmark, never a test: nothing here is asserted but that every row was rewritten.
+ */
+import { randomBytes } from 'node:crypto'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { loadavg } from 'node:os'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { type Dialect, Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely'
+import { createPool as createMysqlPool } from 'mysql2'
+import { createPool as createMysqlPromisePool } from 'mysql2/promise'
+import pg from 'pg'
+import {
+  addEncryptedColumns,
+  createBlindIndexes,
+  encrypted,
+  encryptedSchema,
+  fieldEncryption,
+  localKeyProvider,
+} from '../src/index.js'
+import { fieldEncryptionOps, type JobResult } from '../src/ops.js'
+import { people } from './db-variants.js'
+import { environment } from './environment.js'
+import { measureGroups, type Timed } from './harness.js'
+import { FloorCipher, type FloorDriver, mysqlFloor, postgresFloor, runFloorJob } from './ops-floor.js'
+import {
+  type OpsEngineResult,
+  type OpsResults,
+  type OpsVariant,
+  opsMarkdown,
+  spliceOps,
+} from './ops-report.js'
+
+const { values } = parseArgs({
+  options: {
+    rows: { type: 'string' },
+    rounds: { type: 'string' },
+    'batch-size': { type: 'string' },
+  },
+})
+const int = (v: string | undefined, fallback: number, name: string): number => {
+  if (v === undefined) return fallback
+  const n = Number(v)
+  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`--${name} takes a positive integer, not '${v}'`)
+  return n
+}
+const settings = {
+  rows: int(values.rows, 200_000, 'rows'),
+  batchSize: int(values['batch-size'], 1000, 'batch-size'),
+  rounds: Math.max(2, int(values.rounds, 3, 'rounds')),
+}
+const WORKERS = [1, 2, 4] as const
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+const started = performance.now()
+const log = (s: string) => {
+  const t = ((performance.now() - started) / 1000).toFixed(0).padStart(4)
+  process.stderr.write(`[${t}s] ${s}\n`)
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: tables named at run time.
+type AnyDB = Kysely<any>
+
+interface Engine {
+  readonly name: string
+  readonly family: 'postgres' | 'mysql'
+  /** A dialect on a pool of its own (each worker of a job takes a connection). */
+  dialect(): Dialect
+  /** The floor's own pool and driver, and a way to close it. */
+  floor(table: string): { driver: FloorDriver; vacuum(): Promise<void>; close(): Promise<void> }
+}
+
+function engines(): Array<Engine | { name: string; notRun: string }> {
+  const pgUrl = process.env.PG_URL
+  const mysqlUrl = process.env.MYSQL_URL
+  return [
+    pgUrl
+      ? {
+          name: 'PostgreSQL',
+          family: 'postgres',
+          dialect: () => new PostgresDialect({ pool: new pg.Pool({ connectionString: pgUrl, max: 6 }) }),
+          floor(table) {
+            const pool = new pg.Pool({ connectionString: pgUrl, max: 5 })
+            return {
+              driver: postgresFloor(pool, table),
+              // Each run starts on a vacuumed table: the one before it left every row's old version dead.
+              vacuum: async () => {
+                await pool.query(`vacuum analyze "${table}"`)
+              },
+              close: () => pool.end(),
+            }
+          },
+        }
+      : { name: 'PostgreSQL', notRun: 'NOT RUN: PG_URL is not set' },
+    mysqlUrl
+      ? {
+          name: 'MariaDB/MySQL',
+          family: 'mysql',
+          dialect: () => new MysqlDialect({ pool: createMysqlPool({ uri: mysqlUrl, connectionLimit: 6 }) }),
+          floor(table) {
+            const pool = createMysqlPromisePool({ uri: mysqlUrl, connectionLimit: 5 })
+            return { driver: mysqlFloor(pool, table), vacuum: async () => {}, close: () => pool.end() }
+          },
+        }
+      : { name: 'MariaDB/MySQL', notRun: 'NOT RUN: MYSQL_URL is not set' },
+  ]
+}
+
+const columns = () => ({
+  email: encrypted.text({ index: { name: 'email_bidx' }, maxBytes: 200 }),
+  ssn: encrypted.text({ index: { name: 'ssn_bidx', bits: 16 } }),
+})
+
+/** Tables, rows and the timed variants of one engine, and how to drop it all. */
+async function prepare(engine: Engine): Promise<{
+  variants: Timed[]
+  labels: OpsVariant[]
+  server: string
+  teardown(): Promise<void>
+}> {
+  const tag = `${process.pid}_${randomBytes(3).toString('hex')}`
+  const ours = `bench_ops_${tag}`
+  const floorTable = `bench_ops_floor_${tag}`
+  const keyTable = `bench_ops_keys_${tag}`
+  const jobsTable = `bench_ops_jobs_${tag}`
+  // Both tables get the very same columns and indexes.
+  const schema = encryptedSchema({ [ours]: columns(), [floorTable]: columns() })
+  const kek = randomBytes(32)
+  // One provider each (closing one closes its provider), on the same KEK.
+  const keyProvider = localKeyProvider({ id: 'local:bench', key: kek })
+  const raw: AnyDB = new Kysely({ dialect: engine.dialect() })
+  const server =
+    (await sql<{ v: string }>`select version() as v`.execute(raw)).rows[0]?.v.split(' on ')[0] ?? '?'
+  for (const t of [ours, floorTable]) {
+    await raw.schema
+      .createTable(t)
+      .addColumn('id', 'integer', (c) => c.primaryKey())
+      .addColumn('name', 'varchar(100)', (c) => c.notNull())
+      .$call(addEncryptedColumns(schema, t, engine.family))
+      .execute()
+    await createBlindIndexes(raw, schema, t)
+  }
+  const ops = fieldEncryptionOps({ db: raw, schema, keyProvider, keyTable, jobsTable, metadataTtlMs: 50 })
+  await ops.init()
+  const encryption = fieldEncryption({
+    schema,
+    keyProvider: localKeyProvider({ id: 'local:bench', key: kek }),
+    keyTable,
+    autoCreateKeys: false,
+  })
+  const app: AnyDB = new Kysely({ dialect: encryption.wrap(engine.dialect()), plugins: [encryption.plugin] })
+  const cipher = new FloorCipher()
+  const all = people(settings.rows)
+  for (let i = 0; i < all.length; i += 1000) {
+    const slice = all.slice(i, i + 1000)
+    await app.insertInto(ours).values(slice).execute()
+    await raw
+      .insertInto(floorTable)
+      .values(slice.map((p) => cipher.row(p.id, p.name, p.email, p.ssn)))
+      .execute()
+  }
+  await app.destroy()
+  await encryption.close()
+  log(`${engine.name}: ${settings.rows} rows in each table`)
+  const floor = engine.floor(floorTable)
+  const expectAll = (what: string, n: number) => {
+    if (n !== settings.rows) throw new Error(`${engine.name} ${what}: rewrote ${n} of ${settings.rows} rows`)
+  }
+  const floorVariant = (workers: number, cas: boolean): Timed => ({
+    name: cas ? `floor-cas-${workers}` : `floor-${workers}`,
+    batch: 1,
+    async run() {
+      await floor.vacuum()
+      const t0 = performance.now()
+      const n = await runFloorJob(floor.driver, cipher, { batchSize: settings.batchSize, workers, cas })
+      const ms = performance.now() - t0
+      expectAll(`floor (${workers} workers${cas ? ', compare-and-set' : ''})`, n)
+      return ms
+    },
+  })
+  const oursVariant = (workers: number): Timed => ({
+    name: `ours-${workers}`,
+    batch: 1,
+    async run() {
+      // Not timed: the next data version, activated (rotate waits out the 50 ms metadata TTL).
+      await ops.rotate(ours, { purpose: 'data', reencrypt: false })
+      if (engine.family === 'postgres') await sql`vacuum analyze ${sql.table(ours)}`.execute(raw)
+      const t0 = performance.now()
+      const job = (await ops.reencrypt(ours, { batchSize: settings.batchSize, workers })) as JobResult
+      const ms = performance.now() - t0
+      if (job.failed > 0) throw new Error(`${engine.name} ours: ${job.failed} rows failed`)
+      expectAll(`ours (${workers} workers)`, job.rewritten)
+      return ms
+    },
+  })
+  const variants = [
+    ...WORKERS.map((w) => floorVariant(w, false)),
+    floorVariant(1, true),
+    ...WORKERS.map((w) => oursVariant(w)),
+  ]
+  const labels: OpsVariant[] = [
+    ...WORKERS.map((w) => ({ id: `floor-${w}`, label: 'floor: by hand, plain UPDATE', workers: w })),
+    { id: 'floor-cas-1', label: 'floor: by hand, compare-and-set UPDATE', workers: 1 },
+    ...WORKERS.map((w) => ({ id: `ours-${w}`, label: '`ops.reencrypt` (`kfe reencrypt`)', workers: w })),
+  ]
+  return {
+    variants,
+    labels,
+    server,
+    async teardown() {
+      await floor.close()
+      await ops.close()
+      for (const t of [ours, floorTable, keyTable, jobsTable, `${jobsTable}_batches`]) {
+        await sql`drop table if exists ${sql.table(t)}`.execute(raw)
+      }
+      await raw.destroy()
+    },
+  }
+}
+
+async function main(): Promise<void> {
+  const env = environment()
+  const loadAtStart = loadavg()[0] ?? 0
+  log(
+    `bench:ops: ${settings.rows} rows, batches of ${settings.batchSize}, ${settings.rounds} rounds (1 warm-up)`,
+  )
+  const results: OpsEngineResult[] = []
+  const prepared: Array<{ engine: Engine; p: Awaited<ReturnType<typeof prepare>> }> = []
+  try {
+    for (const engine of engines()) {
+      if ('notRun' in engine) {
+        results.push({ engine: engine.name, notRun: engine.notRun })
+        continue
+      }
+      prepared.push({ engine, p: await prepare(engine) })
+    }
+    // One job at a time (a job is a whole table's re-encryption): interleaved across engines and variants.
+    const measured = await measureGroups(
+      prepared.map(({ engine, p }) => ({ id: engine.name, variants: p.variants })),
+      settings.rounds,
+      { timeMs: 0, iterations: 1 },
+      (r) => log(r === 0 ? 'round 0 (warm-up, discarded)' : `round ${r}`),
+    )
+    for (const { engine, p } of prepared) {
+      env.servers[engine.name] = p.server
+      results.push({
+        engine: engine.name,
+        server: p.server,
+        variants: p.labels,
+        timings: Object.fromEntries(measured.get(engine.name) ?? []),
+      })
+    }
+  } finally {
+    for (const { p } of prepared) await p.teardown()
+  }
+  const out: OpsResults = {
+    environment: env,
+    settings: { ...settings, load: { start: loadAtStart, end: loadavg()[0] ?? 0 } },
+    engines: results,
+    notes: [
+      'Each job re-encrypts every row from the data key version it is on to the next one: ours under `ops.rotate(…, { reencrypt: false })` (not timed) then `ops.reencrypt` (timed: planning, batches, checkpoints); the floor from one of its two keys to the other. Every run is checked to have rewritten every row.',
+      'The floor (bench/ops-floor.ts) is a job written by hand: keyset batches planned by primary key, the batch read, both ciphertexts opened and sealed again with node:crypto AES-256-GCM, both blind indexes computed again (HMAC-SHA256), and one UPDATE per batch (`UPDATE … FROM unnest(…)` on PostgreSQL, `UPDATE … JOIN (SELECT … UNION ALL …)` on MariaDB/MySQL); no key store, no checkpoint, no transaction per batch. With compare-and-set the UPDATE also requires both ciphertexts to be the ones read.',
+      'Ours: one transaction per batch that claims the batch (`FOR UPDATE SKIP LOCKED`), reads it, decrypts and checks every value and blind index, writes each changed row with a compare-and-set UPDATE, and commits the checkpoint with the rows.',
+      "Both tables have the same columns and indexes (the plugin's: a unique index on email_bidx, an index on ssn_bidx). On PostgreSQL each run starts on a vacuumed table (not timed).",
+      'Ratios are of times (lower is faster); each is the ratio of the medians, with the range of the per-round ratios (round i of one variant with round i of the other). A target is met ("yes") when every measured round meets it, missed ("no") when none does.',
+    ],
+  }
+  const resultsDir = `${root}bench/results`
+  mkdirSync(resultsDir, { recursive: true })
+  writeFileSync(`${resultsDir}/ops.json`, `${JSON.stringify(out, null, 2)}\n`)
+  const markdown = opsMarkdown(out)
+  writeFileSync(`${resultsDir}/ops.md`, `# Re-encryption benchmark\n\n${markdown}`)
+  const docPath = `${root}docs/benchmarks.md`
+  writeFileSync(docPath, spliceOps(readFileSync(docPath, 'utf8'), markdown))
+  log('wrote bench/results/ops.{json,md} and the re-encryption section of docs/benchmarks.md')
+  process.stdout.write(markdown)
+}
+
+main().catch((error: unknown) => {
+  console.error(error)
+  process.exitCode = 1
+})
