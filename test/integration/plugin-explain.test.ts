@@ -1,45 +1,38 @@
 import { sql } from 'kysely'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { type Backend, backends } from '../support/backends.js'
-import { type EncryptedTestDb, encryptedTestDb } from '../support/encrypted-db.js'
+import { useEncryptedTestDb } from '../support/encrypted-db.js'
 import { expectIndexScan, explainAccess } from '../support/explain.js'
 
 const ROWS = 2000
 
 describe.each(backends())('plugin searches use the database index [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
-    let t: EncryptedTestDb
-    let u: string
-    let o: string
-
-    beforeAll(async () => {
-      t = await encryptedTestDb(backend)
-      u = t.names.users
-      o = t.names.orders
-      // Enough rows that the planner prefers an index on its own (no planner settings).
-      const rows = Array.from({ length: ROWS }, (_, i) => ({
-        name: `n${i}`,
-        email: `user${i}@x.io`,
-        ssn: String(100_000_000 + i * 7919),
-      }))
-      for (let i = 0; i < rows.length; i += 500)
+    const t = useEncryptedTestDb(backend, {
+      seed: async (t) => {
+        // Enough rows that the planner prefers an index on its own (no planner settings).
+        const rows = Array.from({ length: ROWS }, (_, i) => ({
+          name: `n${i}`,
+          email: `user${i}@x.io`,
+          ssn: String(100_000_000 + i * 7919),
+        }))
+        for (let i = 0; i < rows.length; i += 500)
+          await t.db
+            .insertInto(u)
+            .values(rows.slice(i, i + 500))
+            .execute()
         await t.db
-          .insertInto(u)
-          .values(rows.slice(i, i + 500))
+          .insertInto(o)
+          .values([
+            { user_id: 1, item: 'a', email: 'o1@x.io' },
+            { user_id: 2, item: 'b', email: 'o2@x.io' },
+          ])
           .execute()
-      await t.db
-        .insertInto(o)
-        .values([
-          { user_id: 1, item: 'a', email: 'o1@x.io' },
-          { user_id: 2, item: 'b', email: 'o2@x.io' },
-        ])
-        .execute()
-      if (backend.family === 'mysql') await sql`analyze table ${sql.table(u)}`.execute(t.raw)
-      else await sql`analyze ${sql.table(u)}`.execute(t.raw)
+        if (backend.family === 'mysql') await sql`analyze table ${sql.table(u)}`.execute(t.raw)
+        else await sql`analyze ${sql.table(u)}`.execute(t.raw)
+      },
     })
-    afterAll(async () => {
-      await t?.destroy()
-    })
+    const { users: u, orders: o } = t.names
 
     it('= on a unique blind index (email) reads the unique index', async () => {
       const query = t.db.selectFrom(u).selectAll().where('email', '=', 'user42@x.io')

@@ -1,6 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { type Backend, backends } from '../support/backends.js'
-import { type EncryptedTestDb, encryptedTestDb } from '../support/encrypted-db.js'
+import { useEncryptedTestDb } from '../support/encrypted-db.js'
 import { dialectSql, expectRedacted, expectRefused } from './plugin-at-rest.js'
 
 const USERS = [
@@ -16,20 +16,13 @@ const ORDERS = [
 
 describe.each(backends())('plugin select [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
-    let t: EncryptedTestDb
-    let u: string
-    let o: string
-
-    beforeAll(async () => {
-      t = await encryptedTestDb(backend)
-      u = t.names.users
-      o = t.names.orders
-      await t.db.insertInto(u).values(USERS).execute()
-      await t.db.insertInto(o).values(ORDERS).execute()
+    const t = useEncryptedTestDb(backend, {
+      seed: async (t) => {
+        await t.db.insertInto(u).values(USERS).execute()
+        await t.db.insertInto(o).values(ORDERS).execute()
+      },
     })
-    afterAll(async () => {
-      await t?.destroy()
-    })
+    const { users: u, orders: o } = t.names
 
     it('select of annotated and plain columns', async () => {
       const query = t.db.selectFrom(u).select(['id', 'email', 'ssn', 'score']).orderBy('id')

@@ -1,8 +1,8 @@
 import { sql } from 'kysely'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { beforeAll, describe, expect, it } from 'vitest'
 import { QueryRefusedError } from '../../src/index.js'
 import { type Backend, backends } from '../support/backends.js'
-import { type EncryptedTestDb, encryptedTestDb } from '../support/encrypted-db.js'
+import { useEncryptedTestDb } from '../support/encrypted-db.js'
 
 /**
  * Issue 12: reads through a unique blind index check the decrypted value (item 6), upserts on an
@@ -22,32 +22,25 @@ function refusal(run: () => unknown): QueryRefusedError {
 
 describe.each(backends())('plugin unique-index checks, upserts and hints [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
-    let t: EncryptedTestDb
-    let u: string
-    let o: string
-
-    beforeAll(async () => {
-      t = await encryptedTestDb(backend)
-      u = t.names.users
-      o = t.names.orders
-      await t.db
-        .insertInto(u)
-        .values([
-          { id: 1, name: 'ada', email: 'ada@x.io', ssn: '111-11-1111' },
-          { id: 2, name: 'bob', email: 'bob@x.io', ssn: '222-22-2222' },
-        ])
-        .execute()
-      await t.db
-        .insertInto(o)
-        .values([
-          { id: 1, user_id: 1, item: 'book', email: 'first@x.io' },
-          { id: 2, user_id: 2, item: 'pen', email: 'second@x.io' },
-        ])
-        .execute()
+    const t = useEncryptedTestDb(backend, {
+      seed: async (t) => {
+        await t.db
+          .insertInto(u)
+          .values([
+            { id: 1, name: 'ada', email: 'ada@x.io', ssn: '111-11-1111' },
+            { id: 2, name: 'bob', email: 'bob@x.io', ssn: '222-22-2222' },
+          ])
+          .execute()
+        await t.db
+          .insertInto(o)
+          .values([
+            { id: 1, user_id: 1, item: 'book', email: 'first@x.io' },
+            { id: 2, user_id: 2, item: 'pen', email: 'second@x.io' },
+          ])
+          .execute()
+      },
     })
-    afterAll(async () => {
-      await t?.destroy()
-    })
+    const { users: u, orders: o } = t.names
 
     describe('a unique-index hit whose value does not match is dropped (item 6)', () => {
       beforeAll(async () => {

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { CamelCasePlugin, type Dialect, Kysely, type KyselyPlugin, sql } from 'kysely'
+import { afterAll, beforeAll } from 'vitest'
 import {
   addEncryptedColumns,
   createBlindIndexes,
@@ -58,6 +59,56 @@ export interface EncryptedTestDb {
   destroy(): Promise<void>
 }
 
+/** Options of {@link encryptedTestDb}. */
+export interface EncryptedTestDbOptions {
+  readonly plugins?: (encryption: FieldEncryption) => KyselyPlugin[]
+  readonly keyProvider?: KeyProvider | KeyProvider[]
+  readonly ssnBits?: number
+  readonly wrapInner?: (dialect: Dialect) => Dialect
+  /** The tables' names (default: new unique ones). */
+  readonly names?: TableNames
+}
+
+/** New unique names for the tables of one {@link encryptedTestDb}. */
+export function tableNames(): TableNames {
+  return {
+    users: uniqueName('users'),
+    orders: uniqueName('orders'),
+    plain: uniqueName('plain'),
+    keys: uniqueName('kfe_keys'),
+  }
+}
+
+/**
+ * The per-backend preamble of a plugin suite: an {@link encryptedTestDb} made in the suite's
+ * `beforeAll` (then `seed` run on it) and destroyed in its `afterAll`. Call it inside the suite's
+ * `describe`. Returns it at once: `names` (and `backend`) are usable while the suite is declared,
+ * every other member from the suite's first hook or test on.
+ */
+export function useEncryptedTestDb(
+  backend: Backend,
+  options: EncryptedTestDbOptions & { seed?: (t: EncryptedTestDb) => Promise<void> } = {},
+): EncryptedTestDb {
+  const names = options.names ?? tableNames()
+  let current: EncryptedTestDb | undefined
+  beforeAll(async () => {
+    current = await encryptedTestDb(backend, { ...options, names })
+    await options.seed?.(current)
+  })
+  afterAll(async () => {
+    await current?.destroy()
+  })
+  return new Proxy({} as EncryptedTestDb, {
+    get(_, prop) {
+      if (prop === 'names') return names
+      if (prop === 'backend') return backend
+      if (current === undefined)
+        throw new Error(`useEncryptedTestDb: ${String(prop)} read before the suite started`)
+      return Reflect.get(current, prop)
+    },
+  })
+}
+
 /**
  * The shared fixture of the plugin suites: a `users` table with encrypted email (unique index,
  * normalized), ssn (16-bit search index), dob, notes (json) and score; an `orders` table with an
@@ -68,19 +119,9 @@ export interface EncryptedTestDb {
  */
 export async function encryptedTestDb(
   backend: Backend,
-  options: {
-    plugins?: (encryption: FieldEncryption) => KyselyPlugin[]
-    keyProvider?: KeyProvider | KeyProvider[]
-    ssnBits?: number
-    wrapInner?: (dialect: Dialect) => Dialect
-  } = {},
+  options: EncryptedTestDbOptions = {},
 ): Promise<EncryptedTestDb> {
-  const names: TableNames = {
-    users: uniqueName('users'),
-    orders: uniqueName('orders'),
-    plain: uniqueName('plain'),
-    keys: uniqueName('kfe_keys'),
-  }
+  const names = options.names ?? tableNames()
   const schema = encryptedSchema({
     [names.users]: {
       email: encrypted.text({
