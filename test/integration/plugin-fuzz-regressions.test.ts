@@ -1,9 +1,7 @@
 import type { Kysely } from 'kysely'
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { QueryRefusedError } from '../../src/index.js'
+import { beforeAll, describe, expect, it } from 'vitest'
 import { backends } from '../support/backends.js'
-import { type EncryptedTestDb, encryptedTestDb } from '../support/encrypted-db.js'
-import { type ScanningDialect, scanningDialect } from '../support/leak-scanner.js'
+import { useScannedTestDb } from '../support/scanned-db.js'
 
 /** Every plaintext these tests use: none may ever reach the driver. */
 const SECRETS = ['ada@x.io', 'bob@x.io']
@@ -14,49 +12,22 @@ const SECRETS = ['ada@x.io', 'bob@x.io']
  */
 describe.each(backends())('plugin fuzz regressions [$name]', (backend) => {
   describe.runIf(backend.available)('', () => {
-    let t: EncryptedTestDb
-    let scanner: ScanningDialect
-    // biome-ignore lint/suspicious/noExplicitAny: table names are generated per file.
-    let db: Kysely<any>
-    let u: string
-    let o: string
-
-    beforeAll(async () => {
-      t = await encryptedTestDb(backend, {
-        wrapInner: (d) => {
-          scanner = scanningDialect(d, () => SECRETS)
-          return scanner
-        },
-      })
-      db = t.db
-      ;({ users: u, orders: o } = t.names)
-      await db
+    const { t, refused } = useScannedTestDb(backend, SECRETS, async (t) => {
+      await t.db
         .insertInto(u)
         .values([
           { id: 1, name: 'Ada', email: 'ada@x.io' },
           { id: 2, name: 'Bob', email: 'bob@x.io' },
         ])
         .execute()
-      await db.insertInto(o).values({ id: 1, user_id: 1, item: 'pen', email: 'ada@x.io' }).execute()
+      await t.db.insertInto(o).values({ id: 1, user_id: 1, item: 'pen', email: 'ada@x.io' }).execute()
     })
-    beforeEach(() => {
-      scanner.reset()
+    // biome-ignore lint/suspicious/noExplicitAny: table names are generated per file.
+    let db: Kysely<any>
+    beforeAll(() => {
+      db = t.db
     })
-    afterAll(async () => {
-      expect(scanner.hits()).toEqual([])
-      await t?.destroy()
-    })
-
-    async function refused(query: { execute(): Promise<unknown> }, code: string): Promise<void> {
-      const before = scanner.count()
-      const error = await query.execute().then(
-        () => undefined,
-        (e: unknown) => e,
-      )
-      expect(error).toBeInstanceOf(QueryRefusedError)
-      expect((error as QueryRefusedError).code).toBe(code)
-      expect(scanner.count()).toBe(before)
-    }
+    const { users: u, orders: o } = t.names
 
     // Fuzz seed 12 (npm run fuzz -- --seed 12): `select ["email" as "name", "id" as "name"]` sent
     // the query, took the key "name" for the ciphertext of email, and failed decrypting the id

@@ -1,9 +1,7 @@
 import { type ExpressionBuilder, type Kysely, sql } from 'kysely'
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { QueryRefusedError } from '../../src/index.js'
+import { beforeAll, describe, expect, it } from 'vitest'
 import { backends } from '../support/backends.js'
-import { type EncryptedTestDb, encryptedTestDb } from '../support/encrypted-db.js'
-import { type ScanningDialect, scanningDialect } from '../support/leak-scanner.js'
+import { useScannedTestDb } from '../support/scanned-db.js'
 
 // biome-ignore lint/suspicious/noExplicitAny: see `db` below.
 type AnyEb = ExpressionBuilder<any, any>
@@ -18,53 +16,23 @@ const SECRETS = ['ada@x.io', 'bob@x.io', 'zed@x.io', 'secret-value']
  */
 describe.each(backends())('plugin scope regressions [$name]', (backend) => {
   describe.runIf(backend.available)('', () => {
-    let t: EncryptedTestDb
-    let scanner: ScanningDialect
-    // biome-ignore lint/suspicious/noExplicitAny: several shapes here are ones Kysely's types reject on purpose.
-    let db: Kysely<any>
-    let u: string
-    let o: string
-    let p: string
-    const pgFamily = backend.family === 'postgres'
-
-    beforeAll(async () => {
-      t = await encryptedTestDb(backend, {
-        wrapInner: (d) => {
-          scanner = scanningDialect(d, () => SECRETS)
-          return scanner
-        },
-      })
-      db = t.db
-      ;({ users: u, orders: o, plain: p } = t.names)
-      await db
+    const { t, refused } = useScannedTestDb(backend, SECRETS, async (t) => {
+      await t.db
         .insertInto(u)
         .values([
           { id: 1, name: 'Ada', email: 'ada@x.io' },
           { id: 2, name: 'Bob', email: 'bob@x.io' },
         ])
         .execute()
-      await db.insertInto(p).values({ id: 1, label: 'one' }).execute()
+      await t.db.insertInto(p).values({ id: 1, label: 'one' }).execute()
     })
-    beforeEach(() => {
-      scanner.reset()
+    // biome-ignore lint/suspicious/noExplicitAny: several shapes here are ones Kysely's types reject on purpose.
+    let db: Kysely<any>
+    beforeAll(() => {
+      db = t.db
     })
-    afterAll(async () => {
-      expect(scanner.hits()).toEqual([])
-      await t?.destroy()
-    })
-
-    /** Refused with `code` before anything reached the driver. */
-    async function refused(query: { execute(): Promise<unknown> }, code: string): Promise<QueryRefusedError> {
-      const before = scanner.count()
-      const error = await query.execute().then(
-        () => undefined,
-        (e: unknown) => e,
-      )
-      expect(error).toBeInstanceOf(QueryRefusedError)
-      expect((error as QueryRefusedError).code).toBe(code)
-      expect(scanner.count()).toBe(before)
-      return error as QueryRefusedError
-    }
+    const { users: u, orders: o, plain: p } = t.names
+    const pgFamily = backend.family === 'postgres'
 
     describe('write targets and the values of writes', () => {
       it('a CTE named like an encrypted table cannot stand for it as the table an INSERT, UPDATE or DELETE writes', async () => {
