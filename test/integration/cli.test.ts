@@ -32,9 +32,10 @@ describe.concurrent.each(backends())(
     const server = backend.name !== 'pglite'
     describe.runIf(backend.available).sequential('', () => {
       let t: CliTestDb
+      // The build and (PGlite) a new database directory, beside the other backends' setups: slow on a loaded machine.
       beforeAll(async () => {
         t = await cliTestDb(backend)
-      })
+      }, 600_000)
       afterAll(async () => {
         await t?.destroy()
       })
