@@ -1,9 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs'
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Backend, backends } from '../support/backends.js'
 import { type CliTestDb, cliTestDb } from '../support/cli-runner.js'
-
-const urls = { postgres: inject('pgUrl'), mysql: inject('mysqlUrl') }
 
 // The CLI runs as a child process: PGlite's in-memory database cannot be shared with it.
 describe.each(backends().filter((b) => b.name !== 'pglite'))(
@@ -13,7 +11,7 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
     describe.runIf(backend.available)('', () => {
       let t: CliTestDb
       beforeAll(async () => {
-        t = await cliTestDb(backend, (backend.family === 'postgres' ? urls.postgres : urls.mysql) ?? '')
+        t = await cliTestDb(backend)
         // A metadata TTL long enough to interrupt the wait.
         const config = readFileSync(t.configPath, 'utf8')
         writeFileSync(t.configPath, config.replace('metadataTtlMs: 50,', 'metadataTtlMs: 60_000,'))
