@@ -42,6 +42,12 @@ export interface BlindIndexSpec {
    * builder fills it in). More than one: a compound index over those columns, in this order.
    */
   readonly columns: readonly string[]
+  /**
+   * Second physical column of a unique index that keeps its UNIQUE constraint through an index-key
+   * rotation (set by the schema builder from `IndexOptions.rotationSlot`; see docs/operations.md).
+   * Odd index key versions live in `name`, even ones in this column. Not part of the derivation.
+   */
+  readonly rotationSlot?: string
 }
 
 /** Options of {@link blindIndex}. */

@@ -42,7 +42,8 @@ export async function reencrypt(
     if (unreadable(check)) failed++
     else if (
       [...check.dataVersions.values()].some((v) => v !== keys.activeData) ||
-      [...check.indexVersions.values()].some((v) => v !== keys.activeIndex)
+      [...check.indexVersions.values()].some((v) => v !== keys.activeIndex) ||
+      check.slotsPending
     )
       wouldRewrite++
   })

@@ -3,6 +3,7 @@ import type { KeyPurpose } from '../keys/key-provider.js'
 import type { OpsContext } from './context.js'
 import { msSinceKeyEvent } from './key-events.js'
 import { type RunOptions, report } from './progress.js'
+import { clearSlot } from './rotation-slots.js'
 import { loadKeySet } from './row-check.js'
 import { scanTable } from './scan.js'
 
@@ -122,5 +123,7 @@ export async function retire(
   if (options.dryRun === true || options.signal?.aborted) return { ...result, retired: false }
   await ctx.store.setState(table.logical, purpose, version, 'retired')
   ctx.ring.refresh()
+  // An index with a rotation slot: the retired version's column is free for the next version.
+  if (purpose === 'index') await clearSlot(ctx, table, version)
   return { ...result, retired: true }
 }

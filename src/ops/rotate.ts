@@ -6,6 +6,7 @@ import { msSinceKeyEvent, recordKeyEvent } from './key-events.js'
 import { newWrappedKey } from './new-key.js'
 import { report, sleep } from './progress.js'
 import { reencrypt } from './reencrypt.js'
+import { assertSlotComplete, assertSlotFree, slotColumns } from './rotation-slots.js'
 
 /** Options of `rotate`. */
 export interface RotateOptions extends JobOptions {
@@ -105,6 +106,7 @@ export async function rotate(
       total: undefined,
       unit: 'keys',
     })
+    if (purpose === 'index') await assertSlotFree(ctx, table, version)
     const { wrappings, checkValue } = await newWrappedKey(ctx, ref(version))
     // The version is passed so the store refuses (KEY_VERSION_MISMATCH) rather than storing a key
     // wrapped for `version` under another number when a concurrent rotation staged one meanwhile.
@@ -170,6 +172,14 @@ export async function rotate(
         activateAfter,
       )
     }
+  }
+  if (purpose === 'index' && slotColumns(table, staged.version).length > 0) {
+    // Rotation slots: every process now fills the staged version's column on writes; the job
+    // fills it for the other rows, and the cut-over waits until it is complete.
+    if (options.reencrypt !== false) await reencrypt(ctx, table.physical, options)
+    if (options.signal?.aborted === true)
+      return { ...base, version: staged.version, state: 'staged', activateAfter, reencrypt: undefined }
+    await assertSlotComplete(ctx, table, staged.version)
   }
   await ctx.store.activate(table.logical, purpose, staged.version)
   await recordKeyEvent(ctx, 'activation', table.logical, purpose, staged.version)

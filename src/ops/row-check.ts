@@ -3,12 +3,14 @@ import { FieldEncryptionError, KeyError } from '../errors.js'
 import { decryptValue } from '../fields/field-cipher.js'
 import { headerKeyVersion, looksLikeCiphertext } from '../fields/format.js'
 import { KeyMaterial } from '../keys/key-material.js'
+import { SEARCHABLE } from '../keys/key-metadata.js'
 import type { KeyPurpose } from '../keys/key-provider.js'
 import { encryptColumn, indexValue } from '../plugin/resolve-values.js'
 import { readContext, rowAad } from '../schema/row-context.js'
-import type { IndexInfo, TableInfo } from '../schema/schema.js'
+import { type IndexInfo, indexColumnNames, type TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
 import type { KeyColumn } from './primary-key.js'
+import { checkSlots, type SlotState } from './slot-check.js'
 
 /** Every version of a table's data and index keys, unwrapped, and which ones are active. @internal */
 export interface KeySet {
@@ -18,6 +20,8 @@ export interface KeySet {
   readonly activeIndex: number
   /** Retired index versions: a blind index computed with one is no longer searched. */
   readonly retiredIndex: ReadonlySet<number>
+  /** Live index versions (staged, active, decrypt-only): the ones an index's rotation slots hold. */
+  readonly liveIndex: readonly number[]
 }
 
 /** A stored row as a job reads it: primary key, ciphertexts and blind indexes by physical column. */
@@ -27,8 +31,20 @@ export type StoredRow = Readonly<Record<string, unknown>>
 export interface RowCheck {
   /** Data key version per encrypted column holding a ciphertext. */
   readonly dataVersions: ReadonlyMap<string, number>
-  /** Index version that produced each non-null blind index (null: matches no version). */
+  /**
+   * Index version that produced each non-null blind index (null: matches no version), by index
+   * name. For an index with a rotation slot: the version in the active version's column, the one
+   * searches probe.
+   */
   readonly indexVersions: ReadonlyMap<string, number | null>
+  /**
+   * For indexes with a rotation slot: the version in each *other* column (the staged version's
+   * slot during a rotation, the former version's after cut-over), by physical column; null when
+   * that column still lacks its live version's value (not backfilled yet).
+   */
+  readonly slotVersions: ReadonlyMap<string, number | null>
+  /** True when a rotation-slot column differs from what the live versions make it (the job rewrites it). */
+  readonly slotsPending: boolean
   /** Columns holding a value that is not a ciphertext (migration from plaintext). */
   readonly plaintext: readonly string[]
   /** Columns that failed (`column: CODE`); no code carries plaintext. */
@@ -70,7 +86,8 @@ export async function loadKeySet(ctx: OpsContext, table: TableInfo): Promise<Key
     }
     const active = versions.find((v) => v.state === 'active')
     const retired = new Set(versions.filter((v) => v.state === 'retired').map((v) => v.version))
-    return { keys, active: active?.version ?? 0, retired }
+    const live = versions.filter((v) => SEARCHABLE.has(v.state)).map((v) => v.version)
+    return { keys, active: active?.version ?? 0, retired, live }
   }
   try {
     const data = await load('data')
@@ -89,6 +106,7 @@ export async function loadKeySet(ctx: OpsContext, table: TableInfo): Promise<Key
       activeData: data.active,
       activeIndex: index.active,
       retiredIndex: index.retired,
+      liveIndex: index.live,
     }
   } finally {
     if (!handedOver) for (const copy of copies) copy.destroy()
@@ -118,7 +136,7 @@ export function destroyKeySet(keys: KeySet): void {
 export function storedColumns(table: TableInfo, key: KeyColumn): Array<KeyColumn['selection']> {
   const out: Array<KeyColumn['selection']> = [key.selection, ...table.context.filter((c) => c !== key.name)]
   for (const column of table.columns.values()) {
-    out.push(column.physical, ...column.spec.indexes.map((s) => s.name))
+    out.push(column.physical, ...column.spec.indexes.flatMap((s) => indexColumnNames(s)))
   }
   return out
 }
@@ -132,6 +150,7 @@ export function storedColumns(table: TableInfo, key: KeyColumn): Array<KeyColumn
 export function checkRow(table: TableInfo, keys: KeySet, row: StoredRow, rewrite: boolean): RowCheck {
   const dataVersions = new Map<string, number>()
   const indexVersions = new Map<string, number | null>()
+  const slots: SlotState = { versions: new Map(), pending: false }
   const plaintext: string[] = []
   const failures: string[] = []
   const updates: Record<string, Buffer | null> = {}
@@ -150,11 +169,11 @@ export function checkRow(table: TableInfo, keys: KeySet, row: StoredRow, rewrite
     const stored = row[column.physical]
     if (stored === null || stored === undefined) {
       // NULL is never encrypted and always clears its blind indexes.
-      for (const spec of column.spec.indexes) {
-        if (row[spec.name] !== null && row[spec.name] !== undefined) {
-          failures.push(`${spec.name}: STALE_INDEX`)
+      for (const name of column.spec.indexes.flatMap((s) => indexColumnNames(s))) {
+        if (row[name] !== null && row[name] !== undefined) {
+          failures.push(`${name}: STALE_INDEX`)
           if (rewrite) {
-            updates[spec.name] = null
+            updates[name] = null
             expect.push(column.physical)
           }
         }
@@ -192,6 +211,11 @@ export function checkRow(table: TableInfo, keys: KeySet, row: StoredRow, rewrite
       changed = true
     }
     for (const spec of column.spec.indexes) {
+      if (spec.rotationSlot !== undefined) {
+        const out = { indexVersions, slots, failures, updates: rewrite ? updates : undefined }
+        if (checkSlots(table, spec, keys, value, row, out)) changed = true
+        continue
+      }
       const index = table.indexColumn(spec.name)!
       const found = indexVersionOf(index, keys, value, row[spec.name])
       indexVersions.set(spec.name, found)
@@ -205,7 +229,16 @@ export function checkRow(table: TableInfo, keys: KeySet, row: StoredRow, rewrite
     }
     if (changed) expect.push(column.physical)
   }
-  return { dataVersions, indexVersions, plaintext, failures, updates, expect }
+  return {
+    dataVersions,
+    indexVersions,
+    slotVersions: slots.versions,
+    slotsPending: slots.pending,
+    plaintext,
+    failures,
+    updates,
+    expect,
+  }
 }
 
 /** Which index version's recomputation equals the stored blind index; the active one is tried first. */

@@ -29,6 +29,12 @@ export interface VerifyResult {
   readonly dataVersions: Readonly<Record<string, number>>
   /** Blind indexes per index key version that produced them. */
   readonly indexVersions: Readonly<Record<string, number>>
+  /**
+   * Indexes with a rotation slot: per column that searches do not probe (the staged version's
+   * during a rotation), rows per index version it holds, and `missing`: rows whose value lacks
+   * it (not backfilled yet; an index version is activated only once this is 0).
+   */
+  readonly slotVersions: Readonly<Record<string, Readonly<Record<string, number>>>>
   /** Values still in plaintext (columns being migrated from plaintext). */
   readonly plaintext: number
   readonly stopped: boolean
@@ -38,7 +44,8 @@ export interface VerifyResult {
  * Reads every row of `table`: each ciphertext must decrypt under the key version its header names,
  * each blind index must equal its recomputation under some index version (which one is counted).
  * Read-only. Cost: one decryption per value and one HMAC per index (two or more for rows still on
- * an old index version).
+ * an old index version; one per live index version for an index with a rotation slot, whose
+ * columns tell the version: odd ones in the index's column, even ones in its slot).
  * @throws KeyProviderError when a key cannot be unwrapped
  */
 export async function verify(
@@ -50,6 +57,7 @@ export async function verify(
   const keys = await loadKeySet(ctx, table)
   const dataVersions: Record<string, number> = {}
   const indexVersions: Record<string, number> = {}
+  const slotVersions: Record<string, Record<string, number>> = {}
   const failures: VerifyFailure[] = []
   let failed = 0
   let plaintext = 0
@@ -76,6 +84,12 @@ export async function verify(
       for (const v of check.indexVersions.values()) {
         if (v !== null) indexVersions[v] = (indexVersions[v] ?? 0) + 1
       }
+      for (const [column, v] of check.slotVersions) {
+        const counts = slotVersions[column] ?? {}
+        slotVersions[column] = counts
+        const at = v === null ? 'missing' : String(v)
+        counts[at] = (counts[at] ?? 0) + 1
+      }
       plaintext += check.plaintext.length
       if (check.failures.length > 0) {
         failed++
@@ -91,6 +105,7 @@ export async function verify(
     failures,
     dataVersions,
     indexVersions,
+    slotVersions,
     plaintext,
     stopped: scan.stopped,
   }

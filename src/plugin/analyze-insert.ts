@@ -1,6 +1,6 @@
 import type { InsertQueryNode, OperationNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
-import type { IndexInfo, TableInfo } from '../schema/schema.js'
+import { type IndexInfo, indexColumnNames, type TableInfo } from '../schema/schema.js'
 import type { AnalysisContext, Outputs, Role } from './analysis-context.js'
 import { whereNode } from './analyze-conditions.js'
 import { opaque } from './analyze-expressions.js'
@@ -127,10 +127,13 @@ function insertValues(
   const paired: Array<{ index: IndexInfo; from: number; at: number }> = []
   for (const { info, at: from } of annotated) {
     for (const spec of info.spec.indexes) {
-      const index = table.indexColumn(spec.name)!
-      const at = columns.indexOf(index.physical)
-      if (at === -1) added.push({ index, from })
-      else paired.push({ index, from, at })
+      // Both columns of an index with a rotation slot: the wrapper fills each or writes NULL.
+      for (const name of indexColumnNames(spec)) {
+        const index = table.indexColumn(name)!
+        const at = columns.indexOf(index.physical)
+        if (at === -1) added.push({ index, from })
+        else paired.push({ index, from, at })
+      }
     }
   }
   // A row context: every row's ciphertexts are bound to the context values it inserts.

@@ -1,6 +1,6 @@
 import type { ColumnUpdateNode, OperationNode, ReferenceNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
-import type { ColumnInfo, IndexInfo } from '../schema/schema.js'
+import { type ColumnInfo, type IndexInfo, indexColumnNames } from '../schema/schema.js'
 import type { AnalysisContext } from './analysis-context.js'
 import { opaque, reference } from './analyze-expressions.js'
 import { exact, exposedName, isValuesCall } from './column-rules.js'
@@ -113,9 +113,11 @@ export function updates(
     if (hit?.info === undefined || hit.relation.table === undefined) return undefined
     const write = columnWrite(a, u, hit.info, scope, contextFor(hit.info, hit.relation))
     for (const spec of hit.info.spec.indexes) {
-      const index = hit.relation.table.indexColumn(spec.name)!
-      const pos = position.get(key(hit.relation, index.physical))
-      if (pos !== undefined) owners.set(pos, { write, index })
+      for (const name of indexColumnNames(spec)) {
+        const index = hit.relation.table.indexColumn(name)!
+        const pos = position.get(key(hit.relation, index.physical))
+        if (pos !== undefined) owners.set(pos, { write, index })
+      }
     }
     return write
   })
@@ -136,8 +138,9 @@ export function updates(
     }
     out.push(write.item)
     const table = hit.relation.table
-    for (const spec of hit.info.spec.indexes) {
-      const i = table.indexColumn(spec.name)!
+    for (const i of hit.info.spec.indexes.flatMap((spec) =>
+      indexColumnNames(spec).map((n) => table.indexColumn(n)!),
+    )) {
       if (position.has(key(hit.relation, i.physical))) continue
       if (a.mode === 'verify' || isDeferred(nodeValue(u.value))) {
         // The plugin adds every index update it needs: without one, it was bypassed or undone.

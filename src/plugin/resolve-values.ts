@@ -1,4 +1,4 @@
-import type { OperationNode, QueryCompiler, RootOperationNode } from 'kysely'
+import type { OperationNode, QueryCompiler, ReferenceNode, RootOperationNode } from 'kysely'
 import { computeBlindIndex } from '../blindindex/compute-blind-index.js'
 import { normalizeValue } from '../blindindex/normalizers.js'
 import { KeyError, QueryRefusedError } from '../errors.js'
@@ -6,9 +6,10 @@ import { encryptValue } from '../fields/field-cipher.js'
 import type { KeyMaterial } from '../keys/key-material.js'
 import type { KeyRing } from '../keys/key-ring.js'
 import { contextMissing, rowAad } from '../schema/row-context.js'
-import type { ColumnInfo, IndexInfo } from '../schema/schema.js'
+import { type ColumnInfo, type IndexInfo, slotOfVersion } from '../schema/schema.js'
 import { type DeferredValue, isDeferred } from './deferred-value.js'
 import { mapChildren } from './node-utils.js'
+import { columnName, referenceNode } from './nodes.js'
 
 /** The bytes an index is computed over: normalized (strings), then codec-encoded. */
 export function indexInput(index: IndexInfo, value: unknown): Buffer {
@@ -96,18 +97,22 @@ export function cachedKeys(ring: KeyRing, deferred: readonly DeferredValue[]): Q
       if (k === undefined) return undefined
       data ??= new Map()
       data.set(table, k)
-    } else if (d.kind === 'index') {
-      if (index?.has(table)) continue
-      const k = ring.peekActiveKey(table, 'index')
-      if (k === undefined) return undefined
-      index ??= new Map()
-      index.set(table, k)
     } else {
-      if (search?.has(table)) continue
-      const k = ring.peekSearchKeys(table, 'index')
-      if (k === undefined) return undefined
-      search ??= new Map()
-      search.set(table, k)
+      // A write to an index with a rotation slot fills every live version's slot (search keys);
+      // a search on one probes the active version's slot (active key).
+      const slotted = d.index?.slot !== undefined
+      if ((d.kind === 'index' || slotted) && !index?.has(table)) {
+        const k = ring.peekActiveKey(table, 'index')
+        if (k === undefined) return undefined
+        index ??= new Map()
+        index.set(table, k)
+      }
+      if ((d.kind === 'probe' || slotted) && !search?.has(table)) {
+        const k = ring.peekSearchKeys(table, 'index')
+        if (k === undefined) return undefined
+        search ??= new Map()
+        search.set(table, k)
+      }
     }
   }
   return { data: data ?? NO_KEYS, index: index ?? NO_KEYS, search: search ?? NO_KEYS }
@@ -124,8 +129,11 @@ export async function loadKeys(ring: KeyRing, deferred: readonly DeferredValue[]
   for (const d of deferred) {
     const table = d.column.table.logical
     if (d.kind === 'encrypt') needs.data.add(table)
-    else if (d.kind === 'index') needs.index.add(table)
-    else needs.search.add(table)
+    else {
+      const slotted = d.index?.slot !== undefined // see cachedKeys
+      if (d.kind === 'index' || slotted) needs.index.add(table)
+      if (d.kind === 'probe' || slotted) needs.search.add(table)
+    }
   }
   for (let attempt = 0; attempt < 3; attempt++) {
     const [data, index, search] = await Promise.all([
@@ -173,9 +181,20 @@ export function resolveDeferred(
       case 'encrypt':
         return encryptColumn(keys.data.get(table)!, p.column, p.reveal(), p.context)
       case 'index':
+        if (p.index!.slot !== undefined) return slotValue(keys, p.index!, p.reveal())
         return indexValue(keys.index.get(table)!, p.index!, p.reveal())
       default: {
         refuseEmptySearch(p.index!, p.reveal())
+        if (p.index!.slot !== undefined) {
+          // Only the active version's slot is probed: it is complete (activation waits for it).
+          const active = keys.index.get(table)!
+          const value = indexValue(active, p.index!, p.reveal())
+          if (slotOfVersion(active.ref.version) === p.index!.slot) return value
+          probes ??= new Map()
+          probes.set(p, [value])
+          expand = true
+          return value
+        }
         const live = keys.search.get(table)!
         // One live index version (no rotation under way): one value, no list to build.
         if (live.length === 1) return indexValue(live[0]!, p.index!, p.reveal())
@@ -203,6 +222,30 @@ async function keyMap<T>(
   return new Map(entries)
 }
 
+/**
+ * The value of one column of an index with a rotation slot: the blind index under the live
+ * version (staged, active or decrypt-only) that lives in this slot, or NULL when none does.
+ * @throws KeyError `INDEX_SLOT_CONFLICT` when two live versions share the slot (a third version
+ *   staged before the oldest was retired): writing either would break uniqueness
+ */
+function slotValue(keys: QueryKeys, index: IndexInfo, plaintext: unknown): Buffer | null {
+  const table = index.column.table.logical
+  const here = keys.search.get(table)!.filter((k) => slotOfVersion(k.ref.version) === index.slot)
+  if (here.length > 1) {
+    throw new KeyError(
+      'INDEX_SLOT_CONFLICT',
+      `Index versions ${here.map((k) => k.ref.version).join(' and ')} of ${table} are both live and share rotation slot ${index.physical}: writes are refused. Retire the older one (or the newer staged one).`,
+      { table, column: index.column.logical },
+    )
+  }
+  return here[0] === undefined ? null : indexValue(here[0], index, plaintext)
+}
+
+/** The other column of an index with a rotation slot. */
+function otherSlot(index: IndexInfo): string {
+  return index.slot === 0 ? index.spec.rotationSlot! : index.spec.name
+}
+
 function dedupe(values: Buffer[]): Buffer[] {
   return values.filter((v, i) => values.findIndex((w) => w.equals(v)) === i)
 }
@@ -212,6 +255,33 @@ function expandProbes(
   probes: ReadonlyMap<DeferredValue, Buffer[]>,
 ): RootOperationNode {
   const visit = (n: OperationNode): OperationNode => {
+    if (n.kind === 'BinaryOperationNode') {
+      // A probe of an index with a rotation slot whose active version lives in the other column:
+      // `email_bidx in ($1)` becomes `email_bidx_next in ($1)`.
+      const b = n as unknown as { leftOperand: OperationNode; rightOperand: OperationNode }
+      const slotted = slottedProbe(b.rightOperand, probes)
+      if (slotted !== undefined) {
+        const left = b.leftOperand
+        if (left.kind !== 'ReferenceNode' || columnName(left) !== slotted.physical) {
+          throw new QueryRefusedError(
+            'QUERY_REFUSED',
+            `A search on ${slotted.column.table.physical}.${slotted.column.physical} through ${slotted.physical} (an index with a rotation slot) names the index column under another name; it cannot be moved to ${otherSlot(slotted)}.`,
+            {
+              table: slotted.column.table.logical,
+              column: slotted.column.logical,
+              operator: 'in',
+              hint: 'Search the table directly, or select both index columns under their own names in the derived table.',
+            },
+          )
+        }
+        const moved = referenceNode(otherSlot(slotted), (left as ReferenceNode).table)
+        return Object.freeze({
+          ...n,
+          leftOperand: moved,
+          rightOperand: visit(b.rightOperand),
+        }) as OperationNode
+      }
+    }
     if (n.kind === 'ValueListNode') {
       const list = n as unknown as { values: ReadonlyArray<OperationNode> }
       let changed = false
@@ -227,4 +297,17 @@ function expandProbes(
     return mapChildren(n, visit)
   }
   return visit(node) as RootOperationNode
+}
+
+function slottedProbe(
+  node: OperationNode,
+  probes: ReadonlyMap<DeferredValue, Buffer[]>,
+): IndexInfo | undefined {
+  if (node.kind !== 'ValueListNode') return undefined
+  for (const v of (node as unknown as { values: ReadonlyArray<OperationNode> }).values) {
+    const value = (v as unknown as { value?: unknown }).value
+    if (v.kind === 'ValueNode' && isDeferred(value) && probes.has(value) && value.index?.slot !== undefined)
+      return value.index
+  }
+  return undefined
 }

@@ -16,6 +16,15 @@ export interface IndexOptions {
   readonly bits?: number
   /** Normalizers applied to string values before indexing (and before false-positive removal). @default [] */
   readonly normalize?: readonly Normalizer[]
+  /**
+   * A second physical column (e.g. `email_bidx_next`, with its own UNIQUE index) that keeps a
+   * *unique* index rejecting duplicates through an index-key rotation: odd index key versions
+   * are stored in `name`, even ones here; while two versions are live every write fills both,
+   * searches probe the active version's column only. Costs one more HMAC per write during a
+   * rotation and one more column and index. Unique indexes only. See docs/operations.md.
+   * @default none: one column; uniqueness does not hold across versions during a rotation
+   */
+  readonly rotationSlot?: string
 }
 
 /** Options shared by every encrypted column. */
@@ -71,9 +80,22 @@ export interface EncryptedColumn<T = unknown, I extends string = string> {
 function column<T, I extends string>(kind: CodecKind, options: ColumnOptions = {}): EncryptedColumn<T, I> {
   const list =
     options.index === undefined ? [] : Array.isArray(options.index) ? options.index : [options.index]
-  const indexes = (list as readonly IndexOptions[]).map((o) =>
-    blindIndex({ name: o.name, bits: o.bits, normalize: o.normalize ?? [] }),
-  )
+  const indexes = (list as readonly IndexOptions[]).map((o) => {
+    const spec = blindIndex({ name: o.name, bits: o.bits, normalize: o.normalize ?? [] })
+    if (o.rotationSlot === undefined) return spec
+    if (
+      spec.kind !== 'unique' ||
+      typeof o.rotationSlot !== 'string' ||
+      o.rotationSlot.length === 0 ||
+      o.rotationSlot === o.name
+    ) {
+      throw new ConfigError(
+        'CONFIG_INVALID',
+        `Blind index '${o.name}': rotationSlot must name another column, and only a unique index (bits omitted) takes one.`,
+      )
+    }
+    return Object.freeze({ ...spec, rotationSlot: o.rotationSlot })
+  })
   if (options.maxBytes !== undefined && (!Number.isInteger(options.maxBytes) || options.maxBytes <= 0)) {
     throw new ConfigError('CONFIG_INVALID', 'maxBytes must be a positive integer.')
   }

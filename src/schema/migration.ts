@@ -1,7 +1,7 @@
 import { type ColumnDataType, type ColumnDefinitionBuilder, type Expression, type Kysely, sql } from 'kysely'
 import { ConfigError } from '../errors.js'
 import { FORMAT_V1_OVERHEAD } from '../fields/format.js'
-import type { EncryptedSchema, TableInfo } from './schema.js'
+import { type EncryptedSchema, indexColumnNames, type TableInfo } from './schema.js'
 
 import { type SqlFamily, sqlFamily } from './sql-family.js'
 
@@ -19,7 +19,8 @@ interface AddsColumns<B> {
 export interface AddEncryptedColumnsOptions {
   /**
    * Encrypted columns (physical names) created `NOT NULL`; their blind-index columns follow (a
-   * non-NULL value always has its index). On an `alterTable` of a table with rows, add them
+   * non-NULL value always has its index), except both columns of an index with a `rotationSlot`,
+   * which stay nullable (each is NULL while no live index version uses it). On an `alterTable` of a table with rows, add them
    * nullable, backfill, then set `NOT NULL`.
    * @default []
    */
@@ -49,11 +50,14 @@ export function encryptedColumnTypes(
     out.push({ name: column.physical, type, column: column.physical })
     for (const spec of column.spec.indexes) {
       const bytes = Math.ceil(spec.bits / 8)
-      out.push({
-        name: spec.name,
-        type: family === 'postgres' ? 'bytea' : sql`varbinary(${sql.raw(String(bytes))})`,
-        column: column.physical,
-      })
+      // An index with a rotation slot has two columns (see docs/operations.md).
+      for (const name of indexColumnNames(spec)) {
+        out.push({
+          name,
+          type: family === 'postgres' ? 'bytea' : sql`varbinary(${sql.raw(String(bytes))})`,
+          column: column.physical,
+        })
+      }
     }
   }
   return out
@@ -93,9 +97,12 @@ export function addEncryptedColumns(
   return <B extends AddsColumns<B>>(builder: B): B => {
     let b = builder
     for (const c of columns) {
-      b = notNull.has(c.column)
-        ? b.addColumn(c.name, c.type, (col) => col.notNull())
-        : b.addColumn(c.name, c.type)
+      // Both columns of an index with a rotation slot hold NULL while their slot is free.
+      const slotted = info.indexColumn(c.name)?.slot !== undefined
+      b =
+        notNull.has(c.column) && !slotted
+          ? b.addColumn(c.name, c.type, (col) => col.notNull())
+          : b.addColumn(c.name, c.type)
     }
     return b
   }

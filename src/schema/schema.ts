@@ -66,6 +66,21 @@ export interface IndexInfo {
   readonly spec: BlindIndexSpec
   /** Physical column holding the index. */
   readonly physical: string
+  /**
+   * For an index with a rotation slot (`spec.rotationSlot`): 0 for `spec.name` (odd index key
+   * versions), 1 for the slot column (even versions). `undefined` for a one-column index.
+   */
+  readonly slot?: 0 | 1
+}
+
+/** The physical columns of one declared index: its name, then its rotation slot if it has one. */
+export function indexColumnNames(spec: BlindIndexSpec): readonly string[] {
+  return spec.rotationSlot === undefined ? [spec.name] : [spec.name, spec.rotationSlot]
+}
+
+/** The slot (0 or 1) that index key `version` lives in, for an index with a rotation slot. */
+export function slotOfVersion(version: number): 0 | 1 {
+  return version % 2 === 1 ? 0 : 1
 }
 
 /** One annotated table, resolved. */
@@ -233,23 +248,22 @@ function buildSchema<D extends SchemaDefinition, O extends boolean>(
     }
     for (const info of cols.values()) {
       for (const spec of info.spec.indexes) {
-        if (idx.has(spec.name) || cols.has(spec.name)) {
-          throw new ConfigError(
-            'CONFIG_INVALID',
-            `Index column ${physical}.${spec.name} is declared twice.`,
-            {
+        for (const [n, name] of indexColumnNames(spec).entries()) {
+          if (idx.has(name) || cols.has(name)) {
+            throw new ConfigError('CONFIG_INVALID', `Index column ${physical}.${name} is declared twice.`, {
               table: logical,
               column: info.logical,
-            },
-          )
+            })
+          }
+          const slot = spec.rotationSlot === undefined ? undefined : (n as 0 | 1)
+          const index: IndexInfo = Object.freeze({ column: info, spec, physical: name, slot })
+          idx.set(name, index)
+          if (omit) omittedHere.push(name)
+          idxLookup.set(name, index)
+          idxLookup.set(camel(name), index)
+          folded.set(name.toLowerCase(), info)
+          folded.set(camel(name).toLowerCase(), info)
         }
-        const index: IndexInfo = Object.freeze({ column: info, spec, physical: spec.name })
-        idx.set(spec.name, index)
-        if (omit) omittedHere.push(spec.name)
-        idxLookup.set(spec.name, index)
-        idxLookup.set(camel(spec.name), index)
-        folded.set(spec.name.toLowerCase(), info)
-        folded.set(camel(spec.name).toLowerCase(), info)
       }
     }
     Object.freeze(omittedHere)

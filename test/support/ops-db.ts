@@ -50,6 +50,8 @@ export async function opsTestDb(
     opsCache?: KeyCacheOptions
     /** A `bigint` primary key without a default: the test inserts its own ids. */
     bigintIds?: boolean
+    /** Gives `email_bidx` a rotation slot column (`email_bidx_next`). */
+    rotationSlot?: boolean
   } = {},
 ): Promise<OpsTestDb> {
   const table = uniqueName('ops_users')
@@ -57,7 +59,11 @@ export async function opsTestDb(
   const jobsTable = uniqueName('kfe_jobs')
   const ttlMs = options.ttlMs ?? 50
   const provider = options.provider ?? localKeyProvider({ id: 'local:test', key: randomBytes(32) })
-  const schema = opsSchema(table, { encrypted, encryptedSchema })
+  const schema = opsSchema(
+    table,
+    { encrypted, encryptedSchema },
+    { rotationSlot: options.rotationSlot === true },
+  )
   const encryption = fieldEncryption({
     schema,
     keyProvider: provider,

@@ -22,6 +22,8 @@ export const verifyCommand = defineCommand({
           consola.log(
             `${result.table}: ${result.rows} rows; ciphertexts per data version ${JSON.stringify(result.dataVersions)}, indexes per index version ${JSON.stringify(result.indexVersions)}`,
           )
+          for (const [column, counts] of Object.entries(result.slotVersions))
+            consola.log(`  rotation slot ${column}: rows per index version ${JSON.stringify(counts)}`)
           for (const f of result.failures) consola.error(`  ${String(f.key)}: ${f.problems.join(', ')}`)
           consola.log(result.ok ? 'verify: ok' : `verify: ${result.failed} rows failed`)
         })

@@ -1,0 +1,173 @@
+import { sql } from 'kysely'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { OperationError } from '../../src/index.js'
+import type { VerifyResult } from '../../src/ops.js'
+import { type Backend, backends } from '../support/backends.js'
+import { type OpsTestDb, opsTestDb } from '../support/ops-db.js'
+
+/**
+ * Issue 14: a unique blind index keeps rejecting duplicates through an index-key rotation, with
+ * a rotation slot (`email_bidx_next`): a duplicate is refused by the database's UNIQUE index in
+ * every phase (staged, backfilling, cut over, retired), searches find the right rows in each, and
+ * verify tells which index version each column holds.
+ */
+
+/** The database's own unique-violation error: PostgreSQL/PGlite 23505, MariaDB/MySQL 1062. */
+async function expectDuplicate(run: Promise<unknown>): Promise<void> {
+  const error = (await run.then(
+    () => undefined,
+    (e: unknown) => e,
+  )) as { code?: unknown; errno?: unknown } | undefined
+  expect(error, 'a duplicate was accepted').toBeDefined()
+  expect([error?.code, error?.errno]).toSatisfy(
+    (c: unknown[]) => c.includes('23505') || c.includes('ER_DUP_ENTRY') || c.includes(1062),
+  )
+}
+
+describe.each(backends())('index-key rotation with a rotation slot [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    let t: OpsTestDb
+    const wait = () => new Promise((r) => setTimeout(r, t.ttlMs + 20))
+    const insert = (id: number, email: string) =>
+      t.app
+        .insertInto(t.table)
+        .values({ id, name: `n${id}`, email, ssn: '123-45-6789' })
+        .execute()
+    /** Ids found by a search on email, through the plugin. */
+    const find = async (email: string) =>
+      (await t.app.selectFrom(t.table).select('id').where('email', '=', email).execute()).map((r) =>
+        Number(r.id),
+      )
+    /** Rows whose column holds a value (raw). */
+    const filled = async (column: string) => {
+      const { rows } = await sql<{
+        n: number | string
+      }>`select count(*) as n from ${sql.table(t.table)} where ${sql.ref(column)} is not null`.execute(t.raw)
+      return Number(rows[0]!.n)
+    }
+    /** Every phase: the stored e-mails are all found, each once, and a duplicate is refused. */
+    const checkPhase = async (emails: ReadonlyMap<string, number>, nextId: number) => {
+      for (const [email, id] of emails) expect(await find(` ${email.toUpperCase()}`)).toEqual([id])
+      expect(await find('nobody@x.io')).toEqual([])
+      for (const email of emails.keys()) await expectDuplicate(insert(nextId, ` ${email.toUpperCase()} `))
+    }
+
+    beforeAll(async () => {
+      t = await opsTestDb(backend, { rotationSlot: true })
+      await t.ops.init()
+    })
+    afterAll(async () => {
+      await t?.destroy()
+    })
+
+    const emails = new Map<string, number>()
+
+    it('steady state (v1 only): the slot column stays empty; a duplicate is refused', async () => {
+      for (let id = 1; id <= 6; id++) {
+        await insert(id, `user${id}@x.io`)
+        emails.set(`user${id}@x.io`, id)
+      }
+      expect(await filled('email_bidx')).toBe(6)
+      expect(await filled('email_bidx_next')).toBe(0)
+      await checkPhase(emails, 100)
+    })
+
+    it('staged (v2): writes fill both columns; old rows only v1; a duplicate of either is refused', async () => {
+      const r = await t.ops.rotate(t.table, { purpose: 'index', activateLater: true })
+      expect([r.version, r.state]).toEqual([2, 'staged'])
+      await wait()
+      await insert(7, 'user7@x.io')
+      emails.set('user7@x.io', 7)
+      expect(await filled('email_bidx')).toBe(7)
+      expect(await filled('email_bidx_next')).toBe(1)
+      await checkPhase(emails, 100)
+      const v = (await t.ops.verify(t.table)) as VerifyResult
+      expect(v.ok).toBe(true)
+      expect(v.indexVersions).toEqual({ 1: 14 }) // email_bidx and ssn_bidx
+      expect(v.slotVersions).toEqual({ email_bidx_next: { 2: 1, missing: 6 } })
+    })
+
+    it('cut-over is refused while the slot is incomplete (ROTATION_REFUSED with the count)', async () => {
+      const error = await t.ops
+        .rotate(t.table, { purpose: 'index', reencrypt: false })
+        .catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(OperationError)
+      expect((error as OperationError).code).toBe('ROTATION_REFUSED')
+      expect((error as OperationError).rows).toBe(6)
+      expect((await t.ops.status()).tables[0]).toBeDefined()
+    })
+
+    it('backfilling (job stopped half way): a duplicate is refused; searches find every row', async () => {
+      const stop = new AbortController()
+      await t.ops.reencrypt(t.table, {
+        batchSize: 2,
+        signal: stop.signal,
+        onProgress: (p) => {
+          if (p.done > 0) stop.abort()
+        },
+      })
+      const partial = await filled('email_bidx_next')
+      expect(partial).toBeGreaterThan(1)
+      expect(partial).toBeLessThan(7)
+      await checkPhase(emails, 100)
+      await t.ops.reencrypt(t.table)
+      expect(await filled('email_bidx_next')).toBe(7)
+      const v = (await t.ops.verify(t.table)) as VerifyResult
+      expect(v.slotVersions).toEqual({ email_bidx_next: { 2: 7 } })
+    })
+
+    it('cut over (v2 active, v1 decrypt-only): searches probe email_bidx_next; a duplicate is refused', async () => {
+      // Backfill (complete already), activate, then re-index ssn_bidx (no slot) under v2.
+      const r = await t.ops.rotate(t.table, { purpose: 'index' })
+      expect([r.version, r.state]).toEqual([2, 'active'])
+      await wait()
+      await insert(8, 'user8@x.io')
+      emails.set('user8@x.io', 8)
+      expect(await filled('email_bidx')).toBe(8) // v1 is still live: still written
+      expect(await filled('email_bidx_next')).toBe(8)
+      await checkPhase(emails, 100)
+      const v = (await t.ops.verify(t.table)) as VerifyResult
+      expect(v.ok).toBe(true)
+      expect(v.indexVersions).toEqual({ 2: 16 })
+      expect(v.slotVersions).toEqual({ email_bidx: { 1: 8 } })
+      // A search that must find the row through v2's column alone: v1's column emptied by hand.
+      await sql`update ${sql.table(t.table)} set email_bidx = null where id = 1`.execute(t.raw)
+      expect(await find('user1@x.io')).toEqual([1])
+      await t.ops.reencrypt(t.table) // puts v1's value back (it is live)
+    })
+
+    it('a third version is refused while v1 is live (it would share v1 column)', async () => {
+      const error = await t.ops.rotate(t.table, { purpose: 'index' }).catch((e: unknown) => e)
+      expect((error as OperationError).code).toBe('ROTATION_REFUSED')
+      expect((error as Error).message).toContain('retire version 1 first')
+    })
+
+    it('retired v1: its column is cleared; a duplicate is refused; searches still work', async () => {
+      const r = await t.ops.retire(t.table, { purpose: 'index', version: 1 })
+      expect(r.retired).toBe(true)
+      expect(await filled('email_bidx')).toBe(0)
+      await wait()
+      await insert(9, 'user9@x.io')
+      emails.set('user9@x.io', 9)
+      expect(await filled('email_bidx')).toBe(0)
+      expect(await filled('email_bidx_next')).toBe(9)
+      await checkPhase(emails, 100)
+      const v = (await t.ops.verify(t.table)) as VerifyResult
+      expect(v.ok).toBe(true)
+      expect(v.indexVersions).toEqual({ 2: 18 })
+      expect(v.slotVersions).toEqual({})
+    })
+
+    it('the next rotation (v3) lives in the freed column, and a duplicate is still refused', async () => {
+      const r = await t.ops.rotate(t.table, { purpose: 'index' })
+      expect([r.version, r.state]).toEqual([3, 'active'])
+      await wait()
+      expect(await filled('email_bidx')).toBe(9)
+      await checkPhase(emails, 100)
+      const v = (await t.ops.verify(t.table)) as VerifyResult
+      expect(v.ok).toBe(true)
+      expect(v.indexVersions).toEqual({ 3: 18 })
+      expect(v.slotVersions).toEqual({ email_bidx_next: { 2: 9 } })
+    })
+  })
+})
