@@ -49,15 +49,16 @@ export interface ColumnOptions {
 /** The options of a column declared without any: no index names. */
 type NoOptions = { readonly index?: undefined }
 
-/** The index column names declared by column options `O`, as a union of literals. */
+/** The physical columns of one index option: its name and its rotation slot, if any. */
+type IndexColumnsOf<E> = E extends { readonly name: infer N extends string }
+  ? N | (E extends { readonly rotationSlot: infer S extends string } ? S : never)
+  : never
+
+/** The index column names declared by column options `O` (rotation slots too), as a union of literals. */
 export type IndexNamesOf<O> = O extends { readonly index: infer X }
   ? X extends readonly (infer E)[]
-    ? E extends { readonly name: infer N extends string }
-      ? N
-      : never
-    : X extends { readonly name: infer N extends string }
-      ? N
-      : never
+    ? IndexColumnsOf<E>
+    : IndexColumnsOf<X>
   : never
 
 /**
