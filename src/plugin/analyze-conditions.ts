@@ -1,6 +1,6 @@
 import type { BinaryOperationNode, OperationNode, ReferenceNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
-import type { IndexInfo } from '../schema/schema.js'
+import type { ColumnInfo, IndexInfo } from '../schema/schema.js'
 import type { AnalysisContext, ConditionContext, PendingFilter } from './analysis-context.js'
 import { opaque, reference } from './analyze-expressions.js'
 import { checkCodec, exposedName, NEGATED, pickIndex } from './column-rules.js'
@@ -209,10 +209,12 @@ export function columnToColumn(
           { table: info.table.logical, column: info.logical, operator: op },
         )
       }
-      return rebuild(node, {
+      const compare = rebuild(node, {
         leftOperand: referenceNode(li, (node.leftOperand as ReferenceNode).table),
         rightOperand: referenceNode(ri, (node.rightOperand as ReferenceNode).table),
       })
+      if (unique.spec.rotationSlot === undefined) return compare
+      return slottedSelfJoin(node, op, compare, info, left, right, unique.spec.rotationSlot)
     }
   }
   throw refuse(
@@ -236,4 +238,39 @@ function shapeOf(ctx: ConditionContext, op: string): RefusedShape {
   if (NEGATED.has(op)) return 'negated'
   if (ctx.pending === undefined) return ctx.place === 'select' ? 'subquery' : ctx.place
   return ctx.positive ? 'operator' : (ctx.branch ?? 'or')
+}
+
+/**
+ * A self-join on an index with a rotation slot: equal values are equal in whichever column holds
+ * the active version (the plugin cannot know which here), so `=` becomes `(a.email_bidx =
+ * b.email_bidx or a.email_bidx_next = b.email_bidx_next)`. `<>` is refused: a NULL in the free
+ * column would drop rows from its negation.
+ */
+function slottedSelfJoin(
+  node: BinaryOperationNode,
+  op: string,
+  compare: OperationNode,
+  info: ColumnInfo,
+  left: Resolved,
+  right: Resolved,
+  slot: string,
+): OperationNode {
+  const index = info.table.indexColumn(slot)!
+  const li = exposedName(left.relation, { kind: 'index', info: index })
+  const ri = exposedName(right.relation, { kind: 'index', info: index })
+  if (op !== '=' || li === undefined || ri === undefined) {
+    throw refuse(
+      info,
+      `${op} another column`,
+      `an index with a rotation slot can be compared with itself by = only, with both columns (${index.spec.name}, ${slot}) in scope`,
+    )
+  }
+  const other = rebuild(node, {
+    leftOperand: referenceNode(li, (node.leftOperand as ReferenceNode).table),
+    rightOperand: referenceNode(ri, (node.rightOperand as ReferenceNode).table),
+  })
+  return Object.freeze({
+    kind: 'ParensNode',
+    node: Object.freeze({ kind: 'OrNode', left: compare, right: other }),
+  }) as OperationNode
 }
