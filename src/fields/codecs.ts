@@ -1,5 +1,6 @@
 import { CodecError } from '../errors.js'
 import { canonicalJson, type JsonValue } from './canonical-json.js'
+import { isJsonValue, jsonText } from './json-text.js'
 
 /** The value types an encrypted column can hold. */
 export type CodecKind = 'text' | 'number' | 'bigint' | 'boolean' | 'date' | 'json' | 'bytes' | 'calendarDate'
@@ -23,6 +24,15 @@ export interface Codec<T> {
    *   names the expected type, never the value.
    */
   encode(value: T): Buffer
+  /**
+   * The bytes a ciphertext holds, when a codec has a cheaper form than the canonical one that
+   * {@link Codec.decode} reads back as the same value (json: the value's own key order). Never
+   * used for a blind index, which needs the canonical bytes. Absent: {@link Codec.encode}.
+   *
+   * @returns bytes {@link Codec.decode} turns into a value equal to `value`, in a fresh buffer.
+   * @throws CodecError `CODEC_INVALID_VALUE` exactly when {@link Codec.encode} throws.
+   */
+  encodeForCiphertext?(value: T): Buffer
   /**
    * @returns the value whose canonical bytes are `bytes`; never a view of `bytes`.
    * @throws CodecError `CODEC_INVALID_VALUE` when `bytes` is not a canonical encoding.
@@ -184,25 +194,22 @@ const date: Codec<Date> = Object.freeze({
 } satisfies Codec<Date>)
 
 /**
- * `json`: canonical JSON text in UTF-8 (see {@link canonicalJson}): keys sorted by UTF-16 code
- * units at every depth, no whitespace, numbers as `JSON.stringify` prints them. Rejects
- * `undefined`, functions, bigints, `NaN`, `±Infinity`, cycles and non-plain objects; a `Date`
- * inside JSON is rejected (its `toJSON` is not called), and so is a value nesting arrays and
- * objects more than `MAX_JSON_DEPTH` (1000) levels deep. Decoding is `JSON.parse` (not recursive:
- * any depth stored reads back).
+ * `json`: JSON text in UTF-8. `encode` (the bytes a blind index is computed over) is canonical
+ * (see {@link canonicalJson}): keys sorted by UTF-16 code units at every depth, no whitespace,
+ * numbers as `JSON.stringify` prints them. A ciphertext holds `JSON.stringify` of the value in
+ * its own key order ({@link jsonText}): sorting is only needed where bytes are compared, and
+ * reading takes any order. Both reject `undefined`, functions, bigints, `NaN`, `±Infinity`,
+ * cycles and non-plain objects; a `Date` inside JSON is rejected (its `toJSON` is not called),
+ * and so is a value nesting arrays and objects more than `MAX_JSON_DEPTH` (1000) levels deep.
+ * Decoding is `JSON.parse` (not recursive: any depth stored reads back; any key order, as every
+ * version of this library has read it).
  */
 const json: Codec<JsonValue> = Object.freeze({
   kind: 'json',
   tag: 6,
-  is(value: unknown): value is JsonValue {
-    try {
-      canonicalJson(value)
-      return true
-    } catch {
-      return false
-    }
-  },
+  is: (value: unknown): value is JsonValue => isJsonValue(value),
   encode: (value: JsonValue): Buffer => Buffer.from(canonicalJson(value), 'utf8'),
+  encodeForCiphertext: (value: JsonValue): Buffer => Buffer.from(jsonText(value), 'utf8'),
   decode(bytes: Buffer): JsonValue {
     const source = decodeUtf8('json', bytes)
     try {

@@ -317,14 +317,16 @@ export function decryptField(
 }
 
 /**
- * Encodes `value` with `codec` and encrypts it (see {@link encryptField}). The encoded plaintext
- * is zeroed afterwards.
+ * Encodes `value` with `codec` (its `encodeForCiphertext` where it has one, else `encode`) and
+ * encrypts it (see {@link encryptField}). The encoded plaintext is zeroed afterwards.
  *
  * @throws CodecError `CODEC_INVALID_VALUE` when `value` is not of the codec's type.
  * @throws KeyError / ConfigError as {@link encryptField}.
  */
 export function encryptValue<T>(codec: Codec<T>, value: T, key: KeyMaterial, aad: FieldAad): Buffer {
-  const plaintext = codec.encode(value)
+  // Not always the canonical bytes (json keeps the value's key order): decode reads either.
+  const plaintext =
+    codec.encodeForCiphertext === undefined ? codec.encode(value) : codec.encodeForCiphertext(value)
   try {
     return encryptField(key, codec.tag, plaintext, aad)
   } finally {
