@@ -19,6 +19,33 @@ import { identifierName, type Scope, type Source, tableName } from './scope.js'
  */
 
 /**
+ * Records that the select list has an output `name` (from `source` when it is an annotated
+ * column or index; else in `plainNamed`, for ORDER BY). A module function, not a closure made
+ * per query: under tsx, which the benchmarks run through, every named closure also costs a
+ * `__name` call (docs/benchmarks.md).
+ *
+ * @throws QueryRefusedError `QUERY_REFUSED` when `name` was output before and either is encrypted
+ */
+function claim(
+  named: Set<string>,
+  plainNamed: Set<string>,
+  outputs: ReadonlyMap<string, Source>,
+  name: string,
+  source: Source | undefined,
+): void {
+  const prior = outputs.get(name)
+  const annotated = source ?? prior
+  const same =
+    source !== undefined && prior !== undefined && source.kind === prior.kind && source.info === prior.info
+  if (named.has(name) && annotated !== undefined && !same) {
+    const info = annotated.kind === 'column' ? annotated.info : annotated.info.column
+    throw refuse(info, 'alias', `two outputs of the select list are named "${name}"`)
+  }
+  named.add(name)
+  if (source === undefined) plainNamed.add(name)
+}
+
+/**
  * The outputs of a select list (or RETURNING) and where each came from: the relation a plain
  * reference resolved through, or `null` for a subquery's output.
  *
@@ -46,18 +73,6 @@ export function selections(
   // Names an explicit item of the list gives to a plaintext value (a column the schema does not
   // annotate, an expression, a subquery): ORDER BY may sort by them (see {@link plainOutputs}).
   const plainNamed = new Set<string>()
-  const claim = (name: string, source: Source | undefined): void => {
-    const prior = outputs.get(name)
-    const annotated = source ?? prior
-    const same =
-      source !== undefined && prior !== undefined && source.kind === prior.kind && source.info === prior.info
-    if (named.has(name) && annotated !== undefined && !same) {
-      const info = annotated.kind === 'column' ? annotated.info : annotated.info.column
-      throw refuse(info, 'alias', `two outputs of the select list are named "${name}"`)
-    }
-    named.add(name)
-    if (source === undefined) plainNamed.add(name)
-  }
   const nodes = rebuildList(selections, (s) => {
     const sel = s.selection
     if (sel.kind === 'SelectAllNode') {
@@ -74,7 +89,7 @@ export function selections(
     }
     if (sel.kind === 'ReferenceNode' || sel.kind === 'ColumnNode') {
       const ref = reference(a, sel, scope)
-      claim(columnName(sel), ref?.source)
+      claim(named, plainNamed, outputs, columnName(sel), ref?.source)
       if (ref !== undefined) {
         outputs.set(columnName(sel), ref.source)
         origins.set(columnName(sel), ref.relation)
@@ -85,7 +100,7 @@ export function selections(
       const name = identifierName(sel.alias)
       const inner = sel.node
       const ref = reference(a, inner, scope)
-      if (inner.kind !== 'SelectQueryNode') claim(name, ref?.source)
+      if (inner.kind !== 'SelectQueryNode') claim(named, plainNamed, outputs, name, ref?.source)
       if (ref !== undefined) {
         if (ref.source.kind === 'column' && Buffer.byteLength(name) > 63) {
           // PostgreSQL truncates identifiers to 63 bytes: the result key would not match the plan.
@@ -99,7 +114,7 @@ export function selections(
         const sub = a.query(inner, scope, 'scalar')
         const only = sub.outputs.size === 1 ? [...sub.outputs.values()][0] : undefined
         const passes = only !== undefined && (inner as SelectQueryNode).selections?.length === 1
-        claim(name, passes ? only : undefined)
+        claim(named, plainNamed, outputs, name, passes ? only : undefined)
         if (passes && only !== undefined) {
           outputs.set(name, only)
           origins.set(name, null)
@@ -110,7 +125,7 @@ export function selections(
         }
         return rebuild(s, { selection: rebuild(sel, { node: sub.node }) })
       }
-      claim(name, undefined)
+      claim(named, plainNamed, outputs, name, undefined)
       return rebuild(s, { selection: rebuild(sel, { node: opaque(a, inner, scope, 'expression') }) })
     }
     return rebuild(s, { selection: opaque(a, sel, scope, 'expression') })

@@ -1,7 +1,7 @@
 import type { InsertQueryNode, OperationNode, ReferenceNode } from 'kysely'
 import type { ColumnInfo, EncryptedSchema } from '../schema/schema.js'
 import { type DeferredValue, isDeferred } from './deferred-value.js'
-import { mapChildren } from './node-utils.js'
+import { someChild } from './node-utils.js'
 import { identifierName, tableName } from './scope.js'
 
 /**
@@ -106,29 +106,29 @@ export function listValues(node: OperationNode): unknown[] | undefined {
  * unqualified): SQL then evaluates it over the outer query's rows.
  */
 export function mayCombineRows(nodes: ReadonlyArray<OperationNode>): boolean {
-  let found = false
-  const combines = (n: OperationNode) =>
+  for (const n of nodes) if (combinesRows(n, undefined)) return true
+  return false
+}
+
+/** {@link mayCombineRows} of one node; `locals`: the relation names of the subqueries around it. */
+function combinesRows(n: OperationNode, locals: ReadonlySet<string> | undefined): boolean {
+  if (n.kind === 'SelectQueryNode') {
+    const declared = new Set(locals)
+    for (const name of declaredRelations(n)) declared.add(name)
+    return someChild(n, (child) => combinesRows(child, declared))
+  }
+  if (combinesItself(n) && (locals === undefined || mayNameOuter(n, locals))) return true
+  return someChild(n, (child) => combinesRows(child, locals))
+}
+
+/** An aggregate, a window, raw SQL, or a function not known to work row by row. */
+function combinesItself(n: OperationNode): boolean {
+  return (
     n.kind === 'AggregateFunctionNode' ||
     n.kind === 'OverNode' ||
     n.kind === 'RawNode' ||
     (n.kind === 'FunctionNode' && !ROW_FUNCTIONS.has((n as unknown as { func: string }).func.toLowerCase()))
-  // `locals`: the relation names of the subqueries around `n` (undefined at the query's own level).
-  const visit = (n: OperationNode, locals: ReadonlySet<string> | undefined): OperationNode => {
-    if (found) return n
-    if (n.kind === 'SelectQueryNode') {
-      const declared = new Set(locals)
-      for (const name of declaredRelations(n)) declared.add(name)
-      mapChildren(n, (child) => visit(child, declared))
-      return n
-    }
-    if (combines(n) && (locals === undefined || mayNameOuter(n, locals))) {
-      found = true
-      return n
-    }
-    return mapChildren(n, (child) => visit(child, locals))
-  }
-  for (const n of nodes) visit(n, undefined)
-  return found
+  )
 }
 
 /** Table names and aliases a query's own FROM and JOINs declare (not those of its subqueries). */
@@ -148,23 +148,18 @@ function declaredRelations(query: OperationNode): string[] {
 
 /** True when a column reference inside `node` is unqualified, or qualified by a name not in `locals`. */
 function mayNameOuter(node: OperationNode, locals: ReadonlySet<string>): boolean {
-  let outer = false
-  const visit = (n: OperationNode): OperationNode => {
-    if (outer) return n
-    if (n.kind === 'ColumnNode') outer = true
-    else if (n.kind === 'ReferenceNode') {
+  const outer = (n: OperationNode): boolean => {
+    if (n.kind === 'ColumnNode' || n.kind === 'RawNode') return true
+    if (n.kind === 'ReferenceNode') {
       const ref = n as ReferenceNode
-      if (
+      return (
         ref.column.kind === 'ColumnNode' &&
         (ref.table === undefined || !locals.has(tableName(ref.table).name))
       )
-        outer = true
-      return n
-    } else if (n.kind === 'RawNode') outer = true
-    return mapChildren(n, visit)
+    }
+    return someChild(n, outer)
   }
-  visit(node)
-  return outer
+  return outer(node)
 }
 
 export function labelOf(node: OperationNode, outer: string): string {
@@ -194,17 +189,14 @@ export function labelOf(node: OperationNode, outer: string): string {
 
 /** Every deferred value in a tree (value nodes and primitive value lists). */
 export function collectDeferred(node: OperationNode, into: Set<DeferredValue>): void {
-  const visit = (n: OperationNode): OperationNode => {
+  const visit = (n: OperationNode): boolean => {
     if (n.kind === 'ValueNode') {
       const v = (n as unknown as { value: unknown }).value
       if (isDeferred(v)) into.add(v)
-      return n
-    }
-    if (n.kind === 'PrimitiveValueListNode') {
+    } else if (n.kind === 'PrimitiveValueListNode') {
       for (const v of (n as unknown as { values: unknown[] }).values) if (isDeferred(v)) into.add(v)
-      return n
-    }
-    return mapChildren(n, visit)
+    } else someChild(n, visit)
+    return false
   }
   visit(node)
 }
@@ -336,9 +328,9 @@ function forEachRelationNode(root: OperationNode, visit: (n: OperationNode) => b
     const n = stack.pop() as OperationNode
     if (n.kind === 'ReferenceNode') continue
     if (visit(n) === true) return
-    mapChildren(n, (child) => {
+    someChild(n, (child) => {
       stack.push(child)
-      return child
+      return false
     })
   }
 }
