@@ -11,6 +11,7 @@
 export type ErrorCode =
   // configuration
   | 'CONFIG_INVALID'
+  | 'MIGRATION_PHASE_CONFLICT'
   | 'WEAK_KEY'
   // codecs (src/fields)
   | 'CODEC_INVALID_VALUE'
@@ -58,6 +59,7 @@ export type ErrorCode =
   | 'JOB_TARGET_CHANGED'
   | 'ROTATION_REFUSED'
   | 'OPS_INVALID'
+  | 'MIGRATION_REFUSED'
 
 /** Options shared by every error constructor. */
 export interface FieldEncryptionErrorOptions {

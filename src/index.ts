@@ -61,6 +61,13 @@ export {
   encryptedColumnTypes,
   sqlFamily,
 } from './schema/migration.js'
+export type { MigrationDdl, MigrationDdlOptions, MigrationStep } from './schema/migration-ddl.js'
+export { applyMigrationStep, migrationDdl } from './schema/migration-ddl.js'
+export { migrationFileName, migrationFileSource } from './schema/migration-file.js'
+export type { MigrationPhase } from './schema/migration-phase.js'
+export { MIGRATION_PHASES, phasesMayOverlap } from './schema/migration-phase.js'
+export type { MigrationColumnState } from './schema/migration-state.js'
+export { checkMigrationState } from './schema/migration-state.js'
 export type { EncryptedSchema, SchemaDefinition, SchemaOptions, TableOptions } from './schema/schema.js'
 export { encryptedSchema } from './schema/schema.js'
 export type { Decrypted, PlaintextOf } from './schema/types.js'

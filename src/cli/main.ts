@@ -1,5 +1,7 @@
 import { defineCommand } from 'citty'
+import { encryptColumnCommand } from './commands/encrypt-column.js'
 import { initCommand } from './commands/init.js'
+import { migrationCommand } from './commands/migration.js'
 import { reencryptCommand } from './commands/reencrypt.js'
 import { retireCommand } from './commands/retire.js'
 import { rewrapCommand } from './commands/rewrap.js'
@@ -18,5 +20,7 @@ export const main = defineCommand({
     verify: verifyCommand,
     retire: retireCommand,
     rewrap: rewrapCommand,
+    'encrypt-column': encryptColumnCommand,
+    migration: migrationCommand,
   },
 })

@@ -1,13 +1,17 @@
 import type { Dialect, Kysely } from 'kysely'
+import type { MigrationStep } from '../schema/migration-ddl.js'
 import { createOpsContext, type OpsContext, type OpsOptions } from './context.js'
+import { type EncryptColumnOptions, encryptColumn } from './encrypt-column.js'
 import { type InitOptions, type InitResult, init } from './init.js'
 import type { JobResult } from './job-engine.js'
+import { type MigrationFile, migration } from './migration.js'
 import { type ReencryptDryRun, type ReencryptOptions, reencrypt } from './reencrypt.js'
 import { type RetireOptions, type RetireResult, retire } from './retire.js'
 import { type RewrapOptions, type RewrapResult, rewrap } from './rewrap.js'
 import { type RotateOptions, type RotateResult, rotate } from './rotate.js'
 import { type StatusOptions, type StatusResult, status } from './status.js'
 import { type VerifyOptions, type VerifyResult, verify } from './verify.js'
+import { type VerifyColumnOptions, type VerifyColumnResult, verifyColumn } from './verify-column.js'
 
 /**
  * The key and data operations of one database (DESIGN.md §5): what the `kfe` command line runs.
@@ -24,6 +28,15 @@ export interface FieldEncryptionOps {
   reencrypt(table: string, options?: ReencryptOptions): Promise<JobResult | ReencryptDryRun>
   /** Every row decrypts and every blind index matches. See {@link verify}. */
   verify(table: string, options?: VerifyOptions): Promise<VerifyResult>
+  /**
+   * Backfills a column under migration from plaintext: its encrypted value and blind indexes from
+   * its plaintext column (resumable, many workers). See {@link encryptColumn}.
+   */
+  encryptColumn(table: string, column: string, options?: EncryptColumnOptions): Promise<JobResult>
+  /** A column under migration: every encrypted value equals its plaintext. See {@link verifyColumn}. */
+  verifyColumn(table: string, column: string, options?: VerifyColumnOptions): Promise<VerifyColumnResult>
+  /** The Kysely migration file of one step of a migration from plaintext. See {@link migration}. */
+  migration(table: string, column: string, step: MigrationStep): Promise<MigrationFile>
   /** Retires a key version no row uses. See {@link retire}. */
   retire(table: string, options: RetireOptions): Promise<RetireResult>
   /** KEK rotation through `rewrapAll`. See {@link rewrap}. */
@@ -53,6 +66,11 @@ export function fieldEncryptionOps(options: OpsOptions): FieldEncryptionOps {
     rotate: (table: string, o: RotateOptions) => rotate(ctx, table, o),
     reencrypt: (table: string, o?: ReencryptOptions) => reencrypt(ctx, table, o),
     verify: (table: string, o?: VerifyOptions) => verify(ctx, table, o),
+    encryptColumn: (table: string, column: string, o?: EncryptColumnOptions) =>
+      encryptColumn(ctx, table, column, o),
+    verifyColumn: (table: string, column: string, o?: VerifyColumnOptions) =>
+      verifyColumn(ctx, table, column, o),
+    migration: (table: string, column: string, step: MigrationStep) => migration(ctx, table, column, step),
     retire: (table: string, o: RetireOptions) => retire(ctx, table, o),
     rewrap: (o: RewrapOptions) => rewrap(ctx, o),
     close: () => ctx.ring.close(),

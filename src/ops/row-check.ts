@@ -136,7 +136,7 @@ export function destroyKeySet(keys: KeySet): void {
 export function storedColumns(table: TableInfo, key: KeyColumn): Array<KeyColumn['selection']> {
   const out: Array<KeyColumn['selection']> = [key.selection, ...table.context.filter((c) => c !== key.name)]
   for (const column of table.columns.values()) {
-    out.push(column.physical, ...column.spec.indexes.flatMap((s) => indexColumnNames(s)))
+    out.push(column.stored, ...column.spec.indexes.flatMap((s) => indexColumnNames(s)))
   }
   return out
 }
@@ -166,7 +166,7 @@ export function checkRow(table: TableInfo, keys: KeySet, row: StoredRow, rewrite
     contextFailure = true
   }
   for (const column of table.columns.values()) {
-    const stored = row[column.physical]
+    const stored = row[column.stored]
     if (stored === null || stored === undefined) {
       // NULL is never encrypted and always clears its blind indexes.
       for (const name of column.spec.indexes.flatMap((s) => indexColumnNames(s))) {
@@ -174,40 +174,40 @@ export function checkRow(table: TableInfo, keys: KeySet, row: StoredRow, rewrite
           failures.push(`${name}: STALE_INDEX`)
           if (rewrite) {
             updates[name] = null
-            expect.push(column.physical)
+            expect.push(column.stored)
           }
         }
       }
       continue
     }
     if (!(stored instanceof Uint8Array) || !looksLikeCiphertext(stored)) {
-      if (column.spec.migratingFromPlaintext) plaintext.push(column.physical)
-      else failures.push(`${column.physical}: NOT_CIPHERTEXT`)
+      if (column.spec.migratingFromPlaintext) plaintext.push(column.stored)
+      else failures.push(`${column.stored}: NOT_CIPHERTEXT`)
       continue
     }
     const version = headerKeyVersion(stored)
-    dataVersions.set(column.physical, version)
+    dataVersions.set(column.stored, version)
     if (contextFailure) {
-      failures.push(`${column.physical}: CONTEXT_MISSING`)
+      failures.push(`${column.stored}: CONTEXT_MISSING`)
       continue
     }
     let value: unknown
     try {
       const key = keys.data.get(version)
       if (key === undefined) {
-        failures.push(`${column.physical}: KEY_NOT_FOUND`)
+        failures.push(`${column.stored}: KEY_NOT_FOUND`)
         continue
       }
       value = decryptValue(column.spec.codec, stored, key, rowAad(column, context))
     } catch (error) {
       failures.push(
-        `${column.physical}: ${error instanceof FieldEncryptionError ? error.code : 'DECRYPT_FAILED'}`,
+        `${column.stored}: ${error instanceof FieldEncryptionError ? error.code : 'DECRYPT_FAILED'}`,
       )
       continue
     }
     let changed = false
     if (rewrite && version !== keys.activeData) {
-      updates[column.physical] = encryptColumn(keys.data.get(keys.activeData)!, column, value, context)
+      updates[column.stored] = encryptColumn(keys.data.get(keys.activeData)!, column, value, context)
       changed = true
     }
     for (const spec of column.spec.indexes) {
@@ -227,7 +227,7 @@ export function checkRow(table: TableInfo, keys: KeySet, row: StoredRow, rewrite
         changed = true
       }
     }
-    if (changed) expect.push(column.physical)
+    if (changed) expect.push(column.stored)
   }
   return {
     dataVersions,

@@ -2,6 +2,7 @@ import type { KeyPurpose } from '../keys/key-provider.js'
 import type { KeyState } from '../keys/key-store.js'
 import type { OpsContext } from './context.js'
 import { type JobRecord, JobStore } from './job-store.js'
+import { type ColumnMigrationStatus, migrationStatus } from './migration-status.js'
 import { type RunOptions, report } from './progress.js'
 import { loadKeySet } from './row-check.js'
 import { scanTable } from './scan.js'
@@ -52,6 +53,8 @@ export interface TableStatus {
   /** Rows that fail to decrypt or whose index matches no version (see `verify`). */
   readonly failedRows: number
   readonly jobs: readonly (JobRecord & { readonly interrupted: boolean })[]
+  /** Each column under migration from plaintext: its phase and the share of rows encrypted. */
+  readonly migrations: readonly ColumnMigrationStatus[]
   /** What needs doing, one line each; empty when nothing does. */
   readonly attention: readonly string[]
   readonly verdict: string
@@ -95,7 +98,8 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
       keks: k.wrappings.map((w) => w.kekId),
       createdAt: k.createdAt,
     }))
-    const attention: string[] = []
+    const migrations = await migrationStatus(ctx, table, jobs)
+    const attention: string[] = [...migrations.attention]
     const tableJobs: Array<JobRecord & { interrupted: boolean }> = []
     for (const j of jobs.filter((j) => j.table === table.logical))
       tableJobs.push({ ...j, interrupted: await interrupted(j) })
@@ -124,6 +128,7 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
         plaintextRows: 0,
         failedRows: 0,
         jobs: tableJobs,
+        migrations: migrations.columns,
         attention,
         verdict: `needs attention: ${attention[0]}`,
       })
@@ -203,6 +208,7 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
       plaintextRows: est(plaintextRows),
       failedRows: est(failedRows),
       jobs: tableJobs,
+      migrations: migrations.columns,
       attention,
       verdict:
         attention.length === 0

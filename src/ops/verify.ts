@@ -2,6 +2,7 @@ import type { OpsContext } from './context.js'
 import { type RunOptions, report } from './progress.js'
 import { loadKeySet } from './row-check.js'
 import { scanTable } from './scan.js'
+import { type VerifyColumnResult, verifyColumn } from './verify-column.js'
 
 /** Options of `verify`. */
 export interface VerifyOptions extends RunOptions {
@@ -37,6 +38,8 @@ export interface VerifyResult {
   readonly slotVersions: Readonly<Record<string, Readonly<Record<string, number>>>>
   /** Values still in plaintext (columns being migrated from plaintext). */
   readonly plaintext: number
+  /** Each column under migration from plaintext, compared row by row with its plaintext column. */
+  readonly migrating: readonly VerifyColumnResult[]
   readonly stopped: boolean
 }
 
@@ -45,7 +48,9 @@ export interface VerifyResult {
  * each blind index must equal its recomputation under some index version (which one is counted).
  * Read-only. Cost: one decryption per value and one HMAC per index (two or more for rows still on
  * an old index version; one per live index version for an index with a rotation slot, whose
- * columns tell the version: odd ones in the index's column, even ones in its slot).
+ * columns tell the version: odd ones in the index's column, even ones in its slot). A column under
+ * migration from plaintext is also compared, row by row, with its plaintext column (see
+ * `verifyColumn`): `ok` needs every row with a plaintext to hold its equal encrypted value.
  * @throws KeyProviderError when a key cannot be unwrapped
  */
 export async function verify(
@@ -97,16 +102,22 @@ export async function verify(
       }
     },
   )
+  const migrating: VerifyColumnResult[] = []
+  for (const column of table.columns.values()) {
+    if (column.migration === undefined || scan.stopped) continue
+    migrating.push(await verifyColumn(ctx, table.physical, column.physical, options))
+  }
   return {
     table: table.physical,
     rows: scan.rows,
-    ok: failed === 0 && !scan.stopped,
+    ok: failed === 0 && !scan.stopped && migrating.every((m) => m.ok),
     failed,
     failures,
     dataVersions,
     indexVersions,
     slotVersions,
     plaintext,
-    stopped: scan.stopped,
+    migrating,
+    stopped: scan.stopped || migrating.some((m) => m.stopped),
   }
 }

@@ -1,6 +1,7 @@
 import { type BlindIndexSpec, blindIndex, type Normalizer } from '../blindindex/blind-index.js'
 import { ConfigError } from '../errors.js'
 import { type Codec, type CodecKind, codecs } from '../fields/codecs.js'
+import { MIGRATION_PHASES, type MigrationPhase } from './migration-phase.js'
 
 /** Options of one blind index declared on a column. */
 export interface IndexOptions {
@@ -44,6 +45,21 @@ export interface ColumnOptions {
   readonly migratingFromPlaintext?: boolean
   /** Largest plaintext in bytes, used by the migration helpers to size MySQL VARBINARY. @default unbounded (BLOB) */
   readonly maxBytes?: number
+  /**
+   * Physical column holding the ciphertext, when it is not the annotated name: the annotated name
+   * is the one queries use (`email`), this is where its ciphertext lives (`email_encrypted`). A
+   * rename-safe mapping: keys and AAD bind to the logical name, never to this one. Required with
+   * {@link ColumnOptions.migration} (the plaintext column keeps the annotated name until it is dropped).
+   * @default the annotated name
+   */
+  readonly storedAs?: string
+  /**
+   * The phase of this column's migration from a plaintext column of the annotated name (see
+   * docs/migrating.md): what this deploy of the application does with both columns. Leave it
+   * out for a column that was encrypted from the start.
+   * @default none: not under migration
+   */
+  readonly migration?: MigrationPhase
 }
 
 /** The options of a column declared without any: no index names. */
@@ -72,6 +88,10 @@ export interface EncryptedColumn<T = unknown, I extends string = string> {
   readonly logicalName: string | undefined
   readonly migratingFromPlaintext: boolean
   readonly maxBytes: number | undefined
+  /** Physical column of the ciphertext when it differs from the annotated name (see {@link ColumnOptions.storedAs}). */
+  readonly storedAs: string | undefined
+  /** Migration phase from plaintext (see {@link ColumnOptions.migration}). */
+  readonly migration: MigrationPhase | undefined
   /** Phantom: the plaintext TypeScript type. */
   readonly __plaintext?: T
   /** Phantom: the index column names. */
@@ -100,12 +120,26 @@ function column<T, I extends string>(kind: CodecKind, options: ColumnOptions = {
   if (options.maxBytes !== undefined && (!Number.isInteger(options.maxBytes) || options.maxBytes <= 0)) {
     throw new ConfigError('CONFIG_INVALID', 'maxBytes must be a positive integer.')
   }
+  if (options.migration !== undefined && !MIGRATION_PHASES.includes(options.migration)) {
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `migration must be one of ${MIGRATION_PHASES.join(', ')}, got '${String(options.migration)}'.`,
+    )
+  }
+  if (options.migration !== undefined && options.storedAs === undefined) {
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      'A column under migration needs storedAs: the encrypted column beside the plaintext one (e.g. email_encrypted).',
+    )
+  }
   return Object.freeze({
     codec: codecs[kind] as unknown as Codec<T>,
     indexes: Object.freeze(indexes),
     logicalName: options.logicalName,
     migratingFromPlaintext: options.migratingFromPlaintext ?? false,
     maxBytes: options.maxBytes,
+    storedAs: options.storedAs,
+    migration: options.migration,
   })
 }
 

@@ -47,7 +47,7 @@ export function encryptedColumnTypes(
         : max !== undefined && max <= 65_000
           ? sql`varbinary(${sql.raw(String(max))})`
           : sql`mediumblob`
-    out.push({ name: column.physical, type, column: column.physical })
+    out.push({ name: column.stored, type, column: column.physical })
     for (const spec of column.spec.indexes) {
       const bytes = Math.ceil(spec.bits / 8)
       // An index with a rotation slot has two columns (see docs/operations.md).

@@ -30,7 +30,7 @@ export async function holdsCiphertext(
     for (const column of table.columns.values()) {
       let rows: readonly Record<string, unknown>[]
       try {
-        const c = sql.ref(column.physical)
+        const c = sql.ref(column.stored)
         const result = await sql<
           Record<string, unknown>
         >`select ${c} as v from ${sql.table(table.physical)} where ${c} is not null limit ${sql.lit(SAMPLE_ROWS)}`.execute(

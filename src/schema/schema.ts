@@ -2,6 +2,7 @@ import type { BlindIndexSpec } from '../blindindex/blind-index.js'
 import { ConfigError } from '../errors.js'
 import type { FieldAad } from '../fields/field-cipher.js'
 import type { EncryptedColumn } from './columns.js'
+import type { MigrationPhase } from './migration-phase.js'
 
 /** Options of an annotated table. */
 export interface TableOptions {
@@ -55,6 +56,13 @@ export interface ColumnInfo {
   readonly table: TableInfo
   readonly physical: string
   readonly logical: string
+  /**
+   * Physical column holding its ciphertext: `physical` unless the annotation maps it elsewhere
+   * (`storedAs`); then `physical` is the name queries use (and, under migration, the plaintext column).
+   */
+  readonly stored: string
+  /** Its migration phase from plaintext, when under migration (`migration` option). */
+  readonly migration: MigrationPhase | undefined
   readonly spec: EncryptedColumn<unknown>
   /** What its ciphertexts are bound to: logical table and column names (no context). */
   readonly aad: FieldAad
@@ -226,6 +234,8 @@ function buildSchema<D extends SchemaDefinition, O extends boolean>(
         table,
         physical: colName,
         logical: logicalColumn,
+        stored: spec.storedAs ?? colName,
+        migration: spec.migration,
         spec,
         aad: Object.freeze({ table: logical, column: logicalColumn }),
       })
@@ -240,6 +250,13 @@ function buildSchema<D extends SchemaDefinition, O extends boolean>(
         )
       }
       logicalColumns.add(info.logical)
+      if (info.stored !== colName && Object.hasOwn(columns, info.stored)) {
+        throw new ConfigError(
+          'CONFIG_INVALID',
+          `${physical}.${colName} is stored as ${info.stored}, which is annotated too.`,
+          { table: logical, column: info.logical },
+        )
+      }
       cols.set(colName, info)
       lookup.set(colName, info)
       lookup.set(camel(colName), info)
@@ -249,7 +266,7 @@ function buildSchema<D extends SchemaDefinition, O extends boolean>(
     for (const info of cols.values()) {
       for (const spec of info.spec.indexes) {
         for (const [n, name] of indexColumnNames(spec).entries()) {
-          if (idx.has(name) || cols.has(name)) {
+          if (idx.has(name) || cols.has(name) || [...cols.values()].some((c) => c.stored === name)) {
             throw new ConfigError('CONFIG_INVALID', `Index column ${physical}.${name} is declared twice.`, {
               table: logical,
               column: info.logical,

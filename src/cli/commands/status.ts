@@ -42,6 +42,10 @@ export const statusCommand = defineCommand({
               consola.log(
                 `  job ${j.id}: ${j.interrupted ? 'interrupted' : j.state} ${j.doneBatches}/${j.totalBatches} batches, ${j.rewritten} rows rewritten`,
               )
+            for (const m of t.migrations)
+              consola.log(
+                `  column ${m.column} → ${m.storedAs}: phase ${m.phase}, ${m.encryptedRows}/${m.plaintextRows} rows encrypted (${(m.share * 100).toFixed(1)}%)${m.job === undefined ? '' : `, job ${m.job.state} ${m.job.doneBatches}/${m.job.totalBatches} batches`}${m.plaintextColumn ? '' : ', plaintext column dropped'}`,
+              )
             for (const a of t.attention) consola.warn(`  ${a}`)
             consola.log(`  verdict: ${t.verdict}`)
           }

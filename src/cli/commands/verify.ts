@@ -25,6 +25,12 @@ export const verifyCommand = defineCommand({
           for (const [column, counts] of Object.entries(result.slotVersions))
             consola.log(`  rotation slot ${column}: rows per index version ${JSON.stringify(counts)}`)
           for (const f of result.failures) consola.error(`  ${String(f.key)}: ${f.problems.join(', ')}`)
+          for (const m of result.migrating) {
+            consola.log(
+              `  column ${m.column} (${m.phase}): ${m.compared ? `${m.equal} rows equal to their plaintext, ${m.missing} not encrypted yet, ${m.failed} differ or fail, ${m.plaintextNull} with NULL plaintext` : 'plaintext column gone, nothing to compare'}`,
+            )
+            for (const f of m.failures) consola.error(`    ${String(f.key)}: ${f.problems.join(', ')}`)
+          }
           consola.log(result.ok ? 'verify: ok' : `verify: ${result.failed} rows failed`)
         })
         return result.ok ? EXIT.ok : EXIT.failed

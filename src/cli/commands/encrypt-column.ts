@@ -1,0 +1,26 @@
+import { defineCommand } from 'citty'
+import { commonArgs, runCommand } from '../run-command.js'
+import { jobArgs, jobOptions } from './job-args.js'
+import { printJob } from './reencrypt.js'
+
+/** `kfe encrypt-column <table> <column>`: backfill a column under migration from plaintext (resumable). */
+export const encryptColumnCommand = defineCommand({
+  meta: {
+    name: 'encrypt-column',
+    description:
+      "Fill the encrypted value and blind indexes of every row from the plaintext column (resumable; run while the application is 'dual-writing')",
+  },
+  args: {
+    ...commonArgs,
+    ...jobArgs,
+    table: { type: 'positional', required: true, description: 'The table' },
+    column: { type: 'positional', required: true, description: 'The column, by its annotated name' },
+  },
+  run: ({ args }) =>
+    runCommand(
+      args,
+      (ops, run) =>
+        ops.encryptColumn(String(args.table), String(args.column), { ...run, ...jobOptions(args) }),
+      (result, out) => printJob(result, out),
+    ),
+})

@@ -1,0 +1,55 @@
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { defineCommand } from 'citty'
+import type { MigrationStep } from '../../schema/migration-ddl.js'
+import { consola } from '../log.js'
+import { EXIT } from '../output.js'
+import { commonArgs, runCommand } from '../run-command.js'
+
+const STEPS: readonly MigrationStep[] = ['add', 'cutover', 'drop']
+
+/** `kfe migration <table> <column> --phase add|cutover|drop`: writes a Kysely migration file. */
+export const migrationCommand = defineCommand({
+  meta: {
+    name: 'migration',
+    description:
+      'Write the Kysely migration (kysely-ctl layout) of one step of moving a plaintext column to an encrypted one',
+  },
+  args: {
+    ...commonArgs,
+    table: { type: 'positional', required: true, description: 'The table' },
+    column: { type: 'positional', required: true, description: 'The column, by its annotated name' },
+    phase: { type: 'string', required: true, description: 'add | cutover | drop' },
+    folder: {
+      type: 'string',
+      description: "The migration folder (kysely-ctl's migrations.migrationFolder)",
+      default: 'migrations',
+    },
+  },
+  run: ({ args }) =>
+    runCommand(
+      args,
+      async (ops) => {
+        const step = String(args.phase) as MigrationStep
+        if (!STEPS.includes(step)) throw new Error(`--phase must be one of ${STEPS.join(', ')}.`)
+        const file = await ops.migration(String(args.table), String(args.column), step)
+        const folder = resolve(String(args.folder))
+        await mkdir(folder, { recursive: true })
+        const path = join(folder, file.fileName)
+        await writeFile(path, file.source, { flag: 'wx' })
+        return { path, ...file.ddl }
+      },
+      (result, out) => {
+        out.result(result, () => {
+          consola.log(`wrote ${result.path}`)
+          for (const s of result.up) consola.log(`  ${s}`)
+          if (result.outsideTransaction)
+            consola.warn(
+              '  CREATE INDEX CONCURRENTLY cannot run in a transaction: run it with migrations.disableTransactions',
+            )
+          for (const n of result.notes) consola.info(`  note: ${n}`)
+        })
+        return EXIT.ok
+      },
+    ),
+})

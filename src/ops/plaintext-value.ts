@@ -1,0 +1,71 @@
+import { timingSafeEqual } from 'node:crypto'
+import { FieldEncryptionError } from '../errors.js'
+import { decryptValue } from '../fields/field-cipher.js'
+import { headerKeyVersion, looksLikeCiphertext } from '../fields/format.js'
+import type { ColumnInfo } from '../schema/schema.js'
+import type { KeySet } from './row-check.js'
+
+/**
+ * A plaintext column's value as the driver returns it, turned into the JS value the column's
+ * codec takes: numeric strings for `number`/`bigint` (PostgreSQL's numeric and int8), 0/1 for
+ * `boolean` (MySQL's tinyint), a JSON string for `json` (MariaDB's JSON is text), a `Date` of a
+ * `date` column for `calendarDate` (the drivers make it local midnight). Anything else is
+ * returned as it is, for the codec to accept or refuse. @internal
+ */
+export function plaintextValue(column: ColumnInfo, raw: unknown): unknown {
+  if (raw === null || raw === undefined) return null
+  switch (column.spec.codec.kind) {
+    case 'number':
+      return typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : raw
+    case 'bigint':
+      return typeof raw === 'string' || typeof raw === 'number' ? BigInt(raw) : raw
+    case 'boolean':
+      return raw === 0 || raw === 1 ? raw === 1 : raw
+    case 'json':
+      return typeof raw === 'string' ? JSON.parse(raw) : raw
+    case 'calendarDate': {
+      if (!(raw instanceof Date)) return raw
+      const pad = (n: number, w = 2) => String(n).padStart(w, '0')
+      return `${pad(raw.getFullYear(), 4)}-${pad(raw.getMonth() + 1)}-${pad(raw.getDate())}`
+    }
+    case 'bytes':
+      return raw instanceof Uint8Array ? Buffer.from(raw) : raw
+    default:
+      return raw
+  }
+}
+
+/** What a stored encrypted value holds compared with the plaintext value. @internal */
+export type StoredComparison = 'equal' | 'different' | 'missing' | `failed: ${string}`
+
+/**
+ * Decrypts `stored` (any data key version the set holds) and compares its canonical encoding with
+ * that of `value`, in constant time (`value` undefined: only checks that it decrypts). Never
+ * throws: a value that does not decrypt is `failed: CODE`.
+ * @internal
+ */
+export function compareStored(
+  column: ColumnInfo,
+  keys: KeySet,
+  stored: unknown,
+  value: unknown,
+): StoredComparison {
+  if (stored === null || stored === undefined) return 'missing'
+  if (!(stored instanceof Uint8Array) || !looksLikeCiphertext(stored)) return 'failed: NOT_CIPHERTEXT'
+  const key = keys.data.get(headerKeyVersion(stored))
+  if (key === undefined) return 'failed: KEY_NOT_FOUND'
+  let a: Buffer | undefined
+  let b: Buffer | undefined
+  try {
+    const decrypted = decryptValue(column.spec.codec, stored, key, column.aad)
+    if (value === undefined) return 'equal'
+    a = column.spec.codec.encode(decrypted as never)
+    b = column.spec.codec.encode(value as never)
+    return a.length === b.length && timingSafeEqual(a, b) ? 'equal' : 'different'
+  } catch (error) {
+    return `failed: ${error instanceof FieldEncryptionError ? error.code : 'DECRYPT_FAILED'}`
+  } finally {
+    a?.fill(0)
+    b?.fill(0)
+  }
+}

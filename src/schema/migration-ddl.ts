@@ -1,0 +1,269 @@
+import { type Kysely, sql } from 'kysely'
+import { ConfigError } from '../errors.js'
+import { FORMAT_V1_OVERHEAD } from '../fields/format.js'
+import type { ColumnInfo, EncryptedSchema, TableInfo } from './schema.js'
+import { type SqlFamily, sqlFamily } from './sql-family.js'
+
+/** The DDL steps of a migration from plaintext, one Kysely migration each (`kfe migration --phase`). */
+export type MigrationStep = 'add' | 'cutover' | 'drop'
+
+/** The SQL of one step, as statements run in order. */
+export interface MigrationDdl {
+  readonly table: string
+  readonly column: string
+  readonly step: MigrationStep
+  readonly family: SqlFamily
+  readonly up: readonly string[]
+  readonly down: readonly string[]
+  /**
+   * True when a statement cannot run inside a transaction (PostgreSQL's `CREATE INDEX
+   * CONCURRENTLY`): run the migration with the migrator's transactions disabled.
+   */
+  readonly outsideTransaction: boolean
+  /** What the step does not do, or what `down` cannot undo, one line each. */
+  readonly notes: readonly string[]
+}
+
+/** Options of {@link migrationDdl}. */
+export interface MigrationDdlOptions {
+  /**
+   * The plaintext column's SQL type as the database states it (`varchar(255)`, `text`), needed by
+   * `cutover` on MySQL/MariaDB (which restates the type to make it nullable) and by `drop`'s `down`
+   * (which adds the column back). {@link applyMigrationStep} and `kfe migration` read it from the database.
+   */
+  readonly plaintextType?: string
+}
+
+const IDENT = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/
+const TYPE = /^[A-Za-z][A-Za-z0-9_ ,()]*$/
+
+/**
+ * The DDL of one step of moving `table.column` (a column annotated with `storedAs` and `migration`)
+ * from plaintext to encrypted, without taking the table offline:
+ * - `add`: the encrypted column and its blind-index columns (nullable: no rewrite of the table),
+ *   then each blind index's database index, built online (`CREATE INDEX CONCURRENTLY` on
+ *   PostgreSQL, `ALGORITHM=INPLACE, LOCK=NONE` on MySQL/MariaDB). A unique (full-length) blind
+ *   index gets a UNIQUE index: it takes over the plaintext column's unique constraint.
+ * - `cutover`: the plaintext column becomes nullable (cut-over writes NULL there).
+ * - `drop`: the plaintext column is dropped, with its constraints and indexes.
+ *
+ * @returns the statements, for a hand-written migration (`applyMigrationStep` runs them)
+ * @throws ConfigError `CONFIG_INVALID` when the column is not under migration, a name is not a
+ *   plain identifier, or a type the step needs is missing
+ * @example
+ * ```ts
+ * migrationDdl(schema, 'users', 'email', 'add', 'postgres').up
+ * // alter table "users" add column if not exists "email_encrypted" bytea, add column if not exists "email_bidx" bytea
+ * // create unique index concurrently if not exists "users_email_bidx_idx" on "users" ("email_bidx")
+ * ```
+ */
+export function migrationDdl(
+  schema: EncryptedSchema,
+  table: string,
+  column: string,
+  step: MigrationStep,
+  family: SqlFamily,
+  options: MigrationDdlOptions = {},
+): MigrationDdl {
+  const { info, col } = migratingColumn(schema, table, column)
+  const q = (name: string) => (family === 'postgres' ? `"${name}"` : `\`${name}\``)
+  const t = q(info.physical)
+  const online = family === 'mysql' ? ', algorithm=inplace, lock=none' : ''
+  const up: string[] = []
+  const down: string[] = []
+  const notes: string[] = []
+  const type = options.plaintextType
+  if (type !== undefined && !TYPE.test(type))
+    throw new ConfigError('CONFIG_INVALID', `plaintextType '${type}' is not a plain SQL type.`)
+  switch (step) {
+    case 'add': {
+      const columns = storedColumnTypes(col, family)
+      const ifNot = family === 'postgres' ? 'if not exists ' : ''
+      up.push(
+        `alter table ${t} ${columns.map((c) => `add column ${ifNot}${q(c.name)} ${c.type}`).join(', ')}${online}`,
+      )
+      for (const spec of col.spec.indexes) {
+        const name = q(`${info.physical}_${spec.name}_idx`)
+        const unique = spec.kind === 'unique' ? 'unique ' : ''
+        up.push(
+          family === 'postgres'
+            ? `create ${unique}index concurrently if not exists ${name} on ${t} (${q(spec.name)})`
+            : `create ${unique}index ${name} on ${t} (${q(spec.name)}) algorithm=inplace lock=none`,
+        )
+        down.unshift(
+          family === 'postgres'
+            ? `drop index concurrently if exists ${name}`
+            : `drop index ${name} on ${t} algorithm=inplace lock=none`,
+        )
+      }
+      const ifExists = family === 'postgres' ? 'if exists ' : ''
+      down.push(
+        `alter table ${t} ${[...columns]
+          .reverse()
+          .map((c) => `drop column ${ifExists}${q(c.name)}`)
+          .join(', ')}${online}`,
+      )
+      if (!col.spec.indexes.some((s) => s.kind === 'unique'))
+        notes.push(
+          'no unique blind index is declared: a unique constraint on the plaintext column is lost when it is dropped',
+        )
+      break
+    }
+    case 'cutover': {
+      if (family === 'postgres') up.push(`alter table ${t} alter column ${q(col.physical)} drop not null`)
+      else {
+        if (type === undefined)
+          throw new ConfigError(
+            'CONFIG_INVALID',
+            `cutover on MySQL/MariaDB needs the type of ${info.physical}.${col.physical} (plaintextType).`,
+          )
+        up.push(`alter table ${t} modify column ${q(col.physical)} ${type} null${online}`)
+      }
+      notes.push(
+        'down keeps the plaintext column nullable: rows written during cut-over hold NULL there (their value is in the encrypted column)',
+      )
+      break
+    }
+    case 'drop': {
+      up.push(`alter table ${t} drop column ${q(col.physical)}${online}`)
+      if (type === undefined)
+        throw new ConfigError(
+          'CONFIG_INVALID',
+          `drop needs the type of ${info.physical}.${col.physical} (plaintextType) for its down migration.`,
+        )
+      down.push(`alter table ${t} add column ${q(col.physical)} ${type} null${online}`)
+      notes.push(
+        'down adds the plaintext column back empty, without its constraints: its values are only in the encrypted column',
+      )
+      break
+    }
+  }
+  return Object.freeze({
+    table: info.physical,
+    column: col.physical,
+    step,
+    family,
+    up: Object.freeze(up),
+    down: Object.freeze(down),
+    outsideTransaction: family === 'postgres' && step === 'add' && col.spec.indexes.length > 0,
+    notes: Object.freeze(notes),
+  })
+}
+
+/**
+ * Runs one step's DDL (see {@link migrationDdl}) on `db`, reading the plaintext column's type from
+ * the database where the step needs it. For a hand-written Kysely migration.
+ *
+ * @param direction - `up` (default) or `down`
+ * @throws ConfigError `CONFIG_INVALID` as {@link migrationDdl}, and when `add` runs on PostgreSQL
+ *   inside a transaction (`CREATE INDEX CONCURRENTLY` cannot: disable the migrator's transactions)
+ * @example
+ * ```ts
+ * // migrations/1733390000000_users_email_add.ts
+ * export const up = (db: Kysely<any>) => applyMigrationStep(db, schema, 'users', 'email', 'add')
+ * export const down = (db: Kysely<any>) => applyMigrationStep(db, schema, 'users', 'email', 'add', 'down')
+ * ```
+ */
+export async function applyMigrationStep(
+  // biome-ignore lint/suspicious/noExplicitAny: any database type; the DDL names tables at run time.
+  db: Kysely<any>,
+  schema: EncryptedSchema,
+  table: string,
+  column: string,
+  step: MigrationStep,
+  direction: 'up' | 'down' = 'up',
+): Promise<void> {
+  const family = sqlFamily(db)
+  const { info, col } = migratingColumn(schema, table, column)
+  const needsType = (family === 'mysql' && step === 'cutover') || step === 'drop'
+  const plaintextType = needsType ? await columnType(db, family, info.physical, col.physical) : undefined
+  const ddl = migrationDdl(
+    schema,
+    table,
+    column,
+    step,
+    family,
+    plaintextType === undefined ? {} : { plaintextType },
+  )
+  if (ddl.outsideTransaction && db.isTransaction)
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `${step} of ${info.physical}.${col.physical} builds its indexes concurrently, which PostgreSQL cannot do in a transaction: run it with the migrator's transactions disabled (kysely-ctl: migrations.disableTransactions).`,
+      { table: info.logical, column: col.logical },
+    )
+  for (const statement of direction === 'up' ? ddl.up : ddl.down) await sql.raw(statement).execute(db)
+}
+
+/**
+ * The SQL type of `table.column` as the database states it (`character varying(255)`,
+ * `varchar(255)`), or undefined when there is no such column.
+ */
+export async function columnType(
+  // biome-ignore lint/suspicious/noExplicitAny: any database type.
+  db: Kysely<any>,
+  family: SqlFamily,
+  table: string,
+  column: string,
+): Promise<string | undefined> {
+  const { rows } =
+    family === 'postgres'
+      ? await sql<{ t: string }>`select format_type(a.atttypid, a.atttypmod) as t from pg_attribute a
+          where a.attrelid = to_regclass(${table}) and a.attname = ${column} and not a.attisdropped`.execute(
+          db,
+        )
+      : await sql<{ t: string }>`select column_type as t from information_schema.columns
+          where table_schema = database() and table_name = ${table} and column_name = ${column}`.execute(db)
+  const t = rows[0]?.t
+  return t === undefined ? undefined : String(t)
+}
+
+/** The encrypted column and its blind-index columns with their SQL types. */
+function storedColumnTypes(col: ColumnInfo, family: SqlFamily): Array<{ name: string; type: string }> {
+  // As `encryptedColumnTypes`: key versions < 128 take one varint byte; 4 more for versions up to 2^32.
+  const max = col.spec.maxBytes === undefined ? undefined : col.spec.maxBytes + FORMAT_V1_OVERHEAD + 4
+  const out = [
+    {
+      name: col.stored,
+      type:
+        family === 'postgres'
+          ? 'bytea'
+          : max !== undefined && max <= 65_000
+            ? `varbinary(${max})`
+            : 'mediumblob',
+    },
+  ]
+  for (const spec of col.spec.indexes)
+    out.push({
+      name: spec.name,
+      type: family === 'postgres' ? 'bytea' : `varbinary(${Math.ceil(spec.bits / 8)})`,
+    })
+  return out
+}
+
+/** The annotated table and its column under migration (by the name queries use). @internal */
+export function migratingColumn(
+  schema: EncryptedSchema,
+  table: string,
+  column: string,
+): { info: TableInfo; col: ColumnInfo } {
+  const info = schema.table(table) ?? [...schema.tables.values()].find((t) => t.logical === table)
+  const col = info?.column(column) ?? [...(info?.columns.values() ?? [])].find((c) => c.logical === column)
+  if (info === undefined || col === undefined)
+    throw new ConfigError('CONFIG_INVALID', `${table}.${column} is not an encrypted column of the schema.`, {
+      table,
+    })
+  if (col.migration === undefined)
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `${info.physical}.${col.physical} is not under migration: annotate it with storedAs and migration (docs/migrating.md).`,
+      { table: info.logical, column: col.logical },
+    )
+  for (const name of [info.physical, col.physical, col.stored, ...col.spec.indexes.map((s) => s.name)]) {
+    if (!IDENT.test(name))
+      throw new ConfigError('CONFIG_INVALID', `'${name}' is not a plain SQL identifier.`, {
+        table: info.logical,
+        column: col.logical,
+      })
+  }
+  return { info, col }
+}

@@ -1,0 +1,224 @@
+import { randomBytes } from 'node:crypto'
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Kysely, type Migration, Migrator, sql } from 'kysely'
+import {
+  type EncryptedSchema,
+  encrypted,
+  encryptedSchema,
+  type FieldEncryption,
+  fieldEncryption,
+  type KeyProvider,
+  localKeyProvider,
+  type MigrationPhase,
+  type MigrationStep,
+} from '../../src/index.js'
+import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
+import { type Backend, uniqueName } from './backends.js'
+import { type ScanningDialect, scanningDialect } from './leak-scanner.js'
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
+
+/** The schema of a table whose plaintext `email` is moving to `email_encrypted` (what the ops see). */
+export function migrationSchema(table: string, phase: MigrationPhase): EncryptedSchema {
+  return encryptedSchema({
+    [table]: {
+      email: encrypted.text({
+        index: { name: 'email_bidx', normalize: ['trim', 'lowercase'] },
+        storedAs: 'email_encrypted',
+        migration: phase,
+        maxBytes: 200,
+      }),
+    },
+  })
+}
+
+/**
+ * What the test application's plugin sees until the plugin handles phases itself: the encrypted
+ * column under its own name, bound to the logical name `email` (same keys and AAD as the ops'),
+ * so the application writes both forms and searches either explicitly.
+ */
+export function dualWriteSchema(table: string): EncryptedSchema {
+  return encryptedSchema({
+    [table]: {
+      email_encrypted: encrypted.text({
+        logicalName: 'email',
+        index: { name: 'email_bidx', normalize: ['trim', 'lowercase'] },
+        maxBytes: 200,
+      }),
+    },
+  })
+}
+
+/** A plaintext `users` table (unique email), the application on it, and the ops for a given phase. */
+export interface MigrationDb {
+  readonly backend: Backend
+  readonly table: string
+  readonly keyTable: string
+  readonly jobsTable: string
+  readonly provider: KeyProvider
+  readonly kek: Buffer
+  // biome-ignore lint/suspicious/noExplicitAny: the table changes shape through the phases.
+  readonly raw: Kysely<any>
+  /** The application: wrapped dialect (scanned for leaks) + plugin over {@link dualWriteSchema}. */
+  // biome-ignore lint/suspicious/noExplicitAny: as above.
+  readonly app: Kysely<any>
+  readonly encryption: FieldEncryption
+  readonly scanner: ScanningDialect
+  /** Emails that must not reach the database in plaintext from now on (checked by `scanner.hits()`). */
+  readonly secrets: string[]
+  /** The ops with the annotation in `phase`. */
+  ops(phase: MigrationPhase): FieldEncryptionOps
+  /** Writes the migration file of `step` with the ops and runs it with Kysely's Migrator. */
+  migrate(step: MigrationStep, phase: MigrationPhase): Promise<void>
+  destroy(): Promise<void>
+}
+
+/** Builds a {@link MigrationDb} with `rows` rows (`email` = `user<i>@x.io`). */
+export async function migrationDb(backend: Backend, rows: number): Promise<MigrationDb> {
+  const table = uniqueName('mig_users')
+  const keyTable = uniqueName('kfe_keys')
+  const jobsTable = uniqueName('kfe_jobs')
+  const kek = randomBytes(32)
+  const provider = localKeyProvider({ id: 'local:mig', key: kek })
+  const [appDialect, rawDialect] = backend.createDialectPair()
+  // biome-ignore lint/suspicious/noExplicitAny: the table changes shape through the phases.
+  const raw = new Kysely<any>({ dialect: rawDialect })
+  const secrets: string[] = []
+  const scanner = scanningDialect(appDialect, () => secrets)
+  const encryption = fieldEncryption({
+    schema: dualWriteSchema(table),
+    keyProvider: provider,
+    keyTable,
+    metadataTtlMs: 50,
+    autoCreateKeys: false,
+  })
+  // biome-ignore lint/suspicious/noExplicitAny: as above.
+  const app = new Kysely<any>({ dialect: encryption.wrap(scanner), plugins: [encryption.plugin] })
+  await raw.schema
+    .createTable(table)
+    .addColumn('id', backend.family === 'postgres' ? 'serial' : 'integer', (c) =>
+      backend.family === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement(),
+    )
+    .addColumn('name', 'varchar(100)', (c) => c.notNull())
+    .addColumn('email', 'varchar(200)', (c) => c.notNull().unique())
+    .execute()
+  for (let i = 0; i < rows; i += 1000) {
+    await raw
+      .insertInto(table)
+      .values(
+        Array.from({ length: Math.min(1000, rows - i) }, (_, j) => ({
+          name: `n${i + j}`,
+          email: `user${i + j}@x.io`,
+        })),
+      )
+      .execute()
+  }
+  const opened: FieldEncryptionOps[] = []
+  const dir = join(ROOT, 'test/.tmp-migrations', table)
+  mkdirSync(dir, { recursive: true })
+  const ops = (phase: MigrationPhase) => {
+    const o = fieldEncryptionOps({
+      db: raw,
+      schema: migrationSchema(table, phase),
+      keyProvider: provider,
+      keyTable,
+      jobsTable,
+      metadataTtlMs: 50,
+    })
+    opened.push(o)
+    return o
+  }
+  let seq = 0
+  return {
+    backend,
+    table,
+    keyTable,
+    jobsTable,
+    provider,
+    kek,
+    raw,
+    app,
+    encryption,
+    scanner,
+    secrets,
+    ops,
+    async migrate(step, phase) {
+      const file = await ops(phase).migration(table, 'email', step)
+      // Distinct, ordered names even within one millisecond.
+      writeFileSync(join(dir, `${String(seq++).padStart(4, '0')}_${file.fileName}`), file.source)
+      const migrator = new Migrator({
+        db: raw,
+        // Kysely's FileMigrationProvider imports with Node's own import(), which does not load .ts;
+        // the same layout (every file of the folder, by name, exporting up and down) through vitest's.
+        provider: {
+          async getMigrations() {
+            const out: Record<string, Migration> = {}
+            for (const name of readdirSync(dir).sort())
+              out[name.replace(/\.ts$/, '')] = (await import(join(dir, name))) as Migration
+            return out
+          },
+        },
+        migrationTableName: `${table}_migrations`,
+        migrationLockTableName: `${table}_migrations_lock`,
+        disableTransactions: file.ddl.outsideTransaction,
+      })
+      const { error, results } = await migrator.migrateToLatest()
+      if (error !== undefined) throw error
+      if (results?.some((r) => r.status !== 'Success')) throw new Error(JSON.stringify(results))
+    },
+    async destroy() {
+      for (const o of opened) await o.close()
+      for (const t of [
+        table,
+        keyTable,
+        jobsTable,
+        `${jobsTable}_batches`,
+        `${table}_migrations`,
+        `${table}_migrations_lock`,
+      ])
+        await sql`drop table if exists ${sql.table(t)}`.execute(raw)
+      await encryption.close()
+      await app.destroy()
+      // PGlite: both dialects share one instance, closed by the first.
+      await raw.destroy().catch((e: unknown) => {
+        if (backend.name !== 'pglite') throw e
+      })
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+/** A `kfe.config.ts` for the CLI on a {@link MigrationDb} (PostgreSQL or MariaDB), in `phase`. */
+export function writeMigrationConfig(
+  t: MigrationDb,
+  phase: MigrationPhase,
+): { path: string; env: NodeJS.ProcessEnv } {
+  const dir = join(ROOT, 'test/.tmp-migrations', `${t.table}_cli`)
+  mkdirSync(dir, { recursive: true })
+  const file = join(dir, 'kfe.config.ts')
+  const dialect =
+    t.backend.family === 'postgres'
+      ? `import pg from 'pg'\nconst dialect = new PostgresDialect({ pool: new pg.Pool({ connectionString: process.env.KFE_TEST_URL, max: 8 }) })`
+      : `import { createPool } from 'mysql2'\nconst dialect = new MysqlDialect({ pool: createPool({ uri: process.env.KFE_TEST_URL, connectionLimit: 8 }) })`
+  writeFileSync(
+    file,
+    `import { MysqlDialect, PostgresDialect } from 'kysely'
+${dialect}
+import { localKeyProvider } from '../../../src/index.ts'
+import { defineConfig } from '../../../src/ops.ts'
+import { migrationSchema } from '../../support/migration-db.ts'
+
+export default defineConfig({
+  dialect,
+  schema: migrationSchema(${JSON.stringify(t.table)}, ${JSON.stringify(phase)}),
+  keyProvider: localKeyProvider({ id: 'local:mig', env: 'KFE_TEST_KEK' }),
+  keyTable: ${JSON.stringify(t.keyTable)},
+  jobsTable: ${JSON.stringify(t.jobsTable)},
+  metadataTtlMs: 50,
+})
+`,
+  )
+  return { path: file, env: { KFE_TEST_KEK: t.kek.toString('hex'), NO_COLOR: '1' } }
+}
