@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { checkMigrationState, type MigrationPhase } from '../../src/index.js'
 import { type Backend, backends } from '../support/backends.js'
-import { type MigrationDb, migrationDb, migrationSchema } from '../support/migration-db.js'
+import { type MigrationDb, migrationDb } from '../support/migration-db.js'
+import { migrationSchema } from '../support/migration-schema.js'
 
 /**
  * Issue 15: a plaintext column with a unique constraint moved to an encrypted one through every

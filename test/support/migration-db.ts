@@ -4,9 +4,6 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Kysely, type Migration, Migrator, sql } from 'kysely'
 import {
-  type EncryptedSchema,
-  encrypted,
-  encryptedSchema,
   type FieldEncryption,
   fieldEncryption,
   type KeyProvider,
@@ -17,39 +14,9 @@ import {
 import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
 import { type Backend, uniqueName } from './backends.js'
 import { type ScanningDialect, scanningDialect } from './leak-scanner.js'
+import { dualWriteSchema, migrationSchema } from './migration-schema.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
-
-/** The schema of a table whose plaintext `email` is moving to `email_encrypted` (what the ops see). */
-export function migrationSchema(table: string, phase: MigrationPhase): EncryptedSchema {
-  return encryptedSchema({
-    [table]: {
-      email: encrypted.text({
-        index: { name: 'email_bidx', normalize: ['trim', 'lowercase'] },
-        storedAs: 'email_encrypted',
-        migration: phase,
-        maxBytes: 200,
-      }),
-    },
-  })
-}
-
-/**
- * What the test application's plugin sees until the plugin handles phases itself: the encrypted
- * column under its own name, bound to the logical name `email` (same keys and AAD as the ops'),
- * so the application writes both forms and searches either explicitly.
- */
-export function dualWriteSchema(table: string): EncryptedSchema {
-  return encryptedSchema({
-    [table]: {
-      email_encrypted: encrypted.text({
-        logicalName: 'email',
-        index: { name: 'email_bidx', normalize: ['trim', 'lowercase'] },
-        maxBytes: 200,
-      }),
-    },
-  })
-}
 
 /** A plaintext `users` table (unique email), the application on it, and the ops for a given phase. */
 export interface MigrationDb {
@@ -208,7 +175,7 @@ export function writeMigrationConfig(
 ${dialect}
 import { localKeyProvider } from '../../../src/index.ts'
 import { defineConfig } from '../../../src/ops.ts'
-import { migrationSchema } from '../../support/migration-db.ts'
+import { migrationSchema } from '../../support/migration-schema.ts'
 
 export default defineConfig({
   dialect,

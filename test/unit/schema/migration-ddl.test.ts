@@ -1,0 +1,114 @@
+import { describe, expect, it } from 'vitest'
+import {
+  encrypted,
+  encryptedSchema,
+  MIGRATION_PHASES,
+  migrationDdl,
+  migrationFileSource,
+  phasesMayOverlap,
+} from '../../../src/index.js'
+
+const schema = (index: { name: string; bits?: number } = { name: 'email_bidx' }) =>
+  encryptedSchema({
+    users: {
+      email: encrypted.text({ index, storedAs: 'email_encrypted', migration: 'added', maxBytes: 200 }),
+      ssn: encrypted.text(),
+    },
+  })
+
+describe('migration annotations', () => {
+  it('a column under migration needs storedAs; an unknown phase is refused', () => {
+    expect(() => encrypted.text({ migration: 'added' })).toThrow(/storedAs/)
+    expect(() => encrypted.text({ storedAs: 'e', migration: 'sideways' as never })).toThrow(
+      /migration must be one of/,
+    )
+  })
+
+  it('maps the annotated name to the stored column; a stored name that collides is refused', () => {
+    const column = schema().table('users')!.column('email')!
+    expect({
+      physical: column.physical,
+      stored: column.stored,
+      logical: column.logical,
+      migration: column.migration,
+    }).toEqual({
+      physical: 'email',
+      stored: 'email_encrypted',
+      logical: 'email',
+      migration: 'added',
+    })
+    expect(schema().table('users')!.column('ssn')!.stored).toBe('ssn')
+    expect(() =>
+      encryptedSchema({ t: { a: encrypted.text({ storedAs: 'b' }), b: encrypted.text() } }),
+    ).toThrow(/stored as b/)
+    expect(() =>
+      encryptedSchema({ t: { a: encrypted.text({ storedAs: 'a_bidx', index: { name: 'a_bidx' } }) } }),
+    ).toThrow(/declared twice/)
+  })
+
+  it('neighbouring phases may overlap, others may not', () => {
+    expect(MIGRATION_PHASES).toEqual(['added', 'dual-writing', 'backfilled', 'cut-over', 'dropped'])
+    expect(phasesMayOverlap('added', 'dual-writing')).toBe(true)
+    expect(phasesMayOverlap('backfilled', 'cut-over')).toBe(true)
+    expect(phasesMayOverlap('dual-writing', 'cut-over')).toBe(false)
+    expect(phasesMayOverlap('added', 'dropped')).toBe(false)
+  })
+})
+
+describe('migrationDdl', () => {
+  it('add on PostgreSQL: nullable columns, then a unique index built concurrently (outside a transaction)', () => {
+    const ddl = migrationDdl(schema(), 'users', 'email', 'add', 'postgres')
+    expect(ddl.up).toEqual([
+      'alter table "users" add column if not exists "email_encrypted" bytea, add column if not exists "email_bidx" bytea',
+      'create unique index concurrently if not exists "users_email_bidx_idx" on "users" ("email_bidx")',
+    ])
+    expect(ddl.down).toEqual([
+      'drop index concurrently if exists "users_email_bidx_idx"',
+      'alter table "users" drop column if exists "email_bidx", drop column if exists "email_encrypted"',
+    ])
+    expect(ddl.outsideTransaction).toBe(true)
+  })
+
+  it('add on MySQL/MariaDB: online DDL, VARBINARY sized from maxBytes; a search index is not unique and is noted', () => {
+    const ddl = migrationDdl(schema({ name: 'email_bidx', bits: 16 }), 'users', 'email', 'add', 'mysql')
+    expect(ddl.up).toEqual([
+      'alter table `users` add column `email_encrypted` varbinary(236), add column `email_bidx` varbinary(2), algorithm=inplace, lock=none',
+      'create index `users_email_bidx_idx` on `users` (`email_bidx`) algorithm=inplace lock=none',
+    ])
+    expect(ddl.outsideTransaction).toBe(false)
+    expect(ddl.notes.join()).toMatch(/unique constraint on the plaintext column is lost/)
+  })
+
+  it('cutover and drop: the plaintext column made nullable, then dropped; MySQL restates its type', () => {
+    expect(migrationDdl(schema(), 'users', 'email', 'cutover', 'postgres').up).toEqual([
+      'alter table "users" alter column "email" drop not null',
+    ])
+    expect(() => migrationDdl(schema(), 'users', 'email', 'cutover', 'mysql')).toThrow(/plaintextType/)
+    expect(
+      migrationDdl(schema(), 'users', 'email', 'cutover', 'mysql', { plaintextType: 'varchar(200)' }).up,
+    ).toEqual(['alter table `users` modify column `email` varchar(200) null, algorithm=inplace, lock=none'])
+    const drop = migrationDdl(schema(), 'users', 'email', 'drop', 'postgres', { plaintextType: 'text' })
+    expect(drop.up).toEqual(['alter table "users" drop column "email"'])
+    expect(drop.down).toEqual(['alter table "users" add column "email" text null'])
+    expect(() =>
+      migrationDdl(schema(), 'users', 'email', 'drop', 'postgres', { plaintextType: 'text; drop table x' }),
+    ).toThrow(/not a plain SQL type/)
+  })
+
+  it('refuses a column that is not under migration, and names that are not plain identifiers', () => {
+    expect(() => migrationDdl(schema(), 'users', 'ssn', 'add', 'postgres')).toThrow(/not under migration/)
+    const odd = encryptedSchema({
+      'us"ers': { email: encrypted.text({ storedAs: 'e', migration: 'added' }) },
+    })
+    expect(() => migrationDdl(odd, 'us"ers', 'email', 'add', 'postgres')).toThrow(/plain SQL identifier/)
+  })
+
+  it('the migration file exports up and down running the frozen statements', () => {
+    const source = migrationFileSource(migrationDdl(schema(), 'users', 'email', 'add', 'postgres'))
+    expect(source).toContain('export async function up(db: Kysely<any>): Promise<void> {')
+    expect(source).toContain(
+      'await sql.raw("create unique index concurrently if not exists \\"users_email_bidx_idx\\" on \\"users\\" (\\"email_bidx\\")").execute(db)',
+    )
+    expect(source).toContain('disableTransactions: true')
+  })
+})
