@@ -43,7 +43,7 @@ export interface VerifyColumnResult {
 /**
  * Checks, row by row, that the encrypted value of a column under migration decrypts to the value
  * of its plaintext column (canonical encodings compared in constant time) and that its blind
- * indexes equal their recomputation under the active index key. Read-only; pages by primary key
+ * indexes equal their recomputation under one of the table's index key versions (a rotation may be under way). Read-only; pages by primary key
  * outside any transaction, so rows the application writes meanwhile may be seen either way.
  * Cost: one decryption and one HMAC per index per row.
  * @throws ConfigError `CONFIG_INVALID` when the column is not under migration
@@ -78,7 +78,6 @@ export async function verifyColumn(
   }
   const pk = ctx.primaryKey(table)
   const keys = await loadKeySet(ctx, table)
-  const indexKey = keys.index.get(keys.activeIndex)!
   const maxListed = options.maxListed ?? 100
   const pageSize = options.pageSize ?? 1000
   const failures: VerifyFailure[] = []
@@ -132,14 +131,17 @@ export async function verifyColumn(
           if (c === 'different') problems.push(`${column.stored}: PLAINTEXT_MISMATCH`)
           else if (c !== 'equal') problems.push(`${column.stored}: ${c.slice('failed: '.length)}`)
           for (const spec of column.spec.indexes) {
-            const expected = indexValue(indexKey, table.indexColumn(spec.name)!, value)
+            // Any index version the table holds (an index-key rotation may be under way).
             const have = row[spec.name]
-            if (
-              !(have instanceof Uint8Array) ||
-              have.length !== expected.length ||
-              !timingSafeEqual(have, expected)
-            )
-              problems.push(`${spec.name}: INDEX_MISMATCH`)
+            const matches = [...keys.index.values()].some((key) => {
+              const expected = indexValue(key, table.indexColumn(spec.name)!, value)
+              return (
+                have instanceof Uint8Array &&
+                have.length === expected.length &&
+                timingSafeEqual(have, expected)
+              )
+            })
+            if (!matches) problems.push(`${spec.name}: INDEX_MISMATCH`)
           }
           if (problems.length === 0) equal++
         }
