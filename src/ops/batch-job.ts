@@ -3,8 +3,10 @@ import type { Transaction } from 'kysely'
 import { OperationError } from '../errors.js'
 import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
-import { type JobOptions, type JobResult, pausing } from './job-engine.js'
+import { pausing } from './job-batch.js'
+import { activeTargets, type JobOptions, type JobResult } from './job-engine.js'
 import { type Batch, type BatchCounts, JobStore } from './job-store.js'
+import { exactKeys, type KeyColumn, keyColumn } from './primary-key.js'
 import { report, sleep } from './progress.js'
 import { destroyKeySet, type KeySet, loadKeySet, type StoredRow } from './row-check.js'
 
@@ -15,6 +17,7 @@ export type BatchWork = (
   batch: Batch,
   keys: KeySet,
   failedKeys: unknown[],
+  key: KeyColumn,
 ) => Promise<BatchCounts>
 
 /** What names a job and its progress. @internal */
@@ -47,26 +50,29 @@ export async function runBatchJob(
     throw new OperationError('OPS_INVALID', `batchSize must be a positive integer, got ${batchSize}.`)
   if (!Number.isSafeInteger(workers) || workers < 1 || workers > 64)
     throw new OperationError('OPS_INVALID', `workers must be an integer from 1 to 64, got ${workers}.`)
-  const pk = ctx.primaryKey(table)
+  const key = await keyColumn(ctx, table)
+  const pk = key.name
   const jobs = new JobStore(ctx)
   await jobs.ensureSchema()
   const since = new Date()
   destroyKeySet(await pausing(table, () => loadKeySet(ctx, table)))
+  // The versions the job writes with: an interrupted job planned under others is replaced.
+  const targets = await activeTargets(ctx, table)
   const progress = (phase: string, done: number, total: number | undefined) =>
     report(options, { op: spec.op, table: table.physical, phase, done, total, unit: 'batches' })
   progress('planning', 0, undefined)
-  const { id, created } = await jobs.startOrJoin(spec.kind, spec.subject, since, async (trx) => {
+  const start = await jobs.startOrJoin(spec.kind, spec.subject, since, targets, async (trx) => {
     const bounds: Array<{ lo: unknown; hi: unknown }> = []
     let lo: unknown = null
     for (;;) {
       let q = trx
         .selectFrom(table.physical)
-        .select(pk)
+        .select(key.selection)
         .orderBy(pk)
         .limit(1)
         .offset(batchSize - 1)
       if (lo !== null) q = q.where(pk, '>', lo)
-      const row = (await q.executeTakeFirst()) as StoredRow | undefined
+      const row = exactKeys(key, (await q.execute()) as StoredRow[])[0]
       if (row === undefined) {
         bounds.push({ lo, hi: null })
         return bounds
@@ -75,6 +81,7 @@ export async function runBatchJob(
       lo = row[pk]
     }
   })
+  const { id, replaced } = start
   const total = (await jobs.list(spec.subject)).find((j) => j.id === id)?.totalBatches
   let done = (total ?? 0) - (await jobs.remaining(id))
   const totals: BatchCounts = { rows: 0, rewritten: 0, conflicts: 0, deleted: 0, failed: 0 }
@@ -94,7 +101,7 @@ export async function runBatchJob(
         return await ctx.db.transaction().execute(async (trx) => {
           const batch = await jobs.claim(trx, id)
           if (batch === undefined) return undefined
-          const counts = await work(trx, batch, keys, failedKeys)
+          const counts = await work(trx, batch, keys, failedKeys, key)
           await jobs.complete(trx, batch, counts, name)
           return counts
         })
@@ -121,24 +128,36 @@ export async function runBatchJob(
       }
     }
   }
-  await Promise.all(Array.from({ length: workers }, (_, i) => worker(i + 1)))
-  let remaining = await jobs.remaining(id)
-  // Batches still claimed by live workers elsewhere: wait for them (a dead worker's lock goes with
-  // its connection, and the loop claims its batch again).
-  while (remaining > 0 && !options.signal?.aborted) {
-    if (await sleep(200, options.signal)) break
-    const more = await one(base)
-    if (more !== undefined) add(more)
+  let remaining: number
+  try {
+    await Promise.all(Array.from({ length: workers }, (_, i) => worker(i + 1)))
     remaining = await jobs.remaining(id)
+    // Batches still claimed by live workers elsewhere: wait for them (a dead worker's lock goes with
+    // its connection, and the loop claims its batch again).
+    while (remaining > 0 && !options.signal?.aborted) {
+      if (await sleep(200, options.signal)) break
+      const more = await one(base)
+      if (more !== undefined) add(more)
+      remaining = await jobs.remaining(id)
+    }
+  } catch (error) {
+    // Stopped by the key provider or an error: status reports the job as interrupted at once.
+    await jobs.markStopped(id).catch(() => undefined)
+    throw error
   }
   if (remaining === 0) await jobs.finish(id)
+  else await jobs.markStopped(id)
+  const record = (await jobs.list(spec.subject)).find((j) => j.id === id)
   return {
     jobId: id,
     table: table.physical,
-    planned: created,
+    planned: start.created,
     batches,
     ...totals,
     failedKeys,
+    jobFailed: Math.max(record?.failed ?? 0, totals.failed),
+    targets,
+    replaced,
     stopped: options.signal?.aborted === true && remaining > 0,
     remainingBatches: remaining,
   }

@@ -9,6 +9,7 @@ import type { OpsContext } from './context.js'
 import type { JobOptions, JobResult } from './job-engine.js'
 import type { BatchCounts } from './job-store.js'
 import { compareStored, plaintextValue } from './plaintext-value.js'
+import { exactKeys, type KeyColumn } from './primary-key.js'
 import type { KeySet, StoredRow } from './row-check.js'
 
 /** Options of `encryptColumn`: those of every batch job. */
@@ -55,22 +56,21 @@ export async function encryptColumn(
       `${table.physical}.${column.physical} is annotated '${column.migration}': the backfill runs while every process is 'dual-writing' (annotate it so and deploy first).`,
       { table: table.logical, column: column.logical },
     )
-  const pk = ctx.primaryKey(table)
   return runBatchJob(
     ctx,
     table,
     { kind: 'encrypt-column', subject: `${table.logical}.${column.logical}`, op: 'encrypt-column' },
     options,
-    async (trx, batch, keys, failedKeys) => {
-      const columns = [pk, column.physical, column.stored, ...column.spec.indexes.map((s) => s.name)]
-      let q = trx.selectFrom(table.physical).select(columns).orderBy(pk)
+    async (trx, batch, keys, failedKeys, key) => {
+      const pk = key.name
+      let q = trx.selectFrom(table.physical).select(rowColumns(column, key)).orderBy(pk)
       if (batch.lo !== null) q = q.where(pk, '>', batch.lo)
       if (batch.hi !== null) q = q.where(pk, '<=', batch.hi)
       if (column.spec.codec.kind === 'json') q = q.forUpdate()
-      const rows = (await q.execute()) as StoredRow[]
+      const rows = exactKeys(key, (await q.execute()) as StoredRow[])
       const counts: BatchCounts = { rows: rows.length, rewritten: 0, conflicts: 0, deleted: 0, failed: 0 }
       for (const read of rows) {
-        await backfillRow(trx, table, column, pk, keys, read, counts, failedKeys)
+        await backfillRow(trx, table, column, key, keys, read, counts, failedKeys)
       }
       return counts
     },
@@ -82,12 +82,13 @@ async function backfillRow(
   trx: Transaction<any>,
   table: TableInfo,
   column: ColumnInfo,
-  pk: string,
+  key: KeyColumn,
   keys: KeySet,
   read: StoredRow,
   counts: BatchCounts,
   failedKeys: unknown[],
 ): Promise<void> {
+  const pk = key.name
   let row: StoredRow | undefined = read
   for (let attempt = 0; row !== undefined; attempt++) {
     const updates = rowUpdates(table, column, keys, row)
@@ -126,12 +127,13 @@ async function backfillRow(
       throw new OperationError('OPS_INVALID', `A row of ${table.physical} kept changing.`, {
         table: table.logical,
       })
-    row = (await trx
+    const again = (await trx
       .selectFrom(table.physical)
-      .select([pk, column.physical, column.stored, ...column.spec.indexes.map((s) => s.name)])
+      .select(rowColumns(column, key))
       .where(pk, '=', row[pk])
       .forUpdate()
-      .executeTakeFirst()) as StoredRow | undefined
+      .execute()) as StoredRow[]
+    row = exactKeys(key, again)[0]
     if (row === undefined) counts.deleted++
   }
 }
@@ -182,6 +184,11 @@ function rowUpdates(
     throw error
   }
   return { ...updates, ...indexes }
+}
+
+/** What the backfill reads of a row: exact primary key, plaintext, ciphertext, blind indexes. */
+function rowColumns(column: ColumnInfo, key: KeyColumn): Array<KeyColumn['selection']> {
+  return [key.selection, column.physical, column.stored, ...column.spec.indexes.map((s) => s.name)]
 }
 
 function isUniqueViolation(error: unknown): boolean {

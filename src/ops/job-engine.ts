@@ -206,8 +206,11 @@ export async function runReencryptJob(
   }
 }
 
-/** The active data and index versions, from the key table itself (not the ring's cached metadata). */
-async function activeTargets(ctx: OpsContext, table: TableInfo): Promise<{ data: number; index: number }> {
+/** The active data and index versions, from the key table itself (not the ring's cached metadata). @internal */
+export async function activeTargets(
+  ctx: OpsContext,
+  table: TableInfo,
+): Promise<{ data: number; index: number }> {
   const versions = await ctx.store.list(table.logical)
   const active = (purpose: 'data' | 'index') =>
     versions.find((k) => k.purpose === purpose && k.state === 'active')?.version

@@ -5,6 +5,7 @@ import type { MigrationPhase } from '../schema/migration-phase.js'
 import { readState } from '../schema/migration-state.js'
 import type { OpsContext } from './context.js'
 import { compareStored, plaintextValue } from './plaintext-value.js'
+import { exactKeys, keyColumn } from './primary-key.js'
 import { type RunOptions, report } from './progress.js'
 import { destroyKeySet, loadKeySet, type StoredRow } from './row-check.js'
 import type { VerifyFailure } from './verify.js'
@@ -76,7 +77,8 @@ export async function verifyColumn(
       stopped: false,
     }
   }
-  const pk = ctx.primaryKey(table)
+  const key = await keyColumn(ctx, table)
+  const pk = key.name
   const keys = await loadKeySet(ctx, table)
   const maxListed = options.maxListed ?? 100
   const pageSize = options.pageSize ?? 1000
@@ -99,11 +101,11 @@ export async function verifyColumn(
       }
       let q = ctx.db
         .selectFrom(table.physical)
-        .select([pk, column.physical, column.stored, ...column.spec.indexes.map((s) => s.name)])
+        .select([key.selection, column.physical, column.stored, ...column.spec.indexes.map((s) => s.name)])
         .orderBy(pk)
         .limit(pageSize)
       if (after !== null) q = q.where(pk, '>', after)
-      const page = (await q.execute()) as StoredRow[]
+      const page = exactKeys(key, (await q.execute()) as StoredRow[])
       if (page.length === 0) break
       for (const row of page) {
         const problems: string[] = []
@@ -131,17 +133,19 @@ export async function verifyColumn(
           if (c === 'different') problems.push(`${column.stored}: PLAINTEXT_MISMATCH`)
           else if (c !== 'equal') problems.push(`${column.stored}: ${c.slice('failed: '.length)}`)
           for (const spec of column.spec.indexes) {
-            // Any index version the table holds (an index-key rotation may be under way).
+            // Any live index version the table holds (an index-key rotation may be under way); one
+            // of a retired version is reported as such: searches no longer probe it.
             const have = row[spec.name]
-            const matches = [...keys.index.values()].some((key) => {
-              const expected = indexValue(key, table.indexColumn(spec.name)!, value)
+            const found = [...keys.index.entries()].find(([, k]) => {
+              const expected = indexValue(k, table.indexColumn(spec.name)!, value)
               return (
                 have instanceof Uint8Array &&
                 have.length === expected.length &&
                 timingSafeEqual(have, expected)
               )
-            })
-            if (!matches) problems.push(`${spec.name}: INDEX_MISMATCH`)
+            })?.[0]
+            if (found === undefined) problems.push(`${spec.name}: INDEX_MISMATCH`)
+            else if (keys.retiredIndex.has(found)) problems.push(`${spec.name}: RETIRED_INDEX`)
           }
           if (problems.length === 0) equal++
         }

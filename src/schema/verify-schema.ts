@@ -117,23 +117,23 @@ function tableProblems(
   const out: SchemaProblem[] = []
   const where = info.physical
   for (const column of info.columns.values()) {
-    const type = catalog.column(table, column.physical)
+    const type = catalog.column(table, column.stored)
     if (type === undefined) {
       out.push({
         kind: 'column-missing',
         table: where,
-        columns: [column.physical],
-        message: `Encrypted column ${where}.${column.physical} does not exist.`,
-        fix: fixes.addColumn(info, column.physical),
+        columns: [column.stored],
+        message: `Encrypted column ${where}.${column.stored} does not exist.`,
+        fix: fixes.addColumn(info, column.stored),
       })
     } else if (!isBinaryType(family, type)) {
       out.push({
         kind: 'column-not-binary',
         table: where,
-        columns: [column.physical],
+        columns: [column.stored],
         found: type,
-        message: `Encrypted column ${where}.${column.physical} is ${type}, not a binary type (values it holds stay as they are: declare migratingFromPlaintext and encrypt them with kfe encrypt-column).`,
-        fix: fixes.makeBinary(info, column.physical),
+        message: `Encrypted column ${where}.${column.stored} is ${type}, not a binary type (values it holds stay as they are: declare migratingFromPlaintext and encrypt them with kfe encrypt-column).`,
+        fix: fixes.makeBinary(info, column.stored),
       })
     }
   }
@@ -145,7 +145,7 @@ function tableProblems(
         kind: 'index-column-missing',
         table: where,
         columns: [index.physical],
-        message: `Blind-index column ${where}.${index.physical} (of ${index.column.physical}) does not exist.`,
+        message: `Blind-index column ${where}.${index.physical} (of ${index.column.stored}) does not exist.`,
         fix:
           index.spec.kind === 'unique'
             ? `${fixes.addColumn(info, index.physical)}; ${fixes.uniqueIndex(info, index.physical)}`

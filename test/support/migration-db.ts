@@ -12,7 +12,7 @@ import {
   type MigrationStep,
 } from '../../src/index.js'
 import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
-import { type Backend, uniqueName } from './backends.js'
+import { type Backend, onlyTables, uniqueName } from './backends.js'
 import { type ScanningDialect, scanningDialect } from './leak-scanner.js'
 import { dualWriteSchema, migrationSchema } from './migration-schema.js'
 
@@ -60,6 +60,8 @@ export async function migrationDb(backend: Backend, rows: number): Promise<Migra
     keyTable,
     metadataTtlMs: 50,
     autoCreateKeys: false,
+    // The shared database holds other files' tables.
+    verifySchema: onlyTables(table),
   })
   // biome-ignore lint/suspicious/noExplicitAny: as above.
   const app = new Kysely<any>({ dialect: encryption.wrap(scanner), plugins: [encryption.plugin] })
