@@ -12,6 +12,7 @@ import { BorrowingDriver } from './plugin/borrowing-driver.js'
 import type { DecryptStats } from './plugin/decrypt-rows.js'
 import { type EncryptingDriver, wrapDialect } from './plugin/dialect-wrapper.js'
 import { EncryptionPlugin } from './plugin/encryption-plugin.js'
+import { refuseMappedColumns } from './plugin/mapped-columns.js'
 import { PendingPlans } from './plugin/plan.js'
 import { encryptColumn, indexValue, refuseEmptySearch } from './plugin/resolve-values.js'
 import { SchemaGate } from './plugin/schema-gate.js'
@@ -383,23 +384,4 @@ function withoutClose(provider: KeyProvider): KeyProvider {
 
 function isMissingKeys(error: unknown): boolean {
   return error instanceof KeyError && (error.code === 'KEY_NOT_FOUND' || error.code === 'KEYS_MISSING')
-}
-
-/**
- * The plugin resolves a query's column name to the column that holds its ciphertext only where
- * they are the same: a column mapped elsewhere (`storedAs`) or under migration from plaintext is
- * refused here rather than read or written wrongly. The operations (`kfe migration`,
- * `encrypt-column`, `verify`, `status`) already take such columns (docs/migrating.md).
- */
-function refuseMappedColumns(schema: EncryptedSchema): void {
-  for (const table of schema.tables.values()) {
-    for (const column of table.columns.values()) {
-      if (column.stored === column.physical && column.migration === undefined) continue
-      throw new ConfigError(
-        'CONFIG_INVALID',
-        `${table.physical}.${column.physical} is ${column.migration === undefined ? `stored as ${column.stored}` : `under migration (${column.migration})`}: the plugin does not read or write such a column yet; until it does, annotate the encrypted column under its own name (see docs/migrating.md).`,
-        { table: table.logical, column: column.logical },
-      )
-    }
-  }
 }
