@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto'
-import type { CompiledQuery, DatabaseConnection, Dialect, Driver } from 'kysely'
+import type { CompiledQuery, Dialect } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { KeyStore, localKeyProvider } from '../../src/index.js'
 import { type Backend, backends } from '../support/backends.js'
 import { type EncryptedTestDb, encryptedTestDb } from '../support/encrypted-db.js'
+import { hooked } from '../support/hooked-dialect.js'
 import { expectIndexOf, ids, storedBytes } from './plugin-at-rest.js'
 
 /**
@@ -11,37 +12,10 @@ import { expectIndexOf, ids, storedBytes } from './plugin-at-rest.js'
  * as the database receives it (after deferred values were resolved and probes expanded). A
  * spy on the real driver, not a mock.
  */
-function tapped(dialect: Dialect, sent: CompiledQuery[]): Dialect {
-  return {
-    createAdapter: () => dialect.createAdapter(),
-    createQueryCompiler: () => dialect.createQueryCompiler(),
-    createIntrospector: (db) => dialect.createIntrospector(db),
-    createDriver: () => {
-      const inner = dialect.createDriver()
-      const seen = new WeakSet<DatabaseConnection>()
-      return new Proxy(inner, {
-        get(target, prop) {
-          if (prop === 'acquireConnection') {
-            return async () => {
-              const connection = await target.acquireConnection()
-              if (!seen.has(connection)) {
-                seen.add(connection)
-                const execute = connection.executeQuery.bind(connection)
-                connection.executeQuery = ((query: CompiledQuery) => {
-                  sent.push(query)
-                  return execute(query)
-                }) as DatabaseConnection['executeQuery']
-              }
-              return connection
-            }
-          }
-          const value = Reflect.get(target, prop, target) as unknown
-          return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
-        },
-      }) as Driver
-    },
-  }
-}
+const tapped = (dialect: Dialect, sent: CompiledQuery[]): Dialect =>
+  hooked(dialect, async (query) => {
+    sent.push(query)
+  })
 
 describe.each(backends())('plugin index rotation [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
