@@ -50,6 +50,7 @@ export type ErrorCode =
   | 'PLAINTEXT_SEARCH'
   | 'DIALECT_NOT_WRAPPED'
   | 'CONTEXT_MISSING'
+  | 'UNIQUE_VIOLATION'
   // schema verification (src/schema)
   | 'SCHEMA_MISMATCH'
   // operations (src/ops)
@@ -149,6 +150,28 @@ export class QueryRefusedError extends FieldEncryptionError {
     super(code, options.hint === undefined ? message : `${message} Hint: ${options.hint}`, options)
     this.operator = options.operator
     this.hint = options.hint
+  }
+}
+
+/**
+ * The database's UNIQUE index on a blind-index column (the index's own column or its rotation
+ * slot) refused a write: another row already holds a value equal to the written one once
+ * normalized. The statement was not applied. The driver's error is `cause` (it may show the
+ * index value, never a plaintext); this error names table and column, never a value.
+ */
+export class UniqueViolationError extends FieldEncryptionError {
+  /** Physical blind-index column whose UNIQUE index refused the value (e.g. `email_bidx_next`). */
+  readonly index: string
+  /** The database's name of that UNIQUE index or constraint, when the driver gave it. */
+  readonly constraint: string | undefined
+
+  constructor(
+    message: string,
+    options: FieldEncryptionErrorOptions & { index: string; constraint?: string | undefined },
+  ) {
+    super('UNIQUE_VIOLATION', message, options)
+    this.index = options.index
+    this.constraint = options.constraint
   }
 }
 

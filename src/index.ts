@@ -23,6 +23,7 @@ export {
   OperationError,
   QueryRefusedError,
   SchemaMismatchError,
+  UniqueViolationError,
 } from './errors.js'
 export type { FieldEncryption, FieldEncryptionOptions, FieldEncryptionStats } from './field-encryption.js'
 export { fieldEncryption } from './field-encryption.js'

@@ -2,6 +2,7 @@ import { timingSafeEqual } from 'node:crypto'
 import type { Transaction } from 'kysely'
 import { FieldEncryptionError, OperationError } from '../errors.js'
 import { encryptColumn as encryptValueOf, indexValue } from '../plugin/resolve-values.js'
+import { isUniqueViolation } from '../plugin/unique-violation.js'
 import { migratingColumn } from '../schema/migration-ddl.js'
 import type { ColumnInfo, TableInfo } from '../schema/schema.js'
 import { runBatchJob } from './batch-job.js'
@@ -189,9 +190,4 @@ function rowUpdates(
 /** What the backfill reads of a row: exact primary key, plaintext, ciphertext, blind indexes. */
 function rowColumns(column: ColumnInfo, key: KeyColumn): Array<KeyColumn['selection']> {
   return [key.selection, column.physical, column.stored, ...column.spec.indexes.map((s) => s.name)]
-}
-
-function isUniqueViolation(error: unknown): boolean {
-  const e = error as { code?: unknown; errno?: unknown } | null
-  return e?.code === '23505' || e?.errno === 1062
 }

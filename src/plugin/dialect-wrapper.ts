@@ -19,6 +19,7 @@ import {
   prepareQuery,
   type SlowPath,
 } from './prepare-query.js'
+import { isUniqueViolation, uniqueViolationOf } from './unique-violation.js'
 
 export type { SlowPath } from './prepare-query.js'
 
@@ -181,9 +182,14 @@ function patchedExecute(
     try {
       result = await own.executeQuery.call(this, send)
     } catch (error) {
+      const here = new Error()
+      // A duplicate refused by a blind index's UNIQUE index names table and column, never the value.
+      const mapped = isUniqueViolation(error)
+        ? ((await uniqueViolationOf(error, plan, originalExecute(this))) ?? error)
+        : error
       // A driver that extends its errors' stacks (kysely's pg and mysql2 drivers) already ends
       // them at the caller: they are left as they are; others (PGlite's) get the caller's frames.
-      throw withCallerStack(error, new Error())
+      throw withCallerStack(mapped, here)
     }
     if (plan.outputs.length === 0 || result.rows.length === 0) return result
     try {

@@ -1,6 +1,7 @@
+import { inspect } from 'node:util'
 import { type Kysely, sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { OperationError, QueryRefusedError } from '../../src/index.js'
+import { OperationError, QueryRefusedError, UniqueViolationError } from '../../src/index.js'
 import type { VerifyResult } from '../../src/ops.js'
 import { type Backend, backends } from '../support/backends.js'
 import { type OpsTestDb, opsTestDb } from '../support/ops-db.js'
@@ -12,16 +13,37 @@ import { type OpsTestDb, opsTestDb } from '../support/ops-db.js'
  * verify tells which index version each column holds.
  */
 
-/** The database's own unique-violation error: PostgreSQL/PGlite 23505, MariaDB/MySQL 1062. */
-async function expectDuplicate(run: Promise<unknown>): Promise<void> {
-  const error = (await run.then(
+/**
+ * A duplicate refused by the database's UNIQUE index on a blind-index column (the index's own
+ * column or its rotation slot) surfaces as `UNIQUE_VIOLATION`, naming the logical table and column
+ * and the index column; the driver's error (PostgreSQL/PGlite 23505, MariaDB/MySQL 1062) is its
+ * cause; its message holds neither the plaintext nor any stored index value.
+ */
+async function expectDuplicate(
+  run: Promise<unknown>,
+  where: { table: string; plaintext: string; indexValues: readonly Buffer[] },
+): Promise<UniqueViolationError> {
+  const error = await run.then(
     () => undefined,
     (e: unknown) => e,
-  )) as { code?: unknown; errno?: unknown } | undefined
+  )
   expect(error, 'a duplicate was accepted').toBeDefined()
-  expect([error?.code, error?.errno]).toSatisfy(
+  expect(error).toBeInstanceOf(UniqueViolationError)
+  const e = error as UniqueViolationError
+  expect([e.code, e.table, e.column]).toEqual(['UNIQUE_VIOLATION', where.table, 'email'])
+  expect(['email_bidx', 'email_bidx_next']).toContain(e.index)
+  expect(e.message).toContain(`${where.table}.${e.index}`)
+  const cause = e.cause as { code?: unknown; errno?: unknown }
+  expect([cause.code, cause.errno]).toSatisfy(
     (c: unknown[]) => c.includes('23505') || c.includes('ER_DUP_ENTRY') || c.includes(1062),
   )
+  const shown = `${e.message}\n${e.stack}\n${inspect(e, { depth: 0 })}`.toLowerCase()
+  expect(shown).not.toContain(where.plaintext.trim().toLowerCase())
+  for (const v of where.indexValues) {
+    expect(shown).not.toContain(v.toString('hex'))
+    expect(shown).not.toContain(v.toString('base64').toLowerCase())
+  }
+  return e
 }
 
 describe.each(backends())('index-key rotation with a rotation slot [$name]', (backend: Backend) => {
@@ -45,7 +67,22 @@ describe.each(backends())('index-key rotation with a rotation slot [$name]', (ba
       }>`select count(*) as n from ${sql.table(t.table)} where ${sql.ref(column)} is not null`.execute(t.raw)
       return Number(rows[0]!.n)
     }
-    /** Every phase: the stored e-mails are all found, each once, and a duplicate is refused. */
+    /** Every value the blind-index columns hold (raw). */
+    const storedIndexValues = async () => {
+      // biome-ignore lint/suspicious/noExplicitAny: the slot column is not in the shared test DB type.
+      const rows = await (t.raw as Kysely<any>)
+        .selectFrom(t.table)
+        .select(['email_bidx', 'email_bidx_next'])
+        .execute()
+      return rows
+        .flatMap((r) => [r.email_bidx, r.email_bidx_next])
+        .filter((v): v is Uint8Array => v != null)
+        .map((v) => Buffer.from(v))
+    }
+    /**
+     * Every phase: the stored e-mails are all found, each once, and a duplicate is refused.
+     * @returns the index columns whose UNIQUE index refused a duplicate
+     */
     const checkPhase = async (emails: ReadonlyMap<string, number>, nextId: number, rotating: boolean) => {
       for (const [email, id] of emails) expect(await find(` ${email.toUpperCase()}`)).toEqual([id])
       expect(await find('nobody@x.io')).toEqual([])
@@ -67,12 +104,21 @@ describe.each(backends())('index-key rotation with a rotation slot [$name]', (ba
         expect(pairs.length).toBe(emails.size)
         for (const p of pairs) expect(Number(p.x)).toBe(Number(p.y))
       }
-      for (const email of emails.keys()) await expectDuplicate(insert(nextId, ` ${email.toUpperCase()} `))
+      const indexValues = await storedIndexValues()
+      const refusedBy = new Set<string>()
+      for (const email of emails.keys()) {
+        const plaintext = ` ${email.toUpperCase()} `
+        const e = await expectDuplicate(insert(nextId, plaintext), { table: t.table, plaintext, indexValues })
+        refusedBy.add(e.index)
+      }
       // An UPDATE onto another row's value too (the SET path writes both columns).
       const [first, second] = [...emails]
-      await expectDuplicate(
+      const e = await expectDuplicate(
         t.app.updateTable(t.table).set({ email: first![0] }).where('id', '=', second![1]).execute(),
+        { table: t.table, plaintext: first![0], indexValues },
       )
+      refusedBy.add(e.index)
+      return refusedBy
     }
 
     beforeAll(async () => {
@@ -92,7 +138,7 @@ describe.each(backends())('index-key rotation with a rotation slot [$name]', (ba
       }
       expect(await filled('email_bidx')).toBe(6)
       expect(await filled('email_bidx_next')).toBe(0)
-      await checkPhase(emails, 100, false)
+      expect([...(await checkPhase(emails, 100, false))]).toEqual(['email_bidx'])
     })
 
     it('staged (v2): writes fill both columns; old rows only v1; a duplicate of either is refused', async () => {
@@ -174,7 +220,7 @@ describe.each(backends())('index-key rotation with a rotation slot [$name]', (ba
       emails.set('user9@x.io', 9)
       expect(await filled('email_bidx')).toBe(0)
       expect(await filled('email_bidx_next')).toBe(9)
-      await checkPhase(emails, 100, false)
+      expect([...(await checkPhase(emails, 100, false))]).toEqual(['email_bidx_next'])
       const v = (await t.ops.verify(t.table)) as VerifyResult
       expect(v.ok).toBe(true)
       expect(v.indexVersions).toEqual({ 2: 18 })

@@ -9,6 +9,7 @@ import {
   KeyError,
   localKeyProvider,
   QueryRefusedError,
+  UniqueViolationError,
 } from '../../src/index.js'
 import { type Backend, backends, onlyTables } from '../support/backends.js'
 import { type EncryptedTestDb, encryptedTestDb, type TestDB } from '../support/encrypted-db.js'
@@ -244,6 +245,64 @@ describe.each(backends())('errors while executing [$name]', (backend: Backend) =
         } finally {
           await other.close()
         }
+      })
+    })
+
+    describe("a duplicate refused by a blind index's UNIQUE index", () => {
+      it('UNIQUE_VIOLATION names table, column and index column, never the value; the driver error is its cause', async () => {
+        const stored = await t.raw
+          .selectFrom(u)
+          .select('email_bidx')
+          .where('id', '=', 1)
+          .executeTakeFirstOrThrow()
+        const indexValue = Buffer.from(stored.email_bidx as Uint8Array)
+        const duplicates = [
+          t.db.insertInto(u).values({ id: 6, name: 'dup', email: ` ${MARKER.toUpperCase()}@X.IO ` }),
+          t.db
+            .updateTable(u)
+            .set({ email: `${MARKER}@x.io` })
+            .where('id', '=', 2),
+        ]
+        for (const query of duplicates) {
+          const e = await caught(query.execute())
+          expect(e).toBeInstanceOf(UniqueViolationError)
+          expect(e.code).toBe('UNIQUE_VIOLATION')
+          expect([e.table, e.column, (e as UniqueViolationError).index]).toEqual([u, 'email', 'email_bidx'])
+          expect((e as UniqueViolationError).constraint).toContain('email_bidx')
+          const cause = e.cause as { code?: unknown; errno?: unknown }
+          expect(backend.family === 'mysql' ? cause.errno : cause.code).toBe(
+            backend.family === 'mysql' ? 1062 : '23505',
+          )
+          expect(e.stack).toContain(THIS_FILE)
+          for (const shown of [e.message, String(e.stack)]) {
+            expect(shown.toLowerCase()).not.toContain(MARKER)
+            expect(shown.toLowerCase()).not.toContain(indexValue.toString('hex'))
+            expect(shown).not.toContain(indexValue.toString('base64'))
+          }
+        }
+        // Inside a transaction too; the transaction is rolled back as for any error.
+        const inTrx = await caught(
+          t.db.transaction().execute(async (trx) => {
+            await trx.insertInto(u).values({ id: 7, name: 'in-trx', email: 'in-trx@x.io' }).execute()
+            await trx
+              .insertInto(u)
+              .values({ id: 8, name: 'dup', email: `${MARKER}@x.io` })
+              .execute()
+          }),
+        )
+        expect(inTrx.code).toBe('UNIQUE_VIOLATION')
+        expect(await t.raw.selectFrom(u).select('id').where('id', 'in', [6, 7, 8]).execute()).toEqual([])
+      })
+
+      it('a unique violation of another column (the primary key) stays the driver error', async () => {
+        const e = await caught(
+          t.db.insertInto(u).values({ id: 1, name: 'dup-id', email: 'fresh@x.io' }).execute(),
+        )
+        expect(e).not.toBeInstanceOf(UniqueViolationError)
+        const cause = e as unknown as { code?: unknown; errno?: unknown }
+        expect(backend.family === 'mysql' ? cause.errno : cause.code).toBe(
+          backend.family === 'mysql' ? 1062 : '23505',
+        )
       })
     })
 
