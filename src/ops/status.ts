@@ -1,3 +1,4 @@
+import { SEARCHABLE } from '../keys/key-metadata.js'
 import type { KeyPurpose } from '../keys/key-provider.js'
 import type { KeyState } from '../keys/key-store.js'
 import type { OpsContext } from './context.js'
@@ -6,6 +7,7 @@ import { type ColumnMigrationStatus, migrationStatus } from './migration-status.
 import { type RunOptions, report } from './progress.js'
 import { loadKeySet } from './row-check.js'
 import { scanTable } from './scan.js'
+import { type IndexSlotStatus, SlotTally } from './slot-status.js'
 
 /** Options of `status`. */
 export interface StatusOptions extends RunOptions {
@@ -48,6 +50,12 @@ export interface TableStatus {
   readonly rowsByDataVersion: Readonly<Record<string, number>>
   /** Rows holding at least one blind index of each index key version. */
   readonly rowsByIndexVersion: Readonly<Record<string, number>>
+  /**
+   * Each index with a rotation slot (`index: { name, rotationSlot }`): per column (its own, its
+   * slot), the live index version that lives there and rows per version it holds. Empty when the
+   * table has none.
+   */
+  readonly slots: readonly IndexSlotStatus[]
   /** Rows with a value still in plaintext. */
   readonly plaintextRows: number
   /** Rows that fail to decrypt or whose index matches no version (see `verify`). */
@@ -125,6 +133,7 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
         estimated: false,
         rowsByDataVersion: {},
         rowsByIndexVersion: {},
+        slots: [],
         plaintextRows: 0,
         failedRows: 0,
         jobs: tableJobs,
@@ -141,6 +150,8 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
         )
     }
     const keySet = await loadKeySet(ctx, table)
+    const live = keys.filter((k) => k.purpose === 'index' && SEARCHABLE.has(k.state))
+    const slotTally = new SlotTally(table, live, active('index'))
     const byData: Record<string, number> = {}
     const byIndex: Record<string, number> = {}
     let plaintextRows = 0
@@ -166,6 +177,7 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
         for (const v of new Set(check.dataVersions.values())) byData[v] = (byData[v] ?? 0) + 1
         for (const v of new Set(check.indexVersions.values()))
           if (v !== null) byIndex[v] = (byIndex[v] ?? 0) + 1
+        slotTally.add(check)
         if (check.plaintext.length > 0) plaintextRows++
         if (check.failures.length > 0) failedRows++
       },
@@ -175,6 +187,8 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
     const rowsByDataVersion = Object.fromEntries(Object.entries(byData).map(([v, n]) => [v, est(n)]))
     const rowsByIndexVersion = Object.fromEntries(Object.entries(byIndex).map(([v, n]) => [v, est(n)]))
     const approx = scan.sampled ? 'about ' : ''
+    const slots = slotTally.result(est)
+    attention.push(...slotTally.attention(slots, approx))
     for (const purpose of ['data', 'index'] as const) {
       const counts = purpose === 'data' ? rowsByDataVersion : rowsByIndexVersion
       for (const [v, n] of Object.entries(counts)) {
@@ -205,6 +219,7 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
       estimated: scan.sampled,
       rowsByDataVersion,
       rowsByIndexVersion,
+      slots,
       plaintextRows: est(plaintextRows),
       failedRows: est(failedRows),
       jobs: tableJobs,

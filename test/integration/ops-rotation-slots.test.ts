@@ -67,6 +67,18 @@ describe.each(backends())('index-key rotation with a rotation slot [$name]', (ba
       }>`select count(*) as n from ${sql.table(t.table)} where ${sql.ref(column)} is not null`.execute(t.raw)
       return Number(rows[0]!.n)
     }
+    /**
+     * `status` (exact), per column of the slotted index: [column, version, state, searched, rows
+     * per version]; and its attention lines.
+     */
+    const slotStatus = async () => {
+      const st = (await t.ops.status({ table: t.table, exact: true })).tables[0]!
+      expect(st.slots.map((s) => [s.index, s.column])).toEqual([['email_bidx', 'email']])
+      return {
+        columns: st.slots[0]!.columns.map((c) => [c.column, c.version, c.state, c.searched, c.rows]),
+        attention: st.attention,
+      }
+    }
     /** Every value the blind-index columns hold (raw). */
     const storedIndexValues = async () => {
       // biome-ignore lint/suspicious/noExplicitAny: the slot column is not in the shared test DB type.
@@ -139,6 +151,13 @@ describe.each(backends())('index-key rotation with a rotation slot [$name]', (ba
       expect(await filled('email_bidx')).toBe(6)
       expect(await filled('email_bidx_next')).toBe(0)
       expect([...(await checkPhase(emails, 100, false))]).toEqual(['email_bidx'])
+      expect(await slotStatus()).toEqual({
+        columns: [
+          ['email_bidx', 1, 'active', true, { 1: 6 }],
+          ['email_bidx_next', null, null, false, {}],
+        ],
+        attention: [],
+      })
     })
 
     it('staged (v2): writes fill both columns; old rows only v1; a duplicate of either is refused', async () => {
@@ -154,6 +173,14 @@ describe.each(backends())('index-key rotation with a rotation slot [$name]', (ba
       expect(v.ok).toBe(true)
       expect(v.indexVersions).toEqual({ 1: 14 }) // email_bidx and ssn_bidx
       expect(v.slotVersions).toEqual({ email_bidx_next: { 2: 1, missing: 6 } })
+      const st = await slotStatus()
+      expect(st.columns).toEqual([
+        ['email_bidx', 1, 'active', true, { 1: 7 }],
+        ['email_bidx_next', 2, 'staged', false, { 2: 1, missing: 6 }],
+      ])
+      expect(st.attention).toContain(
+        `6 rows lack index version 2 in rotation slot email_bidx_next: run \`kfe reencrypt ${t.table}\``,
+      )
     })
 
     it('cut-over is refused while the slot is incomplete (ROTATION_REFUSED with the count)', async () => {
@@ -179,6 +206,13 @@ describe.each(backends())('index-key rotation with a rotation slot [$name]', (ba
       expect(partial).toBeGreaterThan(1)
       expect(partial).toBeLessThan(7)
       await checkPhase(emails, 100, true)
+      expect((await slotStatus()).columns[1]).toEqual([
+        'email_bidx_next',
+        2,
+        'staged',
+        false,
+        { 2: partial, missing: 7 - partial },
+      ])
       await t.ops.reencrypt(t.table)
       expect(await filled('email_bidx_next')).toBe(7)
       const v = (await t.ops.verify(t.table)) as VerifyResult
@@ -199,6 +233,10 @@ describe.each(backends())('index-key rotation with a rotation slot [$name]', (ba
       expect(v.ok).toBe(true)
       expect(v.indexVersions).toEqual({ 2: 16 })
       expect(v.slotVersions).toEqual({ email_bidx: { 1: 8 } })
+      expect((await slotStatus()).columns).toEqual([
+        ['email_bidx', 1, 'decrypt-only', false, { 1: 8 }],
+        ['email_bidx_next', 2, 'active', true, { 2: 8 }],
+      ])
       // A search that must find the row through v2's column alone: v1's column emptied by hand.
       await sql`update ${sql.table(t.table)} set email_bidx = null where id = 1`.execute(t.raw)
       expect(await find('user1@x.io')).toEqual([1])
@@ -225,6 +263,10 @@ describe.each(backends())('index-key rotation with a rotation slot [$name]', (ba
       expect(v.ok).toBe(true)
       expect(v.indexVersions).toEqual({ 2: 18 })
       expect(v.slotVersions).toEqual({})
+      expect((await slotStatus()).columns).toEqual([
+        ['email_bidx', null, null, false, {}],
+        ['email_bidx_next', 2, 'active', true, { 2: 9 }],
+      ])
     })
 
     it('the next rotation (v3) lives in the freed column, and a duplicate is still refused', async () => {
@@ -237,6 +279,10 @@ describe.each(backends())('index-key rotation with a rotation slot [$name]', (ba
       expect(v.ok).toBe(true)
       expect(v.indexVersions).toEqual({ 3: 18 })
       expect(v.slotVersions).toEqual({ email_bidx_next: { 2: 9 } })
+      expect((await slotStatus()).columns).toEqual([
+        ['email_bidx', 3, 'active', true, { 3: 9 }],
+        ['email_bidx_next', 2, 'decrypt-only', false, { 2: 9 }],
+      ])
     })
   })
 })

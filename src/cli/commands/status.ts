@@ -37,6 +37,13 @@ export const statusCommand = defineCommand({
               : ''
             consola.log(`  rows per data version: ${fmt(t.rowsByDataVersion)}${est}`)
             consola.log(`  rows per index version: ${fmt(t.rowsByIndexVersion)}`)
+            for (const slot of t.slots) {
+              consola.log(`  index ${slot.index} (${slot.column}), per column:`)
+              for (const c of slot.columns)
+                consola.log(
+                  `    ${c.column}: ${c.version === null ? 'free' : `v${c.version} ${c.state}`}${c.searched ? ', searched' : ''}; rows: ${fmt(c.rows)}`,
+                )
+            }
             if (t.plaintextRows > 0) consola.log(`  rows in plaintext: ${t.plaintextRows}`)
             for (const j of t.jobs)
               consola.log(
@@ -57,5 +64,7 @@ export const statusCommand = defineCommand({
 
 function fmt(counts: Readonly<Record<string, number>>): string {
   const entries = Object.entries(counts)
-  return entries.length === 0 ? 'none' : entries.map(([v, n]) => `v${v}: ${n}`).join(', ')
+  return entries.length === 0
+    ? 'none'
+    : entries.map(([v, n]) => `${/^\d+$/.test(v) ? `v${v}` : v}: ${n}`).join(', ')
 }
