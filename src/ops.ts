@@ -4,7 +4,7 @@
  */
 export { OperationError } from './errors.js'
 export type { OpsOptions } from './ops/context.js'
-export type { EncryptColumnOptions } from './ops/encrypt-column.js'
+export type { EncryptColumnDryRun, EncryptColumnOptions } from './ops/encrypt-column.js'
 export type { FieldEncryptionOps, KfeConfig } from './ops/field-encryption-ops.js'
 export { defineConfig, fieldEncryptionOps } from './ops/field-encryption-ops.js'
 export type { InitKey, InitOptions, InitResult } from './ops/init.js'

@@ -7,14 +7,37 @@ import { migratingColumn } from '../schema/migration-ddl.js'
 import type { ColumnInfo, TableInfo } from '../schema/schema.js'
 import { runBatchJob } from './batch-job.js'
 import type { OpsContext } from './context.js'
+import { pausing } from './job-batch.js'
 import type { JobOptions, JobResult } from './job-engine.js'
 import type { BatchCounts } from './job-store.js'
 import { compareStored, plaintextValue } from './plaintext-value.js'
-import { exactKeys, type KeyColumn } from './primary-key.js'
-import type { KeySet, StoredRow } from './row-check.js'
+import { exactKeys, type KeyColumn, keyColumn } from './primary-key.js'
+import { report } from './progress.js'
+import { destroyKeySet, type KeySet, loadKeySet, type StoredRow } from './row-check.js'
 
-/** Options of `encryptColumn`: those of every batch job. */
-export type EncryptColumnOptions = JobOptions
+/** Options of `encryptColumn`: those of every batch job, and a dry run. */
+export interface EncryptColumnOptions extends JobOptions {
+  /** Count the rows the backfill would write; write nothing, start no job. @default false */
+  readonly dryRun?: boolean
+  /** Rows per query of the dry run. @default 1000 */
+  readonly pageSize?: number
+}
+
+/** What a dry run of `encryptColumn` found. */
+export interface EncryptColumnDryRun {
+  readonly table: string
+  readonly column: string
+  readonly dryRun: true
+  readonly rows: number
+  /**
+   * Rows the backfill would write: a plaintext with no encrypted value, one that differs from it
+   * or does not decrypt, or blind indexes not of the active index version.
+   */
+  readonly wouldRewrite: number
+  /** Rows the backfill would count failed: a plaintext that is not a value of the column's codec. */
+  readonly failed: number
+  readonly stopped: boolean
+}
 
 const FAILED_KEYS_MAX = 100
 
@@ -32,7 +55,8 @@ const FAILED_KEYS_MAX = 100
  * Run it once every process of the application is in the `dual-writing` phase: a process still in
  * `added` could update a plaintext after its row was backfilled (run the job again to repair).
  *
- * @returns the job's counters (`rewritten`: rows whose encrypted value was written)
+ * @returns the job's counters (`rewritten`: rows whose encrypted value was written); with
+ *   `dryRun`, the rows it would write, and nothing written
  * @throws OperationError `MIGRATION_REFUSED` when the column's annotated phase is not
  *   `dual-writing`, `backfilled` or `cut-over`, or when the unique blind index refuses a value (two
  *   plaintext values equal once normalized); `JOB_PAUSED` when the key provider fails (resumable)
@@ -49,7 +73,7 @@ export async function encryptColumn(
   tableName: string,
   columnName: string,
   options: EncryptColumnOptions = {},
-): Promise<JobResult> {
+): Promise<JobResult | EncryptColumnDryRun> {
   const { info: table, col: column } = migratingColumn(ctx.schema, tableName, columnName)
   if (column.migration === 'added' || column.migration === 'dropped')
     throw new OperationError(
@@ -57,6 +81,7 @@ export async function encryptColumn(
       `${table.physical}.${column.physical} is annotated '${column.migration}': the backfill runs while every process is 'dual-writing' (annotate it so and deploy first).`,
       { table: table.logical, column: column.logical },
     )
+  if (options.dryRun === true) return dryRun(ctx, table, column, options)
   return runBatchJob(
     ctx,
     table,
@@ -76,6 +101,53 @@ export async function encryptColumn(
       return counts
     },
   )
+}
+
+/** The dry run: reads every row by keyset pages, outside any transaction, and counts {@link rowUpdates}. */
+async function dryRun(
+  ctx: OpsContext,
+  table: TableInfo,
+  column: ColumnInfo,
+  options: EncryptColumnOptions,
+): Promise<EncryptColumnDryRun> {
+  const key = await keyColumn(ctx, table)
+  const keys = await pausing(table, () => loadKeySet(ctx, table))
+  const result = { table: table.physical, column: column.physical, dryRun: true as const }
+  let rows = 0
+  let wouldRewrite = 0
+  let failed = 0
+  try {
+    let after: unknown = null
+    for (;;) {
+      if (options.signal?.aborted) return { ...result, rows, wouldRewrite, failed, stopped: true }
+      let q = ctx.db
+        .selectFrom(table.physical)
+        .select(rowColumns(column, key))
+        .orderBy(key.name)
+        .limit(options.pageSize ?? 1000)
+      if (after !== null) q = q.where(key.name, '>', after)
+      const page = exactKeys(key, (await q.execute()) as StoredRow[])
+      if (page.length === 0) break
+      for (const row of page) {
+        const updates = rowUpdates(table, column, keys, row)
+        if (updates === 'failed') failed++
+        else if (updates !== undefined) wouldRewrite++
+      }
+      rows += page.length
+      after = page.at(-1)?.[key.name] ?? null
+      report(options, {
+        op: 'encrypt-column',
+        table: table.physical,
+        phase: 'rows',
+        done: rows,
+        total: undefined,
+        unit: 'rows',
+      })
+    }
+  } finally {
+    destroyKeySet(keys)
+  }
+  return { ...result, rows, wouldRewrite, failed, stopped: false }
 }
 
 async function backfillRow(

@@ -1,7 +1,7 @@
 import type { Dialect, Kysely } from 'kysely'
 import type { MigrationStep } from '../schema/migration-ddl.js'
 import { createOpsContext, type OpsContext, type OpsOptions } from './context.js'
-import { type EncryptColumnOptions, encryptColumn } from './encrypt-column.js'
+import { type EncryptColumnDryRun, type EncryptColumnOptions, encryptColumn } from './encrypt-column.js'
 import { type InitOptions, type InitResult, init } from './init.js'
 import type { JobResult } from './job-engine.js'
 import { type MigrationFile, migration } from './migration.js'
@@ -32,7 +32,21 @@ export interface FieldEncryptionOps {
    * Backfills a column under migration from plaintext: its encrypted value and blind indexes from
    * its plaintext column (resumable, many workers). See {@link encryptColumn}.
    */
-  encryptColumn(table: string, column: string, options?: EncryptColumnOptions): Promise<JobResult>
+  encryptColumn(
+    table: string,
+    column: string,
+    options: EncryptColumnOptions & { readonly dryRun: true },
+  ): Promise<EncryptColumnDryRun>
+  encryptColumn(
+    table: string,
+    column: string,
+    options?: EncryptColumnOptions & { readonly dryRun?: false },
+  ): Promise<JobResult>
+  encryptColumn(
+    table: string,
+    column: string,
+    options?: EncryptColumnOptions,
+  ): Promise<JobResult | EncryptColumnDryRun>
   /** A column under migration: every encrypted value equals its plaintext. See {@link verifyColumn}. */
   verifyColumn(table: string, column: string, options?: VerifyColumnOptions): Promise<VerifyColumnResult>
   /** The Kysely migration file of one step of a migration from plaintext. See {@link migration}. */
@@ -66,8 +80,9 @@ export function fieldEncryptionOps(options: OpsOptions): FieldEncryptionOps {
     rotate: (table: string, o: RotateOptions) => rotate(ctx, table, o),
     reencrypt: (table: string, o?: ReencryptOptions) => reencrypt(ctx, table, o),
     verify: (table: string, o?: VerifyOptions) => verify(ctx, table, o),
-    encryptColumn: (table: string, column: string, o?: EncryptColumnOptions) =>
-      encryptColumn(ctx, table, column, o),
+    // The overloads of FieldEncryptionOps type the result by `dryRun`.
+    encryptColumn: ((table: string, column: string, o?: EncryptColumnOptions) =>
+      encryptColumn(ctx, table, column, o)) as FieldEncryptionOps['encryptColumn'],
     verifyColumn: (table: string, column: string, o?: VerifyColumnOptions) =>
       verifyColumn(ctx, table, column, o),
     migration: (table: string, column: string, step: MigrationStep) => migration(ctx, table, column, step),

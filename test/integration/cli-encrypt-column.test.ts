@@ -1,72 +1,58 @@
-import { execFile, spawn } from 'node:child_process'
 import { readdirSync, readFileSync, rmSync } from 'node:fs'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { dirname, join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { type Backend, backends } from '../support/backends.js'
+import { type KfeRunner, kfeRunner } from '../support/cli-runner.js'
 import { type MigrationDb, migrationDb, writeMigrationConfig } from '../support/migration-db.js'
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 const urls = { postgres: inject('pgUrl'), mysql: inject('mysqlUrl') }
 
-interface Run {
-  readonly code: number | null
-  readonly stdout: string
-  readonly json: unknown
-}
-
-// The CLI runs as a child process: PGlite's in-memory database cannot be shared with it.
+// The CLI runs as a child process (the bin built once per file, see cliBuild): PGlite's in-memory
+// database cannot be shared with it.
 describe.each(backends().filter((b) => b.name !== 'pglite'))(
   'kfe migration, encrypt-column, verify, status [$name]',
   { timeout: 600_000 },
   (backend: Backend) => {
     describe.runIf(backend.available)('', () => {
       let t: MigrationDb
-      let config: { path: string; env: NodeJS.ProcessEnv }
-      const env = () => ({
-        ...process.env,
-        ...config.env,
-        KFE_TEST_URL: (backend.family === 'postgres' ? urls.postgres : urls.mysql) ?? '',
-      })
-      const argv = (args: string[]) => [
-        '--import',
-        'tsx',
-        join(ROOT, 'src/cli/bin.ts'),
-        ...args,
-        '--config',
-        config.path,
-      ]
-      const kfe = (...args: string[]) =>
-        new Promise<Run>((done) => {
-          execFile(
-            process.execPath,
-            argv(args),
-            { env: env(), cwd: ROOT, maxBuffer: 1 << 26 },
-            (error, stdout) => {
-              const e = error as (Error & { code?: unknown }) | null
-              let json: unknown
-              try {
-                json = JSON.parse(stdout.trim().split('\n').at(-1) ?? '')
-              } catch {
-                json = undefined
-              }
-              done({ code: e === null ? 0 : typeof e.code === 'number' ? e.code : null, stdout, json })
-            },
-          )
-        })
+      let configPath: string
+      let kfe: KfeRunner['kfe']
+      let spawnKfe: KfeRunner['spawnKfe']
       beforeAll(async () => {
         t = await migrationDb(backend, 600)
-        config = writeMigrationConfig(t, 'dual-writing')
-      })
+        const config = await writeMigrationConfig(t, 'dual-writing')
+        configPath = config.path
+        ;({ kfe, spawnKfe } = await kfeRunner(config.path, {
+          ...config.env,
+          KFE_TEST_URL: (backend.family === 'postgres' ? urls.postgres : urls.mysql) ?? '',
+        }))
+      }, 600_000)
       afterAll(async () => {
         await t?.destroy()
-        rmSync(dirname(config.path), { recursive: true, force: true })
+        if (configPath !== undefined) rmSync(dirname(configPath), { recursive: true, force: true })
       })
 
       it('kfe migration --phase add writes a kysely-ctl migration file into the folder', async () => {
-        const folder = join(dirname(config.path), 'migrations')
+        const folder = join(dirname(configPath), 'migrations')
+        // --dry-run prints the file and writes nothing.
+        const dry = await kfe(
+          'migration',
+          t.table,
+          'email',
+          '--phase',
+          'add',
+          '--folder',
+          folder,
+          '--dry-run',
+          '--json',
+        )
+        expect(dry.code).toBe(0)
+        expect(dry.json).toMatchObject({ dryRun: true, step: 'add' })
+        expect((dry.json as { source: string }).source).toContain('export async function up(')
+        expect(() => readdirSync(folder)).toThrow(/ENOENT/)
         const run = await kfe('migration', t.table, 'email', '--phase', 'add', '--folder', folder, '--json')
         expect(run.code).toBe(0)
+        expect(run.json).toMatchObject({ dryRun: false, path: expect.stringContaining(folder) })
         const files = readdirSync(folder)
         expect(files).toEqual([expect.stringMatching(new RegExp(`^\\d{13}_${t.table}_email_add\\.ts$`))])
         const source = readFileSync(join(folder, files[0]!), 'utf8')
@@ -91,15 +77,14 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
             },
           ],
         })
-        const child = spawn(
-          process.execPath,
-          argv(['encrypt-column', t.table, 'email', '--batch-size', '10']),
-          {
-            env: env(),
-            cwd: ROOT,
-            stdio: ['ignore', 'pipe', 'pipe'],
-          },
-        )
+        // --dry-run counts the rows the backfill would write, and writes none.
+        const dry = await kfe('encrypt-column', t.table, 'email', '--dry-run', '--json')
+        expect(dry.code).toBe(0)
+        expect(dry.json).toMatchObject({ dryRun: true, rows: 600, wouldRewrite: 600, failed: 0 })
+        expect((await kfe('status', t.table, '--json')).json).toMatchObject({
+          tables: [{ migrations: [{ encryptedRows: 0 }] }],
+        })
+        const child = spawnKfe('encrypt-column', t.table, 'email', '--batch-size', '10')
         const exited = new Promise<NodeJS.Signals | null>((r) => child.on('exit', (_c, signal) => r(signal)))
         const killAt = 3 + Math.floor(Math.random() * 20)
         const batches = t.raw.selectFrom(`${t.jobsTable}_batches`)

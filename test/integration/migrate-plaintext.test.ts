@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { checkMigrationState, type MigrationPhase } from '../../src/index.js'
+import { checkMigrationState, encrypted, encryptedSchema, type MigrationPhase } from '../../src/index.js'
 import { type Backend, backends } from '../support/backends.js'
 import { type MigrationDb, migrationDb } from '../support/migration-db.js'
 import { migrationSchema } from '../support/migration-schema.js'
@@ -300,5 +300,5 @@ describe.each(backends())(
 )
 
 function migrationSchemaOf(t: MigrationDb, phase: MigrationPhase) {
-  return migrationSchema(t.table, phase)
+  return migrationSchema(t.table, phase, { encrypted, encryptedSchema })
 }

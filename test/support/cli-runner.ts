@@ -41,7 +41,7 @@ export interface CliDb {
 }
 
 /** A table, a `kfe.config.ts` for it, the application's Kysely on it, and a way to run `kfe`. */
-export interface CliTestDb {
+export interface CliTestDb extends KfeRunner {
   readonly backend: Backend
   readonly table: string
   readonly jobsTable: string
@@ -62,10 +62,6 @@ export interface CliTestDb {
    * so that the next `kfe` child can open it; on a server it is {@link CliTestDb.db}.
    */
   session<T>(fn: (db: CliDb) => Promise<T>): Promise<T>
-  /** Runs `kfe <args> --config <file>` to completion. */
-  kfe(...args: string[]): Promise<CliRun>
-  /** Starts `kfe <args> --config <file>` and returns the child. */
-  spawnKfe(...args: string[]): ChildProcess
   destroy(): Promise<void>
 }
 
@@ -113,11 +109,105 @@ import { PGliteDialect } from 'kysely-pglite-dialect'
 const dialect = new PGliteDialect(new PGlite(process.env.KFE_TEST_URL))`,
 }
 
+/** What a generated `kfe.config.ts` holds besides its dialect. */
+export interface KfeConfigSpec {
+  readonly backend: Backend
+  /** A module of test/support exporting the schema function (it must import no value of `src/`). */
+  readonly schemaModule: string
+  /** The schema expression over `schemas` (that module) and `lib` (the CLI build's library). */
+  readonly schema: string
+  /** Expressions of the key providers, over `lib` (the KEK from an environment variable). */
+  readonly keyProviders: readonly string[]
+  readonly keyTable: string
+  readonly jobsTable: string
+  /** @default 50 */
+  readonly metadataTtlMs?: number
+}
+
+/**
+ * Writes a `kfe.config.ts` whose library is the CLI's build (see {@link cliBuild}): the bin and
+ * the config then share one copy of the library, as in an application that installed the package.
+ * The dialect reads `KFE_TEST_URL` (a URL, or PGlite's directory).
+ */
+export async function writeKfeConfig(path: string, spec: KfeConfigSpec): Promise<void> {
+  const dist = await cliBuild()
+  mkdirSync(dirname(path), { recursive: true })
+  writeFileSync(
+    path,
+    `${CONFIG_DIALECT[spec.backend.name]}
+import * as lib from ${JSON.stringify(join(dist, 'index.js'))}
+import { defineConfig } from ${JSON.stringify(join(dist, 'ops.js'))}
+import * as schemas from ${JSON.stringify(join(ROOT, 'test/support', spec.schemaModule))}
+
+export default defineConfig({
+  dialect,
+  schema: schemas.${spec.schema},
+  keyProvider: [${spec.keyProviders.join(', ')}],
+  keyTable: ${JSON.stringify(spec.keyTable)},
+  jobsTable: ${JSON.stringify(spec.jobsTable)},
+  metadataTtlMs: ${spec.metadataTtlMs ?? 50},
+})
+`,
+  )
+}
+
+/** Runs `kfe` (the CLI's build) with a config file, as a child process. */
+export interface KfeRunner {
+  /** Runs `kfe <args> --config <file>` to completion. */
+  kfe(...args: string[]): Promise<CliRun>
+  /** Starts `kfe <args> --config <file>` and returns the child. */
+  spawnKfe(...args: string[]): ChildProcess
+}
+
+/** A {@link KfeRunner} on `configPath`, the children's environment extended with `env`. */
+export async function kfeRunner(configPath: string, env: NodeJS.ProcessEnv): Promise<KfeRunner> {
+  const dist = await cliBuild()
+  const childEnv = { ...process.env, NO_COLOR: '1', ...env }
+  const argv = (args: string[]) => [join(dist, 'cli.js'), ...args, '--config', configPath]
+  return {
+    kfe: (...args) =>
+      new Promise((done) => {
+        execFile(
+          process.execPath,
+          argv(args),
+          { env: childEnv, cwd: ROOT, maxBuffer: 64 * 1024 * 1024 },
+          (error, stdout, stderr) => {
+            const e = error as (Error & { code?: unknown; signal?: NodeJS.Signals }) | null
+            const lines = stdout.trim().split('\n')
+            let json: unknown
+            try {
+              json = JSON.parse(lines.at(-1) ?? '')
+            } catch {
+              json = undefined
+            }
+            done({
+              code: e === null ? 0 : typeof e.code === 'number' ? e.code : null,
+              signal: e?.signal ?? null,
+              stdout,
+              stderr,
+              json,
+            })
+          },
+        )
+      }),
+    spawnKfe: (...args) =>
+      spawn(process.execPath, argv(args), { env: childEnv, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }),
+  }
+}
+
 /**
  * Builds a {@link CliTestDb} on `backend`: for PostgreSQL and MariaDB a table in the test database;
  * for PGlite a database in a directory of its own, which each `kfe` child opens in turn.
  */
-export async function cliTestDb(backend: Backend): Promise<CliTestDb> {
+export async function cliTestDb(
+  backend: Backend,
+  options: {
+    /** Gives `email_bidx` a rotation slot column (`email_bidx_next`). */
+    readonly rotationSlot?: boolean
+    /** A second KEK in the config (`local:cli2`, its key in `KFE_TEST_KEK2`), after `local:cli`. */
+    readonly secondKek?: boolean
+  } = {},
+): Promise<CliTestDb> {
   const table = uniqueName('cli_users')
   const keyTable = uniqueName('kfe_keys')
   const jobsTable = uniqueName('kfe_jobs')
@@ -128,26 +218,21 @@ export async function cliTestDb(backend: Backend): Promise<CliTestDb> {
   const url = pglite
     ? join(dir, 'pgdata')
     : ((backend.family === 'postgres' ? inject('pgUrl') : inject('mysqlUrl')) ?? '')
-  const dist = await cliBuild()
   const configPath = join(dir, 'kfe.config.ts')
-  writeFileSync(
-    configPath,
-    `${CONFIG_DIALECT[backend.name]}
-import * as lib from ${JSON.stringify(join(dist, 'index.js'))}
-import { defineConfig } from ${JSON.stringify(join(dist, 'ops.js'))}
-import { opsSchema } from ${JSON.stringify(join(ROOT, 'test/support/ops-schema.ts'))}
-
-export default defineConfig({
-  dialect,
-  schema: opsSchema(${JSON.stringify(table)}, lib),
-  keyProvider: lib.localKeyProvider({ id: 'local:cli', env: 'KFE_TEST_KEK' }),
-  keyTable: ${JSON.stringify(keyTable)},
-  jobsTable: ${JSON.stringify(jobsTable)},
-  metadataTtlMs: 50,
-})
-`,
-  )
-  const schema = opsSchema(table, { encrypted, encryptedSchema })
+  await writeKfeConfig(configPath, {
+    backend,
+    schemaModule: 'ops-schema.ts',
+    schema: `opsSchema(${JSON.stringify(table)}, lib${options.rotationSlot === true ? ', { rotationSlot: true }' : ''})`,
+    keyProviders: [
+      "lib.localKeyProvider({ id: 'local:cli', env: 'KFE_TEST_KEK' })",
+      ...(options.secondKek === true
+        ? ["lib.localKeyProvider({ id: 'local:cli2', env: 'KFE_TEST_KEK2' })"]
+        : []),
+    ],
+    keyTable,
+    jobsTable,
+  })
+  const schema = opsSchema(table, { encrypted, encryptedSchema }, options)
   const encryption = fieldEncryption({
     schema,
     keyProvider: localKeyProvider({ id: 'local:cli', key: Buffer.from(kek, 'hex') }),
@@ -206,8 +291,11 @@ export default defineConfig({
       .execute()
     await createBlindIndexes(raw, schema, table)
   })
-  const env = { ...process.env, KFE_TEST_URL: url, KFE_TEST_KEK: kek, NO_COLOR: '1' }
-  const argv = (args: string[]) => [join(dist, 'cli.js'), ...args, '--config', configPath]
+  const runner = await kfeRunner(configPath, {
+    KFE_TEST_URL: url,
+    KFE_TEST_KEK: kek,
+    ...(options.secondKek === true ? { KFE_TEST_KEK2: randomBytes(32).toString('hex') } : {}),
+  })
   return {
     backend,
     table,
@@ -223,33 +311,8 @@ export default defineConfig({
       return ops
     },
     session,
-    kfe: (...args) =>
-      new Promise((done) => {
-        execFile(
-          process.execPath,
-          argv(args),
-          { env, cwd: ROOT, maxBuffer: 64 * 1024 * 1024 },
-          (error, stdout, stderr) => {
-            const e = error as (Error & { code?: unknown; signal?: NodeJS.Signals }) | null
-            const lines = stdout.trim().split('\n')
-            let json: unknown
-            try {
-              json = JSON.parse(lines.at(-1) ?? '')
-            } catch {
-              json = undefined
-            }
-            done({
-              code: e === null ? 0 : typeof e.code === 'number' ? e.code : null,
-              signal: e?.signal ?? null,
-              stdout,
-              stderr,
-              json,
-            })
-          },
-        )
-      }),
-    spawnKfe: (...args) =>
-      spawn(process.execPath, argv(args), { env, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }),
+    kfe: runner.kfe,
+    spawnKfe: runner.spawnKfe,
     async destroy() {
       await ops?.close()
       if (shared !== undefined) {

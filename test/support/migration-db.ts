@@ -4,6 +4,8 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Kysely, type Migration, Migrator, sql } from 'kysely'
 import {
+  encrypted,
+  encryptedSchema,
   type FieldEncryption,
   fieldEncryption,
   type KeyProvider,
@@ -13,6 +15,7 @@ import {
 } from '../../src/index.js'
 import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
 import { type Backend, onlyTables, uniqueName } from './backends.js'
+import { writeKfeConfig } from './cli-runner.js'
 import { type ScanningDialect, scanningDialect } from './leak-scanner.js'
 import { dualWriteSchema, migrationSchema } from './migration-schema.js'
 
@@ -55,7 +58,7 @@ export async function migrationDb(backend: Backend, rows: number): Promise<Migra
   const secrets: string[] = []
   const scanner = scanningDialect(appDialect, () => secrets)
   const encryption = fieldEncryption({
-    schema: dualWriteSchema(table),
+    schema: dualWriteSchema(table, { encrypted, encryptedSchema }),
     keyProvider: provider,
     keyTable,
     metadataTtlMs: 50,
@@ -90,7 +93,7 @@ export async function migrationDb(backend: Backend, rows: number): Promise<Migra
   const ops = (phase: MigrationPhase) => {
     const o = fieldEncryptionOps({
       db: raw,
-      schema: migrationSchema(table, phase),
+      schema: migrationSchema(table, phase, { encrypted, encryptedSchema }),
       keyProvider: provider,
       keyTable,
       jobsTable,
@@ -160,34 +163,18 @@ export async function migrationDb(backend: Backend, rows: number): Promise<Migra
 }
 
 /** A `kfe.config.ts` for the CLI on a {@link MigrationDb} (PostgreSQL or MariaDB), in `phase`. */
-export function writeMigrationConfig(
+export async function writeMigrationConfig(
   t: MigrationDb,
   phase: MigrationPhase,
-): { path: string; env: NodeJS.ProcessEnv } {
-  const dir = join(ROOT, 'test/.tmp-migrations', `${t.table}_cli`)
-  mkdirSync(dir, { recursive: true })
-  const file = join(dir, 'kfe.config.ts')
-  const dialect =
-    t.backend.family === 'postgres'
-      ? `import pg from 'pg'\nconst dialect = new PostgresDialect({ pool: new pg.Pool({ connectionString: process.env.KFE_TEST_URL, max: 8 }) })`
-      : `import { createPool } from 'mysql2'\nconst dialect = new MysqlDialect({ pool: createPool({ uri: process.env.KFE_TEST_URL, connectionLimit: 8 }) })`
-  writeFileSync(
-    file,
-    `import { MysqlDialect, PostgresDialect } from 'kysely'
-${dialect}
-import { localKeyProvider } from '../../../src/index.ts'
-import { defineConfig } from '../../../src/ops.ts'
-import { migrationSchema } from '../../support/migration-schema.ts'
-
-export default defineConfig({
-  dialect,
-  schema: migrationSchema(${JSON.stringify(t.table)}, ${JSON.stringify(phase)}),
-  keyProvider: localKeyProvider({ id: 'local:mig', env: 'KFE_TEST_KEK' }),
-  keyTable: ${JSON.stringify(t.keyTable)},
-  jobsTable: ${JSON.stringify(t.jobsTable)},
-  metadataTtlMs: 50,
-})
-`,
-  )
-  return { path: file, env: { KFE_TEST_KEK: t.kek.toString('hex'), NO_COLOR: '1' } }
+): Promise<{ path: string; env: NodeJS.ProcessEnv }> {
+  const path = join(ROOT, 'test/.tmp-migrations', `${t.table}_cli`, 'kfe.config.ts')
+  await writeKfeConfig(path, {
+    backend: t.backend,
+    schemaModule: 'migration-schema.ts',
+    schema: `migrationSchema(${JSON.stringify(t.table)}, ${JSON.stringify(phase)}, lib)`,
+    keyProviders: ["lib.localKeyProvider({ id: 'local:mig', env: 'KFE_TEST_KEK' })"],
+    keyTable: t.keyTable,
+    jobsTable: t.jobsTable,
+  })
+  return { path, env: { KFE_TEST_KEK: t.kek.toString('hex') } }
 }

@@ -1,7 +1,16 @@
-import { type EncryptedSchema, encrypted, encryptedSchema, type MigrationPhase } from '../../src/index.js'
+import type { EncryptedSchema, MigrationPhase } from '../../src/index.js'
+import type { SchemaBuilders } from './ops-schema.js'
 
-/** The schema of a table whose plaintext `email` is moving to `email_encrypted` (what the ops see). */
-export function migrationSchema(table: string, phase: MigrationPhase): EncryptedSchema {
+/**
+ * The schema of a table whose plaintext `email` is moving to `email_encrypted` (what the ops see).
+ * Built with the given builders (from `src/` in a test, from the CLI's build in a `kfe.config.ts`):
+ * this file imports no value, so the config loads none of `src/`.
+ */
+export function migrationSchema(
+  table: string,
+  phase: MigrationPhase,
+  { encrypted, encryptedSchema }: SchemaBuilders,
+): EncryptedSchema {
   return encryptedSchema({
     [table]: {
       email: encrypted.text({
@@ -19,7 +28,10 @@ export function migrationSchema(table: string, phase: MigrationPhase): Encrypted
  * column under its own name, bound to the logical name `email` (same keys and AAD as the ops'),
  * so the application writes both forms and searches either explicitly.
  */
-export function dualWriteSchema(table: string): EncryptedSchema {
+export function dualWriteSchema(
+  table: string,
+  { encrypted, encryptedSchema }: SchemaBuilders,
+): EncryptedSchema {
   return encryptedSchema({
     [table]: {
       email_encrypted: encrypted.text({

@@ -1,5 +1,5 @@
 import { defineCommand } from 'citty'
-import { commonArgs, runCommand } from '../run-command.js'
+import { commonArgs, dryRunArg, runCommand } from '../run-command.js'
 import { jobArgs, jobOptions } from './job-args.js'
 import { printJob } from './reencrypt.js'
 
@@ -12,6 +12,7 @@ export const encryptColumnCommand = defineCommand({
   },
   args: {
     ...commonArgs,
+    ...dryRunArg,
     ...jobArgs,
     table: { type: 'positional', required: true, description: 'The table' },
     column: { type: 'positional', required: true, description: 'The column, by its annotated name' },
@@ -20,7 +21,11 @@ export const encryptColumnCommand = defineCommand({
     runCommand(
       args,
       (ops, run) =>
-        ops.encryptColumn(String(args.table), String(args.column), { ...run, ...jobOptions(args) }),
+        ops.encryptColumn(String(args.table), String(args.column), {
+          ...run,
+          ...jobOptions(args),
+          dryRun: args['dry-run'],
+        }),
       (result, out) => printJob(result, out),
     ),
 })

@@ -4,7 +4,7 @@ import { defineCommand } from 'citty'
 import type { MigrationStep } from '../../schema/migration-ddl.js'
 import { consola } from '../log.js'
 import { EXIT } from '../output.js'
-import { commonArgs, runCommand } from '../run-command.js'
+import { commonArgs, dryRunArg, runCommand } from '../run-command.js'
 
 const STEPS: readonly MigrationStep[] = ['add', 'cutover', 'drop']
 
@@ -17,6 +17,7 @@ export const migrationCommand = defineCommand({
   },
   args: {
     ...commonArgs,
+    ...dryRunArg,
     table: { type: 'positional', required: true, description: 'The table' },
     column: { type: 'positional', required: true, description: 'The column, by its annotated name' },
     phase: { type: 'string', required: true, description: 'add | cutover | drop' },
@@ -34,14 +35,16 @@ export const migrationCommand = defineCommand({
         if (!STEPS.includes(step)) throw new Error(`--phase must be one of ${STEPS.join(', ')}.`)
         const file = await ops.migration(String(args.table), String(args.column), step)
         const folder = resolve(String(args.folder))
-        await mkdir(folder, { recursive: true })
         const path = join(folder, file.fileName)
+        // A dry run prints the file it would write (DDL only: no value of any row).
+        if (args['dry-run']) return { path, dryRun: true, source: file.source, ...file.ddl }
+        await mkdir(folder, { recursive: true })
         await writeFile(path, file.source, { flag: 'wx' })
-        return { path, ...file.ddl }
+        return { path, dryRun: false, ...file.ddl }
       },
       (result, out) => {
         out.result(result, () => {
-          consola.log(`wrote ${result.path}`)
+          consola.log(`${result.dryRun ? 'would write' : 'wrote'} ${result.path}`)
           for (const s of result.up) consola.log(`  ${s}`)
           if (result.outsideTransaction)
             consola.warn(

@@ -1,6 +1,11 @@
 import { defineCommand } from 'citty'
+import type { EncryptColumnDryRun } from '../../ops/encrypt-column.js'
 import type { JobResult } from '../../ops/job-engine.js'
 import type { ReencryptDryRun } from '../../ops/reencrypt.js'
+
+/** What a writer job command prints: its counters, or what its dry run found. */
+type JobOutcome = JobResult | ReencryptDryRun | EncryptColumnDryRun
+
 import { consola } from '../log.js'
 import { EXIT, type Output } from '../output.js'
 import { commonArgs, dryRunArg, runCommand } from '../run-command.js'
@@ -28,16 +33,16 @@ export const reencryptCommand = defineCommand({
 })
 
 /** Prints a job's result; returns its exit code: 1 when rows failed, 2 when stopped before the end. */
-export function printJob(result: JobResult | ReencryptDryRun, out: Output): number {
+export function printJob(result: JobOutcome, out: Output): number {
   out.result(result, () => describeJob(result))
   return jobExit(result)
 }
 
 /** A job's result in words. */
-export function describeJob(result: JobResult | ReencryptDryRun): void {
+export function describeJob(result: JobOutcome): void {
   if ('dryRun' in result) {
     consola.log(
-      `${result.table}: ${result.wouldRewrite} of ${result.rows} rows would be rewritten; ${result.failed} fail to decrypt.`,
+      `${result.table}: ${result.wouldRewrite} of ${result.rows} rows would be ${'column' in result ? `written (${result.column})` : 'rewritten'}; ${result.failed} ${'column' in result ? 'hold a plaintext the codec refuses' : 'fail to decrypt'}.`,
     )
     return
   }
@@ -60,7 +65,7 @@ export function describeJob(result: JobResult | ReencryptDryRun): void {
 }
 
 /** Exit code of a job: 1 when rows failed (in this run or an earlier one of the job), 2 when batches are left, else 0. */
-export function jobExit(result: JobResult | ReencryptDryRun): number {
+export function jobExit(result: JobOutcome): number {
   if ('dryRun' in result) return result.failed > 0 ? EXIT.failed : EXIT.ok
   if (result.failed > 0 || result.jobFailed > 0) return EXIT.failed
   return result.remainingBatches > 0 ? EXIT.attention : EXIT.ok
