@@ -1,0 +1,87 @@
+import { PassThrough } from 'node:stream'
+import { describe, expect, it } from 'vitest'
+import { createOutput } from '../../../src/cli/output.js'
+import type { Progress } from '../../../src/ops/progress.js'
+
+/** A stream that says it is (or is not) a terminal, and everything written to it. */
+function terminal(isTTY: boolean): { stream: NodeJS.WriteStream; text: () => string } {
+  const stream = Object.assign(new PassThrough(), { isTTY, columns: 120 })
+  const chunks: Buffer[] = []
+  stream.on('data', (c: Buffer) => chunks.push(c))
+  return {
+    stream: stream as unknown as NodeJS.WriteStream,
+    text: () => Buffer.concat(chunks).toString('utf8'),
+  }
+}
+
+const step = (done: number): Progress => ({
+  op: 'reencrypt',
+  table: 'users',
+  phase: 'batch',
+  done,
+  total: 100,
+  unit: 'rows',
+})
+
+/** Lets the stream deliver what was written. */
+const flushed = () => new Promise((r) => setImmediate(r))
+
+describe('kfe progress output', () => {
+  it('on a TTY: a progress bar (cli-progress) with counts, rate and ETA; no JSON', async () => {
+    const { stream, text } = terminal(true)
+    const out = createOutput(false, stream)
+    out.progress(step(0))
+    await new Promise((r) => setTimeout(r, 120)) // past cli-progress's redraw throttle
+    out.progress(step(50))
+    out.close()
+    await flushed()
+    const shown = text()
+    expect(shown).toContain('reencrypt users [')
+    expect(shown).toMatch(/50% \| 50\/100 rows \| [\d.]+\/s \| ETA \S+/)
+    expect(shown).not.toContain('{"type":"progress"')
+  })
+
+  it('on a TTY, a wait (a step in ms) draws no bar: it is announced as one consola line', async () => {
+    const { stream, text } = terminal(true)
+    const out = createOutput(false, stream)
+    out.progress({
+      op: 'rotate',
+      table: 'users',
+      phase: 'waiting for metadata TTL',
+      done: 0,
+      total: 30_000,
+      unit: 'ms',
+    })
+    out.close()
+    await flushed()
+    expect(text()).toBe('')
+  })
+
+  it('not a TTY, or --json: one JSON line per step, with rate and ETA', async () => {
+    for (const [tty, json] of [
+      [false, false],
+      [true, true],
+    ] as const) {
+      const { stream, text } = terminal(tty)
+      const out = createOutput(json, stream)
+      out.progress(step(0))
+      out.progress(step(40))
+      out.close()
+      await flushed()
+      const lines = text()
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+      expect(lines).toHaveLength(2)
+      expect(lines[1]).toMatchObject({
+        type: 'progress',
+        op: 'reencrypt',
+        phase: 'batch',
+        done: 40,
+        total: 100,
+      })
+      expect(typeof lines[1]!.ratePerSecond).toBe('number')
+      expect(lines[1]).toHaveProperty('etaMs')
+    }
+  })
+})
