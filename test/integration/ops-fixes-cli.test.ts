@@ -61,6 +61,10 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
       let t: CliTestDb
       beforeAll(async () => {
         t = await cliTestDb(backend, { rotationSlot: true, secondKek: true })
+        // init --dry-run says what it would create and creates nothing (the real init creates it).
+        const dry = await t.kfe('init', '--dry-run', '--json')
+        expect(dry.code).toBe(0)
+        expect(dry.json).toMatchObject({ dryRun: true, created: 2 })
         const init = await t.kfe('init', '--json')
         expect(init.code).toBe(0)
         expect(init.json).toMatchObject({

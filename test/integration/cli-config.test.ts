@@ -1,0 +1,97 @@
+import { randomBytes } from 'node:crypto'
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { PGlite } from '@electric-sql/pglite'
+import { Kysely, sql } from 'kysely'
+import { PGliteDialect } from 'kysely-pglite-dialect'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { openOps } from '../../src/cli/load-config.js'
+import { ConfigError, encrypted, encryptedSchema, localKeyProvider } from '../../src/index.js'
+import { opsSchema } from '../support/ops-schema.js'
+
+/**
+ * How `kfe` finds and loads its config (c12, as kysely-ctl loads `kysely.config.ts`): a
+ * `kfe.config.mjs` in the working directory, a file named by `--config`, a Kysely instance instead
+ * of a dialect, and the refusals. In this process, on PGlite: the configs hand over objects the test
+ * made (through `globalThis`), so what is tested is the loading, not a second copy of the library.
+ */
+
+const DIR = join(import.meta.dirname, '../.tmp-cli-config', `${process.pid}`)
+const HANDOFF = '__kfeConfigTest'
+
+describe('kfe config loading', () => {
+  const schema = opsSchema('cfg_users', { encrypted, encryptedSchema })
+  const kek = randomBytes(32)
+  // One provider per opened config: closing the operations closes their providers.
+  const keyProvider = () => localKeyProvider({ id: 'local:cfg', key: kek })
+  let pglite: PGlite
+  // biome-ignore lint/suspicious/noExplicitAny: the table is made at run time.
+  let kysely: Kysely<any>
+
+  beforeAll(async () => {
+    pglite = new PGlite()
+    kysely = new Kysely({ dialect: new PGliteDialect(pglite) })
+    await sql`create table cfg_users (id serial primary key, name text, email bytea, email_bidx bytea unique, ssn bytea, ssn_bidx bytea)`.execute(
+      kysely,
+    )
+    ;(globalThis as Record<string, unknown>)[HANDOFF] = {
+      schema,
+      keyProvider,
+      kysely,
+      dialect: new PGliteDialect(pglite),
+    }
+    for (const [dir, file, body] of [
+      [
+        'cwd',
+        'kfe.config.mjs',
+        `const h = globalThis.${HANDOFF}\nexport default { kysely: h.kysely, schema: h.schema, keyProvider: h.keyProvider() }\n`,
+      ],
+      [
+        'named',
+        'ops.kfe.js',
+        `const h = globalThis.${HANDOFF}\nexport default { dialect: h.dialect, schema: h.schema, keyProvider: [h.keyProvider()] }\n`,
+      ],
+      [
+        'noschema',
+        'kfe.config.mjs',
+        `export default { dialect: globalThis.${HANDOFF}.dialect, keyProvider: globalThis.${HANDOFF}.keyProvider() }\n`,
+      ],
+      ['empty', 'README', 'no config here\n'],
+    ] as const) {
+      mkdirSync(join(DIR, dir), { recursive: true })
+      writeFileSync(join(DIR, dir, file), body)
+    }
+  })
+  afterAll(async () => {
+    // The last test's kfe closed the PGlite instance with its own Kysely.
+    await kysely?.destroy().catch(() => undefined)
+    delete (globalThis as Record<string, unknown>)[HANDOFF]
+    rmSync(DIR, { recursive: true, force: true })
+  })
+
+  it('finds kfe.config.mjs in the working directory; a Kysely instance is used as it is and left open', async () => {
+    const opened = await openOps(undefined, join(DIR, 'cwd'))
+    expect(opened.config.kysely).toBe(kysely)
+    const init = await opened.ops.init()
+    expect(init.created).toBe(2)
+    await opened.close()
+    // The application's Kysely was not destroyed by kfe.
+    expect((await sql<{ n: number }>`select 1 as n`.execute(kysely)).rows).toEqual([{ n: 1 }])
+  })
+
+  it('refuses a directory without a config, and a config without a schema (CONFIG_INVALID)', async () => {
+    const none = await openOps(undefined, join(DIR, 'empty')).catch((e: unknown) => e)
+    expect(none).toBeInstanceOf(ConfigError)
+    expect((none as ConfigError).code).toBe('CONFIG_INVALID')
+    expect((none as Error).message).toContain('No kfe config found')
+    const missing = await openOps(undefined, join(DIR, 'noschema')).catch((e: unknown) => e)
+    expect((missing as ConfigError).code).toBe('CONFIG_INVALID')
+    expect((missing as Error).message).toContain('no `schema`')
+  })
+  it('--config names any file (here a .js beside others); its dialect gets a Kysely kfe opens and closes (last: it closes the shared PGlite)', async () => {
+    const opened = await openOps(join(DIR, 'named', 'ops.kfe.js'))
+    const status = await opened.ops.status({ exact: true })
+    expect(status.tables.map((t) => [t.table, t.keys.length])).toEqual([['cfg_users', 2]])
+    await opened.close()
+  })
+})
