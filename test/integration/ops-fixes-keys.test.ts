@@ -1,4 +1,4 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import { KeyError, type KeyProvider, KeyProviderError, KeyStore, OperationError } from '../../src/index.js'
 import { KeyMaterial } from '../../src/keys/key-material.js'
 import type { KeyRef } from '../../src/keys/key-provider.js'
@@ -6,7 +6,7 @@ import { createOpsContext } from '../../src/ops/context.js'
 import { newWrappedKey } from '../../src/ops/new-key.js'
 import type { JobResult, RetireResult } from '../../src/ops.js'
 import { type Backend, backends } from '../support/backends.js'
-import { type OpsTestDb, opsTestDb } from '../support/ops-db.js'
+import { type OpsTestDb, useOpsTestDb } from '../support/ops-db.js'
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
@@ -27,15 +27,7 @@ async function stageElsewhere(t: OpsTestDb, ref: KeyRef, activate: boolean): Pro
 
 describe.each(backends())('ops fixes: key versions [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
-    let t: OpsTestDb
-    beforeAll(async () => {
-      t = await opsTestDb(backend)
-      await t.ops.init()
-      await t.insert(10)
-    })
-    afterAll(async () => {
-      await t?.destroy()
-    })
+    const t = useOpsTestDb(backend, { rows: 10 })
 
     it('verify reports blind indexes computed with a retired index version (RETIRED_INDEX); reencrypt recomputes them', async () => {
       await t.ops.rotate(t.table, { purpose: 'index', reencrypt: false })
@@ -51,22 +43,18 @@ describe.each(backends())('ops fixes: key versions [$name]', (backend: Backend) 
   })
 })
 
-describe.each(backends())(
+// The backends run at once (each its own tables): the waits are real time, idle on every backend.
+// The cases of one backend run in order, on one table whose key versions each case moves on.
+describe.concurrent.each(backends())(
   'ops fixes: metadata-TTL waits by the database clock [$name]',
   (backend: Backend) => {
-    describe.runIf(backend.available)('', () => {
+    describe.runIf(backend.available).sequential('', () => {
       const ttlMs = 1500
-      let t: OpsTestDb
-      beforeAll(async () => {
-        t = await opsTestDb(backend, { ttlMs, ttlMarginMs: 100 })
-        await t.ops.init()
-        await t.insert(10)
-      })
-      afterAll(async () => {
-        await t?.destroy()
-      })
+      const t = useOpsTestDb(backend, { ttlMs, ttlMarginMs: 100, rows: 10 })
 
-      it('retire refuses (RETIRE_TOO_EARLY, with the time left) until the TTL has passed since the successor was activated; force overrides', async () => {
+      it('retire refuses (RETIRE_TOO_EARLY, with the time left) until the TTL has passed since the successor was activated; force overrides', async ({
+        expect,
+      }) => {
         await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
         expect(await t.ops.reencrypt(t.table)).toMatchObject({ rewritten: 10 })
         const error = await t.ops.retire(t.table, { purpose: 'data', version: 1 }).catch((e: unknown) => e)
@@ -91,7 +79,9 @@ describe.each(backends())(
         expect(r).toMatchObject({ retired: true, forced: false, waitMs: 0, rows: 0 })
       })
 
-      it('a version staged by another machine whose clock is an hour behind is activated only after the TTL from when it was first seen', async () => {
+      it('a version staged by another machine whose clock is an hour behind is activated only after the TTL from when it was first seen', async ({
+        expect,
+      }) => {
         await stageElsewhere(t, { logicalTable: t.table, purpose: 'data', version: 3 }, false)
         // That machine wrote created_at by its own clock: an hour in the past.
         await t.raw
@@ -115,7 +105,7 @@ describe.each(backends())(
         expect(performance.now() - started).toBeGreaterThanOrEqual(ttlMs)
       })
 
-      it('activate-later tells when, by the database clock, and what is left', async () => {
+      it('activate-later tells when, by the database clock, and what is left', async ({ expect }) => {
         const staged = await t.ops.rotate(t.table, { purpose: 'data', activateLater: true })
         expect(staged).toMatchObject({ version: 4, state: 'staged', interrupted: false })
         expect(staged.left).toContain(`kfe rotate ${t.table} --data\` again to activate it`)
@@ -137,13 +127,7 @@ describe.each(backends())(
   'ops fixes: key copies are wiped on every error path [$name]',
   (backend: Backend) => {
     describe.runIf(backend.available)('', () => {
-      let t: OpsTestDb
-      beforeAll(async () => {
-        t = await opsTestDb(backend)
-      })
-      afterAll(async () => {
-        await t?.destroy()
-      })
+      const t = useOpsTestDb(backend, { init: false })
       afterEach(() => {
         vi.restoreAllMocks()
       })

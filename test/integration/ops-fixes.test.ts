@@ -8,7 +8,7 @@ import { type FieldEncryptionOps, fieldEncryptionOps, type JobResult } from '../
 import { type Backend, backends } from '../support/backends.js'
 import type { TestDB } from '../support/encrypted-db.js'
 import { hooked } from '../support/hooked-dialect.js'
-import { type OpsTestDb, opsTestDb } from '../support/ops-db.js'
+import { type OpsTestDb, opsTestDb, useOpsTestDb } from '../support/ops-db.js'
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
@@ -22,15 +22,7 @@ async function corrupt(t: OpsTestDb, id: unknown): Promise<void> {
 
 describe.each(backends())('ops fixes: job engine [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
-    let t: OpsTestDb
-    beforeAll(async () => {
-      t = await opsTestDb(backend)
-      await t.ops.init()
-      await t.insert(40)
-    })
-    afterAll(async () => {
-      await t?.destroy()
-    })
+    const t = useOpsTestDb(backend, { rows: 40 })
 
     it('status --exact reports a job stopped by its signal as interrupted (needs attention), at once', async () => {
       // Every row is on the active versions: only the stopped job is left to report.

@@ -6,7 +6,7 @@ import { emailsById, startAppWriter } from '../support/app-writer.js'
 import { type Backend, backends } from '../support/backends.js'
 import type { TestDB } from '../support/encrypted-db.js'
 import { hooked } from '../support/hooked-dialect.js'
-import { type OpsTestDb, opsTestDb } from '../support/ops-db.js'
+import { type OpsTestDb, opsTestDb, useOpsTestDb } from '../support/ops-db.js'
 import { kmsFixture } from '../support/providers.js'
 
 /** Rows as the application reads them (plaintext), by id. */
@@ -14,15 +14,7 @@ const snapshot = (t: OpsTestDb) => emailsById(t.app, t.table)
 
 describe.each(backends())('ops jobs [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
-    let t: OpsTestDb
-    beforeAll(async () => {
-      t = await opsTestDb(backend)
-      await t.ops.init()
-      await t.insert(120)
-    })
-    afterAll(async () => {
-      await t?.destroy()
-    })
+    const t = useOpsTestDb(backend, { rows: 120 })
 
     it('an AbortSignal stops after the running batch with the checkpoint saved; the next run resumes', async () => {
       await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })

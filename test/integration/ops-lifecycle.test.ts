@@ -1,19 +1,13 @@
 import { randomBytes } from 'node:crypto'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { KeyError, localKeyProvider, OperationError } from '../../src/index.js'
 import { fieldEncryptionOps, type JobResult } from '../../src/ops.js'
 import { type Backend, backends } from '../support/backends.js'
-import { type OpsTestDb, opsTestDb } from '../support/ops-db.js'
+import { useOpsTestDb } from '../support/ops-db.js'
 
 describe.each(backends())('ops lifecycle [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
-    let t: OpsTestDb
-    beforeAll(async () => {
-      t = await opsTestDb(backend)
-    })
-    afterAll(async () => {
-      await t?.destroy()
-    })
+    const t = useOpsTestDb(backend, { init: false })
 
     it('init creates version 1 of the data and index keys under every KEK, once', async () => {
       const first = await t.ops.init()

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { Kysely, sql } from 'kysely'
+import { afterAll, beforeAll } from 'vitest'
 import {
   addEncryptedColumns,
   createBlindIndexes,
@@ -146,4 +147,36 @@ export async function opsTestDb(
       if (backend.name !== 'pglite') await raw.destroy()
     },
   }
+}
+
+/**
+ * The usual preamble of an ops suite: an {@link OpsTestDb} made before the suite's tests (keys
+ * created by `init` and `rows` rows inserted through the application, unless told otherwise) and
+ * destroyed after them. Read its fields inside tests and hooks only.
+ */
+export function useOpsTestDb(
+  backend: Backend,
+  options: Parameters<typeof opsTestDb>[1] & {
+    /** Run `ops.init()` first. @default true */
+    readonly init?: boolean
+    /** Rows inserted after `init`. @default 0 */
+    readonly rows?: number
+  } = {},
+): OpsTestDb {
+  let current: OpsTestDb | undefined
+  beforeAll(async () => {
+    current = await opsTestDb(backend, options)
+    if (options.init !== false) await current.ops.init()
+    if ((options.rows ?? 0) > 0) await current.insert(options.rows!)
+  })
+  afterAll(async () => {
+    await current?.destroy()
+  })
+  return new Proxy({} as OpsTestDb, {
+    get(_, prop) {
+      if (current === undefined)
+        throw new Error(`useOpsTestDb: ${String(prop)} read before the suite started`)
+      return Reflect.get(current, prop)
+    },
+  })
 }
