@@ -6,13 +6,13 @@ import { isUniqueViolation } from '../plugin/unique-violation.js'
 import { migratingColumn } from '../schema/migration-ddl.js'
 import type { ColumnInfo, TableInfo } from '../schema/schema.js'
 import { runBatchJob } from './batch-job.js'
+import { columnPages, columnRowColumns, type PageCursor } from './column-pages.js'
 import type { OpsContext } from './context.js'
 import { pausing } from './job-batch.js'
 import type { JobOptions, JobResult } from './job-engine.js'
 import type { BatchCounts } from './job-store.js'
 import { compareStored, plaintextValue } from './plaintext-value.js'
 import { exactKeys, type KeyColumn, keyColumn } from './primary-key.js'
-import { report } from './progress.js'
 import { destroyKeySet, type KeySet, loadKeySet, type StoredRow } from './row-check.js'
 
 /** Options of `encryptColumn`: those of every batch job, and a dry run. */
@@ -89,7 +89,7 @@ export async function encryptColumn(
     options,
     async (trx, batch, keys, failedKeys, key) => {
       const pk = key.name
-      let q = trx.selectFrom(table.physical).select(rowColumns(column, key)).orderBy(pk)
+      let q = trx.selectFrom(table.physical).select(columnRowColumns(column, key)).orderBy(pk)
       if (batch.lo !== null) q = q.where(pk, '>', batch.lo)
       if (batch.hi !== null) q = q.where(pk, '<=', batch.hi)
       if (column.spec.codec.kind === 'json') q = q.forUpdate()
@@ -113,41 +113,21 @@ async function dryRun(
   const key = await keyColumn(ctx, table)
   const keys = await pausing(table, () => loadKeySet(ctx, table))
   const result = { table: table.physical, column: column.physical, dryRun: true as const }
-  let rows = 0
+  const cursor: PageCursor = { rows: 0, stopped: false }
   let wouldRewrite = 0
   let failed = 0
   try {
-    let after: unknown = null
-    for (;;) {
-      if (options.signal?.aborted) return { ...result, rows, wouldRewrite, failed, stopped: true }
-      let q = ctx.db
-        .selectFrom(table.physical)
-        .select(rowColumns(column, key))
-        .orderBy(key.name)
-        .limit(options.pageSize ?? 1000)
-      if (after !== null) q = q.where(key.name, '>', after)
-      const page = exactKeys(key, (await q.execute()) as StoredRow[])
-      if (page.length === 0) break
+    for await (const page of columnPages(ctx, table, column, key, 'encrypt-column', options, cursor)) {
       for (const row of page) {
         const updates = rowUpdates(table, column, keys, row)
         if (updates === 'failed') failed++
         else if (updates !== undefined) wouldRewrite++
       }
-      rows += page.length
-      after = page.at(-1)?.[key.name] ?? null
-      report(options, {
-        op: 'encrypt-column',
-        table: table.physical,
-        phase: 'rows',
-        done: rows,
-        total: undefined,
-        unit: 'rows',
-      })
     }
   } finally {
     destroyKeySet(keys)
   }
-  return { ...result, rows, wouldRewrite, failed, stopped: false }
+  return { ...result, rows: cursor.rows, wouldRewrite, failed, stopped: cursor.stopped }
 }
 
 async function backfillRow(
@@ -202,7 +182,7 @@ async function backfillRow(
       })
     const again = (await trx
       .selectFrom(table.physical)
-      .select(rowColumns(column, key))
+      .select(columnRowColumns(column, key))
       .where(pk, '=', row[pk])
       .forUpdate()
       .execute()) as StoredRow[]
@@ -257,9 +237,4 @@ function rowUpdates(
     throw error
   }
   return { ...updates, ...indexes }
-}
-
-/** What the backfill reads of a row: exact primary key, plaintext, ciphertext, blind indexes. */
-function rowColumns(column: ColumnInfo, key: KeyColumn): Array<KeyColumn['selection']> {
-  return [key.selection, column.physical, column.stored, ...column.spec.indexes.map((s) => s.name)]
 }

@@ -3,11 +3,12 @@ import { indexValue } from '../plugin/resolve-values.js'
 import { migratingColumn } from '../schema/migration-ddl.js'
 import type { MigrationPhase } from '../schema/migration-phase.js'
 import { readState } from '../schema/migration-state.js'
+import { columnPages, type PageCursor } from './column-pages.js'
 import type { OpsContext } from './context.js'
 import { compareStored, plaintextValue } from './plaintext-value.js'
-import { exactKeys, keyColumn } from './primary-key.js'
-import { type RunOptions, report } from './progress.js'
-import { destroyKeySet, loadKeySet, type StoredRow } from './row-check.js'
+import { keyColumn } from './primary-key.js'
+import type { RunOptions } from './progress.js'
+import { destroyKeySet, loadKeySet } from './row-check.js'
 import type { VerifyFailure } from './verify.js'
 
 /** Options of `verifyColumn`. */
@@ -81,32 +82,17 @@ export async function verifyColumn(
   const pk = key.name
   const keys = await loadKeySet(ctx, table)
   const maxListed = options.maxListed ?? 100
-  const pageSize = options.pageSize ?? 1000
   const failures: VerifyFailure[] = []
-  let rows = 0
+  const cursor: PageCursor = { rows: 0, stopped: false }
   let equal = 0
   let plaintextNull = 0
   let missing = 0
   let failed = 0
-  let stopped = false
   const fail = (key: unknown, problems: string[]) => {
     if (failures.length < maxListed) failures.push({ key, problems })
   }
   try {
-    let after: unknown = null
-    for (;;) {
-      if (options.signal?.aborted) {
-        stopped = true
-        break
-      }
-      let q = ctx.db
-        .selectFrom(table.physical)
-        .select([key.selection, column.physical, column.stored, ...column.spec.indexes.map((s) => s.name)])
-        .orderBy(pk)
-        .limit(pageSize)
-      if (after !== null) q = q.where(pk, '>', after)
-      const page = exactKeys(key, (await q.execute()) as StoredRow[])
-      if (page.length === 0) break
+    for await (const page of columnPages(ctx, table, column, key, 'verify', options, cursor)) {
       for (const row of page) {
         const problems: string[] = []
         let value: unknown
@@ -154,30 +140,20 @@ export async function verifyColumn(
           fail(row[pk], problems)
         }
       }
-      rows += page.length
-      after = page.at(-1)?.[pk] ?? null
-      report(options, {
-        op: 'verify',
-        table: table.physical,
-        phase: 'rows',
-        done: rows,
-        total: undefined,
-        unit: 'rows',
-      })
     }
   } finally {
     destroyKeySet(keys)
   }
   return {
     ...base,
-    rows,
+    rows: cursor.rows,
     equal,
     plaintextNull,
     missing,
     failed,
     failures,
-    ok: !stopped && missing === 0 && failed === 0,
+    ok: !cursor.stopped && missing === 0 && failed === 0,
     compared: true,
-    stopped,
+    stopped: cursor.stopped,
   }
 }

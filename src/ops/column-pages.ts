@@ -1,0 +1,59 @@
+import type { ColumnInfo, TableInfo } from '../schema/schema.js'
+import type { OpsContext } from './context.js'
+import { exactKeys, type KeyColumn } from './primary-key.js'
+import { type RunOptions, report } from './progress.js'
+import type { StoredRow } from './row-check.js'
+
+/** What a job reads of a row of a column under migration: exact primary key, plaintext, ciphertext, blind indexes. */
+export function columnRowColumns(column: ColumnInfo, key: KeyColumn): Array<KeyColumn['selection']> {
+  return [key.selection, column.physical, column.stored, ...column.spec.indexes.map((s) => s.name)]
+}
+
+/** Where a {@link columnPages} read got to: rows read, and whether the signal stopped it. */
+export interface PageCursor {
+  rows: number
+  stopped: boolean
+}
+
+/**
+ * The rows of a column under migration ({@link columnRowColumns}), page by page in primary-key
+ * order (keyset pagination), outside any transaction, for read-only passes (`verifyColumn`,
+ * `encryptColumn`'s dry run). Reports `op` progress after each page; stops before the next page
+ * once the signal aborts (`cursor.stopped`).
+ */
+export async function* columnPages(
+  ctx: OpsContext,
+  table: TableInfo,
+  column: ColumnInfo,
+  key: KeyColumn,
+  op: string,
+  options: RunOptions & { readonly pageSize?: number | undefined },
+  cursor: PageCursor,
+): AsyncGenerator<StoredRow[]> {
+  let after: unknown = null
+  for (;;) {
+    if (options.signal?.aborted) {
+      cursor.stopped = true
+      return
+    }
+    let q = ctx.db
+      .selectFrom(table.physical)
+      .select(columnRowColumns(column, key))
+      .orderBy(key.name)
+      .limit(options.pageSize ?? 1000)
+    if (after !== null) q = q.where(key.name, '>', after)
+    const page = exactKeys(key, (await q.execute()) as StoredRow[])
+    if (page.length === 0) return
+    yield page
+    cursor.rows += page.length
+    after = page.at(-1)?.[key.name] ?? null
+    report(options, {
+      op,
+      table: table.physical,
+      phase: 'rows',
+      done: cursor.rows,
+      total: undefined,
+      unit: 'rows',
+    })
+  }
+}
