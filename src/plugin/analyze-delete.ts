@@ -5,7 +5,8 @@ import { opaque } from './analyze-expressions.js'
 import { fromItem, join, withClause } from './analyze-from.js'
 import { returning } from './analyze-selections.js'
 import { rebuild, rebuildList } from './nodes.js'
-import { identifierName, Scope, tableName } from './scope.js'
+import { Scope } from './scope.js'
+import { identifierName, tableName } from './table-names.js'
 
 /**
  * How a DELETE is analyzed: its target tables and USING relations make the scope, its WHERE is

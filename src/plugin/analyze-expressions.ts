@@ -6,7 +6,8 @@ import { mapChildren } from './node-utils.js'
 import { columnName, labelOf } from './nodes.js'
 import { checkRawText } from './raw-operands.js'
 import { refuse } from './refusal.js'
-import { identifierName, type Resolved, type Scope, tableName } from './scope.js'
+import type { Resolved, Scope } from './scope.js'
+import { identifierName, tableName } from './table-names.js'
 import { refuseWholeRow } from './whole-row.js'
 
 /**

@@ -5,7 +5,8 @@ import { opaque } from './analyze-expressions.js'
 import { firstColumn } from './column-rules.js'
 import { firstEncryptedColumn, rebuild, rebuildList } from './nodes.js'
 import { refuse } from './refusal.js'
-import { encryptedColumnOf, identifierName, PendingCte, rawTable, type Scope, tableName } from './scope.js'
+import { encryptedColumnOf, PendingCte, type Scope } from './scope.js'
+import { identifierName, rawTable, tableName } from './table-names.js'
 
 /**
  * The scope rules: which relations a level of a query sees. WITH adds its CTEs (all at once

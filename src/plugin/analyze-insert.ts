@@ -24,7 +24,8 @@ import {
   valueNode,
 } from './nodes.js'
 import { refuse } from './refusal.js'
-import { identifierName, Scope, type Source } from './scope.js'
+import { Scope, type Source } from './scope.js'
+import { identifierName } from './table-names.js'
 
 /**
  * How an INSERT is analyzed: plaintext written to an encrypted column becomes a deferred

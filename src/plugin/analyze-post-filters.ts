@@ -6,7 +6,8 @@ import { selectedFrom } from './hidden-selections.js'
 import { columnName, identifier, mayCombineRows, referenceNode, tableNode } from './nodes.js'
 import { HIDDEN_PREFIX } from './plan.js'
 import { type RefusedShape, refuse, searchIndexRefusal } from './refusal.js'
-import { identifierName, type Source, tableName } from './scope.js'
+import type { Source } from './scope.js'
+import { identifierName, tableName } from './table-names.js'
 
 /**
  * The check of a root select's rows after decryption, for its blind-index conditions: a search

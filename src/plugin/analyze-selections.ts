@@ -11,7 +11,8 @@ import { addAll, firstColumn } from './column-rules.js'
 import { contextSelections } from './context-selections.js'
 import { columnName, rebuild, rebuildList } from './nodes.js'
 import { refuse } from './refusal.js'
-import { identifierName, type Scope, type Source, tableName } from './scope.js'
+import type { Scope, Source } from './scope.js'
+import { identifierName, tableName } from './table-names.js'
 
 /**
  * Select lists and RETURNING: which outputs pass an annotated column (or blind index) on, under

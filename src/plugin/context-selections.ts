@@ -4,7 +4,8 @@ import { isHiddenContextName } from './hidden-selections.js'
 import { columnName, identifier, referenceNode, tableNode } from './nodes.js'
 import { HIDDEN_CONTEXT_PREFIX } from './plan.js'
 import { refuse } from './refusal.js'
-import { identifierName, type Relation, type Source, tableName } from './scope.js'
+import type { Relation, Source } from './scope.js'
+import { identifierName, tableName } from './table-names.js'
 
 /**
  * Hidden selections that carry the row context of the encrypted columns a query returns

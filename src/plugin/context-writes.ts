@@ -5,7 +5,7 @@ import { contextMissing } from '../schema/row-context.js'
 import type { TableInfo } from '../schema/schema.js'
 import type { DeferredValue } from './deferred-value.js'
 import { columnName, DEFAULT, EXPRESSION, LITERAL, nodeValue } from './nodes.js'
-import { tableName } from './scope.js'
+import { tableName } from './table-names.js'
 
 /**
  * The row context of writes to a table with a `context` option: which values the ciphertexts of

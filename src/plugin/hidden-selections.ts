@@ -1,7 +1,8 @@
 import type { OperationNode, ReferenceNode, SelectionNode } from 'kysely'
 import type { Origin, PendingFilter } from './analysis-context.js'
 import { HIDDEN_CONTEXT_PREFIX, HIDDEN_PREFIX } from './plan.js'
-import { identifierName, type Source } from './scope.js'
+import type { Source } from './scope.js'
+import { identifierName } from './table-names.js'
 
 /**
  * Helpers of the hidden selections the analyzer adds to a select for the index conditions it

@@ -2,7 +2,7 @@ import type { InsertQueryNode, OperationNode, ReferenceNode } from 'kysely'
 import type { ColumnInfo, EncryptedSchema } from '../schema/schema.js'
 import { type DeferredValue, isDeferred } from './deferred-value.js'
 import { someChild } from './node-utils.js'
-import { identifierName, tableName } from './scope.js'
+import { identifierName, tableName } from './table-names.js'
 
 /**
  * Functions known to compute one row's value from that row alone. Any other function in the
