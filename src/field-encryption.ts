@@ -198,7 +198,12 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
     options.verifySchema === false
       ? undefined
       : { ...(options.verifySchema === true ? {} : options.verifySchema), keyTable: keyTableName }
-  const plugin = new EncryptionPlugin(options.schema, plans, reads)
+  const plugin = new EncryptionPlugin(
+    options.schema,
+    plans,
+    reads,
+    verifyOptions === undefined ? undefined : 'pending',
+  )
 
   const wrap = (dialect: Dialect): Dialect => {
     let driver: EncryptingDriver | undefined

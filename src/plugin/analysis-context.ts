@@ -4,6 +4,7 @@ import type { DeferredValue } from './deferred-value.js'
 import type { PostFilter } from './plan.js'
 import type { ConditionPlace } from './refusal.js'
 import type { Relation, Scope, Source } from './scope.js'
+import type { TableColumns } from './table-columns.js'
 
 /**
  * The small interface every part of the analyzer works through: the per-statement files
@@ -30,6 +31,11 @@ export type Role = 'root' | 'derived' | 'scalar' | 'exists' | 'opaque'
 export interface Outputs {
   readonly node: OperationNode
   readonly outputs: Map<string, Source>
+  /**
+   * Every output name, in order (duplicates kept), when known: what `*` over the query returns
+   * when it is a derived table or CTE (see {@link Relation.columns}).
+   */
+  readonly names?: readonly string[] | undefined
 }
 
 /** A search-index condition found in a root WHERE, waiting for its hidden ciphertext column. */
@@ -59,6 +65,8 @@ export interface ConditionContext {
 export interface AnalysisContext {
   readonly schema: EncryptedSchema
   readonly mode: Mode
+  /** What is known of the live tables' columns (see {@link TableColumns}). */
+  readonly columns: TableColumns
   /**
    * Analyzes a nested query (select, insert, update, delete; anything else as an opaque
    * expression) in a level of its own.
@@ -67,6 +75,20 @@ export interface AnalysisContext {
    * @param ctes - the level whose CTEs it sees (see {@link Scope}); `parent` unless given
    */
   query(node: OperationNode, parent: Scope | undefined, role: Role, ctes?: Scope): Outputs
+  /**
+   * Every column of `relation`, in the order `*` returns them, when known: a base table's from
+   * the catalog (see {@link TableColumns}), a derived table's or CTE's output names.
+   */
+  columnsOf(relation: Relation): readonly string[] | undefined
+  /**
+   * An output `name` passing `column` on (or its blind index) may be shadowed by a column of the
+   * same name of `by`, a later relation of a `*` whose columns are not known: the driver returns
+   * the last column of a name. Noted when the catalog is pending (the wrapper analyzes the query
+   * again with it, before sending), else refused.
+   *
+   * @throws QueryRefusedError `QUERY_REFUSED` (operator `select all`)
+   */
+  mayBeShadowed(column: ColumnInfo, name: string, by: Relation): void
   /** Records a deferred value of the tree (made or met), for the wrapper's parameter check. */
   note<T extends DeferredValue>(value: T): T
   /** Records that blind-index columns of `table` are compared with each other. */

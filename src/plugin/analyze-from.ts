@@ -32,7 +32,8 @@ export function withClause(a: AnalysisContext, node: WithNode, scope: Scope): Wi
     if (cte.name.columns !== undefined && annotated !== undefined) {
       throw refuse(annotated.info, 'cte column list', 'name the columns inside the CTE query instead')
     }
-    scope.addCte(name, result.outputs)
+    // A column list renames the outputs (refused above when one is encrypted).
+    scope.addCte(name, result.outputs, cte.name.columns?.map((c) => identifierName(c.column)) ?? result.names)
     return rebuild(cte, { expression: result.node })
   })
   pending?.forEach((placeholder, i) => {
@@ -79,7 +80,7 @@ export function fromItem(
       // A derived table: its own scope sees the enclosing query's tables (not its siblings),
       // and every CTE of this query.
       const result = a.query(alias.node, parent, 'derived', scope)
-      scope.addDerived(identifierName(alias.alias), result.outputs)
+      scope.addDerived(identifierName(alias.alias), result.outputs, result.names)
       return rebuild(alias, { node: result.node })
     }
   }

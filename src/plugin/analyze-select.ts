@@ -38,7 +38,7 @@ export function analyzeSelect(
   // A subquery built from `db` was transformed once as a query of its own, which may have
   // added hidden selections for its index conditions: as a subquery it returns no rows itself.
   const own = role === 'root' || !node.selections ? node.selections : withoutHidden(node.selections)
-  const { nodes, outputs, origins, plain } = selections(a, own ?? [], scope)
+  const { nodes, outputs, origins, plain, names } = selections(a, own ?? [], scope, role)
   if (node.selections) patch.selections = nodes
   if (role === 'derived') checkIndexPairs(outputs, origins)
   const pending: PendingFilter[] | undefined = role === 'root' ? [] : undefined
@@ -109,7 +109,7 @@ export function analyzeSelect(
       a.addOutputContext(context.context, context.hidden)
     }
   }
-  return { node: rebuild(node, patch), outputs }
+  return { node: rebuild(node, patch), outputs, names }
 }
 
 /**

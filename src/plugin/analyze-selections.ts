@@ -7,11 +7,12 @@ import type {
 } from 'kysely'
 import type { AnalysisContext, Origin, Outputs, Role } from './analysis-context.js'
 import { opaque, reference } from './analyze-expressions.js'
-import { addAll, firstColumn } from './column-rules.js'
+import { firstColumn } from './column-rules.js'
 import { contextSelections } from './context-selections.js'
 import { columnName, rebuild, rebuildList } from './nodes.js'
 import { refuse } from './refusal.js'
-import type { Scope, Source } from './scope.js'
+import type { Relation, Resolved, Scope, Source } from './scope.js'
+import { expandAll } from './select-all.js'
 import { identifierName, tableName } from './table-names.js'
 
 /**
@@ -48,19 +49,25 @@ function claim(
 
 /**
  * The outputs of a select list (or RETURNING) and where each came from: the relation a plain
- * reference resolved through, or `null` for a subquery's output.
+ * reference resolved through, or `null` for a subquery's output. An output named like an earlier
+ * one replaces it in the result rows, as the driver keeps the last column of a name.
  *
- * @throws QueryRefusedError `QUERY_REFUSED` for two outputs of one name where either is encrypted
+ * @param role - how the outputs are used (see {@link expandAll})
+ * @returns also every output name in order (`names`), when known
+ * @throws QueryRefusedError `QUERY_REFUSED` for two explicit outputs of one name where either is
+ *   encrypted, or an encrypted output a later `*` may shadow (see {@link expandAll})
  */
 export function selections(
   a: AnalysisContext,
   selections: ReadonlyArray<SelectionNode>,
   scope: Scope,
+  role: Role,
 ): {
   nodes: ReadonlyArray<SelectionNode>
   outputs: Map<string, Source>
   origins: Map<string, Origin>
   plain: ReadonlySet<string>
+  names: readonly string[] | undefined
 } {
   const outputs = new Map<string, Source>()
   const origins = new Map<string, Origin>()
@@ -74,31 +81,41 @@ export function selections(
   // Names an explicit item of the list gives to a plaintext value (a column the schema does not
   // annotate, an expression, a subquery): ORDER BY may sort by them (see {@link plainOutputs}).
   const plainNamed = new Set<string>()
+  // Every output name in order, while known (an expression without an alias, or a `*` over a
+  // relation whose columns are not known, ends that).
+  let names: string[] | undefined = []
+  const expand = (relation: Relation) => {
+    const added = expandAll(a, relation, outputs, origins, role)
+    if (added === undefined) names = undefined
+    else names?.push(...added)
+  }
   const nodes = rebuildList(selections, (s) => {
     const sel = s.selection
     if (sel.kind === 'SelectAllNode') {
-      for (const r of scope.relations) if (!r.qualifiedOnly) addAll(outputs, r, origins)
+      for (const r of scope.relations) if (!r.qualifiedOnly) expand(r)
       return s
     }
     if (sel.kind === 'ReferenceNode' && sel.column.kind === 'SelectAllNode') {
       const qualifier = sel.table === undefined ? undefined : tableName(sel.table).name
       // `q.*` may name a relation of an enclosing query (LATERAL, correlated subqueries).
       const relation = qualifier === undefined ? undefined : scope.relationNamed(qualifier)
-      if (relation !== undefined) addAll(outputs, relation, origins)
-      else if (qualifier !== undefined) a.checkUnseen(qualifier, '*')
+      if (relation !== undefined) expand(relation)
+      else {
+        if (qualifier !== undefined) a.checkUnseen(qualifier, '*')
+        names = undefined
+      }
       return s
     }
     if (sel.kind === 'ReferenceNode' || sel.kind === 'ColumnNode') {
       const ref = reference(a, sel, scope)
       claim(named, plainNamed, outputs, columnName(sel), ref?.source)
-      if (ref !== undefined) {
-        outputs.set(columnName(sel), ref.source)
-        origins.set(columnName(sel), ref.relation)
-      }
+      place(outputs, origins, columnName(sel), ref)
+      names?.push(columnName(sel))
       return s
     }
     if (sel.kind === 'AliasNode') {
       const name = identifierName(sel.alias)
+      names?.push(name)
       const inner = sel.node
       const ref = reference(a, inner, scope)
       if (inner.kind !== 'SelectQueryNode') claim(named, plainNamed, outputs, name, ref?.source)
@@ -123,15 +140,37 @@ export function selections(
           const hit = [...sub.outputs.values()].find((o) => o.kind === 'column')
           if (hit?.kind === 'column')
             throw refuse(hit.info, 'subquery', 'a scalar subquery must select exactly one column')
+          place(outputs, origins, name, undefined)
         }
         return rebuild(s, { selection: rebuild(sel, { node: sub.node }) })
       }
-      claim(named, plainNamed, outputs, name, undefined)
+      // Claimed above, as a plaintext value.
+      place(outputs, origins, name, undefined)
       return rebuild(s, { selection: rebuild(sel, { node: opaque(a, inner, scope, 'expression') }) })
     }
+    names = undefined
     return rebuild(s, { selection: opaque(a, sel, scope, 'expression') })
   })
-  return { nodes, outputs, origins, plain: plainOutputs(plainNamed, outputs) }
+  return { nodes, outputs, origins, plain: plainOutputs(plainNamed, outputs), names }
+}
+
+/**
+ * Records an explicit output `name`: what `ref` resolved to, or, for a plaintext value, nothing,
+ * replacing an encrypted output of that name a `*` before it made (the driver keeps the last).
+ */
+function place(
+  outputs: Map<string, Source>,
+  origins: Map<string, Origin>,
+  name: string,
+  ref: Resolved | undefined,
+): void {
+  if (ref === undefined) {
+    outputs.delete(name)
+    origins.delete(name)
+    return
+  }
+  outputs.set(name, ref.source)
+  origins.set(name, ref.relation)
 }
 
 /**
@@ -185,8 +224,10 @@ export function returning(
   patch: Record<string, unknown>,
 ): Outputs {
   let outputs = new Map<string, Source>()
+  let names: readonly string[] | undefined = []
   if (node.returning) {
-    const r = selections(a, node.returning.selections, scope)
+    const r = selections(a, node.returning.selections, scope, role)
+    names = r.names
     let nodes = r.nodes
     if (role === 'root') {
       const context = contextSelections(nodes, r.outputs, r.origins, a.mode === 'verify')
@@ -203,5 +244,5 @@ export function returning(
     const hit = firstColumn(outputs)
     if (hit !== undefined) throw refuse(hit.info, 'subquery', 'its result is used in an expression')
   }
-  return { node: rebuild(node, patch), outputs }
+  return { node: rebuild(node, patch), outputs, names }
 }

@@ -21,10 +21,12 @@ import { DeferredValue } from './deferred-value.js'
 import { collectDeferred, mentionsSchemaTable, relationNames } from './nodes.js'
 import { EMPTY_PLAN, type PlanOutput, type PostFilter, type QueryPlan } from './plan.js'
 import { refuse } from './refusal.js'
-import { Scope } from './scope.js'
+import { type Relation, Scope } from './scope.js'
+import { columnsOf, type TableColumns } from './table-columns.js'
 
 /**
- * Analyzes one query tree (see {@link Analyzer}). Most queries of an application touch no
+ * Analyzes one query tree (see {@link Analyzer}), knowing `columns` of the live tables (see
+ * {@link TableColumns}). Most queries of an application touch no
  * encrypted table: those are returned untouched with the empty plan, after one walk without
  * allocation and without building an analyzer.
  *
@@ -35,9 +37,10 @@ export function analyzeQuery(
   schema: EncryptedSchema,
   mode: Mode,
   root: RootOperationNode,
+  columns: TableColumns,
 ): { node: RootOperationNode; plan: QueryPlan } {
   if (!mentionsSchemaTable(root, schema)) return { node: root, plan: EMPTY_PLAN }
-  return new Analyzer(schema, mode).analyze(root)
+  return new Analyzer(schema, mode, columns).analyze(root)
 }
 
 /**
@@ -54,6 +57,8 @@ export class Analyzer implements AnalysisContext {
   readonly #deferredValues = new Set<DeferredValue>()
   readonly #indexComparisons = new Set<string>()
   #deferred = false
+  /** An output may be shadowed by columns the pending catalog will list (see {@link TableColumns}). */
+  #needsCatalog = false
   /** Root outputs' row-context keys, and the hidden keys carrying them (tables with `context`). */
   #outputContext: ReadonlyMap<string, readonly string[]> | undefined
   #hiddenContext: readonly string[] | undefined
@@ -65,6 +70,7 @@ export class Analyzer implements AnalysisContext {
   constructor(
     readonly schema: EncryptedSchema,
     readonly mode: Mode,
+    readonly columns: TableColumns,
   ) {}
 
   /**
@@ -110,7 +116,8 @@ export class Analyzer implements AnalysisContext {
       outputs.length === 0 &&
       this.#postFilters.length === 0 &&
       !this.#deferred &&
-      this.#indexComparisons.size === 0
+      this.#indexComparisons.size === 0 &&
+      !this.#needsCatalog
     ) {
       return { node: result.node as RootOperationNode, plan: EMPTY_PLAN }
     }
@@ -123,6 +130,7 @@ export class Analyzer implements AnalysisContext {
         deferredValues: this.#deferredValues,
         indexComparisons: this.#indexComparisons,
         ...(this.#hiddenContext === undefined ? {} : { hiddenContext: this.#hiddenContext }),
+        ...(this.#needsCatalog ? { needsCatalog: true } : {}),
       }),
     }
   }
@@ -145,6 +153,31 @@ export class Analyzer implements AnalysisContext {
           outputs: new Map(),
         }
     }
+  }
+
+  /** {@inheritDoc AnalysisContext.columnsOf} */
+  columnsOf(relation: Relation): readonly string[] | undefined {
+    if (relation.base === undefined) return relation.columns
+    return columnsOf(this.columns, relation.base.schema, relation.base.name)
+  }
+
+  /** {@inheritDoc AnalysisContext.mayBeShadowed} */
+  mayBeShadowed(column: ColumnInfo, name: string, by: Relation): void {
+    if (this.columns === 'pending') {
+      this.#needsCatalog = true
+      return
+    }
+    const unknown =
+      by.base === undefined
+        ? 'whose columns are not known'
+        : this.columns === undefined
+          ? 'whose columns are not known with schema verification off'
+          : 'which the catalog read by schema verification does not list'
+    throw refuse(
+      column,
+      'select all',
+      `output "${name}" could be replaced by a column of the same name of ${by.name}, a later relation ${unknown} (the driver keeps the last column of a name)`,
+    )
   }
 
   /** {@inheritDoc AnalysisContext.noteIndexComparison} */

@@ -10,6 +10,7 @@ import type { EncryptedSchema } from '../schema/schema.js'
 import { analyzeQuery } from './analyzer.js'
 import { withCallerStack } from './caller-stack.js'
 import type { PendingPlans } from './plan.js'
+import type { TableColumns } from './table-columns.js'
 import type { UnwrappedReads } from './unwrapped-reads.js'
 
 /**
@@ -26,22 +27,26 @@ export class EncryptionPlugin implements KyselyPlugin {
   readonly #schema: EncryptedSchema
   readonly #plans: PendingPlans
   readonly #reads: UnwrappedReads
+  readonly #columns: TableColumns
 
   /**
    * @param plans - shared with the dialect wrapper: plans of the trees this plugin produced.
    * @param reads - shared with the dialect wrapper: reads of encrypted columns no wrapper ran yet.
+   * @param columns - `'pending'` when schema verification is on (each wrapped dialect reads its
+   *   own catalog, which this plugin, shared by all, does not pick from), else `undefined`.
    */
-  constructor(schema: EncryptedSchema, plans: PendingPlans, reads: UnwrappedReads) {
+  constructor(schema: EncryptedSchema, plans: PendingPlans, reads: UnwrappedReads, columns: TableColumns) {
     this.#schema = schema
     this.#plans = plans
     this.#reads = reads
+    this.#columns = columns
   }
 
   /** @throws QueryRefusedError for what cannot run safely; its stack ends at the caller's query. */
   transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
     let analyzed: ReturnType<typeof analyzeQuery>
     try {
-      analyzed = analyzeQuery(this.#schema, 'rewrite', args.node)
+      analyzed = analyzeQuery(this.#schema, 'rewrite', args.node, this.#columns)
     } catch (error) {
       // Made here, a few frames below the application's `execute()` or `compile()`.
       throw withCallerStack(error, new Error())

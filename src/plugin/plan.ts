@@ -51,6 +51,12 @@ export interface QueryPlan {
    * columns the query did not select): removed from the rows once decrypted.
    */
   readonly hiddenContext?: readonly string[]
+  /**
+   * An output may be shadowed by a column the schema verification's catalog lists (a `*` over
+   * several relations, analyzed before the catalog was read): the wrapper analyzes the tree again
+   * with the catalog, after verification and before sending.
+   */
+  readonly needsCatalog?: boolean
 }
 
 /** The plan of a query that touches no annotated column: nothing to do. */

@@ -1,4 +1,4 @@
-import type { CompiledQuery, QueryCompiler } from 'kysely'
+import type { CompiledQuery, QueryCompiler, RootOperationNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
 import type { KeyRing } from '../keys/key-ring.js'
 import type { EncryptedSchema } from '../schema/schema.js'
@@ -7,6 +7,7 @@ import { type DeferredValue, isDeferred } from './deferred-value.js'
 import { EMPTY_PLAN, type PendingPlans, type QueryPlan } from './plan.js'
 import { cachedKeys, loadKeys, type QueryKeys, resolveDeferred } from './resolve-values.js'
 import type { SchemaGate } from './schema-gate.js'
+import type { TableColumns } from './table-columns.js'
 import type { UnwrappedReads } from './unwrapped-reads.js'
 
 /**
@@ -53,24 +54,60 @@ export function prepareQuery(
   // parameters were swapped (plaintext in a placeholder's slot) takes the verify pass instead.
   if (plan !== undefined && !sameDeferred(plan, deferred)) plan = undefined
   if (plan === undefined) {
-    plan = node === undefined ? EMPTY_PLAN : analyzeQuery(ctx.schema, 'verify', node).plan
-    if (!sameDeferred(plan, deferred)) {
-      throw new QueryRefusedError(
-        'PLAINTEXT_WRITE',
-        'The parameters of this compiled query do not match its encrypted placeholders; nothing was sent.',
-        {
-          hint: 'Do not edit the parameters of a compiled query that touches encrypted columns.',
-        },
-      )
-    }
+    plan = node === undefined ? EMPTY_PLAN : verifiedPlan(ctx, node, deferred, ctx.schemaGate.columns)
   }
   const checked = plan
   if (ctx.schemaGate.needs(node, checked)) {
     // Once per wrapped dialect: nothing is sent (no plaintext reaches a misspelt table) until
     // the database is known to match the schema.
-    return ctx.schemaGate.pass(slow()).then(() => withPlan(ctx, compiler, query, checked, deferred, slow))
+    return ctx.schemaGate
+      .pass(slow())
+      .then(() => withPlan(ctx, compiler, query, withCatalog(ctx, node, checked, deferred), deferred, slow))
   }
-  return withPlan(ctx, compiler, query, checked, deferred, slow)
+  return withPlan(ctx, compiler, query, withCatalog(ctx, node, checked, deferred), deferred, slow)
+}
+
+/**
+ * The plan derived from the final tree (the verify pass).
+ *
+ * @throws QueryRefusedError `PLAINTEXT_WRITE` when the parameters are not the tree's deferred values
+ */
+function verifiedPlan(
+  ctx: PrepareContext,
+  node: RootOperationNode,
+  deferred: readonly DeferredValue[],
+  columns: TableColumns,
+): QueryPlan {
+  const plan = analyzeQuery(ctx.schema, 'verify', node, columns).plan
+  if (!sameDeferred(plan, deferred)) {
+    throw new QueryRefusedError(
+      'PLAINTEXT_WRITE',
+      'The parameters of this compiled query do not match its encrypted placeholders; nothing was sent.',
+      {
+        hint: 'Do not edit the parameters of a compiled query that touches encrypted columns.',
+      },
+    )
+  }
+  return plan
+}
+
+/**
+ * The plan of a query analyzed before the catalog was read, in which an output may be shadowed
+ * by a `*` (see {@link QueryPlan.needsCatalog}), derived again with the catalog the schema check
+ * (just passed) read; any other plan as it is.
+ *
+ * @throws QueryRefusedError `QUERY_REFUSED` for an output the catalog does not settle
+ */
+function withCatalog(
+  ctx: PrepareContext,
+  node: RootOperationNode | undefined,
+  plan: QueryPlan,
+  deferred: readonly DeferredValue[],
+): QueryPlan {
+  if (plan.needsCatalog !== true || node === undefined) return plan
+  const columns = ctx.schemaGate.columns
+  // Still pending only if the check did not run: then the columns are not known.
+  return verifiedPlan(ctx, node, deferred, columns === 'pending' ? undefined : columns)
 }
 
 /** The rest of {@link prepareQuery}, once the plan is known and the schema verified. */

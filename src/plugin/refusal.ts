@@ -16,6 +16,8 @@ const HINTS: Readonly<Record<string, string>> = {
   subquery:
     'A subquery whose result feeds an expression (jsonArrayFrom/jsonObjectFrom, IN (subquery), a function) cannot carry encrypted columns: select them at the top level.',
   'sql.lit': 'Pass the value as a parameter (not sql.lit) so the plugin can encrypt or index it.',
+  'select all':
+    "List the columns to select (select([...]), or selectAll('<table>') for one relation), or turn schema verification on: with it, the plugin knows every table's columns.",
 }
 
 const COMPARISON_HINT =

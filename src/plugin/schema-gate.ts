@@ -8,6 +8,7 @@ import {
 } from 'kysely'
 import type { Catalog } from '../schema/catalog.js'
 import type { QueryPlan } from './plan.js'
+import type { TableColumns } from './table-columns.js'
 
 /** Runs a function on the query's connection (the wrapper's slow path). */
 type OnConnection = <T>(fn: () => Promise<T>) => Promise<T>
@@ -44,10 +45,24 @@ export class SchemaGate {
     return this.#catalog
   }
 
-  /** Whether this query must wait for the check: it needs keys, or writes (but to the key table). */
+  /** What an analysis knows of the tables' columns: the catalog, or that it is still to be read. */
+  get columns(): TableColumns {
+    return this.#catalog ?? (this.check === undefined ? undefined : 'pending')
+  }
+
+  /**
+   * Whether this query must wait for the check: it needs keys or the catalog, or writes (but to
+   * the key table).
+   */
   needs(node: OperationNode | undefined, plan: QueryPlan): boolean {
     if (this.#open) return false
-    if (plan.deferredValues.size > 0 || plan.outputs.length > 0 || plan.indexComparisons.size > 0) return true
+    if (
+      plan.deferredValues.size > 0 ||
+      plan.outputs.length > 0 ||
+      plan.indexComparisons.size > 0 ||
+      plan.needsCatalog === true
+    )
+      return true
     if (node === undefined) return false
     if (InsertQueryNode.is(node)) return !this.#isKeyTable(node.into)
     if (UpdateQueryNode.is(node)) return !this.#isKeyTable(node.table)

@@ -16,6 +16,13 @@ export interface Relation {
   readonly table: TableInfo | undefined
   /** For derived tables and CTEs: the annotated columns they pass through, by output name. */
   readonly derived: ReadonlyMap<string, Source> | undefined
+  /** For a base table (annotated or not): its name, to look its columns up in the catalog. */
+  readonly base?: { readonly schema: string | undefined; readonly name: string }
+  /**
+   * For derived tables and CTEs: every output name, in order (duplicates kept), when known; what
+   * `*` over the relation returns.
+   */
+  readonly columns?: readonly string[] | undefined
   /** Reachable only by a qualified name (`excluded` of ON CONFLICT). */
   readonly qualifiedOnly?: boolean
 }
@@ -41,6 +48,8 @@ export class Scope {
   readonly relations: Relation[] = []
   /** CTEs of this level's WITH; made on the first one (most queries have none). */
   #ctes: Map<string, ReadonlyMap<string, Source>> | undefined
+  /** Every output name of this level's CTEs, where known (see {@link Relation.columns}). */
+  #cteColumns: Map<string, readonly string[] | undefined> | undefined
   /** Where CTE names not declared at this level are looked up next. */
   readonly #outerCtes: Scope | undefined
   /** This level's select-list outputs, once known: WHERE, ORDER BY, … must not reach them by alias. */
@@ -59,10 +68,24 @@ export class Scope {
     this.#outerCtes = outerCtes
   }
 
-  /** Declares a CTE of this level's WITH: later CTEs, the query and its subqueries see it. */
-  addCte(name: string, outputs: ReadonlyMap<string, Source>): void {
+  /**
+   * Declares a CTE of this level's WITH: later CTEs, the query and its subqueries see it.
+   *
+   * @param columns - every output name, in order, when known (see {@link Relation.columns})
+   */
+  addCte(name: string, outputs: ReadonlyMap<string, Source>, columns?: readonly string[]): void {
     this.#ctes ??= new Map()
     this.#ctes.set(name, outputs)
+    this.#cteColumns ??= new Map()
+    this.#cteColumns.set(name, columns)
+  }
+
+  /** Every output name of the CTE `name` visible here, when known (see {@link cte}). */
+  #cteColumnsOf(name: string): readonly string[] | undefined {
+    for (let s: Scope | undefined = this; s !== undefined; s = s.#outerCtes) {
+      if (s.#ctes?.has(name)) return s.#cteColumns?.get(name)
+    }
+    return undefined
   }
 
   /** The outputs of the CTE `name` visible here: this level's first, then the enclosing levels'. */
@@ -129,7 +152,7 @@ export class Scope {
           { table: shadowed.logical, column: first.logical, hint: `Give the CTE another name than ${name}.` },
         )
       }
-      relation = { name: alias ?? name, table: undefined, derived: cte }
+      relation = { name: alias ?? name, table: undefined, derived: cte, columns: this.#cteColumnsOf(name) }
     } else {
       const table = this.schema.table(name, schema)
       if (table === undefined) {
@@ -138,7 +161,7 @@ export class Scope {
         if (near !== undefined)
           refuseNearName(near.kind === 'column' ? near.info.table : near.info.column.table, name)
       }
-      relation = { name: alias ?? name, table, derived: undefined }
+      relation = { name: alias ?? name, table, derived: undefined, base: { schema, name } }
     }
     this.#push(relation)
     return relation
@@ -186,8 +209,13 @@ export class Scope {
     return this.relationNamed(qualifier) !== undefined
   }
 
-  addDerived(name: string, outputs: ReadonlyMap<string, Source>): void {
-    this.#push({ name, table: undefined, derived: outputs })
+  /**
+   * Adds a derived table of this level.
+   *
+   * @param columns - every output name, in order, when known (see {@link Relation.columns})
+   */
+  addDerived(name: string, outputs: ReadonlyMap<string, Source>, columns?: readonly string[]): void {
+    this.#push({ name, table: undefined, derived: outputs, columns })
   }
 
   /**

@@ -357,7 +357,7 @@ function select(g: Gen, ctes: readonly Relation[], top: boolean): SelectResult {
     // Open finding (docs/fuzzing.md, "selectAll() over relations that share an output name"): an
     // encrypted output of one relation with a plaintext output of the same name in a later one
     // fails to decrypt after sending. Not generated until the plugin handles it.
-    if (roll < 15 && !shadowsEncrypted(scope)) {
+    if (roll < 15) {
       calls.push(call('selectAll'))
       for (const r of scope) for (const c of r.cols) g.use(c)
       out.push(...scope.flatMap((r) => r.cols))
@@ -428,16 +428,6 @@ function select(g: Gen, ctes: readonly Relation[], top: boolean): SelectResult {
     }
   }
   return { calls, out, ordered, shape }
-}
-
-/** True when a relation exposes an encrypted column under a name a later relation uses for a plaintext one. */
-function shadowsEncrypted(scope: readonly Relation[]): boolean {
-  return scope.some((r, i) =>
-    r.cols.some(
-      (c) =>
-        c.encrypted && scope.slice(i + 1).some((l) => l.cols.some((x) => x.name === c.name && !x.encrypted)),
-    ),
-  )
 }
 
 /** Columns to join a new relation on: usually user_id = id, sometimes two encrypted columns. */

@@ -67,6 +67,8 @@ export interface EncryptedTestDbOptions {
   readonly wrapInner?: (dialect: Dialect) => Dialect
   /** The tables' names (default: new unique ones). */
   readonly names?: TableNames
+  /** `false` turns the wrapper's schema verification off (default: on, for this fixture's tables). */
+  readonly verifySchema?: false
 }
 
 /** New unique names for the tables of one {@link encryptedTestDb}. */
@@ -146,7 +148,7 @@ export async function encryptedTestDb(
     schema,
     keyProvider: options.keyProvider ?? localKeyProvider({ key: randomBytes(32) }),
     keyTable: names.keys,
-    verifySchema: onlyTables(names.users, names.orders, names.plain),
+    verifySchema: options.verifySchema ?? onlyTables(names.users, names.orders, names.plain),
   })
   const [appDialect, rawDialect] = backend.createDialectPair()
   const db = new Kysely<TestDB>({

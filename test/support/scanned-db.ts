@@ -1,7 +1,7 @@
 import { afterAll, beforeEach, expect } from 'vitest'
 import { QueryRefusedError } from '../../src/index.js'
 import type { Backend } from './backends.js'
-import { type EncryptedTestDb, useEncryptedTestDb } from './encrypted-db.js'
+import { type EncryptedTestDb, type EncryptedTestDbOptions, useEncryptedTestDb } from './encrypted-db.js'
 import { type ScanningDialect, scanningDialect } from './leak-scanner.js'
 
 /** What {@link useScannedTestDb} gives a suite. */
@@ -23,9 +23,11 @@ export function useScannedTestDb(
   backend: Backend,
   secrets: readonly string[],
   seed: (t: EncryptedTestDb) => Promise<void>,
+  options: Pick<EncryptedTestDbOptions, 'verifySchema'> = {},
 ): ScannedSuite {
   let live: ScanningDialect | undefined
   const t = useEncryptedTestDb(backend, {
+    ...options,
     wrapInner: (d) => {
       live = scanningDialect(d, () => [...secrets])
       return live
