@@ -38,6 +38,22 @@ export interface Outputs {
   readonly names?: readonly string[] | undefined
 }
 
+/**
+ * How one kind of statement is analyzed (analyze-select.ts, analyze-insert.ts,
+ * analyze-update.ts, analyze-delete.ts): in a level of scope of its own (see `statementScope` in
+ * analyze-from.ts), returning the rewritten statement and its outputs.
+ *
+ * @param parent - the enclosing level whose relations the statement sees
+ * @param ctes - the level whose CTEs it sees (see {@link Scope}); `parent` unless given
+ */
+export type StatementAnalysis<N extends OperationNode> = (
+  a: AnalysisContext,
+  node: N,
+  parent: Scope | undefined,
+  role: Role,
+  ctes?: Scope,
+) => Outputs
+
 /** A search-index condition found in a root WHERE, waiting for its hidden ciphertext column. */
 export interface PendingFilter {
   readonly relation: Relation

@@ -1,11 +1,10 @@
 import type { AliasNode, DeleteQueryNode, JoinNode, OperationNode } from 'kysely'
-import type { AnalysisContext, Outputs, Role } from './analysis-context.js'
+import type { StatementAnalysis } from './analysis-context.js'
 import { whereNode } from './analyze-conditions.js'
 import { opaque } from './analyze-expressions.js'
-import { fromItem, join, withClause } from './analyze-from.js'
+import { fromItem, join, statementScope } from './analyze-from.js'
 import { returning } from './analyze-selections.js'
 import { rebuild, rebuildList } from './nodes.js'
-import { Scope } from './scope.js'
 import { identifierName, tableName } from './table-names.js'
 
 /**
@@ -13,20 +12,10 @@ import { identifierName, tableName } from './table-names.js'
  * rewritten to blind-index searches (no check of rows: none come back to check), ORDER BY may
  * not use an encrypted column, and RETURNING makes its outputs.
  *
- * @param parent - the enclosing level whose relations the statement sees
- * @param ctes - the level whose CTEs it sees (see {@link Scope}); `parent` unless given
  * @throws QueryRefusedError `QUERY_REFUSED`, `AMBIGUOUS_COLUMN`, `PLAINTEXT_SEARCH`
  */
-export function analyzeDelete(
-  a: AnalysisContext,
-  node: DeleteQueryNode,
-  parent: Scope | undefined,
-  role: Role,
-  ctes = parent,
-): Outputs {
-  const scope = new Scope(a.schema, parent, ctes)
-  const patch: Record<string, unknown> = {}
-  if (node.with) patch.with = withClause(a, node.with, scope)
+export const analyzeDelete: StatementAnalysis<DeleteQueryNode> = (a, node, parent, role, ctes = parent) => {
+  const { scope, patch } = statementScope(a, node, parent, ctes)
   // MySQL's multi-table DELETE names its targets by relations of USING and its joins
   // (`delete from a using users as a`): such a target stands for that relation and adds
   // none. Others are added first, in SQL's order (RETURNING * lists them first).

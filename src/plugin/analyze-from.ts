@@ -5,7 +5,7 @@ import { opaque } from './analyze-expressions.js'
 import { firstColumn } from './column-rules.js'
 import { firstEncryptedColumn, rebuild, rebuildList } from './nodes.js'
 import { refuse } from './refusal.js'
-import { encryptedColumnOf, PendingCte, type Scope } from './scope.js'
+import { encryptedColumnOf, PendingCte, Scope } from './scope.js'
 import { identifierName, rawTable, tableName } from './table-names.js'
 
 /**
@@ -13,6 +13,25 @@ import { identifierName, rawTable, tableName } from './table-names.js'
  * under RECURSIVE), FROM and JOIN add tables, aliases and derived tables; a derived table sees
  * the enclosing query's tables (its siblings only under LATERAL) and every CTE of its query.
  */
+
+/**
+ * The start of every statement: a level of scope of its own, with the CTEs of its WITH clause,
+ * and the patch its analysis fills (the rewritten WITH first).
+ *
+ * @param parent - the enclosing level whose relations the statement sees
+ * @param ctes - the level whose CTEs it sees (see {@link Scope})
+ */
+export function statementScope(
+  a: AnalysisContext,
+  node: { readonly with?: WithNode },
+  parent: Scope | undefined,
+  ctes: Scope | undefined,
+): { scope: Scope; patch: Record<string, unknown> } {
+  const scope = new Scope(a.schema, parent, ctes)
+  const patch: Record<string, unknown> = {}
+  if (node.with) patch.with = withClause(a, node.with, scope)
+  return { scope, patch }
+}
 
 /** A WITH clause: each CTE is analyzed as a derived query and added to `scope` under its name. */
 export function withClause(a: AnalysisContext, node: WithNode, scope: Scope): WithNode {

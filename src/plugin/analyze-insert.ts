@@ -1,10 +1,10 @@
 import type { InsertQueryNode, OperationNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
 import { type IndexInfo, indexColumnNames, type TableInfo } from '../schema/schema.js'
-import type { AnalysisContext, Outputs, Role } from './analysis-context.js'
+import type { AnalysisContext, StatementAnalysis } from './analysis-context.js'
 import { whereNode } from './analyze-conditions.js'
 import { opaque } from './analyze-expressions.js'
-import { refuseRawTable, withClause } from './analyze-from.js'
+import { refuseRawTable, statementScope } from './analyze-from.js'
 import { returning } from './analyze-selections.js'
 import { mismatchedIndex, updates } from './analyze-set-items.js'
 import { exact, sourceIn } from './column-rules.js'
@@ -24,7 +24,7 @@ import {
   valueNode,
 } from './nodes.js'
 import { refuse } from './refusal.js'
-import { Scope, type Source } from './scope.js'
+import type { Scope, Source } from './scope.js'
 import { identifierName } from './table-names.js'
 
 /**
@@ -34,21 +34,11 @@ import { identifierName } from './table-names.js'
  * index, and its DO UPDATE and ON DUPLICATE KEY UPDATE are SET items (analyze-set-items.ts)
  * that may read the proposed row as `excluded`. RETURNING makes its outputs.
  *
- * @param parent - the enclosing level whose relations the statement sees
- * @param ctes - the level whose CTEs it sees (see {@link Scope}); `parent` unless given
  * @throws QueryRefusedError `QUERY_REFUSED`, `AMBIGUOUS_COLUMN`, `PLAINTEXT_WRITE`
  * @throws CodecError `CODEC_INVALID_VALUE` for a value of the wrong type
  */
-export function analyzeInsert(
-  a: AnalysisContext,
-  node: InsertQueryNode,
-  parent: Scope | undefined,
-  role: Role,
-  ctes = parent,
-): Outputs {
-  const scope = new Scope(a.schema, parent, ctes)
-  const patch: Record<string, unknown> = {}
-  if (node.with) patch.with = withClause(a, node.with, scope)
+export const analyzeInsert: StatementAnalysis<InsertQueryNode> = (a, node, parent, role, ctes = parent) => {
+  const { scope, patch } = statementScope(a, node, parent, ctes)
   const relation = node.into ? scope.addTable(node.into, true) : undefined
   if (node.into !== undefined && relation === undefined) refuseRawTable(a, node.into)
   const table = relation?.table

@@ -1,8 +1,8 @@
 import type { OperationNode, OrderByNode, ReferenceNode, SelectionNode, SelectQueryNode } from 'kysely'
-import type { AnalysisContext, Outputs, PendingFilter, Role } from './analysis-context.js'
+import type { AnalysisContext, PendingFilter, StatementAnalysis } from './analysis-context.js'
 import { whereNode } from './analyze-conditions.js'
 import { opaque } from './analyze-expressions.js'
-import { froms, join, withClause } from './analyze-from.js'
+import { froms, join, statementScope } from './analyze-from.js'
 import { hiddenSelections, postFilterable } from './analyze-post-filters.js'
 import { checkIndexPairs, selections } from './analyze-selections.js'
 import { firstColumn } from './column-rules.js'
@@ -11,7 +11,7 @@ import { withoutHidden } from './hidden-selections.js'
 import { mapChildren } from './node-utils.js'
 import { columnName, rebuild, rebuildList } from './nodes.js'
 import { refuse } from './refusal.js'
-import { Scope } from './scope.js'
+import type { Scope } from './scope.js'
 
 /**
  * How a SELECT is analyzed: its WITH, FROM and JOINs make a new level of scope; its select list
@@ -19,20 +19,10 @@ import { Scope } from './scope.js'
  * (at the root, with a check of the decrypted rows); GROUP BY, ORDER BY, DISTINCT ON, LIMIT and
  * modifiers may not use an encrypted column; set operations may not carry one.
  *
- * @param parent - the enclosing level whose relations the query sees
- * @param ctes - the level whose CTEs it sees (see {@link Scope}); `parent` unless given
  * @throws QueryRefusedError `QUERY_REFUSED`, `AMBIGUOUS_COLUMN`, `PLAINTEXT_SEARCH`
  */
-export function analyzeSelect(
-  a: AnalysisContext,
-  node: SelectQueryNode,
-  parent: Scope | undefined,
-  role: Role,
-  ctes = parent,
-): Outputs {
-  const scope = new Scope(a.schema, parent, ctes)
-  const patch: Record<string, unknown> = {}
-  if (node.with) patch.with = withClause(a, node.with, scope)
+export const analyzeSelect: StatementAnalysis<SelectQueryNode> = (a, node, parent, role, ctes = parent) => {
+  const { scope, patch } = statementScope(a, node, parent, ctes)
   if (node.from) patch.from = froms(a, node.from, scope, parent)
   if (node.joins) patch.joins = rebuildList(node.joins, (j) => join(a, j, scope, parent))
   // A subquery built from `db` was transformed once as a query of its own, which may have

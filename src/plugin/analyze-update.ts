@@ -1,13 +1,12 @@
 import type { OperationNode, UpdateQueryNode } from 'kysely'
-import type { AnalysisContext, Outputs, Role } from './analysis-context.js'
+import type { StatementAnalysis } from './analysis-context.js'
 import { whereNode } from './analyze-conditions.js'
 import { opaque } from './analyze-expressions.js'
-import { fromItem, froms, join, withClause } from './analyze-from.js'
+import { fromItem, froms, join, statementScope } from './analyze-from.js'
 import { returning } from './analyze-selections.js'
 import { updates } from './analyze-set-items.js'
 import { plainSets, updateRowContext } from './context-writes.js'
 import { rebuild, rebuildList } from './nodes.js'
-import { Scope } from './scope.js'
 
 /**
  * How an UPDATE is analyzed: its target table (or MySQL's list of targets), FROM (PostgreSQL)
@@ -15,21 +14,11 @@ import { Scope } from './scope.js'
  * analyze-set-items.ts); its WHERE is rewritten to blind-index searches; ORDER BY may not use an
  * encrypted column; RETURNING makes its outputs.
  *
- * @param parent - the enclosing level whose relations the statement sees
- * @param ctes - the level whose CTEs it sees (see {@link Scope}); `parent` unless given
  * @throws QueryRefusedError `QUERY_REFUSED`, `AMBIGUOUS_COLUMN`, `PLAINTEXT_WRITE`, `PLAINTEXT_SEARCH`
  * @throws CodecError `CODEC_INVALID_VALUE` for a value of the wrong type
  */
-export function analyzeUpdate(
-  a: AnalysisContext,
-  node: UpdateQueryNode,
-  parent: Scope | undefined,
-  role: Role,
-  ctes = parent,
-): Outputs {
-  const scope = new Scope(a.schema, parent, ctes)
-  const patch: Record<string, unknown> = {}
-  if (node.with) patch.with = withClause(a, node.with, scope)
+export const analyzeUpdate: StatementAnalysis<UpdateQueryNode> = (a, node, parent, role, ctes = parent) => {
+  const { scope, patch } = statementScope(a, node, parent, ctes)
   if (node.table?.kind === 'ListNode') {
     // MySQL's multi-table UPDATE: `updateTable([a, b])`.
     const list = node.table as unknown as { items: ReadonlyArray<OperationNode> }

@@ -1,7 +1,7 @@
 import type { Kysely } from 'kysely'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { backends } from '../support/backends.js'
-import { useScannedTestDb } from '../support/scanned-db.js'
+import { insertAdaAndBob, useScannedTestDb } from '../support/scanned-db.js'
 
 /** Every plaintext these tests use: none may ever reach the driver. */
 const SECRETS = ['ada@x.io', 'bob@x.io']
@@ -13,13 +13,7 @@ const SECRETS = ['ada@x.io', 'bob@x.io']
 describe.each(backends())('plugin fuzz regressions [$name]', (backend) => {
   describe.runIf(backend.available)('', () => {
     const { t, refused } = useScannedTestDb(backend, SECRETS, async (t) => {
-      await t.db
-        .insertInto(u)
-        .values([
-          { id: 1, name: 'Ada', email: 'ada@x.io' },
-          { id: 2, name: 'Bob', email: 'bob@x.io' },
-        ])
-        .execute()
+      await insertAdaAndBob(t)
       await t.db.insertInto(o).values({ id: 1, user_id: 1, item: 'pen', email: 'ada@x.io' }).execute()
     })
     // biome-ignore lint/suspicious/noExplicitAny: table names are generated per file.

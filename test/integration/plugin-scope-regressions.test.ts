@@ -1,7 +1,7 @@
 import { type ExpressionBuilder, type Kysely, sql } from 'kysely'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { backends } from '../support/backends.js'
-import { useScannedTestDb } from '../support/scanned-db.js'
+import { insertAdaAndBob, useScannedTestDb } from '../support/scanned-db.js'
 
 // biome-ignore lint/suspicious/noExplicitAny: see `db` below.
 type AnyEb = ExpressionBuilder<any, any>
@@ -17,13 +17,7 @@ const SECRETS = ['ada@x.io', 'bob@x.io', 'zed@x.io', 'secret-value']
 describe.each(backends())('plugin scope regressions [$name]', (backend) => {
   describe.runIf(backend.available)('', () => {
     const { t, refused } = useScannedTestDb(backend, SECRETS, async (t) => {
-      await t.db
-        .insertInto(u)
-        .values([
-          { id: 1, name: 'Ada', email: 'ada@x.io' },
-          { id: 2, name: 'Bob', email: 'bob@x.io' },
-        ])
-        .execute()
+      await insertAdaAndBob(t)
       await t.db.insertInto(p).values({ id: 1, label: 'one' }).execute()
     })
     // biome-ignore lint/suspicious/noExplicitAny: several shapes here are ones Kysely's types reject on purpose.

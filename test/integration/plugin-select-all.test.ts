@@ -1,23 +1,33 @@
 import { Kysely, sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { backends } from '../support/backends.js'
-import type { EncryptedTestDb } from '../support/encrypted-db.js'
-import { useScannedTestDb } from '../support/scanned-db.js'
+import type { EncryptedTestDb, TableNames } from '../support/encrypted-db.js'
+import { insertAdaAndBob, useScannedTestDb } from '../support/scanned-db.js'
 
 /** Every plaintext these tests use: none may ever reach the driver. */
 const SECRETS = ['ada@x.io', 'bob@x.io']
 
 async function seed(t: EncryptedTestDb): Promise<void> {
-  const { users: u, orders: o } = t.names
-  await t.db
-    .insertInto(u)
-    .values([
-      { id: 1, name: 'Ada', email: 'ada@x.io' },
-      { id: 2, name: 'Bob', email: 'bob@x.io' },
-    ])
-    .execute()
+  await insertAdaAndBob(t)
   // Ada's order carries Bob's address: a row shows which relation's email came back.
-  await t.db.insertInto(o).values({ id: 7, user_id: 1, item: 'pen', email: 'bob@x.io' }).execute()
+  await t.db
+    .insertInto(t.names.orders)
+    .values({ id: 7, user_id: 1, item: 'pen', email: 'bob@x.io' })
+    .execute()
+}
+
+/**
+ * The fuzzer's minimal form: `d.name` passes orders.email on, and users, after it, has a
+ * plaintext `name`; plain Kysely returns users.name.
+ */
+// biome-ignore lint/suspicious/noExplicitAny: table names are generated per file.
+function derivedThenUsers(db: Kysely<any>, names: TableNames) {
+  return db
+    .selectFrom((eb) =>
+      eb.selectFrom(`${names.orders} as x`).select(['x.user_id as id', 'x.email as name']).as('d'),
+    )
+    .innerJoin(`${names.users} as uu`, 'uu.id', 'd.id')
+    .selectAll()
 }
 
 /** The columns of a row these tests compare (the blind indexes and null columns left out). */
@@ -50,14 +60,7 @@ describe.each(backends())('plugin selectAll() over several relations [$name]', (
       })
 
       it('a derived table whose encrypted output is shadowed by a later table returns the later column', async () => {
-        // The fuzzer's minimal form: d.name passes orders.email on; users.name comes after it.
-        const rows = await db
-          .selectFrom((eb) =>
-            eb.selectFrom(`${o} as x`).select(['x.user_id as id', 'x.email as name']).as('d'),
-          )
-          .innerJoin(`${u} as uu`, 'uu.id', 'd.id')
-          .selectAll()
-          .execute()
+        const rows = await derivedThenUsers(db, t.names).execute()
         expect(pick(rows, 'id', 'name', 'email')).toEqual([{ id: 1, name: 'Ada', email: 'ada@x.io' }])
       })
 
@@ -79,13 +82,7 @@ describe.each(backends())('plugin selectAll() over several relations [$name]', (
           dialect: t.encryption.wrap(scanner),
           plugins: [t.encryption.plugin],
         })
-        const rows = await fresh
-          .selectFrom((eb) =>
-            eb.selectFrom(`${o} as x`).select(['x.user_id as id', 'x.email as name']).as('d'),
-          )
-          .innerJoin(`${u} as uu`, 'uu.id', 'd.id')
-          .selectAll()
-          .execute()
+        const rows = await derivedThenUsers(fresh, t.names).execute()
         expect(pick(rows, 'id', 'name', 'email')).toEqual([{ id: 1, name: 'Ada', email: 'ada@x.io' }])
         // Not destroyed: it shares the pool (or PGlite instance) of `db`, which the suite closes.
       })
@@ -119,15 +116,7 @@ describe.each(backends())('plugin selectAll() over several relations [$name]', (
       const { users: u, orders: o, plain: p } = t.names
 
       it('a later relation whose columns are not known may not follow an encrypted output: refused before sending', async () => {
-        const derived = await refused(
-          db
-            .selectFrom((eb) =>
-              eb.selectFrom(`${o} as x`).select(['x.user_id as id', 'x.email as name']).as('d'),
-            )
-            .innerJoin(`${u} as uu`, 'uu.id', 'd.id')
-            .selectAll(),
-          'QUERY_REFUSED',
-        )
+        const derived = await refused(derivedThenUsers(db, t.names), 'QUERY_REFUSED')
         expect(derived.operator).toBe('select all')
         expect(derived.hint).toMatch(/List the columns/)
         await refused(db.selectFrom(u).innerJoin(o, `${o}.user_id`, `${u}.id`).selectAll(), 'QUERY_REFUSED')

@@ -64,3 +64,14 @@ export function useScannedTestDb(
     },
   }
 }
+
+/** Ada (id 1) and Bob (id 2) with their addresses: the users the regression suites start from. */
+export async function insertAdaAndBob(t: EncryptedTestDb): Promise<void> {
+  await t.db
+    .insertInto(t.names.users)
+    .values([
+      { id: 1, name: 'Ada', email: 'ada@x.io' },
+      { id: 2, name: 'Bob', email: 'bob@x.io' },
+    ])
+    .execute()
+}
