@@ -12,12 +12,14 @@ import { BorrowingDriver } from './plugin/borrowing-driver.js'
 import type { DecryptStats } from './plugin/decrypt-rows.js'
 import { type EncryptingDriver, wrapDialect } from './plugin/dialect-wrapper.js'
 import { EncryptionPlugin } from './plugin/encryption-plugin.js'
-import { refuseMappedColumns } from './plugin/mapped-columns.js'
+import { MigratedColumns } from './plugin/migrated-columns.js'
 import { PendingPlans } from './plugin/plan.js'
 import { encryptColumn, indexValue, refuseEmptySearch } from './plugin/resolve-values.js'
 import { SchemaGate } from './plugin/schema-gate.js'
 import { UnwrappedReads } from './plugin/unwrapped-reads.js'
 import { contextMissing, readContext, rowAad } from './schema/row-context.js'
+import { checkMigrationState } from './schema/migration-state.js'
+import { pluginView } from './schema/plugin-view.js'
 import { holdsCiphertext } from './schema/sample-ciphertext.js'
 import type { ColumnInfo, EncryptedSchema, IndexInfo } from './schema/schema.js'
 import { type VerifySchemaOptions, verifySchema } from './schema/verify-schema.js'
@@ -70,6 +72,11 @@ export interface FieldEncryptionOptions {
    * table the schema does not annotate that has binary columns (`unannotatedTables: false` or a
    * filter skips those); nothing afterwards. `false` turns it off (then a misspelt table name in
    * the schema is not noticed: its plaintext is stored as it is).
+   *
+   * A schema with a column under migration from plaintext (`migration` option) also has the
+   * database state checked at the same moment, whatever this option says (`checkMigrationState`:
+   * `MIGRATION_PHASE_CONFLICT` when the database contradicts the deploy's phase); it costs two
+   * catalog lookups and up to two `select … limit 1` per such column, which may scan the table.
    * @default true
    */
   readonly verifySchema?: boolean | VerifySchemaOptions
@@ -172,7 +179,13 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
     : [options.keyProvider as KeyProvider]
   if (providers.length === 0)
     throw new ConfigError('CONFIG_INVALID', 'fieldEncryption needs at least one keyProvider.')
-  refuseMappedColumns(options.schema)
+  // Columns stored under another name (`storedAs`, a migration from plaintext): the plugin and
+  // the wrapper see them under the column that holds the ciphertext (docs/migrating.md).
+  const view = pluginView(options.schema)
+  const migrated = new MigratedColumns(view)
+  const underMigration = [...options.schema.tables.values()].some((t) =>
+    [...t.columns.values()].some((c) => c.migration !== undefined),
+  )
   const plans = new PendingPlans()
   const stats: DecryptStats = { decrypted: 0, falsePositives: 0, plaintextReads: 0 }
   // The rings share the providers; the instance closes them once, in close().
@@ -199,10 +212,11 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
       ? undefined
       : { ...(options.verifySchema === true ? {} : options.verifySchema), keyTable: keyTableName }
   const plugin = new EncryptionPlugin(
-    options.schema,
+    view,
     plans,
     reads,
     verifyOptions === undefined ? undefined : 'pending',
+    migrated,
   )
 
   const wrap = (dialect: Dialect): Dialect => {
@@ -251,7 +265,8 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
     })
     rings.push(ring)
     return wrapDialect(dialect, {
-      schema: options.schema,
+      schema: view,
+      migrated,
       plans,
       reads,
       ring: () => ring,
@@ -273,7 +288,16 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
         driver = d
       },
       schemaGate: new SchemaGate(
-        verifyOptions === undefined ? undefined : () => verifySchema(storeDb, options.schema, verifyOptions),
+        verifyOptions === undefined && !underMigration
+          ? undefined
+          : async () => {
+              const catalog =
+                verifyOptions === undefined ? undefined : await verifySchema(storeDb, options.schema, verifyOptions)
+              // A deploy whose phase the database contradicts (docs/migrating.md, "Which phases
+              // may run at once") is refused before its first write or key use.
+              if (underMigration) await checkMigrationState(storeDb, options.schema)
+              return catalog
+            },
         keyTableName,
       ),
     })

@@ -7,7 +7,7 @@ import type { KeyRef } from '../keys/key-provider.js'
 import type { KeyRing } from '../keys/key-ring.js'
 import { contextRecord, contextSuffix, readContext, rowAad } from '../schema/row-context.js'
 import type { ColumnInfo } from '../schema/schema.js'
-import type { PlanOutput, QueryPlan } from './plan.js'
+import { MAPPED_PREFIX, type PlanOutput, type QueryPlan } from './plan.js'
 import { evictedWhileLoading, indexInput } from './resolve-values.js'
 
 /** Counters the wrapper keeps; exposed by `encryption.stats()`. */
@@ -59,7 +59,32 @@ function finish<R extends Record<string, unknown>>(plan: QueryPlan, rows: R[], s
   const hidden = plan.hiddenContext
   if (hidden !== undefined && hidden.length !== 0)
     for (const row of kept) for (const name of hidden) delete row[name]
+  mergeMapped(plan, kept)
   return kept
+}
+
+/**
+ * Columns stored under another name (`storedAs`, see migrated-columns.ts): the decrypted value of
+ * `email_encrypted` (selected by `*`, or under the hidden alias `__kfe_mig_email`) goes into the
+ * row's `email`, and the ciphertext's own key is removed. While the plaintext column is still
+ * written (`dual-writing`, `backfilled`), a row without an encrypted value keeps its plaintext.
+ */
+function mergeMapped(plan: QueryPlan, rows: Record<string, unknown>[]): void {
+  for (const { name, column } of plan.outputs) {
+    const mapped = column.mapped
+    if (mapped === undefined) continue
+    let to: string
+    if (name.startsWith(MAPPED_PREFIX)) to = name.slice(MAPPED_PREFIX.length)
+    else if (name === column.physical) to = mapped.name
+    else continue
+    const fallback = mapped.phase === 'dual-writing' || mapped.phase === 'backfilled'
+    for (const row of rows) {
+      const value = row[name]
+      delete row[name]
+      if ((value === null || value === undefined) && fallback && to in row) continue
+      row[to] = value ?? null
+    }
+  }
 }
 
 /**

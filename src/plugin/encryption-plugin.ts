@@ -9,6 +9,7 @@ import type {
 import type { EncryptedSchema } from '../schema/schema.js'
 import { analyzeQuery } from './analyzer.js'
 import { withCallerStack } from './caller-stack.js'
+import type { MigratedColumns } from './migrated-columns.js'
 import type { PendingPlans } from './plan.js'
 import type { TableColumns } from './table-columns.js'
 import type { UnwrappedReads } from './unwrapped-reads.js'
@@ -28,25 +29,35 @@ export class EncryptionPlugin implements KyselyPlugin {
   readonly #plans: PendingPlans
   readonly #reads: UnwrappedReads
   readonly #columns: TableColumns
+  readonly #migrated: MigratedColumns
 
   /**
+   * @param schema - the plugin's view of the schema (schema/plugin-view.ts)
    * @param plans - shared with the dialect wrapper: plans of the trees this plugin produced.
    * @param reads - shared with the dialect wrapper: reads of encrypted columns no wrapper ran yet.
    * @param columns - `'pending'` when schema verification is on (each wrapped dialect reads its
    *   own catalog, which this plugin, shared by all, does not pick from), else `undefined`.
+   * @param migrated - the pass for columns stored under another name, over the same view
    */
-  constructor(schema: EncryptedSchema, plans: PendingPlans, reads: UnwrappedReads, columns: TableColumns) {
+  constructor(
+    schema: EncryptedSchema,
+    plans: PendingPlans,
+    reads: UnwrappedReads,
+    columns: TableColumns,
+    migrated: MigratedColumns,
+  ) {
     this.#schema = schema
     this.#plans = plans
     this.#reads = reads
     this.#columns = columns
+    this.#migrated = migrated
   }
 
   /** @throws QueryRefusedError for what cannot run safely; its stack ends at the caller's query. */
   transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
     let analyzed: ReturnType<typeof analyzeQuery>
     try {
-      analyzed = analyzeQuery(this.#schema, 'rewrite', args.node, this.#columns)
+      analyzed = analyzeQuery(this.#schema, 'rewrite', this.#migrated.rewrite(args.node), this.#columns)
     } catch (error) {
       // Made here, a few frames below the application's `execute()` or `compile()`.
       throw withCallerStack(error, new Error())

@@ -71,6 +71,13 @@ export const EMPTY_PLAN: QueryPlan = Object.freeze({
 /** Prefix of the hidden aliases that carry ciphertexts for false-positive removal. */
 export const HIDDEN_PREFIX = '__kfe_fp_'
 
+/**
+ * Prefix of the hidden alias that carries the ciphertext of a column stored under another name
+ * beside its plaintext (`"email_encrypted" as "__kfe_mig_email"`, migrated-columns.ts): the
+ * wrapper decrypts it into the key after the prefix.
+ */
+export const MAPPED_PREFIX = '__kfe_mig_'
+
 /** Prefix of the hidden aliases that carry row-context values the query did not select. */
 export const HIDDEN_CONTEXT_PREFIX = '__kfe_ctx_'
 

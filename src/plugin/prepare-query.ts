@@ -4,6 +4,7 @@ import type { KeyRing } from '../keys/key-ring.js'
 import type { EncryptedSchema } from '../schema/schema.js'
 import { analyzeQuery } from './analyzer.js'
 import { type DeferredValue, isDeferred } from './deferred-value.js'
+import type { MigratedColumns } from './migrated-columns.js'
 import { EMPTY_PLAN, type PendingPlans, type QueryPlan } from './plan.js'
 import { cachedKeys, loadKeys, type QueryKeys, resolveDeferred } from './resolve-values.js'
 import type { SchemaGate } from './schema-gate.js'
@@ -25,6 +26,8 @@ export interface PrepareContext {
   readonly ring: () => KeyRing
   /** Schema verification before the first query that writes or needs keys (open when off). */
   readonly schemaGate: SchemaGate
+  /** Columns stored under another name: a tree the plugin did not produce is checked by it too. */
+  readonly migrated?: MigratedColumns
 }
 
 /** What the wrapper sends, and what it does with the results. */
@@ -54,6 +57,7 @@ export function prepareQuery(
   // parameters were swapped (plaintext in a placeholder's slot) takes the verify pass instead.
   if (plan !== undefined && !sameDeferred(plan, deferred)) plan = undefined
   if (plan === undefined) {
+    if (node !== undefined) ctx.migrated?.check(node)
     plan = node === undefined ? EMPTY_PLAN : verifiedPlan(ctx, node, deferred, ctx.schemaGate.columns)
   }
   const checked = plan

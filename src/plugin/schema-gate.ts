@@ -25,11 +25,12 @@ export class SchemaGate {
   #catalog: Catalog | undefined
 
   /**
-   * @param check - verifies the schema, returning the catalog it read; `undefined`: turned off.
+   * @param check - verifies the schema (and the migration phases' database state), returning the
+   *   catalog it read (`undefined` when only the phases were checked); `undefined`: turned off.
    * @param keyTable - the key table, whose writes (`encryption.init(db)`) never wait for the check.
    */
   constructor(
-    private readonly check: (() => Promise<Catalog>) | undefined,
+    private readonly check: (() => Promise<Catalog | undefined>) | undefined,
     private readonly keyTable: string,
   ) {
     this.#open = check === undefined
@@ -73,7 +74,8 @@ export class SchemaGate {
 
   /**
    * Runs the check (or joins the one running) on the query's connection.
-   * @throws SchemaMismatchError `SCHEMA_MISMATCH`, or the error that stopped the check.
+   * @throws SchemaMismatchError `SCHEMA_MISMATCH`; ConfigError `MIGRATION_PHASE_CONFLICT`; or the
+   *   error that stopped the check.
    */
   pass(onConnection: OnConnection): Promise<void> {
     const check = this.check

@@ -63,9 +63,22 @@ export interface ColumnInfo {
   readonly stored: string
   /** Its migration phase from plaintext, when under migration (`migration` option). */
   readonly migration: MigrationPhase | undefined
+  /**
+   * Only in the plugin's view of a schema (plugin-view.ts), where a column stored elsewhere is
+   * annotated under the column that holds its ciphertext: the name queries use for it, and its phase.
+   */
+  readonly mapped?: MappedName
   readonly spec: EncryptedColumn<unknown>
   /** What its ciphertexts are bound to: logical table and column names (no context). */
   readonly aad: FieldAad
+}
+
+/** The name queries use for a column stored under another (`storedAs`), and its migration phase. */
+export interface MappedName {
+  /** The annotated name: what queries and result rows use (the plaintext column while it exists). */
+  readonly name: string
+  /** Its phase (`undefined`: mapped for good, as `dropped`). */
+  readonly phase: MigrationPhase | undefined
 }
 
 /** One blind index column, resolved. */
@@ -191,9 +204,15 @@ export type TypedSchemaBuilder<DB> = <const D extends SchemaDefinition, O extend
   },
 ) => EncryptedSchema<D, O>
 
-function buildSchema<D extends SchemaDefinition, O extends boolean>(
+/**
+ * Resolves a definition. @internal
+ * @param mapped - for the plugin's view (plugin-view.ts): by `table\0column`, the name queries
+ *   use for a column annotated here under its ciphertext column.
+ */
+export function buildSchema<D extends SchemaDefinition, O extends boolean>(
   definition: D,
   options: SchemaOptions<O>,
+  mapped?: ReadonlyMap<string, MappedName>,
 ): EncryptedSchema<D, O> {
   const omit = options.omitBlindIndexes === true
   const tables = new Map<string, TableInfo>()
@@ -236,6 +255,7 @@ function buildSchema<D extends SchemaDefinition, O extends boolean>(
         logical: logicalColumn,
         stored: spec.storedAs ?? colName,
         migration: spec.migration,
+        ...(mapped?.has(`${physical}\0${colName}`) ? { mapped: mapped.get(`${physical}\0${colName}`) } : {}),
         spec,
         aad: Object.freeze({ table: logical, column: logicalColumn }),
       })
