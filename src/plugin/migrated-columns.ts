@@ -543,6 +543,7 @@ function nullTest(ref: OperationNode, op: 'is' | 'is not'): OperationNode {
     kind: 'BinaryOperationNode',
     leftOperand: ref,
     operator: Object.freeze({ kind: 'OperatorNode', operator: op }),
-    rightOperand: valueNode(null),
+    // As kysely writes `is null`: the keyword, not a parameter (`is $1` is a syntax error).
+    rightOperand: Object.freeze({ kind: 'ValueNode', value: null, immediate: true }),
   }) as OperationNode
 }

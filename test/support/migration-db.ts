@@ -17,11 +17,11 @@ import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
 import { type Backend, onlyTables, uniqueName } from './backends.js'
 import { writeKfeConfig } from './cli-runner.js'
 import { type ScanningDialect, scanningDialect } from './leak-scanner.js'
-import { dualWriteSchema, migrationSchema } from './migration-schema.js'
+import { migrationSchema } from './migration-schema.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 
-/** A plaintext `users` table (unique email), the application on it, and the ops for a given phase. */
+/** A plaintext `users` table (unique email), the application on it in each phase, and the ops for a given phase. */
 export interface MigrationDb {
   readonly backend: Backend
   readonly table: string
@@ -31,10 +31,20 @@ export interface MigrationDb {
   readonly kek: Buffer
   // biome-ignore lint/suspicious/noExplicitAny: the table changes shape through the phases.
   readonly raw: Kysely<any>
-  /** The application: wrapped dialect (scanned for leaks) + plugin over {@link dualWriteSchema}. */
+  /**
+   * The application deployed in `phase`: the plugin over {@link migrationSchema} in that phase,
+   * on the wrapped dialect (scanned for leaks). One per phase, made on first use, as a deploy.
+   */
   // biome-ignore lint/suspicious/noExplicitAny: as above.
-  readonly app: Kysely<any>
-  readonly encryption: FieldEncryption
+  app(phase: MigrationPhase): Kysely<any>
+  /**
+   * A new process of the application in `phase` (its startup check not yet run), as a rolling
+   * deploy starts one beside the others.
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: as above.
+  newProcess(phase: MigrationPhase): Kysely<any>
+  /** The application's `fieldEncryption` of `phase` (made with {@link MigrationDb.app}). */
+  encryption(phase: MigrationPhase): FieldEncryption
   readonly scanner: ScanningDialect
   /** Emails that must not reach the database in plaintext from now on (checked by `scanner.hits()`). */
   readonly secrets: string[]
@@ -57,17 +67,28 @@ export async function migrationDb(backend: Backend, rows: number): Promise<Migra
   const raw = new Kysely<any>({ dialect: rawDialect })
   const secrets: string[] = []
   const scanner = scanningDialect(appDialect, () => secrets)
-  const encryption = fieldEncryption({
-    schema: dualWriteSchema(table, { encrypted, encryptedSchema }),
-    keyProvider: provider,
-    keyTable,
-    metadataTtlMs: 50,
-    autoCreateKeys: false,
-    // The shared database holds other files' tables.
-    verifySchema: onlyTables(table),
-  })
   // biome-ignore lint/suspicious/noExplicitAny: as above.
-  const app = new Kysely<any>({ dialect: encryption.wrap(scanner), plugins: [encryption.plugin] })
+  const apps = new Map<MigrationPhase | number, { app: Kysely<any>; encryption: FieldEncryption }>()
+  const deploy = (phase: MigrationPhase, fresh = false) => {
+    let made = fresh ? undefined : apps.get(phase)
+    if (made === undefined) {
+      const encryption = fieldEncryption({
+        schema: migrationSchema(table, phase, { encrypted, encryptedSchema }),
+        keyProvider: provider,
+        keyTable,
+        metadataTtlMs: 50,
+        autoCreateKeys: false,
+        // The shared database holds other files' tables.
+        verifySchema: onlyTables(table),
+      })
+      // Every deploy shares the scanned dialect (and so its pool): one record of what was sent.
+      // biome-ignore lint/suspicious/noExplicitAny: as above.
+      const app = new Kysely<any>({ dialect: encryption.wrap(scanner), plugins: [encryption.plugin] })
+      made = { app, encryption }
+      apps.set(fresh ? apps.size : phase, made)
+    }
+    return made
+  }
   await raw.schema
     .createTable(table)
     .addColumn('id', backend.family === 'postgres' ? 'serial' : 'integer', (c) =>
@@ -111,8 +132,9 @@ export async function migrationDb(backend: Backend, rows: number): Promise<Migra
     provider,
     kek,
     raw,
-    app,
-    encryption,
+    app: (phase) => deploy(phase).app,
+    newProcess: (phase) => deploy(phase, true).app,
+    encryption: (phase) => deploy(phase).encryption,
     scanner,
     secrets,
     ops,
@@ -151,8 +173,15 @@ export async function migrationDb(backend: Backend, rows: number): Promise<Migra
         `${table}_migrations_lock`,
       ])
         await sql`drop table if exists ${sql.table(t)}`.execute(raw)
-      await encryption.close()
-      await app.destroy()
+      // The deploys share one pool (or PGlite instance): the first destroy closes it.
+      let first = true
+      for (const { app, encryption } of apps.values()) {
+        await encryption.close()
+        await app.destroy().catch((e: unknown) => {
+          if (first) throw e
+        })
+        first = false
+      }
       // PGlite: both dialects share one instance, closed by the first.
       await raw.destroy().catch((e: unknown) => {
         if (backend.name !== 'pglite') throw e

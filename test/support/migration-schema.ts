@@ -22,23 +22,3 @@ export function migrationSchema(
     },
   })
 }
-
-/**
- * What the test application's plugin sees until the plugin handles phases itself: the encrypted
- * column under its own name, bound to the logical name `email` (same keys and AAD as the ops'),
- * so the application writes both forms and searches either explicitly.
- */
-export function dualWriteSchema(
-  table: string,
-  { encrypted, encryptedSchema }: SchemaBuilders,
-): EncryptedSchema {
-  return encryptedSchema({
-    [table]: {
-      email_encrypted: encrypted.text({
-        logicalName: 'email',
-        index: { name: 'email_bidx', normalize: ['trim', 'lowercase'] },
-        maxBytes: 200,
-      }),
-    },
-  })
-}
