@@ -17,9 +17,9 @@ import { PendingPlans } from './plugin/plan.js'
 import { encryptColumn, indexValue, refuseEmptySearch } from './plugin/resolve-values.js'
 import { SchemaGate } from './plugin/schema-gate.js'
 import { UnwrappedReads } from './plugin/unwrapped-reads.js'
-import { contextMissing, readContext, rowAad } from './schema/row-context.js'
 import { checkMigrationState } from './schema/migration-state.js'
 import { pluginView } from './schema/plugin-view.js'
+import { contextMissing, readContext, rowAad } from './schema/row-context.js'
 import { holdsCiphertext } from './schema/sample-ciphertext.js'
 import type { ColumnInfo, EncryptedSchema, IndexInfo } from './schema/schema.js'
 import { type VerifySchemaOptions, verifySchema } from './schema/verify-schema.js'
@@ -292,7 +292,9 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
           ? undefined
           : async () => {
               const catalog =
-                verifyOptions === undefined ? undefined : await verifySchema(storeDb, options.schema, verifyOptions)
+                verifyOptions === undefined
+                  ? undefined
+                  : await verifySchema(storeDb, options.schema, verifyOptions)
               // A deploy whose phase the database contradicts (docs/migrating.md, "Which phases
               // may run at once") is refused before its first write or key use.
               if (underMigration) await checkMigrationState(storeDb, options.schema)

@@ -67,7 +67,7 @@ function finish<R extends Record<string, unknown>>(plan: QueryPlan, rows: R[], s
  * Columns stored under another name (`storedAs`, see migrated-columns.ts): the decrypted value of
  * `email_encrypted` (selected by `*`, or under the hidden alias `__kfe_mig_email`) goes into the
  * row's `email`, and the ciphertext's own key is removed. While the plaintext column is still
- * written (`dual-writing`, `backfilled`), a row without an encrypted value keeps its plaintext.
+ * written (`dual-writing`, `backfilled`), a row keeps its plaintext when it has one.
  */
 function mergeMapped(plan: QueryPlan, rows: Record<string, unknown>[]): void {
   for (const { name, column } of plan.outputs) {
@@ -81,7 +81,7 @@ function mergeMapped(plan: QueryPlan, rows: Record<string, unknown>[]): void {
     for (const row of rows) {
       const value = row[name]
       delete row[name]
-      if ((value === null || value === undefined) && fallback && to in row) continue
+      if (fallback && row[to] !== null && row[to] !== undefined) continue
       row[to] = value ?? null
     }
   }

@@ -13,7 +13,16 @@ import { QueryRefusedError } from '../errors.js'
 import type { ColumnInfo, EncryptedSchema, TableInfo } from '../schema/schema.js'
 import { isDeferred } from './deferred-value.js'
 import { mapChildren, someChild } from './node-utils.js'
-import { columnName, columnNode, DEFAULT, identifier, nodeValue, rebuild, referenceNode, valueNode } from './nodes.js'
+import {
+  columnName,
+  columnNode,
+  DEFAULT,
+  identifier,
+  nodeValue,
+  rebuild,
+  referenceNode,
+  valueNode,
+} from './nodes.js'
 import { MAPPED_PREFIX } from './plan.js'
 import { refuse } from './refusal.js'
 import { identifierName, tableName } from './table-names.js'
@@ -28,9 +37,12 @@ import { identifierName, tableName } from './table-names.js'
  *
  * - `dual-writing`, `backfilled` ("both"): a write of `email` also writes `email_encrypted` (and,
  *   through the analyzer, its blind index); a read of `email` also reads `email_encrypted` under a
- *   hidden alias, which the wrapper decrypts into `email` when it is not NULL; `email = $1`
- *   becomes `((email_encrypted is null and email = $1) or email_bidx in (…))`: a row reads
- *   and matches as its encrypted value when it has one, else as its plaintext.
+ *   hidden alias, which the wrapper decrypts into `email` when the plaintext is NULL; `email = $1`
+ *   becomes `(email = $1 or (email is null and email_bidx in (…)))`: a row reads and matches as
+ *   its plaintext when it has one (written by this phase, an `added` one or the backfill's
+ *   source, it is never stale), else as its encrypted value (a row a `cut-over` process wrote).
+ *   The plaintext comes first because it is the one form no deploy leaves stale: an `added`
+ *   process beside this one updates the plaintext alone (docs/migrating.md, phase pairs).
  * - `cut-over`: `email` is `email_encrypted` everywhere; a write of it also sets the plaintext
  *   column to NULL.
  * - `dropped`, or `storedAs` alone: `email` is `email_encrypted` everywhere.
@@ -133,7 +145,8 @@ export class MigratedColumns {
     switch (root.kind) {
       case 'SelectQueryNode': {
         const s = root as SelectQueryNode
-        if (s.joins !== undefined || s.setOperations !== undefined || s.from?.froms.length !== 1) return undefined
+        if (s.joins !== undefined || s.setOperations !== undefined || s.from?.froms.length !== 1)
+          return undefined
         item = s.from.froms[0]
         break
       }
@@ -176,7 +189,8 @@ export class MigratedColumns {
     for (const [key, value] of Object.entries(node)) {
       if (key === 'kind' || value === undefined) continue
       if (key === 'selections') patch.selections = this.#selections(node.selections!, rel)
-      else if (key === 'where') patch.where = rebuild(node.where!, { where: this.#condition(node.where!.where, rel) })
+      else if (key === 'where')
+        patch.where = rebuild(node.where!, { where: this.#condition(node.where!.where, rel) })
       else if (key !== 'from') patch[key] = this.#plainValue(value, rel)
     }
     return rebuild(node, patch)
@@ -187,7 +201,8 @@ export class MigratedColumns {
     for (const [key, value] of Object.entries(node)) {
       if (key === 'kind' || value === undefined) continue
       if (key === 'returning') patch.returning = this.#returning(node.returning!, rel)
-      else if (key === 'where') patch.where = rebuild(node.where!, { where: this.#condition(node.where!.where, rel) })
+      else if (key === 'where')
+        patch.where = rebuild(node.where!, { where: this.#condition(node.where!.where, rel) })
       else if (key !== 'from') patch[key] = this.#plainValue(value, rel)
     }
     return rebuild(node, patch)
@@ -198,7 +213,8 @@ export class MigratedColumns {
     for (const [key, value] of Object.entries(node)) {
       if (key === 'kind' || value === undefined) continue
       if (key === 'returning') patch.returning = this.#returning(node.returning!, rel)
-      else if (key === 'where') patch.where = rebuild(node.where!, { where: this.#condition(node.where!.where, rel) })
+      else if (key === 'where')
+        patch.where = rebuild(node.where!, { where: this.#condition(node.where!.where, rel) })
       else if (key === 'updates') patch.updates = this.#sets(node.updates!, rel)
       else if (key !== 'table') patch[key] = this.#plainValue(value, rel)
     }
@@ -212,18 +228,27 @@ export class MigratedColumns {
       if (key === 'kind' || value === undefined) continue
       if (key === 'returning') patch.returning = this.#returning(node.returning!, rel)
       else if (key === 'onDuplicateKey')
-        patch.onDuplicateKey = rebuild(node.onDuplicateKey!, { updates: this.#sets(node.onDuplicateKey!.updates, excluded) })
+        patch.onDuplicateKey = rebuild(node.onDuplicateKey!, {
+          updates: this.#sets(node.onDuplicateKey!.updates, excluded),
+        })
       else if (key === 'onConflict') {
         const oc = node.onConflict!
         patch.onConflict = rebuild(oc, {
-          ...(oc.columns === undefined ? {} : { columns: oc.columns.map((c) => this.#conflictColumn(c, rel)) }),
+          ...(oc.columns === undefined
+            ? {}
+            : { columns: oc.columns.map((c) => this.#conflictColumn(c, rel)) }),
           ...(oc.updates === undefined ? {} : { updates: this.#sets(oc.updates, excluded) }),
           ...(oc.updateWhere === undefined
             ? {}
-            : { updateWhere: rebuild(oc.updateWhere, { where: this.#condition(oc.updateWhere.where, excluded) }) }),
+            : {
+                updateWhere: rebuild(oc.updateWhere, {
+                  where: this.#condition(oc.updateWhere.where, excluded),
+                }),
+              }),
           ...(oc.indexWhere === undefined ? {} : { indexWhere: this.#plain(oc.indexWhere, rel) }),
         })
-      } else if (key !== 'into' && key !== 'columns' && key !== 'values') patch[key] = this.#plainValue(value, rel)
+      } else if (key !== 'into' && key !== 'columns' && key !== 'values')
+        patch[key] = this.#plainValue(value, rel)
     }
     Object.assign(patch, this.#insertValues(node, rel))
     return rebuild(node, patch)
@@ -268,7 +293,10 @@ export class MigratedColumns {
     }
     rows = rows.map((r) => ({
       ...r,
-      values: r.kind === 'PrimitiveValueListNode' ? r.values : r.values.map((v) => this.#plain(v as OperationNode, rel)),
+      values:
+        r.kind === 'PrimitiveValueListNode'
+          ? r.values
+          : r.values.map((v) => this.#plain(v as OperationNode, rel)),
     }))
     return {
       columns: Object.freeze(columns),
@@ -326,6 +354,14 @@ export class MigratedColumns {
    */
   #selections(list: ReadonlyArray<SelectionNode>, rel: Relation): ReadonlyArray<SelectionNode> {
     const out: SelectionNode[] = []
+    // A list this pass rewrote before already carries the hidden aliases.
+    const hidden = new Set(
+      list.flatMap((s) =>
+        s.selection.kind === 'AliasNode'
+          ? [identifierName((s.selection as unknown as { alias: OperationNode }).alias)]
+          : [],
+      ),
+    )
     for (const s of list) {
       const sel = s.selection
       let inner: OperationNode = sel
@@ -340,7 +376,8 @@ export class MigratedColumns {
         continue
       }
       name ??= m.name
-      if (m.form === 'both') out.push(s, selection(this.#renamed(inner, m), `${MAPPED_PREFIX}${name}`))
+      if (m.form === 'both' && hidden.has(`${MAPPED_PREFIX}${name}`)) out.push(s)
+      else if (m.form === 'both') out.push(s, selection(this.#renamed(inner, m), `${MAPPED_PREFIX}${name}`))
       else out.push(selection(this.#renamed(inner, m), name))
     }
     return Object.freeze(out)
@@ -367,7 +404,11 @@ export class MigratedColumns {
   }
 
   #comparison(node: OperationNode, rel: Relation): OperationNode {
-    const n = node as unknown as { leftOperand: OperationNode; operator: { operator?: string }; rightOperand: OperationNode }
+    const n = node as unknown as {
+      leftOperand: OperationNode
+      operator: { operator?: string }
+      rightOperand: OperationNode
+    }
     const left = this.#mapped(n.leftOperand, rel)
     const right = this.#mapped(n.rightOperand, rel)
     const m = left ?? right
@@ -387,10 +428,11 @@ export class MigratedColumns {
       return parens(both)
     }
     if (!EQUALITY.has(op) || !isValues(other)) return this.#plain(node, rel)
-    // As a read takes it: the encrypted value when there is one, else the plaintext.
-    const plaintext = and(nullTest(stored, 'is'), node)
+    // As a read takes it: the plaintext when there is one, else the encrypted value.
+    const noPlaintext = nullTest(ref, 'is')
     this.#produced.add(node)
-    return parens(or(plaintext, encrypted))
+    this.#produced.add(noPlaintext)
+    return parens(or(node, parens(and(noPlaintext, encrypted))))
   }
 
   /** Any other part of the statement: a mapped column under the encrypted column's name (the analyzer refuses what it must). */
@@ -447,7 +489,10 @@ export class MigratedColumns {
 
   #checkInsert(node: InsertQueryNode, rel: Relation): void {
     const names = (node.columns ?? []).map((c) => columnName(c))
-    const values = node.values as unknown as { kind: string; values: ReadonlyArray<{ kind: string; values: readonly unknown[] }> }
+    const values = node.values as unknown as {
+      kind: string
+      values: ReadonlyArray<{ kind: string; values: readonly unknown[] }>
+    }
     for (const m of rel.mappings) {
       const at = names.indexOf(m.name)
       if (!m.nullPlaintext || at === -1 || values?.kind !== 'ValuesNode') continue
@@ -485,10 +530,21 @@ interface Relation {
 }
 
 const EQUALITY = new Set(['=', '==', '!=', '<>', 'in', 'not in'])
-const NESTED = new Set(['SelectQueryNode', 'InsertQueryNode', 'UpdateQueryNode', 'DeleteQueryNode', 'MergeQueryNode'])
+const NESTED = new Set([
+  'SelectQueryNode',
+  'InsertQueryNode',
+  'UpdateQueryNode',
+  'DeleteQueryNode',
+  'MergeQueryNode',
+])
 
 function isNodeLike(v: unknown): v is OperationNode {
-  return typeof v === 'object' && v !== null && typeof (v as { kind?: unknown }).kind === 'string' && !isDeferred(v)
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    typeof (v as { kind?: unknown }).kind === 'string' &&
+    !isDeferred(v)
+  )
 }
 
 function isNullValue(node: OperationNode): boolean {
@@ -502,7 +558,11 @@ function isValues(node: OperationNode): boolean {
 
 function rowValue(row: { kind: string; values: readonly unknown[] }, at: number): unknown {
   const v = row.values[at]
-  return row.kind === 'PrimitiveValueListNode' ? v : v === undefined ? undefined : nodeValue(v as OperationNode)
+  return row.kind === 'PrimitiveValueListNode'
+    ? v
+    : v === undefined
+      ? undefined
+      : nodeValue(v as OperationNode)
 }
 
 /** After cut-over the plaintext column takes NULL only: anything else is a plaintext sent for it. */

@@ -50,5 +50,9 @@ export function pluginView(schema: EncryptedSchema): EncryptedSchema {
       ...(table.context.length === 0 ? {} : { context: table.context }),
     }
   }
-  return buildSchema(definition as SchemaDefinition, { tables, omitBlindIndexes: schema.omitBlindIndexes }, mapped)
+  return buildSchema(
+    definition as SchemaDefinition,
+    { tables, omitBlindIndexes: schema.omitBlindIndexes },
+    mapped,
+  )
 }

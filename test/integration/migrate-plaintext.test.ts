@@ -22,7 +22,13 @@ const secret = (t: MigrationDb, phase: MigrationPhase, email: string) => {
 }
 
 /** One application write in `phase`: insert, update, delete or upsert, applied to the model too. */
-async function write(t: MigrationDb, model: Model, phase: MigrationPhase, i: number, tag: string): Promise<void> {
+async function write(
+  t: MigrationDb,
+  model: Model,
+  phase: MigrationPhase,
+  i: number,
+  tag: string,
+): Promise<void> {
   const ids = [...model.keys()]
   const email = `${tag}${i}@x.io`
   const db = t.app(phase)
@@ -171,7 +177,12 @@ describe.each(backends())(
         await expect(
           early.insertInto(t.table).values({ name: 'early', email: 'early@x.io' }).execute(),
         ).rejects.toMatchObject({ code: 'MIGRATION_PHASE_CONFLICT' })
-        expect(t.scanner.queries.slice(before).map((q) => q.sql).join('\n')).not.toMatch(/insert/i)
+        expect(
+          t.scanner.queries
+            .slice(before)
+            .map((q) => q.sql)
+            .join('\n'),
+        ).not.toMatch(/insert/i)
         await writeSome('added', 40, 'a')
         await expectSearchesMatch(t, model, 'added')
         await expectDuplicateRefused(t, model, 'added')
