@@ -7,7 +7,8 @@
  * - `added`: the encrypted and blind-index columns exist beside the plaintext one; the
  *   application still reads, writes and searches only the plaintext column.
  * - `dual-writing`: writes fill the plaintext column and the encrypted and index columns; reads
- *   take the encrypted value when present, else the plaintext; searches match either.
+ *   take the plaintext when present, else the encrypted value (a row a `cut-over` process wrote);
+ *   searches match either, the same way.
  * - `backfilled`: every row has its encrypted value (`kfe verify` passed); the application
  *   behaves as in `dual-writing`, so a rollback to it loses nothing.
  * - `cut-over`: reads and searches use only the encrypted columns; writes set the plaintext
@@ -33,8 +34,8 @@ export const MIGRATION_PHASES: readonly MigrationPhase[] = Object.freeze([
  *   backfill only once no `added` process is left (it repairs any encrypted value an `added`
  *   process made stale by updating the plaintext alone).
  * - `dual-writing` + `backfilled`: the same reads and writes.
- * - `backfilled` + `cut-over`: every row has its encrypted value, which both read; `cut-over`
- *   writes NULL plaintext, which `backfilled` never reads when the encrypted value is there.
+ * - `backfilled` + `cut-over`: every row has its encrypted value, which `cut-over` reads;
+ *   `cut-over` writes NULL plaintext, and `backfilled` reads such a row as its encrypted value.
  * - `cut-over` + `dropped`: neither reads the plaintext; run the drop migration only once no
  *   `cut-over` process is left (they still write NULL into the column).
  *
