@@ -28,10 +28,14 @@ export class SchemaGate {
    * @param check - verifies the schema (and the migration phases' database state), returning the
    *   catalog it read (`undefined` when only the phases were checked); `undefined`: turned off.
    * @param keyTable - the key table, whose writes (`encryption.init(db)`) never wait for the check.
+   * @param gated - queries that wait for the check even when they only read plain columns (those
+   *   naming a table with a column under migration: an `added` process reading a row a `cut-over`
+   *   process wrote would see NULL).
    */
   constructor(
     private readonly check: (() => Promise<Catalog | undefined>) | undefined,
     private readonly keyTable: string,
+    private readonly gated?: (node: OperationNode) => boolean,
   ) {
     this.#open = check === undefined
   }
@@ -53,7 +57,7 @@ export class SchemaGate {
 
   /**
    * Whether this query must wait for the check: it needs keys or the catalog, or writes (but to
-   * the key table).
+   * the key table), or is `gated`.
    */
   needs(node: OperationNode | undefined, plan: QueryPlan): boolean {
     if (this.#open) return false
@@ -65,6 +69,7 @@ export class SchemaGate {
     )
       return true
     if (node === undefined) return false
+    if (this.gated?.(node)) return true
     if (InsertQueryNode.is(node)) return !this.#isKeyTable(node.into)
     if (UpdateQueryNode.is(node)) return !this.#isKeyTable(node.table)
     if (DeleteQueryNode.is(node))
