@@ -13,26 +13,15 @@ import type { DecryptStats } from './plugin/decrypt-rows.js'
 import { type EncryptingDriver, wrapDialect } from './plugin/dialect-wrapper.js'
 import { EncryptionPlugin } from './plugin/encryption-plugin.js'
 import { MigratedColumns } from './plugin/migrated-columns.js'
-import { relationNames } from './plugin/nodes.js'
 import { PendingPlans } from './plugin/plan.js'
 import { encryptColumn, indexValue, refuseEmptySearch } from './plugin/resolve-values.js'
-import { SchemaGate } from './plugin/schema-gate.js'
+import { startupGate } from './plugin/startup-gate.js'
 import { UnwrappedReads } from './plugin/unwrapped-reads.js'
-import { checkMigrationState } from './schema/migration-state.js'
 import { pluginView } from './schema/plugin-view.js'
 import { contextMissing, readContext, rowAad } from './schema/row-context.js'
 import { holdsCiphertext } from './schema/sample-ciphertext.js'
 import type { ColumnInfo, EncryptedSchema, IndexInfo } from './schema/schema.js'
 import { type VerifySchemaOptions, verifySchema } from './schema/verify-schema.js'
-
-/** Statements that read or write rows. */
-const DML = new Set([
-  'SelectQueryNode',
-  'InsertQueryNode',
-  'UpdateQueryNode',
-  'DeleteQueryNode',
-  'MergeQueryNode',
-])
 
 /** Options of {@link fieldEncryption}. */
 export interface FieldEncryptionOptions {
@@ -193,12 +182,6 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
   // the wrapper see them under the column that holds the ciphertext (docs/migrating.md).
   const view = pluginView(options.schema)
   const migrated = new MigratedColumns(view)
-  const migratingTables = new Set(
-    [...options.schema.tables.values()]
-      .filter((t) => [...t.columns.values()].some((c) => c.migration !== undefined))
-      .map((t) => t.physical.toLowerCase()),
-  )
-  const underMigration = migratingTables.size > 0
   const plans = new PendingPlans()
   const stats: DecryptStats = { decrypted: 0, falsePositives: 0, plaintextReads: 0 }
   // The rings share the providers; the instance closes them once, in close().
@@ -300,27 +283,7 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
       onDriver: (d) => {
         driver = d
       },
-      schemaGate: new SchemaGate(
-        verifyOptions === undefined && !underMigration
-          ? undefined
-          : async () => {
-              const catalog =
-                verifyOptions === undefined
-                  ? undefined
-                  : await verifySchema(storeDb, options.schema, verifyOptions)
-              // A deploy whose phase the database contradicts (docs/migrating.md, "Which phases
-              // may run at once") is refused before its first write or key use.
-              if (underMigration) await checkMigrationState(storeDb, options.schema)
-              return catalog
-            },
-        keyTableName,
-        // Until the check passed (then the gate is open and this is not called): every query of
-        // a table under migration, reads of plain columns too; not DDL (the `add` migration may
-        // run through this Kysely before the check can pass).
-        underMigration
-          ? (node) => DML.has(node.kind) && [...relationNames(node)].some((n) => migratingTables.has(n))
-          : undefined,
-      ),
+      schemaGate: startupGate(storeDb, options.schema, verifyOptions, keyTableName),
     })
   }
 

@@ -1,28 +1,26 @@
 import type {
-  ColumnUpdateNode,
   DeleteQueryNode,
   InsertQueryNode,
   OperationNode,
-  ReferenceNode,
   RootOperationNode,
   SelectionNode,
   SelectQueryNode,
   UpdateQueryNode,
 } from 'kysely'
-import { QueryRefusedError } from '../errors.js'
-import type { ColumnInfo, EncryptedSchema, TableInfo } from '../schema/schema.js'
-import { isDeferred } from './deferred-value.js'
-import { mapChildren, someChild } from './node-utils.js'
+import type { EncryptedSchema, TableInfo } from '../schema/schema.js'
+import { condition } from './migrated-conditions.js'
 import {
-  columnName,
-  columnNode,
-  DEFAULT,
-  identifier,
-  nodeValue,
-  rebuild,
-  referenceNode,
-  valueNode,
-} from './nodes.js'
+  type MappedPass,
+  type Mapping,
+  mappedIn,
+  type Relation,
+  ROW_STATEMENTS,
+  renamed,
+  selection,
+} from './migrated-nodes.js'
+import { checkInsert, checkSets, insertValues, setItems } from './migrated-writes.js'
+import { isNode, mapChildren, someChild } from './node-utils.js'
+import { columnName, columnNode, rebuild } from './nodes.js'
 import { MAPPED_PREFIX } from './plan.js'
 import { refuse } from './refusal.js'
 import { identifierName, tableName } from './table-names.js'
@@ -52,11 +50,11 @@ import { identifierName, tableName } from './table-names.js'
  * table or the column (joins, subqueries, CTEs reading it, MERGE) is refused with
  * `QUERY_REFUSED`, since an unqualified `email` there may be another table's.
  */
-export class MigratedColumns {
+export class MigratedColumns implements MappedPass {
   /** Mapped columns of the view, by their table. */
   readonly #tables = new Map<TableInfo, readonly Mapping[]>()
-  /** The plaintext comparisons this pass wrote, left alone when a tree comes back (idempotence). */
-  readonly #produced = new WeakSet<OperationNode>()
+  /** {@inheritDoc MappedPass.produced} */
+  readonly produced = new WeakSet<OperationNode>()
 
   constructor(readonly view: EncryptedSchema) {
     for (const table of view.tables.values()) {
@@ -119,8 +117,8 @@ export class MigratedColumns {
     if (this.#tables.size === 0 || this.#mention(root) === undefined) return
     const rel = this.#target(root)
     if (rel === undefined) return
-    if (root.kind === 'InsertQueryNode') this.#checkInsert(root as InsertQueryNode, rel)
-    if (root.kind === 'UpdateQueryNode') this.#checkSets((root as UpdateQueryNode).updates, rel)
+    if (root.kind === 'InsertQueryNode') checkInsert(root as InsertQueryNode, rel)
+    if (root.kind === 'UpdateQueryNode') checkSets((root as UpdateQueryNode).updates, rel)
   }
 
   /** The first mapped column of a table the tree names, if any. */
@@ -185,167 +183,75 @@ export class MigratedColumns {
   }
 
   #select(node: SelectQueryNode, rel: Relation): SelectQueryNode {
-    const patch: Record<string, unknown> = {}
-    for (const [key, value] of Object.entries(node)) {
-      if (key === 'kind' || value === undefined) continue
-      if (key === 'selections') patch.selections = this.#selections(node.selections!, rel)
-      else if (key === 'where')
-        patch.where = rebuild(node.where!, { where: this.#condition(node.where!.where, rel) })
-      else if (key !== 'from') patch[key] = this.#plainValue(value, rel)
-    }
-    return rebuild(node, patch)
+    return this.#clauses(node, rel, ['from'], {})
   }
 
   #delete(node: DeleteQueryNode, rel: Relation): DeleteQueryNode {
-    const patch: Record<string, unknown> = {}
-    for (const [key, value] of Object.entries(node)) {
-      if (key === 'kind' || value === undefined) continue
-      if (key === 'returning') patch.returning = this.#returning(node.returning!, rel)
-      else if (key === 'where')
-        patch.where = rebuild(node.where!, { where: this.#condition(node.where!.where, rel) })
-      else if (key !== 'from') patch[key] = this.#plainValue(value, rel)
-    }
-    return rebuild(node, patch)
+    return this.#clauses(node, rel, ['from'], {})
   }
 
   #update(node: UpdateQueryNode, rel: Relation): UpdateQueryNode {
-    const patch: Record<string, unknown> = {}
-    for (const [key, value] of Object.entries(node)) {
-      if (key === 'kind' || value === undefined) continue
-      if (key === 'returning') patch.returning = this.#returning(node.returning!, rel)
-      else if (key === 'where')
-        patch.where = rebuild(node.where!, { where: this.#condition(node.where!.where, rel) })
-      else if (key === 'updates') patch.updates = this.#sets(node.updates!, rel)
-      else if (key !== 'table') patch[key] = this.#plainValue(value, rel)
-    }
-    return rebuild(node, patch)
+    return this.#clauses(node, rel, ['table'], { updates: () => setItems(this, node.updates!, rel) })
   }
 
   #insert(node: InsertQueryNode, rel: Relation): InsertQueryNode {
-    const patch: Record<string, unknown> = {}
     const excluded: Relation = { names: new Set([...rel.names, 'excluded']), mappings: rel.mappings }
-    for (const [key, value] of Object.entries(node)) {
-      if (key === 'kind' || value === undefined) continue
-      if (key === 'returning') patch.returning = this.#returning(node.returning!, rel)
-      else if (key === 'onDuplicateKey')
-        patch.onDuplicateKey = rebuild(node.onDuplicateKey!, {
-          updates: this.#sets(node.onDuplicateKey!.updates, excluded),
-        })
-      else if (key === 'onConflict') {
-        const oc = node.onConflict!
-        patch.onConflict = rebuild(oc, {
-          ...(oc.columns === undefined
+    const oc = node.onConflict
+    const rewritten = this.#clauses(node, rel, ['into', 'columns', 'values'], {
+      onDuplicateKey: () =>
+        rebuild(node.onDuplicateKey!, { updates: setItems(this, node.onDuplicateKey!.updates, excluded) }),
+      onConflict: () =>
+        rebuild(oc!, {
+          ...(oc?.columns === undefined
             ? {}
             : { columns: oc.columns.map((c) => this.#conflictColumn(c, rel)) }),
-          ...(oc.updates === undefined ? {} : { updates: this.#sets(oc.updates, excluded) }),
-          ...(oc.updateWhere === undefined
+          ...(oc?.updates === undefined ? {} : { updates: setItems(this, oc.updates, excluded) }),
+          ...(oc?.updateWhere === undefined
             ? {}
             : {
                 updateWhere: rebuild(oc.updateWhere, {
-                  where: this.#condition(oc.updateWhere.where, excluded),
+                  where: condition(this, oc.updateWhere.where, excluded),
                 }),
               }),
-          ...(oc.indexWhere === undefined ? {} : { indexWhere: this.#plain(oc.indexWhere, rel) }),
-        })
-      } else if (key !== 'into' && key !== 'columns' && key !== 'values')
-        patch[key] = this.#plainValue(value, rel)
-    }
-    Object.assign(patch, this.#insertValues(node, rel))
-    return rebuild(node, patch)
+          ...(oc?.indexWhere === undefined ? {} : { indexWhere: this.plain(oc.indexWhere, rel) }),
+        }),
+    })
+    return rebuild(rewritten, insertValues(this, node, rel))
   }
 
-  /** The column list and rows of an INSERT: each mapped column written in its phase's form. */
-  #insertValues(node: InsertQueryNode, rel: Relation): Record<string, unknown> {
-    const columns = [...(node.columns ?? [])]
-    const names = columns.map((c) => columnName(c))
-    const values = node.values
-    if (values === undefined) return {}
-    if (values.kind !== 'ValuesNode') {
-      // INSERT … SELECT: the analyzer refuses it into the encrypted column, named as such.
-      return {
-        columns: Object.freeze(columns.map((c) => this.#plain(c, rel))),
-        values: this.#plain(values, rel),
-      }
+  /**
+   * Each clause of a statement: its select list, RETURNING and WHERE as such, those `own`
+   * names by their function, every other one (but the `kept` target clauses) as {@link #plain}.
+   */
+  #clauses<T extends SelectQueryNode | InsertQueryNode | UpdateQueryNode | DeleteQueryNode>(
+    node: T,
+    rel: Relation,
+    kept: readonly string[],
+    own: Readonly<Record<string, () => unknown>>,
+  ): T {
+    const patch: Record<string, unknown> = {}
+    const clauses = node as unknown as Record<string, unknown>
+    for (const [key, value] of Object.entries(clauses)) {
+      if (key === 'kind' || value === undefined || kept.includes(key)) continue
+      const rewrite = own[key]
+      if (rewrite !== undefined) patch[key] = rewrite()
+      else if (key === 'selections' || key === 'returning') {
+        const list =
+          key === 'selections' ? value : (value as { selections: ReadonlyArray<SelectionNode> }).selections
+        const selections = this.#selections(list as ReadonlyArray<SelectionNode>, rel)
+        patch[key] = key === 'selections' ? selections : rebuild(value as OperationNode, { selections })
+      } else if (key === 'where') {
+        const where = value as { where: OperationNode } & OperationNode
+        patch.where = rebuild(where, { where: condition(this, where.where, rel) })
+      } else patch[key] = this.#plainValue(value, rel)
     }
-    type Row = { kind: string; values: readonly unknown[] }
-    let rows = (values as unknown as { values: readonly Row[] }).values.map((r) => ({
-      ...r,
-      values: [...r.values],
-    }))
-    for (const m of rel.mappings) {
-      const at = names.indexOf(m.name)
-      if (at === -1) continue
-      if (names.includes(m.stored)) {
-        // A tree this pass rewrote before (or the application writing both itself).
-        if (m.nullPlaintext) for (const r of rows) refuseWrittenPlaintext(m, rowValue(r, at))
-        continue
-      }
-      if (m.form === 'both') {
-        columns.push(columnNode(m.stored))
-        for (const r of rows) r.values.push(r.values[at])
-        continue
-      }
-      columns[at] = columnNode(m.stored)
-      if (m.nullPlaintext) {
-        columns.push(columnNode(m.name))
-        for (const r of rows) r.values.push(r.kind === 'PrimitiveValueListNode' ? null : valueNode(null))
-      }
-    }
-    rows = rows.map((r) => ({
-      ...r,
-      values:
-        r.kind === 'PrimitiveValueListNode'
-          ? r.values
-          : r.values.map((v) => this.#plain(v as OperationNode, rel)),
-    }))
-    return {
-      columns: Object.freeze(columns),
-      values: Object.freeze({
-        ...values,
-        values: Object.freeze(rows.map((r) => Object.freeze({ ...r, values: Object.freeze(r.values) }))),
-      }),
-    }
+    return rebuild(node, patch)
   }
 
   /** An ON CONFLICT target: the encrypted column's (its unique blind index, by the analyzer) once the plaintext is not written. */
   #conflictColumn(c: OperationNode, rel: Relation): OperationNode {
-    const m = this.#mapped(c, rel)
+    const m = mappedIn(c, rel)
     return m === undefined || m.form === 'both' ? c : columnNode(m.stored)
-  }
-
-  /** SET items: a mapped column written in its phase's form. */
-  #sets(items: ReadonlyArray<ColumnUpdateNode>, rel: Relation): ReadonlyArray<ColumnUpdateNode> {
-    const out: ColumnUpdateNode[] = []
-    const written = new Set(items.map((u) => columnName(u.column)))
-    for (const u of items) {
-      const m = this.#mapped(u.column, rel)
-      if (m === undefined) {
-        out.push(rebuild(u, { value: this.#plain(u.value, rel) }))
-        continue
-      }
-      if (written.has(m.stored)) {
-        if (m.nullPlaintext) refuseWrittenPlaintext(m, nodeValue(u.value))
-        out.push(u)
-        continue
-      }
-      const encrypted = Object.freeze({
-        kind: 'ColumnUpdateNode',
-        column: this.#renamed(u.column, m),
-        value: this.#plain(u.value, rel),
-      }) as ColumnUpdateNode
-      if (m.form === 'both') out.push(u, encrypted)
-      else {
-        out.push(encrypted)
-        if (m.nullPlaintext) out.push(rebuild(u, { value: valueNode(null) }))
-      }
-    }
-    return Object.freeze(out)
-  }
-
-  #returning<T extends { selections: ReadonlyArray<SelectionNode> }>(node: T, rel: Relation): T {
-    return rebuild(node as unknown as OperationNode, {
-      selections: this.#selections(node.selections, rel),
-    }) as unknown as T
   }
 
   /**
@@ -370,87 +276,34 @@ export class MigratedColumns {
         inner = (sel as unknown as { node: OperationNode }).node
         name = identifierName((sel as unknown as { alias: OperationNode }).alias)
       }
-      const m = this.#mapped(inner, rel)
+      const m = mappedIn(inner, rel)
       if (m === undefined) {
-        out.push(this.#plain(s, rel) as SelectionNode)
+        out.push(this.plain(s, rel) as SelectionNode)
         continue
       }
       name ??= m.name
       if (m.form === 'both' && hidden.has(`${MAPPED_PREFIX}${name}`)) out.push(s)
-      else if (m.form === 'both') out.push(s, selection(this.#renamed(inner, m), `${MAPPED_PREFIX}${name}`))
-      else out.push(selection(this.#renamed(inner, m), name))
+      else if (m.form === 'both') out.push(s, selection(renamed(inner, m), `${MAPPED_PREFIX}${name}`))
+      else out.push(selection(renamed(inner, m), name))
     }
     return Object.freeze(out)
   }
 
-  /** WHERE, and ON CONFLICT's: comparisons of a mapped column in its phase's form. */
-  #condition(node: OperationNode, rel: Relation): OperationNode {
-    if (this.#produced.has(node)) return node
-    switch (node.kind) {
-      case 'AndNode':
-      case 'OrNode':
-      case 'ParensNode':
-        return mapChildren(node, (child) => this.#condition(child, rel))
-      case 'UnaryOperationNode': {
-        const n = node as unknown as { operator: { operator?: string }; operand: OperationNode }
-        if (n.operator.operator === 'not') return rebuild(node, { operand: this.#condition(n.operand, rel) })
-        return this.#plain(node, rel)
-      }
-      case 'BinaryOperationNode':
-        return this.#comparison(node, rel)
-      default:
-        return this.#plain(node, rel)
-    }
-  }
-
-  #comparison(node: OperationNode, rel: Relation): OperationNode {
-    const n = node as unknown as {
-      leftOperand: OperationNode
-      operator: { operator?: string }
-      rightOperand: OperationNode
-    }
-    const left = this.#mapped(n.leftOperand, rel)
-    const right = this.#mapped(n.rightOperand, rel)
-    const m = left ?? right
-    // Column against column, or an encrypted-only phase: the encrypted column's name, and the
-    // analyzer's rules (blind index, refusals) as for any encrypted column.
-    if (m === undefined || (left !== undefined && right !== undefined) || m.form === 'encrypted')
-      return this.#plain(node, rel)
-    const op = n.operator.operator ?? ''
-    const ref = left !== undefined ? n.leftOperand : n.rightOperand
-    const other = left !== undefined ? n.rightOperand : n.leftOperand
-    const stored = this.#renamed(ref, m)
-    const encrypted = rebuild(node, left !== undefined ? { leftOperand: stored } : { rightOperand: stored })
-    if ((op === 'is' || op === 'is not') && isNullValue(other)) {
-      // The value is NULL when both forms are (writes keep them in step, NULL with NULL).
-      const both = op === 'is' ? and(node, encrypted) : or(node, encrypted)
-      this.#produced.add(both)
-      return parens(both)
-    }
-    if (!EQUALITY.has(op) || !isValues(other)) return this.#plain(node, rel)
-    // As a read takes it: the plaintext when there is one, else the encrypted value.
-    const noPlaintext = nullTest(ref, 'is')
-    this.#produced.add(node)
-    this.#produced.add(noPlaintext)
-    return parens(or(node, parens(and(noPlaintext, encrypted))))
-  }
-
   /** Any other part of the statement: a mapped column under the encrypted column's name (the analyzer refuses what it must). */
-  #plain(node: OperationNode, rel: Relation): OperationNode {
-    if (this.#produced.has(node)) return node
-    const m = this.#mapped(node, rel)
-    if (m !== undefined) return this.#renamed(node, m)
-    if (NESTED.has(node.kind)) {
+  plain(node: OperationNode, rel: Relation): OperationNode {
+    if (this.produced.has(node)) return node
+    const m = mappedIn(node, rel)
+    if (m !== undefined) return renamed(node, m)
+    if (ROW_STATEMENTS.has(node.kind)) {
       this.#refuseNested(node, rel)
       return node
     }
-    return mapChildren(node, (child) => this.#plain(child, rel))
+    return mapChildren(node, (child) => this.plain(child, rel))
   }
 
   #plainValue(value: unknown, rel: Relation): unknown {
-    if (Array.isArray(value))
-      return Object.freeze(value.map((v) => (isNodeLike(v) ? this.#plain(v, rel) : v)))
-    return isNodeLike(value) ? this.#plain(value, rel) : value
+    if (Array.isArray(value)) return Object.freeze(value.map((v) => (isNode(v) ? this.plain(v, rel) : v)))
+    return isNode(value) ? this.plain(value, rel) : value
   }
 
   /** A nested query may not name the mapped table or column: its scope is not modelled here. */
@@ -469,141 +322,4 @@ export class MigratedColumns {
       `Run the subquery as a query of its own, then pass its result as values.`,
     )
   }
-
-  /** The mapping a column reference of the statement's table names, if any. */
-  #mapped(node: OperationNode, rel: Relation): Mapping | undefined {
-    if (node.kind !== 'ColumnNode' && node.kind !== 'ReferenceNode') return undefined
-    if (node.kind === 'ReferenceNode') {
-      const ref = node as ReferenceNode
-      if (ref.column.kind !== 'ColumnNode') return undefined
-      if (ref.table !== undefined && !rel.names.has(tableName(ref.table).name)) return undefined
-    }
-    const name = columnName(node)
-    return rel.mappings.find((m) => m.name === name)
-  }
-
-  #renamed(node: OperationNode, m: Mapping): OperationNode {
-    if (node.kind === 'ColumnNode') return columnNode(m.stored)
-    return referenceNode(m.stored, (node as ReferenceNode).table)
-  }
-
-  #checkInsert(node: InsertQueryNode, rel: Relation): void {
-    const names = (node.columns ?? []).map((c) => columnName(c))
-    const values = node.values as unknown as {
-      kind: string
-      values: ReadonlyArray<{ kind: string; values: readonly unknown[] }>
-    }
-    for (const m of rel.mappings) {
-      const at = names.indexOf(m.name)
-      if (!m.nullPlaintext || at === -1 || values?.kind !== 'ValuesNode') continue
-      for (const r of values.values) refuseWrittenPlaintext(m, rowValue(r, at))
-    }
-    if (node.onConflict?.updates) this.#checkSets(node.onConflict.updates, rel)
-    if (node.onDuplicateKey) this.#checkSets(node.onDuplicateKey.updates, rel)
-  }
-
-  #checkSets(items: ReadonlyArray<ColumnUpdateNode> | undefined, rel: Relation): void {
-    for (const u of items ?? []) {
-      const m = this.#mapped(u.column, rel)
-      if (m?.nullPlaintext) refuseWrittenPlaintext(m, nodeValue(u.value))
-    }
-  }
-}
-
-interface Mapping {
-  /** The name queries use (the plaintext column while it exists). */
-  readonly name: string
-  /** The column holding the ciphertext. */
-  readonly stored: string
-  /** The view's encrypted column. */
-  readonly info: ColumnInfo
-  /** `both`: the plaintext column is still read and written; `encrypted`: only the ciphertext. */
-  readonly form: 'both' | 'encrypted'
-  /** `cut-over`: a write of the column sets its plaintext column to NULL. */
-  readonly nullPlaintext: boolean
-}
-
-/** The statement's one (mapped) table: the names that qualify its columns, and its mappings. */
-interface Relation {
-  readonly names: ReadonlySet<string>
-  readonly mappings: readonly Mapping[]
-}
-
-const EQUALITY = new Set(['=', '==', '!=', '<>', 'in', 'not in'])
-const NESTED = new Set([
-  'SelectQueryNode',
-  'InsertQueryNode',
-  'UpdateQueryNode',
-  'DeleteQueryNode',
-  'MergeQueryNode',
-])
-
-function isNodeLike(v: unknown): v is OperationNode {
-  return (
-    typeof v === 'object' &&
-    v !== null &&
-    typeof (v as { kind?: unknown }).kind === 'string' &&
-    !isDeferred(v)
-  )
-}
-
-function isNullValue(node: OperationNode): boolean {
-  return node.kind === 'ValueNode' && (node as unknown as { value: unknown }).value === null
-}
-
-/** A value, or a list of values (the right side of `in`). */
-function isValues(node: OperationNode): boolean {
-  return node.kind === 'ValueNode' || node.kind === 'ValueListNode' || node.kind === 'PrimitiveValueListNode'
-}
-
-function rowValue(row: { kind: string; values: readonly unknown[] }, at: number): unknown {
-  const v = row.values[at]
-  return row.kind === 'PrimitiveValueListNode'
-    ? v
-    : v === undefined
-      ? undefined
-      : nodeValue(v as OperationNode)
-}
-
-/** After cut-over the plaintext column takes NULL only: anything else is a plaintext sent for it. */
-function refuseWrittenPlaintext(m: Mapping, value: unknown): void {
-  if (value === null || value === undefined || value === DEFAULT) return
-  throw new QueryRefusedError(
-    'PLAINTEXT_WRITE',
-    `${m.info.table.physical}.${m.name} is cut over to ${m.stored}: its plaintext column takes only NULL; nothing was sent.`,
-    {
-      table: m.info.table.logical,
-      column: m.info.logical,
-      hint: `Write ${m.name} only (the plugin writes ${m.stored} and sets ${m.name} to NULL).`,
-    },
-  )
-}
-
-function selection(node: OperationNode, alias: string): SelectionNode {
-  return Object.freeze({
-    kind: 'SelectionNode',
-    selection: Object.freeze({ kind: 'AliasNode', node, alias: identifier(alias) }),
-  }) as SelectionNode
-}
-
-function and(left: OperationNode, right: OperationNode): OperationNode {
-  return Object.freeze({ kind: 'AndNode', left, right }) as OperationNode
-}
-
-function or(left: OperationNode, right: OperationNode): OperationNode {
-  return Object.freeze({ kind: 'OrNode', left, right }) as OperationNode
-}
-
-function parens(node: OperationNode): OperationNode {
-  return Object.freeze({ kind: 'ParensNode', node }) as OperationNode
-}
-
-function nullTest(ref: OperationNode, op: 'is' | 'is not'): OperationNode {
-  return Object.freeze({
-    kind: 'BinaryOperationNode',
-    leftOperand: ref,
-    operator: Object.freeze({ kind: 'OperatorNode', operator: op }),
-    // As kysely writes `is null`: the keyword, not a parameter (`is $1` is a syntax error).
-    rightOperand: Object.freeze({ kind: 'ValueNode', value: null, immediate: true }),
-  }) as OperationNode
 }

@@ -1,0 +1,130 @@
+import type { OperationNode, ReferenceNode, SelectionNode } from 'kysely'
+import { QueryRefusedError } from '../errors.js'
+import type { ColumnInfo } from '../schema/schema.js'
+import { columnName, columnNode, DEFAULT, identifier, nodeValue, referenceNode } from './nodes.js'
+import { tableName } from './scope.js'
+
+/**
+ * The pieces the migration pass (migrated-columns.ts) shares with its conditions
+ * (migrated-conditions.ts) and writes (migrated-writes.ts): what a mapped column is, the one
+ * table of a statement, and the nodes the pass builds.
+ */
+
+/** What the pass's functions need of it. */
+export interface MappedPass {
+  /**
+   * Any part of a statement not rewritten as such: a mapped column under the encrypted column's
+   * name (the analyzer refuses what it must); a nested query naming the table or column refused.
+   */
+  plain(node: OperationNode, rel: Relation): OperationNode
+  /** The nodes the pass wrote that a second pass must leave alone (idempotence). */
+  readonly produced: WeakSet<OperationNode>
+}
+
+export interface Mapping {
+  /** The name queries use (the plaintext column while it exists). */
+  readonly name: string
+  /** The column holding the ciphertext. */
+  readonly stored: string
+  /** The view's encrypted column. */
+  readonly info: ColumnInfo
+  /** `both`: the plaintext column is still read and written; `encrypted`: only the ciphertext. */
+  readonly form: 'both' | 'encrypted'
+  /** `cut-over`: a write of the column sets its plaintext column to NULL. */
+  readonly nullPlaintext: boolean
+}
+
+/** The statement's one (mapped) table: the names that qualify its columns, and its mappings. */
+export interface Relation {
+  readonly names: ReadonlySet<string>
+  readonly mappings: readonly Mapping[]
+}
+
+export const EQUALITY = new Set(['=', '==', '!=', '<>', 'in', 'not in'])
+/** Statements that read or write rows: nested ones get a scope of their own. */
+export const ROW_STATEMENTS: ReadonlySet<string> = new Set([
+  'SelectQueryNode',
+  'InsertQueryNode',
+  'UpdateQueryNode',
+  'DeleteQueryNode',
+  'MergeQueryNode',
+])
+
+export function isNullValue(node: OperationNode): boolean {
+  return node.kind === 'ValueNode' && (node as unknown as { value: unknown }).value === null
+}
+
+/** A value, or a list of values (the right side of `in`). */
+export function isValues(node: OperationNode): boolean {
+  return node.kind === 'ValueNode' || node.kind === 'ValueListNode' || node.kind === 'PrimitiveValueListNode'
+}
+
+export function rowValue(row: { kind: string; values: readonly unknown[] }, at: number): unknown {
+  const v = row.values[at]
+  return row.kind === 'PrimitiveValueListNode'
+    ? v
+    : v === undefined
+      ? undefined
+      : nodeValue(v as OperationNode)
+}
+
+/** After cut-over the plaintext column takes NULL only: anything else is a plaintext sent for it. */
+export function refuseWrittenPlaintext(m: Mapping, value: unknown): void {
+  if (value === null || value === undefined || value === DEFAULT) return
+  throw new QueryRefusedError(
+    'PLAINTEXT_WRITE',
+    `${m.info.table.physical}.${m.name} is cut over to ${m.stored}: its plaintext column takes only NULL; nothing was sent.`,
+    {
+      table: m.info.table.logical,
+      column: m.info.logical,
+      hint: `Write ${m.name} only (the plugin writes ${m.stored} and sets ${m.name} to NULL).`,
+    },
+  )
+}
+
+export function selection(node: OperationNode, alias: string): SelectionNode {
+  return Object.freeze({
+    kind: 'SelectionNode',
+    selection: Object.freeze({ kind: 'AliasNode', node, alias: identifier(alias) }),
+  }) as SelectionNode
+}
+
+export function and(left: OperationNode, right: OperationNode): OperationNode {
+  return Object.freeze({ kind: 'AndNode', left, right }) as OperationNode
+}
+
+export function or(left: OperationNode, right: OperationNode): OperationNode {
+  return Object.freeze({ kind: 'OrNode', left, right }) as OperationNode
+}
+
+export function parens(node: OperationNode): OperationNode {
+  return Object.freeze({ kind: 'ParensNode', node }) as OperationNode
+}
+
+export function nullTest(ref: OperationNode, op: 'is' | 'is not'): OperationNode {
+  return Object.freeze({
+    kind: 'BinaryOperationNode',
+    leftOperand: ref,
+    operator: Object.freeze({ kind: 'OperatorNode', operator: op }),
+    // As kysely writes `is null`: the keyword, not a parameter (`is $1` is a syntax error).
+    rightOperand: Object.freeze({ kind: 'ValueNode', value: null, immediate: true }),
+  }) as OperationNode
+}
+
+/** The mapping a column reference of the statement's table names, if any. */
+export function mappedIn(node: OperationNode, rel: Relation): Mapping | undefined {
+  if (node.kind !== 'ColumnNode' && node.kind !== 'ReferenceNode') return undefined
+  if (node.kind === 'ReferenceNode') {
+    const ref = node as ReferenceNode
+    if (ref.column.kind !== 'ColumnNode') return undefined
+    if (ref.table !== undefined && !rel.names.has(tableName(ref.table).name)) return undefined
+  }
+  const name = columnName(node)
+  return rel.mappings.find((m) => m.name === name)
+}
+
+/** `node` (a column or reference) under the encrypted column's name, with its qualifier. */
+export function renamed(node: OperationNode, m: Mapping): OperationNode {
+  if (node.kind === 'ColumnNode') return columnNode(m.stored)
+  return referenceNode(m.stored, (node as ReferenceNode).table)
+}
