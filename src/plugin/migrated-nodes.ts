@@ -2,7 +2,7 @@ import type { OperationNode, ReferenceNode, SelectionNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
 import type { ColumnInfo } from '../schema/schema.js'
 import { columnName, columnNode, DEFAULT, identifier, nodeValue, referenceNode } from './nodes.js'
-import { tableName } from './scope.js'
+import { tableName } from './table-names.js'
 
 /**
  * The pieces the migration pass (migrated-columns.ts) shares with its conditions

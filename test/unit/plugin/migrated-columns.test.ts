@@ -11,7 +11,13 @@ import {
   type RootOperationNode,
 } from 'kysely'
 import { describe, expect, it } from 'vitest'
-import { fieldEncryption, localKeyProvider, type MigrationPhase } from '../../../src/index.js'
+import {
+  encrypted,
+  encryptedSchema,
+  fieldEncryption,
+  localKeyProvider,
+  type MigrationPhase,
+} from '../../../src/index.js'
 import { MigratedColumns } from '../../../src/plugin/migrated-columns.js'
 import { pluginView } from '../../../src/schema/plugin-view.js'
 import { migrationSchema } from '../../support/migration-schema.js'
@@ -19,7 +25,7 @@ import { migrationSchema } from '../../support/migration-schema.js'
 // Only to compile query trees through the plugin (nothing runs): kysely's compile-only setup.
 function appOf(phase: MigrationPhase, family: 'postgres' | 'mysql' = 'postgres') {
   const encryption = fieldEncryption({
-    schema: migrationSchema('users', phase),
+    schema: migrationSchema('users', phase, { encrypted, encryptedSchema }),
     keyProvider: localKeyProvider({ id: 'local:unit', key: randomBytes(32) }),
   })
   // biome-ignore lint/suspicious/noExplicitAny: table names of the fixture.
@@ -132,7 +138,7 @@ describe('a column under migration, as the plugin rewrites its queries in each p
 
   it('rewriting is idempotent: a tree that comes back is left as it is', () => {
     for (const phase of ['dual-writing', 'cut-over'] as const) {
-      const view = pluginView(migrationSchema('users', phase))
+      const view = pluginView(migrationSchema('users', phase, { encrypted, encryptedSchema }))
       const pass = new MigratedColumns(view)
       const db = appOf('added')
       for (const q of [
@@ -190,7 +196,9 @@ describe('a column under migration, as the plugin rewrites its queries in each p
   })
 
   it('after cut-over, a tree the plugin did not write may not send a plaintext to the plaintext column', () => {
-    const pass = new MigratedColumns(pluginView(migrationSchema('users', 'cut-over')))
+    const pass = new MigratedColumns(
+      pluginView(migrationSchema('users', 'cut-over', { encrypted, encryptedSchema })),
+    )
     const db = appOf('added')
     const node = (q: { toOperationNode(): unknown }) => q.toOperationNode() as RootOperationNode
     expect(() =>
