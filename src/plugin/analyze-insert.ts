@@ -162,12 +162,9 @@ export function insertRow(
   const { added, paired } = indexes
   const primitive = row.kind === 'PrimitiveValueListNode'
   const items = [...(row as unknown as { values: ReadonlyArray<unknown> }).values]
-  // The row's context values, read (and checked) on its first ciphertext only.
+  // The row's context values, read (and checked) on its first ciphertext only (see
+  // {@link contextOf}: not a closure per row, which under tsx also costs a `__name` call).
   let context: readonly string[] | undefined
-  const contextOf = () => {
-    if (rowContext !== undefined) context ??= rowContext(items, primitive)
-    return context
-  }
   // The plaintexts encrypted in this row, by position: only an added index column reads them.
   const plaintexts: unknown[] | undefined = added.length > 0 ? [] : undefined
   let changed = false
@@ -194,14 +191,16 @@ export function insertRow(
       continue
     }
     if (isDeferred(value)) {
-      checkBoundTo(value, contextOf())
+      context = contextOf(rowContext, items, primitive, context)
+      checkBoundTo(value, context)
       a.note(value)
       continue
     }
     if (value === DEFAULT || value === null || value === undefined) continue
     if (value === EXPRESSION) throw refuse(source.info, 'expression', 'only plain values can be written')
     if (value === LITERAL) throw refuse(source.info, 'sql.lit')
-    const deferred = a.encrypt(source.info, value, contextOf())
+    context = contextOf(rowContext, items, primitive, context)
+    const deferred = a.encrypt(source.info, value, context)
     if (plaintexts !== undefined) plaintexts[i] = value
     items[i] = primitive ? deferred : valueNode(deferred)
     changed = true
@@ -245,6 +244,20 @@ export function insertRow(
   }
   if (!changed) return row
   return Object.freeze({ ...row, values: Object.freeze(items) })
+}
+
+/**
+ * A row's context values: `known` once read, else read from the row's `items` (and checked)
+ * through `rowContext`; `undefined` for a table without a row context.
+ */
+function contextOf(
+  rowContext: ((items: readonly unknown[], primitive: boolean) => readonly string[]) | undefined,
+  items: readonly unknown[],
+  primitive: boolean,
+  known: readonly string[] | undefined,
+): readonly string[] | undefined {
+  if (known !== undefined || rowContext === undefined) return known
+  return rowContext(items, primitive)
 }
 
 export function checkIndexWrite(
