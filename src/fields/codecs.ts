@@ -25,14 +25,16 @@ export interface Codec<T> {
    */
   encode(value: T): Buffer
   /**
-   * The bytes a ciphertext holds, when a codec has a cheaper form than the canonical one that
-   * {@link Codec.decode} reads back as the same value (json: the value's own key order). Never
-   * used for a blind index, which needs the canonical bytes. Absent: {@link Codec.encode}.
+   * For a codec whose encoding is UTF-8 text (text, json): the text whose UTF-8 bytes a
+   * ciphertext holds, so that `encryptValue` can write them into a scratch buffer it zeroes,
+   * instead of a fresh buffer per value. {@link Codec.decode} reads those bytes back as a value
+   * equal to `value`; they may be a cheaper form than the canonical one (json: the value's own
+   * key order), so this is never used for a blind index. Absent: {@link Codec.encode}.
    *
-   * @returns bytes {@link Codec.decode} turns into a value equal to `value`, in a fresh buffer.
+   * @returns a well-formed string (no lone surrogate: its UTF-8 bytes are exact).
    * @throws CodecError `CODEC_INVALID_VALUE` exactly when {@link Codec.encode} throws.
    */
-  encodeForCiphertext?(value: T): Buffer
+  ciphertextText?(value: T): string
   /**
    * @returns the value whose canonical bytes are `bytes`; never a view of `bytes`.
    * @throws CodecError `CODEC_INVALID_VALUE` when `bytes` is not a canonical encoding.
@@ -71,6 +73,13 @@ function decodeUtf8(kind: CodecKind, bytes: Buffer): string {
   }
 }
 
+/** `value` when the text codec accepts it. @throws CodecError `CODEC_INVALID_VALUE` */
+function checkedText(value: string): string {
+  if (typeof value !== 'string') invalid('text', 'a string')
+  if (!isWellFormedString(value)) invalid('text', 'a well-formed string (this one has a lone surrogate)')
+  return value
+}
+
 /**
  * `text`: the UTF-8 bytes of the string exactly as given. No Unicode normalization happens here
  * (normalizers belong to blind indexes), so `'é'` precomposed and decomposed are different values.
@@ -81,11 +90,8 @@ const text: Codec<string> = Object.freeze({
   kind: 'text',
   tag: 1,
   is: (value: unknown): value is string => typeof value === 'string' && isWellFormedString(value),
-  encode(value: string): Buffer {
-    if (typeof value !== 'string') invalid('text', 'a string')
-    if (!isWellFormedString(value)) invalid('text', 'a well-formed string (this one has a lone surrogate)')
-    return Buffer.from(value, 'utf8')
-  },
+  encode: (value: string): Buffer => Buffer.from(checkedText(value), 'utf8'),
+  ciphertextText: checkedText,
   decode: (bytes: Buffer): string => decodeUtf8('text', bytes),
 } satisfies Codec<string>)
 
@@ -209,7 +215,8 @@ const json: Codec<JsonValue> = Object.freeze({
   tag: 6,
   is: (value: unknown): value is JsonValue => isJsonValue(value),
   encode: (value: JsonValue): Buffer => Buffer.from(canonicalJson(value), 'utf8'),
-  encodeForCiphertext: (value: JsonValue): Buffer => Buffer.from(jsonText(value), 'utf8'),
+  // JSON.stringify escapes lone surrogates (ES2019 well-formed JSON.stringify): well-formed.
+  ciphertextText: jsonText,
   decode(bytes: Buffer): JsonValue {
     const source = decodeUtf8('json', bytes)
     try {

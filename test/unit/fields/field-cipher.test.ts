@@ -18,6 +18,7 @@ import {
   encryptField,
   encryptValue,
   type FieldAad,
+  textScratchIsZero,
 } from '../../../src/fields/field-cipher.js'
 import { ciphertextLength, readHeader } from '../../../src/fields/format.js'
 import { KeyMaterial } from '../../../src/keys/key-material.js'
@@ -118,6 +119,29 @@ describe('round trips through encryptValue/decryptValue', () => {
         expect(Buffer.from(out).equals(Buffer.from(u))).toBe(true)
       }),
     )
+  })
+
+  it('texts around the 64 KiB scratch buffer encryptValue writes them into, and past it', () => {
+    // 'é' is 2 UTF-8 bytes, '😀' 4 bytes in 2 code units: the length check counts bytes, not units.
+    for (const s of [
+      'é'.repeat(32_768),
+      `${'x'.repeat(65_535)}é`,
+      'é'.repeat(40_000),
+      '😀'.repeat(16_384),
+      '😀'.repeat(16_385),
+    ])
+      expect(roundTrip(codecs.text, s)).toBe(s)
+    const json = { note: 'é'.repeat(40_000), list: ['😀'.repeat(100)] }
+    expect(roundTrip(codecs.json, json)).toEqual(json)
+  })
+
+  it('zeroes the scratch buffer a text plaintext is written into, also when encryption throws', () => {
+    expect(roundTrip(codecs.text, 'y'.repeat(1000))).toBe('y'.repeat(1000))
+    expect(roundTrip(codecs.json, { a: 'é'.repeat(500) })).toEqual({ a: 'é'.repeat(500) })
+    expect(textScratchIsZero()).toBe(true)
+    // Written, then refused by encryptField (an index key cannot encrypt).
+    expect(() => encryptValue(codecs.text, 'secret text', makeKey(1, 'index'), AAD)).toThrow(KeyError)
+    expect(textScratchIsZero()).toBe(true)
   })
 
   it('with context values', () => {

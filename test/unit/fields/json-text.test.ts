@@ -80,7 +80,7 @@ describe('jsonText: the text a json ciphertext holds', () => {
     const v = { b: 1, a: [{ z: null, y: 'é' }] }
     expect(jsonText(v)).toBe('{"b":1,"a":[{"z":null,"y":"é"}]}')
     expect(canonicalJson(v)).toBe('{"a":[{"y":"é","z":null}],"b":1}')
-    expect(codecs.json.encodeForCiphertext?.(v).toString()).toBe(jsonText(v))
+    expect(codecs.json.ciphertextText?.(v)).toBe(jsonText(v))
     expect(codecs.json.encode(v).toString()).toBe(canonicalJson(v))
   })
 
