@@ -115,10 +115,11 @@ function combinesRows(n: OperationNode, locals: ReadonlySet<string> | undefined)
   if (n.kind === 'SelectQueryNode') {
     const declared = new Set(locals)
     for (const name of declaredRelations(n)) declared.add(name)
-    return someChild(n, (child) => combinesRows(child, declared))
+    return someChild(n, combinesRows, declared)
   }
   if (combinesItself(n) && (locals === undefined || mayNameOuter(n, locals))) return true
-  return someChild(n, (child) => combinesRows(child, locals))
+  // No closure per node: this walk runs on the select list of every root select.
+  return someChild(n, combinesRows, locals)
 }
 
 /** An aggregate, a window, raw SQL, or a function not known to work row by row. */
