@@ -224,45 +224,61 @@ function removeFalsePositives<R extends Record<string, unknown>>(
 }
 
 /**
- * Values by (logical table, key version), without building a string key per value. Remembers
- * the last hit: a batch usually holds one table and one key version.
+ * Values by (logical table, key version), without building a string key per value. The first
+ * entry lives in fields of its own, and maps are made only for a second one: a batch usually
+ * holds one table and one key version, so most queries (a lookup) allocate no map at all.
  */
 class VersionMap<V> {
-  readonly #byTable = new Map<string, Map<number, V>>()
-  #lastTable: string | undefined
-  #lastVersion = -1
-  #last: V | undefined
+  #firstTable: string | undefined
+  #firstVersion = -1
+  #first: V | undefined
+  #byTable: Map<string, Map<number, V>> | undefined
   size = 0
 
   get(table: string, version: number): V | undefined {
-    if (version === this.#lastVersion && table === this.#lastTable) return this.#last
-    const value = this.#byTable.get(table)?.get(version)
-    if (value !== undefined) {
-      this.#lastTable = table
-      this.#lastVersion = version
-      this.#last = value
-    }
-    return value
+    if (version === this.#firstVersion && table === this.#firstTable) return this.#first
+    return this.#byTable?.get(table)?.get(version)
   }
 
   set(table: string, version: number, value: V): void {
-    let versions = this.#byTable.get(table)
+    if (version === this.#firstVersion && table === this.#firstTable) {
+      this.#first = value
+      return
+    }
+    const known = this.#byTable?.get(table)
+    if (known?.has(version)) {
+      known.set(version, value)
+      return
+    }
+    this.size++
+    if (this.#firstTable === undefined) {
+      this.#firstTable = table
+      this.#firstVersion = version
+      this.#first = value
+      return
+    }
+    this.#byTable ??= new Map()
+    let versions = known
     if (versions === undefined) {
       versions = new Map()
       this.#byTable.set(table, versions)
     }
-    if (!versions.has(version)) this.size++
     versions.set(version, value)
-    if (table === this.#lastTable && version === this.#lastVersion) this.#last = value
   }
 
   delete(table: string, version: number): void {
-    if (this.#byTable.get(table)?.delete(version)) this.size--
-    if (table === this.#lastTable && version === this.#lastVersion) this.#lastTable = undefined
+    if (version === this.#firstVersion && table === this.#firstTable) {
+      this.#firstTable = undefined
+      this.#firstVersion = -1
+      this.#first = undefined
+      this.size--
+    } else if (this.#byTable?.get(table)?.delete(version)) this.size--
   }
 
   values(): V[] {
-    return [...this.#byTable.values()].flatMap((m) => [...m.values()])
+    const out: V[] = this.#firstTable === undefined ? [] : [this.#first as V]
+    for (const versions of this.#byTable?.values() ?? []) out.push(...versions.values())
+    return out
   }
 }
 
