@@ -35,6 +35,7 @@ export type ErrorCode =
   | 'KEY_CHECK_FAILED'
   | 'KEY_STATE_INVALID'
   | 'INDEX_SLOT_CONFLICT'
+  | 'KEY_DESTROYED'
   | 'PROVIDER_UNAVAILABLE'
   | 'PROVIDER_THROTTLED'
   | 'PROVIDER_ACCESS_DENIED'
@@ -51,6 +52,8 @@ export type ErrorCode =
   | 'DIALECT_NOT_WRAPPED'
   | 'CONTEXT_MISSING'
   | 'UNIQUE_VIOLATION'
+  | 'TENANT_REQUIRED'
+  | 'TENANT_INVALID'
   // schema verification (src/schema)
   | 'SCHEMA_MISMATCH'
   // operations (src/ops)

@@ -236,6 +236,13 @@ export class KeyCache {
     this.#lru.delete(cacheKey(ref))
   }
 
+  /** Drops (and zeroes) every key of one logical key name, whatever its purpose and version. */
+  deleteTable(logicalTable: string): void {
+    for (const entry of [...this.#lru.values()]) {
+      if (entry.material.ref.logicalTable === logicalTable) this.delete(entry.material.ref)
+    }
+  }
+
   /** Drops (and zeroes) every key. */
   clear(): void {
     this.#lru.clear()

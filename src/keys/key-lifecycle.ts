@@ -6,7 +6,7 @@
  */
 import { ConfigError, KeyError } from '../errors.js'
 import type { KeyPurpose, KeyRef, WrappedKey } from './key-provider.js'
-import { checkKeyRef, encodeWrappings, KEY_STATES, toStoredKey } from './key-row.js'
+import { checkKeyRef, encodeWrappings, KEY_STATES, NO_WRAPPINGS, toStoredKey } from './key-row.js'
 import { insertIfAbsent, type KeyTable, keyStoreError, listKeys, withLockedVersions } from './key-table.js'
 import type { KeyState, StoredKey } from './stored-key.js'
 
@@ -88,10 +88,10 @@ export async function activateVersion(
   const ref: KeyRef = { logicalTable, purpose, version }
   await withLockedVersions(t, ref, 'activate', async (trx, target) => {
     if (target.state === 'active') return
-    if (target.state === 'retired') {
+    if (target.state === 'retired' || target.state === 'destroyed') {
       throw new KeyError(
         'KEY_STATE_INVALID',
-        `Version ${version} of the ${purpose} key of ${logicalTable} is retired and cannot be activated; stage a new version.`,
+        `Version ${version} of the ${purpose} key of ${logicalTable} is ${target.state} and cannot be activated; stage a new version.`,
         { table: logicalTable },
       )
     }
@@ -130,9 +130,23 @@ export async function setVersionState(
     })
   }
   if (state === 'active') return activateVersion(t, logicalTable, purpose, version)
+  if (state === 'destroyed') {
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `A key is destroyed with its wrappings, by KeyStore.destroy (crypto-shredding), not by a state change.`,
+      { table: logicalTable },
+    )
+  }
   const ref: KeyRef = { logicalTable, purpose, version }
   await withLockedVersions(t, ref, `set to ${state}`, async (trx, target) => {
     if (target.state === state) return
+    if (target.state === 'destroyed') {
+      throw new KeyError(
+        'KEY_DESTROYED',
+        `Version ${version} of the ${purpose} key of ${logicalTable} was destroyed; its state cannot change.`,
+        { table: logicalTable },
+      )
+    }
     if (target.state === 'active') {
       throw new KeyError(
         'KEY_STATE_INVALID',
@@ -154,4 +168,26 @@ export async function setVersionState(
       .where('version', '=', version)
       .execute()
   })
+}
+
+/**
+ * Destroys every version of both purposes of a logical key name (crypto-shredding): each row keeps
+ * its primary key and becomes a `destroyed` tombstone with no wrapping and no check value, in one
+ * statement. The tombstones stop any process from ever creating keys under the name again.
+ * @returns the versions destroyed by this call (those already destroyed are not counted).
+ * @throws KeyError `KEY_STORE_ERROR` on a database error.
+ */
+export async function destroyVersions(t: KeyTable, logicalTable: string): Promise<number> {
+  checkKeyRef({ logicalTable, purpose: 'data', version: 1 })
+  try {
+    const result = await t.db
+      .updateTable(t.tableName)
+      .set({ state: 'destroyed', wrappings: NO_WRAPPINGS, check_value: null })
+      .where('logical_table', '=', logicalTable)
+      .where('state', '<>', 'destroyed')
+      .executeTakeFirst()
+    return Number(result.numUpdatedRows)
+  } catch (error) {
+    throw keyStoreError(`destroy the keys of ${logicalTable}`, error, logicalTable)
+  }
 }

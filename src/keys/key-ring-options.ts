@@ -37,6 +37,15 @@ export interface KeyRingOptions {
    */
   readonly autoCreate?: boolean
   /**
+   * Per-tenant keys (`keyScope`): a tenant without keys gets version 1 of its data and index keys
+   * on its first write ({@link KeyRing.writeKey}); reads and searches never create keys. Never for
+   * a tenant whose rows hold ciphertext (`KEYS_MISSING`: its keys were lost) or whose keys were
+   * destroyed (`KEY_DESTROYED`). Off, tenants get keys from `kfe init --tenant` or
+   * `encryption.initTenant` only. `autoCreate` does not create tenants' keys.
+   * @default false
+   */
+  readonly createTenantKeys?: boolean
+  /**
    * Tells whether a logical table holds this library's ciphertext (a cheap sample of its
    * encrypted columns). Asked only when a table's keys are missing, before any key is created
    * for it. Without it, only the key store's own record (keys of the other purpose) protects a

@@ -1,5 +1,6 @@
 import { inspect } from 'node:util'
 import { ConfigError, KeyError } from '../errors.js'
+import { parseTenantKeyName } from '../schema/key-scope.js'
 import { ActiveVersions } from './active-versions.js'
 import { KeyCache } from './key-cache.js'
 import type { KeyMaterial } from './key-material.js'
@@ -39,6 +40,8 @@ export class KeyRing {
   readonly #providers: readonly KeyProvider[]
   readonly #cache: KeyCache
   readonly #autoCreate: boolean
+  readonly #createTenantKeys: boolean
+  readonly #creating = new Map<string, Promise<InitKeysResult>>()
   readonly #holdsCiphertext: ((logicalTable: string) => Promise<boolean>) | undefined
   readonly #activeVersions: ActiveVersions
   readonly #now: () => number
@@ -69,6 +72,7 @@ export class KeyRing {
     this.#cache = new KeyCache({ ...options.cache, now: options.cache?.now ?? this.#now })
     this.#meta = new MetadataCache(metadataTtl, this.#now, (table) => this.#loadMetadata(table))
     this.#autoCreate = options.autoCreate ?? false
+    this.#createTenantKeys = options.createTenantKeys ?? false
     this.#holdsCiphertext = options.holdsCiphertext
     this.#activeVersions = new ActiveVersions(options.allowRollback ?? false, options.onKeyEvent)
     this.#init = Object.freeze({
@@ -123,6 +127,30 @@ export class KeyRing {
       )
     }
     return this.#keyOf(only)
+  }
+
+  /**
+   * The write key of a table or tenant: {@link KeyRing.activeKey}, except that a tenant's first
+   * write creates the tenant's keys when `createTenantKeys` is on (never over a tenant whose rows
+   * hold ciphertext: `KEYS_MISSING`; never after its keys were destroyed: `KEY_DESTROYED`).
+   * @param logicalTable - a table's logical name, or a tenant's key name (`orders#tenant_id=acme`).
+   * @throws KeyError as {@link KeyRing.activeKey}, and `KEYS_MISSING` as {@link KeyRing.init}.
+   */
+  async writeKey(logicalTable: string, purpose: KeyPurpose): Promise<KeyMaterial> {
+    try {
+      return await this.activeKey(logicalTable, purpose)
+    } catch (error) {
+      const absent = error instanceof KeyError && error.code === 'KEY_NOT_FOUND'
+      if (!absent || !this.#createTenantKeys || parseTenantKeyName(logicalTable) === undefined) throw error
+    }
+    // Both purposes of one write miss at once: one creation for both.
+    let creating = this.#creating.get(logicalTable)
+    if (creating === undefined) {
+      creating = this.init([logicalTable]).finally(() => this.#creating.delete(logicalTable))
+      this.#creating.set(logicalTable, creating)
+    }
+    await creating
+    return this.activeKey(logicalTable, purpose)
   }
 
   /**
@@ -204,6 +232,7 @@ export class KeyRing {
     this.#assertOpen()
     const meta = await this.#meta.get(logicalTable)
     const keys = meta.keys.filter((k) => k.purpose === purpose)
+    if (keys.length > 0 && keys.every((k) => k.state === 'destroyed')) throw keyDestroyed(logicalTable)
     if (keys.length === 0) {
       const corrupt = meta.corrupt.find((c) => (c.purpose ?? purpose) === purpose)
       if (corrupt !== undefined) throw corrupt.error
@@ -267,6 +296,16 @@ export class KeyRing {
     }
   }
 
+  /**
+   * Forgets one logical key name: its cached metadata, and every unwrapped key of it this process
+   * holds (zeroed). After crypto-shredding, the next use reads the tombstones (`KEY_DESTROYED`).
+   * Other processes keep what they cached until their TTLs pass.
+   */
+  forget(logicalTable: string): void {
+    this.#meta.delete(logicalTable)
+    this.#cache.deleteTable(logicalTable)
+  }
+
   /** Drops cached metadata (versions and states), so the next call re-reads the key store. Keeps unwrapped keys. */
   refresh(): void {
     this.#meta.clear()
@@ -307,6 +346,7 @@ export class KeyRing {
       meta = await this.#meta.get(ref.logicalTable, true)
       found = match(meta)
     }
+    if (found?.state === 'destroyed') throw keyDestroyed(ref.logicalTable)
     if (found === undefined) {
       const corrupt = meta.corrupt.find(
         (c) => (c.purpose ?? ref.purpose) === ref.purpose && (c.version ?? ref.version) === ref.version,
@@ -330,7 +370,8 @@ export class KeyRing {
       // Keys of one purpose without the other: the store's own record says this table was
       // initialised, so the missing rows were deleted. Never paper over that with fresh keys.
       await refuseOverCiphertext(this.#holdsCiphertext, logicalTable, missing, keys.length > 0)
-      if (this.#autoCreate) {
+      // A tenant's keys are created on purpose or on its first write (writeKey), never by a read.
+      if (this.#autoCreate && parseTenantKeyName(logicalTable) === undefined) {
         // One after the other: this may run on the application's connection (one query at a time).
         await createInitialVersions(this.#init, logicalTable, missing)
         this.#metadataLoads++
@@ -353,4 +394,18 @@ export class KeyRing {
   #assertOpen(): void {
     if (this.#closed) throw new KeyError('KEY_NOT_FOUND', 'The key ring was closed.')
   }
+}
+
+/** The error of a use of keys that were destroyed (crypto-shredded). */
+function keyDestroyed(logicalTable: string): KeyError {
+  const tenant = parseTenantKeyName(logicalTable)
+  const what =
+    tenant === undefined
+      ? `The keys of ${logicalTable}`
+      : `The keys of tenant ${JSON.stringify(tenant.tenant.length > 64 ? `${tenant.tenant.slice(0, 64)}…` : tenant.tenant)} of ${tenant.logical} (${tenant.column})`
+  return new KeyError(
+    'KEY_DESTROYED',
+    `${what} were destroyed (crypto-shredded): their data cannot be decrypted or searched, and no key is created in their place.`,
+    { table: tenant?.logical ?? logicalTable },
+  )
 }

@@ -8,7 +8,10 @@ import type { KeyPurpose, KeyRef, WrappedKey } from './key-provider.js'
 import type { CorruptKey, KeyState, StoredKey } from './stored-key.js'
 
 /** Every key state, in lifecycle order. */
-export const KEY_STATES: readonly KeyState[] = ['staged', 'active', 'decrypt-only', 'retired']
+export const KEY_STATES: readonly KeyState[] = ['staged', 'active', 'decrypt-only', 'retired', 'destroyed']
+
+/** The `wrappings` of a destroyed key: none. */
+export const NO_WRAPPINGS = '[]'
 /** Every key purpose. */
 export const KEY_PURPOSES: readonly KeyPurpose[] = ['data', 'index']
 
@@ -111,7 +114,9 @@ export function parseKeyRow(row: KeyRow): StoredKey | CorruptKey {
   let wrappings: WrappedKey[]
   try {
     const parsed = JSON.parse(row.wrappings) as unknown
-    if (!Array.isArray(parsed) || parsed.length === 0) throw new Error('not a non-empty array')
+    // A destroyed key has no wrapping left, and only a destroyed key may have none.
+    if (!Array.isArray(parsed) || (parsed.length === 0) !== (state === 'destroyed'))
+      throw new Error(state === 'destroyed' ? 'a destroyed key keeps a wrapping' : 'not a non-empty array')
     wrappings = parsed.map((w: unknown) => {
       const { kekId, wrapped } = (w ?? {}) as { kekId?: unknown; wrapped?: unknown }
       if (typeof kekId !== 'string' || typeof wrapped !== 'string') throw new Error('bad wrapping entry')

@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely'
 import { ConfigError, KeyError } from '../errors.js'
-import { activateVersion, setVersionState, stageVersion } from './key-lifecycle.js'
+import { activateVersion, destroyVersions, setVersionState, stageVersion } from './key-lifecycle.js'
 import type { KeyPurpose, KeyRef, WrappedKey } from './key-provider.js'
 import { checkKeyRef, describeKeyRef, encodeWrappings, type KeysDb, toStoredKey } from './key-row.js'
 import {
@@ -244,6 +244,25 @@ export class KeyStore {
    */
   async setState(logicalTable: string, purpose: KeyPurpose, version: number, state: KeyState): Promise<void> {
     await setVersionState(this.#table, logicalTable, purpose, version, state)
+  }
+
+  /**
+   * Crypto-shredding: erases every wrapping of every version of `logicalTable`'s data and index
+   * keys, leaving each row as a `destroyed` tombstone (so the name never gets fresh keys: a read
+   * fails with `KEY_DESTROYED`, never `KEYS_MISSING` or a new key). Irreversible unless a backup
+   * of the key table (and a KEK to unwrap it) survives. Never touches user rows.
+   * @param logicalTable - the logical key name, e.g. a tenant's `orders#tenant_id=acme`.
+   * @returns how many key versions this call destroyed (0 when all already were, or none exist).
+   * @throws KeyError `KEY_STORE_ERROR` on a database error.
+   * @example
+   * ```ts
+   * await store.destroy('orders#tenant_id=acme')
+   * // update "kfe_keys" set "state" = 'destroyed', "wrappings" = '[]', "check_value" = null
+   * //   where "logical_table" = $1 and "state" <> 'destroyed'
+   * ```
+   */
+  async destroy(logicalTable: string): Promise<number> {
+    return destroyVersions(this.#table, logicalTable)
   }
 
   /**

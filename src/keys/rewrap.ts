@@ -69,6 +69,8 @@ export async function rewrapAll(options: RewrapAllOptions): Promise<RewrapAllRes
   const keys = await store.listAll()
   let rewrapped = 0
   for (const listed of keys) {
+    // A destroyed key (crypto-shredded) has no wrapping to rewrap, and must never get one.
+    if (listed.state === 'destroyed') continue
     const ref: KeyRef = {
       logicalTable: listed.logicalTable,
       purpose: listed.purpose,

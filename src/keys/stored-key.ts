@@ -9,8 +9,11 @@ import type { KeyPurpose, WrappedKey } from './key-provider.js'
  * - `decrypt-only`: a former active version, still read and searched while rows are re-encrypted
  *   or re-indexed.
  * - `retired`: no longer searched; still decryptable (data is never lost) but expected unused.
+ * - `destroyed`: a tombstone. Every wrapping was erased (crypto-shredding, `KeyStore.destroy`):
+ *   the key can never be unwrapped again, reads fail with `KEY_DESTROYED`, and the row stays so
+ *   that no key is ever created again under its name.
  */
-export type KeyState = 'staged' | 'active' | 'decrypt-only' | 'retired'
+export type KeyState = 'staged' | 'active' | 'decrypt-only' | 'retired' | 'destroyed'
 
 /** One key version as stored: only ever wrapped. */
 export interface StoredKey {
@@ -18,7 +21,7 @@ export interface StoredKey {
   readonly purpose: KeyPurpose
   readonly version: number
   readonly state: KeyState
-  /** One wrapping per KEK that can unwrap this key; never empty. */
+  /** One wrapping per KEK that can unwrap this key; empty exactly when the key is `destroyed`. */
   readonly wrappings: readonly WrappedKey[]
   readonly createdAt: Date
   /**

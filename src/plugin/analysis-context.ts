@@ -72,6 +72,11 @@ export interface ConditionContext {
   readonly place: ConditionPlace
   /** Set where `positive` turned false: under OR, or under NOT. */
   readonly branch?: 'or' | 'not'
+  /**
+   * The whole condition (WHERE, ON or HAVING) this one is part of: where a search on a table with
+   * per-tenant keys finds its tenant (an equality in the top-level conjunction).
+   */
+  readonly root?: OperationNode
 }
 
 /**

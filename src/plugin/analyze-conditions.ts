@@ -1,13 +1,16 @@
 import type { BinaryOperationNode, OperationNode, ReferenceNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
+import { contextValue } from '../fields/context-values.js'
+import { tenantRequired } from '../schema/key-scope.js'
 import type { ColumnInfo, IndexInfo } from '../schema/schema.js'
 import type { AnalysisContext, ConditionContext, PendingFilter } from './analysis-context.js'
 import { opaque, reference } from './analyze-expressions.js'
 import { checkCodec, exposedName, NEGATED, pickIndex } from './column-rules.js'
+import { conjuncts, equality, isColumn } from './context-writes.js'
 import { DeferredValue, isDeferred } from './deferred-value.js'
 import { EXPRESSION, LITERAL, listValues, rebuild, referenceNode, valueNode } from './nodes.js'
 import { type RefusedShape, refuse, searchIndexRefusal } from './refusal.js'
-import type { Resolved, Scope } from './scope.js'
+import type { Relation, Resolved, Scope } from './scope.js'
 
 /**
  * Conditions: WHERE, ON and HAVING trees. Equality on an
@@ -26,7 +29,7 @@ export function whereNode<T extends OperationNode>(
 ): T {
   const inner = node as unknown as { where?: OperationNode; on?: OperationNode; having?: OperationNode }
   const key = 'where' in inner ? 'where' : 'on' in inner ? 'on' : 'having'
-  return rebuild(node, { [key]: condition(a, inner[key]!, scope, ctx) })
+  return rebuild(node, { [key]: condition(a, inner[key]!, scope, { ...ctx, root: inner[key] }) })
 }
 
 export function condition(
@@ -146,9 +149,10 @@ export function comparison(
   }
   if (index.spec.kind === 'search' && !checkable(ctx, op))
     throw searchIndexRefusal(index, shapeOf(ctx, op), op)
+  const tenant = info.table.keyScope === undefined ? undefined : tenantOf(ctx, ref.relation, info, op)
   const probes = values.map((v) => {
     checkCodec(info, v)
-    return a.note(new DeferredValue('probe', info, v, index))
+    return a.note(new DeferredValue('probe', info, v, index, undefined, tenant))
   })
   // A unique index is checked too where the rows can be (a copied index would match another
   // row); a search index has been refused above where they cannot.
@@ -178,7 +182,18 @@ export function columnToColumn(
 ): OperationNode {
   const l = left.source
   const r = right.source
-  const domain = (l.kind === 'column' ? l.info : l.info.column).table.logical
+  const domainTable = (l.kind === 'column' ? l.info : l.info.column).table
+  const domain = domainTable.logical
+  if (domainTable.keyScope !== undefined) {
+    // Blind indexes of two rows compare only under one tenant's key, which the plugin cannot
+    // tell the two rows share.
+    throw refuse(
+      l.kind === 'column' ? l.info : l.info.column,
+      `${op} another column`,
+      `${domainTable.physical} has a key per tenant (keyScope ${domainTable.keyScope.column}): blind indexes of different rows are not comparable`,
+      'Compare decrypted values in the application, or search each value by equality with its tenant named.',
+    )
+  }
   if (l.kind === 'index' || r.kind === 'index' || l.kind === r.kind) a.noteIndexComparison(domain)
   if (
     l.kind === 'index' &&
@@ -273,4 +288,26 @@ function slottedSelfJoin(
     kind: 'ParensNode',
     node: Object.freeze({ kind: 'OrNode', left: compare, right: other }),
   }) as OperationNode
+}
+
+/**
+ * The tenant a search on a table with per-tenant keys names: an equality on its key-scope column
+ * (`tenant_id = 'acme'`, or `in ('acme')`) on the same relation, in the top-level conjunction of
+ * the same condition. A search under OR or NOT, through a derived table, or without such an
+ * equality is refused: its blind index would be computed under some tenant's key, and the rows
+ * of the others would silently not match.
+ *
+ * @throws QueryRefusedError `TENANT_REQUIRED`
+ */
+function tenantOf(ctx: ConditionContext, relation: Relation, info: ColumnInfo, op: string): string {
+  const scope = info.table.keyScope!
+  if (ctx.positive && relation.table === info.table) {
+    for (const conjunct of conjuncts(ctx.root)) {
+      const eq = equality(conjunct, relation.name)
+      if (eq === undefined || !isColumn(eq.column, scope.column)) continue
+      const tenant = contextValue(eq.value)
+      if (tenant !== undefined) return tenant
+    }
+  }
+  throw tenantRequired(info.table, info.logical, `a search on ${info.table.physical}.${info.physical}`, op)
 }

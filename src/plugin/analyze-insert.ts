@@ -212,6 +212,7 @@ export function insertRow(
       ? isDeferred(written) &&
         written.kind === 'index' &&
         written.index === index &&
+        written.keyName === column.keyName &&
         written.reveal() === column.reveal()
       : column === DEFAULT
         ? written === DEFAULT || written === null || written === undefined
@@ -236,7 +237,8 @@ export function insertRow(
       )
     }
     let next: unknown
-    if (plaintext !== undefined) next = a.note(new DeferredValue('index', index.column, plaintext, index))
+    if (plaintext !== undefined)
+      next = a.note(new DeferredValue('index', index.column, plaintext, index, contextOf()))
     else if (current === DEFAULT) next = DEFAULT
     else next = null
     items.push(primitive ? next : next === DEFAULT ? DEFAULT_NODE : valueNode(next))

@@ -199,7 +199,13 @@ function columnWrite(
       index: () => valueNode(null), // never used: a missing index update is refused
       matches: (i, v) => {
         const d = nodeValue(v)
-        return isDeferred(d) && d.kind === 'index' && d.index === i && d.reveal() === value.reveal()
+        return (
+          isDeferred(d) &&
+          d.kind === 'index' &&
+          d.index === i &&
+          d.keyName === value.keyName &&
+          d.reveal() === value.reveal()
+        )
       },
     }
   }
@@ -248,9 +254,10 @@ function columnWrite(
   if (value === LITERAL || value === DEFAULT) throw refuse(info, value === LITERAL ? 'sql.lit' : 'expression')
   // A plaintext: encrypted here, its indexes computed from the same plaintext. No index the
   // statement already sets can be that value.
+  const bound = context()
   return {
-    item: rebuild(u, { value: valueNode(a.encrypt(info, value, context())) }),
-    index: (i) => valueNode(a.note(new DeferredValue('index', info, value, i))),
+    item: rebuild(u, { value: valueNode(a.encrypt(info, value, bound)) }),
+    index: (i) => valueNode(a.note(new DeferredValue('index', info, value, i, bound))),
     matches: () => false,
   }
 }

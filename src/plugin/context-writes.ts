@@ -15,7 +15,7 @@ import { tableName } from './table-names.js'
  */
 
 /** True when a statement's column name is context column `name` (or its camelCase spelling). */
-function isColumn(written: string, name: string): boolean {
+export function isColumn(written: string, name: string): boolean {
   return written === name || written === name.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase())
 }
 
@@ -102,7 +102,7 @@ function unfixed(table: TableInfo, name: string): QueryRefusedError {
 }
 
 /** The conditions joined by top-level AND (through parentheses) of a WHERE. */
-function conjuncts(node: OperationNode | undefined): OperationNode[] {
+export function conjuncts(node: OperationNode | undefined): OperationNode[] {
   if (node === undefined) return []
   const n = node as unknown as {
     kind: string
@@ -118,7 +118,10 @@ function conjuncts(node: OperationNode | undefined): OperationNode[] {
 }
 
 /** `col = v` or `col in (v)` on `relation` (qualified by it, or unqualified). */
-function equality(node: OperationNode, relation: string): { column: string; value: unknown } | undefined {
+export function equality(
+  node: OperationNode,
+  relation: string,
+): { column: string; value: unknown } | undefined {
   if (node.kind !== 'BinaryOperationNode') return undefined
   const b = node as unknown as {
     leftOperand: OperationNode

@@ -5,6 +5,7 @@ import { headerKeyVersion, looksLikeCiphertext } from '../fields/format.js'
 import type { KeyMaterial } from '../keys/key-material.js'
 import type { KeyRef } from '../keys/key-provider.js'
 import type { KeyRing } from '../keys/key-ring.js'
+import { rowKeyName } from '../schema/key-scope.js'
 import { contextRecord, contextSuffix, readContext, rowAad } from '../schema/row-context.js'
 import type { ColumnInfo } from '../schema/schema.js'
 import { MAPPED_PREFIX, type PlanOutput, type QueryPlan } from './plan.js'
@@ -134,7 +135,8 @@ function decryptFrom(
         row[name] = notCiphertext(column, value, bytes, stats, row)
         continue
       }
-      const table = column.table.logical
+      const context = output.context === undefined ? undefined : rowContext(output, row)
+      const table = column.table.keyScope === undefined ? column.table.logical : keyNameOf(column, context)
       const version = headerKeyVersion(bytes) // the header was just checked by looksLikeCiphertext
       let key = keys.get(table, version)
       // A key wiped since it was found (evicted while another loaded) counts as not found.
@@ -144,9 +146,9 @@ function decryptFrom(
         keys.set(table, version, key)
       }
       row[name] =
-        output.context === undefined
+        context === undefined
           ? decryptOne(column, bytes, key, stats)
-          : decryptInContext(output, row, bytes, key, stats)
+          : decryptInContext(column, context, bytes, key, stats)
     }
   }
   return undefined
@@ -163,10 +165,13 @@ function missingFrom(
   const missing = new VersionMap<KeyRef>()
   const width = plan.outputs.length
   for (let p = start; p < rows.length * width; p++) {
-    const { name, column } = plan.outputs[p % width] as PlanOutput
-    const bytes = asBytes((rows[Math.floor(p / width)] as Record<string, unknown>)[name])
+    const output = plan.outputs[p % width] as PlanOutput
+    const { name, column } = output
+    const row = rows[Math.floor(p / width)] as Record<string, unknown>
+    const bytes = asBytes(row[name])
     if (bytes === undefined || !looksLikeCiphertext(bytes)) continue
-    const table = column.table.logical
+    const table =
+      column.table.keyScope === undefined ? column.table.logical : keyNameOf(column, rowContext(output, row))
     const version = headerKeyVersion(bytes)
     const known = keys.get(table, version)
     if ((known !== undefined && !known.destroyed) || missing.get(table, version) !== undefined) continue
@@ -282,6 +287,21 @@ class VersionMap<V> {
   }
 }
 
+/**
+ * The canonical context values of one result row, for an output of a table with a row context.
+ * @throws DecryptionError `CONTEXT_MISSING` when a value is NULL or unusable
+ */
+function rowContext(output: PlanOutput, row: Record<string, unknown>): readonly string[] {
+  const names = output.context as readonly string[]
+  return readContext(output.column.table, output.column, (i) => row[names[i] as string]) as string[]
+}
+
+/** The key name of a value of a table with per-tenant keys: its row's tenant's. */
+function keyNameOf(column: ColumnInfo, context: readonly string[] | undefined): string {
+  // Present: a table with a key scope binds a row context, which every plan output carries.
+  return rowKeyName(column.table, context) as string
+}
+
 /** A stored value that is not a ciphertext: legacy plaintext while migrating, else an error. */
 function notCiphertext(
   column: ColumnInfo,
@@ -332,15 +352,12 @@ function rowKey(column: ColumnInfo, row: Record<string, unknown>): string {
  *   `DECRYPT_AUTH_FAILED` (with `rowContext`) when the value belongs to another row or context
  */
 function decryptInContext(
-  output: PlanOutput,
-  row: Record<string, unknown>,
+  column: ColumnInfo,
+  values: readonly string[],
   bytes: Uint8Array,
   key: KeyMaterial,
   stats: DecryptStats,
 ): unknown {
-  const { column } = output
-  const names = output.context as readonly string[]
-  const values = readContext(column.table, column, (i) => row[names[i] as string]) as string[]
   try {
     return decryptOne(column, bytes, key, stats, rowAad(column, values))
   } catch (error) {

@@ -1,5 +1,6 @@
 import { inspect } from 'node:util'
 import { QueryRefusedError } from '../errors.js'
+import { rowKeyName, tenantKeyName } from '../schema/key-scope.js'
 import type { ColumnInfo, IndexInfo } from '../schema/schema.js'
 
 /**
@@ -28,19 +29,36 @@ export class DeferredValue {
    * ciphertext's AAD. Context columns are plaintext, so they are not redacted.
    */
   readonly context: readonly string[] | undefined
+  /**
+   * The logical key name whose keys resolve it: the table's logical name, or, for a table with a
+   * key scope (`keyScope`), its tenant's key name (from `context` for a write, from `tenant` for
+   * a search). `undefined` only when a table with a key scope gave neither: resolving it then
+   * throws `TENANT_REQUIRED`.
+   */
+  readonly keyName: string | undefined
   readonly #plaintext: unknown
 
+  /**
+   * @param context - `encrypt` and `index` into a table with a row context: the row's canonical values.
+   * @param tenant - `probe` of a table with a key scope: the tenant the query names by equality.
+   * @throws QueryRefusedError `TENANT_INVALID` when the tenant's key name is too long.
+   */
   constructor(
     kind: DeferredKind,
     column: ColumnInfo,
     plaintext: unknown,
     index?: IndexInfo,
     context?: readonly string[],
+    tenant?: string,
   ) {
     this.kind = kind
     this.column = column
     this.index = index
     this.context = context
+    this.keyName =
+      tenant !== undefined && column.table.keyScope !== undefined
+        ? tenantKeyName(column.table, tenant)
+        : rowKeyName(column.table, context)
     this.#plaintext = plaintext
     Object.freeze(this)
   }

@@ -182,7 +182,10 @@ function withKeys(
 }
 
 export async function prefetchDataKeys(ring: KeyRing, plan: QueryPlan): Promise<void> {
-  const tables = new Set(plan.outputs.map((o) => o.column.table.logical))
+  // A table with per-tenant keys has no table-wide keys: its rows' tenants' keys load per chunk.
+  const tables = new Set(
+    plan.outputs.filter((o) => o.column.table.keyScope === undefined).map((o) => o.column.table.logical),
+  )
   await Promise.all(
     [...tables].map(async (table) => {
       const versions = await ring.versions(table, 'data')

@@ -5,6 +5,7 @@ import { KeyError, QueryRefusedError } from '../errors.js'
 import { encryptValue } from '../fields/field-cipher.js'
 import type { KeyMaterial } from '../keys/key-material.js'
 import type { KeyRing } from '../keys/key-ring.js'
+import { tenantRequired } from '../schema/key-scope.js'
 import { contextMissing, rowAad } from '../schema/row-context.js'
 import { type ColumnInfo, type IndexInfo, slotOfVersion } from '../schema/schema.js'
 import { type DeferredValue, isDeferred } from './deferred-value.js'
@@ -90,7 +91,7 @@ export function cachedKeys(ring: KeyRing, deferred: readonly DeferredValue[]): Q
   let index: Map<string, KeyMaterial> | undefined
   let search: Map<string, KeyMaterial[]> | undefined
   for (const d of deferred) {
-    const table = d.column.table.logical
+    const table = keyNameOf(d)
     if (d.kind === 'encrypt') {
       if (data?.has(table)) continue
       const k = ring.peekActiveKey(table, 'data')
@@ -127,7 +128,7 @@ export function cachedKeys(ring: KeyRing, deferred: readonly DeferredValue[]): Q
 export async function loadKeys(ring: KeyRing, deferred: readonly DeferredValue[]): Promise<QueryKeys> {
   const needs = { data: new Set<string>(), index: new Set<string>(), search: new Set<string>() }
   for (const d of deferred) {
-    const table = d.column.table.logical
+    const table = keyNameOf(d)
     if (d.kind === 'encrypt') needs.data.add(table)
     else {
       const slotted = d.index?.slot !== undefined // see cachedKeys
@@ -137,14 +138,24 @@ export async function loadKeys(ring: KeyRing, deferred: readonly DeferredValue[]
   }
   for (let attempt = 0; attempt < 3; attempt++) {
     const [data, index, search] = await Promise.all([
-      keyMap(needs.data, (t) => ring.activeKey(t, 'data')),
-      keyMap(needs.index, (t) => ring.activeKey(t, 'index')),
+      keyMap(needs.data, (t) => ring.writeKey(t, 'data')),
+      keyMap(needs.index, (t) => ring.writeKey(t, 'index')),
       keyMap(needs.search, (t) => ring.searchKeys(t, 'index')),
     ])
     const all = [...data.values(), ...index.values(), ...[...search.values()].flat()]
     if (all.every((k) => !k.destroyed)) return { data, index, search }
   }
   throw evictedWhileLoading()
+}
+
+/**
+ * The logical key name of a deferred value (its table's, or its tenant's).
+ * @throws QueryRefusedError `TENANT_REQUIRED` when its table has a key scope and it names no tenant
+ */
+export function keyNameOf(d: DeferredValue): string {
+  const name = d.keyName
+  if (name !== undefined) return name
+  throw tenantRequired(d.column.table, d.column.logical, `${d.toString()}`, d.kind)
 }
 
 /** The error when keys are wiped between their fetch and their use. */
@@ -176,12 +187,12 @@ export function resolveDeferred(
   let expand = false
   const resolved = parameters.map((p) => {
     if (!isDeferred(p)) return p
-    const table = p.column.table.logical
+    const table = keyNameOf(p)
     switch (p.kind) {
       case 'encrypt':
         return encryptColumn(keys.data.get(table)!, p.column, p.reveal(), p.context)
       case 'index':
-        if (p.index!.slot !== undefined) return slotValue(keys, p.index!, p.reveal())
+        if (p.index!.slot !== undefined) return slotValue(keys, table, p.index!, p.reveal())
         return indexValue(keys.index.get(table)!, p.index!, p.reveal())
       default: {
         refuseEmptySearch(p.index!, p.reveal())
@@ -228,14 +239,13 @@ async function keyMap<T>(
  * @throws KeyError `INDEX_SLOT_CONFLICT` when two live versions share the slot (a third version
  *   staged before the oldest was retired): writing either would break uniqueness
  */
-function slotValue(keys: QueryKeys, index: IndexInfo, plaintext: unknown): Buffer | null {
-  const table = index.column.table.logical
+function slotValue(keys: QueryKeys, table: string, index: IndexInfo, plaintext: unknown): Buffer | null {
   const here = keys.search.get(table)!.filter((k) => slotOfVersion(k.ref.version) === index.slot)
   if (here.length > 1) {
     throw new KeyError(
       'INDEX_SLOT_CONFLICT',
       `Index versions ${here.map((k) => k.ref.version).join(' and ')} of ${table} are both live and share rotation slot ${index.physical}: writes are refused. Retire the older one (or the newer staged one).`,
-      { table, column: index.column.logical },
+      { table: index.column.table.logical, column: index.column.logical },
     )
   }
   return here[0] === undefined ? null : indexValue(here[0], index, plaintext)

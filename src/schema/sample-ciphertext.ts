@@ -1,6 +1,7 @@
-import { type Kysely, sql } from 'kysely'
+import { type Kysely, type RawBuilder, sql } from 'kysely'
 import { looksLikeCiphertext } from '../fields/format.js'
-import type { EncryptedSchema } from './schema.js'
+import { parseTenantKeyName } from './key-scope.js'
+import type { EncryptedSchema, TableInfo } from './schema.js'
 
 /** Rows sampled per encrypted column. */
 const SAMPLE_ROWS = 8
@@ -25,15 +26,18 @@ export async function holdsCiphertext(
   schema: EncryptedSchema,
   logicalTable: string,
 ): Promise<boolean> {
+  // A tenant's key name (`orders#tenant_id=acme`): only that tenant's rows are sampled.
+  const tenant = parseTenantKeyName(logicalTable)
   for (const table of schema.tables.values()) {
-    if (table.logical !== logicalTable) continue
+    if (tenant === undefined ? table.logical !== logicalTable : !ownsTenant(table, tenant)) continue
     for (const column of table.columns.values()) {
       let rows: readonly Record<string, unknown>[]
       try {
         const c = sql.ref(column.stored)
+        const ofTenant = tenant === undefined ? sql`` : sql` and ${tenantFilter(tenant)}`
         const result = await sql<
           Record<string, unknown>
-        >`select ${c} as v from ${sql.table(table.physical)} where ${c} is not null limit ${sql.lit(SAMPLE_ROWS)}`.execute(
+        >`select ${c} as v from ${sql.table(table.physical)} where ${c} is not null${ofTenant} limit ${sql.lit(SAMPLE_ROWS)}`.execute(
           db,
         )
         rows = result.rows
@@ -49,6 +53,30 @@ export async function holdsCiphertext(
   }
   return false
 }
+
+/** Whether a table with per-tenant keys is the one a tenant's key name names. */
+function ownsTenant(table: TableInfo, tenant: { logical: string; column: string }): boolean {
+  return (
+    table.keyScope !== undefined &&
+    table.logical === tenant.logical &&
+    table.keyScope.column === tenant.column
+  )
+}
+
+/**
+ * The rows of one tenant. Its canonical value lower-cases a UUID (`contextValue`): an upper-case
+ * one is matched too (a PostgreSQL `uuid` column compares either way; a text column may hold
+ * either); a UUID stored in mixed case is not found here.
+ */
+function tenantFilter(tenant: { column: string; tenant: string }): RawBuilder<unknown> {
+  const c = sql.ref(tenant.column)
+  const upper = tenant.tenant.toUpperCase()
+  return UUID.test(tenant.tenant) && upper !== tenant.tenant
+    ? sql`${c} in (${tenant.tenant}, ${upper})`
+    : sql`${c} = ${tenant.tenant}`
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 /** PostgreSQL 42P01 / 42703, MySQL 1146 / 1054: the table or column does not exist. */
 export function isMissingRelation(error: unknown): boolean {

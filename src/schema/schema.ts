@@ -2,6 +2,7 @@ import type { BlindIndexSpec } from '../blindindex/blind-index.js'
 import { ConfigError } from '../errors.js'
 import type { FieldAad } from '../fields/field-cipher.js'
 import type { EncryptedColumn } from './columns.js'
+import { type KeyScope, SCOPE_SEPARATOR } from './key-scope.js'
 import type { MigrationPhase } from './migration-phase.js'
 
 /** Options of an annotated table. */
@@ -29,6 +30,22 @@ export interface TableOptions {
    * @default none: ciphertexts are bound to table and column only
    */
   readonly context?: readonly string[]
+  /**
+   * Per-tenant keys: the name of one of the `context` columns (e.g. `'tenant_id'`). Each of its
+   * values (each tenant) gets its own data and index keys and versions, stored wrapped in the key
+   * table under `<logical table>#<column>=<tenant>`; rows are written and read with their own
+   * tenant's keys, and a tenant's keys can be destroyed (crypto-shredding, `kfe shred`).
+   *
+   * Costs: keys are created per tenant (`kfe init --tenant`, `encryption.initTenant`, or on a
+   * new tenant's first write with `createTenantKeys`); the key cache must hold the keys of the
+   * tenants a process touches (`cache.max` ≥ 2 × tenants, more during a rotation), and each
+   * tenant costs one key-store read per `metadataTtlMs` and one provider call per key per cache
+   * TTL. A search on an encrypted column must name the tenant by equality in its WHERE
+   * (`TENANT_REQUIRED` otherwise), since blind indexes differ per tenant; a unique blind index is
+   * unique within a tenant only.
+   * @default none: one set of keys for the whole table
+   */
+  readonly keyScope?: string
 }
 
 /** Options of the whole schema. */
@@ -112,6 +129,8 @@ export interface TableInfo {
   readonly primaryKey: readonly string[]
   /** Row-context columns, physical names, in AAD order (see {@link TableOptions.context}); empty when none. */
   readonly context: readonly string[]
+  /** The tenant column whose values choose the keys (see {@link TableOptions.keyScope}); absent when none. */
+  readonly keyScope: KeyScope | undefined
   /** Annotated columns by physical name. */
   readonly columns: ReadonlyMap<string, ColumnInfo>
   /** Blind index columns by physical name. */
@@ -234,11 +253,13 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
     const primaryKey = options.tables?.[physical]?.primaryKey ?? 'id'
     const omittedHere: string[] = []
     const context = contextColumns(physical, logical, columns, options.tables?.[physical]?.context)
+    const keyScope = keyScopeOf(physical, logical, context, options.tables?.[physical]?.keyScope)
     const table: TableInfo = {
       physical,
       logical,
       primaryKey: Object.freeze(typeof primaryKey === 'string' ? [primaryKey] : [...primaryKey]),
       context,
+      keyScope,
       columns: cols,
       indexColumns: idx,
       omittedFromResults: omittedHere,
@@ -324,6 +345,15 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
     byName.set(physical, table)
     byName.set(camel(physical), table)
   }
+  const clash = [...tables.values()].find((t) => t.logical.includes(SCOPE_SEPARATOR))
+  if (clash !== undefined && [...tables.values()].some((t) => t.keyScope !== undefined)) {
+    // Its keys could share a name with a tenant's keys of a table with a keyScope.
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `Table ${clash.physical}'s logical name contains "${SCOPE_SEPARATOR}", which a schema with per-tenant keys (keyScope) reserves for tenant key names; set its logicalName.`,
+      { table: clash.logical },
+    )
+  }
   const foldedTables = new Map([...byName].map(([name, table]) => [name.toLowerCase(), table]))
   return Object.freeze({
     definition,
@@ -367,4 +397,35 @@ function contextColumns(
     seen.add(name)
   }
   return Object.freeze([...context])
+}
+
+/**
+ * The `keyScope` option of a table, checked: one of its context columns (its value is then bound
+ * into every ciphertext's AAD and always known on write and read), on a table whose logical name
+ * has no `#` (the separator of scoped key names).
+ * @throws ConfigError `CONFIG_INVALID`
+ */
+function keyScopeOf(
+  physical: string,
+  logical: string,
+  context: readonly string[],
+  keyScope: string | undefined,
+): KeyScope | undefined {
+  if (keyScope === undefined) return undefined
+  const at = context.indexOf(keyScope)
+  if (typeof keyScope !== 'string' || at === -1) {
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `The keyScope of table ${physical} must be one of its context columns (${context.join(', ') || 'none declared'}), got ${JSON.stringify(keyScope)}.`,
+      { table: logical },
+    )
+  }
+  if (logical.includes(SCOPE_SEPARATOR)) {
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `Table ${physical} has a keyScope, so its logical name may not contain "${SCOPE_SEPARATOR}" (the separator of per-tenant key names).`,
+      { table: logical },
+    )
+  }
+  return Object.freeze({ column: keyScope, at })
 }
