@@ -1,9 +1,7 @@
 import { inspect } from 'node:util'
 import { type Dialect, Kysely, type KyselyPlugin } from 'kysely'
-import { ConfigError, DecryptionError, KeyError } from './errors.js'
-import { contextValue } from './fields/context-values.js'
-import { decryptValue } from './fields/field-cipher.js'
-import { readHeader } from './fields/format.js'
+import { ConfigError, KeyError } from './errors.js'
+import { explicitHelpers } from './explicit-helpers.js'
 import type { KeyCacheOptions } from './keys/key-cache.js'
 import type { AuditSink, KeyProvider } from './keys/key-provider.js'
 import { type InitKeysResult, type KeyEvent, KeyRing, type KeyRingStats } from './keys/key-ring.js'
@@ -14,13 +12,11 @@ import { type EncryptingDriver, wrapDialect } from './plugin/dialect-wrapper.js'
 import { EncryptionPlugin } from './plugin/encryption-plugin.js'
 import { MigratedColumns } from './plugin/migrated-columns.js'
 import { PendingPlans } from './plugin/plan.js'
-import { encryptColumn, indexValue, refuseEmptySearch } from './plugin/resolve-values.js'
 import { startupGate } from './plugin/startup-gate.js'
 import { UnwrappedReads } from './plugin/unwrapped-reads.js'
 import { pluginView } from './schema/plugin-view.js'
-import { contextMissing, readContext, rowAad } from './schema/row-context.js'
 import { holdsCiphertext } from './schema/sample-ciphertext.js'
-import type { ColumnInfo, EncryptedSchema, IndexInfo } from './schema/schema.js'
+import type { EncryptedSchema } from './schema/schema.js'
 import { type VerifySchemaOptions, verifySchema } from './schema/verify-schema.js'
 
 /** Options of {@link fieldEncryption}. */
@@ -308,68 +304,10 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
     }
   }
 
-  const column = (table: string, name: string): ColumnInfo => {
-    const info = options.schema.table(table)?.column(name)
-    if (info === undefined)
-      throw new ConfigError('CONFIG_INVALID', `${table}.${name} is not an encrypted column of the schema.`)
-    return info
-  }
-
   const encryption: FieldEncryption = {
     plugin,
     wrap,
-    async encrypt(table, name, value, row) {
-      const info = column(table, name)
-      const context = info.table.context
-      const values = context.map((c) => contextValue(row?.[c]))
-      const missing = values.indexOf(undefined)
-      if (missing !== -1) {
-        throw contextMissing(
-          info.table,
-          context[missing] as string,
-          'has no string or integer value in `row`',
-          'encrypt',
-        )
-      }
-      const key = await getRing().activeKey(info.table.logical, 'data')
-      return encryptColumn(key, info, value, context.length === 0 ? undefined : (values as string[]))
-    },
-    async decrypt(table, name, ciphertext, row) {
-      const info = column(table, name)
-      const where = { table: info.table.logical, column: info.logical }
-      if (!(ciphertext instanceof Uint8Array)) {
-        // The value is not echoed: it may be a plaintext read from a column not yet encrypted.
-        throw new DecryptionError(
-          'NOT_CIPHERTEXT',
-          `encryption.decrypt(${table}, ${name}) was given ${ciphertext === null ? 'null' : `a ${typeof ciphertext}`}, not the bytes of a ciphertext.`,
-          where,
-        )
-      }
-      const { keyVersion } = readHeader(ciphertext, where)
-      const key = await getRing().key({
-        logicalTable: info.table.logical,
-        purpose: 'data',
-        version: keyVersion,
-      })
-      const context = readContext(info.table, info, (i) => row?.[info.table.context[i] as string])
-      return decryptValue(info.spec.codec, ciphertext, key, rowAad(info, context))
-    },
-    async indexOf(table, name, value, indexName) {
-      const info = column(table, name)
-      const spec = info.spec.indexes.find((s) => indexName === undefined || s.name === indexName)
-      if (spec === undefined)
-        throw new ConfigError(
-          'CONFIG_INVALID',
-          `${table}.${name} has no blind index${indexName === undefined ? '' : ` named ${indexName}`}.`,
-        )
-      const index: IndexInfo = info.table.indexColumn(spec.name)!
-      refuseEmptySearch(index, value)
-      const r = getRing()
-      const active = await r.activeKey(info.table.logical, 'index')
-      const all = await r.searchKeys(info.table.logical, 'index')
-      const ordered = [active, ...all.filter((k) => k !== active)]
-      return ordered.map((k) => indexValue(k, index, value))
-    },
+    ...explicitHelpers(options.schema, getRing),
     init,
     async verifySchema(db) {
       await verifySchema(db, options.schema, { ...verifyOptions, keyTable: keyTableName })

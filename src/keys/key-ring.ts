@@ -2,6 +2,7 @@ import { inspect } from 'node:util'
 import { ConfigError, KeyError } from '../errors.js'
 import { parseTenantKeyName } from '../schema/key-scope.js'
 import { ActiveVersions } from './active-versions.js'
+import { keyDestroyed } from './destroyed-key.js'
 import { KeyCache } from './key-cache.js'
 import type { KeyMaterial } from './key-material.js'
 import { buildTableMeta, MetadataCache, SEARCHABLE, type TableMeta } from './key-metadata.js'
@@ -394,18 +395,4 @@ export class KeyRing {
   #assertOpen(): void {
     if (this.#closed) throw new KeyError('KEY_NOT_FOUND', 'The key ring was closed.')
   }
-}
-
-/** The error of a use of keys that were destroyed (crypto-shredded). */
-function keyDestroyed(logicalTable: string): KeyError {
-  const tenant = parseTenantKeyName(logicalTable)
-  const what =
-    tenant === undefined
-      ? `The keys of ${logicalTable}`
-      : `The keys of tenant ${JSON.stringify(tenant.tenant.length > 64 ? `${tenant.tenant.slice(0, 64)}…` : tenant.tenant)} of ${tenant.logical} (${tenant.column})`
-  return new KeyError(
-    'KEY_DESTROYED',
-    `${what} were destroyed (crypto-shredded): their data cannot be decrypted or searched, and no key is created in their place.`,
-    { table: tenant?.logical ?? logicalTable },
-  )
 }
