@@ -5,6 +5,7 @@ import { decryptValue } from './fields/field-cipher.js'
 import { readHeader } from './fields/format.js'
 import type { KeyRing } from './keys/key-ring.js'
 import { encryptColumn, indexValue, refuseEmptySearch } from './plugin/resolve-values.js'
+import { rowKeyName, tenantKeyName, tenantRequired } from './schema/key-scope.js'
 import { contextMissing, readContext, rowAad } from './schema/row-context.js'
 import type { ColumnInfo, EncryptedSchema, IndexInfo } from './schema/schema.js'
 
@@ -35,8 +36,9 @@ export function explicitHelpers(
           'encrypt',
         )
       }
-      const key = await getRing().activeKey(info.table.logical, 'data')
-      return encryptColumn(key, info, value, context.length === 0 ? undefined : (values as string[]))
+      const bound = context.length === 0 ? undefined : (values as string[])
+      const key = await getRing().writeKey(rowKeyName(info.table, bound) as string, 'data')
+      return encryptColumn(key, info, value, bound)
     },
     async decrypt(table, name, ciphertext, row) {
       const info = column(table, name)
@@ -50,15 +52,15 @@ export function explicitHelpers(
         )
       }
       const { keyVersion } = readHeader(ciphertext, where)
+      const context = readContext(info.table, info, (i) => row?.[info.table.context[i] as string])
       const key = await getRing().key({
-        logicalTable: info.table.logical,
+        logicalTable: rowKeyName(info.table, context) as string,
         purpose: 'data',
         version: keyVersion,
       })
-      const context = readContext(info.table, info, (i) => row?.[info.table.context[i] as string])
       return decryptValue(info.spec.codec, ciphertext, key, rowAad(info, context))
     },
-    async indexOf(table, name, value, indexName) {
+    async indexOf(table, name, value, indexName, row) {
       const info = column(table, name)
       const spec = info.spec.indexes.find((s) => indexName === undefined || s.name === indexName)
       if (spec === undefined)
@@ -68,11 +70,30 @@ export function explicitHelpers(
         )
       const index: IndexInfo = info.table.indexColumn(spec.name)!
       refuseEmptySearch(index, value)
+      const keyName = indexKeyName(info, row)
       const r = getRing()
-      const active = await r.activeKey(info.table.logical, 'index')
-      const all = await r.searchKeys(info.table.logical, 'index')
+      const active = await r.activeKey(keyName, 'index')
+      const all = await r.searchKeys(keyName, 'index')
       const ordered = [active, ...all.filter((k) => k !== active)]
       return ordered.map((k) => indexValue(k, index, value))
     },
   }
+}
+
+/**
+ * The key name of `indexOf`: the table's, or the tenant's named in `row` for a table with per-tenant keys.
+ * @throws QueryRefusedError `TENANT_REQUIRED` when the table has a key scope and `row` does not name the tenant
+ */
+function indexKeyName(info: ColumnInfo, row: Readonly<Record<string, unknown>> | undefined): string {
+  const scope = info.table.keyScope
+  if (scope === undefined) return info.table.logical
+  const tenant = contextValue(row?.[scope.column])
+  if (tenant === undefined)
+    throw tenantRequired(
+      info.table,
+      info.logical,
+      `indexOf(${info.table.physical}, ${info.physical})`,
+      'indexOf',
+    )
+  return tenantKeyName(info.table, tenant)
 }

@@ -15,6 +15,7 @@ import { PendingPlans } from './plugin/plan.js'
 import { startupGate } from './plugin/startup-gate.js'
 import { UnwrappedReads } from './plugin/unwrapped-reads.js'
 import { pluginView } from './schema/plugin-view.js'
+import { tenantKeyNameOf } from './schema/key-scope.js'
 import { holdsCiphertext } from './schema/sample-ciphertext.js'
 import type { EncryptedSchema } from './schema/schema.js'
 import { type VerifySchemaOptions, verifySchema } from './schema/verify-schema.js'
@@ -48,6 +49,18 @@ export interface FieldEncryptionOptions {
    * @default false
    */
   readonly autoCreateKeys?: boolean
+  /**
+   * Tables with per-tenant keys (`keyScope`): a tenant without keys gets them on its first write
+   * (INSERT or UPDATE of an encrypted column, `encryption.encrypt`), after a check that none of
+   * its rows holds ciphertext (`KEYS_MISSING` otherwise: its keys were lost, and fresh ones would
+   * hide it). Reads and searches never create keys: a search for a tenant without keys fails
+   * with `KEY_NOT_FOUND`. A tenant whose keys were destroyed (`kfe shred`) never gets new ones.
+   * Costs, once per new tenant: one sampling query per encrypted column, two key generations
+   * (one provider call each) and one insert into the key table. Off, tenants get keys from
+   * `kfe init --tenant` or {@link FieldEncryption.initTenant} only.
+   * @default false
+   */
+  readonly createTenantKeys?: boolean
   /**
    * Allows writing with an active key version lower than the highest this process has seen (a
    * deliberate rollback of a rotation). Off, writes are refused with `KEY_ROLLBACK`.
@@ -115,8 +128,34 @@ export interface FieldEncryption {
   /**
    * Blind-index values of `value` for `table.column` (its first index, or `index`): one per live
    * index version, for `where email_bidx in (...)` in raw `sql`. The first is the active one, to write.
+   * @param row - For a table with per-tenant keys (`keyScope`): the tenant, e.g. `{ tenant_id: 'acme' }`.
+   * @throws QueryRefusedError `TENANT_REQUIRED` when the table has a key scope and `row` lacks its tenant
    */
-  indexOf(table: string, column: string, value: unknown, index?: string): Promise<Buffer[]>
+  indexOf(
+    table: string,
+    column: string,
+    value: unknown,
+    index?: string,
+    row?: Readonly<Record<string, unknown>>,
+  ): Promise<Buffer[]>
+  /**
+   * Creates version 1 of the data and index keys of one tenant of a table with per-tenant keys
+   * (`keyScope`), if it has none: what `kfe init --tenant` does. Idempotent. Refuses
+   * (`KEYS_MISSING`) when the tenant's rows hold ciphertext (its keys were lost), and never
+   * re-creates keys that were destroyed (`KEY_DESTROYED` on use).
+   * @param db - a Kysely on the database (the application's wrapped one, or a plain one).
+   * @param table - the table (physical or logical name).
+   * @param tenant - the tenant: its key-scope column's value (string or integer).
+   * @throws ConfigError `CONFIG_INVALID` when the table has no key scope; QueryRefusedError
+   *   `TENANT_INVALID` for a tenant that cannot name keys; KeyError `KEYS_MISSING`, `KEY_STORE_ERROR`.
+   * @example
+   * ```ts
+   * await encryption.initTenant(db, 'orders', 'acme')
+   * // insert into "kfe_keys" … ('orders#tenant_id=acme', 'data', 1, …), ('orders#tenant_id=acme', 'index', 1, …)
+   * ```
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: any Kysely, whatever its DB type.
+  initTenant(db: Kysely<any>, table: string, tenant: string | number | bigint): Promise<InitKeysResult>
   /**
    * Creates the key table if needed, and version 1 of the data and index keys of every table of
    * the schema that has none: the explicit step that creates keys (`kfe init` calls it).
@@ -182,7 +221,12 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
   const stats: DecryptStats = { decrypted: 0, falsePositives: 0, plaintextReads: 0 }
   // The rings share the providers; the instance closes them once, in close().
   const shared = providers.map(withoutClose)
-  const logicalTables = [...new Set([...options.schema.tables.values()].map((t) => t.logical))]
+  // Tables with per-tenant keys have no table-wide keys: their tenants' keys are named per tenant.
+  const logicalTables = [
+    ...new Set(
+      [...options.schema.tables.values()].filter((t) => t.keyScope === undefined).map((t) => t.logical),
+    ),
+  ]
   const keyTable = options.keyTable === undefined ? {} : { tableName: options.keyTable }
   /** One key ring per wrapped dialect: each reaches its own database with its own SQL. */
   const rings: KeyRing[] = []
@@ -251,6 +295,7 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
       ...(options.metadataTtlMs === undefined ? {} : { metadataTtlMs: options.metadataTtlMs }),
       ...(options.audit === undefined ? {} : { audit: options.audit }),
       autoCreate,
+      createTenantKeys: options.createTenantKeys ?? false,
       holdsCiphertext: (table) => holdsCiphertext(storeDb, options.schema, table),
       ...(options.allowKeyRollback === undefined ? {} : { allowRollback: options.allowKeyRollback }),
       ...(options.onKeyEvent === undefined ? {} : { onKeyEvent: options.onKeyEvent }),
@@ -286,6 +331,7 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
   const init = async (
     // biome-ignore lint/suspicious/noExplicitAny: any Kysely, whatever its DB type.
     db: Kysely<any>,
+    names: readonly string[] = logicalTables,
   ): Promise<InitKeysResult> => {
     const plain = db.withoutPlugins()
     const store = new KeyStore(plain, keyTable)
@@ -297,7 +343,7 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
       holdsCiphertext: (table) => holdsCiphertext(plain, options.schema, table),
     })
     try {
-      return await ring.init(logicalTables)
+      return await ring.init(names)
     } finally {
       await ring.close()
       for (const r of rings) r.refresh()
@@ -308,7 +354,8 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
     plugin,
     wrap,
     ...explicitHelpers(options.schema, getRing),
-    init,
+    init: (db) => init(db),
+    initTenant: (db, table, tenant) => init(db, [tenantKeyNameOf(options.schema, table, tenant)]),
     async verifySchema(db) {
       await verifySchema(db, options.schema, { ...verifyOptions, keyTable: keyTableName })
     },

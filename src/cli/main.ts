@@ -6,6 +6,7 @@ import { reencryptCommand } from './commands/reencrypt.js'
 import { retireCommand } from './commands/retire.js'
 import { rewrapCommand } from './commands/rewrap.js'
 import { rotateCommand } from './commands/rotate.js'
+import { shredCommand } from './commands/shred.js'
 import { statusCommand } from './commands/status.js'
 import { verifyCommand } from './commands/verify.js'
 
@@ -22,5 +23,6 @@ export const main = defineCommand({
     rewrap: rewrapCommand,
     'encrypt-column': encryptColumnCommand,
     migration: migrationCommand,
+    shred: shredCommand,
   },
 })

@@ -9,6 +9,8 @@ import { type ReencryptDryRun, type ReencryptOptions, reencrypt } from './reencr
 import { type RetireOptions, type RetireResult, retire } from './retire.js'
 import { type RewrapOptions, type RewrapResult, rewrap } from './rewrap.js'
 import { type RotateOptions, type RotateResult, rotate } from './rotate.js'
+import { type RotateTenantsResult, rotateTenants } from './rotate-tenants.js'
+import { type ShredOptions, type ShredResult, shred } from './shred.js'
 import { type StatusOptions, type StatusResult, status } from './status.js'
 import { type VerifyOptions, type VerifyResult, verify } from './verify.js'
 import { type VerifyColumnOptions, type VerifyColumnResult, verifyColumn } from './verify-column.js'
@@ -55,6 +57,10 @@ export interface FieldEncryptionOps {
   retire(table: string, options: RetireOptions): Promise<RetireResult>
   /** KEK rotation through `rewrapAll`. See {@link rewrap}. */
   rewrap(options: RewrapOptions): Promise<RewrapResult>
+  /** Rotates the key of every tenant of a table with per-tenant keys. See {@link rotateTenants}. */
+  rotateTenants(table: string, options: Omit<RotateOptions, 'tenant'>): Promise<RotateTenantsResult>
+  /** Crypto-shredding: destroys every wrapping of one tenant's keys. See {@link shred}. */
+  shred(table: string, options: ShredOptions): Promise<ShredResult>
   /** Zeroes the cached keys and closes the providers (not the database). */
   close(): Promise<void>
 }
@@ -88,6 +94,8 @@ export function fieldEncryptionOps(options: OpsOptions): FieldEncryptionOps {
     migration: (table: string, column: string, step: MigrationStep) => migration(ctx, table, column, step),
     retire: (table: string, o: RetireOptions) => retire(ctx, table, o),
     rewrap: (o: RewrapOptions) => rewrap(ctx, o),
+    rotateTenants: (table: string, o: Omit<RotateOptions, 'tenant'>) => rotateTenants(ctx, table, o),
+    shred: (table: string, o: ShredOptions) => shred(ctx, table, o),
     close: () => ctx.ring.close(),
   })
 }

@@ -1,4 +1,6 @@
+import { contextValue } from '../fields/context-values.js'
 import type { KeyPurpose } from '../keys/key-provider.js'
+import { tenantKeyNameOf } from '../schema/key-scope.js'
 import type { OpsContext } from './context.js'
 import { JobStore } from './job-store.js'
 import { type RunOptions, report } from './progress.js'
@@ -9,6 +11,14 @@ export interface InitOptions extends RunOptions {
   readonly tables?: readonly string[]
   /** Report what would be created; create nothing. @default false */
   readonly dryRun?: boolean
+  /**
+   * Tables with per-tenant keys (`keyScope`): the tenants whose keys to create (`kfe init
+   * --tenant`). Such tables have no table-wide keys: without tenants, `init` creates nothing for
+   * them. Never over a tenant whose rows hold ciphertext (`KEYS_MISSING`), never again for a
+   * tenant whose keys were destroyed.
+   * @default none
+   */
+  readonly tenants?: readonly (string | number | bigint)[]
 }
 
 /** One key `init` found or created. */
@@ -17,6 +27,8 @@ export interface InitKey {
   readonly logicalTable: string
   readonly purpose: KeyPurpose
   readonly version: number
+  /** The tenant, for a table with per-tenant keys (then `logicalTable` is the tenant's key name). */
+  readonly tenant?: string
   /** True when this call created it (or, with `dryRun`, would). */
   readonly created: boolean
   /** KEKs wrapping it. */
@@ -48,23 +60,34 @@ export async function init(ctx: OpsContext, options: InitOptions = {}): Promise<
   }
   const tables =
     options.tables === undefined ? [...ctx.schema.tables.values()] : options.tables.map((t) => ctx.table(t))
+  // Each table's key name; a table with per-tenant keys has one per tenant given, and no other.
+  const names = tables.flatMap((table) =>
+    table.keyScope === undefined
+      ? [{ table, name: table.logical, tenant: undefined }]
+      : (options.tenants ?? []).map((t) => ({
+          table,
+          name: tenantKeyNameOf(ctx.schema, table.physical, t),
+          tenant: contextValue(t),
+        })),
+  )
   const keys: InitKey[] = []
-  for (const [i, table] of tables.entries()) {
+  for (const [i, { table, name, tenant }] of names.entries()) {
     if (options.signal?.aborted) break
-    const before = await ctx.store.list(table.logical).catch((error: unknown) => {
+    const before = await ctx.store.list(name).catch((error: unknown) => {
       if (dryRun) return [] // no key table yet
       throw error
     })
     // The key ring's init creates what is missing and refuses (KEYS_MISSING) for a table whose
     // other keys are stored or whose rows hold ciphertext: fresh keys over data would lose it.
-    if (!dryRun) await ctx.ring.init([table.logical])
-    const after = dryRun ? before : await ctx.store.list(table.logical)
+    if (!dryRun) await ctx.ring.init([name])
+    const after = dryRun ? before : await ctx.store.list(name)
     for (const purpose of PURPOSES) {
       const had = before.find((k) => k.purpose === purpose)
       const now = after.find((k) => k.purpose === purpose)
       keys.push({
         table: table.physical,
-        logicalTable: table.logical,
+        logicalTable: name,
+        ...(tenant === undefined ? {} : { tenant }),
         purpose,
         version: (had ?? now)?.version ?? 1,
         created: had === undefined,
@@ -76,7 +99,7 @@ export async function init(ctx: OpsContext, options: InitOptions = {}): Promise<
       table: table.physical,
       phase: 'keys',
       done: (i + 1) * PURPOSES.length,
-      total: tables.length * PURPOSES.length,
+      total: names.length * PURPOSES.length,
       unit: 'keys',
     })
   }

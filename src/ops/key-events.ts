@@ -4,7 +4,7 @@ import type { OpsContext } from './context.js'
 import { ensureJobTables } from './job-tables.js'
 
 /** A key event the waits of `rotate` and `retire` are measured from. @internal */
-export type KeyEvent = 'staging' | 'activation'
+export type KeyEvent = 'staging' | 'activation' | 'shred'
 
 /**
  * Milliseconds elapsed since a key version was staged or activated, by the DATABASE's clock (every
@@ -48,6 +48,35 @@ export async function recordKeyEvent(
 ): Promise<void> {
   await ensureJobTables(ctx)
   await insertEvent(ctx, eventId(event, logicalTable, purpose, version), event, logicalTable, true)
+}
+
+/**
+ * The audit record of a crypto-shredding: a row of the job table (`kind` `shred`, `id`
+ * `shred:<key name>`, `logical_table` the key name, `total_batches` the key versions destroyed,
+ * `started_at` the database's time), written after the key rows became tombstones. A second
+ * shred of the same name moves the time. It names the tenant (a plaintext context value), never
+ * a key. @internal
+ */
+export async function recordShredEvent(ctx: OpsContext, keyName: string, versions: number): Promise<void> {
+  await ensureJobTables(ctx)
+  const now = dbNow(ctx)
+  const insert = db(ctx)
+    .insertInto(ctx.jobsTable)
+    .values({
+      id: `shred:${keyName}`,
+      kind: 'shred',
+      logical_table: keyName,
+      state: 'done',
+      total_batches: versions,
+      started_at: now,
+      finished_at: now,
+    })
+  await (ctx.family === 'mysql'
+    ? insert.onDuplicateKeyUpdate({ started_at: now, finished_at: now, total_batches: versions })
+    : insert.onConflict((oc) =>
+        oc.column('id').doUpdateSet({ started_at: now, finished_at: now, total_batches: versions }),
+      )
+  ).execute()
 }
 
 function eventId(event: KeyEvent, logicalTable: string, purpose: KeyPurpose, version: number): string {

@@ -1,5 +1,7 @@
 import { FieldEncryptionError, KeyError, OperationError } from '../errors.js'
 import type { KeyPurpose, KeyRef } from '../keys/key-provider.js'
+import { tenantKeyNameOf } from '../schema/key-scope.js'
+import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
 import type { JobOptions, JobResult } from './job-engine.js'
 import { msSinceKeyEvent, recordKeyEvent } from './key-events.js'
@@ -20,6 +22,12 @@ export interface RotateOptions extends JobOptions {
   readonly reencrypt?: boolean
   /** Report what would happen; change nothing. @default false */
   readonly dryRun?: boolean
+  /**
+   * A table with per-tenant keys (`keyScope`): the tenant whose key is rotated (`kfe rotate
+   * --tenant`). Required for such a table (or `rotateTenants` for all). The tenant's rows are not
+   * re-encrypted (not built yet): its former version stays `decrypt-only`, read and searched.
+   */
+  readonly tenant?: string | number | bigint
 }
 
 /** Outcome of `rotate`. */
@@ -65,15 +73,15 @@ export async function rotate(
 ): Promise<RotateResult> {
   const table = ctx.table(tableName)
   const { purpose } = options
-  const ref = (version: number) => ({ logicalTable: table.logical, purpose, version })
-  const versions = await ctx.store.list(table.logical, purpose)
+  const keyName = rotatedKeyName(ctx, table, options)
+  const tenantOnly = keyName !== table.logical
+  const ref = (version: number) => ({ logicalTable: keyName, purpose, version })
+  const versions = await ctx.store.list(keyName, purpose)
   const previous = versions.find((k) => k.state === 'active')?.version
   if (previous === undefined)
-    throw new KeyError(
-      'KEY_NOT_FOUND',
-      `${table.logical} has no active ${purpose} key: run \`kfe init\` first.`,
-      { table: table.logical },
-    )
+    throw new KeyError('KEY_NOT_FOUND', `${keyName} has no active ${purpose} key: run \`kfe init\` first.`, {
+      table: table.logical,
+    })
   const base = {
     table: table.physical,
     purpose,
@@ -82,7 +90,8 @@ export async function rotate(
     interrupted: false,
     left: undefined,
   }
-  const again = `run \`kfe rotate ${table.physical} --${purpose}\` again to`
+  const tenantArg = tenantOnly ? ` --tenant ${String(options.tenant)}` : ''
+  const again = `run \`kfe rotate ${table.physical} --${purpose}${tenantArg}\` again to`
   const stopped = (version: number, state: 'staged' | 'active', left: string, activateAfter?: Date) => ({
     ...base,
     version,
@@ -106,42 +115,39 @@ export async function rotate(
       total: undefined,
       unit: 'keys',
     })
-    if (purpose === 'index') await assertSlotFree(ctx, table, version)
+    if (purpose === 'index' && !tenantOnly) await assertSlotFree(ctx, table, version)
     const { wrappings, checkValue } = await newWrappedKey(ctx, ref(version))
     // The version is passed so the store refuses (KEY_VERSION_MISMATCH) rather than storing a key
     // wrapped for `version` under another number when a concurrent rotation staged one meanwhile.
     staged = await ctx.store
-      .stage(table.logical, purpose, wrappings, version, checkValue)
+      .stage(keyName, purpose, wrappings, version, checkValue)
       .catch((error: unknown) => {
         if (!(error instanceof KeyError && error.code === 'KEY_VERSION_MISMATCH')) throw error
         throw new OperationError(
           'ROTATION_REFUSED',
-          `The ${purpose} key generated for version ${version} of ${table.logical} was not stored: another version was staged meanwhile (a concurrent rotation?); nothing was activated. Run rotate again.`,
+          `The ${purpose} key generated for version ${version} of ${keyName} was not stored: another version was staged meanwhile (a concurrent rotation?); nothing was activated. Run rotate again.`,
           { table: table.logical, cause: error },
         )
       })
     if (staged.version !== version) {
       // Another rotation staged a version meanwhile: our key is bound to `version`, not to the one stored.
-      await ctx.store.setState(table.logical, purpose, staged.version, 'retired')
+      await ctx.store.setState(keyName, purpose, staged.version, 'retired')
       throw new OperationError(
         'ROTATION_REFUSED',
-        `The ${purpose} key generated for version ${version} of ${table.logical} was stored as version ${staged.version} (a concurrent rotation?); it was retired, nothing was activated.`,
+        `The ${purpose} key generated for version ${version} of ${keyName} was stored as version ${staged.version} (a concurrent rotation?); it was retired, nothing was activated.`,
         { table: table.logical },
       )
     }
-    await recordKeyEvent(ctx, 'staging', table.logical, purpose, version)
+    await recordKeyEvent(ctx, 'staging', keyName, purpose, version)
   }
   // Proven before anything is activated, whoever staged it (this call, an earlier interrupted
   // one, or another tool): a key that does not unwrap, or fails its check value, would make every
   // write to the table fail once active.
-  if (options.dryRun !== true)
-    await proveStaged(ctx, table.logical, purpose, staged.version, ref(staged.version))
+  if (options.dryRun !== true) await proveStaged(ctx, keyName, purpose, staged.version, ref(staged.version))
   // Measured by the database's clock from when the version was staged (or first seen staged, when
   // another tool staged it), plus the margin: no client clock enters the wait.
   const sinceStaged =
-    options.dryRun === true
-      ? 0
-      : await msSinceKeyEvent(ctx, 'staging', table.logical, purpose, staged.version)
+    options.dryRun === true ? 0 : await msSinceKeyEvent(ctx, 'staging', keyName, purpose, staged.version)
   const wait = Math.max(0, ctx.metadataTtlMs + ctx.ttlMarginMs - sinceStaged)
   const activateAfter = new Date(Date.now() + wait)
   if (options.activateLater === true || options.dryRun === true) {
@@ -173,7 +179,7 @@ export async function rotate(
       )
     }
   }
-  if (purpose === 'index' && slotColumns(table, staged.version).length > 0) {
+  if (purpose === 'index' && slotColumns(table, staged.version).length > 0 && !tenantOnly) {
     // Rotation slots: every process now fills the staged version's column on writes; the job
     // fills it for the other rows, and the cut-over waits until it is complete.
     if (options.reencrypt !== false) await reencrypt(ctx, table.physical, options)
@@ -181,8 +187,8 @@ export async function rotate(
       return { ...base, version: staged.version, state: 'staged', activateAfter, reencrypt: undefined }
     await assertSlotComplete(ctx, table, staged.version)
   }
-  await ctx.store.activate(table.logical, purpose, staged.version)
-  await recordKeyEvent(ctx, 'activation', table.logical, purpose, staged.version)
+  await ctx.store.activate(keyName, purpose, staged.version)
+  await recordKeyEvent(ctx, 'activation', keyName, purpose, staged.version)
   ctx.ring.refresh()
   report(options, {
     op: 'rotate',
@@ -192,8 +198,11 @@ export async function rotate(
     total: 1,
     unit: 'keys',
   })
-  if (options.reencrypt === false) {
-    return { ...base, version: staged.version, state: 'active', activateAfter, reencrypt: undefined }
+  if (options.reencrypt === false || tenantOnly) {
+    const left = tenantOnly
+      ? `the tenant's rows keep their former ${purpose} version (decrypt-only, still read and searched): per-tenant re-encryption is not built yet`
+      : undefined
+    return { ...base, version: staged.version, state: 'active', activateAfter, reencrypt: undefined, left }
   }
   // Processes keep writing with the former version until they reload metadata.
   report(options, {
@@ -240,4 +249,23 @@ async function proveStaged(
       { table: logicalTable, cause: error },
     )
   }
+}
+
+/**
+ * The key name a rotation works on: the table's, or the named tenant's.
+ * @throws OperationError `OPS_INVALID` for a table with per-tenant keys and no tenant, a tenant of
+ *   a table without, or a rotation-slot index of a table with per-tenant keys
+ */
+function rotatedKeyName(ctx: OpsContext, table: TableInfo, options: RotateOptions): string {
+  if (table.keyScope === undefined && options.tenant === undefined) return table.logical
+  const invalid = (why: string) => new OperationError('OPS_INVALID', why, { table: table.logical })
+  if (table.keyScope === undefined)
+    throw invalid(`${table.physical} has no per-tenant keys (keyScope): rotate it without --tenant.`)
+  if (options.tenant === undefined)
+    throw invalid(
+      `${table.physical} has a key per tenant (keyScope ${table.keyScope.column}): name one with --tenant, or rotate every tenant with --all-tenants.`,
+    )
+  if (options.purpose === 'index' && slotColumns(table, 2).length > 0)
+    throw invalid(`${table.physical} has per-tenant keys and a rotation-slot index: not supported yet.`)
+  return tenantKeyNameOf(ctx.schema, table.physical, options.tenant)
 }

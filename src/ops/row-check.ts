@@ -1,5 +1,5 @@
 import { timingSafeEqual } from 'node:crypto'
-import { FieldEncryptionError, KeyError } from '../errors.js'
+import { FieldEncryptionError, KeyError, OperationError } from '../errors.js'
 import { decryptValue } from '../fields/field-cipher.js'
 import { headerKeyVersion, looksLikeCiphertext } from '../fields/format.js'
 import { KeyMaterial } from '../keys/key-material.js'
@@ -64,6 +64,14 @@ export interface RowCheck {
  * @throws KeyProviderError when a version cannot be unwrapped.
  */
 export async function loadKeySet(ctx: OpsContext, table: TableInfo): Promise<KeySet> {
+  if (table.keyScope !== undefined) {
+    // One key set per tenant: the jobs read a table under one key set, so they do not run here yet.
+    throw new OperationError(
+      'OPS_INVALID',
+      `${table.physical} has a key per tenant (keyScope ${table.keyScope.column}): re-encryption, verify and status over its rows are not built yet.`,
+      { table: table.logical },
+    )
+  }
   // Every copy made is wiped here unless the whole set is handed to the caller: a provider that
   // fails on the third version, or a table without an active index key, must not leave the copies
   // of the versions already unwrapped in memory.

@@ -1,5 +1,6 @@
-import { QueryRefusedError } from '../errors.js'
-import type { TableInfo } from './schema.js'
+import { ConfigError, QueryRefusedError } from '../errors.js'
+import { contextValue } from '../fields/context-values.js'
+import type { EncryptedSchema, TableInfo } from './schema.js'
 
 /**
  * Per-tenant keys (the `keyScope` table option): each tenant of a table has its own data and
@@ -121,4 +122,25 @@ export function tenantRequired(
       hint: `Name the tenant by equality in the same WHERE, joined by AND: .where('${scope.column}', '=', tenant).`,
     },
   )
+}
+
+/**
+ * The key name of one tenant of a table with per-tenant keys.
+ * @throws ConfigError `CONFIG_INVALID` when the table is unknown or has no key scope
+ * @throws QueryRefusedError `TENANT_INVALID` when the tenant cannot name keys
+ */
+export function tenantKeyNameOf(schema: EncryptedSchema, table: string, tenant: unknown): string {
+  const info = schema.table(table) ?? [...schema.tables.values()].find((t) => t.logical === table)
+  if (info?.keyScope === undefined)
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `${table} ${info === undefined ? 'is not a table of the encrypted schema' : 'has no keyScope (per-tenant keys)'}.`,
+      { table },
+    )
+  const value = contextValue(tenant)
+  if (value === undefined)
+    throw new ConfigError('CONFIG_INVALID', `A tenant of ${table} must be a string or an integer.`, {
+      table: info.logical,
+    })
+  return tenantKeyName(info, value)
 }

@@ -14,6 +14,10 @@ export const initCommand = defineCommand({
     ...commonArgs,
     ...dryRunArg,
     table: { type: 'positional', required: false, description: 'Only this table' },
+    tenant: {
+      type: 'string',
+      description: "Tables with per-tenant keys: create this tenant's keys (comma-separated for several)",
+    },
   },
   run: ({ args }) =>
     runCommand(
@@ -23,12 +27,16 @@ export const initCommand = defineCommand({
           ...run,
           dryRun: args['dry-run'],
           ...(args.table === undefined ? {} : { tables: [String(args.table)] }),
+          ...(args.tenant === undefined ? {} : { tenants: String(args.tenant).split(',') }),
         }),
       (result, out) => {
         out.result(result, () => {
           for (const k of result.keys) {
             const what = k.created ? (result.dryRun ? 'would create' : 'created') : 'exists'
-            consola.log(`${k.table} ${k.purpose} v${k.version}: ${what} (wrapped under ${k.keks.join(', ')})`)
+            const tenant = k.tenant === undefined ? '' : ` tenant ${k.tenant}`
+            consola.log(
+              `${k.table}${tenant} ${k.purpose} v${k.version}: ${what} (wrapped under ${k.keks.join(', ')})`,
+            )
           }
           consola.log(
             `${result.created} key${result.created === 1 ? '' : 's'} ${result.dryRun ? 'would be ' : ''}created.`,

@@ -1,4 +1,6 @@
 import { defineCommand } from 'citty'
+import type { RotateResult } from '../../ops/rotate.js'
+import type { RotateTenantsResult } from '../../ops/rotate-tenants.js'
 import { consola } from '../log.js'
 import { EXIT } from '../output.js'
 import { commonArgs, dryRunArg, runCommand } from '../run-command.js'
@@ -18,6 +20,12 @@ export const rotateCommand = defineCommand({
     table: { type: 'positional', required: true, description: 'The table' },
     data: { type: 'boolean', description: 'Rotate the data key', default: false },
     index: { type: 'boolean', description: 'Rotate the index key', default: false },
+    tenant: { type: 'string', description: "Tables with per-tenant keys: rotate this tenant's key" },
+    'all-tenants': {
+      type: 'boolean',
+      description: 'Tables with per-tenant keys: rotate every tenant (stage all, then activate each)',
+      default: false,
+    },
     'activate-later': { type: 'boolean', description: 'Stage only; a second call activates', default: false },
     reencrypt: {
       type: 'boolean',
@@ -28,9 +36,19 @@ export const rotateCommand = defineCommand({
   run: ({ args }) =>
     runCommand(
       args,
-      (ops, run) => {
+      (ops, run): Promise<RotateResult | RotateTenantsResult> => {
         if (args.data === args.index) throw new Error('Give exactly one of --data or --index.')
+        if (args['all-tenants']) {
+          if (args.tenant !== undefined) throw new Error('Give --tenant or --all-tenants, not both.')
+          return ops.rotateTenants(String(args.table), {
+            ...run,
+            purpose: args.data ? 'data' : 'index',
+            activateLater: args['activate-later'],
+            dryRun: args['dry-run'],
+          })
+        }
         return ops.rotate(String(args.table), {
+          ...(args.tenant === undefined ? {} : { tenant: String(args.tenant) }),
           ...run,
           ...jobOptions(args),
           purpose: args.data ? 'data' : 'index',
@@ -40,6 +58,16 @@ export const rotateCommand = defineCommand({
         })
       },
       (result, out) => {
+        if ('tenants' in result) {
+          out.result(result, () => {
+            for (const r of result.tenants)
+              consola.log(
+                `${result.table} tenant ${r.tenant} ${r.purpose}: version ${r.version} ${r.state}; previous ${r.previous}.`,
+              )
+            if (result.interrupted) consola.warn('interrupted: run the same command again to finish.')
+          })
+          return result.interrupted ? EXIT.attention : EXIT.ok
+        }
         out.result(result, () => {
           const when =
             result.activateAfter === undefined
