@@ -1,0 +1,470 @@
+import { randomBytes, randomUUID } from 'node:crypto'
+import { Kysely, sql } from 'kysely'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  addEncryptedColumns,
+  createBlindIndexes,
+  type EncryptedSchema,
+  encrypted,
+  encryptedSchema,
+  type FieldEncryption,
+  fieldEncryption,
+  KeyError,
+  KeyStore,
+  localKeyProvider,
+  readHeader,
+  rewrapAll,
+} from '../../src/index.js'
+import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
+import { type Backend, backends, onlyTables, uniqueName } from '../support/backends.js'
+import type { TestDB } from '../support/encrypted-db.js'
+import { dialectsOn } from '../support/tenant-dialects.js'
+import { expectRefused } from './plugin-at-rest.js'
+
+/** What a caught error is, for assertions. */
+async function failure(run: () => Promise<unknown>): Promise<unknown> {
+  return Promise.resolve()
+    .then(run)
+    .then(
+      () => undefined,
+      (e: unknown) => e,
+    )
+}
+
+describe.each(backends())('per-tenant keys and crypto-shredding [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    let orders: string
+    let keyTable: string
+    let jobsTable: string
+    let schema: EncryptedSchema
+    /** The application: tenants get keys only on purpose. */
+    let app: FieldEncryption
+    /** Another process of the application, with createTenantKeys. */
+    let auto: FieldEncryption
+    let db: Kysely<TestDB>
+    let autoDb: Kysely<TestDB>
+    let raw: Kysely<TestDB>
+    let ops: FieldEncryptionOps
+    let closeDialects: () => Promise<void>
+    const kek = randomBytes(32)
+    const provider = localKeyProvider({ id: 'local:tenants', key: Buffer.from(kek) })
+
+    beforeAll(async () => {
+      orders = uniqueName('tk_orders')
+      keyTable = uniqueName('kfe_keys')
+      jobsTable = uniqueName('kfe_jobs')
+      schema = encryptedSchema(
+        {
+          [orders]: {
+            email: encrypted.text({ index: { name: 'email_bidx', unique: true, normalize: ['lowercase'] } }),
+            ssn: encrypted.text({ index: { name: 'ssn_bidx', bits: 16, normalize: ['digits'] } }),
+          },
+        },
+        { tables: { [orders]: { context: ['tenant_id', 'id'], keyScope: 'tenant_id' } } },
+      )
+      const common = {
+        schema,
+        keyProvider: provider,
+        keyTable,
+        metadataTtlMs: 50,
+        verifySchema: onlyTables(orders),
+      }
+      app = fieldEncryption(common)
+      auto = fieldEncryption({ ...common, createTenantKeys: true })
+      const { dialects, close } = dialectsOn(backend, 3)
+      closeDialects = close
+      db = new Kysely<TestDB>({ dialect: app.wrap(dialects[0]!), plugins: [app.plugin] })
+      autoDb = new Kysely<TestDB>({ dialect: auto.wrap(dialects[1]!), plugins: [auto.plugin] })
+      raw = new Kysely<TestDB>({ dialect: dialects[2]! })
+      await raw.schema
+        .createTable(orders)
+        .addColumn('id', 'varchar(36)', (c) => c.primaryKey())
+        .addColumn('tenant_id', 'varchar(64)', (c) => c.notNull())
+        .addColumn('name', 'varchar(100)')
+        .$call(addEncryptedColumns(schema, orders, backend.family))
+        .execute()
+      await createBlindIndexes(raw, schema, orders)
+      await app.init(db) // the key table; no table-wide key for a table with per-tenant keys
+      ops = fieldEncryptionOps({
+        db: raw,
+        schema,
+        keyProvider: provider,
+        keyTable,
+        jobsTable,
+        metadataTtlMs: 50,
+        ttlMarginMs: 0,
+      })
+    })
+
+    afterAll(async () => {
+      for (const t of [orders, keyTable, jobsTable, `${jobsTable}_batches`]) {
+        await sql`drop table if exists ${sql.table(t)}`.execute(raw)
+      }
+      await ops?.close()
+      await app?.close()
+      await auto?.close()
+      await db?.destroy()
+      if (backend.name !== 'pglite') await autoDb?.destroy()
+      if (backend.name !== 'pglite') await raw?.destroy()
+      await closeDialects?.()
+    })
+
+    const keyName = (tenant: string) => `${orders}#tenant_id=${encodeURIComponent(tenant)}`
+    const keyRows = async (name: string) =>
+      raw.selectFrom(keyTable).selectAll().where('logical_table', '=', name).orderBy('purpose').execute()
+    const count = async () =>
+      Number(
+        (
+          await raw
+            .selectFrom(orders)
+            .select((eb) => eb.fn.countAll().as('n'))
+            .executeTakeFirst()
+        )?.n,
+      )
+
+    async function order(
+      d: Kysely<TestDB>,
+      tenant: string,
+      email: string,
+      ssn = '123-45-6789',
+    ): Promise<string> {
+      const id = randomUUID()
+      await d.insertInto(orders).values({ id, tenant_id: tenant, name: 'o', email, ssn }).execute()
+      return id
+    }
+
+    it('each tenant gets its own data and index keys; rows are written and read with their own tenant keys', async () => {
+      const made = await app.initTenant(db, orders, 'acme')
+      expect(made.created.map((r) => `${r.logicalTable}/${r.purpose}`)).toEqual([
+        `${keyName('acme')}/data`,
+        `${keyName('acme')}/index`,
+      ])
+      await app.initTenant(db, orders, 'globex')
+      expect((await app.initTenant(db, orders, 'globex')).created).toEqual([]) // idempotent
+      // One statement, two tenants, the same e-mail.
+      const [a, g] = [randomUUID(), randomUUID()]
+      await db
+        .insertInto(orders)
+        .values([
+          { id: a, tenant_id: 'acme', email: 'same@x.io', ssn: '111-11-1111' },
+          { id: g, tenant_id: 'globex', email: 'same@x.io', ssn: '222-22-2222' },
+        ])
+        .execute()
+      // Keys live under the tenants' names; the table itself has none.
+      expect((await keyRows(keyName('acme'))).map((r) => `${r.purpose}/v${r.version}/${r.state}`)).toEqual([
+        'data/v1/active',
+        'index/v1/active',
+      ])
+      expect(await keyRows(orders)).toEqual([])
+      // Different index keys: the same value has different blind indexes in the two tenants.
+      const stored = await raw
+        .selectFrom(orders)
+        .select(['id', 'email_bidx', 'email'])
+        .where('id', 'in', [a, g])
+        .execute()
+      const bidx = (id: string) => Buffer.from(stored.find((r) => r.id === id)!.email_bidx as Uint8Array)
+      expect(bidx(a).equals(bidx(g))).toBe(false)
+      // One select over both tenants decrypts each row with its own tenant's data key.
+      const rows = await db
+        .selectFrom(orders)
+        .select(['id', 'tenant_id', 'email', 'ssn'])
+        .where('id', 'in', [a, g])
+        .execute()
+      expect(rows.sort((x, y) => (x.tenant_id < y.tenant_id ? -1 : 1))).toEqual([
+        { id: a, tenant_id: 'acme', email: 'same@x.io', ssn: '111-11-1111' },
+        { id: g, tenant_id: 'globex', email: 'same@x.io', ssn: '222-22-2222' },
+      ])
+      // The raw helpers take the tenant from the row.
+      const ct = await app.encrypt(orders, 'ssn', '333-33-3333', { tenant_id: 'globex', id: g })
+      expect(await app.decrypt(orders, 'ssn', ct, { tenant_id: 'globex', id: g })).toBe('333-33-3333')
+      const err = await failure(() => app.decrypt(orders, 'ssn', ct, { tenant_id: 'acme', id: g }))
+      expect((err as { code?: string }).code).toBe('DECRYPT_AUTH_FAILED')
+    })
+
+    it('a search must name one tenant by equality (TENANT_REQUIRED otherwise); with it, it finds that tenant rows only', async () => {
+      const a = await order(db, 'acme', 'find@x.io', '555-55-5555')
+      const g = await order(db, 'globex', 'find@x.io', '555-55-5555')
+      const e = await expectRefused(
+        () => db.selectFrom(orders).select('id').where('email', '=', 'find@x.io').execute(),
+        'TENANT_REQUIRED',
+      )
+      expect(e.hint).toContain("where('tenant_id', '=', tenant)")
+      expect(e.table).toBe(orders)
+      await expectRefused(
+        () =>
+          db
+            .selectFrom(orders)
+            .select('id')
+            .where((eb) => eb.or([eb('tenant_id', '=', 'acme'), eb('email', '=', 'find@x.io')]))
+            .execute(),
+        'TENANT_REQUIRED',
+      )
+      await expectRefused(
+        () =>
+          db
+            .selectFrom(orders)
+            .select('id')
+            .where('tenant_id', 'in', ['acme', 'globex'])
+            .where('ssn', '=', '555-55-5555')
+            .execute(),
+        'TENANT_REQUIRED',
+      )
+      await expectRefused(
+        () => db.deleteFrom(orders).where('email', '=', 'find@x.io').execute(),
+        'TENANT_REQUIRED',
+      )
+      // A self-join on the blind index compares two rows whose tenants may differ.
+      await expectRefused(
+        () =>
+          db
+            .selectFrom(`${orders} as p`)
+            .innerJoin(`${orders} as q`, 'p.email', 'q.email')
+            .select('p.id')
+            .where('p.tenant_id', '=', 'acme')
+            .execute(),
+        'QUERY_REFUSED',
+      )
+      // Named by equality: that tenant's index key, that tenant's rows.
+      const q = (tenant: string) =>
+        db
+          .selectFrom(orders)
+          .select(['id', 'ssn'])
+          .where('tenant_id', '=', tenant)
+          .where('email', '=', 'FIND@x.io')
+          .where('ssn', '=', '555555555')
+          .execute()
+      expect(await q('acme')).toEqual([{ id: a, ssn: '555-55-5555' }])
+      expect(await q('globex')).toEqual([{ id: g, ssn: '555-55-5555' }])
+      // Updates and deletes search the same way.
+      await db
+        .updateTable(orders)
+        .set({ name: 'renamed' })
+        .where('tenant_id', '=', 'acme')
+        .where('email', '=', 'find@x.io')
+        .execute()
+      expect((await raw.selectFrom(orders).select('name').where('id', '=', a).executeTakeFirst())?.name).toBe(
+        'renamed',
+      )
+      expect((await raw.selectFrom(orders).select('name').where('id', '=', g).executeTakeFirst())?.name).toBe(
+        'o',
+      )
+      // indexOf for raw SQL needs the tenant too.
+      await expectRefused(() => app.indexOf(orders, 'email', 'find@x.io'), 'TENANT_REQUIRED')
+      const [probe] = await app.indexOf(orders, 'email', 'find@x.io', undefined, { tenant_id: 'globex' })
+      expect(
+        (await raw.selectFrom(orders).select('id').where('email_bidx', '=', probe!).execute()).map(
+          (r) => r.id,
+        ),
+      ).toEqual([g])
+    })
+
+    it('keys are created only on purpose: a new tenant write fails without them (KEY_NOT_FOUND), or creates them with createTenantKeys; never over a tenant whose rows hold ciphertext (KEYS_MISSING)', async () => {
+      const before = await count()
+      const e = await failure(() => order(db, 'initech', 'a@initech.io'))
+      expect(e).toBeInstanceOf(KeyError)
+      expect((e as KeyError).code).toBe('KEY_NOT_FOUND')
+      expect(await count()).toBe(before)
+      expect(await keyRows(keyName('initech'))).toEqual([])
+      // A search never creates keys, even with createTenantKeys.
+      const s = await failure(() =>
+        autoDb
+          .selectFrom(orders)
+          .select('id')
+          .where('tenant_id', '=', 'initech')
+          .where('email', '=', 'a@initech.io')
+          .execute(),
+      )
+      expect((s as KeyError).code).toBe('KEY_NOT_FOUND')
+      expect(await keyRows(keyName('initech'))).toEqual([])
+      // The first write of the tenant, with createTenantKeys: keys created, row written and readable.
+      const id = await order(autoDb, 'initech', 'a@initech.io')
+      expect((await keyRows(keyName('initech'))).map((r) => r.purpose)).toEqual(['data', 'index'])
+      expect(await db.selectFrom(orders).select('email').where('id', '=', id).execute()).toEqual([
+        { email: 'a@initech.io' },
+      ])
+      // Its key rows are lost (dropped, edited, another environment's backup): no fresh keys over its data.
+      await raw.deleteFrom(keyTable).where('logical_table', '=', keyName('initech')).execute()
+      auto.keyRing().refresh()
+      app.keyRing().refresh()
+      const lost = await failure(() => order(autoDb, 'initech', 'b@initech.io'))
+      expect((lost as KeyError).code).toBe('KEYS_MISSING')
+      expect((lost as KeyError).message).toContain('hold ciphertext')
+      const init = await failure(() => app.initTenant(db, orders, 'initech'))
+      expect((init as KeyError).code).toBe('KEYS_MISSING')
+      const cli = await failure(() => ops.init({ tables: [orders], tenants: ['initech'] }))
+      expect((cli as KeyError).code).toBe('KEYS_MISSING')
+      expect(await keyRows(keyName('initech'))).toEqual([])
+      // Another tenant is unaffected: createTenantKeys makes its keys.
+      await order(autoDb, 'umbrella', 'u@umbrella.io')
+      expect((await keyRows(keyName('umbrella'))).length).toBe(2)
+      // ops.init --tenant creates a tenant's keys and reports them per tenant.
+      const result = await ops.init({ tables: [orders], tenants: ['hooli'] })
+      expect(result.keys.map((k) => [k.tenant, k.purpose, k.created])).toEqual([
+        ['hooli', 'data', true],
+        ['hooli', 'index', true],
+      ])
+    })
+
+    it('a ciphertext copied from one tenant row into another tenant row does not decrypt', async () => {
+      const a = await order(db, 'acme', 'copy-a@x.io', '777-77-7777')
+      const g = await order(db, 'globex', 'copy-g@x.io', '888-88-8888')
+      const source = await raw
+        .selectFrom(orders)
+        .select(['ssn', 'ssn_bidx'])
+        .where('id', '=', a)
+        .executeTakeFirstOrThrow()
+      await raw
+        .updateTable(orders)
+        .set({ ssn: source.ssn, ssn_bidx: source.ssn_bidx })
+        .where('id', '=', g)
+        .execute()
+      const e = await failure(() => db.selectFrom(orders).select('ssn').where('id', '=', g).execute())
+      expect((e as { code?: string }).code).toBe('DECRYPT_AUTH_FAILED')
+      expect((e as { rowContext?: unknown }).rowContext).toEqual({ tenant_id: 'globex', id: g })
+      // The search of the copied value under globex's key does not find it either.
+      expect(
+        await db
+          .selectFrom(orders)
+          .select('id')
+          .where('tenant_id', '=', 'globex')
+          .where('ssn', '=', '777-77-7777')
+          .execute(),
+      ).toEqual([])
+      await raw.deleteFrom(orders).where('id', '=', g).execute()
+    })
+
+    it('rotation per tenant: kfe rotate --tenant moves one tenant to a new version; --all-tenants every tenant', async () => {
+      const old = await order(db, 'globex', 'rot@x.io')
+      const invalid = await failure(() => ops.rotate(orders, { purpose: 'data' }))
+      expect((invalid as { code?: string }).code).toBe('OPS_INVALID')
+      const r = await ops.rotate(orders, { purpose: 'data', tenant: 'globex' })
+      expect(r).toMatchObject({ version: 2, previous: 1, state: 'active', interrupted: false })
+      expect(r.left).toContain('not built yet')
+      expect(
+        (await keyRows(keyName('globex')))
+          .filter((k) => k.purpose === 'data')
+          .map((k) => `v${k.version}/${k.state}`),
+      ).toEqual(['v1/decrypt-only', 'v2/active'])
+      expect((await keyRows(keyName('acme'))).filter((k) => k.purpose === 'data').length).toBe(1)
+      await new Promise((resolve) => setTimeout(resolve, 60)) // the application's metadata TTL
+      const fresh = await order(db, 'globex', 'rot2@x.io')
+      const version = async (id: string) =>
+        readHeader(
+          (await raw.selectFrom(orders).select('email').where('id', '=', id).executeTakeFirstOrThrow())
+            .email as Uint8Array,
+        ).keyVersion
+      expect(await version(fresh)).toBe(2)
+      expect(await version(old)).toBe(1)
+      expect(
+        await db.selectFrom(orders).select('email').where('id', 'in', [old, fresh]).execute(),
+      ).toHaveLength(2)
+      // Every tenant's index key: stage all, then activate each.
+      const all = await ops.rotateTenants(orders, { purpose: 'index' })
+      expect(all.interrupted).toBe(false)
+      expect(all.tenants.map((t) => [t.tenant, t.version, t.state]).sort()).toEqual(
+        ['acme', 'globex', 'hooli', 'umbrella'].map((t) => [t, 2, 'active']),
+      )
+      await new Promise((resolve) => setTimeout(resolve, 60))
+      // Searches cover both live index versions of the tenant.
+      expect(
+        await db
+          .selectFrom(orders)
+          .select('id')
+          .where('tenant_id', '=', 'globex')
+          .where('email', '=', 'rot@x.io')
+          .execute(),
+      ).toEqual([{ id: old }])
+    })
+
+    it('kfe shred destroys one tenant keys: its rows fail with KEY_DESTROYED, its keys are never re-created, other tenants are unaffected, an audit record is written', async () => {
+      const a = await order(db, 'acme', 'shred@x.io')
+      const g = await order(db, 'globex', 'keep@x.io')
+      const dry = await ops.shred(orders, { tenant: 'acme', dryRun: true })
+      expect(dry).toMatchObject({ destroyed: 3, alreadyDestroyed: 0, dryRun: true }) // data v1, index v1 and v2
+      expect((await keyRows(keyName('acme'))).every((k) => k.state !== 'destroyed')).toBe(true)
+      const done = await ops.shred(orders, { tenant: 'acme' })
+      expect(done).toMatchObject({ tenant: 'acme', keyName: keyName('acme'), destroyed: 3, dryRun: false })
+      // Tombstones: every row kept, no wrapping, no check value.
+      const rows = await keyRows(keyName('acme'))
+      expect(rows.map((k) => [k.state, k.wrappings, k.check_value ?? null])).toEqual(
+        rows.map(() => ['destroyed', '[]', null]),
+      )
+      // A process that starts now (or whose caches expired) cannot read, search or write acme.
+      const { dialects, close } =
+        backend.name === 'pglite' ? { dialects: [], close: async () => {} } : dialectsOn(backend, 1)
+      const fresh = fieldEncryption({
+        schema,
+        // Its own provider object on the same KEK: closing `fresh` closes it.
+        keyProvider: localKeyProvider({ id: 'local:tenants', key: Buffer.from(kek) }),
+        keyTable,
+        verifySchema: false,
+        createTenantKeys: true,
+      })
+      const freshDb =
+        backend.name === 'pglite'
+          ? undefined
+          : new Kysely<TestDB>({ dialect: fresh.wrap(dialects[0]!), plugins: [fresh.plugin] })
+      // (PGlite: one in-memory database per instance; the application's own Kysely, once its caches are dropped.)
+      if (freshDb === undefined) {
+        app.keyRing().forget(keyName('acme'))
+        auto.keyRing().forget(keyName('acme'))
+      }
+      const reader = freshDb ?? db
+      const writer = freshDb ?? autoDb
+      try {
+        const read = await failure(() =>
+          reader.selectFrom(orders).select('email').where('id', '=', a).execute(),
+        )
+        expect(read).toBeInstanceOf(KeyError)
+        expect((read as KeyError).code).toBe('KEY_DESTROYED')
+        expect((read as KeyError).table).toBe(orders)
+        expect((read as KeyError).message).toContain('"acme"')
+        const search = await failure(() =>
+          reader
+            .selectFrom(orders)
+            .select('id')
+            .where('tenant_id', '=', 'acme')
+            .where('email', '=', 'shred@x.io')
+            .execute(),
+        )
+        expect((search as KeyError).code).toBe('KEY_DESTROYED')
+        // Not re-created, even with createTenantKeys or an explicit init.
+        const write = await failure(() => order(writer, 'acme', 'again@x.io'))
+        expect((write as KeyError).code).toBe('KEY_DESTROYED')
+        expect((await app.initTenant(db, orders, 'acme')).created).toEqual([])
+        expect((await keyRows(keyName('acme'))).every((k) => k.state === 'destroyed')).toBe(true)
+        // Other tenants: untouched.
+        expect(await reader.selectFrom(orders).select('email').where('id', '=', g).execute()).toEqual([
+          { email: 'keep@x.io' },
+        ])
+        expect((await keyRows(keyName('globex'))).some((k) => k.state === 'destroyed')).toBe(false)
+      } finally {
+        await fresh.close()
+        await freshDb?.destroy()
+        await close()
+      }
+      // The audit record, by the database's clock.
+      const audit = await raw.selectFrom(jobsTable).selectAll().where('kind', '=', 'shred').execute()
+      expect(audit.map((r) => [r.id, r.logical_table, Number(r.total_batches)])).toEqual([
+        [`shred:${keyName('acme')}`, keyName('acme'), 3],
+      ])
+      // Shredding again destroys nothing new; a tenant without keys is an error, not a tombstone.
+      expect(await ops.shred(orders, { tenant: 'acme' })).toMatchObject({ destroyed: 0, alreadyDestroyed: 3 })
+      expect(((await failure(() => ops.shred(orders, { tenant: 'nobody' }))) as KeyError).code).toBe(
+        'KEY_NOT_FOUND',
+      )
+      // A KEK rotation (rewrap) passes over the tombstones and gives them no wrapping.
+      const next = localKeyProvider({ id: 'local:tenants-2', key: randomBytes(32) })
+      const rewrapped = await rewrapAll({
+        store: new KeyStore(raw, { tableName: keyTable }),
+        from: [provider],
+        to: next,
+      })
+      expect(rewrapped.rewrapped).toBeGreaterThan(0)
+      expect((await keyRows(keyName('acme'))).map((k) => k.wrappings)).toEqual(['[]', '[]', '[]'])
+      expect((await keyRows(keyName('globex'))).every((k) => k.wrappings.includes('local:tenants-2'))).toBe(
+        true,
+      )
+    })
+  })
+})
