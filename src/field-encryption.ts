@@ -8,7 +8,7 @@ import { type InitKeysResult, type KeyEvent, KeyRing, type KeyRingStats } from '
 import { KeyStore } from './keys/key-store.js'
 import { BorrowingDriver } from './plugin/borrowing-driver.js'
 import type { DecryptStats } from './plugin/decrypt-rows.js'
-import { type EncryptingDriver, wrapDialect } from './plugin/dialect-wrapper.js'
+import { type EncryptingDriver, insideTransaction, wrapDialect } from './plugin/dialect-wrapper.js'
 import { EncryptionPlugin } from './plugin/encryption-plugin.js'
 import { MigratedColumns } from './plugin/migrated-columns.js'
 import { PendingPlans } from './plugin/plan.js'
@@ -53,7 +53,8 @@ export interface FieldEncryptionOptions {
    * Tables with per-tenant keys (`keyScope`): a tenant without keys gets them on its first write
    * (INSERT or UPDATE of an encrypted column, `encryption.encrypt`), after a check that none of
    * its rows holds ciphertext (`KEYS_MISSING` otherwise: its keys were lost, and fresh ones would
-   * hide it). Reads and searches never create keys: a search for a tenant without keys fails
+   * hide it), and outside a transaction only (inside one, `KEY_NOT_FOUND`: a rollback would
+   * remove keys that already encrypted data). Reads and searches never create keys: a search for a tenant without keys fails
    * with `KEY_NOT_FOUND`. A tenant whose keys were destroyed (`kfe shred`) never gets new ones.
    * Costs, once per new tenant: one sampling query per encrypted column, two key generations
    * (one provider call each) and one insert into the key table. Off, tenants get keys from
@@ -295,7 +296,8 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
       ...(options.metadataTtlMs === undefined ? {} : { metadataTtlMs: options.metadataTtlMs }),
       ...(options.audit === undefined ? {} : { audit: options.audit }),
       autoCreate,
-      createTenantKeys: options.createTenantKeys ?? false,
+      // Never inside a transaction: its rollback would remove keys that already encrypted data.
+      createTenantKeys: options.createTenantKeys === true ? () => !insideTransaction() : false,
       holdsCiphertext: (table) => holdsCiphertext(storeDb, options.schema, table),
       ...(options.allowKeyRollback === undefined ? {} : { allowRollback: options.allowKeyRollback }),
       ...(options.onKeyEvent === undefined ? {} : { onKeyEvent: options.onKeyEvent }),

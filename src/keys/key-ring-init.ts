@@ -5,6 +5,7 @@
  */
 import { KeyError } from '../errors.js'
 import { ownKeyBuffer as copyKey } from '../fields/key-bytes.js'
+import { parseTenantKeyName } from '../schema/key-scope.js'
 import type { KeyCache } from './key-cache.js'
 import { keyCheckValue } from './key-check.js'
 import { KeyMaterial } from './key-material.js'
@@ -91,4 +92,16 @@ export async function createInitialVersions(
   } finally {
     for (const g of generated) g.plaintext.fill(0)
   }
+}
+
+/**
+ * The error of a tenant's first write where its keys may not be created now (inside a transaction).
+ * @param cause - the `KEY_NOT_FOUND` of the lookup.
+ */
+export function notCreatedNow(logicalTable: string, cause: unknown): KeyError {
+  return new KeyError(
+    'KEY_NOT_FOUND',
+    `${logicalTable} has no keys yet, and a tenant's keys are not created inside a transaction (a rollback would remove them after they encrypted data). Create them first (encryption.initTenant, kfe init --tenant), or write the tenant's first row outside a transaction.`,
+    { table: parseTenantKeyName(logicalTable)?.logical ?? logicalTable, cause },
+  )
 }

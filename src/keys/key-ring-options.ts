@@ -41,10 +41,12 @@ export interface KeyRingOptions {
    * on its first write ({@link KeyRing.writeKey}); reads and searches never create keys. Never for
    * a tenant whose rows hold ciphertext (`KEYS_MISSING`: its keys were lost) or whose keys were
    * destroyed (`KEY_DESTROYED`). Off, tenants get keys from `kfe init --tenant` or
-   * `encryption.initTenant` only. `autoCreate` does not create tenants' keys.
+   * `encryption.initTenant` only. `autoCreate` does not create tenants' keys. A function is asked
+   * at each creation: false refuses it now (`KEY_NOT_FOUND`), e.g. inside a transaction, whose
+   * rollback would remove keys that already encrypted data.
    * @default false
    */
-  readonly createTenantKeys?: boolean
+  readonly createTenantKeys?: boolean | (() => boolean)
   /**
    * Tells whether a logical table holds this library's ciphertext (a cheap sample of its
    * encrypted columns). Asked only when a table's keys are missing, before any key is created

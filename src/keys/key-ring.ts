@@ -7,7 +7,12 @@ import { KeyCache } from './key-cache.js'
 import type { KeyMaterial } from './key-material.js'
 import { buildTableMeta, MetadataCache, SEARCHABLE, type TableMeta } from './key-metadata.js'
 import type { KeyProvider, KeyPurpose, KeyRef } from './key-provider.js'
-import { createInitialVersions, type KeyInitContext, refuseOverCiphertext } from './key-ring-init.js'
+import {
+  createInitialVersions,
+  type KeyInitContext,
+  notCreatedNow,
+  refuseOverCiphertext,
+} from './key-ring-init.js'
 import type { InitKeysResult, KeyRingOptions, KeyRingStats } from './key-ring-options.js'
 import { describeKeyRef, KEY_PURPOSES as PURPOSES } from './key-row.js'
 import type { KeyStore } from './key-store.js'
@@ -41,7 +46,7 @@ export class KeyRing {
   readonly #providers: readonly KeyProvider[]
   readonly #cache: KeyCache
   readonly #autoCreate: boolean
-  readonly #createTenantKeys: boolean
+  readonly #createTenantKeys: boolean | (() => boolean)
   readonly #creating = new Map<string, Promise<InitKeysResult>>()
   readonly #holdsCiphertext: ((logicalTable: string) => Promise<boolean>) | undefined
   readonly #activeVersions: ActiveVersions
@@ -142,7 +147,10 @@ export class KeyRing {
       return await this.activeKey(logicalTable, purpose)
     } catch (error) {
       const absent = error instanceof KeyError && error.code === 'KEY_NOT_FOUND'
-      if (!absent || !this.#createTenantKeys || parseTenantKeyName(logicalTable) === undefined) throw error
+      if (!absent || this.#createTenantKeys === false || parseTenantKeyName(logicalTable) === undefined)
+        throw error
+      if (this.#createTenantKeys !== true && !this.#createTenantKeys())
+        throw notCreatedNow(logicalTable, error)
     }
     // Both purposes of one write miss at once: one creation for both.
     let creating = this.#creating.get(logicalTable)
@@ -297,11 +305,7 @@ export class KeyRing {
     }
   }
 
-  /**
-   * Forgets one logical key name: its cached metadata, and every unwrapped key of it this process
-   * holds (zeroed). After crypto-shredding, the next use reads the tombstones (`KEY_DESTROYED`).
-   * Other processes keep what they cached until their TTLs pass.
-   */
+  /** Drops one key name's cached metadata and zeroes its cached keys (after shredding: `KEY_DESTROYED` next). */
   forget(logicalTable: string): void {
     this.#meta.delete(logicalTable)
     this.#cache.deleteTable(logicalTable)

@@ -71,11 +71,32 @@ interface Originals {
 
 type Patched = DatabaseConnection & { [ORIGINAL]?: Originals }
 
+/** The connection an {@link Execute} of {@link originalExecute} runs on. */
+const CONNECTION = Symbol('kysely-field-encryption.connection')
+
+/** Connections between BEGIN and COMMIT/ROLLBACK. */
+const inTransaction = new WeakSet<DatabaseConnection>()
+
 /** The connection's own `executeQuery`, bound to it (for the key store, which borrows it). */
 function originalExecute(connection: Patched): Execute {
   const own = connection[ORIGINAL]
-  if (own === undefined) return (query) => connection.executeQuery(query)
-  return (query) => own.executeQuery.call(connection, query)
+  const execute: Execute =
+    own === undefined
+      ? (query) => connection.executeQuery(query)
+      : (query) => own.executeQuery.call(connection, query)
+  return Object.assign(execute, { [CONNECTION]: connection })
+}
+
+/**
+ * Whether the slow path running now (a key load of a wrapped query) is on a connection inside a
+ * transaction: keys created there would vanish with a rollback after they encrypted data.
+ */
+export function insideTransaction(): boolean {
+  const execute = currentConnection.getStore() as
+    | (Execute & { [CONNECTION]?: DatabaseConnection })
+    | undefined
+  const connection = execute?.[CONNECTION]
+  return connection !== undefined && inTransaction.has(connection)
 }
 
 /**
@@ -147,7 +168,18 @@ export class EncryptingDriver extends DelegatingDriver {
         throw withCallerStack(error, new Error())
       }
     }
-    return this.inner.beginTransaction(connection, settings)
+    await this.inner.beginTransaction(connection, settings)
+    inTransaction.add(connection)
+  }
+
+  override async commitTransaction(connection: DatabaseConnection): Promise<void> {
+    inTransaction.delete(connection)
+    return this.inner.commitTransaction(connection)
+  }
+
+  override async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+    inTransaction.delete(connection)
+    return this.inner.rollbackTransaction(connection)
   }
 
   /** Patches the connection object in place (drivers pass it back to their own methods); returns it. */

@@ -276,6 +276,13 @@ describe.each(backends())('per-tenant keys and crypto-shredding [$name]', (backe
       )
       expect((s as KeyError).code).toBe('KEY_NOT_FOUND')
       expect(await keyRows(keyName('initech'))).toEqual([])
+      // Not inside a transaction: a rollback would remove keys that already encrypted data.
+      const inTrx = await failure(() =>
+        autoDb.transaction().execute((trx) => order(trx, 'initech', 'a@initech.io')),
+      )
+      expect((inTrx as KeyError).code).toBe('KEY_NOT_FOUND')
+      expect((inTrx as KeyError).message).toContain('inside a transaction')
+      expect(await keyRows(keyName('initech'))).toEqual([])
       // The first write of the tenant, with createTenantKeys: keys created, row written and readable.
       const id = await order(autoDb, 'initech', 'a@initech.io')
       expect((await keyRows(keyName('initech'))).map((r) => r.purpose)).toEqual(['data', 'index'])
