@@ -77,17 +77,22 @@ export function dialectSql(backend: Backend, postgresSql: string): string {
   return postgresSql.replace(/"/g, '`').replace(/\$\d+/g, '?')
 }
 
-/** Asserts that `run` is refused with a {@link QueryRefusedError} of the given code. */
-export async function expectRefused(
-  run: () => Promise<unknown>,
-  code: ErrorCode,
-): Promise<QueryRefusedError> {
-  const error = await Promise.resolve()
+/** What `run` threw (`undefined` when it did not throw), for assertions. */
+export async function failure(run: () => Promise<unknown>): Promise<unknown> {
+  return Promise.resolve()
     .then(run)
     .then(
       () => undefined,
       (e: unknown) => e,
     )
+}
+
+/** Asserts that `run` is refused with a {@link QueryRefusedError} of the given code. */
+export async function expectRefused(
+  run: () => Promise<unknown>,
+  code: ErrorCode,
+): Promise<QueryRefusedError> {
+  const error = await failure(run)
   expect(error).toBeInstanceOf(QueryRefusedError)
   expect((error as QueryRefusedError).code).toBe(code)
   return error as QueryRefusedError

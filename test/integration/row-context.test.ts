@@ -15,23 +15,13 @@ import {
 import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
 import { type Backend, backends, onlyTables, uniqueName } from '../support/backends.js'
 import type { TestDB } from '../support/encrypted-db.js'
-import { dialectSql, expectRefused } from './plugin-at-rest.js'
+import { dialectSql, expectRefused, failure } from './plugin-at-rest.js'
 
 const SSN_A = '111-11-1111'
 const SSN_B = '222-22-2222'
 const IBAN_A = 'DE89370400440532013000'
 const IBAN_B = 'FR1420041010050500013M02606'
 const IBAN_C = 'GB29NWBK60161331926819'
-
-/** What a caught error is, for assertions. */
-async function failure(run: () => Promise<unknown>): Promise<unknown> {
-  return Promise.resolve()
-    .then(run)
-    .then(
-      () => undefined,
-      (e: unknown) => e,
-    )
-}
 
 describe.each(backends())('row context [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {

@@ -19,17 +19,7 @@ import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
 import { type Backend, backends, onlyTables, uniqueName } from '../support/backends.js'
 import type { TestDB } from '../support/encrypted-db.js'
 import { dialectsOn } from '../support/tenant-dialects.js'
-import { expectRefused } from './plugin-at-rest.js'
-
-/** What a caught error is, for assertions. */
-async function failure(run: () => Promise<unknown>): Promise<unknown> {
-  return Promise.resolve()
-    .then(run)
-    .then(
-      () => undefined,
-      (e: unknown) => e,
-    )
-}
+import { expectRefused, failure } from './plugin-at-rest.js'
 
 describe.each(backends())('per-tenant keys and crypto-shredding [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
@@ -121,6 +111,10 @@ describe.each(backends())('per-tenant keys and crypto-shredding [$name]', (backe
             .executeTakeFirst()
         )?.n,
       )
+
+    /** A search of one tenant's rows by e-mail. */
+    const byEmail = (d: Kysely<TestDB>, tenant: string, email: string) =>
+      d.selectFrom(orders).select('id').where('tenant_id', '=', tenant).where('email', '=', email).execute()
 
     async function order(
       d: Kysely<TestDB>,
@@ -266,14 +260,7 @@ describe.each(backends())('per-tenant keys and crypto-shredding [$name]', (backe
       expect(await count()).toBe(before)
       expect(await keyRows(keyName('initech'))).toEqual([])
       // A search never creates keys, even with createTenantKeys.
-      const s = await failure(() =>
-        autoDb
-          .selectFrom(orders)
-          .select('id')
-          .where('tenant_id', '=', 'initech')
-          .where('email', '=', 'a@initech.io')
-          .execute(),
-      )
+      const s = await failure(() => byEmail(autoDb, 'initech', 'a@initech.io'))
       expect((s as KeyError).code).toBe('KEY_NOT_FOUND')
       expect(await keyRows(keyName('initech'))).toEqual([])
       // Not inside a transaction: a rollback would remove keys that already encrypted data.
@@ -373,14 +360,7 @@ describe.each(backends())('per-tenant keys and crypto-shredding [$name]', (backe
       )
       await new Promise((resolve) => setTimeout(resolve, 60))
       // Searches cover both live index versions of the tenant.
-      expect(
-        await db
-          .selectFrom(orders)
-          .select('id')
-          .where('tenant_id', '=', 'globex')
-          .where('email', '=', 'rot@x.io')
-          .execute(),
-      ).toEqual([{ id: old }])
+      expect(await byEmail(db, 'globex', 'rot@x.io')).toEqual([{ id: old }])
     })
 
     it('kfe shred destroys one tenant keys: its rows fail with KEY_DESTROYED, its keys are never re-created, other tenants are unaffected, an audit record is written', async () => {
@@ -426,14 +406,7 @@ describe.each(backends())('per-tenant keys and crypto-shredding [$name]', (backe
         expect((read as KeyError).code).toBe('KEY_DESTROYED')
         expect((read as KeyError).table).toBe(orders)
         expect((read as KeyError).message).toContain('"acme"')
-        const search = await failure(() =>
-          reader
-            .selectFrom(orders)
-            .select('id')
-            .where('tenant_id', '=', 'acme')
-            .where('email', '=', 'shred@x.io')
-            .execute(),
-        )
+        const search = await failure(() => byEmail(reader, 'acme', 'shred@x.io'))
         expect((search as KeyError).code).toBe('KEY_DESTROYED')
         // Not re-created, even with createTenantKeys or an explicit init.
         const write = await failure(() => order(writer, 'acme', 'again@x.io'))
