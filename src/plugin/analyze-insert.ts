@@ -237,8 +237,10 @@ export function insertRow(
       )
     }
     let next: unknown
-    if (plaintext !== undefined)
-      next = a.note(new DeferredValue('index', index.column, plaintext, index, contextOf()))
+    if (plaintext !== undefined) {
+      context = contextOf(rowContext, items, primitive, context)
+      next = a.note(new DeferredValue('index', index.column, plaintext, index, context))
+    }
     else if (current === DEFAULT) next = DEFAULT
     else next = null
     items.push(primitive ? next : next === DEFAULT ? DEFAULT_NODE : valueNode(next))
