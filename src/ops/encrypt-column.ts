@@ -1,18 +1,15 @@
 import { timingSafeEqual } from 'node:crypto'
-import type { Transaction } from 'kysely'
 import { FieldEncryptionError, OperationError } from '../errors.js'
 import { encryptColumn as encryptValueOf, indexValue } from '../plugin/resolve-values.js'
 import { isUniqueViolation } from '../plugin/unique-violation.js'
 import { migratingColumn } from '../schema/migration-ddl.js'
 import type { ColumnInfo, TableInfo } from '../schema/schema.js'
-import { runBatchJob } from './batch-job.js'
 import { columnPages, columnRowColumns, type PageCursor } from './column-pages.js'
 import type { OpsContext } from './context.js'
-import { pausing } from './job-batch.js'
-import type { JobOptions, JobResult } from './job-engine.js'
-import type { BatchCounts } from './job-store.js'
+import { type JobSpec, pausing } from './job-batch.js'
+import { type JobOptions, type JobResult, runJob } from './job-engine.js'
 import { compareStored, plaintextValue } from './plaintext-value.js'
-import { exactKeys, type KeyColumn, keyColumn } from './primary-key.js'
+import { keyColumn } from './primary-key.js'
 import { destroyKeySet, type KeySet, loadKeySet, type StoredRow } from './row-check.js'
 
 /** Options of `encryptColumn`: those of every batch job, and a dry run. */
@@ -39,8 +36,6 @@ export interface EncryptColumnDryRun {
   readonly stopped: boolean
 }
 
-const FAILED_KEYS_MAX = 100
-
 /**
  * The backfill of a column under migration from plaintext (`kfe encrypt-column users email`):
  * fills the encrypted column and the blind indexes of every row from its plaintext column, on the
@@ -64,8 +59,13 @@ const FAILED_KEYS_MAX = 100
  * @example
  * ```ts
  * await ops.encryptColumn('users', 'email', { workers: 4 })
- * // per row: update "users" set "email_encrypted" = $1, "email_bidx" = $2
- * //          where "id" = $3 and "email" = $4 and "email_encrypted" is null   (compare-and-set)
+ * // per batch (PostgreSQL), one compare-and-set statement:
+ * //   update "users" as t set "email_bidx" = v.s0, "email_encrypted" = v.s1
+ * //   from unnest($1::integer[], $2::bytea[], $3::bytea[], $4::text[], $5::bytea[])
+ * //     with ordinality as v(k, s0, s1, m0, m1, ord)
+ * //   where t."id" = v.k and t."email" is not distinct from v.m0
+ * //     and t."email_encrypted" is not distinct from v.m1
+ * //   returning v.ord
  * ```
  */
 export async function encryptColumn(
@@ -82,25 +82,7 @@ export async function encryptColumn(
       { table: table.logical, column: column.logical },
     )
   if (options.dryRun === true) return dryRun(ctx, table, column, options)
-  return runBatchJob(
-    ctx,
-    table,
-    { kind: 'encrypt-column', subject: `${table.logical}.${column.logical}`, op: 'encrypt-column' },
-    options,
-    async (trx, batch, keys, failedKeys, key) => {
-      const pk = key.name
-      let q = trx.selectFrom(table.physical).select(columnRowColumns(column, key)).orderBy(pk)
-      if (batch.lo !== null) q = q.where(pk, '>', batch.lo)
-      if (batch.hi !== null) q = q.where(pk, '<=', batch.hi)
-      if (column.spec.codec.kind === 'json') q = q.forUpdate()
-      const rows = exactKeys(key, (await q.execute()) as StoredRow[])
-      const counts: BatchCounts = { rows: rows.length, rewritten: 0, conflicts: 0, deleted: 0, failed: 0 }
-      for (const read of rows) {
-        await backfillRow(trx, table, column, key, keys, read, counts, failedKeys)
-      }
-      return counts
-    },
-  )
+  return runJob(ctx, table, backfillSpec(table, column), options)
 }
 
 /** The dry run: reads every row by keyset pages, outside any transaction, and counts {@link rowUpdates}. */
@@ -130,64 +112,36 @@ async function dryRun(
   return { ...result, rows: cursor.rows, wouldRewrite, failed, stopped: cursor.stopped }
 }
 
-async function backfillRow(
-  // biome-ignore lint/suspicious/noExplicitAny: tables named at run time.
-  trx: Transaction<any>,
-  table: TableInfo,
-  column: ColumnInfo,
-  key: KeyColumn,
-  keys: KeySet,
-  read: StoredRow,
-  counts: BatchCounts,
-  failedKeys: unknown[],
-): Promise<void> {
-  const pk = key.name
-  let row: StoredRow | undefined = read
-  for (let attempt = 0; row !== undefined; attempt++) {
-    const updates = rowUpdates(table, column, keys, row)
-    if (updates === 'failed') {
-      counts.failed++
-      if (failedKeys.length < FAILED_KEYS_MAX) failedKeys.push(row[pk])
-      return
-    }
-    if (updates === undefined) return
-    let update = trx.updateTable(table.physical).set(updates).where(pk, '=', row[pk])
-    const stored = row[column.stored]
-    update =
-      stored === null || stored === undefined
-        ? update.where(column.stored, 'is', null)
-        : update.where(column.stored, '=', stored)
-    if (column.spec.codec.kind !== 'json') update = update.where(column.physical, '=', row[column.physical])
-    let result: { numUpdatedRows: bigint }
-    try {
-      result = await update.executeTakeFirst()
-    } catch (error) {
-      if (isUniqueViolation(error))
-        throw new OperationError(
-          'MIGRATION_REFUSED',
-          `The unique blind index of ${table.physical}.${column.physical} refused a row's value: two rows hold values equal once normalized. Resolve the duplicate in the plaintext column, then run the job again.`,
-          { cause: error, table: table.logical, column: column.logical },
-        )
-      throw error
-    }
-    if (result.numUpdatedRows > 0n) {
-      counts.rewritten++
-      return
-    }
-    // The application wrote the row after we read it: read it again, locked, and redo it.
-    counts.conflicts++
-    if (attempt >= 3)
-      throw new OperationError('OPS_INVALID', `A row of ${table.physical} kept changing.`, {
-        table: table.logical,
-      })
-    const again = (await trx
-      .selectFrom(table.physical)
-      .select(columnRowColumns(column, key))
-      .where(pk, '=', row[pk])
-      .forUpdate()
-      .execute()) as StoredRow[]
-    row = exactKeys(key, again)[0]
-    if (row === undefined) counts.deleted++
+/**
+ * The backfill's steps: each row's plaintext, encrypted value and blind indexes read; the encrypted
+ * value and indexes written from the plaintext when they are missing or stale, only if the row
+ * still holds the encrypted value and the plaintext read (`json` plaintexts, which have no `=`:
+ * the batch is read locked instead).
+ */
+function backfillSpec(table: TableInfo, column: ColumnInfo): JobSpec {
+  const json = column.spec.codec.kind === 'json'
+  return {
+    kind: 'encrypt-column',
+    subject: `${table.logical}.${column.logical}`,
+    op: 'encrypt-column',
+    columns: (key) => columnRowColumns(column, key),
+    lockRead: json,
+    plan(row, keys) {
+      const updates = rowUpdates(table, column, keys, row)
+      if (updates === 'failed') return { kind: 'failed' }
+      if (updates === undefined) return { kind: 'skip' }
+      const match: Record<string, unknown> = { [column.stored]: row[column.stored] ?? null }
+      if (!json) match[column.physical] = row[column.physical]
+      return { kind: 'write', set: updates, match }
+    },
+    writeError: (error) =>
+      isUniqueViolation(error)
+        ? new OperationError(
+            'MIGRATION_REFUSED',
+            `The unique blind index of ${table.physical}.${column.physical} refused a row's value: two rows hold values equal once normalized. Resolve the duplicate in the plaintext column, then run the job again.`,
+            { cause: error, table: table.logical, column: column.logical },
+          )
+        : undefined,
   }
 }
 

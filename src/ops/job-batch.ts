@@ -1,28 +1,61 @@
 import type { Transaction } from 'kysely'
 import { type FieldEncryptionError, KeyProviderError, OperationError } from '../errors.js'
 import type { TableInfo } from '../schema/schema.js'
+import { type CasWrite, casWrite } from './cas-write.js'
 import type { OpsContext } from './context.js'
 import type { Batch, BatchCounts, JobStore, JobTargets } from './job-store.js'
 import { exactKeys, type KeyColumn } from './primary-key.js'
-import {
-  checkRow,
-  destroyKeySet,
-  type KeySet,
-  loadKeySet,
-  type StoredRow,
-  storedColumns,
-  unreadable,
-} from './row-check.js'
+import { destroyKeySet, type KeySet, loadKeySet, type StoredRow } from './row-check.js'
 
 const FAILED_KEYS_MAX = 100
 /** Times a batch rolled back by a deadlock, a serialization failure or a snapshot conflict is run again. */
 const RETRIES = 5
+/** Rounds of compare-and-set a row may lose (the application rewriting it each time) before the batch fails. */
+const CONFLICT_ROUNDS = 3
+
+/** What one row needs, as a job's {@link JobSpec.plan} reads it. @internal */
+export type RowPlan =
+  /** Nothing to write. */
+  | { readonly kind: 'skip' }
+  /** The row cannot be read (counted in `failed`, its key listed). */
+  | { readonly kind: 'failed' }
+  /** The row names a key version this worker has not loaded: reload the keys once, then it fails. */
+  | { readonly kind: 'reload' }
+  /** Write `set` if the row still holds `match` (compare-and-set, see {@link CasWrite}). */
+  | { readonly kind: 'write'; readonly set: CasWrite['set']; readonly match: CasWrite['match'] }
+
+/**
+ * The steps that make one kind of job (re-encryption, the backfill of a column migrating from
+ * plaintext); the engine does the rest: planning, claiming, the batch's transaction, the batched
+ * compare-and-set write, the rounds after a conflict, the checkpoint, progress, stop and pause.
+ * @internal
+ */
+export interface JobSpec {
+  /** Job kind, recorded in the job table (`reencrypt`, `encrypt-column`). */
+  readonly kind: string
+  /** What the job row records as its subject: the logical table, or `table.column`. */
+  readonly subject: string
+  /** `op` of the progress events. */
+  readonly op: string
+  /** What a batch reads of each row (the exact primary key among them). */
+  columns(key: KeyColumn): Array<KeyColumn['selection']>
+  /**
+   * Read the batch's rows locked (`FOR UPDATE`): for a job whose `match` cannot name every value
+   * it depends on (a JSON column has no `=`). @default false
+   */
+  readonly lockRead?: boolean
+  /** What `row` needs under `keys` (pure: no query, no throw for a bad row). */
+  plan(row: StoredRow, keys: KeySet): RowPlan
+  /** Explains an error of the batch's write (a unique index refusing a value); undefined: rethrown as is. */
+  writeError?(error: unknown): Error | undefined
+}
 
 /** What a worker needs to run batches of one job. @internal */
 export interface BatchRunner {
   readonly ctx: OpsContext
   readonly jobs: JobStore
   readonly table: TableInfo
+  readonly spec: JobSpec
   readonly key: KeyColumn
   readonly jobId: string
   /** Name recorded beside each batch. */
@@ -76,6 +109,11 @@ export async function runOneBatch(run: BatchRunner): Promise<BatchCounts | undef
   }
 }
 
+/**
+ * One batch, in `trx`: claim it, read its rows, plan each, write them with one compare-and-set
+ * statement; the rows the application changed meanwhile (the write skipped them) are read again,
+ * locked, planned and written again; then the checkpoint.
+ */
 async function runBatch(
   run: BatchRunner,
   // biome-ignore lint/suspicious/noExplicitAny: tables named at run time.
@@ -83,56 +121,57 @@ async function runBatch(
   keys: KeySet,
   reloaded: boolean,
 ): Promise<BatchCounts | undefined> {
-  const { jobs, table, key } = run
+  const { jobs, table, key, spec } = run
   const pk = key.name
   const batch: Batch | undefined = await jobs.claim(trx, run.jobId)
   if (batch === undefined) return undefined
   // A worker writes only onto the versions the job was planned for; a stale key ring reloads.
   const targets = await jobs.targets(trx, run.jobId)
   if (targets.data !== keys.activeData || targets.index !== keys.activeIndex) throw new NeedsKeys(targets)
-  const columns = storedColumns(table, key)
+  const columns = spec.columns(key)
   let q = trx.selectFrom(table.physical).select(columns).orderBy(pk)
   if (batch.lo !== null) q = q.where(pk, '>', batch.lo)
   if (batch.hi !== null) q = q.where(pk, '<=', batch.hi)
-  const rows = exactKeys(key, (await q.execute()) as StoredRow[])
-  const counts: BatchCounts = { rows: rows.length, rewritten: 0, conflicts: 0, deleted: 0, failed: 0 }
-  for (const read of rows) {
-    let row: StoredRow | undefined = read
-    for (let attempt = 0; row !== undefined; attempt++) {
-      const check = checkRow(table, keys, row, true)
-      if (!reloaded && check.failures.some((f) => f.endsWith(': KEY_NOT_FOUND'))) throw new NeedsKeys()
-      if (unreadable(check)) {
+  if (spec.lockRead === true) q = q.forUpdate()
+  let pending = exactKeys(key, (await q.execute()) as StoredRow[])
+  const counts: BatchCounts = { rows: pending.length, rewritten: 0, conflicts: 0, deleted: 0, failed: 0 }
+  for (let round = 0; pending.length > 0; round++) {
+    const writes: CasWrite[] = []
+    for (const row of pending) {
+      const plan = spec.plan(row, keys)
+      if (plan.kind === 'reload' && !reloaded) throw new NeedsKeys()
+      if (plan.kind === 'failed' || plan.kind === 'reload') {
         counts.failed++
         if (run.failedKeys.length < FAILED_KEYS_MAX) run.failedKeys.push(row[pk])
-        break
+      } else if (plan.kind === 'write') {
+        writes.push({ key: row[pk], set: plan.set, match: plan.match })
       }
-      if (Object.keys(check.updates).length === 0) break
-      // Compare-and-set: written only if every ciphertext we rewrite is still the one we read.
-      let update = trx.updateTable(table.physical).set(check.updates).where(pk, '=', row[pk])
-      // …and the row context they are bound to is still the one we read (the application may
-      // have moved the row to another context, rewriting its ciphertexts).
-      for (const c of table.context) if (c !== pk) update = update.where(c, '=', row[c])
-      for (const c of check.expect) {
-        const was = row[c]
-        update = was === null || was === undefined ? update.where(c, 'is', null) : update.where(c, '=', was)
-      }
-      const result = await update.executeTakeFirst()
-      if (result.numUpdatedRows > 0n) {
-        counts.rewritten++
-        break
-      }
-      // The application wrote the row after we read it: read it again, locked, and redo it.
-      counts.conflicts++
-      if (attempt >= 3) throw new OperationError('OPS_INVALID', `A row of ${table.physical} kept changing.`)
-      const again = await trx
-        .selectFrom(table.physical)
-        .select(columns)
-        .where(pk, '=', row[pk])
-        .forUpdate()
-        .execute()
-      row = exactKeys(key, again as StoredRow[])[0]
-      if (row === undefined) counts.deleted++
     }
+    if (writes.length === 0) break
+    let written: boolean[]
+    try {
+      written = await casWrite(run.ctx, trx, table.physical, key, writes)
+    } catch (error) {
+      throw spec.writeError?.(error) ?? error
+    }
+    const skipped = writes.filter((_, i) => !written[i]).map((w) => w.key)
+    counts.rewritten += writes.length - skipped.length
+    counts.conflicts += skipped.length
+    if (skipped.length === 0) break
+    if (round >= CONFLICT_ROUNDS)
+      throw new OperationError('OPS_INVALID', `A row of ${table.physical} kept changing.`, {
+        table: table.logical,
+      })
+    // The application wrote these rows after we read them: read them again, locked, and redo them.
+    const again = await trx
+      .selectFrom(table.physical)
+      .select(columns)
+      .where(pk, 'in', skipped)
+      .orderBy(pk)
+      .forUpdate()
+      .execute()
+    pending = exactKeys(key, again as StoredRow[])
+    counts.deleted += skipped.length - pending.length
   }
   await jobs.complete(trx, batch, counts, run.worker)
   return counts

@@ -2,13 +2,13 @@ import { hostname } from 'node:os'
 import { KeyError, OperationError } from '../errors.js'
 import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
-import { type BatchRunner, pausing, runOneBatch } from './job-batch.js'
+import { type BatchRunner, type JobSpec, pausing, runOneBatch } from './job-batch.js'
 import { type BatchCounts, type JobStart, JobStore } from './job-store.js'
 import { exactKeys, keyColumn } from './primary-key.js'
 import { type RunOptions, report, sleep } from './progress.js'
 import { destroyKeySet, loadKeySet, type StoredRow } from './row-check.js'
 
-/** Options of a batch job (`reencrypt`). */
+/** Options of a batch job (`reencrypt`, `encryptColumn`). */
 export interface JobOptions extends RunOptions {
   /**
    * Rows per batch, and per transaction. Larger batches cost fewer round trips but hold their
@@ -69,18 +69,21 @@ export interface JobResult {
 }
 
 /**
- * Runs the re-encryption job on `table` until no batch is left, cooperating with every other
- * worker on the same job: keyset batches by primary key, one transaction per batch, compare-and-set
- * writes, the batch's checkpoint committed with its rows. The job records its targets (the active
- * data and index versions): a run joins a job only when those are still the active versions, and
- * otherwise replaces it with a new one (`replaced` in the result).
+ * Runs a batch job on `table` until no batch is left, cooperating with every other worker on the
+ * same job: keyset batches by primary key planned once, one transaction per batch, batched
+ * compare-and-set writes, the batch's checkpoint committed with its rows, batches claimed with
+ * `FOR UPDATE SKIP LOCKED` by any number of workers here and elsewhere. `spec` says what a batch
+ * reads and writes (re-encryption, the backfill of a column migrating from plaintext). The job
+ * records its targets (the active data and index versions): a run joins a job only when those are
+ * still the active versions, and otherwise replaces it with a new one (`replaced` in the result).
  * @internal
  * @throws OperationError `JOB_PAUSED` when the key provider fails: nothing of the running batch was
  *   written, the checkpoint stands, a later run resumes.
  */
-export async function runReencryptJob(
+export async function runJob(
   ctx: OpsContext,
   table: TableInfo,
+  spec: JobSpec,
   options: JobOptions,
 ): Promise<JobResult> {
   const batchSize = options.batchSize ?? 1000
@@ -97,15 +100,10 @@ export async function runReencryptJob(
   // Keys first: a provider that is down stops the job before anything is planned.
   destroyKeySet(await pausing(table, () => loadKeySet(ctx, table)))
   const targets = await activeTargets(ctx, table)
-  report(options, {
-    op: 'reencrypt',
-    table: table.physical,
-    phase: 'planning',
-    done: 0,
-    total: undefined,
-    unit: 'batches',
-  })
-  const start = await jobs.startOrJoin('reencrypt', table.logical, since, targets, async (trx) => {
+  const progress = (phase: string, done: number, total: number | undefined) =>
+    report(options, { op: spec.op, table: table.physical, phase, done, total, unit: 'batches' })
+  progress('planning', 0, undefined)
+  const start = await jobs.startOrJoin(spec.kind, spec.subject, since, targets, async (trx) => {
     const bounds: Array<{ lo: unknown; hi: unknown }> = []
     let lo: unknown = null
     for (;;) {
@@ -127,23 +125,29 @@ export async function runReencryptJob(
   })
   const { id, replaced } = start
   if (replaced !== undefined) {
-    report(options, {
-      op: 'reencrypt',
-      table: table.physical,
-      phase: `replaced an interrupted job towards data v${replaced.targets.data ?? '?'} / index v${replaced.targets.index ?? '?'} (${replaced.doneBatches}/${replaced.totalBatches} batches done): planned a new one towards data v${targets.data} / index v${targets.index}`,
-      done: 0,
-      total: undefined,
-      unit: 'batches',
-    })
+    progress(
+      `replaced an interrupted job towards data v${replaced.targets.data ?? '?'} / index v${replaced.targets.index ?? '?'} (${replaced.doneBatches}/${replaced.totalBatches} batches done): planned a new one towards data v${targets.data} / index v${targets.index}`,
+      0,
+      undefined,
+    )
   }
-  const total = (await jobs.list(table.logical)).find((j) => j.id === id)?.totalBatches
+  const total = (await jobs.list(spec.subject)).find((j) => j.id === id)?.totalBatches
   let done = (total ?? 0) - (await jobs.remaining(id))
   const totals: BatchCounts = { rows: 0, rewritten: 0, conflicts: 0, deleted: 0, failed: 0 }
   const failedKeys: unknown[] = []
   let batches = 0
   const started = performance.now()
   const base = options.workerName ?? `${hostname()}:${process.pid}`
-  const runner = (worker: string): BatchRunner => ({ ctx, jobs, table, key, jobId: id, worker, failedKeys })
+  const runner = (worker: string): BatchRunner => ({
+    ctx,
+    jobs,
+    table,
+    spec,
+    key,
+    jobId: id,
+    worker,
+    failedKeys,
+  })
   const add = (counts: BatchCounts) => {
     batches++
     for (const k of Object.keys(totals) as (keyof BatchCounts)[]) totals[k] += counts[k]
@@ -156,15 +160,7 @@ export async function runReencryptJob(
       const counts = await runOneBatch(run)
       if (counts === undefined) return
       add(counts)
-      done++
-      report(options, {
-        op: 'reencrypt',
-        table: table.physical,
-        phase: 'batch',
-        done,
-        total,
-        unit: 'batches',
-      })
+      progress('batch', ++done, total)
       if (options.maxRowsPerSecond !== undefined && options.maxRowsPerSecond > 0) {
         const due = (totals.rows / options.maxRowsPerSecond) * 1000 - (performance.now() - started)
         if (due > 0 && (await sleep(due, options.signal))) return
@@ -190,7 +186,7 @@ export async function runReencryptJob(
   }
   if (remaining === 0) await jobs.finish(id)
   else await jobs.markStopped(id)
-  const record = (await jobs.list(table.logical)).find((j) => j.id === id)
+  const record = (await jobs.list(spec.subject)).find((j) => j.id === id)
   return {
     jobId: id,
     table: table.physical,

@@ -1,7 +1,8 @@
+import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
-import { pausing } from './job-batch.js'
-import { type JobOptions, type JobResult, runReencryptJob } from './job-engine.js'
-import { loadKeySet, unreadable } from './row-check.js'
+import { type JobSpec, pausing } from './job-batch.js'
+import { type JobOptions, type JobResult, runJob } from './job-engine.js'
+import { checkRow, loadKeySet, storedColumns, unreadable } from './row-check.js'
 import { scanTable } from './scan.js'
 
 /** Options of `reencrypt`. */
@@ -34,7 +35,7 @@ export async function reencrypt(
   options: ReencryptOptions = {},
 ): Promise<JobResult | ReencryptDryRun> {
   const table = ctx.table(tableName)
-  if (options.dryRun !== true) return runReencryptJob(ctx, table, options)
+  if (options.dryRun !== true) return runJob(ctx, table, reencryptSpec(table, ctx.primaryKey(table)), options)
   const keys = await pausing(table, () => loadKeySet(ctx, table))
   let wouldRewrite = 0
   let failed = 0
@@ -48,4 +49,36 @@ export async function reencrypt(
       wouldRewrite++
   })
   return { table: table.physical, dryRun: true, rows: scan.rows, wouldRewrite, failed }
+}
+
+/**
+ * The re-encryption's steps: each row read (primary key, context columns, ciphertexts, blind
+ * indexes), checked, and given the writes that move it onto the active versions, written only if
+ * every ciphertext rewritten (or whose indexes are) is still the one read, and the row context
+ * they are bound to too (the application may have moved the row to another context, rewriting its
+ * ciphertexts).
+ * @example
+ * ```ts
+ * // per batch (PostgreSQL): update "users" as t set "email" = v.s0, "email_bidx" = v.s1
+ * //   from unnest($1::integer[], $2::bytea[], $3::bytea[], $4::bytea[]) with ordinality as v(k, s0, s1, m0, ord)
+ * //   where t."id" = v.k and t."email" is not distinct from v.m0 returning v.ord
+ * ```
+ */
+function reencryptSpec(table: TableInfo, pk: string): JobSpec {
+  return {
+    kind: 'reencrypt',
+    subject: table.logical,
+    op: 'reencrypt',
+    columns: (key) => storedColumns(table, key),
+    plan(row, keys) {
+      const check = checkRow(table, keys, row, true)
+      if (check.failures.some((f) => f.endsWith(': KEY_NOT_FOUND'))) return { kind: 'reload' }
+      if (unreadable(check)) return { kind: 'failed' }
+      if (Object.keys(check.updates).length === 0) return { kind: 'skip' }
+      const match: Record<string, unknown> = {}
+      for (const c of table.context) if (c !== pk) match[c] = row[c] ?? null
+      for (const c of check.expect) match[c] = row[c] ?? null
+      return { kind: 'write', set: check.updates, match }
+    },
+  }
 }

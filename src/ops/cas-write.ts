@@ -1,0 +1,196 @@
+import { type RawBuilder, sql, type Transaction } from 'kysely'
+import { OperationError } from '../errors.js'
+import type { OpsContext } from './context.js'
+import type { KeyColumn } from './primary-key.js'
+
+/**
+ * One row's compare-and-set write: `set` is written only if the row (by primary key) still holds
+ * `match`, column by column, as the job read it (NULL matches NULL: `IS NOT DISTINCT FROM` on
+ * PostgreSQL, `<=>` on MySQL/MariaDB; any other value by the column's own `=`). @internal
+ */
+export interface CasWrite {
+  /** The row's exact primary key (see {@link KeyColumn}). */
+  readonly key: unknown
+  readonly set: Readonly<Record<string, unknown>>
+  readonly match: Readonly<Record<string, unknown>>
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: tables named at run time.
+type AnyTrx = Transaction<any>
+
+/**
+ * Writes `rows` of `table` inside `trx` with one statement per shape (rows setting and matching
+ * the same columns; a batch of one job has one shape, or a few), each row written only if it
+ * still holds its `match` (compare-and-set):
+ * - PostgreSQL: `update t set c = v.s0 … from unnest($1::<pk type>[], $2::bytea[], …) with
+ *   ordinality as v(k, s0, …, m0, …, ord) where t.pk = v.k and t.c is not distinct from v.m0 …
+ *   returning v.ord`: the rows written are the ordinals returned. Each array is cast to its
+ *   column's type, read once per table from the catalog, so the comparisons keep the column's
+ *   own `=` (its collation) and its index.
+ * - MySQL/MariaDB: `update t join (select ? as k, ? as s0, … union all select …) as v on t.pk = v.k
+ *   and t.c <=> v.m0 … set t.c = v.s0 …`. MySQL has no `UPDATE … RETURNING`: when fewer rows are
+ *   affected than sent, one more read in the same transaction tells which rows hold this write
+ *   (its values in `set`, and `match` in the columns it did not set: a row the application
+ *   rewrote holds a fresh ciphertext in a matched column, never this job's values).
+ * Values are bound parameters only; the identifiers are the schema's columns.
+ * @returns per row of `rows`, whether it was written
+ */
+export async function casWrite(
+  ctx: OpsContext,
+  trx: AnyTrx,
+  table: string,
+  key: KeyColumn,
+  rows: readonly CasWrite[],
+): Promise<boolean[]> {
+  const written = new Array<boolean>(rows.length).fill(false)
+  const shapes = new Map<string, number[]>()
+  rows.forEach((row, i) => {
+    const shape = `${Object.keys(row.set).sort().join(',')}|${Object.keys(row.match).sort().join(',')}`
+    const list = shapes.get(shape)
+    if (list === undefined) shapes.set(shape, [i])
+    else list.push(i)
+  })
+  for (const indexes of shapes.values()) {
+    const group = indexes.map((i) => rows[i]!)
+    const done =
+      ctx.family === 'mysql'
+        ? await mysqlWrite(trx, table, key, group)
+        : await postgresWrite(ctx, trx, table, key, group)
+    for (const j of done) written[indexes[j]!] = true
+  }
+  return written
+}
+
+/** The columns of one shape, in a fixed order: set, then match. */
+function shapeOf(row: CasWrite): { set: string[]; match: string[] } {
+  return { set: Object.keys(row.set).sort(), match: Object.keys(row.match).sort() }
+}
+
+async function postgresWrite(
+  ctx: OpsContext,
+  trx: AnyTrx,
+  table: string,
+  key: KeyColumn,
+  rows: readonly CasWrite[],
+): Promise<number[]> {
+  const { set, match } = shapeOf(rows[0]!)
+  const types = await columnTypes(ctx, trx, table, [key.name, ...set, ...match])
+  const typed = (column: string, values: unknown[]): RawBuilder<unknown> => {
+    const type = types.get(column)
+    if (type === undefined)
+      throw new OperationError('OPS_INVALID', `${table} has no column ${column} (or is not a table).`)
+    // The type is the catalog's own spelling (format_type), never a value: values stay parameters.
+    return sql`${values}::${sql.raw(type)}[]`
+  }
+  const arrays = [
+    typed(
+      key.name,
+      rows.map((r) => r.key),
+    ),
+    ...set.map((c) =>
+      typed(
+        c,
+        rows.map((r) => r.set[c] ?? null),
+      ),
+    ),
+    ...match.map((c) =>
+      typed(
+        c,
+        rows.map((r) => r.match[c] ?? null),
+      ),
+    ),
+  ]
+  const names = ['k', ...set.map((_, i) => `s${i}`), ...match.map((_, i) => `m${i}`), 'ord'].map((n) =>
+    sql.id(n),
+  )
+  const result = await sql<{ ord: string | number | bigint }>`update ${sql.table(table)} as t
+    set ${sql.join(set.map((c, i) => sql`${sql.id(c)} = ${sql.ref(`v.s${i}`)}`))}
+    from unnest(${sql.join(arrays)}) with ordinality as v(${sql.join(names)})
+    where ${sql.join(
+      [
+        sql`${sql.ref(`t.${key.name}`)} = v.k`,
+        ...match.map((c, i) => sql`${sql.ref(`t.${c}`)} is not distinct from ${sql.ref(`v.m${i}`)}`),
+      ],
+      sql` and `,
+    )}
+    returning v.ord`.execute(trx)
+  return result.rows.map((r) => Number(r.ord) - 1)
+}
+
+async function mysqlWrite(
+  trx: AnyTrx,
+  table: string,
+  key: KeyColumn,
+  rows: readonly CasWrite[],
+): Promise<number[]> {
+  const { set, match } = shapeOf(rows[0]!)
+  const names = ['ord', 'k', ...set.map((_, i) => `s${i}`), ...match.map((_, i) => `m${i}`)]
+  const values = (r: CasWrite, i: number) => [
+    i,
+    r.key,
+    ...set.map((c) => r.set[c]),
+    ...match.map((c) => r.match[c]),
+  ]
+  const first = sql`select ${sql.join(values(rows[0]!, 0).map((v, j) => sql`${v ?? null} as ${sql.id(names[j]!)}`))}`
+  const rest = rows
+    .slice(1)
+    .map((r, i) => sql`select ${sql.join(values(r, i + 1).map((v) => sql`${v ?? null}`))}`)
+  const derived = sql.join([first, ...rest], sql` union all `)
+  const on = (conditions: RawBuilder<unknown>[]) =>
+    sql.join([sql`${sql.ref(`t.${key.name}`)} = v.k`, ...conditions], sql` and `)
+  const result = await sql`update ${sql.table(table)} as t
+    join (${derived}) as v on ${on(match.map((c, i) => sql`${sql.ref(`t.${c}`)} <=> ${sql.ref(`v.m${i}`)}`))}
+    set ${sql.join(set.map((c, i) => sql`${sql.ref(`t.${c}`)} = ${sql.ref(`v.s${i}`)}`))}`.execute(trx)
+  // Affected rows count matched rows (mysql2 sets CLIENT_FOUND_ROWS) or changed ones: either way,
+  // all of them means every row was written.
+  if (Number(result.numAffectedRows ?? 0n) === rows.length) return rows.map((_, i) => i)
+  // Which rows hold this write: this transaction sees its own writes, and a row the application
+  // wrote meanwhile differs from it in a column set (fresh values) or matched (a fresh ciphertext).
+  const unset = match.map((c, i) => ({ c, i })).filter(({ c }) => !set.includes(c))
+  const holds = await sql<{ ord: number | string }>`select v.ord from ${sql.table(table)} as t
+    join (${derived}) as v on ${on([
+      ...set.map((c, i) => sql`${sql.ref(`t.${c}`)} <=> ${sql.ref(`v.s${i}`)}`),
+      ...unset.map(({ c, i }) => sql`${sql.ref(`t.${c}`)} <=> ${sql.ref(`v.m${i}`)}`),
+    ])}`.execute(trx)
+  return holds.rows.map((r) => Number(r.ord))
+}
+
+const typesByContext = new WeakMap<OpsContext, Map<string, Promise<Map<string, string>>>>()
+
+/**
+ * PostgreSQL: each column's type as the catalog spells it (`format_type`), read once per table, and
+ * again when a column is not known yet (one added since, e.g. a rotation slot).
+ */
+async function columnTypes(
+  ctx: OpsContext,
+  trx: AnyTrx,
+  table: string,
+  columns: readonly string[],
+): Promise<Map<string, string>> {
+  let byTable = typesByContext.get(ctx)
+  if (byTable === undefined) {
+    byTable = new Map()
+    typesByContext.set(ctx, byTable)
+  }
+  const cached = byTable.get(table)
+  if (cached !== undefined) {
+    const types = await cached.catch(() => undefined)
+    if (types !== undefined && columns.every((c) => types.has(c))) return types
+  }
+  // Read in the batch's transaction: PGlite has one connection, which the transaction holds.
+  // The table as a quoted (schema-qualified) identifier, resolved through the search path as
+  // every query of the job resolves it.
+  const name = table
+    .split('.')
+    .map((part) => `"${part.replaceAll('"', '""')}"`)
+    .join('.')
+  const read = sql<{
+    name: string
+    type: string
+  }>`select attname as name, format_type(atttypid, atttypmod) as type
+    from pg_attribute where attrelid = to_regclass(${name}) and attnum > 0 and not attisdropped`
+    .execute(trx)
+    .then((r) => new Map(r.rows.map((row) => [row.name, row.type])))
+  byTable.set(table, read)
+  return read
+}
