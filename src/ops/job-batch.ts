@@ -125,9 +125,6 @@ async function runBatch(
   const pk = key.name
   const batch: Batch | undefined = await jobs.claim(trx, run.jobId)
   if (batch === undefined) return undefined
-  // A worker writes only onto the versions the job was planned for; a stale key ring reloads.
-  const targets = await jobs.targets(trx, run.jobId)
-  if (targets.data !== keys.activeData || targets.index !== keys.activeIndex) throw new NeedsKeys(targets)
   const columns = spec.columns(key)
   let q = trx.selectFrom(table.physical).select(columns).orderBy(pk)
   if (batch.lo !== null) q = q.where(pk, '>', batch.lo)
@@ -173,7 +170,11 @@ async function runBatch(
     pending = exactKeys(key, again as StoredRow[])
     counts.deleted += skipped.length - pending.length
   }
-  await jobs.complete(trx, batch, counts, run.worker)
+  // A worker writes only onto the versions the job was planned for: checked with the checkpoint;
+  // when they are not its active ones the batch rolls back and a stale key ring reloads.
+  const active = { data: keys.activeData, index: keys.activeIndex }
+  if (!(await jobs.complete(trx, batch, counts, run.worker, active)))
+    throw new NeedsKeys(await jobs.targets(trx, run.jobId))
   return counts
 }
 

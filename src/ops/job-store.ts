@@ -214,9 +214,21 @@ export class JobStore {
     return { jobId, no: Number(row.batch_no), lo: decodeBound(row.lo), hi: decodeBound(row.hi) }
   }
 
-  /** Marks a batch done with its counters, inside the transaction that did its work. */
-  async complete(trx: AnyTrx, batch: Batch, counts: BatchCounts, worker: string): Promise<void> {
-    await trx
+  /**
+   * Marks a batch done with its counters, inside the transaction that did its work, if the job
+   * still moves rows onto `targets` (the versions the worker wrote with): checked in the same
+   * statement, which saves a batch one round trip. The targets cannot change while the batch is
+   * held: a new plan deletes the job's batches first, and waits for this batch's lock.
+   * @returns false when the job's targets are others (nothing marked: roll the batch back)
+   */
+  async complete(
+    trx: AnyTrx,
+    batch: Batch,
+    counts: BatchCounts,
+    worker: string,
+    targets: { readonly data: number; readonly index: number },
+  ): Promise<boolean> {
+    const result = await trx
       .updateTable(this.batches)
       .set({
         done: 1,
@@ -230,7 +242,18 @@ export class JobStore {
       })
       .where('job_id', '=', batch.jobId)
       .where('batch_no', '=', batch.no)
-      .execute()
+      .where((eb) =>
+        eb.exists(
+          eb
+            .selectFrom(this.jobs)
+            .select(sql`1`.as('one'))
+            .where('id', '=', batch.jobId)
+            .where('target_data', '=', targets.data)
+            .where('target_index', '=', targets.index),
+        ),
+      )
+      .executeTakeFirst()
+    return result.numUpdatedRows > 0n
   }
 
   /** Batches not yet done (claimed by a live worker or not). */

@@ -155,7 +155,8 @@ describe.each(backends())('ops fixes: job engine [$name]', (backend: Backend) =>
           expect(await b.claimedNow(id)).toBe(false)
           for (let i = 0; i < 2; i++) {
             await machines[1]!.transaction().execute(async (trx) => {
-              await b.complete(trx, (await b.claim(trx, id))!, counts, 'b')
+              const targets = { data: 1, index: 1 }
+              expect(await b.complete(trx, (await b.claim(trx, id))!, counts, 'b', targets)).toBe(true)
             })
           }
           const both = await Promise.all([b.finish(id), c.finish(id)])
