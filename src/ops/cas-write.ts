@@ -51,29 +51,34 @@ export async function casWrite(
     else list.push(i)
   })
   for (const indexes of shapes.values()) {
-    const group = indexes.map((i) => rows[i]!)
-    const done =
-      ctx.family === 'mysql'
-        ? await mysqlWrite(trx, table, key, group)
-        : await postgresWrite(ctx, trx, table, key, group)
+    const first = rows[indexes[0]!]!
+    const group: Group = {
+      trx,
+      table,
+      key,
+      set: Object.keys(first.set).sort(),
+      match: Object.keys(first.match).sort(),
+      rows: indexes.map((i) => rows[i]!),
+    }
+    const done = ctx.family === 'mysql' ? await mysqlWrite(group) : await postgresWrite(ctx, group)
     for (const j of done) written[indexes[j]!] = true
   }
   return written
 }
 
-/** The columns of one shape, in a fixed order: set, then match. */
-function shapeOf(row: CasWrite): { set: string[]; match: string[] } {
-  return { set: Object.keys(row.set).sort(), match: Object.keys(row.match).sort() }
+/** Rows of one shape: the columns each sets and matches, in a fixed order. */
+interface Group {
+  readonly trx: AnyTrx
+  readonly table: string
+  readonly key: KeyColumn
+  readonly set: readonly string[]
+  readonly match: readonly string[]
+  readonly rows: readonly CasWrite[]
 }
 
-async function postgresWrite(
-  ctx: OpsContext,
-  trx: AnyTrx,
-  table: string,
-  key: KeyColumn,
-  rows: readonly CasWrite[],
-): Promise<number[]> {
-  const { set, match } = shapeOf(rows[0]!)
+/** @returns the indexes in `group.rows` of the rows written */
+async function postgresWrite(ctx: OpsContext, group: Group): Promise<number[]> {
+  const { trx, table, key, set, match, rows } = group
   const types = await columnTypes(ctx, trx, table, [key.name, ...set, ...match])
   const typed = (column: string, values: unknown[]): RawBuilder<unknown> => {
     const type = types.get(column)
@@ -117,13 +122,9 @@ async function postgresWrite(
   return result.rows.map((r) => Number(r.ord) - 1)
 }
 
-async function mysqlWrite(
-  trx: AnyTrx,
-  table: string,
-  key: KeyColumn,
-  rows: readonly CasWrite[],
-): Promise<number[]> {
-  const { set, match } = shapeOf(rows[0]!)
+/** @returns the indexes in `group.rows` of the rows written */
+async function mysqlWrite(group: Group): Promise<number[]> {
+  const { trx, table, key, set, match, rows } = group
   const names = ['ord', 'k', ...set.map((_, i) => `s${i}`), ...match.map((_, i) => `m${i}`)]
   const values = (r: CasWrite, i: number) => [
     i,
