@@ -240,8 +240,7 @@ export function insertRow(
     if (plaintext !== undefined) {
       context = contextOf(rowContext, items, primitive, context)
       next = a.note(new DeferredValue('index', index.column, plaintext, index, context))
-    }
-    else if (current === DEFAULT) next = DEFAULT
+    } else if (current === DEFAULT) next = DEFAULT
     else next = null
     items.push(primitive ? next : next === DEFAULT ? DEFAULT_NODE : valueNode(next))
     changed = true
