@@ -84,22 +84,19 @@ export function selections(
   // Every output name in order, while known (an expression without an alias, or a `*` over a
   // relation whose columns are not known, ends that).
   let names: string[] | undefined = []
-  const expand = (relation: Relation) => {
-    const added = expandAll(a, relation, outputs, origins, role)
-    if (added === undefined) names = undefined
-    else names?.push(...added)
-  }
   const nodes = rebuildList(selections, (s) => {
     const sel = s.selection
     if (sel.kind === 'SelectAllNode') {
-      for (const r of scope.relations) if (!r.qualifiedOnly) expand(r)
+      for (const r of scope.relations) {
+        if (!r.qualifiedOnly) names = expand(a, r, outputs, origins, role, names)
+      }
       return s
     }
     if (sel.kind === 'ReferenceNode' && sel.column.kind === 'SelectAllNode') {
       const qualifier = sel.table === undefined ? undefined : tableName(sel.table).name
       // `q.*` may name a relation of an enclosing query (LATERAL, correlated subqueries).
       const relation = qualifier === undefined ? undefined : scope.relationNamed(qualifier)
-      if (relation !== undefined) expand(relation)
+      if (relation !== undefined) names = expand(a, relation, outputs, origins, role, names)
       else {
         if (qualifier !== undefined) a.checkUnseen(qualifier, '*')
         names = undefined
@@ -152,6 +149,26 @@ export function selections(
     return rebuild(s, { selection: opaque(a, sel, scope, 'expression') })
   })
   return { nodes, outputs, origins, plain: plainOutputs(plainNamed, outputs), names }
+}
+
+/**
+ * `*` over `relation` (see {@link expandAll}), its column names added to `names`. A module
+ * function, not a closure made per query (see {@link claim}).
+ *
+ * @returns `names`, or `undefined` once a relation's columns are not known
+ */
+function expand(
+  a: AnalysisContext,
+  relation: Relation,
+  outputs: Map<string, Source>,
+  origins: Map<string, Origin>,
+  role: Role,
+  names: string[] | undefined,
+): string[] | undefined {
+  const added = expandAll(a, relation, outputs, origins, role)
+  if (added === undefined) return undefined
+  names?.push(...added)
+  return names
 }
 
 /**
