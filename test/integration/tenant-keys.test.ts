@@ -430,6 +430,12 @@ describe.each(backends())('per-tenant keys and crypto-shredding [$name]', (backe
       ])
       // Shredding again destroys nothing new; a tenant without keys is an error, not a tombstone.
       expect(await ops.shred(orders, { tenant: 'acme' })).toMatchObject({ destroyed: 0, alreadyDestroyed: 3 })
+      // kfe status counts the table's tenants from the key table: acme shredded, globex live.
+      const [st] = (await ops.status({ table: orders })).tables
+      expect(st?.tenants?.destroyed).toBe(1)
+      expect(st?.tenants?.live).toBeGreaterThanOrEqual(1)
+      expect(st?.verdict).toMatch(/with live keys, 1 shredded; rows per key version are not counted/)
+      expect(st?.attention.some((a) => a.includes('kfe init'))).toBe(false)
       expect(((await failure(() => ops.shred(orders, { tenant: 'nobody' }))) as KeyError).code).toBe(
         'KEY_NOT_FOUND',
       )
