@@ -66,9 +66,16 @@ function comparison(pass: MappedPass, node: OperationNode, rel: Relation): Opera
     return parens(both)
   }
   if (!EQUALITY.has(op) || !isValues(other)) return pass.plain(node, rel)
-  // As a read takes it: the plaintext when there is one, else the encrypted value.
+  // As a read takes it: the plaintext when there is one, else the encrypted value. Each branch
+  // tests whether the plaintext is NULL, so that `not (…)` of the whole keeps a row that has only
+  // its encrypted value (`not (NULL or false)` would be NULL and drop it). The comparison is a
+  // copy: the application's node comes back each time its builder is compiled again, and must
+  // then be rewritten again, not passed over as produced.
+  const plain = Object.freeze({ ...node }) as OperationNode
+  const hasPlaintext = nullTest(ref, 'is not')
   const noPlaintext = nullTest(ref, 'is')
-  pass.produced.add(node)
+  pass.produced.add(plain)
+  pass.produced.add(hasPlaintext)
   pass.produced.add(noPlaintext)
-  return parens(or(node, parens(and(noPlaintext, encrypted))))
+  return parens(or(parens(and(hasPlaintext, plain)), parens(and(noPlaintext, encrypted))))
 }
