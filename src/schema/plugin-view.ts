@@ -48,6 +48,7 @@ export function pluginView(schema: EncryptedSchema): EncryptedSchema {
       logicalName: table.logical,
       primaryKey: table.primaryKey,
       ...(table.context.length === 0 ? {} : { context: table.context }),
+      ...(table.keyScope === undefined ? {} : { keyScope: table.keyScope.column }),
     }
   }
   return buildSchema(

@@ -71,3 +71,20 @@ describe('per-tenant key names (keyScope)', () => {
     })
   })
 })
+
+describe('the plugin view of a schema with a column under migration', () => {
+  it('keeps every table option of the other tables: keyScope and context', async () => {
+    const { pluginView } = await import('../../../src/schema/plugin-view.js')
+    const mixed = encryptedSchema(
+      {
+        orders: { email: encrypted.text() },
+        users: { email: encrypted.text({ storedAs: 'email_encrypted', migration: 'dual-writing' }) },
+      },
+      { tables: { orders: { context: ['tenant_id', 'id'], keyScope: 'tenant_id' } } },
+    )
+    const view = pluginView(mixed)
+    expect(view).not.toBe(mixed)
+    expect(view.table('orders')?.keyScope).toEqual(mixed.table('orders')?.keyScope)
+    expect(view.table('orders')?.context).toEqual(['tenant_id', 'id'])
+  })
+})
