@@ -5,6 +5,7 @@
  * version stays active when changes race.
  */
 import { ConfigError, KeyError } from '../errors.js'
+import { keyDestroyed } from './destroyed-key.js'
 import type { KeyPurpose, KeyRef, WrappedKey } from './key-provider.js'
 import { checkKeyRef, encodeWrappings, KEY_STATES, NO_WRAPPINGS, toStoredKey } from './key-row.js'
 import { insertIfAbsent, type KeyTable, keyStoreError, listKeys, withLockedVersions } from './key-table.js'
@@ -14,6 +15,7 @@ import type { KeyState, StoredKey } from './stored-key.js'
  * Adds the next version as `staged` (see `KeyStore.stage`).
  * @throws KeyError `KEY_VERSION_MISMATCH` when `version` is given and is not the next version.
  * @throws KeyError `KEY_NOT_FOUND` when the (table, purpose) has no version yet.
+ * @throws KeyError `KEY_DESTROYED` when its versions were destroyed (crypto-shredded).
  * @throws KeyError `KEY_STORE_ERROR` on a database error or too much contention.
  */
 export async function stageVersion(
@@ -40,6 +42,8 @@ export async function stageVersion(
           },
         )
       }
+      // A shredded name stays shredded: no version is staged after its tombstones.
+      if (existing.some((k) => k.state === 'destroyed')) throw keyDestroyed(logicalTable)
       const next = last.version + 1
       // Providers bind a wrapping to its version: stored under another one, it never unwraps.
       if (version !== undefined && version !== next) {
@@ -76,6 +80,7 @@ export async function stageVersion(
  * `KeyStore.activate`).
  * @throws KeyError `KEY_NOT_FOUND` when the version does not exist.
  * @throws KeyError `KEY_STATE_INVALID` when the version is retired.
+ * @throws KeyError `KEY_DESTROYED` when a version of the (table, purpose) was destroyed.
  * @throws KeyError `KEY_STORE_ERROR` on a database error.
  */
 export async function activateVersion(
@@ -88,6 +93,14 @@ export async function activateVersion(
   const ref: KeyRef = { logicalTable, purpose, version }
   await withLockedVersions(t, ref, 'activate', async (trx, target) => {
     if (target.state === 'active') return
+    // A version staged while the name was being shredded (after the stager read the versions,
+    // before it inserted) is never activated: the tombstones beside it win.
+    const destroyed = await trx
+      .selectFrom(t.tableName)
+      .select('version')
+      .where((eb) => eb.and({ logical_table: logicalTable, purpose: purpose, state: 'destroyed' }))
+      .executeTakeFirst()
+    if (destroyed !== undefined) throw keyDestroyed(logicalTable)
     if (target.state === 'retired' || target.state === 'destroyed') {
       throw new KeyError(
         'KEY_STATE_INVALID',

@@ -451,6 +451,29 @@ describe.each(backends())('per-tenant keys and crypto-shredding [$name]', (backe
       expect((await keyRows(keyName('globex'))).every((k) => k.wrappings.includes('local:tenants-2'))).toBe(
         true,
       )
+      // No rotation brings a shredded tenant back: staging after its tombstones is refused, and a
+      // version staged in a race with the shred (its row inserted after the shred's update) is
+      // never activated.
+      const store = new KeyStore(raw, { tableName: keyTable })
+      const wrapped = [{ kekId: 'local:tenants', wrapped: randomBytes(60) }]
+      const staged = await failure(() => store.stage(keyName('acme'), 'data', wrapped))
+      expect((staged as KeyError).code).toBe('KEY_DESTROYED')
+      await raw
+        .insertInto(keyTable)
+        .values({
+          logical_table: keyName('acme'),
+          purpose: 'data',
+          version: 9,
+          state: 'staged',
+          wrappings: JSON.stringify([
+            { kekId: 'local:tenants', wrapped: randomBytes(60).toString('base64') },
+          ]),
+          created_at: new Date(),
+        })
+        .execute()
+      const activated = await failure(() => store.activate(keyName('acme'), 'data', 9))
+      expect((activated as KeyError).code).toBe('KEY_DESTROYED')
+      expect((await keyRows(keyName('acme'))).find((k) => Number(k.version) === 9)?.state).toBe('staged')
     })
   })
 })
