@@ -120,7 +120,25 @@ export function mappedIn(node: OperationNode, rel: Relation): Mapping | undefine
     if (ref.table !== undefined && !rel.names.has(tableName(ref.table).name)) return undefined
   }
   const name = columnName(node)
-  return rel.mappings.find((m) => m.name === name)
+  const m = rel.mappings.find((m) => m.name === name)
+  if (m === undefined) refuseCaseVariant(name, rel)
+  return m
+}
+
+/**
+ * A name that matches a column stored under another name only when case is ignored (as MySQL
+ * matches column names) is refused: the database would take it for that column, which this pass
+ * would not rewrite. @throws QueryRefusedError `AMBIGUOUS_COLUMN`
+ */
+export function refuseCaseVariant(name: string, rel: Relation): void {
+  const lower = name.toLowerCase()
+  const near = rel.mappings.find((m) => m.name !== name && m.name.toLowerCase() === lower)
+  if (near === undefined) return
+  throw new QueryRefusedError(
+    'AMBIGUOUS_COLUMN',
+    `"${name}" differs only in case from column ${near.name}, which is stored encrypted in ${near.stored}.`,
+    { table: near.info.table.logical, column: near.info.logical, hint: `Spell it exactly "${near.name}".` },
+  )
 }
 
 /** `node` (a column or reference) under the encrypted column's name, with its qualifier. */

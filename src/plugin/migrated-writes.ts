@@ -3,6 +3,7 @@ import {
   type MappedPass,
   mappedIn,
   type Relation,
+  refuseCaseVariant,
   refuseWrittenPlaintext,
   renamed,
   rowValue,
@@ -22,6 +23,7 @@ export function insertValues(
 ): Record<string, unknown> {
   const columns = [...(node.columns ?? [])]
   const names = columns.map((c) => columnName(c))
+  for (const name of names) refuseCaseVariant(name, rel)
   const values = node.values
   if (values === undefined) return {}
   if (values.kind !== 'ValuesNode') {
@@ -107,6 +109,7 @@ export function setItems(
 /** After cut-over, every value an INSERT writes to a plaintext column must be NULL. @throws QueryRefusedError `PLAINTEXT_WRITE` */
 export function checkInsert(node: InsertQueryNode, rel: Relation): void {
   const names = (node.columns ?? []).map((c) => columnName(c))
+  for (const name of names) refuseCaseVariant(name, rel)
   const values = node.values as unknown as {
     kind: string
     values: ReadonlyArray<{ kind: string; values: readonly unknown[] }>

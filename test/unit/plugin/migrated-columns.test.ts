@@ -212,6 +212,19 @@ describe('a column under migration, as the plugin rewrites its queries in each p
     }
   })
 
+  it('a name that differs only in case from the migrating column is refused (MySQL would take it for that column)', () => {
+    for (const phase of ['dual-writing', 'cut-over'] as const) {
+      const db = appOf(phase, 'mysql')
+      for (const q of [
+        db.updateTable('users').set({ Email: 'a@x.io' } as never),
+        db.insertInto('users').values({ name: 'n', EMAIL: 'a@x.io' } as never),
+        db.selectFrom('users').select('id').where(db.dynamic.ref('Email'), '=', 'a@x.io'),
+      ]) {
+        expect(() => q.compile()).toThrowError(expect.objectContaining({ code: 'AMBIGUOUS_COLUMN' }))
+      }
+    }
+  })
+
   it('after cut-over, a tree the plugin did not write may not send a plaintext to the plaintext column', () => {
     const pass = new MigratedColumns(
       pluginView(migrationSchema('users', 'cut-over', { encrypted, encryptedSchema })),
