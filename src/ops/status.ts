@@ -137,17 +137,8 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
     if (active('data') === undefined || active('index') === undefined) {
       attention.push(`no active key: run \`kfe init\``)
       out.push({
-        table: table.physical,
-        logicalTable: table.logical,
+        ...unscanned(table),
         keys,
-        rows: 0,
-        scanned: 0,
-        estimated: false,
-        rowsByDataVersion: {},
-        rowsByIndexVersion: {},
-        slots: [],
-        plaintextRows: 0,
-        failedRows: 0,
         jobs: tableJobs,
         migrations: migrations.columns,
         attention,
@@ -279,9 +270,21 @@ async function tenantTableStatus(
     )
   const summary = `per-tenant keys: ${live} tenant${live === 1 ? '' : 's'} with live keys, ${destroyed} shredded; rows per key version are not counted for per-tenant tables`
   return {
+    ...unscanned(table),
+    keys: [],
+    jobs,
+    migrations,
+    tenants: { live, destroyed, staged },
+    attention,
+    verdict: attention.length === 0 ? `ok (${summary})` : `needs attention: ${attention[0]} (${summary})`,
+  }
+}
+
+/** The parts of a table's status that a status without a row scan leaves at zero. */
+function unscanned(table: TableInfo) {
+  return {
     table: table.physical,
     logicalTable: table.logical,
-    keys: [],
     rows: 0,
     scanned: 0,
     estimated: false,
@@ -290,10 +293,5 @@ async function tenantTableStatus(
     slots: [],
     plaintextRows: 0,
     failedRows: 0,
-    jobs,
-    migrations,
-    tenants: { live, destroyed, staged },
-    attention,
-    verdict: attention.length === 0 ? `ok (${summary})` : `needs attention: ${attention[0]} (${summary})`,
-  }
+  } as const
 }
