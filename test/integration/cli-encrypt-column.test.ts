@@ -2,7 +2,7 @@ import { readdirSync, readFileSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { type Backend, backends } from '../support/backends.js'
-import { type KfeRunner, kfeRunner } from '../support/cli-runner.js'
+import { type KfeRunner, kfeRunner, killAfterBatches } from '../support/cli-runner.js'
 import { type MigrationDb, migrationDb, writeMigrationConfig } from '../support/migration-db.js'
 
 const urls = { postgres: inject('pgUrl'), mysql: inject('mysqlUrl') }
@@ -84,26 +84,9 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
         expect((await kfe('status', t.table, '--json')).json).toMatchObject({
           tables: [{ migrations: [{ encryptedRows: 0 }] }],
         })
-        const child = spawnKfe('encrypt-column', t.table, 'email', '--batch-size', '10')
-        const exited = new Promise<NodeJS.Signals | null>((r) => child.on('exit', (_c, signal) => r(signal)))
         const killAt = 3 + Math.floor(Math.random() * 20)
-        const batches = t.raw.selectFrom(`${t.jobsTable}_batches`)
-        for (;;) {
-          const done = await batches
-            .select((eb) => eb.fn.countAll().as('n'))
-            .where('done', '=', 1)
-            .executeTakeFirst()
-            .catch(() => undefined)
-          if (Number(done?.n ?? 0) >= killAt) break
-          await new Promise((r) => setTimeout(r, 5))
-        }
-        child.kill('SIGKILL')
-        expect(await exited).toBe('SIGKILL')
-        const left = await batches
-          .select((eb) => eb.fn.countAll().as('n'))
-          .where('done', '=', 0)
-          .executeTakeFirstOrThrow()
-        expect(Number(left.n)).toBeGreaterThan(0)
+        const args = ['encrypt-column', t.table, 'email', '--batch-size', '10']
+        expect(await killAfterBatches({ spawnKfe }, t.raw, t.jobsTable, killAt, args)).toBeGreaterThan(0)
         const partial = await kfe('verify', t.table, '--json')
         expect(partial.code).toBe(1)
         expect(partial.json).toMatchObject({ ok: false, migrating: [{ missing: expect.any(Number) }] })

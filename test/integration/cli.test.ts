@@ -2,7 +2,7 @@ import type { Kysely } from 'kysely'
 import { afterAll, beforeAll, describe, it } from 'vitest'
 import { emailsById, startAppWriter } from '../support/app-writer.js'
 import { type Backend, backends } from '../support/backends.js'
-import { type CliTestDb, cliTestDb } from '../support/cli-runner.js'
+import { type CliTestDb, cliTestDb, killAfterBatches } from '../support/cli-runner.js'
 import type { TestDB } from '../support/encrypted-db.js'
 
 async function insertRows(app: Kysely<TestDB>, table: string, n: number, prefix: string): Promise<void> {
@@ -125,28 +125,9 @@ describe.concurrent.each(backends())(
           let writes = 0
           try {
             const killAt = 2 + Math.floor(Math.random() * 20)
-            const child = t.spawnKfe('reencrypt', t.table, '--batch-size', '10')
-            const exited = new Promise<NodeJS.Signals | null>((r) =>
-              child.on('exit', (_code, signal) => r(signal)),
-            )
-            const batches = raw.selectFrom(`${t.jobsTable}_batches`)
-            for (;;) {
-              const done = await batches
-                .select((eb) => eb.fn.countAll().as('n'))
-                .where('job_id', 'like', 'reencrypt:%')
-                .where('done', '=', 1)
-                .executeTakeFirst()
-                .catch(() => undefined)
-              if (Number(done?.n ?? 0) >= killAt) break
-              await new Promise((r) => setTimeout(r, 5))
-            }
-            child.kill('SIGKILL')
-            expect(await exited).toBe('SIGKILL')
-            const left = await batches
-              .select((eb) => eb.fn.countAll().as('n'))
-              .where('done', '=', 0)
-              .executeTakeFirstOrThrow()
-            expect(Number(left.n)).toBeGreaterThan(0)
+            const args = ['reencrypt', t.table, '--batch-size', '10']
+            const left = await killAfterBatches(t, raw, t.jobsTable, killAt, args, 'reencrypt:')
+            expect(left).toBeGreaterThan(0)
             const second = await t.kfe('reencrypt', t.table, '--batch-size', '10', '--json')
             expect(second.code).toBe(0)
             expect(second.json).toMatchObject({ planned: false, remainingBatches: 0, failed: 0 })
