@@ -149,7 +149,7 @@ describe.each(backends())(
               : t.provider.unwrap(wrapped, ref),
           rewrap: (stored, ref) => t.provider.rewrap(stored, ref),
         }
-        const ops = t.moreOps(undefined, failing)
+        const ops = t.moreOps({ provider: failing })
         const destroyed: KeyRef[] = []
         const destroy = KeyMaterial.prototype.destroy
         vi.spyOn(KeyMaterial.prototype, 'destroy').mockImplementation(function (this: KeyMaterial) {

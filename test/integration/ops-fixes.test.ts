@@ -4,13 +4,25 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { jobExit } from '../../src/cli/commands/reencrypt.js'
 import { createOpsContext } from '../../src/ops/context.js'
 import { JobStore } from '../../src/ops/job-store.js'
-import { type FieldEncryptionOps, fieldEncryptionOps, type JobResult } from '../../src/ops.js'
+import type { FieldEncryptionOps, JobResult } from '../../src/ops.js'
 import { type Backend, backends } from '../support/backends.js'
 import type { TestDB } from '../support/encrypted-db.js'
 import { hooked } from '../support/hooked-dialect.js'
 import { type OpsTestDb, opsTestDb, useOpsTestDb } from '../support/ops-db.js'
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** Runs a re-encryption of batches of 10 and stops it (its signal) after the first batch. */
+function firstBatchOnly(t: OpsTestDb): Promise<JobResult> {
+  const stop = new AbortController()
+  return t.ops.reencrypt(t.table, {
+    batchSize: 10,
+    signal: stop.signal,
+    onProgress: (p) => {
+      if (p.phase === 'batch') stop.abort()
+    },
+  }) as Promise<JobResult>
+}
 
 /** Flips the last byte (GCM tag) of a row's email ciphertext: it no longer decrypts. */
 async function corrupt(t: OpsTestDb, id: unknown): Promise<void> {
@@ -26,14 +38,7 @@ describe.each(backends())('ops fixes: job engine [$name]', (backend: Backend) =>
 
     it('status --exact reports a job stopped by its signal as interrupted (needs attention), at once', async () => {
       // Every row is on the active versions: only the stopped job is left to report.
-      const stop = new AbortController()
-      const job = (await t.ops.reencrypt(t.table, {
-        batchSize: 10,
-        signal: stop.signal,
-        onProgress: (p) => {
-          if (p.phase === 'batch') stop.abort()
-        },
-      })) as JobResult
+      const job = await firstBatchOnly(t)
       expect(job).toMatchObject({ stopped: true, batches: 1, remainingBatches: 4 })
       const s = await t.ops.status({ exact: true })
       expect(s.tables[0]!.jobs[0]).toMatchObject({ state: 'running', interrupted: true })
@@ -47,14 +52,7 @@ describe.each(backends())('ops fixes: job engine [$name]', (backend: Backend) =>
 
     it('a job interrupted before a new rotation is not resumed: a new job towards the active versions is planned, and says so', async () => {
       await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
-      const stop = new AbortController()
-      const first = (await t.ops.reencrypt(t.table, {
-        batchSize: 10,
-        signal: stop.signal,
-        onProgress: (p) => {
-          if (p.phase === 'batch') stop.abort()
-        },
-      })) as JobResult
+      const first = await firstBatchOnly(t)
       expect(first).toMatchObject({ stopped: true, rewritten: 10, targets: { data: 2, index: 1 } })
       await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
       const phases: string[] = []
@@ -81,14 +79,7 @@ describe.each(backends())('ops fixes: job engine [$name]', (backend: Backend) =>
         (r) => r.id,
       )
       await corrupt(t, firstId)
-      const stop = new AbortController()
-      const first = (await t.ops.reencrypt(t.table, {
-        batchSize: 10,
-        signal: stop.signal,
-        onProgress: (p) => {
-          if (p.phase === 'batch') stop.abort()
-        },
-      })) as JobResult
+      const first = await firstBatchOnly(t)
       expect(first).toMatchObject({ stopped: true, failed: 1, jobFailed: 1 })
       const second = (await t.ops.reencrypt(t.table, { batchSize: 10 })) as JobResult
       expect(second).toMatchObject({ planned: false, failed: 0, jobFailed: 1, remainingBatches: 0 })
@@ -194,18 +185,7 @@ describe.each(backends())('ops fixes: BIGINT primary keys near 2^63 [$name]', (b
               }),
             })
           : undefined
-      ops =
-        defaults === undefined
-          ? t.ops
-          : fieldEncryptionOps({
-              db: defaults,
-              schema: t.schema,
-              keyProvider: t.provider,
-              keyTable: t.keyTable,
-              jobsTable: t.jobsTable,
-              metadataTtlMs: t.ttlMs,
-              ttlMarginMs: 20,
-            })
+      ops = defaults === undefined ? t.ops : t.moreOps({ db: defaults })
       await ops.init()
       await t.app
         .insertInto(t.table)
@@ -213,10 +193,7 @@ describe.each(backends())('ops fixes: BIGINT primary keys near 2^63 [$name]', (b
         .execute()
     })
     afterAll(async () => {
-      if (defaults !== undefined) {
-        await ops.close()
-        await defaults.destroy()
-      }
+      await defaults?.destroy()
       await t?.destroy()
     })
 
@@ -304,14 +281,7 @@ describe.each(backends().filter((b) => b.name === 'mysql'))(
           ),
         })
         try {
-          const ops = fieldEncryptionOps({
-            db,
-            schema: t.schema,
-            keyProvider: t.provider,
-            keyTable: t.keyTable,
-            jobsTable: t.jobsTable,
-            metadataTtlMs: t.ttlMs,
-          })
+          const ops = t.moreOps({ db: db })
           const job = (await ops.reencrypt(t.table, { batchSize: 10 })) as JobResult
           expect(fired).toBe(true)
           expect(errnos).toContain(1020)

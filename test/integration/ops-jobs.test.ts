@@ -1,7 +1,7 @@
 import { Kysely } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type KeyProvider, KeyStore, OperationError } from '../../src/index.js'
-import { fieldEncryptionOps, type JobResult } from '../../src/ops.js'
+import type { JobResult } from '../../src/ops.js'
 import { emailsById, startAppWriter } from '../support/app-writer.js'
 import { type Backend, backends } from '../support/backends.js'
 import type { TestDB } from '../support/encrypted-db.js'
@@ -68,7 +68,7 @@ describe.each(backends())('ops jobs [$name]', (backend: Backend) => {
         unwrap: (w, ref) => t.provider.unwrap(w, ref),
         rewrap: (s, ref) => t.provider.rewrap(s, ref),
       }
-      const ops = t.moreOps(undefined, racing)
+      const ops = t.moreOps({ provider: racing })
       const error = await ops.rotate(t.table, { purpose: 'index' }).catch((e: unknown) => e)
       expect(error).toBeInstanceOf(OperationError)
       expect((error as OperationError).code).toBe('ROTATION_REFUSED')
@@ -103,14 +103,7 @@ describe.each(backends())('ops jobs [$name]', (backend: Backend) => {
           }),
         })
         try {
-          const ops = fieldEncryptionOps({
-            db,
-            schema: t.schema,
-            keyProvider: t.provider,
-            keyTable: t.keyTable,
-            jobsTable: t.jobsTable,
-            metadataTtlMs: t.ttlMs,
-          })
+          const ops = t.moreOps({ db: db })
           const job = (await ops.reencrypt(t.table, { batchSize: 25 })) as JobResult
           expect(fired).toBe(true)
           expect(job.conflicts).toBe(1)
@@ -168,14 +161,7 @@ describe.each(backends())('ops jobs [$name]', (backend: Backend) => {
           try {
             const results = (await Promise.all(
               machines.map((db, i) =>
-                fieldEncryptionOps({
-                  db,
-                  schema: t.schema,
-                  keyProvider: t.provider,
-                  keyTable: t.keyTable,
-                  jobsTable: t.jobsTable,
-                  metadataTtlMs: t.ttlMs,
-                }).reencrypt(t.table, {
+                t.moreOps({ db: db }).reencrypt(t.table, {
                   batchSize: 3,
                   workerName: `m${i}`,
                 }),

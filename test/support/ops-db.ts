@@ -34,8 +34,15 @@ export interface OpsTestDb {
   readonly ops: FieldEncryptionOps
   /** Metadata TTL of both the application and the ops. */
   readonly ttlMs: number
-  /** Another ops instance on the same database (another "machine"), with its own key cache. */
-  moreOps(cache?: KeyCacheOptions, provider?: KeyProvider): FieldEncryptionOps
+  /**
+   * Another ops instance on the same tables (another "machine"), with its own key cache; on `db`
+   * (a Kysely of the test's own, e.g. a hooked dialect; the caller destroys it) or the plain one.
+   */
+  moreOps(options?: {
+    cache?: KeyCacheOptions
+    provider?: KeyProvider
+    db?: Kysely<TestDB>
+  }): FieldEncryptionOps
   /** Inserts `n` rows through the application; returns their ids. */
   insert(n: number, prefix?: string): Promise<number[]>
   destroy(): Promise<void>
@@ -90,9 +97,9 @@ export async function opsTestDb(
     .execute()
   await createBlindIndexes(raw, schema, table)
   const opened: FieldEncryptionOps[] = []
-  const moreOps = (cache?: KeyCacheOptions, p?: KeyProvider) => {
+  const moreOps: OpsTestDb['moreOps'] = ({ cache, provider: p, db } = {}) => {
     const ops = fieldEncryptionOps({
-      db: raw,
+      db: db ?? raw,
       schema,
       keyProvider: p ?? provider,
       keyTable,
@@ -105,7 +112,7 @@ export async function opsTestDb(
     opened.push(ops)
     return ops
   }
-  const ops = moreOps(options.opsCache)
+  const ops = moreOps({ cache: options.opsCache })
   let serial = 0
   return {
     backend,
