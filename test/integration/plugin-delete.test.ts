@@ -1,28 +1,23 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { type Backend, backends } from '../support/backends.js'
-import { type EncryptedTestDb, encryptedTestDb } from '../support/encrypted-db.js'
+import { useEncryptedTestDb } from '../support/encrypted-db.js'
 import { dialectSql, expectRedacted, ids } from './plugin-at-rest.js'
 
 describe.each(backends())('plugin delete [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
-    let t: EncryptedTestDb
-    let u: string
-
-    beforeAll(async () => {
-      t = await encryptedTestDb(backend)
-      u = t.names.users
-      await t.db
-        .insertInto(u)
-        .values([
-          { id: 1, name: 'del-1', email: 'del1@x.io', ssn: '300-00-0001' },
-          { id: 2, name: 'del-2', email: 'del2@x.io', ssn: '300-00-0002' },
-          { id: 3, name: 'del-3', email: 'del3@x.io', ssn: '300-00-0003' },
-        ])
-        .execute()
+    const t = useEncryptedTestDb(backend, {
+      seed: async (t) => {
+        await t.db
+          .insertInto(u)
+          .values([
+            { id: 1, name: 'del-1', email: 'del1@x.io', ssn: '300-00-0001' },
+            { id: 2, name: 'del-2', email: 'del2@x.io', ssn: '300-00-0002' },
+            { id: 3, name: 'del-3', email: 'del3@x.io', ssn: '300-00-0003' },
+          ])
+          .execute()
+      },
     })
-    afterAll(async () => {
-      await t?.destroy()
-    })
+    const u = t.names.users
 
     const remaining = async () => ids(await t.raw.selectFrom(u).select('id').execute())
 

@@ -1,22 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { type Backend, backends } from '../support/backends.js'
-import { type EncryptedTestDb, encryptedTestDb } from '../support/encrypted-db.js'
+import { useEncryptedTestDb } from '../support/encrypted-db.js'
 import { expectCiphertextOf, expectIndexOf, ids } from './plugin-at-rest.js'
 
 class Rollback extends Error {}
 
 describe.each(backends())('plugin execution paths [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
-    let t: EncryptedTestDb
-    let u: string
-
-    beforeAll(async () => {
-      t = await encryptedTestDb(backend)
-      u = t.names.users
-    })
-    afterAll(async () => {
-      await t?.destroy()
-    })
+    const t = useEncryptedTestDb(backend)
+    const u = t.names.users
 
     const rawCount = async (name: string) =>
       (await t.raw.selectFrom(u).select('id').where('name', '=', name).execute()).length

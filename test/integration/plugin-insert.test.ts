@@ -1,20 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { type Backend, backends } from '../support/backends.js'
-import { type EncryptedTestDb, encryptedTestDb } from '../support/encrypted-db.js'
+import { useEncryptedTestDb } from '../support/encrypted-db.js'
 import { dialectSql, expectCiphertextOf, expectIndexOf, expectRedacted, ids } from './plugin-at-rest.js'
 
 describe.each(backends())('plugin insert [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
-    let t: EncryptedTestDb
-    let u: string
-
-    beforeAll(async () => {
-      t = await encryptedTestDb(backend)
-      u = t.names.users
-    })
-    afterAll(async () => {
-      await t?.destroy()
-    })
+    const t = useEncryptedTestDb(backend)
+    const u = t.names.users
 
     const rawRow = (where: Record<string, unknown>) =>
       t.raw

@@ -1,20 +1,12 @@
 import type { Compilable, Kysely } from 'kysely'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { type Backend, backends } from '../support/backends.js'
-import { type EncryptedTestDb, encryptedTestDb, type TestDB } from '../support/encrypted-db.js'
+import { type TestDB, useEncryptedTestDb } from '../support/encrypted-db.js'
 
 describe.each(backends())('plugin passthrough of plain tables [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
-    let t: EncryptedTestDb
-    let p: string
-
-    beforeAll(async () => {
-      t = await encryptedTestDb(backend)
-      p = t.names.plain
-    })
-    afterAll(async () => {
-      await t?.destroy()
-    })
+    const t = useEncryptedTestDb(backend)
+    const p = t.names.plain
 
     /** Compiles the same builder on the plugin's Kysely and on the raw one: both must match exactly. */
     const expectUntouched = (build: (db: Kysely<TestDB>) => Compilable<unknown>) => {

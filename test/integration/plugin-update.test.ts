@@ -1,29 +1,24 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { type Backend, backends } from '../support/backends.js'
-import { type EncryptedTestDb, encryptedTestDb } from '../support/encrypted-db.js'
+import { useEncryptedTestDb } from '../support/encrypted-db.js'
 import { dialectSql, expectCiphertextOf, expectIndexOf, expectRedacted } from './plugin-at-rest.js'
 
 describe.each(backends())('plugin update [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
-    let t: EncryptedTestDb
-    let u: string
-
-    beforeAll(async () => {
-      t = await encryptedTestDb(backend)
-      u = t.names.users
-      await t.db
-        .insertInto(u)
-        .values([
-          { id: 1, name: 'upd-1', email: 'upd1@x.io', ssn: '100-00-0001', score: 1 },
-          { id: 2, name: 'upd-2', email: 'upd2@x.io', ssn: '100-00-0002', score: 2 },
-          { id: 3, name: 'upd-3', email: 'upd3@x.io', ssn: '100-00-0003', score: 3 },
-          { id: 4, name: 'upd-4', email: 'upd4@x.io', ssn: '100-00-0004', score: 4 },
-        ])
-        .execute()
+    const t = useEncryptedTestDb(backend, {
+      seed: async (t) => {
+        await t.db
+          .insertInto(u)
+          .values([
+            { id: 1, name: 'upd-1', email: 'upd1@x.io', ssn: '100-00-0001', score: 1 },
+            { id: 2, name: 'upd-2', email: 'upd2@x.io', ssn: '100-00-0002', score: 2 },
+            { id: 3, name: 'upd-3', email: 'upd3@x.io', ssn: '100-00-0003', score: 3 },
+            { id: 4, name: 'upd-4', email: 'upd4@x.io', ssn: '100-00-0004', score: 4 },
+          ])
+          .execute()
+      },
     })
-    afterAll(async () => {
-      await t?.destroy()
-    })
+    const u = t.names.users
 
     const rawRow = (id: number) =>
       t.raw.selectFrom(u).selectAll().where('id', '=', id).executeTakeFirstOrThrow()

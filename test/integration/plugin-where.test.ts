@@ -1,6 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { type Backend, backends } from '../support/backends.js'
-import { type EncryptedTestDb, encryptedTestDb } from '../support/encrypted-db.js'
+import { useEncryptedTestDb } from '../support/encrypted-db.js'
 import { dialectSql, expectIndexOf, expectRedacted, expectRefused, ids } from './plugin-at-rest.js'
 
 const USERS = [
@@ -12,17 +12,12 @@ const USERS = [
 
 describe.each(backends())('plugin where [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
-    let t: EncryptedTestDb
-    let u: string
-
-    beforeAll(async () => {
-      t = await encryptedTestDb(backend)
-      u = t.names.users
-      await t.db.insertInto(u).values(USERS).execute()
+    const t = useEncryptedTestDb(backend, {
+      seed: async (t) => {
+        await t.db.insertInto(u).values(USERS).execute()
+      },
     })
-    afterAll(async () => {
-      await t?.destroy()
-    })
+    const u = t.names.users
 
     const users = () => t.db.selectFrom(u).select(['id', 'email'])
 
