@@ -28,8 +28,23 @@ export function whereNode<T extends OperationNode>(
   ctx: ConditionContext,
 ): T {
   const inner = node as unknown as { where?: OperationNode; on?: OperationNode; having?: OperationNode }
-  const key = 'where' in inner ? 'where' : 'on' in inner ? 'on' : 'having'
-  return rebuild(node, { [key]: condition(a, inner[key]!, scope, { ...ctx, root: inner[key] }) })
+  // Three literal patches, not one with a computed key (which V8 builds as a dictionary object).
+  if (inner.where !== undefined) {
+    const root = inner.where
+    return rebuild(node, { where: condition(a, root, scope, withRoot(ctx, root)) })
+  }
+  if (inner.on !== undefined) {
+    const root = inner.on
+    return rebuild(node, { on: condition(a, root, scope, withRoot(ctx, root)) })
+  }
+  const root = inner.having!
+  return rebuild(node, { having: condition(a, root, scope, withRoot(ctx, root)) })
+}
+
+function withRoot(ctx: ConditionContext, root: OperationNode): ConditionContext {
+  return ctx.branch === undefined
+    ? { pending: ctx.pending, positive: ctx.positive, place: ctx.place, root }
+    : { pending: ctx.pending, positive: ctx.positive, place: ctx.place, branch: ctx.branch, root }
 }
 
 export function condition(

@@ -59,22 +59,10 @@ export function hiddenSelections(
   outputs: Map<string, Source>,
   origins: Map<string, Origin>,
 ): ReadonlyArray<SelectionNode> {
-  const next = [...selections]
-  let counter = 0
-  const existing = new Map<string, string>()
-  for (const s of selections) {
-    const sel = s.selection
-    if (sel.kind !== 'AliasNode') continue
-    const name = identifierName(sel.alias)
-    // Only the plugin's own names (prefix and a number) are hidden selections; a user alias
-    // that merely starts like one must not derail the numbering.
-    const number = name.startsWith(HIDDEN_PREFIX) ? name.slice(HIDDEN_PREFIX.length) : ''
-    if (!/^\d+$/.test(number) || sel.node.kind !== 'ReferenceNode') continue
-    counter = Math.max(counter, Number(number) + 1)
-    const ref = sel.node as ReferenceNode
-    const qualifier = ref.table === undefined ? '' : tableName(ref.table).name
-    existing.set(`${qualifier}\0${columnName(ref)}`, name)
-  }
+  // Built only when a condition needs a hidden selection: a lookup that selects the column it
+  // searches (the usual shape) checks that output and adds nothing.
+  let known: HiddenAliases | undefined
+  let next: SelectionNode[] | undefined
   for (const p of pending) {
     const unique = p.index.spec.kind === 'unique'
     if (unique) {
@@ -97,7 +85,8 @@ export function hiddenSelections(
         `the derived table ${p.relation.name} does not select ${p.column.physical}`,
       )
     const key = `${p.relation.name}\0${exposed}`
-    let hidden = existing.get(key)
+    known ??= hiddenAliases(selections)
+    let hidden = known.existing.get(key)
     if (hidden === undefined) {
       // A tree rewritten elsewhere without the check of its unique index: the index is trusted.
       if (a.mode === 'verify' && unique) continue
@@ -111,9 +100,10 @@ export function hiddenSelections(
           },
         )
       }
-      hidden = `${HIDDEN_PREFIX}${counter++}`
-      existing.set(key, hidden)
+      hidden = `${HIDDEN_PREFIX}${known.counter++}`
+      known.existing.set(key, hidden)
       const ref = referenceNode(exposed, tableNode(p.relation.name))
+      next ??= [...selections]
       next.push(
         Object.freeze({
           kind: 'SelectionNode',
@@ -125,5 +115,29 @@ export function hiddenSelections(
     }
     a.addPostFilter(Object.freeze({ hidden, column: p.column, index: p.index, probes: p.probes }))
   }
-  return Object.freeze(next)
+  return next === undefined ? selections : Object.freeze(next)
+}
+
+/** The hidden selections a select list has already (a tree transformed before), and the next number. */
+interface HiddenAliases {
+  readonly existing: Map<string, string>
+  counter: number
+}
+
+function hiddenAliases(selections: ReadonlyArray<SelectionNode>): HiddenAliases {
+  const found: HiddenAliases = { existing: new Map<string, string>(), counter: 0 }
+  for (const s of selections) {
+    const sel = s.selection
+    if (sel.kind !== 'AliasNode') continue
+    const name = identifierName(sel.alias)
+    // Only the plugin's own names (prefix and a number) are hidden selections; a user alias
+    // that merely starts like one must not derail the numbering.
+    const number = name.startsWith(HIDDEN_PREFIX) ? name.slice(HIDDEN_PREFIX.length) : ''
+    if (!/^\d+$/.test(number) || sel.node.kind !== 'ReferenceNode') continue
+    found.counter = Math.max(found.counter, Number(number) + 1)
+    const ref = sel.node as ReferenceNode
+    const qualifier = ref.table === undefined ? '' : tableName(ref.table).name
+    found.existing.set(`${qualifier}\0${columnName(ref)}`, name)
+  }
+  return found
 }

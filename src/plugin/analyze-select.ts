@@ -4,7 +4,7 @@ import { whereNode } from './analyze-conditions.js'
 import { opaque } from './analyze-expressions.js'
 import { froms, join, statementScope } from './analyze-from.js'
 import { hiddenSelections, postFilterable } from './analyze-post-filters.js'
-import { checkIndexPairs, selections } from './analyze-selections.js'
+import { checkIndexPairs, plainOutputs, selections } from './analyze-selections.js'
 import { firstColumn } from './column-rules.js'
 import { contextSelections } from './context-selections.js'
 import { withoutHidden } from './hidden-selections.js'
@@ -12,6 +12,10 @@ import { mapChildren } from './node-utils.js'
 import { columnName, rebuild, rebuildList } from './nodes.js'
 import { refuse } from './refusal.js'
 import type { Scope } from './scope.js'
+
+/** Clauses walked as opaque expressions; module constants, not arrays made per query. */
+const LIMITS = ['limit', 'offset', 'fetch', 'top'] as const
+const MODIFIERS = ['frontModifiers', 'endModifiers'] as const
 
 /**
  * How a SELECT is analyzed: its WITH, FROM and JOINs make a new level of scope; its select list
@@ -28,7 +32,7 @@ export const analyzeSelect: StatementAnalysis<SelectQueryNode> = (a, node, paren
   // A subquery built from `db` was transformed once as a query of its own, which may have
   // added hidden selections for its index conditions: as a subquery it returns no rows itself.
   const own = role === 'root' || !node.selections ? node.selections : withoutHidden(node.selections)
-  const { nodes, outputs, origins, plain, names } = selections(a, own ?? [], scope, role)
+  const { nodes, outputs, origins, plainNamed, names } = selections(a, own ?? [], scope, role)
   if (node.selections) patch.selections = nodes
   if (role === 'derived') checkIndexPairs(outputs, origins)
   const pending: PendingFilter[] | undefined = role === 'root' ? [] : undefined
@@ -39,7 +43,7 @@ export const analyzeSelect: StatementAnalysis<SelectQueryNode> = (a, node, paren
       place: role === 'root' ? 'select' : 'subquery',
     })
   if (node.groupBy) patch.groupBy = opaque(a, node.groupBy, scope, 'group by')
-  if (node.orderBy) patch.orderBy = orderBy(a, node.orderBy, scope, plain)
+  if (node.orderBy) patch.orderBy = orderBy(a, node.orderBy, scope, plainOutputs(plainNamed, outputs))
   if (node.distinctOn)
     patch.distinctOn = rebuildList(node.distinctOn, (n) => opaque(a, n, scope, 'distinct on'))
   if (node.having)
@@ -48,10 +52,10 @@ export const analyzeSelect: StatementAnalysis<SelectQueryNode> = (a, node, paren
       positive: false,
       place: 'having',
     })
-  for (const key of ['limit', 'offset', 'fetch', 'top'] as const) {
+  for (const key of LIMITS) {
     if (node[key]) patch[key] = opaque(a, node[key] as OperationNode, scope, 'expression')
   }
-  for (const key of ['frontModifiers', 'endModifiers'] as const) {
+  for (const key of MODIFIERS) {
     if (node[key]) patch[key] = rebuildList(node[key], (n) => opaque(a, n, scope, 'expression'))
   }
   const annotated = firstColumn(outputs)

@@ -66,7 +66,8 @@ export function selections(
   nodes: ReadonlyArray<SelectionNode>
   outputs: Map<string, Source>
   origins: Map<string, Origin>
-  plain: ReadonlySet<string>
+  /** Names an explicit item gives to a plaintext value; see {@link plainOutputs}. */
+  plainNamed: ReadonlySet<string>
   names: readonly string[] | undefined
 } {
   const outputs = new Map<string, Source>()
@@ -148,7 +149,7 @@ export function selections(
     names = undefined
     return rebuild(s, { selection: opaque(a, sel, scope, 'expression') })
   })
-  return { nodes, outputs, origins, plain: plainOutputs(plainNamed, outputs), names }
+  return { nodes, outputs, origins, plainNamed, names }
 }
 
 /**
@@ -194,8 +195,12 @@ function place(
  * The output names that stand for plaintext values only: named by an explicit item with no
  * annotated source, and by no output that passes an encrypted column or blind index on (not even
  * one whose name differs only in case, as MySQL matches names; nor a `*` that includes one).
+ * Computed only for a query with ORDER BY, the one clause that reads them.
  */
-function plainOutputs(named: ReadonlySet<string>, outputs: ReadonlyMap<string, Source>): ReadonlySet<string> {
+export function plainOutputs(
+  named: ReadonlySet<string>,
+  outputs: ReadonlyMap<string, Source>,
+): ReadonlySet<string> {
   if (named.size === 0 || outputs.size === 0) return named
   const annotated = new Set([...outputs.keys()].map((n) => n.toLowerCase()))
   return new Set([...named].filter((n) => !annotated.has(n.toLowerCase())))

@@ -1,4 +1,3 @@
-import { timingSafeEqual } from 'node:crypto'
 import { DecryptionError, FieldEncryptionError } from '../errors.js'
 import { decryptValue } from '../fields/field-cipher.js'
 import { headerKeyVersion, looksLikeCiphertext } from '../fields/format.js'
@@ -8,21 +7,11 @@ import type { KeyRing } from '../keys/key-ring.js'
 import { rowKeyName } from '../schema/key-scope.js'
 import { contextRecord, contextSuffix, readContext, rowAad } from '../schema/row-context.js'
 import type { ColumnInfo } from '../schema/schema.js'
-import { MAPPED_PREFIX, type PlanOutput, type QueryPlan } from './plan.js'
-import { evictedWhileLoading, indexInput } from './resolve-values.js'
+import { type DecryptStats, finishRows } from './finish-rows.js'
+import type { PlanOutput, QueryPlan } from './plan.js'
+import { evictedWhileLoading } from './resolve-values.js'
 
-/** Counters the wrapper keeps; exposed by `encryption.stats()`. */
-export interface DecryptStats {
-  /** Values decrypted. */
-  decrypted: number
-  /**
-   * Rows dropped after decryption because the value does not match the search: search-index
-   * false positives, and rows whose unique index value does not belong to their value (copied).
-   */
-  falsePositives: number
-  /** Legacy plaintext values returned from columns declared `migratingFromPlaintext`. */
-  plaintextReads: number
-}
+export type { DecryptStats } from './finish-rows.js'
 
 /**
  * Decrypts the annotated columns of result rows in place, following the plan, then removes
@@ -46,65 +35,12 @@ export function decryptRows<R extends Record<string, unknown>>(
   if (rows.length === 0 || plan.outputs.length === 0) return rows
   const keys = new VersionMap<KeyMaterial>()
   const stop = decryptFrom(ring, keys, plan, rows, stats, 0)
-  if (stop === undefined) return finish(plan, rows, stats)
+  if (stop === undefined) return finishRows(plan, rows, stats)
   // A key the cache could not serve: load every key the rest of the batch needs, then go on.
   return loadMissing(ring, keys, missingFrom(ring, keys, plan, rows, stop), slow).then(() => {
     if (decryptFrom(ring, keys, plan, rows, stats, stop) !== undefined) throw evictedWhileLoading()
-    return finish(plan, rows, stats)
+    return finishRows(plan, rows, stats)
   })
-}
-
-/** After decryption: false positives out, then the plugin's hidden columns and omitted indexes. */
-function finish<R extends Record<string, unknown>>(plan: QueryPlan, rows: R[], stats: DecryptStats): R[] {
-  const kept = omitIndexColumns(plan, removeFalsePositives(plan, rows, stats))
-  const hidden = plan.hiddenContext
-  if (hidden !== undefined && hidden.length !== 0)
-    for (const row of kept) for (const name of hidden) delete row[name]
-  mergeMapped(plan, kept)
-  return kept
-}
-
-/**
- * Columns stored under another name (`storedAs`, see migrated-columns.ts): the decrypted value of
- * `email_encrypted` (selected by `*`, or under the hidden alias `__kfe_mig_email`) goes into the
- * row's `email`, and the ciphertext's own key is removed. While the plaintext column is still
- * written (`dual-writing`, `backfilled`), a row keeps its plaintext when it has one.
- */
-function mergeMapped(plan: QueryPlan, rows: Record<string, unknown>[]): void {
-  for (const { name, column } of plan.outputs) {
-    const mapped = column.mapped
-    if (mapped === undefined) continue
-    let to: string
-    if (name.startsWith(MAPPED_PREFIX)) to = name.slice(MAPPED_PREFIX.length)
-    else if (name === column.physical) to = mapped.name
-    else continue
-    const fallback = mapped.phase === 'dual-writing' || mapped.phase === 'backfilled'
-    for (const row of rows) {
-      const value = row[name]
-      delete row[name]
-      if (fallback && row[to] !== null && row[to] !== undefined) continue
-      row[to] = value ?? null
-    }
-  }
-}
-
-/**
- * `omitBlindIndexes`: deletes, from each row, the index columns of every table one of the plan's
- * outputs comes from (a `selectAll()` or `returningAll()` brings them along with the encrypted
- * columns). Rows are keyed as the database returned them, before any plugin renames a key, so
- * the physical names are the keys.
- */
-function omitIndexColumns<R extends Record<string, unknown>>(plan: QueryPlan, rows: R[]): R[] {
-  let names: Set<string> | undefined
-  for (const output of plan.outputs) {
-    const omitted = output.column.table.omittedFromResults
-    if (omitted.length === 0) continue
-    names ??= new Set()
-    for (const name of omitted) names.add(name)
-  }
-  if (names === undefined) return rows
-  for (const row of rows) for (const name of names) if (name in row) delete row[name]
-  return rows
 }
 
 /**
@@ -201,31 +137,6 @@ async function loadMissing(
       missing.delete(ref.logicalTable, ref.version)
     }
   }
-}
-
-/** The false-positive filter of search-index conditions, on decrypted rows. */
-function removeFalsePositives<R extends Record<string, unknown>>(
-  plan: QueryPlan,
-  rows: R[],
-  stats: DecryptStats,
-): R[] {
-  if (plan.postFilters.length === 0) return rows
-  const wanted = plan.postFilters.map((f) => f.probes.map((p) => indexInput(f.index, p.reveal())))
-  const kept = rows.filter((row) =>
-    plan.postFilters.every((filter, i) => {
-      const stored = row[filter.hidden]
-      if (stored === null || stored === undefined) return false
-      const actual = indexInput(filter.index, stored)
-      const match = wanted[i]!.some((w) => w.length === actual.length && timingSafeEqual(w, actual))
-      actual.fill(0)
-      return match
-    }),
-  )
-  for (const list of wanted) for (const w of list) w.fill(0)
-  stats.falsePositives += rows.length - kept.length
-  for (const row of kept)
-    for (const filter of plan.postFilters) if (filter.keep !== true) delete row[filter.hidden]
-  return kept
 }
 
 /**

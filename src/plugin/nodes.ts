@@ -207,19 +207,25 @@ export function rebuildList<T extends OperationNode>(
   list: ReadonlyArray<T>,
   fn: (n: T) => OperationNode,
 ): ReadonlyArray<T> {
-  let changed = false
-  const next = list.map((n) => {
-    const r = fn(n)
-    if (r !== n) changed = true
-    return r as T
-  })
-  return changed ? Object.freeze(next) : list
+  // A copy only from the first changed element on: most lists come back unchanged.
+  let next: T[] | undefined
+  for (let i = 0; i < list.length; i++) {
+    const n = list[i] as T
+    const r = fn(n) as T
+    if (next === undefined) {
+      if (r === n) continue
+      next = list.slice(0, i)
+    }
+    next.push(r)
+  }
+  return next === undefined ? list : Object.freeze(next)
 }
 
 /** A frozen copy of `node` with `patch` applied, or `node` itself when every patched value is identical. */
 export function rebuild<T extends OperationNode>(node: T, patch: Record<string, unknown>): T {
   const record = node as unknown as Record<string, unknown>
-  for (const key of Object.keys(patch)) {
+  // for…in over the patch (an object literal): no array of its keys per call.
+  for (const key in patch) {
     if (record[key] !== patch[key]) return Object.freeze({ ...node, ...patch }) as T
   }
   return node
