@@ -20,6 +20,9 @@ import type { Relation, Resolved, Scope } from './scope.js'
 
 const EQUALITY = new Set(['=', '==', '!=', '<>', 'in', 'not in'])
 const NULL_TESTS = new Set(['is', 'is not'])
+/** The operators of a rewritten search: frozen, like every node, so one of each serves every query. */
+const IN_OPERATOR = Object.freeze({ kind: 'OperatorNode', operator: 'in' })
+const NOT_IN_OPERATOR = Object.freeze({ kind: 'OperatorNode', operator: 'not in' })
 
 export function whereNode<T extends OperationNode>(
   a: AnalysisContext,
@@ -183,7 +186,7 @@ export function comparison(
   return Object.freeze({
     kind: 'BinaryOperationNode',
     leftOperand: referenceNode(exposed, qualifier),
-    operator: Object.freeze({ kind: 'OperatorNode', operator: NEGATED.has(op) ? 'not in' : 'in' }),
+    operator: NEGATED.has(op) ? NOT_IN_OPERATOR : IN_OPERATOR,
     rightOperand: Object.freeze({ kind: 'ValueListNode', values: Object.freeze(probes.map(valueNode)) }),
   }) as BinaryOperationNode
 }

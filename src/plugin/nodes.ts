@@ -259,11 +259,10 @@ export function tableNode(name: string): ReferenceNode['table'] {
 }
 
 export function referenceNode(column: string, table: ReferenceNode['table']): ReferenceNode {
-  return Object.freeze({
-    kind: 'ReferenceNode',
-    column: columnNode(column),
-    ...(table === undefined ? {} : { table }),
-  }) as ReferenceNode
+  // Two literals rather than a spread of a conditional object (one allocation, one shape each).
+  if (table === undefined)
+    return Object.freeze({ kind: 'ReferenceNode', column: columnNode(column) }) as ReferenceNode
+  return Object.freeze({ kind: 'ReferenceNode', column: columnNode(column), table }) as ReferenceNode
 }
 
 export function valueNode(value: unknown): OperationNode {
