@@ -55,7 +55,8 @@ export function analyzeQuery(
 export class Analyzer implements AnalysisContext {
   readonly #postFilters: PostFilter[] = []
   readonly #deferredValues = new Set<DeferredValue>()
-  readonly #indexComparisons = new Set<string>()
+  /** Made on the first comparison (rare: a self-join); the plan shares an empty set otherwise. */
+  #indexComparisons: Set<string> | undefined
   #deferred = false
   /** An output may be shadowed by columns the pending catalog will list (see {@link TableColumns}). */
   #needsCatalog = false
@@ -116,7 +117,7 @@ export class Analyzer implements AnalysisContext {
       outputs.length === 0 &&
       this.#postFilters.length === 0 &&
       !this.#deferred &&
-      this.#indexComparisons.size === 0 &&
+      this.#indexComparisons === undefined &&
       !this.#needsCatalog
     ) {
       return { node: result.node as RootOperationNode, plan: EMPTY_PLAN }
@@ -128,7 +129,7 @@ export class Analyzer implements AnalysisContext {
         postFilters: this.#postFilters,
         deferred: this.#deferred,
         deferredValues: this.#deferredValues,
-        indexComparisons: this.#indexComparisons,
+        indexComparisons: this.#indexComparisons ?? EMPTY_PLAN.indexComparisons,
         ...(this.#hiddenContext === undefined ? {} : { hiddenContext: this.#hiddenContext }),
         ...(this.#needsCatalog ? { needsCatalog: true } : {}),
       }),
@@ -182,6 +183,7 @@ export class Analyzer implements AnalysisContext {
 
   /** {@inheritDoc AnalysisContext.noteIndexComparison} */
   noteIndexComparison(table: string): void {
+    this.#indexComparisons ??= new Set()
     this.#indexComparisons.add(table)
   }
 
