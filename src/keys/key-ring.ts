@@ -177,6 +177,18 @@ export class KeyRing {
   }
 
   /**
+   * The key of a version the caller read from the key store itself (the jobs over per-tenant keys
+   * read many tenants' versions in one query), through the cache like {@link KeyRing.key}.
+   * @throws KeyError `KEY_DESTROYED` when the version is a tombstone.
+   * @throws KeyProviderError when every wrapping fails.
+   */
+  async storedKey(stored: StoredKey): Promise<KeyMaterial> {
+    this.#assertOpen()
+    if (stored.state === 'destroyed') throw keyDestroyed(stored.logicalTable)
+    return this.#keyOf(stored)
+  }
+
+  /**
    * Every key a blind-index search must cover: `staged`, `active` and `decrypt-only` versions,
    * newest first.
    * @throws KeyError `KEY_NOT_FOUND` when the table has no keys (and `autoCreate` is off).

@@ -58,6 +58,8 @@ export interface OpsContext {
   readonly family: 'postgres' | 'mysql'
   readonly jobsTable: string
   readonly metadataTtlMs: number
+  /** The unwrapped-key cache's TTL (`cache.ttlMs`): how long a job keeps its own copy of a key. */
+  readonly cacheTtlMs: number
   /** See {@link OpsOptions.ttlMarginMs}. */
   readonly ttlMarginMs: number
   readonly audit: AuditSink | undefined
@@ -116,6 +118,7 @@ export function createOpsContext(options: OpsOptions): OpsContext {
     family: store.family,
     jobsTable,
     metadataTtlMs,
+    cacheTtlMs: options.cache?.ttlMs ?? 300_000,
     ttlMarginMs,
     audit: options.audit,
     table(name: string): TableInfo {

@@ -21,6 +21,10 @@ export type RowPlan =
   | { readonly kind: 'failed' }
   /** The row names a key version this worker has not loaded: reload the keys once, then it fails. */
   | { readonly kind: 'reload' }
+  /** The row's tenant was shredded: unreadable by design, counted apart (`shredded`), never a failure. */
+  | { readonly kind: 'shredded' }
+  /** The keys of the row's tenant are not loaded: load them outside the transaction, run the batch again. */
+  | { readonly kind: 'keys'; readonly tenant: string }
   /** Write `set` if the row still holds `match` (compare-and-set, see {@link CasWrite}). */
   | { readonly kind: 'write'; readonly set: CasWrite['set']; readonly match: CasWrite['match'] }
 
@@ -46,6 +50,16 @@ export interface JobSpec {
   readonly lockRead?: boolean
   /** What `row` needs under `keys` (pure: no query, no throw for a bad row). */
   plan(row: StoredRow, keys: KeySet): RowPlan
+  /** Only these rows (one tenant's): applied to the job's plan and to each batch's read. */
+  readonly where?: { readonly column: string; readonly value: unknown } | undefined
+  /**
+   * The keys a batch starts with, loaded outside its transaction, with the keys of `tenants` (named
+   * by a `keys` plan of the batch's last attempt); `fresh`: read every key's metadata again.
+   * @default the table's one key set (`loadKeySet`)
+   */
+  loadKeys?(tenants: readonly string[], fresh: boolean): Promise<KeySet>
+  /** The versions the job moves rows onto. @default the table's active versions */
+  targets?(): Promise<{ data: number; index: number }>
   /** Explains an error of the batch's write (a unique index refusing a value); undefined: rethrown as is. */
   writeError?(error: unknown): Error | undefined
 }
@@ -66,7 +80,11 @@ export interface BatchRunner {
 
 /** Thrown inside a batch's transaction when this worker's keys do not fit the batch: refresh, retry. */
 class NeedsKeys extends Error {
-  constructor(readonly targets?: JobTargets) {
+  constructor(
+    readonly targets?: JobTargets,
+    /** Tenants whose keys a row needs (per-tenant keys): loaded, then the batch runs again. */
+    readonly tenants: readonly string[] = [],
+  ) {
     super('keys to reload')
   }
 }
@@ -84,12 +102,25 @@ class NeedsKeys extends Error {
  */
 export async function runOneBatch(run: BatchRunner): Promise<BatchCounts | undefined> {
   let reloaded = false
-  for (let attempt = 0; ; attempt++) {
-    const keys = await pausing(run.table, () => loadKeySet(run.ctx, run.table))
+  let tenants: readonly string[] = []
+  let fresh = false
+  for (let attempt = 0, tenantRounds = 0; ; attempt++) {
+    const keys = await pausing(run.table, () =>
+      run.spec.loadKeys === undefined ? loadKeySet(run.ctx, run.table) : run.spec.loadKeys(tenants, fresh),
+    )
+    tenants = []
+    fresh = false
     try {
       return await run.ctx.db.transaction().execute((trx) => runBatch(run, trx, keys, reloaded))
     } catch (error) {
+      // Rows of tenants whose keys this worker has not loaded: load them, run the batch again (a
+      // tenant stays loaded, so only rows moved to new tenants meanwhile can ask again).
+      if (error instanceof NeedsKeys && error.tenants.length > 0 && tenantRounds++ < RETRIES) {
+        tenants = error.tenants
+        continue
+      }
       if (error instanceof NeedsKeys && !reloaded) {
+        fresh = true
         reloaded = true
         run.ctx.ring.refresh()
         continue
@@ -127,16 +158,27 @@ async function runBatch(
   if (batch === undefined) return undefined
   const columns = spec.columns(key)
   let q = trx.selectFrom(table.physical).select(columns).orderBy(pk)
+  if (spec.where !== undefined) q = q.where(spec.where.column, '=', spec.where.value)
   if (batch.lo !== null) q = q.where(pk, '>', batch.lo)
   if (batch.hi !== null) q = q.where(pk, '<=', batch.hi)
   if (spec.lockRead === true) q = q.forUpdate()
   let pending = exactKeys(key, (await q.execute()) as StoredRow[])
-  const counts: BatchCounts = { rows: pending.length, rewritten: 0, conflicts: 0, deleted: 0, failed: 0 }
+  const counts: BatchCounts = {
+    rows: pending.length,
+    rewritten: 0,
+    conflicts: 0,
+    deleted: 0,
+    failed: 0,
+    shredded: 0,
+  }
   for (let round = 0; pending.length > 0; round++) {
     const writes: CasWrite[] = []
+    const unloaded = new Set<string>()
     for (const row of pending) {
       const plan = spec.plan(row, keys)
-      if (plan.kind === 'reload' && !reloaded) throw new NeedsKeys()
+      if (plan.kind === 'keys') unloaded.add(plan.tenant)
+      else if (plan.kind === 'shredded') counts.shredded++
+      else if (plan.kind === 'reload' && !reloaded) throw new NeedsKeys()
       if (plan.kind === 'failed' || plan.kind === 'reload') {
         counts.failed++
         if (run.failedKeys.length < FAILED_KEYS_MAX) run.failedKeys.push(row[pk])
@@ -144,6 +186,7 @@ async function runBatch(
         writes.push({ key: row[pk], set: plan.set, match: plan.match })
       }
     }
+    if (unloaded.size > 0) throw new NeedsKeys(undefined, [...unloaded])
     if (writes.length === 0) break
     let written: boolean[]
     try {

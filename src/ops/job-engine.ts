@@ -48,6 +48,11 @@ export interface JobResult {
   readonly deleted: number
   /** Rows this process could not read (a ciphertext that does not decrypt, a value that is not ciphertext). */
   readonly failed: number
+  /**
+   * Rows of shredded tenants this process read (per-tenant keys): unreadable by design, left as
+   * they are, never counted in `failed`.
+   */
+  readonly shredded: number
   /** Primary keys of the rows this process could not read (first 100). */
   readonly failedKeys: readonly unknown[]
   /**
@@ -98,8 +103,12 @@ export async function runJob(
   await jobs.ensureSchema()
   const since = new Date()
   // Keys first: a provider that is down stops the job before anything is planned.
-  destroyKeySet(await pausing(table, () => loadKeySet(ctx, table)))
-  const targets = await activeTargets(ctx, table)
+  destroyKeySet(
+    await pausing(table, () =>
+      spec.loadKeys === undefined ? loadKeySet(ctx, table) : spec.loadKeys([], false),
+    ),
+  )
+  const targets = await (spec.targets === undefined ? activeTargets(ctx, table) : spec.targets())
   const progress = (phase: string, done: number, total: number | undefined) =>
     report(options, { op: spec.op, table: table.physical, phase, done, total, unit: 'batches' })
   progress('planning', 0, undefined)
@@ -114,6 +123,7 @@ export async function runJob(
         .limit(1)
         .offset(batchSize - 1)
       if (lo !== null) q = q.where(pk, '>', lo)
+      if (spec.where !== undefined) q = q.where(spec.where.column, '=', spec.where.value)
       const row = exactKeys(key, (await q.execute()) as StoredRow[])[0]
       if (row === undefined) {
         bounds.push({ lo, hi: null })
@@ -133,7 +143,7 @@ export async function runJob(
   }
   const total = (await jobs.list(spec.subject)).find((j) => j.id === id)?.totalBatches
   let done = (total ?? 0) - (await jobs.remaining(id))
-  const totals: BatchCounts = { rows: 0, rewritten: 0, conflicts: 0, deleted: 0, failed: 0 }
+  const totals: BatchCounts = { rows: 0, rewritten: 0, conflicts: 0, deleted: 0, failed: 0, shredded: 0 }
   const failedKeys: unknown[] = []
   let batches = 0
   const started = performance.now()

@@ -61,6 +61,8 @@ export interface BatchCounts {
   conflicts: number
   deleted: number
   failed: number
+  /** Rows of shredded tenants (per-tenant keys): unreadable by design; this run's count, not stored. */
+  shredded: number
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: the job tables are named at run time.

@@ -2,13 +2,20 @@ import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
 import { type JobSpec, pausing } from './job-batch.js'
 import { type JobOptions, type JobResult, runJob } from './job-engine.js'
-import { checkRow, loadKeySet, storedColumns, unreadable } from './row-check.js'
+import { checkRow, type KeySet, type StoredRow, storedColumns, unreadable } from './row-check.js'
 import { scanTable } from './scan.js'
+import { scanKeys, TenantKeySets } from './tenant-key-sets.js'
 
 /** Options of `reencrypt`. */
 export interface ReencryptOptions extends JobOptions {
   /** Count the rows that would be rewritten; write nothing, start no job. @default false */
   readonly dryRun?: boolean
+  /**
+   * A table with per-tenant keys (`keyScope`): only this tenant's rows (`kfe reencrypt --tenant`),
+   * in a job of its own. @default every row, each onto its own tenant's active versions, in one
+   * pass over the table (`--all-tenants`)
+   */
+  readonly tenant?: string | number | bigint
 }
 
 /** What a dry run of `reencrypt` found. */
@@ -19,6 +26,8 @@ export interface ReencryptDryRun {
   /** Rows holding a ciphertext or a blind index not of the active version. */
   readonly wouldRewrite: number
   readonly failed: number
+  /** Rows of shredded tenants (per-tenant keys): unreadable by design, never rewritten. */
+  readonly shredded: number
 }
 
 /**
@@ -26,8 +35,16 @@ export interface ReencryptDryRun {
  * decrypts with the old key, encrypts with the active one, recomputes the blind indexes. A resumable
  * job (see {@link JobOptions}): run it again after a stop, a crash or a provider outage, from this
  * or another machine, and it resumes; run it on several machines at once and they share the batches.
+ *
+ * A table with per-tenant keys: each row moves onto its own tenant's active versions, under the
+ * keys of the tenant it holds as read (one pass over the table however many tenants; each
+ * tenant's keys unwrapped at most once per cache TTL); with `tenant`, only that tenant's rows (a
+ * job of its own, `reencrypt:<table>#<column>=<tenant>`; an index on the tenant column keeps it
+ * from reading the other tenants' rows). Rows of shredded tenants are counted in `shredded` and
+ * left as they are.
  * @throws OperationError `JOB_PAUSED` when the key provider fails (resumable)
- * @throws KeyError `KEY_NOT_FOUND` when the table has no active key
+ * @throws KeyError `KEY_NOT_FOUND` when the table (or the tenant) has no active key
+ * @throws KeyError `KEY_DESTROYED` when the tenant named was shredded
  */
 export async function reencrypt(
   ctx: OpsContext,
@@ -35,20 +52,41 @@ export async function reencrypt(
   options: ReencryptOptions = {},
 ): Promise<JobResult | ReencryptDryRun> {
   const table = ctx.table(tableName)
-  if (options.dryRun !== true) return runJob(ctx, table, reencryptSpec(table, ctx.primaryKey(table)), options)
-  const keys = await pausing(table, () => loadKeySet(ctx, table))
+  if (options.dryRun !== true) {
+    if (table.keyScope === undefined && options.tenant === undefined)
+      return runJob(ctx, table, reencryptSpec(table, ctx.primaryKey(table)), options)
+    const tenants = new TenantKeySets(ctx, table, options.tenant)
+    try {
+      return await runJob(ctx, table, reencryptSpec(table, ctx.primaryKey(table), tenants), options)
+    } finally {
+      tenants.destroy()
+    }
+  }
+  const opened = await pausing(table, () => scanKeys(ctx, table, options.tenant))
   let wouldRewrite = 0
   let failed = 0
-  const scan = await scanTable(ctx, table, keys, { signal: options.signal }, ({ check }) => {
-    if (unreadable(check)) failed++
-    else if (
-      [...check.dataVersions.values()].some((v) => v !== keys.activeData) ||
-      [...check.indexVersions.values()].some((v) => v !== keys.activeIndex) ||
-      check.slotsPending
+  let shredded = 0
+  try {
+    const scan = await scanTable(
+      ctx,
+      table,
+      opened.keys,
+      { signal: options.signal, tenants: opened.tenants },
+      ({ check, shredded: gone, keys }) => {
+        if (gone) shredded++
+        else if (keys === undefined || unreadable(check)) failed++
+        else if (
+          [...check.dataVersions.values()].some((v) => v !== keys.activeData) ||
+          [...check.indexVersions.values()].some((v) => v !== keys.activeIndex) ||
+          check.slotsPending
+        )
+          wouldRewrite++
+      },
     )
-      wouldRewrite++
-  })
-  return { table: table.physical, dryRun: true, rows: scan.rows, wouldRewrite, failed }
+    return { table: table.physical, dryRun: true, rows: scan.rows, wouldRewrite, failed, shredded }
+  } finally {
+    opened.close()
+  }
 }
 
 /**
@@ -56,7 +94,9 @@ export async function reencrypt(
  * indexes), checked, and given the writes that move it onto the active versions, written only if
  * every ciphertext rewritten (or whose indexes are) is still the one read, and the row context
  * they are bound to too (the application may have moved the row to another context, rewriting its
- * ciphertexts).
+ * ciphertexts). With per-tenant keys the tenant column is a context column: a row moved to another
+ * tenant after it was read is not written (its write is skipped, it is read again and handled
+ * under its new tenant's keys).
  * @example
  * ```ts
  * // per batch (PostgreSQL): update "users" as t set "email" = v.s0, "email_bidx" = v.s1
@@ -64,21 +104,44 @@ export async function reencrypt(
  * //   where t."id" = v.k and t."email" is not distinct from v.m0 returning v.ord
  * ```
  */
-function reencryptSpec(table: TableInfo, pk: string): JobSpec {
+function reencryptSpec(table: TableInfo, pk: string, tenants?: TenantKeySets): JobSpec {
   return {
     kind: 'reencrypt',
-    subject: table.logical,
+    subject: tenants?.subject ?? table.logical,
     op: 'reencrypt',
     columns: (key) => storedColumns(table, key),
+    ...(tenants === undefined
+      ? {}
+      : {
+          where: tenants.where,
+          loadKeys: (names: readonly string[], fresh: boolean) => tenants.view(names, fresh),
+          targets: () => tenants.targets(),
+        }),
     plan(row, keys) {
-      const check = checkRow(table, keys, row, true)
-      if (check.failures.some((f) => f.endsWith(': KEY_NOT_FOUND'))) return { kind: 'reload' }
-      if (unreadable(check)) return { kind: 'failed' }
-      if (Object.keys(check.updates).length === 0) return { kind: 'skip' }
-      const match: Record<string, unknown> = {}
-      for (const c of table.context) if (c !== pk) match[c] = row[c] ?? null
-      for (const c of check.expect) match[c] = row[c] ?? null
-      return { kind: 'write', set: check.updates, match }
+      const picked = keys.tenants?.of(row) ?? { kind: 'keys', keys }
+      switch (picked.kind) {
+        case 'keys':
+          return planRow(table, pk, picked.keys, row)
+        case 'unloaded':
+          return { kind: 'keys', tenant: picked.tenant }
+        case 'shredded':
+          return { kind: 'shredded' }
+        case 'missing':
+          return { kind: 'failed' }
+        case 'other':
+          return { kind: 'skip' }
+      }
     },
   }
+}
+
+function planRow(table: TableInfo, pk: string, keys: KeySet, row: StoredRow): ReturnType<JobSpec['plan']> {
+  const check = checkRow(table, keys, row, true)
+  if (check.failures.some((f) => f.endsWith(': KEY_NOT_FOUND'))) return { kind: 'reload' }
+  if (unreadable(check)) return { kind: 'failed' }
+  if (Object.keys(check.updates).length === 0) return { kind: 'skip' }
+  const match: Record<string, unknown> = {}
+  for (const c of table.context) if (c !== pk) match[c] = row[c] ?? null
+  for (const c of check.expect) match[c] = row[c] ?? null
+  return { kind: 'write', set: check.updates, match }
 }

@@ -1,11 +1,12 @@
 import { KeyError, OperationError } from '../errors.js'
 import type { KeyPurpose } from '../keys/key-provider.js'
+import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
 import { msSinceKeyEvent } from './key-events.js'
 import { type RunOptions, report } from './progress.js'
 import { clearSlot } from './rotation-slots.js'
-import { loadKeySet } from './row-check.js'
 import { scanTable } from './scan.js'
+import { scanKeys } from './tenant-key-sets.js'
 
 /** Options of `retire`. */
 export interface RetireOptions extends RunOptions {
@@ -18,6 +19,11 @@ export interface RetireOptions extends RunOptions {
   readonly force?: boolean
   /** Count the rows and report; change nothing. */
   readonly dryRun?: boolean
+  /**
+   * A table with per-tenant keys (`keyScope`): the tenant whose version is retired (required for
+   * such a table); only its rows are counted.
+   */
+  readonly tenant?: string | number | bigint
 }
 
 /** Outcome of `retire`. */
@@ -50,27 +56,49 @@ export async function retire(
   options: RetireOptions,
 ): Promise<RetireResult> {
   const table = ctx.table(tableName)
+  if (table.keyScope !== undefined && options.tenant === undefined)
+    throw new OperationError(
+      'OPS_INVALID',
+      `${table.physical} has a key per tenant (keyScope ${table.keyScope.column}): name the tenant whose version to retire (--tenant).`,
+      { table: table.logical },
+    )
+  const opened = await scanKeys(ctx, table, options.tenant)
+  try {
+    return await retireCounted(ctx, table, options, opened)
+  } finally {
+    opened.close()
+  }
+}
+
+async function retireCounted(
+  ctx: OpsContext,
+  table: TableInfo,
+  options: RetireOptions,
+  opened: Awaited<ReturnType<typeof scanKeys>>,
+): Promise<RetireResult> {
   const { purpose, version } = options
-  const target = (await ctx.store.list(table.logical, purpose)).find((k) => k.version === version)
+  const keyName = opened.tenants?.subject ?? table.logical
+  const tenantArg = options.tenant === undefined ? '' : ` --tenant ${String(options.tenant)}`
+  const target = (await ctx.store.list(keyName, purpose)).find((k) => k.version === version)
   if (target === undefined)
-    throw new KeyError('KEY_NOT_FOUND', `No ${purpose} version ${version} for ${table.logical}.`, {
+    throw new KeyError('KEY_NOT_FOUND', `No ${purpose} version ${version} for ${keyName}.`, {
       table: table.logical,
     })
   if (target.state === 'active') {
     throw new KeyError(
       'KEY_STATE_INVALID',
-      `${purpose} version ${version} of ${table.logical} is the active one: rotate to a new version first.`,
+      `${purpose} version ${version} of ${keyName} is the active one: rotate to a new version first.`,
       { table: table.logical },
     )
   }
-  const keys = await loadKeySet(ctx, table)
   let rows = 0
   await scanTable(
     ctx,
     table,
-    keys,
+    opened.keys,
     {
       signal: options.signal,
+      tenants: opened.tenants,
       onPage: (n) =>
         report(options, {
           op: 'retire',
@@ -92,10 +120,10 @@ export async function retire(
     },
   )
   let waitMs = 0
-  const active = (await ctx.store.list(table.logical, purpose)).find((k) => k.state === 'active')
+  const active = (await ctx.store.list(keyName, purpose)).find((k) => k.state === 'active')
   // A version that was never active (staged, refused) was never written with: no wait.
   if (target.state !== 'staged' && active !== undefined) {
-    const since = await msSinceKeyEvent(ctx, 'activation', table.logical, purpose, active.version)
+    const since = await msSinceKeyEvent(ctx, 'activation', keyName, purpose, active.version)
     waitMs = Math.max(0, Math.ceil(ctx.metadataTtlMs + ctx.ttlMarginMs - since))
   }
   const result = {
@@ -109,21 +137,21 @@ export async function retire(
   if (rows > 0 && options.force !== true) {
     throw new OperationError(
       'RETIRE_REFUSED',
-      `${rows} rows of ${table.physical} still use ${purpose} version ${version}: run \`kfe reencrypt ${table.physical}\` first, or force it.`,
+      `${rows} rows of ${table.physical} still use ${purpose} version ${version}: run \`kfe reencrypt ${table.physical}${tenantArg}\` first, or force it.`,
       { table: table.logical, rows },
     )
   }
   if (waitMs > 0 && options.force !== true) {
     throw new OperationError(
       'RETIRE_TOO_EARLY',
-      `${purpose} version ${active?.version} of ${table.logical} was activated less than the metadata TTL (${ctx.metadataTtlMs} ms) plus ${ctx.ttlMarginMs} ms ago: an application instance may still write with version ${version}. Retry in ${Math.ceil(waitMs / 1000)} s, or force it.`,
+      `${purpose} version ${active?.version} of ${keyName} was activated less than the metadata TTL (${ctx.metadataTtlMs} ms) plus ${ctx.ttlMarginMs} ms ago: an application instance may still write with version ${version}. Retry in ${Math.ceil(waitMs / 1000)} s, or force it.`,
       { table: table.logical, waitMs },
     )
   }
   if (options.dryRun === true || options.signal?.aborted) return { ...result, retired: false }
-  await ctx.store.setState(table.logical, purpose, version, 'retired')
+  await ctx.store.setState(keyName, purpose, version, 'retired')
   ctx.ring.refresh()
   // An index with a rotation slot: the retired version's column is free for the next version.
-  if (purpose === 'index') await clearSlot(ctx, table, version)
+  if (purpose === 'index' && keyName === table.logical) await clearSlot(ctx, table, version)
   return { ...result, retired: true }
 }

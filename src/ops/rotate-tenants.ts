@@ -1,7 +1,9 @@
 import { OperationError } from '../errors.js'
 import { parseTenantKeyName, SCOPE_SEPARATOR } from '../schema/key-scope.js'
 import type { OpsContext } from './context.js'
-import { report } from './progress.js'
+import type { JobResult } from './job-engine.js'
+import { report, sleep } from './progress.js'
+import { reencrypt } from './reencrypt.js'
 import { type RotateOptions, type RotateResult, rotate } from './rotate.js'
 
 /** Outcome of `rotateTenants`. */
@@ -9,6 +11,12 @@ export interface RotateTenantsResult {
   readonly table: string
   /** One rotation per tenant that has live keys (destroyed tenants are skipped), in key-name order. */
   readonly tenants: readonly (RotateResult & { readonly tenant: string })[]
+  /**
+   * The one re-encryption over the table that moved each row onto its tenant's new version (after
+   * every tenant was activated and the metadata TTL passed); undefined with `reencrypt: false`, or
+   * when interrupted before it.
+   */
+  readonly reencrypt: JobResult | undefined
   /** True when the signal stopped it before every tenant was through: run it again. */
   readonly interrupted: boolean
 }
@@ -19,7 +27,9 @@ export interface RotateTenantsResult {
  * first every tenant's next version is staged, then each is activated (each waits only what is
  * left of the TTL since its own staging). Interrupted, a second call resumes: a tenant whose
  * version is staged is activated, one already rotated gets no further version only if it has a
- * staged one, so run it once per rotation. The tenants' rows are not re-encrypted (see `rotate`).
+ * staged one, so run it once per rotation. Then, unless `reencrypt` is false, the metadata TTL is
+ * waited once more and ONE re-encryption job runs over the table (each row onto its own tenant's
+ * active versions; not one job per tenant, which would read the table once per tenant).
  * @throws OperationError `OPS_INVALID` when the table has no per-tenant keys
  */
 export async function rotateTenants(
@@ -54,7 +64,8 @@ export async function rotateTenants(
   )
   // Pass 1: stage a version for every tenant without a staged one.
   for (const [i, tenant] of tenants.entries()) {
-    if (options.signal?.aborted === true) return { table: table.physical, tenants: [], interrupted: true }
+    if (options.signal?.aborted === true)
+      return { table: table.physical, tenants: [], reencrypt: undefined, interrupted: true }
     if (staged.has(`${prefix}${encodeURIComponent(tenant)}`)) continue
     await rotate(ctx, table.physical, { ...options, tenant, activateLater: true })
     report(options, {
@@ -73,15 +84,30 @@ export async function rotateTenants(
         ...(await rotate(ctx, table.physical, { ...options, tenant, activateLater: true })),
         tenant,
       })
-    return { table: table.physical, tenants: results, interrupted: false }
+    return { table: table.physical, tenants: results, reencrypt: undefined, interrupted: false }
   }
   // Pass 2: activate each; the first waits what is left of the TTL, the others hardly at all.
   const results: (RotateResult & { tenant: string })[] = []
   for (const tenant of tenants) {
-    const result = await rotate(ctx, table.physical, { ...options, tenant })
+    const result = await rotate(ctx, table.physical, { ...options, tenant, reencrypt: false })
     results.push({ ...result, tenant })
     if (result.interrupted && result.state === 'staged')
-      return { table: table.physical, tenants: results, interrupted: true }
+      return { table: table.physical, tenants: results, reencrypt: undefined, interrupted: true }
   }
-  return { table: table.physical, tenants: results, interrupted: false }
+  if (options.reencrypt === false || results.length === 0)
+    return { table: table.physical, tenants: results, reencrypt: undefined, interrupted: false }
+  // Processes keep writing with the former versions until they reload metadata.
+  const wait = ctx.metadataTtlMs + ctx.ttlMarginMs
+  report(options, {
+    op: 'rotate',
+    table: table.physical,
+    phase: 'waiting for metadata TTL',
+    done: 0,
+    total: wait,
+    unit: 'ms',
+  })
+  if (await sleep(wait, options.signal))
+    return { table: table.physical, tenants: results, reencrypt: undefined, interrupted: true }
+  const job = (await reencrypt(ctx, table.physical, { ...options, dryRun: false })) as JobResult
+  return { table: table.physical, tenants: results, reencrypt: job, interrupted: job.remainingBatches > 0 }
 }

@@ -24,8 +24,8 @@ export interface RotateOptions extends JobOptions {
   readonly dryRun?: boolean
   /**
    * A table with per-tenant keys (`keyScope`): the tenant whose key is rotated (`kfe rotate
-   * --tenant`). Required for such a table (or `rotateTenants` for all). The tenant's rows are not
-   * re-encrypted (not built yet): its former version stays `decrypt-only`, read and searched.
+   * --tenant`). Required for such a table (or `rotateTenants` for all). Its rows are then
+   * re-encrypted (only its rows: `reencrypt` with this tenant), unless `reencrypt` is false.
    */
   readonly tenant?: string | number | bigint
 }
@@ -198,11 +198,15 @@ export async function rotate(
     total: 1,
     unit: 'keys',
   })
-  if (options.reencrypt === false || tenantOnly) {
-    const left = tenantOnly
-      ? `the tenant's rows keep their former ${purpose} version (decrypt-only, still read and searched): per-tenant re-encryption is not built yet`
-      : undefined
-    return { ...base, version: staged.version, state: 'active', activateAfter, reencrypt: undefined, left }
+  if (options.reencrypt === false) {
+    return {
+      ...base,
+      version: staged.version,
+      state: 'active',
+      activateAfter,
+      reencrypt: undefined,
+      left: undefined,
+    }
   }
   // Processes keep writing with the former version until they reload metadata.
   report(options, {
@@ -217,17 +221,20 @@ export async function rotate(
     return stopped(
       staged.version,
       'active',
-      `version ${staged.version} is active; no row was re-encrypted yet: run \`kfe reencrypt ${table.physical}\` (another \`kfe rotate\` would stage a further version)`,
+      `version ${staged.version} is active; no row was re-encrypted yet: run \`kfe reencrypt ${table.physical}${tenantArg}\` (another \`kfe rotate\` would stage a further version)`,
       activateAfter,
     )
   }
-  const job = (await reencrypt(ctx, table.physical, options)) as JobResult
+  const job = (await reencrypt(ctx, table.physical, {
+    ...options,
+    ...(tenantOnly ? { tenant: options.tenant } : {}),
+  })) as JobResult
   const result = { ...base, version: staged.version, state: 'active' as const, activateAfter, reencrypt: job }
   if (job.remainingBatches === 0) return result
   return {
     ...result,
     interrupted: true,
-    left: `version ${staged.version} is active; ${job.remainingBatches} re-encryption batches are left: run \`kfe reencrypt ${table.physical}\` to finish`,
+    left: `version ${staged.version} is active; ${job.remainingBatches} re-encryption batches are left: run \`kfe reencrypt ${table.physical}${tenantArg}\` to finish`,
   }
 }
 

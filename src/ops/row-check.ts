@@ -5,6 +5,7 @@ import { headerKeyVersion, looksLikeCiphertext } from '../fields/format.js'
 import { KeyMaterial } from '../keys/key-material.js'
 import { SEARCHABLE } from '../keys/key-metadata.js'
 import type { KeyPurpose } from '../keys/key-provider.js'
+import type { StoredKey } from '../keys/stored-key.js'
 import { encryptColumn, indexValue } from '../plugin/resolve-values.js'
 import { readContext, rowAad } from '../schema/row-context.js'
 import { type IndexInfo, indexColumnNames, type TableInfo } from '../schema/schema.js'
@@ -22,6 +23,12 @@ export interface KeySet {
   readonly retiredIndex: ReadonlySet<number>
   /** Live index versions (staged, active, decrypt-only): the ones an index's rotation slots hold. */
   readonly liveIndex: readonly number[]
+  /**
+   * A table with per-tenant keys: picks each row's own set by its tenant (tenant-key-sets.ts). The
+   * maps above are then empty and the active versions are the job's targets (a tenant's, or 0 for
+   * a job over every tenant).
+   */
+  readonly tenants?: RowKeySets
 }
 
 /** A stored row as a job reads it: primary key, ciphertexts and blind indexes by physical column. */
@@ -59,42 +66,72 @@ export interface RowCheck {
  * Unwraps every version of the table's data and index keys (through the ring's cache: one provider
  * call per version per cache TTL) and returns copies the caller owns: wipe them with
  * {@link destroyKeySet} when done. Done before a batch's transaction opens, so an unavailable key
- * provider stops the job before it touches a row.
+ * provider stops the job before it touches a row. A table with per-tenant keys has no key set of
+ * its own: its jobs pick each row's tenant's set (tenant-key-sets.ts).
  * @throws KeyError `KEY_NOT_FOUND` when the table has no active key (run `kfe init`).
  * @throws KeyProviderError when a version cannot be unwrapped.
+ * @throws OperationError `OPS_INVALID` for a table with per-tenant keys.
  */
 export async function loadKeySet(ctx: OpsContext, table: TableInfo): Promise<KeySet> {
   if (table.keyScope !== undefined) {
-    // One key set per tenant: the jobs read a table under one key set, so they do not run here yet.
     throw new OperationError(
       'OPS_INVALID',
-      `${table.physical} has a key per tenant (keyScope ${table.keyScope.column}): re-encryption, verify and status over its rows are not built yet.`,
+      `${table.physical} has a key per tenant (keyScope ${table.keyScope.column}): this operation does not run over per-tenant keys.`,
       { table: table.logical },
     )
   }
+  const versions = [
+    ...(await ctx.ring.versions(table.logical, 'data')),
+    ...(await ctx.ring.versions(table.logical, 'index')),
+  ]
+  return buildKeySet(ctx, table.logical, versions)
+}
+
+/**
+ * The key set of one key name (a table's, or a tenant's) from its stored versions: each version
+ * unwrapped through the ring's cache and copied, or taken from `reuse` (a set this caller holds,
+ * whose copies of the same versions it hands over instead of unwrapping them again). Destroyed
+ * versions are skipped; a retired one that does not unwrap too.
+ * @throws KeyError `KEY_NOT_FOUND` when a purpose has no active version.
+ * @throws KeyProviderError when a live version cannot be unwrapped.
+ * @internal
+ */
+export async function buildKeySet(
+  ctx: OpsContext,
+  name: string,
+  versions: readonly StoredKey[],
+  reuse?: KeySet,
+): Promise<KeySet> {
   // Every copy made is wiped here unless the whole set is handed to the caller: a provider that
   // fails on the third version, or a table without an active index key, must not leave the copies
   // of the versions already unwrapped in memory.
   const copies: KeyMaterial[] = []
   let handedOver = false
   const load = async (purpose: KeyPurpose) => {
-    const versions = await ctx.ring.versions(table.logical, purpose)
+    const own = versions.filter((v) => v.purpose === purpose && v.state !== 'destroyed')
     const keys = new Map<number, KeyMaterial>()
-    for (const v of versions) {
-      const ref = { logicalTable: table.logical, purpose, version: v.version }
+    for (const v of own) {
+      const held = (purpose === 'data' ? reuse?.data : reuse?.index)?.get(v.version)
+      if (held !== undefined && !held.destroyed) {
+        keys.set(v.version, held)
+        continue
+      }
+      const ref = { logicalTable: name, purpose, version: v.version }
       // A retired version is expected unused (and may be one `rotate` refused, which never
       // unwraps): rows still on it are reported as failing with KEY_NOT_FOUND instead.
       const cached =
-        v.state === 'retired' ? await ctx.ring.key(ref).catch(() => undefined) : await ctx.ring.key(ref)
+        v.state === 'retired'
+          ? await ctx.ring.storedKey(v).catch(() => undefined)
+          : await ctx.ring.storedKey(v)
       if (cached === undefined) continue
       // Our own copy: the cache may expire and wipe its instance while a batch or a scan uses it.
       const copy = new KeyMaterial(ref, Buffer.from(cached.bytes))
       copies.push(copy)
       keys.set(v.version, copy)
     }
-    const active = versions.find((v) => v.state === 'active')
-    const retired = new Set(versions.filter((v) => v.state === 'retired').map((v) => v.version))
-    const live = versions.filter((v) => SEARCHABLE.has(v.state)).map((v) => v.version)
+    const active = own.find((v) => v.state === 'active')
+    const retired = new Set(own.filter((v) => v.state === 'retired').map((v) => v.version))
+    const live = own.filter((v) => SEARCHABLE.has(v.state)).map((v) => v.version)
     return { keys, active: active?.version ?? 0, retired, live }
   }
   try {
@@ -103,8 +140,8 @@ export async function loadKeySet(ctx: OpsContext, table: TableInfo): Promise<Key
     if (data.active === 0 || index.active === 0) {
       throw new KeyError(
         'KEY_NOT_FOUND',
-        `${table.logical} has no active ${data.active === 0 ? 'data' : 'index'} key.`,
-        { table: table.logical },
+        `${name} has no active ${data.active === 0 ? 'data' : 'index'} key.`,
+        { table: name },
       )
     }
     handedOver = true
@@ -119,6 +156,44 @@ export async function loadKeySet(ctx: OpsContext, table: TableInfo): Promise<Key
   } finally {
     if (!handedOver) for (const copy of copies) copy.destroy()
   }
+}
+
+/**
+ * A row's own key set on a table with per-tenant keys, as {@link KeySet.tenants} picks it by the
+ * tenant the row holds as read. @internal
+ */
+export type RowKeys =
+  | { readonly kind: 'keys'; readonly keys: KeySet }
+  /** The tenant was shredded: the row is unreadable by design (counted apart, never a failure). */
+  | { readonly kind: 'shredded' }
+  /** The tenant has no usable keys, or the row no usable tenant value: the row fails. */
+  | { readonly kind: 'missing' }
+  /** Another tenant's row, in a job or scan of one tenant (moved there after it was read). */
+  | { readonly kind: 'other' }
+  /** The tenant's keys are not loaded yet: load them (outside any transaction), then ask again. */
+  | { readonly kind: 'unloaded'; readonly tenant: string }
+
+/** Picks each row's key set on a table with per-tenant keys. @internal */
+export interface RowKeySets {
+  of(row: StoredRow): RowKeys
+}
+
+/**
+ * What {@link checkRow} says of a row whose tenant's keys are unusable: every ciphertext fails
+ * with `code` (`KEY_DESTROYED` for a shredded tenant).
+ */
+export function checkWithoutKeys(table: TableInfo, row: StoredRow, code: string): RowCheck {
+  const check = checkRow(table, NO_KEYS, row, false)
+  return { ...check, failures: check.failures.map((f) => f.replace(/: KEY_NOT_FOUND$/, `: ${code}`)) }
+}
+
+const NO_KEYS: KeySet = {
+  data: new Map(),
+  index: new Map(),
+  activeData: 0,
+  activeIndex: 0,
+  retiredIndex: new Set(),
+  liveIndex: [],
 }
 
 /**

@@ -3,12 +3,14 @@ import type { OpsContext } from './context.js'
 import { exactInteger, exactKeys, type KeyColumn, keyColumn } from './primary-key.js'
 import {
   checkRow,
+  checkWithoutKeys,
   destroyKeySet,
   type KeySet,
   type RowCheck,
   type StoredRow,
   storedColumns,
 } from './row-check.js'
+import type { TenantKeySets } from './tenant-key-sets.js'
 
 /** Options of {@link scanTable}. @internal */
 export interface ScanOptions {
@@ -19,12 +21,22 @@ export interface ScanOptions {
   readonly sample?: number | undefined
   /** Called after each page with the rows read so far. */
   readonly onPage?: (rows: number) => void
+  /**
+   * A table with per-tenant keys: each row is checked under its own tenant's keys, loaded as pages
+   * name them (`keys` is then the set's view, see tenant-key-sets.ts); only one tenant's rows when
+   * the set covers one.
+   */
+  readonly tenants?: TenantKeySets | undefined
 }
 
 /** One row as a scan reports it. @internal */
 export interface ScannedRow {
   readonly key: unknown
   readonly check: RowCheck
+  /** The row's tenant was shredded (per-tenant keys): its ciphertexts fail with `KEY_DESTROYED` by design. */
+  readonly shredded: boolean
+  /** The key set the row was checked under (its tenant's, per-tenant keys); undefined when it had none. */
+  readonly keys: KeySet | undefined
 }
 
 /**
@@ -58,19 +70,22 @@ async function scanWith(
   const pk = key.name
   const pageSize = options.pageSize ?? 1000
   const columns = storedColumns(table, key)
-  const counted = await ctx.db
-    .selectFrom(table.physical)
-    .select((eb) => eb.fn.countAll().as('n'))
-    .executeTakeFirst()
+  const tenants = options.tenants
+  const where = tenants?.where
+  let countQuery = ctx.db.selectFrom(table.physical).select((eb) => eb.fn.countAll().as('n'))
+  if (where !== undefined) countQuery = countQuery.where(where.column, '=', where.value)
+  const counted = await countQuery.executeTakeFirst()
   const total = Number(counted?.n ?? 0)
   let rows = 0
   const page = async (after: unknown, limit: number): Promise<StoredRow[]> => {
     let q = ctx.db.selectFrom(table.physical).select(columns).orderBy(pk).limit(limit)
     if (after !== null) q = q.where(pk, '>', after)
+    if (where !== undefined) q = q.where(where.column, '=', where.value)
     return exactKeys(key, (await q.execute()) as StoredRow[])
   }
-  const consume = (batch: StoredRow[]) => {
-    for (const row of batch) onRow({ key: row[pk], check: checkRow(table, keys, row, false) })
+  const consume = async (batch: StoredRow[]) => {
+    if (tenants !== undefined) await tenants.loadRows(batch)
+    for (const row of batch) onRow(scanRow(table, keys, row, row[pk]))
     rows += batch.length
     options.onPage?.(rows)
   }
@@ -90,7 +105,7 @@ async function scanWith(
       .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
       .map((b) => exactInteger(`${b}`))) {
       if (options.signal?.aborted) return { rows, sampled: true, stopped: true, total }
-      consume(await page(start, per))
+      await consume(await page(start, per))
     }
     return { rows, sampled: true, stopped: false, total }
   }
@@ -99,8 +114,25 @@ async function scanWith(
     if (options.signal?.aborted) return { rows, sampled: false, stopped: true, total }
     const batch = await page(after, pageSize)
     if (batch.length === 0) return { rows, sampled: false, stopped: false, total }
-    consume(batch)
+    await consume(batch)
     after = batch.at(-1)?.[pk] ?? null
+  }
+}
+
+/** One row checked under its key set, or its tenant's (per-tenant keys). */
+function scanRow(table: TableInfo, keys: KeySet, row: StoredRow, key: unknown): ScannedRow {
+  const picked = keys.tenants?.of(row)
+  if (picked === undefined) return { key, check: checkRow(table, keys, row, false), shredded: false, keys }
+  switch (picked.kind) {
+    case 'keys':
+      return { key, check: checkRow(table, picked.keys, row, false), shredded: false, keys: picked.keys }
+    case 'shredded':
+      return { key, check: checkWithoutKeys(table, row, 'KEY_DESTROYED'), shredded: true, keys: undefined }
+    // Loaded before the page is checked: a tenant still unloaded has no keys to load.
+    case 'missing':
+    case 'unloaded':
+    case 'other':
+      return { key, check: checkWithoutKeys(table, row, 'KEY_NOT_FOUND'), shredded: false, keys: undefined }
   }
 }
 

@@ -1,15 +1,15 @@
 import { SEARCHABLE } from '../keys/key-metadata.js'
 import type { KeyPurpose } from '../keys/key-provider.js'
 import type { KeyState } from '../keys/key-store.js'
-import { type KeyScope, SCOPE_SEPARATOR } from '../schema/key-scope.js'
-import type { TableInfo } from '../schema/schema.js'
+import { parseTenantKeyName, SCOPE_SEPARATOR } from '../schema/key-scope.js'
 import type { OpsContext } from './context.js'
 import { type JobRecord, JobStore } from './job-store.js'
 import { type ColumnMigrationStatus, migrationStatus } from './migration-status.js'
-import { type RunOptions, report } from './progress.js'
+import type { RunOptions } from './progress.js'
 import { loadKeySet } from './row-check.js'
-import { scanTable } from './scan.js'
+import { countRows, unscanned, versionAttention } from './row-counts.js'
 import { type IndexSlotStatus, SlotTally } from './slot-status.js'
+import { tenantTableStatus } from './tenant-status.js'
 
 /** Options of `status`. */
 export interface StatusOptions extends RunOptions {
@@ -25,6 +25,11 @@ export interface StatusOptions extends RunOptions {
    * at once). @default 60_000
    */
   readonly staleJobMs?: number
+  /**
+   * With `table`, a table with per-tenant keys: this tenant's key versions and its rows per
+   * version. @default every tenant's rows, counted per version of each row's own tenant
+   */
+  readonly tenant?: string | number | bigint
 }
 
 /** One key version, as `status` reports it. */
@@ -67,10 +72,18 @@ export interface TableStatus {
   readonly migrations: readonly ColumnMigrationStatus[]
   /**
    * A table with per-tenant keys (`keyScope`): how many tenants have live keys, how many were
-   * shredded, how many have a staged version. Its rows are not counted per version (the jobs do
-   * not run on such tables yet), so the row counts above are 0.
+   * shredded, how many have a staged version; rows of shredded tenants (unreadable by design, not
+   * in `failedRows`); rows not on their own tenant's active versions. The row counts above are
+   * per version of each row's own tenant (`keys` lists the versions of the tenant named by the
+   * `tenant` option, else none).
    */
-  readonly tenants?: { readonly live: number; readonly destroyed: number; readonly staged: number }
+  readonly tenants?: {
+    readonly live: number
+    readonly destroyed: number
+    readonly staged: number
+    readonly shreddedRows: number
+    readonly rowsNotOnActive: number
+  }
   /** What needs doing, one line each; empty when nothing does. */
   readonly attention: readonly string[]
   readonly verdict: string
@@ -117,12 +130,16 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
     const migrations = await migrationStatus(ctx, table, jobs)
     const attention: string[] = [...migrations.attention]
     const tableJobs: Array<JobRecord & { interrupted: boolean }> = []
-    for (const j of jobs.filter((j) => j.table === table.logical))
-      tableJobs.push({ ...j, interrupted: await interrupted(j) })
+    // With per-tenant keys, a tenant's own jobs are recorded under its key name.
+    const tenantPrefix = `${table.logical}${SCOPE_SEPARATOR}`
+    const ofTable = (j: JobRecord) =>
+      j.table === table.logical || (table.keyScope !== undefined && j.table.startsWith(tenantPrefix))
+    for (const j of jobs.filter(ofTable)) tableJobs.push({ ...j, interrupted: await interrupted(j) })
     for (const j of tableJobs) {
+      const tenant = parseTenantKeyName(j.table)?.tenant
       if (j.interrupted)
         attention.push(
-          `job ${j.id} was interrupted at ${j.doneBatches}/${j.totalBatches} batches: run \`kfe reencrypt ${table.physical}\` to resume`,
+          `job ${j.id} was interrupted at ${j.doneBatches}/${j.totalBatches} batches: run \`kfe reencrypt ${table.physical}${tenant === undefined ? '' : ` --tenant ${tenant}`}\` to resume`,
         )
       if (j.failed > 0)
         attention.push(
@@ -130,7 +147,7 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
         )
     }
     if (table.keyScope !== undefined) {
-      out.push(await tenantTableStatus(ctx, table, tableJobs, migrations.columns, attention))
+      out.push(await tenantTableStatus(ctx, table, tableJobs, migrations.columns, attention, options))
       continue
     }
     const active = (p: KeyPurpose) => keys.find((k) => k.purpose === p && k.state === 'active')?.version
@@ -152,146 +169,35 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
           `${k.purpose} version ${k.version} is staged: run \`kfe rotate ${table.physical} --${k.purpose}\` to activate it`,
         )
     }
-    const keySet = await loadKeySet(ctx, table)
     const live = keys.filter((k) => k.purpose === 'index' && SEARCHABLE.has(k.state))
     const slotTally = new SlotTally(table, live, active('index'))
-    const byData: Record<string, number> = {}
-    const byIndex: Record<string, number> = {}
-    let plaintextRows = 0
-    let failedRows = 0
-    const scan = await scanTable(
-      ctx,
-      table,
-      keySet,
-      {
-        signal: options.signal,
-        sample: options.exact === true ? undefined : (options.sampleSize ?? 2000),
-        onPage: (rows) =>
-          report(options, {
-            op: 'status',
-            table: table.physical,
-            phase: 'rows',
-            done: rows,
-            total: undefined,
-            unit: 'rows',
-          }),
-      },
-      ({ check }) => {
-        for (const v of new Set(check.dataVersions.values())) byData[v] = (byData[v] ?? 0) + 1
-        for (const v of new Set(check.indexVersions.values()))
-          if (v !== null) byIndex[v] = (byIndex[v] ?? 0) + 1
-        slotTally.add(check)
-        if (check.plaintext.length > 0) plaintextRows++
-        if (check.failures.length > 0) failedRows++
-      },
+    const counts = await countRows(ctx, table, await loadKeySet(ctx, table), undefined, options, (check) =>
+      slotTally.add(check),
     )
-    const scale = scan.sampled && scan.rows > 0 ? scan.total / scan.rows : 1
-    const est = (n: number) => (scale === 1 ? n : Math.round(n * scale))
-    const rowsByDataVersion = Object.fromEntries(Object.entries(byData).map(([v, n]) => [v, est(n)]))
-    const rowsByIndexVersion = Object.fromEntries(Object.entries(byIndex).map(([v, n]) => [v, est(n)]))
-    const approx = scan.sampled ? 'about ' : ''
-    const slots = slotTally.result(est)
+    const approx = counts.estimated ? 'about ' : ''
+    const slots = slotTally.result(counts.est)
     attention.push(...slotTally.attention(slots, approx))
-    for (const purpose of ['data', 'index'] as const) {
-      const counts = purpose === 'data' ? rowsByDataVersion : rowsByIndexVersion
-      for (const [v, n] of Object.entries(counts)) {
-        if (Number(v) !== active(purpose) && n > 0)
-          attention.push(
-            `${approx}${n} rows still on ${purpose} version ${v}: run \`kfe reencrypt ${table.physical}\``,
-          )
-      }
-      for (const k of keys) {
-        if (k.purpose === purpose && k.state === 'decrypt-only' && (counts[k.version] ?? 0) === 0)
-          attention.push(
-            `${purpose} version ${k.version} ${scan.sampled ? 'appears unused (sampled)' : 'is unused'}: \`kfe retire ${table.physical} --${purpose} ${k.version}\``,
-          )
-      }
-    }
-    if (plaintextRows > 0)
-      attention.push(`${approx}${est(plaintextRows)} rows hold plaintext values (migration under way)`)
-    if (failedRows > 0)
-      attention.push(
-        `${approx}${est(failedRows)} rows fail to decrypt or to match their index: run \`kfe verify ${table.physical}\``,
-      )
+    attention.push(...versionAttention(table.physical, '', keys, counts))
     out.push({
       table: table.physical,
       logicalTable: table.logical,
       keys,
-      rows: scan.total,
-      scanned: scan.rows,
-      estimated: scan.sampled,
-      rowsByDataVersion,
-      rowsByIndexVersion,
+      rows: counts.rows,
+      scanned: counts.scanned,
+      estimated: counts.estimated,
+      rowsByDataVersion: counts.byData,
+      rowsByIndexVersion: counts.byIndex,
       slots,
-      plaintextRows: est(plaintextRows),
-      failedRows: est(failedRows),
+      plaintextRows: counts.plaintextRows,
+      failedRows: counts.failedRows,
       jobs: tableJobs,
       migrations: migrations.columns,
       attention,
       verdict:
         attention.length === 0
-          ? `ok: every ${scan.sampled ? 'sampled ' : ''}row on data version ${active('data')} and index version ${active('index')}`
+          ? `ok: every ${counts.estimated ? 'sampled ' : ''}row on data version ${active('data')} and index version ${active('index')}`
           : `needs attention: ${attention.length} item${attention.length === 1 ? '' : 's'}`,
     })
   }
   return { tables: out, needsAttention: out.some((t) => t.attention.length > 0) }
-}
-
-/**
- * The status of a table with per-tenant keys: its tenants' key sets counted from the key table
- * (names `<table>#<column>=<tenant>`); no row scan.
- */
-async function tenantTableStatus(
-  ctx: OpsContext,
-  table: TableInfo,
-  jobs: Array<JobRecord & { interrupted: boolean }>,
-  migrations: readonly ColumnMigrationStatus[],
-  attention: string[],
-): Promise<TableStatus> {
-  const prefix = `${table.logical}${SCOPE_SEPARATOR}${(table.keyScope as KeyScope).column}=`
-  const byTenant = new Map<string, KeyState[]>()
-  for (const k of await ctx.store.listAll().catch(() => [])) {
-    if (!k.logicalTable.startsWith(prefix)) continue
-    const states = byTenant.get(k.logicalTable) ?? []
-    states.push(k.state)
-    byTenant.set(k.logicalTable, states)
-  }
-  let live = 0
-  let destroyed = 0
-  let staged = 0
-  for (const states of byTenant.values()) {
-    if (states.includes('active')) live++
-    else if (states.every((s) => s === 'destroyed')) destroyed++
-    if (states.includes('staged')) staged++
-  }
-  if (staged > 0)
-    attention.push(
-      `${staged} tenant${staged === 1 ? ' has' : 's have'} a staged key version: run \`kfe rotate ${table.physical} --all-tenants --data\` (or \`--index\`) again to activate it`,
-    )
-  const summary = `per-tenant keys: ${live} tenant${live === 1 ? '' : 's'} with live keys, ${destroyed} shredded; rows per key version are not counted for per-tenant tables`
-  return {
-    ...unscanned(table),
-    keys: [],
-    jobs,
-    migrations,
-    tenants: { live, destroyed, staged },
-    attention,
-    verdict: attention.length === 0 ? `ok (${summary})` : `needs attention: ${attention[0]} (${summary})`,
-  }
-}
-
-/** The parts of a table's status that a status without a row scan leaves at zero. */
-function unscanned(table: TableInfo) {
-  return {
-    table: table.physical,
-    logicalTable: table.logical,
-    rows: 0,
-    scanned: 0,
-    estimated: false,
-    rowsByDataVersion: {},
-    rowsByIndexVersion: {},
-    slots: [],
-    plaintextRows: 0,
-    failedRows: 0,
-  } as const
 }

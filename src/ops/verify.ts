@@ -1,7 +1,7 @@
 import type { OpsContext } from './context.js'
 import { type RunOptions, report } from './progress.js'
-import { loadKeySet } from './row-check.js'
 import { scanTable } from './scan.js'
+import { scanKeys } from './tenant-key-sets.js'
 import { type VerifyColumnResult, verifyColumn } from './verify-column.js'
 
 /** Options of `verify`. */
@@ -10,6 +10,11 @@ export interface VerifyOptions extends RunOptions {
   readonly pageSize?: number
   /** Failing rows listed in the result (all are counted). @default 100 */
   readonly maxListed?: number
+  /**
+   * A table with per-tenant keys: only this tenant's rows. @default every row, each under its own
+   * tenant's keys
+   */
+  readonly tenant?: string | number | bigint
 }
 
 /** One row that failed, by primary key; problems are `column: CODE`, never values. */
@@ -25,6 +30,11 @@ export interface VerifyResult {
   /** True when every row decrypts and every blind index equals its recomputation. */
   readonly ok: boolean
   readonly failed: number
+  /**
+   * Rows of shredded tenants (per-tenant keys): unreadable by design (`KEY_DESTROYED`), counted
+   * here, not in `failed`, and not in `ok`.
+   */
+  readonly shredded: number
   readonly failures: readonly VerifyFailure[]
   /** Ciphertexts per data key version (one per encrypted, non-null value). */
   readonly dataVersions: Readonly<Record<string, number>>
@@ -59,20 +69,22 @@ export async function verify(
   options: VerifyOptions = {},
 ): Promise<VerifyResult> {
   const table = ctx.table(tableName)
-  const keys = await loadKeySet(ctx, table)
+  const opened = await scanKeys(ctx, table, options.tenant)
   const dataVersions: Record<string, number> = {}
   const indexVersions: Record<string, number> = {}
   const slotVersions: Record<string, Record<string, number>> = {}
   const failures: VerifyFailure[] = []
   let failed = 0
+  let shredded = 0
   let plaintext = 0
   const maxListed = options.maxListed ?? 100
   const scan = await scanTable(
     ctx,
     table,
-    keys,
+    opened.keys,
     {
       signal: options.signal,
+      tenants: opened.tenants,
       ...(options.pageSize === undefined ? {} : { pageSize: options.pageSize }),
       onPage: (rows) =>
         report(options, {
@@ -84,7 +96,11 @@ export async function verify(
           unit: 'rows',
         }),
     },
-    ({ key, check }) => {
+    ({ key, check, shredded: gone }) => {
+      if (gone) {
+        shredded++
+        return
+      }
       for (const v of check.dataVersions.values()) dataVersions[v] = (dataVersions[v] ?? 0) + 1
       for (const v of check.indexVersions.values()) {
         if (v !== null) indexVersions[v] = (indexVersions[v] ?? 0) + 1
@@ -101,7 +117,7 @@ export async function verify(
         if (failures.length < maxListed) failures.push({ key, problems: check.failures })
       }
     },
-  )
+  ).finally(() => opened.close())
   const migrating: VerifyColumnResult[] = []
   for (const column of table.columns.values()) {
     if (column.migration === undefined || scan.stopped) continue
@@ -112,6 +128,7 @@ export async function verify(
     rows: scan.rows,
     ok: failed === 0 && !scan.stopped && migrating.every((m) => m.ok),
     failed,
+    shredded,
     failures,
     dataVersions,
     indexVersions,

@@ -116,7 +116,7 @@ describe.each(backends())('ops fixes: job engine [$name]', (backend: Backend) =>
               { lo: 10, hi: null },
             ],
           )
-          const counts = { rows: 0, rewritten: 0, conflicts: 0, deleted: 0, failed: 0 }
+          const counts = { rows: 0, rewritten: 0, conflicts: 0, deleted: 0, failed: 0, shredded: 0 }
           // Worker A holds batch 0 (claimed, uncommitted); batch 1 is pending.
           let release!: () => void
           const held = new Promise<void>((r) => {

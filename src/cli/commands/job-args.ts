@@ -21,3 +21,16 @@ export function jobOptions(
     ...(maxRowsPerSecond === undefined ? {} : { maxRowsPerSecond }),
   }
 }
+
+/** `--tenant`, for the commands that work on one tenant of a table with per-tenant keys. */
+export const tenantArg = {
+  tenant: {
+    type: 'string',
+    description: "Tables with per-tenant keys: only this tenant's rows and keys",
+  },
+} as const
+
+/** `{ tenant }` when `--tenant` was given. */
+export function tenantOption(args: Record<string, unknown>): { tenant?: string } {
+  return args.tenant === undefined ? {} : { tenant: String(args.tenant) }
+}

@@ -9,7 +9,7 @@ type JobOutcome = JobResult | ReencryptDryRun | EncryptColumnDryRun
 import { consola } from '../log.js'
 import { EXIT, type Output } from '../output.js'
 import { commonArgs, dryRunArg, runCommand } from '../run-command.js'
-import { jobArgs, jobOptions } from './job-args.js'
+import { jobArgs, jobOptions, tenantArg, tenantOption } from './job-args.js'
 
 /** `kfe reencrypt <table>`: every row onto the active data and index key versions (resumable). */
 export const reencryptCommand = defineCommand({
@@ -21,13 +21,28 @@ export const reencryptCommand = defineCommand({
     ...commonArgs,
     ...dryRunArg,
     ...jobArgs,
+    ...tenantArg,
+    'all-tenants': {
+      type: 'boolean',
+      description:
+        "Tables with per-tenant keys: every tenant's rows, each onto its own tenant's keys, in one pass (the default)",
+      default: false,
+    },
     table: { type: 'positional', required: true, description: 'The table' },
   },
   run: ({ args }) =>
     runCommand(
       args,
-      (ops, run) =>
-        ops.reencrypt(String(args.table), { ...run, ...jobOptions(args), dryRun: args['dry-run'] }),
+      (ops, run) => {
+        if (args['all-tenants'] && args.tenant !== undefined)
+          throw new Error('Give --tenant or --all-tenants, not both.')
+        return ops.reencrypt(String(args.table), {
+          ...run,
+          ...jobOptions(args),
+          ...tenantOption(args),
+          dryRun: args['dry-run'],
+        })
+      },
       (result, out) => printJob(result, out),
     ),
 })
@@ -41,6 +56,10 @@ export function printJob(result: JobOutcome, out: Output): number {
 /** A job's result in words. */
 export function describeJob(result: JobOutcome): void {
   if ('dryRun' in result) {
+    if ('shredded' in result && result.shredded > 0)
+      consola.log(
+        `${result.table}: ${result.shredded} rows of shredded tenants (unreadable by design, left as they are).`,
+      )
     consola.log(
       `${result.table}: ${result.wouldRewrite} of ${result.rows} rows would be ${'column' in result ? `written (${result.column})` : 'rewritten'}; ${result.failed} ${'column' in result ? 'hold a plaintext the codec refuses' : 'fail to decrypt'}.`,
     )
@@ -55,6 +74,10 @@ export function describeJob(result: JobOutcome): void {
   consola.log(
     `${result.table}: ${result.rows} rows read, ${result.rewritten} rewritten, ${result.conflicts} changed by the application meanwhile (re-read), ${result.deleted} deleted meanwhile, ${result.failed} failed.`,
   )
+  if (result.shredded > 0)
+    consola.log(
+      `${result.table}: ${result.shredded} rows of shredded tenants (unreadable by design, left as they are).`,
+    )
   if (result.failed > 0) consola.error(`failing primary keys: ${result.failedKeys.map(String).join(', ')}`)
   if (result.jobFailed > result.failed)
     consola.error(

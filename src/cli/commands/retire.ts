@@ -2,6 +2,7 @@ import { defineCommand } from 'citty'
 import { consola } from '../log.js'
 import { EXIT } from '../output.js'
 import { commonArgs, dryRunArg, intArg, runCommand } from '../run-command.js'
+import { tenantArg, tenantOption } from './job-args.js'
 
 /** `kfe retire <table> --data | --index <version>`: refused while rows use it, unless `--force`. */
 export const retireCommand = defineCommand({
@@ -9,6 +10,7 @@ export const retireCommand = defineCommand({
   args: {
     ...commonArgs,
     ...dryRunArg,
+    ...tenantArg,
     table: { type: 'positional', required: true, description: 'The table' },
     data: { type: 'string', description: 'The data key version to retire' },
     index: { type: 'string', description: 'The index key version to retire' },
@@ -29,6 +31,7 @@ export const retireCommand = defineCommand({
         const version = intArg(args.data ?? args.index, purpose)!
         return ops.retire(String(args.table), {
           ...run,
+          ...tenantOption(args),
           purpose,
           version,
           force: args.force,

@@ -42,6 +42,8 @@ export const rotateCommand = defineCommand({
           if (args.tenant !== undefined) throw new Error('Give --tenant or --all-tenants, not both.')
           return ops.rotateTenants(String(args.table), {
             ...run,
+            ...jobOptions(args),
+            reencrypt: args.reencrypt,
             purpose: args.data ? 'data' : 'index',
             activateLater: args['activate-later'],
             dryRun: args['dry-run'],
@@ -64,9 +66,12 @@ export const rotateCommand = defineCommand({
               consola.log(
                 `${result.table} tenant ${r.tenant} ${r.purpose}: version ${r.version} ${r.state}; previous ${r.previous}.`,
               )
+            if (result.reencrypt !== undefined) describeJob(result.reencrypt)
             if (result.interrupted) consola.warn('interrupted: run the same command again to finish.')
           })
-          return result.interrupted ? EXIT.attention : EXIT.ok
+          const job = result.reencrypt === undefined ? EXIT.ok : jobExit(result.reencrypt)
+          if (job === EXIT.failed) return EXIT.failed
+          return result.interrupted ? EXIT.attention : job
         }
         out.result(result, () => {
           const when =

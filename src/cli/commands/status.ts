@@ -2,6 +2,7 @@ import { defineCommand } from 'citty'
 import { consola } from '../log.js'
 import { EXIT } from '../output.js'
 import { commonArgs, intArg, runCommand } from '../run-command.js'
+import { tenantArg, tenantOption } from './job-args.js'
 
 /** `kfe status [table]`: key versions, rows per version, jobs, and a verdict (exit 2: needs attention). */
 export const statusCommand = defineCommand({
@@ -11,13 +12,17 @@ export const statusCommand = defineCommand({
     table: { type: 'positional', required: false, description: 'Only this table' },
     exact: { type: 'boolean', description: 'Count every row (default: a sample)', default: false },
     sample: { type: 'string', description: 'Rows sampled per table (default 2000)' },
+    ...tenantArg,
   },
   run: ({ args }) =>
     runCommand(
       args,
       (ops, run) => {
         const sampleSize = intArg(args.sample, 'sample')
+        if (args.tenant !== undefined && args.table === undefined)
+          throw new Error('--tenant needs the table: kfe status <table> --tenant X.')
         return ops.status({
+          ...tenantOption(args),
           ...run,
           exact: args.exact,
           ...(args.table === undefined ? {} : { table: String(args.table) }),
@@ -45,6 +50,10 @@ export const statusCommand = defineCommand({
                 )
             }
             if (t.plaintextRows > 0) consola.log(`  rows in plaintext: ${t.plaintextRows}`)
+            if (t.tenants !== undefined)
+              consola.log(
+                `  tenants: ${t.tenants.live} with live keys, ${t.tenants.destroyed} shredded, ${t.tenants.staged} with a staged version; rows not on their tenant's active versions: ${t.tenants.rowsNotOnActive}; rows of shredded tenants: ${t.tenants.shreddedRows}`,
+              )
             for (const j of t.jobs)
               consola.log(
                 `  job ${j.id}: ${j.interrupted ? 'interrupted' : j.state} ${j.doneBatches}/${j.totalBatches} batches, ${j.rewritten} rows rewritten`,

@@ -2,6 +2,7 @@ import { defineCommand } from 'citty'
 import { consola } from '../log.js'
 import { EXIT } from '../output.js'
 import { commonArgs, runCommand } from '../run-command.js'
+import { tenantArg, tenantOption } from './job-args.js'
 
 /** `kfe verify <table>`: every row decrypts, every blind index matches (exit 1 on any failure). */
 export const verifyCommand = defineCommand({
@@ -11,17 +12,22 @@ export const verifyCommand = defineCommand({
   },
   args: {
     ...commonArgs,
+    ...tenantArg,
     table: { type: 'positional', required: true, description: 'The table' },
   },
   run: ({ args }) =>
     runCommand(
       args,
-      (ops, run) => ops.verify(String(args.table), run),
+      (ops, run) => ops.verify(String(args.table), { ...run, ...tenantOption(args) }),
       (result, out) => {
         out.result(result, () => {
           consola.log(
             `${result.table}: ${result.rows} rows; ciphertexts per data version ${JSON.stringify(result.dataVersions)}, indexes per index version ${JSON.stringify(result.indexVersions)}`,
           )
+          if (result.shredded > 0)
+            consola.log(
+              `  ${result.shredded} rows of shredded tenants: unreadable by design (KEY_DESTROYED), not failures`,
+            )
           for (const [column, counts] of Object.entries(result.slotVersions))
             consola.log(`  rotation slot ${column}: rows per index version ${JSON.stringify(counts)}`)
           for (const f of result.failures) consola.error(`  ${String(f.key)}: ${f.problems.join(', ')}`)
