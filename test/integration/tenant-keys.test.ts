@@ -437,7 +437,9 @@ describe.each(backends())('per-tenant keys and crypto-shredding [$name]', (backe
       expect(st?.tenants?.destroyed).toBe(1)
       expect(st?.tenants?.live).toBeGreaterThanOrEqual(1)
       expect(st?.tenants?.shreddedRows).toBeGreaterThanOrEqual(1)
-      expect(st?.verdict).toMatch(/with live keys, 1 shredded; \d+ rows of shredded tenants \(unreadable by design\)/)
+      expect(st?.verdict).toMatch(
+        /with live keys, 1 shredded; \d+ rows of shredded tenants \(unreadable by design\)/,
+      )
       expect(st?.attention.some((a) => a.includes('kfe init'))).toBe(false)
       expect(((await failure(() => ops.shred(orders, { tenant: 'nobody' }))) as KeyError).code).toBe(
         'KEY_NOT_FOUND',

@@ -1,0 +1,130 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { OperationError } from '../../src/index.js'
+import type { JobResult, ReencryptDryRun } from '../../src/ops.js'
+import { type Backend, backends } from '../support/backends.js'
+import { type TenantFixture, tenantFixture } from '../support/tenant-fixture.js'
+import { failure } from './plugin-at-rest.js'
+
+/**
+ * Rotation of per-tenant keys, then the re-encryption of the tenant's rows (one tenant, or every
+ * tenant in one pass), verify, status and retire over them; shredded tenants in a whole-table job.
+ */
+describe.each(backends())('per-tenant rotation and re-encryption [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    let t: TenantFixture
+    beforeAll(async () => {
+      t = await tenantFixture(backend)
+    })
+    afterAll(async () => {
+      await t?.destroy()
+    })
+
+    it("kfe rotate --tenant re-encrypts that tenant's rows onto its new version, and no other tenant's; verify, status and retire see it", async () => {
+      const a = [await t.order('ra', 'a1@x.io'), await t.order('ra', 'a2@x.io')]
+      const b = await t.order('rb', 'b1@x.io')
+      const r = await t.ops.rotate(t.table, { purpose: 'data', tenant: 'ra', batchSize: 1 })
+      expect(r).toMatchObject({ version: 2, state: 'active', interrupted: false })
+      expect(r.reencrypt).toMatchObject({
+        rows: 2,
+        rewritten: 2,
+        failed: 0,
+        shredded: 0,
+        remainingBatches: 0,
+      })
+      expect(r.reencrypt?.targets).toEqual({ data: 2, index: 1 })
+      for (const id of a) expect(await t.dataVersion(id)).toBe(2)
+      expect(await t.dataVersion(b)).toBe(1)
+      // Its own job, under the tenant's key name.
+      expect(r.reencrypt?.jobId).toBe(`reencrypt:${t.keyName('ra')}`)
+      // The application still reads and searches both tenants.
+      const rows = await t.db
+        .selectFrom(t.table)
+        .select(['id', 'email'])
+        .where('tenant_id', '=', 'ra')
+        .execute()
+      expect(rows.map((x) => x.email).sort()).toEqual(['a1@x.io', 'a2@x.io'])
+      expect(
+        await t.db
+          .selectFrom(t.table)
+          .select('id')
+          .where('tenant_id', '=', 'ra')
+          .where('email', '=', 'A2@x.io')
+          .execute(),
+      ).toEqual([{ id: a[1] }])
+      const verified = await t.ops.verify(t.table, { tenant: 'ra' })
+      expect(verified).toMatchObject({ ok: true, rows: 2, failed: 0, shredded: 0, dataVersions: { 2: 4 } })
+      const st = (await t.ops.status({ table: t.table, tenant: 'ra', exact: true })).tables[0]!
+      expect(st.rowsByDataVersion).toEqual({ 2: 2 })
+      expect(st.keys.filter((k) => k.purpose === 'data').map((k) => `v${k.version}/${k.state}`)).toEqual([
+        'v1/decrypt-only',
+        'v2/active',
+      ])
+      expect(st.attention).toEqual([
+        `data version 1 is unused: \`kfe retire ${t.table} --tenant ra --data 1\``,
+      ])
+      // A per-tenant table's version is retired per tenant; the other tenant's v1 stays active.
+      const noTenant = await failure(() => t.ops.retire(t.table, { purpose: 'data', version: 1 }))
+      expect(noTenant).toMatchObject({ code: 'OPS_INVALID' })
+      expect(await t.ops.retire(t.table, { purpose: 'data', version: 1, tenant: 'ra' })).toMatchObject({
+        retired: true,
+        rows: 0,
+      })
+      expect((await t.ops.verify(t.table, { tenant: 'rb' })).dataVersions).toEqual({ 1: 2 })
+    })
+
+    it('retire --tenant is refused while a row of that tenant still uses the version, and allowed once re-encrypted', async () => {
+      const id = await t.order('rc', 'c1@x.io')
+      await t.ops.rotate(t.table, { purpose: 'index', tenant: 'rc', reencrypt: false })
+      await t.settle()
+      const refused = await failure(() =>
+        t.ops.retire(t.table, { purpose: 'index', version: 1, tenant: 'rc' }),
+      )
+      expect(refused).toBeInstanceOf(OperationError)
+      expect(refused).toMatchObject({ code: 'RETIRE_REFUSED', rows: 1 })
+      expect((refused as Error).message).toContain(`kfe reencrypt ${t.table} --tenant rc`)
+      const dry = (await t.ops.reencrypt(t.table, { tenant: 'rc', dryRun: true })) as ReencryptDryRun
+      expect(dry).toMatchObject({ rows: 1, wouldRewrite: 1, failed: 0, shredded: 0 })
+      const job = (await t.ops.reencrypt(t.table, { tenant: 'rc' })) as JobResult
+      expect(job).toMatchObject({ rows: 1, rewritten: 1, failed: 0 })
+      expect((await t.ops.verify(t.table, { tenant: 'rc' })).indexVersions).toEqual({ 2: 2 })
+      expect(await t.ops.retire(t.table, { purpose: 'index', version: 1, tenant: 'rc' })).toMatchObject({
+        retired: true,
+      })
+      expect(
+        await t.db
+          .selectFrom(t.table)
+          .select('id')
+          .where('tenant_id', '=', 'rc')
+          .where('email', '=', 'c1@x.io')
+          .execute(),
+      ).toEqual([{ id }])
+    })
+
+    it("every tenant in one pass: rotateTenants re-encrypts each row onto its own tenant's new version; a shredded tenant's rows are counted apart and fail nothing", async () => {
+      const ids = new Map<string, string>()
+      for (const tenant of ['wa', 'wb', 'wc', 'wd']) ids.set(tenant, await t.order(tenant, `${tenant}@x.io`))
+      await t.ops.shred(t.table, { tenant: 'wd' })
+      const all = await t.ops.rotateTenants(t.table, { purpose: 'data', batchSize: 2, workers: 2 })
+      expect(all.interrupted).toBe(false)
+      expect(all.reencrypt?.jobId).toBe(`reencrypt:${t.table}`)
+      expect(all.reencrypt?.targets).toEqual({ data: 0, index: 0 }) // each row onto its own tenant's
+      expect(all.reencrypt).toMatchObject({ failed: 0, jobFailed: 0, shredded: 1, remainingBatches: 0 })
+      for (const tenant of ['wa', 'wb', 'wc']) {
+        const own = all.tenants.find((x) => x.tenant === tenant)!
+        expect(await t.dataVersion(ids.get(tenant)!)).toBe(own.version)
+      }
+      expect(all.tenants.some((x) => x.tenant === 'wd')).toBe(false)
+      // Verify: every readable row ok; the shredded tenant's rows counted apart, not failures.
+      const v = await t.ops.verify(t.table)
+      expect(v).toMatchObject({ ok: true, failed: 0, shredded: 1 })
+      const st = (await t.ops.status({ table: t.table, exact: true })).tables[0]!
+      expect(st.tenants).toMatchObject({ destroyed: 1, shreddedRows: 1, rowsNotOnActive: 0 })
+      expect(st.failedRows).toBe(0)
+      // A second run finds nothing to do (a job done before it started is planned again).
+      const again = (await t.ops.reencrypt(t.table)) as JobResult
+      expect(again).toMatchObject({ rewritten: 0, failed: 0, shredded: 1, remainingBatches: 0 })
+      const shredded = await failure(() => t.ops.reencrypt(t.table, { tenant: 'wd' }))
+      expect(shredded).toMatchObject({ code: 'KEY_DESTROYED' })
+    })
+  })
+})
