@@ -1,0 +1,125 @@
+import { Kysely } from 'kysely'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { OperationError } from '../../src/index.js'
+import type { JobResult } from '../../src/ops.js'
+import { type Backend, backends } from '../support/backends.js'
+import type { TestDB } from '../support/encrypted-db.js'
+import { hooked } from '../support/hooked-dialect.js'
+import { kmsFixture } from '../support/providers.js'
+import { type TenantFixture, tenantFixture } from '../support/tenant-fixture.js'
+
+/**
+ * The re-encryption job over per-tenant keys: compare-and-set when a row moves to another tenant
+ * under the job, pause and resume on a KMS outage, and provider calls bounded by tenant keys.
+ */
+describe.each(backends())('per-tenant re-encryption jobs [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    let t: TenantFixture
+    let kms: Awaited<ReturnType<typeof kmsFixture>>
+    beforeAll(async () => {
+      kms = await kmsFixture()
+      t = await tenantFixture(backend, { provider: kms.provider })
+    })
+    afterAll(async () => {
+      await t?.destroy()
+      await kms?.cleanup()
+    })
+
+    it.runIf(backend.name !== 'pglite')(
+      "compare-and-set: a row moved to another tenant between the job's read and its write is never written under the former tenant's keys",
+      async () => {
+        const moved = await t.order('ma', 'm1@x.io')
+        const kept = await t.order('ma', 'm2@x.io')
+        await t.order('mb', 'm3@x.io')
+        await t.ops.rotate(t.table, { purpose: 'data', tenant: 'ma', reencrypt: false })
+        await t.settle() // the application writes with ma's version 2 from now on
+        let fired = false
+        const db = new Kysely<TestDB>({
+          dialect: hooked(t.extraDialect(), async (query) => {
+            if (!fired && /^update/i.test(query.sql) && query.sql.includes(t.table)) {
+              fired = true
+              // The application moves the row to tenant mb, rewriting its bound columns (under mb's keys).
+              await t.db
+                .updateTable(t.table)
+                .set({ tenant_id: 'mb', email: 'moved@x.io', ssn: '987-65-4321' })
+                .where('tenant_id', '=', 'ma')
+                .where('id', '=', moved)
+                .execute()
+            }
+          }),
+        })
+        try {
+          const job = (await t.moreOps({ db }).reencrypt(t.table, { tenant: 'ma' })) as JobResult
+          expect(fired).toBe(true)
+          // Its write was skipped; read again, it is mb's row now: not this job's, left as the application wrote it.
+          expect(job).toMatchObject({ rows: 2, conflicts: 1, rewritten: 1, failed: 0 })
+          expect(await t.dataVersion(kept)).toBe(2)
+          expect(await t.dataVersion(moved)).toBe(1) // mb's active version
+          const row = await t.db
+            .selectFrom(t.table)
+            .select(['tenant_id', 'email'])
+            .where('tenant_id', '=', 'mb')
+            .where('id', '=', moved)
+            .executeTakeFirstOrThrow()
+          expect(row).toEqual({ tenant_id: 'mb', email: 'moved@x.io' })
+          expect(await t.ops.verify(t.table)).toMatchObject({ ok: true, failed: 0 })
+        } finally {
+          await db.destroy()
+        }
+      },
+    )
+
+    it('stops with JOB_PAUSED when the KMS fails while a batch needs a tenant key, and the next run resumes', async () => {
+      const tenants = Array.from({ length: 8 }, (_, i) => `p${i}`)
+      for (const tenant of tenants) await t.order(tenant, `${tenant}@x.io`)
+      await t.ops.rotateTenants(t.table, { purpose: 'data', reencrypt: false })
+      await t.settle()
+      // A fresh machine whose key copies live 1 ms: each tenant's first batch unwraps its keys.
+      const ops = t.moreOps({ cache: { ttlMs: 1, graceMs: 0 } })
+      const error = await ops
+        .reencrypt(t.table, {
+          batchSize: 1,
+          onProgress: (p) => {
+            if (p.phase === 'batch' && p.done === 2) kms.fault.down()
+          },
+        })
+        .catch((e: unknown) => e)
+      kms.fault.up()
+      expect(error).toBeInstanceOf(OperationError)
+      expect(error).toMatchObject({ code: 'JOB_PAUSED' })
+      const done = await t.raw.selectFrom(`${t.jobsTable}_batches`).select(['job_id', 'done']).execute()
+      expect(done.filter((b) => b.job_id === `reencrypt:${t.table}` && Number(b.done) === 1)).toHaveLength(2)
+      const job = (await ops.reencrypt(t.table, { batchSize: 1 })) as JobResult
+      expect(job).toMatchObject({ planned: false, failed: 0, remainingBatches: 0 })
+      const st = (await t.ops.status({ table: t.table, exact: true })).tables[0]!
+      expect(st.tenants?.rowsNotOnActive).toBe(0)
+      expect(await t.ops.verify(t.table)).toMatchObject({ ok: true, failed: 0 })
+    })
+
+    it('unwraps each tenant key at most once per cache TTL over a whole-table job, however small the key ring cache', async () => {
+      const tenants = Array.from({ length: 40 }, (_, i) => `s${String(i).padStart(2, '0')}`)
+      for (const tenant of tenants) {
+        await t.order(tenant, `${tenant}-1@x.io`)
+        await t.order(tenant, `${tenant}-2@x.io`, '111-22-3333')
+      }
+      await t.ops.rotateTenants(t.table, { purpose: 'data', reencrypt: false })
+      await t.settle()
+      // Another machine whose ring holds 10 keys: its job keeps its own copies per tenant.
+      const ops = t.moreOps({ cache: { max: 10, ttlMs: 600_000 } })
+      const before = kms.calls()
+      const job = (await ops.reencrypt(t.table, { batchSize: 5 })) as JobResult
+      const calls = kms.calls() - before
+      expect(job).toMatchObject({ failed: 0, remainingBatches: 0 })
+      expect(job.rewritten).toBeGreaterThanOrEqual(80)
+      // Live keys of the table's tenants: data v1 (decrypt-only) and v2, index v1, per tenant.
+      const keys = await t.raw
+        .selectFrom(t.keyTable)
+        .select('logical_table')
+        .where('logical_table', 'like', `${t.table}#%`)
+        .where('state', '<>', 'destroyed')
+        .execute()
+      expect(calls).toBeGreaterThanOrEqual(tenants.length * 3)
+      expect(calls).toBeLessThanOrEqual(keys.length)
+    })
+  })
+})
