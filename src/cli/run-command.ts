@@ -46,8 +46,13 @@ export async function runCommand<T>(
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
     await opened?.close().catch(() => undefined)
-    // Set after closing: PGlite's close sets process.exitCode (0) itself.
+    // Set after closing: PGlite's close sets process.exitCode (0) itself. And again at exit: a
+    // PGlite whose start-up was still running (a command that failed before its first query)
+    // restores the exit code it found at its start when that start-up ends.
     process.exitCode = code
+    process.once('exit', () => {
+      process.exitCode = code
+    })
   }
 }
 

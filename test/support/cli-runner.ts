@@ -19,7 +19,7 @@ import {
 import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
 import { type Backend, uniqueName } from './backends.js'
 import type { TestDB } from './encrypted-db.js'
-import { opsSchema } from './ops-schema.js'
+import { opsSchema, tenantSchema } from './ops-schema.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 const TMP = join(ROOT, 'test/.tmp-cli')
@@ -238,6 +238,11 @@ export async function cliTestDb(
     readonly rotationSlot?: boolean
     /** A second KEK in the config (`local:cli2`, its key in `KFE_TEST_KEK2`), after `local:cli`. */
     readonly secondKek?: boolean
+    /**
+     * A table with per-tenant keys ({@link tenantSchema}): id varchar(36) (client UUIDs), tenant_id,
+     * name; the application creates a tenant's keys on its first write.
+     */
+    readonly tenants?: boolean
   } = {},
 ): Promise<CliTestDb> {
   const table = uniqueName('cli_users')
@@ -254,7 +259,10 @@ export async function cliTestDb(
   await writeKfeConfig(configPath, {
     backend,
     schemaModule: 'ops-schema.ts',
-    schema: `opsSchema(${JSON.stringify(table)}, lib${options.rotationSlot === true ? ', { rotationSlot: true }' : ''})`,
+    schema:
+      options.tenants === true
+        ? `tenantSchema(${JSON.stringify(table)}, lib)`
+        : `opsSchema(${JSON.stringify(table)}, lib${options.rotationSlot === true ? ', { rotationSlot: true }' : ''})`,
     keyProviders: [
       "lib.localKeyProvider({ id: 'local:cli', env: 'KFE_TEST_KEK' })",
       ...(options.secondKek === true
@@ -264,13 +272,17 @@ export async function cliTestDb(
     keyTable,
     jobsTable,
   })
-  const schema = opsSchema(table, { encrypted, encryptedSchema }, options)
+  const schema =
+    options.tenants === true
+      ? tenantSchema(table, { encrypted, encryptedSchema })
+      : opsSchema(table, { encrypted, encryptedSchema }, options)
   const encryption = fieldEncryption({
     schema,
     keyProvider: localKeyProvider({ id: 'local:cli', key: Buffer.from(kek, 'hex') }),
     keyTable,
     metadataTtlMs: 50,
     autoCreateKeys: false,
+    createTenantKeys: options.tenants === true,
     // Other files' tables share the database: only the annotated tables are checked.
     verifySchema: { unannotatedTables: false },
   })
@@ -313,6 +325,17 @@ export async function cliTestDb(
     }
   }
   await session(async ({ raw }) => {
+    if (options.tenants === true) {
+      await raw.schema
+        .createTable(table)
+        .addColumn('id', 'varchar(36)', (c) => c.primaryKey())
+        .addColumn('tenant_id', 'varchar(64)', (c) => c.notNull())
+        .addColumn('name', 'varchar(100)', (c) => c.notNull())
+        .$call(addEncryptedColumns(schema, table, backend.family))
+        .execute()
+      await createBlindIndexes(raw, schema, table)
+      return
+    }
     await raw.schema
       .createTable(table)
       .addColumn('id', backend.family === 'postgres' ? 'serial' : 'integer', (c) =>

@@ -31,3 +31,20 @@ export function opsSchema(
     },
   })
 }
+
+/**
+ * `table` with per-tenant keys (`keyScope: 'tenant_id'`, context `tenant_id, id`): id (varchar 36),
+ * tenant_id, name, email (unique blind index), ssn (16-bit search index). For the CLI suites over
+ * per-tenant keys, built from this one function by the test and its `kfe.config.ts`.
+ */
+export function tenantSchema(table: string, { encrypted, encryptedSchema }: SchemaBuilders): EncryptedSchema {
+  return encryptedSchema(
+    {
+      [table]: {
+        email: encrypted.text({ index: { name: 'email_bidx', unique: true, normalize: ['lowercase'] } }),
+        ssn: encrypted.text({ index: { name: 'ssn_bidx', bits: 16, normalize: ['digits'] } }),
+      },
+    },
+    { tables: { [table]: { context: ['tenant_id', 'id'], keyScope: 'tenant_id' } } },
+  )
+}
