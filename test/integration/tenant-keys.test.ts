@@ -10,10 +10,8 @@ import {
   type FieldEncryption,
   fieldEncryption,
   KeyError,
-  KeyStore,
   localKeyProvider,
   readHeader,
-  rewrapAll,
 } from '../../src/index.js'
 import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
 import { type Backend, backends, onlyTables, uniqueName } from '../support/backends.js'
@@ -362,123 +360,6 @@ describe.each(backends())('per-tenant keys and crypto-shredding [$name]', (backe
       await new Promise((resolve) => setTimeout(resolve, 60))
       // Searches cover both live index versions of the tenant.
       expect(await byEmail(db, 'globex', 'rot@x.io')).toEqual([{ id: old }])
-    })
-
-    it('kfe shred destroys one tenant keys: its rows fail with KEY_DESTROYED, its keys are never re-created, other tenants are unaffected, an audit record is written', async () => {
-      const a = await order(db, 'acme', 'shred@x.io')
-      const g = await order(db, 'globex', 'keep@x.io')
-      const dry = await ops.shred(orders, { tenant: 'acme', dryRun: true })
-      expect(dry).toMatchObject({ destroyed: 3, alreadyDestroyed: 0, dryRun: true }) // data v1, index v1 and v2
-      expect((await keyRows(keyName('acme'))).every((k) => k.state !== 'destroyed')).toBe(true)
-      const done = await ops.shred(orders, { tenant: 'acme' })
-      expect(done).toMatchObject({ tenant: 'acme', keyName: keyName('acme'), destroyed: 3, dryRun: false })
-      // Tombstones: every row kept, no wrapping, no check value.
-      const rows = await keyRows(keyName('acme'))
-      expect(rows.map((k) => [k.state, k.wrappings, k.check_value ?? null])).toEqual(
-        rows.map(() => ['destroyed', '[]', null]),
-      )
-      // A process that starts now (or whose caches expired) cannot read, search or write acme.
-      const { dialects, close } =
-        backend.name === 'pglite' ? { dialects: [], close: async () => {} } : dialectsOn(backend, 1)
-      const fresh = fieldEncryption({
-        schema,
-        // Its own provider object on the same KEK: closing `fresh` closes it.
-        keyProvider: localKeyProvider({ id: 'local:tenants', key: Buffer.from(kek) }),
-        keyTable,
-        verifySchema: false,
-        createTenantKeys: true,
-      })
-      const freshDb =
-        backend.name === 'pglite'
-          ? undefined
-          : new Kysely<TestDB>({ dialect: fresh.wrap(dialects[0]!), plugins: [fresh.plugin] })
-      // (PGlite: one in-memory database per instance; the application's own Kysely, once its caches are dropped.)
-      if (freshDb === undefined) {
-        app.keyRing().forget(keyName('acme'))
-        auto.keyRing().forget(keyName('acme'))
-      }
-      const reader = freshDb ?? db
-      const writer = freshDb ?? autoDb
-      try {
-        const read = await failure(() =>
-          reader.selectFrom(orders).select('email').where('id', '=', a).execute(),
-        )
-        expect(read).toBeInstanceOf(KeyError)
-        expect((read as KeyError).code).toBe('KEY_DESTROYED')
-        expect((read as KeyError).table).toBe(orders)
-        expect((read as KeyError).message).toContain('"acme"')
-        const search = await failure(() => byEmail(reader, 'acme', 'shred@x.io'))
-        expect((search as KeyError).code).toBe('KEY_DESTROYED')
-        // Not re-created, even with createTenantKeys or an explicit init.
-        const write = await failure(() => order(writer, 'acme', 'again@x.io'))
-        expect((write as KeyError).code).toBe('KEY_DESTROYED')
-        expect((await app.initTenant(db, orders, 'acme')).created).toEqual([])
-        expect((await keyRows(keyName('acme'))).every((k) => k.state === 'destroyed')).toBe(true)
-        // Other tenants: untouched.
-        expect(await reader.selectFrom(orders).select('email').where('id', '=', g).execute()).toEqual([
-          { email: 'keep@x.io' },
-        ])
-        expect((await keyRows(keyName('globex'))).some((k) => k.state === 'destroyed')).toBe(false)
-      } finally {
-        await fresh.close()
-        await freshDb?.destroy()
-        await close()
-      }
-      // The audit record, by the database's clock.
-      const audit = await raw.selectFrom(jobsTable).selectAll().where('kind', '=', 'shred').execute()
-      expect(audit.map((r) => [r.id, r.logical_table, Number(r.total_batches)])).toEqual([
-        [`shred:${keyName('acme')}`, keyName('acme'), 3],
-      ])
-      // Shredding again destroys nothing new; a tenant without keys is an error, not a tombstone.
-      expect(await ops.shred(orders, { tenant: 'acme' })).toMatchObject({ destroyed: 0, alreadyDestroyed: 3 })
-      // kfe status counts the table's tenants from the key table (acme shredded, globex live), and
-      // acme's rows apart: unreadable by design, not failing rows.
-      const [st] = (await ops.status({ table: orders })).tables
-      expect(st?.tenants?.destroyed).toBe(1)
-      expect(st?.tenants?.live).toBeGreaterThanOrEqual(1)
-      expect(st?.tenants?.shreddedRows).toBeGreaterThanOrEqual(1)
-      expect(st?.verdict).toMatch(
-        /with live keys, 1 shredded; \d+ rows of shredded tenants \(unreadable by design\)/,
-      )
-      expect(st?.attention.some((a) => a.includes('kfe init'))).toBe(false)
-      expect(((await failure(() => ops.shred(orders, { tenant: 'nobody' }))) as KeyError).code).toBe(
-        'KEY_NOT_FOUND',
-      )
-      // A KEK rotation (rewrap) passes over the tombstones and gives them no wrapping.
-      const next = localKeyProvider({ id: 'local:tenants-2', key: randomBytes(32) })
-      const rewrapped = await rewrapAll({
-        store: new KeyStore(raw, { tableName: keyTable }),
-        from: [provider],
-        to: next,
-      })
-      expect(rewrapped.rewrapped).toBeGreaterThan(0)
-      expect((await keyRows(keyName('acme'))).map((k) => k.wrappings)).toEqual(['[]', '[]', '[]'])
-      expect((await keyRows(keyName('globex'))).every((k) => k.wrappings.includes('local:tenants-2'))).toBe(
-        true,
-      )
-      // No rotation brings a shredded tenant back: staging after its tombstones is refused, and a
-      // version staged in a race with the shred (its row inserted after the shred's update) is
-      // never activated.
-      const store = new KeyStore(raw, { tableName: keyTable })
-      const wrapped = [{ kekId: 'local:tenants', wrapped: randomBytes(60) }]
-      const staged = await failure(() => store.stage(keyName('acme'), 'data', wrapped))
-      expect((staged as KeyError).code).toBe('KEY_DESTROYED')
-      await raw
-        .insertInto(keyTable)
-        .values({
-          logical_table: keyName('acme'),
-          purpose: 'data',
-          version: 9,
-          state: 'staged',
-          wrappings: JSON.stringify([
-            { kekId: 'local:tenants', wrapped: randomBytes(60).toString('base64') },
-          ]),
-          created_at: new Date(),
-        })
-        .execute()
-      const activated = await failure(() => store.activate(keyName('acme'), 'data', 9))
-      expect((activated as KeyError).code).toBe('KEY_DESTROYED')
-      expect((await keyRows(keyName('acme'))).find((k) => Number(k.version) === 9)?.state).toBe('staged')
     })
   })
 })

@@ -1,0 +1,163 @@
+import { randomBytes, randomUUID } from 'node:crypto'
+import { Kysely } from 'kysely'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { fieldEncryption, KeyError, KeyStore, localKeyProvider, rewrapAll } from '../../src/index.js'
+import { type Backend, backends } from '../support/backends.js'
+import type { TestDB } from '../support/encrypted-db.js'
+import { type TenantFixture, tenantFixture } from '../support/tenant-fixture.js'
+import { failure } from './plugin-at-rest.js'
+
+/** Crypto-shredding of one tenant (`kfe shred`), on every backend. */
+describe.each(backends())('crypto-shredding [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    let t: TenantFixture
+    const kek = randomBytes(32)
+    beforeAll(async () => {
+      t = await tenantFixture(backend, {
+        provider: localKeyProvider({ id: 'local:tenants', key: Buffer.from(kek) }),
+      })
+      // acme: data v1, index v1 and v2 (a rotated index key); globex: v1 of both.
+      await t.encryption.initTenant(t.db, t.table, 'acme')
+      await t.ops.rotate(t.table, { purpose: 'index', tenant: 'acme', reencrypt: false })
+      await t.settle()
+    })
+    afterAll(async () => {
+      await t?.destroy()
+    })
+    const keyRows = async (name: string) =>
+      t.raw.selectFrom(t.keyTable).selectAll().where('logical_table', '=', name).orderBy('purpose').execute()
+
+    it('kfe shred destroys one tenant keys: its rows fail with KEY_DESTROYED, its keys are never re-created, other tenants are unaffected, an audit record is written', async () => {
+      const a = await t.order('acme', 'shred@x.io')
+      const g = await t.order('globex', 'keep@x.io')
+      const dry = await t.ops.shred(t.table, { tenant: 'acme', dryRun: true })
+      expect(dry).toMatchObject({ destroyed: 3, alreadyDestroyed: 0, dryRun: true }) // data v1, index v1 and v2
+      expect((await keyRows(t.keyName('acme'))).every((k) => k.state !== 'destroyed')).toBe(true)
+      const done = await t.ops.shred(t.table, { tenant: 'acme' })
+      expect(done).toMatchObject({ tenant: 'acme', keyName: t.keyName('acme'), destroyed: 3, dryRun: false })
+      // Tombstones: every row kept, no wrapping, no check value.
+      const rows = await keyRows(t.keyName('acme'))
+      expect(rows.map((k) => [k.state, k.wrappings, k.check_value ?? null])).toEqual(
+        rows.map(() => ['destroyed', '[]', null]),
+      )
+      // A process that starts now (or whose caches expired) cannot read, search or write acme.
+      const { dialects, close } =
+        backend.name === 'pglite'
+          ? { dialects: [], close: async () => {} }
+          : { dialects: [t.extraDialect()], close: async () => {} }
+      const fresh = fieldEncryption({
+        schema: t.schema,
+        // Its own provider object on the same KEK: closing `fresh` closes it.
+        keyProvider: localKeyProvider({ id: 'local:tenants', key: Buffer.from(kek) }),
+        keyTable: t.keyTable,
+        verifySchema: false,
+        createTenantKeys: true,
+      })
+      const freshDb =
+        backend.name === 'pglite'
+          ? undefined
+          : new Kysely<TestDB>({ dialect: fresh.wrap(dialects[0]!), plugins: [fresh.plugin] })
+      // (PGlite: one in-memory database per instance; the application's own Kysely, once its caches are dropped.)
+      if (freshDb === undefined) {
+        t.encryption.keyRing().forget(t.keyName('acme'))
+      }
+      const reader = freshDb ?? t.db
+      const writer = freshDb ?? t.db
+      try {
+        const read = await failure(() =>
+          reader.selectFrom(t.table).select('email').where('id', '=', a).execute(),
+        )
+        expect(read).toBeInstanceOf(KeyError)
+        expect((read as KeyError).code).toBe('KEY_DESTROYED')
+        expect((read as KeyError).table).toBe(t.table)
+        expect((read as KeyError).message).toContain('"acme"')
+        const search = await failure(() =>
+          reader
+            .selectFrom(t.table)
+            .select('id')
+            .where('tenant_id', '=', 'acme')
+            .where('email', '=', 'shred@x.io')
+            .execute(),
+        )
+        expect((search as KeyError).code).toBe('KEY_DESTROYED')
+        // Not re-created, even with createTenantKeys or an explicit init.
+        const write = await failure(() =>
+          writer
+            .insertInto(t.table)
+            .values({ id: randomUUID(), tenant_id: 'acme', name: 'o', email: 'again@x.io', ssn: '1' })
+            .execute(),
+        )
+        expect((write as KeyError).code).toBe('KEY_DESTROYED')
+        expect((await t.encryption.initTenant(t.db, t.table, 'acme')).created).toEqual([])
+        expect((await keyRows(t.keyName('acme'))).every((k) => k.state === 'destroyed')).toBe(true)
+        // Other tenants: untouched.
+        expect(await reader.selectFrom(t.table).select('email').where('id', '=', g).execute()).toEqual([
+          { email: 'keep@x.io' },
+        ])
+        expect((await keyRows(t.keyName('globex'))).some((k) => k.state === 'destroyed')).toBe(false)
+      } finally {
+        await fresh.close()
+        await freshDb?.destroy()
+        await close()
+      }
+      // The audit record, by the database's clock.
+      const audit = await t.raw.selectFrom(t.jobsTable).selectAll().where('kind', '=', 'shred').execute()
+      expect(audit.map((r) => [r.id, r.logical_table, Number(r.total_batches)])).toEqual([
+        [`shred:${t.keyName('acme')}`, t.keyName('acme'), 3],
+      ])
+      // Shredding again destroys nothing new; a tenant without keys is an error, not a tombstone.
+      expect(await t.ops.shred(t.table, { tenant: 'acme' })).toMatchObject({
+        destroyed: 0,
+        alreadyDestroyed: 3,
+      })
+      // kfe status counts the table's tenants from the key table (acme shredded, globex live), and
+      // acme's rows apart: unreadable by design, not failing rows.
+      const [st] = (await t.ops.status({ table: t.table })).tables
+      expect(st?.tenants?.destroyed).toBe(1)
+      expect(st?.tenants?.live).toBeGreaterThanOrEqual(1)
+      expect(st?.tenants?.shreddedRows).toBeGreaterThanOrEqual(1)
+      expect(st?.verdict).toMatch(
+        /with live keys, 1 shredded; \d+ rows of shredded tenants \(unreadable by design\)/,
+      )
+      expect(st?.attention.some((a) => a.includes('kfe init'))).toBe(false)
+      expect(((await failure(() => t.ops.shred(t.table, { tenant: 'nobody' }))) as KeyError).code).toBe(
+        'KEY_NOT_FOUND',
+      )
+      // A KEK rotation (rewrap) passes over the tombstones and gives them no wrapping.
+      const next = localKeyProvider({ id: 'local:tenants-2', key: randomBytes(32) })
+      const rewrapped = await rewrapAll({
+        store: new KeyStore(t.raw, { tableName: t.keyTable }),
+        from: [t.provider],
+        to: next,
+      })
+      expect(rewrapped.rewrapped).toBeGreaterThan(0)
+      expect((await keyRows(t.keyName('acme'))).map((k) => k.wrappings)).toEqual(['[]', '[]', '[]'])
+      expect((await keyRows(t.keyName('globex'))).every((k) => k.wrappings.includes('local:tenants-2'))).toBe(
+        true,
+      )
+      // No rotation brings a shredded tenant back: staging after its tombstones is refused, and a
+      // version staged in a race with the shred (its row inserted after the shred's update) is
+      // never activated.
+      const store = new KeyStore(t.raw, { tableName: t.keyTable })
+      const wrapped = [{ kekId: 'local:tenants', wrapped: randomBytes(60) }]
+      const staged = await failure(() => store.stage(t.keyName('acme'), 'data', wrapped))
+      expect((staged as KeyError).code).toBe('KEY_DESTROYED')
+      await t.raw
+        .insertInto(t.keyTable)
+        .values({
+          logical_table: t.keyName('acme'),
+          purpose: 'data',
+          version: 9,
+          state: 'staged',
+          wrappings: JSON.stringify([
+            { kekId: 'local:tenants', wrapped: randomBytes(60).toString('base64') },
+          ]),
+          created_at: new Date(),
+        })
+        .execute()
+      const activated = await failure(() => store.activate(t.keyName('acme'), 'data', 9))
+      expect((activated as KeyError).code).toBe('KEY_DESTROYED')
+      expect((await keyRows(t.keyName('acme'))).find((k) => Number(k.version) === 9)?.state).toBe('staged')
+    })
+  })
+})
