@@ -2,9 +2,9 @@ import { OperationError } from '../errors.js'
 import { parseTenantKeyName, SCOPE_SEPARATOR } from '../schema/key-scope.js'
 import type { OpsContext } from './context.js'
 import type { JobResult } from './job-engine.js'
-import { report, sleep } from './progress.js'
+import { report } from './progress.js'
 import { reencrypt } from './reencrypt.js'
-import { type RotateOptions, type RotateResult, rotate } from './rotate.js'
+import { type RotateOptions, type RotateResult, rotate, waitTtl } from './rotate.js'
 
 /** Outcome of `rotateTenants`. */
 export interface RotateTenantsResult {
@@ -97,16 +97,7 @@ export async function rotateTenants(
   if (options.reencrypt === false || results.length === 0)
     return { table: table.physical, tenants: results, reencrypt: undefined, interrupted: false }
   // Processes keep writing with the former versions until they reload metadata.
-  const wait = ctx.metadataTtlMs + ctx.ttlMarginMs
-  report(options, {
-    op: 'rotate',
-    table: table.physical,
-    phase: 'waiting for metadata TTL',
-    done: 0,
-    total: wait,
-    unit: 'ms',
-  })
-  if (await sleep(wait, options.signal))
+  if (await waitTtl(table.physical, ctx.metadataTtlMs + ctx.ttlMarginMs, options))
     return { table: table.physical, tenants: results, reencrypt: undefined, interrupted: true }
   const job = (await reencrypt(ctx, table.physical, { ...options, dryRun: false })) as JobResult
   return { table: table.physical, tenants: results, reencrypt: job, interrupted: job.remainingBatches > 0 }

@@ -6,7 +6,7 @@ import type { OpsContext } from './context.js'
 import type { JobOptions, JobResult } from './job-engine.js'
 import { msSinceKeyEvent, recordKeyEvent } from './key-events.js'
 import { newWrappedKey } from './new-key.js'
-import { report, sleep } from './progress.js'
+import { type RunOptions, report, sleep } from './progress.js'
 import { reencrypt } from './reencrypt.js'
 import { assertSlotComplete, assertSlotFree, slotColumns } from './rotation-slots.js'
 
@@ -162,15 +162,7 @@ export async function rotate(
     }
   }
   if (wait > 0) {
-    report(options, {
-      op: 'rotate',
-      table: table.physical,
-      phase: 'waiting for metadata TTL',
-      done: 0,
-      total: wait,
-      unit: 'ms',
-    })
-    if (await sleep(wait, options.signal)) {
+    if (await waitTtl(table.physical, wait, options)) {
       return stopped(
         staged.version,
         'staged',
@@ -209,15 +201,7 @@ export async function rotate(
     }
   }
   // Processes keep writing with the former version until they reload metadata.
-  report(options, {
-    op: 'rotate',
-    table: table.physical,
-    phase: 'waiting for metadata TTL',
-    done: 0,
-    total: ctx.metadataTtlMs + ctx.ttlMarginMs,
-    unit: 'ms',
-  })
-  if (await sleep(ctx.metadataTtlMs + ctx.ttlMarginMs, options.signal)) {
+  if (await waitTtl(table.physical, ctx.metadataTtlMs + ctx.ttlMarginMs, options)) {
     return stopped(
       staged.version,
       'active',
@@ -236,6 +220,16 @@ export async function rotate(
     interrupted: true,
     left: `version ${staged.version} is active; ${job.remainingBatches} re-encryption batches are left: run \`kfe reencrypt ${table.physical}${tenantArg}\` to finish`,
   }
+}
+
+/**
+ * Waits `ms` of a metadata-TTL wait, reported as a progress phase.
+ * @returns true when the signal stopped the wait
+ * @internal
+ */
+export async function waitTtl(table: string, ms: number, options: RunOptions): Promise<boolean> {
+  report(options, { op: 'rotate', table, phase: 'waiting for metadata TTL', done: 0, total: ms, unit: 'ms' })
+  return sleep(ms, options.signal)
 }
 
 async function proveStaged(
