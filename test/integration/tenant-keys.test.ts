@@ -1,30 +1,18 @@
-import { randomBytes, randomUUID } from 'node:crypto'
-import { Kysely, sql } from 'kysely'
+import { randomUUID } from 'node:crypto'
+import type { Kysely } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  addEncryptedColumns,
-  createBlindIndexes,
-  type EncryptedSchema,
-  encrypted,
-  encryptedSchema,
-  type FieldEncryption,
-  fieldEncryption,
-  KeyError,
-  localKeyProvider,
-  readHeader,
-} from '../../src/index.js'
-import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
-import { type Backend, backends, onlyTables, uniqueName } from '../support/backends.js'
+import { type FieldEncryption, KeyError, readHeader } from '../../src/index.js'
+import type { FieldEncryptionOps } from '../../src/ops.js'
+import { type Backend, backends } from '../support/backends.js'
 import type { TestDB } from '../support/encrypted-db.js'
-import { dialectsOn } from '../support/tenant-dialects.js'
+import { type TenantFixture, tenantFixture } from '../support/tenant-fixture.js'
 import { expectRefused, failure } from './plugin-at-rest.js'
 
 describe.each(backends())('per-tenant keys and crypto-shredding [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
+    let t: TenantFixture
     let orders: string
     let keyTable: string
-    let jobsTable: string
-    let schema: EncryptedSchema
     /** The application: tenants get keys only on purpose. */
     let app: FieldEncryption
     /** Another process of the application, with createTenantKeys. */
@@ -33,68 +21,15 @@ describe.each(backends())('per-tenant keys and crypto-shredding [$name]', (backe
     let autoDb: Kysely<TestDB>
     let raw: Kysely<TestDB>
     let ops: FieldEncryptionOps
-    let closeDialects: () => Promise<void>
-    const kek = randomBytes(32)
-    const provider = localKeyProvider({ id: 'local:tenants', key: Buffer.from(kek) })
 
     beforeAll(async () => {
-      orders = uniqueName('tk_orders')
-      keyTable = uniqueName('kfe_keys')
-      jobsTable = uniqueName('kfe_jobs')
-      schema = encryptedSchema(
-        {
-          [orders]: {
-            email: encrypted.text({ index: { name: 'email_bidx', unique: true, normalize: ['lowercase'] } }),
-            ssn: encrypted.text({ index: { name: 'ssn_bidx', bits: 16, normalize: ['digits'] } }),
-          },
-        },
-        { tables: { [orders]: { context: ['tenant_id', 'id'], keyScope: 'tenant_id' } } },
-      )
-      const common = {
-        schema,
-        keyProvider: provider,
-        keyTable,
-        metadataTtlMs: 50,
-        verifySchema: onlyTables(orders),
-      }
-      app = fieldEncryption(common)
-      auto = fieldEncryption({ ...common, createTenantKeys: true })
-      const { dialects, close } = dialectsOn(backend, 3)
-      closeDialects = close
-      db = new Kysely<TestDB>({ dialect: app.wrap(dialects[0]!), plugins: [app.plugin] })
-      autoDb = new Kysely<TestDB>({ dialect: auto.wrap(dialects[1]!), plugins: [auto.plugin] })
-      raw = new Kysely<TestDB>({ dialect: dialects[2]! })
-      await raw.schema
-        .createTable(orders)
-        .addColumn('id', 'varchar(36)', (c) => c.primaryKey())
-        .addColumn('tenant_id', 'varchar(64)', (c) => c.notNull())
-        .addColumn('name', 'varchar(100)')
-        .$call(addEncryptedColumns(schema, orders, backend.family))
-        .execute()
-      await createBlindIndexes(raw, schema, orders)
-      await app.init(db) // the key table; no table-wide key for a table with per-tenant keys
-      ops = fieldEncryptionOps({
-        db: raw,
-        schema,
-        keyProvider: provider,
-        keyTable,
-        jobsTable,
-        metadataTtlMs: 50,
-        ttlMarginMs: 0,
-      })
+      t = await tenantFixture(backend, { app: { createTenantKeys: false } })
+      ;({ table: orders, keyTable, encryption: app, db, raw, ops } = t)
+      ;({ encryption: auto, db: autoDb } = t.another({ createTenantKeys: true }))
     })
 
     afterAll(async () => {
-      for (const t of [orders, keyTable, jobsTable, `${jobsTable}_batches`]) {
-        await sql`drop table if exists ${sql.table(t)}`.execute(raw)
-      }
-      await ops?.close()
-      await app?.close()
-      await auto?.close()
-      await db?.destroy()
-      if (backend.name !== 'pglite') await autoDb?.destroy()
-      if (backend.name !== 'pglite') await raw?.destroy()
-      await closeDialects?.()
+      await t?.destroy()
     })
 
     const keyName = (tenant: string) => `${orders}#tenant_id=${encodeURIComponent(tenant)}`

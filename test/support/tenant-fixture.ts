@@ -53,6 +53,11 @@ export interface TenantFixture {
   }): FieldEncryptionOps
   /** A Kysely on a further connection to the same database (PGlite: the same instance). */
   extraDialect(): Dialect
+  /**
+   * Another process of the application (its own key ring and caches, on {@link extraDialect}),
+   * with `options` over the fixture's; closed by {@link TenantFixture.destroy}.
+   */
+  another(options?: Partial<FieldEncryptionOptions>): { encryption: FieldEncryption; db: Kysely<TestDB> }
   /** Waits the metadata TTL twice: every process then sees the key table as it is. */
   settle(): Promise<void>
   destroy(): Promise<void>
@@ -82,15 +87,19 @@ export async function tenantFixture(
     },
     { tables: { [table]: { context: ['tenant_id', 'id'], keyScope: 'tenant_id' } } },
   )
-  const encryption = fieldEncryption({
-    schema,
-    keyProvider: provider,
-    keyTable,
-    metadataTtlMs: ttlMs,
-    verifySchema: onlyTables(table),
-    createTenantKeys: true,
-    ...options.app,
-  })
+  const appOptions = (more?: Partial<FieldEncryptionOptions>) =>
+    fieldEncryption({
+      schema,
+      keyProvider: provider,
+      keyTable,
+      metadataTtlMs: ttlMs,
+      verifySchema: onlyTables(table),
+      createTenantKeys: true,
+      ...options.app,
+      ...more,
+    })
+  const encryption = appOptions()
+  const others: Array<{ encryption: FieldEncryption; db: Kysely<TestDB> }> = []
   const { dialects, close } = dialectsOn(backend, 2)
   // PGlite: every further dialect shares the one instance.
   const extra = backend.name === 'pglite' ? dialects[1]! : undefined
@@ -146,11 +155,26 @@ export async function tenantFixture(
     },
     moreOps,
     extraDialect: () => extra ?? backend.createDialect(),
+    another(more) {
+      const app = appOptions(more)
+      const dialect = extra ?? backend.createDialect()
+      const other = {
+        encryption: app,
+        db: new Kysely<TestDB>({ dialect: app.wrap(dialect), plugins: [app.plugin] }),
+      }
+      others.push(other)
+      return other
+    },
     settle: () => new Promise((resolve) => setTimeout(resolve, ttlMs * 2 + 10)),
     async destroy() {
       for (const t of [table, keyTable, jobsTable, `${jobsTable}_batches`])
         await sql`drop table if exists ${sql.table(t)}`.execute(raw)
       for (const o of opened) await o.close()
+      for (const o of others) {
+        await o.encryption.close()
+        // PGlite: one instance under every Kysely, closed once below.
+        if (backend.name !== 'pglite') await o.db.destroy()
+      }
       await encryption.close()
       await db.destroy()
       if (backend.name !== 'pglite') await raw.destroy()
