@@ -137,6 +137,21 @@ export function versionAttention(
   return attention
 }
 
+/** The parts of a table's status that its row counts give. @internal */
+export function counted(table: TableInfo, counts: RowCounts) {
+  return {
+    table: table.physical,
+    logicalTable: table.logical,
+    rows: counts.rows,
+    scanned: counts.scanned,
+    estimated: counts.estimated,
+    rowsByDataVersion: counts.byData,
+    rowsByIndexVersion: counts.byIndex,
+    plaintextRows: counts.plaintextRows,
+    failedRows: counts.failedRows,
+  } as const
+}
+
 /** The parts of a table's status that a status without a row scan leaves at zero. @internal */
 export function unscanned(table: TableInfo) {
   return {

@@ -7,7 +7,7 @@ import { type JobRecord, JobStore } from './job-store.js'
 import { type ColumnMigrationStatus, migrationStatus } from './migration-status.js'
 import type { RunOptions } from './progress.js'
 import { loadKeySet } from './row-check.js'
-import { countRows, unscanned, versionAttention } from './row-counts.js'
+import { counted, countRows, unscanned, versionAttention } from './row-counts.js'
 import { type IndexSlotStatus, SlotTally } from './slot-status.js'
 import { tenantTableStatus } from './tenant-status.js'
 
@@ -179,17 +179,9 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
     attention.push(...slotTally.attention(slots, approx))
     attention.push(...versionAttention(table.physical, '', keys, counts))
     out.push({
-      table: table.physical,
-      logicalTable: table.logical,
+      ...counted(table, counts),
       keys,
-      rows: counts.rows,
-      scanned: counts.scanned,
-      estimated: counts.estimated,
-      rowsByDataVersion: counts.byData,
-      rowsByIndexVersion: counts.byIndex,
       slots,
-      plaintextRows: counts.plaintextRows,
-      failedRows: counts.failedRows,
       jobs: tableJobs,
       migrations: migrations.columns,
       attention,

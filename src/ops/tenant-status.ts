@@ -4,7 +4,7 @@ import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
 import type { JobRecord } from './job-store.js'
 import type { ColumnMigrationStatus } from './migration-status.js'
-import { countRows, unscanned, versionAttention } from './row-counts.js'
+import { counted, countRows, unscanned, versionAttention } from './row-counts.js'
 import type { KeyVersionStatus, StatusOptions, TableStatus } from './status.js'
 import { scanKeys } from './tenant-key-sets.js'
 
@@ -98,17 +98,9 @@ export async function tenantTableStatus(
         ? `; ${counts.estimated ? 'about ' : ''}${counts.shreddedRows} rows of shredded tenants (unreadable by design)`
         : ''
     return {
-      table: table.physical,
-      logicalTable: table.logical,
+      ...counted(table, counts),
       keys,
-      rows: counts.rows,
-      scanned: counts.scanned,
-      estimated: counts.estimated,
-      rowsByDataVersion: counts.byData,
-      rowsByIndexVersion: counts.byIndex,
       slots: [],
-      plaintextRows: counts.plaintextRows,
-      failedRows: counts.failedRows,
       jobs,
       migrations,
       tenants: { ...tenants, shreddedRows: counts.shreddedRows, rowsNotOnActive: counts.behindRows },
