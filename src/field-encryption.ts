@@ -38,6 +38,13 @@ export interface FieldEncryptionOptions {
   readonly cache?: KeyCacheOptions
   /** How long key versions/states are cached (rotation must wait at least this). @default 30 s */
   readonly metadataTtlMs?: number
+  /**
+   * Most key names (tables, and tenants of `keyScope` tables) whose key versions are held at once;
+   * the least recently used is read again from the key table when next needed (one query, no
+   * provider call). Set it at least to the number of tenants a process serves at once. See
+   * `KeyRingOptions.metadataMax`. @default 1000
+   */
+  readonly metadataMax?: number
   /** One event per key-provider call; never key bytes. */
   readonly audit?: AuditSink
   /**
@@ -294,6 +301,7 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
       providers: shared,
       ...(options.cache === undefined ? {} : { cache: options.cache }),
       ...(options.metadataTtlMs === undefined ? {} : { metadataTtlMs: options.metadataTtlMs }),
+      ...(options.metadataMax === undefined ? {} : { metadataMax: options.metadataMax }),
       ...(options.audit === undefined ? {} : { audit: options.audit }),
       autoCreate,
       // Never inside a transaction: its rollback would remove keys that already encrypted data.

@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache'
 import type { KeyPurpose } from './key-provider.js'
 import type { KeyEvent } from './key-ring-options.js'
 
@@ -6,20 +7,26 @@ import type { KeyEvent } from './key-ring-options.js'
  * last saw, and the highest it has ever seen. A lower active version than the highest is a
  * rollback, refused for writes unless `allowRollback`; every change of the active version is
  * reported as a {@link KeyEvent}.
+ *
+ * Bounded (per-tenant keys make one entry per tenant): beyond `max` key names the least recently
+ * seen is forgotten, and its protection starts again from the next version seen, as in a process
+ * that just started.
  */
 export class ActiveVersions {
   readonly #allowRollback: boolean
   readonly #onKeyEvent: ((event: KeyEvent) => void) | undefined
   /** The active version last seen, and the highest ever seen, per `table/purpose`. */
-  readonly #seen = new Map<string, { last: number; highest: number }>()
+  readonly #seen: LRUCache<string, { last: number; highest: number }>
 
   /**
    * @param allowRollback - accept a lower active version than the highest seen.
    * @param onKeyEvent - receives each change; exceptions it throws are swallowed.
+   * @param max - most key names remembered (two purposes each).
    */
-  constructor(allowRollback: boolean, onKeyEvent: ((event: KeyEvent) => void) | undefined) {
+  constructor(allowRollback: boolean, onKeyEvent: ((event: KeyEvent) => void) | undefined, max: number) {
     this.#allowRollback = allowRollback
     this.#onKeyEvent = onKeyEvent
+    this.#seen = new LRUCache({ max: 2 * max })
   }
 
   /** The highest active version seen for (table, purpose); `undefined` before the first. */

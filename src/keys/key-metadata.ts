@@ -3,6 +3,7 @@
  * what each question needs (the write key, the searchable versions), cached for `metadataTtlMs`
  * and loaded once when several callers ask at the same time.
  */
+import { LRUCache } from 'lru-cache'
 import type { KeyPurpose } from './key-provider.js'
 import { KEY_PURPOSES } from './key-row.js'
 import type { CorruptKey, StoredKey } from './stored-key.js'
@@ -63,25 +64,44 @@ export function buildTableMeta(
 }
 
 /**
- * Table metadata cached for a TTL, with single-flight loads: concurrent callers share one load
+ * Key-name metadata cached for a TTL, with single-flight loads: concurrent callers share one load
  * (and so one key creation). The loader decides what is kept ({@link MetadataCache.set}).
+ *
+ * Bounded: at most `max` key names (tables, and tenants of tables with per-tenant keys) are held;
+ * the least recently used is dropped beyond it and read again from the key store when next
+ * needed (one query, no provider call: unwrapped keys live in the key cache). With per-tenant
+ * keys an unbounded map would grow with every tenant a process ever touched.
  */
 export class MetadataCache {
   readonly #ttl: number
   readonly #now: () => number
   readonly #load: (logicalTable: string) => Promise<TableMeta>
-  readonly #meta = new Map<string, TableMeta>()
+  readonly #meta: LRUCache<string, TableMeta>
+  /** Loads in flight: bounded by the concurrent callers, each removed when it settles. */
   readonly #inflight = new Map<string, Promise<TableMeta>>()
 
   /**
-   * @param ttl - how long a table's metadata is fresh, in ms.
+   * @param ttl - how long a key name's metadata is fresh, in ms.
    * @param now - clock in ms.
-   * @param load - reads a table's metadata (and caches it with {@link MetadataCache.set}).
+   * @param load - reads a key name's metadata (and caches it with {@link MetadataCache.set}).
+   * @param max - most key names held (a positive integer).
    */
-  constructor(ttl: number, now: () => number, load: (logicalTable: string) => Promise<TableMeta>) {
+  constructor(
+    ttl: number,
+    now: () => number,
+    load: (logicalTable: string) => Promise<TableMeta>,
+    max: number,
+  ) {
     this.#ttl = ttl
     this.#now = now
     this.#load = load
+    // Freshness is checked against `loadedAt` with the ring's clock, not lru-cache's TTL.
+    this.#meta = new LRUCache<string, TableMeta>({ max })
+  }
+
+  /** Key names whose metadata is held (fresh or not). */
+  get size(): number {
+    return this.#meta.size
   }
 
   /** The table's metadata: cached when fresh (unless `force`), else loaded once for all callers. */

@@ -2,6 +2,12 @@ import type { KeyCacheOptions, KeyCacheStats } from './key-cache.js'
 import type { AuditSink, KeyProvider, KeyPurpose, KeyRef } from './key-provider.js'
 import type { KeyStore } from './key-store.js'
 
+/** How many more key names rollback protection remembers than metadata holds (`metadataMax`). */
+export const ROLLBACK_MEMORY_FACTOR = 10
+
+/** Default of `metadataMax`. */
+export const DEFAULT_METADATA_MAX = 1000
+
 /** Options of {@link KeyRing}. */
 export interface KeyRingOptions {
   /** Where wrapped keys live. */
@@ -23,6 +29,21 @@ export interface KeyRingOptions {
    * @default 30_000
    */
   readonly metadataTtlMs?: number
+  /**
+   * Most key names whose versions and states are held at once: each table, and each tenant of a
+   * table with per-tenant keys (`keyScope`), is one name (its key rows, a few hundred bytes). The
+   * least recently used name is dropped beyond it and read again from the key store when next
+   * needed: one key-store query, no provider call (unwrapped keys are in the key cache, bounded
+   * by `cache.max`). Too small a value for the tenants a process serves at once turns into one
+   * key-store query per tenant switch; a large one costs memory only.
+   *
+   * Rollback protection (`allowRollback` off) remembers the highest active version of up to
+   * {@link ROLLBACK_MEMORY_FACTOR} × `metadataMax` key names (two numbers each); a name forgotten
+   * beyond that is protected again from the next version this process sees, as after a restart.
+   * Must be a positive integer: the metadata of a process serving tenants cannot grow without bound.
+   * @default 1000
+   */
+  readonly metadataMax?: number
   /** Receives one event per provider call (never key bytes). Exceptions it throws are swallowed. */
   readonly audit?: AuditSink
   /**
@@ -78,6 +99,8 @@ export interface KeyRingStats {
   readonly providerCalls: number
   /** Queries of the key store for a table's versions. */
   readonly metadataLoads: number
+  /** Key names whose versions are held now (at most `metadataMax`). */
+  readonly metadataNames: number
 }
 
 /** A change of a table's active key version, as one process saw it. Never carries key bytes. */

@@ -1,19 +1,20 @@
 import { inspect } from 'node:util'
 import { ConfigError, KeyError } from '../errors.js'
-import { parseTenantKeyName } from '../schema/key-scope.js'
 import { ActiveVersions } from './active-versions.js'
 import { keyDestroyed } from './destroyed-key.js'
 import { KeyCache } from './key-cache.js'
+import { isKeyNotFound, KeyCreation } from './key-creation.js'
 import type { KeyMaterial } from './key-material.js'
 import { buildTableMeta, MetadataCache, SEARCHABLE, type TableMeta } from './key-metadata.js'
 import type { KeyProvider, KeyPurpose, KeyRef } from './key-provider.js'
+import type { KeyInitContext } from './key-ring-init.js'
 import {
-  createInitialVersions,
-  type KeyInitContext,
-  notCreatedNow,
-  refuseOverCiphertext,
-} from './key-ring-init.js'
-import type { InitKeysResult, KeyRingOptions, KeyRingStats } from './key-ring-options.js'
+  DEFAULT_METADATA_MAX,
+  type InitKeysResult,
+  type KeyRingOptions,
+  type KeyRingStats,
+  ROLLBACK_MEMORY_FACTOR,
+} from './key-ring-options.js'
 import { describeKeyRef, KEY_PURPOSES as PURPOSES } from './key-row.js'
 import type { KeyStore } from './key-store.js'
 import { refOf, unwrapStoredKey } from './key-wrapping.js'
@@ -45,10 +46,7 @@ export class KeyRing {
   readonly #store: KeyStore
   readonly #providers: readonly KeyProvider[]
   readonly #cache: KeyCache
-  readonly #autoCreate: boolean
-  readonly #createTenantKeys: boolean | (() => boolean)
-  readonly #creating = new Map<string, Promise<InitKeysResult>>()
-  readonly #holdsCiphertext: ((logicalTable: string) => Promise<boolean>) | undefined
+  readonly #creation: KeyCreation
   readonly #activeVersions: ActiveVersions
   readonly #now: () => number
   readonly #meta: MetadataCache
@@ -76,11 +74,16 @@ export class KeyRing {
     this.#providers = Object.freeze([...options.providers])
     this.#now = options.now ?? (() => performance.now())
     this.#cache = new KeyCache({ ...options.cache, now: options.cache?.now ?? this.#now })
-    this.#meta = new MetadataCache(metadataTtl, this.#now, (table) => this.#loadMetadata(table))
-    this.#autoCreate = options.autoCreate ?? false
-    this.#createTenantKeys = options.createTenantKeys ?? false
-    this.#holdsCiphertext = options.holdsCiphertext
-    this.#activeVersions = new ActiveVersions(options.allowRollback ?? false, options.onKeyEvent)
+    const metadataMax = options.metadataMax ?? DEFAULT_METADATA_MAX
+    if (!Number.isSafeInteger(metadataMax) || metadataMax < 1) {
+      throw new ConfigError('CONFIG_INVALID', `metadataMax must be a positive integer, got ${metadataMax}.`)
+    }
+    this.#meta = new MetadataCache(metadataTtl, this.#now, (table) => this.#loadMetadata(table), metadataMax)
+    this.#activeVersions = new ActiveVersions(
+      options.allowRollback ?? false,
+      options.onKeyEvent,
+      ROLLBACK_MEMORY_FACTOR * metadataMax,
+    )
     this.#init = Object.freeze({
       store: this.#store,
       providers: this.#providers,
@@ -91,6 +94,7 @@ export class KeyRing {
       },
       isClosed: () => this.#closed,
     })
+    this.#creation = new KeyCreation(this.#init, options, (name) => this.#meta.delete(name))
   }
 
   /**
@@ -146,19 +150,10 @@ export class KeyRing {
     try {
       return await this.activeKey(logicalTable, purpose)
     } catch (error) {
-      const absent = error instanceof KeyError && error.code === 'KEY_NOT_FOUND'
-      if (!absent || this.#createTenantKeys === false || parseTenantKeyName(logicalTable) === undefined)
-        throw error
-      if (this.#createTenantKeys !== true && !this.#createTenantKeys())
-        throw notCreatedNow(logicalTable, error)
+      if (!isKeyNotFound(error)) throw error
+      this.#assertOpen()
+      await this.#creation.tenantFirstWrite(logicalTable, error)
     }
-    // Both purposes of one write miss at once: one creation for both.
-    let creating = this.#creating.get(logicalTable)
-    if (creating === undefined) {
-      creating = this.init([logicalTable]).finally(() => this.#creating.delete(logicalTable))
-      this.#creating.set(logicalTable, creating)
-    }
-    await creating
     return this.activeKey(logicalTable, purpose)
   }
 
@@ -284,28 +279,7 @@ export class KeyRing {
    */
   async init(logicalTables: Iterable<string>): Promise<InitKeysResult> {
     this.#assertOpen()
-    const created: KeyRef[] = []
-    const existing: KeyRef[] = []
-    for (const logicalTable of new Set(logicalTables)) {
-      const keys = await this.#store.list(logicalTable)
-      const missing = PURPOSES.filter((p) => !keys.some((k) => k.purpose === p))
-      for (const k of keys) existing.push(refOf(k))
-      if (missing.length === 0) continue
-      await refuseOverCiphertext(
-        this.#holdsCiphertext,
-        logicalTable,
-        missing,
-        keys.length > 0 && this.#holdsCiphertext === undefined,
-      )
-      const made = await createInitialVersions(this.#init, logicalTable, missing)
-      for (const purpose of missing) {
-        const ref = { logicalTable, purpose, version: 1 }
-        if (made.some((r) => r.purpose === purpose)) created.push(ref)
-        else existing.push(ref)
-      }
-      this.#meta.delete(logicalTable)
-    }
-    return { created, existing }
+    return this.#creation.init(logicalTables)
   }
 
   /** Counters since construction; never key material. */
@@ -314,6 +288,7 @@ export class KeyRing {
       cache: this.#cache.stats(),
       providerCalls: this.#providerCalls,
       metadataLoads: this.#metadataLoads,
+      metadataNames: this.#meta.size,
     }
   }
 
@@ -383,17 +358,11 @@ export class KeyRing {
     const present = (p: KeyPurpose) =>
       keys.some((k) => k.purpose === p) || corrupt.some((c) => (c.purpose ?? p) === p)
     const missing = PURPOSES.filter((p) => !present(p))
-    if (missing.length > 0) {
-      // Keys of one purpose without the other: the store's own record says this table was
-      // initialised, so the missing rows were deleted. Never paper over that with fresh keys.
-      await refuseOverCiphertext(this.#holdsCiphertext, logicalTable, missing, keys.length > 0)
-      // A tenant's keys are created on purpose or on its first write (writeKey), never by a read.
-      if (this.#autoCreate && parseTenantKeyName(logicalTable) === undefined) {
-        // One after the other: this may run on the application's connection (one query at a time).
-        await createInitialVersions(this.#init, logicalTable, missing)
-        this.#metadataLoads++
-        ;({ keys, corrupt } = await this.#store.read(logicalTable))
-      }
+    // A tenant's keys are created on purpose or on its first write (writeKey), never by a read.
+    // One after the other: this may run on the application's connection (one query at a time).
+    if (missing.length > 0 && (await this.#creation.onMissing(logicalTable, missing, keys.length > 0))) {
+      this.#metadataLoads++
+      ;({ keys, corrupt } = await this.#store.read(logicalTable))
     }
     const meta = buildTableMeta(
       keys,

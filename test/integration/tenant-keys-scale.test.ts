@@ -1,19 +1,6 @@
-import { randomBytes } from 'node:crypto'
-import { Kysely, sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  addEncryptedColumns,
-  createBlindIndexes,
-  type EncryptedSchema,
-  encrypted,
-  encryptedSchema,
-  type FieldEncryption,
-  fieldEncryption,
-  localKeyProvider,
-} from '../../src/index.js'
-import { type Backend, backends, onlyTables, uniqueName } from '../support/backends.js'
-import type { TestDB } from '../support/encrypted-db.js'
-import { dialectsOn } from '../support/tenant-dialects.js'
+import { type Backend, backends } from '../support/backends.js'
+import { type TenantPair, tenantPair } from '../support/tenant-pair.js'
 
 const TENANTS = 1000
 const ROWS_PER_TENANT = 3
@@ -26,63 +13,23 @@ const BATCH = 300
  */
 describe.each(backends())('per-tenant keys over 1,000 tenants [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
-    let table: string
-    let keyTable: string
-    let schema: EncryptedSchema
-    let writer: FieldEncryption
-    let reader: FieldEncryption
-    let writerDb: Kysely<TestDB>
-    let readerDb: Kysely<TestDB>
-    let raw: Kysely<TestDB>
-    let close: () => Promise<void>
-    const kek = randomBytes(32)
+    let fx: TenantPair
     const tenant = (i: number) => `t${String(i).padStart(4, '0')}`
 
     beforeAll(async () => {
-      table = uniqueName('tk_scale')
-      keyTable = uniqueName('kfe_keys')
-      schema = encryptedSchema(
-        { [table]: { email: encrypted.text({ index: { name: 'email_bidx' } }) } },
-        { tables: { [table]: { context: ['tenant_id', 'id'], keyScope: 'tenant_id' } } },
-      )
-      const options = (id: string) => ({
-        schema,
-        keyProvider: localKeyProvider({ id: 'local:scale', key: Buffer.from(kek) }),
-        keyTable,
+      fx = await tenantPair(backend, {
+        prefix: 'tk_scale',
         // Two keys per tenant must fit, or evictions would cost provider calls again.
-        cache: { max: 2 * TENANTS + 100, ttlMs: 10 * 60_000 },
-        metadataTtlMs: 10 * 60_000,
-        verifySchema: onlyTables(table),
-        ...(id === 'writer' ? { createTenantKeys: true } : {}),
+        shared: { cache: { max: 2 * TENANTS + 100, ttlMs: 10 * 60_000 }, metadataTtlMs: 10 * 60_000 },
       })
-      writer = fieldEncryption(options('writer'))
-      reader = fieldEncryption(options('reader'))
-      const made = dialectsOn(backend, 3)
-      close = made.close
-      writerDb = new Kysely<TestDB>({ dialect: writer.wrap(made.dialects[0]!), plugins: [writer.plugin] })
-      readerDb = new Kysely<TestDB>({ dialect: reader.wrap(made.dialects[1]!), plugins: [reader.plugin] })
-      raw = new Kysely<TestDB>({ dialect: made.dialects[2]! })
-      await raw.schema
-        .createTable(table)
-        .addColumn('id', 'integer', (c) => c.primaryKey())
-        .addColumn('tenant_id', 'varchar(16)', (c) => c.notNull())
-        .$call(addEncryptedColumns(schema, table, backend.family))
-        .execute()
-      await createBlindIndexes(raw, schema, table)
-      await writer.init(writerDb) // the key table
     }, 600_000)
 
     afterAll(async () => {
-      for (const t of [table, keyTable]) await sql`drop table if exists ${sql.table(t)}`.execute(raw)
-      await writer?.close()
-      await reader?.close()
-      await writerDb?.destroy()
-      if (backend.name !== 'pglite') await readerDb?.destroy()
-      if (backend.name !== 'pglite') await raw?.destroy()
-      await close?.()
+      await fx?.teardown()
     })
 
     it(`${TENANTS} tenants × ${ROWS_PER_TENANT} rows: one provider call per tenant key, not per row`, async () => {
+      const { table, keyTable, raw, writer, reader, writerDb, readerDb } = fx
       const rows = Array.from({ length: TENANTS * ROWS_PER_TENANT }, (_, n) => ({
         id: n + 1,
         tenant_id: tenant(n % TENANTS),
