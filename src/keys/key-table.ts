@@ -65,11 +65,16 @@ export function keyStoreError(what: string, error: unknown, table?: string): Fie
 export async function createKeyTable(t: KeyTable): Promise<void> {
   const textType = t.family === 'mysql' ? sql`longtext` : sql`text`
   const timeType = t.family === 'mysql' ? sql`datetime(3)` : sql`timestamptz`
+  // Key names compare byte for byte: MySQL's default collations are case-insensitive, and would
+  // make tenants 'Acme' and 'acme' (orders#tenant_id=Acme, …=acme) share one key row. A trailing
+  // space cannot end a tenant's name (percent-encoded), so utf8mb4_bin's PAD SPACE is harmless.
+  const nameType =
+    t.family === 'mysql' ? sql`varchar(255) character set utf8mb4 collate utf8mb4_bin` : sql`varchar(255)`
   const pkName = `${t.tableName.replace('.', '_')}_pkey`
   const create = t.db.schema
     .createTable(t.tableName)
     .ifNotExists()
-    .addColumn('logical_table', 'varchar(255)', (c) => c.notNull())
+    .addColumn('logical_table', nameType, (c) => c.notNull())
     .addColumn('purpose', 'varchar(16)', (c) => c.notNull())
     .addColumn('version', 'integer', (c) => c.notNull())
     .addColumn('state', 'varchar(16)', (c) => c.notNull())

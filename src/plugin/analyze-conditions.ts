@@ -6,6 +6,7 @@ import type { ColumnInfo, IndexInfo } from '../schema/schema.js'
 import type { AnalysisContext, ConditionContext, PendingFilter } from './analysis-context.js'
 import { opaque, reference } from './analyze-expressions.js'
 import { checkCodec, exposedName, NEGATED, pickIndex } from './column-rules.js'
+import { andGuard, exactContextGuard } from './context-guard.js'
 import { conjuncts, equality, isColumn } from './context-writes.js'
 import { DeferredValue, isDeferred } from './deferred-value.js'
 import { EXPRESSION, LITERAL, listValues, rebuild, referenceNode, valueNode } from './nodes.js'
@@ -167,7 +168,8 @@ export function comparison(
   }
   if (index.spec.kind === 'search' && !checkable(ctx, op))
     throw searchIndexRefusal(index, shapeOf(ctx, op), op)
-  const tenant = info.table.keyScope === undefined ? undefined : tenantOf(ctx, ref.relation, info, op)
+  const named = info.table.keyScope === undefined ? undefined : tenantOf(ctx, ref.relation, info, op)
+  const tenant = named?.tenant
   const probes = values.map((v) => {
     checkCodec(info, v)
     return a.note(new DeferredValue('probe', info, v, index, undefined, tenant))
@@ -183,12 +185,17 @@ export function comparison(
       `the derived table ${ref.relation.name} does not select the blind index column ${index.physical}`,
     )
   const qualifier = (refNode as ReferenceNode).table
-  return Object.freeze({
+  const search = Object.freeze({
     kind: 'BinaryOperationNode',
     leftOperand: referenceNode(exposed, qualifier),
     operator: NEGATED.has(op) ? NOT_IN_OPERATOR : IN_OPERATOR,
     rightOperand: Object.freeze({ kind: 'ValueListNode', values: Object.freeze(probes.map(valueNode)) }),
   }) as BinaryOperationNode
+  // The blind index was computed under this tenant's key: only rows whose stored tenant is
+  // exactly it may match (a case-insensitive collation would let 'Acme' rows in; context-guard.ts).
+  return named === undefined
+    ? search
+    : andGuard(search, exactContextGuard(named.column, named.qualifier, named.tenant))
 }
 
 export function columnToColumn(
@@ -317,14 +324,20 @@ function slottedSelfJoin(
  *
  * @throws QueryRefusedError `TENANT_REQUIRED`
  */
-function tenantOf(ctx: ConditionContext, relation: Relation, info: ColumnInfo, op: string): string {
+function tenantOf(
+  ctx: ConditionContext,
+  relation: Relation,
+  info: ColumnInfo,
+  op: string,
+): { tenant: string; column: string; qualifier: ReferenceNode['table'] } {
   const scope = info.table.keyScope!
   if (ctx.positive && relation.table === info.table) {
     for (const conjunct of conjuncts(ctx.root)) {
       const eq = equality(conjunct, relation.name)
       if (eq === undefined || !isColumn(eq.column, scope.column)) continue
       const tenant = contextValue(eq.value)
-      if (tenant !== undefined) return tenant
+      const left = (conjunct as BinaryOperationNode).leftOperand as Partial<ReferenceNode>
+      if (tenant !== undefined) return { tenant, column: eq.column, qualifier: left.table }
     }
   }
   throw tenantRequired(info.table, info.logical, `a search on ${info.table.physical}.${info.physical}`, op)

@@ -1,10 +1,11 @@
-import type { OperationNode, UpdateQueryNode } from 'kysely'
+import type { OperationNode, UpdateQueryNode, WhereNode } from 'kysely'
 import type { StatementAnalysis } from './analysis-context.js'
 import { whereNode } from './analyze-conditions.js'
 import { opaque } from './analyze-expressions.js'
 import { fromItem, froms, join, statementScope } from './analyze-from.js'
 import { returning } from './analyze-selections.js'
 import { updates } from './analyze-set-items.js'
+import { guardUpdate } from './context-guard.js'
 import { plainSets, updateRowContext } from './context-writes.js'
 import { rebuild, rebuildList } from './nodes.js'
 
@@ -31,14 +32,30 @@ export const analyzeUpdate: StatementAnalysis<UpdateQueryNode> = (a, node, paren
   if (node.joins) patch.joins = rebuildList(node.joins, (j) => join(a, j, scope, parent))
   // A table with a row context: each row written is bound to the context values its WHERE fixes
   // (or its SET items give), read from the statement as the user wrote it.
+  let bound = false
   const rowContext =
     single?.table === undefined || single.table.context.length === 0 || node.updates === undefined
       ? undefined
-      : () =>
-          updateRowContext(single.table!, single.name, node.where, plainSets(node.updates!, single.table!))
+      : () => {
+          bound = true
+          return updateRowContext(
+            single.table!,
+            single.name,
+            node.where,
+            plainSets(node.updates!, single.table!),
+          )
+        }
   if (node.updates) patch.updates = updates(a, node.updates, scope, single, rowContext)
   if (node.where)
     patch.where = whereNode(a, node.where, scope, { pending: undefined, positive: true, place: 'update' })
+  // Ciphertexts bound to the context the WHERE fixes: only rows whose stored context is exactly it.
+  if (bound && patch.where !== undefined)
+    patch.where = guardUpdate(
+      patch.where as WhereNode,
+      single!.table!,
+      single!.name,
+      plainSets(node.updates!, single!.table!),
+    )
   if (node.orderBy) patch.orderBy = opaque(a, node.orderBy, scope, 'order by')
   return returning(a, node, scope, role, patch)
 }
