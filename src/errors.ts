@@ -214,6 +214,10 @@ export type SchemaProblemKind =
   | 'unannotated-index-columns'
   /** A table the schema does not annotate has binary columns whose sampled values are this library's ciphertext. */
   | 'unannotated-ciphertext'
+  /** A context column (the `context` table option) does not exist. */
+  | 'context-column-missing'
+  /** A context column's type does not return values as they were written (PostgreSQL `character(n)`, fractional, time, JSON, bytes). */
+  | 'context-column-type'
 
 /** One problem found by schema verification. Names and types only: never a value. */
 export interface SchemaProblem {

@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely'
 import { SchemaMismatchError, type SchemaProblem } from '../errors.js'
 import { type Catalog, type CatalogTable, isBinaryType, readCatalog } from './catalog.js'
+import { contextColumnProblems } from './context-column-types.js'
 import { ciphertextColumns } from './sample-ciphertext.js'
 import type { EncryptedSchema, TableInfo } from './schema.js'
 import { schemaFixes } from './schema-fixes.js'
@@ -114,7 +115,7 @@ function tableProblems(
   fixes: Fixes,
   family: SqlFamily,
 ): SchemaProblem[] {
-  const out: SchemaProblem[] = []
+  const out: SchemaProblem[] = contextColumnProblems(table, info, (t, c) => catalog.column(t, c), family)
   const where = info.physical
   for (const column of info.columns.values()) {
     const type = catalog.column(table, column.stored)

@@ -1,0 +1,76 @@
+import { Kysely, sql } from 'kysely'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { addEncryptedColumns, encrypted, encryptedSchema } from '../../src/index.js'
+import { findSchemaProblems } from '../../src/schema/verify-schema.js'
+import { type Backend, backends, uniqueName } from '../support/backends.js'
+import type { TestDB } from '../support/encrypted-db.js'
+
+/**
+ * Schema verification (the startup check) refuses a context column whose values do not read back
+ * as they were written: ciphertexts bound to the written value would not decrypt.
+ */
+describe.each(backends())('context column types [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    let db: Kysely<TestDB>
+    const tables: string[] = []
+    beforeAll(() => {
+      db = new Kysely<TestDB>({ dialect: backend.createDialect() })
+    })
+    afterAll(async () => {
+      for (const t of tables) await sql`drop table if exists ${sql.table(t)}`.execute(db)
+      await db?.destroy()
+    })
+
+    /** The context problems of a table whose context columns have these types. */
+    async function problemsFor(types: Record<string, string>) {
+      const table = uniqueName('ctx_types')
+      tables.push(table)
+      const schema = encryptedSchema(
+        { [table]: { email: encrypted.text() } },
+        { tables: { [table]: { context: Object.keys(types) } } },
+      )
+      let create = db.schema.createTable(table).addColumn('pk', 'integer', (c) => c.primaryKey())
+      // biome-ignore lint/suspicious/noExplicitAny: column types chosen per case.
+      for (const [name, type] of Object.entries(types)) create = create.addColumn(name, sql.raw(type) as any)
+      await create.$call(addEncryptedColumns(schema, table, backend.family)).execute()
+      const { problems } = await findSchemaProblems(db, schema, { unannotatedTables: false })
+      return problems.map((p) => `${p.kind} ${p.columns.join(',')}`)
+    }
+
+    it('integer, uuid and varchar context columns pass', async () => {
+      expect(await problemsFor({ tenant_id: 'varchar(64)', id: 'bigint', ref: 'uuid' })).toEqual([])
+    })
+
+    it('a padded, fractional, time or JSON context column is refused (context-column-type)', async () => {
+      // (MariaDB's json is longtext: its text reads back as written.)
+      const bad: Record<string, string> =
+        backend.family === 'postgres'
+          ? { tenant_id: 'char(10)', amount: 'numeric(10,2)', at: 'timestamptz' }
+          : { amount: 'decimal(10,2)', at: 'datetime', ratio: 'double' }
+      const found = await problemsFor(bad)
+      expect(found.sort()).toEqual(
+        Object.keys(bad)
+          .map((c) => `context-column-type ${c}`)
+          .sort(),
+      )
+    })
+
+    it('a context column that does not exist is refused (context-column-missing)', async () => {
+      const table = uniqueName('ctx_types')
+      tables.push(table)
+      const schema = encryptedSchema(
+        { [table]: { email: encrypted.text() } },
+        { tables: { [table]: { context: ['tenant_id'] } } },
+      )
+      await db.schema
+        .createTable(table)
+        .addColumn('pk', 'integer', (c) => c.primaryKey())
+        .$call(addEncryptedColumns(schema, table, backend.family))
+        .execute()
+      const { problems } = await findSchemaProblems(db, schema, { unannotatedTables: false })
+      expect(problems.map((p) => `${p.kind} ${p.columns.join(',')}`)).toEqual([
+        'context-column-missing tenant_id',
+      ])
+    })
+  })
+})
