@@ -94,6 +94,35 @@ export async function createKeyTable(t: KeyTable): Promise<void> {
     }
   }
   await ensureCheckColumn(t)
+  await ensureExactNames(t)
+}
+
+/**
+ * MySQL: a key table made before key names compared byte for byte (its `logical_table` under the
+ * database's default collation, case-insensitive) gets the `utf8mb4_bin` collation, so tenants
+ * 'Acme' and 'acme' never share a key row. Safe: names unique case-insensitively are unique
+ * byte for byte. Idempotent; run by `init` (`kfe init`, `encryption.init`).
+ */
+async function ensureExactNames(t: KeyTable): Promise<void> {
+  if (t.family !== 'mysql') return
+  const dot = t.tableName.indexOf('.')
+  const database = dot < 0 ? sql`database()` : sql`${t.tableName.slice(0, dot)}`
+  const name = dot < 0 ? t.tableName : t.tableName.slice(dot + 1)
+  try {
+    const { rows } = await sql<{
+      c: string | null
+    }>`select collation_name as c from information_schema.columns
+      where table_schema = ${database} and table_name = ${name} and column_name = 'logical_table'`.execute(
+      t.db,
+    )
+    const collation = rows[0]?.c
+    if (collation === undefined || collation === null || collation.endsWith('_bin')) return
+    await sql`alter table ${sql.table(t.tableName)} modify logical_table varchar(255) character set utf8mb4 collate utf8mb4_bin not null`.execute(
+      t.db,
+    )
+  } catch (error) {
+    throw keyStoreError('make the key table compare key names byte for byte (utf8mb4_bin)', error)
+  }
 }
 
 /** A key table made before key check values gets its `check_value` column (nullable). */

@@ -1,9 +1,9 @@
-import { Kysely, sql } from 'kysely'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { sql } from 'kysely'
+import { describe, expect, it } from 'vitest'
 import { addEncryptedColumns, encrypted, encryptedSchema } from '../../src/index.js'
 import { findSchemaProblems } from '../../src/schema/verify-schema.js'
 import { type Backend, backends, uniqueName } from '../support/backends.js'
-import type { TestDB } from '../support/encrypted-db.js'
+import { usePlainDb } from '../support/plain-db.js'
 
 /**
  * Schema verification (the startup check) refuses a context column whose values do not read back
@@ -11,29 +11,22 @@ import type { TestDB } from '../support/encrypted-db.js'
  */
 describe.each(backends())('context column types [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
-    let db: Kysely<TestDB>
-    const tables: string[] = []
-    beforeAll(() => {
-      db = new Kysely<TestDB>({ dialect: backend.createDialect() })
-    })
-    afterAll(async () => {
-      for (const t of tables) await sql`drop table if exists ${sql.table(t)}`.execute(db)
-      await db?.destroy()
-    })
+    const { db: plain, track } = usePlainDb(backend)
 
     /** The context problems of a table whose context columns have these types. */
     async function problemsFor(types: Record<string, string>) {
-      const table = uniqueName('ctx_types')
-      tables.push(table)
+      const table = track(uniqueName('ctx_types'))
       const schema = encryptedSchema(
         { [table]: { email: encrypted.text() } },
         { tables: { [table]: { context: Object.keys(types) } } },
       )
-      let create = db.schema.createTable(table).addColumn('pk', 'integer', (c) => c.primaryKey())
+      let create = plain()
+        .schema.createTable(table)
+        .addColumn('pk', 'integer', (c) => c.primaryKey())
       // biome-ignore lint/suspicious/noExplicitAny: column types chosen per case.
       for (const [name, type] of Object.entries(types)) create = create.addColumn(name, sql.raw(type) as any)
       await create.$call(addEncryptedColumns(schema, table, backend.family)).execute()
-      const { problems } = await findSchemaProblems(db, schema, { unannotatedTables: false })
+      const { problems } = await findSchemaProblems(plain(), schema, { unannotatedTables: false })
       return problems.map((p) => `${p.kind} ${p.columns.join(',')}`)
     }
 
@@ -56,18 +49,17 @@ describe.each(backends())('context column types [$name]', (backend: Backend) => 
     })
 
     it('a context column that does not exist is refused (context-column-missing)', async () => {
-      const table = uniqueName('ctx_types')
-      tables.push(table)
+      const table = track(uniqueName('ctx_types'))
       const schema = encryptedSchema(
         { [table]: { email: encrypted.text() } },
         { tables: { [table]: { context: ['tenant_id'] } } },
       )
-      await db.schema
-        .createTable(table)
+      await plain()
+        .schema.createTable(table)
         .addColumn('pk', 'integer', (c) => c.primaryKey())
         .$call(addEncryptedColumns(schema, table, backend.family))
         .execute()
-      const { problems } = await findSchemaProblems(db, schema, { unannotatedTables: false })
+      const { problems } = await findSchemaProblems(plain(), schema, { unannotatedTables: false })
       expect(problems.map((p) => `${p.kind} ${p.columns.join(',')}`)).toEqual([
         'context-column-missing tenant_id',
       ])
