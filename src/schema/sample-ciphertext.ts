@@ -66,14 +66,19 @@ function ownsTenant(table: TableInfo, tenant: { logical: string; column: string 
 /**
  * The rows of one tenant. Its canonical value lower-cases a UUID (`contextValue`): an upper-case
  * one is matched too (a PostgreSQL `uuid` column compares either way; a text column may hold
- * either); a UUID stored in mixed case is not found here.
+ * either); a UUID stored in mixed case is not found here. The equality selects rows through the
+ * column's index; the exact guard beside it (as the plugin's, plugin/context-guard.ts) drops
+ * rows a case- or trailing-space-insensitive collation lets in: tenant
+ * 'acme ' does not hold the ciphertext of tenant 'acme'.
  */
 function tenantFilter(tenant: { column: string; tenant: string }): RawBuilder<unknown> {
   const c = sql.ref(tenant.column)
+  const uuid = UUID.test(tenant.tenant)
   const upper = tenant.tenant.toUpperCase()
-  return UUID.test(tenant.tenant) && upper !== tenant.tenant
-    ? sql`${c} in (${tenant.tenant}, ${upper})`
-    : sql`${c} = ${tenant.tenant}`
+  const equal =
+    uuid && upper !== tenant.tenant ? sql`${c} in (${tenant.tenant}, ${upper})` : sql`${c} = ${tenant.tenant}`
+  const text = uuid ? sql`lower(concat(${c}))` : sql`concat(${c})`
+  return sql`${equal} and md5(${text}) = md5(${tenant.tenant})`
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
