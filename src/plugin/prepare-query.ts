@@ -3,6 +3,7 @@ import { QueryRefusedError } from '../errors.js'
 import type { KeyRing } from '../keys/key-ring.js'
 import type { EncryptedSchema } from '../schema/schema.js'
 import { analyzeQuery } from './analyzer.js'
+import { checkWrittenContext } from './context-types.js'
 import { type DeferredValue, isDeferred } from './deferred-value.js'
 import type { MigratedColumns } from './migrated-columns.js'
 import { EMPTY_PLAN, type PendingPlans, type QueryPlan } from './plan.js'
@@ -159,6 +160,7 @@ function resolveQuery(
   slow: () => SlowPath,
 ): Prepared | Promise<Prepared> {
   if (deferred.length === 0) return { plan, send: query }
+  checkWrittenContext(ctx.schemaGate.catalog, deferred)
   const ring = ctx.ring()
   const cached = cachedKeys(ring, deferred)
   if (cached !== undefined) return withKeys(compiler, query, plan, cached)

@@ -39,6 +39,18 @@ describe.each(backends())('tenant value identity [$name]', (backend: Backend) =>
         await fx?.teardown()
       })
 
+      it.runIf(type === 'uuid')(
+        'a UUID in braces is refused: the uuid type would store it in another form (CONTEXT_MISSING)',
+        async () => {
+          const insert = fx.writerDb
+            .insertInto(fx.table)
+            .values({ id: 3, tenant_id: `{${UPPER}}`, email: 'braces@x.io' })
+            .execute()
+          await expect(insert).rejects.toMatchObject({ code: 'CONTEXT_MISSING' })
+          expect(await fx.raw.selectFrom(fx.table).select('id').where('id', '=', 3).execute()).toEqual([])
+        },
+      )
+
       it('one tenant: one key name (lower case), and both rows read back under it', async () => {
         expect(await keyNames(fx)).toEqual([`${fx.table}#tenant_id=${UUID}`])
         const stored = await fx.raw.selectFrom(fx.table).select(['id', 'tenant_id']).orderBy('id').execute()
@@ -177,14 +189,36 @@ describe.each(backends())('tenant value identity [$name]', (backend: Backend) =>
         ])
       })
 
+      it("an insert of id '07' (an integer column stores 7) is refused before anything is sent (CONTEXT_MISSING)", async () => {
+        const insert = fx.writerDb
+          .insertInto(fx.table)
+          .values({ id: '07' as unknown as number, tenant_id: 'acme', email: 'seven@x.io' })
+          .execute()
+        await expect(insert).rejects.toMatchObject({ code: 'CONTEXT_MISSING' })
+        expect(await fx.raw.selectFrom(fx.table).select('id').where('id', '=', 7).execute()).toEqual([])
+        // The canonical form goes through and reads back.
+        await fx.writerDb
+          .insertInto(fx.table)
+          .values({ id: '7', tenant_id: 'acme', email: 'seven@x.io' })
+          .execute()
+        const back = await fx.readerDb
+          .selectFrom(fx.table)
+          .select(['id', 'email'])
+          .where('id', '=', 7)
+          .execute()
+        expect(back).toEqual([{ id: 7, email: 'seven@x.io' }])
+      })
+
       it("an update whose id is '01' (the database converts it to 1) does not bind row 1's ciphertext to '01'", async () => {
-        const result = await fx.writerDb
+        // Refused where the schema check read the column's type (integer); the exact guard would
+        // otherwise leave row 1 alone (0 rows updated).
+        const result = fx.writerDb
           .updateTable(fx.table)
           .set({ email: 'other@x.io' })
           .where('tenant_id', '=', 'acme')
           .where('id', '=', '01' as unknown as number)
           .executeTakeFirst()
-        expect(Number(result.numUpdatedRows)).toBe(0)
+        await expect(result).rejects.toMatchObject({ code: 'CONTEXT_MISSING' })
         const row = await fx.readerDb
           .selectFrom(fx.table)
           .select(['id', 'email'])

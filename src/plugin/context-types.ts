@@ -1,0 +1,46 @@
+import type { Catalog } from '../schema/catalog.js'
+import { contextMissing } from '../schema/row-context.js'
+import type { DeferredValue } from './deferred-value.js'
+
+/**
+ * Context values an INSERT (or a SET of a context column) writes are bound into ciphertexts as
+ * they are written; a column that stores another value fails those ciphertexts on every read
+ * (`DECRYPT_AUTH_FAILED`). Where the schema check read the catalog, a value an integer or uuid
+ * column would store differently is refused before anything is sent: `'07'` (stored 7), a UUID
+ * in braces or without hyphens (stored in its canonical form).
+ */
+
+/** Integer data types, as the catalog names them. */
+const INTEGER = new Set(['smallint', 'integer', 'bigint', 'tinyint', 'mediumint', 'int'])
+const CANONICAL_INTEGER = /^-?(0|[1-9][0-9]*)$/
+const CANONICAL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+
+/**
+ * @param catalog - The catalog the schema check read; `undefined` (check off or not run): no check.
+ * @param deferred - The query's deferred values.
+ * @throws QueryRefusedError `CONTEXT_MISSING` naming the column, when a written context value is
+ *   not the form its column stores.
+ */
+export function checkWrittenContext(catalog: Catalog | undefined, deferred: readonly DeferredValue[]): void {
+  if (catalog === undefined) return
+  for (const d of deferred) {
+    const values = d.kind === 'encrypt' ? d.context : undefined
+    if (values === undefined) continue
+    const table = d.column.table
+    const live = catalog.table(table.physical)
+    if (live === undefined) continue
+    table.context.forEach((name, i) => {
+      const value = values[i]
+      const type = catalog.column(live, name)
+      if (value === undefined || type === undefined) return
+      const integer = INTEGER.has(type)
+      if (integer ? CANONICAL_INTEGER.test(value) : type !== 'uuid' || CANONICAL_UUID.test(value)) return
+      throw contextMissing(
+        table,
+        name,
+        `is ${JSON.stringify(value.length > 64 ? `${value.slice(0, 64)}…` : value)}, which its ${type} column stores as another value (${integer ? 'an integer in its decimal form' : 'a UUID in its 8-4-4-4-12 form'}): the ciphertexts bound to it would not decrypt`,
+        'write',
+      )
+    })
+  }
+}
