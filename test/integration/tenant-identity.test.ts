@@ -1,12 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Backend, backends } from '../support/backends.js'
-import { type TenantFixture, tenantFixture } from '../support/tenant-fixture.js'
+import { type TenantPair, tenantPair } from '../support/tenant-pair.js'
 
 const UUID = '0c0a2f1e-7d3b-4c5a-9e8f-a1b2c3d4e5f6'
 const UPPER = UUID.toUpperCase()
 
 /** The key names of a fixture's key table. */
-async function keyNames(fx: TenantFixture): Promise<string[]> {
+async function keyNames(fx: TenantPair): Promise<string[]> {
   const rows = await fx.raw.selectFrom(fx.keyTable).select('logical_table').distinct().execute()
   return rows.map((r) => r.logical_table as string).sort()
 }
@@ -24,9 +24,9 @@ describe.each(backends())('tenant value identity [$name]', (backend: Backend) =>
   describe.runIf(backend.available)('', () => {
     // PostgreSQL's uuid type and MariaDB's (10.7+) return lower case whatever was written.
     describe.each(['uuid', 'varchar(36)'])('a UUID tenant in a %s column, written in upper case', (type) => {
-      let fx: TenantFixture
+      let fx: TenantPair
       beforeAll(async () => {
-        fx = await tenantFixture(backend, { prefix: 'tk_uuid', tenantType: type })
+        fx = await tenantPair(backend, { prefix: 'tk_uuid', tenantType: type })
         await fx.writerDb
           .insertInto(fx.table)
           .values([
@@ -109,9 +109,9 @@ describe.each(backends())('tenant value identity [$name]', (backend: Backend) =>
     })
 
     describe("tenants 'acme' and 'Acme' in a varchar column (MariaDB's default collation: case-insensitive)", () => {
-      let fx: TenantFixture
+      let fx: TenantPair
       beforeAll(async () => {
-        fx = await tenantFixture(backend, { prefix: 'tk_case', tenantType: 'varchar(16)' })
+        fx = await tenantPair(backend, { prefix: 'tk_case', tenantType: 'varchar(16)' })
         await fx.writerDb
           .insertInto(fx.table)
           .values([
