@@ -4,6 +4,7 @@ import type { TableInfo } from '../schema/schema.js'
 import { type CasWrite, casWrite } from './cas-write.js'
 import type { OpsContext } from './context.js'
 import type { Batch, BatchCounts, JobStore, JobTargets } from './job-store.js'
+import type { KeySnapshot } from './key-snapshot.js'
 import { exactKeys, type KeyColumn } from './primary-key.js'
 import { destroyKeySet, type KeySet, loadKeySet, type StoredRow } from './row-check.js'
 
@@ -76,6 +77,8 @@ export interface BatchRunner {
   readonly worker: string
   /** Primary keys of failed rows, filled up to 100. */
   readonly failedKeys: unknown[]
+  /** This worker's view of the table's key versions, checked at each claim. */
+  readonly keys: KeySnapshot
 }
 
 /** Thrown inside a batch's transaction when this worker's keys do not fit the batch: refresh, retry. */
@@ -106,7 +109,7 @@ export async function runOneBatch(run: BatchRunner): Promise<BatchCounts | undef
   let fresh = false
   for (let attempt = 0, tenantRounds = 0; ; attempt++) {
     const keys = await pausing(run.table, () =>
-      run.spec.loadKeys === undefined ? loadKeySet(run.ctx, run.table) : run.spec.loadKeys(tenants, fresh),
+      run.spec.loadKeys === undefined ? loadKeySet(run.keys.context(), run.table) : run.spec.loadKeys(tenants, fresh),
     )
     tenants = []
     fresh = false
@@ -122,7 +125,7 @@ export async function runOneBatch(run: BatchRunner): Promise<BatchCounts | undef
       if (error instanceof NeedsKeys && !reloaded) {
         fresh = true
         reloaded = true
-        run.ctx.ring.refresh()
+        run.keys.reset()
         continue
       }
       if (error instanceof NeedsKeys && error.targets !== undefined) {
@@ -154,8 +157,17 @@ async function runBatch(
 ): Promise<BatchCounts | undefined> {
   const { jobs, table, key, spec } = run
   const pk = key.name
-  const batch: Batch | undefined = await jobs.claim(trx, run.jobId)
+  // Per-tenant keys (spec.loadKeys) are not one table's rows of the key table: their versions are
+  // read per metadata TTL by the spec, and the claim carries no fingerprint.
+  const perTenant = spec.loadKeys !== undefined
+  const batch: Batch | undefined = await jobs.claim(trx, run.jobId, perTenant ? undefined : table.logical)
   if (batch === undefined) return undefined
+  // The key table changed since this worker's view was loaded: reload it and run the batch again
+  // (after a reload, a view that still differs hands the worker back to the ring's per-TTL reads).
+  if (!perTenant && !run.keys.matches(batch.keys)) {
+    if (!reloaded) throw new NeedsKeys()
+    run.keys.fallBack()
+  }
   const columns = spec.columns(key)
   let q = trx.selectFrom(table.physical).select(columns).orderBy(pk)
   if (spec.where !== undefined) q = q.where(spec.where.column, '=', spec.where.value)

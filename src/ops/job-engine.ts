@@ -4,6 +4,7 @@ import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
 import { type BatchRunner, type JobSpec, pausing, runOneBatch } from './job-batch.js'
 import { type BatchCounts, type JobStart, JobStore } from './job-store.js'
+import { KeySnapshot } from './key-snapshot.js'
 import { exactKeys, keyColumn } from './primary-key.js'
 import { type RunOptions, report, sleep } from './progress.js'
 import { destroyKeySet, loadKeySet, type StoredRow } from './row-check.js'
@@ -157,6 +158,7 @@ export async function runJob(
     jobId: id,
     worker,
     failedKeys,
+    keys: new KeySnapshot(ctx, table.logical),
   })
   const add = (counts: BatchCounts) => {
     batches++

@@ -1,6 +1,7 @@
 import { type Kysely, sql, type Transaction } from 'kysely'
 import type { OpsContext } from './context.js'
 import { decodeBound, encodeBound, ensureJobTables } from './job-tables.js'
+import { keyFingerprint } from './key-snapshot.js'
 
 /** A job as its row in the job table records it. */
 export interface JobRecord {
@@ -52,6 +53,8 @@ export interface Batch {
   readonly no: number
   readonly lo: unknown
   readonly hi: unknown
+  /** The key table's rows of the table as the claim read them (see key-snapshot.ts), when asked. */
+  readonly keys?: string | null
 }
 
 /** Counters one batch adds to its job. @internal */
@@ -200,11 +203,15 @@ export class JobStore {
     return { data: nullableInt(job?.target_data), index: nullableInt(job?.target_index) }
   }
 
-  /** Claims the next undone batch nobody holds (`FOR UPDATE SKIP LOCKED`), inside `trx`. */
-  async claim(trx: AnyTrx, jobId: string): Promise<Batch | undefined> {
+  /**
+   * Claims the next undone batch nobody holds (`FOR UPDATE SKIP LOCKED`), inside `trx`; with
+   * `keysOf` (a logical table), reads that table's key fingerprint in the same statement.
+   */
+  async claim(trx: AnyTrx, jobId: string, keysOf?: string): Promise<Batch | undefined> {
     const row = await trx
       .selectFrom(this.batches)
       .select(['batch_no', 'lo', 'hi'])
+      .$if(keysOf !== undefined, (q) => q.select(keyFingerprint(this.#ctx, keysOf as string).as('kfp')))
       .where('job_id', '=', jobId)
       .where('done', '=', 0)
       .orderBy('batch_no')
@@ -213,7 +220,8 @@ export class JobStore {
       .skipLocked()
       .executeTakeFirst()
     if (row === undefined) return undefined
-    return { jobId, no: Number(row.batch_no), lo: decodeBound(row.lo), hi: decodeBound(row.hi) }
+    const batch = { jobId, no: Number(row.batch_no), lo: decodeBound(row.lo), hi: decodeBound(row.hi) }
+    return keysOf === undefined ? batch : { ...batch, keys: (row.kfp as string | null) ?? null }
   }
 
   /**
