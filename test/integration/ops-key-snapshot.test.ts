@@ -1,4 +1,4 @@
-import { type CompiledQuery, Kysely } from 'kysely'
+import { CompiledQuery, Kysely } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { OperationError } from '../../src/index.js'
 import { fieldEncryptionOps, type JobResult } from '../../src/ops.js'
@@ -98,6 +98,45 @@ describe.each(backends())(
           await db.destroy()
         }
       })
+
+      it.runIf(backend.family === 'mysql')(
+        'a fingerprint that never matches (group_concat cut short) hands the worker back to per-TTL reads: the job completes',
+        async () => {
+          await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
+          const cut = new WeakSet<object>()
+          let keyReads = 0
+          let claims = 0
+          const db = new Kysely<TestDB>({
+            dialect: hooked(backend.createDialect(), async (query, run) => {
+              // Once per session: the claim's group_concat is cut at 4 characters.
+              if (!cut.has(run)) {
+                cut.add(run)
+                await run(CompiledQuery.raw('set session group_concat_max_len = 4'))
+              }
+              if (/skip locked/i.test(query.sql)) claims++
+              else if (query.sql.includes(t.keyTable)) keyReads++
+            }),
+          })
+          try {
+            const ops = fieldEncryptionOps({
+              db,
+              schema: t.schema,
+              keyProvider: t.provider,
+              keyTable: t.keyTable,
+              jobsTable: t.jobsTable,
+              metadataTtlMs: 0,
+            })
+            const job = (await ops.reencrypt(t.table, { batchSize: 4 })) as JobResult
+            expect(job).toMatchObject({ rewritten: 60, failed: 0, remainingBatches: 0 })
+            // Per-TTL reads (a TTL of 0: every batch) after the one reload that did not match.
+            expect(keyReads).toBeGreaterThan(claims)
+            expect(await t.ops.verify(t.table)).toMatchObject({ ok: true, dataVersions: { 5: 120 } })
+          } finally {
+            // Not ops.close(): it would close the provider this suite shares.
+            await db.destroy()
+          }
+        },
+      )
     })
   },
 )
