@@ -1,4 +1,4 @@
-import { CompiledQuery, type RawBuilder, sql, type Transaction } from 'kysely'
+import { type Compilable, CompiledQuery, type RawBuilder, sql, type Transaction } from 'kysely'
 import { OperationError } from '../errors.js'
 import type { OpsContext } from './context.js'
 import type { KeyColumn } from './primary-key.js'
@@ -42,6 +42,32 @@ export async function casWrite(
   key: KeyColumn,
   rows: readonly CasWrite[],
 ): Promise<boolean[]> {
+  return (await casWriteWith(ctx, trx, table, key, rows)).written
+}
+
+/**
+ * A statement run with the write, on PostgreSQL, when the rows have one shape: the batch's
+ * checkpoint (`JobStore.checkpoint`), given the number of rows written as a SQL expression, and
+ * returning one row when it updated its row.
+ * @internal
+ */
+export type WithWrite = (written: RawBuilder<number>) => Compilable<unknown>
+
+/**
+ * {@link casWrite}, and `also` in the same statement when it can be (PostgreSQL, one shape: a
+ * data-modifying `WITH`, one round trip for both).
+ * @returns per row, whether it was written; `withRan`: whether `also` ran and returned a row
+ *   (undefined when it was not run: the caller runs it itself)
+ * @internal
+ */
+export async function casWriteWith(
+  ctx: OpsContext,
+  trx: AnyTrx,
+  table: string,
+  key: KeyColumn,
+  rows: readonly CasWrite[],
+  also?: WithWrite,
+): Promise<{ written: boolean[]; withRan: boolean | undefined }> {
   const written = new Array<boolean>(rows.length).fill(false)
   const shapes = new Map<string, number[]>()
   rows.forEach((row, i) => {
@@ -50,6 +76,8 @@ export async function casWrite(
     if (list === undefined) shapes.set(shape, [i])
     else list.push(i)
   })
+  const merge = also !== undefined && ctx.family !== 'mysql' && shapes.size === 1 ? also : undefined
+  let ran: boolean | undefined
   for (const indexes of shapes.values()) {
     const first = rows[indexes[0]!]!
     const group: Group = {
@@ -60,10 +88,12 @@ export async function casWrite(
       match: Object.keys(first.match).sort(),
       rows: indexes.map((i) => rows[i]!),
     }
-    const done = ctx.family === 'mysql' ? await mysqlWrite(group) : await postgresWrite(ctx, group)
+    let done: number[]
+    if (ctx.family === 'mysql') done = await mysqlWrite(group)
+    else ({ done, withRan: ran } = await postgresWrite(ctx, group, merge))
     for (const j of done) written[indexes[j]!] = true
   }
-  return written
+  return { written, withRan: ran }
 }
 
 /** Rows of one shape: the columns each sets and matches, in a fixed order. */
@@ -76,8 +106,12 @@ interface Group {
   readonly rows: readonly CasWrite[]
 }
 
-/** @returns the indexes in `group.rows` of the rows written */
-async function postgresWrite(ctx: OpsContext, group: Group): Promise<number[]> {
+/** @returns the indexes in `group.rows` of the rows written, and whether `also` (when given) returned a row */
+async function postgresWrite(
+  ctx: OpsContext,
+  group: Group,
+  also?: WithWrite,
+): Promise<{ done: number[]; withRan: boolean | undefined }> {
   const { trx, table, key, set, match, rows } = group
   const types = await columnTypes(ctx, trx, table, [key.name, ...set, ...match])
   const typed = (column: string, values: unknown[]): RawBuilder<unknown> => {
@@ -108,7 +142,7 @@ async function postgresWrite(ctx: OpsContext, group: Group): Promise<number[]> {
   const names = ['k', ...set.map((_, i) => `s${i}`), ...match.map((_, i) => `m${i}`), 'ord'].map((n) =>
     sql.id(n),
   )
-  const result = await sql<{ ord: string | number | bigint }>`update ${sql.table(table)} as t
+  const update = sql<{ ord: string | number | bigint }>`update ${sql.table(table)} as t
     set ${sql.join(set.map((c, i) => sql`${sql.id(c)} = ${sql.ref(`v.s${i}`)}`))}
     from unnest(${sql.join(arrays)}) with ordinality as v(${sql.join(names)})
     where ${sql.join(
@@ -118,8 +152,17 @@ async function postgresWrite(ctx: OpsContext, group: Group): Promise<number[]> {
       ],
       sql` and `,
     )}
-    returning v.ord`.execute(trx)
-  return result.rows.map((r) => Number(r.ord) - 1)
+    returning v.ord`
+  if (also === undefined) {
+    const result = await update.execute(trx)
+    return { done: result.rows.map((r) => Number(r.ord) - 1), withRan: undefined }
+  }
+  const written = sql<number>`(select count(*) from w)`
+  const result = await sql<{ ords: unknown[] | null; ran: string | number }>`with w as (${update}),
+    c as (${also(written)})
+    select (select array_agg(w.ord) from w) as ords, (select count(*) from c) as ran`.execute(trx)
+  const row = result.rows[0]
+  return { done: (row?.ords ?? []).map((o) => Number(o) - 1), withRan: Number(row?.ran ?? 0) > 0 }
 }
 
 /**

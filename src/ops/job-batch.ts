@@ -1,7 +1,7 @@
-import type { Transaction } from 'kysely'
+import { sql, type Transaction } from 'kysely'
 import { type FieldEncryptionError, KeyProviderError, OperationError } from '../errors.js'
 import type { TableInfo } from '../schema/schema.js'
-import { type CasWrite, casWrite } from './cas-write.js'
+import { type CasWrite, casWriteWith, type WithWrite } from './cas-write.js'
 import type { OpsContext } from './context.js'
 import type { Batch, BatchCounts, JobStore, JobTargets } from './job-store.js'
 import type { KeySnapshot } from './key-snapshot.js'
@@ -183,6 +183,11 @@ async function runBatch(
     failed: 0,
     shredded: 0,
   }
+  // A worker writes only onto the versions the job was planned for: checked with the checkpoint;
+  // when they are not its active ones the batch rolls back and a stale key ring reloads.
+  const active = { data: keys.activeData, index: keys.activeIndex }
+  // Whether the checkpoint ran in the first round's write (PostgreSQL): final when no round follows.
+  let checkpointed: boolean | undefined
   for (let round = 0; pending.length > 0; round++) {
     const writes: CasWrite[] = []
     const unloaded = new Set<string>()
@@ -201,15 +206,42 @@ async function runBatch(
     if (unloaded.size > 0) throw new NeedsKeys(undefined, [...unloaded])
     if (writes.length === 0) break
     let written: boolean[]
+    // The first round's write also marks the batch done (PostgreSQL: one statement), with the
+    // counters as they stand if no row conflicts; a later round overwrites them.
+    const checkpoint: WithWrite | undefined =
+      round > 0
+        ? undefined
+        : (n) =>
+            jobs
+              .checkpoint(
+                trx,
+                batch,
+                { ...counts, rewritten: n, conflicts: sql<number>`${writes.length} - ${n}` },
+                run.worker,
+                active,
+              )
+              .returning(sql<number>`1`.as('one'))
     try {
-      written = await casWrite(run.ctx, trx, table.physical, key, writes)
+      ;({ written, withRan: checkpointed } = await casWriteWith(
+        run.ctx,
+        trx,
+        table.physical,
+        key,
+        writes,
+        checkpoint,
+      ))
     } catch (error) {
       throw spec.writeError?.(error) ?? error
     }
+    if (checkpointed === false) throw new NeedsKeys(await jobs.targets(trx, run.jobId))
     const skipped = writes.filter((_, i) => !written[i]).map((w) => w.key)
     counts.rewritten += writes.length - skipped.length
     counts.conflicts += skipped.length
-    if (skipped.length === 0) break
+    if (skipped.length === 0) {
+      if (round === 0 && checkpointed === true) return counts
+      break
+    }
+    checkpointed = undefined
     if (round >= CONFLICT_ROUNDS)
       throw new OperationError('OPS_INVALID', `A row of ${table.physical} kept changing.`, {
         table: table.logical,
@@ -225,9 +257,6 @@ async function runBatch(
     pending = exactKeys(key, again as StoredRow[])
     counts.deleted += skipped.length - pending.length
   }
-  // A worker writes only onto the versions the job was planned for: checked with the checkpoint;
-  // when they are not its active ones the batch rolls back and a stale key ring reloads.
-  const active = { data: keys.activeData, index: keys.activeIndex }
   if (!(await jobs.complete(trx, batch, counts, run.worker, active)))
     throw new NeedsKeys(await jobs.targets(trx, run.jobId))
   return counts

@@ -1,4 +1,4 @@
-import { type Kysely, sql, type Transaction } from 'kysely'
+import { type Kysely, type RawBuilder, sql, type Transaction } from 'kysely'
 import type { OpsContext } from './context.js'
 import { decodeBound, encodeBound, ensureJobTables } from './job-tables.js'
 import { keyFingerprint } from './key-snapshot.js'
@@ -238,7 +238,25 @@ export class JobStore {
     worker: string,
     targets: { readonly data: number; readonly index: number },
   ): Promise<boolean> {
-    const result = await trx
+    const result = await this.checkpoint(trx, batch, counts, worker, targets).executeTakeFirst()
+    return result.numUpdatedRows > 0n
+  }
+
+  /**
+   * The statement of {@link JobStore.complete}, unexecuted: PostgreSQL's batch write runs it in the
+   * write's own statement (a data-modifying `WITH`), with `rewritten` and `conflicts` counted there.
+   */
+  checkpoint(
+    trx: AnyTrx,
+    batch: Batch,
+    counts: Omit<BatchCounts, 'rewritten' | 'conflicts'> & {
+      rewritten: number | RawBuilder<number>
+      conflicts: number | RawBuilder<number>
+    },
+    worker: string,
+    targets: { readonly data: number; readonly index: number },
+  ) {
+    return trx
       .updateTable(this.batches)
       .set({
         done: 1,
@@ -262,8 +280,6 @@ export class JobStore {
             .where('target_index', '=', targets.index),
         ),
       )
-      .executeTakeFirst()
-    return result.numUpdatedRows > 0n
   }
 
   /** Batches not yet done (claimed by a live worker or not). */

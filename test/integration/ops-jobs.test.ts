@@ -92,7 +92,7 @@ describe.each(backends())('ops jobs [$name]', (backend: Backend) => {
         let fired = false
         const db = new Kysely<TestDB>({
           dialect: hooked(backend.createDialect(), async (query) => {
-            if (!fired && /^update/i.test(query.sql) && query.sql.includes(t.table)) {
+            if (!fired && /^(with w as \()?update/i.test(query.sql) && query.sql.includes(t.table)) {
               fired = true
               await t.app
                 .updateTable(t.table)
