@@ -30,7 +30,7 @@ describe.each(backends())(
       })
 
       /** An ops instance with a metadata TTL of `ttlMs`, on a dialect observed by `before`. */
-      const slowOps = (ttlMs: number, before: (query: CompiledQuery) => Promise<void>) => {
+      const slowOps = (ttlMs: number, before: Parameters<typeof hooked>[1]) => {
         const db = new Kysely<TestDB>({ dialect: hooked(backend.createDialect(), before) })
         const ops = fieldEncryptionOps({
           db,
@@ -106,26 +106,16 @@ describe.each(backends())(
           const cut = new WeakSet<object>()
           let keyReads = 0
           let claims = 0
-          const db = new Kysely<TestDB>({
-            dialect: hooked(backend.createDialect(), async (query, run) => {
-              // Once per session: the claim's group_concat is cut at 4 characters.
-              if (!cut.has(run)) {
-                cut.add(run)
-                await run(CompiledQuery.raw('set session group_concat_max_len = 4'))
-              }
-              if (/skip locked/i.test(query.sql)) claims++
-              else if (query.sql.includes(t.keyTable)) keyReads++
-            }),
+          const { ops, db } = slowOps(0, async (query, run) => {
+            // Once per session: the claim's group_concat is cut at 4 characters.
+            if (!cut.has(run)) {
+              cut.add(run)
+              await run(CompiledQuery.raw('set session group_concat_max_len = 4'))
+            }
+            if (/skip locked/i.test(query.sql)) claims++
+            else if (query.sql.includes(t.keyTable)) keyReads++
           })
           try {
-            const ops = fieldEncryptionOps({
-              db,
-              schema: t.schema,
-              keyProvider: t.provider,
-              keyTable: t.keyTable,
-              jobsTable: t.jobsTable,
-              metadataTtlMs: 0,
-            })
             const job = (await ops.reencrypt(t.table, { batchSize: 4 })) as JobResult
             expect(job).toMatchObject({ rewritten: 60, failed: 0, remainingBatches: 0 })
             // Per-TTL reads (a TTL of 0: every batch) after the one reload that did not match.
