@@ -109,7 +109,9 @@ export async function runOneBatch(run: BatchRunner): Promise<BatchCounts | undef
   let fresh = false
   for (let attempt = 0, tenantRounds = 0; ; attempt++) {
     const keys = await pausing(run.table, () =>
-      run.spec.loadKeys === undefined ? loadKeySet(run.keys.context(), run.table) : run.spec.loadKeys(tenants, fresh),
+      run.spec.loadKeys === undefined
+        ? loadKeySet(run.keys.context(), run.table)
+        : run.spec.loadKeys(tenants, fresh),
     )
     tenants = []
     fresh = false
