@@ -114,13 +114,14 @@ export class KeyStore {
   }
 
   /**
-   * Every stored key of every logical table, ordered by table, purpose, version. None when the
-   * key table does not exist.
+   * Every stored key of every logical table, or of the logical tables (key names) `names`, ordered
+   * by table, purpose, version. None when the key table does not exist.
+   * @param names - only these key names (e.g. the tenants a job meets), read by `in (…)` lists.
    * @throws KeyError `KEY_STORE_ERROR` on a database error.
    * @throws KeyError `KEY_STORE_CORRUPT` when a row cannot be parsed.
    */
-  async listAll(): Promise<StoredKey[]> {
-    return listAllKeys(this.#table)
+  async listAll(names?: readonly string[]): Promise<StoredKey[]> {
+    return listAllKeys(this.#table, names)
   }
 
   /**

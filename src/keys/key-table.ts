@@ -196,21 +196,34 @@ export async function listKeys(
   return [...keys]
 }
 
+/** Key names per `in (…)` list of {@link listAllKeys}: well under every driver's parameter limit. */
+const NAMES_PER_QUERY = 500
+
 /**
- * Every row of the key table, ordered by table, purpose, version; none when it does not exist.
+ * Every row of the key table, or of the key names `names` (one query per 500 names), ordered by
+ * table, purpose, version; none when the table does not exist.
  * @throws KeyError `KEY_STORE_CORRUPT` when a row cannot be parsed.
  * @throws KeyError `KEY_STORE_ERROR` on a database error.
  */
-export async function listAllKeys(t: KeyTable): Promise<StoredKey[]> {
+export async function listAllKeys(t: KeyTable, names?: readonly string[]): Promise<StoredKey[]> {
+  const chunks: Array<readonly string[] | undefined> = []
+  if (names === undefined) chunks.push(undefined)
+  else
+    for (let i = 0; i < names.length; i += NAMES_PER_QUERY) chunks.push(names.slice(i, i + NAMES_PER_QUERY))
+  const out: StoredKey[] = []
   try {
-    const rows = await t.db
-      .selectFrom(t.tableName)
-      .selectAll()
-      .orderBy('logical_table')
-      .orderBy('purpose')
-      .orderBy('version')
-      .execute()
-    return rows.map(toStoredKey)
+    for (const chunk of chunks) {
+      const rows = await t.db
+        .selectFrom(t.tableName)
+        .selectAll()
+        .$if(chunk !== undefined, (q) => q.where('logical_table', 'in', chunk as string[]))
+        .orderBy('logical_table')
+        .orderBy('purpose')
+        .orderBy('version')
+        .execute()
+      for (const row of rows) out.push(toStoredKey(row))
+    }
+    return out
   } catch (error) {
     if (isMissingRelation(error)) return []
     throw keyStoreError('list the keys', error)

@@ -1,7 +1,7 @@
 import { KeyError, OperationError } from '../errors.js'
 import { contextValue } from '../fields/context-values.js'
 import type { StoredKey } from '../keys/stored-key.js'
-import { type KeyScope, SCOPE_SEPARATOR, tenantKeyName } from '../schema/key-scope.js'
+import { type KeyScope, tenantKeyName } from '../schema/key-scope.js'
 import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
 import {
@@ -12,9 +12,6 @@ import {
   type RowKeys,
   type StoredRow,
 } from './row-check.js'
-
-/** Above this many tenants to load at once, the key table is read in one query, not one per tenant. */
-const BULK = 16
 
 /** A tenant's keys as the cache holds them. */
 type TenantEntry =
@@ -30,7 +27,7 @@ type TenantEntry =
  *
  * Loaded outside any transaction, as a batch's rows name tenants not seen yet; each tenant's key
  * versions are read again from the key table once per metadata TTL (a shred or a rotation is seen
- * within it), in one query when many are due. Its unwrapped copies are kept for the key cache TTL
+ * within it), in one query per 500 tenants due. Its unwrapped copies are kept for the key cache TTL
  * (`cache.ttlMs`), so a job over 1,000 tenants unwraps each tenant key at most once per cache TTL
  * whatever the ring's cache can hold. Owned by the op that made it: {@link TenantKeySets.destroy}
  * zeroes every copy.
@@ -167,21 +164,14 @@ export class TenantKeySets implements RowKeySets {
     this.#entries.clear()
   }
 
-  /** The stored versions of each key name: one query per name, or one for all when many are due. */
+  /** The stored versions of each key name due: one query per 500 names (`in (…)`). */
   async #read(names: readonly string[]): Promise<Map<string, StoredKey[]>> {
     const out = new Map<string, StoredKey[]>()
-    if (names.length > BULK) {
-      const prefix = `${this.#table.logical}${SCOPE_SEPARATOR}${this.#scope.column}=`
-      const wanted = new Set(names)
-      for (const k of await this.#ctx.store.listAll()) {
-        if (!k.logicalTable.startsWith(prefix) || !wanted.has(k.logicalTable)) continue
-        const list = out.get(k.logicalTable) ?? []
-        list.push(k)
-        out.set(k.logicalTable, list)
-      }
-      return out
+    for (const k of await this.#ctx.store.listAll(names)) {
+      const list = out.get(k.logicalTable) ?? []
+      list.push(k)
+      out.set(k.logicalTable, list)
     }
-    for (const name of names) out.set(name, await this.#ctx.store.list(name))
     return out
   }
 
