@@ -1,12 +1,34 @@
+import { readContext } from '../schema/row-context.js'
 import type { ColumnInfo, TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
 import { exactKeys, type KeyColumn } from './primary-key.js'
 import { type RunOptions, report } from './progress.js'
 import type { StoredRow } from './row-check.js'
 
-/** What a job reads of a row of a column under migration: exact primary key, plaintext, ciphertext, blind indexes. */
+/**
+ * What a job reads of a row of a column under migration: exact primary key, row-context columns
+ * (the AAD of its ciphertext), plaintext, ciphertext, blind indexes.
+ */
 export function columnRowColumns(column: ColumnInfo, key: KeyColumn): Array<KeyColumn['selection']> {
-  return [key.selection, column.physical, column.stored, ...column.spec.indexes.map((s) => s.name)]
+  return [
+    key.selection,
+    ...column.table.context.filter((c) => c !== key.name),
+    column.physical,
+    column.stored,
+    ...column.spec.indexes.map((s) => s.name),
+  ]
+}
+
+/**
+ * The row's context values for `column`'s ciphertext (undefined: the table binds none), or
+ * `failed` when a context column is NULL or unusable (`CONTEXT_MISSING`).
+ */
+export function storedContext(column: ColumnInfo, row: StoredRow): readonly string[] | undefined | 'failed' {
+  try {
+    return readContext(column.table, column, (i) => row[column.table.context[i] as string])
+  } catch {
+    return 'failed'
+  }
 }
 
 /** Where a {@link columnPages} read got to: rows read, and whether the signal stopped it. */

@@ -4,7 +4,7 @@ import { encryptColumn as encryptValueOf, indexValue } from '../plugin/resolve-v
 import { isUniqueViolation } from '../plugin/unique-violation.js'
 import { migratingColumn } from '../schema/migration-ddl.js'
 import type { ColumnInfo, TableInfo } from '../schema/schema.js'
-import { columnPages, columnRowColumns, type PageCursor } from './column-pages.js'
+import { columnPages, columnRowColumns, type PageCursor, storedContext } from './column-pages.js'
 import type { OpsContext } from './context.js'
 import { type JobSpec, pausing } from './job-batch.js'
 import { type JobOptions, type JobResult, runJob } from './job-engine.js'
@@ -82,7 +82,7 @@ export async function encryptColumn(
       { table: table.logical, column: column.logical },
     )
   if (options.dryRun === true) return dryRun(ctx, table, column, options)
-  return runJob(ctx, table, backfillSpec(table, column), options)
+  return runJob(ctx, table, backfillSpec(table, column, ctx.primaryKey(table)), options)
 }
 
 /** The dry run: reads every row by keyset pages, outside any transaction, and counts {@link rowUpdates}. */
@@ -115,10 +115,11 @@ async function dryRun(
 /**
  * The backfill's steps: each row's plaintext, encrypted value and blind indexes read; the encrypted
  * value and indexes written from the plaintext when they are missing or stale, only if the row
- * still holds the encrypted value and the plaintext read (`json` plaintexts, which have no `=`:
- * the batch is read locked instead).
+ * still holds the encrypted value, the plaintext and the row context read (`json` plaintexts, which
+ * have no `=`: the batch is read locked instead). The ciphertext is bound to the row's context
+ * values (`context` table option), as the plugin's writes are.
  */
-function backfillSpec(table: TableInfo, column: ColumnInfo): JobSpec {
+function backfillSpec(table: TableInfo, column: ColumnInfo, pk: string): JobSpec {
   const json = column.spec.codec.kind === 'json'
   return {
     kind: 'encrypt-column',
@@ -130,7 +131,11 @@ function backfillSpec(table: TableInfo, column: ColumnInfo): JobSpec {
       const updates = rowUpdates(table, column, keys, row)
       if (updates === 'failed') return { kind: 'failed' }
       if (updates === undefined) return { kind: 'skip' }
-      const match: Record<string, unknown> = { [column.stored]: row[column.stored] ?? null }
+      // The row context the ciphertext is bound to too: a row the application moved to another
+      // context meanwhile is read again, never written with the former one.
+      const match: Record<string, unknown> = {}
+      for (const c of table.context) if (c !== pk) match[c] = row[c] ?? null
+      match[column.stored] = row[column.stored] ?? null
       if (!json) match[column.physical] = row[column.physical]
       return { kind: 'write', set: updates, match }
     },
@@ -164,7 +169,10 @@ function rowUpdates(
   }
   if (value === null) return undefined
   if (!column.spec.codec.is(value)) return 'failed'
-  const compared = compareStored(column, keys, row[column.stored], value)
+  // The row's context, bound into the ciphertext written: a row without a usable one is not written.
+  const context = storedContext(column, row)
+  if (context === 'failed') return 'failed'
+  const compared = compareStored(column, keys, row[column.stored], value, context)
   // A stored value that does not decrypt is overwritten from the plaintext, which is authoritative
   // until cut-over; so is one that decrypts to another value (written by a process in `added`).
   const updates: Record<string, Buffer> = {}
@@ -185,7 +193,7 @@ function rowUpdates(
         stale = true
     }
     if (!stale) return undefined
-    updates[column.stored] = encryptValueOf(dataKey, column, value)
+    updates[column.stored] = encryptValueOf(dataKey, column, value, context)
   } catch (error) {
     if (error instanceof FieldEncryptionError) return 'failed'
     throw error

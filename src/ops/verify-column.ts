@@ -3,7 +3,7 @@ import { indexValue } from '../plugin/resolve-values.js'
 import { migratingColumn } from '../schema/migration-ddl.js'
 import type { MigrationPhase } from '../schema/migration-phase.js'
 import { readState } from '../schema/migration-state.js'
-import { columnPages, type PageCursor } from './column-pages.js'
+import { columnPages, type PageCursor, storedContext } from './column-pages.js'
 import type { OpsContext } from './context.js'
 import { compareStored, plaintextValue } from './plaintext-value.js'
 import { keyColumn } from './primary-key.js'
@@ -44,7 +44,8 @@ export interface VerifyColumnResult {
 
 /**
  * Checks, row by row, that the encrypted value of a column under migration decrypts to the value
- * of its plaintext column (canonical encodings compared in constant time) and that its blind
+ * of its plaintext column (canonical encodings compared in constant time), bound to the row's
+ * context values when the table has a row context, and that its blind
  * indexes equal their recomputation under one of the table's index key versions (a rotation may be under way). Read-only; pages by primary key
  * outside any transaction, so rows the application writes meanwhile may be seen either way.
  * Cost: one decryption and one HMAC per index per row.
@@ -95,6 +96,7 @@ export async function verifyColumn(
     for await (const page of columnPages(ctx, table, column, key, 'verify', options, cursor)) {
       for (const row of page) {
         const problems: string[] = []
+        const context = storedContext(column, row)
         let value: unknown
         try {
           value = plaintextValue(column, row[column.physical])
@@ -106,11 +108,11 @@ export async function verifyColumn(
           const stored = row[column.stored]
           if (stored !== null && stored !== undefined) {
             // Encrypted only (a cut-over write): it must at least decrypt.
-            const c = compareStored(column, keys, stored, undefined)
+            const c = compareStored(column, keys, stored, undefined, context)
             if (c.startsWith('failed')) problems.push(`${column.stored}: ${c.slice('failed: '.length)}`)
           }
         } else if (problems.length === 0) {
-          const c = compareStored(column, keys, row[column.stored], value)
+          const c = compareStored(column, keys, row[column.stored], value, context)
           if (c === 'missing') {
             missing++
             fail(row[pk], [`${column.stored}: MISSING`])

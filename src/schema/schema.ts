@@ -300,11 +300,11 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
         )
       }
       if (info.stored !== colName || info.migration !== undefined) {
-        // The migration tooling (backfill, row-by-row verify, DDL) does not handle these yet.
-        if (context.length !== 0)
+        // The migration tooling (backfill, row-by-row verify) does not handle these yet.
+        if (keyScope !== undefined)
           throw new ConfigError(
             'CONFIG_INVALID',
-            `${physical}.${colName} is under migration from plaintext (storedAs/migration), which a table with a row context does not support yet.`,
+            `${physical}.${colName} is under migration from plaintext (storedAs/migration), which a table with per-tenant keys (keyScope) does not support yet.`,
             { table: logical, column: info.logical },
           )
         if (spec.indexes.some((i) => i.rotationSlot !== undefined))

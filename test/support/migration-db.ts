@@ -48,15 +48,30 @@ export interface MigrationDb {
   readonly scanner: ScanningDialect
   /** Emails that must not reach the database in plaintext from now on (checked by `scanner.hits()`). */
   readonly secrets: string[]
-  /** The ops with the annotation in `phase`. */
-  ops(phase: MigrationPhase): FieldEncryptionOps
+  /** The ops with the annotation in `phase` (on `db`, by default the raw view). */
+  // biome-ignore lint/suspicious/noExplicitAny: as above.
+  ops(phase: MigrationPhase, db?: Kysely<any>): FieldEncryptionOps
   /** Writes the migration file of `step` with the ops and runs it with Kysely's Migrator. */
   migrate(step: MigrationStep, phase: MigrationPhase): Promise<void>
   destroy(): Promise<void>
 }
 
-/** Builds a {@link MigrationDb} with `rows` rows (`email` = `user<i>@x.io`). */
-export async function migrationDb(backend: Backend, rows: number): Promise<MigrationDb> {
+/** Options of {@link migrationDb}. */
+export interface MigrationDbOptions {
+  /**
+   * The table's row context (`context` table option), e.g. `['org_id', 'id']`: the table then has
+   * an `org_id` column too (`org<i % 3>`), and the ids are given explicitly.
+   */
+  readonly context?: readonly string[]
+}
+
+/** Builds a {@link MigrationDb} with `rows` rows (`email` = `user<i>@x.io`, `id` = i + 1). */
+export async function migrationDb(
+  backend: Backend,
+  rows: number,
+  options: MigrationDbOptions = {},
+): Promise<MigrationDb> {
+  const context = options.context
   const table = uniqueName('mig_users')
   const keyTable = uniqueName('kfe_keys')
   const jobsTable = uniqueName('kfe_jobs')
@@ -73,7 +88,7 @@ export async function migrationDb(backend: Backend, rows: number): Promise<Migra
     let made = fresh ? undefined : apps.get(phase)
     if (made === undefined) {
       const encryption = fieldEncryption({
-        schema: migrationSchema(table, phase, { encrypted, encryptedSchema }),
+        schema: migrationSchema(table, phase, { encrypted, encryptedSchema }, context),
         keyProvider: provider,
         keyTable,
         metadataTtlMs: 50,
@@ -96,25 +111,28 @@ export async function migrationDb(backend: Backend, rows: number): Promise<Migra
     )
     .addColumn('name', 'varchar(100)', (c) => c.notNull())
     .addColumn('email', 'varchar(200)', (c) => c.notNull().unique())
+    .$call((b) => (context === undefined ? b : b.addColumn('org_id', 'varchar(20)', (c) => c.notNull())))
     .execute()
   for (let i = 0; i < rows; i += 1000) {
     await raw
       .insertInto(table)
       .values(
-        Array.from({ length: Math.min(1000, rows - i) }, (_, j) => ({
-          name: `n${i + j}`,
-          email: `user${i + j}@x.io`,
-        })),
+        Array.from({ length: Math.min(1000, rows - i) }, (_, j) =>
+          context === undefined
+            ? { name: `n${i + j}`, email: `user${i + j}@x.io` }
+            : { id: i + j + 1, org_id: `org${(i + j) % 3}`, name: `n${i + j}`, email: `user${i + j}@x.io` },
+        ),
       )
       .execute()
   }
   const opened: FieldEncryptionOps[] = []
   const dir = join(ROOT, 'test/.tmp-migrations', table)
   mkdirSync(dir, { recursive: true })
-  const ops = (phase: MigrationPhase) => {
+  // biome-ignore lint/suspicious/noExplicitAny: as above.
+  const ops = (phase: MigrationPhase, db: Kysely<any> = raw) => {
     const o = fieldEncryptionOps({
-      db: raw,
-      schema: migrationSchema(table, phase, { encrypted, encryptedSchema }),
+      db,
+      schema: migrationSchema(table, phase, { encrypted, encryptedSchema }, context),
       keyProvider: provider,
       keyTable,
       jobsTable,

@@ -2,7 +2,8 @@ import type { EncryptedSchema, MigrationPhase } from '../../src/index.js'
 import type { SchemaBuilders } from './ops-schema.js'
 
 /**
- * The schema of a table whose plaintext `email` is moving to `email_encrypted` (what the ops see).
+ * The schema of a table whose plaintext `email` is moving to `email_encrypted` (what the ops see),
+ * its ciphertexts bound to the row's `context` columns when given (the `context` table option).
  * Built with the given builders (from `src/` in a test, from the CLI's build in a `kfe.config.ts`):
  * this file imports no value, so the config loads none of `src/`.
  */
@@ -10,15 +11,19 @@ export function migrationSchema(
   table: string,
   phase: MigrationPhase,
   { encrypted, encryptedSchema }: SchemaBuilders,
+  context?: readonly string[],
 ): EncryptedSchema {
-  return encryptedSchema({
-    [table]: {
-      email: encrypted.text({
-        index: { name: 'email_bidx', normalize: ['trim', 'lowercase'] },
-        storedAs: 'email_encrypted',
-        migration: phase,
-        maxBytes: 200,
-      }),
+  return encryptedSchema(
+    {
+      [table]: {
+        email: encrypted.text({
+          index: { name: 'email_bidx', normalize: ['trim', 'lowercase'] },
+          storedAs: 'email_encrypted',
+          migration: phase,
+          maxBytes: 200,
+        }),
+      },
     },
-  })
+    context === undefined ? {} : { tables: { [table]: { context } } },
+  )
 }
