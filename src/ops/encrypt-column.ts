@@ -10,7 +10,9 @@ import { type JobSpec, pausing } from './job-batch.js'
 import { type JobOptions, type JobResult, runJob } from './job-engine.js'
 import { compareStored, plaintextValue } from './plaintext-value.js'
 import { keyColumn } from './primary-key.js'
-import { destroyKeySet, type KeySet, loadKeySet, type StoredRow } from './row-check.js'
+import { destroyKeySet, type KeySet, type StoredRow } from './row-check.js'
+import { contextMatch, planUnderTenant, tenantJobHooks } from './row-plan.js'
+import { scanKeys, TenantKeySets } from './tenant-key-sets.js'
 
 /** Options of `encryptColumn`: those of every batch job, and a dry run. */
 export interface EncryptColumnOptions extends JobOptions {
@@ -82,7 +84,15 @@ export async function encryptColumn(
       { table: table.logical, column: column.logical },
     )
   if (options.dryRun === true) return dryRun(ctx, table, column, options)
-  return runJob(ctx, table, backfillSpec(table, column, ctx.primaryKey(table)), options)
+  const pk = ctx.primaryKey(table)
+  if (table.keyScope === undefined) return runJob(ctx, table, backfillSpec(table, column, pk), options)
+  // Per-tenant keys: each row under the keys of the tenant it holds, in one pass over the table.
+  const tenants = new TenantKeySets(ctx, table)
+  try {
+    return await runJob(ctx, table, backfillSpec(table, column, pk, tenants), options)
+  } finally {
+    tenants.destroy()
+  }
 }
 
 /** The dry run: reads every row by keyset pages, outside any transaction, and counts {@link rowUpdates}. */
@@ -93,21 +103,26 @@ async function dryRun(
   options: EncryptColumnOptions,
 ): Promise<EncryptColumnDryRun> {
   const key = await keyColumn(ctx, table)
-  const keys = await pausing(table, () => loadKeySet(ctx, table))
+  const opened = await pausing(table, () => scanKeys(ctx, table))
+  const plan = backfillPlan(table, column, ctx.primaryKey(table))
   const result = { table: table.physical, column: column.physical, dryRun: true as const }
   const cursor: PageCursor = { rows: 0, stopped: false }
   let wouldRewrite = 0
   let failed = 0
   try {
     for await (const page of columnPages(ctx, table, column, key, 'encrypt-column', options, cursor)) {
+      const tenants = opened.tenants
+      if (tenants !== undefined) await pausing(table, () => tenants.loadRows(page))
       for (const row of page) {
-        const updates = rowUpdates(table, column, keys, row)
-        if (updates === 'failed') failed++
-        else if (updates !== undefined) wouldRewrite++
+        // A shredded tenant's row is never written (nor counted failed); one still without keys fails.
+        const kind = plan(row, opened.keys).kind
+        if (kind === 'failed' || kind === 'keys') failed++
+        else if (kind === 'write') wouldRewrite++
       }
     }
   } finally {
-    destroyKeySet(keys)
+    destroyKeySet(opened.keys)
+    opened.close()
   }
   return { ...result, rows: cursor.rows, wouldRewrite, failed, stopped: cursor.stopped }
 }
@@ -117,28 +132,19 @@ async function dryRun(
  * value and indexes written from the plaintext when they are missing or stale, only if the row
  * still holds the encrypted value, the plaintext and the row context read (`json` plaintexts, which
  * have no `=`: the batch is read locked instead). The ciphertext is bound to the row's context
- * values (`context` table option), as the plugin's writes are.
+ * values (`context` table option), as the plugin's writes are. With per-tenant keys (`tenants`),
+ * each row is written under the keys of the tenant it holds as read (loaded as batches name them);
+ * a shredded tenant's rows are counted `shredded` and left as they are.
  */
-function backfillSpec(table: TableInfo, column: ColumnInfo, pk: string): JobSpec {
-  const json = column.spec.codec.kind === 'json'
+function backfillSpec(table: TableInfo, column: ColumnInfo, pk: string, tenants?: TenantKeySets): JobSpec {
   return {
     kind: 'encrypt-column',
     subject: `${table.logical}.${column.logical}`,
     op: 'encrypt-column',
     columns: (key) => columnRowColumns(column, key),
-    lockRead: json,
-    plan(row, keys) {
-      const updates = rowUpdates(table, column, keys, row)
-      if (updates === 'failed') return { kind: 'failed' }
-      if (updates === undefined) return { kind: 'skip' }
-      // The row context the ciphertext is bound to too: a row the application moved to another
-      // context meanwhile is read again, never written with the former one.
-      const match: Record<string, unknown> = {}
-      for (const c of table.context) if (c !== pk) match[c] = row[c] ?? null
-      match[column.stored] = row[column.stored] ?? null
-      if (!json) match[column.physical] = row[column.physical]
-      return { kind: 'write', set: updates, match }
-    },
+    lockRead: column.spec.codec.kind === 'json',
+    ...tenantJobHooks(tenants),
+    plan: backfillPlan(table, column, pk),
     writeError: (error) =>
       isUniqueViolation(error)
         ? new OperationError(
@@ -148,6 +154,26 @@ function backfillSpec(table: TableInfo, column: ColumnInfo, pk: string): JobSpec
           )
         : undefined,
   }
+}
+
+/**
+ * What a row needs of the backfill, under its own keys (its tenant's, per-tenant keys): the
+ * {@link rowUpdates}, written only if the row still holds the encrypted value, the plaintext and
+ * the row context read (a `json` plaintext, which has no `=`, is not matched: its batch is read
+ * locked).
+ */
+function backfillPlan(table: TableInfo, column: ColumnInfo, pk: string): JobSpec['plan'] {
+  const json = column.spec.codec.kind === 'json'
+  return (row, keys) =>
+    planUnderTenant(keys, row, (own) => {
+      const updates = rowUpdates(table, column, own, row)
+      if (updates === 'failed') return { kind: 'failed' }
+      if (updates === undefined) return { kind: 'skip' }
+      const match = contextMatch(table, pk, row)
+      match[column.stored] = row[column.stored] ?? null
+      if (!json) match[column.physical] = row[column.physical]
+      return { kind: 'write', set: updates, match }
+    })
 }
 
 /**

@@ -3,6 +3,7 @@ import type { OpsContext } from './context.js'
 import { type JobSpec, pausing } from './job-batch.js'
 import { type JobOptions, type JobResult, runJob } from './job-engine.js'
 import { checkRow, type KeySet, type StoredRow, storedColumns, unreadable } from './row-check.js'
+import { contextMatch, planUnderTenant, tenantJobHooks } from './row-plan.js'
 import { scanTable } from './scan.js'
 import { scanKeys, TenantKeySets } from './tenant-key-sets.js'
 
@@ -110,28 +111,8 @@ function reencryptSpec(table: TableInfo, pk: string, tenants?: TenantKeySets): J
     subject: tenants?.subject ?? table.logical,
     op: 'reencrypt',
     columns: (key) => storedColumns(table, key),
-    ...(tenants === undefined
-      ? {}
-      : {
-          where: tenants.where,
-          loadKeys: (names: readonly string[], fresh: boolean) => tenants.view(names, fresh),
-          targets: () => tenants.targets(),
-        }),
-    plan(row, keys) {
-      const picked = keys.tenants?.of(row) ?? { kind: 'keys', keys }
-      switch (picked.kind) {
-        case 'keys':
-          return planRow(table, pk, picked.keys, row)
-        case 'unloaded':
-          return { kind: 'keys', tenant: picked.tenant }
-        case 'shredded':
-          return { kind: 'shredded' }
-        case 'missing':
-          return { kind: 'failed' }
-        case 'other':
-          return { kind: 'skip' }
-      }
-    },
+    ...tenantJobHooks(tenants),
+    plan: (row, keys) => planUnderTenant(keys, row, (own) => planRow(table, pk, own, row)),
   }
 }
 
@@ -140,8 +121,7 @@ function planRow(table: TableInfo, pk: string, keys: KeySet, row: StoredRow): Re
   if (check.failures.some((f) => f.endsWith(': KEY_NOT_FOUND'))) return { kind: 'reload' }
   if (unreadable(check)) return { kind: 'failed' }
   if (Object.keys(check.updates).length === 0) return { kind: 'skip' }
-  const match: Record<string, unknown> = {}
-  for (const c of table.context) if (c !== pk) match[c] = row[c] ?? null
+  const match = contextMatch(table, pk, row)
   for (const c of check.expect) match[c] = row[c] ?? null
   return { kind: 'write', set: check.updates, match }
 }

@@ -8,7 +8,8 @@ import type { OpsContext } from './context.js'
 import { compareStored, plaintextValue } from './plaintext-value.js'
 import { keyColumn } from './primary-key.js'
 import type { RunOptions } from './progress.js'
-import { destroyKeySet, loadKeySet } from './row-check.js'
+import { destroyKeySet } from './row-check.js'
+import { scanKeys } from './tenant-key-sets.js'
 import type { VerifyFailure } from './verify.js'
 
 /** Options of `verifyColumn`. */
@@ -81,7 +82,7 @@ export async function verifyColumn(
   }
   const key = await keyColumn(ctx, table)
   const pk = key.name
-  const keys = await loadKeySet(ctx, table)
+  const opened = await scanKeys(ctx, table)
   const maxListed = options.maxListed ?? 100
   const failures: VerifyFailure[] = []
   const cursor: PageCursor = { rows: 0, stopped: false }
@@ -94,8 +95,23 @@ export async function verifyColumn(
   }
   try {
     for await (const page of columnPages(ctx, table, column, key, 'verify', options, cursor)) {
+      await opened.tenants?.loadRows(page)
       for (const row of page) {
         const problems: string[] = []
+        // Per-tenant keys: the row's own tenant's (a shredded tenant's row fails KEY_DESTROYED).
+        const picked = opened.keys.tenants?.of(row) ?? { kind: 'keys', keys: opened.keys }
+        if (picked.kind !== 'keys') {
+          if (row[column.physical] === null && row[column.stored] === null) {
+            plaintextNull++
+            continue
+          }
+          failed++
+          fail(row[pk], [
+            `${column.stored}: ${picked.kind === 'shredded' ? 'KEY_DESTROYED' : 'KEY_NOT_FOUND'}`,
+          ])
+          continue
+        }
+        const keys = picked.keys
         const context = storedContext(column, row)
         let value: unknown
         try {
@@ -144,7 +160,8 @@ export async function verifyColumn(
       }
     }
   } finally {
-    destroyKeySet(keys)
+    destroyKeySet(opened.keys)
+    opened.close()
   }
   return {
     ...base,

@@ -73,6 +73,11 @@ export interface ConditionContext {
   /** Set where `positive` turned false: under OR, or under NOT. */
   readonly branch?: 'or' | 'not'
   /**
+   * True under the ORs of a column under migration's search (`PHASE_ORS`) reached by a positive
+   * path only: a search there finds its tenant as on a positive path (per-tenant keys).
+   */
+  readonly phaseBranch?: boolean
+  /**
    * The whole condition (WHERE, ON or HAVING) this one is part of: where a search on a table with
    * per-tenant keys finds its tenant (an equality in the top-level conjunction).
    */

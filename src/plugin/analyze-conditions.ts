@@ -9,6 +9,7 @@ import { checkCodec, exposedName, NEGATED, pickIndex } from './column-rules.js'
 import { andGuard, exactContextGuard } from './context-guard.js'
 import { conjuncts, equality, isColumn } from './context-writes.js'
 import { DeferredValue, isDeferred } from './deferred-value.js'
+import { PHASE_ORS } from './migrated-nodes.js'
 import { EXPRESSION, LITERAL, listValues, rebuild, referenceNode, valueNode } from './nodes.js'
 import { type RefusedShape, refuse, searchIndexRefusal } from './refusal.js'
 import type { Relation, Resolved, Scope } from './scope.js'
@@ -67,7 +68,12 @@ export function condition(
     }
     case 'OrNode': {
       const n = node as unknown as { left: OperationNode; right: OperationNode }
-      const c = { ...ctx, positive: false, branch: ctx.branch ?? ('or' as const) }
+      const c = {
+        ...ctx,
+        positive: false,
+        branch: ctx.branch ?? ('or' as const),
+        phaseBranch: PHASE_ORS.has(node) && (ctx.positive || ctx.phaseBranch === true),
+      }
       return rebuild(node, {
         left: condition(a, n.left, scope, c),
         right: condition(a, n.right, scope, c),
@@ -82,7 +88,12 @@ export function condition(
       const op = (n.operator as unknown as { operator?: string }).operator
       if (op === 'not')
         return rebuild(node, {
-          operand: condition(a, n.operand, scope, { ...ctx, positive: false, branch: ctx.branch ?? 'not' }),
+          operand: condition(a, n.operand, scope, {
+            ...ctx,
+            positive: false,
+            branch: ctx.branch ?? 'not',
+            phaseBranch: false,
+          }),
         })
       if (op === 'exists' || op === 'not exists')
         return rebuild(node, { operand: a.query(n.operand, scope, 'exists').node })
@@ -318,7 +329,8 @@ function slottedSelfJoin(
 /**
  * The tenant a search on a table with per-tenant keys names: an equality on its key-scope column
  * (`tenant_id = 'acme'`, or `in ('acme')`) on the same relation, in the top-level conjunction of
- * the same condition. A search under OR or NOT, through a derived table, or without such an
+ * the same condition. A search under OR (but the one a column under migration's search is
+ * rewritten into, see `PHASE_ORS`) or NOT, through a derived table, or without such an
  * equality is refused: its blind index would be computed under some tenant's key, and the rows
  * of the others would silently not match.
  *
@@ -331,7 +343,7 @@ function tenantOf(
   op: string,
 ): { tenant: string; column: string; qualifier: ReferenceNode['table'] } {
   const scope = info.table.keyScope!
-  if (ctx.positive && relation.table === info.table) {
+  if ((ctx.positive || ctx.phaseBranch === true) && relation.table === info.table) {
     for (const conjunct of conjuncts(ctx.root)) {
       const eq = equality(conjunct, relation.name)
       if (eq === undefined || !isColumn(eq.column, scope.column)) continue

@@ -8,6 +8,7 @@ import {
   mappedIn,
   nullTest,
   or,
+  PHASE_ORS,
   parens,
   type Relation,
   renamed,
@@ -77,5 +78,7 @@ function comparison(pass: MappedPass, node: OperationNode, rel: Relation): Opera
   pass.produced.add(plain)
   pass.produced.add(hasPlaintext)
   pass.produced.add(noPlaintext)
-  return parens(or(parens(and(hasPlaintext, plain)), parens(and(noPlaintext, encrypted))))
+  const either = or(parens(and(hasPlaintext, plain)), parens(and(noPlaintext, encrypted)))
+  PHASE_ORS.add(either)
+  return parens(either)
 }

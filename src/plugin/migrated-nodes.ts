@@ -93,6 +93,13 @@ export function and(left: OperationNode, right: OperationNode): OperationNode {
   return Object.freeze({ kind: 'AndNode', left, right }) as OperationNode
 }
 
+/**
+ * The ORs a phase's search is rewritten into (`(email is not null and email = $1) or (email is
+ * null and email_bidx in ($2))`): each branch tests the plaintext's NULL, so exactly one applies
+ * to a row, and a tenant named in the enclosing conjunction still scopes the blind-index branch.
+ */
+export const PHASE_ORS = new WeakSet<OperationNode>()
+
 export function or(left: OperationNode, right: OperationNode): OperationNode {
   return Object.freeze({ kind: 'OrNode', left, right }) as OperationNode
 }

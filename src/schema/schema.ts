@@ -301,12 +301,6 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
       }
       if (info.stored !== colName || info.migration !== undefined) {
         // The migration tooling (backfill, row-by-row verify) does not handle these yet.
-        if (keyScope !== undefined)
-          throw new ConfigError(
-            'CONFIG_INVALID',
-            `${physical}.${colName} is under migration from plaintext (storedAs/migration), which a table with per-tenant keys (keyScope) does not support yet.`,
-            { table: logical, column: info.logical },
-          )
         if (spec.indexes.some((i) => i.rotationSlot !== undefined))
           throw new ConfigError(
             'CONFIG_INVALID',

@@ -63,6 +63,8 @@ export interface MigrationDbOptions {
    * an `org_id` column too (`org<i % 3>`), and the ids are given explicitly.
    */
   readonly context?: readonly string[]
+  /** Per-tenant keys (`keyScope` table option), e.g. `'org_id'`; with `context` only. */
+  readonly keyScope?: string
 }
 
 /** Builds a {@link MigrationDb} with `rows` rows (`email` = `user<i>@x.io`, `id` = i + 1). */
@@ -72,6 +74,10 @@ export async function migrationDb(
   options: MigrationDbOptions = {},
 ): Promise<MigrationDb> {
   const context = options.context
+  const tableOptions =
+    context === undefined
+      ? undefined
+      : { context, ...(options.keyScope === undefined ? {} : { keyScope: options.keyScope }) }
   const table = uniqueName('mig_users')
   const keyTable = uniqueName('kfe_keys')
   const jobsTable = uniqueName('kfe_jobs')
@@ -88,7 +94,7 @@ export async function migrationDb(
     let made = fresh ? undefined : apps.get(phase)
     if (made === undefined) {
       const encryption = fieldEncryption({
-        schema: migrationSchema(table, phase, { encrypted, encryptedSchema }, context),
+        schema: migrationSchema(table, phase, { encrypted, encryptedSchema }, tableOptions),
         keyProvider: provider,
         keyTable,
         metadataTtlMs: 50,
@@ -132,7 +138,7 @@ export async function migrationDb(
   const ops = (phase: MigrationPhase, db: Kysely<any> = raw) => {
     const o = fieldEncryptionOps({
       db,
-      schema: migrationSchema(table, phase, { encrypted, encryptedSchema }, context),
+      schema: migrationSchema(table, phase, { encrypted, encryptedSchema }, tableOptions),
       keyProvider: provider,
       keyTable,
       jobsTable,

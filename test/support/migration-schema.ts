@@ -3,7 +3,8 @@ import type { SchemaBuilders } from './ops-schema.js'
 
 /**
  * The schema of a table whose plaintext `email` is moving to `email_encrypted` (what the ops see),
- * its ciphertexts bound to the row's `context` columns when given (the `context` table option).
+ * with the table's options when given (`context`: its ciphertexts bound to the row's context
+ * columns; `keyScope`: per-tenant keys).
  * Built with the given builders (from `src/` in a test, from the CLI's build in a `kfe.config.ts`):
  * this file imports no value, so the config loads none of `src/`.
  */
@@ -11,7 +12,7 @@ export function migrationSchema(
   table: string,
   phase: MigrationPhase,
   { encrypted, encryptedSchema }: SchemaBuilders,
-  context?: readonly string[],
+  tableOptions?: { readonly context?: readonly string[]; readonly keyScope?: string },
 ): EncryptedSchema {
   return encryptedSchema(
     {
@@ -24,6 +25,6 @@ export function migrationSchema(
         }),
       },
     },
-    context === undefined ? {} : { tables: { [table]: { context } } },
+    tableOptions === undefined ? {} : { tables: { [table]: tableOptions } },
   )
 }

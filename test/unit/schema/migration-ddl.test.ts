@@ -46,21 +46,14 @@ describe('migration annotations', () => {
     ).toThrow(/declared twice/)
   })
 
-  it('a column under migration is refused where the migration tooling does not reach yet: per-tenant keys, rotation slots', () => {
+  it('a column under migration is refused where the migration tooling does not reach yet: rotation slots', () => {
     const migrating = { storedAs: 'a_enc', migration: 'added' } as const
-    expect(() =>
-      encryptedSchema(
-        { t: { a: encrypted.text(migrating) } },
-        { tables: { t: { context: ['tenant_id'], keyScope: 'tenant_id' } } },
-      ),
-    ).toThrow(/per-tenant keys \(keyScope\)/)
-    // A row context without per-tenant keys is supported.
-    expect(
-      encryptedSchema(
-        { t: { a: encrypted.text(migrating) } },
-        { tables: { t: { context: ['tenant_id'] } } },
-      ).table('t')?.context,
-    ).toEqual(['tenant_id'])
+    // A row context, with or without per-tenant keys, is supported.
+    const scoped = encryptedSchema(
+      { t: { a: encrypted.text(migrating) } },
+      { tables: { t: { context: ['tenant_id', 'id'], keyScope: 'tenant_id' } } },
+    ).table('t')
+    expect([scoped?.context, scoped?.keyScope?.column]).toEqual([['tenant_id', 'id'], 'tenant_id'])
     expect(() =>
       encryptedSchema({
         t: { a: encrypted.text({ ...migrating, index: { name: 'a_bidx', rotationSlot: 'a_next' } }) },
