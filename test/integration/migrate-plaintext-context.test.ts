@@ -1,9 +1,13 @@
-import { Kysely } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { JobResult } from '../../src/ops.js'
 import { type Backend, backends } from '../support/backends.js'
-import { hooked } from '../support/hooked-dialect.js'
-import { type MigrationDb, migrationDb } from '../support/migration-db.js'
+import {
+  backfillMovingRow,
+  type ContextModel,
+  insertWithContext,
+  type MigrationDb,
+  migrationDb,
+} from '../support/migration-db.js'
 
 /**
  * Issues 15 and 16: a plaintext column moved to an encrypted one on a table with a row context
@@ -21,7 +25,7 @@ describe.each(backends())(
     describe.runIf(backend.available)('', () => {
       let t: MigrationDb
       /** id → [org, email]: what the application wrote. */
-      const model = new Map<number, [string, string]>()
+      const model: ContextModel = new Map()
       beforeAll(async () => {
         t = await migrationDb(backend, ROWS, { context: CONTEXT })
         for (const r of await t.raw.selectFrom(t.table).select(['id', 'org_id', 'email']).execute())
@@ -62,11 +66,9 @@ describe.each(backends())(
         [id, org, email]: [number, string, string],
         unbound: number,
       ) => {
-        const db = t.app(phase)
-        await db.insertInto(t.table).values({ id, org_id: org, name: 'n', email }).execute()
-        model.set(id, [org, email])
+        await insertWithContext(t, phase, model, [id, org, email])
         await expect(
-          db.updateTable(t.table).set({ email: 'nope@x.io' }).where('id', '=', unbound).execute(),
+          t.app(phase).updateTable(t.table).set({ email: 'nope@x.io' }).where('id', '=', unbound).execute(),
         ).rejects.toMatchObject({ code: 'CONTEXT_MISSING' })
       }
 
@@ -87,30 +89,17 @@ describe.each(backends())(
       it.runIf(backend.name !== 'pglite')(
         "compare-and-set: a row moved to another context between the backfill's read and its write is written with its new one, not the former",
         async () => {
-          let fired = false
-          const db = new Kysely<Record<string, Record<string, unknown>>>({
-            dialect: hooked(backend.createDialect(), async (query) => {
-              if (!fired && /^(with w as \()?update/i.test(query.sql) && query.sql.includes(t.table)) {
-                fired = true
-                // A writer outside the plugin (a data fix) moves row 4, not backfilled yet, from
-                // org0 to org9: its plaintext and its NULL encrypted value stay as they were.
-                await t.raw.updateTable(t.table).set({ org_id: 'org9' }).where('id', '=', 4).execute()
-              }
-            }),
+          const { job, fired } = await backfillMovingRow(t, 'dual-writing', async () => {
+            // A writer outside the plugin (a data fix) moves row 4, not backfilled yet, from
+            // org0 to org9: its plaintext and its NULL encrypted value stay as they were.
+            await t.raw.updateTable(t.table).set({ org_id: 'org9' }).where('id', '=', 4).execute()
           })
-          try {
-            const job = (await t
-              .ops('dual-writing', db)
-              .encryptColumn(t.table, 'email', { batchSize: 1000, workers: 1 })) as JobResult
-            expect(fired).toBe(true)
-            model.set(4, ['org9', model.get(4)![1]])
-            // Row 4's write was skipped; read again, and written bound to org9.
-            expect(job).toMatchObject({ conflicts: 1, failed: 0, remainingBatches: 0 })
-            const verify = await t.ops('dual-writing').verifyColumn(t.table, 'email')
-            expect(verify).toMatchObject({ ok: true, missing: 0, failed: 0 })
-          } finally {
-            await db.destroy()
-          }
+          expect(fired).toBe(true)
+          model.set(4, ['org9', model.get(4)![1]])
+          // Row 4's write was skipped; read again, and written bound to org9.
+          expect(job).toMatchObject({ conflicts: 1, failed: 0, remainingBatches: 0 })
+          const verify = await t.ops('dual-writing').verifyColumn(t.table, 'email')
+          expect(verify).toMatchObject({ ok: true, missing: 0, failed: 0 })
         },
       )
 

@@ -1,9 +1,13 @@
-import { Kysely } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { EncryptColumnDryRun, JobResult } from '../../src/ops.js'
+import type { EncryptColumnDryRun } from '../../src/ops.js'
 import { type Backend, backends } from '../support/backends.js'
-import { hooked } from '../support/hooked-dialect.js'
-import { type MigrationDb, migrationDb } from '../support/migration-db.js'
+import {
+  backfillMovingRow,
+  type ContextModel,
+  insertWithContext,
+  type MigrationDb,
+  migrationDb,
+} from '../support/migration-db.js'
 
 /**
  * Issues 15 and 16: a plaintext column moved to an encrypted one on a table with per-tenant keys
@@ -21,7 +25,7 @@ describe.each(backends())(
     describe.runIf(backend.available)('', () => {
       let t: MigrationDb
       /** id → [org, email]: what the application wrote. */
-      const model = new Map<number, [string, string]>()
+      const model: ContextModel = new Map()
       beforeAll(async () => {
         t = await migrationDb(backend, ROWS, { context: ['org_id', 'id'], keyScope: 'org_id' })
         for (const r of await t.raw.selectFrom(t.table).select(['id', 'org_id', 'email']).execute())
@@ -60,11 +64,7 @@ describe.each(backends())(
 
       it('dual-writing: inserts and updates name the tenant; searches by tenant find the rows', async () => {
         const db = t.app('dual-writing')
-        await db
-          .insertInto(t.table)
-          .values({ id: 1001, org_id: 'org1', name: 'i', email: 'ins@x.io' })
-          .execute()
-        model.set(1001, ['org1', 'ins@x.io'])
+        await insertWithContext(t, 'dual-writing', model, [1001, 'org1', 'ins@x.io'])
         await db
           .updateTable(t.table)
           .set({ email: 'upd@x.io' })
@@ -95,32 +95,19 @@ describe.each(backends())(
       it.runIf(backend.name !== 'pglite')(
         "compare-and-set: a row moved to another tenant under the backfill is written under its new tenant's keys",
         async () => {
-          let fired = false
-          const db = new Kysely<Record<string, Record<string, unknown>>>({
-            dialect: hooked(backend.createDialect(), async (query) => {
-              if (!fired && /^(with w as \()?update/i.test(query.sql) && query.sql.includes(t.table)) {
-                fired = true
-                // A data fix outside the plugin moves row 4, not backfilled yet, from org0 to org9.
-                await t.raw.updateTable(t.table).set({ org_id: 'org9' }).where('id', '=', 4).execute()
-              }
-            }),
+          const { job, fired } = await backfillMovingRow(t, 'dual-writing', async () => {
+            // A data fix outside the plugin moves row 4, not backfilled yet, from org0 to org9.
+            await t.raw.updateTable(t.table).set({ org_id: 'org9' }).where('id', '=', 4).execute()
           })
-          try {
-            const job = (await t
-              .ops('dual-writing', db)
-              .encryptColumn(t.table, 'email', { batchSize: 1000, workers: 1 })) as JobResult
-            expect(fired).toBe(true)
-            model.set(4, ['org9', model.get(4)![1]])
-            // Its write matched nothing; read again (under org9's keys, loaded then), it was written
-            // under them and bound to org9: verify decrypts it with its row's tenant and context.
-            expect(job).toMatchObject({ failed: 0, remainingBatches: 0 })
-            expect(await t.ops('dual-writing').verifyColumn(t.table, 'email')).toMatchObject({
-              ok: true,
-              failed: 0,
-            })
-          } finally {
-            await db.destroy()
-          }
+          expect(fired).toBe(true)
+          model.set(4, ['org9', model.get(4)![1]])
+          // Its write matched nothing; read again (under org9's keys, loaded then), it was written
+          // under them and bound to org9: verify decrypts it with its row's tenant and context.
+          expect(job).toMatchObject({ failed: 0, remainingBatches: 0 })
+          expect(await t.ops('dual-writing').verifyColumn(t.table, 'email')).toMatchObject({
+            ok: true,
+            failed: 0,
+          })
         },
       )
 
@@ -153,12 +140,7 @@ describe.each(backends())(
 
       it('cut-over: reads and searches by tenant decrypt under its keys', async () => {
         await t.migrate('cutover', 'cut-over')
-        const db = t.app('cut-over')
-        await db
-          .insertInto(t.table)
-          .values({ id: 1002, org_id: 'org2', name: 'c', email: 'cut@x.io' })
-          .execute()
-        model.set(1002, ['org2', 'cut@x.io'])
+        await insertWithContext(t, 'cut-over', model, [1002, 'org2', 'cut@x.io'])
         await expectModel('cut-over')
         expect(await t.ops('cut-over').verifyColumn(t.table, 'email')).toMatchObject({ ok: true, failed: 0 })
       })
