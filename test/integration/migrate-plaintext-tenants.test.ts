@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { EncryptColumnDryRun } from '../../src/ops.js'
+import type { EncryptColumnDryRun, JobResult } from '../../src/ops.js'
 import { type Backend, backends } from '../support/backends.js'
 import {
   backfillMovingRow,
@@ -143,6 +143,31 @@ describe.each(backends())(
         await insertWithContext(t, 'cut-over', model, [1002, 'org2', 'cut@x.io'])
         await expectModel('cut-over')
         expect(await t.ops('cut-over').verifyColumn(t.table, 'email')).toMatchObject({ ok: true, failed: 0 })
+      })
+
+      it("a shredded tenant's rows are counted apart by the backfill, never written; verify reports them KEY_DESTROYED", async () => {
+        const ops = t.ops('cut-over')
+        await ops.shred(t.table, { tenant: 'org2' })
+        const org2 = [...model].filter(([, [o]]) => o === 'org2').map(([id]) => id)
+        const before = await t.raw
+          .selectFrom(t.table)
+          .select(['id', 'email_encrypted'])
+          .where('org_id', '=', 'org2')
+          .execute()
+        const job = (await ops.encryptColumn(t.table, 'email')) as JobResult
+        expect(job).toMatchObject({ failed: 0, rewritten: 0, shredded: org2.length })
+        expect(
+          await t.raw
+            .selectFrom(t.table)
+            .select(['id', 'email_encrypted'])
+            .where('org_id', '=', 'org2')
+            .execute(),
+        ).toEqual(before)
+        const verify = await ops.verifyColumn(t.table, 'email')
+        expect(verify).toMatchObject({ ok: false, failed: org2.length })
+        expect(new Set(verify.failures.map((f) => f.problems.join()))).toEqual(
+          new Set(['email_encrypted: KEY_DESTROYED']),
+        )
       })
     })
   },
