@@ -30,8 +30,13 @@ type AnyDB = Record<string, any>
 const SECRET = 'typo@example.org'
 
 /** Queries of a schema check: the catalog reads (the sampling queries name the tables). */
+/**
+ * A catalog query of the schema check. Not `init`'s own look at the key table's `logical_table`
+ * collation (MySQL, src/keys/key-table.ts): key-table upkeep, not the check.
+ */
 const isCatalogQuery = (q: { sql: string }) =>
-  /information_schema|pg_index|current_schema\(\)|database\(\)/.test(q.sql)
+  /information_schema|pg_index|current_schema\(\)|database\(\)/.test(q.sql) &&
+  !q.sql.includes("column_name = 'logical_table'")
 
 describe.each(backends())('schema verification on $name', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
