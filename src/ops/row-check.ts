@@ -301,12 +301,16 @@ export function checkRow(table: TableInfo, keys: KeySet, row: StoredRow, rewrite
       }
       const index = table.indexColumn(spec.name)!
       const found = indexVersionOf(index, keys, value, row[spec.name])
-      indexVersions.set(spec.name, found)
-      if (found === null) failures.push(`${spec.name}: INDEX_MISMATCH`)
+      const version = typeof found === 'number' ? found : found.version
+      indexVersions.set(spec.name, version)
+      if (version === null) failures.push(`${spec.name}: INDEX_MISMATCH`)
       // Computed with a retired version: searches no longer probe it, so the row cannot be found.
-      else if (keys.retiredIndex.has(found)) failures.push(`${spec.name}: RETIRED_INDEX`)
-      if (rewrite && found !== keys.activeIndex) {
-        updates[spec.name] = indexValue(keys.index.get(keys.activeIndex)!, index, value)
+      else if (keys.retiredIndex.has(version)) failures.push(`${spec.name}: RETIRED_INDEX`)
+      if (rewrite && version !== keys.activeIndex) {
+        // The active version's value, computed by the search (when the active key is loaded).
+        updates[spec.name] =
+          (typeof found === 'number' ? undefined : found.active) ??
+          indexValue(keys.index.get(keys.activeIndex)!, index, value)
         changed = true
       }
     }
@@ -324,15 +328,31 @@ export function checkRow(table: TableInfo, keys: KeySet, row: StoredRow, rewrite
   }
 }
 
-/** Which index version's recomputation equals the stored blind index; the active one is tried first. */
-function indexVersionOf(index: IndexInfo, keys: KeySet, value: unknown, stored: unknown): number | null {
-  if (!(stored instanceof Uint8Array)) return null
-  const order = [keys.activeIndex, ...[...keys.index.keys()].filter((v) => v !== keys.activeIndex).reverse()]
-  for (const version of order) {
-    const key = keys.index.get(version)
-    if (key === undefined) continue
-    const expected = indexValue(key, index, value)
-    if (expected.length === stored.length && timingSafeEqual(expected, stored)) return version
+/**
+ * Which index version's recomputation equals the stored blind index: the active one first (no
+ * allocation but its value when it matches, the common case), then the others, newest first.
+ * @returns the active version when it matches; otherwise the matching version (null: none) and
+ *   the active version's value computed on the way (for the rewrite), when that key is loaded
+ */
+function indexVersionOf(
+  index: IndexInfo,
+  keys: KeySet,
+  value: unknown,
+  stored: unknown,
+): number | { readonly version: number | null; readonly active: Buffer | undefined } {
+  if (!(stored instanceof Uint8Array)) return { version: null, active: undefined }
+  const activeKey = keys.index.get(keys.activeIndex)
+  const active = activeKey === undefined ? undefined : indexValue(activeKey, index, value)
+  if (active !== undefined && sameBytes(active, stored)) return keys.activeIndex
+  const versions = [...keys.index.keys()]
+  for (let i = versions.length - 1; i >= 0; i--) {
+    const version = versions[i] as number
+    if (version === keys.activeIndex) continue
+    if (sameBytes(indexValue(keys.index.get(version)!, index, value), stored)) return { version, active }
   }
-  return null
+  return { version: null, active }
+}
+
+function sameBytes(a: Buffer, b: Uint8Array): boolean {
+  return a.length === b.length && timingSafeEqual(a, b)
 }
