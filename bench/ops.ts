@@ -189,13 +189,15 @@ async function prepare(engine: Engine): Promise<{
   const expectAll = (what: string, n: number) => {
     if (n !== settings.rows) throw new Error(`${engine.name} ${what}: rewrote ${n} of ${settings.rows} rows`)
   }
-  const floorVariant = (workers: number, cas: boolean): Timed => ({
-    name: cas ? `floor-cas-${workers}` : `floor-${workers}`,
+  // `half`: at half the batch size (the compare-and-set cost is measured at both sizes).
+  const floorVariant = (workers: number, cas: boolean, half = false): Timed => ({
+    name: `floor-${cas ? 'cas-' : ''}${half ? 'half-' : ''}${workers}`,
     batch: 1,
     async run() {
       await engine.settle(raw, floorTable)
+      const batchSize = half ? Math.max(1, Math.floor(settings.batchSize / 2)) : settings.batchSize
       const t0 = performance.now()
-      const n = await runFloorJob(floor.driver, cipher, { batchSize: settings.batchSize, workers, cas })
+      const n = await runFloorJob(floor.driver, cipher, { batchSize, workers, cas })
       const ms = performance.now() - t0
       expectAll(`floor (${workers} workers${cas ? ', compare-and-set' : ''})`, n)
       return ms
@@ -219,11 +221,20 @@ async function prepare(engine: Engine): Promise<{
   const variants = [
     ...WORKERS.map((w) => floorVariant(w, false)),
     floorVariant(1, true),
+    floorVariant(1, false, true),
+    floorVariant(1, true, true),
     ...WORKERS.map((w) => oursVariant(w)),
   ]
+  const half = Math.max(1, Math.floor(settings.batchSize / 2)).toLocaleString('en-US')
   const labels: OpsVariant[] = [
     ...WORKERS.map((w) => ({ id: `floor-${w}`, label: 'floor: by hand, plain UPDATE', workers: w })),
     { id: 'floor-cas-1', label: 'floor: by hand, compare-and-set UPDATE', workers: 1 },
+    { id: 'floor-half-1', label: `floor: by hand, plain UPDATE, batches of ${half}`, workers: 1 },
+    {
+      id: 'floor-cas-half-1',
+      label: `floor: by hand, compare-and-set UPDATE, batches of ${half}`,
+      workers: 1,
+    },
     ...WORKERS.map((w) => ({ id: `ours-${w}`, label: '`ops.reencrypt` (`kfe reencrypt`)', workers: w })),
   ]
   return {
