@@ -20,18 +20,34 @@ import { PENDING_PLANS_MAX } from './plan.js'
  */
 export class UnwrappedReads {
   readonly #noted = new Map<QueryId, ColumnInfo>()
+  // The query noted last, outside the map: a query usually runs right after it is built, so most
+  // queries never touch the map (a Map entry set and deleted per query measurably cost every
+  // lookup: a hash for each new queryId object, and the map's deleted slots; docs/benchmarks.md).
+  #lastId: QueryId | undefined
+  #lastColumn: ColumnInfo | undefined
 
   /** The plugin: `queryId` returns `column` (one of its annotated outputs). */
   note(queryId: QueryId, column: ColumnInfo): void {
-    this.#noted.set(queryId, column)
-    if (this.#noted.size > PENDING_PLANS_MAX) {
-      this.#noted.delete(this.#noted.keys().next().value as QueryId)
+    const last = this.#lastId
+    if (last !== undefined && last !== queryId) {
+      this.#noted.set(last, this.#lastColumn as ColumnInfo)
+      if (this.#noted.size > PENDING_PLANS_MAX - 1) {
+        this.#noted.delete(this.#noted.keys().next().value as QueryId)
+      }
     }
+    this.#lastId = queryId
+    this.#lastColumn = column
   }
 
   /** The wrapper: `queryId` runs through a wrapped connection. */
   seen(queryId: QueryId | undefined): void {
-    if (queryId !== undefined && this.#noted.size !== 0) this.#noted.delete(queryId)
+    if (queryId === undefined) return
+    if (queryId === this.#lastId) {
+      this.#lastId = undefined
+      this.#lastColumn = undefined
+    }
+    // The same query may also wait in the map (noted, another noted, then noted again).
+    if (this.#noted.size !== 0) this.#noted.delete(queryId)
   }
 
   /**
@@ -42,8 +58,12 @@ export class UnwrappedReads {
    * @throws QueryRefusedError `DIALECT_NOT_WRAPPED`
    */
   check(queryId: QueryId, rows: readonly unknown[]): void {
-    if (this.#noted.size === 0) return
-    const column = this.#noted.get(queryId)
+    const column =
+      queryId === this.#lastId
+        ? this.#lastColumn
+        : this.#noted.size === 0
+          ? undefined
+          : this.#noted.get(queryId)
     if (column === undefined || !rows.some(holdsBytes)) return
     throw new QueryRefusedError(
       'DIALECT_NOT_WRAPPED',
