@@ -98,8 +98,11 @@ export function normalizeValue(
       `Blind index '${spec.name}': normalizers apply to strings only, got ${typeof value}.`,
     )
   }
+  const steps = spec.normalize
+  // Indexed, not `entries()`: no iterator object per value (a search runs this twice per lookup).
   let out = value
-  for (const [i, step] of spec.normalize.entries()) {
+  for (let i = 0; i < steps.length; i++) {
+    const step = steps[i] as Normalizer
     if (typeof step === 'function') {
       let next: unknown
       try {

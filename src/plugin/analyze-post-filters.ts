@@ -34,7 +34,10 @@ export function postFilterable(
   else if (node.setOperations) blocker = 'a set operation'
   else if (node.frontModifiers?.some((m) => (m as unknown as { modifier?: string }).modifier === 'Distinct'))
     blocker = 'distinct'
-  else if (mayCombineRows([...(node.selections ?? []), ...(node.orderBy ? [node.orderBy] : [])]))
+  else if (
+    (node.selections !== undefined && mayCombineRows(node.selections)) ||
+    (node.orderBy !== undefined && mayCombineRows([node.orderBy]))
+  )
     blocker = 'an aggregate, a window or an unknown function'
   // Dropping a row after LIMIT returns fewer rows: wrong for false positives, which are
   // expected; right for a unique index, where a mismatch means a tampered index.

@@ -122,18 +122,17 @@ export class Analyzer implements AnalysisContext {
     ) {
       return { node: result.node as RootOperationNode, plan: EMPTY_PLAN }
     }
-    return {
-      node: result.node as RootOperationNode,
-      plan: Object.freeze({
-        outputs: Object.freeze(outputs),
-        postFilters: this.#postFilters,
-        deferred: this.#deferred,
-        deferredValues: this.#deferredValues,
-        indexComparisons: this.#indexComparisons ?? EMPTY_PLAN.indexComparisons,
-        ...(this.#hiddenContext === undefined ? {} : { hiddenContext: this.#hiddenContext }),
-        ...(this.#needsCatalog ? { needsCatalog: true } : {}),
-      }),
+    const plan: { -readonly [K in keyof QueryPlan]: QueryPlan[K] } = {
+      outputs: Object.freeze(outputs),
+      postFilters: this.#postFilters,
+      deferred: this.#deferred,
+      deferredValues: this.#deferredValues,
+      indexComparisons: this.#indexComparisons ?? EMPTY_PLAN.indexComparisons,
     }
+    // Set only when present (no spread of a temporary object per query).
+    if (this.#hiddenContext !== undefined) plan.hiddenContext = this.#hiddenContext
+    if (this.#needsCatalog) plan.needsCatalog = true
+    return { node: result.node as RootOperationNode, plan: Object.freeze(plan) }
   }
 
   /** {@inheritDoc AnalysisContext.query} */

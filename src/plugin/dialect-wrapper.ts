@@ -67,6 +67,11 @@ interface Originals {
   readonly streamQuery: DatabaseConnection['streamQuery']
   /** The slow path on this connection, made the first time a key must be loaded. */
   slow?: SlowPath
+  /**
+   * {@link Originals.slow}, made when first called: what every query on this connection is
+   * given, so that no function is made per query for a path the steady state never takes.
+   */
+  readonly lazySlow: SlowPath
 }
 
 type Patched = DatabaseConnection & { [ORIGINAL]?: Originals }
@@ -186,7 +191,11 @@ export class EncryptingDriver extends DelegatingDriver {
   readonly #patch = (connection: DatabaseConnection): DatabaseConnection => {
     const c = connection as Patched
     if (c[ORIGINAL] !== undefined) return c
-    c[ORIGINAL] = { executeQuery: c.executeQuery, streamQuery: c.streamQuery }
+    c[ORIGINAL] = {
+      executeQuery: c.executeQuery,
+      streamQuery: c.streamQuery,
+      lazySlow: (fn) => slowPathOf(c)(fn),
+    }
     c.executeQuery = this.#executeQuery
     c.streamQuery = this.#streamQuery
     return c
@@ -203,7 +212,7 @@ function patchedExecute(
     let prepared: Prepared
     try {
       // Steady state: no promise but the query's own (prepare and decrypt return plain values).
-      const p = prepareQuery(ctx, compiler, query, () => slowPathOf(this))
+      const p = prepareQuery(ctx, compiler, query, own.lazySlow)
       prepared = p instanceof Promise ? await p : p
     } catch (error) {
       // Errors of this library get the application's frames, as kysely's drivers do for theirs.
@@ -230,7 +239,7 @@ function patchedExecute(
         plan,
         result.rows as Record<string, unknown>[],
         ctx.stats,
-        slowPathOf(this),
+        own.lazySlow,
       )
       const rows = decrypted instanceof Promise ? await decrypted : decrypted
       return rows === result.rows ? result : { ...result, rows }
@@ -251,7 +260,7 @@ function patchedStream(
     let plan: QueryPlan
     let send: CompiledQuery
     try {
-      ;({ plan, send } = await prepareQuery(ctx, compiler, query, () => slowPathOf(this)))
+      ;({ plan, send } = await prepareQuery(ctx, compiler, query, slow))
       // Fetch every data key version the rows may need before the cursor opens: a key-store
       // read on this connection would otherwise wait behind the cursor.
       if (plan.outputs.length > 0) await slow(() => prefetchDataKeys(ctx.ring(), plan))

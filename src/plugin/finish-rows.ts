@@ -1,5 +1,5 @@
 import { timingSafeEqual } from 'node:crypto'
-import { MAPPED_PREFIX, type PostFilter, type QueryPlan } from './plan.js'
+import { MAPPED_PREFIX, type PlanOutput, type PostFilter, type QueryPlan } from './plan.js'
 import { indexInput } from './resolve-values.js'
 
 /** Counters the wrapper keeps; exposed by `encryption.stats()`. */
@@ -41,7 +41,10 @@ export function finishRows<R extends Record<string, unknown>>(
  * written (`dual-writing`, `backfilled`), a row keeps its plaintext when it has one.
  */
 function mergeMapped(plan: QueryPlan, rows: Record<string, unknown>[]): void {
-  for (const { name, column } of plan.outputs) {
+  const outputs = plan.outputs
+  // Indexed: no iterator per query (this runs for every result, nearly always finding nothing).
+  for (let i = 0; i < outputs.length; i++) {
+    const { name, column } = outputs[i] as PlanOutput
     const mapped = column.mapped
     if (mapped === undefined) continue
     let to: string
@@ -66,8 +69,9 @@ function mergeMapped(plan: QueryPlan, rows: Record<string, unknown>[]): void {
  */
 function omitIndexColumns<R extends Record<string, unknown>>(plan: QueryPlan, rows: R[]): R[] {
   let names: Set<string> | undefined
-  for (const output of plan.outputs) {
-    const omitted = output.column.table.omittedFromResults
+  const outputs = plan.outputs
+  for (let i = 0; i < outputs.length; i++) {
+    const omitted = (outputs[i] as PlanOutput).column.table.omittedFromResults
     if (omitted.length === 0) continue
     names ??= new Set()
     for (const name of omitted) names.add(name)

@@ -106,7 +106,7 @@ export function listValues(node: OperationNode): unknown[] | undefined {
  * unqualified): SQL then evaluates it over the outer query's rows.
  */
 export function mayCombineRows(nodes: ReadonlyArray<OperationNode>): boolean {
-  for (const n of nodes) if (combinesRows(n, undefined)) return true
+  for (let i = 0; i < nodes.length; i++) if (combinesRows(nodes[i] as OperationNode, undefined)) return true
   return false
 }
 

@@ -48,7 +48,7 @@ export function prepareQuery(
   ctx: PrepareContext,
   compiler: () => QueryCompiler,
   query: CompiledQuery,
-  slow: () => SlowPath,
+  slow: SlowPath,
 ): Prepared | Promise<Prepared> {
   ctx.reads.seen(query.queryId)
   const node = query.query
@@ -66,7 +66,7 @@ export function prepareQuery(
     // Once per wrapped dialect: nothing is sent (no plaintext reaches a misspelt table) until
     // the database is known to match the schema.
     return ctx.schemaGate
-      .pass(slow())
+      .pass(slow)
       .then(() => withPlan(ctx, compiler, query, withCatalog(ctx, node, checked, deferred), deferred, slow))
   }
   return withPlan(ctx, compiler, query, withCatalog(ctx, node, checked, deferred), deferred, slow)
@@ -122,10 +122,10 @@ function withPlan(
   query: CompiledQuery,
   checked: QueryPlan,
   deferred: readonly DeferredValue[],
-  slow: () => SlowPath,
+  slow: SlowPath,
 ): Prepared | Promise<Prepared> {
   if (checked.indexComparisons.size > 0) {
-    return checkIndexComparisons(ctx.ring(), checked, slow()).then(() =>
+    return checkIndexComparisons(ctx.ring(), checked, slow).then(() =>
       resolveQuery(ctx, compiler, query, checked, deferred, slow),
     )
   }
@@ -157,14 +157,14 @@ function resolveQuery(
   query: CompiledQuery,
   plan: QueryPlan,
   deferred: readonly DeferredValue[],
-  slow: () => SlowPath,
+  slow: SlowPath,
 ): Prepared | Promise<Prepared> {
   if (deferred.length === 0) return { plan, send: query }
   checkWrittenContext(ctx.schemaGate.catalog, deferred)
   const ring = ctx.ring()
   const cached = cachedKeys(ring, deferred)
   if (cached !== undefined) return withKeys(compiler, query, plan, cached)
-  return slow()(() => loadKeys(ring, deferred)).then((keys) => withKeys(compiler, query, plan, keys))
+  return slow(() => loadKeys(ring, deferred)).then((keys) => withKeys(compiler, query, plan, keys))
 }
 
 /** The query to send: its deferred values resolved with `keys`. */
@@ -201,7 +201,8 @@ export async function prefetchDataKeys(ring: KeyRing, plan: QueryPlan): Promise<
 /** The deferred values among a query's parameters; a shared empty list when there are none. */
 function deferredOf(parameters: readonly unknown[]): readonly DeferredValue[] {
   let out: DeferredValue[] | undefined
-  for (const p of parameters) {
+  for (let i = 0; i < parameters.length; i++) {
+    const p = parameters[i]
     if (!isDeferred(p)) continue
     out ??= []
     out.push(p)
@@ -212,6 +213,9 @@ function deferredOf(parameters: readonly unknown[]): readonly DeferredValue[] {
 const NONE: readonly DeferredValue[] = Object.freeze([])
 
 function sameDeferred(plan: QueryPlan, deferred: readonly DeferredValue[]): boolean {
-  if (plan.deferredValues.size !== deferred.length) return false
-  return deferred.every((d) => plan.deferredValues.has(d))
+  const values = plan.deferredValues
+  if (values.size !== deferred.length) return false
+  // A loop, not `every` with a closure: this runs once per query.
+  for (let i = 0; i < deferred.length; i++) if (!values.has(deferred[i] as DeferredValue)) return false
+  return true
 }

@@ -72,14 +72,45 @@ export function encryptColumn(
   return encryptValue(column.spec.codec, value as never, key, rowAad(column, context))
 }
 
-/** The keys the deferred values of one query need, by logical table. */
-export interface QueryKeys {
-  readonly data: ReadonlyMap<string, KeyMaterial>
-  readonly index: ReadonlyMap<string, KeyMaterial>
-  readonly search: ReadonlyMap<string, KeyMaterial[]>
+/** Keys by logical table: a Map, or {@link TableKeys} on the steady-state path. */
+export interface KeysByTable<V> {
+  get(table: string): V | undefined
 }
 
-const NO_KEYS: ReadonlyMap<string, never> = new Map<string, never>()
+/** The keys the deferred values of one query need, by logical table. */
+export interface QueryKeys {
+  readonly data: KeysByTable<KeyMaterial>
+  readonly index: KeysByTable<KeyMaterial>
+  readonly search: KeysByTable<KeyMaterial[]>
+}
+
+const NO_KEYS: KeysByTable<never> = new Map<string, never>()
+
+/**
+ * Keys by logical table for one query, from the cache: the first table in fields of its own, a
+ * Map only for a second one. Nearly every query names one table, so a lookup or an insert makes
+ * no Map here (one per kind of key per query before; docs/benchmarks.md).
+ */
+class TableKeys<V> implements KeysByTable<V> {
+  readonly #firstTable: string
+  readonly #first: V
+  #more: Map<string, V> | undefined
+
+  constructor(table: string, value: V) {
+    this.#firstTable = table
+    this.#first = value
+  }
+
+  get(table: string): V | undefined {
+    return table === this.#firstTable ? this.#first : this.#more?.get(table)
+  }
+
+  /** Adds a table (never the first one again: callers check {@link TableKeys.get} first). */
+  add(table: string, value: V): void {
+    this.#more ??= new Map()
+    this.#more.set(table, value)
+  }
+}
 
 /**
  * The keys from the cache alone, synchronously: the steady-state path (no promise, no I/O, and
@@ -87,32 +118,33 @@ const NO_KEYS: ReadonlyMap<string, never> = new Map<string, never>()
  * @returns `undefined` when any key or key list is not cached and fresh
  */
 export function cachedKeys(ring: KeyRing, deferred: readonly DeferredValue[]): QueryKeys | undefined {
-  let data: Map<string, KeyMaterial> | undefined
-  let index: Map<string, KeyMaterial> | undefined
-  let search: Map<string, KeyMaterial[]> | undefined
-  for (const d of deferred) {
+  let data: TableKeys<KeyMaterial> | undefined
+  let index: TableKeys<KeyMaterial> | undefined
+  let search: TableKeys<KeyMaterial[]> | undefined
+  for (let i = 0; i < deferred.length; i++) {
+    const d = deferred[i] as DeferredValue
     const table = keyNameOf(d)
     if (d.kind === 'encrypt') {
-      if (data?.has(table)) continue
+      if (data?.get(table) !== undefined) continue
       const k = ring.peekActiveKey(table, 'data')
       if (k === undefined) return undefined
-      data ??= new Map()
-      data.set(table, k)
+      if (data === undefined) data = new TableKeys(table, k)
+      else data.add(table, k)
     } else {
       // A write to an index with a rotation slot fills every live version's slot (search keys);
       // a search on one probes the active version's slot (active key).
       const slotted = d.index?.slot !== undefined
-      if ((d.kind === 'index' || slotted) && !index?.has(table)) {
+      if ((d.kind === 'index' || slotted) && index?.get(table) === undefined) {
         const k = ring.peekActiveKey(table, 'index')
         if (k === undefined) return undefined
-        index ??= new Map()
-        index.set(table, k)
+        if (index === undefined) index = new TableKeys(table, k)
+        else index.add(table, k)
       }
-      if ((d.kind === 'probe' || slotted) && !search?.has(table)) {
+      if ((d.kind === 'probe' || slotted) && search?.get(table) === undefined) {
         const k = ring.peekSearchKeys(table, 'index')
         if (k === undefined) return undefined
-        search ??= new Map()
-        search.set(table, k)
+        if (search === undefined) search = new TableKeys(table, k)
+        else search.add(table, k)
       }
     }
   }
@@ -185,38 +217,53 @@ export function resolveDeferred(
 ): { sql?: string; parameters: readonly unknown[] } {
   let probes: Map<DeferredValue, Buffer[]> | undefined
   let expand = false
-  const resolved = parameters.map((p) => {
-    if (!isDeferred(p)) return p
+  // A loop, not `map` with a closure: this runs once per query that writes or searches.
+  const resolved: unknown[] = [] // pushed: a packed array, as `map` makes
+  for (let i = 0; i < parameters.length; i++) {
+    const p = parameters[i]
+    if (!isDeferred(p)) {
+      resolved.push(p)
+      continue
+    }
     const table = keyNameOf(p)
+    let value: unknown
     switch (p.kind) {
       case 'encrypt':
-        return encryptColumn(keys.data.get(table)!, p.column, p.reveal(), p.context)
+        value = encryptColumn(keys.data.get(table)!, p.column, p.reveal(), p.context)
+        break
       case 'index':
-        if (p.index!.slot !== undefined) return slotValue(keys, table, p.index!, p.reveal())
-        return indexValue(keys.index.get(table)!, p.index!, p.reveal())
+        value =
+          p.index!.slot !== undefined
+            ? slotValue(keys, table, p.index!, p.reveal())
+            : indexValue(keys.index.get(table)!, p.index!, p.reveal())
+        break
       default: {
         refuseEmptySearch(p.index!, p.reveal())
         if (p.index!.slot !== undefined) {
           // Only the active version's slot is probed: it is complete (activation waits for it).
           const active = keys.index.get(table)!
-          const value = indexValue(active, p.index!, p.reveal())
-          if (slotOfVersion(active.ref.version) === p.index!.slot) return value
+          value = indexValue(active, p.index!, p.reveal())
+          if (slotOfVersion(active.ref.version) === p.index!.slot) break
           probes ??= new Map()
-          probes.set(p, [value])
+          probes.set(p, [value as Buffer])
           expand = true
-          return value
+          break
         }
         const live = keys.search.get(table)!
         // One live index version (no rotation under way): one value, no list to build.
-        if (live.length === 1) return indexValue(live[0]!, p.index!, p.reveal())
+        if (live.length === 1) {
+          value = indexValue(live[0]!, p.index!, p.reveal())
+          break
+        }
         const values = dedupe(live.map((k) => indexValue(k, p.index!, p.reveal())))
         probes ??= new Map()
         probes.set(p, values)
         if (values.length !== 1) expand = true
-        return values[0]
+        value = values[0]
       }
     }
-  })
+    resolved.push(value)
+  }
   if (!expand || probes === undefined) return { parameters: resolved }
   // Several live index versions: every probe stands for one value per version.
   const expanded = expandProbes(query, probes)
