@@ -39,30 +39,16 @@ Object.defineProperty = ((target: object, key: PropertyKey, descriptor: Property
 }) as typeof Object.defineProperty
 
 const { randomBytes } = await import('node:crypto')
-const { Kysely, MysqlDialect, PostgresDialect, WithSchemaPlugin } = await import('kysely')
+const { Kysely, WithSchemaPlugin } = await import('kysely')
 const { encrypted, encryptedSchema, fieldEncryption, localKeyProvider } = await import('../src/index.js')
-const { recordingDialect } = await import('./cpu.js')
+const { engineDialect, recordLookups, recordingDialect } = await import('./cpu.js')
 const { FLOOR_THROUGH_KYSELY_PLUGIN, handWritten, people, pluginEncrypted } = await import('./db-variants.js')
-
-async function dialect(engine: string) {
-  if (engine === 'pg') {
-    const pg = (await import('pg')).default
-    return new PostgresDialect({ pool: new pg.Pool({ connectionString: process.env.PG_URL, max: 5 }) })
-  }
-  if (engine === 'mysql') {
-    const { createPool } = await import('mysql2')
-    return new MysqlDialect({ pool: createPool({ uri: process.env.MYSQL_URL ?? '', connectionLimit: 5 }) })
-  }
-  const { PGlite } = await import('@electric-sql/pglite')
-  const { PGliteDialect } = await import('kysely-pglite-dialect')
-  return new PGliteDialect(new PGlite())
-}
 
 const engine = process.argv[2] ?? 'pglite'
 const family = engine === 'mysql' ? 'mysql' : 'postgres'
 const schemaName =
   engine === 'mysql' ? decodeURIComponent(new URL(process.env.MYSQL_URL ?? '').pathname.slice(1)) : 'public'
-const recording = recordingDialect(await dialect(engine))
+const recording = recordingDialect(await engineDialect(engine))
 const prefix = `bench_counts_${process.pid}`
 const schema = encryptedSchema({
   [`${prefix}_enc`]: {
@@ -96,13 +82,7 @@ const variants = [
 ]
 const data = people(500)
 const probe = data[250] as (typeof data)[number]
-for (const v of variants) {
-  await v.drop()
-  await v.create()
-  await v.insert(data, 500)
-  if ((await v.lookup(probe.email))?.ssn !== probe.ssn) throw new Error(`${v.id}: wrong row`)
-}
-recording.replay()
+await recordLookups(variants, recording, data, probe)
 
 let promises = 0
 const hook = createHook({

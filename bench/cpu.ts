@@ -7,7 +7,15 @@
  * This case explains the database ratios; it does not replace them. Every other number of
  * case 2 comes from the real engine.
  */
-import type { CompiledQuery, DatabaseConnection, Dialect, Driver, QueryResult } from 'kysely'
+import {
+  type CompiledQuery,
+  type DatabaseConnection,
+  type Dialect,
+  type Driver,
+  MysqlDialect,
+  PostgresDialect,
+  type QueryResult,
+} from 'kysely'
 import type { DbVariant, Person } from './db-variants.js'
 import { measureRound, rotate, type Summary, summarize } from './harness.js'
 
@@ -91,6 +99,43 @@ export function recordingDialect(inner: Dialect): RecordingDialect {
       replaying = true
     },
   }
+}
+
+/**
+ * The dialect of one engine for the tools that run on recorded results (counts.ts,
+ * lookup-ab.ts): `pg` (PG_URL), `mysql` (MYSQL_URL, MariaDB or MySQL), else an in-process PGlite.
+ */
+export async function engineDialect(engine: string): Promise<Dialect> {
+  if (engine === 'pg') {
+    const pg = (await import('pg')).default
+    return new PostgresDialect({ pool: new pg.Pool({ connectionString: process.env.PG_URL, max: 5 }) })
+  }
+  if (engine === 'mysql') {
+    const { createPool } = await import('mysql2')
+    return new MysqlDialect({ pool: createPool({ uri: process.env.MYSQL_URL ?? '', connectionLimit: 5 }) })
+  }
+  const { PGlite } = await import('@electric-sql/pglite')
+  const { PGliteDialect } = await import('kysely-pglite-dialect')
+  return new PGliteDialect(new PGlite())
+}
+
+/**
+ * Creates each variant's table holding `data` (on the real engine, recorded), checks that a
+ * lookup of `probe` finds its row, then switches `recording` to replaying.
+ */
+export async function recordLookups(
+  variants: readonly DbVariant[],
+  recording: RecordingDialect,
+  data: readonly Person[],
+  probe: Person,
+): Promise<void> {
+  for (const v of variants) {
+    await v.drop()
+    await v.create()
+    await v.insert(data, data.length)
+    if ((await v.lookup(probe.email))?.ssn !== probe.ssn) throw new Error(`${v.id}: wrong row`)
+  }
+  recording.replay()
 }
 
 /** Lookups per timed call: long enough for the timer, short enough that a GC is an outlier. */
