@@ -7,7 +7,7 @@ import { type MigrationDb, migrationDb, writeMigrationConfig } from '../support/
 
 const urls = { postgres: inject('pgUrl'), mysql: inject('mysqlUrl') }
 
-// The CLI runs as a child process (the bin built once per file, see cliBuild): PGlite's in-memory
+// The CLI runs as a child process (the bin built once per run, see cliBuild): PGlite's in-memory
 // database cannot be shared with it.
 describe.each(backends().filter((b) => b.name !== 'pglite'))(
   'kfe migration, encrypt-column, verify, status [$name]',

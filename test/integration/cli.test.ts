@@ -17,7 +17,7 @@ async function insertRows(app: Kysely<TestDB>, table: string, n: number, prefix:
 }
 
 /**
- * `kfe` as a child process (the bin built once per file, see cliBuild), on every backend: PGlite in
+ * `kfe` as a child process (the bin built once per run, see cliBuild), on every backend: PGlite in
  * a directory that each child opens in turn (one process at a time), so only the end-to-end flow;
  * PostgreSQL and MariaDB also run the refusals, kill -9, SIGTERM and workers cases.
  *

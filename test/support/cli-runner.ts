@@ -20,6 +20,7 @@ import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
 import { type Backend, uniqueName } from './backends.js'
 import type { TestDB } from './encrypted-db.js'
 import { opsSchema, tenantSchema } from './ops-schema.js'
+import { oncePerRun } from './run-once.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 const TMP = join(ROOT, 'test/.tmp-cli')
@@ -65,18 +66,16 @@ export interface CliTestDb extends KfeRunner {
   destroy(): Promise<void>
 }
 
-let built: Promise<string> | undefined
-
 /**
  * The library and the `kfe` bin built from `src/` (tsup, as `npm run build` bundles them; no
- * declarations), once per test file: each child then starts as a user's `npx kfe` does, on plain
- * JavaScript, instead of compiling `src/` through a TypeScript loader at every start (~5× the CPU).
- * The chunks are shared, so the config's imports and the bin are one copy of the library.
+ * declarations), once per `npm test` run (see {@link oncePerRun}) and shared by every file that runs
+ * `kfe`: each child then starts as a user's `npx kfe` does, on plain JavaScript, instead of compiling
+ * `src/` through a TypeScript loader at every start (~5× the CPU). The chunks are shared, so the
+ * config's imports and the bin are one copy of the library.
  */
 export function cliBuild(): Promise<string> {
-  built ??= (async () => {
+  return oncePerRun('kfe-dist', async (outDir) => {
     const { build } = await import('tsup')
-    const outDir = join(TMP, `dist-${process.pid}`)
     await build({
       entry: { index: 'src/index.ts', ops: 'src/ops.ts', cli: 'src/cli/bin.ts' },
       format: ['esm'],
@@ -90,10 +89,7 @@ export function cliBuild(): Promise<string> {
       config: false,
       skipNodeModulesBundle: true,
     })
-    process.once('exit', () => rmSync(outDir, { recursive: true, force: true }))
-    return outDir
-  })()
-  return built
+  })
 }
 
 /** The `dialect` of a generated `kfe.config.ts`, from `KFE_TEST_URL` (a URL, or PGlite's directory). */

@@ -1,3 +1,6 @@
+import { mkdirSync, rmSync } from 'node:fs'
+import { dirname, join, resolve as resolvePath } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import type { TestProject } from 'vitest/node'
 import { type NotRunBackend, notRunBox, recordNotRun } from './not-run-reporter.js'
 
@@ -13,8 +16,17 @@ declare module 'vitest' {
     pgUrl: string | null
     mysqlUrl: string | null
     notRun: string[]
+    /** This run's directory for what the test files make once and share (see run-once.ts). */
+    runDir: string
   }
 }
+
+/** Inside the repository: the CLI build there resolves its dependencies from node_modules. */
+const RUN_DIR = join(
+  resolvePath(dirname(fileURLToPath(import.meta.url)), '../..'),
+  'test/.tmp-run',
+  String(process.pid),
+)
 
 const stops: Array<() => Promise<unknown>> = []
 
@@ -109,10 +121,18 @@ export default async function setup(project: TestProject): Promise<() => Promise
     notRun.map((b) => `${b.label}: NOT RUN (${b.reason})`),
   )
   recordNotRun(notRun)
+  mkdirSync(RUN_DIR, { recursive: true })
+  project.provide('runDir', RUN_DIR)
+  // Watch mode: a rerun makes them again (src/ may have changed under the CLI build).
+  project.onTestsRerun(() => {
+    rmSync(RUN_DIR, { recursive: true, force: true })
+    mkdirSync(RUN_DIR, { recursive: true })
+  })
   for (const b of notRun) console.warn(`${b.label}: NOT RUN (${b.reason}); a summary follows the results.`)
   return async () => {
     const summary = notRunBox()
     if (summary !== undefined) console.warn(`\n${summary}\n`)
     for (const stop of stops) await stop()
+    rmSync(RUN_DIR, { recursive: true, force: true })
   }
 }
