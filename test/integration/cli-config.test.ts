@@ -1,13 +1,14 @@
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { PGlite } from '@electric-sql/pglite'
+import type { PGlite } from '@electric-sql/pglite'
 import { Kysely, sql } from 'kysely'
 import { PGliteDialect } from 'kysely-pglite-dialect'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openOps } from '../../src/cli/load-config.js'
 import { ConfigError, encrypted, encryptedSchema, localKeyProvider } from '../../src/index.js'
 import { opsSchema } from '../support/ops-schema.js'
+import { newPGlite } from '../support/pglite.js'
 
 /**
  * How `kfe` finds and loads its config (c12, as kysely-ctl loads `kysely.config.ts`): a
@@ -29,7 +30,7 @@ describe('kfe config loading', () => {
   let kysely: Kysely<any>
 
   beforeAll(async () => {
-    pglite = new PGlite()
+    pglite = newPGlite()
     kysely = new Kysely({ dialect: new PGliteDialect(pglite) })
     await sql`create table cfg_users (id serial primary key, name text, email bytea, email_bidx bytea unique, ssn bytea, ssn_bidx bytea)`.execute(
       kysely,

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { PGlite } from '@electric-sql/pglite'
+import type { PGlite } from '@electric-sql/pglite'
 import { type Dialect, type Driver, Kysely, sql } from 'kysely'
 import { PGliteDialect } from 'kysely-pglite-dialect'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -8,6 +8,7 @@ import { KeyRing } from '../../src/keys/key-ring.js'
 import { KeyStore } from '../../src/keys/key-store.js'
 import { localKeyProvider } from '../../src/keys/local-provider.js'
 import { type Backend, backends, uniqueName } from '../support/backends.js'
+import { newPGlite } from '../support/pglite.js'
 
 const INSTANCES = 10
 
@@ -50,7 +51,7 @@ describe.each(backends())('KeyStore on $name', (backend: Backend) => {
     let store: KeyStore
 
     beforeAll(async () => {
-      if (backend.name === 'pglite') pglite = new PGlite()
+      if (backend.name === 'pglite') pglite = newPGlite()
       const shared = pglite === undefined ? undefined : sharedPgliteDialect(pglite)
       const dialect = (): Dialect => shared ?? backend.createDialect()
       dbs = Array.from({ length: INSTANCES }, () => new Kysely<unknown>({ dialect: dialect() }))

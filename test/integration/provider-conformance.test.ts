@@ -6,7 +6,6 @@
  * Provider calls are counted at the keeper: the KMS endpoint's request counters, and a counting
  * wrapper in front of the local and PKCS#11 providers.
  */
-import { PGlite } from '@electric-sql/pglite'
 import { Kysely } from 'kysely'
 import { PGliteDialect } from 'kysely-pglite-dialect'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
@@ -15,6 +14,7 @@ import type { AuditEvent, KeyRef } from '../../src/keys/key-provider.js'
 import { KeyRing } from '../../src/keys/key-ring.js'
 import { KeyStore } from '../../src/keys/key-store.js'
 import { backends, uniqueName } from '../support/backends.js'
+import { newPGlite } from '../support/pglite.js'
 import {
   manualClock,
   type ProviderFixture,
@@ -76,7 +76,7 @@ async function settleKeyLoads(p: TestProcess, table: string): Promise<void> {
  */
 let sharedStore: { db: Kysely<unknown>; store: KeyStore } | undefined
 beforeAll(async () => {
-  const db = new Kysely<unknown>({ dialect: new PGliteDialect(new PGlite()) })
+  const db = new Kysely<unknown>({ dialect: new PGliteDialect(newPGlite()) })
   const store = new KeyStore(db, { tableName: uniqueName('conformance_keys') })
   await store.ensureSchema()
   sharedStore = { db, store }

@@ -6,7 +6,6 @@
  */
 import { randomBytes } from 'node:crypto'
 import { KMSClient } from '@aws-sdk/client-kms'
-import { PGlite } from '@electric-sql/pglite'
 import { Kysely } from 'kysely'
 import { PGliteDialect } from 'kysely-pglite-dialect'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -17,6 +16,7 @@ import { localKeyProvider } from '../../src/keys/local-provider.js'
 import { awsKmsKeyProvider } from '../../src/keys/providers/aws-kms-provider.js'
 import { rewrapAll } from '../../src/keys/rewrap.js'
 import { type KmsEndpoint, startKmsEndpoint } from '../support/kms-endpoint.js'
+import { newPGlite } from '../support/pglite.js'
 
 describe('rewrapAll to AWS KMS: only wrappings of a `from` KEK, always proved', () => {
   let kms: KmsEndpoint
@@ -39,7 +39,7 @@ describe('rewrapAll to AWS KMS: only wrappings of a `from` KEK, always proved', 
     target = awsKmsKeyProvider({ keyId: kms.createKey(), client })
     // The writer's own KMS key, in the same account and region.
     foreign = awsKmsKeyProvider({ keyId: kms.createKey(), client })
-    db = new Kysely<unknown>({ dialect: new PGliteDialect(new PGlite()) })
+    db = new Kysely<unknown>({ dialect: new PGliteDialect(newPGlite()) })
   })
   afterAll(async () => {
     await db.destroy()

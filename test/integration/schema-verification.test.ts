@@ -4,7 +4,7 @@
  * backend; each test makes its own tables (a per-file prefix) and its own `fieldEncryption`.
  */
 import { randomBytes } from 'node:crypto'
-import { PGlite } from '@electric-sql/pglite'
+import type { PGlite } from '@electric-sql/pglite'
 import { type Dialect, Kysely, sql } from 'kysely'
 import { PGliteDialect } from 'kysely-pglite-dialect'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -23,6 +23,7 @@ import {
 } from '../../src/index.js'
 import { type Backend, backends, uniqueName } from '../support/backends.js'
 import { type ScanningDialect, scanningDialect } from '../support/leak-scanner.js'
+import { newPGlite } from '../support/pglite.js'
 
 // biome-ignore lint/suspicious/noExplicitAny: table names are generated per test.
 type AnyDB = Record<string, any>
@@ -56,7 +57,7 @@ describe.each(backends())('schema verification on $name', (backend: Backend) => 
     const instances: FieldEncryption[] = []
     const newDialect = (): Dialect => {
       if (backend.name !== 'pglite') return backend.createDialect()
-      pglite ??= new PGlite()
+      pglite ??= newPGlite()
       return new PGliteDialect(pglite)
     }
     const family = backend.family

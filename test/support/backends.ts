@@ -1,10 +1,10 @@
-import { PGlite } from '@electric-sql/pglite'
 import { type Dialect, MysqlDialect, PostgresDialect } from 'kysely'
 import { PGliteDialect } from 'kysely-pglite-dialect'
 import { createPool } from 'mysql2'
 import pg from 'pg'
 import Cursor from 'pg-cursor'
 import { inject } from 'vitest'
+import { newPGlite } from './pglite.js'
 
 export type BackendName = 'postgres' | 'pglite' | 'mysql'
 
@@ -40,9 +40,9 @@ export function backends(): Backend[] {
       name: 'pglite',
       family: 'postgres',
       available: true,
-      createDialect: () => new PGliteDialect(new PGlite()),
+      createDialect: () => new PGliteDialect(newPGlite()),
       createDialectPair() {
-        const instance = new PGlite()
+        const instance = newPGlite()
         return [new PGliteDialect(instance), new PGliteDialect(instance)]
       },
     },

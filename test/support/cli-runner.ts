@@ -3,7 +3,6 @@ import { randomBytes } from 'node:crypto'
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { PGlite } from '@electric-sql/pglite'
 import { type Dialect, Kysely, sql } from 'kysely'
 import { PGliteDialect } from 'kysely-pglite-dialect'
 import { inject } from 'vitest'
@@ -20,6 +19,7 @@ import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
 import { type Backend, uniqueName } from './backends.js'
 import type { TestDB } from './encrypted-db.js'
 import { opsSchema, tenantSchema } from './ops-schema.js'
+import { newPGlite } from './pglite.js'
 import { oncePerRun } from './run-once.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
@@ -285,7 +285,7 @@ export async function cliTestDb(
   const open = (): CliDb => {
     const [appDialect, rawDialect]: [Dialect, Dialect] = pglite
       ? (() => {
-          const instance = new PGlite(url)
+          const instance = newPGlite(url)
           return [new PGliteDialect(instance), new PGliteDialect(instance)]
         })()
       : [backend.createDialect(), backend.createDialect()]

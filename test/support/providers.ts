@@ -9,7 +9,6 @@
  */
 import { randomBytes } from 'node:crypto'
 import { KMSClient } from '@aws-sdk/client-kms'
-import { PGlite } from '@electric-sql/pglite'
 import { type Dialect, Kysely, sql } from 'kysely'
 import { PGliteDialect } from 'kysely-pglite-dialect'
 import {
@@ -35,6 +34,7 @@ import { awsKmsKeyProvider } from '../../src/keys/providers/aws-kms-provider.js'
 import { generatePkcs11Kek, pkcs11KeyProvider } from '../../src/keys/providers/pkcs11-provider.js'
 import { type Backend, onlyTables, uniqueName } from './backends.js'
 import { type KmsEndpoint, startKmsEndpoint } from './kms-endpoint.js'
+import { newPGlite } from './pglite.js'
 import { createSoftHsmToken, type SoftHsmToken, softHsmAvailable } from './softhsm.js'
 
 export type ProviderName = 'local' | 'aws-kms' | 'pkcs11'
@@ -367,7 +367,7 @@ export async function providerTestDb(backend: Backend): Promise<ProviderTestDb> 
     },
   })
   // PGlite: one in-memory instance shared by every dialect (destroying any Kysely on it closes it).
-  const pglite = backend.name === 'pglite' ? new PGlite() : undefined
+  const pglite = backend.name === 'pglite' ? newPGlite() : undefined
   const dialect = (): Dialect => (pglite === undefined ? backend.createDialect() : new PGliteDialect(pglite))
   // biome-ignore lint/suspicious/noExplicitAny: table names are generated per test file.
   const raw = new Kysely<any>({ dialect: dialect() })

@@ -1,7 +1,7 @@
-import { PGlite } from '@electric-sql/pglite'
 import type { Dialect } from 'kysely'
 import { PGliteDialect } from 'kysely-pglite-dialect'
 import type { Backend } from './backends.js'
+import { newPGlite } from './pglite.js'
 
 /**
  * `n` dialects on one database, as `n` processes of an application would have (for PGlite: one
@@ -12,7 +12,7 @@ export function dialectsOn(backend: Backend, n: number): { dialects: Dialect[]; 
   if (backend.name !== 'pglite') {
     return { dialects: Array.from({ length: n }, () => backend.createDialect()), close: async () => {} }
   }
-  const instance = new PGlite()
+  const instance = newPGlite()
   return {
     dialects: Array.from({ length: n }, () => new PGliteDialect(instance)),
     // The first Kysely destroyed on one of them closes the instance; the others must not again.

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto'
-import { PGlite } from '@electric-sql/pglite'
 import { Kysely } from 'kysely'
 import { PGliteDialect } from 'kysely-pglite-dialect'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -9,6 +8,7 @@ import { KeyRing } from '../../../src/keys/key-ring.js'
 import { KeyStore } from '../../../src/keys/key-store.js'
 import { localKeyProvider } from '../../../src/keys/local-provider.js'
 import { rewrapAll } from '../../../src/keys/rewrap.js'
+import { newPGlite } from '../../support/pglite.js'
 
 let db: Kysely<unknown>
 let store: KeyStore
@@ -16,7 +16,7 @@ const kekA = randomBytes(32)
 const kekB = randomBytes(32)
 
 beforeAll(async () => {
-  db = new Kysely<unknown>({ dialect: new PGliteDialect(new PGlite()) })
+  db = new Kysely<unknown>({ dialect: new PGliteDialect(newPGlite()) })
   store = new KeyStore(db)
   await store.ensureSchema()
 })
