@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { describe, expect, inject, it } from 'vitest'
 import { type Backend, backends } from '../support/backends.js'
+import { pgliteTemplate } from '../support/pglite.js'
 
 const PROBE = fileURLToPath(new URL('../support/kysely-error-stack-probe.ts', import.meta.url))
 const TSX = fileURLToPath(new URL('../../node_modules/.bin/tsx', import.meta.url))
@@ -18,7 +19,11 @@ describe.each(backends())('kysely error stack [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
     it("every error of kysely's error-stack queries ends at the line that ran the query", async () => {
       const url =
-        backend.name === 'postgres' ? inject('pgUrl') : backend.name === 'mysql' ? inject('mysqlUrl') : ''
+        backend.name === 'postgres'
+          ? inject('pgUrl')
+          : backend.name === 'mysql'
+            ? inject('mysqlUrl')
+            : await pgliteTemplate()
       const suffix = `${process.pid}_${Math.random().toString(36).slice(2, 7)}`
       const { stdout } = await promisify(execFile)(TSX, [PROBE, backend.name, url ?? '', suffix], {
         timeout: 60_000,

@@ -3,6 +3,7 @@
 // encryption.plugin and encryption.wrap installed and `person.first_name` encrypted. Outside the
 // test runner, so the stack ends where an application's would. Prints one JSON line per query.
 import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { PGlite } from '@electric-sql/pglite'
 import { type Dialect, Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely'
 import { PGliteDialect } from 'kysely-pglite-dialect'
@@ -23,7 +24,8 @@ const keyTable = `kfe_keys_${suffix}`
 function dialect(): Dialect {
   if (backend === 'postgres') return new PostgresDialect({ pool: new pg.Pool({ connectionString: url }) })
   if (backend === 'mysql') return new MysqlDialect({ pool: createPool({ uri: url }) })
-  return new PGliteDialect(new PGlite())
+  // PGlite: \`url\` is the test run's template of a new database (test/support/pglite.ts).
+  return new PGliteDialect(new PGlite({ loadDataDir: new Blob([readFileSync(url)]) }))
 }
 
 async function userland(): Promise<void> {

@@ -25,9 +25,11 @@ export function newPGlite(dataDir?: string): PGlite {
   return new PGlite({ ...(dataDir === undefined ? {} : { dataDir }), loadDataDir: new Blob([template]) })
 }
 
-// Registered as this module is imported, i.e. while a test file that uses PGlite is collected:
-// the template is loaded (made, by the first file that asks) before the file's own hooks run.
-beforeAll(async () => {
+/**
+ * The path of this run's template (see {@link newPGlite}): a gzip tarball for PGlite's
+ * `loadDataDir`, made by the first file that asks. For a child process that starts a PGlite.
+ */
+export async function pgliteTemplate(): Promise<string> {
   const dir = await oncePerRun('pglite-template', async (out) => {
     const db = new PGlite()
     try {
@@ -38,5 +40,11 @@ beforeAll(async () => {
       await db.close()
     }
   })
-  template = readFileSync(join(dir, TEMPLATE))
+  return join(dir, TEMPLATE)
+}
+
+// Registered as this module is imported, i.e. while a test file that uses PGlite is collected:
+// the template is loaded (made, by the first file that asks) before the file's own hooks run.
+beforeAll(async () => {
+  template = readFileSync(await pgliteTemplate())
 }, 600_000)
