@@ -4,10 +4,13 @@ import { type Backend, backends } from '../support/backends.js'
 import {
   backfillMovingRow,
   type ContextModel,
+  contextMigration,
+  copyCiphertext,
+  expectCopiedCiphertextRepaired,
   insertWithContext,
-  type MigrationDb,
-  migrationDb,
-} from '../support/migration-db.js'
+  updateWithContext,
+} from '../support/context-migration.js'
+import type { MigrationDb } from '../support/migration-db.js'
 
 /**
  * Issues 15 and 16: a plaintext column moved to an encrypted one on a table with a row context
@@ -16,7 +19,6 @@ import {
  * searches and writes keep their context rules in every phase.
  */
 const ROWS = 60
-const CONTEXT = ['org_id', 'id'] as const
 
 describe.each(backends())(
   'moving a plaintext column to encrypted on a table with a row context [$name]',
@@ -27,11 +29,7 @@ describe.each(backends())(
       /** id → [org, email]: what the application wrote. */
       const model: ContextModel = new Map()
       beforeAll(async () => {
-        t = await migrationDb(backend, ROWS, { context: CONTEXT })
-        for (const r of await t.raw.selectFrom(t.table).select(['id', 'org_id', 'email']).execute())
-          model.set(Number(r.id), [String(r.org_id), String(r.email)])
-        await t.migrate('add', 'added')
-        await t.ops('added').init()
+        t = await contextMigration(backend, ROWS, model)
       })
       afterAll(async () => {
         await t?.destroy()
@@ -50,16 +48,6 @@ describe.each(backends())(
           expect({ email, ids: await search(phase, email) }).toEqual({ email, ids: [id] })
         expect(await search(phase, 'nobody@x.io')).toEqual([])
       }
-      /** Copies one row's stored ciphertext into another row of another context (a database writer's tamper). */
-      const copyCiphertext = async (from: number, to: number) => {
-        const { email_encrypted } = await t.raw
-          .selectFrom(t.table)
-          .select('email_encrypted')
-          .where('id', '=', from)
-          .executeTakeFirstOrThrow()
-        await t.raw.updateTable(t.table).set({ email_encrypted }).where('id', '=', to).execute()
-      }
-
       /** Inserts a row with its context; an update of `email` by primary key alone (row `unbound`) is refused, nothing sent. */
       const insertAndRefuseUnbound = async (
         phase: 'dual-writing' | 'cut-over',
@@ -73,29 +61,17 @@ describe.each(backends())(
       }
 
       it('dual-writing: writes carry the context; an update of the column must fix every context column by equality', async () => {
-        const db = t.app('dual-writing')
         // The plaintext column's update writes the encrypted one too: refused without the row's context.
         await insertAndRefuseUnbound('dual-writing', [1001, 'org1', 'ins@x.io'], 2)
-        await db
-          .updateTable(t.table)
-          .set({ email: 'upd@x.io' })
-          .where('org_id', '=', 'org1')
-          .where('id', '=', 2)
-          .execute()
-        model.set(2, ['org1', 'upd@x.io'])
+        await updateWithContext(t, 'dual-writing', model, [2, 'org1', 'upd@x.io'])
         await expectModel('dual-writing')
       })
 
       it.runIf(backend.name !== 'pglite')(
         "compare-and-set: a row moved to another context between the backfill's read and its write is written with its new one, not the former",
         async () => {
-          const { job, fired } = await backfillMovingRow(t, 'dual-writing', async () => {
-            // A writer outside the plugin (a data fix) moves row 4, not backfilled yet, from
-            // org0 to org9: its plaintext and its NULL encrypted value stay as they were.
-            await t.raw.updateTable(t.table).set({ org_id: 'org9' }).where('id', '=', 4).execute()
-          })
-          expect(fired).toBe(true)
-          model.set(4, ['org9', model.get(4)![1]])
+          // Row 4, not backfilled yet, moves from org0 to org9.
+          const job = await backfillMovingRow(t, model, { id: 4, org: 'org9' })
           // Row 4's write was skipped; read again, and written bound to org9.
           expect(job).toMatchObject({ conflicts: 1, failed: 0, remainingBatches: 0 })
           const verify = await t.ops('dual-writing').verifyColumn(t.table, 'email')
@@ -111,13 +87,7 @@ describe.each(backends())(
           expect.objectContaining({ ok: true, missing: 0, failed: 0, equal: model.size }),
         ])
         // Row 5 (org1) gets row 6's ciphertext (org2): it does not decrypt under row 5's context.
-        await copyCiphertext(6, 5)
-        const tampered = await ops.verifyColumn(t.table, 'email')
-        expect(tampered).toMatchObject({ ok: false, failed: 1 })
-        expect(tampered.failures).toEqual([{ key: 5, problems: ['email_encrypted: DECRYPT_AUTH_FAILED'] }])
-        // The plaintext is authoritative until cut-over: the backfill run again repairs the row.
-        expect(await ops.encryptColumn(t.table, 'email')).toMatchObject({ rewritten: 1, failed: 0 })
-        expect(await ops.verifyColumn(t.table, 'email')).toMatchObject({ ok: true, failed: 0 })
+        await expectCopiedCiphertextRepaired(t, ops, { from: 6, to: 5 })
         expect(await ops.status({ table: t.table })).toMatchObject({
           tables: [{ migrations: [expect.objectContaining({ share: 1 })] }],
         })
@@ -130,7 +100,7 @@ describe.each(backends())(
         await insertAndRefuseUnbound('cut-over', [1002, 'org2', 'cut@x.io'], 7)
         await expectModel('cut-over')
         expect(await t.ops('cut-over').verifyColumn(t.table, 'email')).toMatchObject({ ok: true, failed: 0 })
-        await copyCiphertext(9, 8)
+        await copyCiphertext(t, 9, 8)
         await expect(
           db.selectFrom(t.table).select('email').where('id', '=', 8).executeTakeFirst(),
         ).rejects.toMatchObject({ code: 'DECRYPT_AUTH_FAILED', rowContext: { org_id: 'org1', id: '8' } })

@@ -4,10 +4,12 @@ import { type Backend, backends } from '../support/backends.js'
 import {
   backfillMovingRow,
   type ContextModel,
+  contextMigration,
+  expectCopiedCiphertextRepaired,
   insertWithContext,
-  type MigrationDb,
-  migrationDb,
-} from '../support/migration-db.js'
+  updateWithContext,
+} from '../support/context-migration.js'
+import type { MigrationDb } from '../support/migration-db.js'
 
 /**
  * Issues 15 and 16: a plaintext column moved to an encrypted one on a table with per-tenant keys
@@ -27,11 +29,7 @@ describe.each(backends())(
       /** id → [org, email]: what the application wrote. */
       const model: ContextModel = new Map()
       beforeAll(async () => {
-        t = await migrationDb(backend, ROWS, { context: ['org_id', 'id'], keyScope: 'org_id' })
-        for (const r of await t.raw.selectFrom(t.table).select(['id', 'org_id', 'email']).execute())
-          model.set(Number(r.id), [String(r.org_id), String(r.email)])
-        await t.migrate('add', 'added')
-        await t.ops('added').init({ tenants: ORGS })
+        t = await contextMigration(backend, ROWS, model, { keyScope: 'org_id', init: { tenants: ORGS } })
       })
       afterAll(async () => {
         await t?.destroy()
@@ -65,13 +63,7 @@ describe.each(backends())(
       it('dual-writing: inserts and updates name the tenant; searches by tenant find the rows', async () => {
         const db = t.app('dual-writing')
         await insertWithContext(t, 'dual-writing', model, [1001, 'org1', 'ins@x.io'])
-        await db
-          .updateTable(t.table)
-          .set({ email: 'upd@x.io' })
-          .where('org_id', '=', 'org1')
-          .where('id', '=', 2)
-          .execute()
-        model.set(2, ['org1', 'upd@x.io'])
+        await updateWithContext(t, 'dual-writing', model, [2, 'org1', 'upd@x.io'])
         // A search must name the tenant (blind indexes differ per tenant); under NOT it is refused
         // even so (the exact-tenant guard would turn around), as for any encrypted column.
         await expect(
@@ -95,12 +87,8 @@ describe.each(backends())(
       it.runIf(backend.name !== 'pglite')(
         "compare-and-set: a row moved to another tenant under the backfill is written under its new tenant's keys",
         async () => {
-          const { job, fired } = await backfillMovingRow(t, 'dual-writing', async () => {
-            // A data fix outside the plugin moves row 4, not backfilled yet, from org0 to org9.
-            await t.raw.updateTable(t.table).set({ org_id: 'org9' }).where('id', '=', 4).execute()
-          })
-          expect(fired).toBe(true)
-          model.set(4, ['org9', model.get(4)![1]])
+          // Row 4, not backfilled yet, moves from org0 to org9.
+          const job = await backfillMovingRow(t, model, { id: 4, org: 'org9' })
           // Its write matched nothing; read again (under org9's keys, loaded then), it was written
           // under them and bound to org9: verify decrypts it with its row's tenant and context.
           expect(job).toMatchObject({ failed: 0, remainingBatches: 0 })
@@ -124,17 +112,7 @@ describe.each(backends())(
           equal: model.size,
         })
         // Row 5 (org1) gets row 6's ciphertext (org2's key, org2's context).
-        const { email_encrypted } = await t.raw
-          .selectFrom(t.table)
-          .select('email_encrypted')
-          .where('id', '=', 6)
-          .executeTakeFirstOrThrow()
-        await t.raw.updateTable(t.table).set({ email_encrypted }).where('id', '=', 5).execute()
-        const tampered = await ops.verifyColumn(t.table, 'email')
-        expect(tampered).toMatchObject({ ok: false, failed: 1 })
-        expect(tampered.failures).toEqual([{ key: 5, problems: ['email_encrypted: DECRYPT_AUTH_FAILED'] }])
-        expect(await ops.encryptColumn(t.table, 'email')).toMatchObject({ rewritten: 1, failed: 0 })
-        expect(await ops.verifyColumn(t.table, 'email')).toMatchObject({ ok: true, failed: 0 })
+        await expectCopiedCiphertextRepaired(t, ops, { from: 6, to: 5 })
         await expectModel('dual-writing')
       })
 

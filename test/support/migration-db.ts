@@ -13,10 +13,9 @@ import {
   type MigrationPhase,
   type MigrationStep,
 } from '../../src/index.js'
-import { type FieldEncryptionOps, fieldEncryptionOps, type JobResult } from '../../src/ops.js'
+import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
 import { type Backend, onlyTables, uniqueName } from './backends.js'
 import { writeKfeConfig } from './cli-runner.js'
-import { hooked } from './hooked-dialect.js'
 import { type ScanningDialect, scanningDialect } from './leak-scanner.js'
 import { migrationSchema } from './migration-schema.js'
 
@@ -231,50 +230,6 @@ export async function writeMigrationConfig(
     jobsTable: t.jobsTable,
   })
   return { path, env: { KFE_TEST_KEK: t.kek.toString('hex') } }
-}
-
-/** id → [org, email]: what the application wrote to a {@link migrationDb} with a row context. */
-export type ContextModel = Map<number, [string, string]>
-
-/** Inserts a row with its context (`org_id`, `id`) through the application of `phase`, and into `model`. */
-export async function insertWithContext(
-  t: MigrationDb,
-  phase: MigrationPhase,
-  model: ContextModel,
-  [id, org, email]: [number, string, string],
-): Promise<void> {
-  await t.app(phase).insertInto(t.table).values({ id, org_id: org, name: 'n', email }).execute()
-  model.set(id, [org, email])
-}
-
-/**
- * The backfill in `phase` (one worker, one batch) on a dialect that runs `move` once, just before
- * the job's first write to the table, after the batch read its rows: a row changed under the job.
- * @returns the job's result, and whether `move` ran
- */
-export async function backfillMovingRow(
-  t: MigrationDb,
-  phase: MigrationPhase,
-  move: () => Promise<void>,
-): Promise<{ job: JobResult; fired: boolean }> {
-  let fired = false
-  // biome-ignore lint/suspicious/noExplicitAny: as above.
-  const db = new Kysely<any>({
-    dialect: hooked(t.backend.createDialect(), async (query) => {
-      if (!fired && /^(with w as \()?update/i.test(query.sql) && query.sql.includes(t.table)) {
-        fired = true
-        await move()
-      }
-    }),
-  })
-  try {
-    const job = (await t
-      .ops(phase, db)
-      .encryptColumn(t.table, 'email', { batchSize: 1000, workers: 1 })) as JobResult
-    return { job, fired }
-  } finally {
-    await db.destroy()
-  }
 }
 
 /**
