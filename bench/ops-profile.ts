@@ -2,9 +2,8 @@
  * Scratch profiler for the job engine: runs `ops.reencrypt` and the floor on one engine with
  * statements counted by kind (a hooked dialect) and node CPU time, so round trips per batch and
  * CPU per row can be compared on a noisy machine.
- * Usage: tsx bench/ops-profile.ts --engine pg|mysql --rows N --workers W --runs R
+ * Usage (`--help`): see USAGE below; PG_URL or MYSQL_URL names the database.
  */
-import { randomBytes } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
 import { parseArgs } from 'node:util'
@@ -12,18 +11,10 @@ import { type CompiledQuery, type Dialect, Kysely, MysqlDialect, PostgresDialect
 import { createPool as createMysqlPool } from 'mysql2'
 import { createPool as createMysqlPromisePool } from 'mysql2/promise'
 import pg from 'pg'
-import {
-  addEncryptedColumns,
-  createBlindIndexes,
-  encrypted,
-  encryptedSchema,
-  fieldEncryption,
-  localKeyProvider,
-} from '../src/index.js'
-import { fieldEncryptionOps, type JobResult } from '../src/ops.js'
+import type { JobResult } from '../src/ops.js'
 import { hooked } from '../test/support/hooked-dialect.js'
-import { people } from './db-variants.js'
-import { FloorCipher, mysqlFloor, postgresFloor, runFloorJob } from './ops-floor.js'
+import { mysqlFloor, postgresFloor, runFloorJob } from './ops-floor.js'
+import { opsTables } from './ops-tables.js'
 
 const { values } = parseArgs({
   options: {
@@ -35,8 +26,17 @@ const { values } = parseArgs({
     only: { type: 'string' },
     cpuprof: { type: 'string' },
     locks: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
   },
 })
+const USAGE = `Usage: tsx bench/ops-profile.ts [--engine pg|mysql] [--rows N] [--workers W] [--runs R]
+  [--batch-size N] [--only floor|ours] [--cpuprof PREFIX] [--locks]
+Defaults: pg, 20000 rows, 1 worker, 3 runs, batches of 1000. The database: PG_URL or MYSQL_URL.
+`
+if (values.help === true) {
+  process.stdout.write(USAGE)
+  process.exit(0)
+}
 const rows = Number(values.rows)
 const workers = Number(values.workers)
 const batchSize = Number(values['batch-size'])
@@ -120,57 +120,16 @@ const dialect = (): Dialect =>
     : new MysqlDialect({ pool: createMysqlPool({ uri: mysqlUrl, connectionLimit: 6 }) })
 
 async function main() {
-  const tag = `${process.pid}_${randomBytes(3).toString('hex')}`
-  const ours = `prof_ops_${tag}`
-  const floorTable = `prof_ops_floor_${tag}`
-  const keyTable = `prof_keys_${tag}`
-  const jobsTable = `prof_jobs_${tag}`
-  const columns = () => ({
-    email: encrypted.text({ index: { name: 'email_bidx' }, maxBytes: 200 }),
-    ssn: encrypted.text({ index: { name: 'ssn_bidx', bits: 16 } }),
-  })
-  const schema = encryptedSchema({ [ours]: columns(), [floorTable]: columns() })
-  const kek = randomBytes(32)
   // biome-ignore lint/suspicious/noExplicitAny: scratch
   const raw: Kysely<any> = new Kysely({ dialect: timed(dialect()) })
-  for (const t of [ours, floorTable]) {
-    await raw.schema
-      .createTable(t)
-      .addColumn('id', 'integer', (c) => c.primaryKey())
-      .addColumn('name', 'varchar(100)', (c) => c.notNull())
-      .$call(addEncryptedColumns(schema, t, family))
-      .execute()
-    await createBlindIndexes(raw, schema, t)
-  }
-  const ops = fieldEncryptionOps({
-    db: raw,
-    schema,
-    keyProvider: localKeyProvider({ id: 'local:bench', key: kek }),
-    keyTable,
-    jobsTable,
-    metadataTtlMs: 50,
+  const tables = await opsTables(raw, {
+    prefix: 'prof_ops',
+    family,
+    rows,
+    floor: true,
+    appDialect: dialect(),
   })
-  await ops.init()
-  const encryption = fieldEncryption({
-    schema,
-    keyProvider: localKeyProvider({ id: 'local:bench', key: kek }),
-    keyTable,
-    autoCreateKeys: false,
-  })
-  // biome-ignore lint/suspicious/noExplicitAny: scratch
-  const app: Kysely<any> = new Kysely({ dialect: encryption.wrap(dialect()), plugins: [encryption.plugin] })
-  const cipher = new FloorCipher()
-  const all = people(rows)
-  for (let i = 0; i < all.length; i += 1000) {
-    const slice = all.slice(i, i + 1000)
-    await app.insertInto(ours).values(slice).execute()
-    await raw
-      .insertInto(floorTable)
-      .values(slice.map((p) => cipher.row(p.id, p.name, p.email, p.ssn)))
-      .execute()
-  }
-  await app.destroy()
-  await encryption.close()
+  const { ours, floorTable, ops, cipher } = tables
   const floorDriver: { driver: import('./ops-floor.js').FloorDriver; close(): Promise<void> } =
     family === 'postgres'
       ? (() => {
@@ -272,9 +231,7 @@ async function main() {
     }
   } finally {
     await floorDriver.close()
-    await ops.close()
-    for (const t of [ours, floorTable, keyTable, jobsTable, `${jobsTable}_batches`])
-      await sql`drop table if exists ${sql.table(t)}`.execute(raw)
+    await tables.drop()
     await raw.destroy()
   }
 }

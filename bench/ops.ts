@@ -12,7 +12,6 @@
  * --rounds N (including the warm-up; default 4), --batch-size N (default 1,000).
  * A benchmark, never a test: nothing here is asserted but that every row was rewritten.
  */
-import { randomBytes } from 'node:crypto'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
@@ -21,19 +20,10 @@ import { type Dialect, Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely
 import { createPool as createMysqlPool } from 'mysql2'
 import { createPool as createMysqlPromisePool } from 'mysql2/promise'
 import pg from 'pg'
-import {
-  addEncryptedColumns,
-  createBlindIndexes,
-  encrypted,
-  encryptedSchema,
-  fieldEncryption,
-  localKeyProvider,
-} from '../src/index.js'
-import { fieldEncryptionOps, type JobResult } from '../src/ops.js'
-import { people } from './db-variants.js'
+import type { JobResult } from '../src/ops.js'
 import { environment } from './environment.js'
 import { measureGroups, type Timed } from './harness.js'
-import { FloorCipher, type FloorDriver, mysqlFloor, postgresFloor, runFloorJob } from './ops-floor.js'
+import { type FloorDriver, mysqlFloor, postgresFloor, runFloorJob } from './ops-floor.js'
 import {
   type OpsEngineResult,
   type OpsResults,
@@ -41,6 +31,7 @@ import {
   opsMarkdown,
   spliceOps,
 } from './ops-report.js'
+import { opsTables } from './ops-tables.js'
 
 const { values } = parseArgs({
   options: {
@@ -129,11 +120,6 @@ function engines(): Array<Engine | { name: string; notRun: string }> {
   ]
 }
 
-const columns = () => ({
-  email: encrypted.text({ index: { name: 'email_bidx' }, maxBytes: 200 }),
-  ssn: encrypted.text({ index: { name: 'ssn_bidx', bits: 16 } }),
-})
-
 /** Tables, rows and the timed variants of one engine, and how to drop it all. */
 async function prepare(engine: Engine): Promise<{
   variants: Timed[]
@@ -141,49 +127,17 @@ async function prepare(engine: Engine): Promise<{
   server: string
   teardown(): Promise<void>
 }> {
-  const tag = `${process.pid}_${randomBytes(3).toString('hex')}`
-  const ours = `bench_ops_${tag}`
-  const floorTable = `bench_ops_floor_${tag}`
-  const keyTable = `bench_ops_keys_${tag}`
-  const jobsTable = `bench_ops_jobs_${tag}`
-  // Both tables get the very same columns and indexes.
-  const schema = encryptedSchema({ [ours]: columns(), [floorTable]: columns() })
-  const kek = randomBytes(32)
-  // One provider each (closing one closes its provider), on the same KEK.
-  const keyProvider = localKeyProvider({ id: 'local:bench', key: kek })
   const raw: AnyDB = new Kysely({ dialect: engine.dialect() })
   const server =
     (await sql<{ v: string }>`select version() as v`.execute(raw)).rows[0]?.v.split(' on ')[0] ?? '?'
-  for (const t of [ours, floorTable]) {
-    await raw.schema
-      .createTable(t)
-      .addColumn('id', 'integer', (c) => c.primaryKey())
-      .addColumn('name', 'varchar(100)', (c) => c.notNull())
-      .$call(addEncryptedColumns(schema, t, engine.family))
-      .execute()
-    await createBlindIndexes(raw, schema, t)
-  }
-  const ops = fieldEncryptionOps({ db: raw, schema, keyProvider, keyTable, jobsTable, metadataTtlMs: 50 })
-  await ops.init()
-  const encryption = fieldEncryption({
-    schema,
-    keyProvider: localKeyProvider({ id: 'local:bench', key: kek }),
-    keyTable,
-    autoCreateKeys: false,
+  const tables = await opsTables(raw, {
+    prefix: 'bench_ops',
+    family: engine.family,
+    rows: settings.rows,
+    floor: true,
+    appDialect: engine.dialect(),
   })
-  const app: AnyDB = new Kysely({ dialect: encryption.wrap(engine.dialect()), plugins: [encryption.plugin] })
-  const cipher = new FloorCipher()
-  const all = people(settings.rows)
-  for (let i = 0; i < all.length; i += 1000) {
-    const slice = all.slice(i, i + 1000)
-    await app.insertInto(ours).values(slice).execute()
-    await raw
-      .insertInto(floorTable)
-      .values(slice.map((p) => cipher.row(p.id, p.name, p.email, p.ssn)))
-      .execute()
-  }
-  await app.destroy()
-  await encryption.close()
+  const { ours, floorTable, ops, cipher } = tables
   log(`${engine.name}: ${settings.rows} rows in each table`)
   const floor = engine.floor(floorTable)
   const expectAll = (what: string, n: number) => {
@@ -243,10 +197,7 @@ async function prepare(engine: Engine): Promise<{
     server,
     async teardown() {
       await floor.close()
-      await ops.close()
-      for (const t of [ours, floorTable, keyTable, jobsTable, `${jobsTable}_batches`]) {
-        await sql`drop table if exists ${sql.table(t)}`.execute(raw)
-      }
+      await tables.drop()
       await raw.destroy()
     },
   }
