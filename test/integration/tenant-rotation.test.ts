@@ -43,14 +43,7 @@ describe.each(backends())('per-tenant rotation and re-encryption [$name]', (back
         .where('tenant_id', '=', 'ra')
         .execute()
       expect(rows.map((x) => x.email).sort()).toEqual(['a1@x.io', 'a2@x.io'])
-      expect(
-        await t.db
-          .selectFrom(t.table)
-          .select('id')
-          .where('tenant_id', '=', 'ra')
-          .where('email', '=', 'A2@x.io')
-          .execute(),
-      ).toEqual([{ id: a[1] }])
+      expect(await t.byEmail('ra', 'A2@x.io')).toEqual([{ id: a[1] }])
       const verified = await t.ops.verify(t.table, { tenant: 'ra' })
       expect(verified).toMatchObject({ ok: true, rows: 2, failed: 0, shredded: 0, dataVersions: { 2: 4 } })
       const st = (await t.ops.status({ table: t.table, tenant: 'ra', exact: true })).tables[0]!
@@ -90,14 +83,7 @@ describe.each(backends())('per-tenant rotation and re-encryption [$name]', (back
       expect(await t.ops.retire(t.table, { purpose: 'index', version: 1, tenant: 'rc' })).toMatchObject({
         retired: true,
       })
-      expect(
-        await t.db
-          .selectFrom(t.table)
-          .select('id')
-          .where('tenant_id', '=', 'rc')
-          .where('email', '=', 'c1@x.io')
-          .execute(),
-      ).toEqual([{ id }])
+      expect(await t.byEmail('rc', 'c1@x.io')).toEqual([{ id }])
     })
 
     it("every tenant in one pass: rotateTenants re-encrypts each row onto its own tenant's new version; a shredded tenant's rows are counted apart and fail nothing", async () => {

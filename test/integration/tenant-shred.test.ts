@@ -71,14 +71,7 @@ describe.each(backends())('crypto-shredding [$name]', (backend: Backend) => {
         expect((read as KeyError).code).toBe('KEY_DESTROYED')
         expect((read as KeyError).table).toBe(t.table)
         expect((read as KeyError).message).toContain('"acme"')
-        const search = await failure(() =>
-          reader
-            .selectFrom(t.table)
-            .select('id')
-            .where('tenant_id', '=', 'acme')
-            .where('email', '=', 'shred@x.io')
-            .execute(),
-        )
+        const search = await failure(() => t.byEmail('acme', 'shred@x.io', reader))
         expect((search as KeyError).code).toBe('KEY_DESTROYED')
         // Not re-created, even with createTenantKeys or an explicit init.
         const write = await failure(() =>

@@ -1,4 +1,4 @@
-import { type Dialect, MysqlDialect, PostgresDialect } from 'kysely'
+import { type Dialect, type Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely'
 import { PGliteDialect } from 'kysely-pglite-dialect'
 import { createPool } from 'mysql2'
 import pg from 'pg'
@@ -66,6 +66,12 @@ let counter = 0
 export function uniqueName(prefix: string): string {
   counter += 1
   return `${prefix}_${process.pid}_${counter}_${Math.random().toString(36).slice(2, 7)}`
+}
+
+/** Drops `tables` (those that exist) through `db`, in order. */
+// biome-ignore lint/suspicious/noExplicitAny: any fixture's database.
+export async function dropTables(db: Kysely<any>, tables: readonly string[]): Promise<void> {
+  for (const t of tables) await sql`drop table if exists ${sql.table(t)}`.execute(db)
 }
 
 /**

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { Kysely, sql } from 'kysely'
+import { Kysely } from 'kysely'
 import { afterAll, beforeAll } from 'vitest'
 import {
   addEncryptedColumns,
@@ -13,10 +13,64 @@ import {
   type KeyProvider,
   localKeyProvider,
 } from '../../src/index.js'
-import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
-import { type Backend, onlyTables, uniqueName } from './backends.js'
+import { type FieldEncryptionOps, fieldEncryptionOps, type OpsOptions } from '../../src/ops.js'
+import { type Backend, dropTables, onlyTables, uniqueName } from './backends.js'
 import type { TestDB } from './encrypted-db.js'
 import { opsSchema } from './ops-schema.js'
+
+/** What an ops instance opened beside a fixture's own takes over the fixture's options. */
+export interface MoreOpsOptions {
+  /** Its own key cache options (else the fixture's). */
+  readonly cache?: KeyCacheOptions
+  readonly provider?: KeyProvider
+  /** A Kysely of the test's own (e.g. on a hooked dialect; the caller destroys it), else the fixture's plain one. */
+  readonly db?: Kysely<TestDB>
+}
+
+/** The tables of an ops fixture ({@link OpsTestDb}, tenant-fixture.ts) and what reaches them. */
+export type OpsTables = Pick<
+  OpsTestDb,
+  'backend' | 'table' | 'keyTable' | 'jobsTable' | 'schema' | 'provider' | 'raw' | 'ttlMs'
+>
+
+/**
+ * Ops instances on a fixture's tables (`raw`, its key provider and metadata TTL, `options` over
+ * them), each another "machine" with its own key cache: `open` makes one with its own options over
+ * those, `close` closes every one opened.
+ */
+export function opsOpener(
+  tables: OpsTables,
+  options: Partial<OpsOptions>,
+): {
+  open(options?: MoreOpsOptions): FieldEncryptionOps
+  close(): Promise<void>
+} {
+  const base: OpsOptions = {
+    db: tables.raw,
+    schema: tables.schema,
+    keyProvider: tables.provider,
+    keyTable: tables.keyTable,
+    jobsTable: tables.jobsTable,
+    metadataTtlMs: tables.ttlMs,
+    ...options,
+  }
+  const opened: FieldEncryptionOps[] = []
+  return {
+    open({ cache, provider, db } = {}) {
+      const ops = fieldEncryptionOps({
+        ...base,
+        db: db ?? base.db,
+        keyProvider: provider ?? base.keyProvider,
+        ...(cache === undefined ? {} : { cache }),
+      })
+      opened.push(ops)
+      return ops
+    },
+    async close() {
+      for (const o of opened) await o.close()
+    },
+  }
+}
 
 /** A table with two encrypted, indexed columns, the application's Kysely on it, and the ops. */
 export interface OpsTestDb {
@@ -34,15 +88,8 @@ export interface OpsTestDb {
   readonly ops: FieldEncryptionOps
   /** Metadata TTL of both the application and the ops. */
   readonly ttlMs: number
-  /**
-   * Another ops instance on the same tables (another "machine"), with its own key cache; on `db`
-   * (a Kysely of the test's own, e.g. a hooked dialect; the caller destroys it) or the plain one.
-   */
-  moreOps(options?: {
-    cache?: KeyCacheOptions
-    provider?: KeyProvider
-    db?: Kysely<TestDB>
-  }): FieldEncryptionOps
+  /** Another ops instance on the same tables (another "machine"), with its own key cache. */
+  moreOps(options?: MoreOpsOptions): FieldEncryptionOps
   /** Inserts `n` rows through the application; returns their ids. */
   insert(n: number, prefix?: string): Promise<number[]>
   destroy(): Promise<void>
@@ -96,37 +143,16 @@ export async function opsTestDb(
     .$call(addEncryptedColumns(schema, table, family))
     .execute()
   await createBlindIndexes(raw, schema, table)
-  const opened: FieldEncryptionOps[] = []
-  const moreOps: OpsTestDb['moreOps'] = ({ cache, provider: p, db } = {}) => {
-    const ops = fieldEncryptionOps({
-      db: db ?? raw,
-      schema,
-      keyProvider: p ?? provider,
-      keyTable,
-      jobsTable,
-      metadataTtlMs: ttlMs,
-      // Small in tests: the waits are exercised with their own values where they are the subject.
-      ttlMarginMs: options.ttlMarginMs ?? 20,
-      ...(cache === undefined ? {} : { cache }),
-    })
-    opened.push(ops)
-    return ops
-  }
-  const ops = moreOps({ cache: options.opsCache })
+  const tables: OpsTables = { backend, table, keyTable, jobsTable, schema, provider, raw, ttlMs }
+  // Small in tests: the waits are exercised with their own values where they are the subject.
+  const opened = opsOpener(tables, { ttlMarginMs: options.ttlMarginMs ?? 20 })
   let serial = 0
   return {
-    backend,
-    table,
-    keyTable,
-    jobsTable,
-    schema,
-    provider,
+    ...tables,
     encryption,
     app,
-    raw,
-    ops,
-    ttlMs,
-    moreOps,
+    ops: opened.open({ cache: options.opsCache }),
+    moreOps: opened.open,
     async insert(n, prefix = 'u') {
       const ids: number[] = []
       for (let i = 0; i < n; i += 100) {
@@ -145,10 +171,8 @@ export async function opsTestDb(
       return ids
     },
     async destroy() {
-      for (const t of [table, keyTable, jobsTable, `${jobsTable}_batches`]) {
-        await sql`drop table if exists ${sql.table(t)}`.execute(raw)
-      }
-      for (const o of opened) await o.close()
+      await dropTables(raw, [table, keyTable, jobsTable, `${jobsTable}_batches`])
+      await opened.close()
       await encryption.close()
       await app.destroy()
       if (backend.name !== 'pglite') await raw.destroy()

@@ -1,19 +1,15 @@
 import { randomBytes } from 'node:crypto'
-import { Kysely, sql } from 'kysely'
+import type { Kysely } from 'kysely'
 import {
-  addEncryptedColumns,
-  createBlindIndexes,
   type EncryptedSchema,
   encrypted,
-  encryptedSchema,
   type FieldEncryption,
   type FieldEncryptionOptions,
-  fieldEncryption,
   localKeyProvider,
 } from '../../src/index.js'
-import { type Backend, onlyTables, uniqueName } from './backends.js'
+import type { Backend } from './backends.js'
 import type { TestDB } from './encrypted-db.js'
-import { dialectsOn } from './tenant-dialects.js'
+import { tenantTable } from './tenant-table.js'
 
 /** A table with per-tenant keys, written by one process and read by another, plus a raw view. */
 export interface TenantPair {
@@ -46,56 +42,32 @@ export interface TenantPairOptions {
 
 /**
  * Table `<prefix>_…` (`id` integer primary key, `tenant_id`, `email` encrypted with a blind index
- * `email_bidx`), context `(tenant_id, id)`, `keyScope: 'tenant_id'`; its key table initialised.
+ * `email_bidx`), context `(tenant_id, id)`, `keyScope: 'tenant_id'` (tenant-table.ts); its key
+ * table initialised.
  */
 export async function tenantPair(backend: Backend, options: TenantPairOptions): Promise<TenantPair> {
-  const table = uniqueName(options.prefix)
-  const keyTable = uniqueName('kfe_keys')
-  const schema = encryptedSchema(
-    { [table]: { email: encrypted.text({ index: { name: 'email_bidx' } }) } },
-    { tables: { [table]: { context: ['tenant_id', 'id'], keyScope: 'tenant_id' } } },
-  )
   const kek = randomBytes(32)
-  const base = (): FieldEncryptionOptions => ({
-    schema,
-    keyProvider: localKeyProvider({ id: `local:${options.prefix}`, key: Buffer.from(kek) }),
-    keyTable,
-    verifySchema: onlyTables(table),
-    ...options.shared,
+  const base = await tenantTable(backend, {
+    prefix: options.prefix,
+    columns: { email: encrypted.text({ index: { name: 'email_bidx' } }) },
+    idType: 'integer',
+    tenantType: options.tenantType ?? 'varchar(16)',
+    // One provider object each: closing a process closes its own.
+    provider: () => localKeyProvider({ id: `local:${options.prefix}`, key: Buffer.from(kek) }),
+    shared: options.shared,
   })
-  const writer = fieldEncryption({ ...base(), createTenantKeys: true })
-  const reader = fieldEncryption({ ...base(), ...options.reader })
-  const made = dialectsOn(backend, 3)
-  const writerDb = new Kysely<TestDB>({ dialect: writer.wrap(made.dialects[0]!), plugins: [writer.plugin] })
-  const readerDb = new Kysely<TestDB>({ dialect: reader.wrap(made.dialects[1]!), plugins: [reader.plugin] })
-  const raw = new Kysely<TestDB>({ dialect: made.dialects[2]! })
-  await raw.schema
-    .createTable(table)
-    .addColumn('id', 'integer', (c) => c.primaryKey())
-    // biome-ignore lint/suspicious/noExplicitAny: a column type chosen by the suite.
-    .addColumn('tenant_id', sql.raw(options.tenantType ?? 'varchar(16)') as any, (c) => c.notNull())
-    .$call(addEncryptedColumns(schema, table, backend.family))
-    .execute()
-  await createBlindIndexes(raw, schema, table)
-  await writer.init(writerDb) // the key table
+  const writer = base.process({ createTenantKeys: true })
+  const reader = base.process(options.reader)
+  await writer.encryption.init(writer.db) // the key table
   return {
-    table,
-    keyTable,
-    schema,
-    writer,
-    reader,
-    writerDb,
-    readerDb,
-    raw,
-    async teardown() {
-      for (const t of [table, keyTable]) await sql`drop table if exists ${sql.table(t)}`.execute(raw)
-      await writer.close()
-      await reader.close()
-      await writerDb.destroy()
-      // PGlite: the three share one instance, which the first destroy closed.
-      if (backend.name !== 'pglite') await readerDb.destroy()
-      if (backend.name !== 'pglite') await raw.destroy()
-      await made.close()
-    },
+    table: base.table,
+    keyTable: base.keyTable,
+    schema: base.schema,
+    writer: writer.encryption,
+    reader: reader.encryption,
+    writerDb: writer.db,
+    readerDb: reader.db,
+    raw: base.raw,
+    teardown: () => base.destroy(),
   }
 }
