@@ -1,15 +1,13 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import type { EncryptColumnDryRun, JobResult } from '../../src/ops.js'
 import { type Backend, backends } from '../support/backends.js'
 import {
   backfillMovingRow,
-  type ContextModel,
-  contextMigration,
   expectCopiedCiphertextRepaired,
   insertWithContext,
   updateWithContext,
+  useContextMigration,
 } from '../support/context-migration.js'
-import type { MigrationDb } from '../support/migration-db.js'
 
 /**
  * Issues 15 and 16: a plaintext column moved to an encrypted one on a table with per-tenant keys
@@ -25,15 +23,8 @@ describe.each(backends())(
   { timeout: 300_000 },
   (backend: Backend) => {
     describe.runIf(backend.available)('', () => {
-      let t: MigrationDb
-      /** id → [org, email]: what the application wrote. */
-      const model: ContextModel = new Map()
-      beforeAll(async () => {
-        t = await contextMigration(backend, ROWS, model, { keyScope: 'org_id', init: { tenants: ORGS } })
-      })
-      afterAll(async () => {
-        await t?.destroy()
-      })
+      /** `model`: id → [org, email], what the application wrote. */
+      const { t, model } = useContextMigration(backend, ROWS, { keyScope: 'org_id', init: { tenants: ORGS } })
 
       /** Every row reads back as the model holds it, and each search (by tenant and email) finds its own row only. */
       const expectModel = async (phase: 'dual-writing' | 'cut-over') => {

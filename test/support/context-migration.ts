@@ -5,6 +5,7 @@ import type { FieldEncryptionOps, InitOptions, JobResult } from '../../src/ops.j
 import type { Backend } from './backends.js'
 import { hooked } from './hooked-dialect.js'
 import { type MigrationDb, migrationDb } from './migration-db.js'
+import { useSuiteFixture } from './suite-fixture.js'
 
 /**
  * The move of a plaintext column to an encrypted one on a table with a row context (`org_id`,
@@ -34,6 +35,24 @@ export async function contextMigration(
   await t.migrate('add', 'added')
   await t.ops('added').init(init)
   return t
+}
+
+/**
+ * The usual preamble of a suite over a {@link contextMigration}: made before the suite's tests and
+ * destroyed after them; `t` is read inside tests and hooks only.
+ */
+export function useContextMigration(
+  backend: Backend,
+  rows: number,
+  options?: Parameters<typeof contextMigration>[3],
+): { t: MigrationDb; model: ContextModel } {
+  const model: ContextModel = new Map()
+  const t = useSuiteFixture(
+    'useContextMigration',
+    () => contextMigration(backend, rows, model, options),
+    (made) => made.destroy(),
+  )
+  return { t, model }
 }
 
 /** Inserts a row with its context (`org_id`, `id`) through the application of `phase`, and into `model`. */
