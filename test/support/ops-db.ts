@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto'
 import { Kysely } from 'kysely'
-import { afterAll, beforeAll } from 'vitest'
 import {
   addEncryptedColumns,
   createBlindIndexes,
@@ -17,6 +16,7 @@ import { type FieldEncryptionOps, fieldEncryptionOps, type OpsOptions } from '..
 import { type Backend, dropTables, onlyTables, uniqueName } from './backends.js'
 import type { TestDB } from './encrypted-db.js'
 import { opsSchema } from './ops-schema.js'
+import { useSuiteFixture } from './suite-fixture.js'
 
 /** What an ops instance opened beside a fixture's own takes over the fixture's options. */
 export interface MoreOpsOptions {
@@ -194,20 +194,19 @@ export function useOpsTestDb(
     readonly rows?: number
   } = {},
 ): OpsTestDb {
-  let current: OpsTestDb | undefined
-  beforeAll(async () => {
-    current = await opsTestDb(backend, options)
-    if (options.init !== false) await current.ops.init()
-    if ((options.rows ?? 0) > 0) await current.insert(options.rows!)
-  })
-  afterAll(async () => {
-    await current?.destroy()
-  })
-  return new Proxy({} as OpsTestDb, {
-    get(_, prop) {
-      if (current === undefined)
-        throw new Error(`useOpsTestDb: ${String(prop)} read before the suite started`)
-      return Reflect.get(current, prop)
+  return useSuiteFixture(
+    'useOpsTestDb',
+    async () => {
+      const t = await opsTestDb(backend, options)
+      try {
+        if (options.init !== false) await t.ops.init()
+        if ((options.rows ?? 0) > 0) await t.insert(options.rows!)
+      } catch (error) {
+        await t.destroy()
+        throw error
+      }
+      return t
     },
-  })
+    (t) => t.destroy(),
+  )
 }
