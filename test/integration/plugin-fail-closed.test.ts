@@ -87,6 +87,20 @@ function expectNoPlaintext(value: unknown, plaintexts: readonly string[] = PLAIN
   for (const p of plaintexts) expect(text).not.toContain(p)
 }
 
+/** `e` is a {@link DecryptionError} with `code` (or a code it matches) on `table` (and `column`, if given). */
+function expectDecryptionError(
+  e: FieldEncryptionError,
+  code: string | RegExp,
+  table: string,
+  column?: string,
+): void {
+  expect(e).toBeInstanceOf(DecryptionError)
+  if (typeof code === 'string') expect(e.code).toBe(code)
+  else expect(e.code).toMatch(code)
+  expect(e.table).toBe(table)
+  if (column !== undefined) expect(e.column).toBe(column)
+}
+
 /** Rejects when `promise` has not settled after `ms`: a hang becomes a test failure. */
 function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined
@@ -342,10 +356,7 @@ describe.each(backends())('plugin fails closed on $name', (backend: Backend) => 
         const garbage = Buffer.concat([Buffer.from([0xff]), randomBytes(40)])
         const id = await rawInsert({ email: garbage })
         const e = await failure(selectById(id, 'email'))
-        expect(e).toBeInstanceOf(DecryptionError)
-        expect(e.code).toMatch(/^(NOT_CIPHERTEXT|FORMAT_)/)
-        expect(e.table).toBe(u)
-        expect(e.column).toBe('email')
+        expectDecryptionError(e, /^(NOT_CIPHERTEXT|FORMAT_)/, u, 'email')
         expect(e.message).not.toContain(garbage.toString('hex'))
         expect(e.message).not.toContain(garbage.toString('base64'))
       })
@@ -354,20 +365,19 @@ describe.each(backends())('plugin fails closed on $name', (backend: Backend) => 
         const fake = Buffer.concat([Buffer.from([0x01, 0x01]), randomBytes(60)])
         const id = await rawInsert({ email: fake })
         const e = await failure(selectById(id, 'email'))
-        expect(e).toBeInstanceOf(DecryptionError)
-        expect(e.code).toMatch(/^(NOT_CIPHERTEXT|FORMAT_|DECRYPT_AUTH_FAILED|WRONG_KEY|KEY_NOT_FOUND)/)
-        expect(e.table).toBe(u)
-        expect(e.column).toBe('email')
+        expectDecryptionError(
+          e,
+          /^(NOT_CIPHERTEXT|FORMAT_|DECRYPT_AUTH_FAILED|WRONG_KEY|KEY_NOT_FOUND)/,
+          u,
+          'email',
+        )
       })
 
       it('a legacy plaintext stored as bytes: NOT_CIPHERTEXT without echoing it', async () => {
         const legacy = 'legacy-plaintext-5519@x.io'
         const id = await rawInsert({ email: Buffer.from(legacy, 'utf8') })
         const e = await failure(selectById(id, 'email'))
-        expect(e).toBeInstanceOf(DecryptionError)
-        expect(e.code).toMatch(/^(NOT_CIPHERTEXT|FORMAT_)/)
-        expect(e.table).toBe(u)
-        expect(e.column).toBe('email')
+        expectDecryptionError(e, /^(NOT_CIPHERTEXT|FORMAT_)/, u, 'email')
         expectNoPlaintext(e, [legacy])
       })
 
@@ -386,10 +396,7 @@ describe.each(backends())('plugin fails closed on $name', (backend: Backend) => 
         const e = await failure(
           t.db.selectFrom(o).select(['id', 'email']).where('item', '=', 'copied').execute(),
         )
-        expect(e).toBeInstanceOf(DecryptionError)
-        expect(e.code).toBe('DECRYPT_AUTH_FAILED')
-        expect(e.table).toBe(o)
-        expect(e.column).toBe('email')
+        expectDecryptionError(e, 'DECRYPT_AUTH_FAILED', o, 'email')
         expectNoPlaintext(e, [plain])
       })
 
@@ -404,10 +411,7 @@ describe.each(backends())('plugin fails closed on $name', (backend: Backend) => 
         const e = await failure(
           t.db.selectFrom(u).select(['id', 'ssn']).where('name', '=', 'copy-col').execute(),
         )
-        expect(e).toBeInstanceOf(DecryptionError)
-        expect(e.code).toBe('DECRYPT_AUTH_FAILED')
-        expect(e.table).toBe(u)
-        expect(e.column).toBe('ssn')
+        expectDecryptionError(e, 'DECRYPT_AUTH_FAILED', u, 'ssn')
         expectNoPlaintext(e, [plain])
       })
     })
@@ -439,9 +443,7 @@ describe.each(backends())('plugin fails closed on $name', (backend: Backend) => 
         const e = await failure(
           withDeadline(f.db.selectFrom(f.names.orders).select(['id', 'email']).execute(), 3_000, 'select'),
         )
-        expect(e).toBeInstanceOf(DecryptionError)
-        expect(e.code).toBe('DECRYPT_AUTH_FAILED')
-        expect(e.table).toBe(f.names.orders)
+        expectDecryptionError(e, 'DECRYPT_AUTH_FAILED', f.names.orders)
         expectNoPlaintext(e, [plain])
       })
     })
