@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { inspect } from 'node:util'
-import { type Dialect, Kysely, sql } from 'kysely'
+import { Kysely, sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   DecryptionError,
@@ -49,21 +49,15 @@ function expectNoMarker(error: unknown): void {
 describe.each(backends())('errors while executing [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
     let t: EncryptedTestDb
-    let appDialect: Dialect
     let u: string
     /** The plugin without the wrapper: a Kysely made the way issue 12 item 7 describes. */
     let unwrapped: Kysely<TestDB>
 
     beforeAll(async () => {
-      t = await encryptedTestDb(backend, {
-        wrapInner: (d) => {
-          appDialect = d
-          return d
-        },
-      })
+      t = await encryptedTestDb(backend)
       u = t.names.users
       // Not destroyed: it shares the fixture's pool / PGlite instance, which t.destroy() closes.
-      unwrapped = new Kysely<TestDB>({ dialect: appDialect, plugins: [t.encryption.plugin] })
+      unwrapped = new Kysely<TestDB>({ dialect: t.appDialect, plugins: [t.encryption.plugin] })
       await t.db
         .insertInto(u)
         .values([
@@ -233,7 +227,7 @@ describe.each(backends())('errors while executing [$name]', (backend: Backend) =
           keyTable: t.names.keys,
           verifySchema: onlyTables(),
         })
-        const db = new Kysely<TestDB>({ dialect: other.wrap(appDialect), plugins: [other.plugin] })
+        const db = new Kysely<TestDB>({ dialect: other.wrap(t.appDialect), plugins: [other.plugin] })
         try {
           const e = await caught(db.selectFrom(u).select(['id', 'email']).where('id', '=', 1).execute())
           expect(e).toBeInstanceOf(KeyError)

@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto'
 import { inspect } from 'node:util'
 import {
   CamelCasePlugin,
-  type Dialect,
   IdentifierNode,
   Kysely,
   type KyselyPlugin,
@@ -127,7 +126,6 @@ function asBytes(value: unknown): Buffer {
 describe.each(backends())('plugin fails closed on $name', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
     let t: EncryptedTestDb
-    let appDialect: Dialect
     let u: string
     let o: string
 
@@ -140,12 +138,7 @@ describe.each(backends())('plugin fails closed on $name', (backend: Backend) => 
     }
 
     beforeAll(async () => {
-      t = await encryptedTestDb(backend, {
-        wrapInner: (d) => {
-          appDialect = d
-          return d
-        },
-      })
+      t = await encryptedTestDb(backend)
       u = t.names.users
       o = t.names.orders
       // Orders has keys before the copy tests (a first read of a table without keys is tested apart).
@@ -236,7 +229,7 @@ describe.each(backends())('plugin fails closed on $name', (backend: Backend) => 
       let other: Kysely<TestDB>
       beforeAll(() => {
         other = new Kysely<TestDB>({
-          dialect: t.encryption.wrap(appDialect),
+          dialect: t.encryption.wrap(t.appDialect),
           plugins: [t.encryption.plugin, new CamelCasePlugin(), new RenamePlugin('contact', 'email')],
         })
       })
@@ -310,7 +303,7 @@ describe.each(backends())('plugin fails closed on $name', (backend: Backend) => 
       it("in Kysely's query log, for successful and failing queries", async () => {
         const logs: LogEvent[] = []
         const logged = new Kysely<TestDB>({
-          dialect: t.encryption.wrap(appDialect),
+          dialect: t.encryption.wrap(t.appDialect),
           plugins: [t.encryption.plugin],
           log: (event) => {
             logs.push(event)
@@ -470,7 +463,7 @@ describe.each(backends())('plugin fails closed on $name', (backend: Backend) => 
       let db: Kysely<TestDB>
 
       beforeAll(async () => {
-        db = new Kysely<TestDB>({ dialect: encryption.wrap(appDialect), plugins: [encryption.plugin] })
+        db = new Kysely<TestDB>({ dialect: encryption.wrap(t.appDialect), plugins: [encryption.plugin] })
         await db.schema
           .createTable(table)
           .addColumn('id', 'integer', (c) => c.primaryKey())

@@ -54,6 +54,11 @@ export interface EncryptedTestDb {
   readonly encryption: FieldEncryption
   /** The application's Kysely: wrapped dialect + plugin. */
   readonly db: Kysely<TestDB>
+  /**
+   * The dialect inside `encryption.wrap` (after `wrapInner`): for a Kysely of the test's own on the
+   * application's pool (PGlite: instance), which `destroy` closes; do not destroy that Kysely.
+   */
+  readonly appDialect: Dialect
   /** A plain Kysely on another dialect instance: what is at rest, and a way around the plugin. */
   readonly raw: Kysely<TestDB>
   destroy(): Promise<void>
@@ -150,9 +155,10 @@ export async function encryptedTestDb(
     keyTable: names.keys,
     verifySchema: options.verifySchema ?? onlyTables(names.users, names.orders, names.plain),
   })
-  const [appDialect, rawDialect] = backend.createDialectPair()
+  const [pairDialect, rawDialect] = backend.createDialectPair()
+  const appDialect = options.wrapInner?.(pairDialect) ?? pairDialect
   const db = new Kysely<TestDB>({
-    dialect: encryption.wrap(options.wrapInner?.(appDialect) ?? appDialect),
+    dialect: encryption.wrap(appDialect),
     plugins: options.plugins?.(encryption) ?? [encryption.plugin],
   })
   const raw = new Kysely<TestDB>({ dialect: rawDialect })
@@ -189,6 +195,7 @@ export async function encryptedTestDb(
     schema,
     encryption,
     db,
+    appDialect,
     raw,
     async destroy() {
       for (const t of [names.users, names.orders, names.plain, names.keys]) {
