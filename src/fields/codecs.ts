@@ -26,8 +26,8 @@ export interface Codec<T> {
   encode(value: T): Buffer
   /**
    * For a codec whose encoding is UTF-8 text (text, json): the text whose UTF-8 bytes a
-   * ciphertext holds, so that `encryptValue` can write them into a scratch buffer it zeroes,
-   * instead of a fresh buffer per value. {@link Codec.decode} reads those bytes back as a value
+   * ciphertext holds, so that `encryptValue` can hand the string to node:crypto, which encodes it
+   * itself, instead of a fresh buffer per value. {@link Codec.decode} reads those bytes back as a value
    * equal to `value`; they may be a cheaper form than the canonical one (json: the value's own
    * key order), so this is never used for a blind index. Absent: {@link Codec.encode}.
    *

@@ -7,6 +7,7 @@
 import { createCipheriv, createDecipheriv } from 'node:crypto'
 import { CodecError, ConfigError, DecryptionError, KeyError } from '../errors.js'
 import type { KeyMaterial } from '../keys/key-material.js'
+import { takeCiphertextBuffer } from './ciphertext-slab.js'
 import { type Codec, codecByTag } from './codecs.js'
 import { type ColumnKeyStats, ColumnKeys } from './column-keys.js'
 import {
@@ -17,10 +18,10 @@ import {
   FORMAT_VERSION_1,
   headerKeyVersion,
   isValidKeyVersion,
+  MAX_HEADER_LENGTH,
   NONCE_LENGTH,
   SALT_LENGTH,
   TAG_LENGTH,
-  varintLength,
   writeVarint,
 } from './format.js'
 import { takeRandom } from './random-pool.js'
@@ -141,7 +142,24 @@ export interface Fixed {
   readonly nonce: Buffer
 }
 
-function seal(key: KeyMaterial, codecTag: number, plaintext: Buffer, aad: FieldAad, fixed?: Fixed): Buffer {
+/**
+ * Where the header is written before the AAD is set: the ciphertext buffer is allocated only
+ * once its body length is known. Not secret (it is stored); rewritten by every call.
+ */
+const HEADER = Buffer.alloc(MAX_HEADER_LENGTH)
+
+/**
+ * @param plaintext - The encoded bytes, or a well-formed string whose UTF-8 bytes are the
+ *   plaintext (text and json codecs): node:crypto encodes it into its own temporary buffer, so no
+ *   JavaScript buffer ever holds those bytes.
+ */
+function seal(
+  key: KeyMaterial,
+  codecTag: number,
+  plaintext: Buffer | string,
+  aad: FieldAad,
+  fixed?: Fixed,
+): Buffer {
   assertDataKey(key, aad, false)
   // Same test as `codecByTag(codecTag) === undefined`: an integer 1..8.
   if (!(Number.isInteger(codecTag) && codecTag >= 1 && codecTag <= 8)) {
@@ -157,39 +175,38 @@ function seal(key: KeyMaterial, codecTag: number, plaintext: Buffer, aad: FieldA
   let subkey: Buffer
   let nonce: Buffer
   if (fixed === undefined) {
-    // Salt first (it may take 2 pool bytes and copies them), then the nonce view, used at once.
+    // Salt first (it may take 2 pool bytes and copies them), then the nonce view: nothing takes
+    // from the random pool again before it is copied into the cipher and the output below.
     ;({ salt, subkey } = keys.nextWriter())
-    nonce = takeRandom(NONCE_LENGTH) // a view: copied into the output and into the cipher below
+    nonce = takeRandom(NONCE_LENGTH)
   } else {
     salt = fixed.salt
     subkey = keys.subkeyFor(salt)
     nonce = fixed.nonce
   }
-  const headerLength = 1 + varintLength(version) + SALT_LENGTH
-  // One allocation for the whole ciphertext: header, nonce, body and tag are written in place.
-  // GCM is a stream mode: the body is exactly as long as the plaintext.
-  const bodyAt = headerLength + NONCE_LENGTH
-  // Outside the shared pool: a ciphertext handed to the caller (structuredClone, postMessage,
-  // `.buffer`) must not carry the pool's other contents, which may include key bytes.
-  const out = Buffer.allocUnsafeSlow(bodyAt + plaintext.length + TAG_LENGTH)
-  out[0] = (FORMAT_VERSION_1 << 4) | codecTag
-  const saltAt = writeVarint(out, 1, version)
-  out[saltAt] = salt[0] as number
-  out[saltAt + 1] = salt[1] as number
-  out.set(nonce, headerLength) // TypedArray#set: no Buffer#copy argument handling per call
+  HEADER[0] = (FORMAT_VERSION_1 << 4) | codecTag
+  const saltAt = writeVarint(HEADER, 1, version)
+  HEADER[saltAt] = salt[0] as number
+  HEADER[saltAt + 1] = salt[1] as number
+  const headerLength = saltAt + SALT_LENGTH
 
   const cipher = createCipheriv('aes-256-gcm', subkey, nonce, GCM)
-  cipher.setAAD(buildAad(out, headerLength, keys, aad))
-  const body = cipher.update(plaintext)
-  const final = cipher.final() // empty for GCM
+  cipher.setAAD(buildAad(HEADER, headerLength, keys, aad))
+  const body = typeof plaintext === 'string' ? cipher.update(plaintext, 'utf8') : cipher.update(plaintext)
+  const final = cipher.final() // empty for GCM: a stream mode, the body is as long as the plaintext
   const tag = cipher.getAuthTag()
-  if (body.length + final.length !== plaintext.length) {
-    // Not reachable with GCM; never leave unwritten bytes of allocUnsafe in a ciphertext.
-    return Buffer.concat([out.subarray(0, bodyAt), body, final, tag])
-  }
+  // One buffer per ciphertext, from a slab of ciphertexts only (ciphertext-slab.ts), never
+  // Buffer's shared pool: a ciphertext handed to the caller (structuredClone, postMessage,
+  // `.buffer`) must not carry the pool's other contents, which may include key bytes. Every byte
+  // is written below.
+  const bodyAt = headerLength + NONCE_LENGTH
+  const bodyLength = body.length + final.length
+  const out = takeCiphertextBuffer(bodyAt + bodyLength + TAG_LENGTH)
+  for (let i = 0; i < headerLength; i++) out[i] = HEADER[i] as number
+  out.set(nonce, headerLength) // TypedArray#set: no Buffer#copy argument handling per call
   out.set(body, bodyAt)
   if (final.length !== 0) out.set(final, bodyAt + body.length)
-  out.set(tag, bodyAt + plaintext.length)
+  out.set(tag, bodyAt + bodyLength)
   return out
 }
 
@@ -317,17 +334,10 @@ export function decryptField(
 }
 
 /**
- * Where the UTF-8 bytes of a text plaintext (text and json codecs) are written for encryption:
- * one buffer, outside Buffer's shared pool, written, encrypted and zeroed within one synchronous
- * call, so no two values ever share it. It saves a buffer per value: for a 4 KiB JSON value
- * (past the pool's 4 KiB limit) a fresh ArrayBuffer, ~1.3 µs of ~35 (docs/benchmarks.md).
- */
-const TEXT_SCRATCH = Buffer.alloc(64 * 1024)
-
-/**
  * Encodes `value` with `codec` and encrypts it (see {@link encryptField}). A codec with a text
- * form ({@link Codec.ciphertextText}) has its UTF-8 bytes written into a scratch buffer; any
- * other, {@link Codec.encode} into a fresh one. Either is zeroed afterwards.
+ * form ({@link Codec.ciphertextText}) hands its text to node:crypto as a string, which encodes
+ * it to UTF-8 in a temporary buffer of its own: no JavaScript buffer holds the plaintext bytes.
+ * Any other codec {@link Codec.encode}s into a fresh buffer, zeroed afterwards.
  *
  * @throws CodecError `CODEC_INVALID_VALUE` when `value` is not of the codec's type.
  * @throws KeyError / ConfigError as {@link encryptField}.
@@ -335,21 +345,10 @@ const TEXT_SCRATCH = Buffer.alloc(64 * 1024)
 export function encryptValue<T>(codec: Codec<T>, value: T, key: KeyMaterial, aad: FieldAad): Buffer {
   // Not always the canonical bytes (json keeps the value's key order): decode reads either.
   const text = codec.ciphertextText?.(value)
-  // UTF-8 takes at most 3 bytes per UTF-16 code unit: only a long text needs its length counted.
-  if (
-    text !== undefined &&
-    (text.length * 3 <= TEXT_SCRATCH.length || Buffer.byteLength(text, 'utf8') <= TEXT_SCRATCH.length)
-  ) {
-    const length = TEXT_SCRATCH.write(text, 0, 'utf8')
-    try {
-      return encryptField(key, codec.tag, TEXT_SCRATCH.subarray(0, length), aad)
-    } finally {
-      TEXT_SCRATCH.fill(0, 0, length)
-    }
-  }
-  const plaintext = text === undefined ? codec.encode(value) : Buffer.from(text, 'utf8')
+  if (text !== undefined) return seal(key, codec.tag, text, aad)
+  const plaintext = codec.encode(value)
   try {
-    return encryptField(key, codec.tag, plaintext, aad)
+    return seal(key, codec.tag, plaintext, aad)
   } finally {
     plaintext.fill(0)
   }
@@ -381,11 +380,6 @@ export function decryptValue<T>(codec: Codec<T>, ciphertext: Uint8Array, key: Ke
 /** @internal Counters of one column's derived keys, for tests and benchmarks. */
 export function columnKeyStats(key: KeyMaterial, aad: FieldAad): ColumnKeyStats {
   return columnKeys(key, aad).stats()
-}
-
-/** @internal True when the text scratch buffer holds no byte but 0, for the zeroization test. */
-export function textScratchIsZero(): boolean {
-  return TEXT_SCRATCH.every((b) => b === 0)
 }
 
 /** @internal The key buffers one column holds now, for the zeroization test. */
