@@ -90,11 +90,63 @@ export function computeBlindIndex(
       hmac.update(part)
     }
   }
-  const mac = hmac.digest()
+  return finish(hmac.digest(), spec)
+}
+
+/** The blind index from its full HMAC: the MAC itself for a unique index, else truncated. */
+function finish(mac: Buffer, spec: BlindIndexSpec): Buffer {
   // A unique index keeps every bit: the digest is already the answer.
   if (spec.bits === mac.length * 8) return mac
   const out = truncateToBits(mac, spec.bits)
   // The dropped bits are exactly what a search index must not reveal: wipe them.
   mac.fill(0)
   return out
+}
+
+/**
+ * Where a single-part index input (`0x01 ‖ the value's UTF-8 bytes`) is written when the value
+ * has a text encoding: one buffer outside Buffer's shared pool, written, hashed and zeroed within
+ * one synchronous call, so no two values ever share it and no encoded plaintext is left in the pool.
+ */
+const TEXT_INPUT = Buffer.alloc(16 * 1024)
+
+/**
+ * {@link computeBlindIndex} of a single-column index over a value whose encoding is the UTF-8
+ * bytes of `text` (the text and json codecs' canonical text): the same bytes are hashed, without
+ * a fresh buffer per value.
+ *
+ * @throws BlindIndexError as {@link computeBlindIndex}.
+ */
+export function computeTextBlindIndex(
+  indexKey: KeyMaterial,
+  table: string,
+  spec: BlindIndexSpec,
+  text: string,
+): Buffer {
+  // UTF-8 takes at most 3 bytes per UTF-16 code unit: only a long text needs its length counted.
+  if (
+    indexArity(spec) !== 1 ||
+    (text.length * 3 >= TEXT_INPUT.length && Buffer.byteLength(text, 'utf8') >= TEXT_INPUT.length)
+  ) {
+    const input = Buffer.from(text, 'utf8')
+    try {
+      return computeBlindIndex(indexKey, table, spec, [input])
+    } finally {
+      input.fill(0)
+    }
+  }
+  const hmac = createHmac('sha256', indexSubkey(indexKey, table, spec.name).key)
+  TEXT_INPUT[0] = SINGLE_PART_PREFIX[0] as number
+  const end = 1 + TEXT_INPUT.write(text, 1, 'utf8')
+  try {
+    hmac.update(TEXT_INPUT.subarray(0, end))
+  } finally {
+    TEXT_INPUT.fill(0, 1, end)
+  }
+  return finish(hmac.digest(), spec)
+}
+
+/** @internal True when the text input buffer holds no byte but 0 (and the prefix), for the zeroization test. */
+export function textInputIsZero(): boolean {
+  return TEXT_INPUT.every((b, i) => i === 0 || b === 0)
 }

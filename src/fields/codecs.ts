@@ -36,6 +36,15 @@ export interface Codec<T> {
    */
   ciphertextText?(value: T): string
   /**
+   * For a codec whose canonical encoding is UTF-8 text (text, json): the text whose UTF-8 bytes
+   * {@link Codec.encode} returns, so that a blind index can be computed over them without a
+   * fresh buffer per value. Absent: {@link Codec.encode}.
+   *
+   * @returns a well-formed string whose UTF-8 bytes equal `encode(value)`.
+   * @throws CodecError `CODEC_INVALID_VALUE` exactly when {@link Codec.encode} throws.
+   */
+  canonicalText?(value: T): string
+  /**
    * @returns the value whose canonical bytes are `bytes`; never a view of `bytes`.
    * @throws CodecError `CODEC_INVALID_VALUE` when `bytes` is not a canonical encoding.
    */
@@ -92,6 +101,7 @@ const text: Codec<string> = Object.freeze({
   is: (value: unknown): value is string => typeof value === 'string' && isWellFormedString(value),
   encode: (value: string): Buffer => Buffer.from(checkedText(value), 'utf8'),
   ciphertextText: checkedText,
+  canonicalText: checkedText,
   decode: (bytes: Buffer): string => decodeUtf8('text', bytes),
 } satisfies Codec<string>)
 
@@ -217,6 +227,7 @@ const json: Codec<JsonValue> = Object.freeze({
   encode: (value: JsonValue): Buffer => Buffer.from(canonicalJson(value), 'utf8'),
   // JSON.stringify escapes lone surrogates (ES2019 well-formed JSON.stringify): well-formed.
   ciphertextText: jsonText,
+  canonicalText: canonicalJson,
   decode(bytes: Buffer): JsonValue {
     const source = decodeUtf8('json', bytes)
     try {

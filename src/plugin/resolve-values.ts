@@ -1,5 +1,5 @@
 import type { OperationNode, QueryCompiler, ReferenceNode, RootOperationNode } from 'kysely'
-import { computeBlindIndex } from '../blindindex/compute-blind-index.js'
+import { computeBlindIndex, computeTextBlindIndex } from '../blindindex/compute-blind-index.js'
 import { normalizeValue } from '../blindindex/normalizers.js'
 import { KeyError, QueryRefusedError } from '../errors.js'
 import { encryptValue } from '../fields/field-cipher.js'
@@ -21,6 +21,16 @@ export function indexInput(index: IndexInfo, value: unknown): Buffer {
 
 /** The blind index of `value` under one index key version. */
 export function indexValue(key: KeyMaterial, index: IndexInfo, value: unknown): Buffer {
+  const codec = index.column.spec.codec
+  if (codec.canonicalText !== undefined) {
+    const normalized = typeof value === 'string' ? normalizeValue(index.spec, value) : value
+    return computeTextBlindIndex(
+      key,
+      index.column.table.logical,
+      index.spec,
+      codec.canonicalText(normalized as never),
+    )
+  }
   const input = indexInput(index, value)
   try {
     return computeBlindIndex(key, index.column.table.logical, index.spec, [input])

@@ -2,7 +2,12 @@ import { createHmac } from 'node:crypto'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { blindIndex, indexLength } from '../../../src/blindindex/blind-index.js'
-import { computeBlindIndex, truncateToBits } from '../../../src/blindindex/compute-blind-index.js'
+import {
+  computeBlindIndex,
+  computeTextBlindIndex,
+  textInputIsZero,
+  truncateToBits,
+} from '../../../src/blindindex/compute-blind-index.js'
 import { indexSubkey, indexSubkeyInfo } from '../../../src/blindindex/index-subkey.js'
 import { BlindIndexError, KeyError } from '../../../src/errors.js'
 import { testKey } from './key-fixtures.js'
@@ -249,5 +254,41 @@ describe('search index false positives', () => {
       seen.add(computeBlindIndex(key, 'users', unique, [utf8(`user${i}@example.com`)]).toString('hex'))
     }
     expect(seen.size).toBe(2000)
+  })
+})
+
+describe('computeTextBlindIndex()', () => {
+  it('hashes the same bytes as computeBlindIndex over the UTF-8 encoding, at every length and bit width', () => {
+    const key = testKey()
+    const long = ['é'.repeat(9000), 'x'.repeat(16 * 1024 - 1), 'x'.repeat(16 * 1024), '😀'.repeat(5000)]
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.string(), fc.string({ unit: 'grapheme' })),
+        fc.constantFrom(8, 13, 64, 256),
+        (s, bits) => {
+          const spec = blindIndex({ name: 'email_bidx', bits })
+          expect(computeTextBlindIndex(key, 'users', spec, s)).toEqual(
+            computeBlindIndex(key, 'users', spec, [utf8(s)]),
+          )
+        },
+      ),
+    )
+    const spec = blindIndex({ name: 'email_bidx' })
+    for (const s of long) {
+      expect(computeTextBlindIndex(key, 'users', spec, s)).toEqual(
+        computeBlindIndex(key, 'users', spec, [utf8(s)]),
+      )
+    }
+    expect(textInputIsZero()).toBe(true)
+  })
+
+  it('refuses what computeBlindIndex refuses, and leaves no input behind', () => {
+    const spec = blindIndex({ name: 'email_bidx' })
+    expect(() => computeTextBlindIndex(testKey({ purpose: 'data' }), 'users', spec, 'a secret')).toThrow(
+      BlindIndexError,
+    )
+    const compound = blindIndex({ name: 'pair_bidx', columns: ['a', 'b'] })
+    expect(() => computeTextBlindIndex(testKey(), 'users', compound, 'a secret')).toThrow(BlindIndexError)
+    expect(textInputIsZero()).toBe(true)
   })
 })
