@@ -17,7 +17,7 @@ import {
   RawAesWrappingSuiteIdentifier,
 } from '@aws-crypto/client-node'
 import { blindIndex } from '../src/blindindex/blind-index.js'
-import { computeBlindIndex } from '../src/blindindex/compute-blind-index.js'
+import { computeBlindIndex, computeTextBlindIndex } from '../src/blindindex/compute-blind-index.js'
 import { normalizeValue } from '../src/blindindex/normalizers.js'
 import type { JsonValue } from '../src/fields/canonical-json.js'
 import { type Codec, codecs } from '../src/fields/codecs.js'
@@ -78,10 +78,13 @@ function ours(): FieldLibrary {
     async: false,
     encrypt: (p) => encryptValue(codec(p), p.value, dataKey, aad),
     decrypt: (p, stored) => decryptValue(codec(p), stored as Buffer, dataKey, aad),
+    // What the plugin's indexValue does: the text path for text and json.
     index: (p) => {
       const c = codec(p)
       const normalized = p.kind === 'text' ? normalizeValue(spec, p.value) : p.value
-      return computeBlindIndex(indexKey, 'users', spec, [c.encode(normalized)])
+      return c.canonicalText === undefined
+        ? computeBlindIndex(indexKey, 'users', spec, [c.encode(normalized)])
+        : computeTextBlindIndex(indexKey, 'users', spec, c.canonicalText(normalized))
     },
   }
 }

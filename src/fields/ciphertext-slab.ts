@@ -7,14 +7,15 @@
  * possibly plaintext or key bytes. A slab here holds only what {@link takeCiphertextBuffer}'s
  * callers write into it (ciphertexts, which are stored in the database anyway) and zeroes.
  *
- * Like Buffer's pool, a slab lives as long as any ciphertext sliced from it is referenced, and is
- * marked untransferable: `postMessage(ct.buffer, [ct.buffer])` copies instead of detaching the
- * other ciphertexts' bytes.
+ * Like Buffer's pool, a slab lives as long as any ciphertext sliced from it is referenced (one
+ * ciphertext kept for long keeps up to 16 KiB), `structuredClone(ct)` copies the whole slab (other
+ * ciphertexts, nothing else; `new Uint8Array(ct)` copies one alone), and it is marked untransferable:
+ * `postMessage(ct.buffer, [ct.buffer])` copies instead of detaching the other ciphertexts' bytes.
  */
 import { markAsUntransferable } from 'node:worker_threads'
 
 /** Bytes per slab. */
-export const SLAB_SIZE = 32 * 1024
+export const SLAB_SIZE = 16 * 1024
 
 /** The largest ciphertext sliced from a slab; a longer one gets a buffer of its own. */
 export const MAX_SLAB_ITEM = 8 * 1024

@@ -1,7 +1,8 @@
 /**
  * Key bytes never share Node's 8 KiB allocation pool (issue 13): every key and subkey has a
- * backing buffer of its own, and ciphertexts handed to callers are allocated outside the pool,
- * so `structuredClone(ct)`, `postMessage(ct)` or `ct.buffer` cannot carry key bytes along.
+ * backing buffer of its own, and ciphertexts handed to callers are allocated outside the pool (in
+ * slabs of ciphertexts only), so `structuredClone(ct)`, `postMessage(ct)` or `ct.buffer` cannot
+ * carry key bytes or plaintext along.
  */
 import { randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -52,17 +53,23 @@ describe.runIf(pglite !== undefined)('key bytes live outside the shared Buffer p
     expect(out.buffer.byteLength).toBe(16)
   })
 
-  it("a ciphertext's backing buffer is its own and holds no key bytes", async () => {
+  it("a ciphertext's backing buffer is a slab of ciphertexts only: no key bytes, no plaintext, not Buffer's pool", async () => {
     const ring = t.encryption.keyRing()
     const data = await ring.activeKey(t.names.users, 'data')
     const index = await ring.activeKey(t.names.users, 'index')
-    for (const value of ['a@x.io', 'x'.repeat(200)]) {
+    // Pooled neighbours: were ciphertexts sliced from Buffer's pool, these would share their buffer.
+    const pooled = [Buffer.from(data.bytes), Buffer.from(index.bytes), Buffer.from('x'.repeat(200))]
+    for (const value of ['a@x.io', 'x'.repeat(200), 'y'.repeat(9000)]) {
       const ct = await t.encryption.encrypt(t.names.users, 'email', value)
-      expect(ct.buffer.byteLength).toBe(ct.length)
+      for (const p of pooled) expect(ct.buffer).not.toBe(p.buffer)
       const cloned = structuredClone(ct)
-      expect(cloned.buffer.byteLength).toBe(ct.length)
-      expect(contains(ct.buffer, data.bytes)).toBe(false)
-      expect(contains(ct.buffer, index.bytes)).toBe(false)
+      for (const bytes of [ct.buffer, cloned.buffer]) {
+        expect(contains(bytes, data.bytes)).toBe(false)
+        expect(contains(bytes, index.bytes)).toBe(false)
+        expect(contains(bytes, Buffer.from(value))).toBe(false)
+      }
+      // One ciphertext alone, for a caller that sends it somewhere.
+      expect(new Uint8Array(ct).buffer.byteLength).toBe(ct.length)
     }
     // A read through the plugin decrypts what it wrote.
     await t.db.insertInto(t.names.users).values({ name: 'k', email: 'k@x.io' }).execute()
