@@ -63,7 +63,7 @@ export function storedLength(stored: unknown): number {
   throw new TypeError('unexpected ciphertext type')
 }
 
-/** Ours: `encryptValue`/`decryptValue` with a table data key; `computeBlindIndex` for a unique index. */
+/** Ours: `encryptValue`/`decryptValue` with a table data key; a unique blind index as the plugin's `indexValue` computes it. */
 function ours(): FieldLibrary {
   const dataKey = new KeyMaterial({ logicalTable: 'users', purpose: 'data', version: 1 }, randomBytes(32))
   const indexKey = new KeyMaterial({ logicalTable: 'users', purpose: 'index', version: 1 }, randomBytes(32))

@@ -137,11 +137,13 @@ export function computeTextBlindIndex(
   }
   const hmac = createHmac('sha256', indexSubkey(indexKey, table, spec.name).key)
   TEXT_INPUT[0] = SINGLE_PART_PREFIX[0] as number
-  const end = 1 + TEXT_INPUT.write(text, 1, 'utf8')
+  let end = -1
   try {
+    end = 1 + TEXT_INPUT.write(text, 1, 'utf8')
     hmac.update(TEXT_INPUT.subarray(0, end))
   } finally {
-    TEXT_INPUT.fill(0, 1, end)
+    // A write that threw (none does, for a string) may have written anything: zero it all.
+    TEXT_INPUT.fill(0, 1, end === -1 ? TEXT_INPUT.length : end)
   }
   return finish(hmac.digest(), spec)
 }

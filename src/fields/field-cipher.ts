@@ -119,20 +119,35 @@ function assertDataKey(key: KeyMaterial, aad: FieldAad, decrypting: boolean): vo
 }
 
 /**
+ * The encoded context values of `aad`, or undefined without any. Computed before a seal takes its
+ * subkey, nonce and header scratch: `aad.context` is the caller's array, whose getters or iterator
+ * could run another encryption, and none may run while those are held.
+ */
+function contextBytes(aad: FieldAad): Buffer | undefined {
+  const context = aad.context
+  if (context === undefined || context.length === 0) return undefined
+  // `aad` is a FieldLocation too: encodeContext copies only its table and column into an error.
+  return encodeContext(context, aad)
+}
+
+/**
  * The AAD: `header ‖ "kfe/v1/aad" ‖ lp(table) ‖ lp(column) ‖ context` (docs/format.md). Without
  * context (the common case) it is a view of the column's scratch buffer: no allocation; the
  * caller passes it to `setAAD` at once.
  *
  * @param source - Bytes starting with the `headerLength` header bytes.
+ * @param context - {@link contextBytes} of the value's AAD.
  */
-function buildAad(source: Uint8Array, headerLength: number, keys: ColumnKeys, aad: FieldAad): Buffer {
-  const context = aad.context
-  if (context === undefined || context.length === 0) return keys.aadWithoutContext(source, headerLength)
-  // `aad` is a FieldLocation too: encodeContext copies only its table and column into an error.
-  const encoded = encodeContext(context, aad)
+function buildAad(
+  source: Uint8Array,
+  headerLength: number,
+  keys: ColumnKeys,
+  context: Buffer | undefined,
+): Buffer {
+  if (context === undefined) return keys.aadWithoutContext(source, headerLength)
   return Buffer.concat(
-    [source.subarray(0, headerLength), keys.aadNames, encoded],
-    headerLength + keys.aadNames.length + encoded.length,
+    [source.subarray(0, headerLength), keys.aadNames, context],
+    headerLength + keys.aadNames.length + context.length,
   )
 }
 
@@ -170,6 +185,7 @@ function seal(
     )
   }
   const keys = columnKeys(key, aad)
+  const context = contextBytes(aad) // first: it may run caller code (see contextBytes)
   const version = key.ref.version
   let salt: Buffer
   let subkey: Buffer
@@ -191,7 +207,7 @@ function seal(
   const headerLength = saltAt + SALT_LENGTH
 
   const cipher = createCipheriv('aes-256-gcm', subkey, nonce, GCM)
-  cipher.setAAD(buildAad(HEADER, headerLength, keys, aad))
+  cipher.setAAD(buildAad(HEADER, headerLength, keys, context))
   const body = typeof plaintext === 'string' ? cipher.update(plaintext, 'utf8') : cipher.update(plaintext)
   const final = cipher.final() // empty for GCM: a stream mode, the body is as long as the plaintext
   const tag = cipher.getAuthTag()
@@ -222,7 +238,8 @@ function seal(
  * @param codecTag - Tag of the codec that encoded `plaintext` (1..8), stored in the type byte.
  * @param plaintext - The codec-encoded value.
  * @param aad - Table, column and context the ciphertext is bound to.
- * @returns A fresh buffer of `ciphertextLength(plaintext.length, key.ref.version)` bytes.
+ * @returns `ciphertextLength(plaintext.length, key.ref.version)` bytes: a slice of a slab of
+ *   ciphertexts (ciphertext-slab.ts), or a buffer of its own past 8 KiB; never Buffer's pool.
  * @throws KeyError `WRONG_KEY` for an index key or an invalid key version; `KEY_NOT_FOUND` for a
  *   destroyed key.
  * @throws ConfigError `CONFIG_INVALID` for an unknown codec tag or invalid names/context values.
@@ -234,11 +251,12 @@ export function encryptField(key: KeyMaterial, codecTag: number, plaintext: Buff
 /**
  * @internal Encrypts with a FIXED salt and nonce, for frozen known-answer vectors only. Reusing
  * a (salt, nonce) pair under one column key breaks AES-GCM; it is not exported by the package.
+ * `plaintext` may be a string, as `encryptValue` hands text and JSON to the cipher.
  */
 export function encryptFieldWithFixedNonceForVectors(
   key: KeyMaterial,
   codecTag: number,
-  plaintext: Buffer,
+  plaintext: Buffer | string,
   aad: FieldAad,
   fixed: Fixed,
 ): Buffer {
@@ -313,7 +331,7 @@ export function decryptField(
     new Uint8Array(buffer, byteOffset + h, NONCE_LENGTH),
     GCM,
   )
-  decipher.setAAD(buildAad(ciphertext, h, keys, aad))
+  decipher.setAAD(buildAad(ciphertext, h, keys, contextBytes(aad)))
   decipher.setAuthTag(new Uint8Array(buffer, byteOffset + byteLength - TAG_LENGTH, TAG_LENGTH))
   // GCM's update() returns plaintext before the tag is checked: it must never leave this function
   // unless final() succeeds.

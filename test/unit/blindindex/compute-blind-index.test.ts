@@ -260,7 +260,20 @@ describe('search index false positives', () => {
 describe('computeTextBlindIndex()', () => {
   it('hashes the same bytes as computeBlindIndex over the UTF-8 encoding, at every length and bit width', () => {
     const key = testKey()
-    const long = ['é'.repeat(9000), 'x'.repeat(16 * 1024 - 1), 'x'.repeat(16 * 1024), '😀'.repeat(5000)]
+    // Around the 16 KiB scratch (16,383 bytes after the prefix), in 1- to 4-byte characters.
+    const long = [
+      'x'.repeat(16 * 1024 - 1),
+      'x'.repeat(16 * 1024),
+      'é'.repeat(8191),
+      `${'é'.repeat(8191)}x`,
+      `${'é'.repeat(8191)}xx`,
+      '€'.repeat(5461),
+      '€'.repeat(5462),
+      `${'😀'.repeat(4095)}xxx`,
+      `${'😀'.repeat(4095)}xxxx`,
+      'é'.repeat(9000),
+      'a\ud800b', // a lone surrogate: both paths write U+FFFD (the codecs refuse it before)
+    ]
     fc.assert(
       fc.property(
         fc.oneof(fc.string(), fc.string({ unit: 'grapheme' })),

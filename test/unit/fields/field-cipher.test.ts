@@ -172,6 +172,21 @@ describe('round trips through encryptValue/decryptValue', () => {
     expect(long.buffer.byteLength).toBe(long.length)
   })
 
+  it('a context whose getter encrypts another value leaves the outer ciphertext whole', () => {
+    // Caller code (a getter of the context array) runs before the header scratch, subkey and
+    // nonce are taken: an encryption inside it cannot overwrite them.
+    const context = ['tenant-1', 'row-9']
+    Object.defineProperty(context, 0, {
+      enumerable: true,
+      get: () => {
+        encryptValue(codecs.number, 7, makeKey(2), { table: 'other', column: 'n' })
+        return 'tenant-1'
+      },
+    })
+    const ct = encryptValue(codecs.text, 'outer', key, { ...AAD, context })
+    expect(decryptValue(codecs.text, ct, key, { ...AAD, context: ['tenant-1', 'row-9'] })).toBe('outer')
+  })
+
   it('with context values', () => {
     expect(roundTrip(codecs.text, 'a@x.io', { ...AAD, context: ['tenant-1', 'row-9'] })).toBe('a@x.io')
   })
