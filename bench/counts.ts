@@ -120,6 +120,7 @@ try {
     }
   }
 } finally {
+  recording.live() // the DROPs must reach the engine, not be answered from the recording
   for (const v of variants) await v.drop().catch(() => undefined)
   await encryption.close()
   process.exit(0)

@@ -39,6 +39,8 @@ export interface RecordingDialect {
   readonly dialect: Dialect
   /** From now on: answer from the recording (inserts are acknowledged, not sent). */
   replay(): void
+  /** From now on: run every query for real again (a teardown's DROP must reach the engine). */
+  live(): void
 }
 
 /** Wraps `inner`: queries run for real (and are recorded, by SQL text) until `replay()`. */
@@ -97,6 +99,9 @@ export function recordingDialect(inner: Dialect): RecordingDialect {
     },
     replay: () => {
       replaying = true
+    },
+    live: () => {
+      replaying = false
     },
   }
 }

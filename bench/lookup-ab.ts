@@ -226,6 +226,7 @@ try {
     process.stdout.write(`  plugin − base, per round: ${range(a.map((x, i) => x - (b[i] as number)))}\n`)
   }
 } finally {
+  recording.live() // the DROPs must reach the engine, not be answered from the recording
   for (const v of variants) await v.drop().catch(() => undefined)
   for (const close of closers) await close()
   process.exit(0)
