@@ -82,17 +82,17 @@ describe.each([
       expect(ct.toString('hex')).toBe(v.ciphertextHex)
     })
 
-    it.runIf(codec.ciphertextText !== undefined)(
-      'encrypts to the same bytes from the text, as encryptValue hands text and JSON to the cipher',
-      () => {
+    // Text and json only (the codecs encryptValue hands to the cipher as a string): registered
+    // for those vectors alone, not skipped for the others.
+    if (codec.ciphertextText !== undefined)
+      it('encrypts to the same bytes from the text, as encryptValue hands text and JSON to the cipher', () => {
         const text = h(v.plaintextHex).toString('utf8')
         const ct = encryptFieldWithFixedNonceForVectors(keyOf(v), codec.tag, text, aad, {
           salt: h(v.saltHex),
           nonce: h(v.nonceHex),
         })
         expect(ct.toString('hex')).toBe(v.ciphertextHex)
-      },
-    )
+      })
 
     it('has the documented intermediates', () => {
       const lp = (s: string) => {
