@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache'
-import { KeyError } from '../errors.js'
-import type { Destroyable } from '../keys/key-material.js'
+import { ConfigError, KeyError } from '../errors.js'
+import type { Destroyable, KeyMaterial } from '../keys/key-material.js'
 import {
   type FieldLocation,
   LABEL_AAD,
@@ -200,4 +200,50 @@ export class ColumnKeys implements Destroyable {
     for (const subkey of this.#readers.values()) subkey.fill(0)
     this.#readers.clear()
   }
+}
+
+/**
+ * table → column → ColumnKeys per data key: the hot path then builds no slot string. The key's
+ * own `derived` slots still own these objects and destroy them with the key; this map only
+ * finds them faster, and is consulted only while the key is alive.
+ */
+const columnCache = new WeakMap<KeyMaterial, Map<string, Map<string, ColumnKeys>>>()
+
+/**
+ * The {@link ColumnKeys} of `key` for one column, derived on first use and kept in the key's
+ * `derived` slots (destroyed with the key).
+ * @param aad - The column's table and column (a field AAD; its context is not read).
+ * @throws ConfigError `CONFIG_INVALID` when either name is empty or not a string.
+ * @throws KeyError `KEY_NOT_FOUND` for a destroyed key.
+ */
+export function columnKeysOf(
+  key: KeyMaterial,
+  aad: { readonly table: string; readonly column: string },
+): ColumnKeys {
+  const cached = columnCache.get(key)?.get(aad?.table)?.get(aad.column)
+  if (cached !== undefined && !key.destroyed) return cached
+  if (
+    typeof aad?.table !== 'string' ||
+    typeof aad.column !== 'string' ||
+    aad.table === '' ||
+    aad.column === ''
+  ) {
+    throw new ConfigError('CONFIG_INVALID', 'A field AAD needs a non-empty table and column name.')
+  }
+  const keys = key.derived(
+    ColumnKeys.slot(aad.table, aad.column),
+    (bytes) => new ColumnKeys(bytes, aad.table, aad.column),
+  )
+  let byTable = columnCache.get(key)
+  if (byTable === undefined) {
+    byTable = new Map()
+    columnCache.set(key, byTable)
+  }
+  let byColumn = byTable.get(aad.table)
+  if (byColumn === undefined) {
+    byColumn = new Map()
+    byTable.set(aad.table, byColumn)
+  }
+  byColumn.set(aad.column, keys)
+  return keys
 }

@@ -9,7 +9,7 @@ import { CodecError, ConfigError, DecryptionError, KeyError } from '../errors.js
 import type { KeyMaterial } from '../keys/key-material.js'
 import { takeCiphertextBuffer } from './ciphertext-slab.js'
 import { type Codec, codecByTag } from './codecs.js'
-import { type ColumnKeyStats, ColumnKeys } from './column-keys.js'
+import { type ColumnKeyStats, type ColumnKeys, columnKeysOf } from './column-keys.js'
 import {
   checkHeader,
   describe,
@@ -62,42 +62,6 @@ function authFailureCauses(aad: FieldAad): string {
 /** Built only on a throwing path: the success path allocates no location object. */
 function where(aad: FieldAad): FieldLocation {
   return { table: aad.table, column: aad.column }
-}
-
-/**
- * table → column → ColumnKeys per data key: the hot path then builds no slot string. The key's
- * own `derived` slots still own these objects and destroy them with the key; this map only
- * finds them faster, and is consulted only while the key is alive.
- */
-const columnCache = new WeakMap<KeyMaterial, Map<string, Map<string, ColumnKeys>>>()
-
-function columnKeys(key: KeyMaterial, aad: FieldAad): ColumnKeys {
-  const cached = columnCache.get(key)?.get(aad?.table)?.get(aad.column)
-  if (cached !== undefined && !key.destroyed) return cached
-  if (
-    typeof aad?.table !== 'string' ||
-    typeof aad.column !== 'string' ||
-    aad.table === '' ||
-    aad.column === ''
-  ) {
-    throw new ConfigError('CONFIG_INVALID', 'A field AAD needs a non-empty table and column name.')
-  }
-  const keys = key.derived(
-    ColumnKeys.slot(aad.table, aad.column),
-    (bytes) => new ColumnKeys(bytes, aad.table, aad.column),
-  )
-  let byTable = columnCache.get(key)
-  if (byTable === undefined) {
-    byTable = new Map()
-    columnCache.set(key, byTable)
-  }
-  let byColumn = byTable.get(aad.table)
-  if (byColumn === undefined) {
-    byColumn = new Map()
-    byTable.set(aad.table, byColumn)
-  }
-  byColumn.set(aad.column, keys)
-  return keys
 }
 
 function assertDataKey(key: KeyMaterial, aad: FieldAad, decrypting: boolean): void {
@@ -184,7 +148,7 @@ function seal(
       where(aad),
     )
   }
-  const keys = columnKeys(key, aad)
+  const keys = columnKeysOf(key, aad)
   const context = contextBytes(aad) // first: it may run caller code (see contextBytes)
   const version = key.ref.version
   let salt: Buffer
@@ -320,7 +284,7 @@ export function decryptField(
       loc,
     )
   }
-  const keys = columnKeys(key, aad)
+  const keys = columnKeysOf(key, aad)
   const subkey = keys.subkeyAt(ciphertext, h - SALT_LENGTH)
   // Plain Uint8Array views (no copy): cheaper to make than Buffer#subarray, and node:crypto takes
   // any ArrayBufferView.
@@ -397,10 +361,10 @@ export function decryptValue<T>(codec: Codec<T>, ciphertext: Uint8Array, key: Ke
 
 /** @internal Counters of one column's derived keys, for tests and benchmarks. */
 export function columnKeyStats(key: KeyMaterial, aad: FieldAad): ColumnKeyStats {
-  return columnKeys(key, aad).stats()
+  return columnKeysOf(key, aad).stats()
 }
 
 /** @internal The key buffers one column holds now, for the zeroization test. */
 export function columnKeyBuffers(key: KeyMaterial, aad: FieldAad): Buffer[] {
-  return columnKeys(key, aad).heldKeyBuffers()
+  return columnKeysOf(key, aad).heldKeyBuffers()
 }
