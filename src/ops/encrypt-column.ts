@@ -61,7 +61,7 @@ export interface EncryptColumnDryRun {
  * @example
  * ```ts
  * await ops.encryptColumn('users', 'email', { workers: 4 })
- * // per batch (PostgreSQL), one compare-and-set statement:
+ * // per batch (PostgreSQL; per part of 250 rows in a batch of 500 or more), one compare-and-set statement:
  * //   update "users" as t set "email_bidx" = v.s0, "email_encrypted" = v.s1
  * //   from unnest($1::integer[], $2::bytea[], $3::bytea[], $4::text[], $5::bytea[])
  * //     with ordinality as v(k, s0, s1, m0, m1, ord)

@@ -13,6 +13,11 @@ const FAILED_KEYS_MAX = 100
 const RETRIES = 5
 /** Rounds of compare-and-set a row may lose (the application rewriting it each time) before the batch fails. */
 const CONFLICT_ROUNDS = 3
+/**
+ * Rows per write in a batch's first round: the database runs one part's write while the job plans
+ * the next (see writeRound).
+ */
+const PART_ROWS = 250
 
 /** What one row needs, as a job's {@link JobSpec.plan} reads it. @internal */
 export type RowPlan =
@@ -147,8 +152,8 @@ export async function runOneBatch(run: BatchRunner): Promise<BatchCounts | undef
 
 /**
  * One batch, in `trx`: claim it, read its rows, plan each, write them with one compare-and-set
- * statement; the rows the application changed meanwhile (the write skipped them) are read again,
- * locked, planned and written again; then the checkpoint.
+ * statement per part (see {@link writeRound}); the rows the application changed meanwhile (the
+ * write skipped them) are read again, locked, planned and written again; then the checkpoint.
  */
 async function runBatch(
   run: BatchRunner,
@@ -188,63 +193,23 @@ async function runBatch(
   // A worker writes only onto the versions the job was planned for: checked with the checkpoint;
   // when they are not its active ones the batch rolls back and a stale key ring reloads.
   const active = { data: keys.activeData, index: keys.activeIndex }
-  // Whether the checkpoint ran in the first round's write (PostgreSQL): final when no round follows.
-  let checkpointed: boolean | undefined
-  for (let round = 0; pending.length > 0; round++) {
-    const writes: CasWrite[] = []
-    const unloaded = new Set<string>()
-    for (const row of pending) {
-      const plan = spec.plan(row, keys)
-      if (plan.kind === 'keys') unloaded.add(plan.tenant)
-      else if (plan.kind === 'shredded') counts.shredded++
-      else if (plan.kind === 'reload' && !reloaded) throw new NeedsKeys()
-      if (plan.kind === 'failed' || plan.kind === 'reload') {
-        counts.failed++
-        if (run.failedKeys.length < FAILED_KEYS_MAX) run.failedKeys.push(row[pk])
-      } else if (plan.kind === 'write') {
-        writes.push({ key: row[pk], set: plan.set, match: plan.match })
-      }
-    }
-    if (unloaded.size > 0) throw new NeedsKeys(undefined, [...unloaded])
-    if (writes.length === 0) break
-    let written: boolean[]
-    // The first round's write also marks the batch done (PostgreSQL: one statement), with the
-    // counters as they stand if no row conflicts; a later round overwrites them.
-    const checkpoint: WithWrite | undefined =
-      round > 0
-        ? undefined
-        : (n) =>
-            jobs
-              .checkpoint(
-                trx,
-                batch,
-                { ...counts, rewritten: n, conflicts: sql<number>`${writes.length} - ${n}` },
-                run.worker,
-                active,
-              )
-              .returning(sql<number>`1`.as('one'))
-    try {
-      ;({ written, withRan: checkpointed } = await casWriteWith(
-        run.ctx,
-        trx,
-        table.physical,
-        key,
-        writes,
-        checkpoint,
-      ))
-    } catch (error) {
-      throw spec.writeError?.(error) ?? error
-    }
+  const round: Round = { run, trx, keys, reloaded, counts, batch, active }
+  for (let n = 0; pending.length > 0; n++) {
+    // The first round writes the batch in parts, so that the database runs one part's write while
+    // this process plans the next; a later round (rows the application changed meanwhile) in one.
+    const { skipped, checkpointed, writes } = await writeRound(
+      round,
+      n === 0 ? split(pending) : [pending],
+      n === 0,
+    )
     if (checkpointed === false) throw new NeedsKeys(await jobs.targets(trx, run.jobId))
-    const skipped = writes.filter((_, i) => !written[i]).map((w) => w.key)
-    counts.rewritten += writes.length - skipped.length
-    counts.conflicts += skipped.length
+    if (writes === 0) break
     if (skipped.length === 0) {
-      if (round === 0 && checkpointed === true) return counts
+      // The checkpoint ran in the round's last write (PostgreSQL): nothing is left to record.
+      if (checkpointed === true) return counts
       break
     }
-    checkpointed = undefined
-    if (round >= CONFLICT_ROUNDS)
+    if (n >= CONFLICT_ROUNDS)
       throw new OperationError('OPS_INVALID', `A row of ${table.physical} kept changing.`, {
         table: table.logical,
       })
@@ -262,6 +227,127 @@ async function runBatch(
   if (!(await jobs.complete(trx, batch, counts, run.worker, active)))
     throw new NeedsKeys(await jobs.targets(trx, run.jobId))
   return counts
+}
+
+/** What a round of a batch works with. */
+interface Round {
+  readonly run: BatchRunner
+  // biome-ignore lint/suspicious/noExplicitAny: tables named at run time.
+  readonly trx: Transaction<any>
+  readonly keys: KeySet
+  readonly reloaded: boolean
+  /** The batch's counters, updated by each round. */
+  readonly counts: BatchCounts
+  readonly batch: Batch
+  readonly active: { readonly data: number; readonly index: number }
+}
+
+/** The rows of a batch's first round, in parts of {@link PART_ROWS} (the last part takes the remainder). */
+function split(rows: readonly StoredRow[]): StoredRow[][] {
+  const parts: StoredRow[][] = []
+  for (let i = 0; i < rows.length; i += PART_ROWS) {
+    parts.push(rows.slice(i, rows.length - i < 2 * PART_ROWS ? rows.length : i + PART_ROWS))
+    if (rows.length - i < 2 * PART_ROWS) break
+  }
+  return parts
+}
+
+/**
+ * One round of a batch: plans each part's rows and writes them with one compare-and-set statement
+ * per part. A part's write is sent before the next part is planned and awaited after, so the
+ * database and this process work at once; one statement at a time is in flight on the batch's
+ * connection, each in the batch's transaction. `checkpoint`: the last write also marks the batch
+ * done (PostgreSQL: one statement), with the round's counters as they stand if no row conflicts.
+ * @returns the primary keys of the rows the application changed after they were read (not
+ *   written), the number of writes sent, and whether the checkpoint ran (undefined: not merged)
+ */
+async function writeRound(
+  round: Round,
+  parts: readonly StoredRow[][],
+  checkpoint: boolean,
+): Promise<{ skipped: unknown[]; checkpointed: boolean | undefined; writes: number }> {
+  const { run, trx, counts } = round
+  const unloaded = new Set<string>()
+  const skipped: unknown[] = []
+  let writes = 0
+  let written = 0
+  let checkpointed: boolean | undefined
+  let inFlight: Promise<void> | undefined
+  try {
+    for (let p = 0; p < parts.length; p++) {
+      const part = planPart(round, parts[p]!, unloaded)
+      // Rows of tenants whose keys are not loaded: plan the rest only to name every such tenant.
+      if (unloaded.size > 0 || part.length === 0) continue
+      // The previous part's count must be known: the checkpoint records the round's total.
+      if (inFlight !== undefined) await inFlight
+      inFlight = undefined
+      const before = written
+      writes += part.length
+      const total = writes
+      const also: WithWrite | undefined =
+        checkpoint && p === parts.length - 1
+          ? (n) =>
+              run.jobs
+                .checkpoint(
+                  trx,
+                  round.batch,
+                  {
+                    ...counts,
+                    rewritten: sql<number>`${before} + ${n}`,
+                    conflicts: sql<number>`${total - before} - ${n}`,
+                  },
+                  run.worker,
+                  round.active,
+                )
+                .returning(sql<number>`1`.as('one'))
+          : undefined
+      inFlight = casWriteWith(run.ctx, trx, run.table.physical, run.key, part, also).then(
+        (result) => {
+          result.written.forEach((w, i) => {
+            if (w) written++
+            else skipped.push(part[i]!.key)
+          })
+          if (also !== undefined) checkpointed = result.withRan
+        },
+        (error: unknown) => {
+          throw run.spec.writeError?.(error) ?? error
+        },
+      )
+      // Awaited below; a failure that arrives while the next part is planned is not unhandled.
+      inFlight.catch(() => undefined)
+      // Let the write reach the connection before this process plans the next part.
+      if (p < parts.length - 1) await new Promise<void>((resolve) => setImmediate(resolve))
+    }
+    if (inFlight !== undefined) await inFlight
+    inFlight = undefined
+  } finally {
+    // A part that failed to plan (keys to reload) leaves no write behind it unawaited.
+    if (inFlight !== undefined) await inFlight.catch(() => undefined)
+  }
+  if (unloaded.size > 0) throw new NeedsKeys(undefined, [...unloaded])
+  counts.rewritten += written
+  counts.conflicts += writes - written
+  return { skipped, checkpointed, writes }
+}
+
+/** Plans the rows of one part: counts and lists the failures, collects the tenants whose keys are missing. */
+function planPart(round: Round, rows: readonly StoredRow[], unloaded: Set<string>): CasWrite[] {
+  const { run, keys, counts } = round
+  const pk = run.key.name
+  const writes: CasWrite[] = []
+  for (const row of rows) {
+    const plan = run.spec.plan(row, keys)
+    if (plan.kind === 'keys') unloaded.add(plan.tenant)
+    else if (plan.kind === 'shredded') counts.shredded++
+    else if (plan.kind === 'reload' && !round.reloaded) throw new NeedsKeys()
+    if (plan.kind === 'failed' || plan.kind === 'reload') {
+      counts.failed++
+      if (run.failedKeys.length < FAILED_KEYS_MAX) run.failedKeys.push(row[pk])
+    } else if (plan.kind === 'write') {
+      writes.push({ key: row[pk], set: plan.set, match: plan.match })
+    }
+  }
+  return writes
 }
 
 /** Runs `fn`; a key provider failure becomes the typed, resumable pause. */

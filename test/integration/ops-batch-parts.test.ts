@@ -1,0 +1,151 @@
+import { Kysely } from 'kysely'
+import { describe, expect, it } from 'vitest'
+import type { JobResult } from '../../src/ops.js'
+import { emailsById } from '../support/app-writer.js'
+import { type Backend, backends } from '../support/backends.js'
+import type { TestDB } from '../support/encrypted-db.js'
+import { hooked } from '../support/hooked-dialect.js'
+import { type OpsTestDb, useOpsTestDb } from '../support/ops-db.js'
+
+/**
+ * A batch of 500 rows or more is written in parts of 250 (the database runs one part's write
+ * while the job plans the next; job-batch.ts, writeRound): the table's 600 rows make one batch (of
+ * at most 1,000), written as two parts (250 and 350 rows).
+ */
+const ROWS = 600
+
+/** Whether `sql` is one of the job's compare-and-set writes to the data table (not its checkpoint). */
+const isPartWrite = (t: OpsTestDb, sql: string) =>
+  /^(with w as \()?update/i.test(sql) &&
+  new RegExp(`^(with w as \\()?update [\`"]${t.table}[\`"]`, 'i').test(sql)
+
+/** The batches of one job, as its checkpoints recorded them. */
+const batchRows = async (t: OpsTestDb, jobId: string) =>
+  (
+    await t.raw
+      .selectFrom(`${t.jobsTable}_batches`)
+      .select(['done', 'rows_seen', 'rewritten', 'conflicts'])
+      .where('job_id', '=', jobId)
+      .execute()
+  ).map((b) => ({
+    done: Number(b.done),
+    rows_seen: Number(b.rows_seen),
+    rewritten: Number(b.rewritten),
+    conflicts: Number(b.conflicts),
+  }))
+
+describe.each(backends())('ops: a batch written in parts [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    const t = useOpsTestDb(backend, { rows: ROWS })
+
+    it("writes a batch of 600 rows in two parts, and the batch's checkpoint counts the rows of both", async () => {
+      await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
+      await new Promise((r) => setTimeout(r, t.ttlMs * 2))
+      const before = await emailsById(t.app, t.table)
+      let parts = 0
+      // PGlite's dialect opens a database of its own: there the job runs on the suite's, uncounted.
+      const pglite = backend.name === 'pglite'
+      const db = pglite
+        ? undefined
+        : new Kysely<TestDB>({
+            dialect: hooked(backend.createDialect(), async (query) => {
+              if (isPartWrite(t, query.sql)) parts++
+            }),
+          })
+      try {
+        const job = (await (db === undefined ? t.ops : t.moreOps({ db })).reencrypt(t.table, {
+          batchSize: 1000,
+        })) as JobResult
+        if (!pglite) expect(parts).toBe(2)
+        expect(job).toMatchObject({
+          rows: ROWS,
+          rewritten: ROWS,
+          conflicts: 0,
+          failed: 0,
+          remainingBatches: 0,
+          batches: 1,
+        })
+        expect(await batchRows(t, job.jobId)).toEqual([
+          { done: 1, rows_seen: ROWS, rewritten: ROWS, conflicts: 0 },
+        ])
+        expect(await emailsById(t.app, t.table)).toEqual(before)
+        expect(await t.ops.verify(t.table)).toMatchObject({ ok: true, dataVersions: { 2: 2 * ROWS } })
+      } finally {
+        await db?.destroy()
+      }
+    })
+
+    it.runIf(backend.name !== 'pglite')(
+      'rows the application changes before the first and before the last part is written keep the application write',
+      async () => {
+        await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
+        await new Promise((r) => setTimeout(r, t.ttlMs * 2))
+        const ids = [...(await emailsById(t.app, t.table)).keys()].sort((a, b) => a - b)
+        // One row of each part: the first part holds the batch's first 250 rows.
+        const changed = [ids[10]!, ids[400]!]
+        const model = await emailsById(t.app, t.table)
+        let parts = 0
+        const db = new Kysely<TestDB>({
+          dialect: hooked(backend.createDialect(), async (query) => {
+            if (!isPartWrite(t, query.sql) || parts >= changed.length) return
+            const id = changed[parts++]!
+            const email = `changed-${id}@x.io`
+            await t.app.updateTable(t.table).set({ email }).where('id', '=', id).execute()
+            model.set(id, email)
+          }),
+        })
+        try {
+          const job = (await t.moreOps({ db }).reencrypt(t.table, { batchSize: 1000 })) as JobResult
+          expect(parts).toBe(2)
+          // Both rows were skipped by their part's write, read again, locked, and rewritten (their
+          // ssn was still on the former version).
+          expect(job).toMatchObject({ rows: ROWS, rewritten: ROWS, conflicts: 2, failed: 0 })
+          expect(await batchRows(t, job.jobId)).toEqual([
+            { done: 1, rows_seen: ROWS, rewritten: ROWS, conflicts: 2 },
+          ])
+          expect(await emailsById(t.app, t.table)).toEqual(model)
+          expect(await t.ops.verify(t.table)).toMatchObject({ ok: true, dataVersions: { 3: 2 * ROWS } })
+        } finally {
+          await db.destroy()
+        }
+      },
+    )
+
+    it.runIf(backend.name !== 'pglite')(
+      "a part's write that fails while the next part is planned fails the batch, which the next run redoes",
+      async () => {
+        await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
+        await new Promise((r) => setTimeout(r, t.ttlMs * 2))
+        const before = await emailsById(t.app, t.table)
+        let failed = false
+        const db = new Kysely<TestDB>({
+          dialect: hooked(backend.createDialect(), async (query) => {
+            if (failed || !isPartWrite(t, query.sql)) return
+            failed = true
+            // The driver fails the first part's write at once: the failure arrives before the job
+            // awaits the write (while it yields to let the write out, then plans the next part).
+            throw new Error('kfe_injected: connection lost')
+          }),
+        })
+        try {
+          const error = await t
+            .moreOps({ db })
+            .reencrypt(t.table, { batchSize: 1000 })
+            .catch((e: unknown) => e)
+          expect(failed).toBe(true)
+          expect(error).toBeInstanceOf(Error)
+          expect(String((error as Error).message)).toMatch(/kfe_injected/)
+        } finally {
+          await db.destroy()
+        }
+        // Nothing of the batch was kept: every row is still on the former version.
+        const v = await t.ops.verify(t.table)
+        expect(Object.keys(v.dataVersions)).toEqual(['3'])
+        const job = (await t.ops.reencrypt(t.table, { batchSize: 1000 })) as JobResult
+        expect(job).toMatchObject({ rows: ROWS, rewritten: ROWS, conflicts: 0, failed: 0 })
+        expect(await emailsById(t.app, t.table)).toEqual(before)
+        expect(await t.ops.verify(t.table)).toMatchObject({ ok: true, dataVersions: { 4: 2 * ROWS } })
+      },
+    )
+  })
+})
