@@ -259,7 +259,8 @@ function split(rows: readonly StoredRow[]): StoredRow[][] {
  * connection, each in the batch's transaction. `checkpoint`: the last write also marks the batch
  * done (PostgreSQL: one statement), with the round's counters as they stand if no row conflicts.
  * @returns the primary keys of the rows the application changed after they were read (not
- *   written), the number of writes sent, and whether the checkpoint ran (undefined: not merged)
+ *   written), the number of rows sent to be written, and whether the checkpoint ran (undefined:
+ *   not merged)
  */
 async function writeRound(
   round: Round,

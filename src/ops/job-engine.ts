@@ -13,7 +13,8 @@ import { destroyKeySet, loadKeySet, type StoredRow } from './row-check.js'
 export interface JobOptions extends RunOptions {
   /**
    * Rows per batch, and per transaction. Larger batches cost fewer round trips but hold their
-   * transaction (and its compare-and-set row locks) longer. @default 1000
+   * transaction (and its compare-and-set row locks) longer; a batch of 500 rows or more is written
+   * in parts of 250, whose row locks are held until the batch commits. @default 1000
    */
   readonly batchSize?: number
   /**

@@ -100,7 +100,7 @@ export async function reencrypt(
  * under its new tenant's keys).
  * @example
  * ```ts
- * // per batch (PostgreSQL): update "users" as t set "email" = v.s0, "email_bidx" = v.s1
+ * // per batch (PostgreSQL; per part of 250 rows in a batch of 500 or more): update "users" as t set "email" = v.s0, "email_bidx" = v.s1
  * //   from unnest($1::integer[], $2::bytea[], $3::bytea[], $4::bytea[]) with ordinality as v(k, s0, s1, m0, ord)
  * //   where t."id" = v.k and t."email" is not distinct from v.m0 returning v.ord
  * ```
