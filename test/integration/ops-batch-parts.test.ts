@@ -103,7 +103,10 @@ describe.each(backends())('ops: a batch written in parts [$name]', (backend: Bac
             { done: 1, rows_seen: ROWS, rewritten: ROWS, conflicts: 2 },
           ])
           expect(await emailsById(t.app, t.table)).toEqual(model)
-          expect(await t.ops.verify(t.table)).toMatchObject({ ok: true, dataVersions: { [version]: 2 * ROWS } })
+          expect(await t.ops.verify(t.table)).toMatchObject({
+            ok: true,
+            dataVersions: { [version]: 2 * ROWS },
+          })
         } finally {
           await db.destroy()
         }
