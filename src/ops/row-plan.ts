@@ -1,5 +1,5 @@
 import type { TableInfo } from '../schema/schema.js'
-import type { JobSpec, RowPlan } from './job-batch.js'
+import type { JobSpec, RowPlan } from './job-spec.js'
 import type { KeySet, StoredRow } from './row-check.js'
 import type { TenantKeySets } from './tenant-key-sets.js'
 
