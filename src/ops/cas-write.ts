@@ -69,13 +69,7 @@ export async function casWriteWith(
   also?: WithWrite,
 ): Promise<{ written: boolean[]; withRan: boolean | undefined }> {
   const written = new Array<boolean>(rows.length).fill(false)
-  const shapes = new Map<string, number[]>()
-  rows.forEach((row, i) => {
-    const shape = `${Object.keys(row.set).sort().join(',')}|${Object.keys(row.match).sort().join(',')}`
-    const list = shapes.get(shape)
-    if (list === undefined) shapes.set(shape, [i])
-    else list.push(i)
-  })
+  const shapes = groupByShape(rows)
   const merge = also !== undefined && ctx.family !== 'mysql' && shapes.size === 1 ? also : undefined
   let ran: boolean | undefined
   for (const indexes of shapes.values()) {
@@ -94,6 +88,44 @@ export async function casWriteWith(
     for (const j of done) written[indexes[j]!] = true
   }
   return { written, withRan: ran }
+}
+
+/**
+ * The indexes of `rows` by shape (the sorted columns each sets and matches), in the order each
+ * shape first appears. A row whose columns come in the same order as the row before it has that
+ * row's shape: only a row with other columns (or another order) is sorted and named, so a batch of
+ * one shape sorts once instead of once per row (bench/ops-profile.ts: ~1 µs per row).
+ */
+function groupByShape(rows: readonly CasWrite[]): Map<string, number[]> {
+  const shapes = new Map<string, number[]>()
+  let lastSet: readonly string[] = []
+  let lastMatch: readonly string[] = []
+  let list: number[] | undefined
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[i]!
+    const set = Object.keys(row.set)
+    const match = Object.keys(row.match)
+    if (list === undefined || !sameList(set, lastSet) || !sameList(match, lastMatch)) {
+      // JSON: unambiguous whatever the column names hold (a joined list would let `a,b` name
+      // the shape of the two columns `a` and `b`).
+      const shape = JSON.stringify([[...set].sort(), [...match].sort()])
+      list = shapes.get(shape)
+      if (list === undefined) {
+        list = []
+        shapes.set(shape, list)
+      }
+      lastSet = set
+      lastMatch = match
+    }
+    list.push(i)
+  }
+  return shapes
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
 }
 
 /** Rows of one shape: the columns each sets and matches, in a fixed order. */

@@ -25,6 +25,7 @@ describe.each(backends())('ops: batched compare-and-set write [$name]', (backend
         .addColumn('tenant', 'varchar(64)', (c) => c.notNull())
         .addColumn('a', binary)
         .addColumn('b', binary)
+        .addColumn('a,b', binary)
         .execute()
       ctx = createOpsContext({
         db,
@@ -75,6 +76,45 @@ describe.each(backends())('ops: batched compare-and-set write [$name]', (backend
         ['r3', '03', null],
         ['r4', '04', 'b4'],
         ['r5', null, null],
+      ])
+    })
+
+    it('groups rows by the columns they set and match, whatever their order or names', async () => {
+      await db.deleteFrom(table).execute()
+      await db
+        .insertInto(table)
+        .values(
+          ['r1', 'r2', 'r3', 'r4', 'r5'].map((id, i) => ({
+            id,
+            tenant: 't',
+            a: bytes(i),
+            b: bytes(0xb0 + i),
+            'a,b': bytes(0xc0 + i),
+          })),
+        )
+        .execute()
+      const key = await keyColumn(ctx, ctx.table(table))
+      const written = await db.transaction().execute((trx) =>
+        casWrite(ctx, trx, table, key, [
+          // The column named `a,b` alone: not the shape of the columns `a` and `b`.
+          { key: 'r1', set: { 'a,b': bytes(0xd1) }, match: { tenant: 't' } },
+          { key: 'r2', set: { a: bytes(0xa2), b: bytes(0xe2) }, match: { tenant: 't' } },
+          // The same columns as r2 in another order: the same shape.
+          { key: 'r3', set: { b: bytes(0xe3), a: bytes(0xa3) }, match: { tenant: 't' } },
+          // Back to r1's shape after another one.
+          { key: 'r4', set: { 'a,b': bytes(0xd4) }, match: { tenant: 't' } },
+          { key: 'r5', set: { a: bytes(0xa5), b: bytes(0xe5) }, match: { tenant: 't' } },
+        ]),
+      )
+      expect(written).toEqual([true, true, true, true, true])
+      const rows = await db.selectFrom(table).select(['id', 'a', 'b', 'a,b']).orderBy('id').execute()
+      const hex = (v: unknown) => (v === null ? null : Buffer.from(v as Uint8Array).toString('hex'))
+      expect(rows.map((r) => [r.id, hex(r.a), hex(r.b), hex(r['a,b'])])).toEqual([
+        ['r1', '00', 'b0', 'd1'],
+        ['r2', 'a2', 'e2', 'c1'],
+        ['r3', 'a3', 'e3', 'c2'],
+        ['r4', '03', 'b3', 'd4'],
+        ['r5', 'a5', 'e5', 'c4'],
       ])
     })
 
