@@ -242,11 +242,13 @@ export function checkRow(table: TableInfo, keys: KeySet, row: StoredRow, rewrite
   // whose context is unusable fails every ciphertext, and is never rewritten.
   let context: readonly string[] | undefined
   let contextFailure = false
-  try {
-    const first = table.columns.values().next().value
-    if (first !== undefined) context = readContext(table, first, (i) => row[table.context[i] as string])
-  } catch {
-    contextFailure = true
+  if (table.context.length > 0) {
+    try {
+      const first = table.columns.values().next().value
+      if (first !== undefined) context = readContext(table, first, (i) => row[table.context[i] as string])
+    } catch {
+      contextFailure = true
+    }
   }
   for (const column of table.columns.values()) {
     const stored = row[column.stored]
