@@ -161,12 +161,16 @@ export function insertRow(
 ): OperationNode {
   const { added, paired } = indexes
   const primitive = row.kind === 'PrimitiveValueListNode'
-  const items = [...(row as unknown as { values: ReadonlyArray<unknown> }).values]
+  const values = (row as unknown as { values: ReadonlyArray<unknown> }).values
+  // Sized once for the index columns added at the end: a copy that grows on its first push
+  // takes about four times the row's size (docs/benchmarks.md, round 6).
+  const items: unknown[] = new Array(values.length + added.length)
+  for (let i = 0; i < values.length; i++) items[i] = values[i]
   // The row's context values, read (and checked) on its first ciphertext only (see
   // {@link contextOf}: not a closure per row, which under tsx also costs a `__name` call).
   let context: readonly string[] | undefined
   // The plaintexts encrypted in this row, by position: only an added index column reads them.
-  const plaintexts: unknown[] | undefined = added.length > 0 ? [] : undefined
+  const plaintexts: unknown[] | undefined = added.length > 0 ? new Array(sources.length) : undefined
   let changed = false
   for (let i = 0; i < sources.length; i++) {
     const source = sources[i]
@@ -220,7 +224,8 @@ export function insertRow(
     if (!matches) throw mismatchedIndex(index)
     if (isDeferred(written)) a.note(written)
   }
-  for (const { index, from } of added) {
+  for (let k = 0; k < added.length; k++) {
+    const { index, from } = added[k]!
     const item = items[from]
     const current = primitive ? item : nodeValue(item as OperationNode)
     const plaintext = plaintexts?.[from]
@@ -242,7 +247,7 @@ export function insertRow(
       next = a.note(new DeferredValue('index', index.column, plaintext, index, context))
     } else if (current === DEFAULT) next = DEFAULT
     else next = null
-    items.push(primitive ? next : next === DEFAULT ? DEFAULT_NODE : valueNode(next))
+    items[values.length + k] = primitive ? next : next === DEFAULT ? DEFAULT_NODE : valueNode(next)
     changed = true
   }
   if (!changed) return row
