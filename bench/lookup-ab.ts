@@ -31,7 +31,7 @@ import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { getHeapStatistics } from 'node:v8'
-import { Kysely, WithSchemaPlugin } from 'kysely'
+import { Kysely, sql, WithSchemaPlugin } from 'kysely'
 import { COLD_BYTES, engineDialect, recordingDialect, recordLookups } from './cpu.js'
 import {
   type DbVariant,
@@ -66,6 +66,8 @@ const plainDb = new Kysely<any>({ dialect: recording.dialect })
 
 type Library = typeof import('../src/index.js')
 const closers: (() => Promise<void>)[] = []
+/** The key tables the plugin variants create (autoCreateKeys): dropped with the variants' tables. */
+const keyTables: string[] = []
 
 /** The plugin variant built from one copy of the library. */
 function pluginVariant(lib: Library, id: string, label: string): DbVariant {
@@ -84,6 +86,7 @@ function pluginVariant(lib: Library, id: string, label: string): DbVariant {
     verifySchema: { unannotatedTables: false },
   })
   closers.push(() => encryption.close())
+  keyTables.push(`${table}_keys`)
   // biome-ignore lint/suspicious/noExplicitAny: as above.
   const db = new Kysely<any>({ dialect: encryption.wrap(recording.dialect), plugins: [encryption.plugin] })
   return { ...pluginEncrypted(db, table, family, schema), id, label }
@@ -229,5 +232,7 @@ try {
   recording.live() // the DROPs must reach the engine, not be answered from the recording
   for (const v of variants) await v.drop().catch(() => undefined)
   for (const close of closers) await close()
+  for (const t of keyTables)
+    await sql`drop table if exists ${sql.table(t)}`.execute(plainDb).catch(() => undefined)
   process.exit(0)
 }
