@@ -52,8 +52,15 @@ export async function runOneBatch(run: BatchRunner): Promise<BatchCounts | undef
     )
     tenants = []
     fresh = false
+    // The primary keys of this attempt's failed rows: the job's list takes them once the batch
+    // commits, so a batch run again (keys reloaded, a deadlock) does not list a row twice.
+    const failed: unknown[] = []
     try {
-      return await run.ctx.db.transaction().execute((trx) => runBatch(run, trx, keys, reloaded))
+      const counts = await run.ctx.db
+        .transaction()
+        .execute((trx) => runBatch(run, trx, keys, reloaded, failed))
+      for (const k of failed) if (run.failedKeys.length < FAILED_KEYS_MAX) run.failedKeys.push(k)
+      return counts
     } catch (error) {
       // Rows of tenants whose keys this worker has not loaded: load them, run the batch again (a
       // tenant stays loaded, so only rows moved to new tenants meanwhile can ask again).
@@ -93,6 +100,7 @@ async function runBatch(
   trx: Transaction<any>,
   keys: KeySet,
   reloaded: boolean,
+  failed: unknown[],
 ): Promise<BatchCounts | undefined> {
   const { jobs, table, key, spec } = run
   const pk = key.name
@@ -125,7 +133,7 @@ async function runBatch(
   // A worker writes only onto the versions the job was planned for: checked with the checkpoint;
   // when they are not its active ones the batch rolls back and a stale key ring reloads.
   const active = { data: keys.activeData, index: keys.activeIndex }
-  const round: Round = { run, trx, keys, reloaded, counts, batch, active }
+  const round: Round = { run, trx, keys, reloaded, counts, batch, active, failed }
   for (let n = 0; pending.length > 0; n++) {
     // The first round writes the batch in parts, so that the database runs one part's write while
     // this process plans the next; a later round (rows the application changed meanwhile) in one.
@@ -172,6 +180,8 @@ interface Round {
   readonly counts: BatchCounts
   readonly batch: Batch
   readonly active: { readonly data: number; readonly index: number }
+  /** The primary keys of the rows that failed in this attempt of the batch (see runOneBatch). */
+  readonly failed: unknown[]
 }
 
 /** The rows of a batch's first round, in parts of {@link PART_ROWS} (the last part takes the remainder). */
@@ -275,7 +285,7 @@ function planPart(round: Round, rows: readonly StoredRow[], unloaded: Set<string
     else if (plan.kind === 'reload' && !round.reloaded) throw new NeedsKeys()
     if (plan.kind === 'failed' || plan.kind === 'reload') {
       counts.failed++
-      if (run.failedKeys.length < FAILED_KEYS_MAX) run.failedKeys.push(row[pk])
+      if (round.failed.length < FAILED_KEYS_MAX) round.failed.push(row[pk])
     } else if (plan.kind === 'write') {
       writes.push({ key: row[pk], set: plan.set, match: plan.match })
     }

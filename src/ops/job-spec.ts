@@ -70,7 +70,7 @@ export interface BatchRunner {
   readonly jobId: string
   /** Name recorded beside each batch. */
   readonly worker: string
-  /** Primary keys of failed rows, filled up to 100. */
+  /** Primary keys of failed rows, filled up to 100, each batch's once it commits. */
   readonly failedKeys: unknown[]
   /** This worker's view of the table's key versions, checked at each claim. */
   readonly keys: KeySnapshot

@@ -248,5 +248,53 @@ describe.each(backends())('ops: a batch written in parts [$name]', (backend: Bac
       expect(again).toMatchObject({ rewritten: 1, failed: 0 })
       expect(await t.ops.verify(t.table)).toMatchObject({ ok: true, dataVersions: { [version]: 2 * ROWS } })
     })
+
+    it('a row that failed in an earlier part is listed once when the batch runs again', async () => {
+      const { version } = await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
+      await new Promise((r) => setTimeout(r, t.ttlMs * 2))
+      const ids = [...(await emailsById(t.app, t.table)).keys()].sort((a, b) => a - b)
+      const bad = ids[10]! // in the first part: its tag altered, it does not decrypt
+      const odd = ids[400]! // in the second part: names key version 99, so the batch runs twice
+      const originals = new Map<number, Buffer>()
+      for (const [id, alter] of [
+        [bad, (b: Buffer) => (b[b.length - 1]! ^= 1)],
+        [odd, (b: Buffer) => (b[1] = 99)],
+      ] as const) {
+        const stored = await t.raw
+          .selectFrom(t.table)
+          .select('email')
+          .where('id', '=', id)
+          .executeTakeFirstOrThrow()
+        const original = Buffer.from(stored.email as unknown as Uint8Array)
+        originals.set(id, original)
+        const altered = Buffer.from(original)
+        alter(altered)
+        await t.raw
+          .updateTable(t.table)
+          .set({ email: altered } as never)
+          .where('id', '=', id)
+          .execute()
+      }
+      const counting = countingOps(t, backend)
+      try {
+        const job = (await counting.ops.reencrypt(t.table, { batchSize: 1000 })) as JobResult
+        if (counting.parts() !== undefined) expect(counting.parts()).toBe(3)
+        expect(job).toMatchObject({ rows: ROWS, rewritten: ROWS - 2, failed: 2, batches: 1 })
+        // Planned twice (the first attempt rolled back), listed once each.
+        expect(job.failedKeys.map(Number)).toEqual([bad, odd])
+      } finally {
+        await counting.destroy()
+      }
+      for (const [id, original] of originals) {
+        await t.raw
+          .updateTable(t.table)
+          .set({ email: original } as never)
+          .where('id', '=', id)
+          .execute()
+      }
+      const again = (await t.ops.reencrypt(t.table, { batchSize: 1000 })) as JobResult
+      expect(again).toMatchObject({ rewritten: 2, failed: 0 })
+      expect(await t.ops.verify(t.table)).toMatchObject({ ok: true, dataVersions: { [version]: 2 * ROWS } })
+    })
   })
 })
