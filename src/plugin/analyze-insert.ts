@@ -162,8 +162,8 @@ export function insertRow(
   const { added, paired } = indexes
   const primitive = row.kind === 'PrimitiveValueListNode'
   const values = (row as unknown as { values: ReadonlyArray<unknown> }).values
-  // Sized once for the index columns added at the end: a copy that grows on its first push
-  // takes about four times the row's size (docs/benchmarks.md, round 6).
+  // Sized once, with room for the index columns added at the end: a copy grown by a `push`
+  // is reallocated (V8 grows an array by half its length plus 16 slots).
   const items: unknown[] = new Array(values.length + added.length)
   for (let i = 0; i < values.length; i++) items[i] = values[i]
   // The row's context values, read (and checked) on its first ciphertext only (see

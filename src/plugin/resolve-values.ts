@@ -228,8 +228,9 @@ export function resolveDeferred(
   let probes: Map<DeferredValue, Buffer[]> | undefined
   let expand = false
   // A loop, not `map` with a closure: this runs once per query that writes or searches. A copy
-  // of the parameters (packed, as `map` makes, and of its final size: one grown by `push` took
-  // about three times the memory on a 500-row insert), each deferred value replaced in place.
+  // of the parameters (packed, as `map` makes, and of its final size: one grown by `push` is
+  // reallocated and copied as it grows, thousands of values on a large insert), each deferred
+  // value replaced in place.
   const resolved = parameters.slice()
   for (let i = 0; i < parameters.length; i++) {
     const p = parameters[i]
