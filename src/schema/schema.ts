@@ -254,6 +254,7 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
     const primaryKey = options.tables?.[physical]?.primaryKey ?? 'id'
     const omittedHere: string[] = []
     const context = contextColumns(physical, logical, columns, options.tables?.[physical]?.context)
+    for (const name of context) refuseDottedColumn(physical, logical, name)
     const keyScope = keyScopeOf(physical, logical, context, options.tables?.[physical]?.keyScope)
     const table: TableInfo = {
       physical,
@@ -292,6 +293,8 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
         )
       }
       logicalColumns.add(info.logical)
+      refuseDottedColumn(physical, logical, colName, info.logical)
+      refuseDottedColumn(physical, logical, info.stored, info.logical)
       if (info.stored !== colName && Object.hasOwn(columns, info.stored)) {
         throw new ConfigError(
           'CONFIG_INVALID',
@@ -317,6 +320,7 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
     for (const info of cols.values()) {
       for (const spec of info.spec.indexes) {
         for (const [n, name] of indexColumnNames(spec).entries()) {
+          refuseDottedColumn(physical, logical, name, info.logical)
           if (idx.has(name) || cols.has(name) || [...cols.values()].some((c) => c.stored === name)) {
             throw new ConfigError('CONFIG_INVALID', `Index column ${physical}.${name} is declared twice.`, {
               table: logical,
@@ -358,4 +362,19 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
       (schema === undefined ? undefined : byName.get(`${schema}.${name}`)) ?? byName.get(name),
     tableIgnoringCase: (name: string) => foldedTables.get(name.toLowerCase()),
   })
+}
+
+/**
+ * A physical column name the plugin and the jobs must name through Kysely: one holding `.` is read
+ * by Kysely as `table.column` (`where('a.b', '=', v)` names column b of a table a), so the plugin
+ * could not tell it is this column, and a search on it would send its value unencrypted.
+ * @throws ConfigError `CONFIG_INVALID`
+ */
+function refuseDottedColumn(physical: string, logical: string, name: string, column?: string): void {
+  if (!name.includes('.')) return
+  throw new ConfigError(
+    'CONFIG_INVALID',
+    `Column ${physical}.${name}: a column name containing "." cannot be named through Kysely, which reads "a.b" as column b of table a; rename the column (logicalName keeps the keys and AAD).`,
+    { table: logical, ...(column === undefined ? {} : { column }) },
+  )
 }

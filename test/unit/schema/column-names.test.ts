@@ -1,0 +1,43 @@
+import { describe, expect, it } from 'vitest'
+import { ConfigError, encrypted, encryptedSchema } from '../../../src/index.js'
+
+/**
+ * Kysely reads a column name holding "." as `table.column`: `where('a.b', '=', v)` names column b
+ * of a table a, which the plugin cannot tell is the encrypted column a.b (the value would reach
+ * the database unencrypted). Such names are refused where the schema is declared.
+ */
+describe('encryptedSchema: physical column names', () => {
+  const refused = (define: () => unknown, name: string) => {
+    let error: unknown
+    try {
+      define()
+    } catch (e) {
+      error = e
+    }
+    expect(error).toBeInstanceOf(ConfigError)
+    expect(error).toMatchObject({ code: 'CONFIG_INVALID' })
+    expect((error as Error).message).toContain(`t.${name}: a column name containing "."`)
+  }
+
+  it('refuses an encrypted column, a blind index, a rotation slot, a storedAs name or a context column holding "."', () => {
+    refused(() => encryptedSchema({ t: { 'a.b': encrypted.text() } }), 'a.b')
+    refused(() => encryptedSchema({ t: { a: encrypted.text({ index: { name: 'a.bidx' } }) } }), 'a.bidx')
+    refused(
+      () =>
+        encryptedSchema({ t: { a: encrypted.text({ index: { name: 'a_bidx', rotationSlot: 'a.next' } }) } }),
+      'a.next',
+    )
+    refused(() => encryptedSchema({ t: { a: encrypted.text({ storedAs: 'a.enc' }) } }), 'a.enc')
+    refused(
+      () => encryptedSchema({ t: { a: encrypted.text() } }, { tables: { t: { context: ['tenant.id'] } } }),
+      'tenant.id',
+    )
+  })
+
+  it('accepts a schema-qualified table and a logical name holding "."', () => {
+    const schema = encryptedSchema({
+      'app.t': { a: encrypted.text({ logicalName: 'a.old', index: { name: 'a_bidx' } }) },
+    })
+    expect(schema.table('t', 'app')?.column('a')?.logical).toBe('a.old')
+  })
+})
