@@ -48,6 +48,28 @@ const batchRows = async (t: OpsTestDb, jobId: string) =>
     conflicts: Number(b.conflicts),
   }))
 
+/** The stored `email` ciphertext of row `id`, replaced by `bytes`. */
+const setEmail = (t: OpsTestDb, id: number, bytes: Buffer) =>
+  t.raw
+    .updateTable(t.table)
+    .set({ email: bytes } as never)
+    .where('id', '=', id)
+    .execute()
+
+/** Alters the stored `email` ciphertext of row `id` in a copy of it; returns the original. */
+async function alterEmail(t: OpsTestDb, id: number, alter: (bytes: Buffer) => void): Promise<Buffer> {
+  const stored = await t.raw
+    .selectFrom(t.table)
+    .select('email')
+    .where('id', '=', id)
+    .executeTakeFirstOrThrow()
+  const original = Buffer.from(stored.email as unknown as Uint8Array)
+  const altered = Buffer.from(original)
+  alter(altered)
+  await setEmail(t, id, altered)
+  return original
+}
+
 describe.each(backends())('ops: a batch written in parts [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
     const t = useOpsTestDb(backend, { rows: ROWS })
@@ -209,20 +231,10 @@ describe.each(backends())('ops: a batch written in parts [$name]', (backend: Bac
       await new Promise((r) => setTimeout(r, t.ttlMs * 2))
       const ids = [...(await emailsById(t.app, t.table)).keys()].sort((a, b) => a - b)
       const odd = ids[400]! // in the second part
-      const stored = await t.raw
-        .selectFrom(t.table)
-        .select('email')
-        .where('id', '=', odd)
-        .executeTakeFirstOrThrow()
-      const original = Buffer.from(stored.email as unknown as Uint8Array)
       // The header's key version (one varint byte after the codec byte) made 99: no such version.
-      const patched = Buffer.from(original)
-      patched[1] = 99
-      await t.raw
-        .updateTable(t.table)
-        .set({ email: patched } as never)
-        .where('id', '=', odd)
-        .execute()
+      const original = await alterEmail(t, odd, (b) => {
+        b[1] = 99
+      })
       const counting = countingOps(t, backend)
       try {
         const job = (await counting.ops.reencrypt(t.table, { batchSize: 1000 })) as JobResult
@@ -239,11 +251,7 @@ describe.each(backends())('ops: a batch written in parts [$name]', (backend: Bac
       // Its email names version 99; its ssn, never written, is still on the former version.
       expect(v.dataVersions).toEqual({ [version]: 2 * ROWS - 2, [version - 1]: 1, 99: 1 })
       // The row's own ciphertext back: the next run moves it too.
-      await t.raw
-        .updateTable(t.table)
-        .set({ email: original } as never)
-        .where('id', '=', odd)
-        .execute()
+      await setEmail(t, odd, original)
       const again = (await t.ops.reencrypt(t.table, { batchSize: 1000 })) as JobResult
       expect(again).toMatchObject({ rewritten: 1, failed: 0 })
       expect(await t.ops.verify(t.table)).toMatchObject({ ok: true, dataVersions: { [version]: 2 * ROWS } })
@@ -255,26 +263,20 @@ describe.each(backends())('ops: a batch written in parts [$name]', (backend: Bac
       const ids = [...(await emailsById(t.app, t.table)).keys()].sort((a, b) => a - b)
       const bad = ids[10]! // in the first part: its tag altered, it does not decrypt
       const odd = ids[400]! // in the second part: names key version 99, so the batch runs twice
-      const originals = new Map<number, Buffer>()
-      for (const [id, alter] of [
-        [bad, (b: Buffer) => (b[b.length - 1]! ^= 1)],
-        [odd, (b: Buffer) => (b[1] = 99)],
-      ] as const) {
-        const stored = await t.raw
-          .selectFrom(t.table)
-          .select('email')
-          .where('id', '=', id)
-          .executeTakeFirstOrThrow()
-        const original = Buffer.from(stored.email as unknown as Uint8Array)
-        originals.set(id, original)
-        const altered = Buffer.from(original)
-        alter(altered)
-        await t.raw
-          .updateTable(t.table)
-          .set({ email: altered } as never)
-          .where('id', '=', id)
-          .execute()
-      }
+      const originals = new Map<number, Buffer>([
+        [
+          bad,
+          await alterEmail(t, bad, (b) => {
+            b[b.length - 1]! ^= 1
+          }),
+        ],
+        [
+          odd,
+          await alterEmail(t, odd, (b) => {
+            b[1] = 99
+          }),
+        ],
+      ])
       const counting = countingOps(t, backend)
       try {
         const job = (await counting.ops.reencrypt(t.table, { batchSize: 1000 })) as JobResult
@@ -285,13 +287,7 @@ describe.each(backends())('ops: a batch written in parts [$name]', (backend: Bac
       } finally {
         await counting.destroy()
       }
-      for (const [id, original] of originals) {
-        await t.raw
-          .updateTable(t.table)
-          .set({ email: original } as never)
-          .where('id', '=', id)
-          .execute()
-      }
+      for (const [id, original] of originals) await setEmail(t, id, original)
       const again = (await t.ops.reencrypt(t.table, { batchSize: 1000 })) as JobResult
       expect(again).toMatchObject({ rewritten: 2, failed: 0 })
       expect(await t.ops.verify(t.table)).toMatchObject({ ok: true, dataVersions: { [version]: 2 * ROWS } })
