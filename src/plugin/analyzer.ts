@@ -18,7 +18,7 @@ import { analyzeSelect } from './analyze-select.js'
 import { analyzeUpdate } from './analyze-update.js'
 import { checkCodec } from './column-rules.js'
 import { DeferredValue } from './deferred-value.js'
-import { collectDeferred, mentionsSchemaTable, relationNames } from './nodes.js'
+import { collectDeferred, mentionsSchemaTable, rawWords, relationNames } from './nodes.js'
 import { EMPTY_PLAN, type PlanOutput, type PostFilter, type QueryPlan } from './plan.js'
 import { refuse } from './refusal.js'
 import { type Relation, Scope } from './scope.js'
@@ -67,6 +67,8 @@ export class Analyzer implements AnalysisContext {
   #root: OperationNode | undefined
   /** Every table, alias and CTE name of the tree, lower-cased: made only when a qualifier is unseen. */
   #relationNames: ReadonlySet<string> | undefined
+  /** Every word of the tree's raw SQL, lower-cased: made only when an unseen qualifier meets an encrypted name. */
+  #rawWords: ReadonlySet<string> | undefined
 
   constructor(
     readonly schema: EncryptedSchema,
@@ -223,22 +225,55 @@ export class Analyzer implements AnalysisContext {
   }
 
   /**
-   * A qualifier no relation in scope answers to, that names a table, alias or CTE elsewhere in
-   * this query (or one of them but for case): either the database rejects the query, after it
-   * has received the parameters, or the plugin's model of the query's scopes is wrong. Both are
-   * refused before anything is sent.
+   * A qualifier no relation in scope answers to. Refused before anything is sent when it names a
+   * table, alias or CTE elsewhere in this query (or one of them but for case), or when it names
+   * nothing of the query at all (no relation, no word of its raw SQL) and the column is named
+   * like an encrypted column or blind index of the schema: a misspelt alias,
+   * `where('x.email', '=', v)`. Either the database rejects the query, after it has received the
+   * parameters (`v` in plaintext), or the plugin's model of the query's scopes is wrong.
+   *
+   * Passed: a column no encrypted table has, and a qualifier that raw SQL of the query may declare
+   * (Kysely's MySQL `jsonArrayFrom` reads `agg.email` from `… as agg` in raw SQL; what raw SQL
+   * holds is checked on its own, raw-operands.ts).
    *
    * @throws QueryRefusedError `AMBIGUOUS_COLUMN`
    */
   checkUnseen(qualifier: string, column: string): void {
     this.#relationNames ??= relationNames(this.#root)
-    if (!this.#relationNames.has(qualifier.toLowerCase())) return
+    const folded = qualifier.toLowerCase()
+    if (this.#relationNames.has(folded)) {
+      throw new QueryRefusedError(
+        'AMBIGUOUS_COLUMN',
+        `"${qualifier}.${column}" names ${qualifier}, which is a relation of this query but not in scope here.`,
+        {
+          hint: `Reference ${qualifier} only where it is in FROM or JOIN (a derived table does not see its siblings without LATERAL), and spell it exactly.`,
+        },
+      )
+    }
+    const info = encryptedNamed(this.schema, column)
+    if (info === undefined) return
+    this.#rawWords ??= rawWords(this.#root)
+    if (this.#rawWords.has(folded)) return
     throw new QueryRefusedError(
       'AMBIGUOUS_COLUMN',
-      `"${qualifier}.${column}" names ${qualifier}, which is a relation of this query but not in scope here.`,
+      `"${qualifier}.${column}" names no relation of this query, and ${column} is named like encrypted column ${info.table.physical}.${info.physical} (or its blind index).`,
       {
-        hint: `Reference ${qualifier} only where it is in FROM or JOIN (a derived table does not see its siblings without LATERAL), and spell it exactly.`,
+        table: info.table.logical,
+        column: info.logical,
+        hint: 'Qualify the column with the table name or alias used in FROM or JOIN, spelt exactly.',
       },
     )
   }
+}
+
+/**
+ * The encrypted column of some table of `schema` that `column` names (itself, its blind index, or
+ * either but for case: MySQL's rule), if any.
+ */
+function encryptedNamed(schema: EncryptedSchema, column: string): ColumnInfo | undefined {
+  for (const table of schema.tables.values()) {
+    const info = table.column(column) ?? table.indexColumn(column)?.column ?? table.columnIgnoringCase(column)
+    if (info !== undefined) return info
+  }
+  return undefined
 }

@@ -360,6 +360,27 @@ export function relationNames(root: OperationNode | undefined): ReadonlySet<stri
   return names
 }
 
+/**
+ * Every word (identifier, quoted or not) of the raw SQL fragments in the tree, lower-cased: the
+ * names raw SQL may declare a relation by. A walk of the whole tree, on the same rare path as
+ * {@link relationNames}.
+ */
+export function rawWords(root: OperationNode | undefined): ReadonlySet<string> {
+  const words = new Set<string>()
+  if (root === undefined) return words
+  forEachRelationNode(root, (n) => {
+    if (n.kind !== 'RawNode') return undefined
+    for (const fragment of (n as unknown as { sqlFragments: readonly string[] }).sqlFragments) {
+      for (const m of fragment.matchAll(WORD)) words.add((m[1] ?? m[2] ?? m[3] ?? '').toLowerCase())
+    }
+    return undefined
+  })
+  return words
+}
+
+/** A word of SQL text: "quoted", `quoted`, or bare. */
+const WORD = /"((?:[^"]|"")+)"|`([^`]+)`|([A-Za-z_][\w$]*)/g
+
 /** An encrypted column of the first encrypted table the tree reads (FROM, JOIN), at any depth, if any. */
 export function firstEncryptedColumn(node: OperationNode, schema: EncryptedSchema): ColumnInfo | undefined {
   let found: ColumnInfo | undefined

@@ -374,6 +374,30 @@ const CASES: readonly RefusalCase[] = [
         .where(`${u}.email` as never, '=', SECRET as never),
   },
   {
+    name: 'a qualifier that names no relation of the query (a misspelt alias) on an encrypted column',
+    code: 'AMBIGUOUS_COLUMN',
+    table: ['users', 'orders'],
+    column: 'email',
+    operator: undefined,
+    build: (db, u) =>
+      db
+        .selectFrom(`${u} as u1`)
+        .select('u1.id')
+        .where('x.email' as never, '=', SECRET as never),
+  },
+  {
+    name: 'a qualifier that names no relation of the query, on a blind index spelt in another case',
+    code: 'AMBIGUOUS_COLUMN',
+    table: 'users',
+    column: 'ssn',
+    operator: undefined,
+    build: (db, u) =>
+      db
+        .selectFrom(u)
+        .select('id')
+        .where('nope.SSN_BIDX' as never, '=', SECRET_SSN as never),
+  },
+  {
     name: 'an unqualified name in a subquery that would resolve to the enclosing encrypted table',
     code: 'AMBIGUOUS_COLUMN',
     table: 'users',

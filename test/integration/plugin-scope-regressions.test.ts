@@ -1,5 +1,7 @@
 import { sql } from 'kysely'
+import * as mysqlHelpers from 'kysely/helpers/mysql'
 import { describe, expect, it } from 'vitest'
+import { QueryRefusedError } from '../../src/index.js'
 import { type AnyEb, describeScopeRegressions } from './scope-regressions-suite.js'
 
 describeScopeRegressions('writes, CTEs, aliases', ({ db, refused, u, o, p, pgFamily }) => {
@@ -240,6 +242,38 @@ describeScopeRegressions('writes, CTEs, aliases', ({ db, refused, u, o, p, pgFam
           .orderBy('id')
           .execute(),
       ).toEqual([{ id: 2, email: 'bob@x.io' }])
+    })
+
+    it('a qualifier that names nothing of the query is refused on an encrypted name, passed on any other', async () => {
+      // A misspelt alias: the database would reject the query after receiving the value.
+      await refused(
+        db
+          .selectFrom(`${u} as a`)
+          .select('a.id')
+          .where('x.email' as never, '=', 'ada@x.io' as never),
+        'AMBIGUOUS_COLUMN',
+      )
+      await refused(db.selectFrom(`${u} as a`).select('x.email_bidx' as never), 'AMBIGUOUS_COLUMN')
+      // A column no encrypted table has: the plugin has nothing to protect; the database rejects it.
+      const plain = await db
+        .selectFrom(p)
+        .select('id')
+        .where('x.label' as never, '=', 'one' as never)
+        .execute()
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        )
+      expect(plain).toBeInstanceOf(Error)
+      expect(plain).not.toBeInstanceOf(QueryRefusedError)
+      // A qualifier raw SQL declares: MySQL's jsonArrayFrom reads agg.email from "… as agg".
+      // Compiled only (the plugin runs at compile time): MariaDB lacks its `cast(… as json)`.
+      const compiled = db
+        .selectNoFrom((eb) =>
+          mysqlHelpers.jsonArrayFrom(eb.selectFrom(p).select(['id', 'label as email'])).as('list'),
+        )
+        .compile()
+      expect(compiled.sql).toMatch(/agg.\..email/)
     })
 
     it('a qualifier naming a relation of the query that is not in scope there is refused', async () => {
