@@ -255,6 +255,10 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
     const omittedHere: string[] = []
     const context = contextColumns(physical, logical, columns, options.tables?.[physical]?.context)
     for (const name of context) refuseDottedColumn(physical, logical, name)
+    // The jobs page and write by the primary key, named through Kysely.
+    for (const name of typeof primaryKey === 'string' ? [primaryKey] : primaryKey) {
+      refuseDottedColumn(physical, logical, name)
+    }
     const keyScope = keyScopeOf(physical, logical, context, options.tables?.[physical]?.keyScope)
     const table: TableInfo = {
       physical,

@@ -19,7 +19,7 @@ describe('encryptedSchema: physical column names', () => {
     expect((error as Error).message).toContain(`t.${name}: a column name containing "."`)
   }
 
-  it('refuses an encrypted column, a blind index, a rotation slot, a storedAs name or a context column holding "."', () => {
+  it('refuses an encrypted column, a blind index, a rotation slot, a storedAs name, a context column or a primary-key column holding "."', () => {
     refused(() => encryptedSchema({ t: { 'a.b': encrypted.text() } }), 'a.b')
     refused(() => encryptedSchema({ t: { a: encrypted.text({ index: { name: 'a.bidx' } }) } }), 'a.bidx')
     refused(
@@ -31,6 +31,14 @@ describe('encryptedSchema: physical column names', () => {
     refused(
       () => encryptedSchema({ t: { a: encrypted.text() } }, { tables: { t: { context: ['tenant.id'] } } }),
       'tenant.id',
+    )
+    refused(
+      () => encryptedSchema({ t: { a: encrypted.text() } }, { tables: { t: { primaryKey: 'row.id' } } }),
+      'row.id',
+    )
+    refused(
+      () => encryptedSchema({ t: { a: encrypted.text() } }, { tables: { t: { primaryKey: ['id', 'x.y'] } } }),
+      'x.y',
     )
   })
 
