@@ -3,8 +3,10 @@ import type { AnalysisContext } from './analysis-context.js'
 import { whereNode } from './analyze-conditions.js'
 import { opaque } from './analyze-expressions.js'
 import { firstColumn } from './column-rules.js'
-import { firstEncryptedColumn, rebuild, rebuildList } from './nodes.js'
+import { rebuild, rebuildList } from './nodes.js'
+import { tableNamedIn } from './raw-text.js'
 import { refuse } from './refusal.js'
+import { firstEncryptedColumn } from './relation-names.js'
 import { encryptedColumnOf, PendingCte, Scope } from './scope.js'
 import { identifierName, rawTable, tableName } from './table-names.js'
 
@@ -45,6 +47,7 @@ export function withClause(a: AnalysisContext, node: WithNode, scope: Scope): Wi
       })
     : undefined
   const expressions = rebuildList(node.expressions, (cte: CommonTableExpressionNode) => {
+    refuseRawTable(a, cte.expression)
     const result = a.query(cte.expression, scope, 'derived')
     const { name } = tableName(cte.name.table)
     const annotated = firstColumn(result.outputs)
@@ -99,27 +102,54 @@ export function fromItem(
       // A derived table: its own scope sees the enclosing query's tables (not its siblings),
       // and every CTE of this query.
       const result = a.query(alias.node, parent, 'derived', scope)
+      if (alias.alias.kind !== 'IdentifierNode') {
+        // `.as(sql\`t(a, b)\`)`: raw SQL names the relation and may rename its outputs.
+        const carried = encryptedColumnOf(result.outputs)
+        if (carried !== undefined)
+          throw refuse(carried, 'raw sql', 'a derived table named by raw SQL; use .as(name)')
+        return rebuild(alias, { node: result.node })
+      }
       scope.addDerived(identifierName(alias.alias), result.outputs, result.names)
       return rebuild(alias, { node: result.node })
     }
   }
+  refuseRawAlias(a, node)
   if (scope.addTable(node, write) !== undefined) return node
   refuseRawTable(a, node)
   return opaque(a, node, scope, 'expression')
 }
 
 /**
- * A FROM, JOIN or written table given as raw SQL (other than a bare `sql.table(…)`) that names
- * an encrypted table: the plugin cannot tell which relation it makes, so it could neither
- * rewrite conditions on it nor decrypt its columns.
+ * A FROM, JOIN, CTE or written table given as raw SQL (other than a bare `sql.table(…)`) that
+ * names an encrypted table (through `sql.table`, or in its text: raw-text.ts `tableNamedIn`): the
+ * plugin cannot tell which relation it makes, so it could neither rewrite conditions on it nor
+ * decrypt its columns.
  *
  * @throws QueryRefusedError `QUERY_REFUSED`
  */
 export function refuseRawTable(a: AnalysisContext, node: OperationNode): void {
   if (node.kind !== 'RawNode') return
-  const read = firstEncryptedColumn(node, a.schema)
+  const read =
+    firstEncryptedColumn(node, a.schema) ?? tableNamedIn(node, a.schema)?.columns.values().next().value
   if (read !== undefined)
     throw refuse(read, 'raw sql', 'a table in raw SQL; use the table name, or sql.table() alone')
+}
+
+/**
+ * An encrypted table aliased by raw SQL (`sql\`${sql.table('users')}\`.as(sql\`t(a, b)\`)`): the
+ * raw SQL names the relation and may rename its columns, so the plugin could not follow them.
+ *
+ * @throws QueryRefusedError `QUERY_REFUSED`
+ */
+function refuseRawAlias(a: AnalysisContext, node: OperationNode): void {
+  if (node.kind !== 'AliasNode' || (node as AliasNode).alias.kind === 'IdentifierNode') return
+  const inner = (node as AliasNode).node
+  const table = inner.kind === 'TableNode' ? inner : rawTable(inner)
+  if (table === undefined) return
+  const { schema, name } = tableName(table)
+  const info = a.schema.table(name, schema)?.columns.values().next().value
+  if (info !== undefined)
+    throw refuse(info, 'raw sql', 'an encrypted table aliased by raw SQL; use .as(name)')
 }
 
 /** A JOIN: its table (seeing this level under LATERAL) and its ON condition. */

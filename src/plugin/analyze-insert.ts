@@ -17,13 +17,13 @@ import {
   DEFAULT,
   DEFAULT_NODE,
   EXPRESSION,
-  firstEncryptedColumn,
   LITERAL,
   nodeValue,
   rebuild,
   valueNode,
 } from './nodes.js'
 import { refuse } from './refusal.js'
+import { firstEncryptedColumn } from './relation-names.js'
 import type { Scope, Source } from './scope.js'
 import { identifierName } from './table-names.js'
 

@@ -18,9 +18,10 @@ import { analyzeSelect } from './analyze-select.js'
 import { analyzeUpdate } from './analyze-update.js'
 import { checkCodec } from './column-rules.js'
 import { DeferredValue } from './deferred-value.js'
-import { collectDeferred, mentionsSchemaTable, rawWords, relationNames } from './nodes.js'
+import { collectDeferred, mentionsSchemaTable } from './nodes.js'
 import { EMPTY_PLAN, type PlanOutput, type PostFilter, type QueryPlan } from './plan.js'
 import { refuse } from './refusal.js'
+import { rawWordsIn, relationNames } from './relation-names.js'
 import { type Relation, Scope } from './scope.js'
 import { columnsOf, type TableColumns } from './table-columns.js'
 
@@ -67,7 +68,7 @@ export class Analyzer implements AnalysisContext {
   #root: OperationNode | undefined
   /** Every table, alias and CTE name of the tree, lower-cased: made only when a qualifier is unseen. */
   #relationNames: ReadonlySet<string> | undefined
-  /** Every word of the tree's raw SQL, lower-cased: made only when an unseen qualifier meets an encrypted name. */
+  /** Every identifier of the tree's raw SQL, lower-cased: made only when a qualifier is unseen. */
   #rawWords: ReadonlySet<string> | undefined
 
   constructor(
@@ -225,16 +226,16 @@ export class Analyzer implements AnalysisContext {
   }
 
   /**
-   * A qualifier no relation in scope answers to. Refused before anything is sent when it names a
-   * table, alias or CTE elsewhere in this query (or one of them but for case), or when it names
-   * nothing of the query at all (no relation, no word of its raw SQL) and the column is named
-   * like an encrypted column or blind index of the schema: a misspelt alias,
-   * `where('x.email', '=', v)`. Either the database rejects the query, after it has received the
-   * parameters (`v` in plaintext), or the plugin's model of the query's scopes is wrong.
-   *
-   * Passed: a column no encrypted table has, and a qualifier that raw SQL of the query may declare
-   * (Kysely's MySQL `jsonArrayFrom` reads `agg.email` from `… as agg` in raw SQL; what raw SQL
-   * holds is checked on its own, raw-operands.ts).
+   * A qualifier no relation in scope answers to, in a query that reads or writes an encrypted
+   * table: refused before anything is sent, unless it is a word of raw SQL in the query, which
+   * may declare it (Kysely's MySQL `jsonArrayFrom` reads `agg.email` from `… as agg`;
+   * `` sql`audit a` ``; see `rawWords` in raw-text.ts; what raw SQL holds is checked on its own,
+   * raw-operands.ts). Either it names a table, alias or CTE elsewhere in this query (or one of
+   * them but for case), or nothing of the query at all (a misspelt alias,
+   * `where('x.email', '=', v)`, or `x.contact` of a derived table's name for an encrypted
+   * column): the database rejects the query only after it has received the parameters (`v` in
+   * plaintext), or the plugin's model of the query's scopes is wrong. Any column: a derived
+   * table's output may carry an encrypted column under any name.
    *
    * @throws QueryRefusedError `AMBIGUOUS_COLUMN`
    */
@@ -250,16 +251,14 @@ export class Analyzer implements AnalysisContext {
         },
       )
     }
-    const info = encryptedNamed(this.schema, column)
-    if (info === undefined) return
-    this.#rawWords ??= rawWords(this.#root)
+    this.#rawWords ??= rawWordsIn(this.#root)
     if (this.#rawWords.has(folded)) return
+    const info = encryptedNamed(this.schema, column)
     throw new QueryRefusedError(
       'AMBIGUOUS_COLUMN',
-      `"${qualifier}.${column}" names no relation of this query, and ${column} is named like encrypted column ${info.table.physical}.${info.physical} (or its blind index).`,
+      `"${qualifier}.${column}" names no relation of this query${info === undefined ? '' : `, and ${column} is named like encrypted column ${info.table.physical}.${info.physical} (or its blind index)`}.`,
       {
-        table: info.table.logical,
-        column: info.logical,
+        ...(info === undefined ? {} : { table: info.table.logical, column: info.logical }),
         hint: 'Qualify the column with the table name or alias used in FROM or JOIN, spelt exactly.',
       },
     )
@@ -267,13 +266,17 @@ export class Analyzer implements AnalysisContext {
 }
 
 /**
- * The encrypted column of some table of `schema` that `column` names (itself, its blind index, or
- * either but for case: MySQL's rule), if any.
+ * The encrypted column of some table of `schema` that `column` names (itself, its blind index, the
+ * name queries use for it when it is stored under another, or any of them but for case: MySQL's
+ * rule), if any: only to name it in the refusal.
  */
 function encryptedNamed(schema: EncryptedSchema, column: string): ColumnInfo | undefined {
+  const folded = column.toLowerCase()
   for (const table of schema.tables.values()) {
     const info = table.column(column) ?? table.indexColumn(column)?.column ?? table.columnIgnoringCase(column)
     if (info !== undefined) return info
+    // The name queries use for a column stored under another (storedAs, in the plugin's view).
+    for (const c of table.columns.values()) if (c.mapped?.name.toLowerCase() === folded) return c
   }
   return undefined
 }

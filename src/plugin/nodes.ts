@@ -1,7 +1,8 @@
 import type { InsertQueryNode, OperationNode, ReferenceNode } from 'kysely'
-import type { ColumnInfo, EncryptedSchema } from '../schema/schema.js'
+import type { EncryptedSchema } from '../schema/schema.js'
 import { type DeferredValue, isDeferred } from './deferred-value.js'
 import { someChild } from './node-utils.js'
+import { RELATION_HOLDERS, rawTableItem } from './raw-text.js'
 import { identifierName, tableName } from './table-names.js'
 
 /**
@@ -279,6 +280,8 @@ export function mentionsSchemaTable(root: OperationNode, schema: EncryptedSchema
   while (stack.length > 0) {
     const node = stack.pop() as Record<string, unknown>
     if (isDeferred(node)) return true
+    if (RELATION_HOLDERS.has(node.kind as string) && rawTableItem(node as unknown as OperationNode, schema))
+      return true
     if (node.kind === 'TableNode') {
       const { schema: s, name } = tableName(node as unknown as OperationNode)
       // A name that differs only in case goes to the analyzer too, which refuses it.
@@ -322,73 +325,4 @@ function namesSchemaTableFirst(root: OperationNode, schema: EncryptedSchema): bo
   if (table.kind !== 'TableNode') return false
   const { schema: s, name } = tableName(table)
   return schema.table(name, s) !== undefined
-}
-
-/**
- * Calls `visit` on every node of the tree, depth first, except column references and what they
- * hold (a reference's qualifier names a relation; it does not declare or read one).
- */
-function forEachRelationNode(root: OperationNode, visit: (n: OperationNode) => boolean | undefined): void {
-  const stack: OperationNode[] = [root]
-  while (stack.length > 0) {
-    const n = stack.pop() as OperationNode
-    if (n.kind === 'ReferenceNode') continue
-    if (visit(n) === true) return
-    someChild(n, (child) => {
-      stack.push(child)
-      return false
-    })
-  }
-}
-
-/**
- * Every table name, alias and CTE name the tree declares (FROM, JOIN, INTO, UPDATE, WITH; not
- * the qualifiers of column references), lower-cased. A walk of the whole tree: only called on
- * the rare path of a qualifier no relation in scope answers to.
- */
-export function relationNames(root: OperationNode | undefined): ReadonlySet<string> {
-  const names = new Set<string>()
-  if (root === undefined) return names
-  forEachRelationNode(root, (n) => {
-    if (n.kind === 'TableNode') names.add(tableName(n).name.toLowerCase())
-    if (n.kind === 'AliasNode') {
-      const alias = (n as unknown as { alias: OperationNode }).alias
-      if (alias.kind === 'IdentifierNode') names.add(identifierName(alias).toLowerCase())
-    }
-    return undefined
-  })
-  return names
-}
-
-/**
- * Every word (identifier, quoted or not) of the raw SQL fragments in the tree, lower-cased: the
- * names raw SQL may declare a relation by. A walk of the whole tree, on the same rare path as
- * {@link relationNames}.
- */
-export function rawWords(root: OperationNode | undefined): ReadonlySet<string> {
-  const words = new Set<string>()
-  if (root === undefined) return words
-  forEachRelationNode(root, (n) => {
-    if (n.kind !== 'RawNode') return undefined
-    for (const fragment of (n as unknown as { sqlFragments: readonly string[] }).sqlFragments) {
-      for (const m of fragment.matchAll(WORD)) words.add((m[1] ?? m[2] ?? m[3] ?? '').toLowerCase())
-    }
-    return undefined
-  })
-  return words
-}
-
-/** A word of SQL text: "quoted", `quoted`, or bare. */
-const WORD = /"((?:[^"]|"")+)"|`([^`]+)`|([A-Za-z_][\w$]*)/g
-
-/** An encrypted column of the first encrypted table the tree reads (FROM, JOIN), at any depth, if any. */
-export function firstEncryptedColumn(node: OperationNode, schema: EncryptedSchema): ColumnInfo | undefined {
-  let found: ColumnInfo | undefined
-  forEachRelationNode(node, (n) => {
-    if (n.kind !== 'TableNode') return undefined
-    const { schema: s, name } = tableName(n)
-    found = schema.table(name, s)?.columns.values().next().value
-    return found !== undefined
-  })
-  return found
 }

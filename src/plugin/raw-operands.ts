@@ -1,6 +1,7 @@
 import type { OperationNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
 import type { ColumnInfo } from '../schema/schema.js'
+import { CHAIN, fragmentsOf, PART, unquote } from './raw-text.js'
 import type { Relation, Scope } from './scope.js'
 import { wholeRowColumn, wholeRowError } from './whole-row.js'
 
@@ -14,9 +15,6 @@ import { wholeRowColumn, wholeRowError } from './whole-row.js'
  * refuses; raw SQL naming plain columns of the same tables passes.
  */
 
-const IDENT = String.raw`(?:"(?:[^"]|"")+"|\x60[^\x60]+\x60|[A-Za-z_][\w$]*)`
-const CHAIN = new RegExp(String.raw`${IDENT}(?:\s*\.\s*${IDENT})*`, 'g')
-const PART = new RegExp(IDENT, 'g')
 /** Words after which a name is a table being read or locked, not a whole-row value. */
 const TABLE_CONTEXT = new Set(['from', 'join', 'of', 'update', 'into', 'table', 'using', 'as'])
 
@@ -25,7 +23,7 @@ const TABLE_CONTEXT = new Set(['from', 'join', 'of', 'update', 'into', 'table', 
  *   scope, or a relation carrying one as a whole-row value
  */
 export function checkRawText(scope: Scope, node: OperationNode): void {
-  const fragments = (node as unknown as { sqlFragments: readonly string[] }).sqlFragments
+  const fragments = fragmentsOf(node)
   if (fragments.every((f) => f.trim() === '')) return
   // Parameters stand between fragments; string literals hold no names.
   const text = fragments.join(' ? ').replace(/'(?:[^']|'')*'/g, "''")
@@ -58,12 +56,6 @@ export function checkRawText(scope: Scope, node: OperationNode): void {
         : scope.schema.table(qualifier)?.columnIgnoringCase(last)
     if (column !== undefined) throw rawOperandError(column, `${qualifier}.${last}`)
   }
-}
-
-function unquote(part: string): string {
-  if (part.startsWith('"')) return part.slice(1, -1).replaceAll('""', '"')
-  if (part.startsWith('`')) return part.slice(1, -1)
-  return part
 }
 
 /** An encrypted column named `name` (ignoring case) of a relation reachable without a qualifier. */

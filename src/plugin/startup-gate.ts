@@ -3,7 +3,7 @@ import { checkMigrationState } from '../schema/migration-state.js'
 import type { EncryptedSchema } from '../schema/schema.js'
 import { type VerifySchemaOptions, verifySchema } from '../schema/verify-schema.js'
 import { ROW_STATEMENTS } from './migrated-nodes.js'
-import { relationNames } from './nodes.js'
+import { relationNames } from './relation-names.js'
 import { SchemaGate } from './schema-gate.js'
 
 /**

@@ -2,9 +2,14 @@ import type { OperationNode } from 'kysely'
 
 /** Names in Kysely's node tree: identifiers, tables, and a raw node that stands for a table. */
 
-/** The name of an `IdentifierNode` (or anything with a `name`). */
+/**
+ * The name of an `IdentifierNode` (or anything with a `name`). Always a string: Kysely wraps a
+ * non-string alias given where a name is typed (a query builder's `.as(sql\`…\`)`) in an
+ * identifier as it is.
+ */
 export function identifierName(node: OperationNode): string {
-  return (node as unknown as { name: string }).name
+  const name = (node as unknown as { name: unknown }).name
+  return typeof name === 'string' ? name : String(name)
 }
 
 /**

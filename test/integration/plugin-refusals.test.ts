@@ -398,6 +398,51 @@ const CASES: readonly RefusalCase[] = [
         .where('nope.SSN_BIDX' as never, '=', SECRET_SSN as never),
   },
   {
+    name: 'an encrypted table named in raw SQL as a FROM item (sql`users`.as(…))',
+    table: 'users',
+    column: 'email',
+    operator: 'raw sql',
+    build: (db, u) =>
+      db
+        .selectFrom(sql`${sql.raw(u)}`.as('q') as never)
+        .select('q.id' as never)
+        .where('q.email' as never, '=', SECRET as never),
+  },
+  {
+    name: 'an encrypted table named through sql.id in a raw FROM item',
+    table: 'users',
+    column: 'email',
+    operator: 'raw sql',
+    build: (db, u) =>
+      db
+        .selectFrom(sql`${sql.id(u)}`.as('q') as never)
+        .select('q.id' as never)
+        .where('q.email' as never, '=', SECRET as never),
+  },
+  {
+    name: 'a CTE written as raw SQL that reads an encrypted table',
+    table: 'users',
+    column: 'email',
+    operator: 'raw sql',
+    build: (db, u) =>
+      db
+        .with('c', () => sql`select id, email from ${sql.raw(u)}`)
+        .selectFrom('c' as never)
+        .select('c.id' as never)
+        .where('c.email' as never, '=', SECRET as never),
+  },
+  {
+    name: 'an encrypted table aliased by raw SQL (a column list)',
+    table: 'users',
+    column: 'email',
+    operator: 'raw sql',
+    build: (db, u) =>
+      db
+        .selectFrom(sql`${sql.table(u)}`.as(sql`t(a, b, c)`) as never)
+        .selectAll()
+        .where(sql.ref('t.b'), '=', SECRET),
+  },
+  {
     name: 'an unqualified name in a subquery that would resolve to the enclosing encrypted table',
     code: 'AMBIGUOUS_COLUMN',
     table: 'users',

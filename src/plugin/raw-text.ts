@@ -1,0 +1,170 @@
+import type { OperationNode } from 'kysely'
+import type { EncryptedSchema, TableInfo } from '../schema/schema.js'
+import { identifierName, tableName } from './table-names.js'
+
+/**
+ * The words of raw SQL (`sql\`…\``) as the plugin reads them: what raw-operands.ts matches against
+ * the names in scope, and which relation names raw SQL declares (analyzer.ts). Never a parser:
+ * over-matching may only make the plugin refuse more.
+ */
+
+/** One identifier: "quoted" (`""` inside), `quoted`, or bare (any letter, digit, `_`, `$`). */
+export const IDENT = String.raw`(?:"(?:[^"]|"")+"|\x60(?:[^\x60]|\x60\x60)+\x60|[\p{L}_][\p{L}\p{N}_$]*)`
+/** A dotted chain of identifiers (`schema.table.column`). */
+export const CHAIN = new RegExp(String.raw`${IDENT}(?:\s*\.\s*${IDENT})*`, 'gu')
+/** One identifier of a chain. */
+export const PART = new RegExp(IDENT, 'gu')
+
+/** An identifier as the database reads it: quotes removed, doubled quotes made single. */
+export function unquote(part: string): string {
+  if (part.startsWith('"')) return part.slice(1, -1).replaceAll('""', '"')
+  if (part.startsWith('`')) return part.slice(1, -1).replaceAll('``', '`')
+  return part
+}
+
+/** The SQL fragments of a raw node. */
+export function fragmentsOf(node: OperationNode): readonly string[] {
+  return (node as unknown as { sqlFragments: readonly string[] }).sqlFragments
+}
+
+/**
+ * The text of a raw node with a `?` where each parameter stands, and string literals (`'…'`,
+ * `$tag$…$tag$`) and comments (`-- …`, `/* … *\/`) blanked, read left to right (a quoted
+ * identifier is kept whole, so a quote inside it starts nothing). For {@link rawWords}, whose
+ * every word lets a reference through: blanking too much is the safe side (a backslash is taken
+ * to escape a quote, as on MySQL).
+ */
+function rawText(node: OperationNode): string {
+  return fragmentsOf(node)
+    .join(' ? ')
+    .replace(
+      /"(?:[^"]|"")*"|`(?:[^`]|``)*`|\$([\p{L}\p{N}_]*)\$[\s\S]*?\$\1\$|'(?:[^'\\]|''|\\.)*'|--[^\n]*|#[^\n]*|\/\*[\s\S]*?\*\//gu,
+      (m) => (m.startsWith('"') || m.startsWith('`') ? m : ' '),
+    )
+}
+
+/**
+ * Adds to `into` every identifier (lower-cased) the raw SQL of `node` itself holds outside
+ * literals and comments, and the names `sql.id(…)` parameters stand for: the names raw SQL may
+ * declare a relation by (`… as agg` in Kysely's MySQL `jsonArrayFrom`, `audit a`,
+ * `` sql`unnest(${list}) as ${sql.id('x')}(n)` ``). A raw alias (`.as(sql\`t(email)\`)`) is a
+ * raw node too.
+ */
+export function rawWords(node: OperationNode, into: Set<string>): void {
+  if (node.kind !== 'RawNode') return
+  for (const m of rawText(node).matchAll(PART)) into.add(unquote(m[0]).toLowerCase())
+  for (const p of parametersOf(node)) {
+    const name = identifierOf(p)
+    if (name !== undefined) into.add(name.toLowerCase())
+  }
+}
+
+function parametersOf(node: OperationNode): readonly OperationNode[] {
+  return (node as unknown as { parameters: readonly OperationNode[] }).parameters
+}
+
+/** The name `sql.id(…)` (its last part) or a bare identifier stands for, if `node` is one. */
+function identifierOf(node: OperationNode): string | undefined {
+  if (node.kind === 'IdentifierNode') return identifierName(node)
+  if (node.kind !== 'RawNode') return undefined
+  const parts = parametersOf(node)
+  const last = parts[parts.length - 1]
+  if (last === undefined || last.kind !== 'IdentifierNode') return undefined
+  return fragmentsOf(node).every((f) => f === '' || f === '.') ? identifierName(last) : undefined
+}
+
+/**
+ * The whole text of a raw node as sent: its fragments with each parameter's own text between
+ * them (`sql.id`, `sql.ref`, `sql.table`, `sql.raw` and nested raw SQL by their names, any other
+ * parameter as `?`). Nothing blanked.
+ */
+function sentText(node: OperationNode): string {
+  const fragments = fragmentsOf(node)
+  const parameters = parametersOf(node)
+  let text = fragments[0] ?? ''
+  for (let i = 0; i < parameters.length; i++) {
+    const p = parameters[i] as OperationNode
+    text += `${namesOf(p)}${fragments[i + 1] ?? ''}`
+  }
+  return text
+}
+
+/** The text a parameter of raw SQL sends, as far as names go (a value is sent as `?`). */
+function namesOf(p: OperationNode): string {
+  switch (p.kind) {
+    case 'IdentifierNode':
+      return identifierName(p)
+    case 'RawNode':
+      return sentText(p)
+    case 'TableNode': {
+      const { schema, name } = tableName(p)
+      return schema === undefined ? name : `${schema}.${name}`
+    }
+    case 'ColumnNode':
+      return identifierName((p as unknown as { column: OperationNode }).column)
+    case 'ReferenceNode': {
+      const ref = p as unknown as { table?: OperationNode; column: OperationNode }
+      return `${ref.table === undefined ? '' : `${namesOf(ref.table)}.`}${namesOf(ref.column)}`
+    }
+    default:
+      return ' ? '
+  }
+}
+
+/** A run of identifier characters: the words {@link tableNamedIn} looks up. */
+const WORD_SPLIT = /[^\p{L}\p{M}\p{N}_$]+/u
+
+/**
+ * An encrypted table whose name (exactly, after a schema name, or but for case) is a word of the
+ * text raw node `node` sends (see {@link sentText}), if any. Generous on purpose: every word
+ * counts, in literals and comments too, so raw SQL that reads an encrypted table as a FROM, JOIN,
+ * CTE or written table reaches the analyzer (nodes.ts `mentionsSchemaTable`) and is refused
+ * there (analyze-from.ts `refuseRawTable`); a raw FROM item that only mentions such a name is
+ * refused too. Only called on raw nodes in those places.
+ */
+export function tableNamedIn(node: OperationNode, schema: EncryptedSchema): TableInfo | undefined {
+  let previous: string | undefined
+  for (const word of sentText(node).split(WORD_SPLIT)) {
+    if (word === '') continue
+    const table = schema.table(word, previous) ?? schema.tableIgnoringCase(word)
+    if (table !== undefined) return table
+    previous = word
+  }
+  return undefined
+}
+
+/** Nodes that hold FROM, JOIN, CTE or written-table items (see {@link rawTableItem}). */
+export const RELATION_HOLDERS = new Set([
+  'FromNode',
+  'UsingNode',
+  'JoinNode',
+  'UpdateQueryNode',
+  'CommonTableExpressionNode',
+])
+
+/**
+ * True when one of the relation items `holder` holds is raw SQL (aliased or not) whose text names
+ * an encrypted table (`selectFrom(sql\`users\`.as('u'))`, `with('c', () => sql\`select … from
+ * users\`)`): the query goes to the analyzer, which refuses it (analyze-from.ts `refuseRawTable`).
+ */
+export function rawTableItem(holder: OperationNode, schema: EncryptedSchema): boolean {
+  const h = holder as unknown as {
+    froms?: readonly OperationNode[]
+    tables?: readonly OperationNode[]
+    table?: OperationNode
+    expression?: OperationNode
+  }
+  const items =
+    holder.kind === 'FromNode'
+      ? h.froms
+      : holder.kind === 'UsingNode'
+        ? h.tables
+        : holder.kind === 'CommonTableExpressionNode'
+          ? [h.expression]
+          : [h.table]
+  for (const item of items ?? []) {
+    const inner = item?.kind === 'AliasNode' ? (item as unknown as { node: OperationNode }).node : item
+    if (inner?.kind === 'RawNode' && tableNamedIn(inner, schema) !== undefined) return true
+  }
+  return false
+}
