@@ -80,11 +80,22 @@ export function ref(r: Relation, c: ScopeColumn): string {
   return `${r.q}.${c.name}`
 }
 
-/** A reference to `c` of `r`: qualified, or sometimes bare when no other relation in scope has the name. */
+/**
+ * A reference to `c` of `r`: qualified, or sometimes bare when no other relation in scope has the
+ * name; rarely qualified by a name no relation has (a misspelt alias: the database rejects the
+ * statement, so the plugin must refuse it or send it without a plaintext).
+ */
 export function refIn(g: Gen, scope: readonly Relation[], r: Relation, c: ScopeColumn): string {
+  if (g.chance(1)) {
+    g.feature('qualifier naming nothing')
+    return `${UNKNOWN_QUALIFIER}.${c.name}`
+  }
   const holders = scope.filter((x) => x.cols.some((y) => y.name === c.name)).length
   return holders === 1 && g.chance(20) ? c.name : ref(r, c)
 }
+
+/** A qualifier no relation of any generated query has. */
+const UNKNOWN_QUALIFIER = 'nowhere'
 
 /** Column names of the schema, used as aliases of other columns (an encrypted column named like a plaintext one, and back). */
 export const ALIASES = ['email', 'name', 'ssn', 'item', 'label', 'secret', 'age', 'amount']

@@ -82,7 +82,8 @@ export async function runCase(fuzz: FuzzDb, c: FuzzCase): Promise<Verdict> {
       return {
         kind: 'refused',
         code: `${err.code}${err.operator === undefined ? '' : ` (${err.operator})`}`,
-        plaintextOnly: !c.touchesEncrypted,
+        // A statement the oracle also rejects (invalid SQL) may be refused instead.
+        plaintextOnly: !c.touchesEncrypted && o === undefined,
       }
     }
     if (o !== undefined && e !== undefined) return { kind: 'both-error' }
