@@ -7,7 +7,7 @@ import { opaque } from './analyze-expressions.js'
 import { refuseRawTable, statementScope } from './analyze-from.js'
 import { returning } from './analyze-selections.js'
 import { mismatchedIndex, updates } from './analyze-set-items.js'
-import { exact, sourceIn } from './column-rules.js'
+import { exact, refuseDottedName, sourceIn } from './column-rules.js'
 import { conflictTarget } from './conflict-target.js'
 import { checkBoundTo, insertRowContext } from './context-writes.js'
 import { DeferredValue, isDeferred } from './deferred-value.js'
@@ -25,7 +25,7 @@ import {
 import { refuse } from './refusal.js'
 import { firstEncryptedColumn } from './relation-names.js'
 import type { Scope, Source } from './scope.js'
-import { identifierName } from './table-names.js'
+import { identifierName, unparsedAlias } from './table-names.js'
 
 /**
  * How an INSERT is analyzed: plaintext written to an encrypted column becomes a deferred
@@ -41,6 +41,7 @@ export const analyzeInsert: StatementAnalysis<InsertQueryNode> = (a, node, paren
   const { scope, patch } = statementScope(a, node, parent, ctes)
   const relation = node.into ? scope.addTable(node.into, true) : undefined
   if (node.into !== undefined && relation === undefined) refuseRawTable(a, node.into)
+  if (relation !== undefined && relation.table === undefined) refuseUnparsedAlias(a, relation.name)
   const table = relation?.table
   if (table === undefined) {
     // No encrypted column to write: the values (and subqueries in them) are walked like any expression.
@@ -87,6 +88,21 @@ export const analyzeInsert: StatementAnalysis<InsertQueryNode> = (a, node, paren
   return returning(a, node, scope, role, patch)
 }
 
+/**
+ * `insertInto('users as u')`: Kysely takes the whole string for the table's name (an INSERT has
+ * no alias there), so the plugin would not see the encrypted table and the database would get
+ * the values, unencrypted, for a table it then does not find.
+ *
+ * @throws QueryRefusedError `QUERY_REFUSED`
+ */
+function refuseUnparsedAlias(a: AnalysisContext, name: string): void {
+  const unparsed = unparsedAlias(name)
+  const info =
+    unparsed === undefined ? undefined : a.schema.tableIgnoringCase(unparsed)?.columns.values().next().value
+  if (info !== undefined)
+    throw refuse(info, 'insert', `"${name}" is one table name to Kysely: insertInto takes no alias`)
+}
+
 /** The column list and values of an INSERT into a table with encrypted columns. */
 function insertValues(
   a: AnalysisContext,
@@ -96,6 +112,7 @@ function insertValues(
   patch: Record<string, unknown>,
 ): void {
   const columns = (node.columns ?? []).map((c) => identifierName(c.column))
+  for (const c of columns) refuseDottedName(table, c)
   const sources = columns.map((c) => sourceIn(exact(table, c), table.indexColumn(c)))
   const annotated = sources.flatMap((s, i) => (s?.kind === 'column' ? [{ info: s.info, at: i }] : []))
   if (node.values && node.values.kind !== 'ValuesNode') {

@@ -3,7 +3,7 @@ import { QueryRefusedError } from '../errors.js'
 import { type ColumnInfo, type IndexInfo, indexColumnNames } from '../schema/schema.js'
 import type { AnalysisContext } from './analysis-context.js'
 import { opaque, reference } from './analyze-expressions.js'
-import { exact, exposedName, isValuesCall } from './column-rules.js'
+import { exact, exposedName, isValuesCall, refuseDottedName } from './column-rules.js'
 import { checkBoundTo } from './context-writes.js'
 import { DeferredValue, isDeferred } from './deferred-value.js'
 import {
@@ -37,6 +37,8 @@ export function setTarget(
   let name: string
   if (column.kind === 'ColumnNode') {
     name = columnName(column)
+    const written = target?.table ?? scope.relations.find((r) => r.table !== undefined)?.table
+    if (written !== undefined) refuseDottedName(written, name)
     relation = target
     if (relation === undefined) {
       const hit = scope.resolve(name, undefined)
@@ -47,6 +49,11 @@ export function setTarget(
     name = columnName(ref)
     // Through the analyzer: a qualifier out of scope, or differing only in case, is refused.
     const hit = reference(a, ref, scope)
+    if (hit !== undefined && hit.relation.table === undefined) {
+      // A derived table's (or CTE's) output that carries an encrypted column: not a table to write.
+      const info = hit.source.kind === 'column' ? hit.source.info : hit.source.info.column
+      throw refuse(info, 'update', `${hit.relation.name} is a derived table, not a table to write`)
+    }
     relation = hit?.relation ?? (ref.table === undefined ? target : undefined)
   } else {
     // A raw SET target: refuse it on any table with encrypted columns, since we cannot tell.

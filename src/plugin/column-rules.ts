@@ -122,3 +122,24 @@ export function sourceIn(info: ColumnInfo | undefined, index: IndexInfo | undefi
   if (index !== undefined) return { kind: 'index', info: index }
   return undefined
 }
+
+/**
+ * A written column name holding `.`: Kysely writes `{ 'users.email': v }` as one quoted column
+ * name (`"users.email"`), which the plugin cannot take for the encrypted `email`, so `v` would
+ * reach the database unencrypted. The schema refuses such names for encrypted columns.
+ *
+ * @throws QueryRefusedError `AMBIGUOUS_COLUMN`
+ */
+export function refuseDottedName(table: TableInfo, name: string): void {
+  if (!name.includes('.')) return
+  const first = table.columns.values().next().value as ColumnInfo
+  throw new QueryRefusedError(
+    'AMBIGUOUS_COLUMN',
+    `"${name}" is written as one column name holding "." (Kysely does not read a key of values() or set() as table.column) in a statement that writes encrypted table ${table.physical}.`,
+    {
+      table: table.logical,
+      column: first.logical,
+      hint: "Name the column alone ({ email: v }), or use set('u.email', v) for a qualified target.",
+    },
+  )
+}

@@ -3,7 +3,7 @@ import type { EncryptedSchema } from '../schema/schema.js'
 import { type DeferredValue, isDeferred } from './deferred-value.js'
 import { someChild } from './node-utils.js'
 import { RELATION_HOLDERS, rawTableItem } from './raw-text.js'
-import { identifierName, tableName } from './table-names.js'
+import { identifierName, tableName, unparsedAlias } from './table-names.js'
 
 /**
  * Functions known to compute one row's value from that row alone. Any other function in the
@@ -284,8 +284,11 @@ export function mentionsSchemaTable(root: OperationNode, schema: EncryptedSchema
       return true
     if (node.kind === 'TableNode') {
       const { schema: s, name } = tableName(node as unknown as OperationNode)
-      // A name that differs only in case goes to the analyzer too, which refuses it.
+      // A name that differs only in case, or holds an alias Kysely left unparsed, goes to the
+      // analyzer too, which refuses it.
       if (schema.table(name, s) !== undefined || schema.tableIgnoringCase(name) !== undefined) return true
+      const unparsed = unparsedAlias(name)
+      if (unparsed !== undefined && schema.tableIgnoringCase(unparsed) !== undefined) return true
       continue
     }
     for (const key in node) {

@@ -1,8 +1,8 @@
 import type { OperationNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
 import type { ColumnInfo } from '../schema/schema.js'
-import { CHAIN, fragmentsOf, PART, unquote } from './raw-text.js'
-import type { Relation, Scope } from './scope.js'
+import { CHAIN, operandText, PART, unquote } from './raw-text.js'
+import { encryptedIn, type Relation, type Scope } from './scope.js'
 import { wholeRowColumn, wholeRowError } from './whole-row.js'
 
 /**
@@ -23,10 +23,16 @@ const TABLE_CONTEXT = new Set(['from', 'join', 'of', 'update', 'into', 'table', 
  *   scope, or a relation carrying one as a whole-row value
  */
 export function checkRawText(scope: Scope, node: OperationNode): void {
-  const fragments = fragmentsOf(node)
-  if (fragments.every((f) => f.trim() === '')) return
-  // Parameters stand between fragments; string literals hold no names.
-  const text = fragments.join(' ? ').replace(/'(?:[^']|'')*'/g, "''")
+  // Value parameters stand as `?`, names given as sql.id/sql.table as written; string literals
+  // hold no names.
+  const text = operandText(node).replace(/'(?:[^']|'')*'/g, "''")
+  if (text.trim() === '' || /^[\s?]*$/.test(text)) return
+  // `select(sql\`*\`)`, `returning(sql\`*\`)`: every column of this level's relations, undecrypted.
+  if (/(?:^|,)\s*\*\s*(?:,|$)/.test(text)) {
+    const carried = scope.relations.find((r) => !r.qualifiedOnly && encryptedIn(r) !== undefined)
+    if (carried !== undefined)
+      throw wholeRowError(encryptedIn(carried) as ColumnInfo, carried.name, '* in raw SQL')
+  }
   let previous = ''
   for (const match of text.matchAll(CHAIN)) {
     const parts = [...match[0].matchAll(PART)].map((p) => unquote(p[0]))

@@ -111,6 +111,38 @@ function namesOf(p: OperationNode): string {
   }
 }
 
+/** An identifier quoted as PostgreSQL quotes it, for text the patterns above read back. */
+function quoted(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`
+}
+
+/**
+ * The text of a raw node as raw-operands.ts reads it: its fragments with `?` for each value
+ * parameter, and the names `sql.id(…)`, `sql.table(…)` and a bare identifier put in their place,
+ * quoted (`sql.id('users', 'email')` reads `"users"."email"`). Other nested raw SQL and
+ * references stand as `?`: the walk reaches and checks them on their own.
+ */
+export function operandText(node: OperationNode): string {
+  const fragments = fragmentsOf(node)
+  const parameters = parametersOf(node)
+  let text = fragments[0] ?? ''
+  for (let i = 0; i < parameters.length; i++) {
+    const p = parameters[i] as OperationNode
+    let name: string | undefined
+    if (p.kind === 'IdentifierNode') name = quoted(identifierName(p))
+    else if (p.kind === 'TableNode') {
+      const t = tableName(p)
+      name = t.schema === undefined ? quoted(t.name) : `${quoted(t.schema)}.${quoted(t.name)}`
+    } else if (p.kind === 'RawNode' && fragmentsOf(p).every((f) => f === '' || f === '.')) {
+      const ids = parametersOf(p)
+      if (ids.every((id) => id.kind === 'IdentifierNode'))
+        name = ids.map((id) => quoted(identifierName(id))).join('.')
+    }
+    text += `${name ?? ' ? '}${fragments[i + 1] ?? ''}`
+  }
+  return text
+}
+
 /** A run of identifier characters: the words {@link tableNamedIn} looks up. */
 const WORD_SPLIT = /[^\p{L}\p{M}\p{N}_$]+/u
 

@@ -28,6 +28,14 @@ export function tableName(node: OperationNode): { schema: string | undefined; na
 }
 
 /**
+ * The table part of a name that holds an alias Kysely did not parse (`insertInto('users as u')`
+ * makes one table named `users as u`), else `undefined`.
+ */
+export function unparsedAlias(name: string): string | undefined {
+  return /^(\S+)\s+as\s+\S+$/i.exec(name)?.[1]
+}
+
+/**
  * The table a raw node stands for when it is nothing but one (`sql.table('users')`, possibly
  * inside another `sql\`${…}\`` with no text of its own), else `undefined`.
  */

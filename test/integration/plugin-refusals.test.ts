@@ -443,6 +443,70 @@ const CASES: readonly RefusalCase[] = [
         .where(sql.ref('t.b'), '=', SECRET),
   },
   {
+    name: 'an encrypted column named through sql.id() in raw SQL',
+    table: 'users',
+    column: 'email',
+    operator: 'raw sql',
+    build: (db, u) => db.selectFrom(u).select('id').where(sql.id('email'), '=', SECRET),
+  },
+  {
+    name: 'an encrypted column named through sql.table() as table.column',
+    table: 'users',
+    column: 'email',
+    operator: 'raw sql',
+    build: (db, u) =>
+      db
+        .selectFrom(u)
+        .select('id')
+        .where(sql.table(`${u}.email`), '=', SECRET),
+  },
+  {
+    name: 'a bare * in raw SQL over a table with encrypted columns (ciphertexts returned as values)',
+    table: 'users',
+    column: 'email',
+    operator: 'whole row',
+    build: (db, u) => db.selectFrom(u).select(sql`*` as never),
+  },
+  {
+    name: 'a key of set() holding "." (written as one quoted column name)',
+    code: 'AMBIGUOUS_COLUMN',
+    table: 'users',
+    column: 'email',
+    operator: undefined,
+    write: true,
+    build: (db, u) => db.updateTable(u).set({ [`${u}.email`]: SECRET } as never),
+  },
+  {
+    name: 'a key of values() holding "."',
+    code: 'AMBIGUOUS_COLUMN',
+    table: 'users',
+    column: 'email',
+    operator: undefined,
+    write: true,
+    build: (db, u) => db.insertInto(u).values({ name: SECRET_NAME, [`${u}.email`]: SECRET } as never),
+  },
+  {
+    name: 'insertInto with an alias, which Kysely takes for part of the table name',
+    table: 'users',
+    column: 'email',
+    operator: 'insert',
+    write: true,
+    build: (db, u) =>
+      db.insertInto(`${u} as x` as never).values({ name: SECRET_NAME, email: SECRET } as never),
+  },
+  {
+    name: "a multi-table update's SET on a derived table's output that carries an encrypted column",
+    family: 'mysql',
+    table: 'orders',
+    column: 'email',
+    operator: 'update',
+    write: true,
+    build: (db, u, o) =>
+      db
+        .updateTable([`${u} as uu`, db.selectFrom(o).select(['email', 'user_id']).as('d')] as never)
+        .set('d.email' as never, SECRET as never),
+  },
+  {
     name: 'an unqualified name in a subquery that would resolve to the enclosing encrypted table',
     code: 'AMBIGUOUS_COLUMN',
     table: 'users',
