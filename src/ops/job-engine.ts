@@ -1,4 +1,5 @@
 import { hostname } from 'node:os'
+import { scrubDriverError } from '../driver-errors.js'
 import { KeyError, OperationError } from '../errors.js'
 import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
@@ -196,6 +197,8 @@ export async function runJob(
   } catch (error) {
     // Stopped by the key provider or an error: status reports the job as interrupted at once.
     await jobs.markStopped(id).catch(() => undefined)
+    // A failed write's driver error holds the batch's ciphertexts (mysql2's `sql`).
+    scrubDriverError(error)
     throw error
   }
   if (remaining === 0) await jobs.finish(id)

@@ -8,6 +8,7 @@ import type {
   QueryResult,
   TransactionSettings,
 } from 'kysely'
+import { scrubDriverError } from '../driver-errors.js'
 import { withCallerStack } from './caller-stack.js'
 import { type DecryptStats, decryptRows } from './decrypt-rows.js'
 import { DelegatingDriver } from './delegating-driver.js'
@@ -224,6 +225,8 @@ function patchedExecute(
       result = await own.executeQuery.call(this, send)
     } catch (error) {
       const here = new Error()
+      // Ciphertexts and blind indexes the driver copied into its error are blanked first.
+      scrubDriverError(error)
       // A duplicate refused by a blind index's UNIQUE index names table and column, never the value.
       const mapped = isUniqueViolation(error)
         ? ((await uniqueViolationOf(error, plan, originalExecute(this))) ?? error)
@@ -267,7 +270,8 @@ function patchedStream(
     } catch (error) {
       throw withCallerStack(error, new Error())
     }
-    for await (const chunk of own.streamQuery.call(this, send, chunkSize)) {
+    const chunks = own.streamQuery.call(this, send, chunkSize)
+    for await (const chunk of scrubbed(chunks)) {
       if (plan.outputs.length === 0 || chunk.rows.length === 0) {
         yield chunk
         continue
@@ -298,4 +302,14 @@ function slowPathOf(connection: Patched): SlowPath {
   if (own === undefined) return slowPathOn(originalExecute(connection))
   own.slow ??= slowPathOn(originalExecute(connection))
   return own.slow
+}
+
+/** `chunks`, with an error of the driver's stream scrubbed (see {@link scrubDriverError}) as it passes. */
+async function* scrubbed<T>(chunks: AsyncIterableIterator<T>): AsyncIterableIterator<T> {
+  try {
+    yield* chunks
+  } catch (error) {
+    scrubDriverError(error)
+    throw error
+  }
 }

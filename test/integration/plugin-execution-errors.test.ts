@@ -242,6 +242,29 @@ describe.each(backends())('errors while executing [$name]', (backend: Backend) =
       })
     })
 
+    describe('driver errors hold no ciphertext or blind index', () => {
+      it('NOT NULL (PostgreSQL: "Failing row contains"; mysql2: the statement in `sql`) and a duplicate primary key', async () => {
+        const insert = (id: number, name: string | null) =>
+          t.db
+            .insertInto(u)
+            .values({ id, name: name as string, email: `${MARKER}-${id}@x.io`, ssn: '700-00-0009' })
+            .execute()
+        for (const error of [await caught(insert(9, null)), await caught(insert(1, 'dup-id'))]) {
+          expect(error).not.toBeInstanceOf(UniqueViolationError)
+          const e = error as unknown as Record<string, unknown>
+          const shown = [e.message, e.stack, e.detail, e.sql, e.sqlMessage, inspect(error, { depth: 5 })]
+          for (const text of shown.filter((x): x is string => typeof x === 'string')) {
+            // No run of bytes as PostgreSQL (\x…) or mysql2 (X'…') print them.
+            expect(text).not.toMatch(/\\x[0-9a-f]{8}/i)
+            expect(text).not.toMatch(/X'[0-9a-f]{8}/i)
+            expect(text).not.toContain(MARKER)
+          }
+          // What names the failure stays.
+          expect(String(e.message)).toMatch(/null|duplicate/i)
+        }
+      })
+    })
+
     describe("a duplicate refused by a blind index's UNIQUE index", () => {
       it('UNIQUE_VIOLATION names table, column and index column, never the value; the driver error is its cause', async () => {
         const stored = await t.raw
