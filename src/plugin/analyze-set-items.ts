@@ -19,6 +19,7 @@ import {
 } from './nodes.js'
 import { refuse } from './refusal.js'
 import type { Relation, Scope } from './scope.js'
+import { tableName } from './table-names.js'
 
 /**
  * SET items, of UPDATE, ON CONFLICT DO UPDATE and ON DUPLICATE KEY UPDATE: plaintext written to
@@ -42,7 +43,9 @@ export function setTarget(
     relation = target
     if (relation === undefined) {
       const hit = scope.resolve(name, undefined)
-      relation = hit?.relation
+      // A multi-table update (MySQL): a plain column no annotation resolves may still be a
+      // context column of one of the tables, which the context check must see.
+      relation = hit?.relation ?? contextOwner(scope, name)
     }
   } else if (column.kind === 'ReferenceNode' && (column as ReferenceNode).column.kind === 'ColumnNode') {
     const ref = column as ReferenceNode
@@ -54,7 +57,13 @@ export function setTarget(
       const info = hit.source.kind === 'column' ? hit.source.info : hit.source.info.column
       throw refuse(info, 'update', `${hit.relation.name} is a derived table, not a table to write`)
     }
-    relation = hit?.relation ?? (ref.table === undefined ? target : undefined)
+    // A qualified plain column (`set('a.tenant_id', v)`, MySQL) belongs to the relation it names:
+    // the context check must see it.
+    relation =
+      hit?.relation ??
+      (ref.table === undefined
+        ? (target ?? contextOwner(scope, name))
+        : scope.relationNamed(tableName(ref.table).name))
   } else {
     // A raw SET target: refuse it on any table with encrypted columns, since we cannot tell.
     const annotated = scope.relations.find((r) => r.table !== undefined)
@@ -65,6 +74,15 @@ export function setTarget(
   const table = relation?.table
   if (relation === undefined || table === undefined) return undefined
   return { relation, info: exact(table, name), index: table.indexColumn(name) }
+}
+
+/**
+ * In a multi-table update (MySQL), the relation whose table binds its ciphertexts to a context
+ * column named `name`, for an unqualified SET target no annotation resolves: the context check
+ * must see a write of it. The first such relation, when several have one of that name.
+ */
+function contextOwner(scope: Scope, name: string): Relation | undefined {
+  return scope.relations.find((r) => r.table?.context.includes(name))
 }
 
 /** How one SET item writes an encrypted column, and so what each of its blind indexes must get. */

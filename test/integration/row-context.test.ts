@@ -301,6 +301,26 @@ describe.each(backends())('row context [$name]', (backend: Backend) => {
         () => db.updateTable(accounts).set({ tenant_id: 'globex', ssn: SSN_B }).where('id', '=', a).execute(),
         'QUERY_REFUSED',
       )
+      // Qualified (which MySQL runs, PostgreSQL rejects), and unqualified in a multi-table update
+      // (MySQL): the same refusal, before anything is sent.
+      await expectRefused(
+        () =>
+          db
+            .updateTable(`${accounts} as x`)
+            .set('x.tenant_id' as never, 'globex' as never)
+            .where('x.id', '=', a)
+            .execute(),
+        'QUERY_REFUSED',
+      )
+      await expectRefused(
+        () =>
+          db
+            .updateTable([`${accounts} as x`, `${accounts} as y`] as never)
+            .set('tenant_id' as never, 'globex' as never)
+            .where('x.id' as never, '=', a as never)
+            .execute(),
+        'QUERY_REFUSED',
+      )
       await db
         .updateTable(accounts)
         .set({ tenant_id: 'globex', ssn: SSN_B, iban: IBAN_B })
