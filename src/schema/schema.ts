@@ -4,6 +4,7 @@ import type { FieldAad } from '../fields/field-cipher.js'
 import type { EncryptedColumn } from './columns.js'
 import { type KeyScope, SCOPE_SEPARATOR } from './key-scope.js'
 import type { MigrationPhase } from './migration-phase.js'
+import { refuseAnnotatedKey, refuseDottedColumn } from './name-rules.js'
 import { contextColumns, keyScopeOf } from './table-options.js'
 
 /** Options of an annotated table. */
@@ -342,6 +343,7 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
         }
       }
     }
+    refuseAnnotatedKey(table)
     Object.freeze(omittedHere)
     Object.freeze(table)
     tables.set(physical, table)
@@ -366,19 +368,4 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
       (schema === undefined ? undefined : byName.get(`${schema}.${name}`)) ?? byName.get(name),
     tableIgnoringCase: (name: string) => foldedTables.get(name.toLowerCase()),
   })
-}
-
-/**
- * A physical column name the plugin and the jobs must name through Kysely: one holding `.` is read
- * by Kysely as `table.column` (`where('a.b', '=', v)` names column b of a table a), so the plugin
- * could not tell it is this column, and a search on it would send its value unencrypted.
- * @throws ConfigError `CONFIG_INVALID`
- */
-function refuseDottedColumn(physical: string, logical: string, name: string, column?: string): void {
-  if (!name.includes('.')) return
-  throw new ConfigError(
-    'CONFIG_INVALID',
-    `Column ${physical}.${name}: a column name containing "." cannot be named through Kysely, which reads "a.b" as column b of table a; rename the column (logicalName keeps the keys and AAD).`,
-    { table: logical, ...(column === undefined ? {} : { column }) },
-  )
 }

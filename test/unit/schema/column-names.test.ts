@@ -48,4 +48,21 @@ describe('encryptedSchema: physical column names', () => {
     })
     expect(schema.table('t', 'app')?.column('a')?.logical).toBe('a.old')
   })
+
+  it('refuses a primary key that is an encrypted column, its stored column or a blind index', () => {
+    for (const primaryKey of ['email', 'email_enc', 'email_bidx', ['id', 'email_bidx']]) {
+      let error: unknown
+      try {
+        encryptedSchema(
+          { t: { email: encrypted.text({ storedAs: 'email_enc', index: { name: 'email_bidx' } }) } },
+          { tables: { t: { primaryKey } } },
+        )
+      } catch (e) {
+        error = e
+      }
+      expect(error).toBeInstanceOf(ConfigError)
+      expect(error).toMatchObject({ code: 'CONFIG_INVALID', column: 'email' })
+      expect((error as Error).message).toContain('Set primaryKey to a plain column')
+    }
+  })
 })

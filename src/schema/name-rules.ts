@@ -1,0 +1,54 @@
+import { ConfigError } from '../errors.js'
+
+/** Names `encryptedSchema` refuses: what the plugin and the jobs could not name or key safely. */
+
+/** What {@link refuseAnnotatedKey} reads of a table (a `TableInfo`, without importing schema.ts). */
+interface KeyedTable {
+  readonly physical: string
+  readonly logical: string
+  readonly primaryKey: readonly string[]
+  readonly columns: ReadonlyMap<string, NamedColumn>
+  readonly indexColumns: ReadonlyMap<string, { readonly column: NamedColumn }>
+}
+
+interface NamedColumn {
+  readonly physical: string
+  readonly logical: string
+  readonly stored: string
+}
+
+/**
+ * A physical column name the plugin and the jobs must name through Kysely: one holding `.` is read
+ * by Kysely as `table.column` (`where('a.b', '=', v)` names column b of a table a), so the plugin
+ * could not tell it is this column, and a search on it would send its value unencrypted.
+ * @throws ConfigError `CONFIG_INVALID`
+ */
+export function refuseDottedColumn(physical: string, logical: string, name: string, column?: string): void {
+  if (!name.includes('.')) return
+  throw new ConfigError(
+    'CONFIG_INVALID',
+    `Column ${physical}.${name}: a column name containing "." cannot be named through Kysely, which reads "a.b" as column b of table a; rename the column (logicalName keeps the keys and AAD).`,
+    { table: logical, ...(column === undefined ? {} : { column }) },
+  )
+}
+
+/**
+ * A primary key that is an encrypted column (or its stored column) or a blind index: the jobs page
+ * by the key, read it back and report failed rows by it (`failedKeys`, `kfe verify`), which would
+ * put a ciphertext or an index value in their output; and a ciphertext is no stable key.
+ * @throws ConfigError `CONFIG_INVALID`
+ */
+export function refuseAnnotatedKey(table: KeyedTable): void {
+  for (const name of table.primaryKey) {
+    const info =
+      table.columns.get(name) ??
+      [...table.columns.values()].find((c) => c.stored === name) ??
+      table.indexColumns.get(name)?.column
+    if (info === undefined) continue
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `Table ${table.physical}: primary-key column ${name} is encrypted column ${info.physical} or one of its blind indexes; the jobs key rows by it and report them by it. Set primaryKey to a plain column.`,
+      { table: table.logical, column: info.logical },
+    )
+  }
+}
