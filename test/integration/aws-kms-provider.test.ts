@@ -134,6 +134,15 @@ describe('awsKmsKeyProvider against the in-repo KMS endpoint', () => {
     expect(error.code).toBe('PROVIDER_INVALID_CIPHERTEXT')
   })
 
+  it('a reply whose Plaintext is not bytes fails with UNWRAP_FAILED (a typed error, nothing to zero)', async () => {
+    const generated = await provider.generateDataKey(REF)
+    kms.malformPlaintextNext(2)
+    const unwrap = await providerError(provider.unwrap(generated.wrapped, REF))
+    expect(unwrap.code).toBe('UNWRAP_FAILED')
+    const generate = await providerError(provider.generateDataKey(REF))
+    expect(generate.code).toBe('UNWRAP_FAILED')
+  })
+
   it('a disabled key fails with PROVIDER_KEY_DISABLED, and works again once enabled', async () => {
     const generated = await provider.generateDataKey(REF)
     kms.disableKey(keyArn)

@@ -63,6 +63,8 @@ export interface KmsEndpoint {
    * closes an idle keep-alive connection just as the client reuses it. The SDK sees ECONNRESET.
    */
   resetNext(n: number): void
+  /** The next `n` answers that carry `Plaintext` carry it as a JSON number, not base64 bytes. */
+  malformPlaintextNext(n: number): void
   /** Calls with this key fail with DisabledException until {@link enableKey}. */
   disableKey(keyId: string): void
   enableKey(keyId: string): void
@@ -106,6 +108,7 @@ export async function startKmsEndpoint(): Promise<KmsEndpoint> {
   let failures = 0
   let failStatus = 500
   let resets = 0
+  let malformed = 0
 
   const resolveKey = (keyId: unknown, field = 'KeyId'): KeyRecord => {
     if (typeof keyId !== 'string' || keyId === '')
@@ -339,7 +342,12 @@ export async function startKmsEndpoint(): Promise<KmsEndpoint> {
       }
       if (typeof body !== 'object' || body === null)
         throw new KmsFault('SerializationException', 'Expected an object.')
-      answer(res, 200, handlers[op as KmsOperation](body as Record<string, unknown>))
+      const out = handlers[op as KmsOperation](body as Record<string, unknown>) as Record<string, unknown>
+      if (malformed > 0 && 'Plaintext' in out) {
+        malformed -= 1
+        out.Plaintext = 1
+      }
+      answer(res, 200, out)
     } catch (error) {
       const fault =
         error instanceof KmsFault ? error : new KmsFault('KMSInternalException', 'Internal error.', 500)
@@ -376,6 +384,9 @@ export async function startKmsEndpoint(): Promise<KmsEndpoint> {
     throttleNext: (n) => {
       throttles = n
     },
+    malformPlaintextNext: (n) => {
+      malformed = n
+    },
     failNext: (n, status = 500) => {
       failures = n
       failStatus = status
@@ -401,6 +412,7 @@ export async function startKmsEndpoint(): Promise<KmsEndpoint> {
       failures = 0
       failStatus = 500
       resets = 0
+      malformed = 0
       for (const op of OPERATIONS) calls[op] = 0
       for (const key of keys.values()) {
         key.state = 'Enabled'

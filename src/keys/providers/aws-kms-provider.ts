@@ -333,10 +333,11 @@ function takePlaintext(
   ref: KeyRef,
 ): Buffer {
   try {
-    if (plaintext === undefined || plaintext.length !== DATA_KEY_BYTES) {
+    // A malformed reply may hold anything there (the SDK passes a JSON number through).
+    if (!(plaintext instanceof Uint8Array) || plaintext.length !== DATA_KEY_BYTES) {
       throw new KeyProviderError(
         'UNWRAP_FAILED',
-        `KMS ${operation} on ${keyId} ${describeRef(ref)} returned ${plaintext?.length ?? 0} plaintext bytes, expected ${DATA_KEY_BYTES}.`,
+        `KMS ${operation} on ${keyId} ${describeRef(ref)} returned ${plaintext instanceof Uint8Array ? plaintext.length : 0} plaintext bytes, expected ${DATA_KEY_BYTES}.`,
         { providerId, table: ref.logicalTable },
       )
     }
@@ -345,6 +346,6 @@ function takePlaintext(
     out.set(plaintext)
     return out
   } finally {
-    plaintext?.fill(0)
+    if (plaintext instanceof Uint8Array) plaintext.fill(0)
   }
 }
