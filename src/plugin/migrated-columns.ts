@@ -15,6 +15,8 @@ import {
   mappedIn,
   type Relation,
   ROW_STATEMENTS,
+  refuseCamelSpelling,
+  refusePlaintextReference,
   renamed,
   selection,
 } from './migrated-nodes.js'
@@ -96,6 +98,7 @@ export class MigratedColumns implements MappedPass {
         `${first.name} is stored as ${first.stored} (under migration): a query may name its table only as its one table`,
         `Query ${first.info.table.physical} on its own (select, insert, update or delete of that one table), then combine in the application.`,
       )
+    refuseCamelSpelling(root, rel)
     switch (root.kind) {
       case 'SelectQueryNode':
         return this.#select(root as SelectQueryNode, rel)
@@ -117,6 +120,8 @@ export class MigratedColumns implements MappedPass {
     if (this.#tables.size === 0 || this.#mention(root) === undefined) return
     const rel = this.#target(root)
     if (rel === undefined) return
+    refuseCamelSpelling(root, rel)
+    refusePlaintextReference(root, rel)
     if (root.kind === 'InsertQueryNode') checkInsert(root as InsertQueryNode, rel)
     if (root.kind === 'UpdateQueryNode') checkSets((root as UpdateQueryNode).updates, rel)
   }

@@ -1,6 +1,7 @@
 import type { OperationNode, ReferenceNode, SelectionNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
 import type { ColumnInfo } from '../schema/schema.js'
+import { someChild } from './node-utils.js'
 import { columnName, columnNode, DEFAULT, identifier, nodeValue, referenceNode } from './nodes.js'
 import { tableName } from './table-names.js'
 
@@ -152,4 +153,87 @@ export function refuseCaseVariant(name: string, rel: Relation): void {
 export function renamed(node: OperationNode, m: Mapping): OperationNode {
   if (node.kind === 'ColumnNode') return columnNode(m.stored)
   return referenceNode(m.stored, (node as ReferenceNode).table)
+}
+
+/** `contact_email` → `contactEmail`, as kysely's CamelCasePlugin spells a name. */
+function camel(name: string): string {
+  return name.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase())
+}
+
+/**
+ * True when `found` holds for the name of a column or reference node of `root`; with `targets`
+ * false, the targets of SET items and an INSERT's column list are not visited.
+ */
+function someReference(root: OperationNode, targets: boolean, found: (name: string) => boolean): boolean {
+  const visit = (n: OperationNode): boolean => {
+    if (targets) {
+      if (n.kind === 'ColumnNode' || n.kind === 'ReferenceNode') return found(columnName(n))
+      return someChild(n, visit)
+    }
+    if (n.kind === 'ColumnUpdateNode') return visit((n as unknown as { value: OperationNode }).value)
+    if (n.kind === 'InsertQueryNode') {
+      const { columns: _, ...rest } = n as unknown as Record<string, unknown>
+      return someChild(rest as unknown as OperationNode, visit)
+    }
+    if (n.kind === 'ColumnNode' || n.kind === 'ReferenceNode') return found(columnName(n))
+    return someChild(n, visit)
+  }
+  return visit(root)
+}
+
+/**
+ * A column under migration spelt in camelCase (`contactEmail` for `contact_email`: CamelCasePlugin
+ * placed after `encryption.plugin`): this pass matches the declared spelling only, so such a query
+ * would search or read the plaintext column. Refused until the pass matches both spellings.
+ * @throws QueryRefusedError `AMBIGUOUS_COLUMN`
+ */
+export function refuseCamelSpelling(root: OperationNode, rel: Relation): void {
+  const spelled = new Map<string, Mapping>()
+  for (const m of rel.mappings) {
+    for (const name of [m.name, m.stored]) if (camel(name) !== name) spelled.set(camel(name), m)
+  }
+  if (spelled.size === 0) return
+  let hit: [string, Mapping] | undefined
+  someReference(root, true, (name) => {
+    const m = spelled.get(name)
+    if (m !== undefined) hit = [name, m]
+    return m !== undefined
+  })
+  if (hit === undefined) return
+  const [name, m] = hit
+  throw new QueryRefusedError(
+    'AMBIGUOUS_COLUMN',
+    `"${name}" spells ${m.name} (stored encrypted in ${m.stored}, under migration) in camelCase, which the migration pass does not match.`,
+    {
+      table: m.info.table.logical,
+      column: m.info.logical,
+      hint: `Put CamelCasePlugin before encryption.plugin in the plugins list, or spell the column "${m.name}".`,
+    },
+  )
+}
+
+/**
+ * The wrapper's check of a tree the plugin did not produce, once a column is read only from its
+ * ciphertext (cut-over on): a reference to its plaintext column other than a write of it (checked
+ * on its own) reads or searches what is no longer kept, with a plaintext value if it searches.
+ * @throws QueryRefusedError `PLAINTEXT_SEARCH`
+ */
+export function refusePlaintextReference(root: OperationNode, rel: Relation): void {
+  const cut = new Map(rel.mappings.filter((m) => m.form === 'encrypted').map((m) => [m.name, m]))
+  if (cut.size === 0) return
+  let hit: Mapping | undefined
+  someReference(root, false, (name) => {
+    hit = cut.get(name)
+    return hit !== undefined
+  })
+  if (hit === undefined) return
+  throw new QueryRefusedError(
+    'PLAINTEXT_SEARCH',
+    `${hit.info.table.physical}.${hit.name} is read from ${hit.stored} only (under migration), but this query, which did not come through encryption.plugin, names ${hit.name}; nothing was sent.`,
+    {
+      table: hit.info.table.logical,
+      column: hit.info.logical,
+      hint: 'The query bypassed the plugin (withoutPlugins(), another plugin, or a query compiled elsewhere): add encryption.plugin.',
+    },
+  )
 }

@@ -1,6 +1,6 @@
 import type { OperationNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
-import type { ColumnInfo } from '../schema/schema.js'
+import type { ColumnInfo, TableInfo } from '../schema/schema.js'
 import { CHAIN, operandText, PART, unquote } from './raw-text.js'
 import { encryptedIn, type Relation, type Scope } from './scope.js'
 import { wholeRowColumn, wholeRowError } from './whole-row.js'
@@ -78,7 +78,8 @@ function unqualifiedColumn(scope: Scope, name: string): ColumnInfo | undefined {
 
 /** The encrypted column `relation` exposes as `name` (ignoring case), if any. */
 function columnOf(relation: Relation, name: string): ColumnInfo | undefined {
-  if (relation.table !== undefined) return relation.table.columnIgnoringCase(name)
+  if (relation.table !== undefined)
+    return relation.table.columnIgnoringCase(name) ?? cutOver(relation.table, name)
   const folded = name.toLowerCase()
   for (const [output, source] of relation.derived ?? []) {
     if (source.kind === 'column' && output.toLowerCase() === folded) return source.info
@@ -97,4 +98,19 @@ function rawOperandError(info: ColumnInfo, written: string): QueryRefusedError {
       hint: `Use the query builder (where('${info.physical}', '=', value) or 'in'), or compare the blind index column yourself with bytes from encryption.indexOf('${info.table.logical}', '${info.logical}', value).`,
     },
   )
+}
+
+/**
+ * A column stored under another name (`storedAs`) and read from its ciphertext only (from cut-over
+ * on, or mapped for good) whose query name is `name` (ignoring case): raw SQL naming it reads or
+ * searches the plaintext column, which no longer holds the value (or no longer exists).
+ */
+function cutOver(table: TableInfo, name: string): ColumnInfo | undefined {
+  const folded = name.toLowerCase()
+  for (const c of table.columns.values()) {
+    const mapped = c.mapped
+    if (mapped === undefined || mapped.name.toLowerCase() !== folded) continue
+    if (mapped.phase !== 'dual-writing' && mapped.phase !== 'backfilled') return c
+  }
+  return undefined
 }

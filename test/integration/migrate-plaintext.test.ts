@@ -1,3 +1,4 @@
+import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { checkMigrationState, encrypted, encryptedSchema, type MigrationPhase } from '../../src/index.js'
 import { type Backend, backends } from '../support/backends.js'
@@ -270,6 +271,17 @@ describe.each(backends())(
         await expectSearchesMatch(t, model, 'cut-over')
         await expectDuplicateRefused(t, model, 'cut-over')
         await expectNoRowLost(t, model, 'cut-over')
+        // Raw SQL naming the plaintext column, and a search that bypasses the plugin: refused
+        // before anything is sent (the scanner below sees the probe if it was).
+        const probe = 'probe-cut-over@x.io'
+        secret(t, 'cut-over', probe)
+        const app = t.app('cut-over')
+        await expect(
+          app.selectFrom(t.table).select('id').where(sql<boolean>`email = ${probe}`).execute(),
+        ).rejects.toMatchObject({ code: 'QUERY_REFUSED', operator: 'raw sql' })
+        await expect(
+          app.withoutPlugins().selectFrom(t.table).select('id').where('email', '=', probe).execute(),
+        ).rejects.toMatchObject({ code: 'PLAINTEXT_SEARCH' })
         expect(t.scanner.hits()).toEqual([])
         const verify = await t.ops('cut-over').verify(t.table)
         expect(verify.ok).toBe(true)

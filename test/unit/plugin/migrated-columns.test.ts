@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import {
+  CamelCasePlugin,
   DummyDriver,
   Kysely,
   MysqlAdapter,
@@ -240,5 +241,49 @@ describe('a column under migration, as the plugin rewrites its queries in each p
       expect.objectContaining({ code: 'PLAINTEXT_WRITE' }),
     )
     expect(() => pass.check(node(db.updateTable('users').set({ email: null })))).not.toThrow()
+  })
+})
+
+describe('a multi-word column under migration spelt in camelCase (CamelCasePlugin after encryption.plugin)', () => {
+  function camelAfter(phase: MigrationPhase) {
+    const encryption = fieldEncryption({
+      schema: encryptedSchema({
+        users: {
+          contact_email: encrypted.text({
+            storedAs: 'contact_email_enc',
+            migration: phase,
+            index: { name: 'contact_email_bidx' },
+          }),
+        },
+      }),
+      keyProvider: localKeyProvider({ id: 'local:unit', key: randomBytes(32) }),
+    })
+    // biome-ignore lint/suspicious/noExplicitAny: table names of the fixture.
+    return new Kysely<any>({
+      dialect: {
+        createAdapter: () => new PostgresAdapter(),
+        createDriver: () => new DummyDriver(),
+        createIntrospector: (k) => new PostgresIntrospector(k),
+        createQueryCompiler: () => new PostgresQueryCompiler(),
+      },
+      plugins: [encryption.plugin, new CamelCasePlugin()],
+    })
+  }
+
+  it('is refused in every phase that maps it (the pass matches the declared spelling only): no plaintext sent', () => {
+    for (const phase of ['dual-writing', 'backfilled', 'cut-over', 'dropped'] as const) {
+      const db = camelAfter(phase)
+      for (const query of [
+        db.selectFrom('users').select('id').where('contactEmail', '=', 'c@x.io'),
+        db.updateTable('users').set({ contactEmail: 'c@x.io' }),
+        db.insertInto('users').values({ name: 'n', contactEmail: 'c@x.io' }),
+      ]) {
+        expect(() => query.compile()).toThrow(expect.objectContaining({ code: 'AMBIGUOUS_COLUMN' }))
+      }
+      // The declared spelling still works.
+      expect(() =>
+        db.selectFrom('users').select('id').where('contact_email', '=', 'c@x.io').compile(),
+      ).not.toThrow()
+    }
   })
 })
