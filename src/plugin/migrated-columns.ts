@@ -225,7 +225,7 @@ export class MigratedColumns implements MappedPass {
   }
 
   /**
-   * Each clause of a statement: its select list, RETURNING and WHERE as such, those `own`
+   * Each clause of a statement: its select list, RETURNING, WHERE and HAVING as such, those `own`
    * names by their function, every other one (but the `kept` target clauses) as {@link #plain}.
    */
   #clauses<T extends SelectQueryNode | InsertQueryNode | UpdateQueryNode | DeleteQueryNode>(
@@ -248,6 +248,10 @@ export class MigratedColumns implements MappedPass {
       } else if (key === 'where') {
         const where = value as { where: OperationNode } & OperationNode
         patch.where = rebuild(where, { where: condition(this, where.where, rel) })
+      } else if (key === 'having') {
+        // A search in HAVING finds a row by either form while both are written, as in WHERE.
+        const having = value as { having: OperationNode } & OperationNode
+        patch.having = rebuild(having, { having: condition(this, having.having, rel) })
       } else patch[key] = this.#plainValue(value, rel)
     }
     return rebuild(node, patch)

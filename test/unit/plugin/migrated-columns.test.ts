@@ -67,6 +67,13 @@ describe('a column under migration, as the plugin rewrites its queries in each p
       expect(db.selectFrom('users').select(['id', 'email']).where('email', '=', 'a@x.io').compile().sql).toBe(
         'select "id", "email", "email_encrypted" as "__kfe_mig_email" from "users" where (("email" is not null and "email" = $1) or ("email" is null and "email_bidx" in ($2)))',
       )
+      // HAVING searches by either form too (it searched the plaintext only: a row written before
+      // the backfill was missed).
+      expect(
+        db.selectFrom('users').select('id').groupBy('id').having('email', '=', 'a@x.io').compile().sql,
+      ).toBe(
+        'select "id" from "users" group by "id" having (("email" is not null and "email" = $1) or ("email" is null and "email_bidx" in ($2)))',
+      )
       expect(
         db
           .selectFrom('users as u')
