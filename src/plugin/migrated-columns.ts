@@ -291,6 +291,7 @@ export class MigratedColumns implements MappedPass {
         continue
       }
       name ??= m.name
+      if (m.nullPlaintext && name === m.name) refuseLaterStar(list, s, m)
       if (m.form === 'both' && hidden.has(`${MAPPED_PREFIX}${name}`)) out.push(s)
       else if (m.form === 'both') out.push(s, selection(renamed(inner, m), `${MAPPED_PREFIX}${name}`))
       else out.push(selection(renamed(inner, m), name))
@@ -331,4 +332,29 @@ export class MigratedColumns implements MappedPass {
       `Run the subquery as a query of its own, then pass its result as values.`,
     )
   }
+}
+
+/**
+ * Cut-over: `select('email').selectAll()` sends `"email_encrypted" as "email", *`, and the `*`
+ * brings the plaintext column (NULL or stale) back under the same name after it: the driver keeps
+ * the last, which would fail decryption after the query ran. `*` first (`selectAll().select(…)`)
+ * is fine. @throws QueryRefusedError `QUERY_REFUSED`
+ */
+function refuseLaterStar(list: ReadonlyArray<SelectionNode>, item: SelectionNode, m: Mapping): void {
+  const later = list.slice(list.indexOf(item) + 1)
+  const star = later.some((s) => {
+    const sel = s.selection as OperationNode
+    return (
+      sel.kind === 'SelectAllNode' ||
+      (sel.kind === 'ReferenceNode' &&
+        (sel as unknown as { column: OperationNode }).column.kind === 'SelectAllNode')
+    )
+  })
+  if (!star) return
+  throw refuse(
+    m.info,
+    'select all',
+    `a * after ${m.name} brings its plaintext column (cut over to ${m.stored}) back under the same name`,
+    `Put selectAll() before select('${m.name}'), or list the columns.`,
+  )
 }

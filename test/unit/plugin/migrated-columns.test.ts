@@ -251,6 +251,22 @@ describe('a column under migration, as the plugin rewrites its queries in each p
   })
 })
 
+describe('cut-over: a * after the column', () => {
+  it('is refused before sending (the plaintext column would come back under its name); * first compiles', () => {
+    const db = appOf('cut-over')
+    expect(() => db.selectFrom('users').select('email').selectAll().compile()).toThrow(
+      expect.objectContaining({ code: 'QUERY_REFUSED', operator: 'select all' }),
+    )
+    expect(() => db.selectFrom('users as u').select('u.email').selectAll('u').compile()).toThrow(
+      expect.objectContaining({ code: 'QUERY_REFUSED', operator: 'select all' }),
+    )
+    expect(() => db.selectFrom('users').selectAll().select('email').compile()).not.toThrow()
+    expect(() =>
+      appOf('dual-writing').selectFrom('users').select('email').selectAll().compile(),
+    ).not.toThrow()
+  })
+})
+
 describe('a multi-word column under migration spelt in camelCase (CamelCasePlugin after encryption.plugin)', () => {
   function camelAfter(phase: MigrationPhase) {
     const encryption = fieldEncryption({
