@@ -12,7 +12,8 @@ import type { DeferredValue } from './deferred-value.js'
 
 /** Integer data types, as the catalog names them. */
 const INTEGER = new Set(['smallint', 'integer', 'bigint', 'tinyint', 'mediumint', 'int'])
-const CANONICAL_INTEGER = /^-?(0|[1-9][0-9]*)$/
+/** `'-0'` is not one: an integer column stores it as 0, another context value than "-0". */
+const CANONICAL_INTEGER = /^(0|-?[1-9][0-9]*)$/
 const CANONICAL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 /**

@@ -1,4 +1,5 @@
 import { ConfigError, QueryRefusedError } from '../errors.js'
+import { isWellFormedString } from '../fields/codecs.js'
 import { contextValue } from '../fields/context-values.js'
 import type { EncryptedSchema, TableInfo } from './schema.js'
 
@@ -35,7 +36,7 @@ export interface KeyScope {
  * @param table - A table with a `keyScope`.
  * @param tenant - The tenant's canonical context value.
  * @throws QueryRefusedError `TENANT_INVALID` when the name would be longer than 255 characters
- *   (the key table's column), or the tenant is the empty string.
+ *   (the key table's column), the tenant is the empty string, or it holds a lone surrogate.
  * @example
  * ```ts
  * tenantKeyName(orders, 'acme') // 'orders#tenant_id=acme'
@@ -44,6 +45,14 @@ export interface KeyScope {
  */
 export function tenantKeyName(table: TableInfo, tenant: string): string {
   const scope = table.keyScope as KeyScope
+  if (!isWellFormedString(tenant)) {
+    // encodeURIComponent would throw an untyped URIError on it.
+    throw new QueryRefusedError(
+      'TENANT_INVALID',
+      `A tenant of ${table.physical}.${scope.column} holds a lone surrogate (not well-formed Unicode): it cannot name its keys. Nothing was sent.`,
+      { table: table.logical, operator: 'key scope', hint: 'Use tenant ids that are well-formed strings.' },
+    )
+  }
   const name = `${table.logical}${SCOPE_SEPARATOR}${scope.column}=${encodeURIComponent(tenant)}`
   if (tenant.length === 0 || name.length > KEY_NAME_MAX) {
     throw new QueryRefusedError(

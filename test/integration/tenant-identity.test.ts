@@ -196,6 +196,14 @@ describe.each(backends())('tenant value identity [$name]', (backend: Backend) =>
           .execute()
         await expect(insert).rejects.toMatchObject({ code: 'CONTEXT_MISSING' })
         expect(await fx.raw.selectFrom(fx.table).select('id').where('id', '=', 7).execute()).toEqual([])
+        // '-0' too: the column stores 0, another context value than "-0".
+        await expect(
+          fx.writerDb
+            .insertInto(fx.table)
+            .values({ id: '-0' as unknown as number, tenant_id: 'acme', email: 'zero@x.io' })
+            .execute(),
+        ).rejects.toMatchObject({ code: 'CONTEXT_MISSING' })
+        expect(await fx.raw.selectFrom(fx.table).select('id').where('id', '=', 0).execute()).toEqual([])
         // The canonical form goes through and reads back.
         await fx.writerDb
           .insertInto(fx.table)

@@ -26,10 +26,11 @@ describe('per-tenant key names (keyScope)', () => {
     expect(parseTenantKeyName('orders')).toBeUndefined()
   })
 
-  it('refuses an empty tenant, or one whose key name passes 255 characters (TENANT_INVALID)', () => {
+  it('refuses an empty tenant, one whose key name passes 255 characters, or one with a lone surrogate (TENANT_INVALID)', () => {
     const long = 'x'.repeat(255 - 'orders#tenant_id='.length)
     expect(tenantKeyName(orders, long)).toHaveLength(255)
-    for (const bad of ['', `${long}x`, 'é'.repeat(50)]) {
+    // The lone surrogate made encodeURIComponent throw an untyped URIError.
+    for (const bad of ['', `${long}x`, 'é'.repeat(50), 'a\uD800', '\uDC00b']) {
       const e = (() => {
         try {
           tenantKeyName(orders, bad)
