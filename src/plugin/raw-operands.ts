@@ -26,7 +26,7 @@ export function checkRawText(scope: Scope, node: OperationNode): void {
   // Value parameters stand as `?`, names given as sql.id/sql.table as written; string literals
   // hold no names.
   const text = operandText(node).replace(/'(?:[^']|'')*'/g, "''")
-  if (text.trim() === '' || /^[\s?]*$/.test(text)) return
+  if (/^[\s?]*$/.test(text)) return
   // `select(sql\`*\`)`, `returning(sql\`*\`)`: every column of this level's relations, undecrypted.
   if (/(?:^|,)\s*\*\s*(?:,|$)/.test(text)) {
     const carried = scope.relations.find((r) => !r.qualifiedOnly && encryptedIn(r) !== undefined)

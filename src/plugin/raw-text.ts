@@ -79,12 +79,16 @@ function identifierOf(node: OperationNode): string | undefined {
  * parameter as `?`). Nothing blanked.
  */
 function sentText(node: OperationNode): string {
+  return interleaved(node, namesOf)
+}
+
+/** A raw node's fragments with `paramText` of each parameter between them. */
+function interleaved(node: OperationNode, paramText: (p: OperationNode) => string): string {
   const fragments = fragmentsOf(node)
   const parameters = parametersOf(node)
   let text = fragments[0] ?? ''
   for (let i = 0; i < parameters.length; i++) {
-    const p = parameters[i] as OperationNode
-    text += `${namesOf(p)}${fragments[i + 1] ?? ''}`
+    text += `${paramText(parameters[i] as OperationNode)}${fragments[i + 1] ?? ''}`
   }
   return text
 }
@@ -123,24 +127,22 @@ function quoted(name: string): string {
  * references stand as `?`: the walk reaches and checks them on their own.
  */
 export function operandText(node: OperationNode): string {
-  const fragments = fragmentsOf(node)
-  const parameters = parametersOf(node)
-  let text = fragments[0] ?? ''
-  for (let i = 0; i < parameters.length; i++) {
-    const p = parameters[i] as OperationNode
-    let name: string | undefined
-    if (p.kind === 'IdentifierNode') name = quoted(identifierName(p))
-    else if (p.kind === 'TableNode') {
-      const t = tableName(p)
-      name = t.schema === undefined ? quoted(t.name) : `${quoted(t.schema)}.${quoted(t.name)}`
-    } else if (p.kind === 'RawNode' && fragmentsOf(p).every((f) => f === '' || f === '.')) {
-      const ids = parametersOf(p)
-      if (ids.every((id) => id.kind === 'IdentifierNode'))
-        name = ids.map((id) => quoted(identifierName(id))).join('.')
-    }
-    text += `${name ?? ' ? '}${fragments[i + 1] ?? ''}`
+  return interleaved(node, quotedName)
+}
+
+/** The quoted name a parameter of raw SQL stands for (see {@link operandText}), else `?`. */
+function quotedName(p: OperationNode): string {
+  if (p.kind === 'IdentifierNode') return quoted(identifierName(p))
+  if (p.kind === 'TableNode') {
+    const t = tableName(p)
+    return t.schema === undefined ? quoted(t.name) : `${quoted(t.schema)}.${quoted(t.name)}`
   }
-  return text
+  if (p.kind === 'RawNode' && fragmentsOf(p).every((f) => f === '' || f === '.')) {
+    const ids = parametersOf(p)
+    if (ids.every((id) => id.kind === 'IdentifierNode'))
+      return ids.map((id) => quoted(identifierName(id))).join('.')
+  }
+  return ' ? '
 }
 
 /** A run of identifier characters: the words {@link tableNamedIn} looks up. */
