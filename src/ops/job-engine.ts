@@ -113,37 +113,41 @@ export async function runJob(
     ),
   )
   const targets = await (spec.targets === undefined ? activeTargets(ctx, table) : spec.targets())
+  const generation = spec.generation === undefined ? null : await spec.generation()
   const progress = (phase: string, done: number, total: number | undefined) =>
     report(options, { op: spec.op, table: table.physical, phase, done, total, unit: 'batches' })
   progress('planning', 0, undefined)
-  const start = await jobs.startOrJoin(spec.kind, spec.subject, since, targets, async (trx) => {
-    const bounds: Array<{ lo: unknown; hi: unknown }> = []
-    let lo: unknown = null
-    for (;;) {
-      let q = trx
-        .selectFrom(table.physical)
-        .select(key.selection)
-        .orderBy(pk)
-        .limit(1)
-        .offset(batchSize - 1)
-      if (lo !== null) q = q.where(pk, '>', lo)
-      if (spec.where !== undefined) q = q.where(spec.where.column, '=', spec.where.value)
-      const row = exactKeys(key, (await q.execute()) as StoredRow[])[0]
-      if (row === undefined) {
-        bounds.push({ lo, hi: null })
-        return bounds
+  const start = await jobs.startOrJoin(
+    spec.kind,
+    spec.subject,
+    since,
+    targets,
+    async (trx) => {
+      const bounds: Array<{ lo: unknown; hi: unknown }> = []
+      let lo: unknown = null
+      for (;;) {
+        let q = trx
+          .selectFrom(table.physical)
+          .select(key.selection)
+          .orderBy(pk)
+          .limit(1)
+          .offset(batchSize - 1)
+        if (lo !== null) q = q.where(pk, '>', lo)
+        if (spec.where !== undefined) q = q.where(spec.where.column, '=', spec.where.value)
+        const row = exactKeys(key, (await q.execute()) as StoredRow[])[0]
+        if (row === undefined) {
+          bounds.push({ lo, hi: null })
+          return bounds
+        }
+        bounds.push({ lo, hi: row[pk] })
+        lo = row[pk]
       }
-      bounds.push({ lo, hi: row[pk] })
-      lo = row[pk]
-    }
-  })
+    },
+    generation,
+  )
   const { id, replaced } = start
   if (replaced !== undefined) {
-    progress(
-      `replaced an interrupted job towards data v${replaced.targets.data ?? '?'} / index v${replaced.targets.index ?? '?'} (${replaced.doneBatches}/${replaced.totalBatches} batches done): planned a new one towards data v${targets.data} / index v${targets.index}`,
-      0,
-      undefined,
-    )
+    progress(`replaced ${replacedJobText(replaced, targets)}`, 0, undefined)
   }
   const total = (await jobs.list(spec.subject)).find((j) => j.id === id)?.totalBatches
   let done = (total ?? 0) - (await jobs.remaining(id))
@@ -217,6 +221,21 @@ export async function runJob(
     stopped: options.signal?.aborted === true && remaining > 0,
     remainingBatches: remaining,
   }
+}
+
+/**
+ * What a run says of the interrupted job it replaced (`replaced` of {@link JobResult}) and the new
+ * one (`targets`), for a progress step or the command line.
+ */
+export function replacedJobText(
+  replaced: NonNullable<JobStart['replaced']>,
+  targets: { readonly data: number; readonly index: number },
+): string {
+  const progress = `${replaced.doneBatches}/${replaced.totalBatches} batches done`
+  // 0/0: a whole-table job over per-tenant keys (each row onto its own tenant's active versions).
+  if (targets.data === 0 && targets.index === 0)
+    return `an interrupted job over every tenant (${progress}): a tenant's keys were rotated since; a new job was planned`
+  return `an interrupted job towards data v${replaced.targets.data ?? '?'} / index v${replaced.targets.index ?? '?'} (${progress}): the active versions changed since; a new job towards data v${targets.data} / index v${targets.index} was planned`
 }
 
 /** The active data and index versions, from the key table itself (not the ring's cached metadata). @internal */

@@ -56,6 +56,11 @@ export interface JobSpec {
   loadKeys?(tenants: readonly string[], fresh: boolean): Promise<KeySet>
   /** The versions the job moves rows onto. @default the table's active versions */
   targets?(): Promise<{ data: number; index: number }>
+  /**
+   * What else must be as when the job was planned for a run to join it (a whole-table job over
+   * per-tenant keys: the tenants' key generation). @default none
+   */
+  generation?(): Promise<string>
   /** Explains an error of the batch's write (a unique index refusing a value); undefined: rethrown as is. */
   writeError?(error: unknown): Error | undefined
 }

@@ -77,8 +77,9 @@ export class JobStore {
    * Joins the running job of this kind on this table, or starts one: plans its batches (walking
    * the primary key) in the transaction that holds the job row's lock, so concurrent starters plan
    * once and the others join. A job done after `since` is joined (nothing left), not restarted.
-   * A job is joined only when its targets are `targets` (the active versions now): an interrupted
-   * job planned before a rotation is replaced by a new one, reported in `replaced`.
+   * A job is joined only when its targets are `targets` (the active versions now) and its key
+   * generation is `generation` (a whole-table job over per-tenant keys, see tenant-generation.ts):
+   * an interrupted job planned before a rotation is replaced by a new one, reported in `replaced`.
    */
   async startOrJoin(
     kind: string,
@@ -86,6 +87,7 @@ export class JobStore {
     since: Date,
     targets: { data: number; index: number },
     plan: (trx: AnyTrx) => Promise<Array<{ lo: unknown; hi: unknown }>>,
+    generation: string | null = null,
   ): Promise<JobStart> {
     const id = `${kind}:${logicalTable}`
     const insert = this.#db.insertInto(this.jobs).values({
@@ -111,7 +113,10 @@ export class JobStore {
       const finished =
         job?.finished_at === null || job?.finished_at === undefined ? null : new Date(job.finished_at)
       const was: JobTargets = { data: nullableInt(job?.target_data), index: nullableInt(job?.target_index) }
-      const same = was.data === targets.data && was.index === targets.index
+      const same =
+        was.data === targets.data &&
+        was.index === targets.index &&
+        (job?.key_generation ?? null) === generation
       if (same && (state === 'running' || (state === 'done' && finished !== null && finished >= since))) {
         return { id, created: false, replaced: undefined }
       }
@@ -156,6 +161,7 @@ export class JobStore {
           total_batches: batches.length,
           target_data: targets.data,
           target_index: targets.index,
+          key_generation: generation,
           started_at: new Date(),
           finished_at: null,
           stopped_at: null,

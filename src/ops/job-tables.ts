@@ -7,7 +7,8 @@ import type { OpsContext } from './context.js'
  * - `kfe_jobs`: one row per job (`id` = `<kind>:<logical table>`, `kind`, `logical_table`, `state`
  *   `new`/`running`/`done`, `total_batches`, `target_data` and `target_index`: the key versions the
  *   job moves rows onto, `started_at`, `finished_at`, `stopped_at`: when a run last stopped with
- *   batches left). Also holds the key events `rotate` and `retire` time by the database's clock
+ *   batches left, `key_generation`: a whole-table job's over per-tenant keys, see
+ *   tenant-generation.ts; null otherwise). Also holds the key events `rotate` and `retire` time by the database's clock
  *   (`kind` `activation` / `staging`, see key-events.ts).
  * - `kfe_jobs_batches`: one row per batch of primary keys `(lo, hi]`, the checkpoint: marked done
  *   in the transaction that rewrote its rows, with its counters.
@@ -33,8 +34,10 @@ export async function ensureJobTables(ctx: OpsContext): Promise<void> {
       .addColumn('started_at', time, (c) => c.notNull())
       .addColumn('finished_at', time)
       .addColumn('stopped_at', time)
+      .addColumn('key_generation', 'varchar(64)')
       .execute(),
   )
+  await ensureGenerationColumn(db, ctx.jobsTable)
   await retryCreate(() =>
     db.schema
       .createTable(batches)
@@ -54,6 +57,28 @@ export async function ensureJobTables(ctx: OpsContext): Promise<void> {
       .addPrimaryKeyConstraint(`${batches}_pkey`, ['job_id', 'batch_no'])
       .execute(),
   )
+}
+
+/** A job table made before `key_generation` gets it (nullable: null for jobs of table-wide keys). */
+// biome-ignore lint/suspicious/noExplicitAny: the job tables are named at run time.
+async function ensureGenerationColumn(db: Kysely<any>, jobsTable: string): Promise<void> {
+  const present = () =>
+    db
+      .selectFrom(jobsTable)
+      .select('key_generation')
+      .limit(1)
+      .execute()
+      .then(
+        () => true,
+        () => false,
+      )
+  if (await present()) return
+  try {
+    await db.schema.alterTable(jobsTable).addColumn('key_generation', 'varchar(64)').execute()
+  } catch (error) {
+    // Another process added it at the same time.
+    if (!(await present())) throw error
+  }
 }
 
 async function retryCreate(create: () => Promise<unknown>): Promise<void> {

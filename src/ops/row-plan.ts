@@ -5,18 +5,20 @@ import type { TenantKeySets } from './tenant-key-sets.js'
 
 /**
  * The {@link JobSpec} hooks of a job over a table with per-tenant keys: its rows (one tenant's or
- * every tenant's), the keys each batch loads (those of the tenants its rows name), its targets.
+ * every tenant's), the keys each batch loads (those of the tenants its rows name), its targets
+ * (and, over every tenant, the key generation a later run must find to join the job).
  * None without `tenants` (the table's one key set).
  * @internal
  */
 export function tenantJobHooks(
   tenants: TenantKeySets | undefined,
-): Pick<JobSpec, 'where' | 'loadKeys' | 'targets'> {
+): Pick<JobSpec, 'where' | 'loadKeys' | 'targets' | 'generation'> {
   if (tenants === undefined) return {}
   return {
     where: tenants.where,
     loadKeys: (names: readonly string[], fresh: boolean) => tenants.view(names, fresh),
     targets: () => tenants.targets(),
+    ...(tenants.only === undefined ? { generation: () => tenants.generation() } : {}),
   }
 }
 

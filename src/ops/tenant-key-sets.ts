@@ -12,6 +12,7 @@ import {
   type RowKeys,
   type StoredRow,
 } from './row-check.js'
+import { tenantKeyGeneration } from './tenant-generation.js'
 
 /** A tenant's keys as the cache holds them. */
 type TenantEntry =
@@ -156,6 +157,11 @@ export class TenantKeySets implements RowKeySets {
         },
       )
     return { data, index }
+  }
+
+  /** The tenants' key generation (a whole-table job's; see tenant-generation.ts). */
+  generation(): Promise<string> {
+    return tenantKeyGeneration(this.#ctx, this.#table)
   }
 
   /** Zeroes every copy held. */

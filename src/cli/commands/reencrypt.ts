@@ -1,6 +1,6 @@
 import { defineCommand } from 'citty'
 import type { EncryptColumnDryRun } from '../../ops/encrypt-column.js'
-import type { JobResult } from '../../ops/job-engine.js'
+import { type JobResult, replacedJobText } from '../../ops/job-engine.js'
 import type { ReencryptDryRun } from '../../ops/reencrypt.js'
 
 /** What a writer job command prints: its counters, or what its dry run found. */
@@ -66,10 +66,7 @@ export function describeJob(result: JobOutcome): void {
     return
   }
   if (result.replaced !== undefined) {
-    const r = result.replaced
-    consola.warn(
-      `an interrupted job towards data v${r.targets.data ?? '?'} / index v${r.targets.index ?? '?'} (${r.doneBatches}/${r.totalBatches} batches done) was not resumed: the active versions changed since; a new job towards data v${result.targets.data} / index v${result.targets.index} was started.`,
-    )
+    consola.warn(`not resumed: ${replacedJobText(result.replaced, result.targets)}.`)
   }
   consola.log(
     `${result.table}: ${result.rows} rows read, ${result.rewritten} rewritten, ${result.conflicts} changed by the application meanwhile (re-read), ${result.deleted} deleted meanwhile, ${result.failed} failed.`,
