@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest'
 import { KeyError, localKeyProvider, OperationError } from '../../src/index.js'
 import { fieldEncryptionOps, type JobResult } from '../../src/ops.js'
 import { type Backend, backends } from '../support/backends.js'
-import { useOpsTestDb } from '../support/ops-db.js'
+import { retireWhenDue, useOpsTestDb } from '../support/ops-db.js'
 
 describe.each(backends())('ops lifecycle [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
@@ -87,7 +87,7 @@ describe.each(backends())('ops lifecycle [$name]', (backend: Backend) => {
     })
 
     it('retire of the unused former version succeeds', async () => {
-      const r = await t.ops.retire(t.table, { purpose: 'data', version: 1 })
+      const r = await retireWhenDue(t.ops, t.table, { purpose: 'data', version: 1 })
       expect(r).toMatchObject({ rows: 0, retired: true, forced: false })
       const s = await t.ops.status({ exact: true })
       expect(s.needsAttention).toBe(false)
@@ -120,7 +120,7 @@ describe.each(backends())('ops lifecycle [$name]', (backend: Backend) => {
       expect(job).toMatchObject({ rows: 50, rewritten: 45, failed: 0, remainingBatches: 0 })
       const v = await t.ops.verify(t.table)
       expect(v).toMatchObject({ ok: true, indexVersions: { 2: 100 }, dataVersions: { 2: 100 } })
-      const r = await t.ops.retire(t.table, { purpose: 'index', version: 1 })
+      const r = await retireWhenDue(t.ops, t.table, { purpose: 'index', version: 1 })
       expect(r.retired).toBe(true)
       const found = await t.app.selectFrom(t.table).select('name').where('ssn', '=', '123450003').execute()
       expect(found.map((x) => x.name)).toEqual(['u3'])

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { OperationError, QueryRefusedError, UniqueViolationError } from '../../src/index.js'
 import type { VerifyResult } from '../../src/ops.js'
 import { type Backend, backends } from '../support/backends.js'
-import { type OpsTestDb, opsTestDb } from '../support/ops-db.js'
+import { type OpsTestDb, opsTestDb, retireWhenDue } from '../support/ops-db.js'
 
 /**
  * Issue 14: a unique blind index keeps rejecting duplicates through an index-key rotation, with
@@ -250,7 +250,7 @@ describe.each(backends())('index-key rotation with a rotation slot [$name]', (ba
     })
 
     it('retired v1: its column is cleared; a duplicate is refused; searches still work', async () => {
-      const r = await t.ops.retire(t.table, { purpose: 'index', version: 1 })
+      const r = await retireWhenDue(t.ops, t.table, { purpose: 'index', version: 1 })
       expect(r.retired).toBe(true)
       expect(await filled('email_bidx')).toBe(0)
       await wait()

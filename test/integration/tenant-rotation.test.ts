@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { OperationError } from '../../src/index.js'
 import type { JobResult, ReencryptDryRun } from '../../src/ops.js'
 import { type Backend, backends } from '../support/backends.js'
+import { retireWhenDue } from '../support/ops-db.js'
 import { type TenantFixture, tenantFixture } from '../support/tenant-fixture.js'
 import { failure } from './plugin-at-rest.js'
 
@@ -58,7 +59,9 @@ describe.each(backends())('per-tenant rotation and re-encryption [$name]', (back
       // A per-tenant table's version is retired per tenant; the other tenant's v1 stays active.
       const noTenant = await failure(() => t.ops.retire(t.table, { purpose: 'data', version: 1 }))
       expect(noTenant).toMatchObject({ code: 'OPS_INVALID' })
-      expect(await t.ops.retire(t.table, { purpose: 'data', version: 1, tenant: 'ra' })).toMatchObject({
+      expect(
+        await retireWhenDue(t.ops, t.table, { purpose: 'data', version: 1, tenant: 'ra' }),
+      ).toMatchObject({
         retired: true,
         rows: 0,
       })
@@ -80,7 +83,9 @@ describe.each(backends())('per-tenant rotation and re-encryption [$name]', (back
       const job = (await t.ops.reencrypt(t.table, { tenant: 'rc' })) as JobResult
       expect(job).toMatchObject({ rows: 1, rewritten: 1, failed: 0 })
       expect((await t.ops.verify(t.table, { tenant: 'rc' })).indexVersions).toEqual({ 2: 2 })
-      expect(await t.ops.retire(t.table, { purpose: 'index', version: 1, tenant: 'rc' })).toMatchObject({
+      expect(
+        await retireWhenDue(t.ops, t.table, { purpose: 'index', version: 1, tenant: 'rc' }),
+      ).toMatchObject({
         retired: true,
       })
       expect(await t.byEmail('rc', 'c1@x.io')).toEqual([{ id }])
