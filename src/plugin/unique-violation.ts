@@ -52,20 +52,25 @@ export async function uniqueViolationOf(
   const e = error as DriverError
   const key = mysqlKey(e)
   const constraint = typeof e.constraint === 'string' ? e.constraint : key
-  let index: IndexInfo | undefined
+  let found: KeyColumns | undefined
   if (e.code === '23505') {
-    const columns = typeof e.detail === 'string' ? /^Key \((.*?)\)=\(/.exec(e.detail)?.[1] : undefined
+    const list = typeof e.detail === 'string' ? /^Key \((.*?)\)=\(/.exec(e.detail)?.[1] : undefined
     const table = typeof e.table === 'string' ? e.table : undefined
-    index = candidates.find(
-      (i) => (columns === i.physical || columns === quoted(i.physical)) && sameTable(i, table),
-    )
+    if (list !== undefined)
+      found = keyColumns(
+        candidates.filter((i) => sameTable(i, table)),
+        splitColumns(list),
+      )
   } else if (key !== undefined) {
-    index = await indexOfKey(candidates, key, lookup)
+    found = await indexOfKey(candidates, key, lookup)
   }
-  if (index === undefined) return undefined
+  if (found === undefined) return undefined
+  const { index, others } = found
   const { column } = index
+  // A composite UNIQUE (a tenant column and the blind index, say) refuses the value only beside the same others.
+  const beside = others.length === 0 ? '' : ` with the same ${others.join(', ')}`
   return new UniqueViolationError(
-    `Duplicate value refused by the UNIQUE index${constraint === undefined ? '' : ` ${constraint}`} on blind-index column ${column.table.physical}.${index.physical}: another row of ${column.table.logical} already holds this ${column.logical} (equal once normalized). The statement was not applied.`,
+    `Duplicate value refused by the UNIQUE index${constraint === undefined ? '' : ` ${constraint}`} on blind-index column ${column.table.physical}.${index.physical}: another row of ${column.table.logical} already holds this ${column.logical} (equal once normalized)${beside}. The statement was not applied.`,
     {
       cause: error,
       table: column.table.logical,
@@ -85,12 +90,54 @@ function writtenUniqueIndexes(plan: QueryPlan): IndexInfo[] {
   return [...out]
 }
 
-/** The candidate whose table holds MySQL key `key` on exactly its column. */
+/** The blind-index column a unique key holds, and the key's other columns (names as stored). */
+interface KeyColumns {
+  readonly index: IndexInfo
+  readonly others: readonly string[]
+}
+
+/**
+ * The one candidate among a key's columns, with the others: a key over a blind index alone, or a
+ * composite key holding exactly one of the query's unique blind indexes; undefined otherwise (a
+ * key over none of them, or over two, which cannot tell whose value was the duplicate).
+ */
+function keyColumns(candidates: readonly IndexInfo[], columns: readonly string[]): KeyColumns | undefined {
+  const held = candidates.filter((i) => columns.includes(i.physical))
+  if (held.length !== 1) return undefined
+  const index = held[0]!
+  return { index, others: columns.filter((c) => c !== index.physical) }
+}
+
+/**
+ * The column list of PostgreSQL's `Key (a, "b c")=(…)`: names split at commas outside double
+ * quotes, unquoted.
+ */
+function splitColumns(list: string): string[] {
+  const out: string[] = []
+  let name = ''
+  let inQuotes = false
+  for (let i = 0; i < list.length; i++) {
+    const ch = list[i]!
+    if (ch === '"') {
+      if (inQuotes && list[i + 1] === '"') {
+        name += '"'
+        i++
+      } else inQuotes = !inQuotes
+    } else if (ch === ',' && !inQuotes) {
+      out.push(name.trim())
+      name = ''
+    } else name += ch
+  }
+  out.push(name.trim())
+  return out
+}
+
+/** The candidate whose table holds MySQL key `key` on its column (with others: a composite key). */
 async function indexOfKey(
   candidates: readonly IndexInfo[],
   key: string,
   lookup: Lookup,
-): Promise<IndexInfo | undefined> {
+): Promise<KeyColumns | undefined> {
   for (const table of new Set(candidates.map((i) => i.column.table.physical))) {
     const dot = table.lastIndexOf('.')
     const schema = dot < 0 ? undefined : table.slice(0, dot)
@@ -108,9 +155,11 @@ async function indexOfKey(
     } catch {
       return undefined
     }
-    if (rows.length !== 1) continue
-    const column = (rows[0] as { c?: unknown }).c
-    const found = candidates.find((i) => i.column.table.physical === table && i.physical === column)
+    const columns = rows.map((r) => String((r as { c?: unknown }).c))
+    const found = keyColumns(
+      candidates.filter((i) => i.column.table.physical === table),
+      columns,
+    )
     if (found !== undefined) return found
   }
   return undefined
@@ -119,10 +168,6 @@ async function indexOfKey(
 /** The key a MySQL/MariaDB duplicate names (never the value, which the message also holds). */
 function mysqlKey(e: DriverError): string | undefined {
   return typeof e.sqlMessage === 'string' ? /for key '([^']*)'$/.exec(e.sqlMessage)?.[1] : undefined
-}
-
-function quoted(name: string): string {
-  return `"${name.replaceAll('"', '""')}"`
 }
 
 function sameTable(index: IndexInfo, table: string | undefined): boolean {
