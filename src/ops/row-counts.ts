@@ -3,7 +3,7 @@ import type { OpsContext } from './context.js'
 import { type RunOptions, report } from './progress.js'
 import type { KeySet, RowCheck } from './row-check.js'
 import { scanTable } from './scan.js'
-import type { KeyVersionStatus } from './status.js'
+import type { KeyVersionStatus } from './status-types.js'
 import type { TenantKeySets } from './tenant-key-sets.js'
 
 /** Rows of a table counted by key version, as `status` reports them. @internal */

@@ -2,7 +2,7 @@ import { timingSafeEqual } from 'node:crypto'
 import type { BlindIndexSpec } from '../blindindex/blind-index.js'
 import { indexValue } from '../plugin/resolve-values.js'
 import { slotOfVersion, type TableInfo } from '../schema/schema.js'
-import type { KeySet, StoredRow } from './row-check.js'
+import type { KeySet, StoredRow } from './key-set.js'
 
 /** What the rotation-slot columns of one row hold, accumulated over its indexes. @internal */
 export interface SlotState {

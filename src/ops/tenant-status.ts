@@ -5,7 +5,7 @@ import type { OpsContext } from './context.js'
 import type { JobRecord } from './job-store.js'
 import type { ColumnMigrationStatus } from './migration-status.js'
 import { counted, countRows, unscanned, versionAttention } from './row-counts.js'
-import type { KeyVersionStatus, StatusOptions, TableStatus } from './status.js'
+import type { KeyVersionStatus, StatusOptions, TableStatus } from './status-types.js'
 import { scanKeys } from './tenant-key-sets.js'
 
 /**

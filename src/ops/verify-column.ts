@@ -10,7 +10,12 @@ import { keyColumn } from './primary-key.js'
 import type { RunOptions } from './progress.js'
 import { destroyKeySet } from './row-check.js'
 import { scanKeys } from './tenant-key-sets.js'
-import type { VerifyFailure } from './verify.js'
+
+/** One row that failed, by primary key; problems are `column: CODE`, never values. */
+export interface VerifyFailure {
+  readonly key: unknown
+  readonly problems: readonly string[]
+}
 
 /** Options of `verifyColumn`. */
 export interface VerifyColumnOptions extends RunOptions {

@@ -2,7 +2,9 @@ import type { OpsContext } from './context.js'
 import { type RunOptions, report } from './progress.js'
 import { scanTable } from './scan.js'
 import { scanKeys } from './tenant-key-sets.js'
-import { type VerifyColumnResult, verifyColumn } from './verify-column.js'
+import { type VerifyColumnResult, type VerifyFailure, verifyColumn } from './verify-column.js'
+
+export type { VerifyFailure } from './verify-column.js'
 
 /** Options of `verify`. */
 export interface VerifyOptions extends RunOptions {
@@ -15,12 +17,6 @@ export interface VerifyOptions extends RunOptions {
    * tenant's keys
    */
   readonly tenant?: string | number | bigint
-}
-
-/** One row that failed, by primary key; problems are `column: CODE`, never values. */
-export interface VerifyFailure {
-  readonly key: unknown
-  readonly problems: readonly string[]
 }
 
 /** Outcome of `verify`. */

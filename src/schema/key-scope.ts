@@ -1,7 +1,9 @@
 import { ConfigError, QueryRefusedError } from '../errors.js'
 import { isWellFormedString } from '../fields/codecs.js'
 import { contextValue } from '../fields/context-values.js'
-import type { EncryptedSchema, TableInfo } from './schema.js'
+import type { EncryptedSchema, KeyScope, TableInfo } from './schema-types.js'
+
+export type { KeyScope } from './schema-types.js'
 
 /**
  * Per-tenant keys (the `keyScope` table option): each tenant of a table has its own data and
@@ -21,14 +23,6 @@ export const SCOPE_SEPARATOR = '#'
 
 /** The key table's `logical_table` column is a varchar(255). */
 export const KEY_NAME_MAX = 255
-
-/** A table's key scope, resolved from its options. */
-export interface KeyScope {
-  /** The scope column (physical name); one of the table's context columns. */
-  readonly column: string
-  /** Its position in `table.context`: where a row's context values carry the tenant. */
-  readonly at: number
-}
 
 /**
  * The key name of one tenant of a table with a key scope.

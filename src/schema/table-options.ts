@@ -1,6 +1,6 @@
 import { ConfigError } from '../errors.js'
-import { type KeyScope, SCOPE_SEPARATOR } from './key-scope.js'
-import type { SchemaDefinition } from './schema.js'
+import { SCOPE_SEPARATOR } from './key-scope.js'
+import type { KeyScope, SchemaDefinition } from './schema-types.js'
 
 /** The row-binding options of a table (`context`, `keyScope`), checked when the schema is built. */
 
