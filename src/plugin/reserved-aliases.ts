@@ -1,0 +1,86 @@
+import type { OperationNode, ReferenceNode, SelectionNode } from 'kysely'
+import { QueryRefusedError } from '../errors.js'
+import type { AnalysisContext, Origin, Role } from './analysis-context.js'
+import { isHiddenContextName, isHiddenName } from './hidden-selections.js'
+import { columnName } from './nodes.js'
+import { HIDDEN_CONTEXT_PREFIX } from './plan.js'
+import type { Relation, Scope, Source } from './scope.js'
+import { identifierName, tableName } from './table-names.js'
+
+/**
+ * Refuses an output of the query's own named with the prefix of the plugin's hidden row-context
+ * selections (`__kfe_ctx_`): the wrapper removes those keys from the rows, and a subquery or
+ * derived table drops them from its select list, so the user's column would be lost without a word.
+ *
+ * The plugin meets its own hidden selections again in two places, where they are kept: the verify
+ * pass (the final tree of a query it rewrote) and a subquery built from `db` (rewritten as a query
+ * of its own first). There a selection passes only in the exact form the plugin writes,
+ * `<relation>.<context column> as __kfe_ctx_<n>`, beside an encrypted column of that relation (the
+ * only reason it adds one). Anywhere else, and in every top-level select list or RETURNING list of
+ * a query the plugin rewrites, the prefix is the user's, and refused.
+ *
+ * @param selections - The select list or RETURNING list as written.
+ * @param outputs - Its outputs (for a subquery's select list: without the hidden selections).
+ * @param origins - The relation each output was read through.
+ * @throws QueryRefusedError `QUERY_REFUSED` (operator `alias`)
+ */
+export function checkContextAliases(
+  a: AnalysisContext,
+  selections: ReadonlyArray<SelectionNode>,
+  outputs: ReadonlyMap<string, Source>,
+  origins: ReadonlyMap<string, Origin>,
+  scope: Scope,
+  role: Role,
+): void {
+  for (const s of selections) {
+    const sel = s.selection
+    if (sel.kind !== 'AliasNode') continue
+    const name = identifierName(sel.alias)
+    if (!name.startsWith(HIDDEN_CONTEXT_PREFIX)) continue
+    if (
+      (role !== 'root' || a.mode === 'verify') &&
+      isOwn(sel.node, name, selections, outputs, origins, scope)
+    )
+      continue
+    throw new QueryRefusedError(
+      'QUERY_REFUSED',
+      `The output alias "${name}" starts with ${HIDDEN_CONTEXT_PREFIX}, which the plugin reserves for the row-context columns it reads and removes from the rows: the column would be lost. Nothing was sent.`,
+      { operator: 'alias', hint: `Choose an alias that does not start with ${HIDDEN_CONTEXT_PREFIX}.` },
+    )
+  }
+}
+
+/** True for a selection in the form the plugin writes, beside an encrypted column it serves. */
+function isOwn(
+  node: OperationNode,
+  name: string,
+  selections: ReadonlyArray<SelectionNode>,
+  outputs: ReadonlyMap<string, Source>,
+  origins: ReadonlyMap<string, Origin>,
+  scope: Scope,
+): boolean {
+  if (!isHiddenContextName(name) || node.kind !== 'ReferenceNode') return false
+  const ref = node as ReferenceNode
+  if (ref.table === undefined) return false
+  const relation = scope.relationNamed(tableName(ref.table).name)
+  const table = relation?.table
+  if (relation === undefined || table === undefined || !table.context.includes(columnName(ref))) return false
+  for (const [output, source] of outputs) {
+    if (source.kind === 'column' && source.info.table === table && origins.get(output) === relation)
+      return true
+  }
+  return hasHiddenSearchColumn(selections, relation)
+}
+
+/** True when `selections` holds a hidden `<relation>.<encrypted column> as __kfe_fp_<n>`. */
+function hasHiddenSearchColumn(selections: ReadonlyArray<SelectionNode>, relation: Relation): boolean {
+  for (const s of selections) {
+    const sel = s.selection
+    if (sel.kind !== 'AliasNode' || sel.node.kind !== 'ReferenceNode') continue
+    if (!isHiddenName(identifierName(sel.alias))) continue
+    const ref = sel.node as ReferenceNode
+    if (ref.table === undefined || tableName(ref.table).name !== relation.name) continue
+    if (relation.table?.column(columnName(ref)) !== undefined) return true
+  }
+  return false
+}
