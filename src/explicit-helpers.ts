@@ -4,15 +4,23 @@ import { contextValue } from './fields/context-values.js'
 import { decryptValue } from './fields/field-cipher.js'
 import { readHeader } from './fields/format.js'
 import type { KeyRing } from './keys/key-ring.js'
+import { checkContextValues } from './plugin/context-types.js'
 import { encryptColumn, indexValue, refuseEmptySearch } from './plugin/resolve-values.js'
+import type { SchemaGate } from './plugin/schema-gate.js'
 import { rowKeyName, tenantKeyName, tenantRequired } from './schema/key-scope.js'
 import { contextMissing, readContext, rowAad } from './schema/row-context.js'
 import type { ColumnInfo, EncryptedSchema, IndexInfo } from './schema/schema.js'
 
-/** The explicit helpers for raw `sql` of {@link FieldEncryption}: encrypt, decrypt, indexOf. */
+/**
+ * The explicit helpers for raw `sql` of {@link FieldEncryption}: encrypt, decrypt, indexOf.
+ *
+ * @param getGate - The schema check of the wrapped dialect whose key ring `getRing` returns: its
+ *   catalog says how each context column stores the values `encrypt` binds (see {@link checkContextValues}).
+ */
 export function explicitHelpers(
   schema: EncryptedSchema,
   getRing: () => KeyRing,
+  getGate: () => SchemaGate | undefined,
 ): Pick<FieldEncryption, 'encrypt' | 'decrypt' | 'indexOf'> {
   const options = { schema }
   const column = (table: string, name: string): ColumnInfo => {
@@ -37,7 +45,15 @@ export function explicitHelpers(
         )
       }
       const bound = context.length === 0 ? undefined : (values as string[])
-      const key = await getRing().writeKey(rowKeyName(info.table, bound) as string, 'data')
+      const ring = getRing()
+      const gate = getGate()
+      if (bound !== undefined && gate !== undefined) {
+        // As before a write through the plugin: the schema check (once), then the context values
+        // against the types it read ('07' in an integer column would bind a context no row has).
+        await gate.pass((run) => run())
+        checkContextValues(gate.catalog, info.table, bound, 'encrypt')
+      }
+      const key = await ring.writeKey(rowKeyName(info.table, bound) as string, 'data')
       return encryptColumn(key, info, value, bound)
     },
     async decrypt(table, name, ciphertext, row) {

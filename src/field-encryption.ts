@@ -12,6 +12,7 @@ import { type EncryptingDriver, insideTransaction, wrapDialect } from './plugin/
 import { EncryptionPlugin } from './plugin/encryption-plugin.js'
 import { MigratedColumns } from './plugin/migrated-columns.js'
 import { PendingPlans } from './plugin/plan.js'
+import type { SchemaGate } from './plugin/schema-gate.js'
 import { startupGate } from './plugin/startup-gate.js'
 import { UnwrappedReads } from './plugin/unwrapped-reads.js'
 import { tenantKeyNameOf } from './schema/key-scope.js'
@@ -113,7 +114,9 @@ export interface FieldEncryption {
    * The ciphertext of `value` for `table.column` (physical names), for raw `sql`.
    * @param row - For a table with a row context (`context` option): the row's context values by
    *   column name, e.g. `{ tenant_id: 'acme', id: 42 }`.
-   * @throws QueryRefusedError `CONTEXT_MISSING` when the table binds a context and `row` lacks a value
+   * @throws QueryRefusedError `CONTEXT_MISSING` when the table binds a context and `row` lacks a value,
+   *   or gives one its column stores as another value (`'07'` for an integer column; checked, as for
+   *   an INSERT, once the schema check read the catalog); `TENANT_INVALID` for a tenant that cannot name keys
    */
   encrypt(
     table: string,
@@ -238,6 +241,8 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
   const keyTable = options.keyTable === undefined ? {} : { tableName: options.keyTable }
   /** One key ring per wrapped dialect: each reaches its own database with its own SQL. */
   const rings: KeyRing[] = []
+  /** The schema check of each wrapped dialect, beside its ring. */
+  const gates: SchemaGate[] = []
 
   const getRing = (): KeyRing => {
     const ring = rings[0]
@@ -311,6 +316,8 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
       ...(options.onKeyEvent === undefined ? {} : { onKeyEvent: options.onKeyEvent }),
     })
     rings.push(ring)
+    const schemaGate = startupGate(storeDb, options.schema, verifyOptions, keyTableName)
+    gates.push(schemaGate)
     return wrapDialect(dialect, {
       schema: view,
       migrated,
@@ -334,7 +341,7 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
       onDriver: (d) => {
         driver = d
       },
-      schemaGate: startupGate(storeDb, options.schema, verifyOptions, keyTableName),
+      schemaGate,
     })
   }
 
@@ -363,7 +370,7 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
   const encryption: FieldEncryption = {
     plugin,
     wrap,
-    ...explicitHelpers(options.schema, getRing),
+    ...explicitHelpers(options.schema, getRing, () => gates[0]),
     init: (db) => init(db),
     initTenant: (db, table, tenant) => init(db, [tenantKeyNameOf(options.schema, table, tenant)]),
     async verifySchema(db) {

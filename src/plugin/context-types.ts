@@ -1,5 +1,6 @@
 import type { Catalog } from '../schema/catalog.js'
 import { contextMissing } from '../schema/row-context.js'
+import type { TableInfo } from '../schema/schema.js'
 import type { DeferredValue } from './deferred-value.js'
 
 /**
@@ -26,22 +27,40 @@ export function checkWrittenContext(catalog: Catalog | undefined, deferred: read
   if (catalog === undefined) return
   for (const d of deferred) {
     const values = d.kind === 'encrypt' ? d.context : undefined
-    if (values === undefined) continue
-    const table = d.column.table
-    const live = catalog.table(table.physical)
-    if (live === undefined) continue
-    table.context.forEach((name, i) => {
-      const value = values[i]
-      const type = catalog.column(live, name)
-      if (value === undefined || type === undefined) return
-      const integer = INTEGER.has(type)
-      if (integer ? CANONICAL_INTEGER.test(value) : type !== 'uuid' || CANONICAL_UUID.test(value)) return
-      throw contextMissing(
-        table,
-        name,
-        `is ${JSON.stringify(value.length > 64 ? `${value.slice(0, 64)}…` : value)}, which its ${type} column stores as another value (${integer ? 'an integer in its decimal form' : 'a UUID in its 8-4-4-4-12 form'}): the ciphertexts bound to it would not decrypt`,
-        'write',
-      )
-    })
+    if (values !== undefined) checkContextValues(catalog, d.column.table, values, 'write')
   }
+}
+
+/**
+ * The check of {@link checkWrittenContext} for one row's canonical context values (also run by
+ * `encryption.encrypt`, which binds a ciphertext to the context its caller gives).
+ *
+ * @param catalog - The catalog the schema check read; `undefined`: no check.
+ * @param table - The table whose context `values` are, in its context order.
+ * @param operator - The statement kind for the message (`write`, `encrypt`).
+ * @throws QueryRefusedError `CONTEXT_MISSING` naming the column, when a value is not the form its
+ *   column stores.
+ */
+export function checkContextValues(
+  catalog: Catalog | undefined,
+  table: TableInfo,
+  values: readonly string[],
+  operator: string,
+): void {
+  if (catalog === undefined) return
+  const live = catalog.table(table.physical)
+  if (live === undefined) return
+  table.context.forEach((name, i) => {
+    const value = values[i]
+    const type = catalog.column(live, name)
+    if (value === undefined || type === undefined) return
+    const integer = INTEGER.has(type)
+    if (integer ? CANONICAL_INTEGER.test(value) : type !== 'uuid' || CANONICAL_UUID.test(value)) return
+    throw contextMissing(
+      table,
+      name,
+      `is ${JSON.stringify(value.length > 64 ? `${value.slice(0, 64)}…` : value)}, which its ${type} column stores as another value (${integer ? 'an integer in its decimal form' : 'a UUID in its 8-4-4-4-12 form'}): the ciphertexts bound to it would not decrypt`,
+      operator,
+    )
+  })
 }
