@@ -117,7 +117,7 @@ async function runBatch(
   }
   const columns = spec.columns(key)
   let q = trx.selectFrom(table.physical).select(columns).orderBy(pk)
-  if (spec.where !== undefined) q = q.where(spec.where.column, '=', spec.where.value)
+  if (spec.where !== undefined) q = q.where(spec.where)
   if (batch.lo !== null) q = q.where(pk, '>', batch.lo)
   if (batch.hi !== null) q = q.where(pk, '<=', batch.hi)
   if (spec.lockRead === true) q = q.forUpdate()

@@ -133,7 +133,7 @@ export async function runJob(
           .limit(1)
           .offset(batchSize - 1)
         if (lo !== null) q = q.where(pk, '>', lo)
-        if (spec.where !== undefined) q = q.where(spec.where.column, '=', spec.where.value)
+        if (spec.where !== undefined) q = q.where(spec.where)
         const row = exactKeys(key, (await q.execute()) as StoredRow[])[0]
         if (row === undefined) {
           bounds.push({ lo, hi: null })

@@ -1,3 +1,4 @@
+import type { Expression, SqlBool } from 'kysely'
 import type { TableInfo } from '../schema/schema.js'
 import type { CasWrite } from './cas-write.js'
 import type { OpsContext } from './context.js'
@@ -47,7 +48,7 @@ export interface JobSpec {
   /** What `row` needs under `keys` (pure: no query, no throw for a bad row). */
   plan(row: StoredRow, keys: KeySet): RowPlan
   /** Only these rows (one tenant's): applied to the job's plan and to each batch's read. */
-  readonly where?: { readonly column: string; readonly value: unknown } | undefined
+  readonly where?: Expression<SqlBool> | undefined
   /**
    * The keys a batch starts with, loaded outside its transaction, with the keys of `tenants` (named
    * by a `keys` plan of the batch's last attempt); `fresh`: read every key's metadata again.

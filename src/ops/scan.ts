@@ -73,14 +73,14 @@ async function scanWith(
   const tenants = options.tenants
   const where = tenants?.where
   let countQuery = ctx.db.selectFrom(table.physical).select((eb) => eb.fn.countAll().as('n'))
-  if (where !== undefined) countQuery = countQuery.where(where.column, '=', where.value)
+  if (where !== undefined) countQuery = countQuery.where(where)
   const counted = await countQuery.executeTakeFirst()
   const total = Number(counted?.n ?? 0)
   let rows = 0
   const page = async (after: unknown, limit: number): Promise<StoredRow[]> => {
     let q = ctx.db.selectFrom(table.physical).select(columns).orderBy(pk).limit(limit)
     if (after !== null) q = q.where(pk, '>', after)
-    if (where !== undefined) q = q.where(where.column, '=', where.value)
+    if (where !== undefined) q = q.where(where)
     return exactKeys(key, (await q.execute()) as StoredRow[])
   }
   const consume = async (batch: StoredRow[]) => {

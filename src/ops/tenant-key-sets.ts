@@ -1,6 +1,8 @@
+import { type Expression, type SqlBool, sql } from 'kysely'
 import { KeyError, OperationError } from '../errors.js'
 import { contextValue } from '../fields/context-values.js'
 import type { StoredKey } from '../keys/stored-key.js'
+import { exactContextGuard } from '../plugin/context-guard.js'
 import { type KeyScope, tenantKeyName } from '../schema/key-scope.js'
 import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
@@ -62,9 +64,18 @@ export class TenantKeySets implements RowKeySets {
     if (this.only !== undefined) tenantKeyName(table, this.only) // TENANT_INVALID early
   }
 
-  /** The filter of the rows covered: the scope column equal to the tenant; undefined for every row. */
-  get where(): { readonly column: string; readonly value: string } | undefined {
-    return this.only === undefined ? undefined : { column: this.#scope.column, value: this.only }
+  /**
+   * The filter of the rows covered, undefined for every row: the scope column equal to the tenant
+   * (`tenant_id = 'acme'`, which its index serves) and, on MySQL/MariaDB, equal byte for byte (the
+   * plugin's exact context guard, `md5(concat(tenant_id)) = md5('acme')`): their default collations
+   * match `'ACME'` and `'acme '` to `'acme'`, rows of other tenants, with keys and jobs of their own.
+   */
+  get where(): Expression<SqlBool> | undefined {
+    if (this.only === undefined) return undefined
+    const equal = sql<SqlBool>`${sql.ref(this.#scope.column)} = ${this.only}`
+    if (this.#ctx.family !== 'mysql') return equal
+    const guard = exactContextGuard(this.#scope.column, undefined, this.only)
+    return sql<SqlBool>`${equal} and ${{ toOperationNode: () => guard }}`
   }
 
   /** The key name of the one tenant covered (its job's subject), or the table's logical name. */
