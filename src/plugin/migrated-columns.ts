@@ -16,6 +16,7 @@ import {
   type Relation,
   ROW_STATEMENTS,
   refuseCamelSpelling,
+  refuseCteNamedLike,
   refusePlaintextReference,
   renamed,
   selection,
@@ -182,6 +183,7 @@ export class MigratedColumns implements MappedPass {
     const table = this.view.table(name, schema)
     const mappings = table === undefined ? undefined : this.#tables.get(table)
     if (mappings === undefined) return undefined
+    if (schema === undefined) refuseCteNamedLike(root, name, mappings)
     // The relation is this one table: any other mention of a mapped table is in a nested query,
     // which `#plain` refuses.
     return { names: new Set([alias ?? name]), mappings }

@@ -1,4 +1,4 @@
-import type { OperationNode, ReferenceNode, SelectionNode } from 'kysely'
+import type { OperationNode, ReferenceNode, SelectionNode, WithNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
 import type { ColumnInfo } from '../schema/schema.js'
 import { someChild } from './node-utils.js'
@@ -153,6 +153,28 @@ export function refuseCaseVariant(name: string, rel: Relation): void {
 export function renamed(node: OperationNode, m: Mapping): OperationNode {
   if (node.kind === 'ColumnNode') return columnNode(m.stored)
   return referenceNode(m.stored, (node as ReferenceNode).table)
+}
+
+/**
+ * A CTE of the statement's WITH named like its one table (or but for case: MySQL matches CTE
+ * names so): FROM, or the written table, then names the CTE, where this pass would take it for
+ * the table under migration and rewrite its column (`email = $1` into the phase's search, or
+ * into `email_encrypted = $1`), leaving the value a plaintext the database receives. SQL never
+ * writes a CTE: a write is as ambiguous (scope.ts refuses it too).
+ * @throws QueryRefusedError `AMBIGUOUS_COLUMN`
+ */
+export function refuseCteNamedLike(root: OperationNode, name: string, mappings: readonly Mapping[]): void {
+  const ctes = (root as { with?: WithNode }).with?.expressions
+  if (ctes === undefined) return
+  const folded = name.toLowerCase()
+  const cte = ctes.find((c) => tableName(c.name.table).name.toLowerCase() === folded)
+  if (cte === undefined) return
+  const m = mappings[0] as Mapping
+  throw new QueryRefusedError(
+    'AMBIGUOUS_COLUMN',
+    `The statement names ${name}, which is both a CTE of this query ("${tableName(cte.name.table).name}") and table ${m.info.table.physical}, whose column ${m.name} is under migration (stored as ${m.stored}).`,
+    { table: m.info.table.logical, column: m.info.logical, hint: `Give the CTE another name than ${name}.` },
+  )
 }
 
 /** `contact_email` → `contactEmail`, as kysely's CamelCasePlugin spells a name. */
