@@ -10,6 +10,7 @@ import { opaque, reference } from './analyze-expressions.js'
 import { firstColumn } from './column-rules.js'
 import { contextSelections } from './context-selections.js'
 import { columnName, rebuild, rebuildList } from './nodes.js'
+import { hasStarItem } from './raw-text.js'
 import { refuse } from './refusal.js'
 import { checkContextAliases } from './reserved-aliases.js'
 import type { Relation, Resolved, Scope, Source } from './scope.js'
@@ -148,7 +149,9 @@ export function selections(
       return rebuild(s, { selection: rebuild(sel, { node: opaque(a, inner, scope, 'expression') }) })
     }
     names = undefined
-    return rebuild(s, { selection: opaque(a, sel, scope, 'expression') })
+    const node = opaque(a, sel, scope, 'expression')
+    if (role !== 'exists' && hasStarItem(sel)) refuseRawStarAfter(outputs, role)
+    return rebuild(s, { selection: node })
   })
   return { nodes, outputs, origins, plainNamed, names }
 }
@@ -171,6 +174,27 @@ function expand(
   if (added === undefined) return undefined
   names?.push(...added)
   return names
+}
+
+/**
+ * A `*` or `q.*` in raw SQL (`select(['u.email', sql\`p.*\`])`) after an encrypted output: its
+ * columns are not known, and one named like the output would replace it in the rows (the driver
+ * keeps the last), to fail decryption after the query ran. Raw `*` over a relation with
+ * encrypted columns is refused on its own (raw-operands.ts); `selectAll('p')` is expanded instead.
+ *
+ * @throws QueryRefusedError `QUERY_REFUSED` (operator `select all`)
+ */
+function refuseRawStarAfter(outputs: ReadonlyMap<string, Source>, role: Role): void {
+  for (const [name, source] of outputs) {
+    // At the root only decrypted outputs matter; a derived table's index outputs are searched.
+    if (source.kind === 'index' && role === 'root') continue
+    throw refuse(
+      source.kind === 'column' ? source.info : source.info.column,
+      'select all',
+      `a * in raw SQL after output "${name}" may bring a column of that name in its place (the driver keeps the last)`,
+      "List the columns, use selectAll('<table>') instead of raw SQL, or put the raw * first.",
+    )
+  }
 }
 
 /**

@@ -1,9 +1,9 @@
 import type { OperationNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
 import type { ColumnInfo, TableInfo } from '../schema/schema.js'
-import { CHAIN, operandText, PART, unquote } from './raw-text.js'
+import { CHAIN, operandText, PART, starText, unquote } from './raw-text.js'
 import { encryptedIn, type Relation, type Scope } from './scope.js'
-import { wholeRowColumn, wholeRowError } from './whole-row.js'
+import { rawWholeRowColumn, wholeRowError } from './whole-row.js'
 
 /**
  * Raw SQL inside a query that reads an encrypted table: `where(sql\`email\`, '=', v)`,
@@ -27,12 +27,7 @@ export function checkRawText(scope: Scope, node: OperationNode): void {
   // hold no names.
   const text = operandText(node).replace(/'(?:[^']|'')*'/g, "''")
   if (/^[\s?]*$/.test(text)) return
-  // `select(sql\`*\`)`, `returning(sql\`*\`)`: every column of this level's relations, undecrypted.
-  if (/(?:^|,)\s*\*\s*(?:,|$)/.test(text)) {
-    const carried = scope.relations.find((r) => !r.qualifiedOnly && encryptedIn(r) !== undefined)
-    if (carried !== undefined)
-      throw wholeRowError(encryptedIn(carried) as ColumnInfo, carried.name, '* in raw SQL')
-  }
+  if (text.includes('*')) checkStars(scope, node)
   let previous = ''
   for (const match of text.matchAll(CHAIN)) {
     const parts = [...match[0].matchAll(PART)].map((p) => unquote(p[0]))
@@ -41,16 +36,12 @@ export function checkRawText(scope: Scope, node: OperationNode): void {
     previous = parts.length === 1 ? (parts[0] as string).toLowerCase() : ''
     if (/^\s*\(/.test(after)) continue // a function's name
     const last = parts[parts.length - 1] as string
-    if (/^\s*\.\s*\*/.test(after)) {
-      const info = wholeRowColumn(scope, last)
-      if (info !== undefined) throw wholeRowError(info, last, `${last}.* in raw SQL`)
-      continue
-    }
+    if (/^\s*\.\s*\*/.test(after)) continue // `q.*`: checkStars
     if (parts.length === 1) {
       const column = unqualifiedColumn(scope, last)
       if (column !== undefined) throw rawOperandError(column, last)
       if (TABLE_CONTEXT.has(word)) continue
-      const info = wholeRowColumn(scope, last)
+      const info = rawWholeRowColumn(scope, last)
       if (info !== undefined) throw wholeRowError(info, last, `${last} as a value in raw SQL`)
       continue
     }
@@ -63,6 +54,32 @@ export function checkRawText(scope: Scope, node: OperationNode): void {
     if (column !== undefined) throw rawOperandError(column, `${qualifier}.${last}`)
   }
 }
+
+/**
+ * `*` and `q.*` in raw SQL, outside literals and comments (`count(*)` is neither): every column of
+ * this level's relations, or of `q`, undecrypted. `q` is matched ignoring case too (see
+ * {@link rawWholeRowColumn}): PostgreSQL reads an unquoted `R.*` as `r.*`.
+ *
+ * @throws QueryRefusedError `QUERY_REFUSED` (operator `whole row`)
+ */
+function checkStars(scope: Scope, node: OperationNode): void {
+  const text = starText(node)
+  // `select(sql\`*\`)`, `returning(sql\`*\`)`.
+  if (/(?:^|,)\s*\*\s*(?:,|$)/.test(text)) {
+    const carried = scope.relations.find((r) => !r.qualifiedOnly && encryptedIn(r) !== undefined)
+    if (carried !== undefined)
+      throw wholeRowError(encryptedIn(carried) as ColumnInfo, carried.name, '* in raw SQL')
+  }
+  for (const match of text.matchAll(QUALIFIED_STAR)) {
+    const parts = [...(match[1] as string).matchAll(PART)].map((p) => unquote(p[0]))
+    const last = parts[parts.length - 1] as string
+    const info = rawWholeRowColumn(scope, last, parts.length > 1 ? parts[parts.length - 2] : undefined)
+    if (info !== undefined) throw wholeRowError(info, last, `${last}.* in raw SQL`)
+  }
+}
+
+/** `q.*`, `s.q.*`, `"q" . *`: a dotted chain of identifiers, then `.` and `*`. */
+const QUALIFIED_STAR = new RegExp(String.raw`(${CHAIN.source})\s*\.\s*\*`, 'gu')
 
 /** An encrypted column named `name` (ignoring case) of a relation reachable without a qualifier. */
 function unqualifiedColumn(scope: Scope, name: string): ColumnInfo | undefined {

@@ -130,6 +130,32 @@ export function operandText(node: OperationNode): string {
   return interleaved(node, quotedName)
 }
 
+/**
+ * {@link operandText} with string literals blanked to `''` and comments to a space, for the
+ * `*` items raw-operands.ts looks for (`count(*)` is none; nor is a `*` in a literal or comment).
+ * A quoted identifier is kept whole. Kept as text, since the engine runs or may run them:
+ * MySQL's `/*! … *\/` and MariaDB's `/*M! … *\/`, and `--` not followed by a space (not a comment
+ * on MySQL). Nested comments (PostgreSQL) end at the first `*\/`, which blanks less.
+ */
+export function starText(node: OperationNode): string {
+  return operandText(node).replace(
+    /"(?:[^"]|"")*"|`(?:[^`]|``)*`|'(?:[^']|'')*'|--(?=\s|$)[^\n]*|\/\*(?!M?!)[\s\S]*?\*\//gu,
+    (m) => (m.startsWith('"') || m.startsWith('`') ? m : m.startsWith("'") ? "''" : ' '),
+  )
+}
+
+/** A `*` item of a select list in raw SQL text: `*` or `q.*`, between commas or at an end. */
+const STAR_ITEM = /(?:^|,|\.)\s*\*\s*(?:,|$)/
+
+/**
+ * True when the raw node `node`, or raw SQL nested in it, holds a `*` or `q.*` select-list item
+ * outside literals and comments (see {@link starText}).
+ */
+export function hasStarItem(node: OperationNode): boolean {
+  if (node.kind !== 'RawNode') return false
+  return STAR_ITEM.test(starText(node)) || parametersOf(node).some(hasStarItem)
+}
+
 /** The quoted name a parameter of raw SQL stands for (see {@link operandText}), else `?`. */
 function quotedName(p: OperationNode): string {
   if (p.kind === 'IdentifierNode') return quoted(identifierName(p))

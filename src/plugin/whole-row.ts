@@ -20,6 +20,26 @@ export function wholeRowColumn(scope: Scope, name: string, schemaName?: string):
 }
 
 /**
+ * {@link wholeRowColumn} for a name read from raw SQL: a relation in scope or an encrypted table
+ * named so but for case counts too, since PostgreSQL folds an unquoted name to lower case (`R.*`
+ * is `r.*`) and MySQL may match table names ignoring case.
+ */
+export function rawWholeRowColumn(scope: Scope, name: string, schemaName?: string): ColumnInfo | undefined {
+  const exact = wholeRowColumn(scope, name, schemaName)
+  if (exact !== undefined) return exact
+  const folded = name.toLowerCase()
+  if (schemaName === undefined) {
+    for (let s: Scope | undefined = scope; s !== undefined; s = s.parent) {
+      for (const r of s.relations) {
+        const info = r.name.toLowerCase() === folded ? encryptedIn(r) : undefined
+        if (info !== undefined) return info
+      }
+    }
+  }
+  return scope.schema.tableIgnoringCase(name)?.columns.values().next().value
+}
+
+/**
  * @param how - what the value is, for the message (e.g. `json_agg(users)`)
  * @throws QueryRefusedError `QUERY_REFUSED` when `name` is a relation carrying an encrypted column
  */

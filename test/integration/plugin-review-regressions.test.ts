@@ -1,17 +1,72 @@
 import { randomBytes } from 'node:crypto'
+import { type Kysely, sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { KeyStore, localKeyProvider } from '../../src/index.js'
+import { KeyStore, localKeyProvider, QueryRefusedError } from '../../src/index.js'
 import { PENDING_PLANS_MAX } from '../../src/plugin/plan.js'
 import { backends } from '../support/backends.js'
-import { type EncryptedTestDb, encryptedTestDb } from '../support/encrypted-db.js'
+import { type EncryptedTestDb, encryptedTestDb, type TestDB } from '../support/encrypted-db.js'
+import { type ScanningDialect, scanningDialect } from '../support/leak-scanner.js'
+
+/**
+ * `*` in raw SQL that the database expands over a relation with encrypted columns, or over one
+ * whose columns replace an encrypted output of their name: ciphertexts came back as values, or
+ * decryption failed after the query ran (NOT_CIPHERTEXT). Each is refused before sending.
+ */
+const RAW_STARS: ReadonlyArray<{
+  name: string
+  family?: 'postgres' | 'mysql'
+  operator: string
+  build: (db: Kysely<TestDB>, u: string, o: string) => { compile(): unknown; execute(): Promise<unknown> }
+}> = [
+  {
+    name: 'R.* over an alias r (PostgreSQL folds the unquoted name)',
+    operator: 'whole row',
+    build: (db, u) => db.selectFrom(`${u} as r`).select(sql`R.*` as never),
+  },
+  {
+    name: 'r.email, R.* (the * brings every ciphertext back)',
+    operator: 'whole row',
+    build: (db, u) => db.selectFrom(`${u} as r`).select(['r.email', sql`R.*` as never]),
+  },
+  {
+    name: 'the table name in upper case, through sql.raw',
+    operator: 'whole row',
+    build: (db, u) => db.selectFrom(u).select(sql.raw(`${u.toUpperCase()}.*`) as never),
+  },
+  {
+    name: 'row_to_json(R) over an alias r',
+    family: 'postgres',
+    operator: 'whole row',
+    build: (db, u) => db.selectFrom(`${u} as r`).select(sql`row_to_json(R)`.as('j')),
+  },
+  {
+    name: "p.* of a derived table after an encrypted output named like one of p's columns",
+    operator: 'select all',
+    build: (db, u, o) =>
+      db
+        .selectFrom(`${u} as r`)
+        .innerJoin(
+          (eb) => eb.selectFrom(o).select(['user_id', 'item']).as('p'),
+          (j) => j.onRef('p.user_id', '=', 'r.id'),
+        )
+        .select(['r.email as item', sql`p.*` as never]),
+  },
+]
 
 /** Shapes a security review of the plugin found mishandled, each pinned by a test. */
 describe.each(backends())('plugin review regressions [$name]', (backend) => {
   describe.runIf(backend.available)('', () => {
     const provider = localKeyProvider({ key: randomBytes(32) })
     let t: EncryptedTestDb
+    let scanner: ScanningDialect
     beforeAll(async () => {
-      t = await encryptedTestDb(backend, { keyProvider: provider })
+      t = await encryptedTestDb(backend, {
+        keyProvider: provider,
+        wrapInner: (d) => {
+          scanner = scanningDialect(d, () => ['a@x.io', 'b@x.io'])
+          return scanner
+        },
+      })
       await t.db
         .insertInto(t.names.users)
         .values([
@@ -78,6 +133,56 @@ describe.each(backends())('plugin review regressions [$name]', (backend) => {
         await t.db.selectFrom(t.names.users).select('email').where('id', '=', 7).executeTakeFirstOrThrow(),
       ).toEqual({ email: 'late@x.io' })
       await t.db.deleteFrom(t.names.users).where('id', '=', 7).execute()
+    })
+
+    for (const c of RAW_STARS) {
+      if (c.family !== undefined && c.family !== backend.family) continue
+      it(`a * in raw SQL: ${c.name} is refused before sending`, async () => {
+        const build = () => c.build(t.db, t.names.users, t.names.orders)
+        let error: unknown
+        try {
+          build().compile()
+        } catch (e) {
+          error = e
+        }
+        expect(error).toBeInstanceOf(QueryRefusedError)
+        expect(error).toMatchObject({
+          code: 'QUERY_REFUSED',
+          operator: c.operator,
+          table: t.names.users,
+          column: 'email',
+        })
+        const before = scanner.count()
+        await expect(build().execute()).rejects.toMatchObject({ code: 'QUERY_REFUSED', operator: c.operator })
+        expect(scanner.count()).toBe(before)
+      })
+    }
+
+    it('a * in raw SQL that is no select-list * of an encrypted relation still runs', async () => {
+      const u = t.names.users
+      const rows = await t.db
+        .selectFrom(`${u} as r`)
+        .select([
+          'r.email',
+          sql<number>`count(*) over ()`.as('n'),
+          sql<string>`'r.*, R.*'`.as('lit'),
+          sql<number>`1 /* r.*, R.*, * */`.as('one'),
+        ])
+        .where('r.id', '=', 1)
+        .execute()
+      expect(rows.map((r) => ({ ...r, n: Number(r.n), one: Number(r.one) }))).toEqual([
+        { email: 'a@x.io', n: 1, lit: 'r.*, R.*', one: 1 },
+      ])
+      // A raw * of a relation without encrypted columns, before the encrypted output it could shadow.
+      const joined = await t.db
+        .selectFrom(`${u} as r`)
+        .innerJoin(
+          (eb) => eb.selectFrom(t.names.orders).select(['user_id', 'item']).as('p'),
+          (j) => j.onRef('p.user_id', '=', 'r.id'),
+        )
+        .select([sql`p.*` as never, 'r.email as item'])
+        .execute()
+      expect(joined).toEqual([{ user_id: 1, item: 'a@x.io' }])
     })
 
     // MariaDB through kysely's MySQL dialect has no INSERT … RETURNING.
