@@ -46,11 +46,14 @@ export function checkRawText(scope: Scope, node: OperationNode): void {
       continue
     }
     const qualifier = parts[parts.length - 2] as string
-    const relation = scope.relationNamed(qualifier)
+    // Ignoring case too: PostgreSQL folds an unquoted `R.email` to `r.email`.
+    const relation = scope.relationNamed(qualifier) ?? relationIgnoringCase(scope, qualifier)
     const column =
       relation !== undefined
         ? columnOf(relation, last)
-        : scope.schema.table(qualifier)?.columnIgnoringCase(last)
+        : (scope.schema.table(qualifier) ?? scope.schema.tableIgnoringCase(qualifier))?.columnIgnoringCase(
+            last,
+          )
     if (column !== undefined) throw rawOperandError(column, `${qualifier}.${last}`)
   }
 }
@@ -80,6 +83,16 @@ function checkStars(scope: Scope, node: OperationNode): void {
 
 /** `q.*`, `s.q.*`, `"q" . *`: a dotted chain of identifiers, then `.` and `*`. */
 const QUALIFIED_STAR = new RegExp(String.raw`(${CHAIN.source})\s*\.\s*\*`, 'gu')
+
+/** A relation in scope named `name` ignoring case, innermost level first. */
+function relationIgnoringCase(scope: Scope, name: string): Relation | undefined {
+  const folded = name.toLowerCase()
+  for (let s: Scope | undefined = scope; s !== undefined; s = s.parent) {
+    const relation = s.relations.find((r) => r.name.toLowerCase() === folded)
+    if (relation !== undefined) return relation
+  }
+  return undefined
+}
 
 /** An encrypted column named `name` (ignoring case) of a relation reachable without a qualifier. */
 function unqualifiedColumn(scope: Scope, name: string): ColumnInfo | undefined {

@@ -158,6 +158,37 @@ describe.each(backends())('plugin review regressions [$name]', (backend) => {
       })
     }
 
+    it('raw SQL naming an encrypted column through a qualifier in another case (R.email) is refused before sending', async () => {
+      const u = t.names.users
+      const shapes = [
+        () => t.db.selectFrom(`${u} as r`).select('id').where(sql<boolean>`R.email = ${'a@x.io'}`),
+        () =>
+          t.db
+            .selectFrom(u)
+            .select('id')
+            .where(sql.raw(`${u.toUpperCase()}.email`), '=', 'a@x.io'),
+      ]
+      for (const build of shapes) {
+        expect(() => build().compile()).toThrow(QueryRefusedError)
+        const before = scanner.count()
+        await expect(build().execute()).rejects.toMatchObject({
+          code: 'QUERY_REFUSED',
+          operator: 'raw sql',
+          table: u,
+          column: 'email',
+        })
+        expect(scanner.count()).toBe(before)
+      }
+      // The same qualifier on a plain column still runs (PostgreSQL; MySQL's aliases keep their case).
+      if (backend.family !== 'postgres') return
+      const rows = await t.db
+        .selectFrom(`${u} as r`)
+        .select('id')
+        .where(sql<boolean>`R.name = ${'a'}`)
+        .execute()
+      expect(rows).toEqual([{ id: 1 }])
+    })
+
     it('a * in raw SQL that is no select-list * of an encrypted relation still runs', async () => {
       const u = t.names.users
       const rows = await t.db
