@@ -1,5 +1,4 @@
 import { ConfigError, DecryptionError } from './errors.js'
-import type { FieldEncryption } from './field-encryption.js'
 import { contextValue } from './fields/context-values.js'
 import { decryptValue } from './fields/field-cipher.js'
 import { readHeader } from './fields/format.js'
@@ -9,10 +8,82 @@ import { encryptColumn, indexValue, refuseEmptySearch } from './plugin/resolve-v
 import type { SchemaGate } from './plugin/schema-gate.js'
 import { rowKeyName, tenantKeyName, tenantRequired } from './schema/key-scope.js'
 import { contextMissing, readContext, rowAad } from './schema/row-context.js'
-import type { ColumnInfo, EncryptedSchema, IndexInfo } from './schema/schema.js'
+import { type ColumnInfo, type EncryptedSchema, type IndexInfo, slotOfVersion } from './schema/schema.js'
+
+/** One blind-index value of {@link ExplicitHelpers.blindIndexesOf}: a version's, and where it is stored. */
+export interface BlindIndexValue {
+  /**
+   * The column that holds it: the index's own, or for an index with a rotation slot
+   * (`rotationSlot`), the column of its version (odd versions the index's own, even ones the slot).
+   */
+  readonly column: string
+  /** The index key version that computed it. */
+  readonly version: number
+  /** The active version's: the one a write stores (in every case) and a search probes (with a rotation slot, the only one). */
+  readonly active: boolean
+  readonly value: Buffer
+}
+
+/** The explicit helpers of {@link FieldEncryption} for raw `sql`. */
+export interface ExplicitHelpers {
+  /**
+   * The ciphertext of `value` for `table.column` (physical names), for raw `sql`.
+   * @param row - For a table with a row context (`context` option): the row's context values by
+   *   column name, e.g. `{ tenant_id: 'acme', id: 42 }`.
+   * @throws QueryRefusedError `CONTEXT_MISSING` when the table binds a context and `row` lacks a value,
+   *   or gives one its column stores as another value (`'07'` for an integer column; checked, as for
+   *   an INSERT, once the schema check read the catalog); `TENANT_INVALID` for a tenant that cannot name keys
+   */
+  encrypt(
+    table: string,
+    column: string,
+    value: unknown,
+    row?: Readonly<Record<string, unknown>>,
+  ): Promise<Buffer>
+  /**
+   * Decrypts a ciphertext read with raw `sql` from `table.column`.
+   * @param row - For a table with a row context: the row's context values by column name.
+   * @throws DecryptionError `NOT_CIPHERTEXT` when `ciphertext` is not bytes (`null`, a string, a number);
+   *   `CONTEXT_MISSING` when the table binds a context and `row` lacks a value.
+   */
+  decrypt(
+    table: string,
+    column: string,
+    ciphertext: Uint8Array,
+    row?: Readonly<Record<string, unknown>>,
+  ): Promise<unknown>
+  /**
+   * Blind-index values of `value` for `table.column` (its first index, or `index`): one per live
+   * index version, for `where email_bidx in (...)` in raw `sql`. The first is the active one, to write.
+   * @param row - For a table with per-tenant keys (`keyScope`): the tenant, e.g. `{ tenant_id: 'acme' }`.
+   * @throws QueryRefusedError `TENANT_REQUIRED` when the table has a key scope and `row` lacks its tenant
+   */
+  indexOf(
+    table: string,
+    column: string,
+    value: unknown,
+    index?: string,
+    row?: Readonly<Record<string, unknown>>,
+  ): Promise<Buffer[]>
+  /**
+   * The blind-index values of `value` for `table.column` (its first index, or `index`), one per
+   * live index version, the active one first, each with the column that holds it: what
+   * {@link ExplicitHelpers.indexOf} gives, for an index with a rotation slot, whose versions
+   * live in two columns (a raw write fills each version's column; a raw search probes the active
+   * version's column with its value).
+   * @throws as {@link ExplicitHelpers.indexOf}
+   */
+  blindIndexesOf(
+    table: string,
+    column: string,
+    value: unknown,
+    index?: string,
+    row?: Readonly<Record<string, unknown>>,
+  ): Promise<BlindIndexValue[]>
+}
 
 /**
- * The explicit helpers for raw `sql` of {@link FieldEncryption}: encrypt, decrypt, indexOf.
+ * The explicit helpers for raw `sql`: encrypt, decrypt, indexOf, blindIndexesOf.
  *
  * @param getGate - The schema check of the wrapped dialect whose key ring `getRing` returns: its
  *   catalog says how each context column stores the values `encrypt` binds (see {@link checkContextValues}).
@@ -21,13 +92,37 @@ export function explicitHelpers(
   schema: EncryptedSchema,
   getRing: () => KeyRing,
   getGate: () => SchemaGate | undefined,
-): Pick<FieldEncryption, 'encrypt' | 'decrypt' | 'indexOf'> {
+): ExplicitHelpers {
   const options = { schema }
   const column = (table: string, name: string): ColumnInfo => {
     const info = options.schema.table(table)?.column(name)
     if (info === undefined)
       throw new ConfigError('CONFIG_INVALID', `${table}.${name} is not an encrypted column of the schema.`)
     return info
+  }
+
+  const blindIndexesOf: ExplicitHelpers['blindIndexesOf'] = async (table, name, value, indexName, row) => {
+    const info = column(table, name)
+    const spec = info.spec.indexes.find((s) => indexName === undefined || s.name === indexName)
+    if (spec === undefined)
+      throw new ConfigError(
+        'CONFIG_INVALID',
+        `${table}.${name} has no blind index${indexName === undefined ? '' : ` named ${indexName}`}.`,
+      )
+    const index: IndexInfo = info.table.indexColumn(spec.name)!
+    refuseEmptySearch(index, value)
+    const keyName = indexKeyName(info, row)
+    const r = getRing()
+    const active = await r.activeKey(keyName, 'index')
+    const all = await r.searchKeys(keyName, 'index')
+    const ordered = [active, ...all.filter((k) => k !== active)]
+    return ordered.map((k) => ({
+      column:
+        spec.rotationSlot !== undefined && slotOfVersion(k.ref.version) === 1 ? spec.rotationSlot : spec.name,
+      version: k.ref.version,
+      active: k === active,
+      value: indexValue(k, index, value),
+    }))
   }
 
   return {
@@ -77,22 +172,9 @@ export function explicitHelpers(
       return decryptValue(info.spec.codec, ciphertext, key, rowAad(info, context))
     },
     async indexOf(table, name, value, indexName, row) {
-      const info = column(table, name)
-      const spec = info.spec.indexes.find((s) => indexName === undefined || s.name === indexName)
-      if (spec === undefined)
-        throw new ConfigError(
-          'CONFIG_INVALID',
-          `${table}.${name} has no blind index${indexName === undefined ? '' : ` named ${indexName}`}.`,
-        )
-      const index: IndexInfo = info.table.indexColumn(spec.name)!
-      refuseEmptySearch(index, value)
-      const keyName = indexKeyName(info, row)
-      const r = getRing()
-      const active = await r.activeKey(keyName, 'index')
-      const all = await r.searchKeys(keyName, 'index')
-      const ordered = [active, ...all.filter((k) => k !== active)]
-      return ordered.map((k) => indexValue(k, index, value))
+      return (await blindIndexesOf(table, name, value, indexName, row)).map((v) => v.value)
     },
+    blindIndexesOf,
   }
 }
 

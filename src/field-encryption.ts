@@ -1,7 +1,7 @@
 import { inspect } from 'node:util'
 import { type Dialect, Kysely, type KyselyPlugin } from 'kysely'
 import { ConfigError, KeyError } from './errors.js'
-import { explicitHelpers } from './explicit-helpers.js'
+import { type ExplicitHelpers, explicitHelpers } from './explicit-helpers.js'
 import type { KeyCacheOptions } from './keys/key-cache.js'
 import type { AuditSink, KeyProvider } from './keys/key-provider.js'
 import { type InitKeysResult, type KeyEvent, KeyRing, type KeyRingStats } from './keys/key-ring.js'
@@ -105,50 +105,11 @@ export interface FieldEncryptionStats extends DecryptStats {
 }
 
 /** What {@link fieldEncryption} returns: the plugin, the dialect wrapper, and explicit helpers for raw SQL. */
-export interface FieldEncryption {
+export interface FieldEncryption extends ExplicitHelpers {
   /** Add to `plugins` of `new Kysely(...)`. */
   readonly plugin: KyselyPlugin
   /** Wrap the dialect: `dialect: encryption.wrap(new PostgresDialect({ pool }))`. */
   wrap(dialect: Dialect): Dialect
-  /**
-   * The ciphertext of `value` for `table.column` (physical names), for raw `sql`.
-   * @param row - For a table with a row context (`context` option): the row's context values by
-   *   column name, e.g. `{ tenant_id: 'acme', id: 42 }`.
-   * @throws QueryRefusedError `CONTEXT_MISSING` when the table binds a context and `row` lacks a value,
-   *   or gives one its column stores as another value (`'07'` for an integer column; checked, as for
-   *   an INSERT, once the schema check read the catalog); `TENANT_INVALID` for a tenant that cannot name keys
-   */
-  encrypt(
-    table: string,
-    column: string,
-    value: unknown,
-    row?: Readonly<Record<string, unknown>>,
-  ): Promise<Buffer>
-  /**
-   * Decrypts a ciphertext read with raw `sql` from `table.column`.
-   * @param row - For a table with a row context: the row's context values by column name.
-   * @throws DecryptionError `NOT_CIPHERTEXT` when `ciphertext` is not bytes (`null`, a string, a number);
-   *   `CONTEXT_MISSING` when the table binds a context and `row` lacks a value.
-   */
-  decrypt(
-    table: string,
-    column: string,
-    ciphertext: Uint8Array,
-    row?: Readonly<Record<string, unknown>>,
-  ): Promise<unknown>
-  /**
-   * Blind-index values of `value` for `table.column` (its first index, or `index`): one per live
-   * index version, for `where email_bidx in (...)` in raw `sql`. The first is the active one, to write.
-   * @param row - For a table with per-tenant keys (`keyScope`): the tenant, e.g. `{ tenant_id: 'acme' }`.
-   * @throws QueryRefusedError `TENANT_REQUIRED` when the table has a key scope and `row` lacks its tenant
-   */
-  indexOf(
-    table: string,
-    column: string,
-    value: unknown,
-    index?: string,
-    row?: Readonly<Record<string, unknown>>,
-  ): Promise<Buffer[]>
   /**
    * Creates version 1 of the data and index keys of one tenant of a table with per-tenant keys
    * (`keyScope`), if it has none: what `kfe init --tenant` does. Idempotent. Refuses

@@ -25,6 +25,7 @@ export {
   SchemaMismatchError,
   UniqueViolationError,
 } from './errors.js'
+export type { BlindIndexValue, ExplicitHelpers } from './explicit-helpers.js'
 export type { FieldEncryption, FieldEncryptionOptions, FieldEncryptionStats } from './field-encryption.js'
 export { fieldEncryption } from './field-encryption.js'
 export type { Codec, CodecKind } from './fields/codecs.js'

@@ -243,6 +243,30 @@ describe.each(backends())('index-key rotation with a rotation slot [$name]', (ba
       await t.ops.reencrypt(t.table) // puts v1's value back (it is live)
     })
 
+    it('blindIndexesOf: one value per live version, each with its column; a raw search on the active one finds the row', async () => {
+      const values = await t.encryption.blindIndexesOf(t.table, 'email', ' USER8@x.io')
+      expect(values.map((v) => [v.column, v.version, v.active])).toEqual([
+        ['email_bidx_next', 2, true],
+        ['email_bidx', 1, false],
+      ])
+      expect(await t.encryption.indexOf(t.table, 'email', ' USER8@x.io')).toEqual(values.map((v) => v.value))
+      // The row holds each version's value in that version's column.
+      const stored = await t.raw
+        .selectFrom(t.table)
+        .select(['email_bidx', 'email_bidx_next'])
+        .where('id', '=', 8)
+        .executeTakeFirstOrThrow()
+      for (const v of values)
+        expect(Buffer.from(stored[v.column as 'email_bidx'] as Uint8Array).equals(v.value)).toBe(true)
+      const active = values.find((v) => v.active)!
+      const found = await sql<{
+        id: number
+      }>`select id from ${sql.table(t.table)} where ${sql.ref(active.column)} = ${active.value}`.execute(
+        t.raw,
+      )
+      expect(found.rows.map((r) => Number(r.id))).toEqual([8])
+    })
+
     it('a third version is refused while v1 is live (it would share v1 column)', async () => {
       const error = await t.ops.rotate(t.table, { purpose: 'index' }).catch((e: unknown) => e)
       expect((error as OperationError).code).toBe('ROTATION_REFUSED')
