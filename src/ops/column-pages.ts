@@ -61,7 +61,7 @@ export async function* columnPages(
     let q = ctx.db
       .selectFrom(table.physical)
       .select(columnRowColumns(column, key))
-      .orderBy(key.name)
+      .orderBy(key.order)
       .limit(options.pageSize ?? 1000)
     if (after !== null) q = q.where(key.name, '>', after)
     const page = exactKeys(key, (await q.execute()) as StoredRow[])

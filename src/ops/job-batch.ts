@@ -116,7 +116,7 @@ async function runBatch(
     run.keys.fallBack()
   }
   const columns = spec.columns(key)
-  let q = trx.selectFrom(table.physical).select(columns).orderBy(pk)
+  let q = trx.selectFrom(table.physical).select(columns).orderBy(key.order)
   if (spec.where !== undefined) q = q.where(spec.where)
   if (batch.lo !== null) q = q.where(pk, '>', batch.lo)
   if (batch.hi !== null) q = q.where(pk, '<=', batch.hi)
@@ -158,7 +158,7 @@ async function runBatch(
       .selectFrom(table.physical)
       .select(columns)
       .where(pk, 'in', skipped)
-      .orderBy(pk)
+      .orderBy(key.order)
       .forUpdate()
       .execute()
     pending = exactKeys(key, again as StoredRow[])

@@ -129,7 +129,7 @@ export async function runJob(
         let q = trx
           .selectFrom(table.physical)
           .select(key.selection)
-          .orderBy(pk)
+          .orderBy(key.order)
           .limit(1)
           .offset(batchSize - 1)
         if (lo !== null) q = q.where(pk, '>', lo)

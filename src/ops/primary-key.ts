@@ -15,6 +15,12 @@ export interface KeyColumn {
   readonly name: string
   /** What a query selects for the key (the column, or its exact text aliased to the column name). */
   readonly selection: string | AliasedRawBuilder<unknown, string>
+  /**
+   * What a query orders by: the column itself. Where {@link KeyColumn.selection} aliases its text
+   * to the column's name, the bare name would order by that alias, as text (`'10' < '9'`), while
+   * `where id > last` compares integers: keyset pages would skip rows. So the column is qualified.
+   */
+  readonly order: string
   /** The key as read (after {@link KeyColumn.selection}), made exact: a bigint beyond 2^53. */
   value(raw: unknown): unknown
 }
@@ -39,7 +45,7 @@ export function keyColumn(ctx: OpsContext, table: TableInfo): Promise<KeyColumn>
 
 async function introspect(ctx: OpsContext, table: TableInfo): Promise<KeyColumn> {
   const name = ctx.primaryKey(table)
-  const plain: KeyColumn = { name, selection: name, value: (raw) => raw }
+  const plain: KeyColumn = { name, selection: name, order: name, value: (raw) => raw }
   if (ctx.family !== 'mysql') return plain
   const [schema, bare] = table.physical.includes('.')
     ? (table.physical.split('.') as [string, string])
@@ -57,6 +63,7 @@ async function introspect(ctx: OpsContext, table: TableInfo): Promise<KeyColumn>
   return {
     name,
     selection: sql<string>`cast(${sql.ref(name)} as char)`.as(name),
+    order: `${table.physical}.${name}`,
     value: exactInteger,
   }
 }

@@ -78,7 +78,7 @@ async function scanWith(
   const total = Number(counted?.n ?? 0)
   let rows = 0
   const page = async (after: unknown, limit: number): Promise<StoredRow[]> => {
-    let q = ctx.db.selectFrom(table.physical).select(columns).orderBy(pk).limit(limit)
+    let q = ctx.db.selectFrom(table.physical).select(columns).orderBy(key.order).limit(limit)
     if (after !== null) q = q.where(pk, '>', after)
     if (where !== undefined) q = q.where(where)
     return exactKeys(key, (await q.execute()) as StoredRow[])
@@ -146,7 +146,7 @@ async function integerRange(
     const rows = await ctx.db
       .selectFrom(table.physical)
       .select(key.selection)
-      .orderBy(key.name, direction)
+      .orderBy(key.order, direction)
       .limit(1)
       .execute()
     return asBigInt(exactKeys(key, rows as StoredRow[])[0]?.[key.name])
