@@ -5,6 +5,7 @@ import { type CasWrite, casWriteWith, type WithWrite } from './cas-write.js'
 import type { BatchRunner } from './job-spec.js'
 import type { Batch, BatchCounts, JobTargets } from './job-store.js'
 import { exactKeys } from './primary-key.js'
+import { isRetryable } from './retryable.js'
 import { destroyKeySet, type KeySet, loadKeySet, type StoredRow } from './row-check.js'
 
 const FAILED_KEYS_MAX = 100
@@ -44,6 +45,8 @@ export async function runOneBatch(run: BatchRunner): Promise<BatchCounts | undef
   let reloaded = false
   let tenants: readonly string[] = []
   let fresh = false
+  /** Tenants whose keys a round of this batch asked for (see the catch below). */
+  const asked = new Set<string>()
   for (let attempt = 0, tenantRounds = 0; ; attempt++) {
     const keys = await pausing(run.table, () =>
       run.spec.loadKeys === undefined
@@ -62,11 +65,18 @@ export async function runOneBatch(run: BatchRunner): Promise<BatchCounts | undef
       for (const k of failed) if (run.failedKeys.length < FAILED_KEYS_MAX) run.failedKeys.push(k)
       return counts
     } catch (error) {
-      // Rows of tenants whose keys this worker has not loaded: load them, run the batch again (a
-      // tenant stays loaded, so only rows moved to new tenants meanwhile can ask again).
-      if (error instanceof NeedsKeys && error.tenants.length > 0 && tenantRounds++ < RETRIES) {
-        tenants = error.tenants
-        continue
+      // Rows of tenants whose keys this worker has not loaded: load them, run the batch again. A
+      // tenant stays loaded, so a round that names a tenant not asked for before made progress: the
+      // batch met new tenants (another worker may have taken the batch while this one loaded keys,
+      // and the next attempt claims another). Rounds that name only tenants asked for before
+      // (rows moved between tenants meanwhile) are bounded.
+      if (error instanceof NeedsKeys && error.tenants.length > 0) {
+        const progress = error.tenants.some((tenant) => !asked.has(tenant))
+        for (const tenant of error.tenants) asked.add(tenant)
+        if (progress || tenantRounds++ < RETRIES) {
+          tenants = error.tenants
+          continue
+        }
       }
       if (error instanceof NeedsKeys && !reloaded) {
         fresh = true
@@ -82,6 +92,12 @@ export async function runOneBatch(run: BatchRunner): Promise<BatchCounts | undef
         )
       }
       if (isRetryable(error) && attempt < RETRIES) continue
+      if (error instanceof NeedsKeys)
+        throw new OperationError(
+          'OPS_INVALID',
+          `A batch of ${run.table.physical} kept meeting rows of tenants whose keys were just loaded (rows moving between tenants meanwhile): run the job again.`,
+          { table: run.table.logical },
+        )
       throw error
     } finally {
       destroyKeySet(keys)
@@ -317,23 +333,4 @@ function isProviderFailure(error: unknown): error is FieldEncryptionError {
   if (error instanceof KeyProviderError) return true
   const e = error as { name?: unknown; code?: unknown } | null
   return e?.name === 'KeyProviderError' && typeof e.code === 'string'
-}
-
-/**
- * Errors after which the database rolled the whole batch back and running it again is safe:
- * PostgreSQL deadlock (40P01) and serialization failure (40001); MySQL/MariaDB deadlock (1213),
- * lock wait timeout (1205), and MariaDB's `ER_CHECKREAD` (1020, "Record has changed since last
- * read"), which InnoDB returns under `innodb_snapshot_isolation` (the default from MariaDB 11.6)
- * when the batch writes a row changed after its snapshot was taken.
- */
-export function isRetryable(error: unknown): boolean {
-  const e = error as { code?: unknown; errno?: unknown } | null
-  return (
-    e?.code === '40P01' ||
-    e?.code === '40001' ||
-    e?.errno === 1213 ||
-    e?.errno === 1205 ||
-    e?.errno === 1020 ||
-    e?.code === 'ER_CHECKREAD'
-  )
 }

@@ -113,7 +113,6 @@ export async function runJob(
     ),
   )
   const targets = await (spec.targets === undefined ? activeTargets(ctx, table) : spec.targets())
-  const generation = spec.generation === undefined ? null : await spec.generation()
   const progress = (phase: string, done: number, total: number | undefined) =>
     report(options, { op: spec.op, table: table.physical, phase, done, total, unit: 'batches' })
   progress('planning', 0, undefined)
@@ -143,7 +142,7 @@ export async function runJob(
         lo = row[pk]
       }
     },
-    generation,
+    spec.generation,
   )
   const { id, replaced } = start
   if (replaced !== undefined) {
@@ -234,8 +233,8 @@ export function replacedJobText(
   const progress = `${replaced.doneBatches}/${replaced.totalBatches} batches done`
   // 0/0: a whole-table job over per-tenant keys (each row onto its own tenant's active versions).
   if (targets.data === 0 && targets.index === 0)
-    return `an interrupted job over every tenant (${progress}): a tenant's keys were rotated since; a new job was planned`
-  return `an interrupted job towards data v${replaced.targets.data ?? '?'} / index v${replaced.targets.index ?? '?'} (${progress}): the active versions changed since; a new job towards data v${targets.data} / index v${targets.index} was planned`
+    return `an unfinished job over every tenant (${progress}): a tenant's keys were rotated since; a new job was planned`
+  return `an unfinished job towards data v${replaced.targets.data ?? '?'} / index v${replaced.targets.index ?? '?'} (${progress}): the active versions changed since; a new job towards data v${targets.data} / index v${targets.index} was planned`
 }
 
 /** The active data and index versions, from the key table itself (not the ring's cached metadata). @internal */

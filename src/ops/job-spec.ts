@@ -1,4 +1,4 @@
-import type { Expression, SqlBool } from 'kysely'
+import type { Expression, SqlBool, Transaction } from 'kysely'
 import type { TableInfo } from '../schema/schema.js'
 import type { CasWrite } from './cas-write.js'
 import type { OpsContext } from './context.js'
@@ -61,7 +61,8 @@ export interface JobSpec {
    * What else must be as when the job was planned for a run to join it (a whole-table job over
    * per-tenant keys: the tenants' key generation). @default none
    */
-  generation?(): Promise<string>
+  // biome-ignore lint/suspicious/noExplicitAny: tables named at run time.
+  generation?(trx: Transaction<any>): Promise<string>
   /** Explains an error of the batch's write (a unique index refusing a value); undefined: rethrown as is. */
   writeError?(error: unknown): Error | undefined
 }

@@ -3,6 +3,7 @@ import type { OpsContext } from './context.js'
 import { type JobRecord, type JobTargets, listJobs, nullableInt } from './job-list.js'
 import { decodeBound, encodeBound, ensureJobTables } from './job-tables.js'
 import { keyFingerprint } from './key-snapshot.js'
+import { isRetryable } from './retryable.js'
 
 export type { JobRecord, JobTargets } from './job-list.js'
 
@@ -87,7 +88,26 @@ export class JobStore {
     since: Date,
     targets: { data: number; index: number },
     plan: (trx: AnyTrx) => Promise<Array<{ lo: unknown; hi: unknown }>>,
-    generation: string | null = null,
+    generation?: (trx: AnyTrx) => Promise<string>,
+  ): Promise<JobStart> {
+    // A starter that replaces a job a worker is writing may deadlock with that worker's checkpoint
+    // on MariaDB (the job row against the batch row), which rolls the starter back: start again.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.#startOrJoin(kind, logicalTable, since, targets, plan, generation)
+      } catch (error) {
+        if (!isRetryable(error) || attempt >= 4) throw error
+      }
+    }
+  }
+
+  async #startOrJoin(
+    kind: string,
+    logicalTable: string,
+    since: Date,
+    targets: { data: number; index: number },
+    plan: (trx: AnyTrx) => Promise<Array<{ lo: unknown; hi: unknown }>>,
+    generation: ((trx: AnyTrx) => Promise<string>) | undefined,
   ): Promise<JobStart> {
     const id = `${kind}:${logicalTable}`
     const insert = this.#db.insertInto(this.jobs).values({
@@ -113,10 +133,11 @@ export class JobStore {
       const finished =
         job?.finished_at === null || job?.finished_at === undefined ? null : new Date(job.finished_at)
       const was: JobTargets = { data: nullableInt(job?.target_data), index: nullableInt(job?.target_index) }
+      // Read under the job row's lock: a starter that read it before a rotation cannot replace the
+      // plan of one that read it after.
+      const current = generation === undefined ? null : await generation(trx)
       const same =
-        was.data === targets.data &&
-        was.index === targets.index &&
-        (job?.key_generation ?? null) === generation
+        was.data === targets.data && was.index === targets.index && (job?.key_generation ?? null) === current
       if (same && (state === 'running' || (state === 'done' && finished !== null && finished >= since))) {
         return { id, created: false, replaced: undefined }
       }
@@ -161,7 +182,7 @@ export class JobStore {
           total_batches: batches.length,
           target_data: targets.data,
           target_index: targets.index,
-          key_generation: generation,
+          key_generation: current,
           started_at: new Date(),
           finished_at: null,
           stopped_at: null,

@@ -18,7 +18,7 @@ export function tenantJobHooks(
     where: tenants.where,
     loadKeys: (names: readonly string[], fresh: boolean) => tenants.view(names, fresh),
     targets: () => tenants.targets(),
-    ...(tenants.only === undefined ? { generation: () => tenants.generation() } : {}),
+    ...(tenants.only === undefined ? { generation: (trx) => tenants.generation(trx) } : {}),
   }
 }
 

@@ -13,21 +13,26 @@ import type { OpsContext } from './context.js'
  * a job interrupted before a rotation is planned again, so the rows its done batches moved onto the
  * former versions are not left behind.
  *
- * One query over the key table (names, purposes and versions of active rows only; no wrapped key).
+ * One query over the key table (names, purposes and versions of active rows only; no wrapped key),
+ * on `db` (the transaction that holds the job row's lock). The LIKE escapes with `!`, not the
+ * backslash MySQL's NO_BACKSLASH_ESCAPES mode disables.
  * @internal
  */
-export async function tenantKeyGeneration(ctx: OpsContext, table: TableInfo): Promise<string> {
+export async function tenantKeyGeneration(
+  ctx: OpsContext,
+  table: TableInfo,
+  // biome-ignore lint/suspicious/noExplicitAny: the key table is named at run time.
+  db: Kysely<any> = ctx.db,
+): Promise<string> {
   const scope = table.keyScope
   if (scope === undefined) throw new Error(`${table.physical} has no per-tenant keys.`)
   const prefix = `${table.logical}${SCOPE_SEPARATOR}${scope.column}=`
-  // biome-ignore lint/suspicious/noExplicitAny: the key table is named at run time.
-  const db: Kysely<any> = ctx.db
   const rows = await db
     .selectFrom(sql.table(ctx.store.tableName).as('k'))
     .select(['logical_table', 'purpose', 'version'])
     .where('state', '=', 'active')
     .where('version', '>', 1)
-    .where('logical_table', 'like', `${prefix.replace(/[\\%_]/g, '\\$&')}%`)
+    .where(sql<boolean>`logical_table like ${`${prefix.replace(/[!%_]/g, '!$&')}%`} escape '!'`)
     .execute()
   const entries = rows
     .map((r) => ({

@@ -1,4 +1,4 @@
-import { type Expression, type SqlBool, sql } from 'kysely'
+import { type Expression, type Kysely, type SqlBool, sql } from 'kysely'
 import { KeyError, OperationError } from '../errors.js'
 import { contextValue } from '../fields/context-values.js'
 import type { StoredKey } from '../keys/stored-key.js'
@@ -171,8 +171,9 @@ export class TenantKeySets implements RowKeySets {
   }
 
   /** The tenants' key generation (a whole-table job's; see tenant-generation.ts). */
-  generation(): Promise<string> {
-    return tenantKeyGeneration(this.#ctx, this.#table)
+  // biome-ignore lint/suspicious/noExplicitAny: tables named at run time.
+  generation(db: Kysely<any>): Promise<string> {
+    return tenantKeyGeneration(this.#ctx, this.#table, db)
   }
 
   /** Zeroes every copy held. */

@@ -159,6 +159,50 @@ describe.each(backends())('per-tenant re-encryption jobs [$name]', (backend: Bac
       expect(st.tenants?.rowsNotOnActive).toBe(0)
       expect(await t.ops.verify(t.table)).toMatchObject({ ok: true, failed: 0 })
     })
+
+    it.runIf(backend.name !== 'pglite')(
+      'a run after a rotation replaces the job a worker is in the middle of writing (on MariaDB after a deadlock with that worker, again): no row is left on a former version',
+      async () => {
+        for (const tenant of ['q0', 'q1', 'q2', 'q3']) {
+          for (let i = 0; i < 3; i++) await t.order(tenant, `${tenant}-${i}@x.io`)
+        }
+        await t.ops.rotateTenants(t.table, { purpose: 'data', reencrypt: false })
+        await t.settle()
+        let reached!: () => void
+        const atWrite = new Promise<void>((resolve) => (reached = resolve))
+        let release!: () => void
+        const released = new Promise<void>((resolve) => (release = resolve))
+        let paused = false
+        const db = new Kysely<TestDB>({
+          dialect: hooked(t.extraDialect(), async (query) => {
+            if (!paused && /^(with w as \()?update/i.test(query.sql) && query.sql.includes(t.table)) {
+              paused = true
+              reached()
+              await released
+            }
+          }),
+        })
+        try {
+          // Worker A holds its first batch (and its lock) while a tenant is rotated and B starts.
+          const a = t.moreOps({ db }).reencrypt(t.table, { batchSize: 5 }) as Promise<JobResult>
+          await atWrite
+          await t.ops.rotate(t.table, { purpose: 'data', tenant: 'q1', reencrypt: false })
+          await t.settle()
+          const b = t.ops.reencrypt(t.table, { batchSize: 5 }) as Promise<JobResult>
+          await new Promise((resolve) => setTimeout(resolve, 300))
+          release()
+          const [ra, rb] = await Promise.all([a, b])
+          expect(rb).toMatchObject({ planned: true, failed: 0, remainingBatches: 0 })
+          expect(rb.replaced).toBeDefined()
+          expect(ra).toMatchObject({ failed: 0 })
+          const st = (await t.ops.status({ table: t.table, exact: true })).tables[0]!
+          expect(st.tenants?.rowsNotOnActive).toBe(0)
+        } finally {
+          release()
+          await db.destroy()
+        }
+      },
+    )
   })
 })
 
