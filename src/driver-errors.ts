@@ -11,28 +11,57 @@
 const BYTEA_HEX = /\\x[0-9a-fA-F]{2,}/g
 /** mysql2's form of a `Buffer` inside a statement: `X'…'`. */
 const MYSQL_HEX = /X'[0-9a-fA-F]*'/g
-/** MySQL/MariaDB's duplicate-key message; the entry is shown byte for byte (`\xHH` for most bytes). */
-const DUPLICATE_ENTRY = /Duplicate entry '([\s\S]*?)' for key/g
-
-/** A duplicate entry holding bytes that are not text: a blind index (or another binary key). */
-function redactEntry(match: string, entry: string): string {
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: control bytes are what marks binary.
-  return /\\x[0-9A-Fa-f]{2}|[\u0000-\u0008\u000e-\u001f\ufffd]/.test(entry)
-    ? match.replace(entry, '<binary value hidden>')
-    : match
-}
+/** A string literal as mysql2 writes one into a statement (`\` escapes; `''` too). */
+const MYSQL_STRING = /'(?:[^'\\]|\\[\s\S]|'')*'/g
+/** PostgreSQL's dump of a row in `detail`: "Failing row contains (…)." */
+const FAILING_ROW = /Failing row contains \([\s\S]*\)/g
+/** PostgreSQL's key and value in `detail`: "Key (email_bidx)=(…) already exists." */
+const KEY_VALUE =
+  /(Key \([\s\S]*?\)=)\([\s\S]*?\)( already exists| conflicts with| is (?:still referenced|not present))/g
+/** MySQL/MariaDB's duplicate-key message, which shows the entry. */
+const DUPLICATE_ENTRY = /Duplicate entry '[\s\S]*?' for key/g
 
 /**
- * Blanks ciphertext and blind-index bytes in a driver error's `detail`, `sql`, `message`,
- * `sqlMessage` and `stack`, in place. Anything that is not an object is left alone.
+ * Blanks the values a driver error copies from a statement, in place: in `detail` (PostgreSQL's
+ * failing row and key values), `sql` (mysql2's statement: every string and `X'…'` literal), `params`
+ * (PGlite's bound parameters), and
+ * `message`, `sqlMessage` and `stack` (MySQL's duplicate entry, bytes as `\x…`). A value may be a
+ * ciphertext, a blind index, or the plaintext of a column under migration (written as plaintext
+ * in the early phases, and matched by a backfill's compare-and-set). What names the failure
+ * (codes, columns, constraints, keys, the statement's shape) stays. Also walks `cause` (a library
+ * error that wraps a driver error). Anything that is not an object is left alone.
  */
 export function scrubDriverError(error: unknown): void {
-  if (typeof error !== 'object' || error === null) return
-  const e = error as Record<string, unknown>
-  rewrite(e, 'detail', (s) => s.replace(BYTEA_HEX, '\\x…'))
-  rewrite(e, 'sql', (s) => s.replace(MYSQL_HEX, "X'…'"))
+  const seen = new Set<unknown>()
+  for (let e = error; typeof e === 'object' && e !== null && !seen.has(e) && seen.size < 8; ) {
+    seen.add(e)
+    scrubOne(e as Record<string, unknown>)
+    e = (e as { cause?: unknown }).cause
+  }
+}
+
+function scrubOne(e: Record<string, unknown>): void {
+  rewrite(e, 'detail', (s) =>
+    s
+      .replace(FAILING_ROW, 'Failing row contains (…)')
+      .replace(KEY_VALUE, '$1(…)$2')
+      .replace(BYTEA_HEX, '\\x…'),
+  )
+  rewrite(e, 'sql', (s) => s.replace(MYSQL_HEX, "X'…'").replace(MYSQL_STRING, "'…'"))
+  // PGlite puts the statement's parameters on its errors, as they were bound.
+  if (Array.isArray(e.params) && e.params.length > 0)
+    replace(
+      e,
+      'params',
+      e.params.map(() => '…'),
+    )
   for (const key of ['message', 'sqlMessage', 'stack'] as const) {
-    rewrite(e, key, (s) => s.replace(DUPLICATE_ENTRY, redactEntry).replace(BYTEA_HEX, '\\x…'))
+    rewrite(e, key, (s) =>
+      s
+        .replace(DUPLICATE_ENTRY, "Duplicate entry '…' for key")
+        .replace(FAILING_ROW, 'Failing row contains (…)')
+        .replace(BYTEA_HEX, '\\x…'),
+    )
   }
 }
 
@@ -40,7 +69,10 @@ function rewrite(e: Record<string, unknown>, key: string, scrub: (s: string) => 
   const value = e[key]
   if (typeof value !== 'string') return
   const clean = scrub(value)
-  if (clean === value) return
+  if (clean !== value) replace(e, key, clean)
+}
+
+function replace(e: Record<string, unknown>, key: string, clean: unknown): void {
   try {
     e[key] = clean
   } catch {
