@@ -166,15 +166,20 @@ function backfillSpec(table: TableInfo, column: ColumnInfo, pk: string, tenants?
 function backfillPlan(table: TableInfo, column: ColumnInfo, pk: string): JobSpec['plan'] {
   const json = column.spec.codec.kind === 'json'
   return (row, keys) =>
-    planUnderTenant(keys, row, (own) => {
-      const updates = rowUpdates(table, column, own, row)
-      if (updates === 'failed') return { kind: 'failed' }
-      if (updates === undefined) return { kind: 'skip' }
-      const match = contextMatch(table, pk, row)
-      match[column.stored] = row[column.stored] ?? null
-      if (!json) match[column.physical] = row[column.physical]
-      return { kind: 'write', set: updates, match }
-    })
+    planUnderTenant(
+      keys,
+      row,
+      (own) => {
+        const updates = rowUpdates(table, column, own, row)
+        if (updates === 'failed') return { kind: 'failed' }
+        if (updates === undefined) return { kind: 'skip' }
+        const match = contextMatch(table, pk, row)
+        match[column.stored] = row[column.stored] ?? null
+        if (!json) match[column.physical] = row[column.physical]
+        return { kind: 'write', set: updates, match }
+      },
+      () => (row[column.physical] ?? null) === null && (row[column.stored] ?? null) === null,
+    )
 }
 
 /**

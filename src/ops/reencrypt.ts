@@ -76,7 +76,9 @@ export async function reencrypt(
       { signal: options.signal, tenants: opened.tenants },
       ({ check, shredded: gone, keys }) => {
         if (gone) shredded++
-        else if (keys === undefined || unreadable(check)) failed++
+        else if (unreadable(check)) failed++
+        // A row without a usable tenant's keys and without a ciphertext: nothing to do (as in the job).
+        else if (keys === undefined) return
         else if (
           [...check.dataVersions.values()].some((v) => v !== keys.activeData) ||
           [...check.indexVersions.values()].some((v) => v !== keys.activeIndex) ||
@@ -113,7 +115,13 @@ function reencryptSpec(table: TableInfo, pk: string, tenants?: TenantKeySets): J
     op: 'reencrypt',
     columns: (key) => storedColumns(table, key),
     ...tenantJobHooks(tenants),
-    plan: (row, keys) => planUnderTenant(keys, row, (own) => planRow(table, pk, own, row)),
+    plan: (row, keys) =>
+      planUnderTenant(
+        keys,
+        row,
+        (own) => planRow(table, pk, own, row),
+        () => [...table.columns.values()].every((c) => row[c.stored] === null || row[c.stored] === undefined),
+      ),
   }
 }
 

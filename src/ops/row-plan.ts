@@ -25,11 +25,16 @@ export function tenantJobHooks(
 /**
  * A row's plan under the keys of the tenant it holds as read (per-tenant keys), or under `keys`
  * itself: `plan` with those keys; load them first when not loaded; a shredded tenant's row is
- * counted apart, a row without a usable tenant fails, another tenant's row (in a one-tenant job)
- * is left alone.
+ * counted apart, a row without a usable tenant fails (unless `empty` says it holds nothing the job
+ * reads or writes), another tenant's row (in a one-tenant job) is left alone.
  * @internal
  */
-export function planUnderTenant(keys: KeySet, row: StoredRow, plan: (keys: KeySet) => RowPlan): RowPlan {
+export function planUnderTenant(
+  keys: KeySet,
+  row: StoredRow,
+  plan: (keys: KeySet) => RowPlan,
+  empty?: () => boolean,
+): RowPlan {
   const picked = keys.tenants?.of(row) ?? { kind: 'keys', keys }
   switch (picked.kind) {
     case 'keys':
@@ -39,7 +44,8 @@ export function planUnderTenant(keys: KeySet, row: StoredRow, plan: (keys: KeySe
     case 'shredded':
       return { kind: 'shredded' }
     case 'missing':
-      return { kind: 'failed' }
+      // A row without a usable tenant fails only if it holds something to read or write.
+      return empty?.() === true ? { kind: 'skip' } : { kind: 'failed' }
     case 'other':
       return { kind: 'skip' }
   }

@@ -1,5 +1,5 @@
 import { type Expression, type Kysely, type SqlBool, sql } from 'kysely'
-import { KeyError, OperationError } from '../errors.js'
+import { KeyError, OperationError, QueryRefusedError } from '../errors.js'
 import { contextValue } from '../fields/context-values.js'
 import type { StoredKey } from '../keys/stored-key.js'
 import { exactContextGuard } from '../plugin/context-guard.js'
@@ -111,7 +111,14 @@ export class TenantKeySets implements RowKeySets {
     for (const tenant of tenants) if (!this.#entries.has(tenant)) due.add(tenant)
     if (this.only !== undefined && !this.#entries.has(this.only)) due.add(this.only)
     if (due.size === 0) return
-    const names = new Map([...due].map((t) => [tenantKeyName(this.#table, t), t]))
+    const names = new Map<string, string>()
+    for (const tenant of due) {
+      const name = keyNameOrUndefined(this.#table, tenant)
+      // A value no key can be named by ('' or too long: the application refuses to write it) has
+      // no keys: its rows are counted as without a usable tenant, not an error of the whole job.
+      if (name === undefined) this.#entries.set(tenant, { kind: 'missing', loadedAt: now })
+      else names.set(name, tenant)
+    }
     const rows = await this.#read([...names.keys()])
     for (const [name, tenant] of names) await this.#set(tenant, name, rows.get(name) ?? [], now)
   }
@@ -260,6 +267,16 @@ export async function scanKeys(
     return { keys: await tenants.view([], false), tenants, close: () => tenants.destroy() }
   } catch (error) {
     tenants.destroy()
+    throw error
+  }
+}
+
+/** The key name of `tenant`, or undefined when it cannot name keys (`TENANT_INVALID`). */
+function keyNameOrUndefined(table: TableInfo, tenant: string): string | undefined {
+  try {
+    return tenantKeyName(table, tenant)
+  } catch (error) {
+    if (error instanceof QueryRefusedError && error.code === 'TENANT_INVALID') return undefined
     throw error
   }
 }

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { Kysely } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { OperationError } from '../../src/index.js'
@@ -158,6 +159,35 @@ describe.each(backends())('per-tenant re-encryption jobs [$name]', (backend: Bac
       const st = (await t.ops.status({ table: t.table, exact: true })).tables[0]!
       expect(st.tenants?.rowsNotOnActive).toBe(0)
       expect(await t.ops.verify(t.table)).toMatchObject({ ok: true, failed: 0 })
+    })
+
+    it("a row whose tenant names no keys ('', written around the application) is counted, not an error of the whole table", async () => {
+      const empty = randomUUID()
+      const copied = randomUUID()
+      const source = await t.order('e1', 'e1@x.io')
+      const stored = await t.raw
+        .selectFrom(t.table)
+        .select(['email', 'ssn'])
+        .where('id', '=', source)
+        .executeTakeFirstOrThrow()
+      await t.raw.insertInto(t.table).values({ id: empty, tenant_id: '', name: 'legacy' }).execute()
+      try {
+        // Without a ciphertext: nothing to read or write.
+        expect(await t.ops.verify(t.table)).toMatchObject({ ok: true, failed: 0 })
+        expect(await t.ops.reencrypt(t.table, { dryRun: true })).toMatchObject({ failed: 0 })
+        expect(await t.ops.reencrypt(t.table)).toMatchObject({ failed: 0, remainingBatches: 0 })
+        expect((await t.ops.status({ table: t.table, exact: true })).tables[0]).toBeDefined()
+        // With one (copied from another tenant's row): that row fails, the others are done.
+        await t.raw
+          .insertInto(t.table)
+          .values({ id: copied, tenant_id: '', name: 'copied', ...stored })
+          .execute()
+        expect(await t.ops.verify(t.table)).toMatchObject({ ok: false, failed: 1 })
+        expect(await t.ops.reencrypt(t.table, { dryRun: true })).toMatchObject({ failed: 1 })
+        expect(await t.ops.reencrypt(t.table)).toMatchObject({ failed: 1, remainingBatches: 0 })
+      } finally {
+        await t.raw.deleteFrom(t.table).where('id', 'in', [empty, copied]).execute()
+      }
     })
 
     it.runIf(backend.name !== 'pglite')(
