@@ -1,4 +1,5 @@
 import { type Kysely, sql } from 'kysely'
+import { OperationError } from '../errors.js'
 import type { OpsContext } from './context.js'
 
 /**
@@ -93,10 +94,22 @@ async function retryCreate(create: () => Promise<unknown>): Promise<void> {
   }
 }
 
-/** A primary-key bound as stored: JSON, strings quoted, an integer as its digits (exact beyond 2^53). */
+/** What the bounds' columns hold (`varchar(1000)`). */
+const BOUND_MAX = 1000
+
+/**
+ * A primary-key bound as stored: JSON, strings quoted, an integer as its digits (exact beyond 2^53).
+ * @throws OperationError `OPS_INVALID` when it is longer than the bounds' columns hold
+ */
 export function encodeBound(value: unknown): string | null {
   if (value === null || value === undefined) return null
-  return typeof value === 'bigint' ? value.toString() : JSON.stringify(value)
+  const text = typeof value === 'bigint' ? value.toString() : JSON.stringify(value)
+  if (text.length > BOUND_MAX)
+    throw new OperationError(
+      'OPS_INVALID',
+      `A primary key is ${text.length} characters long as a job's batch bound (JSON), more than the ${BOUND_MAX} the job table holds: jobs cannot split this table into batches.`,
+    )
+  return text
 }
 
 /** Reads {@link encodeBound}: an integer beyond 2^53 comes back as a bigint. */
