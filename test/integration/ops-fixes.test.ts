@@ -68,7 +68,7 @@ describe.each(backends())('ops fixes: job engine [$name]', (backend: Backend) =>
         rewritten: 40,
         remainingBatches: 0,
       })
-      expect(phases.some((p) => p.startsWith('replaced an interrupted job towards data v2'))).toBe(true)
+      expect(phases.some((p) => p.startsWith('replaced an unfinished job towards data v2'))).toBe(true)
       // Every row on version 3, including the ten the old job had moved to version 2.
       expect(await t.ops.verify(t.table)).toMatchObject({ ok: true, dataVersions: { 3: 80 } })
     })
