@@ -28,7 +28,8 @@ type AnyTrx = Transaction<any>
  *   column's type, read once per table from the catalog, so the comparisons keep the column's
  *   own `=` (its collation) and its index.
  * - MySQL/MariaDB: `update t join (select ? as k, ? as s0, … union all select …) as v on t.pk = v.k
- *   and t.c <=> v.m0 … set t.c = v.s0 …`. MySQL has no `UPDATE … RETURNING`: when fewer rows are
+ *   and t.c <=> v.m0 … set t.c = v.s0 …`, a column matched against strings compared as bytes
+ *   (`cast(… as binary)`), not by its collation. MySQL has no `UPDATE … RETURNING`: when fewer rows are
  *   affected than sent, one more read in the same transaction tells which rows hold this write
  *   (its values in `set`, and `match` in the columns it did not set: a row the application
  *   rewrote holds a fresh ciphertext in a matched column, never this job's values).
@@ -219,11 +220,18 @@ async function mysqlWrite(group: Group): Promise<number[]> {
   const names = ['ord', 'k', ...set.map((_, i) => `s${i}`), ...match.map((_, i) => `m${i}`)]
   const derived = `select ${names.map((n) => `? as ${n}`).join(', ')}${` union all select ${names.map(() => '?').join(', ')}`.repeat(rows.length - 1)}`
   const t = (column: string) => `t.${quoteMysql(column)}`
+  // A string compared by the column's collation matches another string (the default collations
+  // ignore case and trailing spaces): a row moved from tenant 'acme' to 'ACME', or a plaintext
+  // rewritten in another case, would still match what the job read. Strings compare as bytes.
+  const exact = (column: string, values: 'set' | 'match') =>
+    rows.some((r) => typeof r[values][column] === 'string')
+  const same = (column: string, values: 'set' | 'match', v: string) =>
+    exact(column, values) ? `cast(${t(column)} as binary) <=> cast(${v} as binary)` : `${t(column)} <=> ${v}`
   const join = (conditions: string[]) =>
     `${quoteMysql(table, true)} as t join (${derived}) as v on ${[`${t(key.name)} = v.k`, ...conditions].join(' and ')}`
   const result = await trx.executeQuery(
     CompiledQuery.raw(
-      `update ${join(match.map((c, i) => `${t(c)} <=> v.m${i}`))} set ${set.map((c, i) => `${t(c)} = v.s${i}`).join(', ')}`,
+      `update ${join(match.map((c, i) => same(c, 'match', `v.m${i}`)))} set ${set.map((c, i) => `${t(c)} = v.s${i}`).join(', ')}`,
       params,
     ),
   )
@@ -236,8 +244,8 @@ async function mysqlWrite(group: Group): Promise<number[]> {
   const holds = await trx.executeQuery<{ ord: number | string }>(
     CompiledQuery.raw(
       `select v.ord from ${join([
-        ...set.map((c, i) => `${t(c)} <=> v.s${i}`),
-        ...unset.map(({ c, i }) => `${t(c)} <=> v.m${i}`),
+        ...set.map((c, i) => same(c, 'set', `v.s${i}`)),
+        ...unset.map(({ c, i }) => same(c, 'match', `v.m${i}`)),
       ])}`,
       params,
     ),
