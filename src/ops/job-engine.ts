@@ -105,7 +105,8 @@ export async function runJob(
   const pk = key.name
   const jobs = new JobStore(ctx)
   await jobs.ensureSchema()
-  const since = new Date()
+  // By the database's clock, as the job's finished_at is (see JobStore.now).
+  const since = await jobs.now()
   // Keys first: a provider that is down stops the job before anything is planned.
   destroyKeySet(
     await pausing(table, () =>

@@ -2,6 +2,7 @@ import { type Kysely, type RawBuilder, sql, type Transaction } from 'kysely'
 import type { OpsContext } from './context.js'
 import { type JobRecord, type JobTargets, listJobs, nullableInt } from './job-list.js'
 import { decodeBound, encodeBound, ensureJobTables } from './job-tables.js'
+import { dbNow } from './key-events.js'
 import { keyFingerprint } from './key-snapshot.js'
 import { isRetryable } from './retryable.js'
 
@@ -294,6 +295,15 @@ export class JobStore {
   }
 
   /**
+   * The database's present time: a run's start, compared with `finished_at` (also the database's)
+   * to join a job done meanwhile, whatever the clocks of the machines that ran it.
+   */
+  async now(): Promise<Date> {
+    const row = await sql<{ now: Date | string }>`select ${dbNow(this.#ctx)} as now`.execute(this.#db)
+    return new Date(row.rows[0]!.now)
+  }
+
+  /**
    * Marks the job done, in one conditional update: only while it is running and no batch of it is
    * left undone (pending or claimed by a worker that has not committed). Several workers may call it
    * at once; exactly one gets true.
@@ -301,7 +311,7 @@ export class JobStore {
   async finish(jobId: string): Promise<boolean> {
     const result = await this.#db
       .updateTable(this.jobs)
-      .set({ state: 'done', finished_at: new Date() })
+      .set({ state: 'done', finished_at: dbNow(this.#ctx) })
       .where('id', '=', jobId)
       .where('state', '=', 'running')
       .where((eb) =>

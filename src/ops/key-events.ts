@@ -115,8 +115,8 @@ async function insertEvent(
   }
 }
 
-/** The database's present time, as a SQL expression. */
-function dbNow(ctx: OpsContext): RawBuilder<Date> {
+/** The database's present time, as a SQL expression. @internal */
+export function dbNow(ctx: OpsContext): RawBuilder<Date> {
   return ctx.family === 'mysql' ? sql<Date>`now(3)` : sql<Date>`clock_timestamp()`
 }
 
