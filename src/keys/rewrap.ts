@@ -1,6 +1,7 @@
 import { timingSafeEqual } from 'node:crypto'
 import { ConfigError, KeyError, KeyProviderError } from '../errors.js'
 import { ownKeyBuffer } from '../fields/key-bytes.js'
+import { keyCheckValue } from './key-check.js'
 import type { AuditSink, KeyProvider, KeyRef, WrappedKey } from './key-provider.js'
 import type { KeyStore, StoredKey } from './key-store.js'
 import { auditedCall, checkProviders, unwrapWithFailover } from './provider-call.js'
@@ -38,7 +39,8 @@ export interface RewrapAllResult {
  * `removeKekIds`. Touches no user row: only the key store's `wrappings` column changes.
  *
  * Idempotent and resumable: a key that already has a wrapping under `to` is not rewrapped again,
- * only pruned. Every plaintext it obtains is zeroed after use. Processes that cached the key
+ * only pruned, once that wrapping is proven to unwrap to the key (see {@link proveExisting}); one
+ * that does not is replaced by a new, proven one. Every plaintext it obtains is zeroed after use. Processes that cached the key
  * metadata keep using the old wrappings for up to the key ring's `metadataTtlMs`; keep the old
  * KEK usable that long after removing it.
  *
@@ -80,14 +82,20 @@ export async function rewrapAll(options: RewrapAllOptions): Promise<RewrapAllRes
     // Compare-and-set loop: a concurrent rewrap of the same key makes us re-read and redo it.
     for (let attempt = 0; ; attempt++) {
       let target = stored.wrappings.find((w) => w.kekId === to.id)
-      if (target === undefined) {
-        target = await rewrapOne(stored, ref, from, to, audit)
-        rewrapped++
-      }
+      // A wrapping already under `to` (an earlier run, or one a database writer planted) is proven
+      // as a new one is before anything is removed on its word; one that fails is replaced.
+      if (target !== undefined && !(await proveExisting(stored, target, ref, from, to, audit)))
+        target = undefined
+      const made = target === undefined
+      if (target === undefined) target = await rewrapOne(stored, ref, from, to, audit)
       const kept = stored.wrappings.filter((w) => w.kekId !== to.id && !remove.has(w.kekId))
       const next = [...kept, target]
       if (sameWrappings(stored.wrappings, next)) break
-      if (await store.setWrappings(ref, next, stored.wrappings)) break
+      if (await store.setWrappings(ref, next, stored.wrappings)) {
+        // Counted once stored: a wrapping that lost the compare-and-set to a concurrent run is not.
+        if (made) rewrapped++
+        break
+      }
       if (attempt === 4) {
         throw new KeyError(
           'KEY_STORE_ERROR',
@@ -101,6 +109,44 @@ export async function rewrapAll(options: RewrapAllOptions): Promise<RewrapAllRes
     }
   }
   return { keys: keys.length, rewrapped }
+}
+
+/**
+ * Whether a wrapping already under `to` holds the key: it unwraps through `to` to the very key the
+ * `from` providers unwrap from their own wrappings, or, where none of theirs is left (an earlier
+ * run removed them), to a key whose check value is the one stored. Without either there is nothing
+ * to compare with, and nothing it could be trusted to replace: it is left as it is.
+ */
+async function proveExisting(
+  stored: StoredKey,
+  existing: WrappedKey,
+  ref: KeyRef,
+  from: readonly KeyProvider[],
+  to: KeyProvider,
+  audit: AuditSink | undefined,
+): Promise<boolean> {
+  const owned = stored.wrappings.filter((w) => from.some((p) => p.id === w.kekId))
+  if (owned.length === 0 && stored.checkValue === undefined) return true
+  const plaintexts: Buffer[] = []
+  try {
+    let check: Buffer
+    try {
+      check = await auditedCall(audit, 'unwrap', to.id, ref, () => to.unwrap(existing, ref))
+    } catch {
+      return false
+    }
+    plaintexts.push(check)
+    if (owned.length > 0) {
+      const expected = await unwrapWithFailover(owned, ref, { providers: from, audit })
+      plaintexts.push(expected)
+      return check.length === expected.length && timingSafeEqual(check, expected)
+    }
+    const value = keyCheckValue(check, ref)
+    const want = Buffer.from(stored.checkValue!)
+    return value.length === want.length && timingSafeEqual(value, want)
+  } finally {
+    for (const p of plaintexts) p.fill(0)
+  }
 }
 
 /**

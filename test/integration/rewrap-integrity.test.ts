@@ -93,4 +93,32 @@ describe('rewrapAll to AWS KMS: only wrappings of a `from` KEK, always proved', 
     const rows = await store.list('liar')
     expect(rows.map((k) => k.wrappings.map((w) => w.kekId))).toEqual([['local:a'], ['local:a']])
   })
+  it('a wrapping already under `to` that does not unwrap to the key (its KEK changed since an earlier run) is replaced, never trusted to prune the working one', async () => {
+    const store = new KeyStore(db, { tableName: 'keys_stale_target' })
+    await store.ensureSchema()
+    const ring = new KeyRing({ store, providers: [local()] })
+    await ring.init(['stale'])
+    const before = await ring.activeKey('stale', 'data')
+    const key = Buffer.from(before.bytes)
+    await ring.close()
+    // A first run (keeping local:a) wrapped every key under a local:b ...
+    const firstB = localKeyProvider({ id: 'local:b', key: randomBytes(32) })
+    expect(await rewrapAll({ store, from: [local()], to: firstB })).toMatchObject({ keys: 2, rewrapped: 2 })
+    // ... whose KEK was then regenerated under the same id. The second run removes local:a.
+    const secondKek = randomBytes(32)
+    const secondB = () => localKeyProvider({ id: 'local:b', key: Uint8Array.from(secondKek) })
+    const result = await rewrapAll({ store, from: [local()], to: secondB(), removeKekIds: ['local:a'] })
+    expect(result).toMatchObject({ keys: 2, rewrapped: 2 })
+    const rows = await store.list('stale')
+    expect(rows.map((k) => k.wrappings.map((w) => w.kekId))).toEqual([['local:b'], ['local:b']])
+    // Every key still opens, under the KEK local:b is now, to the same bytes.
+    const after = new KeyRing({ store, providers: [secondB()] })
+    try {
+      expect(Buffer.from((await after.activeKey('stale', 'data')).bytes).equals(key)).toBe(true)
+      await after.activeKey('stale', 'index')
+    } finally {
+      await after.close()
+      key.fill(0)
+    }
+  })
 })
