@@ -1,4 +1,5 @@
-import { basename, dirname, extname, resolve } from 'node:path'
+import { existsSync } from 'node:fs'
+import { basename, dirname, resolve } from 'node:path'
 import { loadConfig } from 'c12'
 import { Kysely } from 'kysely'
 import { ConfigError } from '../errors.js'
@@ -18,10 +19,18 @@ export interface OpenedOps {
  */
 export async function openOps(configPath: string | undefined, cwd = process.cwd()): Promise<OpenedOps> {
   const file = configPath === undefined ? undefined : resolve(cwd, configPath)
+  // The file named, and no other: c12 given a name without its extension picks by its own order
+  // of extensions (a stale `kfe.config.js` beside the `kfe.config.ts` named), and one that does
+  // not exist falls back to a sibling.
+  if (file !== undefined && !existsSync(file))
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `No kfe config at ${file} (--config names a file that does not exist).`,
+    )
   const { config, configFile } = await loadConfig<KfeConfig>({
     name: 'kfe',
     cwd: file === undefined ? cwd : dirname(file),
-    ...(file === undefined ? {} : { configFile: basename(file, extname(file)) }),
+    ...(file === undefined ? {} : { configFile: basename(file) }),
     rcFile: false,
     globalRc: false,
     packageJson: false,

@@ -58,6 +58,9 @@ describe('kfe config loading', () => {
         `export default { dialect: globalThis.${HANDOFF}.dialect, keyProvider: globalThis.${HANDOFF}.keyProvider() }\n`,
       ],
       ['empty', 'README', 'no config here\n'],
+      // Two configs of one name: --config names the .ts; the .js (say, a stale build) must not load.
+      ['twins', 'kfe.config.ts', `throw new Error('loaded the .ts')\nexport default {}\n`],
+      ['twins', 'kfe.config.js', `throw new Error('loaded the .js')\nexport default {}\n`],
     ] as const) {
       mkdirSync(join(DIR, dir), { recursive: true })
       writeFileSync(join(DIR, dir, file), body)
@@ -88,6 +91,14 @@ describe('kfe config loading', () => {
     const missing = await openOps(undefined, join(DIR, 'noschema')).catch((e: unknown) => e)
     expect((missing as ConfigError).code).toBe('CONFIG_INVALID')
     expect((missing as Error).message).toContain('no `schema`')
+  })
+  it('--config loads exactly the file it names (not a sibling of another extension), and refuses one that does not exist', async () => {
+    const named = await openOps(join(DIR, 'twins', 'kfe.config.ts')).catch((e: unknown) => e)
+    expect(String((named as Error).message)).toContain('loaded the .ts')
+    const absent = await openOps(join(DIR, 'twins', 'kfe.config.mjs')).catch((e: unknown) => e)
+    expect(absent).toBeInstanceOf(ConfigError)
+    expect((absent as ConfigError).code).toBe('CONFIG_INVALID')
+    expect((absent as Error).message).toContain('does not exist')
   })
   it('--config names any file (here a .js beside others); its dialect gets a Kysely kfe opens and closes (last: it closes the shared PGlite)', async () => {
     const opened = await openOps(join(DIR, 'named', 'ops.kfe.js'))
