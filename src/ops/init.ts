@@ -73,10 +73,9 @@ export async function init(ctx: OpsContext, options: InitOptions = {}): Promise<
   const keys: InitKey[] = []
   for (const [i, { table, name, tenant }] of names.entries()) {
     if (options.signal?.aborted) break
-    const before = await ctx.store.list(name).catch((error: unknown) => {
-      if (dryRun) return [] // no key table yet
-      throw error
-    })
+    // [] when the key table does not exist yet; any other error (a corrupt row, the database
+    // unreachable) is the init's, dry run or not.
+    const before = await ctx.store.list(name)
     // The key ring's init creates what is missing and refuses (KEYS_MISSING) for a table whose
     // other keys are stored or whose rows hold ciphertext: fresh keys over data would lose it.
     if (!dryRun) await ctx.ring.init([name])

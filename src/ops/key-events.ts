@@ -1,5 +1,6 @@
 import { type Kysely, type RawBuilder, sql } from 'kysely'
 import type { KeyPurpose } from '../keys/key-provider.js'
+import { isMissingRelation } from '../keys/key-table.js'
 import type { OpsContext } from './context.js'
 import { ensureJobTables } from './job-tables.js'
 
@@ -14,7 +15,7 @@ export type KeyEvent = 'staging' | 'activation' | 'shred'
  *
  * A version staged or activated by another tool has no record: the first call records the present
  * moment and answers 0, so the wait is measured from when it was first seen, never shorter than
- * the true one.
+ * the true one. With `record: false` (a dry run) nothing is written: no record answers 0.
  * @internal
  */
 export async function msSinceKeyEvent(
@@ -23,9 +24,23 @@ export async function msSinceKeyEvent(
   logicalTable: string,
   purpose: KeyPurpose,
   version: number,
+  options: { readonly record?: boolean } = {},
 ): Promise<number> {
-  await ensureJobTables(ctx)
   const id = eventId(event, logicalTable, purpose, version)
+  if (options.record === false) {
+    // A dry run writes nothing: without a record (or a job table), the event is taken as now.
+    const row = await db(ctx)
+      .selectFrom(ctx.jobsTable)
+      .select(elapsedMs(ctx).as('elapsed'))
+      .where('id', '=', id)
+      .executeTakeFirst()
+      .catch((error: unknown) => {
+        if (isMissingRelation(error)) return undefined
+        throw error
+      })
+    return row === undefined ? 0 : Math.max(0, Number(row.elapsed))
+  }
+  await ensureJobTables(ctx)
   for (let attempt = 0; attempt < 2; attempt++) {
     const row = await db(ctx)
       .selectFrom(ctx.jobsTable)

@@ -123,7 +123,9 @@ async function retireCounted(
   const active = (await ctx.store.list(keyName, purpose)).find((k) => k.state === 'active')
   // A version that was never active (staged, refused) was never written with: no wait.
   if (target.state !== 'staged' && active !== undefined) {
-    const since = await msSinceKeyEvent(ctx, 'activation', keyName, purpose, active.version)
+    const since = await msSinceKeyEvent(ctx, 'activation', keyName, purpose, active.version, {
+      record: options.dryRun !== true,
+    })
     waitMs = Math.max(0, Math.ceil(ctx.metadataTtlMs + ctx.ttlMarginMs - since))
   }
   const result = {

@@ -1,5 +1,6 @@
 import { SEARCHABLE } from '../keys/key-metadata.js'
 import type { KeyPurpose } from '../keys/key-provider.js'
+import { isMissingRelation } from '../keys/key-table.js'
 import { parseTenantKeyName, SCOPE_SEPARATOR } from '../schema/key-scope.js'
 import type { OpsContext } from './context.js'
 import { type JobRecord, JobStore } from './job-store.js'
@@ -23,7 +24,12 @@ export type { KeyVersionStatus, StatusOptions, StatusResult, TableStatus } from 
 export async function status(ctx: OpsContext, options: StatusOptions = {}): Promise<StatusResult> {
   const tables = options.table === undefined ? [...ctx.schema.tables.values()] : [ctx.table(options.table)]
   const store = new JobStore(ctx)
-  const jobs = await store.list().catch(() => [] as JobRecord[])
+  // No job table yet: no jobs. Any other failure (the database unreachable) is the status's error,
+  // not an empty report that would send the operator to `kfe init`.
+  const jobs = await store.list().catch((error: unknown) => {
+    if (isMissingRelation(error)) return [] as JobRecord[]
+    throw error
+  })
   const staleMs = options.staleJobMs ?? 60_000
   // A running job is interrupted when no worker holds one of its batches now, and a run stopped
   // after its last committed batch or none committed for staleMs (a live worker between batches).
@@ -35,7 +41,8 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
   }
   const out: TableStatus[] = []
   for (const table of tables) {
-    const stored = await ctx.store.list(table.logical).catch(() => [])
+    // The key store answers [] when the key table does not exist; its errors are the status's.
+    const stored = await ctx.store.list(table.logical)
     const keys: KeyVersionStatus[] = stored.map((k) => ({
       purpose: k.purpose,
       version: k.version,

@@ -24,7 +24,7 @@ export async function tenantTableStatus(
 ): Promise<TableStatus> {
   const prefix = `${table.logical}${SCOPE_SEPARATOR}${(table.keyScope as KeyScope).column}=`
   const byTenant = new Map<string, KeyState[]>()
-  for (const k of await ctx.store.listAll().catch(() => [])) {
+  for (const k of await ctx.store.listAll()) {
     if (!k.logicalTable.startsWith(prefix)) continue
     const states = byTenant.get(k.logicalTable) ?? []
     states.push(k.state)

@@ -90,6 +90,32 @@ describe.each(backends())('ops fixes: job engine [$name]', (backend: Backend) =>
       },
     )
 
+    it("status and init --dry-run report a damaged key row as the key store's error, not as a table without keys (run kfe init)", async () => {
+      const row = await t.raw
+        .selectFrom(t.keyTable as 'kfe_keys')
+        .select(['wrappings'])
+        .where('logical_table', '=', t.table)
+        .where('purpose', '=', 'index')
+        .where('version', '=', 1)
+        .executeTakeFirstOrThrow()
+      const damage = (wrappings: unknown) =>
+        t.raw
+          .updateTable(t.keyTable as 'kfe_keys')
+          .set({ wrappings })
+          .where('logical_table', '=', t.table)
+          .where('purpose', '=', 'index')
+          .where('version', '=', 1)
+          .execute()
+      await damage('[{"kekId":"local:x","wrapped":"AAAA')
+      try {
+        await expect(t.ops.status({ table: t.table })).rejects.toMatchObject({ code: 'KEY_STORE_CORRUPT' })
+        await expect(t.ops.init({ dryRun: true })).rejects.toMatchObject({ code: 'KEY_STORE_CORRUPT' })
+      } finally {
+        await damage(row.wrappings)
+      }
+      expect((await t.ops.status({ table: t.table })).tables[0]!.keys.length).toBeGreaterThan(0)
+    })
+
     it('a resumed run counts the rows that failed in the earlier run: jobFailed, and the CLI exit code 1', async () => {
       await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
       const [firstId] = (await t.raw.selectFrom(t.table).select('id').orderBy('id').limit(1).execute()).map(
@@ -180,6 +206,39 @@ describe.each(backends())('ops fixes: job engine [$name]', (backend: Backend) =>
         }
       },
     )
+  })
+})
+
+describe.each(backends())('ops fixes: dry runs write nothing [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    const t = useOpsTestDb(backend, { rows: 5 })
+
+    it('retire --dry-run of a version activated by another tool records no activation time', async () => {
+      await t.ops.rotate(t.table, { purpose: 'data' }) // and re-encrypts: no row is left on version 1
+      // As if another tool had activated version 2: no record of when.
+      await t.raw
+        .deleteFrom(t.jobsTable as 'kfe_jobs')
+        .where('kind', '=', 'activation')
+        .execute()
+      const events = () =>
+        t.raw
+          .selectFrom(t.jobsTable as 'kfe_jobs')
+          .select('id')
+          .where('kind', '=', 'activation')
+          .execute()
+      // Without a record the wait is taken from now: the dry run says so and writes nothing.
+      await expect(
+        t.ops.retire(t.table, { purpose: 'data', version: 1, dryRun: true }),
+      ).rejects.toMatchObject({
+        code: 'RETIRE_TOO_EARLY',
+      })
+      expect(await events()).toEqual([])
+      // The real one records the moment (the wait starts now) and asks to wait.
+      await expect(t.ops.retire(t.table, { purpose: 'data', version: 1 })).rejects.toMatchObject({
+        code: 'RETIRE_TOO_EARLY',
+      })
+      expect(await events()).toHaveLength(1)
+    })
   })
 })
 
