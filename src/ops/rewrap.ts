@@ -50,7 +50,9 @@ export async function rewrap(ctx: OpsContext, options: RewrapOptions): Promise<R
       to: to.id,
       dryRun: true,
       keys: keys.length,
-      rewrapped: keys.filter((k) => !k.wrappings.some((w) => w.kekId === to.id)).length,
+      // As the real run: a destroyed (shredded) key gets no wrapping.
+      rewrapped: keys.filter((k) => k.state !== 'destroyed' && !k.wrappings.some((w) => w.kekId === to.id))
+        .length,
     }
   }
   const result = await rewrapAll({
