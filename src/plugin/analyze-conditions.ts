@@ -179,7 +179,7 @@ export function comparison(
   }
   if (index.spec.kind === 'search' && !checkable(ctx, op))
     throw searchIndexRefusal(index, shapeOf(ctx, op), op)
-  const named = info.table.keyScope === undefined ? undefined : tenantOf(ctx, ref.relation, info, op)
+  const named = info.table.keyScope === undefined ? undefined : tenantOf(ctx, scope, ref.relation, info, op)
   const tenant = named?.tenant
   const probes = values.map((v) => {
     checkCodec(info, v)
@@ -338,17 +338,22 @@ function slottedSelfJoin(
  */
 function tenantOf(
   ctx: ConditionContext,
+  at: Scope,
   relation: Relation,
   info: ColumnInfo,
   op: string,
 ): { tenant: string; column: string; qualifier: ReferenceNode['table'] } {
   const scope = info.table.keyScope!
   if ((ctx.positive || ctx.phaseBranch === true) && relation.table === info.table) {
+    // An unqualified column names a relation of the condition's own level first: for a relation
+    // of an enclosing query (a correlated search in a subquery), only a qualified equality counts.
+    const own = at.relations.includes(relation)
     for (const conjunct of conjuncts(ctx.root)) {
       const eq = equality(conjunct, relation.name)
       if (eq === undefined || !isColumn(eq.column, scope.column)) continue
-      const tenant = contextValue(eq.value)
       const left = (conjunct as BinaryOperationNode).leftOperand as Partial<ReferenceNode>
+      if (!own && (left.kind !== 'ReferenceNode' || left.table === undefined)) continue
+      const tenant = contextValue(eq.value)
       if (tenant !== undefined) return { tenant, column: eq.column, qualifier: left.table }
     }
   }

@@ -82,7 +82,9 @@ export function setTarget(
  * must see a write of it. The first such relation, when several have one of that name.
  */
 function contextOwner(scope: Scope, name: string): Relation | undefined {
-  return scope.relations.find((r) => r.table?.context.includes(name))
+  // Ignoring case (MySQL's rule for column names): `exact` then refuses a spelling in another case.
+  const lower = name.toLowerCase()
+  return scope.relations.find((r) => r.table?.context.some((c) => c.toLowerCase() === lower))
 }
 
 /** How one SET item writes an encrypted column, and so what each of its blind indexes must get. */

@@ -87,12 +87,24 @@ export function addAll(
 }
 
 /**
- * The annotated column named exactly `name`; a name that matches one only when case is ignored
- * (as MySQL matches column names) is refused rather than taken for a plain column.
+ * The annotated column named exactly `name`; a name that matches one, or a context column, only
+ * when case is ignored (as MySQL matches column names) is refused rather than taken for a plain
+ * column.
  */
 export function exact(table: TableInfo, name: string): ColumnInfo | undefined {
   const info = table.column(name)
   if (info !== undefined || table.indexColumn(name) !== undefined) return info
+  // A context column spelt in another case (`TENANT_ID`): MySQL writes the context column, which
+  // the checks of context writes, matching names exactly, would not see.
+  const lower = name.toLowerCase()
+  const context = table.context.find((c) => c !== name && c.toLowerCase() === lower)
+  if (context !== undefined) {
+    throw new QueryRefusedError(
+      'AMBIGUOUS_COLUMN',
+      `"${name}" differs only in case from context column ${table.physical}.${context}, to which the row's ciphertexts are bound.`,
+      { table: table.logical, hint: `Spell it exactly "${context}".` },
+    )
+  }
   const near = table.columnIgnoringCase(name)
   if (near !== undefined) {
     throw new QueryRefusedError(
