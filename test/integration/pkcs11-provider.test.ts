@@ -330,6 +330,27 @@ describe.runIf(softHsmAvailable)('pkcs11KeyProvider on SoftHSM2', () => {
     expect((await p.unwrap(wrapped, users)).equals(plaintext)).toBe(true)
   })
 
+  it('a KEK deleted after the provider used it is PROVIDER_KEY_DISABLED (a revocation, as a deleted KMS key), not a setup error', async () => {
+    await generatePkcs11Kek({
+      module: token.module,
+      tokenLabel: token.tokenLabel,
+      pin: token.pin,
+      keyLabel: 'kfe-kek-deleted',
+    })
+    const p = provider({ keyLabel: 'kfe-kek-deleted', sessions: 1 })
+    const { wrapped, plaintext } = await p.generateDataKey(users)
+    plaintext.fill(0)
+    await withSession((s, g) => {
+      const found = s.find({ class: g.ObjectClass.SECRET_KEY, label: 'kfe-kek-deleted' })
+      for (let i = 0; i < found.length; i++) found.items(i).destroy()
+      // Its pooled session (and KEK handle) go too: the next call opens a session and looks again.
+      s.slot.closeAll()
+    })
+    await expectCode(p.unwrap(wrapped, users), 'PROVIDER_KEY_DISABLED')
+    // A provider that never found it: a setup error, as before.
+    await expectCode(provider({ keyLabel: 'kfe-kek-deleted' }).generateDataKey(users), 'CONFIG_INVALID')
+  })
+
   it('maps a KEK that may not encrypt to PROVIDER_KEY_DISABLED', async () => {
     await withSession((s, g) => {
       s.generateKey(g.KeyGenMechanism.AES, {

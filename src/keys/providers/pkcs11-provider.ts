@@ -10,7 +10,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto'
 import { inspect } from 'node:util'
 import type * as Graphene from 'graphene-pk11'
-import { type FieldEncryptionError, KeyProviderError } from '../../errors.js'
+import { FieldEncryptionError, KeyProviderError } from '../../errors.js'
 import type { GeneratedKey, KeyRef, RewrapSource, WrappedKey } from '../key-provider.js'
 import {
   CKF_OS_LOCKING_OK,
@@ -74,6 +74,8 @@ class Pkcs11Provider implements Pkcs11KeyProvider {
   readonly #inflight = new Set<Promise<unknown>>()
   #connection: Promise<Connection> | undefined
   #closed = false
+  /** Whether a session found the KEK once: after that, its absence is a deletion (see findKek). */
+  #kekSeen = false
 
   constructor(options: Pkcs11ProviderOptions) {
     validateOptions(options)
@@ -303,10 +305,16 @@ class Pkcs11Provider implements Pkcs11KeyProvider {
 
   async #openSession(): Promise<Pooled> {
     const { shared, slot } = await this.#connect()
-    const session = slot.open(CKF_SERIAL_SESSION)
+    let session: Graphene.Session
+    try {
+      session = slot.open(CKF_SERIAL_SESSION)
+    } catch (error) {
+      throw this.#sessionError(error)
+    }
     try {
       login(session, shared.g, readPin(this.#pin), this.#target)
-      const kek = findKek(session, shared.g, this.#keyLabel, this.#target, this.id)
+      const kek = findKek(session, shared.g, this.#keyLabel, this.#target, this.id, this.#kekSeen)
+      this.#kekSeen = true
       return { session, kek }
     } catch (error) {
       try {
@@ -314,8 +322,23 @@ class Pkcs11Provider implements Pkcs11KeyProvider {
       } catch {
         // The session is unusable anyway.
       }
-      throw error
+      throw this.#sessionError(error)
     }
+  }
+
+  /**
+   * An error of opening a session, logging in or finding the KEK: typed ones, and a lost session
+   * (reconnected by the caller), as they are; any other PKCS#11 failure there is the token not
+   * answering (`PROVIDER_UNAVAILABLE`), never a refusal of a wrapping, which only a decryption can be.
+   */
+  #sessionError(error: unknown): unknown {
+    if (error instanceof FieldEncryptionError || isSessionLost(error) || pkcs11Code(error) === undefined)
+      return error
+    return new KeyProviderError(
+      'PROVIDER_UNAVAILABLE',
+      `The PKCS#11 ${describeTarget(this.#target)} could not open a session: ${ckrName(error)}.`,
+      { cause: error, providerId: this.id },
+    )
   }
 
   #mapError(error: unknown, ref: KeyRef, what: 'wrap' | 'unwrap'): FieldEncryptionError {

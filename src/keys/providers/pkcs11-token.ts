@@ -29,16 +29,30 @@ function slotId(handle: Buffer): number {
  * @throws KeyProviderError `PROVIDER_UNAVAILABLE` when no such slot has a token present.
  */
 export function findSlot(shared: SharedModule, target: Target): Graphene.Slot {
-  const slots = shared.module.getSlots(true)
+  let slots: ReturnType<typeof shared.module.getSlots>
+  try {
+    slots = shared.module.getSlots(true)
+  } catch (error) {
+    // A module that cannot list its slots (a network HSM gone, a token deleted: CKR_GENERAL_ERROR)
+    // did not answer; it did not refuse a key.
+    throw new KeyProviderError(
+      'PROVIDER_UNAVAILABLE',
+      `The PKCS#11 module ${target.module} could not list its slots: ${ckrName(error)}.`,
+      { cause: error },
+    )
+  }
   for (let i = 0; i < slots.length; i++) {
     const slot = slots.items(i)
-    if (
-      target.slot !== undefined
-        ? slotId(slot.handle) === target.slot
-        : slot.getToken().label === target.tokenLabel
-    ) {
-      return slot
+    let match: boolean
+    try {
+      match =
+        target.slot !== undefined
+          ? slotId(slot.handle) === target.slot
+          : slot.getToken().label === target.tokenLabel
+    } catch {
+      continue // a slot whose token cannot be read is not the target's
     }
+    if (match) return slot
   }
   throw new KeyProviderError(
     'PROVIDER_UNAVAILABLE',
@@ -88,7 +102,8 @@ export function login(session: Graphene.Session, g: GrapheneModule, pin: string,
 
 /**
  * The KEK of a logged-in session: the one secret key labelled `keyLabel`, which must be AES-256.
- * @throws KeyProviderError `CONFIG_INVALID` when no key, or several, carry the label, or it is not AES-256.
+ * @throws KeyProviderError `CONFIG_INVALID` when no key, or several, carry the label, or it is not
+ *   AES-256; `PROVIDER_KEY_DISABLED` when none does any more (`seenBefore`: this provider used it).
  */
 export function findKek(
   session: Graphene.Session,
@@ -96,8 +111,17 @@ export function findKek(
   keyLabel: string,
   target: Target,
   providerId: string,
+  seenBefore = false,
 ): Graphene.SecretKey {
   const found = session.find({ class: g.ObjectClass.SECRET_KEY, label: keyLabel })
+  if (found.length === 0 && seenBefore) {
+    // Deleted since this provider used it: a revocation, as a deleted KMS key is (never grace).
+    throw new KeyProviderError(
+      'PROVIDER_KEY_DISABLED',
+      `The secret key labelled "${keyLabel}" is no longer on PKCS#11 ${describeTarget(target)} (deleted).`,
+      { providerId },
+    )
+  }
   if (found.length !== 1) {
     throw new KeyProviderError(
       'CONFIG_INVALID',
