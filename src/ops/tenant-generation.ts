@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import { type Kysely, sql } from 'kysely'
+import { OperationError } from '../errors.js'
 import { SCOPE_SEPARATOR } from '../schema/key-scope.js'
 import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
@@ -25,7 +26,10 @@ export async function tenantKeyGeneration(
   db: Kysely<any> = ctx.db,
 ): Promise<string> {
   const scope = table.keyScope
-  if (scope === undefined) throw new Error(`${table.physical} has no per-tenant keys.`)
+  if (scope === undefined)
+    throw new OperationError('OPS_INVALID', `${table.physical} has no per-tenant keys (keyScope).`, {
+      table: table.logical,
+    })
   const prefix = `${table.logical}${SCOPE_SEPARATOR}${scope.column}=`
   const rows = await db
     .selectFrom(sql.table(ctx.store.tableName).as('k'))
