@@ -39,7 +39,7 @@ export function checkWrittenContext(catalog: Catalog | undefined, deferred: read
  * @param table - The table whose context `values` are, in its context order.
  * @param operator - The statement kind for the message (`write`, `encrypt`).
  * @throws QueryRefusedError `CONTEXT_MISSING` naming the column, when a value is not the form its
- *   column stores.
+ *   column stores, or is longer than it holds.
  */
 export function checkContextValues(
   catalog: Catalog | undefined,
@@ -54,6 +54,17 @@ export function checkContextValues(
     const value = values[i]
     const type = catalog.column(live, name)
     if (value === undefined || type === undefined) return
+    const max = catalog.maxLength(live, name)
+    // Longer than a varchar(n) holds: the database cuts trailing spaces off silently (PostgreSQL,
+    // and MySQL beside a warning), so the row would hold another value than its ciphertexts.
+    if (max !== undefined && [...value].length > max) {
+      throw contextMissing(
+        table,
+        name,
+        `is ${[...value].length} characters long, more than its ${type}(${max}) column holds (the database would store it cut short): the ciphertexts bound to it would not decrypt`,
+        operator,
+      )
+    }
     const integer = INTEGER.has(type)
     if (integer ? CANONICAL_INTEGER.test(value) : type !== 'uuid' || CANONICAL_UUID.test(value)) return
     throw contextMissing(

@@ -12,6 +12,8 @@ export interface CatalogTable {
   readonly columns: ReadonlyMap<string, string>
   /** Columns that carry a single-column UNIQUE index (or constraint) without a predicate. */
   readonly uniqueColumns: ReadonlySet<string>
+  /** Column name → the characters a string column holds at most (`varchar(n)`), when it says. */
+  readonly maxLengths: ReadonlyMap<string, number>
 }
 
 /** The tables of the schemas an encrypted schema lives in: what verification reads, once. */
@@ -29,6 +31,8 @@ export interface Catalog {
   column(table: CatalogTable, name: string): string | undefined
   /** The column's own spelling in the catalog (MySQL may differ in case), if it exists. */
   columnName(table: CatalogTable, name: string): string | undefined
+  /** The characters a string column holds at most (`varchar(n)`), if it says. */
+  maxLength(table: CatalogTable, name: string): number | undefined
 }
 
 /** Data types that hold bytes as they are: what ciphertexts and blind indexes need. */
@@ -56,6 +60,8 @@ interface ColumnRow {
   c: string
   d: string
   k: string
+  /** character_maximum_length (null for types without one). */
+  n: unknown
 }
 interface UniqueRow {
   s: string
@@ -87,24 +93,31 @@ export async function readCatalog(
   const columns = await queries.columns.execute(db)
   const unique = await queries.unique.execute(db)
   const defaultSchema = String(def.rows[0]?.s ?? '')
-  const byKey = new Map<string, { table: CatalogTable; cols: Map<string, string>; uniq: Set<string> }>()
+  const byKey = new Map<
+    string,
+    { table: CatalogTable; cols: Map<string, string>; uniq: Set<string>; lengths: Map<string, number> }
+  >()
   for (const r of columns.rows) {
     const key = `${text(r.s)}\u0000${text(r.t)}`
     let entry = byKey.get(key)
     if (entry === undefined) {
       const cols = new Map<string, string>()
       const uniq = new Set<string>()
+      const lengths = new Map<string, number>()
       const table: CatalogTable = {
         schema: text(r.s),
         name: text(r.t),
         base: text(r.k).toUpperCase() === 'BASE TABLE',
         columns: cols,
         uniqueColumns: uniq,
+        maxLengths: lengths,
       }
-      entry = { table, cols, uniq }
+      entry = { table, cols, uniq, lengths }
       byKey.set(key, entry)
     }
     entry.cols.set(text(r.c), text(r.d).toLowerCase())
+    const n = r.n === null || r.n === undefined ? Number.NaN : Number(r.n)
+    if (Number.isSafeInteger(n) && n > 0) entry.lengths.set(text(r.c), n)
   }
   for (const r of unique.rows) byKey.get(`${text(r.s)}\u0000${text(r.t)}`)?.uniq.add(text(r.c))
   const tables = [...byKey.values()].map((e) => e.table)
@@ -133,6 +146,10 @@ export async function readCatalog(
       const own = columnName(table, name)
       return own === undefined ? undefined : table.columns.get(own)
     },
+    maxLength: (table: CatalogTable, name: string) => {
+      const own = columnName(table, name)
+      return own === undefined ? undefined : table.maxLengths.get(own)
+    },
   })
 }
 
@@ -151,7 +168,7 @@ function postgresQueries(extraSchemas: readonly string[]): CatalogQueries {
   const schemas = sql.join([sql`current_schema()`, ...extraSchemas.map((s) => sql`${s}`)])
   return {
     defaultSchema: sql<{ s: string }>`select current_schema() as s`,
-    columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k
+    columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k, c.character_maximum_length as n
       from information_schema.columns c
       join information_schema.tables tb on tb.table_schema = c.table_schema and tb.table_name = c.table_name
       where c.table_schema in (${schemas})
@@ -170,7 +187,7 @@ function postgresQueries(extraSchemas: readonly string[]): CatalogQueries {
 function mysqlQueries(): CatalogQueries {
   return {
     defaultSchema: sql<{ s: string }>`select database() as s`,
-    columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k
+    columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k, c.character_maximum_length as n
       from information_schema.columns c
       join information_schema.tables tb on tb.table_schema = c.table_schema and tb.table_name = c.table_name
       where c.table_schema = database()

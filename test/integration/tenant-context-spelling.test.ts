@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { QueryRefusedError } from '../../src/index.js'
@@ -63,6 +64,38 @@ describe.each(backends())('tenant and context columns as a query spells them [$n
         .where('id', '=', acme)
         .executeTakeFirstOrThrow()
       expect(row.tenant_id).toBe('acme')
+    })
+
+    it('a context value longer than its varchar(n) column holds (the database would cut its trailing spaces off) is CONTEXT_MISSING, on a write and in encrypt', async () => {
+      const padded = `${randomUUID()}   ` // id is varchar(36)
+      await refused(
+        () =>
+          t.db
+            .insertInto(t.table)
+            .values({ id: padded, tenant_id: 'acme', name: 'x', email: 'p@x.io' })
+            .execute(),
+        'CONTEXT_MISSING',
+      )
+      const tenant = `acme${' '.repeat(70)}` // tenant_id is varchar(64)
+      await refused(
+        () =>
+          t.db
+            .insertInto(t.table)
+            .values({ id: randomUUID(), tenant_id: tenant, name: 'x', email: 'p@x.io' })
+            .execute(),
+        'CONTEXT_MISSING',
+      )
+      await refused(
+        () => t.encryption.encrypt(t.table, 'email', 'p@x.io', { tenant_id: 'acme', id: padded }),
+        'CONTEXT_MISSING',
+      )
+      // Exactly as long as the column holds: written, and read back.
+      const full = randomUUID()
+      await t.db
+        .insertInto(t.table)
+        .values({ id: full, tenant_id: 'acme', name: 'x', email: 'full@x.io' })
+        .execute()
+      expect(await t.byEmail('acme', 'full@x.io')).toEqual([{ id: full }])
     })
 
     it("a search on an enclosing query's relation in a subquery: an unqualified tenant equality there is the subquery's, so the tenant is not named (TENANT_REQUIRED); a qualified one is", async () => {
