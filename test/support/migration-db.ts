@@ -2,7 +2,15 @@ import { randomBytes } from 'node:crypto'
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { type Dialect, type DialectAdapter, Kysely, type Migration, Migrator, sql } from 'kysely'
+import {
+  type DatabaseIntrospector,
+  type Dialect,
+  type DialectAdapter,
+  Kysely,
+  type Migration,
+  Migrator,
+  sql,
+} from 'kysely'
 import {
   encrypted,
   encryptedSchema,
@@ -237,13 +245,30 @@ export async function writeMigrationConfig(
  * id for every migrator of a database: two test files migrating at once (one waiting for that lock
  * in a transaction, the other holding it while `create index concurrently` waits for every open
  * transaction) deadlock.
+ *
+ * Its introspector runs `getTables` again when it fails on a relation that does not exist: the
+ * Migrator lists every table of the schema to find its own, and another test file may drop one of
+ * them between the listing and the read of its columns (seen once in a CI run).
  */
 function ownMigrationLock(backend: Backend, dialect: Dialect, table: string): Dialect {
   if (backend.name !== 'postgres') return dialect
   return {
     createDriver: () => dialect.createDriver(),
     createQueryCompiler: () => dialect.createQueryCompiler(),
-    createIntrospector: (db) => dialect.createIntrospector(db),
+    createIntrospector: (db) => {
+      const introspector = dialect.createIntrospector(db)
+      return Object.assign(Object.create(introspector) as DatabaseIntrospector, {
+        async getTables(options?: Parameters<DatabaseIntrospector['getTables']>[0]) {
+          for (let attempt = 0; ; attempt++) {
+            try {
+              return await introspector.getTables(options)
+            } catch (error) {
+              if ((error as { code?: unknown }).code !== '42P01' || attempt >= 4) throw error
+            }
+          }
+        },
+      })
+    },
     createAdapter: () => {
       const adapter = dialect.createAdapter()
       return Object.assign(Object.create(adapter) as DialectAdapter, {
