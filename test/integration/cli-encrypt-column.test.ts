@@ -2,7 +2,8 @@ import { readdirSync, readFileSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { type Backend, backends } from '../support/backends.js'
-import { type KfeRunner, kfeRunner, killAfterBatches } from '../support/cli-runner.js'
+import { type KfeRunner, kfeRunner } from '../support/cli-runner.js'
+import { gateRowId, killAfterBatches } from '../support/kill-gate.js'
 import { type MigrationDb, migrationDb, writeMigrationConfig } from '../support/migration-db.js'
 
 const urls = { postgres: inject('pgUrl'), mysql: inject('mysqlUrl') }
@@ -84,9 +85,16 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
         expect((await kfe('status', t.table, '--json')).json).toMatchObject({
           tables: [{ migrations: [{ encryptedRows: 0 }] }],
         })
-        const killAt = 3 + Math.floor(Math.random() * 20)
+        const gate = {
+          family: backend.family,
+          table: t.table,
+          batchSize: 10,
+          batch: 3 + Math.floor(Math.random() * 20),
+        }
+        const gateId = await gateRowId(t.raw, gate)
         const args = ['encrypt-column', t.table, 'email', '--batch-size', '10']
-        expect(await killAfterBatches({ spawnKfe }, t.raw, t.jobsTable, killAt, args)).toBeGreaterThan(0)
+        const left = await killAfterBatches({ spawnKfe }, t.raw, t.jobsTable, { ...gate, gateId }, args)
+        expect(left).toBeGreaterThan(0)
         const partial = await kfe('verify', t.table, '--json')
         expect(partial.code).toBe(1)
         expect(partial.json).toMatchObject({ ok: false, migrating: [{ missing: expect.any(Number) }] })

@@ -2,8 +2,9 @@ import type { Kysely } from 'kysely'
 import { afterAll, beforeAll, describe, it } from 'vitest'
 import { emailsById, startAppWriter } from '../support/app-writer.js'
 import { type Backend, backends } from '../support/backends.js'
-import { type CliTestDb, cliTestDb, killAfterBatches } from '../support/cli-runner.js'
+import { type CliTestDb, cliTestDb } from '../support/cli-runner.js'
 import type { TestDB } from '../support/encrypted-db.js'
+import { gateRowId, killAfterBatches } from '../support/kill-gate.js'
 
 async function insertRows(app: Kysely<TestDB>, table: string, n: number, prefix: string): Promise<void> {
   for (let i = 0; i < n; i += 100) {
@@ -121,12 +122,22 @@ describe.concurrent.each(backends())(
           await insertRows(app, t.table, 550, 'b')
           await nextDataVersion()
           const model = await emailsById(app, t.table)
-          const writer = startAppWriter(app, t.table, model, { pauseMs: 5, prefix: 'w' })
+          const gate = {
+            family: t.backend.family,
+            table: t.table,
+            batchSize: 10,
+            batch: 2 + Math.floor(Math.random() * 20),
+          }
+          const gateId = await gateRowId(raw, gate)
+          const writer = startAppWriter(app, t.table, model, {
+            pauseMs: 5,
+            prefix: 'w',
+            avoid: new Set([gateId]),
+          })
           let writes = 0
           try {
-            const killAt = 2 + Math.floor(Math.random() * 20)
             const args = ['reencrypt', t.table, '--batch-size', '10']
-            const left = await killAfterBatches(t, raw, t.jobsTable, killAt, args, 'reencrypt:')
+            const left = await killAfterBatches(t, raw, t.jobsTable, { ...gate, gateId }, args, 'reencrypt:')
             expect(left).toBeGreaterThan(0)
             const second = await t.kfe('reencrypt', t.table, '--batch-size', '10', '--json')
             expect(second.code).toBe(0)

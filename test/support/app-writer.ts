@@ -17,19 +17,19 @@ export interface AppWriter {
  * An application writer at a steady rate, through the application's Kysely (the plugin): an insert,
  * an update of the email, a delete, in turn, `pauseMs` apart. `model` starts as
  * {@link emailsById} and holds the writer's last write of every row, to compare with the table
- * after a job ran alongside.
+ * after a job ran alongside. It never updates or deletes the ids in `avoid`.
  */
 export function startAppWriter(
   app: Kysely<TestDB>,
   table: string,
   model: Map<number, string>,
-  { pauseMs, prefix }: { pauseMs: number; prefix: string },
+  { pauseMs, prefix, avoid }: { pauseMs: number; prefix: string; avoid?: ReadonlySet<number> },
 ): AppWriter {
   let running = true
   let writes = 0
   const loop = (async () => {
     for (let i = 0; running; i++) {
-      const ids = [...model.keys()]
+      const ids = [...model.keys()].filter((id) => avoid?.has(id) !== true)
       if (i % 3 === 0) {
         const email = `${prefix}-new${i}@x.io`
         await app

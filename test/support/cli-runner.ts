@@ -155,38 +155,6 @@ export interface KfeRunner {
   spawnKfe(...args: string[]): ChildProcess
 }
 
-/**
- * Starts `kfe <args>` as a child, SIGKILLs it once `killAt` batches of the job table
- * `jobsTable_batches` are done (those of jobs whose id starts with `jobPrefix`), and returns how
- * many batches it left undone (the test expects some: the kill fell inside the job).
- */
-export async function killAfterBatches(
-  runner: Pick<KfeRunner, 'spawnKfe'>,
-  db: Kysely<TestDB>,
-  jobsTable: string,
-  killAt: number,
-  args: string[],
-  jobPrefix = '',
-): Promise<number> {
-  const child = runner.spawnKfe(...args)
-  const exited = new Promise<NodeJS.Signals | null>((r) => child.on('exit', (_code, signal) => r(signal)))
-  const batches = db.selectFrom(`${jobsTable}_batches`).where('job_id', 'like', `${jobPrefix}%`)
-  const count = (done: 0 | 1) =>
-    batches
-      .select((eb) => eb.fn.countAll().as('n'))
-      .where('done', '=', done)
-      .executeTakeFirstOrThrow()
-      .then((r) => Number(r.n))
-  for (;;) {
-    // The job table may not exist yet while the child starts.
-    if ((await count(1).catch(() => 0)) >= killAt) break
-    await new Promise((r) => setTimeout(r, 5))
-  }
-  child.kill('SIGKILL')
-  if ((await exited) !== 'SIGKILL') throw new Error('kfe exited before it was killed')
-  return count(0)
-}
-
 /** A {@link KfeRunner} on `configPath`, the children's environment extended with `env`. */
 export async function kfeRunner(configPath: string, env: NodeJS.ProcessEnv): Promise<KfeRunner> {
   const dist = await cliBuild()
