@@ -11,7 +11,7 @@ import { withoutHidden } from './hidden-selections.js'
 import { mapChildren } from './node-utils.js'
 import { columnName, rebuild, rebuildList } from './nodes.js'
 import { refuse } from './refusal.js'
-import { checkContextAliases } from './reserved-aliases.js'
+import { checkReservedAliases } from './reserved-aliases.js'
 import type { Scope } from './scope.js'
 
 /** Clauses walked as opaque expressions; module constants, not arrays made per query. */
@@ -34,7 +34,7 @@ export const analyzeSelect: StatementAnalysis<SelectQueryNode> = (a, node, paren
   // added hidden selections for its index conditions: as a subquery it returns no rows itself.
   const own = role === 'root' || !node.selections ? node.selections : withoutHidden(node.selections)
   const { nodes, outputs, origins, plainNamed, names } = selections(a, own ?? [], scope, role)
-  if (node.selections) checkContextAliases(a, node.selections, outputs, origins, scope, role)
+  if (node.selections) checkReservedAliases(a, node.selections, outputs, origins, scope, role)
   if (node.selections) patch.selections = nodes
   if (role === 'derived') checkIndexPairs(outputs, origins)
   const pending: PendingFilter[] | undefined = role === 'root' ? [] : undefined

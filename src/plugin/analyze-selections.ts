@@ -12,7 +12,7 @@ import { contextSelections } from './context-selections.js'
 import { columnName, rebuild, rebuildList } from './nodes.js'
 import { hasStarItem } from './raw-text.js'
 import { refuse } from './refusal.js'
-import { checkContextAliases } from './reserved-aliases.js'
+import { checkReservedAliases } from './reserved-aliases.js'
 import type { Relation, Resolved, Scope, Source } from './scope.js'
 import { expandAll } from './select-all.js'
 import { identifierName, tableName } from './table-names.js'
@@ -274,7 +274,7 @@ export function returning(
   let names: readonly string[] | undefined = []
   if (node.returning) {
     const r = selections(a, node.returning.selections, scope, role)
-    checkContextAliases(a, node.returning.selections, r.outputs, r.origins, scope, role)
+    checkReservedAliases(a, node.returning.selections, r.outputs, r.origins, scope, role)
     names = r.names
     let nodes = r.nodes
     if (role === 'root') {

@@ -3,7 +3,7 @@ import { QueryRefusedError } from '../errors.js'
 import type { AnalysisContext, Origin, Role } from './analysis-context.js'
 import { isHiddenContextName, isHiddenName } from './hidden-selections.js'
 import { columnName } from './nodes.js'
-import { HIDDEN_CONTEXT_PREFIX } from './plan.js'
+import { HIDDEN_CONTEXT_PREFIX, HIDDEN_PREFIX } from './plan.js'
 import type { Relation, Scope, Source } from './scope.js'
 import { identifierName, tableName } from './table-names.js'
 
@@ -11,6 +11,9 @@ import { identifierName, tableName } from './table-names.js'
  * Refuses an output of the query's own named with the prefix of the plugin's hidden row-context
  * selections (`__kfe_ctx_`): the wrapper removes those keys from the rows, and a subquery or
  * derived table drops them from its select list, so the user's column would be lost without a word.
+ * Below the root it also refuses an output named like the hidden post-filter selections
+ * (`__kfe_fp_<n>`), which a subquery's select list drops as well (at the root the plugin numbers
+ * its own around the user's, and removes only its own from the rows).
  *
  * The plugin meets its own hidden selections again in two places, where they are kept: the verify
  * pass (the final tree of a query it rewrote) and a subquery built from `db` (rewritten as a query
@@ -24,7 +27,7 @@ import { identifierName, tableName } from './table-names.js'
  * @param origins - The relation each output was read through.
  * @throws QueryRefusedError `QUERY_REFUSED` (operator `alias`)
  */
-export function checkContextAliases(
+export function checkReservedAliases(
   a: AnalysisContext,
   selections: ReadonlyArray<SelectionNode>,
   outputs: ReadonlyMap<string, Source>,
@@ -36,6 +39,14 @@ export function checkContextAliases(
     const sel = s.selection
     if (sel.kind !== 'AliasNode') continue
     const name = identifierName(sel.alias)
+    if (isHiddenName(name)) {
+      if (role === 'root' || isSearchColumnOf(sel.node, scope)) continue
+      throw new QueryRefusedError(
+        'QUERY_REFUSED',
+        `The output alias "${name}" of a subquery or derived table has the form ${HIDDEN_PREFIX}<n>, which the plugin reserves for the hidden columns it adds to check a search and drops from a subquery's select list: the column would be lost. Nothing was sent.`,
+        { operator: 'alias', hint: `Choose an alias that is not ${HIDDEN_PREFIX} followed by digits.` },
+      )
+    }
     if (!name.startsWith(HIDDEN_CONTEXT_PREFIX)) continue
     if (
       (role !== 'root' || a.mode === 'verify') &&
@@ -70,6 +81,13 @@ function isOwn(
       return true
   }
   return hasHiddenSearchColumn(selections, relation)
+}
+
+/** True for `<relation>.<encrypted column>`: the form of the plugin's own hidden post-filter selection. */
+function isSearchColumnOf(node: OperationNode, scope: Scope): boolean {
+  const ref = node as ReferenceNode
+  if (node.kind !== 'ReferenceNode' || ref.table === undefined) return false
+  return scope.relationNamed(tableName(ref.table).name)?.table?.column(columnName(ref)) !== undefined
 }
 
 /** True when `selections` holds a hidden `<relation>.<encrypted column> as __kfe_fp_<n>`. */

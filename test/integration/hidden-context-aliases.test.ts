@@ -8,6 +8,8 @@ import { expectRefused } from './plugin-at-rest.js'
  * The plugin reads a row's context columns under hidden aliases (`__kfe_ctx_N`) and removes them
  * from the rows: a user's own output under that prefix would be removed with them, silently. It is
  * refused before sending instead, in a select list, a RETURNING list and a subquery or derived table.
+ * The hidden post-filter columns (`__kfe_fp_N`) are dropped from a subquery's select list: a user's
+ * output of that form is refused there.
  */
 describe.each(backends())('user aliases with the hidden row-context prefix [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
@@ -107,6 +109,52 @@ describe.each(backends())('user aliases with the hidden row-context prefix [$nam
             .execute(),
         'QUERY_REFUSED',
       )
+    })
+
+    it('a subquery or derived table naming an output __kfe_fp_<n> is refused (its select list dropped it); another __kfe_fp_ name passes', async () => {
+      const e = await expectRefused(
+        () =>
+          t.db
+            .selectFrom((qb) => qb.selectFrom(t.table).select(['id', 'name as __kfe_fp_0']).as('d'))
+            .selectAll()
+            .execute(),
+        'QUERY_REFUSED',
+      )
+      expect(e.message).toContain('__kfe_fp_0')
+      expect(e.operator).toBe('alias')
+      await expectRefused(
+        () =>
+          t.db
+            .selectFrom(
+              t.db
+                .selectFrom(t.table)
+                .select(['id', sql<string>`'x'`.as('__kfe_fp_7')])
+                .as('d'),
+            )
+            .selectAll()
+            .execute(),
+        'QUERY_REFUSED',
+      )
+      await expectRefused(
+        () =>
+          t.db
+            .selectFrom(t.table)
+            .select('id')
+            .where('id', 'in', t.db.selectFrom(t.table).select('id as __kfe_fp_1'))
+            .execute(),
+        'QUERY_REFUSED',
+      )
+      expect(
+        await t.db
+          .selectFrom((qb) => qb.selectFrom(t.table).select(['id', 'name as __kfe_fp_note']).as('d'))
+          .selectAll()
+          .where('d.id', '=', id)
+          .execute(),
+      ).toEqual([{ id, __kfe_fp_note: 'o' }])
+      // At the top level the plugin numbers its own hidden columns around the user's.
+      expect(
+        await t.db.selectFrom(t.table).select(['id', 'name as __kfe_fp_0']).where('id', '=', id).execute(),
+      ).toEqual([{ id, __kfe_fp_0: 'o' }])
     })
 
     it("the plugin's own hidden selections still pass through a subquery built from db", async () => {
