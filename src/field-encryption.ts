@@ -6,6 +6,7 @@ import type { KeyCacheOptions } from './keys/key-cache.js'
 import type { AuditSink, KeyProvider } from './keys/key-provider.js'
 import { type InitKeysResult, type KeyEvent, KeyRing, type KeyRingStats } from './keys/key-ring.js'
 import { KeyStore } from './keys/key-store.js'
+import { checkSharedOptions } from './options-check.js'
 import { BorrowingDriver } from './plugin/borrowing-driver.js'
 import type { DecryptStats } from './plugin/decrypt-rows.js'
 import { type EncryptingDriver, insideTransaction, wrapDialect } from './plugin/dialect-wrapper.js'
@@ -177,14 +178,13 @@ export interface FieldEncryption extends ExplicitHelpers {
  * await db.selectFrom('users').selectAll().where('email', '=', 'a@x.io').execute()
  * // select * from "users" where "email_bidx" in ($1)      -- $1 = HMAC of 'a@x.io'
  * ```
- * @throws ConfigError `CONFIG_INVALID` when no key provider is given
+ * @throws ConfigError `CONFIG_INVALID` when no key provider is given, or an option has the wrong shape
  */
 export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryption {
+  checkSharedOptions(options, 'fieldEncryption')
   const providers = Array.isArray(options.keyProvider)
     ? [...options.keyProvider]
     : [options.keyProvider as KeyProvider]
-  if (providers.length === 0)
-    throw new ConfigError('CONFIG_INVALID', 'fieldEncryption needs at least one keyProvider.')
   // Columns stored under another name (`storedAs`, a migration from plaintext): the plugin and
   // the wrapper see them under the column that holds the ciphertext (docs/migrating.md).
   const view = pluginView(options.schema)

@@ -51,6 +51,14 @@ export async function openOps(configPath: string | undefined, cwd = process.cwd(
     throw new ConfigError('CONFIG_INVALID', `${configFile}: no \`keyProvider\`.`)
   if (config.kysely === undefined && config.dialect === undefined)
     throw new ConfigError('CONFIG_INVALID', `${configFile}: needs \`dialect\` or \`kysely\`.`)
+  if (
+    config.kysely === undefined &&
+    typeof (config.dialect as { createDriver?: unknown }).createDriver !== 'function'
+  )
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `${configFile}: \`dialect\` must be a Kysely dialect (new PostgresDialect(…), …).`,
+    )
   const own = config.kysely === undefined
   // biome-ignore lint/suspicious/noExplicitAny: any database type.
   const db: Kysely<any> = config.kysely ?? new Kysely({ dialect: config.dialect! })

@@ -4,6 +4,7 @@ import type { KeyCacheOptions } from '../keys/key-cache.js'
 import type { AuditSink, KeyProvider } from '../keys/key-provider.js'
 import { KeyRing } from '../keys/key-ring.js'
 import { KeyStore } from '../keys/key-store.js'
+import { checkSharedOptions } from '../options-check.js'
 import { holdsCiphertext } from '../schema/sample-ciphertext.js'
 import type { EncryptedSchema, TableInfo } from '../schema/schema.js'
 
@@ -77,10 +78,13 @@ const IDENT = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
  * @throws ConfigError `CONFIG_INVALID` on no provider or a bad table or column name.
  */
 export function createOpsContext(options: OpsOptions): OpsContext {
+  checkSharedOptions(options, 'the operations')
+  // Not `instanceof`: the application's Kysely may be another copy of the module (ESM and CJS).
+  if (typeof (options.db as { withoutPlugins?: unknown } | undefined)?.withoutPlugins !== 'function')
+    throw new ConfigError('CONFIG_INVALID', 'the operations: option db must be a Kysely instance.')
   const providers = Array.isArray(options.keyProvider)
     ? [...(options.keyProvider as readonly KeyProvider[])]
     : [options.keyProvider as KeyProvider]
-  if (providers.length === 0) throw new ConfigError('CONFIG_INVALID', 'The operations need a keyProvider.')
   const jobsTable = options.jobsTable ?? 'kfe_jobs'
   if (!IDENT.test(jobsTable))
     throw new ConfigError('CONFIG_INVALID', `Job table name '${jobsTable}' is not a plain SQL identifier.`)

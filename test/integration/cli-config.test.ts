@@ -58,6 +58,22 @@ describe('kfe config loading', () => {
         `export default { dialect: globalThis.${HANDOFF}.dialect, keyProvider: globalThis.${HANDOFF}.keyProvider() }\n`,
       ],
       ['empty', 'README', 'no config here\n'],
+      // Shapes a config file in JavaScript can get wrong without a compiler to say so.
+      [
+        'badschema',
+        'kfe.config.mjs',
+        `export default { dialect: globalThis.${HANDOFF}.dialect, schema: 'cfg_users', keyProvider: globalThis.${HANDOFF}.keyProvider() }\n`,
+      ],
+      [
+        'baddialect',
+        'kfe.config.mjs',
+        `export default { dialect: 'postgres', schema: globalThis.${HANDOFF}.schema, keyProvider: globalThis.${HANDOFF}.keyProvider() }\n`,
+      ],
+      [
+        'badprovider',
+        'kfe.config.mjs',
+        `export default { kysely: globalThis.${HANDOFF}.kysely, schema: globalThis.${HANDOFF}.schema, keyProvider: 'local:cfg' }\n`,
+      ],
       // Two configs of one name: --config names the .ts; the .js (say, a stale build) must not load.
       ['twins', 'kfe.config.ts', `throw new Error('loaded the .ts')\nexport default {}\n`],
       ['twins', 'kfe.config.js', `throw new Error('loaded the .js')\nexport default {}\n`],
@@ -92,6 +108,19 @@ describe('kfe config loading', () => {
     expect((missing as ConfigError).code).toBe('CONFIG_INVALID')
     expect((missing as Error).message).toContain('no `schema`')
   })
+  it('refuses a config whose schema, dialect or key provider has the wrong shape (CONFIG_INVALID, not a TypeError)', async () => {
+    for (const [dir, says] of [
+      ['badschema', 'option schema must be the result of encryptedSchema'],
+      ['baddialect', '`dialect` must be a Kysely dialect'],
+      ['badprovider', 'option keyProvider must be a key provider'],
+    ] as const) {
+      const e = await openOps(undefined, join(DIR, dir)).catch((x: unknown) => x)
+      expect(e, dir).toBeInstanceOf(ConfigError)
+      expect((e as ConfigError).code).toBe('CONFIG_INVALID')
+      expect((e as Error).message).toContain(says)
+    }
+  })
+
   it('--config loads exactly the file it names (not a sibling of another extension), and refuses one that does not exist', async () => {
     const named = await openOps(join(DIR, 'twins', 'kfe.config.ts')).catch((e: unknown) => e)
     expect(String((named as Error).message)).toContain('loaded the .ts')
