@@ -4,7 +4,7 @@ import { decryptValue } from './fields/field-cipher.js'
 import { readHeader } from './fields/format.js'
 import type { KeyRing } from './keys/key-ring.js'
 import { checkContextValues } from './plugin/context-types.js'
-import { encryptColumn, indexValue, refuseEmptySearch } from './plugin/resolve-values.js'
+import { encryptColumn, evictedWhileLoading, indexValue, refuseEmptySearch } from './plugin/resolve-values.js'
 import type { SchemaGate } from './plugin/schema-gate.js'
 import { rowKeyName, tenantKeyName, tenantRequired } from './schema/key-scope.js'
 import { contextMissing, readContext, rowAad } from './schema/row-context.js'
@@ -113,16 +113,25 @@ export function explicitHelpers(
     refuseEmptySearch(index, value)
     const keyName = indexKeyName(info, row)
     const r = getRing()
-    const active = await r.activeKey(keyName, 'index')
-    const all = await r.searchKeys(keyName, 'index')
-    const ordered = [active, ...all.filter((k) => k !== active)]
-    return ordered.map((k) => ({
-      column:
-        spec.rotationSlot !== undefined && slotOfVersion(k.ref.version) === 1 ? spec.rotationSlot : spec.name,
-      version: k.ref.version,
-      active: k === active,
-      value: indexValue(k, index, value),
-    }))
+    // The keys are used right after the last await; one the cache wiped meanwhile (evicted while
+    // another loaded: cache.max below what this needs, or other queries' keys) is fetched again,
+    // as a query's keys are.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const active = await r.activeKey(keyName, 'index')
+      const all = await r.searchKeys(keyName, 'index')
+      if (active.destroyed || all.some((k) => k.destroyed)) continue
+      const ordered = [active, ...all.filter((k) => k !== active)]
+      return ordered.map((k) => ({
+        column:
+          spec.rotationSlot !== undefined && slotOfVersion(k.ref.version) === 1
+            ? spec.rotationSlot
+            : spec.name,
+        version: k.ref.version,
+        active: k === active,
+        value: indexValue(k, index, value),
+      }))
+    }
+    throw evictedWhileLoading()
   }
 
   return {

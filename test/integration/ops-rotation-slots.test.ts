@@ -1,7 +1,13 @@
 import { inspect } from 'node:util'
-import { type Kysely, sql } from 'kysely'
+import { Kysely, sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { OperationError, QueryRefusedError, UniqueViolationError } from '../../src/index.js'
+import {
+  fieldEncryption,
+  KeyError,
+  OperationError,
+  QueryRefusedError,
+  UniqueViolationError,
+} from '../../src/index.js'
 import type { VerifyResult } from '../../src/ops.js'
 import { type Backend, backends } from '../support/backends.js'
 import { type OpsTestDb, opsTestDb, retireWhenDue } from '../support/ops-db.js'
@@ -266,6 +272,39 @@ describe.each(backends())('index-key rotation with a rotation slot [$name]', (ba
       )
       expect(found.rows.map((r) => Number(r.id))).toEqual([8])
     })
+
+    // A second instance needs a second connection to the same database: not PGlite's in-memory one.
+    it.runIf(backend.name !== 'pglite')(
+      'blindIndexesOf with a key cache too small for the live versions: KEY_NOT_FOUND saying to raise cache.max',
+      async () => {
+        const opened: Kysely<unknown>[] = []
+        const withCache = (max: number) => {
+          const e = fieldEncryption({
+            schema: t.schema,
+            keyProvider: t.provider,
+            keyTable: t.keyTable,
+            metadataTtlMs: t.ttlMs,
+            cache: { max },
+            verifySchema: false,
+          })
+          opened.push(new Kysely({ dialect: e.wrap(t.backend.createDialectPair()[0]) }))
+          return e
+        }
+        try {
+          // Two live versions, one key held at a time: each load wipes the other.
+          const error = await withCache(1)
+            .blindIndexesOf(t.table, 'email', 'user8@x.io')
+            .catch((e: unknown) => e)
+          expect(error).toBeInstanceOf(KeyError)
+          expect((error as KeyError).code).toBe('KEY_NOT_FOUND')
+          expect((error as Error).message).toContain('raise cache.max')
+          const values = await withCache(2).blindIndexesOf(t.table, 'email', 'user8@x.io')
+          expect(values.map((v) => v.version)).toEqual([2, 1])
+        } finally {
+          await Promise.all(opened.map((db) => db.destroy()))
+        }
+      },
+    )
 
     it('a third version is refused while v1 is live (it would share v1 column)', async () => {
       const error = await t.ops.rotate(t.table, { purpose: 'index' }).catch((e: unknown) => e)
