@@ -31,6 +31,11 @@ export interface MoreOpsOptions {
   readonly provider?: KeyProvider
   /** A Kysely of the test's own (e.g. on a hooked dialect; the caller destroys it), else the fixture's plain one. */
   readonly db?: Kysely<TestDB>
+  /**
+   * Its own metadata TTL (else the fixture's): a long one makes "too early" certain however slow
+   * the machine is.
+   */
+  readonly metadataTtlMs?: number
 }
 
 /** The tables of an ops fixture ({@link OpsTestDb}, tenant-fixture.ts) and what reaches them. */
@@ -62,12 +67,13 @@ export function opsOpener(
   }
   const opened: FieldEncryptionOps[] = []
   return {
-    open({ cache, provider, db } = {}) {
+    open({ cache, provider, db, metadataTtlMs } = {}) {
       const ops = fieldEncryptionOps({
         ...base,
         db: db ?? base.db,
         keyProvider: provider ?? base.keyProvider,
         ...(cache === undefined ? {} : { cache }),
+        ...(metadataTtlMs === undefined ? {} : { metadataTtlMs }),
       })
       opened.push(ops)
       return ops
