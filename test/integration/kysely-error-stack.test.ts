@@ -25,8 +25,9 @@ describe.each(backends())('kysely error stack [$name]', (backend: Backend) => {
             ? inject('mysqlUrl')
             : await pgliteTemplate()
       const suffix = `${process.pid}_${Math.random().toString(36).slice(2, 7)}`
+      // A child that compiles its probe with tsx: on a loaded machine that alone can take tens of seconds.
       const { stdout } = await promisify(execFile)(TSX, [PROBE, backend.name, url ?? '', suffix], {
-        timeout: 60_000,
+        timeout: 150_000,
       })
       const results = stdout
         .trim()
@@ -40,6 +41,6 @@ describe.each(backends())('kysely error stack [$name]', (backend: Backend) => {
         // PGlite's dialect does not extend its errors' stacks: the wrapper does it for it.
         expect(r.last).toContain('kysely-error-stack-probe.ts')
       }
-    })
+    }, 180_000)
   })
 })

@@ -154,10 +154,25 @@ describe.each(backends())('ops jobs [$name]', (backend: Backend) => {
                 .executeTakeFirstOrThrow()
             ).n,
           )
-          const machines = Array.from(
-            { length: workers },
-            () => new Kysely<TestDB>({ dialect: backend.createDialect() }),
-          )
+          // Each machine's first batch claim waits until every machine has made one: by then each
+          // has planned or joined the job, so none starts after the others finished (it would scan
+          // the table again in a pass of its own, as a late `kfe` process does).
+          let arrived = 0
+          let release = () => {}
+          const everyone = new Promise<void>((r) => {
+            release = r
+          })
+          const machines = Array.from({ length: workers }, () => {
+            let first = true
+            return new Kysely<TestDB>({
+              dialect: hooked(backend.createDialect(), async (query) => {
+                if (!first || !/skip locked/i.test(query.sql)) return
+                first = false
+                if (++arrived === workers) release()
+                await everyone
+              }),
+            })
+          })
           try {
             const results = (await Promise.all(
               machines.map((db, i) =>
@@ -167,6 +182,7 @@ describe.each(backends())('ops jobs [$name]', (backend: Backend) => {
                 }),
               ),
             )) as JobResult[]
+            expect(arrived).toBe(workers)
             expect(results.reduce((n, r) => n + r.rows, 0)).toBe(total)
             expect(results.reduce((n, r) => n + r.rewritten, 0)).toBe(total)
             expect(results.every((r) => r.remainingBatches === 0)).toBe(true)

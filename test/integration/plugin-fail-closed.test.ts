@@ -432,9 +432,10 @@ describe.each(backends())('plugin fails closed on $name', (backend: Backend) => 
           .values({ user_id: 1, item: 'copied', email: source.email, email_bidx: source.email_bidx })
           .execute()
         // The orders keys do not exist yet: reading creates them (autoCreateKeys), then must fail
-        // authentication. A deadline turns a hang into a failure.
+        // authentication. A deadline turns a hang into a failure (a generous one: on a loaded
+        // machine, PGlite creating the keys takes seconds).
         const e = await failure(
-          withDeadline(f.db.selectFrom(f.names.orders).select(['id', 'email']).execute(), 3_000, 'select'),
+          withDeadline(f.db.selectFrom(f.names.orders).select(['id', 'email']).execute(), 30_000, 'select'),
         )
         expectDecryptionError(e, 'DECRYPT_AUTH_FAILED', f.names.orders)
         expectNoPlaintext(e, [plain])

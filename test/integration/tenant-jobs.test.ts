@@ -203,6 +203,7 @@ describe.each(backends())('per-tenant re-encryption jobs [$name]', (backend: Bac
         let release!: () => void
         const released = new Promise<void>((resolve) => (release = resolve))
         let paused = false
+        let bDb: Kysely<TestDB> | undefined
         const db = new Kysely<TestDB>({
           dialect: hooked(t.extraDialect(), async (query) => {
             if (!paused && /^(with w as \()?update/i.test(query.sql) && query.sql.includes(t.table)) {
@@ -218,8 +219,19 @@ describe.each(backends())('per-tenant re-encryption jobs [$name]', (backend: Bac
           await atWrite
           await t.ops.rotate(t.table, { purpose: 'data', tenant: 'q1', reencrypt: false })
           await t.settle()
-          const b = t.ops.reencrypt(t.table, { batchSize: 5 }) as Promise<JobResult>
-          await new Promise((resolve) => setTimeout(resolve, 300))
+          // B replaces the job once it sends the delete of its batches (after reading the job row
+          // as running, under its lock): A's batch is let go only then, whatever B's start-up took.
+          let replacing!: () => void
+          const atDelete = new Promise<void>((resolve) => (replacing = resolve))
+          bDb = new Kysely<TestDB>({
+            dialect: hooked(t.extraDialect(), async (query) => {
+              if (/^delete from/i.test(query.sql) && query.sql.includes(`${t.jobsTable}_batches`)) replacing()
+            }),
+          })
+          const b = t.moreOps({ db: bDb }).reencrypt(t.table, { batchSize: 5 }) as Promise<JobResult>
+          await atDelete
+          // Time for the delete to reach the server and wait on A's batch lock.
+          await new Promise((resolve) => setTimeout(resolve, 100))
           release()
           const [ra, rb] = await Promise.all([a, b])
           expect(rb).toMatchObject({ planned: true, failed: 0, remainingBatches: 0 })
@@ -230,6 +242,7 @@ describe.each(backends())('per-tenant re-encryption jobs [$name]', (backend: Bac
         } finally {
           release()
           await db.destroy()
+          await bDb?.destroy()
         }
       },
     )
