@@ -88,7 +88,7 @@ export function hiddenSelections(
         `the derived table ${p.relation.name} does not select ${p.column.physical}`,
       )
     const key = `${p.relation.name}\0${exposed}`
-    known ??= hiddenAliases(selections)
+    known ??= hiddenAliases(selections, a.mode === 'verify')
     let hidden = known.existing.get(key)
     if (hidden === undefined) {
       // A tree rewritten elsewhere without the check of its unique index: the index is trusted.
@@ -127,17 +127,21 @@ interface HiddenAliases {
   counter: number
 }
 
-function hiddenAliases(selections: ReadonlyArray<SelectionNode>): HiddenAliases {
+function hiddenAliases(selections: ReadonlyArray<SelectionNode>, reuse: boolean): HiddenAliases {
   const found: HiddenAliases = { existing: new Map<string, string>(), counter: 0 }
   for (const s of selections) {
     const sel = s.selection
     if (sel.kind !== 'AliasNode') continue
     const name = identifierName(sel.alias)
-    // Only the plugin's own names (prefix and a number) are hidden selections; a user alias
-    // that merely starts like one must not derail the numbering.
+    // Only names of the plugin's form (prefix and a number) take part; a user alias that merely
+    // starts like one must not derail the numbering. Every one of them, whatever it selects, is
+    // numbered around (two outputs of one name: the driver keeps only the last).
     const number = name.startsWith(HIDDEN_PREFIX) ? name.slice(HIDDEN_PREFIX.length) : ''
-    if (!/^\d+$/.test(number) || sel.node.kind !== 'ReferenceNode') continue
+    if (!/^\d+$/.test(number)) continue
     found.counter = Math.max(found.counter, Number(number) + 1)
+    // Reused only in a tree this plugin rewrote (the verify pass): in a query as written, the
+    // selection is the user's, which the rows must keep.
+    if (!reuse || sel.node.kind !== 'ReferenceNode') continue
     const ref = sel.node as ReferenceNode
     const qualifier = ref.table === undefined ? '' : tableName(ref.table).name
     found.existing.set(`${qualifier}\0${columnName(ref)}`, name)

@@ -274,7 +274,7 @@ export function returning(
   let names: readonly string[] | undefined = []
   if (node.returning) {
     const r = selections(a, node.returning.selections, scope, role)
-    checkReservedAliases(a, node.returning.selections, r.outputs, r.origins, scope, role)
+    checkReservedAliases(a, node.returning.selections, r.outputs, r.origins, scope, role, false)
     names = r.names
     let nodes = r.nodes
     if (role === 'root') {

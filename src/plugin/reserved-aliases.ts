@@ -11,9 +11,9 @@ import { identifierName, tableName } from './table-names.js'
  * Refuses an output of the query's own named with the prefix of the plugin's hidden row-context
  * selections (`__kfe_ctx_`): the wrapper removes those keys from the rows, and a subquery or
  * derived table drops them from its select list, so the user's column would be lost without a word.
- * Below the root it also refuses an output named like the hidden post-filter selections
- * (`__kfe_fp_<n>`), which a subquery's select list drops as well (at the root the plugin numbers
- * its own around the user's, and removes only its own from the rows).
+ * Below the root it also refuses a reference output named like the hidden post-filter selections
+ * (`__kfe_fp_<n>`), which a subquery's select list drops as well, unless it has their form (at the
+ * root the plugin numbers its own around the user's, and removes only its own from the rows).
  *
  * The plugin meets its own hidden selections again in two places, where they are kept: the verify
  * pass (the final tree of a query it rewrote) and a subquery built from `db` (rewritten as a query
@@ -25,6 +25,8 @@ import { identifierName, tableName } from './table-names.js'
  * @param selections - The select list or RETURNING list as written.
  * @param outputs - Its outputs (for a subquery's select list: without the hidden selections).
  * @param origins - The relation each output was read through.
+ * @param dropsHidden - A select list (of a subquery: its hidden selections are dropped), not a
+ *   RETURNING list.
  * @throws QueryRefusedError `QUERY_REFUSED` (operator `alias`)
  */
 export function checkReservedAliases(
@@ -34,13 +36,16 @@ export function checkReservedAliases(
   origins: ReadonlyMap<string, Origin>,
   scope: Scope,
   role: Role,
+  dropsHidden: boolean,
 ): void {
   for (const s of selections) {
     const sel = s.selection
     if (sel.kind !== 'AliasNode') continue
     const name = identifierName(sel.alias)
     if (isHiddenName(name)) {
-      if (role === 'root' || isSearchColumnOf(sel.node, scope)) continue
+      // Dropped (withoutHidden) only from a subquery's select list, and only as a reference.
+      if (role === 'root' || !dropsHidden || sel.node.kind !== 'ReferenceNode') continue
+      if (isSearchColumnOf(sel.node, scope)) continue
       throw new QueryRefusedError(
         'QUERY_REFUSED',
         `The output alias "${name}" of a subquery or derived table has the form ${HIDDEN_PREFIX}<n>, which the plugin reserves for the hidden columns it adds to check a search and drops from a subquery's select list: the column would be lost. Nothing was sent.`,
@@ -83,11 +88,19 @@ function isOwn(
   return hasHiddenSearchColumn(selections, relation)
 }
 
-/** True for `<relation>.<encrypted column>`: the form of the plugin's own hidden post-filter selection. */
+/**
+ * True for `<relation>.<encrypted column>`, the form of the plugin's own hidden post-filter
+ * selection: a base table's column, or a derived table's or CTE's output that passes one on (as
+ * `exposedName` names it).
+ */
 function isSearchColumnOf(node: OperationNode, scope: Scope): boolean {
   const ref = node as ReferenceNode
   if (node.kind !== 'ReferenceNode' || ref.table === undefined) return false
-  return scope.relationNamed(tableName(ref.table).name)?.table?.column(columnName(ref)) !== undefined
+  const relation = scope.relationNamed(tableName(ref.table).name)
+  if (relation === undefined) return false
+  const column = columnName(ref)
+  if (relation.table !== undefined) return relation.table.column(column) !== undefined
+  return relation.derived?.get(column)?.kind === 'column'
 }
 
 /** True when `selections` holds a hidden `<relation>.<encrypted column> as __kfe_fp_<n>`. */

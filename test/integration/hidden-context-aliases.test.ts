@@ -111,7 +111,7 @@ describe.each(backends())('user aliases with the hidden row-context prefix [$nam
       )
     })
 
-    it('a subquery or derived table naming an output __kfe_fp_<n> is refused (its select list dropped it); another __kfe_fp_ name passes', async () => {
+    it('a subquery or derived table naming a column reference __kfe_fp_<n> is refused (its select list dropped it); another name or an expression passes', async () => {
       const e = await expectRefused(
         () =>
           t.db
@@ -122,19 +122,19 @@ describe.each(backends())('user aliases with the hidden row-context prefix [$nam
       )
       expect(e.message).toContain('__kfe_fp_0')
       expect(e.operator).toBe('alias')
-      await expectRefused(
-        () =>
-          t.db
-            .selectFrom(
-              t.db
-                .selectFrom(t.table)
-                .select(['id', sql<string>`'x'`.as('__kfe_fp_7')])
-                .as('d'),
-            )
-            .selectAll()
-            .execute(),
-        'QUERY_REFUSED',
-      )
+      // Not a reference: nothing drops it, and it passes.
+      expect(
+        await t.db
+          .selectFrom(
+            t.db
+              .selectFrom(t.table)
+              .select(['id', sql<string>`'x'`.as('__kfe_fp_7')])
+              .as('d'),
+          )
+          .selectAll()
+          .where('d.id', '=', id)
+          .execute(),
+      ).toEqual([{ id, __kfe_fp_7: 'x' }])
       await expectRefused(
         () =>
           t.db

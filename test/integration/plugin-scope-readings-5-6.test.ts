@@ -85,6 +85,66 @@ describeScopeRegressions('fifth and sixth readings', ({ db, refused, u, o, p, pg
       ).toEqual([])
     })
 
+    it("a user's output named __kfe_fp_<n> at the top level is kept beside the plugin's own hidden column", async () => {
+      await db.updateTable(u).set({ ssn: '111-22-3333' }).where('id', '=', 1).execute()
+      try {
+        // Not a reference: the plugin numbers its own after it (two outputs of one name would
+        // leave only the last in the row).
+        const value = db
+          .selectFrom(u)
+          .select((eb: AnyEb) => ['id', eb.val('x').as('__kfe_fp_0')])
+          .where('ssn', '=', '111-22-3333')
+        expect(value.compile().sql).toContain('__kfe_fp_1')
+        expect(await value.execute()).toEqual([{ id: 1, __kfe_fp_0: 'x' }])
+        // In the plugin's very form: still the user's output, decrypted and kept.
+        const same = db
+          .selectFrom(u)
+          .select(['id', `${u}.ssn as __kfe_fp_0`])
+          .where('ssn', '=', '111-22-3333')
+        expect(await same.execute()).toEqual([{ id: 1, __kfe_fp_0: '111-22-3333' }])
+        // A compiled query run twice takes the verify pass: the same rows.
+        const compiled = same.compile()
+        for (let run = 0; run < 2; run++)
+          expect((await db.executeQuery(compiled)).rows).toEqual([{ id: 1, __kfe_fp_0: '111-22-3333' }])
+      } finally {
+        await db.updateTable(u).set({ ssn: null }).where('id', '=', 1).execute()
+      }
+    })
+
+    it("the plugin's own hidden column of a search through a derived table or CTE passes when its query is a subquery", async () => {
+      const viaDerived = db
+        .selectFrom(db.selectFrom(u).select(['id', 'email', 'email_bidx']).as('d'))
+        .select('d.id')
+        .where('d.email', '=', 'ada@x.io')
+      expect(viaDerived.compile().sql).toContain('__kfe_fp_0')
+      expect(await db.selectFrom(u).select('id').where('id', 'in', viaDerived).execute()).toEqual([{ id: 1 }])
+      expect(await db.selectFrom(viaDerived.as('q')).selectAll().execute()).toEqual([{ id: 1 }])
+      const viaCte = db
+        .with('c', (qb) => qb.selectFrom(u).select(['id', 'email', 'email_bidx']))
+        .selectFrom('c')
+        .select('c.id')
+        .where('c.email', '=', 'bob@x.io')
+      expect(await db.selectFrom(u).select('id').where('id', 'in', viaCte).execute()).toEqual([{ id: 2 }])
+    })
+
+    it.runIf(pgFamily)(
+      'a RETURNING list may name an output __kfe_fp_<n> (nothing drops it there)',
+      async () => {
+        const rows = await db
+          .with('x', (qb) =>
+            qb
+              .updateTable(u)
+              .set({ name: 'Ada' })
+              .where('id', '=', 1)
+              .returning(['id', 'name as __kfe_fp_0']),
+          )
+          .selectFrom('x')
+          .selectAll()
+          .execute()
+        expect(rows).toEqual([{ id: 1, __kfe_fp_0: 'Ada' }])
+      },
+    )
+
     it('a user alias that starts like a hidden column does not derail the hidden columns', async () => {
       await db.updateTable(u).set({ ssn: '111-22-3333' }).where('id', '=', 1).execute()
       const query = db
