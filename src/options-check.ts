@@ -14,8 +14,8 @@ import { ConfigError } from './errors.js'
 export function checkSharedOptions(options: unknown, what: string): void {
   if (!isObject(options)) invalid(what, 'options', 'an object')
   const o = options as Record<string, unknown>
-  const schema = o.schema
-  if (!isObject(schema) || !((schema as { tables?: unknown }).tables instanceof Map))
+  const schema = o.schema as { table?: unknown; tables?: { get?: unknown } } | undefined
+  if (!isObject(schema) || typeof schema.table !== 'function' || typeof schema.tables?.get !== 'function')
     invalid(what, 'schema', 'the result of encryptedSchema(…)')
   const providers = Array.isArray(o.keyProvider) ? o.keyProvider : [o.keyProvider]
   if (providers.length === 0) invalid(what, 'keyProvider', 'at least one key provider')
@@ -28,7 +28,10 @@ export function checkSharedOptions(options: unknown, what: string): void {
         'a key provider (localKeyProvider, awsKmsKeyProvider, pkcs11KeyProvider, or an object with a string id and generateDataKey, unwrap and rewrap functions)',
       )
   })
-  if (o.keyTable !== undefined && typeof o.keyTable !== 'string') invalid(what, 'keyTable', 'a table name')
+  for (const key of ['keyTable', 'jobsTable'])
+    if (o[key] !== undefined && typeof o[key] !== 'string') invalid(what, key, 'a table name')
+  if (o.primaryKeys !== undefined && !isObject(o.primaryKeys))
+    invalid(what, 'primaryKeys', "an object of table: column ({ users: 'user_id' })")
   if (o.cache !== undefined) {
     if (!isObject(o.cache)) invalid(what, 'cache', 'an object ({ max, ttlMs, graceMs, outageRetryMs })')
     const cache = o.cache as Record<string, unknown>
@@ -47,12 +50,13 @@ export function checkSharedOptions(options: unknown, what: string): void {
     invalid(what, 'verifySchema', 'true, false or an object')
 }
 
+/** An object, not an array (a list where one options object is meant is a mistake too). */
 function isObject(value: unknown): value is object {
-  return typeof value === 'object' && value !== null
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
 function isKeyProvider(p: unknown): boolean {
-  if (!isObject(p)) return false
+  if (!isObject(p) && typeof p !== 'function') return false
   const k = p as Record<string, unknown>
   return (
     typeof k.id === 'string' &&

@@ -24,6 +24,11 @@ describe('the shape of fieldEncryption and fieldEncryptionOps options', () => {
   const cases: ReadonlyArray<readonly [string, Record<string, unknown>, string]> = [
     ['a table name as schema', { schema: 'users', keyProvider }, 'option schema'],
     ['a plain definition as schema', { schema: { users: { email: 5 } }, keyProvider }, 'option schema'],
+    [
+      'an object with a tables map as schema',
+      { schema: { tables: new Map() }, keyProvider },
+      'option schema',
+    ],
     ['no key provider', { schema }, 'option keyProvider'],
     ['a key provider id instead of a provider', { schema, keyProvider: 'local:opts' }, 'option keyProvider'],
     ['an empty object as key provider', { schema, keyProvider: {} }, 'option keyProvider'],
@@ -31,11 +36,15 @@ describe('the shape of fieldEncryption and fieldEncryptionOps options', () => {
     ['a bad second key provider', { schema, keyProvider: [keyProvider, 5] }, 'option keyProvider[1]'],
     ['a number as key table', { schema, keyProvider, keyTable: 5 }, 'option keyTable'],
     ['a number as cache', { schema, keyProvider, cache: 1000 }, 'option cache'],
+    ['a list as cache', { schema, keyProvider, cache: [] }, 'option cache'],
+    ['a list as job table', { schema, keyProvider, jobsTable: ['kfe_jobs'] }, 'option jobsTable'],
+    ['a column name as primaryKeys', { schema, keyProvider, primaryKeys: 'id' }, 'option primaryKeys'],
     ['a string in the cache', { schema, keyProvider, cache: { ttlMs: '5m' } }, 'option cache.ttlMs'],
     ['a string TTL', { schema, keyProvider, metadataTtlMs: '30s' }, 'option metadataTtlMs'],
     ['a string as a flag', { schema, keyProvider, autoCreateKeys: 'yes' }, 'option autoCreateKeys'],
     ['an object as audit sink', { schema, keyProvider, audit: {} }, 'option audit'],
     ['a string as verifySchema', { schema, keyProvider, verifySchema: 'on' }, 'option verifySchema'],
+    ['a list as verifySchema', { schema, keyProvider, verifySchema: [] }, 'option verifySchema'],
   ]
   const refusal = (f: () => unknown): ConfigError => {
     try {
@@ -63,6 +72,29 @@ describe('the shape of fieldEncryption and fieldEncryptionOps options', () => {
     // biome-ignore lint/suspicious/noExplicitAny: wrong shape on purpose.
     const e = refusal(() => fieldEncryptionOps({ schema, keyProvider, db: {} as any }))
     expect(e.message).toContain('option db must be a Kysely instance')
+  })
+
+  it('a key provider that is a class instance, a proxy or a function object with the methods passes', () => {
+    class Wrapped {
+      readonly id = keyProvider.id
+      generateDataKey(...a: Parameters<typeof keyProvider.generateDataKey>) {
+        return keyProvider.generateDataKey(...a)
+      }
+      unwrap(...a: Parameters<typeof keyProvider.unwrap>) {
+        return keyProvider.unwrap(...a)
+      }
+      rewrap(...a: Parameters<typeof keyProvider.rewrap>) {
+        return keyProvider.rewrap(...a)
+      }
+    }
+    const callable = Object.assign(() => undefined, {
+      id: keyProvider.id,
+      generateDataKey: keyProvider.generateDataKey.bind(keyProvider),
+      unwrap: keyProvider.unwrap.bind(keyProvider),
+      rewrap: keyProvider.rewrap.bind(keyProvider),
+    })
+    for (const p of [new Wrapped(), new Proxy(keyProvider, {}), callable])
+      expect(fieldEncryption({ schema, keyProvider: p }).plugin).toBeDefined()
   })
 
   it('well-formed options pass', () => {
