@@ -34,7 +34,8 @@ export const analyzeSelect: StatementAnalysis<SelectQueryNode> = (a, node, paren
   // added hidden selections for its index conditions: as a subquery it returns no rows itself.
   const own = role === 'root' || !node.selections ? node.selections : withoutHidden(node.selections)
   const { nodes, outputs, origins, plainNamed, names } = selections(a, own ?? [], scope, role)
-  if (node.selections) checkReservedAliases(a, node.selections, outputs, origins, scope, role, true)
+  if (node.selections)
+    checkReservedAliases(a, node.selections, outputs, origins, scope, role, true, node.where)
   if (node.selections) patch.selections = nodes
   if (role === 'derived') checkIndexPairs(outputs, origins)
   const pending: PendingFilter[] | undefined = role === 'root' ? [] : undefined

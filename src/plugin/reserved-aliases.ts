@@ -27,6 +27,7 @@ import { identifierName, tableName } from './table-names.js'
  * @param origins - The relation each output was read through.
  * @param dropsHidden - A select list (of a subquery: its hidden selections are dropped), not a
  *   RETURNING list.
+ * @param where - The select's WHERE, as it reached the plugin.
  * @throws QueryRefusedError `QUERY_REFUSED` (operator `alias`)
  */
 export function checkReservedAliases(
@@ -37,6 +38,7 @@ export function checkReservedAliases(
   scope: Scope,
   role: Role,
   dropsHidden: boolean,
+  where?: OperationNode,
 ): void {
   for (const s of selections) {
     const sel = s.selection
@@ -45,7 +47,7 @@ export function checkReservedAliases(
     if (isHiddenName(name)) {
       // Dropped (withoutHidden) only from a subquery's select list, and only as a reference.
       if (role === 'root' || !dropsHidden || sel.node.kind !== 'ReferenceNode') continue
-      if (isSearchColumnOf(sel.node, scope)) continue
+      if (isSearchColumnOf(sel.node, scope, where)) continue
       throw new QueryRefusedError(
         'QUERY_REFUSED',
         `The output alias "${name}" of a subquery or derived table has the form ${HIDDEN_PREFIX}<n>, which the plugin reserves for the hidden columns it adds to check a search and drops from a subquery's select list: the column would be lost. Nothing was sent.`,
@@ -89,18 +91,39 @@ function isOwn(
 }
 
 /**
- * True for `<relation>.<encrypted column>`, the form of the plugin's own hidden post-filter
- * selection: a base table's column, or a derived table's or CTE's output that passes one on (as
- * `exposedName` names it).
+ * True for the plugin's own hidden post-filter selection: `<relation>.<encrypted column>` (a base
+ * table's column, or a derived table's or CTE's output that passes one on, as `exposedName` names
+ * it) in a select whose WHERE searches that column by a blind index. The plugin adds one only for
+ * such a search, which it has rewritten to the index column by then; a subquery written by hand
+ * (never rewritten on its own) names the encrypted column in its WHERE, not the index.
  */
-function isSearchColumnOf(node: OperationNode, scope: Scope): boolean {
+function isSearchColumnOf(node: OperationNode, scope: Scope, where: OperationNode | undefined): boolean {
   const ref = node as ReferenceNode
-  if (node.kind !== 'ReferenceNode' || ref.table === undefined) return false
+  if (node.kind !== 'ReferenceNode' || ref.table === undefined || where === undefined) return false
   const relation = scope.relationNamed(tableName(ref.table).name)
   if (relation === undefined) return false
   const column = columnName(ref)
-  if (relation.table !== undefined) return relation.table.column(column) !== undefined
-  return relation.derived?.get(column)?.kind === 'column'
+  const indexNames = new Set<string>()
+  if (relation.table !== undefined) {
+    const info = relation.table.column(column)
+    for (const index of relation.table.indexColumns.values())
+      if (info !== undefined && index.column === info) indexNames.add(index.physical)
+  } else {
+    const source = relation.derived?.get(column)
+    for (const [name, s] of relation.derived ?? [])
+      if (source?.kind === 'column' && s.kind === 'index' && s.info.column === source.info)
+        indexNames.add(name)
+  }
+  return indexNames.size > 0 && mentionsColumn(where, indexNames)
+}
+
+/** True when `node`'s tree holds a column named in `names` (any qualifier). */
+function mentionsColumn(node: unknown, names: ReadonlySet<string>): boolean {
+  if (typeof node !== 'object' || node === null) return false
+  const n = node as { kind?: unknown; column?: { name?: unknown } }
+  if (n.kind === 'ColumnNode' && typeof n.column?.name === 'string' && names.has(n.column.name)) return true
+  for (const value of Object.values(node)) if (mentionsColumn(value, names)) return true
+  return false
 }
 
 /** True when `selections` holds a hidden `<relation>.<encrypted column> as __kfe_fp_<n>`. */
