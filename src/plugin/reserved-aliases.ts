@@ -117,11 +117,16 @@ function isSearchColumnOf(node: OperationNode, scope: Scope, where: OperationNod
   return indexNames.size > 0 && mentionsColumn(where, indexNames)
 }
 
-/** True when `node`'s tree holds a column named in `names` (any qualifier). */
+/**
+ * True when `node`'s tree holds a column named in `names` (any qualifier). Walks operation nodes
+ * and their lists only: a value's own object (a ValueNode's JSON, a Buffer) is not entered.
+ */
 function mentionsColumn(node: unknown, names: ReadonlySet<string>): boolean {
+  if (Array.isArray(node)) return node.some((item) => mentionsColumn(item, names))
   if (typeof node !== 'object' || node === null) return false
   const n = node as { kind?: unknown; column?: { name?: unknown } }
-  if (n.kind === 'ColumnNode' && typeof n.column?.name === 'string' && names.has(n.column.name)) return true
+  if (typeof n.kind !== 'string' || n.kind === 'ValueNode') return false
+  if (n.kind === 'ColumnNode') return typeof n.column?.name === 'string' && names.has(n.column.name)
   for (const value of Object.values(node)) if (mentionsColumn(value, names)) return true
   return false
 }
