@@ -11,6 +11,11 @@ export async function emailsById(app: Kysely<TestDB>, table: string): Promise<Ma
 export interface AppWriter {
   /** Stops after the write in flight; resolves to the number of writes made. */
   stop(): Promise<number>
+  /**
+   * Resolves once the writer has made `n` writes (at once if it has): a job that awaits it
+   * between its transactions runs alongside the writer however the machine schedules them.
+   */
+  waitForWrites(n: number): Promise<void>
 }
 
 /**
@@ -27,6 +32,7 @@ export function startAppWriter(
 ): AppWriter {
   let running = true
   let writes = 0
+  const waiting: Array<{ n: number; resolve: () => void }> = []
   const loop = (async () => {
     for (let i = 0; running; i++) {
       const ids = [...model.keys()].filter((id) => avoid?.has(id) !== true)
@@ -53,6 +59,9 @@ export function startAppWriter(
         model.delete(id)
       }
       writes++
+      for (let w = waiting.length - 1; w >= 0; w--) {
+        if (waiting[w]!.n <= writes) waiting.splice(w, 1)[0]!.resolve()
+      }
       await new Promise((r) => setTimeout(r, pauseMs))
     }
   })()
@@ -61,6 +70,16 @@ export function startAppWriter(
       running = false
       await loop
       return writes
+    },
+    waitForWrites(n) {
+      if (writes >= n) return Promise.resolve()
+      // A writer that stopped (or failed) never gets there: reject instead of hanging the test.
+      return Promise.race([
+        new Promise<void>((resolve) => waiting.push({ n, resolve })),
+        loop.then(() => {
+          throw new Error(`the application writer stopped after ${writes} of ${n} writes`)
+        }),
+      ])
     },
   }
 }
