@@ -2,7 +2,7 @@ import type { BinaryOperationNode, OperationNode, ReferenceNode, WhereNode } fro
 import { contextValue } from '../fields/context-values.js'
 import type { TableInfo } from '../schema/schema.js'
 import { conjuncts, equality, isColumn } from './context-writes.js'
-import { columnName, referenceNode, valueNode } from './nodes.js'
+import { referenceNode, valueNode } from './nodes.js'
 
 /**
  * Exact context guards. Where the plugin takes a row's context value from an equality of the
@@ -30,7 +30,7 @@ import { columnName, referenceNode, valueNode } from './nodes.js'
  * (never encrypted), so the guard's value is no secret.
  */
 
-/** The SQL function a guard is recognised by (the outer call). */
+/** The SQL function of a guard (the outer call). */
 const GUARD_HASH = 'md5'
 
 /** A UUID's canonical string (what `contextValue` returns for a UUID). */
@@ -67,28 +67,29 @@ export function exactContextGuard(
   }) as OperationNode
 }
 
-/** The column a guard made by {@link exactContextGuard} checks; `undefined` for any other node. */
-function guardedColumn(node: OperationNode): string | undefined {
-  if (node.kind !== 'BinaryOperationNode') return undefined
-  const left = (node as unknown as { leftOperand: OperationNode }).leftOperand as unknown as {
-    kind: string
-    func?: string
-    arguments?: readonly OperationNode[]
-  }
-  if (left.kind !== 'FunctionNode' || left.func !== GUARD_HASH) return undefined
-  let inner = left.arguments?.[0] as unknown as { kind: string; func?: string; arguments?: OperationNode[] }
-  if (inner?.kind === 'FunctionNode' && inner.func === 'lower') inner = inner.arguments?.[0] as never
-  if (inner?.kind !== 'FunctionNode' || inner.func !== 'concat') return undefined
-  const ref = inner.arguments?.[0]
-  return ref === undefined ? undefined : columnName(ref)
+/**
+ * True when `theirs` is the same tree as `ours` (kinds, names, values), whatever its object
+ * identities: a key `theirs` leaves undefined counts as absent. The walk follows `ours`, a guard
+ * of a few nodes, so it ends on any `theirs`, cyclic values included.
+ */
+function sameTree(ours: unknown, theirs: unknown): boolean {
+  if (ours === theirs) return true
+  if (typeof ours !== 'object' || ours === null || typeof theirs !== 'object' || theirs === null) return false
+  if (Array.isArray(ours) !== Array.isArray(theirs)) return false
+  const o = ours as Record<string, unknown>
+  const t = theirs as Record<string, unknown>
+  for (const key of Object.keys(o)) if (!sameTree(o[key], t[key])) return false
+  for (const key of Object.keys(t)) if (!(key in o) && t[key] !== undefined) return false
+  return true
 }
 
-/** True when the top-level conjunction of `where` already guards context column `name`. */
-export function hasContextGuard(where: OperationNode | undefined, name: string): boolean {
-  return conjuncts(where).some((c) => {
-    const guarded = guardedColumn(c)
-    return guarded !== undefined && isColumn(guarded, name)
-  })
+/**
+ * True when the top-level conjunction of `where` holds `guard` itself: the same column, qualifier
+ * and value (a tree this plugin rewrote before). Another `md5(concat(…))` term (on another
+ * relation's column of the same name, with another operator or value) is not this guard.
+ */
+function holdsGuard(where: OperationNode | undefined, guard: OperationNode): boolean {
+  return conjuncts(where).some((c) => sameTree(guard, c))
 }
 
 /**
@@ -105,7 +106,9 @@ export function andGuard(condition: OperationNode, guard: OperationNode): Operat
 /**
  * The WHERE of an UPDATE that writes ciphertexts bound to the row context its WHERE fixes, with
  * the guard of each context column fixed there (not those the statement sets: their new value
- * is the one written). Unchanged when every such guard is there already (a tree rewritten before).
+ * is the one written). Unchanged when every such guard is there already, exactly (a tree
+ * rewritten before): a term that only looks like one (another relation's column of the same
+ * name, say a search's guard in an UPDATE … FROM) does not stand for it.
  *
  * @param where - The statement's (rewritten) WHERE.
  * @param table - The table updated (it binds a context).
@@ -120,14 +123,16 @@ export function guardUpdate(
 ): WhereNode {
   const guards: OperationNode[] = []
   for (const name of table.context) {
-    if ([...sets.keys()].some((c) => isColumn(c, name)) || hasContextGuard(where, name)) continue
+    if ([...sets.keys()].some((c) => isColumn(c, name))) continue
     // The first equality fixes the value, as in updateRowContext.
     for (const conjunct of conjuncts(where)) {
       const eq = equality(conjunct, relation)
       if (eq === undefined || !isColumn(eq.column, name)) continue
       const canonical = contextValue(eq.value)
       const left = (conjunct as BinaryOperationNode).leftOperand as Partial<ReferenceNode>
-      if (canonical !== undefined) guards.push(exactContextGuard(eq.column, left.table, canonical))
+      if (canonical === undefined) break
+      const guard = exactContextGuard(eq.column, left.table, canonical)
+      if (!holdsGuard(where, guard)) guards.push(guard)
       break
     }
   }

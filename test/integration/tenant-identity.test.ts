@@ -1,3 +1,4 @@
+import { Kysely, sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Backend, backends } from '../support/backends.js'
 import { type TenantPair, tenantPair } from '../support/tenant-pair.js'
@@ -189,6 +190,32 @@ describe.each(backends())('tenant value identity [$name]', (backend: Backend) =>
         ])
       })
 
+      it("a hand-written md5(concat(tenant_id)) term of its own does not stand in for the plugin's exact guard", async () => {
+        // Terms of the guard's form with another value or operator: the database matches row 2
+        // ('Acme') by tenant 'acme' where its collation does, and the plugin must still add the
+        // guard of 'acme' (before, any such term on a column named tenant_id suppressed it).
+        for (const [op, value] of [
+          ['=', 'Acme'],
+          ['<>', 'zzz'],
+        ] as const) {
+          const result = await fx.writerDb
+            .updateTable(fx.table)
+            .set({ email: 'stolen@x.io' })
+            .where('tenant_id', '=', 'acme')
+            .where('id', '=', 2)
+            .where((eb) =>
+              eb(eb.fn('md5', [eb.fn('concat', [eb.ref('tenant_id')])]), op, eb.fn('md5', [eb.val(value)])),
+            )
+            .executeTakeFirst()
+          expect(Number(result.numUpdatedRows)).toBe(0)
+        }
+        const rows = await fx.readerDb.selectFrom(fx.table).select(['id', 'email']).execute()
+        expect(emailsOf(rows)).toEqual([
+          [1, 'same@x.io'],
+          [2, 'same@x.io'],
+        ])
+      })
+
       it("an insert of id '07' (an integer column stores 7) is refused before anything is sent (CONTEXT_MISSING)", async () => {
         const insert = fx.writerDb
           .insertInto(fx.table)
@@ -249,5 +276,71 @@ describe.each(backends())('tenant value identity [$name]', (backend: Backend) =>
         expect(back).toEqual([{ id: 1, email: 'other@x.io' }])
       })
     })
+
+    // PostgreSQL compares 'acme' and 'Acme' equal under a nondeterministic ICU collation (as
+    // MariaDB's default does); PGlite has no ICU, and MariaDB refuses a multi-table UPDATE that
+    // writes encrypted columns, so the UPDATE … FROM form reaches PostgreSQL only.
+    describe.runIf(backend.name === 'postgres')(
+      "an UPDATE … FROM whose search guards another relation's tenant_id",
+      () => {
+        let fx: TenantPair
+        beforeAll(async () => {
+          const raw = new Kysely<unknown>({ dialect: backend.createDialect() })
+          try {
+            await sql`create collation if not exists kfe_test_ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)`.execute(
+              raw,
+            )
+          } finally {
+            await raw.destroy()
+          }
+          fx = await tenantPair(backend, { prefix: 'tk_ci', tenantType: 'varchar(16) collate kfe_test_ci' })
+          await fx.writerDb
+            .insertInto(fx.table)
+            .values([
+              { id: 1, tenant_id: 'acme', email: 'same@x.io' },
+              { id: 2, tenant_id: 'Acme', email: 'same@x.io' },
+            ])
+            .execute()
+        }, 120_000)
+        afterAll(async () => {
+          await fx?.teardown()
+        })
+
+        it("still gets the guard of the updated table's own tenant: no 'acme' ciphertext lands in row 2 ('Acme')", async () => {
+          // The search on c.email adds md5(concat(c.tenant_id)) = md5('Acme'), a guard of another
+          // relation: before, it stood in for the guard of t.tenant_id, and row 2, which the
+          // collation matches by 'acme', was written under tenant 'acme' (unreadable afterwards).
+          const t = fx.table
+          const result = await fx.writerDb
+            .updateTable(t)
+            .from(`${t} as c`)
+            .set({ email: 'stolen@x.io' })
+            .whereRef('c.id', '=', `${t}.id`)
+            .where(`${t}.tenant_id`, '=', 'acme')
+            .where(`${t}.id`, '=', 2)
+            .where('c.tenant_id', '=', 'Acme')
+            .where('c.email', '=', 'same@x.io')
+            .executeTakeFirst()
+          expect(Number(result.numUpdatedRows)).toBe(0)
+          // Named by its own tenant, the same update goes through and reads back.
+          const own = await fx.writerDb
+            .updateTable(t)
+            .from(`${t} as c`)
+            .set({ email: 'own@x.io' })
+            .whereRef('c.id', '=', `${t}.id`)
+            .where(`${t}.tenant_id`, '=', 'Acme')
+            .where(`${t}.id`, '=', 2)
+            .where('c.tenant_id', '=', 'Acme')
+            .where('c.email', '=', 'same@x.io')
+            .executeTakeFirst()
+          expect(Number(own.numUpdatedRows)).toBe(1)
+          const rows = await fx.readerDb.selectFrom(t).select(['id', 'email']).execute()
+          expect(emailsOf(rows)).toEqual([
+            [1, 'same@x.io'],
+            [2, 'own@x.io'],
+          ])
+        })
+      },
+    )
   })
 })
