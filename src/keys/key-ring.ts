@@ -364,6 +364,9 @@ export class KeyRing {
       this.#metadataLoads++
       ;({ keys, corrupt } = await this.#store.read(logicalTable))
     }
+    // A version shredded since it was cached (by another process, or another ring of this one):
+    // zeroed now, so this ring never decrypts with a key it has seen destroyed.
+    for (const k of keys) if (k.state === 'destroyed') this.#cache.delete(refOf(k))
     const meta = buildTableMeta(
       keys,
       corrupt,

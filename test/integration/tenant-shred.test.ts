@@ -163,5 +163,24 @@ describe.each(backends())('crypto-shredding [$name]', (backend: Backend) => {
       expect((activated as KeyError).code).toBe('KEY_DESTROYED')
       expect((await keyRows(t.keyName('acme'))).find((k) => Number(k.version) === 9)?.state).toBe('staged')
     })
+
+    it('a process that has seen the tombstones (its metadata reloaded) stops decrypting with the keys it cached', async () => {
+      const id = await t.order('initech', 'cached@x.io')
+      // The application's instance reads the row: initech's data key is in its cache.
+      expect(await t.db.selectFrom(t.table).select('email').where('id', '=', id).execute()).toEqual([
+        { email: 'cached@x.io' },
+      ])
+      await t.ops.shred(t.table, { tenant: 'initech' })
+      await t.settle()
+      // A search reloads the metadata and sees the tombstones …
+      expect(((await failure(() => t.byEmail('initech', 'cached@x.io'))) as KeyError).code).toBe(
+        'KEY_DESTROYED',
+      )
+      // … and a read on the same instance no longer decrypts with the cached key.
+      const read = await failure(() =>
+        t.db.selectFrom(t.table).select('email').where('id', '=', id).execute(),
+      )
+      expect((read as KeyError).code).toBe('KEY_DESTROYED')
+    })
   })
 })
