@@ -205,8 +205,13 @@ function rowUpdates(
   const context = storedContext(column, row)
   if (context === 'failed') return 'failed'
   const compared = compareStored(column, keys, row[column.stored], value, context)
-  // A stored value that does not decrypt is overwritten from the plaintext, which is authoritative
-  // until cut-over; so is one that decrypts to another value (written by a process in `added`).
+  // From cut-over on the encrypted value is authoritative: a `dropped` process beside `cut-over`
+  // ones writes it alone and leaves an older plaintext beside it. Only a missing one is filled
+  // from the plaintext; one that does not decrypt is reported, never replaced by a guess.
+  if (column.migration === 'cut-over' && compared !== 'missing' && compared !== 'equal')
+    return compared === 'different' ? undefined : 'failed'
+  // Before it, a stored value that does not decrypt is overwritten from the plaintext, which is
+  // authoritative; so is one that decrypts to another value (written by a process in `added`).
   const updates: Record<string, Buffer> = {}
   const dataKey = keys.data.get(keys.activeData)!
   const indexKey = keys.index.get(keys.activeIndex)!

@@ -1,6 +1,7 @@
 import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { checkMigrationState, encrypted, encryptedSchema, type MigrationPhase } from '../../src/index.js'
+import type { JobResult } from '../../src/ops.js'
 import { type Backend, backends } from '../support/backends.js'
 import { type MigrationDb, migrationDb } from '../support/migration-db.js'
 import { migrationSchema } from '../support/migration-schema.js'
@@ -291,6 +292,12 @@ describe.each(backends())(
       it('dropped: the drop migration removes the plaintext column; nothing of it is left', async () => {
         // The `dropped` deploy goes first (it no longer names the column), then the migration.
         await writeSome('dropped', 20, 'y')
+        // A `dropped` process writes the encrypted column alone and leaves an older plaintext
+        // beside it: from cut-over on the encrypted value is the one that counts, so a backfill
+        // run now (the job still accepts `cut-over`) must not write the older plaintext back.
+        const late = (await t.ops('cut-over').encryptColumn(t.table, 'email')) as JobResult
+        expect(late.failed).toBe(0)
+        await expectNoRowLost(t, model, 'cut-over')
         await t.migrate('drop', 'dropped')
         await expect(checkMigrationState(t.raw, migrationSchemaOf(t, 'dual-writing'))).rejects.toMatchObject({
           code: 'MIGRATION_PHASE_CONFLICT',
