@@ -1,3 +1,4 @@
+import { sql } from 'kysely'
 import { readContext } from '../schema/row-context.js'
 import type { ColumnInfo, TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
@@ -7,13 +8,26 @@ import type { StoredRow } from './row-check.js'
 
 /**
  * What a job reads of a row of a column under migration: exact primary key, row-context columns
- * (the AAD of its ciphertext), plaintext, ciphertext, blind indexes.
+ * (the AAD of its ciphertext), plaintext, ciphertext, blind indexes. A `json` plaintext is read as
+ * its JSON text (`cast … as text`, `as char`): drivers parse a json/jsonb column (pg; mysql2 on
+ * MySQL 8) and return text for a text column (and MariaDB's JSON), so a string as returned would
+ * be JSON text in one case and a parsed JSON string (`"123"` → `'123'`) in the other.
  */
-export function columnRowColumns(column: ColumnInfo, key: KeyColumn): Array<KeyColumn['selection']> {
+export function columnRowColumns(
+  column: ColumnInfo,
+  key: KeyColumn,
+  family: OpsContext['family'],
+): Array<KeyColumn['selection']> {
+  const plaintext =
+    column.spec.codec.kind !== 'json'
+      ? column.physical
+      : sql<string>`cast(${sql.ref(column.physical)} as ${sql.raw(family === 'mysql' ? 'char' : 'text')})`.as(
+          column.physical,
+        )
   return [
     key.selection,
     ...column.table.context.filter((c) => c !== key.name),
-    column.physical,
+    plaintext,
     column.stored,
     ...column.spec.indexes.map((s) => s.name),
   ]
@@ -60,7 +74,7 @@ export async function* columnPages(
     }
     let q = ctx.db
       .selectFrom(table.physical)
-      .select(columnRowColumns(column, key))
+      .select(columnRowColumns(column, key, ctx.family))
       .orderBy(key.order)
       .limit(options.pageSize ?? 1000)
     if (after !== null) q = q.where(key.name, '>', after)

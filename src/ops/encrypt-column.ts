@@ -86,11 +86,11 @@ export async function encryptColumn(
     )
   if (options.dryRun === true) return dryRun(ctx, table, column, options)
   const pk = ctx.primaryKey(table)
-  if (table.keyScope === undefined) return runJob(ctx, table, backfillSpec(table, column, pk), options)
+  if (table.keyScope === undefined) return runJob(ctx, table, backfillSpec(ctx, table, column, pk), options)
   // Per-tenant keys: each row under the keys of the tenant it holds, in one pass over the table.
   const tenants = new TenantKeySets(ctx, table)
   try {
-    return await runJob(ctx, table, backfillSpec(table, column, pk, tenants), options)
+    return await runJob(ctx, table, backfillSpec(ctx, table, column, pk, tenants), options)
   } finally {
     tenants.destroy()
   }
@@ -137,12 +137,18 @@ async function dryRun(
  * each row is written under the keys of the tenant it holds as read (loaded as batches name them);
  * a shredded tenant's rows are counted `shredded` and left as they are.
  */
-function backfillSpec(table: TableInfo, column: ColumnInfo, pk: string, tenants?: TenantKeySets): JobSpec {
+function backfillSpec(
+  ctx: OpsContext,
+  table: TableInfo,
+  column: ColumnInfo,
+  pk: string,
+  tenants?: TenantKeySets,
+): JobSpec {
   return {
     kind: 'encrypt-column',
     subject: `${table.logical}.${column.logical}`,
     op: 'encrypt-column',
-    columns: (key) => columnRowColumns(column, key),
+    columns: (key) => columnRowColumns(column, key, ctx.family),
     lockRead: column.spec.codec.kind === 'json',
     ...tenantJobHooks(tenants),
     plan: backfillPlan(table, column, pk),

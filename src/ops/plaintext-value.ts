@@ -1,5 +1,5 @@
 import { timingSafeEqual } from 'node:crypto'
-import { FieldEncryptionError } from '../errors.js'
+import { CodecError, FieldEncryptionError } from '../errors.js'
 import { decryptValue } from '../fields/field-cipher.js'
 import { headerKeyVersion, looksLikeCiphertext } from '../fields/format.js'
 import { rowAad } from '../schema/row-context.js'
@@ -9,7 +9,7 @@ import type { KeySet } from './row-check.js'
 /**
  * A plaintext column's value as the driver returns it, turned into the JS value the column's
  * codec takes: numeric strings for `number`/`bigint` (PostgreSQL's numeric and int8), 0/1 for
- * `boolean` (MySQL's tinyint), a JSON string for `json` (MariaDB's JSON is text), a `Date` of a
+ * `boolean` (MySQL's tinyint), the JSON text for `json` (read as text: `columnRowColumns`), a `Date` of a
  * `date` column for `calendarDate` (the drivers make it local midnight). Anything else is
  * returned as it is, for the codec to accept or refuse. @internal
  */
@@ -22,8 +22,19 @@ export function plaintextValue(column: ColumnInfo, raw: unknown): unknown {
       return typeof raw === 'string' || typeof raw === 'number' ? BigInt(raw) : raw
     case 'boolean':
       return raw === 0 || raw === 1 ? raw === 1 : raw
-    case 'json':
-      return typeof raw === 'string' ? JSON.parse(raw) : raw
+    case 'json': {
+      if (typeof raw !== 'string') return raw
+      const parsed: unknown = JSON.parse(raw)
+      // The JSON value null, not SQL NULL: the encrypted column has only SQL NULL for it (the
+      // codec's null), so the row cannot be moved as it is, and is counted failed.
+      if (parsed === null)
+        throw new CodecError(
+          'CODEC_INVALID_VALUE',
+          `${column.table.physical}.${column.physical} holds the JSON value null in a row: its encrypted form can only be SQL NULL. Set such rows to SQL NULL first.`,
+          { table: column.table.logical, column: column.logical },
+        )
+      return parsed
+    }
     case 'calendarDate': {
       if (!(raw instanceof Date)) return raw
       const pad = (n: number, w = 2) => String(n).padStart(w, '0')

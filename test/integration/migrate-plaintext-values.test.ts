@@ -1,0 +1,91 @@
+import { randomBytes } from 'node:crypto'
+import { Kysely, sql } from 'kysely'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  applyMigrationStep,
+  type EncryptedSchema,
+  encrypted,
+  encryptedSchema,
+  type FieldEncryption,
+  fieldEncryption,
+  localKeyProvider,
+  type MigrationPhase,
+} from '../../src/index.js'
+import { type FieldEncryptionOps, fieldEncryptionOps, type JobResult } from '../../src/ops.js'
+import { type Backend, backends, dropTables, uniqueName } from '../support/backends.js'
+import type { TestDB } from '../support/encrypted-db.js'
+
+/**
+ * The backfill of a plaintext column moves each value exactly as the database holds it, whatever
+ * the driver makes of the column's type: a json/jsonb column comes back parsed from pg (and from
+ * mysql2 on MySQL 8), a text one as its JSON text.
+ */
+describe.each(backends())('encrypt-column: plaintext values moved exactly [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    const table = uniqueName('mig_values')
+    const keyTable = `${table}_keys`
+    const jobsTable = `${table}_jobs`
+    const provider = localKeyProvider({ id: 'local:mig-values', key: randomBytes(32) })
+    const schema = (phase: MigrationPhase): EncryptedSchema =>
+      encryptedSchema({ [table]: { data: encrypted.json({ storedAs: 'data_encrypted', migration: phase }) } })
+    let raw: Kysely<TestDB>
+    let ops: FieldEncryptionOps
+    let reader: FieldEncryption
+    let readerDb: Kysely<TestDB>
+    beforeAll(async () => {
+      const [rawDialect, readerDialect] = backend.createDialectPair()
+      raw = new Kysely<TestDB>({ dialect: rawDialect! })
+      const type = backend.family === 'mysql' ? 'json' : 'jsonb'
+      await sql`create table ${sql.table(table)} (id integer primary key, data ${sql.raw(type)})`.execute(raw)
+      // Strings that read as other JSON values once parsed again, an object, the JSON value null
+      // (not SQL NULL), and SQL NULL.
+      await sql`insert into ${sql.table(table)} (id, data) values
+        (1, '"123"'), (2, '"1.50"'), (3, '{"a":1,"b":[true,null,"x"]}'), (4, '"true"'), (5, 'null'), (6, null)`.execute(
+        raw,
+      )
+      await applyMigrationStep(raw, schema('added'), table, 'data', 'add')
+      ops = fieldEncryptionOps({
+        db: raw,
+        schema: schema('dual-writing'),
+        keyProvider: provider,
+        keyTable,
+        jobsTable,
+      })
+      await ops.init()
+      reader = fieldEncryption({
+        schema: schema('dual-writing'),
+        keyProvider: provider,
+        keyTable,
+        verifySchema: false,
+      })
+      readerDb = new Kysely<TestDB>({ dialect: reader.wrap(readerDialect!), plugins: [reader.plugin] })
+    }, 120_000)
+    afterAll(async () => {
+      await ops?.close()
+      await reader?.close()
+      await readerDb?.destroy()
+      if (raw !== undefined) await dropTables(raw, [table, keyTable, jobsTable, `${jobsTable}_batches`])
+      await raw?.destroy()
+    })
+
+    it('a JSON string stays that string (never parsed a second time); the JSON value null is counted failed', async () => {
+      const job = (await ops.encryptColumn(table, 'data')) as JobResult
+      expect(job).toMatchObject({ rewritten: 4, failed: 1 })
+      const verify = await ops.verifyColumn(table, 'data')
+      expect(verify).toMatchObject({ ok: false, equal: 4, failed: 1, plaintextNull: 1, missing: 0 })
+      expect(verify.failures).toEqual([{ key: 5, problems: ['data: CODEC_INVALID_VALUE'] }])
+      const stored = await raw.selectFrom(table).select(['id', 'data_encrypted']).orderBy('id').execute()
+      const decrypted: Array<[number, unknown]> = []
+      for (const row of stored) {
+        if (row.data_encrypted === null) continue
+        decrypted.push([Number(row.id), await reader.decrypt(table, 'data', row.data_encrypted)])
+      }
+      expect(decrypted).toEqual([
+        [1, '123'],
+        [2, '1.50'],
+        [3, { a: 1, b: [true, null, 'x'] }],
+        [4, 'true'],
+      ])
+    })
+  })
+})
