@@ -17,7 +17,7 @@ export function plaintextValue(column: ColumnInfo, raw: unknown): unknown {
   if (raw === null || raw === undefined) return null
   switch (column.spec.codec.kind) {
     case 'number':
-      return typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : raw
+      return typeof raw === 'string' && raw.trim() !== '' ? exactNumber(column, raw) : raw
     case 'bigint':
       return typeof raw === 'string' || typeof raw === 'number' ? BigInt(raw) : raw
     case 'boolean':
@@ -45,6 +45,39 @@ export function plaintextValue(column: ColumnInfo, raw: unknown): unknown {
     default:
       return raw
   }
+}
+
+/**
+ * `Number(text)` of a decimal the database returned as text (numeric, int8, DECIMAL), only when
+ * the number prints back as the same decimal: `9007199254740993` or `12345678901234567.89` would
+ * be stored as another value (a double has ~17 significant digits).
+ * @throws CodecError `CODEC_INVALID_VALUE` otherwise (the row is counted failed, never altered)
+ */
+function exactNumber(column: ColumnInfo, text: string): number {
+  const n = Number(text)
+  if (Number.isFinite(n) && decimalKey(String(n)) === decimalKey(text.trim())) return n
+  throw new CodecError(
+    'CODEC_INVALID_VALUE',
+    `${column.table.physical}.${column.physical} holds a decimal that a JavaScript number cannot hold exactly (more than ~17 significant digits): the number codec would store another value. Encrypt it with the bigint codec (integers) or as text.`,
+    { table: column.table.logical, column: column.logical },
+  )
+}
+
+/**
+ * A decimal's value as `digits e exponent`, without leading or trailing zeros or a plus sign:
+ * equal for `1.50`, `1.5` and `15e-1`; undefined for anything else than a decimal.
+ */
+function decimalKey(text: string): string | undefined {
+  const m = /^([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/.exec(text)
+  if (m === null) return undefined
+  const fraction = m[3] ?? ''
+  let digits = `${m[2] ?? ''}${fraction}`.replace(/^0+/, '')
+  if (digits === '') return '0'
+  let exponent = Number(m[4] ?? 0) - fraction.length
+  const trailing = digits.length - digits.replace(/0+$/, '').length
+  digits = digits.slice(0, digits.length - trailing)
+  exponent += trailing
+  return `${m[1] === '-' ? '-' : ''}${digits}e${exponent}`
 }
 
 /** What a stored encrypted value holds compared with the plaintext value. @internal */

@@ -18,7 +18,8 @@ import type { TestDB } from '../support/encrypted-db.js'
 /**
  * The backfill of a plaintext column moves each value exactly as the database holds it, whatever
  * the driver makes of the column's type: a json/jsonb column comes back parsed from pg (and from
- * mysql2 on MySQL 8), a text one as its JSON text.
+ * mysql2 on MySQL 8), a text one as its JSON text; a numeric/DECIMAL comes back as a decimal
+ * string, which a JavaScript number may not hold exactly.
  */
 describe.each(backends())('encrypt-column: plaintext values moved exactly [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
@@ -27,7 +28,12 @@ describe.each(backends())('encrypt-column: plaintext values moved exactly [$name
     const jobsTable = `${table}_jobs`
     const provider = localKeyProvider({ id: 'local:mig-values', key: randomBytes(32) })
     const schema = (phase: MigrationPhase): EncryptedSchema =>
-      encryptedSchema({ [table]: { data: encrypted.json({ storedAs: 'data_encrypted', migration: phase }) } })
+      encryptedSchema({
+        [table]: {
+          data: encrypted.json({ storedAs: 'data_encrypted', migration: phase }),
+          amount: encrypted.number({ storedAs: 'amount_encrypted', migration: phase }),
+        },
+      })
     let raw: Kysely<TestDB>
     let ops: FieldEncryptionOps
     let reader: FieldEncryption
@@ -35,15 +41,19 @@ describe.each(backends())('encrypt-column: plaintext values moved exactly [$name
     beforeAll(async () => {
       const [rawDialect, readerDialect] = backend.createDialectPair()
       raw = new Kysely<TestDB>({ dialect: rawDialect! })
-      const type = backend.family === 'mysql' ? 'json' : 'jsonb'
-      await sql`create table ${sql.table(table)} (id integer primary key, data ${sql.raw(type)})`.execute(raw)
-      // Strings that read as other JSON values once parsed again, an object, the JSON value null
-      // (not SQL NULL), and SQL NULL.
-      await sql`insert into ${sql.table(table)} (id, data) values
-        (1, '"123"'), (2, '"1.50"'), (3, '{"a":1,"b":[true,null,"x"]}'), (4, '"true"'), (5, 'null'), (6, null)`.execute(
+      const [json, decimal] =
+        backend.family === 'mysql' ? ['json', 'decimal(30,2)'] : ['jsonb', 'numeric(30,2)']
+      await sql`create table ${sql.table(table)} (id integer primary key, data ${sql.raw(json)}, amount ${sql.raw(decimal)})`.execute(
         raw,
       )
-      await applyMigrationStep(raw, schema('added'), table, 'data', 'add')
+      // data: strings that read as other JSON values once parsed again, an object, the JSON value
+      // null (not SQL NULL), and SQL NULL. amount: decimals a double holds exactly, and two it
+      // does not (2^53 + 1; 19 significant digits).
+      await sql`insert into ${sql.table(table)} (id, data, amount) values
+        (1, '"123"', 1.50), (2, '"1.50"', 9007199254740993.00), (3, '{"a":1,"b":[true,null,"x"]}', 12345678901234567.89),
+        (4, '"true"', -12.34), (5, 'null', null), (6, null, 0)`.execute(raw)
+      for (const column of ['data', 'amount'])
+        await applyMigrationStep(raw, schema('added'), table, column, 'add')
       ops = fieldEncryptionOps({
         db: raw,
         schema: schema('dual-writing'),
@@ -85,6 +95,28 @@ describe.each(backends())('encrypt-column: plaintext values moved exactly [$name
         [2, '1.50'],
         [3, { a: 1, b: [true, null, 'x'] }],
         [4, 'true'],
+      ])
+    })
+
+    it('a decimal a JavaScript number cannot hold exactly is counted failed, never stored rounded', async () => {
+      const job = (await ops.encryptColumn(table, 'amount')) as JobResult
+      expect(job).toMatchObject({ rewritten: 3, failed: 2 })
+      const verify = await ops.verifyColumn(table, 'amount')
+      expect(verify).toMatchObject({ ok: false, equal: 3, failed: 2, plaintextNull: 1, missing: 0 })
+      expect(verify.failures).toEqual([
+        { key: 2, problems: ['amount: CODEC_INVALID_VALUE'] },
+        { key: 3, problems: ['amount: CODEC_INVALID_VALUE'] },
+      ])
+      const stored = await raw.selectFrom(table).select(['id', 'amount_encrypted']).orderBy('id').execute()
+      const decrypted: Array<[number, unknown]> = []
+      for (const row of stored) {
+        if (row.amount_encrypted === null) continue
+        decrypted.push([Number(row.id), await reader.decrypt(table, 'amount', row.amount_encrypted)])
+      }
+      expect(decrypted).toEqual([
+        [1, 1.5],
+        [4, -12.34],
+        [6, 0],
       ])
     })
   })
