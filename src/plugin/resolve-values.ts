@@ -1,8 +1,9 @@
 import type { OperationNode, QueryCompiler, ReferenceNode, RootOperationNode } from 'kysely'
 import { computeBlindIndex, computeTextBlindIndex } from '../blindindex/compute-blind-index.js'
 import { normalizeValue } from '../blindindex/normalizers.js'
-import { KeyError, QueryRefusedError } from '../errors.js'
+import { CodecError, KeyError, QueryRefusedError } from '../errors.js'
 import { encryptValue } from '../fields/field-cipher.js'
+import { ciphertextLength } from '../fields/format.js'
 import type { KeyMaterial } from '../keys/key-material.js'
 import type { KeyRing } from '../keys/key-ring.js'
 import { tenantRequired } from '../schema/key-scope.js'
@@ -79,7 +80,20 @@ export function encryptColumn(
       'write',
     )
   }
-  return encryptValue(column.spec.codec, value as never, key, rowAad(column, context))
+  const ciphertext = encryptValue(column.spec.codec, value as never, key, rowAad(column, context))
+  const max = column.spec.maxBytes
+  // The declared largest plaintext (it sizes MySQL's VARBINARY): refused on every engine, before
+  // anything is sent, so that a value MySQL would refuse or truncate (non-strict sql_mode: a
+  // ciphertext cut short, never to decrypt again) is caught wherever it is first written.
+  if (max !== undefined && ciphertext.length > ciphertextLength(max, key.ref.version)) {
+    ciphertext.fill(0)
+    throw new CodecError(
+      'CODEC_INVALID_VALUE',
+      `A value of ${column.table.physical}.${column.physical} is longer than its maxBytes (${max} bytes once encoded); nothing was written. Raise maxBytes (and widen the column) if such values are valid.`,
+      { table: column.table.logical, column: column.logical },
+    )
+  }
+  return ciphertext
 }
 
 /** Keys by logical table: a Map, or {@link TableKeys} on the steady-state path. */

@@ -43,7 +43,11 @@ export interface ColumnOptions {
    * @default false
    */
   readonly migratingFromPlaintext?: boolean
-  /** Largest plaintext in bytes, used by the migration helpers to size MySQL VARBINARY. @default unbounded (BLOB) */
+  /**
+   * Largest plaintext in bytes (once encoded), used by the migration helpers to size MySQL
+   * VARBINARY; a longer value is refused on every engine (`CODEC_INVALID_VALUE`) before anything
+   * is sent. @default unbounded (BLOB)
+   */
   readonly maxBytes?: number
   /**
    * Physical column holding the ciphertext, when it is not the annotated name: the annotated name

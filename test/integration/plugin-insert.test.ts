@@ -147,6 +147,24 @@ describe.each(backends())('plugin insert [$name]', (backend: Backend) => {
       }
     })
 
+    it('a value longer than its maxBytes (320) is refused before anything is sent, on every engine', async () => {
+      // 'é' is 2 bytes: 161 of them are 322 bytes in 161 characters (MySQL would refuse the
+      // ciphertext in strict mode and cut it short in non-strict mode).
+      const long = `${'é'.repeat(161)}@x.io`
+      const insert = t.db.insertInto(u).values({ name: 'too-long', email: long }).execute()
+      await expect(insert).rejects.toMatchObject({ name: 'CodecError', code: 'CODEC_INVALID_VALUE' })
+      await expect(insert).rejects.not.toThrow(/é/)
+      expect(await t.raw.selectFrom(u).select('id').where('name', '=', 'too-long').execute()).toEqual([])
+      const update = t.db.updateTable(u).set({ email: long }).where('name', '=', 'ins-one').execute()
+      await expect(update).rejects.toMatchObject({ code: 'CODEC_INVALID_VALUE' })
+      // 320 bytes exactly is within it.
+      const fits = `${'a'.repeat(315)}@x.io`
+      await t.db.insertInto(u).values({ name: 'just-fits', email: fits }).execute()
+      expect(await t.db.selectFrom(u).select('email').where('email', '=', fits).execute()).toEqual([
+        { email: fits },
+      ])
+    })
+
     it('the unique blind index enforces uniqueness of normalized values', async () => {
       await t.db.insertInto(u).values({ name: 'ins-uniq-1', email: 'uniq@x.io' }).execute()
       await expect(
