@@ -254,7 +254,9 @@ export function checkRow(table: TableInfo, keys: KeySet, row: StoredRow, rewrite
     }
     let changed = false
     if (rewrite && version !== keys.activeData) {
-      updates[column.stored] = encryptColumn(keys.data.get(keys.activeData)!, column, value, context)
+      // A value already stored, moved to another key: not refused by a maxBytes declared (or
+      // lowered) after it was written.
+      updates[column.stored] = encryptColumn(keys.data.get(keys.activeData)!, column, value, context, false)
       changed = true
     }
     for (const spec of column.spec.indexes) {

@@ -63,13 +63,17 @@ export function refuseEmptySearch(index: IndexInfo, value: unknown): void {
 /**
  * The ciphertext of `value` for `column` under a data key.
  * @param context - The row's canonical context values, when the table binds a row context.
+ * @param enforceMaxBytes - Refuse a value longer than the column's `maxBytes` (false: a stored
+ *   value moved to another key, which the declaration must not strand on its old one).
  * @throws QueryRefusedError `CONTEXT_MISSING` when the table binds a row context and none is given
+ * @throws CodecError `CODEC_INVALID_VALUE` when the value is longer than `maxBytes` once encoded
  */
 export function encryptColumn(
   key: KeyMaterial,
   column: ColumnInfo,
   value: unknown,
   context?: readonly string[],
+  enforceMaxBytes = true,
 ): Buffer {
   if (column.table.context.length !== 0 && context?.length !== column.table.context.length) {
     // A deferred value built without its row's context: never encrypt it unbound.
@@ -85,7 +89,7 @@ export function encryptColumn(
   // The declared largest plaintext (it sizes MySQL's VARBINARY): refused on every engine, before
   // anything is sent, so that a value MySQL would refuse or truncate (non-strict sql_mode: a
   // ciphertext cut short, never to decrypt again) is caught wherever it is first written.
-  if (max !== undefined && ciphertext.length > ciphertextLength(max, key.ref.version)) {
+  if (enforceMaxBytes && max !== undefined && ciphertext.length > ciphertextLength(max, key.ref.version)) {
     ciphertext.fill(0)
     throw new CodecError(
       'CODEC_INVALID_VALUE',
