@@ -1,4 +1,5 @@
 import { type AliasedRawBuilder, sql } from 'kysely'
+import { ConfigError } from '../errors.js'
 import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
 
@@ -46,10 +47,16 @@ export function keyColumn(ctx: OpsContext, table: TableInfo): Promise<KeyColumn>
 async function introspect(ctx: OpsContext, table: TableInfo): Promise<KeyColumn> {
   const name = ctx.primaryKey(table)
   const plain: KeyColumn = { name, selection: name, order: name, value: (raw) => raw }
-  if (ctx.family !== 'mysql') return plain
   const [schema, bare] = table.physical.includes('.')
     ? (table.physical.split('.') as [string, string])
     : [undefined, table.physical]
+  if (!(await uniqueNotNull(ctx, schema, bare, name)))
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `The jobs page through ${table.physical} by ${name}, which is not NOT NULL with a unique index of its own: pages by it would skip rows (equal or NULL keys) and a write by it could reach another row. Name such a column in primaryKeys.${table.physical} (the primary key, or a NOT NULL column with a UNIQUE index on it alone).`,
+      { table: table.logical },
+    )
+  if (ctx.family !== 'mysql') return plain
   const row = await ctx.db
     .selectFrom('information_schema.columns')
     // Aliased: MySQL 8 labels information_schema columns in capitals.
@@ -66,6 +73,43 @@ async function introspect(ctx: OpsContext, table: TableInfo): Promise<KeyColumn>
     order: `${table.physical}.${name}`,
     value: exactInteger,
   }
+}
+
+/**
+ * True when column `name` of the table is NOT NULL and a unique index (or primary key) covers it
+ * alone, with no predicate or expression: then keyset pages by it visit each row once.
+ */
+async function uniqueNotNull(
+  ctx: OpsContext,
+  schema: string | undefined,
+  table: string,
+  name: string,
+): Promise<boolean> {
+  if (ctx.family === 'mysql') {
+    const nullable = await ctx.db
+      .selectFrom('information_schema.columns')
+      .select(sql<string>`is_nullable`.as('nullable'))
+      .where('table_schema', '=', schema ?? sql<string>`database()`)
+      .where('table_name', '=', table)
+      .where('column_name', '=', name)
+      .executeTakeFirst()
+    if (String(nullable?.nullable ?? 'YES').toUpperCase() !== 'NO') return false
+    // Each unique index's columns: one that holds this column alone.
+    const { rows } = await sql<{ n: number | string; c: string }>`select count(*) as n, max(column_name) as c
+      from information_schema.statistics
+      where table_schema = ${schema ?? sql`database()`} and table_name = ${table} and non_unique = 0
+      group by index_name`.execute(ctx.db)
+    return rows.some((r) => Number(r.n) === 1 && r.c === name)
+  }
+  const { rows } = await sql<{ ok: number }>`select 1 as ok from pg_index i
+      join pg_class c on c.oid = i.indrelid
+      join pg_namespace s on s.oid = c.relnamespace
+      join pg_attribute a on a.attrelid = c.oid and a.attnum = i.indkey[0]
+    where c.relname = ${table} and s.nspname = ${schema ?? sql`current_schema()`}
+      and i.indisunique and i.indnkeyatts = 1 and i.indpred is null and i.indexprs is null
+      and a.attname = ${name} and a.attnotnull
+    limit 1`.execute(ctx.db)
+  return rows.length > 0
 }
 
 /** An integer as a number when that is exact, else as a bigint. Non-integers pass unchanged. */

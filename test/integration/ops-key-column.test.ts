@@ -1,0 +1,86 @@
+import { randomBytes } from 'node:crypto'
+import { Kysely, sql } from 'kysely'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { addEncryptedColumns, encrypted, encryptedSchema, localKeyProvider } from '../../src/index.js'
+import { fieldEncryptionOps } from '../../src/ops.js'
+import { type Backend, backends, dropTables, uniqueName } from '../support/backends.js'
+import type { TestDB } from '../support/encrypted-db.js'
+
+/**
+ * The jobs, `verify` and the dry runs page through a table by one column (keyset pagination) and
+ * write by it: a column named in `primaryKeys` that is not unique, or may be NULL, would have
+ * pages skip rows (the rest of a run of equal keys past a page's end; NULL keys always) and a
+ * write reach another row. Such a column is refused before anything is read.
+ */
+describe.each(backends())('ops: the column the jobs page by [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    const table = uniqueName('ops_keycol')
+    const keyTable = `${table}_keys`
+    const jobsTable = `${table}_jobs`
+    const schema = encryptedSchema(
+      { [table]: { email: encrypted.text() } },
+      { tables: { [table]: { primaryKey: ['org', 'n'] } } },
+    )
+    const kek = randomBytes(32)
+    let raw: Kysely<TestDB>
+    beforeAll(async () => {
+      raw = new Kysely<TestDB>({ dialect: backend.createDialect() })
+      await raw.schema
+        .createTable(table)
+        .addColumn('org', 'varchar(5)', (c) => c.notNull())
+        .addColumn('n', 'integer', (c) => c.notNull())
+        .addColumn('code', 'varchar(10)', (c) => c.notNull().unique())
+        .addColumn('maybe', 'varchar(10)', (c) => c.unique())
+        .$call(addEncryptedColumns(schema, table, backend.family))
+        .addPrimaryKeyConstraint(`${table}_pk`, ['org', 'n'])
+        .execute()
+      await sql`insert into ${sql.table(table)} (org, n, code, maybe) values ('a', 1, 'a1', null), ('b', 1, 'b1', null)`.execute(
+        raw,
+      )
+    }, 120_000)
+    afterAll(async () => {
+      if (raw !== undefined) await dropTables(raw, [table, keyTable, jobsTable, `${jobsTable}_batches`])
+      await raw?.destroy()
+    })
+
+    const opsWith = (column: string | undefined) =>
+      fieldEncryptionOps({
+        db: raw,
+        schema,
+        // Its own provider object on the same KEK: closing the instance closes it.
+        keyProvider: localKeyProvider({ id: 'local:keycol', key: Buffer.from(kek) }),
+        keyTable,
+        jobsTable,
+        ...(column === undefined ? {} : { primaryKeys: { [table]: column } }),
+      })
+
+    it('a composite primary key without primaryKeys, a non-unique column and a nullable unique one are refused (CONFIG_INVALID)', async () => {
+      for (const column of [undefined, 'n', 'maybe']) {
+        const ops = opsWith(column)
+        try {
+          await ops.init()
+          const refused = await ops.verify(table).then(
+            () => undefined,
+            (error: unknown) => error,
+          )
+          expect(refused).toMatchObject({ name: 'ConfigError', code: 'CONFIG_INVALID' })
+          expect(String((refused as Error).message)).toContain(`primaryKeys.${table}`)
+        } finally {
+          await ops.close()
+        }
+      }
+    })
+
+    it('a NOT NULL column with a unique index of its own is accepted, and every row is seen', async () => {
+      const ops = opsWith('code')
+      try {
+        await ops.init()
+        const verify = await ops.verify(table)
+        expect(verify.ok).toBe(true)
+        expect(verify.rows).toBe(2)
+      } finally {
+        await ops.close()
+      }
+    })
+  })
+})
