@@ -28,6 +28,12 @@ export interface JobOptions extends RunOptions {
   readonly maxRowsPerSecond?: number
   /** Name recorded beside each batch this process completes. @default `<hostname>:<pid>` */
   readonly workerName?: string
+  /**
+   * Plan the job anew instead of resuming an unfinished one (its checkpoint is dropped, and its
+   * `replaced` progress reported): every row is read again. For a backfill resumed after a
+   * rollback to `added`, whose processes changed plaintexts in batches already done. @default false
+   */
+  readonly restart?: boolean
 }
 
 /** Outcome of a batch job. */
@@ -120,7 +126,8 @@ export async function runJob(
   const start = await jobs.startOrJoin(
     spec.kind,
     spec.subject,
-    since,
+    // Restarting: no job, however recent, is joined.
+    options.restart === true ? null : since,
     targets,
     async (trx) => {
       const bounds: Array<{ lo: unknown; hi: unknown }> = []

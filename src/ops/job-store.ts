@@ -78,7 +78,8 @@ export class JobStore {
   /**
    * Joins the running job of this kind on this table, or starts one: plans its batches (walking
    * the primary key) in the transaction that holds the job row's lock, so concurrent starters plan
-   * once and the others join. A job done after `since` is joined (nothing left), not restarted.
+   * once and the others join. A job done after `since` is joined (nothing left), not restarted;
+   * with `since` null (`restart`), no job is joined: an unfinished one is replaced.
    * A job is joined only when its targets are `targets` (the active versions now) and its key
    * generation is `generation` (a whole-table job over per-tenant keys, see tenant-generation.ts):
    * an interrupted job planned before a rotation is replaced by a new one, reported in `replaced`.
@@ -86,7 +87,7 @@ export class JobStore {
   async startOrJoin(
     kind: string,
     logicalTable: string,
-    since: Date,
+    since: Date | null,
     targets: { data: number; index: number },
     plan: (trx: AnyTrx) => Promise<Array<{ lo: unknown; hi: unknown }>>,
     generation?: (trx: AnyTrx) => Promise<string>,
@@ -105,7 +106,7 @@ export class JobStore {
   async #startOrJoin(
     kind: string,
     logicalTable: string,
-    since: Date,
+    since: Date | null,
     targets: { data: number; index: number },
     plan: (trx: AnyTrx) => Promise<Array<{ lo: unknown; hi: unknown }>>,
     generation: ((trx: AnyTrx) => Promise<string>) | undefined,
@@ -138,8 +139,11 @@ export class JobStore {
       // plan of one that read it after.
       const current = generation === undefined ? null : await generation(trx)
       const same =
-        was.data === targets.data && was.index === targets.index && (job?.key_generation ?? null) === current
-      if (same && (state === 'running' || (state === 'done' && finished !== null && finished >= since))) {
+        since !== null &&
+        was.data === targets.data &&
+        was.index === targets.index &&
+        (job?.key_generation ?? null) === current
+      if (same && (state === 'running' || (state === 'done' && finished !== null && finished >= since!))) {
         return { id, created: false, replaced: undefined }
       }
       let replaced: JobStart['replaced']

@@ -32,6 +32,7 @@ describe.each(backends())('encrypt-column: plaintext values moved exactly [$name
         [table]: {
           data: encrypted.json({ storedAs: 'data_encrypted', migration: phase }),
           amount: encrypted.number({ storedAs: 'amount_encrypted', migration: phase }),
+          email: encrypted.text({ storedAs: 'email_encrypted', migration: phase }),
         },
       })
     let raw: Kysely<TestDB>
@@ -43,7 +44,7 @@ describe.each(backends())('encrypt-column: plaintext values moved exactly [$name
       raw = new Kysely<TestDB>({ dialect: rawDialect! })
       const [json, decimal] =
         backend.family === 'mysql' ? ['json', 'decimal(30,2)'] : ['jsonb', 'numeric(30,2)']
-      await sql`create table ${sql.table(table)} (id integer primary key, data ${sql.raw(json)}, amount ${sql.raw(decimal)})`.execute(
+      await sql`create table ${sql.table(table)} (id integer primary key, data ${sql.raw(json)}, amount ${sql.raw(decimal)}, email varchar(200))`.execute(
         raw,
       )
       // data: strings that read as other JSON values once parsed again, an object, the JSON value
@@ -52,7 +53,8 @@ describe.each(backends())('encrypt-column: plaintext values moved exactly [$name
       await sql`insert into ${sql.table(table)} (id, data, amount) values
         (1, '"123"', 1.50), (2, '"1.50"', 9007199254740993.00), (3, '{"a":1,"b":[true,null,"x"]}', 12345678901234567.89),
         (4, '"true"', -12.34), (5, 'null', null), (6, null, 0)`.execute(raw)
-      for (const column of ['data', 'amount'])
+      await sql`update ${sql.table(table)} set email = concat('u', id, '@x.io')`.execute(raw)
+      for (const column of ['data', 'amount', 'email'])
         await applyMigrationStep(raw, schema('added'), table, column, 'add')
       ops = fieldEncryptionOps({
         db: raw,
@@ -118,6 +120,25 @@ describe.each(backends())('encrypt-column: plaintext values moved exactly [$name
         [4, -12.34],
         [6, 0],
       ])
+    })
+
+    it('restart: a backfill stopped before a rollback to added is planned anew, so a plaintext changed in a batch it had done is moved too', async () => {
+      const stop = new AbortController()
+      const first = (await ops.encryptColumn(table, 'email', {
+        batchSize: 2,
+        signal: stop.signal,
+        onProgress: (p) => {
+          if (p.phase === 'batch') stop.abort()
+        },
+      })) as JobResult
+      expect(first).toMatchObject({ stopped: true, rewritten: 2 })
+      // An `added` process (rolled back to) updates the plaintext alone, in the batch already done.
+      await raw.updateTable(table).set({ email: 'changed@x.io' }).where('id', '=', 1).execute()
+      const again = (await ops.encryptColumn(table, 'email', { batchSize: 2, restart: true })) as JobResult
+      expect(again).toMatchObject({ planned: true, failed: 0, remainingBatches: 0 })
+      expect(again.replaced).toMatchObject({ doneBatches: 1 })
+      const verify = await ops.verifyColumn(table, 'email')
+      expect(verify).toMatchObject({ ok: true, equal: 6, failed: 0, missing: 0 })
     })
   })
 })

@@ -6,12 +6,16 @@ export const jobArgs = {
   'batch-size': { type: 'string', description: 'Rows per batch and transaction (default 1000)' },
   workers: { type: 'string', description: 'Workers in this process, one connection each (default 1)' },
   'max-rows-per-second': { type: 'string', description: 'Throttle (default: unlimited)' },
+  restart: {
+    type: 'boolean',
+    description: 'Plan the job anew instead of resuming an unfinished one (every row is read again)',
+  },
 } as const
 
 /** The job options from parsed arguments. */
 export function jobOptions(
   args: Record<string, unknown>,
-): Pick<JobOptions, 'batchSize' | 'workers' | 'maxRowsPerSecond'> {
+): Pick<JobOptions, 'batchSize' | 'workers' | 'maxRowsPerSecond' | 'restart'> {
   const batchSize = intArg(args['batch-size'], 'batch-size')
   const workers = intArg(args.workers, 'workers')
   const maxRowsPerSecond = intArg(args['max-rows-per-second'], 'max-rows-per-second')
@@ -19,6 +23,7 @@ export function jobOptions(
     ...(batchSize === undefined ? {} : { batchSize }),
     ...(workers === undefined ? {} : { workers }),
     ...(maxRowsPerSecond === undefined ? {} : { maxRowsPerSecond }),
+    ...(args.restart === true ? { restart: true } : {}),
   }
 }
 
