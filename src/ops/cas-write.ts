@@ -28,8 +28,8 @@ type AnyTrx = Transaction<any>
  *   column's type, read once per table from the catalog, so the comparisons keep the column's
  *   own `=` (its collation) and its index.
  * - MySQL/MariaDB: `update t join (select ? as k, ? as s0, … union all select …) as v on t.pk = v.k
- *   and t.c <=> v.m0 … set t.c = v.s0 …`, a column matched against strings compared as bytes
- *   (`cast(… as binary)`), not by its collation. MySQL has no `UPDATE … RETURNING`: when fewer rows are
+ *   and t.c <=> v.m0 … set t.c = v.s0 …`, a column matched against strings compared as utf8mb4
+ *   bytes (`cast(convert(… using utf8mb4) as binary)`), not by its collation. MySQL has no `UPDATE … RETURNING`: when fewer rows are
  *   affected than sent, one more read in the same transaction tells which rows hold this write
  *   (its values in `set`, and `match` in the columns it did not set: a row the application
  *   rewrote holds a fresh ciphertext in a matched column, never this job's values).
@@ -222,11 +222,14 @@ async function mysqlWrite(group: Group): Promise<number[]> {
   const t = (column: string) => `t.${quoteMysql(column)}`
   // A string compared by the column's collation matches another string (the default collations
   // ignore case and trailing spaces): a row moved from tenant 'acme' to 'ACME', or a plaintext
-  // rewritten in another case, would still match what the job read. Strings compare as bytes.
+  // rewritten in another case, would still match what the job read. Strings compare as bytes,
+  // both sides in utf8mb4 first: a latin1 column's 'é' is other bytes than the parameter's (sent
+  // in the connection's character set), and would never match.
   const exact = (column: string, values: 'set' | 'match') =>
     rows.some((r) => typeof r[values][column] === 'string')
+  const bytes = (x: string) => `cast(convert(${x} using utf8mb4) as binary)`
   const same = (column: string, values: 'set' | 'match', v: string) =>
-    exact(column, values) ? `cast(${t(column)} as binary) <=> cast(${v} as binary)` : `${t(column)} <=> ${v}`
+    exact(column, values) ? `${bytes(t(column))} <=> ${bytes(v)}` : `${t(column)} <=> ${v}`
   const join = (conditions: string[]) =>
     `${quoteMysql(table, true)} as t join (${derived}) as v on ${[`${t(key.name)} = v.k`, ...conditions].join(' and ')}`
   const result = await trx.executeQuery(
