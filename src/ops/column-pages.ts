@@ -11,19 +11,22 @@ import type { StoredRow } from './row-check.js'
  * (the AAD of its ciphertext), plaintext, ciphertext, blind indexes. A `json` plaintext is read as
  * its JSON text (`cast … as text`, `as char`): drivers parse a json/jsonb column (pg; mysql2 on
  * MySQL 8) and return text for a text column (and MariaDB's JSON), so a string as returned would
- * be JSON text in one case and a parsed JSON string (`"123"` → `'123'`) in the other.
+ * be JSON text in one case and a parsed JSON string (`"123"` → `'123'`) in the other. A `bigint`
+ * plaintext is read as its decimal text on MySQL/MariaDB: mysql2 rounds a BIGINT past 2^53 to a
+ * number unless the pool sets `supportBigNumbers` (pg and PGlite return int8 exactly).
  */
 export function columnRowColumns(
   column: ColumnInfo,
   key: KeyColumn,
   family: OpsContext['family'],
 ): Array<KeyColumn['selection']> {
-  const plaintext =
-    column.spec.codec.kind !== 'json'
-      ? column.physical
-      : sql<string>`cast(${sql.ref(column.physical)} as ${sql.raw(family === 'mysql' ? 'char' : 'text')})`.as(
-          column.physical,
-        )
+  const kind = column.spec.codec.kind
+  const asText = kind === 'json' || (kind === 'bigint' && family === 'mysql')
+  const plaintext = !asText
+    ? column.physical
+    : sql<string>`cast(${sql.ref(column.physical)} as ${sql.raw(family === 'mysql' ? 'char' : 'text')})`.as(
+        column.physical,
+      )
   return [
     key.selection,
     ...column.table.context.filter((c) => c !== key.name),

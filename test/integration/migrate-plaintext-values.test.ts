@@ -12,7 +12,7 @@ import {
   type MigrationPhase,
 } from '../../src/index.js'
 import { type FieldEncryptionOps, fieldEncryptionOps, type JobResult } from '../../src/ops.js'
-import { type Backend, backends, dropTables, uniqueName } from '../support/backends.js'
+import { type Backend, backends, defaultMysqlDialect, dropTables, uniqueName } from '../support/backends.js'
 import type { TestDB } from '../support/encrypted-db.js'
 
 /**
@@ -33,6 +33,7 @@ describe.each(backends())('encrypt-column: plaintext values moved exactly [$name
           data: encrypted.json({ storedAs: 'data_encrypted', migration: phase }),
           amount: encrypted.number({ storedAs: 'amount_encrypted', migration: phase }),
           email: encrypted.text({ storedAs: 'email_encrypted', migration: phase }),
+          big: encrypted.bigint({ storedAs: 'big_encrypted', migration: phase }),
         },
       })
     let raw: Kysely<TestDB>
@@ -41,12 +42,13 @@ describe.each(backends())('encrypt-column: plaintext values moved exactly [$name
     let readerDb: Kysely<TestDB>
     beforeAll(async () => {
       const [rawDialect, readerDialect] = backend.createDialectPair()
-      raw = new Kysely<TestDB>({ dialect: rawDialect! })
+      // The jobs on MySQL/MariaDB through mysql2's defaults: a BIGINT past 2^53 read rounded.
+      raw = new Kysely<TestDB>({ dialect: backend.family === 'mysql' ? defaultMysqlDialect()! : rawDialect! })
       const [json, decimal] =
         backend.family === 'mysql' ? ['json', 'decimal(30,2)'] : ['jsonb', 'numeric(30,2)']
       // email in latin1 on MySQL/MariaDB: its 'é' is other bytes than the job's utf8mb4 parameter.
       const text = backend.family === 'mysql' ? 'varchar(200) character set latin1' : 'varchar(200)'
-      await sql`create table ${sql.table(table)} (id integer primary key, data ${sql.raw(json)}, amount ${sql.raw(decimal)}, email ${sql.raw(text)})`.execute(
+      await sql`create table ${sql.table(table)} (id integer primary key, data ${sql.raw(json)}, amount ${sql.raw(decimal)}, email ${sql.raw(text)}, big bigint)`.execute(
         raw,
       )
       // data: strings that read as other JSON values once parsed again, an object, the JSON value
@@ -55,8 +57,10 @@ describe.each(backends())('encrypt-column: plaintext values moved exactly [$name
       await sql`insert into ${sql.table(table)} (id, data, amount) values
         (1, '"123"', 1.50), (2, '"1.50"', 9007199254740993.00), (3, '{"a":1,"b":[true,null,"x"]}', 12345678901234567.89),
         (4, '"true"', -12.34), (5, 'null', null), (6, null, 0)`.execute(raw)
-      await sql`update ${sql.table(table)} set email = concat('é', id, '@x.io')`.execute(raw)
-      for (const column of ['data', 'amount', 'email'])
+      await sql`update ${sql.table(table)} set email = concat('é', id, '@x.io'), big = 9007199254740993 + id`.execute(
+        raw,
+      )
+      for (const column of ['data', 'amount', 'email', 'big'])
         await applyMigrationStep(raw, schema('added'), table, column, 'add')
       ops = fieldEncryptionOps({
         db: raw,
@@ -141,6 +145,17 @@ describe.each(backends())('encrypt-column: plaintext values moved exactly [$name
       expect(again.replaced).toMatchObject({ doneBatches: 1 })
       const verify = await ops.verifyColumn(table, 'email')
       expect(verify).toMatchObject({ ok: true, equal: 6, failed: 0, missing: 0 })
+    })
+
+    it('a BIGINT past 2^53 is moved exactly, also through a mysql2 pool without supportBigNumbers', async () => {
+      const job = (await ops.encryptColumn(table, 'big')) as JobResult
+      expect(job).toMatchObject({ rewritten: 6, failed: 0 })
+      expect(await ops.verifyColumn(table, 'big')).toMatchObject({ ok: true, equal: 6 })
+      const stored = await raw.selectFrom(table).select(['id', 'big_encrypted']).orderBy('id').execute()
+      const decrypted: bigint[] = []
+      for (const row of stored)
+        decrypted.push((await reader.decrypt(table, 'big', row.big_encrypted)) as bigint)
+      expect(decrypted).toEqual([1n, 2n, 3n, 4n, 5n, 6n].map((id) => 9007199254740993n + id))
     })
   })
 })

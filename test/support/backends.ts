@@ -61,6 +61,17 @@ export function backends(): Backend[] {
   ]
 }
 
+/**
+ * MySQL/MariaDB through mysql2's defaults (no `supportBigNumbers`: a BIGINT past 2^53 comes back
+ * as a rounded number), as an application's pool may be; undefined when MySQL is not reachable.
+ */
+export function defaultMysqlDialect(): Dialect | undefined {
+  const mysqlUrl = inject('mysqlUrl')
+  return mysqlUrl === null
+    ? undefined
+    : new MysqlDialect({ pool: createPool({ uri: mysqlUrl, connectionLimit: 5 }) })
+}
+
 let counter = 0
 /** A table name no other test file uses at the same time (files run in parallel on one database). */
 export function uniqueName(prefix: string): string {
