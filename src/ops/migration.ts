@@ -5,6 +5,7 @@ import {
   type MigrationStep,
   migratingColumn,
   migrationDdl,
+  mysqlColumnDefinition,
 } from '../schema/migration-ddl.js'
 import { migrationFileName, migrationFileSource } from '../schema/migration-file.js'
 import type { OpsContext } from './context.js'
@@ -47,13 +48,13 @@ export async function migration(
         { table: info.logical, column: col.logical },
       )
   }
-  const ddl = migrationDdl(
-    ctx.schema,
-    table,
-    column,
-    step,
-    ctx.family,
-    plaintextType === undefined ? {} : { plaintextType },
-  )
+  const plaintextDefinition =
+    ctx.family === 'mysql' && step === 'cutover'
+      ? await mysqlColumnDefinition(ctx.db, info.physical, col.physical)
+      : undefined
+  const ddl = migrationDdl(ctx.schema, table, column, step, ctx.family, {
+    ...(plaintextType === undefined ? {} : { plaintextType }),
+    ...(plaintextDefinition === undefined ? {} : { plaintextDefinition }),
+  })
   return { fileName: migrationFileName(ddl, now), source: migrationFileSource(ddl), ddl }
 }

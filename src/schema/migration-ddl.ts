@@ -32,6 +32,14 @@ export interface MigrationDdlOptions {
    * (which adds the column back). {@link applyMigrationStep} and `kfe migration` read it from the database.
    */
   readonly plaintextType?: string
+  /**
+   * MySQL/MariaDB: the plaintext column's definition as `SHOW CREATE TABLE` states it (name,
+   * type, character set, collation, default, comment). `cutover` restates it with `NULL` for
+   * `NOT NULL`, so the column keeps all of it (with only {@link plaintextType} it would take the
+   * table's default collation, and lose its default). {@link applyMigrationStep} and
+   * `kfe migration` read it from the database.
+   */
+  readonly plaintextDefinition?: string
 }
 
 const IDENT = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/
@@ -112,12 +120,15 @@ export function migrationDdl(
     case 'cutover': {
       if (family === 'postgres') up.push(`alter table ${t} alter column ${q(col.physical)} drop not null`)
       else {
-        if (type === undefined)
+        const definition = options.plaintextDefinition
+        if (definition !== undefined)
+          up.push(`alter table ${t} modify column ${nullable(definition)}${online}`)
+        else if (type === undefined)
           throw new ConfigError(
             'CONFIG_INVALID',
             `cutover on MySQL/MariaDB needs the type of ${info.physical}.${col.physical} (plaintextType).`,
           )
-        up.push(`alter table ${t} modify column ${q(col.physical)} ${type} null${online}`)
+        else up.push(`alter table ${t} modify column ${q(col.physical)} ${type} null${online}`)
       }
       notes.push(
         'down keeps the plaintext column nullable: rows written during cut-over hold NULL there (their value is in the encrypted column)',
@@ -177,14 +188,14 @@ export async function applyMigrationStep(
   const { info, col } = migratingColumn(schema, table, column)
   const needsType = (family === 'mysql' && step === 'cutover') || step === 'drop'
   const plaintextType = needsType ? await columnType(db, family, info.physical, col.physical) : undefined
-  const ddl = migrationDdl(
-    schema,
-    table,
-    column,
-    step,
-    family,
-    plaintextType === undefined ? {} : { plaintextType },
-  )
+  const plaintextDefinition =
+    family === 'mysql' && step === 'cutover'
+      ? await mysqlColumnDefinition(db, info.physical, col.physical)
+      : undefined
+  const ddl = migrationDdl(schema, table, column, step, family, {
+    ...(plaintextType === undefined ? {} : { plaintextType }),
+    ...(plaintextDefinition === undefined ? {} : { plaintextDefinition }),
+  })
   if (ddl.outsideTransaction && db.isTransaction)
     throw new ConfigError(
       'CONFIG_INVALID',
@@ -215,6 +226,43 @@ export async function columnType(
           where table_schema = database() and table_name = ${table} and column_name = ${column}`.execute(db)
   const t = rows[0]?.t
   return t === undefined ? undefined : String(t)
+}
+
+/**
+ * MySQL/MariaDB: the definition of `table.column` as `SHOW CREATE TABLE` states it (`` `email`
+ * varchar(200) COLLATE utf8mb4_bin NOT NULL DEFAULT 'none' ``), or undefined when there is no such
+ * column.
+ */
+export async function mysqlColumnDefinition(
+  // biome-ignore lint/suspicious/noExplicitAny: any database type.
+  db: Kysely<any>,
+  table: string,
+  column: string,
+): Promise<string | undefined> {
+  const quoted = (name: string) => `\`${name.replaceAll('`', '``')}\``
+  const { rows } = await sql<
+    Record<string, string>
+  >`show create table ${sql.raw(table.split('.').map(quoted).join('.'))}`.execute(db)
+  const create = Object.values(rows[0] ?? {})[1]
+  if (typeof create !== 'string') return undefined
+  const name = quoted(column)
+  const line = create.split('\n').find((l) => l.trimStart().startsWith(`${name} `))
+  return line?.trim().replace(/,$/, '')
+}
+
+/**
+ * A column definition of `SHOW CREATE TABLE` with `NOT NULL` made `NULL`. `NOT NULL` comes
+ * before the default and the comment, the only parts that may quote text: only the part before
+ * the first quote after the name is read.
+ */
+function nullable(definition: string): string {
+  const nameEnd = definition.indexOf('` ', 1) + 1
+  const rest = definition.slice(nameEnd)
+  const quote = rest.search(/['"]/)
+  const head = quote < 0 ? rest : rest.slice(0, quote)
+  const at = head.search(/ NOT NULL\b/i)
+  if (at < 0) return definition
+  return `${definition.slice(0, nameEnd)}${rest.slice(0, at)} NULL${rest.slice(at + ' NOT NULL'.length)}`
 }
 
 /** The encrypted column and its blind-index columns with their SQL types. */

@@ -1,7 +1,14 @@
 /** Migration helpers (issue 13): notNull per encrypted column; createBlindIndexes idempotent on every engine. */
 import { Kysely, sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { addEncryptedColumns, createBlindIndexes, encrypted, encryptedSchema } from '../../src/index.js'
+import {
+  addEncryptedColumns,
+  applyMigrationStep,
+  createBlindIndexes,
+  encrypted,
+  encryptedSchema,
+  type MigrationPhase,
+} from '../../src/index.js'
 import { type Backend, backends, uniqueName } from '../support/backends.js'
 
 describe.each(backends())('migration helpers on $name', (backend: Backend) => {
@@ -64,5 +71,42 @@ describe.each(backends())('migration helpers on $name', (backend: Backend) => {
           .execute(),
       ).rejects.toBeDefined()
     })
+
+    // MySQL/MariaDB restate the column to make it nullable (MODIFY COLUMN): it must keep its
+    // collation (a case-sensitive one under a UNIQUE index holding 'A@x.io' and 'a@x.io'), its
+    // character set and its default, not take the table's.
+    it.runIf(backend.family === 'mysql')(
+      'cutover on MySQL/MariaDB keeps the plaintext column collation, character set and default',
+      async () => {
+        const plain = uniqueName('mig_cut')
+        const plainSchema = (phase: MigrationPhase) =>
+          encryptedSchema({
+            [plain]: { email: encrypted.text({ storedAs: 'email_encrypted', migration: phase }) },
+          })
+        await sql`create table ${sql.table(plain)} (id integer primary key,
+          email varchar(200) collate utf8mb4_bin not null default 'none' unique)
+          default charset=latin1`.execute(db)
+        try {
+          await sql`insert into ${sql.table(plain)} (id, email) values (1, 'A@x.io'), (2, 'a@x.io')`.execute(
+            db,
+          )
+          await applyMigrationStep(db, plainSchema('added'), plain, 'email', 'add')
+          await applyMigrationStep(db, plainSchema('backfilled'), plain, 'email', 'cutover')
+          const { rows } = await sql<{
+            nullable: string
+            collation: string
+            charset: string
+            dflt: string | null
+          }>`select is_nullable as nullable, collation_name as collation, character_set_name as charset,
+              column_default as dflt from information_schema.columns
+            where table_schema = database() and table_name = ${plain} and column_name = 'email'`.execute(db)
+          expect(rows[0]).toMatchObject({ nullable: 'YES', collation: 'utf8mb4_bin', charset: 'utf8mb4' })
+          // MariaDB quotes a literal default ('none'), MySQL 8 does not (none).
+          expect(String(rows[0]?.dflt)).toMatch(/^'?none'?$/)
+        } finally {
+          await sql`drop table if exists ${sql.table(plain)}`.execute(db)
+        }
+      },
+    )
   })
 })

@@ -116,6 +116,18 @@ describe('migrationDdl', () => {
     expect(
       migrationDdl(schema(), 'users', 'email', 'cutover', 'mysql', { plaintextType: 'varchar(200)' }).up,
     ).toEqual(['alter table `users` modify column `email` varchar(200) null, algorithm=inplace, lock=none'])
+    // With the definition SHOW CREATE TABLE gives: its character set, collation, default and
+    // comment kept, NOT NULL made NULL (a quoted 'NOT NULL' in the default or comment untouched).
+    const definition =
+      "`email` varchar(200) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL DEFAULT 'NOT NULL' COMMENT 'x NOT NULL'"
+    expect(
+      migrationDdl(schema(), 'users', 'email', 'cutover', 'mysql', {
+        plaintextType: 'varchar(200)',
+        plaintextDefinition: definition,
+      }).up,
+    ).toEqual([
+      "alter table `users` modify column `email` varchar(200) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL DEFAULT 'NOT NULL' COMMENT 'x NOT NULL', algorithm=inplace, lock=none",
+    ])
     const drop = migrationDdl(schema(), 'users', 'email', 'drop', 'postgres', { plaintextType: 'text' })
     expect(drop.up).toEqual(['alter table "users" drop column "email"'])
     expect(drop.down).toEqual(['alter table "users" add column "email" text null'])
