@@ -1,5 +1,21 @@
 import { runMain } from 'citty'
 import { main } from './main.js'
+import { createOutput, EXIT } from './output.js'
+import { unknownOptions, unknownOptionsError } from './strict-args.js'
 
 // `kfe`: the package.json `bin`. Commands set process.exitCode (0 ok, 1 failed, 2 needs attention).
-void runMain(main)
+const argv = process.argv.slice(2)
+const unknown = unknownOptions(argv, main)
+if (unknown !== undefined && unknown.length > 0) {
+  const command = argv.find((a) => !a.startsWith('-')) ?? ''
+  createOutput(argv.includes('--json')).error(unknownOptionsError(unknown, command))
+  process.exitCode = EXIT.failed
+} else {
+  void runMain(main).then(() => {
+    // The result is written and the exit code set. What the config opened and the command could
+    // not close would keep the process alive without end: a PGlite instance whose start-up was
+    // still running when the command failed before its first query (Kysely closes a dialect's
+    // driver only once it was used). Leave at the latest five seconds from now.
+    setTimeout(() => process.exit(), 5000).unref()
+  })
+}

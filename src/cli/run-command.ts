@@ -1,3 +1,4 @@
+import { OperationError } from '../errors.js'
 import type { FieldEncryptionOps } from '../ops/field-encryption-ops.js'
 import type { RunOptions } from '../ops/progress.js'
 import { openOps } from './load-config.js'
@@ -60,6 +61,11 @@ export async function runCommand<T>(
 export function intArg(value: unknown, name: string): number | undefined {
   if (value === undefined || value === '') return undefined
   const n = Number(value)
-  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer.`)
+  if (!Number.isSafeInteger(n) || n < 1) throw usageError(`--${name} must be a positive integer.`)
   return n
+}
+
+/** A mistake in a command's arguments (`OPS_INVALID`): refused before anything runs. */
+export function usageError(message: string): OperationError {
+  return new OperationError('OPS_INVALID', message)
 }

@@ -47,6 +47,27 @@ describe.concurrent.each(backends())(
         t.encryption.keyRing().refresh()
       }
 
+      it('a command that fails before its first query prints its error and exits 1 (PGlite: it does not hang)', async ({
+        expect,
+      }) => {
+        // A child that never exits fails this test by its timeout.
+        const run = await t.kfe('verify', 'no_such_table', '--json')
+        expect(run.code).toBe(1)
+        expect(run.json).toMatchObject({ ok: false, error: { code: 'CONFIG_INVALID' } })
+      }, 120_000)
+
+      it('an option the command does not know is refused before anything runs: a mistyped --dry-run writes nothing', async ({
+        expect,
+      }) => {
+        const typo = await t.kfe('init', '--dryrun', '--json')
+        expect(typo.code).toBe(1)
+        expect(typo.json).toMatchObject({ ok: false, error: { code: 'OPS_INVALID' } })
+        expect((typo.json as { error: { message: string } }).error.message).toContain('--dryrun')
+        // Nothing ran: init would have created the key table and two keys.
+        const status = await t.kfe('status', t.table, '--json')
+        expect(JSON.stringify(status.json)).not.toMatch(/"state":"active"/)
+      })
+
       it('init → insert → rotate --data → reencrypt → verify → status → retire', async ({ expect }) => {
         const init = await t.kfe('init', '--json')
         expect(init.code).toBe(0)

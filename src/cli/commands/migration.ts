@@ -4,7 +4,7 @@ import { defineCommand } from 'citty'
 import type { MigrationStep } from '../../schema/migration-ddl.js'
 import { consola } from '../log.js'
 import { EXIT } from '../output.js'
-import { commonArgs, dryRunArg, runCommand } from '../run-command.js'
+import { commonArgs, dryRunArg, runCommand, usageError } from '../run-command.js'
 
 const STEPS: readonly MigrationStep[] = ['add', 'cutover', 'drop']
 
@@ -32,7 +32,7 @@ export const migrationCommand = defineCommand({
       args,
       async (ops) => {
         const step = String(args.phase) as MigrationStep
-        if (!STEPS.includes(step)) throw new Error(`--phase must be one of ${STEPS.join(', ')}.`)
+        if (!STEPS.includes(step)) throw usageError(`--phase must be one of ${STEPS.join(', ')}.`)
         const file = await ops.migration(String(args.table), String(args.column), step)
         const folder = resolve(String(args.folder))
         const path = join(folder, file.fileName)

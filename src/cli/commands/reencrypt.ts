@@ -8,7 +8,7 @@ type JobOutcome = JobResult | ReencryptDryRun | EncryptColumnDryRun
 
 import { consola } from '../log.js'
 import { EXIT, type Output } from '../output.js'
-import { commonArgs, dryRunArg, runCommand } from '../run-command.js'
+import { commonArgs, dryRunArg, runCommand, usageError } from '../run-command.js'
 import { jobArgs, jobOptions, tenantArg, tenantOption } from './job-args.js'
 
 /** `kfe reencrypt <table>`: every row onto the active data and index key versions (resumable). */
@@ -35,7 +35,7 @@ export const reencryptCommand = defineCommand({
       args,
       (ops, run) => {
         if (args['all-tenants'] && args.tenant !== undefined)
-          throw new Error('Give --tenant or --all-tenants, not both.')
+          throw usageError('Give --tenant or --all-tenants, not both.')
         return ops.reencrypt(String(args.table), {
           ...run,
           ...jobOptions(args),

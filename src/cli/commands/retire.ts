@@ -1,7 +1,7 @@
 import { defineCommand } from 'citty'
 import { consola } from '../log.js'
 import { EXIT } from '../output.js'
-import { commonArgs, dryRunArg, intArg, runCommand } from '../run-command.js'
+import { commonArgs, dryRunArg, intArg, runCommand, usageError } from '../run-command.js'
 import { tenantArg, tenantOption } from './job-args.js'
 
 /** `kfe retire <table> --data | --index <version>`: refused while rows use it, unless `--force`. */
@@ -26,7 +26,7 @@ export const retireCommand = defineCommand({
       args,
       (ops, run) => {
         if ((args.data === undefined) === (args.index === undefined))
-          throw new Error('Give exactly one of --data <version> or --index <version>.')
+          throw usageError('Give exactly one of --data <version> or --index <version>.')
         const purpose = args.data === undefined ? 'index' : 'data'
         const version = intArg(args.data ?? args.index, purpose)!
         return ops.retire(String(args.table), {

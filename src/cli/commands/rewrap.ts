@@ -24,7 +24,7 @@ export const rewrapCommand = defineCommand({
       (result, out) => {
         out.result(result, () => {
           consola.log(
-            `${result.keys} keys; ${result.rewrapped} ${result.dryRun ? 'would get' : 'got'} a wrapping under ${result.to}${result.dryRun ? '' : ''}.`,
+            `${result.keys} keys; ${result.rewrapped} ${result.dryRun ? 'would get' : 'got'} a wrapping under ${result.to}.`,
           )
         })
         return EXIT.ok

@@ -3,7 +3,7 @@ import type { RotateResult } from '../../ops/rotate.js'
 import type { RotateTenantsResult } from '../../ops/rotate-tenants.js'
 import { consola } from '../log.js'
 import { EXIT } from '../output.js'
-import { commonArgs, dryRunArg, runCommand } from '../run-command.js'
+import { commonArgs, dryRunArg, runCommand, usageError } from '../run-command.js'
 import { jobArgs, jobOptions } from './job-args.js'
 import { describeJob, jobExit } from './reencrypt.js'
 
@@ -37,9 +37,9 @@ export const rotateCommand = defineCommand({
     runCommand(
       args,
       (ops, run): Promise<RotateResult | RotateTenantsResult> => {
-        if (args.data === args.index) throw new Error('Give exactly one of --data or --index.')
+        if (args.data === args.index) throw usageError('Give exactly one of --data or --index.')
         if (args['all-tenants']) {
-          if (args.tenant !== undefined) throw new Error('Give --tenant or --all-tenants, not both.')
+          if (args.tenant !== undefined) throw usageError('Give --tenant or --all-tenants, not both.')
           return ops.rotateTenants(String(args.table), {
             ...run,
             ...jobOptions(args),

@@ -1,7 +1,7 @@
 import { defineCommand } from 'citty'
 import { consola } from '../log.js'
 import { EXIT } from '../output.js'
-import { commonArgs, intArg, runCommand } from '../run-command.js'
+import { commonArgs, intArg, runCommand, usageError } from '../run-command.js'
 import { tenantArg, tenantOption } from './job-args.js'
 
 /** `kfe status [table]`: key versions, rows per version, jobs, and a verdict (exit 2: needs attention). */
@@ -20,7 +20,7 @@ export const statusCommand = defineCommand({
       (ops, run) => {
         const sampleSize = intArg(args.sample, 'sample')
         if (args.tenant !== undefined && args.table === undefined)
-          throw new Error('--tenant needs the table: kfe status <table> --tenant X.')
+          throw usageError('--tenant needs the table: kfe status <table> --tenant X.')
         return ops.status({
           ...tenantOption(args),
           ...run,
@@ -62,7 +62,8 @@ export const statusCommand = defineCommand({
               consola.log(
                 `  column ${m.column} → ${m.storedAs}: phase ${m.phase}, ${m.encryptedRows}/${m.plaintextRows} rows encrypted (${(m.share * 100).toFixed(1)}%)${m.job === undefined ? '' : `, job ${m.job.state} ${m.job.doneBatches}/${m.job.totalBatches} batches`}${m.plaintextColumn ? '' : ', plaintext column dropped'}`,
               )
-            for (const a of t.attention) consola.warn(`  ${a}`)
+            // Beside the verdict they explain (stdout), not on stderr.
+            for (const a of t.attention) consola.log(`  needs attention: ${a}`)
             consola.log(`  verdict: ${t.verdict}`)
           }
         })

@@ -1,0 +1,54 @@
+import type { ArgsDef, CommandDef } from 'citty'
+import { OperationError } from '../errors.js'
+
+/** What citty accepts of every command beside its own arguments. */
+const GLOBAL = new Set(['help', 'h', 'version', 'v'])
+
+const camel = (name: string) => name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
+
+/**
+ * The options of `argv` (the arguments after `kfe`) that its subcommand does not declare, or
+ * `undefined` when there is no subcommand to check (citty prints the usage then). citty accepts
+ * any `--flag`, so a mistyped `--dryrun` would run the command for real: the CLI refuses it.
+ * A string option's value (`--table x`, `--from --odd` never happens with citty either) is
+ * skipped; `--name=value`, `--no-name` of a boolean, and the camelCase spelling are accepted.
+ */
+export function unknownOptions(argv: readonly string[], main: CommandDef): string[] | undefined {
+  const subs = (main.subCommands ?? {}) as Record<string, CommandDef>
+  const name = argv.find((a) => !a.startsWith('-'))
+  const sub = name === undefined ? undefined : subs[name]
+  if (sub === undefined) return undefined
+  const defs = (sub.args ?? {}) as ArgsDef
+  const known = new Map<string, 'string' | 'boolean'>()
+  for (const [key, def] of Object.entries(defs)) {
+    if (def.type === 'positional') continue
+    const type = def.type === 'boolean' ? 'boolean' : 'string'
+    const alias = (def as { alias?: string | string[] }).alias
+    const aliases = alias === undefined ? [] : Array.isArray(alias) ? alias : [alias]
+    for (const n of [key, camel(key), ...aliases]) known.set(n, type)
+  }
+  const unknown: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const token = argv[i]!
+    if (token === '--') break
+    if (!token.startsWith('-') || token === '-') continue
+    const body = token.replace(/^--?/, '')
+    const [flag = '', value] = body.split(/=(.*)/s)
+    const type = known.get(flag) ?? (flag.startsWith('no-') ? known.get(flag.slice(3)) : undefined)
+    if (type === undefined) {
+      if (!GLOBAL.has(flag)) unknown.push(token.split('=')[0]!)
+      continue
+    }
+    // A string option's value is the next argument (unless given as --name=value).
+    if (type === 'string' && value === undefined) i++
+  }
+  return unknown
+}
+
+/** The error for {@link unknownOptions}' result: nothing was run. */
+export function unknownOptionsError(unknown: readonly string[], command: string): OperationError {
+  return new OperationError(
+    'OPS_INVALID',
+    `Unknown option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} for \`kfe ${command}\`: nothing was run (see \`kfe ${command} --help\`).`,
+  )
+}
