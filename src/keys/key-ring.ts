@@ -365,7 +365,9 @@ export class KeyRing {
       ;({ keys, corrupt } = await this.#store.read(logicalTable))
     }
     // A version shredded since it was cached (by another process, or another ring of this one):
-    // zeroed now, so this ring never decrypts with a key it has seen destroyed.
+    // zeroed now, so this ring stops decrypting with it. (An unwrap of it already under way, with
+    // the wrapping read before the shred, still caches its result: that narrow race is bounded by
+    // the key cache TTL, as for a process that has not reloaded.)
     for (const k of keys) if (k.state === 'destroyed') this.#cache.delete(refOf(k))
     const meta = buildTableMeta(
       keys,
