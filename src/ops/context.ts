@@ -42,9 +42,10 @@ export interface OpsOptions {
   /** One event per provider call. */
   readonly audit?: AuditSink
   /**
-   * Primary-key column per physical table (a single column of integer or string type, NOT NULL,
-   * with a unique index of its own: checked before a job reads anything). Jobs page through a
-   * table by it. @default the schema's `primaryKey` table option (itself `'id'` by default)
+   * Primary-key column per physical table (a single column of integer or string type whose
+   * values are unique and never NULL: checked before a job reads anything, by the catalog or a
+   * scan of its values). Jobs page through a table by it. @default the schema's `primaryKey` table
+   * option (itself `'id'` by default)
    */
   readonly primaryKeys?: Readonly<Record<string, string>>
 }
@@ -141,7 +142,7 @@ export function createOpsContext(options: OpsOptions): OpsContext {
       if (options.primaryKeys?.[table.physical] === undefined && table.primaryKey.length > 1) {
         throw new ConfigError(
           'CONFIG_INVALID',
-          `${table.physical} has a composite primary key; the jobs page through one column: set primaryKeys.${table.physical} to a NOT NULL column with a UNIQUE index of its own.`,
+          `${table.physical} has a composite primary key; the jobs page through one column: set primaryKeys.${table.physical} to a column whose values are unique and never NULL.`,
           { table: table.logical },
         )
       }

@@ -50,10 +50,11 @@ async function introspect(ctx: OpsContext, table: TableInfo): Promise<KeyColumn>
   const [schema, bare] = table.physical.includes('.')
     ? (table.physical.split('.') as [string, string])
     : [undefined, table.physical]
-  if (!(await uniqueNotNull(ctx, schema, bare, name)))
+  const problem = await pagingProblem(ctx, table.physical, schema, bare, name)
+  if (problem !== undefined)
     throw new ConfigError(
       'CONFIG_INVALID',
-      `The jobs page through ${table.physical} by ${name}, which is not NOT NULL with a unique index of its own: pages by it would skip rows (equal or NULL keys) and a write by it could reach another row. Name such a column in primaryKeys.${table.physical} (the primary key, or a NOT NULL column with a UNIQUE index on it alone).`,
+      `The jobs page through ${table.physical} by ${name}, which ${problem}: pages by it would skip rows and a write by it could reach another row. Name in primaryKeys.${table.physical} a column whose values are unique and never NULL (the primary key, or a column with a UNIQUE index on it alone).`,
       { table: table.logical },
     )
   if (ctx.family !== 'mysql') return plain
@@ -76,11 +77,36 @@ async function introspect(ctx: OpsContext, table: TableInfo): Promise<KeyColumn>
 }
 
 /**
- * True when column `name` of the table is NOT NULL and a unique index (or primary key) covers it
- * alone, with no predicate or expression: then keyset pages by it visit each row once.
+ * Why keyset pages by column `name` would not visit each row once, or undefined when they do: the
+ * column is NOT NULL with a valid unique index on it alone (the catalog), or else (a partitioned
+ * table, whose unique indexes must hold the partition key too, or a column unique by design only)
+ * the table holds no NULL and no repeated value in it now (one scan of the column).
+ */
+async function pagingProblem(
+  ctx: OpsContext,
+  physical: string,
+  schema: string | undefined,
+  table: string,
+  name: string,
+): Promise<string | undefined> {
+  if (await uniqueNotNull(ctx, physical, schema, table, name)) return undefined
+  const column = sql.ref(name)
+  const from = sql.table(physical)
+  const nulls = await sql`select 1 as x from ${from} where ${column} is null limit 1`.execute(ctx.db)
+  if (nulls.rows.length > 0) return 'holds NULL in some rows'
+  const repeated =
+    await sql`select 1 as x from ${from} group by ${column} having count(*) > 1 limit 1`.execute(ctx.db)
+  if (repeated.rows.length > 0) return 'holds the same value in several rows'
+  return undefined
+}
+
+/**
+ * True when column `name` of the table is NOT NULL and a valid unique index (or the primary key)
+ * covers it alone, with no predicate or expression.
  */
 async function uniqueNotNull(
   ctx: OpsContext,
+  physical: string,
   schema: string | undefined,
   table: string,
   name: string,
@@ -94,19 +120,24 @@ async function uniqueNotNull(
       .where('column_name', '=', name)
       .executeTakeFirst()
     if (String(nullable?.nullable ?? 'YES').toUpperCase() !== 'NO') return false
-    // Each unique index's columns: one that holds this column alone.
+    // Each unique index's columns: one that holds this column alone (names compare without
+    // case in MySQL, as the lookup above does).
     const { rows } = await sql<{ n: number | string; c: string }>`select count(*) as n, max(column_name) as c
       from information_schema.statistics
       where table_schema = ${schema ?? sql`database()`} and table_name = ${table} and non_unique = 0
       group by index_name`.execute(ctx.db)
-    return rows.some((r) => Number(r.n) === 1 && r.c === name)
+    return rows.some((r) => Number(r.n) === 1 && String(r.c).toLowerCase() === name.toLowerCase())
   }
+  // The table as the jobs' queries resolve it: a quoted (schema-qualified) name, through the
+  // search path.
+  const quoted = physical
+    .split('.')
+    .map((part) => `"${part.replaceAll('"', '""')}"`)
+    .join('.')
   const { rows } = await sql<{ ok: number }>`select 1 as ok from pg_index i
-      join pg_class c on c.oid = i.indrelid
-      join pg_namespace s on s.oid = c.relnamespace
-      join pg_attribute a on a.attrelid = c.oid and a.attnum = i.indkey[0]
-    where c.relname = ${table} and s.nspname = ${schema ?? sql`current_schema()`}
-      and i.indisunique and i.indnkeyatts = 1 and i.indpred is null and i.indexprs is null
+      join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0]
+    where i.indrelid = to_regclass(${quoted})
+      and i.indisunique and i.indisvalid and i.indnkeyatts = 1 and i.indpred is null and i.indexprs is null
       and a.attname = ${name} and a.attnotnull
     limit 1`.execute(ctx.db)
   return rows.length > 0

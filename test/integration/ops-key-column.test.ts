@@ -10,7 +10,8 @@ import type { TestDB } from '../support/encrypted-db.js'
  * The jobs, `verify` and the dry runs page through a table by one column (keyset pagination) and
  * write by it: a column named in `primaryKeys` that is not unique, or may be NULL, would have
  * pages skip rows (the rest of a run of equal keys past a page's end; NULL keys always) and a
- * write reach another row. Such a column is refused before anything is read.
+ * write reach another row. Such a column is refused before anything is read: by the catalog when
+ * a unique index covers it, else by a scan of its values.
  */
 describe.each(backends())('ops: the column the jobs page by [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
@@ -31,10 +32,11 @@ describe.each(backends())('ops: the column the jobs page by [$name]', (backend: 
         .addColumn('n', 'integer', (c) => c.notNull())
         .addColumn('code', 'varchar(10)', (c) => c.notNull().unique())
         .addColumn('maybe', 'varchar(10)', (c) => c.unique())
+        .addColumn('ordinal', 'integer', (c) => c.notNull())
         .$call(addEncryptedColumns(schema, table, backend.family))
         .addPrimaryKeyConstraint(`${table}_pk`, ['org', 'n'])
         .execute()
-      await sql`insert into ${sql.table(table)} (org, n, code, maybe) values ('a', 1, 'a1', null), ('b', 1, 'b1', null)`.execute(
+      await sql`insert into ${sql.table(table)} (org, n, code, maybe, ordinal) values ('a', 1, 'a1', null, 10), ('b', 1, 'b1', null, 20)`.execute(
         raw,
       )
     }, 120_000)
@@ -54,7 +56,7 @@ describe.each(backends())('ops: the column the jobs page by [$name]', (backend: 
         ...(column === undefined ? {} : { primaryKeys: { [table]: column } }),
       })
 
-    it('a composite primary key without primaryKeys, a non-unique column and a nullable unique one are refused (CONFIG_INVALID)', async () => {
+    it('a composite primary key without primaryKeys, a column with repeated values and one with NULLs are refused (CONFIG_INVALID)', async () => {
       for (const column of [undefined, 'n', 'maybe']) {
         const ops = opsWith(column)
         try {
@@ -78,6 +80,17 @@ describe.each(backends())('ops: the column the jobs page by [$name]', (backend: 
         const verify = await ops.verify(table)
         expect(verify.ok).toBe(true)
         expect(verify.rows).toBe(2)
+      } finally {
+        await ops.close()
+      }
+    })
+
+    it('a column no unique index covers (a partitioned table has none on one column) is accepted while its values are unique and not NULL', async () => {
+      const ops = opsWith('ordinal')
+      try {
+        await ops.init()
+        const verify = await ops.verify(table)
+        expect(verify).toMatchObject({ ok: true, rows: 2 })
       } finally {
         await ops.close()
       }
