@@ -54,8 +54,11 @@ export function plaintextValue(column: ColumnInfo, raw: unknown): unknown {
  * @throws CodecError `CODEC_INVALID_VALUE` otherwise (the row is counted failed, never altered)
  */
 function exactNumber(column: ColumnInfo, text: string): number {
-  const n = Number(text)
-  if (Number.isFinite(n) && decimalKey(String(n)) === decimalKey(text.trim())) return n
+  const trimmed = text.trim()
+  // PostgreSQL's numeric holds ±Infinity and NaN (14+): the codec decides on those.
+  if (/^[+-]?(Infinity|NaN)$/.test(trimmed)) return Number(trimmed)
+  const n = Number(trimmed)
+  if (Number.isFinite(n) && decimalKey(String(n)) === decimalKey(trimmed)) return n
   throw new CodecError(
     'CODEC_INVALID_VALUE',
     `${column.table.physical}.${column.physical} holds a decimal that a JavaScript number cannot hold exactly (more than ~17 significant digits): the number codec would store another value. Encrypt it with the bigint codec (integers) or as text.`,
