@@ -80,9 +80,14 @@ export function migrationDdl(
   const up: string[] = []
   const down: string[] = []
   const notes: string[] = []
-  const type = options.plaintextType
-  if (type !== undefined && !TYPE.test(type))
-    throw new ConfigError('CONFIG_INVALID', `plaintextType '${type}' is not a plain SQL type.`)
+  // Checked where it is used: a cutover restating the column's definition does not need it (an
+  // ENUM's type, with its quotes, would not pass).
+  const plainType = (): string | undefined => {
+    const type = options.plaintextType
+    if (type !== undefined && !TYPE.test(type))
+      throw new ConfigError('CONFIG_INVALID', `plaintextType '${type}' is not a plain SQL type.`)
+    return type
+  }
   switch (step) {
     case 'add': {
       const columns = storedColumnTypes(col, family)
@@ -121,8 +126,9 @@ export function migrationDdl(
       if (family === 'postgres') up.push(`alter table ${t} alter column ${q(col.physical)} drop not null`)
       else {
         const definition = options.plaintextDefinition
+        const type = definition === undefined ? plainType() : undefined
         if (definition !== undefined)
-          up.push(`alter table ${t} modify column ${nullable(definition)}${online}`)
+          up.push(`alter table ${t} modify column ${nullable(definition, col.physical)}${online}`)
         else if (type === undefined)
           throw new ConfigError(
             'CONFIG_INVALID',
@@ -136,6 +142,7 @@ export function migrationDdl(
       break
     }
     case 'drop': {
+      const type = plainType()
       up.push(`alter table ${t} drop column ${q(col.physical)}${online}`)
       if (type === undefined)
         throw new ConfigError(
@@ -251,18 +258,30 @@ export async function mysqlColumnDefinition(
 }
 
 /**
- * A column definition of `SHOW CREATE TABLE` with `NOT NULL` made `NULL`. `NOT NULL` comes
- * before the default and the comment, the only parts that may quote text: only the part before
- * the first quote after the name is read.
+ * A column definition of `SHOW CREATE TABLE` with `NOT NULL` made `NULL`: the first `NOT NULL`
+ * outside quoted text (an ENUM's values, a default, a comment).
+ * @throws ConfigError `CONFIG_INVALID` when the definition is not that of `column`
  */
-function nullable(definition: string): string {
-  const nameEnd = definition.indexOf('` ', 1) + 1
-  const rest = definition.slice(nameEnd)
-  const quote = rest.search(/['"]/)
-  const head = quote < 0 ? rest : rest.slice(0, quote)
-  const at = head.search(/ NOT NULL\b/i)
-  if (at < 0) return definition
-  return `${definition.slice(0, nameEnd)}${rest.slice(0, at)} NULL${rest.slice(at + ' NOT NULL'.length)}`
+function nullable(definition: string, column: string): string {
+  const name = `\`${column.replaceAll('`', '``')}\``
+  if (!definition.startsWith(`${name} `))
+    throw new ConfigError('CONFIG_INVALID', `plaintextDefinition is not the definition of column ${column}.`)
+  let quote: string | undefined
+  for (let i = name.length; i < definition.length; i++) {
+    const ch = definition[i]
+    if (quote !== undefined) {
+      if (ch === '\\') i++
+      else if (ch === quote) {
+        if (definition[i + 1] === quote) i++
+        else quote = undefined
+      }
+      continue
+    }
+    if (ch === "'" || ch === '"') quote = ch
+    else if (/^ NOT NULL(?![A-Za-z0-9_])/i.test(definition.slice(i, i + 10)))
+      return `${definition.slice(0, i)} NULL${definition.slice(i + ' NOT NULL'.length)}`
+  }
+  return definition
 }
 
 /** The encrypted column and its blind-index columns with their SQL types. */

@@ -128,6 +128,21 @@ describe('migrationDdl', () => {
     ).toEqual([
       "alter table `users` modify column `email` varchar(200) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL DEFAULT 'NOT NULL' COMMENT 'x NOT NULL', algorithm=inplace, lock=none",
     ])
+    // An ENUM's quoted values come before NOT NULL; the type check of plaintextType (quotes) does
+    // not apply when the definition is restated.
+    expect(
+      migrationDdl(schema(), 'users', 'email', 'cutover', 'mysql', {
+        plaintextType: "enum('a','b')",
+        plaintextDefinition: "`email` enum('a','it''s NOT NULL') NOT NULL DEFAULT 'a'",
+      }).up,
+    ).toEqual([
+      "alter table `users` modify column `email` enum('a','it''s NOT NULL') NULL DEFAULT 'a', algorithm=inplace, lock=none",
+    ])
+    expect(() =>
+      migrationDdl(schema(), 'users', 'email', 'cutover', 'mysql', {
+        plaintextDefinition: '`tags` varchar(10) NOT NULL',
+      }),
+    ).toThrow(/not the definition of column email/)
     const drop = migrationDdl(schema(), 'users', 'email', 'drop', 'postgres', { plaintextType: 'text' })
     expect(drop.up).toEqual(['alter table "users" drop column "email"'])
     expect(drop.down).toEqual(['alter table "users" add column "email" text null'])
