@@ -200,17 +200,26 @@ function rowUpdates(
   row: StoredRow,
 ): Record<string, Buffer> | undefined | 'failed' {
   let value: unknown
+  let usable = true
   try {
     value = plaintextValue(column, row[column.physical])
+    usable = value === null || column.spec.codec.is(value)
   } catch {
-    return 'failed'
+    usable = false
   }
-  if (value === null) return undefined
-  if (!column.spec.codec.is(value)) return 'failed'
   // The row's context, bound into the ciphertext written: a row without a usable one is not written.
   const context = storedContext(column, row)
+  const stored = row[column.stored]
+  if (!usable) {
+    // From cut-over on, an encrypted value that decrypts counts, whatever the plaintext beside it
+    // (see below); before, or without one, the row cannot be moved.
+    if (column.migration !== 'cut-over' || stored === null || stored === undefined || context === 'failed')
+      return 'failed'
+    return compareStored(column, keys, stored, undefined, context) === 'equal' ? undefined : 'failed'
+  }
+  if (value === null) return undefined
   if (context === 'failed') return 'failed'
-  const compared = compareStored(column, keys, row[column.stored], value, context)
+  const compared = compareStored(column, keys, stored, value, context)
   // From cut-over on the encrypted value is authoritative: a `dropped` process beside `cut-over`
   // ones writes it alone and leaves an older plaintext beside it. Only a missing one is filled
   // from the plaintext; one that does not decrypt is reported, never replaced by a guess.
@@ -236,7 +245,8 @@ function rowUpdates(
         stale = true
     }
     if (!stale) return undefined
-    updates[column.stored] = encryptValueOf(dataKey, column, value, context)
+    // A value already stored (only its indexes were stale) is not refused by maxBytes.
+    updates[column.stored] = encryptValueOf(dataKey, column, value, context, compared !== 'equal')
   } catch (error) {
     if (error instanceof FieldEncryptionError) return 'failed'
     throw error

@@ -37,6 +37,12 @@ export interface VerifyColumnResult {
   readonly plaintextNull: number
   /** Rows with a plaintext value and no encrypted value (the backfill has not reached them). */
   readonly missing: number
+  /**
+   * Phase `cut-over`: rows whose encrypted value decrypts while the plaintext beside it differs
+   * or is not a value of the codec: a `dropped` process wrote the encrypted value alone, which is
+   * the one that counts from cut-over on. Not failures.
+   */
+  readonly plaintextStale: number
   /** Rows whose encrypted value decrypts to another value, fails to decrypt, or whose index does not match. */
   readonly failed: number
   /** Failing and missing rows by primary key; problems are `column: CODE`, never values. */
@@ -78,6 +84,7 @@ export async function verifyColumn(
       equal: 0,
       plaintextNull: 0,
       missing: 0,
+      plaintextStale: 0,
       failed: 0,
       failures: [],
       ok: state.encryptedColumns,
@@ -94,6 +101,7 @@ export async function verifyColumn(
   let equal = 0
   let plaintextNull = 0
   let missing = 0
+  let plaintextStale = 0
   let failed = 0
   const fail = (key: unknown, problems: string[]) => {
     if (failures.length < maxListed) failures.push({ key, problems })
@@ -119,21 +127,40 @@ export async function verifyColumn(
         const keys = picked.keys
         const context = storedContext(column, row)
         let value: unknown
+        let unusable = false
         try {
           value = plaintextValue(column, row[column.physical])
         } catch {
-          problems.push(`${column.physical}: CODEC_INVALID_VALUE`)
+          unusable = true
         }
+        const stored = row[column.stored]
+        if (
+          phase === 'cut-over' &&
+          stored !== null &&
+          stored !== undefined &&
+          (unusable ||
+            (value !== null && compareStored(column, keys, stored, value, context) === 'different'))
+        ) {
+          // From cut-over on the encrypted value counts (a `dropped` process writes it alone, and
+          // leaves an older plaintext beside it): it must decrypt.
+          const c = compareStored(column, keys, stored, undefined, context)
+          if (c === 'equal') plaintextStale++
+          else {
+            failed++
+            fail(row[pk], [`${column.stored}: ${c.slice('failed: '.length)}`])
+          }
+          continue
+        }
+        if (unusable) problems.push(`${column.physical}: CODEC_INVALID_VALUE`)
         if (problems.length === 0 && value === null) {
           plaintextNull++
-          const stored = row[column.stored]
           if (stored !== null && stored !== undefined) {
             // Encrypted only (a cut-over write): it must at least decrypt.
             const c = compareStored(column, keys, stored, undefined, context)
             if (c.startsWith('failed')) problems.push(`${column.stored}: ${c.slice('failed: '.length)}`)
           }
         } else if (problems.length === 0) {
-          const c = compareStored(column, keys, row[column.stored], value, context)
+          const c = compareStored(column, keys, stored, value, context)
           if (c === 'missing') {
             missing++
             fail(row[pk], [`${column.stored}: MISSING`])
@@ -174,6 +201,7 @@ export async function verifyColumn(
     equal,
     plaintextNull,
     missing,
+    plaintextStale,
     failed,
     failures,
     ok: !cursor.stopped && missing === 0 && failed === 0,

@@ -298,6 +298,10 @@ describe.each(backends())(
         const late = (await t.ops('cut-over').encryptColumn(t.table, 'email')) as JobResult
         expect(late.failed).toBe(0)
         await expectNoRowLost(t, model, 'cut-over')
+        // verify agrees: those rows' plaintexts are older than their encrypted values, not failures.
+        const verify = await t.ops('cut-over').verifyColumn(t.table, 'email')
+        expect(verify).toMatchObject({ ok: true, failed: 0, missing: 0 })
+        expect(verify.plaintextStale).toBeGreaterThan(0)
         await t.migrate('drop', 'dropped')
         await expect(checkMigrationState(t.raw, migrationSchemaOf(t, 'dual-writing'))).rejects.toMatchObject({
           code: 'MIGRATION_PHASE_CONFLICT',

@@ -33,7 +33,7 @@ export const verifyCommand = defineCommand({
           for (const f of result.failures) consola.error(`  ${String(f.key)}: ${f.problems.join(', ')}`)
           for (const m of result.migrating) {
             consola.log(
-              `  column ${m.column} (${m.phase}): ${m.compared ? `${m.equal} rows equal to their plaintext, ${m.missing} not encrypted yet, ${m.failed} differ or fail, ${m.plaintextNull} with NULL plaintext` : 'plaintext column gone, nothing to compare'}`,
+              `  column ${m.column} (${m.phase}): ${m.compared ? `${m.equal} rows equal to their plaintext, ${m.missing} not encrypted yet, ${m.failed} differ or fail, ${m.plaintextNull} with NULL plaintext${m.plaintextStale > 0 ? `, ${m.plaintextStale} with an older plaintext beside the encrypted value that counts (cut-over)` : ''}` : 'plaintext column gone, nothing to compare'}`,
             )
             for (const f of m.failures) consola.error(`    ${String(f.key)}: ${f.problems.join(', ')}`)
           }
