@@ -35,6 +35,8 @@ export interface RetireResult {
   readonly rows: number
   readonly retired: boolean
   readonly forced: boolean
+  /** True when `dryRun` was set: nothing was changed. */
+  readonly dryRun: boolean
   /** Milliseconds still to wait after the successor's activation (0: none); see `RETIRE_TOO_EARLY`. */
   readonly waitMs: number
 }
@@ -134,6 +136,7 @@ async function retireCounted(
     version,
     rows,
     forced: (rows > 0 || waitMs > 0) && options.force === true,
+    dryRun: options.dryRun === true,
     waitMs,
   }
   if (rows > 0 && options.force !== true) {

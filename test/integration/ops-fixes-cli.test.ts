@@ -130,7 +130,7 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
         expect(refused.json).toMatchObject({ ok: false, error: { code: 'RETIRE_REFUSED' } })
         const dry = await t.kfe('retire', t.table, '--data', '1', '--force', '--dry-run', '--json')
         expect(dry.code).toBe(0)
-        expect(dry.json).toMatchObject({ retired: false, rows: 20 })
+        expect(dry.json).toMatchObject({ retired: false, dryRun: true, rows: 20 })
         const forced = await t.kfe('retire', t.table, '--data', '1', '--force')
         expect(forced.code).toBe(0)
         expect(forced.stdout).toContain(`${t.table} data v1: retired; 20 rows still use it`)
