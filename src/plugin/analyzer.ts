@@ -18,6 +18,7 @@ import { analyzeSelect } from './analyze-select.js'
 import { analyzeUpdate } from './analyze-update.js'
 import { checkCodec } from './column-rules.js'
 import { DeferredValue } from './deferred-value.js'
+import { mapChildren } from './node-utils.js'
 import { collectDeferred, mentionsSchemaTable } from './nodes.js'
 import { EMPTY_PLAN, type PlanOutput, type PostFilter, type QueryPlan } from './plan.js'
 import { refuse } from './refusal.js'
@@ -78,6 +79,24 @@ export class Analyzer implements AnalysisContext {
   ) {}
 
   /**
+   * The queries embedded in raw SQL (`sql` template parameters, at any depth), each analyzed as an
+   * opaque subquery; the raw SQL's own text and values are left as they are.
+   */
+  #embedded(node: OperationNode): OperationNode {
+    switch (node.kind) {
+      case 'SelectQueryNode':
+      case 'InsertQueryNode':
+      case 'UpdateQueryNode':
+      case 'DeleteQueryNode':
+        return this.query(node, undefined, 'opaque').node
+      case 'MergeQueryNode':
+        return analyzeMerge(this, node as MergeQueryNode)
+      default:
+        return mapChildren(node, (child) => this.#embedded(child))
+    }
+  }
+
+  /**
    * @returns the (possibly rewritten) tree and the plan for its results
    * @throws QueryRefusedError `QUERY_REFUSED`, `AMBIGUOUS_COLUMN`, `PLAINTEXT_WRITE`, `PLAINTEXT_SEARCH`
    * @throws CodecError `CODEC_INVALID_VALUE` for a value of the wrong type
@@ -96,8 +115,16 @@ export class Analyzer implements AnalysisContext {
         // Its outputs are never encrypted (refused), but its subqueries may hold deferred values.
         result = { node: analyzeMerge(this, root as MergeQueryNode), outputs: new Map() }
         break
+      case 'RawNode':
+        // Raw SQL is opaque by design (docs/guide.md, "Raw SQL"), but not the Kysely queries
+        // embedded in it (sql`${db.insertInto(…)}`): they are analyzed as an opaque subquery is,
+        // so one built withoutPlugins() is refused in the verify pass instead of sending its
+        // plaintext, and one built with the plugin is rewritten.
+        if (!mentionsSchemaTable(root, this.schema)) return { node: root, plan: EMPTY_PLAN }
+        result = { node: this.#embedded(root), outputs: new Map() }
+        break
       default:
-        // DDL and raw SQL: raw SQL is opaque by design (docs/guide.md, "Raw SQL").
+        // DDL.
         return { node: root, plan: EMPTY_PLAN }
     }
     // The rewrite pass notes every deferred value it makes or meets; the verify pass, which runs

@@ -177,6 +177,35 @@ describe.each(backends())('plugin fails closed on $name', (backend: Backend) => 
         expectNoPlaintext(e)
       })
 
+      it('a withoutPlugins() query embedded in a sql template: refused the same way, or rewritten when the plugin runs the template', async () => {
+        const before = await count(u)
+        const insert = t.db.withoutPlugins().insertInto(u).values({ name: 'wp-raw', email: SECRET })
+        // Run without the plugin: the wrapper's check reaches the query inside the raw SQL.
+        const refused = await failure(sql`${insert}`.execute(t.db.withoutPlugins()))
+        expect(refused.code).toBe('PLAINTEXT_WRITE')
+        expectNoPlaintext(refused)
+        const search = t.db.withoutPlugins().selectFrom(u).select('name').where('email', '=', SECRET)
+        const searched = await failure(
+          sql`select count(*) as n from (${search}) as x`.execute(t.db.withoutPlugins()),
+        )
+        expect(searched.code).toBe('PLAINTEXT_SEARCH')
+        expectNoPlaintext(searched)
+        expect(await count(u)).toBe(before)
+        // Run by the plugin (through t.db), the embedded queries are rewritten: encrypted at rest, found.
+        await sql`${insert}`.execute(t.db)
+        const stored = await t.raw
+          .selectFrom(u)
+          .select('email')
+          .where('name', '=', 'wp-raw')
+          .executeTakeFirstOrThrow()
+        expect(Buffer.from(stored.email as Uint8Array).includes(Buffer.from(SECRET))).toBe(false)
+        const { rows } = await sql<{
+          n: number | string
+        }>`select count(*) as n from (${search}) as x`.execute(t.db)
+        expect(Number(rows[0]?.n)).toBe(1)
+        await t.db.deleteFrom(u).where('name', '=', 'wp-raw').execute()
+      })
+
       it('withoutPlugins() update of plaintext throws PLAINTEXT_WRITE and changes nothing', async () => {
         await t.db.insertInto(u).values({ name: 'wp-update', email: 'wp-update@x.io' }).execute()
         const before = await t.raw.selectFrom(u).select(['id', 'email', 'email_bidx']).orderBy('id').execute()
