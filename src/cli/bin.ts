@@ -15,7 +15,12 @@ if (unknown !== undefined && unknown.length > 0) {
     // The result is written and the exit code set. What the config opened and the command could
     // not close would keep the process alive without end: a PGlite instance whose start-up was
     // still running when the command failed before its first query (Kysely closes a dialect's
-    // driver only once it was used). Leave at the latest five seconds from now.
-    setTimeout(() => process.exit(), 5000).unref()
+    // driver only once it was used). Leave at the latest five seconds from now, once what is
+    // written to stdout and stderr has gone out (a pipe is written asynchronously).
+    const leave = (): void => {
+      if (process.stdout.writableLength + process.stderr.writableLength > 0) setTimeout(leave, 100).unref()
+      else process.exit()
+    }
+    setTimeout(leave, 5000).unref()
   })
 }

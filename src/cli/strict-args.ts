@@ -1,8 +1,8 @@
 import type { ArgsDef, CommandDef } from 'citty'
 import { OperationError } from '../errors.js'
 
-/** What citty accepts of every command beside its own arguments. */
-const GLOBAL = new Set(['help', 'h', 'version', 'v'])
+/** What citty accepts of every command beside its own arguments (exactly these tokens). */
+const GLOBAL = new Set(['--help', '-h', '--version', '-v'])
 
 const camel = (name: string) => name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
 
@@ -15,9 +15,13 @@ const camel = (name: string) => name.replace(/-([a-z])/g, (_, c: string) => c.to
  */
 export function unknownOptions(argv: readonly string[], main: CommandDef): string[] | undefined {
   const subs = (main.subCommands ?? {}) as Record<string, CommandDef>
-  const name = argv.find((a) => !a.startsWith('-'))
-  const sub = name === undefined ? undefined : subs[name]
+  const at = argv.findIndex((a) => !a.startsWith('-'))
+  const sub = at < 0 ? undefined : subs[argv[at]!]
   if (sub === undefined) return undefined
+  // citty hands the subcommand only what follows its name: an option before it (`kfe --dry-run
+  // rotate …`) would be dropped, and the command run without it.
+  const before = argv.slice(0, at).filter((a) => !GLOBAL.has(a))
+  if (before.length > 0) return before
   const defs = (sub.args ?? {}) as ArgsDef
   const known = new Map<string, 'string' | 'boolean'>()
   for (const [key, def] of Object.entries(defs)) {
@@ -34,9 +38,11 @@ export function unknownOptions(argv: readonly string[], main: CommandDef): strin
     if (!token.startsWith('-') || token === '-') continue
     const body = token.replace(/^--?/, '')
     const [flag = '', value] = body.split(/=(.*)/s)
-    const type = known.get(flag) ?? (flag.startsWith('no-') ? known.get(flag.slice(3)) : undefined)
+    // `--no-x` negates a boolean only (citty would make a string option `false`).
+    const negated = flag.startsWith('no-') && known.get(flag.slice(3)) === 'boolean' ? 'boolean' : undefined
+    const type = known.get(flag) ?? negated
     if (type === undefined) {
-      if (!GLOBAL.has(flag)) unknown.push(token.split('=')[0]!)
+      if (!GLOBAL.has(token)) unknown.push(token.split('=')[0]!)
       continue
     }
     // A string option's value is the next argument (unless given as --name=value).
@@ -49,6 +55,6 @@ export function unknownOptions(argv: readonly string[], main: CommandDef): strin
 export function unknownOptionsError(unknown: readonly string[], command: string): OperationError {
   return new OperationError(
     'OPS_INVALID',
-    `Unknown option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} for \`kfe ${command}\`: nothing was run (see \`kfe ${command} --help\`).`,
+    `Unknown option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} for \`kfe ${command}\`: nothing was run (options go after the command's name; see \`kfe ${command} --help\`).`,
   )
 }

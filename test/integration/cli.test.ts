@@ -63,6 +63,10 @@ describe.concurrent.each(backends())(
         expect(typo.code).toBe(1)
         expect(typo.json).toMatchObject({ ok: false, error: { code: 'OPS_INVALID' } })
         expect((typo.json as { error: { message: string } }).error.message).toContain('--dryrun')
+        // An option before the command's name: citty would drop it and run the command without it.
+        const before = await t.kfe('--dry-run', 'init', '--json')
+        expect(before.code).toBe(1)
+        expect(before.json).toMatchObject({ ok: false, error: { code: 'OPS_INVALID' } })
         // Nothing ran: init would have created the key table and two keys.
         const status = await t.kfe('status', t.table, '--json')
         expect(JSON.stringify(status.json)).not.toMatch(/"state":"active"/)
