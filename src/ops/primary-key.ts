@@ -79,8 +79,9 @@ async function introspect(ctx: OpsContext, table: TableInfo): Promise<KeyColumn>
 /**
  * Why keyset pages by column `name` would not visit each row once, or undefined when they do: the
  * column is NOT NULL with a valid unique index on it alone (the catalog), or else (a partitioned
- * table, whose unique indexes must hold the partition key too, or a column unique by design only)
- * the table holds no NULL and no repeated value in it now (one scan of the column).
+ * table, whose unique indexes must hold the partition key too) it is of an orderable type, an
+ * index starts with it, and the table holds no NULL and no repeated value in it now (one scan of
+ * the index). A NULL or repeated value written after that check is not seen by it.
  */
 async function pagingProblem(
   ctx: OpsContext,
@@ -90,6 +91,11 @@ async function pagingProblem(
   name: string,
 ): Promise<string | undefined> {
   if (await uniqueNotNull(ctx, physical, schema, table, name)) return undefined
+  const shape = await columnShape(ctx, physical, schema, table, name)
+  if (shape === undefined) return 'is not a column of the table (or the table does not exist)'
+  if (!PAGEABLE[ctx.family].test(shape.type))
+    return `is of type ${shape.type}, which pages cannot be ordered by (an integer, decimal, string, uuid or date column can)`
+  if (!shape.indexed) return 'has no index that starts with it (each page would sort the whole table)'
   const column = sql.ref(name)
   const from = sql.table(physical)
   const nulls = await sql`select 1 as x from ${from} where ${column} is null limit 1`.execute(ctx.db)
@@ -98,6 +104,54 @@ async function pagingProblem(
     await sql`select 1 as x from ${from} group by ${column} having count(*) > 1 limit 1`.execute(ctx.db)
   if (repeated.rows.length > 0) return 'holds the same value in several rows'
   return undefined
+}
+
+/** Column types whose values keyset pages compare and order exactly. */
+const PAGEABLE = {
+  postgres: /^(smallint|integer|bigint|numeric|text|character varying|character|uuid|date|timestamp)\b/,
+  mysql:
+    /^(tinyint|smallint|mediumint|int|bigint|decimal|char|varchar|binary|varbinary|date|datetime|timestamp)$/,
+} as const
+
+/** The column's type and whether an index starts with it; undefined when there is no such column. */
+async function columnShape(
+  ctx: OpsContext,
+  physical: string,
+  schema: string | undefined,
+  table: string,
+  name: string,
+): Promise<{ type: string; indexed: boolean } | undefined> {
+  if (ctx.family === 'mysql') {
+    const { rows } = await sql<{ type: string; indexed: number | string }>`select lower(c.data_type) as type,
+        exists(select 1 from information_schema.statistics s where s.table_schema = c.table_schema
+          and s.table_name = c.table_name and s.column_name = c.column_name and s.seq_in_index = 1) as indexed
+      from information_schema.columns c
+      where c.table_schema = ${schema ?? sql`database()`} and c.table_name = ${table} and c.column_name = ${name}`.execute(
+      ctx.db,
+    )
+    const row = rows[0]
+    return row === undefined ? undefined : { type: String(row.type), indexed: Number(row.indexed) === 1 }
+  }
+  const { rows } = await sql<{
+    type: string
+    indexed: boolean
+  }>`select format_type(a.atttypid, a.atttypmod) as type,
+      exists(select 1 from pg_index i where i.indrelid = a.attrelid and i.indisvalid and i.indkey[0] = a.attnum
+        and i.indpred is null) as indexed
+    from pg_attribute a
+    where a.attrelid = to_regclass(${quotedPg(physical)}) and a.attname = ${name} and not a.attisdropped`.execute(
+    ctx.db,
+  )
+  const row = rows[0]
+  return row === undefined ? undefined : { type: String(row.type), indexed: row.indexed === true }
+}
+
+/** A (schema-qualified) table name quoted for `to_regclass`, resolved through the search path as the jobs' queries are. */
+function quotedPg(physical: string): string {
+  return physical
+    .split('.')
+    .map((part) => `"${part.replaceAll('"', '""')}"`)
+    .join('.')
 }
 
 /**
@@ -128,12 +182,7 @@ async function uniqueNotNull(
       group by index_name`.execute(ctx.db)
     return rows.some((r) => Number(r.n) === 1 && String(r.c).toLowerCase() === name.toLowerCase())
   }
-  // The table as the jobs' queries resolve it: a quoted (schema-qualified) name, through the
-  // search path.
-  const quoted = physical
-    .split('.')
-    .map((part) => `"${part.replaceAll('"', '""')}"`)
-    .join('.')
+  const quoted = quotedPg(physical)
   const { rows } = await sql<{ ok: number }>`select 1 as ok from pg_index i
       join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0]
     where i.indrelid = to_regclass(${quoted})

@@ -33,12 +33,16 @@ describe.each(backends())('ops: the column the jobs page by [$name]', (backend: 
         .addColumn('code', 'varchar(10)', (c) => c.notNull().unique())
         .addColumn('maybe', 'varchar(10)', (c) => c.unique())
         .addColumn('ordinal', 'integer', (c) => c.notNull())
+        .addColumn('loose', 'integer', (c) => c.notNull())
+        .addColumn('doc', backend.family === 'mysql' ? 'json' : 'jsonb')
         .$call(addEncryptedColumns(schema, table, backend.family))
         .addPrimaryKeyConstraint(`${table}_pk`, ['org', 'n'])
         .execute()
-      await sql`insert into ${sql.table(table)} (org, n, code, maybe, ordinal) values ('a', 1, 'a1', null, 10), ('b', 1, 'b1', null, 20)`.execute(
+      await sql`insert into ${sql.table(table)} (org, n, code, maybe, ordinal, loose, doc) values ('a', 1, 'a1', null, 10, 1, '{"a":1}'), ('b', 1, 'b1', null, 20, 2, '{"a":2}')`.execute(
         raw,
       )
+      // Not unique: a partitioned table's key column has only such an index of its own.
+      await raw.schema.createIndex(`${table}_ordinal`).on(table).column('ordinal').execute()
     }, 120_000)
     afterAll(async () => {
       if (raw !== undefined) await dropTables(raw, [table, keyTable, jobsTable, `${jobsTable}_batches`])
@@ -56,8 +60,9 @@ describe.each(backends())('ops: the column the jobs page by [$name]', (backend: 
         ...(column === undefined ? {} : { primaryKeys: { [table]: column } }),
       })
 
-    it('a composite primary key without primaryKeys, a column with repeated values and one with NULLs are refused (CONFIG_INVALID)', async () => {
-      for (const column of [undefined, 'n', 'maybe']) {
+    it('a composite primary key without primaryKeys, a column with repeated values, NULLs, no index, a json type, or none at all is refused (CONFIG_INVALID)', async () => {
+      // n repeats, maybe is NULL, loose has no index (each page would sort the table), doc is json.
+      for (const column of [undefined, 'n', 'maybe', 'loose', 'doc', 'no_such_column']) {
         const ops = opsWith(column)
         try {
           await ops.init()
@@ -85,7 +90,7 @@ describe.each(backends())('ops: the column the jobs page by [$name]', (backend: 
       }
     })
 
-    it('a column no unique index covers (a partitioned table has none on one column) is accepted while its values are unique and not NULL', async () => {
+    it('an indexed column no unique index covers (a partitioned table has none on one column) is accepted while its values are unique and not NULL', async () => {
       const ops = opsWith('ordinal')
       try {
         await ops.init()
