@@ -259,7 +259,8 @@ export async function mysqlColumnDefinition(
 
 /**
  * A column definition of `SHOW CREATE TABLE` with `NOT NULL` made `NULL`: the first `NOT NULL`
- * outside quoted text (an ENUM's values, a default, a comment).
+ * outside quoted text (an ENUM's values, a default, a comment) and parentheses (a CHECK, a
+ * generated column's expression).
  * @throws ConfigError `CONFIG_INVALID` when the definition is not that of `column`
  */
 function nullable(definition: string, column: string): string {
@@ -267,6 +268,7 @@ function nullable(definition: string, column: string): string {
   if (!definition.startsWith(`${name} `))
     throw new ConfigError('CONFIG_INVALID', `plaintextDefinition is not the definition of column ${column}.`)
   let quote: string | undefined
+  let depth = 0
   for (let i = name.length; i < definition.length; i++) {
     const ch = definition[i]
     if (quote !== undefined) {
@@ -278,7 +280,11 @@ function nullable(definition: string, column: string): string {
       continue
     }
     if (ch === "'" || ch === '"') quote = ch
-    else if (/^ NOT NULL(?![A-Za-z0-9_])/i.test(definition.slice(i, i + 10)))
+    else if (ch === '(') depth++
+    else if (ch === ')') depth--
+    // SHOW CREATE TABLE writes the attribute in capitals, outside the type's parentheses and any
+    // expression's (a CHECK or a generated column's `is not null` is not it).
+    else if (depth === 0 && /^ NOT NULL(?![A-Za-z0-9_])/.test(definition.slice(i, i + 10)))
       return `${definition.slice(0, i)} NULL${definition.slice(i + ' NOT NULL'.length)}`
   }
   return definition

@@ -143,6 +143,18 @@ describe('migrationDdl', () => {
         plaintextDefinition: '`tags` varchar(10) NOT NULL',
       }),
     ).toThrow(/not the definition of column email/)
+    // `is not null` inside an expression is not the attribute (MariaDB's inline CHECK, MySQL 8's
+    // generated column, whose NOT NULL follows the expression).
+    const modify = (plaintextDefinition: string) =>
+      migrationDdl(schema(), 'users', 'email', 'cutover', 'mysql', { plaintextDefinition }).up[0]
+    expect(modify('`email` varchar(50) DEFAULT NULL CHECK (`email` is not null or 1 = 1)')).toBe(
+      'alter table `users` modify column `email` varchar(50) DEFAULT NULL CHECK (`email` is not null or 1 = 1), algorithm=inplace, lock=none',
+    )
+    expect(
+      modify('`email` varchar(50) GENERATED ALWAYS AS (if(`a` is not null,`a`,`b`)) VIRTUAL NOT NULL'),
+    ).toBe(
+      'alter table `users` modify column `email` varchar(50) GENERATED ALWAYS AS (if(`a` is not null,`a`,`b`)) VIRTUAL NULL, algorithm=inplace, lock=none',
+    )
     const drop = migrationDdl(schema(), 'users', 'email', 'drop', 'postgres', { plaintextType: 'text' })
     expect(drop.up).toEqual(['alter table "users" drop column "email"'])
     expect(drop.down).toEqual(['alter table "users" add column "email" text null'])
