@@ -204,6 +204,10 @@ export type SchemaProblemKind =
   | 'column-missing'
   /** An encrypted column is not of a binary type (`bytea`; `varbinary`/`blob` on MySQL). */
   | 'column-not-binary'
+  /** An encrypted column (varbinary(n)) is narrower than the ciphertext of a value of `maxBytes`, or no `maxBytes` bounds its values. */
+  | 'column-too-narrow'
+  /** An encrypted column's camelCase name and its snake_case spelling both exist, the latter not annotated (CamelCasePlugin would write it unencrypted). */
+  | 'column-spelling'
   /** A blind-index column does not exist. */
   | 'index-column-missing'
   /** A blind-index column is not of a binary type. */

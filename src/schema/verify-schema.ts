@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely'
 import { SchemaMismatchError, type SchemaProblem } from '../errors.js'
+import { FORMAT_V1_OVERHEAD } from '../fields/format.js'
 import { type Catalog, type CatalogTable, isBinaryType, readCatalog } from './catalog.js'
 import { contextColumnProblems } from './context-column-types.js'
 import { ciphertextColumns } from './sample-ciphertext.js'
@@ -108,6 +109,24 @@ export async function verifySchema(
 
 type Fixes = ReturnType<typeof schemaFixes>
 
+/** `homeAddress` → `home_address`, as Kysely's CamelCasePlugin writes a name to the database. */
+function snakeCase(name: string): string {
+  return name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
+}
+
+/**
+ * Why a binary column of `width` bytes (varbinary(n); undefined: unbounded) cannot hold every
+ * ciphertext of a value of up to `maxBytes` bytes, or undefined when it can. Sized as
+ * `addEncryptedColumns` sizes it: the format's overhead, and 4 more bytes for key versions up to 2^32.
+ */
+function widthProblem(width: number | undefined, maxBytes: number | undefined): string | undefined {
+  if (width === undefined) return undefined
+  if (maxBytes === undefined)
+    return `no maxBytes is declared, so a longer value's ciphertext is not refused before it is sent (declare maxBytes: ${Math.max(0, width - FORMAT_V1_OVERHEAD - 4)} or less, or widen it)`
+  const needed = maxBytes + FORMAT_V1_OVERHEAD + 4
+  return width >= needed ? undefined : `a value of maxBytes (${maxBytes}) needs ${needed}`
+}
+
 function tableProblems(
   catalog: Catalog,
   table: CatalogTable,
@@ -119,13 +138,32 @@ function tableProblems(
   const where = info.physical
   for (const column of info.columns.values()) {
     const type = catalog.column(table, column.stored)
-    if (type === undefined) {
+    // CamelCasePlugin: `homeAddress` is written to `home_address`, whatever the schema says.
+    const snake = snakeCase(column.stored)
+    const snakeType = snake === column.stored ? undefined : catalog.column(table, snake)
+    if (type === undefined && snakeType !== undefined) {
+      out.push({
+        kind: 'column-missing',
+        table: where,
+        columns: [column.stored],
+        message: `Encrypted column ${where}.${column.stored} does not exist, but ${snake} does: with CamelCasePlugin, annotate a column by its name in the database.`,
+        fix: `rename the schema's key ${column.stored} to ${snake} (do not add a column ${column.stored}: with CamelCasePlugin before encryption.plugin, writes would go to ${snake} unencrypted)`,
+      })
+    } else if (type === undefined) {
       out.push({
         kind: 'column-missing',
         table: where,
         columns: [column.stored],
         message: `Encrypted column ${where}.${column.stored} does not exist.`,
         fix: fixes.addColumn(info, column.stored),
+      })
+    } else if (snakeType !== undefined && !info.columns.has(snake) && !info.indexColumns.has(snake)) {
+      out.push({
+        kind: 'column-spelling',
+        table: where,
+        columns: [column.stored, snake],
+        message: `${where} has both ${column.stored} (encrypted) and ${snake} (not annotated): CamelCasePlugin before encryption.plugin turns ${column.stored} into ${snake}, which would then be written unencrypted.`,
+        fix: `annotate ${snake} instead of ${column.stored}, and drop ${column.stored} once empty`,
       })
     } else if (!isBinaryType(family, type)) {
       out.push({
@@ -136,6 +174,21 @@ function tableProblems(
         message: `Encrypted column ${where}.${column.stored} is ${type}, not a binary type (values it holds stay as they are: declare migratingFromPlaintext and encrypt them with kfe encrypt-column).`,
         fix: fixes.makeBinary(info, column.stored),
       })
+    } else {
+      // varbinary(n) only: a blob's length is the type's own limit (16 MiB for mediumblob).
+      const bounded = family === 'mysql' && /^varbinary$/i.test(type)
+      const narrow = bounded
+        ? widthProblem(catalog.maxLength(table, column.stored), column.spec.maxBytes)
+        : undefined
+      if (narrow !== undefined)
+        out.push({
+          kind: 'column-too-narrow',
+          table: where,
+          columns: [column.stored],
+          found: type,
+          message: `Encrypted column ${where}.${column.stored} holds at most ${catalog.maxLength(table, column.stored)} bytes: ${narrow} (the database would refuse such a ciphertext, or cut it short and make it unreadable).`,
+          fix: fixes.makeBinary(info, column.stored),
+        })
     }
   }
   for (const index of info.indexColumns.values()) {

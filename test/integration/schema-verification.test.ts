@@ -155,6 +155,57 @@ describe.each(backends())('schema verification on $name', (backend: Backend) => 
       expect(wire.hits()).toEqual([])
     })
 
+    it('a camelCase key whose snake_case column exists: renaming the key is the fix, and a table with both spellings is refused', async () => {
+      n++
+      const name = table('people')
+      const schema = encryptedSchema({ [name]: { homeAddress: encrypted.text() } })
+      const binary = family === 'postgres' ? 'bytea' : 'mediumblob'
+      await raw.schema
+        .createTable(name)
+        .addColumn('id', id, idCol as never)
+        .addColumn('home_address', sql.raw(binary))
+        .execute()
+      const { db, wire } = app(schema)
+      const missing = await mismatch(() => db.insertInto(name).values({ homeAddress: SECRET }).execute())
+      expect(kinds(missing.problems)).toEqual([`column-missing ${name} homeAddress`])
+      // Not "add column homeAddress": with CamelCasePlugin first, writes would then go to home_address unencrypted.
+      expect(missing.problems[0]?.fix).toMatch(/rename the schema's key homeAddress to home_address/)
+      // A table that followed the old advice holds both: refused.
+      await raw.schema.alterTable(name).addColumn('homeAddress', sql.raw(binary)).execute()
+      const both = await mismatch(() => app(schema).encryption.verifySchema(raw))
+      expect(kinds(both.problems)).toEqual([`column-spelling ${name} homeAddress,home_address`])
+      expect(wire.hits()).toEqual([])
+    })
+
+    it.runIf(family === 'mysql')(
+      'a varbinary column narrower than the ciphertext of maxBytes, or without maxBytes, is refused before a value is cut short',
+      async () => {
+        n++
+        const narrow = table('narrow')
+        const narrowSchema = encryptedSchema({ [narrow]: { note: encrypted.text({ maxBytes: 64 }) } })
+        await raw.schema
+          .createTable(narrow)
+          .addColumn('id', id, idCol as never)
+          .addColumn('note', sql.raw('varbinary(40)'))
+          .execute()
+        const { db, wire } = app(narrowSchema)
+        const e = await mismatch(() => db.insertInto(narrow).values({ note: SECRET }).execute())
+        expect(kinds(e.problems)).toEqual([`column-too-narrow ${narrow} note`])
+        expect(e.problems[0]?.message).toContain('needs 100')
+        expect(e.problems[0]?.fix).toMatch(/varbinary\(100\)/)
+        // No maxBytes: nothing bounds what is sent to a varbinary(n).
+        const unbounded = encryptedSchema({ [narrow]: { note: encrypted.text() } })
+        const none = await mismatch(() => app(unbounded).encryption.verifySchema(raw))
+        expect(kinds(none.problems)).toEqual([`column-too-narrow ${narrow} note`])
+        // Wide enough: accepted; and a mediumblob without maxBytes is fine (its limit is 16 MiB).
+        await sql`alter table ${sql.table(narrow)} modify note varbinary(100)`.execute(raw)
+        await app(narrowSchema).encryption.verifySchema(raw)
+        await sql`alter table ${sql.table(narrow)} modify note mediumblob`.execute(raw)
+        await app(unbounded).encryption.verifySchema(raw)
+        expect(wire.hits()).toEqual([])
+      },
+    )
+
     it('lists every problem (missing columns, text columns, no unique index), each with DDL that fixes it', async () => {
       n++
       const name = table('people')
