@@ -102,10 +102,21 @@ export interface EncryptedColumn<T = unknown, I extends string = string> {
   readonly __indexNames?: I
 }
 
+/** The keys of {@link IndexOptions}. */
+const INDEX_OPTION_NAMES: ReadonlySet<string> = new Set(['name', 'bits', 'normalize', 'rotationSlot'])
+
 function column<T, I extends string>(kind: CodecKind, options: ColumnOptions = {}): EncryptedColumn<T, I> {
   const list =
     options.index === undefined ? [] : Array.isArray(options.index) ? options.index : [options.index]
   const indexes = (list as readonly IndexOptions[]).map((o) => {
+    // An option this version does not know (`unique: true`) would be ignored: `{ bits: 16,
+    // unique: true }` would quietly be a search index.
+    const unknown = Object.keys(o ?? {}).filter((k) => !INDEX_OPTION_NAMES.has(k))
+    if (unknown.length > 0)
+      throw new ConfigError(
+        'CONFIG_INVALID',
+        `Blind index '${String(o?.name)}': unknown option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${[...INDEX_OPTION_NAMES].join(', ')}; an index of 256 bits, the default, is the unique one).`,
+      )
     const spec = blindIndex({ name: o.name, bits: o.bits, normalize: o.normalize ?? [] })
     if (o.rotationSlot === undefined) return spec
     if (

@@ -41,7 +41,7 @@ export function tenantSchema(table: string, { encrypted, encryptedSchema }: Sche
   return encryptedSchema(
     {
       [table]: {
-        email: encrypted.text({ index: { name: 'email_bidx', unique: true, normalize: ['lowercase'] } }),
+        email: encrypted.text({ index: { name: 'email_bidx', normalize: ['lowercase'] } }),
         ssn: encrypted.text({ index: { name: 'ssn_bidx', bits: 16, normalize: ['digits'] } }),
       },
     },

@@ -64,7 +64,7 @@ export async function tenantFixture(
   const base = await tenantTable(backend, {
     prefix: 'tk_orders',
     columns: {
-      email: encrypted.text({ index: { name: 'email_bidx', unique: true, normalize: ['lowercase'] } }),
+      email: encrypted.text({ index: { name: 'email_bidx', normalize: ['lowercase'] } }),
       ssn: encrypted.text({ index: { name: 'ssn_bidx', bits: 16, normalize: ['digits'] } }),
     },
     idType: 'varchar(36)',

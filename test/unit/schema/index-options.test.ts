@@ -1,0 +1,35 @@
+import { describe, expect, it } from 'vitest'
+import { encrypted } from '../../../src/index.js'
+
+describe('blind index options', () => {
+  it('an option the index does not know is refused (CONFIG_INVALID), not ignored', () => {
+    // `unique: true` would have been dropped: { bits: 16, unique: true } a truncated search index.
+    for (const index of [
+      { name: 'email_bidx', unique: true },
+      { name: 'ssn_bidx', bits: 16, unique: true },
+      { name: 'x_bidx', normalise: ['trim'] },
+    ])
+      expect(() => encrypted.text({ index: index as never })).toThrow(
+        expect.objectContaining({ code: 'CONFIG_INVALID' }),
+      )
+    expect(() => encrypted.text({ index: { name: 'x_bidx', unique: true } as never })).toThrow(
+      /unknown option unique/,
+    )
+  })
+
+  it('the known ones are accepted', () => {
+    const column = encrypted.text({
+      index: {
+        name: 'email_bidx',
+        bits: 256,
+        normalize: ['trim', 'lowercase'],
+        rotationSlot: 'email_bidx_next',
+      },
+    })
+    expect(column.indexes[0]).toMatchObject({
+      name: 'email_bidx',
+      kind: 'unique',
+      rotationSlot: 'email_bidx_next',
+    })
+  })
+})
