@@ -38,9 +38,10 @@ export interface VerifyColumnResult {
   /** Rows with a plaintext value and no encrypted value (the backfill has not reached them). */
   readonly missing: number
   /**
-   * Phase `cut-over`: rows whose encrypted value decrypts while the plaintext beside it differs
-   * or is not a value of the codec: a `dropped` process wrote the encrypted value alone, which is
-   * the one that counts from cut-over on. Not failures.
+   * Phases `cut-over` and `dropped` (before the drop step): rows whose encrypted value decrypts
+   * while the plaintext beside it differs or is not a value of the codec: a `dropped` process
+   * wrote the encrypted value alone, which is the one that counts from cut-over on. Not failures
+   * (their blind indexes are checked by the table's own verify, not here).
    */
   readonly plaintextStale: number
   /** Rows whose encrypted value decrypts to another value, fails to decrypt, or whose index does not match. */
@@ -135,7 +136,7 @@ export async function verifyColumn(
         }
         const stored = row[column.stored]
         if (
-          phase === 'cut-over' &&
+          (phase === 'cut-over' || phase === 'dropped') &&
           stored !== null &&
           stored !== undefined &&
           (unusable ||
