@@ -9,6 +9,7 @@ import type {
   TransactionSettings,
 } from 'kysely'
 import { scrubDriverError } from '../driver-errors.js'
+import { QueryRefusedError } from '../errors.js'
 import { withCallerStack } from './caller-stack.js'
 import { type DecryptStats, decryptRows } from './decrypt-rows.js'
 import { DelegatingDriver } from './delegating-driver.js'
@@ -264,6 +265,23 @@ function patchedStream(
     let send: CompiledQuery
     try {
       ;({ plan, send } = await prepareQuery(ctx, compiler, query, slow))
+      // A table with per-tenant keys: its rows' tenants are known only as the rows arrive, and
+      // their keys would be read on this connection, behind the open cursor (pg, mysql2: a wait
+      // without end). Refused before anything is sent, on every engine alike.
+      const scoped = plan.outputs.find((o) => o.column.table.keyScope !== undefined)
+      if (scoped !== undefined) {
+        const table = scoped.column.table
+        throw new QueryRefusedError(
+          'QUERY_REFUSED',
+          `Refused stream() of encrypted column ${table.physical}.${scoped.column.physical}: ${table.physical} has a key per tenant, whose keys a stream cannot load while its cursor holds the connection. Nothing was sent.`,
+          {
+            table: table.logical,
+            column: scoped.column.logical,
+            operator: 'stream',
+            hint: 'Read such a table in pages (keyset pagination with limit) instead of stream().',
+          },
+        )
+      }
       // Fetch every data key version the rows may need before the cursor opens: a key-store
       // read on this connection would otherwise wait behind the cursor.
       if (plan.outputs.length > 0) await slow(() => prefetchDataKeys(ctx.ring(), plan))

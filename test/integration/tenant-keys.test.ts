@@ -104,6 +104,19 @@ describe.each(backends())('per-tenant keys and crypto-shredding [$name]', (backe
       expect((err as { code?: string }).code).toBe('DECRYPT_AUTH_FAILED')
     })
 
+    it('stream() of a table with per-tenant keys is refused before anything is sent (its keys would load behind the cursor)', async () => {
+      const stream = async () => {
+        for await (const _ of t.db.selectFrom(t.table).select(['tenant_id', 'email']).stream(2)) {
+          // never reached
+        }
+      }
+      await expect(stream()).rejects.toMatchObject({ code: 'QUERY_REFUSED', operator: 'stream' })
+      // Its plaintext columns stream as before.
+      const ids: unknown[] = []
+      for await (const row of t.db.selectFrom(t.table).select('id').stream(2)) ids.push(row.id)
+      expect(ids.length).toBeGreaterThan(0)
+    })
+
     it('a search must name one tenant by equality (TENANT_REQUIRED otherwise); with it, it finds that tenant rows only', async () => {
       const a = await order(db, 'acme', 'find@x.io', '555-55-5555')
       const g = await order(db, 'globex', 'find@x.io', '555-55-5555')
