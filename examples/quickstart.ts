@@ -96,7 +96,7 @@ async function main(): Promise<void> {
 
   const stats = encryption.stats()
   console.log(
-    `Key-provider calls: ${stats.keys?.providerCalls} (init generated and wrapped a data key and an index key for "people"; the app unwrapped each once); ` +
+    `Key-provider calls of the app: ${stats.keys?.providerCalls} (it unwrapped the data key and the index key of "people" once each; init, which generated and wrapped them, made its own calls before); ` +
       `key-cache hits since: ${stats.keys?.cache.hits}`,
   )
   console.log(`Values decrypted: ${stats.decrypted}, search false positives removed: ${stats.falsePositives}`)
