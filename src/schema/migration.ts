@@ -128,23 +128,19 @@ export async function createBlindIndexes(
   const family = sqlFamily(db)
   for (const index of info.indexColumns.values()) {
     const name = `${info.physical}_${index.physical}_idx`
-    // MySQL 8 has no `create index if not exists` (MariaDB has): look the index up first.
-    if (family === 'mysql' && (await mysqlIndexExists(db, info.physical, name))) continue
     let builder = db.schema.createIndex(name).on(info.physical).column(index.physical)
     if (family === 'postgres') builder = builder.ifNotExists()
     if (index.spec.kind === 'unique') builder = builder.unique()
-    await builder.execute()
+    try {
+      await builder.execute()
+    } catch (error) {
+      // MySQL 8 has no `create index if not exists` (MariaDB has): an index of that name on the
+      // table the statement names (in the schema `db.withSchema` gives it, too) is there already.
+      // A lookup in database() first missed that schema and skipped the index there.
+      if (family === 'mysql' && (error as { errno?: unknown }).errno === 1061) continue
+      throw error
+    }
   }
-}
-
-// biome-ignore lint/suspicious/noExplicitAny: any database type.
-async function mysqlIndexExists(db: Kysely<any>, table: string, index: string): Promise<boolean> {
-  const { rows } = await sql<{
-    n: number | string
-  }>`select count(*) as n from information_schema.statistics where table_schema = database() and table_name = ${table} and index_name = ${index}`.execute(
-    db,
-  )
-  return Number(rows[0]?.n ?? 0) > 0
 }
 
 function tableInfo(schema: EncryptedSchema, table: string): TableInfo {

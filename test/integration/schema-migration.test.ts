@@ -108,5 +108,38 @@ describe.each(backends())('migration helpers on $name', (backend: Backend) => {
         }
       },
     )
+
+    it.runIf(backend.family === 'mysql')(
+      'createBlindIndexes through db.withSchema makes the index in that schema, also when the default database has one of that name',
+      async () => {
+        const other = `kfe_s_${process.pid}_${Math.random().toString(36).slice(2, 7)}`
+        const name = uniqueName('mig_ws')
+        const wsSchema = encryptedSchema({
+          [name]: { email: encrypted.text({ index: { name: 'email_bidx' } }) },
+        })
+        await sql`create database ${sql.id(other)}`.execute(db)
+        try {
+          for (const target of [db, db.withSchema(other)])
+            await target.schema
+              .createTable(name)
+              .addColumn('id', 'integer', (c) => c.primaryKey())
+              .$call(addEncryptedColumns(wsSchema, name, 'mysql'))
+              .execute()
+          await createBlindIndexes(db, wsSchema, name)
+          await createBlindIndexes(db.withSchema(other), wsSchema, name)
+          await createBlindIndexes(db.withSchema(other), wsSchema, name) // twice: no error
+          const { rows } = await sql<{
+            n: number | string
+          }>`select count(*) as n from information_schema.statistics
+            where table_schema = ${other} and table_name = ${name} and column_name = 'email_bidx' and non_unique = 0`.execute(
+            db,
+          )
+          expect(Number(rows[0]?.n)).toBe(1)
+        } finally {
+          await sql`drop database if exists ${sql.id(other)}`.execute(db)
+          await sql`drop table if exists ${sql.table(name)}`.execute(db)
+        }
+      },
+    )
   })
 })
