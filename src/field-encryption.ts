@@ -272,6 +272,8 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
       autoCreate,
       // Never inside a transaction: its rollback would remove keys that already encrypted data.
       createTenantKeys: options.createTenantKeys === true ? () => !insideTransaction() : false,
+      // A transaction's snapshot may be older than the metadata TTL: used, never cached.
+      readsInTransaction: insideTransaction,
       holdsCiphertext: (table) => holdsCiphertext(storeDb, options.schema, table),
       ...(options.allowKeyRollback === undefined ? {} : { allowRollback: options.allowKeyRollback }),
       ...(options.onKeyEvent === undefined ? {} : { onKeyEvent: options.onKeyEvent }),

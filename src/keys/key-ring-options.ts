@@ -90,6 +90,14 @@ export interface KeyRingOptions {
   readonly onKeyEvent?: (event: KeyEvent) => void
   /** Clock in ms for metadata TTL (and the key cache unless `cache.now` is given). @default performance.now */
   readonly now?: () => number
+  /**
+   * True while the key store is read inside a transaction (the wrapper borrows a query's
+   * connection): what such a read returns is used, not cached. Under REPEATABLE READ (PostgreSQL's
+   * on request, MySQL's by default) it is the transaction's snapshot, which may be older than
+   * `metadataTtlMs`: cached, a rotation's new index version would stay unseen for another TTL, and
+   * searches would miss the rows written with it. @default never
+   */
+  readonly readsInTransaction?: () => boolean
 }
 
 /** Counters of a {@link KeyRing}; no key material. */

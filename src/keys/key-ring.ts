@@ -52,6 +52,7 @@ export class KeyRing {
   readonly #meta: MetadataCache
   /** What unwrapping and creating keys need: providers, audit, counters, cache. */
   readonly #init: KeyInitContext
+  readonly #readsInTransaction: (() => boolean) | undefined
   #providerCalls = 0
   #metadataLoads = 0
   #closed = false
@@ -71,6 +72,7 @@ export class KeyRing {
       )
     }
     this.#store = options.store
+    this.#readsInTransaction = options.readsInTransaction
     this.#providers = Object.freeze([...options.providers])
     this.#now = options.now ?? (() => performance.now())
     this.#cache = new KeyCache({ ...options.cache, now: options.cache?.now ?? this.#now })
@@ -378,7 +380,9 @@ export class KeyRing {
     // A table without keys is not cached: keys created by `kfe init` in another process are seen
     // at the next query (each such query costs one key-store read until then).
     const complete = PURPOSES.every((p) => present(p))
-    if (!this.#closed && complete) this.#meta.set(logicalTable, meta)
+    // Read inside a transaction: its snapshot may be older than the TTL (see readsInTransaction).
+    const snapshot = this.#readsInTransaction?.() === true
+    if (!this.#closed && complete && !snapshot) this.#meta.set(logicalTable, meta)
     return meta
   }
 
