@@ -84,6 +84,15 @@ const CONNECTION = Symbol('kysely-field-encryption.connection')
 /** Connections between BEGIN and COMMIT/ROLLBACK. */
 const inTransaction = new WeakSet<DatabaseConnection>()
 
+const RAW_BEGIN = /^\s*(begin|start\s+transaction)\b/i
+const RAW_END = /^\s*(commit|end|rollback)\b(?!\s+to\b)/i
+
+/** Marks `connection` inside or outside a transaction when raw SQL began or ended one. */
+function trackRawTransaction(connection: DatabaseConnection, text: string): void {
+  if (RAW_BEGIN.test(text)) inTransaction.add(connection)
+  else if (RAW_END.test(text)) inTransaction.delete(connection)
+}
+
 /** The connection's own `executeQuery`, bound to it (for the key store, which borrows it). */
 function originalExecute(connection: Patched): Execute {
   const own = connection[ORIGINAL]
@@ -224,6 +233,9 @@ function patchedExecute(
     let result: QueryResult<unknown>
     try {
       result = await own.executeQuery.call(this, send)
+      // A transaction begun or ended in raw SQL (db.connection() with sql`begin`) counts as one
+      // begun through Kysely: no keys are created inside it, and what it reads is not cached.
+      if (send.query.kind === 'RawNode') trackRawTransaction(this, send.sql)
     } catch (error) {
       const here = new Error()
       // Ciphertexts and blind indexes the driver copied into its error are blanked first.

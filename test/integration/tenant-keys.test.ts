@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import type { Kysely } from 'kysely'
+import { type Kysely, sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type FieldEncryption, KeyError, readHeader } from '../../src/index.js'
 import type { FieldEncryptionOps } from '../../src/ops.js'
@@ -211,6 +211,19 @@ describe.each(backends())('per-tenant keys and crypto-shredding [$name]', (backe
       )
       expect((inTrx as KeyError).code).toBe('KEY_NOT_FOUND')
       expect((inTrx as KeyError).message).toContain('inside a transaction')
+      expect(await keyRows(keyName('initech'))).toEqual([])
+      // Nor inside one begun in raw SQL on a connection of the application's own.
+      const inRaw = await failure(() =>
+        autoDb.connection().execute(async (c) => {
+          await sql`begin`.execute(c)
+          try {
+            await order(c, 'initech', 'a@initech.io')
+          } finally {
+            await sql`rollback`.execute(c)
+          }
+        }),
+      )
+      expect((inRaw as KeyError).code).toBe('KEY_NOT_FOUND')
       expect(await keyRows(keyName('initech'))).toEqual([])
       // The first write of the tenant, with createTenantKeys: keys created, row written and readable.
       const id = await order(autoDb, 'initech', 'a@initech.io')
