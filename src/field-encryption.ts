@@ -1,6 +1,6 @@
 import { inspect } from 'node:util'
 import { type Dialect, Kysely, type KyselyPlugin } from 'kysely'
-import { ConfigError, KeyError } from './errors.js'
+import { ConfigError } from './errors.js'
 import { type ExplicitHelpers, explicitHelpers } from './explicit-helpers.js'
 import type { KeyCacheOptions } from './keys/key-cache.js'
 import type { AuditSink, KeyProvider } from './keys/key-provider.js'
@@ -294,10 +294,10 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
           try {
             await ring.activeKey(table, 'data')
             await ring.activeKey(table, 'index')
-          } catch (error) {
-            // A transaction that touches only plain tables must not fail for a table without
-            // keys: the query that needs them fails, naming the cause.
-            if (!isMissingKeys(error)) throw error
+          } catch {
+            // Best effort: a transaction that touches only plain tables must not fail for a table
+            // without keys, or a key provider that is down; the query that needs the keys loads
+            // them again and fails, naming the cause.
           }
         }
       },
@@ -360,6 +360,3 @@ function withoutClose(provider: KeyProvider): KeyProvider {
   }
 }
 
-function isMissingKeys(error: unknown): boolean {
-  return error instanceof KeyError && (error.code === 'KEY_NOT_FOUND' || error.code === 'KEYS_MISSING')
-}
