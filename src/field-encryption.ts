@@ -1,6 +1,6 @@
 import { inspect } from 'node:util'
 import { type Dialect, Kysely, type KyselyPlugin } from 'kysely'
-import { ConfigError } from './errors.js'
+import { ConfigError, KeyError } from './errors.js'
 import { type ExplicitHelpers, explicitHelpers } from './explicit-helpers.js'
 import type { KeyCacheOptions } from './keys/key-cache.js'
 import type { AuditSink, KeyProvider } from './keys/key-provider.js'
@@ -136,7 +136,9 @@ export interface FieldEncryption extends ExplicitHelpers {
    * are missing but it holds ciphertext or the key store shows it was initialised.
    * @param db - a Kysely on the database (the application's wrapped one, or a plain one).
    * @returns the key versions created, and those that already existed.
-   * @throws KeyError `KEYS_MISSING`, `KEY_STORE_ERROR`; KeyProviderError when a KEK fails.
+   * @throws KeyError `KEYS_MISSING`, `KEY_STORE_ERROR`; KeyProviderError when a KEK fails,
+   *   also `UNWRAP_FAILED` when an active key that was there already does not unwrap under the
+   *   configured KEKs (another environment's key table, a KEK missing from the configuration)
    * @example
    * ```ts
    * const { created } = await encryption.init(db)
@@ -323,7 +325,21 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
       holdsCiphertext: (table) => holdsCiphertext(plain, options.schema, table),
     })
     try {
-      return await ring.init(names)
+      const result = await ring.init(names)
+      // Keys that were there already must unwrap under the configured KEKs: a key table of
+      // another environment, or a KEK missing from the configuration, is said here, at deploy
+      // time, and not by the first query (UNWRAP_FAILED). One unwrap per active key.
+      const tables = new Set(result.existing.map((k) => k.logicalTable))
+      for (const table of tables) {
+        for (const purpose of ['data', 'index'] as const) {
+          try {
+            await ring.activeKey(table, purpose)
+          } catch (error) {
+            if (!(error instanceof KeyError && error.code === 'KEY_NOT_FOUND')) throw error
+          }
+        }
+      }
+      return result
     } finally {
       await ring.close()
       for (const r of rings) r.refresh()
@@ -359,4 +375,3 @@ function withoutClose(provider: KeyProvider): KeyProvider {
     rewrap: (source, ref) => provider.rewrap(source, ref),
   }
 }
-

@@ -236,6 +236,9 @@ describe.each(backends())('errors while executing [$name]', (backend: Backend) =
           expect(e.message).toContain('restored from another environment')
           expect(e.stack).toContain(THIS_FILE)
           expectNoMarker(e)
+          // And init says it at deploy time, before any query: the keys there do not unwrap.
+          const atInit = await caught(other.init(db))
+          expect(atInit.code).toBe('UNWRAP_FAILED')
         } finally {
           await other.close()
         }
