@@ -335,7 +335,14 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
           try {
             await ring.activeKey(table, purpose)
           } catch (error) {
-            if (!(error instanceof KeyError && error.code === 'KEY_NOT_FOUND')) throw error
+            // No active key (a keyScope table's own name), or a shredded tenant's: nothing to check.
+            if (
+              !(
+                error instanceof KeyError &&
+                (error.code === 'KEY_NOT_FOUND' || error.code === 'KEY_DESTROYED')
+              )
+            )
+              throw error
           }
         }
       }

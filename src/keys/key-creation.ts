@@ -18,7 +18,10 @@ import { KEY_PURPOSES as PURPOSES } from './key-row.js'
 import { refOf } from './key-wrapping.js'
 
 /** The creation policy of a key ring, from its options. */
-export type KeyCreationOptions = Pick<KeyRingOptions, 'autoCreate' | 'createTenantKeys' | 'holdsCiphertext'>
+export type KeyCreationOptions = Pick<
+  KeyRingOptions,
+  'autoCreate' | 'createTenantKeys' | 'holdsCiphertext' | 'readsInTransaction'
+>
 
 /**
  * A key ring's key creation: one per ring, sharing its providers, store and cache.
@@ -26,6 +29,7 @@ export type KeyCreationOptions = Pick<KeyRingOptions, 'autoCreate' | 'createTena
 export class KeyCreation {
   readonly #ctx: KeyInitContext
   readonly #autoCreate: boolean
+  readonly #inTransaction: (() => boolean) | undefined
   readonly #createTenantKeys: boolean | (() => boolean)
   readonly #holdsCiphertext: ((logicalTable: string) => Promise<boolean>) | undefined
   /** Called with each key name whose keys this object created or found (its cached metadata is stale). */
@@ -41,6 +45,7 @@ export class KeyCreation {
   constructor(ctx: KeyInitContext, options: KeyCreationOptions, onChanged: (logicalTable: string) => void) {
     this.#ctx = ctx
     this.#autoCreate = options.autoCreate ?? false
+    this.#inTransaction = options.readsInTransaction
     this.#createTenantKeys = options.createTenantKeys ?? false
     this.#holdsCiphertext = options.holdsCiphertext
     this.#onChanged = onChanged
@@ -107,6 +112,9 @@ export class KeyCreation {
     // initialised, so the missing rows were deleted. Never paper over that with fresh keys.
     await refuseOverCiphertext(this.#holdsCiphertext, logicalTable, missing, recorded)
     if (!this.#autoCreate || parseTenantKeyName(logicalTable) !== undefined) return false
+    // Never inside a transaction: its rollback would remove keys that already encrypted data
+    // while this process kept them cached.
+    if (this.#inTransaction?.() === true) return false
     await createInitialVersions(this.#ctx, logicalTable, missing)
     return true
   }

@@ -79,12 +79,16 @@ export class Analyzer implements AnalysisContext {
   ) {}
 
   /**
-   * The queries embedded in raw SQL (`sql` template parameters, at any depth), each analyzed as an
-   * opaque subquery; the raw SQL's own text and values are left as they are.
+   * The queries embedded in raw SQL (`sql` template parameters, at any depth), each analyzed as a
+   * subquery (a select as a derived table, a write as an opaque one); the raw SQL's own text and
+   * values are left as they are.
    */
   #embedded(node: OperationNode): OperationNode {
     switch (node.kind) {
+      // A select passes its encrypted columns on as they are stored (raw results are not
+      // decrypted): `select count(*) from (${db.selectFrom('users').selectAll()}) as x` runs.
       case 'SelectQueryNode':
+        return this.query(node, undefined, 'derived').node
       case 'InsertQueryNode':
       case 'UpdateQueryNode':
       case 'DeleteQueryNode':

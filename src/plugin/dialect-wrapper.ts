@@ -84,12 +84,22 @@ const CONNECTION = Symbol('kysely-field-encryption.connection')
 /** Connections between BEGIN and COMMIT/ROLLBACK. */
 const inTransaction = new WeakSet<DatabaseConnection>()
 
-const RAW_BEGIN = /^\s*(begin|start\s+transaction)\b/i
-const RAW_END = /^\s*(commit|end|rollback)\b(?!\s+to\b)/i
+/** Leading blanks and comments of a statement. */
+const LEAD = String.raw`^(?:\s+|--[^\n]*(?:\n|$)|/\*[\s\S]*?\*/)*`
+/** BEGIN, not MariaDB's compound statement `BEGIN NOT ATOMIC … END`. */
+const RAW_BEGIN = new RegExp(`${LEAD}(?:begin(?!\\s+not\\s+atomic\\b)|start\\s+transaction)\\b`, 'i')
+/** COMMIT, ROLLBACK, END, ABORT, PREPARE TRANSACTION; not `… and chain` (a new transaction follows) nor a rollback to a savepoint. */
+const RAW_END = new RegExp(
+  `${LEAD}(?:(?:commit|end|rollback|abort)\\b(?![\\s\\S]*\\band\\s+chain\\b)(?!\\s+(?:work\\s+|transaction\\s+)?to\\b)|prepare\\s+transaction\\b)`,
+  'i',
+)
 
-/** Marks `connection` inside or outside a transaction when raw SQL began or ended one. */
-function trackRawTransaction(connection: DatabaseConnection, text: string): void {
-  if (RAW_BEGIN.test(text)) inTransaction.add(connection)
+/**
+ * Marks `connection` inside or outside a transaction when raw SQL began or ended one. A failed
+ * COMMIT ends the transaction too (PostgreSQL rolls it back): `failed` clears the mark only.
+ */
+function trackRawTransaction(connection: DatabaseConnection, text: string, failed = false): void {
+  if (!failed && RAW_BEGIN.test(text)) inTransaction.add(connection)
   else if (RAW_END.test(text)) inTransaction.delete(connection)
 }
 
@@ -238,6 +248,7 @@ function patchedExecute(
       if (send.query.kind === 'RawNode') trackRawTransaction(this, send.sql)
     } catch (error) {
       const here = new Error()
+      if (send.query.kind === 'RawNode') trackRawTransaction(this, send.sql, true)
       // Ciphertexts and blind indexes the driver copied into its error are blanked first.
       scrubDriverError(error)
       // A duplicate refused by a blind index's UNIQUE index names table and column, never the value.

@@ -203,6 +203,11 @@ describe.each(backends())('plugin fails closed on $name', (backend: Backend) => 
           n: number | string
         }>`select count(*) as n from (${search}) as x`.execute(t.db)
         expect(Number(rows[0]?.n)).toBe(1)
+        // A select embedded as a derived table passes its encrypted columns on as stored.
+        const all = await sql<{
+          n: number | string
+        }>`select count(*) as n from (${t.db.selectFrom(u).selectAll()}) as x`.execute(t.db)
+        expect(Number(all.rows[0]?.n)).toBe(await count(u))
         await t.db.deleteFrom(u).where('name', '=', 'wp-raw').execute()
       })
 

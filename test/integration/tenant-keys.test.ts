@@ -225,6 +225,20 @@ describe.each(backends())('per-tenant keys and crypto-shredding [$name]', (backe
       )
       expect((inRaw as KeyError).code).toBe('KEY_NOT_FOUND')
       expect(await keyRows(keyName('initech'))).toEqual([])
+      // COMMIT AND CHAIN opens the next transaction at once: still inside one.
+      const chained = await failure(() =>
+        autoDb.connection().execute(async (c) => {
+          await sql`begin`.execute(c)
+          try {
+            await sql`commit and chain`.execute(c)
+            await order(c, 'initech', 'a@initech.io')
+          } finally {
+            await sql`rollback`.execute(c)
+          }
+        }),
+      )
+      expect((chained as KeyError).code).toBe('KEY_NOT_FOUND')
+      expect(await keyRows(keyName('initech'))).toEqual([])
       // The first write of the tenant, with createTenantKeys: keys created, row written and readable.
       const id = await order(autoDb, 'initech', 'a@initech.io')
       expect((await keyRows(keyName('initech'))).map((r) => r.purpose)).toEqual(['data', 'index'])
