@@ -123,8 +123,19 @@ function widthProblem(width: number | undefined, maxBytes: number | undefined): 
   if (width === undefined) return undefined
   if (maxBytes === undefined)
     return `no maxBytes is declared, so a longer value's ciphertext is not refused before it is sent (declare maxBytes: ${Math.max(0, width - FORMAT_V1_OVERHEAD - 4)} or less, or widen it)`
-  const needed = maxBytes + FORMAT_V1_OVERHEAD + 4
-  return width >= needed ? undefined : `a value of maxBytes (${maxBytes}) needs ${needed}`
+  // Key versions up to 127 (one varint byte, in the overhead); addEncryptedColumns leaves 4 more.
+  const needed = maxBytes + FORMAT_V1_OVERHEAD
+  return width >= needed
+    ? undefined
+    : `a value of maxBytes (${maxBytes}) needs ${needed}, and ${needed + 4} for key versions up to 2^32`
+}
+
+/** Encoded sizes of the codecs whose values have one (no maxBytes needed for them). */
+const FIXED_SIZE: Readonly<Partial<Record<string, number>>> = {
+  number: 8,
+  boolean: 1,
+  date: 8,
+  calendarDate: 10,
 }
 
 function tableProblems(
@@ -157,7 +168,14 @@ function tableProblems(
         message: `Encrypted column ${where}.${column.stored} does not exist.`,
         fix: fixes.addColumn(info, column.stored),
       })
-    } else if (snakeType !== undefined && !info.columns.has(snake) && !info.indexColumns.has(snake)) {
+    } else if (
+      snakeType !== undefined &&
+      // A binary one: what following the former advice made (an unrelated plaintext user_id of
+      // another type beside an encrypted userId is left alone).
+      isBinaryType(family, snakeType) &&
+      !info.columns.has(snake) &&
+      !info.indexColumns.has(snake)
+    ) {
       out.push({
         kind: 'column-spelling',
         table: where,
@@ -178,7 +196,10 @@ function tableProblems(
       // varbinary(n) only: a blob's length is the type's own limit (16 MiB for mediumblob).
       const bounded = family === 'mysql' && /^varbinary$/i.test(type)
       const narrow = bounded
-        ? widthProblem(catalog.maxLength(table, column.stored), column.spec.maxBytes)
+        ? widthProblem(
+            catalog.maxLength(table, column.stored),
+            column.spec.maxBytes ?? FIXED_SIZE[column.spec.codec.kind],
+          )
         : undefined
       if (narrow !== undefined)
         out.push({
