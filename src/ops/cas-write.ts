@@ -1,7 +1,7 @@
 import { type Compilable, CompiledQuery, type RawBuilder, sql, type Transaction } from 'kysely'
 import { OperationError } from '../errors.js'
 import type { OpsContext } from './context.js'
-import type { KeyColumn } from './primary-key.js'
+import { type KeyColumn, quotedPgTable } from './primary-key.js'
 
 /**
  * One row's compare-and-set write: `set` is written only if the row (by primary key) still holds
@@ -287,10 +287,7 @@ async function columnTypes(
   // Read in the batch's transaction: PGlite has one connection, which the transaction holds.
   // The table as a quoted (schema-qualified) identifier, resolved through the search path as
   // every query of the job resolves it.
-  const name = table
-    .split('.')
-    .map((part) => `"${part.replaceAll('"', '""')}"`)
-    .join('.')
+  const name = quotedPgTable(table)
   const read = sql<{
     name: string
     type: string

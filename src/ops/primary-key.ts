@@ -46,28 +46,19 @@ export function keyColumn(ctx: OpsContext, table: TableInfo): Promise<KeyColumn>
 
 async function introspect(ctx: OpsContext, table: TableInfo): Promise<KeyColumn> {
   const name = ctx.primaryKey(table)
-  const plain: KeyColumn = { name, selection: name, order: name, value: (raw) => raw }
   const [schema, bare] = table.physical.includes('.')
     ? (table.physical.split('.') as [string, string])
     : [undefined, table.physical]
-  const problem = await pagingProblem(ctx, table.physical, schema, bare, name)
+  const column = await columnOf(ctx, table.physical, schema, bare, name)
+  const problem = await pagingProblem(ctx, table.physical, schema, bare, column)
   if (problem !== undefined)
     throw new ConfigError(
       'CONFIG_INVALID',
       `The jobs page through ${table.physical} by ${name}, which ${problem}: pages by it would skip rows and a write by it could reach another row. Name in primaryKeys.${table.physical} a column whose values are unique and never NULL (the primary key, or a column with a UNIQUE index on it alone).`,
       { table: table.logical },
     )
-  if (ctx.family !== 'mysql') return plain
-  const row = await ctx.db
-    .selectFrom('information_schema.columns')
-    // Aliased: MySQL 8 labels information_schema columns in capitals.
-    .select(sql<string>`data_type`.as('type'))
-    .where('table_schema', '=', schema ?? sql<string>`database()`)
-    .where('table_name', '=', bare)
-    .where('column_name', '=', name)
-    .executeTakeFirst()
-  const type = String(row?.type ?? '').toLowerCase()
-  if (type !== 'bigint') return plain
+  if (ctx.family !== 'mysql' || column?.type !== 'bigint')
+    return { name, selection: name, order: name, value: (raw) => raw }
   return {
     name,
     selection: sql<string>`cast(${sql.ref(name)} as char)`.as(name),
@@ -76,8 +67,18 @@ async function introspect(ctx: OpsContext, table: TableInfo): Promise<KeyColumn>
   }
 }
 
+/** What the catalog says of the column the jobs page by. */
+interface PagingColumn {
+  readonly name: string
+  /** `data_type` (MySQL, lower case) or `format_type` (PostgreSQL). */
+  readonly type: string
+  readonly notNull: boolean
+  /** An index starts with it. */
+  readonly indexed: boolean
+}
+
 /**
- * Why keyset pages by column `name` would not visit each row once, or undefined when they do: the
+ * Why keyset pages by `column` would not visit each row once, or undefined when they do: the
  * column is NOT NULL with a valid unique index on it alone (the catalog), or else (a partitioned
  * table, whose unique indexes must hold the partition key too) it is of an orderable type, an
  * index starts with it, and the table holds no NULL and no repeated value in it now (one scan of
@@ -88,20 +89,20 @@ async function pagingProblem(
   physical: string,
   schema: string | undefined,
   table: string,
-  name: string,
+  column: PagingColumn | undefined,
 ): Promise<string | undefined> {
-  if (await uniqueNotNull(ctx, physical, schema, table, name)) return undefined
-  const shape = await columnShape(ctx, physical, schema, table, name)
-  if (shape === undefined) return 'is not a column of the table (or the table does not exist)'
-  if (!PAGEABLE[ctx.family].test(shape.type))
-    return `is of type ${shape.type}, which pages cannot be ordered by (an integer, decimal, string, uuid or date column can)`
-  if (!shape.indexed) return 'has no index that starts with it (each page would sort the whole table)'
-  const column = sql.ref(name)
+  if (column === undefined) return 'is not a column of the table (or the table does not exist)'
+  if (column.notNull && (await uniquelyIndexed(ctx, physical, schema, table, column.name))) return undefined
+  if (!PAGEABLE[ctx.family].test(column.type))
+    return `is of type ${column.type}, which pages cannot be ordered by (an integer, decimal, string, uuid or date column can)`
+  if (!column.indexed) return 'has no index that starts with it (each page would sort the whole table)'
+  const ref = sql.ref(column.name)
   const from = sql.table(physical)
-  const nulls = await sql`select 1 as x from ${from} where ${column} is null limit 1`.execute(ctx.db)
+  const nulls = await sql`select 1 as x from ${from} where ${ref} is null limit 1`.execute(ctx.db)
   if (nulls.rows.length > 0) return 'holds NULL in some rows'
-  const repeated =
-    await sql`select 1 as x from ${from} group by ${column} having count(*) > 1 limit 1`.execute(ctx.db)
+  const repeated = await sql`select 1 as x from ${from} group by ${ref} having count(*) > 1 limit 1`.execute(
+    ctx.db,
+  )
   if (repeated.rows.length > 0) return 'holds the same value in several rows'
   return undefined
 }
@@ -113,16 +114,21 @@ const PAGEABLE = {
     /^(tinyint|smallint|mediumint|int|bigint|decimal|char|varchar|binary|varbinary|date|datetime|timestamp)$/,
 } as const
 
-/** The column's type and whether an index starts with it; undefined when there is no such column. */
-async function columnShape(
+/** The column's type, nullability and whether an index starts with it; undefined when there is no such column. */
+async function columnOf(
   ctx: OpsContext,
   physical: string,
   schema: string | undefined,
   table: string,
   name: string,
-): Promise<{ type: string; indexed: boolean } | undefined> {
+): Promise<PagingColumn | undefined> {
   if (ctx.family === 'mysql') {
-    const { rows } = await sql<{ type: string; indexed: number | string }>`select lower(c.data_type) as type,
+    // Aliased: MySQL 8 labels information_schema columns in capitals.
+    const { rows } = await sql<{
+      type: string
+      nullable: string
+      indexed: number | string
+    }>`select lower(c.data_type) as type, c.is_nullable as nullable,
         exists(select 1 from information_schema.statistics s where s.table_schema = c.table_schema
           and s.table_name = c.table_name and s.column_name = c.column_name and s.seq_in_index = 1) as indexed
       from information_schema.columns c
@@ -130,24 +136,35 @@ async function columnShape(
       ctx.db,
     )
     const row = rows[0]
-    return row === undefined ? undefined : { type: String(row.type), indexed: Number(row.indexed) === 1 }
+    if (row === undefined) return undefined
+    return {
+      name,
+      type: String(row.type),
+      notNull: String(row.nullable).toUpperCase() === 'NO',
+      indexed: Number(row.indexed) === 1,
+    }
   }
   const { rows } = await sql<{
     type: string
+    notnull: boolean
     indexed: boolean
-  }>`select format_type(a.atttypid, a.atttypmod) as type,
+  }>`select format_type(a.atttypid, a.atttypmod) as type, a.attnotnull as notnull,
       exists(select 1 from pg_index i where i.indrelid = a.attrelid and i.indisvalid and i.indkey[0] = a.attnum
         and i.indpred is null) as indexed
     from pg_attribute a
-    where a.attrelid = to_regclass(${quotedPg(physical)}) and a.attname = ${name} and not a.attisdropped`.execute(
+    where a.attrelid = to_regclass(${quotedPgTable(physical)}) and a.attname = ${name} and not a.attisdropped`.execute(
     ctx.db,
   )
   const row = rows[0]
-  return row === undefined ? undefined : { type: String(row.type), indexed: row.indexed === true }
+  if (row === undefined) return undefined
+  return { name, type: String(row.type), notNull: row.notnull === true, indexed: row.indexed === true }
 }
 
-/** A (schema-qualified) table name quoted for `to_regclass`, resolved through the search path as the jobs' queries are. */
-function quotedPg(physical: string): string {
+/**
+ * A (schema-qualified) table name quoted for `to_regclass`, resolved through the search path as
+ * the jobs' queries resolve it. @internal
+ */
+export function quotedPgTable(physical: string): string {
   return physical
     .split('.')
     .map((part) => `"${part.replaceAll('"', '""')}"`)
@@ -155,10 +172,10 @@ function quotedPg(physical: string): string {
 }
 
 /**
- * True when column `name` of the table is NOT NULL and a valid unique index (or the primary key)
- * covers it alone, with no predicate or expression.
+ * True when a valid unique index (or the primary key) covers column `name` alone, with no
+ * predicate or expression.
  */
-async function uniqueNotNull(
+async function uniquelyIndexed(
   ctx: OpsContext,
   physical: string,
   schema: string | undefined,
@@ -166,28 +183,19 @@ async function uniqueNotNull(
   name: string,
 ): Promise<boolean> {
   if (ctx.family === 'mysql') {
-    const nullable = await ctx.db
-      .selectFrom('information_schema.columns')
-      .select(sql<string>`is_nullable`.as('nullable'))
-      .where('table_schema', '=', schema ?? sql<string>`database()`)
-      .where('table_name', '=', table)
-      .where('column_name', '=', name)
-      .executeTakeFirst()
-    if (String(nullable?.nullable ?? 'YES').toUpperCase() !== 'NO') return false
     // Each unique index's columns: one that holds this column alone (names compare without
-    // case in MySQL, as the lookup above does).
+    // case in MySQL).
     const { rows } = await sql<{ n: number | string; c: string }>`select count(*) as n, max(column_name) as c
       from information_schema.statistics
       where table_schema = ${schema ?? sql`database()`} and table_name = ${table} and non_unique = 0
       group by index_name`.execute(ctx.db)
     return rows.some((r) => Number(r.n) === 1 && String(r.c).toLowerCase() === name.toLowerCase())
   }
-  const quoted = quotedPg(physical)
   const { rows } = await sql<{ ok: number }>`select 1 as ok from pg_index i
       join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0]
-    where i.indrelid = to_regclass(${quoted})
+    where i.indrelid = to_regclass(${quotedPgTable(physical)})
       and i.indisunique and i.indisvalid and i.indnkeyatts = 1 and i.indpred is null and i.indexprs is null
-      and a.attname = ${name} and a.attnotnull
+      and a.attname = ${name}
     limit 1`.execute(ctx.db)
   return rows.length > 0
 }
