@@ -86,19 +86,26 @@ describe.each(backends())('encrypt-column: plaintext values moved exactly [$name
       await raw?.destroy()
     })
 
+    /** `[id, value]` of each row whose encrypted column of `column` holds a value, decrypted by another instance. */
+    const decryptedAtRest = async (column: string): Promise<Array<[number, unknown]>> => {
+      const stored = await raw
+        .selectFrom(table)
+        .select(['id', `${column}_encrypted as c`])
+        .orderBy('id')
+        .execute()
+      const out: Array<[number, unknown]> = []
+      for (const row of stored)
+        if (row.c !== null) out.push([Number(row.id), await reader.decrypt(table, column, row.c)])
+      return out
+    }
+
     it('a JSON string stays that string (never parsed a second time); the JSON value null is counted failed', async () => {
       const job = (await ops.encryptColumn(table, 'data')) as JobResult
       expect(job).toMatchObject({ rewritten: 4, failed: 1 })
       const verify = await ops.verifyColumn(table, 'data')
       expect(verify).toMatchObject({ ok: false, equal: 4, failed: 1, plaintextNull: 1, missing: 0 })
       expect(verify.failures).toEqual([{ key: 5, problems: ['data: CODEC_INVALID_VALUE'] }])
-      const stored = await raw.selectFrom(table).select(['id', 'data_encrypted']).orderBy('id').execute()
-      const decrypted: Array<[number, unknown]> = []
-      for (const row of stored) {
-        if (row.data_encrypted === null) continue
-        decrypted.push([Number(row.id), await reader.decrypt(table, 'data', row.data_encrypted)])
-      }
-      expect(decrypted).toEqual([
+      expect(await decryptedAtRest('data')).toEqual([
         [1, '123'],
         [2, '1.50'],
         [3, { a: 1, b: [true, null, 'x'] }],
@@ -115,13 +122,7 @@ describe.each(backends())('encrypt-column: plaintext values moved exactly [$name
         { key: 2, problems: ['amount: CODEC_INVALID_VALUE'] },
         { key: 3, problems: ['amount: CODEC_INVALID_VALUE'] },
       ])
-      const stored = await raw.selectFrom(table).select(['id', 'amount_encrypted']).orderBy('id').execute()
-      const decrypted: Array<[number, unknown]> = []
-      for (const row of stored) {
-        if (row.amount_encrypted === null) continue
-        decrypted.push([Number(row.id), await reader.decrypt(table, 'amount', row.amount_encrypted)])
-      }
-      expect(decrypted).toEqual([
+      expect(await decryptedAtRest('amount')).toEqual([
         [1, 1.5],
         [4, -12.34],
         [6, 0],
@@ -151,11 +152,9 @@ describe.each(backends())('encrypt-column: plaintext values moved exactly [$name
       const job = (await ops.encryptColumn(table, 'big')) as JobResult
       expect(job).toMatchObject({ rewritten: 6, failed: 0 })
       expect(await ops.verifyColumn(table, 'big')).toMatchObject({ ok: true, equal: 6 })
-      const stored = await raw.selectFrom(table).select(['id', 'big_encrypted']).orderBy('id').execute()
-      const decrypted: bigint[] = []
-      for (const row of stored)
-        decrypted.push((await reader.decrypt(table, 'big', row.big_encrypted)) as bigint)
-      expect(decrypted).toEqual([1n, 2n, 3n, 4n, 5n, 6n].map((id) => 9007199254740993n + id))
+      expect(await decryptedAtRest('big')).toEqual(
+        [1, 2, 3, 4, 5, 6].map((id) => [id, 9007199254740993n + BigInt(id)]),
+      )
     })
   })
 })

@@ -49,8 +49,9 @@ describe.each(backends())('ops: the column the jobs page by [$name]', (backend: 
       await raw?.destroy()
     })
 
-    const opsWith = (column: string | undefined) =>
-      fieldEncryptionOps({
+    /** `verify` of the table by ops paging through `column` (the default when undefined): its result, or its error. */
+    const verifyBy = async (column: string | undefined): Promise<unknown> => {
+      const ops = fieldEncryptionOps({
         db: raw,
         schema,
         // Its own provider object on the same KEK: closing the instance closes it.
@@ -59,46 +60,29 @@ describe.each(backends())('ops: the column the jobs page by [$name]', (backend: 
         jobsTable,
         ...(column === undefined ? {} : { primaryKeys: { [table]: column } }),
       })
+      try {
+        await ops.init()
+        return await ops.verify(table).catch((error: unknown) => error)
+      } finally {
+        await ops.close()
+      }
+    }
 
     it('a composite primary key without primaryKeys, a column with repeated values, NULLs, no index, a json type, or none at all is refused (CONFIG_INVALID)', async () => {
       // n repeats, maybe is NULL, loose has no index (each page would sort the table), doc is json.
       for (const column of [undefined, 'n', 'maybe', 'loose', 'doc', 'no_such_column']) {
-        const ops = opsWith(column)
-        try {
-          await ops.init()
-          const refused = await ops.verify(table).then(
-            () => undefined,
-            (error: unknown) => error,
-          )
-          expect(refused).toMatchObject({ name: 'ConfigError', code: 'CONFIG_INVALID' })
-          expect(String((refused as Error).message)).toContain(`primaryKeys.${table}`)
-        } finally {
-          await ops.close()
-        }
+        const refused = await verifyBy(column)
+        expect(refused).toMatchObject({ name: 'ConfigError', code: 'CONFIG_INVALID' })
+        expect(String((refused as Error).message)).toContain(`primaryKeys.${table}`)
       }
     })
 
     it('a NOT NULL column with a unique index of its own is accepted, and every row is seen', async () => {
-      const ops = opsWith('code')
-      try {
-        await ops.init()
-        const verify = await ops.verify(table)
-        expect(verify.ok).toBe(true)
-        expect(verify.rows).toBe(2)
-      } finally {
-        await ops.close()
-      }
+      expect(await verifyBy('code')).toMatchObject({ ok: true, rows: 2 })
     })
 
     it('an indexed column no unique index covers (a partitioned table has none on one column) is accepted while its values are unique and not NULL', async () => {
-      const ops = opsWith('ordinal')
-      try {
-        await ops.init()
-        const verify = await ops.verify(table)
-        expect(verify).toMatchObject({ ok: true, rows: 2 })
-      } finally {
-        await ops.close()
-      }
+      expect(await verifyBy('ordinal')).toMatchObject({ ok: true, rows: 2 })
     })
   })
 })

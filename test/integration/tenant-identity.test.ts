@@ -15,6 +15,19 @@ async function keyNames(fx: TenantPair): Promise<string[]> {
 const emailsOf = (rows: readonly { id: unknown; email: unknown }[]) =>
   rows.map((r) => [Number(r.id), r.email]).sort((a, b) => (a[0] as number) - (b[0] as number))
 
+/** A tenant pair whose row 1 is tenant 'acme' and row 2 tenant 'Acme', both with the email same@x.io. */
+async function acmePair(backend: Backend, prefix: string, tenantType: string): Promise<TenantPair> {
+  const fx = await tenantPair(backend, { prefix, tenantType })
+  await fx.writerDb
+    .insertInto(fx.table)
+    .values([
+      { id: 1, tenant_id: 'acme', email: 'same@x.io' },
+      { id: 2, tenant_id: 'Acme', email: 'same@x.io' },
+    ])
+    .execute()
+  return fx
+}
+
 /**
  * A tenant value names its keys and is bound into each ciphertext's AAD, so every path (write,
  * read, search, update) must agree on it: a UUID is the same tenant in any letter case, and a
@@ -112,14 +125,7 @@ describe.each(backends())('tenant value identity [$name]', (backend: Backend) =>
     describe("tenants 'acme' and 'Acme' in a varchar column (MariaDB's default collation: case-insensitive)", () => {
       let fx: TenantPair
       beforeAll(async () => {
-        fx = await tenantPair(backend, { prefix: 'tk_case', tenantType: 'varchar(16)' })
-        await fx.writerDb
-          .insertInto(fx.table)
-          .values([
-            { id: 1, tenant_id: 'acme', email: 'same@x.io' },
-            { id: 2, tenant_id: 'Acme', email: 'same@x.io' },
-          ])
-          .execute()
+        fx = await acmePair(backend, 'tk_case', 'varchar(16)')
       }, 120_000)
       afterAll(async () => {
         await fx?.teardown()
@@ -293,14 +299,7 @@ describe.each(backends())('tenant value identity [$name]', (backend: Backend) =>
           } finally {
             await raw.destroy()
           }
-          fx = await tenantPair(backend, { prefix: 'tk_ci', tenantType: 'varchar(16) collate kfe_test_ci' })
-          await fx.writerDb
-            .insertInto(fx.table)
-            .values([
-              { id: 1, tenant_id: 'acme', email: 'same@x.io' },
-              { id: 2, tenant_id: 'Acme', email: 'same@x.io' },
-            ])
-            .execute()
+          fx = await acmePair(backend, 'tk_ci', 'varchar(16) collate kfe_test_ci')
         }, 120_000)
         afterAll(async () => {
           await fx?.teardown()

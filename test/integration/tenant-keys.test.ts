@@ -212,31 +212,24 @@ describe.each(backends())('per-tenant keys and crypto-shredding [$name]', (backe
       expect((inTrx as KeyError).code).toBe('KEY_NOT_FOUND')
       expect((inTrx as KeyError).message).toContain('inside a transaction')
       expect(await keyRows(keyName('initech'))).toEqual([])
-      // Nor inside one begun in raw SQL on a connection of the application's own.
-      const inRaw = await failure(() =>
-        autoDb.connection().execute(async (c) => {
-          await sql`begin`.execute(c)
-          try {
-            await order(c, 'initech', 'a@initech.io')
-          } finally {
-            await sql`rollback`.execute(c)
-          }
-        }),
-      )
-      expect((inRaw as KeyError).code).toBe('KEY_NOT_FOUND')
+      // Nor inside one begun in raw SQL on a connection of the application's own (`statements`
+      // run after BEGIN, then the first write of the tenant, then ROLLBACK).
+      const inRaw = (...statements: string[]) =>
+        failure(() =>
+          autoDb.connection().execute(async (c) => {
+            await sql`begin`.execute(c)
+            try {
+              for (const statement of statements) await sql.raw(statement).execute(c)
+              await order(c, 'initech', 'a@initech.io')
+            } finally {
+              await sql`rollback`.execute(c)
+            }
+          }),
+        )
+      expect(((await inRaw()) as KeyError).code).toBe('KEY_NOT_FOUND')
       expect(await keyRows(keyName('initech'))).toEqual([])
       // COMMIT AND CHAIN opens the next transaction at once: still inside one.
-      const chained = await failure(() =>
-        autoDb.connection().execute(async (c) => {
-          await sql`begin`.execute(c)
-          try {
-            await sql`commit and chain`.execute(c)
-            await order(c, 'initech', 'a@initech.io')
-          } finally {
-            await sql`rollback`.execute(c)
-          }
-        }),
-      )
+      const chained = await inRaw('commit and chain')
       expect((chained as KeyError).code).toBe('KEY_NOT_FOUND')
       expect(await keyRows(keyName('initech'))).toEqual([])
       // The first write of the tenant, with createTenantKeys: keys created, row written and readable.
