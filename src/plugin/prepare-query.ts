@@ -184,7 +184,8 @@ function withKeys(
 }
 
 export async function prefetchDataKeys(ring: KeyRing, plan: QueryPlan): Promise<void> {
-  // A table with per-tenant keys has no table-wide keys: its rows' tenants' keys load per chunk.
+  // A table with per-tenant keys has no table-wide keys (and a stream of its encrypted columns is
+  // refused before this: its tenants' keys could only load behind the cursor).
   const tables = new Set(
     plan.outputs.filter((o) => o.column.table.keyScope === undefined).map((o) => o.column.table.logical),
   )
