@@ -1,6 +1,6 @@
 import { inspect } from 'node:util'
 import { type Dialect, Kysely, type KyselyPlugin } from 'kysely'
-import { ConfigError, KeyError } from './errors.js'
+import { ConfigError } from './errors.js'
 import { type ExplicitHelpers, explicitHelpers } from './explicit-helpers.js'
 import type { KeyCacheOptions } from './keys/key-cache.js'
 import type { AuditSink, KeyProvider } from './keys/key-provider.js'
@@ -325,28 +325,7 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
       holdsCiphertext: (table) => holdsCiphertext(plain, options.schema, table),
     })
     try {
-      const result = await ring.init(names)
-      // Keys that were there already must unwrap under the configured KEKs: a key table of
-      // another environment, or a KEK missing from the configuration, is said here, at deploy
-      // time, and not by the first query (UNWRAP_FAILED). One unwrap per active key.
-      const tables = new Set(result.existing.map((k) => k.logicalTable))
-      for (const table of tables) {
-        for (const purpose of ['data', 'index'] as const) {
-          try {
-            await ring.activeKey(table, purpose)
-          } catch (error) {
-            // No active key (a keyScope table's own name), or a shredded tenant's: nothing to check.
-            if (
-              !(
-                error instanceof KeyError &&
-                (error.code === 'KEY_NOT_FOUND' || error.code === 'KEY_DESTROYED')
-              )
-            )
-              throw error
-          }
-        }
-      }
-      return result
+      return await ring.init(names)
     } finally {
       await ring.close()
       for (const r of rings) r.refresh()

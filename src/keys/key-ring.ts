@@ -276,12 +276,30 @@ export class KeyRing {
    * @throws KeyError `KEYS_MISSING` when a table has a missing purpose but holds ciphertext:
    *   its keys were lost (key table dropped, edited or restored from another environment);
    *   restore the key table, never create keys over data.
-   * @throws KeyProviderError when a provider cannot generate or wrap a key.
+   * @throws KeyProviderError when a provider cannot generate or wrap a key, and `UNWRAP_FAILED`
+   *   when an active key that was there already does not unwrap under the configured KEKs.
    * @throws KeyError `KEY_STORE_ERROR` when the key store fails.
    */
   async init(logicalTables: Iterable<string>): Promise<InitKeysResult> {
     this.#assertOpen()
-    return this.#creation.init(logicalTables)
+    const result = await this.#creation.init(logicalTables)
+    // Keys that were there already must unwrap under the configured KEKs: a key table of
+    // another environment, or a KEK missing from the configuration, is said here, at deploy
+    // time, and not by the first query (UNWRAP_FAILED). One unwrap per active key.
+    for (const table of new Set(result.existing.map((k) => k.logicalTable))) {
+      for (const purpose of PURPOSES) {
+        try {
+          await this.activeKey(table, purpose)
+        } catch (error) {
+          // No active key (a keyScope table's own name), or a shredded tenant's: nothing to check.
+          if (
+            !(error instanceof KeyError && (error.code === 'KEY_NOT_FOUND' || error.code === 'KEY_DESTROYED'))
+          )
+            throw error
+        }
+      }
+    }
+    return result
   }
 
   /** Counters since construction; never key material. */

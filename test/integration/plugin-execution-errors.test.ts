@@ -11,6 +11,7 @@ import {
   QueryRefusedError,
   UniqueViolationError,
 } from '../../src/index.js'
+import { fieldEncryptionOps } from '../../src/ops.js'
 import { type Backend, backends, onlyTables } from '../support/backends.js'
 import { type EncryptedTestDb, encryptedTestDb, type TestDB } from '../support/encrypted-db.js'
 
@@ -239,6 +240,18 @@ describe.each(backends())('errors while executing [$name]', (backend: Backend) =
           // And init says it at deploy time, before any query: the keys there do not unwrap.
           const atInit = await caught(other.init(db))
           expect(atInit.code).toBe('UNWRAP_FAILED')
+          // So does `kfe init` (the operations' init), through the same key ring code.
+          const ops = fieldEncryptionOps({
+            db: t.raw,
+            schema: t.schema,
+            keyProvider: localKeyProvider({ key: randomBytes(32) }),
+            keyTable: t.names.keys,
+          })
+          try {
+            expect((await caught(ops.init())).code).toBe('UNWRAP_FAILED')
+          } finally {
+            await ops.close()
+          }
         } finally {
           await other.close()
         }
