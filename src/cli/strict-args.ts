@@ -20,7 +20,11 @@ export function unknownOptions(argv: readonly string[], main: CommandDef): strin
   if (sub === undefined) return undefined
   // citty hands the subcommand only what follows its name: an option before it (`kfe --dry-run
   // rotate …`) would be dropped, and the command run without it.
-  const before = argv.slice(0, at).filter((a) => !GLOBAL.has(a))
+  // Named without a value given after '=' (a value is the user's, and may be a secret).
+  const before = argv
+    .slice(0, at)
+    .filter((a) => !GLOBAL.has(a))
+    .map((a) => a.split('=')[0]!)
   if (before.length > 0) return before
   const defs = (sub.args ?? {}) as ArgsDef
   const known = new Map<string, 'string' | 'boolean'>()
