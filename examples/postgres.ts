@@ -62,7 +62,8 @@ async function migrate(): Promise<void> {
     .execute()
   await createBlindIndexes(db, schema, 'users')
   // Once, after the migrations (or `npx kfe init`): creates the table's keys, wrapped under the
-  // KEK. Idempotent. Keys are never created silently on first use.
+  // KEK (keys already there must unwrap under it: UNWRAP_FAILED otherwise). Idempotent. Keys are
+  // never created silently on first use.
   await encryption.init(db)
 }
 
