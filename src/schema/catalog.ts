@@ -14,6 +14,8 @@ export interface CatalogTable {
   readonly uniqueColumns: ReadonlySet<string>
   /** Column name → the characters a string column holds at most (`varchar(n)`), when it says. */
   readonly maxLengths: ReadonlyMap<string, number>
+  /** Column name → the bytes a string or binary column holds at most, when it says. */
+  readonly maxOctets: ReadonlyMap<string, number>
 }
 
 /** The tables of the schemas an encrypted schema lives in: what verification reads, once. */
@@ -33,6 +35,8 @@ export interface Catalog {
   columnName(table: CatalogTable, name: string): string | undefined
   /** The characters a string column holds at most (`varchar(n)`), if it says. */
   maxLength(table: CatalogTable, name: string): number | undefined
+  /** The bytes a string or binary column holds at most (`character_octet_length`), if it says. */
+  maxOctets(table: CatalogTable, name: string): number | undefined
 }
 
 /** Data types that hold bytes as they are: what ciphertexts and blind indexes need. */
@@ -62,6 +66,8 @@ interface ColumnRow {
   k: string
   /** character_maximum_length (null for types without one). */
   n: unknown
+  /** character_octet_length (null for types without one). */
+  o: unknown
 }
 interface UniqueRow {
   s: string
@@ -95,7 +101,13 @@ export async function readCatalog(
   const defaultSchema = String(def.rows[0]?.s ?? '')
   const byKey = new Map<
     string,
-    { table: CatalogTable; cols: Map<string, string>; uniq: Set<string>; lengths: Map<string, number> }
+    {
+      table: CatalogTable
+      cols: Map<string, string>
+      uniq: Set<string>
+      lengths: Map<string, number>
+      octets: Map<string, number>
+    }
   >()
   for (const r of columns.rows) {
     const key = `${text(r.s)}\u0000${text(r.t)}`
@@ -104,6 +116,7 @@ export async function readCatalog(
       const cols = new Map<string, string>()
       const uniq = new Set<string>()
       const lengths = new Map<string, number>()
+      const octets = new Map<string, number>()
       const table: CatalogTable = {
         schema: text(r.s),
         name: text(r.t),
@@ -111,13 +124,16 @@ export async function readCatalog(
         columns: cols,
         uniqueColumns: uniq,
         maxLengths: lengths,
+        maxOctets: octets,
       }
-      entry = { table, cols, uniq, lengths }
+      entry = { table, cols, uniq, lengths, octets }
       byKey.set(key, entry)
     }
     entry.cols.set(text(r.c), text(r.d).toLowerCase())
-    const n = r.n === null || r.n === undefined ? Number.NaN : Number(r.n)
-    if (Number.isSafeInteger(n) && n > 0) entry.lengths.set(text(r.c), n)
+    const n = positive(r.n)
+    if (n !== undefined) entry.lengths.set(text(r.c), n)
+    const o = positive(r.o)
+    if (o !== undefined) entry.octets.set(text(r.c), o)
   }
   for (const r of unique.rows) byKey.get(`${text(r.s)}\u0000${text(r.t)}`)?.uniq.add(text(r.c))
   const tables = [...byKey.values()].map((e) => e.table)
@@ -150,7 +166,17 @@ export async function readCatalog(
       const own = columnName(table, name)
       return own === undefined ? undefined : table.maxLengths.get(own)
     },
+    maxOctets: (table: CatalogTable, name: string) => {
+      const own = columnName(table, name)
+      return own === undefined ? undefined : table.maxOctets.get(own)
+    },
   })
+}
+
+/** A catalog length as a number, when it is a positive safe integer (null: the type has none). */
+function positive(value: unknown): number | undefined {
+  const n = value === null || value === undefined ? Number.NaN : Number(value)
+  return Number.isSafeInteger(n) && n > 0 ? n : undefined
 }
 
 /** Catalog text: MySQL may hand back a Buffer for information_schema columns on some servers. */
@@ -168,7 +194,7 @@ function postgresQueries(extraSchemas: readonly string[]): CatalogQueries {
   const schemas = sql.join([sql`current_schema()`, ...extraSchemas.map((s) => sql`${s}`)])
   return {
     defaultSchema: sql<{ s: string }>`select current_schema() as s`,
-    columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k, c.character_maximum_length as n
+    columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k, c.character_maximum_length as n, c.character_octet_length as o
       from information_schema.columns c
       join information_schema.tables tb on tb.table_schema = c.table_schema and tb.table_name = c.table_name
       where c.table_schema in (${schemas})
@@ -187,7 +213,7 @@ function postgresQueries(extraSchemas: readonly string[]): CatalogQueries {
 function mysqlQueries(): CatalogQueries {
   return {
     defaultSchema: sql<{ s: string }>`select database() as s`,
-    columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k, c.character_maximum_length as n
+    columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k, c.character_maximum_length as n, c.character_octet_length as o
       from information_schema.columns c
       join information_schema.tables tb on tb.table_schema = c.table_schema and tb.table_name = c.table_name
       where c.table_schema = database()

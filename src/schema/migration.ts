@@ -27,35 +27,55 @@ export interface AddEncryptedColumnsOptions {
   readonly notNull?: readonly string[]
 }
 
+/** A column `encryptedColumnTypes` lists. */
+export interface EncryptedColumnType {
+  /** The column's name in the database. */
+  readonly name: string
+  readonly type: DataType
+  /** The annotated column it belongs to (itself, or the column a blind index is of). */
+  readonly column: string
+  /** The bytes the type holds at most (MySQL); undefined on PostgreSQL (bytea). */
+  readonly bytes: number | undefined
+}
+
+/** The largest a MEDIUMBLOB holds. */
+const MEDIUMBLOB = 16_777_215
+
+/**
+ * The binary type that holds `bytes` bytes: `bytea` on PostgreSQL; on MySQL `varbinary(n)` up to
+ * 65,000 bytes (a row holds 65,535 in all), then `mediumblob`, then `longblob`.
+ */
+export function binaryType(family: SqlFamily, bytes: number | undefined): DataType {
+  if (family === 'postgres') return 'bytea'
+  if (bytes !== undefined && bytes <= 65_000) return sql`varbinary(${sql.raw(String(bytes))})`
+  return bytes === undefined || bytes <= MEDIUMBLOB ? sql`mediumblob` : sql`longblob`
+}
+
 /**
  * The columns an annotated table needs: each encrypted column (bytea / VARBINARY sized from
- * the format's overhead, or BLOB when no `maxBytes` is declared) and each blind-index column.
+ * the format's overhead, or MEDIUMBLOB when no `maxBytes` is declared) and each blind-index column.
  */
 export function encryptedColumnTypes(
   schema: EncryptedSchema,
   table: string,
   family: SqlFamily,
-): Array<{ name: string; type: DataType; column: string }> {
+): EncryptedColumnType[] {
   const info = tableInfo(schema, table)
-  const out: Array<{ name: string; type: DataType; column: string }> = []
+  const out: EncryptedColumnType[] = []
   for (const column of info.columns.values()) {
     // Key versions < 128 take one varint byte; leave 4 more for versions up to 2^32.
     const max = column.spec.maxBytes === undefined ? undefined : column.spec.maxBytes + FORMAT_V1_OVERHEAD + 4
-    const type: DataType =
-      family === 'postgres'
-        ? 'bytea'
-        : max !== undefined && max <= 65_000
-          ? sql`varbinary(${sql.raw(String(max))})`
-          : sql`mediumblob`
-    out.push({ name: column.stored, type, column: column.physical })
+    const bytes = family === 'postgres' ? undefined : max !== undefined && max <= 65_000 ? max : MEDIUMBLOB
+    out.push({ name: column.stored, type: binaryType(family, bytes), column: column.physical, bytes })
     for (const spec of column.spec.indexes) {
       const bytes = Math.ceil(spec.bits / 8)
       // An index with a rotation slot has two columns (see docs/operations.md).
       for (const name of indexColumnNames(spec)) {
         out.push({
           name,
-          type: family === 'postgres' ? 'bytea' : sql`varbinary(${sql.raw(String(bytes))})`,
+          type: binaryType(family, family === 'postgres' ? undefined : bytes),
           column: column.physical,
+          bytes: family === 'postgres' ? undefined : bytes,
         })
       }
     }

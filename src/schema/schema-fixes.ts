@@ -1,6 +1,6 @@
 import { type Kysely, sql } from 'kysely'
 import { ConfigError } from '../errors.js'
-import { addEncryptedColumns, encryptedColumnTypes } from './migration.js'
+import { addEncryptedColumns, binaryType, encryptedColumnTypes } from './migration.js'
 import type { EncryptedSchema, TableInfo } from './schema.js'
 import type { SqlFamily } from './sql-family.js'
 
@@ -21,14 +21,15 @@ export function schemaFixes(
   family: SqlFamily,
 ) {
   const plain = db.withoutPlugins()
-  const typeOf = (info: TableInfo, column: string) => {
+  const columnType = (info: TableInfo, column: string) => {
     const found = encryptedColumnTypes(schema, info.physical, family).find((c) => c.name === column)
     // Every caller passes an annotated or index column of `info`, which encryptedColumnTypes lists.
     if (found === undefined) {
       throw new ConfigError('CONFIG_INVALID', `${info.physical}.${column} is not a column of the schema.`)
     }
-    return found.type
+    return found
   }
+  const typeOf = (info: TableInfo, column: string) => columnType(info, column).type
   return {
     /** `create table` with the table's encrypted and index columns (add its other columns). */
     createTable: (info: TableInfo) =>
@@ -39,10 +40,17 @@ export function schemaFixes(
     /** `alter table … add column` with the column's binary type. */
     addColumn: (info: TableInfo, column: string) =>
       plain.schema.alterTable(info.physical).addColumn(column, typeOf(info, column)).compile().sql,
-    /** The column changed to its binary type, keeping the bytes of what it holds. */
-    makeBinary: (info: TableInfo, column: string) => {
+    /**
+     * The column changed to its binary type, keeping the bytes of what it holds: on MySQL a type
+     * at least as wide as the column is now (`holds`, its bytes at most), so no value is cut
+     * short (a server without strict mode would truncate it with a warning).
+     */
+    makeBinary: (info: TableInfo, column: string, holds?: number) => {
       if (family === 'mysql') {
-        return plain.schema.alterTable(info.physical).modifyColumn(column, typeOf(info, column)).compile().sql
+        const { type, bytes } = columnType(info, column)
+        const wide =
+          holds !== undefined && (bytes === undefined || holds > bytes) ? binaryType(family, holds) : type
+        return plain.schema.alterTable(info.physical).modifyColumn(column, wide).compile().sql
       }
       // PostgreSQL casts text to bytea only with USING: keep each value's UTF-8 bytes.
       const alter = plain.schema

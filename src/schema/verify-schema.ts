@@ -190,7 +190,7 @@ function tableProblems(
         columns: [column.stored],
         found: type,
         message: `Encrypted column ${where}.${column.stored} is ${type}, not a binary type (values it holds stay as they are: declare migratingFromPlaintext and encrypt them with kfe encrypt-column).`,
-        fix: fixes.makeBinary(info, column.stored),
+        fix: fixes.makeBinary(info, column.stored, catalog.maxOctets(table, column.stored)),
       })
     } else {
       // varbinary(n) only: a blob's length is the type's own limit (16 MiB for mediumblob).
@@ -235,7 +235,7 @@ function tableProblems(
         columns: [index.physical],
         found: type,
         message: `Blind-index column ${where}.${index.physical} is ${type}, not a binary type.`,
-        fix: fixes.makeBinary(info, index.physical),
+        fix: fixes.makeBinary(info, index.physical, catalog.maxOctets(table, own)),
       })
     }
     if (index.spec.kind === 'unique' && !table.uniqueColumns.has(own)) {

@@ -248,6 +248,28 @@ describe.each(backends())('schema verification on $name', (backend: Backend) => 
       await expect(encryption.verifySchema(db)).resolves.toBeUndefined()
     })
 
+    it("a text column wider than the schema's maxBytes: the fix's binary type keeps every byte it holds", async () => {
+      n++
+      const name = table('bios')
+      // maxBytes: 100, but the column holds up to 2,000 characters (8,000 bytes in utf8mb4) and
+      // one value is longer than the varbinary a maxBytes of 100 gives.
+      const schema = encryptedSchema({ [name]: { bio: encrypted.text({ maxBytes: 100 }) } })
+      await raw.schema
+        .createTable(name)
+        .addColumn('id', id, idCol as never)
+        .addColumn('bio', family === 'postgres' ? 'text' : 'varchar(2000)')
+        .execute()
+      const long = 'é'.repeat(700)
+      await raw.insertInto(name).values({ bio: long }).execute()
+      const { encryption, db } = app(schema)
+      const e = await mismatch(() => encryption.verifySchema(db))
+      expect(kinds(e.problems)).toEqual([`column-not-binary ${name} bio`])
+      await sql.raw(e.problems[0]!.fix).execute(raw)
+      const kept = await raw.selectFrom(name).select('bio').executeTakeFirstOrThrow()
+      expect(Buffer.from(kept.bio as Uint8Array).equals(Buffer.from(long, 'utf8'))).toBe(true)
+      if (family === 'mysql') expect(e.problems[0]!.fix).toMatch(/varbinary\(8000\)/i)
+    })
+
     it('a unique blind index without its UNIQUE index is reported; then fixed by its DDL', async () => {
       n++
       const name = table('accounts')
