@@ -22,6 +22,8 @@ import type { Relation, Resolved, Scope } from './scope.js'
 
 const EQUALITY = new Set(['=', '==', '!=', '<>', 'in', 'not in'])
 const NULL_TESTS = new Set(['is', 'is not'])
+const LIST_OPERATORS = new Set(['in', 'not in'])
+const LISTS = new Set(['ValueListNode', 'PrimitiveValueListNode'])
 /** The operators of a rewritten search: frozen, like every node, so one of each serves every query. */
 const IN_OPERATOR = Object.freeze({ kind: 'OperatorNode', operator: 'in' })
 const NOT_IN_OPERATOR = Object.freeze({ kind: 'OperatorNode', operator: 'not in' })
@@ -156,6 +158,10 @@ export function comparison(
     throw refuse(info, op)
   }
   if (!EQUALITY.has(op)) throw refuse(info, op)
+  // `where('tags', '=', [1, 2])` is a row value `($1, $2)`: only `in` / `not in` take a list (a
+  // list rewritten as `in` would match the rows holding 1 or 2, not the one holding [1, 2]).
+  if (LISTS.has(other.kind) && !LIST_OPERATORS.has(op))
+    throw refuse(info, op, 'compared with a list of values (a row value): only in and not in take a list')
   const values = listValues(other)
   if (values === undefined) throw refuse(info, op, 'compared with an expression, not a value')
   if (values.length === 1 && values[0] === null && (op === '=' || op === '!=' || op === '<>')) return node

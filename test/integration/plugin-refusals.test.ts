@@ -313,6 +313,38 @@ const CASES: readonly RefusalCase[] = [
     operator: /limit/,
     build: (db, u) => db.selectFrom(u).selectAll().where('ssn', '=', SECRET_SSN).limit(1),
   },
+  // `=` with an array is a row value `($1, $2)`, which the database refuses; rewritten as `in`
+  // it matched the rows holding either value (and updated or deleted them).
+  {
+    name: '= with a list of values (a row value)',
+    table: 'users',
+    column: 'email',
+    operator: '=',
+    build: (db, u) =>
+      db
+        .selectFrom(u)
+        .selectAll()
+        .where('email', '=', [SECRET, 'other@x.io'] as never),
+  },
+  {
+    name: '<> with a list of values',
+    table: 'users',
+    column: 'email',
+    operator: '<>',
+    build: (db, u) =>
+      db
+        .selectFrom(u)
+        .selectAll()
+        .where('email', '<>', [SECRET, 'other@x.io'] as never),
+  },
+  {
+    name: 'delete where = with a list of values',
+    table: 'users',
+    column: 'email',
+    operator: '=',
+    write: true,
+    build: (db, u) => db.deleteFrom(u).where('email', '=', [SECRET, 'other@x.io'] as never),
+  },
   {
     name: 'compared with a function of a value',
     table: 'users',
