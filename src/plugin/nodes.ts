@@ -119,8 +119,30 @@ function combinesRows(n: OperationNode, locals: ReadonlySet<string> | undefined)
     return someChild(n, combinesRows, declared)
   }
   if (combinesItself(n) && (locals === undefined || mayNameOuter(n, locals))) return true
+  // Kysely gives a sort direction as raw SQL (`asc`, `desc`): a word, not an expression.
+  if (
+    n.kind === 'OrderByItemNode' &&
+    isPlainDirection((n as unknown as { direction?: OperationNode }).direction)
+  ) {
+    const item = n as unknown as { orderBy: OperationNode; collation?: OperationNode }
+    return (
+      combinesRows(item.orderBy, locals) ||
+      (item.collation !== undefined && combinesRows(item.collation, locals))
+    )
+  }
   // No closure per node: this walk runs on the select list of every root select.
   return someChild(n, combinesRows, locals)
+}
+
+/** A sort direction that is the raw word `asc` or `desc` (any case), with nothing else in it. */
+function isPlainDirection(direction: OperationNode | undefined): boolean {
+  if (direction?.kind !== 'RawNode') return false
+  const raw = direction as unknown as { sqlFragments: readonly string[]; parameters: readonly unknown[] }
+  return (
+    raw.parameters.length === 0 &&
+    raw.sqlFragments.length === 1 &&
+    /^(asc|desc)$/i.test(raw.sqlFragments[0] ?? '')
+  )
 }
 
 /** An aggregate, a window, raw SQL, or a function not known to work row by row. */

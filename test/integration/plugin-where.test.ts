@@ -122,5 +122,15 @@ describe.each(backends())('plugin where [$name]', (backend: Backend) => {
       expect(await query.execute()).toEqual([{ id: 2, ssn: '222-22-2222' }])
       expect(ids(await users().where('ssn', 'in', ['111-11-1111', '444-44-4444']).execute())).toEqual([1, 4])
     })
+
+    it('a search index with an explicit sort direction runs (asc/desc are words, not functions)', async () => {
+      const search = () => users().where('ssn', 'in', ['111-11-1111', '444-44-4444'])
+      const order = async (q: ReturnType<typeof search>) => (await q.execute()).map((r) => Number(r.id))
+      expect(await order(search().orderBy('id', 'desc'))).toEqual([4, 1])
+      expect(await order(search().orderBy('id', 'asc'))).toEqual([1, 4])
+      // MariaDB has no NULLS LAST.
+      if (backend.family === 'postgres')
+        expect(await order(search().orderBy('id', (ob) => ob.desc().nullsLast()))).toEqual([4, 1])
+    })
   })
 })
