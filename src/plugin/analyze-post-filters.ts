@@ -1,4 +1,4 @@
-import type { ReferenceNode, SelectionNode, SelectQueryNode } from 'kysely'
+import type { OperationNode, ReferenceNode, SelectionNode, SelectQueryNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
 import type { AnalysisContext, Origin, PendingFilter } from './analysis-context.js'
 import { exposedName } from './column-rules.js'
@@ -43,9 +43,23 @@ export function postFilterable(
   // expected; right for a unique index, where a mismatch means a tampered index.
   if (blocker === undefined && search !== undefined && (node.limit || node.offset || node.fetch || node.top))
     blocker = 'limit/offset'
+  // modifyEnd(sql`limit 1`), modifyFront(sql`distinct`): SQL the plugin cannot read.
+  if (
+    blocker === undefined &&
+    search !== undefined &&
+    (hasRawModifier(node.frontModifiers) || hasRawModifier(node.endModifiers))
+  )
+    blocker = 'raw SQL modifiers'
   if (blocker === undefined) return pending
   if (search !== undefined) throw searchIndexRefusal(search.index, blocker)
   return []
+}
+
+/** True when a modifier list holds raw SQL (Kysely's `modifyFront` / `modifyEnd`). */
+function hasRawModifier(modifiers: ReadonlyArray<OperationNode> | undefined): boolean {
+  return (
+    modifiers?.some((m) => (m as unknown as { rawModifier?: unknown }).rawModifier !== undefined) ?? false
+  )
 }
 
 /**

@@ -58,6 +58,7 @@ export type RefusedShape =
   | 'a set operation'
   | 'distinct'
   | 'an aggregate, a window or an unknown function'
+  | 'raw SQL modifiers'
 
 const TOP_LEVEL =
   'Search it in the WHERE of a top-level select (the plugin removes the false positives there), then use the ids it returns'
@@ -128,6 +129,10 @@ const SHAPES: Readonly<Record<RefusedShape, { readonly why: string; readonly ins
   'an aggregate, a window or an unknown function': {
     why: 'an aggregate or window (or a function not known to work row by row) combines the false positives with the real matches before they can be removed',
     instead: `Select the rows and compute it in the application, ${UNIQUE}.`,
+  },
+  'raw SQL modifiers': {
+    why: 'raw SQL added by modifyFront/modifyEnd (a LIMIT, FETCH or DISTINCT written as SQL) may count or combine the false positives before they can be removed',
+    instead: `Drop the raw modifier (limit, page or deduplicate in the application), ${UNIQUE}.`,
   },
 }
 

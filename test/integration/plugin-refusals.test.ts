@@ -313,6 +313,21 @@ const CASES: readonly RefusalCase[] = [
     operator: /limit/,
     build: (db, u) => db.selectFrom(u).selectAll().where('ssn', '=', SECRET_SSN).limit(1),
   },
+  // LIMIT, FETCH or DISTINCT as raw SQL: the database would count the false positives.
+  {
+    name: 'search index with modifyEnd(sql`limit 1`)',
+    table: 'users',
+    column: 'ssn',
+    operator: /raw SQL modifiers/,
+    build: (db, u) => db.selectFrom(u).selectAll().where('ssn', '=', SECRET_SSN).modifyEnd(sql`limit 1`),
+  },
+  {
+    name: 'search index with modifyFront(sql`distinct`)',
+    table: 'users',
+    column: 'ssn',
+    operator: /raw SQL modifiers/,
+    build: (db, u) => db.selectFrom(u).selectAll().where('ssn', '=', SECRET_SSN).modifyFront(sql`distinct`),
+  },
   // `=` with an array is a row value `($1, $2)`, which the database refuses; rewritten as `in`
   // it matched the rows holding either value (and updated or deleted them).
   {
