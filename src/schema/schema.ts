@@ -1,5 +1,5 @@
 import type { BlindIndexSpec } from '../blindindex/blind-index.js'
-import { ConfigError } from '../errors.js'
+import { ConfigError, QueryRefusedError } from '../errors.js'
 import type { EncryptedColumn } from './columns.js'
 import { SCOPE_SEPARATOR } from './key-scope.js'
 import { refuseAnnotatedKey, refuseDottedColumn } from './name-rules.js'
@@ -236,13 +236,50 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
       { table: clash.logical },
     )
   }
+  const bare = bareNames(byName)
   const foldedTables = new Map([...byName].map(([name, table]) => [name.toLowerCase(), table]))
+  for (const [name, table] of bare) {
+    if (table !== null && !foldedTables.has(name.toLowerCase())) foldedTables.set(name.toLowerCase(), table)
+  }
+  const unqualified = (name: string): TableInfo | undefined => {
+    const found = bare.get(name)
+    if (found !== null) return found
+    throw new QueryRefusedError(
+      'AMBIGUOUS_COLUMN',
+      `Table ${name} is named without its schema, and the encrypted schema has tables of that name in several schemas: which one the database reads depends on the connection's search path (or current database). Nothing was sent.`,
+      { table: name, operator: 'table name', hint: `Name the table with its schema (withSchema, or '<schema>.${name}').` },
+    )
+  }
   return Object.freeze({
     definition,
     omitBlindIndexes: omit as O,
     tables,
     table: (name: string, schema?: string) =>
-      (schema === undefined ? undefined : byName.get(`${schema}.${name}`)) ?? byName.get(name),
+      (schema === undefined ? undefined : byName.get(`${schema}.${name}`)) ??
+      byName.get(name) ??
+      (schema === undefined ? unqualified(name) : undefined),
     tableIgnoringCase: (name: string) => foldedTables.get(name.toLowerCase()),
   })
+}
+
+/**
+ * The table names of schema-qualified keys (`public.users`, `app.users`) without their schema,
+ * where no unqualified key has that name: what a query naming the table without its schema may
+ * mean. The connection's search path (MySQL: its current database) decides which schema that is,
+ * which the plugin cannot see, so such a name is taken for the one qualified key of that name
+ * (were it another schema's table, its writes would fail its binary column check or decrypt
+ * under the wrong table, loudly; taken for a plaintext table, the plaintext would be sent). A
+ * name several schemas' keys share maps to `null`: refused.
+ */
+function bareNames(byName: ReadonlyMap<string, TableInfo>): Map<string, TableInfo | null> {
+  const bare = new Map<string, TableInfo | null>()
+  for (const [name, table] of byName) {
+    const dot = name.indexOf('.')
+    if (dot < 0) continue
+    const rest = name.slice(dot + 1)
+    if (byName.has(rest)) continue
+    const seen = bare.get(rest)
+    bare.set(rest, seen === undefined || seen === table ? table : null)
+  }
+  return bare
 }
