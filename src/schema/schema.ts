@@ -247,7 +247,11 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
     throw new QueryRefusedError(
       'AMBIGUOUS_COLUMN',
       `Table ${name} is named without its schema, and the encrypted schema has tables of that name in several schemas: which one the database reads depends on the connection's search path (or current database). Nothing was sent.`,
-      { table: name, operator: 'table name', hint: `Name the table with its schema (withSchema, or '<schema>.${name}').` },
+      {
+        table: name,
+        operator: 'table name',
+        hint: `Name the table with its schema (withSchema, or '<schema>.${name}').`,
+      },
     )
   }
   return Object.freeze({
