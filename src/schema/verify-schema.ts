@@ -130,6 +130,31 @@ function widthProblem(width: number | undefined, maxBytes: number | undefined): 
     : `a value of maxBytes (${maxBytes}) needs ${needed}, and ${needed + 4} for key versions up to 2^32`
 }
 
+/**
+ * The bytes a MySQL binary type holds at most, where that bounds a ciphertext: `varbinary(n)`,
+ * `tinyblob` (255), `blob` (65,535). MEDIUMBLOB and LONGBLOB are left out: 16 MiB is more than
+ * a row usually holds, and `max_allowed_packet` refuses a larger value before that.
+ */
+function mysqlWidth(type: string, length: number | undefined): number | undefined {
+  if (type === 'varbinary') return length
+  if (type === 'tinyblob') return 255
+  if (type === 'blob') return 65_535
+  return undefined
+}
+
+/**
+ * What is wrong with a MySQL blind-index column of `type` for an index of `bytes` bytes:
+ * `binary(n)` pads a shorter value with zero bytes (searches then miss it) and `varbinary(n)`
+ * narrower than the index cuts it short, or refuses it.
+ */
+function indexWidthProblem(type: string, length: number | undefined, bytes: number): string | undefined {
+  if (type === 'binary' && length !== bytes)
+    return `is binary(${length}), which pads values to ${length} bytes, and the index is ${bytes} bytes: a padded index never matches a search (rewrite the rows written so far after the fix)`
+  if ((type === 'varbinary' || type === 'binary') && length !== undefined && length < bytes)
+    return `holds at most ${length} bytes, and the index is ${bytes} bytes (the database would refuse it, or cut it short, and searches would miss it)`
+  return undefined
+}
+
 /** Encoded sizes of the codecs whose values have one (no maxBytes needed for them). */
 const FIXED_SIZE: Readonly<Partial<Record<string, number>>> = {
   number: 8,
@@ -183,6 +208,15 @@ function tableProblems(
         message: `${where} has both ${column.stored} (encrypted) and ${snake} (not annotated): CamelCasePlugin before encryption.plugin turns ${column.stored} into ${snake}, which would then be written unencrypted.`,
         fix: `annotate ${snake} instead of ${column.stored}, and drop ${column.stored} once empty`,
       })
+    } else if (family === 'mysql' && type === 'binary') {
+      out.push({
+        kind: 'column-not-binary',
+        table: where,
+        columns: [column.stored],
+        found: type,
+        message: `Encrypted column ${where}.${column.stored} is binary(${catalog.maxLength(table, column.stored)}), which pads every shorter value with zero bytes: a padded ciphertext does not decrypt (values written so far are lost; rewrite them after the fix).`,
+        fix: fixes.makeBinary(info, column.stored, catalog.maxOctets(table, column.stored)),
+      })
     } else if (!isBinaryType(family, type)) {
       out.push({
         kind: 'column-not-binary',
@@ -193,21 +227,15 @@ function tableProblems(
         fix: fixes.makeBinary(info, column.stored, catalog.maxOctets(table, column.stored)),
       })
     } else {
-      // varbinary(n) only: a blob's length is the type's own limit (16 MiB for mediumblob).
-      const bounded = family === 'mysql' && /^varbinary$/i.test(type)
-      const narrow = bounded
-        ? widthProblem(
-            catalog.maxLength(table, column.stored),
-            column.spec.maxBytes ?? FIXED_SIZE[column.spec.codec.kind],
-          )
-        : undefined
+      const width = family === 'mysql' ? mysqlWidth(type, catalog.maxLength(table, column.stored)) : undefined
+      const narrow = widthProblem(width, column.spec.maxBytes ?? FIXED_SIZE[column.spec.codec.kind])
       if (narrow !== undefined)
         out.push({
           kind: 'column-too-narrow',
           table: where,
           columns: [column.stored],
           found: type,
-          message: `Encrypted column ${where}.${column.stored} holds at most ${catalog.maxLength(table, column.stored)} bytes: ${narrow} (the database would refuse such a ciphertext, or cut it short and make it unreadable).`,
+          message: `Encrypted column ${where}.${column.stored} holds at most ${width} bytes: ${narrow} (the database would refuse such a ciphertext, or cut it short and make it unreadable).`,
           fix: fixes.makeBinary(info, column.stored),
         })
     }
@@ -237,6 +265,17 @@ function tableProblems(
         message: `Blind-index column ${where}.${index.physical} is ${type}, not a binary type.`,
         fix: fixes.makeBinary(info, index.physical, catalog.maxOctets(table, own)),
       })
+    } else if (family === 'mysql') {
+      const problem = indexWidthProblem(type, catalog.maxLength(table, own), Math.ceil(index.spec.bits / 8))
+      if (problem !== undefined)
+        out.push({
+          kind: type === 'binary' ? 'index-column-not-binary' : 'column-too-narrow',
+          table: where,
+          columns: [index.physical],
+          found: type,
+          message: `Blind-index column ${where}.${index.physical} ${problem}.`,
+          fix: fixes.makeBinary(info, index.physical, catalog.maxOctets(table, own)),
+        })
     }
     if (index.spec.kind === 'unique' && !table.uniqueColumns.has(own)) {
       out.push({

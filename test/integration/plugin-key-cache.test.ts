@@ -11,7 +11,7 @@ describe.each(backends())('plugin with a tiny key cache [$name]', (backend) => {
     const keyTable = uniqueName('kfe_keys')
     const schema = encryptedSchema({ [table]: { email: encrypted.text({ index: { name: 'email_bidx' } }) } })
     const [dialect] = backend.createDialectPair()
-    const bytea = backend.family === 'postgres' ? 'bytea' : 'blob'
+    const bytea = backend.family === 'postgres' ? 'bytea' : 'mediumblob'
     // One provider (KEK) shared by both rings, so they read each other's keys.
     const kek = randomBytes(32)
     const small = fieldEncryption({

@@ -210,6 +210,48 @@ describe.each(backends())('schema verification on $name', (backend: Backend) => 
       },
     )
 
+    it.runIf(family === 'mysql')(
+      'binary(n) columns (zero-padded), blind-index columns narrower than the index, and tinyblob/blob without maxBytes are refused; their fixes make the database match',
+      async () => {
+        n++
+        const name = table('widths')
+        const schema = encryptedSchema({
+          [name]: {
+            t: encrypted.text({ maxBytes: 20, index: { name: 't_bidx', bits: 16 } }),
+            u: encrypted.text({ maxBytes: 20, index: { name: 'u_bidx' } }),
+            small: encrypted.text(),
+            mid: encrypted.text(),
+          },
+        })
+        await raw.schema
+          .createTable(name)
+          .addColumn('id', id, idCol as never)
+          .addColumn('t', sql`binary(64)`)
+          .addColumn('t_bidx', sql`binary(32)`)
+          .addColumn('u', sql`varbinary(60)`)
+          .addColumn('u_bidx', sql`varbinary(16)`)
+          .addColumn('small', sql`tinyblob`)
+          .addColumn('mid', sql`blob`)
+          .execute()
+        await sql`create unique index ${sql.id(`${name}_u`)} on ${sql.table(name)} (u_bidx)`.execute(raw)
+        const { encryption, db, wire } = app(schema)
+        const e = await mismatch(() => db.insertInto(name).values({ t: SECRET, u: SECRET }).execute())
+        expect(kinds(e.problems)).toEqual([
+          `column-not-binary ${name} t`,
+          `column-too-narrow ${name} mid`,
+          `column-too-narrow ${name} small`,
+          `column-too-narrow ${name} u_bidx`,
+          `index-column-not-binary ${name} t_bidx`,
+        ])
+        for (const p of e.problems) await sql.raw(p.fix).execute(raw)
+        await expect(encryption.verifySchema(db)).resolves.toBeUndefined()
+        // binary(32) for a unique index (exactly its 32 bytes) pads nothing: accepted.
+        await sql`alter table ${sql.table(name)} modify u_bidx binary(32)`.execute(raw)
+        await app(schema).encryption.verifySchema(raw)
+        expect(wire.hits()).toEqual([])
+      },
+    )
+
     it('lists every problem (missing columns, text columns, no unique index), each with DDL that fixes it', async () => {
       n++
       const name = table('people')
