@@ -69,11 +69,12 @@ describe.each(backends())('schema-qualified table keys on $name', (backend: Back
       db = new Kysely<AnyDB>({ dialect: encryption.wrap(wire), plugins: [encryption.plugin] })
     })
     afterAll(async () => {
+      // Tables first: destroying a Kysely over PGlite closes the instance both share.
+      await dropTables(raw, [table, keyTable])
       await db?.destroy()
       await encryption?.close()
-      await dropTables(raw, [table, keyTable])
-      await raw?.destroy()
-      await pglite?.close()
+      // On PGlite, db.destroy() closed the instance raw shares.
+      if (backend.name !== 'pglite') await raw?.destroy()
     })
 
     it('an unqualified write, search and read are encrypted, searched by index and decrypted', async () => {
@@ -91,14 +92,19 @@ describe.each(backends())('schema-qualified table keys on $name', (backend: Back
       ).toBe(true)
     })
 
-    it('a name annotated in two schemas is refused without its schema, before anything is sent', () => {
+    it('a name annotated in two schemas is refused without its schema, before anything is sent', async () => {
       const other = backend.family === 'postgres' ? 'kfe_other' : 'kfe_other_db'
       const two = fieldEncryption({
         schema: encryptedSchema({ [qualified]: columns, [`${other}.${table}`]: columns }),
         keyProvider: localKeyProvider({ key: randomBytes(32) }),
         verifySchema: false,
       })
-      const twoDb = new Kysely<AnyDB>({ dialect: two.wrap(newDialect()), plugins: [two.plugin] })
+      // Its own PGlite: closing this instance closes its dialect's database.
+      const own = backend.name === 'pglite' ? newPGlite() : undefined
+      const twoDb = new Kysely<AnyDB>({
+        dialect: two.wrap(own === undefined ? newDialect() : new PGliteDialect(own)),
+        plugins: [two.plugin],
+      })
       try {
         for (const query of [
           twoDb.insertInto(table).values({ id: 2, email: SECRET }),
@@ -116,8 +122,9 @@ describe.each(backends())('schema-qualified table keys on $name', (backend: Back
           .compile()
         expect(named.sql).toContain('email_bidx')
       } finally {
-        void twoDb.destroy()
-        void two.close()
+        await twoDb.destroy()
+        await two.close()
+        await own?.close().catch(() => undefined)
       }
     })
   })
