@@ -7,6 +7,7 @@ import { ciphertextColumns } from './sample-ciphertext.js'
 import type { EncryptedSchema, TableInfo } from './schema.js'
 import { schemaFixes } from './schema-fixes.js'
 import { type SqlFamily, sqlFamily } from './sql-family.js'
+import { unannotatedBinaryColumns, unannotatedCiphertextProblem } from './unannotated-columns.js'
 
 /** Options of {@link verifySchema} (and of `fieldEncryption({ verifySchema })`). */
 export interface VerifySchemaOptions {
@@ -69,6 +70,8 @@ export async function findSchemaProblems(
     }
     annotated.add(table)
     problems.push(...tableProblems(catalog, table, info, fixes, family))
+    const held = await unannotatedCiphertextProblem(db, catalog, table, info, info.physical, problems)
+    if (held !== undefined) problems.push(held)
   }
   if (options.unannotatedTables !== false) {
     const keep = typeof options.unannotatedTables === 'function' ? options.unannotatedTables : () => true
@@ -186,12 +189,18 @@ function tableProblems(
         fix: `rename the schema's key ${column.stored} to ${snake} (do not add a column ${column.stored}: with CamelCasePlugin before encryption.plugin, writes would go to ${snake} unencrypted)`,
       })
     } else if (type === undefined) {
+      // A binary column the schema does not name may be the one meant (`emial` for `email`):
+      // adding the misspelt one would leave the values written to it unencrypted.
+      const unnamed = unannotatedBinaryColumns(catalog, table, info)
       out.push({
         kind: 'column-missing',
         table: where,
         columns: [column.stored],
         message: `Encrypted column ${where}.${column.stored} does not exist.`,
-        fix: fixes.addColumn(info, column.stored),
+        fix:
+          unnamed.length === 0
+            ? fixes.addColumn(info, column.stored)
+            : `if ${unnamed.join(' or ')} is the column meant, rename the schema's key ${column.stored} to it (adding ${column.stored} would leave the values written to ${unnamed.length === 1 ? 'it' : 'them'} unencrypted); otherwise ${fixes.addColumn(info, column.stored)}`,
       })
     } else if (
       snakeType !== undefined &&

@@ -324,6 +324,38 @@ describe.each(backends())('schema verification on $name', (backend: Backend) => 
       await encryption.verifySchema(db)
     })
 
+    it("a misspelt annotated column beside the binary column meant: the fix says to rename the schema's key, not to add the misspelt column", async () => {
+      n++
+      const name = table('spelt')
+      await createGood(usersSchema(name), name)
+      const misspelt = encryptedSchema({
+        [name]: {
+          emial: encrypted.text({ index: { name: 'email_bidx' } }),
+          ssn: encrypted.text({ index: { name: 'ssn_bidx', bits: 16 } }),
+        },
+      })
+      const e = await mismatch(() => app(misspelt).encryption.verifySchema(raw))
+      expect(kinds(e.problems)).toEqual([`column-missing ${name} emial`])
+      expect(e.problems[0]?.fix).toMatch(/^if email is the column meant, rename the schema's key emial to it/)
+    })
+
+    it('an annotation removed from a column that holds ciphertext is reported (its values would be written unencrypted)', async () => {
+      n++
+      const name = table('deannotated')
+      const full = usersSchema(name)
+      await createGood(full, name)
+      const writer = app(full)
+      await writer.encryption.init(writer.db)
+      await writer.db.insertInto(name).values({ email: SECRET, ssn: '123-45-6789' }).execute()
+      const without = encryptedSchema({
+        [name]: { email: encrypted.text({ index: { name: 'email_bidx' } }) },
+      })
+      const e = await mismatch(() => app(without).encryption.verifySchema(raw))
+      expect(kinds(e.problems)).toEqual([`unannotated-ciphertext ${name} ssn`])
+      // ssn_bidx holds index bytes, not ciphertext: not named.
+      expect(e.problems[0]?.message).not.toContain('ssn_bidx')
+    })
+
     it('an encrypted column created as text is caught before the first insert (no raw database error)', async () => {
       n++
       const name = table('notes')
