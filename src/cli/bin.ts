@@ -1,14 +1,15 @@
 import { runMain } from 'citty'
 import { main } from './main.js'
 import { createOutput, EXIT } from './output.js'
-import { unknownOptions, unknownOptionsError } from './strict-args.js'
+import { unknownCommandError, unknownOptions, unknownOptionsError } from './strict-args.js'
 
 // `kfe`: the package.json `bin`. Commands set process.exitCode (0 ok, 1 failed, 2 needs attention).
 const argv = process.argv.slice(2)
 const unknown = unknownOptions(argv, main)
-if (unknown !== undefined && unknown.length > 0) {
+const noCommand = unknownCommandError(argv, main)
+if ((unknown !== undefined && unknown.length > 0) || noCommand !== undefined) {
   const command = argv.find((a) => !a.startsWith('-')) ?? ''
-  createOutput(argv.includes('--json')).error(unknownOptionsError(unknown, command))
+  createOutput(argv.includes('--json')).error(noCommand ?? unknownOptionsError(unknown ?? [], command))
   process.exitCode = EXIT.failed
 } else {
   void runMain(main).then(() => {

@@ -36,10 +36,16 @@ export function unknownOptions(argv: readonly string[], main: CommandDef): strin
     for (const n of [key, camel(key), ...aliases]) known.set(n, type)
   }
   const unknown: string[] = []
+  const positionals = Object.values(defs).filter((d) => d.type === 'positional').length
+  let seen = -1 // the command's own name is the first word
   for (let i = 0; i < argv.length; i++) {
     const token = argv[i]!
     if (token === '--') break
-    if (!token.startsWith('-') || token === '-') continue
+    if (!token.startsWith('-') || token === '-') {
+      // `kfe verify users extra`: a word the command takes no place for (citty ignores it).
+      if (++seen > positionals) unknown.push(token)
+      continue
+    }
     const body = token.replace(/^--?/, '')
     const [flag = '', value] = body.split(/=(.*)/s)
     // `--no-x` negates a boolean only (citty would make a string option `false`).
@@ -59,6 +65,21 @@ export function unknownOptions(argv: readonly string[], main: CommandDef): strin
 export function unknownOptionsError(unknown: readonly string[], command: string): OperationError {
   return new OperationError(
     'OPS_INVALID',
-    `Unknown option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} for \`kfe ${command}\`: nothing was run (options go after the command's name; see \`kfe ${command} --help\`).`,
+    `Unknown option${unknown.length > 1 ? 's' : ''} or argument${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} for \`kfe ${command}\`: nothing was run (options go after the command's name; see \`kfe ${command} --help\`).`,
+  )
+}
+
+/**
+ * With `--json`, the error for a missing or unknown command (citty would print its usage text,
+ * which is not JSON); `undefined` when `argv` names a command, or without `--json`.
+ */
+export function unknownCommandError(argv: readonly string[], main: CommandDef): OperationError | undefined {
+  if (!argv.includes('--json')) return undefined
+  const subs = (main.subCommands ?? {}) as Record<string, CommandDef>
+  const name = argv.find((a) => !a.startsWith('-'))
+  if (name !== undefined && subs[name] !== undefined) return undefined
+  return new OperationError(
+    'OPS_INVALID',
+    `${name === undefined ? 'No command given' : `Unknown command ${name}`}: nothing was run (commands: ${Object.keys(subs).join(', ')}).`,
   )
 }

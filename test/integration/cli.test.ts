@@ -67,6 +67,17 @@ describe.concurrent.each(backends())(
         const before = await t.kfe('--dry-run', 'init', '--json')
         expect(before.code).toBe(1)
         expect(before.json).toMatchObject({ ok: false, error: { code: 'OPS_INVALID' } })
+        // A word the command takes no place for (citty ignores it).
+        const extra = await t.kfe('init', t.table, 'extra-word', '--json')
+        expect(extra.code).toBe(1)
+        expect(extra.json).toMatchObject({ ok: false, error: { code: 'OPS_INVALID' } })
+        expect((extra.json as { error: { message: string } }).error.message).toContain('extra-word')
+        // With --json, an unknown or missing command is a JSON error, not the usage text.
+        for (const args of [['frobnicate', '--json'], ['--json']]) {
+          const none = await t.kfe(...args)
+          expect(none.code).toBe(1)
+          expect(none.json).toMatchObject({ ok: false, error: { code: 'OPS_INVALID' } })
+        }
         // Nothing ran: init would have created the key table and two keys.
         const status = await t.kfe('status', t.table, '--json')
         expect(JSON.stringify(status.json)).not.toMatch(/"state":"active"/)
