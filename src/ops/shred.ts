@@ -1,4 +1,4 @@
-import { KeyError } from '../errors.js'
+import { KeyError, OperationError } from '../errors.js'
 import { contextValue } from '../fields/context-values.js'
 import { tenantKeyNameOf } from '../schema/key-scope.js'
 import type { OpsContext } from './context.js'
@@ -37,7 +37,7 @@ export interface ShredResult {
  * stay (docs/security.md, "Crypto-shredding"). No other tenant's keys change.
  *
  * Irreversible, unless a backup of the key table and a KEK that unwraps it survive.
- * @throws ConfigError `CONFIG_INVALID` when the table has no key scope
+ * @throws OperationError `OPS_INVALID` when the table has no key scope
  * @throws KeyError `KEY_NOT_FOUND` when the tenant has no keys at all
  * @throws KeyError `KEY_STORE_ERROR` on a database error
  * @example
@@ -49,6 +49,12 @@ export interface ShredResult {
  */
 export async function shred(ctx: OpsContext, tableName: string, options: ShredOptions): Promise<ShredResult> {
   const table = ctx.table(tableName)
+  if (table.keyScope === undefined)
+    throw new OperationError(
+      'OPS_INVALID',
+      `${table.physical} has no keyScope (per-tenant keys): shred destroys one tenant's keys, and its keys are the whole table's.`,
+      { table: table.logical },
+    )
   const keyName = tenantKeyNameOf(ctx.schema, table.physical, options.tenant)
   const tenant = contextValue(options.tenant) as string // checked by tenantKeyNameOf
   const before = await ctx.store.read(keyName)
