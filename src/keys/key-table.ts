@@ -4,6 +4,7 @@
  * MariaDB). {@link KeyStore} is the public face of these.
  */
 import { type Kysely, sql, type Transaction } from 'kysely'
+import { scrubDriverError } from '../driver-errors.js'
 import { ConfigError, FieldEncryptionError, KeyError } from '../errors.js'
 import { detectSqlFamily } from '../schema/sql-family.js'
 import type { KeyPurpose, KeyRef } from './key-provider.js'
@@ -52,8 +53,15 @@ function isDeadlock(error: unknown): boolean {
   return e?.code === '40P01' || e?.code === '40001' || e?.code === 'ER_LOCK_DEADLOCK' || e?.errno === 1213
 }
 
-/** Wraps a database error as `KEY_STORE_ERROR`; our own typed errors pass through unchanged. */
+/**
+ * Wraps a database error as `KEY_STORE_ERROR`; our own typed errors pass through unchanged. The
+ * driver error is scrubbed first (and a typed error's causes): mysql2's `sql` writes every value
+ * of a failed INSERT or UPDATE into the statement, here a key's wrappings and check value. The
+ * wrapped dialect scrubs what reaches it, but the operations (`fieldEncryptionOps`) and a
+ * {@link KeyStore} given a plain Kysely do not pass through it.
+ */
 export function keyStoreError(what: string, error: unknown, table?: string): FieldEncryptionError {
+  scrubDriverError(error)
   if (error instanceof FieldEncryptionError) return error
   return new KeyError('KEY_STORE_ERROR', `Key store: could not ${what}.`, { cause: error, table })
 }

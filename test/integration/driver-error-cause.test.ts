@@ -1,7 +1,11 @@
+import { randomBytes } from 'node:crypto'
 import { inspect } from 'node:util'
+import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { KeyStore } from '../../src/index.js'
 import { type Backend, backends } from '../support/backends.js'
 import { type EmailMigrationTable, emailMigrationTable } from '../support/email-migration-table.js'
+import { useOpsTestDb } from '../support/ops-db.js'
 
 /**
  * A backfill of a column under migration whose unique blind index refuses a row (two plaintexts
@@ -40,6 +44,57 @@ describe.each(backends())('a job error wrapping a driver error [$name]', (backen
       expect(shown).not.toMatch(/X'[0-9a-f]{8}/i)
       // What names the failure stays.
       expect(shown).toContain('email_bidx')
+    })
+  })
+})
+
+/**
+ * A key-store write the database refuses (here a CHECK constraint on the key table; in production a
+ * lock wait timeout, a full disk): the operations reach the key table through a plain Kysely, not
+ * the wrapped dialect, so the typed error's `cause` is the driver's error as it was thrown, whose
+ * statement (mysql2's `sql`, PGlite's `params`) or failing row (PostgreSQL's `detail`) held the
+ * wrapped keys and check values.
+ */
+describe.each(backends())('a key-store error wrapping a driver error [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    const t = useOpsTestDb(backend)
+    const wrapped = (w: Uint8Array) => Buffer.from(w).toString('base64')
+    const shown = (error: unknown) => {
+      const cause = (error as Error).cause as Record<string, unknown>
+      expect(cause).toBeDefined()
+      return [
+        inspect(error, { depth: 8, showHidden: true }),
+        ...['message', 'sql', 'detail', 'sqlMessage', 'stack', 'params'].map((k) => String(cause[k] ?? '')),
+      ].join('\n')
+    }
+
+    it('KEY_STORE_ERROR from rotate (stage) and from setWrappings: neither it nor its cause holds a wrapped key or check value', async () => {
+      const store = new KeyStore(t.raw, { tableName: t.keyTable })
+      const [v1] = await store.list(t.table, 'data')
+      const refused = randomBytes(61)
+      await sql`alter table ${sql.table(t.keyTable)} add constraint ${sql.id(`${t.keyTable}_x`)} check (version = 1 and wrappings not like '%kek-refused%')`.execute(
+        t.raw,
+      )
+      // The fixture drops the key table, and the constraint with it.
+      const staged = await t.ops
+        .rotate(t.table, { purpose: 'data', reencrypt: false })
+        .catch((e: unknown) => e)
+      expect(staged).toMatchObject({ code: 'KEY_STORE_ERROR' })
+      const stageText = shown(staged)
+      // The new version's wrappings (JSON: kekId, wrapped) and check value (64 hex digits) are not
+      // known here, having never been stored: look for their shape.
+      expect(stageText).not.toMatch(/kekId|"wrapped/)
+      expect(stageText).not.toMatch(/[0-9a-f]{64}/i)
+      expect(stageText).toContain(`${t.keyTable}_x`)
+
+      const ref = { logicalTable: t.table, purpose: 'data' as const, version: 1 }
+      const next = [...v1!.wrappings, { kekId: 'kek-refused', wrapped: refused }]
+      const rewrapped = await store.setWrappings(ref, next, v1!.wrappings).catch((e: unknown) => e)
+      expect(rewrapped).toMatchObject({ code: 'KEY_STORE_ERROR' })
+      const rewrapText = shown(rewrapped)
+      expect(rewrapText).not.toContain(wrapped(v1!.wrappings[0]!.wrapped))
+      expect(rewrapText).not.toContain(wrapped(refused))
+      expect(rewrapText).toContain(`${t.keyTable}_x`)
     })
   })
 })
