@@ -10,6 +10,7 @@ import type { KeyCache } from './key-cache.js'
 import { keyCheckValue } from './key-check.js'
 import { KeyMaterial } from './key-material.js'
 import type { KeyPurpose, KeyRef, WrappedKey } from './key-provider.js'
+import { KEY_PURPOSES } from './key-row.js'
 import type { KeyStore } from './key-store.js'
 import { generateWrappedKey, type ProviderCalls } from './key-wrapping.js'
 
@@ -43,6 +44,32 @@ export async function refuseOverCiphertext(
     `The key store has no ${what} for ${logicalTable}, but ${evidence}. The key table was likely dropped, edited, or restored from another environment. No key was created: fresh keys would make the stored data unreadable and its searches silently empty. Restore the key table from its backup (docs/keys.md).`,
     { table: logicalTable },
   )
+}
+
+/**
+ * Unwraps the active key of each purpose of `logicalTable` (one provider call each, then cached):
+ * keys that are there must unwrap under the configured KEKs before anything is built on them. A
+ * key table of another environment, or a KEK missing from the configuration (or another key
+ * behind its id), is then said at once (`kfe init`, `encryption.init`, `kfe rotate` before it
+ * stages), not by the first query, nor by the re-encryption after a rotation has made active a
+ * version wrapped under the wrong KEK, which the application then cannot unwrap.
+ * @param activeKey - the ring's `activeKey`.
+ * @throws KeyProviderError `UNWRAP_FAILED` (its message names the likely causes), or the
+ *   provider's code (`PROVIDER_UNAVAILABLE`, …); KeyError `KEY_CHECK_FAILED`, `KEY_STORE_ERROR`.
+ */
+export async function proveActiveKeys(
+  activeKey: (logicalTable: string, purpose: KeyPurpose) => Promise<unknown>,
+  logicalTable: string,
+): Promise<void> {
+  for (const purpose of KEY_PURPOSES) {
+    try {
+      await activeKey(logicalTable, purpose)
+    } catch (error) {
+      // No active key (a keyScope table's own name), or a shredded tenant's: nothing to check.
+      if (!(error instanceof KeyError && (error.code === 'KEY_NOT_FOUND' || error.code === 'KEY_DESTROYED')))
+        throw error
+    }
+  }
 }
 
 /**

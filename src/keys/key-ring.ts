@@ -7,7 +7,7 @@ import { isKeyNotFound, KeyCreation } from './key-creation.js'
 import type { KeyMaterial } from './key-material.js'
 import { buildTableMeta, MetadataCache, SEARCHABLE, type TableMeta } from './key-metadata.js'
 import type { KeyProvider, KeyPurpose, KeyRef } from './key-provider.js'
-import type { KeyInitContext } from './key-ring-init.js'
+import { type KeyInitContext, proveActiveKeys } from './key-ring-init.js'
 import {
   DEFAULT_METADATA_MAX,
   type InitKeysResult,
@@ -286,19 +286,8 @@ export class KeyRing {
     // Keys that were there already must unwrap under the configured KEKs: a key table of
     // another environment, or a KEK missing from the configuration, is said here, at deploy
     // time, and not by the first query (UNWRAP_FAILED). One unwrap per active key.
-    for (const table of new Set(result.existing.map((k) => k.logicalTable))) {
-      for (const purpose of PURPOSES) {
-        try {
-          await this.activeKey(table, purpose)
-        } catch (error) {
-          // No active key (a keyScope table's own name), or a shredded tenant's: nothing to check.
-          if (
-            !(error instanceof KeyError && (error.code === 'KEY_NOT_FOUND' || error.code === 'KEY_DESTROYED'))
-          )
-            throw error
-        }
-      }
-    }
+    for (const table of new Set(result.existing.map((k) => k.logicalTable)))
+      await proveActiveKeys((t, purpose) => this.activeKey(t, purpose), table)
     return result
   }
 

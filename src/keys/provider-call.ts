@@ -52,9 +52,17 @@ export async function auditedCall<T>(
   }
 }
 
-/** The stable code of an error, or `PROVIDER_ERROR` for anything untyped. */
+/**
+ * The stable code of an error, or `PROVIDER_ERROR` for anything untyped. By name as well as by
+ * class: a `kfe` bin and the config it loads may each hold their own copy of this library, and a
+ * wrong KEK's `UNWRAP_FAILED` from the config's provider was reported as `PROVIDER_ERROR`.
+ */
 export function errorCode(error: unknown): FieldEncryptionError['code'] {
-  return error instanceof FieldEncryptionError ? error.code : 'PROVIDER_ERROR'
+  if (error instanceof FieldEncryptionError) return error.code
+  const e = error as { name?: unknown; code?: unknown } | null
+  return e?.name === 'KeyProviderError' && typeof e.code === 'string'
+    ? (e.code as FieldEncryptionError['code'])
+    : 'PROVIDER_ERROR'
 }
 
 /** Codes of a KEK that refused: a revocation, which no grace period may delay. */

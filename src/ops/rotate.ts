@@ -1,5 +1,6 @@
 import { FieldEncryptionError, KeyError, OperationError } from '../errors.js'
 import type { KeyPurpose, KeyRef } from '../keys/key-provider.js'
+import { proveActiveKeys } from '../keys/key-ring-init.js'
 import { tenantKeyNameOf } from '../schema/key-scope.js'
 import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
@@ -62,6 +63,8 @@ export interface RotateResult {
  * Both waits add `ttlMarginMs`; the first is measured by the database's clock from the staging.
  * Interrupted or `activateLater`, a second call finds the staged version and continues.
  * @throws KeyError `KEY_NOT_FOUND` when the table has no key yet (`kfe init`)
+ * @throws KeyProviderError `UNWRAP_FAILED` (KeyError `KEY_CHECK_FAILED`) when an active key of
+ *   the table does not unwrap under the configured KEKs: nothing is staged (dry run too)
  * @throws OperationError `ROTATION_REFUSED` when the staged key does not carry the version it was
  *   wrapped for, or does not unwrap (it is retired at once, never activated)
  * @throws OperationError `JOB_PAUSED` from the re-encryption when the key provider fails
@@ -82,6 +85,11 @@ export async function rotate(
     throw new KeyError('KEY_NOT_FOUND', `${keyName} has no active ${purpose} key: run \`kfe init\` first.`, {
       table: table.logical,
     })
+  // The KEKs configured here must open the keys there are (as `kfe init` checks): run with
+  // another KEK (another environment's, or another key behind the same id), a rotation would
+  // stage and activate a version wrapped under it, which the application cannot unwrap, and only
+  // then fail, in the re-encryption. Refused before anything is staged, dry run included.
+  await proveActiveKeys((name, p) => ctx.ring.activeKey(name, p), keyName)
   const base = {
     table: table.physical,
     purpose,

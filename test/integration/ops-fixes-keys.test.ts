@@ -1,5 +1,13 @@
+import { randomBytes } from 'node:crypto'
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { KeyError, type KeyProvider, KeyProviderError, KeyStore, OperationError } from '../../src/index.js'
+import {
+  KeyError,
+  type KeyProvider,
+  KeyProviderError,
+  KeyStore,
+  localKeyProvider,
+  OperationError,
+} from '../../src/index.js'
 import { KeyMaterial } from '../../src/keys/key-material.js'
 import type { KeyRef } from '../../src/keys/key-provider.js'
 import { createOpsContext } from '../../src/ops/context.js'
@@ -181,3 +189,56 @@ describe.each(backends())(
     })
   },
 )
+
+/**
+ * The error a provider of another copy of this library throws (a `kfe` bin and a config that
+ * each load their own copy): its name and code, not our class.
+ */
+class ForeignProviderError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message)
+    this.name = 'KeyProviderError'
+  }
+}
+
+describe.each(backends())('ops fixes: rotate under another KEK [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    const t = useOpsTestDb(backend, { rows: 3 })
+
+    it('refuses with UNWRAP_FAILED before staging anything (dry run too) when the active keys do not unwrap under the configured KEK', async () => {
+      // Another key behind the KEK id the keys were wrapped under (another environment's KEK).
+      const other = localKeyProvider({ id: t.provider.id, key: randomBytes(32) })
+      // Its unwrap failures as another copy of the library would throw them.
+      const foreign: KeyProvider = {
+        id: other.id,
+        generateDataKey: (ref) => other.generateDataKey(ref),
+        unwrap: (wrapped, ref) =>
+          other.unwrap(wrapped, ref).catch((e: KeyProviderError) => {
+            throw new ForeignProviderError(e.code, e.message)
+          }),
+        rewrap: (source, ref) => other.rewrap(source, ref),
+      }
+      for (const provider of [other, foreign]) {
+        const ops = t.moreOps({ provider })
+        for (const dryRun of [true, false]) {
+          const error = await ops.rotate(t.table, { purpose: 'data', dryRun }).catch((e: unknown) => e)
+          expect(error).toBeInstanceOf(KeyProviderError)
+          expect(error).toMatchObject({ code: 'UNWRAP_FAILED' })
+          expect((error as Error).message).toContain('Likely causes')
+        }
+      }
+      const store = new KeyStore(t.raw, { tableName: t.keyTable })
+      const keys = await store.list(t.table)
+      expect(keys.map((k) => [k.purpose, k.version, k.state])).toEqual([
+        ['data', 1, 'active'],
+        ['index', 1, 'active'],
+      ])
+      // The application, under the right KEK, still writes and reads.
+      await t.insert(1, 'after')
+      expect(await t.app.selectFrom(t.table).select('email').execute()).toHaveLength(4)
+    })
+  })
+})
