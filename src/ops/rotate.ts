@@ -1,4 +1,4 @@
-import { FieldEncryptionError, KeyError, OperationError } from '../errors.js'
+import { type ErrorCode, KeyError, KeyProviderError, OperationError } from '../errors.js'
 import type { KeyPurpose, KeyRef } from '../keys/key-provider.js'
 import { proveActiveKeys } from '../keys/key-ring-init.js'
 import { tenantKeyNameOf } from '../schema/key-scope.js'
@@ -66,7 +66,10 @@ export interface RotateResult {
  * @throws KeyProviderError `UNWRAP_FAILED` (KeyError `KEY_CHECK_FAILED`) when an active key of
  *   the table does not unwrap under the configured KEKs: nothing is staged (dry run too)
  * @throws OperationError `ROTATION_REFUSED` when the staged key does not carry the version it was
- *   wrapped for, or does not unwrap (it is retired at once, never activated)
+ *   wrapped for, or the provider refuses it (`UNWRAP_FAILED`, `KEY_CHECK_FAILED`: it is retired
+ *   at once, never activated)
+ * @throws KeyProviderError `PROVIDER_UNAVAILABLE`, … when the staged key could not be proven for
+ *   want of an answer: it stays staged, and the next run proves it again
  * @throws OperationError `JOB_PAUSED` from the re-encryption when the key provider fails
  */
 export async function rotate(
@@ -99,7 +102,8 @@ export async function rotate(
     left: undefined,
   }
   const tenantArg = tenantOnly ? ` --tenant ${String(options.tenant)}` : ''
-  const again = `run \`kfe rotate ${table.physical} --${purpose}${tenantArg}\` again to`
+  const command = `kfe rotate ${table.physical} --${purpose}${tenantArg}`
+  const again = `run \`${command}\` again to`
   const stopped = (version: number, state: 'staged' | 'active', left: string, activateAfter?: Date) => ({
     ...base,
     version,
@@ -151,7 +155,7 @@ export async function rotate(
   // Proven before anything is activated, whoever staged it (this call, an earlier interrupted
   // one, or another tool): a key that does not unwrap, or fails its check value, would make every
   // write to the table fail once active.
-  if (options.dryRun !== true) await proveStaged(ctx, keyName, purpose, staged.version, ref(staged.version))
+  if (options.dryRun !== true) await proveStaged(ctx, ref(staged.version), command)
   // Measured by the database's clock from when the version was staged (or first seen staged, when
   // another tool staged it), plus the margin: no client clock enters the wait.
   const sinceStaged =
@@ -240,21 +244,43 @@ export async function waitTtl(table: string, ms: number, options: RunOptions): P
   return sleep(ms, options.signal)
 }
 
-async function proveStaged(
-  ctx: OpsContext,
-  logicalTable: string,
-  purpose: KeyPurpose,
-  version: number,
-  keyRef: KeyRef,
-): Promise<void> {
+/**
+ * Answers about a staged key that prove it bad: it does not unwrap, or unwraps to another key
+ * than its check value's. Anything else (the provider or the key store did not answer, or refused
+ * access) says nothing about the key.
+ */
+const KEY_REFUSED: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'UNWRAP_FAILED',
+  'PROVIDER_INVALID_CIPHERTEXT',
+  'KEY_CHECK_FAILED',
+])
+
+/**
+ * Unwraps the staged version (and checks its check value) before it is activated. A key the
+ * provider refuses is retired, never to be activated; any other failure (an outage, throttling,
+ * the key store) leaves it staged, to be proven by the next run: retiring it would burn a good
+ * version, a concurrent rotator's too.
+ * @throws OperationError `ROTATION_REFUSED` when the key is refused (it was retired)
+ * @throws KeyProviderError, KeyError with the failure's code (`PROVIDER_UNAVAILABLE`, …) otherwise
+ */
+async function proveStaged(ctx: OpsContext, keyRef: KeyRef, command: string): Promise<void> {
+  const { logicalTable, purpose, version } = keyRef
   try {
     ctx.ring.refresh()
     await ctx.ring.key(keyRef)
   } catch (error) {
+    if (!(error instanceof KeyError)) throw error
+    if (!KEY_REFUSED.has(error.code)) {
+      const message = `Staged ${purpose} version ${version} of ${logicalTable} could not be proven (${error.code}): it stays staged, nothing was activated. Run \`${command}\` again once the key provider and the key store answer.`
+      const options = { cause: error, table: error.table ?? logicalTable }
+      throw error instanceof KeyProviderError
+        ? new KeyProviderError(error.code, message, { ...options, providerId: error.providerId })
+        : new KeyError(error.code, message, options)
+    }
     await ctx.store.setState(logicalTable, purpose, version, 'retired')
     throw new OperationError(
       'ROTATION_REFUSED',
-      `Staged ${purpose} version ${version} of ${logicalTable} does not unwrap (${error instanceof FieldEncryptionError ? error.code : 'error'}); it was retired, nothing was activated.`,
+      `Staged ${purpose} version ${version} of ${logicalTable} does not unwrap (${error.code}); it was retired, nothing was activated.`,
       { table: logicalTable, cause: error },
     )
   }

@@ -242,3 +242,54 @@ describe.each(backends())('ops fixes: rotate under another KEK [$name]', (backen
     })
   })
 })
+
+describe.each(backends())('ops fixes: rotate proves the staged key [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    const t = useOpsTestDb(backend)
+    /** The fixture's KEK, whose unwrap of data `version` fails with `code` the second time (rotate's proof of the staged key; the first is the proof of the new wrapping, before staging). */
+    const failsProof = (version: number, code: 'PROVIDER_UNAVAILABLE' | 'UNWRAP_FAILED'): KeyProvider => {
+      let calls = 0
+      return {
+        id: t.provider.id,
+        generateDataKey: (ref) => t.provider.generateDataKey(ref),
+        unwrap: (wrapped, ref) => {
+          if (ref.purpose === 'data' && ref.version === version && ++calls === 2)
+            return Promise.reject(
+              new KeyProviderError(code, `${code} (injected)`, { providerId: t.provider.id }),
+            )
+          return t.provider.unwrap(wrapped, ref)
+        },
+        rewrap: (source, ref) => t.provider.rewrap(source, ref),
+      }
+    }
+    const states = async () =>
+      (await new KeyStore(t.raw, { tableName: t.keyTable }).list(t.table, 'data')).map(
+        (k) => `v${k.version}:${k.state}`,
+      )
+
+    it('a provider outage while proving the staged key leaves it staged (PROVIDER_UNAVAILABLE, run again); a refusal retires it (ROTATION_REFUSED)', async () => {
+      const outage = t.moreOps({ provider: failsProof(2, 'PROVIDER_UNAVAILABLE') })
+      const error = await outage
+        .rotate(t.table, { purpose: 'data', reencrypt: false })
+        .catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(KeyProviderError)
+      expect(error).toMatchObject({ code: 'PROVIDER_UNAVAILABLE' })
+      expect((error as Error).message).toContain('it stays staged, nothing was activated')
+      expect((error as Error).message).toContain(`Run \`kfe rotate ${t.table} --data\` again`)
+      expect(await states()).toEqual(['v1:active', 'v2:staged'])
+      // The next run proves the same version, and activates it.
+      const r = await outage.rotate(t.table, { purpose: 'data', reencrypt: false })
+      expect(r).toMatchObject({ version: 2, state: 'active' })
+      expect(await states()).toEqual(['v1:decrypt-only', 'v2:active'])
+
+      const refusing = t.moreOps({ provider: failsProof(3, 'UNWRAP_FAILED') })
+      const refused = await refusing
+        .rotate(t.table, { purpose: 'data', reencrypt: false })
+        .catch((e: unknown) => e)
+      expect(refused).toBeInstanceOf(OperationError)
+      expect(refused).toMatchObject({ code: 'ROTATION_REFUSED' })
+      expect((refused as Error).message).toContain('does not unwrap (UNWRAP_FAILED); it was retired')
+      expect(await states()).toEqual(['v1:decrypt-only', 'v2:active', 'v3:retired'])
+    })
+  })
+})
