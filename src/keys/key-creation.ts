@@ -55,7 +55,8 @@ export class KeyCreation {
    * Creates version 1 of the data and index keys of each key name that has none, one name after
    * another, one query at a time (it may run on a single connection). Idempotent.
    * @throws KeyError `KEYS_MISSING` when a name has a missing purpose but its rows hold ciphertext
-   *   or the key store shows it was initialised.
+   *   (and the key store, read again after the sample, still lacks it) or the key store shows it
+   *   was initialised.
    */
   async init(logicalTables: Iterable<string>): Promise<InitKeysResult> {
     const created: KeyRef[] = []
@@ -65,12 +66,19 @@ export class KeyCreation {
       const missing = PURPOSES.filter((p) => !keys.some((k) => k.purpose === p))
       for (const k of keys) existing.push(refOf(k))
       if (missing.length === 0) continue
-      await refuseOverCiphertext(
+      const appeared = await refuseOverCiphertext(
         this.#holdsCiphertext,
         logicalTable,
         missing,
         keys.length > 0 && this.#holdsCiphertext === undefined,
+        () => this.#ctx.store.list(logicalTable),
       )
+      if (appeared !== undefined) {
+        // Another process created them since our read: they are existing keys, not lost ones.
+        for (const k of appeared) if (missing.includes(k.purpose)) existing.push(refOf(k))
+        this.#onChanged(logicalTable)
+        continue
+      }
       const made = await createInitialVersions(this.#ctx, logicalTable, missing)
       for (const purpose of missing) {
         const ref = { logicalTable, purpose, version: 1 }
@@ -104,13 +112,22 @@ export class KeyCreation {
    * mode (`autoCreate`) creates a table's first keys (never a tenant's: those are created on
    * purpose or on its first write).
    * @param recorded - the key store holds keys of the other purpose.
-   * @returns whether keys were created (the caller reads the store again).
+   * @returns whether keys were created, here or (seen after the ciphertext sample) by another
+   *   process meanwhile: the caller reads the store again.
    * @throws KeyError `KEYS_MISSING`
    */
   async onMissing(logicalTable: string, missing: readonly KeyPurpose[], recorded: boolean): Promise<boolean> {
     // Keys of one purpose without the other: the store's own record says this table was
     // initialised, so the missing rows were deleted. Never paper over that with fresh keys.
-    await refuseOverCiphertext(this.#holdsCiphertext, logicalTable, missing, recorded)
+    const appeared = await refuseOverCiphertext(
+      this.#holdsCiphertext,
+      logicalTable,
+      missing,
+      recorded,
+      async () => (await this.#ctx.store.read(logicalTable)).keys,
+    )
+    // Created by another process since the caller's read: the caller reads the store again.
+    if (appeared !== undefined) return true
     if (!this.#autoCreate || parseTenantKeyName(logicalTable) !== undefined) return false
     // Never inside a transaction: its rollback would remove keys that already encrypted data
     // while this process kept them cached.

@@ -13,6 +13,7 @@ import type { KeyPurpose, KeyRef, WrappedKey } from './key-provider.js'
 import { KEY_PURPOSES } from './key-row.js'
 import type { KeyStore } from './key-store.js'
 import { generateWrappedKey, type ProviderCalls } from './key-wrapping.js'
+import type { StoredKey } from './stored-key.js'
 
 /** What creating first keys needs from a key ring. */
 export interface KeyInitContext extends ProviderCalls {
@@ -25,16 +26,29 @@ export interface KeyInitContext extends ProviderCalls {
 /**
  * Throws `KEYS_MISSING` when keys of `missing` purposes must not be created for the table: it
  * holds ciphertext, or (`recorded`) the key store itself shows it was initialised.
+ *
+ * The key store was read before the table was sampled: another process may have created the
+ * keys and written a row in between (two processes starting on an empty key table). So ciphertext
+ * found is checked against the key store once more, read after the sample: if the keys are there
+ * now, they were created meanwhile, not lost.
  * @param holdsCiphertext - the ring's probe of the table's encrypted columns, if any.
+ * @param reread - reads the name's keys again.
+ * @returns the keys read again, when the missing purposes were created meanwhile (the caller uses
+ *   them and creates none); undefined when the caller may create them.
  */
 export async function refuseOverCiphertext(
   holdsCiphertext: ((logicalTable: string) => Promise<boolean>) | undefined,
   logicalTable: string,
   missing: readonly KeyPurpose[],
   recorded: boolean,
-): Promise<void> {
+  reread: () => Promise<readonly StoredKey[]>,
+): Promise<readonly StoredKey[] | undefined> {
   const holds = recorded ? false : ((await holdsCiphertext?.(logicalTable)) ?? false)
-  if (!recorded && !holds) return
+  if (!recorded && !holds) return undefined
+  if (holds) {
+    const keys = await reread()
+    if (missing.every((p) => keys.some((k) => k.purpose === p))) return keys
+  }
   const what = missing.map((p) => `${p} key`).join(' and ')
   const evidence = recorded
     ? `its keys of the other purpose are in the key store, so it was initialised`
