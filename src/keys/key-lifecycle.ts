@@ -15,7 +15,8 @@ import type { KeyState, StoredKey } from './stored-key.js'
  * Adds the next version as `staged` (see `KeyStore.stage`).
  * @throws KeyError `KEY_VERSION_MISMATCH` when `version` is given and is not the next version.
  * @throws KeyError `KEY_NOT_FOUND` when the (table, purpose) has no version yet.
- * @throws KeyError `KEY_DESTROYED` when its versions were destroyed (crypto-shredded).
+ * @throws KeyError `KEY_DESTROYED` when its versions were destroyed (crypto-shredded), also by a
+ *   shred that ran while it staged (the new version is then destroyed too).
  * @throws KeyError `KEY_STORE_ERROR` on a database error or too much contention.
  */
 export async function stageVersion(
@@ -61,7 +62,18 @@ export async function stageVersion(
         wrappings: encoded,
         checkValue,
       })
-      if (stored.wrappings === encoded) return toStoredKey(stored)
+      if (stored.wrappings === encoded) {
+        // A shred may have run between the read above and the insert (it missed the new row, or
+        // destroyed the others before it was there): read again, after the insert, and shred the
+        // new version too. Either the stager sees the tombstones here, or the shred's own check
+        // after its update sees the new row (destroyVersions).
+        const after = await listKeys(t, logicalTable, purpose)
+        if (after.some((k) => k.state === 'destroyed')) {
+          await destroyVersions(t, logicalTable)
+          throw keyDestroyed(logicalTable)
+        }
+        return toStoredKey(stored)
+      }
     }
     throw new KeyError(
       'KEY_STORE_ERROR',
@@ -186,20 +198,40 @@ export async function setVersionState(
 /**
  * Destroys every version of both purposes of a logical key name (crypto-shredding): each row keeps
  * its primary key and becomes a `destroyed` tombstone with no wrapping and no check value, in one
- * statement. The tombstones stop any process from ever creating keys under the name again.
+ * statement. The tombstones stop any process from ever creating keys under the name again; a
+ * version staged while this ran is destroyed too.
  * @returns the versions destroyed by this call (those already destroyed are not counted).
- * @throws KeyError `KEY_STORE_ERROR` on a database error.
+ * @throws KeyError `KEY_STORE_ERROR` on a database error, or when live versions keep appearing.
  */
 export async function destroyVersions(t: KeyTable, logicalTable: string): Promise<number> {
   checkKeyRef({ logicalTable, purpose: 'data', version: 1 })
+  const live = t.db
+    .selectFrom(t.tableName)
+    .select('version')
+    .where('logical_table', '=', logicalTable)
+    .where('state', '<>', 'destroyed')
   try {
-    const result = await t.db
-      .updateTable(t.tableName)
-      .set({ state: 'destroyed', wrappings: NO_WRAPPINGS, check_value: null })
-      .where('logical_table', '=', logicalTable)
-      .where('state', '<>', 'destroyed')
-      .executeTakeFirst()
-    return Number(result.numUpdatedRows)
+    let destroyed = 0
+    // A version a stager inserted while the update ran (after the update's snapshot) escapes it:
+    // read again once it is done, and destroy what is still live. The stager checks for
+    // tombstones after its insert too (stageVersion), so one of the two sees the other.
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const result = await t.db
+        .updateTable(t.tableName)
+        .set({ state: 'destroyed', wrappings: NO_WRAPPINGS, check_value: null })
+        .where('logical_table', '=', logicalTable)
+        .where('state', '<>', 'destroyed')
+        .executeTakeFirst()
+      destroyed += Number(result.numUpdatedRows)
+      if ((await live.executeTakeFirst()) === undefined) return destroyed
+    }
+    throw new KeyError(
+      'KEY_STORE_ERROR',
+      `Could not destroy the keys of ${logicalTable}: versions keep appearing.`,
+      {
+        table: logicalTable,
+      },
+    )
   } catch (error) {
     throw keyStoreError(`destroy the keys of ${logicalTable}`, error, logicalTable)
   }

@@ -1,10 +1,19 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import { Kysely } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { fieldEncryption, KeyError, KeyStore, localKeyProvider, rewrapAll } from '../../src/index.js'
+import {
+  fieldEncryption,
+  KeyError,
+  KeyRing,
+  KeyStore,
+  keyCheckValue,
+  localKeyProvider,
+  rewrapAll,
+} from '../../src/index.js'
 import { fieldEncryptionOps } from '../../src/ops.js'
-import { type Backend, backends } from '../support/backends.js'
+import { type Backend, backends, dropTables, uniqueName } from '../support/backends.js'
 import type { TestDB } from '../support/encrypted-db.js'
+import { hooked } from '../support/hooked-dialect.js'
 import { type TenantFixture, tenantFixture } from '../support/tenant-fixture.js'
 import { failure } from './plugin-at-rest.js'
 
@@ -181,6 +190,71 @@ describe.each(backends())('crypto-shredding [$name]', (backend: Backend) => {
         t.db.selectFrom(t.table).select('email').where('id', '=', id).execute(),
       )
       expect((read as KeyError).code).toBe('KEY_DESTROYED')
+    })
+  })
+})
+
+/**
+ * A tenant's rotation stages a version while the tenant is shredded: the stager read the versions
+ * (no tombstone yet), the shred ran, then the stager inserted. No live key of the shredded tenant
+ * may be left in the key table.
+ */
+describe.each(backends())('crypto-shredding racing a stage [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    const keyTable = uniqueName('kfe_keys_shred')
+    const keyName = 'orders#tenant_id=acme'
+    const kek = localKeyProvider({ id: 'local:race', key: randomBytes(32) })
+    const [plainDialect, slowDialect] = backend.createDialectPair()
+    const raw = new Kysely<unknown>({ dialect: plainDialect })
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    let inserting!: () => void
+    const insertSeen = new Promise<void>((resolve) => {
+      inserting = resolve
+    })
+    // The stager's INSERT waits until the shred has run.
+    const slow = new Kysely<unknown>({
+      dialect: hooked(slowDialect, async (query) => {
+        if (/^insert into/i.test(query.sql) && query.sql.includes(keyTable)) {
+          inserting()
+          await gate
+        }
+      }),
+    })
+    afterAll(async () => {
+      await dropTables(raw, [keyTable])
+      await slow.destroy()
+      await raw.destroy()
+    })
+
+    it('the version staged after the shred is destroyed too, and the stage fails with KEY_DESTROYED', async () => {
+      const plain = new KeyStore(raw, { tableName: keyTable })
+      await plain.ensureSchema()
+      const ring = new KeyRing({ store: plain, providers: [kek] })
+      await ring.init([keyName])
+      const ref = { logicalTable: keyName, purpose: 'data' as const, version: 2 }
+      const generated = await kek.generateDataKey(ref)
+      const staging = new KeyStore(slow, { tableName: keyTable })
+        .stage(keyName, 'data', [generated.wrapped], 2, keyCheckValue(generated.plaintext, ref))
+        .catch((e: unknown) => e)
+      generated.plaintext.fill(0)
+      await insertSeen
+      expect(await plain.destroy(keyName)).toBe(2)
+      release()
+      const error = await staging
+      expect(error).toBeInstanceOf(KeyError)
+      expect(error).toMatchObject({ code: 'KEY_DESTROYED' })
+      const rows = await plain.listAll([keyName])
+      expect(rows.map((k) => [k.purpose, k.version, k.state, k.wrappings.length])).toEqual([
+        ['data', 1, 'destroyed', 0],
+        ['data', 2, 'destroyed', 0],
+        ['index', 1, 'destroyed', 0],
+      ])
+      const fresh = new KeyRing({ store: plain, providers: [kek] })
+      await expect(fresh.key(ref)).rejects.toMatchObject({ code: 'KEY_DESTROYED' })
+      await ring.close()
     })
   })
 })
