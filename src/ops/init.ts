@@ -1,6 +1,8 @@
 import { contextValue } from '../fields/context-values.js'
 import type { KeyPurpose } from '../keys/key-provider.js'
+import { refuseOverCiphertext } from '../keys/key-ring-init.js'
 import { tenantKeyNameOf } from '../schema/key-scope.js'
+import { holdsCiphertext } from '../schema/sample-ciphertext.js'
 import type { OpsContext } from './context.js'
 import { JobStore } from './job-store.js'
 import { type RunOptions, report } from './progress.js'
@@ -79,6 +81,18 @@ export async function init(ctx: OpsContext, options: InitOptions = {}): Promise<
     // The key ring's init creates what is missing and refuses (KEYS_MISSING) for a table whose
     // other keys are stored or whose rows hold ciphertext: fresh keys over data would lose it.
     if (!dryRun) await ctx.ring.init([name])
+    else {
+      // The same refusal as the real run's, so that a dry run never promises keys it would not make.
+      const missing = PURPOSES.filter((p) => !before.some((k) => k.purpose === p))
+      if (missing.length > 0)
+        await refuseOverCiphertext(
+          (t) => holdsCiphertext(ctx.db, ctx.schema, t),
+          name,
+          missing,
+          missing.length < PURPOSES.length,
+          () => ctx.store.list(name),
+        )
+    }
     const after = dryRun ? before : await ctx.store.list(name)
     for (const purpose of PURPOSES) {
       const had = before.find((k) => k.purpose === purpose)

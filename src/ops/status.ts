@@ -2,6 +2,7 @@ import { SEARCHABLE } from '../keys/key-metadata.js'
 import type { KeyPurpose } from '../keys/key-provider.js'
 import { isMissingRelation } from '../keys/key-table.js'
 import { parseTenantKeyName, SCOPE_SEPARATOR } from '../schema/key-scope.js'
+import { holdsCiphertext } from '../schema/sample-ciphertext.js'
 import type { OpsContext } from './context.js'
 import { type JobRecord, JobStore } from './job-store.js'
 import { migrationStatus } from './migration-status.js'
@@ -75,7 +76,11 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
     }
     const active = (p: KeyPurpose) => keys.find((k) => k.purpose === p && k.state === 'active')?.version
     if (active('data') === undefined || active('index') === undefined) {
-      attention.push(`no active key: run \`kfe init\``)
+      attention.push(
+        stored.length === 0 && (await holdsCiphertext(ctx.db, ctx.schema, table.logical))
+          ? 'no keys, but its rows hold ciphertext (KEYS_MISSING): the key table was likely dropped, edited or restored from another environment; restore it from its backup (kfe init would refuse: fresh keys cannot read these rows)'
+          : `no active key: run \`kfe init\``,
+      )
       out.push({
         ...unscanned(table),
         keys,

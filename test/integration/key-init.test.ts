@@ -17,6 +17,7 @@ import {
   KeyStore,
   localKeyProvider,
 } from '../../src/index.js'
+import { fieldEncryptionOps } from '../../src/ops.js'
 import { type Backend, backends, onlyTables, uniqueName } from '../support/backends.js'
 
 /** Wraps a dialect: records, per connection, the most queries it ever ran at once. */
@@ -310,6 +311,25 @@ describe.each(backends())('explicit key creation on $name', (backend: Backend) =
       const error = await encryption.init(db).catch((e: unknown) => e)
       expect(error).toMatchObject({ code: 'KEYS_MISSING' })
       expect((error as Error).message).toMatch(/restored from another environment/)
+      expect(await store().listAll()).toEqual([])
+      // kfe init --dry-run refuses as init does (it promised keys init would not make), and
+      // kfe status says the keys are missing (it said "run kfe init").
+      const ops = fieldEncryptionOps({
+        db: raw,
+        schema,
+        keyProvider: localKeyProvider({ key: kek }),
+        keyTable,
+        jobsTable: `${keyTable}_jobs`,
+      })
+      try {
+        await expect(ops.init({ tables: [users], dryRun: true })).rejects.toMatchObject({
+          code: 'KEYS_MISSING',
+        })
+        const status = await ops.status({ table: users })
+        expect(status.tables[0]?.verdict).toMatch(/KEYS_MISSING.*restore it from its backup/)
+      } finally {
+        await ops.close()
+      }
       expect(await store().listAll()).toEqual([])
     })
   })
