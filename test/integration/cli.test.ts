@@ -72,6 +72,10 @@ describe.concurrent.each(backends())(
         expect(extra.code).toBe(1)
         expect(extra.json).toMatchObject({ ok: false, error: { code: 'OPS_INVALID' } })
         expect((extra.json as { error: { message: string } }).error.message).toContain('extra-word')
+        // --data without its version.
+        const noVersion = await t.kfe('retire', t.table, '--json', '--data=')
+        expect(noVersion.code).toBe(1)
+        expect(noVersion.json).toMatchObject({ ok: false, error: { code: 'OPS_INVALID' } })
         // With --json, an unknown or missing command is a JSON error, not the usage text.
         for (const args of [['frobnicate', '--json'], ['--json']]) {
           const none = await t.kfe(...args)

@@ -28,7 +28,9 @@ export const retireCommand = defineCommand({
         if ((args.data === undefined) === (args.index === undefined))
           throw usageError('Give exactly one of --data <version> or --index <version>.')
         const purpose = args.data === undefined ? 'index' : 'data'
-        const version = intArg(args.data ?? args.index, purpose)!
+        const version = intArg(args.data ?? args.index, purpose)
+        if (version === undefined)
+          throw usageError(`--${purpose} needs the version to retire (e.g. --${purpose} 1).`)
         return ops.retire(String(args.table), {
           ...run,
           ...tenantOption(args),
