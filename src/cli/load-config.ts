@@ -35,15 +35,26 @@ export async function openOps(configPath: string | undefined, cwd = process.cwd(
     globalRc: false,
     packageJson: false,
     dotenv: false,
+  }).catch((error: unknown) => {
+    // A syntax error or a throw while the file runs. Its first line only, and not as the cause:
+    // a code frame may quote a line of the file, which may hold a development KEK.
+    const first = String(error instanceof Error ? error.message : error).split('\n')[0]
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `The kfe config ${file ?? `in ${cwd}`} could not be loaded: ${first}`,
+    )
   })
   if (
     config === null ||
     config === undefined ||
     (config.schema === undefined && config.keyProvider === undefined)
   ) {
+    const found = configFile !== undefined && existsSync(configFile) ? configFile : undefined
     throw new ConfigError(
       'CONFIG_INVALID',
-      `No kfe config found (looked for ${file ?? `kfe.config.{ts,mts,mjs,js,cjs} in ${cwd}`}).`,
+      found === undefined
+        ? `No kfe config found (looked for ${file ?? `kfe.config.{ts,mts,mjs,js,cjs} in ${cwd}`}).`
+        : `${found} has no default export with a schema and a key provider: \`export default defineConfig({ dialect, schema, keyProvider })\`.`,
     )
   }
   if (config.schema === undefined) throw new ConfigError('CONFIG_INVALID', `${configFile}: no \`schema\`.`)

@@ -58,6 +58,9 @@ describe('kfe config loading', () => {
         `export default { dialect: globalThis.${HANDOFF}.dialect, keyProvider: globalThis.${HANDOFF}.keyProvider() }\n`,
       ],
       ['empty', 'README', 'no config here\n'],
+      // A config without a default export, and one that does not parse (its line quoted nowhere).
+      ['nodefault', 'kfe.config.mjs', `export const config = { schema: {} }\n`],
+      ['broken', 'kfe.config.mjs', `export default { keyProvider: 'KEK-LITERAL-7741' \n`],
       // Shapes a config file in JavaScript can get wrong without a compiler to say so.
       [
         'badschema',
@@ -107,6 +110,14 @@ describe('kfe config loading', () => {
     const missing = await openOps(undefined, join(DIR, 'noschema')).catch((e: unknown) => e)
     expect((missing as ConfigError).code).toBe('CONFIG_INVALID')
     expect((missing as Error).message).toContain('no `schema`')
+    const nodefault = await openOps(undefined, join(DIR, 'nodefault')).catch((e: unknown) => e)
+    expect((nodefault as ConfigError).code).toBe('CONFIG_INVALID')
+    expect((nodefault as Error).message).toMatch(/kfe\.config\.mjs has no default export/)
+    const broken = await openOps(undefined, join(DIR, 'broken')).catch((e: unknown) => e)
+    expect(broken).toBeInstanceOf(ConfigError)
+    expect((broken as ConfigError).code).toBe('CONFIG_INVALID')
+    expect((broken as Error).message).toContain('could not be loaded')
+    expect(JSON.stringify(broken) + String((broken as Error).stack)).not.toContain('KEK-LITERAL-7741')
   })
   it('refuses a config whose schema, dialect or key provider has the wrong shape (CONFIG_INVALID, not a TypeError)', async () => {
     for (const [dir, says] of [
