@@ -1,5 +1,5 @@
 import { type AliasedRawBuilder, sql } from 'kysely'
-import { ConfigError } from '../errors.js'
+import { ConfigError, SchemaMismatchError } from '../errors.js'
 import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
 
@@ -50,6 +50,17 @@ async function introspect(ctx: OpsContext, table: TableInfo): Promise<KeyColumn>
     ? (table.physical.split('.') as [string, string])
     : [undefined, table.physical]
   const column = await columnOf(ctx, table.physical, schema, bare, name)
+  if (column === undefined && !(await tableExists(ctx, table.physical, schema, bare)))
+    // A table misspelt in the encrypted schema, or a migration not run: not a paging problem.
+    throw new SchemaMismatchError([
+      {
+        kind: 'table-missing',
+        table: table.physical,
+        columns: [],
+        message: `Table ${table.physical} of the encrypted schema does not exist.`,
+        fix: `-- create it (run the migrations), or correct its name in encryptedSchema`,
+      },
+    ])
   const problem = await pagingProblem(ctx, table.physical, schema, bare, column)
   if (problem !== undefined)
     throw new ConfigError(
@@ -84,6 +95,24 @@ interface PagingColumn {
  * index starts with it, and the table holds no NULL and no repeated value in it now (one scan of
  * the index). A NULL or repeated value written after that check is not seen by it.
  */
+/** Whether the table exists (in `schema`, or the connection's default schema or database). */
+async function tableExists(
+  ctx: OpsContext,
+  physical: string,
+  schema: string | undefined,
+  table: string,
+): Promise<boolean> {
+  if (ctx.family === 'mysql') {
+    const { rows } = await sql<{ n: number | string }>`select count(*) as n from information_schema.tables
+      where table_schema = ${schema ?? sql`database()`} and table_name = ${table}`.execute(ctx.db)
+    return Number(rows[0]?.n) > 0
+  }
+  const { rows } = await sql<{
+    e: boolean
+  }>`select to_regclass(${quotedPgTable(physical)}) is not null as e`.execute(ctx.db)
+  return rows[0]?.e === true
+}
+
 async function pagingProblem(
   ctx: OpsContext,
   physical: string,

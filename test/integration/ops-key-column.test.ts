@@ -77,6 +77,30 @@ describe.each(backends())('ops: the column the jobs page by [$name]', (backend: 
       }
     })
 
+    it('a table of the schema that does not exist (misspelt, or not migrated yet) is SCHEMA_MISMATCH table-missing, not a paging problem', async () => {
+      const absent = `${table}_absent`
+      const ops = fieldEncryptionOps({
+        db: raw,
+        schema: encryptedSchema({ [absent]: { note: encrypted.text() } }),
+        keyProvider: localKeyProvider({ id: 'local:keycol', key: Buffer.from(kek) }),
+        keyTable,
+        jobsTable,
+      })
+      try {
+        // kfe init makes its keys (it may run before the migrations).
+        await ops.init()
+        for (const run of [() => ops.verify(absent), () => ops.reencrypt(absent)]) {
+          const error = await run().catch((e: unknown) => e)
+          expect(error).toMatchObject({
+            code: 'SCHEMA_MISMATCH',
+            problems: [{ kind: 'table-missing', table: absent }],
+          })
+        }
+      } finally {
+        await ops.close()
+      }
+    })
+
     it('a NOT NULL column with a unique index of its own is accepted, and every row is seen', async () => {
       expect(await verifyBy('code')).toMatchObject({ ok: true, rows: 2 })
     })
