@@ -95,7 +95,7 @@ export function explicitHelpers(
 ): ExplicitHelpers {
   const options = { schema }
   const column = (table: string, name: string): ColumnInfo => {
-    const info = options.schema.table(table)?.column(name)
+    const info = options.schema.tableNamed(table)?.column(name)
     if (info === undefined)
       throw new ConfigError('CONFIG_INVALID', `${table}.${name} is not an encrypted column of the schema.`)
     return info

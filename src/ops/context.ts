@@ -128,8 +128,7 @@ export function createOpsContext(options: OpsOptions): OpsContext {
     ttlMarginMs,
     audit: options.audit,
     table(name: string): TableInfo {
-      const info =
-        options.schema.table(name) ?? [...options.schema.tables.values()].find((t) => t.logical === name)
+      const info = options.schema.tableNamed(name)
       if (info === undefined) {
         throw new ConfigError('CONFIG_INVALID', `Table ${name} has no encrypted columns in the schema.`, {
           table: name,

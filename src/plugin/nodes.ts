@@ -308,7 +308,7 @@ export function mentionsSchemaTable(root: OperationNode, schema: EncryptedSchema
       const { schema: s, name } = tableName(node as unknown as OperationNode)
       // A name that differs only in case, or holds an alias Kysely left unparsed, goes to the
       // analyzer too, which refuses it.
-      if (schema.table(name, s) !== undefined || schema.tableIgnoringCase(name) !== undefined) return true
+      if (schema.table(name, s) !== undefined || schema.tableIgnoringCase(name, s) !== undefined) return true
       const unparsed = unparsedAlias(name)
       if (unparsed !== undefined && schema.tableIgnoringCase(unparsed) !== undefined) return true
       continue

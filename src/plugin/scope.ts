@@ -156,7 +156,8 @@ export class Scope {
     } else {
       const table = this.schema.table(name, schema)
       if (table === undefined) {
-        refuseNearName(this.schema.tableIgnoringCase(name), name)
+        if (schema === undefined && this.schema.ambiguousTable(name)) refuseAmbiguousTable(name)
+        refuseNearName(this.schema.tableIgnoringCase(name, schema), name)
         const near = schema === undefined ? this.#cteIgnoringCase(name) : undefined
         if (near !== undefined)
           refuseNearName(near.kind === 'column' ? near.info.table : near.info.column.table, name)
@@ -315,6 +316,23 @@ export function firstSource(outputs: ReadonlyMap<string, Source>): Source | unde
  * names where `lower_case_table_names` is set; PostgreSQL would reject the query only after
  * receiving its parameters).
  */
+/**
+ * Refuses a table named without its schema where the encrypted schema has tables of that name
+ * in several schemas: the connection's search path (or current database) decides which one the
+ * database reads, and the plugin cannot see it.
+ */
+function refuseAmbiguousTable(name: string): never {
+  throw new QueryRefusedError(
+    'AMBIGUOUS_COLUMN',
+    `Table ${name} is named without its schema, and the encrypted schema has tables of that name in several schemas: which one the database reads depends on the connection's search path (or current database).`,
+    {
+      table: name,
+      operator: 'table name',
+      hint: `Name the table with its schema (withSchema, or '<schema>.${name}').`,
+    },
+  )
+}
+
 function refuseNearName(near: TableInfo | undefined, name: string): void {
   if (near === undefined) return
   const first = near.columns.values().next().value as ColumnInfo

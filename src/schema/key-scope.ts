@@ -133,7 +133,7 @@ export function tenantRequired(
  * @throws QueryRefusedError `TENANT_INVALID` when the tenant cannot name keys
  */
 export function tenantKeyNameOf(schema: EncryptedSchema, table: string, tenant: unknown): string {
-  const info = schema.table(table) ?? [...schema.tables.values()].find((t) => t.logical === table)
+  const info = schema.tableNamed(table)
   if (info?.keyScope === undefined)
     throw new ConfigError(
       'CONFIG_INVALID',

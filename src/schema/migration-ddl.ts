@@ -319,7 +319,7 @@ export function migratingColumn(
   table: string,
   column: string,
 ): { info: TableInfo; col: ColumnInfo } {
-  const info = schema.table(table) ?? [...schema.tables.values()].find((t) => t.logical === table)
+  const info = schema.tableNamed(table)
   const col = info?.column(column) ?? [...(info?.columns.values() ?? [])].find((c) => c.logical === column)
   if (info === undefined || col === undefined)
     throw new ConfigError('CONFIG_INVALID', `${table}.${column} is not an encrypted column of the schema.`, {

@@ -151,9 +151,23 @@ export interface EncryptedSchema<D extends SchemaDefinition = SchemaDefinition, 
   readonly definition: D
   /** Whether result rows leave out blind-index columns (see {@link SchemaOptions.omitBlindIndexes}). */
   readonly omitBlindIndexes: O
-  /** Looks a table up by the name a query uses (optionally schema-qualified, or camelCase). */
+  /**
+   * Looks a table up by the name a query uses (optionally schema-qualified, or camelCase). A name
+   * without a schema is also the one schema-qualified key of that table name (`users` for
+   * `public.users`); a name several schemas' keys share gives undefined (see `ambiguousTable`).
+   */
   table(name: string, schema?: string): TableInfo | undefined
-  /** A table whose name equals `name` ignoring case (MySQL's rule where table names fold), if any. */
-  tableIgnoringCase(name: string): TableInfo | undefined
+  /**
+   * A table whose name equals `name` ignoring case (MySQL's rule where table names fold), if any;
+   * without `schema`, a qualified key's table name counts too (one of them, when several share it).
+   */
+  tableIgnoringCase(name: string, schema?: string): TableInfo | undefined
+  /** True when `name`, given without a schema, is the table name of keys of several schemas. */
+  ambiguousTable(name: string): boolean
+  /**
+   * A table by a name an operation is given: physical (`users`, `app.users`), then logical, then
+   * the one qualified key of that table name.
+   */
+  tableNamed(name: string): TableInfo | undefined
   readonly tables: ReadonlyMap<string, TableInfo>
 }

@@ -1,5 +1,5 @@
 import type { BlindIndexSpec } from '../blindindex/blind-index.js'
-import { ConfigError, QueryRefusedError } from '../errors.js'
+import { ConfigError } from '../errors.js'
 import type { EncryptedColumn } from './columns.js'
 import { SCOPE_SEPARATOR } from './key-scope.js'
 import { refuseAnnotatedKey, refuseDottedColumn } from './name-rules.js'
@@ -238,22 +238,14 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
   }
   const bare = bareNames(byName)
   const foldedTables = new Map([...byName].map(([name, table]) => [name.toLowerCase(), table]))
+  // Bare names ignoring case, for a name given without a schema only; an ambiguous one maps to
+  // one of its tables (a near name is refused either way).
+  const foldedBare = new Map<string, TableInfo>()
   for (const [name, table] of bare) {
-    if (table !== null && !foldedTables.has(name.toLowerCase())) foldedTables.set(name.toLowerCase(), table)
+    const first = table ?? [...byName.values()].find((t) => t.physical.endsWith(`.${name}`))
+    if (first !== undefined) foldedBare.set(name.toLowerCase(), first)
   }
-  const unqualified = (name: string): TableInfo | undefined => {
-    const found = bare.get(name)
-    if (found !== null) return found
-    throw new QueryRefusedError(
-      'AMBIGUOUS_COLUMN',
-      `Table ${name} is named without its schema, and the encrypted schema has tables of that name in several schemas: which one the database reads depends on the connection's search path (or current database). Nothing was sent.`,
-      {
-        table: name,
-        operator: 'table name',
-        hint: `Name the table with its schema (withSchema, or '<schema>.${name}').`,
-      },
-    )
-  }
+  const byLogical = (name: string) => [...tables.values()].find((t) => t.logical === name)
   return Object.freeze({
     definition,
     omitBlindIndexes: omit as O,
@@ -261,8 +253,12 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
     table: (name: string, schema?: string) =>
       (schema === undefined ? undefined : byName.get(`${schema}.${name}`)) ??
       byName.get(name) ??
-      (schema === undefined ? unqualified(name) : undefined),
-    tableIgnoringCase: (name: string) => foldedTables.get(name.toLowerCase()),
+      (schema === undefined ? (bare.get(name) ?? undefined) : undefined),
+    tableIgnoringCase: (name: string, schema?: string) =>
+      foldedTables.get(name.toLowerCase()) ??
+      (schema === undefined ? foldedBare.get(name.toLowerCase()) : undefined),
+    ambiguousTable: (name: string) => bare.get(name) === null,
+    tableNamed: (name: string) => byName.get(name) ?? byLogical(name) ?? bare.get(name) ?? undefined,
   })
 }
 
@@ -273,7 +269,7 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
  * which the plugin cannot see, so such a name is taken for the one qualified key of that name
  * (were it another schema's table, its writes would fail its binary column check or decrypt
  * under the wrong table, loudly; taken for a plaintext table, the plaintext would be sent). A
- * name several schemas' keys share maps to `null`: refused.
+ * name several schemas' keys share maps to `null`: the plugin refuses it (`ambiguousTable`).
  */
 function bareNames(byName: ReadonlyMap<string, TableInfo>): Map<string, TableInfo | null> {
   const bare = new Map<string, TableInfo | null>()

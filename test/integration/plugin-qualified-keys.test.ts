@@ -112,6 +112,25 @@ describe.each(backends())('schema-qualified table keys on $name', (backend: Back
         ]) {
           expect(() => query.compile()).toThrow(expect.objectContaining({ code: 'AMBIGUOUS_COLUMN' }))
         }
+        // A near spelling is refused too; a CTE of that name, and another schema's table, are not
+        // the annotated tables and pass through unchanged.
+        expect(() =>
+          twoDb.insertInto(table.toUpperCase()).values({ id: 2, email: SECRET }).compile(),
+        ).toThrow(expect.objectContaining({ code: 'AMBIGUOUS_COLUMN' }))
+        const cte = twoDb
+          .with(table, (db) => db.selectFrom(keyTable).select('logical_table as email'))
+          .selectFrom(table)
+          .selectAll()
+          .where('email', '=', 'x')
+          .compile()
+        expect(cte.parameters).toEqual(['x'])
+        const elsewhere = twoDb
+          .withSchema('kfe_elsewhere')
+          .selectFrom(table)
+          .selectAll()
+          .where('email', '=', 'x')
+          .compile()
+        expect(elsewhere.parameters).toEqual(['x'])
         // Named with its schema, it is the one table of that name.
         const schemaName = qualified.slice(0, qualified.indexOf('.'))
         const named = twoDb
