@@ -160,9 +160,10 @@ export function comparison(
   if (!EQUALITY.has(op)) throw refuse(info, op)
   // `where('tags', '=', [1, 2])` is a row value `($1, $2)`: only `in` / `not in` take a list (a
   // list rewritten as `in` would match the rows holding 1 or 2, not the one holding [1, 2]).
-  if (LISTS.has(other.kind) && !LIST_OPERATORS.has(op))
-    throw refuse(info, op, 'compared with a list of values (a row value): only in and not in take a list')
   const values = listValues(other)
+  // A list of one is `= ($1)`, a value in parentheses: the same comparison.
+  if (LISTS.has(other.kind) && !LIST_OPERATORS.has(op) && (values?.length ?? 0) > 1)
+    throw refuse(info, op, 'compared with a list of values (a row value): only in and not in take a list')
   if (values === undefined) throw refuse(info, op, 'compared with an expression, not a value')
   if (values.length === 1 && values[0] === null && (op === '=' || op === '!=' || op === '<>')) return node
   for (const v of values) {

@@ -123,6 +123,10 @@ describe.each(backends())('plugin where [$name]', (backend: Backend) => {
       expect(ids(await users().where('ssn', 'in', ['111-11-1111', '444-44-4444']).execute())).toEqual([1, 4])
     })
 
+    it('= with a list of one value is that value in parentheses: searched as =', async () => {
+      expect(ids(await users().where('email', '=', ['ada@x.io'] as never).execute())).toEqual([1])
+    })
+
     it('a search index with an explicit sort direction runs (asc/desc are words, not functions)', async () => {
       const search = () => users().where('ssn', 'in', ['111-11-1111', '444-44-4444'])
       const order = async (q: ReturnType<typeof search>) => (await q.execute()).map((r) => Number(r.id))
