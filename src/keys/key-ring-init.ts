@@ -3,7 +3,7 @@
  * wrapped under every KEK and stored in one statement; never for a table whose keys were lost
  * (it holds ciphertext, or the key store shows it was initialised).
  */
-import { KeyError } from '../errors.js'
+import { KeyError, KeyProviderError } from '../errors.js'
 import { ownKeyBuffer as copyKey } from '../fields/key-bytes.js'
 import { parseTenantKeyName } from '../schema/key-scope.js'
 import type { KeyCache } from './key-cache.js'
@@ -80,7 +80,14 @@ export async function proveActiveKeys(
       await activeKey(logicalTable, purpose)
     } catch (error) {
       // No active key (a keyScope table's own name), or a shredded tenant's: nothing to check.
-      if (!(error instanceof KeyError && (error.code === 'KEY_NOT_FOUND' || error.code === 'KEY_DESTROYED')))
+      // The key ring's own finding, not a provider's error of that code.
+      if (
+        !(
+          error instanceof KeyError &&
+          !(error instanceof KeyProviderError) &&
+          (error.code === 'KEY_NOT_FOUND' || error.code === 'KEY_DESTROYED')
+        )
+      )
         throw error
     }
   }

@@ -59,11 +59,24 @@ export async function auditedCall<T>(
  */
 export function errorCode(error: unknown): FieldEncryptionError['code'] {
   if (error instanceof FieldEncryptionError) return error.code
+  // By name, only a provider code: another library's error of that name keeps none of its own
+  // (a `KEY_DESTROYED` there would be skipped as a missing key, an outage code get a grace period).
   const e = error as { name?: unknown; code?: unknown } | null
-  return e?.name === 'KeyProviderError' && typeof e.code === 'string'
+  return e?.name === 'KeyProviderError' && typeof e.code === 'string' && PROVIDER_CODES.has(e.code)
     ? (e.code as FieldEncryptionError['code'])
     : 'PROVIDER_ERROR'
 }
+
+/** The codes a key provider's error carries (docs/errors.md, key providers). */
+const PROVIDER_CODES: ReadonlySet<string> = new Set([
+  'PROVIDER_UNAVAILABLE',
+  'PROVIDER_THROTTLED',
+  'PROVIDER_ACCESS_DENIED',
+  'PROVIDER_KEY_DISABLED',
+  'PROVIDER_INVALID_CIPHERTEXT',
+  'PROVIDER_ERROR',
+  'UNWRAP_FAILED',
+])
 
 /** Codes of a KEK that refused: a revocation, which no grace period may delay. */
 const REVOCATION: ReadonlySet<string> = new Set(['PROVIDER_ACCESS_DENIED', 'PROVIDER_KEY_DISABLED'])

@@ -270,6 +270,8 @@ async function proveStaged(ctx: OpsContext, keyRef: KeyRef, command: string): Pr
     await ctx.ring.key(keyRef)
   } catch (error) {
     if (!(error instanceof KeyError)) throw error
+    // Shredded meanwhile (its tenant's keys destroyed): nothing to prove or to run again.
+    if (error.code === 'KEY_DESTROYED' && !(error instanceof KeyProviderError)) throw error
     if (!KEY_REFUSED.has(error.code)) {
       const message = `Staged ${purpose} version ${version} of ${logicalTable} could not be proven (${error.code}): it stays staged, nothing was activated. Run \`${command}\` again once the key provider and the key store answer.`
       const options = { cause: error, table: error.table ?? logicalTable }
