@@ -89,7 +89,8 @@ export async function init(ctx: OpsContext, options: InitOptions = {}): Promise<
           (t) => holdsCiphertext(ctx.db, ctx.schema, t),
           name,
           missing,
-          missing.length < PURPOSES.length,
+          // As the key ring's init here, which has the probe: the rows decide, not the other purpose.
+          false,
           () => ctx.store.list(name),
         )
     }

@@ -77,8 +77,10 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
     const active = (p: KeyPurpose) => keys.find((k) => k.purpose === p && k.state === 'active')?.version
     if (active('data') === undefined || active('index') === undefined) {
       attention.push(
-        stored.length === 0 && (await holdsCiphertext(ctx.db, ctx.schema, table.logical))
-          ? 'no keys, but its rows hold ciphertext (KEYS_MISSING): the key table was likely dropped, edited or restored from another environment; restore it from its backup (kfe init would refuse: fresh keys cannot read these rows)'
+        // A purpose with no key at all (not only none active) over rows that hold ciphertext.
+        (['data', 'index'] as const).some((p) => !stored.some((k) => k.purpose === p)) &&
+          (await holdsCiphertext(ctx.db, ctx.schema, table.logical))
+          ? 'keys missing from the key table, but its rows hold ciphertext (KEYS_MISSING): the key table was likely dropped, edited or restored from another environment; restore it from its backup (kfe init would refuse: fresh keys cannot read these rows)'
           : `no active key: run \`kfe init\``,
       )
       out.push({

@@ -271,6 +271,22 @@ describe.each(backends())('explicit key creation on $name', (backend: Backend) =
         const { encryption, db } = open()
         await expect(encryption.init(db)).rejects.toMatchObject({ code: 'KEYS_MISSING', table: users })
         expect(await store().list(users, 'index')).toEqual([])
+        // And kfe: init --dry-run refuses as init does; status says the keys are missing.
+        const ops = fieldEncryptionOps({
+          db: raw,
+          schema,
+          keyProvider: localKeyProvider({ key: kek }),
+          keyTable,
+          jobsTable: `${keyTable}_jobs`,
+        })
+        try {
+          await expect(ops.init({ tables: [users], dryRun: true })).rejects.toMatchObject({
+            code: 'KEYS_MISSING',
+          })
+          expect((await ops.status({ table: users })).tables[0]?.verdict).toMatch(/KEYS_MISSING/)
+        } finally {
+          await ops.close()
+        }
       } finally {
         // Put the deleted rows back (a restore), so the next test starts from a sound key table.
         for (const k of before) {

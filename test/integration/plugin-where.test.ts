@@ -124,7 +124,13 @@ describe.each(backends())('plugin where [$name]', (backend: Backend) => {
     })
 
     it('= with a list of one value is that value in parentheses: searched as =', async () => {
-      expect(ids(await users().where('email', '=', ['ada@x.io'] as never).execute())).toEqual([1])
+      expect(
+        ids(
+          await users()
+            .where('email', '=', ['ada@x.io'] as never)
+            .execute(),
+        ),
+      ).toEqual([1])
     })
 
     it('a search index with an explicit sort direction runs (asc/desc are words, not functions)', async () => {
