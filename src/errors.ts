@@ -216,7 +216,10 @@ export type SchemaProblemKind =
   | 'unique-index-missing'
   /** A table the schema does not annotate has columns named like the schema's blind-index columns. */
   | 'unannotated-index-columns'
-  /** A table the schema does not annotate has binary columns whose sampled values are this library's ciphertext. */
+  /**
+   * A table the schema does not annotate, or a column it does not annotate of a table it does, has
+   * binary columns whose sampled values are this library's ciphertext.
+   */
   | 'unannotated-ciphertext'
   /** A context column (the `context` table option) does not exist. */
   | 'context-column-missing'

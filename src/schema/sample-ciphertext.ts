@@ -107,6 +107,7 @@ export function isMissingRelation(error: unknown): boolean {
  * @param db - any Kysely on the database.
  * @param table - the table, schema-qualified where needed (`app.t`).
  * @param columns - its binary columns.
+ * @param minValues - sampled values a column needs before it is named (1: any).
  * @returns the columns that look like they hold ciphertext.
  */
 export async function ciphertextColumns(
@@ -114,6 +115,7 @@ export async function ciphertextColumns(
   db: Kysely<any>,
   table: string,
   columns: readonly string[],
+  minValues = 1,
 ): Promise<string[]> {
   if (columns.length === 0) return []
   const refs = columns.map((c, i) => sql`${sql.ref(c)} as ${sql.ref(`c${i}`)}`)
@@ -126,6 +128,8 @@ export async function ciphertextColumns(
   )} where ${any} limit ${sql.lit(SAMPLE_ROWS)}`.execute(db)
   return columns.filter((_, i) => {
     const values = rows.map((r) => r[`c${i}`]).filter((v) => v !== null && v !== undefined)
-    return values.length > 0 && values.every((v) => v instanceof Uint8Array && looksLikeCiphertext(v))
+    return (
+      values.length >= minValues && values.every((v) => v instanceof Uint8Array && looksLikeCiphertext(v))
+    )
   })
 }

@@ -14,9 +14,11 @@ export interface VerifySchemaOptions {
   /**
    * Which tables the schema does NOT annotate are looked at for columns named like the
    * schema's blind-index columns and for binary columns holding this library's ciphertext (a
-   * misspelt or forgotten table). `false` skips that half; a function keeps the tables it
-   * returns true for (e.g. leave out another application's tables in a shared database).
-   * Costs one query of up to 8 rows per such table that has binary columns.
+   * misspelt or forgotten table), and which annotated tables are looked at for binary columns
+   * the schema does not annotate that hold its ciphertext (an annotation removed; at least two
+   * sampled values, so that a column of hashes is not taken for one). `false` skips that half; a
+   * function keeps the tables it returns true for (e.g. leave out another application's tables
+   * in a shared database). Costs one query of up to 8 rows per such table that has binary columns.
    * @default true: every table of the schemas the annotated tables live in, but the key table
    */
   readonly unannotatedTables?: boolean | ((table: string) => boolean)
@@ -70,8 +72,14 @@ export async function findSchemaProblems(
     }
     annotated.add(table)
     problems.push(...tableProblems(catalog, table, info, fixes, family))
-    const held = await unannotatedCiphertextProblem(db, catalog, table, info, info.physical, problems)
-    if (held !== undefined) problems.push(held)
+    // With the reverse checks (unannotatedTables): the columns the schema does not annotate.
+    if (
+      options.unannotatedTables !== false &&
+      (typeof options.unannotatedTables !== 'function' || options.unannotatedTables(info.physical))
+    ) {
+      const held = await unannotatedCiphertextProblem(db, catalog, table, info, info.physical, problems)
+      if (held !== undefined) problems.push(held)
+    }
   }
   if (options.unannotatedTables !== false) {
     const keep = typeof options.unannotatedTables === 'function' ? options.unannotatedTables : () => true
