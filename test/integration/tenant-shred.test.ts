@@ -226,7 +226,8 @@ describe.each(backends())('crypto-shredding racing a stage [$name]', (backend: B
     afterAll(async () => {
       await dropTables(raw, [keyTable])
       await slow.destroy()
-      await raw.destroy()
+      // On PGlite the pair shares one instance, which slow.destroy() closed.
+      if (backend.name !== 'pglite') await raw.destroy()
     })
 
     it('the version staged after the shred is destroyed too, and the stage fails with KEY_DESTROYED', async () => {
