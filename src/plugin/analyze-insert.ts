@@ -81,6 +81,10 @@ export const analyzeInsert: StatementAnalysis<InsertQueryNode> = (a, node, paren
     patch.onConflict = rebuild(oc, ocPatch)
   }
   if (node.onDuplicateKey) {
+    // MySQL's upsert takes every UNIQUE index as its conflict target, a unique blind index
+    // included: refused during an index-key rotation, as ON CONFLICT on it (conflict-target.ts).
+    if (table !== undefined && [...table.indexColumns.values()].some((i) => i.spec.kind === 'unique'))
+      a.noteIndexComparison(table.logical)
     patch.onDuplicateKey = rebuild(node.onDuplicateKey, {
       updates: updates(a, node.onDuplicateKey.updates, scope, relation),
     })

@@ -1,5 +1,5 @@
 import type { CompiledQuery, QueryCompiler, RootOperationNode } from 'kysely'
-import { QueryRefusedError } from '../errors.js'
+import { KeyError, QueryRefusedError } from '../errors.js'
 import type { KeyRing } from '../keys/key-ring.js'
 import type { EncryptedSchema } from '../schema/schema.js'
 import { analyzeQuery } from './analyzer.js'
@@ -125,17 +125,55 @@ function withPlan(
   slow: SlowPath,
 ): Prepared | Promise<Prepared> {
   if (checked.indexComparisons.size > 0) {
-    return checkIndexComparisons(ctx.ring(), checked, slow).then(() =>
+    return checkIndexComparisons(ctx.ring(), comparedKeyNames(checked, deferred), slow).then(() =>
       resolveQuery(ctx, compiler, query, checked, deferred, slow),
     )
   }
   return resolveQuery(ctx, compiler, query, checked, deferred, slow)
 }
 
-/** Refuses a self-join on blind-index columns while several index versions are live. */
-async function checkIndexComparisons(ring: KeyRing, plan: QueryPlan, slow: SlowPath): Promise<void> {
+/**
+ * The key names whose index versions {@link checkIndexComparisons} looks at: a table's own, or,
+ * for a table with per-tenant keys (`keyScope`), the tenants' whose rows the statement writes
+ * (an upsert's conflict target compares their blind indexes, made under those tenants' keys).
+ */
+function comparedKeyNames(plan: QueryPlan, deferred: readonly DeferredValue[]): Map<string, string> {
+  const names = new Map<string, string>()
   for (const table of plan.indexComparisons) {
-    const live = ring.peekSearchKeys(table, 'index') ?? (await slow(() => ring.searchKeys(table, 'index')))
+    let tenants = 0
+    for (const d of deferred) {
+      if (
+        d.column.table.logical !== table ||
+        d.column.table.keyScope === undefined ||
+        d.keyName === undefined
+      )
+        continue
+      names.set(d.keyName, table)
+      tenants++
+    }
+    if (tenants === 0) names.set(table, table)
+  }
+  return names
+}
+
+/**
+ * Refuses a self-join on blind-index columns, or an upsert whose conflict target is one, while
+ * several index versions are live. `names`: key name → its table.
+ */
+async function checkIndexComparisons(
+  ring: KeyRing,
+  names: ReadonlyMap<string, string>,
+  slow: SlowPath,
+): Promise<void> {
+  for (const [name, table] of names) {
+    let live: readonly unknown[]
+    try {
+      live = ring.peekSearchKeys(name, 'index') ?? (await slow(() => ring.searchKeys(name, 'index')))
+    } catch (error) {
+      // A tenant's first row: it has no index version yet, so none to compare across.
+      if (name !== table && error instanceof KeyError && error.code === 'KEY_NOT_FOUND') continue
+      throw error
+    }
     if (live.length > 1) {
       throw new QueryRefusedError(
         'QUERY_REFUSED',

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { OperationError } from '../../src/index.js'
 import type { JobResult, ReencryptDryRun } from '../../src/ops.js'
@@ -66,6 +67,40 @@ describe.each(backends())('per-tenant rotation and re-encryption [$name]', (back
         rows: 0,
       })
       expect((await t.ops.verify(t.table, { tenant: 'rb' })).dataVersions).toEqual({ 1: 2 })
+    })
+
+    it("an upsert on the unique email checks its tenant's index versions: it runs (no table-wide keys needed or made), and is refused during that tenant's index rotation", async () => {
+      await t.order('up', 'up@x.io')
+      const upsert = () => {
+        const insert = t.db
+          .insertInto(t.table)
+          .values({ id: randomUUID(), tenant_id: 'up', name: 'dup', email: 'up@x.io', ssn: '1' })
+        return (
+          backend.family === 'postgres'
+            ? insert.onConflict((oc) => oc.column('email').doUpdateSet({ name: 'updated' }))
+            : insert.onDuplicateKeyUpdate({ name: 'updated' })
+        ).execute()
+      }
+      await upsert()
+      const rows = await t.db
+        .selectFrom(t.table)
+        .select(['name', 'email'])
+        .where('tenant_id', '=', 'up')
+        .execute()
+      expect(rows).toEqual([{ name: 'updated', email: 'up@x.io' }])
+      // Only the tenant's keys: the check read no table-wide key (it said KEYS_MISSING, or made one).
+      const tableWide = await t.raw
+        .selectFrom(t.keyTable)
+        .select('purpose')
+        .where('logical_table', '=', t.table)
+        .execute()
+      expect(tableWide).toEqual([])
+      await t.ops.rotate(t.table, { purpose: 'index', tenant: 'up', reencrypt: false })
+      await t.settle()
+      await expect(upsert()).rejects.toMatchObject({ code: 'QUERY_REFUSED', operator: '= another column' })
+      expect(
+        await t.db.selectFrom(t.table).select('id').where('tenant_id', '=', 'up').execute(),
+      ).toHaveLength(1)
     })
 
     it('retire --tenant is refused while a row of that tenant still uses the version, and allowed once re-encrypted', async () => {
