@@ -123,6 +123,15 @@ describe.each(backends())('plugin where [$name]', (backend: Backend) => {
       expect(ids(await users().where('ssn', 'in', ['111-11-1111', '444-44-4444']).execute())).toEqual([1, 4])
     })
 
+    it('explain() of a search returns the plan rows as they are (nothing decrypted, nothing filtered)', async () => {
+      for (const column of ['email', 'ssn'] as const) {
+        const plan = await users()
+          .where(column, '=', column === 'email' ? 'ada@x.io' : '111-11-1111')
+          .explain()
+        expect(plan.length).toBeGreaterThan(0)
+      }
+    })
+
     it('= with a list of one value is that value in parentheses: searched as =', async () => {
       expect(
         ids(
