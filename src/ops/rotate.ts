@@ -7,6 +7,7 @@ import type { OpsContext } from './context.js'
 import type { JobOptions, JobResult } from './job-engine.js'
 import { msSinceKeyEvent, recordKeyEvent } from './key-events.js'
 import { newWrappedKey } from './new-key.js'
+import { keyColumn } from './primary-key.js'
 import { type RunOptions, report, sleep } from './progress.js'
 import { reencrypt } from './reencrypt.js'
 import { assertSlotComplete, assertSlotFree, slotColumns } from './rotation-slots.js'
@@ -93,6 +94,9 @@ export async function rotate(
   // stage and activate a version wrapped under it, which the application cannot unwrap, and only
   // then fail, in the re-encryption. Refused before anything is staged, dry run included.
   await proveActiveKeys((name, p) => ctx.ring.activeKey(name, p), keyName)
+  // The re-encryption's paging column, checked before anything is staged: found unusable only
+  // by the re-encryption, it left the new version active and the rows on the old one.
+  if (options.reencrypt !== false) await keyColumn(ctx, table)
   const base = {
     table: table.physical,
     purpose,

@@ -77,6 +77,28 @@ describe.each(backends())('ops: the column the jobs page by [$name]', (backend: 
       }
     })
 
+    it('rotate with an unusable paging column is refused before anything is staged (it activated the new version, then the re-encryption refused)', async () => {
+      const ops = fieldEncryptionOps({
+        db: raw,
+        schema,
+        keyProvider: localKeyProvider({ id: 'local:keycol', key: Buffer.from(kek) }),
+        keyTable,
+        jobsTable,
+        primaryKeys: { [table]: 'loose' },
+      })
+      try {
+        await ops.init()
+        const before = await raw.selectFrom(keyTable).select(['purpose', 'version', 'state']).execute()
+        const refused = await ops.rotate(table, { purpose: 'data' }).catch((e: unknown) => e)
+        expect(refused).toMatchObject({ name: 'ConfigError', code: 'CONFIG_INVALID' })
+        expect(await raw.selectFrom(keyTable).select(['purpose', 'version', 'state']).execute()).toEqual(
+          before,
+        )
+      } finally {
+        await ops.close()
+      }
+    })
+
     it('a table of the schema that does not exist (misspelt, or not migrated yet) is SCHEMA_MISMATCH table-missing, not a paging problem', async () => {
       const absent = `${table}_absent`
       const ops = fieldEncryptionOps({
