@@ -26,10 +26,17 @@ export function migrationFileSource(ddl: MigrationDdl): string {
       "// migrator's transactions disabled (kysely-ctl: `migrations: { disableTransactions: true }`).",
     )
   for (const note of ddl.notes) lines.push(`// Note: ${note}.`)
+  // Said before PostgreSQL's own "cannot run inside a transaction block", which names no remedy.
+  const guard = ddl.outsideTransaction
+    ? [
+        '  if (db.isTransaction)',
+        `    throw new Error(${JSON.stringify("This migration builds an index CONCURRENTLY, which PostgreSQL cannot do in a transaction: run it with the migrator's transactions disabled (kysely-ctl: migrations: { disableTransactions: true }; Kysely's Migrator: disableTransactions: true).")})`,
+      ]
+    : []
   const body = (statements: readonly string[]) =>
     statements.length === 0
       ? ['  // nothing to undo']
-      : statements.map((s) => `  await sql.raw(${JSON.stringify(s)}).execute(db)`)
+      : [...guard, ...statements.map((s) => `  await sql.raw(${JSON.stringify(s)}).execute(db)`)]
   lines.push(
     '',
     '// biome-ignore lint/suspicious/noExplicitAny: a migration sees the database as it is, not as the app types it.',

@@ -178,5 +178,9 @@ describe('migrationDdl', () => {
       'await sql.raw("create unique index concurrently if not exists \\"users_email_bidx_idx\\" on \\"users\\" (\\"email_bidx\\")").execute(db)',
     )
     expect(source).toContain('disableTransactions: true')
+    // Run in a transaction, it says what to do before PostgreSQL refuses CONCURRENTLY.
+    expect(source).toMatch(
+      /export async function up\(db: Kysely<any>\): Promise<void> \{\n {2}if \(db\.isTransaction\)\n {4}throw new Error\(/,
+    )
   })
 })
