@@ -129,6 +129,13 @@ export function createOpsContext(options: OpsOptions): OpsContext {
     audit: options.audit,
     table(name: string): TableInfo {
       const info = options.schema.tableNamed(name)
+      if (info === undefined && options.schema.ambiguousTable(name)) {
+        throw new ConfigError(
+          'CONFIG_INVALID',
+          `Table ${name} is annotated in several schemas: name it with its schema (e.g. app.${name}).`,
+          { table: name },
+        )
+      }
       if (info === undefined) {
         throw new ConfigError('CONFIG_INVALID', `Table ${name} has no encrypted columns in the schema.`, {
           table: name,

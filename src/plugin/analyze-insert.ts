@@ -83,7 +83,13 @@ export const analyzeInsert: StatementAnalysis<InsertQueryNode> = (a, node, paren
   if (node.onDuplicateKey) {
     // MySQL's upsert takes every UNIQUE index as its conflict target, a unique blind index
     // included: refused during an index-key rotation, as ON CONFLICT on it (conflict-target.ts).
-    if (table !== undefined && [...table.indexColumns.values()].some((i) => i.spec.kind === 'unique'))
+    // Not one with a rotation slot, whose complete UNIQUE column every write fills in each phase.
+    if (
+      table !== undefined &&
+      [...table.indexColumns.values()].some(
+        (i) => i.spec.kind === 'unique' && i.spec.rotationSlot === undefined,
+      )
+    )
       a.noteIndexComparison(table.logical)
     patch.onDuplicateKey = rebuild(node.onDuplicateKey, {
       updates: updates(a, node.onDuplicateKey.updates, scope, relation),

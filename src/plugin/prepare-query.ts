@@ -125,7 +125,7 @@ function withPlan(
   slow: SlowPath,
 ): Prepared | Promise<Prepared> {
   if (checked.indexComparisons.size > 0) {
-    return checkIndexComparisons(ctx.ring(), comparedKeyNames(checked, deferred), slow).then(() =>
+    return checkIndexComparisons(ctx.ring(), comparedKeyNames(ctx.schema, checked, deferred), slow).then(() =>
       resolveQuery(ctx, compiler, query, checked, deferred, slow),
     )
   }
@@ -137,21 +137,22 @@ function withPlan(
  * for a table with per-tenant keys (`keyScope`), the tenants' whose rows the statement writes
  * (an upsert's conflict target compares their blind indexes, made under those tenants' keys).
  */
-function comparedKeyNames(plan: QueryPlan, deferred: readonly DeferredValue[]): Map<string, string> {
+function comparedKeyNames(
+  schema: EncryptedSchema,
+  plan: QueryPlan,
+  deferred: readonly DeferredValue[],
+): Map<string, string> {
   const names = new Map<string, string>()
   for (const table of plan.indexComparisons) {
-    let tenants = 0
-    for (const d of deferred) {
-      if (
-        d.column.table.logical !== table ||
-        d.column.table.keyScope === undefined ||
-        d.keyName === undefined
-      )
-        continue
-      names.set(d.keyName, table)
-      tenants++
+    if ([...schema.tables.values()].find((t) => t.logical === table)?.keyScope === undefined) {
+      names.set(table, table)
+      continue
     }
-    if (tenants === 0) names.set(table, table)
+    // A table with per-tenant keys has no table-wide keys: the tenants whose index values the
+    // statement writes (one that writes none cannot conflict on the index).
+    for (const d of deferred) {
+      if (d.column.table.logical === table && d.keyName !== undefined) names.set(d.keyName, table)
+    }
   }
   return names
 }

@@ -255,8 +255,9 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
       byName.get(name) ??
       (schema === undefined ? (bare.get(name) ?? undefined) : undefined),
     tableIgnoringCase: (name: string, schema?: string) =>
-      foldedTables.get(name.toLowerCase()) ??
-      (schema === undefined ? foldedBare.get(name.toLowerCase()) : undefined),
+      (schema === undefined
+        ? foldedBare.get(name.toLowerCase())
+        : foldedTables.get(`${schema}.${name}`.toLowerCase())) ?? foldedTables.get(name.toLowerCase()),
     ambiguousTable: (name: string) => bare.get(name) === null,
     tableNamed: (name: string) => byName.get(name) ?? byLogical(name) ?? bare.get(name) ?? undefined,
   })

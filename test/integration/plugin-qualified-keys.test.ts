@@ -84,6 +84,15 @@ describe.each(backends())('schema-qualified table keys on $name', (backend: Back
         await db.selectFrom(table).select(['id', 'email']).where('email', '=', SECRET).execute(),
       ).toEqual([{ id: 1, email: SECRET }])
       expect(wire.hits()).toEqual([])
+      // The qualified name in another case (MySQL with lower_case_table_names folds it onto the
+      // annotated table): refused, never passed through.
+      for (const name of [
+        qualified.toUpperCase(),
+        `${qualified.slice(0, qualified.indexOf('.'))}.${table.toUpperCase()}`,
+      ])
+        expect(() => db.insertInto(name).values({ id: 3, email: SECRET }).compile()).toThrow(
+          expect.objectContaining({ code: 'AMBIGUOUS_COLUMN' }),
+        )
       const stored = await raw.selectFrom(table).select(['email', 'email_bidx']).executeTakeFirstOrThrow()
       expect(Buffer.from(stored.email).includes(Buffer.from(SECRET))).toBe(false)
       expect(await encryption.decrypt(qualified, 'email', stored.email)).toBe(SECRET)
