@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto'
-import { Kysely } from 'kysely'
+import { Kysely, sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   fieldEncryption,
@@ -259,3 +259,69 @@ describe.each(backends())('crypto-shredding racing a stage [$name]', (backend: B
     })
   })
 })
+
+/**
+ * The other order, on PostgreSQL: the shred's UPDATE has taken its snapshot and waits on a row
+ * lock while a stage inserts and reads the versions again (no tombstone yet: the UPDATE has not
+ * committed). Only the shred's own read after its update (destroyVersions) finds the new version.
+ */
+describe.each(backends().filter((b) => b.name === 'postgres'))(
+  'crypto-shredding waiting on a lock while a stage runs [$name]',
+  (backend: Backend) => {
+    describe.runIf(backend.available)('', () => {
+      const keyTable = uniqueName('kfe_keys_shredlock')
+      const keyName = 'orders#tenant_id=acme'
+      const kek = localKeyProvider({ id: 'local:racelock', key: randomBytes(32) })
+      const dbs = [0, 1, 2].map(() => new Kysely<unknown>({ dialect: backend.createDialect() }))
+      const [raw, shredder, stager] = dbs as [Kysely<unknown>, Kysely<unknown>, Kysely<unknown>]
+      afterAll(async () => {
+        await dropTables(raw, [keyTable])
+        for (const db of dbs) await db.destroy()
+      })
+
+      it('the version staged while the shred waited is destroyed by the shred', async () => {
+        const plain = new KeyStore(raw, { tableName: keyTable })
+        await plain.ensureSchema()
+        const ring = new KeyRing({ store: plain, providers: [kek] })
+        await ring.init([keyName])
+        // A transaction holds data v1's row: the shred's UPDATE blocks on it, its snapshot taken.
+        let shred: Promise<number> | undefined
+        await raw.transaction().execute(async (trx) => {
+          await sql`select 1 from ${sql.table(keyTable)} where logical_table = ${keyName} and purpose = 'data' and version = 1 for update`.execute(
+            trx,
+          )
+          shred = new KeyStore(shredder, { tableName: keyTable }).destroy(keyName)
+          shred.catch(() => undefined) // awaited below, once the lock is gone
+          // Until PostgreSQL shows the shred waiting on the lock.
+          for (let i = 0; i < 400; i++) {
+            const { rows } = await sql<{ n: string | number }>`select count(*) as n from pg_stat_activity
+            where wait_event_type = 'Lock' and query like ${`update %${keyTable}%`}`.execute(raw)
+            if (Number(rows[0]?.n) > 0) break
+            await new Promise((resolve) => setTimeout(resolve, 25))
+          }
+          const ref = { logicalTable: keyName, purpose: 'data' as const, version: 2 }
+          const generated = await kek.generateDataKey(ref)
+          // The stage commits, and its read after the insert sees no tombstone (not yet committed).
+          const staged = await new KeyStore(stager, { tableName: keyTable }).stage(
+            keyName,
+            'data',
+            [generated.wrapped],
+            2,
+            keyCheckValue(generated.plaintext, ref),
+          )
+          generated.plaintext.fill(0)
+          expect(staged.version).toBe(2)
+        })
+        // The lock is gone: the shred's update ends, and its read after it finds v2.
+        expect(await shred).toBe(3)
+        const rows = await plain.listAll([keyName])
+        expect(rows.map((k) => [k.purpose, k.version, k.state, k.wrappings.length])).toEqual([
+          ['data', 1, 'destroyed', 0],
+          ['data', 2, 'destroyed', 0],
+          ['index', 1, 'destroyed', 0],
+        ])
+        await ring.close()
+      })
+    })
+  },
+)
