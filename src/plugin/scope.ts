@@ -1,6 +1,7 @@
 import type { OperationNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
 import type { ColumnInfo, EncryptedSchema, IndexInfo, TableInfo } from '../schema/schema.js'
+import { refuseAmbiguousTable, refuseNearName } from './table-name-refusals.js'
 import { identifierName, rawTable, tableName } from './table-names.js'
 
 /** Where a column of a relation comes from: an annotated column, a blind index column, or nothing we know. */
@@ -309,38 +310,6 @@ export function encryptedColumnOf(outputs: ReadonlyMap<string, Source>): ColumnI
 export function firstSource(outputs: ReadonlyMap<string, Source>): Source | undefined {
   for (const source of outputs.values()) return source
   return undefined
-}
-
-/**
- * Refuses a name that differs only in case from the encrypted table `near` (MySQL folds table
- * names where `lower_case_table_names` is set; PostgreSQL would reject the query only after
- * receiving its parameters).
- */
-/**
- * Refuses a table named without its schema where the encrypted schema has tables of that name
- * in several schemas: the connection's search path (or current database) decides which one the
- * database reads, and the plugin cannot see it.
- */
-function refuseAmbiguousTable(name: string): never {
-  throw new QueryRefusedError(
-    'AMBIGUOUS_COLUMN',
-    `Table ${name} is named without its schema, and the encrypted schema has tables of that name in several schemas: which one the database reads depends on the connection's search path (or current database).`,
-    {
-      table: name,
-      operator: 'table name',
-      hint: `Name the table with its schema (withSchema, or '<schema>.${name}').`,
-    },
-  )
-}
-
-function refuseNearName(near: TableInfo | undefined, name: string): void {
-  if (near === undefined) return
-  const first = near.columns.values().next().value as ColumnInfo
-  throw new QueryRefusedError(
-    'AMBIGUOUS_COLUMN',
-    `"${name}" differs only in case from ${near.physical}, which holds encrypted columns.`,
-    { table: near.logical, column: first.logical, hint: `Spell it exactly "${near.physical}".` },
-  )
 }
 
 /**
