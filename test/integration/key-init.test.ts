@@ -88,6 +88,27 @@ describe.each(backends())('explicit key creation on $name', (backend: Backend) =
     }
     const store = () => new KeyStore(raw, { tableName: keyTable })
     const dropKeyTable = () => sql`drop table if exists ${sql.table(keyTable)}`.execute(raw)
+    /**
+     * kfe over keys that are gone while the rows hold ciphertext: `init --dry-run` refuses
+     * (KEYS_MISSING) as `init` does; returns the verdict `status` gives the table.
+     */
+    const opsVerdictOverLostKeys = async (): Promise<string | undefined> => {
+      const ops = fieldEncryptionOps({
+        db: raw,
+        schema,
+        keyProvider: localKeyProvider({ key: kek }),
+        keyTable,
+        jobsTable: `${keyTable}_jobs`,
+      })
+      try {
+        await expect(ops.init({ tables: [users], dryRun: true })).rejects.toMatchObject({
+          code: 'KEYS_MISSING',
+        })
+        return (await ops.status({ table: users })).tables[0]?.verdict
+      } finally {
+        await ops.close()
+      }
+    }
 
     beforeAll(async () => {
       raw = new Kysely({ dialect: rawDialect })
@@ -272,21 +293,7 @@ describe.each(backends())('explicit key creation on $name', (backend: Backend) =
         await expect(encryption.init(db)).rejects.toMatchObject({ code: 'KEYS_MISSING', table: users })
         expect(await store().list(users, 'index')).toEqual([])
         // And kfe: init --dry-run refuses as init does; status says the keys are missing.
-        const ops = fieldEncryptionOps({
-          db: raw,
-          schema,
-          keyProvider: localKeyProvider({ key: kek }),
-          keyTable,
-          jobsTable: `${keyTable}_jobs`,
-        })
-        try {
-          await expect(ops.init({ tables: [users], dryRun: true })).rejects.toMatchObject({
-            code: 'KEYS_MISSING',
-          })
-          expect((await ops.status({ table: users })).tables[0]?.verdict).toMatch(/KEYS_MISSING/)
-        } finally {
-          await ops.close()
-        }
+        expect(await opsVerdictOverLostKeys()).toMatch(/KEYS_MISSING/)
       } finally {
         // Put the deleted rows back (a restore), so the next test starts from a sound key table.
         for (const k of before) {
@@ -330,22 +337,7 @@ describe.each(backends())('explicit key creation on $name', (backend: Backend) =
       expect(await store().listAll()).toEqual([])
       // kfe init --dry-run refuses as init does (it promised keys init would not make), and
       // kfe status says the keys are missing (it said "run kfe init").
-      const ops = fieldEncryptionOps({
-        db: raw,
-        schema,
-        keyProvider: localKeyProvider({ key: kek }),
-        keyTable,
-        jobsTable: `${keyTable}_jobs`,
-      })
-      try {
-        await expect(ops.init({ tables: [users], dryRun: true })).rejects.toMatchObject({
-          code: 'KEYS_MISSING',
-        })
-        const status = await ops.status({ table: users })
-        expect(status.tables[0]?.verdict).toMatch(/KEYS_MISSING.*restore it from its backup/)
-      } finally {
-        await ops.close()
-      }
+      expect(await opsVerdictOverLostKeys()).toMatch(/KEYS_MISSING.*restore it from its backup/)
       expect(await store().listAll()).toEqual([])
     })
   })
