@@ -82,14 +82,15 @@ export function createOutput(json: boolean, stream: NodeJS.WriteStream = process
     error(error) {
       stopBar()
       const e = error instanceof Error ? error : new Error(String(error))
-      const code = (error as FieldEncryptionError | undefined)?.code
-      const table = (error as FieldEncryptionError | undefined)?.table
+      const { code, table, driverCode } = errorCodes(error)
       if (json) {
         process.stdout.write(
-          `${JSON.stringify({ ok: false, error: { code: code ?? 'ERROR', message: e.message, table } })}\n`,
+          `${JSON.stringify({ ok: false, error: { code, driverCode, message: e.message, table } })}\n`,
         )
       } else {
-        consola.error(`${code === undefined ? '' : `[${code}] `}${e.message}`)
+        consola.error(
+          `[${code}${driverCode === undefined ? '' : ` ${driverCode}`}] ${e.message}${driverCode !== undefined && connectionFailure(driverCode) ? ' (kfe could not connect: check the database connection its config gives)' : ''}`,
+        )
         const cause = (e as { cause?: unknown }).cause
         if (cause instanceof FieldEncryptionError)
           consola.error(`  caused by [${cause.code}] ${cause.message}`)
@@ -97,6 +98,38 @@ export function createOutput(json: boolean, stream: NodeJS.WriteStream = process
     },
     close: stopBar,
   }
+}
+
+/**
+ * The code `kfe` prints for a failure: a library error's own code; `DATABASE_ERROR` for an error
+ * that comes from the database or its driver with a code of its own (a refused connection,
+ * `ECONNREFUSED`; an unknown role, PostgreSQL's `28000`; MySQL's `ER_ACCESS_DENIED_ERROR`), which
+ * is kept as `driverCode`, so that `code` only ever holds the codes of docs/errors.md; `ERROR` for
+ * anything else.
+ */
+function errorCodes(error: unknown): { code: string; table?: string; driverCode?: string } {
+  if (error instanceof FieldEncryptionError)
+    return error.table === undefined ? { code: error.code } : { code: error.code, table: error.table }
+  const driverCode = (error as { code?: unknown } | null)?.code
+  if (typeof driverCode === 'string' && driverCode.length > 0) return { code: 'DATABASE_ERROR', driverCode }
+  if (typeof driverCode === 'number') return { code: 'DATABASE_ERROR', driverCode: String(driverCode) }
+  return { code: 'ERROR' }
+}
+
+/**
+ * A driver code that says the connection itself failed: Node's socket errors, PostgreSQL's
+ * classes 08 (connection exception) and 28 (authorization) and 3D000 (no such database), MySQL's
+ * access-denied and unknown-database errors.
+ */
+function connectionFailure(driverCode: string): boolean {
+  return (
+    /^E(CONNREFUSED|CONNRESET|NOTFOUND|AI_AGAIN|TIMEDOUT|HOSTUNREACH|NETUNREACH|ACCES)$/.test(driverCode) ||
+    /^(08|28)[0-9A-Z]{3}$/.test(driverCode) ||
+    driverCode === '3D000' ||
+    driverCode === 'ER_ACCESS_DENIED_ERROR' ||
+    driverCode === 'ER_DBACCESS_DENIED_ERROR' ||
+    driverCode === 'ER_BAD_DB_ERROR'
+  )
 }
 
 /** JSON for results: bigints as strings, dates as ISO strings. */

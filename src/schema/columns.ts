@@ -115,7 +115,7 @@ function column<T, I extends string>(kind: CodecKind, options: ColumnOptions = {
     if (unknown.length > 0)
       throw new ConfigError(
         'CONFIG_INVALID',
-        `Blind index '${String(o?.name)}': unknown option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${[...INDEX_OPTION_NAMES].join(', ')}; an index of 256 bits, the default, is the unique one).`,
+        `${typeof o?.name === 'string' ? `Blind index '${o.name}'` : 'A blind index (it has no name)'}: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${[...INDEX_OPTION_NAMES].join(', ')}; an index of 256 bits, the default, is the unique one).`,
       )
     const spec = blindIndex({ name: o.name, bits: o.bits, normalize: o.normalize ?? [] })
     if (o.rotationSlot === undefined) return spec

@@ -17,6 +17,12 @@ describe('blind index options', () => {
     )
   })
 
+  it("an index without a name is not called 'undefined' in the refusal", () => {
+    expect(() => encrypted.text({ index: { unique: true } as never })).toThrow(
+      /^A blind index \(it has no name\): unknown option unique/,
+    )
+  })
+
   it('the known ones are accepted', () => {
     const column = encrypted.text({
       index: {

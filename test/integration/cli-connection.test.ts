@@ -1,0 +1,63 @@
+import { randomBytes } from 'node:crypto'
+import { rmSync } from 'node:fs'
+import { join } from 'node:path'
+import { afterAll, describe, expect, inject, it } from 'vitest'
+import { type Backend, backends, uniqueName } from '../support/backends.js'
+import { kfeRunner, writeKfeConfig } from '../support/cli-runner.js'
+
+const urls = { postgres: inject('pgUrl'), mysql: inject('mysqlUrl') }
+const DIR = join(import.meta.dirname, '../.tmp-cli', uniqueName('cli_conn'))
+
+/** `url` with its port, or its user, changed: a server that is not there, a role that does not exist. */
+function broken(url: string, change: 'port' | 'user'): string {
+  const u = new URL(url)
+  if (change === 'port') u.port = '1'
+  else u.username = 'kfe_no_such_user'
+  return u.toString()
+}
+
+/**
+ * A config whose database cannot be reached: `kfe` names it as a database error, keeps the
+ * driver's own code apart (`code` holds only the codes of docs/errors.md), says to check the
+ * connection, and exits 1. The config is never reached on PGlite (a directory, always there).
+ */
+describe.each(backends().filter((b) => b.name !== 'pglite'))(
+  'kfe with an unreachable database [$name]',
+  { timeout: 120_000 },
+  (backend: Backend) => {
+    const url = backend.family === 'postgres' ? urls.postgres : urls.mysql
+    describe.runIf(backend.available && url !== undefined)('', () => {
+      afterAll(() => rmSync(DIR, { recursive: true, force: true }))
+
+      for (const change of ['port', 'user'] as const) {
+        it(`a wrong ${change}: DATABASE_ERROR with the driver's code, exit 1`, async () => {
+          const configPath = join(DIR, `${backend.name}-${change}`, 'kfe.config.ts')
+          await writeKfeConfig(configPath, {
+            backend,
+            schemaModule: 'ops-schema.ts',
+            schema: `opsSchema('cli_conn_users', lib)`,
+            keyProviders: ["lib.localKeyProvider({ id: 'local:cli', env: 'KFE_TEST_KEK' })"],
+            keyTable: 'kfe_conn_keys',
+            jobsTable: 'kfe_conn_jobs',
+          })
+          const { kfe } = await kfeRunner(configPath, {
+            KFE_TEST_URL: broken(url ?? '', change),
+            KFE_TEST_KEK: randomBytes(32).toString('hex'),
+          })
+          const json = await kfe('status', '--json')
+          expect(json.code).toBe(1)
+          const error = (json.json as { ok: boolean; error: Record<string, unknown> }).error
+          expect(json.json).toMatchObject({ ok: false, error: { code: 'DATABASE_ERROR' } })
+          expect(error.driverCode).toEqual(expect.any(String))
+          expect(error.driverCode).not.toBe('')
+          const human = await kfe('status')
+          expect(human.code).toBe(1)
+          expect(human.stderr).toContain(`[DATABASE_ERROR ${String(error.driverCode)}]`)
+          expect(human.stderr).toContain(
+            'kfe could not connect: check the database connection its config gives',
+          )
+        })
+      }
+    })
+  },
+)
