@@ -5,6 +5,7 @@ import { tenantKeyNameOf } from '../schema/key-scope.js'
 import { holdsCiphertext } from '../schema/sample-ciphertext.js'
 import type { OpsContext } from './context.js'
 import { JobStore } from './job-store.js'
+import { tableExists } from './primary-key.js'
 import { type RunOptions, report } from './progress.js'
 
 /** Options of `init`. */
@@ -43,6 +44,12 @@ export interface InitResult {
   /** Keys created by this call. */
   readonly created: number
   readonly dryRun: boolean
+  /**
+   * Tables of the schema (physical names) that `init` was asked about and that do not exist in
+   * the database: a name misspelt in `encryptedSchema`, or migrations not run yet. Their keys are
+   * created all the same (`init` may run before the migrations); `kfe init` warns of them.
+   */
+  readonly missingTables: readonly string[]
 }
 
 const PURPOSES: readonly KeyPurpose[] = ['data', 'index']
@@ -118,5 +125,8 @@ export async function init(ctx: OpsContext, options: InitOptions = {}): Promise<
     })
   }
   ctx.ring.refresh()
-  return { keys, created: keys.filter((k) => k.created).length, dryRun }
+  const missingTables: string[] = []
+  for (const table of tables)
+    if (!(await tableExists(ctx, table.physical))) missingTables.push(table.physical)
+  return { keys, created: keys.filter((k) => k.created).length, dryRun, missingTables }
 }

@@ -50,7 +50,7 @@ async function introspect(ctx: OpsContext, table: TableInfo): Promise<KeyColumn>
     ? (table.physical.split('.') as [string, string])
     : [undefined, table.physical]
   const column = await columnOf(ctx, table.physical, schema, bare, name)
-  if (column === undefined && !(await tableExists(ctx, table.physical, schema, bare)))
+  if (column === undefined && !(await tableExists(ctx, table.physical)))
     // A table misspelt in the encrypted schema, or a migration not run: not a paging problem.
     throw new SchemaMismatchError([
       {
@@ -89,19 +89,13 @@ interface PagingColumn {
 }
 
 /**
- * Why keyset pages by `column` would not visit each row once, or undefined when they do: the
- * column is NOT NULL with a valid unique index on it alone (the catalog), or else (a partitioned
- * table, whose unique indexes must hold the partition key too) it is of an orderable type, an
- * index starts with it, and the table holds no NULL and no repeated value in it now (one scan of
- * the index). A NULL or repeated value written after that check is not seen by it.
+ * Whether the table exists: `schema.table` in that schema (database), a bare name in the
+ * connection's default schema (search path) or database.
  */
-/** Whether the table exists (in `schema`, or the connection's default schema or database). */
-async function tableExists(
-  ctx: OpsContext,
-  physical: string,
-  schema: string | undefined,
-  table: string,
-): Promise<boolean> {
+export async function tableExists(ctx: OpsContext, physical: string): Promise<boolean> {
+  const [schema, table] = physical.includes('.')
+    ? (physical.split('.') as [string, string])
+    : [undefined, physical]
   if (ctx.family === 'mysql') {
     const { rows } = await sql<{ n: number | string }>`select count(*) as n from information_schema.tables
       where table_schema = ${schema ?? sql`database()`} and table_name = ${table}`.execute(ctx.db)
@@ -113,6 +107,13 @@ async function tableExists(
   return rows[0]?.e === true
 }
 
+/**
+ * Why keyset pages by `column` would not visit each row once, or undefined when they do: the
+ * column is NOT NULL with a valid unique index on it alone (the catalog), or else (a partitioned
+ * table, whose unique indexes must hold the partition key too) it is of an orderable type, an
+ * index starts with it, and the table holds no NULL and no repeated value in it now (one scan of
+ * the index). A NULL or repeated value written after that check is not seen by it.
+ */
 async function pagingProblem(
   ctx: OpsContext,
   physical: string,

@@ -1,9 +1,11 @@
 import { randomBytes } from 'node:crypto'
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
+import { Kysely } from 'kysely'
 import { afterAll, describe, expect, inject, it } from 'vitest'
-import { type Backend, backends, uniqueName } from '../support/backends.js'
+import { type Backend, backends, dropTables, uniqueName } from '../support/backends.js'
 import { kfeRunner, writeKfeConfig } from '../support/cli-runner.js'
+import type { TestDB } from '../support/encrypted-db.js'
 
 const urls = { postgres: inject('pgUrl'), mysql: inject('mysqlUrl') }
 const DIR = join(import.meta.dirname, '../.tmp-cli', uniqueName('cli_conn'))
@@ -58,6 +60,40 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
           )
         })
       }
+
+      it('kfe init of a schema table that is not in the database creates its keys and warns (text) or lists it (--json)', async () => {
+        const table = uniqueName('cli_absent')
+        const keyTable = uniqueName('kfe_absent_keys')
+        const jobsTable = uniqueName('kfe_absent_jobs')
+        const configPath = join(DIR, `${backend.name}-absent`, 'kfe.config.ts')
+        await writeKfeConfig(configPath, {
+          backend,
+          schemaModule: 'ops-schema.ts',
+          schema: `opsSchema(${JSON.stringify(table)}, lib)`,
+          keyProviders: ["lib.localKeyProvider({ id: 'local:cli', env: 'KFE_TEST_KEK' })"],
+          keyTable,
+          jobsTable,
+        })
+        const { kfe } = await kfeRunner(configPath, {
+          KFE_TEST_URL: url ?? '',
+          KFE_TEST_KEK: randomBytes(32).toString('hex'),
+        })
+        const raw = new Kysely<TestDB>({ dialect: backend.createDialect() })
+        try {
+          const dry = await kfe('init', '--dry-run', '--json')
+          expect(dry.code).toBe(0)
+          expect(dry.json).toMatchObject({ created: 2, missingTables: [table] })
+          const human = await kfe('init')
+          expect(human.code).toBe(0)
+          expect(human.stdout + human.stderr).toContain(
+            `Table ${table} of the encrypted schema does not exist in this database`,
+          )
+          expect(human.stdout + human.stderr).toContain('2 keys created.')
+        } finally {
+          await dropTables(raw, [keyTable, jobsTable, `${jobsTable}_batches`])
+          await raw.destroy()
+        }
+      })
     })
   },
 )

@@ -103,14 +103,21 @@ describe.each(backends())('ops: the column the jobs page by [$name]', (backend: 
       const absent = `${table}_absent`
       const ops = fieldEncryptionOps({
         db: raw,
-        schema: encryptedSchema({ [absent]: { note: encrypted.text() } }),
+        schema: encryptedSchema({
+          [absent]: { note: encrypted.text() },
+          [table]: { email: encrypted.text() },
+        }),
         keyProvider: localKeyProvider({ id: 'local:keycol', key: Buffer.from(kek) }),
         keyTable,
         jobsTable,
       })
       try {
-        // kfe init makes its keys (it may run before the migrations).
-        await ops.init()
+        // kfe init makes its keys (it may run before the migrations), and names the table that
+        // is not there, dry run or not; the one that is there is not named.
+        expect(await ops.init({ dryRun: true })).toMatchObject({ missingTables: [absent] })
+        const init = await ops.init()
+        expect(init.missingTables).toEqual([absent])
+        expect(init.keys.filter((k) => k.table === absent && k.created)).toHaveLength(2)
         for (const run of [() => ops.verify(absent), () => ops.reencrypt(absent)]) {
           const error = await run().catch((e: unknown) => e)
           expect(error).toMatchObject({

@@ -41,6 +41,10 @@ export const initCommand = defineCommand({
           consola.log(
             `${result.created} key${result.created === 1 ? '' : 's'} ${result.dryRun ? 'would be ' : ''}created.`,
           )
+          for (const table of result.missingTables)
+            consola.warn(
+              `Table ${table} of the encrypted schema does not exist in this database: is its name misspelt in encryptedSchema, or are the migrations still to run? Its keys are kept either way.`,
+            )
         })
         return EXIT.ok
       },
