@@ -243,6 +243,42 @@ describe.each(backends())('ops fixes: rotate under another KEK [$name]', (backen
   })
 })
 
+describe.each(backends())('ops fixes: a provider error of a key-ring code [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    const t = useOpsTestDb(backend, { rows: 2 })
+
+    it("a provider's KEY_NOT_FOUND or KEY_DESTROYED while the active keys are proven is the provider's failure, not the ring's 'no key': rotate stages nothing", async () => {
+      for (const code of ['KEY_NOT_FOUND', 'KEY_DESTROYED'] as const) {
+        // A provider of another author that reports its KEK gone with the ring's own codes.
+        const gone: KeyProvider = {
+          id: t.provider.id,
+          generateDataKey: (ref) => t.provider.generateDataKey(ref),
+          // Only the active version 1: a new key's wrapping still unwraps, so only the proof of
+          // the active keys can stop the rotation.
+          unwrap: (wrapped, ref) =>
+            ref.version === 1
+              ? Promise.reject(
+                  new KeyProviderError(code, `${code} (injected)`, { providerId: t.provider.id }),
+                )
+              : t.provider.unwrap(wrapped, ref),
+          rewrap: (source, ref) => t.provider.rewrap(source, ref),
+        }
+        const error = await t
+          .moreOps({ provider: gone })
+          .rotate(t.table, { purpose: 'data', reencrypt: false })
+          .catch((e: unknown) => e)
+        expect(error).toBeInstanceOf(KeyProviderError)
+        expect(error).toMatchObject({ code })
+      }
+      const keys = await new KeyStore(t.raw, { tableName: t.keyTable }).list(t.table)
+      expect(keys.map((k) => [k.purpose, k.version, k.state])).toEqual([
+        ['data', 1, 'active'],
+        ['index', 1, 'active'],
+      ])
+    })
+  })
+})
+
 describe.each(backends())('ops fixes: rotate proves the staged key [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
     const t = useOpsTestDb(backend)
