@@ -84,6 +84,26 @@ export interface JobResult {
 }
 
 /**
+ * The job options with their defaults, checked: called by every operation that runs a job before
+ * it changes anything (`rotate` stages and activates a key before its re-encryption starts).
+ * @internal
+ * @throws OperationError `OPS_INVALID` for a batch size that is not a positive integer, workers
+ *   outside 1..64, or a rate that is not a number of zero or more
+ */
+export function checkJobOptions(options: JobOptions): { batchSize: number; workers: number } {
+  const batchSize = options.batchSize ?? 1000
+  const workers = options.workers ?? 1
+  if (!Number.isSafeInteger(batchSize) || batchSize < 1)
+    throw new OperationError('OPS_INVALID', `batchSize must be a positive integer, got ${batchSize}.`)
+  if (!Number.isSafeInteger(workers) || workers < 1 || workers > 64)
+    throw new OperationError('OPS_INVALID', `workers must be an integer from 1 to 64, got ${workers}.`)
+  const rate = options.maxRowsPerSecond
+  if (rate !== undefined && !(typeof rate === 'number' && Number.isFinite(rate) && rate >= 0))
+    throw new OperationError('OPS_INVALID', `maxRowsPerSecond must be a number of 0 or more, got ${rate}.`)
+  return { batchSize, workers }
+}
+
+/**
  * Runs a batch job on `table` until no batch is left, cooperating with every other worker on the
  * same job: keyset batches by primary key planned once, one transaction per batch, batched
  * compare-and-set writes, the batch's checkpoint committed with its rows, batches claimed with
@@ -101,12 +121,7 @@ export async function runJob(
   spec: JobSpec,
   options: JobOptions,
 ): Promise<JobResult> {
-  const batchSize = options.batchSize ?? 1000
-  const workers = options.workers ?? 1
-  if (!Number.isSafeInteger(batchSize) || batchSize < 1)
-    throw new OperationError('OPS_INVALID', `batchSize must be a positive integer, got ${batchSize}.`)
-  if (!Number.isSafeInteger(workers) || workers < 1 || workers > 64)
-    throw new OperationError('OPS_INVALID', `workers must be an integer from 1 to 64, got ${workers}.`)
+  const { batchSize, workers } = checkJobOptions(options)
   const key = await keyColumn(ctx, table)
   const pk = key.name
   const jobs = new JobStore(ctx)

@@ -1,7 +1,7 @@
 import { OperationError } from '../errors.js'
 import { parseTenantKeyName, SCOPE_SEPARATOR } from '../schema/key-scope.js'
 import type { OpsContext } from './context.js'
-import type { JobResult } from './job-engine.js'
+import { checkJobOptions, type JobResult } from './job-engine.js'
 import { report } from './progress.js'
 import { reencrypt } from './reencrypt.js'
 import { type RotateOptions, type RotateResult, rotate, waitTtl } from './rotate.js'
@@ -43,6 +43,7 @@ export async function rotateTenants(
       table: table.logical,
     })
   }
+  if (options.reencrypt !== false) checkJobOptions(options)
   const prefix = `${table.logical}${SCOPE_SEPARATOR}${table.keyScope.column}=`
   const all = await ctx.store.listAll()
   const tenants = [

@@ -4,7 +4,7 @@ import { proveActiveKeys } from '../keys/key-ring-init.js'
 import { tenantKeyNameOf } from '../schema/key-scope.js'
 import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
-import type { JobOptions, JobResult } from './job-engine.js'
+import { checkJobOptions, type JobOptions, type JobResult } from './job-engine.js'
 import { msSinceKeyEvent, recordKeyEvent } from './key-events.js'
 import { newWrappedKey } from './new-key.js'
 import { keyColumn } from './primary-key.js'
@@ -79,6 +79,9 @@ export async function rotate(
   options: RotateOptions,
 ): Promise<RotateResult> {
   const table = ctx.table(tableName)
+  // The re-encryption's options, checked before a key is staged (found wrong by the job, they
+  // left the new version active and the rows on the old one).
+  if (options.reencrypt !== false) checkJobOptions(options)
   const { purpose } = options
   const keyName = rotatedKeyName(ctx, table, options)
   const tenantOnly = keyName !== table.logical

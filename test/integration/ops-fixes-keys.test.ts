@@ -279,6 +279,30 @@ describe.each(backends())('ops fixes: a provider error of a key-ring code [$name
   })
 })
 
+describe.each(backends())('ops fixes: rotate checks its job options first [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    const t = useOpsTestDb(backend, { rows: 2 })
+
+    it('workers, batchSize or maxRowsPerSecond out of range: OPS_INVALID before a key is staged (found by the job, the new version was already active)', async () => {
+      for (const options of [{ workers: 65 }, { batchSize: 0 }, { maxRowsPerSecond: -1 }]) {
+        const error = await t.ops.rotate(t.table, { purpose: 'data', ...options }).catch((e: unknown) => e)
+        expect(error).toBeInstanceOf(OperationError)
+        expect(error).toMatchObject({ code: 'OPS_INVALID' })
+      }
+      const keys = await new KeyStore(t.raw, { tableName: t.keyTable }).list(t.table)
+      expect(keys.map((k) => [k.purpose, k.version, k.state])).toEqual([
+        ['data', 1, 'active'],
+        ['index', 1, 'active'],
+      ])
+      // Without a re-encryption, the options are not the rotation's.
+      expect(await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false, workers: 65 })).toMatchObject({
+        version: 2,
+        state: 'active',
+      })
+    })
+  })
+})
+
 describe.each(backends())('ops fixes: rotate proves the staged key [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
     const t = useOpsTestDb(backend)
