@@ -137,7 +137,7 @@ export function recommendIndexBits(input: IndexSizingInput): IndexSizing {
     if (needed > privacyMax) {
       notes.push(
         `Meeting ${budget} false positives per query would need ${needed} bits, above the privacy bound of ${privacyMax}: ` +
-          'kept the bound. Accept more false positives, index a compound of this and another column, or use a unique index if showing equality is acceptable.',
+          'kept the bound. Accept more false positives, search by another column with more distinct values, or use a unique index if showing equality is acceptable.',
       )
     } else {
       chosen = needed
@@ -147,7 +147,7 @@ export function recommendIndexBits(input: IndexSizingInput): IndexSizing {
   if (bits > privacyMax) {
     notes.push(
       `With only ${round(distinct)} distinct values, even ${MIN_SEARCH_INDEX_BITS} bits (the minimum) can give a value its own index value: ` +
-        'the index shows which rows are equal. Index this column only together with a higher-cardinality column (a compound index), or not at all.',
+        'the index shows which rows are equal. Do not index this column alone (a compound index with a column of more distinct values is computed by the blindindex module, not declared in a schema).',
     )
   }
   const falsePositives = others / 2 ** bits

@@ -202,7 +202,7 @@ export function readHeader(ciphertext: Uint8Array, where: FieldLocation = {}): C
 /**
  * A cheap structural test (no key, no crypto): could `value` be a v1 field ciphertext? For the
  * mixed period of a migration from plaintext. A `true` is not proof: a plaintext byte string
- * may look like one (it needs a first byte 0x11..0x17 and at least 32 bytes); only decryption
+ * may look like one (it needs a first byte 0x11..0x18 and at least 32 bytes); only decryption
  * proves it. A `false` is certain.
  *
  * @param value - Stored bytes.
