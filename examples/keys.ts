@@ -5,6 +5,7 @@ import {
   type KeyProvider,
   type KeyRef,
   KeyStore,
+  keyCheckValue,
   localKeyProvider,
   type StoredKey,
 } from 'kysely-field-encryption'
@@ -64,14 +65,16 @@ export async function stageDataKey(
         ),
       )
     }
-    const staged = await store.stage(logicalTable, 'data', wrappings)
-    if (staged.version !== ref.version) {
-      // Another rotation staged version N+1 first, so the store put this key at N+2, a version
-      // its wrappings are not bound to (they would never unwrap): retire it, then run again.
-      await store.setState(logicalTable, 'data', staged.version, 'retired')
-      throw new Error('a concurrent rotation staged first; run again')
-    }
-    return staged
+    // The version the wrappings are bound to, and the key's check value (proven after every
+    // unwrap). Another rotation that staged version N+1 first makes this a KEY_VERSION_MISMATCH,
+    // and nothing is stored: run again.
+    return await store.stage(
+      logicalTable,
+      'data',
+      wrappings,
+      ref.version,
+      keyCheckValue(generated.plaintext, ref),
+    )
   } finally {
     generated.plaintext.fill(0) // the store only ever holds the wrapped key
   }

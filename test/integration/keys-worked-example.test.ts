@@ -89,6 +89,42 @@ describe.each(backends())('keys worked example (examples/keys.ts) [$name]', (bac
       ).toEqual([{ id: 1 }])
     })
 
+    it('two rotations racing: one stages version 3, the other is refused with KEY_VERSION_MISMATCH and stores nothing', async () => {
+      // Both read the versions (2 is the last) before either stages.
+      let listed = 0
+      let bothListed: () => void = () => undefined
+      const barrier = new Promise<void>((resolve) => {
+        bothListed = resolve
+      })
+      const racing = Object.create(store, {
+        list: {
+          value: async (...args: Parameters<KeyStore['list']>) => {
+            const versions = await store.list(...args)
+            if (++listed === 2) bothListed()
+            await barrier
+            return versions
+          },
+        },
+        stage: { value: store.stage.bind(store) },
+        setState: { value: store.setState.bind(store) },
+      }) as KeyStore
+      const results = await Promise.allSettled([
+        stageDataKey(racing, [kek, dr], table),
+        stageDataKey(racing, [kek, dr], table),
+      ])
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1)
+      const refused = results.filter((r) => r.status === 'rejected')
+      expect(refused).toHaveLength(1)
+      expect((refused[0] as PromiseRejectedResult).reason).toMatchObject({ code: 'KEY_VERSION_MISMATCH' })
+      const versions = await store.list(table, 'data')
+      expect(versions.map((k) => [k.version, k.state])).toEqual([
+        [1, 'decrypt-only'],
+        [2, 'active'],
+        [3, 'staged'],
+      ])
+      await checkEveryKekUnwraps([kek, dr], versions[2]!)
+    })
+
     it('refuses to stage for a table with no key yet', async () => {
       await expect(stageDataKey(store, [kek], uniqueName('none'))).rejects.toThrow(/no data key yet/)
     })
