@@ -50,7 +50,7 @@ export interface RewrapAllResult {
  * @throws KeyProviderError when a key cannot be unwrapped through `from` (keys before it stay done);
  *   `CONFIG_INVALID` when a key has no wrapping under a `from` provider (wrappings under other kek
  *   ids, which a database writer may have planted, are never used as a source).
- * @throws KeyError `UNWRAP_FAILED` when the new wrapping does not unwrap to the key `from` holds.
+ * @throws KeyProviderError `UNWRAP_FAILED` when the new wrapping does not unwrap to the key `from` holds.
  * @throws KeyError `KEY_STORE_ERROR` when the key store fails.
  * @example
  * ```ts
@@ -207,10 +207,10 @@ async function rewrapOne(
       ),
     )
     if (target.kekId !== to.id) {
-      throw new KeyError(
+      throw new KeyProviderError(
         'UNWRAP_FAILED',
         `${to.id} returned a wrapping labelled ${target.kekId}; nothing was changed.`,
-        { table: ref.logicalTable },
+        { table: ref.logicalTable, providerId: to.id },
       )
     }
     // Always prove the new wrapping holds the key `from` unwraps (not only before removing old
@@ -222,10 +222,10 @@ async function rewrapOne(
     const expected = plaintexts[0] === check ? await original() : plaintexts[0]!
     if (expected !== plaintexts[0]) plaintexts.push(expected)
     if (check.length !== expected.length || !timingSafeEqual(check, expected)) {
-      throw new KeyError(
+      throw new KeyProviderError(
         'UNWRAP_FAILED',
         `The new wrapping of ${ref.logicalTable}/${ref.purpose}/v${ref.version} under ${to.id} does not unwrap to the same key; nothing was changed.`,
-        { table: ref.logicalTable },
+        { table: ref.logicalTable, providerId: to.id },
       )
     }
     return target

@@ -9,6 +9,7 @@ import { KMSClient } from '@aws-sdk/client-kms'
 import { Kysely } from 'kysely'
 import { PGliteDialect } from 'kysely-pglite-dialect'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { KeyProviderError } from '../../src/errors.js'
 import type { KeyProvider } from '../../src/keys/key-provider.js'
 import { KeyRing } from '../../src/keys/key-ring.js'
 import { KeyStore } from '../../src/keys/key-store.js'
@@ -87,9 +88,10 @@ describe('rewrapAll to AWS KMS: only wrappings of a `from` KEK, always proved', 
         return other.wrapped
       },
     }
-    await expect(rewrapAll({ store: own, from: [local()], to: liar })).rejects.toMatchObject({
-      code: 'UNWRAP_FAILED',
-    })
+    const error = await rewrapAll({ store: own, from: [local()], to: liar }).catch((e: unknown) => e)
+    // The class docs/errors.md gives UNWRAP_FAILED, naming the KEK whose wrapping failed.
+    expect(error).toBeInstanceOf(KeyProviderError)
+    expect(error).toMatchObject({ code: 'UNWRAP_FAILED', providerId: target.id })
     const rows = await store.list('liar')
     expect(rows.map((k) => k.wrappings.map((w) => w.kekId))).toEqual([['local:a'], ['local:a']])
   })
