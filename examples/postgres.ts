@@ -1,5 +1,6 @@
 // examples/postgres.ts: a PostgreSQL app with encrypted columns, start to finish.
-// Run it:  KFE_KEK=$(openssl rand -hex 32) DATABASE_URL=postgres://localhost/mydb npx tsx postgres.ts
+// Run it once, on a database without a `users` table, with KFE_KEK and DATABASE_URL exported (the
+// README's first step; keep KFE_KEK: the keys it wraps open under it only):  npx tsx postgres.ts
 import { type Generated, Kysely, PostgresDialect } from 'kysely'
 import {
   addEncryptedColumns,
