@@ -85,7 +85,7 @@ export function createOutput(json: boolean, stream: NodeJS.WriteStream = process
       const { code, table, driverCode } = errorCodes(error)
       if (json) {
         process.stdout.write(
-          `${JSON.stringify({ ok: false, error: { code, driverCode, message: e.message, table } })}\n`,
+          `${JSON.stringify({ ok: false, error: { code, driverCode, message: e.message, table, ...errorData(error) } })}\n`,
         )
       } else {
         consola.error(
@@ -115,6 +115,32 @@ function errorCodes(error: unknown): { code: string; table?: string; driverCode?
   if (typeof driverCode === 'number') return { code: 'DATABASE_ERROR', driverCode: String(driverCode) }
   return { code: 'ERROR' }
 }
+
+/**
+ * The machine-readable fields of a library error that docs/errors.md promises beside its code
+ * (`rows` and `waitMs` of a refused `retire`, `problems` of `SCHEMA_MISMATCH`, …): names, counts
+ * and durations only, never a value. A row context (plaintext context values) is left out.
+ */
+function errorData(error: unknown): Record<string, unknown> {
+  if (!(error instanceof FieldEncryptionError)) return {}
+  const data: Record<string, unknown> = {}
+  const fields = error as unknown as Record<string, unknown>
+  for (const key of ERROR_FIELDS) if (fields[key] !== undefined) data[key] = fields[key]
+  return data
+}
+
+/** The fields of the error classes of src/errors.ts that `--json` prints. */
+const ERROR_FIELDS = [
+  'column',
+  'rows',
+  'waitMs',
+  'problems',
+  'providerId',
+  'operator',
+  'hint',
+  'index',
+  'constraint',
+] as const
 
 /**
  * A driver code that says the connection itself failed: Node's socket errors, PostgreSQL's

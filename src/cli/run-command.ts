@@ -6,7 +6,10 @@ import { createOutput, EXIT, type Output } from './output.js'
 
 /** The arguments every command takes. */
 export const commonArgs = {
-  config: { type: 'string', description: 'Path of the config file (default: kfe.config.{ts,mts,mjs,js,cjs} here)' },
+  config: {
+    type: 'string',
+    description: 'Path of the config file (default: kfe.config.{ts,mts,mjs,js,cjs} here)',
+  },
   json: { type: 'boolean', description: 'Print the result as one JSON line', default: false },
 } as const
 

@@ -50,17 +50,8 @@ async function introspect(ctx: OpsContext, table: TableInfo): Promise<KeyColumn>
     ? (table.physical.split('.') as [string, string])
     : [undefined, table.physical]
   const column = await columnOf(ctx, table.physical, schema, bare, name)
-  if (column === undefined && !(await tableExists(ctx, table.physical)))
-    // A table misspelt in the encrypted schema, or a migration not run: not a paging problem.
-    throw new SchemaMismatchError([
-      {
-        kind: 'table-missing',
-        table: table.physical,
-        columns: [],
-        message: `Table ${table.physical} of the encrypted schema does not exist.`,
-        fix: `-- create it (run the migrations), or correct its name in encryptedSchema`,
-      },
-    ])
+  // A table misspelt in the encrypted schema, or a migration not run: not a paging problem.
+  if (column === undefined) await requireTable(ctx, table)
   const problem = await pagingProblem(ctx, table.physical, schema, bare, column)
   if (problem !== undefined)
     throw new ConfigError(
@@ -86,6 +77,25 @@ interface PagingColumn {
   readonly notNull: boolean
   /** An index starts with it. */
   readonly indexed: boolean
+}
+
+/**
+ * Refuses a table of the schema that is not in the database (misspelt in `encryptedSchema`, or
+ * its migration not run) before an operation reads its keys or rows: the key lookup would say
+ * "run kfe init", which then makes keys for it.
+ * @throws SchemaMismatchError `SCHEMA_MISMATCH` with one `table-missing` problem
+ */
+export async function requireTable(ctx: OpsContext, table: TableInfo): Promise<void> {
+  if (await tableExists(ctx, table.physical)) return
+  throw new SchemaMismatchError([
+    {
+      kind: 'table-missing',
+      table: table.physical,
+      columns: [],
+      message: `Table ${table.physical} of the encrypted schema does not exist.`,
+      fix: `-- create it (run the migrations), or correct its name in encryptedSchema`,
+    },
+  ])
 }
 
 /**

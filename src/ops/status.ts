@@ -6,6 +6,7 @@ import { holdsCiphertext } from '../schema/sample-ciphertext.js'
 import type { OpsContext } from './context.js'
 import { type JobRecord, JobStore } from './job-store.js'
 import { migrationStatus } from './migration-status.js'
+import { requireTable } from './primary-key.js'
 import { loadKeySet } from './row-check.js'
 import { counted, countRows, unscanned, versionAttention } from './row-counts.js'
 import { SlotTally } from './slot-status.js'
@@ -42,6 +43,7 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
   }
   const out: TableStatus[] = []
   for (const table of tables) {
+    await requireTable(ctx, table)
     // The key store answers [] when the key table does not exist; its errors are the status's.
     const stored = await ctx.store.list(table.logical)
     const keys: KeyVersionStatus[] = stored.map((k) => ({

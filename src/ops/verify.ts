@@ -1,4 +1,5 @@
 import type { OpsContext } from './context.js'
+import { requireTable } from './primary-key.js'
 import { type RunOptions, report } from './progress.js'
 import { scanTable } from './scan.js'
 import { scanKeys } from './tenant-key-sets.js'
@@ -65,6 +66,7 @@ export async function verify(
   options: VerifyOptions = {},
 ): Promise<VerifyResult> {
   const table = ctx.table(tableName)
+  await requireTable(ctx, table)
   const opened = await scanKeys(ctx, table, options.tenant)
   const dataVersions: Record<string, number> = {}
   const indexVersions: Record<string, number> = {}

@@ -80,6 +80,16 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
         })
         const raw = new Kysely<TestDB>({ dialect: backend.createDialect() })
         try {
+          // Before init too, verify and status name the missing table, with the problem's
+          // fields in --json (they said "no active key: run kfe init", which made its keys).
+          for (const args of [['verify', table], ['status', table], ['status']]) {
+            const run = await kfe(...args, '--json')
+            expect(run.code).toBe(1)
+            expect(run.json).toMatchObject({
+              ok: false,
+              error: { code: 'SCHEMA_MISMATCH', problems: [{ kind: 'table-missing', table }] },
+            })
+          }
           const dry = await kfe('init', '--dry-run', '--json')
           expect(dry.code).toBe(0)
           expect(dry.json).toMatchObject({ created: 2, missingTables: [table] })

@@ -142,7 +142,8 @@ describe.concurrent.each(backends())(
           expect((rotate.json as { reencrypt?: unknown }).reencrypt).toBeUndefined()
           const refused = await t.kfe('retire', t.table, '--index', '1', '--json')
           expect(refused.code).toBe(1)
-          expect(refused.json).toMatchObject({ ok: false, error: { code: 'RETIRE_REFUSED' } })
+          // The error's own fields too (docs/errors.md): the rows still on the version.
+          expect(refused.json).toMatchObject({ ok: false, error: { code: 'RETIRE_REFUSED', rows: 250 } })
           const active = await t.kfe('retire', t.table, '--index', '2', '--json')
           expect(active.code).toBe(1)
           expect(active.json).toMatchObject({ error: { code: 'KEY_STATE_INVALID' } })
