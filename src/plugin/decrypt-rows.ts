@@ -68,7 +68,7 @@ function decryptFrom(
       if (value === null || value === undefined) continue
       const bytes = asBytes(value)
       if (bytes === undefined || !looksLikeCiphertext(bytes)) {
-        row[name] = notCiphertext(column, value, bytes, stats, row)
+        row[name] = notCiphertext(column, value, bytes, stats, row, outputs)
         continue
       }
       const context = output.context === undefined ? undefined : rowContext(output, row)
@@ -220,6 +220,7 @@ function notCiphertext(
   bytes: Uint8Array | undefined,
   stats: DecryptStats,
   row: Record<string, unknown>,
+  outputs: readonly PlanOutput[],
 ): unknown {
   if (column.spec.migratingFromPlaintext) {
     stats.plaintextReads += 1
@@ -227,7 +228,7 @@ function notCiphertext(
   }
   throw new DecryptionError(
     'NOT_CIPHERTEXT',
-    `Column ${column.table.physical}.${column.physical} holds a value that is not a kysely-field-encryption ciphertext${rowKey(column, row)}. ` +
+    `Column ${column.table.physical}.${column.physical} holds a value that is not a kysely-field-encryption ciphertext${rowKey(column, row, outputs)}. ` +
       'If the column held plaintext before it was annotated, declare it migratingFromPlaintext: true (docs/guide.md §1): ' +
       'legacy values are then returned as they are until rewritten through the plugin. Otherwise the value was written around the plugin.',
     { ...column.aad, cause: undefined },
@@ -239,14 +240,16 @@ const KEY_TEXT_MAX = 64
 
 /**
  * ` (result row with id = 42)`: the row's primary key, when the query selected it, so the row
- * can be found. Empty when a key column is missing, is annotated (its value is never shown), or
- * holds something other than a number or a short string.
+ * can be found. Empty when a key column is missing, is annotated (its value is never shown), is
+ * the name of an encrypted output of the query (`select('email as id')`: decrypted in place, or
+ * a legacy plaintext, by now), or holds something other than a number or a short string.
  */
-function rowKey(column: ColumnInfo, row: Record<string, unknown>): string {
+function rowKey(column: ColumnInfo, row: Record<string, unknown>, outputs: readonly PlanOutput[]): string {
   const table = column.table
   const parts: string[] = []
   for (const key of table.primaryKey) {
     if (table.column(key) !== undefined || table.indexColumn(key) !== undefined) return ''
+    for (const output of outputs) if (output.name === key) return ''
     const value = row[key]
     if (typeof value === 'number' || typeof value === 'bigint') parts.push(`${key} = ${value}`)
     else if (typeof value === 'string' && value.length <= KEY_TEXT_MAX)

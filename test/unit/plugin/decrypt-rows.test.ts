@@ -52,6 +52,23 @@ describe('decryptRows: NOT_CIPHERTEXT', () => {
     expect(e.message).toContain('(result row with tenant = "acme", n = 7)')
   })
 
+  it("no row named by a key that is an encrypted output's alias (select('code as id')): it holds a plaintext by then", async () => {
+    const schema = encryptedSchema({ users: { email: encrypted.text(), code: encrypted.text() } })
+    const table = schema.table('users')!
+    // `code as id`: the row's `id` is an encrypted column's value (decrypted in place, in a real
+    // query, before a later output fails; here it is not a ciphertext either, and fails first).
+    const plan: QueryPlan = {
+      ...EMPTY_PLAN,
+      outputs: [
+        { name: 'id', column: table.column('code')! },
+        { name: 'email', column: table.column('email')! },
+      ],
+    }
+    const e = await notCiphertext(plan, { id: 'decrypted-code', email: legacy })
+    expect(e.message).not.toContain('result row')
+    expect(e.message).not.toContain('decrypted-code')
+  })
+
   // A primary key that is an encrypted column is refused by encryptedSchema (column-names.test.ts).
   it('no row named when the key is not selected or is not a short scalar', async () => {
     const rows: [QueryPlan, Record<string, unknown>][] = [
