@@ -17,37 +17,58 @@ const MYSQL_STRING = /'(?:[^'\\]|\\[\s\S]|'')*'/g
 const FAILING_ROW = /Failing row contains \([\s\S]*\)/g
 /** PostgreSQL's key and value in `detail`: "Key (email_bidx)=(…) already exists." */
 const KEY_VALUE =
-  /(Key \([\s\S]*?\)=)\([\s\S]*?\)( already exists| conflicts with| is (?:still referenced|not present))/g
+  /(Key \([\s\S]*?\)=)\([\s\S]*?\)( already exists| conflicts with| is (?:still referenced|not present|duplicated))/g
 /** MySQL/MariaDB's duplicate-key message, which shows the entry. */
 const DUPLICATE_ENTRY = /Duplicate entry '[\s\S]*?' for key/g
+/**
+ * MySQL/MariaDB's syntax error, which quotes the statement (mysql2's, with its values written in)
+ * from the point of the error on: "… near 'X'1101…'…' at line 1".
+ */
+const NEAR = /near '[\s\S]*?' at line (\d+)/g
+/** MySQL's refusal of a value for a column's type: "Incorrect integer value: 'abc' for column …". */
+const INCORRECT_VALUE = /( value: )'(?:[^'\\]|\\[\s\S]|'')*'/g
+/** A number or boolean literal in mysql2's statement (not part of a name, a backquoted one included). */
+const MYSQL_LITERAL = /(?<![\w`.$])(?:-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false)(?![\w`])/gi
+/** A quoted value in PostgreSQL's message of a data exception: `invalid input syntax for type integer: "…"`. */
+const PG_QUOTED = /"[^"\n]*"/g
+/** PostgreSQL's SQLSTATE class 22 (data exception): its messages quote the value refused. */
+const PG_DATA_EXCEPTION = /^22[0-9A-Z]{3}$/
 
 /**
  * Blanks the values a driver error copies from a statement, in place: in `detail` (PostgreSQL's
- * failing row and key values), `sql` (mysql2's statement: every string and `X'…'` literal), `params`
- * (PGlite's bound parameters), and
- * `message`, `sqlMessage` and `stack` (MySQL's duplicate entry, bytes as `\x…`). A value may be a
- * ciphertext, a blind index, or the plaintext of a column under migration (written as plaintext
- * in the early phases, and matched by a backfill's compare-and-set). What names the failure
- * (codes, columns, constraints, keys, the statement's shape) stays. Also walks `cause` (a library
- * error that wraps a driver error). Anything that is not an object is left alone.
+ * failing row and key values), `sql` (mysql2's statement: every string, number, boolean and
+ * `X'…'` literal; or, when `statement` is given, that statement with its placeholders), `params`
+ * (PGlite's bound parameters), and `message`, `sqlMessage` and `stack` (MySQL's duplicate entry,
+ * the statement a syntax error quotes, a value refused for its type; PostgreSQL's value refused
+ * by a data exception; bytes as `\x…`). A value may be a ciphertext, a blind index, or the
+ * plaintext of a column under migration (written as plaintext in the early phases, and matched by
+ * a backfill's compare-and-set). What names the failure (codes, columns, constraints, keys, the
+ * statement's shape) stays. Also walks `cause` (a library error that wraps a driver error).
+ * Anything that is not an object is left alone.
+ * @param statement - the compiled SQL that failed, with placeholders instead of values, when the
+ *   caller knows it (the wrapped dialect does)
  */
-export function scrubDriverError(error: unknown): void {
+export function scrubDriverError(error: unknown, statement?: string): void {
   const seen = new Set<unknown>()
   for (let e = error; typeof e === 'object' && e !== null && !seen.has(e) && seen.size < 8; ) {
     seen.add(e)
-    scrubOne(e as Record<string, unknown>)
+    scrubOne(e as Record<string, unknown>, statement)
     e = (e as { cause?: unknown }).cause
   }
 }
 
-function scrubOne(e: Record<string, unknown>): void {
+function scrubOne(e: Record<string, unknown>, statement: string | undefined): void {
   rewrite(e, 'detail', (s) =>
     s
       .replace(FAILING_ROW, 'Failing row contains (…)')
       .replace(KEY_VALUE, '$1(…)$2')
       .replace(BYTEA_HEX, '\\x…'),
   )
-  rewrite(e, 'sql', (s) => s.replace(MYSQL_HEX, "X'…'").replace(MYSQL_STRING, "'…'"))
+  rewrite(
+    e,
+    'sql',
+    (s) => statement ?? s.replace(MYSQL_HEX, "X'…'").replace(MYSQL_STRING, "'…'").replace(MYSQL_LITERAL, '…'),
+  )
   // PGlite puts the statement's parameters on its errors, as they were bound.
   if (Array.isArray(e.params) && e.params.length > 0)
     replace(
@@ -55,13 +76,17 @@ function scrubOne(e: Record<string, unknown>): void {
       'params',
       e.params.map(() => '…'),
     )
+  const dataException = typeof e.code === 'string' && PG_DATA_EXCEPTION.test(e.code)
   for (const key of ['message', 'sqlMessage', 'stack'] as const) {
-    rewrite(e, key, (s) =>
-      s
+    rewrite(e, key, (s) => {
+      const clean = s
         .replace(DUPLICATE_ENTRY, "Duplicate entry '…' for key")
+        .replace(NEAR, "near '…' at line $1")
+        .replace(INCORRECT_VALUE, "$1'…'")
         .replace(FAILING_ROW, 'Failing row contains (…)')
-        .replace(BYTEA_HEX, '\\x…'),
-    )
+        .replace(BYTEA_HEX, '\\x…')
+      return dataException ? clean.replace(PG_QUOTED, '"…"') : clean
+    })
   }
 }
 
@@ -79,4 +104,11 @@ function replace(e: Record<string, unknown>, key: string, clean: unknown): void 
     // A read-only property (a frozen error): defined anew where the object allows it.
     Object.defineProperty(e, key, { value: clean, configurable: true, writable: true })
   }
+}
+
+/** PostgreSQL's `unique_violation` (`23505`); MySQL/MariaDB's `ER_DUP_ENTRY` (errno 1062). */
+export function isUniqueViolation(error: unknown): boolean {
+  if (typeof error !== 'object' || error === null) return false
+  const e = error as { code?: unknown; errno?: unknown }
+  return e.code === '23505' || e.errno === 1062
 }

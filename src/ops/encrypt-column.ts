@@ -1,7 +1,7 @@
 import { timingSafeEqual } from 'node:crypto'
+import { isUniqueViolation } from '../driver-errors.js'
 import { FieldEncryptionError, OperationError } from '../errors.js'
 import { encryptColumn as encryptValueOf, indexValue } from '../plugin/resolve-values.js'
-import { isUniqueViolation } from '../plugin/unique-violation.js'
 import { migratingColumn } from '../schema/migration-ddl.js'
 import type { ColumnInfo, TableInfo } from '../schema/schema.js'
 import { columnPages, columnRowColumns, type PageCursor, storedContext } from './column-pages.js'

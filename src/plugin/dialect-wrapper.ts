@@ -8,7 +8,7 @@ import type {
   QueryResult,
   TransactionSettings,
 } from 'kysely'
-import { scrubDriverError } from '../driver-errors.js'
+import { isUniqueViolation, scrubDriverError } from '../driver-errors.js'
 import { QueryRefusedError } from '../errors.js'
 import { withCallerStack } from './caller-stack.js'
 import { type DecryptStats, decryptRows } from './decrypt-rows.js'
@@ -21,7 +21,7 @@ import {
   prepareQuery,
   type SlowPath,
 } from './prepare-query.js'
-import { isUniqueViolation, uniqueViolationOf } from './unique-violation.js'
+import { uniqueViolationOf } from './unique-violation.js'
 
 export type { SlowPath } from './prepare-query.js'
 
@@ -249,8 +249,9 @@ function patchedExecute(
     } catch (error) {
       const here = new Error()
       if (send.query.kind === 'RawNode') trackRawTransaction(this, send.sql, true)
-      // Ciphertexts and blind indexes the driver copied into its error are blanked first.
-      scrubDriverError(error)
+      // Ciphertexts and blind indexes the driver copied into its error are blanked first; its
+      // copy of the statement (mysql2's `sql`, every value written in) becomes the one sent.
+      scrubDriverError(error, send.sql)
       // A duplicate refused by a blind index's UNIQUE index names table and column, never the value.
       const mapped = isUniqueViolation(error)
         ? ((await uniqueViolationOf(error, plan, originalExecute(this))) ?? error)

@@ -22,13 +22,6 @@ interface DriverError {
   readonly sqlMessage?: unknown
 }
 
-/** PostgreSQL's `unique_violation`; MySQL/MariaDB's `ER_DUP_ENTRY`. */
-export function isUniqueViolation(error: unknown): boolean {
-  if (typeof error !== 'object' || error === null) return false
-  const e = error as DriverError
-  return e.code === '23505' || e.errno === 1062
-}
-
 /**
  * The typed error for a unique violation that a blind-index column of this query raised, or
  * `undefined` when the index that refused is not one (a primary key, a plaintext column) or

@@ -1,5 +1,6 @@
 import { type ColumnDataType, type ColumnDefinitionBuilder, type Expression, type Kysely, sql } from 'kysely'
-import { ConfigError } from '../errors.js'
+import { isUniqueViolation, scrubDriverError } from '../driver-errors.js'
+import { ConfigError, UniqueViolationError } from '../errors.js'
 import { FORMAT_V1_OVERHEAD } from '../fields/format.js'
 import { type EncryptedSchema, indexColumnNames, type TableInfo } from './schema.js'
 
@@ -158,6 +159,13 @@ export async function createBlindIndexes(
       // table the statement names (in the schema `db.withSchema` gives it, too) is there already.
       // A lookup in database() first missed that schema and skipped the index there.
       if (family === 'mysql' && (error as { errno?: unknown }).errno === 1061) continue
+      // The driver's error shows the repeated index value (PostgreSQL's detail, MySQL's message).
+      scrubDriverError(error)
+      if (index.spec.kind === 'unique' && isUniqueViolation(error))
+        throw new UniqueViolationError(
+          `The UNIQUE index ${name} cannot be built: rows of ${info.physical} already hold the same value in ${index.physical} (equal values of ${index.column.logical} once normalized, written while the column had no UNIQUE index). Find them with \`select ${index.physical}, count(*) from ${info.physical} group by ${index.physical} having count(*) > 1\`, resolve them, and run it again.`,
+          { table: info.logical, column: index.column.logical, index: index.physical, cause: error },
+        )
       throw error
     }
   }

@@ -72,6 +72,48 @@ describe.each(backends())('migration helpers on $name', (backend: Backend) => {
       ).rejects.toBeDefined()
     })
 
+    it('createBlindIndexes over rows that repeat a unique index value: UNIQUE_VIOLATION naming the column, the value blanked in the driver error', async () => {
+      const dup = uniqueName('mig_dup')
+      const dupSchema = encryptedSchema({
+        [dup]: { email: encrypted.text({ index: { name: 'email_bidx' } }) },
+      })
+      await db.schema
+        .createTable(dup)
+        .addColumn('id', 'integer', (c) => c.primaryKey())
+        .$call(addEncryptedColumns(dupSchema, dup, backend.family))
+        .execute()
+      try {
+        // Written around the plugin while the column had no UNIQUE index: the same index value twice.
+        const bidx = Buffer.from('d1b8360a'.repeat(8), 'hex')
+        await db
+          .insertInto(dup)
+          .values([
+            { id: 1, email: Buffer.alloc(40, 1), email_bidx: bidx },
+            { id: 2, email: Buffer.alloc(40, 2), email_bidx: bidx },
+          ])
+          .execute()
+        const error = await createBlindIndexes(db, dupSchema, dup).catch((e: unknown) => e)
+        expect(error).toMatchObject({
+          code: 'UNIQUE_VIOLATION',
+          table: dup,
+          column: 'email',
+          index: 'email_bidx',
+        })
+        expect((error as Error).message).toContain('group by email_bidx having count(*) > 1')
+        // No run of the index value's hex, in any form, anywhere in the error or its cause.
+        const cause = (error as { cause?: Record<string, unknown> }).cause ?? {}
+        const text = [
+          (error as Error).message,
+          (error as Error).stack,
+          ...['message', 'detail', 'sql', 'sqlMessage', 'stack'].map((k) => String(cause[k] ?? '')),
+        ].join('\n')
+        expect(text.toLowerCase()).not.toContain('d1b836')
+        expect(text).not.toMatch(/\\x[0-9a-f]{8}|\\xD1|\\xB8/i)
+      } finally {
+        await sql`drop table if exists ${sql.table(dup)}`.execute(db)
+      }
+    })
+
     // MySQL/MariaDB restate the column to make it nullable (MODIFY COLUMN): it must keep its
     // collation (a case-sensitive one under a UNIQUE index holding 'A@x.io' and 'a@x.io'), its
     // character set and its default, not take the table's.
