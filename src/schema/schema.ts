@@ -103,6 +103,29 @@ export type TypedSchemaBuilder<DB> = <const D extends SchemaDefinition, O extend
 ) => EncryptedSchema<D, O>
 
 /**
+ * A table's definition that is not an object of column annotations (`encrypted.text()`), or a
+ * column that is not one: `encrypted.text` without its parentheses, a type name, `null`. Checked
+ * by shape, not by identity: a config loaded as CommonJS holds another copy of the library.
+ */
+function refuseMalformedTable(physical: string, columns: unknown): void {
+  if (typeof columns !== 'object' || columns === null || Array.isArray(columns))
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `Table ${physical} must map its encrypted columns to annotations such as encrypted.text().`,
+      { table: physical },
+    )
+  for (const [name, spec] of Object.entries(columns)) {
+    const s = spec as { codec?: unknown; indexes?: unknown } | null
+    if (typeof s !== 'object' || s === null || typeof s.codec !== 'object' || !Array.isArray(s.indexes))
+      throw new ConfigError(
+        'CONFIG_INVALID',
+        `${physical}.${name} must be a column annotation such as encrypted.text()${typeof spec === 'function' ? ' (did you forget the parentheses?)' : ''}.`,
+        { table: physical, column: name },
+      )
+  }
+}
+
+/**
  * Resolves a definition. @internal
  * @param mapped - for the plugin's view (plugin-view.ts): by `table\0column`, the name queries
  *   use for a column annotated here under its ciphertext column.
@@ -117,6 +140,7 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
   const byName = new Map<string, TableInfo>()
   const logicalTables = new Set<string>()
   for (const [physical, columns] of Object.entries(definition)) {
+    refuseMalformedTable(physical, columns)
     const logical = options.tables?.[physical]?.logicalName ?? physical
     if (logicalTables.has(logical)) {
       throw new ConfigError('CONFIG_INVALID', `Two tables share the logical name "${logical}".`, {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { encrypted } from '../../../src/index.js'
+import { encrypted, encryptedSchema } from '../../../src/index.js'
 
 describe('blind index options', () => {
   it('an option the index does not know is refused (CONFIG_INVALID), not ignored', () => {
@@ -37,5 +37,27 @@ describe('blind index options', () => {
       kind: 'unique',
       rotationSlot: 'email_bidx_next',
     })
+  })
+})
+
+describe('malformed schema definitions', () => {
+  it('a column that is not an annotation, or a table that is not an object of them, is CONFIG_INVALID (not a TypeError)', () => {
+    const cases: [unknown, RegExp][] = [
+      [
+        { users: { email: encrypted.text } },
+        /users\.email must be a column annotation .*forget the parentheses/,
+      ],
+      [
+        { users: { email: 'text' } },
+        /users\.email must be a column annotation such as encrypted\.text\(\)\.$/,
+      ],
+      [{ users: { email: null } }, /users\.email must be a column annotation/],
+      [{ users: 'email' }, /Table users must map its encrypted columns/],
+    ]
+    for (const [definition, message] of cases) {
+      expect(() => encryptedSchema(definition as never)).toThrow(
+        expect.objectContaining({ code: 'CONFIG_INVALID', message: expect.stringMatching(message) }),
+      )
+    }
   })
 })
