@@ -1,4 +1,4 @@
-import { sql } from 'kysely'
+import { type Expression, type SqlBool, sql } from 'kysely'
 import { readContext } from '../schema/row-context.js'
 import type { ColumnInfo, TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
@@ -68,6 +68,7 @@ export async function* columnPages(
   op: string,
   options: RunOptions & { readonly pageSize?: number | undefined },
   cursor: PageCursor,
+  where?: Expression<SqlBool>,
 ): AsyncGenerator<StoredRow[]> {
   let after: unknown = null
   for (;;) {
@@ -81,6 +82,8 @@ export async function* columnPages(
       .orderBy(key.order)
       .limit(options.pageSize ?? 1000)
     if (after !== null) q = q.where(key.name, '>', after)
+    // One tenant's rows only (`verify --tenant`).
+    if (where !== undefined) q = q.where(where)
     const page = exactKeys(key, (await q.execute()) as StoredRow[])
     if (page.length === 0) return
     yield page

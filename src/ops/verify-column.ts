@@ -23,6 +23,8 @@ export interface VerifyColumnOptions extends RunOptions {
   readonly pageSize?: number
   /** Failing rows listed in the result (all are counted). @default 100 */
   readonly maxListed?: number
+  /** A table with per-tenant keys (`keyScope`): only this tenant's rows. @default every row */
+  readonly tenant?: string | number | bigint | undefined
 }
 
 /** Outcome of `verifyColumn`: a column under migration, compared row by row with its plaintext. */
@@ -95,7 +97,7 @@ export async function verifyColumn(
   }
   const key = await keyColumn(ctx, table)
   const pk = key.name
-  const opened = await scanKeys(ctx, table)
+  const opened = await scanKeys(ctx, table, options.tenant)
   const maxListed = options.maxListed ?? 100
   const failures: VerifyFailure[] = []
   const cursor: PageCursor = { rows: 0, stopped: false }
@@ -108,7 +110,16 @@ export async function verifyColumn(
     if (failures.length < maxListed) failures.push({ key, problems })
   }
   try {
-    for await (const page of columnPages(ctx, table, column, key, 'verify', options, cursor)) {
+    for await (const page of columnPages(
+      ctx,
+      table,
+      column,
+      key,
+      'verify',
+      options,
+      cursor,
+      opened.tenants?.where,
+    )) {
       await opened.tenants?.loadRows(page)
       for (const row of page) {
         const problems: string[] = []

@@ -107,6 +107,24 @@ describe.each(backends())(
         await expectModel('dual-writing')
       })
 
+      it("verify of one tenant checks that tenant's rows of a column under migration, not another's", async () => {
+        const ops = t.ops('dual-writing')
+        const [id, [org, email]] = [...model].find(([, [o]]) => o === 'org2') as [number, [string, string]]
+        const org1Rows = [...model.values()].filter(([o]) => o === 'org1').length
+        // An org2 row whose plaintext no longer matches its ciphertext (as an `added` process leaves it).
+        await t.raw.updateTable(t.table).set({ email: 'changed@x.io' }).where('id', '=', id).execute()
+        try {
+          const mine = await ops.verify(t.table, { tenant: 'org1' })
+          expect(mine).toMatchObject({ ok: true, rows: org1Rows })
+          expect(mine.migrating).toMatchObject([{ ok: true, rows: org1Rows, failed: 0 }])
+          const theirs = await ops.verify(t.table, { tenant: org })
+          expect(theirs.ok).toBe(false)
+          expect(theirs.migrating[0]?.failures.map((f) => Number(f.key))).toEqual([id])
+        } finally {
+          await t.raw.updateTable(t.table).set({ email }).where('id', '=', id).execute()
+        }
+      })
+
       it('cut-over: reads and searches by tenant decrypt under its keys', async () => {
         await t.migrate('cutover', 'cut-over')
         await insertWithContext(t, 'cut-over', model, [1002, 'org2', 'cut@x.io'])
