@@ -15,6 +15,8 @@ export interface ColumnMigrationStatus {
   readonly phase: MigrationPhase
   /** Whether the plaintext column still exists. */
   readonly plaintextColumn: boolean
+  /** Whether the encrypted column and its blind-index columns exist (`kfe migration … --phase add` ran). */
+  readonly encryptedColumns: boolean
   /** Rows with a plaintext value. */
   readonly plaintextRows: number
   /** Of those, rows that also hold an encrypted value. */
@@ -59,6 +61,7 @@ export async function migrationStatus(
       storedAs: column.stored,
       phase,
       plaintextColumn: state.plaintextColumn,
+      encryptedColumns: state.encryptedColumns,
       plaintextRows,
       encryptedRows,
       share,

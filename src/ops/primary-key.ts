@@ -1,6 +1,7 @@
 import { type AliasedRawBuilder, sql } from 'kysely'
-import { ConfigError, SchemaMismatchError } from '../errors.js'
-import type { TableInfo } from '../schema/schema.js'
+import { ConfigError, SchemaMismatchError, type SchemaProblem } from '../errors.js'
+import { columnType } from '../schema/migration-ddl.js'
+import { indexColumnNames, type TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
 
 /**
@@ -52,6 +53,7 @@ async function introspect(ctx: OpsContext, table: TableInfo): Promise<KeyColumn>
   const column = await columnOf(ctx, table.physical, schema, bare, name)
   // A table misspelt in the encrypted schema, or a migration not run: not a paging problem.
   if (column === undefined) await requireTable(ctx, table)
+  await requireMigrationColumns(ctx, table)
   const problem = await pagingProblem(ctx, table.physical, schema, bare, column)
   if (problem !== undefined)
     throw new ConfigError(
@@ -96,6 +98,38 @@ export async function requireTable(ctx: OpsContext, table: TableInfo): Promise<v
       fix: `-- create it (run the migrations), or correct its name in encryptedSchema`,
     },
   ])
+}
+
+/**
+ * Refuses a table with a column under migration whose encrypted or blind-index columns are not
+ * there yet (annotated `added` before `kfe migration … --phase add` ran): every job and `verify`
+ * reads them, and would fail with the database's own "column does not exist".
+ * @throws SchemaMismatchError `SCHEMA_MISMATCH`, a `column-missing` or `index-column-missing`
+ *   problem for each
+ */
+async function requireMigrationColumns(ctx: OpsContext, table: TableInfo): Promise<void> {
+  const problems: SchemaProblem[] = []
+  for (const column of table.columns.values()) {
+    if (column.migration === undefined) continue
+    const fix = `-- run \`kfe migration ${table.physical} ${column.physical} --phase add\``
+    const wanted = [
+      { name: column.stored, kind: 'column-missing' as const },
+      ...column.spec.indexes.flatMap((spec) =>
+        indexColumnNames(spec).map((name) => ({ name, kind: 'index-column-missing' as const })),
+      ),
+    ]
+    for (const { name, kind } of wanted) {
+      if ((await columnType(ctx.db, ctx.family, table.physical, name)) !== undefined) continue
+      problems.push({
+        kind,
+        table: table.physical,
+        columns: [name],
+        message: `Column ${table.physical}.${name} of ${column.physical}, under migration (${column.migration}), does not exist.`,
+        fix,
+      })
+    }
+  }
+  if (problems.length > 0) throw new SchemaMismatchError(problems)
 }
 
 /**

@@ -61,6 +61,15 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
     const ofTable = (j: JobRecord) =>
       j.table === table.logical || (table.keyScope !== undefined && j.table.startsWith(tenantPrefix))
     for (const j of jobs.filter(ofTable)) tableJobs.push({ ...j, interrupted: await interrupted(j) })
+    /** The table's status when its rows cannot be read (what to do first is in `attention`). */
+    const unread = (): TableStatus => ({
+      ...unscanned(table),
+      keys,
+      jobs: tableJobs,
+      migrations: migrations.columns,
+      attention,
+      verdict: `needs attention: ${attention[0]}`,
+    })
     for (const j of tableJobs) {
       const tenant = parseTenantKeyName(j.table)?.tenant
       if (j.interrupted)
@@ -71,6 +80,12 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
         attention.push(
           `job ${j.id} could not read ${j.failed} rows: run \`kfe verify ${table.physical}\` to list them`,
         )
+    }
+    // A column under migration whose encrypted columns are not there yet (the add step not
+    // run): rows cannot be read by version; what to do is in `attention`.
+    if (migrations.columns.some((c) => !c.encryptedColumns)) {
+      out.push(unread())
+      continue
     }
     if (table.keyScope !== undefined) {
       out.push(await tenantTableStatus(ctx, table, tableJobs, migrations.columns, attention, options))
@@ -85,14 +100,7 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
           ? 'keys missing from the key table, but its rows hold ciphertext (KEYS_MISSING): the key table was likely dropped, edited or restored from another environment; restore it from its backup (kfe init would refuse: fresh keys cannot read these rows)'
           : `no active key: run \`kfe init\``,
       )
-      out.push({
-        ...unscanned(table),
-        keys,
-        jobs: tableJobs,
-        migrations: migrations.columns,
-        attention,
-        verdict: `needs attention: ${attention[0]}`,
-      })
+      out.push(unread())
       continue
     }
     for (const k of keys) {
