@@ -11,6 +11,7 @@ import { readContext, rowAad } from '../schema/row-context.js'
 import { type IndexInfo, indexColumnNames, type TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
 import type { KeySet, StoredRow } from './key-set.js'
+import { encryptLegacy, legacyValue } from './legacy-plaintext.js'
 import type { KeyColumn } from './primary-key.js'
 import { checkSlots, type SlotState } from './slot-check.js'
 
@@ -228,8 +229,19 @@ export function checkRow(table: TableInfo, keys: KeySet, row: StoredRow, rewrite
       continue
     }
     if (!(stored instanceof Uint8Array) || !looksLikeCiphertext(stored)) {
-      if (column.spec.migratingFromPlaintext) plaintext.push(column.stored)
-      else failures.push(`${column.stored}: NOT_CIPHERTEXT`)
+      if (!column.spec.migratingFromPlaintext) {
+        failures.push(`${column.stored}: NOT_CIPHERTEXT`)
+        continue
+      }
+      plaintext.push(column.stored)
+      // A value written before the column was annotated: encrypted in place by a rewrite, under
+      // a compare-and-set on the plaintext read (as the plugin rewrites it on an update).
+      const legacy = rewrite && !contextFailure ? legacyValue(column, stored) : undefined
+      if (legacy !== undefined) {
+        const before = failures.length
+        encryptLegacy(table, keys, column, legacy, context, row, updates, failures)
+        if (failures.length === before) expect.push(column.stored)
+      }
       continue
     }
     const version = headerKeyVersion(stored)

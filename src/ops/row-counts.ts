@@ -129,7 +129,9 @@ export function versionAttention(
     }
   }
   if (counts.plaintextRows > 0)
-    attention.push(`${approx}${counts.plaintextRows} rows hold plaintext values (migration under way)`)
+    attention.push(
+      `${approx}${counts.plaintextRows} rows hold plaintext values in columns declared migratingFromPlaintext: \`kfe reencrypt ${physical}${tenant}\` encrypts them`,
+    )
   if (counts.failedRows > 0)
     attention.push(
       `${approx}${counts.failedRows} rows fail to decrypt or to match their index: run \`kfe verify ${physical}${tenant}\``,

@@ -240,7 +240,7 @@ function tableProblems(
         table: where,
         columns: [column.stored],
         found: type,
-        message: `Encrypted column ${where}.${column.stored} is ${type}, not a binary type (values it holds stay as they are: declare migratingFromPlaintext and encrypt them with kfe encrypt-column).`,
+        message: `Encrypted column ${where}.${column.stored} is ${type}, not a binary type (values it holds stay as they are: make it binary with the fix, which keeps each value's bytes, declare the column migratingFromPlaintext, then \`kfe reencrypt\` encrypts them; or move it to a new encrypted column, docs/migrating.md).`,
         fix: fixes.makeBinary(info, column.stored, catalog.maxOctets(table, column.stored)),
       })
     } else {

@@ -1,0 +1,115 @@
+import { randomBytes } from 'node:crypto'
+import { Kysely } from 'kysely'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  addEncryptedColumns,
+  createBlindIndexes,
+  encrypted,
+  encryptedSchema,
+  fieldEncryption,
+  localKeyProvider,
+} from '../../src/index.js'
+import { fieldEncryptionOps } from '../../src/ops.js'
+import { type Backend, backends, dropTables, onlyTables, uniqueName } from '../support/backends.js'
+import type { TestDB } from '../support/encrypted-db.js'
+
+/**
+ * A column declared `migratingFromPlaintext` holds, in place, values written before it was
+ * annotated. `kfe reencrypt` encrypts them under the active key with their blind index, under a
+ * compare-and-set on the plaintext read; a value it cannot read as the codec's without guessing
+ * (text that is not UTF-8) stays, counted as plaintext. Before, reencrypt finished with every such
+ * row left in plaintext, and `status` named no command that would encrypt them.
+ */
+describe.each(backends())(
+  'ops: plaintext in place in a migratingFromPlaintext column [$name]',
+  (backend: Backend) => {
+    describe.runIf(backend.available)('', () => {
+      const table = uniqueName('legacy')
+      const keyTable = `${table}_keys`
+      const jobsTable = `${table}_jobs`
+      const schema = encryptedSchema({
+        [table]: {
+          note: encrypted.text({ migratingFromPlaintext: true, index: { name: 'note_bidx' }, maxBytes: 100 }),
+        },
+      })
+      const kek = randomBytes(32)
+      const [appDialect, rawDialect] = backend.createDialectPair()
+      let raw: Kysely<TestDB>
+      let app: Kysely<TestDB>
+      const encryption = fieldEncryption({
+        schema,
+        keyProvider: localKeyProvider({ id: 'local:legacy', key: Buffer.from(kek) }),
+        keyTable,
+        verifySchema: onlyTables(table),
+      })
+      let ops: ReturnType<typeof fieldEncryptionOps>
+      const notUtf8 = Buffer.from([0x73, 0xff, 0xfe, 0x65])
+      beforeAll(async () => {
+        raw = new Kysely<TestDB>({ dialect: rawDialect })
+        app = new Kysely<TestDB>({ dialect: encryption.wrap(appDialect), plugins: [encryption.plugin] })
+        await raw.schema
+          .createTable(table)
+          .addColumn('id', 'integer', (c) => c.primaryKey())
+          .$call(addEncryptedColumns(schema, table, backend.family))
+          .execute()
+        await createBlindIndexes(raw, schema, table)
+        // Written before the column was annotated: UTF-8 bytes, and bytes that are not UTF-8.
+        await raw
+          .insertInto(table)
+          .values([
+            { id: 1, note: Buffer.from('légacy one') },
+            { id: 2, note: Buffer.from('legacy two') },
+            { id: 3, note: notUtf8 },
+          ])
+          .execute()
+        ops = fieldEncryptionOps({
+          db: raw,
+          schema,
+          keyProvider: localKeyProvider({ id: 'local:legacy', key: Buffer.from(kek) }),
+          keyTable,
+          jobsTable,
+        })
+        await ops.init()
+        await app.insertInto(table).values({ id: 4, note: 'written encrypted' }).execute()
+      }, 120_000)
+      afterAll(async () => {
+        if (raw !== undefined) await dropTables(raw, [table, keyTable, jobsTable, `${jobsTable}_batches`])
+        await ops?.close()
+        await encryption.close()
+        // One PGlite under both: destroying the application's Kysely closes it.
+        await app?.destroy()
+        if (backend.name !== 'pglite') await raw?.destroy()
+      })
+
+      it('status says kfe reencrypt encrypts them; reencrypt does, with their index; the one not UTF-8 stays', async () => {
+        const before = await ops.status({ table, exact: true })
+        expect(before.tables[0]?.attention.join('\n')).toContain(
+          `3 rows hold plaintext values in columns declared migratingFromPlaintext: \`kfe reencrypt ${table}\` encrypts them`,
+        )
+        const job = await ops.reencrypt(table)
+        expect(job).toMatchObject({ rewritten: 2, failed: 0 })
+        const stored = await raw.selectFrom(table).select(['id', 'note', 'note_bidx']).orderBy('id').execute()
+        // The two UTF-8 values are ciphertexts now, with a blind index; the other is as it was.
+        for (const row of stored.filter((r) => r.id <= 2)) {
+          expect(Buffer.from(row.note as Uint8Array).includes(Buffer.from('legacy'))).toBe(false)
+          expect(row.note_bidx).not.toBeNull()
+        }
+        expect(Buffer.from(stored[2]?.note as Uint8Array)).toEqual(notUtf8)
+        // The application reads them as they were written, and finds them by equality.
+        expect(
+          await app.selectFrom(table).select(['id', 'note']).where('id', '<=', 2).orderBy('id').execute(),
+        ).toEqual([
+          { id: 1, note: 'légacy one' },
+          { id: 2, note: 'legacy two' },
+        ])
+        expect(await app.selectFrom(table).select('id').where('note', '=', 'légacy one').execute()).toEqual([
+          { id: 1 },
+        ])
+        const verify = await ops.verify(table)
+        expect(verify).toMatchObject({ failed: 0, plaintext: 1 })
+        const after = await ops.status({ table, exact: true })
+        expect(after.tables[0]?.attention.join('\n')).toContain('1 rows hold plaintext values')
+      })
+    })
+  },
+)
