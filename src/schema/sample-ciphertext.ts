@@ -1,7 +1,10 @@
 import { type Kysely, type RawBuilder, sql } from 'kysely'
+import { QueryRefusedError } from '../errors.js'
 import { looksLikeCiphertext } from '../fields/format.js'
 import { parseTenantKeyName } from './key-scope.js'
+import { columnType } from './migration-ddl.js'
 import type { EncryptedSchema, TableInfo } from './schema.js'
+import { sqlFamily } from './sql-family.js'
 
 /** Rows sampled per encrypted column. */
 const SAMPLE_ROWS = 8
@@ -30,6 +33,7 @@ export async function holdsCiphertext(
   const tenant = parseTenantKeyName(logicalTable)
   for (const table of schema.tables.values()) {
     if (tenant === undefined ? table.logical !== logicalTable : !ownsTenant(table, tenant)) continue
+    if (tenant !== undefined) await refuseForeignTenant(db, table, tenant)
     for (const column of table.columns.values()) {
       let rows: readonly Record<string, unknown>[]
       try {
@@ -52,6 +56,38 @@ export async function holdsCiphertext(
     }
   }
   return false
+}
+
+/** Column types whose values are integers (PostgreSQL's `format_type`, MySQL's `column_type`). */
+const INTEGER_TYPE =
+  /^(smallint|integer|bigint|int|tinyint|mediumint|int[248]|serial|bigserial|smallserial)\b/i
+
+/**
+ * Refuses a tenant its table's scope column cannot hold (`acme` for an integer column, a
+ * non-UUID for a PostgreSQL `uuid` column), before its keys are made: PostgreSQL would fail the
+ * sample with its own "invalid input syntax", and MySQL match no row (`'acme'` is 0 there) and let
+ * keys be made for a tenant no row can have (a typo).
+ * @throws QueryRefusedError `TENANT_INVALID`
+ */
+async function refuseForeignTenant(
+  // biome-ignore lint/suspicious/noExplicitAny: table names are known at run time only.
+  db: Kysely<any>,
+  table: TableInfo,
+  tenant: { column: string; tenant: string },
+): Promise<void> {
+  const type = await columnType(db, sqlFamily(db), table.physical, tenant.column)
+  if (type === undefined) return
+  const fits = INTEGER_TYPE.test(type)
+    ? /^-?\d+$/.test(tenant.tenant)
+    : /^uuid$/i.test(type)
+      ? UUID.test(tenant.tenant)
+      : true
+  if (!fits)
+    throw new QueryRefusedError(
+      'TENANT_INVALID',
+      `A tenant of ${table.physical} is a value of its column ${tenant.column} (${type}); the one given is not.`,
+      { table: table.logical, column: tenant.column },
+    )
 }
 
 /** Whether a table with per-tenant keys is the one a tenant's key name names. */
