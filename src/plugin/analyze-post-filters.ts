@@ -1,4 +1,4 @@
-import type { OperationNode, ReferenceNode, SelectionNode, SelectQueryNode } from 'kysely'
+import type { OperationNode, RawNode, ReferenceNode, SelectionNode, SelectQueryNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
 import type { AnalysisContext, Origin, PendingFilter } from './analysis-context.js'
 import { exposedName } from './column-rules.js'
@@ -55,12 +55,31 @@ export function postFilterable(
   return []
 }
 
-/** True when a modifier list holds raw SQL (Kysely's `modifyFront` / `modifyEnd`). */
+/**
+ * True when a modifier list holds raw SQL (Kysely's `modifyFront` / `modifyEnd`) other than a
+ * row lock: `modifyEnd(sql\`for update\`)` combines no row and limits none, as `.forUpdate()`.
+ */
 function hasRawModifier(modifiers: ReadonlyArray<OperationNode> | undefined): boolean {
   return (
-    modifiers?.some((m) => (m as unknown as { rawModifier?: unknown }).rawModifier !== undefined) ?? false
+    modifiers?.some((m) => {
+      const raw = (m as unknown as { rawModifier?: RawNode }).rawModifier
+      return raw !== undefined && !isRowLock(raw)
+    }) ?? false
   )
 }
+
+/**
+ * A row-locking clause written as raw SQL, with no parameter: `for update`, `for no key update`,
+ * `for share`, `for key share` (each with `of t, …`, `nowait` or `skip locked`), MySQL's
+ * `lock in share mode`.
+ */
+function isRowLock(raw: RawNode): boolean {
+  if (raw.parameters.length > 0) return false
+  return ROW_LOCK.test(raw.sqlFragments.join(''))
+}
+
+const ROW_LOCK =
+  /^\s*(?:for\s+(?:update|no\s+key\s+update|share|key\s+share)(?:\s+of\s+[\w"`.]+(?:\s*,\s*[\w"`.]+)*)?(?:\s+(?:nowait|skip\s+locked))?|lock\s+in\s+share\s+mode)\s*$/i
 
 /**
  * Finds or adds the hidden selections carrying the ciphertexts of search-index conditions, and

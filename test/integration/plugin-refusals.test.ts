@@ -886,6 +886,33 @@ describe.each(backends())('plugin refusals on $name', (backend: Backend) => {
       expect(error.message).toMatch(/no blind index/i)
     })
 
+    it('runs a search-index query with a row lock written as raw SQL (modifyEnd(sql`for update`)), as .forUpdate()', async () => {
+      const u = t.names.users
+      const locks =
+        backend.family === 'mysql'
+          ? ['for update', 'for update skip locked', 'lock in share mode']
+          : ['for update', 'for no key update nowait', `for share of ${u}`]
+      for (const lock of locks) {
+        const rows = await t.db
+          .transaction()
+          .execute((trx) =>
+            trx
+              .selectFrom(u)
+              .select('name')
+              .where('ssn', '=', '078-05-1120')
+              .modifyEnd(sql.raw(lock))
+              .execute(),
+          )
+        expect({ lock, rows }).toEqual({ lock, rows: [{ name: 'ada' }] })
+      }
+      // A lock with a parameter, or anything else, stays refused (it may hold a LIMIT).
+      expect(
+        compileError(
+          t.db.selectFrom(u).select('name').where('ssn', '=', '078-05-1120').modifyEnd(sql`for update ${1}`),
+        ),
+      ).toBeInstanceOf(QueryRefusedError)
+    })
+
     it('allows a self-join on the same uniquely indexed column and returns the right pairs', async () => {
       const u = t.names.users
       const rows = await t.db
