@@ -1,29 +1,43 @@
 import { encryptColumn, indexValue } from '../plugin/resolve-values.js'
 import type { ColumnInfo, TableInfo } from '../schema/schema.js'
+import type { SqlFamily } from '../schema/sql-family.js'
 import type { KeySet, StoredRow } from './key-set.js'
 import { checkSlots } from './slot-check.js'
 
-/** Strict UTF-8: a byte string that is not UTF-8 is refused, never read with U+FFFD in it. */
-const UTF8 = new TextDecoder('utf-8', { fatal: true })
+/**
+ * Strict UTF-8, a leading U+FEFF kept (as the plugin's legacy read keeps it): a byte string that
+ * is not UTF-8 is refused, never read with U+FFFD in it.
+ */
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 
 /**
- * The plaintext a column declared `migratingFromPlaintext` holds in place (a value written before
- * the column was annotated), as the codec's value: the UTF-8 text of a text column, the bytes of
- * a bytes column. `undefined` for what no codec value can be read from without guessing (another
- * codec's stored bytes, text that is not UTF-8): it stays as it is, counted as plaintext.
+ * What `kfe reencrypt` can do with a value a column declared `migratingFromPlaintext` holds in
+ * place (written before the column was annotated): the text to encrypt, or why it is left as it
+ * is (a row problem, listed by `kfe verify`):
+ * - `LEGACY_UNSUPPORTED`: not a text column's value (the stored bytes of a number, a date, JSON or
+ *   a bytes column cannot be told from a damaged or future-format ciphertext without guessing);
+ * - `LEGACY_NOT_TEXT`: not UTF-8, or starting with a control character (as a v1 header does: a
+ *   damaged ciphertext, not text);
+ * - `LEGACY_TOO_LONG`: longer than `maxBytes`, or, on MySQL/MariaDB, no `maxBytes` declared to
+ *   tell that its ciphertext fits the column (MySQL would refuse it or cut it short).
  */
-export function legacyValue(column: ColumnInfo, stored: unknown): unknown {
-  const kind = column.spec.codec.kind
-  if (!(stored instanceof Uint8Array)) return undefined // not a binary column: the schema check's
-  if (kind === 'text') {
-    try {
-      return UTF8.decode(stored)
-    } catch {
-      return undefined
-    }
+export function legacyPlan(
+  column: ColumnInfo,
+  stored: unknown,
+  family: SqlFamily | undefined,
+): { readonly value: string } | { readonly problem: string } {
+  if (column.spec.codec.kind !== 'text' || !(stored instanceof Uint8Array))
+    return { problem: 'LEGACY_UNSUPPORTED' }
+  const first = stored[0]
+  if (first !== undefined && first < 0x20 && first !== 0x09 && first !== 0x0a && first !== 0x0d)
+    return { problem: 'LEGACY_NOT_TEXT' }
+  const max = column.spec.maxBytes
+  if (max === undefined ? family === 'mysql' : stored.length > max) return { problem: 'LEGACY_TOO_LONG' }
+  try {
+    return { value: UTF8.decode(stored) }
+  } catch {
+    return { problem: 'LEGACY_NOT_TEXT' }
   }
-  if (kind === 'bytes') return Buffer.from(stored)
-  return undefined
 }
 
 /**
@@ -36,7 +50,7 @@ export function encryptLegacy(
   table: TableInfo,
   keys: KeySet,
   column: ColumnInfo,
-  value: unknown,
+  value: string,
   context: readonly string[] | undefined,
   row: StoredRow,
   updates: Record<string, Buffer | null>,

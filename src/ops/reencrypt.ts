@@ -1,4 +1,5 @@
 import type { TableInfo } from '../schema/schema.js'
+import type { SqlFamily } from '../schema/sql-family.js'
 import type { OpsContext } from './context.js'
 import { pausing } from './job-batch.js'
 import { type JobOptions, type JobResult, runJob } from './job-engine.js'
@@ -56,10 +57,15 @@ export async function reencrypt(
   const table = ctx.table(tableName)
   if (options.dryRun !== true) {
     if (table.keyScope === undefined && options.tenant === undefined)
-      return runJob(ctx, table, reencryptSpec(table, ctx.primaryKey(table)), options)
+      return runJob(ctx, table, reencryptSpec(table, ctx.primaryKey(table), ctx.family), options)
     const tenants = new TenantKeySets(ctx, table, options.tenant)
     try {
-      return await runJob(ctx, table, reencryptSpec(table, ctx.primaryKey(table), tenants), options)
+      return await runJob(
+        ctx,
+        table,
+        reencryptSpec(table, ctx.primaryKey(table), ctx.family, tenants),
+        options,
+      )
     } finally {
       tenants.destroy()
     }
@@ -82,7 +88,9 @@ export async function reencrypt(
         else if (
           [...check.dataVersions.values()].some((v) => v !== keys.activeData) ||
           [...check.indexVersions.values()].some((v) => v !== keys.activeIndex) ||
-          check.slotsPending
+          check.slotsPending ||
+          // Legacy plaintext in place, which the job encrypts (what it cannot is a failure above).
+          check.plaintext.length > 0
         )
           wouldRewrite++
       },
@@ -108,7 +116,7 @@ export async function reencrypt(
  * //   where t."id" = v.k and t."email" is not distinct from v.m0 returning v.ord
  * ```
  */
-function reencryptSpec(table: TableInfo, pk: string, tenants?: TenantKeySets): JobSpec {
+function reencryptSpec(table: TableInfo, pk: string, family: SqlFamily, tenants?: TenantKeySets): JobSpec {
   return {
     kind: 'reencrypt',
     subject: tenants?.subject ?? table.logical,
@@ -119,14 +127,20 @@ function reencryptSpec(table: TableInfo, pk: string, tenants?: TenantKeySets): J
       planUnderTenant(
         keys,
         row,
-        (own) => planRow(table, pk, own, row),
+        (own) => planRow(table, pk, own, row, family),
         () => [...table.columns.values()].every((c) => row[c.stored] === null || row[c.stored] === undefined),
       ),
   }
 }
 
-function planRow(table: TableInfo, pk: string, keys: KeySet, row: StoredRow): ReturnType<JobSpec['plan']> {
-  const check = checkRow(table, keys, row, true)
+function planRow(
+  table: TableInfo,
+  pk: string,
+  keys: KeySet,
+  row: StoredRow,
+  family: SqlFamily,
+): ReturnType<JobSpec['plan']> {
+  const check = checkRow(table, keys, row, true, family)
   if (check.failures.some((f) => f.endsWith(': KEY_NOT_FOUND'))) return { kind: 'reload' }
   if (unreadable(check)) return { kind: 'failed' }
   if (Object.keys(check.updates).length === 0) return { kind: 'skip' }

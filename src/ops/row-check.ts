@@ -9,9 +9,10 @@ import type { StoredKey } from '../keys/stored-key.js'
 import { encryptColumn, indexValue } from '../plugin/resolve-values.js'
 import { readContext, rowAad } from '../schema/row-context.js'
 import { type IndexInfo, indexColumnNames, type TableInfo } from '../schema/schema.js'
+import type { SqlFamily } from '../schema/sql-family.js'
 import type { OpsContext } from './context.js'
 import type { KeySet, StoredRow } from './key-set.js'
-import { encryptLegacy, legacyValue } from './legacy-plaintext.js'
+import { encryptLegacy, legacyPlan } from './legacy-plaintext.js'
 import type { KeyColumn } from './primary-key.js'
 import { checkSlots, type SlotState } from './slot-check.js'
 
@@ -193,7 +194,13 @@ export function storedColumns(table: TableInfo, key: KeyColumn): Array<KeyColumn
  * writes that move it onto the active versions (`rewrite`). Never throws for a bad row: failures
  * are listed by column and code.
  */
-export function checkRow(table: TableInfo, keys: KeySet, row: StoredRow, rewrite: boolean): RowCheck {
+export function checkRow(
+  table: TableInfo,
+  keys: KeySet,
+  row: StoredRow,
+  rewrite: boolean,
+  family?: SqlFamily,
+): RowCheck {
   const dataVersions = new Map<string, number>()
   const indexVersions = new Map<string, number | null>()
   const slots: SlotState = { versions: new Map(), pending: false }
@@ -235,11 +242,13 @@ export function checkRow(table: TableInfo, keys: KeySet, row: StoredRow, rewrite
       }
       plaintext.push(column.stored)
       // A value written before the column was annotated: encrypted in place by a rewrite, under
-      // a compare-and-set on the plaintext read (as the plugin rewrites it on an update).
-      const legacy = rewrite && !contextFailure ? legacyValue(column, stored) : undefined
-      if (legacy !== undefined) {
+      // a compare-and-set on the plaintext read (as the plugin rewrites it on an update); one it
+      // cannot encrypt as it is fails, in a check and a rewrite alike.
+      const legacy = legacyPlan(column, stored, family)
+      if ('problem' in legacy) failures.push(`${column.stored}: ${legacy.problem}`)
+      else if (rewrite && !contextFailure) {
         const before = failures.length
-        encryptLegacy(table, keys, column, legacy, context, row, updates, failures)
+        encryptLegacy(table, keys, column, legacy.value, context, row, updates, failures)
         if (failures.length === before) expect.push(column.stored)
       }
       continue

@@ -128,9 +128,21 @@ export function versionAttention(
         )
     }
   }
+  attention.push(...rowAttention(physical, tenant, counts))
+  return attention
+}
+
+/**
+ * What the plaintext and failing rows of a table's counts ask for (per-tenant tables over every
+ * tenant too).
+ * @internal
+ */
+export function rowAttention(physical: string, tenant: string, counts: RowCounts): string[] {
+  const attention: string[] = []
+  const approx = counts.estimated ? 'about ' : ''
   if (counts.plaintextRows > 0)
     attention.push(
-      `${approx}${counts.plaintextRows} rows hold plaintext values in columns declared migratingFromPlaintext: \`kfe reencrypt ${physical}${tenant}\` encrypts them`,
+      `${approx}${counts.plaintextRows} rows hold plaintext values in columns declared migratingFromPlaintext: \`kfe reencrypt ${physical}${tenant}\` encrypts those that are text (UTF-8, within maxBytes); \`kfe verify ${physical}${tenant}\` lists the others`,
     )
   if (counts.failedRows > 0)
     attention.push(

@@ -1,4 +1,5 @@
 import type { TableInfo } from '../schema/schema.js'
+import type { SqlFamily } from '../schema/sql-family.js'
 import type { OpsContext } from './context.js'
 import { exactInteger, exactKeys, type KeyColumn, keyColumn } from './primary-key.js'
 import {
@@ -85,7 +86,7 @@ async function scanWith(
   }
   const consume = async (batch: StoredRow[]) => {
     if (tenants !== undefined) await tenants.loadRows(batch)
-    for (const row of batch) onRow(scanRow(table, keys, row, row[pk]))
+    for (const row of batch) onRow(scanRow(table, keys, row, row[pk], ctx.family))
     rows += batch.length
     options.onPage?.(rows)
   }
@@ -120,12 +121,24 @@ async function scanWith(
 }
 
 /** One row checked under its key set, or its tenant's (per-tenant keys). */
-function scanRow(table: TableInfo, keys: KeySet, row: StoredRow, key: unknown): ScannedRow {
+function scanRow(
+  table: TableInfo,
+  keys: KeySet,
+  row: StoredRow,
+  key: unknown,
+  family: SqlFamily,
+): ScannedRow {
   const picked = keys.tenants?.of(row)
-  if (picked === undefined) return { key, check: checkRow(table, keys, row, false), shredded: false, keys }
+  if (picked === undefined)
+    return { key, check: checkRow(table, keys, row, false, family), shredded: false, keys }
   switch (picked.kind) {
     case 'keys':
-      return { key, check: checkRow(table, picked.keys, row, false), shredded: false, keys: picked.keys }
+      return {
+        key,
+        check: checkRow(table, picked.keys, row, false, family),
+        shredded: false,
+        keys: picked.keys,
+      }
     case 'shredded':
       return { key, check: checkWithoutKeys(table, row, 'KEY_DESTROYED'), shredded: true, keys: undefined }
     // Loaded before the page is checked: a tenant still unloaded has no keys to load.

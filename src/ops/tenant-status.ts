@@ -4,7 +4,7 @@ import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
 import type { JobRecord } from './job-store.js'
 import type { ColumnMigrationStatus } from './migration-status.js'
-import { counted, countRows, unscanned, versionAttention } from './row-counts.js'
+import { counted, countRows, rowAttention, unscanned, versionAttention } from './row-counts.js'
 import type { KeyVersionStatus, StatusOptions, TableStatus } from './status-types.js'
 import { scanKeys } from './tenant-key-sets.js'
 
@@ -88,10 +88,7 @@ export async function tenantTableStatus(
         attention.push(
           `${approx}${counts.behindRows} rows are not on their tenant's active key versions: run \`kfe reencrypt ${table.physical}\``,
         )
-      if (counts.failedRows > 0)
-        attention.push(
-          `${approx}${counts.failedRows} rows fail to decrypt or to match their index: run \`kfe verify ${table.physical}\``,
-        )
+      attention.push(...rowAttention(table.physical, '', counts))
     }
     const shredded =
       counts.shreddedRows > 0
