@@ -1,7 +1,8 @@
 import { type Compilable, CompiledQuery, type RawBuilder, sql, type Transaction } from 'kysely'
 import { OperationError } from '../errors.js'
+import { quotedPgTable } from '../schema/migration-ddl.js'
 import type { OpsContext } from './context.js'
-import { type KeyColumn, quotedPgTable } from './primary-key.js'
+import type { KeyColumn } from './primary-key.js'
 
 /**
  * One row's compare-and-set write: `set` is written only if the row (by primary key) still holds

@@ -1,6 +1,6 @@
 import { type AliasedRawBuilder, sql } from 'kysely'
 import { ConfigError, SchemaMismatchError, type SchemaProblem } from '../errors.js'
-import { columnType } from '../schema/migration-ddl.js'
+import { columnType, quotedPgTable } from '../schema/migration-ddl.js'
 import { indexColumnNames, type TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
 
@@ -232,17 +232,6 @@ async function columnOf(
   const row = rows[0]
   if (row === undefined) return undefined
   return { name, type: String(row.type), notNull: row.notnull === true, indexed: row.indexed === true }
-}
-
-/**
- * A (schema-qualified) table name quoted for `to_regclass`, resolved through the search path as
- * the jobs' queries resolve it. @internal
- */
-export function quotedPgTable(physical: string): string {
-  return physical
-    .split('.')
-    .map((part) => `"${part.replaceAll('"', '""')}"`)
-    .join('.')
 }
 
 /**

@@ -6,7 +6,7 @@ import { holdsCiphertext } from '../schema/sample-ciphertext.js'
 import type { OpsContext } from './context.js'
 import { type JobRecord, JobStore } from './job-store.js'
 import { migrationStatus } from './migration-status.js'
-import { requireTable } from './primary-key.js'
+import { requireTable, tableExists } from './primary-key.js'
 import { loadKeySet } from './row-check.js'
 import { counted, countRows, unscanned, versionAttention } from './row-counts.js'
 import { SlotTally } from './slot-status.js'
@@ -43,7 +43,22 @@ export async function status(ctx: OpsContext, options: StatusOptions = {}): Prom
   }
   const out: TableStatus[] = []
   for (const table of tables) {
-    await requireTable(ctx, table)
+    // A table named is refused when it is not there; over every table, it is one to attend to.
+    if (options.table !== undefined) await requireTable(ctx, table)
+    else if (!(await tableExists(ctx, table.physical))) {
+      const attention = [
+        `table ${table.physical} of the encrypted schema does not exist: run the migrations, or correct its name in encryptedSchema`,
+      ]
+      out.push({
+        ...unscanned(table),
+        keys: [],
+        jobs: [],
+        migrations: [],
+        attention,
+        verdict: `needs attention: ${attention[0]}`,
+      })
+      continue
+    }
     // The key store answers [] when the key table does not exist; its errors are the status's.
     const stored = await ctx.store.list(table.logical)
     const keys: KeyVersionStatus[] = stored.map((k) => ({

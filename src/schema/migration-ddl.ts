@@ -213,6 +213,17 @@ export async function applyMigrationStep(
 }
 
 /**
+ * A (schema-qualified) table name quoted for PostgreSQL's `to_regclass`, each part as written (a
+ * bare name resolved through the search path, as queries resolve it). @internal
+ */
+export function quotedPgTable(physical: string): string {
+  return physical
+    .split('.')
+    .map((part) => `"${part.replaceAll('"', '""')}"`)
+    .join('.')
+}
+
+/**
  * The SQL type of `table.column` as the database states it (`character varying(255)`,
  * `varchar(255)`), or undefined when there is no such column.
  */
@@ -223,14 +234,19 @@ export async function columnType(
   table: string,
   column: string,
 ): Promise<string | undefined> {
+  // `schema.table` in that schema (database), a bare name through the search path (PostgreSQL)
+  // or in the connection's database (MySQL); each part as written (a quoted identifier).
+  const [schema, bare] = table.includes('.') ? (table.split('.') as [string, string]) : [undefined, table]
   const { rows } =
     family === 'postgres'
       ? await sql<{ t: string }>`select format_type(a.atttypid, a.atttypmod) as t from pg_attribute a
-          where a.attrelid = to_regclass(${table}) and a.attname = ${column} and not a.attisdropped`.execute(
+          where a.attrelid = to_regclass(${quotedPgTable(table)}) and a.attname = ${column} and not a.attisdropped`.execute(
           db,
         )
       : await sql<{ t: string }>`select column_type as t from information_schema.columns
-          where table_schema = database() and table_name = ${table} and column_name = ${column}`.execute(db)
+          where table_schema = ${schema ?? sql`database()`} and table_name = ${bare} and column_name = ${column}`.execute(
+          db,
+        )
   const t = rows[0]?.t
   return t === undefined ? undefined : String(t)
 }

@@ -82,7 +82,10 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
         try {
           // Before init too, verify and status name the missing table, with the problem's
           // fields in --json (they said "no active key: run kfe init", which made its keys).
-          for (const args of [['verify', table], ['status', table], ['status']]) {
+          for (const args of [
+            ['verify', table],
+            ['status', table],
+          ]) {
             const run = await kfe(...args, '--json')
             expect(run.code).toBe(1)
             expect(run.json).toMatchObject({
@@ -90,6 +93,13 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
               error: { code: 'SCHEMA_MISMATCH', problems: [{ kind: 'table-missing', table }] },
             })
           }
+          // Over every table, status reports it among the others (exit 2: needs attention).
+          const all = await kfe('status', '--json')
+          expect(all.code).toBe(2)
+          const tables = (all.json as { tables: { table: string; attention: string[] }[] }).tables
+          expect(tables.find((x) => x.table === table)?.attention[0]).toContain(
+            `table ${table} of the encrypted schema does not exist`,
+          )
           const dry = await kfe('init', '--dry-run', '--json')
           expect(dry.code).toBe(0)
           expect(dry.json).toMatchObject({ created: 2, missingTables: [table] })

@@ -69,6 +69,48 @@ describe.each(backends())('ops before a column migration is added [$name]', (bac
       }
     })
 
+    it('a table named in mixed case whose migration columns exist is read, not refused (PostgreSQL folded the name to lower case)', async () => {
+      const physical = uniqueName('Ops_Mixed')
+      const bare = physical.toLowerCase()
+      const qualified = encryptedSchema({
+        [physical]: {
+          email: encrypted.text({
+            storedAs: 'email_encrypted',
+            migration: 'dual-writing',
+            index: { name: 'email_bidx' },
+          }),
+        },
+      })
+      const bin = backend.family === 'mysql' ? sql`varbinary(300)` : sql`bytea`
+      await raw.schema
+        .createTable(physical)
+        .addColumn('id', 'integer', (c) => c.primaryKey())
+        .addColumn('email', 'varchar(100)')
+        .addColumn('email_encrypted', bin)
+        .addColumn('email_bidx', bin)
+        .execute()
+      const qops = fieldEncryptionOps({
+        db: raw,
+        schema: qualified,
+        keyProvider: localKeyProvider({ id: 'local:notadded-q', key: randomBytes(32) }),
+        keyTable: `${bare}_keys`,
+        jobsTable: `${bare}_jobs`,
+      })
+      try {
+        await raw
+          .insertInto(physical as never)
+          .values({ id: 1, email: 'a@x.io' } as never)
+          .execute()
+        await qops.init()
+        expect(await qops.verify(physical)).toMatchObject({ rows: 1, failed: 0 })
+        const status = await qops.status({ table: physical })
+        expect(status.tables[0]?.migrations).toMatchObject([{ column: 'email', encryptedColumns: true }])
+      } finally {
+        await qops.close()
+        await dropTables(raw, [physical, `${bare}_keys`, `${bare}_jobs`, `${bare}_jobs_batches`])
+      }
+    })
+
     it('once the add step ran, verify and status read the table', async () => {
       await applyMigrationStep(raw, schema, table, 'email', 'add')
       expect(await ops.verify(table)).toMatchObject({ rows: 2, failed: 0 })
