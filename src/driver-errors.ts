@@ -18,21 +18,32 @@ const FAILING_ROW = /Failing row contains \([\s\S]*\)/g
 /** PostgreSQL's key and value in `detail`: "Key (email_bidx)=(…) already exists." */
 const KEY_VALUE =
   /(Key \([\s\S]*?\)=)\([\s\S]*?\)( already exists| conflicts with| is (?:still referenced|not present|duplicated))/g
+/*
+ * The values a server's message quotes. Each is matched greedily up to the text that follows it
+ * in that message, so that a quote inside the value ends nothing early; they are applied to the
+ * message, and to the part of `stack` before its first frame.
+ */
 /** MySQL/MariaDB's duplicate-key message, which shows the entry. */
-const DUPLICATE_ENTRY = /Duplicate entry '[\s\S]*?' for key/g
+const DUPLICATE_ENTRY = /Duplicate entry '[\s\S]*' for key/g
 /**
  * MySQL/MariaDB's syntax error, which quotes the statement (mysql2's, with its values written in)
  * from the point of the error on: "… near 'X'1101…'…' at line 1".
  */
-const NEAR = /near '[\s\S]*?' at line (\d+)/g
+const NEAR = /near '[\s\S]*' at line (\d+)/g
 /** MySQL's refusal of a value for a column's type: "Incorrect integer value: 'abc' for column …". */
-const INCORRECT_VALUE = /( value: )'(?:[^'\\]|\\[\s\S]|'')*'/g
-/** A number or boolean literal in mysql2's statement (not part of a name, a backquoted one included). */
-const MYSQL_LITERAL = /(?<![\w`.$])(?:-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false)(?![\w`])/gi
-/** A quoted value in PostgreSQL's message of a data exception: `invalid input syntax for type integer: "…"`. */
-const PG_QUOTED = /"[^"\n]*"/g
+const INCORRECT_VALUE = /( value: )'[\s\S]*'(?=(?: for column [\s\S]*)?$)/g
+/** A number, boolean, NaN or Infinity literal in mysql2's statement (not part of a name, a backquoted one included). */
+const MYSQL_LITERAL = /(?<![\w`.$])(?:-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|NaN|-?Infinity)(?![\w`])/gi
 /** PostgreSQL's SQLSTATE class 22 (data exception): its messages quote the value refused. */
 const PG_DATA_EXCEPTION = /^22[0-9A-Z]{3}$/
+/** The quoted part of such a message or detail, first quote to last: `… type integer: "…"`. */
+const PG_QUOTED = /"[\s\S]*"/g
+/** Bytes such a message shows: `invalid byte sequence for encoding "UTF8": 0xe9 0x74`. */
+const PG_BYTES = /0x[0-9a-fA-F]{2}(?:\s+0x[0-9a-fA-F]{2})*/g
+/** The input a JSON parse error shows in `where`: "JSON data, line 1: {…". */
+const JSON_DATA = /(JSON data, line \d+: )[\s\S]*/g
+/** A bound parameter's value in `where`: "unnamed portal parameter $1 = '…'". */
+const PARAMETER = /(parameter \$\d+ = )'(?:[^']|'')*'/g
 
 /**
  * Blanks the values a driver error copies from a statement, in place: in `detail` (PostgreSQL's
@@ -77,17 +88,27 @@ function scrubOne(e: Record<string, unknown>, statement: string | undefined): vo
       e.params.map(() => '…'),
     )
   const dataException = typeof e.code === 'string' && PG_DATA_EXCEPTION.test(e.code)
-  for (const key of ['message', 'sqlMessage', 'stack'] as const) {
-    rewrite(e, key, (s) => {
-      const clean = s
-        .replace(DUPLICATE_ENTRY, "Duplicate entry '…' for key")
-        .replace(NEAR, "near '…' at line $1")
-        .replace(INCORRECT_VALUE, "$1'…'")
-        .replace(FAILING_ROW, 'Failing row contains (…)')
-        .replace(BYTEA_HEX, '\\x…')
-      return dataException ? clean.replace(PG_QUOTED, '"…"') : clean
-    })
+  const message = (s: string) => {
+    const clean = s
+      .replace(DUPLICATE_ENTRY, "Duplicate entry '…' for key")
+      .replace(NEAR, "near '…' at line $1")
+      .replace(INCORRECT_VALUE, "$1'…'")
+      .replace(FAILING_ROW, 'Failing row contains (…)')
+      .replace(BYTEA_HEX, '\\x…')
+    return dataException ? clean.replace(PG_QUOTED, '"…"').replace(PG_BYTES, '0x…') : clean
   }
+  if (dataException) {
+    rewrite(e, 'detail', (s) => s.replace(PG_QUOTED, '"…"').replace(PG_BYTES, '0x…'))
+    rewrite(e, 'where', (s) => s.replace(JSON_DATA, '$1…'))
+  }
+  rewrite(e, 'where', (s) => s.replace(PARAMETER, "$1'…'"))
+  rewrite(e, 'message', message)
+  rewrite(e, 'sqlMessage', message)
+  // The stack's first lines are the message; its frames hold no value.
+  rewrite(e, 'stack', (s) => {
+    const frames = s.search(/\n\s+at /)
+    return frames < 0 ? message(s) : message(s.slice(0, frames)) + s.slice(frames)
+  })
 }
 
 function rewrite(e: Record<string, unknown>, key: string, scrub: (s: string) => string): void {

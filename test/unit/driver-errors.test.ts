@@ -35,6 +35,70 @@ describe('scrubDriverError', () => {
     expect(incorrect.message).toBe("Incorrect integer value: '…' for column `test`.`t`.`n` at row 1")
   })
 
+  it('a quoted value holding the quote, the text that follows it, a backslash or a newline hides nothing of itself', () => {
+    const cases: [Error, string][] = [
+      [
+        new Error("Incorrect integer value: 'O'Brien 123-45-6789' for column `db`.`t`.`n` at row 1"),
+        "Incorrect integer value: '…' for column `db`.`t`.`n` at row 1",
+      ],
+      [
+        new Error("Incorrect integer value: 'abc\\' for column 'n' at row 1"),
+        "Incorrect integer value: '…' for column 'n' at row 1",
+      ],
+      [new Error("Truncated incorrect DOUBLE value: 'x' y'"), "Truncated incorrect DOUBLE value: '…'"],
+      [
+        new Error("You have an error in your SQL syntax; … near '1, 'a' at line 1 SECRET-123', 1' at line 1"),
+        "You have an error in your SQL syntax; … near '…' at line 1",
+      ],
+      [
+        new Error("Duplicate entry 'a' for key b SECRET' for key 'users_email_key'"),
+        "Duplicate entry '…' for key 'users_email_key'",
+      ],
+      [
+        Object.assign(new Error('invalid input syntax for type integer: "line1\nSECRET"'), { code: '22P02' }),
+        'invalid input syntax for type integer: "…"',
+      ],
+      [
+        Object.assign(new Error('invalid input syntax for type integer: "a"SECRET tail"'), { code: '22P02' }),
+        'invalid input syntax for type integer: "…"',
+      ],
+      [
+        Object.assign(new Error('invalid byte sequence for encoding "UTF8": 0xe9 0x74 0x65'), {
+          code: '22021',
+        }),
+        'invalid byte sequence for encoding "…": 0x…',
+      ],
+    ]
+    for (const [e, clean] of cases) {
+      scrubDriverError(e)
+      expect(e.message).toBe(clean)
+      expect(String(e.stack)).not.toMatch(/SECRET|O'Brien|0xe9/)
+      // The stack keeps its frames.
+      expect(String(e.stack)).toMatch(/\n\s+at /)
+    }
+  })
+
+  it("PostgreSQL's JSON input error: the token in detail, the input in where", () => {
+    const e = {
+      code: '22P02',
+      message: 'invalid input syntax for type json',
+      detail: 'Token "ssn" is invalid.',
+      where: 'JSON data, line 1: {"ssn": "123-45-6789", ssn...\nunnamed portal parameter $1 = \'{"ssn": 1}\'',
+    }
+    scrubDriverError(e)
+    expect(e.detail).toBe('Token "…" is invalid.')
+    expect(e.where).toBe('JSON data, line 1: …')
+    const p = { code: '23502', where: "unnamed portal parameter $1 = 'it''s secret'" }
+    scrubDriverError(p)
+    expect(p.where).toBe("unnamed portal parameter $1 = '…'")
+  })
+
+  it("NaN and Infinity in mysql2's statement", () => {
+    const e = { sql: 'insert into `t` (`a`, `b`, `c`) values (NaN, -Infinity, Infinity)' }
+    scrubDriverError(e)
+    expect(e.sql).toBe('insert into `t` (`a`, `b`, `c`) values (…, …, …)')
+  })
+
   it("PostgreSQL's data exceptions (class 22) quote the refused value; other classes keep their quotes", () => {
     const input = Object.assign(new Error('invalid input syntax for type integer: "1234.5"'), {
       code: '22P02',
