@@ -5,12 +5,18 @@ import { indexColumnNames, type TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
 
 /**
- * How the jobs read and pass a table's primary key so that it round-trips exactly. mysql2 returns a
- * `BIGINT` as a JS number unless the application's pool sets `supportBigNumbers` and
- * `bigNumberStrings`, and a number above 2^53 is rounded: keyset pagination would skip rows and a
- * compare-and-set write would match no row. So on MySQL/MariaDB a `BIGINT` key is selected as its
- * decimal text (`cast(id as char)`) and passed back as a JS bigint, which mysql2 writes as an exact
- * integer literal. PostgreSQL drivers already return `int8` exactly (pg: a string; PGlite: a bigint).
+ * How the jobs read and pass a table's primary key so that it round-trips exactly. A driver's
+ * value is not always the stored one: mysql2 returns a `BIGINT` as a JS number unless the
+ * application's pool sets `supportBigNumbers` and `bigNumberStrings` (rounded above 2^53), pg,
+ * PGlite and mysql2 return a `timestamptz` or `DATETIME(6)` as a JS Date (milliseconds: the
+ * microseconds are lost), pg an `interval` as an object. A key read so would make keyset pages skip
+ * rows and a compare-and-set write match no row, counted `deleted` while it is there. So a key
+ * whose driver value may not be exact is selected as its text (`cast(id as char)`, `id::text`) and
+ * passed back as that text, which the database parses as the column's type when it compares
+ * (`where id > $1`, `unnest($1::timestamptz[])`, MySQL's string-to-temporal comparison); a MySQL
+ * `BIGINT`'s text becomes a JS bigint beyond 2^53, which mysql2 writes as an exact integer
+ * literal. Integers, decimals (as strings), strings, uuids and bytes are read as they are. MySQL's
+ * `FLOAT`/`DOUBLE` are refused (`FLOAT` compares unequal to its own text).
  * @internal
  */
 export interface KeyColumn {
@@ -61,15 +67,36 @@ async function introspect(ctx: OpsContext, table: TableInfo): Promise<KeyColumn>
       `The jobs page through ${table.physical} by ${name}, which ${problem}: pages by it would skip rows and a write by it could reach another row. Name in primaryKeys.${table.physical} a column whose values are unique and never NULL (the primary key, or a column with a UNIQUE index on it alone).`,
       { table: table.logical },
     )
-  if (ctx.family !== 'mysql' || column?.type !== 'bigint')
+  const type = column?.type ?? ''
+  if (ctx.family === 'mysql' && /^(float|double|real)$/.test(type))
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `The jobs page through ${table.physical} by ${name}, of type ${type}, whose values the driver and the database do not compare exactly: a write by it could match no row. Name in primaryKeys.${table.physical} an integer, decimal, string, uuid or date column with a UNIQUE index on it alone.`,
+      { table: table.logical },
+    )
+  // A row-context column is bound into the AAD by its driver value (a Date is refused there): its
+  // text would make the jobs bind a value the plugin never reads back. Such rows fail in the jobs.
+  if (EXACT_AS_READ[ctx.family].test(type) || table.context.includes(name))
     return { name, selection: name, order: name, value: (raw) => raw }
   return {
     name,
-    selection: sql<string>`cast(${sql.ref(name)} as char)`.as(name),
+    selection: sql<string>`cast(${sql.ref(name)} as ${sql.raw(ctx.family === 'mysql' ? 'char' : 'text')})`.as(
+      name,
+    ),
     order: `${table.physical}.${name}`,
-    value: exactInteger,
+    value: type === 'bigint' ? exactInteger : (raw) => raw,
   }
 }
+
+/**
+ * Column types whose driver values are the stored values, passed back as they are: integers that
+ * fit a double (mysql2) or come as strings or bigints (pg's and PGlite's int8), decimals as
+ * strings (pg, PGlite), strings, uuids and bytes. Any other is read as its text.
+ */
+const EXACT_AS_READ = {
+  postgres: /^(smallint|integer|bigint|numeric|text|character varying|character|uuid|bytea)\b/,
+  mysql: /^(tinyint|smallint|mediumint|int|char|varchar|binary|varbinary)$/,
+} as const
 
 /** What the catalog says of the column the jobs page by. */
 interface PagingColumn {
