@@ -2,6 +2,7 @@ import { type Expression, type SqlBool, sql } from 'kysely'
 import { readContext } from '../schema/row-context.js'
 import type { ColumnInfo, TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
+import { plaintextCheck } from './plaintext-exact.js'
 import { exactKeys, type KeyColumn } from './primary-key.js'
 import { type RunOptions, report } from './progress.js'
 import type { StoredRow } from './row-check.js'
@@ -13,12 +14,14 @@ import type { StoredRow } from './row-check.js'
  * MySQL 8) and return text for a text column (and MariaDB's JSON), so a string as returned would
  * be JSON text in one case and a parsed JSON string (`"123"` → `'123'`) in the other. A `bigint`
  * plaintext is read as its decimal text on MySQL/MariaDB: mysql2 rounds a BIGINT past 2^53 to a
- * number unless the pool sets `supportBigNumbers` (pg and PGlite return int8 exactly).
+ * number unless the pool sets `supportBigNumbers` (pg and PGlite return int8 exactly). `exact`:
+ * the database's test of a plaintext the driver may read rounded ({@link plaintextCheck}).
  */
 export function columnRowColumns(
   column: ColumnInfo,
   key: KeyColumn,
   family: OpsContext['family'],
+  exact?: KeyColumn['selection'],
 ): Array<KeyColumn['selection']> {
   const kind = column.spec.codec.kind
   const asText = kind === 'json' || (kind === 'bigint' && family === 'mysql')
@@ -33,6 +36,7 @@ export function columnRowColumns(
     plaintext,
     column.stored,
     ...column.spec.indexes.map((s) => s.name),
+    ...(exact === undefined ? [] : [exact]),
   ]
 }
 
@@ -70,6 +74,7 @@ export async function* columnPages(
   cursor: PageCursor,
   where?: Expression<SqlBool>,
 ): AsyncGenerator<StoredRow[]> {
+  const exact = await plaintextCheck(ctx, table, column)
   let after: unknown = null
   for (;;) {
     if (options.signal?.aborted) {
@@ -78,7 +83,7 @@ export async function* columnPages(
     }
     let q = ctx.db
       .selectFrom(table.physical)
-      .select(columnRowColumns(column, key, ctx.family))
+      .select(columnRowColumns(column, key, ctx.family, exact))
       .orderBy(key.order)
       .limit(options.pageSize ?? 1000)
     if (after !== null) q = q.where(key.name, '>', after)

@@ -9,8 +9,9 @@ import type { OpsContext } from './context.js'
 import { pausing } from './job-batch.js'
 import { type JobOptions, type JobResult, runJob } from './job-engine.js'
 import type { JobSpec } from './job-spec.js'
+import { PLAINTEXT_EXACT, plaintextCheck } from './plaintext-exact.js'
 import { compareStored, plaintextValue } from './plaintext-value.js'
-import { keyColumn } from './primary-key.js'
+import { type KeyColumn, keyColumn } from './primary-key.js'
 import { destroyKeySet, type KeySet, type StoredRow } from './row-check.js'
 import { contextMatch, planUnderTenant, tenantJobHooks } from './row-plan.js'
 import { scanKeys, TenantKeySets } from './tenant-key-sets.js'
@@ -34,7 +35,10 @@ export interface EncryptColumnDryRun {
    * or does not decrypt, or blind indexes not of the active index version.
    */
   readonly wouldRewrite: number
-  /** Rows the backfill would count failed: a plaintext that is not a value of the column's codec. */
+  /**
+   * Rows the backfill would count failed: a plaintext that is not a value of the column's codec,
+   * or one its driver reads rounded (a timestamp with microseconds, a MySQL `FLOAT`).
+   */
   readonly failed: number
   readonly stopped: boolean
 }
@@ -86,11 +90,13 @@ export async function encryptColumn(
     )
   if (options.dryRun === true) return dryRun(ctx, table, column, options)
   const pk = ctx.primaryKey(table)
-  if (table.keyScope === undefined) return runJob(ctx, table, backfillSpec(ctx, table, column, pk), options)
+  const exact = await plaintextCheck(ctx, table, column)
+  if (table.keyScope === undefined)
+    return runJob(ctx, table, backfillSpec(ctx, table, column, pk, exact), options)
   // Per-tenant keys: each row under the keys of the tenant it holds, in one pass over the table.
   const tenants = new TenantKeySets(ctx, table)
   try {
-    return await runJob(ctx, table, backfillSpec(ctx, table, column, pk, tenants), options)
+    return await runJob(ctx, table, backfillSpec(ctx, table, column, pk, exact, tenants), options)
   } finally {
     tenants.destroy()
   }
@@ -142,13 +148,14 @@ function backfillSpec(
   table: TableInfo,
   column: ColumnInfo,
   pk: string,
+  exact: KeyColumn['selection'] | undefined,
   tenants?: TenantKeySets,
 ): JobSpec {
   return {
     kind: 'encrypt-column',
     subject: `${table.logical}.${column.logical}`,
     op: 'encrypt-column',
-    columns: (key) => columnRowColumns(column, key, ctx.family),
+    columns: (key) => columnRowColumns(column, key, ctx.family, exact),
     lockRead: column.spec.codec.kind === 'json',
     ...tenantJobHooks(tenants),
     plan: backfillPlan(table, column, pk),
@@ -202,7 +209,7 @@ function rowUpdates(
   let value: unknown
   let usable = true
   try {
-    value = plaintextValue(column, row[column.physical])
+    value = plaintextValue(column, row[column.physical], row[PLAINTEXT_EXACT])
     usable = value === null || column.spec.codec.is(value)
   } catch {
     usable = false

@@ -4,6 +4,7 @@ import { decryptValue } from '../fields/field-cipher.js'
 import { headerKeyVersion, looksLikeCiphertext } from '../fields/format.js'
 import { rowAad } from '../schema/row-context.js'
 import type { ColumnInfo } from '../schema/schema.js'
+import type { PLAINTEXT_EXACT } from './plaintext-exact.js'
 import type { KeySet } from './row-check.js'
 
 /**
@@ -11,10 +12,21 @@ import type { KeySet } from './row-check.js'
  * codec takes: numeric strings for `number`/`bigint` (PostgreSQL's numeric and int8), 0/1 for
  * `boolean` (MySQL's tinyint), the JSON text for `json` (read as text: `columnRowColumns`), a `Date` of a
  * `date` column for `calendarDate` (the drivers make it local midnight). Anything else is
- * returned as it is, for the codec to accept or refuse. @internal
+ * returned as it is, for the codec to accept or refuse. `exact`: the row's
+ * {@link PLAINTEXT_EXACT} (undefined when the column's type needs none).
+ * @throws CodecError `CODEC_INVALID_VALUE` when the driver read the value rounded (`exact` false:
+ *   a timestamp with microseconds, a MySQL `FLOAT`), or for a decimal a number cannot hold
+ *   exactly: the row is counted failed, never stored rounded
+ * @internal
  */
-export function plaintextValue(column: ColumnInfo, raw: unknown): unknown {
+export function plaintextValue(column: ColumnInfo, raw: unknown, exact?: unknown): unknown {
   if (raw === null || raw === undefined) return null
+  if (exact === false || exact === 0 || exact === '0')
+    throw new CodecError(
+      'CODEC_INVALID_VALUE',
+      `${column.table.physical}.${column.physical} holds a value its driver reads rounded (a timestamp with more than millisecond precision, a FLOAT the nearest double does not hold): it would be stored as another value. Round the column first (to milliseconds), or encrypt it with a codec that holds it.`,
+      { table: column.table.logical, column: column.logical },
+    )
   switch (column.spec.codec.kind) {
     case 'number':
       return typeof raw === 'string' && raw.trim() !== '' ? exactNumber(column, raw) : raw

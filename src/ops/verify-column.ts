@@ -5,6 +5,7 @@ import type { MigrationPhase } from '../schema/migration-phase.js'
 import { readState } from '../schema/migration-state.js'
 import { columnPages, type PageCursor, storedContext } from './column-pages.js'
 import type { OpsContext } from './context.js'
+import { PLAINTEXT_EXACT } from './plaintext-exact.js'
 import { compareStored, plaintextValue } from './plaintext-value.js'
 import { keyColumn } from './primary-key.js'
 import type { RunOptions } from './progress.js'
@@ -141,7 +142,7 @@ export async function verifyColumn(
         let value: unknown
         let unusable = false
         try {
-          value = plaintextValue(column, row[column.physical])
+          value = plaintextValue(column, row[column.physical], row[PLAINTEXT_EXACT])
         } catch {
           unusable = true
         }
