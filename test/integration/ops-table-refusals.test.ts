@@ -52,7 +52,10 @@ describe('ops: tables refused by name', () => {
       expect(String((error as Error).message)).toContain('annotated in several schemas')
       expect(String((error as Error).message)).toContain('app.users')
     }
-    // The qualified name gets past the name check: it fails on the keys not made yet.
-    await expect(ops.verify('app.users')).rejects.toMatchObject({ code: 'KEY_NOT_FOUND' })
+    // The qualified name gets past the name check: it fails on the table not being there.
+    await expect(ops.verify('app.users')).rejects.toMatchObject({
+      code: 'SCHEMA_MISMATCH',
+      problems: [{ kind: 'table-missing', table: 'app.users' }],
+    })
   })
 })
