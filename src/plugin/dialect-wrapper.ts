@@ -9,7 +9,7 @@ import type {
   TransactionSettings,
 } from 'kysely'
 import { isUniqueViolation, scrubDriverError } from '../driver-errors.js'
-import { QueryRefusedError } from '../errors.js'
+import { KeyError, QueryRefusedError } from '../errors.js'
 import { withCallerStack } from './caller-stack.js'
 import { type DecryptStats, decryptRows } from './decrypt-rows.js'
 import { DelegatingDriver } from './delegating-driver.js'
@@ -21,6 +21,13 @@ import {
   prepareQuery,
   type SlowPath,
 } from './prepare-query.js'
+import {
+  generation,
+  inTransaction,
+  nextGeneration,
+  refuseIfEnded,
+  trackRawTransaction,
+} from './transaction-state.js'
 import { uniqueViolationOf } from './unique-violation.js'
 
 export type { SlowPath } from './prepare-query.js'
@@ -80,28 +87,6 @@ type Patched = DatabaseConnection & { [ORIGINAL]?: Originals }
 
 /** The connection an {@link Execute} of {@link originalExecute} runs on. */
 const CONNECTION = Symbol('kysely-field-encryption.connection')
-
-/** Connections between BEGIN and COMMIT/ROLLBACK. */
-const inTransaction = new WeakSet<DatabaseConnection>()
-
-/** Leading blanks and comments of a statement. */
-const LEAD = String.raw`^(?:\s+|--[^\n]*(?:\n|$)|/\*[\s\S]*?\*/)*`
-/** BEGIN, not MariaDB's compound statement `BEGIN NOT ATOMIC … END`. */
-const RAW_BEGIN = new RegExp(`${LEAD}(?:begin(?!\\s+not\\s+atomic\\b)|start\\s+transaction)\\b`, 'i')
-/** COMMIT, ROLLBACK, END, ABORT, PREPARE TRANSACTION; not `… and chain` (a new transaction follows) nor a rollback to a savepoint. */
-const RAW_END = new RegExp(
-  `${LEAD}(?:(?:commit|end|rollback|abort)\\b(?![\\s\\S]*\\band\\s+chain\\b)(?!\\s+(?:work\\s+|transaction\\s+)?to\\b)|prepare\\s+transaction\\b)`,
-  'i',
-)
-
-/**
- * Marks `connection` inside or outside a transaction when raw SQL began or ended one. A failed
- * COMMIT ends the transaction too (PostgreSQL rolls it back): `failed` clears the mark only.
- */
-function trackRawTransaction(connection: DatabaseConnection, text: string, failed = false): void {
-  if (!failed && RAW_BEGIN.test(text)) inTransaction.add(connection)
-  else if (RAW_END.test(text)) inTransaction.delete(connection)
-}
 
 /** The connection's own `executeQuery`, bound to it (for the key store, which borrows it). */
 function originalExecute(connection: Patched): Execute {
@@ -196,16 +181,24 @@ export class EncryptingDriver extends DelegatingDriver {
     }
     await this.inner.beginTransaction(connection, settings)
     inTransaction.add(connection)
+    nextGeneration(connection)
   }
 
   override async commitTransaction(connection: DatabaseConnection): Promise<void> {
     inTransaction.delete(connection)
+    nextGeneration(connection)
     return this.inner.commitTransaction(connection)
   }
 
   override async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
     inTransaction.delete(connection)
+    nextGeneration(connection)
     return this.inner.rollbackTransaction(connection)
+  }
+
+  override releaseConnection(connection: DatabaseConnection): Promise<void> {
+    nextGeneration(connection)
+    return this.inner.releaseConnection(connection)
   }
 
   /** Patches the connection object in place (drivers pass it back to their own methods); returns it. */
@@ -234,7 +227,11 @@ function patchedExecute(
     try {
       // Steady state: no promise but the query's own (prepare and decrypt return plain values).
       const p = prepareQuery(ctx, compiler, query, own.lazySlow)
-      prepared = p instanceof Promise ? await p : p
+      if (p instanceof Promise) {
+        const before = generation.get(this)
+        prepared = await p
+        refuseIfEnded(this, before)
+      } else prepared = p
     } catch (error) {
       // Errors of this library get the application's frames, as kysely's drivers do for theirs.
       throw withCallerStack(error, new Error())
@@ -287,6 +284,7 @@ function patchedStream(
     const slow = slowPathOf(this)
     let plan: QueryPlan
     let send: CompiledQuery
+    const before = generation.get(this)
     try {
       ;({ plan, send } = await prepareQuery(ctx, compiler, query, slow))
       // A table with per-tenant keys: its rows' tenants are known only as the rows arrive, and
@@ -309,6 +307,7 @@ function patchedStream(
       // Fetch every data key version the rows may need before the cursor opens: a key-store
       // read on this connection would otherwise wait behind the cursor.
       if (plan.outputs.length > 0) await slow(() => prefetchDataKeys(ctx.ring(), plan))
+      refuseIfEnded(this, before)
     } catch (error) {
       throw withCallerStack(error, new Error())
     }
@@ -320,7 +319,15 @@ function patchedStream(
       }
       let rows: Record<string, unknown>[]
       try {
-        rows = await decryptRows(ctx.ring(), plan, chunk.rows as Record<string, unknown>[], ctx.stats, slow)
+        // No key-store read while the cursor holds the connection (it would wait behind it for
+        // ever): a version the prefetch did not load is not found.
+        rows = await decryptRows(
+          ctx.ring(),
+          plan,
+          chunk.rows as Record<string, unknown>[],
+          ctx.stats,
+          NO_LOAD,
+        )
       } catch (error) {
         throw withCallerStack(error, new Error())
       }
@@ -345,6 +352,15 @@ function slowPathOf(connection: Patched): SlowPath {
   own.slow ??= slowPathOn(originalExecute(connection))
   return own.slow
 }
+
+/** The slow path of an open stream: it loads nothing (see `patchedStream`). */
+const NO_LOAD: SlowPath = () =>
+  Promise.reject(
+    new KeyError(
+      'KEY_NOT_FOUND',
+      'A row of the stream names a data key version that was not live when the stream began (a version activated since, a key whose cache TTL passed during a long stream, or a damaged ciphertext): its key cannot be read while the cursor holds the connection. Read the rows again.',
+    ),
+  )
 
 /** `chunks`, with an error of the driver's stream scrubbed (see {@link scrubDriverError}) as it passes. */
 async function* scrubbed<T>(chunks: AsyncIterableIterator<T>): AsyncIterableIterator<T> {

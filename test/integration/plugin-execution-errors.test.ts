@@ -183,6 +183,31 @@ describe.each(backends())('errors while executing [$name]', (backend: Backend) =
         await t.raw.deleteFrom(u).where('id', '=', 3).execute()
       })
 
+      it('a row of a stream naming a key version not loaded: KEY_NOT_FOUND, not a wait behind its own cursor', async () => {
+        await t.db
+          .insertInto(u)
+          .values({ id: 4, name: 'future', email: `${MARKER}-f@x.io` })
+          .execute()
+        const stored = await t.raw.selectFrom(u).select('email').where('id', '=', 4).executeTakeFirstOrThrow()
+        // The header's key version byte: a version no process loaded (another activated it since).
+        const bytes = Buffer.from(stored.email as Uint8Array)
+        bytes[1] = 7
+        await t.raw.updateTable(u).set({ email: bytes }).where('id', '=', 4).execute()
+        // Past the key ring's floor between two metadata reads: the load would be tried.
+        await new Promise((resolve) => setTimeout(resolve, 1100))
+        const streamed = async () => {
+          for await (const row of t.db.selectFrom(u).select(['id', 'email']).where('id', '=', 4).stream(1)) {
+            expect(row).toBeUndefined()
+          }
+        }
+        const s = await caught(streamed())
+        expect(s.code).toBe('KEY_NOT_FOUND')
+        expectNoMarker(s)
+        // The connection went back to the pool: the next query runs.
+        expect(await t.db.selectFrom(u).select('id').where('id', '=', 4).execute()).toEqual([{ id: 4 }])
+        await t.raw.deleteFrom(u).where('id', '=', 4).execute()
+      }, 30_000)
+
       it('driver errors reach the caller too (extended by the wrapper where the driver does not: PGlite)', async () => {
         // The queries of Kysely's own test "error stack should contain the userland stack", with
         // the plugin installed.

@@ -1,0 +1,63 @@
+import type { DatabaseConnection } from 'kysely'
+import { QueryRefusedError } from '../errors.js'
+
+/**
+ * Which wrapped connections are inside a transaction, and how many times each began or ended one
+ * or went back to its pool: what the wrapper asks before it creates keys or sends a query that
+ * waited for its keys.
+ */
+
+/** Connections between BEGIN and COMMIT/ROLLBACK. */
+export const inTransaction = new WeakSet<DatabaseConnection>()
+
+/**
+ * How many times each connection began or ended a transaction or went back to its pool. A query
+ * that waited for its keys is sent only if this did not change meanwhile: a transaction rolled
+ * back (a sibling of the query failed) and its connection released would otherwise run the
+ * query after the rollback, in autocommit or in the next borrower's work.
+ */
+export const generation = new WeakMap<DatabaseConnection, number>()
+
+export function nextGeneration(connection: DatabaseConnection): void {
+  generation.set(connection, (generation.get(connection) ?? 0) + 1)
+}
+
+/**
+ * @throws QueryRefusedError `QUERY_REFUSED` (operator `transaction ended`) when the connection's
+ *   transaction ended, or the connection was released, since `before` was read
+ */
+export function refuseIfEnded(connection: DatabaseConnection, before: number | undefined): void {
+  if (generation.get(connection) === before) return
+  throw new QueryRefusedError(
+    'QUERY_REFUSED',
+    'Refused a query whose transaction ended (or whose connection was released) while it waited for its keys: it would have run outside that transaction. Nothing was sent.',
+    {
+      operator: 'transaction ended',
+      hint: 'Await every query of a transaction before the transaction callback returns or throws (Promise.all rejects at its first failure while the other queries still run).',
+    },
+  )
+}
+
+/** Leading blanks and comments of a statement. */
+const LEAD = String.raw`^(?:\s+|--[^\n]*(?:\n|$)|/\*[\s\S]*?\*/)*`
+/** BEGIN, not MariaDB's compound statement `BEGIN NOT ATOMIC … END`. */
+const RAW_BEGIN = new RegExp(`${LEAD}(?:begin(?!\\s+not\\s+atomic\\b)|start\\s+transaction)\\b`, 'i')
+/** COMMIT, ROLLBACK, END, ABORT, PREPARE TRANSACTION; not `… and chain` (a new transaction follows) nor a rollback to a savepoint. */
+const RAW_END = new RegExp(
+  `${LEAD}(?:(?:commit|end|rollback|abort)\\b(?![\\s\\S]*\\band\\s+chain\\b)(?!\\s+(?:work\\s+|transaction\\s+)?to\\b)|prepare\\s+transaction\\b)`,
+  'i',
+)
+
+/**
+ * Marks `connection` inside or outside a transaction when raw SQL began or ended one. A failed
+ * COMMIT ends the transaction too (PostgreSQL rolls it back): `failed` clears the mark only.
+ */
+export function trackRawTransaction(connection: DatabaseConnection, text: string, failed = false): void {
+  if (!failed && RAW_BEGIN.test(text)) {
+    inTransaction.add(connection)
+    nextGeneration(connection)
+  } else if (RAW_END.test(text)) {
+    inTransaction.delete(connection)
+    nextGeneration(connection)
+  }
+}
