@@ -259,7 +259,9 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
             const value = Reflect.get(target, prop, receiver)
             if (typeof value !== 'function' || prop === 'ensureSchema') return value
             return async (...args: unknown[]) => {
-              await ensureSchema()
+              // Not inside a transaction: MySQL would commit it at the DDL (a missing table is
+              // then read as empty, and keys are not created there either).
+              if (!insideTransaction()) await ensureSchema()
               return (value as (...a: unknown[]) => unknown).apply(target, args)
             }
           },
@@ -315,6 +317,7 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
     db: Kysely<any>,
     names: readonly string[] = logicalTables,
   ): Promise<InitKeysResult> => {
+    refuseTransaction(db, 'init')
     const plain = db.withoutPlugins()
     const store = new KeyStore(plain, keyTable)
     await store.ensureSchema()
@@ -360,4 +363,19 @@ function withoutClose(provider: KeyProvider): KeyProvider {
     unwrap: (wrapped, ref) => provider.unwrap(wrapped, ref),
     rewrap: (source, ref) => provider.rewrap(source, ref),
   }
+}
+
+/**
+ * `init` and `initTenant` create keys and, the first time, the key table: refused on a Kysely
+ * inside a transaction, whose rollback would remove keys that rows may already be written under
+ * (the instance caches them), and which MySQL would commit at the table's DDL.
+ * @throws ConfigError `CONFIG_INVALID`
+ */
+// biome-ignore lint/suspicious/noExplicitAny: any Kysely, whatever its DB type.
+function refuseTransaction(db: Kysely<any>, what: string): void {
+  if (db.isTransaction)
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `encryption.${what} was given a transaction: keys must be created outside one (a rollback would remove keys that rows may already be encrypted under, and MySQL commits a transaction at the key table's DDL). Call it with the Kysely itself, before or after the transaction.`,
+    )
 }

@@ -67,7 +67,8 @@ export function keyStoreError(what: string, error: unknown, table?: string): Fie
 }
 
 /**
- * Creates the key table if it does not exist, then adds `check_value` to a table made before it.
+ * Creates the key table if it does not exist (no DDL runs when it does), then adds `check_value`
+ * to a table made before it.
  * @throws KeyError `KEY_STORE_ERROR` when the table cannot be created.
  */
 export async function createKeyTable(t: KeyTable): Promise<void> {
@@ -90,7 +91,9 @@ export async function createKeyTable(t: KeyTable): Promise<void> {
     .addColumn('created_at', timeType, (c) => c.notNull())
     .addColumn('check_value', 'varchar(64)')
     .addPrimaryKeyConstraint(pkName, ['logical_table', 'purpose', 'version'])
-  for (let attempt = 0; ; attempt++) {
+  // MySQL commits the open transaction at any DDL, CREATE TABLE IF NOT EXISTS of a table that
+  // exists included: a table that is there gets none.
+  for (let attempt = 0; !(await tableExists(t)); attempt++) {
     try {
       await create.execute()
       break

@@ -48,16 +48,40 @@ const RAW_END = new RegExp(
   'i',
 )
 
+/** MySQL's `SET autocommit = 0` (`session`, `@@autocommit`, `@@session.autocommit`; `off`, `false`). */
+const AUTOCOMMIT = new RegExp(
+  `${LEAD}set\\s+(?:session\\s+|@@(?:session\\.)?)?autocommit\\s*(?:=|:=|\\s)\\s*(0|1|off|on|false|true)\\s*;?\\s*$`,
+  'i',
+)
+
+/**
+ * Connections whose session runs with autocommit off: every statement is in a transaction. The
+ * mark stays when the connection goes back to its pool, as the session's setting does.
+ */
+const manualCommit = new WeakSet<DatabaseConnection>()
+
 /**
  * Marks `connection` inside or outside a transaction when raw SQL began or ended one. A failed
- * COMMIT ends the transaction too (PostgreSQL rolls it back): `failed` clears the mark only.
+ * COMMIT ends the transaction too (PostgreSQL rolls it back): `failed` clears the mark only. With
+ * autocommit off (MySQL's `SET autocommit = 0`), the end of one transaction begins the next.
  */
 export function trackRawTransaction(connection: DatabaseConnection, text: string, failed = false): void {
-  if (!failed && RAW_BEGIN.test(text)) {
+  const autocommit = failed ? null : AUTOCOMMIT.exec(text)
+  if (autocommit) {
+    const off = /^(0|off|false)$/i.test(autocommit[1] as string)
+    if (off) {
+      manualCommit.add(connection)
+      inTransaction.add(connection)
+    } else {
+      manualCommit.delete(connection)
+      inTransaction.delete(connection)
+    }
+    nextGeneration(connection)
+  } else if (!failed && RAW_BEGIN.test(text)) {
     inTransaction.add(connection)
     nextGeneration(connection)
   } else if (RAW_END.test(text)) {
-    inTransaction.delete(connection)
+    if (!manualCommit.has(connection)) inTransaction.delete(connection)
     nextGeneration(connection)
   }
 }
