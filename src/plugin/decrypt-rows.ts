@@ -13,6 +13,9 @@ import { evictedWhileLoading } from './resolve-values.js'
 
 export type { DecryptStats } from './finish-rows.js'
 
+/** What decrypting rows asks of the key ring (a stream's narrows `key`, see dialect-wrapper.ts). */
+export type RowKeys = Pick<KeyRing, 'peekKey' | 'key'>
+
 /**
  * Decrypts the annotated columns of result rows in place, following the plan, then removes
  * search-index false positives and the hidden columns that carried their ciphertexts, and, under
@@ -26,7 +29,7 @@ export type { DecryptStats } from './finish-rows.js'
  * @throws DecryptionError `NOT_CIPHERTEXT`, `DECRYPT_AUTH_FAILED`, `WRONG_KEY`, … with table and column
  */
 export function decryptRows<R extends Record<string, unknown>>(
-  ring: KeyRing,
+  ring: RowKeys,
   plan: QueryPlan,
   rows: R[],
   stats: DecryptStats,
@@ -49,7 +52,7 @@ export function decryptRows<R extends Record<string, unknown>>(
  *   `undefined` when every value is done
  */
 function decryptFrom(
-  ring: KeyRing,
+  ring: RowKeys,
   keys: VersionMap<KeyMaterial>,
   plan: QueryPlan,
   rows: Record<string, unknown>[],
@@ -92,7 +95,7 @@ function decryptFrom(
 
 /** The keys the values from flat position `start` on need that neither `keys` nor the cache hold. */
 function missingFrom(
-  ring: KeyRing,
+  ring: RowKeys,
   keys: VersionMap<KeyMaterial>,
   plan: QueryPlan,
   rows: readonly Record<string, unknown>[],
@@ -121,7 +124,7 @@ function missingFrom(
 
 /** Loads the keys the cache could not serve into `keys`. */
 async function loadMissing(
-  ring: KeyRing,
+  ring: RowKeys,
   keys: VersionMap<KeyMaterial>,
   missing: VersionMap<KeyRef>,
   slow: <T>(fn: () => Promise<T>) => Promise<T>,

@@ -10,8 +10,10 @@ import type {
 } from 'kysely'
 import { isUniqueViolation, scrubDriverError } from '../driver-errors.js'
 import { KeyError, QueryRefusedError } from '../errors.js'
+import type { KeyRing } from '../keys/key-ring.js'
+import type { StoredKey } from '../keys/stored-key.js'
 import { withCallerStack } from './caller-stack.js'
-import { type DecryptStats, decryptRows } from './decrypt-rows.js'
+import { type DecryptStats, decryptRows, type RowKeys } from './decrypt-rows.js'
 import { DelegatingDriver } from './delegating-driver.js'
 import type { QueryPlan } from './plan.js'
 import {
@@ -284,6 +286,7 @@ function patchedStream(
     const slow = slowPathOf(this)
     let plan: QueryPlan
     let send: CompiledQuery
+    let prefetched: readonly StoredKey[] = []
     const before = generation.get(this)
     try {
       ;({ plan, send } = await prepareQuery(ctx, compiler, query, slow))
@@ -306,7 +309,7 @@ function patchedStream(
       }
       // Fetch every data key version the rows may need before the cursor opens: a key-store
       // read on this connection would otherwise wait behind the cursor.
-      if (plan.outputs.length > 0) await slow(() => prefetchDataKeys(ctx.ring(), plan))
+      if (plan.outputs.length > 0) prefetched = await slow(() => prefetchDataKeys(ctx.ring(), plan))
       refuseIfEnded(this, before)
     } catch (error) {
       throw withCallerStack(error, new Error())
@@ -320,13 +323,14 @@ function patchedStream(
       let rows: Record<string, unknown>[]
       try {
         // No key-store read while the cursor holds the connection (it would wait behind it for
-        // ever): a version the prefetch did not load is not found.
+        // ever): a key whose cache entry expired is unwrapped again from the versions read before
+        // the cursor opened (a provider call only); a version not among them is not found.
         rows = await decryptRows(
-          ctx.ring(),
+          streamRing(ctx.ring(), prefetched),
           plan,
           chunk.rows as Record<string, unknown>[],
           ctx.stats,
-          NO_LOAD,
+          NO_STORE,
         )
       } catch (error) {
         throw withCallerStack(error, new Error())
@@ -353,14 +357,38 @@ function slowPathOf(connection: Patched): SlowPath {
   return own.slow
 }
 
-/** The slow path of an open stream: it loads nothing (see `patchedStream`). */
-const NO_LOAD: SlowPath = () =>
-  Promise.reject(
-    new KeyError(
-      'KEY_NOT_FOUND',
-      'A row of the stream names a data key version that was not live when the stream began (a version activated since, a key whose cache TTL passed during a long stream, or a damaged ciphertext): its key cannot be read while the cursor holds the connection. Read the rows again.',
-    ),
+/**
+ * The keys of an open stream: cached ones as usual; an expired one unwrapped from the versions
+ * read before the cursor opened (`prefetched`), never looked up in the key store.
+ */
+function streamRing(ring: KeyRing, prefetched: readonly StoredKey[]): RowKeys {
+  return {
+    peekKey: (ref) => ring.peekKey(ref),
+    key: async (ref) => {
+      const stored = prefetched.find(
+        (k) => k.logicalTable === ref.logicalTable && k.purpose === ref.purpose && k.version === ref.version,
+      )
+      if (stored === undefined)
+        throw new KeyError(
+          'KEY_NOT_FOUND',
+          'A row of the stream names a data key version that was not live when the stream began (a version activated since, or a damaged ciphertext): the key store cannot be read while the cursor holds the connection. Read the rows again.',
+          { table: ref.logicalTable },
+        )
+      return ring.storedKey(stored)
+    },
+  }
+}
+
+/**
+ * The slow path of an open stream: a key-store query there would wait behind the stream's own
+ * cursor, so it fails at once instead (a provider's unwrap runs).
+ */
+const NO_STORE = slowPathOn(async () => {
+  throw new KeyError(
+    'KEY_NOT_FOUND',
+    'The key store cannot be read while a stream holds the connection: read the rows again.',
   )
+})
 
 /** `chunks`, with an error of the driver's stream scrubbed (see {@link scrubDriverError}) as it passes. */
 async function* scrubbed<T>(chunks: AsyncIterableIterator<T>): AsyncIterableIterator<T> {

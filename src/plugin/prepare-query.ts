@@ -1,6 +1,7 @@
 import type { CompiledQuery, QueryCompiler, RootOperationNode } from 'kysely'
 import { KeyError, QueryRefusedError } from '../errors.js'
 import type { KeyRing } from '../keys/key-ring.js'
+import type { StoredKey } from '../keys/stored-key.js'
 import type { EncryptedSchema } from '../schema/schema.js'
 import { analyzeQuery } from './analyzer.js'
 import { checkWrittenContext } from './context-types.js'
@@ -222,20 +223,28 @@ function withKeys(
   return { plan, send: send as CompiledQuery }
 }
 
-export async function prefetchDataKeys(ring: KeyRing, plan: QueryPlan): Promise<void> {
+/**
+ * Loads every data key version of the tables a plan decrypts (a stream's, before its cursor
+ * opens). @returns those versions as the key store lists them: a stream unwraps one again from
+ * them when its cache entry expires, with no key-store read behind its cursor.
+ */
+export async function prefetchDataKeys(ring: KeyRing, plan: QueryPlan): Promise<StoredKey[]> {
   // A table with per-tenant keys has no table-wide keys (and a stream of its encrypted columns is
   // refused before this: its tenants' keys could only load behind the cursor).
   const tables = new Set(
     plan.outputs.filter((o) => o.column.table.keyScope === undefined).map((o) => o.column.table.logical),
   )
+  const stored: StoredKey[] = []
   await Promise.all(
     [...tables].map(async (table) => {
       const versions = await ring.versions(table, 'data')
+      stored.push(...versions)
       await Promise.all(
         versions.map((v) => ring.key({ logicalTable: table, purpose: 'data', version: v.version })),
       )
     }),
   )
+  return stored
 }
 
 /** The deferred values among a query's parameters; a shared empty list when there are none. */
