@@ -1,6 +1,6 @@
 import { inspect } from 'node:util'
 import { type Dialect, Kysely, type KyselyPlugin } from 'kysely'
-import { ConfigError } from './errors.js'
+import { ConfigError, KeyError } from './errors.js'
 import { type ExplicitHelpers, explicitHelpers } from './explicit-helpers.js'
 import type { KeyCacheOptions } from './keys/key-cache.js'
 import type { AuditSink, KeyProvider } from './keys/key-provider.js'
@@ -259,9 +259,14 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
             const value = Reflect.get(target, prop, receiver)
             if (typeof value !== 'function' || prop === 'ensureSchema') return value
             return async (...args: unknown[]) => {
-              // Not inside a transaction: MySQL would commit it at the DDL (a missing table is
-              // then read as empty, and keys are not created there either).
               if (!insideTransaction()) await ensureSchema()
+              // Not inside a transaction: MySQL would commit it at the DDL. Nor a read of a key
+              // table that is not there, which would abort a PostgreSQL transaction.
+              else if (schemaReady === undefined && !(await target.exists()))
+                throw new KeyError(
+                  'KEY_NOT_FOUND',
+                  `The key table ${target.tableName} does not exist yet, and development mode (autoCreateKeys) creates it outside transactions only: run a first query outside a transaction, or \`kfe init\`.`,
+                )
               return (value as (...a: unknown[]) => unknown).apply(target, args)
             }
           },

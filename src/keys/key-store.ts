@@ -13,6 +13,7 @@ import {
   listAllKeys,
   listKeys,
   readKeyRows,
+  tableExists,
 } from './key-table.js'
 import type { KeyRows, KeyState, StoredKey } from './stored-key.js'
 
@@ -87,6 +88,18 @@ export class KeyStore {
    */
   async ensureSchema(): Promise<void> {
     await createKeyTable(this.#table)
+  }
+
+  /**
+   * Whether the key table exists, asked of the catalog: no DDL, and no failing statement (which
+   * would abort a PostgreSQL transaction the store runs in).
+   */
+  async exists(): Promise<boolean> {
+    try {
+      return await tableExists(this.#table)
+    } catch (error) {
+      throw keyStoreError('tell whether the key table exists', error)
+    }
   }
 
   /**

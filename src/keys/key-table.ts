@@ -6,6 +6,7 @@
 import { type Kysely, sql, type Transaction } from 'kysely'
 import { scrubDriverError } from '../driver-errors.js'
 import { ConfigError, FieldEncryptionError, KeyError } from '../errors.js'
+import { quotedPgTable } from '../schema/migration-ddl.js'
 import { detectSqlFamily } from '../schema/sql-family.js'
 import type { KeyPurpose, KeyRef } from './key-provider.js'
 import {
@@ -155,13 +156,22 @@ async function ensureCheckColumn(t: KeyTable): Promise<void> {
   }
 }
 
-async function tableExists(t: KeyTable): Promise<boolean> {
-  try {
-    await t.db.selectFrom(t.tableName).select('version').limit(1).execute()
-    return true
-  } catch {
-    return false
+/**
+ * Whether the key table exists, asked of the catalog: no error when it does not (a failing
+ * statement would abort the caller's PostgreSQL transaction).
+ */
+export async function tableExists(t: KeyTable): Promise<boolean> {
+  if (t.family === 'postgres') {
+    const { rows } = await sql<{
+      e: boolean
+    }>`select to_regclass(${quotedPgTable(t.tableName)}) is not null as e`.execute(t.db)
+    return rows[0]?.e === true
   }
+  const dot = t.tableName.indexOf('.')
+  const { rows } = await sql<{ n: number | string }>`select count(*) as n from information_schema.tables
+    where table_schema = ${dot < 0 ? sql`database()` : t.tableName.slice(0, dot)}
+      and table_name = ${dot < 0 ? t.tableName : t.tableName.slice(dot + 1)}`.execute(t.db)
+  return Number(rows[0]?.n) > 0
 }
 
 /**

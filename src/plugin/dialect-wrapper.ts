@@ -29,6 +29,7 @@ import {
   nextGeneration,
   refuseIfEnded,
   trackRawTransaction,
+  transactionEnded,
 } from './transaction-state.js'
 import { uniqueViolationOf } from './unique-violation.js'
 
@@ -187,14 +188,12 @@ export class EncryptingDriver extends DelegatingDriver {
   }
 
   override async commitTransaction(connection: DatabaseConnection): Promise<void> {
-    inTransaction.delete(connection)
-    nextGeneration(connection)
+    transactionEnded(connection)
     return this.inner.commitTransaction(connection)
   }
 
   override async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
-    inTransaction.delete(connection)
-    nextGeneration(connection)
+    transactionEnded(connection)
     return this.inner.rollbackTransaction(connection)
   }
 

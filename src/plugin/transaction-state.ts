@@ -72,16 +72,23 @@ export function trackRawTransaction(connection: DatabaseConnection, text: string
     if (off) {
       manualCommit.add(connection)
       inTransaction.add(connection)
-    } else {
-      manualCommit.delete(connection)
+    } else if (manualCommit.delete(connection)) {
+      // Back to autocommit: the implicit transaction is committed (a START TRANSACTION before
+      // it, autocommit already on, stays open).
       inTransaction.delete(connection)
     }
     nextGeneration(connection)
   } else if (!failed && RAW_BEGIN.test(text)) {
     inTransaction.add(connection)
     nextGeneration(connection)
-  } else if (RAW_END.test(text)) {
-    if (!manualCommit.has(connection)) inTransaction.delete(connection)
-    nextGeneration(connection)
-  }
+  } else if (RAW_END.test(text)) transactionEnded(connection)
+}
+
+/**
+ * A transaction of `connection` ended (COMMIT, ROLLBACK, raw or through Kysely): out of it,
+ * unless its session runs with autocommit off, where the next statement begins another.
+ */
+export function transactionEnded(connection: DatabaseConnection): void {
+  if (!manualCommit.has(connection)) inTransaction.delete(connection)
+  nextGeneration(connection)
 }
