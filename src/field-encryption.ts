@@ -183,7 +183,20 @@ export interface FieldEncryption extends ExplicitHelpers {
  * @throws ConfigError `CONFIG_INVALID` when no key provider is given, or an option has the wrong shape
  */
 export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryption {
-  checkSharedOptions(options, 'fieldEncryption')
+  checkSharedOptions(options, 'fieldEncryption', [
+    'schema',
+    'keyProvider',
+    'keyTable',
+    'cache',
+    'metadataTtlMs',
+    'metadataMax',
+    'audit',
+    'autoCreateKeys',
+    'createTenantKeys',
+    'allowKeyRollback',
+    'onKeyEvent',
+    'verifySchema',
+  ])
   const providers = Array.isArray(options.keyProvider)
     ? [...options.keyProvider]
     : [options.keyProvider as KeyProvider]

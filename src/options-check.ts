@@ -1,4 +1,5 @@
 import { ConfigError } from './errors.js'
+import { refuseUnknownKeys } from './option-keys.js'
 
 /**
  * The options `fieldEncryption` and `fieldEncryptionOps` share, checked for their shape before
@@ -9,9 +10,11 @@ import { ConfigError } from './errors.js'
  *
  * @param options - The options as given.
  * @param what - Who is configured, for the message (`fieldEncryption`, `the operations`).
+ * @param known - The option keys the caller takes: any other is refused (a misspelt one would be
+ *   dropped, its default taken).
  * @throws ConfigError `CONFIG_INVALID` naming the option and what it must be
  */
-export function checkSharedOptions(options: unknown, what: string): void {
+export function checkSharedOptions(options: unknown, what: string, known: readonly string[]): void {
   if (!isObject(options)) invalid(what, 'options', 'an object')
   const o = options as Record<string, unknown>
   const schema = o.schema as { table?: unknown; tables?: { get?: unknown } } | undefined
@@ -34,6 +37,7 @@ export function checkSharedOptions(options: unknown, what: string): void {
     invalid(what, 'primaryKeys', "an object of table: column ({ users: 'user_id' })")
   if (o.cache !== undefined) {
     if (!isObject(o.cache)) invalid(what, 'cache', 'an object ({ max, ttlMs, graceMs, outageRetryMs })')
+    refuseUnknownKeys(o.cache, ['max', 'ttlMs', 'graceMs', 'outageRetryMs', 'now'], `${what}: cache`)
     const cache = o.cache as Record<string, unknown>
     for (const key of ['max', 'ttlMs', 'graceMs', 'outageRetryMs'])
       if (cache[key] !== undefined && typeof cache[key] !== 'number')
@@ -48,6 +52,9 @@ export function checkSharedOptions(options: unknown, what: string): void {
     if (o[key] !== undefined && typeof o[key] !== 'function') invalid(what, key, 'a function')
   if (o.verifySchema !== undefined && typeof o.verifySchema !== 'boolean' && !isObject(o.verifySchema))
     invalid(what, 'verifySchema', 'true, false or an object')
+  refuseUnknownKeys(o.verifySchema, ['unannotatedTables', 'keyTable'], `${what}: verifySchema`)
+  // After the shapes: a known option of the wrong shape is named as such.
+  refuseUnknownKeys(options, known, what)
 }
 
 /** An object, not an array (a list where one options object is meant is a mistake too). */

@@ -127,6 +127,7 @@ function positiveInt(name: string, value: number, allowZero: boolean): number {
 export class KeyCache {
   readonly #lru: LRUCache<string, Entry>
   readonly #inflight = new Map<string, Promise<LoadResult>>()
+
   readonly #ttl: number
   readonly #grace: number
   readonly #outageRetry: number
@@ -147,6 +148,13 @@ export class KeyCache {
     this.#ttl = positiveInt('ttlMs', options.ttlMs ?? 300_000, false)
     this.#grace = positiveInt('graceMs', options.graceMs ?? 900_000, true)
     this.#outageRetry = positiveInt('outageRetryMs', options.outageRetryMs ?? 5_000, true)
+    // lru-cache drops expired keys on a timer: Node's timers count to 2^31 - 1 ms, and past it
+    // fire every millisecond.
+    if (this.#ttl + this.#grace > 2_147_483_647)
+      throw new ConfigError(
+        'CONFIG_INVALID',
+        `ttlMs + graceMs must be at most 2147483647 ms (about 24.8 days), got ${this.#ttl + this.#grace}.`,
+      )
     const now = options.now ?? (() => performance.now())
     this.#now = now
     this.#lru = new LRUCache<string, Entry>({
@@ -186,22 +194,17 @@ export class KeyCache {
       this.#hits++
       return entry.material
     }
-    if (entry?.retryAfter !== undefined && this.#now() < entry.retryAfter) {
-      // The keeper failed moments ago: serve the stale key (within grace) without asking again.
+    if (entry?.retryAfter !== undefined) {
+      // The keeper did not answer when last asked (an outage): serve the stale key (within
+      // grace) at once, and ask again in the background once `outageRetryMs` has passed, so
+      // that no query waits out a hung provider's timeouts for a key it holds. A refusal there
+      // still drops the key when it comes.
+      if (this.#now() >= entry.retryAfter) void this.#pending(k, load).catch(() => undefined)
       this.#staleServed++
       return entry.material
     }
     this.#misses++
-    let pending = this.#inflight.get(k)
-    if (pending === undefined) {
-      pending = this.#load(k, load)
-      this.#inflight.set(k, pending)
-      const settle = (): void => {
-        if (this.#inflight.get(k) === pending) this.#inflight.delete(k)
-      }
-      void pending.then(settle, settle)
-    }
-    const result = await pending
+    const result = await this.#pending(k, load)
     if (result.stale) this.#staleServed++
     return result.material
   }
@@ -279,6 +282,20 @@ export class KeyCache {
 
   [inspect.custom](): string {
     return this.toString()
+  }
+
+  /** The load of `k` in flight, or a new one (single flight: concurrent callers share it). */
+  #pending(k: string, load: () => Promise<KeyMaterial>): Promise<LoadResult> {
+    let pending = this.#inflight.get(k)
+    if (pending === undefined) {
+      pending = this.#load(k, load)
+      this.#inflight.set(k, pending)
+      const settle = (): void => {
+        if (this.#inflight.get(k) === pending) this.#inflight.delete(k)
+      }
+      void pending.then(settle, settle)
+    }
+    return pending
   }
 
   /** The entry for `k` if it is within ttl + grace; drops (zeroes) it if it is past that. */

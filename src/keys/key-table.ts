@@ -168,10 +168,12 @@ export async function tableExists(t: KeyTable): Promise<boolean> {
     return rows[0]?.e === true
   }
   const dot = t.tableName.indexOf('.')
-  const { rows } = await sql<{ n: number | string }>`select count(*) as n from information_schema.tables
+  const { rows } = await sql<{
+    key_table_exists: number | string
+  }>`select count(*) as key_table_exists from information_schema.tables
     where table_schema = ${dot < 0 ? sql`database()` : t.tableName.slice(0, dot)}
       and table_name = ${dot < 0 ? t.tableName : t.tableName.slice(dot + 1)}`.execute(t.db)
-  return Number(rows[0]?.n) > 0
+  return Number(rows[0]?.key_table_exists) > 0
 }
 
 /**

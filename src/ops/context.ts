@@ -80,7 +80,21 @@ const IDENT = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
  * @throws ConfigError `CONFIG_INVALID` on no provider or a bad table or column name.
  */
 export function createOpsContext(options: OpsOptions): OpsContext {
-  checkSharedOptions(options, 'the operations')
+  checkSharedOptions(options, 'the operations', [
+    'db',
+    'schema',
+    'keyProvider',
+    'keyTable',
+    'jobsTable',
+    'metadataTtlMs',
+    'ttlMarginMs',
+    'cache',
+    'audit',
+    'primaryKeys',
+    // A kfe.config's own keys, beside the operations' (the CLI hands the whole config over).
+    'dialect',
+    'kysely',
+  ])
   // Not `instanceof`: the application's Kysely may be another copy of the module (ESM and CJS).
   if (typeof (options.db as { withoutPlugins?: unknown } | undefined)?.withoutPlugins !== 'function')
     throw new ConfigError('CONFIG_INVALID', 'the operations: option db must be a Kysely instance.')

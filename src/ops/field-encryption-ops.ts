@@ -1,4 +1,6 @@
 import type { Dialect, Kysely } from 'kysely'
+import { OperationError } from '../errors.js'
+import { refuseUnknownKeys } from '../option-keys.js'
 import type { MigrationStep } from '../schema/migration-ddl.js'
 import { createOpsContext, type OpsContext, type OpsOptions } from './context.js'
 import { type EncryptColumnDryRun, type EncryptColumnOptions, encryptColumn } from './encrypt-column.js'
@@ -81,23 +83,62 @@ export interface FieldEncryptionOps {
 export function fieldEncryptionOps(options: OpsOptions): FieldEncryptionOps {
   const ctx: OpsContext = createOpsContext(options)
   return Object.freeze({
-    init: (o?: InitOptions) => init(ctx, o),
-    status: (o?: StatusOptions) => status(ctx, o),
-    rotate: (table: string, o: RotateOptions) => rotate(ctx, table, o),
-    reencrypt: (table: string, o?: ReencryptOptions) => reencrypt(ctx, table, o),
-    verify: (table: string, o?: VerifyOptions) => verify(ctx, table, o),
+    init: async (o?: InitOptions) => init(ctx, checked(o, 'init')),
+    status: async (o?: StatusOptions) => status(ctx, checked(o, 'status')),
+    rotate: async (table: string, o: RotateOptions) => rotate(ctx, table, checked(o, 'rotate')),
+    reencrypt: async (table: string, o?: ReencryptOptions) => reencrypt(ctx, table, checked(o, 'reencrypt')),
+    verify: async (table: string, o?: VerifyOptions) => verify(ctx, table, checked(o, 'verify')),
     // The overloads of FieldEncryptionOps type the result by `dryRun`.
-    encryptColumn: ((table: string, column: string, o?: EncryptColumnOptions) =>
-      encryptColumn(ctx, table, column, o)) as FieldEncryptionOps['encryptColumn'],
-    verifyColumn: (table: string, column: string, o?: VerifyColumnOptions) =>
-      verifyColumn(ctx, table, column, o),
+    encryptColumn: (async (table: string, column: string, o?: EncryptColumnOptions) =>
+      encryptColumn(ctx, table, column, checked(o, 'encryptColumn'))) as FieldEncryptionOps['encryptColumn'],
+    verifyColumn: async (table: string, column: string, o?: VerifyColumnOptions) =>
+      verifyColumn(ctx, table, column, checked(o, 'verifyColumn')),
     migration: (table: string, column: string, step: MigrationStep) => migration(ctx, table, column, step),
-    retire: (table: string, o: RetireOptions) => retire(ctx, table, o),
-    rewrap: (o: RewrapOptions) => rewrap(ctx, o),
-    rotateTenants: (table: string, o: Omit<RotateOptions, 'tenant'>) => rotateTenants(ctx, table, o),
-    shred: (table: string, o: ShredOptions) => shred(ctx, table, o),
+    retire: async (table: string, o: RetireOptions) => retire(ctx, table, checked(o, 'retire')),
+    rewrap: async (o: RewrapOptions) => rewrap(ctx, checked(o, 'rewrap')),
+    rotateTenants: async (table: string, o: Omit<RotateOptions, 'tenant'>) =>
+      rotateTenants(ctx, table, checked(o, 'rotateTenants')),
+    shred: async (table: string, o: ShredOptions) => shred(ctx, table, checked(o, 'shred')),
     close: () => ctx.ring.close(),
   })
+}
+
+const RUN = ['signal', 'onProgress']
+const JOB = [...RUN, 'batchSize', 'workers', 'maxRowsPerSecond', 'workerName', 'restart']
+/** The option keys of each operation (a misspelt `dryRun` would run it for real). */
+const OPTION_KEYS = {
+  init: [...RUN, 'tables', 'dryRun', 'tenants'],
+  status: [...RUN, 'table', 'exact', 'sampleSize', 'staleJobMs', 'tenant'],
+  rotate: [...JOB, 'purpose', 'activateLater', 'reencrypt', 'dryRun', 'tenant'],
+  rotateTenants: [...JOB, 'purpose', 'activateLater', 'reencrypt', 'dryRun'],
+  reencrypt: [...JOB, 'dryRun', 'tenant'],
+  verify: [...RUN, 'pageSize', 'maxListed', 'tenant'],
+  encryptColumn: [...JOB, 'dryRun', 'pageSize'],
+  verifyColumn: [...RUN, 'pageSize', 'maxListed', 'tenant'],
+  retire: [...RUN, 'purpose', 'version', 'force', 'dryRun', 'tenant'],
+  rewrap: [...RUN, 'from', 'to', 'keep', 'dryRun'],
+  shred: [...RUN, 'tenant', 'dryRun'],
+} as const satisfies Record<string, readonly string[]>
+
+/**
+ * An operation's options, checked before it runs: no key it does not know, and page sizes and
+ * list lengths that are whole numbers (a `pageSize` of 0 made `verify` read no row and pass).
+ * @throws OperationError `OPS_INVALID`
+ */
+function checked<O>(options: O, op: keyof typeof OPTION_KEYS): O {
+  const refuse = (message: string) => new OperationError('OPS_INVALID', message)
+  refuseUnknownKeys(options, OPTION_KEYS[op], `ops.${op}`, refuse)
+  const o = (options ?? {}) as { pageSize?: unknown; maxListed?: unknown; sampleSize?: unknown }
+  for (const [key, min] of [
+    ['pageSize', 1],
+    ['maxListed', 0],
+    ['sampleSize', 1],
+  ] as const) {
+    const value = o[key]
+    if (value !== undefined && !(typeof value === 'number' && Number.isSafeInteger(value) && value >= min))
+      throw refuse(`ops.${op}: option ${key} must be an integer of ${min} or more, got ${String(value)}.`)
+  }
+  return options
 }
 
 /** The `kfe` configuration file's default export (`kfe.config.ts`): see {@link defineConfig}. */

@@ -1,6 +1,7 @@
 import { type BlindIndexSpec, blindIndex, type Normalizer } from '../blindindex/blind-index.js'
 import { ConfigError } from '../errors.js'
 import { type Codec, type CodecKind, codecs } from '../fields/codecs.js'
+import { refuseUnknownKeys } from '../option-keys.js'
 import { MIGRATION_PHASES, type MigrationPhase } from './migration-phase.js'
 
 /** Options of one blind index declared on a column. */
@@ -105,7 +106,25 @@ export interface EncryptedColumn<T = unknown, I extends string = string> {
 /** The keys of {@link IndexOptions}. */
 const INDEX_OPTION_NAMES: ReadonlySet<string> = new Set(['name', 'bits', 'normalize', 'rotationSlot'])
 
+/** The keys of {@link ColumnOptions}. */
+const COLUMN_OPTION_NAMES: readonly string[] = [
+  'index',
+  'logicalName',
+  'migratingFromPlaintext',
+  'maxBytes',
+  'storedAs',
+  'migration',
+]
+
 function column<T, I extends string>(kind: CodecKind, options: ColumnOptions = {}): EncryptedColumn<T, I> {
+  if (typeof options !== 'object' || options === null || Array.isArray(options))
+    throw new ConfigError('CONFIG_INVALID', `encrypted.${kind}(…): its options must be an object.`)
+  refuseUnknownKeys(options, COLUMN_OPTION_NAMES, `encrypted.${kind}(…)`)
+  if (options.migratingFromPlaintext !== undefined && typeof options.migratingFromPlaintext !== 'boolean')
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `encrypted.${kind}(…): option migratingFromPlaintext must be true or false (a string such as 'false' would turn plaintext reads on).`,
+    )
   const list =
     options.index === undefined ? [] : Array.isArray(options.index) ? options.index : [options.index]
   const indexes = (list as readonly IndexOptions[]).map((o) => {

@@ -2,6 +2,7 @@ import { type ColumnDataType, type ColumnDefinitionBuilder, type Expression, typ
 import { isUniqueViolation, scrubDriverError } from '../driver-errors.js'
 import { ConfigError, UniqueViolationError } from '../errors.js'
 import { FORMAT_V1_OVERHEAD } from '../fields/format.js'
+import { refuseUnknownKeys } from '../option-keys.js'
 import { type EncryptedSchema, indexColumnNames, type TableInfo } from './schema.js'
 
 import { type SqlFamily, sqlFamily } from './sql-family.js'
@@ -101,6 +102,17 @@ export function addEncryptedColumns(
   family: SqlFamily,
   options: AddEncryptedColumnsOptions = {},
 ) {
+  if (family !== 'postgres' && family !== 'mysql')
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `addEncryptedColumns: the SQL family must be 'postgres' (PostgreSQL, PGlite) or 'mysql' (MySQL, MariaDB), got ${JSON.stringify(family)}.`,
+    )
+  refuseUnknownKeys(options, ['notNull'], 'addEncryptedColumns')
+  if (options.notNull !== undefined && !Array.isArray(options.notNull))
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      "addEncryptedColumns: option notNull must be a list of columns (['email']).",
+    )
   const columns = encryptedColumnTypes(schema, table, family)
   const notNull = new Set(options.notNull ?? [])
   const info = tableInfo(schema, table)

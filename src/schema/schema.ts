@@ -1,5 +1,6 @@
 import type { BlindIndexSpec } from '../blindindex/blind-index.js'
 import { ConfigError } from '../errors.js'
+import { refuseUnknownKeys } from '../option-keys.js'
 import type { EncryptedColumn } from './columns.js'
 import { SCOPE_SEPARATOR } from './key-scope.js'
 import { refuseAnnotatedKey, refuseDottedColumn } from './name-rules.js'
@@ -67,11 +68,41 @@ export function encryptedSchema<D extends SchemaDefinition, O extends boolean = 
   options: SchemaOptions<O> = {},
 ): EncryptedSchema<D, O> | TypedSchemaBuilder<unknown> {
   if (definition === undefined) {
-    // The typed form: `encryptedSchema<DB>()(definition)`; the check is the compiler's.
-    return ((d: SchemaDefinition, o?: SchemaOptions) =>
-      buildSchema(d, o ?? {})) as TypedSchemaBuilder<unknown>
+    // The typed form: `encryptedSchema<DB>()(definition)`; the names' check is the compiler's.
+    return ((d: SchemaDefinition, o?: SchemaOptions) => {
+      checkSchemaOptions(d, o ?? {})
+      return buildSchema(d, o ?? {})
+    }) as TypedSchemaBuilder<unknown>
   }
+  checkSchemaOptions(definition, options)
   return buildSchema(definition, options)
+}
+
+/**
+ * The schema's options, for keys it does not know (a misspelt `context` would leave every value
+ * unbound to its row) and tables its definition does not hold (a misspelt table name, whose
+ * options would apply to nothing).
+ * @throws ConfigError `CONFIG_INVALID`
+ */
+function checkSchemaOptions(definition: SchemaDefinition, options: SchemaOptions): void {
+  if (typeof options !== 'object' || options === null)
+    throw new ConfigError('CONFIG_INVALID', 'encryptedSchema: its options must be an object.')
+  refuseUnknownKeys(options, ['tables', 'omitBlindIndexes'], 'encryptedSchema')
+  if (options.omitBlindIndexes !== undefined && typeof options.omitBlindIndexes !== 'boolean')
+    throw new ConfigError('CONFIG_INVALID', 'encryptedSchema: option omitBlindIndexes must be true or false.')
+  for (const [table, tableOptions] of Object.entries(options.tables ?? {})) {
+    if (!Object.hasOwn(definition, table))
+      throw new ConfigError(
+        'CONFIG_INVALID',
+        `encryptedSchema: tables.${table} names no table of the schema (its tables are ${Object.keys(definition).join(', ')}).`,
+        { table },
+      )
+    refuseUnknownKeys(
+      tableOptions,
+      ['logicalName', 'primaryKey', 'context', 'keyScope'],
+      `encryptedSchema: tables.${table}`,
+    )
+  }
 }
 
 /**

@@ -177,11 +177,34 @@ describe('KeyCache: grace covers outages, never revocation', () => {
     expect(await cache.get(ref(), failingWith(unavailable()))).toBe(key)
     clock.advance(10_000)
     expect(await cache.get(ref(), failingWith(unavailable()))).toBe(key)
-    clock.advance(5000) // outageRetryMs (default 5 s): the keeper is asked again
+    await new Promise((resolve) => setTimeout(resolve, 0)) // that reload (in the background) fails
+    clock.advance(5000) // outageRetryMs (default 5 s): the keeper is asked again, in the background
+    let answer: (error: unknown) => void = () => undefined
+    const refusal = new Promise<KeyMaterial>((_, reject) => {
+      answer = reject
+    })
+    // The caller does not wait for the keeper (a hung KMS would hold every query for its timeouts).
+    expect(await cache.get(ref(), () => refusal)).toBe(key)
+    answer(new KeyProviderError('PROVIDER_ACCESS_DENIED', 'denied (test)'))
+    await new Promise((resolve) => setTimeout(resolve, 0))
+    // The refusal, when it comes, drops the key: the next caller asks again and is refused.
+    expect(key.destroyed).toBe(true)
     await expect(
       cache.get(ref(), failingWith(new KeyProviderError('PROVIDER_ACCESS_DENIED', 'denied (test)'))),
     ).rejects.toMatchObject({ code: 'PROVIDER_ACCESS_DENIED' })
-    expect(key.destroyed).toBe(true)
+  })
+
+  it('during an outage, a caller past outageRetryMs gets the stale key at once while one reload runs', async () => {
+    const { cache, key, clock } = await expiredWithinGrace()
+    expect(await cache.get(ref(), failingWith(unavailable()))).toBe(key)
+    clock.advance(5000)
+    let calls = 0
+    const hung = () => {
+      calls++
+      return new Promise<KeyMaterial>(() => undefined)
+    }
+    for (let i = 0; i < 5; i++) expect(await cache.get(ref(), hung)).toBe(key)
+    expect(calls).toBe(1)
   })
 
   it('revocation latency is ttl: a fresh key is not reloaded, so a refusal is seen only at ttl', async () => {
