@@ -224,6 +224,26 @@ describe.runIf(softHsmAvailable)('pkcs11KeyProvider on SoftHSM2', () => {
     expect(error.message).not.toContain('wrong-pin')
   })
 
+  it('a PIN the token refused is not tried again until it changes (a token locks its user after a few)', async () => {
+    process.env.KFE_TEST_HSM_PIN_LOCK = 'wrong-pin'
+    const p = provider({ pin: undefined, pinEnv: 'KFE_TEST_HSM_PIN_LOCK' })
+    const first = await expectCode(p.generateDataKey(users), 'PROVIDER_ACCESS_DENIED')
+    expect(first.message).toContain('CKR_PIN_INCORRECT')
+    // Concurrent and later calls with the same PIN: refused without a login.
+    const again = await Promise.all(
+      [1, 2, 3].map(() => expectCode(p.generateDataKey(users), 'PROVIDER_ACCESS_DENIED')),
+    )
+    for (const e of again) {
+      expect(e.message).toContain('refused this PIN before')
+      expect(e.message).not.toContain('wrong-pin')
+    }
+    // The PIN corrected: the next call logs in.
+    process.env.KFE_TEST_HSM_PIN_LOCK = token.pin
+    const { plaintext, wrapped } = await p.generateDataKey(users)
+    expect((await p.unwrap(wrapped, users)).equals(plaintext)).toBe(true)
+    delete process.env.KFE_TEST_HSM_PIN_LOCK
+  })
+
   it('reads the PIN from pinEnv and finds the token by slot ID', async () => {
     const slot = await withSession((s) => {
       const h = s.slot.handle

@@ -29,7 +29,7 @@ import {
 } from './pkcs11-module.js'
 import { type Pkcs11KeyProvider, type Pkcs11ProviderOptions, validateOptions } from './pkcs11-options.js'
 import { SessionPool } from './pkcs11-session-pool.js'
-import { describeTarget, findKek, findSlot, login, readPin, type Target } from './pkcs11-token.js'
+import { describeTarget, findKek, findSlot, PinGuard, readPin, type Target } from './pkcs11-token.js'
 import {
   encodeKeyRef,
   FORMAT_GCM,
@@ -67,6 +67,8 @@ class Pkcs11Provider implements Pkcs11KeyProvider {
   readonly id: string
   readonly #target: Target
   readonly #pin: { pin?: string | undefined; pinEnv?: string | undefined }
+  /** Logs sessions in; a PIN the token refused is not tried again until it changes. */
+  readonly #logins = new PinGuard()
   readonly #keyLabel: string
   readonly #mechanism: 'AES_KEY_WRAP_PAD' | 'AES_GCM'
   readonly #sessions: number
@@ -312,7 +314,7 @@ class Pkcs11Provider implements Pkcs11KeyProvider {
       throw this.#sessionError(error)
     }
     try {
-      login(session, shared.g, readPin(this.#pin), this.#target)
+      this.#logins.login(session, shared.g, readPin(this.#pin), this.#target, this.id, this.#pin.pinEnv)
       const kek = findKek(session, shared.g, this.#keyLabel, this.#target, this.id, this.#kekSeen)
       this.#kekSeen = true
       return { session, kek }

@@ -2,6 +2,7 @@
  * Reaching the KEK on a PKCS#11 token: finding the token's slot, the PIN, logging a session in,
  * and looking the KEK up by its label.
  */
+import { createHash, timingSafeEqual } from 'node:crypto'
 import type * as Graphene from 'graphene-pk11'
 import { KeyProviderError } from '../../errors.js'
 import { CKR, ckrName, PIN_REFUSED, pkcs11Code } from './pkcs11-errors.js'
@@ -74,6 +75,43 @@ export function readPin(options: { pin?: string | undefined; pinEnv?: string | u
     )
   }
   return value
+}
+
+/**
+ * Logs sessions in, and remembers (as its SHA-256) a PIN the token refused: that PIN is not tried
+ * again until it changes. A token locks its user after a few wrong PINs (CloudHSM after 5), and
+ * every query that needs a session would otherwise try it once more.
+ */
+export class PinGuard {
+  #refused: Buffer | undefined
+
+  /**
+   * @throws KeyProviderError `PROVIDER_ACCESS_DENIED` when the token refuses `pin`, or refused it
+   *   before (then without a login)
+   */
+  login(
+    session: Graphene.Session,
+    g: GrapheneModule,
+    pin: string,
+    target: Target,
+    providerId: string,
+    pinEnv: string | undefined,
+  ): void {
+    const digest = createHash('sha256').update(pin).digest()
+    if (this.#refused !== undefined && timingSafeEqual(this.#refused, digest))
+      throw new KeyProviderError(
+        'PROVIDER_ACCESS_DENIED',
+        `The PKCS#11 ${describeTarget(target)} refused this PIN before: it is not tried again (a token locks its user after a few wrong PINs). Correct the PIN${pinEnv === undefined ? '' : ` in $${pinEnv}`}.`,
+        { providerId },
+      )
+    try {
+      login(session, g, pin, target)
+    } catch (error) {
+      if (error instanceof KeyProviderError && error.code === 'PROVIDER_ACCESS_DENIED') this.#refused = digest
+      throw error
+    }
+    this.#refused = undefined
+  }
 }
 
 /**
