@@ -128,7 +128,27 @@ const OPTION_KEYS = {
 function checked<O>(options: O, op: keyof typeof OPTION_KEYS): O {
   const refuse = (message: string) => new OperationError('OPS_INVALID', message)
   refuseUnknownKeys(options, OPTION_KEYS[op], `ops.${op}`, refuse)
-  const o = (options ?? {}) as { pageSize?: unknown; maxListed?: unknown; sampleSize?: unknown }
+  const o = (options ?? {}) as {
+    pageSize?: unknown
+    maxListed?: unknown
+    sampleSize?: unknown
+    purpose?: unknown
+    version?: unknown
+  }
+  // A purpose or version misspelt looked like a key that does not exist ("run kfe init first").
+  if (
+    (op === 'rotate' || op === 'rotateTenants' || op === 'retire') &&
+    o.purpose !== 'data' &&
+    o.purpose !== 'index'
+  )
+    throw refuse(`ops.${op}: option purpose must be 'data' or 'index', got ${JSON.stringify(o.purpose)}.`)
+  if (
+    op === 'retire' &&
+    !(typeof o.version === 'number' && Number.isSafeInteger(o.version) && o.version >= 1)
+  )
+    throw refuse(
+      `ops.retire: option version must be a key version (an integer of 1 or more), got ${JSON.stringify(o.version)}.`,
+    )
   for (const [key, min] of [
     ['pageSize', 1],
     ['maxListed', 0],

@@ -104,6 +104,15 @@ describe('unknown and misshapen option keys', () => {
       for (const pageSize of [0, -1, 1.5, Number.NaN])
         await expect(ops.verify('users', { pageSize })).rejects.toMatchObject({ code: 'OPS_INVALID' })
       await expect(ops.verify('users', { maxListed: -1 })).rejects.toMatchObject({ code: 'OPS_INVALID' })
+      // A purpose or version of the wrong spelling or type is not a missing key ("run kfe init").
+      await expect(ops.retire('users', { purpose: 'data', version: '1' } as never)).rejects.toMatchObject({
+        code: 'OPS_INVALID',
+        message: expect.stringMatching(/version must be a key version/),
+      })
+      await expect(ops.rotate('users', { purpose: 'dat' } as never)).rejects.toMatchObject({
+        code: 'OPS_INVALID',
+        message: expect.stringMatching(/purpose must be 'data' or 'index'/),
+      })
       await expect(ops.status({ tables: ['users'] } as never)).rejects.toMatchObject({
         code: 'OPS_INVALID',
         message: expect.stringMatching(/did you mean table\?/),
