@@ -21,8 +21,9 @@ export function refuseUnknownKeys(
   refuse: (message: string) => FieldEncryptionError = (message) => new ConfigError('CONFIG_INVALID', message),
 ): void {
   if (typeof options !== 'object' || options === null || Array.isArray(options)) return
-  for (const key of Object.keys(options)) {
-    if (known.includes(key)) continue
+  for (const [key, value] of Object.entries(options)) {
+    // An option left undefined changes nothing (an options object of a wider type passes one).
+    if (known.includes(key) || value === undefined) continue
     const near = closest(key, known)
     throw refuse(
       `${where}: unknown option ${key}${near === undefined ? '' : ` (did you mean ${near}?)`}; the options are ${known.join(', ')}.`,

@@ -35,6 +35,8 @@ export async function openOps(configPath: string | undefined, cwd = process.cwd(
     globalRc: false,
     packageJson: false,
     dotenv: false,
+    // Its `$production` / `$env` overrides merged, and not passed on as options.
+    omit$Keys: true,
   }).catch((error: unknown) => {
     // A syntax error or a throw while the file runs. Its first line only, and not as the cause:
     // a code frame may quote a line of the file, which may hold a development KEK.

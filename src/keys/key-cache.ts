@@ -56,7 +56,7 @@ export interface KeyCacheStats {
   readonly misses: number
   /** Calls of a `load` function (one per single-flight group). */
   readonly loads: number
-  /** `get` calls answered with a stale key because the reload failed with an availability error within the grace period. */
+  /** `get` calls answered with a stale key during a provider outage (a reload failed with an availability error), within the grace period. */
   readonly staleServed: number
   /** Keys currently held. */
   readonly size: number
@@ -176,7 +176,8 @@ export class KeyCache {
    * Concurrent calls for the same ref share one `load`. If a reload fails with an availability
    * error (`PROVIDER_UNAVAILABLE`, `PROVIDER_THROTTLED`, `KEY_STORE_ERROR`) while the cached key
    * is younger than `ttlMs + graceMs`, the cached key is returned instead (counted in
-   * `staleServed`). If it fails with any other error (a refusal such as `PROVIDER_KEY_DISABLED`),
+   * `staleServed`); from then on the cached key is returned at once (also counted) and the reload
+   * tried again in the background, at most once per `outageRetryMs`. If it fails with any other error (a refusal such as `PROVIDER_KEY_DISABLED`),
    * the expired key is dropped and zeroed, and the error thrown: revocation latency is `ttlMs`.
    *
    * @param ref - the key version.

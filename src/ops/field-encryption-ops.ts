@@ -141,13 +141,13 @@ function checked<O>(options: O, op: keyof typeof OPTION_KEYS): O {
     o.purpose !== 'data' &&
     o.purpose !== 'index'
   )
-    throw refuse(`ops.${op}: option purpose must be 'data' or 'index', got ${JSON.stringify(o.purpose)}.`)
+    throw refuse(`ops.${op}: option purpose must be 'data' or 'index', got ${shown(o.purpose)}.`)
   if (
     op === 'retire' &&
     !(typeof o.version === 'number' && Number.isSafeInteger(o.version) && o.version >= 1)
   )
     throw refuse(
-      `ops.retire: option version must be a key version (an integer of 1 or more), got ${JSON.stringify(o.version)}.`,
+      `ops.retire: option version must be a key version (an integer of 1 or more), got ${shown(o.version)}.`,
     )
   for (const [key, min] of [
     ['pageSize', 1],
@@ -186,4 +186,13 @@ export interface KfeConfig extends Omit<OpsOptions, 'db'> {
  */
 export function defineConfig(config: KfeConfig): KfeConfig {
   return config
+}
+
+/** A refused option value as the message shows it: a string quoted, anything else as written. */
+function shown(value: unknown): string {
+  return typeof value === 'string'
+    ? JSON.stringify(value)
+    : typeof value === 'bigint'
+      ? `${value}n`
+      : String(value)
 }

@@ -77,6 +77,17 @@ describe('kfe config loading', () => {
         'kfe.config.mjs',
         `export default { kysely: globalThis.${HANDOFF}.kysely, schema: globalThis.${HANDOFF}.schema, keyProvider: 'local:cfg' }\n`,
       ],
+      // c12's per-environment overrides, and a misspelt option beside them.
+      [
+        'envkeys',
+        'kfe.config.mjs',
+        `const h = globalThis.${HANDOFF}\nexport default { kysely: h.kysely, schema: h.schema, keyProvider: h.keyProvider(), $production: { metadataTtlMs: 60000 }, $development: { metadataTtlMs: 1000 } }\n`,
+      ],
+      [
+        'typo',
+        'kfe.config.mjs',
+        `const h = globalThis.${HANDOFF}\nexport default { kysely: h.kysely, schema: h.schema, keyProvider: h.keyProvider(), jobTable: 'x_jobs' }\n`,
+      ],
       // Two configs of one name: --config names the .ts; the .js (say, a stale build) must not load.
       ['twins', 'kfe.config.ts', `throw new Error('loaded the .ts')\nexport default {}\n`],
       ['twins', 'kfe.config.js', `throw new Error('loaded the .js')\nexport default {}\n`],
@@ -100,6 +111,14 @@ describe('kfe config loading', () => {
     await opened.close()
     // The application's Kysely was not destroyed by kfe.
     expect((await sql<{ n: number }>`select 1 as n`.execute(kysely)).rows).toEqual([{ n: 1 }])
+  })
+
+  it("takes c12's $env overrides (not passed on as options) and refuses a misspelt option, naming the nearest", async () => {
+    const opened = await openOps(undefined, join(DIR, 'envkeys'))
+    await opened.close()
+    const typo = await openOps(undefined, join(DIR, 'typo')).catch((e: unknown) => e)
+    expect(typo).toMatchObject({ code: 'CONFIG_INVALID' })
+    expect((typo as Error).message).toContain('unknown option jobTable (did you mean jobsTable?)')
   })
 
   it('refuses a directory without a config, and a config without a schema (CONFIG_INVALID)', async () => {

@@ -224,7 +224,7 @@ describe.runIf(softHsmAvailable)('pkcs11KeyProvider on SoftHSM2', () => {
     expect(error.message).not.toContain('wrong-pin')
   })
 
-  it('a PIN the token refused is not tried again until it changes (a token locks its user after a few)', async () => {
+  it('a PIN the token found incorrect is not tried again for a minute unless it changes (a token locks its user after a few)', async () => {
     process.env.KFE_TEST_HSM_PIN_LOCK = 'wrong-pin'
     const p = provider({ pin: undefined, pinEnv: 'KFE_TEST_HSM_PIN_LOCK' })
     const first = await expectCode(p.generateDataKey(users), 'PROVIDER_ACCESS_DENIED')
@@ -234,7 +234,7 @@ describe.runIf(softHsmAvailable)('pkcs11KeyProvider on SoftHSM2', () => {
       [1, 2, 3].map(() => expectCode(p.generateDataKey(users), 'PROVIDER_ACCESS_DENIED')),
     )
     for (const e of again) {
-      expect(e.message).toContain('refused this PIN before')
+      expect(e.message).toContain('found this PIN incorrect less than a minute ago')
       expect(e.message).not.toContain('wrong-pin')
     }
     // The PIN corrected: the next call logs in.

@@ -109,6 +109,17 @@ describe('unknown and misshapen option keys', () => {
         code: 'OPS_INVALID',
         message: expect.stringMatching(/version must be a key version/),
       })
+      await expect(ops.retire('users', { purpose: 'data', version: 1n } as never)).rejects.toMatchObject({
+        code: 'OPS_INVALID',
+        message: expect.stringMatching(/got 1n/),
+      })
+      // An option of a wider type left undefined changes nothing, and is not refused.
+      await expect(
+        ops.rotateTenants('users', { purpose: 'data', tenant: undefined } as never),
+      ).rejects.toMatchObject({
+        code: 'OPS_INVALID',
+        message: expect.stringMatching(/no per-tenant keys/),
+      })
       await expect(ops.rotate('users', { purpose: 'dat' } as never)).rejects.toMatchObject({
         code: 'OPS_INVALID',
         message: expect.stringMatching(/purpose must be 'data' or 'index'/),

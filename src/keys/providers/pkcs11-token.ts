@@ -78,16 +78,19 @@ export function readPin(options: { pin?: string | undefined; pinEnv?: string | u
 }
 
 /**
- * Logs sessions in, and remembers (as its SHA-256) a PIN the token refused: that PIN is not tried
- * again until it changes. A token locks its user after a few wrong PINs (CloudHSM after 5), and
- * every query that needs a session would otherwise try it once more.
+ * Logs sessions in, and remembers (as its SHA-256) a PIN the token found incorrect
+ * (`CKR_PIN_INCORRECT`, the answer that counts toward locking the user): that PIN is not tried
+ * again for {@link PIN_RETRY_MS} unless it changes. A token locks its user after a few wrong PINs
+ * (CloudHSM after 5), and every query that needs a session would otherwise try it once more.
+ * Other refusals (a locked or expired PIN) are not remembered: trying them costs no attempt, and
+ * they end when an administrator acts.
  */
 export class PinGuard {
-  #refused: Buffer | undefined
+  #refused: { readonly digest: Buffer; readonly until: number } | undefined
 
   /**
-   * @throws KeyProviderError `PROVIDER_ACCESS_DENIED` when the token refuses `pin`, or refused it
-   *   before (then without a login)
+   * @throws KeyProviderError `PROVIDER_ACCESS_DENIED` when the token refuses `pin`, or found it
+   *   incorrect less than {@link PIN_RETRY_MS} ago (then without a login)
    */
   login(
     session: Graphene.Session,
@@ -98,21 +101,27 @@ export class PinGuard {
     pinEnv: string | undefined,
   ): void {
     const digest = createHash('sha256').update(pin).digest()
-    if (this.#refused !== undefined && timingSafeEqual(this.#refused, digest))
+    const refused = this.#refused
+    if (refused !== undefined && Date.now() < refused.until && timingSafeEqual(refused.digest, digest))
       throw new KeyProviderError(
         'PROVIDER_ACCESS_DENIED',
-        `The PKCS#11 ${describeTarget(target)} refused this PIN before: it is not tried again (a token locks its user after a few wrong PINs). Correct the PIN${pinEnv === undefined ? '' : ` in $${pinEnv}`}.`,
+        `The PKCS#11 ${describeTarget(target)} found this PIN incorrect less than a minute ago: it is not tried again before then (a token locks its user after a few wrong PINs). Correct the PIN${pinEnv === undefined ? '' : ` ($${pinEnv})`} and restart.`,
         { providerId },
       )
     try {
       login(session, g, pin, target)
     } catch (error) {
-      if (error instanceof KeyProviderError && error.code === 'PROVIDER_ACCESS_DENIED') this.#refused = digest
+      const cause = (error as { cause?: unknown }).cause
+      if (error instanceof KeyProviderError && pkcs11Code(cause) === CKR.PIN_INCORRECT)
+        this.#refused = { digest, until: Date.now() + PIN_RETRY_MS }
       throw error
     }
     this.#refused = undefined
   }
 }
+
+/** How long a PIN the token found incorrect is not tried again. */
+export const PIN_RETRY_MS = 60_000
 
 /**
  * Logs a session in as the user; a slot already logged in (by another session) is fine.
