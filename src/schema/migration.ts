@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { type ColumnDataType, type ColumnDefinitionBuilder, type Expression, type Kysely, sql } from 'kysely'
 import { isUniqueViolation, scrubDriverError } from '../driver-errors.js'
 import { ConfigError, UniqueViolationError } from '../errors.js'
@@ -160,7 +161,7 @@ export async function createBlindIndexes(
   const info = tableInfo(schema, table)
   const family = sqlFamily(db)
   for (const index of info.indexColumns.values()) {
-    const name = `${info.physical}_${index.physical}_idx`
+    const name = indexName(`${info.physical}_${index.physical}_idx`)
     let builder = db.schema.createIndex(name).on(info.physical).column(index.physical)
     if (family === 'postgres') builder = builder.ifNotExists()
     if (index.spec.kind === 'unique') builder = builder.unique()
@@ -181,6 +182,23 @@ export async function createBlindIndexes(
       throw error
     }
   }
+}
+
+/** PostgreSQL's identifier limit, in bytes (MySQL's is 64 characters). */
+const MAX_NAME_BYTES = 63
+
+/**
+ * An index name within the identifier limit: as it is when it fits; else cut short, with 8 hex
+ * digits of its SHA-256 in place of the rest, so that two long names sharing their first 63 bytes
+ * get two indexes (PostgreSQL truncated them to one name, and `if not exists` skipped the second:
+ * a unique blind index without its UNIQUE index). @internal
+ */
+export function indexName(name: string): string {
+  if (Buffer.byteLength(name) <= MAX_NAME_BYTES) return name
+  const hash = createHash('sha256').update(name).digest('hex').slice(0, 8)
+  let head = name.slice(0, MAX_NAME_BYTES - 13)
+  while (Buffer.byteLength(head) > MAX_NAME_BYTES - 13) head = head.slice(0, -1)
+  return `${head}_${hash}_idx`
 }
 
 function tableInfo(schema: EncryptedSchema, table: string): TableInfo {

@@ -1,6 +1,6 @@
 import { type Kysely, sql } from 'kysely'
 import { ConfigError } from '../errors.js'
-import { addEncryptedColumns, binaryType, encryptedColumnTypes } from './migration.js'
+import { addEncryptedColumns, binaryType, encryptedColumnTypes, indexName } from './migration.js'
 import type { EncryptedSchema, TableInfo } from './schema.js'
 import type { SqlFamily } from './sql-family.js'
 
@@ -63,7 +63,7 @@ export function schemaFixes(
     uniqueIndex: (info: TableInfo, column: string) => {
       const bare = info.physical.slice(info.physical.indexOf('.') + 1)
       return plain.schema
-        .createIndex(`${bare}_${column}_idx`)
+        .createIndex(indexName(`${bare}_${column}_idx`))
         .on(info.physical)
         .column(column)
         .unique()

@@ -114,6 +114,54 @@ describe.each(backends())('migration helpers on $name', (backend: Backend) => {
       }
     })
 
+    it('createBlindIndexes gives each unique index its own name when the names pass 63 bytes and share their first 63', async () => {
+      const long = uniqueName('ccd_archive').padEnd(40, 'x')
+      const longSchema = encryptedSchema({
+        [long]: {
+          email: encrypted.text({ index: { name: 'primary_contact_address_bidx' } }),
+          phone: encrypted.text({ index: { name: 'primary_contact_address_bidx2' } }),
+        },
+      })
+      await db.schema
+        .createTable(long)
+        .addColumn('id', 'integer', (c) => c.primaryKey())
+        .$call(addEncryptedColumns(longSchema, long, backend.family))
+        .execute()
+      try {
+        await createBlindIndexes(db, longSchema, long)
+        await createBlindIndexes(db, longSchema, long) // idempotent under the new names too
+        const a = Buffer.alloc(32, 1)
+        const b = Buffer.alloc(32, 2)
+        await db
+          .insertInto(long)
+          .values({ id: 1, primary_contact_address_bidx: a, primary_contact_address_bidx2: b })
+          .execute()
+        // Both UNIQUE indexes are there: PostgreSQL truncated both names to one and skipped the second.
+        await expect(
+          db
+            .insertInto(long)
+            .values({
+              id: 2,
+              primary_contact_address_bidx: Buffer.alloc(32, 3),
+              primary_contact_address_bidx2: b,
+            })
+            .execute(),
+        ).rejects.toBeDefined()
+        await expect(
+          db
+            .insertInto(long)
+            .values({
+              id: 3,
+              primary_contact_address_bidx: a,
+              primary_contact_address_bidx2: Buffer.alloc(32, 4),
+            })
+            .execute(),
+        ).rejects.toBeDefined()
+      } finally {
+        await sql`drop table if exists ${sql.table(long)}`.execute(db)
+      }
+    })
+
     // MySQL/MariaDB restate the column to make it nullable (MODIFY COLUMN): it must keep its
     // collation (a case-sensitive one under a UNIQUE index holding 'A@x.io' and 'a@x.io'), its
     // character set and its default, not take the table's.
