@@ -120,6 +120,19 @@ function column<T, I extends string>(kind: CodecKind, options: ColumnOptions = {
   if (typeof options !== 'object' || options === null || Array.isArray(options))
     throw new ConfigError('CONFIG_INVALID', `encrypted.${kind}(…): its options must be an object.`)
   refuseUnknownKeys(options, COLUMN_OPTION_NAMES, `encrypted.${kind}(…)`)
+  for (const key of ['logicalName', 'storedAs'] as const) {
+    const value = options[key]
+    if (value !== undefined && (typeof value !== 'string' || value.length === 0))
+      throw new ConfigError(
+        'CONFIG_INVALID',
+        `encrypted.${kind}(…): option ${key} must be a non-empty string.`,
+      )
+  }
+  if (options.index === null)
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `encrypted.${kind}(…): option index must be an index's options, or a list of them.`,
+    )
   if (options.migratingFromPlaintext !== undefined && typeof options.migratingFromPlaintext !== 'boolean')
     throw new ConfigError(
       'CONFIG_INVALID',

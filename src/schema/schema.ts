@@ -102,6 +102,26 @@ function checkSchemaOptions(definition: SchemaDefinition, options: SchemaOptions
       ['logicalName', 'primaryKey', 'context', 'keyScope'],
       `encryptedSchema: tables.${table}`,
     )
+    const o = tableOptions as { logicalName?: unknown; primaryKey?: unknown }
+    const name = (v: unknown) => typeof v === 'string' && v.length > 0
+    if (o.logicalName !== undefined && !name(o.logicalName))
+      throw new ConfigError(
+        'CONFIG_INVALID',
+        `encryptedSchema: tables.${table}.logicalName must be a non-empty string.`,
+        {
+          table,
+        },
+      )
+    if (
+      o.primaryKey !== undefined &&
+      !name(o.primaryKey) &&
+      !(Array.isArray(o.primaryKey) && o.primaryKey.length > 0 && o.primaryKey.every(name))
+    )
+      throw new ConfigError(
+        'CONFIG_INVALID',
+        `encryptedSchema: tables.${table}.primaryKey must be a column name or a non-empty list of them.`,
+        { table },
+      )
   }
 }
 

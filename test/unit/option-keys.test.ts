@@ -54,6 +54,21 @@ describe('unknown and misshapen option keys', () => {
     expect(() => encryptedSchema(d, { omitBlindIndexes: 'yes' } as never)).toThrow(invalid(/true or false/))
   })
 
+  it('names that are empty or not strings, a primary key that names nothing, an index given as null', () => {
+    const d = { accounts: { ssn: encrypted.text() } }
+    for (const primaryKey of [[], '', 5, ['id', '']])
+      expect(() => encryptedSchema(d, { tables: { accounts: { primaryKey } } } as never)).toThrow(
+        invalid(/tables\.accounts\.primaryKey must be a column name/),
+      )
+    for (const logicalName of ['', 5])
+      expect(() => encryptedSchema(d, { tables: { accounts: { logicalName } } } as never)).toThrow(
+        invalid(/logicalName must be a non-empty string/),
+      )
+    for (const options of [{ storedAs: '' }, { logicalName: 5 }])
+      expect(() => encrypted.text(options as never)).toThrow(invalid(/must be a non-empty string/))
+    expect(() => encrypted.text({ index: null } as never)).toThrow(invalid(/option index must be/))
+  })
+
   it('a column: a misspelt option, options that are not an object, a flag given as a string', () => {
     expect(() => encrypted.text({ maxbytes: 10 } as never)).toThrow(invalid(/did you mean maxBytes/))
     expect(() => encrypted.text(null as never)).toThrow(invalid(/options must be an object/))
