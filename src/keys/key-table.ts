@@ -6,7 +6,7 @@
 import { type Kysely, sql, type Transaction } from 'kysely'
 import { scrubDriverError } from '../driver-errors.js'
 import { ConfigError, FieldEncryptionError, KeyError } from '../errors.js'
-import { quotedPgTable } from '../schema/migration-ddl.js'
+import { tableExists as relationExists } from '../schema/migration-ddl.js'
 import { detectSqlFamily } from '../schema/sql-family.js'
 import type { KeyPurpose, KeyRef } from './key-provider.js'
 import {
@@ -160,20 +160,8 @@ async function ensureCheckColumn(t: KeyTable): Promise<void> {
  * Whether the key table exists, asked of the catalog: no error when it does not (a failing
  * statement would abort the caller's PostgreSQL transaction).
  */
-export async function tableExists(t: KeyTable): Promise<boolean> {
-  if (t.family === 'postgres') {
-    const { rows } = await sql<{
-      e: boolean
-    }>`select to_regclass(${quotedPgTable(t.tableName)}) is not null as e`.execute(t.db)
-    return rows[0]?.e === true
-  }
-  const dot = t.tableName.indexOf('.')
-  const { rows } = await sql<{
-    key_table_exists: number | string
-  }>`select count(*) as key_table_exists from information_schema.tables
-    where table_schema = ${dot < 0 ? sql`database()` : t.tableName.slice(0, dot)}
-      and table_name = ${dot < 0 ? t.tableName : t.tableName.slice(dot + 1)}`.execute(t.db)
-  return Number(rows[0]?.key_table_exists) > 0
+export function tableExists(t: KeyTable): Promise<boolean> {
+  return relationExists(t.db, t.family, t.tableName)
 }
 
 /**

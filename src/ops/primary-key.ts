@@ -1,6 +1,6 @@
 import { type AliasedRawBuilder, sql } from 'kysely'
 import { ConfigError, SchemaMismatchError, type SchemaProblem } from '../errors.js'
-import { columnType, quotedPgTable } from '../schema/migration-ddl.js'
+import { columnType, quotedPgTable, tableExists as relationExists } from '../schema/migration-ddl.js'
 import { indexColumnNames, type TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
 
@@ -163,19 +163,8 @@ async function requireMigrationColumns(ctx: OpsContext, table: TableInfo): Promi
  * Whether the table exists: `schema.table` in that schema (database), a bare name in the
  * connection's default schema (search path) or database.
  */
-export async function tableExists(ctx: OpsContext, physical: string): Promise<boolean> {
-  const [schema, table] = physical.includes('.')
-    ? (physical.split('.') as [string, string])
-    : [undefined, physical]
-  if (ctx.family === 'mysql') {
-    const { rows } = await sql<{ n: number | string }>`select count(*) as n from information_schema.tables
-      where table_schema = ${schema ?? sql`database()`} and table_name = ${table}`.execute(ctx.db)
-    return Number(rows[0]?.n) > 0
-  }
-  const { rows } = await sql<{
-    e: boolean
-  }>`select to_regclass(${quotedPgTable(physical)}) is not null as e`.execute(ctx.db)
-  return rows[0]?.e === true
+export function tableExists(ctx: OpsContext, physical: string): Promise<boolean> {
+  return relationExists(ctx.db, ctx.family, physical)
 }
 
 /**

@@ -224,6 +224,31 @@ export function quotedPgTable(physical: string): string {
 }
 
 /**
+ * Whether `table` exists, asked of the catalog: `schema.table` in that schema (database), a bare
+ * name through the search path (PostgreSQL) or in the connection's database (MySQL). No error
+ * when it does not (a failing statement would abort the caller's PostgreSQL transaction).
+ */
+export async function tableExists(
+  // biome-ignore lint/suspicious/noExplicitAny: any database type.
+  db: Kysely<any>,
+  family: SqlFamily,
+  table: string,
+): Promise<boolean> {
+  if (family === 'postgres') {
+    const { rows } = await sql<{
+      e: boolean
+    }>`select to_regclass(${quotedPgTable(table)}) is not null as e`.execute(db)
+    return rows[0]?.e === true
+  }
+  const [schema, bare] = table.includes('.') ? (table.split('.') as [string, string]) : [undefined, table]
+  const { rows } = await sql<{
+    table_exists: number | string
+  }>`select count(*) as table_exists from information_schema.tables
+    where table_schema = ${schema ?? sql`database()`} and table_name = ${bare}`.execute(db)
+  return Number(rows[0]?.table_exists) > 0
+}
+
+/**
  * The SQL type of `table.column` as the database states it (`character varying(255)`,
  * `varchar(255)`), or undefined when there is no such column.
  */
