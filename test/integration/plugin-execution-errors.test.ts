@@ -129,6 +129,24 @@ describe.each(backends())('errors while executing [$name]', (backend: Backend) =
       })
     })
 
+    /** Inserts row `id` through the plugin, then changes its stored email's bytes with `alter`. */
+    const storedAltered = async (id: number, name: string, alter: (bytes: Buffer) => void) => {
+      await t.db
+        .insertInto(u)
+        .values({ id, name, email: `${MARKER}-${id}@x.io` })
+        .execute()
+      const stored = await t.raw.selectFrom(u).select('email').where('id', '=', id).executeTakeFirstOrThrow()
+      const bytes = Buffer.from(stored.email as Uint8Array)
+      alter(bytes)
+      await t.raw.updateTable(u).set({ email: bytes }).where('id', '=', id).execute()
+    }
+    /** Row `id` read by stream(); it must fail before a row is handed over. */
+    const streamed = async (id: number) => {
+      for await (const row of t.db.selectFrom(u).select(['id', 'email']).where('id', '=', id).stream(1)) {
+        expect(row).toBeUndefined()
+      }
+    }
+
     describe("the caller's stack (item 8)", () => {
       it('a refusal at execute()', async () => {
         const e = await caught(t.db.selectFrom(u).selectAll().where('email', 'like', `%${MARKER}%`).execute())
@@ -153,14 +171,9 @@ describe.each(backends())('errors while executing [$name]', (backend: Backend) =
       })
 
       it('a decryption failure (tampered ciphertext): DECRYPT_AUTH_FAILED, no row context spoken of', async () => {
-        await t.db
-          .insertInto(u)
-          .values({ id: 3, name: 'tampered', email: `${MARKER}-t@x.io` })
-          .execute()
-        const stored = await t.raw.selectFrom(u).select('email').where('id', '=', 3).executeTakeFirstOrThrow()
-        const bytes = Buffer.from(stored.email as Uint8Array)
-        bytes[bytes.length - 1] = (bytes[bytes.length - 1] as number) ^ 0x01
-        await t.raw.updateTable(u).set({ email: bytes }).where('id', '=', 3).execute()
+        await storedAltered(3, 'tampered', (bytes) => {
+          bytes[bytes.length - 1] = (bytes[bytes.length - 1] as number) ^ 0x01
+        })
         const e = await caught(t.db.selectFrom(u).select(['id', 'email']).where('id', '=', 3).execute())
         expect(e).toBeInstanceOf(DecryptionError)
         expect(e.code).toBe('DECRYPT_AUTH_FAILED')
@@ -171,12 +184,7 @@ describe.each(backends())('errors while executing [$name]', (backend: Backend) =
         expect(e.stack).toContain(THIS_FILE)
         expectNoMarker(e)
         // The same row read by stream().
-        const streamed = async () => {
-          for await (const row of t.db.selectFrom(u).select(['id', 'email']).where('id', '=', 3).stream(1)) {
-            expect(row).toBeUndefined()
-          }
-        }
-        const s = await caught(streamed())
+        const s = await caught(streamed(3))
         expect(s.code).toBe('DECRYPT_AUTH_FAILED')
         expect(s.stack).toContain(THIS_FILE)
         expectNoMarker(s)
@@ -184,23 +192,13 @@ describe.each(backends())('errors while executing [$name]', (backend: Backend) =
       })
 
       it('a row of a stream naming a key version not loaded: KEY_NOT_FOUND, not a wait behind its own cursor', async () => {
-        await t.db
-          .insertInto(u)
-          .values({ id: 4, name: 'future', email: `${MARKER}-f@x.io` })
-          .execute()
-        const stored = await t.raw.selectFrom(u).select('email').where('id', '=', 4).executeTakeFirstOrThrow()
         // The header's key version byte: a version no process loaded (another activated it since).
-        const bytes = Buffer.from(stored.email as Uint8Array)
-        bytes[1] = 7
-        await t.raw.updateTable(u).set({ email: bytes }).where('id', '=', 4).execute()
+        await storedAltered(4, 'future', (bytes) => {
+          bytes[1] = 7
+        })
         // Past the key ring's floor between two metadata reads: the load would be tried.
         await new Promise((resolve) => setTimeout(resolve, 1100))
-        const streamed = async () => {
-          for await (const row of t.db.selectFrom(u).select(['id', 'email']).where('id', '=', 4).stream(1)) {
-            expect(row).toBeUndefined()
-          }
-        }
-        const s = await caught(streamed())
+        const s = await caught(streamed(4))
         expect(s.code).toBe('KEY_NOT_FOUND')
         expectNoMarker(s)
         // The connection went back to the pool: the next query runs.
