@@ -6,6 +6,7 @@ import type { KeyCacheOptions } from './keys/key-cache.js'
 import type { AuditSink, KeyProvider } from './keys/key-provider.js'
 import { type InitKeysResult, type KeyEvent, KeyRing, type KeyRingStats } from './keys/key-ring.js'
 import { KeyStore } from './keys/key-store.js'
+import { optionKeys } from './option-keys.js'
 import { checkSharedOptions } from './options-check.js'
 import { BorrowingDriver } from './plugin/borrowing-driver.js'
 import type { DecryptStats } from './plugin/decrypt-rows.js'
@@ -183,20 +184,24 @@ export interface FieldEncryption extends ExplicitHelpers {
  * @throws ConfigError `CONFIG_INVALID` when no key provider is given, or an option has the wrong shape
  */
 export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryption {
-  checkSharedOptions(options, 'fieldEncryption', [
-    'schema',
-    'keyProvider',
-    'keyTable',
-    'cache',
-    'metadataTtlMs',
-    'metadataMax',
-    'audit',
-    'autoCreateKeys',
-    'createTenantKeys',
-    'allowKeyRollback',
-    'onKeyEvent',
-    'verifySchema',
-  ])
+  checkSharedOptions(
+    options,
+    'fieldEncryption',
+    optionKeys<FieldEncryptionOptions>()([
+      'schema',
+      'keyProvider',
+      'keyTable',
+      'cache',
+      'metadataTtlMs',
+      'metadataMax',
+      'audit',
+      'autoCreateKeys',
+      'createTenantKeys',
+      'allowKeyRollback',
+      'onKeyEvent',
+      'verifySchema',
+    ]),
+  )
   const providers = Array.isArray(options.keyProvider)
     ? [...options.keyProvider]
     : [options.keyProvider as KeyProvider]

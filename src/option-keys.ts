@@ -31,7 +31,31 @@ export function refuseUnknownKeys(
   }
 }
 
-/** The known key nearest to `key`: the same but for case, or within two edits. */
+/**
+ * The keys of an options type `T`, checked by the compiler both ways: each is a key of `T`, and
+ * every key of `T` is listed, so the list cannot fall behind a new option.
+ *
+ * @example
+ * ```ts
+ * const KEYS = optionKeys<KeyStoreOptions>()(['tableName', 'family'])
+ * ```
+ */
+export function optionKeys<T>() {
+  return <const K extends readonly (KeysOf<T> & string)[]>(
+    keys: K &
+      ([Exclude<KeysOf<T>, K[number]>] extends [never]
+        ? unknown
+        : { missing: Exclude<KeysOf<T>, K[number]> }),
+  ): K => keys
+}
+
+/** The keys of every member of a union (`keyof` of a union gives only the keys all share). */
+type KeysOf<T> = T extends unknown ? keyof T : never
+
+/**
+ * The known key nearest to `key`: the same but for case, within two edits, or one holding the
+ * other (`table` for `tableName`, `autoCreateKeys` for `autoCreate`; four letters at least).
+ */
 function closest(key: string, known: readonly string[]): string | undefined {
   const lower = key.toLowerCase()
   let best: string | undefined
@@ -44,7 +68,12 @@ function closest(key: string, known: readonly string[]): string | undefined {
       bestDistance = d
     }
   }
-  return best
+  return best ?? known.find((k) => holds(k.toLowerCase(), lower) || holds(lower, k.toLowerCase()))
+}
+
+/** True when `outer` holds `inner` and `inner` is long enough to mean something (4 letters). */
+function holds(outer: string, inner: string): boolean {
+  return inner.length >= 4 && outer.includes(inner)
 }
 
 /** Levenshtein distance (short option names only). */

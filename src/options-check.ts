@@ -1,4 +1,5 @@
 import { ConfigError } from './errors.js'
+import { KEY_CACHE_OPTION_KEYS } from './keys/key-cache.js'
 import { refuseUnknownKeys } from './option-keys.js'
 
 /**
@@ -37,7 +38,7 @@ export function checkSharedOptions(options: unknown, what: string, known: readon
     invalid(what, 'primaryKeys', "an object of table: column ({ users: 'user_id' })")
   if (o.cache !== undefined) {
     if (!isObject(o.cache)) invalid(what, 'cache', 'an object ({ max, ttlMs, graceMs, outageRetryMs })')
-    refuseUnknownKeys(o.cache, ['max', 'ttlMs', 'graceMs', 'outageRetryMs', 'now'], `${what}: cache`)
+    refuseUnknownKeys(o.cache, KEY_CACHE_OPTION_KEYS, `${what}: cache`)
     const cache = o.cache as Record<string, unknown>
     for (const key of ['max', 'ttlMs', 'graceMs', 'outageRetryMs'])
       if (cache[key] !== undefined && typeof cache[key] !== 'number')

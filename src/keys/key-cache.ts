@@ -2,8 +2,18 @@ import { timingSafeEqual } from 'node:crypto'
 import { inspect } from 'node:util'
 import { LRUCache } from 'lru-cache'
 import { ConfigError, type ErrorCode, FieldEncryptionError, KeyError } from '../errors.js'
+import { optionKeys, refuseUnknownKeys } from '../option-keys.js'
 import type { KeyMaterial } from './key-material.js'
 import type { KeyRef } from './key-provider.js'
+
+/** The keys of {@link KeyCacheOptions}. */
+export const KEY_CACHE_OPTION_KEYS = optionKeys<KeyCacheOptions>()([
+  'max',
+  'ttlMs',
+  'graceMs',
+  'outageRetryMs',
+  'now',
+])
 
 /** Options of {@link KeyCache}. Each one costs something; the cost is stated beside it. */
 export interface KeyCacheOptions {
@@ -144,6 +154,7 @@ export class KeyCache {
    *   `graceMs` is negative or fractional.
    */
   constructor(options: KeyCacheOptions = {}) {
+    refuseUnknownKeys(options, KEY_CACHE_OPTION_KEYS, 'KeyCache')
     const max = positiveInt('max', options.max ?? 1000, false)
     this.#ttl = positiveInt('ttlMs', options.ttlMs ?? 300_000, false)
     this.#grace = positiveInt('graceMs', options.graceMs ?? 900_000, true)

@@ -1,3 +1,4 @@
+import { optionKeys } from '../option-keys.js'
 import type { KeyCacheOptions, KeyCacheStats } from './key-cache.js'
 import type { AuditSink, KeyProvider, KeyPurpose, KeyRef } from './key-provider.js'
 import type { KeyStore } from './key-store.js'
@@ -7,6 +8,23 @@ export const ROLLBACK_MEMORY_FACTOR = 10
 
 /** Default of `metadataMax`. */
 export const DEFAULT_METADATA_MAX = 1000
+
+/** The keys of {@link KeyRingOptions}. */
+export const KEY_RING_OPTION_KEYS = optionKeys<KeyRingOptions>()([
+  'store',
+  'providers',
+  'cache',
+  'metadataTtlMs',
+  'metadataMax',
+  'audit',
+  'autoCreate',
+  'createTenantKeys',
+  'holdsCiphertext',
+  'allowRollback',
+  'onKeyEvent',
+  'now',
+  'readsInTransaction',
+])
 
 /** Options of {@link KeyRing}. */
 export interface KeyRingOptions {

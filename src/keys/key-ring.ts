@@ -1,5 +1,6 @@
 import { inspect } from 'node:util'
 import { ConfigError, KeyError } from '../errors.js'
+import { refuseUnknownKeys } from '../option-keys.js'
 import { ActiveVersions } from './active-versions.js'
 import { keyDestroyed } from './destroyed-key.js'
 import { KeyCache } from './key-cache.js'
@@ -11,6 +12,7 @@ import { type KeyInitContext, proveActiveKeys } from './key-ring-init.js'
 import {
   DEFAULT_METADATA_MAX,
   type InitKeysResult,
+  KEY_RING_OPTION_KEYS,
   type KeyRingOptions,
   type KeyRingStats,
   ROLLBACK_MEMORY_FACTOR,
@@ -63,6 +65,7 @@ export class KeyRing {
    *   is out of range.
    */
   constructor(options: KeyRingOptions) {
+    refuseUnknownKeys(options, KEY_RING_OPTION_KEYS, 'KeyRing')
     checkProviders(options.providers, 'KeyRing')
     const metadataTtl = options.metadataTtlMs ?? 30_000
     if (!Number.isSafeInteger(metadataTtl) || metadataTtl < 0) {

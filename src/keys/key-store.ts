@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely'
 import { ConfigError, KeyError } from '../errors.js'
+import { optionKeys, refuseUnknownKeys } from '../option-keys.js'
 import { activateVersion, destroyVersions, setVersionState, stageVersion } from './key-lifecycle.js'
 import type { KeyPurpose, KeyRef, WrappedKey } from './key-provider.js'
 import { checkKeyRef, describeKeyRef, encodeWrappings, type KeysDb, toStoredKey } from './key-row.js'
@@ -67,6 +68,7 @@ export class KeyStore {
    */
   // biome-ignore lint/suspicious/noExplicitAny: any Kysely, whatever its DB type, can hold the key table.
   constructor(db: Kysely<any>, options: KeyStoreOptions = {}) {
+    refuseUnknownKeys(options, optionKeys<KeyStoreOptions>()(['tableName', 'family']), 'KeyStore')
     const tableName = options.tableName ?? 'kfe_keys'
     if (!IDENT.test(tableName)) {
       throw new ConfigError(

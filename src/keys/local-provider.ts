@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs'
 import { inspect } from 'node:util'
 import { ConfigError, KeyProviderError } from '../errors.js'
 import { ownKeyBuffer } from '../fields/key-bytes.js'
+import { optionKeys, refuseUnknownKeys } from '../option-keys.js'
 import type { GeneratedKey, KeyProvider, KeyRef, RewrapSource, WrappedKey } from './key-provider.js'
 import { unknownKekCauses, unwrapFailedCauses } from './unwrap-failed.js'
 
@@ -69,6 +70,11 @@ const ID_PATTERN = /^local:[A-Za-z0-9._-]{1,128}$/
 export function localKeyProvider(options: LocalKeyProviderOptions): KeyProvider & {
   close(): Promise<void>
 } {
+  refuseUnknownKeys(
+    options,
+    optionKeys<LocalKeyProviderOptions>()(['id', 'key', 'env', 'file']),
+    'localKeyProvider',
+  )
   const id = options.id ?? 'local:default'
   if (!ID_PATTERN.test(id)) {
     throw new ConfigError(
@@ -80,11 +86,20 @@ export function localKeyProvider(options: LocalKeyProviderOptions): KeyProvider 
 }
 
 function readKey(options: LocalKeyProviderOptions): Buffer {
-  if ('key' in options) {
+  const given = (['key', 'env', 'file'] as const).filter(
+    (source) => (options as Partial<Record<typeof source, unknown>>)[source] !== undefined,
+  )
+  // Two sources would leave one unread without a word: the KEK in use would not be the one meant.
+  if (given.length > 1)
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `localKeyProvider takes one of \`key\`, \`env\` or \`file\`, but was given ${given.join(' and ')}.`,
+    )
+  if ('key' in options && options.key !== undefined) {
     if (typeof options.key === 'string') return checkKey(parseText(options.key.trim(), 'the key option'))
     return checkKey(ownKeyBuffer(options.key))
   }
-  if ('env' in options) {
+  if ('env' in options && options.env !== undefined) {
     const value = process.env[options.env]
     if (value === undefined || value.trim() === '') {
       throw new ConfigError(
@@ -94,7 +109,7 @@ function readKey(options: LocalKeyProviderOptions): Buffer {
     }
     return checkKey(parseText(value.trim(), `environment variable ${options.env}`))
   }
-  if ('file' in options) {
+  if ('file' in options && options.file !== undefined) {
     let content: Buffer
     try {
       content = readFileSync(options.file)

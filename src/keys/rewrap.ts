@@ -1,6 +1,7 @@
 import { timingSafeEqual } from 'node:crypto'
 import { ConfigError, KeyError, KeyProviderError } from '../errors.js'
 import { ownKeyBuffer } from '../fields/key-bytes.js'
+import { optionKeys, refuseUnknownKeys } from '../option-keys.js'
 import { keyCheckValue } from './key-check.js'
 import type { AuditSink, KeyProvider, KeyRef, WrappedKey } from './key-provider.js'
 import type { KeyStore, StoredKey } from './key-store.js'
@@ -59,6 +60,11 @@ export interface RewrapAllResult {
  * ```
  */
 export async function rewrapAll(options: RewrapAllOptions): Promise<RewrapAllResult> {
+  refuseUnknownKeys(
+    options,
+    optionKeys<RewrapAllOptions>()(['store', 'from', 'to', 'removeKekIds', 'audit']),
+    'rewrapAll',
+  )
   const { store, from, to, audit } = options
   const remove = new Set(options.removeKekIds ?? [])
   checkProviders(from, 'rewrapAll')

@@ -4,6 +4,7 @@ import type { KeyCacheOptions } from '../keys/key-cache.js'
 import type { AuditSink, KeyProvider } from '../keys/key-provider.js'
 import { KeyRing } from '../keys/key-ring.js'
 import { KeyStore } from '../keys/key-store.js'
+import { optionKeys } from '../option-keys.js'
 import { checkSharedOptions } from '../options-check.js'
 import { holdsCiphertext } from '../schema/sample-ciphertext.js'
 import type { EncryptedSchema, TableInfo } from '../schema/schema.js'
@@ -81,16 +82,18 @@ const IDENT = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
  */
 export function createOpsContext(options: OpsOptions): OpsContext {
   checkSharedOptions(options, 'the operations', [
-    'db',
-    'schema',
-    'keyProvider',
-    'keyTable',
-    'jobsTable',
-    'metadataTtlMs',
-    'ttlMarginMs',
-    'cache',
-    'audit',
-    'primaryKeys',
+    ...optionKeys<OpsOptions>()([
+      'db',
+      'schema',
+      'keyProvider',
+      'keyTable',
+      'jobsTable',
+      'metadataTtlMs',
+      'ttlMarginMs',
+      'cache',
+      'audit',
+      'primaryKeys',
+    ]),
     // A kfe.config's own keys, beside the operations' (the CLI hands the whole config over).
     'dialect',
     'kysely',

@@ -1,6 +1,6 @@
 import type { Dialect, Kysely } from 'kysely'
 import { OperationError } from '../errors.js'
-import { refuseUnknownKeys } from '../option-keys.js'
+import { optionKeys, refuseUnknownKeys } from '../option-keys.js'
 import type { MigrationStep } from '../schema/migration-ddl.js'
 import { createOpsContext, type OpsContext, type OpsOptions } from './context.js'
 import { type EncryptColumnDryRun, type EncryptColumnOptions, encryptColumn } from './encrypt-column.js'
@@ -103,22 +103,31 @@ export function fieldEncryptionOps(options: OpsOptions): FieldEncryptionOps {
   })
 }
 
-const RUN = ['signal', 'onProgress']
-const JOB = [...RUN, 'batchSize', 'workers', 'maxRowsPerSecond', 'workerName', 'restart']
-/** The option keys of each operation (a misspelt `dryRun` would run it for real). */
+const RUN = ['signal', 'onProgress'] as const
+const JOB = [...RUN, 'batchSize', 'workers', 'maxRowsPerSecond', 'workerName', 'restart'] as const
+/**
+ * The option keys of each operation (a misspelt `dryRun` would run it for real), each list
+ * checked by the compiler against the operation's options type.
+ */
 const OPTION_KEYS = {
-  init: [...RUN, 'tables', 'dryRun', 'tenants'],
-  status: [...RUN, 'table', 'exact', 'sampleSize', 'staleJobMs', 'tenant'],
-  rotate: [...JOB, 'purpose', 'activateLater', 'reencrypt', 'dryRun', 'tenant'],
-  rotateTenants: [...JOB, 'purpose', 'activateLater', 'reencrypt', 'dryRun'],
-  reencrypt: [...JOB, 'dryRun', 'tenant'],
-  verify: [...RUN, 'pageSize', 'maxListed', 'tenant'],
-  encryptColumn: [...JOB, 'dryRun', 'pageSize'],
-  verifyColumn: [...RUN, 'pageSize', 'maxListed', 'tenant'],
-  retire: [...RUN, 'purpose', 'version', 'force', 'dryRun', 'tenant'],
-  rewrap: [...RUN, 'from', 'to', 'keep', 'dryRun'],
-  shred: [...RUN, 'tenant', 'dryRun'],
-} as const satisfies Record<string, readonly string[]>
+  init: optionKeys<InitOptions>()([...RUN, 'tables', 'dryRun', 'tenants']),
+  status: optionKeys<StatusOptions>()([...RUN, 'table', 'exact', 'sampleSize', 'staleJobMs', 'tenant']),
+  rotate: optionKeys<RotateOptions>()([...JOB, 'purpose', 'activateLater', 'reencrypt', 'dryRun', 'tenant']),
+  rotateTenants: optionKeys<Omit<RotateOptions, 'tenant'>>()([
+    ...JOB,
+    'purpose',
+    'activateLater',
+    'reencrypt',
+    'dryRun',
+  ]),
+  reencrypt: optionKeys<ReencryptOptions>()([...JOB, 'dryRun', 'tenant']),
+  verify: optionKeys<VerifyOptions>()([...RUN, 'pageSize', 'maxListed', 'tenant']),
+  encryptColumn: optionKeys<EncryptColumnOptions>()([...JOB, 'dryRun', 'pageSize']),
+  verifyColumn: optionKeys<VerifyColumnOptions>()([...RUN, 'pageSize', 'maxListed', 'tenant']),
+  retire: optionKeys<RetireOptions>()([...RUN, 'purpose', 'version', 'force', 'dryRun', 'tenant']),
+  rewrap: optionKeys<RewrapOptions>()([...RUN, 'from', 'to', 'keep', 'dryRun']),
+  shred: optionKeys<ShredOptions>()([...RUN, 'tenant', 'dryRun']),
+}
 
 /**
  * An operation's options, checked before it runs: no key it does not know, and page sizes and

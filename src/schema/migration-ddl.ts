@@ -1,6 +1,7 @@
 import { type Kysely, sql } from 'kysely'
 import { ConfigError } from '../errors.js'
 import { FORMAT_V1_OVERHEAD } from '../fields/format.js'
+import { optionKeys, refuseUnknownKeys } from '../option-keys.js'
 import type { ColumnInfo, EncryptedSchema, TableInfo } from './schema.js'
 import { type SqlFamily, sqlFamily } from './sql-family.js'
 
@@ -73,6 +74,11 @@ export function migrationDdl(
   family: SqlFamily,
   options: MigrationDdlOptions = {},
 ): MigrationDdl {
+  refuseUnknownKeys(
+    options,
+    optionKeys<MigrationDdlOptions>()(['plaintextType', 'plaintextDefinition']),
+    'migrationDdl',
+  )
   const { info, col } = migratingColumn(schema, table, column)
   const q = (name: string) => (family === 'postgres' ? `"${name}"` : `\`${name}\``)
   const t = q(info.physical)

@@ -15,6 +15,7 @@ import {
   ReEncryptCommand,
 } from '@aws-sdk/client-kms'
 import { ConfigError, KeyProviderError } from '../../errors.js'
+import { optionKeys, refuseUnknownKeys } from '../../option-keys.js'
 import type { GeneratedKey, KeyProvider, KeyRef, RewrapSource, WrappedKey } from '../key-provider.js'
 import { unknownKekCauses } from '../unwrap-failed.js'
 import { describeRef, mapKmsError } from './aws-kms-errors.js'
@@ -108,6 +109,11 @@ export interface AwsKmsKeyProvider extends KeyProvider {
  * ```
  */
 export function awsKmsKeyProvider(options: AwsKmsProviderOptions): AwsKmsKeyProvider {
+  refuseUnknownKeys(
+    options,
+    optionKeys<AwsKmsProviderOptions>()(['keyId', 'client', 'region', 'endpoint', 'grantTokens']),
+    'awsKmsKeyProvider',
+  )
   const keyId = options.keyId
   if (typeof keyId !== 'string' || keyId.trim() === '' || keyId !== keyId.trim()) {
     throw new ConfigError(

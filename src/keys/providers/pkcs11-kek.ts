@@ -1,8 +1,9 @@
 import type * as Graphene from 'graphene-pk11'
 import { FieldEncryptionError, KeyProviderError } from '../../errors.js'
+import { optionKeys, refuseUnknownKeys } from '../../option-keys.js'
 import { CKF_RW_SESSION, CKF_SERIAL_SESSION, ckrName } from './pkcs11-errors.js'
 import { acquirePkcs11Module, releasePkcs11Module } from './pkcs11-module.js'
-import { validateOptions } from './pkcs11-options.js'
+import { refusal, validateOptions } from './pkcs11-options.js'
 import { findSlot, login, readPin, type Target } from './pkcs11-token.js'
 import { KEY_BYTES } from './pkcs11-wrap.js'
 
@@ -27,6 +28,12 @@ export interface GeneratePkcs11KekOptions {
  *   token is missing, `PROVIDER_ERROR` for any other token failure.
  */
 export async function generatePkcs11Kek(options: GeneratePkcs11KekOptions): Promise<void> {
+  refuseUnknownKeys(
+    options,
+    optionKeys<GeneratePkcs11KekOptions>()(['module', 'slot', 'tokenLabel', 'pin', 'pinEnv', 'keyLabel']),
+    'generatePkcs11Kek',
+    refusal,
+  )
   validateOptions({ ...options })
   const target: Target = { module: options.module, slot: options.slot, tokenLabel: options.tokenLabel }
   const shared = await acquirePkcs11Module(options.module)

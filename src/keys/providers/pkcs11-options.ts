@@ -1,4 +1,5 @@
 import { KeyProviderError } from '../../errors.js'
+import { optionKeys, refuseUnknownKeys } from '../../option-keys.js'
 import type { KeyProvider } from '../key-provider.js'
 
 /** Options of {@link pkcs11KeyProvider}. */
@@ -36,6 +37,24 @@ export interface Pkcs11ProviderOptions {
   readonly mechanism?: 'AES_KEY_WRAP_PAD' | 'AES_GCM'
 }
 
+/** The keys of {@link Pkcs11ProviderOptions}. */
+const PKCS11_OPTION_KEYS = optionKeys<Pkcs11ProviderOptions>()([
+  'module',
+  'slot',
+  'tokenLabel',
+  'pin',
+  'pinEnv',
+  'keyLabel',
+  'id',
+  'sessions',
+  'mechanism',
+])
+
+/** The error of a PKCS#11 option check: a KeyProviderError, as the provider's other refusals. */
+export function refusal(message: string): KeyProviderError {
+  return new KeyProviderError('CONFIG_INVALID', message)
+}
+
 /** A PKCS#11 key provider; `close()` releases its sessions and the module. */
 export type Pkcs11KeyProvider = KeyProvider & { close(): Promise<void> }
 
@@ -47,6 +66,7 @@ export function validateOptions(o: Pkcs11ProviderOptions): void {
   const fail = (msg: string): never => {
     throw new KeyProviderError('CONFIG_INVALID', `pkcs11KeyProvider: ${msg}`)
   }
+  refuseUnknownKeys(o, PKCS11_OPTION_KEYS, 'pkcs11KeyProvider', refusal)
   if (typeof o.module !== 'string' || o.module === '')
     fail('`module` (path of the PKCS#11 library) is required.')
   if ((o.slot === undefined) === (o.tokenLabel === undefined))
