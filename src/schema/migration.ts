@@ -1,5 +1,12 @@
 import { createHash } from 'node:crypto'
-import { type ColumnDataType, type ColumnDefinitionBuilder, type Expression, type Kysely, sql } from 'kysely'
+import {
+  type ColumnDataType,
+  type ColumnDefinitionBuilder,
+  type CreateIndexBuilder,
+  type Expression,
+  type Kysely,
+  sql,
+} from 'kysely'
 import { isUniqueViolation, scrubDriverError } from '../driver-errors.js'
 import { ConfigError, UniqueViolationError } from '../errors.js'
 import { FORMAT_V1_OVERHEAD } from '../fields/format.js'
@@ -161,10 +168,9 @@ export async function createBlindIndexes(
   const info = tableInfo(schema, table)
   const family = sqlFamily(db)
   for (const index of info.indexColumns.values()) {
-    const name = indexName(`${info.physical}_${index.physical}_idx`)
-    let builder = db.schema.createIndex(name).on(info.physical).column(index.physical)
+    const name = blindIndexName(info, index.physical)
+    let builder = blindIndexStatement(db, info, index.physical, index.spec.kind === 'unique')
     if (family === 'postgres') builder = builder.ifNotExists()
-    if (index.spec.kind === 'unique') builder = builder.unique()
     try {
       await builder.execute()
     } catch (error) {
@@ -182,6 +188,31 @@ export async function createBlindIndexes(
       throw error
     }
   }
+}
+
+/** The name of the database index {@link createBlindIndexes} makes on one blind-index column. */
+function blindIndexName(info: TableInfo, column: string): string {
+  return indexName(`${info.physical}_${column}_idx`)
+}
+
+/**
+ * The CREATE INDEX of one blind-index column, as {@link createBlindIndexes} runs it and a schema
+ * problem's fix prints it. The column goes in as an identifier: Kysely's `column()` reads a space
+ * in a name as the start of an order direction (`email bidx` failed as "invalid order direction",
+ * and `email desc` would have indexed `email`). @internal
+ */
+export function blindIndexStatement(
+  // biome-ignore lint/suspicious/noExplicitAny: any database type; the index DDL names tables at run time.
+  db: Kysely<any>,
+  info: TableInfo,
+  column: string,
+  unique: boolean,
+): CreateIndexBuilder {
+  const builder = db.schema
+    .createIndex(blindIndexName(info, column))
+    .on(info.physical)
+    .expression(sql.id(column))
+  return unique ? builder.unique() : builder
 }
 
 /** PostgreSQL's identifier limit, in bytes (MySQL's is 64 characters). */

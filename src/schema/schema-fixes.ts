@@ -1,6 +1,6 @@
 import { type Kysely, sql } from 'kysely'
 import { ConfigError } from '../errors.js'
-import { addEncryptedColumns, binaryType, encryptedColumnTypes, indexName } from './migration.js'
+import { addEncryptedColumns, binaryType, blindIndexStatement, encryptedColumnTypes } from './migration.js'
 import type { EncryptedSchema, TableInfo } from './schema.js'
 import type { SqlFamily } from './sql-family.js'
 
@@ -60,15 +60,8 @@ export function schemaFixes(
       return `${alter} using convert_to(${sql.ref(column).compile(plain).sql}::text, 'UTF8')`
     },
     /** The single-column UNIQUE index `createBlindIndexes` makes. */
-    uniqueIndex: (info: TableInfo, column: string) => {
-      const bare = info.physical.slice(info.physical.indexOf('.') + 1)
-      return plain.schema
-        .createIndex(indexName(`${bare}_${column}_idx`))
-        .on(info.physical)
-        .column(column)
-        .unique()
-        .compile().sql
-    },
+    uniqueIndex: (info: TableInfo, column: string) =>
+      blindIndexStatement(plain, info, column, true).compile().sql,
     /** The table renamed to the schema's name. */
     rename: (from: string, to: string) =>
       plain.schema

@@ -9,6 +9,7 @@ import {
   encryptedSchema,
   type MigrationPhase,
 } from '../../src/index.js'
+import { verifySchema } from '../../src/schema/verify-schema.js'
 import { type Backend, backends, uniqueName } from '../support/backends.js'
 
 describe.each(backends())('migration helpers on $name', (backend: Backend) => {
@@ -159,6 +160,38 @@ describe.each(backends())('migration helpers on $name', (backend: Backend) => {
         ).rejects.toBeDefined()
       } finally {
         await sql`drop table if exists ${sql.table(long)}`.execute(db)
+      }
+    })
+
+    it('createBlindIndexes on an index named with a space: the UNIQUE index is on that column, the schema check finds it, and its fix is the same statement', async () => {
+      const spaced = uniqueName('mig_space')
+      const spacedSchema = encryptedSchema({
+        [spaced]: { email: encrypted.text({ index: { name: 'email bidx' }, maxBytes: 320 }) },
+      })
+      await db.schema
+        .createTable(spaced)
+        .addColumn('id', 'integer', (c) => c.primaryKey())
+        .$call(addEncryptedColumns(spacedSchema, spaced, backend.family))
+        .execute()
+      try {
+        // Before: the one problem is the missing UNIQUE index, and its fix names the column whole.
+        const problems = await verifySchema(db, spacedSchema).then(
+          () => [],
+          (error: { problems?: { kind: string; fix?: string }[] }) => error.problems ?? [],
+        )
+        expect(problems.map((p) => p.kind)).toEqual(['unique-index-missing'])
+        const q = backend.family === 'mysql' ? '`' : '"'
+        expect(problems[0]?.fix).toContain(`(${q}email bidx${q})`)
+        // Kysely's column() read "email bidx" as the column email in the order "bidx", and failed.
+        await createBlindIndexes(db, spacedSchema, spaced)
+        await expect(verifySchema(db, spacedSchema)).resolves.toBeDefined()
+        const index = Buffer.alloc(32, 7)
+        await db.insertInto(spaced).values({ id: 1, 'email bidx': index }).execute()
+        await expect(
+          db.insertInto(spaced).values({ id: 2, 'email bidx': index }).execute(),
+        ).rejects.toBeDefined()
+      } finally {
+        await sql`drop table if exists ${sql.table(spaced)}`.execute(db)
       }
     })
 
