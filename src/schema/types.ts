@@ -30,11 +30,40 @@ type Swap<Stored, P> =
     : SwapValue<Stored, P>
 type SwapValue<V, P> = V extends null ? null : V extends undefined ? undefined : P
 
+/** A snake_case name as Kysely's `CamelCasePlugin` spells it in queries (`email_address` → `emailAddress`). */
+type CamelCase<N extends string> = N extends `${infer Head}_${infer Rest}`
+  ? `${Head}${Capitalize<CamelCase<Rest>>}`
+  : N
+
+/**
+ * The key of `D` that the name `K` of a generated interface stands for: `K` itself, or a key whose
+ * camelCase spelling is `K` (the interface kysely-codegen writes for `CamelCasePlugin`);
+ * `never` when there is none.
+ */
+type KeyFor<D, K> = K extends keyof D
+  ? K
+  : { [X in keyof D & string]: CamelCase<X> extends K ? X : never }[keyof D & string]
+
+/** A table of the generated interface whose schema table is `T`: its columns mapped. */
+type DecryptedTable<
+  Table,
+  S extends EncryptedSchema<SchemaDefinition, boolean>,
+  T extends keyof S['definition'],
+> = {
+  [C in keyof Table as C extends Omitted<S, T> | CamelCase<Omitted<S, T> & string> ? never : C]: [
+    KeyFor<S['definition'][T], C>,
+  ] extends [never]
+    ? Table[C]
+    : Swap<Table[C], PlaintextOf<S['definition'][T][KeyFor<S['definition'][T], C>]>>
+}
+
 /**
  * Maps a generated database interface (kysely-codegen and friends, where encrypted columns are
  * `Buffer`) to the plaintext types the application reads and writes through the plugin.
  * Nullability and `Generated<>`/`ColumnType<>` wrappers are kept; blind-index columns stay bytes,
  * or are left out when the schema was made with `omitBlindIndexes: true` (as they are from rows).
+ * Tables and columns are matched by their name in the schema or by its camelCase spelling, so an
+ * interface generated for `CamelCasePlugin` (`userAccounts.emailAddress`) is mapped too.
  *
  * @example
  * ```ts
@@ -44,11 +73,7 @@ type SwapValue<V, P> = V extends null ? null : V extends undefined ? undefined :
  * ```
  */
 export type Decrypted<DB, S extends EncryptedSchema<SchemaDefinition, boolean>> = {
-  [T in keyof DB]: T extends keyof S['definition']
-    ? {
-        [C in keyof DB[T] as C extends Omitted<S, T> ? never : C]: C extends keyof S['definition'][T]
-          ? Swap<DB[T][C], PlaintextOf<S['definition'][T][C]>>
-          : DB[T][C]
-      }
-    : DB[T]
+  [T in keyof DB]: [KeyFor<S['definition'], T>] extends [never]
+    ? DB[T]
+    : DecryptedTable<DB[T], S, KeyFor<S['definition'], T>>
 }

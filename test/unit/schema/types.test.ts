@@ -86,3 +86,58 @@ describe('Decrypted<DB, schema> with omitBlindIndexes', () => {
     expect(omitting.omitBlindIndexes).toBe(true)
   })
 })
+
+/**
+ * kysely-codegen writes a camelCase interface for an application that uses CamelCasePlugin
+ * (`userAccounts.emailAddress` for `user_accounts.email_address`), while the schema's keys are the
+ * database's names. Such tables and columns kept their stored types (`Buffer`): the application
+ * had to cast every plaintext it read or wrote.
+ */
+describe('Decrypted<DB, schema> over an interface generated for CamelCasePlugin', () => {
+  const snake = encryptedSchema(
+    {
+      user_accounts: {
+        email_address: encrypted.text({ index: { name: 'email_address_bidx' } }),
+        date_of_birth: encrypted.calendarDate(),
+        ssn: encrypted.text({ index: { name: 'ssn_last_4_bidx', bits: 16 } }),
+      },
+    },
+    { omitBlindIndexes: true },
+  )
+  interface CamelStored {
+    userAccounts: {
+      id: Generated<number>
+      emailAddress: Buffer
+      emailAddressBidx: Buffer
+      dateOfBirth: Buffer | null
+      ssn: Buffer | null
+      ssnLast4Bidx: Buffer | null
+      displayName: string
+    }
+    auditLog: { emailAddress: string }
+  }
+
+  it('maps the camelCase spellings of encrypted tables and columns, and leaves out their index columns', () => {
+    type DB = Decrypted<CamelStored, typeof snake>
+    expectTypeOf<keyof DB['userAccounts']>().toEqualTypeOf<
+      'id' | 'emailAddress' | 'dateOfBirth' | 'ssn' | 'displayName'
+    >()
+    expectTypeOf<DB['userAccounts']['emailAddress']>().toEqualTypeOf<string>()
+    expectTypeOf<DB['userAccounts']['dateOfBirth']>().toEqualTypeOf<string | null>()
+    expectTypeOf<DB['userAccounts']['ssn']>().toEqualTypeOf<string | null>()
+    expectTypeOf<DB['userAccounts']['displayName']>().toEqualTypeOf<string>()
+    // A table outside the schema keeps its columns, whatever they are named.
+    expectTypeOf<DB['auditLog']>().toEqualTypeOf<{ emailAddress: string }>()
+    expect(snake.omitBlindIndexes).toBe(true)
+  })
+
+  it('still maps the snake_case interface of the same schema', () => {
+    interface SnakeStored {
+      user_accounts: { id: number; email_address: Buffer; email_address_bidx: Buffer; ssn: Buffer | null }
+    }
+    type DB = Decrypted<SnakeStored, typeof snake>
+    expectTypeOf<keyof DB['user_accounts']>().toEqualTypeOf<'id' | 'email_address' | 'ssn'>()
+    expectTypeOf<DB['user_accounts']['email_address']>().toEqualTypeOf<string>()
+    expect(snake.tables.has('user_accounts')).toBe(true)
+  })
+})
