@@ -175,7 +175,7 @@ describe.each(backends())('migration helpers on $name', (backend: Backend) => {
         .execute()
       try {
         // Before: the one problem is the missing UNIQUE index, and its fix names the column whole.
-        const problems = await verifySchema(db, spacedSchema).then(
+        const problems = await verifySchema(db, spacedSchema, { unannotatedTables: false }).then(
           () => [],
           (error: { problems?: { kind: string; fix?: string }[] }) => error.problems ?? [],
         )
@@ -184,7 +184,7 @@ describe.each(backends())('migration helpers on $name', (backend: Backend) => {
         expect(problems[0]?.fix).toContain(`(${q}email bidx${q})`)
         // Kysely's column() read "email bidx" as the column email in the order "bidx", and failed.
         await createBlindIndexes(db, spacedSchema, spaced)
-        await expect(verifySchema(db, spacedSchema)).resolves.toBeDefined()
+        await expect(verifySchema(db, spacedSchema, { unannotatedTables: false })).resolves.toBeDefined()
         const index = Buffer.alloc(32, 7)
         await db.insertInto(spaced).values({ id: 1, 'email bidx': index }).execute()
         await expect(
