@@ -64,8 +64,8 @@ export function condition(
     case 'AndNode': {
       const n = node as unknown as { left: OperationNode; right: OperationNode }
       return rebuild(node, {
-        left: condition(a, n.left, scope, ctx),
-        right: condition(a, n.right, scope, ctx),
+        left: operand(a, n.left, scope, ctx),
+        right: operand(a, n.right, scope, ctx),
       })
     }
     case 'OrNode': {
@@ -77,8 +77,8 @@ export function condition(
         phaseBranch: PHASE_ORS.has(node) && (ctx.positive || ctx.phaseBranch === true),
       }
       return rebuild(node, {
-        left: condition(a, n.left, scope, c),
-        right: condition(a, n.right, scope, c),
+        left: operand(a, n.left, scope, c),
+        right: operand(a, n.right, scope, c),
       })
     }
     case 'ParensNode': {
@@ -90,7 +90,7 @@ export function condition(
       const op = (n.operator as unknown as { operator?: string }).operator
       if (op === 'not')
         return rebuild(node, {
-          operand: condition(a, n.operand, scope, {
+          operand: operand(a, n.operand, scope, {
             ...ctx,
             positive: false,
             branch: ctx.branch ?? 'not',
@@ -106,6 +106,23 @@ export function condition(
     default:
       return opaque(a, node, scope, 'expression')
   }
+}
+
+/**
+ * {@link condition} of an operand of AND, OR or NOT, in parentheses when it is raw SQL. Kysely
+ * prints raw SQL as it is, so `.where(sql\`a or b\`).where('tenant_id', '=', t)` was sent as
+ * `a or b and "tenant_id" = $1`, which the database reads as `a or (b and …)`: the tree this
+ * analysis reads (an AND at the top, the tenant fixed) and the statement run disagreed, and an
+ * update bound its ciphertexts to a context that rows of the OR branch do not have.
+ */
+function operand(
+  a: AnalysisContext,
+  node: OperationNode,
+  scope: Scope,
+  ctx: ConditionContext,
+): OperationNode {
+  const out = condition(a, node, scope, ctx)
+  return node.kind === 'RawNode' ? (Object.freeze({ kind: 'ParensNode', node: out }) as OperationNode) : out
 }
 
 export function comparison(

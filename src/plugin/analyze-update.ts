@@ -1,4 +1,5 @@
 import type { OperationNode, UpdateQueryNode, WhereNode } from 'kysely'
+import { contextMissing } from '../schema/row-context.js'
 import type { StatementAnalysis } from './analysis-context.js'
 import { whereNode } from './analyze-conditions.js'
 import { opaque } from './analyze-expressions.js'
@@ -56,6 +57,17 @@ export const analyzeUpdate: StatementAnalysis<UpdateQueryNode> = (a, node, paren
       single!.name,
       plainSets(node.updates!, single!.table!),
     )
+  // Raw SQL after the WHERE (`modifyEnd(sql\`or …\`)`) would select rows beyond the context
+  // the WHERE fixes, and they would be written with ciphertexts bound to it.
+  if (bound && (node.endModifiers?.length ?? 0) > 0) {
+    const table = single!.table!
+    throw contextMissing(
+      table,
+      table.context[0]!,
+      'is not fixed by an update that ends in raw SQL (modifyEnd), which may widen its WHERE to rows of another context',
+      'update',
+    )
+  }
   if (node.orderBy) patch.orderBy = opaque(a, node.orderBy, scope, 'order by')
   return returning(a, node, scope, role, patch)
 }

@@ -137,9 +137,11 @@ export function guardUpdate(
     }
   }
   if (guards.length === 0) return where
+  // The WHERE as written in parentheses: whatever it holds (raw SQL with an OR), the guards
+  // restrict every row it selects.
   const all = guards.reduce(
     (left, right) => Object.freeze({ kind: 'AndNode', left, right }) as OperationNode,
-    where.where,
+    Object.freeze({ kind: 'ParensNode', node: where.where }) as OperationNode,
   )
   return Object.freeze({ ...where, where: all }) as WhereNode
 }
