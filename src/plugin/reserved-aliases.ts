@@ -55,7 +55,10 @@ export function checkReservedAliases(
       )
     }
     if (!name.startsWith(HIDDEN_CONTEXT_PREFIX)) continue
+    // The plugin numbers each hidden column once. Twice, the driver keeps the last of the two:
+    // a query compiled elsewhere could pair an encrypted column with another row's context.
     if (
+      !repeated(selections, s, name) &&
       (role !== 'root' || a.mode === 'verify') &&
       isOwn(sel.node, name, selections, outputs, origins, scope)
     )
@@ -66,6 +69,15 @@ export function checkReservedAliases(
       { operator: 'alias', hint: `Choose an alias that does not start with ${HIDDEN_CONTEXT_PREFIX}.` },
     )
   }
+}
+
+/** True when a selection before `at` in the list has the output alias `name` too. */
+function repeated(selections: ReadonlyArray<SelectionNode>, at: SelectionNode, name: string): boolean {
+  for (const s of selections) {
+    if (s === at) return false
+    if (s.selection.kind === 'AliasNode' && identifierName(s.selection.alias) === name) return true
+  }
+  return false
 }
 
 /** True for a selection in the form the plugin writes, beside an encrypted column it serves. */

@@ -184,5 +184,35 @@ describe.each(backends())('user aliases with the hidden row-context prefix [$nam
       for (let run = 0; run < 2; run++)
         expect((await t.db.executeQuery(compiled)).rows).toEqual([{ id, email: 'alias@x.io' }])
     })
+
+    it("a query without the plugin that repeats a hidden alias is refused: the driver keeps the last, and a copied ciphertext read with another row's context passed (helper-82)", async () => {
+      const other = await t.order('acme', 'other@x.io')
+      // Someone with write access copies this row's ciphertext into the other row.
+      const stored = await t.raw
+        .selectFrom(t.table)
+        .select('email')
+        .where('id', '=', id)
+        .executeTakeFirstOrThrow()
+      await t.raw.updateTable(t.table).set({ email: stored.email }).where('id', '=', other).execute()
+      await expect(
+        t.db.selectFrom(t.table).select(['id', 'email']).where('id', '=', other).execute(),
+      ).rejects.toMatchObject({ code: 'DECRYPT_AUTH_FAILED' })
+      const q = t.db
+        .withoutPlugins()
+        .selectFrom(`${t.table} as yy`)
+        .innerJoin(`${t.table} as xx`, 'xx.tenant_id', 'yy.tenant_id')
+        .select(['yy.id', 'yy.email', 'xx.email as x_email'])
+        .select([
+          'yy.tenant_id as __kfe_ctx_0',
+          'yy.id as __kfe_ctx_1',
+          'xx.tenant_id as __kfe_ctx_0',
+          'xx.id as __kfe_ctx_1',
+        ] as never)
+        .where('yy.id', '=', other)
+        .where('xx.id', '=', id)
+      const e = await expectRefused(() => q.execute(), 'QUERY_REFUSED')
+      expect(e.operator).toBe('alias')
+      await t.raw.deleteFrom(t.table).where('id', '=', other).execute()
+    })
   })
 })
