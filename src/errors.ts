@@ -223,8 +223,13 @@ export type SchemaProblemKind =
   | 'unannotated-ciphertext'
   /** A context column (the `context` table option) does not exist. */
   | 'context-column-missing'
-  /** A context column's type does not return values as they were written (PostgreSQL `character(n)`, fractional, time, JSON, bytes). */
+  /** A context column's type does not return values as they were written (PostgreSQL `character(n)`, fractional, time, JSON, bytes; MySQL enum, set, year). */
   | 'context-column-type'
+  /**
+   * A context column's camelCase spelling is a column of the table too: a statement naming it
+   * would be read as naming the context column (CamelCasePlugin's spelling).
+   */
+  | 'context-column-spelling'
 
 /** One problem found by schema verification. Names and types only: never a value. */
 export interface SchemaProblem {

@@ -1,6 +1,7 @@
 import type { ColumnUpdateNode, OperationNode } from 'kysely'
 import type { QueryRefusedError } from '../errors.js'
 import { contextValue } from '../fields/context-values.js'
+import { camelCase } from '../schema/camel-case.js'
 import { contextMissing } from '../schema/row-context.js'
 import type { TableInfo } from '../schema/schema.js'
 import type { DeferredValue } from './deferred-value.js'
@@ -16,7 +17,7 @@ import { tableName } from './table-names.js'
 
 /** True when a statement's column name is context column `name` (or its camelCase spelling). */
 export function isColumn(written: string, name: string): boolean {
-  return written === name || written === name.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase())
+  return written === name || written === camelCase(name)
 }
 
 /** Why a written value cannot be a context value, or `undefined` with the canonical value. */

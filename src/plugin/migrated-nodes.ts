@@ -1,5 +1,6 @@
 import type { OperationNode, ReferenceNode, SelectionNode, WithNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
+import { camelCase } from '../schema/camel-case.js'
 import type { ColumnInfo } from '../schema/schema.js'
 import { someChild } from './node-utils.js'
 import { columnName, columnNode, DEFAULT, identifier, nodeValue, referenceNode } from './nodes.js'
@@ -177,11 +178,6 @@ export function refuseCteNamedLike(root: OperationNode, name: string, mappings: 
   )
 }
 
-/** `contact_email` → `contactEmail`, as kysely's CamelCasePlugin spells a name. */
-function camel(name: string): string {
-  return name.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase())
-}
-
 /**
  * True when `found` holds for the name of a column or reference node of `root`; with `targets`
  * false, the targets of SET items and an INSERT's column list are not visited.
@@ -212,7 +208,7 @@ function someReference(root: OperationNode, targets: boolean, found: (name: stri
 export function refuseCamelSpelling(root: OperationNode, rel: Relation): void {
   const spelled = new Map<string, Mapping>()
   for (const m of rel.mappings) {
-    for (const name of [m.name, m.stored]) if (camel(name) !== name) spelled.set(camel(name), m)
+    for (const name of [m.name, m.stored]) if (camelCase(name) !== name) spelled.set(camelCase(name), m)
   }
   if (spelled.size === 0) return
   let hit: [string, Mapping] | undefined

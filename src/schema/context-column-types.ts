@@ -1,4 +1,5 @@
 import type { SchemaProblem } from '../errors.js'
+import { camelCase } from './camel-case.js'
 import { type CatalogTable, isBinaryType } from './catalog.js'
 import type { TableInfo } from './schema.js'
 import type { SqlFamily } from './sql-family.js'
@@ -18,7 +19,9 @@ const NOT_CONTEXT: Readonly<Record<SqlFamily, readonly RegExp[]>> = {
     /^(numeric|real|double precision|money|boolean|date|interval|json|jsonb)$/,
     /^(time|timestamp)\b/,
   ],
-  mysql: [/^(decimal|float|double|bit|date|datetime|timestamp|time|json)$/],
+  // enum and set store a value in the case of their member (`'ACME'` as `acme`), year a number
+  // in its own range and form.
+  mysql: [/^(decimal|float|double|bit|date|datetime|timestamp|time|json|enum|set|year)$/],
 }
 
 /**
@@ -46,6 +49,16 @@ export function contextColumnProblems(
         columns: [name],
         message: `Context column ${info.physical}.${name} (context option) does not exist.`,
         fix: `-- add ${name} to ${info.physical}, or correct the table's context option`,
+      })
+    } else if (camelCase(name) !== name && column(table, camelCase(name)) !== undefined) {
+      // The plugin reads `tenantId` in a statement as context column `tenant_id` (CamelCasePlugin's
+      // spelling): a real column of that name would be taken for it, and a row bound to its value.
+      out.push({
+        kind: 'context-column-spelling',
+        table: info.physical,
+        columns: [name, camelCase(name)],
+        message: `Context column ${info.physical}.${name} has a sibling ${camelCase(name)}, its camelCase spelling: a statement naming ${camelCase(name)} would be read as naming ${name}, and its rows bound to the other column's value.`,
+        fix: `-- rename or drop ${info.physical}.${camelCase(name)}`,
       })
     } else if (isBinaryType(family, type) || NOT_CONTEXT[family].some((re) => re.test(type))) {
       out.push({

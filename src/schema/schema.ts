@@ -1,6 +1,7 @@
 import type { BlindIndexSpec } from '../blindindex/blind-index.js'
 import { ConfigError } from '../errors.js'
 import { refuseUnknownKeys } from '../option-keys.js'
+import { camelCase } from './camel-case.js'
 import type { EncryptedColumn } from './columns.js'
 import { SCOPE_SEPARATOR } from './key-scope.js'
 import { refuseAnnotatedKey, refuseDottedColumn } from './name-rules.js'
@@ -35,11 +36,6 @@ export function indexColumnNames(spec: BlindIndexSpec): readonly string[] {
 /** The slot (0 or 1) that index key `version` lives in, for an index with a rotation slot. */
 export function slotOfVersion(version: number): 0 | 1 {
   return version % 2 === 1 ? 0 : 1
-}
-
-/** `email_address` → `emailAddress`, as kysely's CamelCasePlugin maps names. */
-function camel(name: string): string {
-  return name.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase())
 }
 
 /**
@@ -270,9 +266,9 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
       }
       cols.set(colName, info)
       lookup.set(colName, info)
-      lookup.set(camel(colName), info)
+      lookup.set(camelCase(colName), info)
       folded.set(colName.toLowerCase(), info)
-      folded.set(camel(colName).toLowerCase(), info)
+      folded.set(camelCase(colName).toLowerCase(), info)
     }
     for (const info of cols.values()) {
       for (const spec of info.spec.indexes) {
@@ -289,9 +285,9 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
           idx.set(name, index)
           if (omit) omittedHere.push(name)
           idxLookup.set(name, index)
-          idxLookup.set(camel(name), index)
+          idxLookup.set(camelCase(name), index)
           folded.set(name.toLowerCase(), info)
-          folded.set(camel(name).toLowerCase(), info)
+          folded.set(camelCase(name).toLowerCase(), info)
         }
       }
     }
@@ -300,7 +296,7 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
     Object.freeze(table)
     tables.set(physical, table)
     byName.set(physical, table)
-    byName.set(camel(physical), table)
+    byName.set(camelCase(physical), table)
   }
   const clash = [...tables.values()].find((t) => t.logical.includes(SCOPE_SEPARATOR))
   if (clash !== undefined && [...tables.values()].some((t) => t.keyScope !== undefined)) {

@@ -48,6 +48,45 @@ describe.each(backends())('context column types [$name]', (backend: Backend) => 
       )
     })
 
+    // MariaDB stores an enum or set value in its member's case ('ACME' as 'acme'), strict mode or
+    // not: the row's tenant became acme while its ciphertexts were bound to, and keyed by, ACME.
+    it.runIf(backend.family === 'mysql')(
+      'a MySQL enum, set or year context column is refused (context-column-type)',
+      async () => {
+        const found = await problemsFor({
+          tenant_id: "enum('acme','globex')",
+          tags: "set('a','b')",
+          y: 'year',
+        })
+        expect(found.sort()).toEqual([
+          'context-column-type tags',
+          'context-column-type tenant_id',
+          'context-column-type y',
+        ])
+      },
+    )
+
+    it('a context column beside a column named by its camelCase spelling is refused (context-column-spelling)', async () => {
+      // A statement naming tenantId was read as naming tenant_id: the row was bound to the value
+      // written into tenantId, and its tenant_id held another (helper-82).
+      const table = track(uniqueName('ctx_types'))
+      const schema = encryptedSchema(
+        { [table]: { email: encrypted.text() } },
+        { tables: { [table]: { context: ['tenant_id'] } } },
+      )
+      await plain()
+        .schema.createTable(table)
+        .addColumn('pk', 'integer', (c) => c.primaryKey())
+        .addColumn('tenant_id', 'varchar(64)')
+        .addColumn('tenantId', 'varchar(64)')
+        .$call(addEncryptedColumns(schema, table, backend.family))
+        .execute()
+      const { problems } = await findSchemaProblems(plain(), schema, { unannotatedTables: false })
+      expect(problems.map((p) => `${p.kind} ${p.columns.join(',')}`)).toEqual([
+        'context-column-spelling tenant_id,tenantId',
+      ])
+    })
+
     it('a context column that does not exist is refused (context-column-missing)', async () => {
       const table = track(uniqueName('ctx_types'))
       const schema = encryptedSchema(
