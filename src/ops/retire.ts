@@ -31,9 +31,14 @@ export interface RetireResult {
   readonly table: string
   readonly purpose: KeyPurpose
   readonly version: number
-  /** Rows still using the version (exact count over every row). */
+  /** Rows still using the version (exact count over every row; a partial count when `stopped`). */
   readonly rows: number
   readonly retired: boolean
+  /**
+   * True when the signal stopped the count before its end: nothing was changed, `rows` counts only
+   * the rows read, and the refusals (`RETIRE_REFUSED`, `RETIRE_TOO_EARLY`) were not decided.
+   */
+  readonly stopped: boolean
   readonly forced: boolean
   /** True when `dryRun` was set: nothing was changed. */
   readonly dryRun: boolean
@@ -94,7 +99,7 @@ async function retireCounted(
     )
   }
   let rows = 0
-  await scanTable(
+  const scan = await scanTable(
     ctx,
     table,
     opened.keys,
@@ -121,12 +126,14 @@ async function retireCounted(
       }
     },
   )
+  // A stopped count decides nothing: a partial count may miss rows that still use the version.
+  const stopped = scan.stopped
   let waitMs = 0
   const active = (await ctx.store.list(keyName, purpose)).find((k) => k.state === 'active')
   // A version that was never active (staged, refused) was never written with: no wait.
   if (target.state !== 'staged' && active !== undefined) {
     const since = await msSinceKeyEvent(ctx, 'activation', keyName, purpose, active.version, {
-      record: options.dryRun !== true,
+      record: options.dryRun !== true && !stopped,
     })
     waitMs = Math.max(0, Math.ceil(ctx.metadataTtlMs + ctx.ttlMarginMs - since))
   }
@@ -135,10 +142,12 @@ async function retireCounted(
     purpose,
     version,
     rows,
-    forced: (rows > 0 || waitMs > 0) && options.force === true,
+    forced: !stopped && (rows > 0 || waitMs > 0) && options.force === true,
     dryRun: options.dryRun === true,
     waitMs,
+    stopped,
   }
+  if (stopped) return { ...result, retired: false }
   if (rows > 0 && options.force !== true) {
     throw new OperationError(
       'RETIRE_REFUSED',
@@ -153,7 +162,9 @@ async function retireCounted(
       { table: table.logical, waitMs },
     )
   }
-  if (options.dryRun === true || options.signal?.aborted) return { ...result, retired: false }
+  if (options.dryRun === true) return { ...result, retired: false }
+  // Stopped after the count, before the change: nothing changed either.
+  if (options.signal?.aborted) return { ...result, stopped: true, retired: false }
   await ctx.store.setState(keyName, purpose, version, 'retired')
   ctx.ring.refresh()
   // An index with a rotation slot: the retired version's column is free for the next version.

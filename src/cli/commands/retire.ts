@@ -1,4 +1,5 @@
 import { defineCommand } from 'citty'
+import type { RetireResult } from '../../ops/retire.js'
 import { consola } from '../log.js'
 import { EXIT } from '../output.js'
 import { commonArgs, dryRunArg, intArg, runCommand, usageError } from '../run-command.js'
@@ -42,12 +43,23 @@ export const retireCommand = defineCommand({
       },
       (result, out) => {
         out.result(result, () => {
+          if (result.stopped) {
+            consola.warn(
+              `${result.table} ${result.purpose} v${result.version}: stopped before the count was through (${result.rows} rows seen using it so far); not retired, nothing changed: run the same command again.`,
+            )
+            return
+          }
           const state = result.retired ? 'retired' : 'not retired (dry run)'
           consola.log(
             `${result.table} ${result.purpose} v${result.version}: ${state}; ${result.rows} rows still use it${result.waitMs > 0 ? `; ${Math.ceil(result.waitMs / 1000)} s of the metadata TTL were left` : ''}${result.forced ? ' (forced)' : ''}.`,
           )
         })
-        return EXIT.ok
+        return retireExit(result)
       },
     ),
 })
+
+/** Exit code of `retire`: 2 when it was stopped (SIGINT/SIGTERM) before it decided, else 0. */
+export function retireExit(result: RetireResult): number {
+  return result.stopped ? EXIT.attention : EXIT.ok
+}

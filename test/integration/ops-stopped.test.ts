@@ -1,0 +1,36 @@
+import { describe, expect, it } from 'vitest'
+import { retireExit } from '../../src/cli/commands/retire.js'
+import { EXIT } from '../../src/cli/output.js'
+import { type Backend, backends } from '../support/backends.js'
+import { useOpsTestDb } from '../support/ops-db.js'
+
+/** A signal that aborts at the first progress step: the operation is stopped part way. */
+function stopAtFirstStep(): { signal: AbortSignal; onProgress: () => void } {
+  const stop = new AbortController()
+  return { signal: stop.signal, onProgress: () => stop.abort() }
+}
+
+/**
+ * Operations stopped by their signal (SIGINT/SIGTERM in `kfe`) say so in their result, decide
+ * nothing on a partial count, and `kfe` exits 2 (needs attention), not 0.
+ */
+describe.each(backends())('ops stopped by their signal [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    const t = useOpsTestDb(backend, { rows: 20 })
+
+    it('retire stopped while it counts: stopped, not retired, no refusal on the partial count; kfe exits 2', async () => {
+      await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
+      // 20 rows still use data version 1: a finished count would refuse (RETIRE_REFUSED).
+      const r = await t.ops.retire(t.table, { purpose: 'data', version: 1, ...stopAtFirstStep() })
+      expect(r).toMatchObject({ stopped: true, retired: false, dryRun: false, forced: false })
+      expect(retireExit(r)).toBe(EXIT.attention)
+      const forced = await t.ops.retire(t.table, {
+        purpose: 'data',
+        version: 1,
+        force: true,
+        ...stopAtFirstStep(),
+      })
+      expect(forced).toMatchObject({ stopped: true, retired: false, forced: false })
+    })
+  })
+})
