@@ -48,7 +48,7 @@ export interface RotateResult {
   readonly dryRun: boolean
   /**
    * True when the signal stopped the rotation before it was through (while waiting the metadata
-   * TTL, or with re-encryption batches left): `left` says what remains (staged: the same call
+   * TTL, in a rotation slot's backfill, or with re-encryption batches left): `left` says what remains (staged: the same call
    * resumes; active: `reencrypt` finishes). The CLI exits 2.
    */
   readonly interrupted: boolean
@@ -111,12 +111,18 @@ export async function rotate(
   const tenantArg = tenantOnly ? ` --tenant ${String(options.tenant)}` : ''
   const command = `kfe rotate ${table.physical} --${purpose}${tenantArg}`
   const again = `run \`${command}\` again to`
-  const stopped = (version: number, state: 'staged' | 'active', left: string, activateAfter?: Date) => ({
+  const stopped = (
+    version: number,
+    state: 'staged' | 'active',
+    left: string,
+    activateAfter?: Date,
+    job?: JobResult,
+  ) => ({
     ...base,
     version,
     state,
     activateAfter,
-    reencrypt: undefined,
+    reencrypt: job,
     interrupted: true,
     left,
   })
@@ -193,9 +199,18 @@ export async function rotate(
   if (purpose === 'index' && slotColumns(table, staged.version).length > 0 && !tenantOnly) {
     // Rotation slots: every process now fills the staged version's column on writes; the job
     // fills it for the other rows, and the cut-over waits until it is complete.
-    if (options.reencrypt !== false) await reencrypt(ctx, table.physical, options)
-    if (options.signal?.aborted === true)
-      return { ...base, version: staged.version, state: 'staged', activateAfter, reencrypt: undefined }
+    const job =
+      options.reencrypt === false ? undefined : ((await reencrypt(ctx, table.physical, options)) as JobResult)
+    if (options.signal?.aborted === true) {
+      const batches = job === undefined ? '' : `; ${job.remainingBatches} backfill batches are left`
+      return stopped(
+        staged.version,
+        'staged',
+        `version ${staged.version} is staged, not active: its rotation slot is not filled yet${batches}: ${again} finish the backfill and activate it`,
+        activateAfter,
+        job,
+      )
+    }
     await assertSlotComplete(ctx, table, staged.version)
   }
   await ctx.store.activate(keyName, purpose, staged.version)

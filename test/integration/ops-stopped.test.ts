@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { retireExit } from '../../src/cli/commands/retire.js'
+import { rotateExit } from '../../src/cli/commands/rotate.js'
 import { EXIT } from '../../src/cli/output.js'
 import { type Backend, backends } from '../support/backends.js'
 import { useOpsTestDb } from '../support/ops-db.js'
@@ -34,3 +35,39 @@ describe.each(backends())('ops stopped by their signal [$name]', (backend: Backe
     })
   })
 })
+
+describe.each(backends())(
+  'rotate --index with a rotation slot, stopped in its backfill [$name]',
+  (backend: Backend) => {
+    describe.runIf(backend.available)('', () => {
+      const t = useOpsTestDb(backend, { rows: 20, rotationSlot: true })
+
+      it('the result is interrupted, says what is left and carries the backfill job; kfe exits 2', async () => {
+        const stop = new AbortController()
+        const r = await t.ops.rotate(t.table, {
+          purpose: 'index',
+          batchSize: 5,
+          signal: stop.signal,
+          onProgress: (p) => {
+            if (p.phase === 'batch') stop.abort()
+          },
+        })
+        expect(r).toMatchObject({
+          version: 2,
+          state: 'staged',
+          interrupted: true,
+          reencrypt: { stopped: true, batches: 1 },
+        })
+        const left = r.reencrypt?.remainingBatches ?? 0
+        expect(left).toBeGreaterThan(0)
+        expect(r.left).toContain('version 2 is staged, not active')
+        expect(r.left).toContain(`${left} backfill batches are left`)
+        expect(rotateExit(r)).toBe(EXIT.attention)
+        // The same call finishes the backfill and activates the version.
+        const again = await t.ops.rotate(t.table, { purpose: 'index', batchSize: 5 })
+        expect(again).toMatchObject({ version: 2, state: 'active', interrupted: false })
+        expect(rotateExit(again)).toBe(EXIT.ok)
+      })
+    })
+  },
+)

@@ -69,9 +69,7 @@ export const rotateCommand = defineCommand({
             if (result.reencrypt !== undefined) describeJob(result.reencrypt)
             if (result.interrupted) consola.warn('interrupted: run the same command again to finish.')
           })
-          const job = result.reencrypt === undefined ? EXIT.ok : jobExit(result.reencrypt)
-          if (job === EXIT.failed) return EXIT.failed
-          return result.interrupted ? EXIT.attention : job
+          return rotateExit(result)
         }
         out.result(result, () => {
           const when =
@@ -87,10 +85,14 @@ export const rotateCommand = defineCommand({
               `${result.interrupted ? 'interrupted: ' : ''}${result.left}.`,
             )
         })
-        // Rows that failed outrank an interruption (1 over 2); a stopped rotation is never 0.
-        const job = result.reencrypt === undefined ? EXIT.ok : jobExit(result.reencrypt)
-        if (job === EXIT.failed) return EXIT.failed
-        return result.interrupted ? EXIT.attention : job
+        return rotateExit(result)
       },
     ),
 })
+
+/** Exit code of `rotate`: rows that failed outrank an interruption (1 over 2); a stopped rotation is never 0. */
+export function rotateExit(result: RotateResult | RotateTenantsResult): number {
+  const job = result.reencrypt === undefined ? EXIT.ok : jobExit(result.reencrypt)
+  if (job === EXIT.failed) return EXIT.failed
+  return result.interrupted ? EXIT.attention : job
+}
