@@ -50,6 +50,11 @@ export interface InitResult {
    * created all the same (`init` may run before the migrations); `kfe init` warns of them.
    */
   readonly missingTables: readonly string[]
+  /**
+   * True when the signal stopped `init` before every key was looked at: `keys` lists only the keys
+   * it reached; the same call again creates the rest (`kfe init` exits 2).
+   */
+  readonly stopped: boolean
 }
 
 const PURPOSES: readonly KeyPurpose[] = ['data', 'index']
@@ -80,8 +85,12 @@ export async function init(ctx: OpsContext, options: InitOptions = {}): Promise<
         })),
   )
   const keys: InitKey[] = []
+  let stopped = false
   for (const [i, { table, name, tenant }] of names.entries()) {
-    if (options.signal?.aborted) break
+    if (options.signal?.aborted) {
+      stopped = true
+      break
+    }
     // [] when the key table does not exist yet; any other error (a corrupt row, the database
     // unreachable) is the init's, dry run or not.
     const before = await ctx.store.list(name)
@@ -128,5 +137,5 @@ export async function init(ctx: OpsContext, options: InitOptions = {}): Promise<
   const missingTables: string[] = []
   for (const table of tables)
     if (!(await tableExists(ctx, table.physical))) missingTables.push(table.physical)
-  return { keys, created: keys.filter((k) => k.created).length, dryRun, missingTables }
+  return { keys, created: keys.filter((k) => k.created).length, dryRun, missingTables, stopped }
 }

@@ -1,9 +1,11 @@
-import { describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { initExit } from '../../src/cli/commands/init.js'
 import { retireExit } from '../../src/cli/commands/retire.js'
 import { rotateExit } from '../../src/cli/commands/rotate.js'
 import { EXIT } from '../../src/cli/output.js'
 import { type Backend, backends } from '../support/backends.js'
 import { useOpsTestDb } from '../support/ops-db.js'
+import { type TenantFixture, tenantFixture } from '../support/tenant-fixture.js'
 
 /** A signal that aborts at the first progress step: the operation is stopped part way. */
 function stopAtFirstStep(): { signal: AbortSignal; onProgress: () => void } {
@@ -71,3 +73,26 @@ describe.each(backends())(
     })
   },
 )
+
+describe.each(backends())('init stopped by its signal [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    let t: TenantFixture
+    beforeAll(async () => {
+      t = await tenantFixture(backend, { app: { createTenantKeys: false } })
+    })
+    afterAll(async () => {
+      await t?.destroy()
+    })
+
+    it('init stopped after its first tenant: stopped, the keys it reached only; kfe exits 2; the same call creates the rest', async () => {
+      const tenants = ['acme', 'globex', 'initech']
+      const r = await t.ops.init({ tables: [t.table], tenants, ...stopAtFirstStep() })
+      expect(r).toMatchObject({ stopped: true, created: 2 })
+      expect(r.keys.map((k) => k.tenant)).toEqual(['acme', 'acme'])
+      expect(initExit(r)).toBe(EXIT.attention)
+      const rest = await t.ops.init({ tables: [t.table], tenants })
+      expect(rest).toMatchObject({ stopped: false, created: 4 })
+      expect(initExit(rest)).toBe(EXIT.ok)
+    })
+  })
+})

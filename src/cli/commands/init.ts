@@ -1,4 +1,5 @@
 import { defineCommand } from 'citty'
+import type { InitResult } from '../../ops/init.js'
 import { consola } from '../log.js'
 import { EXIT } from '../output.js'
 import { commonArgs, dryRunArg, runCommand } from '../run-command.js'
@@ -45,8 +46,17 @@ export const initCommand = defineCommand({
             consola.warn(
               `Table ${table} of the encrypted schema does not exist in this database: is its name misspelt in encryptedSchema, or are the migrations still to run? Its keys are kept either way.`,
             )
+          if (result.stopped)
+            consola.warn(
+              'stopped before every key was created: run the same command again to create the rest.',
+            )
         })
-        return EXIT.ok
+        return initExit(result)
       },
     ),
 })
+
+/** Exit code of `init`: 2 when it was stopped (SIGINT/SIGTERM) with keys left to create, else 0. */
+export function initExit(result: InitResult): number {
+  return result.stopped ? EXIT.attention : EXIT.ok
+}
