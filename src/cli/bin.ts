@@ -1,15 +1,23 @@
 import { runMain } from 'citty'
 import { main } from './main.js'
 import { createOutput, EXIT } from './output.js'
-import { unknownCommandError, unknownOptions, unknownOptionsError } from './strict-args.js'
+import {
+  missingArgumentsError,
+  unknownCommandError,
+  unknownOptions,
+  unknownOptionsError,
+} from './strict-args.js'
 
 // `kfe`: the package.json `bin`. Commands set process.exitCode (0 ok, 1 failed, 2 needs attention).
 const argv = process.argv.slice(2)
 const unknown = unknownOptions(argv, main)
-const noCommand = unknownCommandError(argv, main)
-if ((unknown !== undefined && unknown.length > 0) || noCommand !== undefined) {
-  const command = argv.find((a) => !a.startsWith('-')) ?? ''
-  createOutput(argv.includes('--json')).error(noCommand ?? unknownOptionsError(unknown ?? [], command))
+const command = argv.find((a) => !a.startsWith('-')) ?? ''
+const refused =
+  unknownCommandError(argv, main) ??
+  (unknown !== undefined && unknown.length > 0 ? unknownOptionsError(unknown, command) : undefined) ??
+  missingArgumentsError(argv, main)
+if (refused !== undefined) {
+  createOutput(argv.includes('--json')).error(refused)
   process.exitCode = EXIT.failed
 } else {
   void runMain(main).then(() => {

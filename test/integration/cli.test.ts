@@ -56,7 +56,7 @@ describe.concurrent.each(backends())(
         expect(run.json).toMatchObject({ ok: false, error: { code: 'CONFIG_INVALID' } })
       }, 120_000)
 
-      it('an option the command does not know is refused before anything runs: a mistyped --dry-run writes nothing', async ({
+      it('an option the command does not know, or a required argument left out, is refused before anything runs: a mistyped --dry-run writes nothing', async ({
         expect,
       }) => {
         const typo = await t.kfe('init', '--dryrun', '--json')
@@ -82,6 +82,21 @@ describe.concurrent.each(backends())(
           expect(none.code).toBe(1)
           expect(none.json).toMatchObject({ ok: false, error: { code: 'OPS_INVALID' } })
         }
+        // A required argument left out: a typed error (JSON with --json), not citty's usage text.
+        for (const args of [
+          ['verify', '--json'],
+          ['rewrap', '--from', 'x', '--json'],
+          ['migration', t.table, 'email', '--json'],
+          ['shred', t.table, '--json'],
+        ]) {
+          const run = await t.kfe(...args)
+          expect(run.code).toBe(1)
+          expect(run.json).toMatchObject({ ok: false, error: { code: 'OPS_INVALID' } })
+        }
+        const noTable = await t.kfe('verify')
+        expect(noTable.code).toBe(1)
+        expect(noTable.stderr).toContain('[OPS_INVALID]')
+        expect(noTable.stderr).toContain('<table>')
         // Nothing ran: init would have created the key table and two keys.
         const status = await t.kfe('status', t.table, '--json')
         expect(JSON.stringify(status.json)).not.toMatch(/"state":"active"/)
