@@ -105,15 +105,29 @@ export function createOutput(json: boolean, stream: NodeJS.WriteStream = process
  * that comes from the database or its driver with a code of its own (a refused connection,
  * `ECONNREFUSED`; an unknown role, PostgreSQL's `28000`; MySQL's `ER_ACCESS_DENIED_ERROR`), which
  * is kept as `driverCode`, so that `code` only ever holds the codes of docs/errors.md; `ERROR` for
- * anything else.
+ * anything else (a file system error with its code, `EEXIST`, is no database's).
  */
 function errorCodes(error: unknown): { code: string; table?: string; driverCode?: string } {
   if (error instanceof FieldEncryptionError)
     return error.table === undefined ? { code: error.code } : { code: error.code, table: error.table }
+  if (!fromDatabase(error)) return { code: 'ERROR' }
   const driverCode = (error as { code?: unknown } | null)?.code
   if (typeof driverCode === 'string' && driverCode.length > 0) return { code: 'DATABASE_ERROR', driverCode }
   if (typeof driverCode === 'number') return { code: 'DATABASE_ERROR', driverCode: String(driverCode) }
   return { code: 'ERROR' }
+}
+
+/**
+ * Whether an error with a code of its own may come from the database or its driver: not a file
+ * system error (Node's errors of a file, `EEXIST`, `ENOENT`, …, name its `path`) and not an abort
+ * (`ABORT_ERR`); a socket error of the connection (`ECONNREFUSED`, with an address) is the
+ * driver's.
+ */
+function fromDatabase(error: unknown): boolean {
+  if (error === null || typeof error !== 'object') return false
+  const e = error as { path?: unknown; syscall?: unknown; name?: unknown }
+  if (typeof e.path === 'string' && typeof e.syscall === 'string') return false
+  return e.name !== 'AbortError'
 }
 
 /**

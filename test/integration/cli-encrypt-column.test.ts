@@ -64,6 +64,22 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
         )
         const bad = await kfe('migration', t.table, 'email', '--phase', 'sideways', '--folder', folder)
         expect(bad.code).toBe(1)
+        // A folder that cannot be written (a file is there): a typed error naming the path, not a database's.
+        const notFolder = join(folder, files[0]!)
+        const unwritable = await kfe(
+          'migration',
+          t.table,
+          'email',
+          '--phase',
+          'add',
+          '--folder',
+          notFolder,
+          '--json',
+        )
+        expect(unwritable.code).toBe(1)
+        expect(unwritable.json).toMatchObject({ ok: false, error: { code: 'OPS_INVALID' } })
+        expect((unwritable.json as { error: { message: string } }).error.message).toContain(notFolder)
+        expect(readdirSync(folder)).toEqual(files)
         await t.migrate('add', 'added')
         expect((await kfe('init')).code).toBe(0)
       })

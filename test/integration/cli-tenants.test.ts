@@ -106,8 +106,11 @@ describe.concurrent.each(backends().filter((b) => b.name !== 'pglite'))(
         const refused = await t.kfe('shred', t.table, '--tenant', 'globex')
         expect(refused.code).toBe(1)
         expect(refused.stderr).toContain('--yes')
+        expect(refused.stderr).toContain('[OPS_INVALID]')
+        expect(refused.stderr).toContain('nothing was destroyed')
         const refusedJson = await t.kfe('shred', t.table, '--tenant', 'globex', '--json')
         expect(refusedJson.code).toBe(1)
+        expect(refusedJson.json).toMatchObject({ ok: false, error: { code: 'OPS_INVALID' } })
         const dry = await t.kfe('shred', t.table, '--tenant', 'globex', '--dry-run', '--json')
         expect(dry.code).toBe(0)
         // data v1, index v1 and v2

@@ -1,6 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { defineCommand } from 'citty'
+import { OperationError } from '../../errors.js'
 import type { MigrationStep } from '../../schema/migration-ddl.js'
 import { consola } from '../log.js'
 import { EXIT } from '../output.js'
@@ -38,8 +39,7 @@ export const migrationCommand = defineCommand({
         const path = join(folder, file.fileName)
         // A dry run prints the file it would write (DDL only: no value of any row).
         if (args['dry-run']) return { path, dryRun: true, source: file.source, ...file.ddl }
-        await mkdir(folder, { recursive: true })
-        await writeFile(path, file.source, { flag: 'wx' })
+        await writeMigration(folder, path, file.source)
         return { path, dryRun: false, ...file.ddl }
       },
       (result, out) => {
@@ -56,3 +56,22 @@ export const migrationCommand = defineCommand({
       },
     ),
 })
+
+/**
+ * Writes the migration file, never over an existing one.
+ * @throws OperationError `OPS_INVALID` naming the path when the file exists or the folder or file
+ *   cannot be written (the file system's code, `EEXIST`, `EACCES`, …, in the message and `cause`)
+ */
+async function writeMigration(folder: string, path: string, source: string): Promise<void> {
+  try {
+    await mkdir(folder, { recursive: true })
+    await writeFile(path, source, { flag: 'wx' })
+  } catch (error) {
+    const code = (error as { code?: unknown }).code
+    const why =
+      code === 'EEXIST'
+        ? `${path} exists already: nothing was written (remove it, or give another --folder)`
+        : `${path} could not be written (${typeof code === 'string' ? code : String(error)}): nothing was written (check --folder)`
+    throw new OperationError('OPS_INVALID', `${why}.`, { cause: error })
+  }
+}

@@ -1,5 +1,6 @@
 import { createInterface } from 'node:readline/promises'
 import { defineCommand } from 'citty'
+import { OperationError } from '../../errors.js'
 import { consola } from '../log.js'
 import { EXIT } from '../output.js'
 import { commonArgs, dryRunArg, runCommand } from '../run-command.js'
@@ -30,7 +31,14 @@ export const shredCommand = defineCommand({
         const tenant = String(args.tenant)
         const preview = await ops.shred(table, { ...run, tenant, dryRun: true })
         if (args['dry-run']) return preview
-        if (!args.yes) await confirm(out.json, preview.table, tenant, preview.destroyed)
+        if (!args.yes)
+          await confirmShred({
+            json: out.json,
+            table: preview.table,
+            tenant,
+            versions: preview.destroyed,
+            signal: run.signal,
+          })
         return ops.shred(table, { ...run, tenant })
       },
       (result, out) => {
@@ -45,23 +53,55 @@ export const shredCommand = defineCommand({
     ),
 })
 
+/** What {@link confirmShred} asks about, and where. */
+export interface ShredConfirmation {
+  /** `--json`: there is no one to ask. */
+  readonly json: boolean
+  readonly table: string
+  readonly tenant: string
+  /** Key versions the shred destroys. */
+  readonly versions: number
+  /** SIGINT/SIGTERM of the command: stops the question. */
+  readonly signal?: AbortSignal | undefined
+  /** @default process.stdin */
+  readonly input?: NodeJS.ReadableStream & { readonly isTTY?: boolean }
+  /** @default process.stderr */
+  readonly output?: NodeJS.WritableStream
+}
+
 /**
  * Asks the operator to type the tenant again. Refuses without a terminal or with `--json`: a
  * script must say `--yes`.
+ * @throws OperationError `OPS_INVALID` when it is not confirmed (no terminal, `--json`, another
+ *   answer, Ctrl-C or the input closed): nothing was destroyed
  */
-async function confirm(json: boolean, table: string, tenant: string, versions: number): Promise<void> {
-  if (json || process.stdin.isTTY !== true) {
-    throw new Error(
-      `Refusing to shred without confirmation: pass --yes (there is no terminal to ask, or --json).`,
+export async function confirmShred(c: ShredConfirmation): Promise<void> {
+  const input = c.input ?? process.stdin
+  const refused = (why: string, cause?: unknown) =>
+    new OperationError('OPS_INVALID', `${why}; nothing was destroyed.`, cause === undefined ? {} : { cause })
+  if (c.json || input.isTTY !== true)
+    throw refused(
+      'Refusing to shred without confirmation: pass --yes (there is no terminal to ask, or --json)',
     )
-  }
-  const rl = createInterface({ input: process.stdin, output: process.stderr })
+  const rl = createInterface({ input, output: c.output ?? process.stderr })
+  // Ctrl-C at the prompt (the terminal in raw mode gives it to readline, not to the process).
+  const stop = new AbortController()
+  const abort = () => stop.abort()
+  rl.on('SIGINT', abort)
+  rl.on('close', abort)
+  c.signal?.addEventListener('abort', abort)
+  let answer: string
   try {
-    const answer = await rl.question(
-      `This destroys ${versions} key version${versions === 1 ? '' : 's'} of tenant ${tenant} of ${table}: its rows can never be decrypted again. Type the tenant to confirm: `,
+    answer = await rl.question(
+      `This destroys ${c.versions} key version${c.versions === 1 ? '' : 's'} of tenant ${c.tenant} of ${c.table}: its rows can never be decrypted again. Type the tenant to confirm: `,
+      { signal: stop.signal },
     )
-    if (answer.trim() !== tenant) throw new Error('Not confirmed; nothing was destroyed.')
+  } catch (error) {
+    throw refused('Not confirmed (interrupted)', error)
   } finally {
+    c.signal?.removeEventListener('abort', abort)
+    rl.off('close', abort)
     rl.close()
   }
+  if (answer.trim() !== c.tenant) throw refused('Not confirmed: the answer was not the tenant')
 }

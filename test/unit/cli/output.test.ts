@@ -1,5 +1,5 @@
 import { PassThrough } from 'node:stream'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { createOutput } from '../../../src/cli/output.js'
 import type { Progress } from '../../../src/ops/progress.js'
 
@@ -83,5 +83,43 @@ describe('kfe progress output', () => {
       expect(typeof lines[1]!.ratePerSecond).toBe('number')
       expect(lines[1]).toHaveProperty('etaMs')
     }
+  })
+})
+
+describe('kfe error output', () => {
+  /** The `--json` error document `createOutput(true).error(error)` prints on stdout. */
+  function printed(error: unknown): { code: string; driverCode?: string } {
+    const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true)
+    try {
+      createOutput(true).error(error)
+      const line = String(write.mock.calls[0]?.[0])
+      return (JSON.parse(line) as { error: { code: string; driverCode?: string } }).error
+    } finally {
+      write.mockRestore()
+    }
+  }
+
+  it("DATABASE_ERROR only for the database's errors: a file system error or an abort is not one", () => {
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), {
+      code: 'ECONNREFUSED',
+      syscall: 'connect',
+      address: '127.0.0.1',
+    })
+    expect(printed(refused)).toMatchObject({ code: 'DATABASE_ERROR', driverCode: 'ECONNREFUSED' })
+    expect(printed(Object.assign(new Error('role "x" does not exist'), { code: '28000' }))).toMatchObject({
+      code: 'DATABASE_ERROR',
+      driverCode: '28000',
+    })
+    const exists = Object.assign(new Error("EEXIST: file already exists, mkdir '/tmp/m'"), {
+      code: 'EEXIST',
+      syscall: 'mkdir',
+      path: '/tmp/m',
+    })
+    expect(printed(exists)).toEqual({ code: 'ERROR', message: exists.message })
+    const aborted = Object.assign(new Error('The operation was aborted'), {
+      name: 'AbortError',
+      code: 'ABORT_ERR',
+    })
+    expect(printed(aborted)).toMatchObject({ code: 'ERROR' })
   })
 })
