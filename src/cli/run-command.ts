@@ -60,9 +60,14 @@ export async function runCommand<T>(
   }
 }
 
-/** Parses a positive integer option. */
+/**
+ * Parses a positive integer option; `undefined` when it was not given.
+ * @throws OperationError `OPS_INVALID` when it is not a positive integer, or was given empty
+ *   (`--workers ""`, `--batch-size=`): the command would otherwise run with its default
+ */
 export function intArg(value: unknown, name: string): number | undefined {
-  if (value === undefined || value === '') return undefined
+  if (value === undefined) return undefined
+  if (value === '' || value === true) throw usageError(`--${name} needs a value: a positive integer.`)
   const n = Number(value)
   if (!Number.isSafeInteger(n) || n < 1) throw usageError(`--${name} must be a positive integer.`)
   return n
