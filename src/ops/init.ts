@@ -1,8 +1,10 @@
+import { OperationError } from '../errors.js'
 import { contextValue } from '../fields/context-values.js'
 import type { KeyPurpose } from '../keys/key-provider.js'
 import { refuseOverCiphertext } from '../keys/key-ring-init.js'
 import { tenantKeyNameOf } from '../schema/key-scope.js'
 import { holdsCiphertext } from '../schema/sample-ciphertext.js'
+import type { TableInfo } from '../schema/schema.js'
 import type { OpsContext } from './context.js'
 import { JobStore } from './job-store.js'
 import { tableExists } from './primary-key.js'
@@ -65,15 +67,18 @@ const PURPOSES: readonly KeyPurpose[] = ['data', 'index']
  * value (through the key ring's `init`, which never creates keys over existing ciphertext). Idempotent: existing keys are reported, never replaced; concurrent
  * runs create each key once (the key table's primary key settles the race).
  * @throws KeyProviderError when a KEK fails; KeyError `KEY_STORE_ERROR` on a database error
+ * @throws OperationError `OPS_INVALID` when `tenants` are given for a table named in `tables`
+ *   without per-tenant keys, or when no table asked about has any
  */
 export async function init(ctx: OpsContext, options: InitOptions = {}): Promise<InitResult> {
   const dryRun = options.dryRun === true
+  const tables =
+    options.tables === undefined ? [...ctx.schema.tables.values()] : options.tables.map((t) => ctx.table(t))
+  refuseTenantsWithoutScope(tables, options)
   if (!dryRun) {
     await ctx.store.ensureSchema()
     await new JobStore(ctx).ensureSchema()
   }
-  const tables =
-    options.tables === undefined ? [...ctx.schema.tables.values()] : options.tables.map((t) => ctx.table(t))
   // Each table's key name; a table with per-tenant keys has one per tenant given, and no other.
   const names = tables.flatMap((table) =>
     table.keyScope === undefined
@@ -138,4 +143,21 @@ export async function init(ctx: OpsContext, options: InitOptions = {}): Promise<
   for (const table of tables)
     if (!(await tableExists(ctx, table.physical))) missingTables.push(table.physical)
   return { keys, created: keys.filter((k) => k.created).length, dryRun, missingTables, stopped }
+}
+
+/**
+ * Tenants given where no table takes them would be ignored, and the operator told nothing: a
+ * table named without per-tenant keys (`kfe init users --tenant acme`), or every table without.
+ */
+function refuseTenantsWithoutScope(tables: readonly TableInfo[], options: InitOptions): void {
+  if (options.tenants === undefined || options.tenants.length === 0) return
+  const unscoped = tables.filter((t) => t.keyScope === undefined)
+  const named = options.tables !== undefined
+  if (unscoped.length === 0 || (!named && unscoped.length < tables.length)) return
+  const which = named ? unscoped.map((t) => t.physical).join(', ') : 'no table of the schema'
+  throw new OperationError(
+    'OPS_INVALID',
+    `Tenants were given, but ${which} ${named ? `has no per-tenant keys (keyScope)` : 'has per-tenant keys (keyScope)'}: nothing was created (run \`kfe init\` without --tenant for such a table).`,
+    named && unscoped.length === 1 ? { table: unscoped[0]!.logical } : {},
+  )
 }
