@@ -20,6 +20,11 @@ export interface RowCounts {
   readonly shreddedRows: number
   /** Rows with a ciphertext or blind index not of their key set's active version (their tenant's). */
   readonly behindRows: number
+  /**
+   * True when the signal stopped the scan before its end: the counts are of the rows read
+   * (`scanned`) only, and say nothing of a version being unused.
+   */
+  readonly stopped: boolean
   /** Scales a count of sampled rows to the table (identity when every row was read). */
   readonly est: (n: number) => number
 }
@@ -94,6 +99,7 @@ export async function countRows(
     failedRows: est(failedRows),
     shreddedRows: est(shreddedRows),
     behindRows: est(behindRows),
+    stopped: scan.stopped,
     est,
   }
 }
@@ -121,7 +127,8 @@ export function versionAttention(
           `${approx}${n} rows still on ${purpose} version ${v}: run \`kfe reencrypt ${physical}${tenant}\``,
         )
     }
-    for (const k of keys) {
+    // A stopped count has not seen every row: no version is known unused.
+    for (const k of counts.stopped ? [] : keys) {
       if (k.purpose === purpose && k.state === 'decrypt-only' && (byVersion[k.version] ?? 0) === 0)
         attention.push(
           `${purpose} version ${k.version} ${counts.estimated ? 'appears unused (sampled)' : 'is unused'}: \`kfe retire ${physical}${tenant} --${purpose} ${k.version}\``,
@@ -140,6 +147,10 @@ export function versionAttention(
 export function rowAttention(physical: string, tenant: string, counts: RowCounts): string[] {
   const attention: string[] = []
   const approx = counts.estimated ? 'about ' : ''
+  if (counts.stopped)
+    attention.push(
+      `the row count was stopped after ${counts.scanned} of ${counts.rows} rows: the counts are partial; run \`kfe status ${physical}${tenant}${counts.estimated ? '' : ' --exact'}\` again`,
+    )
   if (counts.plaintextRows > 0)
     attention.push(
       `${approx}${counts.plaintextRows} rows hold plaintext values in columns declared migratingFromPlaintext: \`kfe reencrypt ${physical}${tenant}\` encrypts those that are text (UTF-8, within maxBytes); \`kfe verify ${physical}${tenant}\` lists the others`,
@@ -163,6 +174,7 @@ export function counted(table: TableInfo, counts: RowCounts) {
     rowsByIndexVersion: counts.byIndex,
     plaintextRows: counts.plaintextRows,
     failedRows: counts.failedRows,
+    stopped: counts.stopped,
   } as const
 }
 
@@ -179,5 +191,6 @@ export function unscanned(table: TableInfo) {
     slots: [],
     plaintextRows: 0,
     failedRows: 0,
+    stopped: false,
   } as const
 }

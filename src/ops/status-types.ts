@@ -66,6 +66,11 @@ export interface TableStatus {
   readonly plaintextRows: number
   /** Rows that fail to decrypt or whose index matches no version (see `verify`). */
   readonly failedRows: number
+  /**
+   * True when the signal (SIGINT/SIGTERM) stopped the row scan before its end: the row counts are
+   * of the `scanned` rows only, and `attention` says so.
+   */
+  readonly stopped: boolean
   readonly jobs: readonly (JobRecord & { readonly interrupted: boolean })[]
   /** Each column under migration from plaintext: its phase and the share of rows encrypted. */
   readonly migrations: readonly ColumnMigrationStatus[]

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { initExit } from '../../src/cli/commands/init.js'
 import { retireExit } from '../../src/cli/commands/retire.js'
 import { rotateExit } from '../../src/cli/commands/rotate.js'
+import { verifyExit } from '../../src/cli/commands/verify.js'
 import { EXIT } from '../../src/cli/output.js'
 import { type Backend, backends } from '../support/backends.js'
 import { useOpsTestDb } from '../support/ops-db.js'
@@ -34,6 +35,23 @@ describe.each(backends())('ops stopped by their signal [$name]', (backend: Backe
         ...stopAtFirstStep(),
       })
       expect(forced).toMatchObject({ stopped: true, retired: false, forced: false })
+    })
+
+    it('verify stopped part way: stopped, not ok, no row failed; kfe exits 2 (not 1, not 0)', async () => {
+      const v = await t.ops.verify(t.table, { pageSize: 5, ...stopAtFirstStep() })
+      expect(v).toMatchObject({ stopped: true, ok: false, failed: 0, rows: 5 })
+      expect(verifyExit(v)).toBe(EXIT.attention)
+      const all = await t.ops.verify(t.table)
+      expect(all).toMatchObject({ stopped: false, ok: true, rows: 20 })
+      expect(verifyExit(all)).toBe(EXIT.ok)
+    })
+
+    it('status --exact stopped part way: the table says its counts are partial (needs attention)', async () => {
+      const s = await t.ops.status({ exact: true, ...stopAtFirstStep() })
+      expect(s.tables[0]).toMatchObject({ stopped: true })
+      expect(s.tables[0]!.attention.join('\n')).toContain('the row count was stopped after')
+      expect(s.needsAttention).toBe(true)
+      expect((await t.ops.status({ exact: true })).tables[0]).toMatchObject({ stopped: false, rows: 20 })
     })
   })
 })

@@ -1,4 +1,5 @@
 import { defineCommand } from 'citty'
+import type { VerifyResult } from '../../ops/verify.js'
 import { consola } from '../log.js'
 import { EXIT } from '../output.js'
 import { commonArgs, runCommand } from '../run-command.js'
@@ -44,8 +45,22 @@ export const verifyCommand = defineCommand({
               ? 'verify: ok'
               : `verify: ${result.failed} rows failed${migrating === 0 ? '' : `, and ${migrating} rows of columns under migration`}`,
           )
+          if (result.stopped)
+            consola.warn(
+              `verify: stopped before every row was read (${result.rows} rows read): the counts are partial; run the same command again.`,
+            )
         })
-        return result.ok ? EXIT.ok : EXIT.failed
+        return verifyExit(result)
       },
     ),
 })
+
+/**
+ * Exit code of `verify`: 1 when a row failed (in the rows read), 2 when it was stopped
+ * (SIGINT/SIGTERM) before every row was read and none read failed, else 0.
+ */
+export function verifyExit(result: VerifyResult): number {
+  if (result.ok) return EXIT.ok
+  const failed = result.failed + result.migrating.reduce((n, m) => n + m.failed + m.missing, 0)
+  return failed === 0 && result.stopped ? EXIT.attention : EXIT.failed
+}
