@@ -122,7 +122,20 @@ function operand(
   ctx: ConditionContext,
 ): OperationNode {
   const out = condition(a, node, scope, ctx)
-  return node.kind === 'RawNode' ? (Object.freeze({ kind: 'ParensNode', node: out }) as OperationNode) : out
+  if (node.kind !== 'RawNode') return out
+  return Object.freeze({ kind: 'ParensNode', node: endLine(out) }) as OperationNode
+}
+
+/**
+ * Raw SQL with a line break after it: a fragment ending in a `--` comment would otherwise comment
+ * out the closing parenthesis (and on MySQL, whose driver fills `?` in its client, what follows).
+ */
+function endLine(node: OperationNode): OperationNode {
+  const raw = node as unknown as { kind: string; sqlFragments?: readonly string[] }
+  if (raw.kind !== 'RawNode' || raw.sqlFragments === undefined || raw.sqlFragments.length === 0) return node
+  const fragments = [...raw.sqlFragments]
+  fragments[fragments.length - 1] = `${fragments[fragments.length - 1]}\n`
+  return Object.freeze({ ...node, sqlFragments: Object.freeze(fragments) }) as OperationNode
 }
 
 export function comparison(

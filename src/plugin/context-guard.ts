@@ -84,12 +84,28 @@ function sameTree(ours: unknown, theirs: unknown): boolean {
 }
 
 /**
- * True when the top-level conjunction of `where` holds `guard` itself: the same column, qualifier
+ * True when the top-level AND chain of `where` holds `guard` itself: the same column, qualifier
  * and value (a tree this plugin rewrote before). Another `md5(concat(…))` term (on another
- * relation's column of the same name, with another operator or value) is not this guard.
+ * relation's column of the same name, with another operator or value) is not this guard, nor is
+ * the same guard inside parentheses: a search's own tenant guard, `(bidx in (…) and md5(…))`,
+ * restricts that search only, which raw SQL beside it may have put under an OR (helper-85).
  */
 function holdsGuard(where: OperationNode | undefined, guard: OperationNode): boolean {
-  return conjuncts(where).some((c) => sameTree(guard, c))
+  return topAnd(where).some((c) => sameTree(guard, c))
+}
+
+/** The top-level AND chain of a WHERE, not entering parentheses (the shape guardUpdate writes). */
+function topAnd(node: OperationNode | undefined): OperationNode[] {
+  if (node === undefined) return []
+  const n = node as unknown as {
+    kind: string
+    where?: OperationNode
+    left?: OperationNode
+    right?: OperationNode
+  }
+  if (n.kind === 'WhereNode') return topAnd(n.where)
+  if (n.kind === 'AndNode') return [...topAnd(n.left!), ...topAnd(n.right!)]
+  return [node]
 }
 
 /**

@@ -42,6 +42,22 @@ export function checkReservedAliases(
 ): void {
   for (const s of selections) {
     const sel = s.selection
+    // Raw SQL naming the prefix, in any case (PostgreSQL folds an unquoted `__KFE_CTX_0`), as a
+    // selection or as an alias: never the plugin's own, which are identifiers (helper-85).
+    // (Kysely's types leave raw SQL out of a selection's kinds; `select(sql\`…\`)` makes one.)
+    const node = sel as OperationNode
+    const raw =
+      node.kind === 'RawNode'
+        ? node
+        : sel.kind === 'AliasNode' && sel.alias.kind === 'RawNode'
+          ? sel.alias
+          : undefined
+    if (raw !== undefined && namesHiddenContext(raw))
+      throw new QueryRefusedError(
+        'QUERY_REFUSED',
+        `A selection of raw SQL names ${HIDDEN_CONTEXT_PREFIX}, which the plugin reserves for the row-context columns it reads and removes from the rows. Nothing was sent.`,
+        { operator: 'alias', hint: `Choose an alias that does not start with ${HIDDEN_CONTEXT_PREFIX}.` },
+      )
     if (sel.kind !== 'AliasNode') continue
     const name = identifierName(sel.alias)
     if (isHiddenName(name)) {
@@ -69,6 +85,17 @@ export function checkReservedAliases(
       { operator: 'alias', hint: `Choose an alias that does not start with ${HIDDEN_CONTEXT_PREFIX}.` },
     )
   }
+}
+
+/**
+ * True when raw SQL holds the hidden row-context prefix in any case, in its own text or in what it
+ * splices in (`sql.raw('"__kfe_ctx_0"')`, `sql.id(…)`): every string of its tree is looked at.
+ */
+function namesHiddenContext(node: unknown): boolean {
+  if (typeof node === 'string') return /__kfe_ctx_/i.test(node)
+  if (typeof node !== 'object' || node === null) return false
+  for (const value of Object.values(node)) if (namesHiddenContext(value)) return true
+  return false
 }
 
 /** True when a selection before `at` in the list has the output alias `name` too. */

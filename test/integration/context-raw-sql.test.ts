@@ -1,7 +1,17 @@
-import { sql } from 'kysely'
+import { randomBytes } from 'node:crypto'
+import { Kysely, sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type Backend, backends } from '../support/backends.js'
+import {
+  addEncryptedColumns,
+  createBlindIndexes,
+  encrypted,
+  encryptedSchema,
+  fieldEncryption,
+  localKeyProvider,
+} from '../../src/index.js'
+import { type Backend, backends, uniqueName } from '../support/backends.js'
 import { type TenantPair, tenantPair } from '../support/tenant-pair.js'
+import { expectRefused } from './plugin-at-rest.js'
 
 /**
  * Raw SQL in the WHERE of a statement on a table with a row context and per-tenant keys. Kysely
@@ -92,6 +102,112 @@ describe.each(backends())('raw SQL beside a row context [$name]', (backend: Back
         .where('email', '=', 'mine@x.io')
         .execute()
       expect(both.map((r) => [Number(r.id), r.email])).toEqual([[1, 'mine@x.io']])
+    })
+  })
+})
+
+/**
+ * A table whose context is its tenant alone: the update's guard was taken as present when a unique
+ * search in the same WHERE carried the tenant's guard inside its own parentheses, so raw SQL in a
+ * comparison (`where('name', '=', sql\`'v' or name = 'n'\`)`, printed without parentheses) put
+ * the rows of another tenant under the OR, and they were written under acme's key (helper-85).
+ */
+describe.each(backends())('raw SQL beside a tenant-only context [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    const table = uniqueName('ctx_raw_t')
+    const keyTable = `${table}_keys`
+    const schema = encryptedSchema(
+      { [table]: { ssn: encrypted.text({ index: { name: 'ssn_bidx' } }), iban: encrypted.text() } },
+      { tables: { [table]: { context: ['tenant_id'], keyScope: 'tenant_id' } } },
+    )
+    // biome-ignore lint/suspicious/noExplicitAny: generated table name
+    let raw: Kysely<any>
+    // biome-ignore lint/suspicious/noExplicitAny: as above
+    let db: Kysely<any>
+    const encryption = fieldEncryption({
+      schema,
+      keyProvider: localKeyProvider({ id: 'local:ctx-raw', key: randomBytes(32) }),
+      keyTable,
+      verifySchema: false,
+    })
+    beforeAll(async () => {
+      // One database for both (PGlite's dialects are one in-memory database each).
+      const [plain, wrapped] = backend.createDialectPair()
+      raw = new Kysely({ dialect: plain })
+      await raw.schema
+        .createTable(table)
+        .addColumn('id', 'integer', (c) => c.primaryKey())
+        .addColumn('tenant_id', 'varchar(16)', (c) => c.notNull())
+        .addColumn('name', 'varchar(32)')
+        .$call(addEncryptedColumns(schema, table, backend.family))
+        .execute()
+      await createBlindIndexes(raw, schema, table)
+      db = new Kysely({ dialect: encryption.wrap(wrapped), plugins: [encryption.plugin] })
+      await encryption.init(db)
+      await encryption.initTenant(db, table, 'acme')
+      await encryption.initTenant(db, table, 'globex')
+      await db
+        .insertInto(table)
+        .values([
+          { id: 1, tenant_id: 'acme', name: 'mine', ssn: 'A-1', iban: 'A-IBAN' },
+          { id: 2, tenant_id: 'globex', name: 'victim', ssn: 'G-9', iban: 'G-IBAN' },
+        ])
+        .execute()
+    }, 120_000)
+    afterAll(async () => {
+      // The tables first: on PGlite both instances close the one database.
+      await sql`drop table if exists ${sql.table(table)}`.execute(raw)
+      await sql`drop table if exists ${sql.table(keyTable)}`.execute(raw)
+      await encryption.close()
+      await db?.destroy()
+      await raw?.destroy().catch(() => undefined)
+    })
+
+    it('an update with a unique search keeps its own guard around the whole WHERE', async () => {
+      const result = await db
+        .updateTable(table)
+        .set({ iban: 'WRITTEN-FOR-ACME' })
+        .where('name', '=', sql<string>`'victim' or name = 'nobody'`)
+        .where('tenant_id', '=', 'acme')
+        .where('ssn', '=', 'A-1')
+        .executeTakeFirst()
+      expect(Number(result.numUpdatedRows)).toBe(0)
+      const rows = await db.selectFrom(table).select(['id', 'iban']).orderBy('id').execute()
+      expect(rows.map((r) => [Number(r.id), r.iban])).toEqual([
+        [1, 'A-IBAN'],
+        [2, 'G-IBAN'],
+      ])
+    })
+
+    it('raw SQL ending in a line comment keeps the parenthesis after it', async () => {
+      const rows = await db
+        .selectFrom(table)
+        .select(['id', 'ssn'])
+        .where('tenant_id', '=', 'acme')
+        .where(sql<boolean>`name = 'mine' -- the row`)
+        .execute()
+      expect(rows.map((r) => [Number(r.id), r.ssn])).toEqual([[1, 'A-1']])
+    })
+
+    it('a hidden row-context alias given by raw SQL (any case, spliced in) is refused', async () => {
+      const quoted = backend.family === 'mysql' ? '`__kfe_ctx_0`' : '"__kfe_ctx_0"'
+      for (const selection of [
+        sql`tenant_id as ${sql.raw(quoted)}`,
+        sql`tenant_id as __KFE_CTX_0`,
+        sql`tenant_id`.as(sql.raw(quoted) as never),
+      ]) {
+        const e = await expectRefused(
+          () =>
+            db
+              .withoutPlugins()
+              .selectFrom(table)
+              .select(['id', 'ssn', selection as never])
+              .where('id', '=', 2)
+              .execute(),
+          'QUERY_REFUSED',
+        )
+        expect(e.operator).toBe('alias')
+      }
     })
   })
 })
