@@ -91,21 +91,7 @@ function sameTree(ours: unknown, theirs: unknown): boolean {
  * restricts that search only, which raw SQL beside it may have put under an OR (helper-85).
  */
 function holdsGuard(where: OperationNode | undefined, guard: OperationNode): boolean {
-  return topAnd(where).some((c) => sameTree(guard, c))
-}
-
-/** The top-level AND chain of a WHERE, not entering parentheses (the shape guardUpdate writes). */
-function topAnd(node: OperationNode | undefined): OperationNode[] {
-  if (node === undefined) return []
-  const n = node as unknown as {
-    kind: string
-    where?: OperationNode
-    left?: OperationNode
-    right?: OperationNode
-  }
-  if (n.kind === 'WhereNode') return topAnd(n.where)
-  if (n.kind === 'AndNode') return [...topAnd(n.left!), ...topAnd(n.right!)]
-  return [node]
+  return conjuncts(where, false).some((c) => sameTree(guard, c))
 }
 
 /**

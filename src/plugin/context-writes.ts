@@ -102,8 +102,11 @@ function unfixed(table: TableInfo, name: string): QueryRefusedError {
   return error
 }
 
-/** The conditions joined by top-level AND (through parentheses) of a WHERE. */
-export function conjuncts(node: OperationNode | undefined): OperationNode[] {
+/**
+ * The conditions joined by top-level AND of a WHERE: through parentheses, or (`throughParens`
+ * false) not, as in the chain guardUpdate writes.
+ */
+export function conjuncts(node: OperationNode | undefined, throughParens = true): OperationNode[] {
   if (node === undefined) return []
   const n = node as unknown as {
     kind: string
@@ -112,9 +115,9 @@ export function conjuncts(node: OperationNode | undefined): OperationNode[] {
     left?: OperationNode
     right?: OperationNode
   }
-  if (n.kind === 'WhereNode') return conjuncts(n.where)
-  if (n.kind === 'ParensNode') return conjuncts(n.node)
-  if (n.kind === 'AndNode') return [...conjuncts(n.left), ...conjuncts(n.right)]
+  if (n.kind === 'WhereNode') return conjuncts(n.where, throughParens)
+  if (n.kind === 'ParensNode' && throughParens) return conjuncts(n.node, throughParens)
+  if (n.kind === 'AndNode') return [...conjuncts(n.left, throughParens), ...conjuncts(n.right, throughParens)]
   return [node]
 }
 
