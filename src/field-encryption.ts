@@ -6,6 +6,7 @@ import type { KeyCacheOptions } from './keys/key-cache.js'
 import type { AuditSink, KeyProvider } from './keys/key-provider.js'
 import { type InitKeysResult, type KeyEvent, KeyRing, type KeyRingStats } from './keys/key-ring.js'
 import { KeyStore } from './keys/key-store.js'
+import { withoutClose } from './keys/provider-call.js'
 import { optionKeys } from './option-keys.js'
 import { checkSharedOptions } from './options-check.js'
 import { BorrowingDriver } from './plugin/borrowing-driver.js'
@@ -376,16 +377,6 @@ export function fieldEncryption(options: FieldEncryptionOptions): FieldEncryptio
   }
   Object.defineProperty(encryption, inspect.custom, { value: () => '[FieldEncryption]' })
   return Object.freeze(encryption)
-}
-
-/** A view of a provider without `close`: several key rings share it, the instance closes it once. */
-function withoutClose(provider: KeyProvider): KeyProvider {
-  return {
-    id: provider.id,
-    generateDataKey: (ref) => provider.generateDataKey(ref),
-    unwrap: (wrapped, ref) => provider.unwrap(wrapped, ref),
-    rewrap: (source, ref) => provider.rewrap(source, ref),
-  }
 }
 
 /**

@@ -1,7 +1,9 @@
-import { optionKeys } from '../option-keys.js'
+import { ConfigError } from '../errors.js'
+import { optionKeys, refuseUnknownKeys } from '../option-keys.js'
 import type { KeyCacheOptions, KeyCacheStats } from './key-cache.js'
 import type { AuditSink, KeyProvider, KeyPurpose, KeyRef } from './key-provider.js'
 import type { KeyStore } from './key-store.js'
+import { checkProviders } from './provider-call.js'
 
 /** How many more key names rollback protection remembers than metadata holds (`metadataMax`). */
 export const ROLLBACK_MEMORY_FACTOR = 10
@@ -154,4 +156,25 @@ export interface InitKeysResult {
   readonly created: readonly KeyRef[]
   /** Key versions that already existed and were left as they are. */
   readonly existing: readonly KeyRef[]
+}
+
+/**
+ * Checks a key ring's options before anything is built: no unknown key, providers with distinct
+ * ids, and the metadata bounds in range.
+ * @returns the metadata TTL and bound, defaults applied
+ * @throws ConfigError `CONFIG_INVALID`
+ */
+export function checkKeyRingOptions(options: KeyRingOptions): { metadataTtl: number; metadataMax: number } {
+  refuseUnknownKeys(options, KEY_RING_OPTION_KEYS, 'KeyRing')
+  checkProviders(options.providers, 'KeyRing')
+  const metadataTtl = options.metadataTtlMs ?? 30_000
+  if (!Number.isSafeInteger(metadataTtl) || metadataTtl < 0)
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `metadataTtlMs must be a non-negative integer, got ${metadataTtl}.`,
+    )
+  const metadataMax = options.metadataMax ?? DEFAULT_METADATA_MAX
+  if (!Number.isSafeInteger(metadataMax) || metadataMax < 1)
+    throw new ConfigError('CONFIG_INVALID', `metadataMax must be a positive integer, got ${metadataMax}.`)
+  return { metadataTtl, metadataMax }
 }

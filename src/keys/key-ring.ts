@@ -1,6 +1,5 @@
 import { inspect } from 'node:util'
-import { ConfigError, KeyError } from '../errors.js'
-import { refuseUnknownKeys } from '../option-keys.js'
+import { KeyError } from '../errors.js'
 import { ActiveVersions } from './active-versions.js'
 import { keyDestroyed } from './destroyed-key.js'
 import { KeyCache } from './key-cache.js'
@@ -10,9 +9,8 @@ import { buildTableMeta, MetadataCache, SEARCHABLE, type TableMeta } from './key
 import type { KeyProvider, KeyPurpose, KeyRef } from './key-provider.js'
 import { type KeyInitContext, proveActiveKeys } from './key-ring-init.js'
 import {
-  DEFAULT_METADATA_MAX,
+  checkKeyRingOptions,
   type InitKeysResult,
-  KEY_RING_OPTION_KEYS,
   type KeyRingOptions,
   type KeyRingStats,
   ROLLBACK_MEMORY_FACTOR,
@@ -20,7 +18,6 @@ import {
 import { describeKeyRef, KEY_PURPOSES as PURPOSES } from './key-row.js'
 import type { KeyStore } from './key-store.js'
 import { refOf, unwrapStoredKey } from './key-wrapping.js'
-import { checkProviders } from './provider-call.js'
 import type { StoredKey } from './stored-key.js'
 
 export type { InitKeysResult, KeyEvent, KeyRingOptions, KeyRingStats } from './key-ring-options.js'
@@ -65,24 +62,12 @@ export class KeyRing {
    *   is out of range.
    */
   constructor(options: KeyRingOptions) {
-    refuseUnknownKeys(options, KEY_RING_OPTION_KEYS, 'KeyRing')
-    checkProviders(options.providers, 'KeyRing')
-    const metadataTtl = options.metadataTtlMs ?? 30_000
-    if (!Number.isSafeInteger(metadataTtl) || metadataTtl < 0) {
-      throw new ConfigError(
-        'CONFIG_INVALID',
-        `metadataTtlMs must be a non-negative integer, got ${metadataTtl}.`,
-      )
-    }
+    const { metadataTtl, metadataMax } = checkKeyRingOptions(options)
     this.#store = options.store
     this.#readsInTransaction = options.readsInTransaction
     this.#providers = Object.freeze([...options.providers])
     this.#now = options.now ?? (() => performance.now())
     this.#cache = new KeyCache({ ...options.cache, now: options.cache?.now ?? this.#now })
-    const metadataMax = options.metadataMax ?? DEFAULT_METADATA_MAX
-    if (!Number.isSafeInteger(metadataMax) || metadataMax < 1) {
-      throw new ConfigError('CONFIG_INVALID', `metadataMax must be a positive integer, got ${metadataMax}.`)
-    }
     this.#meta = new MetadataCache(metadataTtl, this.#now, (table) => this.#loadMetadata(table), metadataMax)
     this.#activeVersions = new ActiveVersions(
       options.allowRollback ?? false,

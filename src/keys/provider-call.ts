@@ -187,3 +187,13 @@ export function checkProviders(providers: readonly KeyProvider[], what: string):
     )
   }
 }
+
+/** A view of a provider without `close`: several key rings share it, the instance closes it once. */
+export function withoutClose(provider: KeyProvider): KeyProvider {
+  return {
+    id: provider.id,
+    generateDataKey: (ref) => provider.generateDataKey(ref),
+    unwrap: (wrapped, ref) => provider.unwrap(wrapped, ref),
+    rewrap: (source, ref) => provider.rewrap(source, ref),
+  }
+}
