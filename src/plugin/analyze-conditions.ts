@@ -113,7 +113,9 @@ export function condition(
  * prints raw SQL as it is, so `.where(sql\`a or b\`).where('tenant_id', '=', t)` was sent as
  * `a or b and "tenant_id" = $1`, which the database reads as `a or (b and …)`: the tree this
  * analysis reads (an AND at the top, the tenant fixed) and the statement run disagreed, and an
- * update bound its ciphertexts to a context that rows of the OR branch do not have.
+ * update bound its ciphertexts to a context that rows of the OR branch do not have. Raw SQL
+ * that may end in a line comment ends with a line break ({@link opaque}), so the comment does not
+ * swallow the closing parenthesis.
  */
 function operand(
   a: AnalysisContext,
@@ -123,19 +125,7 @@ function operand(
 ): OperationNode {
   const out = condition(a, node, scope, ctx)
   if (node.kind !== 'RawNode') return out
-  return Object.freeze({ kind: 'ParensNode', node: endLine(out) }) as OperationNode
-}
-
-/**
- * Raw SQL with a line break after it: a fragment ending in a `--` comment would otherwise comment
- * out the closing parenthesis (and on MySQL, whose driver fills `?` in its client, what follows).
- */
-function endLine(node: OperationNode): OperationNode {
-  const raw = node as unknown as { kind: string; sqlFragments?: readonly string[] }
-  if (raw.kind !== 'RawNode' || raw.sqlFragments === undefined || raw.sqlFragments.length === 0) return node
-  const fragments = [...raw.sqlFragments]
-  fragments[fragments.length - 1] = `${fragments[fragments.length - 1]}\n`
-  return Object.freeze({ ...node, sqlFragments: Object.freeze(fragments) }) as OperationNode
+  return Object.freeze({ kind: 'ParensNode', node: out }) as OperationNode
 }
 
 export function comparison(

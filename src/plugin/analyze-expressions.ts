@@ -5,6 +5,7 @@ import { isStarOf } from './hidden-selections.js'
 import { mapChildren } from './node-utils.js'
 import { columnName, labelOf } from './nodes.js'
 import { checkRawText } from './raw-operands.js'
+import { endLine } from './raw-text.js'
 import { refuse } from './refusal.js'
 import type { Resolved, Scope } from './scope.js'
 import { identifierName, tableName } from './table-names.js'
@@ -80,7 +81,7 @@ export function opaque(a: AnalysisContext, node: OperationNode, scope: Scope, la
       return node
     case 'RawNode':
       checkRawText(scope, node)
-      return mapChildren(node, (child) => opaque(a, child, scope, labelOf(node, label)))
+      return endLine(mapChildren(node, (child) => opaque(a, child, scope, labelOf(node, label))))
     default:
       return mapChildren(node, (child) => opaque(a, child, scope, labelOf(node, label)))
   }

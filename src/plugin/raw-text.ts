@@ -28,6 +28,24 @@ export function fragmentsOf(node: OperationNode): readonly string[] {
 }
 
 /**
+ * Raw SQL with a line break after it when it may end inside a line comment (`--`, or MySQL's
+ * `#`, anywhere in its own text: a parameter after a comment is inside it too). Kysely prints a
+ * statement on one line, so `sql\`'v' -- note\`` as a SET value or a compared value commented
+ * out everything after it: the WHERE, the row-context guards, and on PostgreSQL the unused
+ * parameters went unnoticed. Raw SQL without such a mark is sent unchanged.
+ */
+export function endLine(node: OperationNode): OperationNode {
+  if (node.kind !== 'RawNode') return node
+  const fragments = fragmentsOf(node)
+  const last = fragments.length - 1
+  if (last < 0 || fragments[last]!.endsWith('\n')) return node
+  if (!fragments.some((f) => f.includes('--') || f.includes('#'))) return node
+  const ended = [...fragments]
+  ended[last] = `${ended[last]}\n`
+  return Object.freeze({ ...node, sqlFragments: Object.freeze(ended) }) as OperationNode
+}
+
+/**
  * The text of a raw node with a `?` where each parameter stands, and string literals (`'…'`,
  * `$tag$…$tag$`) and comments (`-- …`, `/* … *\/`) blanked, read left to right (a quoted
  * identifier is kept whole, so a quote inside it starts nothing). For {@link rawWords}, whose

@@ -189,6 +189,30 @@ describe.each(backends())('raw SQL beside a tenant-only context [$name]', (backe
       expect(rows.map((r) => [Number(r.id), r.ssn])).toEqual([[1, 'A-1']])
     })
 
+    it('raw SQL ending in a line comment, as a SET value or a compared value, keeps the WHERE after it', async () => {
+      // Kysely prints a statement on one line: the comment took the WHERE and its guards with it
+      // (MariaDB: mysql2 fills the ? in its client, so every row was written under acme's key).
+      const result = await db
+        .updateTable(table)
+        .set({ iban: 'ACME-NEW', name: sql<string>`'mine' -- keeps its name` })
+        .where('tenant_id', '=', 'acme')
+        .where('id', '=', 1)
+        .executeTakeFirst()
+      expect(Number(result.numUpdatedRows)).toBe(1)
+      const compared = await db
+        .updateTable(table)
+        .set({ iban: 'ACME-NEWER' })
+        .where('name', '=', sql<string>`'mine' -- the row's name`)
+        .where('tenant_id', '=', 'acme')
+        .executeTakeFirst()
+      expect(Number(compared.numUpdatedRows)).toBe(1)
+      const rows = await db.selectFrom(table).select(['id', 'name', 'iban']).orderBy('id').execute()
+      expect(rows.map((r) => [Number(r.id), r.name, r.iban])).toEqual([
+        [1, 'mine', 'ACME-NEWER'],
+        [2, 'victim', 'G-IBAN'],
+      ])
+    })
+
     it('a hidden row-context alias given by raw SQL (any case, spliced in) is refused', async () => {
       const quoted = backend.family === 'mysql' ? '`__kfe_ctx_0`' : '"__kfe_ctx_0"'
       for (const selection of [
