@@ -8,11 +8,20 @@ import type { DeferredValue } from './deferred-value.js'
  * they are written; a column that stores another value fails those ciphertexts on every read
  * (`DECRYPT_AUTH_FAILED`). Where the schema check read the catalog, a value an integer or uuid
  * column would store differently is refused before anything is sent: `'07'` (stored 7), a UUID
- * in braces or without hyphens (stored in its canonical form).
+ * in braces or without hyphens (stored in its canonical form), an integer outside its column's
+ * range or a string longer than its column holds (which PostgreSQL and a strict sql_mode refuse,
+ * but MySQL under `INSERT IGNORE` or a non-strict sql_mode clamps or cuts short, with a warning).
  */
 
-/** Integer data types, as the catalog names them. */
-const INTEGER = new Set(['smallint', 'integer', 'bigint', 'tinyint', 'mediumint', 'int'])
+/** Integer data types, as the catalog names them, with the bits they store. */
+const INTEGER_BITS: ReadonlyMap<string, bigint> = new Map([
+  ['tinyint', 8n],
+  ['smallint', 16n],
+  ['mediumint', 24n],
+  ['int', 32n],
+  ['integer', 32n],
+  ['bigint', 64n],
+])
 /** `'-0'` is not one: an integer column stores it as 0, another context value than "-0". */
 const CANONICAL_INTEGER = /^(0|-?[1-9][0-9]*)$/
 const CANONICAL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
@@ -39,7 +48,8 @@ export function checkWrittenContext(catalog: Catalog | undefined, deferred: read
  * @param table - The table whose context `values` are, in its context order.
  * @param operator - The statement kind for the message (`write`, `encrypt`).
  * @throws QueryRefusedError `CONTEXT_MISSING` naming the column, when a value is not the form its
- *   column stores, or is longer than it holds.
+ *   column stores, is longer than it holds (in characters or in bytes), or is an integer outside
+ *   its range.
  */
 export function checkContextValues(
   catalog: Catalog | undefined,
@@ -65,8 +75,35 @@ export function checkContextValues(
         operator,
       )
     }
-    const integer = INTEGER.has(type)
-    if (integer ? CANONICAL_INTEGER.test(value) : type !== 'uuid' || CANONICAL_UUID.test(value)) return
+    // MySQL's text types hold bytes, not characters (tinytext: 255 bytes, 63 four-byte ones).
+    const octets = catalog.maxOctets(live, name)
+    const bytes = octets === undefined ? 0 : Buffer.byteLength(value, 'utf8')
+    if (octets !== undefined && bytes > octets) {
+      throw contextMissing(
+        table,
+        name,
+        `is ${bytes} bytes long in UTF-8, more than its ${type} column holds (${octets}; the database would store it cut short): the ciphertexts bound to it would not decrypt`,
+        operator,
+      )
+    }
+    const bits = INTEGER_BITS.get(type)
+    const integer = bits !== undefined
+    if (integer && CANONICAL_INTEGER.test(value)) {
+      const unsigned = catalog.unsigned(live, name)
+      const low = unsigned ? 0n : -(2n ** (bits - 1n))
+      const high = unsigned ? 2n ** bits - 1n : 2n ** (bits - 1n) - 1n
+      const n = BigInt(value)
+      if (n >= low && n <= high) return
+      // PostgreSQL and a strict sql_mode refuse the write; INSERT IGNORE, or a session without a
+      // strict sql_mode, stores the nearest end of the range instead (MySQL, MariaDB).
+      throw contextMissing(
+        table,
+        name,
+        `is ${value.length > 24 ? `${value.slice(0, 24)}…` : value}, outside the range of its ${unsigned ? `${type} unsigned` : type} column (${low} to ${high}): the database would refuse it or store another value, and the ciphertexts bound to it would not decrypt`,
+        operator,
+      )
+    }
+    if (!integer && (type !== 'uuid' || CANONICAL_UUID.test(value))) return
     throw contextMissing(
       table,
       name,

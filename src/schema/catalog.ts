@@ -16,6 +16,8 @@ export interface CatalogTable {
   readonly maxLengths: ReadonlyMap<string, number>
   /** Column name → the bytes a string or binary column holds at most, when it says. */
   readonly maxOctets: ReadonlyMap<string, number>
+  /** Integer columns declared `unsigned` (MySQL; PostgreSQL has none). */
+  readonly unsignedColumns: ReadonlySet<string>
 }
 
 /** The tables of the schemas an encrypted schema lives in: what verification reads, once. */
@@ -37,6 +39,8 @@ export interface Catalog {
   maxLength(table: CatalogTable, name: string): number | undefined
   /** The bytes a string or binary column holds at most (`character_octet_length`), if it says. */
   maxOctets(table: CatalogTable, name: string): number | undefined
+  /** Whether a column is an `unsigned` integer (MySQL). */
+  unsigned(table: CatalogTable, name: string): boolean
 }
 
 /** Data types that hold bytes as they are: what ciphertexts and blind indexes need. */
@@ -68,6 +72,8 @@ interface ColumnRow {
   n: unknown
   /** character_octet_length (null for types without one). */
   o: unknown
+  /** 1 for an unsigned integer column (MySQL's column_type says so), else 0. */
+  u: unknown
 }
 interface UniqueRow {
   s: string
@@ -107,6 +113,7 @@ export async function readCatalog(
       uniq: Set<string>
       lengths: Map<string, number>
       octets: Map<string, number>
+      unsigned: Set<string>
     }
   >()
   for (const r of columns.rows) {
@@ -117,6 +124,7 @@ export async function readCatalog(
       const uniq = new Set<string>()
       const lengths = new Map<string, number>()
       const octets = new Map<string, number>()
+      const unsigned = new Set<string>()
       const table: CatalogTable = {
         schema: text(r.s),
         name: text(r.t),
@@ -125,8 +133,9 @@ export async function readCatalog(
         uniqueColumns: uniq,
         maxLengths: lengths,
         maxOctets: octets,
+        unsignedColumns: unsigned,
       }
-      entry = { table, cols, uniq, lengths, octets }
+      entry = { table, cols, uniq, lengths, octets, unsigned }
       byKey.set(key, entry)
     }
     entry.cols.set(text(r.c), text(r.d).toLowerCase())
@@ -134,6 +143,7 @@ export async function readCatalog(
     if (n !== undefined) entry.lengths.set(text(r.c), n)
     const o = positive(r.o)
     if (o !== undefined) entry.octets.set(text(r.c), o)
+    if (Number(r.u) === 1) entry.unsigned.add(text(r.c))
   }
   for (const r of unique.rows) byKey.get(`${text(r.s)}\u0000${text(r.t)}`)?.uniq.add(text(r.c))
   const tables = [...byKey.values()].map((e) => e.table)
@@ -170,6 +180,10 @@ export async function readCatalog(
       const own = columnName(table, name)
       return own === undefined ? undefined : table.maxOctets.get(own)
     },
+    unsigned: (table: CatalogTable, name: string) => {
+      const own = columnName(table, name)
+      return own !== undefined && table.unsignedColumns.has(own)
+    },
   })
 }
 
@@ -194,7 +208,7 @@ function postgresQueries(extraSchemas: readonly string[]): CatalogQueries {
   const schemas = sql.join([sql`current_schema()`, ...extraSchemas.map((s) => sql`${s}`)])
   return {
     defaultSchema: sql<{ s: string }>`select current_schema() as s`,
-    columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k, c.character_maximum_length as n, c.character_octet_length as o
+    columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k, c.character_maximum_length as n, c.character_octet_length as o, 0 as u
       from information_schema.columns c
       join information_schema.tables tb on tb.table_schema = c.table_schema and tb.table_name = c.table_name
       where c.table_schema in (${schemas})
@@ -213,7 +227,8 @@ function postgresQueries(extraSchemas: readonly string[]): CatalogQueries {
 function mysqlQueries(): CatalogQueries {
   return {
     defaultSchema: sql<{ s: string }>`select database() as s`,
-    columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k, c.character_maximum_length as n, c.character_octet_length as o
+    columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k, c.character_maximum_length as n, c.character_octet_length as o,
+        (c.data_type like '%int' and c.column_type like '%unsigned%') as u
       from information_schema.columns c
       join information_schema.tables tb on tb.table_schema = c.table_schema and tb.table_name = c.table_name
       where c.table_schema = database()

@@ -1,0 +1,179 @@
+import { randomBytes } from 'node:crypto'
+import { Kysely, sql } from 'kysely'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  addEncryptedColumns,
+  encrypted,
+  encryptedSchema,
+  fieldEncryption,
+  localKeyProvider,
+} from '../../src/index.js'
+import { type Backend, backends, uniqueName } from '../support/backends.js'
+
+/**
+ * A row-context value outside its integer column's range. PostgreSQL and a strict sql_mode refuse
+ * the write; MySQL and MariaDB under `INSERT IGNORE`, or in a session without a strict sql_mode,
+ * store the nearest end of the range instead (`id` 99999999999 as 2147483647, -1 in an unsigned
+ * column as 0), and the row's ciphertexts, bound to the value written, never decrypt
+ * (helper-82's finding 4a). Where the schema check read the column's type, the plugin refuses
+ * such a value before anything is sent.
+ */
+describe.each(backends())('row-context integers outside their column [$name]', (backend: Backend) => {
+  describe.runIf(backend.available)('', () => {
+    const table = uniqueName('ctx_range')
+    const keyTable = `${table}_keys`
+    const mysql = backend.family === 'mysql'
+    // MySQL: an unsigned column, whose range starts at 0.
+    const idType = mysql ? 'int unsigned' : 'integer'
+    const [low, high] = mysql ? [0, 4_294_967_295] : [-2_147_483_648, 2_147_483_647]
+    const schema = encryptedSchema(
+      { [table]: { ssn: encrypted.text() } },
+      { tables: { [table]: { context: ['tenant_id', 'id'] } } },
+    )
+    // biome-ignore lint/suspicious/noExplicitAny: generated table name
+    let raw: Kysely<any>
+    // biome-ignore lint/suspicious/noExplicitAny: as above
+    let db: Kysely<any>
+    const encryption = fieldEncryption({
+      schema,
+      keyProvider: localKeyProvider({ id: 'local:ctx-range', key: randomBytes(32) }),
+      keyTable,
+    })
+    beforeAll(async () => {
+      const [plain, wrapped] = backend.createDialectPair()
+      raw = new Kysely({ dialect: plain })
+      await raw.schema
+        .createTable(table)
+        .addColumn('id', sql.raw(idType), (c) => c.primaryKey())
+        .addColumn('tenant_id', 'varchar(16)', (c) => c.notNull())
+        .$call(addEncryptedColumns(schema, table, backend.family))
+        .execute()
+      db = new Kysely({ dialect: encryption.wrap(wrapped), plugins: [encryption.plugin] })
+      await encryption.init(db)
+    }, 120_000)
+    afterAll(async () => {
+      await sql`drop table if exists ${sql.table(table)}`.execute(raw)
+      await sql`drop table if exists ${sql.table(keyTable)}`.execute(raw)
+      await encryption.close()
+      await db?.destroy()
+      await raw?.destroy().catch(() => undefined)
+    })
+
+    const stored = async () =>
+      (await raw.selectFrom(table).select('id').orderBy('id').execute()).map((r) => String(r.id))
+
+    it('an insert of an id past either end of the range is refused before anything is sent (CONTEXT_MISSING)', async () => {
+      for (const id of [99_999_999_999, high + 1, low - 1]) {
+        const insert = db.insertInto(table).values({ id, tenant_id: 'acme', ssn: 'S-1' })
+        // INSERT IGNORE is where MySQL would store the clamped value; PostgreSQL has no IGNORE.
+        const sent = mysql ? insert.ignore() : insert
+        await expect(sent.execute()).rejects.toMatchObject({
+          code: 'CONTEXT_MISSING',
+          message: expect.stringContaining(`context column id is ${id}, outside the range of its`),
+        })
+      }
+      expect(await stored()).toEqual([])
+    })
+
+    it('an id given as a bigint or a string is checked alike', async () => {
+      await expect(
+        db
+          .insertInto(table)
+          .values({ id: BigInt(high) + 1n, tenant_id: 'acme', ssn: 'S-1' })
+          .execute(),
+      ).rejects.toMatchObject({ code: 'CONTEXT_MISSING' })
+      await expect(
+        db
+          .insertInto(table)
+          .values({ id: String(low - 1), tenant_id: 'acme', ssn: 'S-1' })
+          .execute(),
+      ).rejects.toMatchObject({ code: 'CONTEXT_MISSING' })
+      expect(await stored()).toEqual([])
+    })
+
+    it('the ends of the range themselves are written and read back', async () => {
+      await db
+        .insertInto(table)
+        .values([
+          { id: low, tenant_id: 'acme', ssn: 'S-LOW' },
+          { id: high, tenant_id: 'acme', ssn: 'S-HIGH' },
+        ])
+        .execute()
+      const rows = await db.selectFrom(table).select(['id', 'ssn']).orderBy('id').execute()
+      expect(rows.map((r) => [Number(r.id), r.ssn])).toEqual([
+        [low, 'S-LOW'],
+        [high, 'S-HIGH'],
+      ])
+    })
+
+    it('an update whose WHERE fixes an id outside the range is refused too', async () => {
+      const update = db
+        .updateTable(table)
+        .set({ ssn: 'S-2' })
+        .where('tenant_id', '=', 'acme')
+        .where('id', '=', high + 1)
+        .execute()
+      await expect(update).rejects.toMatchObject({ code: 'CONTEXT_MISSING' })
+    })
+  })
+})
+
+/**
+ * MySQL's text types hold bytes, not characters: 100 four-byte characters are 100 characters of a
+ * tinytext column (255) but 400 bytes, and `INSERT IGNORE` stored 63 of them (helper-87).
+ */
+describe.each(backends().filter((b) => b.family === 'mysql'))(
+  "a row-context string past its column's bytes [$name]",
+  (backend: Backend) => {
+    describe.runIf(backend.available)('', () => {
+      const table = uniqueName('ctx_bytes')
+      const keyTable = `${table}_keys`
+      const schema = encryptedSchema(
+        { [table]: { ssn: encrypted.text() } },
+        { tables: { [table]: { context: ['tenant_id'] } } },
+      )
+      // biome-ignore lint/suspicious/noExplicitAny: generated table name
+      let raw: Kysely<any>
+      // biome-ignore lint/suspicious/noExplicitAny: as above
+      let db: Kysely<any>
+      const encryption = fieldEncryption({
+        schema,
+        keyProvider: localKeyProvider({ id: 'local:ctx-bytes', key: randomBytes(32) }),
+        keyTable,
+      })
+      beforeAll(async () => {
+        const [plain, wrapped] = backend.createDialectPair()
+        raw = new Kysely({ dialect: plain })
+        await raw.schema
+          .createTable(table)
+          .addColumn('id', 'integer', (c) => c.primaryKey())
+          .addColumn('tenant_id', sql.raw('tinytext character set utf8mb4'), (c) => c.notNull())
+          .$call(addEncryptedColumns(schema, table, backend.family))
+          .execute()
+        db = new Kysely({ dialect: encryption.wrap(wrapped), plugins: [encryption.plugin] })
+        await encryption.init(db)
+      }, 120_000)
+      afterAll(async () => {
+        await sql`drop table if exists ${sql.table(table)}`.execute(raw)
+        await sql`drop table if exists ${sql.table(keyTable)}`.execute(raw)
+        await encryption.close()
+        await db?.destroy()
+        await raw?.destroy().catch(() => undefined)
+      })
+
+      it('is refused before anything is sent, under INSERT IGNORE too; one that fits is written and read back', async () => {
+        const long = '\u{1F600}'.repeat(100)
+        const insert = db.insertInto(table).values({ id: 1, tenant_id: long, ssn: 'S-1' }).ignore().execute()
+        await expect(insert).rejects.toMatchObject({
+          code: 'CONTEXT_MISSING',
+          message: expect.stringContaining('context column tenant_id is 400 bytes long in UTF-8'),
+        })
+        expect(await raw.selectFrom(table).select('id').execute()).toEqual([])
+        const fits = '\u{1F600}'.repeat(63)
+        await db.insertInto(table).values({ id: 2, tenant_id: fits, ssn: 'S-2' }).ignore().execute()
+        const rows = await db.selectFrom(table).select(['id', 'tenant_id', 'ssn']).execute()
+        expect(rows).toEqual([{ id: 2, tenant_id: fits, ssn: 'S-2' }])
+      })
+    })
+  },
+)
