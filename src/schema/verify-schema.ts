@@ -134,11 +134,14 @@ function widthProblem(width: number | undefined, maxBytes: number | undefined): 
   if (width === undefined) return undefined
   if (maxBytes === undefined)
     return `no maxBytes is declared, so a longer value's ciphertext is not refused before it is sent (declare maxBytes: ${Math.max(0, width - FORMAT_V1_OVERHEAD - 4)} or less, or widen it)`
-  // Key versions up to 127 (one varint byte, in the overhead); addEncryptedColumns leaves 4 more.
-  const needed = maxBytes + FORMAT_V1_OVERHEAD
+  // The overhead holds a key version up to 127 in one varint byte; versions from 128 take up to 4
+  // more (addEncryptedColumns leaves them). A column with room for 127 only would refuse, or
+  // under a non-strict sql_mode cut short, every ciphertext after the 127th rotation, and a
+  // re-encryption job would rewrite readable rows into unreadable ones.
+  const needed = maxBytes + FORMAT_V1_OVERHEAD + 4
   return width >= needed
     ? undefined
-    : `a value of maxBytes (${maxBytes}) needs ${needed}, and ${needed + 4} for key versions up to 2^32`
+    : `a value of maxBytes (${maxBytes}) needs ${needed} under every key version (${needed - 4} up to version 127, one more byte from 128, up to 4)`
 }
 
 /**

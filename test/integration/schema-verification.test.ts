@@ -193,7 +193,7 @@ describe.each(backends())('schema verification on $name', (backend: Backend) => 
         const { db, wire } = app(narrowSchema)
         const e = await mismatch(() => db.insertInto(narrow).values({ note: SECRET }).execute())
         expect(kinds(e.problems)).toEqual([`column-too-narrow ${narrow} note`])
-        expect(e.problems[0]?.message).toContain('needs 96')
+        expect(e.problems[0]?.message).toContain('needs 100 under every key version (96 up to version 127')
         expect(e.problems[0]?.fix).toMatch(/varbinary\(100\)/)
         // No maxBytes: nothing bounds what is sent to a varbinary(n).
         const unbounded = encryptedSchema({ [narrow]: { note: encrypted.text() } })
@@ -204,9 +204,13 @@ describe.each(backends())('schema verification on $name', (backend: Backend) => 
         await app(narrowSchema).encryption.verifySchema(raw)
         await sql`alter table ${sql.table(narrow)} modify note mediumblob`.execute(raw)
         await app(unbounded).encryption.verifySchema(raw)
-        // A codec of a fixed size needs no maxBytes: a number's ciphertext is 40 bytes.
+        // A codec of a fixed size needs no maxBytes: a number's ciphertext is 40 bytes, 44 under
+        // every key version (a column of 40 refused or cut every ciphertext from version 128 on).
         const fixed = encryptedSchema({ [narrow]: { note: encrypted.number() } })
         await sql`alter table ${sql.table(narrow)} modify note varbinary(40)`.execute(raw)
+        const forty = await mismatch(() => app(fixed).encryption.verifySchema(raw))
+        expect(forty.problems[0]?.message).toContain('needs 44')
+        await sql`alter table ${sql.table(narrow)} modify note varbinary(44)`.execute(raw)
         await app(fixed).encryption.verifySchema(raw)
         expect(wire.hits()).toEqual([])
       },
