@@ -1,27 +1,37 @@
 import type { SchemaProblem } from '../errors.js'
 import { camelCase } from './camel-case.js'
-import { type CatalogTable, isBinaryType } from './catalog.js'
+import type { CatalogTable } from './catalog.js'
 import type { TableInfo } from './schema.js'
 import type { SqlFamily } from './sql-family.js'
 
 /**
- * Data types a context column (the `context` and `keyScope` table options) cannot have: the
- * value the database returns is not the one the application wrote, so ciphertexts bound to the
- * written value would not decrypt (docs/guide.md, row context). PostgreSQL's `character(n)` pads
- * short values with spaces; fractional, time, boolean and JSON types come back as driver- or
- * time-zone-dependent text, which a context value refuses; bytes are not a context value.
+ * The data types a context column (the `context` and `keyScope` table options) may have: those
+ * whose values read back exactly as the application wrote them, so ciphertexts bound to the
+ * written value decrypt (docs/guide.md, row context). An allowlist: every other type stores some
+ * values in another form (PostgreSQL's `character(n)` and `"char"` pad or cut, `name` cuts at 63
+ * bytes, `inet`, `macaddr` and ranges normalise, fractional, time, boolean and JSON types come
+ * back as driver- or time-zone-dependent text; MySQL's `enum` and `set` store a member's case,
+ * `year` its own range, MariaDB's `inet6` its compressed form), and bytes are not a context value.
  * MySQL's `char(n)` is allowed: it drops trailing spaces, which only a value ending in a space
- * has (UUIDs in `char(36)` are common).
+ * has (UUIDs in `char(36)` are common). Integer ranges and string lengths are checked per value
+ * (src/plugin/context-types.ts).
  */
-const NOT_CONTEXT: Readonly<Record<SqlFamily, readonly RegExp[]>> = {
-  postgres: [
-    /^character$/,
-    /^(numeric|real|double precision|money|boolean|date|interval|json|jsonb)$/,
-    /^(time|timestamp)\b/,
-  ],
-  // enum and set store a value in the case of their member (`'ACME'` as `acme`), year a number
-  // in its own range and form.
-  mysql: [/^(decimal|float|double|bit|date|datetime|timestamp|time|json|enum|set|year)$/],
+const CONTEXT_TYPES: Readonly<Record<SqlFamily, ReadonlySet<string>>> = {
+  postgres: new Set(['smallint', 'integer', 'bigint', 'uuid', 'text', 'character varying']),
+  mysql: new Set([
+    'tinyint',
+    'smallint',
+    'mediumint',
+    'int',
+    'bigint',
+    'char',
+    'varchar',
+    'tinytext',
+    'text',
+    'mediumtext',
+    'longtext',
+    'uuid',
+  ]),
 }
 
 /**
@@ -60,13 +70,13 @@ export function contextColumnProblems(
         message: `Context column ${info.physical}.${name} has a sibling ${camelCase(name)}, its camelCase spelling: a statement naming ${camelCase(name)} would be read as naming ${name}, and its rows bound to the other column's value.`,
         fix: `-- rename or drop ${info.physical}.${camelCase(name)}`,
       })
-    } else if (isBinaryType(family, type) || NOT_CONTEXT[family].some((re) => re.test(type))) {
+    } else if (!CONTEXT_TYPES[family].has(type)) {
       out.push({
         kind: 'context-column-type',
         table: info.physical,
         columns: [name],
         found: type,
-        message: `Context column ${info.physical}.${name} is ${type}: its values do not read back as they were written (${type === 'character' ? 'padded with spaces' : 'not a string or an integer'}), so the ciphertexts bound to them would not decrypt.`,
+        message: `Context column ${info.physical}.${name} is ${type}: its values do not all read back as they were written (${type === 'character' ? 'padded with spaces' : 'only integer, uuid and text types do'}), so the ciphertexts bound to them would not decrypt.`,
         fix: `-- make ${info.physical}.${name} an integer, uuid or varchar column (${family === 'mysql' ? 'collate utf8mb4_bin' : 'text'}), before it holds ciphertext`,
       })
     }
