@@ -230,6 +230,12 @@ export type SchemaProblemKind =
    * would be read as naming the context column (CamelCasePlugin's spelling).
    */
   | 'context-column-spelling'
+  /**
+   * MySQL/MariaDB: the session's `sql_mode` is not strict (neither `STRICT_TRANS_TABLES` nor
+   * `STRICT_ALL_TABLES`), so the database stores a value it cannot hold as another one, with a
+   * warning only: a clamped context value, a ciphertext cut short, NULL as empty bytes.
+   */
+  | 'sql-mode-not-strict'
 
 /** One problem found by schema verification. Names and types only: never a value. */
 export interface SchemaProblem {

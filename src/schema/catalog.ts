@@ -25,6 +25,8 @@ export interface Catalog {
   readonly family: SqlFamily
   /** The default schema (PostgreSQL `current_schema()`) or database (MySQL `database()`). */
   readonly defaultSchema: string
+  /** MySQL: the session's `sql_mode` as the server reported it; PostgreSQL: undefined. */
+  readonly sqlMode: string | undefined
   readonly tables: readonly CatalogTable[]
   /**
    * The table a schema's physical name designates (`users`, or `app.users` on PostgreSQL). On
@@ -105,6 +107,7 @@ export async function readCatalog(
   const columns = await queries.columns.execute(db)
   const unique = await queries.unique.execute(db)
   const defaultSchema = String(def.rows[0]?.s ?? '')
+  const mode = def.rows[0]?.m
   const byKey = new Map<
     string,
     {
@@ -162,6 +165,7 @@ export async function readCatalog(
   return Object.freeze({
     family,
     defaultSchema,
+    sqlMode: mode === undefined || mode === null ? undefined : text(mode),
     tables,
     table: (physical: string) => {
       const { schema, name } = splitTableName(physical)
@@ -199,7 +203,7 @@ function text(value: unknown): string {
 }
 
 interface CatalogQueries {
-  readonly defaultSchema: RawBuilder<{ s: string }>
+  readonly defaultSchema: RawBuilder<{ s: string; m?: unknown }>
   readonly columns: RawBuilder<ColumnRow>
   readonly unique: RawBuilder<UniqueRow>
 }
@@ -226,7 +230,7 @@ function postgresQueries(extraSchemas: readonly string[]): CatalogQueries {
 
 function mysqlQueries(): CatalogQueries {
   return {
-    defaultSchema: sql<{ s: string }>`select database() as s`,
+    defaultSchema: sql<{ s: string; m: unknown }>`select database() as s, @@session.sql_mode as m`,
     columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k, c.character_maximum_length as n, c.character_octet_length as o,
         (c.data_type like '%int' and c.column_type like '%unsigned%') as u
       from information_schema.columns c

@@ -55,6 +55,8 @@ export async function findSchemaProblems(
   const catalog = await readCatalog(db, family, schema.tables.keys())
   const fixes = schemaFixes(db, schema, family)
   const problems: SchemaProblem[] = []
+  const lenient = sqlModeProblem(catalog)
+  if (lenient !== undefined) problems.push(lenient)
   const missing: TableInfo[] = []
   const annotated = new Set<CatalogTable>()
   for (const info of schema.tables.values()) {
@@ -130,6 +132,28 @@ function snakeCase(name: string): string {
  * ciphertext of a value of up to `maxBytes` bytes, or undefined when it can. Sized as
  * `addEncryptedColumns` sizes it: the format's overhead, and 4 more bytes for key versions up to 2^32.
  */
+/**
+ * MySQL/MariaDB without a strict `sql_mode`: a value the column cannot hold is stored as another
+ * one with a warning (a context integer clamped, a string cut short or with `?` for a character
+ * its charset lacks, a ciphertext cut short, NULL as empty bytes), and the plugin's checks cannot
+ * see every such case. `INSERT IGNORE` does the same in a strict mode; the plugin checks what it
+ * can of each value it writes (src/plugin/context-types.ts, maxBytes).
+ */
+function sqlModeProblem(catalog: Catalog): SchemaProblem | undefined {
+  const mode = catalog.sqlMode
+  if (mode === undefined) return undefined
+  const modes = mode.toUpperCase().split(',')
+  if (modes.includes('STRICT_TRANS_TABLES') || modes.includes('STRICT_ALL_TABLES')) return undefined
+  return {
+    kind: 'sql-mode-not-strict',
+    table: catalog.defaultSchema,
+    columns: [],
+    found: mode === '' ? "''" : mode,
+    message: `The session's sql_mode (${mode === '' ? "''" : mode}) is not strict: MySQL would store a value a column cannot hold as another one, with a warning only (a ciphertext or context value cut short or clamped), and such rows would never decrypt.`,
+    fix: "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@session.sql_mode, ''), 'STRICT_TRANS_TABLES') -- on every connection of the pool (or in the server's configuration)",
+  }
+}
+
 function widthProblem(width: number | undefined, maxBytes: number | undefined): string | undefined {
   if (width === undefined) return undefined
   if (maxBytes === undefined)

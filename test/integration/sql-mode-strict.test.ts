@@ -1,0 +1,81 @@
+import { randomBytes } from 'node:crypto'
+import { Kysely, MysqlDialect, sql } from 'kysely'
+import { createPool } from 'mysql2'
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import {
+  addEncryptedColumns,
+  encrypted,
+  encryptedSchema,
+  fieldEncryption,
+  localKeyProvider,
+  SchemaMismatchError,
+} from '../../src/index.js'
+import { uniqueName } from '../support/backends.js'
+
+/**
+ * MySQL and MariaDB without a strict sql_mode store a value a column cannot hold as another one,
+ * with a warning only: a context integer clamped, a context string cut short or with `?` for a
+ * character its charset lacks, a ciphertext cut short, NULL as empty bytes; every such row then
+ * fails to decrypt (helper-87). The startup schema check refuses such a session
+ * (`sql-mode-not-strict`), so nothing is written through it.
+ */
+const mysqlUrl = inject('mysqlUrl')
+
+describe.runIf(mysqlUrl !== null)('a MySQL session without a strict sql_mode', () => {
+  const table = uniqueName('sql_mode')
+  const keyTable = `${table}_keys`
+  const schema = encryptedSchema(
+    { [table]: { ssn: encrypted.text({ maxBytes: 16 }) } },
+    { tables: { [table]: { context: ['tenant_id'] } } },
+  )
+  // biome-ignore lint/suspicious/noExplicitAny: generated table name
+  let raw: Kysely<any>
+  beforeAll(async () => {
+    raw = new Kysely({
+      dialect: new MysqlDialect({ pool: createPool({ uri: mysqlUrl ?? '', connectionLimit: 1 }) }),
+    })
+    await raw.schema
+      .createTable(table)
+      .addColumn('id', 'integer', (c) => c.primaryKey())
+      .addColumn('tenant_id', 'varchar(8)', (c) => c.notNull())
+      .$call(addEncryptedColumns(schema, table, 'mysql'))
+      .execute()
+  }, 120_000)
+  afterAll(async () => {
+    await sql`drop table if exists ${sql.table(table)}`.execute(raw)
+    await sql`drop table if exists ${sql.table(keyTable)}`.execute(raw)
+    await raw?.destroy()
+  })
+
+  it('is refused at the first write (SCHEMA_MISMATCH, sql-mode-not-strict), with nothing sent; a strict one is not', async () => {
+    const encryption = fieldEncryption({
+      schema,
+      keyProvider: localKeyProvider({ id: 'local:sql-mode', key: randomBytes(32) }),
+      keyTable,
+    })
+    // One connection, so a SET SESSION holds for every statement after it.
+    const pool = createPool({ uri: mysqlUrl ?? '', connectionLimit: 1 })
+    // biome-ignore lint/suspicious/noExplicitAny: generated table name
+    const db = new Kysely<any>({
+      dialect: encryption.wrap(new MysqlDialect({ pool })),
+      plugins: [encryption.plugin],
+    })
+    try {
+      await sql`set session sql_mode = ''`.execute(db.withoutPlugins())
+      const insert = db.insertInto(table).values({ id: 1, tenant_id: 'acme', ssn: 'S-1' }).execute()
+      const e = (await insert.catch((error: unknown) => error)) as SchemaMismatchError
+      expect(e).toBeInstanceOf(SchemaMismatchError)
+      expect(e.problems.map((p) => p.kind)).toEqual(['sql-mode-not-strict'])
+      expect(e.problems[0]?.found).toBe("''")
+      expect(await raw.selectFrom(table).select('id').execute()).toEqual([])
+      // The fix the problem names, on the same (only) connection: the write goes through.
+      await sql.raw(e.problems[0]?.fix.split(' --')[0] ?? '').execute(db.withoutPlugins())
+      await encryption.init(db)
+      await db.insertInto(table).values({ id: 1, tenant_id: 'acme', ssn: 'S-1' }).execute()
+      expect(await db.selectFrom(table).select(['id', 'ssn']).execute()).toEqual([{ id: 1, ssn: 'S-1' }])
+    } finally {
+      await encryption.close()
+      await db.destroy()
+    }
+  })
+})
