@@ -9,8 +9,9 @@ import type { DeferredValue } from './deferred-value.js'
  * (`DECRYPT_AUTH_FAILED`). Where the schema check read the catalog, a value an integer or uuid
  * column would store differently is refused before anything is sent: `'07'` (stored 7), a UUID
  * in braces or without hyphens (stored in its canonical form), an integer outside its column's
- * range or a string longer than its column holds (which PostgreSQL and a strict sql_mode refuse,
- * but MySQL under `INSERT IGNORE` or a non-strict sql_mode clamps or cuts short, with a warning).
+ * range, a string longer than its column holds or with a character its MySQL character set lacks
+ * (which PostgreSQL and a strict sql_mode refuse, but MySQL under `INSERT IGNORE` or a non-strict
+ * sql_mode clamps, cuts short or stores as `?`, with a warning).
  */
 
 /** Integer data types, as the catalog names them, with the bits they store. */
@@ -48,8 +49,8 @@ export function checkWrittenContext(catalog: Catalog | undefined, deferred: read
  * @param table - The table whose context `values` are, in its context order.
  * @param operator - The statement kind for the message (`write`, `encrypt`).
  * @throws QueryRefusedError `CONTEXT_MISSING` naming the column, when a value is not the form its
- *   column stores, is longer than it holds (in characters or in bytes), or is an integer outside
- *   its range.
+ *   column stores, is longer than it holds (in characters or in bytes), holds a character its
+ *   column's character set cannot store (MySQL), or is an integer outside its range.
  */
 export function checkContextValues(
   catalog: Catalog | undefined,
@@ -86,6 +87,16 @@ export function checkContextValues(
         operator,
       )
     }
+    const charset = catalog.charset(live, name)
+    const lost = charset === undefined ? undefined : unstorable(value, charset)
+    if (lost !== undefined) {
+      throw contextMissing(
+        table,
+        name,
+        `holds a character its column's character set (${charset}) cannot store (U+${lost.toString(16).toUpperCase().padStart(4, '0')}): the database would refuse it or, under INSERT IGNORE, store ? in its place`,
+        operator,
+      )
+    }
     const bits = INTEGER_BITS.get(type)
     const integer = bits !== undefined
     if (integer && CANONICAL_INTEGER.test(value)) {
@@ -111,4 +122,21 @@ export function checkContextValues(
       operator,
     )
   })
+}
+
+/**
+ * The first code point of `value` a MySQL column of `charset` may not store as it is (it would
+ * be refused, or stored as `?` under `INSERT IGNORE`), or undefined. utf8mb4 stores every one,
+ * utf8mb3 none past U+FFFF; latin1 (MySQL's is cp1252) is taken as ASCII and U+00A0–U+00FF,
+ * which it stores as Latin-1 does; any other set as ASCII only. Refusing a few characters a set
+ * could store is the safe side.
+ */
+function unstorable(value: string, charset: string): number | undefined {
+  if (charset.startsWith('utf8mb4') || charset === 'binary') return undefined
+  const utf8 = charset === 'utf8' || charset.startsWith('utf8mb3')
+  for (const ch of value) {
+    const cp = ch.codePointAt(0) as number
+    if (utf8 ? cp > 0xffff : cp > 0x7f && !(charset === 'latin1' && cp >= 0xa0 && cp <= 0xff)) return cp
+  }
+  return undefined
 }

@@ -18,6 +18,8 @@ export interface CatalogTable {
   readonly maxOctets: ReadonlyMap<string, number>
   /** Integer columns declared `unsigned` (MySQL; PostgreSQL has none). */
   readonly unsignedColumns: ReadonlySet<string>
+  /** Column name → the character set of a MySQL string column (`utf8mb4`, `latin1`, …). */
+  readonly charsets: ReadonlyMap<string, string>
 }
 
 /** The tables of the schemas an encrypted schema lives in: what verification reads, once. */
@@ -43,6 +45,8 @@ export interface Catalog {
   maxOctets(table: CatalogTable, name: string): number | undefined
   /** Whether a column is an `unsigned` integer (MySQL). */
   unsigned(table: CatalogTable, name: string): boolean
+  /** The character set of a MySQL string column; undefined on PostgreSQL and for other types. */
+  charset(table: CatalogTable, name: string): string | undefined
 }
 
 /** Data types that hold bytes as they are: what ciphertexts and blind indexes need. */
@@ -76,6 +80,8 @@ interface ColumnRow {
   o: unknown
   /** 1 for an unsigned integer column (MySQL's column_type says so), else 0. */
   u: unknown
+  /** MySQL: character_set_name (null for types without one); PostgreSQL: null. */
+  cs: unknown
 }
 interface UniqueRow {
   s: string
@@ -117,6 +123,7 @@ export async function readCatalog(
       lengths: Map<string, number>
       octets: Map<string, number>
       unsigned: Set<string>
+      charsets: Map<string, string>
     }
   >()
   for (const r of columns.rows) {
@@ -128,6 +135,7 @@ export async function readCatalog(
       const lengths = new Map<string, number>()
       const octets = new Map<string, number>()
       const unsigned = new Set<string>()
+      const charsets = new Map<string, string>()
       const table: CatalogTable = {
         schema: text(r.s),
         name: text(r.t),
@@ -137,8 +145,9 @@ export async function readCatalog(
         maxLengths: lengths,
         maxOctets: octets,
         unsignedColumns: unsigned,
+        charsets,
       }
-      entry = { table, cols, uniq, lengths, octets, unsigned }
+      entry = { table, cols, uniq, lengths, octets, unsigned, charsets }
       byKey.set(key, entry)
     }
     entry.cols.set(text(r.c), text(r.d).toLowerCase())
@@ -147,6 +156,8 @@ export async function readCatalog(
     const o = positive(r.o)
     if (o !== undefined) entry.octets.set(text(r.c), o)
     if (Number(r.u) === 1) entry.unsigned.add(text(r.c))
+    if (family === 'mysql' && r.cs !== null && r.cs !== undefined)
+      entry.charsets.set(text(r.c), text(r.cs).toLowerCase())
   }
   for (const r of unique.rows) byKey.get(`${text(r.s)}\u0000${text(r.t)}`)?.uniq.add(text(r.c))
   const tables = [...byKey.values()].map((e) => e.table)
@@ -188,6 +199,10 @@ export async function readCatalog(
       const own = columnName(table, name)
       return own !== undefined && table.unsignedColumns.has(own)
     },
+    charset: (table: CatalogTable, name: string) => {
+      const own = columnName(table, name)
+      return own === undefined ? undefined : table.charsets.get(own)
+    },
   })
 }
 
@@ -212,7 +227,7 @@ function postgresQueries(extraSchemas: readonly string[]): CatalogQueries {
   const schemas = sql.join([sql`current_schema()`, ...extraSchemas.map((s) => sql`${s}`)])
   return {
     defaultSchema: sql<{ s: string }>`select current_schema() as s`,
-    columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k, c.character_maximum_length as n, c.character_octet_length as o, 0 as u
+    columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k, c.character_maximum_length as n, c.character_octet_length as o, 0 as u, null as cs
       from information_schema.columns c
       join information_schema.tables tb on tb.table_schema = c.table_schema and tb.table_name = c.table_name
       where c.table_schema in (${schemas})
@@ -232,7 +247,7 @@ function mysqlQueries(): CatalogQueries {
   return {
     defaultSchema: sql<{ s: string; m: unknown }>`select database() as s, @@session.sql_mode as m`,
     columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k, c.character_maximum_length as n, c.character_octet_length as o,
-        (c.data_type like '%int' and c.column_type like '%unsigned%') as u
+        (c.data_type like '%int' and c.column_type like '%unsigned%') as u, c.character_set_name as cs
       from information_schema.columns c
       join information_schema.tables tb on tb.table_schema = c.table_schema and tb.table_name = c.table_name
       where c.table_schema = database()

@@ -8,7 +8,7 @@ import {
   fieldEncryption,
   localKeyProvider,
 } from '../../src/index.js'
-import { type Backend, backends, uniqueName } from '../support/backends.js'
+import { type Backend, backends, onlyTables, uniqueName } from '../support/backends.js'
 
 /**
  * A row-context value outside its integer column's range. PostgreSQL and a strict sql_mode refuse
@@ -38,6 +38,8 @@ describe.each(backends())('row-context integers outside their column [$name]', (
       schema,
       keyProvider: localKeyProvider({ id: 'local:ctx-range', key: randomBytes(32) }),
       keyTable,
+      // Other files' tables in the same database are not this test's to check.
+      verifySchema: onlyTables(table),
     })
     beforeAll(async () => {
       const [plain, wrapped] = backend.createDialectPair()
@@ -120,17 +122,19 @@ describe.each(backends())('row-context integers outside their column [$name]', (
 
 /**
  * MySQL's text types hold bytes, not characters: 100 four-byte characters are 100 characters of a
- * tinytext column (255) but 400 bytes, and `INSERT IGNORE` stored 63 of them (helper-87).
+ * tinytext column (255) but 400 bytes, and `INSERT IGNORE` stored 63 of them; a character a
+ * column's character set lacks was stored as `?` (helper-87).
  */
-describe.each(backends().filter((b) => b.family === 'mysql'))(
-  "a row-context string past its column's bytes [$name]",
+const mysqlBackends = backends().filter((b) => b.family === 'mysql')
+describe.each(mysqlBackends)(
+  'a row-context string its MySQL column cannot hold [$name]',
   (backend: Backend) => {
     describe.runIf(backend.available)('', () => {
       const table = uniqueName('ctx_bytes')
       const keyTable = `${table}_keys`
       const schema = encryptedSchema(
         { [table]: { ssn: encrypted.text() } },
-        { tables: { [table]: { context: ['tenant_id'] } } },
+        { tables: { [table]: { context: ['tenant_id', 'region'] } } },
       )
       // biome-ignore lint/suspicious/noExplicitAny: generated table name
       let raw: Kysely<any>
@@ -140,6 +144,7 @@ describe.each(backends().filter((b) => b.family === 'mysql'))(
         schema,
         keyProvider: localKeyProvider({ id: 'local:ctx-bytes', key: randomBytes(32) }),
         keyTable,
+        verifySchema: onlyTables(table),
       })
       beforeAll(async () => {
         const [plain, wrapped] = backend.createDialectPair()
@@ -148,6 +153,7 @@ describe.each(backends().filter((b) => b.family === 'mysql'))(
           .createTable(table)
           .addColumn('id', 'integer', (c) => c.primaryKey())
           .addColumn('tenant_id', sql.raw('tinytext character set utf8mb4'), (c) => c.notNull())
+          .addColumn('region', sql.raw('varchar(16) character set latin1'), (c) => c.notNull())
           .$call(addEncryptedColumns(schema, table, backend.family))
           .execute()
         db = new Kysely({ dialect: encryption.wrap(wrapped), plugins: [encryption.plugin] })
@@ -161,18 +167,38 @@ describe.each(backends().filter((b) => b.family === 'mysql'))(
         await raw?.destroy().catch(() => undefined)
       })
 
-      it('is refused before anything is sent, under INSERT IGNORE too; one that fits is written and read back', async () => {
-        const long = '\u{1F600}'.repeat(100)
-        const insert = db.insertInto(table).values({ id: 1, tenant_id: long, ssn: 'S-1' }).ignore().execute()
-        await expect(insert).rejects.toMatchObject({
+      const insert = (id: number, tenant_id: string, region: string) =>
+        db
+          .insertInto(table)
+          .values({ id, tenant_id, region, ssn: `S-${id}` })
+          .ignore()
+          .execute()
+
+      it('past its bytes: refused before anything is sent, under INSERT IGNORE too; one that fits is written and read back', async () => {
+        await expect(insert(1, '\u{1F600}'.repeat(100), 'eu')).rejects.toMatchObject({
           code: 'CONTEXT_MISSING',
           message: expect.stringContaining('context column tenant_id is 400 bytes long in UTF-8'),
         })
         expect(await raw.selectFrom(table).select('id').execute()).toEqual([])
         const fits = '\u{1F600}'.repeat(63)
-        await db.insertInto(table).values({ id: 2, tenant_id: fits, ssn: 'S-2' }).ignore().execute()
+        await insert(2, fits, 'eu')
         const rows = await db.selectFrom(table).select(['id', 'tenant_id', 'ssn']).execute()
         expect(rows).toEqual([{ id: 2, tenant_id: fits, ssn: 'S-2' }])
+      })
+
+      it('a character its latin1 column lacks: refused before anything is sent; Latin-1 ones are written and read back', async () => {
+        for (const region of ['\u03A9mega', 'caf\u00E9\u{1F600}']) {
+          await expect(insert(3, 'acme', region)).rejects.toMatchObject({
+            code: 'CONTEXT_MISSING',
+            message: expect.stringContaining(
+              "context column region holds a character its column's character set (latin1) cannot store",
+            ),
+          })
+        }
+        expect(await raw.selectFrom(table).select('id').where('id', '=', 3).execute()).toEqual([])
+        await insert(4, 'acme', 'M\u00FCnchen')
+        const rows = await db.selectFrom(table).select(['region', 'ssn']).where('id', '=', 4).execute()
+        expect(rows).toEqual([{ region: 'M\u00FCnchen', ssn: 'S-4' }])
       })
     })
   },
