@@ -1,3 +1,5 @@
+import { sql } from 'kysely'
+
 /**
  * A generated query as a chain of Kysely builder calls: one small IR that can be run against a
  * Kysely instance (encrypted or plaintext copy) and printed as the TypeScript a regression test
@@ -36,10 +38,36 @@ export interface Call {
   readonly get?: true
 }
 
-/** Calls applied in order to a root: the Kysely instance (`db`) or a lambda's parameter. */
+/**
+ * Calls applied in order to a root: the Kysely instance (`db`), a lambda's parameter, or raw SQL
+ * (`sql\`…\``, its template in `raw`).
+ */
 export interface Chain {
-  readonly root: 'db' | 'param'
+  readonly root: 'db' | 'param' | 'sql'
+  readonly raw?: RawSql
   readonly calls: readonly Call[]
+}
+
+/** One part of a raw `sql` template. */
+export type RawPart =
+  /** SQL text as written (lower-case unquoted names, no `{table}` placeholders). */
+  | { readonly text: string }
+  /** `${sql.ref(name)}`: a column named with table placeholders, quoted by the dialect. */
+  | { readonly ref: string }
+  /** `${value}`: a parameter. */
+  | { readonly param: string | number }
+  /** `${sql.lit(value)}`: a literal in the SQL text. */
+  | { readonly sqlLit: string | number }
+  /**
+   * `-- text`: a line comment. The template holds no line break after it when it ends the
+   * template (the plugin must add one where it puts the fragment in parentheses).
+   */
+  | { readonly comment: string }
+
+/** A raw `sql` template; `condition`: it stands for a condition (an operand of WHERE). */
+export interface RawSql {
+  readonly parts: readonly RawPart[]
+  readonly condition: boolean
 }
 
 /** Physical names of the fixture's logical tables on one copy. */
@@ -62,11 +90,17 @@ type Dyn = any
 export interface Target {
   readonly names: Names
   readonly jsonAsText: boolean
+  /**
+   * Raw conditions in parentheses, ending in a line break (the oracle): the meaning of the tree
+   * Kysely builds, which plain Kysely does not print (raw SQL goes out as written, so
+   * `where(sql\`a or b\`).where(c)` reads as `a or (b and c)`), and which the plugin sends.
+   */
+  readonly rawInParens: boolean
 }
 
 /** Builds the value of a chain against `db` (or the lambda parameter `param`). */
 export function build(chain: Chain, db: unknown, target: Target, param?: unknown): Dyn {
-  let value: Dyn = chain.root === 'db' ? db : param
+  let value: Dyn = chain.root === 'db' ? db : chain.root === 'param' ? param : rawSql(chain.raw!, target)
   for (const c of chain.calls) {
     if (c.get === true) {
       value = value[c.call]
@@ -76,6 +110,29 @@ export function build(chain: Chain, db: unknown, target: Target, param?: unknown
     value = c.call === '' ? value(...args) : value[c.call](...args)
   }
   return value
+}
+
+function rawSql(raw: RawSql, t: Target): Dyn {
+  const fragments = ['']
+  const params: unknown[] = []
+  const add = (p: unknown) => {
+    params.push(p)
+    fragments.push('')
+  }
+  const parens = raw.condition && t.rawInParens
+  for (const [i, p] of raw.parts.entries()) {
+    if ('text' in p) fragments[fragments.length - 1] += p.text
+    else if ('comment' in p)
+      fragments[fragments.length - 1] += `-- ${p.comment}${i < raw.parts.length - 1 || parens ? '\n' : ''}`
+    else if ('ref' in p) add(sql.ref(physical(p.ref, t.names)))
+    else if ('param' in p) add(p.param)
+    else add(sql.lit(p.sqlLit))
+  }
+  if (parens) {
+    fragments[0] = `(${fragments[0]}`
+    fragments[fragments.length - 1] += ')'
+  }
+  return sql(fragments as unknown as TemplateStringsArray, ...params)
 }
 
 function buildArg(a: Arg, db: unknown, t: Target, param: unknown): unknown {
@@ -93,7 +150,7 @@ function buildArg(a: Arg, db: unknown, t: Target, param: unknown): unknown {
 
 /** Prints a chain as Kysely TypeScript: `db` for the root, `eN` for lambda parameters. */
 export function print(chain: Chain, param = 'db', depth = 0): string {
-  let out = chain.root === 'db' ? 'db' : param
+  let out = chain.root === 'db' ? 'db' : chain.root === 'param' ? param : printRaw(chain.raw!)
   for (const c of chain.calls) {
     if (c.get === true) {
       out += `.${c.call}`
@@ -119,6 +176,17 @@ function printArg(a: Arg, depth: number): string {
   if ('arr' in a) return `[${a.arr.map((x) => printArg(x, depth)).join(', ')}]`
   const entries = Object.entries(a.obj).map(([k, v]) => `${printKey(k)}: ${printArg(v, depth)}`)
   return `{ ${entries.join(', ')} }`
+}
+
+function printRaw(raw: RawSql): string {
+  const parts = raw.parts.map((p, i) => {
+    if ('text' in p) return p.text.replace(/[\\`]/g, '\\$&').replace(/\$\{/g, '\\${')
+    if ('comment' in p) return `-- ${p.comment}${i < raw.parts.length - 1 ? '\\n' : ''}`
+    if ('ref' in p) return `\${sql.ref(${printArg(nm(p.ref), 0)})}`
+    if ('param' in p) return `\${${printLiteral(p.param)}}`
+    return `\${sql.lit(${printLiteral(p.sqlLit)})}`
+  })
+  return `sql\`${parts.join('')}\``
 }
 
 function printLiteral(v: unknown): string {
@@ -151,3 +219,4 @@ export const call = (name: string, ...args: Arg[]): Call => ({ call: name, args 
 export const get = (name: string): Call => ({ call: name, args: [], get: true })
 export const onDb = (...calls: Call[]): Chain => ({ root: 'db', calls })
 export const onParam = (...calls: Call[]): Chain => ({ root: 'param', calls })
+export const rawChain = (raw: RawSql): Chain => ({ root: 'sql', raw, calls: [] })

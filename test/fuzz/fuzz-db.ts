@@ -139,8 +139,8 @@ export async function openFuzzDb(spec: FuzzBackendSpec): Promise<FuzzDb> {
     family,
     enc,
     plain,
-    encTarget: { names: encNames, jsonAsText: false },
-    plainTarget: { names: plainNames, jsonAsText: true },
+    encTarget: { names: encNames, jsonAsText: false, rawInParens: false },
+    plainTarget: { names: plainNames, jsonAsText: true, rawInParens: true },
     scanner,
     encryption,
     async close() {

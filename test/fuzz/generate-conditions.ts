@@ -1,22 +1,41 @@
 import { type Arg, arr, type Call, type Chain, call, chainArg, fnArg, lit, nm, onParam } from './chain.js'
 import { anyColumn, type Gen, type Relation, refIn, type ScopeColumn, tableColumns, valueFor } from './gen.js'
+import { rawCondition, rawValueComparison } from './generate-raw.js'
 import { TABLE_NAMES } from './schema.js'
 
 /** WHERE trees of the fuzz generator (test/fuzz/generate.ts). */
 
-export function condition(g: Gen, scope: readonly Relation[], depth: number): Chain {
+/**
+ * A condition; `operand`: it will be an operand of AND, OR or NOT (beside another where() call, or
+ * in and()/or()/not()), where the plugin sends raw SQL in parentheses ending in a line break.
+ */
+export function condition(g: Gen, scope: readonly Relation[], depth: number, operand = false): Chain {
   const roll = g.int(0, 99)
   if (depth < 2 && roll < 12) {
     const n = g.int(2, 3)
     const items: Arg[] = []
-    for (let i = 0; i < n; i++) items.push(chainArg(condition(g, scope, depth + 1)))
+    for (let i = 0; i < n; i++) items.push(chainArg(condition(g, scope, depth + 1, true)))
     return onParam(call(g.chance(50) ? 'and' : 'or', arr(items)))
   }
-  if (depth < 2 && roll < 17) return onParam(call('not', chainArg(condition(g, scope, depth + 1))))
+  if (depth < 2 && roll < 17) return onParam(call('not', chainArg(condition(g, scope, depth + 1, true))))
   if (depth < 2 && roll < 25) return existsCondition(g, scope)
   if (depth < 2 && roll < 31) return inSubquery(g, scope)
   if (roll < 40) return columnComparison(g, scope)
+  if (roll >= 93) return rawCondition(g, scope, operand)
+  if (roll >= 89) return rawValueComparison(g, scope) ?? valueComparison(g, scope)
   return valueComparison(g, scope)
+}
+
+/**
+ * One where() call, sometimes two (joined by AND, the raw SQL among them an operand); a where()
+ * call is sometimes raw SQL itself: `where(sql\`…\`)`.
+ */
+export function wheres(g: Gen, scope: readonly Relation[], calls: Call[], depth: number): void {
+  const n = g.chance(25) ? 2 : 1
+  for (let i = 0; i < n; i++) {
+    if (g.chance(12)) calls.push(call('where', chainArg(rawCondition(g, scope, n > 1))))
+    else calls.push(call('where', fnArg(condition(g, scope, depth, n > 1))))
+  }
 }
 
 function valueComparison(g: Gen, scope: readonly Relation[]): Chain {
@@ -75,9 +94,9 @@ function existsCondition(g: Gen, scope: readonly Relation[]): Chain {
   const rel: Relation = { q: a, cols: tableColumns(inner), keyed: true }
   const outer = scope.find((r) => r.cols.some((c) => c.name === 'id'))
   const calls: Call[] = [call('selectFrom', nm(`{${inner}} as ${a}`)), call('select', nm(`${a}.id`))]
-  if (outer !== undefined && g.chance(80))
-    calls.push(call('whereRef', nm(`${a}.user_id`), lit('='), nm(`${outer.q}.id`)))
-  if (g.chance(60)) calls.push(call('where', fnArg(condition(g, [rel, ...scope], 2))))
+  const linked = outer !== undefined && g.chance(80)
+  if (linked) calls.push(call('whereRef', nm(`${a}.user_id`), lit('='), nm(`${outer!.q}.id`)))
+  if (g.chance(60)) calls.push(call('where', fnArg(condition(g, [rel, ...scope], 2, linked))))
   const exists = onParam(call('exists', chainArg(onParam(...calls))))
   return g.chance(75) ? exists : onParam(call('not', chainArg(exists)))
 }

@@ -24,7 +24,7 @@ import {
   type Statement,
   tableColumns,
 } from './gen.js'
-import { condition, plusOne } from './generate-conditions.js'
+import { plusOne, wheres } from './generate-conditions.js'
 import { TABLE_NAMES, TABLES } from './schema.js'
 
 /** SELECT statements of the fuzz generator (test/fuzz/generate.ts). */
@@ -89,7 +89,7 @@ function derived(g: Gen): { calls: Call[]; out: ScopeColumn[] } {
     }
   }
   const calls: Call[] = [call('selectFrom', nm(`{${table}} as ${a}`)), call('select', arr(sel))]
-  if (g.chance(50)) calls.push(call('where', fnArg(condition(g, [rel], 1))))
+  if (g.chance(50)) wheres(g, [rel], calls, 1)
   return { calls, out }
 }
 
@@ -198,7 +198,7 @@ function select(g: Gen, ctes: readonly Relation[], top: boolean): SelectResult {
       shape.push('distinct')
     }
   }
-  if (g.chance(55)) calls.push(call('where', fnArg(condition(g, scope, 0))))
+  if (g.chance(55)) wheres(g, scope, calls, 0)
   // Order, limit, offset.
   let ordered = false
   if (top && !grouped && g.chance(30)) {
@@ -341,6 +341,7 @@ export function selectStatement(g: Gen): { stmt: Statement; shape: string } {
 
 /** The shape a select is counted under: its first feature in this order. */
 const SELECT_SHAPES = [
+  'raw sql',
   'set operation',
   'recursive cte',
   'cte',
@@ -376,6 +377,6 @@ function setBranch(g: Gen, out: readonly ScopeColumn[]): Chain | undefined {
   }
   if (sel.length === 0) return undefined
   const calls: Call[] = [call('selectFrom', nm(`{${table}} as ${a}`)), call('select', arr(sel))]
-  if (g.chance(50)) calls.push(call('where', fnArg(condition(g, [{ q: a, cols, keyed: true }], 1))))
+  if (g.chance(50)) wheres(g, [{ q: a, cols, keyed: true }], calls, 1)
   return onDb(...calls)
 }

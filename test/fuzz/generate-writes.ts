@@ -8,7 +8,8 @@ import {
   tableColumns,
   valueFor,
 } from './gen.js'
-import { condition, refFactory } from './generate-conditions.js'
+import { refFactory, wheres } from './generate-conditions.js'
+import { rawSetValue } from './generate-raw.js'
 import { joinColumns } from './generate-select.js'
 import { TABLE_NAMES, TABLES, type TableName } from './schema.js'
 
@@ -87,7 +88,7 @@ export function insertStatement(g: Gen): { stmt: Statement; shape: string } {
       }
     }
     const sub: Call[] = [call('selectFrom', nm(`{${from}} as ${a}`)), call('select', arr(sel))]
-    if (g.chance(50)) sub.push(call('where', fnArg(condition(g, [{ q: a, cols: fromCols, keyed: true }], 1))))
+    if (g.chance(50)) wheres(g, [{ q: a, cols: fromCols, keyed: true }], sub, 1)
     calls.push(call('columns', arr(names)), call('expression', fnArg(onParam(...sub))))
   } else {
     const keys = writableKeys(g, table)
@@ -155,7 +156,8 @@ function setValues(
       const [r, x] = g.pick(sources)
       g.use(x)
       o[key] = refFactory(ref(r, x))
-    } else if (!c.origin.column.notNull && g.chance(15)) o[key] = lit(null)
+    } else if (g.chance(c.encrypted ? 3 : 8)) o[key] = rawSetValue(g, own, c)
+    else if (!c.origin.column.notNull && g.chance(15)) o[key] = lit(null)
     else o[key] = valueFor(g, c)
   }
   return obj(o)
@@ -190,7 +192,7 @@ export function updateStatement(g: Gen): { stmt: Statement; shape: string } {
     }
     scope.push(rel)
   } else calls.push(call('set', setValues(g, table, own, [], false)))
-  if (g.chance(80)) calls.push(call('where', fnArg(condition(g, scope, 0))))
+  if (g.chance(80)) wheres(g, scope, calls, 0)
   returning(g, calls, table, q)
   return { stmt: { chain: onDb(...calls), ordered: false, writes: true }, shape }
 }
@@ -231,7 +233,7 @@ export function deleteStatement(g: Gen): { stmt: Statement; shape: string } {
     own.q = `{${table}}`
     calls = [call('deleteFrom', nm(own.q))]
   } else calls = [call('deleteFrom', nm(`{${table}} as ${a}`))]
-  if (g.chance(85)) calls.push(call('where', fnArg(condition(g, scope, 0))))
+  if (g.chance(85)) wheres(g, scope, calls, 0)
   returning(g, calls, table, own.q, shape === 'delete … using')
   return { stmt: { chain: onDb(...calls), ordered: false, writes: true }, shape }
 }

@@ -31,7 +31,8 @@ export function fuzzCase(family: Family): fc.Arbitrary<FuzzCase> {
       return { shape: 'transaction', statements, touchesEncrypted: g.touches }
     }
     const { stmt, shape } = one()
-    return { shape, statements: [stmt], touchesEncrypted: g.touches }
+    const raw = g.features.has('raw sql') && !shape.startsWith('select') ? `${shape} (raw sql)` : shape
+    return { shape: raw, statements: [stmt], touchesEncrypted: g.touches }
   })
 }
 

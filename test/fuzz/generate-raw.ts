@@ -1,0 +1,157 @@
+import { type Arg, type Chain, call, chainArg, lit, nm, onParam, type RawPart, rawChain } from './chain.js'
+import { anyColumn, type Gen, type Relation, refIn, type ScopeColumn, valueFor } from './gen.js'
+import { poolOf } from './schema.js'
+
+/**
+ * Raw SQL (`sql` template tags) in conditions and values of the fuzz generator
+ * (test/fuzz/generate.ts). The text names plaintext columns only: the plugin refuses raw SQL that
+ * names an encrypted column (src/plugin/raw-operands.ts), which a raw value compared with an
+ * encrypted column, or a comment naming one, exercises. Names are lower-case and unquoted, or
+ * given by `sql.ref` (quoted by the dialect), so the same text runs on PostgreSQL and MariaDB.
+ */
+
+/** A column of a relation in scope, with what raw SQL may compare it with. */
+type Plain = [Relation, ScopeColumn]
+
+function plainColumns(scope: readonly Relation[]): Plain[] {
+  return scope.flatMap((r) => r.cols.filter((c) => !c.encrypted).map((c) => [r, c] as Plain))
+}
+
+/** `r1.name` as text, or `${sql.ref('r1.name')}` (always for a `{table}` qualifier). */
+function nameParts(g: Gen, scope: readonly Relation[], [r, c]: Plain): RawPart {
+  const name = refIn(g, scope, r, c)
+  return name.includes('{') || g.chance(40) ? { ref: name } : { text: name }
+}
+
+/** A value of `c`'s pool as a parameter, `sql.lit`, or a literal in the text. */
+function valuePart(g: Gen, c: ScopeColumn): RawPart {
+  const v = g.pick(poolOf(c.origin.table, c.origin.column)) as string | number
+  const roll = g.int(0, 99)
+  if (roll < 50) return { param: v }
+  if (roll < 75) return { sqlLit: v }
+  return { text: typeof v === 'number' ? String(v) : `'${v.replace(/'/g, "''")}'` }
+}
+
+/** `<column> <op> <value>` over a plaintext column. */
+function atom(g: Gen, scope: readonly Relation[], plain: readonly Plain[]): RawPart[] {
+  const p = g.pick(plain)
+  const name = nameParts(g, scope, p)
+  const op = g.pick(['=', '=', '<>', '<', '>=', 'is null', 'is not null', 'in'])
+  if (op === 'is null' || op === 'is not null') return [name, { text: ` ${op}` }]
+  if (op === 'in')
+    return [name, { text: ' in (' }, valuePart(g, p[1]), { text: ', ' }, valuePart(g, p[1]), { text: ')' }]
+  return [name, { text: ` ${op} ` }, valuePart(g, p[1])]
+}
+
+/** A comment's text: mostly no name of the schema; rarely an encrypted column's (refused by design). */
+function commentText(g: Gen): string {
+  if (!g.chance(5)) return 'fz note'
+  // The raw text check matches words in comments too (src/plugin/raw-operands.ts): it may refuse.
+  g.touches = true
+  g.feature('raw comment naming a column')
+  return 'by email'
+}
+
+/**
+ * A condition written as raw SQL: `true`, `1 = 1`, or one to three comparisons of plaintext
+ * columns joined by `or`/`and` (the shape whose meaning parentheses decide beside other
+ * conditions), sometimes with a `-- comment`: at the end only where the raw SQL is an operand of
+ * AND/OR/NOT (there the plugin sends it in parentheses ending in a line break; a comment ending
+ * a whole WHERE comments out what follows on both copies and in plain Kysely alike).
+ */
+export function rawCondition(g: Gen, scope: readonly Relation[], operand: boolean): Chain {
+  g.feature('raw sql')
+  const plain = plainColumns(scope)
+  const roll = g.int(0, 99)
+  let parts: RawPart[]
+  if (plain.length === 0 || roll < 8) parts = [{ text: 'true' }]
+  else if (roll < 16) parts = [{ text: g.pick(['1 = 1', '1 = 0']) }]
+  else {
+    parts = atom(g, scope, plain)
+    const n = roll < 40 ? 0 : roll < 85 ? 1 : 2
+    for (let i = 0; i < n; i++) {
+      const join = i === 0 || g.chance(50) ? 'or' : 'and'
+      if (g.chance(15)) parts.push({ text: ' ' }, { comment: commentText(g) }, { text: join })
+      else parts.push({ text: ` ${join}` })
+      parts.push({ text: ' ' }, ...atom(g, scope, plain))
+    }
+  }
+  if (g.chance(15)) {
+    const text = commentText(g)
+    if (operand && g.chance(70)) parts.push({ text: ' ' }, { comment: text })
+    else parts.unshift({ comment: text })
+  }
+  return rawChain({ parts, condition: true })
+}
+
+/**
+ * `where(column, op, sql\`…\`)`: a raw value compared with a column. Mostly a plaintext column (a
+ * parameter, `sql.lit`, arithmetic, another column, a list; or text that goes on past the value,
+ * `sql\`'v' or name = 'w'\``, which both copies send as written); sometimes an encrypted column,
+ * which the plugin must refuse (it cannot encrypt a raw value) without sending its plaintext.
+ */
+export function rawValueComparison(g: Gen, scope: readonly Relation[]): Chain | undefined {
+  const plain = plainColumns(scope)
+  if (g.chance(20) || plain.length === 0) {
+    const [r, c] = anyColumn(g, scope)
+    if (!c.encrypted) return undefined
+    const v = valueFor(g, c)
+    if (!('lit' in v) || (typeof v.lit !== 'string' && typeof v.lit !== 'number')) return undefined
+    g.use(c)
+    g.feature('raw sql')
+    const raw = rawChain({ parts: [{ param: v.lit }], condition: false })
+    return onParam(call('', nm(refIn(g, scope, r, c)), lit(g.pick(['=', '<>'])), chainArg(raw)))
+  }
+  g.feature('raw sql')
+  const [r, c] = g.pick(plain)
+  const left = nm(refIn(g, scope, r, c))
+  const roll = g.int(0, 99)
+  if (roll < 15) {
+    const list: RawPart[] = [{ text: '(' }, valuePart(g, c), { text: ', ' }, valuePart(g, c), { text: ')' }]
+    return compare(left, g.pick(['in', 'not in']), list)
+  }
+  const op = g.pick(['=', '=', '<>', '<', '>='])
+  if (roll < 45) return compare(left, op, [valuePart(g, c)])
+  if (roll < 60)
+    return compare(
+      left,
+      op,
+      c.kind === 'int'
+        ? [valuePart(g, c), { text: ' + 0' }]
+        : [{ text: 'lower(' }, valuePart(g, c), { text: ')' }],
+    )
+  if (roll < 75) {
+    const same = plain.filter(([, x]) => x.kind === c.kind)
+    return compare(left, op, [nameParts(g, scope, g.pick(same))])
+  }
+  g.feature('raw value going on past the value')
+  return compare(left, op, [
+    valuePart(g, c),
+    { text: ` ${g.pick(['or', 'and'])} ` },
+    ...atom(g, scope, plain),
+  ])
+}
+
+function compare(left: Arg, op: string, parts: RawPart[]): Chain {
+  return onParam(call('', left, lit(op), chainArg(rawChain({ parts, condition: false }))))
+}
+
+/**
+ * A raw value for `set({ col: sql\`…\` })` of column `c` of `own`: a parameter, `sql.lit`, the
+ * column plus one, `lower(…)`. For an encrypted column the plugin must refuse (it cannot encrypt
+ * raw SQL) without sending the plaintext parameter.
+ */
+export function rawSetValue(g: Gen, own: Relation, c: ScopeColumn): Arg {
+  g.feature('raw sql')
+  if (c.encrypted) {
+    const v = valueFor(g, c)
+    if ('lit' in v && (typeof v.lit === 'string' || typeof v.lit === 'number'))
+      return chainArg(rawChain({ parts: [{ param: v.lit }], condition: false }))
+    return v
+  }
+  const roll = g.int(0, 99)
+  if (roll < 50) return chainArg(rawChain({ parts: [valuePart(g, c)], condition: false }))
+  if (c.kind === 'int')
+    return chainArg(rawChain({ parts: [{ ref: `${own.q}.${c.name}` }, { text: ' + 1' }], condition: false }))
+  return chainArg(rawChain({ parts: [{ text: 'lower(' }, valuePart(g, c), { text: ')' }], condition: false }))
+}
