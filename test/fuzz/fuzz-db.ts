@@ -14,7 +14,15 @@ import {
 import { type ScanningDialect, scanningDialect } from '../support/leak-scanner.js'
 import type { Target } from './chain.js'
 import type { Family } from './generate.js'
-import { fuzzEncryptedSchema, fuzzSecrets, SEED, TABLE_NAMES, TABLES, type TableName } from './schema.js'
+import {
+  fuzzEncryptedSchema,
+  fuzzSecrets,
+  SEED,
+  TABLE_NAMES,
+  TABLES,
+  type TableName,
+  TENANTS,
+} from './schema.js'
 
 export type FuzzBackendName = 'postgres' | 'mysql' | 'pglite'
 
@@ -106,7 +114,7 @@ export async function openFuzzDb(spec: FuzzBackendSpec): Promise<FuzzDb> {
     let create = enc.schema.createTable(encNames[t])
     let createPlain = plain.schema.createTable(plainNames[t])
     for (const c of TABLES[t]) {
-      const type = plainType(family, c.kind, c.protection !== 'plain')
+      const type = plainType(family, c.kind, c.protection !== 'plain' || c.binary === true)
       const mods = (x: { primaryKey(): typeof x; notNull(): typeof x; unique(): typeof x }) => {
         let m = c.name === 'id' ? x.primaryKey() : x
         if (c.notNull === true) m = m.notNull()
@@ -116,10 +124,18 @@ export async function openFuzzDb(spec: FuzzBackendSpec): Promise<FuzzDb> {
       createPlain = createPlain.addColumn(c.name, type, mods as never)
       if (c.protection === 'plain') create = create.addColumn(c.name, type, mods as never)
     }
+    for (const c of TABLES[t])
+      if (c.uniqueWith !== undefined)
+        createPlain = createPlain.addUniqueConstraint(`${plainNames[t]}_${c.name}_uq`, [
+          c.uniqueWith,
+          c.name,
+        ] as never)
     await create.$call(addEncryptedColumns(schema, encNames[t], family)).execute()
     await createPlain.execute()
     await createBlindIndexes(enc, schema, encNames[t])
   }
+  // Each tenant's keys, on purpose (a table with keyScope has no table-wide keys).
+  for (const t of TENANTS) await encryption.initTenant(enc, encNames.accounts, t)
   // Every table exists before the first write: the wrapper verifies the whole schema then.
   for (const t of TABLE_NAMES) {
     const rows = SEED[t].map((r) => ({ ...r }))

@@ -1,7 +1,7 @@
 import { type Arg, arr, type Call, type Chain, call, chainArg, fnArg, lit, nm, onParam } from './chain.js'
 import { anyColumn, type Gen, type Relation, refIn, type ScopeColumn, tableColumns, valueFor } from './gen.js'
 import { rawCondition, rawValueComparison } from './generate-raw.js'
-import { TABLE_NAMES } from './schema.js'
+import { TABLE_NAMES, TENANTS } from './schema.js'
 
 /** WHERE trees of the fuzz generator (test/fuzz/generate.ts). */
 
@@ -31,11 +31,16 @@ export function condition(g: Gen, scope: readonly Relation[], depth: number, ope
  * call is sometimes raw SQL itself: `where(sql\`…\`)`.
  */
 export function wheres(g: Gen, scope: readonly Relation[], calls: Call[], depth: number): void {
+  // A relation with per-tenant keys: mostly a where() fixing its tenant too (a search needs it).
+  const tenant = scope.find((r) => r.cols.some((c) => c.name === 'tenant_id' && !c.encrypted))
+  const fix = tenant !== undefined && g.chance(60)
   const n = g.chance(25) ? 2 : 1
+  const operand = n > 1 || fix
   for (let i = 0; i < n; i++) {
-    if (g.chance(12)) calls.push(call('where', chainArg(rawCondition(g, scope, n > 1))))
-    else calls.push(call('where', fnArg(condition(g, scope, depth, n > 1))))
+    if (g.chance(12)) calls.push(call('where', chainArg(rawCondition(g, scope, operand))))
+    else calls.push(call('where', fnArg(condition(g, scope, depth, operand))))
   }
+  if (fix) calls.push(call('where', nm(`${tenant.q}.tenant_id`), lit('='), lit(g.pick(TENANTS))))
 }
 
 function valueComparison(g: Gen, scope: readonly Relation[]): Chain {

@@ -185,7 +185,7 @@ function normaliseRow(row: unknown, family: string): unknown {
   )
 }
 
-const BLIND_INDEXES = new Set(['email_bidx', 'ssn_bidx', 'score_bidx', 'amount_bidx'])
+const BLIND_INDEXES = new Set(['email_bidx', 'ssn_bidx', 'score_bidx', 'amount_bidx', 'iban_bidx'])
 
 function norm(v: unknown): unknown {
   if (v === null || v === undefined) return null

@@ -14,10 +14,20 @@ export interface FuzzColumn {
   /** Carries a UNIQUE constraint (on the plaintext copy) / a unique blind index (encrypted copy). */
   readonly unique?: boolean
   readonly notNull?: boolean
+  /**
+   * Unique together with this column (on the plaintext copy): a unique blind index under a key per
+   * tenant is unique within the tenant.
+   */
+  readonly uniqueWith?: string
+  /** Compared exactly (binary collation on MariaDB), like the plugin's guard of a context column. */
+  readonly binary?: boolean
 }
 
-/** The three related tables: users ← orders (user_id), users ← tags (user_id). */
-export const TABLES: Readonly<Record<'users' | 'orders' | 'tags', readonly FuzzColumn[]>> = {
+/**
+ * The related tables: users ← orders (user_id), users ← tags (user_id), users ← accounts (user_id);
+ * accounts has a row context and a key per tenant (tenant_id).
+ */
+export const TABLES: Readonly<Record<'users' | 'orders' | 'tags' | 'accounts', readonly FuzzColumn[]>> = {
   users: [
     { name: 'id', kind: 'int', protection: 'plain', notNull: true },
     { name: 'name', kind: 'text', protection: 'plain', notNull: true },
@@ -42,7 +52,21 @@ export const TABLES: Readonly<Record<'users' | 'orders' | 'tags', readonly FuzzC
     { name: 'label', kind: 'text', protection: 'plain', notNull: true },
     { name: 'secret', kind: 'text', protection: 'none' },
   ],
+  accounts: [
+    { name: 'id', kind: 'int', protection: 'plain', notNull: true },
+    { name: 'tenant_id', kind: 'text', protection: 'plain', notNull: true, binary: true },
+    { name: 'user_id', kind: 'int', protection: 'plain', notNull: true },
+    { name: 'iban', kind: 'text', protection: 'unique', uniqueWith: 'tenant_id' },
+    { name: 'memo', kind: 'text', protection: 'none' },
+  ],
 }
+
+/**
+ * The tenants of accounts (each has its keys, made by openFuzzDb). Its context column: the row's
+ * ciphertexts are bound to it, so a write of it touches them (the plugin refuses one that does
+ * not rewrite them).
+ */
+export const TENANTS = ['acme', 'globex'] as const
 
 export type TableName = keyof typeof TABLES
 export const TABLE_NAMES = Object.keys(TABLES) as TableName[]
@@ -55,23 +79,31 @@ export function column(table: TableName, name: string): FuzzColumn {
 
 /** The encryption schema of the encrypted copy, keyed by its physical table names. */
 export function fuzzEncryptedSchema(names: Readonly<Record<TableName, string>>): EncryptedSchema {
-  return encryptedSchema({
-    [names.users]: {
-      email: encrypted.text({ index: { name: 'email_bidx' } }),
-      // 8 bits (the fewest allowed): a search index with false positives the plugin must filter.
-      ssn: encrypted.text({ index: { name: 'ssn_bidx', bits: 8 } }),
-      dob: encrypted.date(),
-      notes: encrypted.json(),
-      score: encrypted.number({ index: { name: 'score_bidx' } }),
+  return encryptedSchema(
+    {
+      [names.users]: {
+        email: encrypted.text({ index: { name: 'email_bidx' } }),
+        // 8 bits (the fewest allowed): a search index with false positives the plugin must filter.
+        ssn: encrypted.text({ index: { name: 'ssn_bidx', bits: 8 } }),
+        dob: encrypted.date(),
+        notes: encrypted.json(),
+        score: encrypted.number({ index: { name: 'score_bidx' } }),
+      },
+      [names.orders]: {
+        email: encrypted.text({ index: { name: 'email_bidx' } }),
+        amount: encrypted.number({ index: { name: 'amount_bidx', bits: 8 } }),
+      },
+      [names.tags]: {
+        secret: encrypted.text(),
+      },
+      // A unique index under each tenant's key: two tenants may hold one IBAN.
+      [names.accounts]: {
+        iban: encrypted.text({ index: { name: 'iban_bidx' } }),
+        memo: encrypted.text(),
+      },
     },
-    [names.orders]: {
-      email: encrypted.text({ index: { name: 'email_bidx' } }),
-      amount: encrypted.number({ index: { name: 'amount_bidx', bits: 8 } }),
-    },
-    [names.tags]: {
-      secret: encrypted.text(),
-    },
-  })
+    { tables: { [names.accounts]: { context: ['tenant_id'], keyScope: 'tenant_id' } } },
+  )
 }
 
 /** Value pools: equality searches hit stored values often, and miss sometimes. */
@@ -84,6 +116,8 @@ export const POOLS = {
   date: ['1970-01-02T03:04:05.000Z', '1985-06-07T08:09:10.000Z', '2001-02-03T04:05:06.000Z'],
   json: [{ k: 'kq-note-one', n: 1 }, { k: 'kq-note-two', tags: ['a', 'b'] }, ['kq-note-three', 3]],
   secret: ['kq-tag-secret-1', 'kq-tag-secret-2', 'kq-tag-secret-3'],
+  iban: ['kq-iban-1001', 'kq-iban-2002', 'kq-iban-3003'],
+  memo: ['kq-memo-one', 'kq-memo-two'],
 } as const
 
 /** Pool of values for a column (by name for encrypted text columns, else by kind). */
@@ -91,8 +125,11 @@ export function poolOf(table: TableName, col: FuzzColumn): readonly unknown[] {
   if (col.kind === 'text' && col.protection !== 'plain') {
     if (col.name === 'email') return POOLS.email
     if (col.name === 'ssn') return POOLS.ssn
+    if (col.name === 'iban') return POOLS.iban
+    if (col.name === 'memo') return POOLS.memo
     return POOLS.secret
   }
+  if (col.name === 'tenant_id') return TENANTS
   if (col.kind === 'text') return table === 'orders' ? ['pen', 'ink', 'pad', 'alpha'] : POOLS.text
   if (col.kind === 'int') return POOLS.int
   if (col.kind === 'num') return POOLS.num
@@ -106,6 +143,8 @@ export function fuzzSecrets(): string[] {
     ...POOLS.email,
     ...POOLS.ssn,
     ...POOLS.secret,
+    ...POOLS.iban,
+    ...POOLS.memo,
     'kq-note-one',
     'kq-note-two',
     'kq-note-three',
@@ -179,5 +218,11 @@ export const SEED: Readonly<Record<TableName, readonly Record<string, unknown>[]
     { id: 2, user_id: 2, label: 'beta', secret: null },
     { id: 3, user_id: 2, label: 'zeta', secret: 'kq-tag-secret-2' },
     { id: 4, user_id: 7, label: 'delta', secret: 'kq-tag-secret-1' },
+  ],
+  accounts: [
+    { id: 1, tenant_id: 'acme', user_id: 1, iban: 'kq-iban-1001', memo: 'kq-memo-one' },
+    { id: 2, tenant_id: 'globex', user_id: 2, iban: 'kq-iban-2002', memo: null },
+    { id: 3, tenant_id: 'acme', user_id: 2, iban: null, memo: 'kq-memo-two' },
+    { id: 4, tenant_id: 'globex', user_id: 4, iban: 'kq-iban-1001', memo: 'kq-memo-one' },
   ],
 }
