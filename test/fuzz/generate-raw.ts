@@ -87,8 +87,9 @@ export function rawCondition(g: Gen, scope: readonly Relation[], operand: boolea
 /**
  * `where(column, op, sql\`…\`)`: a raw value compared with a column. Mostly a plaintext column (a
  * parameter, `sql.lit`, arithmetic, another column, a list; or text that goes on past the value,
- * `sql\`'v' or name = 'w'\``, which both copies send as written); sometimes an encrypted column,
- * which the plugin must refuse (it cannot encrypt a raw value) without sending its plaintext.
+ * `sql\`'v' or name = 'w'\``, which both copies send as written); sometimes an encrypted column
+ * compared with `sql\`${v}\``, which the plugin reads as the value itself (src/plugin/nodes.ts,
+ * `nodeValue`) and searches by its blind index, or else must refuse, never sending `v`.
  */
 export function rawValueComparison(g: Gen, scope: readonly Relation[]): Chain | undefined {
   const plain = plainColumns(scope)
@@ -138,8 +139,8 @@ function compare(left: Arg, op: string, parts: RawPart[]): Chain {
 
 /**
  * A raw value for `set({ col: sql\`…\` })` of column `c` of `own`: a parameter, `sql.lit`, the
- * column plus one, `lower(…)`. For an encrypted column the plugin must refuse (it cannot encrypt
- * raw SQL) without sending the plaintext parameter.
+ * column plus one, `lower(…)`. For an encrypted column `sql\`${v}\``, which the plugin reads as
+ * the value itself and encrypts, or else must refuse, never sending `v`.
  */
 export function rawSetValue(g: Gen, own: Relation, c: ScopeColumn): Arg {
   g.feature('raw sql')
