@@ -25,6 +25,7 @@ import { refuse } from './refusal.js'
 import { rawWordsIn, relationNames } from './relation-names.js'
 import { type Relation, Scope } from './scope.js'
 import { columnsOf, type TableColumns } from './table-columns.js'
+import { encryptedNamed } from './unseen-references.js'
 
 /**
  * Analyzes one query tree (see {@link Analyzer}), knowing `columns` of the live tables (see
@@ -300,20 +301,4 @@ export class Analyzer implements AnalysisContext {
       },
     )
   }
-}
-
-/**
- * The encrypted column of some table of `schema` that `column` names (itself, its blind index, the
- * name queries use for it when it is stored under another, or any of them but for case: MySQL's
- * rule), if any: only to name it in the refusal.
- */
-function encryptedNamed(schema: EncryptedSchema, column: string): ColumnInfo | undefined {
-  const folded = column.toLowerCase()
-  for (const table of schema.tables.values()) {
-    const info = table.column(column) ?? table.indexColumn(column)?.column ?? table.columnIgnoringCase(column)
-    if (info !== undefined) return info
-    // The name queries use for a column stored under another (storedAs, in the plugin's view).
-    for (const c of table.columns.values()) if (c.mapped?.name.toLowerCase() === folded) return c
-  }
-  return undefined
 }

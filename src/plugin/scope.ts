@@ -221,6 +221,22 @@ export class Scope {
   }
 
   /**
+   * The encrypted column some relation in scope, at any level, carries under `column` (its own,
+   * its blind index's, or one a derived table passes on under that name), qualified or not.
+   *
+   * @throws QueryRefusedError `AMBIGUOUS_COLUMN` for a name that differs only in case from one
+   */
+  carrying(column: string): ColumnInfo | undefined {
+    for (let s: Scope | undefined = this; s !== undefined; s = s.parent) {
+      for (const relation of s.relations) {
+        const hit = lookup(relation, column)
+        if (hit !== undefined) return hit.source.kind === 'column' ? hit.source.info : hit.source.info.column
+      }
+    }
+    return undefined
+  }
+
+  /**
    * Resolves a column reference. Qualified: the relation of that name, innermost level first.
    * Unqualified: the one relation at the innermost level that has an annotated column of that
    * name; two such relations make the reference ambiguous.

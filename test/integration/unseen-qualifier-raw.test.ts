@@ -1,0 +1,89 @@
+import { randomBytes } from 'node:crypto'
+import { Kysely, sql } from 'kysely'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  addEncryptedColumns,
+  encrypted,
+  encryptedSchema,
+  fieldEncryption,
+  localKeyProvider,
+} from '../../src/index.js'
+import { type Backend, backends, uniqueName } from '../support/backends.js'
+
+/**
+ * A qualifier that names no relation of the query is refused, unless raw SQL of the query holds
+ * the word (raw SQL may declare a relation the plugin cannot see: MySQL's jsonArrayFrom reads
+ * `agg.id` from `… as agg`). The fuzzer found that exception letting a plaintext through:
+ * `.where(sql\`nowhere.id = 1\`).where('nowhere.secret', '=', v)` sent `v` as a parameter, and
+ * the database rejected the name only after receiving it (helper-86, seed 203 on MariaDB).
+ */
+describe.each(backends())(
+  'a qualifier only raw SQL names, compared with a value [$name]',
+  (backend: Backend) => {
+    describe.runIf(backend.available)('', () => {
+      const table = uniqueName('unseen_raw')
+      const keyTable = `${table}_keys`
+      const schema = encryptedSchema({
+        [table]: { secret: encrypted.text({ index: { name: 'secret_bidx' } }) },
+      })
+      // biome-ignore lint/suspicious/noExplicitAny: generated table name
+      let raw: Kysely<any>
+      // biome-ignore lint/suspicious/noExplicitAny: as above
+      let db: Kysely<any>
+      const encryption = fieldEncryption({
+        schema,
+        keyProvider: localKeyProvider({ id: 'local:unseen-raw', key: randomBytes(32) }),
+        keyTable,
+        verifySchema: false,
+      })
+      beforeAll(async () => {
+        const [plain, wrapped] = backend.createDialectPair()
+        raw = new Kysely({ dialect: plain })
+        await raw.schema
+          .createTable(table)
+          .addColumn('id', 'integer', (c) => c.primaryKey())
+          .addColumn('label', 'varchar(32)')
+          .$call(addEncryptedColumns(schema, table, backend.family))
+          .execute()
+        db = new Kysely({ dialect: encryption.wrap(wrapped), plugins: [encryption.plugin] })
+        await encryption.init(db)
+        await db.insertInto(table).values({ id: 1, label: 'one', secret: 'S-1' }).execute()
+      }, 120_000)
+      afterAll(async () => {
+        await sql`drop table if exists ${sql.table(table)}`.execute(raw)
+        await sql`drop table if exists ${sql.table(keyTable)}`.execute(raw)
+        await encryption.close()
+        await db?.destroy()
+        await raw?.destroy().catch(() => undefined)
+      })
+
+      it('a column named like an encrypted one is refused before anything is sent (AMBIGUOUS_COLUMN)', async () => {
+        const query = db
+          .selectFrom(`${table} as t`)
+          .select('t.id')
+          .where(sql<boolean>`nowhere.id = 1`)
+          .where('nowhere.secret' as never, '=', 'kq-tag-secret-1' as never)
+        await expect(query.execute()).rejects.toMatchObject({ code: 'AMBIGUOUS_COLUMN' })
+      })
+
+      it('a column a derived table of the query passes an encrypted column on as is refused too', async () => {
+        const query = db
+          .selectFrom(db.selectFrom(table).select(['id', 'secret as secret_x']).as('d'))
+          .select('d.id')
+          .where(sql<boolean>`nowhere.id = 1`)
+          .where('nowhere.secret_x' as never, '=', 'kq-tag-secret-1' as never)
+        await expect(query.execute()).rejects.toMatchObject({ code: 'AMBIGUOUS_COLUMN' })
+      })
+
+      it('a plain column of a relation raw SQL declares still runs', async () => {
+        const rows = await db
+          .selectFrom([`${table} as a`, sql`${sql.table(table)}`.as('pl') as never])
+          .select(['a.id', 'a.secret'])
+          .where(sql<boolean>`pl.id = a.id`)
+          .where('pl.label' as never, '=', 'one' as never)
+          .execute()
+        expect(rows).toEqual([{ id: 1, secret: 'S-1' }])
+      })
+    })
+  },
+)
