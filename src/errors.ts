@@ -233,9 +233,10 @@ export type SchemaProblemKind =
   /**
    * MySQL/MariaDB: the session's `sql_mode` is not strict (neither `STRICT_TRANS_TABLES` nor
    * `STRICT_ALL_TABLES`), so the database stores a value it cannot hold as another one, with a
-   * warning only: a clamped context value, a ciphertext cut short, NULL as empty bytes.
+   * warning only (a clamped context value, a ciphertext cut short, NULL as empty bytes); or it
+   * holds `PAD_CHAR_TO_FULL_LENGTH`, so a `char(n)` value reads back padded.
    */
-  | 'sql-mode-not-strict'
+  | 'sql-mode'
 
 /** One problem found by schema verification. Names and types only: never a value. */
 export interface SchemaProblem {

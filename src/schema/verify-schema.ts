@@ -137,20 +137,28 @@ function snakeCase(name: string): string {
  * one with a warning (a context integer clamped, a string cut short or with `?` for a character
  * its charset lacks, a ciphertext cut short, NULL as empty bytes), and the plugin's checks cannot
  * see every such case. `INSERT IGNORE` does the same in a strict mode; the plugin checks what it
- * can of each value it writes (src/plugin/context-types.ts, maxBytes).
+ * can of each value it writes (src/plugin/context-types.ts, maxBytes). `PAD_CHAR_TO_FULL_LENGTH`
+ * returns a `char(n)` value padded with spaces: a context value read back is not the one written.
  */
 function sqlModeProblem(catalog: Catalog): SchemaProblem | undefined {
   const mode = catalog.sqlMode
   if (mode === undefined) return undefined
   const modes = mode.toUpperCase().split(',')
-  if (modes.includes('STRICT_TRANS_TABLES') || modes.includes('STRICT_ALL_TABLES')) return undefined
+  const strict = modes.includes('STRICT_TRANS_TABLES') || modes.includes('STRICT_ALL_TABLES')
+  const padded = modes.includes('PAD_CHAR_TO_FULL_LENGTH')
+  if (strict && !padded) return undefined
+  const shown = mode === '' ? "''" : mode
   return {
-    kind: 'sql-mode-not-strict',
+    kind: 'sql-mode',
     table: catalog.defaultSchema,
     columns: [],
-    found: mode === '' ? "''" : mode,
-    message: `The session's sql_mode (${mode === '' ? "''" : mode}) is not strict: MySQL would store a value a column cannot hold as another one, with a warning only (a ciphertext or context value cut short or clamped), and such rows would never decrypt.`,
-    fix: "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@session.sql_mode, ''), 'STRICT_TRANS_TABLES') -- on every connection of the pool (or in the server's configuration)",
+    found: shown,
+    message: strict
+      ? `The session's sql_mode (${shown}) holds PAD_CHAR_TO_FULL_LENGTH: a char(n) value reads back padded with spaces, not as written, and rows bound to such a context value would not decrypt.`
+      : `The session's sql_mode (${shown}) is not strict: MySQL would store a value a column cannot hold as another one, with a warning only (a ciphertext or context value cut short or clamped), and such rows would never decrypt.`,
+    fix: strict
+      ? "SET SESSION sql_mode = REPLACE(@@session.sql_mode, 'PAD_CHAR_TO_FULL_LENGTH', '') -- on every connection of the pool (or in the server's configuration)"
+      : "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@session.sql_mode, ''), 'STRICT_TRANS_TABLES') -- on every connection of the pool (or in the server's configuration)",
   }
 }
 
