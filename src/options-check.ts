@@ -1,5 +1,5 @@
 import { ConfigError } from './errors.js'
-import { KEY_CACHE_OPTION_KEYS } from './keys/key-cache.js'
+import { KEY_CACHE_OPTION_KEYS } from './keys/key-cache-options.js'
 import { refuseUnknownKeys } from './option-keys.js'
 
 /**

@@ -2,75 +2,12 @@ import { timingSafeEqual } from 'node:crypto'
 import { inspect } from 'node:util'
 import { LRUCache } from 'lru-cache'
 import { ConfigError, type ErrorCode, FieldEncryptionError, KeyError } from '../errors.js'
-import { optionKeys, refuseUnknownKeys } from '../option-keys.js'
+import { refuseUnknownKeys } from '../option-keys.js'
+import { KEY_CACHE_OPTION_KEYS, type KeyCacheOptions, type KeyCacheStats } from './key-cache-options.js'
 import type { KeyMaterial } from './key-material.js'
 import type { KeyRef } from './key-provider.js'
 
-/** The keys of {@link KeyCacheOptions}. */
-export const KEY_CACHE_OPTION_KEYS = optionKeys<KeyCacheOptions>()([
-  'max',
-  'ttlMs',
-  'graceMs',
-  'outageRetryMs',
-  'now',
-])
-
-/** Options of {@link KeyCache}. Each one costs something; the cost is stated beside it. */
-export interface KeyCacheOptions {
-  /**
-   * Most unwrapped keys held at once (each 32 bytes plus its derived subkeys). The least recently
-   * used key is evicted and zeroed beyond it. Must be a positive integer: an unbounded key cache
-   * cannot be configured. Too small a value turns into provider calls (one unwrap per miss).
-   * @default 1000
-   */
-  readonly max?: number
-  /**
-   * How long an unwrapped key is used before it is unwrapped again through its provider, in ms.
-   *
-   * This is also the **revocation latency**: a KEK disabled, deleted or denied in the KMS/HSM
-   * keeps working in this process for up to `ttlMs`, never longer: the grace period below covers
-   * outages only, not refusals. Lower it for faster revocation; each refresh costs one provider
-   * call per cached key.
-   * @default 300_000 (5 minutes)
-   */
-  readonly ttlMs?: number
-  /**
-   * After `ttlMs`, the key is reloaded; if that load fails with an **availability** error
-   * (`PROVIDER_UNAVAILABLE`, `PROVIDER_THROTTLED`, `KEY_STORE_ERROR`: the keeper or the key store
-   * did not answer), the stale key keeps serving until `ttlMs + graceMs`, then the load's error is
-   * thrown. This keeps a short KMS/HSM outage from failing queries. Any other failure is an
-   * answer, not an outage (`PROVIDER_KEY_DISABLED`, `PROVIDER_ACCESS_DENIED`,
-   * `PROVIDER_INVALID_CIPHERTEXT`, `UNWRAP_FAILED`, `KEY_NOT_FOUND`, an untyped error…): the
-   * expired key is dropped (zeroed) at once and the error thrown, so grace never delays a
-   * revocation. Cost: during an outage, revoked-but-unreachable KEKs keep serving for the grace
-   * period, since an unreachable keeper cannot say it revoked anything. `0` disables the grace.
-   * @default 900_000 (15 minutes)
-   */
-  readonly graceMs?: number
-  /**
-   * During an outage (a stale key served within grace), how long to keep serving it before asking
-   * the keeper again, in ms. Bounds provider calls during an outage to one per key per interval
-   * per process, instead of one per query. Must not exceed `graceMs` to matter.
-   * @default 5_000
-   */
-  readonly outageRetryMs?: number
-  /** Clock in milliseconds, injectable for tests. @default performance.now */
-  readonly now?: () => number
-}
-
-/** Counters of a {@link KeyCache}; no key material. */
-export interface KeyCacheStats {
-  /** `get` calls answered from a fresh entry. */
-  readonly hits: number
-  /** `get` calls that found no fresh entry (absent, or older than `ttlMs`). */
-  readonly misses: number
-  /** Calls of a `load` function (one per single-flight group). */
-  readonly loads: number
-  /** `get` calls answered with a stale key during a provider outage (a reload failed with an availability error), within the grace period. */
-  readonly staleServed: number
-  /** Keys currently held. */
-  readonly size: number
-}
+export type { KeyCacheOptions, KeyCacheStats } from './key-cache-options.js'
 
 interface Entry {
   readonly material: KeyMaterial
@@ -78,6 +15,20 @@ interface Entry {
   loadedAt: number
   /** During an outage: serve this stale entry without reloading until then. */
   retryAfter?: number
+}
+
+/**
+ * How long a load must have taken to fail with an availability error for a key not in the cache
+ * to be remembered as down ({@link KeyCacheOptions.outageRetryMs}).
+ */
+const SLOW_FAILURE_MS = 1000
+
+/** A key not in the cache whose load failed with an availability error: not asked again until `until`. */
+interface Failure {
+  readonly error: FieldEncryptionError
+  readonly until: number
+  /** The ref's logical key name, for {@link KeyCache.deleteTable}. */
+  readonly table: string
 }
 
 interface LoadResult {
@@ -103,6 +54,11 @@ function isAvailabilityError(error: unknown): boolean {
 function cacheKey(ref: KeyRef): string {
   // purpose and version contain no ':', so the table (last) cannot make two refs collide.
   return `${ref.purpose}:${ref.version}:${ref.logicalTable}`
+}
+
+/** The logical key name of a {@link cacheKey} (after purpose and version, which hold no ':'). */
+function tableOfKey(k: string): string {
+  return k.slice(k.indexOf(':', k.indexOf(':') + 1) + 1)
 }
 
 function positiveInt(name: string, value: number, allowZero: boolean): number {
@@ -137,6 +93,8 @@ function positiveInt(name: string, value: number, allowZero: boolean): number {
 export class KeyCache {
   readonly #lru: LRUCache<string, Entry>
   readonly #inflight = new Map<string, Promise<LoadResult>>()
+  /** Keys not in the cache whose last load failed in an outage (at most `max`, oldest dropped). */
+  readonly #failed: LRUCache<string, Failure>
 
   readonly #ttl: number
   readonly #grace: number
@@ -147,6 +105,7 @@ export class KeyCache {
   #misses = 0
   #loads = 0
   #staleServed = 0
+  #failedFast = 0
 
   /**
    * @param options - bounds, TTL, grace and clock; see {@link KeyCacheOptions}.
@@ -180,6 +139,7 @@ export class KeyCache {
       perf: { now },
       dispose: (entry) => entry.material.destroy(),
     })
+    this.#failed = new LRUCache<string, Failure>({ max })
   }
 
   /**
@@ -215,6 +175,16 @@ export class KeyCache {
       this.#staleServed++
       return entry.material
     }
+    const failed = this.#failed.get(k)
+    if (failed !== undefined && entry === undefined && !this.#inflight.has(k)) {
+      if (this.#now() < failed.until) {
+        // An outage seen less than `outageRetryMs` ago, and no key to serve: fail at once rather
+        // than wait out the keeper's retries and timeouts again.
+        this.#failedFast++
+        throw remembered(failed.error)
+      }
+      this.#failed.delete(k)
+    }
     this.#misses++
     const result = await this.#pending(k, load)
     if (result.stale) this.#staleServed++
@@ -249,6 +219,7 @@ export class KeyCache {
   /** Drops (and zeroes) the key for `ref`. An in-flight load for it still completes and caches its result. */
   delete(ref: KeyRef): void {
     this.#lru.delete(cacheKey(ref))
+    this.#failed.delete(cacheKey(ref))
   }
 
   /** Drops (and zeroes) every key of one logical key name, whatever its purpose and version. */
@@ -256,11 +227,14 @@ export class KeyCache {
     for (const entry of [...this.#lru.values()]) {
       if (entry.material.ref.logicalTable === logicalTable) this.delete(entry.material.ref)
     }
+    for (const [k, failure] of [...this.#failed.entries()])
+      if (failure.table === logicalTable) this.#failed.delete(k)
   }
 
   /** Drops (and zeroes) every key. */
   clear(): void {
     this.#lru.clear()
+    this.#failed.clear()
   }
 
   /**
@@ -270,6 +244,7 @@ export class KeyCache {
   close(): void {
     this.#closed = true
     this.#lru.clear()
+    this.#failed.clear()
   }
 
   /** Counters since construction; never key material. */
@@ -279,6 +254,7 @@ export class KeyCache {
       misses: this.#misses,
       loads: this.#loads,
       staleServed: this.#staleServed,
+      failedFast: this.#failedFast,
       size: this.#lru.size,
     }
   }
@@ -289,7 +265,7 @@ export class KeyCache {
 
   toString(): string {
     const s = this.stats()
-    return `KeyCache(size=${s.size}, hits=${s.hits}, misses=${s.misses}, loads=${s.loads}, staleServed=${s.staleServed})`
+    return `KeyCache(size=${s.size}, hits=${s.hits}, misses=${s.misses}, loads=${s.loads}, staleServed=${s.staleServed}, failedFast=${s.failedFast})`
   }
 
   [inspect.custom](): string {
@@ -322,6 +298,7 @@ export class KeyCache {
 
   async #load(k: string, load: () => Promise<KeyMaterial>): Promise<LoadResult> {
     this.#loads++
+    const started = this.#now()
     let loaded: KeyMaterial
     try {
       loaded = await load()
@@ -334,6 +311,14 @@ export class KeyCache {
           stale.retryAfter = this.#now() + this.#outageRetry
           return { material: stale.material, stale: true }
         }
+        // Only a keeper that took long to fail (a hang, timeouts, retries with backoff) is
+        // remembered: one that fails at once costs the next query nothing to ask again.
+        if (this.#outageRetry > 0 && this.#now() - started >= SLOW_FAILURE_MS)
+          this.#failed.set(k, {
+            error: error as FieldEncryptionError,
+            until: this.#now() + this.#outageRetry,
+            table: tableOfKey(k),
+          })
       } else {
         // The keeper answered "no" (disabled, denied, bad wrapping…): revocation must not wait for
         // grace. Drop (and zero) the expired key. Only an entry older than ttl is dropped; under
@@ -347,6 +332,7 @@ export class KeyCache {
       loaded.destroy()
       this.#assertOpen()
     }
+    this.#failed.delete(k)
     const now = this.#now()
     const existing = this.#lru.peek(k)
     if (existing !== undefined && sameBytes(existing.material, loaded)) {
@@ -364,6 +350,29 @@ export class KeyCache {
   #assertOpen(): void {
     if (this.#closed) throw new KeyError('KEY_NOT_FOUND', 'The key cache was closed.')
   }
+}
+
+/**
+ * A new error of the same class and code as an outage's `error`, for a query failed without
+ * asking the keeper again (each query gets its own stack; the first failure is its cause).
+ */
+function remembered(error: FieldEncryptionError): FieldEncryptionError {
+  const Kind = error.constructor as new (
+    code: FieldEncryptionError['code'],
+    message: string,
+    options: { table?: string; column?: string; cause?: unknown; providerId?: string },
+  ) => FieldEncryptionError
+  const providerId = (error as { providerId?: string }).providerId
+  return new Kind(
+    error.code,
+    `${error.message} (remembered: the keeper failed less than outageRetryMs ago and was not asked again)`,
+    {
+      ...(error.table === undefined ? {} : { table: error.table }),
+      ...(error.column === undefined ? {} : { column: error.column }),
+      ...(providerId === undefined ? {} : { providerId }),
+      cause: error,
+    },
+  )
 }
 
 function sameBytes(a: KeyMaterial, b: KeyMaterial): boolean {

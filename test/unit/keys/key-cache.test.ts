@@ -354,7 +354,7 @@ describe('KeyCache bounds, stats and redaction', () => {
     await cache.get(ref(), load)
     await cache.get(ref(), load)
     await cache.get(ref(), load)
-    expect(cache.stats()).toEqual({ hits: 2, misses: 1, loads: 1, staleServed: 0, size: 1 })
+    expect(cache.stats()).toEqual({ hits: 2, misses: 1, loads: 1, staleServed: 0, failedFast: 0, size: 1 })
   })
 
   it('stays bounded by max', async () => {

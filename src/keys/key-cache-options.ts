@@ -1,0 +1,77 @@
+import { optionKeys } from '../option-keys.js'
+
+/**
+ * The options and counters of the unwrapped-key cache (key-cache.ts), each option with its cost.
+ */
+
+/** The keys of {@link KeyCacheOptions}. */
+export const KEY_CACHE_OPTION_KEYS = optionKeys<KeyCacheOptions>()([
+  'max',
+  'ttlMs',
+  'graceMs',
+  'outageRetryMs',
+  'now',
+])
+
+/** Options of {@link KeyCache}. Each one costs something; the cost is stated beside it. */
+export interface KeyCacheOptions {
+  /**
+   * Most unwrapped keys held at once (each 32 bytes plus its derived subkeys). The least recently
+   * used key is evicted and zeroed beyond it. Must be a positive integer: an unbounded key cache
+   * cannot be configured. Too small a value turns into provider calls (one unwrap per miss).
+   * @default 1000
+   */
+  readonly max?: number
+  /**
+   * How long an unwrapped key is used before it is unwrapped again through its provider, in ms.
+   *
+   * This is also the **revocation latency**: a KEK disabled, deleted or denied in the KMS/HSM
+   * keeps working in this process for up to `ttlMs`, never longer: the grace period below covers
+   * outages only, not refusals. Lower it for faster revocation; each refresh costs one provider
+   * call per cached key.
+   * @default 300_000 (5 minutes)
+   */
+  readonly ttlMs?: number
+  /**
+   * After `ttlMs`, the key is reloaded; if that load fails with an **availability** error
+   * (`PROVIDER_UNAVAILABLE`, `PROVIDER_THROTTLED`, `KEY_STORE_ERROR`: the keeper or the key store
+   * did not answer), the stale key keeps serving until `ttlMs + graceMs`, then the load's error is
+   * thrown. This keeps a short KMS/HSM outage from failing queries. Any other failure is an
+   * answer, not an outage (`PROVIDER_KEY_DISABLED`, `PROVIDER_ACCESS_DENIED`,
+   * `PROVIDER_INVALID_CIPHERTEXT`, `UNWRAP_FAILED`, `KEY_NOT_FOUND`, an untyped error…): the
+   * expired key is dropped (zeroed) at once and the error thrown, so grace never delays a
+   * revocation. Cost: during an outage, revoked-but-unreachable KEKs keep serving for the grace
+   * period, since an unreachable keeper cannot say it revoked anything. `0` disables the grace.
+   * @default 900_000 (15 minutes)
+   */
+  readonly graceMs?: number
+  /**
+   * During an outage, how long before the keeper is asked again for a key, in ms. A stale key
+   * (within grace) keeps serving meanwhile. A key not in the cache whose load took a second or
+   * more to fail (a hung keeper: timeouts, retries) fails its queries at once with the error that
+   * load ended in, instead of each waiting out the keeper's retries and timeouts again; one that
+   * failed at once is asked again by the next query. Bounds provider calls during an outage to
+   * one per key per interval per process, instead of one per query. Cost: such a key stays
+   * failed for up to this long after the keeper is back. `0`: every query asks again.
+   * @default 5_000
+   */
+  readonly outageRetryMs?: number
+  /** Clock in milliseconds, injectable for tests. @default performance.now */
+  readonly now?: () => number
+}
+
+/** Counters of a {@link KeyCache}; no key material. */
+export interface KeyCacheStats {
+  /** `get` calls answered from a fresh entry. */
+  readonly hits: number
+  /** `get` calls that found no fresh entry (absent, or older than `ttlMs`). */
+  readonly misses: number
+  /** Calls of a `load` function (one per single-flight group). */
+  readonly loads: number
+  /** `get` calls answered with a stale key during a provider outage (a reload failed with an availability error), within the grace period. */
+  readonly staleServed: number
+  /** `get` calls for a key not in the cache failed at once, within `outageRetryMs` of its load failing with an availability error. */
+  readonly failedFast: number
+  /** Keys currently held. */
+  readonly size: number
+}
