@@ -136,9 +136,10 @@ export interface AnalysisContext {
   encrypt(info: ColumnInfo, value: unknown, context?: readonly string[]): DeferredValue
   /**
    * Refuses a qualifier no relation in scope answers to that names a relation elsewhere in the
-   * tree (or one of them but for case).
+   * tree (or one of them but for case), or none at all: unless raw SQL of the query may declare
+   * it and `column` is named like no encrypted column (of the schema, or one `scope` carries).
    *
    * @throws QueryRefusedError `AMBIGUOUS_COLUMN`
    */
-  checkUnseen(qualifier: string, column: string): void
+  checkUnseen(qualifier: string, column: string, scope?: Scope): void
 }

@@ -13,7 +13,6 @@ import { PHASE_ORS } from './migrated-nodes.js'
 import { EXPRESSION, LITERAL, listValues, rebuild, referenceNode, valueNode } from './nodes.js'
 import { type RefusedShape, refuse, searchIndexRefusal } from './refusal.js'
 import type { Relation, Resolved, Scope } from './scope.js'
-import { refuseUnseenBesideValue } from './unseen-references.js'
 
 /**
  * Conditions: WHERE, ON and HAVING trees. Equality on an
@@ -139,8 +138,6 @@ export function comparison(
   const left = reference(a, node.leftOperand, scope)
   const right = reference(a, node.rightOperand, scope)
   if (left === undefined && right === undefined) {
-    refuseUnseenBesideValue(a.schema, node.leftOperand, node.rightOperand, scope)
-    refuseUnseenBesideValue(a.schema, node.rightOperand, node.leftOperand, scope)
     const patch = {
       leftOperand: opaque(a, node.leftOperand, scope, op),
       rightOperand: opaque(a, node.rightOperand, scope, op),

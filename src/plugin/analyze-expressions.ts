@@ -33,7 +33,7 @@ export function reference(a: AnalysisContext, node: OperationNode, scope: Scope)
   if (ref.table === undefined) return unqualified(column, scope)
   const qualifier = tableName(ref.table).name
   const resolved = scope.resolve(column, qualifier)
-  if (resolved === undefined && !scope.sees(qualifier)) a.checkUnseen(qualifier, column)
+  if (resolved === undefined && !scope.sees(qualifier)) a.checkUnseen(qualifier, column, scope)
   return resolved
 }
 
@@ -43,12 +43,27 @@ function unqualified(column: string, scope: Scope): Resolved | undefined {
   return resolved
 }
 
+const QUERY_KINDS: ReadonlySet<string> = new Set([
+  'SelectQueryNode',
+  'InsertQueryNode',
+  'UpdateQueryNode',
+  'DeleteQueryNode',
+])
+
 /**
  * Walks an expression the plugin does not interpret. Any reference to an annotated column in it
  * is refused, labelled with the innermost construct (function, cast, order by, …); subqueries in
  * it are analyzed in their own scope.
+ *
+ * @param insideRaw - Walked as part of raw SQL: its own raw SQL is not ended alone (endLine).
  */
-export function opaque(a: AnalysisContext, node: OperationNode, scope: Scope, label: string): OperationNode {
+export function opaque(
+  a: AnalysisContext,
+  node: OperationNode,
+  scope: Scope,
+  label: string,
+  insideRaw = false,
+): OperationNode {
   switch (node.kind) {
     case 'ReferenceNode':
     case 'ColumnNode': {
@@ -79,10 +94,18 @@ export function opaque(a: AnalysisContext, node: OperationNode, scope: Scope, la
     case 'SelectModifierNode':
       // FOR UPDATE OF t names tables to lock; it holds no value.
       return node
-    case 'RawNode':
+    case 'RawNode': {
       checkRawText(scope, node)
-      return endLine(mapChildren(node, (child) => opaque(a, child, scope, labelOf(node, label))))
+      // Its subqueries first: a refusal of what one selects says more than a refusal of a
+      // reference into it (agg.email in MySQL's jsonArrayFrom, whose raw SQL names agg first).
+      const inner = labelOf(node, label)
+      const walk = (queries: boolean) => (child: OperationNode) =>
+        QUERY_KINDS.has(child.kind) === queries ? opaque(a, child, scope, inner, true) : child
+      const walked = mapChildren(mapChildren(node, walk(true)), walk(false))
+      // Only the outermost raw SQL ends a comment its whole text leaves open (raw-text.ts).
+      return insideRaw ? walked : endLine(walked)
+    }
     default:
-      return mapChildren(node, (child) => opaque(a, child, scope, labelOf(node, label)))
+      return mapChildren(node, (child) => opaque(a, child, scope, labelOf(node, label), insideRaw))
   }
 }

@@ -4,7 +4,7 @@ import { whereNode } from './analyze-conditions.js'
 import { opaque } from './analyze-expressions.js'
 import { firstColumn } from './column-rules.js'
 import { rebuild, rebuildList } from './nodes.js'
-import { tableNamedIn } from './raw-text.js'
+import { endAliasLine, tableNamedIn } from './raw-text.js'
 import { refuse } from './refusal.js'
 import { firstEncryptedColumn } from './relation-names.js'
 import { encryptedColumnOf, PendingCte, Scope } from './scope.js'
@@ -107,14 +107,14 @@ export function fromItem(
         const carried = encryptedColumnOf(result.outputs)
         if (carried !== undefined)
           throw refuse(carried, 'raw sql', 'a derived table named by raw SQL; use .as(name)')
-        return rebuild(alias, { node: result.node })
+        return endAliasLine(rebuild(alias, { node: result.node }))
       }
       scope.addDerived(identifierName(alias.alias), result.outputs, result.names)
       return rebuild(alias, { node: result.node })
     }
   }
   refuseRawAlias(a, node)
-  if (scope.addTable(node, write) !== undefined) return node
+  if (scope.addTable(node, write) !== undefined) return endAliasLine(node)
   refuseRawTable(a, node)
   return opaque(a, node, scope, 'expression')
 }

@@ -25,7 +25,6 @@ import { refuse } from './refusal.js'
 import { rawWordsIn, relationNames } from './relation-names.js'
 import { type Relation, Scope } from './scope.js'
 import { columnsOf, type TableColumns } from './table-columns.js'
-import { encryptedNamed } from './unseen-references.js'
 
 /**
  * Analyzes one query tree (see {@link Analyzer}), knowing `columns` of the live tables (see
@@ -277,7 +276,7 @@ export class Analyzer implements AnalysisContext {
    *
    * @throws QueryRefusedError `AMBIGUOUS_COLUMN`
    */
-  checkUnseen(qualifier: string, column: string): void {
+  checkUnseen(qualifier: string, column: string, scope?: Scope): void {
     this.#relationNames ??= relationNames(this.#root)
     const folded = qualifier.toLowerCase()
     if (this.#relationNames.has(folded)) {
@@ -290,15 +289,39 @@ export class Analyzer implements AnalysisContext {
       )
     }
     this.#rawWords ??= rawWordsIn(this.#root)
-    if (this.#rawWords.has(folded)) return
-    const info = encryptedNamed(this.schema, column)
+    const info = encryptedNamed(this.schema, column) ?? (column === '*' ? undefined : scope?.carrying(column))
+    const declared = this.#rawWords.has(folded)
+    // Raw SQL of the query may declare the relation (MySQL's jsonArrayFrom reads agg.id from
+    // "… as agg"), so such a reference is let through: unless its column is named like an
+    // encrypted column, or like one a relation of the query passes an encrypted column on as.
+    // The plugin cannot tell what the relation is, and a value beside it, in any expression,
+    // may be that column's plaintext, sent before the database rejects the name (helper-86's
+    // fuzzer: .where(sql`nowhere.id = 1`).where('nowhere.secret', '=', v); helper-88: the same
+    // through lower(), between, a cast, case, sql.ref).
+    if (declared && info === undefined) return
     throw new QueryRefusedError(
       'AMBIGUOUS_COLUMN',
-      `"${qualifier}.${column}" names no relation of this query${info === undefined ? '' : `, and ${column} is named like encrypted column ${info.table.physical}.${info.physical} (or its blind index)`}.`,
+      `"${qualifier}.${column}" names no relation of this query${declared ? ' the plugin can see (only its raw SQL names it)' : ''}${info === undefined ? '' : `, and ${column} is named like encrypted column ${info.table.physical}.${info.physical} (or its blind index)`}.`,
       {
         ...(info === undefined ? {} : { table: info.table.logical, column: info.logical }),
         hint: 'Qualify the column with the table name or alias used in FROM or JOIN, spelt exactly.',
       },
     )
   }
+}
+
+/**
+ * The encrypted column of some table of `schema` that `column` names (itself, its blind index, the
+ * name queries use for it when it is stored under another, or any of them but for case: MySQL's
+ * rule), if any: only to name it in the refusal.
+ */
+function encryptedNamed(schema: EncryptedSchema, column: string): ColumnInfo | undefined {
+  const folded = column.toLowerCase()
+  for (const table of schema.tables.values()) {
+    const info = table.column(column) ?? table.indexColumn(column)?.column ?? table.columnIgnoringCase(column)
+    if (info !== undefined) return info
+    // The name queries use for a column stored under another (storedAs, in the plugin's view).
+    for (const c of table.columns.values()) if (c.mapped?.name.toLowerCase() === folded) return c
+  }
+  return undefined
 }

@@ -28,21 +28,55 @@ export function fragmentsOf(node: OperationNode): readonly string[] {
 }
 
 /**
- * Raw SQL with a line break after it when it may end inside a line comment (`--`, or MySQL's
- * `#`, anywhere in its own text: a parameter after a comment is inside it too). Kysely prints a
- * statement on one line, so `sql\`'v' -- note\`` as a SET value or a compared value commented
- * out everything after it: the WHERE, the row-context guards, and on PostgreSQL the unused
- * parameters went unnoticed. Raw SQL without such a mark is sent unchanged.
+ * Raw SQL with a line break after it when its text, raw SQL nested in it included, ends inside a
+ * line comment (`--`, or MySQL's `#`). Kysely prints a statement on one line, so
+ * `sql\`'v' -- note\`` as a SET value, a compared value or an alias commented out everything
+ * after it: the WHERE, the row-context guards, and on PostgreSQL the unused parameters went
+ * unnoticed. Only the outermost raw SQL is ended, and only after a comment its text leaves open:
+ * a `--` inside a string literal, or raw SQL spliced into a quoted string of the raw SQL around
+ * it (`sql\`'${sql.raw('C#')}'\``), is sent unchanged.
  */
 export function endLine(node: OperationNode): OperationNode {
   if (node.kind !== 'RawNode') return node
   const fragments = fragmentsOf(node)
   const last = fragments.length - 1
-  if (last < 0 || fragments[last]!.endsWith('\n')) return node
-  if (!fragments.some((f) => f.includes('--') || f.includes('#'))) return node
+  if (last < 0 || !endsInLineComment(fullText(node))) return node
   const ended = [...fragments]
   ended[last] = `${ended[last]}\n`
   return Object.freeze({ ...node, sqlFragments: Object.freeze(ended) }) as OperationNode
+}
+
+/** An alias given as raw SQL (`.as(sql\`o -- note\`)`) ended as {@link endLine} ends raw SQL. */
+export function endAliasLine(node: OperationNode): OperationNode {
+  if (node.kind !== 'AliasNode') return node
+  const alias = (node as unknown as { alias: OperationNode }).alias
+  const ended = endLine(alias)
+  return ended === alias ? node : (Object.freeze({ ...node, alias: ended }) as OperationNode)
+}
+
+/** The text of raw SQL with nested raw SQL inlined and `?` for any other parameter. */
+function fullText(node: OperationNode): string {
+  const fragments = fragmentsOf(node)
+  const parameters = parametersOf(node)
+  let text = fragments[0] ?? ''
+  for (let i = 0; i < parameters.length; i++) {
+    const p = parameters[i]!
+    text += (p.kind === 'RawNode' ? fullText(p) : '?') + (fragments[i + 1] ?? '')
+  }
+  return text
+}
+
+/** Literals, quoted identifiers and comments, as {@link rawText} reads them. */
+const TOKENS =
+  /"(?:[^"]|"")*"|`(?:[^`]|``)*`|\$([\p{L}\p{N}_]*)\$[\s\S]*?\$\1\$|'(?:[^'\\]|''|\\.)*'|--[^\n]*|#[^\n]*|\/\*[\s\S]*?\*\//gu
+
+/** Whether `text` ends inside a line comment (read left to right, literals skipped). */
+function endsInLineComment(text: string): boolean {
+  if (!text.includes('--') && !text.includes('#')) return false
+  let last: RegExpMatchArray | undefined
+  for (const m of text.matchAll(TOKENS)) last = m
+  if (last === undefined || (!last[0].startsWith('--') && !last[0].startsWith('#'))) return false
+  return (last.index ?? 0) + last[0].length === text.length
 }
 
 /**
@@ -55,10 +89,7 @@ export function endLine(node: OperationNode): OperationNode {
 function rawText(node: OperationNode): string {
   return fragmentsOf(node)
     .join(' ? ')
-    .replace(
-      /"(?:[^"]|"")*"|`(?:[^`]|``)*`|\$([\p{L}\p{N}_]*)\$[\s\S]*?\$\1\$|'(?:[^'\\]|''|\\.)*'|--[^\n]*|#[^\n]*|\/\*[\s\S]*?\*\//gu,
-      (m) => (m.startsWith('"') || m.startsWith('`') ? m : ' '),
-    )
+    .replace(TOKENS, (m) => (m.startsWith('"') || m.startsWith('`') ? m : ' '))
 }
 
 /**

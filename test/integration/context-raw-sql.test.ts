@@ -213,6 +213,31 @@ describe.each(backends())('raw SQL beside a tenant-only context [$name]', (backe
       ])
     })
 
+    it('a raw alias ending in a line comment keeps the WHERE after it; raw SQL inside a quoted string of raw SQL is sent as written', async () => {
+      // The alias of a raw FROM item was not walked: MariaDB returned both tenants' rows.
+      const rows = await db
+        .selectFrom([table, sql`(select 1 as one)`.as(sql`o -- note`) as never])
+        .select(['id', 'iban'])
+        .where('tenant_id', '=', 'acme')
+        .execute()
+      expect(rows.map((r) => Number(r.id))).toEqual([1])
+      // A line break was appended to the inner raw SQL, inside the outer one's quotes: 'C#\n' stored.
+      await db
+        .updateTable(table)
+        .set({ name: sql<string>`'${sql.raw('C#')}'`, iban: 'ACME-QUOTED' })
+        .where('tenant_id', '=', 'acme')
+        .where('id', '=', 1)
+        .execute()
+      const named = await db.selectFrom(table).select(['name', 'iban']).where('id', '=', 1).execute()
+      expect(named).toEqual([{ name: 'C#', iban: 'ACME-QUOTED' }])
+      await db
+        .updateTable(table)
+        .set({ name: 'mine' })
+        .where('tenant_id', '=', 'acme')
+        .where('id', '=', 1)
+        .execute()
+    })
+
     it('a hidden row-context alias given by raw SQL (any case, spliced in) is refused', async () => {
       const quoted = backend.family === 'mysql' ? '`__kfe_ctx_0`' : '"__kfe_ctx_0"'
       for (const selection of [

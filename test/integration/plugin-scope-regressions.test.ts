@@ -301,12 +301,22 @@ describeScopeRegressions('writes, CTEs, aliases', ({ db, refused, u, o, p, pgFam
         .selectFrom(u)
         .select((eb) => [
           'id',
-          mysqlHelpers.jsonArrayFrom(eb.selectFrom(p).select(['id', 'label as email'])).as('list'),
+          mysqlHelpers.jsonArrayFrom(eb.selectFrom(p).select(['id', 'label as tag'])).as('list'),
         ])
         .where('email', '=', 'ada@x.io')
         .compile()
-      expect(compiled.sql).toMatch(/agg.\..email/)
+      expect(compiled.sql).toMatch(/agg.\..tag/)
       expect(JSON.stringify(compiled.parameters)).not.toContain('ada@x.io')
+      // …but not one named like an encrypted column (agg.email): the plugin cannot tell what agg
+      // is, and a value beside such a reference could be that column's plaintext (helper-86, -88).
+      expect(() =>
+        db
+          .selectFrom(u)
+          .select((eb) => [
+            mysqlHelpers.jsonArrayFrom(eb.selectFrom(p).select(['id', 'label as email'])).as('list'),
+          ])
+          .compile(),
+      ).toThrow(/agg\.email" names no relation of this query the plugin can see/)
       // …and one raw SQL names as `${sql.id(…)}`: a plain table's column, run.
       const declared = await db
         .selectFrom([`${u} as a`, sql`${sql.table(p)} as ${sql.id('pl')}` as never])

@@ -75,6 +75,27 @@ describe.each(backends())(
         await expect(query.execute()).rejects.toMatchObject({ code: 'AMBIGUOUS_COLUMN' })
       })
 
+      it('every other shape a value may sit in beside such a column is refused too (helper-88)', async () => {
+        const base = () => db.selectFrom(`${table} as t`).select('t.id').where(sql<boolean>`nowhere.id = 1`)
+        const shapes = [
+          base().where((eb) => eb(eb.fn('lower', ['nowhere.secret' as never]), '=', 'kq-1')),
+          base().where((eb) => eb.between('nowhere.secret' as never, 'kq-2a' as never, 'kq-2b' as never)),
+          base().where((eb) => eb(eb.cast('nowhere.secret' as never, 'text'), '=', 'kq-3')),
+          base().where(sql.ref('nowhere.secret'), '=', 'kq-4'),
+          base().where('nowhere.secret' as never, '=', sql`lower(${'kq-5'})` as never),
+          base().select(sql`case when ${sql.ref('nowhere.secret')} = ${'kq-6'} then 1 end`.as('c')),
+        ]
+        for (const query of shapes) {
+          await expect(query.execute()).rejects.toMatchObject({ code: 'AMBIGUOUS_COLUMN' })
+        }
+        const update = db
+          .updateTable(table)
+          .set({ label: 'z' })
+          .where(sql<boolean>`nowhere.id = 1`)
+          .where((eb) => eb.between('nowhere.secret' as never, 'kq-7a' as never, 'kq-7b' as never))
+        await expect(update.execute()).rejects.toMatchObject({ code: 'AMBIGUOUS_COLUMN' })
+      })
+
       it('a plain column of a relation raw SQL declares still runs', async () => {
         const rows = await db
           .selectFrom([`${table} as a`, sql`${sql.table(table)}`.as('pl') as never])
