@@ -87,6 +87,15 @@ export function checkContextValues(
         operator,
       )
     }
+    // MySQL's char(n) drops trailing spaces when it stores a value: 'acme ' reads back as 'acme'.
+    if (catalog.family === 'mysql' && type === 'char' && value.endsWith(' ')) {
+      throw contextMissing(
+        table,
+        name,
+        `ends in a space, which its char column drops (it would read back without it): the ciphertexts bound to it would not decrypt`,
+        operator,
+      )
+    }
     const charset = catalog.charset(live, name)
     const lost = charset === undefined ? undefined : unstorable(value, charset)
     if (lost !== undefined) {

@@ -227,7 +227,10 @@ function postgresQueries(extraSchemas: readonly string[]): CatalogQueries {
   const schemas = sql.join([sql`current_schema()`, ...extraSchemas.map((s) => sql`${s}`)])
   return {
     defaultSchema: sql<{ s: string }>`select current_schema() as s`,
-    columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k, c.character_maximum_length as n, c.character_octet_length as o, 0 as u, null as cs
+    // An extension's or user's type (citext, an enum) is USER-DEFINED: its own name says more.
+    columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c,
+        case when c.data_type = 'USER-DEFINED' then c.udt_name else c.data_type end as d,
+        tb.table_type as k, c.character_maximum_length as n, c.character_octet_length as o, 0 as u, null as cs
       from information_schema.columns c
       join information_schema.tables tb on tb.table_schema = c.table_schema and tb.table_name = c.table_name
       where c.table_schema in (${schemas})

@@ -17,7 +17,8 @@ import type { SqlFamily } from './sql-family.js'
  * (src/plugin/context-types.ts).
  */
 const CONTEXT_TYPES: Readonly<Record<SqlFamily, ReadonlySet<string>>> = {
-  postgres: new Set(['smallint', 'integer', 'bigint', 'uuid', 'text', 'character varying']),
+  // citext (an extension) stores and returns the text as written; it only compares ignoring case.
+  postgres: new Set(['smallint', 'integer', 'bigint', 'uuid', 'text', 'character varying', 'citext']),
   mysql: new Set([
     'tinyint',
     'smallint',

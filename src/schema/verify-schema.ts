@@ -148,17 +148,24 @@ function sqlModeProblem(catalog: Catalog): SchemaProblem | undefined {
   const padded = modes.includes('PAD_CHAR_TO_FULL_LENGTH')
   if (strict && !padded) return undefined
   const shown = mode === '' ? "''" : mode
+  const why = [
+    strict
+      ? undefined
+      : 'it is not strict: MySQL would store a value a column cannot hold as another one, with a warning only (a ciphertext or context value cut short or clamped)',
+    padded
+      ? 'it holds PAD_CHAR_TO_FULL_LENGTH: a char(n) value reads back padded with spaces, not as written'
+      : undefined,
+  ].filter((w) => w !== undefined)
+  // One statement that fixes both: PAD_CHAR_TO_FULL_LENGTH removed, STRICT_TRANS_TABLES added.
+  const current = padded ? "REPLACE(@@session.sql_mode, 'PAD_CHAR_TO_FULL_LENGTH', '')" : '@@session.sql_mode'
+  const fixed = strict ? current : `CONCAT_WS(',', NULLIF(${current}, ''), 'STRICT_TRANS_TABLES')`
   return {
     kind: 'sql-mode',
     table: catalog.defaultSchema,
     columns: [],
     found: shown,
-    message: strict
-      ? `The session's sql_mode (${shown}) holds PAD_CHAR_TO_FULL_LENGTH: a char(n) value reads back padded with spaces, not as written, and rows bound to such a context value would not decrypt.`
-      : `The session's sql_mode (${shown}) is not strict: MySQL would store a value a column cannot hold as another one, with a warning only (a ciphertext or context value cut short or clamped), and such rows would never decrypt.`,
-    fix: strict
-      ? "SET SESSION sql_mode = REPLACE(@@session.sql_mode, 'PAD_CHAR_TO_FULL_LENGTH', '') -- on every connection of the pool (or in the server's configuration)"
-      : "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@session.sql_mode, ''), 'STRICT_TRANS_TABLES') -- on every connection of the pool (or in the server's configuration)",
+    message: `The session's sql_mode (${shown}) is wrong for encrypted columns: ${why.join('; and ')}. Rows so written or read would not decrypt.`,
+    fix: `SET SESSION sql_mode = ${fixed} -- on every connection of the pool (or in the server's configuration)`,
   }
 }
 

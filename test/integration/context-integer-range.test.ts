@@ -134,7 +134,7 @@ describe.each(mysqlBackends)(
       const keyTable = `${table}_keys`
       const schema = encryptedSchema(
         { [table]: { ssn: encrypted.text() } },
-        { tables: { [table]: { context: ['tenant_id', 'region'] } } },
+        { tables: { [table]: { context: ['tenant_id', 'region', 'code'] } } },
       )
       // biome-ignore lint/suspicious/noExplicitAny: generated table name
       let raw: Kysely<any>
@@ -154,6 +154,7 @@ describe.each(mysqlBackends)(
           .addColumn('id', 'integer', (c) => c.primaryKey())
           .addColumn('tenant_id', sql.raw('tinytext character set utf8mb4'), (c) => c.notNull())
           .addColumn('region', sql.raw('varchar(16) character set latin1'), (c) => c.notNull())
+          .addColumn('code', sql.raw('char(4)'), (c) => c.notNull())
           .$call(addEncryptedColumns(schema, table, backend.family))
           .execute()
         db = new Kysely({ dialect: encryption.wrap(wrapped), plugins: [encryption.plugin] })
@@ -167,10 +168,10 @@ describe.each(mysqlBackends)(
         await raw?.destroy().catch(() => undefined)
       })
 
-      const insert = (id: number, tenant_id: string, region: string) =>
+      const insert = (id: number, tenant_id: string, region: string, code = 'c1') =>
         db
           .insertInto(table)
-          .values({ id, tenant_id, region, ssn: `S-${id}` })
+          .values({ id, tenant_id, region, code, ssn: `S-${id}` })
           .ignore()
           .execute()
 
@@ -199,6 +200,19 @@ describe.each(mysqlBackends)(
         await insert(4, 'acme', 'M\u00FCnchen')
         const rows = await db.selectFrom(table).select(['region', 'ssn']).where('id', '=', 4).execute()
         expect(rows).toEqual([{ region: 'M\u00FCnchen', ssn: 'S-4' }])
+      })
+
+      it('a value ending in a space for a char(n) column (which drops it): refused before anything is sent', async () => {
+        await expect(insert(5, 'acme', 'eu', 'c5 ')).rejects.toMatchObject({
+          code: 'CONTEXT_MISSING',
+          message: expect.stringContaining(
+            'context column code ends in a space, which its char column drops',
+          ),
+        })
+        expect(await raw.selectFrom(table).select('id').where('id', '=', 5).execute()).toEqual([])
+        await insert(6, 'acme', 'eu', ' c6')
+        const rows = await db.selectFrom(table).select(['code', 'ssn']).where('id', '=', 6).execute()
+        expect(rows).toEqual([{ code: ' c6', ssn: 'S-6' }])
       })
     })
   },

@@ -85,6 +85,12 @@ describe.runIf(mysqlUrl !== null)('a MySQL session without a strict sql_mode', (
       expect(report.problems.map((p) => [p.kind, p.found])).toEqual([
         ['sql-mode', 'STRICT_TRANS_TABLES,PAD_CHAR_TO_FULL_LENGTH'],
       ])
+      // Both wrong at once: one fix for both (helper-88), applied, and the check passes.
+      await sql`set session sql_mode = 'PAD_CHAR_TO_FULL_LENGTH'`.execute(db.withoutPlugins())
+      const both = await findSchemaProblems(db.withoutPlugins(), schema, onlyTables(table))
+      expect(both.problems[0]?.message).toMatch(/not strict.*PAD_CHAR_TO_FULL_LENGTH/)
+      await sql.raw(both.problems[0]?.fix.split(' --')[0] ?? '').execute(db.withoutPlugins())
+      expect((await findSchemaProblems(db.withoutPlugins(), schema, onlyTables(table))).problems).toEqual([])
     } finally {
       await encryption.close()
       await db.destroy()
