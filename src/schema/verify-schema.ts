@@ -55,7 +55,7 @@ export async function findSchemaProblems(
   const catalog = await readCatalog(db, family, schema.tables.keys())
   const fixes = schemaFixes(db, schema, family)
   const problems: SchemaProblem[] = []
-  const lenient = sqlModeProblem(catalog)
+  const lenient = sqlModeProblem(catalog.sqlMode, catalog.defaultSchema)
   if (lenient !== undefined) problems.push(lenient)
   const missing: TableInfo[] = []
   const annotated = new Set<CatalogTable>()
@@ -139,9 +139,12 @@ function snakeCase(name: string): string {
  * see every such case. `INSERT IGNORE` does the same in a strict mode; the plugin checks what it
  * can of each value it writes (src/plugin/context-types.ts, maxBytes). `PAD_CHAR_TO_FULL_LENGTH`
  * returns a `char(n)` value padded with spaces: a context value read back is not the one written.
+ * Also checked by the jobs before they read or write a table (src/ops/primary-key.ts).
+ *
+ * @param mode - The session's `sql_mode` (MySQL); undefined on PostgreSQL: no problem.
+ * @param database - The database, named as the problem's table.
  */
-function sqlModeProblem(catalog: Catalog): SchemaProblem | undefined {
-  const mode = catalog.sqlMode
+export function sqlModeProblem(mode: string | undefined, database: string): SchemaProblem | undefined {
   if (mode === undefined) return undefined
   const modes = mode.toUpperCase().split(',')
   const strict = modes.includes('STRICT_TRANS_TABLES') || modes.includes('STRICT_ALL_TABLES')
@@ -161,7 +164,7 @@ function sqlModeProblem(catalog: Catalog): SchemaProblem | undefined {
   const fixed = strict ? current : `CONCAT_WS(',', NULLIF(${current}, ''), 'STRICT_TRANS_TABLES')`
   return {
     kind: 'sql-mode',
-    table: catalog.defaultSchema,
+    table: database,
     columns: [],
     found: shown,
     message: `The session's sql_mode (${shown}) is wrong for encrypted columns: ${why.join('; and ')}. Rows so written or read would not decrypt.`,

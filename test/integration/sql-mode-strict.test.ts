@@ -11,7 +11,9 @@ import {
   SchemaMismatchError,
 } from '../../src/index.js'
 import { findSchemaProblems } from '../../src/schema/verify-schema.js'
-import { onlyTables, uniqueName } from '../support/backends.js'
+import { type Backend, backends, onlyTables, uniqueName } from '../support/backends.js'
+import type { TestDB } from '../support/encrypted-db.js'
+import { useOpsTestDb } from '../support/ops-db.js'
 
 /**
  * MySQL and MariaDB without a strict sql_mode store a value a column cannot hold as another one,
@@ -97,3 +99,34 @@ describe.runIf(mysqlUrl !== null)('a MySQL session without a strict sql_mode', (
     }
   })
 })
+
+/**
+ * The jobs check the session too: a re-encryption rewrites every row, and under a non-strict
+ * sql_mode (a ciphertext wider than its column cut short) would leave them unreadable
+ * (helper-88: the jobs ran no schema check).
+ */
+describe.each(backends().filter((b) => b.family === 'mysql'))(
+  'a job on a MySQL session without a strict sql_mode [$name]',
+  (backend: Backend) => {
+    describe.runIf(backend.available)('', () => {
+      const t = useOpsTestDb(backend, { rows: 2 })
+
+      it('is refused before it reads or writes a row (SCHEMA_MISMATCH, sql-mode)', async () => {
+        const db = new Kysely<TestDB>({
+          dialect: new MysqlDialect({ pool: createPool({ uri: mysqlUrl ?? '', connectionLimit: 1 }) }),
+        })
+        const ops = t.moreOps({ db })
+        try {
+          await sql`set session sql_mode = ''`.execute(db)
+          const e = (await ops.reencrypt(t.table).catch((error: unknown) => error)) as SchemaMismatchError
+          expect(e).toBeInstanceOf(SchemaMismatchError)
+          expect(e.problems.map((p) => p.kind)).toEqual(['sql-mode'])
+          await sql.raw(e.problems[0]?.fix.split(' --')[0] ?? '').execute(db)
+          await expect(ops.reencrypt(t.table)).resolves.toMatchObject({ failed: 0 })
+        } finally {
+          await db.destroy()
+        }
+      })
+    })
+  },
+)
