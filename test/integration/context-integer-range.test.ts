@@ -1,14 +1,8 @@
-import { randomBytes } from 'node:crypto'
-import { Kysely, sql } from 'kysely'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  addEncryptedColumns,
-  encrypted,
-  encryptedSchema,
-  fieldEncryption,
-  localKeyProvider,
-} from '../../src/index.js'
-import { type Backend, backends, onlyTables, uniqueName } from '../support/backends.js'
+import { sql } from 'kysely'
+import { describe, expect, it } from 'vitest'
+import { encrypted } from '../../src/index.js'
+import { type Backend, backends, onlyTables } from '../support/backends.js'
+import { useOwnTable } from '../support/own-table.js'
 
 /**
  * A row-context value outside its integer column's range. PostgreSQL and a strict sql_mode refuse
@@ -20,53 +14,27 @@ import { type Backend, backends, onlyTables, uniqueName } from '../support/backe
  */
 describe.each(backends())('row-context integers outside their column [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
-    const table = uniqueName('ctx_range')
-    const keyTable = `${table}_keys`
     const mysql = backend.family === 'mysql'
     // MySQL: an unsigned column, whose range starts at 0.
-    const idType = mysql ? 'int unsigned' : 'integer'
     const [low, high] = mysql ? [0, 4_294_967_295] : [-2_147_483_648, 2_147_483_647]
-    const schema = encryptedSchema(
-      { [table]: { ssn: encrypted.text() } },
-      { tables: { [table]: { context: ['tenant_id', 'id'] } } },
-    )
-    // biome-ignore lint/suspicious/noExplicitAny: generated table name
-    let raw: Kysely<any>
-    // biome-ignore lint/suspicious/noExplicitAny: as above
-    let db: Kysely<any>
-    const encryption = fieldEncryption({
-      schema,
-      keyProvider: localKeyProvider({ id: 'local:ctx-range', key: randomBytes(32) }),
-      keyTable,
+    const t = useOwnTable(backend, {
+      prefix: 'ctx_range',
+      columns: { ssn: encrypted.text() },
+      tableOptions: { context: ['tenant_id', 'id'] },
+      create: (table) =>
+        table
+          .addColumn('id', sql.raw(mysql ? 'int unsigned' : 'integer'), (c) => c.primaryKey())
+          .addColumn('tenant_id', 'varchar(16)', (c) => c.notNull()),
       // Other files' tables in the same database are not this test's to check.
-      verifySchema: onlyTables(table),
-    })
-    beforeAll(async () => {
-      const [plain, wrapped] = backend.createDialectPair()
-      raw = new Kysely({ dialect: plain })
-      await raw.schema
-        .createTable(table)
-        .addColumn('id', sql.raw(idType), (c) => c.primaryKey())
-        .addColumn('tenant_id', 'varchar(16)', (c) => c.notNull())
-        .$call(addEncryptedColumns(schema, table, backend.family))
-        .execute()
-      db = new Kysely({ dialect: encryption.wrap(wrapped), plugins: [encryption.plugin] })
-      await encryption.init(db)
-    }, 120_000)
-    afterAll(async () => {
-      await sql`drop table if exists ${sql.table(table)}`.execute(raw)
-      await sql`drop table if exists ${sql.table(keyTable)}`.execute(raw)
-      await encryption.close()
-      await db?.destroy()
-      await raw?.destroy().catch(() => undefined)
+      options: (table) => ({ verifySchema: onlyTables(table) }),
     })
 
     const stored = async () =>
-      (await raw.selectFrom(table).select('id').orderBy('id').execute()).map((r) => String(r.id))
+      (await t.raw.selectFrom(t.table).select('id').orderBy('id').execute()).map((r) => String(r.id))
 
     it('an insert of an id past either end of the range is refused before anything is sent (CONTEXT_MISSING)', async () => {
       for (const id of [99_999_999_999, high + 1, low - 1]) {
-        const insert = db.insertInto(table).values({ id, tenant_id: 'acme', ssn: 'S-1' })
+        const insert = t.db.insertInto(t.table).values({ id, tenant_id: 'acme', ssn: 'S-1' })
         // INSERT IGNORE is where MySQL would store the clamped value; PostgreSQL has no IGNORE.
         const sent = mysql ? insert.ignore() : insert
         await expect(sent.execute()).rejects.toMatchObject({
@@ -79,14 +47,14 @@ describe.each(backends())('row-context integers outside their column [$name]', (
 
     it('an id given as a bigint or a string is checked alike', async () => {
       await expect(
-        db
-          .insertInto(table)
+        t.db
+          .insertInto(t.table)
           .values({ id: BigInt(high) + 1n, tenant_id: 'acme', ssn: 'S-1' })
           .execute(),
       ).rejects.toMatchObject({ code: 'CONTEXT_MISSING' })
       await expect(
-        db
-          .insertInto(table)
+        t.db
+          .insertInto(t.table)
           .values({ id: String(low - 1), tenant_id: 'acme', ssn: 'S-1' })
           .execute(),
       ).rejects.toMatchObject({ code: 'CONTEXT_MISSING' })
@@ -94,14 +62,14 @@ describe.each(backends())('row-context integers outside their column [$name]', (
     })
 
     it('the ends of the range themselves are written and read back', async () => {
-      await db
-        .insertInto(table)
+      await t.db
+        .insertInto(t.table)
         .values([
           { id: low, tenant_id: 'acme', ssn: 'S-LOW' },
           { id: high, tenant_id: 'acme', ssn: 'S-HIGH' },
         ])
         .execute()
-      const rows = await db.selectFrom(table).select(['id', 'ssn']).orderBy('id').execute()
+      const rows = await t.db.selectFrom(t.table).select(['id', 'ssn']).orderBy('id').execute()
       expect(rows.map((r) => [Number(r.id), r.ssn])).toEqual([
         [low, 'S-LOW'],
         [high, 'S-HIGH'],
@@ -109,8 +77,8 @@ describe.each(backends())('row-context integers outside their column [$name]', (
     })
 
     it('an update whose WHERE fixes an id outside the range is refused too', async () => {
-      const update = db
-        .updateTable(table)
+      const update = t.db
+        .updateTable(t.table)
         .set({ ssn: 'S-2' })
         .where('tenant_id', '=', 'acme')
         .where('id', '=', high + 1)
@@ -130,47 +98,22 @@ describe.each(mysqlBackends)(
   'a row-context string its MySQL column cannot hold [$name]',
   (backend: Backend) => {
     describe.runIf(backend.available)('', () => {
-      const table = uniqueName('ctx_bytes')
-      const keyTable = `${table}_keys`
-      const schema = encryptedSchema(
-        { [table]: { ssn: encrypted.text() } },
-        { tables: { [table]: { context: ['tenant_id', 'region', 'code'] } } },
-      )
-      // biome-ignore lint/suspicious/noExplicitAny: generated table name
-      let raw: Kysely<any>
-      // biome-ignore lint/suspicious/noExplicitAny: as above
-      let db: Kysely<any>
-      const encryption = fieldEncryption({
-        schema,
-        keyProvider: localKeyProvider({ id: 'local:ctx-bytes', key: randomBytes(32) }),
-        keyTable,
-        verifySchema: onlyTables(table),
-      })
-      beforeAll(async () => {
-        const [plain, wrapped] = backend.createDialectPair()
-        raw = new Kysely({ dialect: plain })
-        await raw.schema
-          .createTable(table)
-          .addColumn('id', 'integer', (c) => c.primaryKey())
-          .addColumn('tenant_id', sql.raw('tinytext character set utf8mb4'), (c) => c.notNull())
-          .addColumn('region', sql.raw('varchar(16) character set latin1'), (c) => c.notNull())
-          .addColumn('code', sql.raw('char(4)'), (c) => c.notNull())
-          .$call(addEncryptedColumns(schema, table, backend.family))
-          .execute()
-        db = new Kysely({ dialect: encryption.wrap(wrapped), plugins: [encryption.plugin] })
-        await encryption.init(db)
-      }, 120_000)
-      afterAll(async () => {
-        await sql`drop table if exists ${sql.table(table)}`.execute(raw)
-        await sql`drop table if exists ${sql.table(keyTable)}`.execute(raw)
-        await encryption.close()
-        await db?.destroy()
-        await raw?.destroy().catch(() => undefined)
+      const t = useOwnTable(backend, {
+        prefix: 'ctx_bytes',
+        columns: { ssn: encrypted.text() },
+        tableOptions: { context: ['tenant_id', 'region', 'code'] },
+        create: (table) =>
+          table
+            .addColumn('id', 'integer', (c) => c.primaryKey())
+            .addColumn('tenant_id', sql.raw('tinytext character set utf8mb4'), (c) => c.notNull())
+            .addColumn('region', sql.raw('varchar(16) character set latin1'), (c) => c.notNull())
+            .addColumn('code', sql.raw('char(4)'), (c) => c.notNull()),
+        options: (table) => ({ verifySchema: onlyTables(table) }),
       })
 
       const insert = (id: number, tenant_id: string, region: string, code = 'c1') =>
-        db
-          .insertInto(table)
+        t.db
+          .insertInto(t.table)
           .values({ id, tenant_id, region, code, ssn: `S-${id}` })
           .ignore()
           .execute()
@@ -180,10 +123,10 @@ describe.each(mysqlBackends)(
           code: 'CONTEXT_MISSING',
           message: expect.stringContaining('context column tenant_id is 400 bytes long in UTF-8'),
         })
-        expect(await raw.selectFrom(table).select('id').execute()).toEqual([])
+        expect(await t.raw.selectFrom(t.table).select('id').execute()).toEqual([])
         const fits = '\u{1F600}'.repeat(63)
         await insert(2, fits, 'eu')
-        const rows = await db.selectFrom(table).select(['id', 'tenant_id', 'ssn']).execute()
+        const rows = await t.db.selectFrom(t.table).select(['id', 'tenant_id', 'ssn']).execute()
         expect(rows).toEqual([{ id: 2, tenant_id: fits, ssn: 'S-2' }])
       })
 
@@ -196,9 +139,9 @@ describe.each(mysqlBackends)(
             ),
           })
         }
-        expect(await raw.selectFrom(table).select('id').where('id', '=', 3).execute()).toEqual([])
+        expect(await t.raw.selectFrom(t.table).select('id').where('id', '=', 3).execute()).toEqual([])
         await insert(4, 'acme', 'M\u00FCnchen')
-        const rows = await db.selectFrom(table).select(['region', 'ssn']).where('id', '=', 4).execute()
+        const rows = await t.db.selectFrom(t.table).select(['region', 'ssn']).where('id', '=', 4).execute()
         expect(rows).toEqual([{ region: 'M\u00FCnchen', ssn: 'S-4' }])
       })
 
@@ -209,9 +152,9 @@ describe.each(mysqlBackends)(
             'context column code ends in a space, which its char column drops',
           ),
         })
-        expect(await raw.selectFrom(table).select('id').where('id', '=', 5).execute()).toEqual([])
+        expect(await t.raw.selectFrom(t.table).select('id').where('id', '=', 5).execute()).toEqual([])
         await insert(6, 'acme', 'eu', ' c6')
-        const rows = await db.selectFrom(table).select(['code', 'ssn']).where('id', '=', 6).execute()
+        const rows = await t.db.selectFrom(t.table).select(['code', 'ssn']).where('id', '=', 6).execute()
         expect(rows).toEqual([{ code: ' c6', ssn: 'S-6' }])
       })
     })

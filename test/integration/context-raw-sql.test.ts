@@ -1,15 +1,8 @@
-import { randomBytes } from 'node:crypto'
-import { Kysely, sql } from 'kysely'
+import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  addEncryptedColumns,
-  createBlindIndexes,
-  encrypted,
-  encryptedSchema,
-  fieldEncryption,
-  localKeyProvider,
-} from '../../src/index.js'
-import { type Backend, backends, uniqueName } from '../support/backends.js'
+import { encrypted } from '../../src/index.js'
+import { type Backend, backends } from '../support/backends.js'
+import { useOwnTable } from '../support/own-table.js'
 import { type TenantPair, tenantPair } from '../support/tenant-pair.js'
 import { expectRefused } from './plugin-at-rest.js'
 
@@ -114,65 +107,39 @@ describe.each(backends())('raw SQL beside a row context [$name]', (backend: Back
  */
 describe.each(backends())('raw SQL beside a tenant-only context [$name]', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
-    const table = uniqueName('ctx_raw_t')
-    const keyTable = `${table}_keys`
-    const schema = encryptedSchema(
-      { [table]: { ssn: encrypted.text({ index: { name: 'ssn_bidx' } }), iban: encrypted.text() } },
-      { tables: { [table]: { context: ['tenant_id'], keyScope: 'tenant_id' } } },
-    )
-    // biome-ignore lint/suspicious/noExplicitAny: generated table name
-    let raw: Kysely<any>
-    // biome-ignore lint/suspicious/noExplicitAny: as above
-    let db: Kysely<any>
-    const encryption = fieldEncryption({
-      schema,
-      keyProvider: localKeyProvider({ id: 'local:ctx-raw', key: randomBytes(32) }),
-      keyTable,
-      verifySchema: false,
+    const t = useOwnTable(backend, {
+      prefix: 'ctx_raw_t',
+      columns: { ssn: encrypted.text({ index: { name: 'ssn_bidx' } }), iban: encrypted.text() },
+      tableOptions: { context: ['tenant_id'], keyScope: 'tenant_id' },
+      create: (table) =>
+        table
+          .addColumn('id', 'integer', (c) => c.primaryKey())
+          .addColumn('tenant_id', 'varchar(16)', (c) => c.notNull())
+          .addColumn('name', 'varchar(32)'),
+      options: () => ({ verifySchema: false }),
     })
     beforeAll(async () => {
-      // One database for both (PGlite's dialects are one in-memory database each).
-      const [plain, wrapped] = backend.createDialectPair()
-      raw = new Kysely({ dialect: plain })
-      await raw.schema
-        .createTable(table)
-        .addColumn('id', 'integer', (c) => c.primaryKey())
-        .addColumn('tenant_id', 'varchar(16)', (c) => c.notNull())
-        .addColumn('name', 'varchar(32)')
-        .$call(addEncryptedColumns(schema, table, backend.family))
-        .execute()
-      await createBlindIndexes(raw, schema, table)
-      db = new Kysely({ dialect: encryption.wrap(wrapped), plugins: [encryption.plugin] })
-      await encryption.init(db)
-      await encryption.initTenant(db, table, 'acme')
-      await encryption.initTenant(db, table, 'globex')
-      await db
-        .insertInto(table)
+      await t.encryption.initTenant(t.db, t.table, 'acme')
+      await t.encryption.initTenant(t.db, t.table, 'globex')
+      await t.db
+        .insertInto(t.table)
         .values([
           { id: 1, tenant_id: 'acme', name: 'mine', ssn: 'A-1', iban: 'A-IBAN' },
           { id: 2, tenant_id: 'globex', name: 'victim', ssn: 'G-9', iban: 'G-IBAN' },
         ])
         .execute()
-    }, 120_000)
-    afterAll(async () => {
-      // The tables first: on PGlite both instances close the one database.
-      await sql`drop table if exists ${sql.table(table)}`.execute(raw)
-      await sql`drop table if exists ${sql.table(keyTable)}`.execute(raw)
-      await encryption.close()
-      await db?.destroy()
-      await raw?.destroy().catch(() => undefined)
     })
 
     it('an update with a unique search keeps its own guard around the whole WHERE', async () => {
-      const result = await db
-        .updateTable(table)
+      const result = await t.db
+        .updateTable(t.table)
         .set({ iban: 'WRITTEN-FOR-ACME' })
         .where('name', '=', sql<string>`'victim' or name = 'nobody'`)
         .where('tenant_id', '=', 'acme')
         .where('ssn', '=', 'A-1')
         .executeTakeFirst()
       expect(Number(result.numUpdatedRows)).toBe(0)
-      const rows = await db.selectFrom(table).select(['id', 'iban']).orderBy('id').execute()
+      const rows = await t.db.selectFrom(t.table).select(['id', 'iban']).orderBy('id').execute()
       expect(rows.map((r) => [Number(r.id), r.iban])).toEqual([
         [1, 'A-IBAN'],
         [2, 'G-IBAN'],
@@ -180,8 +147,8 @@ describe.each(backends())('raw SQL beside a tenant-only context [$name]', (backe
     })
 
     it('raw SQL ending in a line comment keeps the parenthesis after it', async () => {
-      const rows = await db
-        .selectFrom(table)
+      const rows = await t.db
+        .selectFrom(t.table)
         .select(['id', 'ssn'])
         .where('tenant_id', '=', 'acme')
         .where(sql<boolean>`name = 'mine' -- the row`)
@@ -192,21 +159,21 @@ describe.each(backends())('raw SQL beside a tenant-only context [$name]', (backe
     it('raw SQL ending in a line comment, as a SET value or a compared value, keeps the WHERE after it', async () => {
       // Kysely prints a statement on one line: the comment took the WHERE and its guards with it
       // (MariaDB: mysql2 fills the ? in its client, so every row was written under acme's key).
-      const result = await db
-        .updateTable(table)
+      const result = await t.db
+        .updateTable(t.table)
         .set({ iban: 'ACME-NEW', name: sql<string>`'mine' -- keeps its name` })
         .where('tenant_id', '=', 'acme')
         .where('id', '=', 1)
         .executeTakeFirst()
       expect(Number(result.numUpdatedRows)).toBe(1)
-      const compared = await db
-        .updateTable(table)
+      const compared = await t.db
+        .updateTable(t.table)
         .set({ iban: 'ACME-NEWER' })
         .where('name', '=', sql<string>`'mine' -- the row's name`)
         .where('tenant_id', '=', 'acme')
         .executeTakeFirst()
       expect(Number(compared.numUpdatedRows)).toBe(1)
-      const rows = await db.selectFrom(table).select(['id', 'name', 'iban']).orderBy('id').execute()
+      const rows = await t.db.selectFrom(t.table).select(['id', 'name', 'iban']).orderBy('id').execute()
       expect(rows.map((r) => [Number(r.id), r.name, r.iban])).toEqual([
         [1, 'mine', 'ACME-NEWER'],
         [2, 'victim', 'G-IBAN'],
@@ -215,23 +182,23 @@ describe.each(backends())('raw SQL beside a tenant-only context [$name]', (backe
 
     it('a raw alias ending in a line comment keeps the WHERE after it; raw SQL inside a quoted string of raw SQL is sent as written', async () => {
       // The alias of a raw FROM item was not walked: MariaDB returned both tenants' rows.
-      const rows = await db
-        .selectFrom([table, sql`(select 1 as one)`.as(sql`o -- note`) as never])
+      const rows = await t.db
+        .selectFrom([t.table, sql`(select 1 as one)`.as(sql`o -- note`) as never])
         .select(['id', 'iban'])
         .where('tenant_id', '=', 'acme')
         .execute()
       expect(rows.map((r) => Number(r.id))).toEqual([1])
       // A line break was appended to the inner raw SQL, inside the outer one's quotes: 'C#\n' stored.
-      await db
-        .updateTable(table)
+      await t.db
+        .updateTable(t.table)
         .set({ name: sql<string>`'${sql.raw('C#')}'`, iban: 'ACME-QUOTED' })
         .where('tenant_id', '=', 'acme')
         .where('id', '=', 1)
         .execute()
-      const named = await db.selectFrom(table).select(['name', 'iban']).where('id', '=', 1).execute()
+      const named = await t.db.selectFrom(t.table).select(['name', 'iban']).where('id', '=', 1).execute()
       expect(named).toEqual([{ name: 'C#', iban: 'ACME-QUOTED' }])
-      await db
-        .updateTable(table)
+      await t.db
+        .updateTable(t.table)
         .set({ name: 'mine' })
         .where('tenant_id', '=', 'acme')
         .where('id', '=', 1)
@@ -247,9 +214,9 @@ describe.each(backends())('raw SQL beside a tenant-only context [$name]', (backe
       ]) {
         const e = await expectRefused(
           () =>
-            db
+            t.db
               .withoutPlugins()
-              .selectFrom(table)
+              .selectFrom(t.table)
               .select(['id', 'ssn', selection as never])
               .where('id', '=', 2)
               .execute(),

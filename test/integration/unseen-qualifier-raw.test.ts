@@ -1,14 +1,8 @@
-import { randomBytes } from 'node:crypto'
-import { Kysely, sql } from 'kysely'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  addEncryptedColumns,
-  encrypted,
-  encryptedSchema,
-  fieldEncryption,
-  localKeyProvider,
-} from '../../src/index.js'
-import { type Backend, backends, uniqueName } from '../support/backends.js'
+import { sql } from 'kysely'
+import { beforeAll, describe, expect, it } from 'vitest'
+import { encrypted } from '../../src/index.js'
+import { type Backend, backends } from '../support/backends.js'
+import { useOwnTable } from '../support/own-table.js'
 
 /**
  * A qualifier that names no relation of the query is refused, unless raw SQL of the query holds
@@ -21,45 +15,20 @@ describe.each(backends())(
   'a qualifier only raw SQL names, compared with a value [$name]',
   (backend: Backend) => {
     describe.runIf(backend.available)('', () => {
-      const table = uniqueName('unseen_raw')
-      const keyTable = `${table}_keys`
-      const schema = encryptedSchema({
-        [table]: { secret: encrypted.text({ index: { name: 'secret_bidx' } }) },
-      })
-      // biome-ignore lint/suspicious/noExplicitAny: generated table name
-      let raw: Kysely<any>
-      // biome-ignore lint/suspicious/noExplicitAny: as above
-      let db: Kysely<any>
-      const encryption = fieldEncryption({
-        schema,
-        keyProvider: localKeyProvider({ id: 'local:unseen-raw', key: randomBytes(32) }),
-        keyTable,
-        verifySchema: false,
+      const t = useOwnTable(backend, {
+        prefix: 'unseen_raw',
+        columns: { secret: encrypted.text({ index: { name: 'secret_bidx' } }) },
+        create: (table) =>
+          table.addColumn('id', 'integer', (c) => c.primaryKey()).addColumn('label', 'varchar(32)'),
+        options: () => ({ verifySchema: false }),
       })
       beforeAll(async () => {
-        const [plain, wrapped] = backend.createDialectPair()
-        raw = new Kysely({ dialect: plain })
-        await raw.schema
-          .createTable(table)
-          .addColumn('id', 'integer', (c) => c.primaryKey())
-          .addColumn('label', 'varchar(32)')
-          .$call(addEncryptedColumns(schema, table, backend.family))
-          .execute()
-        db = new Kysely({ dialect: encryption.wrap(wrapped), plugins: [encryption.plugin] })
-        await encryption.init(db)
-        await db.insertInto(table).values({ id: 1, label: 'one', secret: 'S-1' }).execute()
-      }, 120_000)
-      afterAll(async () => {
-        await sql`drop table if exists ${sql.table(table)}`.execute(raw)
-        await sql`drop table if exists ${sql.table(keyTable)}`.execute(raw)
-        await encryption.close()
-        await db?.destroy()
-        await raw?.destroy().catch(() => undefined)
+        await t.db.insertInto(t.table).values({ id: 1, label: 'one', secret: 'S-1' }).execute()
       })
 
       it('a column named like an encrypted one is refused before anything is sent (AMBIGUOUS_COLUMN)', async () => {
-        const query = db
-          .selectFrom(`${table} as t`)
+        const query = t.db
+          .selectFrom(`${t.table} as t`)
           .select('t.id')
           .where(sql<boolean>`nowhere.id = 1`)
           .where('nowhere.secret' as never, '=', 'kq-tag-secret-1' as never)
@@ -67,8 +36,8 @@ describe.each(backends())(
       })
 
       it('a column a derived table of the query passes an encrypted column on as is refused too', async () => {
-        const query = db
-          .selectFrom(db.selectFrom(table).select(['id', 'secret as secret_x']).as('d'))
+        const query = t.db
+          .selectFrom(t.db.selectFrom(t.table).select(['id', 'secret as secret_x']).as('d'))
           .select('d.id')
           .where(sql<boolean>`nowhere.id = 1`)
           .where('nowhere.secret_x' as never, '=', 'kq-tag-secret-1' as never)
@@ -76,7 +45,8 @@ describe.each(backends())(
       })
 
       it('every other shape a value may sit in beside such a column is refused too (helper-88)', async () => {
-        const base = () => db.selectFrom(`${table} as t`).select('t.id').where(sql<boolean>`nowhere.id = 1`)
+        const base = () =>
+          t.db.selectFrom(`${t.table} as t`).select('t.id').where(sql<boolean>`nowhere.id = 1`)
         const shapes = [
           base().where((eb) => eb(eb.fn('lower', ['nowhere.secret' as never]), '=', 'kq-1')),
           base().where((eb) => eb.between('nowhere.secret' as never, 'kq-2a' as never, 'kq-2b' as never)),
@@ -88,8 +58,8 @@ describe.each(backends())(
         for (const query of shapes) {
           await expect(query.execute()).rejects.toMatchObject({ code: 'AMBIGUOUS_COLUMN' })
         }
-        const update = db
-          .updateTable(table)
+        const update = t.db
+          .updateTable(t.table)
           .set({ label: 'z' })
           .where(sql<boolean>`nowhere.id = 1`)
           .where((eb) => eb.between('nowhere.secret' as never, 'kq-7a' as never, 'kq-7b' as never))
@@ -97,8 +67,8 @@ describe.each(backends())(
       })
 
       it('a plain column of a relation raw SQL declares still runs', async () => {
-        const rows = await db
-          .selectFrom([`${table} as a`, sql`${sql.table(table)}`.as('pl') as never])
+        const rows = await t.db
+          .selectFrom([`${t.table} as a`, sql`${sql.table(t.table)}`.as('pl') as never])
           .select(['a.id', 'a.secret'])
           .where(sql<boolean>`pl.id = a.id`)
           .where('pl.label' as never, '=', 'one' as never)

@@ -4,6 +4,7 @@ import { KeyError, KeyProviderError } from '../../../src/errors.js'
 import { KeyCache } from '../../../src/keys/key-cache.js'
 import { KeyMaterial } from '../../../src/keys/key-material.js'
 import type { KeyRef } from '../../../src/keys/key-provider.js'
+import { manualClock } from '../../support/manual-clock.js'
 
 /**
  * A key that is not in the cache, during an outage: each query for it used to call the keeper
@@ -14,16 +15,6 @@ import type { KeyRef } from '../../../src/keys/key-provider.js'
  */
 
 const ref = (version = 1, logicalTable = 'users'): KeyRef => ({ logicalTable, purpose: 'data', version })
-
-function fakeClock() {
-  let t = 1_000_000
-  return {
-    now: () => t,
-    advance: (ms: number) => {
-      t += ms
-    },
-  }
-}
 
 /** A keeper whose answer the test sets: `down` (unavailable, after `hang` ms), `refusing`, or a key. */
 function keeper(clock?: { advance: (ms: number) => void }, hang = 1000) {
@@ -45,7 +36,7 @@ function keeper(clock?: { advance: (ms: number) => void }, hang = 1000) {
 
 describe('KeyCache: a key not in the cache during an outage', () => {
   it('a load that took a second to fail: queries within outageRetryMs fail at once (same code and provider, their own error), then it is asked again', async () => {
-    const clock = fakeClock()
+    const clock = manualClock()
     const cache = new KeyCache({ outageRetryMs: 5000, now: clock.now })
     const k = keeper(clock, 1000)
     const first = await cache.get(ref(), k.load(ref())).catch((e: unknown) => e)
@@ -70,7 +61,7 @@ describe('KeyCache: a key not in the cache during an outage', () => {
   })
 
   it('a load that failed at once is asked again by the next query; so is another key version', async () => {
-    const clock = fakeClock()
+    const clock = manualClock()
     const cache = new KeyCache({ now: clock.now })
     const quick = keeper(clock, 999)
     await expect(cache.get(ref(), quick.load(ref()))).rejects.toMatchObject({ code: 'PROVIDER_UNAVAILABLE' })
@@ -88,7 +79,7 @@ describe('KeyCache: a key not in the cache during an outage', () => {
       new KeyError('KEY_STORE_ERROR', 'key store down (test)'),
       new KeyProviderError('PROVIDER_THROTTLED', 'throttled (test)'),
     ]) {
-      const clock = fakeClock()
+      const clock = manualClock()
       const cache = new KeyCache({ now: clock.now })
       let calls = 0
       const failing = async (): Promise<KeyMaterial> => {
@@ -102,7 +93,7 @@ describe('KeyCache: a key not in the cache during an outage', () => {
       expect(again).toMatchObject({ code: error.code })
       expect(calls).toBe(1)
     }
-    const clock = fakeClock()
+    const clock = manualClock()
     const cache = new KeyCache({ now: clock.now })
     const k = keeper(clock, 2000)
     k.set('refusing')
@@ -112,7 +103,7 @@ describe('KeyCache: a key not in the cache during an outage', () => {
   })
 
   it('outageRetryMs: 0 asks every time; delete, deleteTable and clear forget the outage', async () => {
-    const clock = fakeClock()
+    const clock = manualClock()
     const off = new KeyCache({ outageRetryMs: 0, now: clock.now })
     const k = keeper(clock)
     await expect(off.get(ref(), k.load(ref()))).rejects.toMatchObject({ code: 'PROVIDER_UNAVAILABLE' })
@@ -142,7 +133,7 @@ describe('KeyCache: a key not in the cache during an outage', () => {
   })
 
   it('concurrent queries share the first load; those after it fail fast', async () => {
-    const clock = fakeClock()
+    const clock = manualClock()
     const cache = new KeyCache({ now: clock.now })
     const k = keeper(clock)
     const results = await Promise.allSettled([1, 2, 3].map(() => cache.get(ref(), k.load(ref()))))

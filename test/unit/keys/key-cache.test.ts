@@ -5,19 +5,9 @@ import { ConfigError, KeyError, KeyProviderError } from '../../../src/errors.js'
 import { KeyCache } from '../../../src/keys/key-cache.js'
 import { KeyMaterial } from '../../../src/keys/key-material.js'
 import type { KeyRef } from '../../../src/keys/key-provider.js'
+import { manualClock } from '../../support/manual-clock.js'
 
 const ref = (version = 1, logicalTable = 'users'): KeyRef => ({ logicalTable, purpose: 'data', version })
-
-/** A clock that only moves when told; starts far from 0 (lru-cache treats a start of 0 as "no TTL"). */
-function fakeClock() {
-  let t = 1_000_000
-  return {
-    now: () => t,
-    advance: (ms: number) => {
-      t += ms
-    },
-  }
-}
 
 function loaderOf(bytes: Buffer, r: KeyRef = ref()) {
   let calls = 0
@@ -33,7 +23,7 @@ const unavailable = () =>
 
 describe('KeyCache TTL and grace', () => {
   it('fresh → hit; past ttl → reload; failing reload within grace → stale; past ttl+grace → error', async () => {
-    const clock = fakeClock()
+    const clock = manualClock()
     const cache = new KeyCache({ ttlMs: 1000, graceMs: 5000, now: clock.now })
     const bytes = randomBytes(32)
     const { load, calls } = loaderOf(bytes)
@@ -67,7 +57,7 @@ describe('KeyCache TTL and grace', () => {
   })
 
   it('graceMs: 0 disables the grace period', async () => {
-    const clock = fakeClock()
+    const clock = manualClock()
     const cache = new KeyCache({ ttlMs: 1000, graceMs: 0, now: clock.now })
     const { load } = loaderOf(randomBytes(32))
     await cache.get(ref(), load)
@@ -90,7 +80,7 @@ describe('KeyCache TTL and grace', () => {
   })
 
   it('a reload that returns different bytes replaces (and zeroes) the old key', async () => {
-    const clock = fakeClock()
+    const clock = manualClock()
     const cache = new KeyCache({ ttlMs: 1000, now: clock.now })
     const old = await cache.get(ref(), loaderOf(randomBytes(32)).load)
     const held = old.bytes
@@ -102,7 +92,7 @@ describe('KeyCache TTL and grace', () => {
   })
 
   it('peek returns only fresh keys and does not load', async () => {
-    const clock = fakeClock()
+    const clock = manualClock()
     const cache = new KeyCache({ ttlMs: 1000, now: clock.now })
     expect(cache.peek(ref())).toBeUndefined()
     const key = await cache.get(ref(), loaderOf(randomBytes(32)).load)
@@ -115,7 +105,7 @@ describe('KeyCache TTL and grace', () => {
 describe('KeyCache: grace covers outages, never revocation', () => {
   /** Loads one good key, then moves the clock past ttl (within grace). */
   async function expiredWithinGrace() {
-    const clock = fakeClock()
+    const clock = manualClock()
     const cache = new KeyCache({ ttlMs: 1000, graceMs: 60_000, now: clock.now })
     const key = await cache.get(ref(), loaderOf(randomBytes(32)).load)
     const held = key.bytes
@@ -208,7 +198,7 @@ describe('KeyCache: grace covers outages, never revocation', () => {
   })
 
   it('revocation latency is ttl: a fresh key is not reloaded, so a refusal is seen only at ttl', async () => {
-    const clock = fakeClock()
+    const clock = manualClock()
     const cache = new KeyCache({ ttlMs: 1000, graceMs: 60_000, now: clock.now })
     const key = await cache.get(ref(), loaderOf(randomBytes(32)).load)
     let refusals = 0
@@ -388,7 +378,7 @@ describe('KeyCache bounds, stats and redaction', () => {
 
 describe('KeyCache: provider calls during an outage', () => {
   it('asks a failing keeper again at most once per outageRetryMs, serving the stale key meanwhile', async () => {
-    const clock = fakeClock()
+    const clock = manualClock()
     const cache = new KeyCache({ ttlMs: 1000, graceMs: 60_000, outageRetryMs: 5000, now: clock.now })
     const first = await cache.get(ref(), loaderOf(randomBytes(32)).load)
     clock.advance(1000) // expired: the next get reloads
@@ -409,7 +399,7 @@ describe('KeyCache: provider calls during an outage', () => {
   })
 
   it('a successful reload ends the outage mode', async () => {
-    const clock = fakeClock()
+    const clock = manualClock()
     const cache = new KeyCache({ ttlMs: 1000, graceMs: 60_000, outageRetryMs: 5000, now: clock.now })
     const bytes = randomBytes(32)
     const first = await cache.get(ref(), loaderOf(bytes).load)
