@@ -2,7 +2,7 @@ import { type AliasedRawBuilder, sql } from 'kysely'
 import { ConfigError, SchemaMismatchError, type SchemaProblem } from '../errors.js'
 import { columnType, quotedPgTable, tableExists as relationExists } from '../schema/migration-ddl.js'
 import { indexColumnNames, type TableInfo } from '../schema/schema.js'
-import { sqlModeProblem } from '../schema/verify-schema.js'
+import { sqlModeProblem } from '../schema/sql-mode.js'
 import type { OpsContext } from './context.js'
 
 /**
