@@ -54,13 +54,16 @@ export type RawPart =
   | { readonly text: string }
   /** `${sql.ref(name)}`: a column named with table placeholders, quoted by the dialect. */
   | { readonly ref: string }
+  /** `${sql.table(name)}`: a table named with a placeholder (`{tags}`), quoted by the dialect. */
+  | { readonly table: string }
   /** `${value}`: a parameter. */
   | { readonly param: string | number }
   /** `${sql.lit(value)}`: a literal in the SQL text. */
   | { readonly sqlLit: string | number }
   /**
    * `-- text`: a line comment. The template holds no line break after it when it ends the
-   * template (the plugin must add one where it puts the fragment in parentheses).
+   * template (the plugin must add one wherever it walks the fragment: Kysely prints a statement
+   * on one line, so the comment would swallow what follows).
    */
   | { readonly comment: string }
 
@@ -91,11 +94,15 @@ export interface Target {
   readonly names: Names
   readonly jsonAsText: boolean
   /**
-   * Raw conditions in parentheses, ending in a line break (the oracle): the meaning of the tree
-   * Kysely builds, which plain Kysely does not print (raw SQL goes out as written, so
-   * `where(sql\`a or b\`).where(c)` reads as `a or (b and c)`), and which the plugin sends.
+   * The oracle: raw SQL sent with the meaning of the tree Kysely builds, which plain Kysely does
+   * not print and the plugin sends. Raw conditions go in parentheses (raw SQL goes out as
+   * written, so `where(sql\`a or b\`).where(c)` reads as `a or (b and c)`), and raw SQL ending
+   * in a line comment ends with a line break wherever it stands (a condition, a compared or SET
+   * value, a select item, ORDER BY, `modifyEnd`, an insert value, a FROM item): plain Kysely
+   * prints the statement on one line, so the comment would swallow what follows it
+   * (src/plugin/raw-text.ts, `endLine`).
    */
-  readonly rawInParens: boolean
+  readonly meaning: boolean
 }
 
 /** Builds the value of a chain against `db` (or the lambda parameter `param`). */
@@ -119,12 +126,13 @@ function rawSql(raw: RawSql, t: Target): Dyn {
     params.push(p)
     fragments.push('')
   }
-  const parens = raw.condition && t.rawInParens
+  const parens = raw.condition && t.meaning
   for (const [i, p] of raw.parts.entries()) {
     if ('text' in p) fragments[fragments.length - 1] += p.text
     else if ('comment' in p)
-      fragments[fragments.length - 1] += `-- ${p.comment}${i < raw.parts.length - 1 || parens ? '\n' : ''}`
+      fragments[fragments.length - 1] += `-- ${p.comment}${i < raw.parts.length - 1 || t.meaning ? '\n' : ''}`
     else if ('ref' in p) add(sql.ref(physical(p.ref, t.names)))
+    else if ('table' in p) add(sql.table(physical(p.table, t.names)))
     else if ('param' in p) add(p.param)
     else add(sql.lit(p.sqlLit))
   }
@@ -183,6 +191,7 @@ function printRaw(raw: RawSql): string {
     if ('text' in p) return p.text.replace(/[\\`]/g, '\\$&').replace(/\$\{/g, '\\${')
     if ('comment' in p) return `-- ${p.comment}${i < raw.parts.length - 1 ? '\\n' : ''}`
     if ('ref' in p) return `\${sql.ref(${printArg(nm(p.ref), 0)})}`
+    if ('table' in p) return `\${sql.table(${printArg(nm(p.table), 0)})}`
     if ('param' in p) return `\${${printLiteral(p.param)}}`
     return `\${sql.lit(${printLiteral(p.sqlLit)})}`
   })
@@ -219,4 +228,4 @@ export const call = (name: string, ...args: Arg[]): Call => ({ call: name, args 
 export const get = (name: string): Call => ({ call: name, args: [], get: true })
 export const onDb = (...calls: Call[]): Chain => ({ root: 'db', calls })
 export const onParam = (...calls: Call[]): Chain => ({ root: 'param', calls })
-export const rawChain = (raw: RawSql): Chain => ({ root: 'sql', raw, calls: [] })
+export const rawChain = (raw: RawSql, ...calls: Call[]): Chain => ({ root: 'sql', raw, calls })

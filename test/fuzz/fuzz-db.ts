@@ -155,8 +155,8 @@ export async function openFuzzDb(spec: FuzzBackendSpec): Promise<FuzzDb> {
     family,
     enc,
     plain,
-    encTarget: { names: encNames, jsonAsText: false, rawInParens: false },
-    plainTarget: { names: plainNames, jsonAsText: true, rawInParens: true },
+    encTarget: { names: encNames, jsonAsText: false, meaning: false },
+    plainTarget: { names: plainNames, jsonAsText: true, meaning: true },
     scanner,
     encryption,
     async close() {

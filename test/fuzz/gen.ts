@@ -24,6 +24,12 @@ export interface ScopeColumn {
   readonly encrypted: boolean
   /** Where its values come from (for value pools). */
   readonly origin: { readonly table: TableName; readonly column: FuzzColumn }
+  /**
+   * A plaintext column of a relation the plugin cannot look into (raw SQL), named like an
+   * encrypted column: a value compared with it counts as touching encrypted data, since the
+   * plugin may refuse it (src/plugin/unseen-references.ts).
+   */
+  readonly lookalike?: true
 }
 
 /** A relation in scope: a qualifier (alias, or `{users}` for an unaliased table) and its columns. */

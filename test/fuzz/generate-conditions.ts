@@ -46,6 +46,8 @@ export function wheres(g: Gen, scope: readonly Relation[], calls: Call[], depth:
 function valueComparison(g: Gen, scope: readonly Relation[]): Chain {
   const [r, c] = anyColumn(g, scope)
   g.use(c)
+  // A raw relation's column named like an encrypted one: the plugin may refuse a value beside it.
+  if (c.lookalike) g.touches = true
   const ops = c.encrypted
     ? g.chance(85)
       ? ['=', '=', '<>', 'in', 'not in', 'is', 'is not']

@@ -24,7 +24,7 @@ function nameParts(g: Gen, scope: readonly Relation[], [r, c]: Plain): RawPart {
 }
 
 /** A value of `c`'s pool as a parameter, `sql.lit`, or a literal in the text. */
-function valuePart(g: Gen, c: ScopeColumn): RawPart {
+export function valuePart(g: Gen, c: ScopeColumn): RawPart {
   const v = g.pick(poolOf(c.origin.table, c.origin.column)) as string | number
   const roll = g.int(0, 99)
   if (roll < 50) return { param: v }
@@ -44,12 +44,19 @@ function atom(g: Gen, scope: readonly Relation[], plain: readonly Plain[]): RawP
 }
 
 /** A comment's text: mostly no name of the schema; rarely an encrypted column's (refused by design). */
-function commentText(g: Gen): string {
+export function commentText(g: Gen): string {
   if (!g.chance(5)) return 'fz note'
   // The raw text check matches words in comments too (src/plugin/raw-operands.ts): it may refuse.
   g.touches = true
   g.feature('raw comment naming a column')
   return 'by email'
+}
+
+/** Sometimes a trailing `-- comment` (the plugin must end the fragment with a line break). */
+export function trailingComment(g: Gen, parts: RawPart[], percent = 15): RawPart[] {
+  if (!g.chance(percent)) return parts
+  g.feature('raw sql ending in a comment')
+  return [...parts, { text: ' ' }, { comment: commentText(g) }]
 }
 
 /**
@@ -100,21 +107,26 @@ export function rawValueComparison(g: Gen, scope: readonly Relation[]): Chain | 
     if (!('lit' in v) || (typeof v.lit !== 'string' && typeof v.lit !== 'number')) return undefined
     g.use(c)
     g.feature('raw sql')
-    const raw = rawChain({ parts: [{ param: v.lit }], condition: false })
+    // Ending in a comment, it is no longer the value alone: refused.
+    const raw = rawChain({ parts: trailingComment(g, [{ param: v.lit }], 10), condition: false })
     return onParam(call('', nm(refIn(g, scope, r, c)), lit(g.pick(['=', '<>'])), chainArg(raw)))
   }
   g.feature('raw sql')
   const [r, c] = g.pick(plain)
+  // A column the plugin cannot look into named like an encrypted one (a raw relation's): it may
+  // refuse a value beside it.
+  if (c.lookalike) g.touches = true
   const left = nm(refIn(g, scope, r, c))
   const roll = g.int(0, 99)
   if (roll < 15) {
     const list: RawPart[] = [{ text: '(' }, valuePart(g, c), { text: ', ' }, valuePart(g, c), { text: ')' }]
-    return compare(left, g.pick(['in', 'not in']), list)
+    return compare(g, left, g.pick(['in', 'not in']), list)
   }
   const op = g.pick(['=', '=', '<>', '<', '>='])
-  if (roll < 45) return compare(left, op, [valuePart(g, c)])
+  if (roll < 45) return compare(g, left, op, [valuePart(g, c)])
   if (roll < 60)
     return compare(
+      g,
       left,
       op,
       c.kind === 'int'
@@ -123,18 +135,19 @@ export function rawValueComparison(g: Gen, scope: readonly Relation[]): Chain | 
     )
   if (roll < 75) {
     const same = plain.filter(([, x]) => x.kind === c.kind)
-    return compare(left, op, [nameParts(g, scope, g.pick(same))])
+    return compare(g, left, op, [nameParts(g, scope, g.pick(same))])
   }
   g.feature('raw value going on past the value')
-  return compare(left, op, [
+  return compare(g, left, op, [
     valuePart(g, c),
     { text: ` ${g.pick(['or', 'and'])} ` },
     ...atom(g, scope, plain),
   ])
 }
 
-function compare(left: Arg, op: string, parts: RawPart[]): Chain {
-  return onParam(call('', left, lit(op), chainArg(rawChain({ parts, condition: false }))))
+function compare(g: Gen, left: Arg, op: string, parts: RawPart[]): Chain {
+  const raw = rawChain({ parts: trailingComment(g, parts), condition: false })
+  return onParam(call('', left, lit(op), chainArg(raw)))
 }
 
 /**
@@ -146,13 +159,15 @@ export function rawSetValue(g: Gen, own: Relation, c: ScopeColumn): Arg {
   g.feature('raw sql')
   if (c.encrypted) {
     const v = valueFor(g, c)
+    // Ending in a comment, it is no longer the value alone: refused.
     if ('lit' in v && (typeof v.lit === 'string' || typeof v.lit === 'number'))
-      return chainArg(rawChain({ parts: [{ param: v.lit }], condition: false }))
+      return chainArg(rawChain({ parts: trailingComment(g, [{ param: v.lit }], 10), condition: false }))
     return v
   }
   const roll = g.int(0, 99)
-  if (roll < 50) return chainArg(rawChain({ parts: [valuePart(g, c)], condition: false }))
-  if (c.kind === 'int')
-    return chainArg(rawChain({ parts: [{ ref: `${own.q}.${c.name}` }, { text: ' + 1' }], condition: false }))
-  return chainArg(rawChain({ parts: [{ text: 'lower(' }, valuePart(g, c), { text: ')' }], condition: false }))
+  let parts: RawPart[]
+  if (roll < 50) parts = [valuePart(g, c)]
+  else if (c.kind === 'int') parts = [{ ref: `${own.q}.${c.name}` }, { text: ' + 1' }]
+  else parts = [{ text: 'lower(' }, valuePart(g, c), { text: ')' }]
+  return chainArg(rawChain({ parts: trailingComment(g, parts), condition: false }))
 }

@@ -25,6 +25,7 @@ import {
   tableColumns,
 } from './gen.js'
 import { plusOne, wheres } from './generate-conditions.js'
+import { rawModifyEnd, rawOrderBy, rawRelation, rawSelectItem } from './generate-raw-clauses.js'
 import { TABLE_NAMES, TABLES } from './schema.js'
 
 /** SELECT statements of the fuzz generator (test/fuzz/generate.ts). */
@@ -46,6 +47,10 @@ function source(
   shape: string[],
 ): { arg: Arg; rel: Relation } {
   const roll = g.int(0, 99)
+  if (roll >= 94) {
+    shape.push('raw from')
+    return rawRelation(g, g.alias(aliasPrefix))
+  }
   if (ctes.length > 0 && roll < 35) {
     const cte = g.pick(ctes)
     shape.push('cte')
@@ -90,6 +95,7 @@ function derived(g: Gen): { calls: Call[]; out: ScopeColumn[] } {
   }
   const calls: Call[] = [call('selectFrom', nm(`{${table}} as ${a}`)), call('select', arr(sel))]
   if (g.chance(50)) wheres(g, [rel], calls, 1)
+  if (g.chance(4)) calls.push(rawModifyEnd(g, false))
   return { calls, out }
 }
 
@@ -177,6 +183,10 @@ function select(g: Gen, ctes: readonly Relation[], top: boolean): SelectResult {
           const fn = g.pick(['upper', 'lower', 'coalesce'])
           items.push(fnArg(onParam(call('fn', lit(fn), arr([nm(ref(r, c))])), call('as', lit(`f${i}`)))))
           shape.push('function')
+        } else if (kind < 23) {
+          const item = rawSelectItem(g, scope, `x${i}`)
+          items.push(item.arg)
+          out.push(item.out)
         } else {
           const [r, c] = anyColumn(g, scope)
           g.use(c)
@@ -208,7 +218,8 @@ function select(g: Gen, ctes: readonly Relation[], top: boolean): SelectResult {
     // A plaintext output may be named like an encrypted column in scope: ORDER BY sorts by the
     // output (docs/fuzzing.md, "Bugs it found").
     const named = out.filter((o) => out.filter((x) => x.name === o.name).length === 1)
-    if (named.length > 0 && g.chance(25)) {
+    if (g.chance(20)) calls.push(rawOrderBy(g, scope, r, c))
+    else if (named.length > 0 && g.chance(25)) {
       // ORDER BY an output name (an alias of an encrypted column must be refused there too).
       const o = g.pick(named)
       g.use(o)
@@ -224,6 +235,7 @@ function select(g: Gen, ctes: readonly Relation[], top: boolean): SelectResult {
       }
     }
   }
+  if (top && g.chance(5)) calls.push(rawModifyEnd(g, true))
   return { calls, out, ordered, shape }
 }
 
@@ -341,6 +353,10 @@ export function selectStatement(g: Gen): { stmt: Statement; shape: string } {
 
 /** The shape a select is counted under: its first feature in this order. */
 const SELECT_SHAPES = [
+  'raw from',
+  'raw select item',
+  'raw order by',
+  'raw modifyEnd',
   'raw sql',
   'set operation',
   'recursive cte',

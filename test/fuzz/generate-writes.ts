@@ -10,6 +10,7 @@ import {
 } from './gen.js'
 import { refFactory, wheres } from './generate-conditions.js'
 import { rawSetValue } from './generate-raw.js'
+import { rawInsertValue } from './generate-raw-clauses.js'
 import { joinColumns } from './generate-select.js'
 import { TABLE_NAMES, TABLES, type TableName } from './schema.js'
 
@@ -34,6 +35,7 @@ function rowValues(g: Gen, table: TableName, id: number, keys: readonly string[]
     g.use(c)
     if (c.name === 'id') o.id = lit(id)
     else if (!c.origin.column.notNull && g.chance(12)) o[c.name] = lit(null)
+    else if (g.chance(6)) o[c.name] = rawInsertValue(g, c) ?? valueFor(g, c)
     else o[c.name] = valueFor(g, c)
   }
   return obj(o)
