@@ -25,7 +25,13 @@ import {
   tableColumns,
 } from './gen.js'
 import { plusOne, wheres } from './generate-conditions.js'
-import { rawModifyEnd, rawOrderBy, rawRelation, rawSelectItem } from './generate-raw-clauses.js'
+import {
+  rawModifyEnd,
+  rawOrderBy,
+  rawOrderByOutput,
+  rawRelation,
+  rawSelectItem,
+} from './generate-raw-clauses.js'
 import { TABLE_NAMES, TABLES } from './schema.js'
 
 /** SELECT statements of the fuzz generator (test/fuzz/generate.ts). */
@@ -223,7 +229,9 @@ function select(g: Gen, ctes: readonly Relation[], top: boolean): SelectResult {
       // ORDER BY an output name (an alias of an encrypted column must be refused there too).
       const o = g.pick(named)
       g.use(o)
-      calls.push(call('orderBy', nm(o.name), lit(g.pick(['asc', 'desc']))))
+      calls.push(
+        g.chance(30) ? rawOrderByOutput(g, o) : call('orderBy', nm(o.name), lit(g.pick(['asc', 'desc']))),
+      )
     } else calls.push(call('orderBy', nm(refIn(g, scope, r, c)), lit(g.pick(['asc', 'desc']))))
     if (scope.every((s) => s.keyed && s.cols.some((x) => x.name === 'id'))) {
       for (const s of scope) calls.push(call('orderBy', nm(`${s.q}.id`)))
