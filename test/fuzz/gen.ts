@@ -45,6 +45,11 @@ type GenFn = fc.GeneratorValue
 /** The state of generating one case. */
 export class Gen {
   touches = false
+  /**
+   * Generating the WHERE of an UPDATE of a table whose rows have a context (accounts): the plugin
+   * adds a guard fixing the context of the rows it writes (src/plugin/context-guard.ts).
+   */
+  contextWrite = false
   private aliasN = 0
   constructor(
     private readonly g: GenFn,

@@ -101,8 +101,10 @@ export function rawOrderByOutput(g: Gen, o: ScopeColumn): Call {
   const name = o.name
   const part: RawPart = g.chance(50) || o.encrypted ? { ref: name } : { text: name }
   // Raw text naming an encrypted column's name (a plaintext output aliased `email`) is refused by
-  // the raw text check (src/plugin/raw-operands.ts) whatever it stands for.
-  if ('text' in part && ENCRYPTED_NAMES.has(name)) g.touches = true
+  // the raw text check (src/plugin/raw-operands.ts) whatever it stands for; so is such a name
+  // through sql.ref where a relation in scope has that encrypted column, though ORDER BY sorts by
+  // the output (open finding, docs/fuzzing.md: orderBy('email') runs, this is refused).
+  if (ENCRYPTED_NAMES.has(name)) g.touches = true
   return call(
     'orderBy',
     chainArg(rawChain({ parts: [part], condition: false })),

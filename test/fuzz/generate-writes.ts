@@ -206,7 +206,9 @@ export function updateStatement(g: Gen): { stmt: Statement; shape: string } {
     }
     scope.push(rel)
   } else calls.push(call('set', setValues(g, table, own, [], false)))
+  g.contextWrite = table === 'accounts'
   if (g.chance(80)) wheres(g, scope, calls, 0)
+  g.contextWrite = false
   returning(g, calls, table, q)
   return { stmt: { chain: onDb(...calls), ordered: false, writes: true }, shape }
 }
