@@ -10,6 +10,7 @@ import { contextSelections } from './context-selections.js'
 import { withoutHidden } from './hidden-selections.js'
 import { mapChildren } from './node-utils.js'
 import { columnName, rebuild, rebuildList } from './nodes.js'
+import { refuseRawOutputRefs } from './raw-output-refs.js'
 import { refuse } from './refusal.js'
 import { checkReservedAliases } from './reserved-aliases.js'
 import type { Scope } from './scope.js'
@@ -45,10 +46,18 @@ export const analyzeSelect: StatementAnalysis<SelectQueryNode> = (a, node, paren
       positive: true,
       place: role === 'root' ? 'select' : 'subquery',
     })
-  if (node.groupBy) patch.groupBy = opaque(a, node.groupBy, scope, 'group by')
-  if (node.orderBy) patch.orderBy = orderBy(a, node.orderBy, scope, plainOutputs(plainNamed, outputs))
-  if (node.distinctOn)
+  if (node.groupBy) {
+    refuseRawOutputRefs(node.groupBy, outputs, 'group by')
+    patch.groupBy = opaque(a, node.groupBy, scope, 'group by')
+  }
+  if (node.orderBy) {
+    refuseRawOutputRefs(node.orderBy, outputs, 'order by')
+    patch.orderBy = orderBy(a, node.orderBy, scope, plainOutputs(plainNamed, outputs))
+  }
+  if (node.distinctOn) {
+    for (const n of node.distinctOn) refuseRawOutputRefs(n, outputs, 'distinct on')
     patch.distinctOn = rebuildList(node.distinctOn, (n) => opaque(a, n, scope, 'distinct on'))
+  }
   if (node.having)
     patch.having = whereNode(a, node.having, scope, {
       pending: undefined,
