@@ -1,4 +1,11 @@
-import type { OperationNode, OrderByNode, ReferenceNode, SelectionNode, SelectQueryNode } from 'kysely'
+import type {
+  OperationNode,
+  OrderByNode,
+  RawNode,
+  ReferenceNode,
+  SelectionNode,
+  SelectQueryNode,
+} from 'kysely'
 import type { AnalysisContext, PendingFilter, StatementAnalysis } from './analysis-context.js'
 import { whereNode } from './analyze-conditions.js'
 import { opaque } from './analyze-expressions.js'
@@ -145,8 +152,16 @@ function orderBy(
   })
 }
 
-/** The name of an unqualified column reference (`email`), else undefined. */
+/**
+ * The name of an unqualified column reference (`email`), also as raw SQL of that reference alone
+ * (`sql\`${sql.ref('email')}\``, printed the same), else undefined.
+ */
 function bareName(node: OperationNode): string | undefined {
+  if (node.kind === 'RawNode') {
+    const raw = node as RawNode
+    const only = raw.parameters.length === 1 && raw.sqlFragments.every((f) => f.trim() === '')
+    return only ? bareName(raw.parameters[0] as OperationNode) : undefined
+  }
   if (node.kind === 'ColumnNode') return columnName(node)
   const ref = node as ReferenceNode
   if (node.kind !== 'ReferenceNode' || ref.table !== undefined || ref.column.kind !== 'ColumnNode')

@@ -46,6 +46,20 @@ describe.each(backends())(
         }
       })
 
+      it('a plaintext output named like the encrypted column sorts through sql.ref as through its name (helper-89, seed 202)', async () => {
+        for (const by of [sql`${sql.ref('ssn')}`, 'ssn']) {
+          const rows = await t.db
+            .selectFrom(t.table)
+            .select(['id', 'label as ssn'])
+            .orderBy(by as never)
+            .execute()
+          expect(rows).toEqual([
+            { id: 2, ssn: 'a' },
+            { id: 1, ssn: 'b' },
+          ])
+        }
+      })
+
       it('a plaintext output named in raw SQL still sorts', async () => {
         const rows = await t.db
           .selectFrom(t.table)
