@@ -1,7 +1,7 @@
 import { timingSafeEqual } from 'node:crypto'
 import { inspect } from 'node:util'
 import { LRUCache } from 'lru-cache'
-import { ConfigError, type ErrorCode, FieldEncryptionError, KeyError } from '../errors.js'
+import { ConfigError, type ErrorCode, FieldEncryptionError, KeyError, KeyProviderError } from '../errors.js'
 import { refuseUnknownKeys } from '../option-keys.js'
 import { KEY_CACHE_OPTION_KEYS, type KeyCacheOptions, type KeyCacheStats } from './key-cache-options.js'
 import type { KeyMaterial } from './key-material.js'
@@ -353,26 +353,24 @@ export class KeyCache {
 }
 
 /**
- * A new error of the same class and code as an outage's `error`, for a query failed without
- * asking the keeper again (each query gets its own stack; the first failure is its cause).
+ * A new error of the outage's code (KeyProviderError, with its provider, or KeyError), for a query
+ * failed without asking the keeper again: each query gets its own stack; the first failure is its
+ * cause.
  */
 function remembered(error: FieldEncryptionError): FieldEncryptionError {
-  const Kind = error.constructor as new (
-    code: FieldEncryptionError['code'],
-    message: string,
-    options: { table?: string; column?: string; cause?: unknown; providerId?: string },
-  ) => FieldEncryptionError
-  const providerId = (error as { providerId?: string }).providerId
-  return new Kind(
-    error.code,
-    `${error.message} (remembered: the keeper failed less than outageRetryMs ago and was not asked again)`,
-    {
-      ...(error.table === undefined ? {} : { table: error.table }),
-      ...(error.column === undefined ? {} : { column: error.column }),
-      ...(providerId === undefined ? {} : { providerId }),
-      cause: error,
-    },
-  )
+  const message = `${error.message} (remembered: the keeper failed less than outageRetryMs ago and was not asked again)`
+  const options = {
+    ...(error.table === undefined ? {} : { table: error.table }),
+    ...(error.column === undefined ? {} : { column: error.column }),
+    cause: error,
+  }
+  // The classes the availability codes come in; a subclass of another shape is not rebuilt.
+  if (error instanceof KeyProviderError)
+    return new KeyProviderError(error.code, message, {
+      ...options,
+      ...(error.providerId === undefined ? {} : { providerId: error.providerId }),
+    })
+  return new KeyError(error.code, message, options)
 }
 
 function sameBytes(a: KeyMaterial, b: KeyMaterial): boolean {

@@ -55,7 +55,7 @@ const QUERY_KINDS: ReadonlySet<string> = new Set([
  * is refused, labelled with the innermost construct (function, cast, order by, …); subqueries in
  * it are analyzed in their own scope.
  *
- * @param insideRaw - Walked as part of raw SQL: its own raw SQL is not ended alone (endLine).
+ * @param insideRaw - Raw SQL that is a parameter of raw SQL: not ended alone (endLine).
  */
 export function opaque(
   a: AnalysisContext,
@@ -99,13 +99,17 @@ export function opaque(
       // Its subqueries first: a refusal of what one selects says more than a refusal of a
       // reference into it (agg.email in MySQL's jsonArrayFrom, whose raw SQL names agg first).
       const inner = labelOf(node, label)
+      // Raw SQL directly in raw SQL ends where the raw SQL around it says; under another node
+      // (an alias, a function) it ends on its own.
       const walk = (queries: boolean) => (child: OperationNode) =>
-        QUERY_KINDS.has(child.kind) === queries ? opaque(a, child, scope, inner, true) : child
+        QUERY_KINDS.has(child.kind) === queries
+          ? opaque(a, child, scope, inner, child.kind === 'RawNode')
+          : child
       const walked = mapChildren(mapChildren(node, walk(true)), walk(false))
       // Only the outermost raw SQL ends a comment its whole text leaves open (raw-text.ts).
       return insideRaw ? walked : endLine(walked)
     }
     default:
-      return mapChildren(node, (child) => opaque(a, child, scope, labelOf(node, label), insideRaw))
+      return mapChildren(node, (child) => opaque(a, child, scope, labelOf(node, label)))
   }
 }

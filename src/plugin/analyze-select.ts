@@ -65,6 +65,7 @@ export const analyzeSelect: StatementAnalysis<SelectQueryNode> = (a, node, paren
     for (const n of node.distinctOn) refuseRawOutputRefs(n, outputs, 'distinct on')
     patch.distinctOn = rebuildList(node.distinctOn, (n) => opaque(a, n, scope, 'distinct on'))
   }
+  if (node.having) refuseRawOutputRefs(node.having, outputs, 'having')
   if (node.having)
     patch.having = whereNode(a, node.having, scope, {
       pending: undefined,

@@ -10,7 +10,7 @@ import { opaque, reference } from './analyze-expressions.js'
 import { firstColumn } from './column-rules.js'
 import { contextSelections } from './context-selections.js'
 import { columnName, rebuild, rebuildList } from './nodes.js'
-import { hasStarItem } from './raw-text.js'
+import { endAliasLine, hasStarItem } from './raw-text.js'
 import { refuse } from './refusal.js'
 import { checkReservedAliases } from './reserved-aliases.js'
 import type { Relation, Resolved, Scope, Source } from './scope.js'
@@ -87,7 +87,8 @@ export function selections(
   // Every output name in order, while known (an expression without an alias, or a `*` over a
   // relation whose columns are not known, ends that).
   let names: string[] | undefined = []
-  const nodes = rebuildList(selections, (s) => {
+  const nodes = rebuildList(selections, (item) => withEndedAlias(selection(item)))
+  function selection(s: SelectionNode): SelectionNode {
     const sel = s.selection
     if (sel.kind === 'SelectAllNode') {
       for (const r of scope.relations) {
@@ -152,8 +153,17 @@ export function selections(
     const node = opaque(a, sel, scope, 'expression')
     if (role !== 'exists' && hasStarItem(sel)) refuseRawStarAfter(outputs, role)
     return rebuild(s, { selection: node })
-  })
+  }
   return { nodes, outputs, origins, plainNamed, names }
+}
+
+/**
+ * A selection whose alias is raw SQL (`sql\`count(*)\`.as(sql\`n -- all\`)`), ended as raw SQL
+ * is: its comment swallowed the FROM and the WHERE, and any row-context guard (helper-90).
+ */
+function withEndedAlias(s: SelectionNode): SelectionNode {
+  const ended = endAliasLine(s.selection)
+  return ended === s.selection ? s : rebuild(s, { selection: ended })
 }
 
 /**

@@ -13,15 +13,18 @@ const QUERIES: ReadonlySet<string> = new Set([
 ])
 
 /**
- * Raw SQL in ORDER BY, GROUP BY or DISTINCT ON that names an output of the select list holding an
- * encrypted column (`orderBy(sql\`c0\`)` beside `ssn as c0`), or a position (`orderBy(sql\`2\`)`)
- * where the select list holds one: the database sorts or groups by the ciphertext, and the plugin
- * cannot rewrite raw text (helper-89's fuzzer). `orderBy('c0')` is refused by the analysis of
- * references already. Subqueries in the clause are their own queries.
+ * Raw SQL in ORDER BY, GROUP BY, DISTINCT ON or HAVING that names an output of the select list
+ * holding an encrypted column (`orderBy(sql\`c0\`)` beside `ssn as c0`; MySQL reads select-list
+ * aliases in HAVING, where `having(sql\`c0 = ${v}\`)` sent `v`), or a position in ORDER BY,
+ * GROUP BY or DISTINCT ON (`sql\`2 desc\``, `sql.lit(2)`, `sql\`1, 2\``) while the select list
+ * holds one: the database sorts, groups or compares by the ciphertext, and the plugin cannot
+ * rewrite raw text (helper-89's fuzzer, helper-90). A position is refused whatever column it
+ * points at. `orderBy('c0')` is refused by the analysis of references already. Subqueries in the
+ * clause are their own queries.
  *
  * @param clause - The clause's node.
  * @param outputs - The select list's outputs by name.
- * @param label - `order by`, `group by` or `distinct on`, for the refusal.
+ * @param label - `order by`, `group by`, `distinct on` or `having`, for the refusal.
  * @throws QueryRefusedError `QUERY_REFUSED`
  */
 export function refuseRawOutputRefs(
@@ -52,10 +55,61 @@ export function refuseRawOutputRefs(
             `raw SQL names ${word}, an output of the select list that holds its ciphertext`,
           )
       }
-      if (/^\s*\d+\s*$/.test(fragmentsOf(node).join(' ? ')))
-        throw refuse(first, label, 'a position given in raw SQL, where the select list holds a ciphertext')
     }
     return someChild(node, visit)
   }
   visit(clause)
+  if (label === 'having') return
+  for (const item of itemsOf(clause)) {
+    if (isPosition(item))
+      throw refuse(
+        first,
+        label,
+        'a position, where the select list holds a ciphertext (name the column instead)',
+      )
+  }
+}
+
+/** The expressions a clause sorts or groups by (DISTINCT ON: the clause is one). */
+function itemsOf(clause: OperationNode): readonly OperationNode[] {
+  const items = (clause as unknown as { items?: readonly Record<string, OperationNode>[] }).items
+  if (clause.kind === 'OrderByNode') return (items ?? []).map((i) => i.orderBy as OperationNode)
+  if (clause.kind === 'GroupByNode') return (items ?? []).map((i) => i.groupBy as OperationNode)
+  return [clause]
+}
+
+/** `2`, `2 desc`, `1, 2`, `2 nulls last`: one item of a list that is a position. */
+const POSITION = /^\s*\d+(\s+(asc|desc|nulls\s+(first|last)))*\s*$/i
+
+/**
+ * A number given as it is (`sql.lit(2)`), or raw SQL one of whose comma-separated items is a
+ * number (with such literals inlined): what ORDER BY and GROUP BY read as a position.
+ */
+function isPosition(node: OperationNode): boolean {
+  if (node.kind === 'ValueNode') return literalNumber(node) !== undefined
+  if (node.kind !== 'RawNode') return false
+  return positionText(node)
+    .split(',')
+    .some((item) => POSITION.test(item))
+}
+
+/** The text of raw SQL with nested raw SQL and numbers given as they are inlined, `?` else. */
+function positionText(node: OperationNode): string {
+  const fragments = fragmentsOf(node)
+  const parameters = (node as unknown as { parameters: readonly OperationNode[] }).parameters
+  let text = fragments[0] ?? ''
+  for (let i = 0; i < parameters.length; i++) {
+    const p = parameters[i]!
+    text += (p.kind === 'RawNode' ? positionText(p) : (literalNumber(p) ?? '?')) + (fragments[i + 1] ?? '')
+  }
+  return text
+}
+
+/** The text of a number Kysely prints as it is (`sql.lit`, an immediate value), else undefined. */
+function literalNumber(node: OperationNode): string | undefined {
+  if (node.kind !== 'ValueNode') return undefined
+  const { value, immediate } = node as unknown as { value: unknown; immediate?: boolean }
+  return immediate === true && (typeof value === 'number' || typeof value === 'bigint')
+    ? String(value)
+    : undefined
 }

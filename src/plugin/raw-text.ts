@@ -28,19 +28,23 @@ export function fragmentsOf(node: OperationNode): readonly string[] {
 }
 
 /**
- * Raw SQL with a line break after it when its text, raw SQL nested in it included, ends inside a
- * line comment (`--`, or MySQL's `#`). Kysely prints a statement on one line, so
+ * Raw SQL with a line break after it when its text, raw SQL nested in it included, holds `--` or
+ * `#` (a line comment on PostgreSQL or MySQL, or in a literal: the break is added either way, and
+ * is harmless at the end of raw SQL). Kysely prints a statement on one line, so
  * `sql\`'v' -- note\`` as a SET value, a compared value or an alias commented out everything
  * after it: the WHERE, the row-context guards, and on PostgreSQL the unused parameters went
- * unnoticed. Only the outermost raw SQL is ended, and only after a comment its text leaves open:
- * a `--` inside a string literal, or raw SQL spliced into a quoted string of the raw SQL around
- * it (`sql\`'${sql.raw('C#')}'\``), is sent unchanged.
+ * unnoticed. Only raw SQL whose end is not inside other raw SQL is ended (opaque's `insideRaw`):
+ * a break appended to raw SQL spliced into a quoted string of the raw SQL around it
+ * (`sql\`'${sql.raw('C#')}'\``) would be stored in the string. Raw SQL without such a mark is
+ * sent unchanged.
  */
 export function endLine(node: OperationNode): OperationNode {
   if (node.kind !== 'RawNode') return node
   const fragments = fragmentsOf(node)
   const last = fragments.length - 1
-  if (last < 0 || !endsInLineComment(fullText(node))) return node
+  if (last < 0 || fragments[last]!.endsWith('\n')) return node
+  const text = fullText(node)
+  if (!text.includes('--') && !text.includes('#')) return node
   const ended = [...fragments]
   ended[last] = `${ended[last]}\n`
   return Object.freeze({ ...node, sqlFragments: Object.freeze(ended) }) as OperationNode
@@ -69,15 +73,6 @@ function fullText(node: OperationNode): string {
 /** Literals, quoted identifiers and comments, as {@link rawText} reads them. */
 const TOKENS =
   /"(?:[^"]|"")*"|`(?:[^`]|``)*`|\$([\p{L}\p{N}_]*)\$[\s\S]*?\$\1\$|'(?:[^'\\]|''|\\.)*'|--[^\n]*|#[^\n]*|\/\*[\s\S]*?\*\//gu
-
-/** Whether `text` ends inside a line comment (read left to right, literals skipped). */
-function endsInLineComment(text: string): boolean {
-  if (!text.includes('--') && !text.includes('#')) return false
-  let last: RegExpMatchArray | undefined
-  for (const m of text.matchAll(TOKENS)) last = m
-  if (last === undefined || (!last[0].startsWith('--') && !last[0].startsWith('#'))) return false
-  return (last.index ?? 0) + last[0].length === text.length
-}
 
 /**
  * The text of a raw node with a `?` where each parameter stands, and string literals (`'…'`,

@@ -205,6 +205,43 @@ describe.each(backends())('raw SQL beside a tenant-only context [$name]', (backe
         .execute()
     })
 
+    it('a comment after a backslash-ended PostgreSQL string, or in raw SQL under an alias, still ends its line (helper-90)', async () => {
+      if (backend.family === 'postgres') {
+        // 'C:\' (one backslash) is a whole literal on PostgreSQL; a tokenizer reading the
+        // backslash as an escape saw no comment, and the update's WHERE (and guard) were
+        // commented out: every row written.
+        const result = await t.db
+          .updateTable(t.table)
+          .set({ name: sql<string>`'C:\\' -- the root's path`, iban: 'ACME-PATH' })
+          .where('tenant_id', '=', 'acme')
+          .where('id', '=', 1)
+          .executeTakeFirst()
+        expect(Number(result.numUpdatedRows)).toBe(1)
+        const rows = await t.db.selectFrom(t.table).select(['id', 'iban']).orderBy('id').execute()
+        expect(rows.map((r) => [Number(r.id), r.iban])).toEqual([
+          [1, 'ACME-PATH'],
+          [2, 'G-IBAN'],
+        ])
+        await t.db
+          .updateTable(t.table)
+          .set({ name: 'mine' })
+          .where('tenant_id', '=', 'acme')
+          .where('id', '=', 1)
+          .execute()
+      }
+      for (const selection of [
+        sql`${sql`count(*) -- all rows`.as('n')}`,
+        sql`count(*)`.as(sql`n -- all rows` as never),
+      ]) {
+        const counted = await t.db
+          .selectFrom(t.table)
+          .select(selection as never)
+          .where('tenant_id', '=', 'acme')
+          .execute()
+        expect(counted.map((r) => Number((r as { n: unknown }).n))).toEqual([1])
+      }
+    })
+
     it('a hidden row-context alias given by raw SQL (any case, spliced in) is refused', async () => {
       const quoted = backend.family === 'mysql' ? '`__kfe_ctx_0`' : '"__kfe_ctx_0"'
       for (const selection of [

@@ -40,6 +40,28 @@ describe.each(backends())(
             .select(['ssn as c0', (eb) => eb.fn.countAll().as('n')])
             .groupBy(sql`c0`),
           t.db.selectFrom(t.table).select(['id', 'ssn']).orderBy(sql`2`),
+          // Positions in every other form (helper-90), and HAVING, where MySQL reads aliases.
+          t.db.selectFrom(t.table).select(['id', 'ssn']).orderBy(sql`2 desc`),
+          t.db.selectFrom(t.table).select(['id', 'ssn']).orderBy(sql`2 nulls last`),
+          t.db.selectFrom(t.table).selectAll().orderBy(sql`3 desc`),
+          t.db.selectFrom(t.table).select(['id', 'ssn']).orderBy(sql.lit(2)),
+          t.db
+            .selectFrom(t.table)
+            .select(['id', 'ssn'])
+            .orderBy(sql`${sql.lit(2)}`),
+          t.db
+            .selectFrom(t.table)
+            .select(['ssn', (eb) => eb.fn.countAll().as('n')])
+            .groupBy(sql`1, 2`),
+          t.db
+            .selectFrom(t.table)
+            .select(['ssn', (eb) => eb.fn.countAll().as('n')])
+            .groupBy([sql.lit(1), sql.lit(2)] as never),
+          t.db
+            .selectFrom(t.table)
+            .select(['id', 'ssn as c0'])
+            .groupBy('id')
+            .having(sql<boolean>`c0 = ${'S-1'}`),
         ]
         for (const query of queries) {
           await expect(query.execute()).rejects.toMatchObject({ code: 'QUERY_REFUSED', column: 'ssn' })
