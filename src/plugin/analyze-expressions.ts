@@ -2,7 +2,7 @@ import type { OperationNode, ReferenceNode } from 'kysely'
 import type { AnalysisContext } from './analysis-context.js'
 import { isDeferred } from './deferred-value.js'
 import { isStarOf } from './hidden-selections.js'
-import { mapChildren } from './node-utils.js'
+import { mapChildren, ROW_STATEMENTS } from './node-utils.js'
 import { columnName, labelOf } from './nodes.js'
 import { checkRawText } from './raw-operands.js'
 import { endLine } from './raw-text.js'
@@ -42,13 +42,6 @@ function unqualified(column: string, scope: Scope): Resolved | undefined {
   if (resolved === undefined) refuseWholeRow(scope, column, `"${column}" as a value`)
   return resolved
 }
-
-const QUERY_KINDS: ReadonlySet<string> = new Set([
-  'SelectQueryNode',
-  'InsertQueryNode',
-  'UpdateQueryNode',
-  'DeleteQueryNode',
-])
 
 /**
  * Walks an expression the plugin does not interpret. Any reference to an annotated column in it
@@ -102,11 +95,11 @@ export function opaque(
       // Raw SQL directly in raw SQL ends where the raw SQL around it says; under another node
       // (an alias, a function) it ends on its own.
       const walk = (queries: boolean) => (child: OperationNode) =>
-        QUERY_KINDS.has(child.kind) === queries
+        ROW_STATEMENTS.has(child.kind) === queries
           ? opaque(a, child, scope, inner, child.kind === 'RawNode')
           : child
       const walked = mapChildren(mapChildren(node, walk(true)), walk(false))
-      // Only the outermost raw SQL ends a comment its whole text leaves open (raw-text.ts).
+      // Only raw SQL whose end is not inside other raw SQL is ended (raw-text.ts, endLine).
       return insideRaw ? walked : endLine(walked)
     }
     default:

@@ -14,7 +14,6 @@ import {
   type Mapping,
   mappedIn,
   type Relation,
-  ROW_STATEMENTS,
   refuseCamelSpelling,
   refuseCteNamedLike,
   refusePlaintextReference,
@@ -22,7 +21,7 @@ import {
   selection,
 } from './migrated-nodes.js'
 import { checkInsert, checkSets, insertValues, setItems } from './migrated-writes.js'
-import { isNode, mapChildren, someChild } from './node-utils.js'
+import { isNode, mapChildren, ROW_STATEMENTS, someChild } from './node-utils.js'
 import { columnName, columnNode, rebuild } from './nodes.js'
 import { MAPPED_PREFIX } from './plan.js'
 import { refuse } from './refusal.js'

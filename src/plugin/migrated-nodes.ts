@@ -43,14 +43,6 @@ export interface Relation {
 }
 
 export const EQUALITY = new Set(['=', '==', '!=', '<>', 'in', 'not in'])
-/** Statements that read or write rows: nested ones get a scope of their own. */
-export const ROW_STATEMENTS: ReadonlySet<string> = new Set([
-  'SelectQueryNode',
-  'InsertQueryNode',
-  'UpdateQueryNode',
-  'DeleteQueryNode',
-  'MergeQueryNode',
-])
 
 export function isNullValue(node: OperationNode): boolean {
   return node.kind === 'ValueNode' && (node as unknown as { value: unknown }).value === null

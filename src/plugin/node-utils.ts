@@ -74,3 +74,12 @@ export function isNode(v: unknown): v is OperationNode {
     !isDeferred(v)
   )
 }
+
+/** Statements that read or write rows: nested ones get a scope of their own. */
+export const ROW_STATEMENTS: ReadonlySet<string> = new Set([
+  'SelectQueryNode',
+  'InsertQueryNode',
+  'UpdateQueryNode',
+  'DeleteQueryNode',
+  'MergeQueryNode',
+])

@@ -1,16 +1,9 @@
 import type { OperationNode } from 'kysely'
 import type { ColumnInfo } from '../schema/schema.js'
-import { someChild } from './node-utils.js'
-import { fragmentsOf, rawWords } from './raw-text.js'
+import { ROW_STATEMENTS, someChild } from './node-utils.js'
+import { fullText, rawWords } from './raw-text.js'
 import { refuse } from './refusal.js'
 import type { Source } from './scope.js'
-
-const QUERIES: ReadonlySet<string> = new Set([
-  'SelectQueryNode',
-  'InsertQueryNode',
-  'UpdateQueryNode',
-  'DeleteQueryNode',
-])
 
 /**
  * Raw SQL in ORDER BY, GROUP BY, DISTINCT ON or HAVING that names an output of the select list
@@ -42,7 +35,7 @@ export function refuseRawOutputRefs(
   const outputsByName = encrypted
   const first = outputsByName.values().next().value as ColumnInfo
   const visit = (node: OperationNode): boolean => {
-    if (QUERIES.has(node.kind)) return false
+    if (ROW_STATEMENTS.has(node.kind)) return false
     if (node.kind === 'RawNode') {
       const words = new Set<string>()
       rawWords(node, words)
@@ -88,21 +81,9 @@ const POSITION = /^\s*\d+(\s+(asc|desc|nulls\s+(first|last)))*\s*$/i
 function isPosition(node: OperationNode): boolean {
   if (node.kind === 'ValueNode') return literalNumber(node) !== undefined
   if (node.kind !== 'RawNode') return false
-  return positionText(node)
+  return fullText(node, (p) => literalNumber(p) ?? '?')
     .split(',')
     .some((item) => POSITION.test(item))
-}
-
-/** The text of raw SQL with nested raw SQL and numbers given as they are inlined, `?` else. */
-function positionText(node: OperationNode): string {
-  const fragments = fragmentsOf(node)
-  const parameters = (node as unknown as { parameters: readonly OperationNode[] }).parameters
-  let text = fragments[0] ?? ''
-  for (let i = 0; i < parameters.length; i++) {
-    const p = parameters[i]!
-    text += (p.kind === 'RawNode' ? positionText(p) : (literalNumber(p) ?? '?')) + (fragments[i + 1] ?? '')
-  }
-  return text
 }
 
 /** The text of a number Kysely prints as it is (`sql.lit`, an immediate value), else undefined. */

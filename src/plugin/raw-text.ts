@@ -58,14 +58,20 @@ export function endAliasLine(node: OperationNode): OperationNode {
   return ended === alias ? node : (Object.freeze({ ...node, alias: ended }) as OperationNode)
 }
 
-/** The text of raw SQL with nested raw SQL inlined and `?` for any other parameter. */
-function fullText(node: OperationNode): string {
+/**
+ * The text of raw SQL with nested raw SQL inlined and each other parameter as `other` prints it
+ * (`?` by default).
+ */
+export function fullText(
+  node: OperationNode,
+  other: (parameter: OperationNode) => string = () => '?',
+): string {
   const fragments = fragmentsOf(node)
   const parameters = parametersOf(node)
   let text = fragments[0] ?? ''
   for (let i = 0; i < parameters.length; i++) {
     const p = parameters[i]!
-    text += (p.kind === 'RawNode' ? fullText(p) : '?') + (fragments[i + 1] ?? '')
+    text += (p.kind === 'RawNode' ? fullText(p, other) : other(p)) + (fragments[i + 1] ?? '')
   }
   return text
 }

@@ -2,7 +2,7 @@ import type { Kysely } from 'kysely'
 import { checkMigrationState } from '../schema/migration-state.js'
 import type { EncryptedSchema } from '../schema/schema.js'
 import { type VerifySchemaOptions, verifySchema } from '../schema/verify-schema.js'
-import { ROW_STATEMENTS } from './migrated-nodes.js'
+import { ROW_STATEMENTS } from './node-utils.js'
 import { relationNames } from './relation-names.js'
 import { SchemaGate } from './schema-gate.js'
 
