@@ -13,12 +13,12 @@ describe.each(backends())('context column types [$name]', (backend: Backend) => 
   describe.runIf(backend.available)('', () => {
     const { db: plain, track } = usePlainDb(backend)
 
-    /** The context problems of a table whose context columns have these types. */
-    async function problemsFor(types: Record<string, string>) {
+    /** The context problems of a table with columns of these types, `context` its context. */
+    async function problemsFor(types: Record<string, string>, context = Object.keys(types)) {
       const table = track(uniqueName('ctx_types'))
       const schema = encryptedSchema(
         { [table]: { email: encrypted.text() } },
-        { tables: { [table]: { context: Object.keys(types) } } },
+        { tables: { [table]: { context } } },
       )
       let create = plain()
         .schema.createTable(table)
@@ -94,39 +94,12 @@ describe.each(backends())('context column types [$name]', (backend: Backend) => 
     it('a context column beside a column named by its camelCase spelling is refused (context-column-spelling)', async () => {
       // A statement naming tenantId was read as naming tenant_id: the row was bound to the value
       // written into tenantId, and its tenant_id held another (helper-82).
-      const table = track(uniqueName('ctx_types'))
-      const schema = encryptedSchema(
-        { [table]: { email: encrypted.text() } },
-        { tables: { [table]: { context: ['tenant_id'] } } },
-      )
-      await plain()
-        .schema.createTable(table)
-        .addColumn('pk', 'integer', (c) => c.primaryKey())
-        .addColumn('tenant_id', 'varchar(64)')
-        .addColumn('tenantId', 'varchar(64)')
-        .$call(addEncryptedColumns(schema, table, backend.family))
-        .execute()
-      const { problems } = await findSchemaProblems(plain(), schema, { unannotatedTables: false })
-      expect(problems.map((p) => `${p.kind} ${p.columns.join(',')}`)).toEqual([
-        'context-column-spelling tenant_id,tenantId',
-      ])
+      const problems = await problemsFor({ tenant_id: 'varchar(64)', tenantId: 'varchar(64)' }, ['tenant_id'])
+      expect(problems).toEqual(['context-column-spelling tenant_id,tenantId'])
     })
 
     it('a context column that does not exist is refused (context-column-missing)', async () => {
-      const table = track(uniqueName('ctx_types'))
-      const schema = encryptedSchema(
-        { [table]: { email: encrypted.text() } },
-        { tables: { [table]: { context: ['tenant_id'] } } },
-      )
-      await plain()
-        .schema.createTable(table)
-        .addColumn('pk', 'integer', (c) => c.primaryKey())
-        .$call(addEncryptedColumns(schema, table, backend.family))
-        .execute()
-      const { problems } = await findSchemaProblems(plain(), schema, { unannotatedTables: false })
-      expect(problems.map((p) => `${p.kind} ${p.columns.join(',')}`)).toEqual([
-        'context-column-missing tenant_id',
-      ])
+      expect(await problemsFor({}, ['tenant_id'])).toEqual(['context-column-missing tenant_id'])
     })
   })
 })
