@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely'
-import { ConfigError, KeyError } from '../errors.js'
+import { ConfigError, KeyError, SchemaMismatchError } from '../errors.js'
 import { optionKeys, refuseUnknownKeys } from '../option-keys.js'
+import { requireSqlMode } from '../schema/sql-mode.js'
 import { activateVersion, destroyVersions, setVersionState, stageVersion } from './key-lifecycle.js'
 import type { KeyPurpose, KeyRef, WrappedKey } from './key-provider.js'
 import { checkKeyRef, describeKeyRef, encodeWrappings, type KeysDb, toStoredKey } from './key-row.js'
@@ -59,6 +60,8 @@ export class KeyStore {
   /** SQL family in use. */
   readonly family: 'postgres' | 'mysql'
   readonly #table: KeyTable
+  /** MySQL: settled once this store's session mode is known to keep what it writes. */
+  #modeChecked: Promise<void> | undefined
 
   /**
    * @param db - a Kysely instance on the plain (not wrapped) dialect.
@@ -83,12 +86,31 @@ export class KeyStore {
   }
 
   /**
+   * MySQL/MariaDB: refuses, before the first write, a session whose `sql_mode` would store what
+   * the store writes as something else (`NO_BACKSLASH_ESCAPES` keeps the driver's escapes: every
+   * quote of the JSON wrappings, every backslash of a key name, stored with a backslash before
+   * it), as the plugin's schema check and the jobs do. Asked once per store; a failure is asked
+   * again. Nothing on PostgreSQL and PGlite.
+   * @throws SchemaMismatchError `SCHEMA_MISMATCH` with one `sql-mode` problem
+   * @throws KeyError `KEY_STORE_ERROR` when the mode cannot be read
+   */
+  #writable(): Promise<void> | undefined {
+    if (this.family !== 'mysql') return undefined
+    this.#modeChecked ??= requireSqlMode(this.#table.db).catch((error: unknown) => {
+      this.#modeChecked = undefined
+      throw error instanceof SchemaMismatchError ? error : keyStoreError("read the session's sql_mode", error)
+    })
+    return this.#modeChecked
+  }
+
+  /**
    * Creates the key table if it does not exist. Idempotent, and safe when several processes run
    * it at once (PostgreSQL may report a concurrent creation as a duplicate; that is ignored once
    * the table is visible).
    * @throws KeyError `KEY_STORE_ERROR` when the table cannot be created.
    */
   async ensureSchema(): Promise<void> {
+    await this.#writable()
     await createKeyTable(this.#table)
   }
 
@@ -159,6 +181,7 @@ export class KeyStore {
   ): Promise<{ key: StoredKey; created: boolean }> {
     checkKeyRef({ logicalTable, purpose, version: 1 })
     const encoded = encodeWrappings(wrappings)
+    await this.#writable()
     try {
       const stored = await insertIfAbsent(this.#table, {
         logicalTable,
@@ -199,6 +222,7 @@ export class KeyStore {
       }
     })
     if (rows.length === 0) return []
+    await this.#writable()
     try {
       const stored = await insertInitialRows(this.#table, logicalTable, rows)
       return stored.map((row, i) => ({
@@ -231,6 +255,7 @@ export class KeyStore {
     version?: number,
     checkValue?: Uint8Array,
   ): Promise<StoredKey> {
+    await this.#writable()
     return stageVersion(this.#table, logicalTable, purpose, wrappings, version, checkValue)
   }
 
@@ -247,6 +272,7 @@ export class KeyStore {
    * @throws KeyError `KEY_STORE_ERROR` on a database error.
    */
   async activate(logicalTable: string, purpose: KeyPurpose, version: number): Promise<void> {
+    await this.#writable()
     await activateVersion(this.#table, logicalTable, purpose, version)
   }
 
@@ -259,6 +285,7 @@ export class KeyStore {
    * @throws KeyError `KEY_STORE_ERROR` on a database error.
    */
   async setState(logicalTable: string, purpose: KeyPurpose, version: number, state: KeyState): Promise<void> {
+    await this.#writable()
     await setVersionState(this.#table, logicalTable, purpose, version, state)
   }
 
@@ -278,6 +305,7 @@ export class KeyStore {
    * ```
    */
   async destroy(logicalTable: string): Promise<number> {
+    await this.#writable()
     return destroyVersions(this.#table, logicalTable)
   }
 
@@ -300,6 +328,7 @@ export class KeyStore {
   ): Promise<boolean> {
     checkKeyRef(ref)
     const encoded = encodeWrappings(wrappings)
+    await this.#writable()
     let updated: bigint
     try {
       let query = this.#table.db

@@ -2,7 +2,7 @@ import { type AliasedRawBuilder, sql } from 'kysely'
 import { ConfigError, SchemaMismatchError, type SchemaProblem } from '../errors.js'
 import { columnType, quotedPgTable, tableExists as relationExists } from '../schema/migration-ddl.js'
 import { indexColumnNames, type TableInfo } from '../schema/schema.js'
-import { sqlModeProblem } from '../schema/sql-mode.js'
+import { requireSqlMode } from '../schema/sql-mode.js'
 import type { OpsContext } from './context.js'
 
 /**
@@ -61,7 +61,8 @@ async function introspect(ctx: OpsContext, table: TableInfo): Promise<KeyColumn>
   // A table misspelt in the encrypted schema, or a migration not run: not a paging problem.
   if (column === undefined) await requireTable(ctx, table)
   await requireMigrationColumns(ctx, table)
-  await requireSqlMode(ctx)
+  // A job rewrites every row: under a mode that stores values as others it would leave them unreadable.
+  if (ctx.family === 'mysql') await requireSqlMode(ctx.db)
   const problem = await pagingProblem(ctx, table.physical, schema, bare, column)
   if (problem !== undefined)
     throw new ConfigError(
@@ -127,22 +128,6 @@ export async function requireTable(ctx: OpsContext, table: TableInfo): Promise<v
       fix: `-- create it (run the migrations), or correct its name in encryptedSchema`,
     },
   ])
-}
-
-/**
- * Refuses a MySQL/MariaDB session whose `sql_mode` would store a ciphertext or context value as
- * another one, or read a `char(n)` value padded (the plugin's startup check refuses it too):
- * a job rewrites every row, and under it would leave them unreadable.
- * @throws SchemaMismatchError `SCHEMA_MISMATCH` with one `sql-mode` problem
- */
-async function requireSqlMode(ctx: OpsContext): Promise<void> {
-  if (ctx.family !== 'mysql') return
-  const { rows } = await sql<{
-    m: unknown
-    s: unknown
-  }>`select @@session.sql_mode as m, database() as s`.execute(ctx.db)
-  const problem = sqlModeProblem(String(rows[0]?.m ?? ''), String(rows[0]?.s ?? ''))
-  if (problem !== undefined) throw new SchemaMismatchError([problem])
 }
 
 /**

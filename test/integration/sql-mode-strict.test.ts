@@ -7,6 +7,7 @@ import {
   encrypted,
   encryptedSchema,
   fieldEncryption,
+  KeyStore,
   localKeyProvider,
   SchemaMismatchError,
 } from '../../src/index.js'
@@ -95,6 +96,81 @@ describe.runIf(mysqlUrl !== null)('a MySQL session without a strict sql_mode', (
       expect((await findSchemaProblems(db.withoutPlugins(), schema, onlyTables(table))).problems).toEqual([])
     } finally {
       await encryption.close()
+      await db.destroy()
+    }
+  })
+
+  /**
+   * NO_BACKSLASH_ESCAPES, strict or not: mysql2 (under Kysely's MySQL dialect) writes a string
+   * value into the statement's text with backslash escapes, which this mode keeps as they stand.
+   * The key table's JSON wrappings were stored with a backslash before every quote, and `init`
+   * then read its own rows as KEY_STORE_CORRUPT; a context value with a quote would be stored as
+   * other text (its rows never decrypt). Refused by the key store before it writes, and by the
+   * schema check.
+   */
+  it('NO_BACKSLASH_ESCAPES is refused by the key store before it writes anything, and by the schema check', async () => {
+    // As the server reports it (its own order).
+    const mode = 'NO_BACKSLASH_ESCAPES,STRICT_TRANS_TABLES'
+    // Its own table and key table: the test above left a row under other keys.
+    const nbeTable = `${table}_nbe`
+    const nbeSchema = encryptedSchema(
+      { [nbeTable]: { ssn: encrypted.text({ maxBytes: 16 }) } },
+      { tables: { [nbeTable]: { context: ['tenant_id'] } } },
+    )
+    await raw.schema
+      .createTable(nbeTable)
+      .addColumn('id', 'integer', (c) => c.primaryKey())
+      .addColumn('tenant_id', 'varchar(8)', (c) => c.notNull())
+      .$call(addEncryptedColumns(nbeSchema, nbeTable, 'mysql'))
+      .execute()
+    const encryption = fieldEncryption({
+      schema: nbeSchema,
+      keyProvider: localKeyProvider({ id: 'local:sql-mode-nbe', key: randomBytes(32) }),
+      keyTable: `${keyTable}_nbe`,
+      verifySchema: onlyTables(nbeTable),
+    })
+    // biome-ignore lint/suspicious/noExplicitAny: generated table name
+    const db = new Kysely<any>({
+      dialect: encryption.wrap(
+        new MysqlDialect({ pool: createPool({ uri: mysqlUrl ?? '', connectionLimit: 1 }) }),
+      ),
+      plugins: [encryption.plugin],
+    })
+    const plain = db.withoutPlugins()
+    const keyTableExists = async () =>
+      (
+        await sql<{ n: number }>`select count(*) as n from information_schema.tables
+          where table_schema = database() and table_name = ${`${keyTable}_nbe`}`.execute(plain)
+      ).rows[0]?.n
+    try {
+      await sql.raw(`set session sql_mode = '${mode}'`).execute(plain)
+      // The key store, used directly: nothing created.
+      const store = new KeyStore(plain, { tableName: `${keyTable}_nbe` })
+      const e = (await store.ensureSchema().catch((error: unknown) => error)) as SchemaMismatchError
+      expect(e).toBeInstanceOf(SchemaMismatchError)
+      expect(e.problems.map((p) => [p.kind, p.found])).toEqual([['sql-mode', mode]])
+      expect(e.problems[0]?.message).toMatch(/NO_BACKSLASH_ESCAPES.*quote/)
+      // init (through the key store too): refused, no key table, no key row.
+      await expect(encryption.init(db)).rejects.toBeInstanceOf(SchemaMismatchError)
+      expect(Number(await keyTableExists())).toBe(0)
+      // The schema check names it, with a fix that removes it and keeps the rest.
+      const report = await findSchemaProblems(plain, nbeSchema, onlyTables(nbeTable))
+      expect(report.problems.map((p) => p.kind)).toEqual(['sql-mode'])
+      await sql.raw(report.problems[0]?.fix.split(' --')[0] ?? '').execute(plain)
+      const { rows } = await sql<{ m: string }>`select @@session.sql_mode as m`.execute(plain)
+      expect(rows[0]?.m.split(',')).toContain('STRICT_TRANS_TABLES')
+      expect(rows[0]?.m).not.toMatch(/NO_BACKSLASH_ESCAPES/)
+      // Fixed: init writes keys that read back sound, and a row with a quote in its context round-trips.
+      await encryption.init(db)
+      expect((await store.listAll()).length).toBe(2)
+      await db.insertInto(nbeTable).values({ id: 2, tenant_id: `O'"\\x`, ssn: 'S-2' }).execute()
+      expect(await db.selectFrom(nbeTable).select(['tenant_id', 'ssn']).execute()).toEqual([
+        { tenant_id: `O'"\\x`, ssn: 'S-2' },
+      ])
+    } finally {
+      await encryption.close()
+      await sql`drop table if exists ${sql.table(`${keyTable}_nbe`)}`.execute(raw)
+      await sql`drop table if exists ${sql.table(nbeTable)}`.execute(raw)
       await db.destroy()
     }
   })
