@@ -284,8 +284,8 @@ export async function columnType(
 
 /**
  * MySQL/MariaDB: the definition of `table.column` as `SHOW CREATE TABLE` states it (`` `email`
- * varchar(200) COLLATE utf8mb4_bin NOT NULL DEFAULT 'none' ``), or undefined when there is no such
- * column.
+ * varchar(200) COLLATE utf8mb4_bin NOT NULL DEFAULT 'none' ``, its name in backticks whatever the
+ * session's `sql_mode`), or undefined when there is no such column.
  */
 export async function mysqlColumnDefinition(
   // biome-ignore lint/suspicious/noExplicitAny: any database type.
@@ -300,8 +300,15 @@ export async function mysqlColumnDefinition(
   const create = Object.values(rows[0] ?? {})[1]
   if (typeof create !== 'string') return undefined
   const name = quoted(column)
-  const line = create.split('\n').find((l) => l.trimStart().startsWith(`${name} `))
-  return line?.trim().replace(/,$/, '')
+  // A session with ANSI_QUOTES in its sql_mode is shown names in double quotes, which one without
+  // it (where a migration file may run) reads as a string: the name is restated with backticks.
+  const ansi = `"${column.replaceAll('"', '""')}"`
+  for (const line of create.split('\n')) {
+    const text = line.trim().replace(/,$/, '')
+    if (text.startsWith(`${name} `)) return text
+    if (text.startsWith(`${ansi} `)) return `${name}${text.slice(ansi.length)}`
+  }
+  return undefined
 }
 
 /**

@@ -9,6 +9,7 @@ import {
   encryptedSchema,
   type MigrationPhase,
 } from '../../src/index.js'
+import { mysqlColumnDefinition } from '../../src/schema/migration-ddl.js'
 import { verifySchema } from '../../src/schema/verify-schema.js'
 import { type Backend, backends, uniqueName } from '../support/backends.js'
 
@@ -229,6 +230,44 @@ describe.each(backends())('migration helpers on $name', (backend: Backend) => {
         } finally {
           await sql`drop table if exists ${sql.table(plain)}`.execute(db)
         }
+      },
+    )
+
+    /**
+     * Under ANSI_QUOTES, SHOW CREATE TABLE quotes names with `"`: the column's definition was not
+     * found, and cutover restated the bare type instead (the table's default character set, its
+     * default lost), which MariaDB refused (ALGORITHM=INPLACE cannot change the column type).
+     */
+    it.runIf(backend.family === 'mysql')(
+      'cutover on MySQL/MariaDB finds the column definition in a session with ANSI_QUOTES, and states it with backticks',
+      async () => {
+        const plain = uniqueName('mig_ansi')
+        const plainSchema = (phase: MigrationPhase) =>
+          encryptedSchema({
+            [plain]: { email: encrypted.text({ storedAs: 'email_encrypted', migration: phase }) },
+          })
+        await db.connection().execute(async (conn) => {
+          await sql`set session sql_mode = concat(@@session.sql_mode, ',ANSI_QUOTES')`.execute(conn)
+          try {
+            await sql`create table ${sql.table(plain)} (id integer primary key,
+              email varchar(200) collate utf8mb4_bin not null default 'no"ne')
+              default charset=latin1`.execute(conn)
+            expect(await mysqlColumnDefinition(conn, plain, 'email')).toMatch(/^`email` varchar\(200\) /)
+            await applyMigrationStep(conn, plainSchema('added'), plain, 'email', 'add')
+            await applyMigrationStep(conn, plainSchema('backfilled'), plain, 'email', 'cutover')
+            const { rows } = await sql<{ nullable: string; collation: string; dflt: string | null }>`
+              select is_nullable as nullable, collation_name as collation, column_default as dflt
+              from information_schema.columns
+              where table_schema = database() and table_name = ${plain} and column_name = 'email'`.execute(
+              conn,
+            )
+            expect(rows[0]).toMatchObject({ nullable: 'YES', collation: 'utf8mb4_bin' })
+            expect(String(rows[0]?.dflt)).toMatch(/^'?no"ne'?$/)
+          } finally {
+            await sql`drop table if exists ${sql.table(plain)}`.execute(conn)
+            await sql`set session sql_mode = replace(@@session.sql_mode, 'ANSI_QUOTES', '')`.execute(conn)
+          }
+        })
       },
     )
 
