@@ -39,7 +39,9 @@ const SECRET = 'typo@example.org'
 const isCatalogQuery = (q: { sql: string }) =>
   /information_schema|pg_index|current_schema\(\)|database\(\)/.test(q.sql) &&
   !q.sql.includes("column_name = 'logical_table'") &&
-  !q.sql.includes('as table_exists')
+  !q.sql.includes('as table_exists') &&
+  // The key store's own sql_mode read before its first write (MySQL), not the schema check's.
+  !q.sql.startsWith('select @@session.sql_mode as m')
 
 describe.each(backends())('schema verification on $name', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
