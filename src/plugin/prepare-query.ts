@@ -6,6 +6,7 @@ import type { EncryptedSchema } from '../schema/schema.js'
 import { analyzeQuery } from './analyzer.js'
 import { checkWrittenContext } from './context-types.js'
 import { type DeferredValue, isDeferred } from './deferred-value.js'
+import { refuseIgnoredNulls } from './ignored-nulls.js'
 import type { MigratedColumns } from './migrated-columns.js'
 import { EMPTY_PLAN, type PendingPlans, type QueryPlan } from './plan.js'
 import { cachedKeys, loadKeys, type QueryKeys, resolveDeferred } from './resolve-values.js'
@@ -125,6 +126,7 @@ function withPlan(
   deferred: readonly DeferredValue[],
   slow: SlowPath,
 ): Prepared | Promise<Prepared> {
+  refuseIgnoredNulls(ctx.schema, ctx.schemaGate.catalog, query.query)
   if (checked.indexComparisons.size > 0) {
     return checkIndexComparisons(ctx.ring(), comparedKeyNames(ctx.schema, checked, deferred), slow).then(() =>
       resolveQuery(ctx, compiler, query, checked, deferred, slow),

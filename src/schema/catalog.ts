@@ -20,6 +20,8 @@ export interface CatalogTable {
   readonly unsignedColumns: ReadonlySet<string>
   /** Column name → the character set of a MySQL string column (`utf8mb4`, `latin1`, …). */
   readonly charsets: ReadonlyMap<string, string>
+  /** Columns declared `NOT NULL`. */
+  readonly notNullColumns: ReadonlySet<string>
 }
 
 /** The tables of the schemas an encrypted schema lives in: what verification reads, once. */
@@ -47,6 +49,8 @@ export interface Catalog {
   unsigned(table: CatalogTable, name: string): boolean
   /** The character set of a MySQL string column; undefined on PostgreSQL and for other types. */
   charset(table: CatalogTable, name: string): string | undefined
+  /** Whether a column is declared `NOT NULL`. */
+  notNull(table: CatalogTable, name: string): boolean
 }
 
 /** Data types that hold bytes as they are: what ciphertexts and blind indexes need. */
@@ -82,6 +86,8 @@ interface ColumnRow {
   u: unknown
   /** MySQL: character_set_name (null for types without one); PostgreSQL: null. */
   cs: unknown
+  /** is_nullable: `NO` for a column declared NOT NULL. */
+  nn: unknown
 }
 interface UniqueRow {
   s: string
@@ -124,6 +130,7 @@ export async function readCatalog(
       octets: Map<string, number>
       unsigned: Set<string>
       charsets: Map<string, string>
+      notNull: Set<string>
     }
   >()
   for (const r of columns.rows) {
@@ -136,6 +143,7 @@ export async function readCatalog(
       const octets = new Map<string, number>()
       const unsigned = new Set<string>()
       const charsets = new Map<string, string>()
+      const notNull = new Set<string>()
       const table: CatalogTable = {
         schema: text(r.s),
         name: text(r.t),
@@ -146,8 +154,9 @@ export async function readCatalog(
         maxOctets: octets,
         unsignedColumns: unsigned,
         charsets,
+        notNullColumns: notNull,
       }
-      entry = { table, cols, uniq, lengths, octets, unsigned, charsets }
+      entry = { table, cols, uniq, lengths, octets, unsigned, charsets, notNull }
       byKey.set(key, entry)
     }
     entry.cols.set(text(r.c), text(r.d).toLowerCase())
@@ -156,6 +165,7 @@ export async function readCatalog(
     const o = positive(r.o)
     if (o !== undefined) entry.octets.set(text(r.c), o)
     if (Number(r.u) === 1) entry.unsigned.add(text(r.c))
+    if (text(r.nn).toUpperCase() === 'NO') entry.notNull.add(text(r.c))
     if (family === 'mysql' && r.cs !== null && r.cs !== undefined)
       entry.charsets.set(text(r.c), text(r.cs).toLowerCase())
   }
@@ -203,6 +213,10 @@ export async function readCatalog(
       const own = columnName(table, name)
       return own === undefined ? undefined : table.charsets.get(own)
     },
+    notNull: (table: CatalogTable, name: string) => {
+      const own = columnName(table, name)
+      return own !== undefined && table.notNullColumns.has(own)
+    },
   })
 }
 
@@ -230,7 +244,8 @@ function postgresQueries(extraSchemas: readonly string[]): CatalogQueries {
     // An extension's or user's type (citext, an enum) is USER-DEFINED: its own name says more.
     columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c,
         case when c.data_type = 'USER-DEFINED' then c.udt_name else c.data_type end as d,
-        tb.table_type as k, c.character_maximum_length as n, c.character_octet_length as o, 0 as u, null as cs
+        tb.table_type as k, c.character_maximum_length as n, c.character_octet_length as o, 0 as u, null as cs,
+        c.is_nullable as nn
       from information_schema.columns c
       join information_schema.tables tb on tb.table_schema = c.table_schema and tb.table_name = c.table_name
       where c.table_schema in (${schemas})
@@ -250,7 +265,8 @@ function mysqlQueries(): CatalogQueries {
   return {
     defaultSchema: sql<{ s: string; m: unknown }>`select database() as s, @@session.sql_mode as m`,
     columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k, c.character_maximum_length as n, c.character_octet_length as o,
-        (c.data_type like '%int' and c.column_type like '%unsigned%') as u, c.character_set_name as cs
+        (c.data_type like '%int' and c.column_type like '%unsigned%') as u, c.character_set_name as cs,
+        c.is_nullable as nn
       from information_schema.columns c
       join information_schema.tables tb on tb.table_schema = c.table_schema and tb.table_name = c.table_name
       where c.table_schema = database()
