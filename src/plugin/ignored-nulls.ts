@@ -41,9 +41,10 @@ export function refuseIgnoredNulls(
   for (const column of info.columns.values()) {
     if (!catalog.notNull(live, column.stored)) continue
     const at = columns.indexOf(column.stored.toLowerCase())
-    // INSERT … SELECT without a column list fills every column from the SELECT, which writes no
-    // encrypted column (the analysis refuses it): nothing to look at here.
-    if (at === -1 && rows !== undefined) throw ignored(column, live, 'gets no value')
+    // Left out of the column list, of VALUES or of INSERT … SELECT (which may fill plain columns
+    // only) alike. (An INSERT … SELECT without a column list fills the encrypted column from the
+    // SELECT, which the analysis refuses before this.)
+    if (at === -1) throw ignored(column, live, 'gets no value')
     for (const row of rows ?? []) {
       const item = row.values[at]
       const value = row.kind === 'PrimitiveValueListNode' ? item : nodeValue(item as OperationNode)

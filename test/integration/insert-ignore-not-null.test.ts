@@ -94,6 +94,17 @@ describe.runIf(mysqlUrl !== null)('INSERT IGNORE into an encrypted NOT NULL colu
         .execute(),
       /set to NULL/,
     )
+    // INSERT IGNORE … SELECT into the plain columns only (helper-92: VALUES alone was checked).
+    await refused(
+      db
+        .insertInto(table)
+        .ignore()
+        .columns(['id'])
+        .expression(db.selectNoFrom(sql<number>`6`.as('id')))
+        .execute(),
+      /gets no value/,
+    )
+    await refused(db.insertInto(table).ignore().defaultValues().execute(), /gets no value/)
     expect(await raw.selectFrom(table).select('id').execute()).toEqual([])
   })
 
