@@ -5,9 +5,9 @@ import {
   type MigrationStep,
   migratingColumn,
   migrationDdl,
-  mysqlColumnDefinition,
 } from '../schema/migration-ddl.js'
 import { migrationFileName, migrationFileSource } from '../schema/migration-file.js'
+import { mysqlColumnDefinition } from '../schema/mysql-column-definition.js'
 import type { OpsContext } from './context.js'
 
 /** A Kysely migration file for one step, ready to be written into the migration folder. */

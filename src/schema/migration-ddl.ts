@@ -2,6 +2,7 @@ import { type Kysely, sql } from 'kysely'
 import { ConfigError } from '../errors.js'
 import { FORMAT_V1_OVERHEAD } from '../fields/format.js'
 import { optionKeys, refuseUnknownKeys } from '../option-keys.js'
+import { mysqlColumnDefinition } from './mysql-column-definition.js'
 import type { ColumnInfo, EncryptedSchema, TableInfo } from './schema.js'
 import { type SqlFamily, sqlFamily } from './sql-family.js'
 
@@ -280,35 +281,6 @@ export async function columnType(
         )
   const t = rows[0]?.t
   return t === undefined ? undefined : String(t)
-}
-
-/**
- * MySQL/MariaDB: the definition of `table.column` as `SHOW CREATE TABLE` states it (`` `email`
- * varchar(200) COLLATE utf8mb4_bin NOT NULL DEFAULT 'none' ``, its name in backticks whatever the
- * session's `sql_mode`), or undefined when there is no such column.
- */
-export async function mysqlColumnDefinition(
-  // biome-ignore lint/suspicious/noExplicitAny: any database type.
-  db: Kysely<any>,
-  table: string,
-  column: string,
-): Promise<string | undefined> {
-  const quoted = (name: string) => `\`${name.replaceAll('`', '``')}\``
-  const { rows } = await sql<
-    Record<string, string>
-  >`show create table ${sql.raw(table.split('.').map(quoted).join('.'))}`.execute(db)
-  const create = Object.values(rows[0] ?? {})[1]
-  if (typeof create !== 'string') return undefined
-  const name = quoted(column)
-  // A session with ANSI_QUOTES in its sql_mode is shown names in double quotes, which one without
-  // it (where a migration file may run) reads as a string: the name is restated with backticks.
-  const ansi = `"${column.replaceAll('"', '""')}"`
-  for (const line of create.split('\n')) {
-    const text = line.trim().replace(/,$/, '')
-    if (text.startsWith(`${name} `)) return text
-    if (text.startsWith(`${ansi} `)) return `${name}${text.slice(ansi.length)}`
-  }
-  return undefined
 }
 
 /**
