@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely'
-import { ConfigError, KeyError, SchemaMismatchError } from '../errors.js'
+import { ConfigError, KeyError } from '../errors.js'
 import { optionKeys, refuseUnknownKeys } from '../option-keys.js'
 import { requireSqlMode } from '../schema/sql-mode.js'
 import { activateVersion, destroyVersions, setVersionState, stageVersion } from './key-lifecycle.js'
@@ -60,9 +60,6 @@ export class KeyStore {
   /** SQL family in use. */
   readonly family: 'postgres' | 'mysql'
   readonly #table: KeyTable
-  /** MySQL: settled once this store's session mode is known to keep what it writes. */
-  #modeChecked: Promise<void> | undefined
-
   /**
    * @param db - a Kysely instance on the plain (not wrapped) dialect.
    * @param options - table name and SQL family.
@@ -86,21 +83,27 @@ export class KeyStore {
   }
 
   /**
-   * MySQL/MariaDB: refuses, before the first write, a session whose `sql_mode` would store what
-   * the store writes as something else (`NO_BACKSLASH_ESCAPES` keeps the driver's escapes: every
-   * quote of the JSON wrappings, every backslash of a key name, stored with a backslash before
-   * it), as the plugin's schema check and the jobs do. Asked once per store; a failure is asked
-   * again. Nothing on PostgreSQL and PGlite.
+   * Runs one write of the store. On MySQL/MariaDB it first reads the `sql_mode` of the connection
+   * the write then runs on (a connection held for both, or the caller's transaction), and refuses
+   * one that would store what the store writes as something else (`NO_BACKSLASH_ESCAPES` keeps
+   * the driver's escapes: every quote of the JSON wrappings, every backslash of a key name, stored
+   * with a backslash before it), as the plugin's schema check and the jobs do. One more query per
+   * key-store write on MySQL (writes are rare: init, rotations, shredding); none on PostgreSQL.
    * @throws SchemaMismatchError `SCHEMA_MISMATCH` with one `sql-mode` problem
    * @throws KeyError `KEY_STORE_ERROR` when the mode cannot be read
    */
-  #writable(): Promise<void> | undefined {
-    if (this.family !== 'mysql') return undefined
-    this.#modeChecked ??= requireSqlMode(this.#table.db).catch((error: unknown) => {
-      this.#modeChecked = undefined
-      throw error instanceof SchemaMismatchError ? error : keyStoreError("read the session's sql_mode", error)
-    })
-    return this.#modeChecked
+  async #write<T>(write: (table: KeyTable) => Promise<T>): Promise<T> {
+    const table = this.#table
+    if (this.family !== 'mysql') return write(table)
+    const checked = async (db: Kysely<KeysDb>) => {
+      try {
+        await requireSqlMode(db)
+      } catch (error) {
+        throw keyStoreError("read the session's sql_mode", error)
+      }
+      return write(db === table.db ? table : Object.freeze({ ...table, db }))
+    }
+    return table.db.isTransaction ? checked(table.db) : table.db.connection().execute(checked)
   }
 
   /**
@@ -110,8 +113,7 @@ export class KeyStore {
    * @throws KeyError `KEY_STORE_ERROR` when the table cannot be created.
    */
   async ensureSchema(): Promise<void> {
-    await this.#writable()
-    await createKeyTable(this.#table)
+    await this.#write(createKeyTable)
   }
 
   /**
@@ -181,16 +183,17 @@ export class KeyStore {
   ): Promise<{ key: StoredKey; created: boolean }> {
     checkKeyRef({ logicalTable, purpose, version: 1 })
     const encoded = encodeWrappings(wrappings)
-    await this.#writable()
     try {
-      const stored = await insertIfAbsent(this.#table, {
-        logicalTable,
-        purpose,
-        version: 1,
-        state: 'active',
-        wrappings: encoded,
-        checkValue,
-      })
+      const stored = await this.#write((t) =>
+        insertIfAbsent(t, {
+          logicalTable,
+          purpose,
+          version: 1,
+          state: 'active',
+          wrappings: encoded,
+          checkValue,
+        }),
+      )
       return { key: toStoredKey(stored), created: stored.wrappings === encoded }
     } catch (error) {
       throw keyStoreError(`create version 1 of the ${purpose} key of ${logicalTable}`, error, logicalTable)
@@ -222,9 +225,8 @@ export class KeyStore {
       }
     })
     if (rows.length === 0) return []
-    await this.#writable()
     try {
-      const stored = await insertInitialRows(this.#table, logicalTable, rows)
+      const stored = await this.#write((t) => insertInitialRows(t, logicalTable, rows))
       return stored.map((row, i) => ({
         key: toStoredKey(row),
         created: row.wrappings === rows[i]?.wrappings,
@@ -255,8 +257,7 @@ export class KeyStore {
     version?: number,
     checkValue?: Uint8Array,
   ): Promise<StoredKey> {
-    await this.#writable()
-    return stageVersion(this.#table, logicalTable, purpose, wrappings, version, checkValue)
+    return this.#write((t) => stageVersion(t, logicalTable, purpose, wrappings, version, checkValue))
   }
 
   /**
@@ -272,8 +273,7 @@ export class KeyStore {
    * @throws KeyError `KEY_STORE_ERROR` on a database error.
    */
   async activate(logicalTable: string, purpose: KeyPurpose, version: number): Promise<void> {
-    await this.#writable()
-    await activateVersion(this.#table, logicalTable, purpose, version)
+    await this.#write((t) => activateVersion(t, logicalTable, purpose, version))
   }
 
   /**
@@ -285,8 +285,7 @@ export class KeyStore {
    * @throws KeyError `KEY_STORE_ERROR` on a database error.
    */
   async setState(logicalTable: string, purpose: KeyPurpose, version: number, state: KeyState): Promise<void> {
-    await this.#writable()
-    await setVersionState(this.#table, logicalTable, purpose, version, state)
+    await this.#write((t) => setVersionState(t, logicalTable, purpose, version, state))
   }
 
   /**
@@ -305,8 +304,7 @@ export class KeyStore {
    * ```
    */
   async destroy(logicalTable: string): Promise<number> {
-    await this.#writable()
-    return destroyVersions(this.#table, logicalTable)
+    return this.#write((t) => destroyVersions(t, logicalTable))
   }
 
   /**
@@ -328,17 +326,18 @@ export class KeyStore {
   ): Promise<boolean> {
     checkKeyRef(ref)
     const encoded = encodeWrappings(wrappings)
-    await this.#writable()
     let updated: bigint
     try {
-      let query = this.#table.db
-        .updateTable(this.tableName)
-        .where((eb) => eb.and({ logical_table: ref.logicalTable, purpose: ref.purpose }))
-        .set({ wrappings: encoded })
-        .where('version', '=', ref.version)
-      // Compare-and-set: two concurrent rewraps must not drop each other's wrapping.
-      if (expected !== undefined) query = query.where('wrappings', '=', encodeWrappings(expected))
-      const result = await query.executeTakeFirst()
+      const result = await this.#write((t) => {
+        let query = t.db
+          .updateTable(this.tableName)
+          .where((eb) => eb.and({ logical_table: ref.logicalTable, purpose: ref.purpose }))
+          .set({ wrappings: encoded })
+          .where('version', '=', ref.version)
+        // Compare-and-set: two concurrent rewraps must not drop each other's wrapping.
+        if (expected !== undefined) query = query.where('wrappings', '=', encodeWrappings(expected))
+        return query.executeTakeFirst()
+      })
       updated = result.numUpdatedRows
     } catch (error) {
       throw keyStoreError(`update the wrappings of ${describeKeyRef(ref)}`, error, ref.logicalTable)

@@ -65,8 +65,9 @@ export function sqlModeProblem(mode: string | undefined, database: string): Sche
 /**
  * Refuses a MySQL/MariaDB session whose `sql_mode` {@link sqlModeProblem} refuses: run by the jobs
  * before they read a row (a job rewrites every row, and under such a mode would leave them
- * unreadable) and by the key store before its first write on MySQL (its wrappings are JSON text:
- * under `NO_BACKSLASH_ESCAPES` every quote in them would be stored with a backslash before it).
+ * unreadable) and by the key store before each of its writes on MySQL, on the write's connection
+ * (its wrappings are JSON text: under `NO_BACKSLASH_ESCAPES` every quote in them would be stored
+ * with a backslash before it).
  * Reads the mode of the connection the query runs on.
  *
  * @param db - The database (or transaction) to ask.

@@ -174,6 +174,38 @@ describe.runIf(mysqlUrl !== null)('a MySQL session without a strict sql_mode', (
       await db.destroy()
     }
   })
+
+  /**
+   * The key store reads the mode of the connection each write runs on (helper-92: it read one
+   * connection once, and a later write on another connection of the pool, holding
+   * NO_BACKSLASH_ESCAPES, stored wrappings that every read then refused as KEY_STORE_CORRUPT).
+   */
+  it('the key store checks the connection each write runs on, not one connection of the pool once', async () => {
+    const name = `${keyTable}_pool`
+    const pool = createPool({ uri: mysqlUrl ?? '', connectionLimit: 2 })
+    // The pool's first connection keeps the server's mode; its second holds NO_BACKSLASH_ESCAPES.
+    let made = 0
+    pool.on('connection', (c) => {
+      if (++made === 2) c.query("set session sql_mode = concat(@@session.sql_mode, ',NO_BACKSLASH_ESCAPES')")
+    })
+    // biome-ignore lint/suspicious/noExplicitAny: the key table's own types
+    const db = new Kysely<any>({ dialect: new MysqlDialect({ pool }) })
+    const store = new KeyStore(db, { tableName: name })
+    try {
+      await store.ensureSchema()
+      await db.connection().execute(async () => {
+        // The first connection is held here: the store's write gets the second.
+        const e = await store
+          .createInitial('t', 'data', [{ kekId: 'local:x', wrapped: Buffer.alloc(40, 1) }])
+          .catch((error: unknown) => error)
+        expect(e).toBeInstanceOf(SchemaMismatchError)
+      })
+      expect(await store.listAll()).toEqual([])
+    } finally {
+      await sql`drop table if exists ${sql.table(name)}`.execute(raw)
+      await db.destroy()
+    }
+  })
 })
 
 /**
