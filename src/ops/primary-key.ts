@@ -62,7 +62,7 @@ async function introspect(ctx: OpsContext, table: TableInfo): Promise<KeyColumn>
   if (column === undefined) await requireTable(ctx, table)
   await requireMigrationColumns(ctx, table)
   // A job rewrites every row: under a mode that stores values as others it would leave them unreadable.
-  if (ctx.family === 'mysql') await requireSqlMode(ctx.db)
+  if (ctx.family === 'mysql') await requireSqlMode(ctx.db, { schema, name: bare })
   const problem = await pagingProblem(ctx, table.physical, schema, bare, column)
   if (problem !== undefined)
     throw new ConfigError(

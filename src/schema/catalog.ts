@@ -8,6 +8,8 @@ export interface CatalogTable {
   readonly name: string
   /** A base table (false: a view). */
   readonly base: boolean
+  /** MySQL: the storage engine, lower case (`innodb`, `myisam`, …); PostgreSQL: undefined. */
+  readonly engine: string | undefined
   /** Column name → data type (lower case, e.g. `bytea`, `varbinary`, `text`), in column order. */
   readonly columns: ReadonlyMap<string, string>
   /** Columns that carry a single-column UNIQUE index (or constraint) without a predicate. */
@@ -88,6 +90,8 @@ interface ColumnRow {
   cs: unknown
   /** is_nullable: `NO` for a column declared NOT NULL. */
   nn: unknown
+  /** MySQL: the table's storage engine; PostgreSQL: null. */
+  e: unknown
 }
 interface UniqueRow {
   s: string
@@ -148,6 +152,7 @@ export async function readCatalog(
         schema: text(r.s),
         name: text(r.t),
         base: text(r.k).toUpperCase() === 'BASE TABLE',
+        engine: r.e === null || r.e === undefined ? undefined : text(r.e).toLowerCase(),
         columns: cols,
         uniqueColumns: uniq,
         maxLengths: lengths,
@@ -245,7 +250,7 @@ function postgresQueries(extraSchemas: readonly string[]): CatalogQueries {
     columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c,
         case when c.data_type = 'USER-DEFINED' then c.udt_name else c.data_type end as d,
         tb.table_type as k, c.character_maximum_length as n, c.character_octet_length as o, 0 as u, null as cs,
-        c.is_nullable as nn
+        c.is_nullable as nn, null as e
       from information_schema.columns c
       join information_schema.tables tb on tb.table_schema = c.table_schema and tb.table_name = c.table_name
       where c.table_schema in (${schemas})
@@ -266,7 +271,7 @@ function mysqlQueries(): CatalogQueries {
     defaultSchema: sql<{ s: string; m: unknown }>`select database() as s, @@session.sql_mode as m`,
     columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k, c.character_maximum_length as n, c.character_octet_length as o,
         (c.data_type like '%int' and c.column_type like '%unsigned%') as u, c.character_set_name as cs,
-        c.is_nullable as nn
+        c.is_nullable as nn, tb.engine as e
       from information_schema.columns c
       join information_schema.tables tb on tb.table_schema = c.table_schema and tb.table_name = c.table_name
       where c.table_schema = database()

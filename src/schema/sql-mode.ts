@@ -62,6 +62,46 @@ export function sqlModeProblem(mode: string | undefined, database: string): Sche
   }
 }
 
+/** Storage engines whose statements roll back as a whole (InnoDB, also reported for XtraDB). */
+const TRANSACTIONAL_ENGINES: ReadonlySet<string> = new Set([
+  'innodb',
+  'rocksdb',
+  'tokudb',
+  'ndbcluster',
+  'ndb',
+])
+
+/**
+ * A table with encrypted columns on a non-transactional engine (MyISAM, Aria, MEMORY, …) in a
+ * session strict only through `STRICT_TRANS_TABLES`: a multi-row INSERT or UPDATE that meets a
+ * value its column cannot hold after its first row cannot be undone, so MySQL stores the value
+ * as another one (cut short, clamped, NULL as empty bytes) with a warning only, and such rows
+ * never decrypt. `STRICT_ALL_TABLES`, or a transactional engine, makes it an error.
+ *
+ * @param mode - The session's `sql_mode`; undefined on PostgreSQL: no problem.
+ * @param engine - The table's engine as the catalog reads it; undefined: no problem.
+ * @param table - The table, as the problem names it.
+ */
+export function engineProblem(
+  mode: string | undefined,
+  engine: string | undefined,
+  table: string,
+): SchemaProblem | undefined {
+  if (mode === undefined || engine === undefined || TRANSACTIONAL_ENGINES.has(engine.toLowerCase()))
+    return undefined
+  const modes = mode.toUpperCase().split(',')
+  // Not strict at all: sqlModeProblem names the session already.
+  if (modes.includes('STRICT_ALL_TABLES') || !modes.includes('STRICT_TRANS_TABLES')) return undefined
+  return {
+    kind: 'sql-mode',
+    table,
+    columns: [],
+    found: `${engine} under ${mode}`,
+    message: `Table ${table} is on the non-transactional engine ${engine}, and the session's sql_mode (${mode}) is strict for transactional tables only: a multi-row write would store a value after its first row that its column cannot hold as another one, with a warning only. Rows so written would not decrypt.`,
+    fix: `ALTER TABLE ${table} ENGINE=InnoDB -- or, on every connection of the pool: SET SESSION sql_mode = CONCAT(@@session.sql_mode, ',STRICT_ALL_TABLES')`,
+  }
+}
+
 /**
  * Refuses a MySQL/MariaDB session whose `sql_mode` {@link sqlModeProblem} refuses: run by the jobs
  * before they read a row (a job rewrites every row, and under such a mode would leave them
@@ -71,14 +111,34 @@ export function sqlModeProblem(mode: string | undefined, database: string): Sche
  * Reads the mode of the connection the query runs on.
  *
  * @param db - The database (or transaction) to ask.
+ * @param table - A table the caller writes (a job's): also refused on a non-transactional engine
+ *   under `STRICT_TRANS_TABLES` alone ({@link engineProblem}).
  * @throws SchemaMismatchError `SCHEMA_MISMATCH` with one `sql-mode` problem
  */
-// biome-ignore lint/suspicious/noExplicitAny: any database type.
-export async function requireSqlMode(db: Kysely<any>): Promise<void> {
+export async function requireSqlMode(
+  // biome-ignore lint/suspicious/noExplicitAny: any database type.
+  db: Kysely<any>,
+  table?: { schema: string | undefined; name: string },
+): Promise<void> {
   const { rows } = await sql<{
     m: unknown
     s: unknown
-  }>`select @@session.sql_mode as m, database() as s`.execute(db)
-  const problem = sqlModeProblem(String(rows[0]?.m ?? ''), String(rows[0]?.s ?? ''))
+    e: unknown
+  }>`select @@session.sql_mode as m, database() as s, ${
+    table === undefined
+      ? sql`null`
+      : sql`(select engine from information_schema.tables
+          where table_schema = coalesce(${table.schema ?? null}, database()) and table_name = ${table.name})`
+  } as e`.execute(db)
+  const mode = String(rows[0]?.m ?? '')
+  const problem =
+    sqlModeProblem(mode, String(rows[0]?.s ?? '')) ??
+    (table === undefined || rows[0]?.e === null || rows[0]?.e === undefined
+      ? undefined
+      : engineProblem(
+          mode,
+          String(rows[0].e),
+          table.schema === undefined ? table.name : `${table.schema}.${table.name}`,
+        ))
   if (problem !== undefined) throw new SchemaMismatchError([problem])
 }

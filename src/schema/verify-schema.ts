@@ -7,7 +7,7 @@ import { ciphertextColumns } from './sample-ciphertext.js'
 import type { EncryptedSchema, TableInfo } from './schema.js'
 import { schemaFixes } from './schema-fixes.js'
 import { type SqlFamily, sqlFamily } from './sql-family.js'
-import { sqlModeProblem } from './sql-mode.js'
+import { engineProblem, sqlModeProblem } from './sql-mode.js'
 import { unannotatedBinaryColumns, unannotatedCiphertextProblem } from './unannotated-columns.js'
 
 /** Options of {@link verifySchema} (and of `fieldEncryption({ verifySchema })`). */
@@ -74,6 +74,8 @@ export async function findSchemaProblems(
       continue
     }
     annotated.add(table)
+    const engine = engineProblem(catalog.sqlMode, table.engine, info.physical)
+    if (engine !== undefined) problems.push(engine)
     problems.push(...tableProblems(catalog, table, info, fixes, family))
     // With the reverse checks (unannotatedTables): the columns the schema does not annotate.
     if (
