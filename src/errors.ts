@@ -234,9 +234,18 @@ export type SchemaProblemKind =
    * MySQL/MariaDB: the session's `sql_mode` is not strict (neither `STRICT_TRANS_TABLES` nor
    * `STRICT_ALL_TABLES`), so the database stores a value it cannot hold as another one, with a
    * warning only (a clamped context value, a ciphertext cut short, NULL as empty bytes); or it
-   * holds `PAD_CHAR_TO_FULL_LENGTH`, so a `char(n)` value reads back padded.
+   * holds a mode that stores or compares values as others (`PAD_CHAR_TO_FULL_LENGTH`,
+   * `NO_BACKSLASH_ESCAPES`, `EMPTY_STRING_IS_NULL`, `HIGH_NOT_PRECEDENCE`); or a table with
+   * encrypted columns is on a non-transactional engine under `STRICT_TRANS_TABLES` alone.
    */
   | 'sql-mode'
+  /**
+   * Another session setting under which values are stored, compared or read as others: MySQL a
+   * character set of the connection other than utf8mb4, or a `sql_select_limit`; PostgreSQL a
+   * `client_encoding` other than UTF8 (node-postgres sends UTF-8), a `bytea_output` other than
+   * hex (PGlite reads hex only); for the jobs, a `DateStyle` other than ISO.
+   */
+  | 'session-setting'
 
 /** One problem found by schema verification. Names and types only: never a value. */
 export interface SchemaProblem {

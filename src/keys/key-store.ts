@@ -1,7 +1,7 @@
 import type { Kysely } from 'kysely'
 import { ConfigError, KeyError } from '../errors.js'
 import { optionKeys, refuseUnknownKeys } from '../option-keys.js'
-import { requireSqlMode } from '../schema/sql-mode.js'
+import { requireSession } from '../schema/session-settings.js'
 import { activateVersion, destroyVersions, setVersionState, stageVersion } from './key-lifecycle.js'
 import type { KeyPurpose, KeyRef, WrappedKey } from './key-provider.js'
 import { checkKeyRef, describeKeyRef, encodeWrappings, type KeysDb, toStoredKey } from './key-row.js'
@@ -97,7 +97,7 @@ export class KeyStore {
     if (this.family !== 'mysql') return write(table)
     const checked = async (db: Kysely<KeysDb>) => {
       try {
-        await requireSqlMode(db)
+        await requireSession(db, 'mysql')
       } catch (error) {
         throw keyStoreError("read the session's sql_mode", error)
       }

@@ -2,7 +2,7 @@ import { type AliasedRawBuilder, sql } from 'kysely'
 import { ConfigError, SchemaMismatchError, type SchemaProblem } from '../errors.js'
 import { columnType, quotedPgTable, tableExists as relationExists } from '../schema/migration-ddl.js'
 import { indexColumnNames, type TableInfo } from '../schema/schema.js'
-import { requireSqlMode } from '../schema/sql-mode.js'
+import { requireSession } from '../schema/session-settings.js'
 import type { OpsContext } from './context.js'
 
 /**
@@ -61,8 +61,9 @@ async function introspect(ctx: OpsContext, table: TableInfo): Promise<KeyColumn>
   // A table misspelt in the encrypted schema, or a migration not run: not a paging problem.
   if (column === undefined) await requireTable(ctx, table)
   await requireMigrationColumns(ctx, table)
-  // A job rewrites every row: under a mode that stores values as others it would leave them unreadable.
-  if (ctx.family === 'mysql') await requireSqlMode(ctx.db, { schema, name: bare })
+  // A job rewrites every row: under a setting that stores values as others it would leave them
+  // unreadable, under one that limits its reads it would skip some.
+  await requireSession(ctx.db, ctx.family, { schema, name: bare })
   const problem = await pagingProblem(ctx, table.physical, schema, bare, column)
   if (problem !== undefined)
     throw new ConfigError(

@@ -1,4 +1,5 @@
 import { type Kysely, type RawBuilder, sql } from 'kysely'
+import { type SessionSettings, sessionQuery, sessionSettings } from './session-settings.js'
 import type { SqlFamily } from './sql-family.js'
 
 /** One table (or view) of the live database, as its catalog describes it. */
@@ -33,6 +34,8 @@ export interface Catalog {
   readonly defaultSchema: string
   /** MySQL: the session's `sql_mode` as the server reported it; PostgreSQL: undefined. */
   readonly sqlMode: string | undefined
+  /** The settings of the session the catalog was read on (see session-settings.ts). */
+  readonly session: SessionSettings
   readonly tables: readonly CatalogTable[]
   /**
    * The table a schema's physical name designates (`users`, or `app.users` on PostgreSQL). On
@@ -119,11 +122,11 @@ export async function readCatalog(
     ...new Set([...physicalTables].map((t) => splitTableName(t).schema).filter((s) => s !== undefined)),
   ]
   const queries = family === 'postgres' ? postgresQueries(extra) : mysqlQueries()
-  const def = await queries.defaultSchema.execute(db)
+  const def = await sessionQuery(family).execute(db)
   const columns = await queries.columns.execute(db)
   const unique = await queries.unique.execute(db)
-  const defaultSchema = String(def.rows[0]?.s ?? '')
-  const mode = def.rows[0]?.m
+  const session = sessionSettings(family, def.rows[0])
+  const defaultSchema = session.database
   const byKey = new Map<
     string,
     {
@@ -191,7 +194,8 @@ export async function readCatalog(
   return Object.freeze({
     family,
     defaultSchema,
-    sqlMode: mode === undefined || mode === null ? undefined : text(mode),
+    sqlMode: session.sqlMode,
+    session,
     tables,
     table: (physical: string) => {
       const { schema, name } = splitTableName(physical)
@@ -237,7 +241,6 @@ function text(value: unknown): string {
 }
 
 interface CatalogQueries {
-  readonly defaultSchema: RawBuilder<{ s: string; m?: unknown }>
   readonly columns: RawBuilder<ColumnRow>
   readonly unique: RawBuilder<UniqueRow>
 }
@@ -245,7 +248,6 @@ interface CatalogQueries {
 function postgresQueries(extraSchemas: readonly string[]): CatalogQueries {
   const schemas = sql.join([sql`current_schema()`, ...extraSchemas.map((s) => sql`${s}`)])
   return {
-    defaultSchema: sql<{ s: string }>`select current_schema() as s`,
     // An extension's or user's type (citext, an enum) is USER-DEFINED: its own name says more.
     columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c,
         case when c.data_type = 'USER-DEFINED' then c.udt_name else c.data_type end as d,
@@ -268,19 +270,21 @@ function postgresQueries(extraSchemas: readonly string[]): CatalogQueries {
 
 function mysqlQueries(): CatalogQueries {
   return {
-    defaultSchema: sql<{ s: string; m: unknown }>`select database() as s, @@session.sql_mode as m`,
     columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k, c.character_maximum_length as n, c.character_octet_length as o,
         (c.data_type like '%int' and c.column_type like '%unsigned%') as u, c.character_set_name as cs,
         c.is_nullable as nn, tb.engine as e
       from information_schema.columns c
       join information_schema.tables tb on tb.table_schema = c.table_schema and tb.table_name = c.table_name
       where c.table_schema = database()
-      order by c.table_name, c.ordinal_position`,
+      order by c.table_name, c.ordinal_position
+      -- Every row whatever the session's sql_select_limit (which the check refuses, by this read).
+      limit 18446744073709551615`,
     // A prefix index (sub_part) on a column does not make its values unique.
     unique: sql<UniqueRow>`select table_schema as s, table_name as t, max(column_name) as c
       from information_schema.statistics
       where table_schema = database() and non_unique = 0
       group by table_schema, table_name, index_name
-      having count(*) = 1 and max(sub_part) is null`,
+      having count(*) = 1 and max(sub_part) is null
+      limit 18446744073709551615`,
   }
 }

@@ -43,12 +43,14 @@ const CONTEXT_TYPES: Readonly<Record<SqlFamily, ReadonlySet<string>>> = {
  * @param info - Its annotation.
  * @param column - The catalog's lookup of a column's type (case-insensitive on MySQL).
  * @param family - The SQL family.
+ * @param charset - MySQL: the catalog's lookup of a string column's character set.
  */
 export function contextColumnProblems(
   table: CatalogTable,
   info: TableInfo,
   column: (table: CatalogTable, name: string) => string | undefined,
   family: SqlFamily,
+  charset: (table: CatalogTable, name: string) => string | undefined = () => undefined,
 ): SchemaProblem[] {
   const out: SchemaProblem[] = []
   for (const name of info.context) {
@@ -80,7 +82,20 @@ export function contextColumnProblems(
         message: `Context column ${info.physical}.${name} is ${type}: its values do not all read back as they were written (${type === 'character' ? 'padded with spaces' : 'only integer, uuid and text types do'}), so the ciphertexts bound to them would not decrypt.`,
         fix: `-- make ${info.physical}.${name} an integer, uuid or varchar column (${family === 'mysql' ? 'collate utf8mb4_bin' : 'text'}), before it holds ciphertext`,
       })
+    } else if (!UTF8_CHARSETS.has(charset(table, name)?.toLowerCase() ?? 'utf8mb4')) {
+      const cs = charset(table, name) as string
+      out.push({
+        kind: 'context-column-type',
+        table: info.physical,
+        columns: [name],
+        found: `${type} character set ${cs}`,
+        message: `Context column ${info.physical}.${name} stores ${cs}: the plugin compares a context value byte for byte in UTF-8 (md5 of the column's text, beside a tenant's or row's equality), so a value with a character outside ASCII never matches its own rows (a tenant's search returns nothing, a job counts none of them).`,
+        fix: `-- alter table ${info.physical} modify ${name} <its type> character set utf8mb4 collate utf8mb4_bin`,
+      })
     }
   }
   return out
 }
+
+/** MySQL character sets whose bytes are the value's UTF-8 (utf8mb3 and ascii: for what they hold). */
+const UTF8_CHARSETS: ReadonlySet<string> = new Set(['utf8mb4', 'utf8mb3', 'utf8', 'ascii'])

@@ -1,5 +1,4 @@
-import { type Kysely, sql } from 'kysely'
-import { SchemaMismatchError, type SchemaProblem } from '../errors.js'
+import type { SchemaProblem } from '../errors.js'
 
 /**
  * Modes that must not be set, each with why. `PAD_CHAR_TO_FULL_LENGTH` returns a `char(n)` value
@@ -16,6 +15,14 @@ const REFUSED_MODES: ReadonlyArray<{ readonly mode: string; readonly why: string
     why: 'it holds PAD_CHAR_TO_FULL_LENGTH: a char(n) value reads back padded with spaces, not as written',
   },
   {
+    mode: 'EMPTY_STRING_IS_NULL',
+    why: 'it holds EMPTY_STRING_IS_NULL: an empty string is stored as NULL (an empty context value, whose rows then never decrypt)',
+  },
+  {
+    mode: 'HIGH_NOT_PRECEDENCE',
+    why: 'it holds HIGH_NOT_PRECEDENCE: `not a = b`, as Kysely writes eb.not(…), is read as `(not a) = b` (a negated search returns other rows)',
+  },
+  {
     mode: 'NO_BACKSLASH_ESCAPES',
     why: "it holds NO_BACKSLASH_ESCAPES: the MySQL driver (mysql2) writes string values with backslash escapes, which this mode keeps as they stand, so a string holding a quote, a backslash or a line break (a context value, the key table's wrappings) would be stored as other text",
   },
@@ -28,7 +35,7 @@ const REFUSED_MODES: ReadonlyArray<{ readonly mode: string; readonly why: string
  * see every such case. `INSERT IGNORE` does the same in a strict mode; the plugin checks what it
  * can of each value it writes (src/plugin/context-types.ts, maxBytes). A strict mode is also
  * refused when it holds one of {@link REFUSED_MODES}. Also checked by the jobs before they read
- * or write a table, and by the key store before it writes (see {@link requireSqlMode}).
+ * or write a table, and by the key store before it writes (session-settings.ts).
  *
  * @param mode - The session's `sql_mode` (MySQL); undefined on PostgreSQL: no problem.
  * @param database - The database, named as the problem's table.
@@ -48,10 +55,11 @@ export function sqlModeProblem(mode: string | undefined, database: string): Sche
         ]),
     ...refused.map((r) => r.why),
   ]
-  // One statement that fixes every problem: each refused mode removed, STRICT_TRANS_TABLES added.
-  // MySQL and MariaDB accept the empty entries a removal leaves (`A,,B`).
-  const current = refused.reduce((expr, r) => `REPLACE(${expr}, '${r.mode}', '')`, '@@session.sql_mode')
-  const fixed = strict ? current : `CONCAT_WS(',', NULLIF(${current}, ''), 'STRICT_TRANS_TABLES')`
+  // One statement that fixes every problem: each refused mode replaced by a comma, STRICT_TRANS_TABLES
+  // added. MySQL and MariaDB accept the empty entries that leaves (`A,,B`, `,A`); no '' literal,
+  // which EMPTY_STRING_IS_NULL would read as NULL (and the mode with it).
+  const current = refused.reduce((expr, r) => `REPLACE(${expr}, '${r.mode}', ',')`, '@@session.sql_mode')
+  const fixed = strict ? current : `CONCAT_WS(',', ${current}, 'STRICT_TRANS_TABLES')`
   return {
     kind: 'sql-mode',
     table: database,
@@ -100,45 +108,4 @@ export function engineProblem(
     message: `Table ${table} is on the non-transactional engine ${engine}, and the session's sql_mode (${mode}) is strict for transactional tables only: a multi-row write would store a value after its first row that its column cannot hold as another one, with a warning only. Rows so written would not decrypt.`,
     fix: `ALTER TABLE ${table} ENGINE=InnoDB -- or, on every connection of the pool: SET SESSION sql_mode = CONCAT(@@session.sql_mode, ',STRICT_ALL_TABLES')`,
   }
-}
-
-/**
- * Refuses a MySQL/MariaDB session whose `sql_mode` {@link sqlModeProblem} refuses: run by the jobs
- * before they read a row (a job rewrites every row, and under such a mode would leave them
- * unreadable) and by the key store before each of its writes on MySQL, on the write's connection
- * (its wrappings are JSON text: under `NO_BACKSLASH_ESCAPES` every quote in them would be stored
- * with a backslash before it).
- * Reads the mode of the connection the query runs on.
- *
- * @param db - The database (or transaction) to ask.
- * @param table - A table the caller writes (a job's): also refused on a non-transactional engine
- *   under `STRICT_TRANS_TABLES` alone ({@link engineProblem}).
- * @throws SchemaMismatchError `SCHEMA_MISMATCH` with one `sql-mode` problem
- */
-export async function requireSqlMode(
-  // biome-ignore lint/suspicious/noExplicitAny: any database type.
-  db: Kysely<any>,
-  table?: { schema: string | undefined; name: string },
-): Promise<void> {
-  const { rows } = await sql<{
-    m: unknown
-    s: unknown
-    e: unknown
-  }>`select @@session.sql_mode as m, database() as s, ${
-    table === undefined
-      ? sql`null`
-      : sql`(select engine from information_schema.tables
-          where table_schema = coalesce(${table.schema ?? null}, database()) and table_name = ${table.name})`
-  } as e`.execute(db)
-  const mode = String(rows[0]?.m ?? '')
-  const problem =
-    sqlModeProblem(mode, String(rows[0]?.s ?? '')) ??
-    (table === undefined || rows[0]?.e === null || rows[0]?.e === undefined
-      ? undefined
-      : engineProblem(
-          mode,
-          String(rows[0].e),
-          table.schema === undefined ? table.name : `${table.schema}.${table.name}`,
-        ))
-  if (problem !== undefined) throw new SchemaMismatchError([problem])
 }

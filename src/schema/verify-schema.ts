@@ -6,8 +6,9 @@ import { contextColumnProblems } from './context-column-types.js'
 import { ciphertextColumns } from './sample-ciphertext.js'
 import type { EncryptedSchema, TableInfo } from './schema.js'
 import { schemaFixes } from './schema-fixes.js'
+import { sessionProblems } from './session-settings.js'
 import { type SqlFamily, sqlFamily } from './sql-family.js'
-import { engineProblem, sqlModeProblem } from './sql-mode.js'
+import { engineProblem } from './sql-mode.js'
 import { unannotatedBinaryColumns, unannotatedCiphertextProblem } from './unannotated-columns.js'
 
 /** Options of {@link verifySchema} (and of `fieldEncryption({ verifySchema })`). */
@@ -56,8 +57,7 @@ export async function findSchemaProblems(
   const catalog = await readCatalog(db, family, schema.tables.keys())
   const fixes = schemaFixes(db, schema, family)
   const problems: SchemaProblem[] = []
-  const lenient = sqlModeProblem(catalog.sqlMode, catalog.defaultSchema)
-  if (lenient !== undefined) problems.push(lenient)
+  problems.push(...sessionProblems(catalog.session))
   const missing: TableInfo[] = []
   const annotated = new Set<CatalogTable>()
   for (const info of schema.tables.values()) {
@@ -189,7 +189,13 @@ function tableProblems(
   fixes: Fixes,
   family: SqlFamily,
 ): SchemaProblem[] {
-  const out: SchemaProblem[] = contextColumnProblems(table, info, (t, c) => catalog.column(t, c), family)
+  const out: SchemaProblem[] = contextColumnProblems(
+    table,
+    info,
+    (t, c) => catalog.column(t, c),
+    family,
+    (t, c) => catalog.charset(t, c),
+  )
   const where = info.physical
   for (const column of info.columns.values()) {
     const type = catalog.column(table, column.stored)

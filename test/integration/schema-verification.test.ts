@@ -36,12 +36,12 @@ const SECRET = 'typo@example.org'
  * collation (MySQL, src/keys/key-table.ts): key-table upkeep, not the check.
  */
 // The key table's own catalog reads (its collation, whether it exists) are not the check's.
+// The catalog's own reads (its columns and unique indexes). The session's settings, which the
+// check reads first, are read by the key store before each write on MySQL too: not counted.
 const isCatalogQuery = (q: { sql: string }) =>
-  /information_schema|pg_index|current_schema\(\)|database\(\)/.test(q.sql) &&
+  /information_schema|pg_index/.test(q.sql) &&
   !q.sql.includes("column_name = 'logical_table'") &&
-  !q.sql.includes('as table_exists') &&
-  // The key store's own sql_mode read before its first write (MySQL), not the schema check's.
-  !q.sql.startsWith('select @@session.sql_mode as m')
+  !q.sql.includes('as table_exists')
 
 describe.each(backends())('schema verification on $name', (backend: Backend) => {
   describe.runIf(backend.available)('', () => {
@@ -427,7 +427,7 @@ describe.each(backends())('schema verification on $name', (backend: Backend) => 
         ),
       )
       const once = wire.queries.filter(isCatalogQuery).length
-      expect(once).toBe(3)
+      expect(once).toBe(2)
       await db
         .transaction()
         .execute((trx) => trx.selectFrom(name).selectAll().where('email', '=', 'u1@x.io').execute())
