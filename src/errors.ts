@@ -242,8 +242,9 @@ export type SchemaProblemKind =
   /**
    * Another session setting under which values are stored, compared or read as others: MySQL a
    * character set of the connection other than utf8mb4, or a `sql_select_limit`; PostgreSQL a
-   * `client_encoding` other than UTF8 (node-postgres sends UTF-8), a `bytea_output` other than
-   * hex (PGlite reads hex only); for the jobs, a `DateStyle` other than ISO.
+   * `client_encoding` other than UTF8 (node-postgres sends UTF-8), a `bytea_output` under which
+   * the driver reads a bytea as other bytes (PGlite under `escape`); for a job paging by a date
+   * or timestamp key, a `DateStyle` other than ISO.
    */
   | 'session-setting'
 

@@ -83,14 +83,15 @@ export class KeyStore {
   }
 
   /**
-   * Runs one write of the store. On MySQL/MariaDB it first reads the `sql_mode` of the connection
-   * the write then runs on (a connection held for both, or the caller's transaction), and refuses
+   * Runs one write of the store. On MySQL/MariaDB it first reads the settings (`sql_mode`,
+   * character sets, …: session-settings.ts) of the connection the write then runs on (a connection held for both, or the caller's transaction), and refuses
    * one that would store what the store writes as something else (`NO_BACKSLASH_ESCAPES` keeps
    * the driver's escapes: every quote of the JSON wrappings, every backslash of a key name, stored
    * with a backslash before it), as the plugin's schema check and the jobs do. One more query per
    * key-store write on MySQL (writes are rare: init, rotations, shredding); none on PostgreSQL.
-   * @throws SchemaMismatchError `SCHEMA_MISMATCH` with one `sql-mode` problem
-   * @throws KeyError `KEY_STORE_ERROR` when the mode cannot be read
+   * @throws SchemaMismatchError `SCHEMA_MISMATCH` with a `sql-mode` or `session-setting` problem
+   *   for each wrong setting
+   * @throws KeyError `KEY_STORE_ERROR` when the settings cannot be read
    */
   async #write<T>(write: (table: KeyTable) => Promise<T>): Promise<T> {
     const table = this.#table
@@ -99,7 +100,7 @@ export class KeyStore {
       try {
         await requireSession(db, 'mysql')
       } catch (error) {
-        throw keyStoreError("read the session's sql_mode", error)
+        throw keyStoreError("read the session's settings", error)
       }
       return write(db === table.db ? table : Object.freeze({ ...table, db }))
     }

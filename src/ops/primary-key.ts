@@ -63,7 +63,11 @@ async function introspect(ctx: OpsContext, table: TableInfo): Promise<KeyColumn>
   await requireMigrationColumns(ctx, table)
   // A job rewrites every row: under a setting that stores values as others it would leave them
   // unreadable, under one that limits its reads it would skip some.
-  await requireSession(ctx.db, ctx.family, { schema, name: bare })
+  await requireSession(ctx.db, ctx.family, {
+    schema,
+    name: bare,
+    dateKey: /^(date|timestamp)/i.test(column?.type ?? ''),
+  })
   const problem = await pagingProblem(ctx, table.physical, schema, bare, column)
   if (problem !== undefined)
     throw new ConfigError(

@@ -21,6 +21,8 @@ export interface SessionSettings {
   readonly clientEncoding?: string
   /** PostgreSQL: `bytea_output`. */
   readonly byteaOutput?: string
+  /** PostgreSQL: whether this driver read a known bytea value back as its bytes in this session. */
+  readonly byteaReadsBack?: boolean
   /** PostgreSQL: `DateStyle`. */
   readonly dateStyle?: string
 }
@@ -31,9 +33,15 @@ export function sessionQuery(family: SqlFamily): RawBuilder<Record<string, unkno
     ? sql`select database() as s, @@session.sql_mode as m, @@session.character_set_client as cc,
         @@session.character_set_connection as cn, @@session.character_set_results as cr,
         @@session.sql_select_limit as sl`
-    : sql`select current_schema() as s, current_setting('client_encoding') as ce,
-        current_setting('bytea_output') as bo, current_setting('DateStyle') as ds`
+    : // bp: bytes that bytea_output = 'escape' prints as escapes (NUL, a backslash, a quote, 0xff),
+      // which node-postgres reads back in either output and PGlite in hex only.
+      sql`select current_schema() as s, current_setting('client_encoding') as ce,
+        current_setting('bytea_output') as bo, current_setting('DateStyle') as ds,
+        decode(${BYTEA_PROBE.toString('hex')}, 'hex') as bp`
 }
+
+/** The bytes of the bytea probe of {@link sessionQuery}. */
+const BYTEA_PROBE = Buffer.from([0x00, 0x01, 0x5c, 0x27, 0xff, 0x41])
 
 /** The settings of a row of {@link sessionQuery}. */
 export function sessionSettings(
@@ -48,6 +56,7 @@ export function sessionSettings(
       database,
       clientEncoding: text(row?.ce),
       byteaOutput: text(row?.bo),
+      byteaReadsBack: row?.bp instanceof Uint8Array && Buffer.from(row.bp).equals(BYTEA_PROBE),
       dateStyle: text(row?.ds),
     }
   const charsets: Record<string, string> = {}
@@ -71,15 +80,15 @@ const NO_SELECT_LIMIT = 18446744073709551615n
  * text, or compared in another encoding than the plugin's byte-exact guards), or a
  * `sql_select_limit` (a job would see part of a table, and think it done); on PostgreSQL a
  * `client_encoding` other than UTF8 (node-postgres sends and reads UTF-8: a context value with a
- * character outside ASCII would be stored as other text), or a `bytea_output` other than hex
- * (PGlite reads every bytea as hex: ciphertexts would read back as other bytes); and, with
- * `jobs`, a `DateStyle` other than ISO (a job's batch bounds on a date or timestamp key are
- * text in that style, read back by other sessions).
+ * character outside ASCII would be stored as other text), or a `bytea_output` under which the
+ * driver reads a bytea back as other bytes (PGlite reads only hex; node-postgres reads both);
+ * and, for a job paging by a date or timestamp key, a `DateStyle` other than ISO (its batch
+ * bounds are text in that style, read back by other sessions).
  *
  * @param settings - The session's settings.
- * @param jobs - Whether the check is a job's (DateStyle matters to jobs only).
+ * @param dateKey - Whether the check is a job's that pages by a date or timestamp key.
  */
-export function sessionProblems(settings: SessionSettings, jobs = false): SchemaProblem[] {
+export function sessionProblems(settings: SessionSettings, dateKey = false): SchemaProblem[] {
   const problems: SchemaProblem[] = []
   const mode =
     settings.sqlMode === undefined ? undefined : sqlModeProblem(settings.sqlMode, settings.database)
@@ -91,7 +100,7 @@ export function sessionProblems(settings: SessionSettings, jobs = false): Schema
       columns: [],
       found,
       message: `The session's ${found} is wrong for encrypted columns: ${why}.`,
-      fix: `${fix} -- on every connection of the pool (or in the server's configuration)`,
+      fix: `${fix}${fix.includes(' -- ') ? '' : ' --'} on every connection of the pool (or in the server's configuration)`,
     })
   const wrongCharsets = Object.entries(settings.charsets ?? {}).filter(
     ([, v]) => v.toLowerCase() !== 'utf8mb4',
@@ -100,7 +109,7 @@ export function sessionProblems(settings: SessionSettings, jobs = false): Schema
     setting(
       wrongCharsets.map(([k, v]) => `${k}=${v}`).join(', '),
       'the driver sends and reads UTF-8, so a context value with a character outside ASCII would be stored or compared as other text, and its rows would not decrypt or be found',
-      "SET NAMES utf8mb4 (mysql2: the pool's charset option left at its default)",
+      "SET NAMES utf8mb4 -- mysql2: leave the pool's charset option at its default;",
     )
   if (settings.selectLimit !== undefined && /^\d+$/.test(settings.selectLimit))
     if (BigInt(settings.selectLimit) < NO_SELECT_LIMIT)
@@ -109,19 +118,23 @@ export function sessionProblems(settings: SessionSettings, jobs = false): Schema
         'a SELECT returns at most that many rows, so a job would rewrite, count or verify part of a table and report it done',
         'SET SESSION sql_select_limit = DEFAULT',
       )
-  if (settings.clientEncoding !== undefined && settings.clientEncoding.toUpperCase() !== 'UTF8')
+  // UNICODE is PostgreSQL's alias of UTF8; SQL_ASCII passes the driver's UTF-8 bytes through as they are.
+  if (
+    settings.clientEncoding !== undefined &&
+    !['UTF8', 'UNICODE', 'SQL_ASCII'].includes(settings.clientEncoding.toUpperCase())
+  )
     setting(
       `client_encoding=${settings.clientEncoding}`,
       'the driver sends and reads UTF-8, so a context value with a character outside ASCII would be stored as other text, and its rows would not decrypt in any other session',
       "SET client_encoding = 'UTF8'",
     )
-  if (settings.byteaOutput !== undefined && settings.byteaOutput.toLowerCase() !== 'hex')
+  if (settings.byteaReadsBack === false)
     setting(
-      `bytea_output=${settings.byteaOutput}`,
-      'PGlite reads every bytea value as hex, so ciphertexts (and plaintext under migration) would read back as other bytes',
+      `bytea_output=${settings.byteaOutput ?? '?'}`,
+      'this driver reads a bytea value in it as other bytes (PGlite reads hex only), so ciphertexts (and plaintext under migration) would read back as other bytes',
       "SET bytea_output = 'hex'",
     )
-  if (jobs && settings.dateStyle !== undefined && !/^\s*ISO\b/i.test(settings.dateStyle))
+  if (dateKey && settings.dateStyle !== undefined && !/^\s*ISO\b/i.test(settings.dateStyle))
     setting(
       `DateStyle=${settings.dateStyle}`,
       "a job's batch bounds on a date or timestamp key are stored as text in this style, which a session with another reads as other instants",
@@ -141,7 +154,8 @@ export function sessionProblems(settings: SessionSettings, jobs = false): Schema
  *
  * @param db - The database (or transaction, or held connection) to ask.
  * @param family - Its SQL family.
- * @param table - A table the caller writes (a job's), when it writes one.
+ * @param table - A table the caller writes (a job's), when it writes one; `dateKey` when the job
+ *   pages it by a date or timestamp key (its `DateStyle` then matters).
  * @throws SchemaMismatchError `SCHEMA_MISMATCH` with a `sql-mode` or `session-setting` problem for
  *   each wrong setting
  */
@@ -149,11 +163,11 @@ export async function requireSession(
   // biome-ignore lint/suspicious/noExplicitAny: any database type.
   db: Kysely<any>,
   family: SqlFamily,
-  table?: { schema: string | undefined; name: string },
+  table?: { schema: string | undefined; name: string; dateKey?: boolean },
 ): Promise<void> {
   const { rows } = await sessionQuery(family).execute(db)
   const settings = sessionSettings(family, rows[0])
-  const problems = sessionProblems(settings, table !== undefined)
+  const problems = sessionProblems(settings, table?.dateKey === true)
   if (family === 'mysql' && table !== undefined && problems.length === 0) {
     const engines = await sql<{ e: unknown }>`select engine as e from information_schema.tables
       where table_schema = coalesce(${table.schema ?? null}, database()) and table_name = ${table.name}`.execute(
