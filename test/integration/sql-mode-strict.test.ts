@@ -4,6 +4,7 @@ import { createPool } from 'mysql2'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import {
   addEncryptedColumns,
+  type EncryptedSchema,
   encrypted,
   encryptedSchema,
   fieldEncryption,
@@ -28,22 +29,29 @@ const mysqlUrl = inject('mysqlUrl')
 describe.runIf(mysqlUrl !== null)('a MySQL session without a strict sql_mode', () => {
   const table = uniqueName('sql_mode')
   const keyTable = `${table}_keys`
-  const schema = encryptedSchema(
-    { [table]: { ssn: encrypted.text({ maxBytes: 16 }) } },
-    { tables: { [table]: { context: ['tenant_id'] } } },
-  )
+  /** A table `name` (id, tenant_id as its row context, ssn encrypted), and its schema. */
+  const contextTable = async (name: string) => {
+    const its = encryptedSchema(
+      { [name]: { ssn: encrypted.text({ maxBytes: 16 }) } },
+      { tables: { [name]: { context: ['tenant_id'] } } },
+    )
+    await raw.schema
+      .createTable(name)
+      .addColumn('id', 'integer', (c) => c.primaryKey())
+      .addColumn('tenant_id', 'varchar(8)', (c) => c.notNull())
+      .$call(addEncryptedColumns(its, name, 'mysql'))
+      .execute()
+    return its
+  }
   // biome-ignore lint/suspicious/noExplicitAny: generated table name
   let raw: Kysely<any>
+  // biome-ignore lint/suspicious/noExplicitAny: generated table name
+  let schema: EncryptedSchema<any>
   beforeAll(async () => {
     raw = new Kysely({
       dialect: new MysqlDialect({ pool: createPool({ uri: mysqlUrl ?? '', connectionLimit: 1 }) }),
     })
-    await raw.schema
-      .createTable(table)
-      .addColumn('id', 'integer', (c) => c.primaryKey())
-      .addColumn('tenant_id', 'varchar(8)', (c) => c.notNull())
-      .$call(addEncryptedColumns(schema, table, 'mysql'))
-      .execute()
+    schema = await contextTable(table)
   }, 120_000)
   afterAll(async () => {
     await sql`drop table if exists ${sql.table(table)}`.execute(raw)
@@ -113,16 +121,7 @@ describe.runIf(mysqlUrl !== null)('a MySQL session without a strict sql_mode', (
     const mode = 'NO_BACKSLASH_ESCAPES,STRICT_TRANS_TABLES'
     // Its own table and key table: the test above left a row under other keys.
     const nbeTable = `${table}_nbe`
-    const nbeSchema = encryptedSchema(
-      { [nbeTable]: { ssn: encrypted.text({ maxBytes: 16 }) } },
-      { tables: { [nbeTable]: { context: ['tenant_id'] } } },
-    )
-    await raw.schema
-      .createTable(nbeTable)
-      .addColumn('id', 'integer', (c) => c.primaryKey())
-      .addColumn('tenant_id', 'varchar(8)', (c) => c.notNull())
-      .$call(addEncryptedColumns(nbeSchema, nbeTable, 'mysql'))
-      .execute()
+    const nbeSchema = await contextTable(nbeTable)
     const encryption = fieldEncryption({
       schema: nbeSchema,
       keyProvider: localKeyProvider({ id: 'local:sql-mode-nbe', key: randomBytes(32) }),
