@@ -60,6 +60,7 @@ export class KeyStore {
   /** SQL family in use. */
   readonly family: 'postgres' | 'mysql'
   readonly #table: KeyTable
+
   /**
    * @param db - a Kysely instance on the plain (not wrapped) dialect.
    * @param options - table name and SQL family.
@@ -84,11 +85,12 @@ export class KeyStore {
 
   /**
    * Runs one write of the store. On MySQL/MariaDB it first reads the settings (`sql_mode`,
-   * character sets, …: session-settings.ts) of the connection the write then runs on (a connection held for both, or the caller's transaction), and refuses
-   * one that would store what the store writes as something else (`NO_BACKSLASH_ESCAPES` keeps
-   * the driver's escapes: every quote of the JSON wrappings, every backslash of a key name, stored
-   * with a backslash before it), as the plugin's schema check and the jobs do. One more query per
-   * key-store write on MySQL (writes are rare: init, rotations, shredding); none on PostgreSQL.
+   * character sets, …: session-settings.ts) of the connection the write then runs on (one
+   * connection held for both, or the caller's transaction), and refuses one that would store
+   * what the store writes as something else (`NO_BACKSLASH_ESCAPES` keeps the driver's escapes:
+   * every quote of the JSON wrappings, every backslash of a key name, stored with a backslash
+   * before it), as the plugin's schema check and the jobs do. One more query per key-store write
+   * on MySQL (writes are rare: init, rotations, shredding); none on PostgreSQL.
    * @throws SchemaMismatchError `SCHEMA_MISMATCH` with a `sql-mode` or `session-setting` problem
    *   for each wrong setting
    * @throws KeyError `KEY_STORE_ERROR` when the settings cannot be read
