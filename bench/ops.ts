@@ -136,6 +136,9 @@ async function prepare(engine: Engine): Promise<{
     rows: settings.rows,
     floor: true,
     appDialect: engine.dialect(),
+  }).catch(async (error: unknown) => {
+    await raw.destroy()
+    throw error
   })
   const { ours, floorTable, ops, cipher } = tables
   log(`${engine.name}: ${settings.rows} rows in each table`)
