@@ -6,7 +6,7 @@
  * recording dialect), so the database does no work and only this process's CPU is counted.
  *
  *   node --expose-gc --import tsx bench/lookup-ab.ts [pg|mysql|pglite] [--base DIR] [--rounds N]
- *     [--lookups N] [--warmup N] [--cold] [--callgrind FILE]
+ *     [--lookups N] [--warmup N] [--cold] [--live] [--callgrind FILE]
  *
  * `DIR` holds a copy of `src/` and a `node_modules` link (e.g. `git worktree add` of the base
  * commit, or `cp -r src /tmp/base/src && ln -s $PWD/node_modules /tmp/base/`). `--cold` touches
@@ -17,6 +17,11 @@
  * over rounds, the per-round difference from the bare plugin (median and range), and heap bytes
  * allocated per lookup (young-generation growth over 100 lookups after a full GC). Nothing is
  * written to bench/results.
+ *
+ * `--live` sends every lookup to the engine instead (PG_URL, MYSQL_URL, or PGlite in this
+ * process) and times wall-clock µs per lookup: the database ratio of `npm run bench`'s lookups,
+ * with the variants interleaved in one process the same way, so that a change (`--base`) is
+ * seen with its round trips.
  *
  * `--callgrind FILE` counts instructions instead of CPU time, which load does not change: run
  * the script under `valgrind --tool=callgrind --callgrind-out-file=FILE --dump-instr=no
@@ -54,6 +59,8 @@ const rounds = Number(option('--rounds') ?? 31)
 const lookups = Number(option('--lookups') ?? 400)
 const cold = args.includes('--cold')
 const callgrind = option('--callgrind')
+const live = args.includes('--live')
+if (live && callgrind !== undefined) throw new Error('--live times wall-clock: not with --callgrind')
 const warmup = Number(option('--warmup') ?? 300)
 
 const family = engine === 'mysql' ? 'mysql' : 'postgres'
@@ -151,6 +158,7 @@ async function batch(v: DbVariant, n: number): Promise<void> {
 
 try {
   await recordLookups(variants, recording, data, probe)
+  if (live) recording.live()
   for (const v of variants) await batch(v, warmup) // JIT tiers, key cache
 
   const us = new Map<string, number[]>(variants.map((v) => [v.id, []]))
@@ -159,9 +167,11 @@ try {
       for (const v of rotate(variants, r)) {
         collectGarbage()
         const start = process.cpuUsage()
+        const wall = performance.now()
         await batch(v, lookups)
         const spent = process.cpuUsage(start)
-        if (r > 0) us.get(v.id)?.push((spent.user + spent.system) / lookups)
+        const us1 = live ? (performance.now() - wall) * 1000 : spent.user + spent.system
+        if (r > 0) us.get(v.id)?.push(us1 / lookups)
       }
     }
   } else {
@@ -206,7 +216,12 @@ try {
 
   const bare = us.get(FLOOR_THROUGH_KYSELY_PLUGIN.id) as number[]
   const floor = us.get('floor') as number[]
-  const unit = callgrind === undefined ? 'CPU µs' : 'thousand instructions (callgrind)'
+  const unit =
+    callgrind !== undefined
+      ? 'thousand instructions (callgrind)'
+      : live
+        ? 'wall-clock µs (live engine)'
+        : 'CPU µs'
   const f = (x: number) => x.toFixed(2)
   const range = (xs: readonly number[]) =>
     `median ${f(median(xs))} (${f(Math.min(...xs))}–${f(Math.max(...xs))})`

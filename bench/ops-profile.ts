@@ -4,7 +4,8 @@
  * CPU per row can be compared on a noisy machine.
  * Usage (`--help`): see USAGE below; PG_URL or MYSQL_URL names the database.
  */
-import { writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
 import { parseArgs } from 'node:util'
 import { type CompiledQuery, type Dialect, Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely'
@@ -41,6 +42,36 @@ const rows = Number(values.rows)
 const workers = Number(values.workers)
 const batchSize = Number(values['batch-size'])
 const family = values.engine === 'mysql' ? 'mysql' : 'postgres'
+
+/**
+ * CPU seconds the database server's processes have used (user + system, from /proc; Linux only,
+ * a server on this machine): PostgreSQL's backends are children of the postmaster, so every
+ * `postgres` process is summed. Undefined when none is found.
+ */
+function serverCpuSeconds(): number | undefined {
+  let pids: string[]
+  try {
+    pids = execFileSync('pgrep', ['-x', family === 'postgres' ? 'postgres' : 'mariadbd'], {
+      encoding: 'utf8',
+    })
+      .trim()
+      .split('\n')
+  } catch {
+    return undefined
+  }
+  let ticks = 0
+  for (const pid of pids) {
+    try {
+      // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      ticks += Number(fields[11]) + Number(fields[12])
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return ticks / 100
+}
 
 const kinds = new Map<string, { n: number; ms: number }>()
 const kindOf = (q: CompiledQuery): string => {
@@ -165,6 +196,7 @@ async function main() {
           await sql`vacuum analyze ${sql.table(which === 'ours' ? ours : floorTable)}`.execute(raw)
         kinds.clear()
         const cpu0 = process.cpuUsage()
+        const server0 = serverCpuSeconds()
         const t0 = performance.now()
         const session = values.cpuprof !== undefined && r > 0 ? new Session() : undefined
         if (session !== undefined) {
@@ -219,13 +251,18 @@ async function main() {
         }
         const ms = performance.now() - t0
         const cpu = process.cpuUsage(cpu0)
+        const server1 = serverCpuSeconds()
+        const serverMs =
+          server0 === undefined || server1 === undefined
+            ? 'n/a'
+            : `${((server1 - server0) * 1000).toFixed(0)}ms`
         const total = [...kinds.values()].reduce((a, b) => a + b.n, 0)
         const line = [...kinds.entries()]
           .sort((a, b) => b[1].ms - a[1].ms)
           .map(([k, v]) => `${k}=${(v.n / batches).toFixed(2)}/${v.ms.toFixed(0)}ms`)
           .join(' ')
         console.log(
-          `${which.padEnd(5)} w${workers} ${ms.toFixed(0)}ms ${((rows / ms) * 1000).toFixed(0)} rows/s cpu user ${(cpu.user / 1000).toFixed(0)}ms sys ${(cpu.system / 1000).toFixed(0)}ms; stmts/batch ${(total / batches).toFixed(2)} (ours only counted): ${line}`,
+          `${which.padEnd(5)} w${workers} ${ms.toFixed(0)}ms ${((rows / ms) * 1000).toFixed(0)} rows/s cpu user ${(cpu.user / 1000).toFixed(0)}ms sys ${(cpu.system / 1000).toFixed(0)}ms server ${serverMs}; stmts/batch ${(total / batches).toFixed(2)} (ours only counted): ${line}`,
         )
       }
     }
