@@ -15,6 +15,8 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     globalSetup: ['test/support/global-setup.ts'],
+    // Reused analyses of repeated query shapes are checked against the full analysis in every test.
+    setupFiles: ['test/support/verify-shape-cache.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     // Integration files share one PostgreSQL and one MariaDB; each file uses its own tables.

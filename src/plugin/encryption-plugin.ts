@@ -10,7 +10,9 @@ import type { EncryptedSchema } from '../schema/schema.js'
 import { analyzeQuery } from './analyzer.js'
 import { withCallerStack } from './caller-stack.js'
 import type { MigratedColumns } from './migrated-columns.js'
+import { mentionsSchemaTable } from './nodes.js'
 import type { PendingPlans } from './plan.js'
+import { ShapeCache } from './shape-cache.js'
 import type { TableColumns } from './table-columns.js'
 import type { UnwrappedReads } from './unwrapped-reads.js'
 
@@ -30,6 +32,9 @@ export class EncryptionPlugin implements KyselyPlugin {
   readonly #reads: UnwrappedReads
   readonly #columns: TableColumns
   readonly #migrated: MigratedColumns
+  /** Analyses of repeated query shapes (shape-cache.ts). */
+  readonly #shapes = new ShapeCache()
+  readonly #analyze = (root: RootOperationNode) => analyzeQuery(this.#schema, 'rewrite', root, this.#columns)
 
   /**
    * @param schema - the plugin's view of the schema (schema/plugin-view.ts)
@@ -57,7 +62,13 @@ export class EncryptionPlugin implements KyselyPlugin {
   transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
     let analyzed: ReturnType<typeof analyzeQuery>
     try {
-      analyzed = analyzeQuery(this.#schema, 'rewrite', this.#migrated.rewrite(args.node), this.#columns)
+      const root = this.#migrated.rewrite(args.node)
+      // A query of no annotated table, or one the migration pass rewrote (a column under
+      // migration), is analyzed as before: the first at once, the second in full.
+      analyzed =
+        root === args.node && mentionsSchemaTable(root, this.#schema)
+          ? this.#shapes.analyze(root, this.#analyze)
+          : this.#analyze(root)
     } catch (error) {
       // Made here, a few frames below the application's `execute()` or `compile()`.
       throw withCallerStack(error, new Error())

@@ -6,6 +6,7 @@
  * of a plaintext-only query.
  */
 import { parseArgs } from 'node:util'
+import { verifyShapeCache } from '../../src/plugin/shape-cache.js'
 import { type FuzzBackendName, openFuzzDb } from './fuzz-db.js'
 import { describeFinding, fuzz, refusalTable, totals } from './fuzz-run.js'
 
@@ -17,6 +18,9 @@ const { values } = parseArgs({
     findings: { type: 'string', default: '5' },
   },
 })
+
+// Every reused analysis (src/plugin/shape-cache.ts) is checked against the full one, as in the tests.
+verifyShapeCache(true)
 
 const runs = Number(values.runs)
 const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(values.seed)
