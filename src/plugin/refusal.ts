@@ -17,7 +17,7 @@ const HINTS: Readonly<Record<string, string>> = {
     'A subquery whose result feeds an expression (jsonArrayFrom/jsonObjectFrom, IN (subquery), a function) cannot carry encrypted columns: select them at the top level.',
   'sql.lit': 'Pass the value as a parameter (not sql.lit) so the plugin can encrypt or index it.',
   'select all':
-    "List the columns to select (select([...]), or selectAll('<table>') for one relation), or turn schema verification on: with it, the plugin knows every table's columns.",
+    "List the columns to select (select([...]), or selectAll('<table>') for one relation). A relation whose columns the plugin does not know (raw SQL in FROM; any table while schema verification is off) may hold a column of that name, which the driver would return instead.",
 }
 
 const COMPARISON_HINT =
