@@ -1,26 +1,13 @@
 import type { UpdateQueryNode } from 'kysely'
-import {
-  DummyDriver,
-  Kysely,
-  PostgresAdapter,
-  PostgresIntrospector,
-  PostgresQueryCompiler,
-  sql,
-} from 'kysely'
+import { Kysely, sql } from 'kysely'
 import { describe, expect, it } from 'vitest'
 import { encrypted, encryptedSchema } from '../../../src/index.js'
 import { insertRowContext, plainSets, updateRowContext } from '../../../src/plugin/context-writes.js'
+import { compileOnlyDialect } from '../../support/compile-only.js'
 
-// Only to build query trees (nothing runs): kysely's own compile-only setup.
+// Only to build query trees (nothing runs).
 // biome-ignore lint/suspicious/noExplicitAny: table names of the fixture.
-const db = new Kysely<any>({
-  dialect: {
-    createAdapter: () => new PostgresAdapter(),
-    createDriver: () => new DummyDriver(),
-    createIntrospector: (k) => new PostgresIntrospector(k),
-    createQueryCompiler: () => new PostgresQueryCompiler(),
-  },
-})
+const db = new Kysely<any>({ dialect: compileOnlyDialect() })
 
 const table = encryptedSchema(
   { accounts: { ssn: encrypted.text() } },

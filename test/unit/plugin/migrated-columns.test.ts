@@ -1,16 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import {
-  CamelCasePlugin,
-  DummyDriver,
-  Kysely,
-  MysqlAdapter,
-  MysqlIntrospector,
-  MysqlQueryCompiler,
-  PostgresAdapter,
-  PostgresIntrospector,
-  PostgresQueryCompiler,
-  type RootOperationNode,
-} from 'kysely'
+import { CamelCasePlugin, Kysely, PostgresQueryCompiler, type RootOperationNode } from 'kysely'
 import { describe, expect, it } from 'vitest'
 import {
   encrypted,
@@ -21,6 +10,7 @@ import {
 } from '../../../src/index.js'
 import { MigratedColumns } from '../../../src/plugin/migrated-columns.js'
 import { pluginView } from '../../../src/schema/plugin-view.js'
+import { compileOnlyDialect } from '../../support/compile-only.js'
 import { migrationSchema } from '../../support/migration-schema.js'
 
 // Only to compile query trees through the plugin (nothing runs): kysely's compile-only setup.
@@ -31,20 +21,7 @@ function appOf(phase: MigrationPhase, family: 'postgres' | 'mysql' = 'postgres')
   })
   // biome-ignore lint/suspicious/noExplicitAny: table names of the fixture.
   return new Kysely<any>({
-    dialect:
-      family === 'postgres'
-        ? {
-            createAdapter: () => new PostgresAdapter(),
-            createDriver: () => new DummyDriver(),
-            createIntrospector: (k) => new PostgresIntrospector(k),
-            createQueryCompiler: () => new PostgresQueryCompiler(),
-          }
-        : {
-            createAdapter: () => new MysqlAdapter(),
-            createDriver: () => new DummyDriver(),
-            createIntrospector: (k) => new MysqlIntrospector(k),
-            createQueryCompiler: () => new MysqlQueryCompiler(),
-          },
+    dialect: compileOnlyDialect(family),
     plugins: [encryption.plugin],
   })
 }
@@ -283,12 +260,7 @@ describe('a multi-word column under migration spelt in camelCase (CamelCasePlugi
     })
     // biome-ignore lint/suspicious/noExplicitAny: table names of the fixture.
     return new Kysely<any>({
-      dialect: {
-        createAdapter: () => new PostgresAdapter(),
-        createDriver: () => new DummyDriver(),
-        createIntrospector: (k) => new PostgresIntrospector(k),
-        createQueryCompiler: () => new PostgresQueryCompiler(),
-      },
+      dialect: compileOnlyDialect(),
       plugins: [encryption.plugin, new CamelCasePlugin()],
     })
   }

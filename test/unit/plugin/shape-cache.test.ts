@@ -1,12 +1,4 @@
-import {
-  DummyDriver,
-  Kysely,
-  PostgresAdapter,
-  PostgresIntrospector,
-  PostgresQueryCompiler,
-  type RootOperationNode,
-  sql,
-} from 'kysely'
+import { Kysely, PostgresQueryCompiler, type RootOperationNode, sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { encrypted, encryptedSchema } from '../../../src/index.js'
 import { analyzeQuery } from '../../../src/plugin/analyzer.js'
@@ -14,17 +6,14 @@ import { isDeferred } from '../../../src/plugin/deferred-value.js'
 import { ShapeCache, verifyShapeCache } from '../../../src/plugin/shape-cache.js'
 import { queryShape } from '../../../src/plugin/shape-key.js'
 import { pluginView } from '../../../src/schema/plugin-view.js'
+import { compileOnlyDialect } from '../../support/compile-only.js'
 
-// Only to build and compile query trees (nothing runs): kysely's own compile-only setup.
 // biome-ignore lint/suspicious/noExplicitAny: table names of the fixture.
-const db = new Kysely<any>({
-  dialect: {
-    createAdapter: () => new PostgresAdapter(),
-    createDriver: () => new DummyDriver(),
-    createIntrospector: (k) => new PostgresIntrospector(k),
-    createQueryCompiler: () => new PostgresQueryCompiler(),
-  },
-})
+const db = new Kysely<any>({ dialect: compileOnlyDialect() })
+
+/** A select of `id` from `table` where `a = x and b = y`: a shape with two values. */
+const twoConditions = (table: string, a: string, b: string) => (x: string, y: string) =>
+  db.selectFrom(table).select('id').where(a, '=', x).where(b, '=', y).toOperationNode() as RootOperationNode
 
 const schema = pluginView(
   encryptedSchema(
@@ -172,13 +161,7 @@ describe('ShapeCache: a repeated query shape reuses its analysis', () => {
 
   it('equal values in one query cannot be told apart: the query is analyzed in full', () => {
     const c = counted()
-    const q = (a: string, b: string) =>
-      db
-        .selectFrom('users')
-        .select('id')
-        .where('email', '=', a)
-        .where('name', '=', b)
-        .toOperationNode() as RootOperationNode
+    const q = twoConditions('users', 'email', 'name')
     c.run(q('same', 'same'))
     c.run(q('also', 'also'))
     expect(c.analyses).toBe(2)
@@ -202,13 +185,7 @@ describe('ShapeCache: a repeated query shape reuses its analysis', () => {
     // Per-tenant keys: the search's key comes from another value of the query, so the shape is
     // never reused.
     const c = counted()
-    const tenant = (t: string, v: string) =>
-      db
-        .selectFrom('accounts')
-        .select('id')
-        .where('tenant_id', '=', t)
-        .where('iban', '=', v)
-        .toOperationNode() as RootOperationNode
+    const tenant = twoConditions('accounts', 'tenant_id', 'iban')
     c.run(tenant('t1', 'x1'))
     c.run(tenant('t2', 'x2'))
     c.run(tenant('t3', 'x3'))
