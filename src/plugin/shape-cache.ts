@@ -187,11 +187,10 @@ function learn(
   if (plan.needsCatalog === true) return NEVER
   const values = shape.values
   if (!distinct(values)) return undefined
-  const traced = trace(analysis, values)
-  if (traced === undefined) return NEVER
+  const template = trace(analysis, values)
+  if (template === undefined) return NEVER
   const others = otherValues(values)
   if (others === undefined) return undefined
-  const template = traced
   let check: Analysis
   try {
     check = analyze(fill(root, trieOf(inputSlots(root)), (slot) => others[slot.from]) as RootOperationNode)
@@ -287,6 +286,7 @@ function distinct(values: readonly unknown[]): boolean {
   return true
 }
 
+/** Calls `visit` with every value of the tree (a ValueNode's value, a primitive list's element) and its path. */
 function visitValues(node: unknown, path: Path, visit: (value: unknown, path: Path) => void): void {
   if (typeof node !== 'object' || node === null) return
   if (Array.isArray(node)) {

@@ -61,5 +61,3 @@ function isSurrogate(unit: number): boolean {
 function utf8Length(unit: number): number {
   return unit < 0x80 ? 1 : unit < 0x800 ? 2 : 3
 }
-
-/** Calls `visit` with every value of the tree (a ValueNode's value, a primitive list's element) and its path. */
