@@ -4,8 +4,10 @@
  * and loaded once when several callers ask at the same time.
  */
 import { LRUCache } from 'lru-cache'
-import type { KeyPurpose } from './key-provider.js'
-import { KEY_PURPOSES } from './key-row.js'
+import { KeyError } from '../errors.js'
+import { keyDestroyed } from './destroyed-key.js'
+import type { KeyPurpose, KeyRef } from './key-provider.js'
+import { describeKeyRef, KEY_PURPOSES } from './key-row.js'
 import type { CorruptKey, StoredKey } from './stored-key.js'
 
 /** The states a blind-index search covers. */
@@ -60,6 +62,28 @@ export function buildTableMeta(
     loadedAt: now(),
     active,
     search,
+  })
+}
+
+/** The stored version `ref` names (a tombstone included), if `meta` has it. */
+export function findVersion(meta: TableMeta, ref: Omit<KeyRef, 'logicalTable'>): StoredKey | undefined {
+  return meta.keys.find((k) => k.purpose === ref.purpose && k.version === ref.version)
+}
+
+/**
+ * The stored version `ref` names, usable for reads.
+ * @throws KeyError `KEY_DESTROYED` for a tombstone; a corrupt row's own error; `KEY_NOT_FOUND`.
+ */
+export function requireVersion(meta: TableMeta, ref: KeyRef): StoredKey {
+  const found = findVersion(meta, ref)
+  if (found?.state === 'destroyed') throw keyDestroyed(ref.logicalTable)
+  if (found !== undefined) return found
+  const corrupt = meta.corrupt.find(
+    (c) => (c.purpose ?? ref.purpose) === ref.purpose && (c.version ?? ref.version) === ref.version,
+  )
+  if (corrupt !== undefined) throw corrupt.error
+  throw new KeyError('KEY_NOT_FOUND', `No key ${describeKeyRef(ref)} in the key store.`, {
+    table: ref.logicalTable,
   })
 }
 
@@ -133,9 +157,13 @@ export class MetadataCache {
     this.#meta.set(logicalTable, meta)
   }
 
-  /** Drops one table's metadata. */
+  /**
+   * Drops one table's metadata. A load already under way is not joined by later callers (they
+   * start a new one): what it read may be from before the change that led here.
+   */
   delete(logicalTable: string): void {
     this.#meta.delete(logicalTable)
+    this.#inflight.delete(logicalTable)
   }
 
   /** Drops every table's metadata. */

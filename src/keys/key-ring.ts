@@ -2,10 +2,18 @@ import { inspect } from 'node:util'
 import { KeyError } from '../errors.js'
 import { ActiveVersions } from './active-versions.js'
 import { keyDestroyed } from './destroyed-key.js'
+import { ForgetLog } from './forget-log.js'
 import { KeyCache } from './key-cache.js'
 import { isKeyNotFound, KeyCreation } from './key-creation.js'
 import type { KeyMaterial } from './key-material.js'
-import { buildTableMeta, MetadataCache, SEARCHABLE, type TableMeta } from './key-metadata.js'
+import {
+  buildTableMeta,
+  findVersion,
+  MetadataCache,
+  requireVersion,
+  SEARCHABLE,
+  type TableMeta,
+} from './key-metadata.js'
 import type { KeyProvider, KeyPurpose, KeyRef } from './key-provider.js'
 import { type KeyInitContext, proveActiveKeys } from './key-ring-init.js'
 import {
@@ -52,6 +60,8 @@ export class KeyRing {
   /** What unwrapping and creating keys need: providers, audit, counters, cache. */
   readonly #init: KeyInitContext
   readonly #readsInTransaction: (() => boolean) | undefined
+  /** What was read before a key name was forgotten (shredded): never cached after it. */
+  readonly #forgets = new ForgetLog()
   #providerCalls = 0
   #metadataLoads = 0
   #closed = false
@@ -158,7 +168,10 @@ export class KeyRing {
     if (!Number.isSafeInteger(ref.version) || ref.version < 1 || !PURPOSES.includes(ref.purpose)) {
       throw new KeyError('KEY_NOT_FOUND', `No key ${describeKeyRef(ref)}.`, { table: ref.logicalTable })
     }
-    return this.#cache.get(ref, async () => unwrapStoredKey(this.#init, await this.#find(ref)))
+    return this.#cache.get(ref, async () => {
+      const stored = await this.#find(ref)
+      return this.#unwrap(stored, this.#forgets.readOf(stored))
+    })
   }
 
   /**
@@ -289,8 +302,13 @@ export class KeyRing {
     }
   }
 
-  /** Drops one key name's cached metadata and zeroes its cached keys (after shredding: `KEY_DESTROYED` next). */
+  /**
+   * Drops one key name's cached metadata and zeroes its cached keys (after shredding: `KEY_DESTROYED`
+   * next). A metadata load or an unwrap of the name already under way caches nothing: its key is
+   * returned only if a read after this call still finds the version alive, else zeroed.
+   */
   forget(logicalTable: string): void {
+    this.#forgets.forget(logicalTable)
     this.#meta.delete(logicalTable)
     this.#cache.deleteTable(logicalTable)
   }
@@ -322,34 +340,28 @@ export class KeyRing {
   }
 
   #keyOf(stored: StoredKey): Promise<KeyMaterial> {
-    return this.#cache.get(refOf(stored), () => unwrapStoredKey(this.#init, stored))
+    const readAt = this.#forgets.readOf(stored)
+    return this.#cache.get(refOf(stored), () => this.#unwrap(stored, readAt))
+  }
+
+  /** Unwraps `stored`, which the metadata read numbered `readAt` returned (see {@link ForgetLog.keep}). */
+  async #unwrap(stored: StoredKey, readAt: number): Promise<KeyMaterial> {
+    const key = await unwrapStoredKey(this.#init, stored)
+    return this.#forgets.keep(key, stored, readAt, () => this.#meta.get(stored.logicalTable, true))
   }
 
   async #find(ref: KeyRef): Promise<StoredKey> {
-    const match = (meta: TableMeta) =>
-      meta.keys.find((k) => k.purpose === ref.purpose && k.version === ref.version)
     let meta = await this.#meta.get(ref.logicalTable)
-    let found = match(meta)
     // A version staged by another process since our last load: reload, but rate-limited.
-    if (found === undefined && this.#now() - meta.loadedAt >= MIN_RELOAD_MS) {
+    if (findVersion(meta, ref) === undefined && this.#now() - meta.loadedAt >= MIN_RELOAD_MS) {
       meta = await this.#meta.get(ref.logicalTable, true)
-      found = match(meta)
     }
-    if (found?.state === 'destroyed') throw keyDestroyed(ref.logicalTable)
-    if (found === undefined) {
-      const corrupt = meta.corrupt.find(
-        (c) => (c.purpose ?? ref.purpose) === ref.purpose && (c.version ?? ref.version) === ref.version,
-      )
-      if (corrupt !== undefined) throw corrupt.error
-      throw new KeyError('KEY_NOT_FOUND', `No key ${describeKeyRef(ref)} in the key store.`, {
-        table: ref.logicalTable,
-      })
-    }
-    return found
+    return requireVersion(meta, ref)
   }
 
   async #loadMetadata(logicalTable: string): Promise<TableMeta> {
     this.#metadataLoads++
+    const seq = this.#forgets.read()
     let { keys, corrupt } = await this.#store.read(logicalTable)
     // A purpose with only corrupt rows is not missing: it must never get fresh keys.
     const present = (p: KeyPurpose) =>
@@ -363,9 +375,11 @@ export class KeyRing {
     }
     // A version shredded since it was cached (by another process, or another ring of this one):
     // zeroed now, so this ring stops decrypting with it. (An unwrap of it already under way, with
-    // the wrapping read before the shred, still caches its result: that narrow race is bounded by
-    // the key cache TTL, as for a process that has not reloaded.)
+    // the wrapping read before the shred, still caches its result unless the shred was this
+    // ring's (forget): elsewhere that narrow race is bounded by the key cache TTL, as for a
+    // process that has not reloaded.)
     for (const k of keys) if (k.state === 'destroyed') this.#cache.delete(refOf(k))
+    this.#forgets.stamp(keys, seq)
     const meta = buildTableMeta(
       keys,
       corrupt,
@@ -377,7 +391,9 @@ export class KeyRing {
     const complete = PURPOSES.every((p) => present(p))
     // Read inside a transaction: its snapshot may be older than the TTL (see readsInTransaction).
     const snapshot = this.#readsInTransaction?.() === true
-    if (!this.#closed && complete && !snapshot) this.#meta.set(logicalTable, meta)
+    // Forgotten (shredded) while this read ran: what it read may be from before the shred.
+    const forgotten = this.#forgets.forgottenSince(logicalTable, seq)
+    if (!this.#closed && complete && !snapshot && !forgotten) this.#meta.set(logicalTable, meta)
     return meta
   }
 
