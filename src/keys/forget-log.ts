@@ -31,11 +31,11 @@ export class ForgetLog {
   }
 
   /**
-   * The number of the read `stored` came from; for a key the caller read from the key store
-   * itself (not through this ring's metadata), now.
+   * The number of the read `stored` came from; 0 for a key the caller read from the key store
+   * itself (not through this ring's metadata), at a time this log cannot know.
    */
   readOf(stored: StoredKey): number {
-    return this.#readAt.get(stored) ?? this.#seq
+    return this.#readAt.get(stored) ?? 0
   }
 
   /** `logicalTable` is forgotten now: reads numbered before this are stale for it. */
@@ -53,18 +53,22 @@ export class ForgetLog {
    * name was not forgotten since that read, or when `reload` (a new read of the name's metadata,
    * after the forget) still finds the version alive. Otherwise it is zeroed and `KEY_DESTROYED`
    * thrown, so no cache holds it again.
+   *
+   * `reload` is `undefined` inside a transaction: a read there may see a snapshot taken before
+   * the forget (REPEATABLE READ), so it cannot prove the version alive, and a key of a name ever
+   * forgotten is refused (whenever it was read).
    * @throws KeyError `KEY_DESTROYED`; whatever `reload` throws (the key zeroed).
    */
   async keep(
     key: KeyMaterial,
     stored: StoredKey,
     readAt: number,
-    reload: () => Promise<TableMeta>,
+    reload: (() => Promise<TableMeta>) | undefined,
   ): Promise<KeyMaterial> {
-    if (!this.forgottenSince(stored.logicalTable, readAt)) return key
+    if (!this.forgottenSince(stored.logicalTable, reload === undefined ? 0 : readAt)) return key
     let alive = false
     try {
-      const now = findVersion(await reload(), stored)
+      const now = reload === undefined ? undefined : findVersion(await reload(), stored)
       alive = now !== undefined && now.state !== 'destroyed'
     } finally {
       if (!alive) key.destroy()

@@ -347,7 +347,13 @@ export class KeyRing {
   /** Unwraps `stored`, which the metadata read numbered `readAt` returned (see {@link ForgetLog.keep}). */
   async #unwrap(stored: StoredKey, readAt: number): Promise<KeyMaterial> {
     const key = await unwrapStoredKey(this.#init, stored)
-    return this.#forgets.keep(key, stored, readAt, () => this.#meta.get(stored.logicalTable, true))
+    const inTransaction = this.#readsInTransaction?.() === true
+    return this.#forgets.keep(
+      key,
+      stored,
+      readAt,
+      inTransaction ? undefined : () => this.#meta.get(stored.logicalTable, true),
+    )
   }
 
   async #find(ref: KeyRef): Promise<StoredKey> {

@@ -6,12 +6,13 @@ import { type Backend, backends, dropTables, uniqueName } from '../support/backe
 
 /** Where a read of a tenant's key is held while the tenant is shredded. */
 type Step = 'unwrap' | 'metadata'
+type KeyRows = Awaited<ReturnType<KeyStore['read']>>
 
 /**
  * A tenant shredded by this process while one of its reads is under way: the unwrap of its key,
  * or the read of its key metadata, started before the shred and ends after it. Neither may put
- * the tenant's key back in this process's caches (where reads would use it until the key cache
- * TTL), and neither may hand the key out.
+ * the tenant's key (or its metadata from before the shred) back in this process's caches, where
+ * reads would use it until the key cache TTL, and neither may hand the key out.
  */
 describe.each(backends())(
   'crypto-shredding with a read of the tenant under way [$name]',
@@ -23,6 +24,7 @@ describe.each(backends())(
       const newKek = () => localKeyProvider({ id: 'local:inflight', key: Buffer.from(kekBytes) })
       const kek = newKek()
       const raw = new Kysely<unknown>({ dialect: backend.createDialect() })
+      const plain = new KeyStore(raw, { tableName: keyTable })
       /** The step to hold next (once), the signal that it was reached, and what releases it. */
       let hold: { step: Step; reached: () => void; released: Promise<void> } | undefined
       async function pass(step: Step): Promise<void> {
@@ -32,10 +34,18 @@ describe.each(backends())(
         h.reached()
         await h.released
       }
-      /** A key store whose reads are held after the database answered (their rows are pre-shred). */
+      /**
+       * A key store whose reads can be held after the database answered (their rows are then from
+       * before the shred), and, for a ring that says it reads in a transaction, that returns the
+       * rows of its first read of a name ever after (a REPEATABLE READ snapshot).
+       */
       class SlowStore extends KeyStore {
-        override async read(logicalTable: string): ReturnType<KeyStore['read']> {
-          const rows = await super.read(logicalTable)
+        readonly snapshots = new Map<string, KeyRows>()
+        snapshot = false
+        override async read(logicalTable: string): Promise<KeyRows> {
+          const taken = this.snapshot ? this.snapshots.get(logicalTable) : undefined
+          const rows = taken ?? (await super.read(logicalTable))
+          if (this.snapshot) this.snapshots.set(logicalTable, rows)
           await pass('metadata')
           return rows
         }
@@ -55,67 +65,109 @@ describe.each(backends())(
         await raw.destroy()
       })
 
-      /**
-       * Gives `tenant` keys, starts a read of its data key on a ring that has not read them yet,
-       * holds it at `step`, runs `meanwhile` (a shred, or not), then lets the read go on.
-       */
-      async function readAround(
-        tenant: string,
-        step: Step,
-        meanwhile: (plain: KeyStore, ring: KeyRing) => Promise<void>,
-      ) {
+      /** `tenant`'s keys, and a ring (gated store and provider) that has not read them yet. */
+      async function tenantRing(tenant: string) {
         const keyName = `orders#tenant_id=${tenant}`
-        const ref = { logicalTable: keyName, purpose: 'data' as const, version: 1 }
-        const plain = new KeyStore(raw, { tableName: keyTable })
         await plain.ensureSchema()
         const writer = new KeyRing({ store: plain, providers: [newKek()] })
         await writer.init([keyName])
         await writer.close()
-        const ring = new KeyRing({ store: new SlowStore(raw, { tableName: keyTable }), providers: [gated] })
-        let reached!: () => void
-        const atStep = new Promise<void>((resolve) => {
-          reached = resolve
-        })
+        const store = new SlowStore(raw, { tableName: keyTable })
+        const ring = new KeyRing({ store, providers: [gated], readsInTransaction: () => store.snapshot })
+        return { keyName, store, ring, ref: { logicalTable: keyName, purpose: 'data' as const, version: 1 } }
+      }
+
+      /** Holds the next pass of `step`; resolves once it is reached, with what releases it. */
+      function holdAt(step: Step): Promise<() => void> {
         let release!: () => void
-        hold = { step, reached, released: new Promise<void>((resolve) => (release = resolve)) }
-        const reading = ring.key(ref).catch((e: unknown) => e)
-        await atStep
-        await meanwhile(plain, ring)
-        release()
-        return { keyName, ref, ring, result: await reading }
+        const released = new Promise<void>((resolve) => {
+          release = resolve
+        })
+        return new Promise((reached) => {
+          hold = { step, reached: () => reached(release), released }
+        })
       }
 
       /** What shred does in this process: tombstones in the key table, then the ring forgets the name. */
-      const shred = (keyName: string) => async (plain: KeyStore, ring: KeyRing) => {
+      async function shred(ring: KeyRing, keyName: string): Promise<void> {
         expect(await plain.destroy(keyName)).toBe(2)
         ring.forget(keyName)
       }
 
+      /** The ring holds nothing of the shredded tenant, and its next reads are refused. */
+      async function nothingLeft(ring: KeyRing, keyName: string): Promise<void> {
+        const ref = { logicalTable: keyName, purpose: 'data' as const, version: 1 }
+        expect(ring.peekKey(ref)).toBeUndefined()
+        expect(ring.peekActiveKey(keyName, 'data')).toBeUndefined()
+        expect(ring.stats().cache.size).toBe(0)
+        await expect(ring.key(ref)).rejects.toMatchObject({ code: 'KEY_DESTROYED' })
+        await expect(ring.activeKey(keyName, 'data')).rejects.toMatchObject({ code: 'KEY_DESTROYED' })
+        await expect(ring.versions(keyName, 'data')).rejects.toMatchObject({ code: 'KEY_DESTROYED' })
+      }
+
       for (const step of ['unwrap', 'metadata'] as const) {
         it(`a read held at its ${step} when the tenant is shredded fails with KEY_DESTROYED and caches nothing`, async () => {
-          const tenant = `acme_${step}`
-          const { keyName, ref, ring, result } = await readAround(
-            tenant,
-            step,
-            shred(`orders#tenant_id=${tenant}`),
-          )
-          expect(result).toMatchObject({ code: 'KEY_DESTROYED' })
-          // The synchronous paths find nothing, and the next reads are refused.
-          expect(ring.peekKey(ref)).toBeUndefined()
-          expect(ring.peekActiveKey(keyName, 'data')).toBeUndefined()
-          expect(ring.stats().cache.size).toBe(0)
-          await expect(ring.key(ref)).rejects.toMatchObject({ code: 'KEY_DESTROYED' })
-          await expect(ring.activeKey(keyName, 'data')).rejects.toMatchObject({ code: 'KEY_DESTROYED' })
+          const { keyName, ref, ring } = await tenantRing(`acme_${step}`)
+          const held = holdAt(step)
+          const reading = ring.key(ref).catch((e: unknown) => e)
+          const release = await held
+          await shred(ring, keyName)
+          release()
+          expect(await reading).toMatchObject({ code: 'KEY_DESTROYED' })
+          await nothingLeft(ring, keyName)
           await ring.close()
         })
       }
 
+      it('a metadata read under way at the shred is neither cached nor joined by the reads after it', async () => {
+        const { keyName, ring } = await tenantRing('umbrella')
+        const held = holdAt('metadata')
+        const first = ring.versions(keyName, 'data')
+        const release = await held
+        await shred(ring, keyName)
+        // Started after the shred, while the first read is still held: a read of its own.
+        const second = ring.versions(keyName, 'data').catch((e: unknown) => e)
+        expect(await second).toMatchObject({ code: 'KEY_DESTROYED' })
+        release()
+        // The held read answers with what it read before the shred; that is not kept.
+        expect((await first).map((k) => k.state)).toEqual(['active'])
+        await nothingLeft(ring, keyName)
+        await ring.close()
+      })
+
+      it('a version the caller read from the key store before the shred is refused by storedKey (a job of the same process)', async () => {
+        const { keyName, ring } = await tenantRing('hooli')
+        const read = (await plain.read(keyName)).keys.find((k) => k.purpose === 'data')!
+        await shred(ring, keyName)
+        await expect(ring.storedKey(read)).rejects.toMatchObject({ code: 'KEY_DESTROYED' })
+        await nothingLeft(ring, keyName)
+        await ring.close()
+      })
+
+      it('inside a transaction whose snapshot predates the shred, the key is refused, not cached', async () => {
+        const { keyName, ref, store, ring } = await tenantRing('soylent')
+        store.snapshot = true
+        await ring.versions(keyName, 'data') // the snapshot: both keys alive
+        await shred(ring, keyName)
+        // The snapshot still shows the key alive: neither the read nor a read again in it proves it.
+        await expect(ring.key(ref)).rejects.toMatchObject({ code: 'KEY_DESTROYED' })
+        expect(ring.peekKey(ref)).toBeUndefined()
+        expect(ring.stats().cache.size).toBe(0)
+        store.snapshot = false
+        await nothingLeft(ring, keyName)
+        await ring.close()
+      })
+
       it('a forget of a tenant that was not shredded costs an unwrap under way nothing: its key is read again and kept', async () => {
-        const { ref, ring, result } = await readAround('initech', 'unwrap', async (_plain, ring) =>
-          ring.forget('orders#tenant_id=initech'),
-        )
-        expect(result).toMatchObject({ ref })
-        expect(ring.peekKey(ref)).toBe(result)
+        const { keyName, ref, ring } = await tenantRing('initech')
+        const held = holdAt('unwrap')
+        const reading = ring.key(ref)
+        const release = await held
+        ring.forget(keyName)
+        release()
+        const key = await reading
+        expect(key.ref).toEqual(ref)
+        expect(ring.peekKey(ref)).toBe(key)
         await ring.close()
       })
     })
