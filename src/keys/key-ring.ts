@@ -305,7 +305,8 @@ export class KeyRing {
   /**
    * Drops one key name's cached metadata and zeroes its cached keys (after shredding: `KEY_DESTROYED`
    * next). A metadata load or an unwrap of the name already under way caches nothing: its key is
-   * returned only if a read after this call still finds the version alive, else zeroed.
+   * returned only if a read after this call (never one in a transaction) still finds the version
+   * alive, else zeroed.
    */
   forget(logicalTable: string): void {
     this.#forgets.forget(logicalTable)
