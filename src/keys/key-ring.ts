@@ -353,7 +353,8 @@ export class KeyRing {
       key,
       stored,
       readAt,
-      inTransaction ? undefined : () => this.#meta.get(stored.logicalTable, true),
+      // A load of its own: one under way may be a transaction's, from an older snapshot.
+      inTransaction ? undefined : () => this.#loadMetadata(stored.logicalTable),
     )
   }
 
@@ -368,7 +369,11 @@ export class KeyRing {
 
   async #loadMetadata(logicalTable: string): Promise<TableMeta> {
     this.#metadataLoads++
-    const seq = this.#forgets.read()
+    // Read inside a transaction: its snapshot may be older than the TTL (see readsInTransaction),
+    // or than a forget (shred): its keys count as read at an unknown time (0) for every caller,
+    // those outside the transaction that joined this load included.
+    const snapshot = this.#readsInTransaction?.() === true
+    const seq = snapshot ? 0 : this.#forgets.read()
     let { keys, corrupt } = await this.#store.read(logicalTable)
     // A purpose with only corrupt rows is not missing: it must never get fresh keys.
     const present = (p: KeyPurpose) =>
@@ -396,8 +401,6 @@ export class KeyRing {
     // A table without keys is not cached: keys created by `kfe init` in another process are seen
     // at the next query (each such query costs one key-store read until then).
     const complete = PURPOSES.every((p) => present(p))
-    // Read inside a transaction: its snapshot may be older than the TTL (see readsInTransaction).
-    const snapshot = this.#readsInTransaction?.() === true
     // Forgotten (shredded) while this read ran: what it read may be from before the shred.
     const forgotten = this.#forgets.forgottenSince(logicalTable, seq)
     if (!this.#closed && complete && !snapshot && !forgotten) this.#meta.set(logicalTable, meta)

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks'
 import { randomBytes } from 'node:crypto'
 import { Kysely } from 'kysely'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -25,27 +26,29 @@ describe.each(backends())(
       const kek = newKek()
       const raw = new Kysely<unknown>({ dialect: backend.createDialect() })
       const plain = new KeyStore(raw, { tableName: keyTable })
-      /** The step to hold next (once), the signal that it was reached, and what releases it. */
-      let hold: { step: Step; reached: () => void; released: Promise<void> } | undefined
+      /** Per step, the next pass to hold (once): the signal that it was reached, and what releases it. */
+      const holds = new Map<Step, { reached: () => void; released: Promise<void> }>()
       async function pass(step: Step): Promise<void> {
-        const h = hold
-        if (h?.step !== step) return
-        hold = undefined
+        const h = holds.get(step)
+        if (h === undefined) return
+        holds.delete(step)
         h.reached()
         await h.released
       }
+      /** Set inside a (simulated) transaction, as the plugin's insideTransaction is, per async context. */
+      const transaction = new AsyncLocalStorage<true>()
+      const inTransaction = () => transaction.getStore() === true
       /**
        * A key store whose reads can be held after the database answered (their rows are then from
-       * before the shred), and, for a ring that says it reads in a transaction, that returns the
-       * rows of its first read of a name ever after (a REPEATABLE READ snapshot).
+       * before the shred), and whose reads in a transaction return the rows of the transaction's
+       * first read of a name ever after (a REPEATABLE READ snapshot).
        */
       class SlowStore extends KeyStore {
         readonly snapshots = new Map<string, KeyRows>()
-        snapshot = false
         override async read(logicalTable: string): Promise<KeyRows> {
-          const taken = this.snapshot ? this.snapshots.get(logicalTable) : undefined
+          const taken = inTransaction() ? this.snapshots.get(logicalTable) : undefined
           const rows = taken ?? (await super.read(logicalTable))
-          if (this.snapshot) this.snapshots.set(logicalTable, rows)
+          if (inTransaction()) this.snapshots.set(logicalTable, rows)
           await pass('metadata')
           return rows
         }
@@ -73,7 +76,7 @@ describe.each(backends())(
         await writer.init([keyName])
         await writer.close()
         const store = new SlowStore(raw, { tableName: keyTable })
-        const ring = new KeyRing({ store, providers: [gated], readsInTransaction: () => store.snapshot })
+        const ring = new KeyRing({ store, providers: [gated], readsInTransaction: inTransaction })
         return { keyName, store, ring, ref: { logicalTable: keyName, purpose: 'data' as const, version: 1 } }
       }
 
@@ -84,7 +87,7 @@ describe.each(backends())(
           release = resolve
         })
         return new Promise((reached) => {
-          hold = { step, reached: () => reached(release), released }
+          holds.set(step, { reached: () => reached(release), released })
         })
       }
 
@@ -146,15 +149,53 @@ describe.each(backends())(
       })
 
       it('inside a transaction whose snapshot predates the shred, the key is refused, not cached', async () => {
-        const { keyName, ref, store, ring } = await tenantRing('soylent')
-        store.snapshot = true
-        await ring.versions(keyName, 'data') // the snapshot: both keys alive
+        const { keyName, ref, ring } = await tenantRing('soylent')
+        const inside = <T>(fn: () => Promise<T>) => transaction.run(true, fn)
+        await inside(() => ring.versions(keyName, 'data')) // the snapshot: both keys alive
         await shred(ring, keyName)
         // The snapshot still shows the key alive: neither the read nor a read again in it proves it.
-        await expect(ring.key(ref)).rejects.toMatchObject({ code: 'KEY_DESTROYED' })
+        await expect(inside(() => ring.key(ref))).rejects.toMatchObject({ code: 'KEY_DESTROYED' })
         expect(ring.peekKey(ref)).toBeUndefined()
         expect(ring.stats().cache.size).toBe(0)
-        store.snapshot = false
+        await nothingLeft(ring, keyName)
+        await ring.close()
+      })
+
+      it("a read outside the transaction that joins the transaction's metadata read (older snapshot) is refused, not cached", async () => {
+        const { keyName, ref, ring } = await tenantRing('tyrell')
+        const inside = <T>(fn: () => Promise<T>) => transaction.run(true, fn)
+        await inside(() => ring.versions(keyName, 'data')) // the snapshot: both keys alive
+        await shred(ring, keyName)
+        // The transaction reads the metadata again (held once it has its snapshot's rows); a read
+        // outside it, for the same name, joins that load.
+        const held = holdAt('metadata')
+        const inTx = inside(() => ring.versions(keyName, 'data'))
+        const release = await held
+        const outside = ring.key(ref).catch((e: unknown) => e)
+        release()
+        expect((await inTx).map((k) => k.state)).toEqual(['active'])
+        expect(await outside).toMatchObject({ code: 'KEY_DESTROYED' })
+        await nothingLeft(ring, keyName)
+        await ring.close()
+      })
+
+      it("an unwrap under way at the shred checks the key table with a read of its own, not the transaction's under way", async () => {
+        const { keyName, ref, ring } = await tenantRing('cyberdyne')
+        const inside = <T>(fn: () => Promise<T>) => transaction.run(true, fn)
+        await inside(() => ring.versions(keyName, 'data')) // the snapshot: both keys alive
+        const unwrapHeld = holdAt('unwrap')
+        const outside = ring.key(ref).catch((e: unknown) => e)
+        const releaseUnwrap = await unwrapHeld
+        await shred(ring, keyName)
+        // The transaction reads the metadata again, from its snapshot, and is held there while
+        // the unwrap ends and checks the key table.
+        const metadataHeld = holdAt('metadata')
+        const inTx = inside(() => ring.versions(keyName, 'data'))
+        const releaseMetadata = await metadataHeld
+        releaseUnwrap()
+        expect(await outside).toMatchObject({ code: 'KEY_DESTROYED' })
+        releaseMetadata()
+        expect((await inTx).map((k) => k.state)).toEqual(['active'])
         await nothingLeft(ring, keyName)
         await ring.close()
       })
