@@ -18,9 +18,11 @@ import type { StoredKey } from './stored-key.js'
 /** What creating first keys needs from a key ring. */
 export interface KeyInitContext extends ProviderCalls {
   readonly store: KeyStore
-  /** Seeded with each created key, unless the ring is closed. */
+  /** Seeded with each created key, unless the ring is closed or forgot the name. */
   readonly cache: KeyCache
   readonly isClosed: () => boolean
+  /** Whether the ring forgot this key name (it was shredded meanwhile): its keys are not seeded. */
+  readonly wasForgotten: (logicalTable: string) => boolean
 }
 
 /**
@@ -122,7 +124,7 @@ export async function createInitialVersions(
       const g = generated[i]
       if (g === undefined || !result.created) return
       created.push(g.ref)
-      if (ctx.isClosed()) return
+      if (ctx.isClosed() || ctx.wasForgotten(logicalTable)) return
       // Seed the cache with the key we already hold: saves one unwrap on first use.
       // Not awaited: a read of this very version (ring.key) may be in flight and waiting for
       // this creation, and joining its single-flight entry here would deadlock.

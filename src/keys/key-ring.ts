@@ -93,6 +93,7 @@ export class KeyRing {
         this.#providerCalls++
       },
       isClosed: () => this.#closed,
+      wasForgotten: (name: string) => this.#forgets.forgottenSince(name, 0),
     })
     this.#creation = new KeyCreation(this.#init, options, (name) => this.#meta.delete(name))
   }

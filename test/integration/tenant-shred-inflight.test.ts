@@ -45,6 +45,15 @@ describe.each(backends())(
        */
       class SlowStore extends KeyStore {
         readonly snapshots = new Map<string, KeyRows>()
+        /** Runs after this store created a name's first keys, before the creator goes on. */
+        afterCreate: (() => Promise<void>) | undefined
+        override async createInitialKeys(
+          ...args: Parameters<KeyStore['createInitialKeys']>
+        ): ReturnType<KeyStore['createInitialKeys']> {
+          const created = await super.createInitialKeys(...args)
+          await this.afterCreate?.()
+          return created
+        }
         override async read(logicalTable: string): Promise<KeyRows> {
           const taken = inTransaction() ? this.snapshots.get(logicalTable) : undefined
           const rows = taken ?? (await super.read(logicalTable))
@@ -196,6 +205,18 @@ describe.each(backends())(
         expect(await outside).toMatchObject({ code: 'KEY_DESTROYED' })
         releaseMetadata()
         expect((await inTx).map((k) => k.state)).toEqual(['active'])
+        await nothingLeft(ring, keyName)
+        await ring.close()
+      })
+
+      it('keys this ring created just before the tenant was shredded are not put in its cache after the shred', async () => {
+        const keyName = 'orders#tenant_id=wayne'
+        await plain.ensureSchema()
+        const store = new SlowStore(raw, { tableName: keyTable })
+        const ring = new KeyRing({ store, providers: [gated], readsInTransaction: inTransaction })
+        store.afterCreate = () => shred(ring, keyName)
+        expect((await ring.init([keyName])).created).toHaveLength(2)
+        await new Promise((resolve) => setImmediate(resolve)) // the cache is seeded without being awaited
         await nothingLeft(ring, keyName)
         await ring.close()
       })
