@@ -6,16 +6,10 @@ import { ForgetLog } from './forget-log.js'
 import { KeyCache } from './key-cache.js'
 import { isKeyNotFound, KeyCreation } from './key-creation.js'
 import type { KeyMaterial } from './key-material.js'
-import {
-  buildTableMeta,
-  findVersion,
-  MetadataCache,
-  requireVersion,
-  SEARCHABLE,
-  type TableMeta,
-} from './key-metadata.js'
+import { findVersion, MetadataCache, requireVersion, SEARCHABLE, type TableMeta } from './key-metadata.js'
 import type { KeyProvider, KeyPurpose, KeyRef } from './key-provider.js'
 import { type KeyInitContext, proveActiveKeys } from './key-ring-init.js'
+import { loadTableMeta, type MetadataLoadContext } from './key-ring-load.js'
 import {
   checkKeyRingOptions,
   type InitKeysResult,
@@ -54,6 +48,8 @@ export class KeyRing {
   readonly #providers: readonly KeyProvider[]
   readonly #cache: KeyCache
   readonly #creation: KeyCreation
+  /** What the metadata load reads and updates (see {@link loadTableMeta}). */
+  readonly #load: MetadataLoadContext
   readonly #activeVersions: ActiveVersions
   readonly #now: () => number
   readonly #meta: MetadataCache
@@ -96,6 +92,18 @@ export class KeyRing {
       wasForgotten: (name: string) => this.#forgets.forgottenSince(name, 0),
     })
     this.#creation = new KeyCreation(this.#init, options, (name) => this.#meta.delete(name))
+    this.#load = {
+      store: this.#store,
+      cache: this.#cache,
+      creation: this.#creation,
+      forgets: this.#forgets,
+      activeVersions: this.#activeVersions,
+      now: this.#now,
+      readsInTransaction: this.#readsInTransaction,
+      onRead: () => {
+        this.#metadataLoads++
+      },
+    }
   }
 
   /**
@@ -369,42 +377,8 @@ export class KeyRing {
   }
 
   async #loadMetadata(logicalTable: string): Promise<TableMeta> {
-    this.#metadataLoads++
-    // Read inside a transaction: its snapshot may be older than the TTL (see readsInTransaction),
-    // or than a forget (shred): its keys count as read at an unknown time (0) for every caller,
-    // those outside the transaction that joined this load included.
-    const snapshot = this.#readsInTransaction?.() === true
-    const seq = snapshot ? 0 : this.#forgets.read()
-    let { keys, corrupt } = await this.#store.read(logicalTable)
-    // A purpose with only corrupt rows is not missing: it must never get fresh keys.
-    const present = (p: KeyPurpose) =>
-      keys.some((k) => k.purpose === p) || corrupt.some((c) => (c.purpose ?? p) === p)
-    const missing = PURPOSES.filter((p) => !present(p))
-    // A tenant's keys are created on purpose or on its first write (writeKey), never by a read.
-    // One after the other: this may run on the application's connection (one query at a time).
-    if (missing.length > 0 && (await this.#creation.onMissing(logicalTable, missing, keys.length > 0))) {
-      this.#metadataLoads++
-      ;({ keys, corrupt } = await this.#store.read(logicalTable))
-    }
-    // A version shredded since it was cached (by another process, or another ring of this one):
-    // zeroed now, so this ring stops decrypting with it. (An unwrap of it already under way, with
-    // the wrapping read before the shred, still caches its result unless the shred was this
-    // ring's (forget): elsewhere that narrow race is bounded by the key cache TTL, as for a
-    // process that has not reloaded.)
-    for (const k of keys) if (k.state === 'destroyed') this.#cache.delete(refOf(k))
-    this.#forgets.stamp(keys, seq)
-    const meta = buildTableMeta(
-      keys,
-      corrupt,
-      (purpose, version) => this.#activeVersions.accept(logicalTable, purpose, version),
-      this.#now,
-    )
-    // A table without keys is not cached: keys created by `kfe init` in another process are seen
-    // at the next query (each such query costs one key-store read until then).
-    const complete = PURPOSES.every((p) => present(p))
-    // Forgotten (shredded) while this read ran: what it read may be from before the shred.
-    const forgotten = this.#forgets.forgottenSince(logicalTable, seq)
-    if (!this.#closed && complete && !snapshot && !forgotten) this.#meta.set(logicalTable, meta)
+    const { meta, cacheable } = await loadTableMeta(this.#load, logicalTable)
+    if (cacheable && !this.#closed) this.#meta.set(logicalTable, meta)
     return meta
   }
 

@@ -38,6 +38,9 @@ describe.each(backends())(
       /** Set inside a (simulated) transaction, as the plugin's insideTransaction is, per async context. */
       const transaction = new AsyncLocalStorage<true>()
       const inTransaction = () => transaction.getStore() === true
+      const inside = <T>(fn: () => Promise<T>) => transaction.run(true, fn)
+      /** A transaction's first read of the name: its snapshot, both keys alive. */
+      const snapshotOf = (ring: KeyRing, keyName: string) => inside(() => ring.versions(keyName, 'data'))
       /**
        * A key store whose reads can be held after the database answered (their rows are then from
        * before the shred), and whose reads in a transaction return the rows of the transaction's
@@ -159,8 +162,7 @@ describe.each(backends())(
 
       it('inside a transaction whose snapshot predates the shred, the key is refused, not cached', async () => {
         const { keyName, ref, ring } = await tenantRing('soylent')
-        const inside = <T>(fn: () => Promise<T>) => transaction.run(true, fn)
-        await inside(() => ring.versions(keyName, 'data')) // the snapshot: both keys alive
+        await snapshotOf(ring, keyName)
         await shred(ring, keyName)
         // The snapshot still shows the key alive: neither the read nor a read again in it proves it.
         await expect(inside(() => ring.key(ref))).rejects.toMatchObject({ code: 'KEY_DESTROYED' })
@@ -172,8 +174,7 @@ describe.each(backends())(
 
       it("a read outside the transaction that joins the transaction's metadata read (older snapshot) is refused, not cached", async () => {
         const { keyName, ref, ring } = await tenantRing('tyrell')
-        const inside = <T>(fn: () => Promise<T>) => transaction.run(true, fn)
-        await inside(() => ring.versions(keyName, 'data')) // the snapshot: both keys alive
+        await snapshotOf(ring, keyName)
         await shred(ring, keyName)
         // The transaction reads the metadata again (held once it has its snapshot's rows); a read
         // outside it, for the same name, joins that load.
@@ -190,8 +191,7 @@ describe.each(backends())(
 
       it("an unwrap under way at the shred checks the key table with a read of its own, not the transaction's under way", async () => {
         const { keyName, ref, ring } = await tenantRing('cyberdyne')
-        const inside = <T>(fn: () => Promise<T>) => transaction.run(true, fn)
-        await inside(() => ring.versions(keyName, 'data')) // the snapshot: both keys alive
+        await snapshotOf(ring, keyName)
         const unwrapHeld = holdAt('unwrap')
         const outside = ring.key(ref).catch((e: unknown) => e)
         const releaseUnwrap = await unwrapHeld
