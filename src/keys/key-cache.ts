@@ -1,9 +1,10 @@
 import { timingSafeEqual } from 'node:crypto'
 import { inspect } from 'node:util'
 import { LRUCache } from 'lru-cache'
-import { ConfigError, type ErrorCode, FieldEncryptionError, KeyError, KeyProviderError } from '../errors.js'
+import { ConfigError, type FieldEncryptionError, KeyError } from '../errors.js'
 import { refuseUnknownKeys } from '../option-keys.js'
 import { KEY_CACHE_OPTION_KEYS, type KeyCacheOptions, type KeyCacheStats } from './key-cache-options.js'
+import { type Failure, isAvailabilityError, remembered, SLOW_FAILURE_MS } from './key-cache-outage.js'
 import type { KeyMaterial } from './key-material.js'
 import type { KeyRef } from './key-provider.js'
 
@@ -17,37 +18,14 @@ interface Entry {
   retryAfter?: number
 }
 
-/**
- * How long a load must have taken to fail with an availability error for a key not in the cache
- * to be remembered as down ({@link KeyCacheOptions.outageRetryMs}).
- */
-const SLOW_FAILURE_MS = 1000
-
-/** A key not in the cache whose load failed with an availability error: not asked again until `until`. */
-interface Failure {
-  readonly error: FieldEncryptionError
-  readonly until: number
-  /** The ref's logical key name, for {@link KeyCache.deleteTable}. */
-  readonly table: string
+/** One load under way, marked when its key name is dropped ({@link KeyCache.deleteTable}) meanwhile. */
+interface Loading {
+  dropped: boolean
 }
 
 interface LoadResult {
   readonly material: KeyMaterial
   readonly stale: boolean
-}
-
-/**
- * Failures that mean "the keeper (or the key store) did not answer", as opposed to an answer that
- * refuses the key. Only these let a stale key serve through the grace period.
- */
-const AVAILABILITY_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  'PROVIDER_UNAVAILABLE',
-  'PROVIDER_THROTTLED',
-  'KEY_STORE_ERROR',
-])
-
-function isAvailabilityError(error: unknown): boolean {
-  return error instanceof FieldEncryptionError && AVAILABILITY_CODES.has(error.code)
 }
 
 /** Canonical cache key of a ref; JSON of an array cannot collide across fields. */
@@ -93,6 +71,8 @@ function positiveInt(name: string, value: number, allowZero: boolean): number {
 export class KeyCache {
   readonly #lru: LRUCache<string, Entry>
   readonly #inflight = new Map<string, Promise<LoadResult>>()
+  /** The loads under way of each key name (cache key's name), for {@link KeyCache.deleteTable}. */
+  readonly #loading = new Map<string, Set<Loading>>()
   /** Keys not in the cache whose last load failed in an outage (at most `max`, oldest dropped). */
   readonly #failed: LRUCache<string, Failure>
 
@@ -216,14 +196,22 @@ export class KeyCache {
     return entry.material
   }
 
-  /** Drops (and zeroes) the key for `ref`. An in-flight load for it still completes and caches its result. */
+  /**
+   * Drops (and zeroes) the key for `ref`. An in-flight load for it still completes and caches its
+   * result ({@link KeyCache.deleteTable} is the one that stops it).
+   */
   delete(ref: KeyRef): void {
     this.#lru.delete(cacheKey(ref))
     this.#failed.delete(cacheKey(ref))
   }
 
-  /** Drops (and zeroes) every key of one logical key name, whatever its purpose and version. */
+  /**
+   * Drops (and zeroes) every key of one logical key name, whatever its purpose and version. A load
+   * of the name under way caches nothing it got before this call: it is run again, and what that
+   * run returns is cached (the key ring's load then checks the key table after its forget).
+   */
   deleteTable(logicalTable: string): void {
+    for (const loading of this.#loading.get(logicalTable) ?? []) loading.dropped = true
     for (const entry of [...this.#lru.values()]) {
       if (entry.material.ref.logicalTable === logicalTable) this.delete(entry.material.ref)
     }
@@ -296,7 +284,36 @@ export class KeyCache {
     return entry
   }
 
+  /**
+   * Runs {@link KeyCache.#loadOnce} until a run ends with no {@link KeyCache.deleteTable} of its
+   * name meanwhile: a key got before a drop is zeroed, never cached.
+   */
   async #load(k: string, load: () => Promise<KeyMaterial>): Promise<LoadResult> {
+    const table = tableOfKey(k)
+    for (;;) {
+      const loading: Loading = { dropped: false }
+      const ofTable = this.#loading.get(table) ?? new Set<Loading>()
+      this.#loading.set(table, ofTable)
+      ofTable.add(loading)
+      try {
+        const result = await this.#loadOnce(k, load)
+        // A stale result is the cached entry, which a drop would have removed.
+        if (result.stale) return result
+        if (!loading.dropped) return this.#keep(k, result.material)
+        result.material.destroy()
+        this.#assertOpen()
+      } finally {
+        ofTable.delete(loading)
+        if (ofTable.size === 0) this.#loading.delete(table)
+      }
+    }
+  }
+
+  /**
+   * One run of `load`: the key it returned (not cached yet), or on an availability error the
+   * cached entry within grace, marked stale.
+   */
+  async #loadOnce(k: string, load: () => Promise<KeyMaterial>): Promise<LoadResult> {
     this.#loads++
     const started = this.#now()
     let loaded: KeyMaterial
@@ -328,6 +345,11 @@ export class KeyCache {
       }
       throw error
     }
+    return { material: loaded, stale: false }
+  }
+
+  /** Caches `loaded`, just loaded for `k`, or keeps the cached object if it holds the same bytes. */
+  #keep(k: string, loaded: KeyMaterial): LoadResult {
     if (this.#closed) {
       loaded.destroy()
       this.#assertOpen()
@@ -350,27 +372,6 @@ export class KeyCache {
   #assertOpen(): void {
     if (this.#closed) throw new KeyError('KEY_NOT_FOUND', 'The key cache was closed.')
   }
-}
-
-/**
- * A new error of the outage's code (KeyProviderError, with its provider, or KeyError), for a query
- * failed without asking the keeper again: each query gets its own stack; the first failure is its
- * cause.
- */
-function remembered(error: FieldEncryptionError): FieldEncryptionError {
-  const message = `${error.message} (remembered: the keeper failed less than outageRetryMs ago and was not asked again)`
-  const options = {
-    ...(error.table === undefined ? {} : { table: error.table }),
-    ...(error.column === undefined ? {} : { column: error.column }),
-    cause: error,
-  }
-  // The classes the availability codes come in; a subclass of another shape is not rebuilt.
-  if (error instanceof KeyProviderError)
-    return new KeyProviderError(error.code, message, {
-      ...options,
-      ...(error.providerId === undefined ? {} : { providerId: error.providerId }),
-    })
-  return new KeyError(error.code, message, options)
 }
 
 function sameBytes(a: KeyMaterial, b: KeyMaterial): boolean {

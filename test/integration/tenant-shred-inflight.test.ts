@@ -233,6 +233,22 @@ describe.each(backends())(
         expect(ring.peekKey(ref)).toBe(key)
         await ring.close()
       })
+
+      it('a shred that lands while the check after an earlier forget reads the key table: the key is refused, not cached', async () => {
+        const { keyName, ref, ring } = await tenantRing('massive')
+        const unwrapHeld = holdAt('unwrap')
+        const reading = ring.key(ref).catch((e: unknown) => e)
+        const releaseUnwrap = await unwrapHeld
+        ring.forget(keyName) // not a shred: the unwrap's check reads the key table again
+        const checkHeld = holdAt('metadata')
+        releaseUnwrap()
+        const releaseCheck = await checkHeld // the check has its rows: both keys alive
+        await shred(ring, keyName)
+        releaseCheck()
+        expect(await reading).toMatchObject({ code: 'KEY_DESTROYED' })
+        await nothingLeft(ring, keyName)
+        await ring.close()
+      })
     })
   },
 )
