@@ -66,7 +66,7 @@ export interface KeyCacheStats {
   readonly hits: number
   /** `get` calls that found no fresh entry (absent, or older than `ttlMs`). */
   readonly misses: number
-  /** Calls of a `load` function (one per single-flight group). */
+  /** Calls of a `load` function: one per single-flight group, and one more per `deleteTable` of its name while it ran. */
   readonly loads: number
   /** `get` calls answered with a stale key during a provider outage (a reload failed with an availability error), within the grace period. */
   readonly staleServed: number

@@ -28,6 +28,12 @@ interface LoadResult {
   readonly stale: boolean
 }
 
+/**
+ * How many runs in a row of one load a {@link KeyCache.deleteTable} of its name may drop before
+ * the load fails: a guard against a load that itself drops its name.
+ */
+const MAX_DROPPED_RUNS = 8
+
 /** Canonical cache key of a ref; JSON of an array cannot collide across fields. */
 function cacheKey(ref: KeyRef): string {
   // purpose and version contain no ':', so the table (last) cannot make two refs collide.
@@ -51,7 +57,7 @@ function positiveInt(name: string, value: number, allowZero: boolean): number {
 
 /**
  * The in-process cache of unwrapped keys (DESIGN.md §2), built on lru-cache: bounded count, TTL,
- * single-flight loading (N concurrent misses of one key = 1 provider call), a bounded grace period
+ * single-flight loading (N concurrent misses of one key = 1 load), a bounded grace period
  * when the provider is unavailable (never when it refuses), and zeroization of every key it drops.
  *
  * Ownership: the cache owns every {@link KeyMaterial} it returns and destroys (zeroes) it when the
@@ -207,8 +213,10 @@ export class KeyCache {
 
   /**
    * Drops (and zeroes) every key of one logical key name, whatever its purpose and version. A load
-   * of the name under way caches nothing it got before this call: it is run again, and what that
-   * run returns is cached (the key ring's load then checks the key table after its forget).
+   * of the name under way caches nothing it got before this call: the key it got is zeroed and
+   * the load is run again (the key ring's load then checks the key table after its forget), and
+   * the callers get what that run gives, a key or an error. A load that fails after this call is
+   * not remembered as an outage.
    */
   deleteTable(logicalTable: string): void {
     for (const loading of this.#loading.get(logicalTable) ?? []) loading.dropped = true
@@ -286,22 +294,28 @@ export class KeyCache {
 
   /**
    * Runs {@link KeyCache.#loadOnce} until a run ends with no {@link KeyCache.deleteTable} of its
-   * name meanwhile: a key got before a drop is zeroed, never cached.
+   * name meanwhile: a key got before a drop is zeroed, never cached. At most
+   * {@link MAX_DROPPED_RUNS} runs in a row are dropped; then the load fails.
    */
   async #load(k: string, load: () => Promise<KeyMaterial>): Promise<LoadResult> {
     const table = tableOfKey(k)
-    for (;;) {
+    for (let run = 1; ; run++) {
       const loading: Loading = { dropped: false }
       const ofTable = this.#loading.get(table) ?? new Set<Loading>()
       this.#loading.set(table, ofTable)
       ofTable.add(loading)
       try {
-        const result = await this.#loadOnce(k, load)
-        // A stale result is the cached entry, which a drop would have removed.
-        if (result.stale) return result
-        if (!loading.dropped) return this.#keep(k, result.material)
-        result.material.destroy()
+        const result = await this.#loadOnce(k, load, loading)
+        if (!loading.dropped) return result.stale ? result : this.#keep(k, result.material)
+        // A stale result is the cached entry, which the drop removed (and zeroed).
+        if (!result.stale) result.material.destroy()
         this.#assertOpen()
+        if (run === MAX_DROPPED_RUNS)
+          throw new KeyError(
+            'KEY_NOT_FOUND',
+            `The key was dropped from the key cache ${run} times while it was loaded; not loaded.`,
+            { table },
+          )
       } finally {
         ofTable.delete(loading)
         if (ofTable.size === 0) this.#loading.delete(table)
@@ -313,7 +327,7 @@ export class KeyCache {
    * One run of `load`: the key it returned (not cached yet), or on an availability error the
    * cached entry within grace, marked stale.
    */
-  async #loadOnce(k: string, load: () => Promise<KeyMaterial>): Promise<LoadResult> {
+  async #loadOnce(k: string, load: () => Promise<KeyMaterial>, loading: Loading): Promise<LoadResult> {
     this.#loads++
     const started = this.#now()
     let loaded: KeyMaterial
@@ -330,7 +344,8 @@ export class KeyCache {
         }
         // Only a keeper that took long to fail (a hang, timeouts, retries with backoff) is
         // remembered: one that fails at once costs the next query nothing to ask again.
-        if (this.#outageRetry > 0 && this.#now() - started >= SLOW_FAILURE_MS)
+        // Nor one of a name dropped meanwhile: the next load is the key table's to answer.
+        if (this.#outageRetry > 0 && !loading.dropped && this.#now() - started >= SLOW_FAILURE_MS)
           this.#failed.set(k, {
             error: error as FieldEncryptionError,
             until: this.#now() + this.#outageRetry,
@@ -350,6 +365,10 @@ export class KeyCache {
 
   /** Caches `loaded`, just loaded for `k`, or keeps the cached object if it holds the same bytes. */
   #keep(k: string, loaded: KeyMaterial): LoadResult {
+    // A load may hand back an object it handed out before (the key ring's seed of a key it
+    // created), which a drop zeroed since: never cached.
+    if (loaded.destroyed)
+      throw new KeyError('KEY_NOT_FOUND', 'The loaded key was zeroed before it was cached.')
     if (this.#closed) {
       loaded.destroy()
       this.#assertOpen()

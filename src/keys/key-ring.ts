@@ -313,9 +313,10 @@ export class KeyRing {
 
   /**
    * Drops one key name's cached metadata and zeroes its cached keys (after shredding: `KEY_DESTROYED`
-   * next). A metadata load or an unwrap of the name already under way caches nothing: its key is
-   * returned only if a read after this call (never one in a transaction) still finds the version
-   * alive, else zeroed.
+   * next). A metadata load or an unwrap of the name already under way caches nothing it read
+   * before this call: its key is zeroed and the read runs again from the key table, which refuses
+   * a version shredded meanwhile with `KEY_DESTROYED` before any provider is asked (as it refuses
+   * any forgotten version inside a transaction).
    */
   forget(logicalTable: string): void {
     this.#forgets.forget(logicalTable)
@@ -354,10 +355,20 @@ export class KeyRing {
     return this.#cache.get(refOf(stored), () => this.#unwrap(stored, readAt))
   }
 
-  /** Unwraps `stored`, which the metadata read numbered `readAt` returned (see {@link ForgetLog.keep}). */
+  /**
+   * Unwraps `stored`, which the metadata read numbered `readAt` returned (see {@link ForgetLog.keep}).
+   * A name forgotten since that read is read again first, so a shredded key is never sent to the
+   * provider (a retry of the key cache after a forget comes here with the old read).
+   */
   async #unwrap(stored: StoredKey, readAt: number): Promise<KeyMaterial> {
-    const key = await unwrapStoredKey(this.#init, stored)
     const inTransaction = this.#readsInTransaction?.() === true
+    if (this.#forgets.forgottenSince(stored.logicalTable, inTransaction ? 0 : readAt)) {
+      // In a transaction nothing proves a forgotten version alive (ForgetLog.keep would refuse it).
+      if (inTransaction) throw keyDestroyed(stored.logicalTable)
+      const fresh = requireVersion(await this.#loadMetadata(stored.logicalTable), refOf(stored))
+      return this.#unwrap(fresh, this.#forgets.readOf(fresh))
+    }
+    const key = await unwrapStoredKey(this.#init, stored)
     return this.#forgets.keep(
       key,
       stored,

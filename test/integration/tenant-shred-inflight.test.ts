@@ -65,11 +65,14 @@ describe.each(backends())(
           return rows
         }
       }
+      /** Unwraps the gated provider was asked for (an audit log's "decrypt" events). */
+      let unwraps = 0
       const gated: KeyProvider = {
         id: kek.id,
         generateDataKey: (ref) => kek.generateDataKey(ref),
         rewrap: (source, ref) => kek.rewrap(source, ref),
         async unwrap(wrapped, ref) {
+          unwraps++
           await pass('unwrap')
           return kek.unwrap(wrapped, ref)
         },
@@ -155,7 +158,9 @@ describe.each(backends())(
         const { keyName, ring } = await tenantRing('hooli')
         const read = (await plain.read(keyName)).keys.find((k) => k.purpose === 'data')!
         await shred(ring, keyName)
+        const shredAt = unwraps
         await expect(ring.storedKey(read)).rejects.toMatchObject({ code: 'KEY_DESTROYED' })
+        expect(unwraps).toBe(shredAt) // refused from the key table, before the provider
         await nothingLeft(ring, keyName)
         await ring.close()
       })
@@ -221,34 +226,42 @@ describe.each(backends())(
         await ring.close()
       })
 
-      it('a forget of a tenant that was not shredded costs an unwrap under way nothing: its key is read again and kept', async () => {
+      it('a forget of a tenant that was not shredded costs an unwrap under way one more unwrap: its key is read again and kept', async () => {
         const { keyName, ref, ring } = await tenantRing('initech')
         const held = holdAt('unwrap')
         const reading = ring.key(ref)
         const release = await held
+        const before = unwraps
         ring.forget(keyName)
         release()
         const key = await reading
         expect(key.ref).toEqual(ref)
         expect(ring.peekKey(ref)).toBe(key)
+        expect(unwraps - before).toBe(1)
         await ring.close()
       })
 
-      it('a shred that lands while the check after an earlier forget reads the key table: the key is refused, not cached', async () => {
-        const { keyName, ref, ring } = await tenantRing('massive')
-        const unwrapHeld = holdAt('unwrap')
-        const reading = ring.key(ref).catch((e: unknown) => e)
-        const releaseUnwrap = await unwrapHeld
-        ring.forget(keyName) // not a shred: the unwrap's check reads the key table again
-        const checkHeld = holdAt('metadata')
-        releaseUnwrap()
-        const releaseCheck = await checkHeld // the check has its rows: both keys alive
-        await shred(ring, keyName)
-        releaseCheck()
-        expect(await reading).toMatchObject({ code: 'KEY_DESTROYED' })
-        await nothingLeft(ring, keyName)
-        await ring.close()
-      })
+      for (const read of ['key', 'activeKey'] as const)
+        it(`a shred that lands while the check after an earlier forget reads the key table: ${read} is refused, nothing cached, the provider not asked again`, async () => {
+          const { keyName, ref, ring } = await tenantRing(`massive_${read}`)
+          const unwrapHeld = holdAt('unwrap')
+          const reading = (read === 'key' ? ring.key(ref) : ring.activeKey(keyName, 'data')).catch(
+            (e: unknown) => e,
+          )
+          const releaseUnwrap = await unwrapHeld
+          ring.forget(keyName) // not a shred: the unwrap's check reads the key table again
+          const checkHeld = holdAt('metadata')
+          releaseUnwrap()
+          const releaseCheck = await checkHeld // the check has its rows: both keys alive
+          await shred(ring, keyName)
+          const shredAt = unwraps
+          releaseCheck()
+          expect(await reading).toMatchObject({ code: 'KEY_DESTROYED' })
+          await nothingLeft(ring, keyName)
+          // Refused from the key table: the provider was not asked for the shredded key again.
+          expect(unwraps).toBe(shredAt)
+          await ring.close()
+        })
     })
   },
 )

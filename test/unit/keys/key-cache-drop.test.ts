@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
+import { KeyProviderError } from '../../../src/errors.js'
 import { KeyCache } from '../../../src/keys/key-cache.js'
 import { KeyMaterial } from '../../../src/keys/key-material.js'
 import type { KeyRef } from '../../../src/keys/key-provider.js'
+import { manualClock } from '../../support/manual-clock.js'
 
 const ref = (logicalTable = 'orders#tenant_id=acme', version = 1): KeyRef => ({
   logicalTable,
@@ -84,12 +86,61 @@ describe('KeyCache: deleteTable during a load of the name', () => {
     const load = async () => {
       const key = new KeyMaterial(ref(), randomBytes(32))
       got.push(key)
-      cache.deleteTable(ref().logicalTable)
-      cache.close()
+      if (got.length === 1) {
+        cache.deleteTable(ref().logicalTable)
+        cache.close()
+      }
       return key
     }
     await expect(cache.get(ref(), load)).rejects.toMatchObject({ code: 'KEY_NOT_FOUND' })
     expect(got).toHaveLength(1)
     expect(got[0]!.destroyed).toBe(true)
+  })
+
+  it('a load that hands back the object a drop zeroed (a seed of a created key) caches nothing', async () => {
+    const cache = new KeyCache()
+    const material = new KeyMaterial(ref(), randomBytes(32))
+    let calls = 0
+    const load = async () => {
+      if (++calls === 1) cache.deleteTable(ref().logicalTable)
+      return material
+    }
+    await expect(cache.get(ref(), load)).rejects.toMatchObject({ code: 'KEY_NOT_FOUND' })
+    expect(material.destroyed).toBe(true)
+    expect(cache.stats().size).toBe(0)
+  })
+
+  it('a load that fails slowly in an outage after its name was dropped is not remembered as one: the next get loads', async () => {
+    const clock = manualClock()
+    const cache = new KeyCache({ now: clock.now })
+    let calls = 0
+    const load = async (): Promise<KeyMaterial> => {
+      if (++calls === 1) {
+        cache.deleteTable(ref().logicalTable)
+        clock.advance(5_000) // a hung keeper: slow enough to be remembered, were it not dropped
+        throw new KeyProviderError('PROVIDER_UNAVAILABLE', 'KMS down (test)', { providerId: 'local:t' })
+      }
+      return new KeyMaterial(ref(), randomBytes(32))
+    }
+    await expect(cache.get(ref(), load)).rejects.toMatchObject({ code: 'PROVIDER_UNAVAILABLE' })
+    const key = await cache.get(ref(), load)
+    expect(calls).toBe(2)
+    expect(cache.stats().failedFast).toBe(0)
+    expect(cache.peek(ref())).toBe(key)
+  })
+
+  it('a load run while its own name is dropped during it fails after 8 runs instead of looping', async () => {
+    const cache = new KeyCache()
+    const got: KeyMaterial[] = []
+    const load = async () => {
+      cache.deleteTable(ref().logicalTable)
+      const key = new KeyMaterial(ref(), randomBytes(32))
+      got.push(key)
+      return key
+    }
+    await expect(cache.get(ref(), load)).rejects.toMatchObject({ code: 'KEY_NOT_FOUND' })
+    expect(got).toHaveLength(8)
+    expect(got.every((k) => k.destroyed)).toBe(true)
+    expect(cache.stats().size).toBe(0)
   })
 })
