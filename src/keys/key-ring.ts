@@ -357,8 +357,9 @@ export class KeyRing {
 
   /**
    * Unwraps `stored`, which the metadata read numbered `readAt` returned (see {@link ForgetLog.keep}).
-   * A name forgotten since that read is read again first, so a shredded key is never sent to the
-   * provider (a retry of the key cache after a forget comes here with the old read).
+   * A name forgotten since that read is read again first: a version shredded before the forget is
+   * refused without asking the provider (a retry of the key cache after a forget comes here with
+   * the old read).
    */
   async #unwrap(stored: StoredKey, readAt: number): Promise<KeyMaterial> {
     const inTransaction = this.#readsInTransaction?.() === true

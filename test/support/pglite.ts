@@ -43,8 +43,9 @@ export async function pgliteTemplate(): Promise<string> {
   return join(dir, TEMPLATE)
 }
 
-// Registered as this module is imported, i.e. while a test file that uses PGlite is collected:
-// the template is loaded (made, by the first file that asks) before the file's own hooks run.
+// Registered as this module is imported, i.e. while the first test file of a worker process that
+// uses PGlite is collected: the template is loaded (made, by the first file that asks) before the
+// file's own hooks run, and stays loaded for the worker's later files (the module is not loaded again).
 beforeAll(async () => {
   template = readFileSync(await pgliteTemplate())
 }, 600_000)

@@ -5,8 +5,8 @@ import { inject } from 'vitest'
 const asked = new Map<string, Promise<string>>()
 
 /**
- * A directory made once per `npm test` run and shared by every test file that asks for it (each
- * file runs in a fork of its own): the first file to ask makes it, the others wait until it is
+ * A directory made once per `npm test` run and shared by every test file that asks for it (files run in
+ * several worker processes): the first file to ask makes it, the others wait until it is
  * there. It lives in the run's directory (`runDir`, from global-setup.ts), which the teardown
  * removes; nothing is made in a run whose files do not ask (`npm run test:unit` needs no CLI build).
  *

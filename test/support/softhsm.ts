@@ -7,10 +7,13 @@ import { join } from 'node:path'
 /**
  * A throw-away SoftHSM2 token for tests.
  *
- * SoftHSM2 reads `SOFTHSM2_CONF` once, at `C_Initialize`, and a library is initialised once per
- * process. So there is ONE token per test process: every caller of {@link createSoftHsmToken} in a
- * file (vitest runs each file in its own fork) gets the same token, and the directory is removed
- * when the last caller has called `cleanup()`. Files never share a token, so they run in parallel.
+ * SoftHSM2 reads `SOFTHSM2_CONF` at `C_Initialize`, and a library is initialised once per process
+ * at a time. So there is ONE token per test process at a time: every caller of
+ * {@link createSoftHsmToken} in a file gets the same token, and the directory is removed when the
+ * last caller has called `cleanup()`. A later file of the same worker process (vitest runs files
+ * one after another in each worker) gets a new token: its providers closed, the library was
+ * finalised (src/keys/providers/pkcs11-module.ts), so the next `C_Initialize` reads the new
+ * configuration. Files never share a token, so they run in parallel.
  */
 
 const MODULE_CANDIDATES = [
