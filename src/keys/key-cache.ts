@@ -213,9 +213,9 @@ export class KeyCache {
 
   /**
    * Drops (and zeroes) every key of one logical key name, whatever its purpose and version. A load
-   * of the name under way caches nothing it got before this call: the key it got is zeroed and
-   * the load is run again (the key ring's load then checks the key table after its forget), and
-   * the callers get what that run gives, a key or an error. A load that fails after this call is
+   * of the name under way caches nothing it got before this call: a key it gets is zeroed and the
+   * load run again (the key ring's load then checks the key table after its forget), for its
+   * callers to get what that run gives; an error it ends in reaches its callers as it is, and is
    * not remembered as an outage.
    */
   deleteTable(logicalTable: string): void {
