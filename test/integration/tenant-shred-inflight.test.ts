@@ -226,7 +226,7 @@ describe.each(backends())(
         await ring.close()
       })
 
-      it('a forget of a tenant that was not shredded costs an unwrap under way one more unwrap: its key is read again and kept', async () => {
+      it('a forget of a tenant that was not shredded makes an unwrap under way unwrap once more: its key is read again and kept', async () => {
         const { keyName, ref, ring } = await tenantRing('initech')
         const held = holdAt('unwrap')
         const reading = ring.key(ref)
