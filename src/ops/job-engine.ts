@@ -1,4 +1,5 @@
 import { hostname } from 'node:os'
+import type { Transaction } from 'kysely'
 import { scrubDriverError } from '../driver-errors.js'
 import { KeyError, OperationError } from '../errors.js'
 import type { TableInfo } from '../schema/schema.js'
@@ -34,6 +35,14 @@ export interface JobOptions extends RunOptions {
    * rollback to `added`, whose processes changed plaintexts in batches already done. @default false
    */
   readonly restart?: boolean
+  /**
+   * Only join the job of this table that is running towards the active versions (planned by
+   * another run; an interrupted one is resumed): plan nothing, and return at once, with nothing
+   * done, when there is none (no job, a finished one, one towards versions a rotation replaced).
+   * For workers started once another run has planned the job (`kfe reencrypt --processes`, or a
+   * fleet whose planner runs first). @default false
+   */
+  readonly joinOnly?: boolean
 }
 
 /** Outcome of a batch job. */
@@ -88,7 +97,7 @@ export interface JobResult {
  * it changes anything (`rotate` stages and activates a key before its re-encryption starts).
  * @internal
  * @throws OperationError `OPS_INVALID` for a batch size that is not a positive integer, workers
- *   outside 1..64, or a rate that is not a number of zero or more
+ *   outside 1..64, a rate that is not a number of zero or more, or `joinOnly` with `restart`
  */
 export function checkJobOptions(options: JobOptions): { batchSize: number; workers: number } {
   const batchSize = options.batchSize ?? 1000
@@ -97,6 +106,11 @@ export function checkJobOptions(options: JobOptions): { batchSize: number; worke
     throw new OperationError('OPS_INVALID', `batchSize must be a positive integer, got ${batchSize}.`)
   if (!Number.isSafeInteger(workers) || workers < 1 || workers > 64)
     throw new OperationError('OPS_INVALID', `workers must be an integer from 1 to 64, got ${workers}.`)
+  if (options.joinOnly === true && options.restart === true)
+    throw new OperationError(
+      'OPS_INVALID',
+      'joinOnly plans nothing and restart plans anew: give one of them.',
+    )
   const rate = options.maxRowsPerSecond
   if (rate !== undefined && !(typeof rate === 'number' && Number.isFinite(rate) && rate >= 0))
     throw new OperationError('OPS_INVALID', `maxRowsPerSecond must be a number of 0 or more, got ${rate}.`)
@@ -137,42 +151,57 @@ export async function runJob(
   const targets = await (spec.targets === undefined ? activeTargets(ctx, table) : spec.targets())
   const progress = (phase: string, done: number, total: number | undefined) =>
     report(options, { op: spec.op, table: table.physical, phase, done, total, unit: 'batches' })
-  progress('planning', 0, undefined)
-  const start = await jobs.startOrJoin(
-    spec.kind,
-    spec.subject,
-    // Restarting: no job, however recent, is joined.
-    options.restart === true ? null : since,
-    targets,
-    async (trx) => {
-      const bounds: Array<{ lo: unknown; hi: unknown }> = []
-      let lo: unknown = null
-      for (;;) {
-        let q = trx
-          .selectFrom(table.physical)
-          .select(key.selection)
-          .orderBy(key.order)
-          .limit(1)
-          .offset(batchSize - 1)
-        if (lo !== null) q = q.where(pk, '>', lo)
-        if (spec.where !== undefined) q = q.where(spec.where)
-        const row = exactKeys(key, (await q.execute()) as StoredRow[])[0]
-        if (row === undefined) {
-          bounds.push({ lo, hi: null })
-          return bounds
-        }
-        bounds.push({ lo, hi: row[pk] })
-        lo = row[pk]
+  // biome-ignore lint/suspicious/noExplicitAny: any database type (the job store's own transactions).
+  const plan = async (trx: Transaction<any>) => {
+    const bounds: Array<{ lo: unknown; hi: unknown }> = []
+    let lo: unknown = null
+    for (;;) {
+      let q = trx
+        .selectFrom(table.physical)
+        .select(key.selection)
+        .orderBy(key.order)
+        .limit(1)
+        .offset(batchSize - 1)
+      if (lo !== null) q = q.where(pk, '>', lo)
+      if (spec.where !== undefined) q = q.where(spec.where)
+      const row = exactKeys(key, (await q.execute()) as StoredRow[])[0]
+      if (row === undefined) {
+        bounds.push({ lo, hi: null })
+        return bounds
       }
-    },
-    spec.generation,
-  )
+      bounds.push({ lo, hi: row[pk] })
+      lo = row[pk]
+    }
+  }
+  let start: JobStart
+  if (options.joinOnly === true) {
+    progress('joining', 0, undefined)
+    const running = await jobs.running(spec.kind, spec.subject, targets, spec.generation)
+    if (running === undefined) {
+      const id = `${spec.kind}:${spec.subject}`
+      return nothingJoined(id, table, targets, await jobs.remaining(id))
+    }
+    start = { id: running, created: false, replaced: undefined }
+  } else {
+    progress('planning', 0, undefined)
+    start = await jobs.startOrJoin(
+      spec.kind,
+      spec.subject,
+      // Restarting: no job, however recent, is joined.
+      options.restart === true ? null : since,
+      targets,
+      plan,
+      spec.generation,
+    )
+  }
   const { id, replaced } = start
   if (replaced !== undefined) {
     progress(`replaced ${replacedJobText(replaced, targets)}`, 0, undefined)
   }
   const total = (await jobs.list(spec.subject)).find((j) => j.id === id)?.totalBatches
   let done = (total ?? 0) - (await jobs.remaining(id))
+  // Planned or joined: workers elsewhere can join it now (what `kfe … --processes` waits for).
+  progress('planned', done, total)
   const totals: BatchCounts = { rows: 0, rewritten: 0, conflicts: 0, deleted: 0, failed: 0, shredded: 0 }
   const failedKeys: unknown[] = []
   let batches = 0
@@ -242,6 +271,36 @@ export async function runJob(
     replaced,
     stopped: options.signal?.aborted === true && remaining > 0,
     remainingBatches: remaining,
+  }
+}
+
+/**
+ * The result of a `joinOnly` run that found no running job to join: nothing done, and the batches
+ * the job of that id has left (0 when it finished).
+ */
+function nothingJoined(
+  jobId: string,
+  table: TableInfo,
+  targets: { data: number; index: number },
+  remainingBatches: number,
+): JobResult {
+  return {
+    jobId,
+    table: table.physical,
+    planned: false,
+    batches: 0,
+    rows: 0,
+    rewritten: 0,
+    conflicts: 0,
+    deleted: 0,
+    failed: 0,
+    shredded: 0,
+    failedKeys: [],
+    jobFailed: 0,
+    targets,
+    replaced: undefined,
+    stopped: false,
+    remainingBatches,
   }
 }
 

@@ -198,6 +198,28 @@ export class JobStore {
     })
   }
 
+  /**
+   * The id of the job of `kind` on `logicalTable` when one is running towards `targets` (and key
+   * `generation`): a worker that must not plan joins it, and finds nothing to do otherwise (no
+   * job, a finished one, one replaced by a rotation). Reads only.
+   */
+  async running(
+    kind: string,
+    logicalTable: string,
+    targets: { data: number; index: number },
+    generation?: (trx: AnyTrx) => Promise<string>,
+  ): Promise<string | undefined> {
+    const id = `${kind}:${logicalTable}`
+    return this.#db.transaction().execute(async (trx) => {
+      const job = await trx.selectFrom(this.jobs).selectAll().where('id', '=', id).executeTakeFirst()
+      if (job?.state !== 'running') return undefined
+      if (nullableInt(job.target_data) !== targets.data || nullableInt(job.target_index) !== targets.index)
+        return undefined
+      const current = generation === undefined ? null : await generation(trx)
+      return (job.key_generation ?? null) === current ? id : undefined
+    })
+  }
+
   /** The targets of a job as they stand, read inside `trx` (a worker checks its keys against them). */
   async targets(trx: AnyTrx, jobId: string): Promise<JobTargets> {
     const job = await trx

@@ -13,7 +13,7 @@ import { reencrypt } from './reencrypt.js'
 import { assertSlotComplete, assertSlotFree, slotColumns } from './rotation-slots.js'
 
 /** Options of `rotate`. */
-export interface RotateOptions extends JobOptions {
+export interface RotateOptions extends Omit<JobOptions, 'joinOnly'> {
   readonly purpose: KeyPurpose
   /**
    * Stage the new version and return without waiting; a second `rotate` activates it once the

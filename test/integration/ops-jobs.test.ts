@@ -214,6 +214,36 @@ describe.each(backends())('ops jobs [$name]', (backend: Backend) => {
       )
     }
 
+    it('joinOnly joins a running job and plans none: nothing done without one, or once it is done', async () => {
+      await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
+      await new Promise((r) => setTimeout(r, t.ttlMs * 2))
+      const nothing = { planned: false, batches: 0, rows: 0, rewritten: 0, remainingBatches: 0 }
+      // No job towards the new version yet: nothing planned, nothing read.
+      expect(await t.ops.reencrypt(t.table, { batchSize: 10, joinOnly: true })).toMatchObject(nothing)
+      const total = (await t.ops.verify(t.table)).rows
+      const stop = new AbortController()
+      const first = (await t.ops.reencrypt(t.table, {
+        batchSize: 10,
+        signal: stop.signal,
+        onProgress: (p) => {
+          if (p.phase === 'batch' && p.done === 2) stop.abort()
+        },
+      })) as JobResult
+      expect(first).toMatchObject({ planned: true, stopped: true, batches: 2 })
+      const joined = (await t.ops.reencrypt(t.table, { batchSize: 10, joinOnly: true })) as JobResult
+      expect(joined).toMatchObject({
+        planned: false,
+        batches: first.remainingBatches,
+        rows: total - 20,
+        rewritten: total - 20,
+        remainingBatches: 0,
+      })
+      // Done: a late worker reads nothing (without joinOnly, a run started now would scan again).
+      expect(await t.ops.reencrypt(t.table, { batchSize: 10, joinOnly: true })).toMatchObject(nothing)
+      const both = await t.ops.reencrypt(t.table, { joinOnly: true, restart: true }).catch((e: unknown) => e)
+      expect(both).toMatchObject({ code: 'OPS_INVALID' })
+    })
+
     it('workers: 2 in one call share the batches', async () => {
       await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
       await new Promise((r) => setTimeout(r, t.ttlMs * 2))
