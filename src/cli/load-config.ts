@@ -9,6 +9,9 @@ import { type FieldEncryptionOps, fieldEncryptionOps, type KfeConfig } from '../
 export interface OpenedOps {
   readonly ops: FieldEncryptionOps
   readonly config: KfeConfig
+  /** The database the operations run on (the config's Kysely, or one on its dialect). */
+  // biome-ignore lint/suspicious/noExplicitAny: any database type.
+  readonly db: Kysely<any>
   close(): Promise<void>
 }
 
@@ -79,6 +82,7 @@ export async function openOps(configPath: string | undefined, cwd = process.cwd(
   return {
     ops,
     config,
+    db,
     async close() {
       await ops.close()
       if (own) await db.destroy()

@@ -1,8 +1,9 @@
 import { OperationError } from '../errors.js'
 import type { FieldEncryptionOps } from '../ops/field-encryption-ops.js'
 import type { RunOptions } from '../ops/progress.js'
-import { openOps } from './load-config.js'
+import { type OpenedOps, openOps } from './load-config.js'
 import { createOutput, EXIT, type Output } from './output.js'
+import { followParent } from './worker-process.js'
 
 /** The arguments every command takes. */
 export const commonArgs = {
@@ -25,7 +26,7 @@ export const dryRunArg = {
  */
 export async function runCommand<T>(
   args: { config?: string | undefined; json?: boolean | undefined },
-  work: (ops: FieldEncryptionOps, run: RunOptions, out: Output) => Promise<T>,
+  work: (ops: FieldEncryptionOps, run: RunOptions, out: Output, opened: OpenedOps) => Promise<T>,
   print: (result: T, out: Output) => number,
 ): Promise<void> {
   const out = createOutput(args.json === true)
@@ -36,11 +37,17 @@ export async function runCommand<T>(
   }
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
+  const unfollow = followParent(stop)
   let opened: Awaited<ReturnType<typeof openOps>> | undefined
   let code: number = EXIT.failed
   try {
     opened = await openOps(args.config)
-    const result = await work(opened.ops, { signal: stop.signal, onProgress: (p) => out.progress(p) }, out)
+    const result = await work(
+      opened.ops,
+      { signal: stop.signal, onProgress: (p) => out.progress(p) },
+      out,
+      opened,
+    )
     code = print(result, out)
   } catch (error) {
     out.error(error)
@@ -49,6 +56,7 @@ export async function runCommand<T>(
     out.close()
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
+    unfollow()
     await opened?.close().catch(() => undefined)
     // Set after closing: PGlite's close sets process.exitCode (0) itself. And again at exit: a
     // PGlite whose start-up was still running (a command that failed before its first query)

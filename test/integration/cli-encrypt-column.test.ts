@@ -84,7 +84,7 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
         expect((await kfe('init')).code).toBe(0)
       })
 
-      it('kill -9 during encrypt-column, then a second run resumes: verify passes, status shows every row done', async () => {
+      it('kill -9 during encrypt-column, then a second run (two processes) resumes: verify passes, status shows every row done', async () => {
         const before = await kfe('status', t.table, '--json')
         expect(before.code).toBe(2)
         expect(before.json).toMatchObject({
@@ -125,10 +125,19 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
           '20',
           '--workers',
           '2',
+          '--processes',
+          '2',
           '--json',
         )
         expect(second.code).toBe(0)
-        expect(second.json).toMatchObject({ planned: false, remainingBatches: 0, failed: 0 })
+        // Resumed here, and shared with a worker process started once this one had joined the job.
+        expect(second.json).toMatchObject({
+          planned: false,
+          remainingBatches: 0,
+          failed: 0,
+          processes: 2,
+          processFailures: [],
+        })
         const verify = await kfe('verify', t.table, '--json')
         expect(verify.code).toBe(0)
         expect(verify.json).toMatchObject({

@@ -1,21 +1,8 @@
-import type { Kysely } from 'kysely'
 import { afterAll, beforeAll, describe, it } from 'vitest'
 import { emailsById, startAppWriter } from '../support/app-writer.js'
 import { type Backend, backends } from '../support/backends.js'
-import { type CliTestDb, cliTestDb } from '../support/cli-runner.js'
-import type { TestDB } from '../support/encrypted-db.js'
+import { type CliTestDb, cliTestDb, insertRows } from '../support/cli-runner.js'
 import { gateRowId, killAfterBatches } from '../support/kill-gate.js'
-
-async function insertRows(app: Kysely<TestDB>, table: string, n: number, prefix: string): Promise<void> {
-  for (let i = 0; i < n; i += 100) {
-    const values = Array.from({ length: Math.min(100, n - i) }, (_, j) => ({
-      name: `${prefix}${i + j}`,
-      email: `${prefix}${i + j}@x.io`,
-      ssn: `123-45-${String(i + j).padStart(4, '0')}`,
-    }))
-    await app.insertInto(table).values(values).execute()
-  }
-}
 
 /**
  * `kfe` as a child process (the bin built once per run, see cliBuild), on every backend: PGlite in
@@ -40,12 +27,6 @@ describe.concurrent.each(backends())(
       afterAll(async () => {
         await t?.destroy()
       })
-
-      /** The next data version, activated in this process; the application reads its key table again. */
-      async function nextDataVersion(): Promise<void> {
-        await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
-        t.encryption.keyRing().refresh()
-      }
 
       it('a command that fails before its first query prints its error and exits 1 (PGlite: it does not hang)', async ({
         expect,
@@ -176,7 +157,7 @@ describe.concurrent.each(backends())(
         async ({ expect }) => {
           const { app, raw } = t.db
           await insertRows(app, t.table, 550, 'b')
-          await nextDataVersion()
+          await t.nextDataVersion()
           const model = await emailsById(app, t.table)
           const gate = {
             family: t.backend.family,
@@ -216,7 +197,7 @@ describe.concurrent.each(backends())(
       it.runIf(server)(
         'SIGTERM stops a throttled reencrypt after its batch (exit 2, checkpoint saved); the next run finishes',
         async ({ expect }) => {
-          await nextDataVersion()
+          await t.nextDataVersion()
           const child = t.spawnKfe('reencrypt', t.table, '--batch-size', '5', '--max-rows-per-second', '50')
           const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)))
           const jobId = `reencrypt:${t.table}`
@@ -252,7 +233,7 @@ describe.concurrent.each(backends())(
       it.runIf(server)(
         '--workers 4 in one process, and two processes at once, process every row once',
         async ({ expect }) => {
-          await nextDataVersion()
+          await t.nextDataVersion()
           const [a, b] = await Promise.all([
             t.kfe('reencrypt', t.table, '--batch-size', '7', '--workers', '4', '--json'),
             t.kfe('reencrypt', t.table, '--batch-size', '7', '--json'),

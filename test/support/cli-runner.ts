@@ -59,6 +59,11 @@ export interface CliTestDb extends KfeRunner {
    */
   readonly ops: FieldEncryptionOps
   /**
+   * The next data version, activated through {@link CliTestDb.ops} (PostgreSQL and MariaDB only);
+   * the application reads its key table again.
+   */
+  nextDataVersion(): Promise<void>
+  /**
    * Runs `fn` with the database open. On PGlite it opens the directory and closes it after `fn`,
    * so that the next `kfe` child can open it; on a server it is {@link CliTestDb.db}.
    */
@@ -153,6 +158,11 @@ export interface KfeRunner {
   kfe(...args: string[]): Promise<CliRun>
   /** Starts `kfe <args> --config <file>` and returns the child. */
   spawnKfe(...args: string[]): ChildProcess
+  /**
+   * Runs `kfe <args> --config <file>` to completion as a worker process of this one, as
+   * `--processes` starts them (src/cli/worker-process.ts): marked so, with an IPC channel.
+   */
+  kfeWorker(...args: string[]): Promise<CliRun>
 }
 
 /** A {@link KfeRunner} on `configPath`, the children's environment extended with `env`. */
@@ -188,6 +198,31 @@ export async function kfeRunner(configPath: string, env: NodeJS.ProcessEnv): Pro
       }),
     spawnKfe: (...args) =>
       spawn(process.execPath, argv(args), { env: childEnv, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }),
+    kfeWorker: (...args) =>
+      new Promise((done) => {
+        const child = spawn(process.execPath, argv(args), {
+          env: { ...childEnv, KFE_WORKER_OF: String(process.pid) },
+          cwd: ROOT,
+          stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+        })
+        let stdout = ''
+        let stderr = ''
+        child.stdout?.on('data', (c: Buffer) => {
+          stdout += c.toString()
+        })
+        child.stderr?.on('data', (c: Buffer) => {
+          stderr += c.toString()
+        })
+        child.on('close', (code, signal) => {
+          let json: unknown
+          try {
+            json = JSON.parse(stdout.trim().split('\n').at(-1) ?? '')
+          } catch {
+            json = undefined
+          }
+          done({ code, signal, stdout, stderr, json })
+        })
+      }),
   }
 }
 
@@ -329,9 +364,15 @@ export async function cliTestDb(
       if (ops === undefined) throw new Error("PGlite: the directory is the kfe children's")
       return ops
     },
+    async nextDataVersion() {
+      if (ops === undefined) throw new Error("PGlite: the directory is the kfe children's")
+      await ops.rotate(table, { purpose: 'data', reencrypt: false })
+      encryption.keyRing().refresh()
+    },
     session,
     kfe: runner.kfe,
     spawnKfe: runner.spawnKfe,
+    kfeWorker: runner.kfeWorker,
     async destroy() {
       await ops?.close()
       if (shared !== undefined) {
@@ -343,5 +384,22 @@ export async function cliTestDb(
       await encryption.close()
       rmSync(dir, { recursive: true, force: true })
     },
+  }
+}
+
+/** Inserts `n` rows through the application (`name`, `email` and `ssn` from `prefix` and a counter), 100 per statement. */
+export async function insertRows(
+  app: Kysely<TestDB>,
+  table: string,
+  n: number,
+  prefix: string,
+): Promise<void> {
+  for (let i = 0; i < n; i += 100) {
+    const values = Array.from({ length: Math.min(100, n - i) }, (_, j) => ({
+      name: `${prefix}${i + j}`,
+      email: `${prefix}${i + j}@x.io`,
+      ssn: `123-45-${String(i + j).padStart(4, '0')}`,
+    }))
+    await app.insertInto(table).values(values).execute()
   }
 }

@@ -1,6 +1,7 @@
 import { defineCommand } from 'citty'
+import { shareJob } from '../processes.js'
 import { commonArgs, dryRunArg, runCommand } from '../run-command.js'
-import { jobArgs, jobOptions } from './job-args.js'
+import { jobArgs, jobOptions, processesArg } from './job-args.js'
 import { printJob } from './reencrypt.js'
 
 /** `kfe encrypt-column <table> <column>`: backfill a column under migration from plaintext (resumable). */
@@ -14,18 +15,24 @@ export const encryptColumnCommand = defineCommand({
     ...commonArgs,
     ...dryRunArg,
     ...jobArgs,
+    ...processesArg,
     table: { type: 'positional', required: true, description: 'The table' },
     column: { type: 'positional', required: true, description: 'The column, by its annotated name' },
   },
   run: ({ args }) =>
     runCommand(
       args,
-      (ops, run) =>
-        ops.encryptColumn(String(args.table), String(args.column), {
-          ...run,
-          ...jobOptions(args),
-          dryRun: args['dry-run'],
-        }),
+      (ops, run, _out, opened) => {
+        const [table, column] = [String(args.table), String(args.column)]
+        return shareJob(args, ['encrypt-column', table, column], opened, run, (run, share) =>
+          ops.encryptColumn(table, column, {
+            ...run,
+            ...jobOptions(args),
+            ...share,
+            dryRun: args['dry-run'],
+          }),
+        )
+      },
       (result, out) => printJob(result, out),
     ),
 })

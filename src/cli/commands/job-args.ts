@@ -1,5 +1,6 @@
 import type { JobOptions } from '../../ops/job-engine.js'
 import { intArg } from '../run-command.js'
+import { isWorkerProcess } from '../worker-process.js'
 
 /** Options of the commands that run a re-encryption job. */
 export const jobArgs = {
@@ -15,7 +16,7 @@ export const jobArgs = {
 /** The job options from parsed arguments. */
 export function jobOptions(
   args: Record<string, unknown>,
-): Pick<JobOptions, 'batchSize' | 'workers' | 'maxRowsPerSecond' | 'restart'> {
+): Pick<JobOptions, 'batchSize' | 'workers' | 'maxRowsPerSecond' | 'restart' | 'joinOnly'> {
   const batchSize = intArg(args['batch-size'], 'batch-size')
   const workers = intArg(args.workers, 'workers')
   const maxRowsPerSecond = intArg(args['max-rows-per-second'], 'max-rows-per-second')
@@ -24,8 +25,19 @@ export function jobOptions(
     ...(workers === undefined ? {} : { workers }),
     ...(maxRowsPerSecond === undefined ? {} : { maxRowsPerSecond }),
     ...(args.restart === true ? { restart: true } : {}),
+    // A worker process of `--processes`: it joins the job its parent planned, and plans nothing.
+    ...(isWorkerProcess() ? { joinOnly: true } : {}),
   }
 }
+
+/** `--processes`, for the commands whose job can be shared by processes of this machine (src/cli/processes.ts). */
+export const processesArg = {
+  processes: {
+    type: 'string',
+    description:
+      'Processes on this machine: this one and N-1 copies of it, each with --workers workers, to use more than one CPU core (default 1; not on PGlite)',
+  },
+} as const
 
 /** `--tenant`, for the commands that work on one tenant of a table with per-tenant keys. */
 export const tenantArg = {

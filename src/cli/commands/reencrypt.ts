@@ -1,15 +1,10 @@
 import { defineCommand } from 'citty'
-import type { EncryptColumnDryRun } from '../../ops/encrypt-column.js'
-import { type JobResult, replacedJobText } from '../../ops/job-engine.js'
-import type { ReencryptDryRun } from '../../ops/reencrypt.js'
-
-/** What a writer job command prints: its counters, or what its dry run found. */
-type JobOutcome = JobResult | ReencryptDryRun | EncryptColumnDryRun
-
+import { replacedJobText } from '../../ops/job-engine.js'
 import { consola } from '../log.js'
 import { EXIT, type Output } from '../output.js'
+import { type JobOutcome, shareJob } from '../processes.js'
 import { commonArgs, dryRunArg, runCommand, usageError } from '../run-command.js'
-import { jobArgs, jobOptions, tenantArg, tenantOption } from './job-args.js'
+import { jobArgs, jobOptions, processesArg, tenantArg, tenantOption } from './job-args.js'
 
 /** `kfe reencrypt <table>`: every row onto the active data and index key versions (resumable). */
 export const reencryptCommand = defineCommand({
@@ -21,6 +16,7 @@ export const reencryptCommand = defineCommand({
     ...commonArgs,
     ...dryRunArg,
     ...jobArgs,
+    ...processesArg,
     ...tenantArg,
     'all-tenants': {
       type: 'boolean',
@@ -33,15 +29,20 @@ export const reencryptCommand = defineCommand({
   run: ({ args }) =>
     runCommand(
       args,
-      (ops, run) => {
+      (ops, run, _out, opened) => {
         if (args['all-tenants'] && args.tenant !== undefined)
           throw usageError('Give --tenant or --all-tenants, not both.')
-        return ops.reencrypt(String(args.table), {
-          ...run,
-          ...jobOptions(args),
-          ...tenantOption(args),
-          dryRun: args['dry-run'],
-        })
+        const table = String(args.table)
+        const tenant = args.tenant === undefined ? [] : ['--tenant', String(args.tenant)]
+        return shareJob(args, ['reencrypt', table, ...tenant], opened, run, (run, share) =>
+          ops.reencrypt(table, {
+            ...run,
+            ...jobOptions(args),
+            ...share,
+            ...tenantOption(args),
+            dryRun: args['dry-run'],
+          }),
+        )
       },
       (result, out) => printJob(result, out),
     ),
@@ -65,6 +66,8 @@ export function describeJob(result: JobOutcome): void {
     )
     return
   }
+  if ('processes' in result)
+    consola.log(`${result.table}: shared by ${result.processes} processes (the counts below are their sum).`)
   if (result.replaced !== undefined) {
     consola.warn(`not resumed: ${replacedJobText(result.replaced, result.targets)}.`)
   }
@@ -80,13 +83,20 @@ export function describeJob(result: JobOutcome): void {
     consola.error(
       `${result.jobFailed - result.failed} more rows failed in earlier runs of this job: \`kfe verify ${result.table}\` lists them.`,
     )
+  if ('processFailures' in result)
+    for (const f of result.processFailures)
+      consola.error(`worker process ${f.pid ?? '?'} failed: [${f.code}] ${f.message}`)
   if (result.stopped)
     consola.warn(`stopped with ${result.remainingBatches} batches left: run the same command to resume.`)
 }
 
-/** Exit code of a job: 1 when rows failed (in this run or an earlier one of the job), 2 when batches are left, else 0. */
+/**
+ * Exit code of a job: 1 when rows failed (in this run or an earlier one of the job) or a worker
+ * process failed, 2 when batches are left, else 0.
+ */
 export function jobExit(result: JobOutcome): number {
   if ('dryRun' in result) return result.failed > 0 ? EXIT.failed : EXIT.ok
   if (result.failed > 0 || result.jobFailed > 0) return EXIT.failed
+  if ('processFailures' in result && result.processFailures.length > 0) return EXIT.failed
   return result.remainingBatches > 0 ? EXIT.attention : EXIT.ok
 }

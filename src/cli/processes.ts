@@ -1,0 +1,230 @@
+/**
+ * `--processes N` of the job commands (`kfe reencrypt`, `kfe encrypt-column`): this process plans
+ * the job, then starts N-1 copies of the command (worker processes, src/cli/worker-process.ts)
+ * that join it and share its batches through the database (`FOR UPDATE SKIP LOCKED`), as runs on
+ * several machines do. Workers in one process share one JavaScript thread, which decrypting and
+ * encrypting every row keeps busy; processes use the machine's other cores.
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { resolve } from 'node:path'
+import { createInterface } from 'node:readline'
+import { sql } from 'kysely'
+import type { EncryptColumnDryRun } from '../ops/encrypt-column.js'
+import type { JobOptions, JobResult } from '../ops/job-engine.js'
+import type { Progress, RunOptions } from '../ops/progress.js'
+import type { ReencryptDryRun } from '../ops/reencrypt.js'
+import type { OpenedOps } from './load-config.js'
+import { intArg, usageError } from './run-command.js'
+import { WORKER_OF } from './worker-process.js'
+
+/** A worker process that ended without a result, or with an error. */
+export interface ProcessFailure {
+  readonly pid: number | undefined
+  /** The error code it printed (docs/errors.md), or `ERROR` when it printed none. */
+  readonly code: string
+  readonly message: string
+}
+
+/** A job's result summed over the processes that shared it. */
+export interface SharedJobResult extends JobResult {
+  /** Processes that ran the job: this one and the workers it started. */
+  readonly processes: number
+  /** Workers that failed (their rows are left to a later run, which resumes the job). */
+  readonly processFailures: readonly ProcessFailure[]
+}
+
+/** What a job command returns. */
+export type JobOutcome = JobResult | SharedJobResult | ReencryptDryRun | EncryptColumnDryRun
+
+/** The parsed arguments `--processes` needs. */
+export interface ProcessesArgs {
+  readonly config?: string | undefined
+  readonly processes?: unknown
+  readonly workers?: unknown
+  readonly 'batch-size'?: unknown
+  readonly 'max-rows-per-second'?: unknown
+  readonly 'dry-run'?: boolean | undefined
+}
+
+/**
+ * Runs `job` in this process and, with `--processes N` (N > 1, not a dry run), in N-1 worker
+ * processes started once this one has planned the job (or joined one), when at least two batches
+ * are left: `command` is the worker's command line (the command and its own arguments; the
+ * config, `--workers`, `--batch-size`, the throttle's share and `--json` are added). A stop
+ * (SIGINT/SIGTERM) is passed on to the workers, and a worker whose parent goes away stops too;
+ * either way each finishes its batch and saves the checkpoint. `--max-rows-per-second` is divided
+ * among the processes (at least 1 row per second each).
+ *
+ * @param job - Runs the job with `run` and the options of this process's share.
+ * @throws OperationError `OPS_INVALID` when `--processes` is not an integer from 1 to 64, or the
+ *   config's database is PGlite (embedded in one process: no other process can open it)
+ */
+export async function shareJob<T extends JobOutcome>(
+  args: ProcessesArgs,
+  command: readonly string[],
+  opened: OpenedOps,
+  run: RunOptions,
+  job: (run: RunOptions, share: Pick<JobOptions, 'maxRowsPerSecond'>) => Promise<T>,
+): Promise<T | SharedJobResult> {
+  const processes = intArg(args.processes, 'processes') ?? 1
+  if (processes > 64) throw usageError('--processes must be an integer from 1 to 64.')
+  if (processes === 1 || args['dry-run'] === true) return job(run, {})
+  const version = (await sql<{ v: string }>`select version() as v`.execute(opened.db)).rows[0]?.v ?? ''
+  if (/wasm32|emscripten/i.test(version))
+    throw usageError(
+      "--processes needs a database server: this config's database is PGlite, which lives in one process (use --workers).",
+    )
+  const rate = intArg(args['max-rows-per-second'], 'max-rows-per-second')
+  const share = rate === undefined ? undefined : Math.max(1, Math.floor(rate / processes))
+  const workers: Worker[] = []
+  let workerBatches = 0
+  let last: Progress | undefined
+  let started = false
+  const onProgress = (p: Progress): void => {
+    if (p.phase === 'planned' || p.phase === 'batch') last = p
+    run.onProgress?.(p.phase === 'batch' ? { ...p, done: p.done + workerBatches } : p)
+    if (p.phase !== 'planned' || started) return
+    started = true
+    if (p.total === undefined || p.total - p.done < 2 || run.signal?.aborted) return
+    const argv = [
+      ...command,
+      '--json',
+      ...(args.config === undefined ? [] : ['--config', resolve(args.config)]),
+      ...option('--workers', args.workers),
+      ...option('--batch-size', args['batch-size']),
+      ...(share === undefined ? [] : ['--max-rows-per-second', String(share)]),
+    ]
+    for (let i = 1; i < processes; i++)
+      workers.push(
+        startWorker(argv, () => {
+          workerBatches++
+          if (last !== undefined)
+            run.onProgress?.({ ...last, phase: 'batch', done: last.done + workerBatches })
+        }),
+      )
+  }
+  const stopWorkers = () => {
+    for (const w of workers) w.child.kill('SIGTERM')
+  }
+  run.signal?.addEventListener('abort', stopWorkers, { once: true })
+  let own: T
+  try {
+    own = await job({ ...run, onProgress }, share === undefined ? {} : { maxRowsPerSecond: share })
+  } catch (error) {
+    stopWorkers()
+    await Promise.all(workers.map((w) => w.outcome))
+    throw error
+  } finally {
+    run.signal?.removeEventListener('abort', stopWorkers)
+  }
+  const outcomes = await Promise.all(workers.map((w) => w.outcome))
+  if ('dryRun' in own) return own
+  return combine(own, outcomes)
+}
+
+/** `[name, value]` when the option was given. */
+function option(name: string, value: unknown): string[] {
+  return value === undefined ? [] : [name, String(value)]
+}
+
+/** What a worker process ended with. */
+type WorkerOutcome = { readonly result: JobResult } | { readonly failure: ProcessFailure }
+
+interface Worker {
+  readonly child: ChildProcess
+  readonly outcome: Promise<WorkerOutcome>
+}
+
+/**
+ * Starts `kfe <argv>` as a worker process: the same Node.js and bin as this process, the
+ * environment marking it as this process's worker, an IPC channel whose end tells it the parent
+ * is gone, and its own process group (a terminal's Ctrl-C reaches the parent, which passes the
+ * stop on once). Its progress lines call `onBatch`; any other line it writes to stderr is written
+ * to this process's stderr, prefixed with its pid.
+ */
+function startWorker(argv: readonly string[], onBatch: () => void): Worker {
+  const child = spawn(process.execPath, [...process.execArgv, resolve(process.argv[1] ?? ''), ...argv], {
+    env: { ...process.env, [WORKER_OF]: String(process.pid) },
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    detached: true,
+  })
+  let stdout = ''
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk
+  })
+  if (child.stderr !== null)
+    createInterface({ input: child.stderr }).on('line', (line) => {
+      const progress = progressLine(line)
+      if (progress === undefined) process.stderr.write(`[kfe worker ${child.pid}] ${line}\n`)
+      else if (progress.phase === 'batch') onBatch()
+    })
+  const outcome = new Promise<WorkerOutcome>((done) => {
+    let spawnError: Error | undefined
+    child.on('error', (error) => {
+      spawnError = error
+    })
+    child.on('close', (code, signal) => done(workerOutcome(child.pid, stdout, code, signal, spawnError)))
+  })
+  return { child, outcome }
+}
+
+/** A worker's stderr line as a progress step, or undefined for any other line. */
+function progressLine(line: string): Progress | undefined {
+  if (!line.startsWith('{"type":"progress"')) return undefined
+  try {
+    return JSON.parse(line) as Progress
+  } catch {
+    return undefined
+  }
+}
+
+/** A worker's result (its last stdout line, `--json`), or why it has none. */
+function workerOutcome(
+  pid: number | undefined,
+  stdout: string,
+  code: number | null,
+  signal: NodeJS.Signals | null,
+  spawnError: Error | undefined,
+): WorkerOutcome {
+  let printed: unknown
+  try {
+    printed = JSON.parse(stdout.trim().split('\n').at(-1) ?? '')
+  } catch {
+    printed = undefined
+  }
+  if (printed !== null && typeof printed === 'object') {
+    const p = printed as { ok?: unknown; error?: { code?: unknown; message?: unknown }; jobId?: unknown }
+    if (p.ok === false)
+      return {
+        failure: { pid, code: String(p.error?.code ?? 'ERROR'), message: String(p.error?.message ?? '') },
+      }
+    if (typeof p.jobId === 'string') return { result: printed as JobResult }
+  }
+  const ended = spawnError?.message ?? (signal === null ? `exit code ${code}` : `signal ${signal}`)
+  return {
+    failure: { pid, code: 'ERROR', message: `The worker process ended (${ended}) without a result.` },
+  }
+}
+
+/** This process's result with its workers' added: counts summed, the job's state as last seen. */
+function combine(own: JobResult, outcomes: readonly WorkerOutcome[]): SharedJobResult {
+  const results = [own, ...outcomes.flatMap((o) => ('result' in o ? [o.result] : []))]
+  const sum = (f: (r: JobResult) => number) => results.reduce((n, r) => n + f(r), 0)
+  return {
+    ...own,
+    batches: sum((r) => r.batches),
+    rows: sum((r) => r.rows),
+    rewritten: sum((r) => r.rewritten),
+    conflicts: sum((r) => r.conflicts),
+    deleted: sum((r) => r.deleted),
+    failed: sum((r) => r.failed),
+    shredded: sum((r) => r.shredded),
+    failedKeys: results.flatMap((r) => r.failedKeys).slice(0, 100),
+    jobFailed: Math.max(...results.map((r) => r.jobFailed)),
+    stopped: results.some((r) => r.stopped),
+    // Each process waits for the batches others hold before it ends: the fewest any saw is the latest.
+    remainingBatches: Math.min(...results.map((r) => r.remainingBatches)),
+    processes: 1 + outcomes.length,
+    processFailures: outcomes.flatMap((o) => ('failure' in o ? [o.failure] : [])),
+  }
+}

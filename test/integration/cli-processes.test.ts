@@ -1,0 +1,191 @@
+import type { ChildProcess } from 'node:child_process'
+import { afterAll, beforeAll, describe, type ExpectStatic, it } from 'vitest'
+import { type Backend, backends } from '../support/backends.js'
+import { type CliTestDb, cliTestDb, insertRows } from '../support/cli-runner.js'
+
+/** Resolves at the first batch a `kfe` job child reports (its progress: JSON lines on stderr). */
+function firstBatch(child: ChildProcess): Promise<void> {
+  return new Promise<void>((resolve) => {
+    let buffered = ''
+    child.stderr?.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString()
+      const lines = buffered.split('\n')
+      buffered = lines.pop() ?? ''
+      for (const line of lines) if (line.includes('"phase":"batch"')) resolve()
+    })
+  })
+}
+
+/**
+ * `kfe reencrypt --processes N` as a child process (src/cli/processes.ts): the command plans the
+ * job and starts N-1 worker processes that join it. PostgreSQL and MariaDB; on PGlite (one
+ * process's database) it is refused. The cases of one backend run in order on one table, each
+ * moving it onto the next data version first.
+ */
+describe.concurrent.each(backends())('kfe --processes [$name]', { timeout: 600_000 }, (backend: Backend) => {
+  const server = backend.name !== 'pglite'
+  describe.runIf(backend.available).sequential('', () => {
+    let t: CliTestDb
+    beforeAll(async () => {
+      t = await cliTestDb(backend)
+      // PGlite's case is a refusal before any key is read.
+      if (!server) return
+      if ((await t.kfe('init')).code !== 0) throw new Error('kfe init failed')
+      await insertRows(t.db.app, t.table, 600, 'p')
+    }, 600_000)
+    afterAll(async () => {
+      await t?.destroy()
+    })
+
+    /** The table's active data key version. */
+    async function activeData(): Promise<number> {
+      const keys = await t.ops.status({ table: t.table })
+      return keys.tables[0]!.keys.find((k) => k.purpose === 'data' && k.state === 'active')!.version
+    }
+
+    it.runIf(server)(
+      '--processes 3: two worker processes join the planned job; every row read and rewritten once',
+      async ({ expect }) => {
+        await t.nextDataVersion()
+        const run = await t.kfe('reencrypt', t.table, '--batch-size', '7', '--processes', '3', '--json')
+        expect(run.code).toBe(0)
+        const total = Number(
+          (
+            await t.db.raw
+              .selectFrom(t.table)
+              .select((eb) => eb.fn.countAll().as('n'))
+              .executeTakeFirstOrThrow()
+          ).n,
+        )
+        // The workers join the job (they never plan or scan it again): rows read add up too.
+        expect(run.json).toMatchObject({
+          processes: 3,
+          processFailures: [],
+          planned: true,
+          rows: total,
+          rewritten: total,
+          failed: 0,
+          remainingBatches: 0,
+        })
+        // Every batch was done by one of three processes, and more than one took part.
+        const by = await t.db.raw
+          .selectFrom(`${t.jobsTable}_batches`)
+          .select(['worker', (eb) => eb.fn.countAll().as('n')])
+          .where('job_id', '=', `reencrypt:${t.table}`)
+          .groupBy('worker')
+          .execute()
+        expect(by.reduce((n, r) => n + Number(r.n), 0)).toBe(Math.ceil(total / 7))
+        expect(by.length).toBeGreaterThan(1)
+        expect(by.length).toBeLessThanOrEqual(3)
+        const verify = await t.kfe('verify', t.table, '--json')
+        expect(verify.json).toMatchObject({ ok: true, dataVersions: { [await activeData()]: total * 2 } })
+        // A worker process that starts once the job is done (a slow start) joins nothing: it reads
+        // no row, where a run of its own would scan the table again.
+        const late = await t.kfeWorker('reencrypt', t.table, '--json')
+        expect(late.code).toBe(0)
+        expect(late.json).toMatchObject({ planned: false, batches: 0, rows: 0, remainingBatches: 0 })
+      },
+    )
+
+    /**
+     * A throttled `kfe reencrypt --processes 3` (50 rows/s each, batches of 5), once its job is
+     * planned and a worker process has done a batch beside the parent; and counts of its job's
+     * done batches: `workers` that did one, `batches` done.
+     */
+    async function throttledProcesses(expect: ExpectStatic) {
+      await t.nextDataVersion()
+      const jobId = `reencrypt:${t.table}`
+      const child = t.spawnKfe(
+        'reencrypt',
+        t.table,
+        '--batch-size',
+        '5',
+        '--processes',
+        '3',
+        '--max-rows-per-second',
+        '150',
+      )
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+        child.on('exit', (code, signal) => r({ code, signal })),
+      )
+      const done = t.db.raw
+        .selectFrom(`${t.jobsTable}_batches`)
+        .where('job_id', '=', jobId)
+        .where('done', '=', 1)
+      const count = async (what: 'workers' | 'batches') =>
+        Number(
+          (
+            await done
+              .select((eb) =>
+                (what === 'batches' ? eb.fn.countAll() : eb.fn.count('worker').distinct()).as('n'),
+              )
+              .executeTakeFirstOrThrow()
+          ).n,
+        )
+      // Planned first (the batch rows of the last job replaced); the parent may do the first batches alone.
+      await firstBatch(child)
+      for (let i = 0; i < 400 && (await count('workers')) < 2; i++)
+        await new Promise((r) => setTimeout(r, 50))
+      expect(await count('workers')).toBeGreaterThan(1)
+      return { child, exited, jobId, count }
+    }
+
+    /** The next run finishes the job, and every row decrypts. */
+    async function resumeAndVerify(expect: ExpectStatic) {
+      const rest = await t.kfe('reencrypt', t.table, '--batch-size', '50', '--json')
+      expect(rest.code).toBe(0)
+      expect(rest.json).toMatchObject({ planned: false, remainingBatches: 0 })
+      expect((await t.kfe('verify', t.table, '--json')).code).toBe(0)
+    }
+
+    it.runIf(server)(
+      'kill -9 of a --processes 3 run: its workers see it gone and stop after their batch; the next run finishes',
+      async ({ expect }) => {
+        const { child, exited, jobId, count } = await throttledProcesses(expect)
+        child.kill('SIGKILL')
+        expect((await exited).signal).toBe('SIGKILL')
+        // Each worker finishes the batch it holds, then stops: the count settles, with batches left.
+        let before = -1
+        let now = await count('batches')
+        for (let i = 0; i < 20 && now !== before; i++) {
+          await new Promise((r) => setTimeout(r, 1000))
+          before = now
+          now = await count('batches')
+        }
+        expect(now).toBe(before)
+        const left = (await t.kfe('status', t.table, '--json')).json as {
+          tables: Array<{
+            jobs: Array<{ id: string; doneBatches: number; totalBatches: number; interrupted: boolean }>
+          }>
+        }
+        const job = left.tables[0]!.jobs.find((j) => j.id === jobId)!
+        expect(job.doneBatches).toBeLessThan(job.totalBatches)
+        // Stopped cleanly (the job marked stopped), not ended by a write to a closed pipe: status
+        // reports it interrupted at once, not only once 60 s pass without progress.
+        expect(job.interrupted).toBe(true)
+        await resumeAndVerify(expect)
+      },
+    )
+
+    it.runIf(server)(
+      'SIGTERM to a --processes 3 run stops its workers too (exit 2, no batch done after); the next run finishes',
+      async ({ expect }) => {
+        const { child, exited, count } = await throttledProcesses(expect)
+        child.kill('SIGTERM')
+        expect((await exited).code).toBe(2)
+        // The parent waited for its workers: nothing is done once it has exited.
+        const atExit = await count('batches')
+        await new Promise((r) => setTimeout(r, 1000))
+        expect(await count('batches')).toBe(atExit)
+        await resumeAndVerify(expect)
+      },
+    )
+
+    it.runIf(!server)('--processes is refused on PGlite (one process holds it)', async ({ expect }) => {
+      const run = await t.kfe('reencrypt', t.table, '--processes', '2', '--json')
+      expect(run.code).toBe(1)
+      expect(run.json).toMatchObject({ ok: false, error: { code: 'OPS_INVALID' } })
+      expect(JSON.stringify(run.json)).toContain('PGlite')
+    })
+  })
+})
