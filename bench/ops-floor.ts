@@ -23,14 +23,39 @@ export interface FloorRow {
 }
 
 /** AES-256-GCM under one of two keys (the job moves every row from one to the other), and the two index keys. */
+/** The floor's keys, to open the same keys in another process (bench/ops-process.ts). */
+export interface FloorSecrets {
+  readonly keys: readonly [string, string]
+  readonly emailMac: string
+  readonly ssnMac: string
+}
+
 export class FloorCipher {
-  readonly #keys = [randomBytes(32), randomBytes(32)]
-  readonly #emailMac = randomBytes(32)
-  readonly #ssnMac = randomBytes(32)
+  readonly #keys: Buffer[]
+  readonly #emailMac: Buffer
+  readonly #ssnMac: Buffer
   readonly #nonces = Buffer.alloc(12 * 1024)
   #offset = this.#nonces.length
   /** The key the table's rows are under now (0 or 1). */
   current = 0
+
+  /** New random keys, or (`secrets`) those of another process's cipher. */
+  constructor(secrets?: FloorSecrets) {
+    const hex = (h: string) => Buffer.from(h, 'hex')
+    this.#keys = secrets === undefined ? [randomBytes(32), randomBytes(32)] : secrets.keys.map(hex)
+    this.#emailMac = secrets === undefined ? randomBytes(32) : hex(secrets.emailMac)
+    this.#ssnMac = secrets === undefined ? randomBytes(32) : hex(secrets.ssnMac)
+  }
+
+  /** The keys, for {@link FloorCipher}'s constructor in another process. */
+  secrets(): FloorSecrets {
+    const [a, b] = this.#keys as [Buffer, Buffer]
+    return {
+      keys: [a.toString('hex'), b.toString('hex')],
+      emailMac: this.#emailMac.toString('hex'),
+      ssnMac: this.#ssnMac.toString('hex'),
+    }
+  }
 
   /** nonce ‖ ciphertext ‖ tag under key `k`. */
   seal(text: string, k: number): Buffer {
@@ -80,7 +105,7 @@ export class FloorCipher {
 /** The database side of the floor: plan the batches, read one, write one. */
 export interface FloorDriver {
   /** Primary-key bounds `(lo, hi]` of consecutive batches of `batchSize` rows (`lo` null: from the start; `hi` null: to the end). */
-  plan(batchSize: number): Promise<Array<{ lo: number | null; hi: number | null }>>
+  plan(batchSize: number): Promise<FloorBatch[]>
   read(lo: number | null, hi: number | null): Promise<Array<{ id: number; email: Buffer; ssn: Buffer }>>
   /** One UPDATE for the batch; returns the rows it changed. */
   write(rows: readonly Rewritten[], cas: boolean): Promise<number>
@@ -97,6 +122,9 @@ export interface Rewritten {
   readonly oldSsn: Buffer
 }
 
+/** Primary-key bounds `(lo, hi]` of one batch. */
+export type FloorBatch = { readonly lo: number | null; readonly hi: number | null }
+
 /**
  * Moves every row of the driver's table from the cipher's current key to the other one, with
  * `workers` concurrent workers (each its own connection) taking the planned batches in turn.
@@ -107,9 +135,26 @@ export async function runFloorJob(
   cipher: FloorCipher,
   options: { batchSize: number; workers: number; cas: boolean },
 ): Promise<number> {
-  const from = cipher.current
-  const to = 1 - from
   const batches = await driver.plan(options.batchSize)
+  const written = await rewriteBatches(driver, cipher, batches, cipher.current, options)
+  cipher.current = 1 - cipher.current
+  return written
+}
+
+/**
+ * The floor's work on planned `batches`: each batch's rows read, moved from key `from` to the
+ * other one, and written by one UPDATE, by `workers` concurrent workers taking them in turn.
+ * A process of a job shared by several (bench/ops-process.ts) is given its share of the batches.
+ * @returns the rows written
+ */
+export async function rewriteBatches(
+  driver: FloorDriver,
+  cipher: FloorCipher,
+  batches: readonly FloorBatch[],
+  from: number,
+  options: { workers: number; cas: boolean },
+): Promise<number> {
+  const to = 1 - from
   let next = 0
   let written = 0
   const worker = async () => {
@@ -136,7 +181,6 @@ export async function runFloorJob(
     }
   }
   await Promise.all(Array.from({ length: options.workers }, worker))
-  cipher.current = to
   return written
 }
 

@@ -22,6 +22,10 @@ export interface OpsVariant {
   readonly id: string
   readonly label: string
   readonly workers: number
+  /** Processes the workers ran in, one worker each (bench/ops-process.ts); absent: one process. */
+  readonly processes?: number
+  /** The floor variant it is compared with (default: the floor's plain update at its workers). */
+  readonly floor?: string
 }
 
 export interface OpsEngineResult {
@@ -95,14 +99,15 @@ function engineMarkdown(e: OpsEngineResult, rows: number, batchSize: number): st
     if (s === undefined) continue
     // Each variant against the floor's plain update of its batch size and workers.
     const floorId =
-      v.id === 'floor-cas-half-1'
+      v.floor ??
+      (v.id === 'floor-cas-half-1'
         ? 'floor-half-1'
         : v.id.startsWith('floor-') && !v.id.startsWith('floor-cas')
           ? undefined
-          : `floor-${v.workers}`
+          : `floor-${v.workers}`)
     const vsFloor = floorId === undefined ? undefined : paired(t, v.id, floorId)
     lines.push(
-      `| ${v.label} | ${v.workers} | ${fmt(rows / (s.median / 1000))} | ${fmt(rows / (s.max / 1000))}–${fmt(rows / (s.min / 1000))} | ${vsFloor === undefined ? '1 (reference)' : `${fmt(vsFloor.ratio, 2)}× (rounds ${range(vsFloor.rounds, 2)})`} |`,
+      `| ${v.label} | ${v.processes === undefined ? v.workers : `${v.processes} processes × 1`} | ${fmt(rows / (s.median / 1000))} | ${fmt(rows / (s.max / 1000))}–${fmt(rows / (s.min / 1000))} | ${vsFloor === undefined ? '1 (reference)' : `${fmt(vsFloor.ratio, 2)}× (rounds ${range(vsFloor.rounds, 2)})`} |`,
     )
   }
   const targets: string[] = []
@@ -117,7 +122,16 @@ function engineMarkdown(e: OpsEngineResult, rows: number, batchSize: number): st
   if (ours2 !== undefined && floor2 !== undefined) {
     const gains = ours2.rounds.map((g, i) => g - (floor2.rounds[i] ?? Number.NaN))
     targets.push(
-      `| two workers: ours gains at least the floor's two-worker gain | ours ${fmt(ours2.ratio, 2)}×, floor ${fmt(floor2.ratio, 2)}× | ${verdict(gains, (d) => d >= 0)} |`,
+      `| two workers in one process (\`--workers 2\`): ours gains at least the floor's two-worker gain | ours ${fmt(ours2.ratio, 2)}×, floor ${fmt(floor2.ratio, 2)}× | ${verdict(gains, (d) => d >= 0)} |`,
+    )
+  }
+  // The same goal with the two workers in two processes, each side run that way.
+  const oursP2 = paired(t, 'ours-1', 'ours-proc-2')
+  const floorP2 = paired(t, 'floor-1', 'floor-proc-2')
+  if (oursP2 !== undefined && floorP2 !== undefined) {
+    const gains = oursP2.rounds.map((g, i) => g - (floorP2.rounds[i] ?? Number.NaN))
+    targets.push(
+      `| two workers in two processes (\`--processes 2\`): ours gains at least the floor's two-process gain | ours ${fmt(oursP2.ratio, 2)}×, floor ${fmt(floorP2.ratio, 2)}× | ${verdict(gains, (d) => d >= 0)} |`,
     )
   }
   // The issue's "at batch sizes where the database allows it": measured at the run's batch size
@@ -150,9 +164,15 @@ function engineMarkdown(e: OpsEngineResult, rows: number, batchSize: number): st
   const ours4 = paired(t, 'ours-1', 'ours-4')
   const floor4 = paired(t, 'floor-1', 'floor-4')
   if (ours4 !== undefined && floor4 !== undefined) {
+    const oursP4 = paired(t, 'ours-1', 'ours-proc-4')
+    const floorP4 = paired(t, 'floor-1', 'floor-proc-4')
+    const processes =
+      oursP4 === undefined || floorP4 === undefined
+        ? ''
+        : `; in four processes, ours ${fmt(oursP4.ratio, 2)}×, the floor ${fmt(floorP4.ratio, 2)}×`
     lines.push(
       '',
-      `Four workers over one: ours ${fmt(ours4.ratio, 2)}×, the floor ${fmt(floor4.ratio, 2)}× (the machine has ${'{cores}'} cores).`,
+      `Four workers over one: in one process, ours ${fmt(ours4.ratio, 2)}×, the floor ${fmt(floor4.ratio, 2)}×${processes} (the machine has ${'{cores}'} cores).`,
     )
   }
   if (targets.length > 0) {

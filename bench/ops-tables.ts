@@ -60,9 +60,12 @@ export interface OpsTablesOptions {
    * Kysely would close: it is left to close with `raw`.
    */
   readonly sharesRaw?: boolean
+  /** The KEK of the tables' keys (default: random); a process of its own opens the same keys with it. */
+  readonly kek?: Buffer
 }
 
-const columns = () => ({
+/** The encrypted columns of every table of the benchmark. */
+export const opsColumns = () => ({
   email: encrypted.text({ index: { name: 'email_bidx' }, maxBytes: 200 }),
   ssn: encrypted.text({ index: { name: 'ssn_bidx', bits: 16 } }),
 })
@@ -76,8 +79,8 @@ export async function opsTables(raw: AnyDB, options: OpsTablesOptions): Promise<
   const jobsTable = `${options.prefix}_jobs_${tag}`
   const tables = options.floor ? [ours, floorTable] : [ours]
   // Both tables get the very same columns and indexes.
-  const schema = encryptedSchema(Object.fromEntries(tables.map((t) => [t, columns()])))
-  const kek = randomBytes(32)
+  const schema = encryptedSchema(Object.fromEntries(tables.map((t) => [t, opsColumns()])))
+  const kek = options.kek ?? randomBytes(32)
   const provider = () => localKeyProvider({ id: 'local:bench', key: kek })
   for (const t of tables) {
     await raw.schema

@@ -12,6 +12,7 @@
  * --rounds N (including the warm-up; default 4), --batch-size N (default 1,000).
  * A benchmark, never a test: nothing here is asserted but that every row was rewritten.
  */
+import { randomBytes } from 'node:crypto'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
@@ -24,6 +25,7 @@ import type { JobResult } from '../src/ops.js'
 import { environment } from './environment.js'
 import { measureGroups, type Timed } from './harness.js'
 import { type FloorDriver, mysqlFloor, postgresFloor, runFloorJob } from './ops-floor.js'
+import { startProcessPool } from './ops-process.js'
 import {
   type OpsEngineResult,
   type OpsResults,
@@ -52,6 +54,8 @@ const settings = {
   rounds: Math.max(2, int(values.rounds, 4, 'rounds')),
 }
 const WORKERS = [1, 2, 4] as const
+/** Processes of the process variants (one worker each), as `kfe reencrypt --processes N`. */
+const PROCESSES = [2, 4] as const
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const started = performance.now()
@@ -130,12 +134,14 @@ async function prepare(engine: Engine): Promise<{
   const raw: AnyDB = new Kysely({ dialect: engine.dialect() })
   const server =
     (await sql<{ v: string }>`select version() as v`.execute(raw)).rows[0]?.v.split(' on ')[0] ?? '?'
+  const kek = randomBytes(32)
   const tables = await opsTables(raw, {
     prefix: 'bench_ops',
     family: engine.family,
     rows: settings.rows,
     floor: true,
     appDialect: engine.dialect(),
+    kek,
   }).catch(async (error: unknown) => {
     await raw.destroy()
     throw error
@@ -143,6 +149,18 @@ async function prepare(engine: Engine): Promise<{
   const { ours, floorTable, ops, cipher } = tables
   log(`${engine.name}: ${settings.rows} rows in each table`)
   const floor = engine.floor(floorTable)
+  const pool = await startProcessPool(
+    {
+      family: engine.family,
+      ours,
+      floorTable,
+      keyTable: tables.keyTable,
+      jobsTable: tables.jobsTable,
+      kek: kek.toString('hex'),
+      floorSecrets: cipher.secrets(),
+    },
+    Math.max(...PROCESSES),
+  )
   const expectAll = (what: string, n: number) => {
     if (n !== settings.rows) throw new Error(`${engine.name} ${what}: rewrote ${n} of ${settings.rows} rows`)
   }
@@ -175,7 +193,37 @@ async function prepare(engine: Engine): Promise<{
       return ms
     },
   })
+  // A job shared by `n` processes (bench/ops-process.ts): the floor's batches planned here, split among them.
+  const floorProcesses = (n: number): Timed => ({
+    name: `floor-proc-${n}`,
+    batch: 1,
+    async run() {
+      await engine.settle(raw, floorTable)
+      const t0 = performance.now()
+      const batches = await floor.driver.plan(settings.batchSize)
+      const written = await pool.floor(n, batches, cipher.current)
+      const ms = performance.now() - t0
+      cipher.current = 1 - cipher.current
+      expectAll(`floor (${n} processes)`, written)
+      return ms
+    },
+  })
+  const oursProcesses = (n: number): Timed => ({
+    name: `ours-proc-${n}`,
+    batch: 1,
+    async run() {
+      await ops.rotate(ours, { purpose: 'data', reencrypt: false })
+      await engine.settle(raw, ours)
+      const t0 = performance.now()
+      const written = await pool.ours(n, settings.batchSize)
+      const ms = performance.now() - t0
+      expectAll(`ours (${n} processes)`, written)
+      return ms
+    },
+  })
   const variants = [
+    ...PROCESSES.map((n) => floorProcesses(n)),
+    ...PROCESSES.map((n) => oursProcesses(n)),
     ...WORKERS.map((w) => floorVariant(w, false)),
     floorVariant(1, true),
     floorVariant(1, false, true),
@@ -193,12 +241,26 @@ async function prepare(engine: Engine): Promise<{
       workers: 1,
     },
     ...WORKERS.map((w) => ({ id: `ours-${w}`, label: '`ops.reencrypt` (`kfe reencrypt`)', workers: w })),
+    ...PROCESSES.map((n) => ({
+      id: `floor-proc-${n}`,
+      label: 'floor: by hand, plain UPDATE, one job in processes',
+      workers: n,
+      processes: n,
+    })),
+    ...PROCESSES.map((n) => ({
+      id: `ours-proc-${n}`,
+      label: '`kfe reencrypt --processes`',
+      workers: n,
+      processes: n,
+      floor: `floor-proc-${n}`,
+    })),
   ]
   return {
     variants,
     labels,
     server,
     async teardown() {
+      await pool.close()
       await floor.close()
       await tables.drop()
       await raw.destroy()
@@ -250,6 +312,7 @@ async function main(): Promise<void> {
       'The floor (bench/ops-floor.ts) is a job written by hand: keyset batches planned by primary key, the batch read, both ciphertexts opened and sealed again with node:crypto AES-256-GCM, both blind indexes computed again (HMAC-SHA256), and one UPDATE per batch (`UPDATE … FROM unnest(…)` on PostgreSQL, `UPDATE … JOIN (SELECT … UNION ALL …)` on MariaDB/MySQL); no key store, no checkpoint, no transaction per batch. With compare-and-set the UPDATE also requires both ciphertexts to be the ones read.',
       'Ours: one transaction per batch that claims the batch (`FOR UPDATE SKIP LOCKED`), reads it, decrypts and checks every value and blind index, writes the changed rows with compare-and-set UPDATEs (the shape of the floor\u2019s compare-and-set UPDATE, with `RETURNING` of the rows written on PostgreSQL), one per part of 250 rows, each sent before the next part is planned so that the database writes one part while the job plans the next, and commits the checkpoint with the rows.',
       "Both tables have the same columns and indexes (the plugin's: a unique index on email_bidx, an index on ssn_bidx). Each run starts on a settled table (not timed): on PostgreSQL vacuumed, then a `CHECKPOINT`; on MariaDB/MySQL its dirty pages flushed (`FLUSH TABLES … FOR EXPORT`), so that no run pays for the cleanup of the one before it.",
+      'Processes (`kfe reencrypt --processes N`, and the floor run the same way): one job shared by N worker processes of one worker each (bench/ops-process.ts), started before any clock runs (a `kfe` process starts in about 0.5 s, not timed here). Ours: the first plans the job and the others join it once planned, as `--processes` starts them; they share its batches through `FOR UPDATE SKIP LOCKED`. The floor: its batches planned in the benchmark process, then batch i written by process i mod N.',
       'Ratios are of times (lower is faster); each is the ratio of the medians, with the range of the per-round ratios (round i of one variant with round i of the other). A target is met ("yes") when every measured round meets it, missed ("no") when none does.',
     ],
   }
