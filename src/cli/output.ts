@@ -15,6 +15,8 @@ export interface Output {
   result(data: unknown, human: () => void): void
   /** Prints a failure. */
   error(error: unknown): void
+  /** Writes one line to stderr (below the progress bar, on a TTY). */
+  line(text: string): void
   /** Stops the progress bar. */
   close(): void
 }
@@ -46,6 +48,8 @@ export function createOutput(json: boolean, stream: NodeJS.WriteStream = process
         )
         return
       }
+      // What `--processes` waits for; a bar of its own would stay on screen.
+      if (p.phase === 'planned') return
       if (p.total === undefined || p.unit === 'ms') {
         if (p.phase !== lastPhase) {
           stopBar()
@@ -95,6 +99,10 @@ export function createOutput(json: boolean, stream: NodeJS.WriteStream = process
         if (cause instanceof FieldEncryptionError)
           consola.error(`  caused by [${cause.code}] ${cause.message}`)
       }
+    },
+    line(text) {
+      stopBar()
+      stream.write(`${text}\n`)
     },
     close: stopBar,
   }

@@ -14,10 +14,11 @@ import type { JobOptions, JobResult } from '../ops/job-engine.js'
 import type { Progress, RunOptions } from '../ops/progress.js'
 import type { ReencryptDryRun } from '../ops/reencrypt.js'
 import type { OpenedOps } from './load-config.js'
+import type { Output } from './output.js'
 import { intArg, usageError } from './run-command.js'
-import { WORKER_OF } from './worker-process.js'
+import { isWorkerProcess, WORKER_OF } from './worker-process.js'
 
-/** A worker process that ended without a result, or with an error. */
+/** A worker process that failed: it printed an error, or ended without a result unasked. */
 export interface ProcessFailure {
   readonly pid: number | undefined
   /** The error code it printed (docs/errors.md), or `ERROR` when it printed none. */
@@ -29,7 +30,10 @@ export interface ProcessFailure {
 export interface SharedJobResult extends JobResult {
   /** Processes that ran the job: this one and the workers it started. */
   readonly processes: number
-  /** Workers that failed (their rows are left to a later run, which resumes the job). */
+  /**
+   * Workers that failed. The batch one held is taken over by the other processes (or left to the
+   * next run); rows that failed to decrypt are counted in `failed`/`jobFailed`, not here.
+   */
   readonly processFailures: readonly ProcessFailure[]
 }
 
@@ -51,9 +55,12 @@ export interface ProcessesArgs {
  * processes started once this one has planned the job (or joined one), when at least two batches
  * are left: `command` is the worker's command line (the command and its own arguments; the
  * config, `--workers`, `--batch-size`, the throttle's share and `--json` are added). A stop
- * (SIGINT/SIGTERM) is passed on to the workers, and a worker whose parent goes away stops too;
- * either way each finishes its batch and saves the checkpoint. `--max-rows-per-second` is divided
- * among the processes (at least 1 row per second each).
+ * (SIGINT/SIGTERM) is passed on to the workers by closing their IPC channel, which a worker also
+ * sees when this process ends however it does; either way each finishes its batch and saves the
+ * checkpoint. Should this process exit at once (a second signal), it kills the workers still
+ * running. `--max-rows-per-second` is divided among the processes (at least 1 row per second
+ * each), also when no worker turns out to be needed. In a worker process, `job` runs with
+ * `joinOnly`.
  *
  * @param job - Runs the job with `run` and the options of this process's share.
  * @throws OperationError `OPS_INVALID` when `--processes` is not an integer from 1 to 64, or the
@@ -64,10 +71,13 @@ export async function shareJob<T extends JobOutcome>(
   command: readonly string[],
   opened: OpenedOps,
   run: RunOptions,
-  job: (run: RunOptions, share: Pick<JobOptions, 'maxRowsPerSecond'>) => Promise<T>,
+  out: Output,
+  job: (run: RunOptions, share: Pick<JobOptions, 'maxRowsPerSecond' | 'joinOnly'>) => Promise<T>,
 ): Promise<T | SharedJobResult> {
   const processes = intArg(args.processes, 'processes') ?? 1
   if (processes > 64) throw usageError('--processes must be an integer from 1 to 64.')
+  // A worker process joins the job its parent planned, and plans none.
+  if (isWorkerProcess()) return job(run, { joinOnly: true })
   if (processes === 1 || args['dry-run'] === true) return job(run, {})
   const version = (await sql<{ v: string }>`select version() as v`.execute(opened.db)).rows[0]?.v ?? ''
   if (/wasm32|emscripten/i.test(version))
@@ -80,6 +90,7 @@ export async function shareJob<T extends JobOutcome>(
   let workerBatches = 0
   let last: Progress | undefined
   let started = false
+  let stopping = false
   const onProgress = (p: Progress): void => {
     if (p.phase === 'planned' || p.phase === 'batch') last = p
     run.onProgress?.(p.phase === 'batch' ? { ...p, done: p.done + workerBatches } : p)
@@ -89,37 +100,50 @@ export async function shareJob<T extends JobOutcome>(
     const argv = [
       ...command,
       '--json',
-      ...(args.config === undefined ? [] : ['--config', resolve(args.config)]),
+      ...(args.config === undefined ? [] : [`--config=${resolve(args.config)}`]),
       ...option('--workers', args.workers),
       ...option('--batch-size', args['batch-size']),
-      ...(share === undefined ? [] : ['--max-rows-per-second', String(share)]),
+      ...(share === undefined ? [] : [`--max-rows-per-second=${share}`]),
     ]
+    process.once('exit', killWorkers)
     for (let i = 1; i < processes; i++)
       workers.push(
-        startWorker(argv, () => {
+        startWorker(argv, out, () => {
           workerBatches++
           if (last !== undefined)
             run.onProgress?.({ ...last, phase: 'batch', done: last.done + workerBatches })
         }),
       )
   }
+  // Once: a worker counts a second stop as "exit at once" only for OS signals, but one is enough.
   const stopWorkers = () => {
-    for (const w of workers) w.child.kill('SIGTERM')
+    if (stopping) return
+    stopping = true
+    for (const w of workers) if (w.child.connected) w.child.disconnect()
   }
+  // This process exits before its workers have ended (a second signal): they stop at once too.
+  const killWorkers = () => {
+    for (const w of workers)
+      if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL')
+  }
+  // Until every worker has ended: a stop while this process waits for them is passed on too.
   run.signal?.addEventListener('abort', stopWorkers, { once: true })
-  let own: T
   try {
-    own = await job({ ...run, onProgress }, share === undefined ? {} : { maxRowsPerSecond: share })
-  } catch (error) {
-    stopWorkers()
-    await Promise.all(workers.map((w) => w.outcome))
-    throw error
+    let own: T
+    try {
+      own = await job({ ...run, onProgress }, share === undefined ? {} : { maxRowsPerSecond: share })
+    } catch (error) {
+      stopWorkers()
+      await Promise.all(workers.map((w) => w.outcome))
+      throw error
+    }
+    const outcomes = await Promise.all(workers.map((w) => w.outcome))
+    if ('dryRun' in own) return own
+    return combine(own, outcomes, stopping)
   } finally {
     run.signal?.removeEventListener('abort', stopWorkers)
+    process.off('exit', killWorkers)
   }
-  const outcomes = await Promise.all(workers.map((w) => w.outcome))
-  if ('dryRun' in own) return own
-  return combine(own, outcomes)
 }
 
 /** `[name, value]` when the option was given. */
@@ -127,8 +151,10 @@ function option(name: string, value: unknown): string[] {
   return value === undefined ? [] : [name, String(value)]
 }
 
-/** What a worker process ended with. */
-type WorkerOutcome = { readonly result: JobResult } | { readonly failure: ProcessFailure }
+/** What a worker process ended with (`printed`: whether the failure is an error it printed). @internal */
+export type WorkerOutcome =
+  | { readonly result: JobResult }
+  | { readonly failure: ProcessFailure; readonly printed: boolean }
 
 interface Worker {
   readonly child: ChildProcess
@@ -136,17 +162,19 @@ interface Worker {
 }
 
 /**
- * Starts `kfe <argv>` as a worker process: the same Node.js and bin as this process, the
- * environment marking it as this process's worker, an IPC channel whose end tells it the parent
- * is gone, and its own process group (a terminal's Ctrl-C reaches the parent, which passes the
- * stop on once). Its progress lines call `onBatch`; any other line it writes to stderr is written
- * to this process's stderr, prefixed with its pid.
+ * Starts `kfe <argv>` as a worker process: the same Node.js (its options but a debugger's, whose
+ * port one process holds) and bin as this process, the environment marking it as this process's
+ * worker, an IPC channel whose end tells it to stop, and its own process group (a terminal's
+ * Ctrl-C reaches the parent, which passes the stop on once). Its progress lines call `onBatch`;
+ * any other line it writes to stderr is written through `out`, prefixed with its pid.
  */
-function startWorker(argv: readonly string[], onBatch: () => void): Worker {
-  const child = spawn(process.execPath, [...process.execArgv, resolve(process.argv[1] ?? ''), ...argv], {
+function startWorker(argv: readonly string[], out: Output, onBatch: () => void): Worker {
+  const node = process.execArgv.filter((a) => !/^--(inspect|debug)/.test(a))
+  const child = spawn(process.execPath, [...node, resolve(process.argv[1] ?? ''), ...argv], {
     env: { ...process.env, [WORKER_OF]: String(process.pid) },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     detached: true,
+    windowsHide: true,
   })
   let stdout = ''
   child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
@@ -155,15 +183,24 @@ function startWorker(argv: readonly string[], onBatch: () => void): Worker {
   if (child.stderr !== null)
     createInterface({ input: child.stderr }).on('line', (line) => {
       const progress = progressLine(line)
-      if (progress === undefined) process.stderr.write(`[kfe worker ${child.pid}] ${line}\n`)
+      if (progress === undefined) out.line(`[kfe worker ${child.pid}] ${line}`)
       else if (progress.phase === 'batch') onBatch()
     })
   const outcome = new Promise<WorkerOutcome>((done) => {
-    let spawnError: Error | undefined
-    child.on('error', (error) => {
-      spawnError = error
+    // Its result is read once it has exited and its stdout has ended, or 2 s after it exited (a
+    // process it started may hold a copy of the pipe): never a wait without end.
+    const ended = new Promise<void>((r) => {
+      if (child.stdout === null) r()
+      else child.stdout.once('end', r).once('close', r)
     })
-    child.on('close', (code, signal) => done(workerOutcome(child.pid, stdout, code, signal, spawnError)))
+    child.once('exit', (code, signal) => {
+      const late = new Promise<void>((r) => setTimeout(r, 2000).unref())
+      void Promise.race([ended, late]).then(() => done(workerOutcome(child.pid, stdout, code, signal)))
+    })
+    // Not started at all (no 'exit' follows).
+    child.once('error', (error) => {
+      if (child.pid === undefined) done(workerOutcome(undefined, '', null, null, error))
+    })
   })
   return { child, outcome }
 }
@@ -178,13 +215,13 @@ function progressLine(line: string): Progress | undefined {
   }
 }
 
-/** A worker's result (its last stdout line, `--json`), or why it has none. */
-function workerOutcome(
+/** A worker's result (its last stdout line, `--json`), or why it has none. @internal */
+export function workerOutcome(
   pid: number | undefined,
   stdout: string,
   code: number | null,
   signal: NodeJS.Signals | null,
-  spawnError: Error | undefined,
+  spawnError?: Error,
 ): WorkerOutcome {
   let printed: unknown
   try {
@@ -197,19 +234,32 @@ function workerOutcome(
     if (p.ok === false)
       return {
         failure: { pid, code: String(p.error?.code ?? 'ERROR'), message: String(p.error?.message ?? '') },
+        printed: true,
       }
     if (typeof p.jobId === 'string') return { result: printed as JobResult }
   }
   const ended = spawnError?.message ?? (signal === null ? `exit code ${code}` : `signal ${signal}`)
   return {
     failure: { pid, code: 'ERROR', message: `The worker process ended (${ended}) without a result.` },
+    printed: false,
   }
 }
 
-/** This process's result with its workers' added: counts summed, the job's state as last seen. */
-function combine(own: JobResult, outcomes: readonly WorkerOutcome[]): SharedJobResult {
+/**
+ * This process's result with its workers' added: counts summed, the job's state as last seen. A
+ * worker that ended without a result after this process stopped it (still starting, it had not
+ * begun) did nothing and is no failure.
+ * @internal
+ */
+export function combine(
+  own: JobResult,
+  outcomes: readonly WorkerOutcome[],
+  stopping: boolean,
+): SharedJobResult {
   const results = [own, ...outcomes.flatMap((o) => ('result' in o ? [o.result] : []))]
   const sum = (f: (r: JobResult) => number) => results.reduce((n, r) => n + f(r), 0)
+  // Each process waits for the batches others hold before it ends: the fewest any saw is the latest.
+  const remainingBatches = Math.min(...results.map((r) => r.remainingBatches))
   return {
     ...own,
     batches: sum((r) => r.batches),
@@ -221,10 +271,9 @@ function combine(own: JobResult, outcomes: readonly WorkerOutcome[]): SharedJobR
     shredded: sum((r) => r.shredded),
     failedKeys: results.flatMap((r) => r.failedKeys).slice(0, 100),
     jobFailed: Math.max(...results.map((r) => r.jobFailed)),
-    stopped: results.some((r) => r.stopped),
-    // Each process waits for the batches others hold before it ends: the fewest any saw is the latest.
-    remainingBatches: Math.min(...results.map((r) => r.remainingBatches)),
+    stopped: remainingBatches > 0 && results.some((r) => r.stopped),
+    remainingBatches,
     processes: 1 + outcomes.length,
-    processFailures: outcomes.flatMap((o) => ('failure' in o ? [o.failure] : [])),
+    processFailures: outcomes.flatMap((o) => ('failure' in o && (o.printed || !stopping) ? [o.failure] : [])),
   }
 }

@@ -3,7 +3,7 @@ import type { FieldEncryptionOps } from '../ops/field-encryption-ops.js'
 import type { RunOptions } from '../ops/progress.js'
 import { type OpenedOps, openOps } from './load-config.js'
 import { createOutput, EXIT, type Output } from './output.js'
-import { followParent } from './worker-process.js'
+import { followParent, parentGone } from './worker-process.js'
 
 /** The arguments every command takes. */
 export const commonArgs = {
@@ -29,10 +29,18 @@ export async function runCommand<T>(
   work: (ops: FieldEncryptionOps, run: RunOptions, out: Output, opened: OpenedOps) => Promise<T>,
   print: (result: T, out: Output) => number,
 ): Promise<void> {
+  // A worker of `--processes` whose parent went away, or stopped it, while it started: nothing to do.
+  if (parentGone()) {
+    process.exitCode = EXIT.attention
+    return
+  }
   const out = createOutput(args.json === true)
   const stop = new AbortController()
+  // The second signal exits at once. Counted apart from the abort: a worker stopped by its parent
+  // (the channel closed) still finishes its batch when a service manager signals it too.
+  let signals = 0
   const onSignal = () => {
-    if (stop.signal.aborted) process.exit(EXIT.attention)
+    if (++signals > 1) process.exit(EXIT.attention)
     stop.abort()
   }
   process.on('SIGINT', onSignal)

@@ -6,24 +6,36 @@
 /** The environment variable a parent sets to its pid in the environment of the workers it starts. */
 export const WORKER_OF = 'KFE_WORKER_OF'
 
+// Read once, at start, and removed: the processes the config or a provider starts do not inherit it.
+const parent = process.env[WORKER_OF]
+delete process.env[WORKER_OF]
+
 /**
- * Whether this process is a worker that a `kfe … --processes` parent started: the variable names
- * this process's own parent, and the IPC channel to it is open. A variable inherited from further
- * up (a worker's own child) does not count.
+ * Whether this process was started as a worker of a `kfe … --processes` parent (decided once, at
+ * start, whatever happens to the parent later): it joins the job its parent planned and plans
+ * none (`joinOnly`).
  */
 export function isWorkerProcess(): boolean {
-  return process.env[WORKER_OF] === String(process.ppid) && process.connected === true
+  return parent !== undefined
 }
 
 /**
- * In a worker process: `stop` is aborted when the parent goes away, however it ended (its IPC
- * channel closes), and the worker then stops as on SIGTERM: it finishes its batch, saves the
- * checkpoint and marks the job stopped (`kfe status` reports it interrupted at once). Its output
- * went to the parent only: writing to the closed pipes (EPIPE) is not an error that ends it
- * halfway. Returns how to stop following. Elsewhere it does nothing.
+ * In a worker process: whether its parent was gone, or had closed the channel to stop it, before
+ * the worker began (its start takes a few hundred milliseconds): it then does nothing.
+ */
+export function parentGone(): boolean {
+  return parent !== undefined && (parent !== String(process.ppid) || process.connected !== true)
+}
+
+/**
+ * In a worker process: `stop` is aborted when its parent closes the IPC channel, to stop it or
+ * because it ended however it did (`kill -9` included), and the worker then stops as on SIGTERM: it
+ * finishes its batch, saves the checkpoint and marks the job stopped (`kfe status` reports it
+ * interrupted at once). Its output went to the parent only: writing to the closed pipes (EPIPE) is
+ * not an error that ends it halfway. Returns how to stop following. Elsewhere it does nothing.
  */
 export function followParent(stop: AbortController): () => void {
-  if (!isWorkerProcess()) return () => undefined
+  if (parent === undefined) return () => undefined
   const onDisconnect = () => stop.abort()
   const ignore = () => undefined
   process.on('disconnect', onDisconnect)

@@ -127,6 +127,9 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
           '2',
           '--processes',
           '2',
+          // Slow enough for the worker process (its start takes a while) to take part.
+          '--max-rows-per-second',
+          '200',
           '--json',
         )
         expect(second.code).toBe(0)
@@ -138,6 +141,17 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
           processes: 2,
           processFailures: [],
         })
+        // Batches were done by three processes (`<host>:<pid>`, `#n` per worker): the killed
+        // run's, and both of this run's.
+        const workers = await t.raw
+          .selectFrom(`${t.jobsTable}_batches`)
+          .select('worker')
+          .distinct()
+          .where('done', '=', 1)
+          .where('worker', 'is not', null)
+          .execute()
+        const pids = new Set(workers.map((w) => String(w.worker).split(':').at(-1)!.split('#')[0]))
+        expect(pids.size).toBe(3)
         const verify = await kfe('verify', t.table, '--json')
         expect(verify.code).toBe(0)
         expect(verify.json).toMatchObject({

@@ -47,7 +47,18 @@ describe.concurrent.each(backends())('kfe --processes [$name]', { timeout: 600_0
       '--processes 3: two worker processes join the planned job; every row read and rewritten once',
       async ({ expect }) => {
         await t.nextDataVersion()
-        const run = await t.kfe('reencrypt', t.table, '--batch-size', '7', '--processes', '3', '--json')
+        // Throttled (100 rows/s each): slow enough for the workers (their start takes a while) to take part.
+        const run = await t.kfe(
+          'reencrypt',
+          t.table,
+          '--batch-size',
+          '7',
+          '--processes',
+          '3',
+          '--max-rows-per-second',
+          '300',
+          '--json',
+        )
         expect(run.code).toBe(0)
         const total = Number(
           (

@@ -24,7 +24,8 @@ describe.concurrent.each(backends().filter((b) => b.name !== 'pglite'))(
         await t?.destroy()
       })
 
-      const insert = (tenant: string, n: number) =>
+      /** `n` rows of `tenant`, emails numbered from `from`. */
+      const insert = (tenant: string, n: number, from = 0) =>
         t.session(async ({ app }) => {
           for (let i = 0; i < n; i++)
             await app
@@ -33,7 +34,7 @@ describe.concurrent.each(backends().filter((b) => b.name !== 'pglite'))(
                 id: randomUUID(),
                 tenant_id: tenant,
                 name: 'o',
-                email: `${tenant}${i}@x.io`,
+                email: `${tenant}${from + i}@x.io`,
                 ssn: '123-45-6789',
               })
               .execute()
@@ -139,6 +140,56 @@ describe.concurrent.each(backends().filter((b) => b.name !== 'pglite'))(
         expect(status.json).toMatchObject({
           tables: [{ tenants: { live: 1, destroyed: 1, shreddedRows: 2 } }],
         })
+      })
+
+      it("reencrypt --tenant with --processes 2: the worker process joins that tenant's job, and no other", async ({
+        expect,
+      }) => {
+        await insert('acme', 17, 3) // 20 rows of acme: 10 batches of 2
+        const rotate = await t.kfe(
+          'rotate',
+          t.table,
+          '--data',
+          '--tenant',
+          'acme',
+          '--no-reencrypt',
+          '--json',
+        )
+        expect(rotate.json).toMatchObject({ version: 3, state: 'active' })
+        const run = await t.kfe(
+          'reencrypt',
+          t.table,
+          '--tenant',
+          'acme',
+          '--batch-size',
+          '2',
+          '--processes',
+          '2',
+          // 5 rows/s each: slow enough for the worker process (its start takes a while) to take part.
+          '--max-rows-per-second',
+          '10',
+          '--json',
+        )
+        expect(run.code).toBe(0)
+        expect(run.json).toMatchObject({
+          processes: 2,
+          processFailures: [],
+          rows: 20,
+          rewritten: 20,
+          shredded: 0,
+          remainingBatches: 0,
+        })
+        // Both processes did batches of acme's job.
+        const workers = await t.db.raw
+          .selectFrom(`${t.jobsTable}_batches`)
+          .select('worker')
+          .distinct()
+          .where('job_id', '=', `reencrypt:${t.table}#tenant_id=acme`)
+          .where('done', '=', 1)
+          .execute()
+        expect(workers).toHaveLength(2)
+        const verify = await t.kfe('verify', t.table, '--tenant', 'acme', '--json')
+        expect(verify.json).toMatchObject({ ok: true, rows: 20, dataVersions: { 3: 40 } })
       })
     })
   },

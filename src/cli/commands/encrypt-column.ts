@@ -22,9 +22,9 @@ export const encryptColumnCommand = defineCommand({
   run: ({ args }) =>
     runCommand(
       args,
-      (ops, run, _out, opened) => {
+      (ops, run, out, opened) => {
         const [table, column] = [String(args.table), String(args.column)]
-        return shareJob(args, ['encrypt-column', table, column], opened, run, (run, share) =>
+        return shareJob(args, ['encrypt-column', table, column], opened, run, out, (run, share) =>
           ops.encryptColumn(table, column, {
             ...run,
             ...jobOptions(args),

@@ -1,6 +1,5 @@
 import type { JobOptions } from '../../ops/job-engine.js'
 import { intArg } from '../run-command.js'
-import { isWorkerProcess } from '../worker-process.js'
 
 /** Options of the commands that run a re-encryption job. */
 export const jobArgs = {
@@ -16,7 +15,7 @@ export const jobArgs = {
 /** The job options from parsed arguments. */
 export function jobOptions(
   args: Record<string, unknown>,
-): Pick<JobOptions, 'batchSize' | 'workers' | 'maxRowsPerSecond' | 'restart' | 'joinOnly'> {
+): Pick<JobOptions, 'batchSize' | 'workers' | 'maxRowsPerSecond' | 'restart'> {
   const batchSize = intArg(args['batch-size'], 'batch-size')
   const workers = intArg(args.workers, 'workers')
   const maxRowsPerSecond = intArg(args['max-rows-per-second'], 'max-rows-per-second')
@@ -25,8 +24,6 @@ export function jobOptions(
     ...(workers === undefined ? {} : { workers }),
     ...(maxRowsPerSecond === undefined ? {} : { maxRowsPerSecond }),
     ...(args.restart === true ? { restart: true } : {}),
-    // A worker process of `--processes`: it joins the job its parent planned, and plans nothing.
-    ...(isWorkerProcess() ? { joinOnly: true } : {}),
   }
 }
 

@@ -29,12 +29,13 @@ export const reencryptCommand = defineCommand({
   run: ({ args }) =>
     runCommand(
       args,
-      (ops, run, _out, opened) => {
+      (ops, run, out, opened) => {
         if (args['all-tenants'] && args.tenant !== undefined)
           throw usageError('Give --tenant or --all-tenants, not both.')
         const table = String(args.table)
-        const tenant = args.tenant === undefined ? [] : ['--tenant', String(args.tenant)]
-        return shareJob(args, ['reencrypt', table, ...tenant], opened, run, (run, share) =>
+        // One argument: a tenant id that starts with '-' is not read as an option.
+        const tenant = args.tenant === undefined ? [] : [`--tenant=${String(args.tenant)}`]
+        return shareJob(args, ['reencrypt', table, ...tenant], opened, run, out, (run, share) =>
           ops.reencrypt(table, {
             ...run,
             ...jobOptions(args),
@@ -66,7 +67,7 @@ export function describeJob(result: JobOutcome): void {
     )
     return
   }
-  if ('processes' in result)
+  if ('processes' in result && result.processes > 1)
     consola.log(`${result.table}: shared by ${result.processes} processes (the counts below are their sum).`)
   if (result.replaced !== undefined) {
     consola.warn(`not resumed: ${replacedJobText(result.replaced, result.targets)}.`)
@@ -91,12 +92,13 @@ export function describeJob(result: JobOutcome): void {
 }
 
 /**
- * Exit code of a job: 1 when rows failed (in this run or an earlier one of the job) or a worker
- * process failed, 2 when batches are left, else 0.
+ * Exit code of a job: 1 when rows failed (in this run or an earlier one of the job), 2 when
+ * batches are left or a worker process of `--processes` failed (the others took over its batch),
+ * else 0.
  */
 export function jobExit(result: JobOutcome): number {
   if ('dryRun' in result) return result.failed > 0 ? EXIT.failed : EXIT.ok
   if (result.failed > 0 || result.jobFailed > 0) return EXIT.failed
-  if ('processFailures' in result && result.processFailures.length > 0) return EXIT.failed
+  if ('processFailures' in result && result.processFailures.length > 0) return EXIT.attention
   return result.remainingBatches > 0 ? EXIT.attention : EXIT.ok
 }
