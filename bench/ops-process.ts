@@ -72,6 +72,8 @@ export async function startProcessPool(init: ChildInit, size: number): Promise<P
       const [first, ...rest] = children.slice(0, n) as [ChildProcess, ...ChildProcess[]]
       const planned = next(first, ['planned'])
       const firstDone = next(first, ['done'])
+      // Awaited below; an error rejects both, and `planned` reports it first.
+      firstDone.catch(() => undefined)
       first.send({ kind: 'ours', batchSize, join: false } satisfies ChildTask)
       await planned
       const others = rest.map((c) => {

@@ -192,7 +192,7 @@ export function opsMarkdown(results: OpsResults): string {
     const { start, end } = results.settings.load
     head.push(
       '',
-      `Load average (1 min) at the start ${fmt(start, 1)}, at the end ${fmt(end, 1)}, on ${env.cores} cores${Math.max(start, end) > env.cores ? ": other work shared the machine, so these figures are not the engine's own." : '.'}`,
+      `Load average (1 min) at the start ${fmt(start, 1)}, at the end ${fmt(end, 1)}, on ${env.cores} cores${Math.max(start, end) > env.cores ? ': above the cores. The process variants count in it (up to four worker processes of the benchmark and the database at once); beyond them, other work may have shared the machine.' : '.'}`,
     )
   }
   if (rows < FULL_ROWS) {

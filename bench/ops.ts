@@ -243,13 +243,13 @@ async function prepare(engine: Engine): Promise<{
     ...WORKERS.map((w) => ({ id: `ours-${w}`, label: '`ops.reencrypt` (`kfe reencrypt`)', workers: w })),
     ...PROCESSES.map((n) => ({
       id: `floor-proc-${n}`,
-      label: 'floor: by hand, plain UPDATE, one job in processes',
+      label: 'floor: by hand, plain UPDATE, in processes (batch i to process i mod N)',
       workers: n,
       processes: n,
     })),
     ...PROCESSES.map((n) => ({
       id: `ours-proc-${n}`,
-      label: '`kfe reencrypt --processes`',
+      label: '`ops.reencrypt` in processes, as `kfe reencrypt --processes` runs it',
       workers: n,
       processes: n,
       floor: `floor-proc-${n}`,
