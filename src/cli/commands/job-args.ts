@@ -4,7 +4,10 @@ import { intArg } from '../run-command.js'
 /** Options of the commands that run a re-encryption job. */
 export const jobArgs = {
   'batch-size': { type: 'string', description: 'Rows per batch and transaction (default 1000)' },
-  workers: { type: 'string', description: 'Workers in this process, one connection each (default 1)' },
+  workers: {
+    type: 'string',
+    description: 'Workers in this process, one connection each, sharing one CPU core (default 1; see --processes)',
+  },
   'max-rows-per-second': { type: 'string', description: 'Throttle (default: unlimited)' },
   restart: {
     type: 'boolean',
