@@ -6,7 +6,8 @@ export const jobArgs = {
   'batch-size': { type: 'string', description: 'Rows per batch and transaction (default 1000)' },
   workers: {
     type: 'string',
-    description: 'Workers in this process, one connection each, sharing one CPU core (default 1; see --processes)',
+    description:
+      'Workers in this process, one connection each, sharing one CPU core (default 1; see --processes)',
   },
   'max-rows-per-second': { type: 'string', description: 'Throttle (default: unlimited)' },
   restart: {
