@@ -87,6 +87,7 @@ export async function shareJob<T extends JobOutcome>(
   const rate = intArg(args['max-rows-per-second'], 'max-rows-per-second')
   const share = rate === undefined ? undefined : Math.max(1, Math.floor(rate / processes))
   const workers: Worker[] = []
+  const unstarted: WorkerOutcome[] = []
   let workerBatches = 0
   let last: Progress | undefined
   let started = false
@@ -106,14 +107,21 @@ export async function shareJob<T extends JobOutcome>(
       ...(share === undefined ? [] : [`--max-rows-per-second=${share}`]),
     ]
     process.once('exit', killWorkers)
-    for (let i = 1; i < processes; i++)
-      workers.push(
-        startWorker(argv, out, () => {
-          workerBatches++
-          if (last !== undefined)
-            run.onProgress?.({ ...last, phase: 'batch', done: last.done + workerBatches })
-        }),
-      )
+    for (let i = 1; i < processes; i++) {
+      try {
+        workers.push(
+          startWorker(argv, out, () => {
+            workerBatches++
+            if (last !== undefined)
+              run.onProgress?.({ ...last, phase: 'batch', done: last.done + workerBatches })
+          }),
+        )
+      } catch (error) {
+        // spawn threw (an argument it refuses): reported, not swallowed by the progress callback.
+        const message = `The worker process could not be started: ${error instanceof Error ? error.message : String(error)}`
+        unstarted.push({ failure: { pid: undefined, code: 'ERROR', message }, printed: false, began: true })
+      }
+    }
   }
   // Once: a worker counts a second stop as "exit at once" only for OS signals, but one is enough.
   const stopWorkers = () => {
@@ -137,7 +145,7 @@ export async function shareJob<T extends JobOutcome>(
       await Promise.all(workers.map((w) => w.outcome))
       throw error
     }
-    const outcomes = await Promise.all(workers.map((w) => w.outcome))
+    const outcomes = [...(await Promise.all(workers.map((w) => w.outcome))), ...unstarted]
     if ('dryRun' in own) return own
     return combine(own, outcomes, stopping)
   } finally {
@@ -151,10 +159,14 @@ function option(name: string, value: unknown): string[] {
   return value === undefined ? [] : [name, String(value)]
 }
 
-/** What a worker process ended with (`printed`: whether the failure is an error it printed). @internal */
+/**
+ * What a worker process ended with. A failure says whether it is an error the worker printed, and
+ * whether the worker had begun (reported a progress step: every worker that starts its job does).
+ * @internal
+ */
 export type WorkerOutcome =
   | { readonly result: JobResult }
-  | { readonly failure: ProcessFailure; readonly printed: boolean }
+  | { readonly failure: ProcessFailure; readonly printed: boolean; readonly began: boolean }
 
 interface Worker {
   readonly child: ChildProcess
@@ -169,14 +181,23 @@ interface Worker {
  * any other line it writes to stderr is written through `out`, prefixed with its pid.
  */
 function startWorker(argv: readonly string[], out: Output, onBatch: () => void): Worker {
-  const node = process.execArgv.filter((a) => !/^--(inspect|debug)/.test(a))
+  const node = withoutDebugger(process.execArgv)
+  const nodeOptions = process.env.NODE_OPTIONS
   const child = spawn(process.execPath, [...node, resolve(process.argv[1] ?? ''), ...argv], {
-    env: { ...process.env, [WORKER_OF]: String(process.pid) },
+    env: {
+      ...process.env,
+      [WORKER_OF]: String(process.pid),
+      ...(nodeOptions === undefined
+        ? {}
+        : { NODE_OPTIONS: withoutDebugger(nodeOptions.split(/\s+/)).join(' ') }),
+    },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     detached: true,
     windowsHide: true,
   })
   let stdout = ''
+  let began = false
+  let settled = false
   child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
     stdout += chunk
   })
@@ -184,9 +205,18 @@ function startWorker(argv: readonly string[], out: Output, onBatch: () => void):
     createInterface({ input: child.stderr }).on('line', (line) => {
       const progress = progressLine(line)
       if (progress === undefined) out.line(`[kfe worker ${child.pid}] ${line}`)
-      else if (progress.phase === 'batch') onBatch()
+      else {
+        began = true
+        // A line read after the result would count a batch twice, or redraw a closed bar.
+        if (progress.phase === 'batch' && !settled) onBatch()
+      }
     })
   const outcome = new Promise<WorkerOutcome>((done) => {
+    const settle = (o: WorkerOutcome) => {
+      if (settled) return
+      settled = true
+      done(o)
+    }
     // Its result is read once it has exited and its stdout has ended, or 2 s after it exited (a
     // process it started may hold a copy of the pipe): never a wait without end.
     const ended = new Promise<void>((r) => {
@@ -195,14 +225,30 @@ function startWorker(argv: readonly string[], out: Output, onBatch: () => void):
     })
     child.once('exit', (code, signal) => {
       const late = new Promise<void>((r) => setTimeout(r, 2000).unref())
-      void Promise.race([ended, late]).then(() => done(workerOutcome(child.pid, stdout, code, signal)))
+      void Promise.race([ended, late]).then(() =>
+        settle(workerOutcome(child.pid, stdout, code, signal, began)),
+      )
     })
-    // Not started at all (no 'exit' follows).
-    child.once('error', (error) => {
-      if (child.pid === undefined) done(workerOutcome(undefined, '', null, null, error))
+    // Not started at all (no 'exit' follows); a later error (a failed kill) changes nothing.
+    child.on('error', (error) => {
+      if (child.pid === undefined) settle(workerOutcome(undefined, '', null, null, false, error))
     })
   })
   return { child, outcome }
+}
+
+/**
+ * Node.js options without a debugger's (`--inspect*`, `--debug*`, and the value of a port option
+ * given apart): one process holds its port, and `--inspect-brk` would stop the worker.
+ */
+function withoutDebugger(options: readonly string[]): string[] {
+  const kept: string[] = []
+  for (let i = 0; i < options.length; i++) {
+    const o = options[i] as string
+    if (!/^--(inspect|debug)/.test(o)) kept.push(o)
+    else if (/^--(inspect|debug)-port$/.test(o)) i++
+  }
+  return kept
 }
 
 /** A worker's stderr line as a progress step, or undefined for any other line. */
@@ -221,6 +267,7 @@ export function workerOutcome(
   stdout: string,
   code: number | null,
   signal: NodeJS.Signals | null,
+  began: boolean,
   spawnError?: Error,
 ): WorkerOutcome {
   let printed: unknown
@@ -235,6 +282,7 @@ export function workerOutcome(
       return {
         failure: { pid, code: String(p.error?.code ?? 'ERROR'), message: String(p.error?.message ?? '') },
         printed: true,
+        began,
       }
     if (typeof p.jobId === 'string') return { result: printed as JobResult }
   }
@@ -242,13 +290,14 @@ export function workerOutcome(
   return {
     failure: { pid, code: 'ERROR', message: `The worker process ended (${ended}) without a result.` },
     printed: false,
+    began,
   }
 }
 
 /**
  * This process's result with its workers' added: counts summed, the job's state as last seen. A
- * worker that ended without a result after this process stopped it (still starting, it had not
- * begun) did nothing and is no failure.
+ * worker that this process stopped while it was still starting (it had not begun and printed
+ * nothing) did nothing and is no failure; one that had begun and ended without a result is one.
  * @internal
  */
 export function combine(
@@ -273,7 +322,10 @@ export function combine(
     jobFailed: Math.max(...results.map((r) => r.jobFailed)),
     stopped: remainingBatches > 0 && results.some((r) => r.stopped),
     remainingBatches,
-    processes: 1 + outcomes.length,
-    processFailures: outcomes.flatMap((o) => ('failure' in o && (o.printed || !stopping) ? [o.failure] : [])),
+    // This one and the workers that began their job.
+    processes: 1 + outcomes.filter((o) => 'result' in o || o.began).length,
+    processFailures: outcomes.flatMap((o) =>
+      'failure' in o && !(stopping && !o.began && !o.printed) ? [o.failure] : [],
+    ),
   }
 }

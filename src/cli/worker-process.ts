@@ -6,8 +6,10 @@
 /** The environment variable a parent sets to its pid in the environment of the workers it starts. */
 export const WORKER_OF = 'KFE_WORKER_OF'
 
-// Read once, at start, and removed: the processes the config or a provider starts do not inherit it.
-const parent = process.env[WORKER_OF]
+// Read once, at start, and removed: the processes the config or a provider starts do not inherit
+// it. Only with an IPC channel (`process.send` stays defined after it closes): a variable copied
+// into another process's environment does not make it a worker.
+const parent = typeof process.send === 'function' ? process.env[WORKER_OF] : undefined
 delete process.env[WORKER_OF]
 
 /**

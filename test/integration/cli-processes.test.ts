@@ -47,7 +47,8 @@ describe.concurrent.each(backends())('kfe --processes [$name]', { timeout: 600_0
       '--processes 3: two worker processes join the planned job; every row read and rewritten once',
       async ({ expect }) => {
         await t.nextDataVersion()
-        // Throttled (100 rows/s each): slow enough for the workers (their start takes a while) to take part.
+        // Throttled (50 rows/s each): this process alone would take 12 s, time for the workers to
+        // start (seconds on a loaded machine) and take part.
         const run = await t.kfe(
           'reencrypt',
           t.table,
@@ -56,7 +57,7 @@ describe.concurrent.each(backends())('kfe --processes [$name]', { timeout: 600_0
           '--processes',
           '3',
           '--max-rows-per-second',
-          '300',
+          '150',
           '--json',
         )
         expect(run.code).toBe(0)
@@ -92,7 +93,7 @@ describe.concurrent.each(backends())('kfe --processes [$name]', { timeout: 600_0
         expect(verify.json).toMatchObject({ ok: true, dataVersions: { [await activeData()]: total * 2 } })
         // A worker process that starts once the job is done (a slow start) joins nothing: it reads
         // no row, where a run of its own would scan the table again.
-        const late = await t.kfeWorker('reencrypt', t.table, '--json')
+        const late = await t.kfeWorker({}, 'reencrypt', t.table, '--json')
         expect(late.code).toBe(0)
         expect(late.json).toMatchObject({ planned: false, batches: 0, rows: 0, remainingBatches: 0 })
       },
@@ -115,10 +116,17 @@ describe.concurrent.each(backends())('kfe --processes [$name]', { timeout: 600_0
         '3',
         '--max-rows-per-second',
         '150',
+        '--json',
       )
+      let stdout = ''
+      child.stdout?.on('data', (c: Buffer) => {
+        stdout += c.toString()
+      })
       const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
         child.on('exit', (code, signal) => r({ code, signal })),
       )
+      /** The parent's `--json` result, once it has exited. */
+      const printed = () => JSON.parse(stdout.trim().split('\n').at(-1) ?? '') as Record<string, unknown>
       const done = t.db.raw
         .selectFrom(`${t.jobsTable}_batches`)
         .where('job_id', '=', jobId)
@@ -138,7 +146,7 @@ describe.concurrent.each(backends())('kfe --processes [$name]', { timeout: 600_0
       for (let i = 0; i < 400 && (await count('workers')) < 2; i++)
         await new Promise((r) => setTimeout(r, 50))
       expect(await count('workers')).toBeGreaterThan(1)
-      return { child, exited, jobId, count }
+      return { child, exited, jobId, count, printed }
     }
 
     /** The next run finishes the job, and every row decrypts. */
@@ -181,14 +189,37 @@ describe.concurrent.each(backends())('kfe --processes [$name]', { timeout: 600_0
     it.runIf(server)(
       'SIGTERM to a --processes 3 run stops its workers too (exit 2, no batch done after); the next run finishes',
       async ({ expect }) => {
-        const { child, exited, count } = await throttledProcesses(expect)
+        const { child, exited, count, printed } = await throttledProcesses(expect)
         child.kill('SIGTERM')
         expect((await exited).code).toBe(2)
         // The parent waited for its workers: nothing is done once it has exited.
         const atExit = await count('batches')
         await new Promise((r) => setTimeout(r, 1000))
         expect(await count('batches')).toBe(atExit)
+        // Every worker stopped cleanly after its batch, and printed its counts: the batches this run
+        // planned and did are all in the result (a worker ended mid-batch would be a failure).
+        // (The third may still have been starting: stopped before it began, it is not counted.)
+        const result = printed()
+        expect(result).toMatchObject({ processFailures: [], stopped: true, batches: atExit })
+        expect(result.processes).toBeGreaterThanOrEqual(2)
         await resumeAndVerify(expect)
+      },
+    )
+
+    it.runIf(server)(
+      'a worker process whose parent is gone before it starts does nothing (exit 2, no output)',
+      async ({ expect }) => {
+        await t.nextDataVersion()
+        const orphan = await t.kfeWorker({ parentGone: true }, 'reencrypt', t.table, '--json')
+        expect(orphan.code).toBe(2)
+        expect(orphan.stdout).toBe('')
+        // Nothing planned or joined: no job is running.
+        const status = (await t.kfe('status', t.table, '--json')).json as {
+          tables: Array<{ jobs: Array<{ state: string }> }>
+        }
+        expect(status.tables[0]!.jobs.filter((j) => j.state === 'running')).toEqual([])
+        const rows = await t.kfe('reencrypt', t.table, '--json')
+        expect(rows.json).toMatchObject({ planned: true, failed: 0, remainingBatches: 0 })
       },
     )
 

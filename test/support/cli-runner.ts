@@ -160,9 +160,11 @@ export interface KfeRunner {
   spawnKfe(...args: string[]): ChildProcess
   /**
    * Runs `kfe <args> --config <file>` to completion as a worker process of this one, as
-   * `--processes` starts them (src/cli/worker-process.ts): marked so, with an IPC channel.
+   * `--processes` starts them (src/cli/worker-process.ts): marked so, with an IPC channel. With
+   * `parentGone`, the channel is closed at once, as when the parent ended or stopped it before
+   * the worker began.
    */
-  kfeWorker(...args: string[]): Promise<CliRun>
+  kfeWorker(options: { readonly parentGone?: boolean }, ...args: string[]): Promise<CliRun>
 }
 
 /** A {@link KfeRunner} on `configPath`, the children's environment extended with `env`. */
@@ -198,13 +200,14 @@ export async function kfeRunner(configPath: string, env: NodeJS.ProcessEnv): Pro
       }),
     spawnKfe: (...args) =>
       spawn(process.execPath, argv(args), { env: childEnv, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }),
-    kfeWorker: (...args) =>
+    kfeWorker: (options, ...args) =>
       new Promise((done) => {
         const child = spawn(process.execPath, argv(args), {
           env: { ...childEnv, KFE_WORKER_OF: String(process.pid) },
           cwd: ROOT,
           stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
         })
+        if (options.parentGone === true) child.disconnect()
         let stdout = ''
         let stderr = ''
         child.stdout?.on('data', (c: Buffer) => {
@@ -213,14 +216,22 @@ export async function kfeRunner(configPath: string, env: NodeJS.ProcessEnv): Pro
         child.stderr?.on('data', (c: Buffer) => {
           stderr += c.toString()
         })
-        child.on('close', (code, signal) => {
-          let json: unknown
-          try {
-            json = JSON.parse(stdout.trim().split('\n').at(-1) ?? '')
-          } catch {
-            json = undefined
-          }
-          done({ code, signal, stdout, stderr, json })
+        // On 'exit' and the end of its output: 'close' never comes for a child whose channel was
+        // closed before it had started (Node.js 20). Listened to from the start: the streams may
+        // end before 'exit'.
+        const ended = (stream: NodeJS.ReadableStream | null) =>
+          new Promise<void>((r) => (stream === null ? r() : stream.once('end', r).once('close', r)))
+        const output = Promise.all([ended(child.stdout), ended(child.stderr)])
+        child.once('exit', (code, signal) => {
+          void output.then(() => {
+            let json: unknown
+            try {
+              json = JSON.parse(stdout.trim().split('\n').at(-1) ?? '')
+            } catch {
+              json = undefined
+            }
+            done({ code, signal, stdout, stderr, json })
+          })
         })
       }),
   }

@@ -49,7 +49,7 @@ export const reencryptCommand = defineCommand({
     ),
 })
 
-/** Prints a job's result; returns its exit code: 1 when rows failed, 2 when stopped before the end. */
+/** Prints a job's result; returns its exit code ({@link jobExit}). */
 export function printJob(result: JobOutcome, out: Output): number {
   out.result(result, () => describeJob(result))
   return jobExit(result)

@@ -28,22 +28,24 @@ function result(over: Partial<JobResult> = {}): JobResult {
 
 describe('--processes: what a worker process printed, and the results combined', () => {
   it("reads a worker's --json result, its printed error, or says it ended without one", () => {
-    const ok = workerOutcome(7, `${JSON.stringify(result())}\n`, 0, null)
+    const ok = workerOutcome(7, `${JSON.stringify(result())}\n`, 0, null, true)
     expect(ok).toEqual({ result: result() })
     const error = JSON.stringify({ ok: false, error: { code: 'JOB_PAUSED', message: 'provider down' } })
-    expect(workerOutcome(8, `${error}\n`, 1, null)).toEqual({
+    expect(workerOutcome(8, `${error}\n`, 1, null, true)).toEqual({
       failure: { pid: 8, code: 'JOB_PAUSED', message: 'provider down' },
       printed: true,
+      began: true,
     })
-    expect(workerOutcome(9, '', null, 'SIGKILL')).toEqual({
+    expect(workerOutcome(9, '', null, 'SIGKILL', true)).toEqual({
       failure: {
         pid: 9,
         code: 'ERROR',
         message: 'The worker process ended (signal SIGKILL) without a result.',
       },
       printed: false,
+      began: true,
     })
-    expect(workerOutcome(undefined, '', null, null, new Error('spawn EMFILE'))).toMatchObject({
+    expect(workerOutcome(undefined, '', null, null, false, new Error('spawn EMFILE'))).toMatchObject({
       failure: { code: 'ERROR', message: 'The worker process ended (spawn EMFILE) without a result.' },
     })
   })
@@ -84,20 +86,28 @@ describe('--processes: what a worker process printed, and the results combined',
     expect(jobExit(stoppedBoth)).toBe(2)
   })
 
-  it('a failed worker is reported (exit 2: the others took over its batch); one that ended unstarted after a stop is not', () => {
-    const silent = workerOutcome(11, '', 2, null)
+  it('a failed worker is reported (exit 2: the others took over its batch); one stopped before it began is not', () => {
+    const crashed = workerOutcome(11, '', null, 'SIGKILL', true)
     const printed = workerOutcome(
       12,
       `${JSON.stringify({ ok: false, error: { code: 'KEY_NOT_FOUND', message: 'm' } })}\n`,
       1,
       null,
+      true,
     )
-    const failed = combine(result(), [silent, printed], false)
-    expect(failed.processFailures.map((f) => f.pid)).toEqual([11, 12])
+    const unstarted = workerOutcome(13, '', 2, null, false)
+    const failed = combine(result(), [crashed, printed, unstarted], false)
+    expect(failed.processFailures.map((f) => f.pid)).toEqual([11, 12, 13])
     expect(jobExit(failed)).toBe(2)
-    // Asked to stop while it started: it did nothing and printed nothing. Printed errors still count.
-    const stopping = combine(result({ stopped: true, remainingBatches: 3 }), [silent, printed], true)
-    expect(stopping.processFailures.map((f) => f.pid)).toEqual([12])
+    // Asked to stop while it started, it did nothing and printed nothing: no failure, and not one
+    // of the processes that ran the job. One that had begun and died without a result is a failure.
+    const stopping = combine(
+      result({ stopped: true, remainingBatches: 3 }),
+      [crashed, printed, unstarted],
+      true,
+    )
+    expect(stopping.processFailures.map((f) => f.pid)).toEqual([11, 12])
+    expect(stopping.processes).toBe(3)
     // Rows that failed outrank a failed worker.
     expect(jobExit(combine(result({ failed: 1 }), [printed], false))).toBe(1)
     expect(jobExit(combine(result(), [], false))).toBe(0)
