@@ -1,8 +1,6 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { dirname, join } from 'node:path'
 import { type Dialect, Kysely, sql } from 'kysely'
 import { PGliteDialect } from 'kysely-pglite-dialect'
 import { inject } from 'vitest'
@@ -18,22 +16,13 @@ import {
 import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
 import { type Backend, uniqueName } from './backends.js'
 import type { TestDB } from './encrypted-db.js'
+import { cliBuild, type KfeRunner, kfeRunner, ROOT } from './kfe-runner.js'
 import { opsSchema, tenantSchema } from './ops-schema.js'
 import { newPGlite } from './pglite.js'
-import { oncePerRun } from './run-once.js'
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
+export { type CliRun, cliBuild, type KfeRunner, kfeRunner } from './kfe-runner.js'
+
 const TMP = join(ROOT, 'test/.tmp-cli')
-
-/** Result of one `kfe` run as a child process. */
-export interface CliRun {
-  readonly code: number | null
-  readonly signal: NodeJS.Signals | null
-  readonly stdout: string
-  readonly stderr: string
-  /** The last stdout line parsed as JSON (the `--json` result). */
-  readonly json: unknown
-}
 
 /** The application's Kysely (wrapped dialect + plugin) and a plain one, on the CLI's database. */
 export interface CliDb {
@@ -69,32 +58,6 @@ export interface CliTestDb extends KfeRunner {
    */
   session<T>(fn: (db: CliDb) => Promise<T>): Promise<T>
   destroy(): Promise<void>
-}
-
-/**
- * The library and the `kfe` bin built from `src/` (tsup, as `npm run build` bundles them; no
- * declarations), once per `npm test` run (see {@link oncePerRun}) and shared by every file that runs
- * `kfe`: each child then starts as a user's `npx kfe` does, on plain JavaScript, instead of compiling
- * `src/` through a TypeScript loader at every start (~5× the CPU). The chunks are shared, so the
- * config's imports and the bin are one copy of the library.
- */
-export function cliBuild(): Promise<string> {
-  return oncePerRun('kfe-dist', async (outDir) => {
-    const { build } = await import('tsup')
-    await build({
-      entry: { index: 'src/index.ts', ops: 'src/ops.ts', cli: 'src/cli/bin.ts' },
-      format: ['esm'],
-      outDir,
-      splitting: true,
-      dts: false,
-      clean: true,
-      sourcemap: false,
-      target: 'node20',
-      silent: true,
-      config: false,
-      skipNodeModulesBundle: true,
-    })
-  })
 }
 
 /** The `dialect` of a generated `kfe.config.ts`, from `KFE_TEST_URL` (a URL, or PGlite's directory). */
@@ -150,91 +113,6 @@ export default defineConfig({
 })
 `,
   )
-}
-
-/** Runs `kfe` (the CLI's build) with a config file, as a child process. */
-export interface KfeRunner {
-  /** Runs `kfe <args> --config <file>` to completion. */
-  kfe(...args: string[]): Promise<CliRun>
-  /** Starts `kfe <args> --config <file>` and returns the child. */
-  spawnKfe(...args: string[]): ChildProcess
-  /**
-   * Runs `kfe <args> --config <file>` to completion as a worker process of this one, as
-   * `--processes` starts them (src/cli/worker-process.ts): marked so, with an IPC channel. With
-   * `parentGone`, the channel is closed at once, as when the parent ended or stopped it before
-   * the worker began.
-   */
-  kfeWorker(options: { readonly parentGone?: boolean }, ...args: string[]): Promise<CliRun>
-}
-
-/** A {@link KfeRunner} on `configPath`, the children's environment extended with `env`. */
-export async function kfeRunner(configPath: string, env: NodeJS.ProcessEnv): Promise<KfeRunner> {
-  const dist = await cliBuild()
-  const childEnv = { ...process.env, NO_COLOR: '1', ...env }
-  const argv = (args: string[]) => [join(dist, 'cli.js'), ...args, '--config', configPath]
-  return {
-    kfe: (...args) =>
-      new Promise((done) => {
-        execFile(
-          process.execPath,
-          argv(args),
-          { env: childEnv, cwd: ROOT, maxBuffer: 64 * 1024 * 1024 },
-          (error, stdout, stderr) => {
-            const e = error as (Error & { code?: unknown; signal?: NodeJS.Signals }) | null
-            const lines = stdout.trim().split('\n')
-            let json: unknown
-            try {
-              json = JSON.parse(lines.at(-1) ?? '')
-            } catch {
-              json = undefined
-            }
-            done({
-              code: e === null ? 0 : typeof e.code === 'number' ? e.code : null,
-              signal: e?.signal ?? null,
-              stdout,
-              stderr,
-              json,
-            })
-          },
-        )
-      }),
-    spawnKfe: (...args) =>
-      spawn(process.execPath, argv(args), { env: childEnv, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }),
-    kfeWorker: (options, ...args) =>
-      new Promise((done) => {
-        const child = spawn(process.execPath, argv(args), {
-          env: { ...childEnv, KFE_WORKER_OF: String(process.pid) },
-          cwd: ROOT,
-          stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-        })
-        if (options.parentGone === true) child.disconnect()
-        let stdout = ''
-        let stderr = ''
-        child.stdout?.on('data', (c: Buffer) => {
-          stdout += c.toString()
-        })
-        child.stderr?.on('data', (c: Buffer) => {
-          stderr += c.toString()
-        })
-        // On 'exit' and the end of its output: 'close' never comes for a child whose channel was
-        // closed before it had started (Node.js 20). Listened to from the start: the streams may
-        // end before 'exit'.
-        const ended = (stream: NodeJS.ReadableStream | null) =>
-          new Promise<void>((r) => (stream === null ? r() : stream.once('end', r).once('close', r)))
-        const output = Promise.all([ended(child.stdout), ended(child.stderr)])
-        child.once('exit', (code, signal) => {
-          void output.then(() => {
-            let json: unknown
-            try {
-              json = JSON.parse(stdout.trim().split('\n').at(-1) ?? '')
-            } catch {
-              json = undefined
-            }
-            done({ code, signal, stdout, stderr, json })
-          })
-        })
-      }),
-  }
 }
 
 /**
