@@ -117,23 +117,19 @@ function engineMarkdown(e: OpsEngineResult, rows: number, batchSize: number): st
       `| one worker: ours within 1.25× of the floor's time | ${fmt(one.ratio, 2)}× (rounds ${range(one.rounds, 2)}) | ${verdict(one.rounds, (r) => r <= 1.25)} |`,
     )
   }
-  const ours2 = paired(t, 'ours-1', 'ours-2')
-  const floor2 = paired(t, 'floor-1', 'floor-2')
-  if (ours2 !== undefined && floor2 !== undefined) {
-    const gains = ours2.rounds.map((g, i) => g - (floor2.rounds[i] ?? Number.NaN))
+  // Ours' gain from a second worker at least the floor's, per round: in one process, and in two
+  // processes (each side run that way).
+  const gain = (what: string, floorWhat: string, oursId: string, floorId: string) => {
+    const ours = paired(t, 'ours-1', oursId)
+    const floor = paired(t, 'floor-1', floorId)
+    if (ours === undefined || floor === undefined) return
+    const gains = ours.rounds.map((g, i) => g - (floor.rounds[i] ?? Number.NaN))
     targets.push(
-      `| two workers in one process (\`--workers 2\`): ours gains at least the floor's two-worker gain | ours ${fmt(ours2.ratio, 2)}×, floor ${fmt(floor2.ratio, 2)}× | ${verdict(gains, (d) => d >= 0)} |`,
+      `| two workers ${what}: ours gains at least the floor's ${floorWhat} gain | ours ${fmt(ours.ratio, 2)}×, floor ${fmt(floor.ratio, 2)}× | ${verdict(gains, (d) => d >= 0)} |`,
     )
   }
-  // The same goal with the two workers in two processes, each side run that way.
-  const oursP2 = paired(t, 'ours-1', 'ours-proc-2')
-  const floorP2 = paired(t, 'floor-1', 'floor-proc-2')
-  if (oursP2 !== undefined && floorP2 !== undefined) {
-    const gains = oursP2.rounds.map((g, i) => g - (floorP2.rounds[i] ?? Number.NaN))
-    targets.push(
-      `| two workers in two processes (\`--processes 2\`): ours gains at least the floor's two-process gain | ours ${fmt(oursP2.ratio, 2)}×, floor ${fmt(floorP2.ratio, 2)}× | ${verdict(gains, (d) => d >= 0)} |`,
-    )
-  }
+  gain('in one process (`--workers 2`)', 'two-worker', 'ours-2', 'floor-2')
+  gain('in two processes (`--processes 2`)', 'two-process', 'ours-proc-2', 'floor-proc-2')
   // The issue's "at batch sizes where the database allows it": measured at the run's batch size
   // and at half of it, each reported.
   const sizes = [

@@ -138,11 +138,7 @@ export class JobStore {
       // Read under the job row's lock: a starter that read it before a rotation cannot replace the
       // plan of one that read it after.
       const current = generation === undefined ? null : await generation(trx)
-      const same =
-        since !== null &&
-        was.data === targets.data &&
-        was.index === targets.index &&
-        (job?.key_generation ?? null) === current
+      const same = since !== null && job !== undefined && towards(job, targets, current)
       if (same && (state === 'running' || (state === 'done' && finished !== null && finished >= since!))) {
         return { id, created: false, replaced: undefined }
       }
@@ -213,10 +209,8 @@ export class JobStore {
     return this.#db.transaction().execute(async (trx) => {
       const job = await trx.selectFrom(this.jobs).selectAll().where('id', '=', id).executeTakeFirst()
       if (job?.state !== 'running') return undefined
-      if (nullableInt(job.target_data) !== targets.data || nullableInt(job.target_index) !== targets.index)
-        return undefined
       const current = generation === undefined ? null : await generation(trx)
-      return (job.key_generation ?? null) === current ? id : undefined
+      return towards(job, targets, current) ? id : undefined
     })
   }
 
@@ -393,4 +387,20 @@ export class JobStore {
   list(logicalTable?: string): Promise<JobRecord[]> {
     return listJobs(this.#db, this.jobs, this.batches, logicalTable)
   }
+}
+
+/**
+ * Whether a job row moves rows onto `targets` under the key generation `current` (null: a job
+ * without per-tenant keys): the job a run may join.
+ */
+function towards(
+  job: { target_data?: unknown; target_index?: unknown; key_generation?: unknown },
+  targets: { data: number; index: number },
+  current: string | null,
+): boolean {
+  return (
+    nullableInt(job.target_data) === targets.data &&
+    nullableInt(job.target_index) === targets.index &&
+    (job.key_generation ?? null) === current
+  )
 }
