@@ -28,7 +28,10 @@ export interface ProcessFailure {
 
 /** A job's result summed over the processes that shared it. */
 export interface SharedJobResult extends JobResult {
-  /** Processes that ran the job: this one and the workers it started. */
+  /**
+   * Processes that ran the job: this one and the workers it started that did batches of it (or
+   * began, and failed).
+   */
   readonly processes: number
   /**
    * Workers that failed. The batch one held is taken over by the other processes (or left to the
@@ -39,6 +42,20 @@ export interface SharedJobResult extends JobResult {
 
 /** What a job command returns. */
 export type JobOutcome = JobResult | SharedJobResult | ReencryptDryRun | EncryptColumnDryRun
+
+/**
+ * Where a command's result holds its job (`kfe rotate`: the re-encryption, when one ran), for
+ * {@link shareJob} to add the workers' counts to it.
+ */
+export interface JobWithin<T> {
+  /** The job's result in `result`, or undefined when no job ran. */
+  readonly get: (result: T) => JobOutcome | undefined
+  /** `result` with its job's result replaced by `job`. */
+  readonly set: (result: T, job: SharedJobResult) => T
+}
+
+/** The result is the job's own (`kfe reencrypt`, `kfe encrypt-column`). */
+const ITSELF: JobWithin<JobOutcome> = { get: (r) => r, set: (_, job) => job }
 
 /** The parsed arguments `--processes` needs. */
 export interface ProcessesArgs {
@@ -60,20 +77,24 @@ export interface ProcessesArgs {
  * checkpoint. Should this process exit at once (a second signal), it kills the workers still
  * running. `--max-rows-per-second` is divided among the processes (at least 1 row per second
  * each), also when no worker turns out to be needed. In a worker process, `job` runs with
- * `joinOnly`.
+ * `joinOnly`. Each job `job` plans gets its workers (`kfe rotate` with a rotation slot plans two:
+ * the slot's backfill, then the re-encryption); the result is the last job's, with the failed
+ * workers of the earlier ones (see {@link combine}).
  *
  * @param job - Runs the job with `run` and the options of this process's share.
+ * @param within - Where `job`'s result holds the job's (by default, it is the job's).
  * @throws OperationError `OPS_INVALID` when `--processes` is not an integer from 1 to 64, or the
  *   config's database is PGlite (embedded in one process: no other process can open it)
  */
-export async function shareJob<T extends JobOutcome>(
+export async function shareJob<T>(
   args: ProcessesArgs,
   command: readonly string[],
   opened: OpenedOps,
   run: RunOptions,
   out: Output,
   job: (run: RunOptions, share: Pick<JobOptions, 'maxRowsPerSecond' | 'joinOnly'>) => Promise<T>,
-): Promise<T | SharedJobResult> {
+  within: JobWithin<T> = ITSELF as unknown as JobWithin<T>,
+): Promise<T> {
   const processes = intArg(args.processes, 'processes') ?? 1
   if (processes > 64) throw usageError('--processes must be an integer from 1 to 64.')
   // A worker process joins the job its parent planned, and plans none.
@@ -86,17 +107,24 @@ export async function shareJob<T extends JobOutcome>(
     )
   const rate = intArg(args['max-rows-per-second'], 'max-rows-per-second')
   const share = rate === undefined ? undefined : Math.max(1, Math.floor(rate / processes))
+  /** Every worker started, for a stop or a kill. */
   const workers: Worker[] = []
-  const unstarted: WorkerOutcome[] = []
+  /**
+   * The workers of each job planned, in order: `kfe rotate` with a rotation slot plans two (the
+   * slot's backfill, then the re-encryption), and each gets workers of its own.
+   */
+  const rounds: Array<{ workers: Worker[]; unstarted: WorkerOutcome[] }> = []
   let workerBatches = 0
   let last: Progress | undefined
-  let started = false
   let stopping = false
   const onProgress = (p: Progress): void => {
+    if (p.phase === 'planned') workerBatches = 0
     if (p.phase === 'planned' || p.phase === 'batch') last = p
     run.onProgress?.(p.phase === 'batch' ? { ...p, done: p.done + workerBatches } : p)
-    if (p.phase !== 'planned' || started) return
-    started = true
+    if (p.phase !== 'planned') return
+    // A round per job planned, with or without workers: the last is the result's job.
+    const round = { workers: [] as Worker[], unstarted: [] as WorkerOutcome[] }
+    rounds.push(round)
     if (p.total === undefined || p.total - p.done < 2 || run.signal?.aborted) return
     const argv = [
       ...command,
@@ -106,20 +134,25 @@ export async function shareJob<T extends JobOutcome>(
       ...option('--batch-size', args['batch-size']),
       ...(share === undefined ? [] : [`--max-rows-per-second=${share}`]),
     ]
-    process.once('exit', killWorkers)
     for (let i = 1; i < processes; i++) {
       try {
-        workers.push(
-          startWorker(argv, out, () => {
-            workerBatches++
-            if (last !== undefined)
-              run.onProgress?.({ ...last, phase: 'batch', done: last.done + workerBatches })
-          }),
-        )
+        const worker = startWorker(argv, out, () => {
+          // A batch line of an earlier job's worker, read late, is not this job's.
+          if (rounds.at(-1) !== round) return
+          workerBatches++
+          if (last !== undefined)
+            run.onProgress?.({ ...last, phase: 'batch', done: last.done + workerBatches })
+        })
+        workers.push(worker)
+        round.workers.push(worker)
       } catch (error) {
         // spawn threw (an argument it refuses): reported, not swallowed by the progress callback.
         const message = `The worker process could not be started: ${error instanceof Error ? error.message : String(error)}`
-        unstarted.push({ failure: { pid: undefined, code: 'ERROR', message }, printed: false, began: true })
+        round.unstarted.push({
+          failure: { pid: undefined, code: 'ERROR', message },
+          printed: false,
+          began: true,
+        })
       }
     }
   }
@@ -136,6 +169,7 @@ export async function shareJob<T extends JobOutcome>(
   }
   // Until every worker has ended: a stop while this process waits for them is passed on too.
   run.signal?.addEventListener('abort', stopWorkers, { once: true })
+  process.once('exit', killWorkers)
   try {
     let own: T
     try {
@@ -145,9 +179,17 @@ export async function shareJob<T extends JobOutcome>(
       await Promise.all(workers.map((w) => w.outcome))
       throw error
     }
-    const outcomes = [...(await Promise.all(workers.map((w) => w.outcome))), ...unstarted]
-    if ('dryRun' in own) return own
-    return combine(own, outcomes, stopping)
+    const ended = await Promise.all(
+      rounds.map(async (r) => [...(await Promise.all(r.workers.map((w) => w.outcome))), ...r.unstarted]),
+    )
+    const ownJob = within.get(own)
+    if (ownJob === undefined || 'dryRun' in ownJob) return own
+    // The result is the last job's. A worker of an earlier job that joined this one (it started
+    // late) counts in it; otherwise an earlier job's workers count only as failures.
+    const before = ended.slice(0, -1).flat()
+    const joinedLate = before.filter((o) => 'result' in o)
+    const outcomes = [...(ended.at(-1) ?? []), ...joinedLate]
+    return within.set(own, combine(ownJob, outcomes, stopping, failures(before, stopping)))
   } finally {
     run.signal?.removeEventListener('abort', stopWorkers)
     process.off('exit', killWorkers)
@@ -298,17 +340,27 @@ export function workerOutcome(
  * This process's result with its workers' added: counts summed, the job's state as last seen. A
  * worker that this process stopped while it was still starting (it had not begun and printed
  * nothing) did nothing and is no failure; one that had begun and ended without a result is one.
+ * A worker's result for another job than `own` (towards other key versions) is not added to it.
+ * `earlier`: the workers that failed in an earlier job of the same command (a rotation slot's
+ * backfill), listed with this job's.
  * @internal
  */
 export function combine(
   own: JobResult,
   outcomes: readonly WorkerOutcome[],
   stopping: boolean,
+  earlier: readonly ProcessFailure[] = [],
 ): SharedJobResult {
-  const results = [own, ...outcomes.flatMap((o) => ('result' in o ? [o.result] : []))]
+  const same = (r: JobResult) =>
+    r.jobId === own.jobId && r.targets.data === own.targets.data && r.targets.index === own.targets.index
+  const joined = outcomes.flatMap((o) => ('result' in o && same(o.result) ? [o.result] : []))
+  const results = [own, ...joined]
   const sum = (f: (r: JobResult) => number) => results.reduce((n, r) => n + f(r), 0)
-  // Each process waits for the batches others hold before it ends: the fewest any saw is the latest.
-  const remainingBatches = Math.min(...results.map((r) => r.remainingBatches))
+  // Each process waits for the batches others hold before it ends: the fewest any saw is the
+  // latest. A worker that did no batch may have looked before the job was planned again: its
+  // count is not one.
+  const measured = [own, ...joined.filter((r) => r.batches > 0)]
+  const remainingBatches = Math.min(...measured.map((r) => r.remainingBatches))
   return {
     ...own,
     batches: sum((r) => r.batches),
@@ -320,12 +372,18 @@ export function combine(
     shredded: sum((r) => r.shredded),
     failedKeys: results.flatMap((r) => r.failedKeys).slice(0, 100),
     jobFailed: Math.max(...results.map((r) => r.jobFailed)),
-    stopped: remainingBatches > 0 && results.some((r) => r.stopped),
+    stopped: remainingBatches > 0 && measured.some((r) => r.stopped),
     remainingBatches,
-    // This one and the workers that began their job.
-    processes: 1 + outcomes.filter((o) => 'result' in o || o.began).length,
-    processFailures: outcomes.flatMap((o) =>
-      'failure' in o && !(stopping && !o.began && !o.printed) ? [o.failure] : [],
-    ),
+    // This one and the workers that did batches of its job (or began, and failed).
+    processes: measured.length + outcomes.filter((o) => 'failure' in o && o.began).length,
+    processFailures: [...earlier, ...failures(outcomes, stopping)],
   }
+}
+
+/**
+ * The failed workers among `outcomes`. A worker that this process stopped while it was still
+ * starting (it had not begun and printed nothing) did nothing and is no failure.
+ */
+function failures(outcomes: readonly WorkerOutcome[], stopping: boolean): ProcessFailure[] {
+  return outcomes.flatMap((o) => ('failure' in o && !(stopping && !o.began && !o.printed) ? [o.failure] : []))
 }

@@ -202,11 +202,10 @@ export async function rotate(
     const job =
       options.reencrypt === false ? undefined : ((await reencrypt(ctx, table.physical, options)) as JobResult)
     if (options.signal?.aborted === true) {
-      const batches = job === undefined ? '' : `; ${job.remainingBatches} backfill batches are left`
       return stopped(
         staged.version,
         'staged',
-        `version ${staged.version} is staged, not active: its rotation slot is not filled yet${batches}: ${again} finish the backfill and activate it`,
+        backfillLeft(table.physical, staged.version, job?.remainingBatches),
         activateAfter,
         job,
       )
@@ -252,8 +251,36 @@ export async function rotate(
   return {
     ...result,
     interrupted: true,
-    left: `version ${staged.version} is active; ${job.remainingBatches} re-encryption batches are left: run \`kfe reencrypt ${table.physical}${tenantArg}\` to finish`,
+    left: reencryptionLeft(
+      table.physical,
+      staged.version,
+      job.remainingBatches,
+      tenantOnly ? options.tenant : undefined,
+    ),
   }
+}
+
+/**
+ * `left` of a rotation stopped in its re-encryption with `remaining` batches left (`tenant`: a
+ * rotation of that tenant's key). @internal
+ */
+export function reencryptionLeft(
+  table: string,
+  version: number,
+  remaining: number,
+  tenant?: string | number | bigint,
+): string {
+  const tenantArg = tenant === undefined ? '' : ` --tenant ${String(tenant)}`
+  return `version ${version} is active; ${remaining} re-encryption batches are left: run \`kfe reencrypt ${table}${tenantArg}\` to finish`
+}
+
+/**
+ * `left` of an index rotation stopped in its rotation slot's backfill (`remaining`: its batches
+ * left, when it had begun). @internal
+ */
+export function backfillLeft(table: string, version: number, remaining: number | undefined): string {
+  const batches = remaining === undefined ? '' : `; ${remaining} backfill batches are left`
+  return `version ${version} is staged, not active: its rotation slot is not filled yet${batches}: run \`kfe rotate ${table} --index\` again to finish the backfill and activate it`
 }
 
 /**

@@ -17,6 +17,13 @@ function firstBatch(child: ChildProcess): Promise<void> {
 }
 
 /**
+ * Three processes at 150 rows/s in all (50 each), batches of 7, `--json`: this process alone
+ * would take 12 s over the suite's 600 rows, time for the workers to start (seconds on a loaded
+ * machine) and take part.
+ */
+const THREE_THROTTLED = ['--batch-size', '7', '--processes', '3', '--max-rows-per-second', '150', '--json']
+
+/**
  * `kfe reencrypt --processes N` as a child process (src/cli/processes.ts): the command plans the
  * job and starts N-1 worker processes that join it. PostgreSQL and MariaDB; on PGlite (one
  * process's database) it is refused. The cases of one backend run in order on one table, each
@@ -43,35 +50,34 @@ describe.concurrent.each(backends())('kfe --processes [$name]', { timeout: 600_0
       return keys.tables[0]!.keys.find((k) => k.purpose === 'data' && k.state === 'active')!.version
     }
 
+    /** Rows in the table. */
+    async function rowCount(): Promise<number> {
+      const row = await t.db.raw
+        .selectFrom(t.table)
+        .select((eb) => eb.fn.countAll().as('n'))
+        .executeTakeFirstOrThrow()
+      return Number(row.n)
+    }
+
+    /** The batches of the re-encryption job of `db`'s table, counted per worker. */
+    function batchesByWorker(db: CliTestDb = t) {
+      return db.db.raw
+        .selectFrom(`${db.jobsTable}_batches`)
+        .select(['worker', (eb) => eb.fn.countAll().as('n')])
+        .where('job_id', '=', `reencrypt:${db.table}`)
+        .groupBy('worker')
+        .execute()
+    }
+
     it.runIf(server)(
       '--processes 3: two worker processes join the planned job; every row read and rewritten once',
       async ({ expect }) => {
         await t.nextDataVersion()
-        // Throttled (50 rows/s each): this process alone would take 12 s, time for the workers to
-        // start (seconds on a loaded machine) and take part.
-        const run = await t.kfe(
-          'reencrypt',
-          t.table,
-          '--batch-size',
-          '7',
-          '--processes',
-          '3',
-          '--max-rows-per-second',
-          '150',
-          '--json',
-        )
+        const run = await t.kfe('reencrypt', t.table, ...THREE_THROTTLED)
         expect(run.code).toBe(0)
-        const total = Number(
-          (
-            await t.db.raw
-              .selectFrom(t.table)
-              .select((eb) => eb.fn.countAll().as('n'))
-              .executeTakeFirstOrThrow()
-          ).n,
-        )
+        const total = await rowCount()
         // The workers join the job (they never plan or scan it again): rows read add up too.
         expect(run.json).toMatchObject({
-          processes: 3,
           processFailures: [],
           planned: true,
           rows: total,
@@ -80,15 +86,12 @@ describe.concurrent.each(backends())('kfe --processes [$name]', { timeout: 600_0
           remainingBatches: 0,
         })
         // Every batch was done by one of three processes, and more than one took part.
-        const by = await t.db.raw
-          .selectFrom(`${t.jobsTable}_batches`)
-          .select(['worker', (eb) => eb.fn.countAll().as('n')])
-          .where('job_id', '=', `reencrypt:${t.table}`)
-          .groupBy('worker')
-          .execute()
+        const by = await batchesByWorker()
         expect(by.reduce((n, r) => n + Number(r.n), 0)).toBe(Math.ceil(total / 7))
         expect(by.length).toBeGreaterThan(1)
         expect(by.length).toBeLessThanOrEqual(3)
+        // `processes` counts those that did batches (every worker that took part is in it).
+        expect((run.json as { processes: number }).processes).toBe(by.length)
         const verify = await t.kfe('verify', t.table, '--json')
         expect(verify.json).toMatchObject({ ok: true, dataVersions: { [await activeData()]: total * 2 } })
         // A worker process that starts once the job is done (a slow start) joins nothing: it reads
@@ -96,6 +99,109 @@ describe.concurrent.each(backends())('kfe --processes [$name]', { timeout: 600_0
         const late = await t.kfeWorker({}, 'reencrypt', t.table, '--json')
         expect(late.code).toBe(0)
         expect(late.json).toMatchObject({ planned: false, batches: 0, rows: 0, remainingBatches: 0 })
+      },
+    )
+
+    it.runIf(server)(
+      'kfe rotate --data --processes 3: the workers join the re-encryption once the new version is active',
+      async ({ expect }) => {
+        const before = await activeData()
+        const refused = await t.kfe(
+          'rotate',
+          t.table,
+          '--data',
+          '--no-reencrypt',
+          '--processes',
+          '2',
+          '--json',
+        )
+        expect(refused.code).toBe(1)
+        expect(refused.json).toMatchObject({ ok: false, error: { code: 'OPS_INVALID' } })
+        expect(await activeData()).toBe(before)
+        const run = await t.kfe('rotate', t.table, '--data', ...THREE_THROTTLED)
+        expect(run.code).toBe(0)
+        const total = await rowCount()
+        expect(run.json).toMatchObject({
+          state: 'active',
+          version: before + 1,
+          interrupted: false,
+          reencrypt: {
+            processFailures: [],
+            planned: true,
+            rows: total,
+            rewritten: total,
+            remainingBatches: 0,
+          },
+        })
+        expect((run.json as { reencrypt: { processes: number } }).reencrypt.processes).toBeGreaterThan(1)
+        expect((await batchesByWorker()).length).toBeGreaterThan(1)
+        const verify = await t.kfe('verify', t.table, '--json')
+        expect(verify.json).toMatchObject({ ok: true, dataVersions: { [before + 1]: total * 2 } })
+      },
+    )
+
+    it.runIf(server)(
+      "kfe rotate --index --processes 3 with a rotation slot: workers share the slot's backfill, then the re-encryption; the result counts the last job's rows once",
+      async ({ expect }) => {
+        const s = await cliTestDb(backend, { rotationSlot: true })
+        let child: ChildProcess | undefined
+        try {
+          expect((await s.kfe('init')).code).toBe(0)
+          await insertRows(s.db.app, s.table, 600, 'q')
+          // Throttled: the backfill alone would take this process 12 s.
+          const rotating = s.spawnKfe('rotate', s.table, '--index', ...THREE_THROTTLED)
+          child = rotating
+          let stdout = ''
+          rotating.stdout?.on('data', (c: Buffer) => {
+            stdout += c.toString()
+          })
+          const exited = new Promise<number | null>((r) => rotating.on('exit', (code) => r(code)))
+          let ended = false
+          void exited.then(() => {
+            ended = true
+          })
+          const indexState = async () =>
+            (await s.ops.status({ table: s.table })).tables[0]!.keys.find(
+              (k) => k.purpose === 'index' && k.version === 2,
+            )?.state
+          const workers = async () =>
+            Number(
+              (
+                await s.db.raw
+                  .selectFrom(`${s.jobsTable}_batches`)
+                  .where('done', '=', 1)
+                  .select((eb) => eb.fn.count('worker').distinct().as('n'))
+                  .executeTakeFirstOrThrow()
+              ).n,
+            )
+          // Seen between two reads of the staged version: batches of the backfill, by several processes.
+          let sharedBackfill = false
+          while (!ended && !sharedBackfill) {
+            const first = await indexState()
+            const n = await workers()
+            sharedBackfill = first === 'staged' && n > 1 && (await indexState()) === 'staged'
+            await new Promise((r) => setTimeout(r, 50))
+          }
+          expect(sharedBackfill).toBe(true)
+          expect(await exited).toBe(0)
+          const result = JSON.parse(stdout.trim().split('\n').at(-1) ?? '') as Record<string, unknown>
+          // The re-encryption after the activation reads each row once: the workers' backfill rows
+          // are not added to it. It had workers of its own.
+          expect(result).toMatchObject({
+            version: 2,
+            state: 'active',
+            interrupted: false,
+            reencrypt: { rows: 600, failed: 0, remainingBatches: 0, processFailures: [] },
+          })
+          expect((result.reencrypt as { processes: number }).processes).toBeGreaterThan(1)
+          expect((await batchesByWorker(s)).length).toBe(
+            (result.reencrypt as { processes: number }).processes,
+          )
+          expect((await s.kfe('verify', s.table, '--json')).json).toMatchObject({ ok: true })
+        } finally {
+          child?.kill('SIGKILL')
+          await s.destroy()
+        }
       },
     )
 

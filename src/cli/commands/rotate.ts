@@ -1,10 +1,11 @@
 import { defineCommand } from 'citty'
-import type { RotateResult } from '../../ops/rotate.js'
+import { backfillLeft, type RotateResult, reencryptionLeft } from '../../ops/rotate.js'
 import type { RotateTenantsResult } from '../../ops/rotate-tenants.js'
 import { consola } from '../log.js'
 import { EXIT } from '../output.js'
+import { type JobWithin, shareJob } from '../processes.js'
 import { commonArgs, dryRunArg, runCommand, usageError } from '../run-command.js'
-import { jobArgs, jobOptions } from './job-args.js'
+import { jobArgs, jobOptions, processesArg } from './job-args.js'
 import { describeJob, jobExit } from './reencrypt.js'
 
 /** `kfe rotate <table> --data | --index`: stage, prove, wait, activate, re-encrypt. */
@@ -17,6 +18,7 @@ export const rotateCommand = defineCommand({
     ...commonArgs,
     ...dryRunArg,
     ...jobArgs,
+    ...processesArg,
     table: { type: 'positional', required: true, description: 'The table' },
     data: { type: 'boolean', description: 'Rotate the data key', default: false },
     index: { type: 'boolean', description: 'Rotate the index key', default: false },
@@ -36,28 +38,43 @@ export const rotateCommand = defineCommand({
   run: ({ args }) =>
     runCommand(
       args,
-      (ops, run): Promise<RotateResult | RotateTenantsResult> => {
+      (ops, run, out, opened): Promise<RotateResult | RotateTenantsResult> => {
         if (args.data === args.index) throw usageError('Give exactly one of --data or --index.')
-        if (args['all-tenants']) {
-          if (args.tenant !== undefined) throw usageError('Give --tenant or --all-tenants, not both.')
-          return ops.rotateTenants(String(args.table), {
-            ...run,
-            ...jobOptions(args),
-            reencrypt: args.reencrypt,
-            purpose: args.data ? 'data' : 'index',
-            activateLater: args['activate-later'],
-            dryRun: args['dry-run'],
-          })
-        }
-        return ops.rotate(String(args.table), {
-          ...(args.tenant === undefined ? {} : { tenant: String(args.tenant) }),
-          ...run,
-          ...jobOptions(args),
-          purpose: args.data ? 'data' : 'index',
-          activateLater: args['activate-later'],
-          reencrypt: args.reencrypt,
-          dryRun: args['dry-run'],
-        })
+        if (args['all-tenants'] && args.tenant !== undefined)
+          throw usageError('Give --tenant or --all-tenants, not both.')
+        if (!args.reencrypt && args.processes !== undefined)
+          throw usageError(
+            '--processes shares the re-encryption, which --no-reencrypt skips: give one of them.',
+          )
+        const table = String(args.table)
+        // The workers of --processes join the first job the rotation plans (the re-encryption, or
+        // a rotation slot's backfill) as `kfe reencrypt` of the same rows would (one argument: a
+        // tenant id may start with '-').
+        const tenant = args.tenant === undefined ? [] : [`--tenant=${String(args.tenant)}`]
+        return shareJob(
+          args,
+          ['reencrypt', table, ...tenant],
+          opened,
+          run,
+          out,
+          (run, share) => {
+            const options = {
+              ...run,
+              ...jobOptions(args),
+              ...share,
+              reencrypt: args.reencrypt,
+              purpose: args.data ? ('data' as const) : ('index' as const),
+              activateLater: args['activate-later'],
+              dryRun: args['dry-run'],
+            }
+            if (args['all-tenants']) return ops.rotateTenants(table, options)
+            return ops.rotate(table, {
+              ...(args.tenant === undefined ? {} : { tenant: String(args.tenant) }),
+              ...options,
+            })
+          },
+          rotationJob(args.tenant === undefined ? undefined : String(args.tenant)),
+        )
       },
       (result, out) => {
         if ('tenants' in result) {
@@ -89,6 +106,31 @@ export const rotateCommand = defineCommand({
       },
     ),
 })
+
+/**
+ * A rotation's re-encryption job (with a rotation slot, the last of its two jobs). Its
+ * `interrupted` and `left` are counted again from the job's batches left with the workers': the
+ * rotation counted this process's, and a worker may have finished the batch it held since.
+ * @internal
+ */
+export function rotationJob(tenant: string | undefined): JobWithin<RotateResult | RotateTenantsResult> {
+  return {
+    get: (result) => result.reencrypt,
+    set: (result, job) => {
+      const left = job.remainingBatches
+      if ('tenants' in result) return { ...result, reencrypt: job, interrupted: left > 0 }
+      // Staged: stopped in the slot's backfill, and not through while the version is not active.
+      if (result.state === 'staged')
+        return { ...result, reencrypt: job, left: backfillLeft(result.table, result.version, left) }
+      return {
+        ...result,
+        reencrypt: job,
+        interrupted: left > 0,
+        left: left > 0 ? reencryptionLeft(result.table, result.version, left, tenant) : undefined,
+      }
+    },
+  }
+}
 
 /** Exit code of `rotate`: rows that failed outrank an interruption (1 over 2); a stopped rotation is never 0. */
 export function rotateExit(result: RotateResult | RotateTenantsResult): number {
