@@ -1,20 +1,9 @@
 import type { ChildProcess } from 'node:child_process'
+import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, type ExpectStatic, it } from 'vitest'
 import { type Backend, backends } from '../support/backends.js'
 import { type CliTestDb, cliTestDb, insertRows } from '../support/cli-runner.js'
-
-/** Resolves at the first batch a `kfe` job child reports (its progress: JSON lines on stderr). */
-function firstBatch(child: ChildProcess): Promise<void> {
-  return new Promise<void>((resolve) => {
-    let buffered = ''
-    child.stderr?.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString()
-      const lines = buffered.split('\n')
-      buffered = lines.pop() ?? ''
-      for (const line of lines) if (line.includes('"phase":"batch"')) resolve()
-    })
-  })
-}
+import { alive, childrenOf, firstBatch } from '../support/os-processes.js'
 
 /**
  * Three processes at 150 rows/s in all (50 each), batches of 7, `--json`: this process alone
@@ -48,6 +37,20 @@ describe.concurrent.each(backends())('kfe --processes [$name]', { timeout: 600_0
     async function activeData(): Promise<number> {
       const keys = await t.ops.status({ table: t.table })
       return keys.tables[0]!.keys.find((k) => k.purpose === 'data' && k.state === 'active')!.version
+    }
+
+    /**
+     * Sessions waiting for a lock in a statement on the table (MariaDB: running an update of it
+     * for a second or more, as its lock waits do here: `innodb_trx` is a cache that can miss one).
+     */
+    async function lockWaits(): Promise<number> {
+      const query =
+        backend.name === 'postgres'
+          ? sql<{ n: number }>`select count(*) as n from pg_locks l join pg_stat_activity a using (pid)
+              where not l.granted and a.query like ${`%${t.table}%`}`
+          : sql<{ n: number }>`select count(*) as n from information_schema.processlist
+              where command = 'Query' and time >= 1 and info like ${`update \`${t.table}\`%`}`
+      return Number((await query.execute(t.db.raw)).rows[0]?.n ?? 0)
     }
 
     /** Rows in the table. */
@@ -308,6 +311,52 @@ describe.concurrent.each(backends())('kfe --processes [$name]', { timeout: 600_0
         const result = printed()
         expect(result).toMatchObject({ processFailures: [], stopped: true, batches: atExit })
         expect(result.processes).toBeGreaterThanOrEqual(2)
+        await resumeAndVerify(expect)
+      },
+    )
+
+    it.runIf(server)(
+      'a second signal to a --processes 3 run exits at once and kills its workers, held up in their batch',
+      async ({ expect }) => {
+        await t.nextDataVersion()
+        // Every row locked by this test: each process's first batch waits for it.
+        let release = () => {}
+        const held = new Promise<void>((r) => {
+          release = r
+        })
+        let locked = () => {}
+        const isLocked = new Promise<void>((r) => {
+          locked = r
+        })
+        const holding = t.db.raw.transaction().execute(async (trx) => {
+          await trx.selectFrom(t.table).select('id').forUpdate().execute()
+          locked()
+          await held
+        })
+        await isLocked
+        try {
+          const child = t.spawnKfe('reencrypt', t.table, '--batch-size', '5', '--processes', '3', '--json')
+          const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)))
+          let workers: number[] = []
+          for (let i = 0; i < 600 && (workers.length < 2 || (await lockWaits()) < 3); i++) {
+            await new Promise((r) => setTimeout(r, 50))
+            workers = childrenOf(child.pid!)
+          }
+          expect(workers).toHaveLength(2)
+          expect(await lockWaits()).toBeGreaterThanOrEqual(3)
+          child.kill('SIGTERM')
+          // The first signal ends nothing while the batches wait.
+          await new Promise((r) => setTimeout(r, 500))
+          expect([child.pid!, ...workers].filter(alive)).toHaveLength(3)
+          child.kill('SIGTERM')
+          expect(await exited).toBe(2)
+          // Its workers were killed with it: their batches still wait for the rows.
+          for (let i = 0; i < 40 && workers.some(alive); i++) await new Promise((r) => setTimeout(r, 50))
+          expect(workers.filter(alive)).toEqual([])
+        } finally {
+          release()
+          await holding
+        }
         await resumeAndVerify(expect)
       },
     )
