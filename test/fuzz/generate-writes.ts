@@ -51,10 +51,11 @@ function freshId(g: Gen): number {
 }
 
 /**
- * A RETURNING list, on PostgreSQL. `ownOnly`: a DELETE … USING, whose target row may join several
- * rows of the other relation, of which PostgreSQL returns an unspecified one: `returningAll()`
- * (every relation's columns) becomes the target's own columns, so oracle and plugin may differ
- * only by a bug. Same draws either way, so other statements of a seed stay as they were.
+ * A RETURNING list, on PostgreSQL. `ownOnly`: a DELETE … USING or UPDATE … FROM, whose target row
+ * may join several rows of the other relation, of which PostgreSQL returns an unspecified one
+ * (the plaintext and the encrypted copy may be joined by other plans): `returningAll()` (every
+ * relation's columns) becomes the target's own columns, so oracle and plugin may differ only by a
+ * bug. Same draws either way, so other statements of a seed stay as they were.
  */
 function returning(g: Gen, calls: Call[], table: TableName, q: string, ownOnly = false): void {
   if (g.family !== 'postgres' || !g.chance(40)) return
@@ -209,7 +210,7 @@ export function updateStatement(g: Gen): { stmt: Statement; shape: string } {
   g.contextWrite = table === 'accounts'
   if (g.chance(80)) wheres(g, scope, calls, 0)
   g.contextWrite = false
-  returning(g, calls, table, q)
+  returning(g, calls, table, q, shape === 'update … from')
   return { stmt: { chain: onDb(...calls), ordered: false, writes: true }, shape }
 }
 
