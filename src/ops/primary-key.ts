@@ -67,6 +67,7 @@ async function introspect(ctx: OpsContext, table: TableInfo): Promise<KeyColumn>
     schema,
     name: bare,
     dateKey: /^(date|timestamp)/i.test(column?.type ?? ''),
+    zonedKey: ctx.family === 'mysql' && /^timestamp/i.test(column?.type ?? ''),
   })
   const problem = await pagingProblem(ctx, table.physical, schema, bare, column)
   if (problem !== undefined)

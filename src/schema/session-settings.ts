@@ -25,6 +25,8 @@ export interface SessionSettings {
   readonly byteaReadsBack?: boolean
   /** PostgreSQL: `DateStyle`. */
   readonly dateStyle?: string
+  /** MySQL: `time_zone`, and `system_time_zone` (what `SYSTEM` means). */
+  readonly timeZone?: { readonly session: string; readonly system: string | undefined }
 }
 
 /** The query that reads {@link SessionSettings} (one row), with `database()`/`current_schema()` as `s`. */
@@ -32,7 +34,7 @@ export function sessionQuery(family: SqlFamily): RawBuilder<Record<string, unkno
   return family === 'mysql'
     ? sql`select database() as s, @@session.sql_mode as m, @@session.character_set_client as cc,
         @@session.character_set_connection as cn, @@session.character_set_results as cr,
-        @@session.sql_select_limit as sl`
+        @@session.sql_select_limit as sl, @@session.time_zone as tz, @@global.system_time_zone as stz`
     : // bp: bytes that bytea_output = 'escape' prints as escapes (NUL, a backslash, a quote, 0xff),
       // which node-postgres reads back in either output and PGlite in hex only.
       sql`select current_schema() as s, current_setting('client_encoding') as ce,
@@ -68,7 +70,14 @@ export function sessionSettings(
     const value = text(row?.[key])
     if (value !== undefined) charsets[name] = value
   }
-  return { database, sqlMode: text(row?.m) ?? '', charsets, selectLimit: text(row?.sl) }
+  const zone = text(row?.tz)
+  return {
+    database,
+    sqlMode: text(row?.m) ?? '',
+    charsets,
+    selectLimit: text(row?.sl),
+    ...(zone === undefined ? {} : { timeZone: { session: zone, system: text(row?.stz) } }),
+  }
 }
 
 /** `sql_select_limit`'s default: no limit (2^64 - 1). */
@@ -87,8 +96,16 @@ const NO_SELECT_LIMIT = 18446744073709551615n
  *
  * @param settings - The session's settings.
  * @param dateKey - Whether the check is a job's that pages by a date or timestamp key.
+ * @param zonedKey - Whether that key is a MySQL `TIMESTAMP` (read and compared in the session's
+ *   `time_zone`): its batch bounds are text in that zone, which a session in another zone reads
+ *   as other instants, as does a zone with daylight saving in the hour its clocks go back. So
+ *   the session's zone must be UTC.
  */
-export function sessionProblems(settings: SessionSettings, dateKey = false): SchemaProblem[] {
+export function sessionProblems(
+  settings: SessionSettings,
+  dateKey = false,
+  zonedKey = false,
+): SchemaProblem[] {
   const problems: SchemaProblem[] = []
   const mode =
     settings.sqlMode === undefined ? undefined : sqlModeProblem(settings.sqlMode, settings.database)
@@ -140,7 +157,19 @@ export function sessionProblems(settings: SessionSettings, dateKey = false): Sch
       "a job's batch bounds on a date or timestamp key are stored as text in this style, which a session with another reads as other instants",
       "SET DateStyle = 'ISO, MDY'",
     )
+  const zone = settings.timeZone
+  if (zonedKey && zone !== undefined && !isUtc(zone.session === 'SYSTEM' ? zone.system : zone.session))
+    setting(
+      `time_zone=${zone.session}${zone.session === 'SYSTEM' ? ` (${zone.system ?? '?'})` : ''}`,
+      "a job's batch bounds on a TIMESTAMP key are stored as text in the session's time zone, which a session in another zone reads as other instants (rows skipped), as does a zone with daylight saving in the hour its clocks go back",
+      "SET time_zone = '+00:00' -- or page the job by another key (primaryKeys);",
+    )
   return problems
+}
+
+/** Whether a MySQL time zone name is UTC: no offset, no daylight saving. */
+function isUtc(zone: string | undefined): boolean {
+  return zone !== undefined && /^([+-]0?0:00|UTC|Etc\/UTC|GMT|Etc\/GMT|Z)$/i.test(zone.trim())
 }
 
 /**
@@ -155,7 +184,8 @@ export function sessionProblems(settings: SessionSettings, dateKey = false): Sch
  * @param db - The database (or transaction, or held connection) to ask.
  * @param family - Its SQL family.
  * @param table - A table the caller writes (a job's), when it writes one; `dateKey` when the job
- *   pages it by a date or timestamp key (its `DateStyle` then matters).
+ *   pages it by a date or timestamp key (its `DateStyle` then matters), `zonedKey` when that key
+ *   is a MySQL `TIMESTAMP` (its `time_zone` then matters).
  * @throws SchemaMismatchError `SCHEMA_MISMATCH` with a `sql-mode` or `session-setting` problem for
  *   each wrong setting
  */
@@ -163,11 +193,11 @@ export async function requireSession(
   // biome-ignore lint/suspicious/noExplicitAny: any database type.
   db: Kysely<any>,
   family: SqlFamily,
-  table?: { schema: string | undefined; name: string; dateKey?: boolean },
+  table?: { schema: string | undefined; name: string; dateKey?: boolean; zonedKey?: boolean },
 ): Promise<void> {
   const { rows } = await sessionQuery(family).execute(db)
   const settings = sessionSettings(family, rows[0])
-  const problems = sessionProblems(settings, table?.dateKey === true)
+  const problems = sessionProblems(settings, table?.dateKey === true, table?.zonedKey === true)
   if (family === 'mysql' && table !== undefined && problems.length === 0) {
     const engines = await sql<{ e: unknown }>`select engine as e from information_schema.tables
       where table_schema = coalesce(${table.schema ?? null}, database()) and table_name = ${table.name}`.execute(
