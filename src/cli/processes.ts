@@ -1,7 +1,7 @@
 /**
- * `--processes N` of the job commands (`kfe reencrypt`, `kfe encrypt-column`): this process plans
- * the job, then starts N-1 copies of the command (worker processes, src/cli/worker-process.ts)
- * that join it and share its batches through the database (`FOR UPDATE SKIP LOCKED`), as runs on
+ * `--processes N` of the job commands (`kfe reencrypt`, `kfe encrypt-column`, `kfe rotate`): this
+ * process plans the job, then starts N-1 copies of the command (worker processes,
+ * src/cli/worker-process.ts; `kfe reencrypt` for a rotation) that join it and share its batches through the database (`FOR UPDATE SKIP LOCKED`), as runs on
  * several machines do. Workers in one process share one JavaScript thread, which decrypting and
  * encrypting every row keeps busy; processes use the machine's other cores.
  */

@@ -47,9 +47,9 @@ export const rotateCommand = defineCommand({
             '--processes shares the re-encryption, which --no-reencrypt skips: give one of them.',
           )
         const table = String(args.table)
-        // The workers of --processes join the first job the rotation plans (the re-encryption, or
-        // a rotation slot's backfill) as `kfe reencrypt` of the same rows would (one argument: a
-        // tenant id may start with '-').
+        // The workers of --processes join each job the rotation plans (a rotation slot's
+        // backfill, then the re-encryption) as `kfe reencrypt` of the same rows would (one
+        // argument: a tenant id may start with '-').
         const tenant = args.tenant === undefined ? [] : [`--tenant=${String(args.tenant)}`]
         return shareJob(
           args,
