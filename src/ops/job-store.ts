@@ -1,26 +1,14 @@
 import { type Kysely, type RawBuilder, sql, type Transaction } from 'kysely'
 import type { OpsContext } from './context.js'
 import { type JobRecord, type JobTargets, listJobs, nullableInt } from './job-list.js'
-import { decodeBound, encodeBound, ensureJobTables } from './job-tables.js'
+import { type JobStart, planOrJoin, towards } from './job-start.js'
+import { decodeBound, ensureJobTables } from './job-tables.js'
 import { dbNow } from './key-events.js'
 import { keyFingerprint } from './key-snapshot.js'
 import { isRetryable } from './retryable.js'
 
 export type { JobRecord, JobTargets } from './job-list.js'
-
-/** How a start found the job. @internal */
-export interface JobStart {
-  readonly id: string
-  /** True when this call planned the job's batches. */
-  readonly created: boolean
-  /**
-   * The unfinished job this call replaced because its targets were not the active versions (a
-   * rotation happened since it was interrupted): its targets and progress.
-   */
-  readonly replaced:
-    | { readonly targets: JobTargets; readonly doneBatches: number; readonly totalBatches: number }
-    | undefined
-}
+export type { JobStart } from './job-start.js'
 
 /** One claimed batch: primary keys in `(lo, hi]`; a bound is null when open. @internal */
 export interface Batch {
@@ -124,74 +112,11 @@ export class JobStore {
       ? insert.onDuplicateKeyUpdate({ id: sql.ref('id') })
       : insert.onConflict((oc) => oc.doNothing())
     ).execute()
-    return this.#db.transaction().execute(async (trx): Promise<JobStart> => {
-      const job = await trx
-        .selectFrom(this.jobs)
-        .selectAll()
-        .where('id', '=', id)
-        .forUpdate()
-        .executeTakeFirst()
-      const state = job?.state as string | undefined
-      const finished =
-        job?.finished_at === null || job?.finished_at === undefined ? null : new Date(job.finished_at)
-      const was: JobTargets = { data: nullableInt(job?.target_data), index: nullableInt(job?.target_index) }
-      // Read under the job row's lock: a starter that read it before a rotation cannot replace the
-      // plan of one that read it after.
-      const current = generation === undefined ? null : await generation(trx)
-      const same = since !== null && job !== undefined && towards(job, targets, current)
-      if (same && (state === 'running' || (state === 'done' && finished !== null && finished >= since!))) {
-        return { id, created: false, replaced: undefined }
-      }
-      let replaced: JobStart['replaced']
-      if (state === 'running') {
-        const done = await trx
-          .selectFrom(this.batches)
-          .select((eb) => eb.fn.sum('done').as('done'))
-          .where('job_id', '=', id)
-          .executeTakeFirst()
-        replaced = {
-          targets: was,
-          doneBatches: Number(done?.done ?? 0),
-          totalBatches: Number(job?.total_batches ?? 0),
-        }
-      }
-      await trx.deleteFrom(this.batches).where('job_id', '=', id).execute()
-      const batches = await plan(trx)
-      for (let i = 0; i < batches.length; i += 500) {
-        await trx
-          .insertInto(this.batches)
-          .values(
-            batches.slice(i, i + 500).map((b, j) => ({
-              job_id: id,
-              batch_no: i + j,
-              lo: encodeBound(b.lo),
-              hi: encodeBound(b.hi),
-              done: 0,
-              rows_seen: 0,
-              rewritten: 0,
-              conflicts: 0,
-              deleted: 0,
-              failed: 0,
-            })),
-          )
-          .execute()
-      }
-      await trx
-        .updateTable(this.jobs)
-        .set({
-          state: 'running',
-          total_batches: batches.length,
-          target_data: targets.data,
-          target_index: targets.index,
-          key_generation: current,
-          started_at: new Date(),
-          finished_at: null,
-          stopped_at: null,
-        })
-        .where('id', '=', id)
-        .execute()
-      return { id, created: true, replaced }
-    })
+    return this.#db
+      .transaction()
+      .execute((trx) =>
+        planOrJoin(trx, { jobs: this.jobs, batches: this.batches }, { id, since, targets, plan, generation }),
+      )
   }
 
   /**
@@ -387,20 +312,4 @@ export class JobStore {
   list(logicalTable?: string): Promise<JobRecord[]> {
     return listJobs(this.#db, this.jobs, this.batches, logicalTable)
   }
-}
-
-/**
- * Whether a job row moves rows onto `targets` under the key generation `current` (null: a job
- * without per-tenant keys): the job a run may join.
- */
-function towards(
-  job: { target_data?: unknown; target_index?: unknown; key_generation?: unknown },
-  targets: { data: number; index: number },
-  current: string | null,
-): boolean {
-  return (
-    nullableInt(job.target_data) === targets.data &&
-    nullableInt(job.target_index) === targets.index &&
-    (job.key_generation ?? null) === current
-  )
 }
