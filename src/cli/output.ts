@@ -180,7 +180,22 @@ function connectionFailure(driverCode: string): boolean {
   )
 }
 
-/** JSON for results: bigints as strings, dates as ISO strings. */
-function jsonValue(_key: string, value: unknown): unknown {
-  return typeof value === 'bigint' ? value.toString() : value
+/**
+ * JSON for results: bigints as strings, dates as ISO strings, bytes (a `bytea` or `binary`
+ * primary key's values) as {@link keyText}. A Buffer's `toJSON` has run before a replacer sees
+ * the value: the holder's own property is what tells bytes.
+ */
+function jsonValue(this: unknown, key: string, value: unknown): unknown {
+  if (typeof value === 'bigint') return value.toString()
+  const raw = (this as Record<string, unknown>)[key]
+  return raw instanceof Uint8Array ? keyText(raw) : value
+}
+
+/**
+ * A primary-key value as printed: bytes as `0x` and their hex (never raw bytes on a terminal),
+ * anything else as its string.
+ */
+export function keyText(key: unknown): string {
+  if (!(key instanceof Uint8Array)) return String(key)
+  return `0x${Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('hex')}`
 }

@@ -6,6 +6,7 @@ import { KeyRing } from '../keys/key-ring.js'
 import { KeyStore } from '../keys/key-store.js'
 import { optionKeys } from '../option-keys.js'
 import { checkSharedOptions } from '../options-check.js'
+import { refuseAnnotatedKey } from '../schema/name-rules.js'
 import { holdsCiphertext } from '../schema/sample-ciphertext.js'
 import type { EncryptedSchema, TableInfo } from '../schema/schema.js'
 
@@ -161,7 +162,10 @@ export function createOpsContext(options: OpsOptions): OpsContext {
       return info
     },
     primaryKey(table: TableInfo): string {
-      const declared = options.primaryKeys?.[table.physical] ?? table.primaryKey[0] ?? 'id'
+      const override = options.primaryKeys?.[table.physical]
+      // encryptedSchema checked the table's own primary key; an override is checked here.
+      if (override !== undefined) refuseAnnotatedKey(table, [override], `primaryKeys.${table.physical}`)
+      const declared = override ?? table.primaryKey[0] ?? 'id'
       if (options.primaryKeys?.[table.physical] === undefined && table.primaryKey.length > 1) {
         throw new ConfigError(
           'CONFIG_INVALID',

@@ -98,12 +98,20 @@ async function retryCreate(create: () => Promise<unknown>): Promise<void> {
 const BOUND_MAX = 1000
 
 /**
- * A primary-key bound as stored: JSON, strings quoted, an integer as its digits (exact beyond 2^53).
+ * A primary-key bound as stored: JSON, strings quoted, an integer as its digits (exact beyond 2^53),
+ * bytes (a `bytea`, `binary` or `varbinary` key) as Node's JSON of a Buffer,
+ * `{"type":"Buffer","data":[…]}`, whatever array type the driver gave them in (PGlite gives a
+ * Uint8Array, whose own JSON would be an object of indexes).
  * @throws OperationError `OPS_INVALID` when it is longer than the bounds' columns hold
  */
 export function encodeBound(value: unknown): string | null {
   if (value === null || value === undefined) return null
-  const text = typeof value === 'bigint' ? value.toString() : JSON.stringify(value)
+  const text =
+    typeof value === 'bigint'
+      ? value.toString()
+      : value instanceof Uint8Array
+        ? JSON.stringify({ type: 'Buffer', data: Array.from(value) })
+        : JSON.stringify(value)
   if (text.length > BOUND_MAX)
     throw new OperationError(
       'OPS_INVALID',
@@ -112,7 +120,11 @@ export function encodeBound(value: unknown): string | null {
   return text
 }
 
-/** Reads {@link encodeBound}: an integer beyond 2^53 comes back as a bigint. */
+/**
+ * Reads {@link encodeBound}: an integer beyond 2^53 comes back as a bigint, bytes as a Buffer (the
+ * driver then compares them as bytes; as the object JSON.parse gives, they would be sent as text
+ * and compared with the wrong bytes, and the batch would skip rows).
+ */
 export function decodeBound(value: unknown): unknown {
   if (value === null || value === undefined) return null
   const text = String(value)
@@ -120,5 +132,15 @@ export function decodeBound(value: unknown): unknown {
     const n = Number(text)
     return Number.isSafeInteger(n) ? n : BigInt(text)
   }
-  return JSON.parse(text)
+  const parsed = JSON.parse(text) as unknown
+  return isBufferJson(parsed) ? Buffer.from(parsed.data) : parsed
+}
+
+/** The JSON of a Buffer, as {@link encodeBound} writes it (a key is never otherwise an object). */
+function isBufferJson(value: unknown): value is { readonly type: 'Buffer'; readonly data: number[] } {
+  if (typeof value !== 'object' || value === null) return false
+  const { type, data } = value as { type?: unknown; data?: unknown }
+  return (
+    type === 'Buffer' && Array.isArray(data) && data.every((b) => Number.isInteger(b) && b >= 0 && b <= 255)
+  )
 }

@@ -34,12 +34,21 @@ export function refuseDottedColumn(physical: string, logical: string, name: stri
 
 /**
  * A primary key that is an encrypted column (or its stored column) or a blind index: the jobs page
- * by the key, read it back and report failed rows by it (`failedKeys`, `kfe verify`), which would
- * put a ciphertext or an index value in their output; and a ciphertext is no stable key.
+ * by the key, store its values as their batches' bounds, and report failed rows by it
+ * (`failedKeys`, `kfe verify`), which would put a ciphertext, an index value or (for a column
+ * still migrating from plaintext) the plaintext in their output and job table; and a ciphertext
+ * is no stable key.
+ * @param keys - The columns to check: the table's primary key, or the one the jobs were told to
+ *   page by instead.
+ * @param option - Where `keys` were declared, for the message.
  * @throws ConfigError `CONFIG_INVALID`
  */
-export function refuseAnnotatedKey(table: KeyedTable): void {
-  for (const name of table.primaryKey) {
+export function refuseAnnotatedKey(
+  table: KeyedTable,
+  keys: readonly string[] = table.primaryKey,
+  option = 'primaryKey',
+): void {
+  for (const name of keys) {
     const info =
       table.columns.get(name) ??
       [...table.columns.values()].find((c) => c.stored === name) ??
@@ -47,7 +56,7 @@ export function refuseAnnotatedKey(table: KeyedTable): void {
     if (info === undefined) continue
     throw new ConfigError(
       'CONFIG_INVALID',
-      `Table ${table.physical}: primary-key column ${name} is encrypted column ${info.physical} or one of its blind indexes; the jobs key rows by it and report them by it. Set primaryKey to a plain column.`,
+      `Table ${table.physical}: ${option} names ${name}, encrypted column ${info.physical} or one of its blind indexes; the jobs key rows by it, store it as their batches' bounds and report rows by it. Set ${option} to a plain column.`,
       { table: table.logical, column: info.logical },
     )
   }

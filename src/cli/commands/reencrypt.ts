@@ -1,7 +1,7 @@
 import { defineCommand } from 'citty'
 import { replacedJobText } from '../../ops/job-engine.js'
 import { consola } from '../log.js'
-import { EXIT, type Output } from '../output.js'
+import { EXIT, keyText, type Output } from '../output.js'
 import { type JobOutcome, shareJob } from '../processes.js'
 import { commonArgs, dryRunArg, runCommand, usageError } from '../run-command.js'
 import { jobArgs, jobOptions, processesArg, tenantArg, tenantOption } from './job-args.js'
@@ -79,7 +79,7 @@ export function describeJob(result: JobOutcome): void {
     consola.log(
       `${result.table}: ${result.shredded} rows of shredded tenants (unreadable by design, left as they are).`,
     )
-  if (result.failed > 0) consola.error(`failing primary keys: ${result.failedKeys.map(String).join(', ')}`)
+  if (result.failed > 0) consola.error(`failing primary keys: ${result.failedKeys.map(keyText).join(', ')}`)
   if (result.jobFailed > result.failed)
     consola.error(
       `${result.jobFailed - result.failed} more rows failed in earlier runs of this job: \`kfe verify ${result.table}\` lists them.`,

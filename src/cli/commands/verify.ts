@@ -1,7 +1,7 @@
 import { defineCommand } from 'citty'
 import type { VerifyResult } from '../../ops/verify.js'
 import { consola } from '../log.js'
-import { EXIT } from '../output.js'
+import { EXIT, keyText } from '../output.js'
 import { commonArgs, runCommand } from '../run-command.js'
 import { tenantArg, tenantOption } from './job-args.js'
 
@@ -31,12 +31,12 @@ export const verifyCommand = defineCommand({
             )
           for (const [column, counts] of Object.entries(result.slotVersions))
             consola.log(`  rotation slot ${column}: rows per index version ${JSON.stringify(counts)}`)
-          for (const f of result.failures) consola.error(`  ${String(f.key)}: ${f.problems.join(', ')}`)
+          for (const f of result.failures) consola.error(`  ${keyText(f.key)}: ${f.problems.join(', ')}`)
           for (const m of result.migrating) {
             consola.log(
               `  column ${m.column} (${m.phase}): ${m.compared ? `${m.equal} rows equal to their plaintext, ${m.missing} not encrypted yet, ${m.failed} differ or fail, ${m.plaintextNull} with NULL plaintext${m.plaintextStale > 0 ? `, ${m.plaintextStale} with an older plaintext beside the encrypted value that counts (cut-over)` : ''}` : 'plaintext column gone, nothing to compare'}`,
             )
-            for (const f of m.failures) consola.error(`    ${String(f.key)}: ${f.problems.join(', ')}`)
+            for (const f of m.failures) consola.error(`    ${keyText(f.key)}: ${f.problems.join(', ')}`)
           }
           // Rows of columns under migration fail apart (MISSING, PLAINTEXT_MISMATCH…): count them too.
           const migrating = result.migrating.reduce((n, m) => n + m.failed + m.missing, 0)
