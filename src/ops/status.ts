@@ -1,3 +1,4 @@
+import { OperationError } from '../errors.js'
 import { SEARCHABLE } from '../keys/key-metadata.js'
 import type { KeyPurpose } from '../keys/key-provider.js'
 import { isMissingRelation } from '../keys/key-table.js'
@@ -25,6 +26,18 @@ export type { KeyVersionStatus, StatusOptions, StatusResult, TableStatus } from 
  */
 export async function status(ctx: OpsContext, options: StatusOptions = {}): Promise<StatusResult> {
   const tables = options.table === undefined ? [...ctx.schema.tables.values()] : [ctx.table(options.table)]
+  // As verify, retire and reencrypt: a tenant that selects nothing is refused, not ignored.
+  if (options.tenant !== undefined) {
+    const named = options.table === undefined ? undefined : tables[0]
+    if (named?.keyScope === undefined)
+      throw new OperationError(
+        'OPS_INVALID',
+        named === undefined
+          ? 'A tenant was given without its table: status shows one tenant of one table with per-tenant keys.'
+          : `${named.physical} has no per-tenant keys (keyScope): omit the tenant.`,
+        named === undefined ? {} : { table: named.logical },
+      )
+  }
   const store = new JobStore(ctx)
   // No job table yet: no jobs. Any other failure (the database unreachable) is the status's error,
   // not an empty report that would send the operator to `kfe init`.

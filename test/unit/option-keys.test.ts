@@ -144,5 +144,16 @@ describe('unknown and misshapen option keys', () => {
         message: expect.stringMatching(/did you mean table\?/),
       })
     })
+
+    it('a tenant for a table without per-tenant keys is OPS_INVALID in status, before the database is read (status ignored it)', async () => {
+      await expect(ops.status({ table: 'users', tenant: 'acme' })).rejects.toMatchObject({
+        code: 'OPS_INVALID',
+        message: expect.stringMatching(/users has no per-tenant keys \(keyScope\): omit the tenant/),
+      })
+      await expect(ops.status({ tenant: 'acme' })).rejects.toMatchObject({
+        code: 'OPS_INVALID',
+        message: expect.stringMatching(/without its table/),
+      })
+    })
   })
 })
