@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { OperationError } from '../../src/index.js'
 import type { JobResult, ReencryptDryRun } from '../../src/ops.js'
@@ -169,6 +170,63 @@ describe.each(backends())('per-tenant rotation and re-encryption [$name]', (back
       expect(again).toMatchObject({ rewritten: 0, failed: 0, shredded: 1, remainingBatches: 0 })
       const shredded = await failure(() => t.ops.reencrypt(t.table, { tenant: 'wd' }))
       expect(shredded).toMatchObject({ code: 'KEY_DESTROYED' })
+    })
+
+    it('rotateTenants stopped while staging resumes (each tenant rotated once); stopped at its first activation it activates every tenant and says to run kfe reencrypt', async () => {
+      /** Active data version per tenant key name, from the key table. */
+      const active = async () => {
+        const { rows } = await sql<{
+          logical_table: string
+          version: number | string
+        }>`select logical_table, version from ${sql.table(t.keyTable)} where purpose = 'data' and state = 'active'`.execute(
+          t.raw,
+        )
+        return new Map(rows.map((r) => [r.logical_table, Number(r.version)]))
+      }
+      const before = await active()
+      expect(before.size).toBeGreaterThan(2)
+
+      const whileStaging = new AbortController()
+      const first = await t.ops.rotateTenants(t.table, {
+        purpose: 'data',
+        signal: whileStaging.signal,
+        onProgress: (p) => {
+          if (p.phase === 'staging') whileStaging.abort()
+        },
+      })
+      expect(first).toMatchObject({ interrupted: true, reencrypt: undefined })
+      expect(first.left).toMatch(
+        new RegExp(
+          `^versions are staged for 1 of ${before.size} tenants: run \`kfe rotate ${t.table} --all-tenants --data\` again`,
+        ),
+      )
+      const resumed = await t.ops.rotateTenants(t.table, { purpose: 'data' })
+      expect(resumed).toMatchObject({
+        interrupted: false,
+        left: undefined,
+        reencrypt: { failed: 0, remainingBatches: 0 },
+      })
+      const once = await active()
+      for (const [name, version] of before) expect(once.get(name)).toBe(version + 1)
+
+      const atActivation = new AbortController()
+      const stopped = await t.ops.rotateTenants(t.table, {
+        purpose: 'data',
+        signal: atActivation.signal,
+        onProgress: (p) => {
+          if (p.phase === 'activated') atActivation.abort()
+        },
+      })
+      // The stop came with the first activation: the others were activated all the same.
+      expect(stopped).toMatchObject({ interrupted: true, reencrypt: undefined })
+      expect(stopped.tenants.map((r) => r.state)).toEqual([...before.keys()].map(() => 'active'))
+      expect(stopped.left).toBe(
+        `every tenant's new version is active; the re-encryption has not begun: run \`kfe reencrypt ${t.table}\` to finish (rotating again would rotate every tenant once more)`,
+      )
+      const twice = await active()
+      for (const [name, version] of before) expect(twice.get(name)).toBe(version + 2)
+      expect(await t.ops.reencrypt(t.table)).toMatchObject({ failed: 0, remainingBatches: 0 })
+      expect(await t.ops.verify(t.table)).toMatchObject({ ok: true, failed: 0 })
     })
   })
 })

@@ -1,6 +1,6 @@
 import { defineCommand } from 'citty'
 import { backfillLeft, type RotateResult, reencryptionLeft } from '../../ops/rotate.js'
-import type { RotateTenantsResult } from '../../ops/rotate-tenants.js'
+import { allTenantsReencryptionLeft, type RotateTenantsResult } from '../../ops/rotate-tenants.js'
 import { consola } from '../log.js'
 import { EXIT } from '../output.js'
 import { type JobWithin, shareJob } from '../processes.js'
@@ -84,7 +84,8 @@ export const rotateCommand = defineCommand({
                 `${result.table} tenant ${r.tenant} ${r.purpose}: version ${r.version} ${r.state}; previous ${r.previous}.`,
               )
             if (result.reencrypt !== undefined) describeJob(result.reencrypt)
-            if (result.interrupted) consola.warn('interrupted: run the same command again to finish.')
+            if (result.interrupted)
+              consola.warn(`interrupted: ${result.left ?? 'run the same command again to finish'}.`)
           })
           return rotateExit(result)
         }
@@ -118,7 +119,13 @@ export function rotationJob(tenant: string | undefined): JobWithin<RotateResult 
     get: (result) => result.reencrypt,
     set: (result, job) => {
       const left = job.remainingBatches
-      if ('tenants' in result) return { ...result, reencrypt: job, interrupted: left > 0 }
+      if ('tenants' in result)
+        return {
+          ...result,
+          reencrypt: job,
+          interrupted: left > 0,
+          left: left > 0 ? allTenantsReencryptionLeft(result.table, left) : undefined,
+        }
       // Staged: stopped in the slot's backfill, and not through while the version is not active.
       if (result.state === 'staged')
         return { ...result, reencrypt: job, left: backfillLeft(result.table, result.version, left) }

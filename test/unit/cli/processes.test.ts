@@ -183,7 +183,14 @@ describe('kfe rotate --processes: the rotation result around the shared job', ()
       tenants: [],
       reencrypt: result(),
       interrupted: true,
+      left: 'the parent process counted 1 batch left',
     }
-    expect(job.set(tenants, shared({ remainingBatches: 0 }))).toMatchObject({ interrupted: false })
+    expect(job.set(tenants, shared({ remainingBatches: 0 }))).toMatchObject({
+      interrupted: false,
+      left: undefined,
+    })
+    expect((job.set(tenants, shared({ remainingBatches: 2 })) as RotateTenantsResult).left).toBe(
+      "every tenant's new version is active; 2 re-encryption batches are left: run `kfe reencrypt users` to finish (rotating again would rotate every tenant once more)",
+    )
   })
 })
