@@ -98,6 +98,19 @@ async function retireCounted(
       { table: table.logical },
     )
   }
+  // Timed before the count: an instance whose key metadata predates the activation may write with
+  // the version until the metadata TTL has passed, and only a count that starts after that (plus
+  // the margin) is sure to see its rows. Timed after the count, a long count let the wait pass
+  // while rows it had already passed were written with the version.
+  let waitMs = 0
+  const active = (await ctx.store.list(keyName, purpose)).find((k) => k.state === 'active')
+  // A version that was never active (staged, refused) was never written with: no wait.
+  if (target.state !== 'staged' && active !== undefined) {
+    const since = await msSinceKeyEvent(ctx, 'activation', keyName, purpose, active.version, {
+      record: options.dryRun !== true,
+    })
+    waitMs = Math.max(0, Math.ceil(ctx.metadataTtlMs + ctx.ttlMarginMs - since))
+  }
   let rows = 0
   const scan = await scanTable(
     ctx,
@@ -128,15 +141,6 @@ async function retireCounted(
   )
   // A stopped count decides nothing: a partial count may miss rows that still use the version.
   const stopped = scan.stopped
-  let waitMs = 0
-  const active = (await ctx.store.list(keyName, purpose)).find((k) => k.state === 'active')
-  // A version that was never active (staged, refused) was never written with: no wait.
-  if (target.state !== 'staged' && active !== undefined) {
-    const since = await msSinceKeyEvent(ctx, 'activation', keyName, purpose, active.version, {
-      record: options.dryRun !== true && !stopped,
-    })
-    waitMs = Math.max(0, Math.ceil(ctx.metadataTtlMs + ctx.ttlMarginMs - since))
-  }
   const result = {
     table: table.physical,
     purpose,

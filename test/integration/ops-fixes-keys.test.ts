@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { Kysely } from 'kysely'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import {
   KeyError,
@@ -14,6 +15,8 @@ import { createOpsContext } from '../../src/ops/context.js'
 import { newWrappedKey } from '../../src/ops/new-key.js'
 import type { JobResult, RetireResult } from '../../src/ops.js'
 import { type Backend, backends } from '../support/backends.js'
+import type { TestDB } from '../support/encrypted-db.js'
+import { hooked } from '../support/hooked-dialect.js'
 import { type OpsTestDb, useOpsTestDb } from '../support/ops-db.js'
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -145,6 +148,40 @@ describe.each(backends())(
         expect(r).toMatchObject({ version: 4, state: 'staged', interrupted: true })
         expect(r.left).toContain('version 4 is staged, not active')
       })
+
+      // PGlite: no second dialect on the fixture's instance to hook (and one process writes it).
+      it.runIf(backend.name !== 'pglite')(
+        'retire times its wait before it counts: a count started inside the TTL that ends past it is still refused (RETIRE_TOO_EARLY)',
+        async () => {
+          // An instance whose key metadata predates the activation may write a row with the former
+          // version behind the count's cursor until the TTL has passed: only a count that starts
+          // after it is sure to see every such row. Timed after the count, a count this long passed.
+          let delayed = 0
+          const db = new Kysely<TestDB>({
+            dialect: hooked(t.backend.createDialect(), async (query) => {
+              if (delayed > 0 || !/^select/i.test(query.sql) || !query.sql.includes(t.table)) return
+              delayed++
+              await pause(ttlMs + 400)
+            }),
+          })
+          try {
+            const { version } = await t.ops.rotate(t.table, { purpose: 'data', reencrypt: false })
+            const activated = performance.now()
+            expect(await t.ops.reencrypt(t.table)).toMatchObject({ failed: 0, remainingBatches: 0 })
+            // The count starts inside the TTL (a machine this slow would make the test meaningless).
+            expect(performance.now() - activated).toBeLessThan(ttlMs - 300)
+            const error = await t
+              .moreOps({ db })
+              .retire(t.table, { purpose: 'data', version: version - 1 })
+              .catch((e: unknown) => e)
+            expect(delayed).toBe(1)
+            expect(error).toMatchObject({ code: 'RETIRE_TOO_EARLY' })
+            expect((error as OperationError).waitMs).toBeGreaterThan(0)
+          } finally {
+            await db.destroy()
+          }
+        },
+      )
     })
   },
 )
