@@ -12,8 +12,10 @@ import { insertIfAbsent, type KeyTable, keyStoreError, listKeys, withLockedVersi
 import type { KeyState, StoredKey } from './stored-key.js'
 
 /**
- * Adds the next version as `staged` (see `KeyStore.stage`).
- * @throws KeyError `KEY_VERSION_MISMATCH` when `version` is given and is not the next version.
+ * Adds the next version as `staged` (see `KeyStore.stage`). With `skipAfterRetired`, `version` may
+ * also be the one after the next when the last version is retired.
+ * @throws KeyError `KEY_VERSION_MISMATCH` when `version` is given and is not the next version
+ *   (nor, with `skipAfterRetired`, the one after it following a retired version).
  * @throws KeyError `KEY_NOT_FOUND` when the (table, purpose) has no version yet.
  * @throws KeyError `KEY_DESTROYED` when its versions were destroyed (crypto-shredded), also by a
  *   shred that ran while it staged (the new version is then destroyed too).
@@ -26,6 +28,7 @@ export async function stageVersion(
   wrappings: readonly WrappedKey[],
   version?: number,
   checkValue?: Uint8Array,
+  skipAfterRetired = false,
 ): Promise<StoredKey> {
   checkKeyRef({ logicalTable, purpose, version: version ?? 1 })
   const encoded = encodeWrappings(wrappings)
@@ -46,8 +49,12 @@ export async function stageVersion(
       // A shredded name stays shredded: no version is staged after its tombstones.
       if (existing.some((k) => k.state === 'destroyed')) throw keyDestroyed(logicalTable)
       const next = last.version + 1
+      // An index with a rotation slot keeps odd versions in one column and even ones in the other:
+      // after a staged version was retired unused, the next number's column is the active
+      // version's, and the rotation skips to the one after (a number no key was ever stored under).
+      const skipping = skipAfterRetired && last.state === 'retired' && version === next + 1
       // Providers bind a wrapping to its version: stored under another one, it never unwraps.
-      if (version !== undefined && version !== next) {
+      if (version !== undefined && version !== next && !skipping) {
         throw new KeyError(
           'KEY_VERSION_MISMATCH',
           `The ${purpose} key was wrapped for version ${version} of ${logicalTable}, but the next version is ${next}; nothing was staged. Generate and wrap the key for version ${next}.`,
@@ -57,7 +64,7 @@ export async function stageVersion(
       const stored = await insertIfAbsent(t, {
         logicalTable,
         purpose,
-        version: next,
+        version: skipping ? next + 1 : next,
         state: 'staged',
         wrappings: encoded,
         checkValue,

@@ -248,8 +248,12 @@ export class KeyStore {
    * @param version - the version the key was wrapped for (providers bind a wrapping to its
    *   version). Pass it: when it is not the next version, nothing is staged.
    * @param checkValue - the key's check value (`keyCheckValue(key, ref)`), checked after every unwrap.
+   * @param skipAfterRetired - allow `version` to be the one after the next when the last version
+   *   is retired (an index with a rotation slot whose staged version was retired unused: the next
+   *   number's column is the active version's). @default false
    * @returns the new version.
-   * @throws KeyError `KEY_VERSION_MISMATCH` when `version` is given and is not the next version.
+   * @throws KeyError `KEY_VERSION_MISMATCH` when `version` is given and is not the next version
+   *   (nor, with `skipAfterRetired`, the one after it following a retired version).
    * @throws KeyError `KEY_NOT_FOUND` when the (table, purpose) has no version yet (create it first).
    * @throws KeyError `KEY_STORE_ERROR` on a database error.
    */
@@ -259,8 +263,11 @@ export class KeyStore {
     wrappings: readonly WrappedKey[],
     version?: number,
     checkValue?: Uint8Array,
+    skipAfterRetired = false,
   ): Promise<StoredKey> {
-    return this.#write((t) => stageVersion(t, logicalTable, purpose, wrappings, version, checkValue))
+    return this.#write((t) =>
+      stageVersion(t, logicalTable, purpose, wrappings, version, checkValue, skipAfterRetired),
+    )
   }
 
   /**

@@ -10,7 +10,7 @@ import { newWrappedKey } from './new-key.js'
 import { keyColumn } from './primary-key.js'
 import { type RunOptions, report, sleep } from './progress.js'
 import { reencrypt } from './reencrypt.js'
-import { assertSlotComplete, assertSlotFree, slotColumns } from './rotation-slots.js'
+import { assertSlotComplete, assertSlotFree, nextIndexVersion, slotColumns } from './rotation-slots.js'
 
 /** Options of `rotate`. */
 export interface RotateOptions extends Omit<JobOptions, 'joinOnly'> {
@@ -128,7 +128,9 @@ export async function rotate(
   })
   let staged = versions.find((k) => k.state === 'staged')
   if (staged === undefined) {
-    const version = (versions.at(-1)?.version ?? 0) + 1
+    const last = versions.at(-1)?.version ?? 0
+    const skips = purpose === 'index' && !tenantOnly
+    const version = skips ? await nextIndexVersion(ctx, table, last) : last + 1
     if (options.dryRun === true) {
       return { ...base, version, state: 'staged', activateAfter: undefined, reencrypt: undefined }
     }
@@ -145,7 +147,7 @@ export async function rotate(
     // The version is passed so the store refuses (KEY_VERSION_MISMATCH) rather than storing a key
     // wrapped for `version` under another number when a concurrent rotation staged one meanwhile.
     staged = await ctx.store
-      .stage(keyName, purpose, wrappings, version, checkValue)
+      .stage(keyName, purpose, wrappings, version, checkValue, version === last + 2)
       .catch((error: unknown) => {
         if (!(error instanceof KeyError && error.code === 'KEY_VERSION_MISMATCH')) throw error
         throw new OperationError(

@@ -17,6 +17,21 @@ export function slotColumns(table: TableInfo, version: number): IndexInfo[] {
 }
 
 /**
+ * The version an index rotation stages after `last`: `last + 1`, or `last + 2` when `last` was
+ * retired (a staged version retired unused) and `last + 1` would share its slot with a live
+ * version (the active one) while `last + 2`'s slot holds none. Without the skip, such a table
+ * could never rotate its index key again: the next version's slot stays taken by the active one.
+ */
+export async function nextIndexVersion(ctx: OpsContext, table: TableInfo, last: number): Promise<number> {
+  if (slotColumns(table, last + 1).length === 0) return last + 1
+  const stored = await ctx.store.list(table.logical, 'index')
+  const live = stored.filter((k) => SEARCHABLE.has(k.state))
+  const taken = (version: number) => live.some((k) => slotOfVersion(k.version) === slotOfVersion(version))
+  const lastRetired = stored.find((k) => k.version === last)?.state === 'retired'
+  return lastRetired && taken(last + 1) && !taken(last + 2) ? last + 2 : last + 1
+}
+
+/**
  * Refuses to stage index `version` while another live version lives in the same slot (a third
  * version before the oldest is retired): writes would have to put two versions in one column.
  * @throws OperationError `ROTATION_REFUSED` naming the version to retire first

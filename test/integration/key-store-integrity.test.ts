@@ -58,6 +58,30 @@ describe.each(backends())('key store integrity on $name', (backend: Backend) => 
         message: expect.stringContaining('next version is 2'),
       })
       expect((await store.list(t, 'data')).map((k) => k.version)).toEqual([1])
+      // Skipping a number is allowed only when asked and after a retired version: not after v1,
+      // which is active.
+      await expect(store.stage(t, 'data', [wrongVersion.wrapped], 3, undefined, true)).rejects.toMatchObject({
+        code: 'KEY_VERSION_MISMATCH',
+      })
+      const v2 = await provider().generateDataKey({ logicalTable: t, purpose: 'data', version: 2 })
+      v2.plaintext.fill(0)
+      await store.stage(t, 'data', [v2.wrapped], 2)
+      await store.setState(t, 'data', 2, 'retired')
+      const v4 = await provider().generateDataKey({ logicalTable: t, purpose: 'data', version: 4 })
+      v4.plaintext.fill(0)
+      // After the retired v2: v4 (one skipped) only when asked, never v5.
+      await expect(store.stage(t, 'data', [v4.wrapped], 4)).rejects.toMatchObject({
+        code: 'KEY_VERSION_MISMATCH',
+      })
+      await expect(store.stage(t, 'data', [v4.wrapped], 5, undefined, true)).rejects.toMatchObject({
+        code: 'KEY_VERSION_MISMATCH',
+      })
+      expect((await store.stage(t, 'data', [v4.wrapped], 4, undefined, true)).version).toBe(4)
+      expect((await store.list(t, 'data')).map((k) => [k.version, k.state])).toEqual([
+        [1, 'active'],
+        [2, 'retired'],
+        [4, 'staged'],
+      ])
       await r.close()
     })
 

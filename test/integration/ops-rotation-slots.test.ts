@@ -357,5 +357,27 @@ describe.each(backends())('index-key rotation with a rotation slot [$name]', (ba
         ['email_bidx_next', 2, 'decrypt-only', false, { 2: 9 }],
       ])
     })
+
+    it('a staged version retired unused (v4, the slot column) does not block the next rotation: it skips to v6, in that free column', async () => {
+      expect((await retireWhenDue(t.ops, t.table, { purpose: 'index', version: 2 })).retired).toBe(true)
+      const staged = await t.ops.rotate(t.table, { purpose: 'index', activateLater: true })
+      expect([staged.version, staged.state]).toEqual([4, 'staged'])
+      expect(await t.ops.retire(t.table, { purpose: 'index', version: 4 })).toMatchObject({ retired: true })
+      await wait()
+      // v5 would share v3's column (the active one); without the skip, this was ROTATION_REFUSED
+      // ("retire version 3 first") for good, v3 being the active version.
+      const r = await t.ops.rotate(t.table, { purpose: 'index' })
+      expect([r.version, r.state]).toEqual([6, 'active'])
+      await wait()
+      expect(await filled('email_bidx_next')).toBe(9)
+      await checkPhase(emails, 100, true)
+      const v = (await t.ops.verify(t.table)) as VerifyResult
+      expect(v.ok).toBe(true)
+      expect(v.indexVersions).toEqual({ 6: 18 })
+      expect((await slotStatus()).columns).toEqual([
+        ['email_bidx', 3, 'decrypt-only', false, { 3: 9 }],
+        ['email_bidx_next', 6, 'active', true, { 6: 9 }],
+      ])
+    })
   })
 })
