@@ -1,4 +1,5 @@
 import { timingSafeEqual } from 'node:crypto'
+import { plaintextValue } from '../schema/plaintext-value.js'
 import { MAPPED_PREFIX, type PlanOutput, type PostFilter, type QueryPlan } from './plan.js'
 import { indexInput } from './resolve-values.js'
 
@@ -55,9 +56,30 @@ function mergeMapped(plan: QueryPlan, rows: Record<string, unknown>[]): void {
     for (const row of rows) {
       const value = row[name]
       delete row[name]
-      if (fallback && row[to] !== null && row[to] !== undefined) continue
+      if (fallback && row[to] !== null && row[to] !== undefined) {
+        row[to] = asCodecValue(column, row[to])
+        continue
+      }
       row[to] = value ?? null
     }
+  }
+}
+
+/**
+ * A plaintext as the value its column's codec gives for the encrypted one, so that one result
+ * holds one type per column whichever form a row has: `'1.50'` read from a numeric column is
+ * `1.5`, as the encrypted value decrypts; a date column's Date is `YYYY-MM-DD` for
+ * `calendarDate`; MySQL's tinyint 0/1 is a boolean. A plaintext the backfill could not move as it
+ * is (a decimal no number holds) is returned as the driver read it: the backfill and verify report
+ * its row. JSON is returned as read: a json/jsonb column comes back parsed and a text one as its
+ * JSON text, and a string could be either (the JSON string "123", or the text of 123).
+ */
+function asCodecValue(column: PlanOutput['column'], raw: unknown): unknown {
+  if (column.spec.codec.kind === 'json') return raw
+  try {
+    return plaintextValue(column, raw)
+  } catch {
+    return raw
   }
 }
 

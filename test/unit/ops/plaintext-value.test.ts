@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { encrypted, encryptedSchema } from '../../../src/index.js'
-import { plaintextValue } from '../../../src/ops/plaintext-value.js'
+import { plaintextValue } from '../../../src/schema/plaintext-value.js'
 
 const schema = encryptedSchema({
   t: {
