@@ -1,6 +1,7 @@
 import type { Catalog } from '../schema/catalog.js'
 import { contextMissing } from '../schema/row-context.js'
 import type { TableInfo } from '../schema/schema.js'
+import { zeroGeneratesId } from '../schema/sql-mode.js'
 import type { DeferredValue } from './deferred-value.js'
 
 /**
@@ -11,7 +12,8 @@ import type { DeferredValue } from './deferred-value.js'
  * in braces or without hyphens (stored in its canonical form), an integer outside its column's
  * range, a string longer than its column holds or with a character its MySQL character set lacks
  * (which PostgreSQL and a strict sql_mode refuse, but MySQL under `INSERT IGNORE` or a non-strict
- * sql_mode clamps, cuts short or stores as `?`, with a warning).
+ * sql_mode clamps, cuts short or stores as `?`, with a warning), and 0 inserted into a MySQL
+ * `AUTO_INCREMENT` column (stored as the next generated id).
  */
 
 /** Integer data types, as the catalog names them, with the bits they store. */
@@ -30,14 +32,21 @@ const CANONICAL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f
 /**
  * @param catalog - The catalog the schema check read; `undefined` (check off or not run): no check.
  * @param deferred - The query's deferred values.
+ * @param insert - Whether the statement is an INSERT (or REPLACE): its ciphertexts are bound to
+ *   the context values of the rows it inserts (an upsert's update part may not write encrypted
+ *   columns of a table with a row context).
  * @throws QueryRefusedError `CONTEXT_MISSING` naming the column, when a written context value is
  *   not the form its column stores.
  */
-export function checkWrittenContext(catalog: Catalog | undefined, deferred: readonly DeferredValue[]): void {
+export function checkWrittenContext(
+  catalog: Catalog | undefined,
+  deferred: readonly DeferredValue[],
+  insert = false,
+): void {
   if (catalog === undefined) return
   for (const d of deferred) {
     const values = d.kind === 'encrypt' ? d.context : undefined
-    if (values !== undefined) checkContextValues(catalog, d.column.table, values, 'write')
+    if (values !== undefined) checkContextValues(catalog, d.column.table, values, insert ? 'insert' : 'write')
   }
 }
 
@@ -47,10 +56,12 @@ export function checkWrittenContext(catalog: Catalog | undefined, deferred: read
  *
  * @param catalog - The catalog the schema check read; `undefined`: no check.
  * @param table - The table whose context `values` are, in its context order.
- * @param operator - The statement kind for the message (`write`, `encrypt`).
+ * @param operator - The statement kind for the message (`insert`, `write`, `encrypt`); `insert`
+ *   also refuses 0 for a MySQL `AUTO_INCREMENT` column (see {@link zeroGeneratesId}).
  * @throws QueryRefusedError `CONTEXT_MISSING` naming the column, when a value is not the form its
  *   column stores, is longer than it holds (in characters or in bytes), holds a character its
- *   column's character set cannot store (MySQL), or is an integer outside its range.
+ *   column's character set cannot store (MySQL), is an integer outside its range, or is 0 inserted
+ *   into a MySQL `AUTO_INCREMENT` column.
  */
 export function checkContextValues(
   catalog: Catalog | undefined,
@@ -103,6 +114,21 @@ export function checkContextValues(
         table,
         name,
         `holds a character its column's character set (${charset}) cannot store (U+${lost.toString(16).toUpperCase().padStart(4, '0')}): the database would refuse it or, under INSERT IGNORE, store ? in its place`,
+        operator,
+      )
+    }
+    // MySQL stores the next AUTO_INCREMENT value for an inserted 0 (0, '0' and 0n are all "0"),
+    // while the ciphertexts are bound to "0". The sql_mode is the one the schema check read.
+    if (
+      operator === 'insert' &&
+      value === '0' &&
+      catalog.autoIncrement(live, name) &&
+      zeroGeneratesId(catalog.sqlMode)
+    ) {
+      throw contextMissing(
+        table,
+        name,
+        `is 0 in an AUTO_INCREMENT column, which MySQL replaces with the next generated id (the session's sql_mode lacks NO_AUTO_VALUE_ON_ZERO): the ciphertexts bound to 0 would not decrypt`,
         operator,
       )
     }

@@ -1,4 +1,4 @@
-import type { CompiledQuery, QueryCompiler, RootOperationNode } from 'kysely'
+import { type CompiledQuery, InsertQueryNode, type QueryCompiler, type RootOperationNode } from 'kysely'
 import { KeyError, QueryRefusedError } from '../errors.js'
 import type { KeyRing } from '../keys/key-ring.js'
 import type { StoredKey } from '../keys/stored-key.js'
@@ -202,7 +202,9 @@ function resolveQuery(
   slow: SlowPath,
 ): Prepared | Promise<Prepared> {
   if (deferred.length === 0) return { plan, send: query }
-  checkWrittenContext(ctx.schemaGate.catalog, deferred)
+  // MySQL has no writable CTE: an INSERT's ciphertexts are all bound to the rows it inserts.
+  const insert = query.query !== undefined && InsertQueryNode.is(query.query)
+  checkWrittenContext(ctx.schemaGate.catalog, deferred, insert)
   const ring = ctx.ring()
   const cached = cachedKeys(ring, deferred)
   if (cached !== undefined) return withKeys(compiler, query, plan, cached)

@@ -25,6 +25,14 @@ export interface CatalogTable {
   readonly charsets: ReadonlyMap<string, string>
   /** Columns declared `NOT NULL`. */
   readonly notNullColumns: ReadonlySet<string>
+  /**
+   * MySQL: `AUTO_INCREMENT` columns, which an INSERT of 0 (or NULL) gives the next generated
+   * value unless the session's `sql_mode` holds `NO_AUTO_VALUE_ON_ZERO`. PostgreSQL: none (an
+   * identity or serial column stores the 0 written).
+   */
+  readonly autoIncrementColumns: ReadonlySet<string>
+  /** MySQL: integer columns declared `ZEROFILL`, whose text is padded with zeros (`00007`). */
+  readonly zerofillColumns: ReadonlySet<string>
 }
 
 /** The tables of the schemas an encrypted schema lives in: what verification reads, once. */
@@ -56,6 +64,10 @@ export interface Catalog {
   charset(table: CatalogTable, name: string): string | undefined
   /** Whether a column is declared `NOT NULL`. */
   notNull(table: CatalogTable, name: string): boolean
+  /** Whether a column is `AUTO_INCREMENT` (MySQL). */
+  autoIncrement(table: CatalogTable, name: string): boolean
+  /** Whether an integer column is declared `ZEROFILL` (MySQL). */
+  zerofill(table: CatalogTable, name: string): boolean
 }
 
 /** Data types that hold bytes as they are: what ciphertexts and blind indexes need. */
@@ -95,6 +107,10 @@ interface ColumnRow {
   nn: unknown
   /** MySQL: the table's storage engine; PostgreSQL: null. */
   e: unknown
+  /** 1 for an AUTO_INCREMENT column (MySQL's extra says so), else 0. */
+  ai: unknown
+  /** 1 for a ZEROFILL integer column (MySQL's column_type says so), else 0. */
+  z: unknown
 }
 interface UniqueRow {
   s: string
@@ -138,6 +154,8 @@ export async function readCatalog(
       unsigned: Set<string>
       charsets: Map<string, string>
       notNull: Set<string>
+      autoIncrement: Set<string>
+      zerofill: Set<string>
     }
   >()
   for (const r of columns.rows) {
@@ -151,6 +169,8 @@ export async function readCatalog(
       const unsigned = new Set<string>()
       const charsets = new Map<string, string>()
       const notNull = new Set<string>()
+      const autoIncrement = new Set<string>()
+      const zerofill = new Set<string>()
       const table: CatalogTable = {
         schema: text(r.s),
         name: text(r.t),
@@ -163,8 +183,10 @@ export async function readCatalog(
         unsignedColumns: unsigned,
         charsets,
         notNullColumns: notNull,
+        autoIncrementColumns: autoIncrement,
+        zerofillColumns: zerofill,
       }
-      entry = { table, cols, uniq, lengths, octets, unsigned, charsets, notNull }
+      entry = { table, cols, uniq, lengths, octets, unsigned, charsets, notNull, autoIncrement, zerofill }
       byKey.set(key, entry)
     }
     entry.cols.set(text(r.c), text(r.d).toLowerCase())
@@ -174,6 +196,8 @@ export async function readCatalog(
     if (o !== undefined) entry.octets.set(text(r.c), o)
     if (Number(r.u) === 1) entry.unsigned.add(text(r.c))
     if (text(r.nn).toUpperCase() === 'NO') entry.notNull.add(text(r.c))
+    if (Number(r.ai) === 1) entry.autoIncrement.add(text(r.c))
+    if (Number(r.z) === 1) entry.zerofill.add(text(r.c))
     if (family === 'mysql' && r.cs !== null && r.cs !== undefined)
       entry.charsets.set(text(r.c), text(r.cs).toLowerCase())
   }
@@ -226,6 +250,14 @@ export async function readCatalog(
       const own = columnName(table, name)
       return own !== undefined && table.notNullColumns.has(own)
     },
+    autoIncrement: (table: CatalogTable, name: string) => {
+      const own = columnName(table, name)
+      return own !== undefined && table.autoIncrementColumns.has(own)
+    },
+    zerofill: (table: CatalogTable, name: string) => {
+      const own = columnName(table, name)
+      return own !== undefined && table.zerofillColumns.has(own)
+    },
   })
 }
 
@@ -252,7 +284,7 @@ function postgresQueries(extraSchemas: readonly string[]): CatalogQueries {
     columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c,
         case when c.data_type = 'USER-DEFINED' then c.udt_name else c.data_type end as d,
         tb.table_type as k, c.character_maximum_length as n, c.character_octet_length as o, 0 as u, null as cs,
-        c.is_nullable as nn, null as e
+        c.is_nullable as nn, null as e, 0 as ai, 0 as z
       from information_schema.columns c
       join information_schema.tables tb on tb.table_schema = c.table_schema and tb.table_name = c.table_name
       where c.table_schema in (${schemas})
@@ -272,7 +304,8 @@ function mysqlQueries(): CatalogQueries {
   return {
     columns: sql<ColumnRow>`select c.table_schema as s, c.table_name as t, c.column_name as c, c.data_type as d, tb.table_type as k, c.character_maximum_length as n, c.character_octet_length as o,
         (c.data_type like '%int' and c.column_type like '%unsigned%') as u, c.character_set_name as cs,
-        c.is_nullable as nn, tb.engine as e
+        c.is_nullable as nn, tb.engine as e, (c.extra like '%auto_increment%') as ai,
+        (c.data_type like '%int' and c.column_type like '%zerofill%') as z
       from information_schema.columns c
       join information_schema.tables tb on tb.table_schema = c.table_schema and tb.table_name = c.table_name
       where c.table_schema = database()

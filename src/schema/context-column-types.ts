@@ -44,6 +44,7 @@ const CONTEXT_TYPES: Readonly<Record<SqlFamily, ReadonlySet<string>>> = {
  * @param column - The catalog's lookup of a column's type (case-insensitive on MySQL).
  * @param family - The SQL family.
  * @param charset - MySQL: the catalog's lookup of a string column's character set.
+ * @param zerofill - MySQL: the catalog's lookup of whether an integer column is `ZEROFILL`.
  */
 export function contextColumnProblems(
   table: CatalogTable,
@@ -51,6 +52,7 @@ export function contextColumnProblems(
   column: (table: CatalogTable, name: string) => string | undefined,
   family: SqlFamily,
   charset: (table: CatalogTable, name: string) => string | undefined = () => undefined,
+  zerofill: (table: CatalogTable, name: string) => boolean = () => false,
 ): SchemaProblem[] {
   const out: SchemaProblem[] = []
   for (const name of info.context) {
@@ -81,6 +83,18 @@ export function contextColumnProblems(
         found: type,
         message: `Context column ${info.physical}.${name} is ${type}: its values do not all read back as they were written (${type === 'character' ? 'padded with spaces' : 'only integer, uuid and text types do'}), so the ciphertexts bound to them would not decrypt.`,
         fix: `-- make ${info.physical}.${name} an integer, uuid or varchar column (${family === 'mysql' ? 'collate utf8mb4_bin' : 'text'}), before it holds ciphertext`,
+      })
+    } else if (zerofill(table, name)) {
+      // The exact guard beside a context equality compares the column's text, md5(concat(id)),
+      // which a ZEROFILL column pads ('00007'): an update by id, or a tenant's search, would match
+      // no row ('7'). The driver reads the value as 7, so the AAD itself would still agree.
+      out.push({
+        kind: 'context-column-type',
+        table: info.physical,
+        columns: [name],
+        found: `${type} zerofill`,
+        message: `Context column ${info.physical}.${name} is ${type} zerofill: its text is padded with zeros ('00007'), which the plugin's exact guard (md5 of the column's text, beside a context equality) compares with the value written ('7'), so an update of its rows would match none and a tenant's search would find none.`,
+        fix: `-- alter table ${info.physical} modify ${name} ${type} unsigned <its options, without zerofill>`,
       })
     } else if (!UTF8_CHARSETS.has(charset(table, name)?.toLowerCase() ?? 'utf8mb4')) {
       const cs = charset(table, name) as string

@@ -109,3 +109,15 @@ export function engineProblem(
     fix: `ALTER TABLE ${table} ENGINE=InnoDB -- or, on every connection of the pool: SET SESSION sql_mode = CONCAT(@@session.sql_mode, ',STRICT_ALL_TABLES')`,
   }
 }
+
+/**
+ * Whether an INSERT of 0 into a MySQL `AUTO_INCREMENT` column stores the next generated value
+ * instead (MySQL manual, "Server SQL Modes": `NO_AUTO_VALUE_ON_ZERO`; MariaDB alike): true
+ * unless the session's `sql_mode` holds `NO_AUTO_VALUE_ON_ZERO`.
+ *
+ * @param mode - The session's `sql_mode`; undefined on PostgreSQL: false (a serial or identity
+ *   column stores the 0 written).
+ */
+export function zeroGeneratesId(mode: string | undefined): boolean {
+  return mode !== undefined && !mode.toUpperCase().split(',').includes('NO_AUTO_VALUE_ON_ZERO')
+}

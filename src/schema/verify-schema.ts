@@ -195,6 +195,7 @@ function tableProblems(
     (t, c) => catalog.column(t, c),
     family,
     (t, c) => catalog.charset(t, c),
+    (t, c) => catalog.zerofill(t, c),
   )
   const where = info.physical
   for (const column of info.columns.values()) {

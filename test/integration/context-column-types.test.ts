@@ -91,6 +91,17 @@ describe.each(backends())('context column types [$name]', (backend: Backend) => 
       },
     )
 
+    // The exact guard compares md5(concat(id)), '00007' in a ZEROFILL column, with md5('7'): an
+    // update where id = 7 updated no row, and a tenant's search found none.
+    it.runIf(backend.family === 'mysql')(
+      'a MySQL zerofill integer context column is refused (context-column-type)',
+      async () => {
+        expect(await problemsFor({ id: 'int(5) zerofill', tenant_id: 'bigint unsigned' })).toEqual([
+          'context-column-type id',
+        ])
+      },
+    )
+
     it('a context column beside a column named by its camelCase spelling is refused (context-column-spelling)', async () => {
       // A statement naming tenantId was read as naming tenant_id: the row was bound to the value
       // written into tenantId, and its tenant_id held another (helper-82).
