@@ -69,6 +69,10 @@ export async function migrationStatus(
     })
     const name = `${table.physical}.${column.physical}`
     const left = plaintextRows - encryptedRows
+    if (state.plaintextDefault !== undefined)
+      attention.push(
+        `${name}: the plaintext column has \`${state.plaintextDefault}\`, which an insert that omits the column stores without an encrypted value: remove it (the startup check refuses every phase after 'added' while it is there)`,
+      )
     if (!state.encryptedColumns)
       attention.push(
         `${name}: the encrypted columns do not exist: run \`kfe migration ${table.physical} ${column.physical} --phase add\``,

@@ -1,4 +1,5 @@
 import { OperationError } from '../errors.js'
+import { columnDefault } from '../schema/column-default.js'
 import {
   columnType,
   type MigrationDdl,
@@ -22,7 +23,8 @@ export interface MigrationFile {
  * Builds the migration file of one step of moving `table.column` from plaintext to encrypted
  * (`kfe migration users email --phase add`), for this database's SQL family, reading the plaintext
  * column's type from the database where the step needs it. Writes nothing.
- * @throws OperationError `MIGRATION_REFUSED` when the plaintext column is missing for `cutover`/`drop`
+ * @throws OperationError `MIGRATION_REFUSED` when the plaintext column is missing for `cutover`/`drop`,
+ *   or has a default (other than NULL) for `add`/`cutover`
  * @throws ConfigError `CONFIG_INVALID` when the column is not under migration
  * @example
  * ```ts
@@ -52,9 +54,12 @@ export async function migration(
     ctx.family === 'mysql' && step === 'cutover'
       ? await mysqlColumnDefinition(ctx.db, info.physical, col.physical)
       : undefined
+  const plaintextDefault =
+    step === 'drop' ? undefined : await columnDefault(ctx.db, ctx.family, info.physical, col.physical)
   const ddl = migrationDdl(ctx.schema, table, column, step, ctx.family, {
     ...(plaintextType === undefined ? {} : { plaintextType }),
     ...(plaintextDefinition === undefined ? {} : { plaintextDefinition }),
+    ...(plaintextDefault === undefined ? {} : { plaintextDefault }),
   })
   return { fileName: migrationFileName(ddl, now), source: migrationFileSource(ddl), ddl }
 }

@@ -54,7 +54,9 @@ export interface ColumnOptions {
    * Physical column holding the ciphertext, when it is not the annotated name: the annotated name
    * is the one queries use (`email`), this is where its ciphertext lives (`email_encrypted`). A
    * rename-safe mapping: keys and AAD bind to the logical name, never to this one. Required with
-   * {@link ColumnOptions.migration} (the plaintext column keeps the annotated name until it is dropped).
+   * {@link ColumnOptions.migration} (the plaintext column keeps the annotated name until it is dropped),
+   * and then a new column: the annotated name (but for case too) is refused (`CONFIG_INVALID`), as
+   * is a primary-key or context column.
    * @default the annotated name
    */
   readonly storedAs?: string

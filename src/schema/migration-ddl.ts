@@ -1,8 +1,10 @@
 import { type Kysely, sql } from 'kysely'
-import { ConfigError } from '../errors.js'
+import { ConfigError, OperationError } from '../errors.js'
 import { FORMAT_V1_OVERHEAD } from '../fields/format.js'
 import { optionKeys, refuseUnknownKeys } from '../option-keys.js'
+import { columnDefault } from './column-default.js'
 import { mysqlColumnDefinition } from './mysql-column-definition.js'
+import { refuseStoredOverPlaintext } from './name-rules.js'
 import type { ColumnInfo, EncryptedSchema, TableInfo } from './schema.js'
 import { type SqlFamily, sqlFamily } from './sql-family.js'
 
@@ -38,10 +40,19 @@ export interface MigrationDdlOptions {
    * MySQL/MariaDB: the plaintext column's definition as `SHOW CREATE TABLE` states it (name,
    * type, character set, collation, default, comment). `cutover` restates it with `NULL` for
    * `NOT NULL`, so the column keeps all of it (with only {@link plaintextType} it would take the
-   * table's default collation, and lose its default). {@link applyMigrationStep} and
-   * `kfe migration` read it from the database.
+   * table's default collation, and lose its comment; a default other than NULL is refused, see
+   * {@link MigrationDdlOptions.plaintextDefault}). {@link applyMigrationStep} and `kfe migration`
+   * read it from the database.
    */
   readonly plaintextDefinition?: string
+  /**
+   * What the database writes into the plaintext column by itself (`default 'none'::text`; on
+   * MySQL/MariaDB an `on update` clause too), as `columnDefault` reads it: `add` and `cutover`
+   * refuse while there is one (`MIGRATION_REFUSED`), since an insert that omits the column would
+   * store it there beside a NULL encrypted value. {@link applyMigrationStep} and `kfe migration`
+   * read it from the database. @default none
+   */
+  readonly plaintextDefault?: string
 }
 
 const IDENT = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/
@@ -60,6 +71,8 @@ const TYPE = /^[A-Za-z][A-Za-z0-9_ ,()]*$/
  * @returns the statements, for a hand-written migration (`applyMigrationStep` runs them)
  * @throws ConfigError `CONFIG_INVALID` when the column is not under migration, a name is not a
  *   plain identifier, or a type the step needs is missing
+ * @throws OperationError `MIGRATION_REFUSED` from `add` and `cutover` when
+ *   {@link MigrationDdlOptions.plaintextDefault} states a default
  * @example
  * ```ts
  * migrationDdl(schema, 'users', 'email', 'add', 'postgres').up
@@ -77,7 +90,7 @@ export function migrationDdl(
 ): MigrationDdl {
   refuseUnknownKeys(
     options,
-    optionKeys<MigrationDdlOptions>()(['plaintextType', 'plaintextDefinition']),
+    optionKeys<MigrationDdlOptions>()(['plaintextType', 'plaintextDefinition', 'plaintextDefault']),
     'migrationDdl',
   )
   const { info, col } = migratingColumn(schema, table, column)
@@ -95,6 +108,14 @@ export function migrationDdl(
       throw new ConfigError('CONFIG_INVALID', `plaintextType '${type}' is not a plain SQL type.`)
     return type
   }
+  // Each phase's writes name the plaintext column or leave it out, and the database fills one left
+  // out with its default, never the encrypted column: the two would then hold different values.
+  if (options.plaintextDefault !== undefined && step !== 'drop')
+    throw new OperationError(
+      'MIGRATION_REFUSED',
+      `${info.physical}.${col.physical} has \`${options.plaintextDefault}\`: an insert that omits the column would store it as the plaintext beside a NULL encrypted value, and the phases would read different values. Remove it (\`alter table ${t} alter column ${q(col.physical)} drop default\`; an \`on update\` clause by restating the column without it) and write the value from the application, then run the ${step} step again.`,
+      { table: info.logical, column: col.logical },
+    )
   switch (step) {
     case 'add': {
       const columns = storedColumnTypes(col, family)
@@ -182,6 +203,8 @@ export function migrationDdl(
  * @param direction - `up` (default) or `down`
  * @throws ConfigError `CONFIG_INVALID` as {@link migrationDdl}, and when `add` runs on PostgreSQL
  *   inside a transaction (`CREATE INDEX CONCURRENTLY` cannot: disable the migrator's transactions)
+ * @throws OperationError `MIGRATION_REFUSED` when `add` or `cutover` (`up`) finds a default on the
+ *   plaintext column
  * @example
  * ```ts
  * // migrations/1733390000000_users_email_add.ts
@@ -206,9 +229,15 @@ export async function applyMigrationStep(
     family === 'mysql' && step === 'cutover'
       ? await mysqlColumnDefinition(db, info.physical, col.physical)
       : undefined
+  // Undoing a step never makes a default harmful (`down` of `add` drops the new columns).
+  const plaintextDefault =
+    direction === 'up' && step !== 'drop'
+      ? await columnDefault(db, family, info.physical, col.physical)
+      : undefined
   const ddl = migrationDdl(schema, table, column, step, family, {
     ...(plaintextType === undefined ? {} : { plaintextType }),
     ...(plaintextDefinition === undefined ? {} : { plaintextDefinition }),
+    ...(plaintextDefault === undefined ? {} : { plaintextDefault }),
   })
   if (ddl.outsideTransaction && db.isTransaction)
     throw new ConfigError(
@@ -357,6 +386,8 @@ export function migratingColumn(
       `${info.physical}.${col.physical} is not under migration: annotate it with storedAs and migration (docs/migrating.md).`,
       { table: info.logical, column: col.logical },
     )
+  // encryptedSchema refuses it; checked again here, before any job writes, for a schema built by hand.
+  refuseStoredOverPlaintext(info, col)
   for (const name of [info.physical, col.physical, col.stored, ...col.spec.indexes.map((s) => s.name)]) {
     if (!IDENT.test(name))
       throw new ConfigError('CONFIG_INVALID', `'${name}' is not a plain SQL identifier.`, {

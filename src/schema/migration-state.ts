@@ -1,5 +1,6 @@
 import { type Kysely, sql } from 'kysely'
 import { ConfigError } from '../errors.js'
+import { columnDefault } from './column-default.js'
 import { columnType } from './migration-ddl.js'
 import type { MigrationPhase } from './migration-phase.js'
 import type { ColumnInfo, EncryptedSchema, TableInfo } from './schema.js'
@@ -13,6 +14,11 @@ export interface MigrationColumnState {
   readonly phase: MigrationPhase
   /** Whether the plaintext column still exists. */
   readonly plaintextColumn: boolean
+  /**
+   * What the database writes into the plaintext column by itself, as it states it (`default
+   * 'none'::text`; on MySQL/MariaDB an `on update` clause too), or undefined: none, or a default of NULL.
+   */
+  readonly plaintextDefault: string | undefined
   /** Whether the encrypted column and every blind-index column exist. */
   readonly encryptedColumns: boolean
   /** Some row holds a plaintext value without its encrypted value (the backfill is not done). */
@@ -32,12 +38,15 @@ type AnyDb = Kysely<any>
  * Refused, with ConfigError `MIGRATION_PHASE_CONFLICT` naming the table, column and what to do:
  * - the encrypted or blind-index columns are missing (the `add` migration has not run);
  * - the plaintext column is gone while the phase still reads or writes it (any phase but `dropped`);
+ * - the plaintext column has a default (other than NULL) and the phase is past `added`: an insert
+ *   that omits the column stores it there beside a NULL encrypted value, which `dual-writing` and
+ *   `backfilled` read as the default and `cut-over` as NULL, until a backfill passes the row;
  * - some row has a plaintext value but no encrypted value while the phase is `backfilled`,
  *   `cut-over` or `dropped` (it would read that row as NULL: run `kfe encrypt-column` first);
  * - some row was written by a `cut-over` process (NULL plaintext beside an encrypted value) while
  *   the phase is `added` (which reads only the plaintext, and would see NULL).
  *
- * Cost: per column, two catalog lookups and up to two `select … limit 1` queries, which may scan
+ * Cost: per column, three catalog lookups and up to two `select … limit 1` queries, which may scan
  * the table when no row matches (the columns compared have no index over both).
  *
  * @returns what it found, per column under migration
@@ -80,6 +89,9 @@ export async function readState(
   const family = sqlFamily(db)
   const has = async (name: string) => (await columnType(db, family, table.physical, name)) !== undefined
   const plaintextColumn = await has(column.physical)
+  const plaintextDefault = plaintextColumn
+    ? await columnDefault(db, family, table.physical, column.physical)
+    : undefined
   let encryptedColumns = await has(column.stored)
   for (const spec of column.spec.indexes) encryptedColumns = encryptedColumns && (await has(spec.name))
   const any = async (plainNull: boolean) => {
@@ -96,6 +108,7 @@ export async function readState(
     column: column.physical,
     phase,
     plaintextColumn,
+    plaintextDefault,
     encryptedColumns,
     pendingRows: both && (await any(false)),
     cutOverRows: both && (await any(true)),
@@ -108,6 +121,8 @@ function refusalOf(s: MigrationColumnState): string | undefined {
     return 'its encrypted or blind-index columns do not exist: run the `add` migration (`kfe migration … --phase add`)'
   if (!s.plaintextColumn && s.phase !== 'dropped')
     return "the plaintext column is gone: this deploy's phase is behind the database's; deploy the `dropped` phase"
+  if (s.plaintextDefault !== undefined && s.phase !== 'added')
+    return `the plaintext column has \`${s.plaintextDefault}\`, which an insert that omits the column stores there beside a NULL encrypted value (read as the default before cut-over and as NULL from it on): remove it (\`alter table … alter column ${s.column} drop default\`) and write the value from the application, then run \`kfe encrypt-column\` for the rows it filled`
   if (s.pendingRows && (s.phase === 'backfilled' || s.phase === 'cut-over' || s.phase === 'dropped'))
     return 'some rows have no encrypted value yet: run `kfe encrypt-column` and `kfe verify` before this phase'
   if (s.cutOverRows && s.phase === 'added')

@@ -17,6 +17,56 @@ interface NamedColumn {
   readonly stored: string
 }
 
+/** What {@link refuseStoredOverPlaintext} reads of a table. */
+interface PlainColumns {
+  readonly physical: string
+  readonly logical: string
+  readonly primaryKey: readonly string[]
+  readonly context: readonly string[]
+}
+
+/**
+ * A column whose ciphertext would be written over a plaintext column: under migration, its
+ * `storedAs` naming the plaintext column itself (the backfill would replace each plaintext with
+ * its ciphertext, and no phase could read it back); under any annotation, naming a primary-key or
+ * context column but for case (MySQL/MariaDB take `ID` for `id`; the exact names are refused by
+ * `refuseAnnotatedKey` and `contextColumns`).
+ * @throws ConfigError `CONFIG_INVALID`
+ */
+export function refuseStoredOverPlaintext(
+  table: PlainColumns,
+  column: NamedColumn & { readonly migration: unknown },
+): void {
+  const stored = column.stored.toLowerCase()
+  const same = (name: string) => name.toLowerCase() === stored
+  // The exact names are refused by refuseAnnotatedKey and contextColumns, whose messages name
+  // the option to change.
+  const caseOnly = (name: string) => same(name) && name !== column.stored
+  const key = table.primaryKey.find(caseOnly)
+  const context = table.context.find(caseOnly)
+  const [name, what] =
+    column.migration !== undefined && same(column.physical)
+      ? [
+          column.physical,
+          'its own plaintext column: the backfill would write each ciphertext over the plaintext it encrypts',
+        ]
+      : key !== undefined
+        ? [key, `primary-key column ${key}: writes would put a ciphertext in the row's key`]
+        : context !== undefined
+          ? [
+              context,
+              `context column ${context}: writes would put a ciphertext in the value the row is bound to`,
+            ]
+          : [undefined, undefined]
+  if (name === undefined) return
+  const cased = name === column.stored ? '' : ' (but for case, which MySQL/MariaDB ignore)'
+  throw new ConfigError(
+    'CONFIG_INVALID',
+    `${table.physical}.${column.physical} is stored as ${column.stored}, which names${cased} ${what}. Set storedAs to a new column (e.g. ${column.physical}_encrypted).`,
+    { table: table.logical, column: column.logical },
+  )
+}
+
 /**
  * A physical column name the plugin and the jobs must name through Kysely: one holding `.` is read
  * by Kysely as `table.column` (`where('a.b', '=', v)` names column b of a table a), so the plugin

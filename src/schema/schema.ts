@@ -4,7 +4,7 @@ import { refuseUnknownKeys } from '../option-keys.js'
 import { camelCase } from './camel-case.js'
 import type { EncryptedColumn } from './columns.js'
 import { SCOPE_SEPARATOR } from './key-scope.js'
-import { refuseAnnotatedKey, refuseDottedColumn } from './name-rules.js'
+import { refuseAnnotatedKey, refuseDottedColumn, refuseStoredOverPlaintext } from './name-rules.js'
 import type {
   ColumnInfo,
   EncryptedSchema,
@@ -248,6 +248,7 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
       logicalColumns.add(info.logical)
       refuseDottedColumn(physical, logical, colName, info.logical)
       refuseDottedColumn(physical, logical, info.stored, info.logical)
+      refuseStoredOverPlaintext(table, info)
       if (info.stored !== colName && Object.hasOwn(columns, info.stored)) {
         throw new ConfigError(
           'CONFIG_INVALID',

@@ -65,4 +65,51 @@ describe('encryptedSchema: physical column names', () => {
       expect((error as Error).message).toContain('Set primaryKey to a plain column')
     }
   })
+
+  const refusal = (define: () => unknown): Error & { code?: string; column?: string } => {
+    try {
+      define()
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError)
+      return e as Error
+    }
+    throw new Error('accepted')
+  }
+
+  it('refuses a column under migration stored as its own plaintext column, also but for case', () => {
+    for (const storedAs of ['email', 'Email']) {
+      const error = refusal(() =>
+        encryptedSchema({
+          t: {
+            email: encrypted.text({ storedAs, migration: 'dual-writing', index: { name: 'email_bidx' } }),
+          },
+        }),
+      )
+      expect(error).toMatchObject({ code: 'CONFIG_INVALID', column: 'email' })
+      expect(error.message).toContain(`t.email is stored as ${storedAs}, which names`)
+      expect(error.message).toContain('its own plaintext column')
+    }
+    // Without a migration there is no plaintext column: storedAs naming the column is the default.
+    expect(
+      encryptedSchema({ t: { email: encrypted.text({ storedAs: 'email' }) } })
+        .table('t')
+        ?.column('email')?.stored,
+    ).toBe('email')
+  })
+
+  it('refuses a stored column naming a primary-key or context column but for case', () => {
+    const key = refusal(() =>
+      encryptedSchema({ t: { email: encrypted.text({ storedAs: 'ID', migration: 'dual-writing' }) } }),
+    )
+    expect(key).toMatchObject({ code: 'CONFIG_INVALID', column: 'email' })
+    expect(key.message).toContain('primary-key column id')
+    const context = refusal(() =>
+      encryptedSchema(
+        { t: { email: encrypted.text({ storedAs: 'Org_Id' }) } },
+        { tables: { t: { context: ['org_id', 'id'] } } },
+      ),
+    )
+    expect(context).toMatchObject({ code: 'CONFIG_INVALID', column: 'email' })
+    expect(context.message).toContain('context column org_id')
+  })
 })

@@ -1,10 +1,12 @@
 import { describe, expect, it } from 'vitest'
 import {
+  ConfigError,
   encrypted,
   encryptedSchema,
   MIGRATION_PHASES,
   migrationDdl,
   migrationFileSource,
+  OperationError,
   phasesMayOverlap,
 } from '../../../src/index.js'
 
@@ -169,6 +171,61 @@ describe('migrationDdl', () => {
       'us"ers': { email: encrypted.text({ storedAs: 'e', migration: 'added' }) },
     })
     expect(() => migrationDdl(odd, 'us"ers', 'email', 'add', 'postgres')).toThrow(/plain SQL identifier/)
+  })
+
+  it('add and cutover refuse a plaintext column with a default (MIGRATION_REFUSED, naming it and the DDL that removes it); drop does not', () => {
+    for (const [step, family] of [
+      ['add', 'postgres'],
+      ['cutover', 'postgres'],
+      ['add', 'mysql'],
+      ['cutover', 'mysql'],
+    ] as const) {
+      let error: unknown
+      try {
+        migrationDdl(schema(), 'users', 'email', step, family, {
+          plaintextType: 'varchar(200)',
+          plaintextDefault: "default 'none'",
+        })
+      } catch (e) {
+        error = e
+      }
+      expect(error).toBeInstanceOf(OperationError)
+      expect(error).toMatchObject({ code: 'MIGRATION_REFUSED', table: 'users', column: 'email' })
+      const q = family === 'postgres' ? '"' : '`'
+      expect((error as Error).message).toContain("has `default 'none'`")
+      expect((error as Error).message).toContain(
+        `alter table ${q}users${q} alter column ${q}email${q} drop default`,
+      )
+    }
+    expect(
+      migrationDdl(schema(), 'users', 'email', 'drop', 'postgres', {
+        plaintextType: 'text',
+        plaintextDefault: "default 'none'::text",
+      }).up,
+    ).toEqual(['alter table "users" drop column "email"'])
+  })
+
+  // The check of migratingColumn, which encryptColumn, verifyColumn, migration and
+  // applyMigrationStep all start with, for a schema that did not come from encryptedSchema.
+  it('refuses a column whose stored column is its own plaintext column, in a schema built by hand', () => {
+    const real = schema()
+    const users = real.table('users')!
+    const email = users.column('email')!
+    for (const stored of ['email', 'EMAIL']) {
+      const forged = {
+        ...real,
+        tableNamed: () => ({ ...users, column: () => ({ ...email, stored }) }),
+      } as unknown as typeof real
+      let error: unknown
+      try {
+        migrationDdl(forged, 'users', 'email', 'add', 'postgres')
+      } catch (e) {
+        error = e
+      }
+      expect(error).toBeInstanceOf(ConfigError)
+      expect(error).toMatchObject({ code: 'CONFIG_INVALID', table: 'users', column: 'email' })
+      expect((error as Error).message).toContain('its own plaintext column')
+    }
   })
 
   it('the migration file exports up and down running the frozen statements', () => {
