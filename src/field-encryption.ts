@@ -95,7 +95,7 @@ export interface FieldEncryptionOptions {
    *
    * A schema with a column under migration from plaintext (`migration` option) also has the
    * database state checked at the same moment, whatever this option says (`checkMigrationState`:
-   * `MIGRATION_PHASE_CONFLICT` when the database contradicts the deploy's phase); it costs two
+   * `MIGRATION_PHASE_CONFLICT` when the database contradicts the deploy's phase); it costs three
    * catalog lookups and up to two `select … limit 1` per such column, which may scan the table.
    * @default true
    */
@@ -122,7 +122,9 @@ export interface FieldEncryption extends ExplicitHelpers {
    * @param table - the table (physical or logical name).
    * @param tenant - the tenant: its key-scope column's value (string or integer).
    * @throws ConfigError `CONFIG_INVALID` when the table has no key scope; QueryRefusedError
-   *   `TENANT_INVALID` for a tenant that cannot name keys; KeyError `KEYS_MISSING`, `KEY_STORE_ERROR`.
+   *   `TENANT_INVALID` for a tenant that cannot name keys; KeyError `KEYS_MISSING`, `KEY_STORE_ERROR`;
+   *   KeyProviderError when a KEK fails, `UNWRAP_FAILED` when a new key's wrapping under a KEK does
+   *   not unwrap to it (nothing is stored).
    * @example
    * ```ts
    * await encryption.initTenant(db, 'orders', 'acme')
@@ -139,8 +141,9 @@ export interface FieldEncryption extends ExplicitHelpers {
    * @param db - a Kysely on the database (the application's wrapped one, or a plain one).
    * @returns the key versions created, and those that already existed.
    * @throws KeyError `KEYS_MISSING`, `KEY_STORE_ERROR`; KeyProviderError when a KEK fails,
-   *   also `UNWRAP_FAILED` when an active key that was there already does not unwrap under the
-   *   configured KEKs (another environment's key table, a KEK missing from the configuration)
+   *   also `UNWRAP_FAILED` when a new key's wrapping under a KEK does not unwrap to it (nothing is
+   *   stored for that table), or when an active key that was there already does not unwrap under
+   *   the configured KEKs (another environment's key table, a KEK missing from the configuration)
    * @example
    * ```ts
    * const { created } = await encryption.init(db)

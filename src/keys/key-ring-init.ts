@@ -1,6 +1,6 @@
 /**
  * Creating a table's first keys, and refusing to: version 1 of each missing purpose is generated,
- * wrapped under every KEK and stored in one statement; never for a table whose keys were lost
+ * wrapped under every KEK, each wrapping proven, and stored in one statement; never for a table whose keys were lost
  * (it holds ciphertext, or the key store shows it was initialised).
  */
 import { KeyError, KeyProviderError } from '../errors.js'
@@ -97,8 +97,12 @@ export async function proveActiveKeys(
 
 /**
  * Generates version 1 of each purpose under providers[0], wraps each under every other
- * provider, and stores them in one statement (no process sees one without the other).
+ * provider, proves every wrapping unwraps to its key, and stores them in one statement (no
+ * process sees one without the other). Nothing is stored unless every wrapping of every purpose
+ * was proven.
  * @returns the refs this call created (others were created first by another process).
+ * @throws KeyProviderError `UNWRAP_FAILED` naming the KEK whose wrapping failed its proof; the
+ *   provider's code when a KEK did not answer (`PROVIDER_UNAVAILABLE`, …).
  */
 export async function createInitialVersions(
   ctx: KeyInitContext,

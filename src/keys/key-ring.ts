@@ -287,7 +287,8 @@ export class KeyRing {
    *   its keys were lost (key table dropped, edited or restored from another environment);
    *   restore the key table, never create keys over data.
    * @throws KeyProviderError when a provider cannot generate or wrap a key, and `UNWRAP_FAILED`
-   *   when an active key that was there already does not unwrap under the configured KEKs.
+   *   when a new key's wrapping under a KEK does not unwrap to it (nothing is stored for that
+   *   table) or an active key that was there already does not unwrap under the configured KEKs.
    * @throws KeyError `KEY_STORE_ERROR` when the key store fails.
    */
   async init(logicalTables: Iterable<string>): Promise<InitKeysResult> {

@@ -63,10 +63,13 @@ const PURPOSES: readonly KeyPurpose[] = ['data', 'index']
 
 /**
  * Creates the key table, the job tables, and version 1 of the data and index keys of every
- * annotated table that has none, wrapped under every configured KEK, each with its key check
+ * annotated table that has none, wrapped under every configured KEK (each wrapping proven to
+ * unwrap to the key through its own KEK before anything is stored), each with its key check
  * value (through the key ring's `init`, which never creates keys over existing ciphertext). Idempotent: existing keys are reported, never replaced; concurrent
  * runs create each key once (the key table's primary key settles the race).
- * @throws KeyProviderError when a KEK fails; KeyError `KEY_STORE_ERROR` on a database error
+ * @throws KeyProviderError when a KEK fails, `UNWRAP_FAILED` naming the KEK whose wrapping of a new
+ *   key does not unwrap to it (nothing is stored for that table); KeyError `KEY_STORE_ERROR` on a
+ *   database error
  * @throws OperationError `OPS_INVALID` when `tenants` are given for a table named in `tables`
  *   without per-tenant keys, or when no table asked about has any
  */

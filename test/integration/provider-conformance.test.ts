@@ -355,7 +355,8 @@ describe.each(providerFactories())('provider conformance: $name', (factory) => {
               .execute()
             expect(found).toEqual([{ score: i }])
           }
-          // Writer: one generateDataKey per key (users: data + index), seeded into the cache.
+          // Writer: one generateDataKey per key (users: data + index) and one unwrap proving its
+          // wrapping, seeded into the cache.
           const writerCalls = fx.calls() - start
           // A fresh process reads everything: one unwrap per key.
           const reader = await t.open({ keyProvider: fx.provider })
@@ -374,9 +375,9 @@ describe.each(providerFactories())('provider conformance: $name', (factory) => {
           console.log(
             `[${factory.name}/${backend.name}] ${WORKLOAD_ROWS} rows, 2 keys: writer ${writerCalls} keeper calls, fresh reader ${readerCalls}`,
           )
-          expect(writerCalls).toBe(2)
+          expect(writerCalls).toBe(4)
           expect(readerCalls).toBe(2)
-          expect(writer.encryption.stats().keys?.providerCalls).toBe(2)
+          expect(writer.encryption.stats().keys?.providerCalls).toBe(4)
           expect(reader.encryption.stats().keys?.providerCalls).toBe(2)
           await writer.close()
           await reader.close()
@@ -414,6 +415,11 @@ describe.each(providerFactories())('provider conformance: $name', (factory) => {
               'generateDataKey users/index/v1 success',
               'generateDataKey orders/data/v1 success',
               'generateDataKey orders/index/v1 success',
+              // a's key creation proves each new wrapping
+              'unwrap users/data/v1 success',
+              'unwrap users/index/v1 success',
+              'unwrap orders/data/v1 success',
+              'unwrap orders/index/v1 success',
               'unwrap users/index/v1 success',
               'unwrap users/data/v1 success',
               'unwrap orders/data/v1 success',

@@ -78,15 +78,20 @@ describe('KeyRing', () => {
       ['data', 1, 'active', ['local:a', 'local:b']],
       ['index', 1, 'active', ['local:a', 'local:b']],
     ])
-    // Creation: one generateDataKey under local:a and one rewrap under local:b per purpose; the
-    // generated key seeds the cache, so no unwrap.
+    // Creation: one generateDataKey under local:a and one rewrap under local:b per purpose, then
+    // each wrapping proven by one unwrap through its own KEK; the generated key seeds the cache,
+    // so no unwrap on use.
     expect(events.map((e) => `${e.operation}:${e.kekId}`).sort()).toEqual([
       'generateDataKey:local:a',
       'generateDataKey:local:a',
       'rewrap:local:b',
       'rewrap:local:b',
+      'unwrap:local:a',
+      'unwrap:local:a',
+      'unwrap:local:b',
+      'unwrap:local:b',
     ])
-    expect(ring.stats().providerCalls).toBe(4)
+    expect(ring.stats().providerCalls).toBe(8)
     await ring.close()
   })
 
@@ -236,8 +241,9 @@ describe('KeyRing', () => {
         creator.activeKey(tables[i % 3] as string, i % 2 === 0 ? 'data' : 'index'),
       ),
     )
-    // 3 tables × 2 purposes, created once each despite 1000 concurrent first uses.
-    expect(creator.stats().providerCalls).toBe(6)
+    // 3 tables × 2 purposes, created once each despite 1000 concurrent first uses: one
+    // generateDataKey and one unwrap (its wrapping proven) each.
+    expect(creator.stats().providerCalls).toBe(12)
     expect((await store.listAll()).filter((k) => tables.includes(k.logicalTable))).toHaveLength(6)
 
     // Another process: unwraps each key once, reads metadata once per table.
