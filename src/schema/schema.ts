@@ -249,6 +249,16 @@ export function buildSchema<D extends SchemaDefinition, O extends boolean>(
       refuseDottedColumn(physical, logical, colName, info.logical)
       refuseDottedColumn(physical, logical, info.stored, info.logical)
       refuseStoredOverPlaintext(table, info)
+      // Two columns writing one stored column: each write would replace the other's ciphertext
+      // (MySQL/MariaDB take names that differ in case alone for one column).
+      const sharing = [...cols.values()].find((c) => c.stored.toLowerCase() === info.stored.toLowerCase())
+      if (sharing !== undefined) {
+        throw new ConfigError(
+          'CONFIG_INVALID',
+          `${physical}.${colName} and ${physical}.${sharing.physical} are both stored as ${info.stored}: give each its own column.`,
+          { table: logical, column: info.logical },
+        )
+      }
       if (info.stored !== colName && Object.hasOwn(columns, info.stored)) {
         throw new ConfigError(
           'CONFIG_INVALID',

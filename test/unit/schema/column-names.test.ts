@@ -112,4 +112,24 @@ describe('encryptedSchema: physical column names', () => {
     expect(context).toMatchObject({ code: 'CONFIG_INVALID', column: 'email' })
     expect(context.message).toContain('context column org_id')
   })
+
+  it('refuses two columns stored in one column (each write would replace the other), also but for case', () => {
+    for (const other of ['secret', 'SECRET']) {
+      const error = refusal(() =>
+        encryptedSchema({
+          t: {
+            email: encrypted.text({ storedAs: 'secret' }),
+            phone: encrypted.text({ storedAs: other }),
+          },
+        }),
+      )
+      expect(error).toMatchObject({ code: 'CONFIG_INVALID', column: 'phone' })
+      expect(error.message).toContain(`t.phone and t.email are both stored as ${other}`)
+    }
+    expect(() =>
+      encryptedSchema({
+        t: { email: encrypted.text({ storedAs: 'a' }), phone: encrypted.text({ storedAs: 'b' }) },
+      }),
+    ).not.toThrow()
+  })
 })
