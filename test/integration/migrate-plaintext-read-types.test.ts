@@ -75,8 +75,10 @@ describe.each(backends())(
       afterAll(async () => {
         await ops?.close()
         await reader?.close()
-        await readerDb?.destroy()
+        // Before either Kysely is destroyed: on PGlite both run on one instance, which the first
+        // destroy closes.
         if (raw !== undefined) await dropTables(raw, [table, keyTable, jobsTable, `${jobsTable}_batches`])
+        await readerDb?.destroy()
         await raw?.destroy()
       })
 
