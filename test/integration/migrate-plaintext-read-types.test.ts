@@ -76,10 +76,10 @@ describe.each(backends())(
         await ops?.close()
         await reader?.close()
         // Before either Kysely is destroyed: on PGlite both run on one instance, which the first
-        // destroy closes.
+        // destroy closes (a second would throw).
         if (raw !== undefined) await dropTables(raw, [table, keyTable, jobsTable, `${jobsTable}_batches`])
         await readerDb?.destroy()
-        await raw?.destroy()
+        if (backend.name !== 'pglite') await raw?.destroy()
       })
 
       it('a row read from its plaintext has the values its encrypted form decrypts to', async () => {
