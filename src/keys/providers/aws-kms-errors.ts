@@ -28,7 +28,12 @@ const CODE_BY_NAME: Readonly<Record<string, ErrorCode>> = {
   MissingAuthenticationToken: 'PROVIDER_ACCESS_DENIED',
   MissingAuthenticationTokenException: 'PROVIDER_ACCESS_DENIED',
   ExpiredTokenException: 'PROVIDER_ACCESS_DENIED',
-  CredentialsProviderError: 'PROVIDER_ACCESS_DENIED',
+  // The SDK could not get credentials (the container or instance credential endpoint failing, no
+  // source configured): KMS was never asked, so nothing was refused. An availability error, so
+  // that a cached key is served within grace while a credential endpoint is down; a revocation
+  // still comes from KMS itself (AccessDeniedException), and a process with nothing cached still
+  // fails at once.
+  CredentialsProviderError: 'PROVIDER_UNAVAILABLE',
   DisabledException: 'PROVIDER_KEY_DISABLED',
   KMSInvalidStateException: 'PROVIDER_KEY_DISABLED',
   // A deleted key (or a wrong id, account or region) can no more be used than a disabled one;
@@ -107,7 +112,9 @@ export function mapKmsError(error: unknown, ctx: KmsErrorContext): KeyProviderEr
   const detail =
     name === 'NotFoundException'
       ? 'the KMS key was not found (deleted, or wrong id, account or region)'
-      : WHAT[code]
+      : name === 'CredentialsProviderError'
+        ? 'the SDK could not load AWS credentials (the credential endpoint failed, or no credential source is configured); KMS was not asked'
+        : WHAT[code]
   const where = ctx.ref === undefined ? '' : ` ${describeRef(ctx.ref)}`
   const sysCode = typeof e.code === 'string' && e.code !== name ? `/${e.code}` : ''
   // The SDK's own message is left in `cause`: KMS messages can echo request details we do not control.

@@ -12,7 +12,7 @@ describe('kmsErrorCode', () => {
     ['AccessDeniedException', 'PROVIDER_ACCESS_DENIED'],
     ['UnrecognizedClientException', 'PROVIDER_ACCESS_DENIED'],
     ['ExpiredTokenException', 'PROVIDER_ACCESS_DENIED'],
-    ['CredentialsProviderError', 'PROVIDER_ACCESS_DENIED'],
+    ['CredentialsProviderError', 'PROVIDER_UNAVAILABLE'],
     ['DisabledException', 'PROVIDER_KEY_DISABLED'],
     ['KMSInvalidStateException', 'PROVIDER_KEY_DISABLED'],
     ['NotFoundException', 'PROVIDER_KEY_DISABLED'],
