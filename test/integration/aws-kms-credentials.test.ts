@@ -66,7 +66,7 @@ describe('AWS KMS provider: the credential endpoint fails', () => {
       expect((error as { cause?: { name?: string } }).cause?.name).toBe('CredentialsProviderError')
       expect(kms.calls.GenerateDataKey).toBe(0)
     } finally {
-      await failing.close()
+      await failing.close?.()
     }
     mode = 'ok'
     const working = awsKmsKeyProvider({ keyId, endpoint: kms.url, region: 'local-1' })
@@ -76,7 +76,7 @@ describe('AWS KMS provider: the credential endpoint fails', () => {
       made.plaintext.fill(0)
       expect(kms.calls.GenerateDataKey).toBe(1)
     } finally {
-      await working.close()
+      await working.close?.()
     }
   })
 })
