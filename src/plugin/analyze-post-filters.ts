@@ -43,6 +43,10 @@ export function postFilterable(
   // expected; right for a unique index, where a mismatch means a tampered index.
   if (blocker === undefined && search !== undefined && (node.limit || node.offset || node.fetch || node.top))
     blocker = 'limit/offset'
+  // A row lock takes the false positives with the matches: SKIP LOCKED and NOWAIT then make a
+  // concurrent search for one of those rows skip it, or fail. (A plain FOR UPDATE only waits.)
+  if (blocker === undefined && search !== undefined && skipsLocked(node.endModifiers))
+    blocker = 'skip locked/nowait'
   // modifyEnd(sql`limit 1`), modifyFront(sql`distinct`): SQL the plugin cannot read.
   if (
     blocker === undefined &&
@@ -64,6 +68,19 @@ function hasRawModifier(modifiers: ReadonlyArray<OperationNode> | undefined): bo
     modifiers?.some((m) => {
       const raw = (m as unknown as { rawModifier?: RawNode }).rawModifier
       return raw !== undefined && !isRowLock(raw)
+    }) ?? false
+  )
+}
+
+/** `.skipLocked()`, `.noWait()`, or a raw row lock ending in `skip locked` or `nowait`. */
+function skipsLocked(modifiers: ReadonlyArray<OperationNode> | undefined): boolean {
+  return (
+    modifiers?.some((m) => {
+      const { modifier, rawModifier } = m as unknown as { modifier?: string; rawModifier?: RawNode }
+      if (modifier === 'SkipLocked' || modifier === 'NoWait') return true
+      return (
+        rawModifier !== undefined && /\b(?:nowait|skip\s+locked)\s*$/i.test(rawModifier.sqlFragments.join(''))
+      )
     }) ?? false
   )
 }

@@ -59,6 +59,7 @@ export type RefusedShape =
   | 'distinct'
   | 'an aggregate, a window or an unknown function'
   | 'raw SQL modifiers'
+  | 'skip locked/nowait'
 
 const TOP_LEVEL =
   'Search it in the WHERE of a top-level select (the plugin removes the false positives there), then use the ids it returns'
@@ -129,6 +130,10 @@ const SHAPES: Readonly<Record<RefusedShape, { readonly why: string; readonly ins
   'an aggregate, a window or an unknown function': {
     why: 'an aggregate or window (or a function not known to work row by row) combines the false positives with the real matches before they can be removed',
     instead: `Select the rows and compute it in the application, ${UNIQUE}.`,
+  },
+  'skip locked/nowait': {
+    why: 'FOR UPDATE locks the false positives too: under SKIP LOCKED another transaction searching for one of them would skip it (its row is locked) and find nothing, under NOWAIT it would fail',
+    instead: `Lock by id: select the matching ids (the plugin removes the false positives), then select … where('id', 'in', ids).forUpdate().skipLocked(); ${UNIQUE}.`,
   },
   'raw SQL modifiers': {
     why: 'raw SQL added by modifyFront/modifyEnd (a LIMIT, FETCH or DISTINCT written as SQL) may count or combine the false positives before they can be removed',

@@ -890,8 +890,8 @@ describe.each(backends())('plugin refusals on $name', (backend: Backend) => {
       const u = t.names.users
       const locks =
         backend.family === 'mysql'
-          ? ['for update', 'for update skip locked', 'lock in share mode']
-          : ['for update', 'for no key update nowait', `for share of ${u}`]
+          ? ['for update', 'lock in share mode']
+          : ['for update', 'for no key update', `for share of ${u}`]
       for (const lock of locks) {
         const rows = await t.db
           .transaction()
@@ -911,6 +911,29 @@ describe.each(backends())('plugin refusals on $name', (backend: Backend) => {
           t.db.selectFrom(u).select('name').where('ssn', '=', '078-05-1120').modifyEnd(sql`for update ${1}`),
         ),
       ).toBeInstanceOf(QueryRefusedError)
+    })
+
+    it('refuses SKIP LOCKED and NOWAIT on a search-index query (the lock takes its false positives: another search for one would skip it or fail); a unique index keeps them', () => {
+      const u = t.names.users
+      const search = () => t.db.selectFrom(u).select('name').where('ssn', '=', '078-05-1120')
+      for (const query of [
+        search().forUpdate().skipLocked(),
+        search().forUpdate().noWait(),
+        search().modifyEnd(sql.raw('for update skip locked')),
+        search().modifyEnd(sql.raw('for share nowait')),
+      ]) {
+        const error = compileError(query) as QueryRefusedError
+        expect(error).toBeInstanceOf(QueryRefusedError)
+        expect(error).toMatchObject({
+          code: 'QUERY_REFUSED',
+          operator: 'search index with skip locked/nowait',
+        })
+        expect(error.hint).toContain("where('id', 'in', ids).forUpdate().skipLocked()")
+      }
+      // A unique index has no false positives: its lock takes only the matching row.
+      expect(() =>
+        t.db.selectFrom(u).select('name').where('email', '=', 'ada@x.io').forUpdate().skipLocked().compile(),
+      ).not.toThrow()
     })
 
     it('allows a self-join on the same uniquely indexed column and returns the right pairs', async () => {
