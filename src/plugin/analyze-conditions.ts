@@ -162,6 +162,15 @@ export function comparison(
     }
     const probes = (values ?? []).filter(isDeferred)
     for (const p of probes) a.note(p)
+    // Bytes (encryption.indexOf) carry no plaintext to remove a search index's false positives
+    // with: where a plaintext search is refused (an update or delete, a subquery, a join…), so
+    // are they; a top-level select returns what the index matches, false positives included.
+    if (
+      ref.source.info.spec.kind === 'search' &&
+      (values ?? []).some((v) => v instanceof Uint8Array) &&
+      !checkable(ctx, op)
+    )
+      throw searchIndexRefusal(ref.source.info, shapeOf(ctx, op), op)
     if (probes.length > 0 && ref.source.info.spec.kind === 'unique') {
       if (checkable(ctx, op)) ctx.pending!.push(pendingFilter(ref, ref.source.info, probes))
       return node

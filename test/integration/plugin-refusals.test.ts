@@ -913,6 +913,31 @@ describe.each(backends())('plugin refusals on $name', (backend: Backend) => {
       ).toBeInstanceOf(QueryRefusedError)
     })
 
+    it('refuses index bytes (encryption.indexOf) against a search index where a plaintext search is refused: they carry no plaintext to remove false positives with', async () => {
+      const u = t.names.users
+      const bytes = await t.encryption.indexOf(u, 'ssn', '078-05-1120')
+      // biome-ignore lint/suspicious/noExplicitAny: the index column is not in the test DB type.
+      const db = t.db as Kysely<any>
+      for (const query of [
+        db.deleteFrom(u).where('ssn_bidx', 'in', bytes),
+        db.updateTable(u).set({ name: 'x' }).where('ssn_bidx', 'in', bytes),
+        db
+          .selectFrom(u)
+          .select('name')
+          .where('id', 'in', db.selectFrom(u).select('id').where('ssn_bidx', 'in', bytes)),
+        db.selectFrom(u).select('name').where('ssn_bidx', 'not in', bytes),
+      ]) {
+        const error = compileError(query) as QueryRefusedError
+        expect(error).toBeInstanceOf(QueryRefusedError)
+        expect(error.code).toBe('QUERY_REFUSED')
+      }
+      // A top-level select returns what the index matches: the caller asked for index semantics.
+      expect(await db.selectFrom(u).select('name').where('ssn_bidx', 'in', bytes).execute()).toEqual([
+        { name: 'ada' },
+      ])
+      expect(await snapshot()).toMatchObject({ users: [{ name: 'ada' }, { name: 'bob' }, { name: 'cyd' }] })
+    })
+
     it('refuses SKIP LOCKED and NOWAIT on a search-index query (the lock takes its false positives: another search for one would skip it or fail); a unique index keeps them', () => {
       const u = t.names.users
       const search = () => t.db.selectFrom(u).select('name').where('ssn', '=', '078-05-1120')
