@@ -37,10 +37,11 @@ export function checkSharedOptions(options: unknown, what: string, known: readon
   if (o.primaryKeys !== undefined && !isObject(o.primaryKeys))
     invalid(what, 'primaryKeys', "an object of table: column ({ users: 'user_id' })")
   if (o.cache !== undefined) {
-    if (!isObject(o.cache)) invalid(what, 'cache', 'an object ({ max, ttlMs, graceMs, outageRetryMs })')
+    if (!isObject(o.cache))
+      invalid(what, 'cache', 'an object ({ max, ttlMs, graceMs, outageRetryMs, unwrapTimeoutMs })')
     refuseUnknownKeys(o.cache, KEY_CACHE_OPTION_KEYS, `${what}: cache`)
     const cache = o.cache as Record<string, unknown>
-    for (const key of ['max', 'ttlMs', 'graceMs', 'outageRetryMs'])
+    for (const key of ['max', 'ttlMs', 'graceMs', 'outageRetryMs', 'unwrapTimeoutMs'])
       if (cache[key] !== undefined && typeof cache[key] !== 'number')
         invalid(what, `cache.${key}`, 'a number')
     if (cache.now !== undefined && typeof cache.now !== 'function') invalid(what, 'cache.now', 'a function')

@@ -10,6 +10,7 @@ export const KEY_CACHE_OPTION_KEYS = optionKeys<KeyCacheOptions>()([
   'ttlMs',
   'graceMs',
   'outageRetryMs',
+  'unwrapTimeoutMs',
   'now',
 ])
 
@@ -56,6 +57,17 @@ export interface KeyCacheOptions {
    * @default 5_000
    */
   readonly outageRetryMs?: number
+  /**
+   * How long one KEK's unwrap may take, in ms, before it counts as an outage of that KEK
+   * (`PROVIDER_UNAVAILABLE`): the next KEK's wrapping is tried, and when none answers, a key
+   * cached within grace is served stale (else the query fails). A provider call that never
+   * returns (a hung HSM call, an SDK client without a request timeout) would otherwise hold every
+   * query for that key, since the cache serves a stale key only once a reload fails. The call
+   * itself runs on; a key it returns late is zeroed. Cost: an unwrap slower than this fails even
+   * though its KEK would have answered. `0`: no deadline.
+   * @default 10_000
+   */
+  readonly unwrapTimeoutMs?: number
   /** Clock in milliseconds, injectable for tests. @default performance.now */
   readonly now?: () => number
 }

@@ -85,6 +85,8 @@ export class KeyCache {
   readonly #ttl: number
   readonly #grace: number
   readonly #outageRetry: number
+  /** {@link KeyCacheOptions.unwrapTimeoutMs}: applied by the key ring's loads, validated here. */
+  readonly unwrapTimeoutMs: number
   readonly #now: () => number
   #closed = false
   #hits = 0
@@ -104,6 +106,12 @@ export class KeyCache {
     this.#ttl = positiveInt('ttlMs', options.ttlMs ?? 300_000, false)
     this.#grace = positiveInt('graceMs', options.graceMs ?? 900_000, true)
     this.#outageRetry = positiveInt('outageRetryMs', options.outageRetryMs ?? 5_000, true)
+    this.unwrapTimeoutMs = positiveInt('unwrapTimeoutMs', options.unwrapTimeoutMs ?? 10_000, true)
+    if (this.unwrapTimeoutMs > 2_147_483_647)
+      throw new ConfigError(
+        'CONFIG_INVALID',
+        `unwrapTimeoutMs must be at most 2147483647 ms (about 24.8 days), got ${this.unwrapTimeoutMs}.`,
+      )
     // lru-cache drops expired keys on a timer: Node's timers count to 2^31 - 1 ms, and past it
     // fire every millisecond.
     if (this.#ttl + this.#grace > 2_147_483_647)

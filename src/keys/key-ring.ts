@@ -88,6 +88,7 @@ export class KeyRing {
       onCall: () => {
         this.#providerCalls++
       },
+      unwrapTimeoutMs: this.#cache.unwrapTimeoutMs,
       isClosed: () => this.#closed,
       wasForgotten: (name: string) => this.#forgets.forgottenSince(name, 0),
     })

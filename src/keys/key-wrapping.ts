@@ -20,6 +20,8 @@ export interface ProviderCalls {
   readonly audit: AuditSink | undefined
   /** Called once per provider call. */
   readonly onCall: () => void
+  /** Deadline of one KEK's unwrap of a stored key, in ms (`KeyCacheOptions.unwrapTimeoutMs`); 0 or none: no deadline. */
+  readonly unwrapTimeoutMs?: number
 }
 
 /** The version a stored key is. */
@@ -154,6 +156,7 @@ export async function unwrapStoredKey(calls: ProviderCalls, stored: StoredKey): 
     providers: calls.providers,
     audit: calls.audit,
     onCall: calls.onCall,
+    timeoutMs: calls.unwrapTimeoutMs,
   })
   if (stored.checkValue !== undefined && !matchesKeyCheck(plaintext, ref, stored.checkValue)) {
     plaintext.fill(0)

@@ -53,6 +53,42 @@ export async function auditedCall<T>(
 }
 
 /**
+ * `call`, or `timedOut(ms)` once `ms` have passed without it settling; `call` then runs on, and
+ * what it returns late is handed to `discard` (a key: zeroed). No deadline when `ms` is 0 or
+ * undefined. The timer does not keep the process alive.
+ */
+function withinDeadline<T>(
+  call: Promise<T>,
+  ms: number | undefined,
+  timedOut: (ms: number) => Error,
+  discard: (late: T) => void,
+): Promise<T> {
+  if (ms === undefined || ms <= 0) return call
+  return new Promise<T>((resolve, reject) => {
+    let late = false
+    const timer = setTimeout(() => {
+      late = true
+      reject(timedOut(ms))
+    }, ms)
+    timer.unref?.()
+    call.then(
+      (value) => {
+        if (late) discard(value)
+        else {
+          clearTimeout(timer)
+          resolve(value)
+        }
+      },
+      (error: unknown) => {
+        if (late) return
+        clearTimeout(timer)
+        reject(error)
+      },
+    )
+  })
+}
+
+/**
  * The stable code of an error, or `PROVIDER_ERROR` for anything untyped. By name as well as by
  * class: a `kfe` bin and the config it loads may each hold their own copy of this library, and a
  * wrong KEK's `UNWRAP_FAILED` from the config's provider was reported as `PROVIDER_ERROR`.
@@ -90,6 +126,12 @@ export interface FailoverOptions {
   readonly audit?: AuditSink | undefined
   /** Called once per provider call (for call counters). */
   readonly onCall?: () => void
+  /**
+   * Deadline of each KEK's unwrap, in ms: past it, that KEK counts as not answering
+   * (`PROVIDER_UNAVAILABLE`) and the next is tried; the call runs on, and a key it returns late is
+   * zeroed. 0 or undefined: no deadline.
+   */
+  readonly timeoutMs?: number | undefined
 }
 
 /**
@@ -117,8 +159,16 @@ export async function unwrapWithFailover(
     tried.push(provider.id)
     options.onCall?.()
     try {
-      const plaintext = await auditedCall(options.audit, 'unwrap', provider.id, ref, () =>
-        provider.unwrap(wrapped, ref),
+      const plaintext = await withinDeadline(
+        auditedCall(options.audit, 'unwrap', provider.id, ref, () => provider.unwrap(wrapped, ref)),
+        options.timeoutMs,
+        (ms) =>
+          new KeyProviderError(
+            'PROVIDER_UNAVAILABLE',
+            `Provider ${provider.id} did not answer the unwrap of ${ref.logicalTable}/${ref.purpose}/v${ref.version} within ${ms} ms (cache.unwrapTimeoutMs).`,
+            { providerId: provider.id, table: ref.logicalTable },
+          ),
+        (late) => late.fill(0),
       )
       if (plaintext.length !== 32) {
         plaintext.fill(0)
