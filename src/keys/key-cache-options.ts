@@ -1,4 +1,5 @@
-import { optionKeys } from '../option-keys.js'
+import { ConfigError } from '../errors.js'
+import { optionKeys, refuseUnknownKeys } from '../option-keys.js'
 
 /**
  * The options and counters of the unwrapped-key cache (key-cache.ts), each option with its cost.
@@ -86,4 +87,52 @@ export interface KeyCacheStats {
   readonly failedFast: number
   /** Keys currently held. */
   readonly size: number
+}
+
+/** Node's timers count to 2^31 - 1 ms, and past it fire every millisecond. */
+const MAX_TIMER_MS = 2_147_483_647
+
+/**
+ * The options of a {@link KeyCacheOptions} with their defaults, checked.
+ * @throws ConfigError `CONFIG_INVALID` for an unknown option, `max` or `ttlMs` not a positive
+ *   integer, `graceMs`, `outageRetryMs` or `unwrapTimeoutMs` negative or fractional, or a
+ *   duration a timer cannot hold (`ttlMs + graceMs`, `unwrapTimeoutMs`).
+ */
+export function checkedCacheOptions(options: KeyCacheOptions): {
+  readonly max: number
+  readonly ttlMs: number
+  readonly graceMs: number
+  readonly outageRetryMs: number
+  readonly unwrapTimeoutMs: number
+} {
+  refuseUnknownKeys(options, KEY_CACHE_OPTION_KEYS, 'KeyCache')
+  const checked = {
+    max: positiveInt('max', options.max ?? 1000, false),
+    ttlMs: positiveInt('ttlMs', options.ttlMs ?? 300_000, false),
+    graceMs: positiveInt('graceMs', options.graceMs ?? 900_000, true),
+    outageRetryMs: positiveInt('outageRetryMs', options.outageRetryMs ?? 5_000, true),
+    unwrapTimeoutMs: positiveInt('unwrapTimeoutMs', options.unwrapTimeoutMs ?? 10_000, true),
+  }
+  // lru-cache drops expired keys on a timer set to ttlMs + graceMs.
+  if (checked.ttlMs + checked.graceMs > MAX_TIMER_MS)
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `ttlMs + graceMs must be at most ${MAX_TIMER_MS} ms (about 24.8 days), got ${checked.ttlMs + checked.graceMs}.`,
+    )
+  if (checked.unwrapTimeoutMs > MAX_TIMER_MS)
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `unwrapTimeoutMs must be at most ${MAX_TIMER_MS} ms (about 24.8 days), got ${checked.unwrapTimeoutMs}.`,
+    )
+  return checked
+}
+
+function positiveInt(name: string, value: number, allowZero: boolean): number {
+  if (!Number.isSafeInteger(value) || value < (allowZero ? 0 : 1)) {
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `KeyCache option ${name} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got ${String(value)}.`,
+    )
+  }
+  return value
 }

@@ -1,9 +1,8 @@
 import { timingSafeEqual } from 'node:crypto'
 import { inspect } from 'node:util'
 import { LRUCache } from 'lru-cache'
-import { ConfigError, type FieldEncryptionError, KeyError } from '../errors.js'
-import { refuseUnknownKeys } from '../option-keys.js'
-import { KEY_CACHE_OPTION_KEYS, type KeyCacheOptions, type KeyCacheStats } from './key-cache-options.js'
+import { type FieldEncryptionError, KeyError } from '../errors.js'
+import { checkedCacheOptions, type KeyCacheOptions, type KeyCacheStats } from './key-cache-options.js'
 import { type Failure, isAvailabilityError, remembered, SLOW_FAILURE_MS } from './key-cache-outage.js'
 import type { KeyMaterial } from './key-material.js'
 import type { KeyRef } from './key-provider.js'
@@ -43,16 +42,6 @@ function cacheKey(ref: KeyRef): string {
 /** The logical key name of a {@link cacheKey} (after purpose and version, which hold no ':'). */
 function tableOfKey(k: string): string {
   return k.slice(k.indexOf(':', k.indexOf(':') + 1) + 1)
-}
-
-function positiveInt(name: string, value: number, allowZero: boolean): number {
-  if (!Number.isSafeInteger(value) || value < (allowZero ? 0 : 1)) {
-    throw new ConfigError(
-      'CONFIG_INVALID',
-      `KeyCache option ${name} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got ${String(value)}.`,
-    )
-  }
-  return value
 }
 
 /**
@@ -101,24 +90,11 @@ export class KeyCache {
    *   `graceMs` is negative or fractional.
    */
   constructor(options: KeyCacheOptions = {}) {
-    refuseUnknownKeys(options, KEY_CACHE_OPTION_KEYS, 'KeyCache')
-    const max = positiveInt('max', options.max ?? 1000, false)
-    this.#ttl = positiveInt('ttlMs', options.ttlMs ?? 300_000, false)
-    this.#grace = positiveInt('graceMs', options.graceMs ?? 900_000, true)
-    this.#outageRetry = positiveInt('outageRetryMs', options.outageRetryMs ?? 5_000, true)
-    this.unwrapTimeoutMs = positiveInt('unwrapTimeoutMs', options.unwrapTimeoutMs ?? 10_000, true)
-    if (this.unwrapTimeoutMs > 2_147_483_647)
-      throw new ConfigError(
-        'CONFIG_INVALID',
-        `unwrapTimeoutMs must be at most 2147483647 ms (about 24.8 days), got ${this.unwrapTimeoutMs}.`,
-      )
-    // lru-cache drops expired keys on a timer: Node's timers count to 2^31 - 1 ms, and past it
-    // fire every millisecond.
-    if (this.#ttl + this.#grace > 2_147_483_647)
-      throw new ConfigError(
-        'CONFIG_INVALID',
-        `ttlMs + graceMs must be at most 2147483647 ms (about 24.8 days), got ${this.#ttl + this.#grace}.`,
-      )
+    const { max, ttlMs, graceMs, outageRetryMs, unwrapTimeoutMs } = checkedCacheOptions(options)
+    this.#ttl = ttlMs
+    this.#grace = graceMs
+    this.#outageRetry = outageRetryMs
+    this.unwrapTimeoutMs = unwrapTimeoutMs
     const now = options.now ?? (() => performance.now())
     this.#now = now
     this.#lru = new LRUCache<string, Entry>({
