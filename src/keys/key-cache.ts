@@ -86,8 +86,8 @@ export class KeyCache {
 
   /**
    * @param options - bounds, TTL, grace and clock; see {@link KeyCacheOptions}.
-   * @throws ConfigError `CONFIG_INVALID` when `max` or `ttlMs` is not a positive integer or
-   *   `graceMs` is negative or fractional.
+   * @throws ConfigError `CONFIG_INVALID` as {@link checkedCacheOptions}: an unknown option, a
+   *   bound or duration out of range.
    */
   constructor(options: KeyCacheOptions = {}) {
     const { max, ttlMs, graceMs, outageRetryMs, unwrapTimeoutMs } = checkedCacheOptions(options)

@@ -35,7 +35,7 @@ export function refOf(k: StoredKey): KeyRef {
  * @param reason - what was wrong with it, in words (never key bytes).
  * @param cause - the provider's refusal, when its unwrap threw.
  */
-export type WrappingRefusal = (kekId: string, reason: string, cause?: unknown) => Error
+type WrappingRefusal = (kekId: string, reason: string, cause?: unknown) => Error
 
 /**
  * Answers of an unwrap that prove the wrapping bad: the KEK does not open it. Anything else (no
