@@ -1,3 +1,5 @@
+import { isUniqueViolation } from '../driver-errors.js'
+import { OperationError } from '../errors.js'
 import type { TableInfo } from '../schema/schema.js'
 import type { SqlFamily } from '../schema/sql-family.js'
 import type { OpsContext } from './context.js'
@@ -130,6 +132,18 @@ function reencryptSpec(table: TableInfo, pk: string, family: SqlFamily, tenants?
         (own) => planRow(table, pk, own, row, family),
         () => [...table.columns.values()].every((c) => row[c.stored] === null || row[c.stored] === undefined),
       ),
+    writeError: (error) => {
+      // Rows already on a version never collide on a unique index the job rewrites: equal values
+      // had equal index values before. A plaintext value encrypted in place can, when another row
+      // holds the same value (the unique index could not see the plaintext).
+      const legacy = [...table.columns.values()].filter((c) => c.spec.migratingFromPlaintext)
+      if (legacy.length === 0 || !isUniqueViolation(error)) return undefined
+      return new OperationError(
+        'MIGRATION_REFUSED',
+        `A unique blind index of ${table.physical} refused a value encrypted in place (migratingFromPlaintext: ${legacy.map((c) => c.physical).join(', ')}): a row still holding plaintext has the value of another row, equal once normalized. Resolve the duplicate, then run the job again.`,
+        { cause: error, table: table.logical },
+      )
+    },
   }
 }
 

@@ -121,6 +121,22 @@ describe.each(backends())(
           verify.failures.map((f) => [Number(f.key), f.problems]).sort((a, b) => Number(a[0]) - Number(b[0])),
         ).toEqual(Object.entries(left).map(([id, [problem]]) => [Number(id), [`note: ${problem}`]]))
       })
+
+      it('a plaintext value equal to an encrypted row under the unique index: MIGRATION_REFUSED, not the driver error', async () => {
+        // Invisible to the unique index while it is plaintext (it has no blind index yet).
+        await raw
+          .insertInto(table)
+          .values({ id: 7, note: Buffer.from('written encrypted') })
+          .execute()
+        try {
+          const error = await ops.reencrypt(table).catch((e: unknown) => e)
+          expect(error).toMatchObject({ name: 'OperationError', code: 'MIGRATION_REFUSED' })
+          expect(String((error as Error).message)).toContain(`A unique blind index of ${table} refused`)
+          expect(String((error as Error).message)).not.toContain('written encrypted')
+        } finally {
+          await raw.deleteFrom(table).where('id', '=', 7).execute()
+        }
+      })
     })
   },
 )
