@@ -188,14 +188,23 @@ export async function kwpOpen(
     ),
   )
   let payload: Buffer | undefined
+  let key: Buffer | undefined
   try {
     payload = object.getAttribute({ value: null }).value as Buffer
     const expected = createHash('sha256').update(aad).digest()
     const bound = payload.length === KEY_BYTES * 2 && timingSafeEqual(payload.subarray(KEY_BYTES), expected)
     if (!bound) throw new KeyProviderError('UNWRAP_FAILED', 'The wrapped key belongs to another KeyRef.')
-    return Buffer.from(payload.subarray(0, KEY_BYTES))
+    key = Buffer.from(payload.subarray(0, KEY_BYTES))
   } finally {
     payload?.fill(0)
-    object.destroy()
+    try {
+      object.destroy()
+    } catch (error) {
+      // Not returned: the copy made for the caller is zeroed too.
+      key?.fill(0)
+      // biome-ignore lint/correctness/noUnsafeFinally: a failed destroy must not return the key.
+      throw error
+    }
   }
+  return key
 }
