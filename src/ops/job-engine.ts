@@ -12,6 +12,10 @@ import { exactKeys, keyColumn } from './primary-key.js'
 import { type RunOptions, report, sleep } from './progress.js'
 import { destroyKeySet, loadKeySet, type StoredRow } from './row-check.js'
 
+/** Backoff of a worker that found no batch free while some are left (held by others), in ms. */
+const IDLE_MIN_MS = 10
+const IDLE_MAX_MS = 200
+
 /** Options of a batch job (`reencrypt`, `encryptColumn`). */
 export interface JobOptions extends RunOptions {
   /**
@@ -223,23 +227,49 @@ export async function runJob(
     for (const k of Object.keys(totals) as (keyof BatchCounts)[]) totals[k] += counts[k]
   }
 
-  const worker = async (n: number) => {
-    const run = runner(workers === 1 ? base : `${base}#${n}`)
+  // Stops every worker after its batch: the caller's signal, or the failure of one worker (the
+  // others must not go on writing after the call has failed and the job is marked stopped).
+  const halt = new AbortController()
+  const onStop = () => halt.abort()
+  if (options.signal?.aborted) halt.abort()
+  else options.signal?.addEventListener('abort', onStop, { once: true })
+  const work = async (run: BatchRunner) => {
+    let idle = IDLE_MIN_MS
     for (;;) {
-      if (options.signal?.aborted) return
+      if (halt.signal.aborted) return
       const counts = await runOneBatch(run)
-      if (counts === undefined) return
+      if (counts === undefined) {
+        // Nothing free to claim: the job is done, or every batch left is held, by a worker here
+        // or elsewhere, or for an instant by `status`'s probe. Ask again shortly while any is
+        // left (a worker that returned here left the rest of the job to the slow loop below).
+        if ((await jobs.remaining(id)) === 0) return
+        idle = Math.min(IDLE_MAX_MS, idle * 2)
+        if (await sleep(idle / 2 + Math.random() * (idle / 2), halt.signal)) return
+        continue
+      }
+      idle = IDLE_MIN_MS
       add(counts)
       progress('batch', ++done, total)
       if (options.maxRowsPerSecond !== undefined && options.maxRowsPerSecond > 0) {
         const due = (totals.rows / options.maxRowsPerSecond) * 1000 - (performance.now() - started)
-        if (due > 0 && (await sleep(due, options.signal))) return
+        if (due > 0 && (await sleep(due, halt.signal))) return
       }
+    }
+  }
+  const worker = async (n: number) => {
+    try {
+      await work(runner(workers === 1 ? base : `${base}#${n}`))
+    } catch (error) {
+      halt.abort()
+      throw error
     }
   }
   let remaining: number
   try {
-    await Promise.all(Array.from({ length: workers }, (_, i) => worker(i + 1)))
+    // Every worker ends (after its batch) before the call does, failed or not.
+    const ended = await Promise.allSettled(Array.from({ length: workers }, (_, i) => worker(i + 1)))
+    const failed = ended.find((e): e is PromiseRejectedResult => e.status === 'rejected')
+    if (failed !== undefined) throw failed.reason
     remaining = await jobs.remaining(id)
     // Batches still claimed by live workers elsewhere: wait for them (a dead worker's lock is
     // released with its connection, and its batch is claimed again here).
@@ -255,6 +285,8 @@ export async function runJob(
     // A failed write's driver error holds the batch's ciphertexts (mysql2's `sql`).
     scrubDriverError(error)
     throw error
+  } finally {
+    options.signal?.removeEventListener('abort', onStop)
   }
   if (remaining === 0) await jobs.finish(id)
   else await jobs.markStopped(id)
