@@ -15,13 +15,26 @@ export interface OpenedOps {
   close(): Promise<void>
 }
 
+/** The config files looked for in the working directory without `--config`, in this order. */
+const CONFIG_NAMES = ['kfe.config.ts', 'kfe.config.mts', 'kfe.config.mjs', 'kfe.config.js', 'kfe.config.cjs']
+
 /**
- * Loads `kfe.config.ts|mts|mjs|js|cjs` from the working directory, or the file `--config` names,
- * with c12 (as kysely-ctl loads `kysely.config.ts`), and opens the operations on it.
+ * Loads `kfe.config.ts|mts|mjs|js|cjs` from the working directory (the first of them, in that
+ * order), or the file `--config` names, with c12 (as kysely-ctl loads `kysely.config.ts`), and
+ * opens the operations on it.
  * @throws ConfigError `CONFIG_INVALID` when no config is found or it lacks a dialect, schema or key provider
  */
 export async function openOps(configPath: string | undefined, cwd = process.cwd()): Promise<OpenedOps> {
-  const file = configPath === undefined ? undefined : resolve(cwd, configPath)
+  // Without --config, the first documented name that exists, and nothing else: c12's own search
+  // puts `.js` before `.ts` (a stale build beside the source won) and also reads `.config/` and
+  // yaml, json or toml files the docs do not name.
+  const found = CONFIG_NAMES.map((name) => resolve(cwd, name)).find((path) => existsSync(path))
+  if (configPath === undefined && found === undefined)
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `No kfe config found (looked for kfe.config.{ts,mts,mjs,js,cjs} in ${cwd}).`,
+    )
+  const file = configPath === undefined ? found : resolve(cwd, configPath)
   // The file named, and no other: c12 given a name without its extension picks by its own order
   // of extensions (a stale `kfe.config.js` beside the `kfe.config.ts` named), and one that does
   // not exist falls back to a sibling.
@@ -32,8 +45,8 @@ export async function openOps(configPath: string | undefined, cwd = process.cwd(
     )
   const { config, configFile } = await loadConfig<KfeConfig>({
     name: 'kfe',
-    cwd: file === undefined ? cwd : dirname(file),
-    ...(file === undefined ? {} : { configFile: basename(file) }),
+    cwd: dirname(file!),
+    configFile: basename(file!),
     rcFile: false,
     globalRc: false,
     packageJson: false,
@@ -44,22 +57,19 @@ export async function openOps(configPath: string | undefined, cwd = process.cwd(
     // A syntax error or a throw while the file runs. Its first line only, and not as the cause:
     // a code frame may quote a line of the file, which may hold a development KEK.
     const first = String(error instanceof Error ? error.message : error).split('\n')[0]
-    throw new ConfigError(
-      'CONFIG_INVALID',
-      `The kfe config ${file ?? `in ${cwd}`} could not be loaded: ${first}`,
-    )
+    throw new ConfigError('CONFIG_INVALID', `The kfe config ${file} could not be loaded: ${first}`)
   })
   if (
     config === null ||
     config === undefined ||
     (config.schema === undefined && config.keyProvider === undefined)
   ) {
-    const found = configFile !== undefined && existsSync(configFile) ? configFile : undefined
+    const loaded = configFile !== undefined && existsSync(configFile) ? configFile : undefined
     throw new ConfigError(
       'CONFIG_INVALID',
-      found === undefined
-        ? `No kfe config found (looked for ${file ?? `kfe.config.{ts,mts,mjs,js,cjs} in ${cwd}`}).`
-        : `${found} has no default export with a schema and a key provider: \`export default defineConfig({ dialect, schema, keyProvider })\`.`,
+      loaded === undefined
+        ? `No kfe config found (looked for ${file}).`
+        : `${loaded} has no default export with a schema and a key provider: \`export default defineConfig({ dialect, schema, keyProvider })\`.`,
     )
   }
   if (config.schema === undefined) throw new ConfigError('CONFIG_INVALID', `${configFile}: no \`schema\`.`)

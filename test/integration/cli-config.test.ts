@@ -159,6 +159,22 @@ describe('kfe config loading', () => {
     expect((absent as ConfigError).code).toBe('CONFIG_INVALID')
     expect((absent as Error).message).toContain('does not exist')
   })
+
+  it('without --config, takes the first documented name in the working directory (the .ts before a stale .js), and no other file', async () => {
+    const twins = await openOps(undefined, join(DIR, 'twins')).catch((e: unknown) => e)
+    expect(String((twins as Error).message)).toContain('loaded the .ts')
+    expect(String((twins as Error).message)).toContain(join(DIR, 'twins', 'kfe.config.ts'))
+    // c12 alone would also read .config/kfe.config.mjs, or a kfe.config.json: not documented names.
+    mkdirSync(join(DIR, 'undocumented', '.config'), { recursive: true })
+    writeFileSync(
+      join(DIR, 'undocumented', '.config', 'kfe.config.mjs'),
+      `throw new Error('loaded .config')\n`,
+    )
+    writeFileSync(join(DIR, 'undocumented', 'kfe.config.json'), '{"schema": {}}\n')
+    const undocumented = await openOps(undefined, join(DIR, 'undocumented')).catch((e: unknown) => e)
+    expect(undocumented).toMatchObject({ code: 'CONFIG_INVALID' })
+    expect(String((undocumented as Error).message)).toContain('No kfe config found')
+  })
   it('--config names any file (here a .js beside others); its dialect gets a Kysely kfe opens and closes (last: it closes the shared PGlite)', async () => {
     const opened = await openOps(join(DIR, 'named', 'ops.kfe.js'))
     const status = await opened.ops.status({ exact: true })
