@@ -122,8 +122,16 @@ function errorCodes(error: unknown): { code: string; table?: string; driverCode?
   const driverCode = (error as { code?: unknown } | null)?.code
   if (typeof driverCode === 'string' && driverCode.length > 0) return { code: 'DATABASE_ERROR', driverCode }
   if (typeof driverCode === 'number') return { code: 'DATABASE_ERROR', driverCode: String(driverCode) }
+  // Connection failures pg reports without a code (the server refusing TLS, a connection dropped
+  // or timed out while it opened): the database's, named as such.
+  if (error instanceof Error && CODELESS_CONNECTION_FAILURE.test(error.message))
+    return { code: 'DATABASE_ERROR', driverCode: 'CONNECTION' }
   return { code: 'ERROR' }
 }
+
+/** pg's messages of a connection that failed without a code of its own. */
+const CODELESS_CONNECTION_FAILURE =
+  /^(The server does not support SSL connections|Connection terminated (unexpectedly|due to connection timeout)|timeout expired)$/
 
 /**
  * Whether an error with a code of its own may come from the database or its driver: not a file
@@ -170,6 +178,7 @@ const ERROR_FIELDS = [
  * access-denied and unknown-database errors.
  */
 function connectionFailure(driverCode: string): boolean {
+  if (driverCode === 'CONNECTION') return true
   return (
     /^E(CONNREFUSED|CONNRESET|NOTFOUND|AI_AGAIN|TIMEDOUT|HOSTUNREACH|NETUNREACH|ACCES)$/.test(driverCode) ||
     /^(08|28)[0-9A-Z]{3}$/.test(driverCode) ||

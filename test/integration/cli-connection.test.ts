@@ -61,6 +61,39 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
         })
       }
 
+      // pg reports a server that refuses TLS without an error code.
+      it.runIf(backend.family === 'postgres')(
+        'TLS required of a server without it: DATABASE_ERROR (CONNECTION), exit 1, not ERROR',
+        async () => {
+          const configPath = join(DIR, `${backend.name}-tls`, 'kfe.config.ts')
+          await writeKfeConfig(configPath, {
+            backend,
+            schemaModule: 'ops-schema.ts',
+            schema: `opsSchema('cli_conn_users', lib)`,
+            keyProviders: ["lib.localKeyProvider({ id: 'local:cli', env: 'KFE_TEST_KEK' })"],
+            keyTable: 'kfe_conn_keys',
+            jobsTable: 'kfe_conn_jobs',
+          })
+          const { kfe } = await kfeRunner(configPath, {
+            KFE_TEST_URL: `${url}${(url ?? '').includes('?') ? '&' : '?'}sslmode=require`,
+            KFE_TEST_KEK: randomBytes(32).toString('hex'),
+          })
+          const json = await kfe('status', '--json')
+          expect(json.code).toBe(1)
+          expect(json.json).toMatchObject({
+            ok: false,
+            error: {
+              code: 'DATABASE_ERROR',
+              driverCode: 'CONNECTION',
+              message: 'The server does not support SSL connections',
+            },
+          })
+          const human = await kfe('status')
+          expect(human.stderr).toContain('[DATABASE_ERROR CONNECTION]')
+          expect(human.stderr).toContain('kfe could not connect')
+        },
+      )
+
       it('kfe init of a schema table that is not in the database creates its keys and warns (text) or lists it (--json)', async () => {
         const table = uniqueName('cli_absent')
         const keyTable = uniqueName('kfe_absent_keys')
