@@ -1,6 +1,6 @@
 import { isUniqueViolation } from '../driver-errors.js'
 import { OperationError } from '../errors.js'
-import type { TableInfo } from '../schema/schema.js'
+import { indexColumnNames, type TableInfo } from '../schema/schema.js'
 import type { SqlFamily } from '../schema/sql-family.js'
 import type { OpsContext } from './context.js'
 import { pausing } from './job-batch.js'
@@ -133,18 +133,38 @@ function reencryptSpec(table: TableInfo, pk: string, family: SqlFamily, tenants?
         () => [...table.columns.values()].every((c) => row[c.stored] === null || row[c.stored] === undefined),
       ),
     writeError: (error) => {
-      // Rows already on a version never collide on a unique index the job rewrites: equal values
-      // had equal index values before. A plaintext value encrypted in place can, when another row
-      // holds the same value (the unique index could not see the plaintext).
-      const legacy = [...table.columns.values()].filter((c) => c.spec.migratingFromPlaintext)
-      if (legacy.length === 0 || !isUniqueViolation(error)) return undefined
+      // A plaintext value encrypted in place gets its first blind index: another row may hold
+      // the same value (the unique index could not see the plaintext). Mapped only when the
+      // refusing index is one of such a column's: a unique violation elsewhere (two versions of
+      // a rotation without a rotationSlot) keeps the driver's error.
+      if (!isUniqueViolation(error)) return undefined
+      const named = violatedIndexName(error)
+      const legacy = [...table.columns.values()].filter(
+        (c) =>
+          c.spec.migratingFromPlaintext &&
+          named !== undefined &&
+          c.spec.indexes.some((spec) => indexColumnNames(spec).some((n) => named.includes(n))),
+      )
+      if (legacy.length === 0) return undefined
       return new OperationError(
         'MIGRATION_REFUSED',
-        `A unique blind index of ${table.physical} refused a value encrypted in place (migratingFromPlaintext: ${legacy.map((c) => c.physical).join(', ')}): a row still holding plaintext has the value of another row, equal once normalized. Resolve the duplicate, then run the job again.`,
+        `A unique blind index of ${table.physical}.${legacy.map((c) => c.physical).join(', ')} (migratingFromPlaintext) refused a value encrypted in place: a row still holding plaintext has the value of another row, equal once normalized. Resolve the duplicate, then run the job again.`,
         { cause: error, table: table.logical },
       )
     },
   }
+}
+
+/**
+ * What a unique violation names of its index, never its value: PostgreSQL's `Key (col)=` of its
+ * detail, else its constraint; MySQL/MariaDB's `for key '…'`.
+ */
+function violatedIndexName(error: unknown): string | undefined {
+  const e = error as { detail?: unknown; constraint?: unknown; sqlMessage?: unknown }
+  const column = typeof e.detail === 'string' ? /^Key \((.*?)\)=/.exec(e.detail)?.[1] : undefined
+  if (column !== undefined) return column
+  if (typeof e.constraint === 'string') return e.constraint
+  return typeof e.sqlMessage === 'string' ? /for key '([^']*)'$/.exec(e.sqlMessage)?.[1] : undefined
 }
 
 function planRow(

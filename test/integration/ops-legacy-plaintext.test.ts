@@ -131,7 +131,9 @@ describe.each(backends())(
         try {
           const error = await ops.reencrypt(table).catch((e: unknown) => e)
           expect(error).toMatchObject({ name: 'OperationError', code: 'MIGRATION_REFUSED' })
-          expect(String((error as Error).message)).toContain(`A unique blind index of ${table} refused`)
+          expect(String((error as Error).message)).toContain(
+            `A unique blind index of ${table}.note (migratingFromPlaintext) refused`,
+          )
           expect(String((error as Error).message)).not.toContain('written encrypted')
         } finally {
           await raw.deleteFrom(table).where('id', '=', 7).execute()
