@@ -122,16 +122,19 @@ function errorCodes(error: unknown): { code: string; table?: string; driverCode?
   const driverCode = (error as { code?: unknown } | null)?.code
   if (typeof driverCode === 'string' && driverCode.length > 0) return { code: 'DATABASE_ERROR', driverCode }
   if (typeof driverCode === 'number') return { code: 'DATABASE_ERROR', driverCode: String(driverCode) }
-  // Connection failures pg reports without a code (the server refusing TLS, a connection dropped
-  // or timed out while it opened): the database's, named as such.
-  if (error instanceof Error && CODELESS_CONNECTION_FAILURE.test(error.message))
+  // Failures pg reports without a code: the database's, named as such. A connection that could
+  // not open (the server refusing TLS, a connect timeout) gets the connection hint; one that was
+  // cut (it may have been open for a while) does not.
+  if (error instanceof Error && CODELESS_CONNECT_FAILURE.test(error.message))
     return { code: 'DATABASE_ERROR', driverCode: 'CONNECTION' }
+  if (error instanceof Error && error.message === 'Connection terminated unexpectedly')
+    return { code: 'DATABASE_ERROR', driverCode: 'CONNECTION_LOST' }
   return { code: 'ERROR' }
 }
 
-/** pg's messages of a connection that failed without a code of its own. */
-const CODELESS_CONNECTION_FAILURE =
-  /^(The server does not support SSL connections|Connection terminated (unexpectedly|due to connection timeout)|timeout expired)$/
+/** pg's messages of a connection that could not open, without a code of its own. */
+const CODELESS_CONNECT_FAILURE =
+  /^(The server does not support SSL connections|Connection terminated due to connection timeout|timeout expired)$/
 
 /**
  * Whether an error with a code of its own may come from the database or its driver: not a file
