@@ -1,12 +1,15 @@
 import type { ActiveVersions } from './active-versions.js'
+import { keyDestroyed } from './destroyed-key.js'
 import type { ForgetLog } from './forget-log.js'
 import type { KeyCache } from './key-cache.js'
 import type { KeyCreation } from './key-creation.js'
-import { buildTableMeta, type TableMeta } from './key-metadata.js'
+import type { KeyMaterial } from './key-material.js'
+import { buildTableMeta, requireVersion, type TableMeta } from './key-metadata.js'
 import type { KeyPurpose } from './key-provider.js'
 import { KEY_PURPOSES as PURPOSES } from './key-row.js'
 import type { KeyStore } from './key-store.js'
 import { refOf } from './key-wrapping.js'
+import type { StoredKey } from './stored-key.js'
 
 /** What a key ring's metadata load reads and updates (the ring's own parts). */
 export interface MetadataLoadContext {
@@ -68,4 +71,36 @@ export async function loadTableMeta(
   // Forgotten (shredded) while this read ran: what it read may be from before the shred.
   const forgotten = ctx.forgets.forgottenSince(logicalTable, seq)
   return { meta, cacheable: complete && !snapshot && !forgotten }
+}
+
+/**
+ * Unwraps `stored`, which the metadata read numbered `readAt` returned (see `ForgetLog.keep`).
+ * A name forgotten (shredded) since that read is read again first: a version shredded before the
+ * forget is refused without asking the provider (a retry of the key cache after a forget comes
+ * here with the old read). In a transaction nothing proves a forgotten version alive.
+ */
+export async function unwrapUnforgotten(
+  ring: {
+    readonly forgets: ForgetLog
+    readonly inTransaction: boolean
+    unwrap(stored: StoredKey): Promise<KeyMaterial>
+    reload(logicalTable: string): Promise<TableMeta>
+  },
+  stored: StoredKey,
+  readAt: number,
+): Promise<KeyMaterial> {
+  const { forgets, inTransaction } = ring
+  if (forgets.forgottenSince(stored.logicalTable, inTransaction ? 0 : readAt)) {
+    if (inTransaction) throw keyDestroyed(stored.logicalTable)
+    const fresh = requireVersion(await ring.reload(stored.logicalTable), refOf(stored))
+    return unwrapUnforgotten(ring, fresh, forgets.readOf(fresh))
+  }
+  const key = await ring.unwrap(stored)
+  return forgets.keep(
+    key,
+    stored,
+    readAt,
+    // A load of its own: one under way may be a transaction's, from an older snapshot.
+    inTransaction ? undefined : () => ring.reload(stored.logicalTable),
+  )
 }

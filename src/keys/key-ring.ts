@@ -9,7 +9,7 @@ import type { KeyMaterial } from './key-material.js'
 import { findVersion, MetadataCache, requireVersion, SEARCHABLE, type TableMeta } from './key-metadata.js'
 import type { KeyProvider, KeyPurpose, KeyRef } from './key-provider.js'
 import { type KeyInitContext, proveActiveKeys } from './key-ring-init.js'
-import { loadTableMeta, type MetadataLoadContext } from './key-ring-load.js'
+import { loadTableMeta, type MetadataLoadContext, unwrapUnforgotten } from './key-ring-load.js'
 import {
   checkKeyRingOptions,
   type InitKeysResult,
@@ -357,27 +357,17 @@ export class KeyRing {
     return this.#cache.get(refOf(stored), () => this.#unwrap(stored, readAt))
   }
 
-  /**
-   * Unwraps `stored`, which the metadata read numbered `readAt` returned (see {@link ForgetLog.keep}).
-   * A name forgotten since that read is read again first: a version shredded before the forget is
-   * refused without asking the provider (a retry of the key cache after a forget comes here with
-   * the old read).
-   */
-  async #unwrap(stored: StoredKey, readAt: number): Promise<KeyMaterial> {
-    const inTransaction = this.#readsInTransaction?.() === true
-    if (this.#forgets.forgottenSince(stored.logicalTable, inTransaction ? 0 : readAt)) {
-      // In a transaction nothing proves a forgotten version alive (ForgetLog.keep would refuse it).
-      if (inTransaction) throw keyDestroyed(stored.logicalTable)
-      const fresh = requireVersion(await this.#loadMetadata(stored.logicalTable), refOf(stored))
-      return this.#unwrap(fresh, this.#forgets.readOf(fresh))
-    }
-    const key = await unwrapStoredKey(this.#init, stored)
-    return this.#forgets.keep(
-      key,
+  /** Unwraps `stored`, read by the metadata read numbered `readAt` (see {@link unwrapUnforgotten}). */
+  #unwrap(stored: StoredKey, readAt: number): Promise<KeyMaterial> {
+    return unwrapUnforgotten(
+      {
+        forgets: this.#forgets,
+        inTransaction: this.#readsInTransaction?.() === true,
+        unwrap: (s) => unwrapStoredKey(this.#init, s),
+        reload: (table) => this.#loadMetadata(table),
+      },
       stored,
       readAt,
-      // A load of its own: one under way may be a transaction's, from an older snapshot.
-      inTransaction ? undefined : () => this.#loadMetadata(stored.logicalTable),
     )
   }
 
