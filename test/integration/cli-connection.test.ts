@@ -30,22 +30,27 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
     const url = backend.family === 'postgres' ? urls.postgres : urls.mysql
     describe.runIf(backend.available && url !== undefined)('', () => {
       afterAll(() => rmSync(DIR, { recursive: true, force: true }))
+      /** `kfe` run with a config in `dir` whose database is `databaseUrl`. */
+      const kfeAt = async (dir: string, databaseUrl: string) => {
+        const configPath = join(DIR, dir, 'kfe.config.ts')
+        await writeKfeConfig(configPath, {
+          backend,
+          schemaModule: 'ops-schema.ts',
+          schema: `opsSchema('cli_conn_users', lib)`,
+          keyProviders: ["lib.localKeyProvider({ id: 'local:cli', env: 'KFE_TEST_KEK' })"],
+          keyTable: 'kfe_conn_keys',
+          jobsTable: 'kfe_conn_jobs',
+        })
+        const { kfe } = await kfeRunner(configPath, {
+          KFE_TEST_URL: databaseUrl,
+          KFE_TEST_KEK: randomBytes(32).toString('hex'),
+        })
+        return kfe
+      }
 
       for (const change of ['port', 'user'] as const) {
         it(`a wrong ${change}: DATABASE_ERROR with the driver's code, exit 1`, async () => {
-          const configPath = join(DIR, `${backend.name}-${change}`, 'kfe.config.ts')
-          await writeKfeConfig(configPath, {
-            backend,
-            schemaModule: 'ops-schema.ts',
-            schema: `opsSchema('cli_conn_users', lib)`,
-            keyProviders: ["lib.localKeyProvider({ id: 'local:cli', env: 'KFE_TEST_KEK' })"],
-            keyTable: 'kfe_conn_keys',
-            jobsTable: 'kfe_conn_jobs',
-          })
-          const { kfe } = await kfeRunner(configPath, {
-            KFE_TEST_URL: broken(url ?? '', change),
-            KFE_TEST_KEK: randomBytes(32).toString('hex'),
-          })
+          const kfe = await kfeAt(`${backend.name}-${change}`, broken(url ?? '', change))
           const json = await kfe('status', '--json')
           expect(json.code).toBe(1)
           const error = (json.json as { ok: boolean; error: Record<string, unknown> }).error
@@ -65,19 +70,10 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
       it.runIf(backend.family === 'postgres')(
         'TLS required of a server without it: DATABASE_ERROR (CONNECTION), exit 1, not ERROR',
         async () => {
-          const configPath = join(DIR, `${backend.name}-tls`, 'kfe.config.ts')
-          await writeKfeConfig(configPath, {
-            backend,
-            schemaModule: 'ops-schema.ts',
-            schema: `opsSchema('cli_conn_users', lib)`,
-            keyProviders: ["lib.localKeyProvider({ id: 'local:cli', env: 'KFE_TEST_KEK' })"],
-            keyTable: 'kfe_conn_keys',
-            jobsTable: 'kfe_conn_jobs',
-          })
-          const { kfe } = await kfeRunner(configPath, {
-            KFE_TEST_URL: `${url}${(url ?? '').includes('?') ? '&' : '?'}sslmode=require`,
-            KFE_TEST_KEK: randomBytes(32).toString('hex'),
-          })
+          const kfe = await kfeAt(
+            `${backend.name}-tls`,
+            `${url}${(url ?? '').includes('?') ? '&' : '?'}sslmode=require`,
+          )
           const json = await kfe('status', '--json')
           expect(json.code).toBe(1)
           expect(json.json).toMatchObject({

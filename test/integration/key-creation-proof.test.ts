@@ -19,21 +19,22 @@ import {
 } from '../../src/index.js'
 import { fieldEncryptionOps } from '../../src/ops.js'
 import { type Backend, backends, onlyTables } from '../support/backends.js'
-import { useOpsTestDb } from '../support/ops-db.js'
+import { type OpsTestDb, useOpsTestDb } from '../support/ops-db.js'
+import { unclosable } from '../support/providers.js'
 import { tenantFixture } from '../support/tenant-fixture.js'
+
+/** The operations on a fixture's tables with these KEKs. */
+const opsOn = (t: OpsTestDb, keyProvider: KeyProvider[]) =>
+  fieldEncryptionOps({
+    db: t.raw,
+    schema: t.schema,
+    keyProvider,
+    keyTable: t.keyTable,
+    jobsTable: t.jobsTable,
+  })
 
 /** What is wrong with every wrapping a {@link faultyKek} makes. */
 type Fault = 'garbled' | 'mislabelled' | 'another key' | 'unwrap unavailable'
-
-/** The fixture's provider without `close`: the processes these tests open must not close it. */
-function unclosable(inner: KeyProvider): KeyProvider {
-  return {
-    id: inner.id,
-    generateDataKey: (ref) => inner.generateDataKey(ref),
-    unwrap: (wrapped, ref) => inner.unwrap(wrapped, ref),
-    rewrap: (source, ref) => inner.rewrap(source, ref),
-  }
-}
 
 /**
  * A real local KEK whose every new wrapping (generated or rewrapped) carries `fault`: its tag
@@ -108,13 +109,7 @@ describe.each(backends())('key creation proves every wrapping [$name]', (backend
     /** `init` through `kfe init`'s library call, or the application's, with `providers`. */
     const init = async (via: 'ops' | 'encryption', providers: KeyProvider[]): Promise<unknown> => {
       if (via === 'ops') {
-        const ops = fieldEncryptionOps({
-          db: t.raw,
-          schema: t.schema,
-          keyProvider: providers,
-          keyTable: t.keyTable,
-          jobsTable: t.jobsTable,
-        })
+        const ops = opsOn(t, providers)
         try {
           return await ops.init()
         } finally {
@@ -163,13 +158,7 @@ describe.each(backends())('key creation proves every wrapping [$name]', (backend
 
     it('a KEK that does not answer while its wrapping is proven fails init with its own PROVIDER_UNAVAILABLE, not as a bad wrapping; nothing is stored', async () => {
       const dr = faultyKek('unwrap unavailable')
-      const ops = fieldEncryptionOps({
-        db: t.raw,
-        schema: t.schema,
-        keyProvider: [unclosable(t.provider), dr],
-        keyTable: t.keyTable,
-        jobsTable: t.jobsTable,
-      })
+      const ops = opsOn(t, [unclosable(t.provider), dr])
       try {
         const error = await failure(() => ops.init())
         expect(error).toBeInstanceOf(KeyProviderError)
@@ -188,13 +177,7 @@ describe.each(backends())('key creation proves every wrapping [$name]', (backend
       const store = new KeyStore(t.raw, { tableName: t.keyTable })
       for (const fault of BAD_WRAPPINGS) {
         const dr = faultyKek(fault)
-        const ops = fieldEncryptionOps({
-          db: t.raw,
-          schema: t.schema,
-          keyProvider: [unclosable(t.provider), dr],
-          keyTable: t.keyTable,
-          jobsTable: t.jobsTable,
-        })
+        const ops = opsOn(t, [unclosable(t.provider), dr])
         try {
           const error = await failure(() => ops.rotate(t.table, { purpose: 'data', reencrypt: false }))
           expect(error, fault).toMatchObject({ name: 'OperationError', code: 'ROTATION_REFUSED' })

@@ -133,7 +133,7 @@ export class FaultInjectingProvider implements KeyProvider {
 }
 
 /** Forwards everything except `close()`, so a provider can outlive one `fieldEncryption`. */
-function unclosable(inner: KeyProvider): KeyProvider {
+export function unclosable(inner: KeyProvider): KeyProvider {
   return {
     id: inner.id,
     generateDataKey: (ref) => inner.generateDataKey(ref),
