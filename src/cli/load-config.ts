@@ -12,6 +12,7 @@ export interface OpenedOps {
   /** The database the operations run on (the config's Kysely, or one on its dialect). */
   // biome-ignore lint/suspicious/noExplicitAny: any database type.
   readonly db: Kysely<any>
+  /** Closes the operations and destroys `db`, the config's own Kysely as well. */
   close(): Promise<void>
 }
 
@@ -59,6 +60,29 @@ export async function openOps(configPath: string | undefined, cwd = process.cwd(
     const first = String(error instanceof Error ? error.message : error).split('\n')[0]
     throw new ConfigError('CONFIG_INVALID', `The kfe config ${file} could not be loaded: ${first}`)
   })
+  try {
+    return opened(config, configFile, file)
+  } catch (error) {
+    // Nobody else holds the config's own Kysely (`kysely:`), and its pool would keep this process
+    // alive after the error.
+    await destroyKysely(config)
+    throw error
+  }
+}
+
+/** Destroys the config's own Kysely (`kysely:`), if it has one; a failure to is not reported. */
+async function destroyKysely(config: KfeConfig | null | undefined): Promise<void> {
+  const kysely = config?.kysely as { destroy?: unknown } | undefined
+  if (typeof kysely?.destroy === 'function')
+    await (kysely as Kysely<unknown>).destroy().catch(() => undefined)
+}
+
+/** The checks of a loaded config, and the operations on it. */
+function opened(
+  config: KfeConfig | null | undefined,
+  configFile: string | undefined,
+  file: string | undefined,
+): OpenedOps {
   if (
     config === null ||
     config === undefined ||
@@ -85,17 +109,22 @@ export async function openOps(configPath: string | undefined, cwd = process.cwd(
       'CONFIG_INVALID',
       `${configFile}: \`dialect\` must be a Kysely dialect (new PostgresDialect(…), …).`,
     )
-  const own = config.kysely === undefined
   // biome-ignore lint/suspicious/noExplicitAny: any database type.
   const db: Kysely<any> = config.kysely ?? new Kysely({ dialect: config.dialect! })
+  // A Kysely made here on the config's dialect has not connected if this throws: nothing to close.
   const ops = fieldEncryptionOps({ ...config, db })
   return {
     ops,
     config,
     db,
+    // The config's own Kysely too: the CLI's process ends with its command, and an open pool
+    // would keep it (and each worker of --processes) alive until the forced exit 5 s later.
     async close() {
-      await ops.close()
-      if (own) await db.destroy()
+      try {
+        await ops.close()
+      } finally {
+        await db.destroy()
+      }
     },
   }
 }

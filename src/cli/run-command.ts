@@ -66,9 +66,6 @@ export async function runCommand<T>(
     process.off('SIGTERM', onSignal)
     unfollow()
     await opened?.close().catch(() => undefined)
-    // The config's own Kysely (`kysely:`) too: this process ends with the command, and its pool
-    // kept it alive until the forced exit 5 s later (a worker of --processes as well).
-    if (opened?.config.kysely !== undefined) await opened.db.destroy().catch(() => undefined)
     // Set after closing: PGlite's close sets process.exitCode (0) itself. And again at exit: a
     // PGlite whose start-up was still running (a command that failed before its first query)
     // restores the exit code it found at its start when that start-up ends.

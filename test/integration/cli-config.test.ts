@@ -28,6 +28,10 @@ describe('kfe config loading', () => {
   let pglite: PGlite
   // biome-ignore lint/suspicious/noExplicitAny: the table is made at run time.
   let kysely: Kysely<any>
+  // Configs' own Kysely instances that kfe destroys, each on a PGlite of its own (destroying a
+  // Kysely closes its PGlite): one that opens, one that is refused.
+  // biome-ignore lint/suspicious/noExplicitAny: no tables.
+  const own: Record<'opens' | 'refused', Kysely<any>> = {} as never
 
   beforeAll(async () => {
     pglite = newPGlite()
@@ -35,17 +39,23 @@ describe('kfe config loading', () => {
     await sql`create table cfg_users (id serial primary key, name text, email bytea, email_bidx bytea unique, ssn bytea, ssn_bidx bytea)`.execute(
       kysely,
     )
+    for (const name of ['opens', 'refused'] as const) {
+      own[name] = new Kysely({ dialect: new PGliteDialect(newPGlite()) })
+      await sql`select 1`.execute(own[name])
+    }
     ;(globalThis as Record<string, unknown>)[HANDOFF] = {
       schema,
       keyProvider,
-      kysely,
+      own,
+      // A Kysely on the shared PGlite that has not connected: destroying it closes nothing.
+      kysely: () => new Kysely({ dialect: new PGliteDialect(pglite) }),
       dialect: new PGliteDialect(pglite),
     }
     for (const [dir, file, body] of [
       [
         'cwd',
         'kfe.config.mjs',
-        `const h = globalThis.${HANDOFF}\nexport default { kysely: h.kysely, schema: h.schema, keyProvider: h.keyProvider() }\n`,
+        `const h = globalThis.${HANDOFF}\nexport default { kysely: h.own.opens, schema: h.schema, keyProvider: h.keyProvider() }\n`,
       ],
       [
         'named',
@@ -58,6 +68,12 @@ describe('kfe config loading', () => {
         `export default { dialect: globalThis.${HANDOFF}.dialect, keyProvider: globalThis.${HANDOFF}.keyProvider() }\n`,
       ],
       ['empty', 'README', 'no config here\n'],
+      // Its own Kysely, and a key provider of the wrong shape.
+      [
+        'refusedkysely',
+        'kfe.config.mjs',
+        `const h = globalThis.${HANDOFF}\nexport default { kysely: h.own.refused, schema: h.schema, keyProvider: 'local:cfg' }\n`,
+      ],
       // A config without a default export, and one that does not parse (its line quoted nowhere).
       ['nodefault', 'kfe.config.mjs', `export const config = { schema: {} }\n`],
       ['broken', 'kfe.config.mjs', `export default { keyProvider: 'KEK-LITERAL-7741' \n`],
@@ -75,18 +91,18 @@ describe('kfe config loading', () => {
       [
         'badprovider',
         'kfe.config.mjs',
-        `export default { kysely: globalThis.${HANDOFF}.kysely, schema: globalThis.${HANDOFF}.schema, keyProvider: 'local:cfg' }\n`,
+        `export default { kysely: globalThis.${HANDOFF}.kysely(), schema: globalThis.${HANDOFF}.schema, keyProvider: 'local:cfg' }\n`,
       ],
       // c12's per-environment overrides, and a misspelt option beside them.
       [
         'envkeys',
         'kfe.config.mjs',
-        `const h = globalThis.${HANDOFF}\nexport default { kysely: h.kysely, schema: h.schema, keyProvider: h.keyProvider(), $production: { metadataTtlMs: 60000 }, $development: { metadataTtlMs: 1000 } }\n`,
+        `const h = globalThis.${HANDOFF}\nexport default { kysely: h.kysely(), schema: h.schema, keyProvider: h.keyProvider(), $production: { metadataTtlMs: 60000 }, $development: { metadataTtlMs: 1000 } }\n`,
       ],
       [
         'typo',
         'kfe.config.mjs',
-        `const h = globalThis.${HANDOFF}\nexport default { kysely: h.kysely, schema: h.schema, keyProvider: h.keyProvider(), jobTable: 'x_jobs' }\n`,
+        `const h = globalThis.${HANDOFF}\nexport default { kysely: h.kysely(), schema: h.schema, keyProvider: h.keyProvider(), jobTable: 'x_jobs' }\n`,
       ],
       // Two configs of one name: --config names the .ts; the .js (say, a stale build) must not load.
       ['twins', 'kfe.config.ts', `throw new Error('loaded the .ts')\nexport default {}\n`],
@@ -99,18 +115,25 @@ describe('kfe config loading', () => {
   afterAll(async () => {
     // The last test's kfe closed the PGlite instance with its own Kysely.
     await kysely?.destroy().catch(() => undefined)
+    for (const k of Object.values(own)) await k.destroy().catch(() => undefined)
     delete (globalThis as Record<string, unknown>)[HANDOFF]
     rmSync(DIR, { recursive: true, force: true })
   })
 
-  it('finds kfe.config.mjs in the working directory; a Kysely instance is used as it is and left open', async () => {
+  it("finds kfe.config.mjs in the working directory; a config's Kysely instance is used as it is, and destroyed when kfe closes", async () => {
     const opened = await openOps(undefined, join(DIR, 'cwd'))
-    expect(opened.config.kysely).toBe(kysely)
+    expect(opened.config.kysely).toBe(own.opens)
     const init = await opened.ops.init()
     expect(init.created).toBe(2)
     await opened.close()
-    // The application's Kysely was not destroyed by kfe.
-    expect((await sql<{ n: number }>`select 1 as n`.execute(kysely)).rows).toEqual([{ n: 1 }])
+    // Its pool would keep kfe's process alive after the command.
+    await expect(sql`select 1`.execute(own.opens)).rejects.toThrow('driver has already been destroyed')
+  })
+
+  it("destroys the config's own Kysely when it refuses the config", async () => {
+    const e = await openOps(undefined, join(DIR, 'refusedkysely')).catch((x: unknown) => x)
+    expect(e).toMatchObject({ code: 'CONFIG_INVALID' })
+    await expect(sql`select 1`.execute(own.refused)).rejects.toThrow('driver has already been destroyed')
   })
 
   it("takes c12's $env overrides (not passed on as options) and refuses a misspelt option, naming the nearest", async () => {
@@ -177,6 +200,7 @@ describe('kfe config loading', () => {
   })
   it('--config names any file (here a .js beside others); its dialect gets a Kysely kfe opens and closes (last: it closes the shared PGlite)', async () => {
     const opened = await openOps(join(DIR, 'named', 'ops.kfe.js'))
+    expect((await opened.ops.init()).created).toBe(2)
     const status = await opened.ops.status({ exact: true })
     expect(status.tables.map((t) => [t.table, t.keys.length])).toEqual([['cfg_users', 2]])
     await opened.close()
