@@ -1,19 +1,9 @@
-import { randomBytes } from 'node:crypto'
-import { Kysely, sql } from 'kysely'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  applyMigrationStep,
-  type EncryptedSchema,
-  encrypted,
-  encryptedSchema,
-  type FieldEncryption,
-  fieldEncryption,
-  localKeyProvider,
-  type MigrationPhase,
-} from '../../src/index.js'
-import { type FieldEncryptionOps, fieldEncryptionOps, type JobResult } from '../../src/ops.js'
-import { type Backend, backends, dropTables, uniqueName } from '../support/backends.js'
-import type { TestDB } from '../support/encrypted-db.js'
+import { sql } from 'kysely'
+import { describe, expect, it } from 'vitest'
+import { type EncryptedSchema, encrypted, encryptedSchema, type MigrationPhase } from '../../src/index.js'
+import type { JobResult } from '../../src/ops.js'
+import { type Backend, backends, uniqueName } from '../support/backends.js'
+import { usePlaintextColumns } from '../support/plaintext-columns.js'
 
 /**
  * A plaintext the driver cannot hold exactly: a timestamp with microseconds (`timestamptz`,
@@ -27,9 +17,6 @@ describe.each(backends())(
   (backend: Backend) => {
     describe.runIf(backend.available)('', () => {
       const table = uniqueName('mig_precision')
-      const keyTable = `${table}_keys`
-      const jobsTable = `${table}_jobs`
-      const provider = localKeyProvider({ id: 'local:mig-precision', key: randomBytes(32) })
       const schema = (phase: MigrationPhase): EncryptedSchema =>
         encryptedSchema({
           [table]: {
@@ -37,54 +24,29 @@ describe.each(backends())(
             score: encrypted.number({ storedAs: 'score_encrypted', migration: phase }),
           },
         })
-      let raw: Kysely<TestDB>
-      let ops: FieldEncryptionOps
-      let reader: FieldEncryption
-      let readerDb: Kysely<TestDB>
-      beforeAll(async () => {
-        const [rawDialect, readerDialect] = backend.createDialectPair()
-        raw = new Kysely<TestDB>({ dialect: rawDialect! })
-        const [timestamp, float] =
-          backend.family === 'mysql' ? ['datetime(6)', 'float'] : ['timestamptz', 'real']
-        await sql`create table ${sql.table(table)} (id integer primary key, seen_at ${sql.raw(timestamp)}, score ${sql.raw(float)})`.execute(
-          raw,
-        )
-        // Rows 1 and 3 hold microseconds; 2 and 4 milliseconds; 5 NULL. Score 0.3 in row 1: a MySQL
-        // FLOAT holds 0.300000011920929…, a PostgreSQL real reads back as 0.3 exactly.
-        await sql`insert into ${sql.table(table)} (id, seen_at, score) values
-        (1, '2024-01-01 10:00:00.123456', 0.3), (2, '2024-01-01 10:00:00.123', 1.5),
-        (3, '2024-01-01 10:00:00.000001', -2.25), (4, '2024-01-01 10:00:01', 0), (5, null, null)`.execute(raw)
-        for (const column of ['seen_at', 'score'])
-          await applyMigrationStep(raw, schema('added'), table, column, 'add')
-        ops = fieldEncryptionOps({
-          db: raw,
-          schema: schema('dual-writing'),
-          keyProvider: provider,
-          keyTable,
-          jobsTable,
-        })
-        await ops.init()
-        reader = fieldEncryption({
-          schema: schema('dual-writing'),
-          keyProvider: provider,
-          keyTable,
-          verifySchema: false,
-        })
-        readerDb = new Kysely<TestDB>({ dialect: reader.wrap(readerDialect!), plugins: [reader.plugin] })
-        readerDb = new Kysely<TestDB>({ dialect: reader.wrap(readerDialect), plugins: [reader.plugin] })
-      }, 120_000)
-      afterAll(async () => {
-        await ops?.close()
-        await reader?.close()
-        await readerDb?.destroy()
-        await readerDb?.destroy()
-        if (raw !== undefined) await dropTables(raw, [table, keyTable, jobsTable, `${jobsTable}_batches`])
-        await raw?.destroy()
+      const t = usePlaintextColumns(backend, {
+        table,
+        columns: ['seen_at', 'score'],
+        schema,
+        async create(raw) {
+          const [timestamp, float] =
+            backend.family === 'mysql' ? ['datetime(6)', 'float'] : ['timestamptz', 'real']
+          await sql`create table ${sql.table(table)} (id integer primary key, seen_at ${sql.raw(timestamp)}, score ${sql.raw(float)})`.execute(
+            raw,
+          )
+          // Rows 1 and 3 hold microseconds; 2 and 4 milliseconds; 5 NULL. Score 0.3 in row 1: a MySQL
+          // FLOAT holds 0.300000011920929…, a PostgreSQL real reads back as 0.3 exactly.
+          await sql`insert into ${sql.table(table)} (id, seen_at, score) values
+          (1, '2024-01-01 10:00:00.123456', 0.3), (2, '2024-01-01 10:00:00.123', 1.5),
+          (3, '2024-01-01 10:00:00.000001', -2.25), (4, '2024-01-01 10:00:01', 0), (5, null, null)`.execute(
+            raw,
+          )
+        },
       })
 
       /** The ids whose encrypted column of `column` holds a value. */
       const written = async (column: string): Promise<number[]> => {
-        const rows = await raw
+        const rows = await t.raw
           .selectFrom(table)
           .select('id')
           .where(`${column}_encrypted`, 'is not', null)
@@ -94,11 +56,11 @@ describe.each(backends())(
       }
 
       it('a timestamp with microseconds is counted failed (CODEC_INVALID_VALUE), never stored rounded; the rest of the batch is written', async () => {
-        expect(await ops.encryptColumn(table, 'seen_at', { dryRun: true })).toMatchObject({
+        expect(await t.ops.encryptColumn(table, 'seen_at', { dryRun: true })).toMatchObject({
           wouldRewrite: 2,
           failed: 2,
         })
-        const job = (await ops.encryptColumn(table, 'seen_at')) as JobResult
+        const job = (await t.ops.encryptColumn(table, 'seen_at')) as JobResult
         expect(job).toMatchObject({
           rows: 5,
           rewritten: 2,
@@ -108,28 +70,28 @@ describe.each(backends())(
           failedKeys: [1, 3],
         })
         expect(await written('seen_at')).toEqual([2, 4])
-        const stored = await raw
+        const stored = await t.raw
           .selectFrom(table)
           .select('seen_at_encrypted as c')
           .where('id', '=', 2)
           .executeTakeFirst()
-        expect(await reader.decrypt(table, 'seen_at', stored?.c)).toEqual(
+        expect(await t.reader.decrypt(table, 'seen_at', stored?.c)).toEqual(
           new Date('2024-01-01T10:00:00.123Z'),
         )
-        const verify = await ops.verifyColumn(table, 'seen_at')
+        const verify = await t.ops.verifyColumn(table, 'seen_at')
         expect(verify).toMatchObject({ ok: false, equal: 2, failed: 2, plaintextNull: 1, missing: 0 })
         expect(verify.failures).toEqual([
           { key: 1, problems: ['seen_at: CODEC_INVALID_VALUE'] },
           { key: 3, problems: ['seen_at: CODEC_INVALID_VALUE'] },
         ])
-        const status = await ops.status()
+        const status = await t.ops.status()
         expect(status.tables[0]?.migrations.find((m) => m.column === 'seen_at')?.job).toMatchObject({
           failed: 2,
         })
       })
 
       it('a MySQL FLOAT the double read does not hold is counted failed; a PostgreSQL real is moved as read', async () => {
-        const job = (await ops.encryptColumn(table, 'score')) as JobResult
+        const job = (await t.ops.encryptColumn(table, 'score')) as JobResult
         const rounded = backend.family === 'mysql' ? [1] : []
         expect(job).toMatchObject({
           rows: 5,
@@ -138,7 +100,7 @@ describe.each(backends())(
           failedKeys: rounded,
         })
         expect(await written('score')).toEqual([1, 2, 3, 4].filter((id) => !rounded.includes(id)))
-        const verify = await ops.verifyColumn(table, 'score')
+        const verify = await t.ops.verifyColumn(table, 'score')
         expect(verify.failures).toEqual(
           rounded.map((key) => ({ key, problems: ['score: CODEC_INVALID_VALUE'] })),
         )

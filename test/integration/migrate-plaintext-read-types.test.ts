@@ -1,19 +1,8 @@
-import { randomBytes } from 'node:crypto'
-import { Kysely, sql } from 'kysely'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  applyMigrationStep,
-  type EncryptedSchema,
-  encrypted,
-  encryptedSchema,
-  type FieldEncryption,
-  fieldEncryption,
-  localKeyProvider,
-  type MigrationPhase,
-} from '../../src/index.js'
-import { type FieldEncryptionOps, fieldEncryptionOps } from '../../src/ops.js'
-import { type Backend, backends, dropTables, uniqueName } from '../support/backends.js'
-import type { TestDB } from '../support/encrypted-db.js'
+import { type Kysely, sql } from 'kysely'
+import { describe, expect, it } from 'vitest'
+import { type EncryptedSchema, encrypted, encryptedSchema, type MigrationPhase } from '../../src/index.js'
+import { type Backend, backends, uniqueName } from '../support/backends.js'
+import { usePlaintextColumns } from '../support/plaintext-columns.js'
 
 /**
  * While both forms are written (`dual-writing`, `backfilled`), a row is read as its plaintext when
@@ -27,9 +16,6 @@ describe.each(backends())(
   (backend: Backend) => {
     describe.runIf(backend.available)('', () => {
       const table = uniqueName('mig_types')
-      const keyTable = `${table}_keys`
-      const jobsTable = `${table}_jobs`
-      const provider = localKeyProvider({ id: 'local:mig-types', key: randomBytes(32) })
       const columns = ['amount', 'born', 'flag'] as const
       const schema = (phase: MigrationPhase): EncryptedSchema =>
         encryptedSchema({
@@ -39,64 +25,39 @@ describe.each(backends())(
             flag: encrypted.boolean({ storedAs: 'flag_encrypted', migration: phase }),
           },
         })
-      let raw: Kysely<TestDB>
-      let ops: FieldEncryptionOps
-      let reader: FieldEncryption
-      let readerDb: Kysely<TestDB>
-      beforeAll(async () => {
-        const [rawDialect, readerDialect] = backend.createDialectPair()
-        raw = new Kysely<TestDB>({ dialect: rawDialect! })
-        const [decimal, flag] =
-          backend.family === 'mysql' ? ['decimal(10,2)', 'tinyint(1)'] : ['numeric(10,2)', 'boolean']
-        await sql`create table ${sql.table(table)} (id integer primary key, amount ${sql.raw(decimal)}, born date, flag ${sql.raw(flag)})`.execute(
-          raw,
-        )
-        await sql`insert into ${sql.table(table)} (id, amount, born, flag) values (1, 1.50, '1990-05-17', ${sql.raw(backend.family === 'mysql' ? '1' : 'true')})`.execute(
-          raw,
-        )
-        for (const column of columns) await applyMigrationStep(raw, schema('added'), table, column, 'add')
-        ops = fieldEncryptionOps({
-          db: raw,
-          schema: schema('dual-writing'),
-          keyProvider: provider,
-          keyTable,
-          jobsTable,
-        })
-        await ops.init()
-        for (const column of columns) await ops.encryptColumn(table, column)
-        reader = fieldEncryption({
-          schema: schema('backfilled'),
-          keyProvider: provider,
-          keyTable,
-          verifySchema: false,
-        })
-        readerDb = new Kysely<TestDB>({ dialect: reader.wrap(readerDialect!), plugins: [reader.plugin] })
-      }, 120_000)
-      afterAll(async () => {
-        await ops?.close()
-        await reader?.close()
-        // Before either Kysely is destroyed: on PGlite both run on one instance, which the first
-        // destroy closes (a second would throw).
-        if (raw !== undefined) await dropTables(raw, [table, keyTable, jobsTable, `${jobsTable}_batches`])
-        await readerDb?.destroy()
-        if (backend.name !== 'pglite') await raw?.destroy()
+      const t = usePlaintextColumns(backend, {
+        table,
+        columns,
+        schema,
+        backfill: true,
+        readerPhase: 'backfilled',
+        async create(raw) {
+          const [decimal, flag] =
+            backend.family === 'mysql' ? ['decimal(10,2)', 'tinyint(1)'] : ['numeric(10,2)', 'boolean']
+          await sql`create table ${sql.table(table)} (id integer primary key, amount ${sql.raw(decimal)}, born date, flag ${sql.raw(flag)})`.execute(
+            raw,
+          )
+          await sql`insert into ${sql.table(table)} (id, amount, born, flag) values (1, 1.50, '1990-05-17', ${sql.raw(backend.family === 'mysql' ? '1' : 'true')})`.execute(
+            raw,
+          )
+        },
       })
 
       it('a row read from its plaintext has the values its encrypted form decrypts to', async () => {
         // biome-ignore lint/suspicious/noExplicitAny: the table is named at run time.
-        const db = readerDb as Kysely<any>
+        const db = t.readerDb as Kysely<any>
         const row = await db
           .selectFrom(table)
           .select(['id', ...columns])
           .executeTakeFirstOrThrow()
         expect(row).toEqual({ id: 1, amount: 1.5, born: '1990-05-17', flag: true })
         // biome-ignore lint/suspicious/noExplicitAny: the table is named at run time.
-        const stored = await (raw as Kysely<any>)
+        const stored = await (t.raw as Kysely<any>)
           .selectFrom(table)
           .select(columns.map((c) => `${c}_encrypted as ${c}`))
           .executeTakeFirstOrThrow()
         for (const column of columns)
-          expect(await reader.decrypt(table, column, stored[column])).toEqual(row[column])
+          expect(await t.reader.decrypt(table, column, stored[column])).toEqual(row[column])
       })
     })
   },
