@@ -6,6 +6,10 @@ export default defineConfig([
   {
     entry: { index: 'src/index.ts', 'aws-kms': 'src/aws-kms.ts', pkcs11: 'src/pkcs11.ts', ops: 'src/ops.ts' },
     format: ['esm', 'cjs'],
+    // Shared chunks in the CommonJS build too (tsup splits ESM only by default): otherwise each
+    // entry point carried its own copy of the library, and an error thrown through one
+    // (`/ops`, `/pkcs11`) was not `instanceof` the classes of another.
+    splitting: true,
     dts: true,
     clean: true,
     // No source maps: they would point at src/, which the package does not ship.

@@ -56,6 +56,10 @@ describe('the package and its docs', () => {
     expect(read('tsup.config.ts')).toMatch(/sourcemap: false/)
   })
 
+  it('builds dist/ before npm pack and npm publish (dist/ is not in git; .ci/check-package.mjs checks the build)', () => {
+    expect(JSON.parse(read('package.json')).scripts.prepack).toBe('npm run build')
+  })
+
   it('has Markdown files to check', () => {
     expect(docs).toEqual(expect.arrayContaining(['README.md', 'docs/guide.md', 'docs/keys.md']))
   })
