@@ -4,21 +4,37 @@
  * KMS keys with ReEncrypt, so during a KEK rotation the plaintext key never leaves KMS.
  *
  * This is the only module (with its subpath entry `kysely-field-encryption/aws-kms`) that
- * imports `@aws-sdk/client-kms`, an optional peer dependency.
+ * imports `@aws-sdk/client-kms`, an optional peer dependency: on its first call, so that a
+ * missing SDK is a typed error with the install command, not a module-not-found at import.
  */
-import {
-  DecryptCommand,
-  DescribeKeyCommand,
-  EncryptCommand,
-  GenerateDataKeyCommand,
-  KMSClient,
-  ReEncryptCommand,
-} from '@aws-sdk/client-kms'
+import type { KMSClient } from '@aws-sdk/client-kms'
 import { ConfigError, KeyProviderError } from '../../errors.js'
 import { optionKeys, refuseUnknownKeys } from '../../option-keys.js'
 import type { GeneratedKey, KeyProvider, KeyRef, RewrapSource, WrappedKey } from '../key-provider.js'
 import { unknownKekCauses } from '../unwrap-failed.js'
 import { describeRef, mapKmsError } from './aws-kms-errors.js'
+
+/** The SDK's module, loaded on first use. */
+type KmsSdk = typeof import('@aws-sdk/client-kms')
+
+/** The SDK's load, once per process (again after a failed one). */
+let sdkLoad: Promise<KmsSdk> | undefined
+
+function loadSdk(): Promise<KmsSdk> {
+  sdkLoad ??= import('@aws-sdk/client-kms').then(
+    (mod: KmsSdk & { default?: KmsSdk }) =>
+      mod.KMSClient === undefined && mod.default !== undefined ? mod.default : mod,
+    (error: unknown) => {
+      sdkLoad = undefined
+      throw new KeyProviderError(
+        'CONFIG_INVALID',
+        'The AWS KMS provider needs the optional peer dependency @aws-sdk/client-kms: npm install @aws-sdk/client-kms.',
+        { cause: error },
+      )
+    },
+  )
+  return sdkLoad
+}
 
 /** Prefix of every id this provider makes: `aws-kms:<keyId>`. */
 export const AWS_KMS_ID_PREFIX = 'aws-kms:'
@@ -129,28 +145,28 @@ export function awsKmsKeyProvider(options: AwsKmsProviderOptions): AwsKmsKeyProv
   }
   const id = `${AWS_KMS_ID_PREFIX}${keyId}`
   const ownsClient = options.client === undefined
-  const client =
-    options.client ??
-    new KMSClient({
-      region: options.region ?? arnRegion(keyId),
-      endpoint: options.endpoint,
-      maxAttempts: DEFAULT_MAX_ATTEMPTS,
-      retryMode: 'standard',
-      requestHandler: {
-        connectionTimeout: DEFAULT_CONNECTION_TIMEOUT_MS,
-        requestTimeout: DEFAULT_REQUEST_TIMEOUT_MS,
-        // Recent @smithy/node-http-handler only logs a breached requestTimeout unless told to
-        // throw; older versions ignore this flag (their requestTimeout already throws).
-        throwOnRequestTimeout: true,
-      },
-    })
+  // Built with the first call, once the SDK is loaded (see loadSdk).
+  let client: KMSClient | undefined = options.client
+  const clientOptions = {
+    region: options.region ?? arnRegion(keyId),
+    endpoint: options.endpoint,
+    maxAttempts: DEFAULT_MAX_ATTEMPTS,
+    retryMode: 'standard',
+    requestHandler: {
+      connectionTimeout: DEFAULT_CONNECTION_TIMEOUT_MS,
+      requestTimeout: DEFAULT_REQUEST_TIMEOUT_MS,
+      // Recent @smithy/node-http-handler only logs a breached requestTimeout unless told to
+      // throw; older versions ignore this flag (their requestTimeout already throws).
+      throwOnRequestTimeout: true,
+    },
+  }
   const grantTokens = options.grantTokens === undefined ? undefined : [...options.grantTokens]
   let closed = false
 
   const fail = (operation: string, ref: KeyRef | undefined, error: unknown): KeyProviderError =>
     mapKmsError(error, { operation, keyId, providerId: id, ref })
 
-  const send = async <T>(operation: string, ref: KeyRef | undefined, call: () => Promise<T>): Promise<T> => {
+  const refuseClosed = (operation: string, ref: KeyRef | undefined): void => {
     if (closed) {
       throw new KeyProviderError(
         'PROVIDER_UNAVAILABLE',
@@ -161,8 +177,22 @@ export function awsKmsKeyProvider(options: AwsKmsProviderOptions): AwsKmsKeyProv
         },
       )
     }
+  }
+
+  /** Runs one KMS call (`call`, given the SDK's module for its command classes, and the client). */
+  const send = async <T>(
+    operation: string,
+    ref: KeyRef | undefined,
+    call: (sdk: KmsSdk, client: KMSClient) => Promise<T>,
+  ): Promise<T> => {
+    refuseClosed(operation, ref)
+    // A missing SDK is its own typed error (CONFIG_INVALID), not a KMS failure.
+    const sdk = await loadSdk()
+    // Closed while the SDK loaded: no client is built after close().
+    refuseClosed(operation, ref)
+    client ??= new sdk.KMSClient(clientOptions)
     try {
-      return await call()
+      return await call(sdk, client)
     } catch (error) {
       throw fail(operation, ref, error)
     }
@@ -173,9 +203,9 @@ export function awsKmsKeyProvider(options: AwsKmsProviderOptions): AwsKmsKeyProv
     keyId,
 
     async generateDataKey(ref: KeyRef): Promise<GeneratedKey> {
-      const out = await send('GenerateDataKey', ref, () =>
-        client.send(
-          new GenerateDataKeyCommand({
+      const out = await send('GenerateDataKey', ref, (sdk, kms) =>
+        kms.send(
+          new sdk.GenerateDataKeyCommand({
             KeyId: keyId,
             KeySpec: 'AES_256',
             EncryptionContext: encryptionContext(ref),
@@ -209,9 +239,9 @@ export function awsKmsKeyProvider(options: AwsKmsProviderOptions): AwsKmsKeyProv
           { providerId: id, table: ref.logicalTable },
         )
       }
-      const out = await send('Decrypt', ref, () =>
-        client.send(
-          new DecryptCommand({
+      const out = await send('Decrypt', ref, (sdk, kms) =>
+        kms.send(
+          new sdk.DecryptCommand({
             CiphertextBlob: wrapped.wrapped,
             // Always pin the KEK: without KeyId, KMS decrypts under whatever key the blob names,
             // so a swapped blob could be decrypted under a key this application never chose.
@@ -229,9 +259,9 @@ export function awsKmsKeyProvider(options: AwsKmsProviderOptions): AwsKmsKeyProv
       let blob: Uint8Array | undefined
       if (sourceKeyId !== undefined && !regionsDiffer(sourceKeyId, keyId)) {
         // ReEncrypt decrypts and encrypts inside KMS: the data key never leaves it.
-        const out = await send('ReEncrypt', ref, () =>
-          client.send(
-            new ReEncryptCommand({
+        const out = await send('ReEncrypt', ref, (sdk, kms) =>
+          kms.send(
+            new sdk.ReEncryptCommand({
               CiphertextBlob: source.wrapped.wrapped,
               SourceKeyId: sourceKeyId,
               DestinationKeyId: keyId,
@@ -254,9 +284,9 @@ export function awsKmsKeyProvider(options: AwsKmsProviderOptions): AwsKmsKeyProv
               { providerId: id, table: ref.logicalTable },
             )
           }
-          const out = await send('Encrypt', ref, () =>
-            client.send(
-              new EncryptCommand({
+          const out = await send('Encrypt', ref, (sdk, kms) =>
+            kms.send(
+              new sdk.EncryptCommand({
                 KeyId: keyId,
                 Plaintext: plaintext,
                 EncryptionContext: encryptionContext(ref),
@@ -283,8 +313,8 @@ export function awsKmsKeyProvider(options: AwsKmsProviderOptions): AwsKmsKeyProv
     },
 
     async describeKey(): Promise<AwsKmsKeyDescription> {
-      const out = await send('DescribeKey', undefined, () =>
-        client.send(new DescribeKeyCommand({ KeyId: keyId, GrantTokens: grantTokens })),
+      const out = await send('DescribeKey', undefined, (sdk, kms) =>
+        kms.send(new sdk.DescribeKeyCommand({ KeyId: keyId, GrantTokens: grantTokens })),
       )
       const meta = out.KeyMetadata
       return {
@@ -298,7 +328,7 @@ export function awsKmsKeyProvider(options: AwsKmsProviderOptions): AwsKmsKeyProv
     async close(): Promise<void> {
       if (closed) return
       closed = true
-      if (ownsClient) client.destroy()
+      if (ownsClient) client?.destroy()
     },
   }
   return Object.freeze(provider)
