@@ -1,6 +1,8 @@
 /**
  * The quickstart: an embedded PGlite database, no setup, no network.
- * Run with `npm run demo`.
+ * In a clone of the repository: `npm run demo`. In a project of your own:
+ * `npm install kysely-field-encryption kysely @electric-sql/pglite kysely-pglite-dialect tsx`,
+ * then `npx tsx quickstart.ts`.
  */
 import { randomBytes } from 'node:crypto'
 import { PGlite } from '@electric-sql/pglite'

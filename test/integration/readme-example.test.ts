@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { type Connection, createConnection } from 'mysql2/promise'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { backends, uniqueName } from '../support/backends.js'
@@ -56,6 +57,50 @@ describe.each([postgres])('the README example (examples/postgres.ts) [$name]', (
       expect(row.email_bidx).toHaveLength(32)
       const keys = await admin.query(`select purpose from "${schemaName}".kfe_keys order by purpose`)
       expect(keys.rows.map((r: { purpose: string }) => r.purpose)).toEqual(['data', 'index'])
+    })
+  })
+})
+
+// The same app on MySQL/MariaDB (examples/mysql.ts), in a database of its own.
+const mysql = backends().find((b) => b.name === 'mysql')!
+describe.each([mysql])('the MySQL example (examples/mysql.ts) [$name]', (backend) => {
+  describe.runIf(backend.available)('', () => {
+    const database = uniqueName('readme')
+    let url: URL
+    let admin: Connection
+
+    beforeAll(async () => {
+      url = new URL(String(inject('mysqlUrl')))
+      admin = await createConnection({ uri: url.toString() })
+      await admin.query(`create database \`${database}\``)
+    })
+    afterAll(async () => {
+      await admin?.query(`drop database if exists \`${database}\``)
+      await admin?.end()
+    })
+
+    it('creates the table, writes Ada and finds her by email; the database holds only ciphertext', async () => {
+      const databaseUrl = new URL(url)
+      databaseUrl.pathname = `/${database}`
+      const { stdout } = await promisify(execFile)('npx', ['tsx', 'examples/mysql.ts'], {
+        cwd: root,
+        env: {
+          ...process.env,
+          KFE_KEK: randomBytes(32).toString('hex'),
+          DATABASE_URL: databaseUrl.toString(),
+        },
+      })
+      expect(stdout).toContain("email: 'Ada@Example.org'")
+      expect(stdout).toContain("dob: '1815-12-10'")
+      expect(stdout).not.toContain('email_bidx')
+      const [rows] = await admin.query(`select email, email_bidx, ssn, dob from \`${database}\`.users`)
+      const stored = rows as Array<Record<string, Buffer>>
+      expect(stored).toHaveLength(1)
+      for (const column of ['email', 'ssn', 'dob']) {
+        expect(stored[0]![column]).toBeInstanceOf(Buffer)
+        expect(stored[0]![column]!.toString('latin1')).not.toMatch(/Ada|078-05|1815/)
+      }
+      expect(stored[0]!.email_bidx).toHaveLength(32)
     })
   })
 })
