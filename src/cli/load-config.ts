@@ -55,10 +55,15 @@ export async function openOps(configPath: string | undefined, cwd = process.cwd(
     // Its `$production` / `$env` overrides merged, and not passed on as options.
     omit$Keys: true,
   }).catch((error: unknown) => {
-    // A syntax error or a throw while the file runs. Its first line only, and not as the cause:
-    // a code frame may quote a line of the file, which may hold a development KEK.
-    const first = String(error instanceof Error ? error.message : error).split('\n')[0]
-    throw new ConfigError('CONFIG_INVALID', `The kfe config ${file} could not be loaded: ${first}`)
+    // A syntax error or a throw while the file runs. Its first line, and the line that says where
+    // (`path:line:column`, a syntax error's), and not as the cause: a code frame may quote a line
+    // of the file, which may hold a development KEK.
+    const lines = String(error instanceof Error ? error.message : error).split('\n')
+    const at = lines.slice(1).find((line) => /^\s*\S+:\d+:\d+\s*$/.test(line))
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `The kfe config ${file} could not be loaded: ${lines[0]?.trim()}${at === undefined ? '' : ` (at ${at.trim()})`}`,
+    )
   })
   try {
     return opened(config, configFile, file)

@@ -118,14 +118,15 @@ export function unknownOptionsError(unknown: readonly string[], command: string)
 }
 
 /**
- * With `--json`, the error for a missing or unknown command (citty would print its usage text,
- * which is not JSON); `undefined` when `argv` names a command, or without `--json`.
+ * The error for an unknown command, and with `--json` for a missing one (citty would print its
+ * usage text, which is not JSON, and an unknown command's name apart from it, untagged);
+ * `undefined` when `argv` names a command, or names none without `--json` (`kfe` alone prints
+ * the usage).
  */
 export function unknownCommandError(argv: readonly string[], main: CommandDef): OperationError | undefined {
-  if (!argv.includes('--json')) return undefined
   const subs = (main.subCommands ?? {}) as Record<string, CommandDef>
   const name = argv.find((a) => !a.startsWith('-'))
-  if (name !== undefined && subs[name] !== undefined) return undefined
+  if (name === undefined ? !argv.includes('--json') : subs[name] !== undefined) return undefined
   return new OperationError(
     'OPS_INVALID',
     `${name === undefined ? 'No command given' : `Unknown command ${name}`}: nothing was run (commands: ${Object.keys(subs).join(', ')}).`,

@@ -159,6 +159,8 @@ describe('kfe config loading', () => {
     expect(broken).toBeInstanceOf(ConfigError)
     expect((broken as ConfigError).code).toBe('CONFIG_INVALID')
     expect((broken as Error).message).toContain('could not be loaded')
+    // Where: the file, line and column of the syntax error, and no line of the file.
+    expect((broken as Error).message).toMatch(/\(at \S*broken\/kfe\.config\.mjs:\d+:\d+\)$/)
     expect(JSON.stringify(broken) + String((broken as Error).stack)).not.toContain('KEK-LITERAL-7741')
   })
   it('refuses a config whose schema, dialect or key provider has the wrong shape (CONFIG_INVALID, not a TypeError)', async () => {

@@ -63,6 +63,10 @@ describe.concurrent.each(backends())(
           expect(none.code).toBe(1)
           expect(none.json).toMatchObject({ ok: false, error: { code: 'OPS_INVALID' } })
         }
+        // Without --json, an unknown command is a typed error too (\`kfe\` alone prints the usage).
+        const unknown = await t.kfe('frobnicate')
+        expect(unknown.code).toBe(1)
+        expect(unknown.stderr).toContain('[OPS_INVALID] Unknown command frobnicate')
         // A required argument left out: a typed error (JSON with --json), not citty's usage text.
         for (const args of [
           ['verify', '--json'],

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { main } from '../../../src/cli/main.js'
-import { missingArgumentsError } from '../../../src/cli/strict-args.js'
+import { missingArgumentsError, unknownCommandError } from '../../../src/cli/strict-args.js'
 
 const missing = (...argv: string[]) => missingArgumentsError(argv, main)
 
@@ -37,5 +37,17 @@ describe('kfe: required arguments left out', () => {
     ]) {
       expect(missing(...argv)).toBeUndefined()
     }
+  })
+})
+
+describe('kfe: a command it does not know', () => {
+  it('is OPS_INVALID naming it, with or without --json; no command is an error with --json only (kfe alone prints the usage)', () => {
+    const unknown = (...argv: string[]) => unknownCommandError(argv, main)
+    for (const argv of [['frobnicate'], ['frobnicate', '--json'], ['--json']]) {
+      expect(unknown(...argv), argv.join(' ')).toMatchObject({ code: 'OPS_INVALID' })
+    }
+    expect(unknown('frobnicate')?.message).toContain('Unknown command frobnicate')
+    for (const argv of [[], ['--help'], ['status'], ['status', '--json']])
+      expect(unknown(...argv)).toBeUndefined()
   })
 })
