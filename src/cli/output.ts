@@ -132,9 +132,13 @@ function errorCodes(error: unknown): { code: string; table?: string; driverCode?
   return { code: 'ERROR' }
 }
 
-/** pg's messages of a connection that could not open, without a code of its own. */
+/**
+ * pg's messages of a connection that could not open, without a code of its own; and of a reply
+ * pg cannot read as PostgreSQL's protocol (`Received unexpected copyData message from backend.`:
+ * the address is another server's, MySQL's port say).
+ */
 const CODELESS_CONNECT_FAILURE =
-  /^(The server does not support SSL connections|Connection terminated due to connection timeout|timeout expired)$/
+  /^(The server does not support SSL connections|Connection terminated due to connection timeout|timeout expired|Received unexpected \w+ message from backend\.)$/
 
 /**
  * Whether an error with a code of its own may come from the database or its driver: not a file

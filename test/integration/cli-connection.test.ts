@@ -90,6 +90,23 @@ describe.each(backends().filter((b) => b.name !== 'pglite'))(
         },
       )
 
+      it.runIf(backend.name === 'postgres' && urls.mysql !== null)(
+        "a PostgreSQL URL at MySQL's port (a server that does not speak PostgreSQL): DATABASE_ERROR (CONNECTION) with the hint, not ERROR",
+        async () => {
+          const mysqlAt = new URL(String(urls.mysql))
+          const target = new URL(url ?? '')
+          target.host = mysqlAt.host
+          const kfe = await kfeAt(`${backend.name}-not-postgres`, target.toString())
+          const json = await kfe('status', '--json')
+          expect(json.code).toBe(1)
+          expect(json.json).toMatchObject({
+            ok: false,
+            error: { code: 'DATABASE_ERROR', driverCode: 'CONNECTION' },
+          })
+          expect((await kfe('status')).stderr).toContain('kfe could not connect')
+        },
+      )
+
       it('kfe init of a schema table that is not in the database creates its keys and warns (text) or lists it (--json)', async () => {
         const table = uniqueName('cli_absent')
         const keyTable = uniqueName('kfe_absent_keys')
