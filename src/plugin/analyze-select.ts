@@ -14,6 +14,7 @@ import { hiddenSelections, postFilterable } from './analyze-post-filters.js'
 import { checkIndexPairs, plainOutputs, selections } from './analyze-selections.js'
 import { firstColumn } from './column-rules.js'
 import { contextSelections } from './context-selections.js'
+import { refusePlainOutputsInHaving } from './having-outputs.js'
 import { withoutHidden } from './hidden-selections.js'
 import { mapChildren } from './node-utils.js'
 import { columnName, rebuild, rebuildList } from './nodes.js'
@@ -65,7 +66,10 @@ export const analyzeSelect: StatementAnalysis<SelectQueryNode> = (a, node, paren
     for (const n of node.distinctOn) refuseRawOutputRefs(n, outputs, 'distinct on')
     patch.distinctOn = rebuildList(node.distinctOn, (n) => opaque(a, n, scope, 'distinct on'))
   }
-  if (node.having) refuseRawOutputRefs(node.having, outputs, 'having')
+  if (node.having) {
+    refuseRawOutputRefs(node.having, outputs, 'having')
+    refusePlainOutputsInHaving(node.having, plainNamed, scope)
+  }
   if (node.having)
     patch.having = whereNode(a, node.having, scope, {
       pending: undefined,

@@ -10,6 +10,7 @@ import { opaque, reference } from './analyze-expressions.js'
 import { firstColumn } from './column-rules.js'
 import { contextSelections } from './context-selections.js'
 import { columnName, rebuild, rebuildList } from './nodes.js'
+import { checkOutputAlias } from './output-alias.js'
 import { endAliasLine, hasStarItem } from './raw-text.js'
 import { refuse } from './refusal.js'
 import { checkReservedAliases } from './reserved-aliases.js'
@@ -121,10 +122,7 @@ export function selections(
       const ref = reference(a, inner, scope)
       if (inner.kind !== 'SelectQueryNode') claim(named, plainNamed, outputs, name, ref?.source)
       if (ref !== undefined) {
-        if (ref.source.kind === 'column' && Buffer.byteLength(name) > 63) {
-          // PostgreSQL truncates identifiers to 63 bytes: the result key would not match the plan.
-          throw refuse(ref.source.info, 'alias', 'aliases of encrypted columns must be at most 63 bytes')
-        }
+        if (ref.source.kind === 'column') checkOutputAlias(ref.source.info, sel.alias, name)
         outputs.set(name, ref.source)
         origins.set(name, ref.relation)
         return s
@@ -135,6 +133,8 @@ export function selections(
         const passes = only !== undefined && (inner as SelectQueryNode).selections?.length === 1
         claim(named, plainNamed, outputs, name, passes ? only : undefined)
         if (passes && only !== undefined) {
+          // The row key is the alias here too (a 64-byte one came back as ciphertext on PostgreSQL).
+          if (only.kind === 'column') checkOutputAlias(only.info, sel.alias, name)
           outputs.set(name, only)
           origins.set(name, null)
         } else {
