@@ -244,6 +244,18 @@ describe.runIf(softHsmAvailable)('pkcs11KeyProvider on SoftHSM2', () => {
     delete process.env.KFE_TEST_HSM_PIN_LOCK
   })
 
+  it('a second provider on the token this process is logged in to is refused with another PIN, which the token would not check', async () => {
+    const good = provider()
+    // Logs the token in; its session stays in the provider's pool.
+    const { plaintext, wrapped } = await good.generateDataKey(users)
+    const wrong = provider({ pin: 'wrong-pin' })
+    const error = await expectCode(wrong.unwrap(wrapped, users), 'PROVIDER_ACCESS_DENIED')
+    expect(error.message).toContain('with another PIN')
+    expect(error.message).not.toContain('wrong-pin')
+    // The right PIN shares the login.
+    expect((await provider().unwrap(wrapped, users)).equals(plaintext)).toBe(true)
+  })
+
   it('reads the PIN from pinEnv and finds the token by slot ID', async () => {
     const slot = await withSession((s) => {
       const h = s.slot.handle

@@ -41,7 +41,7 @@ export async function generatePkcs11Kek(options: GeneratePkcs11KekOptions): Prom
   let session: Graphene.Session | undefined
   try {
     session = findSlot(shared, target).open(CKF_SERIAL_SESSION | CKF_RW_SESSION)
-    login(session, g, readPin(options), target)
+    login(session, shared, readPin(options), target)
     if (session.find({ class: g.ObjectClass.SECRET_KEY, label: options.keyLabel }).length > 0) {
       throw new KeyProviderError(
         'CONFIG_INVALID',

@@ -27,6 +27,12 @@ export interface SharedModule {
   readonly g: GrapheneModule
   readonly module: Graphene.Module
   refs: number
+  /**
+   * Per slot (its handle in hex), the SHA-256 of the PIN this library last logged the token in
+   * with: login state is the process's, so a later login is answered "already logged in" without
+   * its PIN being checked; this is what it is compared with (see pkcs11-token.ts `login`).
+   */
+  readonly logins: Map<string, Buffer>
 }
 
 /**
@@ -66,7 +72,7 @@ export async function acquirePkcs11Module(path: string): Promise<SharedModule> {
           },
         )
       }
-      return { g, module, refs: 0 }
+      return { g, module, refs: 0, logins: new Map<string, Buffer>() }
     })()
     sharedModules.set(path, pending)
     pending.catch(() => sharedModules.delete(path))

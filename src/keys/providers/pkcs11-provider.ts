@@ -314,7 +314,7 @@ class Pkcs11Provider implements Pkcs11KeyProvider {
       throw this.#sessionError(error)
     }
     try {
-      this.#logins.login(session, shared.g, readPin(this.#pin), this.#target, this.id, this.#pin.pinEnv)
+      this.#logins.login(session, shared, readPin(this.#pin), this.#target, this.id, this.#pin.pinEnv)
       const kek = findKek(session, shared.g, this.#keyLabel, this.#target, this.id, this.#kekSeen)
       this.#kekSeen = true
       return { session, kek }

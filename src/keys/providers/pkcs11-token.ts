@@ -94,7 +94,7 @@ export class PinGuard {
    */
   login(
     session: Graphene.Session,
-    g: GrapheneModule,
+    shared: SharedModule,
     pin: string,
     target: Target,
     providerId: string,
@@ -109,7 +109,7 @@ export class PinGuard {
         { providerId },
       )
     try {
-      login(session, g, pin, target)
+      login(session, shared, pin, target)
     } catch (error) {
       const cause = (error as { cause?: unknown }).cause
       if (error instanceof KeyProviderError && pkcs11Code(cause) === CKR.PIN_INCORRECT)
@@ -124,15 +124,29 @@ export class PinGuard {
 export const PIN_RETRY_MS = 60_000
 
 /**
- * Logs a session in as the user; a slot already logged in (by another session) is fine.
- * @throws KeyProviderError `PROVIDER_ACCESS_DENIED` when the PIN is refused.
+ * Logs a session in as the user. A slot already logged in (by another session of this process) is
+ * fine with the PIN it was logged in with, as far as this library logged it in: another PIN
+ * (a second provider on the token, configured with a wrong one) is refused, where the token would
+ * never have checked it.
+ * @throws KeyProviderError `PROVIDER_ACCESS_DENIED` when the PIN is refused, or differs from the
+ *   one the slot is logged in with
  */
-export function login(session: Graphene.Session, g: GrapheneModule, pin: string, target: Target): void {
+export function login(session: Graphene.Session, shared: SharedModule, pin: string, target: Target): void {
+  const slot = session.slot.handle.toString('hex')
+  const digest = createHash('sha256').update(pin).digest()
   try {
-    session.login(pin, g.UserType.USER)
+    session.login(pin, shared.g.UserType.USER)
+    shared.logins.set(slot, digest)
   } catch (error) {
     // Login state is per application and slot (PKCS#11 v2.40 §5.6): the second session is already in.
-    if (pkcs11Code(error) === CKR.USER_ALREADY_LOGGED_IN) return
+    if (pkcs11Code(error) === CKR.USER_ALREADY_LOGGED_IN) {
+      const first = shared.logins.get(slot)
+      if (first === undefined || timingSafeEqual(first, digest)) return
+      throw new KeyProviderError(
+        'PROVIDER_ACCESS_DENIED',
+        `PKCS#11 ${describeTarget(target)} is logged in by another provider of this process with another PIN than this provider's: the token did not check this one. Correct it (or, after a PIN change, restart the process).`,
+      )
+    }
     const code = pkcs11Code(error)
     if (code !== undefined && PIN_REFUSED.has(code)) {
       throw new KeyProviderError(
