@@ -115,6 +115,13 @@ export interface AnalysisContext {
    * @throws QueryRefusedError `QUERY_REFUSED` (operator `select all`)
    */
   mayBeShadowed(column: ColumnInfo, name: string, by: Relation): void
+  /**
+   * True when {@link mayBeShadowed} noted an output `name` (at any level of the query): which
+   * relation's column it carries is known only once the catalog is read, so the check of a
+   * unique-index condition must not read that output (the wrapper's pass, with the catalog,
+   * could resolve it to another relation's column).
+   */
+  shadowable(name: string): boolean
   /** Records a deferred value of the tree (made or met), for the wrapper's parameter check. */
   note<T extends DeferredValue>(value: T): T
   /** Records that blind-index columns of `table` are compared with each other. */

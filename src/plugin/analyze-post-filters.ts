@@ -99,10 +99,15 @@ const ROW_LOCK =
   /^\s*(?:for\s+(?:update|no\s+key\s+update|share|key\s+share)(?:\s+of\s+[\w"`.]+(?:\s*,\s*[\w"`.]+)*)?(?:\s+(?:nowait|skip\s+locked))?|lock\s+in\s+share\s+mode)\s*$/i
 
 /**
- * Finds or adds the hidden selections carrying the ciphertexts of search-index conditions, and
- * records a post filter for each condition.
+ * Finds or adds the hidden selections carrying the ciphertexts of index conditions, and records
+ * a post filter for each condition.
  *
- * @throws QueryRefusedError `QUERY_REFUSED` for a derived table that does not pass the column on;
+ * The plugin's pass decides which output each check reads; the wrapper's `verify` pass (the final
+ * tree, with the catalog where a `*` needed it) must read the same one, or refuse: a check is
+ * never skipped because the two passes disagree.
+ *
+ * @throws QueryRefusedError `QUERY_REFUSED` for a derived table that does not pass the column on,
+ *   and in `verify` mode for a unique-index condition that lost its hidden selection;
  *   `PLAINTEXT_SEARCH` in `verify` mode when a search condition lost its hidden selection
  */
 export function hiddenSelections(
@@ -118,18 +123,31 @@ export function hiddenSelections(
   let next: SelectionNode[] | undefined
   for (const p of pending) {
     const unique = p.index.spec.kind === 'unique'
-    if (unique) {
-      // The column is selected already, from the same relation: check that output, and keep it.
-      const shown = selectedFrom(outputs, origins, p)
-      if (shown !== undefined) {
-        a.addPostFilter(
-          Object.freeze({ hidden: shown, column: p.column, index: p.index, probes: p.probes, keep: true }),
-        )
+    const exposed = exposedName(p.relation, { kind: 'column', info: p.column })
+    // The verify pass reads the hidden selection the plugin's pass added, where there is one,
+    // before an output of the column's name: the plugin's pass adds one where it could not tell
+    // which relation's column that output is (see shownColumn), and the hidden key must be read
+    // to be removed from the rows.
+    if (a.mode === 'verify' && exposed !== undefined) {
+      known ??= hiddenAliases(selections, true)
+      const hidden = known.existing.get(hiddenKey(p, exposed))
+      if (hidden !== undefined) {
+        a.addPostFilter(Object.freeze({ hidden, column: p.column, index: p.index, probes: p.probes }))
         continue
       }
     }
-    const exposed = exposedName(p.relation, { kind: 'column', info: p.column })
-    // A derived table that does not pass the column on: its unique index is trusted.
+    // The column is selected already, from the same relation: check that output, and keep it.
+    const shown = unique ? shownColumn(a, outputs, origins, p) : undefined
+    if (shown !== undefined) {
+      a.addPostFilter(
+        Object.freeze({ hidden: shown, column: p.column, index: p.index, probes: p.probes, keep: true }),
+      )
+      continue
+    }
+    // A derived table that does not pass the column on: its unique index is trusted. (In the
+    // verify pass too: a `*` the catalog settles only removes a derived table's outputs, and one
+    // the plugin's pass still saw, and read through a hidden column, is then a name the derived
+    // table holds twice, which the database rejects: ambiguous in PostgreSQL, a duplicate in MySQL.)
     if (exposed === undefined && unique) continue
     if (exposed === undefined)
       throw refuse(
@@ -137,38 +155,68 @@ export function hiddenSelections(
         'search index',
         `the derived table ${p.relation.name} does not select ${p.column.physical}`,
       )
-    const key = `${p.relation.name}\0${exposed}`
-    known ??= hiddenAliases(selections, a.mode === 'verify')
-    let hidden = known.existing.get(key)
-    if (hidden === undefined) {
-      // A tree rewritten elsewhere without the check of its unique index: the index is trusted.
-      if (a.mode === 'verify' && unique) continue
-      if (a.mode === 'verify') {
-        throw new QueryRefusedError(
-          'PLAINTEXT_SEARCH',
-          'A search-index condition lost its hidden ciphertext column.',
-          {
-            table: p.column.table.logical,
-            column: p.column.logical,
-          },
-        )
-      }
-      hidden = `${HIDDEN_PREFIX}${known.counter++}`
-      known.existing.set(key, hidden)
-      const ref = referenceNode(exposed, tableNode(p.relation.name))
-      next ??= [...selections]
-      next.push(
-        Object.freeze({
-          kind: 'SelectionNode',
-          selection: Object.freeze({ kind: 'AliasNode', node: ref, alias: identifier(hidden) }),
-        }) as SelectionNode,
-      )
-      outputs.set(hidden, { kind: 'column', info: p.column })
-      origins.set(hidden, p.relation) // its row context (if any) is read from the same relation
-    }
+    if (a.mode === 'verify') throw lostCheck(p)
+    known ??= hiddenAliases(selections, false)
+    const hidden = `${HIDDEN_PREFIX}${known.counter++}`
+    known.existing.set(hiddenKey(p, exposed), hidden)
+    const ref = referenceNode(exposed, tableNode(p.relation.name))
+    next ??= [...selections]
+    next.push(
+      Object.freeze({
+        kind: 'SelectionNode',
+        selection: Object.freeze({ kind: 'AliasNode', node: ref, alias: identifier(hidden) }),
+      }) as SelectionNode,
+    )
+    outputs.set(hidden, { kind: 'column', info: p.column })
+    origins.set(hidden, p.relation) // its row context (if any) is read from the same relation
     a.addPostFilter(Object.freeze({ hidden, column: p.column, index: p.index, probes: p.probes }))
   }
   return next === undefined ? selections : Object.freeze(next)
+}
+
+/** How {@link hiddenAliases} keys a hidden selection: its relation and column. */
+function hiddenKey(p: PendingFilter, exposed: string): string {
+  return `${p.relation.name}\0${exposed}`
+}
+
+/**
+ * The output a unique-index condition's check reads, when the query selects the column itself
+ * from the same relation. Not one a later relation of a `*` may shadow once the catalog is read
+ * (see {@link AnalysisContext.shadowable}): the verify pass, with the catalog, could find it to be
+ * that relation's plaintext column, and no column left to check (helper-119: `selectAll()` over
+ * users joined to a plain table with its own `email`).
+ */
+function shownColumn(
+  a: AnalysisContext,
+  outputs: ReadonlyMap<string, Source>,
+  origins: ReadonlyMap<string, Origin>,
+  p: PendingFilter,
+): string | undefined {
+  const shown = selectedFrom(outputs, origins, p)
+  return shown === undefined || a.shadowable(shown) ? undefined : shown
+}
+
+/**
+ * The verify pass found no output and no hidden selection for an index condition's check: the
+ * tree was rewritten elsewhere, or the two passes disagree. Its rows cannot be checked.
+ */
+function lostCheck(p: PendingFilter): QueryRefusedError {
+  if (p.index.spec.kind === 'unique') {
+    return refuse(
+      p.column,
+      'unique index',
+      'the check of the rows it matches lost its hidden ciphertext column',
+      'Build the query with encryption.plugin, and do not edit its select list after the plugin ran.',
+    )
+  }
+  return new QueryRefusedError(
+    'PLAINTEXT_SEARCH',
+    'A search-index condition lost its hidden ciphertext column.',
+    {
+      table: p.column.table.logical,
+      column: p.column.logical,
+    },
+  )
 }
 
 /** The hidden selections a select list has already (a tree transformed before), and the next number. */

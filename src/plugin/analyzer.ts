@@ -62,6 +62,8 @@ export class Analyzer implements AnalysisContext {
   #deferred = false
   /** An output may be shadowed by columns the pending catalog will list (see {@link TableColumns}). */
   #needsCatalog = false
+  /** The output names {@link Analyzer.mayBeShadowed} noted; made on the first one. */
+  #shadowable: Set<string> | undefined
   /** Root outputs' row-context keys, and the hidden keys carrying them (tables with `context`). */
   #outputContext: ReadonlyMap<string, readonly string[]> | undefined
   #hiddenContext: readonly string[] | undefined
@@ -205,6 +207,8 @@ export class Analyzer implements AnalysisContext {
   mayBeShadowed(column: ColumnInfo, name: string, by: Relation): void {
     if (this.columns === 'pending') {
       this.#needsCatalog = true
+      this.#shadowable ??= new Set()
+      this.#shadowable.add(name)
       return
     }
     const unknown =
@@ -218,6 +222,11 @@ export class Analyzer implements AnalysisContext {
       'select all',
       `output "${name}" could be replaced by a column of the same name of ${by.name}, a later relation ${unknown} (the driver keeps the last column of a name)`,
     )
+  }
+
+  /** {@inheritDoc AnalysisContext.shadowable} */
+  shadowable(name: string): boolean {
+    return this.#shadowable?.has(name) ?? false
   }
 
   /** {@inheritDoc AnalysisContext.noteIndexComparison} */

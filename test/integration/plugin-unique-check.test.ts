@@ -1,6 +1,7 @@
-import { sql } from 'kysely'
-import { beforeAll, describe, expect, it } from 'vitest'
+import { type SelectQueryNode, sql } from 'kysely'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { QueryRefusedError } from '../../src/index.js'
+import { identifierName } from '../../src/plugin/table-names.js'
 import { type Backend, backends } from '../support/backends.js'
 import { useEncryptedTestDb } from '../support/encrypted-db.js'
 
@@ -24,6 +25,9 @@ describe.each(backends())('plugin unique-index checks, upserts and hints [$name]
   describe.runIf(backend.available)('', () => {
     const t = useEncryptedTestDb(backend, {
       seed: async (t) => {
+        // Before the first write, so the catalog the schema check reads lists it.
+        await sql`create table ${sql.table(twin)} (id integer, email varchar(100))`.execute(t.raw)
+        await sql`insert into ${sql.table(twin)} values (1, 'twin-1@x.io'), (2, 'twin-2@x.io')`.execute(t.raw)
         await t.db
           .insertInto(u)
           .values([
@@ -41,6 +45,11 @@ describe.each(backends())('plugin unique-index checks, upserts and hints [$name]
       },
     })
     const { users: u, orders: o } = t.names
+    /** A plain table with a plaintext `email`, as users has an encrypted one. */
+    const twin = `${u}_twin`
+    afterAll(async () => {
+      await sql`drop table if exists ${sql.table(twin)}`.execute(t.raw)
+    })
 
     describe('a unique-index hit whose value does not match is dropped (item 6)', () => {
       beforeAll(async () => {
@@ -97,6 +106,43 @@ describe.each(backends())('plugin unique-index checks, upserts and hints [$name]
           .execute()
         // As a subquery the unique index is trusted (documented): bob's order comes back too.
         expect(viaSub.map((r) => r.item)).toEqual(['book', 'pen'])
+      })
+
+      it('selectAll() over a join with a plain table that has a column of the searched name still checks the rows (helper-119)', async () => {
+        // The plugin's pass, before the catalog is read, took the `email` output for users'; the
+        // wrapper's pass, with the catalog, found it to be the twin's plaintext `email`, and no
+        // column left to check: bob's row, with ada's index, came back too.
+        const query = t.db
+          .selectFrom(`${u} as u`)
+          .innerJoin(`${twin} as p`, 'p.id', 'u.id')
+          .selectAll()
+          .where('u.email', '=', 'ada@x.io')
+        const rows = await query.execute()
+        // The driver keeps the last column of a name: `email` is the twin's.
+        expect(rows).toEqual([expect.objectContaining({ id: 1, name: 'ada', email: 'twin-1@x.io' })])
+        expect(Object.keys(rows[0] ?? {})).not.toContain('__kfe_fp_0')
+        // Through a hidden column: users' `email` output is not the one the rows carry.
+        expect(query.compile().sql).toContain('__kfe_fp_0')
+        // Run again from its compiled form: the wrapper analyzes it anew, with the catalog.
+        const compiled = query.compile()
+        await t.db.executeQuery(compiled)
+        const again = await t.db.executeQuery(compiled)
+        expect(again.rows.map((r) => r.name)).toEqual(['ada'])
+      })
+
+      it('a compiled query whose hidden check column was removed is refused, not run unchecked', async () => {
+        const compiled = t.db.selectFrom(u).select(['id', 'name']).where('email', '=', 'ada@x.io').compile()
+        const node = compiled.query as SelectQueryNode
+        const hidden = node.selections?.at(-1)?.selection
+        expect(hidden?.kind === 'AliasNode' && identifierName(hidden.alias)).toBe('__kfe_fp_0')
+        // As another plugin after ours, or code editing the compiled query, could leave it.
+        const edited = { ...compiled, query: { ...node, selections: node.selections?.slice(0, -1) } }
+        const error = await t.db.executeQuery(edited as typeof compiled).then(
+          () => undefined,
+          (e: unknown) => e,
+        )
+        expect(error).toBeInstanceOf(QueryRefusedError)
+        expect(error).toMatchObject({ code: 'QUERY_REFUSED', operator: 'unique index', column: 'email' })
       })
     })
 
