@@ -1,8 +1,9 @@
 // After `npm run build`: what `npm pack` would publish holds every file package.json points at,
-// and the entry points share one copy of the library (an error thrown through `/ops`, `/pkcs11`
-// or `/aws-kms` is `instanceof` the classes the main entry exports), in ESM and in CommonJS.
+// and the entry points and the `kfe` bin's code share one copy of the library (an error thrown
+// through `/ops`, `/pkcs11` or `/aws-kms`, or by a config's key provider in `kfe`, is `instanceof`
+// the classes the main entry exports), in ESM and in CommonJS.
 import { execFileSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -16,8 +17,24 @@ const [packed] = JSON.parse(
 )
 const files = new Set(packed.files.map((f) => f.path))
 const pointed = [pkg.main, pkg.module, pkg.types, ...Object.values(pkg.bin), JSON.stringify(pkg.exports)]
-for (const path of JSON.stringify(pointed).match(/\.\/dist\/[\w.-]+/g) ?? [])
+for (const path of JSON.stringify(pointed).match(/\.\/[\w-]+\/[\w.-]+/g) ?? [])
   if (!files.has(path.slice(2))) failures.push(`npm pack leaves out ${path}, which package.json points at`)
+
+// One copy of the library per format, the bin's code (dist/cli.js) included: the class is
+// defined in one built file of each.
+for (const ext of ['.js', '.cjs']) {
+  const defining = readdirSync(join(root, 'dist')).filter(
+    (f) =>
+      f.endsWith(ext) &&
+      /\bclass FieldEncryptionError\b|\bFieldEncryptionError = class\b/.test(
+        readFileSync(join(root, 'dist', f), 'utf8'),
+      ),
+  )
+  if (defining.length !== 1)
+    failures.push(
+      `FieldEncryptionError is defined in ${defining.length} ${ext} files of dist/ (${defining.join(', ')}), not one`,
+    )
+}
 
 // Each entry's constructor refuses empty options with a typed error.
 const throwers = { ops: 'fieldEncryptionOps', pkcs11: 'pkcs11KeyProvider', 'aws-kms': 'awsKmsKeyProvider' }
