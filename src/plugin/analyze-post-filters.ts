@@ -127,8 +127,9 @@ export function hiddenSelections(
     // The verify pass reads the hidden selection the plugin's pass added, where there is one,
     // before an output of the column's name: the plugin's pass adds one where it could not tell
     // which relation's column that output is (see shownColumn), and the hidden key must be read
-    // to be removed from the rows.
-    if (a.mode === 'verify' && exposed !== undefined) {
+    // to be removed from the rows. The plugin's pass reads one it added for an earlier condition
+    // on the same column (`known` then holds its own additions only): one hidden column each.
+    if (exposed !== undefined && (a.mode === 'verify' || known !== undefined)) {
       known ??= hiddenAliases(selections, true)
       const hidden = known.existing.get(hiddenKey(p, exposed))
       if (hidden !== undefined) {

@@ -84,6 +84,18 @@ describe.each(backends())('plugin unique-index checks, upserts and hints [$name]
         expect(await query.execute()).toEqual([{ id: 1, name: 'ada' }])
       })
 
+      it('two conditions on one column share one hidden column (helper-124)', async () => {
+        const query = t.db
+          .selectFrom(u)
+          .select(['id', 'name'])
+          .where('email', '=', 'ada@x.io')
+          .where('email', 'in', ['ADA@x.io'])
+        const { sql } = query.compile()
+        expect(sql).toContain('__kfe_fp_0')
+        expect(sql).not.toContain('__kfe_fp_1')
+        expect(await query.execute()).toEqual([{ id: 1, name: 'ada' }])
+      })
+
       it('with limit, through a join, and as a subquery built from db', async () => {
         expect(
           await t.db.selectFrom(u).select('id').where('email', '=', 'ada@x.io').limit(5).execute(),
