@@ -51,7 +51,8 @@ function refuseShadowed(name: string, scope: Scope): void {
     {
       table: info.table.logical,
       column: info.logical,
-      hint: `Give the output an alias of its own, or qualify the name ("${found.relation.name}.${name}") for the encrypted column.`,
+      // Not "qualify it": MariaDB does not read a qualified name in HAVING as the column either.
+      hint: `Give the output another alias; a condition on the encrypted column goes in where().`,
     },
   )
 }
