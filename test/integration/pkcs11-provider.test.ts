@@ -251,6 +251,7 @@ describe.runIf(softHsmAvailable)('pkcs11KeyProvider on SoftHSM2', () => {
     const wrong = provider({ pin: 'wrong-pin' })
     const error = await expectCode(wrong.unwrap(wrapped, users), 'PROVIDER_ACCESS_DENIED')
     expect(error.message).toContain('with another PIN')
+    expect(error.providerId).toBe(wrong.id)
     expect(error.message).not.toContain('wrong-pin')
     // The right PIN shares the login.
     expect((await provider().unwrap(wrapped, users)).equals(plaintext)).toBe(true)

@@ -62,7 +62,9 @@ export function findSlot(shared: SharedModule, target: Target): Graphene.Slot {
 }
 
 /**
- * The PIN, given or read from its environment variable at each login (so it can be rotated).
+ * The PIN, given or read from its environment variable at each login. A PIN changed while the
+ * process is logged in to the token is refused until every session of it has closed (see
+ * {@link login}): restart after a PIN change.
  * @throws KeyProviderError `CONFIG_INVALID` when the variable is not set.
  */
 export function readPin(options: { pin?: string | undefined; pinEnv?: string | undefined }): string {
@@ -109,7 +111,7 @@ export class PinGuard {
         { providerId },
       )
     try {
-      login(session, shared, pin, target)
+      login(session, shared, pin, target, providerId)
     } catch (error) {
       const cause = (error as { cause?: unknown }).cause
       if (error instanceof KeyProviderError && pkcs11Code(cause) === CKR.PIN_INCORRECT)
@@ -131,7 +133,13 @@ export const PIN_RETRY_MS = 60_000
  * @throws KeyProviderError `PROVIDER_ACCESS_DENIED` when the PIN is refused, or differs from the
  *   one the slot is logged in with
  */
-export function login(session: Graphene.Session, shared: SharedModule, pin: string, target: Target): void {
+export function login(
+  session: Graphene.Session,
+  shared: SharedModule,
+  pin: string,
+  target: Target,
+  providerId?: string,
+): void {
   const slot = session.slot.handle.toString('hex')
   const digest = createHash('sha256').update(pin).digest()
   try {
@@ -144,7 +152,8 @@ export function login(session: Graphene.Session, shared: SharedModule, pin: stri
       if (first === undefined || timingSafeEqual(first, digest)) return
       throw new KeyProviderError(
         'PROVIDER_ACCESS_DENIED',
-        `PKCS#11 ${describeTarget(target)} is logged in by another provider of this process with another PIN than this provider's: the token did not check this one. Correct it (or, after a PIN change, restart the process).`,
+        `PKCS#11 ${describeTarget(target)} is logged in by this process with another PIN than this one, which the token does not check while it is: a wrong PIN, or one changed since that login. Correct it, or restart the process after a PIN change.`,
+        { cause: error, providerId },
       )
     }
     const code = pkcs11Code(error)
