@@ -12,7 +12,8 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '../..')
  * a module-not-found at import). In a child process whose module hook resolves both as missing.
  */
 describe('optional peer dependencies not installed', () => {
-  it('each provider subpath imports, and its first call says which package to install', () => {
+  /** Each provider's first call in a child process whose hook hides the peers (`mode`). */
+  const firstCalls = (mode: 'missing' | 'broken') => {
     const script = `
       const { awsKmsKeyProvider } = await import(${JSON.stringify(join(ROOT, 'src/aws-kms.ts'))})
       const { pkcs11KeyProvider } = await import(${JSON.stringify(join(ROOT, 'src/pkcs11.ts'))})
@@ -40,13 +41,13 @@ describe('optional peer dependencies not installed', () => {
         '-e',
         script,
       ],
-      {
-        cwd: ROOT,
-        encoding: 'utf8',
-        env: { ...process.env, AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'y' },
-      },
+      { cwd: ROOT, encoding: 'utf8', env: { ...process.env, KFE_TEST_PEERS: mode } },
     )
-    const out = JSON.parse(stdout.trim().split('\n').at(-1) as string)
+    return JSON.parse(stdout.trim().split('\n').at(-1) as string)
+  }
+
+  it('each provider subpath imports, and its first call says which package to install', () => {
+    const out = firstCalls('missing')
     expect(out.kms).toEqual({
       typed: true,
       code: 'CONFIG_INVALID',
@@ -59,5 +60,17 @@ describe('optional peer dependencies not installed', () => {
       message:
         'The PKCS#11 provider needs the optional peer dependency graphene-pk11: npm install graphene-pk11.',
     })
+  }, 60_000)
+
+  it('a package that is installed but fails to load (a dependency of its own missing) is not called missing', () => {
+    const out = firstCalls('broken')
+    expect(out.kms).toEqual({
+      typed: true,
+      code: 'CONFIG_INVALID',
+      message: 'The AWS KMS provider could not load @aws-sdk/client-kms, which is installed (see the cause).',
+    })
+    expect(out.hsm.message).toBe(
+      'The PKCS#11 provider could not load graphene-pk11, which is installed (see the cause).',
+    )
   }, 60_000)
 })

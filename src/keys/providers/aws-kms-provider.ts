@@ -13,6 +13,7 @@ import { optionKeys, refuseUnknownKeys } from '../../option-keys.js'
 import type { GeneratedKey, KeyProvider, KeyRef, RewrapSource, WrappedKey } from '../key-provider.js'
 import { unknownKekCauses } from '../unwrap-failed.js'
 import { describeRef, mapKmsError } from './aws-kms-errors.js'
+import { loadOptionalPeer } from './optional-peer.js'
 
 /** The SDK's module, loaded on first use. */
 type KmsSdk = typeof import('@aws-sdk/client-kms')
@@ -21,18 +22,16 @@ type KmsSdk = typeof import('@aws-sdk/client-kms')
 let sdkLoad: Promise<KmsSdk> | undefined
 
 function loadSdk(): Promise<KmsSdk> {
-  sdkLoad ??= import('@aws-sdk/client-kms').then(
-    (mod: KmsSdk & { default?: KmsSdk }) =>
-      mod.KMSClient === undefined && mod.default !== undefined ? mod.default : mod,
-    (error: unknown) => {
-      sdkLoad = undefined
-      throw new KeyProviderError(
-        'CONFIG_INVALID',
-        'The AWS KMS provider needs the optional peer dependency @aws-sdk/client-kms: npm install @aws-sdk/client-kms.',
-        { cause: error },
-      )
-    },
-  )
+  sdkLoad ??= loadOptionalPeer<KmsSdk>(
+    '@aws-sdk/client-kms',
+    'The AWS KMS provider',
+    'KMSClient',
+    () => import('@aws-sdk/client-kms'),
+  ).catch((error: unknown) => {
+    // Tried again by the next call: the package may be installed meanwhile.
+    sdkLoad = undefined
+    throw error
+  })
   return sdkLoad
 }
 

@@ -4,22 +4,19 @@
  */
 import type * as Graphene from 'graphene-pk11'
 import { KeyProviderError } from '../../errors.js'
+import { loadOptionalPeer } from './optional-peer.js'
 import { CKF_OS_LOCKING_OK, ckrName } from './pkcs11-errors.js'
 
 /** The graphene-pk11 module, loaded on first use. */
 export type GrapheneModule = typeof Graphene
 
-async function loadGraphene(): Promise<GrapheneModule> {
-  try {
-    const mod = (await import('graphene-pk11')) as GrapheneModule & { default?: GrapheneModule }
-    return mod.Module === undefined && mod.default !== undefined ? mod.default : mod
-  } catch (error) {
-    throw new KeyProviderError(
-      'CONFIG_INVALID',
-      'The PKCS#11 provider needs the optional peer dependency graphene-pk11: npm install graphene-pk11.',
-      { cause: error },
-    )
-  }
+function loadGraphene(): Promise<GrapheneModule> {
+  return loadOptionalPeer<GrapheneModule>(
+    'graphene-pk11',
+    'The PKCS#11 provider',
+    'Module',
+    () => import('graphene-pk11'),
+  )
 }
 
 /** A loaded, initialised PKCS#11 library and how many providers use it. */
