@@ -54,8 +54,11 @@ export function usePlaintextColumns(
   return useSuiteFixture(
     table,
     async () => {
-      const [rawDialect, readerDialect] = backend.createDialectPair()
-      const raw = new Kysely<TestDB>({ dialect: options.rawDialect?.() ?? rawDialect! })
+      // A dialect of the jobs' own replaces the first of the pair (no pool made that is never closed).
+      const own = options.rawDialect?.()
+      const [rawDialect, readerDialect] =
+        own === undefined ? backend.createDialectPair() : [own, backend.createDialect()]
+      const raw = new Kysely<TestDB>({ dialect: rawDialect })
       await options.create(raw)
       for (const column of options.columns)
         await applyMigrationStep(raw, schema('added'), table, column, 'add')
