@@ -1,7 +1,7 @@
 import type { OperationNode } from 'kysely'
 import type { ColumnInfo, EncryptedSchema, IndexInfo } from '../schema/schema.js'
 import type { DeferredValue } from './deferred-value.js'
-import type { PostFilter } from './plan.js'
+import type { PostFilter, UnlistedColumn } from './plan.js'
 import type { ConditionPlace } from './refusal.js'
 import type { Relation, Scope, Source } from './scope.js'
 import type { TableColumns } from './table-columns.js'
@@ -126,6 +126,11 @@ export interface AnalysisContext {
   note<T extends DeferredValue>(value: T): T
   /** Records that blind-index columns of `table` are compared with each other. */
   noteIndexComparison(table: string): void
+  /**
+   * Records a column name spelt like an encrypted column that the schema does not annotate, for
+   * the wrapper to check against the catalog (unlisted-columns.ts).
+   */
+  noteUnlisted(column: UnlistedColumn): void
   /** Records a check of decrypted rows against an index condition. */
   addPostFilter(filter: PostFilter): void
   /**

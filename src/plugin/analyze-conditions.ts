@@ -135,8 +135,10 @@ export function comparison(
   ctx: ConditionContext,
 ): OperationNode {
   const op = (node.operator as unknown as { operator?: string }).operator ?? 'operator'
-  const left = reference(a, node.leftOperand, scope)
-  const right = reference(a, node.rightOperand, scope)
+  // A bare name in HAVING may be a select-list alias: only WHERE and ON names are noted.
+  const bare = ctx.place !== 'having'
+  const left = reference(a, node.leftOperand, scope, bare)
+  const right = reference(a, node.rightOperand, scope, bare)
   if (left === undefined && right === undefined) {
     const patch = {
       leftOperand: opaque(a, node.leftOperand, scope, op),

@@ -9,6 +9,7 @@ import { endLine } from './raw-text.js'
 import { refuse } from './refusal.js'
 import type { Resolved, Scope } from './scope.js'
 import { identifierName, tableName } from './table-names.js'
+import { noteNamed, noteUnqualified } from './unlisted-columns.js'
 import { refuseWholeRow } from './whole-row.js'
 
 /**
@@ -19,27 +20,41 @@ import { refuseWholeRow } from './whole-row.js'
 
 /**
  * The annotated column or blind index a reference names, and the relation it resolved through.
+ * A name of a table with encrypted columns that resolves to none but is spelt like one is noted
+ * (unlisted-columns.ts): qualified, anywhere; unqualified, only where `bare` says no select-list
+ * alias can be meant (a WHERE or ON operand).
  *
  * @throws QueryRefusedError `QUERY_REFUSED` for an unqualified name that is no encrypted
  *   column but a relation carrying one: a whole-row value (`select u from users as u`)
  * @throws QueryRefusedError `AMBIGUOUS_COLUMN` for a qualifier of a relation not in scope here
  */
-export function reference(a: AnalysisContext, node: OperationNode, scope: Scope): Resolved | undefined {
-  if (node.kind === 'ColumnNode') return unqualified(columnName(node), scope)
+export function reference(
+  a: AnalysisContext,
+  node: OperationNode,
+  scope: Scope,
+  bare = false,
+): Resolved | undefined {
+  if (node.kind === 'ColumnNode') return unqualified(a, columnName(node), scope, bare)
   if (node.kind !== 'ReferenceNode') return undefined
   const ref = node as ReferenceNode
   if (ref.column.kind !== 'ColumnNode') return undefined
   const column = identifierName(ref.column.column)
-  if (ref.table === undefined) return unqualified(column, scope)
+  if (ref.table === undefined) return unqualified(a, column, scope, bare)
   const qualifier = tableName(ref.table).name
   const resolved = scope.resolve(column, qualifier)
-  if (resolved === undefined && !scope.sees(qualifier)) a.checkUnseen(qualifier, column, scope)
-  return resolved
+  if (resolved !== undefined) return resolved
+  const relation = scope.relationNamed(qualifier)
+  if (relation === undefined) a.checkUnseen(qualifier, column, scope)
+  else noteNamed(a, relation, column)
+  return undefined
 }
 
-function unqualified(column: string, scope: Scope): Resolved | undefined {
+function unqualified(a: AnalysisContext, column: string, scope: Scope, bare: boolean): Resolved | undefined {
   const resolved = scope.resolve(column, undefined)
-  if (resolved === undefined) refuseWholeRow(scope, column, `"${column}" as a value`)
+  if (resolved === undefined) {
+    refuseWholeRow(scope, column, `"${column}" as a value`)
+    if (bare) noteUnqualified(a, scope, column)
+  }
   return resolved
 }
 

@@ -9,6 +9,7 @@ import { refuse } from './refusal.js'
 import { firstEncryptedColumn } from './relation-names.js'
 import { encryptedColumnOf, PendingCte, Scope } from './scope.js'
 import { identifierName, rawTable, tableName } from './table-names.js'
+import { markUnmodelled } from './unlisted-columns.js'
 
 /**
  * The scope rules: which relations a level of a query sees. WITH adds its CTEs (all at once
@@ -107,6 +108,7 @@ export function fromItem(
         const carried = encryptedColumnOf(result.outputs)
         if (carried !== undefined)
           throw refuse(carried, 'raw sql', 'a derived table named by raw SQL; use .as(name)')
+        markUnmodelled(scope)
         return endAliasLine(rebuild(alias, { node: result.node }))
       }
       scope.addDerived(identifierName(alias.alias), result.outputs, result.names)
@@ -116,6 +118,8 @@ export function fromItem(
   refuseRawAlias(a, node)
   if (scope.addTable(node, write) !== undefined) return endAliasLine(node)
   refuseRawTable(a, node)
+  // Raw SQL that is no table name: a relation the scope does not list.
+  markUnmodelled(scope)
   return opaque(a, node, scope, 'expression')
 }
 

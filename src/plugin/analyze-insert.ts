@@ -26,6 +26,7 @@ import { refuse } from './refusal.js'
 import { firstEncryptedColumn } from './relation-names.js'
 import type { Scope, Source } from './scope.js'
 import { identifierName, unparsedAlias } from './table-names.js'
+import { noteNamed } from './unlisted-columns.js'
 
 /**
  * How an INSERT is analyzed: plaintext written to an encrypted column becomes a deferred
@@ -48,6 +49,8 @@ export const analyzeInsert: StatementAnalysis<InsertQueryNode> = (a, node, paren
     if (node.values) patch.values = a.query(node.values, scope, 'opaque').node
   } else {
     insertValues(a, node, scope, table, patch)
+    // A column spelt like an encrypted one that the table may not have (`values({ emial: v })`).
+    for (const c of node.columns ?? []) noteNamed(a, relation, identifierName(c.column))
   }
   if (node.onDuplicateKey && node.values && node.values.kind !== 'ValuesNode') {
     // MySQL's ON DUPLICATE KEY UPDATE of an INSERT … SELECT sees the SELECT's tables too, which

@@ -20,6 +20,7 @@ import {
 import { refuse } from './refusal.js'
 import type { Relation, Scope } from './scope.js'
 import { tableName } from './table-names.js'
+import { noteNamed, noteUnqualified } from './unlisted-columns.js'
 
 /**
  * SET items, of UPDATE, ON CONFLICT DO UPDATE and ON DUPLICATE KEY UPDATE: plaintext written to
@@ -71,9 +72,18 @@ export function setTarget(
     if (first !== undefined) throw refuse(first, 'raw sql', 'a SET target that is not a plain column name')
     return undefined
   }
+  // A target spelt like an encrypted column but no column of its table (`set({ 'email ': v })`):
+  // noted for the wrapper's catalog check; a qualified one was noted as a reference.
+  const qualified = column.kind === 'ReferenceNode' && (column as ReferenceNode).table !== undefined
   const table = relation?.table
-  if (relation === undefined || table === undefined) return undefined
-  return { relation, info: exact(table, name), index: table.indexColumn(name) }
+  if (relation === undefined || table === undefined) {
+    if (!qualified && target === undefined) noteUnqualified(a, scope, name)
+    return undefined
+  }
+  const info = exact(table, name)
+  const index = table.indexColumn(name)
+  if (!qualified && info === undefined && index === undefined) noteNamed(a, relation, name)
+  return { relation, info, index }
 }
 
 /**

@@ -20,7 +20,7 @@ import { checkCodec } from './column-rules.js'
 import { DeferredValue } from './deferred-value.js'
 import { mapChildren } from './node-utils.js'
 import { collectDeferred, mentionsSchemaTable } from './nodes.js'
-import { EMPTY_PLAN, type PlanOutput, type PostFilter, type QueryPlan } from './plan.js'
+import { EMPTY_PLAN, type PlanOutput, type PostFilter, type QueryPlan, type UnlistedColumn } from './plan.js'
 import { refuse } from './refusal.js'
 import { rawWordsIn, relationNames } from './relation-names.js'
 import { type Relation, Scope } from './scope.js'
@@ -62,6 +62,8 @@ export class Analyzer implements AnalysisContext {
   #deferred = false
   /** An output may be shadowed by columns the pending catalog will list (see {@link TableColumns}). */
   #needsCatalog = false
+  /** Names spelt like an encrypted column that the schema does not annotate; made on the first. */
+  #unlisted: UnlistedColumn[] | undefined
   /** The output names {@link Analyzer.mayBeShadowed} noted; made on the first one. */
   #shadowable: Set<string> | undefined
   /** Root outputs' row-context keys, and the hidden keys carrying them (tables with `context`). */
@@ -160,7 +162,8 @@ export class Analyzer implements AnalysisContext {
       this.#postFilters.length === 0 &&
       !this.#deferred &&
       this.#indexComparisons === undefined &&
-      !this.#needsCatalog
+      !this.#needsCatalog &&
+      this.#unlisted === undefined
     ) {
       return { node: result.node as RootOperationNode, plan: EMPTY_PLAN }
     }
@@ -174,6 +177,7 @@ export class Analyzer implements AnalysisContext {
     // Set only when present (no spread of a temporary object per query).
     if (this.#hiddenContext !== undefined) plan.hiddenContext = this.#hiddenContext
     if (this.#needsCatalog) plan.needsCatalog = true
+    if (this.#unlisted !== undefined) plan.unlisted = Object.freeze(this.#unlisted)
     return { node: result.node as RootOperationNode, plan: Object.freeze(plan) }
   }
 
@@ -233,6 +237,17 @@ export class Analyzer implements AnalysisContext {
   noteIndexComparison(table: string): void {
     this.#indexComparisons ??= new Set()
     this.#indexComparisons.add(table)
+  }
+
+  /** {@inheritDoc AnalysisContext.noteUnlisted} */
+  noteUnlisted(column: UnlistedColumn): void {
+    this.#unlisted ??= []
+    // A reference is resolved again when its comparison is walked as an expression: note it once.
+    const same = (u: UnlistedColumn) =>
+      u.name === column.name &&
+      u.tables.length === column.tables.length &&
+      u.tables.every((t, i) => t === column.tables[i])
+    if (!this.#unlisted.some(same)) this.#unlisted.push(column)
   }
 
   /** {@inheritDoc AnalysisContext.note} */

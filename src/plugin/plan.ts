@@ -57,6 +57,30 @@ export interface QueryPlan {
    * with the catalog, after verification and before sending.
    */
   readonly needsCatalog?: boolean
+  /**
+   * Column names of tables with encrypted columns that are no column the schema annotates but
+   * are spelt like one (unlisted-columns.ts): the wrapper refuses each the catalog does not list
+   * either, before sending, since a value beside it would go out in plaintext.
+   */
+  readonly unlisted?: readonly UnlistedColumn[]
+}
+
+/**
+ * A column name a query uses on a table with encrypted columns that the schema does not annotate,
+ * spelt near an encrypted column's name (a typo, a trailing space: `emial`, `'email '`). A value
+ * compared with or written to it is a plain parameter, which the database receives before it
+ * rejects the name: refused when the catalog shows that no table it may belong to has it.
+ */
+export interface UnlistedColumn {
+  /** The name as the query spells it. */
+  readonly name: string
+  /**
+   * The base tables it may be a column of: the one a qualified or written name names, or every
+   * relation in scope of an unqualified one. It is refused only if none of them has it.
+   */
+  readonly tables: readonly { readonly schema: string | undefined; readonly name: string }[]
+  /** The encrypted column it is spelt like, named in the refusal. */
+  readonly near: ColumnInfo
 }
 
 /** The plan of a query that touches no annotated column: nothing to do. */

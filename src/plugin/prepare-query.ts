@@ -12,6 +12,7 @@ import { EMPTY_PLAN, type PendingPlans, type QueryPlan } from './plan.js'
 import { cachedKeys, loadKeys, type QueryKeys, resolveDeferred } from './resolve-values.js'
 import type { SchemaGate } from './schema-gate.js'
 import type { TableColumns } from './table-columns.js'
+import { refuseUnlisted } from './unlisted-columns.js'
 import type { UnwrappedReads } from './unwrapped-reads.js'
 
 /**
@@ -126,6 +127,8 @@ function withPlan(
   deferred: readonly DeferredValue[],
   slow: SlowPath,
 ): Prepared | Promise<Prepared> {
+  // A misspelt column of an encrypted table: its value would go out in plaintext.
+  refuseUnlisted(ctx.schemaGate.catalog, checked)
   refuseIgnoredNulls(ctx.schema, ctx.schemaGate.catalog, query.query)
   if (checked.indexComparisons.size > 0) {
     return checkIndexComparisons(ctx.ring(), comparedKeyNames(ctx.schema, checked, deferred), slow).then(() =>

@@ -56,8 +56,8 @@ export class SchemaGate {
   }
 
   /**
-   * Whether this query must wait for the check: it needs keys or the catalog, or writes (but to
-   * the key table), or is `gated`.
+   * Whether this query must wait for the check: it needs keys or the catalog (a `*` to resolve, a
+   * misspelt column to check), or writes (but to the key table), or is `gated`.
    */
   needs(node: OperationNode | undefined, plan: QueryPlan): boolean {
     if (this.#open) return false
@@ -65,7 +65,8 @@ export class SchemaGate {
       plan.deferredValues.size > 0 ||
       plan.outputs.length > 0 ||
       plan.indexComparisons.size > 0 ||
-      plan.needsCatalog === true
+      plan.needsCatalog === true ||
+      plan.unlisted !== undefined
     )
       return true
     if (node === undefined) return false

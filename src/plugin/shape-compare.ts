@@ -27,6 +27,7 @@ export function sameAnalysis(a: Analysis, b: Analysis): boolean {
       )
     }) ||
     !sameStrings(pa.hiddenContext, pb.hiddenContext) ||
+    !sameUnlisted(pa.unlisted, pb.unlisted) ||
     !sameSet(pa.indexComparisons, pb.indexComparisons)
   )
     return false
@@ -45,6 +46,22 @@ export function sameAnalysis(a: Analysis, b: Analysis): boolean {
       f.probes.every((p, j) => pairs.get(p) === g.probes[j])
     )
   })
+}
+
+function sameUnlisted(a: QueryPlan['unlisted'], b: QueryPlan['unlisted']): boolean {
+  if (a === undefined || b === undefined) return a === b
+  return (
+    a.length === b.length &&
+    a.every((u, i) => {
+      const v = b[i] as (typeof b)[number]
+      return (
+        u.name === v.name &&
+        u.near === v.near &&
+        u.tables.length === v.tables.length &&
+        u.tables.every((t, j) => t.schema === v.tables[j]?.schema && t.name === v.tables[j]?.name)
+      )
+    })
+  )
 }
 
 function sameStrings(a: readonly string[] | undefined, b: readonly string[] | undefined): boolean {

@@ -1,0 +1,150 @@
+import { Kysely, type RootOperationNode } from 'kysely'
+import { describe, expect, it } from 'vitest'
+import { encrypted, encryptedSchema } from '../../../src/index.js'
+import { analyzeQuery } from '../../../src/plugin/analyzer.js'
+import { EMPTY_PLAN, type QueryPlan } from '../../../src/plugin/plan.js'
+import { nearEncrypted, refuseUnlisted } from '../../../src/plugin/unlisted-columns.js'
+import type { Catalog, CatalogTable } from '../../../src/schema/catalog.js'
+import { pluginView } from '../../../src/schema/plugin-view.js'
+import { compileOnlyDialect } from '../../support/compile-only.js'
+
+// biome-ignore lint/suspicious/noExplicitAny: table names of the fixture.
+const db = new Kysely<any>({ dialect: compileOnlyDialect() })
+
+const schema = pluginView(
+  encryptedSchema({
+    users: {
+      email: encrypted.text({ index: { name: 'email_bidx' }, maxBytes: 40 }),
+      ssn: encrypted.text({ index: { name: 'ssn_bidx', bits: 8 } }),
+    },
+  }),
+)
+const users = schema.table('users')!
+
+/** A catalog that lists `tables` (name → columns) and nothing else: all `columnsOf` reads. */
+function catalog(tables: Record<string, readonly string[]>): Catalog {
+  const table = (name: string): CatalogTable | undefined => {
+    const columns = tables[name]
+    if (columns === undefined) return undefined
+    return { name, columns: new Map(columns.map((c) => [c, 'text'])) } as unknown as CatalogTable
+  }
+  return { table } as unknown as Catalog
+}
+
+const LIVE = catalog({
+  users: ['id', 'name', 'emails', 'email', 'email_bidx', 'ssn', 'ssn_bidx'],
+  plain: ['id', 'emial'],
+})
+
+/** The plan of `query` analyzed as the plugin does with verification on (`'pending'`) or off. */
+const planOf = (query: { toOperationNode(): unknown }, columns: 'pending' | undefined): QueryPlan =>
+  analyzeQuery(schema, 'rewrite', query.toOperationNode() as RootOperationNode, columns).plan
+const plan = (query: { toOperationNode(): unknown }): QueryPlan => planOf(query, 'pending')
+
+describe('nearEncrypted', () => {
+  it.each(['emial', 'email ', ' Email\t', 'emails', 'e_mail', 'emai', 'EMIAL', 'ssm', 'sn', 'ssn '])(
+    'takes %j for a spelling of an encrypted column',
+    (name) => {
+      expect(nearEncrypted(users, name)).toBeDefined()
+    },
+  )
+
+  it.each(['id', 'name', 'email_address', 'sex', 'mail_to', 'tenant'])('leaves %j alone', (name) => {
+    expect(nearEncrypted(users, name)).toBeUndefined()
+  })
+})
+
+describe('the analysis notes misspelt names for the catalog check', () => {
+  it('leaves the plan of a query with no such name empty (the common path)', () => {
+    expect(plan(db.selectFrom('users').select(['id', 'name']).where('id', '=', 1))).toBe(EMPTY_PLAN)
+    expect(plan(db.updateTable('users').set({ name: 'x' }).where('name', '=', 'y'))).toBe(EMPTY_PLAN)
+  })
+
+  it('notes nothing with schema verification off (no catalog to tell a typo)', () => {
+    expect(planOf(db.selectFrom('users').select('id').where('emial', '=', 'v'), undefined)).toBe(EMPTY_PLAN)
+  })
+
+  it('notes qualified, unqualified and written names', () => {
+    const names = (p: QueryPlan) =>
+      p.unlisted?.map((u) => [u.name, u.near.physical, u.tables.map((t) => t.name)])
+    expect(names(plan(db.selectFrom('users').select('id').where('emial', '=', 'v')))).toEqual([
+      ['emial', 'email', ['users']],
+    ])
+    expect(names(plan(db.selectFrom('users as u').select('u.id').where('u.ssm', '=', 'v')))).toEqual([
+      ['ssm', 'ssn', ['users']],
+    ])
+    expect(names(plan(db.insertInto('users').values({ emial: 'v' })))).toEqual([
+      ['emial', 'email', ['users']],
+    ])
+    expect(names(plan(db.updateTable('users').set({ 'email ': 'v' })))).toEqual([
+      ['email ', 'email', ['users']],
+    ])
+    // Unqualified beside another table: it may be that table's column.
+    expect(
+      names(plan(db.selectFrom(['users', 'plain']).select('users.id').where('emial', '=', 'v'))),
+    ).toEqual([['emial', 'email', ['users', 'plain']]])
+  })
+
+  it('does not note an unqualified name where it may be an alias or an enclosing relation', () => {
+    // HAVING may read a select-list alias (MySQL).
+    expect(
+      plan(db.selectFrom('users').select('name as emial').groupBy('name').having('emial', '=', 'v')),
+    ).toBe(EMPTY_PLAN)
+    // A subquery may read an enclosing query's columns and (MySQL) its aliases.
+    expect(
+      plan(
+        db
+          .selectFrom('plain')
+          .select('id')
+          .where((eb) => eb.exists(eb.selectFrom('users').select('id').where('emial', '=', 'v'))),
+      ),
+    ).toBe(EMPTY_PLAN)
+  })
+})
+
+describe('refuseUnlisted', () => {
+  const query = db.selectFrom('users').select('id').where('emial', '=', 'secret-value')
+
+  it('refuses a noted name no table has, naming columns and never the value', () => {
+    let error: unknown
+    try {
+      refuseUnlisted(LIVE, plan(query))
+    } catch (e) {
+      error = e
+    }
+    expect(error).toMatchObject({ code: 'AMBIGUOUS_COLUMN', table: 'users', column: 'email' })
+    expect((error as Error).message).toContain('"emial"')
+    expect((error as Error).message).not.toContain('secret-value')
+  })
+
+  it('lets through a real column, in any case, and a system column', () => {
+    expect(() =>
+      refuseUnlisted(LIVE, plan(db.selectFrom('users').select('id').where('emails', '=', 'v'))),
+    ).not.toThrow()
+    expect(() =>
+      refuseUnlisted(LIVE, plan(db.selectFrom('users').select('id').where('EMAILS', '=', 'v'))),
+    ).not.toThrow()
+    expect(() =>
+      refuseUnlisted(
+        catalog({ users: ['id'] }),
+        Object.freeze({
+          ...EMPTY_PLAN,
+          unlisted: [
+            { name: 'ctid', tables: [{ schema: undefined, name: 'users' }], near: users.column('ssn')! },
+          ],
+        }),
+      ),
+    ).not.toThrow()
+  })
+
+  it('lets through a name of another table in scope, and any name of a table the catalog lacks', () => {
+    const joined = plan(db.selectFrom(['users', 'plain']).select('users.id').where('emial', '=', 'v'))
+    expect(() => refuseUnlisted(LIVE, joined)).not.toThrow()
+    const elsewhere = plan(db.selectFrom(['users', 'other']).select('users.id').where('emial', '=', 'v'))
+    expect(() => refuseUnlisted(LIVE, elsewhere)).not.toThrow()
+  })
+
+  it('does nothing without a catalog', () => {
+    expect(() => refuseUnlisted(undefined, plan(query))).not.toThrow()
+  })
+})
