@@ -116,6 +116,9 @@ export function fromItem(
     }
   }
   refuseRawAlias(a, node)
+  // A table aliased by raw SQL (`.as(sql\`o(a, b, c)\`)`) may rename its columns: names in its
+  // scope are not the catalog's (helper-125).
+  if (node.kind === 'AliasNode' && (node as AliasNode).alias.kind !== 'IdentifierNode') markUnmodelled(scope)
   if (scope.addTable(node, write) !== undefined) return endAliasLine(node)
   refuseRawTable(a, node)
   // Raw SQL that is no table name: a relation the scope does not list.

@@ -64,6 +64,10 @@ export function noteNamed(a: AnalysisContext, relation: Relation | undefined, na
  */
 export function noteUnqualified(a: AnalysisContext, scope: Scope, name: string): void {
   if (a.columns === undefined || scope.parent !== undefined || unmodelled.has(scope)) return
+  // A relation's own name: PostgreSQL reads it as the whole row (`where('o', 'is', null)`, the
+  // anti-join), whatever columns it has (helper-125).
+  const lower = name.toLowerCase()
+  if (scope.relations.some((r) => r.name.toLowerCase() === lower)) return
   let near: ColumnInfo | undefined
   let folded: string | undefined
   for (const relation of scope.relations) {

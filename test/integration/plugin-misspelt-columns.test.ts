@@ -271,6 +271,31 @@ describe.each(backends())('misspelt columns of an encrypted table [$name]', (bac
       expect(rows).toEqual([{ id: 1 }])
     })
 
+    it.runIf(backend.family === 'postgres')(
+      'runs a relation named like an encrypted column, which PostgreSQL reads as its whole row (helper-125)',
+      async () => {
+        const rows = await db
+          .selectFrom(`${users} as u`)
+          .leftJoin(`${plain} as e_mail`, 'e_mail.id', 'u.id')
+          .select('u.id')
+          .where('e_mail', 'is not', null)
+          .execute()
+        expect(rows).toEqual([{ id: 1 }])
+      },
+    )
+
+    it.runIf(backend.family === 'postgres')(
+      'leaves names alone beside a table aliased by raw SQL, which may rename its columns (helper-125)',
+      async () => {
+        // biome-ignore lint/suspicious/noExplicitAny: a raw alias leaves the joined row untyped.
+        const query: any = db
+          .selectFrom(`${users} as u`)
+          .innerJoin(sql.table(plain).as(sql`o(oid, emai)`), (j) => j.onTrue())
+        const rows = await query.select('u.id').where('emai', '=', 'plain@x.io').execute()
+        expect(rows).toEqual([{ id: 1 }])
+      },
+    )
+
     it('leaves a name that differs only in case from a real column to the database', async () => {
       const query = db.selectFrom(users).select('id').where('EMAILS', '=', 'list2@x.io')
       if (backend.family === 'mysql') expect(await query.execute()).toEqual([{ id: 1 }])
