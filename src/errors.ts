@@ -76,6 +76,23 @@ export interface FieldEncryptionErrorOptions {
 }
 
 /** Base class of every error this library throws. */
+/**
+ * Marks the errors of this library across its copies in one process: a `kfe.config.cjs` loads the
+ * CommonJS build while `kfe` runs the ESM one, and `instanceof` sees only its own copy's classes.
+ */
+const BRAND = Symbol.for('kysely-field-encryption.error')
+
+/**
+ * Whether `error` is a {@link FieldEncryptionError} of any copy of this library in the process
+ * (its ESM or CommonJS build), not only of this one as `instanceof` tells.
+ */
+export function isFieldEncryptionError(error: unknown): error is FieldEncryptionError {
+  return (
+    error instanceof FieldEncryptionError ||
+    (typeof error === 'object' && error !== null && (error as Record<symbol, unknown>)[BRAND] === true)
+  )
+}
+
 export class FieldEncryptionError extends Error {
   /** Stable, machine-readable code; see docs/errors.md. */
   readonly code: ErrorCode
@@ -90,6 +107,7 @@ export class FieldEncryptionError extends Error {
     this.code = code
     this.table = options.table
     this.column = options.column
+    Object.defineProperty(this, BRAND, { value: true })
   }
 }
 

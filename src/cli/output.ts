@@ -1,5 +1,5 @@
 import { SingleBar } from 'cli-progress'
-import { FieldEncryptionError } from '../errors.js'
+import { isFieldEncryptionError } from '../errors.js'
 import type { Progress } from '../ops/progress.js'
 import { consola } from './log.js'
 
@@ -96,8 +96,7 @@ export function createOutput(json: boolean, stream: NodeJS.WriteStream = process
           `[${code}${driverCode === undefined ? '' : ` ${driverCode}`}] ${e.message}${driverCode !== undefined && connectionFailure(driverCode) ? ' (kfe could not connect: check the database connection its config gives)' : ''}`,
         )
         const cause = (e as { cause?: unknown }).cause
-        if (cause instanceof FieldEncryptionError)
-          consola.error(`  caused by [${cause.code}] ${cause.message}`)
+        if (isFieldEncryptionError(cause)) consola.error(`  caused by [${cause.code}] ${cause.message}`)
       }
     },
     line(text) {
@@ -116,7 +115,7 @@ export function createOutput(json: boolean, stream: NodeJS.WriteStream = process
  * anything else (a file system error with its code, `EEXIST`, is no database's).
  */
 function errorCodes(error: unknown): { code: string; table?: string; driverCode?: string } {
-  if (error instanceof FieldEncryptionError)
+  if (isFieldEncryptionError(error))
     return error.table === undefined ? { code: error.code } : { code: error.code, table: error.table }
   if (!fromDatabase(error)) return { code: 'ERROR' }
   const driverCode = (error as { code?: unknown } | null)?.code
@@ -159,7 +158,7 @@ function fromDatabase(error: unknown): boolean {
  * and durations only, never a value. A row context (plaintext context values) is left out.
  */
 function errorData(error: unknown): Record<string, unknown> {
-  if (!(error instanceof FieldEncryptionError)) return {}
+  if (!isFieldEncryptionError(error)) return {}
   const data: Record<string, unknown> = {}
   const fields = error as unknown as Record<string, unknown>
   for (const key of ERROR_FIELDS) if (fields[key] !== undefined) data[key] = fields[key]

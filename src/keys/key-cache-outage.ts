@@ -1,4 +1,10 @@
-import { type ErrorCode, FieldEncryptionError, KeyError, KeyProviderError } from '../errors.js'
+import {
+  type ErrorCode,
+  type FieldEncryptionError,
+  isFieldEncryptionError,
+  KeyError,
+  KeyProviderError,
+} from '../errors.js'
 
 // What the key cache does when a key's keeper does not answer (an outage), as opposed to refusing.
 
@@ -27,7 +33,7 @@ const AVAILABILITY_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
 ])
 
 export function isAvailabilityError(error: unknown): boolean {
-  return error instanceof FieldEncryptionError && AVAILABILITY_CODES.has(error.code)
+  return isFieldEncryptionError(error) && AVAILABILITY_CODES.has(error.code)
 }
 
 /**

@@ -122,4 +122,15 @@ describe('kfe error output', () => {
     })
     expect(printed(aborted)).toMatchObject({ code: 'ERROR' })
   })
+
+  it("a library error of another copy of the library (a kfe.config.cjs's CommonJS build) keeps its code, not DATABASE_ERROR", async () => {
+    // A second instance of src/errors.ts: other classes, as the CommonJS build's are to the ESM one's.
+    const path = '../../../src/errors.js?another-copy'
+    const copy = (await import(/* @vite-ignore */ path)) as typeof import('../../../src/errors.js')
+    const error = new copy.KeyProviderError('PROVIDER_UNAVAILABLE', 'KMS is down.', {
+      providerId: 'aws-kms:k',
+    })
+    expect(error instanceof (await import('../../../src/errors.js')).FieldEncryptionError).toBe(false)
+    expect(printed(error)).toMatchObject({ code: 'PROVIDER_UNAVAILABLE', providerId: 'aws-kms:k' })
+  })
 })
