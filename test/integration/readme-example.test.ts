@@ -11,6 +11,32 @@ import { backends, uniqueName } from '../support/backends.js'
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const postgres = backends().find((b) => b.name === 'postgres')!
 
+/**
+ * Runs an example app as a reader runs it (`npx tsx`, a fresh KEK, DATABASE_URL), checks what it
+ * printed, and checks the one row it stored (`stored`) holds only ciphertext and a 32-byte index.
+ */
+async function runExample(
+  file: string,
+  databaseUrl: URL,
+  stored: () => Promise<Array<Record<string, Buffer>>>,
+): Promise<void> {
+  const { stdout } = await promisify(execFile)('npx', ['tsx', file], {
+    cwd: root,
+    env: { ...process.env, KFE_KEK: randomBytes(32).toString('hex'), DATABASE_URL: databaseUrl.toString() },
+  })
+  expect(stdout).toContain("email: 'Ada@Example.org'")
+  expect(stdout).toContain("dob: '1815-12-10'")
+  expect(stdout).not.toContain('email_bidx')
+  const rows = await stored()
+  expect(rows).toHaveLength(1)
+  const row = rows[0] as Record<string, Buffer>
+  for (const column of ['email', 'ssn', 'dob']) {
+    expect(row[column]).toBeInstanceOf(Buffer)
+    expect(row[column]!.toString('latin1')).not.toMatch(/Ada|078-05|1815/)
+  }
+  expect(row.email_bidx).toHaveLength(32)
+}
+
 // The README's PostgreSQL app (examples/postgres.ts), run as a reader runs it: `npx tsx`, a fresh
 // KEK from the environment, DATABASE_URL. In a schema of its own, so its `users` and `kfe_keys`
 // tables meet no other test's.
@@ -36,25 +62,10 @@ describe.each([postgres])('the README example (examples/postgres.ts) [$name]', (
     it('creates the table, writes Ada and finds her by email; the database holds only ciphertext', async () => {
       const databaseUrl = new URL(url)
       databaseUrl.searchParams.set('options', `-c search_path=${schemaName}`)
-      const { stdout } = await promisify(execFile)('npx', ['tsx', 'examples/postgres.ts'], {
-        cwd: root,
-        env: {
-          ...process.env,
-          KFE_KEK: randomBytes(32).toString('hex'),
-          DATABASE_URL: databaseUrl.toString(),
-        },
+      await runExample('examples/postgres.ts', databaseUrl, async () => {
+        const stored = await admin.query(`select email, email_bidx, ssn, dob from "${schemaName}".users`)
+        return stored.rows as Array<Record<string, Buffer>>
       })
-      expect(stdout).toContain("email: 'Ada@Example.org'")
-      expect(stdout).toContain("dob: '1815-12-10'")
-      expect(stdout).not.toContain('email_bidx')
-      const stored = await admin.query(`select email, email_bidx, ssn, dob from "${schemaName}".users`)
-      expect(stored.rows).toHaveLength(1)
-      const row = stored.rows[0] as Record<string, Buffer>
-      for (const column of ['email', 'ssn', 'dob']) {
-        expect(row[column]).toBeInstanceOf(Buffer)
-        expect(row[column]!.toString('latin1')).not.toMatch(/Ada|078-05|1815/)
-      }
-      expect(row.email_bidx).toHaveLength(32)
       const keys = await admin.query(`select purpose from "${schemaName}".kfe_keys order by purpose`)
       expect(keys.rows.map((r: { purpose: string }) => r.purpose)).toEqual(['data', 'index'])
     })
@@ -82,25 +93,10 @@ describe.each([mysql])('the MySQL example (examples/mysql.ts) [$name]', (backend
     it('creates the table, writes Ada and finds her by email; the database holds only ciphertext', async () => {
       const databaseUrl = new URL(url)
       databaseUrl.pathname = `/${database}`
-      const { stdout } = await promisify(execFile)('npx', ['tsx', 'examples/mysql.ts'], {
-        cwd: root,
-        env: {
-          ...process.env,
-          KFE_KEK: randomBytes(32).toString('hex'),
-          DATABASE_URL: databaseUrl.toString(),
-        },
+      await runExample('examples/mysql.ts', databaseUrl, async () => {
+        const [rows] = await admin.query(`select email, email_bidx, ssn, dob from \`${database}\`.users`)
+        return rows as Array<Record<string, Buffer>>
       })
-      expect(stdout).toContain("email: 'Ada@Example.org'")
-      expect(stdout).toContain("dob: '1815-12-10'")
-      expect(stdout).not.toContain('email_bidx')
-      const [rows] = await admin.query(`select email, email_bidx, ssn, dob from \`${database}\`.users`)
-      const stored = rows as Array<Record<string, Buffer>>
-      expect(stored).toHaveLength(1)
-      for (const column of ['email', 'ssn', 'dob']) {
-        expect(stored[0]![column]).toBeInstanceOf(Buffer)
-        expect(stored[0]![column]!.toString('latin1')).not.toMatch(/Ada|078-05|1815/)
-      }
-      expect(stored[0]!.email_bidx).toHaveLength(32)
     })
   })
 })
