@@ -9,7 +9,7 @@ import { endLine } from './raw-text.js'
 import { refuse } from './refusal.js'
 import type { Resolved, Scope } from './scope.js'
 import { identifierName, tableName } from './table-names.js'
-import { noteNamed, noteUnqualified } from './unlisted-columns.js'
+import { noteNamed, noteUnqualified, unmodelledLevel } from './unlisted-columns.js'
 import { refuseWholeRow } from './whole-row.js'
 
 /**
@@ -109,10 +109,15 @@ export function opaque(
       const inner = labelOf(node, label)
       // Raw SQL directly in raw SQL ends where the raw SQL around it says; under another node
       // (an alias, a function) it ends on its own.
-      const walk = (queries: boolean) => (child: OperationNode) =>
-        ROW_STATEMENTS.has(child.kind) === queries
-          ? opaque(a, child, scope, inner, child.kind === 'RawNode')
-          : child
+      // A query in it gets a level of its own between it and `scope`: it may sit under the raw
+      // text's own FROM, whose relations are not known (helper-126).
+      let level: Scope | undefined
+      const walk = (queries: boolean) => (child: OperationNode) => {
+        if (ROW_STATEMENTS.has(child.kind) !== queries) return child
+        if (!queries) return opaque(a, child, scope, inner, child.kind === 'RawNode')
+        level ??= unmodelledLevel(scope.schema, scope)
+        return opaque(a, child, level, inner)
+      }
       const walked = mapChildren(mapChildren(node, walk(true)), walk(false))
       // Only raw SQL whose end is not inside other raw SQL is ended (raw-text.ts, endLine).
       return insideRaw ? walked : endLine(walked)

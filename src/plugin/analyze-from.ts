@@ -49,7 +49,9 @@ export function withClause(a: AnalysisContext, node: WithNode, scope: Scope): Wi
     : undefined
   const expressions = rebuildList(node.expressions, (cte: CommonTableExpressionNode) => {
     refuseRawTable(a, cte.expression)
-    const result = a.query(cte.expression, scope, 'derived')
+    // A CTE's query sees the tables of the queries around the statement (not its own FROM, which
+    // comes after) and the CTEs of its WITH.
+    const result = a.query(cte.expression, scope.parent, 'derived', scope)
     const { name } = tableName(cte.name.table)
     const annotated = firstColumn(result.outputs)
     if (cte.name.columns !== undefined && annotated !== undefined) {

@@ -26,7 +26,7 @@ import { refuse } from './refusal.js'
 import { firstEncryptedColumn } from './relation-names.js'
 import type { Scope, Source } from './scope.js'
 import { identifierName, unparsedAlias } from './table-names.js'
-import { noteNamed } from './unlisted-columns.js'
+import { markUnmodelled, noteNamed } from './unlisted-columns.js'
 
 /**
  * How an INSERT is analyzed: plaintext written to an encrypted column becomes a deferred
@@ -54,7 +54,9 @@ export const analyzeInsert: StatementAnalysis<InsertQueryNode> = (a, node, paren
   }
   if (node.onDuplicateKey && node.values && node.values.kind !== 'ValuesNode') {
     // MySQL's ON DUPLICATE KEY UPDATE of an INSERT … SELECT sees the SELECT's tables too, which
-    // this scope does not model: refused when the SELECT reads an encrypted table.
+    // this scope does not model: refused when the SELECT reads an encrypted table, and no
+    // unqualified name there is taken for a misspelling (helper-126).
+    markUnmodelled(scope)
     const read =
       firstEncryptedColumn(node.values, scope.schema) ??
       (node.with === undefined ? undefined : firstEncryptedColumn(node.with, scope.schema))

@@ -17,6 +17,7 @@ import { checkReservedAliases } from './reserved-aliases.js'
 import type { Relation, Resolved, Scope, Source } from './scope.js'
 import { expandAll } from './select-all.js'
 import { identifierName, tableName } from './table-names.js'
+import { markUnnamedOutput } from './unlisted-columns.js'
 
 /**
  * Select lists and RETURNING: which outputs pass an annotated column (or blind index) on, under
@@ -75,9 +76,6 @@ export function selections(
 } {
   const outputs = new Map<string, Source>()
   const origins = new Map<string, Origin>()
-  // MySQL lets a subquery of the select list read the aliases before it (not after: "forward
-  // reference in item list"): it sees this map as it fills.
-  scope.setAliases(outputs)
   // Two outputs of one name come back as one key (the driver keeps one of them): when either is
   // encrypted, the plan could decrypt the other's value, so the list is refused, unless both are
   // the same encrypted column (`u1.email, u2.email`: either value decrypts under its key).
@@ -85,6 +83,9 @@ export function selections(
   // Names an explicit item of the list gives to a plaintext value (a column the schema does not
   // annotate, an expression, a subquery): ORDER BY may sort by them (see {@link plainOutputs}).
   const plainNamed = new Set<string>()
+  // MySQL lets a subquery of the select list read the aliases before it (not after: "forward
+  // reference in item list"): it sees these as they fill.
+  scope.setAliases(outputs, plainNamed)
   // Every output name in order, while known (an expression without an alias, or a `*` over a
   // relation whose columns are not known, ends that).
   let names: string[] | undefined = []
@@ -150,6 +151,7 @@ export function selections(
       return rebuild(s, { selection: rebuild(sel, { node: opaque(a, inner, scope, 'expression') }) })
     }
     names = undefined
+    markUnnamedOutput(scope)
     const node = opaque(a, sel, scope, 'expression')
     if (role !== 'exists' && hasStarItem(sel)) refuseRawStarAfter(outputs, role)
     return rebuild(s, { selection: node })

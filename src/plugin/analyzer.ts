@@ -23,8 +23,9 @@ import { collectDeferred, mentionsSchemaTable } from './nodes.js'
 import { EMPTY_PLAN, type PlanOutput, type PostFilter, type QueryPlan, type UnlistedColumn } from './plan.js'
 import { refuse } from './refusal.js'
 import { rawWordsIn, relationNames } from './relation-names.js'
-import { type Relation, Scope } from './scope.js'
+import type { Relation, Scope } from './scope.js'
 import { columnsOf, type TableColumns } from './table-columns.js'
+import { unmodelledLevel } from './unlisted-columns.js'
 
 /**
  * Analyzes one query tree (see {@link Analyzer}), knowing `columns` of the live tables (see
@@ -91,12 +92,14 @@ export class Analyzer implements AnalysisContext {
     switch (node.kind) {
       // A select passes its encrypted columns on as they are stored (raw results are not
       // decrypted): `select count(*) from (${db.selectFrom('users').selectAll()}) as x` runs.
+      // Under the raw text's own query level, whose relations are not known: a query in its FROM
+      // or WHERE may read their columns (helper-126).
       case 'SelectQueryNode':
-        return this.query(node, undefined, 'derived').node
+        return this.query(node, unmodelledLevel(this.schema, undefined), 'derived').node
       case 'InsertQueryNode':
       case 'UpdateQueryNode':
       case 'DeleteQueryNode':
-        return this.query(node, undefined, 'opaque').node
+        return this.query(node, unmodelledLevel(this.schema, undefined), 'opaque').node
       case 'MergeQueryNode':
         return analyzeMerge(this, node as MergeQueryNode)
       default:
@@ -194,8 +197,9 @@ export class Analyzer implements AnalysisContext {
         return analyzeDelete(this, node as DeleteQueryNode, parent, role, ctes)
       default:
         return {
-          // A fresh level: it sees the enclosing query's tables through `parent` and the CTEs of `ctes`.
-          node: opaque(this, node, new Scope(this.schema, parent, ctes), 'subquery'),
+          // A fresh level: it sees the enclosing query's tables through `parent` and the CTEs of
+          // `ctes`. Its own relations (raw SQL) are not known.
+          node: opaque(this, node, unmodelledLevel(this.schema, parent, ctes), 'subquery'),
           outputs: new Map(),
         }
     }

@@ -79,8 +79,15 @@ export interface UnlistedColumn {
    * relation in scope of an unqualified one. It is refused only if none of them has it.
    */
   readonly tables: readonly { readonly schema: string | undefined; readonly name: string }[]
+  /**
+   * Derived tables and CTEs it may be a column of, by the name the query gives them: each has
+   * every output name known, and none is this one.
+   */
+  readonly derived?: readonly string[]
   /** The encrypted column it is spelt like, named in the refusal. */
   readonly near: ColumnInfo
+  /** The name it is spelt like: the column's, or a derived table's output passing it on. */
+  readonly spelling: string
 }
 
 /** The plan of a query that touches no annotated column: nothing to do. */

@@ -1,9 +1,9 @@
 import { QueryRefusedError } from '../errors.js'
 import type { Catalog } from '../schema/catalog.js'
-import type { ColumnInfo, TableInfo } from '../schema/schema.js'
+import type { ColumnInfo, EncryptedSchema, TableInfo } from '../schema/schema.js'
 import type { AnalysisContext } from './analysis-context.js'
 import type { QueryPlan, UnlistedColumn } from './plan.js'
-import type { Relation, Scope } from './scope.js'
+import { type Relation, Scope } from './scope.js'
 import { columnsOf } from './table-columns.js'
 
 /**
@@ -34,6 +34,17 @@ type Base = UnlistedColumn['tables'][number]
 /** FROM and JOIN items the scope does not model (raw SQL): an unqualified name may be theirs. */
 const unmodelled = new WeakSet<Scope>()
 
+/** Levels whose select list has an item without a name the plugin knows (raw SQL may name outputs). */
+const unnamedOutputs = new WeakSet<Scope>()
+
+/**
+ * Records that the select list of `scope` has an item whose output name is not known (`sql\`x as
+ * emial\``): MySQL lets a subquery read it, so no name in a subquery is noted (helper-126).
+ */
+export function markUnnamedOutput(scope: Scope): void {
+  unnamedOutputs.add(scope)
+}
+
 /**
  * Records that a FROM or JOIN item of `scope` is raw SQL the scope does not list as a relation:
  * an unqualified name there is never noted, since that relation may have the column.
@@ -43,49 +54,95 @@ export function markUnmodelled(scope: Scope): void {
 }
 
 /**
+ * A level of scope whose own relations are not known (raw SQL's: a query embedded in raw SQL may
+ * sit under the raw text's own FROM), seeing `parent`'s relations and `ctes`' CTEs: a name there
+ * or in a query below it is never noted (helper-126).
+ */
+export function unmodelledLevel(schema: EncryptedSchema, parent: Scope | undefined, ctes = parent): Scope {
+  const level = new Scope(schema, parent, ctes)
+  unmodelled.add(level)
+  return level
+}
+
+/**
  * Notes `name`, qualified by or written to `relation`, when it is no annotated column or blind
- * index of the relation's table but is spelt near an encrypted column of it.
+ * index of the relation's table but is spelt near an encrypted column of it; or, for a derived
+ * table or CTE whose every output name is known, when it is none of them but is spelt near an
+ * output that passes an encrypted column on.
  */
 export function noteNamed(a: AnalysisContext, relation: Relation | undefined, name: string): void {
-  const table = relation?.table
-  const base = relation?.base
-  if (a.columns === undefined || table === undefined || base === undefined) return
+  if (a.columns === undefined || relation === undefined) return
+  const { table, base } = relation
+  if (base === undefined) {
+    if (relation.columns === undefined || hasName(relation.columns, name)) return
+    const near = nearOutput(relation, name)
+    if (near !== undefined) a.noteUnlisted({ name, tables: [], derived: [relation.name], ...near })
+    return
+  }
+  if (table === undefined) return
   if (table.column(name) !== undefined || table.indexColumn(name) !== undefined) return
   const near = nearEncrypted(table, name)
-  if (near !== undefined) a.noteUnlisted({ name, tables: [base], near })
+  if (near !== undefined) a.noteUnlisted({ name, tables: [base], near, spelling: near.physical })
 }
 
 /**
  * Notes an unqualified `name` that resolved to no annotated column, in a WHERE or ON condition or
- * as a written column, when a table in scope has an encrypted column spelt near it. Only where
- * every relation in scope is known: at a level no query encloses (a subquery may read an
- * enclosing query's select-list alias on MySQL, and an enclosing query's columns), without raw
- * FROM items, and with every derived table's output names known (one that has the name ends it).
+ * as a written column, when a table in scope has an encrypted column spelt near it. In a
+ * subquery the name may be a column of an enclosing query's relation too, so the relations of
+ * every level count. Only where every relation a level sees is known: no raw FROM item, every
+ * derived table's and CTE's output names known (one that has the name ends it), and no
+ * enclosing select list with an output of that name (MySQL lets a subquery read one).
  */
 export function noteUnqualified(a: AnalysisContext, scope: Scope, name: string): void {
-  if (a.columns === undefined || scope.parent !== undefined || unmodelled.has(scope)) return
-  // A relation's own name: PostgreSQL reads it as the whole row (`where('o', 'is', null)`, the
-  // anti-join), whatever columns it has (helper-125).
+  if (a.columns === undefined) return
   const lower = name.toLowerCase()
-  if (scope.relations.some((r) => r.name.toLowerCase() === lower)) return
-  let near: ColumnInfo | undefined
-  let folded: string | undefined
-  for (const relation of scope.relations) {
-    if (relation.qualifiedOnly) continue
-    if (relation.base !== undefined) {
-      if (relation.table !== undefined) near ??= nearEncrypted(relation.table, name)
-      continue
+  let near: { near: ColumnInfo; spelling: string } | undefined
+  for (let s: Scope | undefined = scope; s !== undefined; s = s.parent) {
+    if (unmodelled.has(s)) return
+    if (s !== scope && (unnamedOutputs.has(s) || s.hasOutputNamed(name))) return
+    for (const relation of s.relations) {
+      // A relation's own name: PostgreSQL reads it as the whole row (`where('o', 'is', null)`,
+      // the anti-join), whatever columns it has (helper-125).
+      if (relation.name.toLowerCase() === lower) return
+      if (relation.qualifiedOnly) continue
+      if (relation.base === undefined) {
+        if (relation.columns === undefined || hasName(relation.columns, name)) return
+        near ??= nearOutput(relation, name)
+      } else if (relation.table !== undefined && near === undefined) {
+        const info = nearEncrypted(relation.table, name)
+        if (info !== undefined) near = { near: info, spelling: info.physical }
+      }
     }
-    folded ??= name.toLowerCase()
-    if (relation.columns === undefined || relation.columns.some((c) => c.toLowerCase() === folded)) return
   }
-  // The base tables, made only for a near name (most unresolved names are plain columns: `id`).
+  // The relations, listed only for a near name (most unresolved names are plain columns: `id`).
   if (near === undefined) return
   const tables: Base[] = []
-  for (const relation of scope.relations) {
-    if (!relation.qualifiedOnly && relation.base !== undefined) tables.push(relation.base)
+  const derived: string[] = []
+  for (let s: Scope | undefined = scope; s !== undefined; s = s.parent) {
+    for (const relation of s.relations) {
+      if (relation.qualifiedOnly) continue
+      if (relation.base !== undefined) tables.push(relation.base)
+      else derived.push(relation.name)
+    }
   }
-  a.noteUnlisted({ name, tables, near })
+  a.noteUnlisted({ name, tables, derived, ...near })
+}
+
+/** Whether `names` has `name`, ignoring case (MySQL's rule for column names). */
+function hasName(names: readonly string[], name: string): boolean {
+  const folded = name.toLowerCase()
+  return names.some((n) => n.toLowerCase() === folded)
+}
+
+/**
+ * The encrypted column a derived table or CTE passes on under an output name `name` is near
+ * (see {@link nearEncrypted}), with that output name, if any.
+ */
+function nearOutput(relation: Relation, name: string): { near: ColumnInfo; spelling: string } | undefined {
+  for (const [output, source] of relation.derived ?? []) {
+    if (source.kind === 'column' && isNear(output, name)) return { near: source.info, spelling: output }
+  }
+  return undefined
 }
 
 /**
@@ -95,20 +152,20 @@ export function noteUnqualified(a: AnalysisContext, scope: Scope, name: string):
  * of neighbours: `emial`, `emails`, `e_mail`, `ssm`).
  */
 export function nearEncrypted(table: TableInfo, name: string): ColumnInfo | undefined {
-  const trimmed = name.trim()
-  let folded: string | undefined
-  // Most names of a table (`id`) differ in length by more than the limit: nothing to compare.
-  const near = (spelling: string | undefined): boolean => {
-    if (spelling === undefined) return false
-    const limit = spelling.length <= 4 ? 1 : 2
-    if (Math.abs(spelling.length - trimmed.length) > limit) return false
-    folded ??= trimmed.toLowerCase()
-    return withinEdits(folded, spelling.toLowerCase(), limit)
-  }
+  const near = (spelling: string | undefined) => spelling !== undefined && isNear(spelling, name)
   for (const info of table.columns.values()) {
     if (near(info.physical) || near(info.logical) || near(info.stored) || near(info.mapped?.name)) return info
   }
   return undefined
+}
+
+/** Whether `name` is spelt near `spelling` (see {@link nearEncrypted}). */
+function isNear(spelling: string, name: string): boolean {
+  const trimmed = name.trim()
+  const limit = spelling.length <= 4 ? 1 : 2
+  // Most names of a table (`id`) differ in length by more than the limit: nothing to compare.
+  if (Math.abs(spelling.length - trimmed.length) > limit) return false
+  return withinEdits(trimmed.toLowerCase(), spelling.toLowerCase(), limit)
 }
 
 /** Whether `a` becomes `b` in at most `limit` single-character edits (optimal string alignment). */
@@ -159,13 +216,21 @@ export function refuseUnlisted(catalog: Catalog | undefined, plan: QueryPlan): v
   for (const u of unlisted) {
     if (!absent(catalog, u)) continue
     const info = u.near
+    const names = [
+      ...u.tables.map((t) => (t.schema === undefined ? t.name : `${t.schema}.${t.name}`)),
+      ...(u.derived ?? []),
+    ]
+    const why = [
+      u.tables.length > 0 ? 'the catalog read by schema verification has none of that name' : undefined,
+      u.derived?.length ? `the query of ${u.derived.join(' or ')} selects none` : undefined,
+    ]
     throw new QueryRefusedError(
       'AMBIGUOUS_COLUMN',
-      `"${u.name}" is no column of ${u.tables.map((t) => (t.schema === undefined ? t.name : `${t.schema}.${t.name}`)).join(' or ')} (the catalog read by schema verification has none of that name) but is spelt like encrypted column ${info.table.physical}.${info.physical}: a value beside it would reach the database unencrypted. Nothing was sent.`,
+      `"${u.name}" is no column of ${names.join(' or ')} (${why.filter((w) => w !== undefined).join('; ')}) but is spelt like ${u.spelling === info.physical ? `encrypted column ${info.table.physical}.${info.physical}` : `"${u.spelling}", encrypted column ${info.table.physical}.${info.physical}`}: a value beside it would reach the database unencrypted. Nothing was sent.`,
       {
         table: info.table.logical,
         column: info.logical,
-        hint: `Spell it exactly "${info.physical}". If the column was added after this process read the catalog (once, before its first write or encrypted read), restart the process.`,
+        hint: `Spell it exactly "${u.spelling}". If the column was added after this process read the catalog (once, before its first write or encrypted read), restart the process.`,
       },
     )
   }

@@ -4,8 +4,9 @@
  * the value compared with or written to it went out as a plain parameter (mysql2 inlines it in
  * the statement text the server logs), and the database rejected the name only after receiving
  * it. A name spelt near an encrypted column's that the catalog read by schema verification does
- * not list is now refused (`AMBIGUOUS_COLUMN`) before anything is sent; a real column of such a
- * name runs as before, and so does everything with verification off (no catalog to tell).
+ * not list is now refused (`AMBIGUOUS_COLUMN`) before anything is sent, in a subquery and a CTE's
+ * query too; a real column of such a name runs as before, and so does everything with verification
+ * off (no catalog to tell).
  */
 import { randomBytes } from 'node:crypto'
 import type { PGlite } from '@electric-sql/pglite'
@@ -91,6 +92,33 @@ const REFUSED: readonly Case[] = [
     column: 'email',
     build: (db, u) =>
       db.selectFrom(db.selectFrom(u).select('id').where('emial', '=', SECRET).as('d')).select('d.id'),
+  },
+  {
+    name: "a misspelt name in a CTE's query",
+    column: 'email',
+    build: (db, u) =>
+      db
+        .with('c', (q) => q.selectFrom(u).select('id').where('emial', '=', SECRET))
+        .selectFrom('c')
+        .select('c.id'),
+  },
+  {
+    name: 'a misspelt name in a subquery of WHERE',
+    column: 'ssn',
+    build: (db, u) =>
+      db
+        .selectFrom(u)
+        .select('id')
+        .where('id', 'in', db.selectFrom(`${u} as u2`).select('u2.id').where('ssm', '=', SECRET)),
+  },
+  {
+    name: 'a name no output of a derived table has, spelt near one that passes an encrypted column on',
+    column: 'email',
+    build: (db, u) =>
+      db
+        .selectFrom(db.selectFrom(u).select(['id', 'email as mail']).as('d'))
+        .select('d.id')
+        .where('d.mial', '=', SECRET),
   },
   {
     name: 'values({ emial: v })',
@@ -259,6 +287,80 @@ describe.each(backends())('misspelt columns of an encrypted table [$name]', (bac
         .where('emial', '=', 'plain@x.io')
         .execute()
       expect(rows).toEqual([{ id: 1 }])
+    })
+
+    it("runs a subquery's unqualified name that is a column of an enclosing query's relation", async () => {
+      const rows = await db
+        .selectFrom(`${plain} as p`)
+        .select('p.id')
+        .where((eb) =>
+          eb.exists(
+            eb
+              .selectFrom(`${users} as u`)
+              .select('u.id')
+              .whereRef('u.id', '=', 'p.id')
+              .where('emial', '=', 'plain@x.io'),
+          ),
+        )
+        .execute()
+      expect(rows).toEqual([{ id: 1 }])
+    })
+
+    describe("leaves a subquery's name alone where raw SQL may define it (helper-126)", () => {
+      /** `emial` is a column of the raw SQL's `p` around it, not of `u2`. */
+      const sub = () => db.selectFrom(`${users} as u2`).select('u2.id').where('emial', '=', 'plain@x.io')
+
+      it('a query in raw SQL with a FROM of its own', async () => {
+        const rows = await db
+          .selectFrom(users)
+          .select('id')
+          .where('id', 'in', sql<number>`(select p.id from ${sql.table(plain)} p where exists (${sub()}))`)
+          .execute()
+        expect(rows).toEqual([{ id: 1 }])
+      })
+
+      it('a query in a whole statement of raw SQL', async () => {
+        const { rows } = await sql<{
+          id: number
+        }>`select p.id from ${sql.table(plain)} p where exists (${sub()})`.execute(db)
+        expect(rows).toEqual([{ id: 1 }])
+      })
+
+      it.runIf(backend.family === 'mysql')(
+        'an enclosing select-list alias given in raw SQL, which MySQL lets a subquery read',
+        async () => {
+          const rows = await db
+            .selectFrom(users)
+            .select([
+              // biome-ignore lint/suspicious/noExplicitAny: a raw select item names its own output.
+              sql`upper(name) as emial` as any,
+              db.selectFrom(`${users} as u2`).select('u2.id').where('emial', '=', 'ADA').limit(1).as('x'),
+            ])
+            .where('id', '=', 1)
+            .execute()
+          expect(rows).toEqual([{ emial: 'ADA', x: 1 }])
+        },
+      )
+
+      it.runIf(backend.family === 'mysql')(
+        "ON DUPLICATE KEY UPDATE of an INSERT … SELECT, which may read the SELECT's columns",
+        async () => {
+          await db
+            .insertInto(users)
+            .columns(['id', 'name'])
+            .expression(db.selectFrom(`${plain} as p`).select(['p.id', 'p.emial as name']))
+            .onDuplicateKeyUpdate((eb) => ({
+              name: eb
+                .selectFrom(`${users} as o`)
+                .select(sql<string>`max(o.name)`.as('m'))
+                .where('emial', '=', 'plain@x.io'),
+            }))
+            .execute()
+          expect(await db.selectFrom(users).select('name').where('id', '=', 1).execute()).toEqual([
+            { name: 'ada' },
+          ])
+        },
+      )
     })
 
     it('leaves an unqualified name alone beside a relation it cannot list (raw SQL)', async () => {

@@ -1,4 +1,4 @@
-import { Kysely, type RootOperationNode } from 'kysely'
+import { Kysely, type RootOperationNode, sql } from 'kysely'
 import { describe, expect, it } from 'vitest'
 import { encrypted, encryptedSchema } from '../../../src/index.js'
 import { analyzeQuery } from '../../../src/plugin/analyzer.js'
@@ -85,20 +85,118 @@ describe('the analysis notes misspelt names for the catalog check', () => {
     ).toEqual([['emial', 'email', ['users', 'plain']]])
   })
 
-  it('does not note an unqualified name where it may be an alias or an enclosing relation', () => {
+  it('does not note an unqualified name where it may be an alias or a relation it cannot list', () => {
     // HAVING may read a select-list alias (MySQL).
     expect(
       plan(db.selectFrom('users').select('name as emial').groupBy('name').having('emial', '=', 'v')),
     ).toBe(EMPTY_PLAN)
-    // A subquery may read an enclosing query's columns and (MySQL) its aliases.
+    // A subquery of the select list may read an alias before it (MySQL).
     expect(
       plan(
         db
-          .selectFrom('plain')
-          .select('id')
-          .where((eb) => eb.exists(eb.selectFrom('users').select('id').where('emial', '=', 'v'))),
+          .selectFrom('users')
+          .select([
+            'name as emial',
+            (eb) => eb.selectFrom('users as u2').select('u2.id').where('emial', '=', 'v').as('x'),
+          ]),
       ),
     ).toBe(EMPTY_PLAN)
+    // A query level of raw SQL: its relations are not known.
+    expect(
+      plan(
+        db
+          .selectFrom('users')
+          .select('id')
+          .where('id', 'in', db.selectFrom(sql`plain`.as('p')).select('p.id').where('emial', '=', 'v')),
+      ),
+    ).toBe(EMPTY_PLAN)
+  })
+
+  it('notes names in subqueries and CTE queries, with every table the name may belong to', () => {
+    const names = (p: QueryPlan) => p.unlisted?.map((u) => [u.name, u.tables.map((t) => t.name)])
+    // A subquery may read an enclosing query's columns: its tables count too.
+    const correlated = plan(
+      db
+        .selectFrom('plain')
+        .select('id')
+        .where((eb) => eb.exists(eb.selectFrom('users').select('id').where('emial', '=', 'v'))),
+    )
+    expect(names(correlated)).toEqual([['emial', ['users', 'plain']]])
+    expect(() => refuseUnlisted(LIVE, correlated)).not.toThrow()
+    const inner = plan(
+      db
+        .selectFrom('users')
+        .select('id')
+        .where('id', 'in', db.selectFrom('users as u2').select('u2.id').where('ssm', '=', 'v')),
+    )
+    expect(names(inner)).toEqual([['ssm', ['users', 'users']]])
+    expect(() => refuseUnlisted(LIVE, inner)).toThrow(/"ssm" is no column of users/)
+    // A CTE's query sees no relation of the statement's own FROM.
+    const cte = plan(
+      db
+        .with('c', (q) => q.selectFrom('users').select('id').where('emial', '=', 'v'))
+        .selectFrom(['c', 'plain'])
+        .select('c.id'),
+    )
+    expect(names(cte)).toEqual([['emial', ['users']]])
+    expect(() => refuseUnlisted(LIVE, cte)).toThrow(/"emial" is no column of users/)
+    // A CTE whose output list has the name ends it.
+    expect(
+      plan(
+        db
+          .with('c', (q) => q.selectFrom('plain').select(['id', 'emial']))
+          .with('d', (q) => q.selectFrom(['c', 'users']).select('users.id').where('emial', '=', 'v'))
+          .selectFrom('d')
+          .select('d.id'),
+      ),
+    ).toBe(EMPTY_PLAN)
+  })
+})
+
+describe("a derived table's or CTE's outputs", () => {
+  const derived = db.selectFrom('users').select(['id', 'email', 'ssn as tax_id']).as('d')
+  const refusal = (p: QueryPlan): string => {
+    try {
+      refuseUnlisted(LIVE, p)
+    } catch (e) {
+      return (e as Error).message
+    }
+    return 'not refused'
+  }
+
+  it('refuses a name none of its known outputs has, spelt near one that carries an encrypted column', () => {
+    const qualified = plan(db.selectFrom(derived).select('d.id').where('d.emial', '=', 'secret-value'))
+    expect(qualified.unlisted).toMatchObject([
+      { name: 'emial', tables: [], derived: ['d'], spelling: 'email' },
+    ])
+    expect(refusal(qualified)).toContain(
+      '"emial" is no column of d (the query of d selects none) but is spelt like encrypted column users.email',
+    )
+    expect(refusal(qualified)).not.toContain('secret-value')
+    // Spelt like an alias: the hint names the alias.
+    const aliased = plan(db.selectFrom(derived).select('d.id').where('d.tax_di', '=', 'v'))
+    expect(refusal(aliased)).toContain('spelt like "tax_id", encrypted column users.ssn')
+    const unqualified = plan(db.selectFrom(derived).select('d.id').where('emial', '=', 'v'))
+    expect(refusal(unqualified)).toContain('"emial" is no column of d')
+    const cte = plan(
+      db
+        .with('c', (q) => q.selectFrom('users').select(['id', 'email']))
+        .selectFrom(['c', 'plain'])
+        .select('c.id')
+        .where('c.emial', '=', 'v'),
+    )
+    expect(refusal(cte)).toContain('"emial" is no column of c')
+  })
+
+  it('lets through an output it has, a name beside a table that has it, and outputs it cannot list', () => {
+    expect(
+      plan(db.selectFrom(derived).select('d.id').where('d.tax_id', 'is not', null)).unlisted,
+    ).toBeUndefined()
+    const beside = plan(db.selectFrom([derived, 'plain']).select('d.id').where('emial', '=', 'v'))
+    expect(beside.unlisted).toMatchObject([{ tables: [{ name: 'plain' }], derived: ['d'] }])
+    expect(refusal(beside)).toBe('not refused')
+    const all = db.selectFrom('users').selectAll().as('d')
+    expect(plan(db.selectFrom(all).select('d.id').where('d.emial', '=', 'v')).unlisted).toBeUndefined()
   })
 })
 
@@ -130,7 +228,12 @@ describe('refuseUnlisted', () => {
         Object.freeze({
           ...EMPTY_PLAN,
           unlisted: [
-            { name: 'ctid', tables: [{ schema: undefined, name: 'users' }], near: users.column('ssn')! },
+            {
+              name: 'ctid',
+              tables: [{ schema: undefined, name: 'users' }],
+              near: users.column('ssn')!,
+              spelling: 'ssn',
+            },
           ],
         }),
       ),
