@@ -135,8 +135,8 @@ export function comparison(
   ctx: ConditionContext,
 ): OperationNode {
   const op = (node.operator as unknown as { operator?: string }).operator ?? 'operator'
-  // A bare name in HAVING may be a select-list alias: only WHERE and ON names are noted.
-  const bare = ctx.place !== 'having'
+  // A bare name in HAVING may be a select-list alias too (MySQL).
+  const bare = ctx.place === 'having' ? 'having' : true
   const left = reference(a, node.leftOperand, scope, bare)
   const right = reference(a, node.rightOperand, scope, bare)
   if (left === undefined && right === undefined) {

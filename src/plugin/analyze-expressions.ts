@@ -21,8 +21,9 @@ import { refuseWholeRow } from './whole-row.js'
 /**
  * The annotated column or blind index a reference names, and the relation it resolved through.
  * A name of a table with encrypted columns that resolves to none but is spelt like one is noted
- * (unlisted-columns.ts): qualified, anywhere; unqualified, only where `bare` says no select-list
- * alias can be meant (a WHERE or ON operand).
+ * (unlisted-columns.ts): qualified, anywhere; unqualified, only where `bare` says it is an
+ * operand of a condition: of WHERE or ON (`true`), or of HAVING (`'having'`), where it may be
+ * an output of the select list.
  *
  * @throws QueryRefusedError `QUERY_REFUSED` for an unqualified name that is no encrypted
  *   column but a relation carrying one: a whole-row value (`select u from users as u`)
@@ -32,7 +33,7 @@ export function reference(
   a: AnalysisContext,
   node: OperationNode,
   scope: Scope,
-  bare = false,
+  bare: boolean | 'having' = false,
 ): Resolved | undefined {
   if (node.kind === 'ColumnNode') return unqualified(a, columnName(node), scope, bare)
   if (node.kind !== 'ReferenceNode') return undefined
@@ -49,11 +50,16 @@ export function reference(
   return undefined
 }
 
-function unqualified(a: AnalysisContext, column: string, scope: Scope, bare: boolean): Resolved | undefined {
+function unqualified(
+  a: AnalysisContext,
+  column: string,
+  scope: Scope,
+  bare: boolean | 'having',
+): Resolved | undefined {
   const resolved = scope.resolve(column, undefined)
   if (resolved === undefined) {
     refuseWholeRow(scope, column, `"${column}" as a value`)
-    if (bare) noteUnqualified(a, scope, column)
+    if (bare) noteUnqualified(a, scope, column, bare === 'having')
   }
   return resolved
 }

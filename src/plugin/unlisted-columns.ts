@@ -86,20 +86,21 @@ export function noteNamed(a: AnalysisContext, relation: Relation | undefined, na
 }
 
 /**
- * Notes an unqualified `name` that resolved to no annotated column, in a WHERE or ON condition or
- * as a written column, when a table in scope has an encrypted column spelt near it. In a
+ * Notes an unqualified `name` that resolved to no annotated column, in a WHERE, ON or HAVING
+ * condition or as a written column, when a table in scope has an encrypted column spelt near it. In a
  * subquery the name may be a column of an enclosing query's relation too, so the relations of
  * every level count. Only where every relation a level sees is known: no raw FROM item, every
  * derived table's and CTE's output names known (one that has the name ends it), and no
- * enclosing select list with an output of that name (MySQL lets a subquery read one).
+ * enclosing select list with an output of that name (MySQL lets a subquery read one), nor, in
+ * HAVING (`having`), the statement's own.
  */
-export function noteUnqualified(a: AnalysisContext, scope: Scope, name: string): void {
+export function noteUnqualified(a: AnalysisContext, scope: Scope, name: string, having = false): void {
   if (a.columns === undefined) return
   const lower = name.toLowerCase()
   let near: { near: ColumnInfo; spelling: string } | undefined
   for (let s: Scope | undefined = scope; s !== undefined; s = s.parent) {
     if (unmodelled.has(s)) return
-    if (s !== scope && (unnamedOutputs.has(s) || s.hasOutputNamed(name))) return
+    if ((s !== scope || having) && (unnamedOutputs.has(s) || s.hasOutputNamed(name))) return
     for (const relation of s.relations) {
       // A relation's own name: PostgreSQL reads it as the whole row (`where('o', 'is', null)`,
       // the anti-join), whatever columns it has (helper-125).

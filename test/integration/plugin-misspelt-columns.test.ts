@@ -112,6 +112,11 @@ const REFUSED: readonly Case[] = [
         .where('id', 'in', db.selectFrom(`${u} as u2`).select('u2.id').where('ssm', '=', SECRET)),
   },
   {
+    name: "having('emial', '=', v) where no output of the select list is so named",
+    column: 'email',
+    build: (db, u) => db.selectFrom(u).select('name').groupBy('name').having('emial', '=', SECRET),
+  },
+  {
     name: 'a name no output of a derived table has, spelt near one that passes an encrypted column on',
     column: 'email',
     build: (db, u) =>

@@ -86,9 +86,19 @@ describe('the analysis notes misspelt names for the catalog check', () => {
   })
 
   it('does not note an unqualified name where it may be an alias or a relation it cannot list', () => {
-    // HAVING may read a select-list alias (MySQL).
+    // HAVING may read a select-list alias (MySQL), one given in raw SQL too.
     expect(
       plan(db.selectFrom('users').select('name as emial').groupBy('name').having('emial', '=', 'v')),
+    ).toBe(EMPTY_PLAN)
+    expect(
+      plan(
+        db
+          .selectFrom('users')
+          // biome-ignore lint/suspicious/noExplicitAny: a raw select item names its own output.
+          .select([sql`upper(name) as emial` as any])
+          .groupBy('name')
+          .having('emial', '=', 'v'),
+      ),
     ).toBe(EMPTY_PLAN)
     // A subquery of the select list may read an alias before it (MySQL).
     expect(
@@ -131,6 +141,10 @@ describe('the analysis notes misspelt names for the catalog check', () => {
     )
     expect(names(inner)).toEqual([['ssm', ['users', 'users']]])
     expect(() => refuseUnlisted(LIVE, inner)).toThrow(/"ssm" is no column of users/)
+    // HAVING, where the name is no output of the select list.
+    const having = plan(db.selectFrom('users').select('name').groupBy('name').having('emial', '=', 'v'))
+    expect(names(having)).toEqual([['emial', ['users']]])
+    expect(() => refuseUnlisted(LIVE, having)).toThrow(/"emial" is no column of users/)
     // A CTE's query sees no relation of the statement's own FROM.
     const cte = plan(
       db
