@@ -53,7 +53,11 @@ export interface RewrapSource {
  * with a stable code on failure; never log or put key bytes in an error.
  */
 export interface KeyProvider {
-  /** Stable id of this KEK, stored beside each wrapping it makes. Must not contain secrets. */
+  /**
+   * Stable id of this KEK, stored beside each wrapping it makes. Must not contain secrets: 1 to
+   * 2,048 characters without control characters or line separators (refused otherwise, since it is
+   * named in errors).
+   */
   readonly id: string
   /** Generates a 256-bit data key; returns it in plaintext and wrapped under this KEK. */
   generateDataKey(ref: KeyRef): Promise<GeneratedKey>

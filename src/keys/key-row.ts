@@ -4,6 +4,7 @@
  * named and never hides the others).
  */
 import { ConfigError, KeyError } from '../errors.js'
+import { isKekId, KEK_ID_RULE } from './kek-id.js'
 import type { KeyPurpose, KeyRef, WrappedKey } from './key-provider.js'
 import type { CorruptKey, KeyState, StoredKey } from './stored-key.js'
 
@@ -119,7 +120,9 @@ export function parseKeyRow(row: KeyRow): StoredKey | CorruptKey {
       throw new Error(state === 'destroyed' ? 'a destroyed key keeps a wrapping' : 'not a non-empty array')
     wrappings = parsed.map((w: unknown) => {
       const { kekId, wrapped } = (w ?? {}) as { kekId?: unknown; wrapped?: unknown }
-      if (typeof kekId !== 'string' || typeof wrapped !== 'string') throw new Error('bad wrapping entry')
+      if (typeof wrapped !== 'string') throw new Error('bad wrapping entry')
+      // Named in errors: one that could write lines of its own into a log is not echoed.
+      if (!isKekId(kekId)) throw new Error(`a kekId is not ${KEK_ID_RULE}`)
       return Object.freeze({ kekId, wrapped: new Uint8Array(Buffer.from(wrapped, 'base64')) })
     })
   } catch (error) {

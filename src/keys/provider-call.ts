@@ -1,4 +1,5 @@
 import { ConfigError, FieldEncryptionError, KeyProviderError } from '../errors.js'
+import { isKekId, KEK_ID_RULE } from './kek-id.js'
 import type { AuditEvent, AuditSink, KeyProvider, KeyRef, WrappedKey } from './key-provider.js'
 import { unwrapFailedCauses } from './unwrap-failed.js'
 
@@ -223,12 +224,21 @@ export async function unwrapWithFailover(
 }
 
 /**
- * Refuses an empty provider list or two providers with the same id.
+ * Refuses an empty provider list, an id that is no KEK id (kek-id.ts) or two providers with the
+ * same id.
  * @throws ConfigError `CONFIG_INVALID`.
  */
 export function checkProviders(providers: readonly KeyProvider[], what: string): void {
   if (providers.length === 0)
     throw new ConfigError('CONFIG_INVALID', `${what} needs at least one key provider.`)
+  const bad = providers.findIndex((p) => !isKekId(p.id))
+  if (bad >= 0) {
+    // Not echoed: it is not fit to print.
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `${what}: the id of key provider ${bad + 1} of ${providers.length} is not ${KEK_ID_RULE}.`,
+    )
+  }
   const ids = new Set(providers.map((p) => p.id))
   if (ids.size !== providers.length) {
     throw new ConfigError(

@@ -1,0 +1,39 @@
+import { describe, expect, it } from 'vitest'
+import type { KeyProvider } from '../../../src/keys/key-provider.js'
+import { type KeyRow, parseKeyRow } from '../../../src/keys/key-row.js'
+import { checkProviders } from '../../../src/keys/provider-call.js'
+
+const row = (wrappings: string): KeyRow => ({
+  logical_table: 'orders',
+  purpose: 'data',
+  version: 1,
+  state: 'active',
+  wrappings,
+  created_at: new Date(0),
+  check_value: null,
+})
+
+describe('KEK ids, named in errors', () => {
+  it('a key row whose kekId could write lines into a log is corrupt, and the id is not echoed', () => {
+    for (const kekId of ['local:a\nERROR forged log line', 'x\u2028y', '', 'k'.repeat(2049), 7]) {
+      const parsed = parseKeyRow(row(JSON.stringify([{ kekId, wrapped: 'AAAA' }])))
+      expect('error' in parsed && parsed.error.code).toBe('KEY_STORE_CORRUPT')
+      const error = 'error' in parsed ? parsed.error : undefined
+      expect(`${error?.message} ${(error?.cause as Error).message}`).not.toContain('forged')
+      expect((error?.cause as Error).message).toContain('a kekId is not text of 1 to 2048 characters')
+    }
+    expect(
+      parseKeyRow(row(JSON.stringify([{ kekId: 'k'.repeat(2048), wrapped: 'AAAA' }]))),
+    ).not.toHaveProperty('error')
+  })
+
+  it('a key provider whose id is no KEK id is refused when configured, without echoing it', () => {
+    const provider = (id: string) => ({ id }) as unknown as KeyProvider
+    expect(() => checkProviders([provider('local:a'), provider('kms\r\nforged')], 'KeyRing')).toThrow(
+      /^KeyRing: the id of key provider 2 of 2 is not text of 1 to 2048 characters without control characters or line separators\.$/,
+    )
+    expect(() =>
+      checkProviders([provider('arn:aws:kms:eu-west-1:111122223333:key/ü-1')], 'KeyRing'),
+    ).not.toThrow()
+  })
+})
