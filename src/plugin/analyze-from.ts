@@ -57,8 +57,7 @@ export function withClause(a: AnalysisContext, node: WithNode, scope: Scope): Wi
     if (cte.name.columns !== undefined && annotated !== undefined) {
       throw refuse(annotated.info, 'cte column list', 'name the columns inside the CTE query instead')
     }
-    // A column list renames the outputs (refused above when one is encrypted).
-    scope.addCte(name, result.outputs, cte.name.columns?.map((c) => identifierName(c.column)) ?? result.names)
+    scope.addCte(name, result.outputs, cteColumns(cte, result.names))
     return rebuild(cte, { expression: result.node })
   })
   pending?.forEach((placeholder, i) => {
@@ -76,6 +75,20 @@ export function withClause(a: AnalysisContext, node: WithNode, scope: Scope): Wi
     }
   })
   return rebuild(node, { expressions })
+}
+
+/**
+ * The output names of a CTE, when known: its column list renames the first outputs of its query
+ * (refused when one is encrypted); PostgreSQL lets the list be shorter, the rest keep their
+ * names (helper-127).
+ */
+function cteColumns(
+  cte: CommonTableExpressionNode,
+  names: readonly string[] | undefined,
+): readonly string[] | undefined {
+  const list = cte.name.columns?.map((c) => identifierName(c.column))
+  if (list === undefined) return names
+  return names === undefined ? undefined : [...list, ...names.slice(list.length)]
 }
 
 /** @param write - the items are tables the statement writes (DELETE FROM): see {@link Scope.addTable} */

@@ -117,11 +117,17 @@ export function selections(
       return s
     }
     if (sel.kind === 'AliasNode') {
+      // `.as(sql\`…\`)`: raw SQL names the output, with a name not known here (refused for an
+      // encrypted value: checkOutputAlias). It claims none (helper-127).
+      const rawAlias = sel.alias.kind !== 'IdentifierNode'
       const name = identifierName(sel.alias)
-      names?.push(name)
+      if (rawAlias) {
+        names = undefined
+        markUnnamedOutput(scope)
+      } else names?.push(name)
       const inner = sel.node
       const ref = reference(a, inner, scope)
-      if (inner.kind !== 'SelectQueryNode') claim(named, plainNamed, outputs, name, ref?.source)
+      if (inner.kind !== 'SelectQueryNode' && !rawAlias) claim(named, plainNamed, outputs, name, ref?.source)
       if (ref !== undefined) {
         if (ref.source.kind === 'column') checkOutputAlias(ref.source.info, sel.alias, name)
         outputs.set(name, ref.source)
@@ -132,7 +138,7 @@ export function selections(
         const sub = a.query(inner, scope, 'scalar')
         const only = sub.outputs.size === 1 ? [...sub.outputs.values()][0] : undefined
         const passes = only !== undefined && (inner as SelectQueryNode).selections?.length === 1
-        claim(named, plainNamed, outputs, name, passes ? only : undefined)
+        if (!rawAlias) claim(named, plainNamed, outputs, name, passes ? only : undefined)
         if (passes && only !== undefined) {
           // The row key is the alias here too (a 64-byte one came back as ciphertext on PostgreSQL).
           if (only.kind === 'column') checkOutputAlias(only.info, sel.alias, name)

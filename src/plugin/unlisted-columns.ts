@@ -217,21 +217,26 @@ export function refuseUnlisted(catalog: Catalog | undefined, plan: QueryPlan): v
   for (const u of unlisted) {
     if (!absent(catalog, u)) continue
     const info = u.near
-    const names = [
-      ...u.tables.map((t) => (t.schema === undefined ? t.name : `${t.schema}.${t.name}`)),
-      ...(u.derived ?? []),
+    // Each once: a self-join or a subquery over the same table lists it twice.
+    const tables = [
+      ...new Set(u.tables.map((t) => (t.schema === undefined ? t.name : `${t.schema}.${t.name}`))),
     ]
+    const derived = [...new Set(u.derived)]
     const why = [
-      u.tables.length > 0 ? 'the catalog read by schema verification has none of that name' : undefined,
-      u.derived?.length ? `the query of ${u.derived.join(' or ')} selects none` : undefined,
+      ...(tables.length > 0 ? ['the catalog read by schema verification has none of that name'] : []),
+      ...(derived.length > 0 ? [`the query of ${derived.join(' or ')} selects none`] : []),
     ]
+    const column = `encrypted column ${info.table.physical}.${info.physical}`
     throw new QueryRefusedError(
       'AMBIGUOUS_COLUMN',
-      `"${u.name}" is no column of ${names.join(' or ')} (${why.filter((w) => w !== undefined).join('; ')}) but is spelt like ${u.spelling === info.physical ? `encrypted column ${info.table.physical}.${info.physical}` : `"${u.spelling}", encrypted column ${info.table.physical}.${info.physical}`}: a value beside it would reach the database unencrypted. Nothing was sent.`,
+      `"${u.name}" is no column of ${[...tables, ...derived].join(' or ')} (${why.join('; ')}) but is spelt like ${u.spelling === info.physical ? column : `"${u.spelling}", ${column}`}: a value beside it would reach the database unencrypted. Nothing was sent.`,
       {
         table: info.table.logical,
         column: info.logical,
-        hint: `Spell it exactly "${u.spelling}". If the column was added after this process read the catalog (once, before its first write or encrypted read), restart the process.`,
+        hint:
+          tables.length === 0
+            ? `Spell it exactly "${u.spelling}", or select it in the query of ${derived.join(' or ')}.`
+            : `Spell it exactly "${u.spelling}". If the column was added after this process read the catalog (once, before its first write or encrypted read), restart the process.`,
       },
     )
   }

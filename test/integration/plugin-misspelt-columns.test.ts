@@ -368,6 +368,24 @@ describe.each(backends())('misspelt columns of an encrypted table [$name]', (bac
       )
     })
 
+    it('runs a derived table output aliased by raw SQL, and a CTE column list shorter than its query (helper-127)', async () => {
+      const derived = db
+        .selectFrom(users)
+        .select(['id', 'email', sql<string>`'x'`.as(sql`emial` as never)])
+        .as('d')
+      expect(await db.selectFrom(derived).select('d.id').where('d.emial', '=', 'x').execute()).toEqual([
+        { id: 1 },
+      ])
+      if (backend.family !== 'postgres') return
+      const rows = await db
+        .with('c(a)', (q) => q.selectFrom(plain).select(['id', 'emial']) as never)
+        .selectFrom([users, 'c'])
+        .select(`${users}.id`)
+        .where('emial', '=', 'plain@x.io')
+        .execute()
+      expect(rows).toEqual([{ id: 1 }])
+    })
+
     it('leaves an unqualified name alone beside a relation it cannot list (raw SQL)', async () => {
       const rows = await db
         .selectFrom(`${users} as u`)

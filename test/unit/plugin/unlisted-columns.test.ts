@@ -140,7 +140,8 @@ describe('the analysis notes misspelt names for the catalog check', () => {
         .where('id', 'in', db.selectFrom('users as u2').select('u2.id').where('ssm', '=', 'v')),
     )
     expect(names(inner)).toEqual([['ssm', ['users', 'users']]])
-    expect(() => refuseUnlisted(LIVE, inner)).toThrow(/"ssm" is no column of users/)
+    // Each table once in the message.
+    expect(() => refuseUnlisted(LIVE, inner)).toThrow(/"ssm" is no column of users \(/)
     // HAVING, where the name is no output of the select list.
     const having = plan(db.selectFrom('users').select('name').groupBy('name').having('emial', '=', 'v'))
     expect(names(having)).toEqual([['emial', ['users']]])
@@ -211,6 +212,65 @@ describe("a derived table's or CTE's outputs", () => {
     expect(refusal(beside)).toBe('not refused')
     const all = db.selectFrom('users').selectAll().as('d')
     expect(plan(db.selectFrom(all).select('d.id').where('d.emial', '=', 'v')).unlisted).toBeUndefined()
+  })
+})
+
+describe('output names raw SQL gives or a CTE column list leaves (helper-127)', () => {
+  const passes = (query: { toOperationNode(): unknown }) => () => refuseUnlisted(LIVE, plan(query))
+
+  it('a CTE column list shorter than its query (PostgreSQL): the other outputs keep their names', () => {
+    const query = db
+      .with('c(a)', (q) => q.selectFrom('plain').select(['id', 'emial']) as never)
+      .selectFrom(['users', 'c'])
+      .select('users.id')
+      .where('emial', '=', 'v')
+    expect(passes(query)).not.toThrow()
+  })
+
+  it('an output aliased by raw SQL, read from a derived table, a later subquery or HAVING', () => {
+    const rawAlias = sql`'x'`.as(sql`emial` as never)
+    expect(
+      passes(
+        db
+          .selectFrom(db.selectFrom('users').select(['id', 'email', rawAlias]).as('d'))
+          .select('d.id')
+          .where('d.emial', '=', 'x'),
+      ),
+    ).not.toThrow()
+    expect(
+      passes(
+        db
+          .selectFrom('users')
+          .select([rawAlias, db.selectFrom('users as u2').select('u2.id').where('emial', '=', 'x').as('s')]),
+      ),
+    ).not.toThrow()
+    expect(
+      passes(
+        db
+          .selectFrom('users')
+          .select(sql`max(name)`.as(sql`emial` as never))
+          .groupBy('id')
+          .having('emial', '=', 'ada'),
+      ),
+    ).not.toThrow()
+  })
+
+  it("a derived table's refusal says where the name is missing and how to mend it", () => {
+    let error: { message: string; hint?: string } | undefined
+    try {
+      refuseUnlisted(
+        LIVE,
+        plan(
+          db
+            .selectFrom(db.selectFrom('users').select(['id', 'email']).as('d'))
+            .select('d.id')
+            .where('d.emial', '=', 'v'),
+        ),
+      )
+    } catch (e) {
+      error = e as { message: string; hint?: string }
+    }
+    expect(error?.hint).toBe('Spell it exactly "email", or select it in the query of d.')
   })
 })
 
