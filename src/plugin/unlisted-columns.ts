@@ -87,12 +87,12 @@ export function noteNamed(a: AnalysisContext, relation: Relation | undefined, na
 
 /**
  * Notes an unqualified `name` that resolved to no annotated column, in a WHERE, ON or HAVING
- * condition or as a written column, when a table in scope has an encrypted column spelt near it. In a
- * subquery the name may be a column of an enclosing query's relation too, so the relations of
- * every level count. Only where every relation a level sees is known: no raw FROM item, every
- * derived table's and CTE's output names known (one that has the name ends it), and no
- * enclosing select list with an output of that name (MySQL lets a subquery read one), nor, in
- * HAVING (`having`), the statement's own.
+ * condition or as a written column, when a relation in scope has an encrypted column spelt near
+ * it. In a subquery the name may be a column of an enclosing query's relation too, so the
+ * relations of every level count. Only where every relation a level sees is known: no raw FROM
+ * item, every derived table's and CTE's output names known (one that has the name ends it), and
+ * no enclosing select list with an output of that name or an item of raw SQL (MySQL lets a
+ * subquery read an alias), nor, in HAVING (`having`), the statement's own.
  */
 export function noteUnqualified(a: AnalysisContext, scope: Scope, name: string, having = false): void {
   if (a.columns === undefined) return
