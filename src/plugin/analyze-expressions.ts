@@ -5,7 +5,7 @@ import { isStarOf } from './hidden-selections.js'
 import { mapChildren, ROW_STATEMENTS } from './node-utils.js'
 import { columnName, labelOf } from './nodes.js'
 import { checkRawText } from './raw-operands.js'
-import { endLine } from './raw-text.js'
+import { declaresRelations, endLine } from './raw-text.js'
 import { refuse } from './refusal.js'
 import type { Resolved, Scope } from './scope.js'
 import { identifierName, tableName } from './table-names.js'
@@ -70,6 +70,8 @@ function unqualified(
  * it are analyzed in their own scope.
  *
  * @param insideRaw - Raw SQL that is a parameter of raw SQL: not ended alone (endLine).
+ * @param queries - The level a query in it sees as enclosing it: `scope`, unless raw SQL around
+ *   it declares relations of its own (see the RawNode case).
  */
 export function opaque(
   a: AnalysisContext,
@@ -77,6 +79,7 @@ export function opaque(
   scope: Scope,
   label: string,
   insideRaw = false,
+  queries: Scope = scope,
 ): OperationNode {
   switch (node.kind) {
     case 'ReferenceNode':
@@ -98,7 +101,7 @@ export function opaque(
     case 'InsertQueryNode':
     case 'UpdateQueryNode':
     case 'DeleteQueryNode':
-      return a.query(node, scope, 'opaque').node
+      return a.query(node, queries, 'opaque').node
     case 'TableNode': {
       // A table as a function's argument (json_agg(t), to_json(t)): a whole-row value.
       const { schema, name } = tableName(node)
@@ -115,20 +118,19 @@ export function opaque(
       const inner = labelOf(node, label)
       // Raw SQL directly in raw SQL ends where the raw SQL around it says; under another node
       // (an alias, a function) it ends on its own.
-      // A query in it gets a level of its own between it and `scope`: it may sit under the raw
-      // text's own FROM, whose relations are not known (helper-126).
-      let level: Scope | undefined
-      const walk = (queries: boolean) => (child: OperationNode) => {
-        if (ROW_STATEMENTS.has(child.kind) !== queries) return child
-        if (!queries) return opaque(a, child, scope, inner, child.kind === 'RawNode')
-        level ??= unmodelledLevel(scope.schema, scope)
-        return opaque(a, child, level, inner)
-      }
+      // A query in it, directly or inside an expression, gets a level of its own between it and
+      // the enclosing ones when the text has a FROM or JOIN: it may read the columns of relations
+      // only the text declares, which the scope does not know (helper-126, helper-128).
+      const level = declaresRelations(node) ? unmodelledLevel(scope.schema, queries) : queries
+      const walk = (statements: boolean) => (child: OperationNode) =>
+        ROW_STATEMENTS.has(child.kind) === statements
+          ? opaque(a, child, scope, inner, child.kind === 'RawNode', level)
+          : child
       const walked = mapChildren(mapChildren(node, walk(true)), walk(false))
       // Only raw SQL whose end is not inside other raw SQL is ended (raw-text.ts, endLine).
       return insideRaw ? walked : endLine(walked)
     }
     default:
-      return mapChildren(node, (child) => opaque(a, child, scope, labelOf(node, label)))
+      return mapChildren(node, (child) => opaque(a, child, scope, labelOf(node, label), false, queries))
   }
 }

@@ -21,6 +21,7 @@ import { DeferredValue } from './deferred-value.js'
 import { mapChildren } from './node-utils.js'
 import { collectDeferred, mentionsSchemaTable } from './nodes.js'
 import { EMPTY_PLAN, type PlanOutput, type PostFilter, type QueryPlan, type UnlistedColumn } from './plan.js'
+import { declaresRelations } from './raw-text.js'
 import { refuse } from './refusal.js'
 import { rawWordsIn, relationNames } from './relation-names.js'
 import type { Relation, Scope } from './scope.js'
@@ -87,23 +88,28 @@ export class Analyzer implements AnalysisContext {
    * The queries embedded in raw SQL (`sql` template parameters, at any depth), each analyzed as a
    * subquery (a select as a derived table, a write as an opaque one); the raw SQL's own text and
    * values are left as they are.
+   *
+   * @param declares - raw SQL around `node` has a FROM or JOIN (see declaresRelations)
    */
-  #embedded(node: OperationNode): OperationNode {
+  #embedded(node: OperationNode, declares = false): OperationNode {
     switch (node.kind) {
       // A select passes its encrypted columns on as they are stored (raw results are not
       // decrypted): `select count(*) from (${db.selectFrom('users').selectAll()}) as x` runs.
-      // Under the raw text's own query level, whose relations are not known: a query in its FROM
-      // or WHERE may read their columns (helper-126).
+      // A select under a raw text that declares relations of its own gets an unmodelled level
+      // above it: it may read their columns (helper-126). A write cannot (helper-128).
       case 'SelectQueryNode':
-        return this.query(node, unmodelledLevel(this.schema, undefined), 'derived').node
+        return this.query(node, declares ? unmodelledLevel(this.schema, undefined) : undefined, 'derived')
+          .node
       case 'InsertQueryNode':
       case 'UpdateQueryNode':
       case 'DeleteQueryNode':
-        return this.query(node, unmodelledLevel(this.schema, undefined), 'opaque').node
+        return this.query(node, undefined, 'opaque').node
       case 'MergeQueryNode':
         return analyzeMerge(this, node as MergeQueryNode)
       default:
-        return mapChildren(node, (child) => this.#embedded(child))
+        return mapChildren(node, (child) =>
+          this.#embedded(child, declares || (node.kind === 'RawNode' && declaresRelations(node))),
+        )
     }
   }
 

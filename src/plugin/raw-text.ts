@@ -28,6 +28,14 @@ export function fragmentsOf(node: OperationNode): readonly string[] {
 }
 
 /**
+ * Whether a raw node's own text has a FROM or JOIN (anywhere: in a literal or comment too): a
+ * query spliced into it may then read the columns of relations only the text declares.
+ */
+export function declaresRelations(node: OperationNode): boolean {
+  return /\b(?:from|join)\b/i.test(fragmentsOf(node).join(' '))
+}
+
+/**
  * Raw SQL with a line break after it when its text, raw SQL nested in it included, holds `--` or
  * `#` (a line comment on PostgreSQL or MySQL, or in a literal: the break is added either way, and
  * is harmless at the end of raw SQL). Kysely prints a statement on one line, so

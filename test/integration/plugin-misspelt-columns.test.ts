@@ -126,6 +126,20 @@ const REFUSED: readonly Case[] = [
         .where('d.mial', '=', SECRET),
   },
   {
+    name: 'a misspelt name in a query that raw SQL without a FROM of its own wraps whole (explain)',
+    column: 'email',
+    build: (db, u) => ({
+      execute: () => sql`explain ${db.selectFrom(u).select('id').where('emial', '=', SECRET)}`.execute(db),
+    }),
+  },
+  {
+    name: 'a misspelt name in a write embedded in raw SQL',
+    column: 'email',
+    build: (db, u) => ({
+      execute: () => sql`${db.updateTable(u).set({ name: 'x' }).where('emial', '=', SECRET)}`.execute(db),
+    }),
+  },
+  {
     name: 'values({ emial: v })',
     column: 'email',
     build: (db, u) => db.insertInto(u).values({ id: 9, name: 'x', emial: SECRET }),
@@ -320,6 +334,17 @@ describe.each(backends())('misspelt columns of an encrypted table [$name]', (bac
           .selectFrom(users)
           .select('id')
           .where('id', 'in', sql<number>`(select p.id from ${sql.table(plain)} p where exists (${sub()}))`)
+          .execute()
+        expect(rows).toEqual([{ id: 1 }])
+      })
+
+      it('a query under an expression in raw SQL with a FROM of its own (helper-128)', async () => {
+        const rows = await db
+          .selectFrom(users)
+          .select('id')
+          .where((eb) =>
+            eb('id', 'in', sql<number>`(select p.id from ${sql.table(plain)} p where ${eb.exists(sub())})`),
+          )
           .execute()
         expect(rows).toEqual([{ id: 1 }])
       })
