@@ -1,4 +1,5 @@
 import { ConfigError } from './errors.js'
+import { isKekId, KEK_ID_RULE } from './keys/kek-id.js'
 import { KEY_CACHE_OPTION_KEYS } from './keys/key-cache-options.js'
 import { refuseUnknownKeys } from './option-keys.js'
 
@@ -31,6 +32,8 @@ export function checkSharedOptions(options: unknown, what: string, known: readon
         name,
         'a key provider (localKeyProvider, awsKmsKeyProvider, pkcs11KeyProvider, or an object with a string id and generateDataKey, unwrap and rewrap functions)',
       )
+    // Its id is stored beside each wrapping and named in errors (not echoed here).
+    if (!isKekId((p as { id: unknown }).id)) invalid(what, `${name}.id`, KEK_ID_RULE)
   })
   for (const key of ['keyTable', 'jobsTable'])
     if (o[key] !== undefined && typeof o[key] !== 'string') invalid(what, key, 'a table name')

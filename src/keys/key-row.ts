@@ -4,7 +4,7 @@
  * named and never hides the others).
  */
 import { ConfigError, KeyError } from '../errors.js'
-import { isKekId, KEK_ID_RULE } from './kek-id.js'
+import { isKekId, KEK_ID_RULE, printableText } from './kek-id.js'
 import type { KeyPurpose, KeyRef, WrappedKey } from './key-provider.js'
 import type { CorruptKey, KeyState, StoredKey } from './stored-key.js'
 
@@ -62,11 +62,15 @@ export function checkKeyRef(ref: KeyRef): void {
 
 /**
  * The `wrappings` column's text: JSON `[{"kekId": "...", "wrapped": "<base64>"}]`.
- * @throws ConfigError `CONFIG_INVALID` when the list is empty or repeats a kek id.
+ * @throws ConfigError `CONFIG_INVALID` when the list is empty, repeats a kek id or holds one that
+ *   is no KEK id (kek-id.ts).
  */
 export function encodeWrappings(wrappings: readonly WrappedKey[]): string {
   if (wrappings.length === 0)
     throw new ConfigError('CONFIG_INVALID', 'A stored key needs at least one wrapping.')
+  // A row the library writes must read back (parseKeyRow), and be fit to name in errors.
+  if (wrappings.some((w) => !isKekId(w.kekId)))
+    throw new ConfigError('CONFIG_INVALID', `A wrapping's KEK id is not ${KEK_ID_RULE}.`)
   const ids = new Set(wrappings.map((w) => w.kekId))
   if (ids.size !== wrappings.length)
     throw new ConfigError('CONFIG_INVALID', 'A stored key lists a kek id twice.')
@@ -93,7 +97,9 @@ export function toStoredKey(row: KeyRow): StoredKey {
  * a {@link CorruptKey}: an edited or damaged row, not an outage, so no grace period applies.
  */
 export function parseKeyRow(row: KeyRow): StoredKey | CorruptKey {
-  const table = String(row.logical_table)
+  // Named in every error about the row (helper-128): quoted when an edit put a line break in it.
+  const rawTable = String(row.logical_table)
+  const table = printableText(rawTable)
   const state = KEY_STATES.includes(row.state as KeyState) ? (row.state as KeyState) : undefined
   const purpose = KEY_PURPOSES.includes(row.purpose as KeyPurpose) ? (row.purpose as KeyPurpose) : undefined
   const n = Number(row.version)
@@ -109,6 +115,7 @@ export function parseKeyRow(row: KeyRow): StoredKey | CorruptKey {
       { table, ...(cause === undefined ? {} : { cause }) },
     ),
   })
+  if (table !== rawTable) return corrupt('its logical table name holds control characters or line separators')
   if (state === undefined) return corrupt('unknown state')
   if (purpose === undefined) return corrupt('unknown purpose')
   if (version === undefined) return corrupt('the version is not a positive integer')

@@ -2,6 +2,7 @@ import { timingSafeEqual } from 'node:crypto'
 import { ConfigError, KeyError, KeyProviderError } from '../errors.js'
 import { ownKeyBuffer } from '../fields/key-bytes.js'
 import { optionKeys, refuseUnknownKeys } from '../option-keys.js'
+import { isKekId, KEK_ID_RULE } from './kek-id.js'
 import { keyCheckValue } from './key-check.js'
 import type { AuditSink, KeyProvider, KeyRef, WrappedKey } from './key-provider.js'
 import type { KeyStore, StoredKey } from './key-store.js'
@@ -68,6 +69,11 @@ export async function rewrapAll(options: RewrapAllOptions): Promise<RewrapAllRes
   const { store, from, to, audit } = options
   const remove = new Set(options.removeKekIds ?? [])
   checkProviders(from, 'rewrapAll')
+  if (!isKekId(to.id))
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `rewrapAll: the id of its 'to' key provider is not ${KEK_ID_RULE}.`,
+    )
   if (remove.has(to.id)) {
     throw new ConfigError(
       'CONFIG_INVALID',
