@@ -118,7 +118,8 @@ export function selections(
     }
     if (sel.kind === 'AliasNode') {
       // `.as(sql\`…\`)`: raw SQL names the output, with a name not known here (refused for an
-      // encrypted value: checkOutputAlias). It claims none (helper-127).
+      // encrypted value: checkOutputAlias). It claims, places and replaces none (helper-127):
+      // `name` is then no output's name (String of an undefined).
       const rawAlias = sel.alias.kind !== 'IdentifierNode'
       const name = identifierName(sel.alias)
       if (rawAlias) {
@@ -130,8 +131,10 @@ export function selections(
       if (inner.kind !== 'SelectQueryNode' && !rawAlias) claim(named, plainNamed, outputs, name, ref?.source)
       if (ref !== undefined) {
         if (ref.source.kind === 'column') checkOutputAlias(ref.source.info, sel.alias, name)
-        outputs.set(name, ref.source)
-        origins.set(name, ref.relation)
+        if (!rawAlias) {
+          outputs.set(name, ref.source)
+          origins.set(name, ref.relation)
+        }
         return s
       }
       if (inner.kind === 'SelectQueryNode') {
@@ -142,18 +145,20 @@ export function selections(
         if (passes && only !== undefined) {
           // The row key is the alias here too (a 64-byte one came back as ciphertext on PostgreSQL).
           if (only.kind === 'column') checkOutputAlias(only.info, sel.alias, name)
-          outputs.set(name, only)
-          origins.set(name, null)
+          if (!rawAlias) {
+            outputs.set(name, only)
+            origins.set(name, null)
+          }
         } else {
           const hit = [...sub.outputs.values()].find((o) => o.kind === 'column')
           if (hit?.kind === 'column')
             throw refuse(hit.info, 'subquery', 'a scalar subquery must select exactly one column')
-          place(outputs, origins, name, undefined)
+          if (!rawAlias) place(outputs, origins, name, undefined)
         }
         return rebuild(s, { selection: rebuild(sel, { node: sub.node }) })
       }
       // Claimed above, as a plaintext value.
-      place(outputs, origins, name, undefined)
+      if (!rawAlias) place(outputs, origins, name, undefined)
       return rebuild(s, { selection: rebuild(sel, { node: opaque(a, inner, scope, 'expression') }) })
     }
     names = undefined

@@ -215,6 +215,13 @@ describe("a derived table's or CTE's outputs", () => {
   })
 })
 
+describe('an output aliased by raw SQL (helper-127)', () => {
+  it('claims and replaces no output, though its name reads as "undefined"', () => {
+    const p = plan(db.selectFrom('users').select(['email as undefined', sql`'x'`.as(sql`y` as never)]))
+    expect(p.outputs.map((o) => o.name)).toEqual(['undefined'])
+  })
+})
+
 describe('output names raw SQL gives or a CTE column list leaves (helper-127)', () => {
   const passes = (query: { toOperationNode(): unknown }) => () => refuseUnlisted(LIVE, plan(query))
 
