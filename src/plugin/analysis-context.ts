@@ -122,6 +122,13 @@ export interface AnalysisContext {
    * could resolve it to another relation's column).
    */
   shadowable(name: string): boolean
+  /**
+   * Records that a check needs output names of a derived table or CTE that are not known: when
+   * the catalog is pending and the query has a `*` over a table (whose columns the catalog will
+   * list), the wrapper analyzes the query again with the catalog before sending; otherwise
+   * nothing (raw SQL's names stay unknown, and the check is not made).
+   */
+  wantCatalog(): void
   /** Records a deferred value of the tree (made or met), for the wrapper's parameter check. */
   note<T extends DeferredValue>(value: T): T
   /** Records that blind-index columns of `table` are compared with each other. */

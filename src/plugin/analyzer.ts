@@ -64,6 +64,10 @@ export class Analyzer implements AnalysisContext {
   #deferred = false
   /** An output may be shadowed by columns the pending catalog will list (see {@link TableColumns}). */
   #needsCatalog = false
+  /** A check wants output names the catalog gives ({@link Analyzer.wantCatalog}). */
+  #catalogWanted = false
+  /** A `*` over a table met a pending catalog: the names it wants may come from it. */
+  #catalogAsked = false
   /** Names spelt like an encrypted column that the schema does not annotate; made on the first. */
   #unlisted: UnlistedColumn[] | undefined
   /** The output names {@link Analyzer.mayBeShadowed} noted; made on the first one. */
@@ -144,6 +148,8 @@ export class Analyzer implements AnalysisContext {
         // DDL.
         return { node: root, plan: EMPTY_PLAN }
     }
+    // A name near an encrypted column beside a `*` whose columns the catalog will list.
+    if (this.#catalogWanted && this.#catalogAsked) this.#needsCatalog = true
     // The rewrite pass notes every deferred value it makes or meets; the verify pass, which runs
     // on trees others may have built, collects them from the final tree.
     if (this.mode === 'verify') collectDeferred(result.node, this.#deferredValues)
@@ -214,6 +220,7 @@ export class Analyzer implements AnalysisContext {
   /** {@inheritDoc AnalysisContext.columnsOf} */
   columnsOf(relation: Relation): readonly string[] | undefined {
     if (relation.base === undefined) return relation.columns
+    if (this.columns === 'pending') this.#catalogAsked = true
     return columnsOf(this.columns, relation.base.schema, relation.base.name)
   }
 
@@ -236,6 +243,11 @@ export class Analyzer implements AnalysisContext {
       'select all',
       `output "${name}" could be replaced by a column of the same name of ${by.name}, a later relation ${unknown} (the driver keeps the last column of a name)`,
     )
+  }
+
+  /** {@inheritDoc AnalysisContext.wantCatalog} */
+  wantCatalog(): void {
+    if (this.columns === 'pending') this.#catalogWanted = true
   }
 
   /** {@inheritDoc AnalysisContext.shadowable} */

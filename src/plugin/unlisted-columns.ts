@@ -74,9 +74,13 @@ export function noteNamed(a: AnalysisContext, relation: Relation | undefined, na
   if (a.columns === undefined || relation === undefined) return
   const { table, base } = relation
   if (base === undefined) {
-    if (relation.columns === undefined || hasName(relation.columns, name)) return
+    if (relation.columns !== undefined && hasName(relation.columns, name)) return
     const near = nearOutput(relation, name)
-    if (near !== undefined) a.noteUnlisted({ name, tables: [], derived: [relation.name], ...near })
+    if (near === undefined) return
+    // Output names not known yet (a `*` over a table, before the catalog is read): the query is
+    // analyzed again with the catalog, which lists them (helper-127's F5).
+    if (relation.columns === undefined) a.wantCatalog()
+    else a.noteUnlisted({ name, tables: [], derived: [relation.name], ...near })
     return
   }
   if (table === undefined) return
@@ -90,7 +94,8 @@ export function noteNamed(a: AnalysisContext, relation: Relation | undefined, na
  * condition or as a written column, when a relation in scope has an encrypted column spelt near
  * it. In a subquery the name may be a column of an enclosing query's relation too, so the
  * relations of every level count. Only where every relation a level sees is known: no raw FROM
- * item, every derived table's and CTE's output names known (one that has the name ends it), and
+ * item, every derived table's and CTE's output names known (one that has the name ends it; a `*`
+ * over a table is known once the catalog is read, see {@link AnalysisContext.wantCatalog}), and
  * no enclosing select list with an output of that name or an item of raw SQL (MySQL lets a
  * subquery read an alias), nor, in HAVING (`having`), the statement's own.
  */
@@ -98,6 +103,7 @@ export function noteUnqualified(a: AnalysisContext, scope: Scope, name: string, 
   if (a.columns === undefined) return
   const lower = name.toLowerCase()
   let near: { near: ColumnInfo; spelling: string } | undefined
+  let unknownOutputs = false
   for (let s: Scope | undefined = scope; s !== undefined; s = s.parent) {
     if (unmodelled.has(s)) return
     if ((s !== scope || having) && (unnamedOutputs.has(s) || s.hasOutputNamed(name))) return
@@ -107,7 +113,9 @@ export function noteUnqualified(a: AnalysisContext, scope: Scope, name: string, 
       if (relation.name.toLowerCase() === lower) return
       if (relation.qualifiedOnly) continue
       if (relation.base === undefined) {
-        if (relation.columns === undefined || hasName(relation.columns, name)) return
+        // Output names not known yet (a `*` over a table): it may have the name.
+        if (relation.columns === undefined) unknownOutputs = true
+        else if (hasName(relation.columns, name)) return
         near ??= nearOutput(relation, name)
       } else if (relation.table !== undefined && near === undefined) {
         const info = nearEncrypted(relation.table, name)
@@ -117,6 +125,11 @@ export function noteUnqualified(a: AnalysisContext, scope: Scope, name: string, 
   }
   // The relations, listed only for a near name (most unresolved names are plain columns: `id`).
   if (near === undefined) return
+  if (unknownOutputs) {
+    // As in noteNamed: analyzed again with the catalog, which may list them.
+    a.wantCatalog()
+    return
+  }
   const tables: Base[] = []
   const derived: string[] = []
   for (let s: Scope | undefined = scope; s !== undefined; s = s.parent) {

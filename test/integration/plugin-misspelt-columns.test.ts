@@ -126,6 +126,21 @@ const REFUSED: readonly Case[] = [
         .where('d.mial', '=', SECRET),
   },
   {
+    name: "a qualified name a derived table's selectAll() does not bring, spelt near its encrypted output (F5)",
+    column: 'email',
+    build: (db, u) =>
+      db.selectFrom(db.selectFrom(u).selectAll().as('d')).select('d.id').where('d.emial', '=', SECRET),
+  },
+  {
+    name: "an unqualified name beside a derived table's selectAll() over a plain table, near an encrypted column (F5)",
+    column: 'email',
+    build: (db, u, p) =>
+      db
+        .selectFrom([`${u} as u`, db.selectFrom(p).selectAll().as('d')])
+        .select('u.id')
+        .where('emal', '=', SECRET),
+  },
+  {
     name: 'a misspelt name in a query that raw SQL without a FROM of its own wraps whole (explain)',
     column: 'email',
     build: (db, u) => ({
@@ -306,6 +321,24 @@ describe.each(backends())('misspelt columns of an encrypted table [$name]', (bac
         .where('emial', '=', 'plain@x.io')
         .execute()
       expect(rows).toEqual([{ id: 1 }])
+    })
+
+    it("runs an unqualified name that a derived table's selectAll() brings, read with the catalog (F5)", async () => {
+      const rows = await db
+        .selectFrom([`${users} as u`, db.selectFrom(plain).selectAll().as('d')])
+        .select('u.id')
+        .whereRef('d.id', '=', 'u.id')
+        .where('emial', '=', 'plain@x.io')
+        .execute()
+      expect(rows).toEqual([{ id: 1 }])
+      // And a qualified one that is a real column of the table the `*` is over.
+      expect(
+        await db
+          .selectFrom(db.selectFrom(users).selectAll().as('d'))
+          .select('d.id')
+          .where('d.emails', 'is not', null)
+          .execute(),
+      ).toEqual([{ id: 1 }])
     })
 
     it("runs a subquery's unqualified name that is a column of an enclosing query's relation", async () => {

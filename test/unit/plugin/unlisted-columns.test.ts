@@ -210,8 +210,32 @@ describe("a derived table's or CTE's outputs", () => {
     const beside = plan(db.selectFrom([derived, 'plain']).select('d.id').where('emial', '=', 'v'))
     expect(beside.unlisted).toMatchObject([{ tables: [{ name: 'plain' }], derived: ['d'] }])
     expect(refusal(beside)).toBe('not refused')
+  })
+
+  it('a `*` over a table: the query is analyzed again with the catalog, which lists its outputs (F5)', () => {
+    const withCatalog = (query: { toOperationNode(): unknown }): QueryPlan =>
+      analyzeQuery(schema, 'rewrite', query.toOperationNode() as RootOperationNode, LIVE).plan
     const all = db.selectFrom('users').selectAll().as('d')
-    expect(plan(db.selectFrom(all).select('d.id').where('d.emial', '=', 'v')).unlisted).toBeUndefined()
+    const misspelt = db.selectFrom(all).select('d.id').where('d.emial', '=', 'v')
+    // Before the catalog is read: nothing to compare with, so the wrapper must look again.
+    expect(plan(misspelt).unlisted).toBeUndefined()
+    expect(plan(misspelt).needsCatalog).toBe(true)
+    expect(refusal(withCatalog(misspelt))).toContain(
+      '"emial" is no column of d (the query of d selects none)',
+    )
+    // A real column of the table, qualified by the derived table.
+    const real = db.selectFrom(all).select('d.id').where('d.emails', 'is not', null)
+    expect(plan(real).needsCatalog).toBe(true)
+    expect(refusal(withCatalog(real))).toBe('not refused')
+    // Unqualified, beside a `*` over a plain table that has the name, or does not.
+    const plainAll = db.selectFrom('plain').selectAll().as('p')
+    const beside = db.selectFrom(['users as u', plainAll]).select('u.id').where('emial', '=', 'v')
+    expect(plan(beside).needsCatalog).toBe(true)
+    expect(refusal(withCatalog(beside))).toBe('not refused')
+    const missing = db.selectFrom(['users as u', plainAll]).select('u.id').where('emal', '=', 'v')
+    expect(refusal(withCatalog(missing))).toContain('"emal" is no column of users or p')
+    // A name near no encrypted column leaves the plan as it was: no second analysis.
+    expect(plan(db.selectFrom(all).select('d.id').where('d.name', '=', 'v')).needsCatalog).toBeUndefined()
   })
 })
 
