@@ -10,7 +10,7 @@ import { opaque, reference } from './analyze-expressions.js'
 import { firstColumn } from './column-rules.js'
 import { contextSelections } from './context-selections.js'
 import { columnName, rebuild, rebuildList } from './nodes.js'
-import { checkOutputAlias } from './output-alias.js'
+import { checkSourceAlias } from './output-alias.js'
 import { endAliasLine, hasStarItem } from './raw-text.js'
 import { refuse } from './refusal.js'
 import { checkReservedAliases } from './reserved-aliases.js'
@@ -118,8 +118,9 @@ export function selections(
     }
     if (sel.kind === 'AliasNode') {
       // `.as(sql\`…\`)`: raw SQL names the output, with a name not known here (refused for an
-      // encrypted value: checkOutputAlias). It claims, places and replaces none (helper-127):
-      // `name` is then no output's name (String of an undefined).
+      // encrypted value, and for a blind index outside the root: checkSourceAlias). It claims,
+      // places and replaces none (helper-127): `name` is then no output's name (String of an
+      // undefined).
       const rawAlias = sel.alias.kind !== 'IdentifierNode'
       const name = identifierName(sel.alias)
       if (rawAlias) {
@@ -130,7 +131,7 @@ export function selections(
       const ref = reference(a, inner, scope)
       if (inner.kind !== 'SelectQueryNode' && !rawAlias) claim(named, plainNamed, outputs, name, ref?.source)
       if (ref !== undefined) {
-        if (ref.source.kind === 'column') checkOutputAlias(ref.source.info, sel.alias, name)
+        checkSourceAlias(ref.source, sel.alias, name, role)
         if (!rawAlias) {
           outputs.set(name, ref.source)
           origins.set(name, ref.relation)
@@ -144,7 +145,7 @@ export function selections(
         if (!rawAlias) claim(named, plainNamed, outputs, name, passes ? only : undefined)
         if (passes && only !== undefined) {
           // The row key is the alias here too (a 64-byte one came back as ciphertext on PostgreSQL).
-          if (only.kind === 'column') checkOutputAlias(only.info, sel.alias, name)
+          checkSourceAlias(only, sel.alias, name, role)
           if (!rawAlias) {
             outputs.set(name, only)
             origins.set(name, null)

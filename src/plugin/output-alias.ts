@@ -1,6 +1,8 @@
 import type { OperationNode } from 'kysely'
 import type { ColumnInfo } from '../schema/schema.js'
+import type { Role } from './analysis-context.js'
 import { refuse } from './refusal.js'
+import type { Source } from './relation.js'
 
 /**
  * The aliases an output carrying an encrypted column may have: the plan finds the column in each
@@ -12,6 +14,26 @@ import { refuse } from './refusal.js'
 
 /** PostgreSQL truncates identifiers to NAMEDATALEN - 1 bytes (`select 1 as <64 bytes>`). */
 const MAX_ALIAS_BYTES = 63
+
+/**
+ * {@link checkOutputAlias} for an output passing `source` on; and, outside the root query (a
+ * derived table, a CTE, a subquery), refuses a blind index's alias given as raw SQL: a query
+ * reading that output by a name the plan does not know would compare a plaintext with the index
+ * bytes, sent as it is (helper-129). At the root its bytes only come back, and nothing reads
+ * the outputs of an EXISTS.
+ *
+ * @throws QueryRefusedError `QUERY_REFUSED` (operator `alias`)
+ */
+export function checkSourceAlias(source: Source, alias: OperationNode, name: string, role: Role): void {
+  if (source.kind === 'column') checkOutputAlias(source.info, alias, name)
+  else if (alias.kind !== 'IdentifierNode' && role !== 'root' && role !== 'exists')
+    throw refuse(
+      source.info.column,
+      'alias',
+      `an alias of blind index column ${source.info.physical} given as raw SQL`,
+      'Give the alias as a string.',
+    )
+}
 
 /**
  * Refuses an alias of an output carrying encrypted column `info` that an engine would not return

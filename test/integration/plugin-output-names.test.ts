@@ -107,6 +107,22 @@ const ALIASES: readonly Case[] = [
     build: (db, u) => db.selectFrom(u).select(['id', (eb) => eb.ref('email').as(sql`e` as never)]),
   },
   {
+    name: "a blind index's alias given as raw SQL in a derived table, read by a search (helper-129)",
+    code: 'QUERY_REFUSED',
+    column: 'email',
+    build: (db, u) =>
+      db
+        .selectFrom(
+          db
+            .selectFrom(u)
+            .select(['id', (eb) => eb.ref('email_bidx').as(sql`y` as never)])
+            .as('d'),
+        )
+        .select('d.id')
+        // biome-ignore lint/suspicious/noExplicitAny: the raw alias leaves the output untyped.
+        .where('d.y' as any, '=', SECRET),
+  },
+  {
     name: 'a RETURNING alias with a leading space',
     code: 'QUERY_REFUSED',
     column: 'email',
@@ -200,6 +216,31 @@ describe.each(backends())('plugin output names [$name]', (backend) => {
         expect(scanner.count()).toBe(0)
       })
     }
+
+    it("runs a blind index's alias given as raw SQL at the root, and in an EXISTS (nothing reads it)", async () => {
+      const u = t.names.users
+      const rows = await t.db
+        .selectFrom(u)
+        .select(['id', (eb) => eb.ref('email_bidx').as(sql`y` as never)])
+        .where('id', '=', 1)
+        .execute()
+      expect(rows).toHaveLength(1)
+      expect(Object.values(rows[0]!).some((v) => v instanceof Uint8Array)).toBe(true)
+      const exists = await t.db
+        .selectFrom(u)
+        .select('id')
+        .where((eb) =>
+          eb.exists(
+            eb
+              .selectFrom(`${u} as o`)
+              .select((e) => e.ref('o.email_bidx').as(sql`y` as never))
+              .whereRef('o.id', '=', `${u}.id` as never),
+          ),
+        )
+        .orderBy('id')
+        .execute()
+      expect(exists).toEqual([{ id: 1 }, { id: 2 }])
+    })
 
     it('refuses a streamed select of an alias with a leading space', async () => {
       const stream = t.db
