@@ -124,8 +124,8 @@ export interface AnalysisContext {
   shadowable(name: string): boolean
   /**
    * Records that a check needs output names of a derived table or CTE that are not known: when
-   * the catalog is pending and the query has a `*` over a table (whose columns the catalog will
-   * list), the wrapper analyzes the query again with the catalog before sending; otherwise
+   * the catalog is pending and the query has a `*` over a base table (whose columns the catalog
+   * may list), the wrapper analyzes the query again with the catalog before sending; otherwise
    * nothing (raw SQL's names stay unknown, and the check is not made).
    */
   wantCatalog(): void

@@ -4,7 +4,7 @@ import { contextValue } from '../fields/context-values.js'
 import { tenantRequired } from '../schema/key-scope.js'
 import type { ColumnInfo, IndexInfo } from '../schema/schema.js'
 import type { AnalysisContext, ConditionContext, PendingFilter } from './analysis-context.js'
-import { opaque, reference } from './analyze-expressions.js'
+import { bareNames, opaque, reference } from './analyze-expressions.js'
 import { checkCodec, exposedName, NEGATED, pickIndex } from './column-rules.js'
 import { andGuard, exactContextGuard } from './context-guard.js'
 import { conjuncts, equality, isColumn } from './context-writes.js'
@@ -99,12 +99,12 @@ export function condition(
         })
       if (op === 'exists' || op === 'not exists')
         return rebuild(node, { operand: a.query(n.operand, scope, 'exists').node })
-      return opaque(a, node, scope, op ?? 'expression')
+      return opaque(a, node, scope, op ?? 'expression', false, scope, bareNames(ctx))
     }
     case 'BinaryOperationNode':
       return comparison(a, node as BinaryOperationNode, scope, ctx)
     default:
-      return opaque(a, node, scope, 'expression')
+      return opaque(a, node, scope, 'expression', false, scope, bareNames(ctx))
   }
 }
 
@@ -135,14 +135,13 @@ export function comparison(
   ctx: ConditionContext,
 ): OperationNode {
   const op = (node.operator as unknown as { operator?: string }).operator ?? 'operator'
-  // A bare name in HAVING may be a select-list alias too (MySQL).
-  const bare = ctx.place === 'having' ? 'having' : true
+  const bare = bareNames(ctx)
   const left = reference(a, node.leftOperand, scope, bare)
   const right = reference(a, node.rightOperand, scope, bare)
   if (left === undefined && right === undefined) {
     const patch = {
-      leftOperand: opaque(a, node.leftOperand, scope, op),
-      rightOperand: opaque(a, node.rightOperand, scope, op),
+      leftOperand: opaque(a, node.leftOperand, scope, op, false, scope, bare),
+      rightOperand: opaque(a, node.rightOperand, scope, op, false, scope, bare),
     }
     return rebuild(node, patch)
   }

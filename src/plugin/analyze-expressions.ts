@@ -1,5 +1,5 @@
 import type { OperationNode, ReferenceNode } from 'kysely'
-import type { AnalysisContext } from './analysis-context.js'
+import type { AnalysisContext, ConditionContext } from './analysis-context.js'
 import { isDeferred } from './deferred-value.js'
 import { isStarOf } from './hidden-selections.js'
 import { mapChildren, ROW_STATEMENTS } from './node-utils.js'
@@ -50,6 +50,14 @@ export function reference(
   return undefined
 }
 
+/**
+ * How a condition's unqualified names are checked ({@link reference}'s `bare`): in HAVING, one
+ * may be an output of the select list too (MySQL).
+ */
+export function bareNames(ctx: ConditionContext): true | 'having' {
+  return ctx.place === 'having' ? 'having' : true
+}
+
 function unqualified(
   a: AnalysisContext,
   column: string,
@@ -72,6 +80,9 @@ function unqualified(
  * @param insideRaw - Raw SQL that is a parameter of raw SQL: not ended alone (endLine).
  * @param queries - The level a query in it sees as enclosing it: `scope`, unless raw SQL around
  *   it declares relations of its own (see the RawNode case).
+ * @param bare - An expression of a condition (see {@link reference}): its unqualified names are
+ *   noted too when misspelt (`lower(emial) = v`), but not inside raw SQL, whose own FROM may have
+ *   them (helper-129).
  */
 export function opaque(
   a: AnalysisContext,
@@ -80,6 +91,7 @@ export function opaque(
   label: string,
   insideRaw = false,
   queries: Scope = scope,
+  bare: boolean | 'having' = false,
 ): OperationNode {
   switch (node.kind) {
     case 'ReferenceNode':
@@ -88,7 +100,7 @@ export function opaque(
         const { name } = tableName((node as ReferenceNode).table!)
         refuseWholeRow(scope, name, `${name}.* in ${label}`)
       }
-      const ref = reference(a, node, scope)
+      const ref = reference(a, node, scope, bare)
       if (ref?.source.kind === 'column') throw refuse(ref.source.info, label)
       return node
     }
@@ -131,6 +143,6 @@ export function opaque(
       return insideRaw ? walked : endLine(walked)
     }
     default:
-      return mapChildren(node, (child) => opaque(a, child, scope, labelOf(node, label), false, queries))
+      return mapChildren(node, (child) => opaque(a, child, scope, labelOf(node, label), false, queries, bare))
   }
 }

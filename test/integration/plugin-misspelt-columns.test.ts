@@ -126,6 +126,25 @@ const REFUSED: readonly Case[] = [
         .where('d.mial', '=', SECRET),
   },
   {
+    name: 'an unqualified misspelt name inside a function of a WHERE condition (helper-129)',
+    column: 'email',
+    build: (db, u) =>
+      db
+        .selectFrom(u)
+        .select('id')
+        .where((eb) => eb(eb.fn('lower', ['emial']), '=', SECRET)),
+  },
+  {
+    name: 'an unqualified misspelt name inside a cast in HAVING, where no output is so named',
+    column: 'ssn',
+    build: (db, u) =>
+      db
+        .selectFrom(u)
+        .select('name')
+        .groupBy('name')
+        .having((eb) => eb(eb.cast('ssm', 'char(20)' as never), '=', SECRET)),
+  },
+  {
     name: "a qualified name a derived table's selectAll() does not bring, spelt near its encrypted output (F5)",
     column: 'email',
     build: (db, u) =>
