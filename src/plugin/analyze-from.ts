@@ -2,10 +2,10 @@ import type { AliasNode, CommonTableExpressionNode, JoinNode, OperationNode, Wit
 import type { AnalysisContext } from './analysis-context.js'
 import { whereNode } from './analyze-conditions.js'
 import { opaque } from './analyze-expressions.js'
-import { firstColumn } from './column-rules.js'
 import { rebuild, rebuildList } from './nodes.js'
 import { endAliasLine, tableNamedIn } from './raw-text.js'
 import { refuse } from './refusal.js'
+import { firstSource } from './relation.js'
 import { firstEncryptedColumn } from './relation-names.js'
 import { encryptedColumnOf, PendingCte, Scope } from './scope.js'
 import { identifierName, rawTable, tableName } from './table-names.js'
@@ -53,9 +53,12 @@ export function withClause(a: AnalysisContext, node: WithNode, scope: Scope): Wi
     // comes after) and the CTEs of its WITH.
     const result = a.query(cte.expression, scope.parent, 'derived', scope)
     const { name } = tableName(cte.name.table)
-    const annotated = firstColumn(result.outputs)
+    // A column list renames outputs by position: a search through a new name of an encrypted
+    // column or its blind index would not be known as one, and its value would go out as it is.
+    const annotated = firstSource(result.outputs)
     if (cte.name.columns !== undefined && annotated !== undefined) {
-      throw refuse(annotated.info, 'cte column list', 'name the columns inside the CTE query instead')
+      const info = annotated.kind === 'column' ? annotated.info : annotated.info.column
+      throw refuse(info, 'cte column list', 'name the columns inside the CTE query instead')
     }
     scope.addCte(name, result.outputs, cteColumns(cte, result.names))
     return rebuild(cte, { expression: result.node })

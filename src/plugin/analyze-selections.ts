@@ -132,7 +132,8 @@ export function selections(
       if (inner.kind !== 'SelectQueryNode' && !rawAlias) claim(named, plainNamed, outputs, name, ref?.source)
       if (ref !== undefined) {
         checkSourceAlias(ref.source, sel.alias, name, role)
-        if (!rawAlias) {
+        // A scalar subquery's one output is read by position: what it passes on goes on.
+        if (!rawAlias || role === 'scalar') {
           outputs.set(name, ref.source)
           origins.set(name, ref.relation)
         }

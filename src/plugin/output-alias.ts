@@ -16,17 +16,18 @@ import type { Source } from './relation.js'
 const MAX_ALIAS_BYTES = 63
 
 /**
- * {@link checkOutputAlias} for an output passing `source` on; and, outside the root query (a
- * derived table, a CTE, a subquery), refuses a blind index's alias given as raw SQL: a query
- * reading that output by a name the plan does not know would compare a plaintext with the index
- * bytes, sent as it is (helper-129). At the root its bytes only come back, and nothing reads
- * the outputs of an EXISTS.
+ * {@link checkOutputAlias} for an output passing `source` on; and, in the query of a derived
+ * table or CTE (or a set operation's branch), refuses a blind index's alias given as raw SQL: a
+ * query reading that output by a name the plan does not know would compare a plaintext with the
+ * index bytes, sent as it is (helper-129). Elsewhere the name is read by no one (the root's
+ * bytes only come back; an EXISTS's outputs are never read; a scalar subquery's one output is
+ * taken by position, and its source goes on: see selections).
  *
  * @throws QueryRefusedError `QUERY_REFUSED` (operator `alias`)
  */
 export function checkSourceAlias(source: Source, alias: OperationNode, name: string, role: Role): void {
   if (source.kind === 'column') checkOutputAlias(source.info, alias, name)
-  else if (alias.kind !== 'IdentifierNode' && role !== 'root' && role !== 'exists')
+  else if (alias.kind !== 'IdentifierNode' && role === 'derived')
     throw refuse(
       source.info.column,
       'alias',

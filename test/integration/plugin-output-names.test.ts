@@ -242,6 +242,46 @@ describe.each(backends())('plugin output names [$name]', (backend) => {
       expect(exists).toEqual([{ id: 1 }, { id: 2 }])
     })
 
+    it('carries a blind index a scalar subquery selects under a raw alias on, by position (helper-130)', async () => {
+      const u = t.names.users
+      const scalar = (db: Kysely<TestDB>) =>
+        db.selectFrom(u).select([
+          'id',
+          (eb) =>
+            eb
+              .selectFrom(`${u} as o`)
+              .select((e) => e.ref('o.email_bidx').as(sql`y` as never))
+              .whereRef('o.id', '=', `${u}.id` as never)
+              .limit(1)
+              .as('b'),
+        ])
+      // Its name is read by no one: it runs.
+      expect(await scalar(t.db).orderBy('id').execute()).toHaveLength(2)
+      scanner.reset()
+      // A search through the outer name is a search of the index: refused, nothing sent.
+      const search = t.db
+        .selectFrom(scalar(t.db).as('d'))
+        .select('d.id')
+        // biome-ignore lint/suspicious/noExplicitAny: the subquery's output is untyped.
+        .where('d.b' as any, '=', SECRET)
+      await expect(search.execute()).rejects.toMatchObject({ code: 'QUERY_REFUSED', operator: '=' })
+      expect(scanner.count()).toBe(0)
+    })
+
+    it("refuses a CTE column list that renames a blind index (helper-130's K2)", async () => {
+      const query = t.db
+        .with('c(i, y)', (q) => q.selectFrom(t.names.users).select(['id', 'email_bidx']) as never)
+        .selectFrom('c' as never)
+        .select('c.i' as never)
+        .where('c.y' as never, '=', SECRET as never)
+      await expect(query.execute()).rejects.toMatchObject({
+        code: 'QUERY_REFUSED',
+        operator: 'cte column list',
+        column: 'email',
+      })
+      expect(scanner.count()).toBe(0)
+    })
+
     it('refuses a streamed select of an alias with a leading space', async () => {
       const stream = t.db
         .selectFrom(t.names.users)
