@@ -1,4 +1,4 @@
-import type { OperationNode } from 'kysely'
+import type { BinaryOperationNode, OperationNode } from 'kysely'
 import type { EncryptedSchema, TableInfo } from '../schema/schema.js'
 import { identifierName, tableName } from './table-names.js'
 
@@ -285,4 +285,16 @@ export function rawTableItem(holder: OperationNode, schema: EncryptedSchema): bo
     if (inner?.kind === 'RawNode' && tableNamedIn(inner, schema) !== undefined) return true
   }
   return false
+}
+
+/**
+ * A comparison with raw SQL for an operand (`where('id', '=', sql\`${v} or id <> 2\`)`): its
+ * text may go on past the value. Beside a search, `a and id = v or id <> 2` is read as
+ * `(a and id = v) or id <> 2`, and the rows of the OR failed the search's row check and were
+ * dropped (the fuzzer, seed 20261213), so such a comparison goes in parentheses as raw SQL does.
+ */
+export function comparesRaw(node: OperationNode): boolean {
+  if (node.kind !== 'BinaryOperationNode') return false
+  const { leftOperand, rightOperand } = node as BinaryOperationNode
+  return leftOperand.kind === 'RawNode' || rightOperand.kind === 'RawNode'
 }

@@ -100,7 +100,7 @@ export interface Target {
    * in a line comment ends with a line break wherever it stands (a condition, a compared or SET
    * value, a select item, ORDER BY, `modifyEnd`, an insert value, a FROM item): plain Kysely
    * prints the statement on one line, so the comment would swallow what follows it
-   * (src/plugin/raw-text.ts, `endLine`).
+   * (src/plugin/raw-text.ts, `endLine`). A comparison with a raw value goes in parentheses too.
    */
   readonly meaning: boolean
 }
@@ -115,8 +115,18 @@ export function build(chain: Chain, db: unknown, target: Target, param?: unknown
     }
     const args = c.args.map((a) => buildArg(a, db, target, param))
     value = c.call === '' ? value(...args) : value[c.call](...args)
+    // The oracle: a comparison with a raw operand is one condition, in parentheses, as the plugin
+    // sends it beside others (its text may go on past the value: src/plugin/raw-text.ts,
+    // `comparesRaw`).
+    if (target.meaning && c.call === '' && chain.root === 'param' && c.args.some(isRawOperand))
+      value = (param as Dyn).parens(value)
   }
   return value
+}
+
+/** Raw SQL as a value or operand (not a whole condition). */
+function isRawOperand(a: Arg): boolean {
+  return 'chain' in a && a.chain.root === 'sql' && a.chain.raw?.condition === false
 }
 
 function rawSql(raw: RawSql, t: Target): Dyn {

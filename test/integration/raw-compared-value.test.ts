@@ -1,0 +1,66 @@
+import { sql } from 'kysely'
+import { beforeEach, describe, expect, it } from 'vitest'
+import { backends } from '../support/backends.js'
+import { useEncryptedTestDb } from '../support/encrypted-db.js'
+import { type ScanningDialect, scanningDialect } from '../support/leak-scanner.js'
+
+/**
+ * A comparison with raw SQL for its value whose text goes on past the value
+ * (`where('id', '=', sql\`${1} or id <> ${1}\`)`), beside a search. Kysely prints raw SQL as
+ * written, so the database read `email_bidx = … and id = 1 or id <> 1` as
+ * `(email_bidx = … and id = 1) or id <> 1`: a select returned the other rows to the search's row
+ * check, which dropped them, and an update wrote them (the differential fuzzer, seed 20261213 on
+ * PostgreSQL). The plugin sends such a comparison in parentheses, as it sends a raw condition:
+ * the statement means what the query's tree says.
+ */
+describe.each(backends())('a raw compared value beside a search [$name]', (backend) => {
+  describe.runIf(backend.available)('', () => {
+    let scanner: ScanningDialect
+    const t = useEncryptedTestDb(backend, {
+      wrapInner: (d) => {
+        scanner = scanningDialect(d, () => [])
+        return scanner
+      },
+      seed: async (t) => {
+        await t.db
+          .insertInto(t.names.users)
+          .values([
+            { id: 1, name: 'ada', email: 'ada@x.io' },
+            { id: 2, name: 'bob', email: 'bob@x.io' },
+            { id: 3, name: 'cy', email: 'cy@x.io' },
+          ])
+          .execute()
+      },
+    })
+    beforeEach(() => scanner.reset())
+    const pastTheValue = () => sql<number>`${1} or ${sql.ref('id')} <> ${1}`
+
+    it('a select sends the comparison in parentheses', async () => {
+      const rows = await t.db
+        .selectFrom(t.names.users)
+        .select('id')
+        .where('email', '=', 'ada@x.io')
+        .where((e) => e('id', '=', pastTheValue()))
+        .execute()
+      expect(rows.map((r) => Number(r.id))).toEqual([1])
+      const sent = scanner.queries.map((q) => q.sql).find((s) => s.includes('email_bidx'))
+      expect(sent).toMatch(/and \(["`]id["`] = (\$\d+|\?) or ["`]id["`] <> (\$\d+|\?)\)/)
+    })
+
+    it('an update writes only the rows the tree says', async () => {
+      const result = await t.db
+        .updateTable(t.names.users)
+        .set({ name: 'changed' })
+        .where('email', '=', 'ada@x.io')
+        .where((e) => e('id', '=', pastTheValue()))
+        .executeTakeFirst()
+      expect(Number(result.numUpdatedRows)).toBe(1)
+      const names = await t.db.selectFrom(t.names.users).select(['id', 'name']).orderBy('id').execute()
+      expect(names.map((r) => [Number(r.id), r.name])).toEqual([
+        [1, 'changed'],
+        [2, 'bob'],
+        [3, 'cy'],
+      ])
+    })
+  })
+})
