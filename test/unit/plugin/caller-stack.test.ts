@@ -41,6 +41,13 @@ describe('withCallerStack', () => {
     const driver = errorWithStack('E: d\n    at x (x.ts:1:1)\n    at b (b.ts:1:1)')
     withCallerStack(driver, here)
     expect(driver.stack).toBe('E: d\n    at x (x.ts:1:1)\n    at b (b.ts:1:1)')
+    // So is one whose caller's line is followed by Node's own frames (a driver's extension on
+    // some runs; the whole suite once saw the line twice).
+    const trailing =
+      'E: d\n    at b (b.ts:1:1)\n    at process.processTicksAndRejections (node:internal/process/task_queues:95:5)'
+    const driverThenNode = errorWithStack(trailing)
+    withCallerStack(driverThenNode, here)
+    expect(driverThenNode.stack).toBe(trailing)
     // A frozen error keeps its stack instead of throwing.
     const frozenError = Object.freeze(errorWithStack('E: f\n    at y (y.ts:1:1)'))
     expect(withCallerStack(frozenError, here)).toBe(frozenError)
