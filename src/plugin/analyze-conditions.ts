@@ -11,7 +11,7 @@ import { conjuncts, equality, isColumn } from './context-writes.js'
 import { DeferredValue, isDeferred } from './deferred-value.js'
 import { PHASE_ORS } from './migrated-nodes.js'
 import { EXPRESSION, LITERAL, listValues, rebuild, referenceNode, valueNode } from './nodes.js'
-import { comparesRaw } from './raw-text.js'
+import { holdsRaw } from './raw-text.js'
 import { type RefusedShape, refuse, searchIndexRefusal } from './refusal.js'
 import type { Relation, Resolved, Scope } from './scope.js'
 
@@ -110,8 +110,8 @@ export function condition(
 }
 
 /**
- * {@link condition} of an operand of AND, OR or NOT, in parentheses when it is raw SQL or compares
- * with raw SQL (raw-text.ts, {@link comparesRaw}). Kysely
+ * {@link condition} of an operand of AND, OR or NOT, in parentheses when it holds raw SQL
+ * (raw-text.ts, {@link holdsRaw}: a raw condition, a comparison with a raw value…). Kysely
  * prints raw SQL as it is, so `.where(sql\`a or b\`).where('tenant_id', '=', t)` was sent as
  * `a or b and "tenant_id" = $1`, which the database reads as `a or (b and …)`: the tree this
  * analysis reads (an AND at the top, the tenant fixed) and the statement run disagreed, and an
@@ -126,7 +126,7 @@ function operand(
   ctx: ConditionContext,
 ): OperationNode {
   const out = condition(a, node, scope, ctx)
-  if (node.kind !== 'RawNode' && !comparesRaw(node)) return out
+  if (node.kind === 'AndNode' || node.kind === 'OrNode' || !holdsRaw(node)) return out
   return Object.freeze({ kind: 'ParensNode', node: out }) as OperationNode
 }
 

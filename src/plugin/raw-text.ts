@@ -1,4 +1,4 @@
-import type { BinaryOperationNode, OperationNode } from 'kysely'
+import type { OperationNode } from 'kysely'
 import type { EncryptedSchema, TableInfo } from '../schema/schema.js'
 import { identifierName, tableName } from './table-names.js'
 
@@ -287,14 +287,35 @@ export function rawTableItem(holder: OperationNode, schema: EncryptedSchema): bo
   return false
 }
 
+/** Nodes that print their own parentheses around what they hold: raw SQL in them ends there. */
+const ENCLOSING = new Set([
+  'ParensNode',
+  'SelectQueryNode',
+  'InsertQueryNode',
+  'UpdateQueryNode',
+  'DeleteQueryNode',
+])
+
 /**
- * A comparison with raw SQL for an operand (`where('id', '=', sql\`${v} or id <> 2\`)`): its
- * text may go on past the value. Beside a search, `a and id = v or id <> 2` is read as
- * `(a and id = v) or id <> 2`, and the rows of the OR failed the search's row check and were
- * dropped (the fuzzer, seed 20261213), so such a comparison goes in parentheses as raw SQL does.
+ * Whether a condition holds raw SQL outside any parentheses of its own: a raw condition, a
+ * comparison with a raw value (`where('id', '=', sql\`${v} or id <> 2\`)`), `exists` or
+ * `between` over raw SQL, raw SQL in arithmetic. Its text may go on past the node: beside a
+ * search, `a and id = v or id <> 2` is read as `(a and id = v) or id <> 2`, and the rows of the
+ * OR failed the search's row check and were dropped, or an update wrote them (the fuzzer, seed
+ * 20261213; helper-131). Such a condition goes in parentheses (analyze-conditions.ts, operand).
+ * Parentheses where none were needed (a function's argument) change nothing.
  */
-export function comparesRaw(node: OperationNode): boolean {
-  if (node.kind !== 'BinaryOperationNode') return false
-  const { leftOperand, rightOperand } = node as BinaryOperationNode
-  return leftOperand.kind === 'RawNode' || rightOperand.kind === 'RawNode'
+export function holdsRaw(node: OperationNode): boolean {
+  if (node.kind === 'RawNode') return true
+  if (ENCLOSING.has(node.kind)) return false
+  for (const value of Object.values(node)) {
+    if (Array.isArray(value)) {
+      for (const item of value) if (isNode(item) && holdsRaw(item)) return true
+    } else if (isNode(value) && holdsRaw(value)) return true
+  }
+  return false
+}
+
+function isNode(value: unknown): value is OperationNode {
+  return typeof value === 'object' && value !== null && typeof (value as { kind?: unknown }).kind === 'string'
 }

@@ -117,7 +117,7 @@ export function build(chain: Chain, db: unknown, target: Target, param?: unknown
     value = c.call === '' ? value(...args) : value[c.call](...args)
     // The oracle: a comparison with a raw operand is one condition, in parentheses, as the plugin
     // sends it beside others (its text may go on past the value: src/plugin/raw-text.ts,
-    // `comparesRaw`).
+    // `holdsRaw`).
     if (target.meaning && c.call === '' && chain.root === 'param' && c.args.some(isRawOperand))
       value = (param as Dyn).parens(value)
   }

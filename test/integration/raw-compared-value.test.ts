@@ -47,6 +47,31 @@ describe.each(backends())('a raw compared value beside a search [$name]', (backe
       expect(sent).toMatch(/and \(["`]id["`] = (\$\d+|\?) or ["`]id["`] <> (\$\d+|\?)\)/)
     })
 
+    it('exists and between over raw SQL beside a search go in parentheses too (helper-131)', async () => {
+      const u = t.names.users
+      const exists = await t.db
+        .selectFrom(u)
+        .select('id')
+        .where('email', '=', 'ada@x.io')
+        .where((e) => e.exists(sql`(select 1 where 1 = 0) or ${sql.ref('id')} <> ${1}`))
+        .execute()
+      expect(exists).toEqual([])
+      const between = await t.db
+        .selectFrom(u)
+        .select('id')
+        .where('email', '=', 'ada@x.io')
+        .where((e) => e.between('id', 5, sql<number>`${5} or ${sql.ref('id')} <> ${1}`))
+        .execute()
+      expect(between).toEqual([])
+      const update = await t.db
+        .updateTable(u)
+        .set({ name: 'unchanged?' })
+        .where('email', '=', 'ada@x.io')
+        .where((e) => e.exists(sql`(select 1 where 1 = 0) or ${sql.ref('id')} <> ${1}`))
+        .executeTakeFirst()
+      expect(Number(update.numUpdatedRows)).toBe(0)
+    })
+
     it('an update writes only the rows the tree says', async () => {
       const result = await t.db
         .updateTable(t.names.users)
