@@ -191,17 +191,21 @@ export function updateStatement(g: Gen): { stmt: Statement; shape: string } {
     const a = g.alias('f')
     const rel: Relation = { q: a, cols: tableColumns(other), keyed: true }
     const [l, r] = joinColumns(g, [own], rel)
+    // A target row that several rows of the other relation join takes its SET values from an
+    // unspecified one of them (PostgreSQL and MySQL alike; seed 20261215 on PostgreSQL, case
+    // 13696): only a join on that relation's key may feed SET.
+    const sources = l === `${a}.id` ? [rel] : []
     if (g.family === 'postgres') {
       shape = 'update … from'
       calls.push(call('from', nm(`{${other}} as ${a}`)))
-      calls.push(call('set', setValues(g, table, own, [rel], false)))
+      calls.push(call('set', setValues(g, table, own, sources, false)))
       calls.push(call('whereRef', nm(l), lit('='), nm(r)))
     } else {
       // MySQL's UPDATE t1, t2 SET … WHERE (Kysely: updateTable([...])).
       shape = 'update multi-table'
       calls[0] = call('updateTable', arr([nm(aliased ? `{${table}} as ${q}` : q), nm(`{${other}} as ${a}`)]))
       // Qualified targets go through set(column, value): set({...}) takes its keys as bare names.
-      const set = setValues(g, table, own, [rel], true) as { obj: Record<string, Arg> }
+      const set = setValues(g, table, own, sources, true) as { obj: Record<string, Arg> }
       for (const [k, v] of Object.entries(set.obj)) calls.push(call('set', nm(k), v))
       calls.push(call('whereRef', nm(l), lit('='), nm(r)))
     }
