@@ -1,9 +1,9 @@
 import { type Compilable, type Kysely, sql } from 'kysely'
-import { beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { QueryRefusedError } from '../../src/index.js'
 import { backends } from '../support/backends.js'
-import { type TestDB, useEncryptedTestDb } from '../support/encrypted-db.js'
-import { type ScanningDialect, scanningDialect } from '../support/leak-scanner.js'
+import type { TestDB } from '../support/encrypted-db.js'
+import { insertAdaAndBob, useScannedTestDb } from '../support/scanned-db.js'
 
 /**
  * Output names the engines do not treat as written (helper-119's review). An alias of an encrypted
@@ -184,23 +184,8 @@ function compileError(build: () => Query): unknown {
 
 describe.each(backends())('plugin output names [$name]', (backend) => {
   describe.runIf(backend.available)('', () => {
-    let scanner: ScanningDialect
-    const t = useEncryptedTestDb(backend, {
-      wrapInner: (d) => {
-        scanner = scanningDialect(d, () => [SECRET])
-        return scanner
-      },
-      seed: async (t) => {
-        await t.db
-          .insertInto(t.names.users)
-          .values([
-            { id: 1, name: 'ada', email: 'ada@x.io' },
-            { id: 2, name: 'bob', email: 'bob@x.io' },
-          ])
-          .execute()
-      },
-    })
-    beforeEach(() => scanner.reset())
+    const fx = useScannedTestDb(backend, [SECRET], insertAdaAndBob)
+    const t = fx.t
 
     for (const c of [...ALIASES, ...HAVING]) {
       it(`refuses ${c.name}`, async () => {
@@ -213,7 +198,7 @@ describe.each(backends())('plugin output names [$name]', (backend) => {
         expect(e.message).not.toContain(SECRET)
         const executed = Promise.resolve().then(() => c.build(t.db, t.names.users).execute())
         await expect(executed).rejects.toMatchObject({ code: c.code })
-        expect(scanner.count()).toBe(0)
+        expect(fx.scanner.count()).toBe(0)
       })
     }
 
@@ -257,7 +242,7 @@ describe.each(backends())('plugin output names [$name]', (backend) => {
         ])
       // Its name is read by no one: it runs.
       expect(await scalar(t.db).orderBy('id').execute()).toHaveLength(2)
-      scanner.reset()
+      fx.scanner.reset()
       // A search through the outer name is a search of the index: refused, nothing sent.
       const search = t.db
         .selectFrom(scalar(t.db).as('d'))
@@ -265,7 +250,7 @@ describe.each(backends())('plugin output names [$name]', (backend) => {
         // biome-ignore lint/suspicious/noExplicitAny: the subquery's output is untyped.
         .where('d.b' as any, '=', SECRET)
       await expect(search.execute()).rejects.toMatchObject({ code: 'QUERY_REFUSED', operator: '=' })
-      expect(scanner.count()).toBe(0)
+      expect(fx.scanner.count()).toBe(0)
     })
 
     it("refuses a CTE column list that renames a blind index (helper-130's K2)", async () => {
@@ -279,7 +264,7 @@ describe.each(backends())('plugin output names [$name]', (backend) => {
         operator: 'cte column list',
         column: 'email',
       })
-      expect(scanner.count()).toBe(0)
+      expect(fx.scanner.count()).toBe(0)
     })
 
     it('refuses a streamed select of an alias with a leading space', async () => {
@@ -292,7 +277,7 @@ describe.each(backends())('plugin output names [$name]', (backend) => {
       } finally {
         await stream.return?.(undefined)
       }
-      expect(scanner.count()).toBe(0)
+      expect(fx.scanner.count()).toBe(0)
     })
 
     it('decrypts an alias every engine keeps: a trailing space, a leading no-break space', async () => {
@@ -315,9 +300,9 @@ describe.each(backends())('plugin output names [$name]', (backend) => {
           .selectFrom(t.names.users)
           .select(['name as label'])
           .groupBy('id')
-          .having('label', '=', 'ada')
+          .having('label', '=', 'Ada')
           .execute()
-        expect(rows).toEqual([{ label: 'ada' }])
+        expect(rows).toEqual([{ label: 'Ada' }])
       },
     )
   })

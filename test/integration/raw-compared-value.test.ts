@@ -1,8 +1,7 @@
 import { sql } from 'kysely'
-import { beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { backends } from '../support/backends.js'
-import { useEncryptedTestDb } from '../support/encrypted-db.js'
-import { type ScanningDialect, scanningDialect } from '../support/leak-scanner.js'
+import { useScannedTestDb } from '../support/scanned-db.js'
 
 /**
  * A comparison with raw SQL for its value whose text goes on past the value
@@ -15,24 +14,17 @@ import { type ScanningDialect, scanningDialect } from '../support/leak-scanner.j
  */
 describe.each(backends())('a raw compared value beside a search [$name]', (backend) => {
   describe.runIf(backend.available)('', () => {
-    let scanner: ScanningDialect
-    const t = useEncryptedTestDb(backend, {
-      wrapInner: (d) => {
-        scanner = scanningDialect(d, () => [])
-        return scanner
-      },
-      seed: async (t) => {
-        await t.db
-          .insertInto(t.names.users)
-          .values([
-            { id: 1, name: 'ada', email: 'ada@x.io' },
-            { id: 2, name: 'bob', email: 'bob@x.io' },
-            { id: 3, name: 'cy', email: 'cy@x.io' },
-          ])
-          .execute()
-      },
+    const fx = useScannedTestDb(backend, [], async (t) => {
+      await t.db
+        .insertInto(t.names.users)
+        .values([
+          { id: 1, name: 'ada', email: 'ada@x.io' },
+          { id: 2, name: 'bob', email: 'bob@x.io' },
+          { id: 3, name: 'cy', email: 'cy@x.io' },
+        ])
+        .execute()
     })
-    beforeEach(() => scanner.reset())
+    const t = fx.t
     const pastTheValue = () => sql<number>`${1} or ${sql.ref('id')} <> ${1}`
 
     it('a select sends the comparison in parentheses', async () => {
@@ -43,7 +35,7 @@ describe.each(backends())('a raw compared value beside a search [$name]', (backe
         .where((e) => e('id', '=', pastTheValue()))
         .execute()
       expect(rows.map((r) => Number(r.id))).toEqual([1])
-      const sent = scanner.queries.map((q) => q.sql).find((s) => s.includes('email_bidx'))
+      const sent = fx.scanner.queries.map((q) => q.sql).find((s) => s.includes('email_bidx'))
       expect(sent).toMatch(/and \(["`]id["`] = (\$\d+|\?) or ["`]id["`] <> (\$\d+|\?)\)/)
     })
 
