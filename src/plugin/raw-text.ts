@@ -287,13 +287,18 @@ export function rawTableItem(holder: OperationNode, schema: EncryptedSchema): bo
   return false
 }
 
-/** Nodes that print their own parentheses around what they hold: raw SQL in them ends there. */
+/**
+ * Nodes that print their own parentheses around what they hold (raw SQL in them ends there), and
+ * values, which hold the application's objects, not nodes (never walked: one may have a `kind`).
+ */
 const ENCLOSING = new Set([
   'ParensNode',
   'SelectQueryNode',
   'InsertQueryNode',
   'UpdateQueryNode',
   'DeleteQueryNode',
+  'ValueNode',
+  'PrimitiveValueListNode',
 ])
 
 /**
