@@ -118,9 +118,9 @@ export function selections(
     }
     if (sel.kind === 'AliasNode') {
       // `.as(sql\`…\`)`: raw SQL names the output, with a name not known here (refused for an
-      // encrypted value, and for a blind index outside the root: checkSourceAlias). It claims,
-      // places and replaces none (helper-127): `name` is then no output's name (String of an
-      // undefined).
+      // encrypted value, and for a blind index in a derived table or CTE: checkSourceAlias). It
+      // claims, places and replaces none (helper-127): `name` is then no output's name (String
+      // of an undefined).
       const rawAlias = sel.alias.kind !== 'IdentifierNode'
       const name = identifierName(sel.alias)
       if (rawAlias) {
