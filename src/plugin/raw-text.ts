@@ -1,6 +1,6 @@
 import type { OperationNode } from 'kysely'
 import type { EncryptedSchema, TableInfo } from '../schema/schema.js'
-import { identifierName, tableName } from './table-names.js'
+import { identifierName, rawTable, tableName } from './table-names.js'
 
 /**
  * The words of raw SQL (`sql\`…\``) as the plugin reads them: what raw-operands.ts matches against
@@ -117,7 +117,7 @@ export function rawWords(node: OperationNode, into: Set<string>): void {
   }
 }
 
-function parametersOf(node: OperationNode): readonly OperationNode[] {
+export function parametersOf(node: OperationNode): readonly OperationNode[] {
   return (node as unknown as { parameters: readonly OperationNode[] }).parameters
 }
 
@@ -226,8 +226,28 @@ function quotedName(p: OperationNode): string {
     if (ids.every((id) => id.kind === 'IdentifierNode'))
       return ids.map((id) => quoted(identifierName(id))).join('.')
   }
-  return ' ? '
+  const name = nameOnly(p)
+  return name === undefined
+    ? ' ? '
+    : name.kind === 'TableNode'
+      ? quotedName(name)
+      : fragmentsOf(name).join('')
 }
+
+/**
+ * The raw SQL `p` when it is a name and nothing else: `sql.table('users')` (its table node),
+ * `sql.raw('users')` or `sql.raw('app.users')` (itself).
+ */
+export function nameOnly(p: OperationNode): OperationNode | undefined {
+  if (p.kind === 'TableNode') return p
+  if (p.kind !== 'RawNode') return undefined
+  const table = rawTable(p)
+  if (table !== undefined) return table
+  return parametersOf(p).length === 0 && WHOLE_CHAIN.test(fragmentsOf(p).join('')) ? p : undefined
+}
+
+/** Nothing but a dotted chain of identifiers. */
+const WHOLE_CHAIN = new RegExp(String.raw`^\s*${IDENT}(?:\s*\.\s*${IDENT})*\s*$`, 'u')
 
 /** A run of identifier characters: the words {@link tableNamedIn} looks up. */
 const WORD_SPLIT = /[^\p{L}\p{M}\p{N}_$]+/u
