@@ -93,8 +93,11 @@ export class ColumnKeys implements Destroyable {
       this.#aadViews[h] = this.#aad.subarray(MAX_HEADER_LENGTH - h)
     }
     this.#columnKey = hkdfSha256(dataKey, Buffer.alloc(0), Buffer.concat([LABEL_COLUMN, names]), 32)
+    // Bounded by maxSize (one per subkey), not max: lru-cache allocates `max` slots up front,
+    // ~180 µs per column key, paid again for each tenant's key of each column.
     this.#readers = new LRUCache<number, Buffer>({
-      max: READER_CACHE_MAX,
+      maxSize: READER_CACHE_MAX,
+      sizeCalculation: () => 1,
       dispose: (subkey) => subkey.fill(0),
     })
   }
