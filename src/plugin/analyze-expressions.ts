@@ -4,7 +4,7 @@ import { isDeferred } from './deferred-value.js'
 import { isStarOf } from './hidden-selections.js'
 import { mapChildren, ROW_STATEMENTS } from './node-utils.js'
 import { columnName, labelOf } from './nodes.js'
-import { checkRawText, tablesRead } from './raw-operands.js'
+import { checkRawText, refuseRawRead } from './raw-operands.js'
 import { declaresRelations, endLine } from './raw-text.js'
 import { refuse } from './refusal.js'
 import type { Resolved, Scope } from './scope.js'
@@ -124,6 +124,7 @@ export function opaque(
       // FOR UPDATE OF t names tables to lock; it holds no value.
       return node
     case 'RawNode': {
+      refuseRawRead(scope, node)
       checkRawText(scope, node)
       // Its subqueries first: a refusal of what one selects says more than a refusal of a
       // reference into it (agg.email in MySQL's jsonArrayFrom, whose raw SQL names agg first).
@@ -134,10 +135,8 @@ export function opaque(
       // the enclosing ones when the text has a FROM or JOIN: it may read the columns of relations
       // only the text declares, which the scope does not know (helper-126, helper-128).
       const level = declaresRelations(node) ? unmodelledLevel(scope.schema, queries) : queries
-      // A table it reads (`from ${sql.table('users')}`) is no whole-row value: checkRawText read it.
-      const read = tablesRead(node)
       const walk = (statements: boolean) => (child: OperationNode) =>
-        ROW_STATEMENTS.has(child.kind) === statements && !read.has(child)
+        ROW_STATEMENTS.has(child.kind) === statements
           ? opaque(a, child, scope, inner, child.kind === 'RawNode', level)
           : child
       const walked = mapChildren(mapChildren(node, walk(true)), walk(false))

@@ -2,7 +2,7 @@ import type { InsertQueryNode, OperationNode, ReferenceNode } from 'kysely'
 import type { EncryptedSchema } from '../schema/schema.js'
 import { type DeferredValue, isDeferred } from './deferred-value.js'
 import { someChild } from './node-utils.js'
-import { declaresRelations, RELATION_HOLDERS, rawTableItem, tableNamedIn } from './raw-text.js'
+import { RELATION_HOLDERS, rawTableItem, tableReadIn } from './raw-text.js'
 import { identifierName, tableName, unparsedAlias } from './table-names.js'
 
 /**
@@ -304,13 +304,12 @@ export function mentionsSchemaTable(root: OperationNode, schema: EncryptedSchema
     if (isDeferred(node)) return true
     if (RELATION_HOLDERS.has(node.kind as string) && rawTableItem(node as unknown as OperationNode, schema))
       return true
-    // Raw SQL in a query that reads an encrypted table itself (`where('id', 'in', sql\`(select id
-    // from users where …)\`)`): the analyzer reads its names against that table (raw-operands.ts).
-    // Not a raw statement: it is sent as written.
+    // Raw SQL in a query that reads an encrypted table itself: refused (raw-operands.ts). Not a
+    // raw statement, which is sent as written.
     if (
       node.kind === 'RawNode' &&
       node !== (root as object) &&
-      readsSchemaTable(node as unknown as OperationNode, schema)
+      tableReadIn(node as unknown as OperationNode, schema) !== undefined
     )
       return true
     if (node.kind === 'TableNode') {
@@ -359,9 +358,4 @@ function namesSchemaTableFirst(root: OperationNode, schema: EncryptedSchema): bo
   if (table.kind !== 'TableNode') return false
   const { schema: s, name } = tableName(table)
   return schema.table(name, s) !== undefined
-}
-
-/** Raw SQL with a FROM or JOIN that names a table of the schema (see {@link tableNamedIn}). */
-function readsSchemaTable(node: OperationNode, schema: EncryptedSchema): boolean {
-  return declaresRelations(node) && tableNamedIn(node, schema) !== undefined
 }

@@ -1,19 +1,8 @@
 import type { OperationNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
 import type { ColumnInfo, TableInfo } from '../schema/schema.js'
-import {
-  CHAIN,
-  declaresRelations,
-  fragmentsOf,
-  IDENT,
-  nameOnly,
-  operandText,
-  PART,
-  parametersOf,
-  starText,
-  unquote,
-} from './raw-text.js'
-import { encryptedIn, type Relation, Scope } from './scope.js'
+import { CHAIN, operandText, PART, starText, tableReadIn, unquote } from './raw-text.js'
+import { encryptedIn, type Relation, type Scope } from './scope.js'
 import { rawWholeRowColumn, wholeRowError } from './whole-row.js'
 
 /**
@@ -33,32 +22,25 @@ const TABLE_CONTEXT = new Set(['from', 'join', 'of', 'update', 'into', 'table', 
  * @throws QueryRefusedError `QUERY_REFUSED` when the raw SQL text names an encrypted column in
  *   scope, or a relation carrying one as a whole-row value
  */
-export function checkRawText(outer: Scope, node: OperationNode): void {
+export function checkRawText(scope: Scope, node: OperationNode): void {
   // Value parameters stand as `?`, names given as sql.id/sql.table as written; string literals
   // hold no names.
   const text = operandText(node).replace(/'(?:[^']|'')*'/g, "''")
   if (/^[\s?]*$/.test(text)) return
-  // Comments blanked: `from /* note */ users` reads users.
-  const scope = declaresRelations(node) ? readLevel(outer, starText(node)) : outer
   if (text.includes('*')) checkStars(scope, node)
   let previous = ''
-  // Where the last name read as a table ended: a name right after it is its alias (or a keyword).
-  let tableEnd = -1
   for (const match of text.matchAll(CHAIN)) {
     const parts = [...match[0].matchAll(PART)].map((p) => unquote(p[0]))
-    const start = match.index ?? 0
-    const after = text.slice(start + match[0].length)
+    const after = text.slice((match.index ?? 0) + match[0].length)
     const word = previous
     previous = parts.length === 1 ? (parts[0] as string).toLowerCase() : ''
-    const alias = tableEnd >= 0 && /^\s+$/.test(text.slice(tableEnd, start))
-    tableEnd = TABLE_CONTEXT.has(word) ? start + match[0].length : -1
     if (/^\s*\(/.test(after)) continue // a function's name
     const last = parts[parts.length - 1] as string
     if (/^\s*\.\s*\*/.test(after)) continue // `q.*`: checkStars
     if (parts.length === 1) {
       const column = unqualifiedColumn(scope, last)
       if (column !== undefined) throw rawOperandError(column, last)
-      if (TABLE_CONTEXT.has(word) || alias) continue
+      if (TABLE_CONTEXT.has(word)) continue
       const info = rawWholeRowColumn(scope, last)
       if (info !== undefined) throw wholeRowError(info, last, `${last} as a value in raw SQL`)
       continue
@@ -76,69 +58,28 @@ export function checkRawText(outer: Scope, node: OperationNode): void {
   }
 }
 
-/** Words after which raw SQL names a table it reads itself (see {@link readLevel}). */
-const READ_CONTEXT = new Set(['from', 'join', 'update', 'into', 'using', 'table'])
-
-/** Words that may follow a table's name in raw SQL and are not its alias. */
-const NOT_ALIAS = new Set(
-  'where on using join inner left right full outer cross natural straight_join lateral group order limit offset fetch for union intersect except having window set values select returning partition tablesample force use ignore with and or into'.split(
-    ' ',
-  ),
-)
-
-/** `[as] alias` after a table's name. */
-const ALIAS_AFTER = new RegExp(String.raw`^\s+(?:as\s+)?(${IDENT})`, 'iu')
-
 /**
- * `scope` with a level under it for each encrypted table raw SQL with a FROM or JOIN reads itself
- * (`where('id', 'in', sql\`(select id from users u where u.email = ${v})\`)`), named by its alias
- * when the text gives one: the text's names are then read against its columns as against the
- * query's own relations. Without it, a search of that table in the text sent its plaintext (and a
- * table given by `sql.table()` was refused as a whole-row value, even in a FROM). One level per
- * table, so that two of one name do not clash.
+ * Raw SQL in a query that reads an encrypted table itself (see raw-text.ts `tableReadIn`):
+ * `where('id', 'in', sql\`(select id from users u where u.email = ${v})\`)`. Its names are not
+ * the query's, so the plugin could neither rewrite a search of that table's columns nor decrypt
+ * them, and a word-by-word reading of them (aliases, comments, quoting, nested raw SQL) would have
+ * holes; a subquery written with the query builder is read and rewritten.
+ *
+ * @throws QueryRefusedError `QUERY_REFUSED` (operator `raw sql`)
  */
-function readLevel(scope: Scope, text: string): Scope {
-  let level = scope
-  let previous = ''
-  for (const match of text.matchAll(CHAIN)) {
-    const word = previous
-    const parts = [...match[0].matchAll(PART)].map((p) => unquote(p[0]))
-    previous = parts.length === 1 ? (parts[0] as string).toLowerCase() : ''
-    if (!READ_CONTEXT.has(word)) continue
-    const name = parts[parts.length - 1] as string
-    const schemaName = parts.length > 1 ? parts[parts.length - 2] : undefined
-    const table = scope.schema.table(name, schemaName) ?? scope.schema.tableIgnoringCase(name, schemaName)
-    if (table === undefined || table.columns.size === 0) continue
-    const written = ALIAS_AFTER.exec(text.slice((match.index ?? 0) + match[0].length))?.[1]
-    const alias = written === undefined ? undefined : unquote(written)
-    level = new Scope(scope.schema, level)
-    level.relations.push({
-      name: alias !== undefined && !NOT_ALIAS.has(alias.toLowerCase()) ? alias : name,
-      table,
-      derived: undefined,
-      base: { schema: schemaName, name },
-    })
-  }
-  return level
-}
-
-/**
- * The parameters of raw SQL that are a table's name (`sql.table()`, `sql.raw('users')`, see
- * nameOnly) where a table is read or locked (`from ${sql.table('users')}`): not whole-row values.
- * {@link checkRawText} reads them in the text. A parameter given twice counts only if every place
- * is such.
- */
-export function tablesRead(node: OperationNode): ReadonlySet<OperationNode> {
-  const fragments = fragmentsOf(node)
-  const read = new Set<OperationNode>()
-  const valued = new Set<OperationNode>()
-  parametersOf(node).forEach((p, i) => {
-    if (nameOnly(p) === undefined) return
-    const word = /([\p{L}_]+)\s*$/u.exec(fragments[i] ?? '')?.[1]?.toLowerCase()
-    ;(word !== undefined && TABLE_CONTEXT.has(word) ? read : valued).add(p)
-  })
-  for (const p of valued) read.delete(p)
-  return read
+export function refuseRawRead(scope: Scope, node: OperationNode): void {
+  const info = tableReadIn(node, scope.schema)?.columns.values().next().value
+  if (info === undefined) return
+  throw new QueryRefusedError(
+    'QUERY_REFUSED',
+    `Refused raw sql that reads encrypted table ${info.table.physical} itself: the plugin cannot tell what it does with the table's encrypted columns, so it could send a plaintext or return ciphertexts. Nothing was sent.`,
+    {
+      table: info.table.logical,
+      column: info.logical,
+      operator: 'raw sql',
+      hint: `Write the subquery with the query builder (where('id', 'in', db.selectFrom('${info.table.logical}').select('id')…), eb.exists(…)): the plugin reads and rewrites it.`,
+    },
+  )
 }
 
 /**

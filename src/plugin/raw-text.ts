@@ -1,6 +1,6 @@
 import type { OperationNode } from 'kysely'
 import type { EncryptedSchema, TableInfo } from '../schema/schema.js'
-import { identifierName, rawTable, tableName } from './table-names.js'
+import { identifierName, tableName } from './table-names.js'
 
 /**
  * The words of raw SQL (`sql\`…\``) as the plugin reads them: what raw-operands.ts matches against
@@ -117,7 +117,7 @@ export function rawWords(node: OperationNode, into: Set<string>): void {
   }
 }
 
-export function parametersOf(node: OperationNode): readonly OperationNode[] {
+function parametersOf(node: OperationNode): readonly OperationNode[] {
   return (node as unknown as { parameters: readonly OperationNode[] }).parameters
 }
 
@@ -226,28 +226,8 @@ function quotedName(p: OperationNode): string {
     if (ids.every((id) => id.kind === 'IdentifierNode'))
       return ids.map((id) => quoted(identifierName(id))).join('.')
   }
-  const name = nameOnly(p)
-  return name === undefined
-    ? ' ? '
-    : name.kind === 'TableNode'
-      ? quotedName(name)
-      : fragmentsOf(name).join('')
+  return ' ? '
 }
-
-/**
- * The raw SQL `p` when it is a name and nothing else: `sql.table('users')` (its table node),
- * `sql.raw('users')` or `sql.raw('app.users')` (itself).
- */
-export function nameOnly(p: OperationNode): OperationNode | undefined {
-  if (p.kind === 'TableNode') return p
-  if (p.kind !== 'RawNode') return undefined
-  const table = rawTable(p)
-  if (table !== undefined) return table
-  return parametersOf(p).length === 0 && WHOLE_CHAIN.test(fragmentsOf(p).join('')) ? p : undefined
-}
-
-/** Nothing but a dotted chain of identifiers. */
-const WHOLE_CHAIN = new RegExp(String.raw`^\s*${IDENT}(?:\s*\.\s*${IDENT})*\s*$`, 'u')
 
 /** A run of identifier characters: the words {@link tableNamedIn} looks up. */
 const WORD_SPLIT = /[^\p{L}\p{M}\p{N}_$]+/u
@@ -269,6 +249,23 @@ export function tableNamedIn(node: OperationNode, schema: EncryptedSchema): Tabl
     previous = word
   }
   return undefined
+}
+
+/** A word of SQL after which a table is named: what makes raw SQL read a table itself. */
+const READS = /\b(?:from|join|update|into|using|table)\b/i
+
+/**
+ * The encrypted table raw SQL in a query reads itself, if any: its whole text as sent (nested raw
+ * SQL inlined, literals and comments too) holds FROM, JOIN, UPDATE, INTO, USING or TABLE and
+ * names a table of the schema ({@link tableNamedIn}). `where('id', 'in', sql\`(select id from
+ * users where email = ${v})\`)`: the plugin cannot tell what such SQL does with the table's
+ * columns, so the query is analyzed (nodes.ts `mentionsSchemaTable`) and refused
+ * (raw-operands.ts `refuseRawRead`), however its own relations are named. Generous on purpose,
+ * as {@link tableNamedIn} is.
+ */
+export function tableReadIn(node: OperationNode, schema: EncryptedSchema): TableInfo | undefined {
+  const text = sentText(node)
+  return READS.test(text) ? tableNamedIn(node, schema) : undefined
 }
 
 /** Nodes that hold FROM, JOIN, CTE or written-table items (see {@link rawTableItem}). */

@@ -56,6 +56,8 @@ export type RawPart =
   | { readonly ref: string }
   /** `${sql.table(name)}`: a table named with a placeholder (`{tags}`), quoted by the dialect. */
   | { readonly table: string }
+  /** `${sql.raw(name)}`: a table named with a placeholder, unquoted in the SQL text. */
+  | { readonly rawName: string }
   /** `${value}`: a parameter. */
   | { readonly param: string | number }
   /** `${sql.lit(value)}`: a literal in the SQL text. */
@@ -143,6 +145,7 @@ function rawSql(raw: RawSql, t: Target): Dyn {
       fragments[fragments.length - 1] += `-- ${p.comment}${i < raw.parts.length - 1 || t.meaning ? '\n' : ''}`
     else if ('ref' in p) add(sql.ref(physical(p.ref, t.names)))
     else if ('table' in p) add(sql.table(physical(p.table, t.names)))
+    else if ('rawName' in p) add(sql.raw(physical(p.rawName, t.names)))
     else if ('param' in p) add(p.param)
     else add(sql.lit(p.sqlLit))
   }
@@ -202,6 +205,7 @@ function printRaw(raw: RawSql): string {
     if ('comment' in p) return `-- ${p.comment}${i < raw.parts.length - 1 ? '\\n' : ''}`
     if ('ref' in p) return `\${sql.ref(${printArg(nm(p.ref), 0)})}`
     if ('table' in p) return `\${sql.table(${printArg(nm(p.table), 0)})}`
+    if ('rawName' in p) return `\${sql.raw(${printArg(nm(p.rawName), 0)})}`
     if ('param' in p) return `\${${printLiteral(p.param)}}`
     return `\${sql.lit(${printLiteral(p.sqlLit)})}`
   })

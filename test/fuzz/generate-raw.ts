@@ -1,6 +1,6 @@
 import { type Arg, type Chain, call, chainArg, lit, nm, onParam, type RawPart, rawChain } from './chain.js'
-import { anyColumn, type Gen, type Relation, refIn, type ScopeColumn, valueFor } from './gen.js'
-import { poolOf } from './schema.js'
+import { anyColumn, type Gen, type Relation, refIn, type ScopeColumn, tableColumns, valueFor } from './gen.js'
+import { poolOf, TABLE_NAMES } from './schema.js'
 
 /**
  * Raw SQL (`sql` template tags) in conditions and values of the fuzz generator
@@ -122,6 +122,7 @@ export function rawValueComparison(g: Gen, scope: readonly Relation[]): Chain | 
     const list: RawPart[] = [{ text: '(' }, valuePart(g, c), { text: ', ' }, valuePart(g, c), { text: ')' }]
     return compare(g, left, g.pick(['in', 'not in']), list)
   }
+  if (roll < 22 && c.kind === 'int') return compare(g, left, g.pick(['in', 'not in']), rawSubquery(g))
   const op = g.pick(['=', '=', '<>', '<', '>='])
   if (roll < 45) return compare(g, left, op, [valuePart(g, c)])
   if (roll < 60)
@@ -147,6 +148,31 @@ export function rawValueComparison(g: Gen, scope: readonly Relation[]): Chain | 
     { text: ` ${g.pick(['or', 'and'])} ` },
     ...atom(g, scope, plain),
   ])
+}
+
+/**
+ * `(select id from ${sql.table('{orders}')} o where o.item = 'x')`: raw SQL that reads a table
+ * itself. Every fuzz table has encrypted columns, so the plugin must refuse it, never sending a
+ * value of it (src/plugin/raw-operands.ts, `refuseRawRead`).
+ */
+function rawSubquery(g: Gen): RawPart[] {
+  g.feature('raw subquery reading a table')
+  g.touches = true
+  const table = g.pick(TABLE_NAMES)
+  const cols = tableColumns(table)
+  const alias = g.pick(['', ' x', ' as x'])
+  const out = g.chance(50) && cols.some((c) => c.name === 'user_id') ? 'user_id' : 'id'
+  const parts: RawPart[] = [
+    { text: `(select ${alias === '' ? '' : 'x.'}${out} from ` },
+    g.chance(50) ? { table: `{${table}}` } : { rawName: `{${table}}` },
+    { text: alias },
+  ]
+  if (g.chance(70)) {
+    const c = g.pick(cols)
+    parts.push({ text: ` where ${alias === '' || g.chance(30) ? '' : 'x.'}${c.name} = ` }, valuePart(g, c))
+  }
+  parts.push({ text: ')' })
+  return parts
 }
 
 function compare(g: Gen, left: Arg, op: string, parts: RawPart[]): Chain {
