@@ -38,7 +38,7 @@ export function withCallerStack<E>(error: E, here: Error): E {
   const last = frames[frames.length - 1]
   // A stack that already ends at the same caller (a driver that extends its errors, as kysely's
   // pg and mysql2 drivers do) is left as it is, Node's frames after it or not (they follow it
-  // only on some runs: the caller's line came out twice once in a whole-suite run).
+  // only on some runs).
   if (last === undefined || endsAt(holder.stack, last)) return error
   try {
     holder.stack = `${holder.stack}\n${frames.join('\n')}`
