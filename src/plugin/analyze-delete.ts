@@ -1,7 +1,7 @@
 import type { AliasNode, DeleteQueryNode, JoinNode, OperationNode } from 'kysely'
 import type { StatementAnalysis } from './analysis-context.js'
 import { whereNode } from './analyze-conditions.js'
-import { opaque } from './analyze-expressions.js'
+import { modifiers, opaque } from './analyze-expressions.js'
 import { fromItem, join, statementScope } from './analyze-from.js'
 import { returning } from './analyze-selections.js'
 import { rebuild, rebuildList } from './nodes.js'
@@ -40,6 +40,7 @@ export const analyzeDelete: StatementAnalysis<DeleteQueryNode> = (a, node, paren
       place: 'delete',
     })
   if (node.orderBy) patch.orderBy = opaque(a, node.orderBy, scope, 'order by')
+  modifiers(a, node, scope, patch)
   return returning(a, node, scope, role, patch)
 }
 

@@ -3,9 +3,9 @@ import type { AnalysisContext, ConditionContext } from './analysis-context.js'
 import { isDeferred } from './deferred-value.js'
 import { isStarOf } from './hidden-selections.js'
 import { mapChildren, ROW_STATEMENTS } from './node-utils.js'
-import { columnName, labelOf } from './nodes.js'
+import { columnName, labelOf, rebuild, rebuildList } from './nodes.js'
 import { checkRawText, refuseRawRead } from './raw-operands.js'
-import { declaresRelations, endLine } from './raw-text.js'
+import { declaresRelations, endLine, isRowLock } from './raw-text.js'
 import { refuse } from './refusal.js'
 import type { Resolved, Scope } from './scope.js'
 import { identifierName, tableName } from './table-names.js'
@@ -120,9 +120,14 @@ export function opaque(
       refuseWholeRow(scope, name, `${name} in ${label}`, schema)
       return node
     }
-    case 'SelectModifierNode':
-      // FOR UPDATE OF t names tables to lock; it holds no value.
-      return node
+    case 'SelectModifierNode': {
+      // FOR UPDATE OF t names tables to lock; it holds no value, nor does a row lock written as
+      // raw SQL. Other raw SQL given to modifyFront or modifyEnd is raw SQL like any other
+      // (helper-133: `modifyEnd(sql\`and email = ${v}\`)` was sent as written).
+      const raw = (node as unknown as { rawModifier?: OperationNode }).rawModifier
+      if (raw === undefined || isRowLock(raw)) return node
+      return rebuild(node, { rawModifier: opaque(a, raw, scope, label, false, queries) })
+    }
     case 'RawNode': {
       refuseRawRead(scope, node)
       checkRawText(scope, node)
@@ -147,3 +152,27 @@ export function opaque(
       return mapChildren(node, (child) => opaque(a, child, scope, labelOf(node, label), false, queries, bare))
   }
 }
+
+/**
+ * The modifiers of a statement (`modifyFront`, `modifyEnd`; a select's DISTINCT, FOR UPDATE…),
+ * walked as expressions of its scope: raw SQL in them is checked as raw SQL elsewhere is. A
+ * write's are raw SQL itself; a select's are SelectModifierNodes (see {@link opaque}).
+ */
+export function modifiers(
+  a: AnalysisContext,
+  node: {
+    readonly frontModifiers?: ReadonlyArray<OperationNode>
+    readonly endModifiers?: ReadonlyArray<OperationNode>
+  },
+  scope: Scope,
+  patch: Record<string, unknown>,
+): void {
+  for (const key of MODIFIERS) {
+    const list = node[key]
+    if (list !== undefined)
+      patch[key] = rebuildList(list, (n) => (isRowLock(n) ? n : opaque(a, n, scope, 'expression')))
+  }
+}
+
+/** The statement fields {@link modifiers} walks; a module constant, not an array made per query. */
+const MODIFIERS = ['frontModifiers', 'endModifiers'] as const

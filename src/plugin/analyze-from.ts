@@ -3,6 +3,7 @@ import type { AnalysisContext } from './analysis-context.js'
 import { whereNode } from './analyze-conditions.js'
 import { opaque } from './analyze-expressions.js'
 import { rebuild, rebuildList } from './nodes.js'
+import { checkRawAlias } from './raw-operands.js'
 import { endAliasLine, tableNamedIn } from './raw-text.js'
 import { refuse } from './refusal.js'
 import { firstSource } from './relation.js'
@@ -116,6 +117,7 @@ export function fromItem(
 ): OperationNode {
   if (node.kind === 'AliasNode') {
     const alias = node as AliasNode
+    checkRawAlias(scope, alias.alias)
     if (alias.node.kind !== 'TableNode' && rawTable(alias.node) === undefined) {
       refuseRawTable(a, alias.node)
       // A derived table: its own scope sees the enclosing query's tables (not its siblings),

@@ -5,6 +5,7 @@ import { exposedName } from './column-rules.js'
 import { selectedFrom } from './hidden-selections.js'
 import { columnName, identifier, mayCombineRows, referenceNode, tableNode } from './nodes.js'
 import { HIDDEN_PREFIX } from './plan.js'
+import { isRowLock } from './raw-text.js'
 import { type RefusedShape, refuse, searchIndexRefusal } from './refusal.js'
 import type { Source } from './scope.js'
 import { identifierName, tableName } from './table-names.js'
@@ -84,19 +85,6 @@ function skipsLocked(modifiers: ReadonlyArray<OperationNode> | undefined): boole
     }) ?? false
   )
 }
-
-/**
- * A row-locking clause written as raw SQL, with no parameter: `for update`, `for no key update`,
- * `for share`, `for key share` (each with `of t, …`, `nowait` or `skip locked`), MySQL's
- * `lock in share mode`.
- */
-function isRowLock(raw: RawNode): boolean {
-  if (raw.parameters.length > 0) return false
-  return ROW_LOCK.test(raw.sqlFragments.join(''))
-}
-
-const ROW_LOCK =
-  /^\s*(?:for\s+(?:update|no\s+key\s+update|share|key\s+share)(?:\s+of\s+[\w"`.]+(?:\s*,\s*[\w"`.]+)*)?(?:\s+(?:nowait|skip\s+locked))?|lock\s+in\s+share\s+mode)\s*$/i
 
 /**
  * Finds or adds the hidden selections carrying the ciphertexts of index conditions, and records

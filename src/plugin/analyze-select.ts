@@ -8,7 +8,7 @@ import type {
 } from 'kysely'
 import type { AnalysisContext, PendingFilter, StatementAnalysis } from './analysis-context.js'
 import { whereNode } from './analyze-conditions.js'
-import { opaque } from './analyze-expressions.js'
+import { modifiers, opaque } from './analyze-expressions.js'
 import { froms, join, statementScope } from './analyze-from.js'
 import { hiddenSelections, postFilterable } from './analyze-post-filters.js'
 import { checkIndexPairs, plainOutputs, selections } from './analyze-selections.js'
@@ -25,7 +25,6 @@ import type { Scope } from './scope.js'
 
 /** Clauses walked as opaque expressions; module constants, not arrays made per query. */
 const LIMITS = ['limit', 'offset', 'fetch', 'top'] as const
-const MODIFIERS = ['frontModifiers', 'endModifiers'] as const
 
 /**
  * How a SELECT is analyzed: its WITH, FROM and JOINs make a new level of scope; its select list
@@ -79,9 +78,7 @@ export const analyzeSelect: StatementAnalysis<SelectQueryNode> = (a, node, paren
   for (const key of LIMITS) {
     if (node[key]) patch[key] = opaque(a, node[key] as OperationNode, scope, 'expression')
   }
-  for (const key of MODIFIERS) {
-    if (node[key]) patch[key] = rebuildList(node[key], (n) => opaque(a, n, scope, 'expression'))
-  }
+  modifiers(a, node, scope, patch)
   const annotated = firstColumn(outputs)
   if (node.setOperations) {
     patch.setOperations = node.setOperations.map((op) => {

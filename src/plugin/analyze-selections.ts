@@ -11,6 +11,7 @@ import { firstColumn } from './column-rules.js'
 import { contextSelections } from './context-selections.js'
 import { columnName, rebuild, rebuildList } from './nodes.js'
 import { checkSourceAlias } from './output-alias.js'
+import { checkRawAlias } from './raw-operands.js'
 import { endAliasLine, hasStarItem } from './raw-text.js'
 import { refuse } from './refusal.js'
 import { checkReservedAliases } from './reserved-aliases.js'
@@ -124,6 +125,7 @@ export function selections(
       const rawAlias = sel.alias.kind !== 'IdentifierNode'
       const name = identifierName(sel.alias)
       if (rawAlias) {
+        checkRawAlias(scope, sel.alias)
         names = undefined
         markUnnamedOutput(scope)
       } else names?.push(name)

@@ -17,6 +17,7 @@ import {
   referenceNode,
   valueNode,
 } from './nodes.js'
+import { refuseRawRead } from './raw-operands.js'
 import { refuse } from './refusal.js'
 import type { Relation, Scope } from './scope.js'
 import { tableName } from './table-names.js'
@@ -70,6 +71,8 @@ export function setTarget(
     const annotated = scope.relations.find((r) => r.table !== undefined)
     const first = annotated?.table?.columns.values().next().value
     if (first !== undefined) throw refuse(first, 'raw sql', 'a SET target that is not a plain column name')
+    // On a table with none, raw SQL that reads an encrypted table (helper-133).
+    refuseRawRead(scope, column)
     return undefined
   }
   // A target spelt like an encrypted column but no column of its table (`set({ 'email ': v })`):

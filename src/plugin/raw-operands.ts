@@ -1,7 +1,17 @@
 import type { OperationNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
 import type { ColumnInfo, TableInfo } from '../schema/schema.js'
-import { CHAIN, operandText, PART, starText, tableReadIn, unquote } from './raw-text.js'
+import {
+  CHAIN,
+  IDENT,
+  operandText,
+  PART,
+  readsTables,
+  sentWords,
+  starText,
+  tableNamedIn,
+  unquote,
+} from './raw-text.js'
 import { encryptedIn, type Relation, type Scope } from './scope.js'
 import { rawWholeRowColumn, wholeRowError } from './whole-row.js'
 
@@ -68,7 +78,8 @@ export function checkRawText(scope: Scope, node: OperationNode): void {
  * @throws QueryRefusedError `QUERY_REFUSED` (operator `raw sql`)
  */
 export function refuseRawRead(scope: Scope, node: OperationNode): void {
-  const info = tableReadIn(node, scope.schema)?.columns.values().next().value
+  if (!readsTables(node)) return
+  const info = tableNamedIn(node, scope.schema)?.columns.values().next().value ?? cteRead(scope, node)
   if (info === undefined) return
   throw new QueryRefusedError(
     'QUERY_REFUSED',
@@ -80,6 +91,34 @@ export function refuseRawRead(scope: Scope, node: OperationNode): void {
       hint: `Write the subquery with the query builder (where('id', 'in', db.selectFrom('${info.table.logical}').select('id')…), eb.exists(…)): the plugin reads and rewrites it.`,
     },
   )
+}
+
+/**
+ * An alias given as raw SQL that is more than a name (`select(sql\`1\`.as(sql\`one, (email =
+ * ${v}) as m\`))`): raw SQL in the select list or FROM like any other (helper-133). A name
+ * alone (`.as(sql\`y\`)`, `.as(sql.id('y'))`) is a name.
+ *
+ * @throws QueryRefusedError `QUERY_REFUSED` (see {@link refuseRawRead}, {@link checkRawText})
+ */
+export function checkRawAlias(scope: Scope, alias: OperationNode): void {
+  if (alias.kind !== 'RawNode' || ONE_NAME.test(operandText(alias))) return
+  refuseRawRead(scope, alias)
+  checkRawText(scope, alias)
+}
+
+const ONE_NAME = new RegExp(String.raw`^\s*${IDENT}\s*$`, 'u')
+
+/**
+ * An encrypted column a CTE of the query passes on, when raw SQL names the CTE
+ * (`with('cu', () => db.selectFrom('users').select(['id', 'email']))` then
+ * `sql\`(select id from cu where email = ${v})\``): the CTE stands for the table (helper-133).
+ */
+function cteRead(scope: Scope, node: OperationNode): ColumnInfo | undefined {
+  for (const word of sentWords(node)) {
+    const source = scope.cteSource(word)
+    if (source !== undefined) return source.kind === 'column' ? source.info : source.info.column
+  }
+  return undefined
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { OperationNode } from 'kysely'
 import type { EncryptedSchema, TableInfo } from '../schema/schema.js'
-import { identifierName, tableName } from './table-names.js'
+import { identifierName, rawTable, tableName } from './table-names.js'
 
 /**
  * The words of raw SQL (`sql\`…\``) as the plugin reads them: what raw-operands.ts matches against
@@ -251,6 +251,29 @@ export function tableNamedIn(node: OperationNode, schema: EncryptedSchema): Tabl
   return undefined
 }
 
+/**
+ * A row-locking clause written as raw SQL: `for update`, `for no key update`, `for share`,
+ * `for key share` (each with `of t, …`, `nowait` or `skip locked`), MySQL's `lock in share mode`.
+ * Its parameters may only be names (`for update of ${sql.table('users')}`).
+ */
+export function isRowLock(raw: OperationNode): boolean {
+  if (raw.kind !== 'RawNode' || !parametersOf(raw).every(isName)) return false
+  return ROW_LOCK.test(fragmentsOf(raw).join('t'))
+}
+
+/** `sql.table()`, `sql.id()` or an identifier: a name and nothing else. */
+function isName(p: OperationNode): boolean {
+  return (
+    p.kind === 'TableNode' ||
+    p.kind === 'IdentifierNode' ||
+    identifierOf(p) !== undefined ||
+    rawTable(p) !== undefined
+  )
+}
+
+const ROW_LOCK =
+  /^\s*(?:for\s+(?:update|no\s+key\s+update|share|key\s+share)(?:\s+of\s+[\w"`.]+(?:\s*,\s*[\w"`.]+)*)?(?:\s+(?:nowait|skip\s+locked))?|lock\s+in\s+share\s+mode)\s*$/i
+
 /** A word of SQL after which a table is named: what makes raw SQL read a table itself. */
 const READS = /\b(?:from|join|update|into|using|table)\b/i
 
@@ -264,8 +287,19 @@ const READS = /\b(?:from|join|update|into|using|table)\b/i
  * as {@link tableNamedIn} is.
  */
 export function tableReadIn(node: OperationNode, schema: EncryptedSchema): TableInfo | undefined {
-  const text = sentText(node)
-  return READS.test(text) ? tableNamedIn(node, schema) : undefined
+  return readsTables(node) ? tableNamedIn(node, schema) : undefined
+}
+
+/** Whether raw SQL's whole text holds a word after which a table is named (see {@link tableReadIn}). */
+export function readsTables(node: OperationNode): boolean {
+  return READS.test(sentText(node))
+}
+
+/** The words of raw SQL's whole text as sent (see {@link tableNamedIn}). */
+export function sentWords(node: OperationNode): string[] {
+  return sentText(node)
+    .split(WORD_SPLIT)
+    .filter((w) => w !== '')
 }
 
 /** Nodes that hold FROM, JOIN, CTE or written-table items (see {@link rawTableItem}). */

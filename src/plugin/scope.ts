@@ -83,6 +83,14 @@ export class Scope {
   }
 
   /**
+   * What a visible CTE named `name` (ignoring case) passes on first, for raw SQL that reads it
+   * by name (raw-operands.ts `refuseRawRead`): an encrypted column or blind index, else undefined.
+   */
+  cteSource(name: string): Source | undefined {
+    return this.#cteIgnoringCase(name)
+  }
+
+  /**
    * A visible CTE whose name equals `name` only ignoring case and that passes an encrypted
    * column on (MySQL matches CTE names that way), if any.
    */

@@ -86,6 +86,81 @@ describe.each(backends())('raw SQL that reads an encrypted table itself [$name]'
       expect(rows.map((r) => Number(r.id))).toEqual([1])
     })
 
+    it('in the places raw SQL was not read before: modifyFront/modifyEnd, a raw alias, a raw SET target, a CTE named in raw SQL (helper-133)', async () => {
+      const count = sql<number>`(select count(*) from ${sql.table(users)} where email = ${v})`
+      for (const query of [
+        t.db
+          .selectFrom(plain)
+          .select('id')
+          .modifyEnd(sql`union select id from ${sql.table(users)} where email = ${v}`),
+        t.db.selectFrom(plain).select('id').modifyFront(sql`${count} as n,`),
+        t.db
+          .updateTable(plain)
+          .set({ name: 'Zed' })
+          .where('id', '>', 100)
+          .modifyEnd(sql`and exists (select 1 from ${sql.table(users)} where email = ${v})`),
+        t.db
+          .deleteFrom(plain)
+          .where('id', '>', 100)
+          .modifyEnd(sql`and id in (select id from ${sql.raw(users)} where email = ${v})`),
+        t.db.selectFrom(plain).select(sql`1`.as(sql`one, ${count} as n`)),
+        t.db
+          .selectFrom(
+            sql.table(plain).as(sql`x where exists (select 1 from ${sql.table(users)} where email = ${v})`),
+          )
+          .selectAll(),
+        t.db
+          .updateTable(plain)
+          .set(
+            sql`name = coalesce((select name from ${sql.table(users)} where email = ${v}), 'n'), id`,
+            sql`id`,
+          ),
+        t.db
+          .with('cu', (db) => db.selectFrom(users).select(['id', 'email']))
+          .selectFrom(plain)
+          .select('id')
+          .where('id', 'in', sql`(select id from cu where email = ${v})`),
+      ]) {
+        await readsItself(query)
+      }
+      // Raw SQL in them that names the query's own encrypted columns: refused as raw SQL elsewhere is.
+      for (const query of [
+        t.db.selectFrom(users).select('id').where('id', '>', 0).modifyEnd(sql`and email = ${v}`),
+        t.db
+          .selectFrom(users)
+          .select('id')
+          .modifyFront(sql`${sql.ref('email')} as e2,`),
+        t.db.deleteFrom(users).where('id', '>', 100).modifyEnd(sql`and email = ${v}`),
+        t.db.selectFrom(users).select(sql`1`.as(sql`one, (email = ${v}) as m`)),
+      ]) {
+        const error = await fx.refused(query, 'QUERY_REFUSED')
+        expect(error.operator).toBe('raw sql')
+      }
+      // What still runs: a row lock beside a search, a raw alias that is a name.
+      const locked = await t.db
+        .selectFrom(users)
+        .select('id')
+        .where('email', '=', v)
+        .modifyEnd(sql`for update`)
+        .execute()
+      expect(locked.map((r) => Number(r.id))).toEqual([1])
+      const named = await t.db
+        .selectFrom(users)
+        .select(sql<number>`1`.as(sql`y`))
+        .where('email', '=', v)
+        .execute()
+      expect(named).toHaveLength(1)
+      if (backend.family === 'postgres') {
+        const of = await t.db
+          .selectFrom(users)
+          .select('id')
+          .where('email', '=', v)
+          .modifyEnd(sql`for update of ${sql.table(users)}`)
+          .execute()
+        expect(of.map((r) => Number(r.id))).toEqual([1])
+      }
+    })
+
     it('raw SQL that reads only tables of no annotation runs, and a raw statement is sent as written', async () => {
       const rows = await t.db
         .selectFrom(users)
