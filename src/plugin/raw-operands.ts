@@ -7,9 +7,9 @@ import {
   operandText,
   PART,
   readsTables,
-  sentWords,
   starText,
   tableNamedIn,
+  unqualifyingWords,
   unquote,
 } from './raw-text.js'
 import { encryptedIn, type Relation, type Scope } from './scope.js'
@@ -114,7 +114,8 @@ const ONE_NAME = new RegExp(String.raw`^\s*${IDENT}\s*$`, 'u')
  * `sql\`(select id from cu where email = ${v})\``): the CTE stands for the table (helper-133).
  */
 function cteRead(scope: Scope, node: OperationNode): ColumnInfo | undefined {
-  for (const word of sentWords(node)) {
+  // A qualifier (`cu.id`) reads a relation in scope, whose names checkRawText reads.
+  for (const word of unqualifyingWords(node)) {
     const source = scope.cteSource(word)
     if (source !== undefined) return source.kind === 'column' ? source.info : source.info.column
   }

@@ -295,12 +295,16 @@ export function readsTables(node: OperationNode): boolean {
   return READS.test(sentText(node))
 }
 
-/** The words of raw SQL's whole text as sent (see {@link tableNamedIn}). */
-export function sentWords(node: OperationNode): string[] {
-  return sentText(node)
-    .split(WORD_SPLIT)
-    .filter((w) => w !== '')
+/**
+ * The words of raw SQL's whole text as sent (see {@link tableNamedIn}) that are no qualifier
+ * (`cu` in `from cu`, not in `cu.id`): the names a relation may be read by.
+ */
+export function unqualifyingWords(node: OperationNode): string[] {
+  return [...sentText(node).matchAll(UNQUALIFYING_WORD)].map((m) => m[0])
 }
+
+const UNQUALIFYING_WORD =
+  /(?<![\p{L}\p{M}\p{N}_$])[\p{L}\p{M}\p{N}_$]+(?![\p{L}\p{M}\p{N}_$]|["\x60]?\s*\.)/gu
 
 /** Nodes that hold FROM, JOIN, CTE or written-table items (see {@link rawTableItem}). */
 export const RELATION_HOLDERS = new Set([

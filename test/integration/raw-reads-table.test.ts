@@ -150,6 +150,20 @@ describe.each(backends())('raw SQL that reads an encrypted table itself [$name]'
         .where('email', '=', v)
         .execute()
       expect(named).toHaveLength(1)
+      // Raw SQL that only qualifies by such a CTE's name (a correlated reference) does not read it.
+      const correlated = await t.db
+        .with('cu', (db) => db.selectFrom(users).select(['id', 'email']))
+        .selectFrom('cu')
+        .select([
+          'cu.id',
+          sql<number>`(select count(*) from ${sql.table(plain)} p where p.id = cu.id)`.as('n'),
+        ])
+        .orderBy('cu.id')
+        .execute()
+      expect(correlated.map((r) => [Number(r.id), Number(r.n)])).toEqual([
+        [1, 0],
+        [2, 0],
+      ])
       if (backend.family === 'postgres') {
         const of = await t.db
           .selectFrom(users)
