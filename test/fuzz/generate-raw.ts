@@ -168,7 +168,8 @@ function rawSubquery(g: Gen): RawPart[] {
     { text: alias },
   ]
   if (g.chance(70)) {
-    const c = g.pick(cols)
+    // A column whose pool holds strings or numbers (valuePart writes them as SQL).
+    const c = g.pick(cols.filter((x) => x.kind === 'int' || x.kind === 'text' || x.kind === 'num'))
     parts.push({ text: ` where ${alias === '' || g.chance(30) ? '' : 'x.'}${c.name} = ` }, valuePart(g, c))
   }
   parts.push({ text: ')' })
