@@ -8,7 +8,7 @@ import {
   PART,
   readsTables,
   starText,
-  tableNamedIn,
+  tableReadIn,
   unqualifyingWords,
   unquote,
 } from './raw-text.js'
@@ -79,7 +79,7 @@ export function checkRawText(scope: Scope, node: OperationNode): void {
  */
 export function refuseRawRead(scope: Scope, node: OperationNode): void {
   if (!readsTables(node)) return
-  const info = tableNamedIn(node, scope.schema)?.columns.values().next().value ?? cteRead(scope, node)
+  const info = tableReadIn(node, scope.schema)?.columns.values().next().value ?? cteRead(scope, node)
   if (info === undefined) return
   throw new QueryRefusedError(
     'QUERY_REFUSED',

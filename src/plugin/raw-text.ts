@@ -1,6 +1,6 @@
 import type { OperationNode } from 'kysely'
 import type { EncryptedSchema, TableInfo } from '../schema/schema.js'
-import { identifierName, rawTable, tableName } from './table-names.js'
+import { identifierName, tableName } from './table-names.js'
 
 /**
  * The words of raw SQL (`sql\`…\``) as the plugin reads them: what raw-operands.ts matches against
@@ -117,12 +117,12 @@ export function rawWords(node: OperationNode, into: Set<string>): void {
   }
 }
 
-function parametersOf(node: OperationNode): readonly OperationNode[] {
+export function parametersOf(node: OperationNode): readonly OperationNode[] {
   return (node as unknown as { parameters: readonly OperationNode[] }).parameters
 }
 
 /** The name `sql.id(…)` (its last part) or a bare identifier stands for, if `node` is one. */
-function identifierOf(node: OperationNode): string | undefined {
+export function identifierOf(node: OperationNode): string | undefined {
   if (node.kind === 'IdentifierNode') return identifierName(node)
   if (node.kind !== 'RawNode') return undefined
   const parts = parametersOf(node)
@@ -251,29 +251,6 @@ export function tableNamedIn(node: OperationNode, schema: EncryptedSchema): Tabl
   return undefined
 }
 
-/**
- * A row-locking clause written as raw SQL: `for update`, `for no key update`, `for share`,
- * `for key share` (each with `of t, …`, `nowait` or `skip locked`), MySQL's `lock in share mode`.
- * Its parameters may only be names (`for update of ${sql.table('users')}`).
- */
-export function isRowLock(raw: OperationNode): boolean {
-  if (raw.kind !== 'RawNode' || !parametersOf(raw).every(isName)) return false
-  return ROW_LOCK.test(fragmentsOf(raw).join('t'))
-}
-
-/** `sql.table()`, `sql.id()` or an identifier: a name and nothing else. */
-function isName(p: OperationNode): boolean {
-  return (
-    p.kind === 'TableNode' ||
-    p.kind === 'IdentifierNode' ||
-    identifierOf(p) !== undefined ||
-    rawTable(p) !== undefined
-  )
-}
-
-const ROW_LOCK =
-  /^\s*(?:for\s+(?:update|no\s+key\s+update|share|key\s+share)(?:\s+of\s+[\w"`.]+(?:\s*,\s*[\w"`.]+)*)?(?:\s+(?:nowait|skip\s+locked))?|lock\s+in\s+share\s+mode)\s*$/i
-
 /** A word of SQL after which a table is named: what makes raw SQL read a table itself. */
 const READS = /\b(?:from|join|update|into|using|table)\b/i
 
@@ -287,8 +264,29 @@ const READS = /\b(?:from|join|update|into|using|table)\b/i
  * as {@link tableNamedIn} is.
  */
 export function tableReadIn(node: OperationNode, schema: EncryptedSchema): TableInfo | undefined {
-  return readsTables(node) ? tableNamedIn(node, schema) : undefined
+  if (!readsTables(node)) return undefined
+  // A name used only as a qualifier (`users.tenant` in an upsert's `do update … where`) names a
+  // relation of the statement, whose columns checkRawText reads; `public.users` still names users.
+  const text = sentText(node)
+  let previous: string | undefined
+  for (const m of text.matchAll(WORD)) {
+    const word = m[0]
+    const end = (m.index ?? 0) + word.length
+    QUALIFIES.lastIndex = end
+    if (QUALIFIES.test(text)) {
+      previous = word
+      continue
+    }
+    const table = schema.table(word, previous) ?? schema.tableIgnoringCase(word)
+    if (table !== undefined) return table
+    previous = word
+  }
+  return undefined
 }
+
+const WORD = /[\p{L}\p{M}\p{N}_$]+/gu
+/** What follows a qualifier: a dot, after a closing quote and spaces perhaps. */
+const QUALIFIES = /["\x60]?\s*\./y
 
 /** Whether raw SQL's whole text holds a word after which a table is named (see {@link tableReadIn}). */
 export function readsTables(node: OperationNode): boolean {
@@ -300,11 +298,14 @@ export function readsTables(node: OperationNode): boolean {
  * (`cu` in `from cu`, not in `cu.id`): the names a relation may be read by.
  */
 export function unqualifyingWords(node: OperationNode): string[] {
-  return [...sentText(node).matchAll(UNQUALIFYING_WORD)].map((m) => m[0])
+  // Literals and comments blanked (they name no relation), nested raw SQL inlined.
+  const text = sentText(node).replace(TOKENS, (t) => (t.startsWith('"') || t.startsWith('`') ? t : ' '))
+  return [...text.matchAll(UNQUALIFYING_WORD)].map((m) => m[0])
 }
 
+/** A word that is no qualifier (`cu.`) nor a function's name (`trim(`). */
 const UNQUALIFYING_WORD =
-  /(?<![\p{L}\p{M}\p{N}_$])[\p{L}\p{M}\p{N}_$]+(?![\p{L}\p{M}\p{N}_$]|["\x60]?\s*\.)/gu
+  /(?<![\p{L}\p{M}\p{N}_$])[\p{L}\p{M}\p{N}_$]+(?![\p{L}\p{M}\p{N}_$]|["\x60]?\s*[.(])/gu
 
 /** Nodes that hold FROM, JOIN, CTE or written-table items (see {@link rawTableItem}). */
 export const RELATION_HOLDERS = new Set([

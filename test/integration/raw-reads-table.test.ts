@@ -164,7 +164,50 @@ describe.each(backends())('raw SQL that reads an encrypted table itself [$name]'
         [1, 0],
         [2, 0],
       ])
+      // An upsert in modifyEnd that qualifies by its own table; a CTE's name in a literal, a
+      // comment or as a function's argument (helper-134).
+      const upsert = t.db.insertInto(users).values({ id: 9, name: 'Nia', email: 'nia@x.io' })
+      // The table's name written in the SQL text, as an application writes it (sql.raw here: the
+      // fixture's names are generated).
+      await upsert
+        .modifyEnd(
+          sql.raw(
+            backend.family === 'postgres'
+              ? `on conflict (id) do update set name = excluded.name where ${users}.tenant is distinct from excluded.tenant`
+              : `on duplicate key update name = concat(${users}.name, values(name))`,
+          ),
+        )
+        .execute()
+      const words = await t.db
+        .with('u', (db) => db.selectFrom(users).select(['id', 'email']))
+        .selectFrom('u')
+        .select(['u.id', sql<string>`concat('from u', ${sql.lit('x')}) /* taken from u */`.as('w')])
+        .where('u.id', '=', 9)
+        .execute()
+      expect(words.map((r) => String(r.w))).toEqual(['from ux'])
+      await t.raw.deleteFrom(users).where('id', '=', 9).execute()
       if (backend.family === 'postgres') {
+        // Row locks written as raw SQL: two clauses, names by sql.raw and sql.ref.
+        for (const lock of [
+          sql`for update of ${sql.raw(users)}`,
+          sql`for update of ${sql.table(users)} for share of ${sql.table(orders)}`,
+        ]) {
+          const rows = await t.db
+            .selectFrom(users)
+            .innerJoin(orders, `${orders}.id`, `${users}.id`)
+            .select(`${users}.id`)
+            .where(`${users}.email`, '=', v)
+            .modifyEnd(lock)
+            .execute()
+          expect(rows).toEqual([])
+        }
+        const aliased = await t.db
+          .selectFrom(`${users} as u`)
+          .select('u.id')
+          .where('u.email', '=', v)
+          .modifyEnd(sql`for update of ${sql.ref('u')} skip locked`)
+          .execute()
+        expect(aliased.map((r) => Number(r.id))).toEqual([1])
         const of = await t.db
           .selectFrom(users)
           .select('id')
