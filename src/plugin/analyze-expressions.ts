@@ -1,4 +1,5 @@
 import type { OperationNode, ReferenceNode } from 'kysely'
+import { QueryRefusedError } from '../errors.js'
 import type { AnalysisContext, ConditionContext } from './analysis-context.js'
 import { isDeferred } from './deferred-value.js'
 import { isStarOf } from './hidden-selections.js'
@@ -7,7 +8,7 @@ import { columnName, labelOf, rebuild, rebuildList } from './nodes.js'
 import { checkRawText, refuseRawRead } from './raw-operands.js'
 import { declaresRelations, endLine } from './raw-text.js'
 import { refuse } from './refusal.js'
-import { isRowLock } from './row-lock.js'
+import { isLimitedRowLock, isRowLock } from './row-lock.js'
 import type { Resolved, Scope } from './scope.js'
 import { identifierName, tableName } from './table-names.js'
 import { noteNamed, noteUnqualified, unmodelledLevel } from './unlisted-columns.js'
@@ -126,7 +127,7 @@ export function opaque(
       // raw SQL. Other raw SQL given to modifyFront or modifyEnd is raw SQL like any other
       // (helper-133: `modifyEnd(sql\`and email = ${v}\`)` was sent as written).
       const raw = (node as unknown as { rawModifier?: OperationNode }).rawModifier
-      if (raw === undefined || isRowLock(raw)) return node
+      if (raw === undefined || locksOnly(raw)) return node
       return rebuild(node, { rawModifier: opaque(a, raw, scope, label, false, queries) })
     }
     case 'RawNode': {
@@ -170,8 +171,32 @@ export function modifiers(
 ): void {
   for (const key of MODIFIERS) {
     const list = node[key]
-    if (list !== undefined)
-      patch[key] = rebuildList(list, (n) => (isRowLock(n) ? n : opaque(a, n, scope, 'expression')))
+    if (list !== undefined) patch[key] = rebuildList(list, (n) => (locksOnly(n) ? n : modifier(a, n, scope)))
+  }
+}
+
+/** A row lock, after a LIMIT or not: raw SQL that holds no value and reads no relation. */
+function locksOnly(raw: OperationNode): boolean {
+  return isRowLock(raw) || isLimitedRowLock(raw)
+}
+
+/**
+ * One modifier walked by {@link opaque}; a refusal of its raw SQL names the builder's forms of
+ * what modifiers hold (an upsert's ON CONFLICT, DISTINCT ON, a limit, a lock), which the plugin
+ * reads, instead of only `where(…)`.
+ */
+function modifier(a: AnalysisContext, node: OperationNode, scope: Scope): OperationNode {
+  try {
+    return opaque(a, node, scope, 'expression')
+  } catch (error) {
+    if (!(error instanceof QueryRefusedError) || error.operator !== 'raw sql' || error.hint === undefined)
+      throw error
+    throw new QueryRefusedError(error.code, error.message.slice(0, -` Hint: ${error.hint}`.length), {
+      table: error.table,
+      column: error.column,
+      operator: error.operator,
+      hint: `${error.hint} In modifyFront or modifyEnd, use the builder's forms instead, which the plugin reads and rewrites: onConflict((oc) => oc.column(…)…) with doNothing() or doUpdateSet(…), distinctOn(…), orderBy(…), limit(…), forUpdate().of(…).`,
+    })
   }
 }
 

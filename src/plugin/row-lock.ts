@@ -8,8 +8,22 @@ import { rawTable } from './table-names.js'
  * Its parameters may only be names (`for update of ${sql.table('users')}`).
  */
 export function isRowLock(raw: OperationNode): boolean {
+  return locks(raw, ROW_LOCK)
+}
+
+/**
+ * A row lock after a LIMIT (and OFFSET) of literal numbers: `limit 1 for update of ${sql.table(t)}`.
+ * Like {@link isRowLock} it holds no value and reads no relation, so its raw SQL needs no check;
+ * unlike it, it limits rows, which a search index's post filter must not meet
+ * (analyze-post-filters.ts still counts it as a raw modifier).
+ */
+export function isLimitedRowLock(raw: OperationNode): boolean {
+  return locks(raw, LIMITED_ROW_LOCK)
+}
+
+function locks(raw: OperationNode, pattern: RegExp): boolean {
   if (raw.kind !== 'RawNode' || !parametersOf(raw).every(isName)) return false
-  return ROW_LOCK.test(fragmentsOf(raw).join('t'))
+  return pattern.test(fragmentsOf(raw).join('t'))
 }
 
 /** `sql.table()`, `sql.id()`, `sql.ref()`, `sql.raw()` of a name, an identifier: a name and nothing else. */
@@ -29,4 +43,6 @@ const NAME_CHAIN = /^\s*[\w"`.]+\s*$/
 
 /** One lock clause; a row lock is one or more (`for update of a for share of b`). */
 const LOCK = String.raw`(?:for\s+(?:update|no\s+key\s+update|share|key\s+share)(?:\s+of\s+[\w"\x60.]+(?:\s*,\s*[\w"\x60.]+)*)?(?:\s+(?:nowait|skip\s+locked))?|lock\s+in\s+share\s+mode)`
-const ROW_LOCK = new RegExp(String.raw`^\s*${LOCK}(?:\s+${LOCK})*\s*$`, 'i')
+const LOCKS = String.raw`${LOCK}(?:\s+${LOCK})*\s*$`
+const ROW_LOCK = new RegExp(String.raw`^\s*${LOCKS}`, 'i')
+const LIMITED_ROW_LOCK = new RegExp(String.raw`^\s*limit\s+\d+(?:\s+offset\s+\d+)?\s+${LOCKS}`, 'i')

@@ -218,6 +218,59 @@ describe.each(backends())('raw SQL that reads an encrypted table itself [$name]'
       }
     })
 
+    it("raw SQL in modifyFront/modifyEnd: a refusal's hint names the builder's forms, which run; a LIMIT before a row lock runs", async () => {
+      // helper-134: these ran before ad99b2b read modifiers, and the hint then named only where().
+      const refusedModifiers = [
+        t.db.selectFrom(users).select('id').modifyFront(sql`distinct on (email_bidx)`),
+        t.db
+          .insertInto(users)
+          .values({ id: 7, name: 'Gus', email: 'gus@x.io' })
+          .modifyEnd(sql`on conflict (email_bidx) do nothing`),
+      ]
+      for (const query of refusedModifiers) {
+        const error = await fx.refused(query, 'QUERY_REFUSED')
+        expect(error.operator).toBe('raw sql')
+        expect(error.hint).toContain('onConflict((oc) => oc.column(')
+        expect(error.hint).toContain('distinctOn(')
+        // The message says it once, and ends before the hint.
+        expect(error.message.split('Hint:')).toHaveLength(2)
+      }
+      // A LIMIT then a row lock (`update … of`, not an UPDATE): no value, no read.
+      const lock =
+        backend.family === 'postgres'
+          ? sql`limit 1 for update of ${sql.table(users)}`
+          : sql`limit 1 for update`
+      const locked = await t.db
+        .selectFrom(users)
+        .select('id')
+        .where('email', '=', v)
+        .modifyEnd(lock)
+        .execute()
+      expect(locked.map((r) => Number(r.id))).toEqual([1])
+      // Beside a truncated index's post filter it limits rows before the filter: refused.
+      const limited = await fx.refused(
+        t.db.selectFrom(users).select('id').where('ssn', '=', '123-45-6789').modifyEnd(lock),
+        'QUERY_REFUSED',
+      )
+      expect(limited.message).toContain('raw SQL modifiers')
+      if (backend.family === 'postgres') {
+        const distinct = await t.db
+          .selectFrom(users)
+          .select(['id', 'email'])
+          .distinctOn('email_bidx')
+          .orderBy('email_bidx')
+          .orderBy('id')
+          .execute()
+        expect(distinct.map((r) => r.email).sort()).toEqual(['ada@x.io', 'bob@x.io'])
+        const skipped = await t.db
+          .insertInto(users)
+          .values({ id: 7, name: 'Gus', email: 'ADA@x.io ' })
+          .onConflict((oc) => oc.column('email_bidx').doNothing())
+          .execute()
+        expect(skipped.map((r) => Number(r.numInsertedOrUpdatedRows))).toEqual([0])
+      }
+    })
+
     it('raw SQL that reads only tables of no annotation runs, and a raw statement is sent as written', async () => {
       const rows = await t.db
         .selectFrom(users)
