@@ -70,6 +70,9 @@ export const analyzeInsert: StatementAnalysis<InsertQueryNode> = (a, node, paren
     const oc = node.onConflict
     const ocPatch: Record<string, unknown> = {}
     if (oc.columns && table !== undefined) ocPatch.columns = conflictTarget(a, oc.columns, table)
+    // `oc.expression(…)`: a conflict target like any expression (helper-133: raw SQL there was
+    // sent as written, its parameters too).
+    if (oc.indexExpression) ocPatch.indexExpression = opaque(a, oc.indexExpression, scope, 'on conflict')
     if (oc.updates) ocPatch.updates = updates(a, oc.updates, scope, relation)
     if (oc.updateWhere)
       ocPatch.updateWhere = whereNode(a, oc.updateWhere, scope, {

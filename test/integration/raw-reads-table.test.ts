@@ -271,6 +271,35 @@ describe.each(backends())('raw SQL that reads an encrypted table itself [$name]'
       }
     })
 
+    it.runIf(backend.family === 'postgres')(
+      'a conflict target written as an expression is read like any expression (helper-133)',
+      async () => {
+        const upsert = () => t.db.insertInto(users).values({ id: 9, name: 'ADA', email: 'gus@x.io' })
+        // Sent as written before, its parameter too (the database then found no such constraint).
+        const raw = await fx.refused(
+          upsert().onConflict((oc) => oc.expression(sql`(email = ${v})`).doNothing()),
+          'QUERY_REFUSED',
+        )
+        expect(raw.operator).toBe('raw sql')
+        const fn = await fx.refused(
+          upsert().onConflict((oc) => oc.expression(sql`lower(${sql.ref('email')})`).doNothing()),
+          'QUERY_REFUSED',
+        )
+        expect(fn.column).toBe('email')
+        // One over plain columns runs.
+        const index = `${users}_lower_name`
+        await sql`create unique index ${sql.id(index)} on ${sql.table(users)} (lower(name))`.execute(t.raw)
+        try {
+          const skipped = await upsert()
+            .onConflict((oc) => oc.expression(sql`lower(name)`).doNothing())
+            .execute()
+          expect(skipped.map((r) => Number(r.numInsertedOrUpdatedRows))).toEqual([0])
+        } finally {
+          await sql`drop index ${sql.id(index)}`.execute(t.raw)
+        }
+      },
+    )
+
     it('raw SQL that reads only tables of no annotation runs, and a raw statement is sent as written', async () => {
       const rows = await t.db
         .selectFrom(users)
