@@ -1,7 +1,7 @@
 import type { AliasNode, DeleteQueryNode, JoinNode, OperationNode } from 'kysely'
 import type { StatementAnalysis } from './analysis-context.js'
 import { whereNode } from './analyze-conditions.js'
-import { modifiers, opaque } from './analyze-expressions.js'
+import { modifiers, opaque, statementExtras } from './analyze-expressions.js'
 import { fromItem, join, statementScope } from './analyze-from.js'
 import { returning } from './analyze-selections.js'
 import { rebuild, rebuildList } from './nodes.js'
@@ -41,6 +41,7 @@ export const analyzeDelete: StatementAnalysis<DeleteQueryNode> = (a, node, paren
     })
   if (node.orderBy) patch.orderBy = opaque(a, node.orderBy, scope, 'order by')
   modifiers(a, node, scope, patch)
+  statementExtras(a, node, scope, patch)
   return returning(a, node, scope, role, patch)
 }
 

@@ -202,3 +202,26 @@ function modifier(a: AnalysisContext, node: OperationNode, scope: Scope): Operat
 
 /** The statement fields {@link modifiers} walks; a module constant, not an array made per query. */
 const MODIFIERS = ['frontModifiers', 'endModifiers'] as const
+
+/**
+ * The parts of a statement no clause of its analysis reads, walked as expressions of its scope:
+ * EXPLAIN's options, the LIMIT of an UPDATE or DELETE (MySQL), TOP and OUTPUT (MSSQL). Raw SQL
+ * in them is checked as raw SQL elsewhere is, and an encrypted column there is refused
+ * (helper-135: `.explain(undefined, sql\`analyze) select id from users where email = ${v} --\`)`
+ * ran, and an update's `.limit(sql\`${v}\`)` sent its value, as written). A part a clause has
+ * read already (a select's LIMIT) is left as that clause rewrote it.
+ */
+export function statementExtras(
+  a: AnalysisContext,
+  node: { readonly [key in (typeof EXTRAS)[number]]?: OperationNode },
+  scope: Scope,
+  patch: Record<string, unknown>,
+): void {
+  for (const key of EXTRAS) {
+    const part = node[key]
+    if (part !== undefined && patch[key] === undefined) patch[key] = opaque(a, part, scope, key)
+  }
+}
+
+/** The statement fields {@link statementExtras} walks. */
+const EXTRAS = ['explain', 'limit', 'top', 'output'] as const

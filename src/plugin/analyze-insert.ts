@@ -3,7 +3,7 @@ import { QueryRefusedError } from '../errors.js'
 import { type IndexInfo, indexColumnNames, type TableInfo } from '../schema/schema.js'
 import type { AnalysisContext, StatementAnalysis } from './analysis-context.js'
 import { whereNode } from './analyze-conditions.js'
-import { modifiers, opaque } from './analyze-expressions.js'
+import { modifiers, opaque, statementExtras } from './analyze-expressions.js'
 import { refuseRawTable, statementScope } from './analyze-from.js'
 import { returning } from './analyze-selections.js'
 import { mismatchedIndex, updates } from './analyze-set-items.js'
@@ -104,6 +104,7 @@ export const analyzeInsert: StatementAnalysis<InsertQueryNode> = (a, node, paren
     })
   }
   modifiers(a, node, scope, patch)
+  statementExtras(a, node, scope, patch)
   return returning(a, node, scope, role, patch)
 }
 

@@ -8,7 +8,7 @@ import type {
 } from 'kysely'
 import type { AnalysisContext, PendingFilter, StatementAnalysis } from './analysis-context.js'
 import { whereNode } from './analyze-conditions.js'
-import { modifiers, opaque } from './analyze-expressions.js'
+import { modifiers, opaque, statementExtras } from './analyze-expressions.js'
 import { froms, join, statementScope } from './analyze-from.js'
 import { hiddenSelections, postFilterable } from './analyze-post-filters.js'
 import { checkIndexPairs, plainOutputs, selections } from './analyze-selections.js'
@@ -79,6 +79,7 @@ export const analyzeSelect: StatementAnalysis<SelectQueryNode> = (a, node, paren
     if (node[key]) patch[key] = opaque(a, node[key] as OperationNode, scope, 'expression')
   }
   modifiers(a, node, scope, patch)
+  statementExtras(a, node, scope, patch)
   const annotated = firstColumn(outputs)
   if (node.setOperations) {
     patch.setOperations = node.setOperations.map((op) => {

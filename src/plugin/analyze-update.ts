@@ -2,7 +2,7 @@ import type { OperationNode, UpdateQueryNode, WhereNode } from 'kysely'
 import { contextMissing } from '../schema/row-context.js'
 import type { StatementAnalysis } from './analysis-context.js'
 import { whereNode } from './analyze-conditions.js'
-import { modifiers, opaque } from './analyze-expressions.js'
+import { modifiers, opaque, statementExtras } from './analyze-expressions.js'
 import { fromItem, froms, join, statementScope } from './analyze-from.js'
 import { returning } from './analyze-selections.js'
 import { updates } from './analyze-set-items.js'
@@ -70,5 +70,6 @@ export const analyzeUpdate: StatementAnalysis<UpdateQueryNode> = (a, node, paren
   }
   if (node.orderBy) patch.orderBy = opaque(a, node.orderBy, scope, 'order by')
   modifiers(a, node, scope, patch)
+  statementExtras(a, node, scope, patch)
   return returning(a, node, scope, role, patch)
 }
