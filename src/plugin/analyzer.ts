@@ -24,6 +24,7 @@ import { EMPTY_PLAN, type PlanOutput, type PostFilter, type QueryPlan, type Unli
 import { declaresRelations } from './raw-text.js'
 import { refuse } from './refusal.js'
 import { rawWordsIn, relationNames } from './relation-names.js'
+import { checkSchemaStatement } from './schema-statements.js'
 import type { Relation, Scope } from './scope.js'
 import { columnsOf, type TableColumns } from './table-columns.js'
 import { unmodelledLevel } from './unlisted-columns.js'
@@ -145,7 +146,8 @@ export class Analyzer implements AnalysisContext {
         result = { node: this.#embedded(root), outputs: new Map() }
         break
       default:
-        // DDL.
+        // DDL: sent as written, but no plaintext in its expressions (schema-statements.ts).
+        checkSchemaStatement(root, this.schema)
         return { node: root, plan: EMPTY_PLAN }
     }
     // A name near an encrypted column beside a `*` whose columns the catalog will list.
