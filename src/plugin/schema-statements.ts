@@ -1,9 +1,10 @@
-import type { ColumnNode, OperationNode, RawNode, ValueNode } from 'kysely'
+import type { OperationNode, RawNode, ValueNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
 import type { ColumnInfo, EncryptedSchema, TableInfo } from '../schema/schema.js'
-import { isNode } from './node-utils.js'
+import { someChild } from './node-utils.js'
+import { columnName } from './nodes.js'
 import { operandText } from './raw-text.js'
-import { identifierName, tableName } from './table-names.js'
+import { tableName } from './table-names.js'
 
 /**
  * Schema statements (`db.schema.createTable`, `createIndex`, `alterTable`) are sent as written:
@@ -37,7 +38,7 @@ function visit(node: OperationNode, table: TableInfo): void {
       return
     case 'ColumnDefinitionNode':
     case 'AlterColumnNode': {
-      const column = storedColumn(table, columnNameOf(n.column as OperationNode))
+      const column = storedColumn(table, columnName(n.column as OperationNode))
       const value = n.defaultTo ?? n.setDefault
       if (column !== undefined && value !== undefined && holdsValue(value)) throw refusal(column, 'default')
       const generated = n.generated as { expression?: OperationNode } | undefined
@@ -46,12 +47,10 @@ function visit(node: OperationNode, table: TableInfo): void {
       return
     }
     default:
-      for (const key in n) {
-        const value = n[key] as unknown
-        if (Array.isArray(value)) {
-          for (const v of value) if (isNode(v)) visit(v, table)
-        } else if (isNode(value)) visit(value, table)
-      }
+      someChild(node, (child) => {
+        visit(child, table)
+        return false
+      })
   }
 }
 
@@ -71,7 +70,7 @@ function storedColumn(table: TableInfo, name: string): ColumnInfo | undefined {
 
 /** A ciphertext column of `table` that `node` names: as a column, a reference, or in raw SQL. */
 function namedColumn(node: OperationNode, table: TableInfo): ColumnInfo | undefined {
-  if (node.kind === 'ColumnNode') return storedColumn(table, columnNameOf(node))
+  if (node.kind === 'ColumnNode') return storedColumn(table, columnName(node))
   if (node.kind === 'RawNode') {
     // Literals blanked: a name in a string is no column.
     const text = operandText(node).replace(/'(?:[^']|'')*'/g, "''")
@@ -81,8 +80,9 @@ function namedColumn(node: OperationNode, table: TableInfo): ColumnInfo | undefi
     }
   }
   let found: ColumnInfo | undefined
-  forChildren(node, (child) => {
-    found ??= namedColumn(child, table)
+  someChild(node, (child) => {
+    found = namedColumn(child, table)
+    return found !== undefined
   })
   return found
 }
@@ -100,26 +100,7 @@ function holdsValue(node: OperationNode): boolean {
     case 'RawNode':
       if (/'/.test((node as RawNode).sqlFragments.join(''))) return true
   }
-  let found = false
-  forChildren(node, (child) => {
-    found ||= holdsValue(child)
-  })
-  return found
-}
-
-/** The name of a ColumnNode. */
-function columnNameOf(node: OperationNode): string {
-  return identifierName((node as ColumnNode).column)
-}
-
-function forChildren(node: OperationNode, fn: (child: OperationNode) => void): void {
-  const record = node as unknown as Record<string, unknown>
-  for (const key in record) {
-    const value = record[key]
-    if (Array.isArray(value)) {
-      for (const v of value) if (isNode(v)) fn(v)
-    } else if (isNode(value)) fn(value)
-  }
+  return someChild(node, holdsValue)
 }
 
 function refusal(column: ColumnInfo, place: string): QueryRefusedError {
