@@ -1,64 +1,82 @@
-import type { OperationNode, RawNode, ValueNode } from 'kysely'
+import type { BinaryOperationNode, OperationNode, RawNode, ValueNode } from 'kysely'
 import { QueryRefusedError } from '../errors.js'
 import type { ColumnInfo, EncryptedSchema, TableInfo } from '../schema/schema.js'
 import { someChild } from './node-utils.js'
 import { columnName } from './nodes.js'
-import { operandText } from './raw-text.js'
 import { tableName } from './table-names.js'
 
 /**
  * Schema statements (`db.schema.createTable`, `createIndex`, `alterTable`) are sent as written:
- * the plugin does not rewrite them. Kysely writes their values into the SQL text, so an
- * expression of one that sets an encrypted column's ciphertext column against a value (a partial
- * index's `where('email', '=', 'ada@example.com')`, a CHECK, a DEFAULT, a generated column) would
- * put the plaintext into the statement and the database's catalog, where it is compared with, or
- * stored as, something that is no ciphertext (helper-135). Those are refused. `is [not] null`
- * holds no value, and a blind index column may be named.
+ * the plugin does not rewrite them, and Kysely writes their values into the SQL text. In one over
+ * an encrypted table, a comparison written with the builder that sets an encrypted column's
+ * ciphertext column against a value (a partial index's `where('email', '=', 'ada@example.com')`,
+ * a CHECK or generated expression, an index expression) would put the plaintext into the
+ * statement and the database's catalog, compared with ciphertext it never equals; a DEFAULT of
+ * such a column would store something that is no ciphertext (helper-135). Those are refused.
+ * `is [not] null` holds no value; a blind index column and plain columns may be set against
+ * values. Raw SQL in a schema statement (`sql\`email <> 'x'\``) is not read: it is sent as
+ * written, as a raw statement is (docs/security.md).
  *
- * @throws QueryRefusedError `QUERY_REFUSED` (operator `index where`, `check`, `default` or
- *   `generated`)
+ * @throws QueryRefusedError `QUERY_REFUSED` (operator `index`, `index where`, `where`, `check`,
+ *   `default` or `generated`)
  */
 export function checkSchemaStatement(root: OperationNode, schema: EncryptedSchema): void {
   const target = (root as { table?: OperationNode }).table
   if (target === undefined || target.kind !== 'TableNode') return
   const { schema: s, name } = tableName(target)
   const table = schema.table(name, s) ?? schema.tableIgnoringCase(name, s)
-  if (table !== undefined) visit(root, table)
+  if (table !== undefined) visit(root, table, 'schema statement')
 }
 
-/** Finds the expressions of a schema statement and checks each. */
-function visit(node: OperationNode, table: TableInfo): void {
-  const n = node as unknown as Record<string, OperationNode | undefined>
+/** Checks `node` and what it holds; `place` names the part of the statement for a refusal. */
+function visit(node: OperationNode, table: TableInfo, place: string): void {
   switch (node.kind) {
-    case 'CreateIndexNode':
-      if (n.where !== undefined) checkExpression(n.where, table, 'index where')
-      return
-    case 'CheckConstraintNode':
-      checkExpression(n.expression as OperationNode, table, 'check')
-      return
     case 'ColumnDefinitionNode':
     case 'AlterColumnNode': {
-      const column = storedColumn(table, columnName(n.column as OperationNode))
-      const value = n.defaultTo ?? n.setDefault
-      if (column !== undefined && value !== undefined && holdsValue(value)) throw refusal(column, 'default')
-      const generated = n.generated as { expression?: OperationNode } | undefined
-      if (column !== undefined && generated?.expression !== undefined) throw refusal(column, 'generated')
-      if (n.check !== undefined) visit(n.check, table)
-      return
+      const n = node as unknown as {
+        column: OperationNode
+        defaultTo?: { defaultValue: OperationNode }
+        setDefault?: OperationNode
+        generated?: { expression?: OperationNode }
+      }
+      const column = storedColumn(table, columnName(n.column))
+      if (column !== undefined) {
+        const value = n.defaultTo?.defaultValue ?? n.setDefault
+        if (value !== undefined && holdsValue(value)) throw refusal(column, 'default')
+        if (n.generated?.expression !== undefined) throw refusal(column, 'generated')
+      }
+      break
     }
-    default:
-      someChild(node, (child) => {
-        visit(child, table)
-        return false
-      })
+    case 'BinaryOperationNode': {
+      const { leftOperand, rightOperand } = node as BinaryOperationNode
+      const column = namedColumn(leftOperand, table) ?? namedColumn(rightOperand, table)
+      if (column !== undefined && (holdsValue(leftOperand) || holdsValue(rightOperand)))
+        throw refusal(column, place)
+      break
+    }
   }
+  const inner = placeOf(node.kind, place)
+  someChild(node, (child) => {
+    visit(child, table, inner)
+    return false
+  })
 }
 
-/** Refuses `expression` when it names a ciphertext column of `table` and holds a value. */
-function checkExpression(expression: OperationNode, table: TableInfo, place: string): void {
-  if (!holdsValue(expression)) return
-  const column = namedColumn(expression, table)
-  if (column !== undefined) throw refusal(column, place)
+/** The part of a schema statement a node of `kind` starts, inside `place`. */
+function placeOf(kind: string, place: string): string {
+  switch (kind) {
+    case 'CreateIndexNode':
+    case 'AddIndexNode':
+      return 'index'
+    case 'WhereNode':
+      return place === 'index' ? 'index where' : 'where'
+    case 'CheckConstraintNode':
+      return 'check'
+    case 'GeneratedNode':
+      return 'generated'
+    default:
+      return place
+  }
 }
 
 /** The encrypted column whose ciphertext column `name` is (ignoring case), if any. */
@@ -68,17 +86,10 @@ function storedColumn(table: TableInfo, name: string): ColumnInfo | undefined {
   return undefined
 }
 
-/** A ciphertext column of `table` that `node` names: as a column, a reference, or in raw SQL. */
+/** A ciphertext column of `table` that `node` names as a column or a reference (not in raw SQL). */
 function namedColumn(node: OperationNode, table: TableInfo): ColumnInfo | undefined {
   if (node.kind === 'ColumnNode') return storedColumn(table, columnName(node))
-  if (node.kind === 'RawNode') {
-    // Literals blanked: a name in a string is no column.
-    const text = operandText(node).replace(/'(?:[^']|'')*'/g, "''")
-    for (const word of text.match(/[\p{L}_][\p{L}\p{N}_$]*/gu) ?? []) {
-      const column = storedColumn(table, word)
-      if (column !== undefined) return column
-    }
-  }
+  if (node.kind === 'RawNode') return undefined
   let found: ColumnInfo | undefined
   someChild(node, (child) => {
     found = namedColumn(child, table)
@@ -87,7 +98,10 @@ function namedColumn(node: OperationNode, table: TableInfo): ColumnInfo | undefi
   return found
 }
 
-/** True when `node` holds a value other than null: a value, a list of them, or a string literal in raw SQL. */
+/**
+ * True when `node` holds a value other than null: a value or a list of them, or raw SQL other
+ * than `null` (its text may be a literal in any quoting: `'…'`, `$$…$$`, MySQL's `"…"`).
+ */
 function holdsValue(node: OperationNode): boolean {
   switch (node.kind) {
     case 'ValueNode': {
@@ -98,7 +112,7 @@ function holdsValue(node: OperationNode): boolean {
     case 'PrimitiveValueListNode':
       return true
     case 'RawNode':
-      if (/'/.test((node as RawNode).sqlFragments.join(''))) return true
+      if (!/^\s*(?:null\s*)?$/i.test((node as RawNode).sqlFragments.join(''))) return true
   }
   return someChild(node, holdsValue)
 }
