@@ -146,7 +146,8 @@ export class Analyzer implements AnalysisContext {
         result = { node: this.#embedded(root), outputs: new Map() }
         break
       default:
-        // DDL: sent as written, but no plaintext in its expressions (schema-statements.ts).
+        // DDL: sent as written, but for a builder comparison that sets an encrypted column against
+        // a value, or a default of one (schema-statements.ts).
         checkSchemaStatement(root, this.schema)
         return { node: root, plan: EMPTY_PLAN }
     }
