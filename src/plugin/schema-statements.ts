@@ -113,23 +113,27 @@ function holdsValue(node: OperationNode): boolean {
       return true
     case 'RawNode':
       if (!/^\s*(?:null\s*)?$/i.test((node as RawNode).sqlFragments.join(''))) return true
+      break // `null`, or only parameters: read those below
   }
   return someChild(node, holdsValue)
 }
 
 function refusal(column: ColumnInfo, place: string): QueryRefusedError {
   const t = column.table
+  const stored = place === 'default' || place === 'generated'
+  const why = stored
+    ? 'the database would store a value that is no ciphertext in a column of ciphertexts, and reading it would fail to decrypt'
+    : "Kysely writes its values into the SQL text, so a plaintext would be sent, stored in the database's catalog and set against ciphertext, which it never equals"
   return new QueryRefusedError(
     'QUERY_REFUSED',
-    `Refused ${place} on encrypted column ${t.physical}.${column.stored} in a schema statement: Kysely writes its values into the SQL text, so a plaintext would be sent, stored in the database's catalog and set against ciphertext, which it never equals. Nothing was sent.`,
+    `Refused ${place} on encrypted column ${t.physical}.${column.stored} in a schema statement: ${why}. Nothing was sent.`,
     {
       table: t.logical,
       column: column.logical,
       operator: place,
-      hint:
-        place === 'default' || place === 'generated'
-          ? 'An encrypted column holds what the plugin writes: give it no default or generated value (a default of null is fine), or send the statement as raw SQL (sql`…`.execute(db)), which the plugin sends as written.'
-          : `Name the column's blind index instead, against bytes from encryption.indexOf('${t.logical}', '${column.logical}', value), or send the statement as raw SQL (sql\`…\`.execute(db)), which the plugin sends as written.`,
+      hint: stored
+        ? 'An encrypted column holds what the plugin writes: give it no default or generated value (a default of null is fine), or send the statement as raw SQL (sql`…`.execute(db)), which the plugin sends as written.'
+        : `Name the column's blind index instead, against bytes from encryption.indexOf('${t.logical}', '${column.logical}', value), or send the statement as raw SQL (sql\`…\`.execute(db)), which the plugin sends as written.`,
     },
   )
 }
